@@ -1,0 +1,31 @@
+# Every target works on a bare machine with only python3: the venv is created on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test bench lint clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+## run: the gateway with its two demo upstreams; prints the URL, an agent token and client config
+run: $(STAMP)
+	$(VENV)/bin/narrowgate demo
+
+## test: every test, including the MCP conformance suite through the gateway
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+## bench: direct vs through-the-gateway latency, throughput and CPU per call
+bench: $(STAMP)
+	$(PY) -m bench.run --sdk-check --json .narrowgate/bench.json
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) .narrowgate .pytest_cache tests/conformance/node_modules

@@ -1,0 +1,263 @@
+"""Reads `tool_catalog/*.yaml` into a Catalog, reporting every problem with file and line."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from gateway.catalog.model import (
+    NAMESPACE_SEPARATOR,
+    PROTOCOL_CHOICES,
+    RISK_TIERS,
+    Catalog,
+    HttpTransport,
+    ServerEntry,
+    StdioTransport,
+    ToolEntry,
+    Transport,
+)
+from gateway.catalog.yaml_lines import LinedDocument, load_lined
+
+ID_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,47}$")
+NAMESPACE_PATTERN = re.compile(r"^([a-z][a-z0-9-]{0,47})?$")
+TOOL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+SERVER_KEYS = frozenset({"id", "namespace", "owner", "description", "transport", "timeout_s", "tools"})
+TOOL_KEYS = frozenset({"name", "risk", "data_classes", "owner"})
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogProblem:
+    file: Path
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+class CatalogError(Exception):
+    """The catalog is invalid; `problems` lists every problem found, not just the first."""
+
+    def __init__(self, problems: list[CatalogProblem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+def load_catalog(directory: Path, environ: Mapping[str, str] | None = None) -> Catalog:
+    """Load every manifest in `directory`; raise CatalogError listing all problems."""
+    env = dict(os.environ if environ is None else environ)
+    env.setdefault("PYTHON", sys.executable)
+    problems: list[CatalogProblem] = []
+    if not directory.is_dir():
+        raise CatalogError([CatalogProblem(directory, 0, "catalog directory does not exist")])
+    servers = []
+    for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
+        server = _load_manifest(path, env, problems)
+        if server is not None:
+            servers.append(server)
+    _check_across_manifests(servers, problems)
+    if problems:
+        raise CatalogError(problems)
+    return Catalog.of(servers)
+
+
+def _load_manifest(path: Path, env: dict[str, str], problems: list[CatalogProblem]) -> ServerEntry | None:
+    try:
+        doc = load_lined(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else 1
+        problems.append(CatalogProblem(path, line, f"invalid YAML: {exc.problem}"))
+        return None
+    except (OSError, yaml.YAMLError) as exc:
+        problems.append(CatalogProblem(path, 1, f"cannot read manifest: {exc}"))
+        return None
+    return _ManifestReader(path, doc, env, problems).read()
+
+
+class _ManifestReader:
+    """Validates one manifest document, appending problems rather than stopping at the first."""
+
+    def __init__(self, path: Path, doc: LinedDocument, env: dict[str, str], problems: list[CatalogProblem]):
+        self.path = path
+        self.doc = doc
+        self.env = env
+        self.problems = problems
+        self.count_before = len(problems)
+
+    def problem(self, where: tuple[str | int, ...], message: str) -> None:
+        self.problems.append(CatalogProblem(self.path, self.doc.line(where), message))
+
+    def read(self) -> ServerEntry | None:
+        data = self.doc.data
+        if not isinstance(data, dict):
+            self.problem((), "a manifest must be a mapping with id, owner, transport and tools")
+            return None
+        for key in sorted(set(data) - SERVER_KEYS, key=str):
+            self.problem((key,), f"unknown key {key!r}")
+        server_id = self.required_str(data, ("id",))
+        if server_id and not ID_PATTERN.match(server_id):
+            self.problem(("id",), f"id {server_id!r} must be lowercase letters, digits and '-', starting with a letter")
+        namespace = data.get("namespace", server_id)
+        if not isinstance(namespace, str) or not NAMESPACE_PATTERN.match(namespace):
+            self.problem(("namespace",), f"namespace {namespace!r} must be like an id, or \"\" for bare names")
+            namespace = ""
+        owner = self.required_str(data, ("owner",))
+        description = data.get("description") or ""
+        transport = self.transport(data.get("transport"))
+        timeout_s = self.timeout(data.get("timeout_s", 30))
+        if len(self.problems) > self.count_before or server_id is None or owner is None or transport is None:
+            self.tools(data.get("tools"), server_id or "", namespace or "", owner or "")
+            return None
+        tools = self.tools(data.get("tools"), server_id, namespace, owner)
+        if len(self.problems) > self.count_before:
+            return None
+        return ServerEntry(
+            id=server_id,
+            namespace=namespace,
+            owner=owner,
+            description=str(description),
+            transport=transport,
+            timeout_s=timeout_s,
+            tools=MappingProxyType(tools),
+            source=self.path,
+        )
+
+    def required_str(self, data: dict[str, Any], where: tuple[str | int, ...]) -> str | None:
+        value = data.get(where[-1])
+        if not isinstance(value, str) or not value.strip():
+            self.problem(where, f"{where[-1]} is required and must be a non-empty string")
+            return None
+        return value.strip()
+
+    def timeout(self, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            self.problem(("timeout_s",), f"timeout_s must be a positive number, got {value!r}")
+            return 30.0
+        return float(value)
+
+    def expand(self, value: Any, where: tuple[str | int, ...]) -> str:
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in self.env:
+                return self.env[name]
+            if default is not None:
+                return default
+            self.problem(where, f"environment variable {name} is not set and has no default")
+            return ""
+
+        return ENV_REFERENCE.sub(substitute, str(value))
+
+    def transport(self, raw: Any) -> Transport | None:
+        if not isinstance(raw, dict):
+            self.problem(("transport",), "transport is required: {url: ...} or {command: ..., args: [...]}")
+            return None
+        if ("url" in raw) == ("command" in raw):
+            self.problem(("transport",), "transport needs exactly one of url (Streamable HTTP) or command (stdio)")
+            return None
+        protocol = raw.get("protocol", "auto")
+        if protocol not in PROTOCOL_CHOICES:
+            self.problem(("transport", "protocol"), f"protocol must be one of {', '.join(PROTOCOL_CHOICES)}")
+        if "url" in raw:
+            return self.http_transport(raw, str(protocol))
+        return self.stdio_transport(raw)
+
+    def http_transport(self, raw: dict[str, Any], protocol: str) -> HttpTransport | None:
+        url = self.expand(raw["url"], ("transport", "url"))
+        if not url.startswith(("http://", "https://")):
+            self.problem(("transport", "url"), f"url must be http:// or https://, got {url!r}")
+            return None
+        headers = raw.get("headers") or {}
+        if not isinstance(headers, dict):
+            self.problem(("transport", "headers"), "headers must be a mapping")
+            headers = {}
+        expanded = {str(k): self.expand(v, ("transport", "headers", k)) for k, v in headers.items()}
+        return HttpTransport(url=url, headers=MappingProxyType(expanded), protocol=protocol)
+
+    def stdio_transport(self, raw: dict[str, Any]) -> StdioTransport | None:
+        command = self.expand(raw["command"], ("transport", "command"))
+        args = raw.get("args") or []
+        env = raw.get("env") or {}
+        if not isinstance(args, list) or not isinstance(env, dict):
+            self.problem(("transport",), "args must be a list and env a mapping")
+            return None
+        cwd_raw = raw.get("cwd")
+        cwd = self.path.parent if cwd_raw is None else (self.path.parent / self.expand(cwd_raw, ("transport", "cwd")))
+        return StdioTransport(
+            command=command,
+            args=tuple(self.expand(a, ("transport", "args", i)) for i, a in enumerate(args)),
+            env=MappingProxyType({str(k): self.expand(v, ("transport", "env", k)) for k, v in env.items()}),
+            cwd=cwd.resolve(),
+        )
+
+    def tools(self, raw: Any, server_id: str, namespace: str, owner: str) -> dict[str, ToolEntry]:
+        if not isinstance(raw, list):
+            self.problem(("tools",), "tools must be a list (it may be empty)")
+            return {}
+        tools: dict[str, ToolEntry] = {}
+        for index, item in enumerate(raw):
+            tool = self.tool(item, ("tools", index), server_id, namespace, owner)
+            if tool is None:
+                continue
+            if tool.name in tools:
+                self.problem(("tools", index, "name"), f"tool {tool.name!r} is listed twice")
+            tools[tool.name] = tool
+        return tools
+
+    def tool(
+        self, item: Any, where: tuple[str | int, ...], server_id: str, namespace: str, owner: str
+    ) -> ToolEntry | None:
+        if not isinstance(item, dict):
+            self.problem(where, "each tool must be a mapping with name and risk")
+            return None
+        for key in sorted(set(item) - TOOL_KEYS, key=str):
+            self.problem((*where, key), f"unknown tool key {key!r}")
+        name = item.get("name")
+        if not isinstance(name, str) or not TOOL_NAME_PATTERN.match(name):
+            self.problem((*where, "name"), f"tool name {name!r} must be 1-128 of A-Z a-z 0-9 _ - .")
+            return None
+        risk = item.get("risk")
+        if risk not in RISK_TIERS:
+            self.problem((*where, "risk"), f"tool {name!r}: risk must be one of {', '.join(RISK_TIERS)}")
+            return None
+        classes = item.get("data_classes") or []
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            self.problem((*where, "data_classes"), f"tool {name!r}: data_classes must be a list of strings")
+            return None
+        exposed = f"{namespace}{NAMESPACE_SEPARATOR}{name}" if namespace else name
+        return ToolEntry(
+            name=name,
+            exposed_name=exposed,
+            server_id=server_id,
+            risk=risk,
+            data_classes=tuple(classes),
+            owner=str(item.get("owner") or owner),
+        )
+
+
+def _check_across_manifests(servers: list[ServerEntry], problems: list[CatalogProblem]) -> None:
+    by_id: dict[str, ServerEntry] = {}
+    by_exposed: dict[str, ServerEntry] = {}
+    for server in servers:
+        if server.id in by_id:
+            problems.append(
+                CatalogProblem(server.source, 1, f"id {server.id!r} is also used by {by_id[server.id].source}")
+            )
+        by_id[server.id] = server
+        for tool in server.tools.values():
+            other = by_exposed.get(tool.exposed_name)
+            if other is not None:
+                problems.append(
+                    CatalogProblem(
+                        server.source, 1, f"tool name {tool.exposed_name!r} collides with one from {other.source}"
+                    )
+                )
+            by_exposed[tool.exposed_name] = server

@@ -1,0 +1,73 @@
+"""What the catalog knows: upstream servers and the tools each may expose."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal
+
+RISK_TIERS = ("read", "write", "privileged", "destructive")
+Risk = Literal["read", "write", "privileged", "destructive"]
+NAMESPACE_SEPARATOR = "__"
+PROTOCOL_CHOICES = ("auto", "2025-11-25", "2026-07-28")
+
+
+@dataclass(frozen=True, slots=True)
+class HttpTransport:
+    url: str
+    headers: MappingProxyType[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    protocol: str = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class StdioTransport:
+    command: str
+    args: tuple[str, ...] = ()
+    env: MappingProxyType[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    cwd: Path | None = None
+
+
+Transport = HttpTransport | StdioTransport
+
+
+@dataclass(frozen=True, slots=True)
+class ToolEntry:
+    """A catalogued tool: what the upstream calls it, what agents see, and who answers for it."""
+
+    name: str
+    exposed_name: str
+    server_id: str
+    risk: Risk
+    data_classes: tuple[str, ...]
+    owner: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServerEntry:
+    """One upstream MCP server from one manifest file."""
+
+    id: str
+    namespace: str
+    owner: str
+    description: str
+    transport: Transport
+    timeout_s: float
+    tools: MappingProxyType[str, ToolEntry]
+    source: Path
+
+    def exposed(self, upstream_name: str) -> str:
+        return f"{self.namespace}{NAMESPACE_SEPARATOR}{upstream_name}" if self.namespace else upstream_name
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """All manifests, indexed by server id and by the tool names agents see."""
+
+    servers: MappingProxyType[str, ServerEntry]
+    tools: MappingProxyType[str, ToolEntry]
+
+    @classmethod
+    def of(cls, servers: list[ServerEntry]) -> Catalog:
+        tools = {tool.exposed_name: tool for server in servers for tool in server.tools.values()}
+        return cls(MappingProxyType({s.id: s for s in servers}), MappingProxyType(tools))

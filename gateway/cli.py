@@ -1,0 +1,112 @@
+"""`narrowgate`: run the gateway, its demo, and check its catalog."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from gateway import __version__
+from gateway.catalog import CatalogError, load_catalog
+from gateway.config import ConfigError, Settings, load_settings
+
+EXIT_INVALID = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return EXIT_INVALID
+    try:
+        return int(args.run(args))
+    except (ConfigError, ValueError) as exc:
+        print(f"narrowgate: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="narrowgate",
+        description="Narrowgate: a least-privilege gateway for AI agents' MCP tool calls.",
+    )
+    parser.add_argument("--version", action="version", version=f"narrowgate {__version__}")
+    parser.add_argument("--log-level", default=os.environ.get("NARROWGATE_LOG_LEVEL", "info"),
+                        choices=["debug", "info", "warning", "error"], help="log verbosity (default: info)")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the gateway", description="Run the gateway until stopped.")
+    serve.add_argument("--config", type=Path, help="YAML config file (NARROWGATE_* variables override it)")
+    serve.add_argument("--open-loopback", action="store_true",
+                       help="let unauthenticated local clients in (development only; refused unless bound "
+                            "to a loopback address)")
+    serve.set_defaults(run=run_serve)
+
+    demo = commands.add_parser("demo", help="run the gateway with two demo upstreams (what `make run` does)")
+    demo.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
+    demo.set_defaults(run=run_demo)
+
+    catalog = commands.add_parser("catalog", help="work with the tool catalog")
+    catalog_commands = catalog.add_subparsers(title="catalog commands", metavar="COMMAND")
+    validate = catalog_commands.add_parser("validate", help="check every manifest; report problems with file:line")
+    validate.add_argument("--config", type=Path, help="take the catalog directory from this config")
+    validate.add_argument("--catalog", type=Path, help="catalog directory (default: tool_catalog/)")
+    validate.set_defaults(run=run_catalog_validate)
+    return parser
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    if args.open_loopback:
+        settings = replace(settings, auth=replace(settings.auth, open_loopback=True))
+    return serve(settings)
+
+
+def serve(settings: Settings) -> int:
+    import uvicorn
+
+    from gateway.app import Gateway
+
+    try:
+        catalog = load_catalog(settings.catalog_dir)
+    except CatalogError as exc:
+        print(f"narrowgate: refusing to start, the catalog is invalid:\n{exc}", file=sys.stderr)
+        return EXIT_INVALID
+    gateway = Gateway(settings, catalog)
+    config = uvicorn.Config(
+        gateway.app, host=settings.listen_host, port=settings.listen_port, loop="uvloop", http="httptools",
+        log_level="warning", lifespan="on", timeout_graceful_shutdown=3,
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+def run_catalog_validate(args: argparse.Namespace) -> int:
+    directory = args.catalog or (load_settings(args.config).catalog_dir if args.config else Path("tool_catalog"))
+    try:
+        catalog = load_catalog(directory)
+    except CatalogError as exc:
+        for problem in exc.problems:
+            print(problem)
+        print(f"{len(exc.problems)} problem(s) found", file=sys.stderr)
+        return EXIT_INVALID
+    tools = sum(len(server.tools) for server in catalog.servers.values())
+    print(f"catalog ok: {len(catalog.servers)} server(s), {tools} tool(s) in {directory}")
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo as demo
+
+    return demo(args.port)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

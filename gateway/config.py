@@ -1,0 +1,202 @@
+"""Gateway settings: one YAML file, with `NARROWGATE_*` environment overrides.
+
+Any key can be overridden from the environment: `NARROWGATE_LISTEN=0.0.0.0:9000`, and nested keys
+with a double underscore, `NARROWGATE_AUTH__OPEN_LOOPBACK=true`. Values are parsed as YAML
+scalars, so `true`, `42` and `[a, b]` keep their types.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENV_PREFIX = "NARROWGATE_"
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+CONFIG_KEYS = frozenset(
+    {"listen", "catalog", "policies", "state", "public_url", "allowed_origins", "upstream_timeout_s", "auth", "limits"}
+)
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says which key and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class StaticToken:
+    """A development-only bearer token mapped to an agent id."""
+
+    agent: str
+    token: str | None = None
+    token_sha256: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    open_loopback: bool = False
+    static_tokens: tuple[StaticToken, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSettings:
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_json_depth: int = 64
+    # How long a 2025-11-25 session may sit idle before the gateway forgets it.
+    session_idle_s: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8080
+    catalog_dir: Path = Path("tool_catalog")
+    policies_dir: Path = Path("cedar")
+    state: str = "sqlite:///var/lib/narrowgate/state.db"
+    public_url: str | None = None
+    allowed_origins: tuple[str, ...] = ()
+    upstream_timeout_s: float = 60.0
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{_host_for_url(self.listen_host)}:{self.listen_port}"
+
+    def is_loopback_bind(self) -> bool:
+        return is_loopback_host(self.listen_host)
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_for_url(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the YAML file (if any), apply environment overrides, and validate."""
+    raw: dict[str, Any] = {}
+    base_dir = Path.cwd()
+    if path is not None:
+        config_path = Path(path)
+        try:
+            loaded = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {config_path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {config_path} is not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {config_path} must hold a mapping at the top level")
+        raw = loaded or {}
+        base_dir = config_path.resolve().parent
+    apply_env_overrides(raw, os.environ if environ is None else environ)
+    return settings_from_mapping(raw, base_dir)
+
+
+def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = name[len(ENV_PREFIX) :].lower().split("__")
+        if keys[0] not in CONFIG_KEYS:
+            continue  # other NARROWGATE_* variables (tokens, secrets) are not config keys
+        target = raw
+        for key in keys[:-1]:
+            target = target.setdefault(key, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"{name}: {key} is not a mapping in the config")
+        target[keys[-1]] = yaml.safe_load(value) if value else ""
+
+
+def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
+    unknown = sorted(set(raw) - CONFIG_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown config key(s): {', '.join(unknown)}")
+    host, port = _parse_listen(str(raw.get("listen", "127.0.0.1:8080")))
+    return Settings(
+        listen_host=host,
+        listen_port=port,
+        catalog_dir=_path(raw.get("catalog", "tool_catalog"), base_dir),
+        policies_dir=_path(raw.get("policies", "cedar"), base_dir),
+        state=str(raw.get("state", Settings.state)),
+        public_url=_optional_str(raw.get("public_url")),
+        allowed_origins=tuple(str(o) for o in raw.get("allowed_origins") or ()),
+        upstream_timeout_s=_positive_float(raw.get("upstream_timeout_s", 60.0), "upstream_timeout_s"),
+        auth=_auth(raw.get("auth") or {}),
+        limits=_limits(raw.get("limits") or {}),
+    )
+
+
+def _parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ConfigError(f"listen must be HOST:PORT, got {value!r}")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"listen port out of range: {port}")
+    return host.strip("[]") or "127.0.0.1", port
+
+
+def _path(value: Any, base_dir: Path) -> Path:
+    path = Path(str(value))
+    return path if path.is_absolute() else (base_dir / path).resolve()
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value in (None, "") else str(value).rstrip("/")
+
+
+def _positive_float(value: Any, key: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{key} must be a number, got {value!r}") from exc
+    if number <= 0:
+        raise ConfigError(f"{key} must be positive, got {number}")
+    return number
+
+
+def _auth(raw: Any) -> AuthSettings:
+    if not isinstance(raw, dict):
+        raise ConfigError("auth must be a mapping")
+    tokens = []
+    for index, entry in enumerate(raw.get("static_tokens") or ()):
+        tokens.append(_static_token(entry, index))
+    return AuthSettings(open_loopback=bool(raw.get("open_loopback", False)), static_tokens=tuple(tokens))
+
+
+def _static_token(entry: Any, index: int) -> StaticToken:
+    where = f"auth.static_tokens[{index}]"
+    if not isinstance(entry, dict) or not entry.get("agent"):
+        raise ConfigError(f"{where} needs an agent")
+    token = entry.get("token")
+    if entry.get("token_env"):
+        token = os.environ.get(str(entry["token_env"]))
+        if not token:
+            raise ConfigError(f"{where}: environment variable {entry['token_env']} is not set")
+    digest = entry.get("token_sha256")
+    if not token and not digest:
+        raise ConfigError(f"{where} needs token_env, token_sha256 or token")
+    return StaticToken(agent=str(entry["agent"]), token=token, token_sha256=digest)
+
+
+def _limits(raw: Any) -> LimitSettings:
+    if not isinstance(raw, dict):
+        raise ConfigError("limits must be a mapping")
+    defaults = LimitSettings()
+    return LimitSettings(
+        max_body_bytes=int(_positive_float(raw.get("max_body_bytes", defaults.max_body_bytes), "max_body_bytes")),
+        max_json_depth=int(_positive_float(raw.get("max_json_depth", defaults.max_json_depth), "max_json_depth")),
+        session_idle_s=_positive_float(raw.get("session_idle_s", defaults.session_idle_s), "session_idle_s"),
+    )

@@ -1,0 +1,46 @@
+"""JSON-RPC error codes the gateway answers with, and the exception that carries them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+REQUEST_TIMEOUT = -32001
+RESOURCE_NOT_FOUND = -32002
+HEADER_MISMATCH = -32020
+UNSUPPORTED_PROTOCOL_VERSION = -32022
+# Implementation-defined range (-32000..-32099): the gateway's own outcomes.
+UPSTREAM_UNAVAILABLE = -32010
+UPSTREAM_ERROR = -32011
+ACCESS_DENIED = -32030
+
+# How the modern (2026-07-28) transport maps error codes onto HTTP statuses.
+HTTP_STATUS_FOR_CODE: dict[int, int] = {
+    PARSE_ERROR: 400,
+    INVALID_REQUEST: 400,
+    INVALID_PARAMS: 400,
+    HEADER_MISMATCH: 400,
+    -32021: 400,
+    UNSUPPORTED_PROTOCOL_VERSION: 400,
+    METHOD_NOT_FOUND: 404,
+}
+
+
+class RpcError(Exception):
+    """An outcome that ends a request with a JSON-RPC error the agent may see."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+    def to_error(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            error["data"] = self.data
+        return error

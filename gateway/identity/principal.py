@@ -1,0 +1,15 @@
+"""The verified caller of one request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    agent_id: str
+    # static-token | open-loopback (development); later: oidc, spiffe, task-token
+    auth_method: str
+    claims: MappingProxyType[str, Any] = field(default_factory=lambda: MappingProxyType({}))

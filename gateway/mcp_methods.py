@@ -1,0 +1,198 @@
+"""MCP methods: answer what the gateway owns (lists, ping, logging level), route the rest upstream."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mcp.shared.inbound import mcp_param_headers
+from mcp_types import SERVER_INFO_META_KEY
+
+from gateway import __version__
+from gateway.catalog.model import Catalog
+from gateway.errors import INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, UPSTREAM_UNAVAILABLE, RpcError
+from gateway.identity.principal import Principal
+from gateway.transport.sessions import LOG_LEVELS, AgentSession
+from gateway.upstream.base import LEGACY_ERA, MODERN_ERA, CallContext, CallSink
+from gateway.upstream.pool import UpstreamPool
+
+SERVER_INFO = {"name": "narrowgate", "title": "Narrowgate", "version": __version__}
+SERVER_CAPABILITIES: dict[str, Any] = {
+    "tools": {"listChanged": True},
+    "prompts": {"listChanged": True},
+    "resources": {"subscribe": True, "listChanged": True},
+    "completions": {},
+    "logging": {},
+}
+# 2026-07-28 drops logging and per-resource subscribe (subscriptions/listen replaces them).
+MODERN_CAPABILITIES: dict[str, Any] = {
+    "tools": {"listChanged": True},
+    "prompts": {"listChanged": True},
+    "resources": {"listChanged": True},
+    "completions": {},
+}
+INSTRUCTIONS = "Tools are served through Narrowgate; each call is checked and recorded."
+
+
+@dataclass(slots=True)
+class RequestContext:
+    principal: Principal
+    era: str
+    client_capabilities: dict[str, Any]
+    client_info: dict[str, Any] | None
+    session: AgentSession | None
+    sink: CallSink | None
+
+
+Reply = dict[str, Any]
+Handler = Callable[["Methods", RequestContext, dict[str, Any]], Awaitable[Reply]]
+
+
+class Methods:
+    def __init__(self, catalog: Catalog, pool: UpstreamPool) -> None:
+        self.catalog = catalog
+        self.pool = pool
+
+    async def handle(self, ctx: RequestContext, method: str, params: dict[str, Any]) -> Reply:
+        """The reply body for one request: {"result": ...} or {"error": ...}; RpcError for gateway errors."""
+        handler = HANDLERS.get(method)
+        if handler is None:
+            raise RpcError(METHOD_NOT_FOUND, f"Method not found: {method}")
+        return await handler(self, ctx, params)
+
+    # Owned by the gateway ----------------------------------------------------------------------
+
+    async def ping(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
+        return {"result": {}}
+
+    async def discover(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
+        return {"result": {
+            "supportedVersions": [MODERN_ERA],
+            "capabilities": MODERN_CAPABILITIES,
+            "instructions": INSTRUCTIONS,
+            "_meta": {SERVER_INFO_META_KEY: SERVER_INFO},
+        }}
+
+    async def list_tools(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
+        return {"result": {"tools": self.pool.directory.tool_list}}
+
+    async def list_prompts(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
+        return {"result": {"prompts": self.pool.directory.prompt_list}}
+
+    async def list_resources(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
+        return {"result": {"resources": self.pool.directory.resource_list}}
+
+    async def list_templates(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
+        return {"result": {"resourceTemplates": self.pool.directory.template_list}}
+
+    async def set_log_level(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
+        level = params.get("level")
+        if level not in LOG_LEVELS:
+            raise RpcError(INVALID_PARAMS, f"level must be one of {', '.join(LOG_LEVELS)}")
+        if ctx.session is not None:
+            ctx.session.log_level = level
+        return {"result": {}}
+
+    # Routed upstream -------------------------------------------------------------------------
+
+    async def call_tool(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
+        name = params.get("name")
+        if not isinstance(name, str):
+            raise RpcError(INVALID_PARAMS, "tools/call needs a string name")
+        arguments = params.get("arguments")
+        if arguments is not None and not isinstance(arguments, dict):
+            raise RpcError(INVALID_PARAMS, "tools/call arguments must be an object")
+        view = self.pool.directory.tools.get(name)
+        if view is None:
+            if name in self.catalog.tools:
+                raise RpcError(UPSTREAM_UNAVAILABLE, f"Tool {name} is unavailable: its upstream is down")
+            raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
+        call_ctx = self.call_context(ctx, view.entry.server_id)
+        if view.param_headers:
+            call_ctx.headers = mcp_param_headers(view.param_headers, arguments or {})
+        return await self.pool.call(view.entry.server_id, "tools/call", {**params, "name": view.entry.name}, call_ctx)
+
+    async def get_prompt(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
+        name = params.get("name")
+        view = self.pool.directory.prompts.get(name) if isinstance(name, str) else None
+        if view is None:
+            raise RpcError(INVALID_PARAMS, f"Unknown prompt: {name}")
+        call_ctx = self.call_context(ctx, view.server_id)
+        return await self.pool.call(view.server_id, "prompts/get", {**params, "name": view.upstream_name}, call_ctx)
+
+    async def read_resource(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
+        server_id = self.server_for_uri(params, ctx.era)
+        return await self.pool.call(server_id, "resources/read", params, self.call_context(ctx, server_id))
+
+    async def subscribe(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
+        server_id = self.server_for_uri(params, ctx.era)
+        reply = await self.pool.call(server_id, "resources/subscribe", params, self.call_context(ctx, server_id))
+        if "result" in reply and ctx.session is not None:
+            ctx.session.subscriptions.add(params["uri"])
+        return reply
+
+    async def unsubscribe(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
+        uri = params.get("uri")
+        if ctx.session is not None and isinstance(uri, str):
+            ctx.session.subscriptions.discard(uri)
+        # Other agents may still be subscribed upstream; the gateway stops relaying to this one.
+        return {"result": {}}
+
+    async def complete(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
+        ref = params.get("ref")
+        if not isinstance(ref, dict):
+            raise RpcError(INVALID_PARAMS, "completion/complete needs a ref")
+        directory = self.pool.directory
+        if ref.get("type") == "ref/prompt":
+            view = directory.prompts.get(ref.get("name", ""))
+            if view is None:
+                raise RpcError(INVALID_PARAMS, f"Unknown prompt: {ref.get('name')}")
+            upstream_params = {**params, "ref": {**ref, "name": view.upstream_name}}
+            return await self.pool.call(view.server_id, "completion/complete", upstream_params,
+                                        self.call_context(ctx, view.server_id))
+        uri = ref.get("uri")
+        server_id = directory.server_for_template(uri) if isinstance(uri, str) else None
+        server_id = server_id or (directory.server_for_uri(uri) if isinstance(uri, str) else None)
+        if server_id is None:
+            raise RpcError(INVALID_PARAMS, f"Unknown resource reference: {uri}")
+        return await self.pool.call(server_id, "completion/complete", params, self.call_context(ctx, server_id))
+
+    def server_for_uri(self, params: dict[str, Any], era: str) -> str:
+        uri = params.get("uri")
+        if not isinstance(uri, str):
+            raise RpcError(INVALID_PARAMS, "a string uri is required")
+        server_id = self.pool.directory.server_for_uri(uri)
+        if server_id is None:
+            # 2026-07-28 (SEP-2164) answers an unknown resource with invalid params; 2025-11-25 with -32002.
+            code = INVALID_PARAMS if era == MODERN_ERA else RESOURCE_NOT_FOUND
+            raise RpcError(code, f"Resource not found: {uri}", {"uri": uri})
+        return server_id
+
+    def call_context(self, ctx: RequestContext, server_id: str) -> CallContext:
+        return CallContext(
+            era=ctx.era,
+            timeout_s=self.catalog.servers[server_id].timeout_s,
+            sink=ctx.sink,
+            client_capabilities=ctx.client_capabilities,
+            client_info=ctx.client_info,
+        )
+
+
+HANDLERS: dict[str, Handler] = {
+    "ping": Methods.ping,
+    "server/discover": Methods.discover,
+    "tools/list": Methods.list_tools,
+    "tools/call": Methods.call_tool,
+    "prompts/list": Methods.list_prompts,
+    "prompts/get": Methods.get_prompt,
+    "resources/list": Methods.list_resources,
+    "resources/templates/list": Methods.list_templates,
+    "resources/read": Methods.read_resource,
+    "resources/subscribe": Methods.subscribe,
+    "resources/unsubscribe": Methods.unsubscribe,
+    "completion/complete": Methods.complete,
+    "logging/setLevel": Methods.set_log_level,
+}
+ERA_ONLY = {"ping": LEGACY_ERA, "logging/setLevel": LEGACY_ERA, "resources/subscribe": LEGACY_ERA,
+            "resources/unsubscribe": LEGACY_ERA, "server/discover": MODERN_ERA}

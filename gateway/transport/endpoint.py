@@ -1,0 +1,380 @@
+"""`/mcp`: the agent-facing Streamable HTTP endpoint, both protocol eras, on raw ASGI.
+
+The body is read once (with a size cap), parsed once, and the request is either answered by the
+gateway or routed upstream. A reply goes out as plain JSON unless something arrives for the agent
+before it (progress, a log line, a relayed question), in which case the response becomes an SSE
+stream, as the spec allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import orjson
+from mcp.shared.inbound import (
+    MCP_PROTOCOL_VERSION_HEADER,
+    InboundLadderRejection,
+    classify_inbound_request,
+    find_duplicated_routing_header,
+    validate_mcp_param_headers,
+)
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
+from starlette.types import Receive, Scope, Send
+
+from gateway.config import Settings
+from gateway.errors import (
+    HTTP_STATUS_FOR_CODE,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    RpcError,
+)
+from gateway.identity.principal import Principal
+from gateway.identity.static_tokens import AuthenticationError, Authenticator
+from gateway.mcp_methods import ERA_ONLY, INSTRUCTIONS, SERVER_CAPABILITIES, SERVER_INFO, Methods, RequestContext
+from gateway.transport.jsonrpc import Message, parse_message
+from gateway.transport.listen import ListenHub
+from gateway.transport.origin import OriginPolicy
+from gateway.transport.responses import ResponseChannel, send_bytes, send_json_error
+from gateway.transport.sessions import AgentSession, SessionRegistry
+from gateway.transport.sse import PING_FRAME, SSE_HEADERS
+from gateway.upstream.base import LEGACY_ERA, MODERN_ERA
+
+log = logging.getLogger("narrowgate.transport")
+PING_INTERVAL_S = 15.0
+CACHEABLE = frozenset({"tools/list", "prompts/list", "resources/list", "resources/templates/list",
+                       "resources/read", "server/discover"})
+UPSTREAM_ROUTED = frozenset({"tools/call", "prompts/get", "resources/read", "completion/complete"})
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class McpEndpoint:
+    def __init__(
+        self, settings: Settings, authenticator: Authenticator, methods: Methods, sessions: SessionRegistry
+    ) -> None:
+        self.settings = settings
+        self.authenticator = authenticator
+        self.methods = methods
+        self.sessions = sessions
+        self.origins = OriginPolicy(settings)
+        self.max_body = settings.limits.max_body_bytes
+        self.max_depth = settings.limits.max_json_depth
+        self.resource_metadata = f"{settings.base_url}/.well-known/oauth-protected-resource"
+        self.listen_hub = ListenHub()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Optional whitespace around a field value is not part of it (RFC 9110 5.5).
+        headers = {k.decode("latin-1"): v.decode("latin-1").strip() for k, v in scope["headers"]}
+        if not self.origins.host_ok(headers.get("host")):
+            await send_bytes(send, 421, b"Invalid Host header", "text/plain")
+            return
+        if not self.origins.origin_ok(headers.get("origin")):
+            await send_bytes(send, 403, b"Invalid Origin header", "text/plain")
+            return
+        try:
+            principal = self.authenticator.authenticate(headers.get("authorization"))
+        except AuthenticationError as exc:
+            await self.unauthorized(send, str(exc))
+            return
+        verb = scope["method"]
+        if verb == "POST":
+            await self.post(scope, receive, send, headers, principal)
+        elif verb == "GET":
+            await self.get(receive, send, headers, principal)
+        elif verb == "DELETE":
+            await self.delete(send, headers, principal)
+        else:
+            await send_bytes(send, 405, b"", "text/plain", [(b"allow", b"GET, POST, DELETE")])
+
+    async def unauthorized(self, send: Send, reason: str) -> None:
+        challenge = f'Bearer resource_metadata="{self.resource_metadata}"'
+        body = orjson.dumps({"error": "invalid_token", "error_description": reason})
+        await send_bytes(send, 401, body, "application/json", [(b"www-authenticate", challenge.encode())])
+
+    # POST ------------------------------------------------------------------------------------
+
+    async def post(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], principal: Principal
+    ) -> None:
+        accept = headers.get("accept", "")
+        if "application/json" not in accept and "*/*" not in accept:
+            await send_json_error(send, 406, None, RpcError(INVALID_REQUEST, "Not Acceptable: "
+                                                            "Accept must include application/json"))
+            return
+        try:
+            raw = await read_body(receive, headers, self.max_body)
+        except BodyTooLarge:
+            await send_json_error(send, 413, None, RpcError(INVALID_REQUEST, f"Request body exceeds "
+                                                            f"{self.max_body} bytes"))
+            return
+        try:
+            message = parse_message(raw, self.max_depth)
+        except RpcError as exc:
+            await send_json_error(send, 400, None, exc)
+            return
+        if is_modern(headers, message):
+            await self.post_modern(scope, receive, send, headers, principal, message)
+        else:
+            await self.post_legacy(receive, send, headers, principal, message)
+
+    async def post_legacy(
+        self, receive: Receive, send: Send, headers: dict[str, str], principal: Principal, message: Message
+    ) -> None:
+        if message.method == "initialize":
+            await self.initialize(send, principal, message)
+            return
+        session = await self.session_for(send, headers, principal, message.id)
+        if session is None:
+            return
+        if message.kind == "notification":
+            self.on_notification(session, message)
+            await send_bytes(send, 202, b"", "application/json")
+            return
+        if message.kind == "response":
+            future = session.asks.pop(str(message.id), None)
+            if future is not None and not future.done():
+                future.set_result(message.body)
+            await send_bytes(send, 202, b"", "application/json")
+            return
+        ctx = RequestContext(principal, LEGACY_ERA, session.client_capabilities, session.client_info, session, None)
+        await self.serve_request(send, headers, ctx, message, receive=None)
+
+    async def initialize(self, send: Send, principal: Principal, message: Message) -> None:
+        params = message.params or {}
+        requested = params.get("protocolVersion")
+        version = requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LEGACY_ERA
+        capabilities = params.get("capabilities") if isinstance(params.get("capabilities"), dict) else {}
+        info = params.get("clientInfo") if isinstance(params.get("clientInfo"), dict) else None
+        session = self.sessions.create(principal, version, capabilities, info)
+        result = {"protocolVersion": version, "capabilities": SERVER_CAPABILITIES,
+                  "serverInfo": SERVER_INFO, "instructions": INSTRUCTIONS}
+        body = orjson.dumps({"jsonrpc": "2.0", "id": message.id, "result": result})
+        await send_bytes(send, 200, body, "application/json", [(b"mcp-session-id", session.id.encode())])
+
+    async def session_for(
+        self, send: Send, headers: dict[str, str], principal: Principal, request_id: Any
+    ) -> AgentSession | None:
+        session_id = headers.get("mcp-session-id")
+        version = headers.get(MCP_PROTOCOL_VERSION_HEADER)
+        if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
+            await send_json_error(send, 400, request_id,
+                                  RpcError(INVALID_REQUEST, f"Unsupported protocol version: {version}"))
+            return None
+        if not session_id:
+            await send_json_error(send, 400, request_id,
+                                  RpcError(INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required"))
+            return None
+        session = self.sessions.get(session_id)
+        # A session belongs to the principal that opened it; to anyone else it does not exist.
+        if session is None or session.principal.agent_id != principal.agent_id:
+            await send_json_error(send, 404, request_id, RpcError(INVALID_REQUEST, "Session not found"))
+            return None
+        return session
+
+    def on_notification(self, session: AgentSession, message: Message) -> None:
+        if message.method == "notifications/cancelled":
+            request_id = (message.params or {}).get("requestId")
+            task = session.in_flight.get(request_id)
+            if task is not None:
+                task.cancel("cancelled by the agent")
+
+    async def post_modern(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], principal: Principal,
+        message: Message,
+    ) -> None:
+        if message.kind != "request":
+            # The modern era has no client notifications or replies on this wire: accept and drop.
+            await send_bytes(send, 202, b"", "application/json")
+            return
+        rejection = self.modern_rejection(scope, headers, message)
+        if rejection is not None:
+            error = RpcError(rejection.code, rejection.message, rejection.data)
+            await send_json_error(send, HTTP_STATUS_FOR_CODE.get(rejection.code, 400), message.id, error)
+            return
+        meta = (message.params or {}).get("_meta") or {}
+        ctx = RequestContext(
+            principal, MODERN_ERA, _dict(meta.get("io.modelcontextprotocol/clientCapabilities")),
+            _dict(meta.get("io.modelcontextprotocol/clientInfo")) or None, None, None,
+        )
+        if message.method == "subscriptions/listen":
+            await self.listen(receive, send, principal, message)
+            return
+        await self.serve_request(send, headers, ctx, message, receive=receive)
+
+    def modern_rejection(
+        self, scope: Scope, headers: dict[str, str], message: Message
+    ) -> InboundLadderRejection | None:
+        raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        duplicated = find_duplicated_routing_header(raw_headers)
+        if duplicated is not None:
+            return InboundLadderRejection(-32020, f"{duplicated} header appears more than once")
+        verdict = classify_inbound_request(message.body, headers=headers)
+        if isinstance(verdict, InboundLadderRejection):
+            return verdict
+        if message.method == "tools/call":
+            params = message.params or {}
+            view = self.methods.pool.directory.tools.get(params.get("name", ""))
+            arguments = params.get("arguments")
+            if view is not None and isinstance(arguments, dict):
+                return validate_mcp_param_headers(view.definition.get("inputSchema"), arguments, headers)
+        return None
+
+    async def serve_request(
+        self, send: Send, headers: dict[str, str], ctx: RequestContext, message: Message,
+        receive: Receive | None,
+    ) -> None:
+        assert message.method is not None
+        channel = ResponseChannel(send, "text/event-stream" in headers.get("accept", ""), ctx.session, ctx.era)
+        ctx.sink = channel
+        reply = await self.run_method(ctx, message, receive)
+        if ctx.era == MODERN_ERA and "result" in reply and message.method != "subscriptions/listen":
+            reply = {"result": modern_result(message.method, reply["result"])}
+        await channel.finish(message.id, reply)
+
+    async def run_method(self, ctx: RequestContext, message: Message, receive: Receive | None) -> dict[str, Any]:
+        method = message.method or ""
+        if ERA_ONLY.get(method, ctx.era) != ctx.era:
+            return {"error": RpcError(METHOD_NOT_FOUND, f"Method not found: {method}").to_error()}
+        task = asyncio.current_task()
+        assert task is not None
+        watcher = None
+        if ctx.session is not None:
+            ctx.session.in_flight[message.id] = task
+        elif receive is not None and method in UPSTREAM_ROUTED:
+            watcher = asyncio.create_task(cancel_on_disconnect(receive, task))
+        try:
+            return await self.methods.handle(ctx, method, message.params or {})
+        except RpcError as exc:
+            return {"error": exc.to_error()}
+        except asyncio.CancelledError:
+            if task.cancelling():
+                task.uncancel()
+                return {"error": {"code": -32800, "message": "Request cancelled"}}
+            raise
+        finally:
+            if ctx.session is not None:
+                ctx.session.in_flight.pop(message.id, None)
+            if watcher is not None:
+                watcher.cancel()
+
+    # GET / DELETE / listen ---------------------------------------------------------------------
+
+    async def get(self, receive: Receive, send: Send, headers: dict[str, str], principal: Principal) -> None:
+        if "mcp-session-id" not in headers and headers.get(MCP_PROTOCOL_VERSION_HEADER) in MODERN_PROTOCOL_VERSIONS:
+            await send_bytes(send, 405, b"", "text/plain", [(b"allow", b"POST")])
+            return
+        if "text/event-stream" not in headers.get("accept", ""):
+            await send_bytes(send, 406, b"Accept must include text/event-stream", "text/plain")
+            return
+        session = await self.session_for(send, headers, principal, None)
+        if session is None:
+            return
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        for frame in session.replay_after(headers.get("last-event-id", "")):
+            queue.put_nowait(frame)
+        session.listeners.add(queue)
+        try:
+            await stream_queue(receive, send, queue)
+        finally:
+            session.listeners.discard(queue)
+
+    async def listen(self, receive: Receive, send: Send, principal: Principal, message: Message) -> None:
+        """`subscriptions/listen` (2026-07-28): a stream of change notifications for this agent."""
+        listener = self.listen_hub.open(principal, message.id, message.params or {})
+        try:
+            await stream_queue(receive, send, listener.queue)
+        finally:
+            self.listen_hub.close(listener)
+
+    async def delete(self, send: Send, headers: dict[str, str], principal: Principal) -> None:
+        session = await self.session_for(send, headers, principal, None)
+        if session is None:
+            return
+        self.sessions.close(session.id)
+        await send_bytes(send, 200, b"", "application/json")
+
+
+async def read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def is_modern(headers: dict[str, str], message: Message) -> bool:
+    """Which era a POST belongs to: a session or a handshake version means 2025-11-25."""
+    if "mcp-session-id" in headers:
+        return False
+    version = headers.get(MCP_PROTOCOL_VERSION_HEADER)
+    if version in MODERN_PROTOCOL_VERSIONS:
+        return True
+    return message.method != "initialize" and version not in HANDSHAKE_PROTOCOL_VERSIONS
+
+
+def modern_result(method: str, result: Any) -> Any:
+    """Modern-era results carry resultType, and list results say how long they may be cached."""
+    if not isinstance(result, dict):
+        return result
+    extra: dict[str, Any] = {}
+    if "resultType" not in result:
+        extra["resultType"] = "complete"
+    if method in CACHEABLE:
+        # What an agent sees is decided per agent, so no answer may be served from a shared cache.
+        extra["cacheScope"] = "private"
+        if "ttlMs" not in result:
+            extra["ttlMs"] = 0
+    return {**result, **extra}
+
+
+async def stream_queue(receive: Receive, send: Send, queue: asyncio.Queue[bytes]) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+    await send({"type": "http.response.body", "body": PING_FRAME, "more_body": True})
+    disconnected = asyncio.create_task(wait_disconnect(receive))
+    try:
+        while not disconnected.done():
+            getter = asyncio.ensure_future(queue.get())
+            done, _ = await asyncio.wait({getter, disconnected}, timeout=PING_INTERVAL_S,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if getter in done:
+                await send({"type": "http.response.body", "body": getter.result(), "more_body": True})
+            else:
+                getter.cancel()
+                if not done:
+                    await send({"type": "http.response.body", "body": PING_FRAME, "more_body": True})
+    finally:
+        disconnected.cancel()
+        with contextlib.suppress(Exception):
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def wait_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any]) -> None:
+    await wait_disconnect(receive)
+    task.cancel("agent closed the stream")
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+

@@ -1,0 +1,111 @@
+"""Writing replies to agents: plain JSON, or an SSE stream once side traffic has to go out first."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import orjson
+from starlette.types import Send
+
+from gateway.errors import HTTP_STATUS_FOR_CODE, RpcError
+from gateway.transport.sessions import AgentSession
+from gateway.transport.sse import SSE_HEADERS, encode_event
+from gateway.upstream.base import MODERN_ERA
+
+ASK_TIMEOUT_S = 600.0
+# Which client capability a relayed server-to-client request needs.
+ASK_CAPABILITY = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation",
+                  "roots/list": "roots"}
+_stream_ids = itertools.count(1)
+
+
+async def send_bytes(
+    send: Send, status: int, body: bytes, content_type: str, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_json_error(send: Send, status: int, request_id: Any, error: RpcError) -> None:
+    body = orjson.dumps({"jsonrpc": "2.0", "id": request_id, "error": error.to_error()})
+    await send_bytes(send, status, body, "application/json")
+
+
+class ResponseChannel:
+    """The reply path of one agent request; also the CallSink its upstream call reports into."""
+
+    def __init__(self, send: Send, accepts_sse: bool, session: AgentSession | None, era: str) -> None:
+        self.send = send
+        self.accepts_sse = accepts_sse
+        self.session = session
+        self.era = era
+        self.streaming = False
+        self.stream_id = next(_stream_ids)
+        self.event_ids = itertools.count(1)
+
+    async def start_stream(self) -> None:
+        if not self.streaming:
+            self.streaming = True
+            await self.send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+
+    async def write_event(self, message: dict[str, Any]) -> None:
+        await self.start_stream()
+        frame = encode_event(orjson.dumps(message), f"p{self.stream_id}-{next(self.event_ids)}")
+        await self.send({"type": "http.response.body", "body": frame, "more_body": True})
+
+    async def notify(self, message: dict[str, Any]) -> None:
+        if not self.accepts_sse:
+            return  # a JSON-only agent cannot receive side traffic
+        if message.get("method") == "notifications/message" and self.session is not None:
+            if not self.session.wants_log((message.get("params") or {}).get("level")):
+                return
+        await self.write_event(message)
+
+    async def ask(self, message: dict[str, Any]) -> dict[str, Any]:
+        upstream_id = message["id"]
+        refusal = self.refusal(message)
+        if refusal is not None:
+            return {"jsonrpc": "2.0", "id": upstream_id, "error": {"code": -32601, "message": refusal}}
+        assert self.session is not None
+        ask_id = self.session.next_ask_id()
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.session.asks[ask_id] = future
+        try:
+            await self.write_event({**message, "id": ask_id})
+            async with asyncio.timeout(ASK_TIMEOUT_S):
+                reply = await future
+        except TimeoutError:
+            return {"jsonrpc": "2.0", "id": upstream_id,
+                    "error": {"code": -32001, "message": "The agent did not answer in time"}}
+        finally:
+            self.session.asks.pop(ask_id, None)
+        return {**reply, "id": upstream_id}
+
+    def refusal(self, message: dict[str, Any]) -> str | None:
+        if self.session is None or not self.accepts_sse:
+            return "The agent's connection cannot carry requests from the server"
+        capability = ASK_CAPABILITY.get(message.get("method", ""))
+        if capability is None or capability not in self.session.client_capabilities:
+            return f"The agent does not support {message.get('method')}"
+        return None
+
+    async def finish(self, request_id: Any, reply: dict[str, Any]) -> None:
+        payload: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id}
+        if "error" in reply:
+            payload["error"] = reply["error"]
+        else:
+            payload["result"] = reply.get("result")
+        body = orjson.dumps(payload)
+        if self.streaming:
+            frame = encode_event(body, f"p{self.stream_id}-{next(self.event_ids)}")
+            await self.send({"type": "http.response.body", "body": frame, "more_body": False})
+            return
+        status = 200
+        if self.era == MODERN_ERA and "error" in reply:
+            status = HTTP_STATUS_FOR_CODE.get(reply["error"].get("code"), 200)
+        await send_bytes(self.send, status, body, "application/json")

@@ -1,0 +1,157 @@
+"""All upstream connections: start them, keep their lists in sync, and route calls to them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from gateway.catalog.model import Catalog, HttpTransport
+from gateway.errors import UPSTREAM_UNAVAILABLE, RpcError
+from gateway.upstream.base import LEGACY_ERA, MODERN_ERA, CallContext, Upstream, log
+from gateway.upstream.directory import EMPTY, Directory, Listing, build_directory
+from gateway.upstream.http_client import HttpUpstream
+from gateway.upstream.stdio_client import StdioUpstream
+
+MAX_LIST_PAGES = 100
+LIST_METHODS = {
+    "tools": ("tools/list", "tools"),
+    "prompts": ("prompts/list", "prompts"),
+    "resources": ("resources/list", "resources"),
+    "templates": ("resources/templates/list", "resourceTemplates"),
+}
+CHANGE_METHODS = {
+    "notifications/tools/list_changed": "tools",
+    "notifications/prompts/list_changed": "prompts",
+    "notifications/resources/list_changed": "resources",
+}
+
+ListChangedHandler = Callable[[set[str]], Awaitable[None]]
+ResourceUpdatedHandler = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class UpstreamPool:
+    def __init__(self, catalog: Catalog, resync_interval_s: float = 2.0) -> None:
+        self.catalog = catalog
+        self.clients: dict[str, Upstream] = {}
+        self.listings: dict[str, Listing] = {}
+        self.synced_generation: dict[str, int] = {}
+        self.directory: Directory = EMPTY
+        self.resync_interval_s = resync_interval_s
+        self.on_list_changed: ListChangedHandler | None = None
+        self.on_resource_updated: ResourceUpdatedHandler | None = None
+        self.watcher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        for server in self.catalog.servers.values():
+            client_type = HttpUpstream if isinstance(server.transport, HttpTransport) else StdioUpstream
+            self.clients[server.id] = client_type(server, self.on_session_event)
+        await asyncio.gather(*(client.start() for client in self.clients.values()))
+        await asyncio.gather(*(self.sync(server_id) for server_id in self.clients))
+        self.watcher = asyncio.create_task(self.watch())
+
+    async def close(self) -> None:
+        if self.watcher:
+            self.watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.watcher
+        await asyncio.gather(*(client.close() for client in self.clients.values()), return_exceptions=True)
+
+    def client(self, server_id: str) -> Upstream:
+        return self.clients[server_id]
+
+    async def call(self, server_id: str, method: str, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        return await self.clients[server_id].call(method, params, ctx)
+
+    # Lists -----------------------------------------------------------------------------------
+
+    async def sync(self, server_id: str, kinds: tuple[str, ...] = tuple(LIST_METHODS)) -> bool:
+        """Refresh an upstream's lists; on failure its entries vanish until it is back."""
+        client = self.clients[server_id]
+        generation = _generation(client)
+        listing = self.listings.get(server_id) or Listing()
+        try:
+            for kind in kinds:
+                setattr(listing, kind, await self.fetch_all(server_id, *LIST_METHODS[kind]))
+        except RpcError as exc:
+            if server_id in self.listings:
+                log.warning("upstream %s lists unavailable: %s", server_id, exc.message)
+            self.listings.pop(server_id, None)
+            self.rebuild()
+            return False
+        self.listings[server_id] = listing
+        self.synced_generation[server_id] = generation
+        self.rebuild()
+        self.report_hidden(server_id, listing)
+        return True
+
+    async def fetch_all(self, server_id: str, method: str, key: str) -> list[dict[str, Any]]:
+        server = self.catalog.servers[server_id]
+        ctx = CallContext(era=LEGACY_ERA, timeout_s=server.timeout_s)
+        items: list[dict[str, Any]] = []
+        params: dict[str, Any] = {}
+        for _ in range(MAX_LIST_PAGES):
+            reply = await self.clients[server_id].call(method, params, ctx)
+            if "error" in reply:
+                if reply["error"].get("code") == -32601:
+                    return []  # the upstream does not offer this kind at all
+                raise RpcError(UPSTREAM_UNAVAILABLE, f"upstream {server_id!r} failed {method}")
+            result = reply.get("result") or {}
+            items.extend(item for item in result.get(key) or [] if isinstance(item, dict))
+            cursor = result.get("nextCursor")
+            if not isinstance(cursor, str) or not cursor:
+                return items
+            params = {"cursor": cursor}
+        log.warning("upstream %s: %s did not finish within %d pages", server_id, method, MAX_LIST_PAGES)
+        return items
+
+    def report_hidden(self, server_id: str, listing: Listing) -> None:
+        """Say once per sync what an upstream offers that agents will not see."""
+        server = self.catalog.servers[server_id]
+        hidden = sorted(str(t.get("name")) for t in listing.tools if t.get("name") not in server.tools)
+        if hidden:
+            log.info("upstream %s offers uncatalogued tool(s), hidden: %s", server_id, ", ".join(hidden))
+        for resource in listing.resources:
+            owner = self.directory.resources.get(resource.get("uri", ""))
+            if owner not in (None, server_id):
+                log.error("resource %s is offered by %s and %s; only %s's is served",
+                          resource.get("uri"), owner, server_id, owner)
+
+    def rebuild(self) -> None:
+        self.directory = build_directory(self.catalog, self.listings)
+
+    async def watch(self) -> None:
+        """Backstop: bring back upstreams that were down or restarted since their last sync."""
+        while True:
+            await asyncio.sleep(self.resync_interval_s)
+            for server_id, client in self.clients.items():
+                stale = self.synced_generation.get(server_id) != _generation(client)
+                if (server_id not in self.listings or stale) and await self.sync(server_id):
+                    await self.announce({"tools", "prompts", "resources"})
+
+    async def on_session_event(self, server_id: str, message: dict[str, Any]) -> None:
+        method = message.get("method")
+        kind = CHANGE_METHODS.get(method or "")
+        if kind is not None:
+            kinds = ("resources", "templates") if kind == "resources" else (kind,)
+            if await self.sync(server_id, kinds):
+                await self.announce({kind})
+        elif method == "notifications/resources/updated" and self.on_resource_updated is not None:
+            await self.on_resource_updated(message)
+
+    async def announce(self, kinds: set[str]) -> None:
+        if self.on_list_changed is not None:
+            await self.on_list_changed(kinds)
+
+
+def _generation(client: Upstream) -> int:
+    """Changes whenever the upstream was (re)connected, so a restart triggers a re-sync."""
+    if isinstance(client, StdioUpstream):
+        return client.restarts if client.available else -1
+    if isinstance(client, HttpUpstream):
+        return 0 if client.available else -1
+    return 0
+
+
+__all__ = ["MODERN_ERA", "UpstreamPool"]

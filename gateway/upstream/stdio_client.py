@@ -1,0 +1,265 @@
+"""A managed stdio child process speaking MCP (handshake era), restarted with backoff.
+
+All agents share one child, so the gateway assigns its own request ids and progress tokens and
+maps replies back. Log notifications and server-to-client requests carry no request id on stdio;
+they are relayed only when exactly one call is in flight (so that nothing leaks between agents),
+and otherwise dropped or refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gateway.catalog.model import ServerEntry, StdioTransport
+from gateway.errors import REQUEST_TIMEOUT, UPSTREAM_UNAVAILABLE, RpcError
+from gateway.upstream.base import (
+    GATEWAY_CLIENT_CAPABILITIES,
+    GATEWAY_CLIENT_INFO,
+    LEGACY_ERA,
+    VERBOSE_LOGGING,
+    CallContext,
+    SessionEventHandler,
+    legacy_params,
+    log,
+)
+
+RESTART_MIN_S = 0.25
+RESTART_MAX_S = 30.0
+STREAM_LIMIT = 64 * 1024 * 1024
+SESSION_NOTIFICATIONS = frozenset({
+    "notifications/tools/list_changed",
+    "notifications/prompts/list_changed",
+    "notifications/resources/list_changed",
+    "notifications/resources/updated",
+})
+
+
+@dataclass(slots=True)
+class _Pending:
+    future: asyncio.Future[dict[str, Any]]
+    ctx: CallContext
+    progress_token: Any = None
+
+
+class StdioUpstream:
+    def __init__(self, server: ServerEntry, on_event: SessionEventHandler) -> None:
+        assert isinstance(server.transport, StdioTransport)
+        self.server_id = server.id
+        self.transport = server.transport
+        self.on_event = on_event
+        self.process: asyncio.subprocess.Process | None = None
+        self.ready = asyncio.Event()
+        self.pending: dict[int, _Pending] = {}
+        self.ids = itertools.count(1)
+        self.supervisor: asyncio.Task[None] | None = None
+        self.background: set[asyncio.Task[Any]] = set()
+        self.closed = False
+        self.restarts = 0
+
+    @property
+    def available(self) -> bool:
+        return self.ready.is_set()
+
+    async def start(self) -> None:
+        self.supervisor = asyncio.create_task(self.supervise())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10):
+                await self.ready.wait()
+
+    async def close(self) -> None:
+        self.closed = True
+        if self.supervisor:
+            self.supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.supervisor
+        await self.stop_process()
+
+    # Process lifecycle -----------------------------------------------------------------------
+
+    async def supervise(self) -> None:
+        delay = RESTART_MIN_S
+        while not self.closed:
+            try:
+                reader = await self.spawn_and_initialize()
+                delay = RESTART_MIN_S
+                await reader
+            except (OSError, ValueError, RpcError) as exc:
+                log.warning("upstream %s failed to start: %s", self.server_id, exc)
+            self.ready.clear()
+            self.fail_pending(f"upstream {self.server_id!r} exited")
+            await self.stop_process()
+            if self.closed:
+                return
+            self.restarts += 1
+            log.warning("upstream %s is down; restarting in %.2fs", self.server_id, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RESTART_MAX_S)
+
+    async def spawn_and_initialize(self) -> asyncio.Task[None]:
+        """Start the child and its reader, and do the handshake; returns the reader task."""
+        env = {**os.environ, **self.transport.env}
+        self.process = await asyncio.create_subprocess_exec(
+            self.transport.command, *self.transport.args,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            cwd=self.transport.cwd, env=env, limit=STREAM_LIMIT, start_new_session=True,
+        )
+        self.spawn(self.drain_stderr(self.process))
+        reader = asyncio.create_task(self.read_loop(self.process))
+        try:
+            params = {"protocolVersion": LEGACY_ERA, "capabilities": GATEWAY_CLIENT_CAPABILITIES,
+                      "clientInfo": GATEWAY_CLIENT_INFO}
+            ctx = CallContext(era=LEGACY_ERA, timeout_s=15)
+            reply = await self.send_request("initialize", params, ctx)
+            if "result" not in reply:
+                raise RpcError(UPSTREAM_UNAVAILABLE, f"upstream {self.server_id!r} refused initialize")
+            await self.write({"jsonrpc": "2.0", "method": "notifications/initialized"})
+            if "logging" in (reply["result"].get("capabilities") or {}):
+                await self.write(VERBOSE_LOGGING)
+        except BaseException:
+            reader.cancel()
+            raise
+        self.ready.set()
+        log.info("upstream %s started (pid %s)", self.server_id, self.process.pid)
+        return reader
+
+    async def stop_process(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+        try:
+            async with asyncio.timeout(3):
+                await process.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+
+    async def drain_stderr(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stderr is not None
+        async for line in process.stderr:
+            log.debug("upstream %s stderr: %s", self.server_id, line.decode(errors="replace").rstrip())
+
+    # Messages --------------------------------------------------------------------------------
+
+    async def read_loop(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        async for line in process.stdout:
+            if not line.strip():
+                continue
+            try:
+                message = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                log.warning("upstream %s wrote a line that is not JSON", self.server_id)
+                continue
+            if isinstance(message, dict):
+                await self.dispatch(message)
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        method = message.get("method")
+        if method is None:
+            pending = self.pending.pop(message.get("id"), None)  # type: ignore[arg-type]
+            if pending is not None and not pending.future.done():
+                pending.future.set_result(message)
+            return
+        if "id" in message:
+            self.spawn(self.answer_server_request(message))
+        elif method in SESSION_NOTIFICATIONS:
+            await self.on_event(self.server_id, message)
+        elif method == "notifications/progress":
+            await self.relay_progress(message)
+        else:
+            target = self.sole_pending()
+            if target is not None and target.ctx.sink is not None:
+                await target.ctx.sink.notify(message)
+
+    async def relay_progress(self, message: dict[str, Any]) -> None:
+        params = message.get("params") or {}
+        token = params.get("progressToken")
+        pending = self.pending.get(token) if isinstance(token, int) else None
+        if pending is None or pending.ctx.sink is None or pending.progress_token is None:
+            return
+        await pending.ctx.sink.notify({**message, "params": {**params, "progressToken": pending.progress_token}})
+
+    def sole_pending(self) -> _Pending | None:
+        return next(iter(self.pending.values())) if len(self.pending) == 1 else None
+
+    async def answer_server_request(self, message: dict[str, Any]) -> None:
+        target = self.sole_pending()
+        if target is None or target.ctx.sink is None:
+            reply = {"jsonrpc": "2.0", "id": message["id"],
+                     "error": {"code": -32601, "message": "The gateway cannot attribute this request to a call"}}
+        else:
+            reply = await target.ctx.sink.ask(message)
+        await self.write(reply)
+
+    async def write(self, message: dict[str, Any]) -> None:
+        process = self.process
+        if process is None or process.stdin is None or process.returncode is not None:
+            raise RpcError(UPSTREAM_UNAVAILABLE, f"upstream {self.server_id!r} is unavailable")
+        process.stdin.write(orjson.dumps(message) + b"\n")
+        try:
+            await process.stdin.drain()
+        except (ConnectionError, BrokenPipeError) as exc:
+            raise RpcError(UPSTREAM_UNAVAILABLE, f"upstream {self.server_id!r} is unavailable") from exc
+
+    async def send_request(self, method: str, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        request_id = next(self.ids)
+        params, agent_token = self.own_progress_token(params, request_id)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.pending[request_id] = _Pending(future, ctx, agent_token)
+        try:
+            await self.write({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+            async with asyncio.timeout(ctx.timeout_s):
+                return await future
+        except TimeoutError:
+            await self.cancel(request_id, "timed out at the gateway")
+            raise RpcError(REQUEST_TIMEOUT, f"upstream {self.server_id!r} did not answer within "
+                                            f"{ctx.timeout_s:g}s") from None
+        except asyncio.CancelledError:
+            await asyncio.shield(self.cancel(request_id, "cancelled by the agent"))
+            raise
+        finally:
+            self.pending.pop(request_id, None)
+
+    @staticmethod
+    def own_progress_token(params: dict[str, Any], request_id: int) -> tuple[dict[str, Any], Any]:
+        """Swap the agent's progress token for the gateway's request id, which is unique on this pipe."""
+        meta = params.get("_meta")
+        if not isinstance(meta, dict) or "progressToken" not in meta:
+            return params, None
+        return {**params, "_meta": {**meta, "progressToken": request_id}}, meta["progressToken"]
+
+    async def cancel(self, request_id: int, reason: str) -> None:
+        with contextlib.suppress(RpcError):
+            await self.write({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                              "params": {"requestId": request_id, "reason": reason}})
+
+    async def call(self, method: str, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
+        if not self.ready.is_set():
+            raise RpcError(UPSTREAM_UNAVAILABLE, f"upstream {self.server_id!r} is unavailable")
+        return await self.send_request(method, legacy_params(params), ctx)
+
+    async def notify(self, method: str, params: dict[str, Any]) -> None:
+        if self.ready.is_set():
+            with contextlib.suppress(RpcError):
+                await self.write({"jsonrpc": "2.0", "method": method, "params": params})
+
+    def fail_pending(self, reason: str) -> None:
+        for pending in self.pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(RpcError(UPSTREAM_UNAVAILABLE, reason))
+        self.pending.clear()
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)

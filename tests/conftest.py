@@ -1,0 +1,47 @@
+"""Shared fixtures: real upstream processes and a real gateway process on loopback."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.processes import (
+    BEHAVIOUR_SERVER,
+    Gateway,
+    behaviour_manifest,
+    start_listening,
+    stdio_behaviour_transport,
+    stop,
+)
+
+TOKEN = "token-agent-a"
+
+
+@pytest.fixture(scope="session")
+def behaviour_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("behaviour") / "events.jsonl"
+
+
+@pytest.fixture(scope="session")
+def behaviour_http(behaviour_log: Path) -> Iterator[int]:
+    """The behaviour upstream over Streamable HTTP; yields its port."""
+    process, port = start_listening([sys.executable, str(BEHAVIOUR_SERVER), "--port", "0"],
+                                    env={"BEHAVIOUR_LOG": str(behaviour_log)})
+    yield port
+    stop(process)
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int, behaviour_log: Path) -> Iterator[Gateway]:
+    """The gateway in front of the behaviour upstream twice: `behav__*` over HTTP, `local__*` over stdio."""
+    manifests = [
+        behaviour_manifest("behav", {"url": f"http://127.0.0.1:{behaviour_http}/mcp"}, timeout_s=5),
+        behaviour_manifest("local", stdio_behaviour_transport(behaviour_log), timeout_s=5,
+                           tools=("echo", "slow", "progress", "log", "crash")),
+    ]
+    gw = Gateway(tmp_path_factory.mktemp("gateway"), manifests).start()
+    yield gw
+    gw.stop()

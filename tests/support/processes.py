@@ -1,0 +1,156 @@
+"""Real processes for tests: upstream MCP servers and the gateway itself, on loopback ports."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+BEHAVIOUR_SERVER = REPO / "tests" / "fixtures" / "upstreams" / "behaviour_server.py"
+NARROWGATE = Path(sys.executable).parent / "narrowgate"
+BEHAVIOUR_TOOLS = ("echo", "slow", "progress", "log", "crash", "whoami")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_listening(cmd: list[str], env: dict[str, str] | None = None, timeout_s: float = 20) -> tuple[
+    subprocess.Popen[bytes], int
+]:
+    """Start a server that prints `LISTENING <port>` once ready; return it and the port."""
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, env={**os.environ, **(env or {})}, cwd=REPO)
+    assert process.stdout is not None
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout_s
+    buffer = b""
+    while time.monotonic() < deadline:
+        if not selector.select(timeout=0.2):
+            if process.poll() is not None:
+                break
+            continue
+        chunk = os.read(process.stdout.fileno(), 4096)
+        if not chunk:
+            break
+        buffer += chunk
+        for line in buffer.decode(errors="replace").splitlines():
+            if line.startswith("LISTENING "):
+                return process, int(line.split()[1])
+    stop(process)
+    raise RuntimeError(f"{cmd} did not start: {buffer.decode(errors='replace')[-2000:]}")
+
+
+def stop(process: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def behaviour_manifest(server_id: str, transport: dict[str, Any], timeout_s: float = 30,
+                       tools: tuple[str, ...] = BEHAVIOUR_TOOLS) -> dict[str, Any]:
+    return {
+        "id": server_id,
+        "owner": "tests@example.com",
+        "description": "behaviour test upstream",
+        "transport": transport,
+        "timeout_s": timeout_s,
+        "tools": [{"name": name, "risk": "read", "data_classes": ["internal"]} for name in tools],
+    }
+
+
+def stdio_behaviour_transport(log_path: Path | None = None) -> dict[str, Any]:
+    transport: dict[str, Any] = {"command": "${PYTHON}", "args": [str(BEHAVIOUR_SERVER), "--stdio"]}
+    if log_path is not None:
+        transport["env"] = {"BEHAVIOUR_LOG": str(log_path)}
+    return transport
+
+
+@dataclass
+class Gateway:
+    """A `narrowgate serve` subprocess with its own config and catalog directory."""
+
+    workdir: Path
+    manifests: list[dict[str, Any]]
+    tokens: dict[str, str] = field(default_factory=lambda: {"agent-a": "token-agent-a"})
+    extra_config: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    open_loopback: bool = False
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def write_config(self) -> Path:
+        catalog = self.workdir / "catalog"
+        catalog.mkdir(parents=True, exist_ok=True)
+        for manifest in self.manifests:
+            (catalog / f"{manifest['id']}.yaml").write_text(yaml.safe_dump(manifest))
+        self.port = self.port or free_port()
+        config = {
+            "listen": f"127.0.0.1:{self.port}",
+            "catalog": "catalog",
+            "policies": str(REPO / "cedar"),
+            "state": f"sqlite:///{self.workdir / 'state.db'}",
+            "auth": {"static_tokens": [{"agent": a, "token": t} for a, t in self.tokens.items()]},
+            **self.extra_config,
+        }
+        path = self.workdir / "gateway.yaml"
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    def start(self, timeout_s: float = 30) -> Gateway:
+        cmd = [str(NARROWGATE), "--log-level", "debug", "serve", "--config", str(self.write_config())]
+        if self.open_loopback:
+            cmd.append("--open-loopback")
+        self.log_path = self.workdir / "gateway.log"
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env},
+                                        cwd=self.workdir)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gateway exited {self.process.returncode}: {self.log_text()[-3000:]}")
+            if self.healthy():
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"gateway did not become healthy: {self.log_text()[-3000:]}")
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.base}/healthz", timeout=1) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
