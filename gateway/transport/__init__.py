@@ -1,0 +1,1 @@
+"""Agent-facing Streamable HTTP: parsing, sessions, streams, replies."""

@@ -1,0 +1,1 @@
+"""Upstream MCP servers: HTTP and stdio clients, the pool, and the aggregated directory."""
