@@ -1,0 +1,45 @@
+"""The MCP conformance suite passes through the gateway, in both protocol eras.
+
+The fixture upstream runs as a real subprocess; the gateway runs in front of it with
+`--open-loopback` (the suite cannot present a bearer token) and the conformance catalog, which
+exposes the fixture's names bare (`namespace: ""`) because the suite calls them by fixed names.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conformance.runner import SPEC_VERSIONS, ensure_suite, fixture_server, run_suite
+from tests.support.processes import Gateway
+
+CATALOG = Path(__file__).resolve().parent / "conformance" / "catalog" / "conformance.yaml"
+
+
+@pytest.fixture(scope="module")
+def gateway_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    ensure_suite()
+    with fixture_server() as port:
+        workdir = tmp_path_factory.mktemp("conformance-gateway")
+        gateway = Gateway(workdir, manifests=[], tokens={}, open_loopback=True,
+                          env={"CONFORMANCE_UPSTREAM_PORT": str(port)})
+        gateway.write_config()
+        shutil.copy(CATALOG, workdir / "catalog" / CATALOG.name)
+        gateway.start()
+        try:
+            yield gateway.url
+        finally:
+            gateway.stop()
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("spec_version", SPEC_VERSIONS)
+def test_gateway_passes_conformance_suite(gateway_url: str, spec_version: str) -> None:
+    result = run_suite(gateway_url, spec_version, timeout_s=600)
+    print(result.summary())
+    assert result.scenarios, f"the suite ran no scenarios:\n{result.stdout[-3000:]}"
+    assert result.passed, result.summary()
+    assert result.exit_code == 0, result.summary()
