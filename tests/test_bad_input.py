@@ -147,15 +147,33 @@ def test_batch_is_refused(serving: Gateway) -> None:
     assert "batch" in error["message"].lower()
 
 
-def test_nesting_deeper_than_the_limit_is_refused(serving: Gateway) -> None:
-    deep: Any = "bottom"
-    for _ in range(200):
-        deep = {"d": deep}
+@pytest.mark.parametrize("levels", [100, 2000])
+def test_nesting_deeper_than_the_limit_is_refused(serving: Gateway, levels: int) -> None:
+    """Valid JSON nested past limits.max_json_depth (64) is an invalid request, however deep it goes."""
     session_id = open_session(serving)
-    body = rpc("tools/call", {"name": "behav__echo", "arguments": {"text": deep}}, 7)
-    response = httpx2.post(serving.url, json=body, headers=session_headers(session_id))
+    prefix = b'{"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "behav__echo", "arguments": '
+    body = prefix + b'{"d": ' * levels + b'"bottom"' + b"}" * levels + b"}}"
+    response = httpx2.post(serving.url, content=body, headers=session_headers(session_id))
     error = assert_rpc_error(response, 400, -32600)
     assert "nested" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"jsonrpc": "1.0", "id": 1, "method": "tools/list"},
+        {"id": 1, "method": "tools/list"},
+        {"jsonrpc": "2.0", "id": True, "method": "tools/list"},
+        {"jsonrpc": "2.0", "id": 1.5, "method": "tools/list"},
+        {"jsonrpc": "2.0", "id": 1, "method": 7},
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": [1, 2]},
+        {"jsonrpc": "2.0", "id": 1},
+    ],
+)
+def test_malformed_envelope_is_an_invalid_request(serving: Gateway, body: dict[str, Any]) -> None:
+    session_id = open_session(serving)
+    response = httpx2.post(serving.url, json=body, headers=session_headers(session_id))
+    assert_rpc_error(response, 400, -32600)
 
 
 def test_body_over_the_limit_is_413(strict: Gateway) -> None:
@@ -274,6 +292,13 @@ def test_mismatched_mirrored_header_is_32020(serving: Gateway, header_overrides:
     assert what.lower() in error["message"].lower()
 
 
+def test_duplicated_routing_header_is_32020(serving: Gateway) -> None:
+    body = rpc("tools/list", modern_params(), 26)
+    sent = [*modern_headers("tools/list").items(), ("Mcp-Method", "tools/list")]
+    error = assert_rpc_error(httpx2.post(serving.url, json=body, headers=sent), 400, -32020, 26)
+    assert "more than once" in error["message"]
+
+
 def test_missing_mcp_method_header_is_32020(serving: Gateway) -> None:
     body = rpc("tools/list", modern_params(), 22)
     sent = {k: v for k, v in modern_headers("tools/list").items() if k != "Mcp-Method"}
@@ -354,7 +379,7 @@ def test_wrong_token_is_401_and_not_echoed(serving: Gateway) -> None:
     assert wrong not in serving.log_text()
 
 
-@pytest.mark.parametrize("authorization", ["Basic xyz", "Bearer", "Bearer   ", TOKEN])
+@pytest.mark.parametrize("authorization", ["Basic xyz", "Bearer", "bearer-ish token", TOKEN])
 def test_wrong_scheme_is_401(serving: Gateway, authorization: str) -> None:
     response = httpx2.post(serving.url, json=rpc("tools/list", modern_params(), 36),
                            headers=modern_headers("tools/list", Authorization=authorization))

@@ -42,4 +42,5 @@ def test_gateway_passes_conformance_suite(gateway_url: str, spec_version: str) -
     print(result.summary())
     assert result.scenarios, f"the suite ran no scenarios:\n{result.stdout[-3000:]}"
     assert result.passed, result.summary()
+    assert result.clean, f"the gateway should meet every SHOULD the fixture meets:\n{result.summary()}"
     assert result.exit_code == 0, result.summary()

@@ -38,7 +38,7 @@ from gateway.transport.jsonrpc import Message, parse_message
 from gateway.transport.listen import ListenHub
 from gateway.transport.origin import OriginPolicy
 from gateway.transport.responses import ResponseChannel, send_bytes, send_json_error
-from gateway.transport.sessions import AgentSession, SessionRegistry
+from gateway.transport.sessions import AgentSession, SessionRegistry, StreamItem
 from gateway.transport.sse import PING_FRAME, SSE_HEADERS
 from gateway.upstream.base import LEGACY_ERA, MODERN_ERA
 
@@ -274,14 +274,16 @@ class McpEndpoint:
         session = await self.session_for(send, headers, principal, None)
         if session is None:
             return
-        queue: asyncio.Queue[bytes] = asyncio.Queue()
-        for frame in session.replay_after(headers.get("last-event-id", "")):
-            queue.put_nowait(frame)
-        session.listeners.add(queue)
+        queue = session.resume(headers.get("last-event-id"))
+        if queue is None:
+            await send_bytes(send, 404, b"Unknown Last-Event-ID", "text/plain")
+            return
         try:
             await stream_queue(receive, send, queue)
         finally:
-            session.listeners.discard(queue)
+            session.general.followers.discard(queue)
+            for log in session.posts.values():
+                log.followers.discard(queue)
 
     async def listen(self, receive: Receive, send: Send, principal: Principal, message: Message) -> None:
         """`subscriptions/listen` (2026-07-28): a stream of change notifications for this agent."""
@@ -344,7 +346,8 @@ def modern_result(method: str, result: Any) -> Any:
     return {**result, **extra}
 
 
-async def stream_queue(receive: Receive, send: Send, queue: asyncio.Queue[bytes]) -> None:
+async def stream_queue(receive: Receive, send: Send, queue: asyncio.Queue[StreamItem]) -> None:
+    """Relay a queue as an SSE response until the queue ends (None) or the agent goes away."""
     await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
     await send({"type": "http.response.body", "body": PING_FRAME, "more_body": True})
     disconnected = asyncio.create_task(wait_disconnect(receive))
@@ -354,7 +357,10 @@ async def stream_queue(receive: Receive, send: Send, queue: asyncio.Queue[bytes]
             done, _ = await asyncio.wait({getter, disconnected}, timeout=PING_INTERVAL_S,
                                          return_when=asyncio.FIRST_COMPLETED)
             if getter in done:
-                await send({"type": "http.response.body", "body": getter.result(), "more_body": True})
+                frame = getter.result()
+                if frame is None:
+                    break
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
             else:
                 getter.cancel()
                 if not done:

@@ -14,6 +14,7 @@ import orjson
 from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
 
 from gateway.identity.principal import Principal
+from gateway.transport.sessions import StreamItem
 from gateway.transport.sse import encode_event
 
 FILTER_FOR_METHOD = {
@@ -26,7 +27,7 @@ HONOURED_FLAGS = tuple(FILTER_FOR_METHOD.values())
 
 @dataclass(eq=False, slots=True)
 class Listener:
-    queue: asyncio.Queue[bytes]
+    queue: asyncio.Queue[StreamItem]
     principal: Principal
     subscription_id: Any
     honoured: dict[str, Any]

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 from typing import Any
 
 import orjson
 from starlette.types import Send
 
 from gateway.errors import HTTP_STATUS_FOR_CODE, RpcError
-from gateway.transport.sessions import AgentSession
+from gateway.transport.sessions import AgentSession, StreamLog
 from gateway.transport.sse import SSE_HEADERS, encode_event
 from gateway.upstream.base import MODERN_ERA
 
@@ -18,7 +17,7 @@ ASK_TIMEOUT_S = 600.0
 # Which client capability a relayed server-to-client request needs.
 ASK_CAPABILITY = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation",
                   "roots/list": "roots"}
-_stream_ids = itertools.count(1)
+RETRY_MS = 1000
 
 
 async def send_bytes(
@@ -45,18 +44,26 @@ class ResponseChannel:
         self.session = session
         self.era = era
         self.streaming = False
-        self.stream_id = next(_stream_ids)
-        self.event_ids = itertools.count(1)
+        # Handshake-era streams are logged in the session so the agent can resume them.
+        self.log: StreamLog | None = None
 
     async def start_stream(self) -> None:
-        if not self.streaming:
-            self.streaming = True
-            await self.send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        if self.streaming:
+            return
+        self.streaming = True
+        await self.send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        if self.session is not None:
+            self.log = self.session.open_post_stream()
+            await self.send({"type": "http.response.body", "body": self.log.priming_frame(RETRY_MS),
+                             "more_body": True})
+
+    def frame(self, data: bytes, final: bool = False) -> bytes:
+        return self.log.append(data, final) if self.log is not None else encode_event(data)
 
     async def write_event(self, message: dict[str, Any]) -> None:
         await self.start_stream()
-        frame = encode_event(orjson.dumps(message), f"p{self.stream_id}-{next(self.event_ids)}")
-        await self.send({"type": "http.response.body", "body": frame, "more_body": True})
+        await self.send({"type": "http.response.body", "body": self.frame(orjson.dumps(message)),
+                         "more_body": True})
 
     async def notify(self, message: dict[str, Any]) -> None:
         if not self.accepts_sse:
@@ -102,8 +109,7 @@ class ResponseChannel:
             payload["result"] = reply.get("result")
         body = orjson.dumps(payload)
         if self.streaming:
-            frame = encode_event(body, f"p{self.stream_id}-{next(self.event_ids)}")
-            await self.send({"type": "http.response.body", "body": frame, "more_body": False})
+            await self.send({"type": "http.response.body", "body": self.frame(body, final=True), "more_body": False})
             return
         status = 200
         if self.era == MODERN_ERA and "error" in reply:

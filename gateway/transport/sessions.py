@@ -6,17 +6,61 @@ import asyncio
 import itertools
 import secrets
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from gateway.identity.principal import Principal
-from gateway.transport.sse import encode_event
+from gateway.transport.sse import encode_event, encode_retry
 
 REPLAY_BUFFER = 256
+KEPT_POST_STREAMS = 32
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+StreamItem = bytes | None  # None ends a follower's stream
+
+
+class StreamLog:
+    """The frames of one SSE stream, kept so an agent can resume with Last-Event-ID.
+
+    Event ids are `<key>-<seq>`: key `s` is the session's GET stream, `p<n>` a POST response stream.
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.frames: deque[tuple[int, bytes]] = deque(maxlen=REPLAY_BUFFER)
+        self.next_seq = 1
+        self.followers: set[asyncio.Queue[StreamItem]] = set()
+        self.finished = False
+
+    def priming_frame(self, retry_ms: int) -> bytes:
+        return encode_retry(f"{self.key}-0", retry_ms)
+
+    def append(self, data: bytes, final: bool = False) -> bytes:
+        seq, self.next_seq = self.next_seq, self.next_seq + 1
+        frame = encode_event(data, f"{self.key}-{seq}")
+        self.frames.append((seq, frame))
+        for queue in self.followers:
+            queue.put_nowait(frame)
+        if final:
+            self.finished = True
+            for queue in self.followers:
+                queue.put_nowait(None)
+        return frame
+
+    def follow(self, after_seq: int | None) -> asyncio.Queue[StreamItem]:
+        """A queue holding the frames after `after_seq` (None: only new ones), then live frames."""
+        queue: asyncio.Queue[StreamItem] = asyncio.Queue()
+        if after_seq is not None:
+            for seq, frame in self.frames:
+                if seq > after_seq:
+                    queue.put_nowait(frame)
+        if self.finished:
+            queue.put_nowait(None)
+        else:
+            self.followers.add(queue)
+        return queue
 
 
 @dataclass(slots=True)
@@ -29,11 +73,11 @@ class AgentSession:
     last_seen: float = field(default_factory=time.monotonic)
     log_level: str | None = None
     subscriptions: set[str] = field(default_factory=set)
-    # Open GET streams: each gets every session-level message.
-    listeners: set[asyncio.Queue[bytes]] = field(default_factory=set)
-    # Session-level events kept for Last-Event-ID replay.
-    replay: deque[tuple[int, bytes]] = field(default_factory=lambda: deque(maxlen=REPLAY_BUFFER))
-    event_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    # Session-level messages (list changes, resource updates) for GET streams.
+    general: StreamLog = field(default_factory=lambda: StreamLog("s"))
+    # Recent POST response streams, oldest first.
+    posts: OrderedDict[str, StreamLog] = field(default_factory=OrderedDict)
+    post_numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     # Requests the gateway relayed to the agent, waiting for its reply.
     asks: dict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     ask_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -47,17 +91,27 @@ class AgentSession:
 
     def publish(self, message: dict[str, Any]) -> None:
         """Send a session-level message to every open GET stream (and keep it for replay)."""
-        event_id = next(self.event_ids)
-        frame = encode_event(orjson.dumps(message), f"s{event_id}")
-        self.replay.append((event_id, frame))
-        for queue in self.listeners:
-            queue.put_nowait(frame)
+        self.general.append(orjson.dumps(message))
 
-    def replay_after(self, last_event_id: str) -> list[bytes]:
-        if not last_event_id.startswith("s") or not last_event_id[1:].isdigit():
-            return []
-        after = int(last_event_id[1:])
-        return [frame for event_id, frame in self.replay if event_id > after]
+    def open_post_stream(self) -> StreamLog:
+        log = StreamLog(f"p{next(self.post_numbers)}")
+        self.posts[log.key] = log
+        while len(self.posts) > KEPT_POST_STREAMS:
+            self.posts.popitem(last=False)
+        return log
+
+    def resume(self, last_event_id: str | None) -> asyncio.Queue[StreamItem] | None:
+        """Where a GET stream reads from: the stream named by Last-Event-ID, or the session's own."""
+        if not last_event_id:
+            return self.general.follow(None)
+        key, _, seq = last_event_id.rpartition("-")
+        log = self.general if key == "s" else self.posts.get(key)
+        if log is None or not seq.isdigit():
+            return None
+        return log.follow(int(seq))
+
+    def has_listeners(self) -> bool:
+        return bool(self.general.followers)
 
     def next_ask_id(self) -> str:
         return f"ng-{next(self.ask_ids)}"
@@ -94,7 +148,7 @@ class SessionRegistry:
 
     def expire_idle(self) -> None:
         cutoff = time.monotonic() - self.idle_s
-        for session_id in [s.id for s in self.sessions.values() if s.last_seen < cutoff and not s.listeners]:
+        for session_id in [s.id for s in self.sessions.values() if s.last_seen < cutoff and not s.has_listeners()]:
             self.close(session_id)
 
     def all(self) -> list[AgentSession]:
