@@ -16,7 +16,8 @@ HEADERS = {"Authorization": f"Bearer {TOKEN}", "Accept": "application/json, text
 
 async def open_session(http: httpx2.AsyncClient, url: str) -> dict[str, str]:
     init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                       "clientInfo": {"name": "t", "version": "1"}}}
     response = await http.post(url, json=init, headers=HEADERS)
     session = {**HEADERS, "Mcp-Session-Id": response.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
     await http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session)

@@ -68,9 +68,8 @@ class ResponseChannel:
     async def notify(self, message: dict[str, Any]) -> None:
         if not self.accepts_sse:
             return  # a JSON-only agent cannot receive side traffic
-        if message.get("method") == "notifications/message" and self.session is not None:
-            if not self.session.wants_log((message.get("params") or {}).get("level")):
-                return
+        if self.session is not None and not self.session.wants(message):
+            return
         await self.write_event(message)
 
     async def ask(self, message: dict[str, Any]) -> dict[str, Any]:

@@ -84,10 +84,12 @@ class AgentSession:
     # Agent request id -> the task serving it, so notifications/cancelled can stop it.
     in_flight: dict[Any, asyncio.Task[Any]] = field(default_factory=dict)
 
-    def wants_log(self, level: str | None) -> bool:
-        if self.log_level is None or level not in LOG_LEVELS:
+    def wants(self, message: dict[str, Any]) -> bool:
+        """Whether a notification passes the agent's logging/setLevel filter."""
+        if message.get("method") != "notifications/message" or self.log_level is None:
             return True
-        return LOG_LEVELS.index(level) >= LOG_LEVELS.index(self.log_level)
+        level = (message.get("params") or {}).get("level")
+        return level not in LOG_LEVELS or LOG_LEVELS.index(level) >= LOG_LEVELS.index(self.log_level)
 
     def publish(self, message: dict[str, Any]) -> None:
         """Send a session-level message to every open GET stream (and keep it for replay)."""
