@@ -13,10 +13,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway import __version__
+from gateway.admin.agents_api import AgentsApi
+from gateway.admin.auth import AdminAuthenticator
 from gateway.catalog import Catalog
 from gateway.config import Settings
-from gateway.identity.static_tokens import Authenticator
+from gateway.identity.authenticator import Authenticator
+from gateway.identity.verifier import TokenVerifier
 from gateway.mcp_methods import Methods
+from gateway.registry.service import Registry
+from gateway.store import open_store
 from gateway.transport.endpoint import McpEndpoint
 from gateway.transport.sessions import SessionRegistry
 from gateway.upstream.pool import UpstreamPool
@@ -35,10 +40,15 @@ class Gateway:
     def __init__(self, settings: Settings, catalog: Catalog) -> None:
         self.settings = settings
         self.catalog = catalog
+        self.store = open_store(settings.state)
+        self.registry = Registry(self.store, [])
+        self.verifier = TokenVerifier(settings.identity)
         self.pool = UpstreamPool(catalog)
         self.sessions = SessionRegistry(settings.limits.session_idle_s)
         self.methods = Methods(catalog, self.pool)
-        self.endpoint = McpEndpoint(settings, Authenticator(settings), self.methods, self.sessions)
+        authenticator = Authenticator(settings, self.verifier, self.registry)
+        self.endpoint = McpEndpoint(settings, authenticator, self.methods, self.sessions)
+        self.agents_api = AgentsApi(self.registry, AdminAuthenticator(settings, self.verifier, self.registry))
         self.pool.on_list_changed = self.announce_list_changed
         self.pool.on_resource_updated = self.relay_resource_updated
         self.app = Starlette(
@@ -47,12 +57,19 @@ class Gateway:
                 Route("/healthz", self.healthz, methods=["GET"]),
                 Route("/.well-known/oauth-protected-resource", self.resource_metadata, methods=["GET"]),
                 Route("/.well-known/oauth-protected-resource/mcp", self.resource_metadata, methods=["GET"]),
+                *self.agents_api.routes(),
             ],
             lifespan=self.lifespan,
         )
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        await self.store.migrate()
+        await self.registry.reload()
+        if self.settings.agents_file is not None:
+            report = await self.registry.load_agents_file(self.settings.agents_file)
+            log.info("agents file %s: %s", self.settings.agents_file, report)
+        await self.verifier.start()
         await self.pool.start()
         down = [sid for sid, client in self.pool.clients.items() if not client.available]
         if down:
@@ -62,10 +79,14 @@ class Gateway:
             yield
         finally:
             await self.pool.close()
+            await self.verifier.close()
+            await self.store.close()
 
     async def healthz(self, request: Request) -> Response:
         upstreams = {sid: client.available for sid, client in self.pool.clients.items()}
-        return JSONResponse({"status": "ok", "version": __version__, "upstreams": upstreams})
+        # The gateway itself is up either way (200); "degraded" says some upstream is not.
+        status = "ok" if all(upstreams.values()) else "degraded"
+        return JSONResponse({"status": status, "version": __version__, "upstreams": upstreams})
 
     async def resource_metadata(self, request: Request) -> Response:
         """RFC 9728 protected-resource metadata for `/mcp`."""

@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from gateway import __version__
+from gateway.admin.client import AdminClientError, add_agents_parser
 from gateway.catalog import CatalogError, load_catalog
 from gateway.config import ConfigError, Settings, load_settings
 
@@ -27,6 +28,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INVALID
     try:
         return int(args.run(args))
+    except AdminClientError as exc:
+        print(f"narrowgate: {exc}", file=sys.stderr)
+        return 1
     except (ConfigError, ValueError) as exc:
         print(f"narrowgate: {exc}", file=sys.stderr)
         return EXIT_INVALID
@@ -54,11 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=run_demo)
 
     catalog = commands.add_parser("catalog", help="work with the tool catalog")
-    catalog_commands = catalog.add_subparsers(title="catalog commands", metavar="COMMAND")
+    catalog_commands = catalog.add_subparsers(title="catalog commands", metavar="COMMAND", required=True)
     validate = catalog_commands.add_parser("validate", help="check every manifest; report problems with file:line")
     validate.add_argument("--config", type=Path, help="take the catalog directory from this config")
     validate.add_argument("--catalog", type=Path, help="catalog directory (default: tool_catalog/)")
     validate.set_defaults(run=run_catalog_validate)
+
+    add_agents_parser(commands)
     return parser
 
 

@@ -8,6 +8,7 @@ scalars, so `true`, `42` and `[a, b]` keep their types.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,9 +19,11 @@ import yaml
 
 ENV_PREFIX = "NARROWGATE_"
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
-CONFIG_KEYS = frozenset(
-    {"listen", "catalog", "policies", "state", "public_url", "allowed_origins", "upstream_timeout_s", "auth", "limits"}
-)
+DEFAULT_STATE = "sqlite:///var/lib/narrowgate/state.db"
+CONFIG_KEYS = frozenset({
+    "listen", "catalog", "policies", "state", "public_url", "allowed_origins", "auth",
+    "limits", "identity", "admin", "agents_file",
+})
 
 
 class ConfigError(Exception):
@@ -32,7 +35,7 @@ class StaticToken:
     """A development-only bearer token mapped to an agent id."""
 
     agent: str
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     token_sha256: str | None = None
 
 
@@ -40,6 +43,23 @@ class StaticToken:
 class AuthSettings:
     open_loopback: bool = False
     static_tokens: tuple[StaticToken, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AdminToken:
+    """A bearer token for the admin API; `name` is recorded as the actor of every change it makes."""
+
+    name: str
+    token: str | None = field(default=None, repr=False)
+    token_sha256: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSettings:
+    tokens: tuple[AdminToken, ...] = ()
+    # OIDC tokens from a configured issuer are admins when this claim holds this role.
+    oidc_role_claim: str = "roles"
+    oidc_admin_role: str = "narrowgate-admin"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,12 +76,15 @@ class Settings:
     listen_port: int = 8080
     catalog_dir: Path = Path("tool_catalog")
     policies_dir: Path = Path("cedar")
-    state: str = "sqlite:///var/lib/narrowgate/state.db"
+    state: str = DEFAULT_STATE
     public_url: str | None = None
     allowed_origins: tuple[str, ...] = ()
-    upstream_timeout_s: float = 60.0
     auth: AuthSettings = field(default_factory=AuthSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
+    agents_file: Path | None = None
+    # gateway.identity.settings.IdentitySettings; typed loosely to keep config free of identity imports.
+    identity: Any = None
 
     @property
     def base_url(self) -> str:
@@ -116,25 +139,41 @@ def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None
             target = target.setdefault(key, {})
             if not isinstance(target, dict):
                 raise ConfigError(f"{name}: {key} is not a mapping in the config")
-        target[keys[-1]] = yaml.safe_load(value) if value else ""
+        target[keys[-1]] = env_value(value)
+
+
+def env_value(value: str) -> Any:
+    """JSON scalars and lists keep their type (`true`, `42`, `["a"]`); anything else is a string."""
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def check_keys(raw: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown {where} key(s): {', '.join(unknown)}")
 
 
 def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
-    unknown = sorted(set(raw) - CONFIG_KEYS)
-    if unknown:
-        raise ConfigError(f"unknown config key(s): {', '.join(unknown)}")
+    check_keys(raw, CONFIG_KEYS, "config")
     host, port = _parse_listen(str(raw.get("listen", "127.0.0.1:8080")))
+    public_url = _optional_str(raw.get("public_url"))
+    base_url = public_url or f"http://{_host_for_url(host)}:{port}"
     return Settings(
         listen_host=host,
         listen_port=port,
         catalog_dir=_path(raw.get("catalog", "tool_catalog"), base_dir),
         policies_dir=_path(raw.get("policies", "cedar"), base_dir),
-        state=str(raw.get("state", Settings.state)),
-        public_url=_optional_str(raw.get("public_url")),
+        state=str(raw.get("state", DEFAULT_STATE)),
+        public_url=public_url,
         allowed_origins=tuple(str(o) for o in raw.get("allowed_origins") or ()),
-        upstream_timeout_s=_positive_float(raw.get("upstream_timeout_s", 60.0), "upstream_timeout_s"),
         auth=_auth(raw.get("auth") or {}),
         limits=_limits(raw.get("limits") or {}),
+        admin=_admin(raw.get("admin") or {}),
+        agents_file=_path(raw["agents_file"], base_dir) if raw.get("agents_file") else None,
+        identity=_identity(raw.get("identity") or {}, base_dir, base_url),
     )
 
 
@@ -170,6 +209,7 @@ def _positive_float(value: Any, key: str) -> float:
 def _auth(raw: Any) -> AuthSettings:
     if not isinstance(raw, dict):
         raise ConfigError("auth must be a mapping")
+    check_keys(raw, frozenset({"open_loopback", "static_tokens"}), "auth")
     tokens = []
     for index, entry in enumerate(raw.get("static_tokens") or ()):
         tokens.append(_static_token(entry, index))
@@ -180,6 +220,43 @@ def _static_token(entry: Any, index: int) -> StaticToken:
     where = f"auth.static_tokens[{index}]"
     if not isinstance(entry, dict) or not entry.get("agent"):
         raise ConfigError(f"{where} needs an agent")
+    token, digest = _secret(entry, where)
+    return StaticToken(agent=str(entry["agent"]), token=token, token_sha256=digest)
+
+
+def _limits(raw: Any) -> LimitSettings:
+    if not isinstance(raw, dict):
+        raise ConfigError("limits must be a mapping")
+    check_keys(raw, frozenset({"max_body_bytes", "max_json_depth", "session_idle_s"}), "limits")
+    defaults = LimitSettings()
+    return LimitSettings(
+        max_body_bytes=int(_positive_float(raw.get("max_body_bytes", defaults.max_body_bytes), "max_body_bytes")),
+        max_json_depth=int(_positive_float(raw.get("max_json_depth", defaults.max_json_depth), "max_json_depth")),
+        session_idle_s=_positive_float(raw.get("session_idle_s", defaults.session_idle_s), "session_idle_s"),
+    )
+
+
+def _admin(raw: Any) -> AdminSettings:
+    if not isinstance(raw, dict):
+        raise ConfigError("admin must be a mapping")
+    check_keys(raw, frozenset({"tokens", "oidc_role_claim", "oidc_admin_role"}), "admin")
+    tokens = []
+    for index, entry in enumerate(raw.get("tokens") or ()):
+        where = f"admin.tokens[{index}]"
+        if not isinstance(entry, dict) or not entry.get("name"):
+            raise ConfigError(f"{where} needs a name")
+        token, digest = _secret(entry, where)
+        tokens.append(AdminToken(name=str(entry["name"]), token=token, token_sha256=digest))
+    defaults = AdminSettings()
+    return AdminSettings(
+        tokens=tuple(tokens),
+        oidc_role_claim=str(raw.get("oidc_role_claim", defaults.oidc_role_claim)),
+        oidc_admin_role=str(raw.get("oidc_admin_role", defaults.oidc_admin_role)),
+    )
+
+
+def _secret(entry: dict[str, Any], where: str) -> tuple[str | None, str | None]:
+    """A token given inline, by environment variable, or as its SHA-256 digest."""
     token = entry.get("token")
     if entry.get("token_env"):
         token = os.environ.get(str(entry["token_env"]))
@@ -188,15 +265,12 @@ def _static_token(entry: Any, index: int) -> StaticToken:
     digest = entry.get("token_sha256")
     if not token and not digest:
         raise ConfigError(f"{where} needs token_env, token_sha256 or token")
-    return StaticToken(agent=str(entry["agent"]), token=token, token_sha256=digest)
+    return (str(token) if token else None), (str(digest) if digest else None)
 
 
-def _limits(raw: Any) -> LimitSettings:
+def _identity(raw: Any, base_dir: Path, base_url: str) -> Any:
+    from gateway.identity.settings import identity_settings_from_mapping
+
     if not isinstance(raw, dict):
-        raise ConfigError("limits must be a mapping")
-    defaults = LimitSettings()
-    return LimitSettings(
-        max_body_bytes=int(_positive_float(raw.get("max_body_bytes", defaults.max_body_bytes), "max_body_bytes")),
-        max_json_depth=int(_positive_float(raw.get("max_json_depth", defaults.max_json_depth), "max_json_depth")),
-        session_idle_s=_positive_float(raw.get("session_idle_s", defaults.session_idle_s), "session_idle_s"),
-    )
+        raise ConfigError("identity must be a mapping")
+    return identity_settings_from_mapping(raw, base_dir, base_url)

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway.config import AuthSettings, Settings, StaticToken
+from gateway.config import Settings, settings_from_mapping
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PAYMENTS_SERVER = REPO_ROOT / "examples" / "demo_upstreams" / "payments_server.py"
@@ -26,13 +26,14 @@ def run_demo(port: int) -> int:
     payments = start_payments_server()
     try:
         token = secrets.token_urlsafe(24)
-        settings = Settings(
-            listen_port=port,
-            catalog_dir=REPO_ROOT / "tool_catalog",
-            policies_dir=REPO_ROOT / "cedar",
-            state=f"sqlite:///{REPO_ROOT / '.narrowgate' / 'demo.db'}",
-            auth=AuthSettings(static_tokens=(StaticToken(agent=DEMO_AGENT, token=token),)),
-        )
+        settings = settings_from_mapping({
+            "listen": f"127.0.0.1:{port}",
+            "catalog": "tool_catalog",
+            "policies": "cedar",
+            "state": f"sqlite:///{REPO_ROOT / '.narrowgate' / 'demo.db'}",
+            "agents_file": "examples/agents/demo.yaml",
+            "auth": {"static_tokens": [{"agent": DEMO_AGENT, "token": token}]},
+        }, REPO_ROOT)
         print(banner(settings, token), flush=True)
         return serve(settings)
     finally:

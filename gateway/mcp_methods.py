@@ -105,13 +105,19 @@ class Methods:
             raise RpcError(INVALID_PARAMS, "tools/call arguments must be an object")
         view = self.pool.directory.tools.get(name)
         if view is None:
-            if name in self.catalog.tools:
-                raise RpcError(UPSTREAM_UNAVAILABLE, f"Tool {name} is unavailable: its upstream is down")
-            raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
+            raise self.missing_tool(name)
         call_ctx = self.call_context(ctx, view.entry.server_id)
         if view.param_headers:
             call_ctx.headers = mcp_param_headers(view.param_headers, arguments or {})
         return await self.pool.call(view.entry.server_id, "tools/call", {**params, "name": view.entry.name}, call_ctx)
+
+    def missing_tool(self, name: str) -> RpcError:
+        entry = self.catalog.tools.get(name)
+        if entry is None:
+            return RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
+        if entry.server_id in self.pool.listings:
+            return RpcError(UPSTREAM_UNAVAILABLE, f"Tool {name} is not offered by its upstream right now")
+        return RpcError(UPSTREAM_UNAVAILABLE, f"Tool {name} is unavailable: its upstream is down")
 
     async def get_prompt(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
         name = params.get("name")

@@ -6,10 +6,13 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from gateway.registry.model import Agent
+
 
 @dataclass(frozen=True, slots=True)
 class Principal:
     agent_id: str
-    # static-token | open-loopback (development); later: oidc, spiffe, task-token
+    # static-token | open-loopback (development); oidc | spiffe (workload identity)
     auth_method: str
     claims: MappingProxyType[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    agent: Agent | None = None

@@ -21,6 +21,7 @@ from mcp.shared.inbound import (
     find_duplicated_routing_header,
     validate_mcp_param_headers,
 )
+from mcp_types import LOG_LEVEL_META_KEY
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from starlette.types import Receive, Scope, Send
 
@@ -31,8 +32,8 @@ from gateway.errors import (
     METHOD_NOT_FOUND,
     RpcError,
 )
+from gateway.identity.authenticator import AccessRefused, AuthenticationError, Authenticator
 from gateway.identity.principal import Principal
-from gateway.identity.static_tokens import AuthenticationError, Authenticator
 from gateway.mcp_methods import ERA_ONLY, INSTRUCTIONS, SERVER_CAPABILITIES, SERVER_INFO, Methods, RequestContext
 from gateway.transport.jsonrpc import Message, parse_message
 from gateway.transport.listen import ListenHub
@@ -77,9 +78,13 @@ class McpEndpoint:
             await send_bytes(send, 403, b"Invalid Origin header", "text/plain")
             return
         try:
-            principal = self.authenticator.authenticate(headers.get("authorization"))
+            principal = await self.authenticator.authenticate(headers.get("authorization"))
         except AuthenticationError as exc:
             await self.unauthorized(send, str(exc))
+            return
+        except AccessRefused as exc:
+            body = orjson.dumps({"error": "access_denied", "error_description": str(exc)})
+            await send_bytes(send, 403, body, "application/json")
             return
         verb = scope["method"]
         if verb == "POST":
@@ -229,7 +234,12 @@ class McpEndpoint:
         receive: Receive | None,
     ) -> None:
         assert message.method is not None
-        channel = ResponseChannel(send, "text/event-stream" in headers.get("accept", ""), ctx.session, ctx.era)
+        if ctx.session is not None:
+            log_level = ctx.session.log_level
+        else:
+            log_level = ((message.params or {}).get("_meta") or {}).get(LOG_LEVEL_META_KEY)
+        channel = ResponseChannel(send, "text/event-stream" in headers.get("accept", ""), ctx.session, ctx.era,
+                                  log_level)
         ctx.sink = channel
         reply = await self.run_method(ctx, message, receive)
         if ctx.era == MODERN_ERA and "result" in reply and message.method != "subscriptions/listen":

@@ -31,6 +31,9 @@ def parse_message(raw: bytes, max_depth: int) -> Message:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if str(exc).startswith("depth limit exceeded"):
+            # orjson stops at 1024 levels; that is still valid JSON, merely nested too deep.
+            raise RpcError(INVALID_REQUEST, f"Invalid Request: JSON nested deeper than {max_depth} levels") from exc
         raise RpcError(PARSE_ERROR, "Parse error: body is not valid JSON") from exc
     if isinstance(body, list):
         raise RpcError(INVALID_REQUEST, "Invalid Request: JSON-RPC batches are not supported")

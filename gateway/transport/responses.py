@@ -9,7 +9,7 @@ import orjson
 from starlette.types import Send
 
 from gateway.errors import HTTP_STATUS_FOR_CODE, RpcError
-from gateway.transport.sessions import AgentSession, StreamLog
+from gateway.transport.sessions import AgentSession, StreamLog, log_allowed
 from gateway.transport.sse import SSE_HEADERS, encode_event
 from gateway.upstream.base import MODERN_ERA
 
@@ -38,11 +38,14 @@ async def send_json_error(send: Send, status: int, request_id: Any, error: RpcEr
 class ResponseChannel:
     """The reply path of one agent request; also the CallSink its upstream call reports into."""
 
-    def __init__(self, send: Send, accepts_sse: bool, session: AgentSession | None, era: str) -> None:
+    def __init__(
+        self, send: Send, accepts_sse: bool, session: AgentSession | None, era: str, log_level: str | None
+    ) -> None:
         self.send = send
         self.accepts_sse = accepts_sse
         self.session = session
         self.era = era
+        self.log_level = log_level
         self.streaming = False
         # Handshake-era streams are logged in the session so the agent can resume them.
         self.log: StreamLog | None = None
@@ -68,7 +71,7 @@ class ResponseChannel:
     async def notify(self, message: dict[str, Any]) -> None:
         if not self.accepts_sse:
             return  # a JSON-only agent cannot receive side traffic
-        if self.session is not None and not self.session.wants(message):
+        if not log_allowed(message, self.log_level, when_unset=self.era != MODERN_ERA):
             return
         await self.write_event(message)
 

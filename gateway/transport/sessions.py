@@ -21,6 +21,20 @@ LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert"
 StreamItem = bytes | None  # None ends a follower's stream
 
 
+def log_allowed(message: dict[str, Any], threshold: str | None, when_unset: bool) -> bool:
+    """Whether a notification passes a logging threshold (other notifications always pass).
+
+    2025-11-25 agents get every log line until they call logging/setLevel (when_unset=True);
+    2026-07-28 agents only when their request's `_meta` asks for a level (when_unset=False).
+    """
+    if message.get("method") != "notifications/message":
+        return True
+    if threshold not in LOG_LEVELS:
+        return when_unset
+    level = (message.get("params") or {}).get("level")
+    return level not in LOG_LEVELS or LOG_LEVELS.index(level) >= LOG_LEVELS.index(threshold)
+
+
 class StreamLog:
     """The frames of one SSE stream, kept so an agent can resume with Last-Event-ID.
 
@@ -83,13 +97,6 @@ class AgentSession:
     ask_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     # Agent request id -> the task serving it, so notifications/cancelled can stop it.
     in_flight: dict[Any, asyncio.Task[Any]] = field(default_factory=dict)
-
-    def wants(self, message: dict[str, Any]) -> bool:
-        """Whether a notification passes the agent's logging/setLevel filter."""
-        if message.get("method") != "notifications/message" or self.log_level is None:
-            return True
-        level = (message.get("params") or {}).get("level")
-        return level not in LOG_LEVELS or LOG_LEVELS.index(level) >= LOG_LEVELS.index(self.log_level)
 
     def publish(self, message: dict[str, Any]) -> None:
         """Send a session-level message to every open GET stream (and keep it for replay)."""

@@ -84,7 +84,9 @@ def build_directory(catalog: Catalog, listings: dict[str, Listing]) -> Directory
     prompts: dict[str, PromptView] = {}
     resources: dict[str, str] = {}
     templates: list[TemplateView] = []
-    for server_id, listing in listings.items():
+    # Catalog order, not sync order, decides who wins a collision, so the answer is stable.
+    ordered = [(sid, listings[sid]) for sid in catalog.servers if sid in listings]
+    for server_id, listing in ordered:
         server = catalog.servers[server_id]
         _add_tools(server, listing, tools)
         _add_prompts(server, listing, prompts)
@@ -104,7 +106,7 @@ def build_directory(catalog: Catalog, listings: dict[str, Listing]) -> Directory
         templates=tuple(templates),
         tool_list=[view.definition for view in tools.values()],
         prompt_list=[view.definition for view in prompts.values()],
-        resource_list=[r for server_id, listing in listings.items() for r in listing.resources
+        resource_list=[r for server_id, listing in ordered for r in listing.resources
                        if resources.get(r.get("uri", "")) == server_id],
         template_list=[t.definition for t in templates],
     )

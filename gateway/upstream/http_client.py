@@ -328,15 +328,20 @@ class HttpUpstream:
     async def hold_stream(self, era: str, open_stream: Any, only_updates: bool) -> None:
         delay = RECONNECT_MIN_S
         while not self.closed and era in self.eras:
+            sent_session = self.session_id
             try:
                 async with open_stream() as resp:
-                    if resp.status in (404, 405):
+                    if resp.status == 404 and era == LEGACY_ERA and sent_session is not None:
+                        # The upstream forgot our session (it restarted): open a new one, listen again.
+                        if self.session_id == sent_session:
+                            await self.initialize()
+                    elif resp.status in (404, 405):
                         return  # the upstream offers no such stream
-                    if resp.status == 200 and resp.content_type == "text/event-stream":
+                    elif resp.status == 200 and resp.content_type == "text/event-stream":
                         delay = RECONNECT_MIN_S
                         async for event in decode_events(resp.content):
                             await self.on_listen_event(event.data, only_updates)
-            except (aiohttp.ClientError, OSError, ValueError) as exc:
+            except (aiohttp.ClientError, OSError, ValueError, TimeoutError, RpcError) as exc:
                 log.debug("upstream %s notification stream dropped: %s", self.server_id, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_S)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ from gateway.upstream.base import (
 
 RESTART_MIN_S = 0.25
 RESTART_MAX_S = 30.0
+STABLE_AFTER_S = 30.0  # a child must stay up this long before its restart delay resets
 STREAM_LIMIT = 64 * 1024 * 1024
 SESSION_NOTIFICATIONS = frozenset({
     "notifications/tools/list_changed",
@@ -86,9 +88,9 @@ class StdioUpstream:
     async def supervise(self) -> None:
         delay = RESTART_MIN_S
         while not self.closed:
+            started = time.monotonic()
             try:
                 reader = await self.spawn_and_initialize()
-                delay = RESTART_MIN_S
                 await reader
             except (OSError, ValueError, RpcError) as exc:
                 log.warning("upstream %s failed to start: %s", self.server_id, exc)
@@ -98,6 +100,8 @@ class StdioUpstream:
             if self.closed:
                 return
             self.restarts += 1
+            if time.monotonic() - started > STABLE_AFTER_S:
+                delay = RESTART_MIN_S  # it ran fine for a while: this is a fresh failure
             log.warning("upstream %s is down; restarting in %.2fs", self.server_id, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RESTART_MAX_S)

@@ -20,6 +20,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 BEHAVIOUR_SERVER = REPO / "tests" / "fixtures" / "upstreams" / "behaviour_server.py"
 NARROWGATE = Path(sys.executable).parent / "narrowgate"
+ADMIN_TOKEN = "admin-token-for-tests"
 BEHAVIOUR_TOOLS = ("echo", "slow", "progress", "log", "crash", "whoami")
 
 
@@ -84,6 +85,17 @@ def stdio_behaviour_transport(log_path: Path | None = None) -> dict[str, Any]:
     return transport
 
 
+def static_agent(agent_id: str) -> dict[str, Any]:
+    """An active agent record for a development static token."""
+    return {
+        "id": agent_id,
+        "owner": "tests@example.com",
+        "purpose": f"test agent {agent_id}",
+        "state": "active",
+        "identities": [{"kind": "static", "issuer": "narrowgate", "subject": agent_id}],
+    }
+
+
 @dataclass
 class Gateway:
     """A `narrowgate serve` subprocess with its own config and catalog directory."""
@@ -111,12 +123,16 @@ class Gateway:
         for manifest in self.manifests:
             (catalog / f"{manifest['id']}.yaml").write_text(yaml.safe_dump(manifest))
         self.port = self.port or free_port()
+        agents_file = self.workdir / "agents.yaml"
+        agents_file.write_text(yaml.safe_dump({"agents": [static_agent(a) for a in self.tokens]}))
         config = {
             "listen": f"127.0.0.1:{self.port}",
             "catalog": "catalog",
             "policies": str(REPO / "cedar"),
             "state": f"sqlite:///{self.workdir / 'state.db'}",
+            "agents_file": str(agents_file),
             "auth": {"static_tokens": [{"agent": a, "token": t} for a, t in self.tokens.items()]},
+            "admin": {"tokens": [{"name": "test-admin", "token": ADMIN_TOKEN}]},
             **self.extra_config,
         }
         path = self.workdir / "gateway.yaml"

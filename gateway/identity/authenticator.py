@@ -1,0 +1,81 @@
+"""Bearer token -> Principal: workload identity (OIDC, SPIFFE) bound to an active agent record.
+
+Missing or invalid tokens are `AuthenticationError` (401 with RFC 9728 metadata); a valid token
+that maps to no agent, or to an agent that is not active, is `AccessRefused` (403). Both are logged
+with the reason and never with the token.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from gateway.config import Settings
+from gateway.identity.principal import Principal
+from gateway.identity.static_tokens import StaticTokenTable
+from gateway.identity.verified import TokenRejected
+from gateway.identity.verifier import TokenVerifier
+from gateway.registry.model import Lifecycle
+from gateway.registry.service import IdentityRefused, Registry
+
+log = logging.getLogger("narrowgate.identity")
+OPEN_LOOPBACK_AGENT = "anonymous-loopback"
+
+
+class AuthenticationError(Exception):
+    """No usable credential; the transport answers 401 with the resource metadata URL."""
+
+
+class AccessRefused(Exception):
+    """A valid credential for an identity that may not call (unbound, suspended, retired, pending)."""
+
+
+class Authenticator:
+    def __init__(self, settings: Settings, verifier: TokenVerifier, registry: Registry) -> None:
+        self.open_loopback = settings.auth.open_loopback
+        if self.open_loopback and not settings.is_loopback_bind():
+            raise ValueError("open loopback mode is refused on a non-loopback bind address")
+        self.static = StaticTokenTable(settings.auth.static_tokens)
+        self.verifier = verifier
+        self.registry = registry
+        self.anonymous = Principal(agent_id=OPEN_LOOPBACK_AGENT, auth_method="open-loopback")
+        if len(self.static):
+            log.warning("DEVELOPMENT MODE: %d static agent token(s) accepted; use workload identity in "
+                        "production", len(self.static))
+        if self.open_loopback:
+            log.warning("DEVELOPMENT MODE: open loopback, unauthenticated local clients are let in as %r",
+                        OPEN_LOOPBACK_AGENT)
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        if not authorization:
+            if self.open_loopback:
+                return self.anonymous
+            raise AuthenticationError("a bearer token is required")
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise AuthenticationError("the Authorization header must be 'Bearer <token>'")
+        agent_id = self.static.lookup(token)
+        if agent_id is not None:
+            return self.static_principal(agent_id)
+        try:
+            verified = await self.verifier.verify(token)
+        except TokenRejected as exc:
+            log.warning("token refused: %s", exc)
+            raise AuthenticationError(str(exc)) from None
+        try:
+            agent = self.registry.resolve(verified.kind, verified.issuer, verified.subject, verified.claims)
+        except IdentityRefused as exc:
+            log.warning("identity %s %s refused: %s", verified.kind, verified.subject, exc)
+            raise AccessRefused(str(exc)) from None
+        return Principal(agent.id, verified.kind, verified.claims, agent)
+
+    def static_principal(self, agent_id: str) -> Principal:
+        agent = self.registry.get(agent_id)
+        if agent is None:
+            log.warning("static token for unknown agent %s refused", agent_id)
+            raise AccessRefused(f"no agent {agent_id!r} is registered")
+        state = agent.effective_state(self.registry.clock())
+        if state is not Lifecycle.ACTIVE:
+            log.warning("static token for %s agent %s refused", state.value, agent_id)
+            raise AccessRefused(f"agent {agent_id} is {state.value}")
+        return Principal(agent_id, "static-token", agent=agent)

@@ -1,0 +1,134 @@
+"""Workload tokens -> `VerifiedToken`: OIDC JWTs from configured issuers, SPIFFE JWT-SVIDs by trust domain.
+
+Routing uses the unverified claims only to pick the keys; everything is then verified with those keys:
+- `iss` names a configured OIDC issuer -> that issuer's keys, `iss` checked exactly;
+- otherwise `sub` is a SPIFFE ID -> the bundle of ITS trust domain (JWT-SVIDs often carry no `iss`),
+  so a key of one trust domain can never vouch for an identity in another;
+- otherwise the token is refused.
+
+Successful verifications are cached by the SHA-256 of the token until the token's `exp`, so an
+agent's repeated calls cost one hash and one dict lookup. A cached token stays accepted until its
+`exp` even if its signing key is rotated out meanwhile; tokens are short-lived for exactly this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+import aiohttp
+
+from gateway.identity.jwks import HttpFetcher, KeySource, UnverifiedToken, parse_unverified
+from gateway.identity.oidc import OidcIssuerVerifier
+from gateway.identity.settings import IdentitySettings
+from gateway.identity.spiffe import SPIFFE_SCHEME, SpiffeTrustDomainVerifier, parse_spiffe_id
+from gateway.identity.verified import TokenRejected, VerifiedToken
+
+log = logging.getLogger("narrowgate.identity")
+DEFAULT_CACHE_SIZE = 10_000
+
+
+class VerifiedTokenCache:
+    """LRU of verified tokens by SHA-256 digest, each entry good until its token's exp."""
+
+    def __init__(self, max_size: int, clock: Callable[[], float] = time.time) -> None:
+        self._entries: OrderedDict[bytes, VerifiedToken] = OrderedDict()
+        self._max_size = max_size
+        self._clock = clock
+
+    def get(self, digest: bytes) -> VerifiedToken | None:
+        verified = self._entries.get(digest)
+        if verified is None:
+            return None
+        if self._clock() >= verified.expires_at:
+            # Past exp: verify afresh, which applies the clock skew exactly as for an uncached token.
+            del self._entries[digest]
+            return None
+        self._entries.move_to_end(digest)
+        return verified
+
+    def put(self, digest: bytes, verified: VerifiedToken) -> None:
+        if self._max_size <= 0:
+            return
+        self._entries[digest] = verified
+        self._entries.move_to_end(digest)
+        while len(self._entries) > self._max_size:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class TokenVerifier:
+    def __init__(
+        self,
+        settings: IdentitySettings,
+        http_session: aiohttp.ClientSession | None = None,
+        *,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+    ) -> None:
+        """`http_session`: the gateway's client session; without one, the verifier opens its own on demand."""
+        self.settings = settings
+        self._fetcher = HttpFetcher(http_session)
+        common = {
+            "audience": settings.audience,
+            "leeway": settings.clock_skew_s,
+            "min_refresh_interval_s": settings.key_refresh_min_interval_s,
+        }
+        self._oidc = {c.issuer: OidcIssuerVerifier(c, self._fetcher, **common) for c in settings.oidc_issuers}
+        self._spiffe = {
+            c.trust_domain: SpiffeTrustDomainVerifier(c, self._fetcher, **common) for c in settings.spiffe_trust_domains
+        }
+        self.cache = VerifiedTokenCache(cache_size)
+
+    @property
+    def key_sources(self) -> tuple[KeySource, ...]:
+        return tuple(v.keys for v in self._oidc.values()) + tuple(v.keys for v in self._spiffe.values())
+
+    async def start(self) -> None:
+        """Warm the key caches; a source that cannot be reached now is logged and retried on demand."""
+        results = await asyncio.gather(*(source.refresh(force=True) for source in self.key_sources))
+        for source, loaded in zip(self.key_sources, results, strict=True):
+            if not loaded:
+                log.warning("%s: no keys at start; tokens from it are refused until its keys can be fetched",
+                            source.name)
+
+    async def close(self) -> None:
+        for source in self.key_sources:
+            await source.close()
+        await self._fetcher.close()
+
+    async def verify(self, token: str) -> VerifiedToken:
+        digest = hashlib.sha256(token.encode()).digest()
+        cached = self.cache.get(digest)
+        if cached is not None:
+            return cached
+        verified = await self._verify_uncached(token)
+        self.cache.put(digest, verified)
+        return verified
+
+    async def _verify_uncached(self, token: str) -> VerifiedToken:
+        unverified = parse_unverified(token)
+        issuer = unverified.claims.get("iss")
+        oidc = self._oidc.get(issuer) if isinstance(issuer, str) else None
+        if oidc is not None:
+            return await oidc.verify(token, unverified)
+        subject = unverified.claims.get("sub")
+        if isinstance(subject, str) and subject.startswith(SPIFFE_SCHEME):
+            return await self._verify_svid(token, unverified, subject)
+        if isinstance(issuer, str):
+            raise TokenRejected(f"token issuer {issuer[:200]!r} is not trusted")
+        raise TokenRejected("token names no trusted issuer and no SPIFFE ID")
+
+    async def _verify_svid(self, token: str, unverified: UnverifiedToken, spiffe_id: str) -> VerifiedToken:
+        parsed = parse_spiffe_id(spiffe_id)
+        if parsed is None:
+            raise TokenRejected("token subject is not a valid SPIFFE ID")
+        domain = self._spiffe.get(parsed[0])
+        if domain is None:
+            raise TokenRejected(f"SPIFFE trust domain {parsed[0]!r} is not trusted")
+        return await domain.verify(token, unverified, spiffe_id)

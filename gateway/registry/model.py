@@ -1,0 +1,157 @@
+"""Agents as an identity class: the record the registry keeps for each agent."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any, Literal
+
+IdentityKind = Literal["oidc", "spiffe", "static"]
+
+
+class Lifecycle(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    RETIRED = "retired"
+
+
+# Allowed transitions; retired is final.
+TRANSITIONS: dict[Lifecycle, frozenset[Lifecycle]] = {
+    Lifecycle.PENDING: frozenset({Lifecycle.ACTIVE, Lifecycle.RETIRED}),
+    Lifecycle.ACTIVE: frozenset({Lifecycle.SUSPENDED, Lifecycle.RETIRED}),
+    Lifecycle.SUSPENDED: frozenset({Lifecycle.ACTIVE, Lifecycle.RETIRED}),
+    Lifecycle.RETIRED: frozenset(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadIdentity:
+    """One workload identity bound to an agent.
+
+    oidc: `issuer` is the token issuer, `subject` the `sub` claim.
+    spiffe: `issuer` is `spiffe://<trust domain>`, `subject` the full SPIFFE ID.
+    static: development tokens; `subject` is the agent id.
+    `claims` pins further claims to exact values (e.g. kubernetes namespace, GitHub repository_id).
+    """
+
+    kind: IdentityKind
+    issuer: str
+    subject: str
+    claims: MappingProxyType[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True)
+class Entitlement:
+    """The most an agent may ever be granted: catalog tool names (exposed form) and server ids."""
+
+    tools: tuple[str, ...] = ()
+    servers: tuple[str, ...] = ()
+
+    def allows(self, tool_exposed_name: str, server_id: str) -> bool:
+        return tool_exposed_name in self.tools or server_id in self.servers
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    id: str
+    display_name: str
+    owner: str
+    purpose: str
+    state: Lifecycle
+    created_at: float
+    changed_at: float
+    expires_at: float | None
+    identities: tuple[WorkloadIdentity, ...]
+    groups: tuple[str, ...] = ()
+    labels: MappingProxyType[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    entitlement: Entitlement = field(default_factory=Entitlement)
+
+    def effective_state(self, now: float) -> Lifecycle:
+        """An agent past its expiry is treated as retired."""
+        if self.expires_at is not None and now >= self.expires_at:
+            return Lifecycle.RETIRED
+        return self.state
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleEvent:
+    """Who changed an agent's lifecycle (or created it), when, and why."""
+
+    agent_id: str
+    from_state: Lifecycle | None
+    to_state: Lifecycle
+    actor: str
+    reason: str
+    at: float
+    # Added after the first cut, with defaults so existing constructors keep working:
+    # what happened ("create", "update", "activate", "suspend", "resume", "retire"), and for
+    # an update the names of the attributes it changed (attribute updates keep from == to).
+    action: str = ""
+    fields: tuple[str, ...] = ()
+
+
+def agent_to_dict(agent: Agent) -> dict[str, Any]:
+    """The JSON shape used by the admin API, the CLI and the store."""
+    return {
+        "id": agent.id,
+        "display_name": agent.display_name,
+        "owner": agent.owner,
+        "purpose": agent.purpose,
+        "state": agent.state.value,
+        "created_at": agent.created_at,
+        "changed_at": agent.changed_at,
+        "expires_at": agent.expires_at,
+        "identities": [
+            {"kind": i.kind, "issuer": i.issuer, "subject": i.subject, "claims": dict(i.claims)}
+            for i in agent.identities
+        ],
+        "groups": list(agent.groups),
+        "labels": dict(agent.labels),
+        "entitlement": {"tools": list(agent.entitlement.tools), "servers": list(agent.entitlement.servers)},
+    }
+
+
+def agent_from_dict(data: Mapping[str, Any]) -> Agent:
+    """The inverse of agent_to_dict (used by the store; input is trusted, not validated)."""
+    entitlement = data.get("entitlement") or {}
+    return Agent(
+        id=data["id"],
+        display_name=data["display_name"],
+        owner=data["owner"],
+        purpose=data["purpose"],
+        state=Lifecycle(data["state"]),
+        created_at=float(data["created_at"]),
+        changed_at=float(data["changed_at"]),
+        expires_at=None if data.get("expires_at") is None else float(data["expires_at"]),
+        identities=tuple(
+            WorkloadIdentity(
+                kind=i["kind"],
+                issuer=i["issuer"],
+                subject=i["subject"],
+                claims=MappingProxyType(dict(i.get("claims") or {})),
+            )
+            for i in data.get("identities") or ()
+        ),
+        groups=tuple(data.get("groups") or ()),
+        labels=MappingProxyType(dict(data.get("labels") or {})),
+        entitlement=Entitlement(
+            tools=tuple(entitlement.get("tools") or ()), servers=tuple(entitlement.get("servers") or ())
+        ),
+    )
+
+
+def event_to_dict(event: LifecycleEvent) -> dict[str, Any]:
+    """The JSON shape of one lifecycle event (admin API, CLI)."""
+    return {
+        "agent_id": event.agent_id,
+        "action": event.action,
+        "from_state": None if event.from_state is None else event.from_state.value,
+        "to_state": event.to_state.value,
+        "actor": event.actor,
+        "reason": event.reason,
+        "at": event.at,
+        "fields": list(event.fields),
+    }

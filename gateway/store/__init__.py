@@ -1,0 +1,39 @@
+"""Persistent state behind one interface: `open_store(url)` picks the backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.store.base import AgentStore, SchemaTooNew, Store, StoreError, UnsupportedStoreUrl
+
+__all__ = ["AgentStore", "SchemaTooNew", "Store", "StoreError", "UnsupportedStoreUrl", "open_store"]
+
+_USAGE = "use sqlite:///absolute/path.db or sqlite:///:memory:"
+
+
+def open_store(url: str) -> Store:
+    """Open (but do not migrate) the store at `url`; call `await store.migrate()` next.
+
+    Raises UnsupportedStoreUrl for URLs we cannot serve and SchemaTooNew for a database
+    written by a newer Narrowgate. Error messages name only the scheme, never the whole
+    URL, because future URLs (postgres) carry passwords.
+    """
+    scheme, separator, rest = url.partition("://")
+    scheme = scheme.lower()
+    if scheme in ("postgres", "postgresql"):
+        raise UnsupportedStoreUrl(f"the postgres store is not available yet (it comes later); {_USAGE}")
+    if not separator or scheme != "sqlite":
+        raise UnsupportedStoreUrl(f"unsupported store URL scheme {scheme!r}; {_USAGE} (postgres comes later)")
+    return _open_sqlite(rest)
+
+
+def _open_sqlite(rest: str) -> Store:
+    from gateway.store.sqlite import MEMORY, SqliteStore
+
+    if rest == f"/{MEMORY}":
+        return SqliteStore(MEMORY)
+    if not rest.startswith("/") or "?" in rest or rest == "/":
+        raise UnsupportedStoreUrl(f"invalid sqlite store URL; {_USAGE}")
+    path = Path(rest)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return SqliteStore(str(path))

@@ -1,0 +1,154 @@
+"""The embedded default store: one SQLite file in WAL mode, driven from one worker thread.
+
+One thread owns all database work, so calls are serialized without locks, the event loop
+never blocks on disk, and the single connection is never used by two threads at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from functools import partial
+from typing import TypeVar
+
+from gateway.registry.model import Agent, LifecycleEvent
+from gateway.store import sqlite_agents
+from gateway.store.base import SchemaTooNew, StoreError
+from gateway.store.sqlite_schema import LATEST_VERSION, MIGRATIONS, split_statements
+
+T = TypeVar("T")
+MEMORY = ":memory:"
+
+
+class SqliteStore:
+    """Implements gateway.store.base.Store. Construct through gateway.store.open_store()."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._conn = _connect(path)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="narrowgate-sqlite")
+        self._closed = False
+        try:
+            # Refuse at open, not at first write: a newer schema may mean data we would mangle.
+            _refuse_newer_schema(self._conn, path)
+        except BaseException:
+            self._conn.close()
+            self._executor.shutdown(wait=False)
+            raise
+
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+        if self._closed:
+            raise StoreError(f"store {self.path} is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, partial(fn, self._conn, *args))
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite store {self.path}: {exc}") from exc
+
+    async def migrate(self) -> list[int]:
+        return await self._run(_migrate, self.path)
+
+    async def schema_version(self) -> int:
+        return await self._run(_schema_version)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        await self._run(_close)
+        self._closed = True
+        self._executor.shutdown(wait=True)
+
+    # agents
+
+    async def get_agent(self, agent_id: str) -> Agent | None:
+        return await self._run(sqlite_agents.get_agent, agent_id)
+
+    async def list_agents(self) -> list[Agent]:
+        return await self._run(sqlite_agents.list_agents)
+
+    async def save_agent(self, agent: Agent, event: LifecycleEvent | None = None) -> None:
+        await self._run(_in_transaction, sqlite_agents.save_agent, agent, event)
+
+    async def agent_events(self, agent_id: str) -> list[LifecycleEvent]:
+        return await self._run(sqlite_agents.agent_events, agent_id)
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    try:
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves; check_same_thread=False because
+        # the connection is made here but used only by the worker thread afterwards.
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+        conn.execute("PRAGMA journal_mode = WAL")
+        # FULL, not NORMAL: a suspension lost to a power cut would silently re-activate an agent.
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open sqlite store {path}: {exc}") from exc
+    return conn
+
+
+def _close(conn: sqlite3.Connection) -> None:
+    conn.close()
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    # IMMEDIATE takes the write lock up front, so two processes cannot interleave migrations.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _in_transaction(conn: sqlite3.Connection, fn: Callable[..., None], *args: object) -> None:
+    with _transaction(conn):
+        fn(conn, *args)
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+    ).fetchone()
+    if exists is None:
+        return 0
+    return int(conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0])
+
+
+def _refuse_newer_schema(conn: sqlite3.Connection, path: str) -> None:
+    version = _schema_version(conn)
+    if version > LATEST_VERSION:
+        raise SchemaTooNew(
+            f"sqlite store {path} has schema version {version}, but this Narrowgate knows only up to "
+            f"{LATEST_VERSION}; upgrade Narrowgate (or point it at another database) instead of downgrading"
+        )
+
+
+def _migrate(conn: sqlite3.Connection, path: str) -> list[int]:
+    applied: list[int] = []
+    with _transaction(conn):
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations"
+            " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
+        # Checked again inside the write lock: another process may have upgraded since open.
+        _refuse_newer_schema(conn, path)
+        done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+        for migration in MIGRATIONS:
+            if migration.version in done:
+                continue
+            for statement in split_statements(migration.sql):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                (migration.version, migration.name, time.time()),
+            )
+            applied.append(migration.version)
+    return applied
