@@ -182,7 +182,14 @@ def write_gateway_files(tmp: Path, upstream_port: int, gateway_port: int, polici
         "tools": tools,
     }
     (catalog / f"{MANIFEST_ID}.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    agents = {"agents": [{
+        "id": "bench-agent", "owner": "bench@example.com", "purpose": "benchmark load", "state": "active",
+        "identities": [{"kind": "static", "issuer": "narrowgate", "subject": "bench-agent"}],
+        "entitlement": {"servers": [MANIFEST_ID]},
+    }]}
+    (tmp / "agents.yaml").write_text(yaml.safe_dump(agents, sort_keys=False))
     config = {
+        "agents_file": str(tmp / "agents.yaml"),
         "listen": f"127.0.0.1:{gateway_port}",
         "catalog": "catalog/",
         "policies": str(policies),

@@ -66,6 +66,7 @@ class Registry:
         self.store = store
         self.clock = clock
         self._lock = asyncio.Lock()
+        self.observers: list[Callable[[Agent, LifecycleEvent], None]] = []
         self._agents: dict[str, Agent] = {}
         self._index: Index = {}
         for agent in agents:
@@ -247,6 +248,12 @@ class Registry:
     async def _commit(self, agent: Agent, event: LifecycleEvent) -> None:
         await self.store.save_agent(agent, event)
         self._put(agent)  # only after the write succeeded
+        for observer in self.observers:
+            observer(agent, event)
+
+    def observe(self, observer: Callable[[Agent, LifecycleEvent], None]) -> None:
+        """Call `observer` after every committed change (e.g. to end a suspended agent's sessions)."""
+        self.observers.append(observer)
 
     def _put(self, agent: Agent) -> None:
         old = self._agents.get(agent.id)

@@ -64,6 +64,11 @@ class ListenHub:
     def close(self, listener: Listener) -> None:
         self.listeners.discard(listener)
 
+    def close_agent(self, agent_id: str) -> None:
+        for listener in [x for x in self.listeners if x.principal.agent_id == agent_id]:
+            listener.queue.put_nowait(None)
+            self.listeners.discard(listener)
+
     def publish(self, method: str, params: dict[str, Any]) -> None:
         for listener in self.listeners:
             if listener.admits(method, params):

@@ -153,7 +153,17 @@ class SessionRegistry:
                 task.cancel()
             for future in session.asks.values():
                 future.cancel()
+            for log in (session.general, *session.posts.values()):
+                for queue in log.followers:
+                    queue.put_nowait(None)  # ends open GET streams
         return session
+
+    def close_agent(self, agent_id: str) -> int:
+        """End every session of one agent (suspended, retired): its open streams close at once."""
+        doomed = [s.id for s in self.sessions.values() if s.principal.agent_id == agent_id]
+        for session_id in doomed:
+            self.close(session_id)
+        return len(doomed)
 
     def expire_idle(self) -> None:
         cutoff = time.monotonic() - self.idle_s
