@@ -93,12 +93,12 @@ def post_initialize(gateway: Gateway, token: str | None) -> httpx2.Response:
     return httpx2.post(gateway.url, json=body, headers=headers)
 
 
-def assert_no_token_echo(response: httpx2.Response, token: str) -> None:
-    text = response.text
-    assert token not in text
+def assert_no_token_echo(response: httpx2.Response, token: str, gateway: Gateway) -> None:
+    """Neither the answer nor the gateway's log carries the token (or its signature)."""
     signature = token.rpartition(".")[2]
-    assert len(signature) < 8 or signature not in text
-    assert all(token not in value for value in response.headers.values())
+    for text in (response.text, " ".join(response.headers.values()), gateway.log_text()):
+        assert token not in text
+        assert len(signature) < 8 or signature not in text
 
 
 def assert_unauthorized(gateway: Gateway, token: str, *fragments: str) -> str:
@@ -108,7 +108,7 @@ def assert_unauthorized(gateway: Gateway, token: str, *fragments: str) -> str:
     challenge = response.headers.get("www-authenticate", "")
     expected = f'Bearer resource_metadata="{gateway.base}/.well-known/oauth-protected-resource"'
     assert challenge == expected, challenge
-    assert_no_token_echo(response, token)
+    assert_no_token_echo(response, token, gateway)
     reason = str(response.json().get("error_description", ""))
     for fragment in fragments:
         assert fragment in reason, reason
@@ -119,7 +119,7 @@ def assert_forbidden(gateway: Gateway, token: str, *fragments: str) -> str:
     """403 for a valid credential that may not act; returns the stated reason."""
     response = post_initialize(gateway, token)
     assert response.status_code == 403, response.text
-    assert_no_token_echo(response, token)
+    assert_no_token_echo(response, token, gateway)
     body = response.json()
     assert body["error"] == "access_denied"
     reason = str(body.get("error_description", ""))
@@ -360,8 +360,10 @@ def test_missing_token_is_401_with_resource_metadata(gw: Gateway) -> None:
     assert metadata["resource"] == f"{gw.base}/mcp"
 
 
-def test_valid_token_bound_to_no_agent_is_403(gw: Gateway, idp: TestIdentityProvider) -> None:
-    assert_forbidden(gw, idp.mint(sub=unique("nobody")), "no agent is bound")
+def test_valid_token_bound_to_no_agent_is_403_and_recorded(gw: Gateway, idp: TestIdentityProvider) -> None:
+    subject = unique("nobody")
+    assert_forbidden(gw, idp.mint(sub=subject), "no agent is bound")
+    wait_until(lambda: f"identity oidc {subject} refused: no agent is bound" in gw.log_text(), timeout_s=5)
 
 
 def test_token_of_a_pending_agent_is_403(gw: Gateway, admin: Admin, idp: TestIdentityProvider) -> None:

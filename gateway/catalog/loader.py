@@ -6,7 +6,6 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -25,6 +24,7 @@ from gateway.catalog.model import (
     Transport,
 )
 from gateway.catalog.yaml_lines import LinedDocument, load_lined
+from gateway.file_problems import FileProblem, joined
 
 ID_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,47}$")
 NAMESPACE_PATTERN = re.compile(r"^([a-z][a-z0-9-]{0,47})?$")
@@ -34,21 +34,14 @@ SERVER_KEYS = frozenset({"id", "namespace", "owner", "description", "transport",
 TOOL_KEYS = frozenset({"name", "risk", "data_classes", "owner"})
 
 
-@dataclass(frozen=True, slots=True)
-class CatalogProblem:
-    file: Path
-    line: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
+CatalogProblem = FileProblem
 
 
 class CatalogError(Exception):
     """The catalog is invalid; `problems` lists every problem found, not just the first."""
 
     def __init__(self, problems: list[CatalogProblem]) -> None:
-        super().__init__("\n".join(str(p) for p in problems))
+        super().__init__(joined(problems))
         self.problems = problems
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.file_problems import FileProblem, joined
+
 FieldPath = tuple[str | int, ...]
 
 
@@ -40,21 +42,11 @@ class Conflict(RegistryError):
     """The request clashes with existing state (duplicate id, identity bound elsewhere, state)."""
 
 
-@dataclass(frozen=True, slots=True)
-class FileProblem:
-    file: str
-    line: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
-
-
 class AgentsFileError(RegistryError):
     """The agents file is invalid; nothing from it was applied. Lists every problem found."""
 
     def __init__(self, file_problems: list[FileProblem]) -> None:
-        super().__init__("\n".join(str(p) for p in file_problems))
+        super().__init__(joined(file_problems))
         self.file_problems = file_problems
 
 

@@ -120,6 +120,15 @@ class SuiteResult:
 # --------------------------------------------------------------------------- installation
 
 
+def assert_clean_pass(result: SuiteResult) -> None:
+    """Every scenario ran and passed with no warning; the failure message is the suite's summary."""
+    print(result.summary())
+    assert result.scenarios, f"the suite ran no scenarios:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.passed, result.summary()
+    assert result.clean, f"every SHOULD must be met too:\n{result.summary()}"
+    assert result.exit_code == 0, result.summary()
+
+
 def ensure_suite() -> Path:
     """Install the pinned suite with `npm ci` if needed; return the Node 22 binary's directory."""
     if not (CONFORMANCE_JS.is_file() and (NODE_BIN_DIR / "node").is_file()):
