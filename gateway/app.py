@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -29,6 +30,7 @@ from gateway.transport.sessions import SessionRegistry
 from gateway.upstream.pool import UpstreamPool
 
 log = logging.getLogger("narrowgate")
+SWEEP_INTERVAL_S = 5.0
 LIST_CHANGED = {
     "tools": "notifications/tools/list_changed",
     "prompts": "notifications/prompts/list_changed",
@@ -74,6 +76,7 @@ class Gateway:
             log.info("agents file %s: %s", self.settings.agents_file, report)
         await self.verifier.start()
         await self.pool.start()
+        sweeper = asyncio.create_task(self.sweep_inactive_agents())
         down = [sid for sid, client in self.pool.clients.items() if not client.available]
         if down:
             log.warning("started with upstream(s) down: %s (retrying in the background)", ", ".join(down))
@@ -85,17 +88,32 @@ class Gateway:
         try:
             yield
         finally:
+            sweeper.cancel()
             await self.pool.close()
             await self.verifier.close()
             await self.store.close()
 
     def on_agent_change(self, agent: Agent, event: LifecycleEvent) -> None:
         """A suspended or retired agent loses its open sessions and streams at once."""
-        if agent.state in (Lifecycle.SUSPENDED, Lifecycle.RETIRED):
+        if event.from_state != event.to_state and agent.state in (Lifecycle.SUSPENDED, Lifecycle.RETIRED):
             closed = self.sessions.close_agent(agent.id)
             self.endpoint.listen_hub.close_agent(agent.id)
             log.warning("agent %s is %s (%s by %s); closed %d session(s)", agent.id, agent.state.value,
                         event.reason, event.actor, closed)
+
+    async def sweep_inactive_agents(self) -> None:
+        """Expiry fires no event: close the sessions of agents that have expired since they connected."""
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            now = self.registry.clock()
+            connected = {s.principal.agent_id for s in self.sessions.all()}
+            connected |= {listener.principal.agent_id for listener in self.endpoint.listen_hub.listeners}
+            for agent_id in connected:
+                agent = self.registry.get(agent_id)
+                if agent is not None and agent.effective_state(now) is not Lifecycle.ACTIVE:
+                    self.sessions.close_agent(agent_id)
+                    self.endpoint.listen_hub.close_agent(agent_id)
+                    log.warning("agent %s expired; closed its sessions", agent_id)
 
     async def healthz(self, request: Request) -> Response:
         upstreams = {sid: client.available for sid, client in self.pool.clients.items()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
@@ -85,6 +86,10 @@ def serve(settings: Settings) -> int:
     except CatalogError as exc:
         print(f"narrowgate: refusing to start, the catalog is invalid:\n{exc}", file=sys.stderr)
         return EXIT_INVALID
+    problem = asyncio.run(preflight(settings))
+    if problem is not None:
+        print(f"narrowgate: refusing to start: {problem}", file=sys.stderr)
+        return EXIT_INVALID
     gateway = Gateway(settings, catalog)
     config = uvicorn.Config(
         gateway.app, host=settings.listen_host, port=settings.listen_port, loop="uvloop", http="httptools",
@@ -92,6 +97,30 @@ def serve(settings: Settings) -> int:
     )
     uvicorn.Server(config).run()
     return 0
+
+
+async def preflight(settings: Settings) -> str | None:
+    """Open the store and apply the agents file once before serving, so a bad one is a clear refusal."""
+    from gateway.registry.errors import RegistryError
+    from gateway.registry.service import Registry
+    from gateway.store import StoreError, open_store
+
+    try:
+        store = open_store(settings.state)
+    except StoreError as exc:
+        return f"state store: {exc}"
+    try:
+        await store.migrate()
+        registry = await Registry.open(store)
+        if settings.agents_file is not None:
+            await registry.load_agents_file(settings.agents_file)
+    except StoreError as exc:
+        return f"state store: {exc}"
+    except RegistryError as exc:
+        return f"agents file {settings.agents_file}:\n{exc}"
+    finally:
+        await store.close()
+    return None
 
 
 def run_catalog_validate(args: argparse.Namespace) -> int:

@@ -1,8 +1,8 @@
 """Gateway settings: one YAML file, with `NARROWGATE_*` environment overrides.
 
 Any key can be overridden from the environment: `NARROWGATE_LISTEN=0.0.0.0:9000`, and nested keys
-with a double underscore, `NARROWGATE_AUTH__OPEN_LOOPBACK=true`. Values are parsed as YAML
-scalars, so `true`, `42` and `[a, b]` keep their types.
+with a double underscore, `NARROWGATE_AUTH__OPEN_LOOPBACK=true`. Values that are JSON (`true`,
+`42`, `["a", "b"]`) keep their types; anything else is a string.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_STATE = "sqlite:///var/lib/narrowgate/state.db"
 CONFIG_KEYS = frozenset({
     "listen", "catalog", "policies", "state", "public_url", "allowed_origins", "auth",
-    "limits", "identity", "admin", "agents_file",
+    "limits", "identity", "admin", "agents_file", "policy",
 })
 
 
@@ -63,6 +64,18 @@ class AdminSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PolicySettings:
+    # What a denied agent is told: the policy's @reason text ("annotation") or only "denied by policy".
+    agent_reasons: str = "annotation"
+    # A candidate policy directory evaluated beside the live one, log-only (shadow mode).
+    shadow: Path | None = None
+    # How often the policy directory is checked for changes; 0 turns the watcher off.
+    watch_interval_s: float = 2.0
+    # The raw `working_hours` mapping, read by gateway.policy.
+    working_hours: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class LimitSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_json_depth: int = 64
@@ -82,6 +95,7 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
     agents_file: Path | None = None
     # gateway.identity.settings.IdentitySettings; typed loosely to keep config free of identity imports.
     identity: Any = None
@@ -172,8 +186,10 @@ def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
         auth=_auth(raw.get("auth") or {}),
         limits=_limits(raw.get("limits") or {}),
         admin=_admin(raw.get("admin") or {}),
+        policy=_policy(raw.get("policy") or {}, base_dir),
         agents_file=_path(raw["agents_file"], base_dir) if raw.get("agents_file") else None,
-        identity=_identity(raw.get("identity") or {}, base_dir, base_url),
+        # Tokens are minted for the protected resource RFC 9728 advertises: this gateway's /mcp.
+        identity=_identity(raw.get("identity") or {}, base_dir, f"{base_url}/mcp"),
     )
 
 
@@ -257,12 +273,15 @@ def _admin(raw: Any) -> AdminSettings:
 
 def _secret(entry: dict[str, Any], where: str) -> tuple[str | None, str | None]:
     """A token given inline, by environment variable, or as its SHA-256 digest."""
+    check_keys(entry, frozenset({"agent", "name", "token", "token_env", "token_sha256"}), where)
     token = entry.get("token")
     if entry.get("token_env"):
         token = os.environ.get(str(entry["token_env"]))
         if not token:
             raise ConfigError(f"{where}: environment variable {entry['token_env']} is not set")
     digest = entry.get("token_sha256")
+    if digest is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", str(digest)):
+        raise ConfigError(f"{where}.token_sha256 must be 64 hex digits (printf %s TOKEN | sha256sum)")
     if not token and not digest:
         raise ConfigError(f"{where} needs token_env, token_sha256 or token")
     return (str(token) if token else None), (str(digest) if digest else None)
@@ -274,3 +293,24 @@ def _identity(raw: Any, base_dir: Path, base_url: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError("identity must be a mapping")
     return identity_settings_from_mapping(raw, base_dir, base_url)
+
+
+def _policy(raw: Any, base_dir: Path) -> PolicySettings:
+    if not isinstance(raw, dict):
+        raise ConfigError("policy must be a mapping")
+    check_keys(raw, frozenset({"agent_reasons", "shadow", "watch_interval_s", "working_hours"}), "policy")
+    reasons = raw.get("agent_reasons", "annotation")
+    if reasons not in ("annotation", "generic"):
+        raise ConfigError("policy.agent_reasons must be 'annotation' or 'generic'")
+    interval = raw.get("watch_interval_s", 2.0)
+    if isinstance(interval, bool) or not isinstance(interval, int | float) or interval < 0:
+        raise ConfigError("policy.watch_interval_s must be a number >= 0")
+    hours = raw.get("working_hours") or {}
+    if not isinstance(hours, dict):
+        raise ConfigError("policy.working_hours must be a mapping")
+    return PolicySettings(
+        agent_reasons=reasons,
+        shadow=_path(raw["shadow"], base_dir) if raw.get("shadow") else None,
+        watch_interval_s=float(interval),
+        working_hours=hours,
+    )

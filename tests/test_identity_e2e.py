@@ -19,6 +19,7 @@ import httpx2
 import pytest
 import yaml
 from mcp.shared.exceptions import MCPError
+from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
 
 from tests.support.clients import ERAS, mcp_client
 from tests.support.identity_provider import (
@@ -35,6 +36,7 @@ SPIFFE_PATH = "/ns/prod/sa/agent"
 DEV_TOKEN = "token-dev-agent"
 DEV_SUSPENDED_TOKEN = "token-dev-suspended"
 ACCEPT = "application/json, text/event-stream"
+MODERN = "2026-07-28"
 GITOPS_SUB = "gitops-agent-subject"
 K8S_SUB = "system:serviceaccount:payments:reconciler"
 K8S_NAMESPACE_CLAIM = "kubernetes.io/namespace"
@@ -440,6 +442,72 @@ async def test_suspension_closes_every_open_session_of_the_agent(
             with pytest.raises(MCPError):
                 async with asyncio.timeout(WAIT_S):
                     await client.list_tools()
+
+
+async def open_streams(http: httpx2.AsyncClient, gateway: Gateway, token: str) -> list[Any]:
+    """A 2025-11-25 GET stream and a 2026-07-28 `subscriptions/listen` stream, both established."""
+    base = {"Authorization": f"Bearer {token}", "Accept": ACCEPT, "Content-Type": "application/json"}
+    init = await http.post(gateway.url, headers=base, json={
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "e2e", "version": "0"}}})
+    assert init.status_code == 200, init.text
+    session = {**base, "Mcp-Session-Id": init.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
+    await http.post(gateway.url, headers=session, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+    get_stream = http.stream("GET", gateway.url, headers={**session, "Accept": "text/event-stream"})
+    meta = {PROTOCOL_VERSION_META_KEY: MODERN, CLIENT_CAPABILITIES_META_KEY: {},
+            CLIENT_INFO_META_KEY: {"name": "e2e", "version": "0"}}
+    listen_stream = http.stream(
+        "POST", gateway.url,
+        headers={**base, "MCP-Protocol-Version": MODERN, "Mcp-Method": "subscriptions/listen"},
+        json={"jsonrpc": "2.0", "id": 2, "method": "subscriptions/listen",
+              "params": {"notifications": {}, "_meta": meta}},
+    )
+    streams = []
+    for stream in (get_stream, listen_stream):
+        response = await stream.__aenter__()
+        assert response.status_code == 200, await response.aread()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        streams.append((stream, response))
+    return streams
+
+
+async def assert_streams_end(streams: list[Any], timeout_s: float = WAIT_S) -> None:
+    still_open = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        for name, (_, response) in zip(("GET stream", "subscriptions/listen stream"), streams, strict=True):
+            try:
+                async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                    async for _chunk in response.aiter_bytes():
+                        pass  # the ack/priming events, then the end of the stream
+            except TimeoutError:
+                still_open.append(name)
+        assert not still_open, f"still open after {timeout_s} s: {', '.join(still_open)}"
+    finally:
+        for stream, _ in streams:
+            await stream.__aexit__(None, None, None)
+
+
+async def test_suspension_ends_open_get_and_listen_streams(
+    gw: Gateway, admin: Admin, idp: TestIdentityProvider
+) -> None:
+    agent_id, subject = unique("streaming"), unique("streaming-subject")
+    admin.create(agent_id, [oidc_identity(idp.issuer, subject)])
+    async with httpx2.AsyncClient(timeout=httpx2.Timeout(30, read=120)) as http:
+        streams = await open_streams(http, gw, idp.mint(sub=subject))
+        admin.change(agent_id, "suspend")
+        await assert_streams_end(streams)
+
+
+async def test_expiry_ends_open_get_and_listen_streams(
+    gw: Gateway, admin: Admin, idp: TestIdentityProvider
+) -> None:
+    """An agent past its expiry is treated as retired, and retirement ends open streams at once."""
+    agent_id, subject = unique("expiring-streams"), unique("expiring-streams-subject")
+    admin.create(agent_id, [oidc_identity(idp.issuer, subject)], expires_at=time.time() + 2)
+    async with httpx2.AsyncClient(timeout=httpx2.Timeout(30, read=120)) as http:
+        streams = await open_streams(http, gw, idp.mint(sub=subject))
+        await assert_streams_end(streams, timeout_s=6)
 
 
 def test_suspended_static_development_token_is_refused(gw: Gateway, admin: Admin) -> None:

@@ -11,8 +11,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.admin.auth import AdminAuthenticator, AdminAuthError
-from gateway.registry.model import agent_to_dict
-from gateway.registry.service import NotFound, Registry, RegistryError
+from gateway.registry.errors import Problem
+from gateway.registry.model import Agent, agent_to_dict, event_to_dict
+from gateway.registry.service import Conflict, NotFound, Registry, RegistryError
 
 LIFECYCLE_ACTIONS = ("activate", "suspend", "resume", "retire")
 Endpoint = Callable[[Request, str], Awaitable[Response]]
@@ -22,8 +23,16 @@ def json_response(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-def error_response(status: int, message: str) -> Response:
-    return json_response({"error": message}, status)
+def error_response(status: int, message: str, problems: tuple[Problem, ...] = ()) -> Response:
+    body: dict[str, Any] = {"error": message}
+    if problems:
+        body["problems"] = [str(p) for p in problems]
+    return json_response(body, status)
+
+
+def agent_view(agent: Agent, now: float) -> dict[str, Any]:
+    """The stored record plus what the gateway treats it as now (an expired agent is retired)."""
+    return {**agent_to_dict(agent), "effective_state": agent.effective_state(now).value}
 
 
 class AgentsApi:
@@ -51,18 +60,21 @@ class AgentsApi:
                 return await endpoint(request, actor)
             except NotFound as exc:
                 return error_response(404, str(exc))
+            except Conflict as exc:
+                return error_response(409, str(exc), exc.problems)
             except RegistryError as exc:
-                return error_response(400, str(exc))
+                return error_response(400, str(exc), exc.problems)
 
         return guarded
 
     async def list_or_create(self, request: Request, actor: str) -> Response:
         if request.method == "GET":
-            return json_response({"agents": [agent_to_dict(a) for a in self.registry.agents()]})
+            now = self.registry.clock()
+            return json_response({"agents": [agent_view(a, now) for a in self.registry.agents()]})
         body = await read_json(request)
         reason = str(body.pop("reason", "") or "created through the admin API")
         agent = await self.registry.create(body, actor, reason)
-        return json_response(agent_to_dict(agent), 201)
+        return json_response(agent_view(agent, self.registry.clock()), 201)
 
     async def show_or_update(self, request: Request, actor: str) -> Response:
         agent_id = request.path_params["agent_id"]
@@ -70,12 +82,13 @@ class AgentsApi:
             body = await read_json(request)
             reason = str(body.pop("reason", "") or "updated through the admin API")
             agent = await self.registry.update(agent_id, body, actor, reason)
-            return json_response(agent_to_dict(agent))
+            return json_response(agent_view(agent, self.registry.clock()))
         agent = self.registry.get(agent_id)
         if agent is None:
             raise NotFound(f"no agent {agent_id!r}")
         events = await self.registry.events(agent_id)
-        return json_response({**agent_to_dict(agent), "events": [event_to_dict(e) for e in events]})
+        view = agent_view(agent, self.registry.clock())
+        return json_response({**view, "events": [event_to_dict(e) for e in events]})
 
     async def lifecycle(self, request: Request, actor: str) -> Response:
         action = request.path_params["action"]
@@ -87,7 +100,7 @@ class AgentsApi:
             raise RegistryError("a reason is required for every lifecycle change")
         change = getattr(self.registry, action)
         agent = await change(request.path_params["agent_id"], actor, reason)
-        return json_response(agent_to_dict(agent))
+        return json_response(agent_view(agent, self.registry.clock()))
 
 
 async def read_json(request: Request) -> dict[str, Any]:
@@ -103,11 +116,3 @@ async def read_json(request: Request) -> dict[str, Any]:
     return body
 
 
-def event_to_dict(event: Any) -> dict[str, Any]:
-    return {
-        "from": event.from_state.value if event.from_state else None,
-        "to": event.to_state.value,
-        "actor": event.actor,
-        "reason": event.reason,
-        "at": event.at,
-    }

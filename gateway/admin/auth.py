@@ -56,7 +56,7 @@ class AdminAuthenticator:
             raise AdminAuthError(403, "agent credentials cannot use the admin API")
         if self.admin_role not in _roles(verified.claims.get(self.role_claim)):
             raise AdminAuthError(403, f"the token lacks the {self.admin_role!r} role")
-        return f"oidc:{verified.subject}"
+        return f"{verified.kind}:{verified.subject}"
 
 
 def _roles(value: Any) -> Iterable[str]:

@@ -136,7 +136,9 @@ def run_show(args: argparse.Namespace) -> int:
     print("lifecycle:")
     for event in events:
         when = datetime.fromtimestamp(event["at"], UTC).isoformat(timespec="seconds")
-        print(f"  {when}  {event['from'] or '-'} -> {event['to']}  by {event['actor']}: {event['reason']}")
+        change = f"{event['from_state'] or '-'} -> {event['to_state']}"
+        fields = f" ({', '.join(event['fields'])})" if event.get("fields") else ""
+        print(f"  {when}  {event['action'] or 'change'}: {change}{fields}  by {event['actor']}: {event['reason']}")
     return 0
 
 

@@ -14,11 +14,11 @@ from gateway.identity.principal import Principal
 from gateway.identity.static_tokens import StaticTokenTable
 from gateway.identity.verified import TokenRejected
 from gateway.identity.verifier import TokenVerifier
-from gateway.registry.model import Lifecycle
 from gateway.registry.service import IdentityRefused, Registry
 
 log = logging.getLogger("narrowgate.identity")
 OPEN_LOOPBACK_AGENT = "anonymous-loopback"
+STATIC_ISSUER = "narrowgate"  # the issuer of the `static` identity bound to agents with development tokens
 
 
 class AuthenticationError(Exception):
@@ -70,12 +70,10 @@ class Authenticator:
         return Principal(agent.id, verified.kind, verified.claims, agent)
 
     def static_principal(self, agent_id: str) -> Principal:
-        agent = self.registry.get(agent_id)
-        if agent is None:
-            log.warning("static token for unknown agent %s refused", agent_id)
-            raise AccessRefused(f"no agent {agent_id!r} is registered")
-        state = agent.effective_state(self.registry.clock())
-        if state is not Lifecycle.ACTIVE:
-            log.warning("static token for %s agent %s refused", state.value, agent_id)
-            raise AccessRefused(f"agent {agent_id} is {state.value}")
-        return Principal(agent_id, "static-token", agent=agent)
+        """A static token counts only for an active agent that has the static identity bound."""
+        try:
+            agent = self.registry.resolve("static", STATIC_ISSUER, agent_id, {})
+        except IdentityRefused as exc:
+            log.warning("static token for agent %s refused: %s", agent_id, exc)
+            raise AccessRefused(str(exc)) from None
+        return Principal(agent.id, "static-token", agent=agent)

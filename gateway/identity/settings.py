@@ -38,7 +38,8 @@ DEFAULT_ALGORITHMS = ("RS256", "ES256")
 ALWAYS_REQUIRED_OIDC_CLAIMS = ("exp", "iss", "aud", "sub")
 MAX_CLOCK_SKEW_S = 300.0
 IDENTITY_KEYS = frozenset(
-    {"audience", "clock_skew_s", "key_refresh_min_interval_s", "oidc_issuers", "spiffe_trust_domains"}
+    {"audience", "clock_skew_s", "key_refresh_min_interval_s", "key_refresh_interval_s", "oidc_issuers",
+     "spiffe_trust_domains"}
 )
 OIDC_KEYS = frozenset({"issuer", "jwks_uri", "algorithms", "required_claims"})
 SPIFFE_KEYS = frozenset({"trust_domain", "bundle_file", "bundle_url", "algorithms"})
@@ -71,6 +72,8 @@ class IdentitySettings:
     audience: str
     clock_skew_s: float = 30.0
     key_refresh_min_interval_s: float = 30.0
+    # Every key set is re-read this often (0: never), so a withdrawn key stops being trusted.
+    key_refresh_interval_s: float = 300.0
     oidc_issuers: tuple[OidcIssuer, ...] = ()
     spiffe_trust_domains: tuple[SpiffeTrustDomain, ...] = ()
 
@@ -88,6 +91,9 @@ def identity_settings_from_mapping(raw: Mapping[str, Any], base_dir: Path, defau
         clock_skew_s=_bounded_float(raw.get("clock_skew_s", 30.0), "identity.clock_skew_s", 0.0, MAX_CLOCK_SKEW_S),
         key_refresh_min_interval_s=_bounded_float(
             raw.get("key_refresh_min_interval_s", 30.0), "identity.key_refresh_min_interval_s", 0.001, 86400.0
+        ),
+        key_refresh_interval_s=_bounded_float(
+            raw.get("key_refresh_interval_s", 300.0), "identity.key_refresh_interval_s", 0.0, 86400.0
         ),
         oidc_issuers=tuple(
             _oidc_issuer(entry, f"identity.oidc_issuers[{i}]")

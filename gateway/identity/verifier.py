@@ -62,6 +62,9 @@ class VerifiedTokenCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def clear(self) -> None:
+        self._entries.clear()
+
 
 class TokenVerifier:
     def __init__(
@@ -84,6 +87,8 @@ class TokenVerifier:
             c.trust_domain: SpiffeTrustDomainVerifier(c, self._fetcher, **common) for c in settings.spiffe_trust_domains
         }
         self.cache = VerifiedTokenCache(cache_size)
+        self.periodic_refresh_s = settings.key_refresh_interval_s
+        self._refresher: asyncio.Task[None] | None = None
 
     @property
     def key_sources(self) -> tuple[KeySource, ...]:
@@ -96,8 +101,19 @@ class TokenVerifier:
             if not loaded:
                 log.warning("%s: no keys at start; tokens from it are refused until its keys can be fetched",
                             source.name)
+        if self.key_sources and self.periodic_refresh_s > 0:
+            self._refresher = asyncio.create_task(self._refresh_periodically())
+
+    async def _refresh_periodically(self) -> None:
+        """Re-read every key set now and then, so a key withdrawn upstream stops being trusted."""
+        while True:
+            await asyncio.sleep(self.periodic_refresh_s)
+            await asyncio.gather(*(source.refresh(force=True) for source in self.key_sources))
+            self.cache.clear()
 
     async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
         for source in self.key_sources:
             await source.close()
         await self._fetcher.close()

@@ -1,0 +1,121 @@
+"""A bundle: one policy directory compiled against one catalog model into cedarpy handles.
+
+Compiling parses and validates everything once; the result is immutable, so the engine swaps a
+whole bundle with one attribute assignment and a decision reads one consistent set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cedarpy
+
+from gateway.policy.listing import listing_policies
+from gateway.policy.model import CatalogModel
+from gateway.policy.sources import PolicySource, read_sources
+
+POLICY_REF = re.compile(r"policy(\d+)")
+
+
+@dataclass(frozen=True, slots=True)
+class Bundle:
+    directory: Path
+    version: str
+    loaded_at: float
+    catalog: CatalogModel
+    schema: cedarpy.Schema
+    policies: cedarpy.PolicySet
+    listing: cedarpy.PolicySet  # input-dependent conditions relaxed (see listing.py)
+    sources: tuple[PolicySource, ...]  # index N is Cedar's "policyN"
+    base_digest: str
+
+    def source(self, cedar_id: str) -> PolicySource | None:
+        match = POLICY_REF.fullmatch(cedar_id)
+        if match is None or int(match.group(1)) >= len(self.sources):
+            return None
+        return self.sources[int(match.group(1))]
+
+    def public_id(self, cedar_id: str) -> str:
+        source = self.source(cedar_id)
+        return source.policy_id if source is not None and source.policy_id else cedar_id
+
+    def describe_error(self, message: str) -> str:
+        """An evaluation error with Cedar's positional ids replaced by @id and file:line."""
+        return POLICY_REF.sub(lambda m: self._label(m.group(0)), message)
+
+    def _label(self, cedar_id: str) -> str:
+        source = self.source(cedar_id)
+        return f"{source.policy_id} ({source.where})" if source is not None else cedar_id
+
+
+class CompileError(Exception):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def compile_bundle(directory: Path, catalog: CatalogModel) -> Bundle:
+    """Read, parse and validate `directory` against `catalog`; raise CompileError listing every problem."""
+    problems: list[str] = []
+    sources = read_sources(directory, problems)
+    if sources is None:
+        raise CompileError(problems)
+    problems.extend(catalog.problems)
+    problems.extend(_annotation_problems(sources.policies))
+    schema = _schema(sources.schema_file, sources.schema_text, catalog, problems)
+    if problems or schema is None:
+        raise CompileError(problems)
+    text = "\n".join(source.text for source in sources.policies)
+    _validate(text, schema, sources.policies, problems)
+    if problems:
+        raise CompileError(problems)
+    policies = cedarpy.PolicySet.from_str(text)
+    est = json.loads(cedarpy.policies_to_json_str(text))["staticPolicies"]
+    listing = cedarpy.PolicySet.from_json_str(listing_policies(est))
+    version = hashlib.sha256((sources.digest + "\0" + catalog.schema_text).encode()).hexdigest()[:16]
+    return Bundle(directory, version, time.time(), catalog, schema, policies, listing, sources.policies,
+                  sources.digest)
+
+
+def _schema(path: Path, base: str, catalog: CatalogModel, problems: list[str]) -> cedarpy.Schema | None:
+    try:
+        cedarpy.Schema.from_str(base)
+    except ValueError as exc:
+        problems.append(f"{path}: {exc}")
+        return None
+    try:
+        return cedarpy.Schema.from_str(base + "\n" + catalog.schema_text)
+    except ValueError as exc:
+        problems.append(f"{path}: the schema generated from the catalog does not fit the base schema: {exc}")
+        return None
+
+
+def _validate(text: str, schema: cedarpy.Schema, sources: tuple[PolicySource, ...], problems: list[str]) -> None:
+    result = cedarpy.validate_policies(text, schema)
+    for error in result.errors:
+        match = POLICY_REF.fullmatch(error.policy_id or "")
+        source = sources[int(match.group(1))] if match and int(match.group(1)) < len(sources) else None
+        where = source.where if source is not None else "policies"
+        label = source.policy_id if source is not None else error.policy_id
+        message = error.error.replace(f"`{error.policy_id}`", f"`{label}`") if error.policy_id else error.error
+        problems.append(f"{where}: {message}")
+
+
+def _annotation_problems(sources: tuple[PolicySource, ...]) -> list[str]:
+    """Every policy needs a unique @id: decisions and audit records name policies by it."""
+    problems = []
+    seen: dict[str, PolicySource] = {}
+    for source in sources:
+        policy_id = source.policy_id
+        if not policy_id:
+            problems.append(f"{source.where}: policy has no @id(\"...\") annotation")
+        elif policy_id in seen:
+            problems.append(f"{source.where}: @id {policy_id!r} is also used at {seen[policy_id].where}")
+        else:
+            seen[policy_id] = source
+    return problems

@@ -1,0 +1,588 @@
+"""The policy decision point: Cedar decides every tools/call, prompts/get and resources/read.
+
+Fail closed everywhere: only a clean Allow (no evaluation errors) allows. Deny, NoDecision,
+any error, a schema-invalid request or an unknown tool deny. A Deny whose determining policies
+all carry `@step_up` is StepUp ("approval required").
+
+Per request the entities are the principal (with its groups and claims), the resource and its
+McpServer parent, joined from strings serialized ahead of time, so the cost of a decision does
+not grow with the catalog or the registry.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import threading
+import time
+import unicodedata
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import cedarpy
+import orjson
+
+from gateway.catalog.model import Catalog, ToolEntry
+from gateway.identity.principal import Principal
+from gateway.policy.bundle import Bundle, CompileError, compile_bundle
+from gateway.policy.canonical import CanonicalizationError, canonicalize, normalize_path
+from gateway.policy.hours import WorkingHours
+from gateway.policy.model import (
+    CatalogModel,
+    ToolModel,
+    build_catalog_model,
+    prompt_action,
+    resource_action,
+)
+from gateway.policy.principal_entities import PrincipalEntities
+from gateway.policy.typing_ import ArgumentMismatch, to_cedar
+
+log = logging.getLogger("narrowgate.policy")
+
+Outcome = Literal["allow", "deny", "step_up"]
+REASON_DENIED = "denied by policy"
+REASON_STEP_UP = "approval required"
+REASON_BAD_ARGUMENTS = "arguments do not match the tool's schema"
+SHADOW_HISTORY = 200
+_POLICY_IN_ERROR = re.compile(r"policy\d+")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    now: float  # epoch seconds
+    era: str  # "2025-11-25" | "2026-07-28"
+    client: str = ""  # clientInfo name or ""
+    # None (the normal case): computed from `now` and the engine's WorkingHours. A bool overrides it.
+    working_hours: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    outcome: Outcome
+    decision_id: str
+    policy_ids: tuple[str, ...]
+    reason: str  # agent-facing: a policy's @reason or a generic text, never policy source
+    errors: tuple[str, ...]  # for logs and audit only
+    policy_version: str
+    step_up_mode: str | None = None  # the @step_up annotation value ("hold" when empty) for step_up
+    canonical_arguments: Mapping[str, Any] | None = None  # what Cedar saw; forward these upstream
+
+    @property
+    def allowed(self) -> bool:
+        return self.outcome == "allow"
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadOutcome:
+    ok: bool
+    problems: list[str]
+    version: str  # the version in force after the attempt
+    changed: bool = False
+    at: float = field(default_factory=time.time)
+
+
+class PolicyLoadError(Exception):
+    """The policy set cannot be used; `problems` lists every problem, with file:line where known."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid policy set:\n" + "\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """One prepared Cedar request: what live and shadow evaluation share."""
+
+    kind: str  # tool | prompt | resource
+    target: str
+    cedar: dict[str, Any]
+    entities: str
+    invalid_reason: str  # what to tell the agent if Cedar cannot build the request (schema-invalid)
+    context: dict[str, Any]  # the unserialized context, to ask "would an approval make this an Allow?"
+
+    def approved(self) -> dict[str, Any]:
+        context = {**self.context, "approval": {"granted": True}}
+        return {**self.cedar, "context": orjson.dumps(context).decode()}
+
+
+class PolicyEngine:
+    def __init__(
+        self,
+        policies_dir: Path,
+        catalog: Catalog,
+        *,
+        working_hours: WorkingHours | None = None,
+        shadow_dir: Path | None = None,
+        tool_schemas: Mapping[str, Mapping[str, Any] | None] | None = None,
+    ) -> None:
+        self.policies_dir = Path(policies_dir)
+        self.working_hours = working_hours or WorkingHours()
+        self.shadow_dir = Path(shadow_dir) if shadow_dir is not None else None
+        self.shadow_disagreements: deque[dict[str, Any]] = deque(maxlen=SHADOW_HISTORY)
+        self._lock = threading.Lock()  # serializes writers; readers take self._bundle once, lock-free
+        self._known_schemas: dict[str, Mapping[str, Any] | None] = dict(tool_schemas or {})
+        self._principals = PrincipalEntities()
+        model = build_catalog_model(catalog, self._known_schemas)
+        try:
+            self._bundle: Bundle = compile_bundle(self.policies_dir, model)
+        except CompileError as exc:
+            raise PolicyLoadError(exc.problems) from None
+        self._shadow: Bundle | None = None
+        self._shadow_problems: list[str] = []
+        self._shadow_evaluated = 0
+        self._load_shadow(model)
+        self._last_reload = ReloadOutcome(True, [], self._bundle.version, True)
+
+    # ---- bundle management -------------------------------------------------------------------
+
+    @property
+    def version(self) -> str:
+        return self._bundle.version
+
+    def reload(self) -> ReloadOutcome:
+        """Re-read the policy files; keep the last good bundle if anything is wrong."""
+        with self._lock:
+            return self._swap(self._bundle.catalog, "reload")
+
+    def set_catalog(self, catalog: Catalog, tool_schemas: Mapping[str, Mapping[str, Any] | None]) -> ReloadOutcome:
+        """Regenerate the catalog-derived schema (tool actions, input types, entities) and re-validate.
+
+        A tool missing from `tool_schemas` (its upstream is down) keeps the last input schema seen
+        for it, so a passing outage does not make input-reading policies fail validation; a tool
+        never seen gets an empty input record.
+        """
+        with self._lock:
+            for name, schema in tool_schemas.items():
+                self._known_schemas[name] = schema
+            known = {name: self._known_schemas.get(name) for name in catalog.tools}
+            return self._swap(build_catalog_model(catalog, known), "catalog")
+
+    def _swap(self, model: CatalogModel, why: str) -> ReloadOutcome:
+        before = self._bundle.version
+        try:
+            bundle = compile_bundle(self.policies_dir, model)
+        except CompileError as exc:
+            log.error("policy %s rejected; version %s keeps serving:\n  %s", why, before, "\n  ".join(exc.problems))
+            self._last_reload = ReloadOutcome(False, exc.problems, before)
+            return self._last_reload
+        self._bundle = bundle  # the atomic swap: one attribute assignment
+        self._load_shadow(model)
+        changed = bundle.version != before
+        if changed:
+            log.info("policy version %s in force (%s, %d policies)", bundle.version, why, len(bundle.sources))
+        self._last_reload = ReloadOutcome(True, [], bundle.version, changed)
+        return self._last_reload
+
+    def _load_shadow(self, model: CatalogModel) -> None:
+        if self.shadow_dir is None:
+            return
+        try:
+            self._shadow = compile_bundle(self.shadow_dir, model)
+            self._shadow_problems = []
+        except CompileError as exc:
+            # A broken candidate never affects live decisions; it is only reported.
+            self._shadow = None
+            self._shadow_problems = exc.problems
+            log.error("shadow policy set %s rejected:\n  %s", self.shadow_dir, "\n  ".join(exc.problems))
+
+    def status(self) -> dict[str, Any]:
+        bundle, last = self._bundle, self._last_reload
+        return {
+            "version": bundle.version,
+            "loaded_at": bundle.loaded_at,
+            "policy_count": len(bundle.sources),
+            "directory": str(bundle.directory),
+            "catalog_tools": len(bundle.catalog.tools),
+            "last_reload": {"ok": last.ok, "problems": list(last.problems), "at": last.at, "version": last.version},
+            "shadow": {
+                "enabled": self.shadow_dir is not None,
+                "directory": None if self.shadow_dir is None else str(self.shadow_dir),
+                "version": None if self._shadow is None else self._shadow.version,
+                "ok": self._shadow is not None,
+                "problems": list(self._shadow_problems),
+                "evaluated": self._shadow_evaluated,
+                "disagreements": len(self.shadow_disagreements),
+            },
+        }
+
+    # ---- decisions -------------------------------------------------------------------------
+
+    def decide_tool(
+        self,
+        principal: Principal,
+        tool: ToolEntry,
+        arguments: dict[str, Any] | None,
+        facts: RequestFacts,
+        approved: bool = False,
+    ) -> Decision:
+        bundle = self._bundle
+        model = bundle.catalog.tools.get(tool.exposed_name)
+        if model is None or model.entry != tool:
+            return self._refused(bundle, f"tool {tool.exposed_name!r} is not in the policy catalog", REASON_DENIED)
+        try:
+            canonical = canonicalize(arguments, dict(model.input_schema) if model.input_schema else None)
+            cedar_input = to_cedar(canonical, model.input_type)
+        except (ArgumentMismatch, CanonicalizationError) as exc:
+            return self._refused(bundle, f"arguments: {exc}", REASON_BAD_ARGUMENTS)
+        request = self._tool_request(bundle, principal, model, cedar_input, facts, approved)
+        decision = self._evaluate(bundle, request, facts.now, canonical)
+        self._shadow_check(request, decision, principal, facts.now, canonical)
+        return decision
+
+    def decide_prompt(self, principal: Principal, server_id: str, prompt_name: str, facts: RequestFacts) -> Decision:
+        bundle = self._bundle
+        request = self._prompt_request(bundle, principal, server_id, prompt_name, facts)
+        if request is None:
+            return self._refused(bundle, f"server {server_id!r} is not in the policy catalog", REASON_DENIED)
+        decision = self._evaluate(bundle, request, facts.now, None)
+        self._shadow_check(request, decision, principal, facts.now, None)
+        return decision
+
+    def decide_resource(self, principal: Principal, server_id: str, uri: str, facts: RequestFacts) -> Decision:
+        bundle = self._bundle
+        request = self._resource_request(bundle, principal, server_id, uri, facts)
+        if request is None:
+            return self._refused(bundle, f"server {server_id!r} is not in the policy catalog", REASON_DENIED)
+        decision = self._evaluate(bundle, request, facts.now, None)
+        self._shadow_check(request, decision, principal, facts.now, None)
+        return decision
+
+    # ---- listing -----------------------------------------------------------------------------
+
+    def visible_tools(self, principal: Principal, tools: Sequence[ToolEntry], facts: RequestFacts) -> set[str]:
+        """Exposed names of the tools whose call could be allowed or step-up for some arguments.
+
+        Evaluated in one batch against the listing policy set (input-dependent conditions relaxed,
+        see listing.py) with a placeholder `context.input`; approval is not granted.
+        """
+        bundle = self._bundle
+        models = [m for t in tools if (m := bundle.catalog.tools.get(t.exposed_name)) is not None and m.entry == t]
+        if not models:
+            return set()
+        request_facts = self._request_facts(facts)
+        requests = [
+            self._cedar_request(
+                principal.agent_id,
+                m.entry.exposed_name,
+                m.uid,
+                orjson.dumps({"input": m.placeholder_input, "request": request_facts, "approval": {"granted": False}}),
+            )
+            for m in models
+        ]
+        servers = {m.entry.server_id for m in models}
+        entities = self._join(
+            self._principal_json(bundle, principal, facts.now),
+            *(m.entity_json for m in models),
+            *(bundle.catalog.servers[s].entity_json for s in servers),
+        )
+        visible = self._visibility(bundle, bundle.listing, requests, entities)
+        return {m.entry.exposed_name for m, v in zip(models, visible, strict=True) if v}
+
+    def visible_prompts(
+        self, principal: Principal, prompts: Iterable[tuple[str, str]], facts: RequestFacts
+    ) -> set[str]:
+        """Of (server_id, exposed prompt name) pairs, the names whose prompts/get would be allowed or step-up."""
+        return self._visible_items(principal, list(prompts), facts, "prompt")
+
+    def visible_resources(
+        self, principal: Principal, resources: Iterable[tuple[str, str]], facts: RequestFacts
+    ) -> set[str]:
+        """Of (server_id, uri) pairs, the URIs (as given) whose resources/read would be allowed or step-up."""
+        return self._visible_items(principal, list(resources), facts, "resource")
+
+    def _visible_items(
+        self, principal: Principal, items: list[tuple[str, str]], facts: RequestFacts, kind: str
+    ) -> set[str]:
+        bundle = self._bundle
+        items = [(sid, name) for sid, name in items if sid in bundle.catalog.servers]
+        if not items:
+            return set()
+        context = orjson.dumps(self._common_context(facts, False))
+        resources = [self._item_resource(kind, sid, name) for sid, name in items]
+        action = prompt_action if kind == "prompt" else resource_action
+        requests = [
+            self._cedar_request(principal.agent_id, action(sid), uid, context)
+            for (sid, _), (uid, _) in zip(items, resources, strict=True)
+        ]
+        unique = {orjson.dumps(uid): blob for uid, blob in resources}
+        entities = self._join(
+            self._principal_json(bundle, principal, facts.now),
+            *unique.values(),
+            *(bundle.catalog.servers[s].entity_json for s in {sid for sid, _ in items}),
+        )
+        visible = self._visibility(bundle, bundle.policies, requests, entities)
+        return {name for (_, name), v in zip(items, visible, strict=True) if v}
+
+    # ---- explain -----------------------------------------------------------------------------
+
+    def explain(
+        self, principal: Principal, tool: ToolEntry, arguments: dict[str, Any] | None, facts: RequestFacts,
+        approved: bool = False,
+    ) -> dict[str, Any]:
+        """The decision plus each determining policy's id, annotations, file:line and source text."""
+        bundle = self._bundle
+        decision = self.decide_tool(principal, tool, arguments, facts, approved)
+        by_id = {s.policy_id: s for s in bundle.sources}
+        return {
+            "decision": {
+                "outcome": decision.outcome,
+                "decision_id": decision.decision_id,
+                "reason": decision.reason,
+                "step_up_mode": decision.step_up_mode,
+                "errors": list(decision.errors),
+                "policy_version": decision.policy_version,
+            },
+            "agent": principal.agent_id,
+            "tool": tool.exposed_name,
+            "canonical_arguments": decision.canonical_arguments,
+            "policies": [
+                {
+                    "id": pid,
+                    "effect": by_id[pid].effect,
+                    "annotations": dict(by_id[pid].annotations),
+                    "file": str(by_id[pid].file),
+                    "line": by_id[pid].line,
+                    "source": by_id[pid].text.strip(),
+                }
+                for pid in decision.policy_ids
+                if pid in by_id
+            ],
+        }
+
+    # ---- request building ----------------------------------------------------------------------
+
+    def tool_entities(self, principal: Principal, tool: ToolEntry, now: float) -> str:
+        """The entity JSON one tools/call decision sends to Cedar (exposed for tests and benchmarks)."""
+        bundle = self._bundle
+        model = bundle.catalog.tools[tool.exposed_name]
+        return self._join(
+            self._principal_json(bundle, principal, now),
+            model.entity_json,
+            bundle.catalog.servers[model.entry.server_id].entity_json,
+        )
+
+    def _tool_request(
+        self, bundle: Bundle, principal: Principal, model: ToolModel, cedar_input: Any, facts: RequestFacts,
+        approved: bool,
+    ) -> _Request:
+        context = self._common_context(facts, approved)
+        context["input"] = cedar_input
+        entities = self._join(
+            self._principal_json(bundle, principal, facts.now),
+            model.entity_json,
+            bundle.catalog.servers[model.entry.server_id].entity_json,
+        )
+        cedar = self._cedar_request(principal.agent_id, model.entry.exposed_name, model.uid, orjson.dumps(context))
+        return _Request("tool", model.entry.exposed_name, cedar, entities, REASON_BAD_ARGUMENTS, context)
+
+    def _prompt_request(
+        self, bundle: Bundle, principal: Principal, server_id: str, name: str, facts: RequestFacts
+    ) -> _Request | None:
+        return self._item_request(bundle, principal, server_id, name, facts, "prompt")
+
+    def _resource_request(
+        self, bundle: Bundle, principal: Principal, server_id: str, uri: str, facts: RequestFacts
+    ) -> _Request | None:
+        return self._item_request(bundle, principal, server_id, uri, facts, "resource")
+
+    def _item_request(
+        self, bundle: Bundle, principal: Principal, server_id: str, name: str, facts: RequestFacts, kind: str
+    ) -> _Request | None:
+        server = bundle.catalog.servers.get(server_id)
+        if server is None:
+            return None
+        uid, blob = self._item_resource(kind, server_id, name)
+        action = prompt_action(server_id) if kind == "prompt" else resource_action(server_id)
+        context = self._common_context(facts, False)
+        entities = self._join(self._principal_json(bundle, principal, facts.now), blob, server.entity_json)
+        cedar = self._cedar_request(principal.agent_id, action, uid, orjson.dumps(context))
+        return _Request(kind, name, cedar, entities, REASON_DENIED, context)
+
+    @staticmethod
+    def _item_resource(kind: str, server_id: str, name: str) -> tuple[dict[str, str], str]:
+        if kind == "prompt":
+            uid = {"type": "Prompt", "id": name}
+            attrs = {"server": server_id, "name": name}
+        else:
+            # The URI is path-normalized so `like "file:///data/public/*"` cannot be walked around.
+            uri = normalize_path(_nfc(name))
+            uid = {"type": "Resource", "id": uri}
+            attrs = {"server": server_id, "uri": uri}
+        entity = {"uid": uid, "attrs": attrs, "parents": [{"type": "McpServer", "id": server_id}]}
+        return uid, orjson.dumps(entity).decode()
+
+    def _common_context(self, facts: RequestFacts, approved: bool) -> dict[str, Any]:
+        return {"request": self._request_facts(facts), "approval": {"granted": bool(approved)}}
+
+    def _request_facts(self, facts: RequestFacts) -> dict[str, Any]:
+        local = self.working_hours.local(facts.now)
+        return {
+            "time": int(facts.now),
+            "hour": local.hour,
+            "weekday": local.weekday,
+            "working_hours": local.working_hours if facts.working_hours is None else facts.working_hours,
+            "era": facts.era,
+            "client": _nfc(facts.client),
+        }
+
+    def _principal_json(self, bundle: Bundle, principal: Principal, now: float) -> str:
+        return self._principals.json(principal, now, bundle.catalog.server_ids)
+
+    @staticmethod
+    def _join(*blobs: str) -> str:
+        return "[" + ",".join(blobs) + "]"
+
+    @staticmethod
+    def _cedar_request(agent_id: str, action: str, uid: Mapping[str, str], context: bytes | str) -> dict[str, Any]:
+        return {
+            "principal": {"type": "Agent", "id": agent_id},
+            "action": {"type": "Action", "id": action},
+            "resource": dict(uid),
+            "context": context.decode() if isinstance(context, bytes) else context,
+        }
+
+    # ---- evaluation --------------------------------------------------------------------------
+
+    def _evaluate(self, bundle: Bundle, request: _Request, now: float, canonical: Any) -> Decision:
+        try:
+            (result,) = cedarpy.is_authorized_batch([request.cedar], bundle.policies, request.entities, bundle.schema)
+        except (ValueError, RuntimeError) as exc:  # a malformed request or entity: deny, never raise into the caller
+            return self._refused(bundle, f"evaluation failed: {exc}", REASON_DENIED)
+        return self._interpret(bundle, request, result, canonical)
+
+    def _interpret(self, bundle: Bundle, request: _Request, result: cedarpy.AuthzResult, canonical: Any) -> Decision:
+        errors = tuple(bundle.describe_error(e) for e in result.diagnostics.errors)
+        determining = tuple(result.diagnostics.reasons)
+        policy_ids = tuple(bundle.public_id(p) for p in determining)
+        decision = result.decision
+        if decision == cedarpy.Decision.Allow and not errors:
+            return self._decision(bundle, "allow", policy_ids, self._reason(bundle, determining, ""), (), canonical)
+        if decision == cedarpy.Decision.Deny and determining and not errors:
+            modes = [self._step_up_mode(bundle, p) for p in determining]
+            if all(mode is not None for mode in modes):
+                if not self._approval_would_allow(bundle, request):
+                    # Nothing would permit it even with an approval: a plain deny, not "ask for approval".
+                    return self._decision(bundle, "deny", policy_ids, REASON_DENIED, (), canonical)
+                reason = self._reason(bundle, determining, REASON_STEP_UP)
+                return self._decision(bundle, "step_up", policy_ids, reason, (), canonical, modes[0])
+        if decision == cedarpy.Decision.Deny and determining:
+            return self._decision(bundle, "deny", policy_ids, self._reason(bundle, determining, REASON_DENIED),
+                                  errors, canonical)
+        # Default deny, an Allow spoiled by an error, or NoDecision (a request Cedar could not build).
+        reason = request.invalid_reason if decision == cedarpy.Decision.NoDecision else REASON_DENIED
+        erroring = tuple(dict.fromkeys(bundle.public_id(p) for p in _erroring_policies(result.diagnostics.errors)))
+        if errors:
+            log.warning("policy evaluation error(s), failing closed: %s", "; ".join(errors))
+        return self._decision(bundle, "deny", erroring, reason, errors, canonical)
+
+    def _approval_would_allow(self, bundle: Bundle, request: _Request) -> bool:
+        """A step-up forbid only means "approval required" if an approval would then allow the call.
+
+        Cedar reports only the forbids behind a Deny; without this check a privileged tool the agent
+        is not entitled to would read as step-up (and show in lists) instead of a plain deny.
+        """
+        try:
+            (result,) = cedarpy.is_authorized_batch([request.approved()], bundle.policies, request.entities,
+                                                    bundle.schema)
+        except (ValueError, RuntimeError):
+            return False
+        return result.decision == cedarpy.Decision.Allow and not result.diagnostics.errors
+
+    def _visibility(self, bundle: Bundle, policies: cedarpy.PolicySet, requests: list[dict[str, Any]],
+                    entities: str) -> list[bool]:
+        """Allow, or step-up that an approval would turn into Allow; two batches at most."""
+        results = self._batch(policies, bundle, requests, entities)
+        if len(results) != len(requests):
+            return [False] * len(requests)
+        visible = [r.decision == cedarpy.Decision.Allow and not r.diagnostics.errors for r in results]
+        step_up = [i for i, r in enumerate(results) if self._is_step_up_shaped(bundle, r)]
+        if step_up:
+            approved = [_with_approval(requests[i]) for i in step_up]
+            for i, r in zip(step_up, self._batch(policies, bundle, approved, entities), strict=False):
+                visible[i] = r.decision == cedarpy.Decision.Allow and not r.diagnostics.errors
+        return visible
+
+    def _is_step_up_shaped(self, bundle: Bundle, result: cedarpy.AuthzResult) -> bool:
+        reasons = result.diagnostics.reasons
+        return (result.decision == cedarpy.Decision.Deny and bool(reasons) and not result.diagnostics.errors
+                and all(self._step_up_mode(bundle, p) is not None for p in reasons))
+
+    def _batch(self, policies: cedarpy.PolicySet, bundle: Bundle, requests: list[dict[str, Any]],
+               entities: str) -> list[cedarpy.AuthzResult]:
+        try:
+            return cedarpy.is_authorized_batch(requests, policies, entities, bundle.schema)
+        except (ValueError, RuntimeError) as exc:
+            log.error("listing evaluation failed, showing nothing: %s", exc)
+            return []
+
+    @staticmethod
+    def _step_up_mode(bundle: Bundle, cedar_id: str) -> str | None:
+        source = bundle.source(cedar_id)
+        if source is None or "step_up" not in source.annotations:
+            return None
+        return source.annotations["step_up"] or "hold"
+
+    @staticmethod
+    def _reason(bundle: Bundle, determining: tuple[str, ...], default: str) -> str:
+        for cedar_id in determining:
+            source = bundle.source(cedar_id)
+            if source is not None and source.annotations.get("reason"):
+                return source.annotations["reason"]
+        return default
+
+    @staticmethod
+    def _decision(
+        bundle: Bundle, outcome: Outcome, policy_ids: tuple[str, ...], reason: str, errors: tuple[str, ...],
+        canonical: Any, step_up_mode: str | None = None,
+    ) -> Decision:
+        return Decision(outcome, new_decision_id(), policy_ids, reason, errors, bundle.version, step_up_mode,
+                        canonical)
+
+    def _refused(self, bundle: Bundle, error: str, reason: str) -> Decision:
+        return self._decision(bundle, "deny", (), reason, (error,), None)
+
+    # ---- shadow ------------------------------------------------------------------------------
+
+    def _shadow_check(self, request: _Request, live: Decision, principal: Principal, now: float,
+                      canonical: Any) -> None:
+        shadow = self._shadow
+        if shadow is None:
+            return
+        self._shadow_evaluated += 1
+        candidate = self._evaluate(shadow, request, now, canonical)
+        if candidate.outcome == live.outcome:
+            return
+        record = {
+            "decision_id": live.decision_id,
+            "live": {"outcome": live.outcome, "policy_ids": list(live.policy_ids), "version": live.policy_version},
+            "candidate": {"outcome": candidate.outcome, "policy_ids": list(candidate.policy_ids),
+                          "version": candidate.policy_version, "errors": list(candidate.errors)},
+            request.kind: request.target,
+            "agent": principal.agent_id,
+            "at": now,
+        }
+        self.shadow_disagreements.append(record)
+        log.info("shadow disagreement %s: live %s, candidate %s for %s %s", live.decision_id, live.outcome,
+                 candidate.outcome, request.kind, request.target)
+
+
+def _with_approval(request: dict[str, Any]) -> dict[str, Any]:
+    context = orjson.loads(request["context"])
+    context["approval"] = {"granted": True}
+    return {**request, "context": orjson.dumps(context).decode()}
+
+
+def new_decision_id() -> str:
+    return "dec_" + secrets.token_hex(8)
+
+
+def _erroring_policies(errors: Iterable[str]) -> list[str]:
+    return [m.group(0) for e in errors if (m := _POLICY_IN_ERROR.search(e))]
+
+
+def _nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)

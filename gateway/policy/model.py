@@ -1,0 +1,127 @@
+"""The catalog-derived half of the Cedar model: generated actions, input types and entity JSON.
+
+Everything here is computed once per catalog (or per tool schema change) so that a decision only
+joins pre-serialized strings: its cost does not depend on how many tools or servers exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import orjson
+
+from gateway.catalog.model import Catalog, ToolEntry
+from gateway.policy.typing_ import CedarType, cedar_string, input_type, placeholder
+
+CONTEXT_COMMON = "request: RequestInfo, approval: Approval"
+RESERVED_ACTIONS = ("call_tool", "get_prompt", "read_resource")
+TOOL_STATUS_APPROVED = "approved"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolModel:
+    entry: ToolEntry
+    input_schema: Mapping[str, Any] | None
+    input_type: CedarType
+    uid: Mapping[str, str]
+    entity_json: str  # the Tool entity; its McpServer parent is in ServerModel.entity_json
+    placeholder_input: Any  # a value of input_type for listing mode
+
+
+@dataclass(frozen=True, slots=True)
+class ServerModel:
+    id: str
+    entity_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogModel:
+    tools: Mapping[str, ToolModel]
+    servers: Mapping[str, ServerModel]
+    schema_text: str  # Cedar schema text for the generated actions
+    problems: tuple[str, ...]  # catalog names Cedar cannot model (reported as load problems)
+
+    @property
+    def server_ids(self) -> tuple[str, ...]:
+        return tuple(self.servers)
+
+
+def tool_uid(tool: ToolEntry) -> dict[str, str]:
+    return {"type": "Tool", "id": f"{tool.server_id}/{tool.name}"}
+
+
+def tool_action(tool: ToolEntry) -> str:
+    return tool.exposed_name
+
+
+def prompt_action(server_id: str) -> str:
+    return f"get_prompt:{server_id}"
+
+
+def resource_action(server_id: str) -> str:
+    return f"read_resource:{server_id}"
+
+
+def build_catalog_model(catalog: Catalog, tool_schemas: Mapping[str, Mapping[str, Any] | None]) -> CatalogModel:
+    servers = {sid: ServerModel(sid, _server_json(sid, s.owner)) for sid, s in catalog.servers.items()}
+    tools = {name: _tool_model(tool, tool_schemas.get(name)) for name, tool in catalog.tools.items()}
+    problems = tuple(
+        f"catalog: tool {name!r} has the name of a built-in action group; rename or namespace it"
+        for name in tools
+        if name in RESERVED_ACTIONS
+    )
+    return CatalogModel(MappingProxyType(tools), MappingProxyType(servers), _schema_text(servers, tools), problems)
+
+
+def _tool_model(tool: ToolEntry, schema: Mapping[str, Any] | None) -> ToolModel:
+    typed = input_type(dict(schema) if isinstance(schema, Mapping) else None)
+    uid = tool_uid(tool)
+    entity = {
+        "uid": uid,
+        "attrs": {
+            "server": tool.server_id,
+            "name": tool.name,
+            "exposed_name": tool.exposed_name,
+            "risk": tool.risk,
+            # Issue 7 (quarantine) will carry a per-tool status; today every catalogued tool is approved.
+            "status": TOOL_STATUS_APPROVED,
+            "owner": tool.owner,
+            "data_classes": list(tool.data_classes),
+        },
+        "parents": [{"type": "McpServer", "id": tool.server_id}],
+    }
+    return ToolModel(tool, schema, typed, MappingProxyType(uid), orjson.dumps(entity).decode(), placeholder(typed))
+
+
+def _server_json(server_id: str, owner: str) -> str:
+    entity = {"uid": {"type": "McpServer", "id": server_id}, "attrs": {"owner": owner}, "parents": []}
+    return orjson.dumps(entity).decode()
+
+
+def _schema_text(servers: Mapping[str, ServerModel], tools: Mapping[str, ToolModel]) -> str:
+    lines = ["// generated from the catalog at load time"]
+    for sid in servers:
+        group = cedar_string(f"server:{sid}")
+        lines.append(f"action {group};")
+        lines.append(
+            f"action {cedar_string(prompt_action(sid))} in [\"get_prompt\", {group}] appliesTo "
+            f"{{ principal: [Agent], resource: [Prompt], context: {{ {CONTEXT_COMMON} }} }};"
+        )
+        lines.append(
+            f"action {cedar_string(resource_action(sid))} in [\"read_resource\", {group}] appliesTo "
+            f"{{ principal: [Agent], resource: [Resource], context: {{ {CONTEXT_COMMON} }} }};"
+        )
+    for model in tools.values():
+        if model.entry.exposed_name in RESERVED_ACTIONS or model.entry.server_id not in servers:
+            continue
+        groups = ", ".join(
+            cedar_string(g) for g in ("call_tool", f"server:{model.entry.server_id}", f"risk:{model.entry.risk}")
+        )
+        lines.append(
+            f"action {cedar_string(tool_action(model.entry))} in [{groups}] appliesTo {{ principal: [Agent], "
+            f"resource: [Tool], context: {{ input: {model.input_type.render()}, {CONTEXT_COMMON} }} }};"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,181 @@
+"""From a tool's JSON Schema to a Cedar type for `context.input`, and arguments to Cedar JSON.
+
+Mapping (documented in cedar/README.md):
+  string -> String; integer -> Long; boolean -> Bool; number -> decimal (extension type, at most
+  four decimal places); object with `properties` -> record (required/optional from `required`);
+  array with typable `items` -> Set<T>; `enum` of strings -> String; `["T", "null"]` -> T, optional,
+  with null read as absent. Anything else (free-form objects, untyped arrays, anyOf/oneOf/$ref,
+  names Cedar cannot carry) is dropped: policies cannot see it, and its value never reaches Cedar.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1
+DECIMAL_LIMIT = Decimal("922337203685477.5807")
+MAX_TYPE_DEPTH = 8
+
+
+class ArgumentMismatch(ValueError):
+    """The arguments do not fit the tool's generated input type."""
+
+
+@dataclass(frozen=True, slots=True)
+class CedarType:
+    kind: str  # "String" | "Long" | "Bool" | "decimal" | "Set" | "Record"
+    element: CedarType | None = None
+    attrs: tuple[tuple[str, CedarType, bool], ...] = ()  # (name, type, required)
+    nullable: bool = False
+    closed: bool = False  # JSON Schema additionalProperties: false
+
+    def render(self) -> str:
+        if self.kind == "Set":
+            assert self.element is not None
+            return f"Set<{self.element.render()}>"
+        if self.kind == "Record":
+            inner = ", ".join(f"{cedar_string(n)}{'' if r else '?'}: {t.render()}" for n, t, r in self.attrs)
+            return "{" + inner + "}"
+        if self.kind == "decimal":
+            return "__cedar::decimal"
+        return self.kind
+
+
+EMPTY_RECORD = CedarType("Record")
+
+
+def input_type(schema: dict[str, Any] | None) -> CedarType:
+    """The record type of `context.input` for a tool; an empty record when nothing is typable."""
+    if not isinstance(schema, dict):
+        return EMPTY_RECORD
+    typed = _type(schema, 0)
+    return typed if typed is not None and typed.kind == "Record" else EMPTY_RECORD
+
+
+def _type(schema: Any, depth: int) -> CedarType | None:
+    if not isinstance(schema, dict) or depth > MAX_TYPE_DEPTH:
+        return None
+    declared, nullable = _declared(schema)
+    base = _base_type(declared, schema, depth)
+    if base is None:
+        return None
+    return CedarType(base.kind, base.element, base.attrs, nullable, base.closed) if nullable else base
+
+
+def _declared(schema: dict[str, Any]) -> tuple[str | None, bool]:
+    declared = schema.get("type")
+    if isinstance(declared, list):
+        non_null = [t for t in declared if t != "null"]
+        return (non_null[0] if len(non_null) == 1 else None), "null" in declared
+    if declared is None and isinstance(schema.get("properties"), dict):
+        return "object", False
+    if declared is None and _string_enum(schema):
+        return "string", False
+    return (declared if isinstance(declared, str) else None), False
+
+
+def _string_enum(schema: dict[str, Any]) -> bool:
+    values = schema.get("enum")
+    return isinstance(values, list) and bool(values) and all(isinstance(v, str) for v in values)
+
+
+def _base_type(declared: str | None, schema: dict[str, Any], depth: int) -> CedarType | None:
+    simple = {"string": "String", "integer": "Long", "boolean": "Bool", "number": "decimal"}
+    if declared in simple:
+        return CedarType(simple[declared])
+    if declared == "array":
+        element = _type(schema.get("items"), depth + 1)
+        return CedarType("Set", element=element) if element is not None else None
+    if declared == "object":
+        return _record(schema, depth)
+    return None
+
+
+def _record(schema: dict[str, Any], depth: int) -> CedarType | None:
+    properties = schema.get("properties")
+    if not isinstance(properties, dict) or not properties:
+        return None  # a free-form map has no closed record type
+    required = set(schema.get("required") or ()) if isinstance(schema.get("required"), list) else set()
+    attrs = []
+    for name, sub in properties.items():
+        typed = _type(sub, depth + 1)
+        if typed is None or not _carriable(name):
+            continue
+        attrs.append((name, typed, name in required and not typed.nullable))
+    return CedarType("Record", attrs=tuple(attrs), closed=schema.get("additionalProperties") is False)
+
+
+def _carriable(name: Any) -> bool:
+    return isinstance(name, str) and bool(name) and all(c.isprintable() for c in name)
+
+
+def cedar_string(text: str) -> str:
+    """A Cedar string literal (schema and policy syntax)."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def to_cedar(value: Any, typed: CedarType, where: str = "input") -> Any:
+    """Cedar JSON for `value` of type `typed`; raises ArgumentMismatch when it does not fit."""
+    kind = typed.kind
+    if kind == "String" and isinstance(value, str):
+        return value
+    if kind == "Bool" and isinstance(value, bool):
+        return value
+    if kind == "Long" and isinstance(value, int) and not isinstance(value, bool) and LONG_MIN <= value <= LONG_MAX:
+        return value
+    if kind == "decimal" and isinstance(value, int | float) and not isinstance(value, bool):
+        return {"__extn": {"fn": "decimal", "arg": _decimal_text(value, where)}}
+    if kind == "Set" and isinstance(value, list):
+        assert typed.element is not None
+        return [to_cedar(item, typed.element, f"{where}[{i}]") for i, item in enumerate(value)]
+    if kind == "Record" and isinstance(value, dict):
+        return _record_value(value, typed, where)
+    raise ArgumentMismatch(f"{where}: expected {typed.render()}, got {type(value).__name__}")
+
+
+def _record_value(value: dict[str, Any], typed: CedarType, where: str) -> dict[str, Any]:
+    known = {name for name, _, _ in typed.attrs}
+    if typed.closed and set(value) - known:
+        raise ArgumentMismatch(f"{where}: unexpected argument(s) {sorted(set(value) - known)}")
+    result: dict[str, Any] = {}
+    for name, sub, required in typed.attrs:
+        item = value.get(name)
+        if item is None and (name not in value or sub.nullable):
+            if required:
+                raise ArgumentMismatch(f"{where}.{name}: required")
+            continue
+        result[name] = to_cedar(item, sub, f"{where}.{name}")
+    return result
+
+
+def _decimal_text(value: int | float, where: str) -> str:
+    try:
+        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    except InvalidOperation:
+        raise ArgumentMismatch(f"{where}: not a number") from None
+    if not number.is_finite() or abs(number) > DECIMAL_LIMIT:
+        raise ArgumentMismatch(f"{where}: out of the decimal range")
+    exponent = number.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -4:
+        # Rounding would change what a comparison means; refuse instead (fail closed).
+        raise ArgumentMismatch(f"{where}: more than four decimal places")
+    text = format(number, "f")
+    return text if "." in text else text + ".0"
+
+
+def placeholder(typed: CedarType) -> Any:
+    """Some value of `typed` (listing mode passes it where no arguments exist; policies never see it)."""
+    if typed.kind == "String":
+        return ""
+    if typed.kind == "Long":
+        return 0
+    if typed.kind == "Bool":
+        return False
+    if typed.kind == "decimal":
+        return {"__extn": {"fn": "decimal", "arg": "0.0"}}
+    if typed.kind == "Set":
+        return []
+    return {name: placeholder(sub) for name, sub, required in typed.attrs if required}
