@@ -723,3 +723,21 @@ async def test_reload_picks_up_what_another_writer_stored(store: Store, clock: F
     await mine.reload()
     with pytest.raises(IdentityRefused, match="suspended"):
         mine.resolve(*claims_for("bot-a"), {})
+
+
+def test_pins_reach_nested_claims_by_slash_path() -> None:
+    from types import MappingProxyType
+
+    from gateway.registry.model import WorkloadIdentity
+    from gateway.registry.service import pins_match
+
+    identity = WorkloadIdentity(
+        "oidc", "https://k8s.example", "system:serviceaccount:payments:reconciler",
+        MappingProxyType({"kubernetes.io/namespace": "payments", "kubernetes.io/serviceaccount/name": "reconciler"}),
+    )
+    real_token_claims = {"kubernetes.io": {"namespace": "payments", "serviceaccount": {"name": "reconciler"}}}
+    assert pins_match(identity, real_token_claims)
+    other_namespace = {"kubernetes.io": {"namespace": "billing", "serviceaccount": {"name": "reconciler"}}}
+    assert not pins_match(identity, other_namespace)
+    assert not pins_match(identity, {"kubernetes.io": {"namespace": {"nested": "payments"}}})
+    assert not pins_match(identity, {})

@@ -68,11 +68,11 @@ def compile_bundle(directory: Path, catalog: CatalogModel) -> Bundle:
     problems.extend(catalog.problems)
     problems.extend(_annotation_problems(sources.policies))
     schema = _schema(sources.schema_file, sources.schema_text, catalog, problems)
-    if problems or schema is None:
-        raise CompileError(problems)
     text = "\n".join(source.text for source in sources.policies)
-    _validate(text, schema, sources.policies, problems)
-    if problems:
+    if schema is not None:
+        # Validate what did parse even when something else failed, so one run reports every problem.
+        _validate(text, schema, sources.policies, problems)
+    if problems or schema is None:
         raise CompileError(problems)
     policies = cedarpy.PolicySet.from_str(text)
     est = json.loads(cedarpy.policies_to_json_str(text))["staticPolicies"]

@@ -9,6 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+DEFAULTS = {"start": "08:00", "end": "18:00", "days": DAY_NAMES[:5], "timezone": "UTC"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +44,14 @@ class WorkingHours:
         unknown = set(raw) - {"start", "end", "days", "timezone"}
         if unknown:
             raise ValueError(f"working_hours: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
-        days = raw.get("days", cls.days)
+        days = raw.get("days", DEFAULTS["days"])
         if isinstance(days, str) or not all(isinstance(d, str) for d in days):
             raise ValueError("working_hours.days must be a list like [mon, tue, wed, thu, fri]")
         return cls(
-            start=str(raw.get("start", cls.start)),
-            end=str(raw.get("end", cls.end)),
+            start=str(raw.get("start", DEFAULTS["start"])),
+            end=str(raw.get("end", DEFAULTS["end"])),
             days=tuple(d.lower()[:3] for d in days),
-            timezone=str(raw.get("timezone", cls.timezone)),
+            timezone=str(raw.get("timezone", DEFAULTS["timezone"])),
         )
 
     def local(self, now: float) -> LocalTime:

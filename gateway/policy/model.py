@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from gateway.catalog.model import Catalog, ToolEntry
+from gateway.catalog.model import RISK_TIERS, Catalog, ToolEntry
 from gateway.policy.typing_ import CedarType, cedar_string, input_type, placeholder
 
 CONTEXT_COMMON = "request: RequestInfo, approval: Approval"
@@ -28,6 +28,7 @@ class ToolModel:
     input_type: CedarType
     uid: Mapping[str, str]
     entity_json: str  # the Tool entity; its McpServer parent is in ServerModel.entity_json
+    action_json: str  # the Action entity with its groups as parents (see evaluation note in engine.py)
     placeholder_input: Any  # a value of input_type for listing mode
 
 
@@ -35,6 +36,8 @@ class ToolModel:
 class ServerModel:
     id: str
     entity_json: str
+    prompt_action_json: str
+    resource_action_json: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +69,15 @@ def resource_action(server_id: str) -> str:
 
 
 def build_catalog_model(catalog: Catalog, tool_schemas: Mapping[str, Mapping[str, Any] | None]) -> CatalogModel:
-    servers = {sid: ServerModel(sid, _server_json(sid, s.owner)) for sid, s in catalog.servers.items()}
+    servers = {
+        sid: ServerModel(
+            sid,
+            _server_json(sid, s.owner),
+            action_json(prompt_action(sid), ("get_prompt", f"server:{sid}")),
+            action_json(resource_action(sid), ("read_resource", f"server:{sid}")),
+        )
+        for sid, s in catalog.servers.items()
+    }
     tools = {name: _tool_model(tool, tool_schemas.get(name)) for name, tool in catalog.tools.items()}
     problems = tuple(
         f"catalog: tool {name!r} has the name of a built-in action group; rename or namespace it"
@@ -93,7 +104,18 @@ def _tool_model(tool: ToolEntry, schema: Mapping[str, Any] | None) -> ToolModel:
         },
         "parents": [{"type": "McpServer", "id": tool.server_id}],
     }
-    return ToolModel(tool, schema, typed, MappingProxyType(uid), orjson.dumps(entity).decode(), placeholder(typed))
+    groups = ("call_tool", f"server:{tool.server_id}", f"risk:{tool.risk}")
+    return ToolModel(tool, schema, typed, MappingProxyType(uid), orjson.dumps(entity).decode(),
+                     action_json(tool_action(tool), groups), placeholder(typed))
+
+
+def action_json(action: str, groups: tuple[str, ...]) -> str:
+    entity = {
+        "uid": {"type": "Action", "id": action},
+        "attrs": {},
+        "parents": [{"type": "Action", "id": g} for g in groups],
+    }
+    return orjson.dumps(entity).decode()
 
 
 def _server_json(server_id: str, owner: str) -> str:
@@ -101,8 +123,26 @@ def _server_json(server_id: str, owner: str) -> str:
     return orjson.dumps(entity).decode()
 
 
+def _sentinels() -> list[str]:
+    """One never-requested action in each built-in group, so a policy scoped to a group stays valid
+    (the validator rejects a scope no action can match) whatever tiers the catalog has today."""
+    lines = []
+    tool_context = f"{{ input: {{}}, {CONTEXT_COMMON} }}"
+    for tier in RISK_TIERS:
+        lines.append(
+            f'action "sentinel:risk:{tier}" in ["call_tool", "risk:{tier}"] appliesTo '
+            f"{{ principal: [Agent], resource: [Tool], context: {tool_context} }};"
+        )
+    for group, resource in (("get_prompt", "Prompt"), ("read_resource", "Resource")):
+        lines.append(
+            f'action "sentinel:{group}" in ["{group}"] appliesTo '
+            f"{{ principal: [Agent], resource: [{resource}], context: {{ {CONTEXT_COMMON} }} }};"
+        )
+    return lines
+
+
 def _schema_text(servers: Mapping[str, ServerModel], tools: Mapping[str, ToolModel]) -> str:
-    lines = ["// generated from the catalog at load time"]
+    lines = ["// generated from the catalog at load time", *_sentinels()]
     for sid in servers:
         group = cedar_string(f"server:{sid}")
         lines.append(f"action {group};")

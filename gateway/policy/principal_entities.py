@@ -1,8 +1,10 @@
 """The principal's entities for one request: Agent, its AgentGroup parents and its token Claims.
 
 An agent's JSON depends only on its registry record (and the effective lifecycle state, which can
-change with the clock at expiry), so it is serialized once per agent version and reused: the cache
-key is (agent id, changed_at, effective state, auth method, trust domain).
+change with the clock at expiry), so it is serialized once per agent version and reused. The cache
+is keyed by agent id and checked against the whole Agent record (identity first, then equality, so
+an update that forgot to bump changed_at still cannot serve stale entitlements), the effective
+state, the auth method and the trust domain.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def _cache_key(principal: Principal, now: float, server_ids: tuple[str, ...]) ->
         # Open loopback is entitled to every catalogued server, so its JSON follows the catalog.
         open_servers = server_ids if principal.auth_method == OPEN_LOOPBACK else ()
         return (None, principal.auth_method, trust_domain, open_servers)
-    return (agent.changed_at, agent.effective_state(now), principal.auth_method, trust_domain)
+    return (agent, agent.effective_state(now), principal.auth_method, trust_domain)
 
 
 def _render_agent(principal: Principal, now: float, server_ids: tuple[str, ...]) -> str:

@@ -89,7 +89,8 @@ def _run_case(engine: PolicyEngine, catalog: Catalog, agents: Mapping[str, Any],
     wanted_ids = case.get("expect_policies")
     if ok and wanted_ids is not None and sorted(wanted_ids) != sorted(decision.policy_ids):
         ok = False
-    message = "" if ok else f"expected {expected} {wanted_ids or ''}, got {decision.outcome} {list(decision.policy_ids)}"
+    got = f"{decision.outcome} {list(decision.policy_ids)}"
+    message = "" if ok else f"expected {expected} {wanted_ids or ''}, got {got}"
     return CaseResult(file, name, ok, expected, decision.outcome, decision.reason, decision.policy_ids,
                       decision.errors, message)
 

@@ -325,12 +325,22 @@ class Registry:
 def pins_match(identity: WorkloadIdentity, claims: Mapping[str, Any]) -> bool:
     """Every pinned claim is present and equal; non-string claims compare as str(value)."""
     for name, pinned in identity.claims.items():
-        if name not in claims:
-            return False
-        value = claims[name]
-        if (value if isinstance(value, str) else str(value)) != pinned:
+        value = claim_value(claims, name)
+        if value is None or (value if isinstance(value, str) else str(value)) != pinned:
             return False
     return True
+
+
+def claim_value(claims: Mapping[str, Any], name: str) -> Any:
+    """A top-level claim, or a nested one named by a `/` path (Kubernetes: `kubernetes.io/namespace`)."""
+    if name in claims:
+        return claims[name]
+    node: Any = claims
+    for part in name.split("/"):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return None if isinstance(node, Mapping | list) else node
 
 
 def pins_overlap(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
