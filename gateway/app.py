@@ -17,16 +17,22 @@ from starlette.routing import Route
 from gateway import __version__
 from gateway.admin.agents_api import AgentsApi
 from gateway.admin.auth import AdminAuthenticator
+from gateway.admin.policies_api import PoliciesApi
+from gateway.authorization import Authorizer
 from gateway.catalog import Catalog
 from gateway.config import Settings
 from gateway.identity.authenticator import Authenticator
 from gateway.identity.verifier import TokenVerifier
 from gateway.mcp_methods import Methods
+from gateway.policy.engine import PolicyEngine
+from gateway.policy.hours import WorkingHours
+from gateway.policy.reloader import PolicyReloader
 from gateway.registry.model import Agent, Lifecycle, LifecycleEvent
 from gateway.registry.service import Registry
 from gateway.store import open_store
 from gateway.transport.endpoint import McpEndpoint
 from gateway.transport.sessions import SessionRegistry
+from gateway.upstream.directory import Directory
 from gateway.upstream.pool import UpstreamPool
 
 log = logging.getLogger("narrowgate")
@@ -47,12 +53,22 @@ class Gateway:
         self.store = open_store(settings.state)
         self.registry = Registry(self.store, [])
         self.verifier = TokenVerifier(settings.identity)
+        self.policy = PolicyEngine(
+            settings.policies_dir, catalog, working_hours=WorkingHours.from_mapping(settings.policy.working_hours),
+            shadow_dir=settings.policy.shadow,
+        )
+        watched = [settings.policies_dir, *([settings.policy.shadow] if settings.policy.shadow else [])]
+        self.reloader = PolicyReloader(self.policy, watched, settings.policy.watch_interval_s)
         self.pool = UpstreamPool(catalog)
+        self.pool.on_rebuild = self.on_directory_rebuilt
         self.sessions = SessionRegistry(settings.limits.session_idle_s)
-        self.methods = Methods(catalog, self.pool)
+        self.methods = Methods(catalog, self.pool, Authorizer(self.policy, settings.policy.agent_reasons))
         authenticator = Authenticator(settings, self.verifier, self.registry)
         self.endpoint = McpEndpoint(settings, authenticator, self.methods, self.sessions)
-        self.agents_api = AgentsApi(self.registry, AdminAuthenticator(settings, self.verifier, self.registry))
+        admin_auth = AdminAuthenticator(settings, self.verifier, self.registry)
+        self.agents_api = AgentsApi(self.registry, admin_auth)
+        self.policies_api = PoliciesApi(self.policy, self.reloader, admin_auth)
+        self.tool_schemas: dict[str, Any] = {}
         self.registry.observe(self.on_agent_change)
         self.pool.on_list_changed = self.announce_list_changed
         self.pool.on_resource_updated = self.relay_resource_updated
@@ -63,6 +79,7 @@ class Gateway:
                 Route("/.well-known/oauth-protected-resource", self.resource_metadata, methods=["GET"]),
                 Route("/.well-known/oauth-protected-resource/mcp", self.resource_metadata, methods=["GET"]),
                 *self.agents_api.routes(),
+                *self.policies_api.routes(),
             ],
             lifespan=self.lifespan,
         )
@@ -76,6 +93,7 @@ class Gateway:
             log.info("agents file %s: %s", self.settings.agents_file, report)
         await self.verifier.start()
         await self.pool.start()
+        self.reloader.start()
         sweeper = asyncio.create_task(self.sweep_inactive_agents())
         down = [sid for sid, client in self.pool.clients.items() if not client.available]
         if down:
@@ -89,9 +107,21 @@ class Gateway:
             yield
         finally:
             sweeper.cancel()
+            await self.reloader.stop()
             await self.pool.close()
             await self.verifier.close()
             await self.store.close()
+
+    def on_directory_rebuilt(self, directory: Directory) -> None:
+        """Type each tool's `context.input` from the schema its upstream now reports."""
+        schemas = {name: view.definition.get("inputSchema") for name, view in directory.tools.items()}
+        if schemas == self.tool_schemas:
+            return
+        self.tool_schemas = schemas
+        outcome = self.policy.set_catalog(self.catalog, schemas)
+        if not outcome.ok:
+            log.error("POLICY SCHEMA UPDATE FAILED; the last good set %s keeps serving:\n%s",
+                      outcome.version, "\n".join(outcome.problems))
 
     def on_agent_change(self, agent: Agent, event: LifecycleEvent) -> None:
         """A suspended or retired agent loses its open sessions and streams at once."""
@@ -119,7 +149,8 @@ class Gateway:
         upstreams = {sid: client.available for sid, client in self.pool.clients.items()}
         # The gateway itself is up either way (200); "degraded" says some upstream is not.
         status = "ok" if all(upstreams.values()) else "degraded"
-        return JSONResponse({"status": status, "version": __version__, "upstreams": upstreams})
+        policy = {"version": self.policy.version, "reload_failures": self.reloader.failures}
+        return JSONResponse({"status": status, "version": __version__, "upstreams": upstreams, "policy": policy})
 
     async def resource_metadata(self, request: Request) -> Response:
         """RFC 9728 protected-resource metadata for `/mcp`."""

@@ -80,6 +80,7 @@ def serve(settings: Settings) -> int:
     import uvicorn
 
     from gateway.app import Gateway
+    from gateway.policy.engine import PolicyLoadError
 
     try:
         catalog = load_catalog(settings.catalog_dir)
@@ -90,7 +91,11 @@ def serve(settings: Settings) -> int:
     if problem is not None:
         print(f"narrowgate: refusing to start: {problem}", file=sys.stderr)
         return EXIT_INVALID
-    gateway = Gateway(settings, catalog)
+    try:
+        gateway = Gateway(settings, catalog)
+    except PolicyLoadError as exc:
+        print(f"narrowgate: refusing to start, the policy set is invalid:\n{exc}", file=sys.stderr)
+        return EXIT_INVALID
     config = uvicorn.Config(
         gateway.app, host=settings.listen_host, port=settings.listen_port, loop="uvloop", http="httptools",
         log_level="warning", lifespan="on", timeout_graceful_shutdown=3,

@@ -10,9 +10,11 @@ from mcp.shared.inbound import mcp_param_headers
 from mcp_types import SERVER_INFO_META_KEY
 
 from gateway import __version__
+from gateway.authorization import Authorizer
 from gateway.catalog.model import Catalog
 from gateway.errors import INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, UPSTREAM_UNAVAILABLE, RpcError
 from gateway.identity.principal import Principal
+from gateway.policy.engine import RequestFacts
 from gateway.transport.sessions import LOG_LEVELS, AgentSession
 from gateway.upstream.base import LEGACY_ERA, MODERN_ERA, CallContext, CallSink
 from gateway.upstream.pool import UpstreamPool
@@ -50,9 +52,10 @@ Handler = Callable[["Methods", RequestContext, dict[str, Any]], Awaitable[Reply]
 
 
 class Methods:
-    def __init__(self, catalog: Catalog, pool: UpstreamPool) -> None:
+    def __init__(self, catalog: Catalog, pool: UpstreamPool, authorizer: Authorizer) -> None:
         self.catalog = catalog
         self.pool = pool
+        self.authorizer = authorizer
 
     async def handle(self, ctx: RequestContext, method: str, params: dict[str, Any]) -> Reply:
         """The reply body for one request: {"result": ...} or {"error": ...}; RpcError for gateway errors."""
@@ -74,17 +77,31 @@ class Methods:
             "_meta": {SERVER_INFO_META_KEY: SERVER_INFO},
         }}
 
+    # Lists hold exactly what this agent could use now (one batch of policy decisions each).
+
     async def list_tools(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
-        return {"result": {"tools": self.pool.directory.tool_list}}
+        tools = self.pool.directory.tools
+        visible = self.authorizer.visible_tools(ctx.principal, (v.entry for v in tools.values()), self.facts(ctx))
+        return {"result": {"tools": [view.definition for name, view in tools.items() if name in visible]}}
 
     async def list_prompts(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
-        return {"result": {"prompts": self.pool.directory.prompt_list}}
+        prompts = self.pool.directory.prompts
+        pairs = [(view.server_id, name) for name, view in prompts.items()]
+        visible = self.authorizer.visible_prompts(ctx.principal, pairs, self.facts(ctx))
+        return {"result": {"prompts": [view.definition for name, view in prompts.items() if name in visible]}}
 
     async def list_resources(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
-        return {"result": {"resources": self.pool.directory.resource_list}}
+        directory = self.pool.directory
+        pairs = [(directory.resources[r["uri"]], r["uri"]) for r in directory.resource_list]
+        visible = self.authorizer.visible_resources(ctx.principal, pairs, self.facts(ctx))
+        return {"result": {"resources": [r for r in directory.resource_list if r["uri"] in visible]}}
 
     async def list_templates(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
-        return {"result": {"resourceTemplates": self.pool.directory.template_list}}
+        directory = self.pool.directory
+        pairs = [(t.server_id, t.definition["uriTemplate"]) for t in directory.templates]
+        visible = self.authorizer.visible_resources(ctx.principal, pairs, self.facts(ctx))
+        listed = [t.definition for t in directory.templates if t.definition["uriTemplate"] in visible]
+        return {"result": {"resourceTemplates": listed}}
 
     async def set_log_level(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
         level = params.get("level")
@@ -106,10 +123,16 @@ class Methods:
         view = self.pool.directory.tools.get(name)
         if view is None:
             raise self.missing_tool(name)
+        decision = self.authorizer.tool(ctx.principal, view.entry, arguments, self.facts(ctx))
+        # The upstream gets exactly the arguments the policy judged (paths normalized, NFC).
+        arguments = dict(decision.canonical_arguments) if decision.canonical_arguments is not None else arguments
         call_ctx = self.call_context(ctx, view.entry.server_id)
         if view.param_headers:
             call_ctx.headers = mcp_param_headers(view.param_headers, arguments or {})
-        return await self.pool.call(view.entry.server_id, "tools/call", {**params, "name": view.entry.name}, call_ctx)
+        upstream_params = {**params, "name": view.entry.name}
+        if arguments is not None:
+            upstream_params["arguments"] = arguments
+        return await self.pool.call(view.entry.server_id, "tools/call", upstream_params, call_ctx)
 
     def missing_tool(self, name: str) -> RpcError:
         entry = self.catalog.tools.get(name)
@@ -124,15 +147,18 @@ class Methods:
         view = self.pool.directory.prompts.get(name) if isinstance(name, str) else None
         if view is None:
             raise RpcError(INVALID_PARAMS, f"Unknown prompt: {name}")
+        self.authorizer.prompt(ctx.principal, view.server_id, name, self.facts(ctx))
         call_ctx = self.call_context(ctx, view.server_id)
         return await self.pool.call(view.server_id, "prompts/get", {**params, "name": view.upstream_name}, call_ctx)
 
     async def read_resource(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
         server_id = self.server_for_uri(params, ctx.era)
+        self.authorizer.resource(ctx.principal, server_id, params["uri"], self.facts(ctx))
         return await self.pool.call(server_id, "resources/read", params, self.call_context(ctx, server_id))
 
     async def subscribe(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
         server_id = self.server_for_uri(params, ctx.era)
+        self.authorizer.resource(ctx.principal, server_id, params["uri"], self.facts(ctx))
         reply = await self.pool.call(server_id, "resources/subscribe", params, self.call_context(ctx, server_id))
         if "result" in reply and ctx.session is not None:
             ctx.session.subscriptions.add(params["uri"])
@@ -154,6 +180,7 @@ class Methods:
             view = directory.prompts.get(ref.get("name", ""))
             if view is None:
                 raise RpcError(INVALID_PARAMS, f"Unknown prompt: {ref.get('name')}")
+            self.authorizer.prompt(ctx.principal, view.server_id, ref["name"], self.facts(ctx))
             upstream_params = {**params, "ref": {**ref, "name": view.upstream_name}}
             return await self.pool.call(view.server_id, "completion/complete", upstream_params,
                                         self.call_context(ctx, view.server_id))
@@ -162,6 +189,7 @@ class Methods:
         server_id = server_id or (directory.server_for_uri(uri) if isinstance(uri, str) else None)
         if server_id is None:
             raise RpcError(INVALID_PARAMS, f"Unknown resource reference: {uri}")
+        self.authorizer.resource(ctx.principal, server_id, str(uri), self.facts(ctx))
         return await self.pool.call(server_id, "completion/complete", params, self.call_context(ctx, server_id))
 
     def server_for_uri(self, params: dict[str, Any], era: str) -> str:
@@ -174,6 +202,9 @@ class Methods:
             code = INVALID_PARAMS if era == MODERN_ERA else RESOURCE_NOT_FOUND
             raise RpcError(code, f"Resource not found: {uri}", {"uri": uri})
         return server_id
+
+    def facts(self, ctx: RequestContext) -> RequestFacts:
+        return self.authorizer.facts(ctx.era, ctx.client_info)
 
     def call_context(self, ctx: RequestContext, server_id: str) -> CallContext:
         return CallContext(

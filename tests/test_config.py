@@ -56,7 +56,8 @@ def test_bad_config_is_refused_with_the_reason(tmp_path: Path, text: str, messag
 
 
 def test_open_loopback_is_refused_on_a_non_loopback_bind(tmp_path: Path) -> None:
-    config = write(tmp_path / "gw.yaml", f"listen: 0.0.0.0:0\ncatalog: {REPO / 'tool_catalog'}\n")
+    config = write(tmp_path / "gw.yaml", f"listen: 0.0.0.0:0\ncatalog: {REPO / 'tool_catalog'}\n"
+                   f"policies: {REPO / 'cedar'}\nstate: sqlite:///{tmp_path / 'state.db'}\n")
     result = subprocess.run([str(NARROWGATE), "serve", "--config", str(config), "--open-loopback"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2

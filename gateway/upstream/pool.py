@@ -41,6 +41,7 @@ class UpstreamPool:
         self.resync_interval_s = resync_interval_s
         self.on_list_changed: ListChangedHandler | None = None
         self.on_resource_updated: ResourceUpdatedHandler | None = None
+        self.on_rebuild: Callable[[Directory], None] | None = None
         self.watcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -120,6 +121,8 @@ class UpstreamPool:
 
     def rebuild(self) -> None:
         self.directory = build_directory(self.catalog, self.listings)
+        if self.on_rebuild is not None:
+            self.on_rebuild(self.directory)
 
     async def watch(self) -> None:
         """Backstop: bring back upstreams that were down or restarted since their last sync."""

@@ -85,14 +85,15 @@ def stdio_behaviour_transport(log_path: Path | None = None) -> dict[str, Any]:
     return transport
 
 
-def static_agent(agent_id: str) -> dict[str, Any]:
-    """An active agent record for a development static token."""
+def static_agent(agent_id: str, servers: list[str]) -> dict[str, Any]:
+    """An active agent record for a development static token, entitled to the given servers."""
     return {
         "id": agent_id,
         "owner": "tests@example.com",
         "purpose": f"test agent {agent_id}",
         "state": "active",
         "identities": [{"kind": "static", "issuer": "narrowgate", "subject": agent_id}],
+        "entitlement": {"servers": servers},
     }
 
 
@@ -124,7 +125,8 @@ class Gateway:
             (catalog / f"{manifest['id']}.yaml").write_text(yaml.safe_dump(manifest))
         self.port = self.port or free_port()
         agents_file = self.workdir / "agents.yaml"
-        agents_file.write_text(yaml.safe_dump({"agents": [static_agent(a) for a in self.tokens]}))
+        servers = [m["id"] for m in self.manifests]
+        agents_file.write_text(yaml.safe_dump({"agents": [static_agent(a, servers) for a in self.tokens]}))
         config = {
             "listen": f"127.0.0.1:{self.port}",
             "catalog": "catalog",

@@ -1,0 +1,71 @@
+"""When to reload the policy set: a change on disk, SIGHUP, or the admin API; always loudly.
+
+A reload that fails keeps the last good set serving; the failure is logged at ERROR, counted, and
+shown by `GET /admin/v1/policies` and `/healthz`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+
+from gateway.policy.engine import PolicyEngine, ReloadOutcome
+
+log = logging.getLogger("narrowgate.policy")
+
+
+class PolicyReloader:
+    def __init__(self, engine: PolicyEngine, directories: list[Path], interval_s: float) -> None:
+        self.engine = engine
+        self.directories = directories
+        self.interval_s = interval_s
+        self.failures = 0
+        self.reloads = 0
+        self.watcher: asyncio.Task[None] | None = None
+        self.fingerprint = self.current_fingerprint()
+
+    def reload(self, why: str) -> ReloadOutcome:
+        outcome = self.engine.reload()
+        self.fingerprint = self.current_fingerprint()
+        if outcome.ok:
+            self.reloads += 1
+            log.info("policy reload (%s): version %s%s", why, outcome.version, "" if outcome.changed else ", unchanged")
+        else:
+            self.failures += 1
+            log.error("POLICY RELOAD FAILED (%s); the last good set %s keeps serving:\n%s",
+                      why, outcome.version, "\n".join(outcome.problems))
+        return outcome
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, self.reload, "SIGHUP")
+        if self.interval_s > 0:
+            self.watcher = asyncio.create_task(self.watch())
+
+    async def stop(self) -> None:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        if self.watcher is not None:
+            self.watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.watcher
+
+    async def watch(self) -> None:
+        """Poll file names, sizes and mtimes: cheap, and needs no inotify support."""
+        while True:
+            await asyncio.sleep(self.interval_s)
+            if self.current_fingerprint() != self.fingerprint:
+                self.reload("files changed")
+
+    def current_fingerprint(self) -> tuple[tuple[str, int, int], ...]:
+        entries = []
+        for directory in self.directories:
+            for path in sorted(directory.rglob("*")) if directory.is_dir() else ():
+                with contextlib.suppress(OSError):
+                    stat = path.stat()
+                    entries.append((str(path), stat.st_size, stat.st_mtime_ns))
+        return tuple(entries)
