@@ -47,15 +47,17 @@ LIST_CHANGED = {
 class Gateway:
     """Everything one running gateway holds; the ASGI app is `self.app`."""
 
-    def __init__(self, settings: Settings, catalog: Catalog) -> None:
+    def __init__(self, settings: Settings, catalog: Catalog, tool_schemas: dict[str, Any] | None = None) -> None:
         self.settings = settings
         self.catalog = catalog
         self.store = open_store(settings.state)
         self.registry = Registry(self.store, [])
         self.verifier = TokenVerifier(settings.identity)
+        # Input schemas last reported by upstreams (from the store), until they report again.
+        self.tool_schemas: dict[str, Any] = dict(tool_schemas or {})
         self.policy = PolicyEngine(
             settings.policies_dir, catalog, working_hours=WorkingHours.from_mapping(settings.policy.working_hours),
-            shadow_dir=settings.policy.shadow,
+            shadow_dir=settings.policy.shadow, tool_schemas=self.tool_schemas,
         )
         watched = [settings.policies_dir, *([settings.policy.shadow] if settings.policy.shadow else [])]
         self.reloader = PolicyReloader(self.policy, watched, settings.policy.watch_interval_s)
@@ -68,7 +70,7 @@ class Gateway:
         admin_auth = AdminAuthenticator(settings, self.verifier, self.registry)
         self.agents_api = AgentsApi(self.registry, admin_auth)
         self.policies_api = PoliciesApi(self.policy, self.reloader, admin_auth)
-        self.tool_schemas: dict[str, Any] = {}
+        self.background: set[asyncio.Task[None]] = set()
         self.registry.observe(self.on_agent_change)
         self.pool.on_list_changed = self.announce_list_changed
         self.pool.on_resource_updated = self.relay_resource_updated
@@ -110,15 +112,20 @@ class Gateway:
             await self.reloader.stop()
             await self.pool.close()
             await self.verifier.close()
+            await asyncio.gather(*self.background, return_exceptions=True)
             await self.store.close()
 
     def on_directory_rebuilt(self, directory: Directory) -> None:
-        """Type each tool's `context.input` from the schema its upstream now reports."""
-        schemas = {name: view.definition.get("inputSchema") for name, view in directory.tools.items()}
-        if schemas == self.tool_schemas:
+        """Type each tool's `context.input` from the schema its upstream now reports, and remember it."""
+        reported = {name: view.definition.get("inputSchema") for name, view in directory.tools.items()}
+        changed = {name: schema for name, schema in reported.items() if self.tool_schemas.get(name) != schema}
+        if not changed:
             return
-        self.tool_schemas = schemas
-        outcome = self.policy.set_catalog(self.catalog, schemas)
+        self.tool_schemas.update(changed)
+        task = asyncio.create_task(self.store.save_tool_schemas(changed))
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        outcome = self.policy.set_catalog(self.catalog, self.tool_schemas)
         if not outcome.ok:
             log.error("POLICY SCHEMA UPDATE FAILED; the last good set %s keeps serving:\n%s",
                       outcome.version, "\n".join(outcome.problems))

@@ -10,11 +10,13 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from gateway import __version__
 from gateway.admin.client import AdminClientError, add_agents_parser
 from gateway.catalog import CatalogError, load_catalog
 from gateway.config import ConfigError, Settings, load_settings
+from gateway.policy_commands import add_policy_parser
 
 EXIT_INVALID = 2
 
@@ -66,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(run=run_catalog_validate)
 
     add_agents_parser(commands)
+    add_policy_parser(commands)
     return parser
 
 
@@ -87,12 +90,12 @@ def serve(settings: Settings) -> int:
     except CatalogError as exc:
         print(f"narrowgate: refusing to start, the catalog is invalid:\n{exc}", file=sys.stderr)
         return EXIT_INVALID
-    problem = asyncio.run(preflight(settings))
+    problem, tool_schemas = asyncio.run(preflight(settings))
     if problem is not None:
         print(f"narrowgate: refusing to start: {problem}", file=sys.stderr)
         return EXIT_INVALID
     try:
-        gateway = Gateway(settings, catalog)
+        gateway = Gateway(settings, catalog, tool_schemas)
     except PolicyLoadError as exc:
         print(f"narrowgate: refusing to start, the policy set is invalid:\n{exc}", file=sys.stderr)
         return EXIT_INVALID
@@ -104,8 +107,11 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-async def preflight(settings: Settings) -> str | None:
-    """Open the store and apply the agents file once before serving, so a bad one is a clear refusal."""
+async def preflight(settings: Settings) -> tuple[str | None, dict[str, Any]]:
+    """Open the store and apply the agents file once before serving, so a bad one is a clear refusal.
+
+    Also returns the tool input schemas last seen, so the policy set is typed from the start.
+    """
     from gateway.registry.errors import RegistryError
     from gateway.registry.service import Registry
     from gateway.store import StoreError, open_store
@@ -113,19 +119,19 @@ async def preflight(settings: Settings) -> str | None:
     try:
         store = open_store(settings.state)
     except StoreError as exc:
-        return f"state store: {exc}"
+        return f"state store: {exc}", {}
     try:
         await store.migrate()
         registry = await Registry.open(store)
         if settings.agents_file is not None:
             await registry.load_agents_file(settings.agents_file)
+        return None, await store.load_tool_schemas()
     except StoreError as exc:
-        return f"state store: {exc}"
+        return f"state store: {exc}", {}
     except RegistryError as exc:
-        return f"agents file {settings.agents_file}:\n{exc}"
+        return f"agents file {settings.agents_file}:\n{exc}", {}
     finally:
         await store.close()
-    return None
 
 
 def run_catalog_validate(args: argparse.Namespace) -> int:

@@ -6,7 +6,8 @@ so later issues (tasks, approvals, audit) add a group without touching the exist
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
 
 from gateway.registry.model import Agent, LifecycleEvent
 
@@ -38,8 +39,18 @@ class AgentStore(Protocol):
         ...
 
 
+class ToolSchemaStore(Protocol):
+    async def load_tool_schemas(self) -> dict[str, Any]:
+        """Exposed tool name -> the input schema its upstream last reported."""
+        ...
+
+    async def save_tool_schemas(self, schemas: Mapping[str, Any]) -> None:
+        """Remember these schemas (None values are skipped; other tools keep theirs)."""
+        ...
+
+
 @runtime_checkable
-class Store(AgentStore, Protocol):
+class Store(AgentStore, ToolSchemaStore, Protocol):
     async def migrate(self) -> list[int]:
         """Apply missing schema migrations in one transaction; returns the versions applied."""
         ...

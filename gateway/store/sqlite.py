@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from gateway.registry.model import Agent, LifecycleEvent
-from gateway.store import sqlite_agents
+from gateway.store import sqlite_agents, sqlite_tool_schemas
 from gateway.store.base import SchemaTooNew, StoreError
 from gateway.store.sqlite_schema import LATEST_VERSION, MIGRATIONS, split_statements
 
@@ -75,6 +75,14 @@ class SqliteStore:
 
     async def agent_events(self, agent_id: str) -> list[LifecycleEvent]:
         return await self._run(sqlite_agents.agent_events, agent_id)
+
+    # tool schemas
+
+    async def load_tool_schemas(self) -> dict[str, Any]:
+        return await self._run(sqlite_tool_schemas.load)
+
+    async def save_tool_schemas(self, schemas: Mapping[str, Any]) -> None:
+        await self._run(_in_transaction, sqlite_tool_schemas.save, schemas)
 
 
 def _connect(path: str) -> sqlite3.Connection:

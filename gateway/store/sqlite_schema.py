@@ -49,6 +49,19 @@ MIGRATIONS: tuple[Migration, ...] = (
         BEGIN SELECT RAISE(ABORT, 'agent_events is append-only'); END;
         """,
     ),
+    Migration(
+        2,
+        "last known tool input schemas",
+        """
+        -- What each upstream last reported, so policies over context.input can be typed (and
+        -- validated) at start, before and even without reaching the upstream again.
+        CREATE TABLE tool_schemas (
+            name TEXT PRIMARY KEY,
+            input_schema TEXT NOT NULL,
+            seen_at REAL NOT NULL
+        );
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
