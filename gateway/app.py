@@ -21,6 +21,7 @@ from gateway.admin.policies_api import PoliciesApi
 from gateway.authorization import Authorizer
 from gateway.catalog import Catalog
 from gateway.config import Settings
+from gateway.credentials.secret_sources import SecretResolver
 from gateway.identity.authenticator import Authenticator
 from gateway.identity.verifier import TokenVerifier
 from gateway.mcp_methods import Methods
@@ -61,7 +62,10 @@ class Gateway:
         )
         watched = [settings.policies_dir, *([settings.policy.shadow] if settings.policy.shadow else [])]
         self.reloader = PolicyReloader(self.policy, watched, settings.policy.watch_interval_s)
-        self.pool = UpstreamPool(catalog)
+        self.reloader.on_change = self.announce_policy_change
+        self.schema_update_failures = 0
+        self.secrets = SecretResolver()
+        self.pool = UpstreamPool(catalog, self.secrets)
         self.pool.on_rebuild = self.on_directory_rebuilt
         self.sessions = SessionRegistry(settings.limits.session_idle_s)
         self.methods = Methods(catalog, self.pool, Authorizer(self.policy, settings.policy.agent_reasons))
@@ -111,6 +115,7 @@ class Gateway:
             sweeper.cancel()
             await self.reloader.stop()
             await self.pool.close()
+            await self.secrets.close()
             await self.verifier.close()
             await asyncio.gather(*self.background, return_exceptions=True)
             await self.store.close()
@@ -127,8 +132,15 @@ class Gateway:
         task.add_done_callback(self.background.discard)
         outcome = self.policy.set_catalog(self.catalog, self.tool_schemas)
         if not outcome.ok:
+            self.schema_update_failures += 1
             log.error("POLICY SCHEMA UPDATE FAILED; the last good set %s keeps serving:\n%s",
                       outcome.version, "\n".join(outcome.problems))
+
+    def announce_policy_change(self) -> None:
+        """A new policy set can change what each agent may see: tell agents to list again."""
+        task = asyncio.create_task(self.announce_list_changed({"tools", "prompts", "resources"}))
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     def on_agent_change(self, agent: Agent, event: LifecycleEvent) -> None:
         """A suspended or retired agent loses its open sessions and streams at once."""
@@ -156,7 +168,8 @@ class Gateway:
         upstreams = {sid: client.available for sid, client in self.pool.clients.items()}
         # The gateway itself is up either way (200); "degraded" says some upstream is not.
         status = "ok" if all(upstreams.values()) else "degraded"
-        policy = {"version": self.policy.version, "reload_failures": self.reloader.failures}
+        policy = {"version": self.policy.version, "reload_failures": self.reloader.failures,
+                  "schema_update_failures": self.schema_update_failures}
         return JSONResponse({"status": status, "version": __version__, "upstreams": upstreams, "policy": policy})
 
     async def resource_metadata(self, request: Request) -> Response:

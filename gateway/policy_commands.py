@@ -44,13 +44,14 @@ def add_policy_parser(commands: Any) -> None:
 
 def run_validate(args: argparse.Namespace) -> int:
     settings, catalog = _settings_and_catalog(args)
-    problems = validate_policies_dir(settings.policies_dir, catalog, asyncio.run(_tool_schemas(settings)))
+    schemas = asyncio.run(_tool_schemas(settings))
+    problems = validate_policies_dir(settings.policies_dir, catalog, schemas)
     if problems:
         for problem in problems:
             print(problem)
         print(f"{len(problems)} problem(s) in {settings.policies_dir}", file=sys.stderr)
         return EXIT_INVALID
-    engine = PolicyEngine(settings.policies_dir, catalog)
+    engine = PolicyEngine(settings.policies_dir, catalog, tool_schemas=schemas)
     print(f"policy set ok: {engine.status()['policy_count']} policies, version {engine.version}")
     return 0
 
@@ -120,16 +121,30 @@ async def _principal_and_schemas(settings: Settings, agent_id: str) -> tuple[Pri
     store = open_store(settings.state)
     try:
         await store.migrate()
-        registry = await Registry.open(store)
-        if settings.agents_file is not None and registry.get(agent_id) is None:
-            await registry.load_agents_file(settings.agents_file)
-        agent = registry.get(agent_id)
+        agent = (await Registry.open(store)).get(agent_id)
         schemas = await store.load_tool_schemas()
     finally:
         await store.close()
+    if agent is None and settings.agents_file is not None:
+        agent = await _agent_from_file(settings.agents_file, agent_id)
     if agent is None:
         return None, schemas
     return Principal(agent.id, "explain", agent=agent), schemas
+
+
+async def _agent_from_file(agents_file: Path, agent_id: str) -> Any:
+    """Read an agent declared in the agents file without writing to the real store."""
+    from gateway.registry.service import Registry
+    from gateway.store import open_store
+
+    scratch = open_store("sqlite:///:memory:")
+    try:
+        await scratch.migrate()
+        registry = await Registry.open(scratch)
+        await registry.load_agents_file(agents_file)
+        return registry.get(agent_id)
+    finally:
+        await scratch.close()
 
 
 class PolicyCommandError(ValueError):

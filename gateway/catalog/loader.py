@@ -13,15 +13,20 @@ from typing import Any
 import yaml
 
 from gateway.catalog.model import (
+    CREDENTIAL_MODES,
     NAMESPACE_SEPARATOR,
     PROTOCOL_CHOICES,
     RISK_TIERS,
+    SECRET_SOURCES,
     Catalog,
+    Credentials,
     HttpTransport,
+    SecretRef,
     ServerEntry,
     StdioTransport,
     ToolEntry,
     Transport,
+    VaultRef,
 )
 from gateway.catalog.yaml_lines import LinedDocument, load_lined
 from gateway.file_problems import FileProblem, joined
@@ -30,7 +35,10 @@ ID_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,47}$")
 NAMESPACE_PATTERN = re.compile(r"^([a-z][a-z0-9-]{0,47})?$")
 TOOL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-SERVER_KEYS = frozenset({"id", "namespace", "owner", "description", "transport", "timeout_s", "tools"})
+SERVER_KEYS = frozenset({"id", "namespace", "owner", "description", "transport", "timeout_s", "tools",
+                         "credentials"})
+CREDENTIAL_KEYS = frozenset({"mode", "resource", "secret", "header", "format", "env_var"})
+VAULT_KEYS = frozenset({"address", "mount", "path", "field", "token_env", "namespace"})
 TOOL_KEYS = frozenset({"name", "risk", "data_classes", "owner"})
 
 
@@ -107,6 +115,7 @@ class _ManifestReader:
         description = data.get("description") or ""
         transport = self.transport(data.get("transport"))
         timeout_s = self.timeout(data.get("timeout_s", 30))
+        credentials = self.credentials(data.get("credentials"), transport)
         if len(self.problems) > self.count_before or server_id is None or owner is None or transport is None:
             self.tools(data.get("tools"), server_id or "", namespace or "", owner or "")
             return None
@@ -122,6 +131,7 @@ class _ManifestReader:
             timeout_s=timeout_s,
             tools=MappingProxyType(tools),
             source=self.path,
+            credentials=credentials,
         )
 
     def required_str(self, data: dict[str, Any], where: tuple[str | int, ...]) -> str | None:
@@ -190,6 +200,65 @@ class _ManifestReader:
             env=MappingProxyType({str(k): self.expand(v, ("transport", "env", k)) for k, v in env.items()}),
             cwd=cwd.resolve(),
         )
+
+    def credentials(self, raw: Any, transport: Transport | None) -> Credentials:
+        """How the upstream is authenticated: a per-call gateway token (HTTP default) or a vaulted secret."""
+        is_http = isinstance(transport, HttpTransport)
+        default = Credentials(mode="gateway-token" if is_http else "none",
+                              resource=transport.url if is_http else "")
+        if raw is None:
+            return default
+        where: tuple[str | int, ...] = ("credentials",)
+        if not isinstance(raw, dict):
+            self.problem(where, "credentials must be a mapping")
+            return default
+        for key in sorted(set(raw) - CREDENTIAL_KEYS, key=str):
+            self.problem((*where, key), f"unknown credentials key {key!r}")
+        mode = raw.get("mode", default.mode)
+        if mode not in CREDENTIAL_MODES:
+            self.problem((*where, "mode"), f"credentials.mode must be one of {', '.join(CREDENTIAL_MODES)}")
+            return default
+        if mode == "gateway-token" and not is_http:
+            self.problem((*where, "mode"), "gateway-token needs an HTTP upstream; use secret (env_var) for stdio")
+        secret = self.secret_ref(raw.get("secret"), (*where, "secret")) if mode == "secret" else None
+        env_var = str(raw.get("env_var") or "")
+        if mode == "secret" and not is_http and not env_var:
+            self.problem((*where, "env_var"), "a stdio upstream gets its secret as an environment variable")
+        return Credentials(
+            mode=mode,
+            resource=self.expand(raw.get("resource", default.resource), (*where, "resource")),
+            secret=secret,
+            header=str(raw.get("header") or "Authorization"),
+            header_format=str(raw.get("format") or "Bearer {secret}"),
+            env_var=env_var,
+        )
+
+    def secret_ref(self, raw: Any, where: tuple[str | int, ...]) -> SecretRef | None:
+        if not isinstance(raw, dict) or len(raw) != 1 or next(iter(raw)) not in SECRET_SOURCES:
+            self.problem(where, "secret must be one of {env: NAME}, {file: PATH} or {vault: {...}}")
+            return None
+        source, value = next(iter(raw.items()))
+        if source != "vault":
+            if not isinstance(value, str) or not value:
+                self.problem((*where, source), f"secret.{source} must be a non-empty string")
+                return None
+            name = value if source == "env" else str((self.path.parent / value).resolve())
+            return SecretRef(source=source, name=name)
+        if not isinstance(value, dict):
+            self.problem((*where, "vault"), "secret.vault must be a mapping")
+            return None
+        for key in sorted(set(value) - VAULT_KEYS, key=str):
+            self.problem((*where, "vault", key), f"unknown vault key {key!r}")
+        missing = [k for k in ("address", "path", "field", "token_env") if not value.get(k)]
+        if missing:
+            self.problem((*where, "vault"), f"secret.vault needs {', '.join(missing)}")
+            return None
+        vault = VaultRef(
+            address=self.expand(value["address"], (*where, "vault", "address")).rstrip("/"),
+            mount=str(value.get("mount") or "secret"), path=str(value["path"]), field=str(value["field"]),
+            token_env=str(value["token_env"]), namespace=value.get("namespace"),
+        )
+        return SecretRef(source="vault", vault=vault)
 
     def tools(self, raw: Any, server_id: str, namespace: str, owner: str) -> dict[str, ToolEntry]:
         if not isinstance(raw, list):

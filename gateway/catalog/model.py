@@ -29,6 +29,43 @@ class StdioTransport:
 
 
 Transport = HttpTransport | StdioTransport
+CREDENTIAL_MODES = ("gateway-token", "secret", "none")
+SECRET_SOURCES = ("env", "file", "vault")
+
+
+@dataclass(frozen=True, slots=True)
+class VaultRef:
+    """A HashiCorp Vault KV v2 secret: GET {address}/v1/{mount}/data/{path}, field `field`."""
+
+    address: str
+    mount: str
+    path: str
+    field: str
+    token_env: str  # where the gateway finds its own Vault token (never in the manifest)
+    namespace: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRef:
+    source: str  # env | file | vault
+    name: str = ""  # env: variable name; file: path
+    vault: VaultRef | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What the gateway presents to the upstream on each call (never the agent's own token).
+
+    gateway-token: a per-call RFC 9068 token minted by the gateway, audience `resource`.
+    secret: a per-server secret (legacy APIs), as an HTTP header or, for stdio, an environment variable.
+    """
+
+    mode: str = "gateway-token"
+    resource: str = ""  # the upstream's resource URI (token audience); defaults to its URL
+    secret: SecretRef | None = None
+    header: str = "Authorization"
+    header_format: str = "Bearer {secret}"
+    env_var: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +92,7 @@ class ServerEntry:
     timeout_s: float
     tools: MappingProxyType[str, ToolEntry]
     source: Path
+    credentials: Credentials = field(default_factory=Credentials)
 
     def exposed(self, upstream_name: str) -> str:
         return f"{self.namespace}{NAMESPACE_SEPARATOR}{upstream_name}" if self.namespace else upstream_name

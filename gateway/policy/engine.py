@@ -535,11 +535,10 @@ class PolicyEngine:
 
     @staticmethod
     def _reason(bundle: Bundle, determining: tuple[str, ...], default: str) -> str:
-        for cedar_id in determining:
-            source = bundle.source(cedar_id)
-            if source is not None and source.annotations.get("reason"):
-                return source.annotations["reason"]
-        return default
+        """The first @reason, preferring plain forbids: a deny must not read "get an approval"."""
+        sources = [s for s in (bundle.source(p) for p in determining) if s is not None and s.annotations.get("reason")]
+        sources.sort(key=lambda s: "step_up" in s.annotations)
+        return sources[0].annotations["reason"] if sources else default
 
     @staticmethod
     def _decision(

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from gateway.policy.engine import PolicyEngine, ReloadOutcome
@@ -26,17 +27,21 @@ class PolicyReloader:
         self.reloads = 0
         self.watcher: asyncio.Task[None] | None = None
         self.fingerprint = self.current_fingerprint()
+        # Called after a reload that changed the set: what agents may see can have changed.
+        self.on_change: Callable[[], None] | None = None
 
     def reload(self, why: str) -> ReloadOutcome:
         outcome = self.engine.reload()
         self.fingerprint = self.current_fingerprint()
         if outcome.ok:
             self.reloads += 1
+            if outcome.changed and self.on_change is not None:
+                self.on_change()
             log.info("policy reload (%s): version %s%s", why, outcome.version, "" if outcome.changed else ", unchanged")
         else:
             self.failures += 1
-            log.error("POLICY RELOAD FAILED (%s); the last good set %s keeps serving:\n%s",
-                      why, outcome.version, "\n".join(outcome.problems))
+            # The engine has logged the problems; this line says what it means for operators.
+            log.error("POLICY RELOAD FAILED (%s); the last good set %s keeps serving", why, outcome.version)
         return outcome
 
     def start(self) -> None:

@@ -7,9 +7,11 @@ so later issues (tasks, approvals, audit) add a group without touching the exist
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from gateway.registry.model import Agent, LifecycleEvent
+from gateway.tasks.model import Task, TaskEvent
 
 
 class StoreError(Exception):
@@ -49,8 +51,58 @@ class ToolSchemaStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class SigningKeyRecord:
+    """One row of signing_keys. The PEM is left out of repr so a logged record leaks nothing."""
+
+    kid: str
+    alg: str
+    private_key_pem: str = field(repr=False)
+    created_at: float
+    not_after: float | None  # None while current; when a previous key leaves the JWKS
+    state: Literal["current", "previous"]
+
+
+class SigningKeyStore(Protocol):
+    async def load_signing_keys(self) -> list[SigningKeyRecord]:
+        """Every stored key (current and previous), newest first."""
+        ...
+
+    async def add_first_signing_key(self, key: SigningKeyRecord) -> bool:
+        """Store `key` as current unless a current key exists (another replica won); True if stored."""
+        ...
+
+    async def rotate_signing_key(self, new: SigningKeyRecord, *, retire_at: float, prune_before: float) -> None:
+        """Atomically: current -> previous (not_after = retire_at), `new` -> current, and delete
+        previous keys whose not_after <= prune_before."""
+        ...
+
+
+class TaskStore(Protocol):
+    async def save_task(self, task: Task, event: TaskEvent | None = None) -> None:
+        """Insert or update the task (state, end, deadline; calls_made never decreases) and append
+        `event`, atomically."""
+        ...
+
+    async def save_task_calls(self, counts: Mapping[str, int]) -> None:
+        """Record call counts by task id (a count lower than the stored one is ignored)."""
+        ...
+
+    async def get_task(self, task_id: str) -> Task | None: ...
+
+    async def list_tasks(
+        self, agent_id: str | None = None, state: str | None = None, ended_since: float | None = None
+    ) -> list[Task]:
+        """Tasks oldest first by stored state; `ended_since`: active ones plus those ended since then."""
+        ...
+
+    async def task_events(self, task_id: str) -> list[TaskEvent]:
+        """The task's state changes (its start included), oldest first."""
+        ...
+
+
 @runtime_checkable
-class Store(AgentStore, ToolSchemaStore, Protocol):
+class Store(AgentStore, ToolSchemaStore, SigningKeyStore, TaskStore, Protocol):
     async def migrate(self) -> list[int]:
         """Apply missing schema migrations in one transaction; returns the versions applied."""
         ...

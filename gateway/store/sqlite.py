@@ -16,9 +16,10 @@ from functools import partial
 from typing import Any, TypeVar
 
 from gateway.registry.model import Agent, LifecycleEvent
-from gateway.store import sqlite_agents, sqlite_tool_schemas
-from gateway.store.base import SchemaTooNew, StoreError
+from gateway.store import sqlite_agents, sqlite_signing_keys, sqlite_tasks, sqlite_tool_schemas
+from gateway.store.base import SchemaTooNew, SigningKeyRecord, StoreError
 from gateway.store.sqlite_schema import LATEST_VERSION, MIGRATIONS, split_statements
+from gateway.tasks.model import Task, TaskEvent
 
 T = TypeVar("T")
 MEMORY = ":memory:"
@@ -84,6 +85,36 @@ class SqliteStore:
     async def save_tool_schemas(self, schemas: Mapping[str, Any]) -> None:
         await self._run(_in_transaction, sqlite_tool_schemas.save, schemas)
 
+    # signing keys
+
+    async def load_signing_keys(self) -> list[SigningKeyRecord]:
+        return await self._run(sqlite_signing_keys.load)
+
+    async def add_first_signing_key(self, key: SigningKeyRecord) -> bool:
+        return await self._run(_in_transaction_result, sqlite_signing_keys.add_first, key)
+
+    async def rotate_signing_key(self, new: SigningKeyRecord, *, retire_at: float, prune_before: float) -> None:
+        await self._run(_in_transaction, sqlite_signing_keys.rotate, new, retire_at, prune_before)
+
+    # tasks
+
+    async def save_task(self, task: Task, event: TaskEvent | None = None) -> None:
+        await self._run(_in_transaction, sqlite_tasks.save_task, task, event)
+
+    async def save_task_calls(self, counts: Mapping[str, int]) -> None:
+        await self._run(_in_transaction, sqlite_tasks.save_task_calls, dict(counts))
+
+    async def get_task(self, task_id: str) -> Task | None:
+        return await self._run(sqlite_tasks.get_task, task_id)
+
+    async def list_tasks(
+        self, agent_id: str | None = None, state: str | None = None, ended_since: float | None = None
+    ) -> list[Task]:
+        return await self._run(sqlite_tasks.list_tasks, agent_id, state, ended_since)
+
+    async def task_events(self, task_id: str) -> list[TaskEvent]:
+        return await self._run(sqlite_tasks.task_events, task_id)
+
 
 def _connect(path: str) -> sqlite3.Connection:
     try:
@@ -119,6 +150,11 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
 def _in_transaction(conn: sqlite3.Connection, fn: Callable[..., None], *args: object) -> None:
     with _transaction(conn):
         fn(conn, *args)
+
+
+def _in_transaction_result(conn: sqlite3.Connection, fn: Callable[..., T], *args: object) -> T:
+    with _transaction(conn):
+        return fn(conn, *args)
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:

@@ -62,6 +62,65 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        3,
+        "signing keys",
+        """
+        -- The gateway's own token signing keys (per-call upstream tokens, task tokens).
+        -- private_key_pem is unencrypted PKCS#8: protect the database file like a key file.
+        CREATE TABLE signing_keys (
+            kid TEXT PRIMARY KEY,
+            alg TEXT NOT NULL,
+            private_key_pem TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            not_after REAL,  -- NULL while current; a previous key leaves the JWKS at this time
+            state TEXT NOT NULL CHECK (state IN ('current', 'previous'))
+        );
+        -- At most one current key, even when two replicas create or rotate at the same moment.
+        CREATE UNIQUE INDEX signing_keys_one_current ON signing_keys (state) WHERE state = 'current';
+        """,
+    ),
+    Migration(
+        4,
+        "tasks and task events",
+        """
+        -- Tasks an agent works under. calls_made is flushed in batches (see gateway.tasks.service),
+        -- so after a crash it may lag the truth by the calls of the last flush interval.
+        CREATE TABLE tasks (
+            id TEXT PRIMARY KEY,
+            agent_id TEXT NOT NULL REFERENCES agents (id),
+            purpose TEXT NOT NULL,
+            tools TEXT NOT NULL,  -- JSON list of exposed tool names
+            deadline REAL NOT NULL,
+            budget INTEGER,
+            calls_made INTEGER NOT NULL DEFAULT 0,
+            state TEXT NOT NULL,
+            started_by TEXT NOT NULL,
+            started_at REAL NOT NULL,
+            ended_at REAL,
+            end_reason TEXT
+        );
+        CREATE INDEX tasks_agent ON tasks (agent_id, started_at);
+        CREATE INDEX tasks_state ON tasks (state, ended_at);
+
+        CREATE TABLE task_events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            task_id TEXT NOT NULL REFERENCES tasks (id),
+            from_state TEXT,
+            to_state TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            at REAL NOT NULL
+        );
+        CREATE INDEX task_events_task ON task_events (task_id, seq);
+
+        -- Who started or ended a task, and why, is evidence: append-only, enforced by the database.
+        CREATE TRIGGER task_events_no_update BEFORE UPDATE ON task_events
+        BEGIN SELECT RAISE(ABORT, 'task_events is append-only'); END;
+        CREATE TRIGGER task_events_no_delete BEFORE DELETE ON task_events
+        BEGIN SELECT RAISE(ABORT, 'task_events is append-only'); END;
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway.catalog.model import Catalog, HttpTransport
+from gateway.credentials.secret_sources import SecretResolver
 from gateway.errors import UPSTREAM_UNAVAILABLE, RpcError
 from gateway.upstream.base import LEGACY_ERA, MODERN_ERA, CallContext, Upstream, log
 from gateway.upstream.directory import EMPTY, Directory, Listing, build_directory
@@ -32,8 +33,9 @@ ResourceUpdatedHandler = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class UpstreamPool:
-    def __init__(self, catalog: Catalog, resync_interval_s: float = 2.0) -> None:
+    def __init__(self, catalog: Catalog, secrets: SecretResolver, resync_interval_s: float = 2.0) -> None:
         self.catalog = catalog
+        self.secrets = secrets
         self.clients: dict[str, Upstream] = {}
         self.listings: dict[str, Listing] = {}
         self.synced_generation: dict[str, int] = {}
@@ -46,8 +48,10 @@ class UpstreamPool:
 
     async def start(self) -> None:
         for server in self.catalog.servers.values():
-            client_type = HttpUpstream if isinstance(server.transport, HttpTransport) else StdioUpstream
-            self.clients[server.id] = client_type(server, self.on_session_event)
+            if isinstance(server.transport, HttpTransport):
+                self.clients[server.id] = HttpUpstream(server, self.on_session_event)
+            else:
+                self.clients[server.id] = StdioUpstream(server, self.on_session_event, self.secrets)
         await asyncio.gather(*(client.start() for client in self.clients.values()))
         await asyncio.gather(*(self.sync(server_id) for server_id in self.clients))
         self.watcher = asyncio.create_task(self.watch())

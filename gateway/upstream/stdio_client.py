@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from gateway.catalog.model import ServerEntry, StdioTransport
+from gateway.credentials.secret_sources import SecretResolver, SecretUnavailable
 from gateway.errors import REQUEST_TIMEOUT, UPSTREAM_UNAVAILABLE, RpcError
 from gateway.upstream.base import (
     GATEWAY_CLIENT_CAPABILITIES,
@@ -51,10 +52,12 @@ class _Pending:
 
 
 class StdioUpstream:
-    def __init__(self, server: ServerEntry, on_event: SessionEventHandler) -> None:
+    def __init__(self, server: ServerEntry, on_event: SessionEventHandler, secrets: SecretResolver) -> None:
         assert isinstance(server.transport, StdioTransport)
         self.server_id = server.id
         self.transport = server.transport
+        self.credentials = server.credentials
+        self.secrets = secrets
         self.on_event = on_event
         self.process: asyncio.subprocess.Process | None = None
         self.ready = asyncio.Event()
@@ -108,7 +111,7 @@ class StdioUpstream:
 
     async def spawn_and_initialize(self) -> asyncio.Task[None]:
         """Start the child and its reader, and do the handshake; returns the reader task."""
-        env = {**os.environ, **self.transport.env}
+        env = {**os.environ, **self.transport.env, **await self.secret_env()}
         self.process = await asyncio.create_subprocess_exec(
             self.transport.command, *self.transport.args,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -132,6 +135,16 @@ class StdioUpstream:
         self.ready.set()
         log.info("upstream %s started (pid %s)", self.server_id, self.process.pid)
         return reader
+
+    async def secret_env(self) -> dict[str, str]:
+        """A stdio upstream's per-server secret is read at each (re)start: rotation needs a restart."""
+        credentials = self.credentials
+        if credentials.mode != "secret" or credentials.secret is None:
+            return {}
+        try:
+            return {credentials.env_var: await self.secrets.value(credentials.secret)}
+        except SecretUnavailable as exc:
+            raise RpcError(UPSTREAM_UNAVAILABLE, f"credentials for upstream {self.server_id!r}: {exc}") from None
 
     async def stop_process(self) -> None:
         process, self.process = self.process, None

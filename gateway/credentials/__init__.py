@@ -1,0 +1,1 @@
+"""Credentials the gateway issues: its signing keys, per-call upstream tokens, and revocations."""

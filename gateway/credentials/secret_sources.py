@@ -1,0 +1,111 @@
+"""Per-server secrets for upstreams that cannot verify gateway tokens: env, file or Vault KV v2.
+
+Read at call time (files when they change, Vault through a short cache), so rotating a secret
+at its source takes effect without a restart. A secret value never reaches a log, an error
+message or a trace; errors name only where the secret should have come from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+
+import aiohttp
+
+from gateway.catalog.model import SecretRef, VaultRef
+
+VAULT_TIMEOUT_S = 5.0
+
+
+class SecretUnavailable(Exception):
+    """The secret could not be read; the message says from where, never the value."""
+
+
+@dataclass(slots=True)
+class _Cached:
+    value: str
+    stamp: float  # file mtime, or when a Vault value was read
+
+
+class SecretResolver:
+    def __init__(self, vault_ttl_s: float = 30.0) -> None:
+        self.vault_ttl_s = vault_ttl_s
+        self.cache: dict[str, _Cached] = {}
+        self.http: aiohttp.ClientSession | None = None
+        self.locks: dict[str, asyncio.Lock] = {}
+
+    async def close(self) -> None:
+        if self.http is not None:
+            await self.http.close()
+
+    async def value(self, ref: SecretRef) -> str:
+        if ref.source == "env":
+            return self.from_env(ref.name)
+        if ref.source == "file":
+            return self.from_file(ref.name)
+        assert ref.vault is not None
+        return await self.from_vault(ref.vault)
+
+    @staticmethod
+    def from_env(name: str) -> str:
+        value = os.environ.get(name)
+        if not value:
+            raise SecretUnavailable(f"environment variable {name} is not set")
+        return value
+
+    def from_file(self, path: str) -> str:
+        try:
+            mtime = os.stat(path).st_mtime
+        except OSError as exc:
+            raise SecretUnavailable(f"cannot read secret file {path}: {exc.strerror}") from None
+        cached = self.cache.get(path)
+        if cached is not None and cached.stamp == mtime:
+            return cached.value
+        try:
+            with open(path, encoding="utf-8") as handle:
+                value = handle.read().strip()
+        except OSError as exc:
+            raise SecretUnavailable(f"cannot read secret file {path}: {exc.strerror}") from None
+        if not value:
+            raise SecretUnavailable(f"secret file {path} is empty")
+        self.cache[path] = _Cached(value, mtime)
+        return value
+
+    async def from_vault(self, vault: VaultRef) -> str:
+        key = f"vault:{vault.address}/{vault.mount}/{vault.path}#{vault.field}"
+        cached = self.cache.get(key)
+        if cached is not None and time.monotonic() - cached.stamp < self.vault_ttl_s:
+            return cached.value
+        lock = self.locks.setdefault(key, asyncio.Lock())
+        async with lock:  # one read per secret at a time, however many calls wait for it
+            cached = self.cache.get(key)
+            if cached is not None and time.monotonic() - cached.stamp < self.vault_ttl_s:
+                return cached.value
+            value = await self.read_vault(vault)
+            self.cache[key] = _Cached(value, time.monotonic())
+            return value
+
+    async def read_vault(self, vault: VaultRef) -> str:
+        where = f"Vault {vault.address} {vault.mount}/{vault.path}"
+        token = os.environ.get(vault.token_env)
+        if not token:
+            raise SecretUnavailable(f"{where}: environment variable {vault.token_env} (the Vault token) is not set")
+        headers = {"X-Vault-Token": token}
+        if vault.namespace:
+            headers["X-Vault-Namespace"] = vault.namespace
+        if self.http is None:
+            self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=VAULT_TIMEOUT_S))
+        url = f"{vault.address}/v1/{vault.mount}/data/{vault.path}"
+        try:
+            async with self.http.get(url, headers=headers) as response:
+                if response.status != 200:
+                    raise SecretUnavailable(f"{where}: Vault answered HTTP {response.status}")
+                body = await response.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise SecretUnavailable(f"{where}: Vault is unreachable ({type(exc).__name__})") from None
+        value = ((body.get("data") or {}).get("data") or {}).get(vault.field)
+        if not isinstance(value, str) or not value:
+            raise SecretUnavailable(f"{where}: field {vault.field!r} is missing")
+        return value

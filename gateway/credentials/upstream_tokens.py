@@ -1,0 +1,86 @@
+"""Per-call upstream tokens: an RFC 9068 access token for exactly one tool call at one upstream.
+
+For every allowed tools/call the gateway mints one of these and sends it as the upstream's bearer
+token (the agent's own token never leaves the gateway). Claims:
+
+    iss         this gateway                    client_id   this gateway (RFC 9068 requires one)
+    sub         the agent id                    act         the agent's workload identity, with a
+    aud         the upstream's resource URI                 nested "act" per delegation hop (RFC 8693)
+    scope       the one upstream tool name      txn         the trace id
+    iat, exp    exp = iat + ttl, ttl <= 60 s    task_id     the task (absent for task-less calls)
+    jti         128 random bits                 args_sha256 gateway.verifier.argument_digest(arguments)
+
+The header is {"alg": "ES256", "kid": ..., "typ": "at+jwt"}. Upstreams check all of it with
+gateway.verifier. Minting is a dict, an orjson dump and one ECDSA signature: no schema work.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.credentials.keys import SigningKeyring
+from gateway.verifier import argument_digest
+
+__all__ = ["ACCESS_TOKEN_TYP", "MAX_TTL_S", "MintedToken", "UpstreamTokenMinter", "argument_digest"]
+
+ACCESS_TOKEN_TYP = "at+jwt"
+MAX_TTL_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class MintedToken:
+    token: str
+    jti: str
+    expires_at: float
+
+
+class UpstreamTokenMinter:
+    """Mints per-call upstream tokens with a keyring. `ttl_s` is capped at 60 s (the issue's bound)."""
+
+    def __init__(
+        self, keyring: SigningKeyring, issuer: str, ttl_s: float = MAX_TTL_S, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        # Whole seconds: NumericDate ints are what every verifier parses, and floor keeps exp <= iat + ttl.
+        ttl = math.floor(min(ttl_s, MAX_TTL_S))
+        if ttl < 1:
+            raise ValueError(f"upstream token ttl must be at least 1 s, got {ttl_s}")
+        self._keyring = keyring
+        self._issuer = issuer
+        self._clock = clock
+        self.ttl_s = ttl
+
+    def mint(
+        self,
+        *,
+        agent_id: str,
+        actor: Mapping[str, Any],
+        audience: str,
+        tool: str,
+        task_id: str | None,
+        txn: str,
+        arguments_digest: str,
+    ) -> MintedToken:
+        iat = int(self._clock())
+        exp = iat + self.ttl_s
+        jti = secrets.token_urlsafe(16)  # 16 bytes = 128 random bits
+        claims: dict[str, Any] = {
+            "iss": self._issuer,
+            "sub": agent_id,
+            "aud": audience,
+            "scope": tool,
+            "exp": exp,
+            "iat": iat,
+            "jti": jti,
+            "client_id": self._issuer,
+            "act": actor,
+            "txn": txn,
+            "args_sha256": arguments_digest,
+        }
+        if task_id is not None:
+            claims["task_id"] = task_id
+        return MintedToken(token=self._keyring.sign(claims, ACCESS_TOKEN_TYP), jti=jti, expires_at=float(exp))

@@ -1,0 +1,140 @@
+"""A task: one unit of an agent's work, bounded by tools, deadline and (optionally) a call budget."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+
+class TaskState(StrEnum):
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+
+ENDED_STATES = frozenset(TaskState) - {TaskState.ACTIVE}
+DEADLINE_REASON = "deadline passed"
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    id: str
+    agent_id: str
+    purpose: str
+    tools: tuple[str, ...]  # exposed tool names
+    deadline: float  # epoch seconds
+    budget: int | None  # most tool calls allowed; None: unlimited
+    calls_made: int
+    state: TaskState
+    started_by: str
+    started_at: float
+    ended_at: float | None = None
+    end_reason: str | None = None
+
+    def effective(self, now: float) -> Task:
+        """The task as it stands at `now`: an active task past its deadline is expired (ended at the deadline)."""
+        if self.state is TaskState.ACTIVE and now >= self.deadline:
+            return replace(self, state=TaskState.EXPIRED, ended_at=self.deadline, end_reason=DEADLINE_REASON)
+        return self
+
+    @property
+    def remaining_calls(self) -> int | None:
+        return None if self.budget is None else max(0, self.budget - self.calls_made)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEvent:
+    """One state change of a task (its start included): the append-only history."""
+
+    task_id: str
+    from_state: TaskState | None
+    to_state: TaskState
+    actor: str
+    reason: str
+    at: float
+
+
+class TaskError(Exception):
+    """A task request refused; the message is safe to show the caller."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ToolsRefused(TaskError):
+    """Requested tools that are unknown to the catalog or outside the agent's entitlement."""
+
+    def __init__(self, message: str, unknown: tuple[str, ...] = (), outside: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.unknown = unknown
+        self.outside = outside
+
+
+class AgentNotActive(TaskError):
+    """The agent is unknown, pending, suspended, retired or expired: it cannot start tasks."""
+
+
+class TaskNotFound(TaskError):
+    """No task has this id (or it ended long enough ago to be forgotten in memory)."""
+
+
+class TaskEnded(Exception):
+    """The task may not be used (any more); `reason` is safe to show the caller."""
+
+    def __init__(self, reason: str, task_id: str = "", state: TaskState | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.task_id = task_id
+        self.state = state
+
+
+def task_to_dict(task: Task) -> dict[str, Any]:
+    """The JSON shape for the admin API, the CLI and the store."""
+    return {
+        "id": task.id,
+        "agent_id": task.agent_id,
+        "purpose": task.purpose,
+        "tools": list(task.tools),
+        "deadline": task.deadline,
+        "budget": task.budget,
+        "calls_made": task.calls_made,
+        "state": task.state.value,
+        "started_by": task.started_by,
+        "started_at": task.started_at,
+        "ended_at": task.ended_at,
+        "end_reason": task.end_reason,
+    }
+
+
+def task_from_dict(data: Mapping[str, Any]) -> Task:
+    """The inverse of task_to_dict (input is trusted: it comes from our own store)."""
+    return Task(
+        id=data["id"],
+        agent_id=data["agent_id"],
+        purpose=data["purpose"],
+        tools=tuple(data["tools"]),
+        deadline=float(data["deadline"]),
+        budget=None if data.get("budget") is None else int(data["budget"]),
+        calls_made=int(data.get("calls_made") or 0),
+        state=TaskState(data["state"]),
+        started_by=data["started_by"],
+        started_at=float(data["started_at"]),
+        ended_at=None if data.get("ended_at") is None else float(data["ended_at"]),
+        end_reason=data.get("end_reason"),
+    )
+
+
+def event_to_dict(event: TaskEvent) -> dict[str, Any]:
+    return {
+        "task_id": event.task_id,
+        "from_state": None if event.from_state is None else event.from_state.value,
+        "to_state": event.to_state.value,
+        "actor": event.actor,
+        "reason": event.reason,
+        "at": event.at,
+    }

@@ -1,0 +1,396 @@
+"""The task service: an in-memory view over the tasks table, so the request path never touches disk.
+
+Reads (`get`, `check`, `consume`) are plain dictionary work with no awaits. Starting a task is
+written to the store before it becomes visible. Ending a task goes the other way round: it is
+ended in memory first (and observers told) and then written, because refusing a moment early is
+safe and letting calls through while the disk is slow is not. If that write fails, the task
+stays ended in this process and the error is raised to the caller.
+
+Call counting is the one thing persisted lazily: `consume` bumps a counter in memory and marks
+the task dirty; a background flush writes dirty counts every `flush_interval_s` (and on every
+state change and on close). A crash therefore loses at most the calls counted in the last flush
+interval (default 1 s): after a restart a budgeted task may allow that many extra calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+
+from gateway.catalog import Catalog
+from gateway.registry.model import Agent, Lifecycle, LifecycleEvent
+from gateway.registry.service import Registry
+from gateway.store.base import Store
+from gateway.tasks.model import (
+    DEADLINE_REASON,
+    AgentNotActive,
+    Task,
+    TaskEnded,
+    TaskError,
+    TaskEvent,
+    TaskNotFound,
+    TaskState,
+    ToolsRefused,
+)
+
+log = logging.getLogger("narrowgate.tasks")
+Clock = Callable[[], float]
+EndObserver = Callable[[Task], None]
+SYSTEM_ACTOR = "narrowgate"
+BUDGET_EXHAUSTED = "call budget exhausted"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSettings:
+    max_duration_s: float = 8 * 3600  # a requested deadline further out is capped to this
+    default_duration_s: float = 3600  # when the request names no deadline
+    flush_interval_s: float = 1.0  # call counts reach the store at most this late (crash loss bound)
+    sweep_interval_s: float = 5.0  # how often past-deadline tasks are marked expired in the store
+    ended_retention_s: float = 24 * 3600  # ended tasks stay in memory this long (precise refusals)
+
+
+class TaskService:
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        catalog: Catalog,
+        clock: Clock = time.time,
+        settings: TaskSettings | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.catalog = catalog
+        self.clock = clock
+        self.settings = settings or TaskSettings()
+        # Observers of every ended task (deny-list its minted tokens, kill its approvals). Called
+        # synchronously, at most once per task, right when it ends in memory.
+        self.on_end: list[EndObserver] = []
+        self._tasks: dict[str, Task] = {}
+        self._calls: dict[str, int] = {}  # live call counts; Task.calls_made is refreshed from here
+        self._dirty: set[str] = set()
+        self._lock = asyncio.Lock()
+        self._background: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+
+    # lifecycle of the service
+
+    async def open(self, *, background: bool = True) -> None:
+        """Load active and recently ended tasks; watch the registry; start flushing and sweeping."""
+        since = self.clock() - self.settings.ended_retention_s
+        for task in await self.store.list_tasks(ended_since=since):
+            self._tasks[task.id] = task
+            self._calls[task.id] = task.calls_made
+        self.registry.observe(self._agent_changed)
+        if background and self._background is None:
+            self._background = asyncio.create_task(self._run_background(), name="narrowgate-tasks")
+
+    async def close(self) -> None:
+        if self._background is not None:
+            self._background.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._background
+            self._background = None
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+        await self.flush()
+
+    def set_catalog(self, catalog: Catalog) -> None:
+        """A reloaded catalog applies to tasks started from now on (running tasks keep their tools)."""
+        self.catalog = catalog
+
+    # reads (hot path: no awaits, no disk)
+
+    def get(self, task_id: str) -> Task | None:
+        task = self._tasks.get(task_id)
+        if task is None:
+            return None
+        return replace(task, calls_made=self._calls.get(task_id, task.calls_made)).effective(self.clock())
+
+    def check(self, task_id: str) -> Task:
+        """The task if it may be used now; TaskEnded (with the reason) otherwise."""
+        task = self.get(task_id)
+        if task is None:
+            raise TaskEnded("unknown task", task_id)
+        if task.state is not TaskState.ACTIVE:
+            raise TaskEnded(_ended_reason(task), task_id, task.state)
+        # The registry is the authority on the agent; this covers the moment between a suspension
+        # and its tasks being ended.
+        agent = self.registry.get(task.agent_id)
+        if agent is None or agent.effective_state(self.clock()) is not Lifecycle.ACTIVE:
+            state = "unknown" if agent is None else agent.effective_state(self.clock()).value
+            raise TaskEnded(f"agent {task.agent_id!r} is {state}", task_id, task.state)
+        return task
+
+    def consume(self, task_id: str) -> Task:
+        """Count one call against the budget (check included). Synchronous, hence atomic on the loop.
+
+        Over budget raises TaskEnded(BUDGET_EXHAUSTED) and counts nothing; the task stays active
+        so the agent can still complete it, but no further calls pass.
+        """
+        task = self.check(task_id)
+        if task.budget is not None and task.calls_made >= task.budget:
+            raise TaskEnded(BUDGET_EXHAUSTED, task_id, task.state)
+        self._calls[task_id] = task.calls_made + 1
+        self._dirty.add(task_id)
+        return replace(task, calls_made=task.calls_made + 1)
+
+    async def list(self, agent_id: str | None = None, state: TaskState | str | None = None) -> list[Task]:
+        """Every task in the store (oldest first), with live call counts and derived expiry."""
+        stored = await self.store.list_tasks(agent_id=agent_id)
+        tasks = [self.get(t.id) or t.effective(self.clock()) for t in stored]
+        wanted = None if state is None else TaskState(state)
+        return [t for t in tasks if wanted is None or t.state is wanted]
+
+    async def events(self, task_id: str) -> list[TaskEvent]:
+        return await self.store.task_events(task_id)
+
+    # mutations
+
+    async def start(
+        self,
+        agent_id: str,
+        purpose: str,
+        tools: Iterable[str],
+        *,
+        started_by: str,
+        deadline_s: float | None = None,
+        deadline: float | None = None,
+        budget: int | None = None,
+        trim: bool = False,
+    ) -> Task:
+        """Start a task; ToolsRefused / AgentNotActive / TaskError say why not."""
+        now = self.clock()
+        agent = self._active_agent(agent_id, now)
+        purpose = _require_text(purpose, "purpose", "say what the task is for")
+        _require_text(started_by, "started_by", "say who starts the task")
+        granted = self._grantable(agent, _unique(tools), trim)
+        task = Task(
+            id="task_" + secrets.token_urlsafe(18),
+            agent_id=agent.id,
+            purpose=purpose,
+            tools=granted,
+            deadline=self._deadline(now, deadline_s, deadline),
+            budget=_budget(budget),
+            calls_made=0,
+            state=TaskState.ACTIVE,
+            started_by=started_by,
+            started_at=now,
+        )
+        async with self._lock:
+            await self.store.save_task(task, TaskEvent(task.id, None, task.state, started_by, purpose, now))
+            self._tasks[task.id] = task
+            self._calls[task.id] = 0
+        log.info("task %s started for agent %s by %s: %d tool(s), deadline in %.0f s",
+                 task.id, agent.id, started_by, len(granted), task.deadline - now)
+        return task
+
+    async def complete(self, task_id: str, actor: str, reason: str) -> Task:
+        return await self._end(task_id, TaskState.COMPLETED, actor, reason)
+
+    async def fail(self, task_id: str, actor: str, reason: str) -> Task:
+        return await self._end(task_id, TaskState.FAILED, actor, reason)
+
+    async def revoke(self, task_id: str, actor: str, reason: str) -> Task:
+        return await self._end(task_id, TaskState.REVOKED, actor, reason)
+
+    async def end_agent_tasks(self, agent_id: str, reason: str, actor: str = SYSTEM_ACTOR) -> list[Task]:
+        """Revoke every active task of the agent (on suspension or retirement)."""
+        ended = self._end_agent_in_memory(agent_id, actor, reason)
+        await self._persist(ended, actor, reason)
+        return [task for task, _ in ended]
+
+    async def expire_due(self) -> list[Task]:
+        """Mark active tasks past their deadline expired in memory and in the store (the sweeper)."""
+        now = self.clock()
+        ended = [
+            self._end_in_memory(task, TaskState.EXPIRED, replace(task, ended_at=task.deadline), now, DEADLINE_REASON)
+            for task in list(self._tasks.values())
+            if task.state is TaskState.ACTIVE and now >= task.deadline
+        ]
+        await self._persist(ended, SYSTEM_ACTOR, DEADLINE_REASON)
+        self._forget_old(now)
+        return [task for task, _ in ended]
+
+    async def flush(self) -> None:
+        """Write the call counts made since the last flush."""
+        if not self._dirty:
+            return
+        dirty, self._dirty = self._dirty, set()
+        counts = {task_id: self._calls[task_id] for task_id in dirty if task_id in self._calls}
+        try:
+            await self.store.save_task_calls(counts)
+        except Exception:
+            self._dirty |= dirty  # retried on the next flush
+            raise
+
+    # internals
+
+    def _active_agent(self, agent_id: str, now: float) -> Agent:
+        agent = self.registry.get(agent_id)
+        if agent is None:
+            raise AgentNotActive(f"no agent {agent_id!r}")
+        state = agent.effective_state(now)
+        if state is not Lifecycle.ACTIVE:
+            raise AgentNotActive(f"agent {agent_id!r} is {state.value}; only active agents can start tasks")
+        return agent
+
+    def _grantable(self, agent: Agent, tools: tuple[str, ...], trim: bool) -> tuple[str, ...]:
+        if not tools:
+            raise ToolsRefused("name at least one tool the task needs")
+        unknown = tuple(t for t in tools if t not in self.catalog.tools)
+        outside = tuple(
+            t for t in tools
+            if t in self.catalog.tools and not agent.entitlement.allows(t, self.catalog.tools[t].server_id)
+        )
+        if unknown and not trim:
+            raise ToolsRefused(f"unknown tool(s): {', '.join(unknown)}", unknown=unknown, outside=outside)
+        if outside and not trim:
+            raise ToolsRefused(
+                f"tool(s) outside agent {agent.id!r}'s entitlement: {', '.join(outside)}", outside=outside
+            )
+        granted = tuple(t for t in tools if t not in unknown and t not in outside)
+        if not granted:
+            # Trimming everything away would start a task that can do nothing: say so instead.
+            raise ToolsRefused(
+                f"none of the requested tools is within agent {agent.id!r}'s entitlement",
+                unknown=unknown, outside=outside,
+            )
+        return granted
+
+    def _deadline(self, now: float, deadline_s: float | None, deadline: float | None) -> float:
+        if deadline_s is not None and deadline is not None:
+            raise TaskError("give deadline_s (seconds from now) or deadline (epoch), not both")
+        if deadline is not None:
+            deadline_s = _number(deadline, "deadline") - now
+        duration = self.settings.default_duration_s if deadline_s is None else _number(deadline_s, "deadline")
+        if duration <= 0:
+            raise TaskError("the deadline must lie in the future")
+        return now + min(duration, self.settings.max_duration_s)
+
+    async def _end(self, task_id: str, state: TaskState, actor: str, reason: str) -> Task:
+        _require_text(actor, "actor", "say who ends the task")
+        reason = _require_text(reason, "reason", "say why the task ends")
+        current = self.get(task_id)
+        if current is None:
+            raise TaskNotFound(f"no task {task_id!r}")
+        if current.state is not TaskState.ACTIVE:
+            # An expired-but-unswept task is persisted as expired, never as what was asked.
+            if current.state is TaskState.EXPIRED and self._tasks[task_id].state is TaskState.ACTIVE:
+                await self.expire_due()
+            raise TaskEnded(f"task {task_id} already ended: {_ended_reason(current)}", task_id, current.state)
+        ended = self._end_in_memory(self._tasks[task_id], state, None, self.clock(), reason)
+        await self._persist([ended], actor, reason)
+        return ended[0]
+
+    def _end_in_memory(
+        self, task: Task, state: TaskState, base: Task | None, now: float, reason: str
+    ) -> tuple[Task, TaskState]:
+        """End `task` now, in memory, and tell the observers; returns (ended task, previous state)."""
+        base = base or task
+        ended = replace(
+            base, state=state, ended_at=base.ended_at or now, end_reason=reason,
+            calls_made=self._calls.get(task.id, task.calls_made),
+        )
+        self._tasks[task.id] = ended
+        self._dirty.discard(task.id)  # the state write below carries the count
+        for observer in self.on_end:
+            try:
+                observer(ended)
+            except Exception:
+                # One broken observer must not keep the others (token deny-list, approvals) from running.
+                log.exception("task end observer failed for task %s", task.id)
+        log.info("task %s of agent %s %s: %s", task.id, task.agent_id, state.value, reason)
+        return ended, task.state
+
+    def _end_agent_in_memory(self, agent_id: str, actor: str, reason: str) -> list[tuple[Task, TaskState]]:
+        now = self.clock()
+        return [
+            self._end_in_memory(task, TaskState.REVOKED, None, now, reason)
+            for task in list(self._tasks.values())
+            if task.agent_id == agent_id and task.effective(now).state is TaskState.ACTIVE
+        ]
+
+    async def _persist(self, ended: list[tuple[Task, TaskState]], actor: str, reason: str) -> None:
+        now = self.clock()
+        async with self._lock:
+            for task, previous in ended:
+                await self.store.save_task(task, TaskEvent(task.id, previous, task.state, actor, reason, now))
+
+    def _agent_changed(self, agent: Agent, event: LifecycleEvent) -> None:
+        """Registry observer: a suspended or retired agent's tasks end at once (in memory), then on disk."""
+        if event.to_state not in (Lifecycle.SUSPENDED, Lifecycle.RETIRED) or event.from_state is event.to_state:
+            return
+        reason = f"agent {agent.id} {event.to_state.value} by {event.actor}: {event.reason}"
+        ended = self._end_agent_in_memory(agent.id, SYSTEM_ACTOR, reason)
+        if ended:
+            pending = asyncio.ensure_future(self._persist_logged(ended, reason))
+            self._pending.add(pending)
+            pending.add_done_callback(self._pending.discard)
+
+    async def _persist_logged(self, ended: list[tuple[Task, TaskState]], reason: str) -> None:
+        try:
+            await self._persist(ended, SYSTEM_ACTOR, reason)
+        except Exception:
+            log.exception("could not record the revocation of %d task(s); they stay ended in memory", len(ended))
+
+    async def _run_background(self) -> None:
+        """Flush call counts often, sweep deadlines less often; a store hiccup is logged, not fatal."""
+        last_sweep = 0.0
+        while True:
+            await asyncio.sleep(self.settings.flush_interval_s)
+            try:
+                await self.flush()
+                if time.monotonic() - last_sweep >= self.settings.sweep_interval_s:
+                    last_sweep = time.monotonic()
+                    await self.expire_due()
+            except Exception:
+                log.exception("task flush/sweep failed; retrying")
+
+    def _forget_old(self, now: float) -> None:
+        horizon = now - self.settings.ended_retention_s
+        for task_id in [t.id for t in self._tasks.values() if t.ended_at is not None and t.ended_at < horizon]:
+            del self._tasks[task_id]
+            self._calls.pop(task_id, None)
+
+
+def _ended_reason(task: Task) -> str:
+    return f"task {task.state.value}" + (f": {task.end_reason}" if task.end_reason else "")
+
+
+def _unique(tools: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(tools, str):
+        raise TaskError("tools must be a list of tool names")
+    seen: dict[str, None] = {}
+    for tool in tools:
+        if not isinstance(tool, str) or not tool.strip():
+            raise TaskError("tool names must be non-empty strings")
+        seen.setdefault(tool.strip(), None)
+    return tuple(seen)
+
+
+def _require_text(value: object, name: str, hint: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise TaskError(f"{name} is required: {hint}")
+    if len(value) > 1000:
+        raise TaskError(f"{name} is too long (at most 1000 characters)")
+    return value.strip()
+
+
+def _number(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:  # NaN != NaN
+        raise TaskError(f"{name} must be a number")
+    return float(value)
+
+
+def _budget(budget: object) -> int | None:
+    if budget is None:
+        return None
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise TaskError("budget must be a positive whole number of calls")
+    return budget
