@@ -79,6 +79,9 @@ def run_explain(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as exc:
         print(f"narrowgate: --args is not JSON: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    if arguments is not None and not isinstance(arguments, dict):
+        print("narrowgate: --args must be a JSON object, e.g. '{\"path\": \"/a\"}'", file=sys.stderr)
+        return EXIT_INVALID
     principal, schemas = asyncio.run(_principal_and_schemas(settings, args.agent))
     if principal is None:
         print(f"narrowgate: no agent {args.agent!r} in the store or the agents file", file=sys.stderr)

@@ -49,6 +49,7 @@ BETA_RISKS = {"echo": "privileged", "progress": "read"}
 
 # Input policies for the main gateway. `has` guards: until an upstream has reported a tool's input
 # schema, `context.input` is an empty record, and an unguarded attribute fails validation at start.
+# Both shapes are used: `forbid when {has && bad}` and the fail-closed `forbid unless {has && good}`.
 MAIN_POLICIES = """\
 @id("no-password-echo")
 @reason("echo must not carry passwords")
@@ -64,7 +65,7 @@ when { context.input has text &&
 @id("at-most-five-steps")
 @reason("at most five steps")
 forbid (principal, action == Action::"alpha__progress", resource)
-when { context.input has steps && context.input.steps > 5 };
+unless { context.input has steps && context.input.steps <= 5 };
 
 @id("overflowing-forbid")
 @reason("the overflow reason must never reach an agent")
@@ -371,6 +372,7 @@ async def test_completion_outside_the_entitlement_is_denied(main_gw: Gateway, mo
     logged_decision(main_gw, decision_id, "deny", "agent-a", "prompt=beta__greet")
 
 
+@pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")
 async def test_subscribe_outside_the_entitlement_is_denied(main_gw: Gateway) -> None:
     # resources/subscribe exists only in the 2025-11-25 era.
     async with mcp_client(main_gw.url, token_for("agent-b"), "legacy") as client:
@@ -512,8 +514,15 @@ async def test_generic_agent_reasons_hide_the_reason_text(ops_gw: Gateway, mode:
 async def test_a_good_edit_is_picked_up_by_the_watcher(watched_gw: Gateway) -> None:
     version = healthz(watched_gw)["policy"]["version"]
     added = policies_dir(watched_gw) / "60-switch.cedar"
+    notified: list[str] = []
+
+    async def on_message(message: Any) -> None:
+        method = getattr(getattr(message, "root", message), "method", None)
+        if isinstance(method, str):
+            notified.append(method)
+
     # One open session throughout: decisions and lists change on its next request.
-    async with mcp_client(watched_gw.url, token_for("agent-a"), "legacy") as client:
+    async with mcp_client(watched_gw.url, token_for("agent-a"), "legacy", message_handler=on_message) as client:
 
         async def outcome() -> str:
             try:
@@ -527,6 +536,7 @@ async def test_a_good_edit_is_picked_up_by_the_watcher(watched_gw: Gateway) -> N
 
         assert await outcome() == "allow"
         assert "alpha__echo" in await listed()
+        assert "notifications/tools/list_changed" not in notified
         added.write_text(SWITCH_OFF_ECHO)
         try:
             denied = await wait_until_async(lambda: _not_allow(outcome()), "the watcher applies the forbid")
@@ -534,11 +544,18 @@ async def test_a_good_edit_is_picked_up_by_the_watcher(watched_gw: Gateway) -> N
             assert await listed() == {"alpha__progress", "alpha__log", "alpha__whoami"}
             assert healthz(watched_gw)["policy"]["version"] != version
             assert "policy reload (files changed)" in watched_gw.log_text()
+            # The session is told to list again.
+            await wait_until_async(lambda: _true("notifications/tools/list_changed" in notified),
+                                   "tools/list_changed reaches the open session")
         finally:
             added.unlink()
         await wait_until_async(lambda: _is_allow(outcome()), "the forbid is gone")
         assert "alpha__echo" in await listed()
     assert healthz(watched_gw)["policy"]["version"] == version
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 async def _not_allow(outcome: Awaitable[str]) -> str | None:
@@ -591,7 +608,8 @@ async def test_admin_reload_rejects_a_broken_set_and_applies_a_fixed_one(ops_gw:
         body = rejected.json()
         assert body["ok"] is False and body["version"] == version
         assert any(p.startswith(f"{target}:{BROKEN_LINE}:") for p in body["problems"]), body
-        assert healthz(ops_gw)["policy"] == {"version": version, "reload_failures": failures + 1}
+        policy = healthz(ops_gw)["policy"]
+        assert (policy["version"], policy["reload_failures"]) == (version, failures + 1)
         assert admin_get(ops_gw, "policies")["last_reload"]["ok"] is False
         assert await echo_outcome(ops_gw, "agent-a", "last good set") == "allow"
         target.write_text(SWITCH_OFF_ECHO)  # fixed: a valid change

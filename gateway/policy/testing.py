@@ -60,7 +60,7 @@ def run_policy_tests(policies_dir: Path, catalog: Catalog) -> list[CaseResult]:
 def _run_file(policies_dir: Path, path: Path, catalog: Catalog) -> list[CaseResult]:
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        file_catalog = _catalog(doc["catalog"]) if doc.get("catalog") else catalog
+        file_catalog = _merged(_catalog(doc["catalog"]), catalog) if doc.get("catalog") else catalog
         hours = WorkingHours.from_mapping(doc.get("working_hours"))
         engine = PolicyEngine(policies_dir, file_catalog, working_hours=hours, tool_schemas=doc.get("schemas") or {})
     except PolicyLoadError as exc:
@@ -137,6 +137,14 @@ def _facts(case: Mapping[str, Any]) -> RequestFacts:
         at = case.get("at", DEFAULT_AT)
         now = (at if isinstance(at, datetime) else datetime.fromisoformat(str(at))).timestamp()
     return RequestFacts(now=float(now), era=str(case.get("era", "2026-07-28")), client=str(case.get("client", "")))
+
+
+def _merged(own: Catalog, deployment: Catalog) -> Catalog:
+    """A case file's own servers, plus the deployment's others, so deployment policies still load."""
+    taken = set(own.tools)
+    extra = [s for sid, s in deployment.servers.items()
+             if sid not in own.servers and not any(t.exposed_name in taken for t in s.tools.values())]
+    return Catalog.of([*own.servers.values(), *extra])
 
 
 def _catalog(raw: list[Mapping[str, Any]]) -> Catalog:

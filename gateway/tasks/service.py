@@ -86,7 +86,8 @@ class TaskService:
         for task in await self.store.list_tasks(ended_since=since):
             self._tasks[task.id] = task
             self._calls[task.id] = task.calls_made
-        self.registry.observe(self._agent_changed)
+        if self._agent_changed not in self.registry.observers:  # open() twice must not revoke twice
+            self.registry.observe(self._agent_changed)
         if background and self._background is None:
             self._background = asyncio.create_task(self._run_background(), name="narrowgate-tasks")
 

@@ -1,0 +1,1 @@
+"""The gateway as an OAuth authorization server: the token endpoint and RFC 8414 metadata."""

@@ -1,0 +1,437 @@
+"""Tasks: lifecycle, entitlement, budget, persistence, and the task tokens bound to them.
+
+Real SQLite in tmp_path and the real registry. The gateway's signing keyring is stood in for by
+`LocalSigner` (an EC P-256 key generated here, signing with the same {alg, kid, typ} header the
+keyring uses), so these tests do not depend on gateway.credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from gateway.catalog import Catalog, HttpTransport, ServerEntry, ToolEntry
+from gateway.registry.service import Registry
+from gateway.store import Store, StoreError, open_store
+from gateway.tasks.model import AgentNotActive, Task, TaskEnded, TaskError, TaskState, ToolsRefused
+from gateway.tasks.service import BUDGET_EXHAUSTED, TaskService, TaskSettings
+from gateway.tasks.tokens import TaskTokenIssuer, TaskTokenRejected, verify_task_token
+
+T0 = 1_800_000_000.0
+GATEWAY = "https://gw.test"
+RESOURCE = f"{GATEWAY}/mcp"
+IDP = "https://idp.test"
+
+
+class FakeClock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class LocalSigner:
+    """Stand-in for gateway.credentials.keys.SigningKeyring: `sign(claims, typ)` with an ES256 key."""
+
+    def __init__(self) -> None:
+        self.private_key = ec.generate_private_key(ec.SECP256R1())
+        self.kid = uuid.uuid4().hex[:16]
+
+    def sign(self, claims: dict[str, Any], typ: str) -> str:
+        return jwt.encode(claims, self.private_key, algorithm="ES256", headers={"kid": self.kid, "typ": typ})
+
+    def public_keys(self) -> dict[str, Any]:
+        return {self.kid: self.private_key.public_key()}
+
+
+def tool(server: str, name: str) -> ToolEntry:
+    return ToolEntry(name, f"{server}__{name}", server, "read", (), "team")
+
+
+def server(server_id: str, *names: str) -> ServerEntry:
+    tools = {n: tool(server_id, n) for n in names}
+    return ServerEntry(server_id, server_id, "team", "", HttpTransport(f"http://127.0.0.1:1/{server_id}"), 5.0,
+                       MappingProxyType(tools), Path("/dev/null"))
+
+
+def make_catalog() -> Catalog:
+    return Catalog.of([server("gh", "read_issue", "comment", "delete_repo"), server("docs", "search", "read")])
+
+
+def agent_spec(agent_id: str, *, tools: list[str] | None = None, servers: list[str] | None = None,
+               subject: str | None = None, issuer: str = IDP) -> dict[str, Any]:
+    return {
+        "id": agent_id,
+        "owner": "team-a",
+        "purpose": "testing",
+        "state": "active",
+        "identities": [{"kind": "oidc", "issuer": issuer, "subject": subject or f"wl:{agent_id}"}],
+        "entitlement": {"tools": tools or [], "servers": servers or []},
+    }
+
+
+async def add_agents(registry: Registry, issuer: str = IDP) -> None:
+    # bot-a: two gh tools by name plus every docs tool by server; bot-b: nothing.
+    await registry.create(agent_spec("bot-a", tools=["gh__read_issue", "gh__comment"], servers=["docs"],
+                                     issuer=issuer), "alice", "test")
+    await registry.create(agent_spec("bot-b", issuer=issuer), "alice", "test")
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    store = open_store(f"sqlite:///{tmp_path}/gw.db")
+    await store.migrate()
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def registry(store: Store, clock: FakeClock) -> Registry:
+    registry = await Registry.open(store, clock)
+    await add_agents(registry)
+    return registry
+
+
+@pytest.fixture
+async def tasks(store: Store, registry: Registry, clock: FakeClock) -> AsyncIterator[TaskService]:
+    service = TaskService(store, registry, make_catalog(), clock)
+    await service.open(background=False)  # the tests drive flush and sweep themselves
+    yield service
+    await service.close()
+
+
+async def start(tasks: TaskService, **overrides: Any) -> Task:
+    args: dict[str, Any] = {"agent_id": "bot-a", "purpose": "triage #12", "tools": ["gh__read_issue"],
+                            "started_by": "orchestrator", "deadline_s": 600}
+    args.update(overrides)
+    return await tasks.start(**args)
+
+
+# --- lifecycle ---------------------------------------------------------------------------------
+
+
+async def test_started_task_is_active_persisted_and_usable(tasks: TaskService, store: Store) -> None:
+    task = await start(tasks, tools=["gh__read_issue", "docs__search"], budget=3)
+    assert task.id.startswith("task_") and len(task.id) > 20
+    assert task.state is TaskState.ACTIVE
+    assert task.tools == ("gh__read_issue", "docs__search")
+    assert task.deadline == T0 + 600 and task.budget == 3 and task.started_by == "orchestrator"
+    assert tasks.check(task.id) == task
+    stored = await store.get_task(task.id)
+    assert stored == task
+    [event] = await store.task_events(task.id)
+    assert (event.from_state, event.to_state, event.actor) == (None, TaskState.ACTIVE, "orchestrator")
+
+
+@pytest.mark.parametrize(("verb", "state"), [("complete", TaskState.COMPLETED), ("fail", TaskState.FAILED),
+                                             ("revoke", TaskState.REVOKED)])
+async def test_ended_task_refuses_check_and_is_recorded(
+    tasks: TaskService, store: Store, clock: FakeClock, verb: str, state: TaskState
+) -> None:
+    task = await start(tasks)
+    clock.now += 10
+    ended = await getattr(tasks, verb)(task.id, "bot-a", "done with it")
+    assert (ended.state, ended.ended_at, ended.end_reason) == (state, T0 + 10, "done with it")
+    with pytest.raises(TaskEnded) as caught:
+        tasks.check(task.id)
+    assert caught.value.state is state and "done with it" in caught.value.reason
+    assert (await store.get_task(task.id)).state is state  # type: ignore[union-attr]
+    events = await store.task_events(task.id)
+    assert [(e.from_state, e.to_state, e.actor) for e in events] == [
+        (None, TaskState.ACTIVE, "orchestrator"), (TaskState.ACTIVE, state, "bot-a")]
+    with pytest.raises(TaskEnded, match="already ended"):
+        await tasks.complete(task.id, "bot-a", "again")
+
+
+async def test_end_requires_actor_and_reason(tasks: TaskService) -> None:
+    task = await start(tasks)
+    with pytest.raises(TaskError, match="reason is required"):
+        await tasks.complete(task.id, "bot-a", " ")
+    with pytest.raises(TaskError, match="no task"):
+        await tasks.complete("task_nope", "bot-a", "x")
+
+
+async def test_deadline_passes_then_sweeper_records_expiry(
+    tasks: TaskService, store: Store, clock: FakeClock
+) -> None:
+    task = await start(tasks, deadline_s=60)
+    clock.now += 59
+    tasks.check(task.id)
+    clock.now += 1
+    # Derived at once, before any sweep: the hot path never waits for the sweeper.
+    with pytest.raises(TaskEnded, match="deadline passed") as caught:
+        tasks.check(task.id)
+    assert caught.value.state is TaskState.EXPIRED
+    assert (await store.get_task(task.id)).state is TaskState.ACTIVE  # type: ignore[union-attr]
+    seen: list[Task] = []
+    tasks.on_end.append(seen.append)
+    [expired] = await tasks.expire_due()
+    assert (expired.state, expired.ended_at) == (TaskState.EXPIRED, T0 + 60)
+    assert seen == [expired]
+    stored = await store.get_task(task.id)
+    assert (stored.state, stored.ended_at, stored.end_reason) == (TaskState.EXPIRED, T0 + 60, "deadline passed")  # type: ignore[union-attr]
+    assert await tasks.expire_due() == []  # once only
+
+
+async def test_completing_an_unswept_expired_task_records_expiry(
+    tasks: TaskService, store: Store, clock: FakeClock
+) -> None:
+    task = await start(tasks, deadline_s=60)
+    clock.now += 120
+    with pytest.raises(TaskEnded, match="expired"):
+        await tasks.complete(task.id, "bot-a", "late")
+    assert (await store.get_task(task.id)).state is TaskState.EXPIRED  # type: ignore[union-attr]
+
+
+async def test_deadline_is_capped_and_defaulted(store: Store, registry: Registry, clock: FakeClock) -> None:
+    service = TaskService(store, registry, make_catalog(), clock, TaskSettings(max_duration_s=3600,
+                                                                               default_duration_s=300))
+    await service.open(background=False)
+    assert (await start(service, deadline_s=10 * 3600)).deadline == T0 + 3600
+    assert (await start(service, deadline_s=None)).deadline == T0 + 300
+    assert (await start(service, deadline_s=None, deadline=T0 + 100)).deadline == T0 + 100
+    with pytest.raises(TaskError, match="future"):
+        await start(service, deadline_s=None, deadline=T0 - 1)
+    with pytest.raises(TaskError, match="not both"):
+        await start(service, deadline=T0 + 100)
+    await service.close()
+
+
+async def test_bad_task_parameters_are_refused(tasks: TaskService) -> None:
+    with pytest.raises(TaskError, match="purpose is required"):
+        await start(tasks, purpose="")
+    with pytest.raises(TaskError, match="budget"):
+        await start(tasks, budget=0)
+    with pytest.raises(ToolsRefused, match="at least one tool"):
+        await start(tasks, tools=[])
+
+
+# --- entitlement -------------------------------------------------------------------------------
+
+
+async def test_tools_outside_entitlement_are_refused_and_named(tasks: TaskService, store: Store) -> None:
+    with pytest.raises(ToolsRefused) as caught:
+        await start(tasks, tools=["gh__read_issue", "gh__delete_repo"])
+    assert caught.value.outside == ("gh__delete_repo",)
+    assert "gh__delete_repo" in caught.value.message and "gh__read_issue" not in caught.value.message
+    assert await store.list_tasks() == []  # nothing started
+
+
+async def test_unknown_tools_are_refused_and_named(tasks: TaskService) -> None:
+    with pytest.raises(ToolsRefused, match=r"unknown tool.*nope__x") as caught:
+        await start(tasks, tools=["gh__read_issue", "nope__x"])
+    assert caught.value.unknown == ("nope__x",)
+
+
+async def test_server_entitlement_covers_every_tool_of_that_server(tasks: TaskService) -> None:
+    task = await start(tasks, tools=["docs__search", "docs__read"])
+    assert task.tools == ("docs__search", "docs__read")
+
+
+async def test_trim_drops_what_is_not_granted_but_refuses_an_empty_task(tasks: TaskService) -> None:
+    task = await start(tasks, tools=["gh__read_issue", "gh__delete_repo", "nope__x"], trim=True)
+    assert task.tools == ("gh__read_issue",)
+    with pytest.raises(ToolsRefused, match="none of the requested tools"):
+        await start(tasks, tools=["gh__delete_repo", "nope__x"], trim=True)
+
+
+async def test_only_active_agents_start_tasks(tasks: TaskService, registry: Registry) -> None:
+    with pytest.raises(AgentNotActive, match="no agent"):
+        await start(tasks, agent_id="ghost")
+    await registry.suspend("bot-a", "alice", "incident")
+    with pytest.raises(AgentNotActive, match="suspended"):
+        await start(tasks)
+
+
+# --- budget ------------------------------------------------------------------------------------
+
+
+async def test_budget_counts_calls_and_refuses_the_one_too_many(tasks: TaskService, store: Store) -> None:
+    task = await start(tasks, budget=2)
+    assert tasks.consume(task.id).calls_made == 1
+    assert tasks.consume(task.id).remaining_calls == 0
+    with pytest.raises(TaskEnded, match=BUDGET_EXHAUSTED):
+        tasks.consume(task.id)
+    assert tasks.get(task.id).calls_made == 2  # type: ignore[union-attr]
+    # Counts reach the store lazily, at the next flush.
+    assert (await store.get_task(task.id)).calls_made == 0  # type: ignore[union-attr]
+    await tasks.flush()
+    assert (await store.get_task(task.id)).calls_made == 2  # type: ignore[union-attr]
+    # The task itself is still active, so it can be completed properly.
+    assert (await tasks.complete(task.id, "bot-a", "done")).calls_made == 2
+
+
+async def test_background_flush_writes_counts_without_being_asked(
+    store: Store, registry: Registry, clock: FakeClock
+) -> None:
+    service = TaskService(store, registry, make_catalog(), clock, TaskSettings(flush_interval_s=0.02))
+    await service.open()
+    task = await start(service)
+    service.consume(task.id)
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if (await store.get_task(task.id)).calls_made == 1:  # type: ignore[union-attr]
+            break
+    assert (await store.get_task(task.id)).calls_made == 1  # type: ignore[union-attr]
+    await service.close()
+
+
+async def test_unbudgeted_task_counts_without_limit(tasks: TaskService) -> None:
+    task = await start(tasks)
+    for _ in range(50):
+        tasks.consume(task.id)
+    assert tasks.get(task.id).calls_made == 50  # type: ignore[union-attr]
+
+
+async def test_ended_task_refuses_consume(tasks: TaskService) -> None:
+    task = await start(tasks, budget=5)
+    await tasks.fail(task.id, "bot-a", "gave up")
+    with pytest.raises(TaskEnded, match="failed"):
+        tasks.consume(task.id)
+
+
+async def test_state_survives_a_restart_with_flushed_counts(
+    store: Store, registry: Registry, clock: FakeClock, tasks: TaskService
+) -> None:
+    live = await start(tasks, budget=3)
+    done = await start(tasks)
+    tasks.consume(live.id)
+    await tasks.complete(done.id, "bot-a", "ok")
+    await tasks.close()  # flushes
+    again = TaskService(store, registry, make_catalog(), clock)
+    await again.open(background=False)
+    assert again.check(live.id).calls_made == 1
+    with pytest.raises(TaskEnded, match="completed"):
+        again.check(done.id)
+    listed = await again.list(agent_id="bot-a", state="active")
+    assert [t.id for t in listed] == [live.id]
+    await again.close()
+
+
+# --- agent lifecycle ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("verb", ["suspend", "retire"])
+async def test_suspending_or_retiring_the_agent_revokes_its_tasks(
+    tasks: TaskService, registry: Registry, store: Store, verb: str
+) -> None:
+    mine = [await start(tasks), await start(tasks)]
+    seen: list[str] = []
+    tasks.on_end.append(lambda t: seen.append(t.id))
+    await getattr(registry, verb)("bot-a", "alice", "incident 7")
+    # Ended in memory the moment the registry committed the change...
+    for task in mine:
+        with pytest.raises(TaskEnded, match="revoked"):
+            tasks.check(task.id)
+    assert sorted(seen) == sorted(t.id for t in mine)
+    await tasks.close()  # ...and on disk once the scheduled write ran.
+    for task in mine:
+        stored = await store.get_task(task.id)
+        assert stored.state is TaskState.REVOKED and "incident 7" in (stored.end_reason or "")  # type: ignore[union-attr]
+
+
+async def test_end_agent_tasks_leaves_other_agents_alone(
+    tasks: TaskService, registry: Registry
+) -> None:
+    await registry.update("bot-b", {"entitlement": {"servers": ["docs"]}}, "alice", "grant docs")
+    mine = await start(tasks)
+    theirs = await start(tasks, agent_id="bot-b", tools=["docs__search"])
+    [revoked] = await tasks.end_agent_tasks("bot-a", "offboarding")
+    assert revoked.id == mine.id
+    assert tasks.check(theirs.id).state is TaskState.ACTIVE
+
+
+async def test_an_observer_that_raises_does_not_stop_the_others(tasks: TaskService) -> None:
+    seen: list[str] = []
+
+    def broken(task: Task) -> None:
+        raise RuntimeError("boom")
+
+    tasks.on_end.extend([broken, lambda t: seen.append(t.id)])
+    task = await start(tasks)
+    await tasks.revoke(task.id, "admin", "no longer needed")
+    assert seen == [task.id]
+
+
+async def test_task_history_is_append_only(tasks: TaskService, store: Store) -> None:
+    task = await start(tasks)
+    await tasks.complete(task.id, "bot-a", "done")
+    # White box: the database trigger is the guarantee, so go around the store's API.
+    with pytest.raises(StoreError, match="append-only"):
+        await store._run(lambda conn: conn.execute("DELETE FROM task_events WHERE task_id = ?", (task.id,)))  # type: ignore[attr-defined]
+    assert len(await store.task_events(task.id)) == 2
+
+
+# --- task tokens -------------------------------------------------------------------------------
+
+
+async def test_task_token_claims_and_verification(tasks: TaskService, registry: Registry, clock: FakeClock) -> None:
+    signer = LocalSigner()
+    issuer = TaskTokenIssuer(signer, GATEWAY, RESOURCE, ttl_s=900, clock=clock)
+    task = await start(tasks, tools=["gh__read_issue", "docs__search"], deadline_s=3600)
+    token, expires_in = issuer.issue(task, registry.require("bot-a"))
+    assert expires_in == 900
+    header = jwt.get_unverified_header(token)
+    assert (header["typ"], header["alg"], header["kid"]) == ("at+jwt", "ES256", signer.kid)
+    claims = verify_task_token(token, signer.public_keys(), GATEWAY, RESOURCE, clock)
+    assert claims["iss"] == GATEWAY and claims["aud"] == RESOURCE
+    assert claims["sub"] == claims["client_id"] == "bot-a"
+    assert claims["task_id"] == task.id and claims["scope"] == "gh__read_issue docs__search"
+    assert (claims["iat"], claims["exp"]) == (int(T0), int(T0) + 900)
+    assert claims["jti"] != verify_task_token(issuer.issue(task, registry.require("bot-a"))[0],
+                                              signer.public_keys(), GATEWAY, RESOURCE, clock)["jti"]
+
+
+async def test_task_token_never_outlives_the_deadline(tasks: TaskService, registry: Registry,
+                                                      clock: FakeClock) -> None:
+    issuer = TaskTokenIssuer(LocalSigner(), GATEWAY, RESOURCE, ttl_s=900, clock=clock)
+    task = await start(tasks, deadline_s=120.5)
+    token, expires_in = issuer.issue(task, registry.require("bot-a"))
+    assert expires_in == 120
+    assert jwt.decode(token, options={"verify_signature": False})["exp"] == int(T0) + 120
+    clock.now += 121
+    with pytest.raises(TaskEnded):
+        issuer.issue(task, registry.require("bot-a"))
+
+
+async def test_task_token_rejections(tasks: TaskService, registry: Registry, clock: FakeClock) -> None:
+    signer, stranger = LocalSigner(), LocalSigner()
+    issuer = TaskTokenIssuer(signer, GATEWAY, RESOURCE, ttl_s=60, clock=clock)
+    task = await start(tasks)
+    token, _ = issuer.issue(task, registry.require("bot-a"))
+    keys = signer.public_keys()
+
+    def refused(candidate: str, fragment: str, **kwargs: Any) -> None:
+        args: dict[str, Any] = {"public_keys": keys, "issuer": GATEWAY, "audience": RESOURCE, "clock": clock}
+        args.update(kwargs)
+        with pytest.raises(TaskTokenRejected, match=fragment) as caught:
+            verify_task_token(candidate, **args)
+        assert candidate.rpartition(".")[2] not in str(caught.value)
+
+    refused(token, "audience", audience="https://other.test/mcp")
+    refused(token, "issuer", issuer="https://other.test")
+    refused(token, "unknown key", public_keys=stranger.public_keys())
+    forged = TaskTokenIssuer(stranger, GATEWAY, RESOURCE, clock=clock).issue(task, registry.require("bot-a"))[0]
+    refused(forged, "signature is invalid", public_keys={stranger.kid: signer.private_key.public_key()})
+    refused(signer.sign({"iss": GATEWAY, "aud": RESOURCE}, "JWT"), "typ")
+    refused(signer.sign({"iss": GATEWAY, "aud": RESOURCE, "sub": "x", "exp": T0 + 9, "iat": T0, "jti": "j",
+                         "scope": "a"}, "at+jwt"), "task_id")
+    hmac = jwt.encode({"iss": GATEWAY}, "s" * 32, algorithm="HS256", headers={"kid": signer.kid, "typ": "at+jwt"})
+    refused(hmac, "algorithm does not match")
+    refused("not-a-jwt", "malformed")
+    clock.now += 61
+    refused(token, "expired")
