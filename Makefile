@@ -23,6 +23,7 @@ test: $(STAMP)
 ## bench: direct vs through-the-gateway latency, throughput and CPU per call
 bench: $(STAMP)
 	$(PY) -m bench.run --sdk-check --json .narrowgate/bench.json
+	$(PY) -m bench.policy --json .narrowgate/bench-policy.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

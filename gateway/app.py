@@ -22,6 +22,7 @@ from gateway.authorization import Authorizer
 from gateway.catalog import Catalog
 from gateway.config import Settings
 from gateway.credentials.secret_sources import SecretResolver
+from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.identity.authenticator import Authenticator
 from gateway.identity.verifier import TokenVerifier
 from gateway.mcp_methods import Methods
@@ -65,10 +66,12 @@ class Gateway:
         self.reloader.on_change = self.announce_policy_change
         self.schema_update_failures = 0
         self.secrets = SecretResolver()
-        self.pool = UpstreamPool(catalog, self.secrets)
+        self.upstream_auth = UpstreamAuth(settings.base_url, self.secrets)
+        self.pool = UpstreamPool(catalog, self.upstream_auth)
         self.pool.on_rebuild = self.on_directory_rebuilt
         self.sessions = SessionRegistry(settings.limits.session_idle_s)
-        self.methods = Methods(catalog, self.pool, Authorizer(self.policy, settings.policy.agent_reasons))
+        self.methods = Methods(catalog, self.pool, Authorizer(self.policy, settings.policy.agent_reasons),
+                               self.upstream_auth)
         authenticator = Authenticator(settings, self.verifier, self.registry)
         self.endpoint = McpEndpoint(settings, authenticator, self.methods, self.sessions)
         admin_auth = AdminAuthenticator(settings, self.verifier, self.registry)
@@ -84,6 +87,8 @@ class Gateway:
                 Route("/healthz", self.healthz, methods=["GET"]),
                 Route("/.well-known/oauth-protected-resource", self.resource_metadata, methods=["GET"]),
                 Route("/.well-known/oauth-protected-resource/mcp", self.resource_metadata, methods=["GET"]),
+                Route("/.well-known/jwks.json", self.jwks, methods=["GET"]),
+                Route("/oauth/revocations", self.revocations, methods=["GET"]),
                 *self.agents_api.routes(),
                 *self.policies_api.routes(),
             ],
@@ -98,6 +103,7 @@ class Gateway:
             report = await self.registry.load_agents_file(self.settings.agents_file)
             log.info("agents file %s: %s", self.settings.agents_file, report)
         await self.verifier.start()
+        await self.upstream_auth.start(self.store)
         await self.pool.start()
         self.reloader.start()
         sweeper = asyncio.create_task(self.sweep_inactive_agents())
@@ -180,6 +186,14 @@ class Gateway:
             "bearer_methods_supported": ["header"],
             "resource_name": "Narrowgate MCP gateway",
         })
+
+    async def jwks(self, request: Request) -> Response:
+        """The public keys upstreams verify per-call tokens with (current, and previous during overlap)."""
+        return JSONResponse(self.upstream_auth.jwks(), headers={"Cache-Control": "max-age=60"})
+
+    async def revocations(self, request: Request) -> Response:
+        """Tasks (and token ids) whose minted upstream tokens must be refused until they expire."""
+        return JSONResponse(self.upstream_auth.revocations.snapshot(), headers={"Cache-Control": "no-store"})
 
     async def announce_list_changed(self, kinds: set[str]) -> None:
         for kind in sorted(kinds):

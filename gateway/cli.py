@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from gateway import __version__
 from gateway.admin.client import AdminClientError, add_agents_parser
 from gateway.catalog import CatalogError, load_catalog
 from gateway.config import ConfigError, Settings, load_settings
+from gateway.logs import configure as configure_logging
 from gateway.policy_commands import add_policy_parser
 
 EXIT_INVALID = 2
@@ -24,8 +24,7 @@ EXIT_INVALID = 2
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)
     if not hasattr(args, "run"):
         parser.print_help()
         return EXIT_INVALID

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +12,8 @@ from mcp_types import SERVER_INFO_META_KEY
 
 from gateway import __version__
 from gateway.authorization import Authorizer
-from gateway.catalog.model import Catalog
+from gateway.catalog.model import Catalog, HttpTransport
+from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.errors import INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, UPSTREAM_UNAVAILABLE, RpcError
 from gateway.identity.principal import Principal
 from gateway.policy.engine import RequestFacts
@@ -52,10 +54,11 @@ Handler = Callable[["Methods", RequestContext, dict[str, Any]], Awaitable[Reply]
 
 
 class Methods:
-    def __init__(self, catalog: Catalog, pool: UpstreamPool, authorizer: Authorizer) -> None:
+    def __init__(self, catalog: Catalog, pool: UpstreamPool, authorizer: Authorizer, auth: UpstreamAuth) -> None:
         self.catalog = catalog
         self.pool = pool
         self.authorizer = authorizer
+        self.upstream_auth = auth
 
     async def handle(self, ctx: RequestContext, method: str, params: dict[str, Any]) -> Reply:
         """The reply body for one request: {"result": ...} or {"error": ...}; RpcError for gateway errors."""
@@ -126,9 +129,14 @@ class Methods:
         decision = self.authorizer.tool(ctx.principal, view.entry, arguments, self.facts(ctx))
         # The upstream gets exactly the arguments the policy judged (paths normalized, NFC).
         arguments = dict(decision.canonical_arguments) if decision.canonical_arguments is not None else arguments
-        call_ctx = self.call_context(ctx, view.entry.server_id)
+        server = self.catalog.servers[view.entry.server_id]
+        call_ctx = self.call_context(ctx, server.id)
         if view.param_headers:
             call_ctx.headers = mcp_param_headers(view.param_headers, arguments or {})
+        if isinstance(server.transport, HttpTransport):
+            # A token for this one tool, this upstream and this argument set; never the agent's own.
+            call_ctx.auth = await self.upstream_auth.for_call(
+                server, ctx.principal, view.entry.name, arguments, ctx.principal.task_id, secrets.token_hex(16))
         upstream_params = {**params, "name": view.entry.name}
         if arguments is not None:
             upstream_params["arguments"] = arguments

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import jwt
 import pytest
 from mcp.shared.exceptions import MCPError
 
+from gateway.verifier import argument_digest
 from tests.conftest import TOKEN
 from tests.support.clients import ERAS, mcp_client
 from tests.support.processes import Gateway
@@ -64,7 +66,16 @@ async def test_agent_token_never_reaches_the_upstream(gateway: Gateway, mode: st
     received = result.structured_content
     assert received is not None and received["transport"] == "http"
     assert TOKEN not in json.dumps(received)
-    assert "authorization" not in received["headers"]
+    # What the upstream got instead: a gateway-minted RFC 9068 token for this one tool and upstream.
+    scheme, _, token = received["headers"]["authorization"].partition(" ")
+    assert scheme == "Bearer"
+    assert jwt.get_unverified_header(token)["typ"] == "at+jwt"
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["iss"] == gateway.base
+    assert claims["aud"] == gateway.manifests[0]["transport"]["url"]
+    assert claims["sub"] == "agent-a" and claims["scope"] == "whoami"
+    assert claims["exp"] - claims["iat"] <= 60
+    assert claims["args_sha256"] == argument_digest({})
 
 
 async def test_unknown_tool_is_a_clear_error(gateway: Gateway, mode: str) -> None:

@@ -343,3 +343,14 @@ async def test_body_must_be_a_form_without_repeats(gateway: Gateway) -> None:
         assert response.status == 400
     async with gateway.http.get(TOKEN_URL) as response:
         assert response.status == 405
+
+
+async def test_a_task_whose_token_cannot_be_signed_is_revoked(gateway: Gateway,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(claims: dict[str, Any], typ: str) -> str:
+        raise RuntimeError("keyring unavailable")
+
+    monkeypatch.setattr(gateway.signer, "sign", broken)
+    await gateway.error(exchange(gateway.idp.mint(sub="wl:bot-a")), "server_error", 500, "could not be signed")
+    [task] = await gateway.tasks.list()
+    assert task.state is TaskState.REVOKED  # no orphaned active task without a token

@@ -16,3 +16,5 @@ class Principal:
     auth_method: str
     claims: MappingProxyType[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     agent: Agent | None = None
+    # Set when the caller presented a task token (a grant for one task); None for bare workload tokens.
+    task_id: str | None = None

@@ -50,6 +50,8 @@ class CallContext:
     client_capabilities: dict[str, Any] = field(default_factory=dict)
     client_info: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # Credentials for this call (a minted token or a secret); None: the upstream's discovery credentials.
+    auth: dict[str, str] | None = None
 
 
 SessionEventHandler = Callable[[str, dict[str, Any]], Awaitable[None]]

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -37,12 +38,15 @@ ACCEPT_BOTH = "application/json, text/event-stream"
 MAX_RESUMES = 20
 RECONNECT_MIN_S = 0.5
 RECONNECT_MAX_S = 30.0
+AuthProvider = Callable[[], Awaitable[dict[str, str]]]
 
 
 class HttpUpstream:
-    def __init__(self, server: ServerEntry, on_event: SessionEventHandler) -> None:
+    def __init__(self, server: ServerEntry, on_event: SessionEventHandler, discovery_auth: AuthProvider) -> None:
         assert isinstance(server.transport, HttpTransport)
         self.server_id = server.id
+        # Credentials for requests that call no tool (handshake, lists, notification streams).
+        self.discovery_auth = discovery_auth
         self.url = server.transport.url
         self.protocol = server.transport.protocol
         self.static_headers = dict(server.transport.headers)
@@ -80,8 +84,9 @@ class HttpUpstream:
             task.cancel()
         if self.http is not None:
             if self.session_id:
-                with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
-                    async with self.http.delete(self.url, headers=self.legacy_headers(), timeout=_short()):
+                with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, RpcError):
+                    headers = {**self.legacy_headers(), **await self.discovery_auth()}
+                    async with self.http.delete(self.url, headers=headers, timeout=_short()):
                         pass
             await self.http.close()
 
@@ -145,8 +150,8 @@ class HttpUpstream:
                        "clientInfo": GATEWAY_CLIENT_INFO},
         }
         assert self.http is not None
-        async with self.http.post(self.url, data=orjson.dumps(body), headers=self.base_headers(),
-                                  timeout=_short()) as resp:
+        headers = {**self.base_headers(), **await self.discovery_auth()}
+        async with self.http.post(self.url, data=orjson.dumps(body), headers=headers, timeout=_short()) as resp:
             reply = await self.read_reply(resp, 0, None)
             session_id = resp.headers.get("mcp-session-id")
         if "result" not in reply:
@@ -189,7 +194,7 @@ class HttpUpstream:
         for attempt in range(2):
             if self.session_id is None:
                 await self.initialize()
-            headers = {**self.legacy_headers(), **ctx.headers}
+            headers = {**self.legacy_headers(), **(ctx.auth or await self.discovery_auth()), **ctx.headers}
             async with self.http.post(self.url, data=body, headers=headers) as resp:
                 if resp.status == 404 and attempt == 0:
                     self.session_id = None  # the upstream forgot our session: open a new one
@@ -198,7 +203,8 @@ class HttpUpstream:
         raise RpcError(UPSTREAM_ERROR, f"upstream {self.server_id!r} keeps losing its session")
 
     async def post_modern(self, body: dict[str, Any], method: str, ctx: CallContext | None) -> dict[str, Any]:
-        headers = {**self.base_headers(), "MCP-Protocol-Version": MODERN_ERA, "Mcp-Method": method}
+        auth = ctx.auth if ctx is not None and ctx.auth is not None else await self.discovery_auth()
+        headers = {**self.base_headers(), **auth, "MCP-Protocol-Version": MODERN_ERA, "Mcp-Method": method}
         name_key = NAME_BEARING_METHODS.get(method)
         if name_key is not None and isinstance(name := body["params"].get(name_key), str):
             headers["Mcp-Name"] = encode_header_value(name)
@@ -247,7 +253,8 @@ class HttpUpstream:
 
     async def resume(self, last_event_id: str) -> aiohttp.ClientResponse:
         assert self.http is not None
-        headers = {**self.legacy_headers(), "Accept": "text/event-stream", "Last-Event-ID": last_event_id}
+        headers = {**self.legacy_headers(), **await self.discovery_auth(), "Accept": "text/event-stream",
+                   "Last-Event-ID": last_event_id}
         resp = await self.http.get(self.url, headers=headers)
         if resp.status != 200 or resp.content_type != "text/event-stream":
             resp.release()
@@ -290,8 +297,8 @@ class HttpUpstream:
         """POST a notification or a reply to the upstream's session; it answers 202."""
         assert self.http is not None
         with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
-            async with self.http.post(self.url, data=orjson.dumps(message), headers=self.legacy_headers(),
-                                      timeout=_short()):
+            headers = {**self.legacy_headers(), **await self.discovery_auth()}
+            async with self.http.post(self.url, data=orjson.dumps(message), headers=headers, timeout=_short()):
                 pass
 
     async def notify(self, method: str, params: dict[str, Any]) -> None:
@@ -312,17 +319,18 @@ class HttpUpstream:
         """Hold a `subscriptions/listen` stream for list changes."""
         await self.hold_stream(MODERN_ERA, self.http_listen_stream, False)
 
-    def http_get_stream(self) -> Any:
+    def http_get_stream(self, auth: dict[str, str]) -> Any:
         assert self.http is not None
-        return self.http.get(self.url, headers={**self.legacy_headers(), "Accept": "text/event-stream"})
+        return self.http.get(self.url, headers={**self.legacy_headers(), **auth, "Accept": "text/event-stream"})
 
-    def http_listen_stream(self) -> Any:
+    def http_listen_stream(self, auth: dict[str, str]) -> Any:
         assert self.http is not None
         params = {"notifications": {"toolsListChanged": True, "promptsListChanged": True,
                                     "resourcesListChanged": True}}
         body = {"jsonrpc": "2.0", "id": "narrowgate-listen", "method": "subscriptions/listen",
                 "params": modern_params(params, _gateway_ctx())}
-        headers = {**self.base_headers(), "MCP-Protocol-Version": MODERN_ERA, "Mcp-Method": "subscriptions/listen"}
+        headers = {**self.base_headers(), **auth, "MCP-Protocol-Version": MODERN_ERA,
+                   "Mcp-Method": "subscriptions/listen"}
         return self.http.post(self.url, data=orjson.dumps(body), headers=headers)
 
     async def hold_stream(self, era: str, open_stream: Any, only_updates: bool) -> None:
@@ -330,7 +338,7 @@ class HttpUpstream:
         while not self.closed and era in self.eras:
             sent_session = self.session_id
             try:
-                async with open_stream() as resp:
+                async with open_stream(await self.discovery_auth()) as resp:
                     if resp.status == 404 and era == LEGACY_ERA and sent_session is not None:
                         # The upstream forgot our session (it restarted): open a new one, listen again.
                         if self.session_id == sent_session:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway.catalog.model import Catalog, HttpTransport
-from gateway.credentials.secret_sources import SecretResolver
+from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.errors import UPSTREAM_UNAVAILABLE, RpcError
 from gateway.upstream.base import LEGACY_ERA, MODERN_ERA, CallContext, Upstream, log
 from gateway.upstream.directory import EMPTY, Directory, Listing, build_directory
@@ -33,9 +34,9 @@ ResourceUpdatedHandler = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class UpstreamPool:
-    def __init__(self, catalog: Catalog, secrets: SecretResolver, resync_interval_s: float = 2.0) -> None:
+    def __init__(self, catalog: Catalog, auth: UpstreamAuth, resync_interval_s: float = 2.0) -> None:
         self.catalog = catalog
-        self.secrets = secrets
+        self.auth = auth
         self.clients: dict[str, Upstream] = {}
         self.listings: dict[str, Listing] = {}
         self.synced_generation: dict[str, int] = {}
@@ -49,9 +50,10 @@ class UpstreamPool:
     async def start(self) -> None:
         for server in self.catalog.servers.values():
             if isinstance(server.transport, HttpTransport):
-                self.clients[server.id] = HttpUpstream(server, self.on_session_event)
+                discovery = functools.partial(self.auth.for_discovery, server)
+                self.clients[server.id] = HttpUpstream(server, self.on_session_event, discovery)
             else:
-                self.clients[server.id] = StdioUpstream(server, self.on_session_event, self.secrets)
+                self.clients[server.id] = StdioUpstream(server, self.on_session_event, self.auth.secrets)
         await asyncio.gather(*(client.start() for client in self.clients.values()))
         await asyncio.gather(*(self.sync(server_id) for server_id in self.clients))
         self.watcher = asyncio.create_task(self.watch())

@@ -1,0 +1,87 @@
+"""What the gateway presents to an upstream: a per-call token it mints, or the server's vaulted secret.
+
+The agent's own token never leaves the gateway. `gateway-token` upstreams get an RFC 9068 token
+good for one tool, one upstream and at most a minute; `secret` upstreams (legacy APIs) get their
+configured secret in a header; `none` upstreams get nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.catalog.model import Credentials, ServerEntry
+from gateway.credentials.keys import SigningKeyring
+from gateway.credentials.revocations import Revocations
+from gateway.credentials.secret_sources import SecretResolver, SecretUnavailable
+from gateway.credentials.upstream_tokens import UpstreamTokenMinter
+from gateway.errors import UPSTREAM_UNAVAILABLE, RpcError
+from gateway.identity.principal import Principal
+from gateway.verifier import argument_digest
+
+DISCOVERY_SCOPE = "mcp:discovery"  # handshake and list requests, which call no tool
+
+
+class UpstreamAuth:
+    def __init__(self, issuer: str, secrets: SecretResolver, ttl_s: float = 60.0) -> None:
+        self.issuer = issuer
+        self.secrets = secrets
+        self.ttl_s = ttl_s
+        self.revocations = Revocations()
+        self.keyring: SigningKeyring | None = None
+        self.minter: UpstreamTokenMinter | None = None
+
+    async def start(self, store: Any) -> None:
+        """Open (or create, on first start) the signing keys."""
+        self.keyring = await SigningKeyring.open(store)
+        self.minter = UpstreamTokenMinter(self.keyring, self.issuer, self.ttl_s)
+
+    async def for_call(
+        self, server: ServerEntry, principal: Principal, tool: str, arguments: dict[str, Any] | None,
+        task_id: str | None, txn: str,
+    ) -> dict[str, str]:
+        """Headers for one tools/call to `server` on behalf of `principal`."""
+        credentials = server.credentials
+        if credentials.mode == "gateway-token":
+            token = self.mint(credentials, principal.agent_id, actor_of(principal), tool, arguments, task_id, txn)
+            return {"Authorization": f"Bearer {token}"}
+        return await self.secret_headers(server)
+
+    async def for_discovery(self, server: ServerEntry) -> dict[str, str]:
+        """Headers for requests that call no tool (initialize, lists, notification streams)."""
+        credentials = server.credentials
+        if credentials.mode == "gateway-token":
+            actor = {"sub": "narrowgate", "iss": self.issuer}
+            token = self.mint(credentials, "narrowgate", actor, DISCOVERY_SCOPE, None, None, "")
+            return {"Authorization": f"Bearer {token}"}
+        return await self.secret_headers(server)
+
+    def mint(self, credentials: Credentials, agent_id: str, actor: dict[str, Any], tool: str,
+             arguments: dict[str, Any] | None, task_id: str | None, txn: str) -> str:
+        assert self.minter is not None, "UpstreamAuth.start() was not awaited"
+        minted = self.minter.mint(agent_id=agent_id, actor=actor, audience=credentials.resource, tool=tool,
+                                  task_id=task_id, txn=txn, arguments_digest=argument_digest(arguments))
+        return minted.token
+
+    async def secret_headers(self, server: ServerEntry) -> dict[str, str]:
+        credentials = server.credentials
+        if credentials.mode != "secret" or credentials.secret is None or not credentials.header:
+            return {}
+        try:
+            secret = await self.secrets.value(credentials.secret)
+        except SecretUnavailable as exc:
+            raise RpcError(UPSTREAM_UNAVAILABLE, f"credentials for upstream {server.id!r}: {exc}") from None
+        return {credentials.header: credentials.header_format.replace("{secret}", secret)}
+
+    def jwks(self) -> dict[str, Any]:
+        return self.keyring.jwks() if self.keyring is not None else {"keys": []}
+
+
+def actor_of(principal: Principal) -> dict[str, Any]:
+    """The `act` claim: the workload identity the agent proved (RFC 8693 actor)."""
+    claims = principal.claims
+    if "sub" in claims:
+        actor: dict[str, Any] = {"sub": claims["sub"]}
+        if "iss" in claims:
+            actor["iss"] = claims["iss"]
+        return actor
+    return {"sub": principal.agent_id, "iss": principal.auth_method}
