@@ -185,7 +185,7 @@ def write_gateway_files(tmp: Path, upstream_port: int, gateway_port: int, polici
     agents = {"agents": [{
         "id": "bench-agent", "owner": "bench@example.com", "purpose": "benchmark load", "state": "active",
         "identities": [{"kind": "static", "issuer": "narrowgate", "subject": "bench-agent"}],
-        "entitlement": {"servers": [MANIFEST_ID]},
+        "entitlement": {"servers": [MANIFEST_ID], "require_task": False},
     }]}
     (tmp / "agents.yaml").write_text(yaml.safe_dump(agents, sort_keys=False))
     config = {

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,12 +27,19 @@ from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.identity.authenticator import Authenticator
 from gateway.identity.verifier import TokenVerifier
 from gateway.mcp_methods import Methods
+from gateway.oauth.metadata import METADATA_PATH, authorization_server_metadata
+from gateway.oauth.token_endpoint import TOKEN_PATH, TokenEndpoint, settings_for_audience
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.hours import WorkingHours
 from gateway.policy.reloader import PolicyReloader
 from gateway.registry.model import Agent, Lifecycle, LifecycleEvent
 from gateway.registry.service import Registry
 from gateway.store import open_store
+from gateway.tasks.gate import TaskGate
+from gateway.tasks.model import Task
+from gateway.tasks.service import TaskService
+from gateway.tasks.token_check import TaskTokenCheck
+from gateway.tasks.tokens import TaskTokenIssuer
 from gateway.transport.endpoint import McpEndpoint
 from gateway.transport.sessions import SessionRegistry
 from gateway.upstream.directory import Directory
@@ -52,48 +60,73 @@ class Gateway:
     def __init__(self, settings: Settings, catalog: Catalog, tool_schemas: dict[str, Any] | None = None) -> None:
         self.settings = settings
         self.catalog = catalog
+        self.background: set[asyncio.Task[None]] = set()
         self.store = open_store(settings.state)
+        self.build_identity()
+        self.build_policy(dict(tool_schemas or {}))
+        self.build_tasks()
+        self.pool = UpstreamPool(catalog, self.upstream_auth)
+        self.pool.on_rebuild = self.on_directory_rebuilt
+        self.pool.on_list_changed = self.announce_list_changed
+        self.pool.on_resource_updated = self.relay_resource_updated
+        self.sessions = SessionRegistry(settings.limits.session_idle_s)
+        authorizer = Authorizer(self.policy, settings.policy.agent_reasons)
+        self.methods = Methods(catalog, self.pool, authorizer, self.upstream_auth, TaskGate(self.tasks))
+        authenticator = Authenticator(settings, self.verifier, self.registry, self.task_check)
+        self.endpoint = McpEndpoint(settings, authenticator, self.methods, self.sessions)
+        admin_auth = AdminAuthenticator(settings, self.verifier, self.registry)
+        self.agents_api = AgentsApi(self.registry, admin_auth)
+        self.policies_api = PoliciesApi(self.policy, self.reloader, admin_auth)
+        self.app = Starlette(routes=self.routes(), lifespan=self.lifespan)
+
+    def build_identity(self) -> None:
+        """Who calls: the agent registry, workload-token verification, and the gateway's own keys."""
         self.registry = Registry(self.store, [])
-        self.verifier = TokenVerifier(settings.identity)
+        self.registry.observe(self.on_agent_change)
+        self.verifier = TokenVerifier(self.settings.identity)
+        self.secrets = SecretResolver()
+        self.upstream_auth = UpstreamAuth(self.settings.base_url, self.secrets)
+
+    def build_policy(self, tool_schemas: dict[str, Any]) -> None:
+        settings = self.settings
         # Input schemas last reported by upstreams (from the store), until they report again.
-        self.tool_schemas: dict[str, Any] = dict(tool_schemas or {})
+        self.tool_schemas = tool_schemas
         self.policy = PolicyEngine(
-            settings.policies_dir, catalog, working_hours=WorkingHours.from_mapping(settings.policy.working_hours),
-            shadow_dir=settings.policy.shadow, tool_schemas=self.tool_schemas,
+            settings.policies_dir, self.catalog, shadow_dir=settings.policy.shadow, tool_schemas=tool_schemas,
+            working_hours=WorkingHours.from_mapping(settings.policy.working_hours),
         )
         watched = [settings.policies_dir, *([settings.policy.shadow] if settings.policy.shadow else [])]
         self.reloader = PolicyReloader(self.policy, watched, settings.policy.watch_interval_s)
         self.reloader.on_change = self.announce_policy_change
         self.schema_update_failures = 0
-        self.secrets = SecretResolver()
-        self.upstream_auth = UpstreamAuth(settings.base_url, self.secrets)
-        self.pool = UpstreamPool(catalog, self.upstream_auth)
-        self.pool.on_rebuild = self.on_directory_rebuilt
-        self.sessions = SessionRegistry(settings.limits.session_idle_s)
-        self.methods = Methods(catalog, self.pool, Authorizer(self.policy, settings.policy.agent_reasons),
-                               self.upstream_auth)
-        authenticator = Authenticator(settings, self.verifier, self.registry)
-        self.endpoint = McpEndpoint(settings, authenticator, self.methods, self.sessions)
-        admin_auth = AdminAuthenticator(settings, self.verifier, self.registry)
-        self.agents_api = AgentsApi(self.registry, admin_auth)
-        self.policies_api = PoliciesApi(self.policy, self.reloader, admin_auth)
-        self.background: set[asyncio.Task[None]] = set()
-        self.registry.observe(self.on_agent_change)
-        self.pool.on_list_changed = self.announce_list_changed
-        self.pool.on_resource_updated = self.relay_resource_updated
-        self.app = Starlette(
-            routes=[
-                Route("/mcp", self.endpoint, methods=["GET", "POST", "DELETE"]),
-                Route("/healthz", self.healthz, methods=["GET"]),
-                Route("/.well-known/oauth-protected-resource", self.resource_metadata, methods=["GET"]),
-                Route("/.well-known/oauth-protected-resource/mcp", self.resource_metadata, methods=["GET"]),
-                Route("/.well-known/jwks.json", self.jwks, methods=["GET"]),
-                Route("/oauth/revocations", self.revocations, methods=["GET"]),
-                *self.agents_api.routes(),
-                *self.policies_api.routes(),
-            ],
-            lifespan=self.lifespan,
-        )
+
+    def build_tasks(self) -> None:
+        """Task grants: the token endpoint that starts them and the check that honours their tokens."""
+        base = self.settings.base_url
+        resource, token_url = f"{base}/mcp", f"{base}{TOKEN_PATH}"
+        self.tasks = TaskService(self.store, self.registry, self.catalog)
+        self.tasks.on_end.append(self.on_task_end)
+        self.task_tokens = TaskTokenIssuer(self.upstream_auth, base, resource)
+        self.task_check = TaskTokenCheck(self.tasks, self.upstream_auth.public_keys, base, resource)
+        # RFC 7523 client assertions may name the token endpoint as their audience.
+        self.assertion_verifier = TokenVerifier(settings_for_audience(self.settings.identity, token_url))
+        self.token_endpoint = TokenEndpoint(self.verifier, self.registry, self.tasks, self.task_tokens,
+                                            resource=resource, token_url=token_url,
+                                            assertion_verifier=self.assertion_verifier)
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/mcp", self.endpoint, methods=["GET", "POST", "DELETE"]),
+            Route("/healthz", self.healthz, methods=["GET"]),
+            Route("/.well-known/oauth-protected-resource", self.resource_metadata, methods=["GET"]),
+            Route("/.well-known/oauth-protected-resource/mcp", self.resource_metadata, methods=["GET"]),
+            Route(METADATA_PATH, self.authorization_server_metadata, methods=["GET"]),
+            Route("/.well-known/jwks.json", self.jwks, methods=["GET"]),
+            Route("/oauth/revocations", self.revocations, methods=["GET"]),
+            *self.token_endpoint.routes(),
+            *self.agents_api.routes(),
+            *self.policies_api.routes(),
+        ]
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -103,7 +136,9 @@ class Gateway:
             report = await self.registry.load_agents_file(self.settings.agents_file)
             log.info("agents file %s: %s", self.settings.agents_file, report)
         await self.verifier.start()
+        await self.assertion_verifier.start()
         await self.upstream_auth.start(self.store)
+        await self.tasks.open()
         await self.pool.start()
         self.reloader.start()
         sweeper = asyncio.create_task(self.sweep_inactive_agents())
@@ -122,7 +157,9 @@ class Gateway:
             await self.reloader.stop()
             await self.pool.close()
             await self.secrets.close()
+            await self.tasks.close()
             await self.verifier.close()
+            await self.assertion_verifier.close()
             await asyncio.gather(*self.background, return_exceptions=True)
             await self.store.close()
 
@@ -182,10 +219,20 @@ class Gateway:
         """RFC 9728 protected-resource metadata for `/mcp`."""
         return JSONResponse({
             "resource": f"{self.settings.base_url}/mcp",
-            "authorization_servers": [],
+            "authorization_servers": [self.settings.base_url],
             "bearer_methods_supported": ["header"],
             "resource_name": "Narrowgate MCP gateway",
         })
+
+    async def authorization_server_metadata(self, request: Request) -> Response:
+        """RFC 8414: where agents exchange workload tokens for task tokens."""
+        return JSONResponse(authorization_server_metadata(self.settings.base_url))
+
+    def on_task_end(self, task: Task) -> None:
+        """Every upstream token minted for an ended task is refused until it would have expired anyway."""
+        self.upstream_auth.revocations.revoke_task(task.id, until=time.time() + self.upstream_auth.ttl_s + 5)
+        log.info("task %s of agent %s ended (%s): its grants and upstream tokens are revoked",
+                 task.id, task.agent_id, task.state.value)
 
     async def jwks(self, request: Request) -> Response:
         """The public keys upstreams verify per-call tokens with (current, and previous during overlap)."""

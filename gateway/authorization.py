@@ -27,9 +27,9 @@ class Authorizer:
         self.agent_reasons = agent_reasons
 
     @staticmethod
-    def facts(era: str, client_info: dict[str, Any] | None) -> RequestFacts:
+    def facts(era: str, client_info: dict[str, Any] | None, task: dict[str, Any] | None = None) -> RequestFacts:
         client = client_info.get("name", "") if isinstance(client_info, dict) else ""
-        return RequestFacts(now=time.time(), era=era, client=str(client))
+        return RequestFacts(now=time.time(), era=era, client=str(client), task=task)
 
     def tool(self, principal: Principal, tool: ToolEntry, arguments: dict[str, Any] | None,
              facts: RequestFacts) -> Decision:

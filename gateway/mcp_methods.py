@@ -17,6 +17,7 @@ from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.errors import INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, UPSTREAM_UNAVAILABLE, RpcError
 from gateway.identity.principal import Principal
 from gateway.policy.engine import RequestFacts
+from gateway.tasks.gate import BUILTIN_TOOLS, TaskGate
 from gateway.transport.sessions import LOG_LEVELS, AgentSession
 from gateway.upstream.base import LEGACY_ERA, MODERN_ERA, CallContext, CallSink
 from gateway.upstream.pool import UpstreamPool
@@ -54,11 +55,13 @@ Handler = Callable[["Methods", RequestContext, dict[str, Any]], Awaitable[Reply]
 
 
 class Methods:
-    def __init__(self, catalog: Catalog, pool: UpstreamPool, authorizer: Authorizer, auth: UpstreamAuth) -> None:
+    def __init__(self, catalog: Catalog, pool: UpstreamPool, authorizer: Authorizer, auth: UpstreamAuth,
+                 tasks: TaskGate) -> None:
         self.catalog = catalog
         self.pool = pool
         self.authorizer = authorizer
         self.upstream_auth = auth
+        self.tasks = tasks
 
     async def handle(self, ctx: RequestContext, method: str, params: dict[str, Any]) -> Reply:
         """The reply body for one request: {"result": ...} or {"error": ...}; RpcError for gateway errors."""
@@ -84,8 +87,10 @@ class Methods:
 
     async def list_tools(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
         tools = self.pool.directory.tools
-        visible = self.authorizer.visible_tools(ctx.principal, (v.entry for v in tools.values()), self.facts(ctx))
-        return {"result": {"tools": [view.definition for name, view in tools.items() if name in visible]}}
+        granted = self.tasks.visible(ctx.principal, tools)
+        visible = self.authorizer.visible_tools(ctx.principal, (tools[n].entry for n in granted), self.facts(ctx))
+        listed = [view.definition for name, view in tools.items() if name in visible]
+        return {"result": {"tools": listed + self.tasks.builtin_tools(ctx.principal)}}
 
     async def list_prompts(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
         prompts = self.pool.directory.prompts
@@ -123,10 +128,14 @@ class Methods:
         arguments = params.get("arguments")
         if arguments is not None and not isinstance(arguments, dict):
             raise RpcError(INVALID_PARAMS, "tools/call arguments must be an object")
+        if name in BUILTIN_TOOLS:
+            return await self.tasks.call_builtin(ctx.principal, name, arguments or {})
         view = self.pool.directory.tools.get(name)
         if view is None:
             raise self.missing_tool(name)
+        self.tasks.admit(ctx.principal, name)
         decision = self.authorizer.tool(ctx.principal, view.entry, arguments, self.facts(ctx))
+        self.tasks.consume(ctx.principal)
         # The upstream gets exactly the arguments the policy judged (paths normalized, NFC).
         arguments = dict(decision.canonical_arguments) if decision.canonical_arguments is not None else arguments
         server = self.catalog.servers[view.entry.server_id]
@@ -212,7 +221,7 @@ class Methods:
         return server_id
 
     def facts(self, ctx: RequestContext) -> RequestFacts:
-        return self.authorizer.facts(ctx.era, ctx.client_info)
+        return self.authorizer.facts(ctx.era, ctx.client_info, self.tasks.facts(ctx.principal))
 
     def call_context(self, ctx: RequestContext, server_id: str) -> CallContext:
         return CallContext(

@@ -243,7 +243,7 @@ def test_create_returns_201_and_the_record(api: Api) -> None:
     assert agent["state"] == "pending"  # the default: someone must activate it
     assert agent["labels"] == {"team": "tools"}
     assert agent["groups"] == ["bots"]
-    assert agent["entitlement"] == {"tools": ["behav__echo"], "servers": []}
+    assert agent["entitlement"] == {"tools": ["behav__echo"], "servers": [], "require_task": True}
     assert agent["identities"][0]["subject"] == f"sub-{agent_id}"
     assert agent["created_at"] == agent["changed_at"]
 
@@ -335,7 +335,7 @@ def test_patch_updates_owner_purpose_entitlement_and_labels(api: Api) -> None:
     for agent in (response.json(), api.get(f"/{agent_id}").json()):
         assert agent["owner"] == "new-team@example.com"
         assert agent["purpose"] == "triages issues"
-        assert agent["entitlement"] == {"tools": ["behav__echo"], "servers": ["behav"]}
+        assert agent["entitlement"] == {"tools": ["behav__echo"], "servers": ["behav"], "require_task": True}
         assert agent["labels"] == {"tier": "2", "env": "prod"}
         assert agent["state"] == "pending"  # an update never changes state
         assert agent["identities"][0]["subject"] == f"sub-{agent_id}"  # untouched fields stay

@@ -68,7 +68,8 @@ class Admin:
     def create(self, agent_id: str, identities: list[dict[str, Any]], state: str = "active",
                **extra: Any) -> dict[str, Any]:
         body = {"id": agent_id, "owner": "team-e2e@example.com", "purpose": f"identity e2e: {agent_id}",
-                "state": state, "identities": identities, "entitlement": {"servers": ["behav"]}, **extra}
+                "state": state, "identities": identities,
+                "entitlement": {"servers": ["behav"], "require_task": False}, **extra}
         response = httpx2.post(self.base, json=body, headers=self.auth)
         assert response.status_code == 201, response.text
         created: dict[str, Any] = response.json()
@@ -212,13 +213,13 @@ def gw(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int, port: int,
     gitops.write_text(yaml.safe_dump({"agents": [
         *(static_agent(agent_id, ["behav"]) for agent_id in tokens),
         {"id": "gitops-agent", "owner": "platform@example.com", "purpose": "declared in git",
-         "state": "active", "entitlement": {"servers": ["behav"]},
+         "state": "active", "entitlement": {"servers": ["behav"], "require_task": False},
          "identities": [oidc_identity(idp.issuer, GITOPS_SUB)]},
         {"id": "k8s-reconciler", "owner": "payments@example.com", "purpose": "reconciles payments",
-         "entitlement": {"servers": ["behav"]},
+         "entitlement": {"servers": ["behav"], "require_task": False},
          "identities": [oidc_identity(idp.issuer, K8S_SUB, {K8S_NAMESPACE_CLAIM: "payments"})]},
         {"id": "spiffe-agent", "owner": "platform@example.com", "purpose": "SPIRE workload",
-         "entitlement": {"servers": ["behav"]},
+         "entitlement": {"servers": ["behav"], "require_task": False},
          "identities": [{"kind": "spiffe", "issuer": f"spiffe://{TRUST_DOMAIN}",
                          "subject": domain.spiffe_id(SPIFFE_PATH)}]},
     ]}))

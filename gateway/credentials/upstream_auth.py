@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import jwt
+
 from gateway.catalog.model import Credentials, ServerEntry
 from gateway.credentials.keys import SigningKeyring
 from gateway.credentials.revocations import Revocations
@@ -29,6 +31,8 @@ class UpstreamAuth:
         self.revocations = Revocations()
         self.keyring: SigningKeyring | None = None
         self.minter: UpstreamTokenMinter | None = None
+        self._public: dict[str, Any] = {}
+        self._public_kids: tuple[str, ...] = ()
 
     async def start(self, store: Any) -> None:
         """Open (or create, on first start) the signing keys."""
@@ -74,6 +78,20 @@ class UpstreamAuth:
 
     def jwks(self) -> dict[str, Any]:
         return self.keyring.jwks() if self.keyring is not None else {"keys": []}
+
+    def sign(self, claims: dict[str, Any], typ: str) -> str:
+        """Sign a gateway token (task tokens) with the current key."""
+        assert self.keyring is not None, "UpstreamAuth.start() was not awaited"
+        return self.keyring.sign(claims, typ)
+
+    def public_keys(self) -> dict[str, Any]:
+        """kid -> key for the gateway's own tokens; rebuilt only when the key set changes."""
+        jwks = self.jwks()
+        kids = tuple(k["kid"] for k in jwks["keys"])
+        if kids != self._public_kids:
+            self._public = {k["kid"]: jwt.PyJWK(k) for k in jwks["keys"]}
+            self._public_kids = kids
+        return self._public
 
 
 def actor_of(principal: Principal) -> dict[str, Any]:

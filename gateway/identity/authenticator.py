@@ -8,13 +8,18 @@ with the reason and never with the token.
 from __future__ import annotations
 
 import logging
+from types import MappingProxyType
 
 from gateway.config import Settings
 from gateway.identity.principal import Principal
 from gateway.identity.static_tokens import StaticTokenTable
 from gateway.identity.verified import TokenRejected
 from gateway.identity.verifier import TokenVerifier
+from gateway.registry.model import Lifecycle
 from gateway.registry.service import IdentityRefused, Registry
+from gateway.tasks.model import TaskEnded
+from gateway.tasks.token_check import TaskTokenCheck
+from gateway.tasks.tokens import TaskTokenRejected
 
 log = logging.getLogger("narrowgate.identity")
 OPEN_LOOPBACK_AGENT = "anonymous-loopback"
@@ -30,7 +35,9 @@ class AccessRefused(Exception):
 
 
 class Authenticator:
-    def __init__(self, settings: Settings, verifier: TokenVerifier, registry: Registry) -> None:
+    def __init__(self, settings: Settings, verifier: TokenVerifier, registry: Registry,
+                 task_tokens: TaskTokenCheck | None = None) -> None:
+        self.task_tokens = task_tokens
         self.open_loopback = settings.auth.open_loopback
         if self.open_loopback and not settings.is_loopback_bind():
             raise ValueError("open loopback mode is refused on a non-loopback bind address")
@@ -57,6 +64,8 @@ class Authenticator:
         agent_id = self.static.lookup(token)
         if agent_id is not None:
             return self.static_principal(agent_id)
+        if self.task_tokens is not None and self.task_tokens.is_ours(token):
+            return self.task_principal(token)
         try:
             verified = await self.verifier.verify(token)
         except TokenRejected as exc:
@@ -68,6 +77,28 @@ class Authenticator:
             log.warning("identity %s %s refused: %s", verified.kind, verified.subject, exc)
             raise AccessRefused(str(exc)) from None
         return Principal(agent.id, verified.kind, verified.claims, agent)
+
+    def task_principal(self, token: str) -> Principal:
+        """A task token: the gateway's own grant for one task of one agent."""
+        assert self.task_tokens is not None
+        try:
+            claims = self.task_tokens.verify(token)
+        except TaskTokenRejected as exc:
+            log.warning("task token refused: %s", exc)
+            raise AuthenticationError(str(exc)) from None
+        agent_id, task_id = str(claims["sub"]), str(claims["task_id"])
+        try:
+            task = self.task_tokens.tasks.check(task_id)
+        except TaskEnded as exc:
+            log.warning("task token for ended task %s refused: %s", task_id, exc)
+            raise AccessRefused(f"task {task_id} has ended: {exc.reason}") from None
+        agent = self.registry.get(agent_id)
+        if agent is None or task.agent_id != agent_id:
+            raise AccessRefused("the task token names no registered agent")
+        state = agent.effective_state(self.registry.clock())
+        if state is not Lifecycle.ACTIVE:
+            raise AccessRefused(f"agent {agent_id!r} is {state.value}")
+        return Principal(agent_id, "task-token", MappingProxyType(claims), agent, task_id)
 
     def static_principal(self, agent_id: str) -> Principal:
         """A static token counts only for an active agent that has the static identity bound."""

@@ -65,6 +65,8 @@ class RequestFacts:
     client: str = ""  # clientInfo name or ""
     # None (the normal case): computed from `now` and the engine's WorkingHours. A bool overrides it.
     working_hours: bool | None = None
+    # The caller's task ({id, purpose, tools}), or None for a bare workload token.
+    task: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,12 +273,14 @@ class PolicyEngine:
         if not models:
             return set()
         request_facts = self._request_facts(facts)
+        task = task_context(facts)
         requests = [
             self._cedar_request(
                 principal.agent_id,
                 m.entry.exposed_name,
                 m.uid,
-                orjson.dumps({"input": m.placeholder_input, "request": request_facts, "approval": {"granted": False}}),
+                orjson.dumps({"input": m.placeholder_input, "request": request_facts, "approval": {"granted": False},
+                              "task": task}),
             )
             for m in models
         ]
@@ -424,7 +428,8 @@ class PolicyEngine:
         return uid, orjson.dumps(entity).decode()
 
     def _common_context(self, facts: RequestFacts, approved: bool) -> dict[str, Any]:
-        return {"request": self._request_facts(facts), "approval": {"granted": bool(approved)}}
+        return {"request": self._request_facts(facts), "approval": {"granted": bool(approved)},
+                "task": task_context(facts)}
 
     def _request_facts(self, facts: RequestFacts) -> dict[str, Any]:
         local = self.working_hours.local(facts.now)
@@ -592,3 +597,14 @@ def _erroring_policies(errors: Iterable[str]) -> list[str]:
 
 def _nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
+
+
+NO_TASK: dict[str, Any] = {"present": False, "id": "", "purpose": "", "tools": []}
+
+
+def task_context(facts: RequestFacts) -> dict[str, Any]:
+    task = facts.task
+    if task is None:
+        return NO_TASK
+    return {"present": True, "id": str(task["id"]), "purpose": _nfc(str(task["purpose"])),
+            "tools": list(task["tools"])}

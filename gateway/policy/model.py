@@ -16,7 +16,7 @@ import orjson
 from gateway.catalog.model import RISK_TIERS, Catalog, ToolEntry
 from gateway.policy.typing_ import CedarType, cedar_string, input_type, placeholder
 
-CONTEXT_COMMON = "request: RequestInfo, approval: Approval"
+CONTEXT_COMMON = "request: RequestInfo, approval: Approval, task: TaskInfo"
 RESERVED_ACTIONS = ("call_tool", "get_prompt", "read_resource")
 TOOL_STATUS_APPROVED = "approved"
 

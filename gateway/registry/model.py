@@ -49,6 +49,9 @@ class Entitlement:
 
     tools: tuple[str, ...] = ()
     servers: tuple[str, ...] = ()
+    # Calls need a task token (a grant for one task); False lets a bare workload token call
+    # anything within the entitlement.
+    require_task: bool = True
 
     def allows(self, tool_exposed_name: str, server_id: str) -> bool:
         return tool_exposed_name in self.tools or server_id in self.servers
@@ -110,7 +113,8 @@ def agent_to_dict(agent: Agent) -> dict[str, Any]:
         ],
         "groups": list(agent.groups),
         "labels": dict(agent.labels),
-        "entitlement": {"tools": list(agent.entitlement.tools), "servers": list(agent.entitlement.servers)},
+        "entitlement": {"tools": list(agent.entitlement.tools), "servers": list(agent.entitlement.servers),
+                        "require_task": agent.entitlement.require_task},
     }
 
 
@@ -138,7 +142,8 @@ def agent_from_dict(data: Mapping[str, Any]) -> Agent:
         groups=tuple(data.get("groups") or ()),
         labels=MappingProxyType(dict(data.get("labels") or {})),
         entitlement=Entitlement(
-            tools=tuple(entitlement.get("tools") or ()), servers=tuple(entitlement.get("servers") or ())
+            tools=tuple(entitlement.get("tools") or ()), servers=tuple(entitlement.get("servers") or ()),
+            require_task=bool(entitlement.get("require_task", True)),
         ),
     )
 

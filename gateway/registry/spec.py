@@ -29,7 +29,7 @@ FIELD_KEYS = frozenset(
 )
 CREATE_KEYS = FIELD_KEYS | {"id", "state"}
 IDENTITY_KEYS = frozenset({"kind", "issuer", "subject", "claims"})
-ENTITLEMENT_KEYS = frozenset({"tools", "servers"})
+ENTITLEMENT_KEYS = frozenset({"tools", "servers", "require_task"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,9 +197,13 @@ class SpecReader:
             self.problem(("entitlement",), "must be a mapping with tools and/or servers")
             return Entitlement()
         self.unknown_keys(value, ENTITLEMENT_KEYS, ("entitlement",))
+        require_task = value.get("require_task", True)
+        if not isinstance(require_task, bool):
+            self.problem(("entitlement", "require_task"), "must be true or false")
         return Entitlement(
             tools=self.string_list(value.get("tools"), ("entitlement", "tools")),
             servers=self.string_list(value.get("servers"), ("entitlement", "servers")),
+            require_task=require_task is not False,
         )
 
     def expires_at(self, value: Any, check_future: bool) -> float | None:

@@ -93,7 +93,8 @@ def static_agent(agent_id: str, servers: list[str]) -> dict[str, Any]:
         "purpose": f"test agent {agent_id}",
         "state": "active",
         "identities": [{"kind": "static", "issuer": "narrowgate", "subject": agent_id}],
-        "entitlement": {"servers": servers},
+        # Development tokens are bare workload tokens: calls within the entitlement need no task.
+        "entitlement": {"servers": servers, "require_task": False},
     }
 
 
