@@ -479,3 +479,15 @@ def test_serve_refuses_an_invalid_catalog(tmp_path: Path) -> None:
     assert f"{manifest}:5:" in result.stderr
     assert f"{manifest}:10:" in result.stderr
     assert "invalid" in result.stderr
+
+
+def test_the_gateways_own_namespace_is_reserved(tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog"
+    catalog.mkdir()
+    (catalog / "mine.yaml").write_text(
+        'id: narrowgate\nowner: x@example.com\ntransport: {url: "http://127.0.0.1:1/mcp"}\ntools: []\n'
+    )
+    result = subprocess.run([str(NARROWGATE), "catalog", "validate", "--catalog", str(catalog)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "'narrowgate' is reserved for the gateway's own tools" in result.stdout

@@ -31,6 +31,7 @@ from gateway.catalog.model import (
 from gateway.catalog.yaml_lines import LinedDocument, load_lined
 from gateway.file_problems import FileProblem, joined
 
+RESERVED_NAMESPACE = "narrowgate"  # narrowgate__complete_task and friends
 ID_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,47}$")
 NAMESPACE_PATTERN = re.compile(r"^([a-z][a-z0-9-]{0,47})?$")
 TOOL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
@@ -111,6 +112,8 @@ class _ManifestReader:
         if not isinstance(namespace, str) or not NAMESPACE_PATTERN.match(namespace):
             self.problem(("namespace",), f"namespace {namespace!r} must be like an id, or \"\" for bare names")
             namespace = ""
+        if RESERVED_NAMESPACE in (server_id, namespace):
+            self.problem(("namespace",), f"{RESERVED_NAMESPACE!r} is reserved for the gateway's own tools")
         owner = self.required_str(data, ("owner",))
         description = data.get("description") or ""
         transport = self.transport(data.get("transport"))
