@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from gateway.store import Store, open_store
 from tests.support.processes import (
     BEHAVIOUR_SERVER,
     Gateway,
@@ -16,6 +17,7 @@ from tests.support.processes import (
     stdio_behaviour_transport,
     stop,
 )
+from tests.support.state import FakeClock
 
 TOKEN = "token-agent-a"
 
@@ -45,3 +47,17 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int, behav
     gw = Gateway(tmp_path_factory.mktemp("gateway"), manifests).start()
     yield gw
     gw.stop()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A migrated SQLite store in a fresh file."""
+    opened = open_store(f"sqlite:///{tmp_path}/gw.db")
+    await opened.migrate()
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +17,11 @@ from gateway.registry.service import (
     Registry,
     RegistryError,
 )
-from gateway.store import Store, StoreError, open_store
+from gateway.store import Store, StoreError
+from tests.support.state import T0, FakeClock
 
 GITHUB = "https://token.actions.githubusercontent.com"
-T0 = 1_800_000_000.0
 
-
-class FakeClock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def oidc(subject: str = "repo:acme/app:ref:refs/heads/main", claims: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -49,18 +41,6 @@ def spec(agent_id: str = "bot-a", **overrides: Any) -> dict[str, Any]:
 def claims_for(agent_id: str) -> tuple[str, str, str]:
     return ("oidc", GITHUB, f"repo:acme/{agent_id}:ref:refs/heads/main")
 
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = open_store(f"sqlite:///{tmp_path}/gw.db")
-    await store.migrate()
-    yield store
-    await store.close()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

@@ -20,23 +20,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.catalog import Catalog, HttpTransport, ServerEntry, ToolEntry
 from gateway.registry.service import Registry
-from gateway.store import Store, StoreError, open_store
+from gateway.store import Store, StoreError
 from gateway.tasks.model import AgentNotActive, Task, TaskEnded, TaskError, TaskState, ToolsRefused
 from gateway.tasks.service import BUDGET_EXHAUSTED, TaskService, TaskSettings
 from gateway.tasks.tokens import TaskTokenIssuer, TaskTokenRejected, verify_task_token
+from tests.support.state import T0, FakeClock
 
-T0 = 1_800_000_000.0
 GATEWAY = "https://gw.test"
 RESOURCE = f"{GATEWAY}/mcp"
 IDP = "https://idp.test"
 
-
-class FakeClock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class LocalSigner:
@@ -85,18 +78,6 @@ async def add_agents(registry: Registry, issuer: str = IDP) -> None:
                                      issuer=issuer), "alice", "test")
     await registry.create(agent_spec("bot-b", issuer=issuer), "alice", "test")
 
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = open_store(f"sqlite:///{tmp_path}/gw.db")
-    await store.migrate()
-    yield store
-    await store.close()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

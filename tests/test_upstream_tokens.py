@@ -7,7 +7,6 @@ import base64
 import sqlite3
 import statistics
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import jwt
@@ -38,12 +37,6 @@ async def open_migrated(path: Path) -> Store:
     await store.migrate()
     return store
 
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = await open_migrated(tmp_path / "gw.db")
-    yield store
-    await store.close()
 
 
 def public_key(keyring: SigningKeyring, kid: str) -> jwt.PyJWK:

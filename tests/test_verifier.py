@@ -68,13 +68,6 @@ class Gateway:
         return UpstreamTokenVerifier(self.jwks_url, AUDIENCE, ISSUER, **kwargs)
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = open_store(f"sqlite:///{tmp_path / 'gw.db'}")
-    await store.migrate()
-    yield store
-    await store.close()
-
 
 @pytest.fixture
 async def gateway(store: Store) -> AsyncIterator[Gateway]:

@@ -243,17 +243,15 @@ class PolicyEngine:
         return decision
 
     def decide_prompt(self, principal: Principal, server_id: str, prompt_name: str, facts: RequestFacts) -> Decision:
-        bundle = self._bundle
-        request = self._prompt_request(bundle, principal, server_id, prompt_name, facts)
-        if request is None:
-            return self._refused(bundle, f"server {server_id!r} is not in the policy catalog", REASON_DENIED)
-        decision = self._evaluate(bundle, request, facts.now, None)
-        self._shadow_check(request, decision, principal, facts.now, None)
-        return decision
+        return self._decide_item(principal, server_id, prompt_name, facts, "prompt")
 
     def decide_resource(self, principal: Principal, server_id: str, uri: str, facts: RequestFacts) -> Decision:
+        return self._decide_item(principal, server_id, uri, facts, "resource")
+
+    def _decide_item(self, principal: Principal, server_id: str, name: str, facts: RequestFacts,
+                     kind: str) -> Decision:
         bundle = self._bundle
-        request = self._resource_request(bundle, principal, server_id, uri, facts)
+        request = self._item_request(bundle, principal, server_id, name, facts, kind)
         if request is None:
             return self._refused(bundle, f"server {server_id!r} is not in the policy catalog", REASON_DENIED)
         decision = self._evaluate(bundle, request, facts.now, None)
@@ -388,16 +386,6 @@ class PolicyEngine:
         entities = self._tool_entities(bundle, principal, model, facts.now)
         cedar = self._cedar_request(principal.agent_id, model.entry.exposed_name, model.uid, orjson.dumps(context))
         return _Request("tool", model.entry.exposed_name, cedar, entities, REASON_BAD_ARGUMENTS, context)
-
-    def _prompt_request(
-        self, bundle: Bundle, principal: Principal, server_id: str, name: str, facts: RequestFacts
-    ) -> _Request | None:
-        return self._item_request(bundle, principal, server_id, name, facts, "prompt")
-
-    def _resource_request(
-        self, bundle: Bundle, principal: Principal, server_id: str, uri: str, facts: RequestFacts
-    ) -> _Request | None:
-        return self._item_request(bundle, principal, server_id, uri, facts, "resource")
 
     def _item_request(
         self, bundle: Bundle, principal: Principal, server_id: str, name: str, facts: RequestFacts, kind: str
