@@ -1,7 +1,8 @@
 """Asks the policy engine about each request and turns its answer into what the agent sees.
 
 Every decision is logged once with its id, outcome and determining policies (never argument
-values), so an operator can find it from the id the agent was given.
+values), so an operator can find it from the id the agent was given: denials and step-ups at
+INFO, allows at DEBUG.
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ class Authorizer:
 
     def enforce(self, decision: Decision, principal: Principal, kind: str, target: str) -> Decision:
         """Log the decision; raise the agent-facing error unless it is a clean allow."""
-        log.info(
+        # Allows are the bulk of traffic: DEBUG keeps them off a busy log (the audit log records all).
+        log.log(
+            logging.DEBUG if decision.allowed else logging.INFO,
             "decision %s %s agent=%s %s=%s policies=%s version=%s%s",
             decision.decision_id, decision.outcome, principal.agent_id, kind, target,
             ",".join(decision.policy_ids) or "-", decision.policy_version,
