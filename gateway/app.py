@@ -115,6 +115,12 @@ class Gateway:
                                             assertion_verifier=self.assertion_verifier)
 
     def routes(self) -> list[Route]:
+        from gateway.admin.keys_api import KeysApi
+        from gateway.admin.tasks_api import TasksApi
+
+        admin_auth = self.agents_api.auth
+        tasks_api = TasksApi(self.tasks, self.task_tokens, self.registry, admin_auth)
+        keys_api = KeysApi(self.upstream_auth, admin_auth)
         return [
             Route("/mcp", self.endpoint, methods=["GET", "POST", "DELETE"]),
             Route("/healthz", self.healthz, methods=["GET"]),
@@ -126,6 +132,8 @@ class Gateway:
             *self.token_endpoint.routes(),
             *self.agents_api.routes(),
             *self.policies_api.routes(),
+            *tasks_api.routes(),
+            *keys_api.routes(),
         ]
 
     @contextlib.asynccontextmanager

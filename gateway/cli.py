@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import __version__
-from gateway.admin.client import AdminClientError, add_agents_parser
+from gateway.admin.client import AdminClientError, add_agents_parser, add_keys_parser, add_tasks_parser
 from gateway.catalog import CatalogError, load_catalog
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.logs import configure as configure_logging
@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(run=run_catalog_validate)
 
     add_agents_parser(commands)
+    add_tasks_parser(commands)
+    add_keys_parser(commands)
     add_policy_parser(commands)
     return parser
 

@@ -10,6 +10,8 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+import jwt
+
 from gateway.config import Settings
 from gateway.identity.static_tokens import StaticTokenTable
 from gateway.identity.verified import TokenRejected
@@ -32,6 +34,7 @@ class AdminAuthenticator:
         self.agent_tokens = StaticTokenTable(settings.auth.static_tokens)
         self.verifier = verifier
         self.registry = registry
+        self.own_issuer = settings.base_url  # task tokens are the gateway's own, and always an agent's
         self.role_claim = settings.admin.oidc_role_claim
         self.admin_role = settings.admin.oidc_admin_role
 
@@ -44,8 +47,8 @@ class AdminAuthenticator:
         name = self.admin_tokens.lookup(token)
         if name is not None:
             return f"admin:{name}"
-        if self.agent_tokens.lookup(token) is not None:
-            log.warning("an agent's static token was presented to the admin API; refused")
+        if self.agent_tokens.lookup(token) is not None or self.is_task_token(token):
+            log.warning("an agent's token was presented to the admin API; refused")
             raise AdminAuthError(403, "agent credentials cannot use the admin API")
         try:
             verified = await self.verifier.verify(token)
@@ -57,6 +60,13 @@ class AdminAuthenticator:
         if self.admin_role not in _roles(verified.claims.get(self.role_claim)):
             raise AdminAuthError(403, f"the token lacks the {self.admin_role!r} role")
         return f"{verified.kind}:{verified.subject}"
+
+
+    def is_task_token(self, token: str) -> bool:
+        try:
+            return bool(jwt.decode(token, options={"verify_signature": False}).get("iss") == self.own_issuer)
+        except jwt.InvalidTokenError:
+            return False
 
 
 def _roles(value: Any) -> Iterable[str]:

@@ -7,6 +7,7 @@ configured secret in a header; `none` upstreams get nothing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import jwt
@@ -97,6 +98,10 @@ class UpstreamAuth:
 def actor_of(principal: Principal) -> dict[str, Any]:
     """The `act` claim: the workload identity the agent proved (RFC 8693 actor)."""
     claims = principal.claims
+    act = claims.get("act")
+    if principal.auth_method == "task-token" and isinstance(act, Mapping) and "sub" in act:
+        # A task token's own sub/iss are the agent id and the gateway; the proven identity is its `act`.
+        return dict(act)
     if "sub" in claims:
         actor: dict[str, Any] = {"sub": claims["sub"]}
         if "iss" in claims:

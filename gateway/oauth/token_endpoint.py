@@ -120,20 +120,25 @@ class TokenEndpoint:
         if not grant_type:
             raise OAuthError("invalid_request", "grant_type is required")
         if grant_type == TOKEN_EXCHANGE:
-            agent, started_by = await self._exchange_subject(form)
+            agent, verified = await self._exchange_subject(form)
+            started_by = f"token-exchange:{verified.subject}"
             extra = {"issued_token_type": ACCESS_TOKEN_TYPE}
         elif grant_type == CLIENT_CREDENTIALS:
-            agent, started_by = await self._client_assertion_subject(form)
+            agent, verified = await self._client_assertion_subject(form)
+            started_by = f"client-credentials:{verified.subject}"
             extra = {}
         else:
             raise OAuthError("unsupported_grant_type", f"grant_type {grant_type[:100]!r} is not supported; use "
                              f"{TOKEN_EXCHANGE} or {CLIENT_CREDENTIALS}")
         self._check_target(form)
-        return await self._issue(agent, started_by, _task_request(form), extra)
+        # The workload identity the agent proved rides in the task token as RFC 8693 `act`, so the
+        # per-call upstream tokens minted under the task name it (not the gateway) as the actor.
+        actor = {"sub": verified.subject, "iss": verified.issuer}
+        return await self._issue(agent, started_by, _task_request(form), extra, actor)
 
     # the two ways to name the agent
 
-    async def _exchange_subject(self, form: Mapping[str, str]) -> tuple[Agent, str]:
+    async def _exchange_subject(self, form: Mapping[str, str]) -> tuple[Agent, VerifiedToken]:
         token = form.get("subject_token")
         token_type = form.get("subject_token_type")
         if not token or not token_type:
@@ -151,9 +156,9 @@ class TokenEndpoint:
             verified = await self.verifier.verify(token)
         except TokenRejected as exc:
             raise OAuthError("invalid_grant", f"subject_token refused: {exc}") from None
-        return self._agent(verified, "invalid_grant", 400), f"token-exchange:{verified.subject}"
+        return self._agent(verified, "invalid_grant", 400), verified
 
-    async def _client_assertion_subject(self, form: Mapping[str, str]) -> tuple[Agent, str]:
+    async def _client_assertion_subject(self, form: Mapping[str, str]) -> tuple[Agent, VerifiedToken]:
         assertion_type = form.get("client_assertion_type")
         assertion = form.get("client_assertion")
         if not assertion or not assertion_type:
@@ -170,7 +175,7 @@ class TokenEndpoint:
         client_id = form.get("client_id")
         if client_id and client_id != agent.id:
             raise OAuthError("invalid_client", "client_id does not match the client assertion", 401)
-        return agent, f"client-credentials:{verified.subject}"
+        return agent, verified
 
     def _assertion_verifier(self, assertion: str) -> TokenVerifier:
         """Assertions addressed to the token endpoint go to the verifier for that audience.
@@ -202,7 +207,8 @@ class TokenEndpoint:
                 raise OAuthError("invalid_target", f"{name} must be this gateway's resource {self.resource}")
 
     async def _issue(
-        self, agent: Agent, started_by: str, request: TaskRequest, extra: Mapping[str, str]
+        self, agent: Agent, started_by: str, request: TaskRequest, extra: Mapping[str, str],
+        actor: Mapping[str, str] | None = None,
     ) -> JSONResponse:
         try:
             task = await self.tasks.start(
@@ -218,7 +224,7 @@ class TokenEndpoint:
         except StoreError:
             log.exception("could not record a new task for agent %s", agent.id)
             raise OAuthError("server_error", "the task could not be recorded; try again", 500) from None
-        token, expires_in = await self._token_for(task, agent)
+        token, expires_in = await self._token_for(task, agent, actor)
         log.info("task token issued: agent %s, task %s, %d tool(s), expires in %d s",
                  agent.id, task.id, len(task.tools), expires_in)
         body: dict[str, Any] = {
@@ -232,10 +238,10 @@ class TokenEndpoint:
         return JSONResponse(body, headers=NO_STORE)
 
 
-    async def _token_for(self, task: Task, agent: Agent) -> tuple[str, int]:
+    async def _token_for(self, task: Task, agent: Agent, actor: Mapping[str, str] | None) -> tuple[str, int]:
         """The task token; if none can be issued, the task just started is revoked (no orphans)."""
         try:
-            return self.issuer.issue(task, agent)
+            return self.issuer.issue(task, agent, actor=actor)
         except TaskEnded as exc:
             await self.tasks.revoke(task.id, SYSTEM_ACTOR, f"no task token could be issued: {exc.reason}")
             raise OAuthError("invalid_request", f"{exc.reason}; ask for a later deadline") from None

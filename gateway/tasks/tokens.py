@@ -48,8 +48,9 @@ class TaskTokenIssuer:
         self.ttl_s = ttl_s
         self.clock = clock
 
-    def issue(self, task: Task, agent: Agent) -> tuple[str, int]:
-        """(token, expires_in seconds) for an active task of `agent`."""
+    def issue(self, task: Task, agent: Agent, *, actor: Mapping[str, Any] | None = None) -> tuple[str, int]:
+        """(token, expires_in seconds) for an active task of `agent`; `actor` (the workload identity the
+        agent proved, {"sub", "iss"}) becomes the `act` claim."""
         now = self.clock()
         task = task.effective(now)
         if task.state is not TaskState.ACTIVE:
@@ -72,6 +73,8 @@ class TaskTokenIssuer:
             "exp": expires_at,
             "jti": secrets.token_urlsafe(16),
         }
+        if actor:
+            claims["act"] = dict(actor)
         return self.signer.sign(claims, TOKEN_TYPE), expires_at - issued_at
 
 
