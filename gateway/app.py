@@ -85,7 +85,7 @@ class Gateway:
         self.registry.observe(self.on_agent_change)
         self.verifier = TokenVerifier(self.settings.identity)
         self.secrets = SecretResolver()
-        self.upstream_auth = UpstreamAuth(self.settings.base_url, self.secrets)
+        self.upstream_auth = UpstreamAuth(self.settings.base_url, self.secrets, self.settings.tokens.upstream_ttl_s)
 
     def build_policy(self, tool_schemas: dict[str, Any]) -> None:
         settings = self.settings
@@ -106,7 +106,7 @@ class Gateway:
         resource, token_url = f"{base}/mcp", f"{base}{TOKEN_PATH}"
         self.tasks = TaskService(self.store, self.registry, self.catalog)
         self.tasks.on_end.append(self.on_task_end)
-        self.task_tokens = TaskTokenIssuer(self.upstream_auth, base, resource)
+        self.task_tokens = TaskTokenIssuer(self.upstream_auth, base, resource, self.settings.tokens.task_ttl_s)
         self.task_check = TaskTokenCheck(self.tasks, self.upstream_auth.public_keys, base, resource)
         # RFC 7523 client assertions may name the token endpoint as their audience.
         self.assertion_verifier = TokenVerifier(settings_for_audience(self.settings.identity, token_url))

@@ -23,7 +23,7 @@ DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_STATE = "sqlite:///var/lib/narrowgate/state.db"
 CONFIG_KEYS = frozenset({
     "listen", "catalog", "policies", "state", "public_url", "allowed_origins", "auth",
-    "limits", "identity", "admin", "agents_file", "policy",
+    "limits", "identity", "admin", "agents_file", "policy", "tokens",
 })
 
 
@@ -76,6 +76,14 @@ class PolicySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenSettings:
+    # Per-call upstream tokens: one tool, one upstream, this long (at most 60 s).
+    upstream_ttl_s: float = 60.0
+    # Task tokens: how long one stays usable, never past its task's deadline (at most 900 s).
+    task_ttl_s: float = 900.0
+
+
+@dataclass(frozen=True, slots=True)
 class LimitSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_json_depth: int = 64
@@ -96,6 +104,7 @@ class Settings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
+    tokens: TokenSettings = field(default_factory=TokenSettings)
     agents_file: Path | None = None
     # gateway.identity.settings.IdentitySettings; typed loosely to keep config free of identity imports.
     identity: Any = None
@@ -187,6 +196,7 @@ def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
         limits=_limits(raw.get("limits") or {}),
         admin=_admin(raw.get("admin") or {}),
         policy=_policy(raw.get("policy") or {}, base_dir),
+        tokens=_tokens(raw.get("tokens") or {}),
         agents_file=_path(raw["agents_file"], base_dir) if raw.get("agents_file") else None,
         # Tokens are minted for the protected resource RFC 9728 advertises: this gateway's /mcp.
         identity=_identity(raw.get("identity") or {}, base_dir, f"{base_url}/mcp"),
@@ -314,3 +324,16 @@ def _policy(raw: Any, base_dir: Path) -> PolicySettings:
         watch_interval_s=float(interval),
         working_hours=hours,
     )
+
+
+def _tokens(raw: Any) -> TokenSettings:
+    if not isinstance(raw, dict):
+        raise ConfigError("tokens must be a mapping")
+    check_keys(raw, frozenset({"upstream_ttl_s", "task_ttl_s"}), "tokens")
+    upstream = _positive_float(raw.get("upstream_ttl_s", 60.0), "tokens.upstream_ttl_s")
+    task = _positive_float(raw.get("task_ttl_s", 900.0), "tokens.task_ttl_s")
+    if not 1 <= upstream <= 60:
+        raise ConfigError("tokens.upstream_ttl_s must be between 1 and 60 seconds")
+    if not 60 <= task <= 900:
+        raise ConfigError("tokens.task_ttl_s must be between 60 and 900 seconds (key rotation overlaps assume it)")
+    return TokenSettings(upstream_ttl_s=upstream, task_ttl_s=task)

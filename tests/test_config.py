@@ -72,3 +72,12 @@ def test_help_documents_every_command() -> None:
     nested = subprocess.run([str(NARROWGATE), "catalog", "validate", "--help"], capture_output=True, text=True,
                             timeout=30)
     assert "--catalog" in nested.stdout
+
+
+def test_token_lifetimes_are_configurable_within_caps(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path / "gw.yaml", "tokens: {upstream_ttl_s: 30, task_ttl_s: 300}\n"), {})
+    assert (settings.tokens.upstream_ttl_s, settings.tokens.task_ttl_s) == (30, 300)
+    with pytest.raises(ConfigError, match="between 1 and 60"):
+        load_settings(write(tmp_path / "gw.yaml", "tokens: {upstream_ttl_s: 120}\n"), {})
+    with pytest.raises(ConfigError, match="between 60 and 900"):
+        load_settings(write(tmp_path / "gw.yaml", "tokens: {task_ttl_s: 3600}\n"), {})

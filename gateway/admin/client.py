@@ -72,6 +72,8 @@ def add_agents_parser(commands: Any) -> None:
     add.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     add.add_argument("--expires", help="expiry, ISO-8601 (e.g. 2027-01-31T00:00:00Z)")
     add.add_argument("--activate", action="store_true", help="start active instead of pending")
+    add.add_argument("--no-require-task", action="store_true",
+                     help="let a bare workload token call within the entitlement (default: a task token is required)")
     add.add_argument("--reason", default="registered with the CLI")
     add.set_defaults(run=run_add)
 
@@ -111,7 +113,8 @@ def agent_spec(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "id": args.agent_id, "display_name": args.name or args.agent_id, "owner": args.owner,
         "purpose": args.purpose, "identities": identities, "groups": args.group,
-        "labels": _pairs(args.label, "--label"), "entitlement": {"tools": args.tool, "servers": args.server},
+        "labels": _pairs(args.label, "--label"),
+        "entitlement": {"tools": args.tool, "servers": args.server, "require_task": not args.no_require_task},
         "expires_at": args.expires, "state": "active" if args.activate else "pending", "reason": args.reason,
     }
 

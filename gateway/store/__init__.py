@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 from gateway.store.base import AgentStore, SchemaTooNew, Store, StoreError, UnsupportedStoreUrl
@@ -36,4 +38,9 @@ def _open_sqlite(rest: str) -> Store:
         raise UnsupportedStoreUrl(f"invalid sqlite store URL; {_USAGE}")
     path = Path(rest)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # The database holds the gateway's private signing keys: owner-only, like a key file.
+    # (SQLite gives its -wal and -shm files the same mode.)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o600)
     return SqliteStore(str(path))
