@@ -157,7 +157,9 @@ class Methods:
             return RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
         if entry.server_id in self.pool.listings:
             return RpcError(UPSTREAM_UNAVAILABLE, f"Tool {name} is not offered by its upstream right now")
-        return RpcError(UPSTREAM_UNAVAILABLE, f"Tool {name} is unavailable: its upstream is down")
+        reason = self.pool.down_reason(entry.server_id)
+        suffix = f" ({reason})" if reason else ""
+        return RpcError(UPSTREAM_UNAVAILABLE, f"Tool {name} is unavailable: its upstream is down{suffix}")
 
     async def get_prompt(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
         name = params.get("name")

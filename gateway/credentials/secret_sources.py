@@ -26,7 +26,7 @@ class SecretUnavailable(Exception):
 @dataclass(slots=True)
 class _Cached:
     value: str
-    stamp: float  # file mtime, or when a Vault value was read
+    stamp: float  # a file's (mtime, inode, size) hash, or when a Vault value was read
 
 
 class SecretResolver:
@@ -57,11 +57,13 @@ class SecretResolver:
 
     def from_file(self, path: str) -> str:
         try:
-            mtime = os.stat(path).st_mtime
+            stat = os.stat(path)
         except OSError as exc:
             raise SecretUnavailable(f"cannot read secret file {path}: {exc.strerror}") from None
+        # Inode and size too: a rotation within one timestamp tick must still be seen.
+        stamp = hash((stat.st_mtime_ns, stat.st_ino, stat.st_size))
         cached = self.cache.get(path)
-        if cached is not None and cached.stamp == mtime:
+        if cached is not None and cached.stamp == stamp:
             return cached.value
         try:
             with open(path, encoding="utf-8") as handle:
@@ -70,11 +72,13 @@ class SecretResolver:
             raise SecretUnavailable(f"cannot read secret file {path}: {exc.strerror}") from None
         if not value:
             raise SecretUnavailable(f"secret file {path} is empty")
-        self.cache[path] = _Cached(value, mtime)
+        self.cache[path] = _Cached(value, stamp)
         return value
 
     async def from_vault(self, vault: VaultRef) -> str:
-        key = f"vault:{vault.address}/{vault.mount}/{vault.path}#{vault.field}"
+        # Namespace and token are part of the identity of a read: two upstreams must never share one.
+        key = (f"vault:{vault.address}|{vault.namespace or ''}|{vault.mount}/{vault.path}#{vault.field}"
+               f"|{vault.token_env}")
         cached = self.cache.get(key)
         if cached is not None and time.monotonic() - cached.stamp < self.vault_ttl_s:
             return cached.value

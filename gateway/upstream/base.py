@@ -60,6 +60,8 @@ SessionEventHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 class Upstream(Protocol):
     server_id: str
+    # Why the last connection attempt failed (safe to show: never holds a secret value).
+    last_error: str | None
 
     @property
     def available(self) -> bool: ...

@@ -62,6 +62,7 @@ class HttpUpstream:
         self.listen_task: asyncio.Task[None] | None = None
         self.updates_task: asyncio.Task[None] | None = None
         self.closed = False
+        self.last_error: str | None = None  # why the last connection attempt failed (no secret values)
 
     @property
     def available(self) -> bool:
@@ -103,11 +104,18 @@ class HttpUpstream:
                 raise RpcError(UPSTREAM_UNAVAILABLE, f"upstream {self.server_id!r} is unavailable")
             try:
                 await self.probe()
+            except RpcError as exc:  # e.g. its credentials could not be read (SecretUnavailable)
+                self.next_probe_at = now + self.backoff_s  # do not ask Vault again every resync
+                self.backoff_s = min(self.backoff_s * 2, RECONNECT_MAX_S)
+                self.last_error = exc.message
+                raise
             except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
                 self.next_probe_at = now + self.backoff_s
                 self.backoff_s = min(self.backoff_s * 2, RECONNECT_MAX_S)
+                self.last_error = None
                 raise RpcError(UPSTREAM_UNAVAILABLE, f"upstream {self.server_id!r} is unavailable") from exc
             self.backoff_s = RECONNECT_MIN_S
+            self.last_error = None
 
     async def probe(self) -> None:
         """Find which eras the upstream speaks: server/discover, then initialize."""

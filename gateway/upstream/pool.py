@@ -68,6 +68,11 @@ class UpstreamPool:
     def client(self, server_id: str) -> Upstream:
         return self.clients[server_id]
 
+    def down_reason(self, server_id: str) -> str | None:
+        """Why an upstream could not connect, when the gateway knows (e.g. its secret is unavailable)."""
+        client = self.clients.get(server_id)
+        return client.last_error if client is not None else None
+
     async def call(self, server_id: str, method: str, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         return await self.clients[server_id].call(method, params, ctx)
 

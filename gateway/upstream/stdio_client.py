@@ -67,6 +67,7 @@ class StdioUpstream:
         self.background: set[asyncio.Task[Any]] = set()
         self.closed = False
         self.restarts = 0
+        self.last_error: str | None = None  # why the last start failed (no secret values)
 
     @property
     def available(self) -> bool:
@@ -96,6 +97,7 @@ class StdioUpstream:
                 reader = await self.spawn_and_initialize()
                 await reader
             except (OSError, ValueError, RpcError) as exc:
+                self.last_error = exc.message if isinstance(exc, RpcError) else None
                 log.warning("upstream %s failed to start: %s", self.server_id, exc)
             self.ready.clear()
             self.fail_pending(f"upstream {self.server_id!r} exited")
@@ -133,6 +135,7 @@ class StdioUpstream:
             reader.cancel()
             raise
         self.ready.set()
+        self.last_error = None
         log.info("upstream %s started (pid %s)", self.server_id, self.process.pid)
         return reader
 
