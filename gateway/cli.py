@@ -13,6 +13,7 @@ from typing import Any
 
 from gateway import __version__
 from gateway.admin.client import AdminClientError, add_agents_parser, add_keys_parser, add_tasks_parser
+from gateway.audit_commands import add_audit_parser
 from gateway.catalog import CatalogError, load_catalog
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.logs import configure as configure_logging
@@ -24,7 +25,7 @@ EXIT_INVALID = 2
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     if not hasattr(args, "run"):
         parser.print_help()
         return EXIT_INVALID
@@ -46,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"narrowgate {__version__}")
     parser.add_argument("--log-level", default=os.environ.get("NARROWGATE_LOG_LEVEL", "info"),
                         choices=["debug", "info", "warning", "error"], help="log verbosity (default: info)")
+    parser.add_argument("--log-format", default=os.environ.get("NARROWGATE_LOG_FORMAT", "text"),
+                        choices=["text", "json"], help="text lines or one JSON object per line (default: text)")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the gateway", description="Run the gateway until stopped.")
@@ -70,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tasks_parser(commands)
     add_keys_parser(commands)
     add_policy_parser(commands)
+    add_audit_parser(commands)
     return parser
 
 

@@ -1,14 +1,51 @@
-"""Logging that keeps writes off the event loop: records go through a queue to a writer thread."""
+"""Logging that keeps writes off the event loop, in text or structured JSON, with secrets scrubbed.
+
+Records go through a queue to a writer thread, which formats them; the request path only enqueues.
+Whatever a message says, anything shaped like a bearer token or a JWT is replaced before it is
+written: code never logs tokens on purpose, and this is the net under that rule.
+"""
 
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import logging.handlers
 import queue
+import re
 import sys
+from datetime import UTC, datetime
 
-FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+REDACTED = "[redacted]"
+# A JWT (three base64url segments, the first a JSON header), or what follows "Bearer ".
+SECRET_SHAPES = re.compile(
+    r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,}"
+)
+
+
+def scrub(text: str) -> str:
+    return SECRET_SHAPES.sub(REDACTED, text)
+
+
+class ScrubbingTextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(super().format(record))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message (and the exception, if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": scrub(record.getMessage()),
+        }
+        if record.exc_info:
+            entry["exception"] = scrub(self.formatException(record.exc_info))
+        return json.dumps(entry, ensure_ascii=False)
 
 
 class _DeferredFormatting(logging.handlers.QueueHandler):
@@ -20,14 +57,15 @@ class _DeferredFormatting(logging.handlers.QueueHandler):
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         if record.exc_info:
             record = super().prepare(record)  # tracebacks cannot cross threads unformatted
+            record.msg = scrub(record.msg)
         return record
 
 
-def configure(level: str) -> None:
+def configure(level: str, log_format: str = "text") -> None:
     """Root logging to stderr via a background thread, so a slow terminal never stalls a request."""
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     writer = logging.StreamHandler(sys.stderr)
-    writer.setFormatter(logging.Formatter(FORMAT))
+    writer.setFormatter(JsonFormatter() if log_format == "json" else ScrubbingTextFormatter(TEXT_FORMAT))
     listener = logging.handlers.QueueListener(records, writer, respect_handler_level=False)
     root = logging.getLogger()
     root.handlers[:] = [_DeferredFormatting(records)]
