@@ -19,6 +19,7 @@ from gateway import __version__
 from gateway.admin.agents_api import AgentsApi
 from gateway.admin.auth import AdminAuthenticator
 from gateway.admin.policies_api import PoliciesApi
+from gateway.audit import AuditEvent, AuditLog
 from gateway.authorization import Authorizer
 from gateway.catalog import Catalog
 from gateway.config import Settings
@@ -29,7 +30,7 @@ from gateway.identity.verifier import TokenVerifier
 from gateway.mcp_methods import Methods
 from gateway.oauth.metadata import METADATA_PATH, authorization_server_metadata
 from gateway.oauth.token_endpoint import TOKEN_PATH, TokenEndpoint, settings_for_audience
-from gateway.policy.engine import PolicyEngine
+from gateway.policy.engine import PolicyEngine, ReloadOutcome
 from gateway.policy.hours import WorkingHours
 from gateway.policy.reloader import PolicyReloader
 from gateway.registry.model import Agent, Lifecycle, LifecycleEvent
@@ -40,6 +41,7 @@ from gateway.tasks.model import Task
 from gateway.tasks.service import TaskService
 from gateway.tasks.token_check import TaskTokenCheck
 from gateway.tasks.tokens import TaskTokenIssuer
+from gateway.telemetry import Telemetry
 from gateway.transport.endpoint import McpEndpoint
 from gateway.transport.sessions import SessionRegistry
 from gateway.upstream.directory import Directory
@@ -62,6 +64,8 @@ class Gateway:
         self.catalog = catalog
         self.background: set[asyncio.Task[None]] = set()
         self.store = open_store(settings.state)
+        self.audit = AuditLog(self.store)
+        self.telemetry = Telemetry.from_env()
         self.build_identity()
         self.build_policy(dict(tool_schemas or {}))
         self.build_tasks()
@@ -70,10 +74,12 @@ class Gateway:
         self.pool.on_list_changed = self.announce_list_changed
         self.pool.on_resource_updated = self.relay_resource_updated
         self.sessions = SessionRegistry(settings.limits.session_idle_s)
-        authorizer = Authorizer(self.policy, settings.policy.agent_reasons)
-        self.methods = Methods(catalog, self.pool, authorizer, self.upstream_auth, TaskGate(self.tasks))
+        authorizer = Authorizer(self.policy, self.audit, settings.policy.agent_reasons,
+                                on_evaluated=lambda d, s: self.telemetry.record_policy_evaluation(s, d.outcome))
+        self.methods = Methods(catalog, self.pool, authorizer, self.upstream_auth, TaskGate(self.tasks),
+                               self.telemetry)
         authenticator = Authenticator(settings, self.verifier, self.registry, self.task_check)
-        self.endpoint = McpEndpoint(settings, authenticator, self.methods, self.sessions)
+        self.endpoint = McpEndpoint(settings, authenticator, self.methods, self.sessions, self.telemetry)
         admin_auth = AdminAuthenticator(settings, self.verifier, self.registry)
         self.agents_api = AgentsApi(self.registry, admin_auth)
         self.policies_api = PoliciesApi(self.policy, self.reloader, admin_auth)
@@ -98,6 +104,7 @@ class Gateway:
         watched = [settings.policies_dir, *([settings.policy.shadow] if settings.policy.shadow else [])]
         self.reloader = PolicyReloader(self.policy, watched, settings.policy.watch_interval_s)
         self.reloader.on_change = self.announce_policy_change
+        self.reloader.on_outcome = self.audit_policy_reload
         self.schema_update_failures = 0
 
     def build_tasks(self) -> None:
@@ -106,6 +113,7 @@ class Gateway:
         resource, token_url = f"{base}/mcp", f"{base}{TOKEN_PATH}"
         self.tasks = TaskService(self.store, self.registry, self.catalog)
         self.tasks.on_end.append(self.on_task_end)
+        self.tasks.on_start.append(self.on_task_start)
         self.task_tokens = TaskTokenIssuer(self.upstream_auth, base, resource, self.settings.tokens.task_ttl_s)
         self.task_check = TaskTokenCheck(self.tasks, self.upstream_auth.public_keys, base, resource)
         # RFC 7523 client assertions may name the token endpoint as their audience.
@@ -124,6 +132,7 @@ class Gateway:
         return [
             Route("/mcp", self.endpoint, methods=["GET", "POST", "DELETE"]),
             Route("/healthz", self.healthz, methods=["GET"]),
+            Route("/metrics", self.metrics, methods=["GET"]),
             Route("/.well-known/oauth-protected-resource", self.resource_metadata, methods=["GET"]),
             Route("/.well-known/oauth-protected-resource/mcp", self.resource_metadata, methods=["GET"]),
             Route(METADATA_PATH, self.authorization_server_metadata, methods=["GET"]),
@@ -139,6 +148,7 @@ class Gateway:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         await self.store.migrate()
+        await self.audit.open()
         await self.registry.reload()
         if self.settings.agents_file is not None:
             report = await self.registry.load_agents_file(self.settings.agents_file)
@@ -169,7 +179,9 @@ class Gateway:
             await self.verifier.close()
             await self.assertion_verifier.close()
             await asyncio.gather(*self.background, return_exceptions=True)
+            await self.audit.close()
             await self.store.close()
+            self.telemetry.shutdown()
 
     def on_directory_rebuilt(self, directory: Directory) -> None:
         """Type each tool's `context.input` from the schema its upstream now reports, and remember it."""
@@ -187,6 +199,13 @@ class Gateway:
             log.error("POLICY SCHEMA UPDATE FAILED; the last good set %s keeps serving:\n%s",
                       outcome.version, "\n".join(outcome.problems))
 
+    def audit_policy_reload(self, outcome: ReloadOutcome, why: str) -> None:
+        self.audit.record(AuditEvent(
+            kind="policy", action="reload" if outcome.ok else "reload_rejected", actor="narrowgate",
+            detail={"why": why, "version": outcome.version, "changed": outcome.changed,
+                    "problems": outcome.problems[:20]},
+        ))
+
     def announce_policy_change(self) -> None:
         """A new policy set can change what each agent may see: tell agents to list again."""
         task = asyncio.create_task(self.announce_list_changed({"tools", "prompts", "resources"}))
@@ -194,7 +213,12 @@ class Gateway:
         task.add_done_callback(self.background.discard)
 
     def on_agent_change(self, agent: Agent, event: LifecycleEvent) -> None:
-        """A suspended or retired agent loses its open sessions and streams at once."""
+        """Every lifecycle change is audited; a suspended or retired agent loses its sessions at once."""
+        self.audit.record(AuditEvent(
+            kind="agent", action=event.action or "change", actor=event.actor, agent_id=agent.id, owner=agent.owner,
+            detail={"from": event.from_state.value if event.from_state else None, "to": event.to_state.value,
+                    "reason": event.reason, "fields": list(event.fields)},
+        ))
         if event.from_state != event.to_state and agent.state in (Lifecycle.SUSPENDED, Lifecycle.RETIRED):
             closed = self.sessions.close_agent(agent.id)
             self.endpoint.listen_hub.close_agent(agent.id)
@@ -236,11 +260,27 @@ class Gateway:
         """RFC 8414: where agents exchange workload tokens for task tokens."""
         return JSONResponse(authorization_server_metadata(self.settings.base_url))
 
+    def on_task_start(self, task: Task) -> None:
+        self.audit.record(AuditEvent(
+            kind="task", action="start", actor=task.started_by, agent_id=task.agent_id, task_id=task.id,
+            detail={"purpose": task.purpose, "tools": list(task.tools), "deadline": task.deadline,
+                    "budget": task.budget},
+        ))
+
     def on_task_end(self, task: Task) -> None:
         """Every upstream token minted for an ended task is refused until it would have expired anyway."""
         self.upstream_auth.revocations.revoke_task(task.id, until=time.time() + self.upstream_auth.ttl_s + 5)
+        self.audit.record(AuditEvent(
+            kind="task", action=task.state.value, actor="narrowgate", agent_id=task.agent_id,
+            task_id=task.id, detail={"reason": task.end_reason, "calls": task.calls_made},
+        ))
         log.info("task %s of agent %s ended (%s): its grants and upstream tokens are revoked",
                  task.id, task.agent_id, task.state.value)
+
+    async def metrics(self, request: Request) -> Response:
+        """Prometheus text exposition of the gateway's metrics."""
+        body, content_type = self.telemetry.metrics_response()
+        return Response(body, media_type=content_type)
 
     async def jwks(self, request: Request) -> Response:
         """The public keys upstreams verify per-call tokens with (current, and previous during overlap)."""
@@ -251,6 +291,8 @@ class Gateway:
         return JSONResponse(self.upstream_auth.revocations.snapshot(), headers={"Cache-Control": "no-store"})
 
     async def announce_list_changed(self, kinds: set[str]) -> None:
+        self.audit.record(AuditEvent(kind="catalog", action="lists_changed", actor="narrowgate",
+                                     detail={"kinds": sorted(kinds), "tools": sorted(self.pool.directory.tools)}))
         for kind in sorted(kinds):
             message = {"jsonrpc": "2.0", "method": LIST_CHANGED[kind]}
             for session in self.sessions.all():

@@ -9,41 +9,86 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from gateway.audit import AuditEvent, AuditLog, AuditUnavailable, redacted_preview
 from gateway.catalog.model import ToolEntry
 from gateway.errors import ACCESS_DENIED, APPROVAL_REQUIRED, RpcError
 from gateway.identity.principal import Principal
 from gateway.policy.engine import Decision, PolicyEngine, RequestFacts
+from gateway.verifier import argument_digest
 
 log = logging.getLogger("narrowgate.decisions")
 GENERIC_REASON = {"deny": "denied by policy", "step_up": "approval required"}
 
+DURABLE_RISKS = frozenset({"privileged", "destructive"})
+
 
 class Authorizer:
-    def __init__(self, engine: PolicyEngine, agent_reasons: str = "annotation") -> None:
+    def __init__(self, engine: PolicyEngine, audit: AuditLog, agent_reasons: str = "annotation",
+                 on_evaluated: Callable[[Decision, float], None] | None = None) -> None:
         self.engine = engine
+        self.audit = audit
         # "annotation": tell the agent the policy's @reason text; "generic": only that it was denied.
         self.agent_reasons = agent_reasons
+        self.on_evaluated = on_evaluated  # metrics: how long each tool decision took
 
     @staticmethod
     def facts(era: str, client_info: dict[str, Any] | None, task: dict[str, Any] | None = None) -> RequestFacts:
         client = client_info.get("name", "") if isinstance(client_info, dict) else ""
         return RequestFacts(now=time.time(), era=era, client=str(client), task=task)
 
-    def tool(self, principal: Principal, tool: ToolEntry, arguments: dict[str, Any] | None,
-             facts: RequestFacts) -> Decision:
+    async def tool(self, principal: Principal, tool: ToolEntry, arguments: dict[str, Any] | None,
+                   facts: RequestFacts, trace_id: str | None = None) -> Decision:
+        started = time.perf_counter()
         decision = self.engine.decide_tool(principal, tool, arguments, facts)
+        if self.on_evaluated is not None:
+            self.on_evaluated(decision, time.perf_counter() - started)
+        canonical = decision.canonical_arguments
+        event = self.event(decision, principal, facts, tool.exposed_name, trace_id,
+                           args_digest=argument_digest(dict(canonical) if canonical is not None else arguments),
+                           preview=redacted_preview(canonical if canonical is not None else arguments,
+                                                    tool.data_classes))
+        # A denial, a step-up or an allow of a privileged tool is on disk before the agent hears of it.
+        await self.record(event, durable=not decision.allowed or tool.risk in DURABLE_RISKS)
         return self.enforce(decision, principal, "tool", tool.exposed_name)
 
-    def prompt(self, principal: Principal, server_id: str, name: str, facts: RequestFacts) -> Decision:
+    async def prompt(self, principal: Principal, server_id: str, name: str, facts: RequestFacts,
+                     trace_id: str | None = None) -> Decision:
         decision = self.engine.decide_prompt(principal, server_id, name, facts)
+        await self.record(self.event(decision, principal, facts, name, trace_id), durable=not decision.allowed)
         return self.enforce(decision, principal, "prompt", name)
 
-    def resource(self, principal: Principal, server_id: str, uri: str, facts: RequestFacts) -> Decision:
+    async def resource(self, principal: Principal, server_id: str, uri: str, facts: RequestFacts,
+                       trace_id: str | None = None) -> Decision:
         decision = self.engine.decide_resource(principal, server_id, uri, facts)
+        await self.record(self.event(decision, principal, facts, uri, trace_id), durable=not decision.allowed)
         return self.enforce(decision, principal, "resource", uri)
+
+    @staticmethod
+    def event(decision: Decision, principal: Principal, facts: RequestFacts, target: str, trace_id: str | None,
+              args_digest: str | None = None, preview: Any = None) -> AuditEvent:
+        agent = principal.agent
+        return AuditEvent(
+            kind="decision", action="call", actor=principal.agent_id, agent_id=principal.agent_id,
+            owner=agent.owner if agent is not None else None, task_id=principal.task_id, tool=target,
+            decision=decision.outcome, policy_ids=decision.policy_ids, decision_id=decision.decision_id,
+            trace_id=trace_id, args_digest=args_digest, preview=preview,
+            detail={"policy_version": decision.policy_version, "era": facts.era},
+        )
+
+    async def record(self, event: AuditEvent, durable: bool) -> None:
+        if not durable:
+            self.audit.record(event)
+            return
+        try:
+            await self.audit.record_durable(event)
+        except AuditUnavailable:
+            # No record, no call: an unrecorded privileged action is worse than a refused one.
+            log.error("audit log unavailable; refusing decision %s", event.decision_id)
+            raise RpcError(ACCESS_DENIED, "Access denied: the audit log is unavailable",
+                           {"decision": "deny", "decisionId": event.decision_id}) from None
 
     def visible_tools(self, principal: Principal, tools: Iterable[ToolEntry], facts: RequestFacts) -> set[str]:
         return self.engine.visible_tools(principal, list(tools), facts)

@@ -12,12 +12,13 @@ from mcp_types import SERVER_INFO_META_KEY
 
 from gateway import __version__
 from gateway.authorization import Authorizer
-from gateway.catalog.model import Catalog, HttpTransport
+from gateway.catalog.model import Catalog, HttpTransport, ToolEntry
 from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.errors import INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, UPSTREAM_UNAVAILABLE, RpcError
 from gateway.identity.principal import Principal
-from gateway.policy.engine import RequestFacts
+from gateway.policy.engine import Decision, RequestFacts
 from gateway.tasks.gate import BUILTIN_TOOLS, TaskGate
+from gateway.telemetry import NOOP_SPAN, RequestSpan, Telemetry
 from gateway.transport.sessions import LOG_LEVELS, AgentSession
 from gateway.upstream.base import LEGACY_ERA, MODERN_ERA, CallContext, CallSink
 from gateway.upstream.pool import UpstreamPool
@@ -48,6 +49,11 @@ class RequestContext:
     client_info: dict[str, Any] | None
     session: AgentSession | None
     sink: CallSink | None
+    trace_id: str | None = None
+    span: RequestSpan = NOOP_SPAN
+    # What this request came to, for metrics and the span.
+    decision: str | None = None
+    upstream: str | None = None
 
 
 Reply = dict[str, Any]
@@ -56,7 +62,8 @@ Handler = Callable[["Methods", RequestContext, dict[str, Any]], Awaitable[Reply]
 
 class Methods:
     def __init__(self, catalog: Catalog, pool: UpstreamPool, authorizer: Authorizer, auth: UpstreamAuth,
-                 tasks: TaskGate) -> None:
+                 tasks: TaskGate, telemetry: Telemetry) -> None:
+        self.telemetry = telemetry
         self.catalog = catalog
         self.pool = pool
         self.authorizer = authorizer
@@ -133,8 +140,10 @@ class Methods:
         view = self.pool.directory.tools.get(name)
         if view is None:
             raise self.missing_tool(name)
+        ctx.span.set(tool_name=name, upstream=view.entry.server_id)
+        ctx.upstream = view.entry.server_id
         self.tasks.admit(ctx.principal, name)
-        decision = self.authorizer.tool(ctx.principal, view.entry, arguments, self.facts(ctx))
+        decision = await self.decide(ctx, view.entry, arguments)
         self.tasks.consume(ctx.principal)
         # The upstream gets exactly the arguments the policy judged (paths normalized, NFC).
         arguments = dict(decision.canonical_arguments) if decision.canonical_arguments is not None else arguments
@@ -143,13 +152,31 @@ class Methods:
         if view.param_headers:
             call_ctx.headers = mcp_param_headers(view.param_headers, arguments or {})
         if isinstance(server.transport, HttpTransport):
-            # A token for this one tool, this upstream and this argument set; never the agent's own.
-            call_ctx.auth = await self.upstream_auth.for_call(
-                server, ctx.principal, view.entry.name, arguments, ctx.principal.task_id, secrets.token_hex(16))
+            with self.telemetry.stage("mint"):
+                # A token for this one tool, this upstream and this argument set; never the agent's own.
+                call_ctx.auth = await self.upstream_auth.for_call(
+                    server, ctx.principal, view.entry.name, arguments, ctx.principal.task_id,
+                    ctx.trace_id or secrets.token_hex(16))
         upstream_params = {**params, "name": view.entry.name}
         if arguments is not None:
             upstream_params["arguments"] = arguments
-        return await self.pool.call(view.entry.server_id, "tools/call", upstream_params, call_ctx)
+        with self.telemetry.stage("upstream_call", upstream=server.id):
+            self.telemetry.inject(call_ctx.headers)
+            return await self.pool.call(view.entry.server_id, "tools/call", upstream_params, call_ctx)
+
+    async def decide(self, ctx: RequestContext, entry: ToolEntry, arguments: dict[str, Any] | None) -> Decision:
+        """The policy stage: its outcome goes on the span whether the call goes ahead or not."""
+        try:
+            with self.telemetry.stage("policy"):
+                decision = await self.authorizer.tool(ctx.principal, entry, arguments, self.facts(ctx), ctx.trace_id)
+        except RpcError as exc:
+            data = exc.data if isinstance(exc.data, dict) else {}
+            ctx.decision = data.get("decision", "deny")
+            ctx.span.set(decision=ctx.decision, decision_id=data.get("decisionId"))
+            raise
+        ctx.decision = decision.outcome
+        ctx.span.set(decision=decision.outcome, decision_id=decision.decision_id, policy_ids=list(decision.policy_ids))
+        return decision
 
     def missing_tool(self, name: str) -> RpcError:
         entry = self.catalog.tools.get(name)
@@ -166,18 +193,18 @@ class Methods:
         view = self.pool.directory.prompts.get(name) if isinstance(name, str) else None
         if view is None:
             raise RpcError(INVALID_PARAMS, f"Unknown prompt: {name}")
-        self.authorizer.prompt(ctx.principal, view.server_id, name, self.facts(ctx))
+        await self.authorizer.prompt(ctx.principal, view.server_id, name, self.facts(ctx), ctx.trace_id)
         call_ctx = self.call_context(ctx, view.server_id)
         return await self.pool.call(view.server_id, "prompts/get", {**params, "name": view.upstream_name}, call_ctx)
 
     async def read_resource(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
         server_id = self.server_for_uri(params, ctx.era)
-        self.authorizer.resource(ctx.principal, server_id, params["uri"], self.facts(ctx))
+        await self.authorizer.resource(ctx.principal, server_id, params["uri"], self.facts(ctx), ctx.trace_id)
         return await self.pool.call(server_id, "resources/read", params, self.call_context(ctx, server_id))
 
     async def subscribe(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
         server_id = self.server_for_uri(params, ctx.era)
-        self.authorizer.resource(ctx.principal, server_id, params["uri"], self.facts(ctx))
+        await self.authorizer.resource(ctx.principal, server_id, params["uri"], self.facts(ctx), ctx.trace_id)
         reply = await self.pool.call(server_id, "resources/subscribe", params, self.call_context(ctx, server_id))
         if "result" in reply and ctx.session is not None:
             ctx.session.subscriptions.add(params["uri"])
@@ -199,7 +226,7 @@ class Methods:
             view = directory.prompts.get(ref.get("name", ""))
             if view is None:
                 raise RpcError(INVALID_PARAMS, f"Unknown prompt: {ref.get('name')}")
-            self.authorizer.prompt(ctx.principal, view.server_id, ref["name"], self.facts(ctx))
+            await self.authorizer.prompt(ctx.principal, view.server_id, ref["name"], self.facts(ctx), ctx.trace_id)
             upstream_params = {**params, "ref": {**ref, "name": view.upstream_name}}
             return await self.pool.call(view.server_id, "completion/complete", upstream_params,
                                         self.call_context(ctx, view.server_id))
@@ -208,7 +235,7 @@ class Methods:
         server_id = server_id or (directory.server_for_uri(uri) if isinstance(uri, str) else None)
         if server_id is None:
             raise RpcError(INVALID_PARAMS, f"Unknown resource reference: {uri}")
-        self.authorizer.resource(ctx.principal, server_id, str(uri), self.facts(ctx))
+        await self.authorizer.resource(ctx.principal, server_id, str(uri), self.facts(ctx), ctx.trace_id)
         return await self.pool.call(server_id, "completion/complete", params, self.call_context(ctx, server_id))
 
     def server_for_uri(self, params: dict[str, Any], era: str) -> str:

@@ -29,10 +29,14 @@ class PolicyReloader:
         self.fingerprint = self.current_fingerprint()
         # Called after a reload that changed the set: what agents may see can have changed.
         self.on_change: Callable[[], None] | None = None
+        # Called after every attempt, good or bad (the audit log records both).
+        self.on_outcome: Callable[[ReloadOutcome, str], None] | None = None
 
     def reload(self, why: str) -> ReloadOutcome:
         outcome = self.engine.reload()
         self.fingerprint = self.current_fingerprint()
+        if self.on_outcome is not None:
+            self.on_outcome(outcome, why)
         if outcome.ok:
             self.reloads += 1
             if outcome.changed and self.on_change is not None:

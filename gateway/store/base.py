@@ -6,7 +6,7 @@ so later issues (tasks, approvals, audit) add a group without touching the exist
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -101,8 +101,41 @@ class TaskStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Which audit records to read: filters are ANDed; times are epoch seconds, `until` exclusive."""
+
+    after_seq: int = 0
+    before_seq: int | None = None
+    agent_id: str | None = None
+    tool: str | None = None
+    decision: str | None = None
+    kind: str | None = None
+    since: float | None = None
+    until: float | None = None
+    limit: int = 1000
+    newest_first: bool = False
+
+
+class AuditStore(Protocol):
+    """The hash-chained audit log (see gateway.audit): append-only, one record per row."""
+
+    async def audit_head(self) -> tuple[int, str]:
+        """(seq, hash) of the last record; (0, GENESIS_HASH) while the log is empty."""
+        ...
+
+    async def append_audit(self, records: Sequence[Mapping[str, Any]]) -> tuple[int, str]:
+        """Seal `records` (gateway.audit.chain.unsealed_record) in order after the head as it is inside
+        one write transaction, insert them, commit; returns the new head. All or nothing."""
+        ...
+
+    async def audit_records(self, query: AuditQuery) -> list[dict[str, Any]]:
+        """Records (dicts with gateway.audit.chain.RECORD_FIELDS) matching `query`, by seq."""
+        ...
+
+
 @runtime_checkable
-class Store(AgentStore, ToolSchemaStore, SigningKeyStore, TaskStore, Protocol):
+class Store(AgentStore, ToolSchemaStore, SigningKeyStore, TaskStore, AuditStore, Protocol):
     async def migrate(self) -> list[int]:
         """Apply missing schema migrations in one transaction; returns the versions applied."""
         ...

@@ -9,15 +9,15 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, TypeVar
 
 from gateway.registry.model import Agent, LifecycleEvent
-from gateway.store import sqlite_agents, sqlite_signing_keys, sqlite_tasks, sqlite_tool_schemas
-from gateway.store.base import SchemaTooNew, SigningKeyRecord, StoreError
+from gateway.store import sqlite_agents, sqlite_audit, sqlite_signing_keys, sqlite_tasks, sqlite_tool_schemas
+from gateway.store.base import AuditQuery, SchemaTooNew, SigningKeyRecord, StoreError
 from gateway.store.sqlite_schema import LATEST_VERSION, MIGRATIONS, split_statements
 from gateway.tasks.model import Task, TaskEvent
 
@@ -114,6 +114,17 @@ class SqliteStore:
 
     async def task_events(self, task_id: str) -> list[TaskEvent]:
         return await self._run(sqlite_tasks.task_events, task_id)
+
+    # audit log
+
+    async def audit_head(self) -> tuple[int, str]:
+        return await self._run(sqlite_audit.head)
+
+    async def append_audit(self, records: Sequence[Mapping[str, Any]]) -> tuple[int, str]:
+        return await self._run(_in_transaction_result, sqlite_audit.append, list(records))
+
+    async def audit_records(self, query: AuditQuery) -> list[dict[str, Any]]:
+        return await self._run(sqlite_audit.records, query)
 
 
 def _connect(path: str) -> sqlite3.Connection:

@@ -121,6 +121,45 @@ MIGRATIONS: tuple[Migration, ...] = (
         BEGIN SELECT RAISE(ABORT, 'task_events is append-only'); END;
         """,
     ),
+    Migration(
+        5,
+        "audit log",
+        """
+        -- The tamper-evident audit log (gateway.audit): one hash-chained record per decision,
+        -- approval, lifecycle change, task start and end, catalog change and policy reload.
+        -- seq is assigned by the writer, not AUTOINCREMENT, because it is part of the hashed text.
+        CREATE TABLE audit_log (
+            seq INTEGER PRIMARY KEY CHECK (seq > 0),
+            at REAL NOT NULL,
+            kind TEXT NOT NULL,
+            action TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            agent_id TEXT,
+            owner TEXT,
+            task_id TEXT,
+            tool TEXT,
+            decision TEXT,
+            policy_ids TEXT NOT NULL DEFAULT '[]',  -- JSON list
+            decision_id TEXT,
+            trace_id TEXT,
+            args_digest TEXT,
+            preview TEXT,  -- JSON object (already redacted) or NULL
+            detail TEXT NOT NULL DEFAULT '{}',  -- JSON object
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+        );
+        CREATE INDEX audit_log_at ON audit_log (at);
+        CREATE INDEX audit_log_agent ON audit_log (agent_id, seq);
+        CREATE INDEX audit_log_tool ON audit_log (tool, seq);
+
+        -- Append-only, enforced by the database; the hash chain shows tampering by anyone who
+        -- goes around this (drops the triggers, edits the file).
+        CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+        CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -71,6 +71,7 @@ class TaskService:
         # Observers of every ended task (deny-list its minted tokens, kill its approvals). Called
         # synchronously, at most once per task, right when it ends in memory.
         self.on_end: list[EndObserver] = []
+        self.on_start: list[EndObserver] = []  # observers of every started task (audit)
         self._tasks: dict[str, Task] = {}
         self._calls: dict[str, int] = {}  # live call counts; Task.calls_made is refreshed from here
         self._dirty: set[str] = set()
@@ -189,6 +190,8 @@ class TaskService:
             self._calls[task.id] = 0
         log.info("task %s started for agent %s by %s: %d tool(s), deadline in %.0f s",
                  task.id, agent.id, started_by, len(granted), task.deadline - now)
+        for observer in self.on_start:
+            observer(task)
         return task
 
     async def complete(self, task_id: str, actor: str, reason: str) -> Task:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 import orjson
@@ -35,6 +36,7 @@ from gateway.errors import (
 from gateway.identity.authenticator import AccessRefused, AuthenticationError, Authenticator
 from gateway.identity.principal import Principal
 from gateway.mcp_methods import ERA_ONLY, INSTRUCTIONS, SERVER_CAPABILITIES, SERVER_INFO, Methods, RequestContext
+from gateway.telemetry import RequestSpan, Telemetry
 from gateway.transport.jsonrpc import Message, parse_message
 from gateway.transport.listen import ListenHub
 from gateway.transport.origin import OriginPolicy
@@ -56,8 +58,10 @@ class BodyTooLarge(Exception):
 
 class McpEndpoint:
     def __init__(
-        self, settings: Settings, authenticator: Authenticator, methods: Methods, sessions: SessionRegistry
+        self, settings: Settings, authenticator: Authenticator, methods: Methods, sessions: SessionRegistry,
+        telemetry: Telemetry,
     ) -> None:
+        self.telemetry = telemetry
         self.settings = settings
         self.authenticator = authenticator
         self.methods = methods
@@ -77,24 +81,30 @@ class McpEndpoint:
         if not self.origins.origin_ok(headers.get("origin")):
             await send_bytes(send, 403, b"Invalid Origin header", "text/plain")
             return
-        try:
-            principal = await self.authenticator.authenticate(headers.get("authorization"))
-        except AuthenticationError as exc:
-            await self.unauthorized(send, str(exc))
-            return
-        except AccessRefused as exc:
-            body = orjson.dumps({"error": "access_denied", "error_description": str(exc)})
-            await send_bytes(send, 403, body, "application/json")
-            return
         verb = scope["method"]
         if verb == "POST":
-            await self.post(scope, receive, send, headers, principal)
-        elif verb == "GET":
+            await self.post(scope, receive, send, headers)
+            return
+        principal = await self.authenticated(send, headers)
+        if principal is None:
+            return
+        if verb == "GET":
             await self.get(receive, send, headers, principal)
         elif verb == "DELETE":
             await self.delete(send, headers, principal)
         else:
             await send_bytes(send, 405, b"", "text/plain", [(b"allow", b"GET, POST, DELETE")])
+
+    async def authenticated(self, send: Send, headers: dict[str, str]) -> Principal | None:
+        """The caller, or None once the 401/403 answer has been sent."""
+        try:
+            return await self.authenticator.authenticate(headers.get("authorization"))
+        except AuthenticationError as exc:
+            await self.unauthorized(send, str(exc))
+        except AccessRefused as exc:
+            body = orjson.dumps({"error": "access_denied", "error_description": str(exc)})
+            await send_bytes(send, 403, body, "application/json")
+        return None
 
     async def unauthorized(self, send: Send, reason: str) -> None:
         challenge = f'Bearer resource_metadata="{self.resource_metadata}"'
@@ -103,9 +113,7 @@ class McpEndpoint:
 
     # POST ------------------------------------------------------------------------------------
 
-    async def post(
-        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], principal: Principal
-    ) -> None:
+    async def post(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]) -> None:
         accept = headers.get("accept", "")
         if "application/json" not in accept and "*/*" not in accept:
             await send_json_error(send, 406, None, RpcError(INVALID_REQUEST, "Not Acceptable: "
@@ -122,13 +130,29 @@ class McpEndpoint:
         except RpcError as exc:
             await send_json_error(send, 400, None, exc)
             return
-        if is_modern(headers, message):
-            await self.post_modern(scope, receive, send, headers, principal, message)
-        else:
-            await self.post_legacy(receive, send, headers, principal, message)
+        params = message.params or {}
+        attributes = {"mcp.method.name": message.method or "response",
+                      "mcp.session.id": headers.get("mcp-session-id"), "jsonrpc.request.id": message.id}
+        with self.telemetry.request_span(
+            message.method or "response", traceparent=headers.get("traceparent"),
+            tracestate=headers.get("tracestate"), meta=params.get("_meta") if isinstance(params, dict) else None,
+            attributes={k: v for k, v in attributes.items() if v is not None},
+        ) as span:
+            with self.telemetry.stage("authenticate"):
+                principal = await self.authenticated(send, headers)
+            if principal is None:
+                span.error("unauthenticated", "refused at authentication")
+                return
+            span.set(agent_id=principal.agent_id, task_id=principal.task_id,
+                     owner=principal.agent.owner if principal.agent is not None else None)
+            if is_modern(headers, message):
+                await self.post_modern(scope, receive, send, headers, principal, message, span)
+            else:
+                await self.post_legacy(receive, send, headers, principal, message, span)
 
     async def post_legacy(
-        self, receive: Receive, send: Send, headers: dict[str, str], principal: Principal, message: Message
+        self, receive: Receive, send: Send, headers: dict[str, str], principal: Principal, message: Message,
+        span: RequestSpan,
     ) -> None:
         if message.method == "initialize":
             await self.initialize(send, principal, message)
@@ -146,7 +170,8 @@ class McpEndpoint:
                 future.set_result(message.body)
             await send_bytes(send, 202, b"", "application/json")
             return
-        ctx = RequestContext(principal, LEGACY_ERA, session.client_capabilities, session.client_info, session, None)
+        ctx = RequestContext(principal, LEGACY_ERA, session.client_capabilities, session.client_info, session, None,
+                             span.trace_id, span)
         await self.serve_request(send, headers, ctx, message, receive=None)
 
     async def initialize(self, send: Send, principal: Principal, message: Message) -> None:
@@ -190,7 +215,7 @@ class McpEndpoint:
 
     async def post_modern(
         self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], principal: Principal,
-        message: Message,
+        message: Message, span: RequestSpan,
     ) -> None:
         if message.kind != "request":
             # The modern era has no client notifications or replies on this wire: accept and drop.
@@ -204,7 +229,7 @@ class McpEndpoint:
         meta = (message.params or {}).get("_meta") or {}
         ctx = RequestContext(
             principal, MODERN_ERA, _dict(meta.get("io.modelcontextprotocol/clientCapabilities")),
-            _dict(meta.get("io.modelcontextprotocol/clientInfo")) or None, None, None,
+            _dict(meta.get("io.modelcontextprotocol/clientInfo")) or None, None, None, span.trace_id, span,
         )
         if message.method == "subscriptions/listen":
             await self.listen(receive, send, principal, message)
@@ -241,9 +266,15 @@ class McpEndpoint:
         channel = ResponseChannel(send, "text/event-stream" in headers.get("accept", ""), ctx.session, ctx.era,
                                   log_level)
         ctx.sink = channel
+        started = time.perf_counter()
         reply = await self.run_method(ctx, message, receive)
         if ctx.era == MODERN_ERA and "result" in reply and message.method != "subscriptions/listen":
             reply = {"result": modern_result(message.method, reply["result"])}
+        error_type = str(reply["error"].get("code")) if "error" in reply else None
+        if error_type is not None and ctx.span is not None:
+            ctx.span.error(error_type, "the request ended with a JSON-RPC error")
+        self.telemetry.record_request(message.method, ctx.decision, ctx.upstream, time.perf_counter() - started,
+                                      error_type)
         await channel.finish(message.id, reply)
 
     async def run_method(self, ctx: RequestContext, message: Message, receive: Receive | None) -> dict[str, Any]:

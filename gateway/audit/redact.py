@@ -1,0 +1,92 @@
+"""Short, safe previews of call arguments for the audit log.
+
+The audit log is read by more people than the data a tool touches, so the preview shows the
+shape of a call (which keys, roughly what) and never a value that might be a secret: all values
+of tools handling sensitive data classes, values under sensitive-looking keys, and values that
+look like credentials themselves are replaced by "[redacted]". Nested structures are summarized,
+never shown, so a secret nested deep under an innocent key cannot leak either. The full
+arguments stay provable through the args digest (gateway.verifier.argument_digest).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+REDACTED = "[redacted]"
+SENSITIVE_CLASSES = frozenset({"secret", "secrets", "credentials", "pii", "financial", "phi"})
+MAX_KEYS = 20  # more keys than this are counted, not listed
+MIN_VALUE_CHARS = 8  # so many keys still leave a recognizable start of each value
+MAX_KEY_CHARS = 64
+
+# Matched against the key lowercased with "-", "_", "." and spaces removed (apiKey, api-key, API_KEY).
+_SENSITIVE_KEY_PARTS = (
+    "password", "passwd", "passphrase", "secret", "token", "apikey", "accesskey", "privatekey",
+    "authorization", "credential", "cookie", "sessionid", "cardnumber", "creditcard", "cardno",
+    "accountnumber", "iban", "routingnumber", "socialsecurity",
+)
+# Matched against whole words of the key, where substrings would hit innocent keys
+# ("classname" contains "ssn", "discard" contains "card").
+_SENSITIVE_KEY_WORDS = frozenset({"ssn", "pin", "cvv", "cvc", "otp", "card", "pwd", "jwt", "bearer", "auth"})
+_WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
+# Values that are credentials whatever their key: bearer/basic headers, JWTs, PEM keys, well-known token prefixes.
+_CREDENTIAL_VALUE = re.compile(
+    r"^\s*(?:bearer|basic)\s+\S"
+    r"|eyJ[\w-]{4,}\.[\w-]{4,}\."
+    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----"
+    r"|\b(?:gh[pousr]_|github_pat_|sk-|sk_live_|rk_live_|xox[abpr]-|AKIA|ASIA|AIza)[\w-]{8,}",
+    re.IGNORECASE,
+)
+
+
+def redacted_preview(
+    arguments: Mapping[str, Any] | None, data_classes: Sequence[str], *, max_chars: int = 200
+) -> dict[str, Any] | None:
+    """A short preview of `arguments` that is safe to keep in the audit log; None when there are none."""
+    if not isinstance(arguments, Mapping):
+        return None
+    redact_all = is_sensitive_tool(data_classes)
+    keys = list(arguments)
+    budget = max(MIN_VALUE_CHARS, max_chars // max(1, min(len(keys), MAX_KEYS)))
+    preview: dict[str, Any] = {}
+    for key in keys[:MAX_KEYS]:
+        name = _short(str(key), MAX_KEY_CHARS)
+        value = arguments[key]
+        preview[name] = REDACTED if redact_all or is_sensitive_key(str(key)) else _preview_value(value, budget)
+    if len(keys) > MAX_KEYS:
+        preview["..."] = f"{len(keys) - MAX_KEYS} more keys"
+    return preview
+
+
+def is_sensitive_tool(data_classes: Sequence[str]) -> bool:
+    return any(str(data_class).strip().lower() in SENSITIVE_CLASSES for data_class in data_classes)
+
+
+def is_sensitive_key(key: str) -> bool:
+    squashed = re.sub(r"[-_.\s]", "", key.lower())
+    if any(part in squashed for part in _SENSITIVE_KEY_PARTS):
+        return True
+    words = {word.lower() for word in _WORD_SPLIT.split(key) if word}
+    return not words.isdisjoint(_SENSITIVE_KEY_WORDS)
+
+
+def looks_like_credential(text: str) -> bool:
+    return _CREDENTIAL_VALUE.search(text) is not None
+
+
+def _preview_value(value: Any, budget: int) -> Any:
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return REDACTED if looks_like_credential(value) else _short(value, budget)
+    if isinstance(value, Mapping):
+        return f"{{{len(value)} key{'' if len(value) == 1 else 's'}}}"
+    if isinstance(value, list | tuple):
+        return f"[{len(value)} item{'' if len(value) == 1 else 's'}]"
+    # Anything else (bytes, objects) is summarized by type only: its text could be anything.
+    return f"<{type(value).__name__}>"
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
