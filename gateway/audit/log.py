@@ -28,6 +28,8 @@ log = logging.getLogger("narrowgate.audit")
 
 MAX_PENDING = 100_000
 MAX_BATCH = 500
+# How long ordinary records may wait to share a commit (nobody is waiting on them).
+GROUP_WINDOW_S = 0.02
 RETRY_FIRST_S = 0.05
 RETRY_MAX_S = 5.0
 CLOSE_TIMEOUT_S = 10.0
@@ -57,6 +59,7 @@ class AuditLog:
         self._pending: deque[tuple[int, dict[str, Any]]] = deque()
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._wakeup = asyncio.Event()
+        self._urgent = asyncio.Event()  # someone waits for a commit: stop gathering and write
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self._failing: str | None = None  # why the last write failed; None while writes succeed
@@ -111,6 +114,7 @@ class AuditLog:
             await asyncio.wait_for(self.flush(), CLOSE_TIMEOUT_S)
         self._closing = True
         self._wakeup.set()
+        self._urgent.set()
         if self._writer is not None:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -146,6 +150,7 @@ class AuditLog:
             raise AuditUnavailable("the audit log is not open")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((ticket, future))
+        self._urgent.set()
         await future
 
     def _resolve_waiters(self, committed_ticket: int) -> None:
@@ -169,11 +174,23 @@ class AuditLog:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
+            await self._gather_batch()
             if await self._write_batch():
                 delay = self._retry_first_s
                 continue
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._retry_max_s)
+
+    async def _gather_batch(self) -> None:
+        """Let ordinary records gather for a moment, so one commit (one fsync) carries many of them.
+
+        Nobody waits on an ordinary record; a durable one (or a flush) ends the wait at once.
+        """
+        if self._waiters or self._closing or len(self._pending) >= self._max_batch:
+            return
+        self._urgent.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._urgent.wait(), GROUP_WINDOW_S)
 
     async def _write_batch(self) -> bool:
         batch = list(itertools.islice(self._pending, self._max_batch))
