@@ -5,29 +5,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.admin.auth import AdminAuthenticator, AdminAuthError
-from gateway.registry.errors import Problem
+from gateway.admin.auth import AdminAuthenticator
+from gateway.admin.http import Endpoint, admin_route, error_response, json_response, read_json
 from gateway.registry.model import Agent, agent_to_dict, event_to_dict
 from gateway.registry.service import Conflict, NotFound, Registry, RegistryError
 
 LIFECYCLE_ACTIONS = ("activate", "suspend", "resume", "retire")
-Endpoint = Callable[[Request, str], Awaitable[Response]]
-
-
-def json_response(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-
-
-def error_response(status: int, message: str, problems: tuple[Problem, ...] = ()) -> Response:
-    body: dict[str, Any] = {"error": message}
-    if problems:
-        body["problems"] = [str(p) for p in problems]
-    return json_response(body, status)
 
 
 def agent_view(agent: Agent, now: float) -> dict[str, Any]:
@@ -42,30 +29,13 @@ class AgentsApi:
 
     def routes(self) -> list[Route]:
         return [
-            Route("/admin/v1/agents", self.guard(self.list_or_create), methods=["GET", "POST"]),
-            Route("/admin/v1/agents/{agent_id}", self.guard(self.show_or_update), methods=["GET", "PATCH"]),
-            Route("/admin/v1/agents/{agent_id}/{action}", self.guard(self.lifecycle), methods=["POST"]),
+            Route("/admin/v1/agents", self.route(self.list_or_create), methods=["GET", "POST"]),
+            Route("/admin/v1/agents/{agent_id}", self.route(self.show_or_update), methods=["GET", "PATCH"]),
+            Route("/admin/v1/agents/{agent_id}/{action}", self.route(self.lifecycle), methods=["POST"]),
         ]
 
-    def guard(self, endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
-        """Authenticate the admin, then map registry errors onto HTTP answers."""
-
-        async def guarded(request: Request) -> Response:
-            try:
-                actor = await self.auth.authenticate(request.headers.get("authorization"))
-            except AdminAuthError as exc:
-                headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-                return Response(orjson.dumps({"error": exc.message}), exc.status, headers, "application/json")
-            try:
-                return await endpoint(request, actor)
-            except NotFound as exc:
-                return error_response(404, str(exc))
-            except Conflict as exc:
-                return error_response(409, str(exc), exc.problems)
-            except RegistryError as exc:
-                return error_response(400, str(exc), exc.problems)
-
-        return guarded
+    def route(self, endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+        return admin_route(self.auth, endpoint, registry_errors)
 
     async def list_or_create(self, request: Request, actor: str) -> Response:
         if request.method == "GET":
@@ -103,16 +73,12 @@ class AgentsApi:
         return json_response(agent_view(agent, self.registry.clock()))
 
 
-async def read_json(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw:
-        return {}
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise RegistryError("the request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise RegistryError("the request body must be a JSON object")
-    return body
-
-
+def registry_errors(exc: Exception) -> Response | None:
+    """Registry refusals as HTTP answers: 404 unknown, 409 conflicting, 400 otherwise."""
+    if isinstance(exc, NotFound):
+        return error_response(404, str(exc))
+    if isinstance(exc, Conflict):
+        return error_response(409, str(exc), exc.problems)
+    if isinstance(exc, RegistryError):
+        return error_response(400, str(exc), exc.problems)
+    return None

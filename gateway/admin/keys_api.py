@@ -15,13 +15,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.admin.agents_api import error_response, json_response, read_json
-from gateway.admin.auth import AdminAuthenticator, AdminAuthError
+from gateway.admin.auth import AdminAuthenticator
+from gateway.admin.http import Endpoint, admin_route, error_response, json_response, read_json
 from gateway.credentials.upstream_auth import UpstreamAuth
-from gateway.registry.errors import RegistryError
 
 log = logging.getLogger("narrowgate.admin")
-Endpoint = Callable[[Request, str], Awaitable[Response]]
 DEFAULT_OVERLAP_S = 3600.0
 # The old key must verify every token it signed until that token expires: task tokens live up to
 # 900 s (upstream tokens 60 s), plus clock leeway and a verifier's JWKS cache.
@@ -42,22 +40,12 @@ class KeysApi:
         ]
 
     def guard(self, endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
-        async def guarded(request: Request) -> Response:
-            try:
-                actor = await self.auth.authenticate(request.headers.get("authorization"))
-            except AdminAuthError as exc:
-                response = error_response(exc.status, exc.message)
-                if exc.status == 401:
-                    response.headers["WWW-Authenticate"] = "Bearer"
-                return response
+        async def keys_loaded(request: Request, actor: str) -> Response:
             if self.upstream_auth.keyring is None:
                 return error_response(503, "the signing keys are not loaded yet")
-            try:
-                return await endpoint(request, actor)
-            except RegistryError as exc:  # the body is not a JSON object
-                return error_response(400, str(exc))
+            return await endpoint(request, actor)
 
-        return guarded
+        return admin_route(self.auth, keys_loaded)
 
     async def list_keys(self, request: Request, actor: str) -> Response:
         assert self.upstream_auth.keyring is not None

@@ -8,8 +8,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.admin.agents_api import json_response
-from gateway.admin.auth import AdminAuthenticator, AdminAuthError
+from gateway.admin.auth import AdminAuthenticator
+from gateway.admin.http import admin_route, json_response
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.reloader import PolicyReloader
 
@@ -28,14 +28,10 @@ class PoliciesApi:
         ]
 
     def guard(self, endpoint: Callable[[str], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-        async def guarded(request: Request) -> Response:
-            try:
-                actor = await self.auth.authenticate(request.headers.get("authorization"))
-            except AdminAuthError as exc:
-                return json_response({"error": exc.message}, exc.status)
+        async def with_actor(request: Request, actor: str) -> Response:
             return await endpoint(actor)
 
-        return guarded
+        return admin_route(self.auth, with_actor)
 
     async def status(self, actor: str) -> Response:
         return json_response(self.engine.status())

@@ -15,8 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.admin.agents_api import error_response, json_response, read_json
-from gateway.admin.auth import AdminAuthenticator, AdminAuthError
+from gateway.admin.auth import AdminAuthenticator
+from gateway.admin.http import Endpoint, admin_route, error_response, json_response, read_json
 from gateway.registry.errors import RegistryError
 from gateway.registry.service import Registry
 from gateway.tasks.model import (
@@ -36,7 +36,6 @@ log = logging.getLogger("narrowgate.admin")
 END_ACTIONS = ("complete", "fail", "revoke")
 MIN_DEADLINE_S = 1
 START_FIELDS = frozenset({"agent_id", "purpose", "tools", "deadline_s", "budget", "trim", "reason"})
-Endpoint = Callable[[Request, str], Awaitable[Response]]
 
 
 class NotFound(Exception):
@@ -59,35 +58,7 @@ class TasksApi:
         ]
 
     def guard(self, endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
-        """Authenticate the admin, then map task errors onto HTTP answers."""
-
-        async def guarded(request: Request) -> Response:
-            try:
-                actor = await self.auth.authenticate(request.headers.get("authorization"))
-            except AdminAuthError as exc:
-                response = error_response(exc.status, exc.message)
-                if exc.status == 401:
-                    response.headers["WWW-Authenticate"] = "Bearer"
-                return response
-            try:
-                return await endpoint(request, actor)
-            except (NotFound, TaskNotFound) as exc:
-                return error_response(404, str(exc))
-            except AgentNotActive as exc:
-                return error_response(409, str(exc))
-            except TaskEnded as exc:
-                return error_response(409, exc.reason)
-            except ToolsRefused as exc:
-                body: dict[str, Any] = {"error": exc.message}
-                if exc.unknown:
-                    body["unknown"] = list(exc.unknown)
-                if exc.outside:
-                    body["outside"] = list(exc.outside)
-                return json_response(body, 400)
-            except (TaskError, RegistryError) as exc:
-                return error_response(400, str(exc))
-
-        return guarded
+        return admin_route(self.auth, endpoint, task_errors)
 
     async def list_or_start(self, request: Request, actor: str) -> Response:
         if request.method == "GET":
@@ -166,3 +137,23 @@ class TasksApi:
             raise TaskEnded(f"task {task_id} already ended: task {stored.state.value}", task_id,
                             stored.state) from None
         return json_response(task_to_dict(task))
+
+
+def task_errors(exc: Exception) -> Response | None:
+    """Task refusals as HTTP answers: 404 unknown, 409 ended or inactive, 400 otherwise."""
+    if isinstance(exc, NotFound | TaskNotFound):
+        return error_response(404, str(exc))
+    if isinstance(exc, AgentNotActive):
+        return error_response(409, str(exc))
+    if isinstance(exc, TaskEnded):
+        return error_response(409, exc.reason)
+    if isinstance(exc, ToolsRefused):
+        body: dict[str, Any] = {"error": exc.message}
+        if exc.unknown:
+            body["unknown"] = list(exc.unknown)
+        if exc.outside:
+            body["outside"] = list(exc.outside)
+        return json_response(body, 400)
+    if isinstance(exc, TaskError | RegistryError):
+        return error_response(400, str(exc))
+    return None
