@@ -71,7 +71,7 @@ class Gateway:
         self.build_tasks()
         self.pool = UpstreamPool(catalog, self.upstream_auth)
         self.pool.on_rebuild = self.on_directory_rebuilt
-        self.pool.on_list_changed = self.announce_list_changed
+        self.pool.on_list_changed = self.on_upstream_lists_changed
         self.pool.on_resource_updated = self.relay_resource_updated
         self.sessions = SessionRegistry(settings.limits.session_idle_s)
         authorizer = Authorizer(self.policy, self.audit, settings.policy.agent_reasons,
@@ -290,9 +290,13 @@ class Gateway:
         """Tasks (and token ids) whose minted upstream tokens must be refused until they expire."""
         return JSONResponse(self.upstream_auth.revocations.snapshot(), headers={"Cache-Control": "no-store"})
 
-    async def announce_list_changed(self, kinds: set[str]) -> None:
+    async def on_upstream_lists_changed(self, kinds: set[str]) -> None:
+        """An upstream's tools, prompts or resources changed: audit it, then tell the agents."""
         self.audit.record(AuditEvent(kind="catalog", action="lists_changed", actor="narrowgate",
                                      detail={"kinds": sorted(kinds), "tools": sorted(self.pool.directory.tools)}))
+        await self.announce_list_changed(kinds)
+
+    async def announce_list_changed(self, kinds: set[str]) -> None:
         for kind in sorted(kinds):
             message = {"jsonrpc": "2.0", "method": LIST_CHANGED[kind]}
             for session in self.sessions.all():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from gateway.audit import AuditEvent, AuditLog, AuditUnavailable, redacted_preview
@@ -85,8 +86,11 @@ class Authorizer:
         try:
             await self.audit.record_durable(event)
         except AuditUnavailable:
-            # No record, no call: an unrecorded privileged action is worse than a refused one.
+            # No record, no call: an unrecorded privileged action is worse than a refused one. The
+            # queued record is written once the log recovers, followed by this refusal.
             log.error("audit log unavailable; refusing decision %s", event.decision_id)
+            self.audit.record(replace(event, decision="deny", detail={**event.detail,
+                                                                      "refused": "audit log unavailable"}))
             raise RpcError(ACCESS_DENIED, "Access denied: the audit log is unavailable",
                            {"decision": "deny", "decisionId": event.decision_id}) from None
 
@@ -117,6 +121,8 @@ class Authorizer:
             return decision
         reason = decision.reason if self.agent_reasons == "annotation" else GENERIC_REASON[decision.outcome]
         data = {"decision": decision.outcome, "decisionId": decision.decision_id}
-        if decision.outcome == "step_up":
-            raise RpcError(APPROVAL_REQUIRED, f"Approval required: {reason}", data)
-        raise RpcError(ACCESS_DENIED, f"Access denied: {reason}", data)
+        code, text = (APPROVAL_REQUIRED, "Approval required") if decision.outcome == "step_up" else (
+            ACCESS_DENIED, "Access denied")
+        error = RpcError(code, f"{text}: {reason}", data)
+        error.decision = decision  # for the span and metrics; never serialized to the agent
+        raise error

@@ -118,7 +118,6 @@ async def preflight(settings: Settings) -> tuple[str | None, dict[str, Any]]:
     Also returns the tool input schemas last seen, so the policy set is typed from the start.
     """
     from gateway.registry.errors import RegistryError
-    from gateway.registry.service import Registry
     from gateway.store import StoreError, open_store
 
     try:
@@ -127,9 +126,8 @@ async def preflight(settings: Settings) -> tuple[str | None, dict[str, Any]]:
         return f"state store: {exc}", {}
     try:
         await store.migrate()
-        registry = await Registry.open(store)
         if settings.agents_file is not None:
-            await registry.load_agents_file(settings.agents_file)
+            await check_agents_file(settings.agents_file, await store.list_agents())
         return None, await store.load_tool_schemas()
     except StoreError as exc:
         return f"state store: {exc}", {}
@@ -137,6 +135,24 @@ async def preflight(settings: Settings) -> tuple[str | None, dict[str, Any]]:
         return f"agents file {settings.agents_file}:\n{exc}", {}
     finally:
         await store.close()
+
+
+async def check_agents_file(agents_file: Path, stored: list[Any]) -> None:
+    """Apply the agents file to a scratch copy of the registry: every problem, but no change yet.
+
+    The serving process applies it for real, so each change is audited there.
+    """
+    from gateway.registry.service import Registry
+    from gateway.store import open_store
+
+    scratch = open_store("sqlite:///:memory:")
+    try:
+        await scratch.migrate()
+        for agent in stored:
+            await scratch.save_agent(agent)
+        await (await Registry.open(scratch)).load_agents_file(agents_file)
+    finally:
+        await scratch.close()
 
 
 def run_catalog_validate(args: argparse.Namespace) -> int:

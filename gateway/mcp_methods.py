@@ -162,7 +162,11 @@ class Methods:
             upstream_params["arguments"] = arguments
         with self.telemetry.stage("upstream_call", upstream=server.id):
             self.telemetry.inject(call_ctx.headers)
-            return await self.pool.call(view.entry.server_id, "tools/call", upstream_params, call_ctx)
+            try:
+                return await self.pool.call(view.entry.server_id, "tools/call", upstream_params, call_ctx)
+            except RpcError as exc:
+                self.telemetry.record_upstream_error(server.id, str(exc.code))
+                raise
 
     async def decide(self, ctx: RequestContext, entry: ToolEntry, arguments: dict[str, Any] | None) -> Decision:
         """The policy stage: its outcome goes on the span whether the call goes ahead or not."""
@@ -170,9 +174,11 @@ class Methods:
             with self.telemetry.stage("policy"):
                 decision = await self.authorizer.tool(ctx.principal, entry, arguments, self.facts(ctx), ctx.trace_id)
         except RpcError as exc:
-            data = exc.data if isinstance(exc.data, dict) else {}
-            ctx.decision = data.get("decision", "deny")
-            ctx.span.set(decision=ctx.decision, decision_id=data.get("decisionId"))
+            refused = exc.decision
+            ctx.decision = refused.outcome if refused is not None else "deny"
+            if refused is not None:
+                ctx.span.set(decision=refused.outcome, decision_id=refused.decision_id,
+                             policy_ids=list(refused.policy_ids))
             raise
         ctx.decision = decision.outcome
         ctx.span.set(decision=decision.outcome, decision_id=decision.decision_id, policy_ids=list(decision.policy_ids))
