@@ -132,7 +132,8 @@ class McpEndpoint:
             return
         params = message.params or {}
         attributes = {"mcp.method.name": message.method or "response",
-                      "mcp.session.id": headers.get("mcp-session-id"), "jsonrpc.request.id": message.id}
+                      "mcp.session.id": headers.get("mcp-session-id"),
+                      "jsonrpc.request.id": None if message.id is None else str(message.id)}
         with self.telemetry.request_span(
             message.method or "response", traceparent=headers.get("traceparent"),
             tracestate=headers.get("tracestate"), meta=params.get("_meta") if isinstance(params, dict) else None,
