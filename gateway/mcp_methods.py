@@ -150,7 +150,7 @@ class Methods:
         server = self.catalog.servers[view.entry.server_id]
         call_ctx = self.call_context(ctx, server.id)
         if view.param_headers:
-            call_ctx.headers = mcp_param_headers(view.param_headers, arguments or {})
+            call_ctx.headers.update(mcp_param_headers(view.param_headers, arguments or {}))
         if isinstance(server.transport, HttpTransport):
             with self.telemetry.stage("mint"):
                 # A token for this one tool, this upstream and this argument set; never the agent's own.
@@ -259,13 +259,17 @@ class Methods:
         return self.authorizer.facts(ctx.era, ctx.client_info, self.tasks.facts(ctx.principal))
 
     def call_context(self, ctx: RequestContext, server_id: str) -> CallContext:
-        return CallContext(
+        """How to call `server_id` for this request; the trace goes along (prompts, resources, completions)."""
+        ctx.upstream = server_id
+        call_ctx = CallContext(
             era=ctx.era,
             timeout_s=self.catalog.servers[server_id].timeout_s,
             sink=ctx.sink,
             client_capabilities=ctx.client_capabilities,
             client_info=ctx.client_info,
         )
+        self.telemetry.inject(call_ctx.headers)
+        return call_ctx
 
 
 HANDLERS: dict[str, Handler] = {
