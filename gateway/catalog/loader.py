@@ -40,7 +40,7 @@ SERVER_KEYS = frozenset({"id", "namespace", "owner", "description", "transport",
                          "credentials"})
 CREDENTIAL_KEYS = frozenset({"mode", "resource", "secret", "header", "format", "env_var"})
 VAULT_KEYS = frozenset({"address", "mount", "path", "field", "token_env", "namespace"})
-TOOL_KEYS = frozenset({"name", "risk", "data_classes", "owner"})
+TOOL_KEYS = frozenset({"name", "risk", "data_classes", "owner", "egress"})
 
 
 CatalogProblem = FileProblem
@@ -297,6 +297,10 @@ class _ManifestReader:
         if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
             self.problem((*where, "data_classes"), f"tool {name!r}: data_classes must be a list of strings")
             return None
+        egress = item.get("egress", False)
+        if not isinstance(egress, bool):
+            self.problem((*where, "egress"), f"tool {name!r}: egress must be true or false")
+            return None
         exposed = f"{namespace}{NAMESPACE_SEPARATOR}{name}" if namespace else name
         return ToolEntry(
             name=name,
@@ -305,6 +309,7 @@ class _ManifestReader:
             risk=risk,
             data_classes=tuple(classes),
             owner=str(item.get("owner") or owner),
+            egress=egress,
         )
 
 

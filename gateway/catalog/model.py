@@ -78,6 +78,8 @@ class ToolEntry:
     risk: Risk
     data_classes: tuple[str, ...]
     owner: str
+    # Sends data outside the organisation (mail, chat, public web): chain monitoring watches it.
+    egress: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,6 +68,8 @@ class RequestFacts:
     working_hours: bool | None = None
     # The caller's task ({id, purpose, tools}), or None for a bare workload token.
     task: Mapping[str, Any] | None = None
+    # Chain monitoring's signals for this caller (gateway.chain.ChainTracker.context), if any.
+    chain: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,7 +282,7 @@ class PolicyEngine:
                 m.entry.exposed_name,
                 m.uid,
                 orjson.dumps({"input": m.placeholder_input, "request": request_facts, "approval": {"granted": False},
-                              "task": task}),
+                              "task": task, "chain": facts.chain or NO_CHAIN}),
             )
             for m in models
         ]
@@ -419,7 +421,7 @@ class PolicyEngine:
 
     def _common_context(self, facts: RequestFacts, approved: bool) -> dict[str, Any]:
         return {"request": self._request_facts(facts), "approval": {"granted": bool(approved)},
-                "task": task_context(facts)}
+                "task": task_context(facts), "chain": facts.chain or NO_CHAIN}
 
     def _request_facts(self, facts: RequestFacts) -> dict[str, Any]:
         local = self.working_hours.local(facts.now)
@@ -604,6 +606,8 @@ def _nfc(text: str) -> str:
 
 
 NO_TASK: dict[str, Any] = {"present": False, "id": "", "purpose": "", "tools": []}
+NO_CHAIN: dict[str, Any] = {"data_classes": [], "sensitive_read": False, "tools": [], "previous_tool": "",
+                            "calls_last_minute": 0, "writes_last_minute": 0, "denials_last_minute": 0}
 
 
 def task_context(facts: RequestFacts) -> dict[str, Any]:

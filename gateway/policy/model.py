@@ -16,7 +16,7 @@ import orjson
 from gateway.catalog.model import RISK_TIERS, Catalog, ToolEntry
 from gateway.policy.typing_ import CedarType, cedar_string, input_type, placeholder
 
-CONTEXT_COMMON = "request: RequestInfo, approval: Approval, task: TaskInfo"
+CONTEXT_COMMON = "request: RequestInfo, approval: Approval, task: TaskInfo, chain: ChainInfo"
 RESERVED_ACTIONS = ("call_tool", "get_prompt", "read_resource")
 TOOL_STATUS_APPROVED = "approved"
 
@@ -101,6 +101,7 @@ def _tool_model(tool: ToolEntry, schema: Mapping[str, Any] | None) -> ToolModel:
             "status": TOOL_STATUS_APPROVED,
             "owner": tool.owner,
             "data_classes": list(tool.data_classes),
+            "egress": tool.egress,
         },
         "parents": [{"type": "McpServer", "id": tool.server_id}],
     }

@@ -17,7 +17,7 @@ import yaml
 
 from gateway.catalog.model import NAMESPACE_SEPARATOR, Catalog, HttpTransport, ServerEntry, ToolEntry
 from gateway.identity.principal import Principal
-from gateway.policy.engine import Decision, PolicyEngine, PolicyLoadError, RequestFacts
+from gateway.policy.engine import NO_CHAIN, Decision, PolicyEngine, PolicyLoadError, RequestFacts
 from gateway.policy.hours import WorkingHours
 from gateway.registry.model import Agent, Entitlement, Lifecycle
 
@@ -136,7 +136,11 @@ def _facts(case: Mapping[str, Any]) -> RequestFacts:
     if now is None:
         at = case.get("at", DEFAULT_AT)
         now = (at if isinstance(at, datetime) else datetime.fromisoformat(str(at))).timestamp()
-    return RequestFacts(now=float(now), era=str(case.get("era", "2026-07-28")), client=str(case.get("client", "")))
+    chain = case.get("chain")
+    if chain is not None:
+        chain = {**NO_CHAIN, **chain}  # a case names only the signals it is about
+    return RequestFacts(now=float(now), era=str(case.get("era", "2026-07-28")), client=str(case.get("client", "")),
+                        chain=chain)
 
 
 def _merged(own: Catalog, deployment: Catalog) -> Catalog:
@@ -158,7 +162,8 @@ def _catalog(raw: list[Mapping[str, Any]]) -> Catalog:
         for tool in item.get("tools") or []:
             exposed = f"{namespace}{NAMESPACE_SEPARATOR}{tool['name']}" if namespace else str(tool["name"])
             tools[tool["name"]] = ToolEntry(str(tool["name"]), exposed, server_id, tool["risk"],
-                                            tuple(tool.get("data_classes") or ()), str(tool.get("owner", owner)))
+                                            tuple(tool.get("data_classes") or ()), str(tool.get("owner", owner)),
+                                            bool(tool.get("egress", False)))
         servers.append(ServerEntry(server_id, namespace, owner, "", HttpTransport("http://127.0.0.1:9/mcp"), 30.0,
                                    MappingProxyType(tools), Path("(test case)")))
     return Catalog.of(servers)
