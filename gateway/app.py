@@ -8,6 +8,7 @@ import gc
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from starlette.applications import Starlette
@@ -22,9 +23,13 @@ from gateway.admin.policies_api import PoliciesApi
 from gateway.audit import AuditEvent, AuditLog
 from gateway.authorization import Authorizer
 from gateway.catalog import Catalog
+from gateway.chain.monitor import ChainMonitor
+from gateway.chain.settings import monitoring_settings_from_mapping
+from gateway.chain.tracker import ChainTracker
 from gateway.config import Settings
 from gateway.credentials.secret_sources import SecretResolver
 from gateway.credentials.upstream_auth import UpstreamAuth
+from gateway.detections import DetectionResponder
 from gateway.identity.authenticator import Authenticator
 from gateway.identity.verifier import TokenVerifier
 from gateway.mcp_methods import Methods
@@ -77,7 +82,7 @@ class Gateway:
         authorizer = Authorizer(self.policy, self.audit, settings.policy.agent_reasons,
                                 on_evaluated=lambda d, s: self.telemetry.record_policy_evaluation(s, d.outcome))
         self.methods = Methods(catalog, self.pool, authorizer, self.upstream_auth, TaskGate(self.tasks),
-                               self.telemetry)
+                               self.telemetry, self.build_monitor())
         authenticator = Authenticator(settings, self.verifier, self.registry, self.task_check)
         self.endpoint = McpEndpoint(settings, authenticator, self.methods, self.sessions, self.telemetry)
         admin_auth = AdminAuthenticator(settings, self.verifier, self.registry)
@@ -106,6 +111,18 @@ class Gateway:
         self.reloader.on_change = self.announce_policy_change
         self.reloader.on_outcome = self.audit_policy_reload
         self.schema_update_failures = 0
+
+    def build_monitor(self) -> ChainMonitor:
+        """Chain monitoring: the catalog's `egress: true` tools count as egress, besides the config's."""
+        settings = self.settings.monitoring or monitoring_settings_from_mapping({})
+        egress = tuple(sorted({*settings.egress_tools, *(t.exposed_name for t in self.catalog.tools.values()
+                                                        if t.egress)}))
+        settings = replace(settings, egress_tools=egress)
+        self.chain = ChainTracker(settings)
+        self.detections = DetectionResponder(self.audit, self.registry, self.telemetry, settings,
+                                             self.settings.monitoring_webhook_url,
+                                             self.settings.monitoring_webhook_secret_env)
+        return ChainMonitor(self.chain, self.detections)
 
     def build_tasks(self) -> None:
         """Task grants: the token endpoint that starts them and the check that honours their tokens."""
@@ -175,6 +192,7 @@ class Gateway:
             await self.reloader.stop()
             await self.pool.close()
             await self.secrets.close()
+            await self.detections.close()
             await self.tasks.close()
             await self.verifier.close()
             await self.assertion_verifier.close()
@@ -270,6 +288,7 @@ class Gateway:
     def on_task_end(self, task: Task) -> None:
         """Every upstream token minted for an ended task is refused until it would have expired anyway."""
         self.upstream_auth.revocations.revoke_task(task.id, until=time.time() + self.upstream_auth.ttl_s + 5)
+        self.chain.forget_task(task.id)
         self.audit.record(AuditEvent(
             kind="task", action=task.state.value, actor="narrowgate", agent_id=task.agent_id,
             task_id=task.id, detail={"reason": task.end_reason, "calls": task.calls_made},

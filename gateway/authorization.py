@@ -36,9 +36,10 @@ class Authorizer:
         self.on_evaluated = on_evaluated  # metrics: how long each tool decision took
 
     @staticmethod
-    def facts(era: str, client_info: dict[str, Any] | None, task: dict[str, Any] | None = None) -> RequestFacts:
+    def facts(era: str, client_info: dict[str, Any] | None, task: dict[str, Any] | None = None,
+              chain: dict[str, Any] | None = None) -> RequestFacts:
         client = client_info.get("name", "") if isinstance(client_info, dict) else ""
-        return RequestFacts(now=time.time(), era=era, client=str(client), task=task)
+        return RequestFacts(now=time.time(), era=era, client=str(client), task=task, chain=chain)
 
     async def tool(self, principal: Principal, tool: ToolEntry, arguments: dict[str, Any] | None,
                    facts: RequestFacts, trace_id: str | None = None) -> Decision:

@@ -23,7 +23,7 @@ DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_STATE = "sqlite:///var/lib/narrowgate/state.db"
 CONFIG_KEYS = frozenset({
     "listen", "catalog", "policies", "state", "public_url", "allowed_origins", "auth",
-    "limits", "identity", "admin", "agents_file", "policy", "tokens",
+    "limits", "identity", "admin", "agents_file", "policy", "tokens", "monitoring",
 })
 
 
@@ -105,6 +105,11 @@ class Settings:
     admin: AdminSettings = field(default_factory=AdminSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
     tokens: TokenSettings = field(default_factory=TokenSettings)
+    # gateway.chain.settings.MonitoringSettings, typed loosely like `identity`.
+    monitoring: Any = None
+    # Where chain-monitoring detections are POSTed (optional), and the env var holding the HMAC secret.
+    monitoring_webhook_url: str | None = None
+    monitoring_webhook_secret_env: str | None = None
     agents_file: Path | None = None
     # gateway.identity.settings.IdentitySettings; typed loosely to keep config free of identity imports.
     identity: Any = None
@@ -197,6 +202,9 @@ def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
         admin=_admin(raw.get("admin") or {}),
         policy=_policy(raw.get("policy") or {}, base_dir),
         tokens=_tokens(raw.get("tokens") or {}),
+        monitoring=_monitoring(raw.get("monitoring") or {}),
+        monitoring_webhook_url=_optional_str((raw.get("monitoring") or {}).get("webhook_url")),
+        monitoring_webhook_secret_env=_optional_str((raw.get("monitoring") or {}).get("webhook_secret_env")),
         agents_file=_path(raw["agents_file"], base_dir) if raw.get("agents_file") else None,
         # Tokens are minted for the protected resource RFC 9728 advertises: this gateway's /mcp.
         identity=_identity(raw.get("identity") or {}, base_dir, f"{base_url}/mcp"),
@@ -337,3 +345,12 @@ def _tokens(raw: Any) -> TokenSettings:
     if not 60 <= task <= 900:
         raise ConfigError("tokens.task_ttl_s must be between 60 and 900 seconds (key rotation overlaps assume it)")
     return TokenSettings(upstream_ttl_s=upstream, task_ttl_s=task)
+
+
+def _monitoring(raw: Any) -> Any:
+    from gateway.chain.settings import monitoring_settings_from_mapping
+
+    if not isinstance(raw, dict):
+        raise ConfigError("monitoring must be a mapping")
+    return monitoring_settings_from_mapping({k: v for k, v in raw.items()
+                                             if k not in ("webhook_url", "webhook_secret_env")})

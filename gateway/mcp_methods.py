@@ -13,6 +13,7 @@ from mcp_types import SERVER_INFO_META_KEY
 from gateway import __version__
 from gateway.authorization import Authorizer
 from gateway.catalog.model import Catalog, HttpTransport, ToolEntry
+from gateway.chain.monitor import ChainMonitor
 from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.errors import INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, UPSTREAM_UNAVAILABLE, RpcError
 from gateway.identity.principal import Principal
@@ -62,8 +63,9 @@ Handler = Callable[["Methods", RequestContext, dict[str, Any]], Awaitable[Reply]
 
 class Methods:
     def __init__(self, catalog: Catalog, pool: UpstreamPool, authorizer: Authorizer, auth: UpstreamAuth,
-                 tasks: TaskGate, telemetry: Telemetry) -> None:
+                 tasks: TaskGate, telemetry: Telemetry, monitor: ChainMonitor) -> None:
         self.telemetry = telemetry
+        self.monitor = monitor
         self.catalog = catalog
         self.pool = pool
         self.authorizer = authorizer
@@ -139,11 +141,20 @@ class Methods:
             return await self.tasks.call_builtin(ctx.principal, name, arguments or {})
         view = self.pool.directory.tools.get(name)
         if view is None:
+            await self.monitor.probe(ctx.principal, name)
             raise self.missing_tool(name)
         ctx.span.set(tool_name=name, upstream=view.entry.server_id)
         ctx.upstream = view.entry.server_id
-        self.tasks.admit(ctx.principal, name)
-        decision = await self.decide(ctx, view.entry, arguments)
+        try:
+            self.tasks.admit(ctx.principal, name)
+        except RpcError:
+            await self.monitor.probe(ctx.principal, name)  # asking for a tool outside the grant
+            raise
+        self.monitor.admit(ctx.principal, name)
+        try:
+            decision = await self.decide(ctx, view.entry, arguments)
+        finally:
+            await self.monitor.observe(ctx.principal, view.entry, ctx.decision or "deny")
         self.tasks.consume(ctx.principal)
         # The upstream gets exactly the arguments the policy judged (paths normalized, NFC).
         arguments = dict(decision.canonical_arguments) if decision.canonical_arguments is not None else arguments
@@ -256,7 +267,9 @@ class Methods:
         return server_id
 
     def facts(self, ctx: RequestContext) -> RequestFacts:
-        return self.authorizer.facts(ctx.era, ctx.client_info, self.tasks.facts(ctx.principal))
+        principal = ctx.principal
+        return self.authorizer.facts(ctx.era, ctx.client_info, self.tasks.facts(principal),
+                                     self.monitor.context(principal))
 
     def call_context(self, ctx: RequestContext, server_id: str) -> CallContext:
         """How to call `server_id` for this request; the trace goes along (prompts, resources, completions)."""

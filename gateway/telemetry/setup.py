@@ -278,6 +278,8 @@ class Telemetry:
             explicit_bucket_boundaries_advisory=POLICY_BUCKETS)
         self._upstream_errors = meter.create_counter(
             A.METRIC_UPSTREAM_ERRORS, unit="{error}", description="Failed calls to upstream MCP servers")
+        self._detections = meter.create_counter(
+            A.METRIC_DETECTIONS, unit="{detection}", description="Chain-monitoring detections")
         self._approvals_pending = 0
         self._tools_quarantined = 0
         meter.create_observable_gauge(
@@ -374,6 +376,9 @@ class Telemetry:
 
     def record_upstream_error(self, upstream: str, error_type: str) -> None:
         self._upstream_errors.add(1, {A.UPSTREAM: upstream, A.ERROR_TYPE: error_type[:MAX_STRING]})
+
+    def record_detection(self, detector: str, severity: str) -> None:
+        self._detections.add(1, {A.DETECTOR: detector[:MAX_STRING], A.SEVERITY: severity[:MAX_STRING]})
 
     def set_approvals_pending(self, n: int) -> None:
         self._approvals_pending = n

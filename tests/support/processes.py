@@ -136,6 +136,8 @@ class Gateway:
             "agents_file": str(agents_file),
             "auth": {"static_tokens": [{"agent": a, "token": t} for a, t in self.tokens.items()]},
             "admin": {"tokens": [{"name": "test-admin", "token": ADMIN_TOKEN}]},
+            # Shared test agents make many odd calls on purpose; monitoring tests turn these back on.
+            "monitoring": {"kill_switch_severity": "off", "per_agent": None, "per_task": None},
             **self.extra_config,
         }
         path = self.workdir / "gateway.yaml"

@@ -1,0 +1,43 @@
+"""The chain stage of the call path: rate limits before the decision, signals and detections after.
+
+Thin glue between the request path (principal, tool, outcome) and the in-memory ChainTracker, with
+detections handed to the DetectionResponder (audit, metric, webhook, kill switch).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from gateway.catalog.model import ToolEntry
+from gateway.chain.tracker import ChainTracker, Detection, RateLimited
+from gateway.errors import ACCESS_DENIED, RATE_LIMITED, RpcError
+from gateway.identity.principal import Principal
+
+
+class ChainMonitor:
+    def __init__(self, tracker: ChainTracker, responder: Any) -> None:
+        self.tracker = tracker
+        self.responder = responder  # gateway.detections.DetectionResponder
+
+    def admit(self, principal: Principal, tool: str) -> None:
+        try:
+            self.tracker.admit(principal.agent_id, principal.task_id, tool)
+        except RateLimited as exc:
+            wait = math.ceil(exc.retry_after_s)
+            raise RpcError(RATE_LIMITED, f"Rate limited: too many calls for this {exc.scope}; retry in {wait} s",
+                           {"scope": exc.scope, "retryAfterSeconds": wait}) from None
+
+    def context(self, principal: Principal) -> dict[str, Any]:
+        return self.tracker.context(principal.agent_id, principal.task_id)
+
+    async def observe(self, principal: Principal, tool: ToolEntry, outcome: str) -> None:
+        await self.act(self.tracker.observe_call(principal.agent_id, principal.task_id, tool, outcome))
+
+    async def probe(self, principal: Principal, tool_name: str) -> None:
+        await self.act(self.tracker.observe_probe(principal.agent_id, principal.task_id, tool_name))
+
+    async def act(self, detections: list[Detection]) -> None:
+        if detections and await self.responder.respond(detections):
+            raise RpcError(ACCESS_DENIED, "Access denied: this agent was suspended by the gateway's kill switch",
+                           {"decision": "deny", "detector": detections[-1].detector})
