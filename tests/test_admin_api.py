@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import httpx2
 import pytest
 
+from tests.support.admin import bearer, unique
 from tests.support.identity_provider import TestIdentityProvider, TestTrustDomain
 from tests.support.processes import ADMIN_TOKEN, NARROWGATE, Gateway, behaviour_manifest, free_port
 
@@ -62,14 +62,6 @@ def gw(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int, port: int,
     gateway.start()
     yield gateway
     gateway.stop()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def bearer(token: str | None) -> dict[str, str]:
-    return {} if token is None else {"Authorization": f"Bearer {token}"}
 
 
 class Api:

@@ -233,12 +233,10 @@ def test_sensitive_then_egress_without_task_within_window() -> None:
     assert t.observe_call("b", None, post, "allow") == []
 
 
-def test_sensitive_then_egress_uses_catalog_flag_when_present() -> None:
-    if "egress" not in ToolEntry.__dataclass_fields__:
-        pytest.skip("catalog has no egress flag")
+def test_sensitive_then_egress_uses_the_catalog_egress_flag() -> None:
     t, _ = tracker(MonitoringSettings(per_agent=None, per_task=None))
     flagged = ToolEntry(name="post", exposed_name="web__post", server_id="web", risk="write", data_classes=(),
-                        owner="team", egress=True)  # type: ignore[call-arg]
+                        owner="team", egress=True)
     t.observe_call("a", "t", READ_SECRET, "allow")
     assert names(t.observe_call("a", "t", flagged, "allow")) == ["sensitive_then_egress"]
 

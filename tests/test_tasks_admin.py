@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +22,7 @@ import pytest
 from mcp.shared.exceptions import MCPError
 from mcp_types import ErrorData
 
+from tests.support.admin import bearer, unique
 from tests.support.clients import ERAS, mcp_client
 from tests.support.processes import ADMIN_TOKEN, NARROWGATE, Gateway, behaviour_manifest, free_port
 
@@ -48,14 +48,6 @@ def gw(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int) -> Iterato
     gateway.start()
     yield gateway
     gateway.stop()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def bearer(token: str | None) -> dict[str, str]:
-    return {} if token is None else {"Authorization": f"Bearer {token}"}
 
 
 class Admin:

@@ -292,7 +292,7 @@ class ChainTracker:
 
         # Sensitive read, then external egress: judged on what was read before this call.
         # Egress: the catalog's `egress` flag (when the catalog has one), or the configured servers / tools.
-        if getattr(tool, "egress", False) or tool.server_id in self._egress_servers or name in self._egress_tools:
+        if tool.egress or tool.server_id in self._egress_servers or name in self._egress_tools:
             if task is not None:
                 if task.sensitive and task.egress_armed:
                     task.egress_armed = False
