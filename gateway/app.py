@@ -238,6 +238,7 @@ class Gateway:
                     "reason": event.reason, "fields": list(event.fields)},
         ))
         if event.from_state != event.to_state and agent.state in (Lifecycle.SUSPENDED, Lifecycle.RETIRED):
+            self.chain.forget_agent(agent.id)  # a resumed agent starts with a clean record
             closed = self.sessions.close_agent(agent.id)
             self.endpoint.listen_hub.close_agent(agent.id)
             log.warning("agent %s is %s (%s by %s); closed %d session(s)", agent.id, agent.state.value,

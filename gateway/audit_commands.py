@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gateway.audit.chain import ChainVerifier
+from gateway.audit.model import KINDS
 from gateway.config import load_settings
 
 EXIT_PROBLEMS = 1
@@ -51,7 +52,7 @@ def add_audit_parser(commands: Any) -> None:
     search.add_argument("--agent", help="agent id")
     search.add_argument("--tool", help="exposed tool name, prompt name or resource URI")
     search.add_argument("--decision", choices=["allow", "deny", "step_up"], help="decision")
-    search.add_argument("--kind", choices=["decision", "approval", "agent", "task", "catalog", "policy"])
+    search.add_argument("--kind", choices=sorted(KINDS), help="record kind")
     search.add_argument("--limit", type=_positive_int, default=50, help="at most this many records (default 50)")
     verify.set_defaults(run=run_verify)
     export.set_defaults(run=run_export)

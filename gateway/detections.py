@@ -23,6 +23,7 @@ from gateway.chain.tracker import Detection
 from gateway.registry.errors import RegistryError
 from gateway.registry.service import Registry
 from gateway.telemetry import Telemetry
+from gateway.transport.sessions import SPARED_REQUEST
 
 log = logging.getLogger("narrowgate.monitoring")
 WEBHOOK_TIMEOUT_S = 5.0
@@ -64,11 +65,14 @@ class DetectionResponder:
 
     async def suspend(self, detection: Detection) -> bool:
         reason = f"kill switch: {detection.detector} ({detection.severity}): {detection.message}"
+        spared = SPARED_REQUEST.set(asyncio.current_task())  # this request answers; the others are cancelled
         try:
             await self.registry.suspend(detection.agent_id, "narrowgate", reason)
         except RegistryError as exc:  # already suspended or retired: the switch has nothing left to do
             log.info("kill switch for %s: %s", detection.agent_id, exc)
             return True
+        finally:
+            SPARED_REQUEST.reset(spared)
         log.error("KILL SWITCH: agent %s suspended (%s)", detection.agent_id, reason)
         return True
 

@@ -148,7 +148,8 @@ class Methods:
         try:
             self.tasks.admit(ctx.principal, name)
         except RpcError:
-            await self.monitor.probe(ctx.principal, name)  # asking for a tool outside the grant
+            if ctx.principal.task_id is not None:
+                await self.monitor.probe(ctx.principal, name)  # asking for a tool outside the task
             raise
         self.monitor.admit(ctx.principal, name)
         try:

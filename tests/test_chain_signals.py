@@ -203,13 +203,14 @@ def test_sensitive_then_egress_in_task() -> None:
     assert t.observe_call("a", "t", SEND_MAIL, "allow") == []  # egress with nothing sensitive read
     assert t.observe_call("a", "t", READ_SECRET, "allow") == []
     assert t.observe_call("a", "other", SEND_MAIL, "allow") == []  # a different task read nothing
-    found = t.observe_call("a", "t", SEND_MAIL, "deny")  # any outcome counts
-    assert found == [Detection("sensitive_then_egress", "critical", "a", "t", "mail__send",
+    found = t.observe_call("a", "t", SEND_MAIL, "deny")  # any outcome counts; a held attempt is "high"
+    assert found == [Detection("sensitive_then_egress", "high", "a", "t", "mail__send",
                                "egress tool mail__send called (deny) after sensitive data was read in this task")]
     clock.tick(1000)
     assert t.observe_call("a", "t", SEND_MAIL, "allow") == []  # once per onset
     t.observe_call("a", "t", READ_SECRET, "allow")  # a new sensitive read re-arms it
-    assert names(t.observe_call("a", "t", SEND_MAIL, "allow")) == ["sensitive_then_egress"]
+    allowed = t.observe_call("a", "t", SEND_MAIL, "allow")  # went through: data may have left
+    assert [(d.detector, d.severity) for d in allowed] == [("sensitive_then_egress", "critical")]
 
 
 def test_sensitive_then_egress_denied_read_does_not_count() -> None:

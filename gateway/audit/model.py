@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-KINDS = frozenset({"decision", "approval", "agent", "task", "catalog", "policy"})
+KINDS = frozenset({"decision", "approval", "agent", "task", "catalog", "policy", "monitoring"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -291,18 +291,20 @@ class ChainTracker:
         found: list[Detection] = []
 
         # Sensitive read, then external egress: judged on what was read before this call.
-        # Egress: the catalog's `egress` flag (when the catalog has one), or the configured servers / tools.
+        # Egress: the catalog's `egress` flag, or the configured servers / tools. Critical when the call
+        # went through (data may have left); high when policy held it (the attempt is contained).
+        egress_severity = "critical" if outcome == "allow" else "high"
         if tool.egress or tool.server_id in self._egress_servers or name in self._egress_tools:
             if task is not None:
                 if task.sensitive and task.egress_armed:
                     task.egress_armed = False
-                    found.append(Detection("sensitive_then_egress", "critical", agent_id, task_id, name,
+                    found.append(Detection("sensitive_then_egress", egress_severity, agent_id, task_id, name,
                                            f"egress tool {name} called ({outcome}) after sensitive data was "
                                            "read in this task"))
             elif (agent.egress_armed and agent.sensitive_at is not None
                   and agent.sensitive_at > now - s.window_s):
                 agent.egress_armed = False
-                found.append(Detection("sensitive_then_egress", "critical", agent_id, None, name,
+                found.append(Detection("sensitive_then_egress", egress_severity, agent_id, None, name,
                                        f"egress tool {name} called ({outcome}) after sensitive data was read "
                                        f"by this agent within {s.window_s:g} s"))
 

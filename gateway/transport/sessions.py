@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import secrets
 import time
@@ -15,6 +16,10 @@ import orjson
 from gateway.identity.principal import Principal
 from gateway.transport.sse import encode_event, encode_retry
 
+# The request that is itself closing its agent's sessions (the kill switch): it must finish and answer
+# with its own error instead of being cancelled. The registry's shielded write task inherits it.
+SPARED_REQUEST: contextvars.ContextVar[asyncio.Task[Any] | None] = contextvars.ContextVar(
+    "narrowgate_spared_request", default=None)
 REPLAY_BUFFER = 256
 KEPT_POST_STREAMS = 32
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
@@ -149,8 +154,10 @@ class SessionRegistry:
     def close(self, session_id: str) -> AgentSession | None:
         session = self.sessions.pop(session_id, None)
         if session is not None:
+            spared = SPARED_REQUEST.get()
             for task in session.in_flight.values():
-                task.cancel()
+                if task is not spared:
+                    task.cancel()
             for future in session.asks.values():
                 future.cancel()
             for log in (session.general, *session.posts.values()):
