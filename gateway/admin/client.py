@@ -8,6 +8,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -135,14 +136,25 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_show(args: argparse.Namespace) -> int:
     agent = client(args).request("GET", f"/admin/v1/agents/{args.agent_id}")
-    events = agent.pop("events", [])
-    print(json.dumps(agent, indent=2))
-    print("lifecycle:")
+    return print_with_history(agent, "lifecycle:", agent_event_line)
+
+
+def agent_event_line(event: dict[str, Any]) -> str:
+    fields = f" ({', '.join(event['fields'])})" if event.get("fields") else ""
+    return f"{event['action'] or 'change'}: {state_change(event)}{fields}"
+
+
+def state_change(event: dict[str, Any]) -> str:
+    return f"{event['from_state'] or '-'} -> {event['to_state']}"
+
+
+def print_with_history(record: dict[str, Any], heading: str, describe: Callable[[dict[str, Any]], str]) -> int:
+    """A record as JSON, then its events: time, what changed, who and why."""
+    events = record.pop("events", [])
+    print(json.dumps(record, indent=2))
+    print(heading)
     for event in events:
-        when = datetime.fromtimestamp(event["at"], UTC).isoformat(timespec="seconds")
-        change = f"{event['from_state'] or '-'} -> {event['to_state']}"
-        fields = f" ({', '.join(event['fields'])})" if event.get("fields") else ""
-        print(f"  {when}  {event['action'] or 'change'}: {change}{fields}  by {event['actor']}: {event['reason']}")
+        print(f"  {_when(event['at'])}  {describe(event)}  by {event['actor']}: {event['reason']}")
     return 0
 
 
@@ -255,13 +267,7 @@ def run_task_list(args: argparse.Namespace) -> int:
 
 def run_task_show(args: argparse.Namespace) -> int:
     task = client(args).request("GET", f"/admin/v1/tasks/{urllib.parse.quote(args.task_id, safe='')}")
-    events = task.pop("events", [])
-    print(json.dumps(task, indent=2))
-    print("history:")
-    for event in events:
-        change = f"{event['from_state'] or '-'} -> {event['to_state']}"
-        print(f"  {_when(event['at'])}  {change}  by {event['actor']}: {event['reason']}")
-    return 0
+    return print_with_history(task, "history:", state_change)
 
 
 def run_task_end(args: argparse.Namespace) -> int:
