@@ -50,12 +50,15 @@ class PolicyReloader:
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        with contextlib.suppress(NotImplementedError, RuntimeError):
+        try:
             loop.add_signal_handler(signal.SIGHUP, self.reload, "SIGHUP")
+        except (NotImplementedError, RuntimeError) as exc:  # no signals here (platform, or not the main thread)
+            log.warning("SIGHUP policy reload is not available (%s); use the file watch or the admin API", exc)
         if self.interval_s > 0:
             self.watcher = asyncio.create_task(self.watch())
 
     async def stop(self) -> None:
+        # Nothing to remove where start() could not install the handler.
         with contextlib.suppress(NotImplementedError, RuntimeError):
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         if self.watcher is not None:
