@@ -20,6 +20,10 @@ from gateway import __version__
 from gateway.admin.agents_api import AgentsApi
 from gateway.admin.auth import AdminAuthenticator
 from gateway.admin.policies_api import PoliciesApi
+from gateway.approvals.service import ApprovalService
+from gateway.approvals.settings import ApprovalSettings
+from gateway.approvals.step_up import StepUpFlow
+from gateway.approvals.webhook import approval_webhook_payload
 from gateway.audit import AuditEvent, AuditLog
 from gateway.authorization import Authorizer
 from gateway.catalog import Catalog
@@ -30,6 +34,9 @@ from gateway.config import Settings
 from gateway.credentials.secret_sources import SecretResolver
 from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.detections import DetectionResponder
+from gateway.discovery.service import ToolReviews
+from gateway.discovery.settings import DiscoverySettings
+from gateway.discovery.webhook import approved_only, review_webhook_payload
 from gateway.identity.authenticator import Authenticator
 from gateway.identity.verifier import TokenVerifier
 from gateway.mcp_methods import Methods
@@ -49,8 +56,10 @@ from gateway.tasks.tokens import TaskTokenIssuer
 from gateway.telemetry import Telemetry
 from gateway.transport.endpoint import McpEndpoint
 from gateway.transport.sessions import SessionRegistry
-from gateway.upstream.directory import Directory
+from gateway.upstream.base import MODERN_ERA
+from gateway.upstream.directory import Directory, Listing
 from gateway.upstream.pool import UpstreamPool
+from gateway.webhooks import WebhookSender
 
 log = logging.getLogger("narrowgate")
 SWEEP_INTERVAL_S = 5.0
@@ -74,7 +83,7 @@ class Gateway:
         self.build_identity()
         self.build_policy(dict(tool_schemas or {}))
         self.build_tasks()
-        self.pool = UpstreamPool(catalog, self.upstream_auth)
+        self.build_discovery()
         self.pool.on_rebuild = self.on_directory_rebuilt
         self.pool.on_list_changed = self.on_upstream_lists_changed
         self.pool.on_resource_updated = self.relay_resource_updated
@@ -83,6 +92,7 @@ class Gateway:
                                 on_evaluated=lambda d, s: self.telemetry.record_policy_evaluation(s, d.outcome))
         self.methods = Methods(catalog, self.pool, authorizer, self.upstream_auth, TaskGate(self.tasks),
                                self.telemetry, self.build_monitor())
+        self.build_approvals(authorizer)
         authenticator = Authenticator(settings, self.verifier, self.registry, self.task_check)
         self.endpoint = McpEndpoint(settings, authenticator, self.methods, self.sessions, self.telemetry)
         admin_auth = AdminAuthenticator(settings, self.verifier, self.registry)
@@ -139,9 +149,62 @@ class Gateway:
                                             resource=resource, token_url=token_url,
                                             assertion_verifier=self.assertion_verifier)
 
+    def build_discovery(self) -> None:
+        """Upstream tools as reviewed: quarantine for new and changed definitions, and their review."""
+        settings = self.settings.discovery or DiscoverySettings()
+        self.pool = UpstreamPool(self.catalog, self.upstream_auth, full_resync_s=settings.resync_interval_s)
+        self.reviews = ToolReviews(self.store, self.audit)
+        self.pool.reconcile = self.reconcile_listings
+        self.effective_catalog = self.catalog  # static catalog + reviewed tools; set by reconcile_listings
+        self.applied_catalog = self.catalog  # the one the policy engine and task grants use now
+        self.effective_stale = True
+        self.review_webhook = WebhookSender(settings.webhook_url, settings.webhook_secret_env, "tool review")
+        self.reviews.on_quarantined.append(
+            lambda review: self.review_webhook.send(review_webhook_payload(review, self.settings.base_url)))
+
+    def reconcile_listings(self, listings: dict[str, Listing]) -> Catalog:
+        """The pool's view of the catalog: every listed tool as reviewed (approved, quarantined, rejected)."""
+        if self.reviews.reconcile(self.catalog, {sid: listing.tools for sid, listing in listings.items()}):
+            self.effective_stale = True
+            self.run_in_background(self.reviews.save())
+        if self.effective_stale:
+            self.effective_catalog = self.reviews.effective(self.catalog)
+            self.effective_stale = False
+            self.telemetry.set_quarantined_tools(sum(1 for t in self.effective_catalog.tools.values()
+                                                     if t.status == "quarantined"))
+        return self.effective_catalog
+
+    async def apply_reviews(self) -> None:
+        """After a review decision: rebuild the catalog everyone uses, then tell agents whose list changed."""
+        self.effective_stale = True
+        self.pool.rebuild()
+        await self.announce_list_changed({"tools"})
+
+    def run_in_background(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    def build_approvals(self, authorizer: Authorizer) -> None:
+        """Step-up approvals: requests people decide in the console, the admin API or the CLI."""
+        settings = self.settings.approvals or ApprovalSettings()
+        self.approval_settings = settings
+        self.console_url = f"{self.settings.base_url}/console"
+        self.approvals = ApprovalService(self.store, self.registry, self.audit, settings)
+        self.tasks.on_end.append(self.approvals.task_ended)
+        self.approvals.on_change.append(self.telemetry.set_approvals_pending)
+        self.approval_webhook = WebhookSender(settings.webhook_url, settings.webhook_secret_env, "approval")
+        self.approvals.on_new.append(
+            lambda approval: self.approval_webhook.send(approval_webhook_payload(approval, self.console_url)))
+        self.methods.step_up = StepUpFlow(self.approvals, authorizer, self.tasks, self.telemetry, settings,
+                                          self.console_url)
+
     def routes(self) -> list[Route]:
+        from gateway.admin.approvals_api import ApprovalsApi
+        from gateway.admin.catalog_api import CatalogApi
         from gateway.admin.keys_api import KeysApi
         from gateway.admin.tasks_api import TasksApi
+        from gateway.console import Console
 
         admin_auth = self.agents_api.auth
         tasks_api = TasksApi(self.tasks, self.task_tokens, self.registry, admin_auth)
@@ -160,6 +223,10 @@ class Gateway:
             *self.policies_api.routes(),
             *tasks_api.routes(),
             *keys_api.routes(),
+            *ApprovalsApi(self.approvals, admin_auth, self.console_url).routes(),
+            *CatalogApi(self.reviews, admin_auth, self.apply_reviews).routes(),
+            *Console(self.approvals, self.registry, self.tasks, self.store, admin_auth, self.settings, self.reviews,
+                     self.apply_reviews).routes(),
         ]
 
     @contextlib.asynccontextmanager
@@ -174,6 +241,8 @@ class Gateway:
         await self.assertion_verifier.start()
         await self.upstream_auth.start(self.store)
         await self.tasks.open()
+        await self.approvals.open()
+        await self.reviews.open()
         await self.pool.start()
         self.reloader.start()
         sweeper = asyncio.create_task(self.sweep_inactive_agents())
@@ -193,25 +262,34 @@ class Gateway:
             await self.pool.close()
             await self.secrets.close()
             await self.detections.close()
+            await self.approvals.close()
+            await self.review_webhook.close()
+            await self.approval_webhook.close()
             await self.tasks.close()
             await self.verifier.close()
             await self.assertion_verifier.close()
             await asyncio.gather(*self.background, return_exceptions=True)
+            await self.reviews.save()
             await self.audit.close()
             await self.store.close()
             self.telemetry.shutdown()
 
     def on_directory_rebuilt(self, directory: Directory) -> None:
-        """Type each tool's `context.input` from the schema its upstream now reports, and remember it."""
+        """Type each tool's `context.input` from the schema its upstream now reports (and remember it);
+        give the policy engine and task grants the catalog as reviewed (quarantined tools included)."""
         reported = {name: view.definition.get("inputSchema") for name, view in directory.tools.items()}
         changed = {name: schema for name, schema in reported.items() if self.tool_schemas.get(name) != schema}
-        if not changed:
+        catalog = self.pool.catalog
+        if not changed and catalog is self.applied_catalog:
             return
-        self.tool_schemas.update(changed)
-        task = asyncio.create_task(self.store.save_tool_schemas(changed))
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
-        outcome = self.policy.set_catalog(self.catalog, self.tool_schemas)
+        if changed:
+            self.tool_schemas.update(changed)
+            self.run_in_background(self.store.save_tool_schemas(changed))
+        if catalog is not self.applied_catalog:
+            self.applied_catalog = catalog
+            self.methods.catalog = catalog
+            self.tasks.set_catalog(approved_only(catalog))  # tasks are granted reviewed tools only
+        outcome = self.policy.set_catalog(catalog, self.tool_schemas)
         if not outcome.ok:
             self.schema_update_failures += 1
             log.error("POLICY SCHEMA UPDATE FAILED; the last good set %s keeps serving:\n%s",
@@ -318,10 +396,28 @@ class Gateway:
 
     async def announce_list_changed(self, kinds: set[str]) -> None:
         for kind in sorted(kinds):
+            if kind == "tools":
+                self.announce_tool_changes()
+                continue
             message = {"jsonrpc": "2.0", "method": LIST_CHANGED[kind]}
             for session in self.sessions.all():
                 session.publish(message)
             self.endpoint.listen_hub.publish(message["method"], {})
+
+    def announce_tool_changes(self) -> None:
+        """Tell each open session or listener whose visible tools changed, and nobody else (a tool in
+        quarantine changes no one's list; its approval changes only the lists of agents who may use it)."""
+        method = LIST_CHANGED["tools"]
+        for session in self.sessions.all():
+            now = self.methods.visible_tool_names(session.principal, session.protocol_version, session.client_info)
+            seen, session.tools_seen = session.tools_seen, now
+            if seen is not None and seen != now:
+                session.publish({"jsonrpc": "2.0", "method": method})
+        for listener in list(self.endpoint.listen_hub.listeners):
+            now = self.methods.visible_tool_names(listener.principal, MODERN_ERA, None)
+            seen, listener.tools_seen = listener.tools_seen, now
+            if seen is not None and seen != now:
+                listener.notify(method)
 
     async def relay_resource_updated(self, message: dict[str, Any]) -> None:
         uri = (message.get("params") or {}).get("uri")

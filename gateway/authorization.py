@@ -42,9 +42,10 @@ class Authorizer:
         return RequestFacts(now=time.time(), era=era, client=str(client), task=task, chain=chain)
 
     async def tool(self, principal: Principal, tool: ToolEntry, arguments: dict[str, Any] | None,
-                   facts: RequestFacts, trace_id: str | None = None) -> Decision:
+                   facts: RequestFacts, trace_id: str | None = None, approval_id: str | None = None) -> Decision:
+        """Decide one call; with `approval_id`, as a call carrying that (already spent) approval."""
         started = time.perf_counter()
-        decision = self.engine.decide_tool(principal, tool, arguments, facts)
+        decision = self.engine.decide_tool(principal, tool, arguments, facts, approval_id is not None)
         if self.on_evaluated is not None:
             self.on_evaluated(decision, time.perf_counter() - started)
         canonical = decision.canonical_arguments
@@ -52,8 +53,10 @@ class Authorizer:
                            args_digest=argument_digest(dict(canonical) if canonical is not None else arguments),
                            preview=redacted_preview(canonical if canonical is not None else arguments,
                                                     tool.data_classes))
+        if approval_id is not None:
+            event = replace(event, detail={**event.detail, "approval_id": approval_id})
         # A denial, a step-up or an allow of a privileged tool is on disk before the agent hears of it.
-        await self.record(event, durable=not decision.allowed or tool.risk in DURABLE_RISKS)
+        await self.record(event, durable=not decision.allowed or tool.risk in DURABLE_RISKS or approval_id is not None)
         return self.enforce(decision, principal, "tool", tool.exposed_name)
 
     async def prompt(self, principal: Principal, server_id: str, name: str, facts: RequestFacts,
@@ -106,6 +109,10 @@ class Authorizer:
                           facts: RequestFacts) -> set[str]:
         return self.engine.visible_resources(principal, resources, facts)
 
+    def agent_reason(self, decision: Decision) -> str:
+        """What the agent is told: the policy's @reason, or only the generic outcome."""
+        return decision.reason if self.agent_reasons == "annotation" else GENERIC_REASON[decision.outcome]
+
     def enforce(self, decision: Decision, principal: Principal, kind: str, target: str) -> Decision:
         """Log the decision; raise the agent-facing error unless it is a clean allow."""
         # Allows are the bulk of traffic: DEBUG keeps them off a busy log (the audit log records all).
@@ -120,7 +127,7 @@ class Authorizer:
             log.warning("decision %s evaluation error (denied, fail closed): %s", decision.decision_id, error)
         if decision.allowed:
             return decision
-        reason = decision.reason if self.agent_reasons == "annotation" else GENERIC_REASON[decision.outcome]
+        reason = self.agent_reason(decision)
         data = {"decision": decision.outcome, "decisionId": decision.decision_id}
         code, text = (APPROVAL_REQUIRED, "Approval required") if decision.outcome == "step_up" else (
             ACCESS_DENIED, "Access denied")

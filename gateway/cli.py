@@ -1,4 +1,4 @@
-"""`narrowgate`: run the gateway, its demo, and check its catalog."""
+"""`narrowgate`: run the gateway, its demo, and check and review its catalog."""
 
 from __future__ import annotations
 
@@ -12,9 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from gateway import __version__
-from gateway.admin.client import AdminClientError, add_agents_parser, add_keys_parser, add_tasks_parser
+from gateway.admin.client import (
+    AdminClientError,
+    add_agents_parser,
+    add_approvals_parser,
+    add_keys_parser,
+    add_tasks_parser,
+)
 from gateway.audit_commands import add_audit_parser
 from gateway.catalog import CatalogError, load_catalog
+from gateway.catalog_commands import add_catalog_review_parsers
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.logs import configure as configure_logging
 from gateway.policy_commands import add_policy_parser
@@ -68,9 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--config", type=Path, help="take the catalog directory from this config")
     validate.add_argument("--catalog", type=Path, help="catalog directory (default: tool_catalog/)")
     validate.set_defaults(run=run_catalog_validate)
+    add_catalog_review_parsers(catalog_commands)
 
     add_agents_parser(commands)
     add_tasks_parser(commands)
+    add_approvals_parser(commands)
     add_keys_parser(commands)
     add_policy_parser(commands)
     add_audit_parser(commands)

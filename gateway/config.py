@@ -23,7 +23,8 @@ DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_STATE = "sqlite:///var/lib/narrowgate/state.db"
 CONFIG_KEYS = frozenset({
     "listen", "catalog", "policies", "state", "public_url", "allowed_origins", "auth",
-    "limits", "identity", "admin", "agents_file", "policy", "tokens", "monitoring",
+    "limits", "identity", "admin", "agents_file", "policy", "tokens", "monitoring", "approvals",
+    "discovery",
 })
 
 
@@ -53,14 +54,22 @@ class AdminToken:
     name: str
     token: str | None = field(default=None, repr=False)
     token_sha256: str | None = None
+    role: str = "admin"  # "admin": the whole admin API; "approver": approvals only
+    groups: tuple[str, ...] = ()  # approver groups this person is in (see @approvers)
+
+
+ADMIN_ROLES = ("admin", "approver")
 
 
 @dataclass(frozen=True, slots=True)
 class AdminSettings:
     tokens: tuple[AdminToken, ...] = ()
-    # OIDC tokens from a configured issuer are admins when this claim holds this role.
+    # OIDC tokens from a configured issuer are admins (or approvers) when this claim holds the role.
     oidc_role_claim: str = "roles"
     oidc_admin_role: str = "narrowgate-admin"
+    oidc_approver_role: str = "narrowgate-approver"
+    oidc_name_claim: str = "email"  # a person's name, compared with agent owners (falls back to sub)
+    oidc_groups_claim: str = "groups"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +120,10 @@ class Settings:
     monitoring_webhook_url: str | None = None
     monitoring_webhook_secret_env: str | None = None
     agents_file: Path | None = None
+    # gateway.approvals.settings.ApprovalSettings, typed loosely like `identity`.
+    approvals: Any = None
+    # gateway.discovery.settings.DiscoverySettings, typed loosely like `identity`.
+    discovery: Any = None
     # gateway.identity.settings.IdentitySettings; typed loosely to keep config free of identity imports.
     identity: Any = None
 
@@ -208,6 +221,8 @@ def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
         agents_file=_path(raw["agents_file"], base_dir) if raw.get("agents_file") else None,
         # Tokens are minted for the protected resource RFC 9728 advertises: this gateway's /mcp.
         identity=_identity(raw.get("identity") or {}, base_dir, f"{base_url}/mcp"),
+        approvals=_approvals(raw.get("approvals")),
+        discovery=_discovery(raw.get("discovery")),
     )
 
 
@@ -273,19 +288,28 @@ def _limits(raw: Any) -> LimitSettings:
 def _admin(raw: Any) -> AdminSettings:
     if not isinstance(raw, dict):
         raise ConfigError("admin must be a mapping")
-    check_keys(raw, frozenset({"tokens", "oidc_role_claim", "oidc_admin_role"}), "admin")
+    check_keys(raw, frozenset({"tokens", "oidc_role_claim", "oidc_admin_role", "oidc_approver_role",
+                               "oidc_name_claim", "oidc_groups_claim"}), "admin")
     tokens = []
     for index, entry in enumerate(raw.get("tokens") or ()):
         where = f"admin.tokens[{index}]"
         if not isinstance(entry, dict) or not entry.get("name"):
             raise ConfigError(f"{where} needs a name")
-        token, digest = _secret(entry, where)
-        tokens.append(AdminToken(name=str(entry["name"]), token=token, token_sha256=digest))
+        role = str(entry.get("role", "admin"))
+        if role not in ADMIN_ROLES:
+            raise ConfigError(f"{where}.role must be one of {', '.join(ADMIN_ROLES)}")
+        groups = entry.get("groups") or []
+        if not isinstance(groups, list) or not all(isinstance(g, str) and g for g in groups):
+            raise ConfigError(f"{where}.groups must be a list of group names")
+        token, digest = _secret({k: v for k, v in entry.items() if k not in ("role", "groups")}, where)
+        tokens.append(AdminToken(name=str(entry["name"]), token=token, token_sha256=digest, role=role,
+                                 groups=tuple(groups)))
     defaults = AdminSettings()
     return AdminSettings(
         tokens=tuple(tokens),
-        oidc_role_claim=str(raw.get("oidc_role_claim", defaults.oidc_role_claim)),
-        oidc_admin_role=str(raw.get("oidc_admin_role", defaults.oidc_admin_role)),
+        **{key: str(raw.get(key, getattr(defaults, key)))
+           for key in ("oidc_role_claim", "oidc_admin_role", "oidc_approver_role", "oidc_name_claim",
+                       "oidc_groups_claim")},
     )
 
 
@@ -345,6 +369,18 @@ def _tokens(raw: Any) -> TokenSettings:
     if not 60 <= task <= 900:
         raise ConfigError("tokens.task_ttl_s must be between 60 and 900 seconds (key rotation overlaps assume it)")
     return TokenSettings(upstream_ttl_s=upstream, task_ttl_s=task)
+
+
+def _approvals(raw: Any) -> Any:
+    from gateway.approvals.settings import approval_settings
+
+    return approval_settings(raw)
+
+
+def _discovery(raw: Any) -> Any:
+    from gateway.discovery.settings import discovery_settings
+
+    return discovery_settings(raw)
 
 
 def _monitoring(raw: Any) -> Any:

@@ -18,6 +18,7 @@ from gateway.config import Settings, settings_from_mapping
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PAYMENTS_SERVER = REPO_ROOT / "examples" / "demo_upstreams" / "payments_server.py"
 DEMO_AGENT = "demo-agent"
+DEMO_OWNER = "support-platform@example.com"  # examples/agents/demo.yaml
 
 
 def run_demo(port: int) -> int:
@@ -26,6 +27,7 @@ def run_demo(port: int) -> int:
     payments = start_payments_server()
     try:
         token = secrets.token_urlsafe(24)
+        approver_token = secrets.token_urlsafe(24)
         settings = settings_from_mapping({
             "listen": f"127.0.0.1:{port}",
             "catalog": "tool_catalog",
@@ -33,8 +35,10 @@ def run_demo(port: int) -> int:
             "state": f"sqlite:///{REPO_ROOT / '.narrowgate' / 'demo.db'}",
             "agents_file": "examples/agents/demo.yaml",
             "auth": {"static_tokens": [{"agent": DEMO_AGENT, "token": token}]},
+            # The demo agent's owner, who approves its privileged calls in the console.
+            "admin": {"tokens": [{"name": DEMO_OWNER, "token": approver_token, "role": "approver"}]},
         }, REPO_ROOT)
-        print(banner(settings, token), flush=True)
+        print(banner(settings, token, approver_token), flush=True)
         return serve(settings)
     finally:
         payments.terminate()
@@ -58,7 +62,7 @@ def start_payments_server() -> subprocess.Popen[str]:
     raise RuntimeError("the demo payments server did not start")
 
 
-def banner(settings: Settings, token: str) -> str:
+def banner(settings: Settings, token: str, approver_token: str) -> str:
     url = f"{settings.base_url}/mcp"
     claude = {"mcpServers": {"narrowgate": {"command": "npx", "args": [
         "-y", "mcp-remote", url, "--header", f"Authorization: Bearer {token}"]}}}
@@ -70,6 +74,8 @@ Narrowgate demo
   agent        : {DEMO_AGENT}
   agent token  : {token}   (development static token; printed only here)
   upstreams    : tickets (stdio), payments (Streamable HTTP, port {os.environ.get("DEMO_PAYMENTS_PORT")})
+  console      : {settings.base_url}/console   (approve held calls, e.g. payments__refund_payment)
+  approver     : {DEMO_OWNER}, token {approver_token}
 
 Claude Desktop (claude_desktop_config.json):
 {json.dumps(claude, indent=2)}

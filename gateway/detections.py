@@ -8,14 +8,7 @@ webhook. The suspension is recorded as done by `narrowgate`, with the detector a
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
-import os
-from typing import Any
-
-import aiohttp
-import orjson
 
 from gateway.audit import AuditEvent, AuditLog
 from gateway.chain.settings import MonitoringSettings, triggers_kill_switch
@@ -24,9 +17,9 @@ from gateway.registry.errors import RegistryError
 from gateway.registry.service import Registry
 from gateway.telemetry import Telemetry
 from gateway.transport.sessions import SPARED_REQUEST
+from gateway.webhooks import WebhookSender
 
 log = logging.getLogger("narrowgate.monitoring")
-WEBHOOK_TIMEOUT_S = 5.0
 
 
 class DetectionResponder:
@@ -36,15 +29,10 @@ class DetectionResponder:
         self.registry = registry
         self.telemetry = telemetry
         self.settings = settings
-        self.webhook_url = webhook_url
-        self.webhook_secret_env = webhook_secret_env
-        self.http: aiohttp.ClientSession | None = None
-        self.background: set[asyncio.Task[None]] = set()
+        self.webhook = WebhookSender(webhook_url, webhook_secret_env, "detection")
 
     async def close(self) -> None:
-        await asyncio.gather(*self.background, return_exceptions=True)
-        if self.http is not None:
-            await self.http.close()
+        await self.webhook.close()
 
     async def respond(self, detections: list[Detection]) -> bool:
         """Act on detections; True when the kill switch suspended the agent (the call must stop)."""
@@ -77,28 +65,6 @@ class DetectionResponder:
         return True
 
     def send_webhook(self, detection: Detection) -> None:
-        if not self.webhook_url:
-            return
-        task = asyncio.create_task(self.post_webhook(detection))
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
-
-    async def post_webhook(self, detection: Detection) -> None:
-        """POST the detection as JSON; `X-Narrowgate-Signature: sha256=<hmac>` over the body."""
-        assert self.webhook_url is not None
-        body = orjson.dumps({"type": "detection", "detector": detection.detector, "severity": detection.severity,
-                             "agent_id": detection.agent_id, "task_id": detection.task_id,
-                             "tool": detection.tool, "message": detection.message})
-        headers: dict[str, Any] = {"Content-Type": "application/json"}
-        secret = os.environ.get(self.webhook_secret_env or "", "")
-        if secret:
-            digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-            headers["X-Narrowgate-Signature"] = f"sha256={digest}"
-        if self.http is None:
-            self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT_S))
-        try:
-            async with self.http.post(self.webhook_url, data=body, headers=headers) as response:
-                if response.status >= 300:
-                    log.warning("detection webhook answered HTTP %s", response.status)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("detection webhook failed: %s", type(exc).__name__)
+        self.webhook.send({"type": "detection", "detector": detection.detector, "severity": detection.severity,
+                           "agent_id": detection.agent_id, "task_id": detection.task_id, "tool": detection.tool,
+                           "message": detection.message})

@@ -11,6 +11,7 @@ from mcp.shared.inbound import mcp_param_headers
 from mcp_types import SERVER_INFO_META_KEY
 
 from gateway import __version__
+from gateway.approvals.step_up import StepUpCall, StepUpFlow, without_approval_round
 from gateway.authorization import Authorizer
 from gateway.catalog.model import Catalog, HttpTransport, ToolEntry
 from gateway.chain.monitor import ChainMonitor
@@ -71,6 +72,7 @@ class Methods:
         self.authorizer = authorizer
         self.upstream_auth = auth
         self.tasks = tasks
+        self.step_up: StepUpFlow | None = None  # set when approvals are on; without it StepUp is refused
 
     async def handle(self, ctx: RequestContext, method: str, params: dict[str, Any]) -> Reply:
         """The reply body for one request: {"result": ...} or {"error": ...}; RpcError for gateway errors."""
@@ -96,10 +98,28 @@ class Methods:
 
     async def list_tools(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
         tools = self.pool.directory.tools
-        granted = self.tasks.visible(ctx.principal, tools)
-        visible = self.authorizer.visible_tools(ctx.principal, (tools[n].entry for n in granted), self.facts(ctx))
+        visible = self.visible_tools(ctx.principal, self.facts(ctx))
+        if ctx.session is not None:
+            ctx.session.tools_seen = visible
         listed = [view.definition for name, view in tools.items() if name in visible]
         return {"result": {"tools": listed + self.tasks.builtin_tools(ctx.principal)}}
+
+    def visible_tools(self, principal: Principal, facts: RequestFacts) -> frozenset[str]:
+        """What this caller may list: its grant's tools that are approved (never quarantined or rejected)
+        and that policy allows, or would allow with an approval."""
+        tools = self.pool.directory.tools
+        granted = self.tasks.visible(principal, tools)
+        entries = [tools[n].entry for n in granted if tools[n].entry.approved]
+        return frozenset(self.authorizer.visible_tools(principal, entries, facts))
+
+    def visible_tool_names(self, principal: Principal, era: str, client_info: dict[str, Any] | None) -> frozenset[str]:
+        """visible_tools outside a request (to tell agents when their list changed); empty if the task ended."""
+        try:
+            facts = self.authorizer.facts(era, client_info, self.tasks.facts(principal),
+                                          self.monitor.context(principal))
+            return self.visible_tools(principal, facts)
+        except RpcError:
+            return frozenset()
 
     async def list_prompts(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
         prompts = self.pool.directory.prompts
@@ -153,9 +173,11 @@ class Methods:
             raise
         self.monitor.admit(ctx.principal, name)
         try:
-            decision = await self.decide(ctx, view.entry, arguments)
+            decision = await self.decide(ctx, view.entry, arguments, params)
         finally:
             await self.monitor.observe(ctx.principal, view.entry, ctx.decision or "deny")
+        if isinstance(decision, dict):
+            return decision  # waiting for a person: the agent is told where and how to retry
         self.tasks.consume(ctx.principal)
         # The upstream gets exactly the arguments the policy judged (paths normalized, NFC).
         arguments = dict(decision.canonical_arguments) if decision.canonical_arguments is not None else arguments
@@ -169,7 +191,7 @@ class Methods:
                 call_ctx.auth = await self.upstream_auth.for_call(
                     server, ctx.principal, view.entry.name, arguments, ctx.principal.task_id,
                     ctx.trace_id or secrets.token_hex(16))
-        upstream_params = {**params, "name": view.entry.name}
+        upstream_params = {**without_approval_round(params), "name": view.entry.name}
         if arguments is not None:
             upstream_params["arguments"] = arguments
         with self.telemetry.stage("upstream_call", upstream=server.id):
@@ -180,21 +202,34 @@ class Methods:
                 self.telemetry.record_upstream_error(server.id, str(exc.code))
                 raise
 
-    async def decide(self, ctx: RequestContext, entry: ToolEntry, arguments: dict[str, Any] | None) -> Decision:
-        """The policy stage: its outcome goes on the span whether the call goes ahead or not."""
+    async def decide(self, ctx: RequestContext, entry: ToolEntry, arguments: dict[str, Any] | None,
+                     params: dict[str, Any]) -> Decision | Reply:
+        """The policy stage (and, on StepUp, the approval): its outcome goes on the span either way."""
+        facts = self.facts(ctx)
         try:
             with self.telemetry.stage("policy"):
-                decision = await self.authorizer.tool(ctx.principal, entry, arguments, self.facts(ctx), ctx.trace_id)
+                decision = await self.authorizer.tool(ctx.principal, entry, arguments, facts, ctx.trace_id)
         except RpcError as exc:
             refused = exc.decision
             ctx.decision = refused.outcome if refused is not None else "deny"
             if refused is not None:
-                ctx.span.set(decision=refused.outcome, decision_id=refused.decision_id,
-                             policy_ids=list(refused.policy_ids))
-            raise
+                self.note_decision(ctx, refused)
+            if refused is None or refused.outcome != "step_up" or self.step_up is None:
+                raise
+            outcome = await self.step_up.resolve(StepUpCall(
+                principal=ctx.principal, era=ctx.era, entry=entry, arguments=arguments, refused=refused,
+                facts=facts, params=params, url_elicitation=supports_url_elicitation(ctx.client_capabilities),
+                sink=ctx.sink, trace_id=ctx.trace_id))
+            if isinstance(outcome, dict):
+                return outcome
+            decision = outcome
+        self.note_decision(ctx, decision)
+        return decision
+
+    @staticmethod
+    def note_decision(ctx: RequestContext, decision: Decision) -> None:
         ctx.decision = decision.outcome
         ctx.span.set(decision=decision.outcome, decision_id=decision.decision_id, policy_ids=list(decision.policy_ids))
-        return decision
 
     def missing_tool(self, name: str) -> RpcError:
         entry = self.catalog.tools.get(name)
@@ -284,6 +319,12 @@ class Methods:
         )
         self.telemetry.inject(call_ctx.headers)
         return call_ctx
+
+
+def supports_url_elicitation(capabilities: dict[str, Any]) -> bool:
+    """The client declared URL-mode elicitation (`elicitation: {url: {}}`), so it can send a person to a URL."""
+    elicitation = capabilities.get("elicitation") if isinstance(capabilities, dict) else None
+    return isinstance(elicitation, dict) and isinstance(elicitation.get("url"), dict)
 
 
 HANDLERS: dict[str, Handler] = {

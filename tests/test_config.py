@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, load_settings
+from gateway.approvals.settings import ApprovalSettings
+from gateway.config import AdminToken, ConfigError, load_settings
 from tests.support.processes import NARROWGATE, REPO
 
 
@@ -81,3 +83,91 @@ def test_token_lifetimes_are_configurable_within_caps(tmp_path: Path) -> None:
         load_settings(write(tmp_path / "gw.yaml", "tokens: {upstream_ttl_s: 120}\n"), {})
     with pytest.raises(ConfigError, match="between 60 and 900"):
         load_settings(write(tmp_path / "gw.yaml", "tokens: {task_ttl_s: 3600}\n"), {})
+
+
+# --- approvals and approvers ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["listen: 127.0.0.1:8080\n", "approvals:\n", "approvals: {}\n"])
+def test_approvals_have_safe_defaults(tmp_path: Path, text: str) -> None:
+    approvals = load_settings(write(tmp_path / "gw.yaml", text), environ={}).approvals
+    assert approvals == ApprovalSettings()
+    assert (approvals.ttl_s, approvals.hold_timeout_s, approvals.keepalive_s) == (900, 900, 15)
+    assert approvals.default_mode == "hold"
+    assert approvals.forbid_self_approval is False and approvals.admins_may_approve is False
+    assert approvals.webhook_url is None and approvals.webhook_secret_env is None
+
+
+@pytest.mark.parametrize(("value", "seconds"), [
+    ("15m", 900), ("90s", 90), ("30", 30), ("1h", 3600), ("1d", 86400), ("2.5m", 150), ("0.5", 0.5), ("' 10M '", 600),
+])
+@pytest.mark.parametrize(("key", "field"), [
+    ("ttl", "ttl_s"), ("hold_timeout", "hold_timeout_s"), ("keepalive", "keepalive_s"),
+    ("console_session_ttl", "console_session_ttl_s"), ("console_idle", "console_idle_s"),
+])
+def test_approval_durations_take_units(tmp_path: Path, key: str, field: str, value: str, seconds: float) -> None:
+    settings = load_settings(write(tmp_path / "gw.yaml", f"approvals: {{{key}: {value}}}\n"), environ={})
+    assert getattr(settings.approvals, field) == seconds
+
+
+def test_approvals_section_is_read_in_full_and_from_the_environment(tmp_path: Path) -> None:
+    config = write(tmp_path / "gw.yaml", "approvals:\n  default_mode: pending\n  forbid_self_approval: true\n"
+                                         "  admins_may_approve: true\n  webhook_url: https://hooks.test/approvals\n"
+                                         "  webhook_secret_env: HOOK_SECRET\n  ttl: 10m\n")
+    approvals = load_settings(config, environ={"NARROWGATE_APPROVALS__HOLD_TIMEOUT": "2m",
+                                               "NARROWGATE_APPROVALS__TTL": "45"}).approvals
+    assert approvals.default_mode == "pending"
+    assert approvals.forbid_self_approval is True and approvals.admins_may_approve is True
+    assert approvals.webhook_url == "https://hooks.test/approvals" and approvals.webhook_secret_env == "HOOK_SECRET"
+    assert (approvals.ttl_s, approvals.hold_timeout_s) == (45, 120)  # the environment wins
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("approvals: [ttl]\n", "approvals must be a mapping"),
+    ("approvals: {default_mode: maybe}\n", "approvals.default_mode must be one of hold, pending"),
+    ("approvals: {ttl: soon}\n", "approvals.ttl must be a duration"),
+    ("approvals: {ttl: 15x}\n", "approvals.ttl must be a duration"),
+    ("approvals: {ttl: m}\n", "approvals.ttl must be a duration"),
+    ("approvals: {ttl: 0}\n", "approvals.ttl must be a duration"),
+    ("approvals: {hold_timeout: -5m}\n", "approvals.hold_timeout must be a duration"),
+    ("approvals: {keepalive: true}\n", "approvals.keepalive must be a duration"),
+    ("approvals: {console_idle: 400d}\n", "approvals.console_idle must be a duration"),
+    ("approvals: {console_session_ttl: .nan}\n", "approvals.console_session_ttl must be a duration"),
+    ("approvals: {colour: blue, ttl: 1m}\n", "unknown approvals key(s): colour"),
+    ("approvals: {webhook_url: ftp://hooks.test/x}\n", "approvals.webhook_url must be an http(s) URL"),
+    ("approvals: {webhook_url: hooks.test}\n", "approvals.webhook_url must be an http(s) URL"),
+    ("approvals: {forbid_self_approval: 'yes'}\n", "approvals.forbid_self_approval must be true or false"),
+    ("approvals: {admins_may_approve: 1}\n", "approvals.admins_may_approve must be true or false"),
+])
+def test_bad_approvals_settings_are_refused_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(write(tmp_path / "gw.yaml", text), environ={})
+
+
+def test_admin_tokens_carry_a_role_and_groups(tmp_path: Path) -> None:
+    digest = "a" * 64
+    config = write(tmp_path / "gw.yaml", "admin:\n  tokens:\n"
+                                         "    - {name: root, token: t1}\n"
+                                         "    - {name: carol@example.com, token: t2, role: approver,"
+                                         " groups: [payments-leads, sre]}\n"
+                                         f"    - {{name: dave, token_sha256: {digest}, role: admin, groups: []}}\n")
+    root, carol, dave = load_settings(config, environ={}).admin.tokens
+    assert (root.role, root.groups) == ("admin", ())
+    assert carol == AdminToken(name="carol@example.com", token="t2", role="approver",
+                               groups=("payments-leads", "sre"))
+    assert (dave.role, dave.groups, dave.token, dave.token_sha256) == ("admin", (), None, digest)
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ("{name: x, token: t, role: owner}", "admin.tokens[0].role must be one of admin, approver"),
+    ("{name: x, token: t, role: Admin}", "admin.tokens[0].role must be one of admin, approver"),
+    ("{name: x, token: t, groups: sre}", "admin.tokens[0].groups must be a list of group names"),
+    ("{name: x, token: t, groups: [sre, '']}", "admin.tokens[0].groups must be a list of group names"),
+    ("{name: x, token: t, groups: [1]}", "admin.tokens[0].groups must be a list of group names"),
+    ("{name: x, token: t, team: sre}", "unknown admin.tokens[0] key(s): team"),
+    ("{token: t, role: approver}", "admin.tokens[0] needs a name"),
+    ("{name: x, role: approver}", "admin.tokens[0] needs token_env, token_sha256 or token"),
+])
+def test_bad_admin_token_roles_and_groups_are_refused(tmp_path: Path, entry: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(write(tmp_path / "gw.yaml", f"admin: {{tokens: [{entry}]}}\n"), environ={})

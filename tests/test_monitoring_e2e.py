@@ -20,11 +20,9 @@ import hmac
 import json
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx2
@@ -34,10 +32,10 @@ from mcp.shared.exceptions import MCPError
 
 from tests.support.clients import ERAS, mcp_client
 from tests.support.processes import ADMIN_TOKEN, NARROWGATE, REPO, Gateway
+from tests.support.webhook_receiver import WebhookReceiver
 
 RATE_LIMITED = -32029
 ACCESS_DENIED = -32030
-APPROVAL_REQUIRED = -32031
 INVALID_PARAMS = -32602
 SDK_HTTP_ERROR = -32603
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -159,6 +157,14 @@ async def refused(client: Client, tool: str, arguments: dict[str, Any]) -> MCPEr
     raise AssertionError(f"{tool} ran: {result}")
 
 
+async def needs_approval(client: Client, tool: str, arguments: dict[str, Any], reason: str) -> None:
+    """A pending-mode step-up: the call does not run; the agent reads why and which approval to wait for."""
+    result = await client.call_tool(tool, arguments)
+    assert result.is_error, result
+    assert result.content[0].text.startswith(f"Approval required: {reason}. "), result.content[0].text
+    assert (result.meta or {})["narrowgate/approval"]["state"] == "pending"
+
+
 async def in_session(gw: Gateway, agent_id: str, mode: str, script: Callable[[Client], Awaitable[None]],
                      must_finish: bool = True) -> list[MCPError]:
     """Run `script` in one MCP session; return refusals that tore the session down (e.g. a 403 mid-session).
@@ -212,57 +218,19 @@ def assert_suspended_by_gateway(gw: Gateway, agent_id: str, detector: str) -> No
     assert_refused_at_the_door(gw, agent_id)
 
 
-# --- a detection webhook receiver ----------------------------------------------------------------
-
-
-class Receiver:
-    """A tiny HTTP server that keeps every POST (headers, body)."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with receiver.lock:
-                    receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def posts(self) -> list[tuple[dict[str, str], bytes]]:
-        with self.lock:
-            return list(self.received)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 # --- gateways ------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
+def receiver() -> Iterator[WebhookReceiver]:
+    server = WebhookReceiver().start()
     yield server
-    server.close()
+    server.stop()
 
 
 @pytest.fixture(scope="module")
-def watch_gw(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int, receiver: Receiver) -> Iterator[Gateway]:
+def watch_gw(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int,
+             receiver: WebhookReceiver) -> Iterator[Gateway]:
 
     workdir = tmp_path_factory.mktemp("monitoring-watch")
     cedar = workdir / "cedar"
@@ -310,10 +278,7 @@ async def test_secret_read_then_egress_needs_approval_and_is_detected(watch_gw: 
 
     async def script(client: Client) -> None:
         await echo(client, "vault__echo", "the launch codes")
-        error = await refused(client, "mail__echo", {"text": "the launch codes"})
-        assert error.error.code == APPROVAL_REQUIRED, error.error
-        assert error.error.message == f"Approval required: {EGRESS_REASON}"
-        assert isinstance(error.error.data, dict) and error.error.data["decision"] == "step_up"
+        await needs_approval(client, "mail__echo", {"text": "the launch codes"}, EGRESS_REASON)
         # The attempt was held (high): not suspended, even at the default kill switch; it can go on reading.
         await echo(client, "vault__echo", "still here")
 
@@ -440,7 +405,7 @@ async def test_probing_at_twice_the_threshold_trips_the_kill_switch_mid_session(
 
 
 async def test_detections_are_posted_to_the_webhook_with_a_valid_signature(watch_gw: Gateway,
-                                                                           receiver: Receiver) -> None:
+                                                                           receiver: WebhookReceiver) -> None:
     agent = "hook"
 
     async def script(client: Client) -> None:
@@ -457,9 +422,12 @@ async def test_detections_are_posted_to_the_webhook_with_a_valid_signature(watch
     assert payload == {"type": "detection", "detector": "probing", "severity": "high", "agent_id": agent,
                        "task_id": None, "tool": "hook__probe_2", "message": payload["message"]}
     assert headers["content-type"] == "application/json"
-    expected = hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    timestamp = headers["x-narrowgate-timestamp"]
+    assert abs(int(timestamp) - time.time()) < 120
+    signed = timestamp.encode() + b"." + body
+    expected = hmac.new(WEBHOOK_SECRET.encode(), signed, hashlib.sha256).hexdigest()
     assert headers["x-narrowgate-signature"] == f"sha256={expected}"
-    wrong = hmac.new(b"another secret", body, hashlib.sha256).hexdigest()
+    wrong = hmac.new(b"another secret", signed, hashlib.sha256).hexdigest()
     assert headers["x-narrowgate-signature"] != f"sha256={wrong}"
 
 
@@ -493,9 +461,7 @@ async def test_a_policy_on_context_chain_steps_up_after_three_writes(watch_gw: G
     async def writer(client: Client) -> None:
         for n in range(3):
             await echo(client, "notes__echo", f"write {n}")
-        error = await refused(client, "notes__echo", {"text": "write 3"})
-        assert error.error.code == APPROVAL_REQUIRED, error.error
-        assert error.error.message == f"Approval required: {WRITES_REASON}"
+        await needs_approval(client, "notes__echo", {"text": "write 3"}, WRITES_REASON)
         # Reads are outside the policy's scope.
         assert not (await client.call_tool("notes__whoami", {})).is_error
 

@@ -95,7 +95,8 @@ def make_gateway(workdir: Path, upstream_port: int, env: dict[str, str] | None =
     agents = [static_agent("agent-a", ["behav", "vault"]), static_agent("agent-b", ["other"])]
     agents_file.write_text(yaml.safe_dump({"agents": agents}))
     return Gateway(workdir, manifests(upstream_port), tokens=dict(TOKENS), env=dict(env or {}),
-                   extra_config={"agents_file": str(agents_file)})
+                   # Held step-up calls give up at once; tests/test_approvals_e2e.py covers the approval flow.
+                   extra_config={"agents_file": str(agents_file), "approvals": {"hold_timeout": "0.2s"}})
 
 
 def modern_call(gw: Gateway, tool: str, arguments: dict[str, Any], *, token: str = TOKEN_A,
@@ -390,7 +391,8 @@ def test_audit_records_join_the_agent_the_trace_and_the_cli(traced: Gateway, rec
                for label, (tool, args) in calls.items()}
     assert "result" in replies["allow"] and "result" in replies["sensitive"]
     assert error_data(replies["deny"], ACCESS_DENIED)["decision"] == "deny"
-    assert error_data(replies["step_up"], APPROVAL_REQUIRED)["decision"] == "step_up"
+    step_up = replies["step_up"]["result"]
+    assert step_up["isError"] and DECISION_ID.match(step_up["_meta"]["narrowgate/approval"]["decisionId"])
 
     decision_ids: dict[str, str] = {}
     spans: dict[str, ReceivedSpan] = {}
@@ -403,6 +405,7 @@ def test_audit_records_join_the_agent_the_trace_and_the_cli(traced: Gateway, rec
         decision_ids[label] = spans[label].attributes[A.DECISION_ID]
         if "error" in replies[label]:  # the agent sees the decision id on refusals: the same one
             assert replies[label]["error"]["data"]["decisionId"] == decision_ids[label]
+    assert step_up["_meta"]["narrowgate/approval"]["decisionId"] == decision_ids["step_up"]
     assert len(set(decision_ids.values())) == len(calls)
     assert len({span.trace_id for span in spans.values()}) == len(calls)
 
@@ -422,7 +425,7 @@ def test_audit_records_join_the_agent_the_trace_and_the_cli(traced: Gateway, rec
 
     text, records = exported_until(config, complete)
     assert complete(records), records[-10:]
-    by_id = {r["decision_id"]: r for r in records if r.get("decision_id")}
+    by_id = {r["decision_id"]: r for r in records if r.get("decision_id") and r["kind"] == "decision"}
     for label, (tool, args) in calls.items():
         record = by_id[decision_ids[label]]
         assert record["kind"] == "decision" and record["tool"] == tool, record

@@ -136,7 +136,10 @@ def make_gateway(workdir: Path, manifests: list[dict[str, Any]], agents: dict[st
     agents_file = workdir / "policy-agents.yaml"
     agents_file.write_text(yaml.safe_dump({"agents": [static_agent(a, s) for a, s in agents.items()]}))
     return Gateway(workdir, manifests, tokens={a: token_for(a) for a in agents},
-                   extra_config={"policies": str(policies), "agents_file": str(agents_file), "policy": policy})
+                   extra_config={"policies": str(policies), "agents_file": str(agents_file), "policy": policy,
+                                 # Held step-up calls give up at once: these tests check the decision, not the
+                                 # approval flow (tests/test_approvals_e2e.py does).
+                                 "approvals": {"hold_timeout": "0.2s"}})
 
 
 async def rpc_error(call: Awaitable[Any]) -> ErrorData:
@@ -152,6 +155,20 @@ def assert_refused(error: ErrorData, code: int, message: str) -> str:
     assert isinstance(error.data, dict), error
     assert error.data["decision"] == {ACCESS_DENIED: "deny", APPROVAL_REQUIRED: "step_up"}[code]
     decision_id = error.data["decisionId"]
+    assert DECISION_ID.fullmatch(decision_id), decision_id
+    return str(decision_id)
+
+
+async def step_up_refusal(call: Awaitable[Any], message: str = STEP_UP_MESSAGE) -> str:
+    """A step-up the agent is told about: a model-readable error result naming the approval; returns the
+    decision id."""
+    result = await call
+    assert result.is_error, result
+    text = result.content[0].text
+    assert text.startswith(message + ". A person must approve this exact call"), text
+    approval = (result.meta or {})["narrowgate/approval"]
+    assert approval["state"] == "pending" and approval["id"] in text and approval["url"] in text
+    decision_id = approval["decisionId"]
     assert DECISION_ID.fullmatch(decision_id), decision_id
     return str(decision_id)
 
@@ -290,8 +307,7 @@ async def test_tool_of_a_server_outside_the_entitlement_is_denied(
 @pytest.mark.parametrize("mode", ERAS)
 async def test_privileged_tool_needs_approval(main_gw: Gateway, mode: str) -> None:
     async with mcp_client(main_gw.url, token_for("agent-a"), mode) as client:
-        error = await rpc_error(client.call_tool("alpha__whoami", {}))
-    decision_id = assert_refused(error, APPROVAL_REQUIRED, STEP_UP_MESSAGE)
+        decision_id = await step_up_refusal(client.call_tool("alpha__whoami", {}))
     line = logged_decision(main_gw, decision_id, "step_up", "agent-a", "tool=alpha__whoami")
     assert "policies=step-up-privileged-destructive" in line
 
@@ -301,9 +317,8 @@ async def test_one_upstream_tool_has_the_risk_tier_of_its_server(main_gw: Gatewa
     # The same upstream `echo`: read as alpha__echo, privileged as beta__echo.
     assert await echo(main_gw, "agent-a", "read tier", mode) == "read tier"
     async with mcp_client(main_gw.url, token_for("agent-b"), mode) as client:
-        error = await rpc_error(client.call_tool("beta__echo", {"text": "privileged tier"}))
+        await step_up_refusal(client.call_tool("beta__echo", {"text": "privileged tier"}))
         assert (await client.call_tool("beta__progress", {"steps": 2})).content[0].text == "done 2"
-    assert_refused(error, APPROVAL_REQUIRED, STEP_UP_MESSAGE)
 
 
 @pytest.mark.parametrize("mode", ERAS)
@@ -311,16 +326,19 @@ async def test_unknown_tool_is_distinguishable_from_a_denied_tool(main_gw: Gatew
     since = len(main_gw.log_text())
     async with mcp_client(main_gw.url, token_for("agent-a"), mode) as client:
         unknown = await rpc_error(client.call_tool("alpha__no_such_tool", {}))
-        uncatalogued = await rpc_error(client.call_tool("alpha__crash", {}))  # offered upstream, not catalogued
+        # Offered upstream but not catalogued: quarantined, so a real Cedar decision denies it.
+        uncatalogued = await rpc_error(client.call_tool("alpha__crash", {}))
         denied = await rpc_error(client.call_tool("beta__progress", {"steps": 1}))
-    for error, name in ((unknown, "alpha__no_such_tool"), (uncatalogued, "alpha__crash")):
-        assert error.code == INVALID_PARAMS, error
-        assert error.message == f"Unknown tool: {name}"
-        assert not (isinstance(error.data, dict) and "decisionId" in error.data)
+    assert unknown.code == INVALID_PARAMS, unknown
+    assert unknown.message == "Unknown tool: alpha__no_such_tool"
+    assert not (isinstance(unknown.data, dict) and "decisionId" in unknown.data)
+    decision_id = assert_refused(uncatalogued, ACCESS_DENIED, "Access denied: this tool is not approved for use")
     assert_refused(denied, ACCESS_DENIED, "Access denied: denied by policy")
-    # An unknown tool is not a policy decision: nothing is logged as one.
+    # An unknown tool is not a policy decision: nothing is logged as one; the quarantined one is.
     log = main_gw.log_text()[since:]
-    assert "tool=alpha__no_such_tool" not in log and "tool=alpha__crash" not in log
+    assert "tool=alpha__no_such_tool" not in log
+    assert "policies=forbid-unapproved-tools" in logged_decision(main_gw, decision_id, "deny", "agent-a",
+                                                                 "tool=alpha__crash")
 
 
 # --- filtered lists ------------------------------------------------------------------------------
@@ -485,9 +503,9 @@ async def test_write_inside_working_hours_is_allowed(main_gw: Gateway, mode: str
 @pytest.mark.parametrize("mode", ERAS)
 async def test_write_outside_working_hours_needs_approval(ops_gw: Gateway, mode: str) -> None:
     async with mcp_client(ops_gw.url, token_for("agent-a"), mode) as client:
-        error = await rpc_error(client.call_tool("alpha__log", {"message": "after hours"}))
+        decision_id = await step_up_refusal(client.call_tool("alpha__log", {"message": "after hours"}),
+                                            "Approval required: approval required")
         assert (await client.call_tool("alpha__echo", {"text": "reads are fine"})).content[0].text == "reads are fine"
-    decision_id = assert_refused(error, APPROVAL_REQUIRED, "Approval required: approval required")
     line = logged_decision(ops_gw, decision_id, "step_up", "agent-a", "tool=alpha__log")
     assert "policies=step-up-writes-after-hours" in line
     # Callable with an approval, so it stays listed.
@@ -584,8 +602,7 @@ async def test_a_broken_edit_keeps_the_last_good_set_and_is_loud(watched_gw: Gat
         # The last good set keeps serving: the broken file's permit-everything did not take effect.
         assert await echo_outcome(watched_gw, "agent-a", "still served") == "allow"
         async with mcp_client(watched_gw.url, token_for("agent-a"), "legacy") as client:
-            error = await rpc_error(client.call_tool("alpha__whoami", {}))
-        assert error.code == APPROVAL_REQUIRED
+            await step_up_refusal(client.call_tool("alpha__whoami", {}))
     finally:
         broken.unlink()
     wait_until(lambda: admin_get(watched_gw, "policies")["last_reload"]["ok"], "the fixed set reloads")

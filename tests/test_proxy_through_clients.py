@@ -86,11 +86,16 @@ async def test_unknown_tool_is_a_clear_error(gateway: Gateway, mode: str) -> Non
     assert "Unknown tool: behav__no_such_tool" in caught.value.error.message
 
 
-async def test_uncatalogued_upstream_tool_cannot_be_called(gateway: Gateway, mode: str) -> None:
+async def test_uncatalogued_upstream_tool_is_quarantined_not_called(gateway: Gateway, mode: str) -> None:
+    # The stdio upstream offers whoami, which its manifest does not list: it is quarantined, unlisted,
+    # and a call to it gets the shipped policy's denial (a real Cedar decision, with its id).
     async with mcp_client(gateway.url, TOKEN, mode) as client:
+        assert "local__whoami" not in {t.name for t in (await client.list_tools()).tools}
         with pytest.raises(MCPError) as caught:
             await client.call_tool("local__whoami", {})
-    assert "Unknown tool" in caught.value.error.message
+    assert caught.value.error.code == -32030
+    assert caught.value.error.message == "Access denied: this tool is not approved for use"
+    assert caught.value.error.data["decisionId"].startswith("dec_")
 
 
 async def test_resources_are_aggregated_and_readable(gateway: Gateway, mode: str) -> None:

@@ -1,4 +1,5 @@
-"""Who may use the admin API: admin tokens from the config, or OIDC tokens carrying the admin role.
+"""Who may use the admin API: admin tokens from the config, or OIDC tokens carrying the admin role;
+and who may decide approvals (the same, plus approver-role tokens and OIDC tokens with the approver role).
 
 Agent credentials never work here: a static agent token, or a workload token bound to any agent
 record, is refused even if it also carries the admin role.
@@ -12,6 +13,7 @@ from typing import Any
 
 import jwt
 
+from gateway.approvals.model import Approver
 from gateway.config import Settings
 from gateway.identity.static_tokens import StaticTokenTable
 from gateway.identity.verified import TokenRejected
@@ -35,18 +37,34 @@ class AdminAuthenticator:
         self.verifier = verifier
         self.registry = registry
         self.own_issuer = settings.base_url  # task tokens are the gateway's own, and always an agent's
+        self.static_people = {entry.name: entry for entry in settings.admin.tokens}
         self.role_claim = settings.admin.oidc_role_claim
         self.admin_role = settings.admin.oidc_admin_role
+        self.approver_role = settings.admin.oidc_approver_role
+        self.name_claim = settings.admin.oidc_name_claim
+        self.groups_claim = settings.admin.oidc_groups_claim
 
     async def authenticate(self, authorization: str | None) -> str:
         """The actor name recorded for this admin's changes; AdminAuthError otherwise."""
+        person = await self.person(authorization)
+        if not person.is_admin:
+            raise AdminAuthError(403, "this credential may decide approvals but not use the rest of the admin API")
+        return person.actor
+
+    async def person(self, authorization: str | None) -> Approver:
+        """The admin or approver behind a bearer credential (never an agent); AdminAuthError otherwise."""
         scheme, _, token = (authorization or "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise AdminAuthError(401, "an admin bearer token is required")
-        name = self.admin_tokens.lookup(token)
-        if name is not None:
-            return f"admin:{name}"
+        return await self.person_from_token(token)
+
+    async def person_from_token(self, token: str) -> Approver:
+        static = self.admin_tokens.lookup(token)
+        if static is not None:
+            entry = self.static_people[static]
+            return Approver(actor=f"admin:{entry.name}", name=entry.name, groups=frozenset(entry.groups),
+                            roles=frozenset({entry.role}))
         if self.agent_tokens.lookup(token) is not None or self.is_task_token(token):
             log.warning("an agent's token was presented to the admin API; refused")
             raise AdminAuthError(403, "agent credentials cannot use the admin API")
@@ -57,10 +75,15 @@ class AdminAuthenticator:
         if self.registry.bound_agent_id(verified.kind, verified.issuer, verified.subject) is not None:
             log.warning("a token bound to an agent (%s) was presented to the admin API; refused", verified.subject)
             raise AdminAuthError(403, "agent credentials cannot use the admin API")
-        if self.admin_role not in _roles(verified.claims.get(self.role_claim)):
-            raise AdminAuthError(403, f"the token lacks the {self.admin_role!r} role")
-        return f"{verified.kind}:{verified.subject}"
-
+        held = set(_roles(verified.claims.get(self.role_claim)))
+        roles = {role for role, wanted in (("admin", self.admin_role), ("approver", self.approver_role))
+                 if wanted in held}
+        if not roles:
+            raise AdminAuthError(403, f"the token lacks the {self.admin_role!r} or {self.approver_role!r} role")
+        name = verified.claims.get(self.name_claim)
+        return Approver(actor=f"{verified.kind}:{verified.subject}",
+                        name=str(name) if isinstance(name, str) and name else verified.subject,
+                        groups=frozenset(_roles(verified.claims.get(self.groups_claim))), roles=frozenset(roles))
 
     def is_task_token(self, token: str) -> bool:
         try:

@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from gateway.admin.auth import AdminAuthenticator, AdminAuthError
 
-Endpoint = Callable[[Request, str], Awaitable[Response]]
+Endpoint = Callable[[Request, Any], Awaitable[Response]]  # (request, actor name or Approver)
 ErrorMapper = Callable[[Exception], Response | None]
 
 
@@ -48,13 +48,18 @@ async def read_json(request: Request) -> dict[str, Any]:
     return body
 
 
-def admin_route(auth: AdminAuthenticator, endpoint: Endpoint,
-                errors: ErrorMapper | None = None) -> Callable[[Request], Awaitable[Response]]:
-    """An endpoint behind admin authentication; `errors` turns the API's exceptions into answers."""
+def admin_route(auth: AdminAuthenticator, endpoint: Endpoint, errors: ErrorMapper | None = None,
+                approvers: bool = False) -> Callable[[Request], Awaitable[Response]]:
+    """An endpoint behind admin authentication; `errors` turns the API's exceptions into answers.
+
+    With `approvers`, approver-role credentials pass too and the endpoint gets the person
+    (gateway.approvals.model.Approver) instead of the actor name.
+    """
 
     async def guarded(request: Request) -> Response:
         try:
-            actor = await auth.authenticate(request.headers.get("authorization"))
+            authorization = request.headers.get("authorization")
+            actor: Any = await auth.person(authorization) if approvers else await auth.authenticate(authorization)
         except AdminAuthError as exc:
             response = error_response(exc.status, exc.message)
             if exc.status == 401:

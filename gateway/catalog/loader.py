@@ -40,7 +40,8 @@ SERVER_KEYS = frozenset({"id", "namespace", "owner", "description", "transport",
                          "credentials"})
 CREDENTIAL_KEYS = frozenset({"mode", "resource", "secret", "header", "format", "env_var"})
 VAULT_KEYS = frozenset({"address", "mount", "path", "field", "token_env", "namespace"})
-TOOL_KEYS = frozenset({"name", "risk", "data_classes", "owner", "egress"})
+TOOL_KEYS = frozenset({"name", "risk", "data_classes", "owner", "egress", "definition_sha256"})
+PIN_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 CatalogProblem = FileProblem
@@ -301,6 +302,11 @@ class _ManifestReader:
         if not isinstance(egress, bool):
             self.problem((*where, "egress"), f"tool {name!r}: egress must be true or false")
             return None
+        pin = item.get("definition_sha256")
+        if pin is not None and not (isinstance(pin, str) and PIN_PATTERN.fullmatch(pin)):
+            self.problem((*where, "definition_sha256"),
+                         f"tool {name!r}: definition_sha256 must be sha256:<64 hex digits> (narrowgate catalog pin)")
+            return None
         exposed = f"{namespace}{NAMESPACE_SEPARATOR}{name}" if namespace else name
         return ToolEntry(
             name=name,
@@ -310,6 +316,7 @@ class _ManifestReader:
             data_classes=tuple(classes),
             owner=str(item.get("owner") or owner),
             egress=egress,
+            pin=pin,
         )
 
 

@@ -8,6 +8,7 @@ from types import MappingProxyType
 from typing import Literal
 
 RISK_TIERS = ("read", "write", "privileged", "destructive")
+TOOL_STATUSES = ("approved", "quarantined", "rejected")
 Risk = Literal["read", "write", "privileged", "destructive"]
 NAMESPACE_SEPARATOR = "__"
 PROTOCOL_CHOICES = ("auto", "2025-11-25", "2026-07-28")
@@ -80,6 +81,15 @@ class ToolEntry:
     owner: str
     # Sends data outside the organisation (mail, chat, public web): chain monitoring watches it.
     egress: bool = False
+    # approved | quarantined (new or changed upstream definition, awaiting review) | rejected
+    status: str = "approved"
+    # The reviewed definition's hash ("sha256:..."; `definition_sha256` in the manifest, written by
+    # `narrowgate catalog pin`); None: the first definition seen is taken as reviewed.
+    pin: str | None = None
+
+    @property
+    def approved(self) -> bool:
+        return self.status == "approved"
 
 
 @dataclass(frozen=True, slots=True)

@@ -118,4 +118,30 @@ def _annotation_problems(sources: tuple[PolicySource, ...]) -> list[str]:
             problems.append(f"{source.where}: @id {policy_id!r} is also used at {seen[policy_id].where}")
         else:
             seen[policy_id] = source
+        problems.extend(_approval_annotation_problems(source))
+    return problems
+
+
+STEP_UP_MODES = ("", "hold", "pending")
+
+
+def _approval_annotation_problems(source: PolicySource) -> list[str]:
+    """@step_up, @approvers and @approval_ttl shape approval requests: a typo must not go unnoticed."""
+    from gateway.approvals.settings import parse_duration
+
+    notes = source.annotations
+    problems = []
+    if "step_up" in notes and notes["step_up"] not in STEP_UP_MODES:
+        problems.append(f"{source.where}: @step_up must be \"hold\", \"pending\" or empty, not {notes['step_up']!r}")
+    for key in ("approvers", "approval_ttl"):
+        if key in notes and "step_up" not in notes:
+            problems.append(f"{source.where}: @{key} only applies to a policy with @step_up")
+    if notes.get("approval_ttl"):
+        try:
+            parse_duration(notes["approval_ttl"])
+        except ValueError:
+            problems.append(f"{source.where}: @approval_ttl must be a duration like \"10m\", not "
+                            f"{notes['approval_ttl']!r}")
+    if "approvers" in notes and not notes["approvers"].strip():
+        problems.append(f"{source.where}: @approvers needs a group name")
     return problems

@@ -26,7 +26,7 @@ import time
 import unicodedata
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -80,8 +80,13 @@ class Decision:
     reason: str  # agent-facing: a policy's @reason or a generic text, never policy source
     errors: tuple[str, ...]  # for logs and audit only
     policy_version: str
-    step_up_mode: str | None = None  # the @step_up annotation value ("hold" when empty) for step_up
+    step_up_mode: str | None = None  # the @step_up annotation value for step_up ("" when empty: config default)
     canonical_arguments: Mapping[str, Any] | None = None  # what Cedar saw; forward these upstream
+    approvers: str | None = None  # step_up: the @approvers group, if a determining policy names one
+    approval_ttl: str | None = None  # step_up: the shortest @approval_ttl of the determining policies
+    # The policy texts alone (policy_version also covers the catalog's schema): what an approval is
+    # bound to, so upstream tool churn does not void approvals while a changed rule does.
+    rules_version: str = ""
 
     @property
     def allowed(self) -> bool:
@@ -473,7 +478,10 @@ class PolicyEngine:
                     # Nothing would permit it even with an approval: a plain deny, not "ask for approval".
                     return self._decision(bundle, "deny", policy_ids, REASON_DENIED, (), canonical)
                 reason = self._reason(bundle, determining, REASON_STEP_UP)
-                return self._decision(bundle, "step_up", policy_ids, reason, (), canonical, modes[0])
+                # Cedar reports determining policies in no fixed order: "pending" wins if any asks for it.
+                mode = "pending" if "pending" in modes else next((m for m in modes if m), "")
+                decision = self._decision(bundle, "step_up", policy_ids, reason, (), canonical, mode)
+                return replace(decision, **self._approval_terms(bundle, determining))
         if decision == cedarpy.Decision.Deny and determining:
             return self._decision(bundle, "deny", policy_ids, self._reason(bundle, determining, REASON_DENIED),
                                   errors, canonical)
@@ -542,7 +550,16 @@ class PolicyEngine:
         source = bundle.source(cedar_id)
         if source is None or "step_up" not in source.annotations:
             return None
-        return source.annotations["step_up"] or "hold"
+        return source.annotations["step_up"]
+
+    @staticmethod
+    def _approval_terms(bundle: Bundle, determining: tuple[str, ...]) -> dict[str, str | None]:
+        """Who decides (@approvers) and how long the request lives (@approval_ttl, the shortest wins)."""
+        sources = [s for s in (bundle.source(p) for p in determining) if s is not None]
+        groups = sorted(s.annotations["approvers"] for s in sources if s.annotations.get("approvers"))
+        ttls = [s.annotations["approval_ttl"] for s in sources if s.annotations.get("approval_ttl")]
+        return {"approvers": groups[0] if groups else None,
+                "approval_ttl": min(ttls, key=_ttl_order) if ttls else None}
 
     @staticmethod
     def _reason(bundle: Bundle, determining: tuple[str, ...], default: str) -> str:
@@ -557,7 +574,7 @@ class PolicyEngine:
         canonical: Any, step_up_mode: str | None = None,
     ) -> Decision:
         return Decision(outcome, new_decision_id(), policy_ids, reason, errors, bundle.version, step_up_mode,
-                        canonical)
+                        canonical, rules_version=bundle.base_digest[:16])
 
     def _refused(self, bundle: Bundle, error: str, reason: str) -> Decision:
         return self._decision(bundle, "deny", (), reason, (error,), None)
@@ -591,6 +608,15 @@ def _with_approval(request: dict[str, Any]) -> dict[str, Any]:
     context = orjson.loads(request["context"])
     context["approval"] = {"granted": True}
     return {**request, "context": orjson.dumps(context).decode()}
+
+
+def _ttl_order(text: str) -> float:
+    from gateway.approvals.settings import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError:
+        return float("inf")  # an unreadable TTL never wins over a readable one
 
 
 def new_decision_id() -> str:

@@ -97,8 +97,7 @@ def _tool_model(tool: ToolEntry, schema: Mapping[str, Any] | None) -> ToolModel:
             "name": tool.name,
             "exposed_name": tool.exposed_name,
             "risk": tool.risk,
-            # Issue 7 (quarantine) will carry a per-tool status; today every catalogued tool is approved.
-            "status": TOOL_STATUS_APPROVED,
+            "status": tool.status,  # approved, or quarantined / rejected (gateway.discovery)
             "owner": tool.owner,
             "data_classes": list(tool.data_classes),
             "egress": tool.egress,

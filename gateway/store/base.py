@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from gateway.approvals.model import Approval
+from gateway.discovery.model import ToolReview
 from gateway.registry.model import Agent, LifecycleEvent
 from gateway.tasks.model import Task, TaskEvent
 
@@ -101,6 +103,27 @@ class TaskStore(Protocol):
         ...
 
 
+class ToolReviewStore(Protocol):
+    async def save_tool_reviews(self, reviews: Sequence[ToolReview]) -> None:
+        """Insert or replace these review records (one transaction)."""
+        ...
+
+    async def load_tool_reviews(self) -> list[ToolReview]: ...
+
+
+class ApprovalStore(Protocol):
+    async def save_approval(self, approval: Approval) -> None:
+        """Insert or replace the approval request."""
+        ...
+
+    async def get_approval(self, approval_id: str) -> Approval | None: ...
+
+    async def list_approvals(self, states: Sequence[str] | None = None, agent_id: str | None = None,
+                             limit: int = 200) -> list[Approval]:
+        """Newest first, filtered by state(s) and agent."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class AuditQuery:
     """Which audit records to read: filters are ANDed; times are epoch seconds, `until` exclusive."""
@@ -135,7 +158,8 @@ class AuditStore(Protocol):
 
 
 @runtime_checkable
-class Store(AgentStore, ToolSchemaStore, SigningKeyStore, TaskStore, AuditStore, Protocol):
+class Store(AgentStore, ToolSchemaStore, SigningKeyStore, TaskStore, ApprovalStore, ToolReviewStore, AuditStore,
+            Protocol):
     async def migrate(self) -> list[int]:
         """Apply missing schema migrations in one transaction; returns the versions applied."""
         ...

@@ -15,8 +15,18 @@ from contextlib import contextmanager
 from functools import partial
 from typing import Any, TypeVar
 
+from gateway.approvals.model import Approval
+from gateway.discovery.model import ToolReview
 from gateway.registry.model import Agent, LifecycleEvent
-from gateway.store import sqlite_agents, sqlite_audit, sqlite_signing_keys, sqlite_tasks, sqlite_tool_schemas
+from gateway.store import (
+    sqlite_agents,
+    sqlite_approvals,
+    sqlite_audit,
+    sqlite_signing_keys,
+    sqlite_tasks,
+    sqlite_tool_reviews,
+    sqlite_tool_schemas,
+)
 from gateway.store.base import AuditQuery, SchemaTooNew, SigningKeyRecord, StoreError
 from gateway.store.sqlite_schema import LATEST_VERSION, MIGRATIONS, split_statements
 from gateway.tasks.model import Task, TaskEvent
@@ -114,6 +124,26 @@ class SqliteStore:
 
     async def task_events(self, task_id: str) -> list[TaskEvent]:
         return await self._run(sqlite_tasks.task_events, task_id)
+
+    # tool reviews
+
+    async def save_tool_reviews(self, reviews: Sequence[ToolReview]) -> None:
+        await self._run(_in_transaction, sqlite_tool_reviews.save, list(reviews))
+
+    async def load_tool_reviews(self) -> list[ToolReview]:
+        return await self._run(sqlite_tool_reviews.load)
+
+    # approvals
+
+    async def save_approval(self, approval: Approval) -> None:
+        await self._run(_in_transaction, sqlite_approvals.save_approval, approval)
+
+    async def get_approval(self, approval_id: str) -> Approval | None:
+        return await self._run(sqlite_approvals.get_approval, approval_id)
+
+    async def list_approvals(self, states: Sequence[str] | None = None, agent_id: str | None = None,
+                             limit: int = 200) -> list[Approval]:
+        return await self._run(sqlite_approvals.list_approvals, list(states or ()), agent_id, limit)
 
     # audit log
 

@@ -160,6 +160,42 @@ MIGRATIONS: tuple[Migration, ...] = (
         BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
         """,
     ),
+    Migration(
+        6,
+        "approval requests",
+        """
+        -- Step-up approvals: one row per request, updated as it is decided, used or expires. The
+        -- audit log holds the history; this table is the working set and the console's inbox.
+        CREATE TABLE approvals (
+            id TEXT PRIMARY KEY,
+            state TEXT NOT NULL,
+            agent_id TEXT NOT NULL,
+            task_id TEXT,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            doc TEXT NOT NULL  -- Approval.to_dict() as JSON; the columns above are for queries
+        );
+        CREATE INDEX approvals_state ON approvals (state, created_at);
+        CREATE INDEX approvals_agent ON approvals (agent_id, created_at);
+        """,
+    ),
+    Migration(
+        7,
+        "tool reviews",
+        """
+        -- Upstream tools as reviewed: the definition last approved (or pinned), the one seen now,
+        -- and the status that decides whether agents may see and call it.
+        CREATE TABLE tool_reviews (
+            server_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            status TEXT NOT NULL,
+            changed_at REAL NOT NULL,
+            doc TEXT NOT NULL,  -- ToolReview.to_dict() as JSON
+            PRIMARY KEY (server_id, name)
+        );
+        CREATE INDEX tool_reviews_status ON tool_reviews (status, changed_at);
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -340,6 +340,14 @@ class Telemetry:
         span = self._tracer.start_span(name, kind=kind, attributes=_clean(attributes) if attributes else None)
         return _StageScope(span)
 
+    def annotate_stage(self, **attributes: Any) -> None:
+        """Add allow-listed attributes to the current stage span (e.g. an approval wait's outcome)."""
+        if not self.tracing_enabled:
+            return
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attributes(_clean(attributes))
+
     def inject(self, headers: dict[str, str]) -> None:
         """Write W3C `traceparent`/`tracestate` for the current span into `headers` (any mutable str mapping,
         an upstream request's `params._meta` too). With tracing off, the agent's own values pass through."""

@@ -330,6 +330,9 @@ class McpEndpoint:
     async def listen(self, receive: Receive, send: Send, principal: Principal, message: Message) -> None:
         """`subscriptions/listen` (2026-07-28): a stream of change notifications for this agent."""
         listener = self.listen_hub.open(principal, message.id, message.params or {})
+        meta = (message.params or {}).get("_meta") or {}
+        client_info = meta.get("io.modelcontextprotocol/clientInfo") if isinstance(meta, dict) else None
+        listener.tools_seen = self.methods.visible_tool_names(principal, MODERN_ERA, _dict(client_info) or None)
         try:
             await stream_queue(receive, send, listener.queue)
         finally:

@@ -31,6 +31,11 @@ class Listener:
     principal: Principal
     subscription_id: Any
     honoured: dict[str, Any]
+    tools_seen: frozenset[str] | None = None  # the tools this agent could see when it last heard
+
+    def notify(self, method: str) -> None:
+        if self.admits(method, {}):
+            self.queue.put_nowait(self.frame(method, {}))
 
     def admits(self, method: str, params: dict[str, Any]) -> bool:
         flag = FILTER_FOR_METHOD.get(method)

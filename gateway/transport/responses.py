@@ -10,7 +10,7 @@ from starlette.types import Send
 
 from gateway.errors import HTTP_STATUS_FOR_CODE, RpcError
 from gateway.transport.sessions import AgentSession, StreamLog, log_allowed
-from gateway.transport.sse import SSE_HEADERS, encode_event
+from gateway.transport.sse import PING_FRAME, SSE_HEADERS, encode_event
 from gateway.upstream.base import MODERN_ERA
 
 ASK_TIMEOUT_S = 600.0
@@ -59,6 +59,13 @@ class ResponseChannel:
             self.log = self.session.open_post_stream()
             await self.send({"type": "http.response.body", "body": self.log.priming_frame(RETRY_MS),
                              "more_body": True})
+
+    async def keepalive(self) -> None:
+        """A comment frame on the SSE stream, so a long wait (an approval) is not cut off as idle."""
+        if not self.accepts_sse:
+            return
+        await self.start_stream()
+        await self.send({"type": "http.response.body", "body": PING_FRAME, "more_body": True})
 
     def frame(self, data: bytes, final: bool = False) -> bytes:
         return self.log.append(data, final) if self.log is not None else encode_event(data)

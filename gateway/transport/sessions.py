@@ -102,6 +102,8 @@ class AgentSession:
     ask_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     # Agent request id -> the task serving it, so notifications/cancelled can stop it.
     in_flight: dict[Any, asyncio.Task[Any]] = field(default_factory=dict)
+    # The tools this agent was last shown (tools/list); a change to it, and only that, is announced.
+    tools_seen: frozenset[str] | None = None
 
     def publish(self, message: dict[str, Any]) -> None:
         """Send a session-level message to every open GET stream (and keep it for replay)."""

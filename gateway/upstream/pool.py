@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -34,8 +35,9 @@ ResourceUpdatedHandler = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class UpstreamPool:
-    def __init__(self, catalog: Catalog, auth: UpstreamAuth, resync_interval_s: float = 2.0) -> None:
-        self.catalog = catalog
+    def __init__(self, catalog: Catalog, auth: UpstreamAuth, resync_interval_s: float = 2.0,
+                 full_resync_s: float = 300.0) -> None:
+        self.catalog = catalog  # the effective catalog once `reconcile` is set (reviewed tools included)
         self.auth = auth
         self.clients: dict[str, Upstream] = {}
         self.listings: dict[str, Listing] = {}
@@ -45,7 +47,12 @@ class UpstreamPool:
         self.on_list_changed: ListChangedHandler | None = None
         self.on_resource_updated: ResourceUpdatedHandler | None = None
         self.on_rebuild: Callable[[Directory], None] | None = None
+        # Given every upstream's listing, the catalog to build the directory from (gateway.discovery).
+        self.reconcile: Callable[[dict[str, Listing]], Catalog] | None = None
+        self.full_resync_s = full_resync_s  # backstop for upstreams that change without telling
         self.watcher: asyncio.Task[None] | None = None
+        self.resyncs: set[asyncio.Task[None]] = set()
+        self.sync_locks: dict[str, asyncio.Lock] = {}
 
     async def start(self) -> None:
         for server in self.catalog.servers.values():
@@ -59,10 +66,11 @@ class UpstreamPool:
         self.watcher = asyncio.create_task(self.watch())
 
     async def close(self) -> None:
-        if self.watcher:
-            self.watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.watcher
+        for task in [self.watcher, *self.resyncs]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await asyncio.gather(*(client.close() for client in self.clients.values()), return_exceptions=True)
 
     def client(self, server_id: str) -> Upstream:
@@ -78,11 +86,13 @@ class UpstreamPool:
 
     # Lists -----------------------------------------------------------------------------------
 
-    async def sync(self, server_id: str, kinds: tuple[str, ...] = tuple(LIST_METHODS)) -> bool:
-        """Refresh an upstream's lists; on failure its entries vanish until it is back."""
+    async def sync(self, server_id: str, kinds: tuple[str, ...] = tuple(LIST_METHODS)) -> set[str] | None:
+        """Refresh an upstream's lists; None on failure (its entries vanish until it is back), else the
+        kinds whose contents changed ("templates" counts as "resources")."""
         client = self.clients[server_id]
         generation = _generation(client)
-        listing = self.listings.get(server_id) or Listing()
+        previous = self.listings.get(server_id)
+        listing = dataclasses.replace(previous) if previous is not None else Listing()
         try:
             for kind in kinds:
                 setattr(listing, kind, await self.fetch_all(server_id, *LIST_METHODS[kind]))
@@ -91,12 +101,15 @@ class UpstreamPool:
                 log.warning("upstream %s lists unavailable: %s", server_id, exc.message)
             self.listings.pop(server_id, None)
             self.rebuild()
-            return False
+            return None
+        changed = {"resources" if kind == "templates" else kind for kind in kinds
+                   if previous is None or getattr(previous, kind) != getattr(listing, kind)}
         self.listings[server_id] = listing
         self.synced_generation[server_id] = generation
-        self.rebuild()
-        self.report_hidden(server_id, listing)
-        return True
+        if changed or previous is None:
+            self.rebuild()
+            self.report_hidden(server_id, listing)
+        return changed
 
     async def fetch_all(self, server_id: str, method: str, key: str) -> list[dict[str, Any]]:
         server = self.catalog.servers[server_id]
@@ -131,28 +144,50 @@ class UpstreamPool:
                           resource.get("uri"), owner, server_id, owner)
 
     def rebuild(self) -> None:
+        if self.reconcile is not None:
+            self.catalog = self.reconcile(self.listings)
         self.directory = build_directory(self.catalog, self.listings)
         if self.on_rebuild is not None:
             self.on_rebuild(self.directory)
 
     async def watch(self) -> None:
-        """Backstop: bring back upstreams that were down or restarted since their last sync."""
+        """Backstop: bring back upstreams that were down or restarted since their last sync, and every
+        `full_resync_s` list every upstream again (one that changes without notifying is caught too)."""
+        last_full = asyncio.get_running_loop().time()
         while True:
             await asyncio.sleep(self.resync_interval_s)
+            now = asyncio.get_running_loop().time()
+            full = now - last_full >= self.full_resync_s
+            if full:
+                last_full = now
             for server_id, client in self.clients.items():
                 stale = self.synced_generation.get(server_id) != _generation(client)
-                if (server_id not in self.listings or stale) and await self.sync(server_id):
-                    await self.announce({"tools", "prompts", "resources"})
+                if server_id not in self.listings or stale:
+                    if await self.sync(server_id) is not None:
+                        await self.announce({"tools", "prompts", "resources"})
+                elif full and client.available:
+                    changed = await self.sync(server_id)
+                    if changed:
+                        await self.announce(changed)
 
     async def on_session_event(self, server_id: str, message: dict[str, Any]) -> None:
         method = message.get("method")
         kind = CHANGE_METHODS.get(method or "")
         if kind is not None:
+            # Not awaited here: this runs on the upstream's reader (a stdio child's stdout), which must
+            # keep reading for the re-list's own answer to arrive.
             kinds = ("resources", "templates") if kind == "resources" else (kind,)
-            if await self.sync(server_id, kinds):
-                await self.announce({kind})
+            task = asyncio.create_task(self.resync(server_id, kinds))
+            self.resyncs.add(task)
+            task.add_done_callback(self.resyncs.discard)
         elif method == "notifications/resources/updated" and self.on_resource_updated is not None:
             await self.on_resource_updated(message)
+
+    async def resync(self, server_id: str, kinds: tuple[str, ...]) -> None:
+        async with self.sync_locks.setdefault(server_id, asyncio.Lock()):  # one re-list per upstream at a time
+            changed = await self.sync(server_id, kinds)
+        if changed:
+            await self.announce(changed)
 
     async def announce(self, kinds: set[str]) -> None:
         if self.on_list_changed is not None:

@@ -1,0 +1,117 @@
+"""`/admin/v1/catalog/tools`: the review queue of upstream tools, and their approval or rejection.
+
+Tool owners (the manifest's tool or server owner, by name or group) and admins may review; the
+person's credential is an admin or approver credential, never an agent's. A reviewer names the
+definition hash they looked at (`expected_sha256`), so a tool that changes again meanwhile cannot be
+approved by accident.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.admin.auth import AdminAuthenticator
+from gateway.admin.http import Endpoint, admin_route, error_response, json_response, read_json
+from gateway.approvals.model import Approver
+from gateway.catalog.definitions import definition_diff, unified_text_diff
+from gateway.discovery.model import ReviewError, ToolReview
+from gateway.discovery.service import ToolReviews
+
+STATUSES = ("approved", "quarantined", "rejected")
+APPROVE_FIELDS = frozenset({"expected_sha256", "risk", "data_classes", "egress", "comment"})
+REJECT_FIELDS = frozenset({"expected_sha256", "comment"})
+
+
+class CatalogApi:
+    def __init__(self, reviews: ToolReviews, auth: AdminAuthenticator,
+                 on_decided: Callable[[], Awaitable[None]]) -> None:
+        self.reviews = reviews
+        self.auth = auth
+        self.on_decided = on_decided  # rebuild the effective catalog and tell agents
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/admin/v1/catalog/tools", self.guard(self.list), methods=["GET"]),
+            Route("/admin/v1/catalog/tools/{server_id}/{name}", self.guard(self.show), methods=["GET"]),
+            Route("/admin/v1/catalog/tools/{server_id}/{name}/{action}", self.guard(self.decide), methods=["POST"]),
+        ]
+
+    def guard(self, endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+        return admin_route(self.auth, endpoint, review_errors, approvers=True)
+
+    async def list(self, request: Request, person: Approver) -> Response:
+        status = request.query_params.get("status") or None
+        if status is not None and status not in STATUSES:
+            return error_response(400, f"unknown status {status!r}; use {', '.join(STATUSES)}")
+        return json_response({"tools": [self.summary(r, person) for r in self.reviews.list(status)]})
+
+    async def show(self, request: Request, person: Approver) -> Response:
+        review = self.reviews.get(request.path_params["server_id"], request.path_params["name"])
+        return json_response(review_view(review, self.reviews.refusal(review, person)))
+
+    async def decide(self, request: Request, person: Approver) -> Response:
+        action = request.path_params["action"]
+        key = (request.path_params["server_id"], request.path_params["name"])
+        body = await read_json(request)
+        allowed = APPROVE_FIELDS if action == "approve" else REJECT_FIELDS
+        if action not in ("approve", "reject"):
+            return error_response(404, f"unknown action {action!r}; use approve or reject")
+        unknown = sorted(set(body) - allowed)
+        if unknown:
+            return error_response(400, f"unknown field(s): {', '.join(unknown)}")
+        problem = _body_problem(body)
+        if problem:
+            return error_response(400, problem)
+        common = {"expected_hash": body.get("expected_sha256"), "comment": body.get("comment") or ""}
+        if action == "approve":
+            decided = await self.reviews.approve(key, person, risk=body.get("risk"),
+                                                 data_classes=body.get("data_classes"), egress=body.get("egress"),
+                                                 **common)
+        else:
+            decided = await self.reviews.reject(key, person, **common)
+        await self.on_decided()
+        return json_response(review_view(decided, self.reviews.refusal(decided, person)))
+
+    def summary(self, review: ToolReview, person: Approver) -> dict[str, Any]:
+        return {"server_id": review.server_id, "name": review.name, "tool": review.exposed_name,
+                "status": review.status, "change": review.change, "origin": review.origin, "owner": review.owner,
+                "flags": [f["code"] for f in review.flags], "definition_sha256": review.current_hash,
+                "approved_sha256": review.approved_hash,
+                "changed_at": review.changed_at, "you_may_review": self.reviews.refusal(review, person) is None}
+
+
+def review_view(review: ToolReview, refusal: str | None) -> dict[str, Any]:
+    """The whole record, with what changed against the last approved definition."""
+    data = review.to_dict()
+    data["diff"] = definition_diff(review.approved_definition, review.current_definition)
+    old_text = (review.approved_definition or {}).get("description") or ""
+    new_text = review.current_definition.get("description") or ""
+    data["description_diff"] = unified_text_diff(str(old_text), str(new_text)) if old_text != new_text else ""
+    data["you_may_review"] = refusal is None
+    if refusal is not None:
+        data["why_not"] = refusal
+    return data
+
+
+def _body_problem(body: dict[str, Any]) -> str | None:
+    if "expected_sha256" in body and not isinstance(body["expected_sha256"], str):
+        return "expected_sha256 must be a string"
+    if "comment" in body and not isinstance(body["comment"], str):
+        return "comment must be a string"
+    classes = body.get("data_classes")
+    if classes is not None and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+        return "data_classes must be a list of strings"
+    if "egress" in body and not isinstance(body["egress"], bool):
+        return "egress must be true or false"
+    return None
+
+
+def review_errors(exc: Exception) -> Response | None:
+    if isinstance(exc, ReviewError):
+        return error_response(exc.status, str(exc))
+    return None

@@ -1,0 +1,315 @@
+"""Approval requests: created by step-up decisions, decided by people, used once, or left to expire.
+
+Open requests (pending, or approved and not yet used) live in memory so the call path can match a
+retried call to its approval without touching disk; every change is written to the store (the
+console's inbox and history) and recorded in the audit log. A request is good for exactly one call
+with the same agent, task, tool, canonical arguments and policy version; it dies when it is used,
+denied, expires, or its task ends or its agent stops being active.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from gateway.approvals.model import (
+    OPEN_STATES,
+    Approval,
+    ApprovalError,
+    ApprovalNotFound,
+    ApprovalState,
+    Approver,
+    NotAllowedToDecide,
+)
+from gateway.approvals.settings import ApprovalSettings
+from gateway.audit import AuditEvent, AuditLog
+from gateway.registry.model import Agent, Lifecycle, LifecycleEvent
+from gateway.registry.service import Registry
+from gateway.store.base import Store
+from gateway.tasks.model import Task
+
+log = logging.getLogger("narrowgate.approvals")
+Clock = Callable[[], float]
+Observer = Callable[[Approval], None]
+SWEEP_INTERVAL_S = 5.0
+COMMENT_MAX = 2000
+
+
+class ApprovalService:
+    def __init__(self, store: Store, registry: Registry, audit: AuditLog, settings: ApprovalSettings,
+                 clock: Clock = time.time) -> None:
+        self.store = store
+        self.registry = registry
+        self.audit = audit
+        self.settings = settings
+        self.clock = clock
+        self.on_new: list[Observer] = []  # every new request (webhook)
+        self.on_change: list[Callable[[int], None]] = []  # the pending count after any change (gauge)
+        self._open: dict[str, Approval] = {}
+        self._changed: dict[str, asyncio.Event] = {}
+        self._unsaved: dict[str, Approval] = {}  # closed in memory, row not yet written (see _persist_later)
+        self._lock = asyncio.Lock()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # lifecycle of the service
+
+    async def open(self, *, background: bool = True) -> None:
+        for approval in await self.store.list_approvals(states=[s.value for s in OPEN_STATES], limit=100_000):
+            self._open[approval.id] = approval
+        if self._agent_changed not in self.registry.observers:
+            self.registry.observe(self._agent_changed)
+        await self.sweep()
+        if background and self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep_forever(), name="narrowgate-approvals")
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    # the call path
+
+    def usable(self, agent_id: str, task_id: str | None, tool: str, args_digest: str,
+               policy_version: str) -> Approval | None:
+        """A granted, unused, unexpired approval for exactly this call, if there is one."""
+        now = self.clock()
+        for approval in self._open.values():
+            if (approval.state is ApprovalState.APPROVED and now < approval.expires_at
+                    and approval.binds(agent_id, task_id, tool, args_digest, policy_version)):
+                return approval
+        return None
+
+    def pending_for(self, agent_id: str, task_id: str | None, tool: str, args_digest: str,
+                    policy_version: str) -> Approval | None:
+        now = self.clock()
+        for approval in self._open.values():
+            if (approval.state is ApprovalState.PENDING and now < approval.expires_at
+                    and approval.binds(agent_id, task_id, tool, args_digest, policy_version)):
+                return approval
+        return None
+
+    async def request(self, draft: Approval) -> Approval:
+        """Store a new request (or return the pending one for the same call: a retry asks once)."""
+        async with self._lock:  # two identical calls at once must not both miss the other's request
+            existing = self.pending_for(draft.agent_id, draft.task_id, draft.tool, draft.args_digest,
+                                        draft.policy_version)
+            if existing is not None:
+                return existing
+            approval = replace(draft, id="apr_" + secrets.token_urlsafe(12), state=ApprovalState.PENDING)
+            await self.store.save_approval(approval)
+            self._open[approval.id] = approval
+        self._record(approval, "requested", approval.agent_id, detail={"reason": approval.reason})
+        log.info("approval %s requested: agent %s, tool %s, decision %s, expires in %.0f s", approval.id,
+                 approval.agent_id, approval.tool, approval.decision_id, approval.expires_at - approval.created_at)
+        for observer in self.on_new:
+            observer(approval)
+        self._changed_count()
+        return approval
+
+    async def spend(self, approval_id: str, decision_id: str) -> Approval:
+        """consume(), with the "used" row on disk before the call goes on: a crash cannot revive it."""
+        used = self.consume(approval_id, decision_id, persist=False)
+        self._unsaved[used.id] = used  # readers see "used" while the row is written
+        try:
+            await self.store.save_approval(used)
+            self._unsaved.pop(used.id, None)
+        except Exception:
+            log.exception("could not record approval %s as used; refusing its call", approval_id)
+            self._persist_later(used)
+            raise ApprovalError(f"approval {approval_id} could not be recorded as used") from None
+        return used
+
+    def consume(self, approval_id: str, decision_id: str, persist: bool = True) -> Approval:
+        """Mark a granted approval used, at once (synchronous: two calls can never both use it)."""
+        approval = self._open.get(approval_id)
+        now = self.clock()
+        if approval is None or approval.state is not ApprovalState.APPROVED or now >= approval.expires_at:
+            raise ApprovalError(f"approval {approval_id} is not available to use")
+        used = replace(approval, state=ApprovalState.USED, used_at=now, used_decision_id=decision_id)
+        self._close(used)
+        self._record(used, "used", approval.agent_id, detail={"used_decision_id": decision_id})
+        if persist:
+            self._persist_later(used)
+        return used
+
+    async def wait(self, approval_id: str, timeout_s: float) -> Approval:
+        """Wait until the request is decided, expires or is cancelled, or `timeout_s` passes."""
+        # Already closed (e.g. denied while a held call sent a keepalive): its outcome, not "not found".
+        approval = self.current(approval_id) or await self._stored(approval_id)
+        remaining = min(timeout_s, approval.expires_at - self.clock())
+        if approval.state is ApprovalState.PENDING and remaining > 0:
+            event = self._changed.setdefault(approval_id, asyncio.Event())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await event.wait()
+        await self.expire_if_due(approval_id)
+        return self.current(approval_id) or await self._stored(approval_id)
+
+    def current(self, approval_id: str) -> Approval | None:
+        approval = self._open.get(approval_id)
+        return None if approval is None else approval.effective(self.clock())
+
+    # people
+
+    async def decide(self, approval_id: str, approver: Approver, approve: bool, comment: str = "") -> Approval:
+        comment = (comment or "").strip()[:COMMENT_MAX]
+        async with self._lock:
+            await self.expire_if_due(approval_id)
+            approval = self._open.get(approval_id)
+            if approval is None:
+                stored = await self._stored(approval_id)
+                raise ApprovalError(f"approval {approval_id} is already {stored.state.value}")
+            if approval.state is not ApprovalState.PENDING:
+                raise ApprovalError(f"approval {approval_id} is already {approval.state.value}")
+            refusal = self.refusal(approval, approver)
+            if refusal is not None:
+                log.warning("approval %s: %s may not decide it (%s)", approval_id, approver.actor, refusal)
+                raise NotAllowedToDecide(refusal)
+            state = ApprovalState.APPROVED if approve else ApprovalState.DENIED
+            decided = replace(approval, state=state, decided_by=approver.actor, decided_at=self.clock(),
+                              comment=comment or None)
+            await self.store.save_approval(decided)
+            if approve:
+                self._open[approval_id] = decided
+                self._wake(approval_id)
+                self._changed_count()
+            else:
+                self._close(decided)
+        self._record(decided, state.value, approver.actor, detail={"comment": comment} if comment else None)
+        log.info("approval %s %s by %s", approval_id, state.value, approver.actor)
+        return decided
+
+    def refusal(self, approval: Approval, approver: Approver) -> str | None:
+        """Why this person may not decide this request; None when they may."""
+        agent = self.registry.get(approval.agent_id)
+        owner = agent.owner if agent is not None else approval.owner
+        if approver.name == approval.agent_id or approver.actor == approval.agent_id:
+            return "an agent cannot approve its own request"
+        if self.settings.forbid_self_approval and (
+                approver.name == owner or (approval.task_started_by and approver.actor == approval.task_started_by)):
+            return "self-approval is forbidden: the agent's owner or the task's starter cannot approve it"
+        if approval.approvers_group is not None:
+            if approval.approvers_group in approver.groups:
+                return None
+            if approver.is_admin and self.settings.admins_may_approve:
+                return None
+            return f"only members of group {approval.approvers_group!r} may decide this request"
+        if approver.name == owner or owner in approver.groups:
+            return None
+        if approver.is_admin and self.settings.admins_may_approve:
+            return None
+        return f"only the agent's owner ({owner}) may decide this request"
+
+    async def get(self, approval_id: str) -> Approval:
+        current = self.current(approval_id)
+        return current if current is not None else await self._stored(approval_id)
+
+    async def list(self, states: list[str] | None = None, agent_id: str | None = None,
+                   limit: int = 200) -> list[Approval]:
+        await self.sweep()
+        approvals = await self.store.list_approvals(states=states, agent_id=agent_id, limit=limit)
+        return [self.current(a.id) or a for a in approvals]
+
+    def pending_count(self) -> int:
+        now = self.clock()
+        return sum(1 for a in self._open.values() if a.state is ApprovalState.PENDING and now < a.expires_at)
+
+    # endings
+
+    def task_ended(self, task: Task) -> None:
+        """TaskService.on_end: a task's approvals die with it."""
+        self._cancel_where(lambda a: a.task_id == task.id, f"task {task.id} ended ({task.state.value})")
+
+    def _agent_changed(self, agent: Agent, event: LifecycleEvent) -> None:
+        if agent.state is not Lifecycle.ACTIVE:
+            self._cancel_where(lambda a: a.agent_id == agent.id, f"agent {agent.id} is {agent.state.value}")
+
+    def _cancel_where(self, matches: Callable[[Approval], bool], reason: str) -> None:
+        for approval in [a for a in self._open.values() if matches(a)]:
+            cancelled = replace(approval, state=ApprovalState.CANCELLED, end_reason=reason)
+            self._close(cancelled)
+            self._record(cancelled, "cancelled", "narrowgate", detail={"reason": reason})
+            self._persist_later(cancelled)
+
+    async def expire_if_due(self, approval_id: str) -> None:
+        approval = self._open.get(approval_id)
+        if approval is None:
+            return
+        effective = approval.effective(self.clock())
+        if effective.state is ApprovalState.EXPIRED:
+            self._close(effective)
+            self._record(effective, "expired", "narrowgate", detail={"reason": effective.end_reason})
+            await self.store.save_approval(effective)
+
+    async def sweep(self) -> None:
+        for approval_id in list(self._open):
+            await self.expire_if_due(approval_id)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            try:
+                await self.sweep()
+            except Exception:  # a failed sweep must not end sweeping; the next one retries
+                log.exception("approval sweep failed")
+
+    # internals
+
+    def _close(self, approval: Approval) -> None:
+        self._open.pop(approval.id, None)
+        self._wake(approval.id)
+        self._changed_count()
+
+    def _wake(self, approval_id: str) -> None:
+        event = self._changed.pop(approval_id, None)
+        if event is not None:
+            event.set()
+
+    def _changed_count(self) -> None:
+        count = self.pending_count()
+        for observer in self.on_change:
+            observer(count)
+
+    async def _stored(self, approval_id: str) -> Approval:
+        unsaved = self._unsaved.get(approval_id)
+        if unsaved is not None:  # the row still says what it was before this process closed it
+            return unsaved
+        stored = await self.store.get_approval(approval_id)
+        if stored is None:
+            raise ApprovalNotFound(f"no approval {approval_id}")
+        return stored
+
+    def _persist_later(self, approval: Approval) -> None:
+        # Used and cancelled are final in memory at once; the row follows (the audit log has it too).
+        self._unsaved[approval.id] = approval
+        task = asyncio.get_running_loop().create_task(self._persist(approval))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _persist(self, approval: Approval) -> None:
+        try:
+            await self.store.save_approval(approval)
+        except Exception:
+            log.exception("could not store approval %s (%s)", approval.id, approval.state.value)
+        else:
+            self._unsaved.pop(approval.id, None)
+
+    def _record(self, approval: Approval, action: str, actor: str, detail: dict[str, Any] | None = None) -> None:
+        self.audit.record(AuditEvent(
+            kind="approval", action=action, actor=actor, agent_id=approval.agent_id, owner=approval.owner,
+            task_id=approval.task_id, tool=approval.tool, decision_id=approval.decision_id,
+            trace_id=approval.trace_id, args_digest=approval.args_digest,
+            detail={"approval_id": approval.id, "state": approval.state.value,
+                    "policy_version": approval.policy_version, **(detail or {})},
+        ))

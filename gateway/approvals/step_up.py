@@ -1,0 +1,256 @@
+"""What an agent experiences when a call needs a person's approval.
+
+A StepUp decision first looks for a granted, unused approval of exactly this call; if there is one
+it is used up and Cedar decides again with `context.approval.granted`. Otherwise an approval request
+is made (or the pending one for the same call found) and, by the policy's `@step_up` mode:
+
+- hold: the call waits, its SSE stream kept alive, until the request is decided, expires or the
+  hold times out, and then runs or fails like any other call;
+- pending: the call answers at once with a model-readable message naming the approval id and the
+  console URL; the identical call, retried after approval, goes through.
+
+Where the client supports URL elicitation, the protocol's own way of sending a person to a URL is
+used as well: an `elicitation/create` (mode url) while holding, or a -32042 error when pending, in
+2025-11-25; an `input_required` result whose retry then holds or answers, in 2026-07-28.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gateway.approvals.model import Approval, ApprovalError, ApprovalState
+from gateway.approvals.service import ApprovalService
+from gateway.approvals.settings import ApprovalSettings, parse_duration
+from gateway.audit import redacted_preview
+from gateway.authorization import Authorizer
+from gateway.catalog.model import ToolEntry
+from gateway.errors import ACCESS_DENIED, APPROVAL_REQUIRED, URL_ELICITATION_REQUIRED, RpcError
+from gateway.identity.principal import Principal
+from gateway.policy.engine import Decision, RequestFacts
+from gateway.tasks.service import TaskService
+from gateway.telemetry import Telemetry
+from gateway.upstream.base import MODERN_ERA
+from gateway.verifier import argument_digest
+
+log = logging.getLogger("narrowgate.approvals")
+INPUT_KEY = "narrowgate_approval"  # our key in an input_required result's inputRequests
+
+
+def without_approval_round(params: dict[str, Any]) -> dict[str, Any]:
+    """The agent's params minus our own input-required round (the upstream never saw it, and an SDK
+    server rejects a requestState it did not mint)."""
+    state = params.get("requestState")
+    responses = params.get("inputResponses")
+    if not (isinstance(state, str) and state.startswith("apr_")) and not (
+            isinstance(responses, dict) and INPUT_KEY in responses):
+        return params
+    cleaned = {k: v for k, v in params.items() if k not in ("requestState", "inputResponses")}
+    if isinstance(responses, dict):
+        others = {k: v for k, v in responses.items() if k != INPUT_KEY}
+        if others:
+            cleaned["inputResponses"] = others
+    if isinstance(state, str) and not state.startswith("apr_"):
+        cleaned["requestState"] = state
+    return cleaned
+
+
+class HoldingSink(Protocol):
+    """The part of the reply channel a held call uses (gateway.transport.responses.ResponseChannel)."""
+
+    async def notify(self, message: dict[str, Any]) -> None: ...
+
+    async def ask(self, message: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def keepalive(self) -> None: ...
+
+
+@dataclass(slots=True)
+class StepUpCall:
+    """One tool call that Cedar answered with StepUp."""
+
+    principal: Principal
+    era: str
+    entry: ToolEntry
+    arguments: dict[str, Any] | None
+    refused: Decision
+    facts: RequestFacts
+    params: dict[str, Any]  # the agent's tools/call params (inputResponses on a modern retry)
+    url_elicitation: bool  # the client can be sent to a URL
+    sink: Any = None  # HoldingSink | None
+    trace_id: str | None = None
+
+
+class StepUpFlow:
+    def __init__(self, approvals: ApprovalService, authorizer: Authorizer, tasks: TaskService | None,
+                 telemetry: Telemetry, settings: ApprovalSettings, console_url: str) -> None:
+        self.approvals = approvals
+        self.authorizer = authorizer
+        self.tasks = tasks
+        self.telemetry = telemetry
+        self.settings = settings
+        self.console_url = console_url.rstrip("/")
+
+    async def resolve(self, call: StepUpCall) -> Decision | dict[str, Any]:
+        """An allow Decision (go on with the call), a reply for the agent, or RpcError."""
+        refused = call.refused
+        canonical = refused.canonical_arguments
+        digest = argument_digest(dict(canonical) if canonical is not None else call.arguments)
+        binding = (call.principal.agent_id, call.principal.task_id, call.entry.exposed_name, digest,
+                   refused.rules_version)
+        granted = self.approvals.usable(*binding)
+        if granted is not None:
+            return await self.use(call, granted)
+        approval = await self.approvals.request(self.draft(call, digest))
+        mode = self.mode(refused)
+        if call.url_elicitation and call.era == MODERN_ERA:
+            answer = self.input_answer(call)
+            if answer is None:
+                return {"result": self.input_required(approval, call)}
+            if answer != "accept":  # the person would not open the page: say how to get it, do not hold
+                return {"result": self.pending_result(approval, call)}
+        if mode == "hold":
+            return await self.hold(call, approval)
+        if call.url_elicitation and call.era != MODERN_ERA:
+            raise RpcError(URL_ELICITATION_REQUIRED, self.message(approval, call), {
+                "elicitations": [self.elicitation(approval, call, with_id=True)],
+                "decision": "step_up", "decisionId": refused.decision_id, "approvalId": approval.id})
+        return {"result": self.pending_result(approval, call)}
+
+    # the approval's shape
+
+    def mode(self, decision: Decision) -> str:
+        return decision.step_up_mode or self.settings.default_mode
+
+    def draft(self, call: StepUpCall, digest: str) -> Approval:
+        refused = call.refused
+        now = self.approvals.clock()
+        agent = call.principal.agent
+        task = self.tasks.get(call.principal.task_id) if self.tasks and call.principal.task_id else None
+        canonical = refused.canonical_arguments
+        return Approval(
+            id="", state=ApprovalState.PENDING, agent_id=call.principal.agent_id, task_id=call.principal.task_id,
+            tool=call.entry.exposed_name, args_digest=digest, policy_version=refused.rules_version,
+            decision_id=refused.decision_id, mode=self.mode(refused), created_at=now,
+            expires_at=now + self.ttl(refused), owner=agent.owner if agent is not None else "",
+            server_id=call.entry.server_id, risk=call.entry.risk, reason=refused.reason,
+            policy_ids=refused.policy_ids,
+            preview=redacted_preview(canonical if canonical is not None else call.arguments, call.entry.data_classes),
+            agent_purpose=agent.purpose if agent is not None else "",
+            task_purpose=task.purpose if task is not None else None,
+            task_started_by=task.started_by if task is not None else None,
+            approvers_group=refused.approvers, trace_id=call.trace_id,
+        )
+
+    def ttl(self, decision: Decision) -> float:
+        if decision.approval_ttl:
+            try:
+                return parse_duration(decision.approval_ttl)
+            except ValueError:
+                log.warning("ignoring invalid @approval_ttl %r; using %.0f s", decision.approval_ttl,
+                            self.settings.ttl_s)
+        return self.settings.ttl_s
+
+    def url(self, approval: Approval) -> str:
+        return f"{self.console_url}/approvals/{approval.id}"
+
+    def message(self, approval: Approval, call: StepUpCall) -> str:
+        """Model-readable: what happened, the approval id, where a person decides, and what to do next."""
+        reason = self.authorizer.agent_reason(call.refused)  # the approver sees the policy's; the agent may not
+        expires = datetime.datetime.fromtimestamp(approval.expires_at, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return (f"Approval required: {reason}. A person must approve this exact call before it runs. "
+                f"Approval id: {approval.id}. Ask the user to review it at {self.url(approval)} and then retry "
+                f"the identical call (same tool, same arguments). The request expires at {expires}.")
+
+    def elicitation(self, approval: Approval, call: StepUpCall, with_id: bool) -> dict[str, Any]:
+        params: dict[str, Any] = {"mode": "url", "message": self.message(approval, call), "url": self.url(approval)}
+        if with_id:
+            params["elicitationId"] = approval.id
+        return params
+
+    def input_required(self, approval: Approval, call: StepUpCall) -> dict[str, Any]:
+        return {"resultType": "input_required",
+                "inputRequests": {INPUT_KEY: {"method": "elicitation/create",
+                                              "params": self.elicitation(approval, call, with_id=False)}},
+                "requestState": approval.id}
+
+    def pending_result(self, approval: Approval, call: StepUpCall) -> dict[str, Any]:
+        return {"content": [{"type": "text", "text": self.message(approval, call)}], "isError": True,
+                "_meta": {"narrowgate/approval": {"id": approval.id, "state": approval.state.value,
+                                                  "url": self.url(approval), "expiresAt": approval.expires_at,
+                                                  "decisionId": call.refused.decision_id}}}
+
+    @staticmethod
+    def input_answer(call: StepUpCall) -> str | None:
+        """On a 2026-07-28 retry, the client's answer to our URL request (accept, decline, cancel)."""
+        responses = call.params.get("inputResponses")
+        answer = responses.get(INPUT_KEY) if isinstance(responses, dict) else None
+        if not isinstance(answer, dict):
+            return None
+        action = answer.get("action")
+        return action if isinstance(action, str) else "cancel"
+
+    # holding
+
+    async def hold(self, call: StepUpCall, approval: Approval) -> Decision | dict[str, Any]:
+        asking = self.ask_for_url(call, approval)
+        try:
+            with self.telemetry.stage("approval_wait", approval_id=approval.id):
+                outcome = await self.wait(call, approval)
+                self.telemetry.annotate_stage(approval_outcome=outcome.state.value)
+        finally:
+            if asking is not None:
+                asking.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asking
+        if asking is not None and call.sink is not None:
+            await call.sink.notify({"jsonrpc": "2.0", "method": "notifications/elicitation/complete",
+                                    "params": {"elicitationId": approval.id}})
+        return await self.after_wait(call, outcome)
+
+    async def wait(self, call: StepUpCall, approval: Approval) -> Approval:
+        """Wait for the request, sending SSE keepalives so proxies keep the stream open."""
+        deadline = self.approvals.clock() + self.settings.hold_timeout_s
+        while True:
+            slice_s = min(self.settings.keepalive_s, deadline - self.approvals.clock())
+            current = await self.approvals.wait(approval.id, max(slice_s, 0.0))
+            if current.state is not ApprovalState.PENDING or self.approvals.clock() >= deadline:
+                return current
+            if call.sink is not None:
+                await call.sink.keepalive()
+
+    def ask_for_url(self, call: StepUpCall, approval: Approval) -> asyncio.Task[Any] | None:
+        """2025-11-25 with URL elicitation: show the person the console page while the call holds."""
+        if not call.url_elicitation or call.era == MODERN_ERA or call.sink is None:
+            return None
+        message = {"jsonrpc": "2.0", "id": f"approval-{approval.id}", "method": "elicitation/create",
+                   "params": self.elicitation(approval, call, with_id=True)}
+        return asyncio.get_running_loop().create_task(call.sink.ask(message))
+
+    async def after_wait(self, call: StepUpCall, approval: Approval) -> Decision | dict[str, Any]:
+        data = {"decisionId": call.refused.decision_id, "approvalId": approval.id}
+        if approval.state is ApprovalState.APPROVED:
+            return await self.use(call, approval)
+        if approval.state is ApprovalState.DENIED:
+            comment = f": {approval.comment}" if approval.comment else ""
+            raise RpcError(ACCESS_DENIED, f"Access denied: the approval was denied by {approval.decided_by}{comment}",
+                           {"decision": "deny", **data})
+        if approval.state is ApprovalState.PENDING:  # the hold timed out first; it may still be approved
+            return {"result": self.pending_result(approval, call)}
+        reason = approval.end_reason or approval.state.value
+        raise RpcError(APPROVAL_REQUIRED, f"Approval required: the approval request {approval.state.value} ({reason})",
+                       {"decision": "step_up", "state": approval.state.value, **data})
+
+    async def use(self, call: StepUpCall, approval: Approval) -> Decision:
+        """Spend the approval on this call, then let Cedar decide again with it granted."""
+        try:
+            await self.approvals.spend(approval.id, call.refused.decision_id)
+        except ApprovalError:
+            raise RpcError(APPROVAL_REQUIRED, "Approval required: the approval was already used or has expired",
+                           {"decision": "step_up", "approvalId": approval.id}) from None
+        return await self.authorizer.tool(call.principal, call.entry, call.arguments, call.facts, call.trace_id,
+                                          approval_id=approval.id)

@@ -1,0 +1,146 @@
+"""The console's catalog pages: the queue of quarantined upstream tools, one tool's review, and the decision.
+
+They drive the same ToolReviews service as the admin API (`/admin/v1/catalog/tools`) and `narrowgate
+catalog`, which stays the authority on who may review, what a discovered tool needs and the
+`expected_sha256` guard; the checks here only come first so the person gets a plain answer. The decide
+form carries the hash of the definition the page showed, so a tool that changed again after the page
+was rendered is never approved by accident (409). After a decision `on_decided` (Gateway.apply_reviews)
+rebuilds the catalog and tells the agents whose tool list changed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from gateway.catalog.definitions import reveal_hidden
+from gateway.catalog.model import RISK_TIERS
+from gateway.console.security import HOME, Refused
+from gateway.console.sessions import ConsoleSession
+from gateway.console.views import by_severity, definition_json, recently_decided, review_detail
+from gateway.discovery.model import QUARANTINED, ToolReview
+from gateway.discovery.service import ToolReviews
+
+log = logging.getLogger("narrowgate.console")
+Endpoint = Callable[[Request], Awaitable[Response]]
+PageHandler = Callable[[Request, ConsoleSession], Awaitable[Response]]
+ActionHandler = Callable[[Request, ConsoleSession, dict[str, str]], Awaitable[Response]]
+Renderer = Callable[..., HTMLResponse]  # Console.render
+OnDecided = Callable[[], Awaitable[None]]
+ACTIONS = ("approve", "reject")
+MAX_DATA_CLASSES = 20
+MAX_DATA_CLASS_CHARS = 100
+
+
+class CatalogPages:
+    def __init__(self, reviews: ToolReviews, on_decided: OnDecided, render: Renderer) -> None:
+        self.reviews = reviews
+        self.on_decided = on_decided  # rebuild the effective catalog and tell agents
+        self.render = render
+
+    def routes(self, page: Callable[[PageHandler], Endpoint],
+               action: Callable[[ActionHandler], Endpoint]) -> list[Route]:
+        """Relative to `/console`; `page` and `action` are the console's session and CSRF wrappers."""
+        return [
+            Route("/catalog", page(self.queue_page), methods=["GET"]),
+            Route("/catalog/{server_id}/{name}", page(self.tool_page), methods=["GET"]),
+            Route("/catalog/{server_id}/{name}/decide", action(self.decide), methods=["POST"]),
+        ]
+
+    def quarantined_count(self) -> int:
+        return len(self.reviews.list(QUARANTINED))
+
+    # pages
+
+    async def queue_page(self, request: Request, session: ConsoleSession) -> Response:
+        rows = [(review, by_severity(review.flags), self.reviews.refusal(review, session.person))
+                for review in self.reviews.list(QUARANTINED)]  # newest change first
+        return self.render(request, "catalog.html", session, title="Catalog", nav="catalog", rows=rows,
+                           decided=recently_decided(self.reviews.list()))
+
+    async def tool_page(self, request: Request, session: ConsoleSession) -> Response:
+        review = self.reviewed(request)
+        waiting = review.status == QUARANTINED
+        approved = review.approved_definition
+        title = f"Tool {reveal_hidden(review.exposed_name)}"
+        return self.render(request, "catalog_tool.html", session, title=title, nav="catalog",
+                           review=review, waiting=waiting,
+                           refusal=self.reviews.refusal(review, session.person) if waiting else None,
+                           detail=review_detail(review), current=definition_json(review.current_definition),
+                           approved=definition_json(approved) if approved is not None else None,
+                           risk_tiers=RISK_TIERS)
+
+    # deciding
+
+    async def decide(self, request: Request, session: ConsoleSession, form: dict[str, str]) -> Response:
+        action = form.get("action")
+        if action not in ACTIONS:
+            raise Refused(400, "Choose Approve or Reject.")
+        review = self.reviewed(request)
+        expected = form.get("expected_sha256", "")
+        self.check_reviewable(review, session, expected)
+        common: dict[str, Any] = {"expected_hash": expected, "comment": form.get("comment", "")}
+        if action == "approve":
+            decided = await self.reviews.approve(review.key, session.person, **common,
+                                                 **classification(review, form))
+        else:
+            decided = await self.reviews.reject(review.key, session.person, **common)
+        await self.on_decided()
+        log.info("console: %s %s tool %s of %s", session.person.actor, decided.status, decided.name,
+                 decided.server_id)
+        session.flash(f"You {decided.status} {reveal_hidden(decided.exposed_name)}.")
+        return RedirectResponse(tool_path(decided), 303)
+
+    def check_reviewable(self, review: ToolReview, session: ConsoleSession, expected: str) -> None:
+        """In the service's order (who, whether waiting, which definition), with messages for a person."""
+        refusal = self.reviews.refusal(review, session.person)
+        if refusal is not None:
+            raise Refused(403, f"You may not review this tool: {refusal}. Nothing was decided.")
+        if review.status != QUARANTINED:
+            raise Refused(409, f"This tool is {review.status}, not waiting for review. Nothing was decided.")
+        if not expected:
+            raise Refused(400, "The form does not name the definition you reviewed: reload the page. "
+                               "Nothing was decided.")
+        if expected != review.current_hash:
+            raise Refused(409, "The tool changed again since this page was loaded (it is now "
+                               f"{review.current_hash}): reload the page and review the new definition. "
+                               "Nothing was decided.")
+
+    def reviewed(self, request: Request) -> ToolReview:
+        return self.reviews.get(request.path_params["server_id"], request.path_params["name"])
+
+
+def classification(review: ToolReview, form: dict[str, str]) -> dict[str, Any]:
+    """Risk tier, data classes and egress for a discovered tool; a catalogued tool keeps its manifest's."""
+    if review.origin != "discovered":
+        return {}
+    risk = form.get("risk", "")
+    if risk not in RISK_TIERS:
+        raise Refused(400, f"Choose a risk tier for this discovered tool ({', '.join(RISK_TIERS)}). "
+                           "Nothing was decided.")
+    return {"risk": risk, "data_classes": data_classes_of(form.get("data_classes", "")),
+            "egress": form.get("egress") is not None}  # an unticked checkbox sends nothing
+
+
+def data_classes_of(text: str) -> list[str]:
+    """Comma-separated data classes, trimmed, empty ones and repeats dropped."""
+    classes = list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if len(classes) > MAX_DATA_CLASSES or any(len(c) > MAX_DATA_CLASS_CHARS for c in classes):
+        raise Refused(400, f"At most {MAX_DATA_CLASSES} data classes of up to {MAX_DATA_CLASS_CHARS} characters "
+                           "each. Nothing was decided.")
+    return classes
+
+
+def tool_path(review: ToolReview) -> str:
+    """The tool's console page (the URL the review webhook links to)."""
+    return f"{HOME}/catalog/{path_segment(review.server_id)}/{path_segment(review.name)}"
+
+
+def path_segment(value: str) -> str:
+    return quote(value, safe="")

@@ -1,0 +1,144 @@
+"""What the console's pages show, shaped for the templates (which only format and escape)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import jwt
+
+from gateway.approvals.model import Approval
+from gateway.catalog.definitions import definition_diff, is_hidden, unified_text_diff
+from gateway.discovery.model import APPROVED, REJECTED, ToolReview
+from gateway.tasks.model import Task, TaskState
+
+RECENT_TASKS_S = 24 * 3600.0  # ended tasks stay on the tasks page this long
+TASKS_LIMIT = 200
+DECIDED_LIMIT = 50  # recently decided tools on the catalog page
+SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
+# Who settles a tool without a person: a manifest pin, first sight, or a definition changed back.
+AUTOMATIC_REVIEWERS = ("catalog", "narrowgate")
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRow:
+    """One decision record as the decisions page shows it: never its argument preview."""
+
+    at: float
+    agent_id: str
+    tool: str
+    decision: str
+    policy_ids: tuple[str, ...]
+    decision_id: str
+
+
+def when(epoch: float | None) -> str:
+    if epoch is None:
+        return "—"
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def pretty_json(value: Any) -> str:
+    """The (already redacted) argument preview as indented JSON; the template escapes it."""
+    if value is None:
+        return "(no arguments recorded)"
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def newest_first(approvals: Iterable[Approval]) -> list[Approval]:
+    return sorted(approvals, key=lambda a: a.created_at, reverse=True)
+
+
+def recent_tasks(tasks: Iterable[Task], now: float) -> list[Task]:
+    """Active tasks and those ended within RECENT_TASKS_S, newest first."""
+    shown = [t for t in tasks if t.state is TaskState.ACTIVE or (t.ended_at or 0.0) >= now - RECENT_TASKS_S]
+    return sorted(shown, key=lambda t: t.started_at, reverse=True)[:TASKS_LIMIT]
+
+
+def decision_rows(records: Iterable[Mapping[str, Any]]) -> list[DecisionRow]:
+    return [DecisionRow(at=float(r.get("at") or 0.0), agent_id=str(r.get("agent_id") or ""),
+                        tool=str(r.get("tool") or ""), decision=str(r.get("decision") or ""),
+                        policy_ids=tuple(str(p) for p in r.get("policy_ids") or ()),
+                        decision_id=str(r.get("decision_id") or ""))
+            for r in records]
+
+
+def credential_expiry(credential: str) -> float | None:
+    """When a JWT credential (already verified by the authenticator) expires; None for static tokens."""
+    try:
+        claims = jwt.decode(credential, options={"verify_signature": False})
+    except jwt.InvalidTokenError:
+        return None
+    exp = claims.get("exp")
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        return None
+    return float(exp)
+
+
+# tool reviews
+
+
+def definition_json(value: Any) -> str:
+    """A tool definition as indented JSON, hidden characters written as JSON escapes (`\\u200b`).
+
+    Shown raw they would be invisible in the page, which is exactly how a poisoned description hides;
+    as escapes they stay valid JSON and cannot be mistaken for text the upstream wrote.
+    """
+    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    return "".join(json.dumps(char)[1:-1] if is_hidden(char) else char for char in text)
+
+
+def diff_lines(diff: str) -> list[tuple[str, str]]:
+    """(css class, line) for each line of a unified diff, so additions and removals stand out."""
+    return [(_diff_class(line), line) for line in diff.splitlines()]
+
+
+def _diff_class(line: str) -> str:
+    if line.startswith(("+++", "---", "@@")):
+        return "diff-meta"
+    if line.startswith("+"):
+        return "diff-add"
+    return "diff-del" if line.startswith("-") else "diff-same"
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewDetail:
+    """What the tool page shows besides the record: the field diff and the description's text diff."""
+
+    fields: list[dict[str, Any]]
+    description_diff: list[tuple[str, str]]
+    flags: list[dict[str, str]]
+
+
+def review_detail(review: ToolReview) -> ReviewDetail:
+    old_text = str((review.approved_definition or {}).get("description") or "")
+    new_text = str(review.current_definition.get("description") or "")
+    text_diff = unified_text_diff(old_text, new_text) if old_text != new_text else ""
+    fields = [_shown(entry) for entry in definition_diff(review.approved_definition, review.current_definition)]
+    return ReviewDetail(fields=fields, description_diff=diff_lines(text_diff), flags=by_severity(review.flags))
+
+
+def _shown(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A diff entry with its values as display JSON (schema path changes too)."""
+    shown = {**entry, "old": definition_json(entry["old"]), "new": definition_json(entry["new"])}
+    if "changes" in entry:
+        shown["changes"] = [_shown(change) for change in entry["changes"]]
+    return shown
+
+
+def by_severity(flags: Iterable[Mapping[str, str]]) -> list[dict[str, str]]:
+    return sorted((dict(f) for f in flags), key=lambda f: SEVERITY_ORDER.get(f.get("severity", ""), 3))
+
+
+def decided_by_a_person(review: ToolReview) -> bool:
+    by = review.reviewed_by or ""
+    return review.status in (APPROVED, REJECTED) and bool(by) and not by.startswith(AUTOMATIC_REVIEWERS)
+
+
+def recently_decided(reviews: Iterable[ToolReview]) -> list[ToolReview]:
+    """Tools a person approved or rejected, latest decision first."""
+    decided = [r for r in reviews if decided_by_a_person(r)]
+    return sorted(decided, key=lambda r: r.reviewed_at or 0.0, reverse=True)[:DECIDED_LIMIT]

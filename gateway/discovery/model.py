@@ -1,0 +1,68 @@
+"""The review record of one upstream tool: what it is now, what was last approved, and who decided."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+QUARANTINED = "quarantined"
+APPROVED = "approved"
+REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolReview:
+    server_id: str
+    name: str  # the upstream's tool name
+    exposed_name: str
+    status: str  # approved | quarantined | rejected
+    origin: str  # "catalog": listed in a manifest; "discovered": an upstream added it
+    current_hash: str
+    current_definition: dict[str, Any]
+    approved_hash: str | None = None  # what a review (or the manifest pin) approved last
+    approved_definition: dict[str, Any] | None = None
+    flags: tuple[dict[str, str], ...] = ()  # gateway.catalog.review_flags.Flag as dicts
+    change: str = "new"  # new | changed | unchanged
+    first_seen: float = 0.0
+    changed_at: float = 0.0
+    reviewed_by: str | None = None
+    reviewed_at: float | None = None
+    comment: str | None = None
+    # What a reviewer set when approving a discovered tool (catalogued tools keep the manifest's).
+    risk: str | None = None
+    data_classes: tuple[str, ...] = ()
+    egress: bool = False
+    owner: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.server_id, self.name)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["flags"] = list(self.flags)
+        data["data_classes"] = list(self.data_classes)
+        data.pop("extra")
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ToolReview:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["flags"] = tuple(known.get("flags") or ())
+        known["data_classes"] = tuple(known.get("data_classes") or ())
+        return cls(**known)
+
+
+class ReviewError(Exception):
+    """Why a review action cannot be done; safe to show the person."""
+
+    status = 409
+
+
+class ReviewNotFound(ReviewError):
+    status = 404
+
+
+class NotTheToolOwner(ReviewError):
+    status = 403

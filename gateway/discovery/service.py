@@ -1,0 +1,264 @@
+"""Reconcile what upstreams list with what was reviewed, and apply reviewers' decisions.
+
+Every tool an upstream lists has a review record keyed by (server, upstream name), holding the
+hash of its definition now and of the definition last approved. A tool is approved when its
+current definition is the approved one, matches the manifest's `definition_sha256` pin, or is a
+catalogued tool without a pin seen for the first time (trust on first sight: pin it to close that
+gap). Anything else (a tool the catalog does not list, or a definition that changed) is
+quarantined: it gets its Cedar entity at once with status `quarantined`, is never listed to
+agents, and calls to it are decided by Cedar (the shipped policies deny). A reviewer approves
+(choosing risk and data classes for a discovered tool) or rejects it.
+
+`effective()` returns the static catalog plus every reviewed tool with its status; the upstream
+pool builds its directory from that, and the policy engine its schema and entities.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from types import MappingProxyType
+from typing import Any
+
+from gateway.approvals.model import Approver
+from gateway.audit import AuditEvent, AuditLog
+from gateway.catalog.definitions import definition_hash, definition_of
+from gateway.catalog.model import RISK_TIERS, Catalog, ServerEntry, ToolEntry
+from gateway.catalog.review_flags import flag_definition
+from gateway.discovery.model import (
+    APPROVED,
+    QUARANTINED,
+    REJECTED,
+    NotTheToolOwner,
+    ReviewError,
+    ReviewNotFound,
+    ToolReview,
+)
+from gateway.store.base import Store
+
+log = logging.getLogger("narrowgate.discovery")
+Clock = Callable[[], float]
+PINNED = "catalog pin"
+FIRST_SEEN = "catalog (first seen, not pinned)"
+REVERTED = "narrowgate (definition back to the approved one)"
+
+
+class ToolReviews:
+    def __init__(self, store: Store, audit: AuditLog, clock: Clock = time.time) -> None:
+        self.store = store
+        self.audit = audit
+        self.clock = clock
+        self.records: dict[tuple[str, str], ToolReview] = {}
+        self.on_quarantined: list[Callable[[ToolReview], None]] = []  # new review items (webhook)
+        self.unsaved: dict[tuple[str, str], ToolReview] = {}
+
+    async def open(self) -> None:
+        for review in await self.store.load_tool_reviews():
+            self.records[review.key] = review
+
+    # reconciling upstream lists (synchronous: runs inside the pool's rebuild)
+
+    def reconcile(self, catalog: Catalog, listed: Mapping[str, list[dict[str, Any]]]) -> bool:
+        """Bring the records in line with what each upstream (that answered) lists; True if any changed."""
+        changed = False
+        for server_id, tools in listed.items():
+            server = catalog.servers.get(server_id)
+            if server is None:
+                continue
+            others = _other_tools(catalog, listed, server_id)
+            for definition in tools:
+                name = definition.get("name")
+                if isinstance(name, str) and name:
+                    changed = self._observe(server, name, definition, others) or changed
+        return changed
+
+    def _observe(self, server: ServerEntry, name: str, definition: dict[str, Any], others: dict[str, str]) -> bool:
+        current = definition_hash(definition)
+        record = self.records.get((server.id, name))
+        entry = server.tools.get(name)
+        if record is not None and record.current_hash == current:
+            if record.status == QUARANTINED and entry is not None and entry.pin == current:
+                return self._settle(record, APPROVED, PINNED)  # the manifest's pin was updated to it
+            return False
+        now = self.clock()
+        seen = definition_of(definition)
+        base = record or ToolReview(server.id, name, server.exposed(name), QUARANTINED,
+                                    "catalog" if entry is not None else "discovered", current, seen,
+                                    first_seen=now, owner=entry.owner if entry else server.owner)
+        fresh = record is None and (entry is None or entry.pin is None)  # else: differs from what was approved
+        moved = replace(base, current_hash=current, current_definition=seen, changed_at=now,
+                        change="new" if fresh else "changed")
+        if record is not None and current == record.approved_hash:
+            return self._settle(moved, APPROVED, REVERTED)
+        if entry is not None and entry.pin == current:
+            return self._settle(moved, APPROVED, PINNED)
+        if entry is not None and entry.pin is None and record is None:
+            return self._settle(moved, APPROVED, FIRST_SEEN)
+        flags = flag_definition(definition, server_id=server.id, other_tools=others,
+                                previous=record.approved_definition if record else None)
+        quarantined = replace(moved, status=QUARANTINED, reviewed_by=None, reviewed_at=None, comment=None,
+                              flags=tuple({"code": f.code, "severity": f.severity, "message": f.message}
+                                          for f in flags))
+        self._keep(quarantined)
+        self._record(quarantined, "tool_quarantined", "narrowgate")
+        log.warning("tool %s of %s quarantined (%s definition%s); review it with `narrowgate catalog review`",
+                    name, server.id, quarantined.change,
+                    f", flags: {', '.join(f['code'] for f in quarantined.flags)}" if quarantined.flags else "")
+        for observer in self.on_quarantined:
+            observer(quarantined)
+        return True
+
+    def _settle(self, review: ToolReview, status: str, by: str) -> bool:
+        settled = replace(review, status=status, approved_hash=review.current_hash,
+                          approved_definition=review.current_definition, reviewed_by=by,
+                          reviewed_at=self.clock(), flags=())
+        self._keep(settled)
+        if by != FIRST_SEEN:
+            self._record(settled, "tool_approved", "narrowgate", {"by": by})
+        return True
+
+    def _keep(self, review: ToolReview) -> None:
+        self.records[review.key] = review
+        self.unsaved[review.key] = review
+
+    async def save(self) -> None:
+        """Write records changed since the last save (reconcile runs where it cannot await)."""
+        pending, self.unsaved = self.unsaved, {}
+        if pending:
+            try:
+                await self.store.save_tool_reviews(list(pending.values()))
+            except Exception:
+                self.unsaved = {**pending, **self.unsaved}
+                raise
+
+    # the effective catalog
+
+    def effective(self, catalog: Catalog) -> Catalog:
+        servers = [self._server(server) for server in catalog.servers.values()]
+        return Catalog.of(servers)
+
+    def _server(self, server: ServerEntry) -> ServerEntry:
+        tools = dict(server.tools)
+        taken = {t.exposed_name for t in tools.values()}
+        for (server_id, name), review in self.records.items():
+            if server_id != server.id:
+                continue
+            entry = tools.get(name)
+            if entry is not None:
+                tools[name] = replace(entry, status=review.status)
+            elif review.exposed_name not in taken:
+                tools[name] = self._discovered_entry(server, review)
+        return replace(server, tools=MappingProxyType(tools))
+
+    @staticmethod
+    def _discovered_entry(server: ServerEntry, review: ToolReview) -> ToolEntry:
+        return ToolEntry(name=review.name, exposed_name=review.exposed_name, server_id=server.id,
+                         risk=review.risk or _claimed_risk(review.current_definition),  # type: ignore[arg-type]
+                         data_classes=review.data_classes, owner=review.owner or server.owner,
+                         egress=review.egress, status=review.status)
+
+    # reviewers
+
+    def list(self, status: str | None = None) -> list[ToolReview]:
+        reviews = sorted(self.records.values(), key=lambda r: (-r.changed_at, r.server_id, r.name))
+        return [r for r in reviews if status is None or r.status == status]
+
+    def get(self, server_id: str, name: str) -> ToolReview:
+        review = self.records.get((server_id, name))
+        if review is None:
+            raise ReviewNotFound(f"no tool {name!r} on server {server_id!r}")
+        return review
+
+    def find(self, exposed_name: str) -> ToolReview:
+        for review in self.records.values():
+            if review.exposed_name == exposed_name:
+                return review
+        raise ReviewNotFound(f"no tool {exposed_name!r} under review")
+
+    @staticmethod
+    def refusal(review: ToolReview, person: Approver) -> str | None:
+        """Tool owners (by name or group) and admins review tools; nobody else."""
+        if person.is_admin or person.name == review.owner or review.owner in person.groups:
+            return None
+        return f"only the tool's owner ({review.owner}) or an admin may review it"
+
+    async def approve(self, key: tuple[str, str], person: Approver, *, expected_hash: str | None = None,
+                      risk: str | None = None, data_classes: list[str] | None = None, egress: bool | None = None,
+                      comment: str = "") -> ToolReview:
+        review = self._reviewable(key, person, expected_hash)
+        if review.origin == "catalog" and (risk is not None or data_classes is not None or egress is not None):
+            raise ReviewError("a catalogued tool's risk, data classes and egress come from its manifest; edit it")
+        if review.origin == "discovered":
+            if risk not in RISK_TIERS:
+                raise ReviewError(f"choose a risk tier for a discovered tool: {', '.join(RISK_TIERS)}")
+            review = replace(review, risk=risk, data_classes=tuple(data_classes or ()), egress=bool(egress))
+        return await self._decide(review, APPROVED, person, comment)
+
+    async def reject(self, key: tuple[str, str], person: Approver, *, expected_hash: str | None = None,
+                     comment: str = "") -> ToolReview:
+        return await self._decide(self._reviewable(key, person, expected_hash), REJECTED, person, comment)
+
+    def _reviewable(self, key: tuple[str, str], person: Approver, expected_hash: str | None) -> ToolReview:
+        review = self.get(*key)
+        refusal = self.refusal(review, person)
+        if refusal is not None:
+            raise NotTheToolOwner(refusal)
+        if review.status != QUARANTINED:
+            raise ReviewError(f"tool {review.exposed_name} is {review.status}, not waiting for review")
+        if expected_hash is not None and expected_hash != review.current_hash:
+            raise ReviewError(f"tool {review.exposed_name} changed again since you looked "
+                              f"(now {review.current_hash}); review the new definition")
+        return review
+
+    async def _decide(self, review: ToolReview, status: str, person: Approver, comment: str) -> ToolReview:
+        now = self.clock()
+        decided = replace(review, status=status, reviewed_by=person.actor, reviewed_at=now,
+                          comment=comment.strip()[:2000] or None, changed_at=now)
+        if status == APPROVED:
+            decided = replace(decided, approved_hash=review.current_hash,
+                              approved_definition=review.current_definition)
+        await self.store.save_tool_reviews([decided])
+        self.records[decided.key] = decided
+        self.unsaved.pop(decided.key, None)  # an older, unsaved state of it must not overwrite this
+        self._record(decided, "tool_approved" if status == APPROVED else "tool_rejected", person.actor,
+                     {"comment": decided.comment} if decided.comment else None)
+        log.info("tool %s of %s %s by %s", review.name, review.server_id, status, person.actor)
+        return decided
+
+    def _record(self, review: ToolReview, action: str, actor: str, detail: dict[str, Any] | None = None) -> None:
+        self.audit.record(AuditEvent(
+            kind="catalog", action=action, actor=actor, tool=review.exposed_name, detail={
+                "server": review.server_id, "name": review.name, "status": review.status, "change": review.change,
+                "definition_sha256": review.current_hash, "approved_sha256": review.approved_hash,
+                "flags": [f["code"] for f in review.flags], **(detail or {})},
+        ))
+
+
+def _other_tools(catalog: Catalog, listed: Mapping[str, list[dict[str, Any]]], server_id: str) -> dict[str, str]:
+    """Bare tool names of every other server, for the shadowing flag."""
+    others: dict[str, str] = {}
+    for other_id, tools in listed.items():
+        if other_id == server_id:
+            continue
+        for definition in tools:
+            name = definition.get("name")
+            if isinstance(name, str):
+                others.setdefault(name, other_id)
+    for other_id, server in catalog.servers.items():
+        if other_id != server_id:
+            for name in server.tools:
+                others.setdefault(name, other_id)
+    return others
+
+
+def _claimed_risk(definition: Mapping[str, Any]) -> str:
+    """Until reviewed, a discovered tool's tier is what its annotations claim (policies may use it for
+    exceptions; they are the upstream's word, not a review)."""
+    annotations = definition.get("annotations") if isinstance(definition.get("annotations"), dict) else {}
+    if annotations.get("destructiveHint") is True:
+        return "destructive"
+    if annotations.get("readOnlyHint") is True:
+        return "read"
+    return "write"
