@@ -24,7 +24,8 @@ from mcp_types import ElicitRequestParams, ElicitResult
 
 from tests.support.admin import bearer
 from tests.support.clients import ERAS, mcp_client
-from tests.support.processes import ADMIN_TOKEN, REPO, Gateway, behaviour_manifest
+from tests.support.identity_provider import TestIdentityProvider
+from tests.support.processes import ADMIN_TOKEN, REPO, Gateway, behaviour_manifest, free_port
 from tests.support.webhook_receiver import WebhookReceiver
 
 ACCESS_DENIED = -32030
@@ -40,6 +41,12 @@ EXTRA_POLICIES = """\
 @reason("writing to the log needs an approval")
 @step_up("pending")
 forbid (principal, action == Action::"appr__log", resource)
+unless { context.approval.granted };
+
+@id("slow-needs-approval")
+@reason("slow calls need an approval")
+@step_up("pending")
+forbid (principal, action == Action::"appr__slow", resource)
 unless { context.approval.granted };
 
 @id("progress-needs-a-lead")
@@ -66,7 +73,21 @@ def webhook() -> Iterator[WebhookReceiver]:
 
 
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int, webhook: WebhookReceiver) -> Iterator[Gateway]:
+def gw_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def idp(gw_port: int) -> Iterator[TestIdentityProvider]:
+    """People sign in with OIDC tokens from this (real, local) issuer, as approvers."""
+    provider = TestIdentityProvider(f"http://127.0.0.1:{gw_port}")
+    yield provider
+    provider.close()
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int, webhook: WebhookReceiver, gw_port: int,
+       idp: TestIdentityProvider) -> Iterator[Gateway]:
     workdir = tmp_path_factory.mktemp("approvals")
     policies = workdir / "cedar"
     policies.mkdir()
@@ -76,7 +97,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int, webhook: W
         (policies / "policies" / source.name).write_text(source.read_text())
     (policies / "policies" / "70-tests.cedar").write_text(EXTRA_POLICIES)
     manifest = behaviour_manifest("appr", {"url": f"http://127.0.0.1:{behaviour_http}/mcp"}, timeout_s=10,
-                                  tools=("echo", "log", "progress", "whoami"))
+                                  tools=("echo", "log", "progress", "whoami", "slow"))
     manifest["tools"][0]["risk"] = "privileged"  # echo: held by the shipped step-up policy
     manifest["tools"][1]["risk"] = "write"
     gateway = Gateway(workdir, [manifest], tokens={"agent-a": "token-agent-a", "agent-b": "token-agent-b"},
@@ -92,7 +113,10 @@ def gw(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int, webhook: W
                           ]},
                           "approvals": {"keepalive": "1s", "webhook_url": webhook.url,
                                         "webhook_secret_env": "APPROVAL_HOOK_SECRET"},
+                          "identity": {"audience": f"http://127.0.0.1:{gw_port}", "clock_skew_s": 5,
+                                       "oidc_issuers": [{"issuer": idp.issuer, "jwks_uri": idp.jwks_uri}]},
                       })
+    gateway.port = gw_port  # the OIDC audience names the port
     gateway.start()
     yield gateway
     gateway.stop()
@@ -231,6 +255,51 @@ async def test_an_approval_is_bound_to_its_agent_and_tool(gw: Gateway) -> None:
         decide(gw, stale["id"], "deny")
 
 
+async def test_an_approval_is_not_good_for_another_tool(gw: Gateway) -> None:
+    message = f"tool-bound-{time.time_ns()}"
+    async with mcp_client(gw.url, "token-agent-a", "legacy") as client:
+        logged = await client.call_tool("appr__log", {"message": message, "level": "info"})
+        decide(gw, approval_meta(logged)["id"], "approve")
+        slow = await client.call_tool("appr__slow", {"seconds": 0})
+        assert slow.is_error and approval_meta(slow)["id"] != approval_meta(logged)["id"]
+        assert approval_meta(slow)["state"] == "pending"
+        done = await client.call_tool("appr__log", {"message": message, "level": "info"})
+        assert not done.is_error  # still unused by the other tool's call
+    decide(gw, approval_meta(slow)["id"], "deny")
+
+
+def start_task(gw: Gateway, agent: str, tools: list[str]) -> tuple[str, str]:
+    response = httpx2.post(f"{gw.base}/admin/v1/tasks", headers=bearer(ADMIN_TOKEN), timeout=10,
+                           json={"agent_id": agent, "purpose": "approvals e2e", "tools": tools})
+    assert response.status_code == 201, response.text
+    body = response.json()
+    return body["task"]["id"], body["token"]
+
+
+async def test_an_approval_dies_with_its_task_and_is_not_good_for_another(gw: Gateway) -> None:
+    task_1, token_1 = start_task(gw, "agent-a", ["appr__log"])
+    task_2, token_2 = start_task(gw, "agent-a", ["appr__log"])
+    arguments = {"message": f"task-bound-{time.time_ns()}", "level": "info"}
+    async with mcp_client(gw.url, token_1, "legacy") as client:
+        first = await client.call_tool("appr__log", arguments)
+    approval_id = approval_meta(first)["id"]
+    assert admin(gw, "GET", f"/{approval_id}").json()["task_id"] == task_1
+    decide(gw, approval_id, "approve")
+    async with mcp_client(gw.url, token_2, "2026-07-28") as client:
+        other_task = await client.call_tool("appr__log", arguments)
+        assert other_task.is_error and approval_meta(other_task)["id"] != approval_id
+    ended = httpx2.post(f"{gw.base}/admin/v1/tasks/{task_1}/complete", headers=bearer(ADMIN_TOKEN),
+                        json={"reason": "done"}, timeout=10)
+    assert ended.status_code == 200, ended.text
+    shown = admin(gw, "GET", f"/{approval_id}").json()
+    assert shown["state"] == "cancelled" and task_1 in shown["end_reason"]
+    late = admin(gw, "POST", f"/{approval_meta(other_task)['id']}/approve")
+    assert late.status_code == 200
+    httpx2.post(f"{gw.base}/admin/v1/tasks/{task_2}/revoke", headers=bearer(ADMIN_TOKEN), json={"reason": "x"},
+                timeout=10)
+    assert admin(gw, "GET", f"/{approval_meta(other_task)['id']}").json()["state"] == "cancelled"
+
+
 # --- who may decide ------------------------------------------------------------------------------
 
 
@@ -252,6 +321,29 @@ async def test_only_the_owner_or_the_named_group_may_decide(gw: Gateway) -> None
         result = await asyncio.wait_for(held, 15)
         assert not result.is_error
     decide(gw, approval_id, "deny")
+
+
+async def test_people_with_oidc_approver_tokens_decide_by_name_and_group(gw: Gateway,
+                                                                        idp: TestIdentityProvider) -> None:
+    owner = idp.mint(sub="u-1001", email="tests@example.com", roles=["narrowgate-approver"])
+    stranger = idp.mint(sub="u-1002", email="mallory@example.com", roles=["narrowgate-approver"])
+    lead = idp.mint(sub="u-1003", email="carol@example.com", roles="narrowgate-approver", groups=["payments-leads"])
+    no_role = idp.mint(sub="u-1004", email="tests@example.com", roles=["viewer"])
+    # An approver is not an admin.
+    agents = httpx2.get(f"{gw.base}/admin/v1/agents", headers=bearer(owner), timeout=10)
+    assert agents.status_code == 403 and "approvals" in agents.json()["error"]
+    assert admin(gw, "GET", "", token=no_role).status_code == 403
+    async with mcp_client(gw.url, "token-agent-a", "legacy") as client:
+        first = await client.call_tool("appr__log", {"message": f"oidc-{time.time_ns()}", "level": "info"})
+        approval_id = approval_meta(first)["id"]
+        assert admin(gw, "POST", f"/{approval_id}/approve", token=stranger).status_code == 403
+        decided = decide(gw, approval_id, "approve", token=owner)
+        assert decided["decided_by"] == "oidc:u-1001"
+        held = asyncio.create_task(client.call_tool("appr__progress", {"steps": 1}))
+        group_request = await wait_for_pending(gw, "agent-a", "appr__progress")
+        assert admin(gw, "POST", f"/{group_request['id']}/approve", token=owner).status_code == 403
+        decide(gw, group_request["id"], "approve", token=lead)
+        assert not (await asyncio.wait_for(held, 15)).is_error
 
 
 # --- the protocol's own ways to send a person to a URL -------------------------------------------

@@ -180,6 +180,9 @@ class ApprovalService:
             decided = replace(approval, state=state, decided_by=approver.actor, decided_at=self.clock(),
                               comment=comment or None)
             await self.store.save_approval(decided)
+            if self._open.get(approval_id) is not approval:  # cancelled (task ended) while it was written
+                stored = await self._stored(approval_id)
+                raise ApprovalError(f"approval {approval_id} is already {stored.state.value}")
             if approve:
                 self._open[approval_id] = decided
                 self._wake(approval_id)
