@@ -171,3 +171,31 @@ def test_admin_tokens_carry_a_role_and_groups(tmp_path: Path) -> None:
 def test_bad_admin_token_roles_and_groups_are_refused(tmp_path: Path, entry: str, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_settings(write(tmp_path / "gw.yaml", f"admin: {{tokens: [{entry}]}}\n"), environ={})
+
+
+# --- discovery (tool quarantine) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["listen: 127.0.0.1:8080\n", "discovery: {}\n",
+                                  "discovery: {webhook_url: 'https://hooks.example.com/x'}\n"])
+def test_discovery_defaults_hold_for_keys_not_given(tmp_path: Path, text: str) -> None:
+    discovery = load_settings(write(tmp_path / "gw.yaml", text), environ={}).discovery
+    assert discovery.resync_interval_s == 300
+
+
+def test_discovery_section_is_read(tmp_path: Path) -> None:
+    text = "discovery: {resync_interval: 1m, webhook_url: 'http://127.0.0.1:9/h', webhook_secret_env: HOOK}\n"
+    discovery = load_settings(write(tmp_path / "gw.yaml", text), environ={}).discovery
+    assert (discovery.resync_interval_s, discovery.webhook_url, discovery.webhook_secret_env) == (
+        60, "http://127.0.0.1:9/h", "HOOK")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("discovery: {resync_interval: soon}\n", "discovery.resync_interval"),
+    ("discovery: {webhook_url: ftp://x}\n", "discovery.webhook_url"),
+    ("discovery: {resync: 5}\n", "unknown discovery key"),
+    ("discovery: [1]\n", "discovery must be a mapping"),
+])
+def test_bad_discovery_settings_are_refused_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(write(tmp_path / "gw.yaml", text), environ={})

@@ -39,6 +39,7 @@ from tests.support.processes import (
     static_agent,
     stop,
 )
+from tests.support.webhook_receiver import WebhookReceiver
 
 OWNER = "docs-owner@example.com"
 OWNER_TOKEN = "docs-owner-token"
@@ -261,6 +262,39 @@ async def test_nothing_unreviewed_becomes_callable_and_approval_reaches_the_righ
         assert await names(client_c) == {"other__echo"}
 
     assert "summarize" not in upstream_calls(shifting_log)
+
+
+async def test_owners_are_notified_and_the_quarantine_is_recorded(tmp_path: Path, shifting: int) -> None:
+    receiver = WebhookReceiver().start()
+    gateway = gateway_for(tmp_path / "gw", [shifting_manifest("docs", shifting, "auto")],
+                          [static_agent("agent-a", ["docs"])], {"agent-a": "token-a"})
+    gateway.extra_config["discovery"] = {"webhook_url": receiver.url, "webhook_secret_env": "REVIEW_HOOK_SECRET"}
+    gateway.env = {"REVIEW_HOOK_SECRET": "review-secret"}
+    gateway.start()
+    try:
+        await upstream_streams_open(shifting)
+        await control(shifting, {"op": "add", "name": "fetch", "description": POISONED})
+        await until_quarantined(gateway, "docs__fetch")
+        headers, body = receiver.wait_for(lambda payload: payload.get("tool") == "docs__fetch")
+        payload = json.loads(body)
+        assert payload["type"] == "tool_quarantined" and payload["owner"] == OWNER and payload["change"] == "new"
+        assert "model_instructions" in payload["flags"]
+        assert payload["url"] == f"{gateway.base}/console/catalog/docs/fetch"
+        assert receiver.signature_ok(headers, body, "review-secret")
+        metrics = httpx2.get(f"{gateway.base}/metrics", timeout=10).text
+        assert "narrowgate_tools_quarantined 1.0" in metrics
+        async with agent(gateway, "token-a", "2026-07-28") as (client, _):
+            data = await refused(client, "docs__fetch", {"text": "x"})
+        export = subprocess.run([str(NARROWGATE), "audit", "export", "--config", str(gateway.workdir / "gateway.yaml")],
+                                capture_output=True, text=True, timeout=60)
+        records = [json.loads(line) for line in export.stdout.splitlines() if line.strip()]
+        [quarantined] = [r for r in records if r["kind"] == "catalog" and r["action"] == "tool_quarantined"]
+        assert quarantined["tool"] == "docs__fetch" and "model_instructions" in quarantined["detail"]["flags"]
+        [denied] = [r for r in records if r.get("decision_id") == data["decisionId"]]
+        assert denied["decision"] == "deny" and "forbid-unapproved-tools" in denied["policy_ids"]
+    finally:
+        gateway.stop()
+        receiver.stop()
 
 
 async def test_a_silent_change_is_caught_by_the_periodic_resync(gw: Gateway, shifting: int) -> None:

@@ -29,7 +29,7 @@ def discovery_settings(raw: Any) -> DiscoverySettings:
     if url is not None and not str(url).startswith(("http://", "https://")):
         raise ConfigError("discovery.webhook_url must be an http(s) URL")
     return DiscoverySettings(
-        resync_interval_s=duration_s(raw.get("resync_interval", DiscoverySettings.resync_interval_s),
+        resync_interval_s=duration_s(raw.get("resync_interval", DiscoverySettings().resync_interval_s),
                                      "discovery.resync_interval"),
         webhook_url=str(url) if url else None,
         webhook_secret_env=raw.get("webhook_secret_env") or None,
