@@ -219,7 +219,7 @@ class Methods:
             outcome = await self.step_up.resolve(StepUpCall(
                 principal=ctx.principal, era=ctx.era, entry=entry, arguments=arguments, refused=refused,
                 facts=facts, params=params, url_elicitation=supports_url_elicitation(ctx.client_capabilities),
-                sink=ctx.sink, trace_id=ctx.trace_id))
+                sink=ctx.sink, trace_id=ctx.trace_id, refresh=lambda: self.facts(ctx)))
             if isinstance(outcome, dict):
                 return outcome
             decision = outcome

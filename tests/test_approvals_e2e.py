@@ -310,7 +310,10 @@ async def test_only_the_owner_or_the_named_group_may_decide(gw: Gateway) -> None
         for token, status in ((STRANGER_TOKEN, 403), (ADMIN_TOKEN, 403), ("token-agent-a", 403), ("nope", 401)):
             response = admin(gw, "POST", f"/{approval_id}/approve", token=token)
             assert response.status_code == status, (token, response.text)
-        assert "owner" in admin(gw, "GET", f"/{approval_id}", token=STRANGER_TOKEN).json()["why_not"]
+        seen_by_stranger = admin(gw, "GET", f"/{approval_id}", token=STRANGER_TOKEN).json()
+        assert "owner" in seen_by_stranger["why_not"]
+        assert seen_by_stranger["preview"] is None and "preview_hidden" in seen_by_stranger  # not theirs to see
+        assert admin(gw, "GET", f"/{approval_id}").json()["preview"]["message"].startswith("who-")
 
         held = asyncio.create_task(client.call_tool("appr__progress", {"steps": 1}))
         group_request = await wait_for_pending(gw, "agent-a", "appr__progress")
@@ -329,6 +332,9 @@ async def test_people_with_oidc_approver_tokens_decide_by_name_and_group(gw: Gat
     stranger = idp.mint(sub="u-1002", email="mallory@example.com", roles=["narrowgate-approver"])
     lead = idp.mint(sub="u-1003", email="carol@example.com", roles="narrowgate-approver", groups=["payments-leads"])
     no_role = idp.mint(sub="u-1004", email="tests@example.com", roles=["viewer"])
+    # An address the issuer says it did not verify names nobody: this is not the owner.
+    unverified = idp.mint(sub="u-1005", email="tests@example.com", email_verified=False,
+                          roles=["narrowgate-approver"])
     # An approver is not an admin.
     agents = httpx2.get(f"{gw.base}/admin/v1/agents", headers=bearer(owner), timeout=10)
     assert agents.status_code == 403 and "approvals" in agents.json()["error"]
@@ -337,6 +343,7 @@ async def test_people_with_oidc_approver_tokens_decide_by_name_and_group(gw: Gat
         first = await client.call_tool("appr__log", {"message": f"oidc-{time.time_ns()}", "level": "info"})
         approval_id = approval_meta(first)["id"]
         assert admin(gw, "POST", f"/{approval_id}/approve", token=stranger).status_code == 403
+        assert admin(gw, "POST", f"/{approval_id}/approve", token=unverified).status_code == 403
         decided = decide(gw, approval_id, "approve", token=owner)
         assert decided["decided_by"] == "oidc:u-1001"
         held = asyncio.create_task(client.call_tool("appr__progress", {"steps": 1}))

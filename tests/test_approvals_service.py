@@ -544,3 +544,19 @@ async def test_the_pending_count_is_reported_on_every_change(service: ApprovalSe
     assert counts == [1, 2, 3, 2, 1, 1, 0]
     assert service.pending_count() == 0
     assert third.id not in {a.id for a in await service.list(states=["pending"])}
+
+
+async def test_several_named_groups_all_have_to_agree(service: ApprovalService, clock: FakeClock) -> None:
+    both = Approver("oidc:sam", "sam@example.com", groups=frozenset({"finance", "security"}),
+                    roles=frozenset({"approver"}))
+    finance = Approver("oidc:fin", "fin@example.com", groups=frozenset({"finance"}), roles=frozenset({"approver"}))
+    approval = await service.request(draft(clock, group="finance,security"))
+    assert "'finance' and 'security'" in (service.refusal(approval, finance) or "")
+    assert service.refusal(approval, ALICE) is not None  # the owner is not in the groups either
+    assert service.refusal(approval, both) is None
+
+
+async def test_arguments_are_shown_to_the_people_who_may_decide(service: ApprovalService, clock: FakeClock) -> None:
+    approval = await service.request(draft(clock))
+    assert service.may_see_arguments(approval, ALICE) and service.may_see_arguments(approval, ROOT)
+    assert not service.may_see_arguments(approval, MALLORY)

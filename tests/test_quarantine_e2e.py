@@ -247,13 +247,17 @@ async def test_nothing_unreviewed_becomes_callable_and_approval_reaches_the_righ
         poisoned = review(gw, "docs", "summarize")
         decide(gw, "docs", "summarize", "reject", expected_sha256=poisoned["current_hash"], comment="asks for keys")
         await refused(client_a, "docs__summarize", {"text": "x"})
-        decide(gw, "docs", "summarize", "approve", expect=409, risk="read")  # rejected, not waiting
+        decide(gw, "docs", "summarize", "approve", expect=409, risk="read",  # rejected, not waiting
+               expected_sha256=poisoned["current_hash"])
 
         # A benign discovered tool, approved with a risk tier: listed and callable for agent-a only.
         await control(shifting, {"op": "add", "name": "word_count", "description": "Count the words of a text."})
         await until_quarantined(gw, "docs__word_count")
-        decide(gw, "docs", "word_count", "approve", expect=409)  # a discovered tool needs a risk tier
-        decide(gw, "docs", "word_count", "approve", risk="read", data_classes=["internal"])  # read: no step-up
+        word_count = review(gw, "docs", "word_count")["current_hash"]
+        decide(gw, "docs", "word_count", "approve", expect=400)  # the hash the reviewer saw is required
+        decide(gw, "docs", "word_count", "approve", expect=409, expected_sha256=word_count)  # and a risk tier
+        decide(gw, "docs", "word_count", "approve", risk="read", data_classes=["internal"],  # read: no step-up
+               expected_sha256=word_count)
         await heard_a.next_change(timeout_s=10)
         await until_names(client_a, {"docs__note", "docs__word_count"})
         counted = await client_a.call_tool("docs__word_count", {"text": "one two"})

@@ -45,9 +45,11 @@ class ApprovalsApi:
         if unknown:
             return error_response(400, f"unknown state(s) {', '.join(unknown)}; use {', '.join(sorted(known))}")
         try:
-            limit = min(int(request.query_params.get("limit", "200")), MAX_LIMIT)
+            limit = int(request.query_params.get("limit", "200"))
         except ValueError:
             return error_response(400, "limit must be a number")
+        if not 1 <= limit <= MAX_LIMIT:
+            return error_response(400, f"limit must be between 1 and {MAX_LIMIT}")
         approvals = await self.approvals.list(states or None, request.query_params.get("agent") or None, limit)
         return json_response({"approvals": [self.view(a, person) for a in approvals]})
 
@@ -68,6 +70,9 @@ class ApprovalsApi:
 
     def view(self, approval: Any, person: Approver) -> dict[str, Any]:
         data: dict[str, Any] = approval.to_dict()
+        if not self.approvals.may_see_arguments(approval, person):
+            data["preview"] = None
+            data["preview_hidden"] = "the arguments are shown only to the people who may decide this request"
         data["url"] = f"{self.console_url}/approvals/{approval.id}"
         if approval.state is ApprovalState.PENDING:
             refusal = self.approvals.refusal(approval, person)

@@ -57,10 +57,13 @@ class CatalogApi:
     async def decide(self, request: Request, person: Approver) -> Response:
         action = request.path_params["action"]
         key = (request.path_params["server_id"], request.path_params["name"])
-        body = await read_json(request)
-        allowed = APPROVE_FIELDS if action == "approve" else REJECT_FIELDS
         if action not in ("approve", "reject"):
             return error_response(404, f"unknown action {action!r}; use approve or reject")
+        refusal = self.reviews.refusal(self.reviews.get(*key), person)  # who may, before what they sent
+        if refusal is not None:
+            return error_response(403, refusal)
+        body = await read_json(request)
+        allowed = APPROVE_FIELDS if action == "approve" else REJECT_FIELDS
         unknown = sorted(set(body) - allowed)
         if unknown:
             return error_response(400, f"unknown field(s): {', '.join(unknown)}")
@@ -99,8 +102,8 @@ def review_view(review: ToolReview, refusal: str | None) -> dict[str, Any]:
 
 
 def _body_problem(body: dict[str, Any]) -> str | None:
-    if "expected_sha256" in body and not isinstance(body["expected_sha256"], str):
-        return "expected_sha256 must be a string"
+    if not isinstance(body.get("expected_sha256"), str):
+        return "expected_sha256 is required: the definition hash you reviewed (sha256:...)"
     if "comment" in body and not isinstance(body["comment"], str):
         return "comment must be a string"
     classes = body.get("data_classes")

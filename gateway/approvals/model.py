@@ -48,7 +48,7 @@ class Approval:
     preview: Any = None
     agent_purpose: str = ""
     task_purpose: str | None = None
-    approvers_group: str | None = None  # from @approvers; None: the agent's owner decides
+    approvers_group: str | None = None  # from @approvers (comma-separated: in every group); None: the owner
     task_started_by: str | None = None
     # The outcome.
     decided_by: str | None = None

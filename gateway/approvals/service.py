@@ -193,6 +193,10 @@ class ApprovalService:
         log.info("approval %s %s by %s", approval_id, state.value, approver.actor)
         return decided
 
+    def may_see_arguments(self, approval: Approval, person: Approver) -> bool:
+        """The call's arguments are for the people who may decide it (and admins), not every approver."""
+        return person.is_admin or approval.decided_by == person.actor or self.refusal(approval, person) is None
+
     def refusal(self, approval: Approval, approver: Approver) -> str | None:
         """Why this person may not decide this request; None when they may."""
         agent = self.registry.get(approval.agent_id)
@@ -203,11 +207,13 @@ class ApprovalService:
                 approver.name == owner or (approval.task_started_by and approver.actor == approval.task_started_by)):
             return "self-approval is forbidden: the agent's owner or the task's starter cannot approve it"
         if approval.approvers_group is not None:
-            if approval.approvers_group in approver.groups:
+            groups = [g for g in approval.approvers_group.split(",") if g]
+            if all(g in approver.groups for g in groups):
                 return None
             if approver.is_admin and self.settings.admins_may_approve:
                 return None
-            return f"only members of group {approval.approvers_group!r} may decide this request"
+            named = " and ".join(repr(g) for g in groups)
+            return f"only members of group {named} may decide this request"
         if approver.name == owner or owner in approver.groups:
             return None
         if approver.is_admin and self.settings.admins_may_approve:

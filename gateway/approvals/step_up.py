@@ -20,13 +20,14 @@ import asyncio
 import contextlib
 import datetime
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gateway.approvals.arguments import approver_view
 from gateway.approvals.model import Approval, ApprovalError, ApprovalState
 from gateway.approvals.service import ApprovalService
 from gateway.approvals.settings import ApprovalSettings, parse_duration
-from gateway.audit import redacted_preview
 from gateway.authorization import Authorizer
 from gateway.catalog.model import ToolEntry
 from gateway.errors import ACCESS_DENIED, APPROVAL_REQUIRED, URL_ELICITATION_REQUIRED, RpcError
@@ -83,6 +84,7 @@ class StepUpCall:
     url_elicitation: bool  # the client can be sent to a URL
     sink: Any = None  # HoldingSink | None
     trace_id: str | None = None
+    refresh: Callable[[], RequestFacts] | None = None  # the request facts as of now (after a hold)
 
 
 class StepUpFlow:
@@ -103,7 +105,7 @@ class StepUpFlow:
         binding = (call.principal.agent_id, call.principal.task_id, call.entry.exposed_name, digest,
                    refused.rules_version)
         granted = self.approvals.usable(*binding)
-        if granted is not None:
+        if granted is not None and self.covers(granted, call):
             return await self.use(call, granted)
         approval = await self.approvals.request(self.draft(call, digest))
         mode = self.mode(refused)
@@ -120,6 +122,13 @@ class StepUpFlow:
                 "elicitations": [self.elicitation(approval, call, with_id=True)],
                 "decision": "step_up", "decisionId": refused.decision_id, "approvalId": approval.id})
         return {"result": self.pending_result(approval, call)}
+
+    @staticmethod
+    def covers(approval: Approval, call: StepUpCall) -> bool:
+        """The approval was given for this server's tool and for every rule that asks now (a rule the
+        person never saw, e.g. egress after a sensitive read since, needs its own approval)."""
+        return (approval.server_id == call.entry.server_id
+                and set(call.refused.policy_ids) <= set(approval.policy_ids))
 
     # the approval's shape
 
@@ -139,7 +148,7 @@ class StepUpFlow:
             expires_at=now + self.ttl(refused), owner=agent.owner if agent is not None else "",
             server_id=call.entry.server_id, risk=call.entry.risk, reason=refused.reason,
             policy_ids=refused.policy_ids,
-            preview=redacted_preview(canonical if canonical is not None else call.arguments, call.entry.data_classes),
+            preview=approver_view(canonical if canonical is not None else call.arguments, call.entry.data_classes),
             agent_purpose=agent.purpose if agent is not None else "",
             task_purpose=task.purpose if task is not None else None,
             task_started_by=task.started_by if task is not None else None,
@@ -234,6 +243,8 @@ class StepUpFlow:
     async def after_wait(self, call: StepUpCall, approval: Approval) -> Decision | dict[str, Any]:
         data = {"decisionId": call.refused.decision_id, "approvalId": approval.id}
         if approval.state is ApprovalState.APPROVED:
+            if call.refresh is not None:
+                call.facts = call.refresh()  # minutes may have passed: decide on the facts of now
             return await self.use(call, approval)
         if approval.state is ApprovalState.DENIED:
             comment = f": {approval.comment}" if approval.comment else ""

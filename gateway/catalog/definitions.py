@@ -18,6 +18,7 @@ DEFINITION_FIELDS = ("name", "description", "inputSchema", "outputSchema", "anno
 SCHEMA_FIELDS = ("inputSchema", "outputSchema")
 # Schemas from an upstream are untrusted; past this depth a subtree is compared as one value.
 MAX_DEPTH = 64
+MAX_PLAIN_DEPTH = 128  # copying/hashing deeper than this is refused (stack safety), not attempted
 
 # Code points that render as nothing (or reorder what is shown) yet reach the model as text.
 HIDDEN_RANGES: tuple[tuple[int, int], ...] = (
@@ -145,10 +146,16 @@ def _absent_none(value: Any) -> Any:
     return None if value is _MISSING else value
 
 
-def _plain(value: Any) -> Any:
+class DefinitionTooDeep(ValueError):
+    """A definition nested deeper than anyone writes by hand: not analysed, so never approved by itself."""
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
     """A JSON-ready deep copy: any Mapping becomes a dict, any list or tuple a list."""
+    if depth > MAX_PLAIN_DEPTH:
+        raise DefinitionTooDeep(f"a tool definition nested more than {MAX_PLAIN_DEPTH} levels deep")
     if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
+        return {key: _plain(item, depth + 1) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
+        return [_plain(item, depth + 1) for item in value]
     return value

@@ -253,9 +253,10 @@ class Console:
         approval = await self.approvals.get(request.path_params["approval_id"])
         pending = approval.state is ApprovalState.PENDING
         refusal = self.approvals.refusal(approval, session.person) if pending else None
+        visible = self.approvals.may_see_arguments(approval, session.person)
         return self.render(request, "approval.html", session, title=f"Approval {approval.id}", nav="inbox",
                            approval=approval, pending=pending, refusal=refusal,
-                           preview=pretty_json(approval.preview))
+                           preview=pretty_json(approval.preview) if visible else None)
 
     async def decide(self, request: Request, session: ConsoleSession, form: dict[str, str]) -> Response:
         action = form.get("action")

@@ -25,6 +25,7 @@ from typing import Any
 from gateway.approvals.model import Approver
 from gateway.audit import AuditEvent, AuditLog
 from gateway.catalog.definitions import definition_hash, definition_of
+from gateway.catalog.loader import TOOL_NAME_PATTERN
 from gateway.catalog.model import RISK_TIERS, Catalog, ServerEntry, ToolEntry
 from gateway.catalog.review_flags import flag_definition
 from gateway.discovery.model import (
@@ -41,6 +42,7 @@ from gateway.store.base import Store
 log = logging.getLogger("narrowgate.discovery")
 Clock = Callable[[], float]
 PINNED = "catalog pin"
+UNANALYSABLE = "unanalysable"  # the current_hash of a definition too deep to hash
 FIRST_SEEN = "catalog (first seen, not pinned)"
 REVERTED = "narrowgate (definition back to the approved one)"
 
@@ -75,36 +77,58 @@ class ToolReviews:
         return changed
 
     def _observe(self, server: ServerEntry, name: str, definition: dict[str, Any], others: dict[str, str]) -> bool:
-        current = definition_hash(definition)
+        try:
+            current = definition_hash(definition)
+            seen = definition_of(definition)
+        except (ValueError, RecursionError):  # cannot be analysed: it can only ever be quarantined
+            current, seen = UNANALYSABLE, {"name": name}
         record = self.records.get((server.id, name))
         entry = server.tools.get(name)
-        if record is not None and record.current_hash == current:
+        if record is not None and record.origin == "catalog" and entry is None:
+            # Taken out of the manifest: no longer reviewed by it, so it is an unreviewed tool again.
+            record = replace(record, origin="discovered", risk=None, data_classes=(), egress=False,
+                             approved_hash=None, approved_definition=None)
+        elif record is not None and record.current_hash == current:
             if record.status == QUARANTINED and entry is not None and entry.pin == current:
                 return self._settle(record, APPROVED, PINNED)  # the manifest's pin was updated to it
-            return False
+            if not (record.status == APPROVED and entry is not None and entry.pin not in (None, current)):
+                return False
+            # Approved earlier (first sight, or a review) but the manifest pins another definition.
+            record = replace(record, approved_hash=entry.pin, approved_definition=None)
         now = self.clock()
-        seen = definition_of(definition)
         base = record or ToolReview(server.id, name, server.exposed(name), QUARANTINED,
                                     "catalog" if entry is not None else "discovered", current, seen,
                                     first_seen=now, owner=entry.owner if entry else server.owner)
         fresh = record is None and (entry is None or entry.pin is None)  # else: differs from what was approved
         moved = replace(base, current_hash=current, current_definition=seen, changed_at=now,
                         change="new" if fresh else "changed")
-        if record is not None and current == record.approved_hash:
-            return self._settle(moved, APPROVED, REVERTED)
-        if entry is not None and entry.pin == current:
-            return self._settle(moved, APPROVED, PINNED)
-        if entry is not None and entry.pin is None and record is None:
-            return self._settle(moved, APPROVED, FIRST_SEEN)
-        flags = flag_definition(definition, server_id=server.id, other_tools=others,
-                                previous=record.approved_definition if record else None)
+        if current != UNANALYSABLE:
+            if record is not None and current == record.approved_hash:
+                return self._settle(moved, APPROVED, REVERTED)
+            if entry is not None and entry.pin == current:
+                return self._settle(moved, APPROVED, PINNED)
+            if entry is not None and entry.pin is None and record is None:
+                return self._settle(moved, APPROVED, FIRST_SEEN)
+        return self._quarantine(moved, definition, others, record)
+
+    def _quarantine(self, moved: ToolReview, definition: dict[str, Any], others: dict[str, str],
+                    record: ToolReview | None) -> bool:
+        if moved.current_hash == UNANALYSABLE:
+            flags = [{"code": "unanalysable", "severity": "high",
+                      "message": "the definition is nested too deeply to analyse or hash; it cannot be approved"}]
+        else:
+            found = flag_definition(definition, server_id=moved.server_id, other_tools=others,
+                                    previous=record.approved_definition if record else None)
+            flags = [{"code": f.code, "severity": f.severity, "message": f.message} for f in found]
+        if not TOOL_NAME_PATTERN.fullmatch(moved.name):
+            flags.append({"code": "invalid_name", "severity": "high",
+                          "message": "the name is not a valid tool name; it is never callable"})
         quarantined = replace(moved, status=QUARANTINED, reviewed_by=None, reviewed_at=None, comment=None,
-                              flags=tuple({"code": f.code, "severity": f.severity, "message": f.message}
-                                          for f in flags))
+                              flags=tuple(flags))
         self._keep(quarantined)
         self._record(quarantined, "tool_quarantined", "narrowgate")
         log.warning("tool %s of %s quarantined (%s definition%s); review it with `narrowgate catalog review`",
-                    name, server.id, quarantined.change,
+                    moved.name, moved.server_id, quarantined.change,
                     f", flags: {', '.join(f['code'] for f in quarantined.flags)}" if quarantined.flags else "")
         for observer in self.on_quarantined:
             observer(quarantined)
@@ -136,19 +160,22 @@ class ToolReviews:
     # the effective catalog
 
     def effective(self, catalog: Catalog) -> Catalog:
-        servers = [self._server(server) for server in catalog.servers.values()]
+        # A discovered tool never takes a name that the catalog (any server) already gives agents.
+        taken = set(catalog.tools)
+        servers = [self._server(server, taken) for server in catalog.servers.values()]
         return Catalog.of(servers)
 
-    def _server(self, server: ServerEntry) -> ServerEntry:
+    def _server(self, server: ServerEntry, taken: set[str]) -> ServerEntry:
         tools = dict(server.tools)
-        taken = {t.exposed_name for t in tools.values()}
-        for (server_id, name), review in self.records.items():
+        for (server_id, name), review in sorted(self.records.items()):
             if server_id != server.id:
                 continue
             entry = tools.get(name)
             if entry is not None:
                 tools[name] = replace(entry, status=review.status)
-            elif review.exposed_name not in taken:
+            elif (review.origin == "discovered" and review.exposed_name not in taken
+                  and TOOL_NAME_PATTERN.fullmatch(name) and review.current_hash != UNANALYSABLE):
+                taken.add(review.exposed_name)
                 tools[name] = self._discovered_entry(server, review)
         return replace(server, tools=MappingProxyType(tools))
 
@@ -188,6 +215,8 @@ class ToolReviews:
                       risk: str | None = None, data_classes: list[str] | None = None, egress: bool | None = None,
                       comment: str = "") -> ToolReview:
         review = self._reviewable(key, person, expected_hash)
+        if review.current_hash == UNANALYSABLE or not TOOL_NAME_PATTERN.fullmatch(review.name):
+            raise ReviewError(f"tool {review.exposed_name} cannot be approved: see its flags")
         if review.origin == "catalog" and (risk is not None or data_classes is not None or egress is not None):
             raise ReviewError("a catalogued tool's risk, data classes and egress come from its manifest; edit it")
         if review.origin == "discovered":
@@ -248,8 +277,9 @@ def _other_tools(catalog: Catalog, listed: Mapping[str, list[dict[str, Any]]], s
                 others.setdefault(name, other_id)
     for other_id, server in catalog.servers.items():
         if other_id != server_id:
-            for name in server.tools:
+            for name, entry in server.tools.items():
                 others.setdefault(name, other_id)
+                others.setdefault(entry.exposed_name, other_id)  # what agents see, e.g. with namespace ""
     return others
 
 

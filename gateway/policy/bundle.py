@@ -142,6 +142,6 @@ def _approval_annotation_problems(source: PolicySource) -> list[str]:
         except ValueError:
             problems.append(f"{source.where}: @approval_ttl must be a duration like \"10m\", not "
                             f"{notes['approval_ttl']!r}")
-    if "approvers" in notes and not notes["approvers"].strip():
-        problems.append(f"{source.where}: @approvers needs a group name")
+    if "approvers" in notes and (not notes["approvers"].strip() or "," in notes["approvers"]):
+        problems.append(f"{source.where}: @approvers needs one group name (no commas)")
     return problems

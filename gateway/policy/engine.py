@@ -82,7 +82,7 @@ class Decision:
     policy_version: str
     step_up_mode: str | None = None  # the @step_up annotation value for step_up ("" when empty: config default)
     canonical_arguments: Mapping[str, Any] | None = None  # what Cedar saw; forward these upstream
-    approvers: str | None = None  # step_up: the @approvers group, if a determining policy names one
+    approvers: str | None = None  # step_up: the @approvers groups (comma-separated, all required), if any
     approval_ttl: str | None = None  # step_up: the shortest @approval_ttl of the determining policies
     # The policy texts alone (policy_version also covers the catalog's schema): what an approval is
     # bound to, so upstream tool churn does not void approvals while a changed rule does.
@@ -556,9 +556,10 @@ class PolicyEngine:
     def _approval_terms(bundle: Bundle, determining: tuple[str, ...]) -> dict[str, str | None]:
         """Who decides (@approvers) and how long the request lives (@approval_ttl, the shortest wins)."""
         sources = [s for s in (bundle.source(p) for p in determining) if s is not None]
-        groups = sorted(s.annotations["approvers"] for s in sources if s.annotations.get("approvers"))
+        groups = sorted({s.annotations["approvers"].strip() for s in sources if s.annotations.get("approvers")})
         ttls = [s.annotations["approval_ttl"] for s in sources if s.annotations.get("approval_ttl")]
-        return {"approvers": groups[0] if groups else None,
+        # Several policies naming groups: the approver must be in every one of them.
+        return {"approvers": ",".join(groups) if groups else None,
                 "approval_ttl": min(ttls, key=_ttl_order) if ttls else None}
 
     @staticmethod

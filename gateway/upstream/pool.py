@@ -52,6 +52,7 @@ class UpstreamPool:
         self.full_resync_s = full_resync_s  # backstop for upstreams that change without telling
         self.watcher: asyncio.Task[None] | None = None
         self.resyncs: set[asyncio.Task[None]] = set()
+        self.queued: set[tuple[str, tuple[str, ...]]] = set()  # re-lists asked for and not yet started
         self.sync_locks: dict[str, asyncio.Lock] = {}
 
     async def start(self) -> None:
@@ -88,7 +89,12 @@ class UpstreamPool:
 
     async def sync(self, server_id: str, kinds: tuple[str, ...] = tuple(LIST_METHODS)) -> set[str] | None:
         """Refresh an upstream's lists; None on failure (its entries vanish until it is back), else the
-        kinds whose contents changed ("templates" counts as "resources")."""
+        kinds whose contents changed ("templates" counts as "resources"). One sync per upstream at a
+        time, so an older listing can never overwrite a newer one."""
+        async with self.sync_locks.setdefault(server_id, asyncio.Lock()):
+            return await self._sync(server_id, kinds)
+
+    async def _sync(self, server_id: str, kinds: tuple[str, ...]) -> set[str] | None:
         client = self.clients[server_id]
         generation = _generation(client)
         previous = self.listings.get(server_id)
@@ -156,19 +162,27 @@ class UpstreamPool:
         last_full = asyncio.get_running_loop().time()
         while True:
             await asyncio.sleep(self.resync_interval_s)
-            now = asyncio.get_running_loop().time()
-            full = now - last_full >= self.full_resync_s
-            if full:
-                last_full = now
-            for server_id, client in self.clients.items():
-                stale = self.synced_generation.get(server_id) != _generation(client)
-                if server_id not in self.listings or stale:
-                    if await self.sync(server_id) is not None:
-                        await self.announce({"tools", "prompts", "resources"})
-                elif full and client.available:
-                    changed = await self.sync(server_id)
-                    if changed:
-                        await self.announce(changed)
+            try:
+                last_full = await self.watch_once(last_full)
+            except Exception:  # one bad round (an odd upstream answer) must not end the backstop
+                log.exception("upstream re-sync round failed; trying again in %.0f s", self.resync_interval_s)
+
+    async def watch_once(self, last_full: float) -> float:
+        """One round of the backstop; returns when the last full re-list started."""
+        now = asyncio.get_running_loop().time()
+        full = now - last_full >= self.full_resync_s
+        if full:
+            last_full = now
+        for server_id, client in self.clients.items():
+            stale = self.synced_generation.get(server_id) != _generation(client)
+            if server_id not in self.listings or stale:
+                if await self.sync(server_id) is not None:
+                    await self.announce({"tools", "prompts", "resources"})
+            elif full and client.available:
+                changed = await self.sync(server_id)
+                if changed:
+                    await self.announce(changed)
+        return last_full
 
     async def on_session_event(self, server_id: str, message: dict[str, Any]) -> None:
         method = message.get("method")
@@ -177,6 +191,9 @@ class UpstreamPool:
             # Not awaited here: this runs on the upstream's reader (a stdio child's stdout), which must
             # keep reading for the re-list's own answer to arrive.
             kinds = ("resources", "templates") if kind == "resources" else (kind,)
+            if (server_id, kinds) in self.queued:
+                return  # a re-list that has not started yet will see this change too (no flood of re-lists)
+            self.queued.add((server_id, kinds))
             task = asyncio.create_task(self.resync(server_id, kinds))
             self.resyncs.add(task)
             task.add_done_callback(self.resyncs.discard)
@@ -184,8 +201,9 @@ class UpstreamPool:
             await self.on_resource_updated(message)
 
     async def resync(self, server_id: str, kinds: tuple[str, ...]) -> None:
-        async with self.sync_locks.setdefault(server_id, asyncio.Lock()):  # one re-list per upstream at a time
-            changed = await self.sync(server_id, kinds)
+        async with self.sync_locks.setdefault(server_id, asyncio.Lock()):
+            self.queued.discard((server_id, kinds))  # from here on, a new notice needs a new re-list
+            changed = await self._sync(server_id, kinds)
         if changed:
             await self.announce(changed)
 

@@ -1,0 +1,56 @@
+"""The arguments of a held call as the people who decide it see them.
+
+Unlike the audit log's short preview, an approver must see the call itself: every key and value,
+nested ones too, nothing cut silently. What stays hidden is a secret: every value of a tool whose
+data classes mark it as handling secrets or credentials, values under secret-looking keys
+(password, token, api key...) and values that look like credentials themselves. Whatever is
+hidden or shortened says so in place. Only people who may decide the request (and admins) see it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from gateway.audit.redact import is_sensitive_key, looks_like_credential
+
+SECRET_CLASSES = frozenset({"secret", "secrets", "credentials", "credential"})
+MAX_STRING = 4000  # characters shown of one string; the rest is counted, not dropped silently
+MAX_ITEMS = 200  # items shown of one list or object
+MAX_DEPTH = 32
+HIDDEN = "[hidden: secret]"
+
+
+def approver_view(arguments: Mapping[str, Any] | None, data_classes: Sequence[str]) -> Any:
+    if not isinstance(arguments, Mapping):
+        return None
+    secret_tool = any(str(c).strip().lower() in SECRET_CLASSES for c in data_classes)
+    return _object(arguments, secret_tool, 0)
+
+
+def _value(value: Any, key: str | None, secret_tool: bool, depth: int) -> Any:
+    if depth > MAX_DEPTH:
+        return f"[nested deeper than {MAX_DEPTH} levels: not shown]"
+    if isinstance(value, Mapping):
+        return _object(value, secret_tool, depth + 1)
+    if isinstance(value, list | tuple):
+        shown = [_value(v, None, secret_tool, depth + 1) for v in value[:MAX_ITEMS]]
+        if len(value) > MAX_ITEMS:
+            shown.append(f"[{len(value) - MAX_ITEMS} more items not shown]")
+        return shown
+    if secret_tool or (key is not None and is_sensitive_key(key)):
+        return HIDDEN
+    if isinstance(value, str):
+        if looks_like_credential(value):
+            return HIDDEN
+        if len(value) > MAX_STRING:
+            return value[:MAX_STRING] + f"[... {len(value) - MAX_STRING} more characters not shown]"
+    return value
+
+
+def _object(value: Mapping[str, Any], secret_tool: bool, depth: int) -> dict[str, Any]:
+    keys = list(value)
+    shown = {str(k): _value(value[k], str(k), secret_tool, depth) for k in keys[:MAX_ITEMS]}
+    if len(keys) > MAX_ITEMS:
+        shown["[not shown]"] = f"{len(keys) - MAX_ITEMS} more keys"
+    return shown
