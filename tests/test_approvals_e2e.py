@@ -97,10 +97,14 @@ def gw(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int, webhook: W
         (policies / "policies" / source.name).write_text(source.read_text())
     (policies / "policies" / "70-tests.cedar").write_text(EXTRA_POLICIES)
     manifest = behaviour_manifest("appr", {"url": f"http://127.0.0.1:{behaviour_http}/mcp"}, timeout_s=10,
-                                  tools=("echo", "log", "progress", "whoami", "slow"))
+                                  tools=("echo", "log", "progress", "whoami", "slow", "env_value"))
+    manifest["tools"][5].update(risk="privileged", egress=True)  # env_value: held, and sends data out
+    vault = behaviour_manifest("vault", {"url": f"http://127.0.0.1:{behaviour_http}/mcp"}, tools=("echo",))
+    vault["tools"][0]["data_classes"] = ["secrets"]
     manifest["tools"][0]["risk"] = "privileged"  # echo: held by the shipped step-up policy
     manifest["tools"][1]["risk"] = "write"
-    gateway = Gateway(workdir, [manifest], tokens={"agent-a": "token-agent-a", "agent-b": "token-agent-b"},
+    gateway = Gateway(workdir, [manifest, vault],
+                      tokens={"agent-a": "token-agent-a", "agent-b": "token-agent-b", "agent-e": "token-agent-e"},
                       env={"APPROVAL_HOOK_SECRET": WEBHOOK_SECRET},
                       extra_config={
                           "policies": str(policies),
@@ -298,6 +302,26 @@ async def test_an_approval_dies_with_its_task_and_is_not_good_for_another(gw: Ga
     httpx2.post(f"{gw.base}/admin/v1/tasks/{task_2}/revoke", headers=bearer(ADMIN_TOKEN), json={"reason": "x"},
                 timeout=10)
     assert admin(gw, "GET", f"/{approval_meta(other_task)['id']}").json()["state"] == "cancelled"
+
+
+async def test_a_rule_that_starts_asking_during_a_hold_needs_its_own_approval(gw: Gateway) -> None:
+    # agent-e's held call of an egress tool was asked for by the privileged rule only; while it waits,
+    # the agent reads secrets, so the egress-after-sensitive-read rule asks too: the person never saw that.
+    async with mcp_client(gw.url, "token-agent-e", "legacy") as client:
+        held = asyncio.create_task(client.call_tool("appr__env_value", {"name": "HOME"}))
+        first = await wait_for_pending(gw, "agent-e", "appr__env_value")
+        assert first["policy_ids"] == ["step-up-privileged-destructive"]
+        async with mcp_client(gw.url, "token-agent-e", "2026-07-28") as reader:
+            assert not (await reader.call_tool("vault__echo", {"text": "the root password"})).is_error
+        decide(gw, first["id"], "approve")
+        result = await asyncio.wait_for(held, 15)
+    assert result.is_error  # not run: a new request, in the pending mode the chain rule asks for
+    second = approval_meta(result)
+    assert second["id"] != first["id"]
+    shown = admin(gw, "GET", f"/{second['id']}").json()
+    assert "no-egress-after-sensitive-read" in shown["policy_ids"]
+    assert admin(gw, "GET", f"/{first['id']}").json()["state"] == "approved"  # unused: it did not cover this
+    decide(gw, second["id"], "deny")
 
 
 # --- who may decide ------------------------------------------------------------------------------

@@ -560,3 +560,14 @@ async def test_arguments_are_shown_to_the_people_who_may_decide(service: Approva
     approval = await service.request(draft(clock))
     assert service.may_see_arguments(approval, ALICE) and service.may_see_arguments(approval, ROOT)
     assert not service.may_see_arguments(approval, MALLORY)
+
+
+async def test_usable_skips_an_approval_that_does_not_cover_the_call(service: ApprovalService,
+                                                                     clock: FakeClock) -> None:
+    old = await service.request(draft(clock))
+    await service.decide(old.id, ALICE, approve=True)
+    newer = await service.request(replace(draft(clock), policy_ids=("comment-needs-approval", "egress-rule")))
+    await service.decide(newer.id, ALICE, approve=True)
+    needs = {"comment-needs-approval", "egress-rule"}
+    found = service.usable(*binding(old), covers=lambda a: needs <= set(a.policy_ids))
+    assert found is not None and found.id == newer.id

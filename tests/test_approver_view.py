@@ -26,3 +26,8 @@ def test_nothing_is_cut_silently() -> None:
 
 def test_no_arguments_is_none() -> None:
     assert approver_view(None, []) is None
+
+
+def test_everything_under_a_secret_looking_key_is_hidden_whatever_its_shape() -> None:
+    shown = approver_view({"password": ["hunter2"], "token": {"value": "abc"}, "user": "ann"}, [])
+    assert shown == {"password": HIDDEN, "token": HIDDEN, "user": "ann"}

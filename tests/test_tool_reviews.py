@@ -190,3 +190,47 @@ async def test_a_discovered_tool_never_takes_another_servers_name(reviews: ToolR
     assert effective.tools["docs__lookup"].server_id == "docs"  # the catalogued one keeps the name
     await reviews.approve(("files", "docs__lookup"), ADMIN, risk="read")
     assert reviews.effective(both).tools["docs__lookup"].server_id == "docs"
+
+
+async def test_a_persons_approval_of_a_pinned_tool_stands_until_the_pin_is_updated(reviews: ToolReviews) -> None:
+    pinned = catalog({"lookup": definition_hash(tool("lookup"))})
+    changed = tool("lookup", "Look up, now with more.")
+    reviews.reconcile(pinned, {"docs": [changed]})
+    await reviews.approve(("docs", "lookup"), OWNER, expected_hash=definition_hash(changed))
+    assert not reviews.reconcile(pinned, {"docs": [changed]})  # not undone by the older pin
+    assert reviews.get("docs", "lookup").status == "approved"
+    repinned = catalog({"lookup": definition_hash(changed)})
+    assert not reviews.reconcile(repinned, {"docs": [changed]})
+    assert reviews.get("docs", "lookup").status == "approved"
+
+
+async def test_going_back_to_an_old_first_sight_definition_does_not_beat_a_newer_pin(reviews: ToolReviews) -> None:
+    v1, v2, v3 = tool("lookup", "v1"), tool("lookup", "v2"), tool("lookup", "v3")
+    reviews.reconcile(catalog(), {"docs": [v1]})  # approved on first sight
+    pinned = catalog({"lookup": definition_hash(v2)})
+    reviews.reconcile(pinned, {"docs": [v3]})
+    assert reviews.get("docs", "lookup").status == "quarantined"
+    reviews.reconcile(pinned, {"docs": [v1]})
+    assert reviews.get("docs", "lookup").status == "quarantined"  # the pin says v2
+    reviews.reconcile(pinned, {"docs": [v2]})
+    assert reviews.get("docs", "lookup").status == "approved"
+
+
+async def test_a_tool_put_back_in_the_manifest_is_the_manifests_again(reviews: ToolReviews) -> None:
+    with_refund = catalog({"lookup": None, "refund": None})
+    refund = tool("refund")
+    reviews.reconcile(with_refund, {"docs": [tool("lookup"), refund]})
+    reviews.reconcile(catalog({"lookup": None}), {"docs": [tool("lookup"), refund]})
+    assert reviews.get("docs", "refund").origin == "discovered"
+    repinned = catalog({"lookup": None, "refund": definition_hash(refund)})
+    reviews.reconcile(repinned, {"docs": [tool("lookup"), refund]})
+    review = reviews.get("docs", "refund")
+    assert (review.origin, review.status, review.risk) == ("catalog", "approved", None)
+    assert reviews.effective(repinned).tools["docs__refund"].risk == "read"  # the manifest's, not claimed
+
+
+async def test_an_invalid_tool_name_is_rejected_without_a_review(reviews: ToolReviews) -> None:
+    reviews.reconcile(catalog(), {"docs": [tool("lookup"), tool("bad/name")]})
+    review = reviews.get("docs", "bad/name")
+    assert review.status == "rejected" and "invalid_name" in [f["code"] for f in review.flags]
+    assert reviews.list("quarantined") == []

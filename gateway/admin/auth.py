@@ -81,7 +81,7 @@ class AdminAuthenticator:
         if not roles:
             raise AdminAuthError(403, f"the token lacks the {self.admin_role!r} or {self.approver_role!r} role")
         name = verified.claims.get(self.name_claim)
-        if self.name_claim == "email" and verified.claims.get("email_verified") is False:
+        if self.name_claim == "email" and verified.claims.get("email_verified", True) is not True:
             name = None  # an address the issuer did not verify cannot make someone an agent's owner
         return Approver(actor=f"{verified.kind}:{verified.subject}",
                         name=str(name) if isinstance(name, str) and name else verified.subject,

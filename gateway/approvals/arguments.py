@@ -31,6 +31,8 @@ def approver_view(arguments: Mapping[str, Any] | None, data_classes: Sequence[st
 def _value(value: Any, key: str | None, secret_tool: bool, depth: int) -> Any:
     if depth > MAX_DEPTH:
         return f"[nested deeper than {MAX_DEPTH} levels: not shown]"
+    if key is not None and is_sensitive_key(key):
+        return HIDDEN  # everything under a secret-looking key, lists and objects too
     if isinstance(value, Mapping):
         return _object(value, secret_tool, depth + 1)
     if isinstance(value, list | tuple):
@@ -38,7 +40,7 @@ def _value(value: Any, key: str | None, secret_tool: bool, depth: int) -> Any:
         if len(value) > MAX_ITEMS:
             shown.append(f"[{len(value) - MAX_ITEMS} more items not shown]")
         return shown
-    if secret_tool or (key is not None and is_sensitive_key(key)):
+    if secret_tool:
         return HIDDEN
     if isinstance(value, str):
         if looks_like_credential(value):

@@ -80,13 +80,13 @@ class ApprovalService:
 
     # the call path
 
-    def usable(self, agent_id: str, task_id: str | None, tool: str, args_digest: str,
-               policy_version: str) -> Approval | None:
-        """A granted, unused, unexpired approval for exactly this call, if there is one."""
+    def usable(self, agent_id: str, task_id: str | None, tool: str, args_digest: str, policy_version: str,
+               covers: Callable[[Approval], bool] = lambda approval: True) -> Approval | None:
+        """A granted, unused, unexpired approval for exactly this call (and that `covers` it), if any."""
         now = self.clock()
         for approval in self._open.values():
             if (approval.state is ApprovalState.APPROVED and now < approval.expires_at
-                    and approval.binds(agent_id, task_id, tool, args_digest, policy_version)):
+                    and approval.binds(agent_id, task_id, tool, args_digest, policy_version) and covers(approval)):
                 return approval
         return None
 
@@ -208,7 +208,7 @@ class ApprovalService:
             return "self-approval is forbidden: the agent's owner or the task's starter cannot approve it"
         if approval.approvers_group is not None:
             groups = [g for g in approval.approvers_group.split(",") if g]
-            if all(g in approver.groups for g in groups):
+            if groups and all(g in approver.groups for g in groups):
                 return None
             if approver.is_admin and self.settings.admins_may_approve:
                 return None

@@ -21,7 +21,7 @@ import contextlib
 import datetime
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from gateway.approvals.arguments import approver_view
@@ -104,8 +104,8 @@ class StepUpFlow:
         digest = argument_digest(dict(canonical) if canonical is not None else call.arguments)
         binding = (call.principal.agent_id, call.principal.task_id, call.entry.exposed_name, digest,
                    refused.rules_version)
-        granted = self.approvals.usable(*binding)
-        if granted is not None and self.covers(granted, call):
+        granted = self.approvals.usable(*binding, covers=lambda approval: self.covers(approval, call))
+        if granted is not None:
             return await self.use(call, granted)
         approval = await self.approvals.request(self.draft(call, digest))
         mode = self.mode(refused)
@@ -245,6 +245,10 @@ class StepUpFlow:
         if approval.state is ApprovalState.APPROVED:
             if call.refresh is not None:
                 call.facts = call.refresh()  # minutes may have passed: decide on the facts of now
+                again = await self.decide_again(call)
+                if again is not None and not self.covers(approval, replace(call, refused=again)):
+                    # A rule the person did not see asks now (e.g. a sensitive read meanwhile): ask again.
+                    return await self.resolve(replace(call, refused=again))
             return await self.use(call, approval)
         if approval.state is ApprovalState.DENIED:
             comment = f": {approval.comment}" if approval.comment else ""
@@ -255,6 +259,17 @@ class StepUpFlow:
         reason = approval.end_reason or approval.state.value
         raise RpcError(APPROVAL_REQUIRED, f"Approval required: the approval request {approval.state.value} ({reason})",
                        {"decision": "step_up", "state": approval.state.value, **data})
+
+    async def decide_again(self, call: StepUpCall) -> Decision | None:
+        """The step-up decision as of now (audited like any), or None if it is no longer a step-up."""
+        try:
+            await self.authorizer.tool(call.principal, call.entry, call.arguments, call.facts, call.trace_id)
+        except RpcError as exc:
+            decision = getattr(exc, "decision", None)
+            if decision is None or decision.outcome != "step_up":
+                raise  # denied now (or cannot be decided): no approval makes it right
+            return decision
+        return None
 
     async def use(self, call: StepUpCall, approval: Approval) -> Decision:
         """Spend the approval on this call, then let Cedar decide again with it granted."""

@@ -21,6 +21,8 @@ class ToolReview:
     current_definition: dict[str, Any]
     approved_hash: str | None = None  # what a review (or the manifest pin) approved last
     approved_definition: dict[str, Any] | None = None
+    # Who approved approved_hash: a person's actor, or how the gateway did (pin, first sight).
+    approved_by: str | None = None
     flags: tuple[dict[str, str], ...] = ()  # gateway.catalog.review_flags.Flag as dicts
     change: str = "new"  # new | changed | unchanged
     first_seen: float = 0.0

@@ -82,19 +82,10 @@ class ToolReviews:
             seen = definition_of(definition)
         except (ValueError, RecursionError):  # cannot be analysed: it can only ever be quarantined
             current, seen = UNANALYSABLE, {"name": name}
-        record = self.records.get((server.id, name))
         entry = server.tools.get(name)
-        if record is not None and record.origin == "catalog" and entry is None:
-            # Taken out of the manifest: no longer reviewed by it, so it is an unreviewed tool again.
-            record = replace(record, origin="discovered", risk=None, data_classes=(), egress=False,
-                             approved_hash=None, approved_definition=None)
-        elif record is not None and record.current_hash == current:
-            if record.status == QUARANTINED and entry is not None and entry.pin == current:
-                return self._settle(record, APPROVED, PINNED)  # the manifest's pin was updated to it
-            if not (record.status == APPROVED and entry is not None and entry.pin not in (None, current)):
-                return False
-            # Approved earlier (first sight, or a review) but the manifest pins another definition.
-            record = replace(record, approved_hash=entry.pin, approved_definition=None)
+        record = self._as_listed_in_manifest(self.records.get((server.id, name)), entry)
+        if record is not None and record.current_hash == current and record is self.records.get(record.key):
+            return self._recheck(record, entry)
         now = self.clock()
         base = record or ToolReview(server.id, name, server.exposed(name), QUARANTINED,
                                     "catalog" if entry is not None else "discovered", current, seen,
@@ -102,14 +93,54 @@ class ToolReviews:
         fresh = record is None and (entry is None or entry.pin is None)  # else: differs from what was approved
         moved = replace(base, current_hash=current, current_definition=seen, changed_at=now,
                         change="new" if fresh else "changed")
-        if current != UNANALYSABLE:
-            if record is not None and current == record.approved_hash:
-                return self._settle(moved, APPROVED, REVERTED)
-            if entry is not None and entry.pin == current:
-                return self._settle(moved, APPROVED, PINNED)
-            if entry is not None and entry.pin is None and record is None:
-                return self._settle(moved, APPROVED, FIRST_SEEN)
+        verdict = self._verdict(moved, record, entry)
+        if verdict is not None:
+            return self._settle(moved, APPROVED, verdict)
         return self._quarantine(moved, definition, others, record)
+
+    @staticmethod
+    def _as_listed_in_manifest(record: ToolReview | None, entry: ToolEntry | None) -> ToolReview | None:
+        """The record as the manifest now stands: a tool taken out of it is unreviewed again, one put
+        back is the manifest's (its risk, data classes and owner) again."""
+        if record is None:
+            return None
+        if record.origin == "catalog" and entry is None:
+            return replace(record, origin="discovered", risk=None, data_classes=(), egress=False,
+                           approved_hash=None, approved_definition=None, approved_by=None)
+        if record.origin == "discovered" and entry is not None:
+            return replace(record, origin="catalog", risk=None, data_classes=(), egress=False, owner=entry.owner)
+        return record
+
+    def _recheck(self, record: ToolReview, entry: ToolEntry | None) -> bool:
+        """The same definition as last time: only the manifest's pin can change its status."""
+        if entry is None or entry.pin is None:
+            return False
+        if record.status == QUARANTINED and entry.pin == record.current_hash:
+            return self._settle(record, APPROVED, PINNED)  # the manifest's pin was updated to it
+        if record.status == APPROVED and entry.pin != record.current_hash and not _by_person(record.approved_by):
+            # Approved on first sight (not by a person), and the manifest now pins another definition.
+            return self._quarantine(replace(record, change="changed", approved_hash=entry.pin, approved_definition=None,
+                                            approved_by=PINNED, changed_at=self.clock()),
+                                    record.current_definition, {}, record)
+        return False
+
+    @staticmethod
+    def _verdict(moved: ToolReview, record: ToolReview | None, entry: ToolEntry | None) -> str | None:
+        """How a new or changed definition is approved without a person, or None (quarantine)."""
+        current = moved.current_hash
+        if current == UNANALYSABLE:
+            return None
+        if entry is not None and entry.pin is not None:
+            if current == entry.pin:
+                return PINNED
+            # A pin decides, unless a person approved exactly this definition since (pin it next).
+            reverted = record is not None and current == record.approved_hash and _by_person(record.approved_by)
+            return REVERTED if reverted else None
+        if record is not None and current == record.approved_hash:
+            return REVERTED
+        if entry is not None and record is None:
+            return FIRST_SEEN
+        return None
 
     def _quarantine(self, moved: ToolReview, definition: dict[str, Any], others: dict[str, str],
                     record: ToolReview | None) -> bool:
@@ -120,10 +151,12 @@ class ToolReviews:
             found = flag_definition(definition, server_id=moved.server_id, other_tools=others,
                                     previous=record.approved_definition if record else None)
             flags = [{"code": f.code, "severity": f.severity, "message": f.message} for f in found]
+        status, reviewed_by = QUARANTINED, None
         if not TOOL_NAME_PATTERN.fullmatch(moved.name):
             flags.append({"code": "invalid_name", "severity": "high",
                           "message": "the name is not a valid tool name; it is never callable"})
-        quarantined = replace(moved, status=QUARANTINED, reviewed_by=None, reviewed_at=None, comment=None,
+            status, reviewed_by = REJECTED, "narrowgate (invalid tool name)"  # nothing to review
+        quarantined = replace(moved, status=status, reviewed_by=reviewed_by, reviewed_at=None, comment=None,
                               flags=tuple(flags))
         self._keep(quarantined)
         self._record(quarantined, "tool_quarantined", "narrowgate")
@@ -135,8 +168,10 @@ class ToolReviews:
         return True
 
     def _settle(self, review: ToolReview, status: str, by: str) -> bool:
+        # Back to a definition a person approved: it stays theirs (a pin then does not override it).
+        approved_by = review.approved_by if by == REVERTED else by
         settled = replace(review, status=status, approved_hash=review.current_hash,
-                          approved_definition=review.current_definition, reviewed_by=by,
+                          approved_definition=review.current_definition, reviewed_by=by, approved_by=approved_by,
                           reviewed_at=self.clock(), flags=())
         self._keep(settled)
         if by != FIRST_SEEN:
@@ -247,7 +282,7 @@ class ToolReviews:
                           comment=comment.strip()[:2000] or None, changed_at=now)
         if status == APPROVED:
             decided = replace(decided, approved_hash=review.current_hash,
-                              approved_definition=review.current_definition)
+                              approved_definition=review.current_definition, approved_by=person.actor)
         await self.store.save_tool_reviews([decided])
         self.records[decided.key] = decided
         self.unsaved.pop(decided.key, None)  # an older, unsaved state of it must not overwrite this
@@ -263,6 +298,10 @@ class ToolReviews:
                 "definition_sha256": review.current_hash, "approved_sha256": review.approved_hash,
                 "flags": [f["code"] for f in review.flags], **(detail or {})},
         ))
+
+
+def _by_person(approved_by: str | None) -> bool:
+    return approved_by is not None and approved_by not in (PINNED, FIRST_SEEN, REVERTED)
 
 
 def _other_tools(catalog: Catalog, listed: Mapping[str, list[dict[str, Any]]], server_id: str) -> dict[str, str]:
