@@ -18,7 +18,7 @@ GRANTED = Approval(
 
 
 def call(policy_ids: tuple[str, ...], entry: ToolEntry = ENTRY) -> StepUpCall:
-    refused = Decision("step_up", "dec_2", policy_ids, "r", (), "pv", "pending")
+    refused = Decision("step_up", "dec_2", policy_ids, "r", (), "pv", "pending", rules_version="v")
     principal: Any = None
     return StepUpCall(principal, "2025-11-25", entry, {}, refused, RequestFacts(now=0, era="2025-11-25"), {}, False)
 
@@ -35,3 +35,7 @@ def test_a_rule_the_person_never_saw_needs_its_own_approval() -> None:
 
 def test_another_servers_tool_of_the_same_name_is_not_covered() -> None:
     assert not StepUpFlow.covers(GRANTED, call(("log-needs-approval",), replace(ENTRY, server_id="files")))
+
+
+def test_rules_reloaded_since_need_a_new_approval() -> None:
+    assert not StepUpFlow.covers(replace(GRANTED, policy_version="older"), call(("log-needs-approval",)))

@@ -128,6 +128,7 @@ class StepUpFlow:
         """The approval was given for this server's tool and for every rule that asks now (a rule the
         person never saw, e.g. egress after a sensitive read since, needs its own approval)."""
         return (approval.server_id == call.entry.server_id
+                and approval.policy_version == call.refused.rules_version  # rules reloaded since: ask again
                 and set(call.refused.policy_ids) <= set(approval.policy_ids))
 
     # the approval's shape
