@@ -24,6 +24,7 @@ from gateway.console.security import CookiePolicy, origin_of, safe_next
 from gateway.console.sessions import LoginThrottle, SessionStore
 from tests.support.admin import bearer
 from tests.support.clients import mcp_client
+from tests.support.console import Browser, form_field
 from tests.support.identity_provider import TestIdentityProvider
 from tests.support.processes import ADMIN_TOKEN, REPO, Gateway, behaviour_manifest, free_port
 
@@ -104,43 +105,6 @@ def gw(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int, port: int,
 # --- helpers -------------------------------------------------------------------------------------
 
 
-class Browser:
-    """A console user over plain HTTP: keeps cookies like a browser and sends the console's Origin on POSTs."""
-
-    def __init__(self, gw: Gateway) -> None:
-        self.gw = gw
-        self.http = httpx2.Client(base_url=gw.base, follow_redirects=False, timeout=10)
-
-    def get(self, path: str) -> httpx2.Response:
-        return self.http.get(path)
-
-    def login(self, token: str, next_path: str = "") -> httpx2.Response:
-        page = self.get("/console/login")
-        assert page.status_code == 200, page.text
-        return self.http.post("/console/login", headers={"Origin": self.gw.base},
-                              data={"csrf": form_field(page.text, "csrf"), "credential": token, "next": next_path})
-
-    def signed_in(self, token: str) -> Browser:
-        answer = self.login(token)
-        assert answer.status_code == 303, answer.text
-        return self
-
-    def csrf(self) -> str:
-        return form_field(self.get("/console").text, "csrf")
-
-    def post(self, path: str, data: dict[str, str], origin: str | None = "", csrf: str | None = "",
-             **headers: str) -> httpx2.Response:
-        """POST a console form; by default with the right Origin and the session's CSRF token."""
-        origin = self.gw.base if origin == "" else origin
-        csrf = self.csrf() if csrf == "" else csrf
-        sent = {**({"Origin": origin} if origin is not None else {}), **headers}
-        fields = {**data, **({"csrf": csrf} if csrf is not None else {})}
-        return self.http.post(path, data=fields, headers=sent)
-
-    def close(self) -> None:
-        self.http.close()
-
-
 @pytest.fixture
 def owner(gw: Gateway) -> Iterator[Browser]:
     browser = Browser(gw).signed_in(OWNER_TOKEN)
@@ -160,12 +124,6 @@ def admin(gw: Gateway) -> Iterator[Browser]:
     browser = Browser(gw).signed_in(ADMIN_TOKEN)
     yield browser
     browser.close()
-
-
-def form_field(html: str, name: str) -> str:
-    found = re.search(rf'name="{name}" value="([^"]*)"', html)
-    assert found is not None, f"no {name} field in the page"
-    return found.group(1)
 
 
 def set_cookies(response: httpx2.Response) -> dict[str, str]:

@@ -26,6 +26,7 @@ from gateway.console.security import Refused
 from tests.support.admin import bearer
 from tests.support.changes import SHIFTING_SERVER, control
 from tests.support.clients import mcp_client
+from tests.support.console import Browser, form_field
 from tests.support.processes import ADMIN_TOKEN, Gateway, start_listening, static_agent, stop
 
 OWNER = "docs-owner@example.com"  # the manifest's owner, and the approver's name
@@ -72,39 +73,6 @@ def gw(tmp_path_factory: pytest.TempPathFactory, shifting: int) -> Iterator[Gate
 # --- helpers -------------------------------------------------------------------------------------
 
 
-class Browser:
-    """A console user over plain HTTP: keeps cookies like a browser and sends the console's Origin on POSTs."""
-
-    def __init__(self, gw: Gateway) -> None:
-        self.gw = gw
-        self.http = httpx2.Client(base_url=gw.base, follow_redirects=False, timeout=10)
-
-    def get(self, path: str) -> httpx2.Response:
-        return self.http.get(path)
-
-    def login(self, token: str, next_path: str = "") -> httpx2.Response:
-        page = self.get("/console/login")
-        assert page.status_code == 200, page.text
-        return self.http.post("/console/login", headers={"Origin": self.gw.base},
-                              data={"csrf": form_field(page.text, "csrf"), "credential": token, "next": next_path})
-
-    def signed_in(self, token: str) -> Browser:
-        answer = self.login(token)
-        assert answer.status_code == 303, answer.text
-        return self
-
-    def post(self, path: str, data: dict[str, str], origin: str | None = "", csrf: str | None = "",
-             **headers: str) -> httpx2.Response:
-        """POST a console form; by default with the right Origin and the session's CSRF token."""
-        origin = self.gw.base if origin == "" else origin
-        csrf = form_field(self.get("/console").text, "csrf") if csrf == "" else csrf
-        sent = {**({"Origin": origin} if origin is not None else {}), **headers}
-        return self.http.post(path, data={**data, **({"csrf": csrf} if csrf is not None else {})}, headers=sent)
-
-    def close(self) -> None:
-        self.http.close()
-
-
 @pytest.fixture
 def owner(gw: Gateway) -> Iterator[Browser]:
     browser = Browser(gw).signed_in(OWNER_TOKEN)
@@ -117,12 +85,6 @@ def stranger(gw: Gateway) -> Iterator[Browser]:
     browser = Browser(gw).signed_in(STRANGER_TOKEN)
     yield browser
     browser.close()
-
-
-def form_field(html: str, name: str) -> str:
-    found = re.search(rf'name="{name}" value="([^"]*)"', html)
-    assert found is not None, f"no {name} field in the page"
-    return found.group(1)
 
 
 def element(html: str, element_id: str) -> str:
