@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from gateway.store import Store, open_store
+from tests.support.identity_provider import TestIdentityProvider
 from tests.support.processes import (
     BEHAVIOUR_SERVER,
     Gateway,
     behaviour_manifest,
+    free_port,
     start_listening,
     stdio_behaviour_transport,
     stop,
@@ -47,6 +49,20 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int, behav
     gw = Gateway(tmp_path_factory.mktemp("gateway"), manifests).start()
     yield gw
     gw.stop()
+
+
+@pytest.fixture(scope="module")
+def port() -> int:
+    """A gateway port fixed before start, for modules whose OIDC audience names it."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def idp(port: int) -> Iterator[TestIdentityProvider]:
+    """A real OIDC issuer (JWKS over HTTP) whose tokens carry the audience of the gateway on `port`."""
+    provider = TestIdentityProvider(f"http://127.0.0.1:{port}")
+    yield provider
+    provider.close()
 
 
 @pytest.fixture

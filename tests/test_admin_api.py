@@ -29,18 +29,6 @@ BOUND_SUB = "bound-workload"
 
 
 @pytest.fixture(scope="module")
-def port() -> int:
-    return free_port()
-
-
-@pytest.fixture(scope="module")
-def idp(port: int) -> Iterator[TestIdentityProvider]:
-    provider = TestIdentityProvider(f"http://127.0.0.1:{port}")
-    yield provider
-    provider.close()
-
-
-@pytest.fixture(scope="module")
 def domain(port: int) -> TestTrustDomain:
     return TestTrustDomain("example.org", f"http://127.0.0.1:{port}")
 

@@ -20,7 +20,7 @@ import pytest
 
 from tests.support.admin import bearer
 from tests.support.clients import mcp_client
-from tests.support.processes import ADMIN_TOKEN, NARROWGATE, REPO, Gateway, behaviour_manifest
+from tests.support.processes import ADMIN_TOKEN, NARROWGATE, Gateway, behaviour_manifest, cedar_copy
 
 OWNER_TOKEN = "cli-owner-approver-token"  # tests@example.com: the static agents' owner
 STRANGER_TOKEN = "cli-stranger-approver-token"  # mallory@example.com: owns nothing here
@@ -38,12 +38,7 @@ unless { context.approval.granted };
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int) -> Iterator[Gateway]:
     workdir = tmp_path_factory.mktemp("approvals-cli")
-    policies = workdir / "cedar"
-    (policies / "policies").mkdir(parents=True)
-    (policies / "schema.cedarschema").write_text((REPO / "cedar" / "schema.cedarschema").read_text())
-    for source in (REPO / "cedar" / "policies").glob("*.cedar"):
-        (policies / "policies" / source.name).write_text(source.read_text())
-    (policies / "policies" / "70-tests.cedar").write_text(EXTRA_POLICIES)
+    policies = cedar_copy(workdir / "cedar", **{"70-tests": EXTRA_POLICIES})
     manifest = behaviour_manifest("appr", {"url": f"http://127.0.0.1:{behaviour_http}/mcp"}, timeout_s=10,
                                   tools=("echo", "log"))
     manifest["tools"][1]["risk"] = "write"

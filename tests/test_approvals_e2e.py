@@ -25,7 +25,7 @@ from mcp_types import ElicitRequestParams, ElicitResult
 from tests.support.admin import bearer
 from tests.support.clients import ERAS, mcp_client
 from tests.support.identity_provider import TestIdentityProvider
-from tests.support.processes import ADMIN_TOKEN, REPO, Gateway, behaviour_manifest, free_port
+from tests.support.processes import ADMIN_TOKEN, Gateway, behaviour_manifest, cedar_copy
 from tests.support.webhook_receiver import WebhookReceiver
 
 ACCESS_DENIED = -32030
@@ -73,29 +73,10 @@ def webhook() -> Iterator[WebhookReceiver]:
 
 
 @pytest.fixture(scope="module")
-def gw_port() -> int:
-    return free_port()
-
-
-@pytest.fixture(scope="module")
-def idp(gw_port: int) -> Iterator[TestIdentityProvider]:
-    """People sign in with OIDC tokens from this (real, local) issuer, as approvers."""
-    provider = TestIdentityProvider(f"http://127.0.0.1:{gw_port}")
-    yield provider
-    provider.close()
-
-
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int, webhook: WebhookReceiver, gw_port: int,
+def gw(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int, webhook: WebhookReceiver, port: int,
        idp: TestIdentityProvider) -> Iterator[Gateway]:
     workdir = tmp_path_factory.mktemp("approvals")
-    policies = workdir / "cedar"
-    policies.mkdir()
-    (policies / "schema.cedarschema").write_text((REPO / "cedar" / "schema.cedarschema").read_text())
-    (policies / "policies").mkdir()
-    for source in (REPO / "cedar" / "policies").glob("*.cedar"):
-        (policies / "policies" / source.name).write_text(source.read_text())
-    (policies / "policies" / "70-tests.cedar").write_text(EXTRA_POLICIES)
+    policies = cedar_copy(workdir / "cedar", **{"70-tests": EXTRA_POLICIES})
     manifest = behaviour_manifest("appr", {"url": f"http://127.0.0.1:{behaviour_http}/mcp"}, timeout_s=10,
                                   tools=("echo", "log", "progress", "whoami", "slow", "env_value"))
     manifest["tools"][5].update(risk="privileged", egress=True)  # env_value: held, and sends data out
@@ -117,10 +98,10 @@ def gw(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int, webhook: W
                           ]},
                           "approvals": {"keepalive": "1s", "webhook_url": webhook.url,
                                         "webhook_secret_env": "APPROVAL_HOOK_SECRET"},
-                          "identity": {"audience": f"http://127.0.0.1:{gw_port}", "clock_skew_s": 5,
+                          "identity": {"audience": f"http://127.0.0.1:{port}", "clock_skew_s": 5,
                                        "oidc_issuers": [{"issuer": idp.issuer, "jwks_uri": idp.jwks_uri}]},
                       })
-    gateway.port = gw_port  # the OIDC audience names the port
+    gateway.port = port  # the OIDC audience names the port
     gateway.start()
     yield gateway
     gateway.stop()

@@ -26,7 +26,7 @@ from tests.support.admin import bearer
 from tests.support.clients import mcp_client
 from tests.support.console import Browser, form_field
 from tests.support.identity_provider import TestIdentityProvider
-from tests.support.processes import ADMIN_TOKEN, REPO, Gateway, behaviour_manifest, free_port
+from tests.support.processes import ADMIN_TOKEN, Gateway, behaviour_manifest, cedar_copy
 
 OWNER_TOKEN = "console-owner-token"  # tests@example.com (the test agents' owner), approver
 STRANGER_TOKEN = "console-stranger-token"  # mallory@example.com, an approver for nobody here
@@ -60,29 +60,6 @@ def admin_tokens() -> list[dict[str, Any]]:
     ]
 
 
-def policies_with(workdir: Path, extra: str) -> Path:
-    """The shipped cedar set plus `extra`, in a directory of the test's own."""
-    policies = workdir / "cedar"
-    (policies / "policies").mkdir(parents=True)
-    (policies / "schema.cedarschema").write_text((REPO / "cedar" / "schema.cedarschema").read_text())
-    for source in (REPO / "cedar" / "policies").glob("*.cedar"):
-        (policies / "policies" / source.name).write_text(source.read_text())
-    (policies / "policies" / "70-tests.cedar").write_text(extra)
-    return policies
-
-
-@pytest.fixture(scope="module")
-def port() -> int:
-    return free_port()
-
-
-@pytest.fixture(scope="module")
-def idp(port: int) -> Iterator[TestIdentityProvider]:
-    provider = TestIdentityProvider(f"http://127.0.0.1:{port}")
-    yield provider
-    provider.close()
-
-
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int, port: int,
        idp: TestIdentityProvider) -> Iterator[Gateway]:
@@ -91,7 +68,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int, port: int,
                                   tools=("echo", "log"))
     # Both tools stay `read`: a `write` tool would also meet the shipped after-hours step-up, by wall-clock time.
     gateway = Gateway(workdir, [manifest], tokens=AGENT_TOKENS, extra_config={
-        "policies": str(policies_with(workdir, EXTRA_POLICIES)),
+        "policies": str(cedar_copy(workdir / "cedar", **{"70-tests": EXTRA_POLICIES})),
         "admin": {"tokens": admin_tokens()},
         "identity": {"audience": f"http://127.0.0.1:{port}", "clock_skew_s": 5,
                      "oidc_issuers": [{"issuer": idp.issuer, "jwks_uri": idp.jwks_uri}]},

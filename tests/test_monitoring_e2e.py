@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import shutil
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -31,7 +30,7 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 from tests.support.clients import ERAS, mcp_client
-from tests.support.processes import ADMIN_TOKEN, NARROWGATE, REPO, Gateway
+from tests.support.processes import ADMIN_TOKEN, NARROWGATE, REPO, Gateway, cedar_copy
 from tests.support.webhook_receiver import WebhookReceiver
 
 RATE_LIMITED = -32029
@@ -233,9 +232,7 @@ def watch_gw(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int,
              receiver: WebhookReceiver) -> Iterator[Gateway]:
 
     workdir = tmp_path_factory.mktemp("monitoring-watch")
-    cedar = workdir / "cedar"
-    shutil.copytree(REPO / "cedar", cedar)
-    (cedar / "policies" / "70-writes.cedar").write_text(WRITES_POLICY, encoding="utf-8")
+    cedar = cedar_copy(workdir / "cedar", **{"70-writes": WRITES_POLICY})
     gw = Gateway(
         workdir, manifests(behaviour_http), tokens={a: token_for(a) for a in WATCH_AGENTS},
         extra_config={
@@ -255,9 +252,7 @@ def kill_gw(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int) -> It
     workdir = tmp_path_factory.mktemp("monitoring-kill")
     # Without the shipped egress policy an egress call after a sensitive read goes through: that is
     # the critical case (data may have left), which the default kill switch answers.
-    cedar = workdir / "cedar"
-    shutil.copytree(REPO / "cedar", cedar)
-    (cedar / "policies" / "60-chain.cedar").unlink()
+    cedar = cedar_copy(workdir / "cedar", drop=("60-chain.cedar",))
     gw = Gateway(
         workdir, manifests(behaviour_http),
         tokens={a: token_for(a) for a in KILL_AGENTS},

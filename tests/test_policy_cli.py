@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.processes import NARROWGATE, REPO, Gateway, behaviour_manifest
+from tests.support.processes import NARROWGATE, REPO, Gateway, behaviour_manifest, cedar_copy
 
 RISKS = {"echo": "read", "progress": "read", "whoami": "privileged"}
 CLI_POLICIES = """\
@@ -55,13 +54,6 @@ def write_setup(workdir: Path, policies: Path) -> Path:
     return Gateway(workdir, [manifest], extra_config={"policies": str(policies)}).write_config()
 
 
-def policy_copy(target: Path, **extra_files: str) -> Path:
-    shutil.copytree(REPO / "cedar", target)
-    for name, text in extra_files.items():
-        (target / "policies" / f"{name}.cedar").write_text(text, encoding="utf-8")
-    return target
-
-
 def run(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(NARROWGATE), "policy", *args, "--config", str(config)], capture_output=True,
                           text=True, timeout=60, cwd=config.parent)
@@ -76,7 +68,7 @@ def explain(config: Path, tool: str, arguments: str = "{}", *extra: str) -> dict
 
 @pytest.fixture(scope="module")
 def cedar(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return policy_copy(tmp_path_factory.mktemp("cli-cedar") / "cedar", **{"60-cli": CLI_POLICIES})
+    return cedar_copy(tmp_path_factory.mktemp("cli-cedar") / "cedar", **{"60-cli": CLI_POLICIES})
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +91,7 @@ def test_validate_accepts_a_good_set_and_prints_its_version(config: Path, cedar:
 
 
 def test_validate_rejects_a_broken_set_with_file_and_line(tmp_path: Path) -> None:
-    cedar = policy_copy(tmp_path / "cedar", **{"60-broken": BROKEN})
+    cedar = cedar_copy(tmp_path / "cedar", **{"60-broken": BROKEN})
     done = run(write_setup(tmp_path, cedar), "validate")
     assert done.returncode == 2, done
     broken = cedar / "policies" / "60-broken.cedar"
@@ -111,7 +103,7 @@ def test_validate_rejects_a_broken_set_with_file_and_line(tmp_path: Path) -> Non
 
 def test_validate_rejects_a_syntax_error(tmp_path: Path) -> None:
     syntax = '\n\n@id("s") permit (principal, action, resource) when { 1 + };\n'
-    cedar = policy_copy(tmp_path / "cedar", **{"60-syntax": syntax})
+    cedar = cedar_copy(tmp_path / "cedar", **{"60-syntax": syntax})
     done = run(write_setup(tmp_path, cedar), "validate")
     assert done.returncode == 2, done
     assert f"{cedar / 'policies' / '60-syntax.cedar'}:3:" in done.stdout
@@ -131,7 +123,7 @@ def test_shipped_cases_pass(tmp_path: Path) -> None:
 
 
 def test_a_failing_case_fails_the_run(tmp_path: Path) -> None:
-    cedar = policy_copy(tmp_path / "cedar")
+    cedar = cedar_copy(tmp_path / "cedar")
     (cedar / "tests" / "zz-failing.yaml").write_text(yaml.safe_dump(FAILING_CASES))
     done = run(write_setup(tmp_path, cedar), "test")
     assert done.returncode == 1, done

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -33,7 +32,14 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import ErrorData, PromptReference
 
 from tests.support.clients import ERAS, mcp_client
-from tests.support.processes import ADMIN_TOKEN, NARROWGATE, REPO, Gateway, behaviour_manifest, static_agent
+from tests.support.processes import (
+    ADMIN_TOKEN,
+    NARROWGATE,
+    Gateway,
+    behaviour_manifest,
+    cedar_copy,
+    static_agent,
+)
 
 ACCESS_DENIED = -32030
 APPROVAL_REQUIRED = -32031
@@ -113,16 +119,6 @@ def manifest(server_id: str, port: int, risks: dict[str, str]) -> dict[str, Any]
     for tool in spec["tools"]:
         tool["risk"] = risks[tool["name"]]
     return spec
-
-
-def cedar_copy(target: Path, drop: tuple[str, ...] = (), **extra_files: str) -> Path:
-    """A copy of the shipped cedar/ directory, minus `drop`, plus policies/<name>.cedar files."""
-    shutil.copytree(REPO / "cedar", target)
-    for name in drop:
-        (target / "policies" / name).unlink()
-    for name, text in extra_files.items():
-        (target / "policies" / f"{name}.cedar").write_text(text, encoding="utf-8")
-    return target
 
 
 def noon_zone() -> str:

@@ -32,9 +32,9 @@ from tests.support.clients import ERAS, mcp_client
 from tests.support.processes import (
     ADMIN_TOKEN,
     NARROWGATE,
-    REPO,
     Gateway,
     behaviour_manifest,
+    cedar_copy,
     start_listening,
     static_agent,
     stop,
@@ -333,13 +333,7 @@ async def test_a_pin_mismatch_is_quarantined_from_the_first_sync(tmp_path: Path,
 
 async def test_an_operator_exception_lets_one_group_call_quarantined_read_tools(
         tmp_path: Path, shifting: int) -> None:
-    policies = tmp_path / "cedar"
-    (policies / "policies").mkdir(parents=True)
-    (policies / "schema.cedarschema").write_text((REPO / "cedar" / "schema.cedarschema").read_text())
-    for source in (REPO / "cedar" / "policies").glob("*.cedar"):
-        if source.name != "20-tool-status.cedar":
-            (policies / "policies" / source.name).write_text(source.read_text())
-    (policies / "policies" / "20-tool-status.cedar").write_text("""\
+    policies = cedar_copy(tmp_path / "cedar", **{"20-tool-status": """\
 @id("forbid-unapproved-tools")
 @reason("this tool is not approved for use")
 forbid (principal, action in Action::"call_tool", resource is Tool)
@@ -348,7 +342,7 @@ unless {
   (resource.status == "quarantined" && resource.risk == "read" && resource.server == "docs" &&
    principal in AgentGroup::"platform-team")
 };
-""")
+"""})
     trusted = {**static_agent("agent-p", ["docs"]), "groups": ["platform-team"]}
     gateway = gateway_for(tmp_path / "gw", [shifting_manifest("docs", shifting, "auto")],
                           [trusted, static_agent("agent-a", ["docs"])], {"agent-p": "token-p", "agent-a": "token-a"},

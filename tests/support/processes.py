@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -83,6 +84,16 @@ def stdio_behaviour_transport(log_path: Path | None = None) -> dict[str, Any]:
     if log_path is not None:
         transport["env"] = {"BEHAVIOUR_LOG": str(log_path)}
     return transport
+
+
+def cedar_copy(target: Path, drop: tuple[str, ...] = (), **extra_files: str) -> Path:
+    """A copy of the shipped cedar/ directory, minus `drop`, plus (or replacing) policies/<name>.cedar."""
+    shutil.copytree(REPO / "cedar", target)
+    for name in drop:
+        (target / "policies" / name).unlink()
+    for name, text in extra_files.items():
+        (target / "policies" / f"{name}.cedar").write_text(text, encoding="utf-8")
+    return target
 
 
 def static_agent(agent_id: str, servers: list[str]) -> dict[str, Any]:
