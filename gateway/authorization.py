@@ -50,7 +50,7 @@ class Authorizer:
             self.on_evaluated(decision, time.perf_counter() - started)
         canonical = decision.canonical_arguments
         event = self.event(decision, principal, facts, tool.exposed_name, trace_id,
-                           args_digest=argument_digest(dict(canonical) if canonical is not None else arguments),
+                           args_digest=decision.args_digest or argument_digest(arguments),
                            preview=redacted_preview(canonical if canonical is not None else arguments,
                                                     tool.data_classes))
         if approval_id is not None:

@@ -24,6 +24,7 @@ from gateway.telemetry import NOOP_SPAN, RequestSpan, Telemetry
 from gateway.transport.sessions import LOG_LEVELS, AgentSession
 from gateway.upstream.base import LEGACY_ERA, MODERN_ERA, CallContext, CallSink
 from gateway.upstream.pool import UpstreamPool
+from gateway.verifier import argument_digest
 
 SERVER_INFO = {"name": "narrowgate", "title": "Narrowgate", "version": __version__}
 SERVER_CAPABILITIES: dict[str, Any] = {
@@ -180,7 +181,8 @@ class Methods:
             return decision  # waiting for a person: the agent is told where and how to retry
         self.tasks.consume(ctx.principal)
         # The upstream gets exactly the arguments the policy judged (paths normalized, NFC).
-        arguments = dict(decision.canonical_arguments) if decision.canonical_arguments is not None else arguments
+        if decision.canonical_arguments is not None:
+            arguments = decision.canonical_arguments
         server = self.catalog.servers[view.entry.server_id]
         call_ctx = self.call_context(ctx, server.id)
         if view.param_headers:
@@ -189,7 +191,8 @@ class Methods:
             with self.telemetry.stage("mint"):
                 # A token for this one tool, this upstream and this argument set; never the agent's own.
                 call_ctx.auth = await self.upstream_auth.for_call(
-                    server, ctx.principal, view.entry.name, arguments, ctx.principal.task_id,
+                    server, ctx.principal, view.entry.name, decision.args_digest or argument_digest(arguments),
+                    ctx.principal.task_id,
                     ctx.trace_id or secrets.token_hex(16))
         upstream_params = {**without_approval_round(params), "name": view.entry.name}
         if arguments is not None:

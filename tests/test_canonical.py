@@ -7,7 +7,8 @@ import unicodedata
 
 import pytest
 
-from gateway.policy.canonical import CanonicalizationError, argument_digest, canonicalize, normalize_path
+from gateway.policy.canonical import CanonicalizationError, canonicalize, normalize_path
+from gateway.verifier import argument_digest
 
 
 @pytest.mark.parametrize(

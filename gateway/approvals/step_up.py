@@ -100,8 +100,7 @@ class StepUpFlow:
     async def resolve(self, call: StepUpCall) -> Decision | dict[str, Any]:
         """An allow Decision (go on with the call), a reply for the agent, or RpcError."""
         refused = call.refused
-        canonical = refused.canonical_arguments
-        digest = argument_digest(dict(canonical) if canonical is not None else call.arguments)
+        digest = refused.args_digest or argument_digest(call.arguments)
         binding = (call.principal.agent_id, call.principal.task_id, call.entry.exposed_name, digest,
                    refused.rules_version)
         granted = self.approvals.usable(*binding, covers=lambda approval: self.covers(approval, call))

@@ -41,13 +41,15 @@ class UpstreamAuth:
         self.minter = UpstreamTokenMinter(self.keyring, self.issuer, self.ttl_s)
 
     async def for_call(
-        self, server: ServerEntry, principal: Principal, tool: str, arguments: dict[str, Any] | None,
+        self, server: ServerEntry, principal: Principal, tool: str, arguments_digest: str,
         task_id: str | None, txn: str,
     ) -> dict[str, str]:
-        """Headers for one tools/call to `server` on behalf of `principal`."""
+        """Headers for one tools/call to `server` on behalf of `principal`; `arguments_digest` is
+        gateway.verifier.argument_digest of the arguments sent."""
         credentials = server.credentials
         if credentials.mode == "gateway-token":
-            token = self.mint(credentials, principal.agent_id, actor_of(principal), tool, arguments, task_id, txn)
+            token = self.mint(credentials, principal.agent_id, actor_of(principal), tool, arguments_digest, task_id,
+                              txn)
             return {"Authorization": f"Bearer {token}"}
         return await self.secret_headers(server)
 
@@ -56,15 +58,15 @@ class UpstreamAuth:
         credentials = server.credentials
         if credentials.mode == "gateway-token":
             actor = {"sub": "narrowgate", "iss": self.issuer}
-            token = self.mint(credentials, "narrowgate", actor, DISCOVERY_SCOPE, None, None, "")
+            token = self.mint(credentials, "narrowgate", actor, DISCOVERY_SCOPE, argument_digest(None), None, "")
             return {"Authorization": f"Bearer {token}"}
         return await self.secret_headers(server)
 
     def mint(self, credentials: Credentials, agent_id: str, actor: dict[str, Any], tool: str,
-             arguments: dict[str, Any] | None, task_id: str | None, txn: str) -> str:
+             arguments_digest: str, task_id: str | None, txn: str) -> str:
         assert self.minter is not None, "UpstreamAuth.start() was not awaited"
         minted = self.minter.mint(agent_id=agent_id, actor=actor, audience=credentials.resource, tool=tool,
-                                  task_id=task_id, txn=txn, arguments_digest=argument_digest(arguments))
+                                  task_id=task_id, txn=txn, arguments_digest=arguments_digest)
         return minted.token
 
     async def secret_headers(self, server: ServerEntry) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """Policy-as-code: Cedar decides every tools/call, prompts/get and resources/read."""
 
-from gateway.policy.canonical import CanonicalizationError, argument_digest, canonicalize
+from gateway.policy.canonical import CanonicalizationError, canonicalize
 from gateway.policy.engine import (
     Decision,
     PolicyEngine,
@@ -18,6 +18,5 @@ __all__ = [
     "ReloadOutcome",
     "RequestFacts",
     "WorkingHours",
-    "argument_digest",
     "canonicalize",
 ]

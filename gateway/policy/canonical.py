@@ -9,13 +9,10 @@ arguments upstream too, so the call that runs is the call that was decided.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import unicodedata
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
-
-import orjson
 
 PATH_FORMATS = frozenset({"path", "uri", "uri-reference", "iri", "iri-reference"})
 PATH_NAME = re.compile(r"(path|file|dir|url|uri|folder)", re.IGNORECASE)
@@ -41,11 +38,6 @@ def canonicalize(arguments: dict[str, Any] | None, input_schema: dict[str, Any] 
         return {}
     schema = input_schema if isinstance(input_schema, dict) else {}
     return _object(arguments, schema, 0)
-
-
-def argument_digest(canonical: dict[str, Any]) -> str:
-    """sha256 hex of the canonical arguments with sorted keys (for audit and outbound tokens)."""
-    return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def normalize_path(value: str) -> str:

@@ -47,6 +47,7 @@ from gateway.policy.model import (
 )
 from gateway.policy.principal_entities import PrincipalEntities
 from gateway.policy.typing_ import ArgumentMismatch, to_cedar
+from gateway.verifier import argument_digest
 
 log = logging.getLogger("narrowgate.policy")
 
@@ -81,12 +82,16 @@ class Decision:
     errors: tuple[str, ...]  # for logs and audit only
     policy_version: str
     step_up_mode: str | None = None  # the @step_up annotation value for step_up ("" when empty: config default)
-    canonical_arguments: Mapping[str, Any] | None = None  # what Cedar saw; forward these upstream
+    # What Cedar saw (canonicalize made it for this decision alone); forward these upstream, unchanged.
+    canonical_arguments: dict[str, Any] | None = None
     approvers: str | None = None  # step_up: the @approvers groups (comma-separated, all required), if any
     approval_ttl: str | None = None  # step_up: the shortest @approval_ttl of the determining policies
     # The policy texts alone (policy_version also covers the catalog's schema): what an approval is
     # bound to, so upstream tool churn does not void approvals while a changed rule does.
     rules_version: str = ""
+    # SHA-256 of canonical_arguments (gateway.verifier.argument_digest), computed once per decision:
+    # the audit record, the approval binding and the upstream token's args_sha256 all use it.
+    args_digest: str | None = None
 
     @property
     def allowed(self) -> bool:
@@ -575,7 +580,8 @@ class PolicyEngine:
         canonical: Any, step_up_mode: str | None = None,
     ) -> Decision:
         return Decision(outcome, new_decision_id(), policy_ids, reason, errors, bundle.version, step_up_mode,
-                        canonical, rules_version=bundle.base_digest[:16])
+                        canonical, rules_version=bundle.base_digest[:16],
+                        args_digest=argument_digest(canonical) if canonical is not None else None)
 
     def _refused(self, bundle: Bundle, error: str, reason: str) -> Decision:
         return self._decision(bundle, "deny", (), reason, (error,), None)
