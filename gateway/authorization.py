@@ -43,7 +43,16 @@ class Authorizer:
 
     async def tool(self, principal: Principal, tool: ToolEntry, arguments: dict[str, Any] | None,
                    facts: RequestFacts, trace_id: str | None = None, approval_id: str | None = None) -> Decision:
-        """Decide one call; with `approval_id`, as a call carrying that (already spent) approval."""
+        """check_tool, then the agent-facing RpcError unless it is a clean allow."""
+        decision = await self.check_tool(principal, tool, arguments, facts, trace_id, approval_id)
+        if not decision.allowed:
+            raise self.refusal(decision)
+        return decision
+
+    async def check_tool(self, principal: Principal, tool: ToolEntry, arguments: dict[str, Any] | None,
+                         facts: RequestFacts, trace_id: str | None = None, approval_id: str | None = None) -> Decision:
+        """Decide one call, record and log it; with `approval_id`, as a call carrying that (already spent)
+        approval. Refusals are returned, not raised (see tool())."""
         started = time.perf_counter()
         decision = self.engine.decide_tool(principal, tool, arguments, facts, approval_id is not None)
         if self.on_evaluated is not None:
@@ -57,7 +66,8 @@ class Authorizer:
             event = replace(event, detail={**event.detail, "approval_id": approval_id})
         # A denial, a step-up or an allow of a privileged tool is on disk before the agent hears of it.
         await self.record(event, durable=not decision.allowed or tool.risk in DURABLE_RISKS or approval_id is not None)
-        return self.enforce(decision, principal, "tool", tool.exposed_name)
+        self.log_decision(decision, principal, "tool", tool.exposed_name)
+        return decision
 
     async def prompt(self, principal: Principal, server_id: str, name: str, facts: RequestFacts,
                      trace_id: str | None = None) -> Decision:
@@ -115,6 +125,13 @@ class Authorizer:
 
     def enforce(self, decision: Decision, principal: Principal, kind: str, target: str) -> Decision:
         """Log the decision; raise the agent-facing error unless it is a clean allow."""
+        self.log_decision(decision, principal, kind, target)
+        if not decision.allowed:
+            raise self.refusal(decision)
+        return decision
+
+    @staticmethod
+    def log_decision(decision: Decision, principal: Principal, kind: str, target: str) -> None:
         # Allows are the bulk of traffic: DEBUG keeps them off a busy log (the audit log records all).
         log.log(
             logging.DEBUG if decision.allowed else logging.INFO,
@@ -125,12 +142,10 @@ class Authorizer:
         )
         for error in decision.errors:
             log.warning("decision %s evaluation error (denied, fail closed): %s", decision.decision_id, error)
-        if decision.allowed:
-            return decision
-        reason = self.agent_reason(decision)
+
+    def refusal(self, decision: Decision) -> RpcError:
+        """The agent-facing error for a deny or step-up."""
         data = {"decision": decision.outcome, "decisionId": decision.decision_id}
         code, text = (APPROVAL_REQUIRED, "Approval required") if decision.outcome == "step_up" else (
             ACCESS_DENIED, "Access denied")
-        error = RpcError(code, f"{text}: {reason}", data)
-        error.decision = decision  # for the span and metrics; never serialized to the agent
-        raise error
+        return RpcError(code, f"{text}: {self.agent_reason(decision)}", data)

@@ -41,8 +41,6 @@ class RpcError(Exception):
         self.code = code
         self.message = message
         self.data = data
-        # The policy decision behind a denial (gateway.policy.engine.Decision), for spans and metrics.
-        self.decision: Any = None
 
     def to_error(self) -> dict[str, Any]:
         error: dict[str, Any] = {"code": self.code, "message": self.message}

@@ -19,7 +19,8 @@ from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.errors import INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, UPSTREAM_UNAVAILABLE, RpcError
 from gateway.identity.principal import Principal
 from gateway.policy.engine import Decision, RequestFacts
-from gateway.tasks.gate import BUILTIN_TOOLS, TaskGate
+from gateway.tasks.gate import BUILTIN_TOOLS, TaskGate, task_facts
+from gateway.tasks.model import Task
 from gateway.telemetry import NOOP_SPAN, RequestSpan, Telemetry
 from gateway.transport.sessions import LOG_LEVELS, AgentSession
 from gateway.upstream.base import LEGACY_ERA, MODERN_ERA, CallContext, CallSink
@@ -116,9 +117,8 @@ class Methods:
     def visible_tool_names(self, principal: Principal, era: str, client_info: dict[str, Any] | None) -> frozenset[str]:
         """visible_tools outside a request (to tell agents when their list changed); empty if the task ended."""
         try:
-            facts = self.authorizer.facts(era, client_info, self.tasks.facts(principal),
-                                          self.monitor.context(principal))
-            return self.visible_tools(principal, facts)
+            return self.visible_tools(principal, self.facts_for(principal, era, client_info,
+                                                                self.tasks.facts(principal)))
         except RpcError:
             return frozenset()
 
@@ -167,14 +167,14 @@ class Methods:
         ctx.span.set(tool_name=name, upstream=view.entry.server_id)
         ctx.upstream = view.entry.server_id
         try:
-            self.tasks.admit(ctx.principal, name)
+            task = self.tasks.admit(ctx.principal, name)
         except RpcError:
             if ctx.principal.task_id is not None:
                 await self.monitor.probe(ctx.principal, name)  # asking for a tool outside the task
             raise
         self.monitor.admit(ctx.principal, name)
         try:
-            decision = await self.decide(ctx, view.entry, arguments, params)
+            decision = await self.decide(ctx, view.entry, arguments, params, task)
         finally:
             await self.monitor.observe(ctx.principal, view.entry, ctx.decision or "deny")
         if isinstance(decision, dict):
@@ -206,28 +206,28 @@ class Methods:
                 raise
 
     async def decide(self, ctx: RequestContext, entry: ToolEntry, arguments: dict[str, Any] | None,
-                     params: dict[str, Any]) -> Decision | Reply:
+                     params: dict[str, Any], task: Task | None) -> Decision | Reply:
         """The policy stage (and, on StepUp, the approval): its outcome goes on the span either way."""
-        facts = self.facts(ctx)
+        facts = self.facts_for(ctx.principal, ctx.era, ctx.client_info, task_facts(task))
+        decision: Decision | None = None
         try:
             with self.telemetry.stage("policy"):
-                decision = await self.authorizer.tool(ctx.principal, entry, arguments, facts, ctx.trace_id)
-        except RpcError as exc:
-            refused = exc.decision
-            ctx.decision = refused.outcome if refused is not None else "deny"
-            if refused is not None:
-                self.note_decision(ctx, refused)
-            if refused is None or refused.outcome != "step_up" or self.step_up is None:
+                decision = await self.authorizer.check_tool(ctx.principal, entry, arguments, facts, ctx.trace_id)
+                self.note_decision(ctx, decision)
+                if not decision.allowed:
+                    raise self.authorizer.refusal(decision)  # the policy stage span records it as its error
+                return decision
+        except RpcError:
+            if decision is None or decision.outcome != "step_up" or self.step_up is None:
                 raise
-            outcome = await self.step_up.resolve(StepUpCall(
-                principal=ctx.principal, era=ctx.era, entry=entry, arguments=arguments, refused=refused,
-                facts=facts, params=params, url_elicitation=supports_url_elicitation(ctx.client_capabilities),
-                sink=ctx.sink, trace_id=ctx.trace_id, refresh=lambda: self.facts(ctx)))
-            if isinstance(outcome, dict):
-                return outcome
-            decision = outcome
-        self.note_decision(ctx, decision)
-        return decision
+        outcome = await self.step_up.resolve(StepUpCall(
+            principal=ctx.principal, era=ctx.era, entry=entry, arguments=arguments, refused=decision,
+            facts=facts, params=params, url_elicitation=supports_url_elicitation(ctx.client_capabilities),
+            sink=ctx.sink, trace_id=ctx.trace_id, refresh=lambda: self.facts(ctx)))
+        if isinstance(outcome, dict):
+            return outcome
+        self.note_decision(ctx, outcome)
+        return outcome
 
     @staticmethod
     def note_decision(ctx: RequestContext, decision: Decision) -> None:
@@ -306,9 +306,11 @@ class Methods:
         return server_id
 
     def facts(self, ctx: RequestContext) -> RequestFacts:
-        principal = ctx.principal
-        return self.authorizer.facts(ctx.era, ctx.client_info, self.tasks.facts(principal),
-                                     self.monitor.context(principal))
+        return self.facts_for(ctx.principal, ctx.era, ctx.client_info, self.tasks.facts(ctx.principal))
+
+    def facts_for(self, principal: Principal, era: str, client_info: dict[str, Any] | None,
+                  task: dict[str, Any] | None) -> RequestFacts:
+        return self.authorizer.facts(era, client_info, task, self.monitor.context(principal))
 
     def call_context(self, ctx: RequestContext, server_id: str) -> CallContext:
         """How to call `server_id` for this request; the trace goes along (prompts, resources, completions)."""

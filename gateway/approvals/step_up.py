@@ -262,14 +262,11 @@ class StepUpFlow:
 
     async def decide_again(self, call: StepUpCall) -> Decision | None:
         """The step-up decision as of now (audited like any), or None if it is no longer a step-up."""
-        try:
-            await self.authorizer.tool(call.principal, call.entry, call.arguments, call.facts, call.trace_id)
-        except RpcError as exc:
-            decision = getattr(exc, "decision", None)
-            if decision is None or decision.outcome != "step_up":
-                raise  # denied now (or cannot be decided): no approval makes it right
-            return decision
-        return None
+        decision = await self.authorizer.check_tool(call.principal, call.entry, call.arguments, call.facts,
+                                                    call.trace_id)
+        if decision.outcome == "deny":
+            raise self.authorizer.refusal(decision)  # denied now: no approval makes it right
+        return decision if decision.outcome == "step_up" else None
 
     async def use(self, call: StepUpCall, approval: Approval) -> Decision:
         """Spend the approval on this call, then let Cedar decide again with it granted."""

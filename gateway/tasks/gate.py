@@ -34,6 +34,11 @@ NEEDS_TASK = ("this agent needs a task token: exchange its workload token at the
               "(RFC 8693) for the tools of one task")
 
 
+def task_facts(task: Task | None) -> dict[str, Any] | None:
+    """What policies see of the caller's task (context.task)."""
+    return None if task is None else {"id": task.id, "purpose": task.purpose, "tools": task.tools}
+
+
 class TaskGate:
     def __init__(self, tasks: TaskService) -> None:
         self.tasks = tasks
@@ -49,8 +54,7 @@ class TaskGate:
                            {"decision": "deny", "task": principal.task_id}) from None
 
     def facts(self, principal: Principal) -> dict[str, Any] | None:
-        task = self.task_of(principal)
-        return None if task is None else {"id": task.id, "purpose": task.purpose, "tools": task.tools}
+        return task_facts(self.task_of(principal))
 
     def visible(self, principal: Principal, names: Iterable[str]) -> list[str]:
         """Of these tool names, the ones this caller's grant covers."""
@@ -65,8 +69,8 @@ class TaskGate:
     def builtin_tools(self, principal: Principal) -> list[dict[str, Any]]:
         return list(BUILTIN_TOOLS.values()) if principal.task_id is not None else []
 
-    def admit(self, principal: Principal, tool: str) -> None:
-        """Before policy: is this tool part of the caller's grant at all?"""
+    def admit(self, principal: Principal, tool: str) -> Task | None:
+        """Before policy: is this tool part of the caller's grant at all? Returns the caller's task."""
         task = self.task_of(principal)
         if task is not None:
             if tool not in task.tools:
@@ -74,6 +78,7 @@ class TaskGate:
                                {"decision": "deny", "task": task.id})
         elif _requires_task(principal):
             raise RpcError(ACCESS_DENIED, f"Access denied: {NEEDS_TASK}", {"decision": "deny"})
+        return task
 
     def consume(self, principal: Principal) -> None:
         """After an allow: count the call against the task's budget."""
