@@ -90,7 +90,7 @@ class Gateway:
         self.sessions = SessionRegistry(settings.limits.session_idle_s)
         authorizer = Authorizer(self.policy, self.audit, settings.policy.agent_reasons,
                                 on_evaluated=lambda d, s: self.telemetry.record_policy_evaluation(s, d.outcome))
-        self.methods = Methods(catalog, self.pool, authorizer, self.upstream_auth, TaskGate(self.tasks),
+        self.methods = Methods(self.pool, authorizer, self.upstream_auth, TaskGate(self.tasks),
                                self.telemetry, self.build_monitor())
         self.build_approvals(authorizer)
         authenticator = Authenticator(settings, self.verifier, self.registry, self.task_check)
@@ -155,7 +155,6 @@ class Gateway:
         self.pool = UpstreamPool(self.catalog, self.upstream_auth, full_resync_s=settings.resync_interval_s)
         self.reviews = ToolReviews(self.store, self.audit)
         self.pool.reconcile = self.reconcile_listings
-        self.effective_catalog = self.catalog  # static catalog + reviewed tools; set by reconcile_listings
         self.applied_catalog = self.catalog  # the one the policy engine and task grants use now
         self.effective_stale = True
         self.review_webhook = WebhookSender(settings.webhook_url, settings.webhook_secret_env, "tool review")
@@ -167,12 +166,12 @@ class Gateway:
         if self.reviews.reconcile(self.catalog, {sid: listing.tools for sid, listing in listings.items()}):
             self.effective_stale = True
             self.run_in_background(self.reviews.save())
-        if self.effective_stale:
-            self.effective_catalog = self.reviews.effective(self.catalog)
-            self.effective_stale = False
-            self.telemetry.set_quarantined_tools(sum(1 for t in self.effective_catalog.tools.values()
-                                                     if t.status == "quarantined"))
-        return self.effective_catalog
+        if not self.effective_stale:
+            return self.pool.catalog  # what this returned last time
+        self.effective_stale = False
+        effective = self.reviews.effective(self.catalog)
+        self.telemetry.set_quarantined_tools(sum(1 for t in effective.tools.values() if t.status == "quarantined"))
+        return effective
 
     async def apply_reviews(self) -> None:
         """After a review decision: rebuild the catalog everyone uses, then tell agents whose list changed."""
@@ -287,7 +286,6 @@ class Gateway:
             self.run_in_background(self.store.save_tool_schemas(changed))
         if catalog is not self.applied_catalog:
             self.applied_catalog = catalog
-            self.methods.catalog = catalog
             self.tasks.set_catalog(approved_only(catalog))  # tasks are granted reviewed tools only
         outcome = self.policy.set_catalog(catalog, self.tool_schemas)
         if not outcome.ok:
@@ -304,9 +302,7 @@ class Gateway:
 
     def announce_policy_change(self) -> None:
         """A new policy set can change what each agent may see: tell agents to list again."""
-        task = asyncio.create_task(self.announce_list_changed({"tools", "prompts", "resources"}))
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
+        self.run_in_background(self.announce_list_changed({"tools", "prompts", "resources"}))
 
     def on_agent_change(self, agent: Agent, event: LifecycleEvent) -> None:
         """Every lifecycle change is audited; a suspended or retired agent loses its sessions at once."""
@@ -317,8 +313,7 @@ class Gateway:
         ))
         if event.from_state != event.to_state and agent.state in (Lifecycle.SUSPENDED, Lifecycle.RETIRED):
             self.chain.forget_agent(agent.id)  # a resumed agent starts with a clean record
-            closed = self.sessions.close_agent(agent.id)
-            self.endpoint.listen_hub.close_agent(agent.id)
+            closed = self.close_agent_streams(agent.id)
             log.warning("agent %s is %s (%s by %s); closed %d session(s)", agent.id, agent.state.value,
                         event.reason, event.actor, closed)
 
@@ -332,9 +327,13 @@ class Gateway:
             for agent_id in connected:
                 agent = self.registry.get(agent_id)
                 if agent is not None and agent.effective_state(now) is not Lifecycle.ACTIVE:
-                    self.sessions.close_agent(agent_id)
-                    self.endpoint.listen_hub.close_agent(agent_id)
+                    self.close_agent_streams(agent_id)
                     log.warning("agent %s expired; closed its sessions", agent_id)
+
+    def close_agent_streams(self, agent_id: str) -> int:
+        """Close the agent's sessions and listen streams; the number of sessions closed."""
+        self.endpoint.listen_hub.close_agent(agent_id)
+        return self.sessions.close_agent(agent_id)
 
     async def healthz(self, request: Request) -> Response:
         upstreams = {sid: client.available for sid, client in self.pool.clients.items()}

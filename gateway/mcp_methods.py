@@ -13,7 +13,7 @@ from mcp_types import SERVER_INFO_META_KEY
 from gateway import __version__
 from gateway.approvals.step_up import StepUpCall, StepUpFlow, without_approval_round
 from gateway.authorization import Authorizer
-from gateway.catalog.model import Catalog, HttpTransport, ToolEntry
+from gateway.catalog.model import HttpTransport, ToolEntry
 from gateway.chain.monitor import ChainMonitor
 from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.errors import INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, UPSTREAM_UNAVAILABLE, RpcError
@@ -65,11 +65,10 @@ Handler = Callable[["Methods", RequestContext, dict[str, Any]], Awaitable[Reply]
 
 
 class Methods:
-    def __init__(self, catalog: Catalog, pool: UpstreamPool, authorizer: Authorizer, auth: UpstreamAuth,
+    def __init__(self, pool: UpstreamPool, authorizer: Authorizer, auth: UpstreamAuth,
                  tasks: TaskGate, telemetry: Telemetry, monitor: ChainMonitor) -> None:
         self.telemetry = telemetry
         self.monitor = monitor
-        self.catalog = catalog
         self.pool = pool
         self.authorizer = authorizer
         self.upstream_auth = auth
@@ -183,7 +182,7 @@ class Methods:
         # The upstream gets exactly the arguments the policy judged (paths normalized, NFC).
         if decision.canonical_arguments is not None:
             arguments = decision.canonical_arguments
-        server = self.catalog.servers[view.entry.server_id]
+        server = self.pool.catalog.servers[view.entry.server_id]
         call_ctx = self.call_context(ctx, server.id)
         if view.param_headers:
             call_ctx.headers.update(mcp_param_headers(view.param_headers, arguments or {}))
@@ -235,7 +234,7 @@ class Methods:
         ctx.span.set(decision=decision.outcome, decision_id=decision.decision_id, policy_ids=list(decision.policy_ids))
 
     def missing_tool(self, name: str) -> RpcError:
-        entry = self.catalog.tools.get(name)
+        entry = self.pool.catalog.tools.get(name)
         if entry is None:
             return RpcError(INVALID_PARAMS, f"Unknown tool: {name}")
         if entry.server_id in self.pool.listings:
@@ -317,7 +316,7 @@ class Methods:
         ctx.upstream = server_id
         call_ctx = CallContext(
             era=ctx.era,
-            timeout_s=self.catalog.servers[server_id].timeout_s,
+            timeout_s=self.pool.catalog.servers[server_id].timeout_s,
             sink=ctx.sink,
             client_capabilities=ctx.client_capabilities,
             client_info=ctx.client_info,

@@ -74,11 +74,3 @@ def check_depth(value: Any, max_depth: int) -> None:
             stack.extend((child, depth + 1) for child in node.values() if isinstance(child, dict | list))
         elif isinstance(node, list):
             stack.extend((child, depth + 1) for child in node if isinstance(child, dict | list))
-
-
-def result_bytes(request_id: RequestId | None, result: Any) -> bytes:
-    return orjson.dumps({"jsonrpc": "2.0", "id": request_id, "result": result})
-
-
-def error_bytes(request_id: RequestId | None, error: RpcError) -> bytes:
-    return orjson.dumps({"jsonrpc": "2.0", "id": request_id, "error": error.to_error()})

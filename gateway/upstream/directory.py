@@ -55,10 +55,7 @@ class Directory:
     prompts: dict[str, PromptView]
     resources: dict[str, str]
     templates: tuple[TemplateView, ...]
-    tool_list: list[dict[str, Any]]
-    prompt_list: list[dict[str, Any]]
     resource_list: list[dict[str, Any]]
-    template_list: list[dict[str, Any]]
 
     def server_for_uri(self, uri: str) -> str | None:
         server_id = self.resources.get(uri)
@@ -76,7 +73,7 @@ class Directory:
         return None
 
 
-EMPTY = Directory({}, {}, {}, (), [], [], [], [])
+EMPTY = Directory({}, {}, {}, (), [])
 
 
 def build_directory(catalog: Catalog, listings: dict[str, Listing]) -> Directory:
@@ -104,11 +101,8 @@ def build_directory(catalog: Catalog, listings: dict[str, Listing]) -> Directory
         prompts=prompts,
         resources=resources,
         templates=tuple(templates),
-        tool_list=[view.definition for view in tools.values()],
-        prompt_list=[view.definition for view in prompts.values()],
         resource_list=[r for server_id, listing in ordered for r in listing.resources
                        if resources.get(r.get("uri", "")) == server_id],
-        template_list=[t.definition for t in templates],
     )
 
 

@@ -74,9 +74,6 @@ class UpstreamPool:
                     await task
         await asyncio.gather(*(client.close() for client in self.clients.values()), return_exceptions=True)
 
-    def client(self, server_id: str) -> Upstream:
-        return self.clients[server_id]
-
     def down_reason(self, server_id: str) -> str | None:
         """Why an upstream could not connect, when the gateway knows (e.g. its secret is unavailable)."""
         client = self.clients.get(server_id)
