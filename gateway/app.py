@@ -95,7 +95,7 @@ class Gateway:
         self.build_approvals(authorizer)
         authenticator = Authenticator(settings, self.verifier, self.registry, self.task_check)
         self.endpoint = McpEndpoint(settings, authenticator, self.methods, self.sessions, self.telemetry)
-        admin_auth = AdminAuthenticator(settings, self.verifier, self.registry)
+        admin_auth = AdminAuthenticator(settings, self.verifier, self.registry, self.task_check.is_ours)
         self.agents_api = AgentsApi(self.registry, admin_auth)
         self.policies_api = PoliciesApi(self.policy, self.reloader, admin_auth)
         self.app = Starlette(routes=self.routes(), lifespan=self.lifespan)
@@ -158,6 +158,7 @@ class Gateway:
         self.applied_catalog = self.catalog  # the one the policy engine and task grants use now
         self.effective_stale = True
         self.review_webhook = WebhookSender(settings.webhook_url, settings.webhook_secret_env, "tool review")
+        self.reviews.on_decided.append(self.apply_reviews)
         self.reviews.on_quarantined.append(
             lambda review: self.review_webhook.send(review_webhook_payload(review, self.settings.base_url)))
 
@@ -223,9 +224,9 @@ class Gateway:
             *tasks_api.routes(),
             *keys_api.routes(),
             *ApprovalsApi(self.approvals, admin_auth, self.console_url).routes(),
-            *CatalogApi(self.reviews, admin_auth, self.apply_reviews).routes(),
-            *Console(self.approvals, self.registry, self.tasks, self.store, admin_auth, self.settings, self.reviews,
-                     self.apply_reviews).routes(),
+            *CatalogApi(self.reviews, admin_auth).routes(),
+            *Console(self.approvals, self.registry, self.tasks, self.store, admin_auth, self.settings,
+                     self.reviews).routes(),
         ]
 
     @contextlib.asynccontextmanager

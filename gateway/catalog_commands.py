@@ -24,9 +24,8 @@ from gateway.catalog import CatalogError, load_catalog
 from gateway.catalog.definitions import reveal_hidden
 from gateway.catalog.loader import PIN_PATTERN
 from gateway.catalog.model import RISK_TIERS
-from gateway.discovery.model import APPROVED, QUARANTINED, REJECTED
+from gateway.discovery.model import APPROVED, QUARANTINED, REJECTED, STATUSES
 
-STATUSES = (QUARANTINED, APPROVED, REJECTED)
 PIN_KEY = "definition_sha256"
 SHORT_HASH = len("sha256:") + 12
 MAX_VALUE = 200  # characters of one diff value shown; the full definition follows anyway

@@ -19,20 +19,17 @@ from gateway.admin.auth import AdminAuthenticator
 from gateway.admin.http import Endpoint, admin_route, error_response, json_response, read_json
 from gateway.approvals.model import Approver
 from gateway.catalog.definitions import definition_diff, unified_text_diff
-from gateway.discovery.model import ReviewError, ToolReview
+from gateway.discovery.model import STATUSES, ReviewError, ToolReview
 from gateway.discovery.service import ToolReviews
 
-STATUSES = ("approved", "quarantined", "rejected")
 APPROVE_FIELDS = frozenset({"expected_sha256", "risk", "data_classes", "egress", "comment"})
 REJECT_FIELDS = frozenset({"expected_sha256", "comment"})
 
 
 class CatalogApi:
-    def __init__(self, reviews: ToolReviews, auth: AdminAuthenticator,
-                 on_decided: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, reviews: ToolReviews, auth: AdminAuthenticator) -> None:
         self.reviews = reviews
         self.auth = auth
-        self.on_decided = on_decided  # rebuild the effective catalog and tell agents
 
     def routes(self) -> list[Route]:
         return [
@@ -77,7 +74,6 @@ class CatalogApi:
                                                  **common)
         else:
             decided = await self.reviews.reject(key, person, **common)
-        await self.on_decided()
         return json_response(review_view(decided, self.reviews.refusal(decided, person)))
 
     def summary(self, review: ToolReview, person: Approver) -> dict[str, Any]:

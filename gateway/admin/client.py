@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.admin.keys_api import DEFAULT_OVERLAP_S, MIN_OVERLAP_S
 from gateway.approvals.model import ApprovalState
 
 DEFAULT_GATEWAY = "http://127.0.0.1:8080"
@@ -53,10 +54,7 @@ def _error_text(exc: urllib.error.HTTPError) -> str:
 
 def add_agents_parser(commands: Any) -> None:
     agents = commands.add_parser("agents", help="manage agent records on a running gateway (admin API)")
-    agents.add_argument("--gateway", default=os.environ.get("NARROWGATE_URL", DEFAULT_GATEWAY),
-                        help="gateway base URL (default: $NARROWGATE_URL or http://127.0.0.1:8080)")
-    agents.add_argument("--admin-token", default=os.environ.get("NARROWGATE_ADMIN_TOKEN"),
-                        help="admin bearer token (default: $NARROWGATE_ADMIN_TOKEN)")
+    _add_connection_options(agents)
     sub = agents.add_subparsers(title="agents commands", metavar="COMMAND", required=True)
 
     add = sub.add_parser("add", help="register an agent")
@@ -228,7 +226,8 @@ def add_keys_parser(commands: Any) -> None:
     listing.set_defaults(run=run_keys_list)
     rotate = sub.add_parser("rotate", help="make a new signing key current; the old one stays for --overlap")
     rotate.add_argument("--overlap", type=float, metavar="SECONDS",
-                        help="how long the old key stays in the JWKS (default 3600, at least 90)")
+                        help=f"how long the old key stays in the JWKS (default {DEFAULT_OVERLAP_S:.0f}, "
+                             f"at least {MIN_OVERLAP_S:.0f})")
     rotate.set_defaults(run=run_keys_rotate)
 
 

@@ -8,7 +8,6 @@ from types import MappingProxyType
 from typing import Literal
 
 RISK_TIERS = ("read", "write", "privileged", "destructive")
-TOOL_STATUSES = ("approved", "quarantined", "rejected")
 Risk = Literal["read", "write", "privileged", "destructive"]
 NAMESPACE_SEPARATOR = "__"
 PROTOCOL_CHOICES = ("auto", "2025-11-25", "2026-07-28")

@@ -4,8 +4,8 @@ They drive the same ToolReviews service as the admin API (`/admin/v1/catalog/too
 catalog`, which stays the authority on who may review, what a discovered tool needs and the
 `expected_sha256` guard; the checks here only come first so the person gets a plain answer. The decide
 form carries the hash of the definition the page showed, so a tool that changed again after the page
-was rendered is never approved by accident (409). After a decision `on_decided` (Gateway.apply_reviews)
-rebuilds the catalog and tells the agents whose tool list changed.
+was rendered is never approved by accident (409). The service's `on_decided` observers (Gateway.apply_reviews)
+then rebuild the catalog and tell the agents whose tool list changed.
 """
 
 from __future__ import annotations
@@ -32,16 +32,14 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 PageHandler = Callable[[Request, ConsoleSession], Awaitable[Response]]
 ActionHandler = Callable[[Request, ConsoleSession, dict[str, str]], Awaitable[Response]]
 Renderer = Callable[..., HTMLResponse]  # Console.render
-OnDecided = Callable[[], Awaitable[None]]
 ACTIONS = ("approve", "reject")
 MAX_DATA_CLASSES = 20
 MAX_DATA_CLASS_CHARS = 100
 
 
 class CatalogPages:
-    def __init__(self, reviews: ToolReviews, on_decided: OnDecided, render: Renderer) -> None:
+    def __init__(self, reviews: ToolReviews, render: Renderer) -> None:
         self.reviews = reviews
-        self.on_decided = on_decided  # rebuild the effective catalog and tell agents
         self.render = render
 
     def routes(self, page: Callable[[PageHandler], Endpoint],
@@ -91,7 +89,6 @@ class CatalogPages:
                                                  **classification(review, form))
         else:
             decided = await self.reviews.reject(review.key, session.person, **common)
-        await self.on_decided()
         log.info("console: %s %s tool %s of %s", session.person.actor, decided.status, decided.name,
                  decided.server_id)
         session.flash(f"You {decided.status} {reveal_hidden(decided.exposed_name)}.")

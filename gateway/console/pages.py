@@ -45,7 +45,7 @@ from gateway.approvals.model import ApprovalError, ApprovalState, Approver
 from gateway.approvals.service import ApprovalService
 from gateway.catalog.definitions import reveal_hidden
 from gateway.config import Settings
-from gateway.console.catalog import CatalogPages, OnDecided, path_segment
+from gateway.console.catalog import CatalogPages, path_segment
 from gateway.console.security import (
     HOME,
     CookiePolicy,
@@ -94,8 +94,7 @@ LOGIN_HINT = ("Sign in with your own admin or approver credential: a static toke
 
 class Console:
     def __init__(self, approvals: ApprovalService, registry: Registry, tasks: TaskService, store: Store,
-                 auth: AdminAuthenticator, settings: Settings, reviews: ToolReviews, on_reviewed: OnDecided,
-                 clock: Clock = time.time) -> None:
+                 auth: AdminAuthenticator, settings: Settings, reviews: ToolReviews, clock: Clock = time.time) -> None:
         self.approvals = approvals
         self.registry = registry
         self.tasks = tasks
@@ -112,7 +111,7 @@ class Console:
         self.env.filters["when"] = when
         self.env.filters["reveal"] = reveal_hidden  # upstream tool names may hide characters
         self.env.filters["segment"] = path_segment
-        self.catalog = CatalogPages(reviews, on_reviewed, self.render)
+        self.catalog = CatalogPages(reviews, self.render)
         self.stylesheet_text = resources.files("gateway.console").joinpath("static/console.css").read_text("utf-8")
 
     def routes(self) -> list[Route | Mount]:

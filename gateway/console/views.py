@@ -12,7 +12,7 @@ import jwt
 
 from gateway.approvals.model import Approval
 from gateway.catalog.definitions import definition_diff, is_hidden, unified_text_diff
-from gateway.discovery.model import APPROVED, REJECTED, ToolReview
+from gateway.discovery.model import APPROVED, REJECTED, ToolReview, by_person
 from gateway.tasks.model import Task, TaskState
 
 RECENT_TASKS_S = 24 * 3600.0  # ended tasks stay on the tasks page this long
@@ -20,7 +20,6 @@ TASKS_LIMIT = 200
 DECIDED_LIMIT = 50  # recently decided tools on the catalog page
 SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
 # Who settles a tool without a person: a manifest pin, first sight, or a definition changed back.
-AUTOMATIC_REVIEWERS = ("catalog", "narrowgate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +133,7 @@ def by_severity(flags: Iterable[Mapping[str, str]]) -> list[dict[str, str]]:
 
 
 def decided_by_a_person(review: ToolReview) -> bool:
-    by = review.reviewed_by or ""
-    return review.status in (APPROVED, REJECTED) and bool(by) and not by.startswith(AUTOMATIC_REVIEWERS)
+    return review.status in (APPROVED, REJECTED) and by_person(review.reviewed_by)
 
 
 def recently_decided(reviews: Iterable[ToolReview]) -> list[ToolReview]:

@@ -8,6 +8,14 @@ from typing import Any
 QUARANTINED = "quarantined"
 APPROVED = "approved"
 REJECTED = "rejected"
+STATUSES = (APPROVED, QUARANTINED, REJECTED)
+# Actors the gateway records for its own decisions (a pin, first sight, a revert, an invalid name).
+AUTOMATIC_REVIEWERS = ("catalog", "narrowgate")
+
+
+def by_person(actor: str | None) -> bool:
+    """Whether a review record's actor is a person (admin:<name>, oidc:<sub>), not the gateway itself."""
+    return bool(actor) and not str(actor).startswith(AUTOMATIC_REVIEWERS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
@@ -36,6 +36,7 @@ from gateway.discovery.model import (
     ReviewError,
     ReviewNotFound,
     ToolReview,
+    by_person,
 )
 from gateway.store.base import Store
 
@@ -54,6 +55,8 @@ class ToolReviews:
         self.clock = clock
         self.records: dict[tuple[str, str], ToolReview] = {}
         self.on_quarantined: list[Callable[[ToolReview], None]] = []  # new review items (webhook)
+        # After every person's decision, from any surface (rebuild the catalog, tell the agents).
+        self.on_decided: list[Callable[[], Awaitable[None]]] = []
         self.unsaved: dict[tuple[str, str], ToolReview] = {}
 
     async def open(self) -> None:
@@ -117,7 +120,7 @@ class ToolReviews:
             return False
         if record.status == QUARANTINED and entry.pin == record.current_hash:
             return self._settle(record, APPROVED, PINNED)  # the manifest's pin was updated to it
-        if record.status == APPROVED and entry.pin != record.current_hash and not _by_person(record.approved_by):
+        if record.status == APPROVED and entry.pin != record.current_hash and not by_person(record.approved_by):
             # Approved on first sight (not by a person), and the manifest now pins another definition.
             return self._quarantine(replace(record, change="changed", approved_hash=entry.pin, approved_definition=None,
                                             approved_by=PINNED, changed_at=self.clock()),
@@ -134,7 +137,7 @@ class ToolReviews:
             if current == entry.pin:
                 return PINNED
             # A pin decides, unless a person approved exactly this definition since (pin it next).
-            reverted = record is not None and current == record.approved_hash and _by_person(record.approved_by)
+            reverted = record is not None and current == record.approved_hash and by_person(record.approved_by)
             return REVERTED if reverted else None
         if record is not None and current == record.approved_hash:
             return REVERTED
@@ -289,6 +292,8 @@ class ToolReviews:
         self._record(decided, "tool_approved" if status == APPROVED else "tool_rejected", person.actor,
                      {"comment": decided.comment} if decided.comment else None)
         log.info("tool %s of %s %s by %s", review.name, review.server_id, status, person.actor)
+        for observer in self.on_decided:
+            await observer()
         return decided
 
     def _record(self, review: ToolReview, action: str, actor: str, detail: dict[str, Any] | None = None) -> None:
@@ -298,10 +303,6 @@ class ToolReviews:
                 "definition_sha256": review.current_hash, "approved_sha256": review.approved_hash,
                 "flags": [f["code"] for f in review.flags], **(detail or {})},
         ))
-
-
-def _by_person(approved_by: str | None) -> bool:
-    return approved_by is not None and approved_by not in (PINNED, FIRST_SEEN, REVERTED)
 
 
 def _other_tools(catalog: Catalog, listed: Mapping[str, list[dict[str, Any]]], server_id: str) -> dict[str, str]:
