@@ -191,6 +191,41 @@ def env_value(value: str) -> Any:
         return value
 
 
+UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a string like "90", "90s", "15m", "1h"; ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower()
+        unit = UNITS.get(text[-1:]) if text else None
+        seconds = float(text[:-1]) * unit if unit is not None else float(text)
+    if not 0 < seconds < 366 * 86400:
+        raise ValueError(f"a duration must be positive and under a year, got {value!r}")
+    return seconds
+
+
+def duration_s(value: Any, key: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise ConfigError(f"{key} must be a duration (seconds, or like 90s, 15m, 1h), got {value!r}") from None
+
+
+def webhook_url(value: Any, key: str) -> str | None:
+    """An optional http(s) URL to POST signed webhooks to."""
+    if value in (None, ""):
+        return None
+    text = str(value)
+    if not text.startswith(("http://", "https://")):
+        raise ConfigError(f"{key} must be an http(s) URL")
+    return text
+
+
 def check_keys(raw: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:
     unknown = sorted(set(raw) - allowed)
     if unknown:
@@ -216,7 +251,7 @@ def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
         policy=_policy(raw.get("policy") or {}, base_dir),
         tokens=_tokens(raw.get("tokens") or {}),
         monitoring=_monitoring(raw.get("monitoring") or {}),
-        monitoring_webhook_url=_optional_str((raw.get("monitoring") or {}).get("webhook_url")),
+        monitoring_webhook_url=webhook_url((raw.get("monitoring") or {}).get("webhook_url"), "monitoring.webhook_url"),
         monitoring_webhook_secret_env=_optional_str((raw.get("monitoring") or {}).get("webhook_secret_env")),
         agents_file=_path(raw["agents_file"], base_dir) if raw.get("agents_file") else None,
         # Tokens are minted for the protected resource RFC 9728 advertises: this gateway's /mcp.

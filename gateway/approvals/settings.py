@@ -6,9 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.approvals.model import MODES
-from gateway.config import ConfigError, check_keys
-
-UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+from gateway.config import ConfigError, check_keys, duration_s, webhook_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +44,7 @@ def approval_settings(raw: Any) -> ApprovalSettings:
         forbid_self_approval=_flag(raw, "forbid_self_approval", defaults.forbid_self_approval),
         admins_may_approve=_flag(raw, "admins_may_approve", defaults.admins_may_approve),
         keepalive_s=duration_s(raw.get("keepalive", defaults.keepalive_s), "approvals.keepalive"),
-        webhook_url=_optional_url(raw.get("webhook_url")),
+        webhook_url=webhook_url(raw.get("webhook_url"), "approvals.webhook_url"),
         webhook_secret_env=raw.get("webhook_secret_env") or None,
         console_session_ttl_s=duration_s(raw.get("console_session_ttl", defaults.console_session_ttl_s),
                                          "approvals.console_session_ttl"),
@@ -55,39 +53,8 @@ def approval_settings(raw: Any) -> ApprovalSettings:
     return settings
 
 
-def parse_duration(value: Any) -> float:
-    """Seconds from a number or a string like "90", "90s", "15m", "1h"; ValueError otherwise."""
-    if isinstance(value, bool):
-        raise ValueError(f"not a duration: {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        text = str(value).strip().lower()
-        unit = UNITS.get(text[-1:]) if text else None
-        seconds = float(text[:-1]) * unit if unit is not None else float(text)
-    if not 0 < seconds < 366 * 86400:
-        raise ValueError(f"a duration must be positive and under a year, got {value!r}")
-    return seconds
-
-
-def duration_s(value: Any, key: str) -> float:
-    try:
-        return parse_duration(value)
-    except ValueError:
-        raise ConfigError(f"{key} must be a duration (seconds, or like 90s, 15m, 1h), got {value!r}") from None
-
-
 def _flag(raw: dict[str, Any], key: str, default: bool) -> bool:
     value = raw.get(key, default)
     if not isinstance(value, bool):
         raise ConfigError(f"approvals.{key} must be true or false")
     return value
-
-
-def _optional_url(value: Any) -> str | None:
-    if value in (None, ""):
-        return None
-    text = str(value)
-    if not text.startswith(("http://", "https://")):
-        raise ConfigError("approvals.webhook_url must be an http(s) URL")
-    return text

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -27,7 +26,7 @@ from typing import Any, Protocol
 from gateway.approvals.arguments import approver_view
 from gateway.approvals.model import Approval, ApprovalError, ApprovalState
 from gateway.approvals.service import ApprovalService
-from gateway.approvals.settings import ApprovalSettings, parse_duration
+from gateway.approvals.settings import ApprovalSettings
 from gateway.authorization import Authorizer
 from gateway.catalog.model import ToolEntry
 from gateway.errors import ACCESS_DENIED, APPROVAL_REQUIRED, URL_ELICITATION_REQUIRED, RpcError
@@ -38,7 +37,6 @@ from gateway.telemetry import Telemetry
 from gateway.upstream.base import MODERN_ERA
 from gateway.verifier import argument_digest
 
-log = logging.getLogger("narrowgate.approvals")
 INPUT_KEY = "narrowgate_approval"  # our key in an input_required result's inputRequests
 
 
@@ -145,7 +143,8 @@ class StepUpFlow:
             id="", state=ApprovalState.PENDING, agent_id=call.principal.agent_id, task_id=call.principal.task_id,
             tool=call.entry.exposed_name, args_digest=digest, policy_version=refused.rules_version,
             decision_id=refused.decision_id, mode=self.mode(refused), created_at=now,
-            expires_at=now + self.ttl(refused), owner=agent.owner if agent is not None else "",
+            expires_at=now + (refused.approval_ttl_s or self.settings.ttl_s),
+            owner=agent.owner if agent is not None else "",
             server_id=call.entry.server_id, risk=call.entry.risk, reason=refused.reason,
             policy_ids=refused.policy_ids,
             preview=approver_view(canonical if canonical is not None else call.arguments, call.entry.data_classes),
@@ -154,15 +153,6 @@ class StepUpFlow:
             task_started_by=task.started_by if task is not None else None,
             approvers_group=refused.approvers, trace_id=call.trace_id,
         )
-
-    def ttl(self, decision: Decision) -> float:
-        if decision.approval_ttl:
-            try:
-                return parse_duration(decision.approval_ttl)
-            except ValueError:
-                log.warning("ignoring invalid @approval_ttl %r; using %.0f s", decision.approval_ttl,
-                            self.settings.ttl_s)
-        return self.settings.ttl_s
 
     def url(self, approval: Approval) -> str:
         return f"{self.console_url}/approvals/{approval.id}"

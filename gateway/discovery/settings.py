@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.approvals.settings import duration_s
-from gateway.config import ConfigError, check_keys
+from gateway.config import ConfigError, check_keys, duration_s, webhook_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,12 +24,9 @@ def discovery_settings(raw: Any) -> DiscoverySettings:
     if not isinstance(raw, dict):
         raise ConfigError("discovery must be a mapping")
     check_keys(raw, KEYS, "discovery")
-    url = raw.get("webhook_url") or None
-    if url is not None and not str(url).startswith(("http://", "https://")):
-        raise ConfigError("discovery.webhook_url must be an http(s) URL")
     return DiscoverySettings(
         resync_interval_s=duration_s(raw.get("resync_interval", DiscoverySettings().resync_interval_s),
                                      "discovery.resync_interval"),
-        webhook_url=str(url) if url else None,
+        webhook_url=webhook_url(raw.get("webhook_url"), "discovery.webhook_url"),
         webhook_secret_env=raw.get("webhook_secret_env") or None,
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import cedarpy
 
+from gateway.config import parse_duration
 from gateway.policy.listing import listing_policies
 from gateway.policy.model import CatalogModel
 from gateway.policy.sources import PolicySource, read_sources
@@ -127,8 +128,6 @@ STEP_UP_MODES = ("", "hold", "pending")
 
 def _approval_annotation_problems(source: PolicySource) -> list[str]:
     """@step_up, @approvers and @approval_ttl shape approval requests: a typo must not go unnoticed."""
-    from gateway.approvals.settings import parse_duration
-
     notes = source.annotations
     problems = []
     if "step_up" in notes and notes["step_up"] not in STEP_UP_MODES:

@@ -34,6 +34,7 @@ import cedarpy
 import orjson
 
 from gateway.catalog.model import Catalog, ToolEntry
+from gateway.config import parse_duration
 from gateway.identity.principal import Principal
 from gateway.policy.bundle import Bundle, CompileError, compile_bundle
 from gateway.policy.canonical import CanonicalizationError, canonicalize, normalize_path
@@ -85,7 +86,7 @@ class Decision:
     # What Cedar saw (canonicalize made it for this decision alone); forward these upstream, unchanged.
     canonical_arguments: dict[str, Any] | None = None
     approvers: str | None = None  # step_up: the @approvers groups (comma-separated, all required), if any
-    approval_ttl: str | None = None  # step_up: the shortest @approval_ttl of the determining policies
+    approval_ttl_s: float | None = None  # step_up: the shortest @approval_ttl of the determining policies
     # The policy texts alone (policy_version also covers the catalog's schema): what an approval is
     # bound to, so upstream tool churn does not void approvals while a changed rule does.
     rules_version: str = ""
@@ -558,14 +559,15 @@ class PolicyEngine:
         return source.annotations["step_up"]
 
     @staticmethod
-    def _approval_terms(bundle: Bundle, determining: tuple[str, ...]) -> dict[str, str | None]:
+    def _approval_terms(bundle: Bundle, determining: tuple[str, ...]) -> dict[str, Any]:
         """Who decides (@approvers) and how long the request lives (@approval_ttl, the shortest wins)."""
         sources = [s for s in (bundle.source(p) for p in determining) if s is not None]
         groups = sorted({s.annotations["approvers"].strip() for s in sources if s.annotations.get("approvers")})
-        ttls = [s.annotations["approval_ttl"] for s in sources if s.annotations.get("approval_ttl")]
+        # Readable: the bundle refuses a policy set with an unreadable @approval_ttl.
+        ttls = [parse_duration(s.annotations["approval_ttl"]) for s in sources if s.annotations.get("approval_ttl")]
         # Several policies naming groups: the approver must be in every one of them.
         return {"approvers": ",".join(groups) if groups else None,
-                "approval_ttl": min(ttls, key=_ttl_order) if ttls else None}
+                "approval_ttl_s": min(ttls) if ttls else None}
 
     @staticmethod
     def _reason(bundle: Bundle, determining: tuple[str, ...], default: str) -> str:
@@ -615,15 +617,6 @@ def _with_approval(request: dict[str, Any]) -> dict[str, Any]:
     context = orjson.loads(request["context"])
     context["approval"] = {"granted": True}
     return {**request, "context": orjson.dumps(context).decode()}
-
-
-def _ttl_order(text: str) -> float:
-    from gateway.approvals.settings import parse_duration
-
-    try:
-        return parse_duration(text)
-    except ValueError:
-        return float("inf")  # an unreadable TTL never wins over a readable one
 
 
 def new_decision_id() -> str:
