@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -58,7 +58,6 @@ class Approval:
     used_decision_id: str | None = None
     end_reason: str | None = None  # why it expired or was cancelled
     trace_id: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def binds(self, agent_id: str, task_id: str | None, tool: str, args_digest: str, policy_version: str) -> bool:
         return (self.agent_id == agent_id and self.task_id == task_id and self.tool == tool
@@ -76,7 +75,6 @@ class Approval:
         data = asdict(self)
         data["state"] = self.state.value
         data["policy_ids"] = list(self.policy_ids)
-        data.pop("extra")
         return data
 
     @classmethod

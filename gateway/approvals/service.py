@@ -83,19 +83,17 @@ class ApprovalService:
     def usable(self, agent_id: str, task_id: str | None, tool: str, args_digest: str, policy_version: str,
                covers: Callable[[Approval], bool] = lambda approval: True) -> Approval | None:
         """A granted, unused, unexpired approval for exactly this call (and that `covers` it), if any."""
-        now = self.clock()
-        for approval in self._open.values():
-            if (approval.state is ApprovalState.APPROVED and now < approval.expires_at
-                    and approval.binds(agent_id, task_id, tool, args_digest, policy_version) and covers(approval)):
-                return approval
-        return None
+        return self._find(ApprovalState.APPROVED, (agent_id, task_id, tool, args_digest, policy_version), covers)
 
     def pending_for(self, agent_id: str, task_id: str | None, tool: str, args_digest: str,
                     policy_version: str) -> Approval | None:
+        return self._find(ApprovalState.PENDING, (agent_id, task_id, tool, args_digest, policy_version))
+
+    def _find(self, state: ApprovalState, binding: tuple[str, str | None, str, str, str],
+              covers: Callable[[Approval], bool] = lambda approval: True) -> Approval | None:
         now = self.clock()
         for approval in self._open.values():
-            if (approval.state is ApprovalState.PENDING and now < approval.expires_at
-                    and approval.binds(agent_id, task_id, tool, args_digest, policy_version)):
+            if approval.state is state and now < approval.expires_at and approval.binds(*binding) and covers(approval):
                 return approval
         return None
 

@@ -197,7 +197,7 @@ class AuditLog:
         try:
             self.head = await self._store.append_audit([record for _, record in batch])
         except Exception as exc:  # any failure: the records stay queued, nothing is silent
-            self._on_write_failure(exc, len(batch))
+            self._on_write_failure(exc)
             return False
         for _ in batch:
             self._pending.popleft()
@@ -208,7 +208,7 @@ class AuditLog:
         self._resolve_waiters(batch[-1][0])
         return True
 
-    def _on_write_failure(self, exc: Exception, batch_size: int) -> None:
+    def _on_write_failure(self, exc: Exception) -> None:
         first = self._failing is None
         self._failing = f"{type(exc).__name__}: {exc}"
         log.error("audit log write failed (%d record(s) queued, %s): %s", len(self._pending),

@@ -81,7 +81,7 @@ class RateLimited(Exception):
 class _Task:
     __slots__ = ("agent_id", "calls", "classes", "denials", "egress_armed", "rate", "sensitive", "tools", "writes")
 
-    def __init__(self, agent_id: str, max_history: int, calls_cap: int, denials_cap: int) -> None:
+    def __init__(self, agent_id: str, max_history: int, calls_cap: int) -> None:
         self.agent_id = agent_id
         self.tools: deque[str] = deque(maxlen=max_history)
         self.calls: deque[float] = deque(maxlen=calls_cap)
@@ -97,7 +97,7 @@ class _Agent:
     __slots__ = ("burst_at", "calls", "classes", "denials", "denials_at", "egress_armed", "pairs", "probe_at",
                  "probe_level", "probes", "rate", "sensitive_at", "tool_rates", "tools", "total_calls", "writes")
 
-    def __init__(self, max_history: int, calls_cap: int, denials_cap: int) -> None:
+    def __init__(self, max_history: int, calls_cap: int) -> None:
         self.tools: deque[str] = deque(maxlen=max_history)
         self.calls: deque[float] = deque(maxlen=calls_cap)
         self.writes: deque[float] | None = None  # created on first use
@@ -179,7 +179,7 @@ class ChainTracker:
     def _agent(self, agent_id: str) -> _Agent:
         agent = self._agents.get(agent_id)
         if agent is None:
-            agent = self._agents[agent_id] = _Agent(self.settings.max_history, self._calls_cap, self._denials_cap)
+            agent = self._agents[agent_id] = _Agent(self.settings.max_history, self._calls_cap)
             if len(self._agents) > self.max_agents:
                 self._agents.popitem(last=False)
         else:
@@ -189,8 +189,7 @@ class ChainTracker:
     def _task(self, task_id: str, agent_id: str) -> _Task:
         task = self._tasks.get(task_id)
         if task is None:
-            task = self._tasks[task_id] = _Task(agent_id, self.settings.max_history, self._calls_cap,
-                                                self._denials_cap)
+            task = self._tasks[task_id] = _Task(agent_id, self.settings.max_history, self._calls_cap)
             if len(self._tasks) > self.max_tasks:
                 self._tasks.popitem(last=False)
         else:

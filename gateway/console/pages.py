@@ -62,7 +62,6 @@ from gateway.console.sessions import ConsoleSession, LoginThrottle, SessionStore
 from gateway.console.views import (
     credential_expiry,
     decision_rows,
-    newest_first,
     pretty_json,
     recent_tasks,
     when,
@@ -244,7 +243,7 @@ class Console:
 
     async def inbox_page(self, request: Request, session: ConsoleSession) -> Response:
         listed = await self.approvals.list([ApprovalState.PENDING.value], limit=INBOX_LIMIT)
-        pending = newest_first(a for a in listed if a.state is ApprovalState.PENDING)
+        pending = [a for a in listed if a.state is ApprovalState.PENDING]  # newest first, as listed
         rows = [(a, self.approvals.refusal(a, session.person)) for a in pending]
         return self.render(request, "inbox.html", session, title="Inbox", nav="inbox", rows=rows)
 
@@ -269,7 +268,7 @@ class Console:
     async def history_page(self, request: Request, session: ConsoleSession) -> Response:
         listed = await self.approvals.list([s.value for s in HISTORY_STATES], limit=HISTORY_LIMIT)
         return self.render(request, "history.html", session, title="History", nav="history",
-                           approvals=newest_first(listed))
+                           approvals=listed)
 
     # agents and tasks
 

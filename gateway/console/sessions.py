@@ -29,8 +29,7 @@ MAX_TRACKED_ADDRESSES = 10_000
 class ConsoleSession:
     id: str
     person: Approver
-    csrf: str  # every POST form carries it (gateway.console.security.check_csrf)
-    created_at: float
+    csrf: str  # every POST form carries it (checked with gateway.console.security.tokens_match)
     expires_at: float  # absolute: created + TTL, or the credential's expiry when sooner
     last_seen: float
     flashes: list[str] = field(default_factory=list)  # one-shot messages for the next page
@@ -57,7 +56,7 @@ class SessionStore:
         if credential_expires_at is not None:
             expires = min(expires, credential_expires_at)  # a session never outlives its credential
         session = ConsoleSession(id=secrets.token_urlsafe(32), person=person, csrf=secrets.token_urlsafe(32),
-                                 created_at=now, expires_at=expires, last_seen=now)
+                                 expires_at=expires, last_seen=now)
         self._sessions[session.id] = session
         return session
 
@@ -78,9 +77,6 @@ class SessionStore:
     def delete(self, session_id: str | None) -> None:
         if session_id:
             self._sessions.pop(session_id, None)
-
-    def __len__(self) -> int:
-        return len(self._sessions)
 
     def _alive(self, session: ConsoleSession, now: float) -> bool:
         return now < session.expires_at and now - session.last_seen < self.idle_s

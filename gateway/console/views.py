@@ -10,7 +10,6 @@ from typing import Any
 
 import jwt
 
-from gateway.approvals.model import Approval
 from gateway.catalog.definitions import definition_diff, is_hidden, unified_text_diff
 from gateway.discovery.model import APPROVED, REJECTED, ToolReview, by_person
 from gateway.tasks.model import Task, TaskState
@@ -45,10 +44,6 @@ def pretty_json(value: Any) -> str:
     if value is None:
         return "(no arguments recorded)"
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
-
-
-def newest_first(approvals: Iterable[Approval]) -> list[Approval]:
-    return sorted(approvals, key=lambda a: a.created_at, reverse=True)
 
 
 def recent_tasks(tasks: Iterable[Task], now: float) -> list[Task]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 QUARANTINED = "quarantined"
@@ -43,7 +43,6 @@ class ToolReview:
     data_classes: tuple[str, ...] = ()
     egress: bool = False
     owner: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -53,7 +52,6 @@ class ToolReview:
         data = asdict(self)
         data["flags"] = list(self.flags)
         data["data_classes"] = list(self.data_classes)
-        data.pop("extra")
         return data
 
     @classmethod

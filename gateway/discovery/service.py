@@ -236,12 +236,6 @@ class ToolReviews:
             raise ReviewNotFound(f"no tool {name!r} on server {server_id!r}")
         return review
 
-    def find(self, exposed_name: str) -> ToolReview:
-        for review in self.records.values():
-            if review.exposed_name == exposed_name:
-                return review
-        raise ReviewNotFound(f"no tool {exposed_name!r} under review")
-
     @staticmethod
     def refusal(review: ToolReview, person: Approver) -> str | None:
         """Tool owners (by name or group) and admins review tools; nobody else."""

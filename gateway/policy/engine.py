@@ -253,7 +253,7 @@ class PolicyEngine:
         except (ArgumentMismatch, CanonicalizationError) as exc:
             return self._refused(bundle, f"arguments: {exc}", REASON_BAD_ARGUMENTS)
         request = self._tool_request(bundle, principal, model, cedar_input, facts, approved)
-        decision = self._evaluate(bundle, request, facts.now, canonical)
+        decision = self._evaluate(bundle, request, canonical)
         self._shadow_check(request, decision, principal, facts.now, canonical)
         return decision
 
@@ -269,7 +269,7 @@ class PolicyEngine:
         request = self._item_request(bundle, principal, server_id, name, facts, kind)
         if request is None:
             return self._refused(bundle, f"server {server_id!r} is not in the policy catalog", REASON_DENIED)
-        decision = self._evaluate(bundle, request, facts.now, None)
+        decision = self._evaluate(bundle, request, None)
         self._shadow_check(request, decision, principal, facts.now, None)
         return decision
 
@@ -463,7 +463,7 @@ class PolicyEngine:
 
     # ---- evaluation --------------------------------------------------------------------------
 
-    def _evaluate(self, bundle: Bundle, request: _Request, now: float, canonical: Any) -> Decision:
+    def _evaluate(self, bundle: Bundle, request: _Request, canonical: Any) -> Decision:
         try:
             (result,) = cedarpy.is_authorized_batch([request.cedar], bundle.policies, self._entities(request.entities))
         except (ValueError, RuntimeError) as exc:  # a malformed request or entity: deny, never raise into the caller
@@ -527,14 +527,14 @@ class PolicyEngine:
     def _visibility(self, bundle: Bundle, policies: cedarpy.PolicySet, requests: list[dict[str, Any]],
                     entities: str) -> list[bool]:
         """Allow, or step-up that an approval would turn into Allow; two batches at most."""
-        results = self._batch(policies, bundle, requests, entities)
+        results = self._batch(policies, requests, entities)
         if len(results) != len(requests):
             return [False] * len(requests)
         visible = [r.decision == cedarpy.Decision.Allow and not r.diagnostics.errors for r in results]
         step_up = [i for i, r in enumerate(results) if self._is_step_up_shaped(bundle, r)]
         if step_up:
             approved = [_with_approval(requests[i]) for i in step_up]
-            for i, r in zip(step_up, self._batch(policies, bundle, approved, entities), strict=False):
+            for i, r in zip(step_up, self._batch(policies, approved, entities), strict=False):
                 visible[i] = r.decision == cedarpy.Decision.Allow and not r.diagnostics.errors
         return visible
 
@@ -543,7 +543,7 @@ class PolicyEngine:
         return (result.decision == cedarpy.Decision.Deny and bool(reasons) and not result.diagnostics.errors
                 and all(self._step_up_mode(bundle, p) is not None for p in reasons))
 
-    def _batch(self, policies: cedarpy.PolicySet, bundle: Bundle, requests: list[dict[str, Any]],
+    def _batch(self, policies: cedarpy.PolicySet, requests: list[dict[str, Any]],
                entities: str) -> list[cedarpy.AuthzResult]:
         try:
             return cedarpy.is_authorized_batch(requests, policies, entities)
@@ -596,7 +596,7 @@ class PolicyEngine:
         if shadow is None:
             return
         self._shadow_evaluated += 1
-        candidate = self._evaluate(shadow, request, now, canonical)
+        candidate = self._evaluate(shadow, request, canonical)
         if candidate.outcome == live.outcome:
             return
         record = {

@@ -18,7 +18,6 @@ from gateway.policy.typing_ import CedarType, cedar_string, input_type, placehol
 
 CONTEXT_COMMON = "request: RequestInfo, approval: Approval, task: TaskInfo, chain: ChainInfo"
 RESERVED_ACTIONS = ("call_tool", "get_prompt", "read_resource")
-TOOL_STATUS_APPROVED = "approved"
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
@@ -16,7 +15,6 @@ class TaskState(StrEnum):
     REVOKED = "revoked"
 
 
-ENDED_STATES = frozenset(TaskState) - {TaskState.ACTIVE}
 DEADLINE_REASON = "deadline passed"
 
 
@@ -110,23 +108,6 @@ def task_to_dict(task: Task) -> dict[str, Any]:
         "end_reason": task.end_reason,
     }
 
-
-def task_from_dict(data: Mapping[str, Any]) -> Task:
-    """The inverse of task_to_dict (input is trusted: it comes from our own store)."""
-    return Task(
-        id=data["id"],
-        agent_id=data["agent_id"],
-        purpose=data["purpose"],
-        tools=tuple(data["tools"]),
-        deadline=float(data["deadline"]),
-        budget=None if data.get("budget") is None else int(data["budget"]),
-        calls_made=int(data.get("calls_made") or 0),
-        state=TaskState(data["state"]),
-        started_by=data["started_by"],
-        started_at=float(data["started_at"]),
-        ended_at=None if data.get("ended_at") is None else float(data["ended_at"]),
-        end_reason=data.get("end_reason"),
-    )
 
 
 def event_to_dict(event: TaskEvent) -> dict[str, Any]:

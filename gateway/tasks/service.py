@@ -205,7 +205,7 @@ class TaskService:
 
     async def end_agent_tasks(self, agent_id: str, reason: str, actor: str = SYSTEM_ACTOR) -> list[Task]:
         """Revoke every active task of the agent (on suspension or retirement)."""
-        ended = self._end_agent_in_memory(agent_id, actor, reason)
+        ended = self._end_agent_in_memory(agent_id, reason)
         await self._persist(ended, actor, reason)
         return [task for task, _ in ended]
 
@@ -312,7 +312,7 @@ class TaskService:
         log.info("task %s of agent %s %s: %s", task.id, task.agent_id, state.value, reason)
         return ended, task.state
 
-    def _end_agent_in_memory(self, agent_id: str, actor: str, reason: str) -> list[tuple[Task, TaskState]]:
+    def _end_agent_in_memory(self, agent_id: str, reason: str) -> list[tuple[Task, TaskState]]:
         now = self.clock()
         return [
             self._end_in_memory(task, TaskState.REVOKED, None, now, reason)
@@ -331,7 +331,7 @@ class TaskService:
         if event.to_state not in (Lifecycle.SUSPENDED, Lifecycle.RETIRED) or event.from_state is event.to_state:
             return
         reason = f"agent {agent.id} {event.to_state.value} by {event.actor}: {event.reason}"
-        ended = self._end_agent_in_memory(agent.id, SYSTEM_ACTOR, reason)
+        ended = self._end_agent_in_memory(agent.id, reason)
         if ended:
             pending = asyncio.ensure_future(self._persist_logged(ended, reason))
             self._pending.add(pending)

@@ -59,7 +59,6 @@ REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 POLICY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 MAX_STRING = 256
 CLIENT_STAGES = frozenset({"upstream_call"})
-TRACE_KEYS = ("traceparent", "tracestate")
 
 # The agent's own trace headers for the current request, kept only when tracing is off (pass-through).
 _passthrough: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
