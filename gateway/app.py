@@ -189,22 +189,21 @@ class Gateway:
         """Step-up approvals: requests people decide in the console, the admin API or the CLI."""
         settings = self.settings.approvals or ApprovalSettings()
         self.approval_settings = settings
-        self.console_url = f"{self.settings.base_url}/console"
         self.approvals = ApprovalService(self.store, self.registry, self.audit, settings)
         self.tasks.on_end.append(self.approvals.task_ended)
         self.approvals.on_change.append(self.telemetry.set_approvals_pending)
         self.approval_webhook = WebhookSender(settings.webhook_url, settings.webhook_secret_env, "approval")
         self.approvals.on_new.append(
-            lambda approval: self.approval_webhook.send(approval_webhook_payload(approval, self.console_url)))
+            lambda approval: self.approval_webhook.send(approval_webhook_payload(approval, self.settings.base_url)))
         self.methods.step_up = StepUpFlow(self.approvals, authorizer, self.tasks, self.telemetry, settings,
-                                          self.console_url)
+                                          self.settings.base_url)
 
     def routes(self) -> list[Route]:
         from gateway.admin.approvals_api import ApprovalsApi
         from gateway.admin.catalog_api import CatalogApi
         from gateway.admin.keys_api import KeysApi
         from gateway.admin.tasks_api import TasksApi
-        from gateway.console import Console
+        from gateway.console.pages import Console
 
         admin_auth = self.agents_api.auth
         tasks_api = TasksApi(self.tasks, self.task_tokens, self.registry, admin_auth)
@@ -223,7 +222,7 @@ class Gateway:
             *self.policies_api.routes(),
             *tasks_api.routes(),
             *keys_api.routes(),
-            *ApprovalsApi(self.approvals, admin_auth, self.console_url).routes(),
+            *ApprovalsApi(self.approvals, admin_auth, self.settings.base_url).routes(),
             *CatalogApi(self.reviews, admin_auth).routes(),
             *Console(self.approvals, self.registry, self.tasks, self.store, admin_auth, self.settings,
                      self.reviews).routes(),

@@ -17,16 +17,17 @@ from gateway.admin.auth import AdminAuthenticator
 from gateway.admin.http import Endpoint, admin_route, error_response, json_response, read_json
 from gateway.approvals.model import ApprovalError, ApprovalState, Approver
 from gateway.approvals.service import ApprovalService
+from gateway.console.links import approval_path
 
 DECISIONS = {"approve": True, "deny": False}
 MAX_LIMIT = 1000
 
 
 class ApprovalsApi:
-    def __init__(self, approvals: ApprovalService, auth: AdminAuthenticator, console_url: str) -> None:
+    def __init__(self, approvals: ApprovalService, auth: AdminAuthenticator, base_url: str) -> None:
         self.approvals = approvals
         self.auth = auth
-        self.console_url = console_url
+        self.base_url = base_url
 
     def routes(self) -> list[Route]:
         return [
@@ -73,7 +74,7 @@ class ApprovalsApi:
         if not self.approvals.may_see_arguments(approval, person):
             data["preview"] = None
             data["preview_hidden"] = "the arguments are shown only to the people who may decide this request"
-        data["url"] = f"{self.console_url}/approvals/{approval.id}"
+        data["url"] = self.base_url + approval_path(approval.id)
         if approval.state is ApprovalState.PENDING:
             refusal = self.approvals.refusal(approval, person)
             data["you_may_decide"] = refusal is None

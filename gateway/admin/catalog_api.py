@@ -18,7 +18,7 @@ from starlette.routing import Route
 from gateway.admin.auth import AdminAuthenticator
 from gateway.admin.http import Endpoint, admin_route, error_response, json_response, read_json
 from gateway.approvals.model import Approver
-from gateway.catalog.definitions import definition_diff, unified_text_diff
+from gateway.catalog.definitions import definition_diff, description_diff
 from gateway.discovery.model import STATUSES, ReviewError, ToolReview
 from gateway.discovery.service import ToolReviews
 
@@ -88,9 +88,7 @@ def review_view(review: ToolReview, refusal: str | None) -> dict[str, Any]:
     """The whole record, with what changed against the last approved definition."""
     data = review.to_dict()
     data["diff"] = definition_diff(review.approved_definition, review.current_definition)
-    old_text = (review.approved_definition or {}).get("description") or ""
-    new_text = review.current_definition.get("description") or ""
-    data["description_diff"] = unified_text_diff(str(old_text), str(new_text)) if old_text != new_text else ""
+    data["description_diff"] = description_diff(review.approved_definition, review.current_definition)
     data["you_may_review"] = refusal is None
     if refusal is not None:
         data["why_not"] = refusal

@@ -29,6 +29,7 @@ from gateway.approvals.service import ApprovalService
 from gateway.approvals.settings import ApprovalSettings
 from gateway.authorization import Authorizer
 from gateway.catalog.model import ToolEntry
+from gateway.console.links import approval_path
 from gateway.errors import ACCESS_DENIED, APPROVAL_REQUIRED, URL_ELICITATION_REQUIRED, RpcError
 from gateway.identity.principal import Principal
 from gateway.policy.engine import Decision, RequestFacts
@@ -87,13 +88,13 @@ class StepUpCall:
 
 class StepUpFlow:
     def __init__(self, approvals: ApprovalService, authorizer: Authorizer, tasks: TaskService | None,
-                 telemetry: Telemetry, settings: ApprovalSettings, console_url: str) -> None:
+                 telemetry: Telemetry, settings: ApprovalSettings, base_url: str) -> None:
         self.approvals = approvals
         self.authorizer = authorizer
         self.tasks = tasks
         self.telemetry = telemetry
         self.settings = settings
-        self.console_url = console_url.rstrip("/")
+        self.base_url = base_url.rstrip("/")
 
     async def resolve(self, call: StepUpCall) -> Decision | dict[str, Any]:
         """An allow Decision (go on with the call), a reply for the agent, or RpcError."""
@@ -155,7 +156,7 @@ class StepUpFlow:
         )
 
     def url(self, approval: Approval) -> str:
-        return f"{self.console_url}/approvals/{approval.id}"
+        return self.base_url + approval_path(approval.id)
 
     def message(self, approval: Approval, call: StepUpCall) -> str:
         """Model-readable: what happened, the approval id, where a person decides, and what to do next."""

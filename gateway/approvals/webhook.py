@@ -5,15 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.approvals.model import Approval
+from gateway.console.links import approval_path
 
 
-def approval_webhook_payload(approval: Approval, console_url: str) -> dict[str, Any]:
+def approval_webhook_payload(approval: Approval, base_url: str) -> dict[str, Any]:
     # Arguments stay out (chat channels are wide audiences); the console shows them, redacted, to
     # the people who may decide.
     return {
         "type": "approval_requested",
         "approval_id": approval.id,
-        "url": f"{console_url}/approvals/{approval.id}",
+        "url": base_url + approval_path(approval.id),
         "agent_id": approval.agent_id,
         "owner": approval.owner,
         "approvers_group": approval.approvers_group,

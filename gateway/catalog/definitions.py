@@ -85,6 +85,13 @@ def unified_text_diff(old: str, new: str, *, reveal: bool = True) -> str:
     return diff
 
 
+def description_diff(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> str:
+    """The unified diff of two definitions' descriptions; "" when they are the same."""
+    old_text = str((old or {}).get("description") or "")
+    new_text = str(new.get("description") or "")
+    return unified_text_diff(old_text, new_text) if old_text != new_text else ""
+
+
 def is_hidden(char: str) -> bool:
     """Whether a character is invisible or reorders text (newline, tab and CR are not)."""
     if char in _VISIBLE_CONTROLS:

@@ -1,5 +1,2 @@
-"""The approver web console at `/console` (see gateway.console.pages and docs/console.md)."""
-
-from gateway.console.pages import Console
-
-__all__ = ["Console"]
+"""The approver web console at `/console`: pages.py (the Console), links.py (where things live), and
+the sessions, security, catalog and view helpers behind them. See docs/console.md."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -21,7 +20,8 @@ from starlette.routing import Route
 
 from gateway.catalog.definitions import reveal_hidden
 from gateway.catalog.model import RISK_TIERS
-from gateway.console.security import HOME, Refused
+from gateway.console.links import tool_path
+from gateway.console.security import Refused
 from gateway.console.sessions import ConsoleSession
 from gateway.console.views import by_severity, definition_json, recently_decided, review_detail
 from gateway.discovery.model import QUARANTINED, ToolReview
@@ -92,7 +92,7 @@ class CatalogPages:
         log.info("console: %s %s tool %s of %s", session.person.actor, decided.status, decided.name,
                  decided.server_id)
         session.flash(f"You {decided.status} {reveal_hidden(decided.exposed_name)}.")
-        return RedirectResponse(tool_path(decided), 303)
+        return RedirectResponse(tool_path(decided.server_id, decided.name), 303)
 
     def check_reviewable(self, review: ToolReview, session: ConsoleSession, expected: str) -> None:
         """In the service's order (who, whether waiting, which definition), with messages for a person."""
@@ -132,12 +132,3 @@ def data_classes_of(text: str) -> list[str]:
         raise Refused(400, f"At most {MAX_DATA_CLASSES} data classes of up to {MAX_DATA_CLASS_CHARS} characters "
                            "each. Nothing was decided.")
     return classes
-
-
-def tool_path(review: ToolReview) -> str:
-    """The tool's console page (the URL the review webhook links to)."""
-    return f"{HOME}/catalog/{path_segment(review.server_id)}/{path_segment(review.name)}"
-
-
-def path_segment(value: str) -> str:
-    return quote(value, safe="")

@@ -45,7 +45,8 @@ from gateway.approvals.model import ApprovalError, ApprovalState, Approver
 from gateway.approvals.service import ApprovalService
 from gateway.catalog.definitions import reveal_hidden
 from gateway.config import Settings
-from gateway.console.catalog import CatalogPages, path_segment
+from gateway.console.catalog import CatalogPages
+from gateway.console.links import approval_path, segment
 from gateway.console.security import (
     HOME,
     CookiePolicy,
@@ -109,7 +110,7 @@ class Console:
                                undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
         self.env.filters["when"] = when
         self.env.filters["reveal"] = reveal_hidden  # upstream tool names may hide characters
-        self.env.filters["segment"] = path_segment
+        self.env.filters["segment"] = segment
         self.catalog = CatalogPages(reviews, self.render)
         self.stylesheet_text = resources.files("gateway.console").joinpath("static/console.css").read_text("utf-8")
 
@@ -263,7 +264,7 @@ class Console:
         approval_id = request.path_params["approval_id"]
         decided = await self.approvals.decide(approval_id, session.person, DECISIONS[action], form.get("comment", ""))
         session.flash(f"You {decided.state.value} {approval_id}.")
-        return RedirectResponse(f"{HOME}/approvals/{quote(approval_id, safe='')}", 303)
+        return RedirectResponse(approval_path(approval_id), 303)
 
     async def history_page(self, request: Request, session: ConsoleSession) -> Response:
         listed = await self.approvals.list([s.value for s in HISTORY_STATES], limit=HISTORY_LIMIT)

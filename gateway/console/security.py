@@ -17,6 +17,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.console.links import HOME
+
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; form-action 'self'; "
                                "frame-ancestors 'none'; base-uri 'none'",
@@ -26,7 +28,6 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
 }
 DEFAULT_PORTS = {"http": 80, "https": 443}
-HOME = "/console"
 # A console path made of plain segments: no scheme, host, backslash, encoded characters or dot segments.
 _NEXT_PATH = re.compile(r"/console(?:/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*/?")
 MAX_FORM_BYTES = 64 * 1024

@@ -10,7 +10,7 @@ from typing import Any
 
 import jwt
 
-from gateway.catalog.definitions import definition_diff, is_hidden, unified_text_diff
+from gateway.catalog.definitions import definition_diff, description_diff, is_hidden
 from gateway.discovery.model import APPROVED, REJECTED, ToolReview, by_person
 from gateway.tasks.model import Task, TaskState
 
@@ -108,9 +108,7 @@ class ReviewDetail:
 
 
 def review_detail(review: ToolReview) -> ReviewDetail:
-    old_text = str((review.approved_definition or {}).get("description") or "")
-    new_text = str(review.current_definition.get("description") or "")
-    text_diff = unified_text_diff(old_text, new_text) if old_text != new_text else ""
+    text_diff = description_diff(review.approved_definition, review.current_definition)
     fields = [_shown(entry) for entry in definition_diff(review.approved_definition, review.current_definition)]
     return ReviewDetail(fields=fields, description_diff=diff_lines(text_diff), flags=by_severity(review.flags))
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import quote
 
 from gateway.catalog.model import Catalog
+from gateway.console.links import tool_path
 from gateway.discovery.model import ToolReview
 
 
@@ -22,7 +22,7 @@ def review_webhook_payload(review: ToolReview, base_url: str) -> dict[str, Any]:
         "definition_sha256": review.current_hash,
         "approved_sha256": review.approved_hash,
         "flags": [f["code"] for f in review.flags],
-        "url": f"{base_url}/console/catalog/{quote(review.server_id, safe='')}/{quote(review.name, safe='')}",
+        "url": base_url + tool_path(review.server_id, review.name),
     }
 
 
