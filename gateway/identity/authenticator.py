@@ -12,7 +12,7 @@ from types import MappingProxyType
 
 from gateway.config import Settings
 from gateway.identity.principal import Principal
-from gateway.identity.static_tokens import StaticTokenTable
+from gateway.identity.static_tokens import StaticTokenTable, token_digest
 from gateway.identity.verified import TokenRejected
 from gateway.identity.verifier import TokenVerifier
 from gateway.registry.model import Lifecycle
@@ -61,13 +61,16 @@ class Authenticator:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise AuthenticationError("the Authorization header must be 'Bearer <token>'")
-        agent_id = self.static.lookup(token)
+        digest = token_digest(token)  # once: every lookup and cache below is keyed by it
+        agent_id = self.static.lookup_digest(digest)
         if agent_id is not None:
             return self.static_principal(agent_id)
-        if self.task_tokens is not None and self.task_tokens.is_ours(token):
-            return self.task_principal(token)
+        # A workload token verified before skips the task-token check (which would decode it again).
+        cached = self.verifier.cache.get(digest)
+        if cached is None and self.task_tokens is not None and self.task_tokens.is_ours(token, digest):
+            return self.task_principal(token, digest)
         try:
-            verified = await self.verifier.verify(token)
+            verified = cached or await self.verifier.verify(token, digest)
         except TokenRejected as exc:
             log.warning("token refused: %s", exc)
             raise AuthenticationError(str(exc)) from None
@@ -78,11 +81,11 @@ class Authenticator:
             raise AccessRefused(str(exc)) from None
         return Principal(agent.id, verified.kind, verified.claims, agent)
 
-    def task_principal(self, token: str) -> Principal:
+    def task_principal(self, token: str, digest: bytes) -> Principal:
         """A task token: the gateway's own grant for one task of one agent."""
         assert self.task_tokens is not None
         try:
-            claims = self.task_tokens.verify(token)
+            claims = self.task_tokens.verify(token, digest)
         except TaskTokenRejected as exc:
             log.warning("task token refused: %s", exc)
             raise AuthenticationError(str(exc)) from None

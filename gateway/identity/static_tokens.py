@@ -34,3 +34,7 @@ class StaticTokenTable:
     def lookup(self, token: str) -> str | None:
         # A digest lookup: timing reveals nothing usable about the token itself.
         return self.by_digest.get(token_digest(token))
+
+    def lookup_digest(self, digest: bytes) -> str | None:
+        """lookup() for a caller that already has token_digest(token)."""
+        return self.by_digest.get(digest)

@@ -118,8 +118,8 @@ class TokenVerifier:
             await source.close()
         await self._fetcher.close()
 
-    async def verify(self, token: str) -> VerifiedToken:
-        digest = hashlib.sha256(token.encode()).digest()
+    async def verify(self, token: str, digest: bytes | None = None) -> VerifiedToken:
+        digest = digest or hashlib.sha256(token.encode()).digest()
         cached = self.cache.get(digest)
         if cached is not None:
             return cached

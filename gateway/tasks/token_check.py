@@ -27,16 +27,17 @@ class TaskTokenCheck:
         # Verified claims by token digest until exp: a signature check per token, not per request.
         self.cache: OrderedDict[bytes, dict[str, Any]] = OrderedDict()
 
-    def is_ours(self, token: str) -> bool:
-        if hashlib.sha256(token.encode()).digest() in self.cache:
+    def is_ours(self, token: str, digest: bytes | None = None) -> bool:
+        """Whether the gateway issued this token (`digest`: its SHA-256, if the caller has it already)."""
+        if (digest or hashlib.sha256(token.encode()).digest()) in self.cache:
             return True  # seen and verified before: no need to decode it again
         try:
             return jwt.decode(token, options={"verify_signature": False}).get("iss") == self.issuer
         except jwt.InvalidTokenError:
             return False
 
-    def verify(self, token: str) -> dict[str, Any]:
-        digest = hashlib.sha256(token.encode()).digest()
+    def verify(self, token: str, digest: bytes | None = None) -> dict[str, Any]:
+        digest = digest or hashlib.sha256(token.encode()).digest()
         claims = self.cache.get(digest)
         now = self.clock()
         if claims is not None and now < claims["exp"]:
