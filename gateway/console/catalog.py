@@ -24,7 +24,7 @@ from gateway.console.links import tool_path
 from gateway.console.security import Refused
 from gateway.console.sessions import ConsoleSession
 from gateway.console.views import by_severity, definition_json, recently_decided, review_detail
-from gateway.discovery.model import QUARANTINED, ToolReview
+from gateway.discovery.model import QUARANTINED, DefinitionChanged, ToolReview
 from gateway.discovery.service import ToolReviews
 
 log = logging.getLogger("narrowgate.console")
@@ -82,32 +82,25 @@ class CatalogPages:
             raise Refused(400, "Choose Approve or Reject.")
         review = self.reviewed(request)
         expected = form.get("expected_sha256", "")
-        self.check_reviewable(review, session, expected)
+        if not expected:
+            raise Refused(400, "The form does not name the definition you reviewed: reload the page. "
+                               "Nothing was decided.")
         common: dict[str, Any] = {"expected_hash": expected, "comment": form.get("comment", "")}
-        if action == "approve":
-            decided = await self.reviews.approve(review.key, session.person, **common,
-                                                 **classification(review, form))
-        else:
-            decided = await self.reviews.reject(review.key, session.person, **common)
+        try:  # the service decides who may and what is waiting; only the wording for a person is ours
+            if action == "approve":
+                self.reviews.check(review.key, session.person, expected)  # before reading risk from the form
+                decided = await self.reviews.approve(review.key, session.person, **common,
+                                                     **classification(review, form))
+            else:
+                decided = await self.reviews.reject(review.key, session.person, **common)
+        except DefinitionChanged:
+            raise Refused(409, "The tool changed again since this page was loaded (it is now "
+                               f"{review.current_hash}): reload the page and review the new definition. "
+                               "Nothing was decided.") from None
         log.info("console: %s %s tool %s of %s", session.person.actor, decided.status, decided.name,
                  decided.server_id)
         session.flash(f"You {decided.status} {reveal_hidden(decided.exposed_name)}.")
         return RedirectResponse(tool_path(decided.server_id, decided.name), 303)
-
-    def check_reviewable(self, review: ToolReview, session: ConsoleSession, expected: str) -> None:
-        """In the service's order (who, whether waiting, which definition), with messages for a person."""
-        refusal = self.reviews.refusal(review, session.person)
-        if refusal is not None:
-            raise Refused(403, f"You may not review this tool: {refusal}. Nothing was decided.")
-        if review.status != QUARANTINED:
-            raise Refused(409, f"This tool is {review.status}, not waiting for review. Nothing was decided.")
-        if not expected:
-            raise Refused(400, "The form does not name the definition you reviewed: reload the page. "
-                               "Nothing was decided.")
-        if expected != review.current_hash:
-            raise Refused(409, "The tool changed again since this page was loaded (it is now "
-                               f"{review.current_hash}): reload the page and review the new definition. "
-                               "Nothing was decided.")
 
     def reviewed(self, request: Request) -> ToolReview:
         return self.reviews.get(request.path_params["server_id"], request.path_params["name"])

@@ -74,3 +74,7 @@ class ReviewNotFound(ReviewError):
 
 class NotTheToolOwner(ReviewError):
     status = 403
+
+
+class DefinitionChanged(ReviewError):
+    """The tool changed again after the reviewer looked (their expected hash is not the current one)."""

@@ -32,6 +32,7 @@ from gateway.discovery.model import (
     APPROVED,
     QUARANTINED,
     REJECTED,
+    DefinitionChanged,
     NotTheToolOwner,
     ReviewError,
     ReviewNotFound,
@@ -246,7 +247,7 @@ class ToolReviews:
     async def approve(self, key: tuple[str, str], person: Approver, *, expected_hash: str | None = None,
                       risk: str | None = None, data_classes: list[str] | None = None, egress: bool | None = None,
                       comment: str = "") -> ToolReview:
-        review = self._reviewable(key, person, expected_hash)
+        review = self.check(key, person, expected_hash)
         if review.current_hash == UNANALYSABLE or not TOOL_NAME_PATTERN.fullmatch(review.name):
             raise ReviewError(f"tool {review.exposed_name} cannot be approved: see its flags")
         if review.origin == "catalog" and (risk is not None or data_classes is not None or egress is not None):
@@ -259,9 +260,10 @@ class ToolReviews:
 
     async def reject(self, key: tuple[str, str], person: Approver, *, expected_hash: str | None = None,
                      comment: str = "") -> ToolReview:
-        return await self._decide(self._reviewable(key, person, expected_hash), REJECTED, person, comment)
+        return await self._decide(self.check(key, person, expected_hash), REJECTED, person, comment)
 
-    def _reviewable(self, key: tuple[str, str], person: Approver, expected_hash: str | None) -> ToolReview:
+    def check(self, key: tuple[str, str], person: Approver, expected_hash: str | None) -> ToolReview:
+        """The record, if this person may decide it now against the definition they saw; ReviewError if not."""
         review = self.get(*key)
         refusal = self.refusal(review, person)
         if refusal is not None:
@@ -269,7 +271,7 @@ class ToolReviews:
         if review.status != QUARANTINED:
             raise ReviewError(f"tool {review.exposed_name} is {review.status}, not waiting for review")
         if expected_hash is not None and expected_hash != review.current_hash:
-            raise ReviewError(f"tool {review.exposed_name} changed again since you looked "
+            raise DefinitionChanged(f"tool {review.exposed_name} changed again since you looked "
                               f"(now {review.current_hash}); review the new definition")
         return review
 
