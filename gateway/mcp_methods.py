@@ -13,7 +13,7 @@ from mcp_types import SERVER_INFO_META_KEY
 from gateway import __version__
 from gateway.approvals.step_up import StepUpCall, StepUpFlow, without_approval_round
 from gateway.authorization import Authorizer
-from gateway.catalog.model import HttpTransport, ToolEntry
+from gateway.catalog.model import HttpTransport, ServerEntry, ToolEntry
 from gateway.chain.monitor import ChainMonitor
 from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.errors import INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, UPSTREAM_UNAVAILABLE, RpcError
@@ -164,7 +164,7 @@ class Methods:
             await self.monitor.probe(ctx.principal, name)
             raise self.missing_tool(name)
         ctx.span.set(tool_name=name, upstream=view.entry.server_id)
-        ctx.upstream = view.entry.server_id
+        ctx.upstream = view.entry.server_id  # refusals before the upstream is called are labelled with it too
         try:
             task = self.tasks.admit(ctx.principal, name)
         except RpcError:
@@ -183,7 +183,7 @@ class Methods:
         if decision.canonical_arguments is not None:
             arguments = decision.canonical_arguments
         server = self.pool.catalog.servers[view.entry.server_id]
-        call_ctx = self.call_context(ctx, server.id)
+        call_ctx = self.call_context(ctx, server)
         if view.param_headers:
             call_ctx.headers.update(mcp_param_headers(view.param_headers, arguments or {}))
         if isinstance(server.transport, HttpTransport):
@@ -249,18 +249,17 @@ class Methods:
         if view is None:
             raise RpcError(INVALID_PARAMS, f"Unknown prompt: {name}")
         await self.authorizer.prompt(ctx.principal, view.server_id, name, self.facts(ctx), ctx.trace_id)
-        call_ctx = self.call_context(ctx, view.server_id)
-        return await self.pool.call(view.server_id, "prompts/get", {**params, "name": view.upstream_name}, call_ctx)
+        return await self.forward(ctx, view.server_id, "prompts/get", {**params, "name": view.upstream_name})
 
     async def read_resource(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
         server_id = self.server_for_uri(params, ctx.era)
         await self.authorizer.resource(ctx.principal, server_id, params["uri"], self.facts(ctx), ctx.trace_id)
-        return await self.pool.call(server_id, "resources/read", params, self.call_context(ctx, server_id))
+        return await self.forward(ctx, server_id, "resources/read", params)
 
     async def subscribe(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
         server_id = self.server_for_uri(params, ctx.era)
         await self.authorizer.resource(ctx.principal, server_id, params["uri"], self.facts(ctx), ctx.trace_id)
-        reply = await self.pool.call(server_id, "resources/subscribe", params, self.call_context(ctx, server_id))
+        reply = await self.forward(ctx, server_id, "resources/subscribe", params)
         if "result" in reply and ctx.session is not None:
             ctx.session.subscriptions.add(params["uri"])
         return reply
@@ -283,15 +282,14 @@ class Methods:
                 raise RpcError(INVALID_PARAMS, f"Unknown prompt: {ref.get('name')}")
             await self.authorizer.prompt(ctx.principal, view.server_id, ref["name"], self.facts(ctx), ctx.trace_id)
             upstream_params = {**params, "ref": {**ref, "name": view.upstream_name}}
-            return await self.pool.call(view.server_id, "completion/complete", upstream_params,
-                                        self.call_context(ctx, view.server_id))
+            return await self.forward(ctx, view.server_id, "completion/complete", upstream_params)
         uri = ref.get("uri")
         server_id = directory.server_for_template(uri) if isinstance(uri, str) else None
         server_id = server_id or (directory.server_for_uri(uri) if isinstance(uri, str) else None)
         if server_id is None:
             raise RpcError(INVALID_PARAMS, f"Unknown resource reference: {uri}")
         await self.authorizer.resource(ctx.principal, server_id, str(uri), self.facts(ctx), ctx.trace_id)
-        return await self.pool.call(server_id, "completion/complete", params, self.call_context(ctx, server_id))
+        return await self.forward(ctx, server_id, "completion/complete", params)
 
     def server_for_uri(self, params: dict[str, Any], era: str) -> str:
         uri = params.get("uri")
@@ -311,18 +309,18 @@ class Methods:
                   task: dict[str, Any] | None) -> RequestFacts:
         return self.authorizer.facts(era, client_info, task, self.monitor.context(principal))
 
-    def call_context(self, ctx: RequestContext, server_id: str) -> CallContext:
-        """How to call `server_id` for this request; the trace goes along (prompts, resources, completions)."""
-        ctx.upstream = server_id
-        call_ctx = CallContext(
-            era=ctx.era,
-            timeout_s=self.pool.catalog.servers[server_id].timeout_s,
-            sink=ctx.sink,
-            client_capabilities=ctx.client_capabilities,
-            client_info=ctx.client_info,
-        )
+    async def forward(self, ctx: RequestContext, server_id: str, method: str, params: dict[str, Any]) -> Reply:
+        """An authorized prompt, resource or completion request, on to its upstream with the trace."""
+        call_ctx = self.call_context(ctx, self.pool.catalog.servers[server_id])
         self.telemetry.inject(call_ctx.headers)
-        return call_ctx
+        return await self.pool.call(server_id, method, params, call_ctx)
+
+    @staticmethod
+    def call_context(ctx: RequestContext, server: ServerEntry) -> CallContext:
+        """How to call `server` for this request (the caller adds the trace where its span is current)."""
+        ctx.upstream = server.id
+        return CallContext(era=ctx.era, timeout_s=server.timeout_s, sink=ctx.sink,
+                           client_capabilities=ctx.client_capabilities, client_info=ctx.client_info)
 
 
 def supports_url_elicitation(capabilities: dict[str, Any]) -> bool:
