@@ -241,7 +241,7 @@ class McpEndpoint:
         self, scope: Scope, headers: dict[str, str], message: Message
     ) -> InboundLadderRejection | None:
         raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-        duplicated = find_duplicated_routing_header(raw_headers)
+        duplicated = find_duplicated_routing_header(raw_headers) or duplicated_param_header(raw_headers)
         if duplicated is not None:
             return InboundLadderRejection(-32020, f"{duplicated} header appears more than once")
         verdict = classify_inbound_request(message.body, headers=headers)
@@ -364,6 +364,19 @@ async def read_body(receive: Receive, headers: dict[str, str], limit: int) -> by
         if not message.get("more_body", False):
             break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def duplicated_param_header(raw_headers: list[tuple[str, str]]) -> str | None:
+    """An Mcp-Param-* header sent more than once: the checked copy and the one an intermediary reads
+    could differ, and `headers` (one value per name) has already kept only the last."""
+    seen: set[str] = set()
+    for name, _ in raw_headers:
+        key = name.lower()
+        if key.startswith("mcp-param-"):
+            if key in seen:
+                return key
+            seen.add(key)
+    return None
 
 
 def is_modern(headers: dict[str, str], message: Message) -> bool:

@@ -40,7 +40,8 @@ async def decode_events(lines: AsyncIterator[bytes]) -> AsyncIterator[Event]:
     event_type = "message"
     retry: int | None = None
     async for raw in lines:
-        line = raw.decode("utf-8").rstrip("\r\n")
+        # The event-stream grammar decodes UTF-8 with replacement: a bad byte is not the end of the stream.
+        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
         if not line:
             if data or event_id is not None or retry is not None:
                 yield Event("\n".join(data), event_id, event_type, retry)
@@ -56,7 +57,7 @@ async def decode_events(lines: AsyncIterator[bytes]) -> AsyncIterator[Event]:
             event_id = value
         elif name == "event":
             event_type = value
-        elif name == "retry" and value.isdigit():
+        elif name == "retry" and value.isascii() and value.isdigit():  # not "²", which int() refuses
             retry = int(value)
     if data:
         yield Event("\n".join(data), event_id, event_type, retry)

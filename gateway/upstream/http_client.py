@@ -193,6 +193,8 @@ class HttpUpstream:
         except (aiohttp.ClientError, OSError) as exc:
             self.mark_down()
             raise RpcError(UPSTREAM_UNAVAILABLE, f"upstream {self.server_id!r} is unavailable") from exc
+        except ValueError as exc:  # a reply or an event that is not JSON (orjson.JSONDecodeError)
+            raise RpcError(UPSTREAM_ERROR, f"upstream {self.server_id!r} sent a malformed reply") from exc
 
     async def call_legacy(
         self, request_id: int, method: str, params: dict[str, Any], ctx: CallContext
