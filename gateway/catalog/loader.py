@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -146,7 +147,7 @@ class _ManifestReader:
         return value.strip()
 
     def timeout(self, value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
             self.problem(("timeout_s",), f"timeout_s must be a positive number, got {value!r}")
             return 30.0
         return float(value)
@@ -161,7 +162,15 @@ class _ManifestReader:
             self.problem(where, f"environment variable {name} is not set and has no default")
             return ""
 
-        return ENV_REFERENCE.sub(substitute, str(value))
+        expanded = ENV_REFERENCE.sub(substitute, str(value))
+        return self.without_nul(expanded, where)
+
+    def without_nul(self, text: str, where: tuple[str | int, ...]) -> str:
+        """Commands, paths and environment values cannot hold NUL (the OS refuses them later, loudly)."""
+        if "\0" in text:
+            self.problem(where, f"{'.'.join(map(str, where))} must not contain a NUL character")
+            return text.replace("\0", "")
+        return text
 
     def transport(self, raw: Any) -> Transport | None:
         if not isinstance(raw, dict):
@@ -246,6 +255,7 @@ class _ManifestReader:
             if not isinstance(value, str) or not value:
                 self.problem((*where, source), f"secret.{source} must be a non-empty string")
                 return None
+            value = self.without_nul(value, (*where, source))
             name = value if source == "env" else str((self.path.parent / value).resolve())
             return SecretRef(source=source, name=name)
         if not isinstance(value, dict):

@@ -8,6 +8,10 @@ from typing import Any
 import yaml
 
 Path = tuple[str | int, ...]
+# Reviewed files hold hundreds of values a few levels deep. The limits stop an alias "bomb" (a few
+# lines that expand to billions of values) and a self-referencing alias, which would never finish.
+MAX_VALUES = 100_000
+MAX_DEPTH = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,25 +31,51 @@ class LinedDocument:
 
 
 def load_lined(text: str) -> LinedDocument:
-    """Parse one YAML document; raises yaml.YAMLError with a mark on bad syntax."""
-    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    """Parse one YAML document; raises yaml.YAMLError (with a mark where there is one) on any bad input."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:  # PyYAML's composer recurses once per level of nesting
+        raise yaml.YAMLError(f"the document is nested deeper than {MAX_DEPTH} levels") from None
     lines: dict[Path, int] = {}
     if node is None:
         return LinedDocument(None, {(): 1})
-    return LinedDocument(_convert(node, (), lines), lines)
+    return LinedDocument(_Converter(lines).convert(node, ()), lines)
 
 
-def _convert(node: yaml.Node, path: Path, lines: dict[Path, int]) -> Any:
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        result: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = _scalar(key_node)
-            result[key] = _convert(value_node, (*path, key), lines)
-        return result
-    if isinstance(node, yaml.SequenceNode):
-        return [_convert(item, (*path, index), lines) for index, item in enumerate(node.value)]
-    return _scalar(node)
+class _Converter:
+    """Nodes to plain values, recording lines; counts values so aliases cannot multiply them unbounded."""
+
+    def __init__(self, lines: dict[Path, int]) -> None:
+        self.lines = lines
+        self.values = 0
+
+    def convert(self, node: yaml.Node, path: Path) -> Any:
+        self.values += 1
+        if self.values > MAX_VALUES:
+            raise _error(node, f"the document holds more than {MAX_VALUES} values (aliases count each time)")
+        if len(path) > MAX_DEPTH:
+            raise _error(node, f"the document is nested deeper than {MAX_DEPTH} levels")
+        self.lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            result: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = _key(key_node)
+                result[key] = self.convert(value_node, (*path, key))
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            return [self.convert(item, (*path, index)) for index, item in enumerate(node.value)]
+        return _scalar(node)
+
+
+def _key(node: yaml.Node) -> Any:
+    if not isinstance(node, yaml.ScalarNode):
+        raise _error(node, "a mapping key must be a plain value, not a list or a mapping")
+    key = _scalar(node)
+    try:
+        hash(key)
+    except TypeError:
+        raise _error(node, f"a mapping key must be a plain value, not {type(key).__name__}") from None
+    return key
 
 
 def _scalar(node: yaml.Node) -> Any:
@@ -53,5 +83,15 @@ def _scalar(node: yaml.Node) -> Any:
     loader = yaml.SafeLoader("")
     try:
         return loader.construct_object(node, deep=True)
+    except yaml.YAMLError:
+        raise
+    except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+        # An explicit tag on a value that does not fit it (`!!int abc`, `!!timestamp x`): PyYAML's
+        # constructors raise these rather than a YAML error.
+        raise _error(node, f"value does not fit its tag {node.tag}: {exc}") from None
     finally:
         loader.dispose()
+
+
+def _error(node: yaml.Node, problem: str) -> yaml.constructor.ConstructorError:
+    return yaml.constructor.ConstructorError(None, None, problem, node.start_mark)
