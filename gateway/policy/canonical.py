@@ -102,7 +102,10 @@ def _declared_type(schema: dict[str, Any]) -> str | None:
 
 
 def _normalize_url(value: str) -> str:
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # e.g. an unclosed "[" in the host: no URL parser agrees on what it names
+        raise CanonicalizationError("a URL that cannot be parsed (an unclosed '[' in its host)") from None
     if not parts.path:
         return value
     path = PERCENT_UNRESERVED.sub(lambda m: chr(int(m.group(1), 16)), parts.path)

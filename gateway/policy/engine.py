@@ -266,7 +266,10 @@ class PolicyEngine:
     def _decide_item(self, principal: Principal, server_id: str, name: str, facts: RequestFacts,
                      kind: str) -> Decision:
         bundle = self._bundle
-        request = self._item_request(bundle, principal, server_id, name, facts, kind)
+        try:
+            request = self._item_request(bundle, principal, server_id, name, facts, kind)
+        except CanonicalizationError as exc:
+            return self._refused(bundle, f"uri: {exc}", REASON_DENIED)
         if request is None:
             return self._refused(bundle, f"server {server_id!r} is not in the policy catalog", REASON_DENIED)
         decision = self._evaluate(bundle, request, None)

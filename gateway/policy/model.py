@@ -87,7 +87,9 @@ def build_catalog_model(catalog: Catalog, tool_schemas: Mapping[str, Mapping[str
 
 
 def _tool_model(tool: ToolEntry, schema: Mapping[str, Any] | None) -> ToolModel:
-    typed = input_type(dict(schema) if isinstance(schema, Mapping) else None)
+    if not isinstance(schema, Mapping):
+        schema = None  # an upstream may publish any JSON as inputSchema; only an object types anything
+    typed = input_type(dict(schema) if schema is not None else None)
     uid = tool_uid(tool)
     entity = {
         "uid": uid,

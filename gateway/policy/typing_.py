@@ -68,7 +68,9 @@ def _declared(schema: dict[str, Any]) -> tuple[str | None, bool]:
     declared = schema.get("type")
     if isinstance(declared, list):
         non_null = [t for t in declared if t != "null"]
-        return (non_null[0] if len(non_null) == 1 else None), "null" in declared
+        # Only a name is a type: an upstream's schema may hold anything (["x"] here is untypable).
+        single = non_null[0] if len(non_null) == 1 and isinstance(non_null[0], str) else None
+        return single, "null" in declared
     if declared is None and isinstance(schema.get("properties"), dict):
         return "object", False
     if declared is None and _string_enum(schema):
@@ -97,7 +99,8 @@ def _record(schema: dict[str, Any], depth: int) -> CedarType | None:
     properties = schema.get("properties")
     if not isinstance(properties, dict) or not properties:
         return None  # a free-form map has no closed record type
-    required = set(schema.get("required") or ()) if isinstance(schema.get("required"), list) else set()
+    listed = schema.get("required")
+    required = {name for name in listed if isinstance(name, str)} if isinstance(listed, list) else set()
     attrs = []
     for name, sub in properties.items():
         typed = _type(sub, depth + 1)
