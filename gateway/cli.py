@@ -165,7 +165,8 @@ async def check_agents_file(agents_file: Path, stored: list[Any]) -> None:
 
 
 def run_catalog_validate(args: argparse.Namespace) -> int:
-    directory = args.catalog or (load_settings(args.config).catalog_dir if args.config else Path("tool_catalog"))
+    config = load_settings(args.config, resolve_secrets=False) if args.config else None  # only its `catalog`
+    directory = args.catalog or (config.catalog_dir if config else Path("tool_catalog"))
     try:
         catalog = load_catalog(directory)
     except CatalogError as exc:

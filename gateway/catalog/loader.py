@@ -55,8 +55,13 @@ class CatalogError(Exception):
         self.problems = problems
 
 
-def load_catalog(directory: Path, environ: Mapping[str, str] | None = None) -> Catalog:
-    """Load every manifest in `directory`; raise CatalogError listing all problems."""
+def load_catalog(directory: Path, environ: Mapping[str, str] | None = None, *, strict_env: bool = True) -> Catalog:
+    """Load every manifest in `directory`; raise CatalogError listing all problems.
+
+    With `strict_env=False` a `${VAR}` that is unset and has no default stays as written instead of
+    being a problem: for commands that use the tools (policy) and never reach an upstream, so they
+    need not be given the transports' variables.
+    """
     env = dict(os.environ if environ is None else environ)
     env.setdefault("PYTHON", sys.executable)
     problems: list[CatalogProblem] = []
@@ -64,7 +69,7 @@ def load_catalog(directory: Path, environ: Mapping[str, str] | None = None) -> C
         raise CatalogError([CatalogProblem(directory, 0, "catalog directory does not exist")])
     servers = []
     for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
-        server = _load_manifest(path, env, problems)
+        server = _load_manifest(path, env, problems, strict_env)
         if server is not None:
             servers.append(server)
     _check_across_manifests(servers, problems)
@@ -73,7 +78,8 @@ def load_catalog(directory: Path, environ: Mapping[str, str] | None = None) -> C
     return Catalog.of(servers)
 
 
-def _load_manifest(path: Path, env: dict[str, str], problems: list[CatalogProblem]) -> ServerEntry | None:
+def _load_manifest(path: Path, env: dict[str, str], problems: list[CatalogProblem],
+                   strict_env: bool = True) -> ServerEntry | None:
     try:
         doc = load_lined(path.read_text(encoding="utf-8"))
     except yaml.MarkedYAMLError as exc:
@@ -83,16 +89,18 @@ def _load_manifest(path: Path, env: dict[str, str], problems: list[CatalogProble
     except (OSError, yaml.YAMLError) as exc:
         problems.append(CatalogProblem(path, 1, f"cannot read manifest: {exc}"))
         return None
-    return _ManifestReader(path, doc, env, problems).read()
+    return _ManifestReader(path, doc, env, problems, strict_env).read()
 
 
 class _ManifestReader:
     """Validates one manifest document, appending problems rather than stopping at the first."""
 
-    def __init__(self, path: Path, doc: LinedDocument, env: dict[str, str], problems: list[CatalogProblem]):
+    def __init__(self, path: Path, doc: LinedDocument, env: dict[str, str], problems: list[CatalogProblem],
+                 strict_env: bool = True):
         self.path = path
         self.doc = doc
         self.env = env
+        self.strict_env = strict_env
         self.problems = problems
         self.count_before = len(problems)
 
@@ -158,6 +166,8 @@ class _ManifestReader:
                 return self.env[name]
             if default is not None:
                 return default
+            if not self.strict_env:
+                return match.group(0)
             self.problem(where, f"environment variable {name} is not set and has no default")
             return ""
 
@@ -179,7 +189,8 @@ class _ManifestReader:
 
     def http_transport(self, raw: dict[str, Any], protocol: str) -> HttpTransport | None:
         url = self.expand(raw["url"], ("transport", "url"))
-        if not url.startswith(("http://", "https://")):
+        unresolved = not self.strict_env and ENV_REFERENCE.search(url) is not None
+        if not url.startswith(("http://", "https://")) and not unresolved:
             self.problem(("transport", "url"), f"url must be http:// or https://, got {url!r}")
             return None
         headers = raw.get("headers") or {}
