@@ -15,8 +15,10 @@ behaviour upstream and a real OIDC issuer; nothing of the gateway is mocked.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ import pytest
 from mcp.shared.exceptions import MCPError
 from mcp.types import PromptReference
 
+from gateway.config import ConfigError, settings_from_mapping
 from gateway.identity.principal import Principal
 from gateway.transport.sessions import SessionLimitReached, SessionRegistry
 from tests.support.clients import ERAS, mcp_client
@@ -59,36 +62,37 @@ def token_for(agent_id: str) -> str:
 # --- 18.4: sensitive reads follow the agent across its tasks ---------------------------------------
 
 
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[WebhookReceiver]:
-    server = WebhookReceiver().start()
-    yield server
-    server.stop()
+@dataclass
+class ChainDeployment:
+    gw: Gateway
+    receiver: WebhookReceiver  # the detection webhook's target
 
 
 @pytest.fixture(scope="module")
-def chain_gw(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int, port: int,
-             idp: TestIdentityProvider, receiver: WebhookReceiver) -> Iterator[Gateway]:
+def chain(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int, port: int,
+          idp: TestIdentityProvider) -> Iterator[ChainDeployment]:
     """vault (echo reads secrets), mail (echo is egress), notes; an OIDC agent that must work in tasks."""
-    workdir = tmp_path_factory.mktemp("abuse-chain")
-    gw = Gateway(workdir, manifests(behaviour_http), tokens={"regular": token_for("regular")}, port=port,
-                 extra_config={
+    receiver = WebhookReceiver().start()
+    gw = Gateway(tmp_path_factory.mktemp("abuse-chain"), manifests(behaviour_http),
+                 tokens={"regular": token_for("regular")}, port=port, extra_config={
                      "policy": always_working_hours(),
                      "identity": {"audience": f"http://127.0.0.1:{port}", "clock_skew_s": 5,
                                   "oidc_issuers": [{"issuer": idp.issuer, "jwks_uri": idp.jwks_uri}]},
                      "monitoring": {"kill_switch_severity": "off", "per_agent": None, "per_task": None,
                                     "webhook_url": receiver.url},
-                 }).start()
+                 })
     try:
+        gw.start()
         body = {"id": TASK_AGENT, "owner": "tests@example.com", "purpose": "switches tasks", "state": "active",
                 "identities": [{"kind": "oidc", "issuer": idp.issuer, "subject": TASK_SUBJECT, "claims": {}}],
                 "entitlement": {"servers": ["vault", "mail", "notes"], "require_task": True}}
         answer = httpx2.post(f"{gw.base}/admin/v1/agents", json=body,
                              headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10)
         assert answer.status_code == 201, answer.text
-        yield gw
+        yield ChainDeployment(gw, receiver)
     finally:
         gw.stop()
+        receiver.stop()
 
 
 def task_token(gw: Gateway, idp: TestIdentityProvider, scope: str) -> tuple[str, str]:
@@ -101,8 +105,9 @@ def task_token(gw: Gateway, idp: TestIdentityProvider, scope: str) -> tuple[str,
 
 
 @pytest.mark.parametrize("mode", ERAS)
-async def test_a_new_task_does_not_shed_a_sensitive_read(chain_gw: Gateway, idp: TestIdentityProvider,
+async def test_a_new_task_does_not_shed_a_sensitive_read(chain: ChainDeployment, idp: TestIdentityProvider,
                                                          mode: str) -> None:
+    chain_gw = chain.gw
     reader, _ = task_token(chain_gw, idp, "vault__echo")
     async with mcp_client(chain_gw.url, reader, mode) as client:
         await echo(client, "vault__echo", f"the launch codes ({mode})")
@@ -121,8 +126,8 @@ async def test_a_new_task_does_not_shed_a_sensitive_read(chain_gw: Gateway, idp:
 # --- 13.13: low-severity detections are quiet by default -------------------------------------------
 
 
-async def test_low_severity_detections_are_audited_but_not_alerted(chain_gw: Gateway,
-                                                                   receiver: WebhookReceiver) -> None:
+async def test_low_severity_detections_are_audited_but_not_alerted(chain: ChainDeployment) -> None:
+    chain_gw, receiver = chain.gw, chain.receiver
     before = detection_metric(chain_gw, "novel_sequence", "low")
     async with mcp_client(chain_gw.url, token_for("regular"), "legacy") as client:
         for n in range(10):  # ten calls of one tool: history enough for novelty to count
@@ -364,3 +369,35 @@ def test_x_forwarded_for_is_used_from_a_configured_proxy(tmp_path: Path) -> None
         assert "sign-in from 203.0.113.7 refused" in gw.log_text()
     finally:
         gw.stop()
+
+
+# --- the new keys ---------------------------------------------------------------------------------
+
+
+def test_new_limits_keys_default_and_parse() -> None:
+    defaults = settings_from_mapping({}, Path("."))
+    assert (defaults.limits.max_sessions_per_agent, defaults.limits.max_sessions) == (64, 10_000)
+    assert defaults.forwarded_allow_ips == ()
+    assert defaults.monitoring.alert_severity == "medium" and defaults.monitoring.window_s == 3600.0
+    parsed = settings_from_mapping({
+        "limits": {"max_sessions_per_agent": 3, "max_sessions": 50},
+        "forwarded_allow_ips": ["10.0.0.0/8", "192.0.2.1", "::1"],
+        "monitoring": {"alert_severity": "low"},
+    }, Path("."))
+    assert (parsed.limits.max_sessions_per_agent, parsed.limits.max_sessions) == (3, 50)
+    assert parsed.forwarded_allow_ips == ("10.0.0.0/8", "192.0.2.1/32", "::1/128")
+    assert parsed.monitoring.alert_severity == "low"
+    assert settings_from_mapping({"forwarded_allow_ips": "10.0.0.1, *"}, Path(".")).forwarded_allow_ips == ("*",)
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"limits": {"max_sessions_per_agent": 0}}, "limits.max_sessions_per_agent must be a whole number"),
+    ({"limits": {"max_sessions": 2.5}}, "limits.max_sessions must be a whole number"),
+    ({"limits": {"max_sessions": True}}, "limits.max_sessions must be a whole number"),
+    ({"forwarded_allow_ips": ["proxy.internal"]}, "forwarded_allow_ips: 'proxy.internal' is not an IP"),
+    ({"forwarded_allow_ips": {"a": 1}}, "forwarded_allow_ips must be a list"),
+    ({"monitoring": {"alert_severity": "loud"}}, "monitoring.alert_severity must be one of low, medium"),
+])
+def test_bad_new_keys_are_refused_naming_the_key(raw: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        settings_from_mapping(raw, Path("."))

@@ -117,6 +117,26 @@ def test_per_tool_limit_and_worst_scope_wins() -> None:
     assert (caught.value.scope, caught.value.retry_after_s) == ("agent", pytest.approx(99.0))
 
 
+def test_other_upstream_requests_share_the_agent_and_task_windows_but_not_per_tool() -> None:
+    """Issue 18.5: prompts, resources and completions (tool None) count in the agent and task windows."""
+    t, _ = tracker(MonitoringSettings(per_agent=RateLimit(10, 60.0), per_task=RateLimit(3, 60.0),
+                                      per_tool=RateLimit(1, 60.0)))
+    t.admit("a", "t", "x")
+    t.admit("a", "t", None)  # per_tool does not apply: x's single call does not block it
+    t.admit("a", "t", None)
+    with pytest.raises(RateLimited) as caught:
+        t.admit("a", "t", None)
+    assert caught.value.scope == "task"
+    with pytest.raises(RateLimited) as caught:
+        t.admit("a", "t", "y")  # the task's window is shared with tools
+    assert caught.value.scope == "task"
+    for _ in range(7):
+        t.admit("a", None, None)
+    with pytest.raises(RateLimited) as caught:
+        t.admit("a", None, None)
+    assert caught.value.scope == "agent"
+
+
 def test_no_limits_admits_everything() -> None:
     t, _ = tracker()
     for _ in range(1000):
