@@ -29,7 +29,7 @@ DEFAULT_STATE = "sqlite:///var/lib/narrowgate/state.db"
 CONFIG_KEYS = frozenset({
     "listen", "catalog", "policies", "state", "public_url", "allowed_origins", "auth",
     "limits", "identity", "admin", "agents_file", "policy", "tokens", "monitoring", "approvals",
-    "discovery",
+    "discovery", "forwarded_allow_ips",
 })
 
 
@@ -105,6 +105,9 @@ class LimitSettings:
     max_json_depth: int = 64
     # How long a 2025-11-25 session may sit idle before the gateway forgets it.
     session_idle_s: float = 3600.0
+    # Open 2025-11-25 sessions: at most this many per agent, and in all (a new one beyond is refused).
+    max_sessions_per_agent: int = 64
+    max_sessions: int = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,9 @@ class Settings:
     state: str = DEFAULT_STATE
     public_url: str | None = None
     allowed_origins: tuple[str, ...] = ()
+    # Reverse proxies / load balancers whose X-Forwarded-For and X-Forwarded-Proto are believed (IPs or
+    # networks; "*" for any peer). Empty: forwarding headers are ignored and the peer address is used.
+    forwarded_allow_ips: tuple[str, ...] = ()
     auth: AuthSettings = field(default_factory=AuthSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
@@ -294,6 +300,7 @@ def _settings(raw: Mapping[str, Any], base_dir: Path) -> Settings:
         state=str(raw.get("state", DEFAULT_STATE)),
         public_url=public_url,
         allowed_origins=tuple(str(o) for o in raw.get("allowed_origins") or ()),
+        forwarded_allow_ips=_forwarded_allow_ips(raw.get("forwarded_allow_ips")),
         auth=_auth(raw.get("auth") or {}),
         limits=_limits(raw.get("limits") or {}),
         admin=_admin(raw.get("admin") or {}),
@@ -318,6 +325,25 @@ def _parse_listen(value: str) -> tuple[str, int]:
     if not 0 <= port <= 65535:
         raise ConfigError(f"listen port out of range: {port}")
     return host.strip("[]") or "127.0.0.1", port
+
+
+def _forwarded_allow_ips(value: Any) -> tuple[str, ...]:
+    """Trusted proxies: a list (or comma-separated string) of IP addresses, CIDR networks, or "*"."""
+    if value in (None, ""):
+        return ()
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ConfigError("forwarded_allow_ips must be a list of IP addresses or networks")
+    trusted = []
+    for item in items:
+        text = str(item).strip()
+        if text != "*":
+            try:
+                text = str(ipaddress.ip_network(text, strict=False))
+            except ValueError:
+                raise ConfigError(f"forwarded_allow_ips: {item!r} is not an IP address or network") from None
+        trusted.append(text)
+    return ("*",) if "*" in trusted else tuple(trusted)
 
 
 def _path(value: Any, base_dir: Path) -> Path:
@@ -360,13 +386,23 @@ def _static_token(entry: Any, index: int) -> StaticToken:
 def _limits(raw: Any) -> LimitSettings:
     if not isinstance(raw, dict):
         raise ConfigError("limits must be a mapping")
-    check_keys(raw, frozenset({"max_body_bytes", "max_json_depth", "session_idle_s"}), "limits")
+    check_keys(raw, frozenset({"max_body_bytes", "max_json_depth", "session_idle_s", "max_sessions_per_agent",
+                               "max_sessions"}), "limits")
     defaults = LimitSettings()
     return LimitSettings(
         max_body_bytes=int(_positive_float(raw.get("max_body_bytes", defaults.max_body_bytes), "max_body_bytes")),
         max_json_depth=int(_positive_float(raw.get("max_json_depth", defaults.max_json_depth), "max_json_depth")),
         session_idle_s=_positive_float(raw.get("session_idle_s", defaults.session_idle_s), "session_idle_s"),
+        max_sessions_per_agent=_whole_number(raw.get("max_sessions_per_agent", defaults.max_sessions_per_agent),
+                                             "limits.max_sessions_per_agent"),
+        max_sessions=_whole_number(raw.get("max_sessions", defaults.max_sessions), "limits.max_sessions"),
     )
+
+
+def _whole_number(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key} must be a whole number of at least 1, got {value!r}")
+    return value
 
 
 def _admin(raw: Any) -> AdminSettings:
