@@ -20,6 +20,7 @@ import yaml
 
 ENV_PREFIX = "NARROWGATE_"
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_UPSTREAM_REPLY_BYTES = 4 * 1024 * 1024
 DEFAULT_STATE = "sqlite:///var/lib/narrowgate/state.db"
 CONFIG_KEYS = frozenset({
     "listen", "catalog", "policies", "state", "public_url", "allowed_origins", "auth",
@@ -98,6 +99,8 @@ class LimitSettings:
     max_json_depth: int = 64
     # How long a 2025-11-25 session may sit idle before the gateway forgets it.
     session_idle_s: float = 3600.0
+    # Largest single message read from an upstream (a reply, an SSE event, a stdio line).
+    max_upstream_reply_bytes: int = DEFAULT_MAX_UPSTREAM_REPLY_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,12 +314,15 @@ def _static_token(entry: Any, index: int) -> StaticToken:
 def _limits(raw: Any) -> LimitSettings:
     if not isinstance(raw, dict):
         raise ConfigError("limits must be a mapping")
-    check_keys(raw, frozenset({"max_body_bytes", "max_json_depth", "session_idle_s"}), "limits")
+    check_keys(raw, frozenset({"max_body_bytes", "max_json_depth", "session_idle_s",
+                               "max_upstream_reply_bytes"}), "limits")
     defaults = LimitSettings()
     return LimitSettings(
         max_body_bytes=int(_positive_float(raw.get("max_body_bytes", defaults.max_body_bytes), "max_body_bytes")),
         max_json_depth=int(_positive_float(raw.get("max_json_depth", defaults.max_json_depth), "max_json_depth")),
         session_idle_s=_positive_float(raw.get("session_idle_s", defaults.session_idle_s), "session_idle_s"),
+        max_upstream_reply_bytes=int(_positive_float(
+            raw.get("max_upstream_reply_bytes", defaults.max_upstream_reply_bytes), "max_upstream_reply_bytes")),
     )
 
 
