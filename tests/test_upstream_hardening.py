@@ -23,6 +23,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import SERVER_INFO_META_KEY, CreateMessageRequestParams, CreateMessageResult, TextContent
 
 from gateway.catalog.loader import CatalogError, load_catalog
+from gateway.config import ConfigError, settings_from_mapping
 from gateway.errors import UPSTREAM_ERROR
 from gateway.upstream.child_process import BASE_ENV_NAMES, LOCALE_PREFIX
 from gateway.upstream.reply_limit import HEAD_BYTES, TAIL_BYTES, OversizedLine, capped_lines, sniff_message
@@ -236,6 +237,14 @@ async def test_an_oversized_reply_in_the_modern_era(gw: Gateway) -> None:
         again = await client.call_tool("web__echo", {"text": "next"})
     assert "limits.max_upstream_reply_bytes" in caught.value.error.message
     assert again.content[0].text == "next"  # type: ignore[union-attr]
+
+
+def test_the_reply_limit_is_a_limits_key_of_4_mib_by_default(tmp_path: Path) -> None:
+    assert settings_from_mapping({}, tmp_path).limits.max_upstream_reply_bytes == 4 * MiB
+    chosen = settings_from_mapping({"limits": {"max_upstream_reply_bytes": 65536}}, tmp_path)
+    assert chosen.limits.max_upstream_reply_bytes == 65536
+    with pytest.raises(ConfigError, match="max_upstream_reply_bytes must be positive"):
+        settings_from_mapping({"limits": {"max_upstream_reply_bytes": 0}}, tmp_path)
 
 
 async def split(data: bytes, size: int) -> list[bytes | OversizedLine]:
