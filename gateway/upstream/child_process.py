@@ -1,8 +1,10 @@
 """Child processes that cannot outlive the gateway, and the environment they are given.
 
-`die_with_parent` is a `preexec_fn` for `subprocess` / `asyncio.create_subprocess_exec`: the child
-asks Linux (`prctl(PR_SET_PDEATHSIG, SIGTERM)`) for SIGTERM when the gateway dies, even on SIGKILL,
-when no shutdown code runs. Elsewhere it does nothing: clean shutdown still stops children itself.
+`die_with_parent` is a `preexec_fn` for `subprocess.Popen` / `asyncio.create_subprocess_exec`: the
+child asks Linux (`prctl(PR_SET_PDEATHSIG, SIGTERM)`) for SIGTERM when the gateway dies, even on
+SIGKILL, when no shutdown code runs. Elsewhere it does nothing: clean shutdown still stops children
+itself. Linux ties the signal to the *thread* that started the child: start children from a thread
+that lives as long as the process (the main thread, or the event loop's), never a worker thread.
 """
 
 from __future__ import annotations
