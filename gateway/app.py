@@ -153,7 +153,8 @@ class Gateway:
     def build_discovery(self) -> None:
         """Upstream tools as reviewed: quarantine for new and changed definitions, and their review."""
         settings = self.settings.discovery or DiscoverySettings()
-        self.pool = UpstreamPool(self.catalog, self.upstream_auth, full_resync_s=settings.resync_interval_s)
+        self.pool = UpstreamPool(self.catalog, self.upstream_auth, full_resync_s=settings.resync_interval_s,
+                                 max_reply_bytes=self.settings.limits.max_upstream_reply_bytes)
         self.reviews = ToolReviews(self.store, self.audit)
         self.pool.reconcile = self.reconcile_listings
         self.applied_catalog = self.catalog  # the one the policy engine and task grants use now

@@ -25,6 +25,7 @@ import yaml
 
 ENV_PREFIX = "NARROWGATE_"
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_UPSTREAM_REPLY_BYTES = 4 * 1024 * 1024
 DEFAULT_STATE = "sqlite:///var/lib/narrowgate/state.db"
 CONFIG_KEYS = frozenset({
     "listen", "catalog", "policies", "state", "public_url", "allowed_origins", "auth",
@@ -108,6 +109,8 @@ class LimitSettings:
     # Open 2025-11-25 sessions: at most this many per agent, and in all (a new one beyond is refused).
     max_sessions_per_agent: int = 64
     max_sessions: int = 10_000
+    # Largest single message read from an upstream (a reply, an SSE event, a stdio line).
+    max_upstream_reply_bytes: int = DEFAULT_MAX_UPSTREAM_REPLY_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,7 +390,7 @@ def _limits(raw: Any) -> LimitSettings:
     if not isinstance(raw, dict):
         raise ConfigError("limits must be a mapping")
     check_keys(raw, frozenset({"max_body_bytes", "max_json_depth", "session_idle_s", "max_sessions_per_agent",
-                               "max_sessions"}), "limits")
+                               "max_sessions", "max_upstream_reply_bytes"}), "limits")
     defaults = LimitSettings()
     return LimitSettings(
         max_body_bytes=int(_positive_float(raw.get("max_body_bytes", defaults.max_body_bytes), "max_body_bytes")),
@@ -396,6 +399,8 @@ def _limits(raw: Any) -> LimitSettings:
         max_sessions_per_agent=_whole_number(raw.get("max_sessions_per_agent", defaults.max_sessions_per_agent),
                                              "limits.max_sessions_per_agent"),
         max_sessions=_whole_number(raw.get("max_sessions", defaults.max_sessions), "limits.max_sessions"),
+        max_upstream_reply_bytes=int(_positive_float(
+            raw.get("max_upstream_reply_bytes", defaults.max_upstream_reply_bytes), "max_upstream_reply_bytes")),
     )
 
 

@@ -42,6 +42,8 @@ CREDENTIAL_KEYS = frozenset({"mode", "resource", "secret", "header", "format", "
 VAULT_KEYS = frozenset({"address", "mount", "path", "field", "token_env", "namespace"})
 TOOL_KEYS = frozenset({"name", "risk", "data_classes", "owner", "egress", "definition_sha256"})
 PIN_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")
+ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+GATEWAY_ENV_PREFIX = "NARROWGATE_"  # the gateway's own settings and secrets: never a child's
 
 
 CatalogProblem = FileProblem
@@ -214,7 +216,24 @@ class _ManifestReader:
             args=tuple(self.expand(a, ("transport", "args", i)) for i, a in enumerate(args)),
             env=MappingProxyType({str(k): self.expand(v, ("transport", "env", k)) for k, v in env.items()}),
             cwd=cwd.resolve(),
+            inherit_env=self.inherit_env(raw.get("inherit_env") or []),
         )
+
+    def inherit_env(self, raw: Any) -> tuple[str, ...]:
+        """Names of gateway environment variables a stdio child may see (values are read at spawn)."""
+        where: tuple[str | int, ...] = ("transport", "inherit_env")
+        if not isinstance(raw, list):
+            self.problem(where, "inherit_env must be a list of environment variable names")
+            return ()
+        names: list[str] = []
+        for index, name in enumerate(raw):
+            if not isinstance(name, str) or not ENV_NAME_PATTERN.match(name):
+                self.problem((*where, index), f"{name!r} is not an environment variable name")
+            elif name.upper().startswith(GATEWAY_ENV_PREFIX):
+                self.problem((*where, index), f"{name} is the gateway's own setting; it is never passed to a child")
+            else:
+                names.append(name)
+        return tuple(names)
 
     def credentials(self, raw: Any, transport: Transport | None) -> Credentials:
         """How the upstream is authenticated: a per-call gateway token (HTTP default) or a vaulted secret."""
