@@ -30,6 +30,22 @@ bench: $(STAMP)
 	$(PY) -m bench.run --sdk-check --json .narrowgate/bench.json
 	$(PY) -m bench.policy --json .narrowgate/bench-policy.json
 
+## fuzz: the fuzzers (tests/fuzz, tests/test_canonical*.py) at length, from a random seed it prints.
+## FUZZ_EXAMPLES examples per property (properties that drive real processes run a share of it).
+FUZZ_EXAMPLES ?= 10000
+.PHONY: fuzz soak
+fuzz: $(STAMP)
+	@seed=$$(od -An -N4 -tu4 /dev/urandom | tr -d ' '); \
+	echo "make fuzz: $(FUZZ_EXAMPLES) examples per property, --hypothesis-seed=$$seed"; \
+	NARROWGATE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -o timeout=0 --hypothesis-seed=$$seed \
+		--hypothesis-show-statistics tests/fuzz $(wildcard tests/test_canonical*.py)
+
+## soak: SOAK_MINUTES (default 60) of mixed traffic against a real gateway; RSS, fds, tasks and latency
+## sampled each minute, slopes per hour; not part of `make test`. See docs/operations.md#soak.
+SOAK_MINUTES ?= 60
+soak: $(STAMP)
+	SOAK_MINUTES=$(SOAK_MINUTES) $(PY) -m bench.soak --json .narrowgate/soak.json
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
