@@ -291,6 +291,7 @@ class Soak:
         while not self.over():
             agent = Agent(Target(self.deployment.url, "bench__echo", token, era), f"soak-{index}")
             if not await self.timed("open", agent.open()):
+                await agent.close()
                 await self.pause(1)
                 continue
             try:
@@ -319,14 +320,14 @@ class Soak:
                 await self.pause(2)
                 continue
             agent = Agent(Target(self.deployment.url, "bench__echo", token, era), f"task-{index}")
-            if await self.timed("task-open", agent.open()):
-                try:
+            try:
+                if await self.timed("task-open", agent.open()):
                     for n in range(self.random.randint(*TASK_CALLS)):
                         tool = ("bench__echo", "pipe__echo")[n % 2]
                         await self.timed("task-call", echo(agent, tool, f"t{index}-{n}"))
                     await self.end_task(agent)
-                finally:
-                    await agent.close()
+            finally:
+                await agent.close()
             await self.pause(self.random.uniform(1, 3))
 
     async def start_task(self, subject: str) -> str | None:
@@ -361,6 +362,7 @@ class Soak:
             if self.over():
                 break
             if agent.http is None and not await self.timed("privileged-open", agent.open()):
+                await agent.close()
                 await self.pause(2)
                 continue
             started = time.monotonic()

@@ -368,6 +368,7 @@ class Gateway:
     def on_task_end(self, task: Task) -> None:
         """Every upstream token minted for an ended task is refused until it would have expired anyway."""
         self.upstream_auth.revocations.revoke_task(task.id, until=time.time() + self.upstream_auth.ttl_s + 5)
+        self.sessions.close_task(task.agent_id, task.id)  # their token is dead: free the agent's session slots
         self.chain.forget_task(task.id)
         self.audit.record(AuditEvent(
             kind="task", action=task.state.value, actor="narrowgate", agent_id=task.agent_id,

@@ -135,6 +135,13 @@ class AgentSession:
         return f"ng-{next(self.ask_ids)}"
 
 
+def _running_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no running loop
+        return None
+
+
 class SessionLimitReached(RpcError):
     """A new session would pass a configured cap; `status` is the HTTP status of the refusal."""
 
@@ -218,6 +225,22 @@ class SessionRegistry:
         doomed = list(self.by_agent.get(agent_id, ()))
         for session_id in doomed:
             self.close(session_id)
+        return len(doomed)
+
+    def close_task(self, agent_id: str, task_id: str) -> int:
+        """End the sessions opened with one task's token, now that the task has ended.
+
+        That token is refused from now on, so nobody could use such a session or DELETE it: left
+        open, it would hold one of the agent's `max_per_agent` slots until it idled out. The request
+        that ended the task (narrowgate__complete_task on that very session) still gets its answer.
+        """
+        doomed = [sid for sid in self.by_agent.get(agent_id, ()) if self.sessions[sid].principal.task_id == task_id]
+        spared = SPARED_REQUEST.set(_running_task())
+        try:
+            for session_id in doomed:
+                self.close(session_id)
+        finally:
+            SPARED_REQUEST.reset(spared)
         return len(doomed)
 
     def idle(self, session: AgentSession, now: float) -> bool:
