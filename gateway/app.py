@@ -25,6 +25,7 @@ from gateway.approvals.settings import ApprovalSettings
 from gateway.approvals.step_up import StepUpFlow
 from gateway.approvals.webhook import approval_webhook_payload
 from gateway.audit import AuditEvent, AuditLog
+from gateway.audit.digests import DigestKey
 from gateway.authorization import Authorizer
 from gateway.catalog import Catalog
 from gateway.chain.monitor import ChainMonitor
@@ -78,7 +79,8 @@ class Gateway:
         self.catalog = catalog
         self.background: set[asyncio.Task[None]] = set()
         self.store = open_store(settings.state)
-        self.audit = AuditLog(self.store)
+        self.digest_key = DigestKey()  # loaded from the store at start, before anything is recorded
+        self.audit = AuditLog(self.store, digests=self.digest_key.keyed)
         self.telemetry = Telemetry.from_env()
         self.build_identity()
         self.build_policy(dict(tool_schemas or {}))
@@ -189,7 +191,7 @@ class Gateway:
         """Step-up approvals: requests people decide in the console, the admin API or the CLI."""
         settings = self.settings.approvals or ApprovalSettings()
         self.approval_settings = settings
-        self.approvals = ApprovalService(self.store, self.registry, self.audit, settings)
+        self.approvals = ApprovalService(self.store, self.registry, self.audit, settings, digests=self.digest_key)
         self.tasks.on_end.append(self.approvals.task_ended)
         self.approvals.on_change.append(self.telemetry.set_approvals_pending)
         self.approval_webhook = WebhookSender(settings.webhook_url, settings.webhook_secret_env, "approval")
@@ -231,6 +233,7 @@ class Gateway:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         await self.store.migrate()
+        await self.digest_key.load(self.store)
         await self.audit.open()
         await self.registry.reload()
         if self.settings.agents_file is not None:

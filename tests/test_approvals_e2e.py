@@ -176,7 +176,7 @@ async def test_denied_hold_fails_with_the_approvers_comment(gw: Gateway) -> None
         with pytest.raises(MCPError) as refused:
             await asyncio.wait_for(call, 15)
     assert refused.value.error.code == ACCESS_DENIED
-    assert "denied by admin:tests@example.com: not today" in refused.value.error.message
+    assert "denied by tests@example.com (approver): not today" in refused.value.error.message
     assert refused.value.error.data["approvalId"] == approval["id"]
 
 
