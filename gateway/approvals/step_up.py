@@ -290,9 +290,11 @@ class StepUpFlow:
             if call.refresh is not None:
                 call.facts = call.refresh()  # minutes may have passed: decide on the facts of now
                 again = await self.decide_again(call)
-                if again is not None and not self.covers(approval, replace(call, refused=again)):
-                    # A rule the person did not see asks now (e.g. a sensitive read meanwhile): ask again.
-                    return await self.resolve(replace(call, refused=again))
+                if again is not None:
+                    call = replace(call, refused=again)  # the decision that uses the approval, if it covers it
+                    if not self.covers(approval, call):
+                        # A rule the person did not see asks now (e.g. a sensitive read meanwhile): ask again.
+                        return await self.resolve(call)
             return await self.use(call, approval)
         if approval.state is ApprovalState.DENIED:
             comment = f": {approval.comment}" if approval.comment else ""

@@ -284,9 +284,7 @@ class Console:
         query = AuditQuery(kind="decision", agent_id=approval.agent_id, tool=approval.tool,
                            since=approval.created_at - 1, limit=CALL_RECORDS_LIMIT)
         records = await self.store.audit_records(query)
-        requested = {"decision_id": approval.decision_id, "trace_id": approval.trace_id,
-                     "detail": {"approval_id": approval.id}}
-        links = ApprovalLinks([requested], records)
+        links = ApprovalLinks({d: approval.id for d in (approval.decision_id, approval.used_decision_id) if d})
         return [row for row in decision_rows(records, links) if row.approval_id == approval.id]
 
     async def decide(self, request: Request, session: ConsoleSession, form: dict[str, str]) -> Response:
@@ -343,7 +341,7 @@ class Console:
         approvals = await self.store.audit_records(AuditQuery(kind="approval", since=since, newest_first=True,
                                                               limit=APPROVAL_RECORDS_LIMIT))
         return self.render(request, "decisions.html", session, title="Decisions", nav="decisions",
-                           decisions=decision_rows(records, ApprovalLinks(approvals, records)))
+                           decisions=decision_rows(records, ApprovalLinks.from_audit(approvals)))
 
     # rendering
 

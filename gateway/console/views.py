@@ -33,7 +33,8 @@ class DecisionRow:
     policy_ids: tuple[str, ...]
     decision_id: str
     trace_id: str = ""
-    approval_id: str | None = None  # the approval this decision asked for, waited on or used
+    approval_id: str | None = None  # the approval this decision asked for, used or ran with
+    ran_with_approval: bool = False  # decided with context.approval.granted
 
 
 def when(epoch: float | None) -> str:
@@ -100,36 +101,32 @@ def recent_tasks(tasks: Iterable[Task], now: float) -> list[Task]:
 
 
 class ApprovalLinks:
-    """Which approval a decision record belongs to. One approved call leaves several decisions: the
-    step-up that asked (the approval's decision id), a held call's decision again after the wait (same
-    trace), and the allow that used it (`detail.approval_id`, and its trace, where a pending-mode retry
-    was first a step-up too)."""
+    """Which approval a decision record belongs to. One approved call leaves three decisions, recorded
+    apart: the step-up that asked (the approval's decision id), the step-up of the call that used it (a
+    held call decided again after the wait, or the pending-mode retry: the approval's used decision id)
+    and the allow that ran with it (`detail.approval_id` on the decision record)."""
 
-    def __init__(self, approval_records: Iterable[Mapping[str, Any]],
-                 decision_records: Iterable[Mapping[str, Any]]) -> None:
-        self.by_decision: dict[str, str] = {}
-        self.by_trace: dict[str, str] = {}
+    def __init__(self, by_decision: Mapping[str, str] | None = None) -> None:
+        self.by_decision = dict(by_decision or {})
+
+    @classmethod
+    def from_audit(cls, approval_records: Iterable[Mapping[str, Any]]) -> ApprovalLinks:
+        links = cls()
         for record in approval_records:
-            approval_id = _detail(record).get("approval_id")
-            if isinstance(approval_id, str):
-                self._note(record, approval_id)
-        for record in decision_records:
-            approval_id = _detail(record).get("approval_id")
-            if isinstance(approval_id, str):
-                self._note(record, approval_id)
-
-    def _note(self, record: Mapping[str, Any], approval_id: str) -> None:
-        if record.get("decision_id"):
-            self.by_decision.setdefault(str(record["decision_id"]), approval_id)
-        if record.get("trace_id"):
-            self.by_trace.setdefault(str(record["trace_id"]), approval_id)
+            detail = _detail(record)
+            approval_id = detail.get("approval_id")
+            if not isinstance(approval_id, str):
+                continue
+            for decision_id in (record.get("decision_id"), detail.get("used_decision_id")):
+                if decision_id:
+                    links.by_decision.setdefault(str(decision_id), approval_id)
+        return links
 
     def approval_of(self, record: Mapping[str, Any]) -> str | None:
-        used = _detail(record).get("approval_id")
-        if isinstance(used, str):
-            return used
-        return (self.by_decision.get(str(record.get("decision_id") or ""))
-                or self.by_trace.get(str(record.get("trace_id") or "")))
+        ran_with = _detail(record).get("approval_id")
+        if isinstance(ran_with, str):
+            return ran_with
+        return self.by_decision.get(str(record.get("decision_id") or ""))
 
 
 def _detail(record: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -142,7 +139,8 @@ def decision_rows(records: Iterable[Mapping[str, Any]], links: ApprovalLinks | N
                         tool=str(r.get("tool") or ""), decision=str(r.get("decision") or ""),
                         policy_ids=tuple(str(p) for p in r.get("policy_ids") or ()),
                         decision_id=str(r.get("decision_id") or ""), trace_id=str(r.get("trace_id") or ""),
-                        approval_id=links.approval_of(r) if links is not None else None)
+                        approval_id=links.approval_of(r) if links is not None else None,
+                        ran_with_approval=isinstance(_detail(r).get("approval_id"), str))
             for r in records]
 
 
