@@ -22,6 +22,8 @@ from starlette.responses import Response
 from gateway.approvals.model import Approver
 from gateway.console.security import CookiePolicy, origin_of, safe_next
 from gateway.console.sessions import LoginThrottle, SessionStore
+from gateway.console.views import actor_label, entitlement_lines
+from gateway.registry.model import Entitlement
 from tests.support.admin import bearer
 from tests.support.clients import mcp_client
 from tests.support.console import Browser, form_field
@@ -562,3 +564,19 @@ def test_origins_and_next_paths() -> None:
     assert safe_next("/console/approvals/apr_1") == "/console/approvals/apr_1"
     for bad in (None, "", "/", "/console/./x", "/console/%2e%2e/x", "/console?next=//evil", "/console/a b"):
         assert safe_next(bad) == "/console"
+
+
+def test_actors_are_named_as_people_read_them() -> None:
+    roles = {"alice": "admin", "tests@example.com": "approver"}
+    assert actor_label("admin:alice", roles) == "alice (admin)"
+    assert actor_label("admin:tests@example.com", roles) == "tests@example.com (approver)"
+    assert actor_label("admin:gone", roles) == "gone"  # a token since removed from the config
+    assert actor_label("oidc:u-1001", roles) == "u-1001 (OIDC)"
+    assert actor_label("narrowgate", roles) == "the gateway" and actor_label("agent-a", roles) == "agent-a"
+    assert actor_label(None, roles) == "—"
+
+
+def test_entitlements_read_as_lines() -> None:
+    assert entitlement_lines(Entitlement(tools=("gh__comment",), servers=("docs",))) == [
+        "servers: docs", "tools: gh__comment", "calls need a task token"]
+    assert entitlement_lines(Entitlement(require_task=False)) == ["nothing", "calls without a task allowed"]
