@@ -4,6 +4,7 @@ clients (the `mcp` SDK, in this process or in one of its own that gets killed), 
 * A held call's request lives only as long as a call waits on it. A client that gives up (its own
   timeout), is killed mid-call, or a gateway that is killed and restarted, leaves a request nobody can
   use: it is abandoned (audited), drops out of the inbox, and approving it afterwards grants nothing.
+  A client that only lost its connection and resumes the stream in time keeps its request.
 * A request in pending mode (the agent was told to retry the identical call) survives all of that.
 * `@step_up` without a mode is "auto": a client that cannot send its person to the console (no URL
   elicitation) gets the pending answer at once instead of hanging; `@step_up("hold")` still holds.
@@ -28,6 +29,7 @@ from mcp_types import ElicitRequestParams, ElicitResult
 from tests.support.admin import bearer
 from tests.support.clients import ERAS, mcp_client
 from tests.support.processes import ADMIN_TOKEN, REPO, Gateway, behaviour_manifest, cedar_copy
+from tests.test_stream_resumption import open_session, parse_events
 
 ACCESS_DENIED = -32030
 OWNER_TOKEN = "lifecycle-owner-token"  # tests@example.com, the test agents' owner
@@ -160,6 +162,33 @@ async def test_a_client_killed_during_a_held_call_abandons_the_request(gw: Gatew
     assert shown["end_reason"].startswith("abandoned: the agent's")
     assert "abandoned" in audited_actions(gw, approval_id)
     await assert_grants_nothing(gw, approval_id, arguments)
+
+
+async def test_a_held_call_whose_stream_is_resumed_in_time_is_not_abandoned(gw: Gateway) -> None:
+    # 2025-11-25: a client that only lost its connection resumes the call's stream with Last-Event-ID.
+    arguments = {"text": f"resumed-{time.time_ns()}"}
+    call = {"jsonrpc": "2.0", "id": 11, "method": "tools/call",
+            "params": {"name": "life__echo", "arguments": arguments}}
+    async with httpx2.AsyncClient(timeout=30) as http:
+        session = await open_session(http, gw.url)
+        async with http.stream("POST", gw.url, json=call, headers=session) as response:
+            buffer = ""
+            async for chunk in response.aiter_text():
+                buffer += chunk
+                if any("id" in event for event in parse_events(buffer)):
+                    break  # the stream has an event id to resume from: drop the connection now
+        last_id = [event for event in parse_events(buffer) if "id" in event][-1]["id"]
+        approval_id = await wait_for_pending(gw, "life__echo")
+        await asyncio.sleep(3)  # disconnected for a while, within the grace
+        resumed = asyncio.create_task(http.get(gw.url, headers={**session, "Accept": "text/event-stream",
+                                                                "Last-Event-ID": last_id}))
+        await asyncio.sleep(1)
+        assert api(gw, "POST", f"/{approval_id}/approve").status_code == 200  # still decidable
+        answer = await asyncio.wait_for(resumed, 15)
+    messages = [json.loads(event["data"]) for event in parse_events(answer.text) if event.get("data")]
+    [final] = [m for m in messages if m.get("id") == 11]
+    assert final["result"]["content"][0]["text"] == arguments["text"]
+    assert api(gw, "GET", f"/{approval_id}").json()["state"] == "used"
 
 
 @pytest.mark.parametrize("era", ERAS)
