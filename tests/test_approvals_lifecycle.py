@@ -24,7 +24,7 @@ from typing import Any
 import httpx2
 import pytest
 from mcp.shared.exceptions import MCPError
-from mcp_types import ElicitRequestParams, ElicitResult
+from mcp_types import ElicitRequestParams, ElicitResult, LoggingMessageNotificationParams
 
 from tests.support.admin import bearer
 from tests.support.clients import ERAS, mcp_client
@@ -243,12 +243,24 @@ async def test_a_client_that_can_be_sent_to_the_console_is_held(gw: Gateway, era
 
 
 async def test_an_explicit_hold_holds_even_a_client_that_cannot_be_told(gw: Gateway) -> None:
+    logged: list[str] = []
+    progress: list[str] = []
+
+    async def on_log(params: LoggingMessageNotificationParams) -> None:
+        logged.append(str(params.data))
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append(message or "")
+
     arguments = {"text": f"explicit-hold-{time.time_ns()}"}
-    async with mcp_client(gw.url, "token-agent-a", "legacy") as client:
-        held = asyncio.create_task(client.call_tool("life__echo", arguments))
+    async with mcp_client(gw.url, "token-agent-a", "legacy", logging_callback=on_log) as client:
+        held = asyncio.create_task(client.call_tool("life__echo", arguments, progress_callback=on_progress))
         approval_id = await wait_for_pending(gw, "life__echo")
         await asyncio.sleep(1.5)
         assert not held.done()
+        # Not silent: the client is told, in the ways it can hear, where the person decides.
+        url = f"{gw.base}/console/approvals/{approval_id}"
+        assert any(url in line for line in logged) and any(url in line for line in progress), (logged, progress)
         assert api(gw, "POST", f"/{approval_id}/approve").status_code == 200
         result = await asyncio.wait_for(held, 15)
     assert not result.is_error and text_of(result) == arguments["text"]

@@ -236,6 +236,7 @@ class StepUpFlow:
     async def wait_for_person(self, call: StepUpCall, approval: Approval) -> Approval | None:
         """The request as decided (or expired, or still pending when the hold timed out); None if the
         client went away first."""
+        await self.announce_hold(call, approval)
         asking = self.ask_for_url(call, approval)
         try:
             with self.telemetry.stage("approval_wait", approval_id=approval.id):
@@ -275,6 +276,22 @@ class StepUpFlow:
                 return current
             if call.sink is not None:
                 await call.sink.keepalive()
+
+    async def announce_hold(self, call: StepUpCall, approval: Approval) -> None:
+        """A held client that cannot be sent to the console (a policy insisted on holding it) still hears
+        where the person decides: a log message, and a progress message if it asked for progress."""
+        if call.url_elicitation or call.sink is None:
+            return
+        expires = datetime.datetime.fromtimestamp(approval.expires_at, datetime.UTC).strftime("%H:%M:%S UTC")
+        text = (f"Waiting for approval {approval.id}: {self.authorizer.agent_reason(call.refused)}. A person "
+                f"decides at {self.url(approval)} (the request expires at {expires}).")
+        await call.sink.notify({"jsonrpc": "2.0", "method": "notifications/message",
+                                "params": {"level": "notice", "logger": "narrowgate", "data": text}})
+        meta = call.params.get("_meta")
+        token = meta.get("progressToken") if isinstance(meta, dict) else None
+        if isinstance(token, str | int) and not isinstance(token, bool):
+            await call.sink.notify({"jsonrpc": "2.0", "method": "notifications/progress",
+                                    "params": {"progressToken": token, "progress": 0, "message": text}})
 
     def ask_for_url(self, call: StepUpCall, approval: Approval) -> asyncio.Task[Any] | None:
         """2025-11-25 with URL elicitation: show the person the console page while the call holds."""
