@@ -113,6 +113,31 @@ async def test_an_idle_gateway_stops_on_sigterm_with_exit_0_and_two_lines(tmp_pa
     assert "Traceback" not in after
 
 
+@pytest.mark.timeout(60)
+async def test_a_call_in_flight_finishes_while_new_connections_are_refused(tmp_path: Path, behaviour_http: int) -> None:
+    """Raw JSON-RPC over HTTP here: the SDK client lists tools again after a call, which a stopped gateway
+    cannot answer; what matters is the reply to the call that was in flight."""
+    manifest = behaviour_manifest("busy", {"url": f"http://127.0.0.1:{behaviour_http}/mcp"}, tools=("slow",))
+    gw = Gateway(tmp_path, [manifest]).start()
+    assert gw.process is not None
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
+    body = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "busy__slow", "arguments": {"seconds": 2}, "_meta": meta}}
+    headers = {**bearer("token-agent-a"), "Accept": "application/json, text/event-stream",
+               "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "busy__slow"}
+    async with httpx2.AsyncClient(timeout=20) as http:
+        running = asyncio.create_task(http.post(gw.url, json=body, headers=headers))
+        await asyncio.sleep(0.5)
+        gw.process.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        with pytest.raises(httpx2.ConnectError):
+            await http.get(f"{gw.base}/healthz")  # no new connection once the stop began
+        reply = (await asyncio.wait_for(running, 15)).json()
+    assert reply["result"]["content"][0]["text"] == "slept 2.0", reply
+    assert gw.process.wait(timeout=20) == 0
+    assert "0 held call(s) and 0 unfinished call(s)" in gw.log_text()
+
+
 # --- narrowgate demo: no child outlives it -------------------------------------------------------
 
 
