@@ -91,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from gateway.serving import PortUnavailable, bind_listener
+    from gateway.serving import PortUnavailable, bind_listener, interrupt_on_sigterm
 
+    interrupt_on_sigterm()
     settings = load_settings(args.config)
     if args.open_loopback:
         settings = replace(settings, auth=replace(settings.auth, open_loopback=True))
@@ -227,7 +228,9 @@ def add_demo_parser(commands: Any) -> None:
 def run_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo as demo
     from gateway.demo.state import DEFAULT_STATE_DIR
+    from gateway.serving import interrupt_on_sigterm
 
+    interrupt_on_sigterm()
     return demo(args.port, args.state_dir or DEFAULT_STATE_DIR)
 
 

@@ -48,6 +48,16 @@ def bind_listener(host: str, port: int) -> socket.socket:
     return sock
 
 
+def interrupt_on_sigterm() -> None:
+    """Until the server takes the signals over: SIGTERM stops start-up as Ctrl-C does (clean-up runs,
+    `narrowgate: interrupted`), instead of killing the process where it stands."""
+
+    def interrupt(sig: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 class DrainingServer(uvicorn.Server):
     """uvicorn's server, stopping the gateway's way on SIGINT and SIGTERM (see the module docstring)."""
 

@@ -158,7 +158,9 @@ def test_a_taken_port_is_one_plain_line_before_anything_else(demo: DemoProcess, 
 def test_make_run_port_and_narrowgate_listen_choose_the_port(tmp_path: Path) -> None:
     taken = DemoProcess.start(tmp_path / "a")  # make run PORT=... against a taken port: refused at once
     try:
-        via_make = subprocess.run(["make", "--no-print-directory", "run", f"PORT={taken.port}"], cwd=REPO,
+        # -o: the venv is the one running this test; never reinstall it from here.
+        via_make = subprocess.run(["make", "--no-print-directory", "-o", ".venv/.installed-stamp", "run",
+                                   f"PORT={taken.port}"], cwd=REPO,
                                   env=clean_environment(), capture_output=True, text=True, timeout=60)
         assert via_make.returncode != 0
         assert f"port {taken.port} on 127.0.0.1 is already in use" in via_make.stderr

@@ -37,9 +37,13 @@ class PaymentsServer:
             process_group=0, preexec_fn=die_with_parent_hook(),
         )
         assert process.stdout is not None
-        for line in process.stdout:
-            if line.startswith("LISTENING "):
-                return cls(process, int(line.split()[1]))
+        try:
+            for line in process.stdout:
+                if line.startswith("LISTENING "):
+                    return cls(process, int(line.split()[1]))
+        except BaseException:  # interrupted while it starts: stop it here, not at our exit
+            cls(process, 0).stop()
+            raise
         process.wait()
         raise RuntimeError("the demo payments server did not start")
 
