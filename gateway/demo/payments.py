@@ -3,8 +3,8 @@
 Three guards, because the demo can end in three ways:
 - a clean stop (SIGINT, SIGTERM): `stop()` signals the child's own process group and waits;
 - the demo killed outright (SIGKILL, a crash): on Linux the kernel sends the child SIGTERM
-  (PR_SET_PDEATHSIG, set between fork and exec), and everywhere the child sees its stdin, a pipe
-  from the demo, reach end-of-file and stops itself (`--exit-with-stdin`);
+  (PR_SET_PDEATHSIG, gateway.upstream.child_process), and everywhere the child sees its stdin, a
+  pipe from the demo, reach end-of-file and stops itself (`--exit-with-stdin`);
 - a Ctrl-C in the terminal: the child runs in its own process group, so only the demo gets the
   SIGINT and stops the child after draining, instead of the child dying under in-flight calls.
 """
@@ -12,15 +12,14 @@ Three guards, because the demo can end in three ways:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
+from gateway.upstream.child_process import die_with_parent
+
 STOP_TIMEOUT_S = 5.0
 
 
@@ -34,7 +33,7 @@ class PaymentsServer:
         process = subprocess.Popen(
             [sys.executable, str(script), "--port", "0", "--exit-with-stdin"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=cwd,
-            process_group=0, preexec_fn=die_with_parent_hook(),
+            process_group=0, preexec_fn=die_with_parent,
         )
         assert process.stdout is not None
         try:
@@ -63,18 +62,3 @@ class PaymentsServer:
             for stream in (self.process.stdin, self.process.stdout):
                 if stream is not None:
                     stream.close()
-
-
-def die_with_parent_hook() -> Callable[[], None] | None:
-    """A preexec_fn asking Linux to SIGTERM the child when this process dies (None elsewhere)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the hook runs between fork and exec
-    parent = os.getpid()
-
-    def hook() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:  # the parent died before the request was in place
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return hook
