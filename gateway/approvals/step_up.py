@@ -43,7 +43,7 @@ from gateway.verifier import argument_digest
 
 INPUT_KEY = "narrowgate_approval"  # our key in an input_required result's inputRequests
 HOLD_ENDED = ("abandoned: the agent's held call ended before it could use the approval "
-              "(its client cancelled the call or closed the connection)")
+              "(its client cancelled the call or closed the connection, or the gateway stopped)")
 CLIENT_GONE = "abandoned: the agent's client disconnected while the call was held"
 
 
