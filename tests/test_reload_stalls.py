@@ -113,9 +113,10 @@ async def test_reload_and_listing_at_a_large_catalog_do_not_hold_up_calls(gatewa
         # A session that has listed: the reload's pass over open sessions has to recompute its list.
         assert len((await watcher.list_tools()).tools) == BULK_TOOLS + 3
         normal: list[float] = []
-        deadline = time.monotonic() + 3
+        deadline = time.monotonic() + 4
         await serial_calls(caller, lambda: time.monotonic() > deadline, normal)
         bound = p99(normal) * 5 + 0.5
+        seen = f"normal p99 {p99(normal):.3f}s over {len(normal)} calls, bound {bound:.2f}s"
 
         # A real change: the whole set compiles again against 2,000 tools.
         (tmp_path / "cedar" / "policies" / "71-quiet.cedar").write_text(quiet_policies(8, QUIET_POLICIES))
@@ -129,5 +130,5 @@ async def test_reload_and_listing_at_a_large_catalog_do_not_hold_up_calls(gatewa
         worst_listing, listed = await worst_call_during(caller, first_listing, tail_s=0.2)
         assert listed == BULK_TOOLS + 3
 
-    assert worst_reload < bound, f"a call waited {worst_reload:.2f}s during a reload (bound {bound:.2f}s)"
-    assert worst_listing < bound, f"a call waited {worst_listing:.2f}s during a listing (bound {bound:.2f}s)"
+    assert worst_reload < bound, f"a call waited {worst_reload:.2f}s during a reload ({seen})"
+    assert worst_listing < bound, f"a call waited {worst_listing:.2f}s during a listing ({seen})"
