@@ -41,10 +41,10 @@ import aiohttp
 import yaml
 
 from bench.load import Agent, CallFailure, Target
-from bench.run import REPO, TOKEN_ENV, Proc, _read_line, free_port, start_gateway
+from bench.run import MANIFEST_ID, REPO, Proc, _read_line, free_port, start_gateway, write_gateway_files
 
-MANIFEST_ID = "bench"
 TOKEN = "bench-stall-token"
+LISTER, LISTER_TOKEN = "bench-lister", "bench-lister-token"
 QUIET_POLICIES = 30
 NORMAL_S = 4.0
 EVENT_LIMIT_S = 300.0  # a reload that has not finished by then is reported as such
@@ -92,36 +92,25 @@ def start_bulk_upstream(tmp: Path, tools: int) -> Proc:
 
 
 def write_files(tmp: Path, upstream_port: int, gateway_port: int, tools: int) -> Path:
-    catalog = tmp / "catalog"
-    catalog.mkdir()
-    names = ["echo", "add", *(f"tool{i:05d}" for i in range(tools))]
-    manifest = {"id": MANIFEST_ID, "owner": "bench@narrowgate.invalid", "description": "reload-stall benchmark",
-                "transport": {"url": f"http://127.0.0.1:{upstream_port}/mcp"}, "timeout_s": 60,
-                "tools": [{"name": n, "risk": "read", "data_classes": ["public"]} for n in names]}
-    (catalog / f"{MANIFEST_ID}.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    """bench.run's files, with N more tools in the manifest, the quiet policies, a second agent that
+    lists, and reloads from SIGHUP only."""
     cedar = tmp / "cedar"
     shutil.copytree(REPO / "cedar", cedar, ignore=shutil.ignore_patterns("tests", "README.md"))
     (cedar / "policies" / "70-quiet.cedar").write_text(quiet_policies(QUIET_POLICIES))
-    agents = {"agents": [{
-        "id": agent, "owner": "bench@example.com", "purpose": "benchmark load", "state": "active",
-        "identities": [{"kind": "static", "issuer": "narrowgate", "subject": agent}],
-        "entitlement": {"servers": [MANIFEST_ID], "require_task": False},
-    } for agent in ("bench-agent", "bench-lister")]}
-    (tmp / "agents.yaml").write_text(yaml.safe_dump(agents, sort_keys=False))
-    config = {
-        "agents_file": str(tmp / "agents.yaml"),
-        "monitoring": {"per_agent": None, "per_task": None},
-        "listen": f"127.0.0.1:{gateway_port}",
-        "catalog": "catalog/",
-        "policies": str(cedar),
-        "policy": {"watch_interval_s": 0},  # reloads come from SIGHUP here
-        "state": f"sqlite:///{tmp / 'state.db'}",
-        "auth": {"open_loopback": False, "static_tokens": [
-            {"agent": "bench-agent", "token_env": TOKEN_ENV},
-            {"agent": "bench-lister", "token": "bench-lister-token"},
-        ]},
-    }
-    path = tmp / "gateway.yaml"
+    path = write_gateway_files(tmp, upstream_port, gateway_port, cedar)
+    manifest_path = tmp / "catalog" / f"{MANIFEST_ID}.yaml"
+    manifest = yaml.safe_load(manifest_path.read_text())
+    bulk = {**manifest["tools"][0]}
+    manifest["tools"] += [{**bulk, "name": f"tool{i:05d}"} for i in range(tools)]
+    manifest_path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    agents_path = tmp / "agents.yaml"
+    agents = yaml.safe_load(agents_path.read_text())
+    lister = json.loads(json.dumps(agents["agents"][0]).replace("bench-agent", LISTER))
+    agents["agents"].append(lister)
+    agents_path.write_text(yaml.safe_dump(agents, sort_keys=False))
+    config = yaml.safe_load(path.read_text())
+    config["policy"] = {"watch_interval_s": 0}  # reloads come from SIGHUP here
+    config["auth"]["static_tokens"].append({"agent": LISTER, "token": LISTER_TOKEN})
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
@@ -176,7 +165,7 @@ async def wait_for_new_version(http: aiohttp.ClientSession, base: str, before: s
 
 
 async def list_once(url: str, expected: int) -> None:
-    lister = Agent(Target(url=url, tool=f"{MANIFEST_ID}__echo", token="bench-lister-token"), "lister")
+    lister = Agent(Target(url=url, tool=f"{MANIFEST_ID}__echo", token=LISTER_TOKEN), "lister")
     await lister.open()
     try:
         reply = await lister._request("tools/list", {})
