@@ -196,6 +196,19 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX tool_reviews_status ON tool_reviews (status, changed_at);
         """,
     ),
+    Migration(
+        8,
+        "gateway secrets",
+        """
+        -- Secrets the gateway makes for itself on first start, e.g. the key that turns argument
+        -- digests into HMACs before anyone outside the process sees them (gateway.audit.digests).
+        CREATE TABLE gateway_secrets (
+            name TEXT PRIMARY KEY,
+            secret BLOB NOT NULL,
+            created_at REAL NOT NULL
+        );
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
