@@ -118,7 +118,7 @@ def test_any_manifest_text_loads_or_lists_its_problems(catalog_dir: Path, text: 
             assert not any("\0" in t for t in texts)
 
 
-@fuzz_settings(60)
+@fuzz_settings(40)
 @given(valid_manifests())
 def test_a_valid_manifest_round_trips(catalog_dir: Path, generated: dict[str, Any]) -> None:
     text = yaml.safe_dump(generated, allow_unicode=True)
@@ -143,7 +143,7 @@ def test_a_valid_manifest_round_trips(catalog_dir: Path, generated: dict[str, An
                                                                         tool["egress"])
 
 
-@fuzz_settings(100)
+@fuzz_settings(40)
 @given(manifest_texts())
 def test_any_agents_file_text_parses_or_lists_its_problems(text: str) -> None:
     """The agents file shares the lined YAML reader: it too ends in problems, never an exception."""

@@ -45,7 +45,7 @@ TOOL = "test_header_echo"
 # The codec and the emit side -------------------------------------------------------------------
 
 
-@fuzz_settings(500)
+@fuzz_settings(300)
 @given(st.text())
 @example("=?base64?YQ==?=")  # a plain value that looks like the sentinel
 @example(" padded ")
@@ -84,7 +84,7 @@ def schema_and_arguments(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any
     return schema, {k: value_for(v) for k, v in schema["properties"].items() if draw(st.booleans())}
 
 
-@fuzz_settings(300)
+@fuzz_settings(100)
 @given(schema_and_arguments())
 def test_what_the_gateway_mirrors_upstream_passes_the_upstreams_check(
     case: tuple[dict[str, Any], dict[str, Any]],

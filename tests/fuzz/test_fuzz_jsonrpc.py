@@ -73,7 +73,7 @@ def test_any_bytes_decode_or_are_refused_with_a_spec_code(raw: bytes) -> None:
         assert_faithful(outcome, raw)
 
 
-@fuzz_settings(300)
+@fuzz_settings(150)
 @given(message_dicts())
 def test_message_shaped_objects_round_trip_or_are_refused(body: dict[str, Any]) -> None:
     raw = wire(body)
@@ -89,7 +89,7 @@ def test_message_shaped_objects_round_trip_or_are_refused(body: dict[str, Any]) 
                                                                  outcome.params)
 
 
-@fuzz_settings(200)
+@fuzz_settings(100)
 @given(st.one_of(st.integers(min_value=-(2**63), max_value=2**63 - 1), st.text(max_size=12)),
        st.sampled_from(["tools/call", "ping", "notifications/cancelled"]),
        st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=4), st.booleans())

@@ -115,7 +115,7 @@ def read_arguments(draw: st.DrawFn) -> dict[str, Any]:
     return arguments
 
 
-@fuzz_settings(250)
+@fuzz_settings(120)
 @given(st.one_of(st.tuples(st.just("fuzz__pay"), pay_arguments()), st.tuples(st.just("fuzz__read"), read_arguments()),
                  st.tuples(st.sampled_from(["fuzz__pay", "fuzz__read", "fuzz__free"]),
                            st.one_of(st.none(), st.dictionaries(ODD_TEXT, JSON_VALUES, max_size=4)))))

@@ -115,7 +115,7 @@ def written_streams(draw: st.DrawFn) -> tuple[bytes, list[tuple[str, str | None]
     return b"".join(parts), expected
 
 
-@fuzz_settings(100)
+@fuzz_settings(60)
 @given(written_streams(), st.booleans())
 def test_written_frames_decode_back_to_what_was_written(case: tuple[bytes, list[Any]], crlf: bool) -> None:
     stream, expected = case
