@@ -7,32 +7,18 @@ exposes the fixture's names bare (`namespace: ""`) because the suite calls them 
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.conformance.runner import SPEC_VERSIONS, assert_clean_pass, ensure_suite, fixture_server, run_suite
-from tests.support.processes import Gateway
-
-CATALOG = Path(__file__).resolve().parent / "conformance" / "catalog" / "conformance.yaml"
+from tests.conformance.runner import SPEC_VERSIONS, assert_clean_pass, conformance_gateway, ensure_suite, run_suite
 
 
 @pytest.fixture(scope="module")
 def gateway_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ensure_suite()
-    with fixture_server() as port:
-        workdir = tmp_path_factory.mktemp("conformance-gateway")
-        gateway = Gateway(workdir, manifests=[], tokens={}, open_loopback=True,
-                          env={"CONFORMANCE_UPSTREAM_PORT": str(port)})
-        gateway.write_config()
-        shutil.copy(CATALOG, workdir / "catalog" / CATALOG.name)
-        gateway.start()
-        try:
-            yield gateway.url
-        finally:
-            gateway.stop()
+    with conformance_gateway(tmp_path_factory.mktemp("conformance-gateway")) as gateway:
+        yield gateway.url
 
 
 @pytest.mark.timeout(900)

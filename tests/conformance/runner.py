@@ -18,6 +18,7 @@ import json
 import os
 import re
 import selectors
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,9 +30,11 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.provision import CONFORMANCE_JS, ProvisionError, ensure_conformance_suite
+from tests.support.processes import Gateway
 
 SUITE_DIR = Path(__file__).resolve().parent
 FIXTURE_SCRIPT = SUITE_DIR.parent / "fixtures" / "conformance_server.py"
+CATALOG = SUITE_DIR / "catalog" / "conformance.yaml"
 SPEC_VERSIONS = ("2025-11-25", "2026-07-28")
 
 _RESULT_DIR = re.compile(r"^server-(?P<scenario>.+)-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d+Z$")
@@ -221,6 +224,22 @@ def fixture_server(port: int = 0, startup_timeout_s: float = 30.0) -> Iterator[i
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def conformance_gateway(workdir: Path) -> Iterator[Gateway]:
+    """The fixture upstream with a gateway in front of it: the conformance catalog, which exposes the
+    fixture's names bare, and open loopback (the suite presents no bearer token)."""
+    with fixture_server() as port:
+        gateway = Gateway(workdir, manifests=[], tokens={}, open_loopback=True,
+                          env={"CONFORMANCE_UPSTREAM_PORT": str(port)})
+        gateway.write_config()
+        shutil.copy(CATALOG, workdir / "catalog" / CATALOG.name)
+        gateway.start()
+        try:
+            yield gateway
+        finally:
+            gateway.stop()
 
 
 def _wait_for_listening(process: subprocess.Popen[str], timeout_s: float) -> int:

@@ -12,7 +12,6 @@ headers for the upstream (gateway/mcp_methods.py). Properties:
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,13 +29,12 @@ from mcp.shared.inbound import (
 )
 
 from gateway.policy.canonical import canonicalize
-from tests.conformance.runner import fixture_server
+from tests.conformance.runner import conformance_gateway
 from tests.fixtures.conformance_server import HEADER_TOOL_SCHEMA
 from tests.fuzz.budget import fuzz_settings
 from tests.fuzz.strategies import JSON_VALUES, ODD_TEXT
 from tests.support.processes import Gateway
 from tests.test_bad_input import MODERN, headers, modern_params
-from tests.test_conformance_gateway import CATALOG
 
 HEADER_MISMATCH = -32020
 TOOL = "test_header_echo"
@@ -103,17 +101,8 @@ def test_what_the_gateway_mirrors_upstream_passes_the_upstreams_check(
 @pytest.fixture(scope="module")
 def header_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """A gateway in front of the conformance fixture upstream (bare tool names, open on loopback)."""
-    with fixture_server() as port:
-        workdir = tmp_path_factory.mktemp("header-fuzz-gateway")
-        gateway = Gateway(workdir, manifests=[], tokens={}, open_loopback=True,
-                          env={"CONFORMANCE_UPSTREAM_PORT": str(port)})
-        gateway.write_config()
-        shutil.copy(CATALOG, workdir / "catalog" / CATALOG.name)
-        gateway.start()
-        try:
-            yield gateway
-        finally:
-            gateway.stop()
+    with conformance_gateway(tmp_path_factory.mktemp("header-fuzz-gateway")) as gateway:
+        yield gateway
 
 
 @pytest.fixture(scope="module")
