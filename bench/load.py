@@ -92,9 +92,9 @@ def percentile(sorted_ns: Sequence[int], q: float) -> float:
 def _parse_sse(body: bytes) -> list[Any]:
     messages: list[Any] = []
     for event in body.replace(b"\r\n", b"\n").split(b"\n\n"):
-        data = [line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
-        if data:
-            messages.append(orjson.loads(b"\n".join(data)))
+        data = b"\n".join(line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:"))
+        if data.strip():  # a priming event (an id and a retry hint) carries no message
+            messages.append(orjson.loads(data))
     return messages
 
 
