@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test bench lint clean
+.PHONY: run test provision bench lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,9 +16,14 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/narrowgate demo
 
-## test: every test, including the MCP conformance suite through the gateway
-test: $(STAMP)
+## test: every test, including the MCP conformance suite through the gateway. tests/provision.py first
+## installs what the tests run (Debian's npm, chromium and chromium-driver as root; the pinned Node 22
+## and conformance suite) or stops in its first seconds with one line naming what is missing.
+test: provision $(STAMP)
 	$(PY) -m pytest -q
+
+provision:
+	@$(PYTHON) tests/provision.py
 
 ## bench: direct vs through-the-gateway latency, throughput and CPU per call
 bench: $(STAMP)

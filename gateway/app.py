@@ -89,7 +89,8 @@ class Gateway:
         self.build_discovery()
         self.pool.on_rebuild = self.on_directory_rebuilt
         self.pool.on_list_changed = self.on_upstream_lists_changed
-        self.sessions = SessionRegistry(settings.limits.session_idle_s)
+        limits = settings.limits
+        self.sessions = SessionRegistry(limits.session_idle_s, limits.max_sessions_per_agent, limits.max_sessions)
         authorizer = Authorizer(self.policy, self.audit, settings.policy.agent_reasons,
                                 on_evaluated=lambda d, s: self.telemetry.record_policy_evaluation(s, d.outcome))
         self.methods = Methods(self.pool, authorizer, self.upstream_auth, TaskGate(self.tasks),
@@ -156,7 +157,8 @@ class Gateway:
     def build_discovery(self) -> None:
         """Upstream tools as reviewed: quarantine for new and changed definitions, and their review."""
         settings = self.settings.discovery or DiscoverySettings()
-        self.pool = UpstreamPool(self.catalog, self.upstream_auth, full_resync_s=settings.resync_interval_s)
+        self.pool = UpstreamPool(self.catalog, self.upstream_auth, full_resync_s=settings.resync_interval_s,
+                                 max_reply_bytes=self.settings.limits.max_upstream_reply_bytes)
         self.reviews = ToolReviews(self.store, self.audit)
         self.resource_reviews = ResourceReviews(self.store, self.audit)
         self.pool.reconcile = self.reconcile_listings

@@ -127,7 +127,7 @@ def run_search(args: argparse.Namespace) -> int:
 
 
 def _with_store(args: argparse.Namespace, action: Callable[[Any], Any]) -> Any:
-    settings = load_settings(args.config)
+    settings = load_settings(args.config, resolve_secrets=False)  # reads the store only: no tokens needed
     return asyncio.run(_run_with_store(settings.state, action))
 
 

@@ -25,6 +25,7 @@ from gateway.catalog import CatalogError, load_catalog
 from gateway.catalog.definitions import reveal_hidden
 from gateway.catalog.loader import PIN_PATTERN
 from gateway.catalog.model import RISK_TIERS
+from gateway.catalog_discover import add_discover_parser
 from gateway.discovery.model import APPROVED, QUARANTINED, REJECTED, STATUSES
 
 PIN_KEY = "definition_sha256"
@@ -41,7 +42,7 @@ class CatalogCommandError(ValueError):
 
 
 def add_catalog_review_parsers(catalog_commands: Any) -> None:
-    """`review`, `approve`, `reject` and `pin` under `narrowgate catalog`."""
+    """`review`, `approve`, `reject`, `pin` and `discover` under `narrowgate catalog`."""
     review = catalog_commands.add_parser(
         "review", help="the quarantine queue, or one tool's review record (admin API)",
         description="Without SERVER/NAME: the tools in one status (default quarantined) as a table. With it: "
@@ -88,6 +89,7 @@ def add_catalog_review_parsers(catalog_commands: Any) -> None:
                      help="write nothing; exit 1 if a pin is missing or differs from the approved hash")
     _add_connection_options(pin)
     pin.set_defaults(run=run_pin)
+    add_discover_parser(catalog_commands)
 
 
 def _add_resource_option(parser: argparse.ArgumentParser) -> None:

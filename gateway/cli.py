@@ -113,9 +113,13 @@ def serve(settings: Settings) -> int:
     except PolicyLoadError as exc:
         print(f"narrowgate: refusing to start, the policy set is invalid:\n{exc}", file=sys.stderr)
         return EXIT_INVALID
+    # Forwarding headers only from configured proxies: uvicorn's default believes them from loopback,
+    # which lets a local caller pick its own address (and shed the console's sign-in throttle).
+    trusted_proxies = list(settings.forwarded_allow_ips)
     config = uvicorn.Config(
         gateway.app, host=settings.listen_host, port=settings.listen_port, loop="uvloop", http="httptools",
         log_level="warning", lifespan="on", timeout_graceful_shutdown=3,
+        proxy_headers=bool(trusted_proxies), forwarded_allow_ips=trusted_proxies or None,
     )
     uvicorn.Server(config).run()
     return 0
@@ -165,7 +169,8 @@ async def check_agents_file(agents_file: Path, stored: list[Any]) -> None:
 
 
 def run_catalog_validate(args: argparse.Namespace) -> int:
-    directory = args.catalog or (load_settings(args.config).catalog_dir if args.config else Path("tool_catalog"))
+    config = load_settings(args.config, resolve_secrets=False) if args.config else None  # only its `catalog`
+    directory = args.catalog or (config.catalog_dir if config else Path("tool_catalog"))
     try:
         catalog = load_catalog(directory)
     except CatalogError as exc:

@@ -3,6 +3,11 @@
 Any key can be overridden from the environment: `NARROWGATE_LISTEN=0.0.0.0:9000`, and nested keys
 with a double underscore, `NARROWGATE_AUTH__OPEN_LOOPBACK=true`. Values that are JSON (`true`,
 `42`, `["a", "b"]`) keep their types; anything else is a string.
+
+Tokens named by `token_env` are secrets only the serving gateway needs: they are read by
+`resolve_secrets`, which `load_settings` runs unless told not to. Commands that only read (audit,
+policy, catalog validate) load with `resolve_secrets=False`, so an operator can run them without
+the gateway's secrets, while `serve` still refuses to start when one is missing.
 """
 
 from __future__ import annotations
@@ -12,19 +17,20 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 ENV_PREFIX = "NARROWGATE_"
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_UPSTREAM_REPLY_BYTES = 4 * 1024 * 1024
 DEFAULT_STATE = "sqlite:///var/lib/narrowgate/state.db"
 CONFIG_KEYS = frozenset({
     "listen", "catalog", "policies", "state", "public_url", "allowed_origins", "auth",
     "limits", "identity", "admin", "agents_file", "policy", "tokens", "monitoring", "approvals",
-    "discovery",
+    "discovery", "forwarded_allow_ips",
 })
 
 
@@ -39,6 +45,7 @@ class StaticToken:
     agent: str
     token: str | None = field(default=None, repr=False)
     token_sha256: str | None = None
+    token_env: str | None = None  # read into `token` by resolve_secrets
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +61,7 @@ class AdminToken:
     name: str
     token: str | None = field(default=None, repr=False)
     token_sha256: str | None = None
+    token_env: str | None = None  # read into `token` by resolve_secrets
     role: str = "admin"  # "admin": the whole admin API; "approver": approvals only
     groups: tuple[str, ...] = ()  # approver groups this person is in (see @approvers)
 
@@ -98,6 +106,11 @@ class LimitSettings:
     max_json_depth: int = 64
     # How long a 2025-11-25 session may sit idle before the gateway forgets it.
     session_idle_s: float = 3600.0
+    # Open 2025-11-25 sessions: at most this many per agent, and in all (a new one beyond is refused).
+    max_sessions_per_agent: int = 64
+    max_sessions: int = 10_000
+    # Largest single message read from an upstream (a reply, an SSE event, a stdio line).
+    max_upstream_reply_bytes: int = DEFAULT_MAX_UPSTREAM_REPLY_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +122,9 @@ class Settings:
     state: str = DEFAULT_STATE
     public_url: str | None = None
     allowed_origins: tuple[str, ...] = ()
+    # Reverse proxies / load balancers whose X-Forwarded-For and X-Forwarded-Proto are believed (IPs or
+    # networks; "*" for any peer). Empty: forwarding headers are ignored and the peer address is used.
+    forwarded_allow_ips: tuple[str, ...] = ()
     auth: AuthSettings = field(default_factory=AuthSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
@@ -148,8 +164,13 @@ def _host_for_url(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
-def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Read the YAML file (if any), apply environment overrides, and validate."""
+def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = None, *,
+                  resolve_secrets: bool = True) -> Settings:
+    """Read the YAML file (if any), apply environment overrides, and validate.
+
+    With `resolve_secrets=False` the tokens named by `token_env` are left unread (their `token` is
+    None): for commands that never authenticate anyone, so they need not be given the secrets.
+    """
     raw: dict[str, Any] = {}
     base_dir = Path.cwd()
     if path is not None:
@@ -164,8 +185,39 @@ def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = N
             raise ConfigError(f"config file {config_path} must hold a mapping at the top level")
         raw = loaded or {}
         base_dir = config_path.resolve().parent
-    apply_env_overrides(raw, os.environ if environ is None else environ)
-    return settings_from_mapping(raw, base_dir)
+    env = os.environ if environ is None else environ
+    apply_env_overrides(raw, env)
+    settings = settings_from_mapping(raw, base_dir, resolve_secrets=False)
+    return with_secrets(settings, env) if resolve_secrets else settings
+
+
+def with_secrets(settings: Settings, environ: Mapping[str, str] | None = None) -> Settings:
+    """`settings` with every `token_env` token read from the environment; ConfigError naming each one unset.
+
+    All missing variables are named in one line, so a refused start says everything at once.
+    """
+    env = os.environ if environ is None else environ
+    missing: list[str] = []
+    static = tuple(_read_token(t, f"auth.static_tokens[{i}]", env, missing)
+                   for i, t in enumerate(settings.auth.static_tokens))
+    admin = tuple(_read_token(t, f"admin.tokens[{i}]", env, missing) for i, t in enumerate(settings.admin.tokens))
+    if missing:
+        raise ConfigError("; ".join(missing))
+    return replace(settings, auth=replace(settings.auth, static_tokens=static),
+                   admin=replace(settings.admin, tokens=admin))
+
+
+TokenEntry = TypeVar("TokenEntry", StaticToken, AdminToken)
+
+
+def _read_token(entry: TokenEntry, where: str, environ: Mapping[str, str], missing: list[str]) -> TokenEntry:
+    if not entry.token_env:
+        return entry
+    value = environ.get(entry.token_env)
+    if not value:
+        missing.append(f"{where}: environment variable {entry.token_env} is not set")
+        return entry
+    return replace(entry, token=value)
 
 
 def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
@@ -232,7 +284,13 @@ def check_keys(raw: Mapping[str, Any], allowed: frozenset[str], where: str) -> N
         raise ConfigError(f"unknown {where} key(s): {', '.join(unknown)}")
 
 
-def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
+def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path, *, resolve_secrets: bool = True) -> Settings:
+    """Validate a parsed config; `resolve_secrets` as for load_settings (read from os.environ)."""
+    settings = _settings(raw, base_dir)
+    return with_secrets(settings) if resolve_secrets else settings
+
+
+def _settings(raw: Mapping[str, Any], base_dir: Path) -> Settings:
     check_keys(raw, CONFIG_KEYS, "config")
     host, port = _parse_listen(str(raw.get("listen", "127.0.0.1:8080")))
     public_url = _optional_str(raw.get("public_url"))
@@ -245,6 +303,7 @@ def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
         state=str(raw.get("state", DEFAULT_STATE)),
         public_url=public_url,
         allowed_origins=tuple(str(o) for o in raw.get("allowed_origins") or ()),
+        forwarded_allow_ips=_forwarded_allow_ips(raw.get("forwarded_allow_ips")),
         auth=_auth(raw.get("auth") or {}),
         limits=_limits(raw.get("limits") or {}),
         admin=_admin(raw.get("admin") or {}),
@@ -269,6 +328,25 @@ def _parse_listen(value: str) -> tuple[str, int]:
     if not 0 <= port <= 65535:
         raise ConfigError(f"listen port out of range: {port}")
     return host.strip("[]") or "127.0.0.1", port
+
+
+def _forwarded_allow_ips(value: Any) -> tuple[str, ...]:
+    """Trusted proxies: a list (or comma-separated string) of IP addresses, CIDR networks, or "*"."""
+    if value in (None, ""):
+        return ()
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ConfigError("forwarded_allow_ips must be a list of IP addresses or networks")
+    trusted = []
+    for item in items:
+        text = str(item).strip()
+        if text != "*":
+            try:
+                text = str(ipaddress.ip_network(text, strict=False))
+            except ValueError:
+                raise ConfigError(f"forwarded_allow_ips: {item!r} is not an IP address or network") from None
+        trusted.append(text)
+    return ("*",) if "*" in trusted else tuple(trusted)
 
 
 def _path(value: Any, base_dir: Path) -> Path:
@@ -304,20 +382,32 @@ def _static_token(entry: Any, index: int) -> StaticToken:
     where = f"auth.static_tokens[{index}]"
     if not isinstance(entry, dict) or not entry.get("agent"):
         raise ConfigError(f"{where} needs an agent")
-    token, digest = _secret(entry, where)
-    return StaticToken(agent=str(entry["agent"]), token=token, token_sha256=digest)
+    token, env, digest = _secret(entry, where)
+    return StaticToken(agent=str(entry["agent"]), token=token, token_sha256=digest, token_env=env)
 
 
 def _limits(raw: Any) -> LimitSettings:
     if not isinstance(raw, dict):
         raise ConfigError("limits must be a mapping")
-    check_keys(raw, frozenset({"max_body_bytes", "max_json_depth", "session_idle_s"}), "limits")
+    check_keys(raw, frozenset({"max_body_bytes", "max_json_depth", "session_idle_s", "max_sessions_per_agent",
+                               "max_sessions", "max_upstream_reply_bytes"}), "limits")
     defaults = LimitSettings()
     return LimitSettings(
         max_body_bytes=int(_positive_float(raw.get("max_body_bytes", defaults.max_body_bytes), "max_body_bytes")),
         max_json_depth=int(_positive_float(raw.get("max_json_depth", defaults.max_json_depth), "max_json_depth")),
         session_idle_s=_positive_float(raw.get("session_idle_s", defaults.session_idle_s), "session_idle_s"),
+        max_sessions_per_agent=_whole_number(raw.get("max_sessions_per_agent", defaults.max_sessions_per_agent),
+                                             "limits.max_sessions_per_agent"),
+        max_sessions=_whole_number(raw.get("max_sessions", defaults.max_sessions), "limits.max_sessions"),
+        max_upstream_reply_bytes=int(_positive_float(
+            raw.get("max_upstream_reply_bytes", defaults.max_upstream_reply_bytes), "max_upstream_reply_bytes")),
     )
+
+
+def _whole_number(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key} must be a whole number of at least 1, got {value!r}")
+    return value
 
 
 def _admin(raw: Any) -> AdminSettings:
@@ -336,9 +426,9 @@ def _admin(raw: Any) -> AdminSettings:
         groups = entry.get("groups") or []
         if not isinstance(groups, list) or not all(isinstance(g, str) and g for g in groups):
             raise ConfigError(f"{where}.groups must be a list of group names")
-        token, digest = _secret({k: v for k, v in entry.items() if k not in ("role", "groups")}, where)
-        tokens.append(AdminToken(name=str(entry["name"]), token=token, token_sha256=digest, role=role,
-                                 groups=tuple(groups)))
+        token, env, digest = _secret({k: v for k, v in entry.items() if k not in ("role", "groups")}, where)
+        tokens.append(AdminToken(name=str(entry["name"]), token=token, token_sha256=digest, token_env=env,
+                                 role=role, groups=tuple(groups)))
     defaults = AdminSettings()
     return AdminSettings(
         tokens=tuple(tokens),
@@ -348,20 +438,20 @@ def _admin(raw: Any) -> AdminSettings:
     )
 
 
-def _secret(entry: dict[str, Any], where: str) -> tuple[str | None, str | None]:
-    """A token given inline, by environment variable, or as its SHA-256 digest."""
+def _secret(entry: dict[str, Any], where: str) -> tuple[str | None, str | None, str | None]:
+    """(token, token_env, token_sha256): a token given inline, by environment variable, or as its digest.
+
+    The variable itself is read later, by with_secrets; `token_env` takes precedence over `token`.
+    """
     check_keys(entry, frozenset({"agent", "name", "token", "token_env", "token_sha256"}), where)
-    token = entry.get("token")
-    if entry.get("token_env"):
-        token = os.environ.get(str(entry["token_env"]))
-        if not token:
-            raise ConfigError(f"{where}: environment variable {entry['token_env']} is not set")
+    env = str(entry["token_env"]) if entry.get("token_env") else None
+    token = None if env else entry.get("token")
     digest = entry.get("token_sha256")
     if digest is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", str(digest)):
         raise ConfigError(f"{where}.token_sha256 must be 64 hex digits (printf %s TOKEN | sha256sum)")
-    if not token and not digest:
+    if not token and not env and not digest:
         raise ConfigError(f"{where} needs token_env, token_sha256 or token")
-    return (str(token) if token else None), (str(digest) if digest else None)
+    return (str(token) if token else None), env, (str(digest) if digest else None)
 
 
 def _identity(raw: Any, base_dir: Path, base_url: str) -> Any:

@@ -1,8 +1,10 @@
 """What the gateway does about a chain-monitoring detection: record it, announce it, and at or above
 the configured severity, suspend the agent (the kill switch), which also ends its tasks.
 
-Every detection becomes an audit record, a log line, a metric and (when configured) a signed
-webhook. The suspension is recorded as done by `narrowgate`, with the detector and its message.
+Every detection becomes an audit record and a metric. At or above `monitoring.alert_severity`
+(default medium) it is also a WARNING log line and (when configured) a signed webhook; below it, a
+DEBUG line only, so low-severity hints such as `novel_sequence` do not flood logs and pagers. The
+suspension is recorded as done by `narrowgate`, with the detector and its message.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import asyncio
 import logging
 
 from gateway.audit import AuditEvent, AuditLog
-from gateway.chain.settings import MonitoringSettings, triggers_kill_switch
+from gateway.chain.settings import MonitoringSettings, triggers_kill_switch, worth_alerting
 from gateway.chain.tracker import Detection
 from gateway.registry.errors import RegistryError
 from gateway.registry.service import Registry
@@ -38,15 +40,18 @@ class DetectionResponder:
         """Act on detections; True when the kill switch suspended the agent (the call must stop)."""
         killed = False
         for detection in detections:
-            log.warning("detection %s (%s): agent %s, task %s, tool %s: %s", detection.detector,
-                        detection.severity, detection.agent_id, detection.task_id, detection.tool, detection.message)
+            alert = worth_alerting(self.settings, detection.severity)
+            log.log(logging.WARNING if alert else logging.DEBUG, "detection %s (%s): agent %s, task %s, tool %s: %s",
+                    detection.detector, detection.severity, detection.agent_id, detection.task_id, detection.tool,
+                    detection.message)
             self.telemetry.record_detection(detection.detector, detection.severity)
             self.audit.record(AuditEvent(
                 kind="monitoring", action=detection.detector, actor="narrowgate", agent_id=detection.agent_id,
                 task_id=detection.task_id, tool=detection.tool,
                 detail={"severity": detection.severity, "message": detection.message},
             ))
-            self.send_webhook(detection)
+            if alert:
+                self.send_webhook(detection)
             if triggers_kill_switch(self.settings, detection.severity):
                 killed = await self.suspend(detection) or killed
         return killed

@@ -351,7 +351,10 @@ class Methods:
         return self.authorizer.facts(era, client_info, task, self.monitor.context(principal))
 
     async def forward(self, ctx: RequestContext, server_id: str, method: str, params: dict[str, Any]) -> Reply:
-        """An authorized prompt, resource or completion request, on to its upstream with the trace."""
+        """An authorized prompt, resource, completion or subscription request, on to its upstream with the
+        trace, once it fits the caller's rate limits (everything that reaches an upstream is counted)."""
+        ctx.upstream = server_id  # a rate-limited refusal is labelled with the upstream it would have reached
+        self.monitor.admit(ctx.principal, None)
         call_ctx = self.call_context(ctx, self.pool.catalog.servers[server_id])
         self.telemetry.inject(call_ctx.headers)
         return await self.pool.call(server_id, method, params, call_ctx)

@@ -94,9 +94,10 @@ def run_explain(args: argparse.Namespace) -> int:
 
 
 def _settings_and_catalog(args: argparse.Namespace) -> tuple[Settings, Any]:
-    settings = load_settings(args.config)
+    # Offline: no one is authenticated and no upstream reached, so neither tokens nor transport variables are needed.
+    settings = load_settings(args.config, resolve_secrets=False)
     try:
-        return settings, load_catalog(settings.catalog_dir)
+        return settings, load_catalog(settings.catalog_dir, strict_env=False)
     except CatalogError as exc:
         raise PolicyCommandError(f"the catalog is invalid:\n{exc}") from None
 

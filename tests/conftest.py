@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.store import Store, open_store
+from tests.provision import missing_programs
 from tests.support.identity_provider import TestIdentityProvider
 from tests.support.processes import (
     BEHAVIOUR_SERVER,
@@ -22,6 +23,13 @@ from tests.support.processes import (
 from tests.support.state import FakeClock
 
 TOKEN = "token-agent-a"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse in one line, before any test, when a program the tests run is missing (`make test` installs them)."""
+    missing = missing_programs()
+    if missing:
+        pytest.exit(f"the tests need {', '.join(missing)} on PATH: run `make test`, which installs them", returncode=4)
 
 
 @pytest.fixture(scope="session")

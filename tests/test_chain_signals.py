@@ -117,6 +117,26 @@ def test_per_tool_limit_and_worst_scope_wins() -> None:
     assert (caught.value.scope, caught.value.retry_after_s) == ("agent", pytest.approx(99.0))
 
 
+def test_other_upstream_requests_share_the_agent_and_task_windows_but_not_per_tool() -> None:
+    """Issue 18.5: prompts, resources and completions (tool None) count in the agent and task windows."""
+    t, _ = tracker(MonitoringSettings(per_agent=RateLimit(10, 60.0), per_task=RateLimit(3, 60.0),
+                                      per_tool=RateLimit(1, 60.0)))
+    t.admit("a", "t", "x")
+    t.admit("a", "t", None)  # per_tool does not apply: x's single call does not block it
+    t.admit("a", "t", None)
+    with pytest.raises(RateLimited) as caught:
+        t.admit("a", "t", None)
+    assert caught.value.scope == "task"
+    with pytest.raises(RateLimited) as caught:
+        t.admit("a", "t", "y")  # the task's window is shared with tools
+    assert caught.value.scope == "task"
+    for _ in range(7):
+        t.admit("a", None, None)
+    with pytest.raises(RateLimited) as caught:
+        t.admit("a", None, None)
+    assert caught.value.scope == "agent"
+
+
 def test_no_limits_admits_everything() -> None:
     t, _ = tracker()
     for _ in range(1000):
@@ -129,8 +149,10 @@ def test_no_limits_admits_everything() -> None:
 
 def test_context_shape_for_unknown_agent_and_task() -> None:
     t, _ = tracker()
+    nothing = {"data_classes": [], "sensitive_read": False, "calls_last_minute": 0, "writes_last_minute": 0,
+               "denials_last_minute": 0}
     empty = {"data_classes": [], "sensitive_read": False, "tools": [], "previous_tool": "",
-             "calls_last_minute": 0, "writes_last_minute": 0, "denials_last_minute": 0}
+             "calls_last_minute": 0, "writes_last_minute": 0, "denials_last_minute": 0, "agent": nothing}
     assert t.context("a", None) == empty
     assert t.context("a", "t") == empty
 
@@ -154,9 +176,12 @@ def test_task_context_values() -> None:
         "calls_last_minute": 4,
         "writes_last_minute": 1,
         "denials_last_minute": 1,
+        # The agent across both its tasks: the secret read in "other" is here.
+        "agent": {"data_classes": ["internal", "secrets"], "sensitive_read": True, "calls_last_minute": 5,
+                  "writes_last_minute": 1, "denials_last_minute": 1},
     }
     assert list(ctx) == ["data_classes", "sensitive_read", "tools", "previous_tool", "calls_last_minute",
-                         "writes_last_minute", "denials_last_minute"]
+                         "writes_last_minute", "denials_last_minute", "agent"]
     assert t.context("a", "other")["sensitive_read"] is True
     clock.tick(58)  # the first call (t=1000) is now 61 s old, the write at 1001 is 60 s old: both out
     ctx = t.context("a", "t")
@@ -202,7 +227,7 @@ def test_sensitive_then_egress_in_task() -> None:
     t, clock = tracker()
     assert t.observe_call("a", "t", SEND_MAIL, "allow") == []  # egress with nothing sensitive read
     assert t.observe_call("a", "t", READ_SECRET, "allow") == []
-    assert t.observe_call("a", "other", SEND_MAIL, "allow") == []  # a different task read nothing
+    assert t.observe_call("b", "t2", SEND_MAIL, "allow") == []  # another agent read nothing
     found = t.observe_call("a", "t", SEND_MAIL, "deny")  # any outcome counts; a held attempt is "high"
     assert found == [Detection("sensitive_then_egress", "high", "a", "t", "mail__send",
                                "egress tool mail__send called (deny) after sensitive data was read in this task")]
@@ -211,6 +236,44 @@ def test_sensitive_then_egress_in_task() -> None:
     t.observe_call("a", "t", READ_SECRET, "allow")  # a new sensitive read re-arms it
     allowed = t.observe_call("a", "t", SEND_MAIL, "allow")  # went through: data may have left
     assert [(d.detector, d.severity) for d in allowed] == [("sensitive_then_egress", "critical")]
+
+
+def test_sensitive_read_follows_the_agent_into_a_new_task() -> None:
+    """Issue 18.4: reading in task A, then sending from task B, is seen in B's context and by the detector."""
+    t, clock = tracker(MonitoringSettings(per_agent=None, per_task=None, egress_servers=("mail",), window_s=600.0))
+    t.observe_call("a", "task-a", READ_SECRET, "allow")
+    clock.tick(30)
+    ctx = t.context("a", "task-b")  # a task the tracker has never seen
+    assert (ctx["sensitive_read"], ctx["data_classes"]) == (False, [])  # the task-only view beside it
+    assert ctx["agent"]["sensitive_read"] is True
+    assert ctx["agent"]["data_classes"] == ["secrets"]
+    assert t.context("b", "task-c")["agent"]["sensitive_read"] is False  # other agents are not tainted
+    found = t.observe_call("a", "task-b", SEND_MAIL, "step_up")
+    assert found == [Detection("sensitive_then_egress", "high", "a", "task-b", "mail__send",
+                               "egress tool mail__send called (step_up) after sensitive data was read by this "
+                               "agent within 600 s, outside this task")]
+    # Once per sensitive read, whichever task the next egress comes from.
+    assert t.observe_call("a", "task-a", SEND_MAIL, "step_up") == []
+    assert t.observe_call("a", "task-c", SEND_MAIL, "step_up") == []
+    t.observe_call("a", "task-c", READ_SECRET, "allow")  # a new read re-arms it, for every task
+    assert names(t.observe_call("a", "task-a", SEND_MAIL, "allow")) == ["sensitive_then_egress"]
+    clock.tick(600)  # the window passed: a new task starts clean again
+    ctx = t.context("a", "task-d")
+    assert (ctx["agent"]["sensitive_read"], ctx["agent"]["data_classes"]) == (False, [])
+    t.observe_call("a", "task-d", READ_SECRET, "allow")
+    clock.tick(600)
+    # A task remembers its own read for its whole life, past the agent's window.
+    assert names(t.observe_call("a", "task-d", SEND_MAIL, "deny")) == ["sensitive_then_egress"]
+
+
+def test_agent_view_counts_every_task() -> None:
+    t, _ = tracker()
+    for task in ("t1", "t2", "t3"):
+        t.observe_call("a", task, WRITE_DOC, "allow")
+        t.observe_call("a", task, READ_SECRET, "deny")
+    agent = t.context("a", "t4")["agent"]
+    assert (agent["calls_last_minute"], agent["writes_last_minute"], agent["denials_last_minute"]) == (6, 3, 3)
+    assert t.context("a", "t1")["writes_last_minute"] == 1
 
 
 def test_sensitive_then_egress_denied_read_does_not_count() -> None:
@@ -360,7 +423,8 @@ def test_forget_task_and_agent() -> None:
     t.forget_task("t1")
     t.forget_task("nope")
     assert t.stats() == {"agents": 2, "tasks": 2}
-    assert t.observe_call("a", "t1", SEND_MAIL, "allow") == []  # a fresh task: nothing read
+    fresh = t.context("a", "t1")  # a forgotten task starts empty; the agent's own read is still there
+    assert (fresh["sensitive_read"], fresh["tools"], fresh["agent"]["sensitive_read"]) == (False, [], True)
     t.forget_agent("a")
     assert t.stats() == {"agents": 1, "tasks": 1}
     assert t.context("a", None)["tools"] == []

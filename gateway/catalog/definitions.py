@@ -44,6 +44,20 @@ def definition_of(tool: Mapping[str, Any]) -> dict[str, Any]:
     return {field: _plain(tool[field]) for field in DEFINITION_FIELDS if field in tool}
 
 
+def claimed_risk(definition: Mapping[str, Any]) -> str:
+    """The risk tier a tool's annotations claim: destructiveHint -> destructive, readOnlyHint -> read, else write.
+
+    The upstream's word, not a review: a quarantined tool carries it until a person decides, and
+    `narrowgate catalog discover` drafts it for the owner to check.
+    """
+    annotations = definition.get("annotations") if isinstance(definition.get("annotations"), dict) else {}
+    if annotations.get("destructiveHint") is True:
+        return "destructive"
+    if annotations.get("readOnlyHint") is True:
+        return "read"
+    return "write"
+
+
 def canonical_json(value: Any) -> bytes:
     """Sorted keys, no whitespace, UTF-8 without escapes: one byte string per value."""
     text = json.dumps(_plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -42,6 +42,8 @@ CREDENTIAL_KEYS = frozenset({"mode", "resource", "secret", "header", "format", "
 VAULT_KEYS = frozenset({"address", "mount", "path", "field", "token_env", "namespace"})
 TOOL_KEYS = frozenset({"name", "risk", "data_classes", "owner", "egress", "definition_sha256"})
 PIN_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")
+ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+GATEWAY_ENV_PREFIX = "NARROWGATE_"  # the gateway's own settings and secrets: never a child's
 
 
 CatalogProblem = FileProblem
@@ -55,8 +57,13 @@ class CatalogError(Exception):
         self.problems = problems
 
 
-def load_catalog(directory: Path, environ: Mapping[str, str] | None = None) -> Catalog:
-    """Load every manifest in `directory`; raise CatalogError listing all problems."""
+def load_catalog(directory: Path, environ: Mapping[str, str] | None = None, *, strict_env: bool = True) -> Catalog:
+    """Load every manifest in `directory`; raise CatalogError listing all problems.
+
+    With `strict_env=False` a `${VAR}` that is unset and has no default stays as written instead of
+    being a problem: for commands that use the tools (policy) and never reach an upstream, so they
+    need not be given the transports' variables.
+    """
     env = dict(os.environ if environ is None else environ)
     env.setdefault("PYTHON", sys.executable)
     problems: list[CatalogProblem] = []
@@ -64,7 +71,7 @@ def load_catalog(directory: Path, environ: Mapping[str, str] | None = None) -> C
         raise CatalogError([CatalogProblem(directory, 0, "catalog directory does not exist")])
     servers = []
     for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
-        server = _load_manifest(path, env, problems)
+        server = _load_manifest(path, env, problems, strict_env)
         if server is not None:
             servers.append(server)
     _check_across_manifests(servers, problems)
@@ -73,7 +80,8 @@ def load_catalog(directory: Path, environ: Mapping[str, str] | None = None) -> C
     return Catalog.of(servers)
 
 
-def _load_manifest(path: Path, env: dict[str, str], problems: list[CatalogProblem]) -> ServerEntry | None:
+def _load_manifest(path: Path, env: dict[str, str], problems: list[CatalogProblem],
+                   strict_env: bool = True) -> ServerEntry | None:
     try:
         doc = load_lined(path.read_text(encoding="utf-8"))
     except yaml.MarkedYAMLError as exc:
@@ -83,16 +91,18 @@ def _load_manifest(path: Path, env: dict[str, str], problems: list[CatalogProble
     except (OSError, yaml.YAMLError) as exc:
         problems.append(CatalogProblem(path, 1, f"cannot read manifest: {exc}"))
         return None
-    return _ManifestReader(path, doc, env, problems).read()
+    return _ManifestReader(path, doc, env, problems, strict_env).read()
 
 
 class _ManifestReader:
     """Validates one manifest document, appending problems rather than stopping at the first."""
 
-    def __init__(self, path: Path, doc: LinedDocument, env: dict[str, str], problems: list[CatalogProblem]):
+    def __init__(self, path: Path, doc: LinedDocument, env: dict[str, str], problems: list[CatalogProblem],
+                 strict_env: bool = True):
         self.path = path
         self.doc = doc
         self.env = env
+        self.strict_env = strict_env
         self.problems = problems
         self.count_before = len(problems)
 
@@ -158,6 +168,8 @@ class _ManifestReader:
                 return self.env[name]
             if default is not None:
                 return default
+            if not self.strict_env:
+                return match.group(0)
             self.problem(where, f"environment variable {name} is not set and has no default")
             return ""
 
@@ -179,7 +191,8 @@ class _ManifestReader:
 
     def http_transport(self, raw: dict[str, Any], protocol: str) -> HttpTransport | None:
         url = self.expand(raw["url"], ("transport", "url"))
-        if not url.startswith(("http://", "https://")):
+        unresolved = not self.strict_env and ENV_REFERENCE.search(url) is not None
+        if not url.startswith(("http://", "https://")) and not unresolved:
             self.problem(("transport", "url"), f"url must be http:// or https://, got {url!r}")
             return None
         headers = raw.get("headers") or {}
@@ -203,7 +216,24 @@ class _ManifestReader:
             args=tuple(self.expand(a, ("transport", "args", i)) for i, a in enumerate(args)),
             env=MappingProxyType({str(k): self.expand(v, ("transport", "env", k)) for k, v in env.items()}),
             cwd=cwd.resolve(),
+            inherit_env=self.inherit_env(raw.get("inherit_env") or []),
         )
+
+    def inherit_env(self, raw: Any) -> tuple[str, ...]:
+        """Names of gateway environment variables a stdio child may see (values are read at spawn)."""
+        where: tuple[str | int, ...] = ("transport", "inherit_env")
+        if not isinstance(raw, list):
+            self.problem(where, "inherit_env must be a list of environment variable names")
+            return ()
+        names: list[str] = []
+        for index, name in enumerate(raw):
+            if not isinstance(name, str) or not ENV_NAME_PATTERN.match(name):
+                self.problem((*where, index), f"{name!r} is not an environment variable name")
+            elif name.upper().startswith(GATEWAY_ENV_PREFIX):
+                self.problem((*where, index), f"{name} is the gateway's own setting; it is never passed to a child")
+            else:
+                names.append(name)
+        return tuple(names)
 
     def credentials(self, raw: Any, transport: Transport | None) -> Credentials:
         """How the upstream is authenticated: a per-call gateway token (HTTP default) or a vaulted secret."""

@@ -26,6 +26,9 @@ class StdioTransport:
     args: tuple[str, ...] = ()
     env: MappingProxyType[str, str] = field(default_factory=lambda: MappingProxyType({}))
     cwd: Path | None = None
+    # Names of the gateway's own environment variables passed through to the child (e.g. HOME);
+    # the child gets nothing else of the gateway's environment beyond PATH, locale and TMPDIR.
+    inherit_env: tuple[str, ...] = ()
 
 
 Transport = HttpTransport | StdioTransport

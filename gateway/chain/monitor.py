@@ -20,12 +20,15 @@ class ChainMonitor:
         self.tracker = tracker
         self.responder = responder  # gateway.detections.DetectionResponder
 
-    def admit(self, principal: Principal, tool: str) -> None:
+    def admit(self, principal: Principal, tool: str | None) -> None:
+        """Count one request that will reach an upstream against the caller's rate limits, or refuse it
+        (-32029 with retryAfterSeconds). `tool`: the exposed name for tools/call, None for any other."""
         try:
             self.tracker.admit(principal.agent_id, principal.task_id, tool)
         except RateLimited as exc:
             wait = math.ceil(exc.retry_after_s)
-            raise RpcError(RATE_LIMITED, f"Rate limited: too many calls for this {exc.scope}; retry in {wait} s",
+            what = "calls" if tool is not None else "requests"
+            raise RpcError(RATE_LIMITED, f"Rate limited: too many {what} for this {exc.scope}; retry in {wait} s",
                            {"scope": exc.scope, "retryAfterSeconds": wait}) from None
 
     def context(self, principal: Principal) -> dict[str, Any]:

@@ -21,7 +21,8 @@ MAX_DETECTOR_CALLS = 1_000
 MAX_HISTORY = 1_024
 SETTINGS_KEYS = frozenset({
     "per_agent", "per_task", "per_tool", "sensitive_classes", "egress_servers", "egress_tools", "burst",
-    "repeated_denials", "probing", "novel_sequence", "kill_switch_severity", "window_s", "max_history",
+    "repeated_denials", "probing", "novel_sequence", "kill_switch_severity", "alert_severity", "window_s",
+    "max_history",
 })
 
 
@@ -46,12 +47,20 @@ class MonitoringSettings:
     probing: RateLimit = RateLimit(3, 60.0)  # detector: 3 calls to unknown/unlisted tools in 60 s
     novel_sequence: bool = True  # detector: a (previous tool -> tool) pair never seen for this agent
     kill_switch_severity: str = "critical"  # "off" | "high" | "critical"
-    window_s: float = 300.0  # how far back signals look
+    # Detections below this are only audited and counted: no WARNING log line, no webhook.
+    alert_severity: str = "medium"
+    # How long an agent's data classes (and sensitive reads) count, across all its tasks.
+    window_s: float = 3600.0
     max_history: int = 64  # tools kept per task / agent
 
 
 def severity_rank(severity: str) -> int:
     return SEVERITIES.index(severity)
+
+
+def worth_alerting(settings: MonitoringSettings, severity: str) -> bool:
+    """True when a detection of this severity is logged at WARNING and sent to the webhook."""
+    return severity_rank(severity) >= severity_rank(settings.alert_severity)
 
 
 def triggers_kill_switch(settings: MonitoringSettings, severity: str) -> bool:
@@ -72,6 +81,9 @@ def monitoring_settings_from_mapping(raw: Mapping[str, Any]) -> MonitoringSettin
     severity = raw.get("kill_switch_severity", d.kill_switch_severity)
     if severity not in KILL_SWITCH_SEVERITIES:
         _fail(f"monitoring.kill_switch_severity must be one of {', '.join(KILL_SWITCH_SEVERITIES)}, got {severity!r}")
+    alert = raw.get("alert_severity", d.alert_severity)
+    if alert not in SEVERITIES:
+        _fail(f"monitoring.alert_severity must be one of {', '.join(SEVERITIES)}, got {alert!r}")
     novel = raw.get("novel_sequence", d.novel_sequence)
     if not isinstance(novel, bool):
         _fail(f"monitoring.novel_sequence must be true or false, got {novel!r}")
@@ -88,6 +100,7 @@ def monitoring_settings_from_mapping(raw: Mapping[str, Any]) -> MonitoringSettin
         probing=_limit(raw.get("probing", d.probing), "probing", MAX_DETECTOR_CALLS // 2),
         novel_sequence=novel,
         kill_switch_severity=severity,
+        alert_severity=alert,
         window_s=_seconds(raw.get("window_s", d.window_s), "window_s"),
         max_history=_count(raw.get("max_history", d.max_history), "max_history", MAX_HISTORY),
     )

@@ -9,11 +9,14 @@ Call order on the tools/call path:
     observe_probe() for a call to a tool that is unknown or not listed for the agent (refused before policy)
 
 Scope: with a task, `context()` describes the task; without one, the agent (data classes within
-`window_s`). `tools` and `previous_tool` record every decided call; `data_classes`, `sensitive_read`
-and `writes_last_minute` only allowed ones.
+`window_s`). Either way its `agent` record describes the agent across all its tasks (data classes
+within `window_s`, counts over the last minute), so starting a new task does not shed what the agent
+read. `tools` and `previous_tool` record every decided call; `data_classes`, `sensitive_read` and
+`writes_last_minute` only allowed ones.
 
 Detectors fire once per onset. `burst`, `repeated_denials` and `probing` re-arm once their window has
-passed since they last fired; `sensitive_then_egress` re-arms on the next sensitive read; a novel
+passed since they last fired; `sensitive_then_egress` fires once per sensitive read (of this task, or
+of the agent in any task within `window_s`) and re-arms on the next one; a novel
 (previous tool -> tool) pair is learned the first time it is seen.
 
 Memory bounds (everything else is O(1) per entry):
@@ -34,9 +37,10 @@ Memory bounds (everything else is O(1) per entry):
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -79,7 +83,7 @@ class RateLimited(Exception):
 
 
 class _Task:
-    __slots__ = ("agent_id", "calls", "classes", "denials", "egress_armed", "rate", "sensitive", "tools", "writes")
+    __slots__ = ("agent_id", "calls", "classes", "denials", "rate", "sensitive_at", "tools", "writes")
 
     def __init__(self, agent_id: str, max_history: int, calls_cap: int) -> None:
         self.agent_id = agent_id
@@ -88,13 +92,12 @@ class _Task:
         self.writes: deque[float] | None = None  # created on first use: most tasks never need them
         self.denials: deque[float] | None = None
         self.classes: set[str] = set()
-        self.sensitive = False
-        self.egress_armed = False
+        self.sensitive_at: float | None = None  # the task's last allowed sensitive read
         self.rate: deque[float] | None = None
 
 
 class _Agent:
-    __slots__ = ("burst_at", "calls", "classes", "denials", "denials_at", "egress_armed", "pairs", "probe_at",
+    __slots__ = ("burst_at", "calls", "classes", "denials", "denials_at", "egress_answered", "pairs", "probe_at",
                  "probe_level", "probes", "rate", "sensitive_at", "tool_rates", "tools", "total_calls", "writes")
 
     def __init__(self, max_history: int, calls_cap: int) -> None:
@@ -104,8 +107,8 @@ class _Agent:
         self.denials: deque[float] | None = None
         self.probes: deque[float] | None = None
         self.classes: dict[str, float] = {}  # class -> last allowed touch
-        self.sensitive_at: float | None = None
-        self.egress_armed = False
+        self.sensitive_at: float | None = None  # the agent's last allowed sensitive read, in any task
+        self.egress_answered = -math.inf  # the sensitive read the last sensitive_then_egress fired for
         self.pairs: dict[tuple[str, str], None] = {}  # insertion-ordered set of seen (previous, tool)
         self.total_calls = 0
         self.rate: deque[float] | None = None
@@ -117,6 +120,8 @@ class _Agent:
 
 
 _NONE: deque[float] = deque(maxlen=0)
+_NO_TOOLS: deque[str] = deque(maxlen=0)
+_NO_COUNTS = {"calls_last_minute": 0, "writes_last_minute": 0, "denials_last_minute": 0}
 
 
 def _push(state: _Agent | _Task, attr: str, maxlen: int, now: float) -> None:
@@ -198,10 +203,15 @@ class ChainTracker:
 
     # -- rate limits --------------------------------------------------------------------------------
 
-    def admit(self, agent_id: str, task_id: str | None, tool: str) -> None:
-        """Count this call against the rate limits, or raise RateLimited (nothing is counted then)."""
+    def admit(self, agent_id: str, task_id: str | None, tool: str | None) -> None:
+        """Count this request against the rate limits, or raise RateLimited (nothing is counted then).
+
+        `tool` is the exposed tool name of a tools/call; None for any other request that reaches an
+        upstream (prompts, resources, completions, subscriptions), which per-tool limits do not cover.
+        """
         s = self.settings
-        if s.per_agent is None and s.per_tool is None and (s.per_task is None or task_id is None):
+        per_tool = s.per_tool if tool is not None else None
+        if s.per_agent is None and per_tool is None and (s.per_task is None or task_id is None):
             return
         now = self.clock()
         agent = self._agent(agent_id)
@@ -215,18 +225,18 @@ class ChainTracker:
             if task.rate is None:
                 task.rate = deque(maxlen=s.per_task.calls)
             checks.append(("task", s.per_task, task.rate))
-        if s.per_tool is not None:
+        if per_tool is not None and tool is not None:
             rates = agent.tool_rates
             if rates is None:
                 rates = agent.tool_rates = OrderedDict()
             times = rates.get(tool)
             if times is None:
-                times = rates[tool] = deque(maxlen=s.per_tool.calls)
+                times = rates[tool] = deque(maxlen=per_tool.calls)
                 if len(rates) > MAX_TOOL_LIMITERS:
                     rates.popitem(last=False)
             else:
                 rates.move_to_end(tool)
-            checks.append(("tool", s.per_tool, times))
+            checks.append(("tool", per_tool, times))
         worst: tuple[float, str, RateLimit] | None = None
         for scope, limit, times in checks:
             wait = _blocked(times, limit, now)
@@ -240,37 +250,46 @@ class ChainTracker:
     # -- Cedar context ------------------------------------------------------------------------------
 
     def context(self, agent_id: str, task_id: str | None) -> dict[str, Any]:
-        """The `context.chain` record: the task's signals, or the agent's when there is no task."""
+        """The `context.chain` record: the task's signals (the agent's when there is no task), and beside
+        them, in `agent`, the agent's own across all its tasks, which a new task cannot shed."""
         now = self.clock()
-        minute_ago = now - MINUTE
-        if task_id is not None:
-            task = self._tasks.get(task_id)
-            if task is None:
-                return _empty_context()
-            classes = sorted(task.classes)
-            sensitive = task.sensitive
-            tools, calls, writes, denials = task.tools, task.calls, task.writes, task.denials
-        else:
-            agent = self._agents.get(agent_id)
+        agent = self._agents.get(agent_id)
+        agent_view = self._agent_view(agent, now)
+        if task_id is None:
             if agent is None:
-                return _empty_context()
-            cutoff = now - self.settings.window_s
-            stale = [c for c, t in agent.classes.items() if t <= cutoff]
-            for c in stale:
-                del agent.classes[c]
-            classes = sorted(agent.classes)
-            sensitive = not self._sensitive.isdisjoint(classes)
-            tools, calls, writes, denials = agent.tools, agent.calls, agent.writes, agent.denials
+                return _empty_context(agent_view)
+            return _record(agent_view["data_classes"], agent_view["sensitive_read"], agent.tools, agent_view,
+                           agent_view)
+        task = self._tasks.get(task_id)
+        if task is None:
+            return _empty_context(agent_view)
+        return _record(sorted(task.classes), task.sensitive_at is not None, task.tools, self._counts(task, now),
+                       agent_view)
+
+    def _agent_view(self, agent: _Agent | None, now: float) -> dict[str, Any]:
+        """The agent's data classes within `window_s` and its recent counts, whichever task it is in."""
+        if agent is None:
+            return empty_agent_view()
+        cutoff = now - self.settings.window_s
+        classes = agent.classes
+        while classes:  # in last-touched order: the stale ones are at the front
+            oldest = next(iter(classes))
+            if classes[oldest] > cutoff:
+                break
+            del classes[oldest]
+        names = sorted(classes)
+        return {"data_classes": names, "sensitive_read": not self._sensitive.isdisjoint(names),
+                **self._counts(agent, now)}
+
+    def _counts(self, state: _Agent | _Task, now: float) -> dict[str, int]:
+        minute_ago = now - MINUTE
+        calls, writes, denials = state.calls, state.writes, state.denials
         _prune(calls, now - self._calls_horizon)
         if writes is not None:
             _prune(writes, minute_ago)
         if denials is not None:
             _prune(denials, now - self._denials_horizon)
         return {
-            "data_classes": classes,
-            "sensitive_read": sensitive,
-            "tools": list(tools),
-            "previous_tool": tools[-1] if tools else "",
             "calls_last_minute": _count_since(calls, minute_ago),
             "writes_last_minute": len(writes) if writes is not None else 0,
             "denials_last_minute": _count_since(denials, minute_ago) if denials is not None else 0,
@@ -290,22 +309,10 @@ class ChainTracker:
         found: list[Detection] = []
 
         # Sensitive read, then external egress: judged on what was read before this call.
-        # Egress: the catalog's `egress` flag, or the configured servers / tools. Critical when the call
-        # went through (data may have left); high when policy held it (the attempt is contained).
-        egress_severity = "critical" if outcome == "allow" else "high"
         if tool.egress or tool.server_id in self._egress_servers or name in self._egress_tools:
-            if task is not None:
-                if task.sensitive and task.egress_armed:
-                    task.egress_armed = False
-                    found.append(Detection("sensitive_then_egress", egress_severity, agent_id, task_id, name,
-                                           f"egress tool {name} called ({outcome}) after sensitive data was "
-                                           "read in this task"))
-            elif (agent.egress_armed and agent.sensitive_at is not None
-                  and agent.sensitive_at > now - s.window_s):
-                agent.egress_armed = False
-                found.append(Detection("sensitive_then_egress", egress_severity, agent_id, None, name,
-                                       f"egress tool {name} called ({outcome}) after sensitive data was read "
-                                       f"by this agent within {s.window_s:g} s"))
+            detection = self._sensitive_then_egress(agent, task, agent_id, task_id, name, outcome, now)
+            if detection is not None:
+                found.append(detection)
 
         # A (previous tool -> tool) pair this agent has never used.
         history = task.tools if task is not None else agent.tools
@@ -346,10 +353,8 @@ class ChainTracker:
                     task.classes.add(c)
             if sensitive:
                 agent.sensitive_at = now
-                agent.egress_armed = True
                 if task is not None:
-                    task.sensitive = True
-                    task.egress_armed = True
+                    task.sensitive_at = now
         elif outcome == "deny":
             _push(agent, "denials", self._denials_cap, now)
             if task is not None:
@@ -374,6 +379,28 @@ class ChainTracker:
                 found.append(Detection("repeated_denials", "high", agent_id, task_id, name,
                                        f"{rule.calls} or more denials in {rule.per_s:g} s"))
         return found
+
+    def _sensitive_then_egress(self, agent: _Agent, task: _Task | None, agent_id: str, task_id: str | None,
+                               name: str, outcome: str, now: float) -> Detection | None:
+        """An egress call after a sensitive read by this task (any time in its life) or by this agent in
+        any of its tasks within `window_s`: a new task does not shed the agent's reads.
+
+        Fires once per sensitive read, whichever task the egress comes from. Egress: the catalog's
+        `egress` flag, or the configured servers / tools. Critical when the call went through (data may
+        have left); high when policy held it (the attempt is contained).
+        """
+        in_task = task.sensitive_at if task is not None and task.sensitive_at is not None else -math.inf
+        by_agent = agent.sensitive_at
+        recent = by_agent if by_agent is not None and by_agent > now - self.settings.window_s else -math.inf
+        onset = max(in_task, recent)
+        if onset <= agent.egress_answered:
+            return None  # nothing read, or this read was already answered
+        agent.egress_answered = onset
+        severity = "critical" if outcome == "allow" else "high"
+        where = ("in this task" if onset == in_task
+                 else f"by this agent within {self.settings.window_s:g} s" + (", outside this task" if task else ""))
+        return Detection("sensitive_then_egress", severity, agent_id, task_id, name,
+                         f"egress tool {name} called ({outcome}) after sensitive data was read {where}")
 
     def observe_probe(self, agent_id: str, task_id: str | None, tool_name: str) -> list[Detection]:
         """Record a call to an unknown or unlisted tool; `probing` fires high, then critical at twice the count."""
@@ -414,6 +441,25 @@ class ChainTracker:
         return {"agents": len(self._agents), "tasks": len(self._tasks)}
 
 
-def _empty_context() -> dict[str, Any]:
-    return {"data_classes": [], "sensitive_read": False, "tools": [], "previous_tool": "",
-            "calls_last_minute": 0, "writes_last_minute": 0, "denials_last_minute": 0}
+def _record(classes: list[str], sensitive: bool, tools: deque[str], counts: Mapping[str, Any],
+            agent_view: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "data_classes": classes,
+        "sensitive_read": sensitive,
+        "tools": list(tools),
+        "previous_tool": tools[-1] if tools else "",
+        "calls_last_minute": counts["calls_last_minute"],
+        "writes_last_minute": counts["writes_last_minute"],
+        "denials_last_minute": counts["denials_last_minute"],
+        "agent": agent_view,
+    }
+
+
+def _empty_context(agent_view: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Nothing known about this task (or agent): empty signals, beside whatever the agent did elsewhere."""
+    return _record([], False, _NO_TOOLS, _NO_COUNTS, empty_agent_view() if agent_view is None else agent_view)
+
+
+def empty_agent_view() -> dict[str, Any]:
+    """`context.chain.agent` for an agent the tracker does not know (yet, or any more)."""
+    return {"data_classes": [], "sensitive_read": False, **_NO_COUNTS}

@@ -24,7 +24,7 @@ from typing import Any
 
 from gateway.approvals.model import Approver
 from gateway.audit import AuditEvent, AuditLog
-from gateway.catalog.definitions import definition_hash, definition_of
+from gateway.catalog.definitions import claimed_risk, definition_hash, definition_of
 from gateway.catalog.loader import TOOL_NAME_PATTERN
 from gateway.catalog.model import RISK_TIERS, Catalog, ServerEntry, ToolEntry
 from gateway.catalog.review_flags import flag_definition
@@ -221,7 +221,7 @@ class ToolReviews:
     @staticmethod
     def _discovered_entry(server: ServerEntry, review: ToolReview) -> ToolEntry:
         return ToolEntry(name=review.name, exposed_name=review.exposed_name, server_id=server.id,
-                         risk=review.risk or _claimed_risk(review.current_definition),  # type: ignore[arg-type]
+                         risk=review.risk or claimed_risk(review.current_definition),  # type: ignore[arg-type]
                          data_classes=review.data_classes, owner=review.owner or server.owner,
                          egress=review.egress, status=review.status)
 
@@ -318,13 +318,3 @@ def _other_tools(catalog: Catalog, listed: Mapping[str, list[dict[str, Any]]], s
                 others.setdefault(entry.exposed_name, other_id)  # what agents see, e.g. with namespace ""
     return others
 
-
-def _claimed_risk(definition: Mapping[str, Any]) -> str:
-    """Until reviewed, a discovered tool's tier is what its annotations claim (policies may use it for
-    exceptions; they are the upstream's word, not a review)."""
-    annotations = definition.get("annotations") if isinstance(definition.get("annotations"), dict) else {}
-    if annotations.get("destructiveHint") is True:
-        return "destructive"
-    if annotations.get("readOnlyHint") is True:
-        return "read"
-    return "write"

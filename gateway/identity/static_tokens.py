@@ -16,7 +16,12 @@ def token_digest(token: str) -> bytes:
 
 
 def _entry_digest(entry: StaticToken | AdminToken) -> bytes:
-    return bytes.fromhex(entry.token_sha256) if entry.token_sha256 else token_digest(entry.token or "")
+    if entry.token_sha256:
+        return bytes.fromhex(entry.token_sha256)
+    if not entry.token:
+        # Settings loaded with resolve_secrets=False: such a token must never match (e.g. an empty one).
+        raise ValueError(f"token_env {entry.token_env} was never read (settings loaded with resolve_secrets=False)")
+    return token_digest(entry.token)
 
 
 class StaticTokenTable:

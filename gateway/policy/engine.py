@@ -645,8 +645,11 @@ def _nfc(text: str) -> str:
 
 
 NO_TASK: dict[str, Any] = {"present": False, "id": "", "purpose": "", "tools": []}
+NO_AGENT_CHAIN: dict[str, Any] = {"data_classes": [], "sensitive_read": False, "calls_last_minute": 0,
+                                  "writes_last_minute": 0, "denials_last_minute": 0}
 NO_CHAIN: dict[str, Any] = {"data_classes": [], "sensitive_read": False, "tools": [], "previous_tool": "",
-                            "calls_last_minute": 0, "writes_last_minute": 0, "denials_last_minute": 0}
+                            "calls_last_minute": 0, "writes_last_minute": 0, "denials_last_minute": 0,
+                            "agent": NO_AGENT_CHAIN}
 
 
 def task_context(facts: RequestFacts) -> dict[str, Any]:

@@ -138,7 +138,8 @@ def _facts(case: Mapping[str, Any]) -> RequestFacts:
         now = (at if isinstance(at, datetime) else datetime.fromisoformat(str(at))).timestamp()
     chain = case.get("chain")
     if chain is not None:
-        chain = {**NO_CHAIN, **chain}  # a case names only the signals it is about
+        # A case names only the signals it is about, the agent's among them.
+        chain = {**NO_CHAIN, **chain, "agent": {**NO_CHAIN["agent"], **(chain.get("agent") or {})}}
     return RequestFacts(now=float(now), era=str(case.get("era", "2026-07-28")), client=str(case.get("client", "")),
                         chain=chain)
 

@@ -41,7 +41,7 @@ from gateway.transport.jsonrpc import Message, parse_message
 from gateway.transport.listen import ListenHub, requested_uris
 from gateway.transport.origin import OriginPolicy
 from gateway.transport.responses import ResponseChannel, send_bytes, send_json_error
-from gateway.transport.sessions import AgentSession, SessionRegistry, StreamItem
+from gateway.transport.sessions import AgentSession, SessionLimitReached, SessionRegistry, StreamItem
 from gateway.transport.sse import PING_FRAME, SSE_HEADERS
 from gateway.upstream.base import LEGACY_ERA, MODERN_ERA
 
@@ -181,7 +181,12 @@ class McpEndpoint:
         version = requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LEGACY_ERA
         capabilities = params.get("capabilities") if isinstance(params.get("capabilities"), dict) else {}
         info = params.get("clientInfo") if isinstance(params.get("clientInfo"), dict) else None
-        session = self.sessions.create(principal, version, capabilities, info)
+        try:
+            session = self.sessions.create(principal, version, capabilities, info)
+        except SessionLimitReached as exc:
+            log.info("refused a new session for agent %s: %s", principal.agent_id, exc.message)
+            await send_json_error(send, exc.status, message.id, exc)
+            return
         result = {"protocolVersion": version, "capabilities": SERVER_CAPABILITIES,
                   "serverInfo": SERVER_INFO, "instructions": INSTRUCTIONS}
         body = orjson.dumps({"jsonrpc": "2.0", "id": message.id, "result": result})

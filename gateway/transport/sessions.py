@@ -8,11 +8,13 @@ import itertools
 import secrets
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from gateway.errors import RATE_LIMITED, RpcError
 from gateway.identity.principal import Principal
 from gateway.transport.sse import encode_event, encode_retry
 
@@ -133,29 +135,73 @@ class AgentSession:
         return f"ng-{next(self.ask_ids)}"
 
 
+class SessionLimitReached(RpcError):
+    """A new session would pass a configured cap; `status` is the HTTP status of the refusal."""
+
+    def __init__(self, status: int, limit: str, maximum: int, message: str) -> None:
+        super().__init__(RATE_LIMITED, message, {"limit": limit, "max": maximum})
+        self.status = status
+
+
 class SessionRegistry:
-    def __init__(self, idle_s: float) -> None:
-        self.sessions: dict[str, AgentSession] = {}
+    """The open 2025-11-25 sessions, at most `max_per_agent` per agent and `max_total` in all.
+
+    Sessions are kept in order of last use, so idle ones are found at the front: expiry costs O(1)
+    amortized per request, never a scan of every session.
+    """
+
+    def __init__(self, idle_s: float, max_per_agent: int = 64, max_total: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.sessions: OrderedDict[str, AgentSession] = OrderedDict()  # least recently used first
+        self.by_agent: dict[str, set[str]] = {}
         self.idle_s = idle_s
+        self.max_per_agent = max_per_agent
+        self.max_total = max_total
+        self.clock = clock
 
     def create(
         self, principal: Principal, protocol_version: str, capabilities: dict[str, Any], info: dict[str, Any] | None
     ) -> AgentSession:
+        """A new session, or SessionLimitReached (nothing is created then)."""
         self.expire_idle()
+        agent_id = principal.agent_id
+        owned = self.by_agent.get(agent_id)
+        if owned is not None and len(owned) >= self.max_per_agent:
+            raise SessionLimitReached(
+                429, "limits.max_sessions_per_agent", self.max_per_agent,
+                f"Too many sessions: this agent already has {self.max_per_agent} open "
+                "(limits.max_sessions_per_agent); end one with DELETE, or wait for idle ones to expire")
+        if len(self.sessions) >= self.max_total:
+            raise SessionLimitReached(
+                503, "limits.max_sessions", self.max_total,
+                f"Too many sessions: the gateway holds its maximum of {self.max_total} (limits.max_sessions); "
+                "try again later")
         session_id = secrets.token_urlsafe(24)
-        session = AgentSession(session_id, principal, protocol_version, capabilities, info)
+        session = AgentSession(session_id, principal, protocol_version, capabilities, info, last_seen=self.clock())
         self.sessions[session_id] = session
+        self.by_agent.setdefault(agent_id, set()).add(session_id)
         return session
 
     def get(self, session_id: str) -> AgentSession | None:
         session = self.sessions.get(session_id)
-        if session is not None:
-            session.last_seen = time.monotonic()
+        if session is None:
+            return None
+        now = self.clock()
+        if self.idle(session, now):
+            self.close(session_id)  # expired, though no new session has swept it yet
+            return None
+        session.last_seen = now
+        self.sessions.move_to_end(session_id)
         return session
 
     def close(self, session_id: str) -> AgentSession | None:
         session = self.sessions.pop(session_id, None)
         if session is not None:
+            owned = self.by_agent.get(session.principal.agent_id)
+            if owned is not None:
+                owned.discard(session_id)
+                if not owned:
+                    del self.by_agent[session.principal.agent_id]
             spared = SPARED_REQUEST.get()
             for task in session.in_flight.values():
                 if task is not spared:
@@ -169,15 +215,31 @@ class SessionRegistry:
 
     def close_agent(self, agent_id: str) -> int:
         """End every session of one agent (suspended, retired): its open streams close at once."""
-        doomed = [s.id for s in self.sessions.values() if s.principal.agent_id == agent_id]
+        doomed = list(self.by_agent.get(agent_id, ()))
         for session_id in doomed:
             self.close(session_id)
         return len(doomed)
 
+    def idle(self, session: AgentSession, now: float) -> bool:
+        """Unused for idle_s, with no open GET stream and no request in flight."""
+        return session.last_seen <= now - self.idle_s and not session.has_listeners() and not session.in_flight
+
     def expire_idle(self) -> None:
-        cutoff = time.monotonic() - self.idle_s
-        for session_id in [s.id for s in self.sessions.values() if s.last_seen < cutoff and not s.has_listeners()]:
-            self.close(session_id)
+        """Drop idle sessions from the least recently used end; a busy one found there counts as used now."""
+        now = self.clock()
+        cutoff = now - self.idle_s
+        while self.sessions:
+            session = next(iter(self.sessions.values()))
+            if session.last_seen > cutoff:
+                return
+            if self.idle(session, now):
+                self.close(session.id)
+            else:
+                session.last_seen = now  # a GET stream or a request still holds it: it is in use
+                self.sessions.move_to_end(session.id)
+
+    def count(self, agent_id: str | None = None) -> int:
+        return len(self.sessions) if agent_id is None else len(self.by_agent.get(agent_id, ()))
 
     def all(self) -> list[AgentSession]:
         return list(self.sessions.values())

@@ -7,7 +7,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
+from mcp_types import (
+    CLIENT_CAPABILITIES_META_KEY,
+    CLIENT_INFO_META_KEY,
+    PROTOCOL_VERSION_META_KEY,
+    SERVER_INFO_META_KEY,
+)
 
 from gateway import __version__
 
@@ -25,6 +30,14 @@ GATEWAY_CLIENT_CAPABILITIES: dict[str, Any] = {
 # Sent to shared upstream sessions; its reply is ignored (the id is outside the gateway's own range).
 VERBOSE_LOGGING = {"jsonrpc": "2.0", "id": "narrowgate-log-level", "method": "logging/setLevel",
                    "params": {"level": "debug"}}
+
+# Upstream notifications about the shared session (not about one call): they go to the pool.
+SESSION_NOTIFICATIONS = frozenset({
+    "notifications/tools/list_changed",
+    "notifications/prompts/list_changed",
+    "notifications/resources/list_changed",
+    "notifications/resources/updated",
+})
 
 log = logging.getLogger("narrowgate.upstream")
 
@@ -99,3 +112,24 @@ def modern_params(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
     else:
         meta.setdefault(CLIENT_INFO_META_KEY, GATEWAY_CLIENT_INFO)
     return {**params, "_meta": meta}
+
+
+def refusal(request_id: Any, why: str) -> dict[str, Any]:
+    """The JSON-RPC error sent back for a server-to-client request the gateway does not relay."""
+    return {"jsonrpc": "2.0", "id": request_id, "error": {"code": -32601, "message": f"The gateway {why}"}}
+
+
+def without_server_info(reply: dict[str, Any]) -> dict[str, Any]:
+    """A reply without the upstream's `_meta` serverInfo stamp: agents talk to the gateway, and
+    which servers stand behind it is not theirs to learn."""
+    result = reply.get("result")
+    if not isinstance(result, dict):
+        return reply
+    meta = result.get("_meta")
+    if not isinstance(meta, dict) or SERVER_INFO_META_KEY not in meta:
+        return reply
+    stripped = {key: value for key, value in meta.items() if key != SERVER_INFO_META_KEY}
+    result = {key: value for key, value in result.items() if key != "_meta"}
+    if stripped:
+        result["_meta"] = stripped
+    return {**reply, "result": result}

@@ -3,6 +3,10 @@
 aiohttp is used because it costs about a fifth of httpx's CPU per round trip (measured; see
 docs/performance.md). One pooled ClientSession per upstream; a handshake-era session is opened
 lazily and re-opened when the upstream forgets it (404).
+
+Side traffic is relayed only from a call's own response stream, where the upstream put it for
+that call; a server-to-client request on the session-wide GET stream names no call and is refused.
+Every message read is capped at `limits.max_upstream_reply_bytes` while it is read.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import orjson
 from mcp.shared.inbound import NAME_BEARING_METHODS, encode_header_value
 
 from gateway.catalog.model import HttpTransport, ServerEntry
+from gateway.config import DEFAULT_MAX_UPSTREAM_REPLY_BYTES
 from gateway.errors import REQUEST_TIMEOUT, UPSTREAM_ERROR, UPSTREAM_UNAVAILABLE, RpcError
 from gateway.transport.sse import decode_events
 from gateway.upstream.base import (
@@ -26,13 +31,16 @@ from gateway.upstream.base import (
     GATEWAY_CLIENT_INFO,
     LEGACY_ERA,
     MODERN_ERA,
+    SESSION_NOTIFICATIONS,
     VERBOSE_LOGGING,
     CallContext,
     SessionEventHandler,
     legacy_params,
     log,
     modern_params,
+    refusal,
 )
+from gateway.upstream.reply_limit import ReplyTooLarge, capped_sse_lines
 
 ACCEPT_BOTH = "application/json, text/event-stream"
 MAX_RESUMES = 20
@@ -42,7 +50,8 @@ AuthProvider = Callable[[], Awaitable[dict[str, str]]]
 
 
 class HttpUpstream:
-    def __init__(self, server: ServerEntry, on_event: SessionEventHandler, discovery_auth: AuthProvider) -> None:
+    def __init__(self, server: ServerEntry, on_event: SessionEventHandler, discovery_auth: AuthProvider,
+                 max_reply_bytes: int = DEFAULT_MAX_UPSTREAM_REPLY_BYTES) -> None:
         assert isinstance(server.transport, HttpTransport)
         self.server_id = server.id
         # Credentials for requests that call no tool (handshake, lists, notification streams).
@@ -51,6 +60,7 @@ class HttpUpstream:
         self.protocol = server.transport.protocol
         self.static_headers = dict(server.transport.headers)
         self.on_event = on_event
+        self.max_reply_bytes = max_reply_bytes
         self.eras: set[str] = set()
         self.session_id: str | None = None
         self.http: aiohttp.ClientSession | None = None
@@ -190,6 +200,9 @@ class HttpUpstream:
         except asyncio.CancelledError:
             self.cancel_upstream(era, request_id, "cancelled by the agent")
             raise
+        except ReplyTooLarge:
+            self.cancel_upstream(era, request_id, "message over the gateway's size limit")
+            raise
         except (aiohttp.ClientError, OSError) as exc:
             self.mark_down()
             raise RpcError(UPSTREAM_UNAVAILABLE, f"upstream {self.server_id!r} is unavailable") from exc
@@ -226,9 +239,18 @@ class HttpUpstream:
     async def read_reply(
         self, resp: aiohttp.ClientResponse, request_id: int, ctx: CallContext | None
     ) -> dict[str, Any]:
+        try:
+            return await self.read_reply_within_limit(resp, request_id, ctx)
+        except ReplyTooLarge:
+            resp.close()  # drop the connection rather than drain the rest of an oversized body
+            raise
+
+    async def read_reply_within_limit(
+        self, resp: aiohttp.ClientResponse, request_id: int, ctx: CallContext | None
+    ) -> dict[str, Any]:
         ctype = resp.content_type
         if ctype == "application/json":
-            reply = orjson.loads(await resp.read())
+            reply = orjson.loads(await self.read_body(resp))
             if isinstance(reply, dict) and ("result" in reply or "error" in reply):
                 return reply
             raise RpcError(UPSTREAM_ERROR, f"upstream {self.server_id!r} sent a malformed reply")
@@ -236,27 +258,48 @@ class HttpUpstream:
             return await self.read_stream(resp, request_id, ctx)
         raise RpcError(UPSTREAM_ERROR, f"upstream {self.server_id!r} answered HTTP {resp.status}")
 
+    async def read_body(self, resp: aiohttp.ClientResponse) -> bytes:
+        """A JSON body, read up to the cap and no further."""
+        limit = self.max_reply_bytes
+        if resp.content_length is not None and resp.content_length > limit:
+            raise ReplyTooLarge(self.server_id, limit)
+        body = bytearray()
+        while chunk := await resp.content.readany():
+            body += chunk
+            if len(body) > limit:
+                raise ReplyTooLarge(self.server_id, limit)
+        return bytes(body)
+
+    def events(self, resp: aiohttp.ClientResponse) -> Any:
+        """The SSE events of a response, each capped while it is read."""
+        return decode_events(capped_sse_lines(resp.content.readany, self.max_reply_bytes, self.server_id))
+
     async def read_stream(
         self, resp: aiohttp.ClientResponse, request_id: int, ctx: CallContext | None
     ) -> dict[str, Any]:
         """Relay side traffic until the reply arrives; resume with Last-Event-ID if the stream drops."""
         last_event_id: str | None = None
         retry_ms = 0
-        for _ in range(MAX_RESUMES):
-            async for event in decode_events(resp.content):
-                if event.id is not None:
-                    last_event_id = event.id
-                if event.retry is not None:
-                    retry_ms = event.retry
-                if not event.data.strip():
-                    continue
-                reply = await self.handle_stream_message(orjson.loads(event.data), request_id, ctx)
-                if reply is not None:
-                    return reply
-            if last_event_id is None or self.session_id is None:
-                break
-            await asyncio.sleep(min(retry_ms, 5000) / 1000)
-            resp = await self.resume(last_event_id)
+        first = resp
+        try:
+            for _ in range(MAX_RESUMES):
+                async for event in self.events(resp):
+                    if event.id is not None:
+                        last_event_id = event.id
+                    if event.retry is not None:
+                        retry_ms = event.retry
+                    if not event.data.strip():
+                        continue
+                    reply = await self.handle_stream_message(orjson.loads(event.data), request_id, ctx)
+                    if reply is not None:
+                        return reply
+                if last_event_id is None or self.session_id is None:
+                    break
+                await asyncio.sleep(min(retry_ms, 5000) / 1000)
+                resp = await self.resume(last_event_id)
+        finally:
+            if resp is not first:
+                resp.close()  # a resumed stream is ours to end (the first one is the caller's)
         raise RpcError(UPSTREAM_ERROR, f"upstream {self.server_id!r} closed the stream without a reply")
 
     async def resume(self, last_event_id: str) -> aiohttp.ClientResponse:
@@ -284,8 +327,7 @@ class HttpUpstream:
 
     async def answer_server_request(self, message: dict[str, Any], ctx: CallContext | None) -> None:
         if ctx is None or ctx.sink is None:
-            reply = {"jsonrpc": "2.0", "id": message["id"],
-                     "error": {"code": -32601, "message": "The gateway cannot relay this request"}}
+            reply = refusal(message["id"], "cannot relay this request")
         else:
             reply = await ctx.sink.ask(message)
         await self.send_legacy(reply)
@@ -355,22 +397,30 @@ class HttpUpstream:
                         return  # the upstream offers no such stream
                     elif resp.status == 200 and resp.content_type == "text/event-stream":
                         delay = RECONNECT_MIN_S
-                        async for event in decode_events(resp.content):
-                            await self.on_listen_event(event.data, only_updates)
+                        async for event in self.events(resp):
+                            await self.on_listen_event(event.data, era, only_updates)
             except (aiohttp.ClientError, OSError, ValueError, TimeoutError, RpcError) as exc:
                 log.debug("upstream %s notification stream dropped: %s", self.server_id, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_S)
 
-    async def on_listen_event(self, data: str, only_updates: bool) -> None:
+    async def on_listen_event(self, data: str, era: str, only_updates: bool) -> None:
         if not data.strip():
             return
         message = orjson.loads(data)
-        if not isinstance(message, dict) or "id" in message or "method" not in message:
+        if not isinstance(message, dict) or "method" not in message:
             return
-        if only_updates and message["method"] != "notifications/resources/updated":
+        if "id" in message:
+            # A server-to-client request on a session-wide stream names no call: no agent gets it.
+            if era == LEGACY_ERA:
+                self.spawn(self.send_legacy(refusal(message["id"], "cannot tie this request to a call")))
             return
-        if message["method"] != "notifications/subscriptions/acknowledged":
+        method = message["method"]
+        if method not in SESSION_NOTIFICATIONS:
+            if method != "notifications/subscriptions/acknowledged":
+                log.debug("upstream %s: %s on a session stream names no call; not relayed", self.server_id, method)
+            return
+        if not only_updates or method == "notifications/resources/updated":
             await self.on_event(self.server_id, message)
 
     def mark_down(self) -> None:

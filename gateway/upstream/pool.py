@@ -10,9 +10,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway.catalog.model import Catalog, HttpTransport
+from gateway.config import DEFAULT_MAX_UPSTREAM_REPLY_BYTES
 from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.errors import UPSTREAM_UNAVAILABLE, RpcError
-from gateway.upstream.base import LEGACY_ERA, MODERN_ERA, CallContext, Upstream, log
+from gateway.upstream.base import LEGACY_ERA, MODERN_ERA, CallContext, Upstream, log, without_server_info
 from gateway.upstream.directory import EMPTY, Directory, Listing, ResourceStatus, approve_all, build_directory
 from gateway.upstream.http_client import HttpUpstream
 from gateway.upstream.stdio_client import StdioUpstream
@@ -36,7 +37,8 @@ ResourceUpdatedHandler = Callable[[str, dict[str, Any]], Awaitable[None]]  # (se
 
 class UpstreamPool:
     def __init__(self, catalog: Catalog, auth: UpstreamAuth, resync_interval_s: float = 2.0,
-                 full_resync_s: float = 300.0) -> None:
+                 full_resync_s: float = 300.0, max_reply_bytes: int = DEFAULT_MAX_UPSTREAM_REPLY_BYTES) -> None:
+        self.max_reply_bytes = max_reply_bytes  # limits.max_upstream_reply_bytes, per upstream message
         self.catalog = catalog  # the effective catalog once `reconcile` is set (reviewed tools included)
         self.auth = auth
         self.clients: dict[str, Upstream] = {}
@@ -61,9 +63,11 @@ class UpstreamPool:
         for server in self.catalog.servers.values():
             if isinstance(server.transport, HttpTransport):
                 discovery = functools.partial(self.auth.for_discovery, server)
-                self.clients[server.id] = HttpUpstream(server, self.on_session_event, discovery)
+                self.clients[server.id] = HttpUpstream(server, self.on_session_event, discovery,
+                                                       self.max_reply_bytes)
             else:
-                self.clients[server.id] = StdioUpstream(server, self.on_session_event, self.auth.secrets)
+                self.clients[server.id] = StdioUpstream(server, self.on_session_event, self.auth.secrets,
+                                                        self.max_reply_bytes)
         await asyncio.gather(*(client.start() for client in self.clients.values()))
         await asyncio.gather(*(self.sync(server_id) for server_id in self.clients))
         self.watcher = asyncio.create_task(self.watch())
@@ -82,7 +86,7 @@ class UpstreamPool:
         return client.last_error if client is not None else None
 
     async def call(self, server_id: str, method: str, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
-        return await self.clients[server_id].call(method, params, ctx)
+        return without_server_info(await self.clients[server_id].call(method, params, ctx))
 
     # Lists -----------------------------------------------------------------------------------
 

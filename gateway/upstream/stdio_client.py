@@ -1,17 +1,20 @@
 """A managed stdio child process speaking MCP (handshake era), restarted with backoff.
 
 All agents share one child, so the gateway assigns its own request ids and progress tokens and
-maps replies back. Log notifications and server-to-client requests carry no request id on stdio;
-they are relayed only when exactly one call is in flight (so that nothing leaks between agents),
-and otherwise dropped or refused.
+maps replies back. Progress notifications carry the call's token and go to that call's agent. Log
+lines and server-to-client requests carry nothing that names a call on a stdio pipe, so they are
+never relayed (a request is refused, a log line dropped): guessing would hand one agent's traffic
+to another. The child gets a minimal environment (see child_process) and dies with the gateway.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import os
+import signal
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,29 +22,34 @@ from typing import Any
 import orjson
 
 from gateway.catalog.model import ServerEntry, StdioTransport
+from gateway.config import DEFAULT_MAX_UPSTREAM_REPLY_BYTES
 from gateway.credentials.secret_sources import SecretResolver, SecretUnavailable
 from gateway.errors import REQUEST_TIMEOUT, UPSTREAM_UNAVAILABLE, RpcError
 from gateway.upstream.base import (
     GATEWAY_CLIENT_CAPABILITIES,
     GATEWAY_CLIENT_INFO,
     LEGACY_ERA,
+    SESSION_NOTIFICATIONS,
     VERBOSE_LOGGING,
     CallContext,
     SessionEventHandler,
     legacy_params,
     log,
+    refusal,
+)
+from gateway.upstream.child_process import child_environment, die_with_parent
+from gateway.upstream.reply_limit import (
+    CHUNK_BYTES,
+    OversizedLine,
+    ReplyTooLarge,
+    capped_lines,
+    sniff_message,
 )
 
 RESTART_MIN_S = 0.25
 RESTART_MAX_S = 30.0
 STABLE_AFTER_S = 30.0  # a child must stay up this long before its restart delay resets
-STREAM_LIMIT = 64 * 1024 * 1024
-SESSION_NOTIFICATIONS = frozenset({
-    "notifications/tools/list_changed",
-    "notifications/prompts/list_changed",
-    "notifications/resources/list_changed",
-    "notifications/resources/updated",
-})
+STOP_GRACE_S = 3.0
 
 
 @dataclass(slots=True)
@@ -52,13 +60,15 @@ class _Pending:
 
 
 class StdioUpstream:
-    def __init__(self, server: ServerEntry, on_event: SessionEventHandler, secrets: SecretResolver) -> None:
+    def __init__(self, server: ServerEntry, on_event: SessionEventHandler, secrets: SecretResolver,
+                 max_reply_bytes: int = DEFAULT_MAX_UPSTREAM_REPLY_BYTES) -> None:
         assert isinstance(server.transport, StdioTransport)
         self.server_id = server.id
         self.transport = server.transport
         self.credentials = server.credentials
         self.secrets = secrets
         self.on_event = on_event
+        self.max_reply_bytes = max_reply_bytes
         self.process: asyncio.subprocess.Process | None = None
         self.ready = asyncio.Event()
         self.pending: dict[int, _Pending] = {}
@@ -113,11 +123,14 @@ class StdioUpstream:
 
     async def spawn_and_initialize(self) -> asyncio.Task[None]:
         """Start the child and its reader, and do the handshake; returns the reader task."""
-        env = {**os.environ, **self.transport.env, **await self.secret_env()}
+        # Never the gateway's own environment: it holds admin, approver and agent tokens and other
+        # upstreams' secrets. Own session: a clean stop ends the child's whole process group.
+        env = child_environment(os.environ, self.transport.inherit_env,
+                                {**self.transport.env, **await self.secret_env()})
         self.process = await asyncio.create_subprocess_exec(
             self.transport.command, *self.transport.args,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            cwd=self.transport.cwd, env=env, limit=STREAM_LIMIT, start_new_session=True,
+            cwd=self.transport.cwd, env=env, start_new_session=True, preexec_fn=die_with_parent,
         )
         self.spawn(self.drain_stderr(self.process))
         reader = asyncio.create_task(self.read_loop(self.process))
@@ -150,18 +163,18 @@ class StdioUpstream:
             raise RpcError(UPSTREAM_UNAVAILABLE, f"credentials for upstream {self.server_id!r}: {exc}") from None
 
     async def stop_process(self) -> None:
+        """SIGTERM to the child's process group (its own children too), SIGKILL after a grace period."""
         process, self.process = self.process, None
-        if process is None or process.returncode is not None:
+        if process is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            process.terminate()
+        _signal_group(process, signal.SIGTERM)
         try:
-            async with asyncio.timeout(3):
+            async with asyncio.timeout(STOP_GRACE_S):
                 await process.wait()
         except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
+            pass
+        _signal_group(process, signal.SIGKILL)  # whatever of the group is still there
+        await process.wait()
 
     async def drain_stderr(self, process: asyncio.subprocess.Process) -> None:
         assert process.stderr is not None
@@ -172,7 +185,11 @@ class StdioUpstream:
 
     async def read_loop(self, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None
-        async for line in process.stdout:
+        read = functools.partial(process.stdout.read, CHUNK_BYTES)
+        async for line in capped_lines(read, self.max_reply_bytes):
+            if isinstance(line, OversizedLine):
+                self.discard_oversized(line)
+                continue
             if not line.strip():
                 continue
             try:
@@ -191,15 +208,14 @@ class StdioUpstream:
                 pending.future.set_result(message)
             return
         if "id" in message:
-            self.spawn(self.answer_server_request(message))
+            # Sampling, elicitation, roots: nothing on a stdio pipe says which call asked.
+            self.spawn(self.refuse_server_request(message["id"], "cannot tie this request to a call"))
         elif method in SESSION_NOTIFICATIONS:
             await self.on_event(self.server_id, message)
         elif method == "notifications/progress":
             await self.relay_progress(message)
         else:
-            target = self.sole_pending()
-            if target is not None and target.ctx.sink is not None:
-                await target.ctx.sink.notify(message)
+            log.debug("upstream %s: %s names no call; not relayed", self.server_id, method)
 
     async def relay_progress(self, message: dict[str, Any]) -> None:
         params = message.get("params") or {}
@@ -209,17 +225,22 @@ class StdioUpstream:
             return
         await pending.ctx.sink.notify({**message, "params": {**params, "progressToken": pending.progress_token}})
 
-    def sole_pending(self) -> _Pending | None:
-        return next(iter(self.pending.values())) if len(self.pending) == 1 else None
+    async def refuse_server_request(self, request_id: Any, why: str) -> None:
+        with contextlib.suppress(RpcError):
+            await self.write(refusal(request_id, why))
 
-    async def answer_server_request(self, message: dict[str, Any]) -> None:
-        target = self.sole_pending()
-        if target is None or target.ctx.sink is None:
-            reply = {"jsonrpc": "2.0", "id": message["id"],
-                     "error": {"code": -32601, "message": "The gateway cannot attribute this request to a call"}}
-        else:
-            reply = await target.ctx.sink.ask(message)
-        await self.write(reply)
+    def discard_oversized(self, line: OversizedLine) -> None:
+        """Fail the call an oversized reply answered, or refuse the oversized request, when the line
+        says for certain which it was; otherwise the call it answered ends at its timeout."""
+        log.warning("upstream %s sent a %d-byte message, over limits.max_upstream_reply_bytes (%d); "
+                    "discarded", self.server_id, line.size, self.max_reply_bytes)
+        match sniff_message(line):
+            case ("reply", request_id):
+                pending = self.pending.pop(request_id, None)
+                if pending is not None and not pending.future.done():
+                    pending.future.set_exception(ReplyTooLarge(self.server_id, self.max_reply_bytes))
+            case ("request", request_id):
+                self.spawn(self.refuse_server_request(request_id, "refused a request over its size limit"))
 
     async def write(self, message: dict[str, Any]) -> None:
         process = self.process
@@ -283,3 +304,9 @@ class StdioUpstream:
         task = asyncio.create_task(coro)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
+
+
+def _signal_group(process: asyncio.subprocess.Process, sig: int) -> None:
+    # The child leads its own session (start_new_session): its pid is its process group's id.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, sig)

