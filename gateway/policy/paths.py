@@ -24,6 +24,7 @@ URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+):")
 ESCAPE_RUN = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
 ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 ESCAPE_ANY_CASE = re.compile(r"%([0-9A-Fa-f]{2})")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
 # Bare in a canonical URL path: RFC 3986 unreserved, sub-delims but ";" (a path parameter to
 # Tomcat, Jetty and Spring), ":" and "@". Everything else is percent-encoded.
 URL_PATH_BARE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,=:@")
@@ -58,14 +59,9 @@ def canonical_path(value: str) -> str:
 def _check_raw(text: str) -> None:
     if text != text.strip():
         raise CanonicalizationError("leading or trailing whitespace in a path is stripped by some servers")
-    for char in text:
-        if _is_control(char):
-            raise CanonicalizationError(f"control character U+{ord(char):04X} in a path")
-
-
-def _is_control(char: str) -> bool:
-    code = ord(char)
-    return code < 0x20 or 0x7F <= code <= 0x9F
+    control = CONTROL.search(text)
+    if control is not None:
+        raise CanonicalizationError(f"control character U+{ord(control.group()):04X} in a path")
 
 
 @lru_cache(maxsize=4096)
@@ -82,11 +78,12 @@ def _check_segment(segment: str) -> None:
         raise CanonicalizationError("an encoded '/' (%2F) is a separator to some servers and a character to others")
     if "\\" in segment:
         raise CanonicalizationError("a backslash in a path is a separator to Windows and URL parsers; use '/'")
-    for char in segment:
-        if _is_control(char):
-            raise CanonicalizationError(f"an encoded control character (U+{ord(char):04X}) in a path")
-        if _is_lookalike(char):
-            raise CanonicalizationError(f"U+{ord(char):04X} looks like a slash or a dot to some servers")
+    control = CONTROL.search(segment)
+    if control is not None:
+        raise CanonicalizationError(f"an encoded control character (U+{ord(control.group()):04X}) in a path")
+    lookalike = None if segment.isascii() else next((c for c in segment if _is_lookalike(c)), None)
+    if lookalike is not None:
+        raise CanonicalizationError(f"U+{ord(lookalike):04X} looks like a slash or a dot to some servers")
     if ESCAPE.search(segment):
         raise CanonicalizationError("double percent-encoding (such as %252e) in a path")
     base, semicolon, _ = segment.partition(";")
@@ -241,7 +238,7 @@ def _authority(authority: str, scheme: str) -> str:
 
 def _host(host: str, scheme: str) -> str:
     decoded = _decode(host)
-    if any(c in NOT_IN_HOST or _is_control(c) for c in decoded):
+    if CONTROL.search(decoded) or any(c in NOT_IN_HOST for c in decoded):
         raise CanonicalizationError("a URL's host holds characters no host name has")
     if any(_is_lookalike(c) or c in HOST_DOTS for c in decoded):
         raise CanonicalizationError("a URL's host holds a look-alike of '.' or '/'")
