@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
-from collections.abc import Awaitable, Callable, Mapping
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.approvals.model import Approver
-from gateway.audit import AuditEvent, AuditLog
+from gateway.audit import AuditEvent
 from gateway.catalog.definitions import canonical_json
 from gateway.catalog.model import Catalog, ServerEntry
 from gateway.catalog.review_flags import flag_definition
@@ -34,17 +34,13 @@ from gateway.discovery.model import (
     LISTING,
     QUARANTINED,
     REJECTED,
-    DefinitionChanged,
-    NotTheToolOwner,
     ResourceReview,
-    ReviewError,
     ReviewNotFound,
 )
-from gateway.store.base import Store
+from gateway.discovery.records import ReviewRecords
 from gateway.upstream.directory import SCHEME_PREFIX, Listing, canonical_uri, template_pattern
 
 log = logging.getLogger("narrowgate.discovery")
-Clock = Callable[[], float]
 DEFINITION_FIELDS = {
     "resource": ("uri", "name", "title", "description", "mimeType"),
     "template": ("uriTemplate", "name", "title", "description", "mimeType"),
@@ -62,15 +58,15 @@ class _Others:
     templates: list[tuple[str, str]]  # (server id, uriTemplate)
 
 
-class ResourceReviews:
-    def __init__(self, store: Store, audit: AuditLog, clock: Clock = time.time) -> None:
-        self.store = store
-        self.audit = audit
-        self.clock = clock
-        self.records: dict[tuple[str, str, str], ResourceReview] = {}
-        self.unsaved: dict[tuple[str, str, str], ResourceReview] = {}
-        # After every person's decision (rebuild the directory, tell the agents).
-        self.on_decided: list[Callable[[], Awaitable[None]]] = []
+class ResourceReviews(ReviewRecords[ResourceReview]):
+    owner_label = "the server's owner"
+
+    @staticmethod
+    def key_of(review: ResourceReview) -> tuple[str, str, str]:
+        return review.record_key
+
+    async def write(self, reviews: list[ResourceReview]) -> None:
+        await self.store.save_resource_reviews(reviews)
 
     async def open(self) -> None:
         for review in await self.store.load_resource_reviews():
@@ -141,20 +137,6 @@ class ResourceReviews:
                     f", flags: {', '.join(f['code'] for f in flags)}" if flags else "")
         return True
 
-    def _keep(self, review: ResourceReview) -> None:
-        self.records[review.record_key] = review
-        self.unsaved[review.record_key] = review
-
-    async def save(self) -> None:
-        """Write records changed since the last save (reconcile runs where it cannot await)."""
-        pending, self.unsaved = self.unsaved, {}
-        if pending:
-            try:
-                await self.store.save_resource_reviews(list(pending.values()))
-            except Exception:
-                self.unsaved = {**pending, **self.unsaved}
-                raise
-
     # reviewers
 
     def list(self, status: str | None = None) -> list[ResourceReview]:
@@ -168,13 +150,6 @@ class ResourceReviews:
                 return review
         raise ReviewNotFound(f"no resource or template with id {review_id!r}")
 
-    @staticmethod
-    def refusal(review: ResourceReview, person: Approver) -> str | None:
-        """The server's owner (by name or group) and admins review its resources; nobody else."""
-        if person.is_admin or person.name == review.owner or review.owner in person.groups:
-            return None
-        return f"only the server's owner ({review.owner}) or an admin may review it"
-
     async def approve(self, review_id: str, person: Approver, *, expected_hash: str | None = None,
                       comment: str = "") -> ResourceReview:
         return await self._decide(self.check(review_id, person, expected_hash), APPROVED, person, comment)
@@ -186,31 +161,14 @@ class ResourceReviews:
     def check(self, review_id: str, person: Approver, expected_hash: str | None) -> ResourceReview:
         """The record, if this person may decide it now against the definition they saw; ReviewError if not."""
         review = self.get(review_id)
-        refusal = self.refusal(review, person)
-        if refusal is not None:
-            raise NotTheToolOwner(refusal)
-        if review.status != QUARANTINED:
-            raise ReviewError(f"{review.kind} {review.key} is {review.status}, not waiting for review")
-        if expected_hash is not None and expected_hash != review.current_hash:
-            raise DefinitionChanged(f"{review.kind} {review.key} changed again since you looked "
-                                    f"(now {review.current_hash}); review the new definition")
-        return review
+        return self.decidable(review, person, expected_hash, f"{review.kind} {review.key}")
 
     async def _decide(self, review: ResourceReview, status: str, person: Approver, comment: str) -> ResourceReview:
-        now = self.clock()
-        decided = replace(review, status=status, reviewed_by=person.actor, reviewed_at=now,
-                          comment=comment.strip()[:2000] or None, changed_at=now)
-        if status == APPROVED:
-            decided = replace(decided, approved_hash=review.current_hash,
-                              approved_definition=review.current_definition, approved_by=person.actor)
-        await self.store.save_resource_reviews([decided])
-        self.records[decided.record_key] = decided
-        self.unsaved.pop(decided.record_key, None)  # an older, unsaved state of it must not overwrite this
+        decided = await self.store_decision(review, status, person, comment)
         self._record(decided, "resource_approved" if status == APPROVED else "resource_rejected", person.actor,
                      {"comment": decided.comment} if decided.comment else None)
         log.info("%s %s of %s %s by %s", review.kind, review.key, review.server_id, status, person.actor)
-        for observer in self.on_decided:
-            await observer()
+        await self.decided()
         return decided
 
     def _record(self, review: ResourceReview, action: str, actor: str, detail: dict[str, Any] | None = None) -> None:
@@ -307,6 +265,4 @@ def _template_flags(uri_template: str, others: _Others) -> list[dict[str, str]]:
 
 def _sample(uri_template: str) -> str:
     """A URI the template matches: each expression filled with one plain segment."""
-    import re
-
     return re.sub(r"\{[^}]*\}", "x", uri_template)

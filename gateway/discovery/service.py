@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
@@ -32,33 +32,34 @@ from gateway.discovery.model import (
     APPROVED,
     QUARANTINED,
     REJECTED,
-    DefinitionChanged,
-    NotTheToolOwner,
     ReviewError,
     ReviewNotFound,
     ToolReview,
     by_person,
 )
+from gateway.discovery.records import Clock, ReviewRecords
 from gateway.store.base import Store
 
 log = logging.getLogger("narrowgate.discovery")
-Clock = Callable[[], float]
 PINNED = "catalog pin"
 UNANALYSABLE = "unanalysable"  # the current_hash of a definition too deep to hash
 FIRST_SEEN = "catalog (first seen, not pinned)"
 REVERTED = "narrowgate (definition back to the approved one)"
 
 
-class ToolReviews:
+class ToolReviews(ReviewRecords[ToolReview]):
+    owner_label = "the tool's owner"
+
     def __init__(self, store: Store, audit: AuditLog, clock: Clock = time.time) -> None:
-        self.store = store
-        self.audit = audit
-        self.clock = clock
-        self.records: dict[tuple[str, str], ToolReview] = {}
+        super().__init__(store, audit, clock)
         self.on_quarantined: list[Callable[[ToolReview], None]] = []  # new review items (webhook)
-        # After every person's decision, from any surface (rebuild the catalog, tell the agents).
-        self.on_decided: list[Callable[[], Awaitable[None]]] = []
-        self.unsaved: dict[tuple[str, str], ToolReview] = {}
+
+    @staticmethod
+    def key_of(review: ToolReview) -> tuple[str, str]:
+        return review.key
+
+    async def write(self, reviews: list[ToolReview]) -> None:
+        await self.store.save_tool_reviews(reviews)
 
     async def open(self) -> None:
         for review in await self.store.load_tool_reviews():
@@ -182,20 +183,6 @@ class ToolReviews:
             self._record(settled, "tool_approved", "narrowgate", {"by": by})
         return True
 
-    def _keep(self, review: ToolReview) -> None:
-        self.records[review.key] = review
-        self.unsaved[review.key] = review
-
-    async def save(self) -> None:
-        """Write records changed since the last save (reconcile runs where it cannot await)."""
-        pending, self.unsaved = self.unsaved, {}
-        if pending:
-            try:
-                await self.store.save_tool_reviews(list(pending.values()))
-            except Exception:
-                self.unsaved = {**pending, **self.unsaved}
-                raise
-
     # the effective catalog
 
     def effective(self, catalog: Catalog) -> Catalog:
@@ -237,13 +224,6 @@ class ToolReviews:
             raise ReviewNotFound(f"no tool {name!r} on server {server_id!r}")
         return review
 
-    @staticmethod
-    def refusal(review: ToolReview, person: Approver) -> str | None:
-        """Tool owners (by name or group) and admins review tools; nobody else."""
-        if person.is_admin or person.name == review.owner or review.owner in person.groups:
-            return None
-        return f"only the tool's owner ({review.owner}) or an admin may review it"
-
     async def approve(self, key: tuple[str, str], person: Approver, *, expected_hash: str | None = None,
                       risk: str | None = None, data_classes: list[str] | None = None, egress: bool | None = None,
                       comment: str = "") -> ToolReview:
@@ -265,31 +245,14 @@ class ToolReviews:
     def check(self, key: tuple[str, str], person: Approver, expected_hash: str | None) -> ToolReview:
         """The record, if this person may decide it now against the definition they saw; ReviewError if not."""
         review = self.get(*key)
-        refusal = self.refusal(review, person)
-        if refusal is not None:
-            raise NotTheToolOwner(refusal)
-        if review.status != QUARANTINED:
-            raise ReviewError(f"tool {review.exposed_name} is {review.status}, not waiting for review")
-        if expected_hash is not None and expected_hash != review.current_hash:
-            raise DefinitionChanged(f"tool {review.exposed_name} changed again since you looked "
-                              f"(now {review.current_hash}); review the new definition")
-        return review
+        return self.decidable(review, person, expected_hash, f"tool {review.exposed_name}")
 
     async def _decide(self, review: ToolReview, status: str, person: Approver, comment: str) -> ToolReview:
-        now = self.clock()
-        decided = replace(review, status=status, reviewed_by=person.actor, reviewed_at=now,
-                          comment=comment.strip()[:2000] or None, changed_at=now)
-        if status == APPROVED:
-            decided = replace(decided, approved_hash=review.current_hash,
-                              approved_definition=review.current_definition, approved_by=person.actor)
-        await self.store.save_tool_reviews([decided])
-        self.records[decided.key] = decided
-        self.unsaved.pop(decided.key, None)  # an older, unsaved state of it must not overwrite this
+        decided = await self.store_decision(review, status, person, comment)
         self._record(decided, "tool_approved" if status == APPROVED else "tool_rejected", person.actor,
                      {"comment": decided.comment} if decided.comment else None)
         log.info("tool %s of %s %s by %s", review.name, review.server_id, status, person.actor)
-        for observer in self.on_decided:
-            await observer()
+        await self.decided()
         return decided
 
     def _record(self, review: ToolReview, action: str, actor: str, detail: dict[str, Any] | None = None) -> None:
