@@ -41,14 +41,21 @@ class ReviewRecords(Generic[R]):
         # After every person's decision, from any surface (rebuild what agents see, tell them).
         self.on_decided: list[Callable[[], Awaitable[None]]] = []
 
-    # storage: subclasses say how a record is keyed and written
+    # storage: subclasses say how a record is keyed, read and written
 
     @staticmethod
     def key_of(review: R) -> Hashable:
         raise NotImplementedError
 
+    async def read(self) -> list[R]:
+        raise NotImplementedError
+
     async def write(self, reviews: list[R]) -> None:
         raise NotImplementedError
+
+    async def open(self) -> None:
+        for review in await self.read():
+            self.records[self.key_of(review)] = review
 
     def _keep(self, review: R) -> None:
         self.records[self.key_of(review)] = review

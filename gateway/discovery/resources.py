@@ -68,9 +68,8 @@ class ResourceReviews(ReviewRecords[ResourceReview]):
     async def write(self, reviews: list[ResourceReview]) -> None:
         await self.store.save_resource_reviews(reviews)
 
-    async def open(self) -> None:
-        for review in await self.store.load_resource_reviews():
-            self.records[review.record_key] = review
+    async def read(self) -> list[ResourceReview]:
+        return await self.store.load_resource_reviews()
 
     def status(self, server_id: str, kind: str, key: str) -> str:
         """approved | quarantined | rejected; anything never reconciled is quarantined (fail closed)."""

@@ -61,9 +61,8 @@ class ToolReviews(ReviewRecords[ToolReview]):
     async def write(self, reviews: list[ToolReview]) -> None:
         await self.store.save_tool_reviews(reviews)
 
-    async def open(self) -> None:
-        for review in await self.store.load_tool_reviews():
-            self.records[review.key] = review
+    async def read(self) -> list[ToolReview]:
+        return await self.store.load_tool_reviews()
 
     # reconciling upstream lists (synchronous: runs inside the pool's rebuild)
 
