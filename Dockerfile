@@ -15,5 +15,9 @@ COPY examples/config/docker.yaml /etc/narrowgate/config.yaml
 USER narrowgate
 WORKDIR /var/lib/narrowgate
 EXPOSE 8080
+# Healthy while /healthz answers 200 (the image has no curl; Python's urllib does the request). The
+# port follows NARROWGATE_LISTEN if it is set, as the gateway does.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('NARROWGATE_LISTEN', ':8080').rpartition(':')[2]; sys.exit(0 if urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=4).status == 200 else 1)"]
 ENTRYPOINT ["narrowgate"]
 CMD ["serve", "--config", "/etc/narrowgate/config.yaml"]

@@ -12,9 +12,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-## run: the gateway with its two demo upstreams; prints the URL, an agent token and client config
+## run: the gateway with its two demo upstreams; prints the URL, tokens, client config and how to
+## reach it from another shell. `make run PORT=9000` picks the port (else NARROWGATE_LISTEN, else 8080).
 run: $(STAMP)
-	$(VENV)/bin/narrowgate demo
+	@$(VENV)/bin/narrowgate demo $(if $(PORT),--port $(PORT))
 
 ## test: every test, including the MCP conformance suite through the gateway. tests/provision.py first
 ## installs what the tests run (Debian's npm, chromium and chromium-driver as root; the pinned Node 22

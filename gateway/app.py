@@ -66,6 +66,7 @@ from gateway.webhooks import WebhookSender
 
 log = logging.getLogger("narrowgate")
 SWEEP_INTERVAL_S = 5.0
+DRAIN_GRACE_S = 5.0  # how long calls in flight at a stop may take to finish (held calls are answered at once)
 LIST_CHANGED = {
     "tools": "notifications/tools/list_changed",
     "prompts": "notifications/prompts/list_changed",
@@ -80,6 +81,7 @@ class Gateway:
         self.settings = settings
         self.catalog = catalog
         self.background: set[asyncio.Task[None]] = set()
+        self.drained = (0, 0)  # (held calls, unfinished calls) answered when the process was stopped
         self.store = open_store(settings.state)
         self.audit = AuditLog(self.store)
         self.telemetry = Telemetry.from_env()
@@ -266,7 +268,12 @@ class Gateway:
         await self.approvals.open()
         await self.reviews.open()
         await self.resource_reviews.open()
+        # One re-typing of the policy set for the whole start (not one per upstream listed), so one
+        # "policy version ... in force" line at most.
+        self.pool.on_rebuild = None
         await self.pool.start()
+        self.pool.on_rebuild = self.on_directory_rebuilt
+        self.on_directory_rebuilt(self.pool.directory)
         self.reloader.start()
         sweeper = asyncio.create_task(self.sweep_inactive_agents())
         down = [sid for sid, client in self.pool.clients.items() if not client.available]
@@ -276,7 +283,8 @@ class Gateway:
         # periodic full collections that cause tail-latency spikes have far less to walk.
         gc.collect()
         gc.freeze()
-        log.info("Narrowgate %s serving MCP at %s/mcp", __version__, self.settings.base_url)
+        log.info("Narrowgate %s serving MCP at %s/mcp (policy version %s)", __version__, self.settings.base_url,
+                 self.policy.version)
         try:
             yield
         finally:
@@ -297,6 +305,13 @@ class Gateway:
             await self.audit.close()
             await self.store.close()
             self.telemetry.shutdown()
+            held, cut = self.drained
+            log.info("Narrowgate stopped: %d held call(s) and %d unfinished call(s) answered with a shutting-down "
+                     "error; audit log flushed; upstreams stopped", held, cut)
+
+    async def drain(self) -> None:
+        """On SIGINT/SIGTERM, before the lifespan ends: answer every open /mcp request."""
+        self.drained = await self.endpoint.drain(DRAIN_GRACE_S)
 
     def on_directory_rebuilt(self, directory: Directory) -> None:
         """Type each tool's `context.input` from the schema its upstream now reports (and remember it);

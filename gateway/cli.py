@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -23,10 +24,12 @@ from gateway.audit_commands import add_audit_parser
 from gateway.catalog import CatalogError, load_catalog
 from gateway.catalog_commands import add_catalog_review_parsers
 from gateway.config import ConfigError, Settings, load_settings
+from gateway.demo.state import DemoStateError
 from gateway.logs import configure as configure_logging
 from gateway.policy_commands import add_policy_parser
 
 EXIT_INVALID = 2
+EXIT_INTERRUPTED = 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,10 +41,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INVALID
     try:
         return int(args.run(args))
+    except KeyboardInterrupt:  # Ctrl-C before the server took over the signal (e.g. during start-up)
+        print("narrowgate: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except AdminClientError as exc:
         print(f"narrowgate: {exc}", file=sys.stderr)
         return 1
-    except (ConfigError, ValueError) as exc:
+    except (ConfigError, DemoStateError, ValueError) as exc:
         print(f"narrowgate: {exc}", file=sys.stderr)
         return EXIT_INVALID
 
@@ -65,9 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "to a loopback address)")
     serve.set_defaults(run=run_serve)
 
-    demo = commands.add_parser("demo", help="run the gateway with two demo upstreams (what `make run` does)")
-    demo.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
-    demo.set_defaults(run=run_demo)
+    add_demo_parser(commands)
 
     catalog = commands.add_parser("catalog", help="work with the tool catalog")
     catalog_commands = catalog.add_subparsers(title="catalog commands", metavar="COMMAND", required=True)
@@ -87,17 +91,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from gateway.serving import PortUnavailable, bind_listener, interrupt_on_sigterm
+
+    interrupt_on_sigterm()
     settings = load_settings(args.config)
     if args.open_loopback:
         settings = replace(settings, auth=replace(settings.auth, open_loopback=True))
-    return serve(settings)
+    try:
+        listener = bind_listener(settings.listen_host, settings.listen_port)
+    except PortUnavailable as exc:
+        print(f"narrowgate: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    return serve(settings, listener)
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, listener: socket.socket) -> int:
+    """Serve on `listener` (bound first, see gateway.serving) until SIGINT or SIGTERM; 0 after a clean stop."""
+    with listener:
+        return _serve(settings, listener)
+
+
+def _serve(settings: Settings, listener: socket.socket) -> int:
     import uvicorn
 
     from gateway.app import Gateway
     from gateway.policy.engine import PolicyLoadError
+    from gateway.serving import DrainingServer
 
     try:
         catalog = load_catalog(settings.catalog_dir)
@@ -121,7 +140,7 @@ def serve(settings: Settings) -> int:
         log_level="warning", lifespan="on", timeout_graceful_shutdown=3,
         proxy_headers=bool(trusted_proxies), forwarded_allow_ips=trusted_proxies or None,
     )
-    uvicorn.Server(config).run()
+    DrainingServer(config, on_stop=gateway.drain).run(sockets=[listener])
     return 0
 
 
@@ -183,10 +202,42 @@ def run_catalog_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_demo_parser(commands: Any) -> None:
+    demo = commands.add_parser(
+        "demo", help="run the gateway with two demo upstreams (what `make run` does)",
+        description="Run the gateway in front of the demo upstreams. Tokens, keys and the store are kept in the "
+                    "state directory across restarts.")
+    demo.add_argument("--port", type=int, help="gateway port (default: the port of $NARROWGATE_LISTEN, else 8080)")
+    demo.add_argument("--state-dir", type=Path, help="the demo's state directory (default: .narrowgate/demo/)")
+    demo.set_defaults(run=run_demo)
+    sub = demo.add_subparsers(title="demo commands", metavar="COMMAND")
+    token = sub.add_parser(
+        "token", help="print a fresh workload token (JWT-SVID) from the demo's development trust domain",
+        description="Print a workload identity token for an agent of the running demo, as SPIRE would issue it. "
+                    "Present it on /mcp, or exchange it at /oauth/token for a task token (docs/tasks.md).")
+    token.add_argument("--agent", default="demo-agent", help="the agent whose workload it names (default: demo-agent)")
+    token.add_argument("--ttl", type=int, default=900, help="seconds the token is good for (default 900)")
+    token.add_argument("--gateway", help="the demo's base URL, for the audience (default: $NARROWGATE_URL, else "
+                                         "where the demo last listened)")
+    token.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS,
+                       help="the demo's state directory (default: the one $NARROWGATE_STATE is in, else "
+                            ".narrowgate/demo/)")
+    token.set_defaults(run=run_demo_token)
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo as demo
+    from gateway.demo.state import DEFAULT_STATE_DIR
+    from gateway.serving import interrupt_on_sigterm
 
-    return demo(args.port)
+    interrupt_on_sigterm()
+    return demo(args.port, args.state_dir or DEFAULT_STATE_DIR)
+
+
+def run_demo_token(args: argparse.Namespace) -> int:
+    from gateway.demo import run_token
+
+    return run_token(args.agent, args.state_dir, args.gateway, args.ttl)
 
 
 if __name__ == "__main__":

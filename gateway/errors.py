@@ -20,6 +20,7 @@ RATE_LIMITED = -32029
 ACCESS_DENIED = -32030
 APPROVAL_REQUIRED = -32031
 URL_ELICITATION_REQUIRED = -32042  # MCP 2025-11-25: send the user to a URL, then retry
+SHUTTING_DOWN = -32050  # the gateway stopped (SIGTERM/SIGINT) while the request was open
 
 # How the modern (2026-07-28) transport maps error codes onto HTTP statuses.
 HTTP_STATUS_FOR_CODE: dict[int, int] = {

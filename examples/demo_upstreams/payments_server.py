@@ -3,6 +3,9 @@
     .venv/bin/python examples/demo_upstreams/payments_server.py --port 9102
     .venv/bin/python examples/demo_upstreams/payments_server.py --port 0   # prints "LISTENING <port>"
 
+``--exit-with-stdin`` (what `narrowgate demo` passes): stop when stdin, a pipe from the parent, closes,
+so the server never outlives the process that started it, however that process ends.
+
 Both protocol eras are served on the one endpoint (the SDK's StreamableHTTPSessionManager routes on
 the ``MCP-Protocol-Version`` header): 2025-11-25 clients get a stateful session (``Mcp-Session-Id``),
 2026-07-28 clients the stateless per-request path with ``server/discover``.
@@ -19,8 +22,11 @@ cents inside and decimal units at the edge, so outputs are deterministic.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import socket
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,11 +171,25 @@ def serve_http(app: Starlette, host: str, port: int) -> None:
     anyio.run(AnnouncingServer(config).serve, [sock])
 
 
+def stop_when_stdin_closes() -> None:
+    """Read stdin to its end (the parent closed the pipe or died), then stop as on SIGTERM."""
+
+    def watch() -> None:
+        while sys.stdin.buffer.read(4096):
+            pass
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9102, help="0 picks a free port")
+    parser.add_argument("--exit-with-stdin", action="store_true", help="stop when stdin reaches end-of-file")
     args = parser.parse_args(argv)
+    if args.exit_with_stdin:
+        stop_when_stdin_closes()
     app = server.streamable_http_app(host=args.host)
     serve_http(app, args.host, args.port)
 

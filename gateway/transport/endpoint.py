@@ -31,6 +31,7 @@ from gateway.errors import (
     HTTP_STATUS_FOR_CODE,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
+    SHUTTING_DOWN,
     RpcError,
 )
 from gateway.identity.authenticator import AccessRefused, AuthenticationError, Authenticator
@@ -50,6 +51,7 @@ PING_INTERVAL_S = 15.0
 CACHEABLE = frozenset({"tools/list", "prompts/list", "resources/list", "resources/templates/list",
                        "resources/read", "server/discover"})
 UPSTREAM_ROUTED = frozenset({"tools/call", "prompts/get", "resources/read", "completion/complete"})
+DRAIN_SLICE_S = 0.1
 
 
 class BodyTooLarge(Exception):
@@ -71,8 +73,15 @@ class McpEndpoint:
         self.max_depth = settings.limits.max_json_depth
         self.resource_metadata = f"{settings.base_url}/.well-known/oauth-protected-resource"
         self.listen_hub = ListenHub()
+        # Every request being answered, with its context: what a stop must answer before it ends.
+        self.running: dict[asyncio.Task[Any], RequestContext] = {}
+        self.stopping = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.stopping:  # a request on a connection kept alive from before the stop
+            await send_json_error(send, 503, None, RpcError(SHUTTING_DOWN, "The gateway is shutting down; "
+                                                            "retry once it is back"))
+            return
         # Optional whitespace around a field value is not part of it (RFC 9110 5.5).
         headers = {k.decode("latin-1"): v.decode("latin-1").strip() for k, v in scope["headers"]}
         if not self.origins.host_ok(headers.get("host")):
@@ -290,6 +299,7 @@ class McpEndpoint:
         task = asyncio.current_task()
         assert task is not None
         watcher = None
+        self.running[task] = ctx
         if ctx.session is not None:
             ctx.session.in_flight[message.id] = task
         elif receive is not None and method in UPSTREAM_ROUTED:
@@ -301,13 +311,45 @@ class McpEndpoint:
         except asyncio.CancelledError:
             if task.cancelling():
                 task.uncancel()
+                if self.stopping:
+                    return {"error": stopped_error(ctx).to_error()}
                 return {"error": {"code": -32800, "message": "Request cancelled"}}
             raise
         finally:
+            self.running.pop(task, None)
             if ctx.session is not None:
                 ctx.session.in_flight.pop(message.id, None)
             if watcher is not None:
                 watcher.cancel()
+
+    # stopping ----------------------------------------------------------------------------------
+
+    async def drain(self, grace_s: float) -> tuple[int, int]:
+        """Answer every open request before the process stops: (held calls answered, calls cut short).
+
+        A call waiting for a person's approval is answered at once (nobody will decide it in time);
+        any other call gets `grace_s` to finish. Then open streams end, so connections can close.
+        """
+        self.stopping = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        held: set[asyncio.Task[Any]] = set()
+        while self.running and loop.time() < deadline:
+            for task, ctx in list(self.running.items()):
+                if ctx.decision == "step_up" and task not in held:  # decided StepUp, waiting for a person
+                    held.add(task)
+                    task.cancel("the gateway is stopping")
+            await asyncio.wait(list(self.running), timeout=min(DRAIN_SLICE_S, max(deadline - loop.time(), 0)))
+        late = [task for task in self.running if task not in held]
+        for task in self.running:
+            task.cancel("the gateway is stopping")
+        if self.running:
+            await asyncio.wait(list(self.running), timeout=1.0)
+        for session in list(self.sessions.all()):
+            self.sessions.close(session.id)  # ends its GET streams
+        for agent_id in {listener.principal.agent_id for listener in self.listen_hub.listeners}:
+            self.listen_hub.close_agent(agent_id)
+        return len(held), len(late)
 
     # GET / DELETE / listen ---------------------------------------------------------------------
 
@@ -434,6 +476,17 @@ async def wait_disconnect(receive: Receive) -> None:
 async def cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any]) -> None:
     await wait_disconnect(receive)
     task.cancel("agent closed the stream")
+
+
+def stopped_error(ctx: RequestContext) -> RpcError:
+    """What a request still open when the gateway stops is told: plainly, and what to do next."""
+    if ctx.decision == "step_up":
+        return RpcError(SHUTTING_DOWN, "The gateway is shutting down: this call was waiting for a person's approval "
+                                       "and did not run. Retry it once the gateway is back.",
+                        {"reason": "shutdown", "held": True})
+    return RpcError(SHUTTING_DOWN, "The gateway is shutting down: this call was cut short before it finished "
+                                   "(the upstream may or may not have completed it). Check, then retry once the "
+                                   "gateway is back.", {"reason": "shutdown", "held": False})
 
 
 def _dict(value: Any) -> dict[str, Any]:
