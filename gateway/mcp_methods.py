@@ -307,8 +307,8 @@ class Methods:
         try:
             canonical = canonical_path(uri)
         except CanonicalizationError as exc:
-            raise await self.authorizer.refuse_resource(ctx.principal, uri, f"no single meaning: {exc}", facts,
-                                                        ctx.trace_id) from None
+            raise await self.authorizer.refuse_resource(ctx.principal, escaped(uri), f"no single meaning: {exc}",
+                                                        facts, ctx.trace_id) from None
         route = self.pool.directory.route(canonical)
         if isinstance(route, Withheld):
             raise await self.authorizer.refuse_resource(ctx.principal, canonical, f"not served: {route.reason}",
@@ -365,6 +365,12 @@ class Methods:
         ctx.upstream = server.id
         return CallContext(era=ctx.era, timeout_s=server.timeout_s, sink=ctx.sink,
                            client_capabilities=ctx.client_capabilities, client_info=ctx.client_info)
+
+
+def escaped(uri: str, limit: int = 500) -> str:
+    """A refused URI as logs and the audit record show it: control and non-ASCII characters escaped
+    (a newline cannot forge a log line), at most `limit` characters."""
+    return ascii(uri)[1:-1][:limit]
 
 
 def canonical_or_self(uri: str) -> str:

@@ -185,6 +185,7 @@ async def test_resources_read_forwards_the_canonical_uri(gw: Gateway, mode: str)
     ("file:///data/public/%2e%2e/secret/key.txt", "denied by policy"),
     ("file:///data/public/%C0%AE%C0%AE/secret/key.txt", "no single meaning: percent-escapes that are not valid"),
     ("file://fileserver/data/public/a.txt", "no single meaning: a file URI naming a host"),
+    ("file:///data/public/a.txt\n2026-01-01 INFO forged: line", "no single meaning: control character U+000A"),
 ])
 async def test_a_resource_uri_that_leaves_the_prefix_is_refused_and_recorded(gw: Gateway, mode: str, uri: str,
                                                                             reason: str) -> None:
@@ -196,6 +197,7 @@ async def test_a_resource_uri_that_leaves_the_prefix_is_refused_and_recorded(gw:
     assert "deny agent=agent-a resource=" in await wait_for(lambda: logged_decision(gw, error.data["decisionId"]),
                                                             "the decision's log line")
     assert requests_to(gw, "files")[before:] == []
+    assert not any(line.startswith("2026-01-01") for line in gw.log_text().splitlines())  # no forged log line
 
 
 # --- 3: routing and quarantine ---------------------------------------------------------------------

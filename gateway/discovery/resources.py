@@ -131,7 +131,7 @@ class ResourceReviews(ReviewRecords[ResourceReview]):
         held = replace(review, status=status, reviewed_by=by, reviewed_at=None, comment=None, flags=tuple(flags))
         self._keep(held)
         self._record(held, f"resource_{'quarantined' if status == QUARANTINED else 'rejected'}", "narrowgate")
-        log.warning("%s %s of %s %s (%s definition%s); review it with `narrowgate catalog review --resources`",
+        log.warning("%s %r of %s %s (%s definition%s); review it with `narrowgate catalog review --resources`",
                     review.kind, review.key, review.server_id, status, review.change,
                     f", flags: {', '.join(f['code'] for f in flags)}" if flags else "")
         return True
@@ -166,7 +166,7 @@ class ResourceReviews(ReviewRecords[ResourceReview]):
         decided = await self.store_decision(review, status, person, comment)
         self._record(decided, "resource_approved" if status == APPROVED else "resource_rejected", person.actor,
                      {"comment": decided.comment} if decided.comment else None)
-        log.info("%s %s of %s %s by %s", review.kind, review.key, review.server_id, status, person.actor)
+        log.info("%s %r of %s %s by %s", review.kind, review.key, review.server_id, status, person.actor)
         await self.decided()
         return decided
 
