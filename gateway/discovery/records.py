@@ -23,6 +23,7 @@ class Reviewed(Protocol):
     owner: str
     current_hash: str
     current_definition: dict[str, Any]
+    approved_by: str | None
 
 
 R = TypeVar("R", bound=Reviewed)
@@ -70,6 +71,16 @@ class ReviewRecords(Generic[R]):
             except Exception:
                 self.unsaved = {**pending, **self.unsaved}
                 raise
+
+    def settle(self, review: R, by: str, reverted: bool) -> R:
+        """`review` approved without a person (a pin, first sight, a revert) and kept. Back to a definition
+        a person approved, it stays theirs (a pin then does not override it)."""
+        settled = replace(review, status=APPROVED, approved_hash=review.current_hash,  # type: ignore[type-var]
+                          approved_definition=review.current_definition, reviewed_by=by,
+                          approved_by=review.approved_by if reverted else by,
+                          reviewed_at=self.clock(), flags=())
+        self._keep(settled)
+        return settled
 
     # people's decisions
 

@@ -118,11 +118,7 @@ class ResourceReviews(ReviewRecords[ResourceReview]):
         return self._hold(moved, QUARANTINED, _flags(moved, record, others), None)
 
     def _settle(self, review: ResourceReview, by: str) -> bool:
-        approved_by = review.approved_by if by == REVERTED else by
-        settled = replace(review, status=APPROVED, approved_hash=review.current_hash,
-                          approved_definition=review.current_definition, approved_by=approved_by, reviewed_by=by,
-                          reviewed_at=self.clock(), flags=())
-        self._keep(settled)
+        settled = self.settle(review, by, reverted=by == REVERTED)
         if by != FIRST_LISTING:
             self._record(settled, "resource_approved", "narrowgate", {"by": by})
         return True

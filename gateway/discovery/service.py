@@ -99,7 +99,7 @@ class ToolReviews(ReviewRecords[ToolReview]):
                         change="new" if fresh else "changed")
         verdict = self._verdict(moved, record, entry)
         if verdict is not None:
-            return self._settle(moved, APPROVED, verdict)
+            return self._settle(moved, verdict)
         return self._quarantine(moved, definition, others, record)
 
     @staticmethod
@@ -120,7 +120,7 @@ class ToolReviews(ReviewRecords[ToolReview]):
         if entry is None or entry.pin is None:
             return False
         if record.status == QUARANTINED and entry.pin == record.current_hash:
-            return self._settle(record, APPROVED, PINNED)  # the manifest's pin was updated to it
+            return self._settle(record, PINNED)  # the manifest's pin was updated to it
         if record.status == APPROVED and entry.pin != record.current_hash and not by_person(record.approved_by):
             # Approved on first sight (not by a person), and the manifest now pins another definition.
             return self._quarantine(replace(record, change="changed", approved_hash=entry.pin, approved_definition=None,
@@ -171,13 +171,8 @@ class ToolReviews(ReviewRecords[ToolReview]):
             observer(quarantined)
         return True
 
-    def _settle(self, review: ToolReview, status: str, by: str) -> bool:
-        # Back to a definition a person approved: it stays theirs (a pin then does not override it).
-        approved_by = review.approved_by if by == REVERTED else by
-        settled = replace(review, status=status, approved_hash=review.current_hash,
-                          approved_definition=review.current_definition, reviewed_by=by, approved_by=approved_by,
-                          reviewed_at=self.clock(), flags=())
-        self._keep(settled)
+    def _settle(self, review: ToolReview, by: str) -> bool:
+        settled = self.settle(review, by, reverted=by == REVERTED)
         if by != FIRST_SEEN:
             self._record(settled, "tool_approved", "narrowgate", {"by": by})
         return True
