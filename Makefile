@@ -30,6 +30,7 @@ provision:
 bench: $(STAMP)
 	$(PY) -m bench.run --sdk-check --json .narrowgate/bench.json
 	$(PY) -m bench.policy --json .narrowgate/bench-policy.json
+	$(PY) -m bench.stall --json .narrowgate/bench-stall.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -124,6 +124,14 @@ def _call_add(args: dict[str, Any]) -> dict[str, Any]:
 TOOL_IMPLS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"echo": _call_echo, "add": _call_add}
 
 
+def add_bulk_tools(count: int) -> None:
+    """`count` more tools named tool00000..., each an echo: a large catalog for bench/stall.py."""
+    for i in range(count):
+        name = f"tool{i:05d}"
+        TOOLS.append({**TOOLS[0], "name": name, "description": f"Bulk tool {i}: return the given text."})
+        TOOL_IMPLS[name] = _call_echo
+
+
 def _tools_call(params: dict[str, Any]) -> dict[str, Any]:
     name = params.get("name")
     impl = TOOL_IMPLS.get(name) if isinstance(name, str) else None
@@ -415,7 +423,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9101, help="0 picks a free port")
     parser.add_argument("--impl", choices=("asgi", "aiohttp"), default="asgi")
+    parser.add_argument("--bulk-tools", type=int, default=0,
+                        help="also list N tools tool00000... that echo (the reload-stall benchmark)")
     args = parser.parse_args(argv)
+    add_bulk_tools(args.bulk_tools)
     sock = _bind(args.host, args.port)
     with contextlib.suppress(KeyboardInterrupt):
         (serve_asgi if args.impl == "asgi" else serve_aiohttp)(sock)

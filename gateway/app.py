@@ -25,6 +25,7 @@ from gateway.approvals.settings import ApprovalSettings
 from gateway.approvals.step_up import StepUpFlow
 from gateway.approvals.webhook import approval_webhook_payload
 from gateway.audit import AuditEvent, AuditLog
+from gateway.audit.digests import DigestKey
 from gateway.authorization import Authorizer
 from gateway.catalog import Catalog
 from gateway.chain.monitor import ChainMonitor
@@ -62,6 +63,7 @@ from gateway.transport.sessions import SessionRegistry
 from gateway.upstream.base import MODERN_ERA
 from gateway.upstream.directory import Directory, Listing
 from gateway.upstream.pool import UpstreamPool
+from gateway.visibility_pass import VisibilityPass
 from gateway.webhooks import WebhookSender
 
 log = logging.getLogger("narrowgate")
@@ -83,7 +85,8 @@ class Gateway:
         self.background: set[asyncio.Task[None]] = set()
         self.drained = (0, 0)  # (held calls, unfinished calls) answered when the process was stopped
         self.store = open_store(settings.state)
-        self.audit = AuditLog(self.store)
+        self.digest_key = DigestKey()  # loaded from the store at start, before anything is recorded
+        self.audit = AuditLog(self.store, digests=self.digest_key.keyed)
         self.telemetry = Telemetry.from_env()
         self.build_identity()
         self.build_policy(dict(tool_schemas or {}))
@@ -128,6 +131,9 @@ class Gateway:
         self.reloader.on_change = self.announce_policy_change
         self.reloader.on_outcome = self.audit_policy_reload
         self.schema_update_failures = 0
+        # The catalog compile under way on a worker thread (see on_directory_rebuilt), if any.
+        self.policy_sync: asyncio.Task[None] | None = None
+        self.announce_lock = asyncio.Lock()  # one pass over the sessions at a time, in order
 
     def build_monitor(self) -> ChainMonitor:
         """Chain monitoring: the catalog's `egress: true` tools count as egress, besides the config's."""
@@ -214,7 +220,7 @@ class Gateway:
         """Step-up approvals: requests people decide in the console, the admin API or the CLI."""
         settings = self.settings.approvals or ApprovalSettings()
         self.approval_settings = settings
-        self.approvals = ApprovalService(self.store, self.registry, self.audit, settings)
+        self.approvals = ApprovalService(self.store, self.registry, self.audit, settings, digests=self.digest_key)
         self.tasks.on_end.append(self.approvals.task_ended)
         self.approvals.on_change.append(self.telemetry.set_approvals_pending)
         self.approval_webhook = WebhookSender(settings.webhook_url, settings.webhook_secret_env, "approval")
@@ -256,6 +262,7 @@ class Gateway:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         await self.store.migrate()
+        await self.digest_key.load(self.store)
         await self.audit.open()
         await self.registry.reload()
         if self.settings.agents_file is not None:
@@ -274,6 +281,7 @@ class Gateway:
         await self.pool.start()
         self.pool.on_rebuild = self.on_directory_rebuilt
         self.on_directory_rebuilt(self.pool.directory)
+        await self.policy_catalog_synced()  # serve with the schemas the upstreams report
         self.reloader.start()
         sweeper = asyncio.create_task(self.sweep_inactive_agents())
         down = [sid for sid, client in self.pool.clients.items() if not client.available]
@@ -327,11 +335,24 @@ class Gateway:
         if catalog is not self.applied_catalog:
             self.applied_catalog = catalog
             self.tasks.set_catalog(approved_only(catalog))  # tasks are granted reviewed tools only
-        outcome = self.policy.set_catalog(catalog, self.tool_schemas)
+        # Compiling against thousands of tools takes seconds: on a worker thread, calls meanwhile
+        # decided by the last good bundle (a tool whose entry changed is denied until the swap).
+        task = asyncio.create_task(self.apply_policy_catalog(catalog))
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        self.policy_sync = task
+
+    async def apply_policy_catalog(self, catalog: Catalog) -> None:
+        outcome = await self.policy.set_catalog_async(catalog, self.tool_schemas)
         if not outcome.ok:
             self.schema_update_failures += 1
             log.error("POLICY SCHEMA UPDATE FAILED; the last good set %s keeps serving:\n%s",
                       outcome.version, "\n".join(outcome.problems))
+
+    async def policy_catalog_synced(self) -> None:
+        """Wait until the policy engine serves the catalog the pool uses now (later changes included)."""
+        while (task := self.policy_sync) is not None and not task.done():
+            await asyncio.wait({task})
 
     def audit_policy_reload(self, outcome: ReloadOutcome, why: str) -> None:
         self.audit.record(AuditEvent(
@@ -436,24 +457,30 @@ class Gateway:
     async def announce_list_changed(self, kinds: set[str]) -> None:
         for kind in sorted(kinds):
             if kind == "tools":
-                self.announce_tool_changes()
+                await self.announce_tool_changes()
                 continue
             message = {"jsonrpc": "2.0", "method": LIST_CHANGED[kind]}
             for session in self.sessions.all():
                 session.publish(message)
             self.endpoint.listen_hub.publish(message["method"])
 
-    def announce_tool_changes(self) -> None:
+    async def announce_tool_changes(self) -> None:
         """Tell each open session or listener whose visible tools changed, and nobody else (a tool in
-        quarantine changes no one's list; its approval changes only the lists of agents who may use it)."""
+        quarantine changes no one's list; its approval changes only the lists of agents who may use it).
+
+        Once the policy engine has the current catalog; computed once per distinct caller and in
+        small steps (see VisibilityPass), so thousands of sessions do not hold up calls."""
+        await self.policy_catalog_synced()
         method = LIST_CHANGED["tools"]
-        for session in self.sessions.all():
-            now = self.methods.visible_tool_names(session.principal, session.protocol_version, session.client_info)
-            seen, session.tools_seen = session.tools_seen, now
-            if seen is not None and seen != now:
-                session.publish({"jsonrpc": "2.0", "method": method})
-        for listener in list(self.endpoint.listen_hub.listeners):
-            now = self.methods.visible_tool_names(listener.principal, MODERN_ERA, None)
-            seen, listener.tools_seen = listener.tools_seen, now
-            if seen is not None and seen != now:
-                listener.notify(method)
+        async with self.announce_lock:
+            visibility = VisibilityPass(self.methods.visible_tool_names_async)
+            for session in list(self.sessions.all()):
+                now = await visibility.names(session.principal, session.protocol_version, session.client_info)
+                seen, session.tools_seen = session.tools_seen, now
+                if seen is not None and seen != now:
+                    session.publish({"jsonrpc": "2.0", "method": method})
+            for listener in list(self.endpoint.listen_hub.listeners):
+                now = await visibility.names(listener.principal, MODERN_ERA, None)
+                seen, listener.tools_seen = listener.tools_seen, now
+                if seen is not None and seen != now:
+                    listener.notify(method)

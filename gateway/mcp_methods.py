@@ -101,7 +101,7 @@ class Methods:
 
     async def list_tools(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
         tools = self.pool.directory.tools
-        visible = self.visible_tools(ctx.principal, self.facts(ctx))
+        visible = await self.visible_tools_async(ctx.principal, self.facts(ctx))
         if ctx.session is not None:
             ctx.session.tools_seen = visible
         listed = [view.definition for name, view in tools.items() if name in visible]
@@ -109,17 +109,33 @@ class Methods:
 
     def visible_tools(self, principal: Principal, facts: RequestFacts) -> frozenset[str]:
         """What this caller may list: its grant's tools that are approved (never quarantined or rejected)
-        and that policy allows, or would allow with an approval."""
+        and that policy allows, or would allow with an approval. In one piece (the engine remembers
+        what it decided, so a repeat is cheap); on the event loop prefer visible_tools_async."""
+        return frozenset(self.authorizer.visible_tools(principal, self.listable_entries(principal), facts))
+
+    async def visible_tools_async(self, principal: Principal, facts: RequestFacts) -> frozenset[str]:
+        """visible_tools, letting other requests run between batches of a large catalog."""
+        engine = self.authorizer.engine
+        return frozenset(await engine.visible_tools_async(principal, self.listable_entries(principal), facts))
+
+    def listable_entries(self, principal: Principal) -> list[ToolEntry]:
         tools = self.pool.directory.tools
-        granted = self.tasks.visible(principal, tools)
-        entries = [tools[n].entry for n in granted if tools[n].entry.approved]
-        return frozenset(self.authorizer.visible_tools(principal, entries, facts))
+        return [view.entry for n in self.tasks.visible(principal, tools) if (view := tools[n]).entry.approved]
 
     def visible_tool_names(self, principal: Principal, era: str, client_info: dict[str, Any] | None) -> frozenset[str]:
         """visible_tools outside a request (to tell agents when their list changed); empty if the task ended."""
         try:
             return self.visible_tools(principal, self.facts_for(principal, era, client_info,
                                                                 self.tasks.facts(principal)))
+        except RpcError:
+            return frozenset()
+
+    async def visible_tool_names_async(self, principal: Principal, era: str,
+                                       client_info: dict[str, Any] | None) -> frozenset[str]:
+        """visible_tool_names, yielding between batches (for passes over every open session)."""
+        try:
+            return await self.visible_tools_async(principal, self.facts_for(principal, era, client_info,
+                                                                            self.tasks.facts(principal)))
         except RpcError:
             return frozenset()
 

@@ -136,7 +136,7 @@ async def test_list_shows_pending_requests_unless_asked_for_other_states(gw: Gat
     everything = ok(cli(gw, "list", "--all"))
     assert pending_id in everything
     assert row_of(everything, denied_id)[1:] == ["denied", "agent-b", "appr__log", "write", "tests@example.com",
-                                                 "admin:tests@example.com"]
+                                                 "tests@example.com", "(approver)"]
     denied = ok(cli(gw, "list", "--state", "denied", "--state", "expired"))
     assert denied_id in denied and pending_id not in denied
     assert pending_id not in ok(cli(gw, "list", "--agent", "agent-a"))
@@ -192,7 +192,7 @@ async def test_approve_lets_the_identical_retry_through_once(gw: Gateway) -> Non
     assert not done.is_error and done.content[0].text == "logged"
     fields = shown(ok(cli(gw, "show", approval_id)))
     assert fields["state"] == "used" and fields["comment"] == "fine by me"
-    assert fields["decided by"].startswith("admin:tests@example.com at ")
+    assert fields["decided by"].startswith("tests@example.com (approver) at ")
     assert fields["used by decision"] and "you may decide" not in fields
     again = await request_approval(gw, text)  # single use: the next identical call asks anew
     assert again != approval_id

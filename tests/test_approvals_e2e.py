@@ -22,6 +22,7 @@ import pytest
 from mcp.shared.exceptions import MCPError, UrlElicitationRequiredError
 from mcp_types import ElicitRequestParams, ElicitResult
 
+from gateway.verifier import argument_digest
 from tests.support.admin import bearer
 from tests.support.clients import ERAS, mcp_client
 from tests.support.identity_provider import TestIdentityProvider
@@ -176,7 +177,7 @@ async def test_denied_hold_fails_with_the_approvers_comment(gw: Gateway) -> None
         with pytest.raises(MCPError) as refused:
             await asyncio.wait_for(call, 15)
     assert refused.value.error.code == ACCESS_DENIED
-    assert "denied by admin:tests@example.com: not today" in refused.value.error.message
+    assert "denied by tests@example.com (approver): not today" in refused.value.error.message
     assert refused.value.error.data["approvalId"] == approval["id"]
 
 
@@ -356,6 +357,46 @@ async def test_people_with_oidc_approver_tokens_decide_by_name_and_group(gw: Gat
         assert admin(gw, "POST", f"/{group_request['id']}/approve", token=owner).status_code == 403
         decide(gw, group_request["id"], "approve", token=lead)
         assert not (await asyncio.wait_for(held, 15)).is_error
+
+
+async def test_argument_digests_leave_keyed_and_only_to_those_who_may_see_the_arguments(gw: Gateway) -> None:
+    # A small argument space (an amount, say): a plain SHA-256 next to a hidden preview is the preview.
+    arguments = {"message": f"refund {time.time_ns() % 500} EUR", "level": "info"}
+    async with mcp_client(gw.url, "token-agent-a", "legacy") as client:
+        first = await client.call_tool("appr__log", arguments)
+    approval_id = approval_meta(first)["id"]
+    owner_view = admin(gw, "GET", f"/{approval_id}")
+    assert owner_view.json()["preview"] == arguments  # the canonical arguments are these, as judged
+    plain = argument_digest(arguments)  # what anyone could compute for each guess
+
+    for response in (admin(gw, "GET", f"/{approval_id}", token=STRANGER_TOKEN),
+                     admin(gw, "GET", "?state=pending&agent=agent-a", token=STRANGER_TOKEN)):
+        assert response.status_code == 200 and plain not in response.text
+        shown = response.json().get("approvals") or [response.json()]
+        mine = [a for a in shown if a["id"] == approval_id]
+        assert mine and mine[0]["preview"] is None and mine[0]["args_digest"] is None  # neither arguments nor digest
+
+    keyed = owner_view.json()["args_digest"]
+    assert keyed.startswith("hmac-sha256:") and len(keyed) == len("hmac-sha256:") + 64
+    assert plain not in owner_view.text and plain not in keyed
+    async with mcp_client(gw.url, "token-agent-a", "2026-07-28") as client:  # the same call: the same request
+        again = await client.call_tool("appr__log", arguments)
+    assert approval_meta(again)["id"] == approval_id
+    assert admin(gw, "GET", f"/{approval_id}").json()["args_digest"] == keyed
+    decide(gw, approval_id, "deny")
+
+    import subprocess
+
+    from tests.support.processes import NARROWGATE
+
+    out = subprocess.run([str(NARROWGATE), "audit", "export", "--config", str(gw.workdir / "gateway.yaml")],
+                         capture_output=True, text=True, timeout=60, cwd=gw.workdir)
+    assert out.returncode == 0, out.stderr
+    assert plain not in out.stdout  # the audit log, as people read it, holds only the keyed digest
+    records = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    ours = [r for r in records if r["detail"].get("approval_id") == approval_id
+            or r["decision_id"] == approval_meta(first)["decisionId"]]
+    assert len(ours) >= 3 and {r["args_digest"] for r in ours} == {keyed}
 
 
 # --- the protocol's own ways to send a person to a URL -------------------------------------------

@@ -26,6 +26,7 @@ from gateway.approvals.model import (
 from gateway.approvals.service import COMMENT_MAX, ApprovalService
 from gateway.approvals.settings import ApprovalSettings
 from gateway.audit import AuditLog
+from gateway.audit.digests import DigestKey
 from gateway.catalog import Catalog, HttpTransport, ServerEntry, ToolEntry
 from gateway.registry.service import Registry
 from gateway.store import Store
@@ -485,6 +486,68 @@ async def test_a_restarted_service_restores_open_approvals(services: Services, s
     assert (await restarted.decide(pending.id, ALICE, approve=True)).state is ApprovalState.APPROVED
 
 
+async def test_a_restart_abandons_held_requests_and_keeps_those_an_agent_will_retry(
+        services: Services, service: ApprovalService, store: Store, audit: AuditLog, clock: FakeClock) -> None:
+    held = await service.request(replace(draft(clock), mode="hold"))
+    held_and_granted = await service.request(replace(draft(clock, digest="digest-2"), mode="hold"))
+    await service.decide(held_and_granted.id, ALICE, approve=True)  # granted, but its held call died
+    told = await service.request(replace(draft(clock, digest="digest-3"), mode="hold"))
+    await service.told_to_retry(told.id)  # e.g. the hold timed out: the agent got the pending answer
+    pending = await service.request(draft(clock, digest="digest-4"))
+    await service.close()
+
+    restarted = await services.open()
+    await restarted.close()  # writes what it settled
+    for approval in (held, held_and_granted):
+        stored = await store.get_approval(approval.id)
+        assert stored is not None and stored.state is ApprovalState.ABANDONED
+        assert stored.end_reason is not None and "the gateway restarted" in stored.end_reason
+        assert restarted.usable(*binding(approval)) is None
+        with pytest.raises(ApprovalError, match="already abandoned"):
+            await restarted.decide(approval.id, ALICE, approve=True)
+    assert {a.id for a in await restarted.list(["pending"])} == {told.id, pending.id}
+    assert (await restarted.get(told.id)).mode == "pending"
+    await audit.flush()
+    abandoned = await store.audit_records(AuditQuery(kind="approval"))
+    assert {r["detail"]["approval_id"] for r in abandoned if r["action"] == "abandoned"} == {
+        held.id, held_and_granted.id}
+
+
+async def test_a_held_request_is_abandoned_when_its_last_waiter_leaves(service: ApprovalService, store: Store,
+                                                                      clock: FakeClock) -> None:
+    approval = await service.request(replace(draft(clock), mode="hold"))
+    service.hold_begins(approval.id)
+    service.hold_begins(approval.id)  # an identical call waits on the same request
+    service.hold_ends(approval.id, "abandoned: first client left")
+    assert service.is_held(approval.id) and service.current(approval.id) is not None  # one still waits
+    service.hold_ends(approval.id, "abandoned: second client left")
+    assert not service.is_held(approval.id) and service.current(approval.id) is None
+    shown = await service.get(approval.id)
+    assert shown.state is ApprovalState.ABANDONED and shown.end_reason == "abandoned: second client left"
+    assert await eventually(lambda: _stored_state(store, approval.id, ApprovalState.ABANDONED))
+
+
+async def test_a_hold_that_ends_with_its_answer_or_for_a_retry_abandons_nothing(service: ApprovalService,
+                                                                               clock: FakeClock) -> None:
+    answered = await service.request(replace(draft(clock), mode="hold"))
+    service.hold_begins(answered.id)
+    service.hold_ends(answered.id)  # the call got its answer (here: still pending after the hold timed out)
+    told = await service.request(replace(draft(clock, digest="digest-2"), mode="hold"))
+    service.hold_begins(told.id)
+    await service.told_to_retry(told.id)
+    service.hold_ends(told.id, "abandoned: the client left")  # a retry was promised: it stays good
+    pending_mode = await service.request(draft(clock, digest="digest-3"))
+    service.hold_begins(pending_mode.id)
+    service.hold_ends(pending_mode.id, "abandoned: the client left")
+    for approval in (answered, told, pending_mode):
+        assert (await service.get(approval.id)).state is ApprovalState.PENDING
+
+
+async def _stored_state(store: Store, approval_id: str, state: ApprovalState) -> bool:
+    stored = await store.get_approval(approval_id)
+    return stored is not None and stored.state is state
+
+
 async def test_a_restart_after_the_expiry_expires_them(services: Services, service: ApprovalService, store: Store,
                                                        clock: FakeClock) -> None:
     approval = await service.request(draft(clock, ttl=60))
@@ -560,6 +623,29 @@ async def test_arguments_are_shown_to_the_people_who_may_decide(service: Approva
     approval = await service.request(draft(clock))
     assert service.may_see_arguments(approval, ALICE) and service.may_see_arguments(approval, ROOT)
     assert not service.may_see_arguments(approval, MALLORY)
+
+
+async def test_only_those_who_may_see_the_arguments_get_their_digest_and_only_keyed(
+        services: Services, clock: FakeClock) -> None:
+    service = await services.open()
+    service.digests = DigestKey(b"k" * 32)
+    approval = await service.request(replace(draft(clock), args_digest="ab" * 32))
+    theirs = service.shown_to(approval, MALLORY)
+    assert theirs["preview"] is None and theirs["args_digest"] is None and "preview_hidden" in theirs
+    owners = service.shown_to(approval, ALICE)
+    assert owners["preview"] == {"body": "hello"}
+    assert owners["args_digest"] == DigestKey(b"k" * 32).keyed("ab" * 32) != "ab" * 32
+    assert "ab" * 32 not in str(owners) and "ab" * 32 not in str(theirs)
+    service.digests = None  # no key: no digest at all, never the plain one
+    assert service.shown_to(approval, ALICE)["args_digest"] is None
+
+
+async def test_a_decision_names_the_person_as_people_read_it(service: ApprovalService, clock: FakeClock) -> None:
+    approval = await service.request(draft(clock))
+    decided = await service.decide(approval.id, ALICE, approve=False)
+    assert decided.decided_by == "admin:alice@example.com"  # the audit actor stays as it was
+    assert decided.decided_by_label == "alice@example.com (approver)"
+    assert ROOT.label == "root (admin)"
 
 
 async def test_usable_skips_an_approval_that_does_not_cover_the_call(service: ApprovalService,

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from gateway.approvals.arguments import HIDDEN, MAX_ITEMS, MAX_STRING, approver_view
+from gateway.approvals.arguments import (
+    HIDDEN,
+    MAX_ITEMS,
+    MAX_STRING,
+    SUMMARY_CHARS,
+    approver_view,
+    argument_summary,
+)
 
 
 def test_financial_and_personal_values_are_shown_in_full_so_the_call_can_be_judged() -> None:
@@ -31,3 +38,17 @@ def test_no_arguments_is_none() -> None:
 def test_everything_under_a_secret_looking_key_is_hidden_whatever_its_shape() -> None:
     shown = approver_view({"password": ["hunter2"], "token": {"value": "abc"}, "user": "ann"}, [])
     assert shown == {"password": HIDDEN, "token": HIDDEN, "user": "ann"}
+
+
+def test_the_inbox_summary_tells_two_calls_apart_and_keeps_secrets_hidden() -> None:
+    one = argument_summary(approver_view({"amount": 120, "to": "acme", "token": "t0ps3cret"}, ["financial"]))
+    other = argument_summary(approver_view({"amount": 75, "to": "acme", "token": "t0ps3cret"}, ["financial"]))
+    assert one == 'amount=120, to="acme", token=[hidden]' and other == 'amount=75, to="acme", token=[hidden]'
+    assert "t0ps3cret" not in one
+
+
+def test_the_inbox_summary_stays_one_short_line() -> None:
+    summary = argument_summary({"body": "x" * 500, "items": list(range(50)), "nested": {"a": {"b": 1}}, "more": 1,
+                                "and": "more", "still": "more values", "last": "one"})
+    assert len(summary) <= SUMMARY_CHARS and summary.endswith("…") and "\n" not in summary
+    assert argument_summary({}) == "(no arguments)" and argument_summary(None) == ""

@@ -93,7 +93,7 @@ def test_approvals_have_safe_defaults(tmp_path: Path, text: str) -> None:
     approvals = load_settings(write(tmp_path / "gw.yaml", text), environ={}).approvals
     assert approvals == ApprovalSettings()
     assert (approvals.ttl_s, approvals.hold_timeout_s, approvals.keepalive_s) == (900, 900, 15)
-    assert approvals.default_mode == "hold"
+    assert approvals.default_mode == "auto"  # hold only clients that can be sent to the console
     assert approvals.forbid_self_approval is False and approvals.admins_may_approve is False
     assert approvals.webhook_url is None and approvals.webhook_secret_env is None
 
@@ -124,7 +124,7 @@ def test_approvals_section_is_read_in_full_and_from_the_environment(tmp_path: Pa
 
 @pytest.mark.parametrize(("text", "message"), [
     ("approvals: [ttl]\n", "approvals must be a mapping"),
-    ("approvals: {default_mode: maybe}\n", "approvals.default_mode must be one of hold, pending"),
+    ("approvals: {default_mode: maybe}\n", "approvals.default_mode must be one of auto, hold, pending"),
     ("approvals: {ttl: soon}\n", "approvals.ttl must be a duration"),
     ("approvals: {ttl: 15x}\n", "approvals.ttl must be a duration"),
     ("approvals: {ttl: m}\n", "approvals.ttl must be a duration"),

@@ -22,6 +22,8 @@ from starlette.responses import Response
 from gateway.approvals.model import Approver
 from gateway.console.security import CookiePolicy, origin_of, safe_next
 from gateway.console.sessions import LoginThrottle, SessionStore
+from gateway.console.views import actor_label, entitlement_lines
+from gateway.registry.model import Entitlement
 from tests.support.admin import bearer
 from tests.support.clients import mcp_client
 from tests.support.console import Browser, form_field
@@ -166,6 +168,9 @@ def test_wrong_and_agent_credentials_are_refused(gw: Gateway) -> None:
     browser = Browser(gw)
     wrong = browser.login("not-a-real-token")
     assert wrong.status_code == 401 and "Sign-in refused" in wrong.text
+    assert "unknown token" in wrong.text and "JWT (header" not in wrong.text  # a typo, not a JWT problem
+    mistyped = browser.login(OWNER_TOKEN[:-1])
+    assert mistyped.status_code == 401 and "unknown token" in mistyped.text
     assert "narrowgate_console" not in set_cookies(wrong)
     agent = browser.login("token-agent-a")
     assert agent.status_code == 403 and "agent credentials" in agent.text
@@ -277,7 +282,9 @@ async def test_approving_through_the_form_lets_the_identical_retry_through(gw: G
     decided = owner.post(f"/console/approvals/{approval_id}/decide", {"action": "approve", "comment": "ok by me"})
     assert decided.status_code == 303 and decided.headers["location"] == f"/console/approvals/{approval_id}"
     shown = owner.get(decided.headers["location"]).text
-    assert f"You approved {approval_id}." in shown and "admin:tests@example.com" in shown and "ok by me" in shown
+    assert f"You approved {approval_id}." in shown and "ok by me" in shown
+    assert '<dd id="decided-by">tests@example.com (approver)</dd>' in shown  # a name, not the audit actor
+    assert "admin:tests@example.com" not in shown
     assert 'id="approve"' not in shown
     async with mcp_client(gw.url, AGENT_TOKENS["agent-a"], "legacy") as client:
         retry = await client.call_tool("cons__log", {"message": message, "level": "info"})
@@ -285,6 +292,7 @@ async def test_approving_through_the_form_lets_the_identical_retry_through(gw: G
     assert approval_state(gw, approval_id) == "used"
     history = owner.get("/console/history").text
     assert f'data-approval-id="{approval_id}"' in history and "ok by me" in history
+    assert "tests@example.com (approver)" in history and "admin:tests@example.com" not in history
     again = owner.post(f"/console/approvals/{approval_id}/decide", {"action": "deny"})
     assert again.status_code == 409 and "already used" in again.text
 
@@ -339,7 +347,76 @@ async def test_argument_previews_are_escaped(gw: Gateway, owner: Browser) -> Non
     deny_quietly(gw, approval_id)
 
 
+def inbox_row(page: str, approval_id: str) -> str:
+    found = re.search(rf'<tr class="approval-row" data-approval-id="{approval_id}">(.*?)</tr>', page, re.S)
+    assert found is not None, f"{approval_id} is not in the inbox"
+    return found.group(1)
+
+
+async def test_the_inbox_sums_up_each_requests_arguments_for_those_who_may_see_them(
+        gw: Gateway, owner: Browser, stranger: Browser) -> None:
+    first = await pending_approval(gw, f"refund 120 EUR to acme {time.time_ns()}")
+    second = await pending_approval(gw, f"refund 75 EUR to acme {time.time_ns()}")
+    inbox = owner.get("/console").text
+    rows = [inbox_row(inbox, first), inbox_row(inbox, second)]
+    assert '<code class="args">level=&#34;info&#34;, message=&#34;refund 120 EUR' in rows[0] \
+        or 'message=&#34;refund 120 EUR' in rows[0]
+    assert "refund 75 EUR" in rows[1] and "refund 120 EUR" not in rows[1]  # two refunds no longer look alike
+    theirs = stranger.get("/console").text
+    assert "refund 120 EUR" not in theirs and "refund 75 EUR" not in theirs
+    assert "arguments shown only to those who may decide" in inbox_row(theirs, first)
+    assert "pending: the agent retries" in rows[0]
+    for approval_id in (first, second):
+        deny_quietly(gw, approval_id)
+
+
+async def test_secrets_stay_hidden_in_the_inbox_summary(gw: Gateway, owner: Browser) -> None:
+    async with mcp_client(gw.url, AGENT_TOKENS["agent-a"], "legacy") as client:
+        first = await client.call_tool("cons__log", {"message": "Bearer abcdefghijklmnopqrstuvwxyz0123456789",
+                                                     "level": "info"})
+    approval_id = str((first.meta or {})["narrowgate/approval"]["id"])
+    row = inbox_row(owner.get("/console").text, approval_id)
+    assert "[hidden]" in row and "abcdefghijklmnop" not in row
+    deny_quietly(gw, approval_id)
+
+
+async def test_one_approved_calls_decisions_link_to_each_other(gw: Gateway, owner: Browser) -> None:
+    message = f"console-linked-{time.time_ns()}"
+    async with mcp_client(gw.url, AGENT_TOKENS["agent-b"], "legacy") as client:
+        first = await client.call_tool("cons__log", {"message": message, "level": "info"})
+        meta = (first.meta or {})["narrowgate/approval"]
+        approval_id, asked = str(meta["id"]), str(meta["decisionId"])
+        owner.post(f"/console/approvals/{approval_id}/decide", {"action": "approve"})
+        assert not (await client.call_tool("cons__log", {"message": message, "level": "info"})).is_error
+    used = httpx2.get(f"{gw.base}/admin/v1/approvals/{approval_id}", headers=bearer(OWNER_TOKEN), timeout=10).json()
+    retried = str(used["used_decision_id"])  # the retry's own step-up, which used the approval
+    detail = ""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "ran with this approval" not in detail:  # audit writes in the background
+        detail = owner.get(f"/console/approvals/{approval_id}").text
+        await asyncio.sleep(0.1)
+    table = detail.split('id="call-decisions"')[1]
+    row = r'data-decision-id="(dec_[0-9a-f]+)">.*?class="decision decision-(\w+)".*?<small>([^<]+)</small>'
+    found = re.findall(row, table, re.S)
+    rows = {decision_id: (outcome, role) for decision_id, outcome, role in found}
+    assert rows[asked] == ("step_up", "asked for this approval")
+    assert rows[retried] == ("step_up", "used this approval")
+    [ran] = [d for d, (outcome, role) in rows.items() if role == "ran with this approval"]
+    assert rows[ran][0] == "allow"
+    decisions = owner.get("/console/decisions").text
+    linked = re.findall(rf'data-decision-id="(dec_[0-9a-f]+)" data-approval-id="{approval_id}"', decisions)
+    assert sorted(linked) == sorted([asked, retried, ran])  # three rows, one call, one approval
+    assert f'href="/console/approvals/{approval_id}"' in decisions
+
+
 # --- agents, tasks and decisions -----------------------------------------------------------------
+
+
+def test_the_agents_page_shows_what_each_agent_may_be_granted(owner: Browser) -> None:
+    page = owner.get("/console/agents").text
+    row = re.search(r'data-agent-id="agent-a">(.*?)</tr>', page, re.S)
+    assert row is not None
+    assert "servers: cons" in row.group(1) and "calls without a task allowed" in row.group(1)
 
 
 async def test_approvers_cannot_suspend_agents_but_admins_can(gw: Gateway, owner: Browser, admin: Browser) -> None:
@@ -487,3 +564,19 @@ def test_origins_and_next_paths() -> None:
     assert safe_next("/console/approvals/apr_1") == "/console/approvals/apr_1"
     for bad in (None, "", "/", "/console/./x", "/console/%2e%2e/x", "/console?next=//evil", "/console/a b"):
         assert safe_next(bad) == "/console"
+
+
+def test_actors_are_named_as_people_read_them() -> None:
+    roles = {"alice": "admin", "tests@example.com": "approver"}
+    assert actor_label("admin:alice", roles) == "alice (admin)"
+    assert actor_label("admin:tests@example.com", roles) == "tests@example.com (approver)"
+    assert actor_label("admin:gone", roles) == "gone"  # a token since removed from the config
+    assert actor_label("oidc:u-1001", roles) == "u-1001 (OIDC)"
+    assert actor_label("narrowgate", roles) == "the gateway" and actor_label("agent-a", roles) == "agent-a"
+    assert actor_label(None, roles) == "—"
+
+
+def test_entitlements_read_as_lines() -> None:
+    assert entitlement_lines(Entitlement(tools=("gh__comment",), servers=("docs",))) == [
+        "servers: docs", "tools: gh__comment", "calls need a task token"]
+    assert entitlement_lines(Entitlement(require_task=False)) == ["nothing", "calls without a task allowed"]

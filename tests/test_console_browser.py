@@ -16,31 +16,50 @@ from typing import Any
 
 import httpx2
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
+from tests.support import browser
 from tests.support.admin import bearer
+from tests.support.browser import chromium
 from tests.support.clients import mcp_client
-from tests.support.processes import ADMIN_TOKEN, Gateway, behaviour_manifest
+from tests.support.processes import ADMIN_TOKEN, Gateway, behaviour_manifest, cedar_copy
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-INSTALL_HINT = "install Debian's browser and driver: apt-get install chromium chromium-driver"
 OWNER_TOKEN = "browser-owner-token"  # tests@example.com, the test agent's owner
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 COMMENT = "checked in the browser test"
+PENDING_LOG_POLICY = """\
+@id("browser-log-needs-approval")
+@reason("writing to the log needs an approval")
+@step_up("pending")
+forbid (principal, action == Action::"brow__log", resource)
+unless { context.approval.granted };
+"""
+LAPTOP = (1366, 768)
+# What the inbox looks like to a script: horizontal overflow, and how many lines each time takes.
+MEASURE_INBOX = """
+const lines = (element) => {
+  const height = parseFloat(getComputedStyle(element).lineHeight);
+  return Math.round(element.getBoundingClientRect().height / height);
+};
+const cells = [...document.querySelectorAll('tr.approval-row td.when')];
+return {
+  overflow: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+  created: cells.map((td) => lines(td.querySelector('time'))),
+  expires: cells.map((td) => lines(td.querySelector('small'))),
+  args: [...document.querySelectorAll('tr.approval-row code.args')].map((code) => code.textContent),
+};
+"""
 
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int) -> Iterator[Gateway]:
     manifest = behaviour_manifest("brow", {"url": f"http://127.0.0.1:{behaviour_http}/mcp"}, timeout_s=10,
-                                  tools=("echo",))
+                                  tools=("echo", "log"))
     manifest["tools"][0]["risk"] = "privileged"  # held by the shipped cedar/policies/30-step-up-risk.cedar
-    gateway = Gateway(tmp_path_factory.mktemp("console-browser"), [manifest], extra_config={
+    workdir = tmp_path_factory.mktemp("console-browser")
+    gateway = Gateway(workdir, [manifest], extra_config={
+        "policies": str(cedar_copy(workdir / "cedar", **{"70-tests": PENDING_LOG_POLICY})),
         "admin": {"tokens": [{"name": "test-admin", "token": ADMIN_TOKEN},
                              {"name": "tests@example.com", "token": OWNER_TOKEN, "role": "approver"}]},
         "approvals": {"keepalive": "1s"},
@@ -48,21 +67,6 @@ def gw(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int) -> Iterato
     gateway.start()
     yield gateway
     gateway.stop()
-
-
-def chromium(user_data_dir: Path) -> WebDriver:
-    missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.exists()]
-    if missing:
-        pytest.fail(f"the console's browser test needs {' and '.join(missing)}: {INSTALL_HINT}")
-    options = Options()
-    options.binary_location = str(CHROMIUM)
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--disable-quic", "--no-first-run", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync", "--window-size=1400,1000",
-                     f"--user-data-dir={user_data_dir}"):
-        options.add_argument(argument)
-    # Giving the driver's path keeps Selenium Manager (which would download drivers) out of it entirely.
-    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
 
 
 def pending_approval_id(gw: Gateway, tool: str, timeout_s: float = 15) -> str:
@@ -125,6 +129,7 @@ async def test_a_person_approves_a_held_call_in_the_browser(gw: Gateway, tmp_pat
     assert not result.is_error and text_of(result) == text
     assert seen["inbox_url"] == f"{gw.base}/console"
     assert "brow__echo" in seen["row"] and "privileged" in seen["row"] and "agent-a" in seen["row"]
+    assert "held: the call is waiting" in seen["row"] and 'text="approved-in-a-browser-' in seen["row"]
     assert seen["pending_count"] == "1"
     assert text in seen["preview"]
     assert seen["flash"] == f"You approved {approval_id}." and seen["state"] in ("approved", "used")
@@ -135,8 +140,48 @@ async def test_a_person_approves_a_held_call_in_the_browser(gw: Gateway, tmp_pat
     assert len(image) > len(PNG_MAGIC) and image.startswith(PNG_MAGIC)
 
 
+def inbox_on_a_laptop(base: str, user_data_dir: Path, screenshot: Path) -> dict[str, Any]:
+    driver = chromium(user_data_dir, window=LAPTOP)
+    try:
+        driver.set_page_load_timeout(30)
+        wait = WebDriverWait(driver, 20)
+        driver.get(f"{base}/console/login")
+        wait.until(lambda d: d.find_elements(By.ID, "credential"))
+        driver.find_element(By.ID, "credential").send_keys(OWNER_TOKEN)
+        driver.find_element(By.ID, "sign-in").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".approval-row"))
+        driver.save_screenshot(str(screenshot))
+        return dict(driver.execute_script(MEASURE_INBOX))
+    finally:
+        driver.quit()
+
+
+async def test_the_inbox_reads_well_on_a_1366_pixel_laptop(gw: Gateway, tmp_path: Path) -> None:
+    amounts = (120, 75, 1999)
+    asked_for: list[str] = []
+    async with mcp_client(gw.url, "token-agent-a", "legacy") as client:
+        for amount in amounts:
+            asked = await client.call_tool("brow__log", {"message": f"refund {amount} EUR to ACME Corporation for "
+                                                                    f"invoice 2026-{amount}", "level": "info"})
+            assert asked.is_error and "retry the identical call" in text_of(asked)
+            asked_for.append((asked.meta or {})["narrowgate/approval"]["id"])
+    screenshot = tmp_path / "console-inbox-1366.png"
+    try:
+        seen = await asyncio.to_thread(inbox_on_a_laptop, gw.base, tmp_path / "chromium", screenshot)
+    finally:
+        for approval_id in asked_for:  # leave the inbox as it was for the other tests
+            httpx2.post(f"{gw.base}/admin/v1/approvals/{approval_id}/deny", headers=bearer(OWNER_TOKEN), json={},
+                        timeout=10)
+    assert seen["overflow"] <= 0, seen  # nothing to scroll sideways
+    assert len(seen["created"]) >= len(amounts)
+    assert set(seen["created"]) == {1} and set(seen["expires"]) == {1}, seen  # each time on one line
+    for amount in amounts:  # two refunds of one tool look different
+        assert any(f"refund {amount} EUR" in args for args in seen["args"]), seen["args"]
+    assert screenshot.read_bytes().startswith(PNG_MAGIC)
+
+
 def test_a_missing_browser_fails_the_test_with_how_to_install_it(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(f"{__name__}.CHROMIUM", tmp_path / "no-chromium-here")
+    monkeypatch.setattr(browser, "CHROMIUM", tmp_path / "no-chromium-here")
     with pytest.raises(pytest.fail.Exception, match="apt-get install chromium chromium-driver"):
         chromium(tmp_path / "profile")

@@ -257,7 +257,7 @@ async def test_a_discovered_tool_needs_a_risk_tier_and_then_agents_can_call_it(
     assert decided.status_code == 303 and decided.headers["location"] == "/console/catalog/docs/word_count"
     detail = owner.get(decided.headers["location"]).text
     assert "You approved docs__word_count." in detail
-    assert element(detail, "tool-status") == "approved" and element(detail, "reviewed-by") == f"admin:{OWNER}"
+    assert element(detail, "tool-status") == "approved" and element(detail, "reviewed-by") == f"{OWNER} (approver)"
     assert 'id="approve-tool"' not in detail
     record = review(gw, "word_count")
     assert record is not None and record["status"] == "approved" and record["reviewed_by"] == f"admin:{OWNER}"

@@ -46,6 +46,7 @@ from gateway.verifier import argument_digest
 from tests.support.clients import ERAS
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.support.processes import ADMIN_TOKEN, NARROWGATE, REPO, Gateway, behaviour_manifest, static_agent
+from tests.support.state import stored_digest_key
 
 MODERN = "2026-07-28"
 ACCEPT = "application/json, text/event-stream"
@@ -426,13 +427,15 @@ def test_audit_records_join_the_agent_the_trace_and_the_cli(traced: Gateway, rec
     text, records = exported_until(config, complete)
     assert complete(records), records[-10:]
     by_id = {r["decision_id"]: r for r in records if r.get("decision_id") and r["kind"] == "decision"}
+    digest_key = stored_digest_key(traced.workdir / "state.db")
     for label, (tool, args) in calls.items():
         record = by_id[decision_ids[label]]
         assert record["kind"] == "decision" and record["tool"] == tool, record
         assert record["agent_id"] == "agent-a" and record["actor"] == "agent-a"
         assert record["decision"] == spans[label].attributes[A.DECISION]
         assert record["trace_id"] == spans[label].trace_id, label
-        assert record["args_digest"] == argument_digest(args), label
+        # Keyed with the gateway's own secret: only whoever holds the state store can match arguments to it.
+        assert record["args_digest"] == digest_key.keyed(argument_digest(args)), label
     assert by_id[decision_ids["deny"]]["decision"] == "deny"
     assert by_id[decision_ids["step_up"]]["decision"] == "step_up"
     assert by_id[decision_ids["step_up"]]["policy_ids"] == ["step-up-privileged-destructive"]

@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from gateway.admin.auth import AdminAuthenticator
 from gateway.admin.http import Endpoint, admin_route, error_response, json_response, read_json
-from gateway.approvals.model import ApprovalError, ApprovalState, Approver
+from gateway.approvals.model import Approval, ApprovalError, ApprovalState, Approver
 from gateway.approvals.service import ApprovalService
 from gateway.console.links import approval_path
 
@@ -69,11 +69,8 @@ class ApprovalsApi:
         decided = await self.approvals.decide(request.path_params["approval_id"], person, DECISIONS[action], comment)
         return json_response(self.view(decided, person))
 
-    def view(self, approval: Any, person: Approver) -> dict[str, Any]:
-        data: dict[str, Any] = approval.to_dict()
-        if not self.approvals.may_see_arguments(approval, person):
-            data["preview"] = None
-            data["preview_hidden"] = "the arguments are shown only to the people who may decide this request"
+    def view(self, approval: Approval, person: Approver) -> dict[str, Any]:
+        data = self.approvals.shown_to(approval, person)
         data["url"] = self.base_url + approval_path(approval.id)
         if approval.state is ApprovalState.PENDING:
             refusal = self.approvals.refusal(approval, person)

@@ -13,7 +13,7 @@ from typing import Any
 
 from gateway.approvals.model import Approver
 from gateway.config import Settings
-from gateway.identity.static_tokens import StaticTokenTable
+from gateway.identity.static_tokens import UNKNOWN_TOKEN, StaticTokenTable, cannot_be_jwt
 from gateway.identity.verified import TokenRejected
 from gateway.identity.verifier import TokenVerifier
 from gateway.registry.service import Registry
@@ -67,6 +67,8 @@ class AdminAuthenticator:
         if self.agent_tokens.lookup(token) is not None or self.is_task_token(token):
             log.warning("an agent's token was presented to the admin API; refused")
             raise AdminAuthError(403, "agent credentials cannot use the admin API")
+        if cannot_be_jwt(token):
+            raise AdminAuthError(401, UNKNOWN_TOKEN)
         try:
             verified = await self.verifier.verify(token)
         except TokenRejected as exc:

@@ -348,7 +348,7 @@ def _outcome(approval: dict[str, Any], now: float) -> str:
     """Pending: how long it has left; decided: by whom; otherwise why it ended."""
     if approval["state"] == ApprovalState.PENDING.value:
         return _duration(approval["expires_at"] - now)
-    return approval.get("decided_by") or approval.get("end_reason") or "-"
+    return approval.get("decided_by_label") or approval.get("decided_by") or approval.get("end_reason") or "-"
 
 
 def _duration(seconds: float) -> str:
@@ -390,7 +390,8 @@ def _approval_lines(approval: dict[str, Any]) -> list[tuple[str, str]]:
         ("who decides", who_decides),
     ]
     if approval.get("decided_by") is not None:
-        lines.append(("decided by", f"{approval['decided_by']} at {_when(approval.get('decided_at'))}"))
+        who = approval.get("decided_by_label") or approval["decided_by"]
+        lines.append(("decided by", f"{who} at {_when(approval.get('decided_at'))}"))
     lines += [(label, str(approval[key])) for label, key in (("comment", "comment"), ("ended", "end_reason"),
                                                               ("used by decision", "used_decision_id"))
               if approval.get(key)]

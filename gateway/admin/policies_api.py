@@ -37,7 +37,7 @@ class PoliciesApi:
         return json_response(self.engine.status())
 
     async def reload(self, actor: str) -> Response:
-        outcome = self.reloader.reload(f"admin API ({actor})")
+        outcome = await self.reloader.reload(f"admin API ({actor})")
         body = {"ok": outcome.ok, "version": outcome.version, "changed": outcome.changed, "problems": outcome.problems}
         return json_response(body, 200 if outcome.ok else 422)
 

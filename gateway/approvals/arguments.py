@@ -9,6 +9,7 @@ hidden or shortened says so in place. Only people who may decide the request (an
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -56,3 +57,24 @@ def _object(value: Mapping[str, Any], secret_tool: bool, depth: int) -> dict[str
     if len(keys) > MAX_ITEMS:
         shown["[not shown]"] = f"{len(keys) - MAX_ITEMS} more keys"
     return shown
+
+
+SUMMARY_CHARS = 120  # one line of an inbox row
+SUMMARY_VALUE_CHARS = 40
+
+
+def argument_summary(preview: Any, limit: int = SUMMARY_CHARS) -> str:
+    """One short line from an approver_view preview (secrets already hidden), e.g.
+    `amount=120, currency="EUR", to="acme"`: enough to tell two requests of one tool apart."""
+    if not isinstance(preview, Mapping):
+        return ""
+    parts = [f"{key}={_short(value)}" for key, value in preview.items()]
+    line = ", ".join(parts) if parts else "(no arguments)"
+    return line if len(line) <= limit else line[:limit - 1] + "…"
+
+
+def _short(value: Any) -> str:
+    if value == HIDDEN:
+        return "[hidden]"
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    return text if len(text) <= SUMMARY_VALUE_CHARS else text[:SUMMARY_VALUE_CHARS - 1] + "…"

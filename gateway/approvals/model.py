@@ -14,10 +14,13 @@ class ApprovalState(StrEnum):
     EXPIRED = "expired"  # nobody decided in time, or an approval went unused in time
     USED = "used"  # the one call it was good for has been made
     CANCELLED = "cancelled"  # its task ended or its agent stopped being active
+    ABANDONED = "abandoned"  # the held call it was asked for is gone (client left, call cancelled, restart)
 
 
 OPEN_STATES = frozenset({ApprovalState.PENDING, ApprovalState.APPROVED})
 MODES = ("hold", "pending")
+# approvals.default_mode may also be "auto": hold when the client can send a person to a URL, else pending.
+DEFAULT_MODES = ("auto", *MODES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +54,8 @@ class Approval:
     approvers_group: str | None = None  # from @approvers (comma-separated: in every group); None: the owner
     task_started_by: str | None = None
     # The outcome.
-    decided_by: str | None = None
+    decided_by: str | None = None  # the actor, as the audit log records it ("admin:alice", "oidc:sub")
+    decided_by_label: str | None = None  # the same person as people read it ("alice (approver)")
     decided_at: float | None = None
     comment: str | None = None
     used_at: float | None = None
@@ -97,6 +101,11 @@ class Approver:
     @property
     def is_admin(self) -> bool:
         return "admin" in self.roles
+
+    @property
+    def label(self) -> str:
+        """How pages and messages name this person: their name and role, not the audit actor."""
+        return f"{self.name} ({'admin' if self.is_admin else 'approver'})"
 
 
 class ApprovalError(Exception):

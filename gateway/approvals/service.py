@@ -5,6 +5,10 @@ retried call to its approval without touching disk; every change is written to t
 console's inbox and history) and recorded in the audit log. A request is good for exactly one call
 with the same agent, task, tool, canonical arguments and policy version; it dies when it is used,
 denied, expires, or its task ends or its agent stops being active.
+
+A hold-mode request exists for the calls waiting on it. When the last of them is gone (its client
+disconnected or cancelled it, or the gateway restarted) and no agent was told to retry, nobody is
+left to receive the outcome: the request is abandoned, so approving it later grants nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from gateway.approvals.model import (
 )
 from gateway.approvals.settings import ApprovalSettings
 from gateway.audit import AuditEvent, AuditLog
+from gateway.audit.digests import DigestKey
 from gateway.registry.model import Agent, Lifecycle, LifecycleEvent
 from gateway.registry.service import Registry
 from gateway.store.base import Store
@@ -39,12 +44,14 @@ Clock = Callable[[], float]
 Observer = Callable[[Approval], None]
 SWEEP_INTERVAL_S = 5.0
 COMMENT_MAX = 2000
+RESTARTED = "abandoned: the gateway restarted while the agent's call was held (a held call does not survive a restart)"
 
 
 class ApprovalService:
     def __init__(self, store: Store, registry: Registry, audit: AuditLog, settings: ApprovalSettings,
-                 clock: Clock = time.time) -> None:
+                 clock: Clock = time.time, digests: DigestKey | None = None) -> None:
         self.store = store
+        self.digests = digests  # keys the argument digest before a person sees it (None: never shown)
         self.registry = registry
         self.audit = audit
         self.settings = settings
@@ -54,6 +61,7 @@ class ApprovalService:
         self._open: dict[str, Approval] = {}
         self._changed: dict[str, asyncio.Event] = {}
         self._unsaved: dict[str, Approval] = {}  # closed in memory, row not yet written (see _persist_later)
+        self._waiters: dict[str, int] = {}  # approval id -> held calls waiting on it in this process
         self._lock = asyncio.Lock()
         self._sweeper: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -63,6 +71,8 @@ class ApprovalService:
     async def open(self, *, background: bool = True) -> None:
         for approval in await self.store.list_approvals(states=[s.value for s in OPEN_STATES], limit=100_000):
             self._open[approval.id] = approval
+        for approval_id in list(self._open):  # their held calls ended with the previous process
+            self._abandon(approval_id, RESTARTED)
         if self._agent_changed not in self.registry.observers:
             self.registry.observe(self._agent_changed)
         await self.sweep()
@@ -158,6 +168,48 @@ class ApprovalService:
         approval = self._open.get(approval_id)
         return None if approval is None else approval.effective(self.clock())
 
+    # held calls
+
+    def hold_begins(self, approval_id: str) -> None:
+        """A call now waits on this request (several identical calls may wait on one)."""
+        self._waiters[approval_id] = self._waiters.get(approval_id, 0) + 1
+
+    def hold_ends(self, approval_id: str, abandoned: str | None = None) -> None:
+        """A held call stopped waiting; `abandoned` says why if it left without the outcome."""
+        left = self._waiters.get(approval_id, 1) - 1
+        if left > 0:
+            self._waiters[approval_id] = left
+            return
+        self._waiters.pop(approval_id, None)
+        if abandoned is not None:
+            self._abandon(approval_id, abandoned)
+
+    def is_held(self, approval_id: str) -> bool:
+        """A call in this process is waiting on this request right now."""
+        return approval_id in self._waiters
+
+    async def told_to_retry(self, approval_id: str) -> None:
+        """The agent was answered "retry the identical call" (the pending answer): from now on the request
+        is a pending-mode one, good for that retry even when no call waits on it."""
+        async with self._lock:
+            approval = self._open.get(approval_id)
+            if approval is None or approval.mode != "hold":
+                return
+            retried = replace(approval, mode="pending")
+            self._open[approval_id] = retried
+            await self.store.save_approval(retried)
+
+    def _abandon(self, approval_id: str, reason: str) -> None:
+        """No call waits for this hold-mode request and no agent was told to retry it: it must never grant."""
+        approval = self._open.get(approval_id)
+        if approval is None or approval.mode != "hold" or approval_id in self._waiters:
+            return
+        abandoned = replace(approval, state=ApprovalState.ABANDONED, end_reason=reason)
+        self._close(abandoned)
+        self._record(abandoned, "abandoned", "narrowgate", detail={"reason": reason})
+        self._persist_later(abandoned)
+        log.info("approval %s abandoned: %s", approval_id, reason)
+
     # people
 
     async def decide(self, approval_id: str, approver: Approver, approve: bool, comment: str = "") -> Approval:
@@ -166,8 +218,7 @@ class ApprovalService:
             await self.expire_if_due(approval_id)
             approval = self._open.get(approval_id)
             if approval is None:
-                stored = await self._stored(approval_id)
-                raise ApprovalError(f"approval {approval_id} is already {stored.state.value}")
+                raise ApprovalError(ended(await self._stored(approval_id)))
             if approval.state is not ApprovalState.PENDING:
                 raise ApprovalError(f"approval {approval_id} is already {approval.state.value}")
             refusal = self.refusal(approval, approver)
@@ -175,12 +226,11 @@ class ApprovalService:
                 log.warning("approval %s: %s may not decide it (%s)", approval_id, approver.actor, refusal)
                 raise NotAllowedToDecide(refusal)
             state = ApprovalState.APPROVED if approve else ApprovalState.DENIED
-            decided = replace(approval, state=state, decided_by=approver.actor, decided_at=self.clock(),
-                              comment=comment or None)
+            decided = replace(approval, state=state, decided_by=approver.actor, decided_by_label=approver.label,
+                              decided_at=self.clock(), comment=comment or None)
             await self.store.save_approval(decided)
-            if self._open.get(approval_id) is not approval:  # cancelled (task ended) while it was written
-                stored = await self._stored(approval_id)
-                raise ApprovalError(f"approval {approval_id} is already {stored.state.value}")
+            if self._open.get(approval_id) is not approval:  # cancelled or abandoned while it was written
+                raise ApprovalError(ended(await self._stored(approval_id)))
             if approve:
                 self._open[approval_id] = decided
                 self._wake(approval_id)
@@ -194,6 +244,17 @@ class ApprovalService:
     def may_see_arguments(self, approval: Approval, person: Approver) -> bool:
         """The call's arguments are for the people who may decide it (and admins), not every approver."""
         return person.is_admin or approval.decided_by == person.actor or self.refusal(approval, person) is None
+
+    def shown_to(self, approval: Approval, person: Approver) -> dict[str, Any]:
+        """The request as this person may read it: the arguments (their preview, and their digest keyed
+        so it cannot be tested against guesses) only if they may see them; the plain digest never."""
+        data = approval.to_dict()
+        visible = self.may_see_arguments(approval, person)
+        data["args_digest"] = self.digests.keyed(approval.args_digest) if visible and self.digests else None
+        if not visible:
+            data["preview"] = None
+            data["preview_hidden"] = "the arguments are shown only to the people who may decide this request"
+        return data
 
     def refusal(self, approval: Approval, approver: Approver) -> str | None:
         """Why this person may not decide this request; None when they may."""
@@ -320,3 +381,9 @@ class ApprovalService:
             detail={"approval_id": approval.id, "state": approval.state.value,
                     "policy_version": approval.policy_version, **(detail or {})},
         ))
+
+
+def ended(approval: Approval) -> str:
+    """Why a closed request cannot be decided, for the person who tried."""
+    why = f" ({approval.end_reason})" if approval.end_reason else ""
+    return f"approval {approval.id} is already {approval.state.value}{why}"

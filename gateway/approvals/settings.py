@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.approvals.model import MODES
+from gateway.approvals.model import DEFAULT_MODES
 from gateway.config import ConfigError, check_keys, duration_s, webhook_url
 
 
@@ -13,7 +13,9 @@ from gateway.config import ConfigError, check_keys, duration_s, webhook_url
 class ApprovalSettings:
     ttl_s: float = 900.0  # how long a request (and a granted approval) stays good; @approval_ttl overrides
     hold_timeout_s: float = 900.0  # the longest a held call waits (capped by the request's expiry)
-    default_mode: str = "hold"  # for `@step_up` with no value
+    # For `@step_up` with no value: "auto" holds clients that can send a person to a URL, answers others
+    # at once (pending); "hold" or "pending" insist, like the same value in the policy.
+    default_mode: str = "auto"
     forbid_self_approval: bool = False  # the agent's owner (or the task's starter) may not approve it
     admins_may_approve: bool = False  # admins decide only as owners / group members unless this is set
     keepalive_s: float = 15.0  # SSE comment frames keep a held call's stream open through proxies
@@ -35,8 +37,8 @@ def approval_settings(raw: Any) -> ApprovalSettings:
     check_keys(raw, KEYS, "approvals")
     defaults = ApprovalSettings()
     mode = str(raw.get("default_mode", defaults.default_mode))
-    if mode not in MODES:
-        raise ConfigError(f"approvals.default_mode must be one of {', '.join(MODES)}")
+    if mode not in DEFAULT_MODES:
+        raise ConfigError(f"approvals.default_mode must be one of {', '.join(DEFAULT_MODES)}")
     settings = ApprovalSettings(
         ttl_s=duration_s(raw.get("ttl", defaults.ttl_s), "approvals.ttl"),
         hold_timeout_s=duration_s(raw.get("hold_timeout", defaults.hold_timeout_s), "approvals.hold_timeout"),

@@ -2,10 +2,13 @@
 
 A StepUp decision first looks for a granted, unused approval of exactly this call; if there is one
 it is used up and Cedar decides again with `context.approval.granted`. Otherwise an approval request
-is made (or the pending one for the same call found) and, by the policy's `@step_up` mode:
+is made (or the pending one for the same call found) and, by the policy's `@step_up` mode (empty:
+`approvals.default_mode`, whose default "auto" holds only clients that can send a person to a URL,
+so that no client waits silently for something it was never told about):
 
 - hold: the call waits, its SSE stream kept alive, until the request is decided, expires or the
-  hold times out, and then runs or fails like any other call;
+  hold times out, and then runs or fails like any other call; if the call goes away first (its
+  client disconnects or cancels it), the request is abandoned and can no longer grant anything;
 - pending: the call answers at once with a model-readable message naming the approval id and the
   console URL; the identical call, retried after approval, goes through.
 
@@ -39,6 +42,9 @@ from gateway.upstream.base import MODERN_ERA
 from gateway.verifier import argument_digest
 
 INPUT_KEY = "narrowgate_approval"  # our key in an input_required result's inputRequests
+HOLD_ENDED = ("abandoned: the agent's held call ended before it could use the approval "
+              "(its client cancelled the call or closed the connection, or the gateway stopped)")
+CLIENT_GONE = "abandoned: the agent's client disconnected while the call was held"
 
 
 def without_approval_round(params: dict[str, Any]) -> dict[str, Any]:
@@ -67,6 +73,8 @@ class HoldingSink(Protocol):
     async def ask(self, message: dict[str, Any]) -> dict[str, Any]: ...
 
     async def keepalive(self) -> None: ...
+
+    async def gone(self) -> None: ...  # returns once nobody can receive the reply any more
 
 
 @dataclass(slots=True)
@@ -105,21 +113,27 @@ class StepUpFlow:
         granted = self.approvals.usable(*binding, covers=lambda approval: self.covers(approval, call))
         if granted is not None:
             return await self.use(call, granted)
-        approval = await self.approvals.request(self.draft(call, digest))
-        mode = self.mode(refused)
+        mode = self.mode(refused, call)
+        approval = await self.approvals.request(self.draft(call, digest, mode))
         if call.url_elicitation and call.era == MODERN_ERA:
             answer = self.input_answer(call)
             if answer is None:
-                return {"result": self.input_required(approval, call)}
+                return await self.retry_later(approval, self.input_required(approval, call))
             if answer != "accept":  # the person would not open the page: say how to get it, do not hold
-                return {"result": self.pending_result(approval, call)}
+                return await self.retry_later(approval, self.pending_result(approval, call))
         if mode == "hold":
             return await self.hold(call, approval)
         if call.url_elicitation and call.era != MODERN_ERA:
+            await self.approvals.told_to_retry(approval.id)
             raise RpcError(URL_ELICITATION_REQUIRED, self.message(approval, call), {
                 "elicitations": [self.elicitation(approval, call, with_id=True)],
                 "decision": "step_up", "decisionId": refused.decision_id, "approvalId": approval.id})
-        return {"result": self.pending_result(approval, call)}
+        return await self.retry_later(approval, self.pending_result(approval, call))
+
+    async def retry_later(self, approval: Approval, result: dict[str, Any]) -> dict[str, Any]:
+        """Answer now; the agent was told to retry, so the request stays good for that retry."""
+        await self.approvals.told_to_retry(approval.id)
+        return {"result": result}
 
     @staticmethod
     def covers(approval: Approval, call: StepUpCall) -> bool:
@@ -131,10 +145,16 @@ class StepUpFlow:
 
     # the approval's shape
 
-    def mode(self, decision: Decision) -> str:
-        return decision.step_up_mode or self.settings.default_mode
+    def mode(self, decision: Decision, call: StepUpCall) -> str:
+        """hold or pending for this call. An explicit `@step_up("hold")` holds whatever the client; the
+        "auto" default holds only a client that can send its person to the console (it declared URL
+        elicitation, in either era) and answers any other at once with the pending result."""
+        mode = decision.step_up_mode or self.settings.default_mode
+        if mode == "auto":
+            return "hold" if call.url_elicitation else "pending"
+        return mode
 
-    def draft(self, call: StepUpCall, digest: str) -> Approval:
+    def draft(self, call: StepUpCall, digest: str, mode: str) -> Approval:
         refused = call.refused
         now = self.approvals.clock()
         agent = call.principal.agent
@@ -143,7 +163,7 @@ class StepUpFlow:
         return Approval(
             id="", state=ApprovalState.PENDING, agent_id=call.principal.agent_id, task_id=call.principal.task_id,
             tool=call.entry.exposed_name, args_digest=digest, policy_version=refused.rules_version,
-            decision_id=refused.decision_id, mode=self.mode(refused), created_at=now,
+            decision_id=refused.decision_id, mode=mode, created_at=now,
             expires_at=now + (refused.approval_ttl_s or self.settings.ttl_s),
             owner=agent.owner if agent is not None else "",
             server_id=call.entry.server_id, risk=call.entry.risk, reason=refused.reason,
@@ -197,20 +217,54 @@ class StepUpFlow:
     # holding
 
     async def hold(self, call: StepUpCall, approval: Approval) -> Decision | dict[str, Any]:
+        """Wait for the person, then go on; a call that leaves without an answer abandons the request."""
+        self.approvals.hold_begins(approval.id)
+        left: str | None = HOLD_ENDED  # cancelled, or refused on the way: nobody will use this approval
+        try:
+            outcome = await self.wait_for_person(call, approval)
+            if outcome is None:
+                left = CLIENT_GONE
+                raise RpcError(APPROVAL_REQUIRED, f"Approval required: the request was {CLIENT_GONE}",
+                               {"decision": "step_up", "state": ApprovalState.ABANDONED.value,
+                                "approvalId": approval.id})
+            answer = await self.after_wait(call, outcome)
+            left = None
+            return answer
+        finally:
+            self.approvals.hold_ends(approval.id, left)
+
+    async def wait_for_person(self, call: StepUpCall, approval: Approval) -> Approval | None:
+        """The request as decided (or expired, or still pending when the hold timed out); None if the
+        client went away first."""
+        await self.announce_hold(call, approval)
         asking = self.ask_for_url(call, approval)
         try:
             with self.telemetry.stage("approval_wait", approval_id=approval.id):
-                outcome = await self.wait(call, approval)
-                self.telemetry.annotate_stage(approval_outcome=outcome.state.value)
+                outcome = await self.wait_unless_gone(call, approval)
+                self.telemetry.annotate_stage(
+                    approval_outcome=outcome.state.value if outcome else ApprovalState.ABANDONED.value)
         finally:
             if asking is not None:
                 asking.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asking
-        if asking is not None and call.sink is not None:
+        if outcome is not None and asking is not None and call.sink is not None:
             await call.sink.notify({"jsonrpc": "2.0", "method": "notifications/elicitation/complete",
                                     "params": {"elicitationId": approval.id}})
-        return await self.after_wait(call, outcome)
+        return outcome
+
+    async def wait_unless_gone(self, call: StepUpCall, approval: Approval) -> Approval | None:
+        if call.sink is None:
+            return await self.wait(call, approval)
+        waiting = asyncio.ensure_future(self.wait(call, approval))
+        leaving = asyncio.ensure_future(call.sink.gone())
+        try:
+            await asyncio.wait((waiting, leaving), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waiting, leaving):
+                task.cancel()
+            await asyncio.gather(waiting, leaving, return_exceptions=True)
+        return None if waiting.cancelled() else waiting.result()
 
     async def wait(self, call: StepUpCall, approval: Approval) -> Approval:
         """Wait for the request, sending SSE keepalives so proxies keep the stream open."""
@@ -222,6 +276,22 @@ class StepUpFlow:
                 return current
             if call.sink is not None:
                 await call.sink.keepalive()
+
+    async def announce_hold(self, call: StepUpCall, approval: Approval) -> None:
+        """A held client that cannot be sent to the console (a policy insisted on holding it) still hears
+        where the person decides: a log message, and a progress message if it asked for progress."""
+        if call.url_elicitation or call.sink is None:
+            return
+        expires = datetime.datetime.fromtimestamp(approval.expires_at, datetime.UTC).strftime("%H:%M:%S UTC")
+        text = (f"Waiting for approval {approval.id}: {self.authorizer.agent_reason(call.refused)}. A person "
+                f"decides at {self.url(approval)} (the request expires at {expires}).")
+        await call.sink.notify({"jsonrpc": "2.0", "method": "notifications/message",
+                                "params": {"level": "notice", "logger": "narrowgate", "data": text}})
+        meta = call.params.get("_meta")
+        token = meta.get("progressToken") if isinstance(meta, dict) else None
+        if isinstance(token, str | int) and not isinstance(token, bool):
+            await call.sink.notify({"jsonrpc": "2.0", "method": "notifications/progress",
+                                    "params": {"progressToken": token, "progress": 0, "message": text}})
 
     def ask_for_url(self, call: StepUpCall, approval: Approval) -> asyncio.Task[Any] | None:
         """2025-11-25 with URL elicitation: show the person the console page while the call holds."""
@@ -237,16 +307,19 @@ class StepUpFlow:
             if call.refresh is not None:
                 call.facts = call.refresh()  # minutes may have passed: decide on the facts of now
                 again = await self.decide_again(call)
-                if again is not None and not self.covers(approval, replace(call, refused=again)):
-                    # A rule the person did not see asks now (e.g. a sensitive read meanwhile): ask again.
-                    return await self.resolve(replace(call, refused=again))
+                if again is not None:
+                    call = replace(call, refused=again)  # the decision that uses the approval, if it covers it
+                    if not self.covers(approval, call):
+                        # A rule the person did not see asks now (e.g. a sensitive read meanwhile): ask again.
+                        return await self.resolve(call)
             return await self.use(call, approval)
         if approval.state is ApprovalState.DENIED:
             comment = f": {approval.comment}" if approval.comment else ""
-            raise RpcError(ACCESS_DENIED, f"Access denied: the approval was denied by {approval.decided_by}{comment}",
+            who = approval.decided_by_label or approval.decided_by
+            raise RpcError(ACCESS_DENIED, f"Access denied: the approval was denied by {who}{comment}",
                            {"decision": "deny", **data})
         if approval.state is ApprovalState.PENDING:  # the hold timed out first; it may still be approved
-            return {"result": self.pending_result(approval, call)}
+            return await self.retry_later(approval, self.pending_result(approval, call))
         reason = approval.end_reason or approval.state.value
         raise RpcError(APPROVAL_REQUIRED, f"Approval required: the approval request {approval.state.value} ({reason})",
                        {"decision": "step_up", "state": approval.state.value, **data})

@@ -19,6 +19,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from gateway.audit.chain import GENESIS_HASH, unsealed_record
@@ -47,8 +48,11 @@ class AuditLog:
         max_batch: int = MAX_BATCH,
         retry_first_s: float = RETRY_FIRST_S,
         retry_max_s: float = RETRY_MAX_S,
+        digests: Callable[[str], str] | None = None,
     ) -> None:
         self._store = store
+        # gateway.audit.digests.DigestKey.keyed: argument digests are written keyed, never plain.
+        self._digests = digests
         self._clock = clock
         self._max_pending = max_pending
         self._max_batch = max_batch
@@ -133,6 +137,8 @@ class AuditLog:
         if len(self._pending) >= self._max_pending:
             self._drop(f"{len(self._pending)} records are waiting to be written")
             return None
+        if self._digests is not None and event.args_digest:
+            event = replace(event, args_digest=self._digests(event.args_digest))
         ticket = next(self._tickets)
         self._pending.append((ticket, unsealed_record(event, self._clock())))
         self._last_ticket = ticket

@@ -30,6 +30,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 from urllib.parse import quote
@@ -41,7 +42,8 @@ from starlette.routing import Mount, Route, Router
 from starlette.types import Receive, Scope, Send
 
 from gateway.admin.auth import AdminAuthenticator, AdminAuthError
-from gateway.approvals.model import ApprovalError, ApprovalState, Approver
+from gateway.approvals.arguments import argument_summary
+from gateway.approvals.model import Approval, ApprovalError, ApprovalState, Approver
 from gateway.approvals.service import ApprovalService
 from gateway.catalog.definitions import reveal_hidden
 from gateway.config import Settings
@@ -61,11 +63,16 @@ from gateway.console.security import (
 )
 from gateway.console.sessions import ConsoleSession, LoginThrottle, SessionStore
 from gateway.console.views import (
+    ApprovalLinks,
+    actor_label,
     credential_expiry,
     decision_rows,
+    entitlement_lines,
     pretty_json,
     recent_tasks,
+    time_left,
     when,
+    when_short,
 )
 from gateway.discovery.model import ReviewError
 from gateway.discovery.service import ToolReviews
@@ -84,10 +91,12 @@ ActionHandler = Callable[[Request, ConsoleSession, dict[str, str]], Awaitable[Re
 LOGIN_PATH = f"{HOME}/login"
 DECISIONS = {"approve": True, "deny": False}
 HISTORY_STATES = (ApprovalState.APPROVED, ApprovalState.DENIED, ApprovalState.USED, ApprovalState.EXPIRED,
-                  ApprovalState.CANCELLED)
+                  ApprovalState.CANCELLED, ApprovalState.ABANDONED)
 INBOX_LIMIT = 500
 HISTORY_LIMIT = 200
 DECISIONS_LIMIT = 100
+APPROVAL_RECORDS_LIMIT = 1000  # approval audit records read to link decisions to their approvals
+CALL_RECORDS_LIMIT = 200  # decision records read for one approval's page
 LOGIN_HINT = ("Sign in with your own admin or approver credential: a static token from admin.tokens, or an "
               "OIDC token with the admin or approver role. Agent credentials never work here.")
 
@@ -109,6 +118,9 @@ class Console:
         self.env = Environment(loader=PackageLoader("gateway.console", "templates"), autoescape=True,
                                undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
         self.env.filters["when"] = when
+        self.env.filters["when_short"] = when_short
+        static_roles = {entry.name: entry.role for entry in settings.admin.tokens}
+        self.env.filters["actor"] = lambda actor: actor_label(actor, static_roles)
         self.env.filters["reveal"] = reveal_hidden  # upstream tool names may hide characters
         self.env.filters["segment"] = segment
         self.catalog = CatalogPages(reviews, self.render)
@@ -245,8 +257,16 @@ class Console:
     async def inbox_page(self, request: Request, session: ConsoleSession) -> Response:
         listed = await self.approvals.list([ApprovalState.PENDING.value], limit=INBOX_LIMIT)
         pending = [a for a in listed if a.state is ApprovalState.PENDING]  # newest first, as listed
-        rows = [(a, self.approvals.refusal(a, session.person)) for a in pending]
+        now = self.clock()
+        rows = [InboxRow(a, self.approvals.refusal(a, session.person), self.summary(a, session.person),
+                         self.approvals.is_held(a.id), time_left(a.expires_at, now)) for a in pending]
         return self.render(request, "inbox.html", session, title="Inbox", nav="inbox", rows=rows)
+
+    def summary(self, approval: Approval, person: Approver) -> str | None:
+        """The inbox's one-line argument summary; None for people who may not see the arguments."""
+        if not self.approvals.may_see_arguments(approval, person):
+            return None
+        return argument_summary(approval.preview)
 
     async def approval_page(self, request: Request, session: ConsoleSession) -> Response:
         approval = await self.approvals.get(request.path_params["approval_id"])
@@ -255,7 +275,17 @@ class Console:
         visible = self.approvals.may_see_arguments(approval, session.person)
         return self.render(request, "approval.html", session, title=f"Approval {approval.id}", nav="inbox",
                            approval=approval, pending=pending, refusal=refusal,
-                           preview=pretty_json(approval.preview) if visible else None)
+                           held=self.approvals.is_held(approval.id),
+                           preview=pretty_json(approval.preview) if visible else None,
+                           decisions=await self.decisions_of(approval))
+
+    async def decisions_of(self, approval: Approval) -> list[Any]:
+        """The policy decisions of the call(s) this approval was asked for, waited on and used by."""
+        query = AuditQuery(kind="decision", agent_id=approval.agent_id, tool=approval.tool,
+                           since=approval.created_at - 1, limit=CALL_RECORDS_LIMIT)
+        records = await self.store.audit_records(query)
+        links = ApprovalLinks({d: approval.id for d in (approval.decision_id, approval.used_decision_id) if d})
+        return [row for row in decision_rows(records, links) if row.approval_id == approval.id]
 
     async def decide(self, request: Request, session: ConsoleSession, form: dict[str, str]) -> Response:
         action = form.get("action")
@@ -275,7 +305,8 @@ class Console:
 
     async def agents_page(self, request: Request, session: ConsoleSession) -> Response:
         now = self.clock()
-        rows = [(agent, agent.effective_state(now)) for agent in self.registry.agents()]
+        rows = [(agent, agent.effective_state(now), entitlement_lines(agent.entitlement))
+                for agent in self.registry.agents()]
         return self.render(request, "agents.html", session, title="Agents", nav="agents", rows=rows,
                            active=Lifecycle.ACTIVE, may_suspend=session.person.is_admin)
 
@@ -306,8 +337,11 @@ class Console:
     async def decisions_page(self, request: Request, session: ConsoleSession) -> Response:
         records = await self.store.audit_records(AuditQuery(kind="decision", newest_first=True,
                                                             limit=DECISIONS_LIMIT))
+        since = min((float(r.get("at") or 0.0) for r in records), default=0.0)
+        approvals = await self.store.audit_records(AuditQuery(kind="approval", since=since, newest_first=True,
+                                                              limit=APPROVAL_RECORDS_LIMIT))
         return self.render(request, "decisions.html", session, title="Decisions", nav="decisions",
-                           decisions=decision_rows(records))
+                           decisions=decision_rows(records, ApprovalLinks.from_audit(approvals)))
 
     # rendering
 
@@ -348,6 +382,15 @@ class Console:
 
     async def stylesheet(self, request: Request) -> Response:
         return Response(self.stylesheet_text, media_type="text/css")
+
+
+@dataclass(frozen=True, slots=True)
+class InboxRow:
+    approval: Approval
+    refusal: str | None  # why this person may not decide it; None when they may
+    summary: str | None  # the arguments in one line; None when this person may not see them
+    held: bool  # a call is waiting on it right now
+    expires_in: str
 
 
 def require_admin(session: ConsoleSession, what: str) -> None:

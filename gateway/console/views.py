@@ -12,6 +12,7 @@ import jwt
 
 from gateway.catalog.definitions import definition_diff, description_diff, is_hidden
 from gateway.discovery.model import APPROVED, REJECTED, ToolReview, by_person
+from gateway.registry.model import Entitlement
 from gateway.tasks.model import Task, TaskState
 
 RECENT_TASKS_S = 24 * 3600.0  # ended tasks stay on the tasks page this long
@@ -31,12 +32,59 @@ class DecisionRow:
     decision: str
     policy_ids: tuple[str, ...]
     decision_id: str
+    trace_id: str = ""
+    approval_id: str | None = None  # the approval this decision asked for, used or ran with
+    ran_with_approval: bool = False  # decided with context.approval.granted
 
 
 def when(epoch: float | None) -> str:
     if epoch is None:
         return "—"
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def when_short(epoch: float | None) -> str:
+    """Minutes are enough in a table row (the request's own page has the seconds)."""
+    if epoch is None:
+        return "—"
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def time_left(epoch: float, now: float) -> str:
+    seconds = int(epoch - now)
+    if seconds <= 0:
+        return "now"
+    hours, rest = divmod(seconds, 3600)
+    minutes = rest // 60
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min" if minutes else f"{seconds} s"
+
+
+def actor_label(actor: str | None, static_roles: Mapping[str, str]) -> str:
+    """An audit actor as people read it: `alice (admin)`, not `admin:alice`; `sub (OIDC)` for OIDC."""
+    if not actor:
+        return "—"
+    kind, _, name = actor.partition(":")
+    if kind == "admin" and name:
+        role = static_roles.get(name)
+        return f"{name} ({role})" if role else name
+    if kind == "oidc" and name:
+        return f"{name} (OIDC)"
+    return "the gateway" if actor == "narrowgate" else actor
+
+
+def entitlement_lines(entitlement: Entitlement) -> list[str]:
+    """What an agent may ever be granted, one line per kind (the agents page)."""
+    lines = []
+    if entitlement.servers:
+        lines.append("servers: " + ", ".join(entitlement.servers))
+    if entitlement.tools:
+        lines.append("tools: " + ", ".join(entitlement.tools))
+    if not lines:
+        lines.append("nothing")
+    lines.append("calls need a task token" if entitlement.require_task else "calls without a task allowed")
+    return lines
 
 
 def pretty_json(value: Any) -> str:
@@ -52,11 +100,47 @@ def recent_tasks(tasks: Iterable[Task], now: float) -> list[Task]:
     return sorted(shown, key=lambda t: t.started_at, reverse=True)[:TASKS_LIMIT]
 
 
-def decision_rows(records: Iterable[Mapping[str, Any]]) -> list[DecisionRow]:
+class ApprovalLinks:
+    """Which approval a decision record belongs to. One approved call leaves three decisions, recorded
+    apart: the step-up that asked (the approval's decision id), the step-up of the call that used it (a
+    held call decided again after the wait, or the pending-mode retry: the approval's used decision id)
+    and the allow that ran with it (`detail.approval_id` on the decision record)."""
+
+    def __init__(self, by_decision: Mapping[str, str] | None = None) -> None:
+        self.by_decision = dict(by_decision or {})
+
+    @classmethod
+    def from_audit(cls, approval_records: Iterable[Mapping[str, Any]]) -> ApprovalLinks:
+        links = cls()
+        for record in approval_records:
+            detail = _detail(record)
+            approval_id = detail.get("approval_id")
+            if not isinstance(approval_id, str):
+                continue
+            for decision_id in (record.get("decision_id"), detail.get("used_decision_id")):
+                if decision_id:
+                    links.by_decision.setdefault(str(decision_id), approval_id)
+        return links
+
+    def approval_of(self, record: Mapping[str, Any]) -> str | None:
+        ran_with = _detail(record).get("approval_id")
+        if isinstance(ran_with, str):
+            return ran_with
+        return self.by_decision.get(str(record.get("decision_id") or ""))
+
+
+def _detail(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    detail = record.get("detail")
+    return detail if isinstance(detail, Mapping) else {}
+
+
+def decision_rows(records: Iterable[Mapping[str, Any]], links: ApprovalLinks | None = None) -> list[DecisionRow]:
     return [DecisionRow(at=float(r.get("at") or 0.0), agent_id=str(r.get("agent_id") or ""),
                         tool=str(r.get("tool") or ""), decision=str(r.get("decision") or ""),
                         policy_ids=tuple(str(p) for p in r.get("policy_ids") or ()),
-                        decision_id=str(r.get("decision_id") or ""))
+                        decision_id=str(r.get("decision_id") or ""), trace_id=str(r.get("trace_id") or ""),
+                        approval_id=links.approval_of(r) if links is not None else None,
+                        ran_with_approval=isinstance(_detail(r).get("approval_id"), str))
             for r in records]
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from gateway.approvals.settings import ApprovalSettings
 from gateway.catalog.model import Catalog
 from gateway.config import Settings
 from gateway.identity.principal import Principal
@@ -26,7 +27,9 @@ ALWAYS = "on every call"
 AFTER_HOURS = "outside working hours"
 AFTER_SENSITIVE_READ = "after the task read sensitive data"
 MODES = {"hold": "the call waits until a person decides",
-         "pending": "the call answers at once with an approval link; retry it once approved"}
+         "pending": "the call answers at once with an approval link; retry it once approved",
+         "auto": "a client that can open the console link waits until a person decides; any other gets the "
+                 "approval link at once and retries once approved"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +47,7 @@ def approval_rules(settings: Settings, catalog: Catalog, agent: Agent, now: floa
     engine = PolicyEngine(settings.policies_dir, catalog,
                           working_hours=WorkingHours.from_mapping(settings.policy.working_hours))
     principal = Principal(agent.id, "static-token", agent=agent)
-    default_mode = settings.approvals.default_mode if settings.approvals is not None else "hold"
+    default_mode = (settings.approvals or ApprovalSettings()).default_mode
     moment = time.time() if now is None else now
     inside = RequestFacts(now=moment, era="2026-07-28", working_hours=True)
     outside = RequestFacts(now=moment, era="2026-07-28", working_hours=False)

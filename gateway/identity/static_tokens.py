@@ -10,6 +10,15 @@ import hashlib
 
 from gateway.config import AdminToken, StaticToken
 
+# For a credential that matches no static token and cannot be a JWT either: most often a static token
+# mistyped or pasted incompletely, which "not a signed JWT" would not tell its owner.
+UNKNOWN_TOKEN = "unknown token: it matches none of the configured static tokens and is not a JWT either"
+
+
+def cannot_be_jwt(token: str) -> bool:
+    """A compact JWS has exactly three dot-separated parts; anything else was meant as a static token."""
+    return token.count(".") != 2
+
 
 def token_digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()

@@ -2,6 +2,12 @@
 
 Compiling parses and validates everything once; the result is immutable, so the engine swaps a
 whole bundle with one attribute assignment and a decision reads one consistent set.
+
+Compiling is slow at a large catalog (Cedar validates every policy against every generated action:
+seconds at 1,000 tools), so the engine compiles on a worker thread; every cedarpy call here that
+is proportional to the catalog or the policy set releases the GIL while it runs, so the event loop
+keeps serving meanwhile (measured: a 3 s validation in a thread holds the loop for at most the
+interpreter's switch interval, against 3 s without release_gil).
 """
 
 from __future__ import annotations
@@ -10,15 +16,15 @@ import hashlib
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cedarpy
 
 from gateway.config import parse_duration
-from gateway.policy.listing import listing_policies
+from gateway.policy.listing import ContextReads, context_reads, listing_policies
 from gateway.policy.model import CatalogModel
-from gateway.policy.sources import PolicySource, read_sources
+from gateway.policy.sources import PolicySource, SourceFiles, parse_sources, read_files
 
 POLICY_REF = re.compile(r"policy(\d+)")
 
@@ -33,7 +39,9 @@ class Bundle:
     policies: cedarpy.PolicySet
     listing: cedarpy.PolicySet  # input-dependent conditions relaxed (see listing.py)
     sources: tuple[PolicySource, ...]  # index N is Cedar's "policyN"
-    base_digest: str
+    base_digest: str  # the policy directory's bytes (policies and base schema)
+    listing_reads: ContextReads  # the parts of the context the listing policies can observe
+    files: SourceFiles  # what was compiled: a catalog change compiles these again, not newer files on disk
 
     def source(self, cedar_id: str) -> PolicySource | None:
         match = POLICY_REF.fullmatch(cedar_id)
@@ -60,12 +68,15 @@ class CompileError(Exception):
         self.problems = problems
 
 
-def compile_bundle(directory: Path, catalog: CatalogModel) -> Bundle:
-    """Read, parse and validate `directory` against `catalog`; raise CompileError listing every problem."""
+def compile_bundle(directory: Path, catalog: CatalogModel, files: SourceFiles | None = None) -> Bundle:
+    """Read (unless `files` were read already), parse and validate `directory` against `catalog`;
+    raise CompileError listing every problem."""
     problems: list[str] = []
-    sources = read_sources(directory, problems)
-    if sources is None:
+    if files is None:
+        files = read_files(directory, problems)
+    if files is None:
         raise CompileError(problems)
+    sources = parse_sources(files, problems)
     problems.extend(catalog.problems)
     problems.extend(_annotation_problems(sources.policies))
     schema = _schema(sources.schema_file, sources.schema_text, catalog, problems)
@@ -75,29 +86,43 @@ def compile_bundle(directory: Path, catalog: CatalogModel) -> Bundle:
         _validate(text, schema, sources.policies, problems)
     if problems or schema is None:
         raise CompileError(problems)
-    policies = cedarpy.PolicySet.from_str(text)
+    policies = cedarpy.PolicySet.from_str(text, release_gil=True)
     est = json.loads(cedarpy.policies_to_json_str(text))["staticPolicies"]
-    listing = cedarpy.PolicySet.from_json_str(listing_policies(est))
-    version = hashlib.sha256((sources.digest + "\0" + catalog.schema_text).encode()).hexdigest()[:16]
-    return Bundle(directory, version, time.time(), catalog, schema, policies, listing, sources.policies,
-                  sources.digest)
+    listing_json = listing_policies(est)
+    listing = cedarpy.PolicySet.from_json_str(listing_json, release_gil=True)
+    reads = context_reads(json.loads(listing_json)["staticPolicies"])
+    return Bundle(directory, bundle_version(sources.digest, catalog), time.time(), catalog, schema, policies,
+                  listing, sources.policies, sources.digest, reads, files)
+
+
+def bundle_version(base_digest: str, catalog: CatalogModel) -> str:
+    return hashlib.sha256((base_digest + "\0" + catalog.schema_text).encode()).hexdigest()[:16]
+
+
+def with_catalog(bundle: Bundle, catalog: CatalogModel) -> Bundle | None:
+    """`bundle` serving `catalog` without compiling again, when nothing validation depends on changed
+    (same generated schema text; the policies are the bundle's own): e.g. a tool approved or
+    quarantined, or its owner or data classes changed. None when it must be compiled."""
+    if catalog.schema_text != bundle.catalog.schema_text or catalog.problems:
+        return None
+    return replace(bundle, catalog=catalog, loaded_at=time.time())
 
 
 def _schema(path: Path, base: str, catalog: CatalogModel, problems: list[str]) -> cedarpy.Schema | None:
     try:
-        cedarpy.Schema.from_str(base)
+        cedarpy.Schema.from_str(base, release_gil=True)
     except ValueError as exc:
         problems.append(f"{path}: {exc}")
         return None
     try:
-        return cedarpy.Schema.from_str(base + "\n" + catalog.schema_text)
+        return cedarpy.Schema.from_str(base + "\n" + catalog.schema_text, release_gil=True)
     except ValueError as exc:
         problems.append(f"{path}: the schema generated from the catalog does not fit the base schema: {exc}")
         return None
 
 
 def _validate(text: str, schema: cedarpy.Schema, sources: tuple[PolicySource, ...], problems: list[str]) -> None:
-    result = cedarpy.validate_policies(text, schema)
+    result = cedarpy.validate_policies(text, schema, release_gil=True)
     for error in result.errors:
         match = POLICY_REF.fullmatch(error.policy_id or "")
         source = sources[int(match.group(1))] if match and int(match.group(1)) < len(sources) else None

@@ -14,10 +14,20 @@ entity from it on each call, which made a decision cost O(catalog) (0.2 ms at 10
 load, and the engine builds every request from typed parts (context.input through the generated
 type, see typing_.py, which denies arguments that do not fit), so a request is schema-valid by
 construction. Should one not be, the ill-typed operation errors and the error denies.
+
+Nothing proportional to the catalog, the policy set or the number of sessions runs on the event
+loop in one piece: `reload_async` and `set_catalog_async` compile on a worker thread (cedarpy
+releases the GIL there) and swap the finished bundle in with one assignment, decisions meanwhile
+use the last good one; an unchanged policy directory is not compiled at all, and a catalog change
+that leaves the generated schema alone (an approval, a quarantine) is not validated again.
+Listing evaluates in chunks (`visible_tools_async` yields between them) and remembers each tool's
+visibility per (policy set, principal, the part of the context the listing policies read), so a
+second listing, or the next one after a one-tool change, evaluates only what changed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import secrets
@@ -36,9 +46,11 @@ import orjson
 from gateway.catalog.model import Catalog, ToolEntry
 from gateway.config import parse_duration
 from gateway.identity.principal import Principal
-from gateway.policy.bundle import Bundle, CompileError, compile_bundle
+from gateway.policy.bundle import Bundle, CompileError, compile_bundle, with_catalog
 from gateway.policy.canonical import CanonicalizationError, canonicalize, normalize_path
 from gateway.policy.hours import WorkingHours
+from gateway.policy.listing import prune_context
+from gateway.policy.listing_memo import ListingKey, ListingMemo
 from gateway.policy.model import (
     CatalogModel,
     ToolModel,
@@ -47,6 +59,7 @@ from gateway.policy.model import (
     resource_action,
 )
 from gateway.policy.principal_entities import PrincipalEntities
+from gateway.policy.sources import SourceFiles, read_files
 from gateway.policy.typing_ import ArgumentMismatch, to_cedar
 from gateway.verifier import argument_digest
 
@@ -58,6 +71,7 @@ REASON_STEP_UP = "approval required"
 REASON_BAD_ARGUMENTS = "arguments do not match the tool's schema"
 REASON_AMBIGUOUS = "no single meaning"  # a path or URI servers could read two ways (gateway.policy.paths)
 SHADOW_HISTORY = 200
+LISTING_CHUNK = 128  # tools per Cedar batch when listing off the hot path: each batch holds the loop ~10 ms
 ENTITY_CACHE_SIZE = 4096  # distinct (agent version, resource) entity sets kept parsed
 _POLICY_IN_ERROR = re.compile(r"policy\d+")
 
@@ -133,6 +147,37 @@ class _Request:
         return {**self.cedar, "context": orjson.dumps(context).decode()}
 
 
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A compile's result, made on a worker thread and installed on the loop."""
+
+    bundle: Bundle | None  # None: the compile failed (problems say why), the last good set stays
+    problems: list[str]
+    shadow: Bundle | None = None
+    shadow_problems: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ListingJob:
+    """One listing: what is known already (memo) and the tools Cedar still has to decide (pending)."""
+
+    bundle: Bundle
+    agent_id: str
+    principal_json: str
+    context: str  # the pruned listing context, as JSON
+    models: list[ToolModel]
+    keys: list[ListingKey]
+    memo: dict[ListingKey, bool]
+    pending: list[tuple[ToolModel, ListingKey]]
+
+    def chunks(self) -> list[list[tuple[ToolModel, ListingKey]]]:
+        return [self.pending[i:i + LISTING_CHUNK] for i in range(0, len(self.pending), LISTING_CHUNK)]
+
+    def visible(self) -> set[str]:
+        memo = self.memo
+        return {m.entry.exposed_name for m, key in zip(self.models, self.keys, strict=True) if memo.get(key)}
+
+
 class PolicyEngine:
     def __init__(
         self,
@@ -148,9 +193,14 @@ class PolicyEngine:
         self.shadow_dir = Path(shadow_dir) if shadow_dir is not None else None
         self.shadow_disagreements: deque[dict[str, Any]] = deque(maxlen=SHADOW_HISTORY)
         self._lock = threading.Lock()  # serializes writers; readers take self._bundle once, lock-free
+        self._writer = asyncio.Lock()  # serializes the async writers (one compile thread at a time)
         self._known_schemas: dict[str, Mapping[str, Any] | None] = dict(tool_schemas or {})
         self._principals = PrincipalEntities()
         self._entity_handles: OrderedDict[str, cedarpy.Entities] = OrderedDict()
+        self._listings = ListingMemo()
+        # set_catalog_async coalescing: the newest catalog asked for, and the newest one compiled.
+        self._wanted_catalog: tuple[Catalog, dict[str, Mapping[str, Any] | None]] | None = None
+        self._wanted_seq = self._applied_seq = 0
         model = build_catalog_model(catalog, self._known_schemas)
         try:
             self._bundle: Bundle = compile_bundle(self.policies_dir, model)
@@ -159,7 +209,8 @@ class PolicyEngine:
         self._shadow: Bundle | None = None
         self._shadow_problems: list[str] = []
         self._shadow_evaluated = 0
-        self._load_shadow(model)
+        self._shadow, self._shadow_problems = self._compile_shadow(model)
+        self._log_shadow_problems()
         self._last_reload = ReloadOutcome(True, [], self._bundle.version, True)
 
     # ---- bundle management -------------------------------------------------------------------
@@ -169,50 +220,118 @@ class PolicyEngine:
         return self._bundle.version
 
     def reload(self) -> ReloadOutcome:
-        """Re-read the policy files; keep the last good bundle if anything is wrong."""
+        """Re-read the policy files; keep the last good bundle if anything is wrong. Blocks while it
+        compiles: for tests and commands; the gateway uses reload_async."""
         with self._lock:
-            return self._swap(self._bundle.catalog, "reload")
+            return self._install(self._prepare(None), "reload")
+
+    async def reload_async(self) -> ReloadOutcome:
+        """reload(), compiled on a worker thread; decisions use the last good set until the swap."""
+        async with self._writer:
+            return self._install(await asyncio.to_thread(self._prepare_locked, None), "reload")
 
     def set_catalog(self, catalog: Catalog, tool_schemas: Mapping[str, Mapping[str, Any] | None]) -> ReloadOutcome:
         """Regenerate the catalog-derived schema (tool actions, input types, entities) and re-validate.
 
         A tool missing from `tool_schemas` (its upstream is down) keeps the last input schema seen
         for it, so a passing outage does not make input-reading policies fail validation; a tool
-        never seen gets an empty input record.
+        never seen gets an empty input record. Blocks while it compiles (see set_catalog_async).
         """
         with self._lock:
-            for name, schema in tool_schemas.items():
-                self._known_schemas[name] = schema
-            known = {name: self._known_schemas.get(name) for name in catalog.tools}
-            return self._swap(build_catalog_model(catalog, known), "catalog")
+            return self._install(self._prepare(self._catalog_wanted(catalog, tool_schemas)), "catalog")
 
-    def _swap(self, model: CatalogModel, why: str) -> ReloadOutcome:
-        before = self._bundle.version
+    async def set_catalog_async(
+        self, catalog: Catalog, tool_schemas: Mapping[str, Mapping[str, Any] | None]
+    ) -> ReloadOutcome:
+        """set_catalog() compiled on a worker thread. Calls that queue up behind a compile are
+        coalesced: the next compile takes the newest catalog, and every call it covers returns its outcome."""
+        self._wanted_catalog = self._catalog_wanted(catalog, tool_schemas)
+        self._wanted_seq += 1
+        mine = self._wanted_seq
+        async with self._writer:
+            if self._applied_seq >= mine:
+                return self._last_reload
+            wanted, seq = self._wanted_catalog, self._wanted_seq
+            outcome = self._install(await asyncio.to_thread(self._prepare_locked, wanted), "catalog")
+            self._applied_seq = seq
+            return outcome
+
+    def _catalog_wanted(
+        self, catalog: Catalog, tool_schemas: Mapping[str, Mapping[str, Any] | None]
+    ) -> tuple[Catalog, dict[str, Mapping[str, Any] | None]]:
+        """Remember the reported schemas; the input schema of each catalog tool, as known now."""
+        for name, schema in tool_schemas.items():
+            self._known_schemas[name] = schema
+        return catalog, {name: self._known_schemas.get(name) for name in catalog.tools}
+
+    def _prepare_locked(self, wanted: tuple[Catalog, dict[str, Mapping[str, Any] | None]] | None) -> _Prepared:
+        with self._lock:
+            return self._prepare(wanted)
+
+    def _prepare(self, wanted: tuple[Catalog, dict[str, Mapping[str, Any] | None]] | None) -> _Prepared:
+        """The bundle to install: a policy reload (wanted None) re-reads the directory; a catalog change
+        compiles the policies in force against the new catalog. Safe on a worker thread."""
+        base = self._bundle
+        problems: list[str] = []
+        files = read_files(self.policies_dir, problems) if wanted is None else base.files
+        if files is None:
+            return _Prepared(None, problems)
+        model = base.catalog if wanted is None else build_catalog_model(*wanted)
         try:
-            bundle = compile_bundle(self.policies_dir, model)
+            bundle = self._compile(base, self.policies_dir, files, model)
         except CompileError as exc:
-            log.error("policy %s rejected; version %s keeps serving:\n  %s", why, before, "\n  ".join(exc.problems))
-            self._last_reload = ReloadOutcome(False, exc.problems, before)
+            return _Prepared(None, exc.problems)
+        shadow, shadow_problems = self._compile_shadow(model)
+        return _Prepared(bundle, [], shadow, shadow_problems)
+
+    @staticmethod
+    def _compile(base: Bundle | None, directory: Path, files: SourceFiles, model: CatalogModel) -> Bundle:
+        """Compile only what changed: the same files and catalog are `base` itself; the same files and
+        generated schema are `base` with the new catalog's entities (nothing to validate again)."""
+        if base is not None and files.digest == base.base_digest:
+            if model is base.catalog:
+                return base
+            reused = with_catalog(base, model)
+            if reused is not None:
+                return reused
+        return compile_bundle(directory, model, files)
+
+    def _compile_shadow(self, model: CatalogModel) -> tuple[Bundle | None, list[str]]:
+        if self.shadow_dir is None:
+            return None, []
+        problems: list[str] = []
+        files = read_files(self.shadow_dir, problems)
+        if files is None:
+            return None, problems
+        try:
+            return self._compile(self._shadow, self.shadow_dir, files, model), []
+        except CompileError as exc:
+            # A broken candidate never affects live decisions; it is only reported.
+            return None, exc.problems
+
+    def _install(self, prepared: _Prepared, why: str) -> ReloadOutcome:
+        """On the loop (or the caller's thread): swap the prepared bundle in, or keep the last good one."""
+        before = self._bundle
+        if prepared.bundle is None:
+            log.error("policy %s rejected; version %s keeps serving:\n  %s", why, before.version,
+                      "\n  ".join(prepared.problems))
+            self._last_reload = ReloadOutcome(False, prepared.problems, before.version)
             return self._last_reload
+        bundle = prepared.bundle
         self._bundle = bundle  # the atomic swap: one attribute assignment
-        self._load_shadow(model)
-        changed = bundle.version != before
+        self._shadow, self._shadow_problems = prepared.shadow, prepared.shadow_problems
+        self._log_shadow_problems()
+        if bundle.base_digest != before.base_digest:
+            self._listings.clear()  # what was remembered belongs to the old policies
+        changed = bundle.version != before.version
         if changed:
             log.info("policy version %s in force (%s, %d policies)", bundle.version, why, len(bundle.sources))
         self._last_reload = ReloadOutcome(True, [], bundle.version, changed)
         return self._last_reload
 
-    def _load_shadow(self, model: CatalogModel) -> None:
-        if self.shadow_dir is None:
-            return
-        try:
-            self._shadow = compile_bundle(self.shadow_dir, model)
-            self._shadow_problems = []
-        except CompileError as exc:
-            # A broken candidate never affects live decisions; it is only reported.
-            self._shadow = None
-            self._shadow_problems = exc.problems
-            log.error("shadow policy set %s rejected:\n  %s", self.shadow_dir, "\n  ".join(exc.problems))
+    def _log_shadow_problems(self) -> None:
+        if self._shadow_problems:
+            log.error("shadow policy set %s rejected:\n  %s", self.shadow_dir, "\n  ".join(self._shadow_problems))
 
     def status(self) -> dict[str, Any]:
         bundle, last = self._bundle, self._last_reload
@@ -284,34 +403,52 @@ class PolicyEngine:
     def visible_tools(self, principal: Principal, tools: Sequence[ToolEntry], facts: RequestFacts) -> set[str]:
         """Exposed names of the tools whose call could be allowed or step-up for some arguments.
 
-        Evaluated in one batch against the listing policy set (input-dependent conditions relaxed,
-        see listing.py) with a placeholder `context.input`; approval is not granted.
+        Evaluated against the listing policy set (input-dependent conditions relaxed, see listing.py)
+        with the part of the context it reads; approval is not granted. In one piece: a caller on
+        the event loop uses visible_tools_async.
         """
+        job = self.listing_job(principal, tools, facts)
+        for chunk in job.chunks():
+            self.evaluate_listing(job, chunk)
+        return job.visible()
+
+    async def visible_tools_async(self, principal: Principal, tools: Sequence[ToolEntry],
+                                  facts: RequestFacts) -> set[str]:
+        """visible_tools, yielding to the event loop between batches of LISTING_CHUNK tools."""
+        job = self.listing_job(principal, tools, facts)
+        for chunk in job.chunks():
+            self.evaluate_listing(job, chunk)
+            await asyncio.sleep(0)
+        return job.visible()
+
+    def listing_job(self, principal: Principal, tools: Sequence[ToolEntry], facts: RequestFacts) -> ListingJob:
+        """What a listing needs, and which of its tools this principal's memo does not know yet."""
         bundle = self._bundle
-        models = [m for t in tools if (m := bundle.catalog.tools.get(t.exposed_name)) is not None and m.entry == t]
-        if not models:
-            return set()
-        request_facts = self._request_facts(facts)
-        task = task_context(facts)
-        requests = [
-            self._cedar_request(
-                principal.agent_id,
-                m.entry.exposed_name,
-                m.uid,
-                orjson.dumps({"input": m.placeholder_input, "request": request_facts, "approval": {"granted": False},
-                              "task": task, "chain": facts.chain or NO_CHAIN}),
-            )
-            for m in models
-        ]
-        servers = {m.entry.server_id for m in models}
+        catalog = bundle.catalog
+        models = [m for t in tools if (m := catalog.tools.get(t.exposed_name)) is not None
+                  and (m.entry is t or m.entry == t)]
+        servers = catalog.servers
+        keys = [(m.entity_json, m.action_json, servers[m.entry.server_id].entity_json) for m in models]
+        context = orjson.dumps(prune_context(self._common_context(facts, False), bundle.listing_reads)).decode()
+        principal_json = self._principal_json(bundle, principal, facts.now)
+        memo = self._listings.entry((bundle.base_digest, principal_json, context))
+        pending = [(m, key) for m, key in zip(models, keys, strict=True) if key not in memo]
+        return ListingJob(bundle, principal.agent_id, principal_json, context, models, keys, memo, pending)
+
+    def evaluate_listing(self, job: ListingJob, chunk: list[tuple[ToolModel, ListingKey]]) -> None:
+        """Decide one batch of a listing's pending tools and remember the answers."""
+        bundle = job.bundle
+        requests = [self._cedar_request(job.agent_id, m.entry.exposed_name, m.uid, job.context) for m, _ in chunk]
+        servers = {m.entry.server_id for m, _ in chunk}
         entities = self._join(
-            self._principal_json(bundle, principal, facts.now),
-            *(m.entity_json for m in models),
-            *(m.action_json for m in models),
+            job.principal_json,
+            *(m.entity_json for m, _ in chunk),
+            *(m.action_json for m, _ in chunk),
             *(bundle.catalog.servers[s].entity_json for s in servers),
         )
         visible = self._visibility(bundle, bundle.listing, requests, entities)
-        return {m.entry.exposed_name for m, v in zip(models, visible, strict=True) if v}
+        for (_, key), shown in zip(chunk, visible, strict=True):
+            job.memo[key] = shown
 
     def visible_prompts(
         self, principal: Principal, prompts: Iterable[tuple[str, str]], facts: RequestFacts

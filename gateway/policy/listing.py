@@ -6,12 +6,17 @@ by its most permissive value: in a permit it becomes `true` where that widens th
 forbid `false` where that narrows the forbid (through `&&`, `||`, `!` and `if`). So a tool is
 hidden only when no arguments at all could make the call allowed or step-up; input-dependent
 policies never hide a tool, and the call itself is still decided with the real arguments.
+
+Listing also sends Cedar only the parts of the context that the (rewritten) policies can observe
+(`context_reads`, `prune_context`): Cedar parses the context once per tool, which was most of the
+cost of listing thousands of tools, and the pruned context is what a cached listing is keyed by,
+so a fact no policy reads (the exact time, a call counter) does not defeat the cache.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeAlias
 
 TRUE: dict[str, Any] = {"Value": True}
 FALSE: dict[str, Any] = {"Value": False}
@@ -72,4 +77,81 @@ def reads_input(expr: Any) -> bool:
         return any(reads_input(value) for value in expr.values())
     if isinstance(expr, list):
         return any(reads_input(item) for item in expr)
+    return False
+
+
+# What of a record the policies can observe: True for all of it, else attribute -> what of that attribute.
+ContextReads: TypeAlias = "bool | dict[str, ContextReads]"
+
+
+def context_reads(est_policies: dict[str, dict[str, Any]]) -> ContextReads:
+    """The context paths any condition of these policies reads.
+
+    A record attribute can only be observed by `.attr`, `has attr`, or by using a record holding it
+    as a value (compared, put in a set...); the last reads the whole record. `has` is taken to read
+    the attribute's whole value, so keeping what is read keeps every answer the same.
+    """
+    reads: dict[str, ContextReads] = {}
+    for policy in est_policies.values():
+        for condition in policy.get("conditions") or []:
+            if _collect(condition["body"], reads):
+                return True
+    return reads
+
+
+def prune_context(context: dict[str, Any], reads: ContextReads) -> dict[str, Any]:
+    """`context` with only what `reads` covers (every answer of the policies stays the same)."""
+    if reads is True:
+        return context
+    assert isinstance(reads, dict)
+    return {name: _prune_value(context[name], sub) for name, sub in reads.items() if name in context}
+
+
+def _prune_value(value: Any, reads: ContextReads) -> Any:
+    return prune_context(value, reads) if isinstance(value, dict) and reads is not True else value
+
+
+def _collect(expr: Any, reads: dict[str, ContextReads]) -> bool:
+    """Record what `expr` reads of the context into `reads`; True when it reads the whole context."""
+    if isinstance(expr, list):
+        return any(_collect(item, reads) for item in expr)
+    if not isinstance(expr, dict) or "Value" in expr:
+        return False
+    path = _context_path(expr)
+    if path is not None:
+        return _mark(reads, path)
+    node = expr.get("has")
+    if isinstance(node, dict):
+        left = _context_path(node.get("left"))
+        if left is not None:
+            return _mark(reads, [*left, str(node.get("attr"))])
+    return any(_collect(value, reads) for value in expr.values())
+
+
+def _context_path(expr: Any) -> list[str] | None:
+    """`context.a.b` as ["a", "b"] (`context` itself as []); None for anything else."""
+    if expr == {"Var": "context"}:
+        return []
+    node = expr.get(".") if isinstance(expr, dict) else None
+    if isinstance(node, dict):
+        left = _context_path(node.get("left"))
+        if left is not None:
+            return [*left, str(node.get("attr"))]
+    return None
+
+
+def _mark(reads: dict[str, ContextReads], path: list[str]) -> bool:
+    """Mark `path` as read whole; True when that is the whole context."""
+    if not path:
+        return True
+    node = reads
+    for name in path[:-1]:
+        child = node.get(name)
+        if child is True:
+            return False  # an enclosing record is read whole already
+        if child is None:
+            child = node[name] = {}
+        assert isinstance(child, dict)
+        node = child
+    node[path[-1]] = True
     return False

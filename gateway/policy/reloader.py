@@ -1,7 +1,8 @@
 """When to reload the policy set: a change on disk, SIGHUP, or the admin API; always loudly.
 
 A reload that fails keeps the last good set serving; the failure is logged at ERROR, counted, and
-shown by `GET /admin/v1/policies` and `/healthz`.
+shown by `GET /admin/v1/policies` and `/healthz`. The engine compiles on a worker thread, so a
+reload never holds up calls; an unchanged directory is noticed from its bytes and not compiled.
 """
 
 from __future__ import annotations
@@ -26,15 +27,18 @@ class PolicyReloader:
         self.failures = 0
         self.reloads = 0
         self.watcher: asyncio.Task[None] | None = None
+        self.pending: set[asyncio.Task[ReloadOutcome]] = set()  # SIGHUP reloads under way
         self.fingerprint = self.current_fingerprint()
         # Called after a reload that changed the set: what agents may see can have changed.
         self.on_change: Callable[[], None] | None = None
         # Called after every attempt, good or bad (the audit log records both).
         self.on_outcome: Callable[[ReloadOutcome, str], None] | None = None
 
-    def reload(self, why: str) -> ReloadOutcome:
-        outcome = self.engine.reload()
-        self.fingerprint = self.current_fingerprint()
+    async def reload(self, why: str) -> ReloadOutcome:
+        # Taken before reading: an edit made while the compile runs is seen by the next watch.
+        fingerprint = await asyncio.to_thread(self.current_fingerprint)
+        outcome = await self.engine.reload_async()
+        self.fingerprint = fingerprint
         if self.on_outcome is not None:
             self.on_outcome(outcome, why)
         if outcome.ok:
@@ -48,10 +52,16 @@ class PolicyReloader:
             log.error("POLICY RELOAD FAILED (%s); the last good set %s keeps serving", why, outcome.version)
         return outcome
 
+    def reload_soon(self, why: str) -> None:
+        """From a signal handler: reload in the background (the handler itself must not wait)."""
+        task = asyncio.create_task(self.reload(why))
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            loop.add_signal_handler(signal.SIGHUP, self.reload, "SIGHUP")
+            loop.add_signal_handler(signal.SIGHUP, self.reload_soon, "SIGHUP")
         except (NotImplementedError, RuntimeError) as exc:  # no signals here (platform, or not the main thread)
             log.warning("SIGHUP policy reload is not available (%s); use the file watch or the admin API", exc)
         if self.interval_s > 0:
@@ -61,17 +71,17 @@ class PolicyReloader:
         # Nothing to remove where start() could not install the handler.
         with contextlib.suppress(NotImplementedError, RuntimeError):
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
-        if self.watcher is not None:
-            self.watcher.cancel()
+        for task in [*self.pending, *([self.watcher] if self.watcher is not None else [])]:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self.watcher
+                await task
 
     async def watch(self) -> None:
         """Poll file names, sizes and mtimes: cheap, and needs no inotify support."""
         while True:
             await asyncio.sleep(self.interval_s)
-            if self.current_fingerprint() != self.fingerprint:
-                self.reload("files changed")
+            if await asyncio.to_thread(self.current_fingerprint) != self.fingerprint:
+                await self.reload("files changed")
 
     def current_fingerprint(self) -> tuple[tuple[str, int, int], ...]:
         entries = []

@@ -45,8 +45,25 @@ class SourceSet:
     digest: str  # over every file's name and bytes
 
 
+@dataclass(frozen=True, slots=True)
+class SourceFiles:
+    """A policy directory's bytes as read, before any parsing: enough to tell whether it changed."""
+
+    schema_file: Path
+    schema_text: str
+    policy_root: Path
+    policy_files: tuple[tuple[Path, str], ...]
+    digest: str  # over every file's name and bytes
+
+
 def read_sources(policies_dir: Path, problems: list[str]) -> SourceSet | None:
     """Read `<dir>/schema.cedarschema` and `<dir>/policies/**/*.cedar`; append problems, None if unusable."""
+    files = read_files(policies_dir, problems)
+    return None if files is None else parse_sources(files, problems)
+
+
+def read_files(policies_dir: Path, problems: list[str]) -> SourceFiles | None:
+    """The directory's texts and their digest (cheap: no Cedar parsing); None if there is no usable schema."""
     schema_file = policies_dir / SCHEMA_FILE
     policy_root = policies_dir / POLICY_SUBDIR
     if not policies_dir.is_dir():
@@ -58,7 +75,7 @@ def read_sources(policies_dir: Path, problems: list[str]) -> SourceSet | None:
         problems.append(f"{schema_file}: cannot read the base schema: {exc.strerror or exc}")
         return None
     digest = hashlib.sha256(b"schema\0" + schema_text.encode())
-    policies: list[PolicySource] = []
+    files: list[tuple[Path, str]] = []
     for path in sorted(policy_root.rglob("*.cedar")) if policy_root.is_dir() else []:
         try:
             text = path.read_text(encoding="utf-8")
@@ -66,10 +83,18 @@ def read_sources(policies_dir: Path, problems: list[str]) -> SourceSet | None:
             problems.append(f"{path}:1: cannot read: {exc}")
             continue
         digest.update(str(path.relative_to(policies_dir)).encode() + b"\0" + text.encode() + b"\0")
+        files.append((path, text))
+    return SourceFiles(schema_file, schema_text, policy_root, tuple(files), digest.hexdigest())
+
+
+def parse_sources(files: SourceFiles, problems: list[str]) -> SourceSet:
+    """Split and parse every policy file; each problem names its file and line."""
+    policies: list[PolicySource] = []
+    for path, text in files.policy_files:
         policies.extend(_parse_file(path, text, problems))
     if not policies and not problems:
-        problems.append(f"{policy_root}: no *.cedar policy files (an empty set would deny everything silently)")
-    return SourceSet(schema_file, schema_text, tuple(policies), digest.hexdigest())
+        problems.append(f"{files.policy_root}: no *.cedar policy files (an empty set would deny everything silently)")
+    return SourceSet(files.schema_file, files.schema_text, tuple(policies), files.digest)
 
 
 def _parse_file(path: Path, text: str, problems: list[str]) -> list[PolicySource]:

@@ -165,9 +165,16 @@ class AuditStore(Protocol):
         ...
 
 
+class GatewaySecretStore(Protocol):
+    async def gateway_secret(self, name: str, candidate: bytes) -> bytes:
+        """The stored secret `name`; `candidate` is stored first if there is none (atomically, so
+        every process and replica ends up with the same one)."""
+        ...
+
+
 @runtime_checkable
 class Store(AgentStore, ToolSchemaStore, SigningKeyStore, TaskStore, ApprovalStore, ToolReviewStore,
-            ResourceReviewStore, AuditStore, Protocol):
+            ResourceReviewStore, AuditStore, GatewaySecretStore, Protocol):
     async def migrate(self) -> list[int]:
         """Apply missing schema migrations in one transaction; returns the versions applied."""
         ...

@@ -23,6 +23,7 @@ from gateway.store import (
     sqlite_approvals,
     sqlite_audit,
     sqlite_resource_reviews,
+    sqlite_secrets,
     sqlite_signing_keys,
     sqlite_tasks,
     sqlite_tool_reviews,
@@ -106,6 +107,11 @@ class SqliteStore:
 
     async def rotate_signing_key(self, new: SigningKeyRecord, *, retire_at: float, prune_before: float) -> None:
         await self._run(_in_transaction, sqlite_signing_keys.rotate, new, retire_at, prune_before)
+
+    # the gateway's own secrets
+
+    async def gateway_secret(self, name: str, candidate: bytes) -> bytes:
+        return await self._run(_in_transaction_result, sqlite_secrets.get_or_add, name, candidate)
 
     # tasks
 

@@ -198,6 +198,19 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         8,
+        "gateway secrets",
+        """
+        -- Secrets the gateway makes for itself on first start, e.g. the key that turns argument
+        -- digests into HMACs before anyone outside the process sees them (gateway.audit.digests).
+        CREATE TABLE gateway_secrets (
+            name TEXT PRIMARY KEY,
+            secret BLOB NOT NULL,
+            created_at REAL NOT NULL
+        );
+        """,
+    ),
+    Migration(
+        9,
         "resource reviews",
         """
         -- Upstream resources (by canonical URI) and resource templates as reviewed, like tool_reviews.

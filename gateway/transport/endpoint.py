@@ -41,7 +41,7 @@ from gateway.telemetry import RequestSpan, Telemetry
 from gateway.transport.jsonrpc import Message, parse_message
 from gateway.transport.listen import ListenHub, requested_uris
 from gateway.transport.origin import OriginPolicy
-from gateway.transport.responses import ResponseChannel, send_bytes, send_json_error
+from gateway.transport.responses import ResponseChannel, send_bytes, send_json_error, wait_disconnect
 from gateway.transport.sessions import AgentSession, SessionLimitReached, SessionRegistry, StreamItem
 from gateway.transport.sse import PING_FRAME, SSE_HEADERS
 from gateway.upstream.base import LEGACY_ERA, MODERN_ERA
@@ -182,7 +182,7 @@ class McpEndpoint:
             return
         ctx = RequestContext(principal, LEGACY_ERA, session.client_capabilities, session.client_info, session, None,
                              span.trace_id, span)
-        await self.serve_request(send, headers, ctx, message, receive=None)
+        await self.serve_request(send, headers, ctx, message, receive=receive)
 
     async def initialize(self, send: Send, principal: Principal, message: Message) -> None:
         params = message.params or {}
@@ -278,8 +278,9 @@ class McpEndpoint:
             log_level = ctx.session.log_level
         else:
             log_level = ((message.params or {}).get("_meta") or {}).get(LOG_LEVEL_META_KEY)
+        # A session's reply can be resumed elsewhere: its channel watches the connection (held calls).
         channel = ResponseChannel(send, "text/event-stream" in headers.get("accept", ""), ctx.session, ctx.era,
-                                  log_level)
+                                  log_level, receive if ctx.session is not None else None)
         ctx.sink = channel
         started = time.perf_counter()
         reply = await self.run_method(ctx, message, receive)
@@ -466,11 +467,6 @@ async def stream_queue(receive: Receive, send: Send, queue: asyncio.Queue[Stream
         disconnected.cancel()
         with contextlib.suppress(Exception):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-async def wait_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 async def cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any]) -> None:

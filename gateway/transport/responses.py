@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
-from starlette.types import Send
+from starlette.types import Receive, Send
 
 from gateway.errors import HTTP_STATUS_FOR_CODE, RpcError
 from gateway.transport.sessions import AgentSession, StreamLog, log_allowed
@@ -18,6 +19,9 @@ ASK_TIMEOUT_S = 600.0
 ASK_CAPABILITY = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation",
                   "roots/list": "roots"}
 RETRY_MS = 1000
+# A held reply whose connection closed waits this long for the agent to resume its stream (Last-Event-ID).
+RESUME_GRACE_S = 10.0
+RESUME_POLL_S = 0.25
 
 
 async def send_bytes(
@@ -30,6 +34,11 @@ async def send_bytes(
     await send({"type": "http.response.body", "body": body})
 
 
+async def wait_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 async def send_json_error(send: Send, status: int, request_id: Any, error: RpcError) -> None:
     body = orjson.dumps({"jsonrpc": "2.0", "id": request_id, "error": error.to_error()})
     await send_bytes(send, status, body, "application/json")
@@ -39,9 +48,11 @@ class ResponseChannel:
     """The reply path of one agent request; also the CallSink its upstream call reports into."""
 
     def __init__(
-        self, send: Send, accepts_sse: bool, session: AgentSession | None, era: str, log_level: str | None
+        self, send: Send, accepts_sse: bool, session: AgentSession | None, era: str, log_level: str | None,
+        receive: Receive | None = None,
     ) -> None:
         self.send = send
+        self.receive = receive  # the request's own connection, watched by gone()
         self.accepts_sse = accepts_sse
         self.session = session
         self.era = era
@@ -66,6 +77,20 @@ class ResponseChannel:
             return
         await self.start_stream()
         await self.send({"type": "http.response.body", "body": PING_FRAME, "more_body": True})
+
+    async def gone(self) -> None:
+        """Return once nobody can receive this reply any more: the request's connection closed and no
+        stream resumed with Last-Event-ID has followed it for RESUME_GRACE_S. Without a connection to
+        watch (the 2026-07-28 era, whose disconnect cancels the request outright), never returns."""
+        if self.receive is None:
+            await asyncio.Event().wait()
+            return
+        await wait_disconnect(self.receive)
+        unheard_since = time.monotonic()
+        while self.log is not None and time.monotonic() - unheard_since < RESUME_GRACE_S:
+            if self.log.followers:
+                unheard_since = time.monotonic()
+            await asyncio.sleep(RESUME_POLL_S)
 
     def frame(self, data: bytes, final: bool = False) -> bytes:
         return self.log.append(data, final) if self.log is not None else encode_event(data)

@@ -47,6 +47,13 @@ MAX_RESUMES = 20
 RECONNECT_MIN_S = 0.5
 RECONNECT_MAX_S = 30.0
 AuthProvider = Callable[[], Awaitable[dict[str, str]]]
+# Requests with no side effect upstream: safe to send again after a dropped connection.
+RESENDABLE = frozenset({"tools/list", "prompts/list", "resources/list", "resources/templates/list", "ping",
+                        "server/discover", "prompts/get", "resources/read", "completion/complete"})
+# A pooled connection idle longer than this is not reused: below the 5 s idle timeout of uvicorn and
+# Node's http server, so a connection the upstream has closed is not handed out even after the
+# gateway stalled (aiohttp checks the age when it picks a connection, not on a timer).
+KEEPALIVE_S = 4.0
 
 
 class HttpUpstream:
@@ -79,7 +86,7 @@ class HttpUpstream:
         return bool(self.eras)
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=30, enable_cleanup_closed=True)
+        connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=KEEPALIVE_S, enable_cleanup_closed=True)
         self.http = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
         try:
             await self.ensure_ready()
@@ -188,11 +195,7 @@ class HttpUpstream:
         era = ctx.era if ctx.era in self.eras else next(iter(self.eras))
         try:
             async with asyncio.timeout(ctx.timeout_s):
-                if era == MODERN_ERA:
-                    body = {"jsonrpc": "2.0", "id": request_id, "method": method,
-                            "params": modern_params(params, ctx)}
-                    return await self.post_modern(body, method, ctx)
-                return await self.call_legacy(request_id, method, legacy_params(params), ctx)
+                return await self.send(era, request_id, method, params, ctx)
         except TimeoutError:
             self.cancel_upstream(era, request_id, "timed out at the gateway")
             raise RpcError(REQUEST_TIMEOUT, f"upstream {self.server_id!r} did not answer within "
@@ -206,6 +209,30 @@ class HttpUpstream:
         except (aiohttp.ClientError, OSError) as exc:
             self.mark_down()
             raise RpcError(UPSTREAM_UNAVAILABLE, f"upstream {self.server_id!r} is unavailable") from exc
+
+    async def send(self, era: str, request_id: int, method: str, params: dict[str, Any],
+                   ctx: CallContext) -> dict[str, Any]:
+        """One request. A request without side effects whose pooled connection turns out to be one
+        the upstream closed meanwhile (disconnected or reset; not a refused connect) is sent once
+        more, on another connection: aiohttp drops the dead one, and the loop turn in between lets
+        it notice any other connection closed at the same time. A tools/call is never sent twice:
+        it may have reached the upstream (see docs/performance.md, "Reload stalls")."""
+        try:
+            return await self.send_once(era, request_id, method, params, ctx)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            if method not in RESENDABLE or isinstance(exc, aiohttp.ClientConnectorError):
+                raise
+            log.info("upstream %s dropped a kept-alive connection (%s); %s sent again", self.server_id,
+                     type(exc).__name__, method)
+            await asyncio.sleep(0)
+            return await self.send_once(era, request_id, method, params, ctx)
+
+    async def send_once(self, era: str, request_id: int, method: str, params: dict[str, Any],
+                        ctx: CallContext) -> dict[str, Any]:
+        if era == MODERN_ERA:
+            body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": modern_params(params, ctx)}
+            return await self.post_modern(body, method, ctx)
+        return await self.call_legacy(request_id, method, legacy_params(params), ctx)
 
     async def call_legacy(
         self, request_id: int, method: str, params: dict[str, Any], ctx: CallContext

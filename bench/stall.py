@@ -1,0 +1,275 @@
+"""Reload stalls: how long a call waits while the gateway reloads policy or lists a large catalog.
+
+``.venv/bin/python -m bench.stall [--tools 1000,5000] [--agents 16] [--json out.json]``
+
+For each catalog size N: starts ``bench/upstream.py --bulk-tools N`` (it lists echo, add and N
+echo tools), writes a catalog manifest with all of them and a copy of ``cedar/`` plus 30 harmless
+forbids over every tool (so compiling the set takes what a real policy set of that size takes),
+starts the gateway, and keeps 16 agents calling ``bench__echo`` back to back while it:
+
+1. measures normal latency for a few seconds (p50, p99, max);
+2. sends SIGHUP with the policy files unchanged;
+3. changes a policy file and sends SIGHUP (until ``/healthz`` shows the new version, plus 1 s);
+4. has another agent list its tools for the first time (all N+2 are visible to it).
+
+For each event it reports the slowest call in flight during it, and that divided by the normal
+p99. Every call is validated; every loop is bounded; only 127.0.0.1 is used. Exit status 1 if
+any call failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python bench/stall.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import aiohttp
+import yaml
+
+from bench.load import Agent, CallFailure, Target
+from bench.run import MANIFEST_ID, REPO, Proc, _read_line, free_port, start_gateway, write_gateway_files
+
+TOKEN = "bench-stall-token"
+LISTER, LISTER_TOKEN = "bench-lister", "bench-lister-token"
+QUIET_POLICIES = 30
+NORMAL_S = 4.0
+EVENT_LIMIT_S = 300.0  # a reload that has not finished by then is reported as such
+
+
+@dataclass
+class Window:
+    event: str
+    seconds: float  # how long the event itself took
+    worst_ms: float  # the slowest call in flight during it
+    calls: int
+
+
+@dataclass
+class SizeResult:
+    tools: int
+    normal_p50_ms: float = 0.0
+    normal_p99_ms: float = 0.0
+    normal_max_ms: float = 0.0
+    events: list[Window] = field(default_factory=list)
+    failures: int = 0
+
+
+def quiet_policies(count: int, offset: int = 0) -> str:
+    """Forbids that never match (no hour is >= 100), each validated against every tool's action."""
+    return "\n".join(
+        f'@id("quiet-{i}")\n@reason("never")\nforbid (principal, action in Action::"call_tool", resource) '
+        f'when {{ context.request.hour == {100 + i} && resource.owner == "nobody-{i}" }};\n'
+        for i in range(offset, offset + count))
+
+
+def start_bulk_upstream(tmp: Path, tools: int) -> Proc:
+    stderr_path = tmp / "upstream.stderr"
+    cmd = [sys.executable, "-m", "bench.upstream", "--port", "0", "--bulk-tools", str(tools)]
+    with stderr_path.open("wb") as err:
+        popen = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
+                                 start_new_session=True)
+    proc = Proc("upstream", popen, stderr_path, 0)
+    line = _read_line(popen, 15.0)
+    if not line.startswith("LISTENING "):
+        proc.stop()
+        raise RuntimeError(f"upstream did not start (got {line!r}):\n{proc.stderr_tail()}")
+    proc.port = int(line.split()[1])
+    return proc
+
+
+def write_files(tmp: Path, upstream_port: int, gateway_port: int, tools: int) -> Path:
+    """bench.run's files, with N more tools in the manifest, the quiet policies, a second agent that
+    lists, and reloads from SIGHUP only."""
+    cedar = tmp / "cedar"
+    shutil.copytree(REPO / "cedar", cedar, ignore=shutil.ignore_patterns("tests", "README.md"))
+    (cedar / "policies" / "70-quiet.cedar").write_text(quiet_policies(QUIET_POLICIES))
+    path = write_gateway_files(tmp, upstream_port, gateway_port, cedar)
+    manifest_path = tmp / "catalog" / f"{MANIFEST_ID}.yaml"
+    manifest = yaml.safe_load(manifest_path.read_text())
+    bulk = {**manifest["tools"][0]}
+    manifest["tools"] += [{**bulk, "name": f"tool{i:05d}"} for i in range(tools)]
+    manifest_path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    agents_path = tmp / "agents.yaml"
+    agents = yaml.safe_load(agents_path.read_text())
+    lister = json.loads(json.dumps(agents["agents"][0]).replace("bench-agent", LISTER))
+    agents["agents"].append(lister)
+    agents_path.write_text(yaml.safe_dump(agents, sort_keys=False))
+    config = yaml.safe_load(path.read_text())
+    config["policy"] = {"watch_interval_s": 0}  # reloads come from SIGHUP here
+    config["auth"]["static_tokens"].append({"agent": LISTER, "token": LISTER_TOKEN})
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+class Load:
+    """Agents calling back to back; every call's (start, end) in perf_counter seconds."""
+
+    def __init__(self, url: str, agents: int) -> None:
+        self.agents = [Agent(Target(url=url, tool=f"{MANIFEST_ID}__echo", token=TOKEN), f"a{i}")
+                       for i in range(agents)]
+        self.spans: list[tuple[float, float]] = []
+        self.failures = 0
+        self.stopping = False
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await asyncio.gather(*(a.open() for a in self.agents))
+        self.tasks = [asyncio.create_task(self.run(a)) for a in self.agents]
+
+    async def run(self, agent: Agent) -> None:
+        n = 0
+        while not self.stopping:
+            n += 1
+            started = time.perf_counter()
+            try:
+                await agent.call_echo(f"{agent.name}-{n}")
+            except (CallFailure, aiohttp.ClientError, TimeoutError):
+                self.failures += 1
+            self.spans.append((started, time.perf_counter()))
+
+    async def stop(self) -> None:
+        self.stopping = True
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*(a.close() for a in self.agents), return_exceptions=True)
+
+    def in_flight(self, start: float, end: float) -> list[float]:
+        """Latencies (s) of the calls that were running at some moment in [start, end]."""
+        return [b - a for a, b in self.spans if b >= start and a <= end]
+
+
+async def healthz_version(http: aiohttp.ClientSession, base: str) -> str:
+    async with http.get(f"{base}/healthz") as resp:
+        return str((await resp.json())["policy"]["version"])
+
+
+async def wait_for_new_version(http: aiohttp.ClientSession, base: str, before: str) -> None:
+    deadline = time.monotonic() + EVENT_LIMIT_S
+    while time.monotonic() < deadline:
+        if await healthz_version(http, base) != before:
+            return
+        await asyncio.sleep(0.05)
+
+
+async def list_once(url: str, expected: int) -> None:
+    lister = Agent(Target(url=url, tool=f"{MANIFEST_ID}__echo", token=LISTER_TOKEN), "lister")
+    await lister.open()
+    try:
+        reply = await lister._request("tools/list", {})
+        listed = len(reply.get("result", {}).get("tools", []))
+        if listed != expected:
+            raise CallFailure(f"tools/list showed {listed} tools, expected {expected}")
+    finally:
+        await lister.close()
+
+
+async def window(load: Load, name: str, event: Callable[[], Awaitable[None]], tail_s: float) -> Window:
+    start = time.perf_counter()
+    await event()
+    took = time.perf_counter() - start
+    await asyncio.sleep(tail_s)  # work the event left behind (e.g. the pass over open sessions)
+    latencies = load.in_flight(start, time.perf_counter())
+    return Window(name, took, max(latencies, default=0.0) * 1000, len(latencies))
+
+
+async def measure(tools: int, agents: int, gateway: Proc, tmp: Path) -> SizeResult:
+    base = f"http://127.0.0.1:{gateway.port}"
+    result = SizeResult(tools)
+    load = Load(f"{base}/mcp", agents)
+    await load.start()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        try:
+            await asyncio.sleep(1.0)  # warm-up
+            start = time.perf_counter()
+            await asyncio.sleep(NORMAL_S)
+            normal = sorted(b - a for a, b in load.spans if a >= start)
+            result.normal_p50_ms = normal[len(normal) // 2] * 1000
+            result.normal_p99_ms = normal[min(len(normal) - 1, int(len(normal) * 0.99))] * 1000
+            result.normal_max_ms = normal[-1] * 1000
+
+            async def sighup() -> None:
+                os.kill(gateway.pid, signal.SIGHUP)
+                await asyncio.sleep(0.5)
+
+            async def changed() -> None:
+                before = await healthz_version(http, base)
+                (tmp / "cedar" / "policies" / "71-quiet.cedar").write_text(quiet_policies(8, QUIET_POLICIES))
+                os.kill(gateway.pid, signal.SIGHUP)
+                await wait_for_new_version(http, base, before)
+
+            result.events.append(await window(load, "SIGHUP, policy unchanged", sighup, 1.5))
+            result.events.append(await window(load, "SIGHUP, a policy file changed", changed, 1.0))
+            result.events.append(await window(load, "another agent's first tools/list",
+                                              lambda: list_once(f"{base}/mcp", tools + 2), 0.2))
+        finally:
+            await load.stop()
+    result.failures = load.failures
+    return result
+
+
+def run_size(tools: int, agents: int) -> SizeResult:
+    tmp = Path(tempfile.mkdtemp(prefix=f"narrowgate-stall-{tools}-"))
+    upstream = start_bulk_upstream(tmp, tools)
+    gateway: Proc | None = None
+    try:
+        port = free_port()
+        config = write_files(tmp, upstream.port, port, tools)
+        narrowgate = str(Path(sys.executable).parent / "narrowgate")
+        gateway = start_gateway(tmp, [narrowgate], config, port, TOKEN, timeout_s=EVENT_LIMIT_S)
+        return asyncio.run(measure(tools, agents, gateway, tmp))
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        upstream.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def format_results(results: list[SizeResult], agents: int) -> str:
+    lines = [f"Reload stalls ({agents} agents calling back to back; worst call in flight during each event)",
+             f"{'tools':>6}  {'event':<34} {'took':>8} {'worst':>9} {'/ p99':>7}  normal p50 / p99 / max"]
+    for r in results:
+        for w in r.events:
+            ratio = w.worst_ms / r.normal_p99_ms if r.normal_p99_ms else 0.0
+            lines.append(f"{r.tools:>6}  {w.event:<34} {w.seconds:>7.2f}s {w.worst_ms:>7.0f}ms {ratio:>6.1f}x  "
+                         f"{r.normal_p50_ms:.0f} / {r.normal_p99_ms:.0f} / {r.normal_max_ms:.0f} ms")
+        if r.failures:
+            lines.append(f"{r.tools:>6}  {r.failures} call(s) FAILED")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tools", default="1000,5000", help="catalog sizes, comma-separated")
+    parser.add_argument("--agents", type=int, default=16)
+    parser.add_argument("--json", type=Path, help="also write the results as JSON")
+    args = parser.parse_args(argv)
+    results = []
+    for size in (int(s) for s in args.tools.split(",") if s.strip()):
+        print(f"  {size} tools ...", file=sys.stderr, flush=True)
+        results.append(run_size(size, args.agents))
+    print(format_results(results, args.agents))
+    load = os.getloadavg()
+    print(f"machine: {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
+    if args.json is not None:
+        with contextlib.suppress(OSError):
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"agents": args.agents, "loadavg": load,
+                                         "results": [asdict(r) for r in results]}, indent=2))
+    return 1 if any(r.failures for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
