@@ -59,6 +59,7 @@ class RequestContext:
     span: RequestSpan = NOOP_SPAN
     # What this request came to, for metrics and the span.
     decision: str | None = None
+    approved: bool = False  # the decision that let the call through used a person's approval
     upstream: str | None = None
 
 
@@ -194,7 +195,8 @@ class Methods:
         try:
             decision = await self.decide(ctx, view.entry, arguments, params, task)
         finally:
-            await self.monitor.observe(ctx.principal, view.entry, ctx.decision or "deny")
+            outcome = "approved" if ctx.approved and ctx.decision == "allow" else ctx.decision or "deny"
+            await self.monitor.observe(ctx.principal, view.entry, outcome)
         if isinstance(decision, dict):
             return decision  # waiting for a person: the agent is told where and how to retry
         self.tasks.consume(ctx.principal)
@@ -245,6 +247,7 @@ class Methods:
         if isinstance(outcome, dict):
             return outcome
         self.note_decision(ctx, outcome)
+        ctx.approved = True
         return outcome
 
     @staticmethod
