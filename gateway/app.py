@@ -35,10 +35,12 @@ from gateway.config import Settings
 from gateway.credentials.secret_sources import SecretResolver
 from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.detections import DetectionResponder
+from gateway.discovery.resources import ResourceReviews
 from gateway.discovery.service import ToolReviews
 from gateway.discovery.settings import DiscoverySettings
 from gateway.discovery.webhook import approved_only, review_webhook_payload
 from gateway.identity.authenticator import Authenticator
+from gateway.identity.principal import Principal
 from gateway.identity.verifier import TokenVerifier
 from gateway.mcp_methods import Methods
 from gateway.oauth.metadata import METADATA_PATH, authorization_server_metadata
@@ -56,6 +58,7 @@ from gateway.tasks.token_check import TaskTokenCheck
 from gateway.tasks.tokens import TaskTokenIssuer
 from gateway.telemetry import Telemetry
 from gateway.transport.endpoint import McpEndpoint
+from gateway.transport.resource_updates import ResourceUpdateRelay
 from gateway.transport.sessions import SessionRegistry
 from gateway.upstream.base import MODERN_ERA
 from gateway.upstream.directory import Directory, Listing
@@ -91,7 +94,6 @@ class Gateway:
         self.build_discovery()
         self.pool.on_rebuild = self.on_directory_rebuilt
         self.pool.on_list_changed = self.on_upstream_lists_changed
-        self.pool.on_resource_updated = self.relay_resource_updated
         limits = settings.limits
         self.sessions = SessionRegistry(limits.session_idle_s, limits.max_sessions_per_agent, limits.max_sessions)
         authorizer = Authorizer(self.policy, self.audit, settings.policy.agent_reasons,
@@ -101,6 +103,8 @@ class Gateway:
         self.build_approvals(authorizer)
         authenticator = Authenticator(settings, self.verifier, self.registry, self.task_check)
         self.endpoint = McpEndpoint(settings, authenticator, self.methods, self.sessions, self.telemetry)
+        self.pool.on_resource_updated = ResourceUpdateRelay(self.methods, self.sessions, self.endpoint.listen_hub,
+                                                            self.current_principal).relay
         admin_auth = AdminAuthenticator(settings, self.verifier, self.registry, self.task_check.is_ours)
         self.agents_api = AgentsApi(self.registry, admin_auth)
         self.policies_api = PoliciesApi(self.policy, self.reloader, admin_auth)
@@ -164,7 +168,10 @@ class Gateway:
         self.pool = UpstreamPool(self.catalog, self.upstream_auth, full_resync_s=settings.resync_interval_s,
                                  max_reply_bytes=self.settings.limits.max_upstream_reply_bytes)
         self.reviews = ToolReviews(self.store, self.audit)
+        self.resource_reviews = ResourceReviews(self.store, self.audit)
         self.pool.reconcile = self.reconcile_listings
+        self.pool.resource_status = self.resource_reviews.status
+        self.resource_reviews.on_decided.append(self.apply_resource_reviews)
         self.applied_catalog = self.catalog  # the one the policy engine and task grants use now
         self.effective_stale = True
         self.review_webhook = WebhookSender(settings.webhook_url, settings.webhook_secret_env, "tool review")
@@ -177,6 +184,8 @@ class Gateway:
         if self.reviews.reconcile(self.catalog, {sid: listing.tools for sid, listing in listings.items()}):
             self.effective_stale = True
             self.run_in_background(self.reviews.save())
+        if self.resource_reviews.reconcile(self.catalog, listings):
+            self.run_in_background(self.resource_reviews.save())
         if not self.effective_stale:
             return self.pool.catalog  # what this returned last time
         self.effective_stale = False
@@ -189,6 +198,18 @@ class Gateway:
         self.effective_stale = True
         self.pool.rebuild()
         await self.announce_list_changed({"tools"})
+
+    async def apply_resource_reviews(self) -> None:
+        """After a resource review decision: rebuild the directory, then tell agents to list again."""
+        self.pool.rebuild()
+        await self.announce_list_changed({"resources"})
+
+    def current_principal(self, principal: Principal) -> Principal | None:
+        """`principal` with its agent record as it is now; None if the agent may no longer act."""
+        agent = self.registry.get(principal.agent_id)
+        if agent is None or agent.effective_state(self.registry.clock()) is not Lifecycle.ACTIVE:
+            return None
+        return replace(principal, agent=agent)
 
     def run_in_background(self, work: Any) -> None:
         task = asyncio.create_task(work)
@@ -233,7 +254,7 @@ class Gateway:
             *tasks_api.routes(),
             *keys_api.routes(),
             *ApprovalsApi(self.approvals, admin_auth, self.settings.base_url).routes(),
-            *CatalogApi(self.reviews, admin_auth).routes(),
+            *CatalogApi(self.reviews, admin_auth, self.resource_reviews).routes(),
             *Console(self.approvals, self.registry, self.tasks, self.store, admin_auth, self.settings,
                      self.reviews).routes(),
         ]
@@ -253,6 +274,7 @@ class Gateway:
         await self.tasks.open()
         await self.approvals.open()
         await self.reviews.open()
+        await self.resource_reviews.open()
         # One re-typing of the policy set for the whole start (not one per upstream listed), so one
         # "policy version ... in force" line at most.
         self.pool.on_rebuild = None
@@ -287,6 +309,7 @@ class Gateway:
             await self.assertion_verifier.close()
             await asyncio.gather(*self.background, return_exceptions=True)
             await self.reviews.save()
+            await self.resource_reviews.save()
             await self.audit.close()
             await self.store.close()
             self.telemetry.shutdown()
@@ -440,7 +463,7 @@ class Gateway:
             message = {"jsonrpc": "2.0", "method": LIST_CHANGED[kind]}
             for session in self.sessions.all():
                 session.publish(message)
-            self.endpoint.listen_hub.publish(message["method"], {})
+            self.endpoint.listen_hub.publish(message["method"])
 
     async def announce_tool_changes(self) -> None:
         """Tell each open session or listener whose visible tools changed, and nobody else (a tool in
@@ -462,10 +485,3 @@ class Gateway:
                 seen, listener.tools_seen = listener.tools_seen, now
                 if seen is not None and seen != now:
                     listener.notify(method)
-
-    async def relay_resource_updated(self, message: dict[str, Any]) -> None:
-        uri = (message.get("params") or {}).get("uri")
-        for session in self.sessions.all():
-            if uri in session.subscriptions:
-                session.publish(message)
-        self.endpoint.listen_hub.publish("notifications/resources/updated", message.get("params") or {})

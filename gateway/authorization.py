@@ -17,7 +17,7 @@ from gateway.audit import AuditEvent, AuditLog, AuditUnavailable, redacted_previ
 from gateway.catalog.model import ToolEntry
 from gateway.errors import ACCESS_DENIED, APPROVAL_REQUIRED, RpcError
 from gateway.identity.principal import Principal
-from gateway.policy.engine import Decision, PolicyEngine, RequestFacts
+from gateway.policy.engine import Decision, PolicyEngine, RequestFacts, new_decision_id
 from gateway.verifier import argument_digest
 
 log = logging.getLogger("narrowgate.decisions")
@@ -80,6 +80,26 @@ class Authorizer:
         decision = self.engine.decide_resource(principal, server_id, uri, facts)
         await self.record(self.event(decision, principal, facts, uri, trace_id), durable=not decision.allowed)
         return self.enforce(decision, principal, "resource", uri)
+
+    async def refuse_resource(self, principal: Principal, uri: str, reason: str, facts: RequestFacts,
+                              trace_id: str | None = None, detail: str = "") -> RpcError:
+        """A resource the gateway refuses before policy (a URI with no single meaning, one nobody may
+        serve): recorded and logged as a deny like any decision; the agent-facing error to raise."""
+        decision = Decision("deny", new_decision_id(), (), reason, (detail or reason,), self.engine.version)
+        await self.record(self.event(decision, principal, facts, uri, trace_id), durable=True)
+        self.log_decision(decision, principal, "resource", uri)
+        return self.refusal(decision)
+
+    async def recheck_resource(self, principal: Principal, server_id: str, uri: str, facts: RequestFacts) -> bool:
+        """Before relaying a resource update to a subscriber: would a read be allowed now? An allow is not
+        recorded again (the subscription's was); a refusal is, and ends that subscription."""
+        decision = self.engine.decide_resource(principal, server_id, uri, facts)
+        if decision.allowed:
+            return True
+        event = self.event(decision, principal, facts, uri, None)
+        await self.record(replace(event, detail={**event.detail, "subscription": "dropped"}), durable=False)
+        self.log_decision(decision, principal, "resource subscription", uri)
+        return False
 
     @staticmethod
     def event(decision: Decision, principal: Principal, facts: RequestFacts, target: str, trace_id: str | None,

@@ -1,6 +1,7 @@
 """`narrowgate catalog review|approve|reject|pin`: the upstream tool quarantine of a running gateway.
 
-`review`, `approve` and `reject` drive the admin API's review queue (docs/catalog.md#reviewing).
+`review`, `approve` and `reject` drive the admin API's review queue (docs/catalog.md#reviewing); with
+`--resources` / `--resource ID` they drive the resource queue (gateway.catalog_resource_commands).
 `pin` copies the hashes of the approved definitions into the manifests as `definition_sha256`, as a
 text edit: manifests are reviewed like code, so their comments, key order and layout must survive.
 """
@@ -49,11 +50,16 @@ def add_catalog_review_parsers(catalog_commands: Any) -> None:
                     "definition itself. An approver or admin token works.")
     review.add_argument("tool", nargs="?", metavar="SERVER/NAME", help="one tool, e.g. docs/fetch_page")
     review.add_argument("--status", choices=[*STATUSES, "all"], help="which tools to list (default: quarantined)")
+    review.add_argument("--resources", action="store_true",
+                        help="the resource and resource-template queue instead of the tool queue")
+    _add_resource_option(review)
     _add_connection_options(review)
     review.set_defaults(run=run_review)
 
-    approve = catalog_commands.add_parser("approve", help="approve a quarantined tool's definition (admin API)")
-    approve.add_argument("tool", metavar="SERVER/NAME")
+    approve = catalog_commands.add_parser("approve", help="approve a quarantined tool's, resource's or "
+                                                          "template's definition (admin API)")
+    approve.add_argument("tool", nargs="?", metavar="SERVER/NAME")
+    _add_resource_option(approve)
     _add_hash_option(approve)
     approve.add_argument("--risk", choices=RISK_TIERS, help="risk tier of a discovered tool (required for one)")
     approve.add_argument("--data-class", action="append", dest="data_classes", metavar="CLASS",
@@ -63,8 +69,10 @@ def add_catalog_review_parsers(catalog_commands: Any) -> None:
     _add_connection_options(approve)
     approve.set_defaults(run=run_decide, action="approve")
 
-    reject = catalog_commands.add_parser("reject", help="reject a quarantined tool's definition (admin API)")
-    reject.add_argument("tool", metavar="SERVER/NAME")
+    reject = catalog_commands.add_parser("reject", help="reject a quarantined tool's, resource's or "
+                                                        "template's definition (admin API)")
+    reject.add_argument("tool", nargs="?", metavar="SERVER/NAME")
+    _add_resource_option(reject)
     _add_hash_option(reject)
     reject.add_argument("--comment", default="", help="a note recorded with your decision")
     _add_connection_options(reject)
@@ -82,6 +90,11 @@ def add_catalog_review_parsers(catalog_commands: Any) -> None:
     _add_connection_options(pin)
     pin.set_defaults(run=run_pin)
     add_discover_parser(catalog_commands)
+
+
+def _add_resource_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--resource", metavar="ID", help="a resource or template by its review id (res_...), "
+                                                          "as `narrowgate catalog review --resources` lists it")
 
 
 def _add_hash_option(parser: argparse.ArgumentParser) -> None:
@@ -106,6 +119,12 @@ def tool_path(server: str, name: str) -> str:
 
 
 def run_review(args: argparse.Namespace) -> int:
+    if args.resources or args.resource is not None:
+        from gateway.catalog_resource_commands import run_resource_review  # it imports this module
+
+        if args.tool is not None:
+            raise CatalogCommandError("name either a tool (SERVER/NAME) or --resource ID, not both")
+        return run_resource_review(args)
     if args.tool is None:
         status = args.status or QUARANTINED
         query = "" if status == "all" else f"?status={status}"
@@ -224,6 +243,14 @@ def _json(value: Any) -> str:
 
 
 def run_decide(args: argparse.Namespace) -> int:
+    if (args.tool is None) == (args.resource is None):
+        raise CatalogCommandError("name one tool (SERVER/NAME) or one --resource ID")
+    if args.resource is not None:
+        from gateway.catalog_resource_commands import run_resource_decide  # it imports this module
+
+        if args.action == "approve" and (args.risk or args.data_classes or args.egress):
+            raise CatalogCommandError("--risk, --data-class and --egress are for tools, not resources")
+        return run_resource_decide(args)
     server, name = split_tool(args.tool)
     expected = _expected_hash(args.sha256, args.tool)
     body: dict[str, Any] = {"expected_sha256": expected, "comment": args.comment}

@@ -19,11 +19,13 @@ from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.errors import INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, UPSTREAM_UNAVAILABLE, RpcError
 from gateway.identity.principal import Principal
 from gateway.policy.engine import Decision, RequestFacts
+from gateway.policy.paths import CanonicalizationError, canonical_path
 from gateway.tasks.gate import BUILTIN_TOOLS, TaskGate, task_facts
 from gateway.tasks.model import Task
 from gateway.telemetry import NOOP_SPAN, RequestSpan, Telemetry
 from gateway.transport.sessions import LOG_LEVELS, AgentSession
 from gateway.upstream.base import LEGACY_ERA, MODERN_ERA, CallContext, CallSink
+from gateway.upstream.directory import ResourceRoute, Withheld
 from gateway.upstream.pool import UpstreamPool
 from gateway.verifier import argument_digest
 
@@ -57,6 +59,7 @@ class RequestContext:
     span: RequestSpan = NOOP_SPAN
     # What this request came to, for metrics and the span.
     decision: str | None = None
+    approved: bool = False  # the decision that let the call through used a person's approval
     upstream: str | None = None
 
 
@@ -144,10 +147,11 @@ class Methods:
         return {"result": {"prompts": [view.definition for name, view in prompts.items() if name in visible]}}
 
     async def list_resources(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
-        directory = self.pool.directory
-        pairs = [(directory.resources[r["uri"]], r["uri"]) for r in directory.resource_list]
-        visible = self.authorizer.visible_resources(ctx.principal, pairs, self.facts(ctx))
-        return {"result": {"resources": [r for r in directory.resource_list if r["uri"] in visible]}}
+        """Approved resources routed to the server listing them (see gateway.upstream.directory)."""
+        views = self.pool.directory.resource_list
+        visible = self.authorizer.visible_resources(ctx.principal, [(v.server_id, v.uri) for v in views],
+                                                    self.facts(ctx))
+        return {"result": {"resources": [v.definition for v in views if v.uri in visible]}}
 
     async def list_templates(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
         directory = self.pool.directory
@@ -191,7 +195,8 @@ class Methods:
         try:
             decision = await self.decide(ctx, view.entry, arguments, params, task)
         finally:
-            await self.monitor.observe(ctx.principal, view.entry, ctx.decision or "deny")
+            outcome = "approved" if ctx.approved and ctx.decision == "allow" else ctx.decision or "deny"
+            await self.monitor.observe(ctx.principal, view.entry, outcome)
         if isinstance(decision, dict):
             return decision  # waiting for a person: the agent is told where and how to retry
         self.tasks.consume(ctx.principal)
@@ -242,6 +247,7 @@ class Methods:
         if isinstance(outcome, dict):
             return outcome
         self.note_decision(ctx, outcome)
+        ctx.approved = True
         return outcome
 
     @staticmethod
@@ -268,22 +274,21 @@ class Methods:
         return await self.forward(ctx, view.server_id, "prompts/get", {**params, "name": view.upstream_name})
 
     async def read_resource(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
-        server_id = self.server_for_uri(params, ctx.era)
-        await self.authorizer.resource(ctx.principal, server_id, params["uri"], self.facts(ctx), ctx.trace_id)
-        return await self.forward(ctx, server_id, "resources/read", params)
+        _, route = await self.resource_route(ctx, params.get("uri"))
+        # The upstream gets the URI that was judged (its own listed spelling of it for a listed resource).
+        return await self.forward(ctx, route.server_id, "resources/read", {**params, "uri": route.upstream_uri})
 
     async def subscribe(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
-        server_id = self.server_for_uri(params, ctx.era)
-        await self.authorizer.resource(ctx.principal, server_id, params["uri"], self.facts(ctx), ctx.trace_id)
-        reply = await self.forward(ctx, server_id, "resources/subscribe", params)
+        canonical, route = await self.resource_route(ctx, params.get("uri"))
+        reply = await self.forward(ctx, route.server_id, "resources/subscribe", {**params, "uri": route.upstream_uri})
         if "result" in reply and ctx.session is not None:
-            ctx.session.subscriptions.add(params["uri"])
+            ctx.session.subscriptions.add(canonical)  # updates are matched, and re-checked, by canonical URI
         return reply
 
     async def unsubscribe(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
         uri = params.get("uri")
         if ctx.session is not None and isinstance(uri, str):
-            ctx.session.subscriptions.discard(uri)
+            ctx.session.subscriptions.discard(canonical_or_self(uri))
         # Other agents may still be subscribed upstream; the gateway stops relaying to this one.
         return {"result": {}}
 
@@ -301,22 +306,61 @@ class Methods:
             return await self.forward(ctx, view.server_id, "completion/complete", upstream_params)
         uri = ref.get("uri")
         server_id = directory.server_for_template(uri) if isinstance(uri, str) else None
-        server_id = server_id or (directory.server_for_uri(uri) if isinstance(uri, str) else None)
-        if server_id is None:
-            raise RpcError(INVALID_PARAMS, f"Unknown resource reference: {uri}")
-        await self.authorizer.resource(ctx.principal, server_id, str(uri), self.facts(ctx), ctx.trace_id)
-        return await self.forward(ctx, server_id, "completion/complete", params)
+        if server_id is not None:  # a template, named exactly as its (approved) upstream lists it
+            await self.authorizer.resource(ctx.principal, server_id, str(uri), self.facts(ctx), ctx.trace_id)
+            return await self.forward(ctx, server_id, "completion/complete", params)
+        _, route = await self.resource_route(ctx, uri, missing=INVALID_PARAMS)
+        upstream_params = {**params, "ref": {**ref, "uri": route.upstream_uri}}
+        return await self.forward(ctx, route.server_id, "completion/complete", upstream_params)
 
-    def server_for_uri(self, params: dict[str, Any], era: str) -> str:
-        uri = params.get("uri")
+    async def resource_route(self, ctx: RequestContext, uri: Any,
+                             missing: int | None = None) -> tuple[str, ResourceRoute]:
+        """The canonical URI and who serves it, once policy allows this caller to read it (recorded).
+
+        The same decision for reads, subscriptions in both eras and completions: a URI with no
+        single meaning, or one nobody may serve (awaiting review, claimed twice), is refused and
+        recorded; an unknown one is "not found"."""
         if not isinstance(uri, str):
             raise RpcError(INVALID_PARAMS, "a string uri is required")
-        server_id = self.pool.directory.server_for_uri(uri)
-        if server_id is None:
+        facts = self.facts(ctx)
+        try:
+            canonical = canonical_path(uri)
+        except CanonicalizationError as exc:
+            raise await self.authorizer.refuse_resource(ctx.principal, escaped(uri), f"no single meaning: {exc}",
+                                                        facts, ctx.trace_id) from None
+        route = self.pool.directory.route(canonical)
+        if isinstance(route, Withheld):
+            raise await self.authorizer.refuse_resource(ctx.principal, canonical, f"not served: {route.reason}",
+                                                        facts, ctx.trace_id, route.why)
+        if route is None:
             # 2026-07-28 (SEP-2164) answers an unknown resource with invalid params; 2025-11-25 with -32002.
-            code = INVALID_PARAMS if era == MODERN_ERA else RESOURCE_NOT_FOUND
+            code = missing or (INVALID_PARAMS if ctx.era == MODERN_ERA else RESOURCE_NOT_FOUND)
             raise RpcError(code, f"Resource not found: {uri}", {"uri": uri})
-        return server_id
+        ctx.upstream = route.server_id
+        await self.authorizer.resource(ctx.principal, route.server_id, canonical, facts, ctx.trace_id)
+        return canonical, route
+
+    async def authorize_subscriptions(self, ctx: RequestContext, uris: list[str]) -> list[str]:
+        """The canonical URIs of those a `subscriptions/listen` stream may follow: each goes through the
+        same decision as a read; refused and unknown ones are left out of the acknowledgement."""
+        allowed: list[str] = []
+        for uri in uris:
+            try:
+                canonical, _ = await self.resource_route(ctx, uri)
+            except RpcError:
+                continue
+            if canonical not in allowed:
+                allowed.append(canonical)
+        return allowed
+
+    async def subscription_allowed(self, principal: Principal, era: str, client_info: dict[str, Any] | None,
+                                   server_id: str, canonical: str) -> bool:
+        """Before relaying an update: would this subscriber still be allowed to read it? (recorded if not)"""
+        try:
+            facts = self.facts_for(principal, era, client_info, self.tasks.facts(principal))
+        except RpcError:
+            return False  # its task has ended
+        return await self.authorizer.recheck_resource(principal, server_id, canonical, facts)
 
     def facts(self, ctx: RequestContext) -> RequestFacts:
         return self.facts_for(ctx.principal, ctx.era, ctx.client_info, self.tasks.facts(ctx.principal))
@@ -340,6 +384,19 @@ class Methods:
         ctx.upstream = server.id
         return CallContext(era=ctx.era, timeout_s=server.timeout_s, sink=ctx.sink,
                            client_capabilities=ctx.client_capabilities, client_info=ctx.client_info)
+
+
+def escaped(uri: str, limit: int = 500) -> str:
+    """A refused URI as logs and the audit record show it: control and non-ASCII characters escaped
+    (a newline cannot forge a log line), at most `limit` characters."""
+    return ascii(uri)[1:-1][:limit]
+
+
+def canonical_or_self(uri: str) -> str:
+    try:
+        return canonical_path(uri)
+    except CanonicalizationError:
+        return uri
 
 
 def supports_url_elicitation(capabilities: dict[str, Any]) -> bool:

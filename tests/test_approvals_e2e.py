@@ -1,7 +1,8 @@
 """Step-up approvals end to end: a real gateway process, real MCP clients in both eras, a real upstream,
 people deciding through the admin API (the console and CLI drive the same service; see their tests).
 
-Policies on top of the shipped set (which holds privileged/destructive tools, `@step_up("hold")`):
+Policies on top of the shipped set (which asks for privileged/destructive tools; `approvals.default_mode: hold`
+here, so those calls hold whatever the client):
 * `appr__log` (write) needs an approval in pending mode;
 * `appr__progress` (read) needs an approval from group `payments-leads`, held;
 * `appr__whoami` (read) needs an approval that lives 2 seconds.
@@ -97,7 +98,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int, webhook: W
                               {"name": "carol@example.com", "token": LEAD_TOKEN, "role": "approver",
                                "groups": ["payments-leads"]},
                           ]},
-                          "approvals": {"keepalive": "1s", "webhook_url": webhook.url,
+                          "approvals": {"keepalive": "1s", "default_mode": "hold", "webhook_url": webhook.url,
                                         "webhook_secret_env": "APPROVAL_HOOK_SECRET"},
                           "identity": {"audience": f"http://127.0.0.1:{port}", "clock_skew_s": 5,
                                        "oidc_issuers": [{"issuer": idp.issuer, "jwks_uri": idp.jwks_uri}]},

@@ -40,13 +40,20 @@ EXTRA_POLICIES = """\
 forbid (principal, action == Action::"life__log", resource)
 unless { context.approval.granted };
 
+@id("echo-needs-approval-hold")
+@reason("this tool needs an approval before it runs")
+@step_up("hold")
+forbid (principal, action == Action::"life__echo", resource)
+unless { context.approval.granted };
+
 @id("progress-needs-approval-pending")
 @reason("progress reports need an approval")
 @step_up("pending")
 forbid (principal, action == Action::"life__progress", resource)
 unless { context.approval.granted };
 """
-# life__echo is privileged: held by the shipped `@step_up("hold")` policy, whatever the client.
+# life__echo is privileged (the shipped `@step_up` rule asks) and held by the explicit hold rule above, whatever
+# the client.
 
 
 def lifecycle_gateway(workdir: Path, behaviour_http: int) -> Gateway:

@@ -62,7 +62,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int) -> Iterato
         "policies": str(cedar_copy(workdir / "cedar", **{"70-tests": PENDING_LOG_POLICY})),
         "admin": {"tokens": [{"name": "test-admin", "token": ADMIN_TOKEN},
                              {"name": "tests@example.com", "token": OWNER_TOKEN, "role": "approver"}]},
-        "approvals": {"keepalive": "1s"},
+        "approvals": {"keepalive": "1s", "default_mode": "hold"},  # the shipped rule asks; this test holds
     })
     gateway.start()
     yield gateway

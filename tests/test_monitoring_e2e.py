@@ -15,6 +15,7 @@ exported from its audit log, served at /metrics or POSTed to the webhook.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -28,6 +29,7 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
+from mcp_types import ElicitResult
 
 from tests.support.clients import ERAS, mcp_client
 from tests.support.processes import ADMIN_TOKEN, NARROWGATE, REPO, Gateway, cedar_copy
@@ -58,7 +60,19 @@ unless {{ context.approval.granted }};
 
 WATCH_AGENTS = ("exfil-legacy", "exfil-modern", "fresh-legacy", "fresh-modern", "burst-legacy", "burst-modern",
                 "bystander", "prober", "hook", "writer", "writer-peer")
-KILL_AGENTS = ("exfil-k-legacy", "exfil-k-modern", "prober-k-legacy", "prober-k-modern", "cli-k", "bystander-k")
+KILL_AGENTS = ("exfil-k-legacy", "exfil-k-modern", "prober-k-legacy", "prober-k-modern", "cli-k", "bystander-k",
+               "approved-k-legacy", "approved-k-modern")
+OWNER_TOKEN = "monitoring-owner-token"  # tests@example.com, the test agents' owner, an approver
+# For the approved-k agents only: egress after a sensitive read holds until a person approves.
+HELD_EGRESS_POLICY = """\
+@id("hold-egress-after-sensitive-read")
+@reason("egress after a sensitive read needs an approval")
+@step_up("hold")
+forbid (principal, action == Action::"mail__echo", resource)
+when { (principal == Agent::"approved-k-legacy" || principal == Agent::"approved-k-modern") &&
+       context.chain.sensitive_read }
+unless { context.approval.granted };
+"""
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -252,13 +266,15 @@ def kill_gw(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int) -> It
     workdir = tmp_path_factory.mktemp("monitoring-kill")
     # Without the shipped egress policy an egress call after a sensitive read goes through: that is
     # the critical case (data may have left), which the default kill switch answers.
-    cedar = cedar_copy(workdir / "cedar", drop=("60-chain.cedar",))
+    cedar = cedar_copy(workdir / "cedar", drop=("60-chain.cedar",), **{"70-held-egress": HELD_EGRESS_POLICY})
     gw = Gateway(
         workdir, manifests(behaviour_http),
         tokens={a: token_for(a) for a in KILL_AGENTS},
         # The shipped defaults: kill switch at critical, default rate limits.
         extra_config={"policy": always_working_hours(), "policies": str(cedar),
-                      "monitoring": {"kill_switch_severity": "critical"}},
+                      "monitoring": {"kill_switch_severity": "critical"},
+                      "admin": {"tokens": [{"name": "test-admin", "token": ADMIN_TOKEN},
+                                           {"name": "tests@example.com", "token": OWNER_TOKEN, "role": "approver"}]}},
     ).start()
     yield gw
     gw.stop()
@@ -320,6 +336,28 @@ async def test_kill_switch_suspends_the_exfiltrating_agent_mid_session(kill_gw: 
     assert f"KILL SWITCH: agent {agent} suspended" in kill_gw.log_text()
     # Another agent carries on.
     assert await in_session(kill_gw, "bystander-k", mode, lambda c: echo(c, "mail__echo", "hello")) == []
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_an_egress_a_person_approved_while_it_held_does_not_trip_the_kill_switch(kill_gw: Gateway,
+                                                                                     mode: str) -> None:
+    """The person saw why the call asked and let it through: contained (high), not an exfiltration (critical)."""
+    agent = f"approved-k-{tag(mode)}"
+
+    async def approve_when_asked(context: Any, params: Any) -> ElicitResult:
+        approval_id = params.url.rsplit("/", 1)[-1]
+        answer = await asyncio.to_thread(httpx2.post, f"{kill_gw.base}/admin/v1/approvals/{approval_id}/approve",
+                                         headers={"Authorization": f"Bearer {OWNER_TOKEN}"}, json={}, timeout=10)
+        assert answer.status_code == 200, answer.text
+        return ElicitResult(action="accept")
+
+    async with mcp_client(kill_gw.url, token_for(agent), mode, elicitation_callback=approve_when_asked) as client:
+        await echo(client, "vault__echo", "customer passwords")
+        await echo(client, "mail__echo", "the approved report")  # held, approved, then run
+        await echo(client, "notes__echo", "still working")
+    [record] = detections_of(kill_gw, agent, "sensitive_then_egress")
+    assert record["detail"]["severity"] == "high", record
+    assert agent_record(kill_gw, agent)["state"] == "active"
 
 
 # --- 2. rate limits ------------------------------------------------------------------------------

@@ -163,7 +163,7 @@ def test_explain_deny(config: Path) -> None:
 def test_explain_step_up_and_approved(config: Path) -> None:
     body = explain(config, "alpha__whoami")
     assert body["decision"]["outcome"] == "step_up"
-    assert body["decision"]["step_up_mode"] == "hold"
+    assert body["decision"]["step_up_mode"] == ""  # approvals.default_mode decides
     assert determining(body) == [("step-up-privileged-destructive", "30-step-up-risk.cedar", 2)]
     approved = explain(config, "alpha__whoami", "{}", "--approved")
     assert approved["decision"]["outcome"] == "allow"

@@ -3,7 +3,9 @@
 Three long-lived gateways share the behaviour upstream (tests/conftest.py) under different server ids
 and risk tiers, so one upstream tool can be `read` in one server and `privileged` in another:
 
-* `main`:   servers alpha and beta; agent-a entitled to alpha, agent-b to beta; custom input policies;
+* `main`:   servers alpha and beta (beta's copy of the upstream serves its resource as behaviour://beta:
+            a URI two servers list is served by neither); agent-a entitled to alpha, agent-b to beta; custom
+            input policies;
             working hours set so that now is inside; a shadow candidate that forbids alpha__progress.
 * `watched`: the file watcher on (0.2 s) over a policy directory the tests edit.
 * `ops`:    watcher off (SIGHUP and the admin endpoint reload it); generic agent reasons; working hours
@@ -18,6 +20,7 @@ import asyncio
 import re
 import signal
 import subprocess
+import sys
 import time
 import unicodedata
 from collections.abc import Awaitable, Callable, Iterator
@@ -34,11 +37,14 @@ from mcp_types import ErrorData, PromptReference
 from tests.support.clients import ERAS, mcp_client
 from tests.support.processes import (
     ADMIN_TOKEN,
+    BEHAVIOUR_SERVER,
     NARROWGATE,
     Gateway,
     behaviour_manifest,
     cedar_copy,
+    start_listening,
     static_agent,
+    stop,
 )
 
 ACCESS_DENIED = -32030
@@ -235,14 +241,23 @@ async def echo_outcome(gateway: Gateway, agent: str, text: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def main_gw(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int) -> Iterator[Gateway]:
+def beta_http() -> Iterator[int]:
+    """A second behaviour upstream for beta, serving its resource as behaviour://beta."""
+    process, port = start_listening([sys.executable, str(BEHAVIOUR_SERVER), "--port", "0"],
+                                    env={"BEHAVIOUR_RESOURCE_URI": "behaviour://beta"})
+    yield port
+    stop(process)
+
+
+@pytest.fixture(scope="module")
+def main_gw(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int, beta_http: int) -> Iterator[Gateway]:
     workdir = tmp_path_factory.mktemp("policy-main")
     live = cedar_copy(workdir / "cedar", **{"60-e2e": MAIN_POLICIES})
     shadow = cedar_copy(workdir / "candidate", **{"60-e2e": MAIN_POLICIES, "70-candidate": SHADOW_EXTRA})
     hours = {"start": "00:00", "end": "23:59", "days": ALL_DAYS, "timezone": noon_zone()}
     gateway = make_gateway(
         workdir,
-        [manifest("alpha", behaviour_http, ALPHA_RISKS), manifest("beta", behaviour_http, BETA_RISKS)],
+        [manifest("alpha", behaviour_http, ALPHA_RISKS), manifest("beta", beta_http, BETA_RISKS)],
         {"agent-a": ["alpha"], "agent-b": ["beta"]},
         live,
         {"shadow": str(shadow), "working_hours": hours, "watch_interval_s": 0},
@@ -356,9 +371,8 @@ async def test_lists_show_exactly_what_the_agent_may_use(main_gw: Gateway, mode:
     assert b_tools == {"beta__echo", "beta__progress"}
     assert a_prompts == {"alpha__greet"}
     assert b_prompts == {"beta__greet"}
-    # behaviour://status is served once, by its first catalogued owner: alpha.
     assert a_resources == {"behaviour://status"}
-    assert b_resources == set()
+    assert b_resources == {"behaviour://beta"}
 
 
 @pytest.mark.parametrize("mode", ERAS)
@@ -483,7 +497,8 @@ async def test_keys_that_collide_after_nfc_are_denied(main_gw: Gateway, mode: st
     nfc, nfd = "caf\u00e9", unicodedata.normalize("NFD", "caf\u00e9")
     async with mcp_client(main_gw.url, token_for("agent-a"), mode) as client:
         error = await rpc_error(client.call_tool("alpha__echo", {"text": "x", nfc: "1", nfd: "2"}))
-    assert_refused(error, ACCESS_DENIED, "Access denied: arguments do not match the tool's schema")
+    assert_refused(error, ACCESS_DENIED, "Access denied: no single meaning: argument 'café' appears twice once Unicode "
+                                         "is normalized")
 
 
 # --- working hours ---------------------------------------------------------------------------------

@@ -102,13 +102,17 @@ async def test_uncatalogued_upstream_tool_is_quarantined_not_called(gateway: Gat
     assert caught.value.error.data["decisionId"].startswith("dec_")
 
 
-async def test_resources_are_aggregated_and_readable(gateway: Gateway, mode: str) -> None:
+async def test_a_uri_two_upstreams_list_is_served_by_neither(gateway: Gateway, mode: str) -> None:
     async with mcp_client(gateway.url, TOKEN, mode) as client:
         uris = [str(r.uri) for r in (await client.list_resources()).resources]
-        contents = await client.read_resource("behaviour://status")
-    # Both upstreams offer the same URI; it is served once, by the first catalogued owner.
-    assert uris == ["behaviour://status"]
-    assert "ok" in contents.contents[0].text.lower()
+        with pytest.raises(MCPError) as caught:
+            await client.read_resource("behaviour://status")
+    # Both upstreams offer the same URI: neither may take it over, so it is not listed and a read is
+    # refused (and recorded) rather than routed by catalog or sync order.
+    assert uris == []
+    assert caught.value.error.code == -32030
+    assert caught.value.error.message == "Access denied: not served: claimed by more than one upstream"
+    assert caught.value.error.data["decisionId"].startswith("dec_")
 
 
 async def test_prompts_are_namespaced_and_routed(gateway: Gateway, mode: str) -> None:

@@ -61,9 +61,11 @@ def events(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def http_upstreams(events: Path) -> Iterator[dict[str, int]]:
     """The behaviour upstream over HTTP twice: SSE replies (`web`) and JSON replies (`json`)."""
-    env = {"BEHAVIOUR_LOG": str(events)}
+    # Each serves its resource under its own URI: a URI two upstreams list is served by neither.
+    env = {"BEHAVIOUR_LOG": str(events), "BEHAVIOUR_RESOURCE_URI": "behaviour://web-status"}
     web, web_port = start_listening([sys.executable, str(BEHAVIOUR_SERVER), "--port", "0"], env=env)
-    plain, json_port = start_listening([sys.executable, str(BEHAVIOUR_SERVER), "--port", "0", "--json-response"])
+    plain, json_port = start_listening([sys.executable, str(BEHAVIOUR_SERVER), "--port", "0", "--json-response"],
+                                       env={"BEHAVIOUR_RESOURCE_URI": "behaviour://json-status"})
     yield {"web": web_port, "json": json_port}
     stop(web)
     stop(plain)
@@ -290,7 +292,7 @@ def test_an_oversized_message_is_attributed_only_when_certain(line: bytes, expec
 async def test_relayed_results_do_not_carry_the_upstreams_server_info(gw: Gateway, mode: str) -> None:
     async with mcp_client(gw.url, TOKEN_A, mode) as client:
         results = [await client.call_tool("web__echo", {"text": "hi"}),
-                   await client.read_resource("behaviour://status")]
+                   await client.read_resource("behaviour://web-status")]
     for result in results:
         meta = result.meta or {}
         assert SERVER_INFO_META_KEY not in meta, meta

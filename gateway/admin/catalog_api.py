@@ -1,9 +1,11 @@
-"""`/admin/v1/catalog/tools`: the review queue of upstream tools, and their approval or rejection.
+"""`/admin/v1/catalog/tools` and `/admin/v1/catalog/resources`: the review queues of upstream tools,
+resources and resource templates, and their approval or rejection.
 
 Tool owners (the manifest's tool or server owner, by name or group) and admins may review; the
 person's credential is an admin or approver credential, never an agent's. A reviewer names the
 definition hash they looked at (`expected_sha256`), so a tool that changes again meanwhile cannot be
-approved by accident.
+approved by accident. Resources and templates are reviewed by their server's owner or an admin, and
+named by their review id (URIs hold slashes).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from gateway.admin.auth import AdminAuthenticator
 from gateway.admin.http import Endpoint, admin_route, error_response, json_response, read_json
 from gateway.approvals.model import Approver
 from gateway.catalog.definitions import definition_diff, description_diff
-from gateway.discovery.model import STATUSES, ReviewError, ToolReview
+from gateway.discovery.model import STATUSES, ResourceReview, ReviewError, ToolReview
+from gateway.discovery.resources import ResourceReviews
 from gateway.discovery.service import ToolReviews
 
 APPROVE_FIELDS = frozenset({"expected_sha256", "risk", "data_classes", "egress", "comment"})
@@ -27,15 +30,20 @@ REJECT_FIELDS = frozenset({"expected_sha256", "comment"})
 
 
 class CatalogApi:
-    def __init__(self, reviews: ToolReviews, auth: AdminAuthenticator) -> None:
+    def __init__(self, reviews: ToolReviews, auth: AdminAuthenticator, resources: ResourceReviews) -> None:
         self.reviews = reviews
         self.auth = auth
+        self.resources = resources
 
     def routes(self) -> list[Route]:
         return [
             Route("/admin/v1/catalog/tools", self.guard(self.list), methods=["GET"]),
             Route("/admin/v1/catalog/tools/{server_id}/{name}", self.guard(self.show), methods=["GET"]),
             Route("/admin/v1/catalog/tools/{server_id}/{name}/{action}", self.guard(self.decide), methods=["POST"]),
+            Route("/admin/v1/catalog/resources", self.guard(self.list_resources), methods=["GET"]),
+            Route("/admin/v1/catalog/resources/{review_id}", self.guard(self.show_resource), methods=["GET"]),
+            Route("/admin/v1/catalog/resources/{review_id}/{action}", self.guard(self.decide_resource),
+                  methods=["POST"]),
         ]
 
     def guard(self, endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
@@ -76,6 +84,42 @@ class CatalogApi:
             decided = await self.reviews.reject(key, person, **common)
         return json_response(review_view(decided, self.reviews.refusal(decided, person)))
 
+    async def list_resources(self, request: Request, person: Approver) -> Response:
+        status = request.query_params.get("status") or None
+        if status is not None and status not in STATUSES:
+            return error_response(400, f"unknown status {status!r}; use {', '.join(STATUSES)}")
+        return json_response({"resources": [self.resource_summary(r, person) for r in self.resources.list(status)]})
+
+    async def show_resource(self, request: Request, person: Approver) -> Response:
+        review = self.resources.get(request.path_params["review_id"])
+        return json_response(review_view(review, self.resources.refusal(review, person)))
+
+    async def decide_resource(self, request: Request, person: Approver) -> Response:
+        action, review_id = request.path_params["action"], request.path_params["review_id"]
+        if action not in ("approve", "reject"):
+            return error_response(404, f"unknown action {action!r}; use approve or reject")
+        refusal = self.resources.refusal(self.resources.get(review_id), person)
+        if refusal is not None:
+            return error_response(403, refusal)
+        body = await read_json(request)
+        unknown = sorted(set(body) - REJECT_FIELDS)
+        if unknown:
+            return error_response(400, f"unknown field(s): {', '.join(unknown)}")
+        problem = _body_problem(body)
+        if problem:
+            return error_response(400, problem)
+        decide = self.resources.approve if action == "approve" else self.resources.reject
+        decided = await decide(review_id, person, expected_hash=body["expected_sha256"],
+                               comment=body.get("comment") or "")
+        return json_response(review_view(decided, self.resources.refusal(decided, person)))
+
+    def resource_summary(self, review: ResourceReview, person: Approver) -> dict[str, Any]:
+        return {"id": review.id, "server_id": review.server_id, "kind": review.kind, "key": review.key,
+                "status": review.status, "change": review.change, "owner": review.owner,
+                "flags": [f["code"] for f in review.flags], "definition_sha256": review.current_hash,
+                "approved_sha256": review.approved_hash, "changed_at": review.changed_at,
+                "you_may_review": self.resources.refusal(review, person) is None}
+
     def summary(self, review: ToolReview, person: Approver) -> dict[str, Any]:
         return {"server_id": review.server_id, "name": review.name, "tool": review.exposed_name,
                 "status": review.status, "change": review.change, "origin": review.origin, "owner": review.owner,
@@ -84,7 +128,7 @@ class CatalogApi:
                 "changed_at": review.changed_at, "you_may_review": self.reviews.refusal(review, person) is None}
 
 
-def review_view(review: ToolReview, refusal: str | None) -> dict[str, Any]:
+def review_view(review: ToolReview | ResourceReview, refusal: str | None) -> dict[str, Any]:
     """The whole record, with what changed against the last approved definition."""
     data = review.to_dict()
     data["diff"] = definition_diff(review.approved_definition, review.current_definition)

@@ -57,7 +57,9 @@ MAX_PAIRS = 256
 MAX_TOOL_LIMITERS = 64
 NOVELTY_MIN_HISTORY = 10  # calls an agent must have made before a new tool pair is flagged
 MINUTE = 60.0
-OUTCOMES = ("allow", "deny", "step_up")
+# "approved": allowed because a person approved this exact call (a step-up that was granted).
+OUTCOMES = ("allow", "approved", "deny", "step_up")
+ALLOWED = frozenset({"allow", "approved"})
 READ_RISK = "read"
 
 
@@ -334,7 +336,7 @@ class ChainTracker:
         if task is not None:
             task.tools.append(name)
             task.calls.append(now)
-        if outcome == "allow":
+        if outcome in ALLOWED:
             if tool.risk != READ_RISK:
                 _push(agent, "writes", COUNT_CAP, now)
                 if task is not None:
@@ -386,8 +388,8 @@ class ChainTracker:
         any of its tasks within `window_s`: a new task does not shed the agent's reads.
 
         Fires once per sensitive read, whichever task the egress comes from. Egress: the catalog's
-        `egress` flag, or the configured servers / tools. Critical when the call went through (data may
-        have left); high when policy held it (the attempt is contained).
+        `egress` flag, or the configured servers / tools. Critical when the call went through without a
+        person's approval (data may have left); high when policy held it or a person approved it.
         """
         in_task = task.sensitive_at if task is not None and task.sensitive_at is not None else -math.inf
         by_agent = agent.sensitive_at
@@ -396,6 +398,7 @@ class ChainTracker:
         if onset <= agent.egress_answered:
             return None  # nothing read, or this read was already answered
         agent.egress_answered = onset
+        # A person who approved this very call saw why it asked: contained, like a held attempt.
         severity = "critical" if outcome == "allow" else "high"
         where = ("in this task" if onset == in_task
                  else f"by this agent within {self.settings.window_s:g} s" + (", outside this task" if task else ""))

@@ -1,7 +1,9 @@
-"""The review record of one upstream tool: what it is now, what was last approved, and who decided."""
+"""Review records of upstream tools, resources and resource templates: what each is now, what was
+last approved, and who decided."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -62,6 +64,58 @@ class ToolReview:
         return cls(**known)
 
 
+RESOURCE_KINDS = ("resource", "template")
+LISTING = "listing"  # the record saying a server's first resource listing was taken as reviewed
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceReview:
+    """One upstream resource (keyed by its canonical URI) or template (by its uriTemplate)."""
+
+    server_id: str
+    kind: str  # resource | template | listing (the first-listing marker, never shown)
+    key: str
+    status: str  # approved | quarantined | rejected
+    current_hash: str
+    current_definition: dict[str, Any]
+    approved_hash: str | None = None
+    approved_definition: dict[str, Any] | None = None
+    approved_by: str | None = None
+    flags: tuple[dict[str, str], ...] = ()
+    change: str = "new"  # new | changed
+    first_seen: float = 0.0
+    changed_at: float = 0.0
+    reviewed_by: str | None = None
+    reviewed_at: float | None = None
+    comment: str | None = None
+    owner: str = ""
+
+    @property
+    def record_key(self) -> tuple[str, str, str]:
+        return (self.server_id, self.kind, self.key)
+
+    @property
+    def id(self) -> str:
+        """A short stable id for URLs and the CLI (URIs hold slashes; ids do not)."""
+        return resource_review_id(self.server_id, self.kind, self.key)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["flags"] = list(self.flags)
+        data["id"] = self.id
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ResourceReview:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["flags"] = tuple(known.get("flags") or ())
+        return cls(**known)
+
+
+def resource_review_id(server_id: str, kind: str, key: str) -> str:
+    return "res_" + hashlib.sha256(f"{server_id}\0{kind}\0{key}".encode()).hexdigest()[:16]
+
+
 class ReviewError(Exception):
     """Why a review action cannot be done; safe to show the person."""
 
@@ -73,6 +127,8 @@ class ReviewNotFound(ReviewError):
 
 
 class NotTheToolOwner(ReviewError):
+    """Not the owner of the tool (or the server of the resource) and not an admin."""
+
     status = 403
 
 

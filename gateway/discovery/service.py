@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
@@ -32,37 +32,37 @@ from gateway.discovery.model import (
     APPROVED,
     QUARANTINED,
     REJECTED,
-    DefinitionChanged,
-    NotTheToolOwner,
     ReviewError,
     ReviewNotFound,
     ToolReview,
     by_person,
 )
+from gateway.discovery.records import Clock, ReviewRecords
 from gateway.store.base import Store
 
 log = logging.getLogger("narrowgate.discovery")
-Clock = Callable[[], float]
 PINNED = "catalog pin"
 UNANALYSABLE = "unanalysable"  # the current_hash of a definition too deep to hash
 FIRST_SEEN = "catalog (first seen, not pinned)"
 REVERTED = "narrowgate (definition back to the approved one)"
 
 
-class ToolReviews:
-    def __init__(self, store: Store, audit: AuditLog, clock: Clock = time.time) -> None:
-        self.store = store
-        self.audit = audit
-        self.clock = clock
-        self.records: dict[tuple[str, str], ToolReview] = {}
-        self.on_quarantined: list[Callable[[ToolReview], None]] = []  # new review items (webhook)
-        # After every person's decision, from any surface (rebuild the catalog, tell the agents).
-        self.on_decided: list[Callable[[], Awaitable[None]]] = []
-        self.unsaved: dict[tuple[str, str], ToolReview] = {}
+class ToolReviews(ReviewRecords[ToolReview]):
+    owner_label = "the tool's owner"
 
-    async def open(self) -> None:
-        for review in await self.store.load_tool_reviews():
-            self.records[review.key] = review
+    def __init__(self, store: Store, audit: AuditLog, clock: Clock = time.time) -> None:
+        super().__init__(store, audit, clock)
+        self.on_quarantined: list[Callable[[ToolReview], None]] = []  # new review items (webhook)
+
+    @staticmethod
+    def key_of(review: ToolReview) -> tuple[str, str]:
+        return review.key
+
+    async def write(self, reviews: list[ToolReview]) -> None:
+        await self.store.save_tool_reviews(reviews)
+
+    async def read(self) -> list[ToolReview]:
+        return await self.store.load_tool_reviews()
 
     # reconciling upstream lists (synchronous: runs inside the pool's rebuild)
 
@@ -99,7 +99,7 @@ class ToolReviews:
                         change="new" if fresh else "changed")
         verdict = self._verdict(moved, record, entry)
         if verdict is not None:
-            return self._settle(moved, APPROVED, verdict)
+            return self._settle(moved, verdict)
         return self._quarantine(moved, definition, others, record)
 
     @staticmethod
@@ -120,7 +120,7 @@ class ToolReviews:
         if entry is None or entry.pin is None:
             return False
         if record.status == QUARANTINED and entry.pin == record.current_hash:
-            return self._settle(record, APPROVED, PINNED)  # the manifest's pin was updated to it
+            return self._settle(record, PINNED)  # the manifest's pin was updated to it
         if record.status == APPROVED and entry.pin != record.current_hash and not by_person(record.approved_by):
             # Approved on first sight (not by a person), and the manifest now pins another definition.
             return self._quarantine(replace(record, change="changed", approved_hash=entry.pin, approved_definition=None,
@@ -171,30 +171,11 @@ class ToolReviews:
             observer(quarantined)
         return True
 
-    def _settle(self, review: ToolReview, status: str, by: str) -> bool:
-        # Back to a definition a person approved: it stays theirs (a pin then does not override it).
-        approved_by = review.approved_by if by == REVERTED else by
-        settled = replace(review, status=status, approved_hash=review.current_hash,
-                          approved_definition=review.current_definition, reviewed_by=by, approved_by=approved_by,
-                          reviewed_at=self.clock(), flags=())
-        self._keep(settled)
+    def _settle(self, review: ToolReview, by: str) -> bool:
+        settled = self.settle(review, by, reverted=by == REVERTED)
         if by != FIRST_SEEN:
             self._record(settled, "tool_approved", "narrowgate", {"by": by})
         return True
-
-    def _keep(self, review: ToolReview) -> None:
-        self.records[review.key] = review
-        self.unsaved[review.key] = review
-
-    async def save(self) -> None:
-        """Write records changed since the last save (reconcile runs where it cannot await)."""
-        pending, self.unsaved = self.unsaved, {}
-        if pending:
-            try:
-                await self.store.save_tool_reviews(list(pending.values()))
-            except Exception:
-                self.unsaved = {**pending, **self.unsaved}
-                raise
 
     # the effective catalog
 
@@ -237,13 +218,6 @@ class ToolReviews:
             raise ReviewNotFound(f"no tool {name!r} on server {server_id!r}")
         return review
 
-    @staticmethod
-    def refusal(review: ToolReview, person: Approver) -> str | None:
-        """Tool owners (by name or group) and admins review tools; nobody else."""
-        if person.is_admin or person.name == review.owner or review.owner in person.groups:
-            return None
-        return f"only the tool's owner ({review.owner}) or an admin may review it"
-
     async def approve(self, key: tuple[str, str], person: Approver, *, expected_hash: str | None = None,
                       risk: str | None = None, data_classes: list[str] | None = None, egress: bool | None = None,
                       comment: str = "") -> ToolReview:
@@ -265,31 +239,14 @@ class ToolReviews:
     def check(self, key: tuple[str, str], person: Approver, expected_hash: str | None) -> ToolReview:
         """The record, if this person may decide it now against the definition they saw; ReviewError if not."""
         review = self.get(*key)
-        refusal = self.refusal(review, person)
-        if refusal is not None:
-            raise NotTheToolOwner(refusal)
-        if review.status != QUARANTINED:
-            raise ReviewError(f"tool {review.exposed_name} is {review.status}, not waiting for review")
-        if expected_hash is not None and expected_hash != review.current_hash:
-            raise DefinitionChanged(f"tool {review.exposed_name} changed again since you looked "
-                              f"(now {review.current_hash}); review the new definition")
-        return review
+        return self.decidable(review, person, expected_hash, f"tool {review.exposed_name}")
 
     async def _decide(self, review: ToolReview, status: str, person: Approver, comment: str) -> ToolReview:
-        now = self.clock()
-        decided = replace(review, status=status, reviewed_by=person.actor, reviewed_at=now,
-                          comment=comment.strip()[:2000] or None, changed_at=now)
-        if status == APPROVED:
-            decided = replace(decided, approved_hash=review.current_hash,
-                              approved_definition=review.current_definition, approved_by=person.actor)
-        await self.store.save_tool_reviews([decided])
-        self.records[decided.key] = decided
-        self.unsaved.pop(decided.key, None)  # an older, unsaved state of it must not overwrite this
+        decided = await self.store_decision(review, status, person, comment)
         self._record(decided, "tool_approved" if status == APPROVED else "tool_rejected", person.actor,
                      {"comment": decided.comment} if decided.comment else None)
         log.info("tool %s of %s %s by %s", review.name, review.server_id, status, person.actor)
-        for observer in self.on_decided:
-            await observer()
+        await self.decided()
         return decided
 
     def _record(self, review: ToolReview, action: str, actor: str, detail: dict[str, Any] | None = None) -> None:

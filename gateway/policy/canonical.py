@@ -2,9 +2,10 @@
 
 Cedar's `like` compares characters, not meanings: `/data/public/../secret/x` matches
 `like "/data/public/*"`, and an NFD "é" does not equal an NFC one. So before evaluation every
-string is NFC-normalized and every path-like string has its dot segments resolved, and numbers are
-given the type the tool's JSON Schema declares. The gateway should forward these canonical
-arguments upstream too, so the call that runs is the call that was decided.
+string is NFC-normalized, every path-, URI- or URL-shaped string is put in its canonical form
+(gateway.policy.paths: decoded once, dot segments resolved, ambiguous encodings refused), and
+numbers are given the type the tool's JSON Schema declares. The gateway forwards these canonical
+arguments upstream, so the call that runs is the call that was decided.
 """
 
 from __future__ import annotations
@@ -12,27 +13,32 @@ from __future__ import annotations
 import re
 import unicodedata
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+
+from gateway.policy.paths import CanonicalizationError, canonical_path
+
+__all__ = ["CanonicalizationError", "canonicalize", "is_path_name", "normalize_path"]
 
 PATH_FORMATS = frozenset({"path", "uri", "uri-reference", "iri", "iri-reference"})
-PATH_NAME = re.compile(r"(path|file|dir|url|uri|folder)", re.IGNORECASE)
+# A property is path-like when a word of its name is one of these ("file_path", "sourceUrl", "dir")...
+PATH_WORDS = frozenset({"path", "paths", "pathname", "file", "files", "filename", "filenames", "filepath",
+                        "dir", "dirs", "dirname", "directory", "directories", "folder", "folders",
+                        "url", "urls", "uri", "uris", "iri", "href"})
+# ...unless its last word says it holds something else ("file_content", "url_template").
+NOT_PATH_LAST_WORDS = frozenset({"content", "contents", "text", "body", "data", "bytes", "base64", "size",
+                                 "length", "count", "type", "mime", "mimetype", "mode", "encoding", "hash",
+                                 "checksum", "digest", "id", "ids", "template", "templates"})
+NAME_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 PATH_PREFIXES = ("/", "./", "../", "~/")
-# A URL scheme of two or more characters, so a Windows drive letter ("C:") is not taken for one.
-URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+:")
-# Percent-encoded unreserved characters (RFC 3986 section 6.2.2.2): "%2e%2e" is "..".
-PERCENT_UNRESERVED = re.compile(r"%(2[dDeE]|5[fF]|7[eE]|3[0-9]|[46][1-9a-fA-F]|[57][0-9aA])")
+URL_SHAPED = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.\-]+://|file:)", re.IGNORECASE)
 MAX_DEPTH = 64
-
-
-class CanonicalizationError(ValueError):
-    """The arguments have no single canonical form (two keys that are equal after NFC)."""
 
 
 def canonicalize(arguments: dict[str, Any] | None, input_schema: dict[str, Any] | None) -> dict[str, Any]:
     """A new dict: NFC strings and keys, normalized paths, numbers typed by `input_schema`.
 
-    Raises CanonicalizationError when two keys of one object collide after NFC, because then
-    the policy and the upstream could read different values for "the same" argument.
+    Raises CanonicalizationError when two keys of one object collide after NFC (the policy and
+    the upstream could read different values for "the same" argument), or when a path-shaped
+    value has no single meaning (see gateway.policy.paths); the message names the argument.
     """
     if not arguments:
         return {}
@@ -41,10 +47,14 @@ def canonicalize(arguments: dict[str, Any] | None, input_schema: dict[str, Any] 
 
 
 def normalize_path(value: str) -> str:
-    """Resolve `.`, `..` and `//` in a path, or in the path part of a URL; never climb above the root."""
-    if URL_SCHEME.match(value):
-        return _normalize_url(value)
-    return _normalize_plain_path(value)
+    """The canonical form of one path, URI or URL (gateway.policy.paths.canonical_path)."""
+    return canonical_path(value)
+
+
+def is_path_name(name: str) -> bool:
+    """Whether a property name says it holds a path, file, directory or URL."""
+    words = [w.lower() for w in NAME_WORD.findall(name)]
+    return bool(words) and words[-1] not in NOT_PATH_LAST_WORDS and any(w in PATH_WORDS for w in words)
 
 
 def _value(value: Any, schema: dict[str, Any], path_hint: bool, depth: int) -> Any:
@@ -73,15 +83,18 @@ def _object(value: dict[str, Any], schema: dict[str, Any], depth: int) -> dict[s
             raise CanonicalizationError(f"argument {key!r} appears twice once Unicode is normalized")
         sub = properties.get(key) or properties.get(raw_key) or {}
         sub = sub if isinstance(sub, dict) else {}
-        hint = isinstance(key, str) and PATH_NAME.search(key) is not None
-        result[key] = _value(item, sub, hint, depth)
+        hint = isinstance(key, str) and is_path_name(key)
+        try:
+            result[key] = _value(item, sub, hint, depth)
+        except CanonicalizationError as exc:
+            raise CanonicalizationError(f"{key}: {exc}" if isinstance(key, str) else str(exc)) from None
     return result
 
 
 def _string(value: str, schema: dict[str, Any], path_hint: bool) -> str:
     text = unicodedata.normalize("NFC", value)
-    if path_hint or schema.get("format") in PATH_FORMATS or text.startswith(PATH_PREFIXES):
-        return normalize_path(text)
+    if path_hint or schema.get("format") in PATH_FORMATS or text.startswith(PATH_PREFIXES) or URL_SHAPED.match(text):
+        return canonical_path(text)
     return text
 
 
@@ -99,39 +112,3 @@ def _declared_type(schema: dict[str, Any]) -> str | None:
         non_null = [t for t in declared if t != "null"]
         return non_null[0] if len(non_null) == 1 else None
     return declared if isinstance(declared, str) else None
-
-
-def _normalize_url(value: str) -> str:
-    try:
-        parts = urlsplit(value)
-    except ValueError:  # e.g. an unclosed "[" in the host: no URL parser agrees on what it names
-        raise CanonicalizationError("a URL that cannot be parsed (an unclosed '[' in its host)") from None
-    if not parts.path:
-        return value
-    path = PERCENT_UNRESERVED.sub(lambda m: chr(int(m.group(1), 16)), parts.path)
-    return urlunsplit(parts._replace(path=_normalize_plain_path(path)))
-
-
-def _normalize_plain_path(value: str) -> str:
-    if value.startswith("~/"):
-        root, rest = "~/", value[2:]
-    elif value.startswith("/"):
-        root, rest = "/", value
-    else:
-        root, rest = "", value
-    segments: list[str] = []
-    for segment in rest.split("/"):
-        if segment in ("", "."):
-            continue
-        if segment == "..":
-            if segments and segments[-1] != "..":
-                segments.pop()
-            elif not root:
-                segments.append("..")  # a relative path may climb; it cannot be resolved here
-            continue
-        segments.append(segment)
-    joined = root + "/".join(segments)
-    trailing = value.endswith("/") and segments and not joined.endswith("/")
-    if not joined:
-        return "."
-    return joined + "/" if trailing else joined

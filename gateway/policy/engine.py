@@ -69,6 +69,7 @@ Outcome = Literal["allow", "deny", "step_up"]
 REASON_DENIED = "denied by policy"
 REASON_STEP_UP = "approval required"
 REASON_BAD_ARGUMENTS = "arguments do not match the tool's schema"
+REASON_AMBIGUOUS = "no single meaning"  # a path or URI servers could read two ways (gateway.policy.paths)
 SHADOW_HISTORY = 200
 LISTING_CHUNK = 128  # tools per Cedar batch when listing off the hot path: each batch holds the loop ~10 ms
 ENTITY_CACHE_SIZE = 4096  # distinct (agent version, resource) entity sets kept parsed
@@ -369,7 +370,9 @@ class PolicyEngine:
         try:
             canonical = canonicalize(arguments, dict(model.input_schema) if model.input_schema else None)
             cedar_input = to_cedar(canonical, model.input_type)
-        except (ArgumentMismatch, CanonicalizationError) as exc:
+        except CanonicalizationError as exc:
+            return self._refused(bundle, f"arguments: {exc}", f"{REASON_AMBIGUOUS}: {exc}")
+        except ArgumentMismatch as exc:
             return self._refused(bundle, f"arguments: {exc}", REASON_BAD_ARGUMENTS)
         request = self._tool_request(bundle, principal, model, cedar_input, facts, approved)
         decision = self._evaluate(bundle, request, canonical)
@@ -388,7 +391,7 @@ class PolicyEngine:
         try:
             request = self._item_request(bundle, principal, server_id, name, facts, kind)
         except CanonicalizationError as exc:
-            return self._refused(bundle, f"uri: {exc}", REASON_DENIED)
+            return self._refused(bundle, f"uri: {exc}", f"{REASON_AMBIGUOUS}: {exc}")
         if request is None:
             return self._refused(bundle, f"server {server_id!r} is not in the policy catalog", REASON_DENIED)
         decision = self._evaluate(bundle, request, None)
@@ -463,11 +466,18 @@ class PolicyEngine:
         self, principal: Principal, items: list[tuple[str, str]], facts: RequestFacts, kind: str
     ) -> set[str]:
         bundle = self._bundle
-        items = [(sid, name) for sid, name in items if sid in bundle.catalog.servers]
+        resources, known = [], []
+        for sid, name in items:
+            try:
+                if sid in bundle.catalog.servers:
+                    resources.append(self._item_resource(kind, sid, name))
+                    known.append((sid, name))
+            except CanonicalizationError:
+                continue  # a URI with no single meaning is never listed
+        items = known
         if not items:
             return set()
         context = orjson.dumps(self._common_context(facts, False))
-        resources = [self._item_resource(kind, sid, name) for sid, name in items]
         action = prompt_action if kind == "prompt" else resource_action
         requests = [
             self._cedar_request(principal.agent_id, action(sid), uid, context)

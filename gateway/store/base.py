@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from gateway.approvals.model import Approval
-from gateway.discovery.model import ToolReview
+from gateway.discovery.model import ResourceReview, ToolReview
 from gateway.registry.model import Agent, LifecycleEvent
 from gateway.tasks.model import Task, TaskEvent
 
@@ -111,6 +111,14 @@ class ToolReviewStore(Protocol):
     async def load_tool_reviews(self) -> list[ToolReview]: ...
 
 
+class ResourceReviewStore(Protocol):
+    async def save_resource_reviews(self, reviews: Sequence[ResourceReview]) -> None:
+        """Insert or replace these resource and template review records (one transaction)."""
+        ...
+
+    async def load_resource_reviews(self) -> list[ResourceReview]: ...
+
+
 class ApprovalStore(Protocol):
     async def save_approval(self, approval: Approval) -> None:
         """Insert or replace the approval request."""
@@ -165,8 +173,8 @@ class GatewaySecretStore(Protocol):
 
 
 @runtime_checkable
-class Store(AgentStore, ToolSchemaStore, SigningKeyStore, TaskStore, ApprovalStore, ToolReviewStore, AuditStore,
-            GatewaySecretStore, Protocol):
+class Store(AgentStore, ToolSchemaStore, SigningKeyStore, TaskStore, ApprovalStore, ToolReviewStore,
+            ResourceReviewStore, AuditStore, GatewaySecretStore, Protocol):
     async def migrate(self) -> list[int]:
         """Apply missing schema migrations in one transaction; returns the versions applied."""
         ...

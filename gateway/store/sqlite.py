@@ -16,12 +16,13 @@ from functools import partial
 from typing import Any, TypeVar
 
 from gateway.approvals.model import Approval
-from gateway.discovery.model import ToolReview
+from gateway.discovery.model import ResourceReview, ToolReview
 from gateway.registry.model import Agent, LifecycleEvent
 from gateway.store import (
     sqlite_agents,
     sqlite_approvals,
     sqlite_audit,
+    sqlite_resource_reviews,
     sqlite_secrets,
     sqlite_signing_keys,
     sqlite_tasks,
@@ -138,6 +139,14 @@ class SqliteStore:
 
     async def load_tool_reviews(self) -> list[ToolReview]:
         return await self._run(sqlite_tool_reviews.load)
+
+    # resource reviews
+
+    async def save_resource_reviews(self, reviews: Sequence[ResourceReview]) -> None:
+        await self._run(_in_transaction, sqlite_resource_reviews.save, list(reviews))
+
+    async def load_resource_reviews(self) -> list[ResourceReview]:
+        return await self._run(sqlite_resource_reviews.load)
 
     # approvals
 

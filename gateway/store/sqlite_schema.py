@@ -209,6 +209,22 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        9,
+        "resource reviews",
+        """
+        -- Upstream resources (by canonical URI) and resource templates as reviewed, like tool_reviews.
+        CREATE TABLE resource_reviews (
+            server_id TEXT NOT NULL,
+            kind TEXT NOT NULL,  -- resource | template | listing (first-listing marker)
+            key TEXT NOT NULL,
+            status TEXT NOT NULL,
+            changed_at REAL NOT NULL,
+            doc TEXT NOT NULL,  -- ResourceReview.to_dict() as JSON
+            PRIMARY KEY (server_id, kind, key)
+        );
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

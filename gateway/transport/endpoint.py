@@ -39,7 +39,7 @@ from gateway.identity.principal import Principal
 from gateway.mcp_methods import ERA_ONLY, INSTRUCTIONS, SERVER_CAPABILITIES, SERVER_INFO, Methods, RequestContext
 from gateway.telemetry import RequestSpan, Telemetry
 from gateway.transport.jsonrpc import Message, parse_message
-from gateway.transport.listen import ListenHub
+from gateway.transport.listen import ListenHub, requested_uris
 from gateway.transport.origin import OriginPolicy
 from gateway.transport.responses import ResponseChannel, send_bytes, send_json_error, wait_disconnect
 from gateway.transport.sessions import AgentSession, SessionLimitReached, SessionRegistry, StreamItem
@@ -247,7 +247,7 @@ class McpEndpoint:
             _dict(meta.get("io.modelcontextprotocol/clientInfo")) or None, None, None, span.trace_id, span,
         )
         if message.method == "subscriptions/listen":
-            await self.listen(receive, send, principal, message)
+            await self.listen(receive, send, ctx, message)
             return
         await self.serve_request(send, headers, ctx, message, receive=receive)
 
@@ -375,12 +375,17 @@ class McpEndpoint:
             for log in session.posts.values():
                 log.followers.discard(queue)
 
-    async def listen(self, receive: Receive, send: Send, principal: Principal, message: Message) -> None:
-        """`subscriptions/listen` (2026-07-28): a stream of change notifications for this agent."""
-        listener = self.listen_hub.open(principal, message.id, message.params or {})
-        meta = (message.params or {}).get("_meta") or {}
-        client_info = meta.get("io.modelcontextprotocol/clientInfo") if isinstance(meta, dict) else None
-        listener.tools_seen = self.methods.visible_tool_names(principal, MODERN_ERA, _dict(client_info) or None)
+    async def listen(self, receive: Receive, send: Send, ctx: RequestContext, message: Message) -> None:
+        """`subscriptions/listen` (2026-07-28): a stream of change notifications for this agent; the
+        resources it may follow are decided like reads first."""
+        params = message.params or {}
+        try:
+            allowed = await self.methods.authorize_subscriptions(ctx, requested_uris(params))
+        except RpcError as exc:
+            await send_json_error(send, HTTP_STATUS_FOR_CODE.get(exc.code, 400), message.id, exc)
+            return
+        listener = self.listen_hub.open(ctx.principal, message.id, params, allowed, ctx.client_info)
+        listener.tools_seen = self.methods.visible_tool_names(ctx.principal, MODERN_ERA, ctx.client_info)
         try:
             await stream_queue(receive, send, listener.queue)
         finally:

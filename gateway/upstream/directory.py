@@ -2,18 +2,29 @@
 
 A Directory is immutable and swapped whole when an upstream's lists change, so request handling
 reads it without locks.
+
+Resource routing is decided on canonical URIs (gateway.policy.paths), and only approved resources
+and templates take part (gateway.discovery.resources reviews them). The rule is deterministic and
+independent of sync order:
+- a URI that an approved template of server A matches is served by A alone, whoever else lists it;
+- a URI that templates of two servers match, or that two servers list exactly (and no template
+  claims), is served by nobody;
+- otherwise the one server listing it exactly serves it.
+A template must begin with a literal scheme (`notes://...`), so none can claim every URI.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from mcp.shared.inbound import find_invalid_x_mcp_header, x_mcp_header_map
 
 from gateway.catalog.model import Catalog, ServerEntry, ToolEntry
+from gateway.policy.paths import CanonicalizationError, canonical_path
 
 log = logging.getLogger("narrowgate.directory")
 
@@ -50,21 +61,72 @@ class TemplateView:
 
 
 @dataclass(frozen=True, slots=True)
+class ResourceView:
+    """An exact resource as one upstream lists it."""
+
+    server_id: str
+    uri: str  # the upstream's own spelling (canonically equal to the key it is filed under)
+    definition: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceRoute:
+    server_id: str
+    upstream_uri: str  # what goes upstream: its own listed spelling, or the canonical URI
+
+
+@dataclass(frozen=True, slots=True)
+class Withheld:
+    """A URI the gateway knows but lets nobody serve, and why (audited when an agent asks for it)."""
+
+    reason: str  # for the agent: no server ids
+    detail: str = ""  # for logs and the audit record
+
+    @property
+    def why(self) -> str:
+        return self.detail or self.reason
+
+
+CLAIMED_TWICE = "claimed by more than one upstream"
+AWAITING_REVIEW = "awaiting review"
+
+
+# (server id, "resource" | "template", canonical URI | uriTemplate) -> approved | quarantined | rejected
+ResourceStatus = Callable[[str, str, str], str]
+SCHEME_PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]+:")
+
+
+def approve_all(server_id: str, kind: str, key: str) -> str:
+    return "approved"
+
+
+@dataclass(frozen=True, slots=True)
 class Directory:
     tools: dict[str, ToolView]
     prompts: dict[str, PromptView]
-    resources: dict[str, str]
-    templates: tuple[TemplateView, ...]
-    resource_list: list[dict[str, Any]]
+    resources: dict[str, tuple[ResourceView, ...]]  # canonical URI -> approved listings of it
+    templates: tuple[TemplateView, ...]  # approved
+    resource_list: list[ResourceView]  # what resources/list may show: approved and routed to its lister
+    withheld: dict[str, str] = field(default_factory=dict)  # canonical URI -> why nobody serves it
+    held_templates: tuple[TemplateView, ...] = ()  # awaiting review
 
-    def server_for_uri(self, uri: str) -> str | None:
-        server_id = self.resources.get(uri)
-        if server_id is not None:
-            return server_id
-        for template in self.templates:
-            if template.pattern.fullmatch(uri):
-                return template.server_id
-        return None
+    def route(self, canonical_uri: str) -> ResourceRoute | Withheld | None:
+        """Who serves a canonical URI (see the module's rule); Withheld if nobody may, None if unknown."""
+        owners = sorted({t.server_id for t in self.templates if t.pattern.fullmatch(canonical_uri)})
+        listed = self.resources.get(canonical_uri, ())
+        if len(owners) > 1:
+            return Withheld(CLAIMED_TWICE, f"the templates of {' and '.join(owners)} both claim it")
+        if owners:
+            own = next((view for view in listed if view.server_id == owners[0]), None)
+            return ResourceRoute(owners[0], own.uri if own is not None else canonical_uri)
+        if len(listed) > 1:
+            return Withheld(CLAIMED_TWICE, f"{' and '.join(sorted(v.server_id for v in listed))} both list it")
+        if listed:
+            return ResourceRoute(listed[0].server_id, listed[0].uri)
+        reason = self.withheld.get(canonical_uri)
+        if reason is None and any(t.pattern.fullmatch(canonical_uri) for t in self.held_templates):
+            reason = AWAITING_REVIEW
+        return Withheld(reason) if reason is not None else None
 
     def server_for_template(self, uri_template: str) -> str | None:
         for template in self.templates:
@@ -76,34 +138,81 @@ class Directory:
 EMPTY = Directory({}, {}, {}, (), [])
 
 
-def build_directory(catalog: Catalog, listings: dict[str, Listing]) -> Directory:
+def build_directory(catalog: Catalog, listings: dict[str, Listing],
+                    resource_status: ResourceStatus = approve_all) -> Directory:
     tools: dict[str, ToolView] = {}
     prompts: dict[str, PromptView] = {}
-    resources: dict[str, str] = {}
-    templates: list[TemplateView] = []
     # Catalog order, not sync order, decides who wins a collision, so the answer is stable.
     ordered = [(sid, listings[sid]) for sid in catalog.servers if sid in listings]
     for server_id, listing in ordered:
         server = catalog.servers[server_id]
         _add_tools(server, listing, tools)
         _add_prompts(server, listing, prompts)
-        for resource in listing.resources:
-            uri = resource.get("uri")
-            if isinstance(uri, str):
-                resources.setdefault(uri, server_id)
-        templates.extend(
-            TemplateView(server_id, template_pattern(t["uriTemplate"]), t)
-            for t in listing.templates
-            if isinstance(t.get("uriTemplate"), str)
-        )
-    return Directory(
-        tools=tools,
-        prompts=prompts,
-        resources=resources,
-        templates=tuple(templates),
-        resource_list=[r for server_id, listing in ordered for r in listing.resources
-                       if resources.get(r.get("uri", "")) == server_id],
-    )
+    resources, withheld = _resources(ordered, resource_status)
+    templates, held = _templates(ordered, resource_status)
+    directory = Directory(tools, prompts, resources, tuple(templates), [], withheld, tuple(held))
+    routed = []
+    for canonical, views in resources.items():
+        route = directory.route(canonical)
+        for view in views:
+            if route == ResourceRoute(view.server_id, view.uri):
+                routed.append(view)
+            elif isinstance(route, Withheld):
+                log.error("resource %s of %s is served by nobody: %s", view.uri, view.server_id, route.why)
+            elif route is not None:
+                log.error("resource %s of %s is inside a template of %s, which serves it", view.uri,
+                          view.server_id, route.server_id)
+    return Directory(tools, prompts, resources, tuple(templates), routed, withheld, tuple(held))
+
+
+def canonical_uri(uri: Any) -> str | None:
+    """The canonical form of a URI, or None if it has no single meaning (or is not a string)."""
+    if not isinstance(uri, str):
+        return None
+    try:
+        return canonical_path(uri)
+    except CanonicalizationError:
+        return None
+
+
+def _resources(ordered: list[tuple[str, Listing]],
+               status: ResourceStatus) -> tuple[dict[str, tuple[ResourceView, ...]], dict[str, str]]:
+    resources: dict[str, tuple[ResourceView, ...]] = {}
+    withheld: dict[str, str] = {}
+    for server_id, listing in ordered:
+        for definition in listing.resources:
+            canonical = canonical_uri(definition.get("uri"))
+            if canonical is None:
+                log.error("resource %r of %s has no single meaning; never served", definition.get("uri"), server_id)
+                continue
+            state = status(server_id, "resource", canonical)
+            if state != "approved":
+                withheld.setdefault(canonical, AWAITING_REVIEW if state == "quarantined" else "rejected in review")
+                continue
+            views = resources.get(canonical, ())
+            if all(view.server_id != server_id for view in views):  # a server listing it twice counts once
+                resources[canonical] = (*views, ResourceView(server_id, definition["uri"], definition))
+    return resources, withheld
+
+
+def _templates(ordered: list[tuple[str, Listing]],
+               status: ResourceStatus) -> tuple[list[TemplateView], list[TemplateView]]:
+    approved: list[TemplateView] = []
+    held: list[TemplateView] = []
+    for server_id, listing in ordered:
+        for definition in listing.templates:
+            uri_template = definition.get("uriTemplate")
+            if not isinstance(uri_template, str) or not SCHEME_PREFIX.match(uri_template):
+                log.error("resource template %r of %s does not start with a scheme; never served",
+                          uri_template, server_id)
+                continue
+            view = TemplateView(server_id, template_pattern(uri_template), definition)
+            state = status(server_id, "template", uri_template)
+            if state == "approved":
+                approved.append(view)
+            elif state == "quarantined":
+                held.append(view)
+    return approved, held
 
 
 def _add_tools(server: ServerEntry, listing: Listing, tools: dict[str, ToolView]) -> None:

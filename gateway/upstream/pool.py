@@ -14,7 +14,7 @@ from gateway.config import DEFAULT_MAX_UPSTREAM_REPLY_BYTES
 from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.errors import UPSTREAM_UNAVAILABLE, RpcError
 from gateway.upstream.base import LEGACY_ERA, MODERN_ERA, CallContext, Upstream, log, without_server_info
-from gateway.upstream.directory import EMPTY, Directory, Listing, build_directory
+from gateway.upstream.directory import EMPTY, Directory, Listing, ResourceStatus, approve_all, build_directory
 from gateway.upstream.http_client import HttpUpstream
 from gateway.upstream.stdio_client import StdioUpstream
 
@@ -32,7 +32,7 @@ CHANGE_METHODS = {
 }
 
 ListChangedHandler = Callable[[set[str]], Awaitable[None]]
-ResourceUpdatedHandler = Callable[[dict[str, Any]], Awaitable[None]]
+ResourceUpdatedHandler = Callable[[str, dict[str, Any]], Awaitable[None]]  # (server id, notification)
 
 
 class UpstreamPool:
@@ -51,6 +51,8 @@ class UpstreamPool:
         self.on_rebuild: Callable[[Directory], None] | None = None
         # Given every upstream's listing, the catalog to build the directory from (gateway.discovery).
         self.reconcile: Callable[[dict[str, Listing]], Catalog] | None = None
+        # Whether each listed resource and template is approved (gateway.discovery.resources).
+        self.resource_status: ResourceStatus = approve_all
         self.full_resync_s = full_resync_s  # backstop for upstreams that change without telling
         self.watcher: asyncio.Task[None] | None = None
         self.resyncs: set[asyncio.Task[None]] = set()
@@ -144,16 +146,11 @@ class UpstreamPool:
         hidden = sorted(str(t.get("name")) for t in listing.tools if t.get("name") not in server.tools)
         if hidden:
             log.info("upstream %s offers uncatalogued tool(s), hidden: %s", server_id, ", ".join(hidden))
-        for resource in listing.resources:
-            owner = self.directory.resources.get(resource.get("uri", ""))
-            if owner not in (None, server_id):
-                log.error("resource %s is offered by %s and %s; only %s's is served",
-                          resource.get("uri"), owner, server_id, owner)
 
     def rebuild(self) -> None:
         if self.reconcile is not None:
             self.catalog = self.reconcile(self.listings)
-        self.directory = build_directory(self.catalog, self.listings)
+        self.directory = build_directory(self.catalog, self.listings, self.resource_status)
         if self.on_rebuild is not None:
             self.on_rebuild(self.directory)
 
@@ -199,7 +196,7 @@ class UpstreamPool:
             self.resyncs.add(task)
             task.add_done_callback(self.resyncs.discard)
         elif method == "notifications/resources/updated" and self.on_resource_updated is not None:
-            await self.on_resource_updated(message)
+            await self.on_resource_updated(server_id, message)
 
     async def resync(self, server_id: str, kinds: tuple[str, ...]) -> None:
         async with self.sync_locks.setdefault(server_id, asyncio.Lock()):

@@ -1,0 +1,120 @@
+"""What tool reviews and resource reviews share: records kept in memory and written in batches, who
+may decide one, and how a person's decision is checked and stored."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import replace
+from typing import Any, Generic, Protocol, TypeVar
+
+from gateway.approvals.model import Approver
+from gateway.audit import AuditLog
+from gateway.discovery.model import APPROVED, QUARANTINED, DefinitionChanged, NotTheToolOwner, ReviewError
+from gateway.store.base import Store
+
+Clock = Callable[[], float]
+
+
+class Reviewed(Protocol):
+    """The fields every review record has (ToolReview, ResourceReview)."""
+
+    status: str
+    owner: str
+    current_hash: str
+    current_definition: dict[str, Any]
+    approved_by: str | None
+
+
+R = TypeVar("R", bound=Reviewed)
+
+
+class ReviewRecords(Generic[R]):
+    # Who reviews, in refusals: "the tool's owner", "the server's owner".
+    owner_label = "the owner"
+
+    def __init__(self, store: Store, audit: AuditLog, clock: Clock = time.time) -> None:
+        self.store = store
+        self.audit = audit
+        self.clock = clock
+        self.records: dict[Any, R] = {}
+        self.unsaved: dict[Any, R] = {}
+        # After every person's decision, from any surface (rebuild what agents see, tell them).
+        self.on_decided: list[Callable[[], Awaitable[None]]] = []
+
+    # storage: subclasses say how a record is keyed, read and written
+
+    @staticmethod
+    def key_of(review: R) -> Hashable:
+        raise NotImplementedError
+
+    async def read(self) -> list[R]:
+        raise NotImplementedError
+
+    async def write(self, reviews: list[R]) -> None:
+        raise NotImplementedError
+
+    async def open(self) -> None:
+        for review in await self.read():
+            self.records[self.key_of(review)] = review
+
+    def _keep(self, review: R) -> None:
+        self.records[self.key_of(review)] = review
+        self.unsaved[self.key_of(review)] = review
+
+    async def save(self) -> None:
+        """Write records changed since the last save (reconcile runs where it cannot await)."""
+        pending, self.unsaved = self.unsaved, {}
+        if pending:
+            try:
+                await self.write(list(pending.values()))
+            except Exception:
+                self.unsaved = {**pending, **self.unsaved}
+                raise
+
+    def settle(self, review: R, by: str, reverted: bool) -> R:
+        """`review` approved without a person (a pin, first sight, a revert) and kept. Back to a definition
+        a person approved, it stays theirs (a pin then does not override it)."""
+        settled = replace(review, status=APPROVED, approved_hash=review.current_hash,  # type: ignore[type-var]
+                          approved_definition=review.current_definition, reviewed_by=by,
+                          approved_by=review.approved_by if reverted else by,
+                          reviewed_at=self.clock(), flags=())
+        self._keep(settled)
+        return settled
+
+    # people's decisions
+
+    def refusal(self, review: R, person: Approver) -> str | None:
+        """The owner (by name or group) and admins review; nobody else."""
+        if person.is_admin or person.name == review.owner or review.owner in person.groups:
+            return None
+        return f"only {self.owner_label} ({review.owner}) or an admin may review it"
+
+    def decidable(self, review: R, person: Approver, expected_hash: str | None, what: str) -> R:
+        """`review`, if this person may decide it now against the definition they saw; ReviewError if not."""
+        refusal = self.refusal(review, person)
+        if refusal is not None:
+            raise NotTheToolOwner(refusal)
+        if review.status != QUARANTINED:
+            raise ReviewError(f"{what} is {review.status}, not waiting for review")
+        if expected_hash is not None and expected_hash != review.current_hash:
+            raise DefinitionChanged(f"{what} changed again since you looked (now {review.current_hash}); "
+                                    "review the new definition")
+        return review
+
+    async def store_decision(self, review: R, status: str, person: Approver, comment: str) -> R:
+        """The decided record, written at once (an older, unsaved state of it must not overwrite it)."""
+        now = self.clock()
+        decided = replace(review, status=status, reviewed_by=person.actor, reviewed_at=now,  # type: ignore[type-var]
+                          comment=comment.strip()[:2000] or None, changed_at=now)
+        if status == APPROVED:
+            decided = replace(decided, approved_hash=review.current_hash,  # type: ignore[type-var]
+                              approved_definition=review.current_definition, approved_by=person.actor)
+        await self.write([decided])
+        self.records[self.key_of(decided)] = decided
+        self.unsaved.pop(self.key_of(decided), None)
+        return decided
+
+    async def decided(self) -> None:
+        for observer in self.on_decided:
+            await observer()
