@@ -73,6 +73,7 @@ COMPLETE, FAIL = "narrowgate__complete_task", "narrowgate__fail_task"
 SESSION_CALLS = 40  # a 2025-11-25 agent closes its session and opens a new one this often
 TASK_CALLS = (2, 8)  # calls per task, at random in this range
 TASK_DEADLINE_S = 60  # an abandoned task expires this long after it started
+APPROVAL_WAIT_S = 30  # how long the privileged caller retries a pending approval
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=30)
 
 
@@ -366,7 +367,7 @@ class Soak:
                 await self.pause(2)
                 continue
             started = time.monotonic()
-            if await self.timed("privileged", expect_text(agent, "bench__add", {"a": n, "b": 1}, str(n + 1))):
+            if await self.timed("privileged", approved_call(agent, "bench__add", {"a": n, "b": 1}, str(n + 1))):
                 self.window.events["approved_calls"] += 1
                 self.window.events["approval_wait_ms_sum"] += int((time.monotonic() - started) * 1000)
             else:
@@ -480,6 +481,26 @@ async def call_tool(agent: Agent, tool: str, arguments: dict[str, Any]) -> dict[
 
 async def expect_text(agent: Agent, tool: str, arguments: dict[str, Any], text: str) -> None:
     result = await call_tool(agent, tool, arguments)
+    got = result["content"][0].get("text")
+    if got != text:
+        raise CallFailure(f"{tool}: {got!r} != {text!r}")
+
+
+async def approved_call(agent: Agent, tool: str, arguments: dict[str, Any], text: str) -> None:
+    """A call that needs a person: held until approved, or (pending mode) refused with the approval's
+    id and retried, identically, until the approver has said yes."""
+    deadline = time.monotonic() + APPROVAL_WAIT_S
+    while True:
+        message = await agent._request("tools/call", {"name": tool, "arguments": arguments})
+        result = message.get("result") or {}
+        approval = (result.get("_meta") or {}).get("narrowgate/approval") or {}
+        if "error" in message or not result.get("isError"):
+            break
+        if approval.get("state") != "pending" or time.monotonic() > deadline:
+            raise CallFailure(f"{tool}: {str(result)[:200]}")
+        await asyncio.sleep(0.5)
+    if "error" in message:
+        raise CallFailure(f"{tool}: JSON-RPC error {message['error']}")
     got = result["content"][0].get("text")
     if got != text:
         raise CallFailure(f"{tool}: {got!r} != {text!r}")
