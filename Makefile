@@ -32,15 +32,18 @@ bench: $(STAMP)
 	$(PY) -m bench.policy --json .narrowgate/bench-policy.json
 	$(PY) -m bench.stall --json .narrowgate/bench-stall.json
 
-## fuzz: the fuzzers (tests/fuzz, tests/test_canonical*.py) at length, from a random seed it prints.
-## FUZZ_EXAMPLES examples per property (properties that drive real processes run a share of it).
+## fuzz: the fuzzers (tests/fuzz, tests/test_canonical*.py) at length, from a random seed it prints:
+## FUZZ_EXAMPLES examples per Hypothesis property (those that drive real processes run a share of it),
+## then each atheris (coverage-guided) target for ATHERIS_SECONDS; crash inputs go to .narrowgate/fuzz/.
 FUZZ_EXAMPLES ?= 10000
+ATHERIS_SECONDS ?= 120
 .PHONY: fuzz soak
 fuzz: $(STAMP)
 	@seed=$$(od -An -N4 -tu4 /dev/urandom | tr -d ' '); \
 	echo "make fuzz: $(FUZZ_EXAMPLES) examples per property, --hypothesis-seed=$$seed"; \
 	NARROWGATE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -o timeout=0 --hypothesis-seed=$$seed \
 		--hypothesis-show-statistics tests/fuzz $(wildcard tests/test_canonical*.py)
+	$(PY) -m tests.fuzz.atheris_targets all --seconds $(ATHERIS_SECONDS)
 
 ## soak: SOAK_MINUTES (default 60) of mixed traffic against a real gateway; RSS, fds, tasks and latency
 ## sampled each minute, slopes per hour; not part of `make test`. See docs/operations.md#soak.

@@ -85,10 +85,11 @@ def _scalar(node: yaml.Node) -> Any:
         return loader.construct_object(node, deep=True)
     except yaml.YAMLError:
         raise
-    except (ValueError, TypeError, AttributeError, OverflowError) as exc:
-        # An explicit tag on a value that does not fit it (`!!int abc`, `!!timestamp x`): PyYAML's
-        # constructors raise these rather than a YAML error.
-        raise _error(node, f"value does not fit its tag {node.tag}: {exc}") from None
+    except Exception as exc:
+        # An explicit tag on a value that does not fit it (`!!int abc`, `!!timestamp x`, an empty
+        # `!!int`): PyYAML's constructors raise whatever their parsing hits (ValueError, TypeError,
+        # IndexError, ...) rather than a YAML error, so every exception here means that.
+        raise _error(node, f"value does not fit its tag {node.tag}: {exc!r}") from None
     finally:
         loader.dispose()
 

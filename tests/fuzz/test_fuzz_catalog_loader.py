@@ -185,6 +185,13 @@ def test_a_value_that_does_not_fit_its_explicit_tag_is_a_problem(tmp_path: Path)
         assert message.startswith("invalid YAML: value does not fit its tag"), message
 
 
+def test_an_explicit_tag_on_an_empty_value_is_a_problem(tmp_path: Path) -> None:
+    """Found by atheris (tests/fuzz/atheris_targets.py): an empty `!!int` made PyYAML raise IndexError."""
+    for text in ("{!!int }\n", "id: !!int\n", "id: !!float\n"):
+        (message,) = problems_of(tmp_path, text)
+        assert message.startswith("invalid YAML: value does not fit its tag"), message
+
+
 def test_nul_in_a_command_path_or_environment_value_is_a_problem(tmp_path: Path) -> None:
     base = "id: x\nowner: o\ntools: []\ntransport: {command: c, "
     for field, value in (("cwd", '"a\\0b"'), ("args", '["\\0"]'), ("env", '{A: "\\0"}')):
