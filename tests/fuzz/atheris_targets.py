@@ -25,11 +25,9 @@ with atheris.instrument_imports(include=["gateway", "yaml"]):
 
     from gateway.catalog import CatalogError, load_catalog
     from gateway.catalog.yaml_lines import load_lined
-    from gateway.errors import RpcError
     from gateway.policy.typing_ import ArgumentMismatch, input_type, to_cedar
     from gateway.registry.agents_file import parse_agents_file
-    from tests.fuzz.test_fuzz_jsonrpc import assert_faithful, assert_refusal
-    from tests.fuzz.test_fuzz_jsonrpc import decode as decode_message
+    from tests.fuzz.test_fuzz_jsonrpc import assert_decoded_or_refused
     from tests.fuzz.test_fuzz_sse import decode as decode_stream
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,11 +56,7 @@ def sse_target(data: bytes) -> None:
 
 def jsonrpc_target(data: bytes) -> None:
     """Any body is a faithful Message or a -32700/-32600 refusal."""
-    outcome = decode_message(data)
-    if isinstance(outcome, RpcError):
-        assert_refusal(outcome)
-    else:
-        assert_faithful(outcome, data)
+    assert_decoded_or_refused(data)
 
 
 def typing_target(data: bytes) -> None:
