@@ -71,16 +71,20 @@ def gw(tmp_path_factory: pytest.TempPathFactory, hooks: WebhookReceiver) -> Iter
 
 @pytest.fixture
 def owner(gw: Gateway) -> Iterator[Browser]:
-    browser = Browser(gw).signed_in(OWNER_TOKEN)
-    yield browser
-    browser.close()
+    yield from signed_in(gw, OWNER_TOKEN)
 
 
 @pytest.fixture
 def stranger(gw: Gateway) -> Iterator[Browser]:
-    browser = Browser(gw).signed_in(STRANGER_TOKEN)
-    yield browser
-    browser.close()
+    yield from signed_in(gw, STRANGER_TOKEN)
+
+
+def signed_in(gw: Gateway, token: str) -> Iterator[Browser]:
+    browser = Browser(gw).signed_in(token)
+    try:
+        yield browser
+    finally:
+        browser.close()
 
 
 # --- helpers -------------------------------------------------------------------------------------
