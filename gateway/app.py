@@ -38,7 +38,7 @@ from gateway.detections import DetectionResponder
 from gateway.discovery.resources import ResourceReviews
 from gateway.discovery.service import ToolReviews
 from gateway.discovery.settings import DiscoverySettings
-from gateway.discovery.webhook import approved_only, review_webhook_payload
+from gateway.discovery.webhook import approved_only, resource_webhook_payload, review_webhook_payload
 from gateway.identity.authenticator import Authenticator
 from gateway.identity.principal import Principal
 from gateway.identity.verifier import TokenVerifier
@@ -178,6 +178,8 @@ class Gateway:
         self.reviews.on_decided.append(self.apply_reviews)
         self.reviews.on_quarantined.append(
             lambda review: self.review_webhook.send(review_webhook_payload(review, self.settings.base_url)))
+        self.resource_reviews.on_quarantined.append(
+            lambda review: self.review_webhook.send(resource_webhook_payload(review, self.settings.base_url)))
 
     def reconcile_listings(self, listings: dict[str, Listing]) -> Catalog:
         """The pool's view of the catalog: every listed tool as reviewed (approved, quarantined, rejected)."""
@@ -256,7 +258,7 @@ class Gateway:
             *ApprovalsApi(self.approvals, admin_auth, self.settings.base_url).routes(),
             *CatalogApi(self.reviews, admin_auth, self.resource_reviews).routes(),
             *Console(self.approvals, self.registry, self.tasks, self.store, admin_auth, self.settings,
-                     self.reviews).routes(),
+                     self.reviews, self.resource_reviews).routes(),
         ]
 
     @contextlib.asynccontextmanager

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.audit.log import AuditLog
 from gateway.store import Store, open_store
 from tests.provision import missing_programs
 from tests.support.identity_provider import TestIdentityProvider
@@ -85,3 +86,12 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+async def audit(store: Store, clock: FakeClock) -> AsyncIterator[AuditLog]:
+    """The audit log over `store`, on `clock`."""
+    log = AuditLog(store, clock)
+    await log.open()
+    yield log
+    await log.close()

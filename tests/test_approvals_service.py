@@ -67,14 +67,6 @@ async def registry(store: Store, clock: FakeClock) -> Registry:
     return registry
 
 
-@pytest.fixture
-async def audit(store: Store, clock: FakeClock) -> AsyncIterator[AuditLog]:
-    log = AuditLog(store, clock)
-    await log.open()
-    yield log
-    await log.close()
-
-
 class Services:
     """Opens approval services on the shared store (several of them, to stand in for restarts)."""
 

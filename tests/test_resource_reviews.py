@@ -3,7 +3,6 @@ fake clock). The end-to-end behaviour through /mcp is in test_resource_hardening
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -92,14 +91,6 @@ def test_only_approved_items_are_routed() -> None:
 
 
 # --- review records ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def audit(store: Store, clock: FakeClock) -> AsyncIterator[AuditLog]:
-    log = AuditLog(store, clock)
-    await log.open()
-    yield log
-    await log.close()
 
 
 @pytest.fixture

@@ -19,3 +19,8 @@ def approval_path(approval_id: str) -> str:
 
 def tool_path(server_id: str, name: str) -> str:
     return f"{HOME}/catalog/{segment(server_id)}/{segment(name)}"
+
+
+def resource_path(review_id: str) -> str:
+    """One upstream resource's or template's review (by review id: URIs and templates hold slashes)."""
+    return f"{HOME}/resources/{segment(review_id)}"

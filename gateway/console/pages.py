@@ -1,5 +1,6 @@
 """The approver console at `/console`: server-rendered pages where people decide step-up approvals
-and review quarantined upstream tools (the catalog pages: gateway.console.catalog).
+and review quarantined upstream tools, resources and templates (the catalog pages:
+gateway.console.catalog).
 
 Signing in: a person pastes their own admin or approver credential (a static token from
 `admin.tokens`, or an OIDC token with the admin or approver role) into the login form. It is checked
@@ -70,11 +71,14 @@ from gateway.console.views import (
     entitlement_lines,
     pretty_json,
     recent_tasks,
+    review_href,
+    review_label,
     time_left,
     when,
     when_short,
 )
 from gateway.discovery.model import ReviewError
+from gateway.discovery.resources import ResourceReviews
 from gateway.discovery.service import ToolReviews
 from gateway.registry.errors import Conflict, NotFound, RegistryError
 from gateway.registry.model import Lifecycle
@@ -103,7 +107,8 @@ LOGIN_HINT = ("Sign in with your own admin or approver credential: a static toke
 
 class Console:
     def __init__(self, approvals: ApprovalService, registry: Registry, tasks: TaskService, store: Store,
-                 auth: AdminAuthenticator, settings: Settings, reviews: ToolReviews, clock: Clock = time.time) -> None:
+                 auth: AdminAuthenticator, settings: Settings, reviews: ToolReviews, resource_reviews: ResourceReviews,
+                 clock: Clock = time.time) -> None:
         self.approvals = approvals
         self.registry = registry
         self.tasks = tasks
@@ -123,7 +128,9 @@ class Console:
         self.env.filters["actor"] = lambda actor: actor_label(actor, static_roles)
         self.env.filters["reveal"] = reveal_hidden  # upstream tool names may hide characters
         self.env.filters["segment"] = segment
-        self.catalog = CatalogPages(reviews, self.render)
+        self.env.filters["review_label"] = review_label
+        self.env.filters["review_href"] = review_href
+        self.catalog = CatalogPages(reviews, resource_reviews, self.render)
         self.stylesheet_text = resources.files("gateway.console").joinpath("static/console.css").read_text("utf-8")
 
     def routes(self) -> list[Route | Mount]:

@@ -10,14 +10,15 @@ from typing import Any
 
 import jwt
 
-from gateway.catalog.definitions import definition_diff, description_diff, is_hidden
-from gateway.discovery.model import APPROVED, REJECTED, ToolReview, by_person
+from gateway.catalog.definitions import definition_diff, description_diff, is_hidden, reveal_hidden
+from gateway.console.links import resource_path, tool_path
+from gateway.discovery.model import APPROVED, REJECTED, ResourceReview, ToolReview, by_person
 from gateway.registry.model import Entitlement
 from gateway.tasks.model import Task, TaskState
 
 RECENT_TASKS_S = 24 * 3600.0  # ended tasks stay on the tasks page this long
 TASKS_LIMIT = 200
-DECIDED_LIMIT = 50  # recently decided tools on the catalog page
+DECIDED_LIMIT = 50  # recently decided tools, resources and templates on the catalog page
 SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
 # Who settles a tool without a person: a manifest pin, first sight, or a definition changed back.
 
@@ -156,7 +157,9 @@ def credential_expiry(credential: str) -> float | None:
     return float(exp)
 
 
-# tool reviews
+# tool, resource and template reviews
+
+Review = ToolReview | ResourceReview
 
 
 def definition_json(value: Any) -> str:
@@ -184,14 +187,14 @@ def _diff_class(line: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ReviewDetail:
-    """What the tool page shows besides the record: the field diff and the description's text diff."""
+    """What a review page shows besides the record: the field diff and the description's text diff."""
 
     fields: list[dict[str, Any]]
     description_diff: list[tuple[str, str]]
     flags: list[dict[str, str]]
 
 
-def review_detail(review: ToolReview) -> ReviewDetail:
+def review_detail(review: Review) -> ReviewDetail:
     text_diff = description_diff(review.approved_definition, review.current_definition)
     fields = [_shown(entry) for entry in definition_diff(review.approved_definition, review.current_definition)]
     return ReviewDetail(fields=fields, description_diff=diff_lines(text_diff), flags=by_severity(review.flags))
@@ -209,11 +212,23 @@ def by_severity(flags: Iterable[Mapping[str, str]]) -> list[dict[str, str]]:
     return sorted((dict(f) for f in flags), key=lambda f: SEVERITY_ORDER.get(f.get("severity", ""), 3))
 
 
-def decided_by_a_person(review: ToolReview) -> bool:
+def decided_by_a_person(review: Review) -> bool:
     return review.status in (APPROVED, REJECTED) and by_person(review.reviewed_by)
 
 
-def recently_decided(reviews: Iterable[ToolReview]) -> list[ToolReview]:
-    """Tools a person approved or rejected, latest decision first."""
+def recently_decided(reviews: Iterable[Review]) -> list[Review]:
+    """Tools, resources and templates a person approved or rejected, latest decision first."""
     decided = [r for r in reviews if decided_by_a_person(r)]
     return sorted(decided, key=lambda r: r.reviewed_at or 0.0, reverse=True)[:DECIDED_LIMIT]
+
+
+def review_label(review: Review) -> str:
+    """What a review is about, as a row names it: a tool's exposed name, a resource's URI or a template;
+    hidden characters written as [U+XXXX] (upstreams choose these strings)."""
+    return reveal_hidden(review.exposed_name if isinstance(review, ToolReview) else review.key)
+
+
+def review_href(review: Review) -> str:
+    if isinstance(review, ToolReview):
+        return tool_path(review.server_id, review.name)
+    return resource_path(review.id)

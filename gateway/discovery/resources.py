@@ -12,7 +12,8 @@ scheme, can never be served: it is recorded as rejected, with a flag saying why.
 when a URI is inside another server's template or listed by another server too (see
 gateway.upstream.directory for who then serves it).
 
-`status()` is what the directory builder asks for each listed item.
+`status()` is what the directory builder asks for each listed item; `on_quarantined` observers hear
+of each item entering quarantine (the owners' webhook, gateway.discovery.webhook).
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.approvals.model import Approver
-from gateway.audit import AuditEvent
+from gateway.audit import AuditEvent, AuditLog
 from gateway.catalog.definitions import canonical_json
 from gateway.catalog.model import Catalog, ServerEntry
 from gateway.catalog.review_flags import flag_definition
@@ -37,7 +39,8 @@ from gateway.discovery.model import (
     ResourceReview,
     ReviewNotFound,
 )
-from gateway.discovery.records import ReviewRecords
+from gateway.discovery.records import Clock, ReviewRecords
+from gateway.store.base import Store
 from gateway.upstream.directory import SCHEME_PREFIX, Listing, canonical_uri, template_pattern
 
 log = logging.getLogger("narrowgate.discovery")
@@ -60,6 +63,11 @@ class _Others:
 
 class ResourceReviews(ReviewRecords[ResourceReview]):
     owner_label = "the server's owner"
+
+    def __init__(self, store: Store, audit: AuditLog, clock: Clock = time.time) -> None:
+        super().__init__(store, audit, clock)
+        # Each item entering quarantine (the owners' webhook); not the unservable ones, rejected at once.
+        self.on_quarantined: list[Callable[[ResourceReview], None]] = []
 
     @staticmethod
     def key_of(review: ResourceReview) -> tuple[str, str, str]:
@@ -130,6 +138,9 @@ class ResourceReviews(ReviewRecords[ResourceReview]):
         log.warning("%s %r of %s %s (%s definition%s); review it with `narrowgate catalog review --resources`",
                     review.kind, review.key, review.server_id, status, review.change,
                     f", flags: {', '.join(f['code'] for f in flags)}" if flags else "")
+        if status == QUARANTINED:
+            for observer in self.on_quarantined:
+                observer(held)
         return True
 
     # reviewers

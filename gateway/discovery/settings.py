@@ -11,7 +11,7 @@ from gateway.config import ConfigError, check_keys, duration_s, webhook_url
 @dataclass(frozen=True, slots=True)
 class DiscoverySettings:
     resync_interval_s: float = 300.0  # every upstream is listed again this often, notified or not
-    webhook_url: str | None = None  # POSTed for every tool that enters quarantine
+    webhook_url: str | None = None  # POSTed for every tool, resource and template that enters quarantine
     webhook_secret_env: str | None = None
 
 

@@ -1,4 +1,9 @@
-"""What the tool-review webhook says, and the reviewed-only view of a catalog."""
+"""What the review webhooks say (a tool, resource or template entering quarantine), and the
+reviewed-only view of a catalog.
+
+Payloads name what is waiting and where to review it, never what a resource holds: the gateway never
+reads a resource to review it, and the webhook's receiver need not be trusted with it.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,8 @@ from types import MappingProxyType
 from typing import Any
 
 from gateway.catalog.model import Catalog
-from gateway.console.links import tool_path
-from gateway.discovery.model import ToolReview
+from gateway.console.links import resource_path, tool_path
+from gateway.discovery.model import ResourceReview, ToolReview
 
 
 def review_webhook_payload(review: ToolReview, base_url: str) -> dict[str, Any]:
@@ -17,12 +22,30 @@ def review_webhook_payload(review: ToolReview, base_url: str) -> dict[str, Any]:
         "server_id": review.server_id,
         "tool": review.exposed_name,
         "upstream_name": review.name,
+        **_review_facts(review, base_url + tool_path(review.server_id, review.name)),
+    }
+
+
+def resource_webhook_payload(review: ResourceReview, base_url: str) -> dict[str, Any]:
+    """A resource (`uri`) or template (`uri_template`) quarantined; `id` is what the CLI and admin API take."""
+    return {
+        "type": "resource_quarantined",
+        "server_id": review.server_id,
+        "kind": review.kind,
+        "uri" if review.kind == "resource" else "uri_template": review.key,
+        "id": review.id,
+        **_review_facts(review, base_url + resource_path(review.id)),
+    }
+
+
+def _review_facts(review: ToolReview | ResourceReview, url: str) -> dict[str, Any]:
+    return {
         "change": review.change,
         "owner": review.owner,
         "definition_sha256": review.current_hash,
         "approved_sha256": review.approved_hash,
         "flags": [f["code"] for f in review.flags],
-        "url": base_url + tool_path(review.server_id, review.name),
+        "url": url,
     }
 
 
