@@ -192,6 +192,29 @@ async def test_deadline_is_capped_and_defaulted(store: Store, registry: Registry
     await service.close()
 
 
+async def test_memory_keeps_only_the_most_recently_ended_tasks(store: Store, registry: Registry,
+                                                               clock: FakeClock) -> None:
+    service = TaskService(store, registry, make_catalog(), clock, TaskSettings(ended_retention_max=3))
+    await service.open(background=False)
+    ended = []
+    for n in range(5):
+        clock.now += 1
+        task = await start(service, purpose=f"task {n}")
+        ended.append(await service.complete(task.id, "bot-a", "done"))
+    assert [service.get(t.id) is not None for t in ended] == [False, False, True, True, True]
+    # A forgotten task's token is still refused: fail closed, as an unknown task.
+    with pytest.raises(TaskEnded, match="unknown task"):
+        service.check(ended[0].id)
+    with pytest.raises(TaskEnded, match="completed"):
+        service.check(ended[-1].id)
+    await service.close()
+    # A restart loads the same most recent three from the store.
+    reopened = TaskService(store, registry, make_catalog(), clock, TaskSettings(ended_retention_max=3))
+    await reopened.open(background=False)
+    assert [reopened.get(t.id) is not None for t in ended] == [False, False, True, True, True]
+    await reopened.close()
+
+
 async def test_bad_task_parameters_are_refused(tasks: TaskService) -> None:
     with pytest.raises(TaskError, match="purpose is required"):
         await start(tasks, purpose="")

@@ -52,6 +52,9 @@ class TaskSettings:
     flush_interval_s: float = 1.0  # call counts reach the store at most this late (crash loss bound)
     sweep_interval_s: float = 5.0  # how often past-deadline tasks are marked expired in the store
     ended_retention_s: float = 24 * 3600  # ended tasks stay in memory this long (precise refusals)
+    # ...and at most this many of them (the most recently ended): memory stays flat however many
+    # tasks a day brings. A forgotten task's token is still refused, as an unknown task.
+    ended_retention_max: int = 10_000
 
 
 class TaskService:
@@ -74,6 +77,7 @@ class TaskService:
         self.on_start: list[EndObserver] = []  # observers of every started task (audit)
         self._tasks: dict[str, Task] = {}
         self._calls: dict[str, int] = {}  # live call counts; Task.calls_made is refreshed from here
+        self._ended: dict[str, None] = {}  # ids of ended tasks still in memory, in the order they ended
         self._dirty: set[str] = set()
         self._lock = asyncio.Lock()
         self._background: asyncio.Task[None] | None = None
@@ -84,9 +88,12 @@ class TaskService:
     async def open(self, *, background: bool = True) -> None:
         """Load active and recently ended tasks; watch the registry; start flushing and sweeping."""
         since = self.clock() - self.settings.ended_retention_s
-        for task in await self.store.list_tasks(ended_since=since):
+        loaded = await self.store.list_tasks(ended_since=since)
+        for task in sorted(loaded, key=lambda t: t.ended_at or 0.0):
             self._tasks[task.id] = task
             self._calls[task.id] = task.calls_made
+            if task.ended_at is not None:
+                self._remember_ended(task.id)
         if self._agent_changed not in self.registry.observers:  # open() twice must not revoke twice
             self.registry.observe(self._agent_changed)
         if background and self._background is None:
@@ -302,6 +309,7 @@ class TaskService:
             calls_made=self._calls.get(task.id, task.calls_made),
         )
         self._tasks[task.id] = ended
+        self._remember_ended(task.id)
         self._dirty.discard(task.id)  # the state write below carries the count
         for observer in self.on_end:
             try:
@@ -356,11 +364,21 @@ class TaskService:
             except Exception:
                 log.exception("task flush/sweep failed; retrying")
 
+    def _remember_ended(self, task_id: str) -> None:
+        self._ended.pop(task_id, None)
+        self._ended[task_id] = None
+        while len(self._ended) > self.settings.ended_retention_max:
+            self._forget(next(iter(self._ended)))
+
     def _forget_old(self, now: float) -> None:
         horizon = now - self.settings.ended_retention_s
-        for task_id in [t.id for t in self._tasks.values() if t.ended_at is not None and t.ended_at < horizon]:
-            del self._tasks[task_id]
-            self._calls.pop(task_id, None)
+        for task_id in [i for i in self._ended if (self._tasks[i].ended_at or now) < horizon]:
+            self._forget(task_id)
+
+    def _forget(self, task_id: str) -> None:
+        del self._ended[task_id]
+        self._tasks.pop(task_id, None)
+        self._calls.pop(task_id, None)
 
 
 def _ended_reason(task: Task) -> str:
