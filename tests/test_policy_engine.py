@@ -543,6 +543,20 @@ when { principal.auth_method == "spiffe" && principal.trust_domain != "prod.exam
     assert outcome(bad, "payments__get_balance") == "deny"
 
 
+def test_a_tokens_own_id_is_not_a_tag_so_refreshed_tokens_share_parsed_entities(cedar_dir: Path,
+                                                                                catalog: Catalog) -> None:
+    add_policy(cedar_dir, "60-jti.cedar", """
+@id("no-jti") forbid (principal, action == Action::"files__read_file", resource)
+when { principal.claims.hasTag("jti") };
+""")
+    engine = engine_for(cedar_dir, catalog)
+    tool = catalog.tools["files__read_file"]
+    first = agent_principal(servers=("files",), claims={"sub": "a1", "jti": "token-1"})
+    second = agent_principal(servers=("files",), claims={"sub": "a1", "jti": "token-2"})
+    assert engine.tool_entities(first, tool, 1.0) == engine.tool_entities(second, tool, 1.0)
+    assert engine.decide_tool(first, tool, {"path": "/a"}, facts()).outcome == "allow"
+
+
 def test_open_loopback_is_entitled_to_every_server(cedar_dir: Path, catalog: Catalog) -> None:
     engine = engine_for(cedar_dir, catalog)
     anonymous = Principal("open-loopback", "open-loopback")

@@ -99,9 +99,15 @@ def _trust_domain(principal: Principal) -> str:
     return subject[len("spiffe://"):].split("/", 1)[0]
 
 
+# Unique per token and meaningless to a rule: left out, so a refreshed token reuses the parsed
+# entities (the engine's entity cache) instead of adding a set per token.
+PER_TOKEN_CLAIMS = frozenset({"jti"})
+
+
 def _claims_json(principal: Principal) -> str:
     # Only string-valued top-level claims: Cedar tags hold one type, and nested claims would
     # need a schema per issuer. Other claims are not visible to policies.
-    tags = {k: v for k, v in principal.claims.items() if isinstance(k, str) and isinstance(v, str)}
+    tags = {k: v for k, v in principal.claims.items()
+            if isinstance(k, str) and isinstance(v, str) and k not in PER_TOKEN_CLAIMS}
     entity = {"uid": {"type": "Claims", "id": principal.agent_id}, "attrs": {}, "parents": [], "tags": tags}
     return orjson.dumps(entity).decode()
