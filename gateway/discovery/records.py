@@ -4,6 +4,7 @@ may decide one, and how a person's decision is checked and stored."""
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import replace
 from typing import Any, Generic, Protocol, TypeVar
@@ -29,7 +30,7 @@ class Reviewed(Protocol):
 R = TypeVar("R", bound=Reviewed)
 
 
-class ReviewRecords(Generic[R]):
+class ReviewRecords(ABC, Generic[R]):
     # Who reviews, in refusals: "the tool's owner", "the server's owner".
     owner_label = "the owner"
 
@@ -45,14 +46,14 @@ class ReviewRecords(Generic[R]):
     # storage: subclasses say how a record is keyed, read and written
 
     @staticmethod
-    def key_of(review: R) -> Hashable:
-        raise NotImplementedError
+    @abstractmethod
+    def key_of(review: R) -> Hashable: ...
 
-    async def read(self) -> list[R]:
-        raise NotImplementedError
+    @abstractmethod
+    async def read(self) -> list[R]: ...
 
-    async def write(self, reviews: list[R]) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    async def write(self, reviews: list[R]) -> None: ...
 
     async def open(self) -> None:
         for review in await self.read():
