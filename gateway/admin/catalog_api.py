@@ -52,7 +52,7 @@ class CatalogApi:
     async def list(self, request: Request, person: Approver) -> Response:
         status = request.query_params.get("status") or None
         if status is not None and status not in STATUSES:
-            return error_response(400, f"unknown status {status!r}; use {', '.join(STATUSES)}")
+            return unknown_status(status)
         return json_response({"tools": [self.summary(r, person) for r in self.reviews.list(status)]})
 
     async def show(self, request: Request, person: Approver) -> Response:
@@ -87,7 +87,7 @@ class CatalogApi:
     async def list_resources(self, request: Request, person: Approver) -> Response:
         status = request.query_params.get("status") or None
         if status is not None and status not in STATUSES:
-            return error_response(400, f"unknown status {status!r}; use {', '.join(STATUSES)}")
+            return unknown_status(status)
         return json_response({"resources": [self.resource_summary(r, person) for r in self.resources.list(status)]})
 
     async def show_resource(self, request: Request, person: Approver) -> Response:
@@ -156,3 +156,7 @@ def review_errors(exc: Exception) -> Response | None:
     if isinstance(exc, ReviewError):
         return error_response(exc.status, str(exc))
     return None
+
+
+def unknown_status(status: str) -> Response:
+    return error_response(400, f"unknown status {status!r}; use {', '.join(STATUSES)}")

@@ -3,6 +3,7 @@ may decide one, and how a person's decision is checked and stored."""
 
 from __future__ import annotations
 
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Hashable
@@ -15,6 +16,7 @@ from gateway.discovery.model import APPROVED, QUARANTINED, DefinitionChanged, No
 from gateway.store.base import Store
 
 Clock = Callable[[], float]
+log = logging.getLogger("narrowgate.discovery")
 
 
 class Reviewed(Protocol):
@@ -22,6 +24,8 @@ class Reviewed(Protocol):
 
     status: str
     owner: str
+    server_id: str
+    comment: str | None
     current_hash: str
     current_definition: dict[str, Any]
     approved_by: str | None
@@ -33,6 +37,8 @@ R = TypeVar("R", bound=Reviewed)
 class ReviewRecords(ABC, Generic[R]):
     # Who reviews, in refusals: "the tool's owner", "the server's owner".
     owner_label = "the owner"
+    # The audit actions of a decision: "<noun>_approved", "<noun>_rejected".
+    audit_noun = "review"
 
     def __init__(self, store: Store, audit: AuditLog, clock: Clock = time.time) -> None:
         self.store = store
@@ -54,6 +60,14 @@ class ReviewRecords(ABC, Generic[R]):
 
     @abstractmethod
     async def write(self, reviews: list[R]) -> None: ...
+
+    # audit: subclasses say how a record is named and recorded
+
+    @abstractmethod
+    def describe(self, review: R) -> str: ...
+
+    @abstractmethod
+    def _record(self, review: R, action: str, actor: str, detail: dict[str, Any] | None = None) -> None: ...
 
     async def open(self) -> None:
         for review in await self.read():
@@ -114,6 +128,16 @@ class ReviewRecords(ABC, Generic[R]):
         await self.write([decided])
         self.records[self.key_of(decided)] = decided
         self.unsaved.pop(self.key_of(decided), None)
+        return decided
+
+    async def _decide(self, review: R, status: str, person: Approver, comment: str) -> R:
+        """Store a person's decision, audit and log it, then tell the observers."""
+        decided = await self.store_decision(review, status, person, comment)
+        outcome = "approved" if status == APPROVED else "rejected"
+        self._record(decided, f"{self.audit_noun}_{outcome}", person.actor,
+                     {"comment": decided.comment} if decided.comment else None)
+        log.info("%s of %s %s by %s", self.describe(review), review.server_id, status, person.actor)
+        await self.decided()
         return decided
 
     async def decided(self) -> None:

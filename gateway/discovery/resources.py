@@ -63,6 +63,7 @@ class _Others:
 
 class ResourceReviews(ReviewRecords[ResourceReview]):
     owner_label = "the server's owner"
+    audit_noun = "resource"
 
     def __init__(self, store: Store, audit: AuditLog, clock: Clock = time.time) -> None:
         super().__init__(store, audit, clock)
@@ -169,13 +170,8 @@ class ResourceReviews(ReviewRecords[ResourceReview]):
         review = self.get(review_id)
         return self.decidable(review, person, expected_hash, f"{review.kind} {review.key}")
 
-    async def _decide(self, review: ResourceReview, status: str, person: Approver, comment: str) -> ResourceReview:
-        decided = await self.store_decision(review, status, person, comment)
-        self._record(decided, "resource_approved" if status == APPROVED else "resource_rejected", person.actor,
-                     {"comment": decided.comment} if decided.comment else None)
-        log.info("%s %r of %s %s by %s", review.kind, review.key, review.server_id, status, person.actor)
-        await self.decided()
-        return decided
+    def describe(self, review: ResourceReview) -> str:
+        return f"{review.kind} {review.key!r}"
 
     def _record(self, review: ResourceReview, action: str, actor: str, detail: dict[str, Any] | None = None) -> None:
         self.audit.record(AuditEvent(

@@ -49,6 +49,7 @@ REVERTED = "narrowgate (definition back to the approved one)"
 
 class ToolReviews(ReviewRecords[ToolReview]):
     owner_label = "the tool's owner"
+    audit_noun = "tool"
 
     def __init__(self, store: Store, audit: AuditLog, clock: Clock = time.time) -> None:
         super().__init__(store, audit, clock)
@@ -241,13 +242,8 @@ class ToolReviews(ReviewRecords[ToolReview]):
         review = self.get(*key)
         return self.decidable(review, person, expected_hash, f"tool {review.exposed_name}")
 
-    async def _decide(self, review: ToolReview, status: str, person: Approver, comment: str) -> ToolReview:
-        decided = await self.store_decision(review, status, person, comment)
-        self._record(decided, "tool_approved" if status == APPROVED else "tool_rejected", person.actor,
-                     {"comment": decided.comment} if decided.comment else None)
-        log.info("tool %s of %s %s by %s", review.name, review.server_id, status, person.actor)
-        await self.decided()
-        return decided
+    def describe(self, review: ToolReview) -> str:
+        return f"tool {review.name}"
 
     def _record(self, review: ToolReview, action: str, actor: str, detail: dict[str, Any] | None = None) -> None:
         self.audit.record(AuditEvent(
