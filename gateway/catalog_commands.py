@@ -437,7 +437,7 @@ def read_manifests(directory: Path) -> dict[str, Manifest]:
             continue
         if data["id"] in manifests:
             raise CatalogCommandError(f"{path}: id {data['id']!r} is also used by {manifests[data['id']].path}")
-        tools = data.get("tools") if isinstance(data.get("tools"), list) else []
+        tools = given if isinstance(given := data.get("tools"), list) else []
         pins = {t["name"]: t.get(PIN_KEY) for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)}
         manifests[data["id"]] = Manifest(path, text, pins)
     return manifests
