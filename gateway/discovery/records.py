@@ -20,15 +20,28 @@ log = logging.getLogger("narrowgate.discovery")
 
 
 class Reviewed(Protocol):
-    """The fields every review record has (ToolReview, ResourceReview)."""
+    """The fields every review record has (ToolReview, ResourceReview); read-only, as the records are frozen."""
 
-    status: str
-    owner: str
-    server_id: str
-    comment: str | None
-    current_hash: str
-    current_definition: dict[str, Any]
-    approved_by: str | None
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def owner(self) -> str: ...
+
+    @property
+    def server_id(self) -> str: ...
+
+    @property
+    def comment(self) -> str | None: ...
+
+    @property
+    def current_hash(self) -> str: ...
+
+    @property
+    def current_definition(self) -> dict[str, Any]: ...
+
+    @property
+    def approved_by(self) -> str | None: ...
 
 
 R = TypeVar("R", bound=Reviewed)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
@@ -220,7 +220,7 @@ class ToolReviews(ReviewRecords[ToolReview]):
         return review
 
     async def approve(self, key: tuple[str, str], person: Approver, *, expected_hash: str | None = None,
-                      risk: str | None = None, data_classes: list[str] | None = None, egress: bool | None = None,
+                      risk: str | None = None, data_classes: Sequence[str] | None = None, egress: bool | None = None,
                       comment: str = "") -> ToolReview:
         review = self.check(key, person, expected_hash)
         if review.current_hash == UNANALYSABLE or not TOOL_NAME_PATTERN.fullmatch(review.name):
