@@ -268,7 +268,7 @@ class Methods:
     async def get_prompt(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
         name = params.get("name")
         view = self.pool.directory.prompts.get(name) if isinstance(name, str) else None
-        if view is None:
+        if view is None or not isinstance(name, str):
             raise RpcError(INVALID_PARAMS, f"Unknown prompt: {name}")
         await self.authorizer.prompt(ctx.principal, view.server_id, name, self.facts(ctx), ctx.trace_id)
         return await self.forward(ctx, view.server_id, "prompts/get", {**params, "name": view.upstream_name})
