@@ -14,7 +14,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from gateway import __version__
 from gateway.admin.agents_api import AgentsApi
@@ -231,7 +231,7 @@ class Gateway:
         self.methods.step_up = StepUpFlow(self.approvals, authorizer, self.tasks, self.telemetry, settings,
                                           self.settings.base_url)
 
-    def routes(self) -> list[Route]:
+    def routes(self) -> list[BaseRoute]:
         from gateway.admin.approvals_api import ApprovalsApi
         from gateway.admin.catalog_api import CatalogApi
         from gateway.admin.keys_api import KeysApi
