@@ -11,7 +11,7 @@ from mcp.shared.inbound import mcp_param_headers
 from mcp_types import SERVER_INFO_META_KEY
 
 from gateway import __version__
-from gateway.approvals.step_up import StepUpCall, StepUpFlow, without_approval_round
+from gateway.approvals.step_up import HoldingSink, StepUpCall, StepUpFlow, without_approval_round
 from gateway.authorization import Authorizer
 from gateway.catalog.model import HttpTransport, ServerEntry, ToolEntry
 from gateway.chain.monitor import ChainMonitor
@@ -24,7 +24,7 @@ from gateway.tasks.gate import BUILTIN_TOOLS, TaskGate, task_facts
 from gateway.tasks.model import Task
 from gateway.telemetry import NOOP_SPAN, RequestSpan, Telemetry
 from gateway.transport.sessions import LOG_LEVELS, AgentSession
-from gateway.upstream.base import LEGACY_ERA, MODERN_ERA, CallContext, CallSink
+from gateway.upstream.base import LEGACY_ERA, MODERN_ERA, CallContext
 from gateway.upstream.directory import ResourceRoute, Withheld
 from gateway.upstream.pool import UpstreamPool
 from gateway.verifier import argument_digest
@@ -54,7 +54,7 @@ class RequestContext:
     client_capabilities: dict[str, Any]
     client_info: dict[str, Any] | None
     session: AgentSession | None
-    sink: CallSink | None
+    sink: HoldingSink | None  # also the upstream call's CallSink
     trace_id: str | None = None
     span: RequestSpan = NOOP_SPAN
     # What this request came to, for metrics and the span.
