@@ -16,6 +16,7 @@ import itertools
 import os
 import signal
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -300,7 +301,7 @@ class StdioUpstream:
                 pending.future.set_exception(RpcError(UPSTREAM_UNAVAILABLE, reason))
         self.pending.clear()
 
-    def spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
