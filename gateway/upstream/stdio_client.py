@@ -204,7 +204,8 @@ class StdioUpstream:
     async def dispatch(self, message: dict[str, Any]) -> None:
         method = message.get("method")
         if method is None:
-            pending = self.pending.pop(message.get("id"), None)  # type: ignore[arg-type]
+            message_id = message.get("id")
+            pending = self.pending.pop(message_id, None) if isinstance(message_id, int) else None
             if pending is not None and not pending.future.done():
                 pending.future.set_result(message)
             return
