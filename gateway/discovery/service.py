@@ -20,13 +20,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 from gateway.approvals.model import Approver
 from gateway.audit import AuditEvent, AuditLog
 from gateway.catalog.definitions import claimed_risk, definition_hash, definition_of
 from gateway.catalog.loader import TOOL_NAME_PATTERN
-from gateway.catalog.model import RISK_TIERS, Catalog, ServerEntry, ToolEntry
+from gateway.catalog.model import RISK_TIERS, Catalog, Risk, ServerEntry, ToolEntry
 from gateway.catalog.review_flags import flag_definition
 from gateway.discovery.model import (
     APPROVED,
@@ -203,7 +203,8 @@ class ToolReviews(ReviewRecords[ToolReview]):
     @staticmethod
     def _discovered_entry(server: ServerEntry, review: ToolReview) -> ToolEntry:
         return ToolEntry(name=review.name, exposed_name=review.exposed_name, server_id=server.id,
-                         risk=review.risk or claimed_risk(review.current_definition),  # type: ignore[arg-type]
+                         # approve() admits only RISK_TIERS; claimed_risk() returns one of them
+                         risk=cast(Risk, review.risk or claimed_risk(review.current_definition)),
                          data_classes=review.data_classes, owner=review.owner or server.owner,
                          egress=review.egress, status=review.status)
 
