@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ def run_demo(port: int | None, state_dir: Path) -> int:
 
 
 def demo_settings(state: DemoState, tokens: DemoTokens, issuer: DevelopmentIssuer, port: int | None,
-                  environ: Any) -> Settings:
+                  environ: Mapping[str, str]) -> Settings:
     raw: dict[str, Any] = {
         "listen": DEFAULT_LISTEN,
         "catalog": "tool_catalog",
@@ -99,7 +100,7 @@ def run_token(agent_id: str, state_dir: Path | None, gateway_url: str | None, tt
     return 0
 
 
-def token_state_dir(environ: Any) -> Path:
+def token_state_dir(environ: Mapping[str, str]) -> Path:
     """The demo the shell points at: the directory of NARROWGATE_STATE's database (as the banner's
     export line sets it) when that is a demo state directory, else the default one."""
     store = str(environ.get("NARROWGATE_STATE", ""))
