@@ -21,7 +21,6 @@ from gateway.admin.agents_api import AgentsApi
 from gateway.admin.auth import AdminAuthenticator
 from gateway.admin.policies_api import PoliciesApi
 from gateway.approvals.service import ApprovalService
-from gateway.approvals.settings import ApprovalSettings
 from gateway.approvals.step_up import StepUpFlow
 from gateway.approvals.webhook import approval_webhook_payload
 from gateway.audit import AuditEvent, AuditLog
@@ -29,7 +28,6 @@ from gateway.audit.digests import DigestKey
 from gateway.authorization import Authorizer
 from gateway.catalog import Catalog
 from gateway.chain.monitor import ChainMonitor
-from gateway.chain.settings import monitoring_settings_from_mapping
 from gateway.chain.tracker import ChainTracker
 from gateway.config import Settings
 from gateway.credentials.secret_sources import SecretResolver
@@ -37,7 +35,6 @@ from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.detections import DetectionResponder
 from gateway.discovery.resources import ResourceReviews
 from gateway.discovery.service import ToolReviews
-from gateway.discovery.settings import DiscoverySettings
 from gateway.discovery.webhook import approved_only, resource_webhook_payload, review_webhook_payload
 from gateway.identity.authenticator import Authenticator
 from gateway.identity.principal import Principal
@@ -50,6 +47,9 @@ from gateway.policy.hours import WorkingHours
 from gateway.policy.reloader import PolicyReloader
 from gateway.registry.model import Agent, Lifecycle, LifecycleEvent
 from gateway.registry.service import Registry
+from gateway.settings.approvals import ApprovalSettings
+from gateway.settings.discovery import DiscoverySettings
+from gateway.settings.monitoring import monitoring_settings_from_mapping
 from gateway.store import open_store
 from gateway.tasks.gate import TaskGate
 from gateway.tasks.model import Task

@@ -130,13 +130,13 @@ async def _principal_and_schemas(settings: Settings, agent_id: str) -> tuple[Pri
     finally:
         await store.close()
     if agent is None and settings.agents_file is not None:
-        agent = await _agent_from_file(settings.agents_file, agent_id)
+        agent = await agent_from_file(settings.agents_file, agent_id)
     if agent is None:
         return None, schemas
     return Principal(agent.id, "explain", agent=agent), schemas
 
 
-async def _agent_from_file(agents_file: Path, agent_id: str) -> Any:
+async def agent_from_file(agents_file: Path, agent_id: str) -> Any:
     """Read an agent declared in the agents file without writing to the real store."""
     from gateway.registry.service import Registry
     from gateway.store import open_store
