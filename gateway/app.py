@@ -47,9 +47,6 @@ from gateway.policy.hours import WorkingHours
 from gateway.policy.reloader import PolicyReloader
 from gateway.registry.model import Agent, Lifecycle, LifecycleEvent
 from gateway.registry.service import Registry
-from gateway.settings.approvals import ApprovalSettings
-from gateway.settings.discovery import DiscoverySettings
-from gateway.settings.monitoring import monitoring_settings_from_mapping
 from gateway.store import open_store
 from gateway.tasks.gate import TaskGate
 from gateway.tasks.model import Task
@@ -137,7 +134,7 @@ class Gateway:
 
     def build_monitor(self) -> ChainMonitor:
         """Chain monitoring: the catalog's `egress: true` tools count as egress, besides the config's."""
-        settings = self.settings.monitoring or monitoring_settings_from_mapping({})
+        settings = self.settings.monitoring
         egress = tuple(sorted({*settings.egress_tools, *(t.exposed_name for t in self.catalog.tools.values()
                                                         if t.egress)}))
         settings = replace(settings, egress_tools=egress)
@@ -164,7 +161,7 @@ class Gateway:
 
     def build_discovery(self) -> None:
         """Upstream tools as reviewed: quarantine for new and changed definitions, and their review."""
-        settings = self.settings.discovery or DiscoverySettings()
+        settings = self.settings.discovery
         self.pool = UpstreamPool(self.catalog, self.upstream_auth, full_resync_s=settings.resync_interval_s,
                                  max_reply_bytes=self.settings.limits.max_upstream_reply_bytes)
         self.reviews = ToolReviews(self.store, self.audit)
@@ -220,7 +217,7 @@ class Gateway:
 
     def build_approvals(self, authorizer: Authorizer) -> None:
         """Step-up approvals: requests people decide in the console, the admin API or the CLI."""
-        settings = self.settings.approvals or ApprovalSettings()
+        settings = self.settings.approvals
         self.approval_settings = settings
         self.approvals = ApprovalService(self.store, self.registry, self.audit, settings, digests=self.digest_key)
         self.tasks.on_end.append(self.approvals.task_ended)

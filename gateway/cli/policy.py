@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from gateway.catalog import CatalogError, load_catalog
+from gateway.cli.exit_codes import EXIT_INVALID
 from gateway.config import Settings, load_settings
 from gateway.identity.principal import Principal
 from gateway.policy.engine import PolicyEngine, PolicyLoadError, RequestFacts
 from gateway.policy.hours import WorkingHours
 from gateway.policy.testing import run_policy_tests, validate_policies_dir
 
-EXIT_INVALID = 2
 EXIT_FAILED = 1
 
 
