@@ -44,7 +44,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gateway.chain.settings import MonitoringSettings, RateLimit
+from gateway.settings.monitoring import MonitoringSettings, RateLimit
 
 if TYPE_CHECKING:
     from gateway.catalog.model import ToolEntry

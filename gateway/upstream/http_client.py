@@ -23,8 +23,8 @@ import orjson
 from mcp.shared.inbound import NAME_BEARING_METHODS, encode_header_value
 
 from gateway.catalog.model import HttpTransport, ServerEntry
-from gateway.config import DEFAULT_MAX_UPSTREAM_REPLY_BYTES
 from gateway.errors import REQUEST_TIMEOUT, UPSTREAM_ERROR, UPSTREAM_UNAVAILABLE, RpcError
+from gateway.settings.limits import DEFAULT_MAX_UPSTREAM_REPLY_BYTES
 from gateway.transport.sse import decode_events
 from gateway.upstream.base import (
     GATEWAY_CLIENT_CAPABILITIES,

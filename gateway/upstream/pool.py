@@ -10,9 +10,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway.catalog.model import Catalog, HttpTransport
-from gateway.config import DEFAULT_MAX_UPSTREAM_REPLY_BYTES
 from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.errors import UPSTREAM_UNAVAILABLE, RpcError
+from gateway.settings.limits import DEFAULT_MAX_UPSTREAM_REPLY_BYTES
 from gateway.upstream.base import LEGACY_ERA, MODERN_ERA, CallContext, Upstream, log, without_server_info
 from gateway.upstream.directory import EMPTY, Directory, Listing, ResourceStatus, approve_all, build_directory
 from gateway.upstream.http_client import HttpUpstream

@@ -22,9 +22,9 @@ from typing import Any
 import orjson
 
 from gateway.catalog.model import ServerEntry, StdioTransport
-from gateway.config import DEFAULT_MAX_UPSTREAM_REPLY_BYTES
 from gateway.credentials.secret_sources import SecretResolver, SecretUnavailable
 from gateway.errors import REQUEST_TIMEOUT, UPSTREAM_UNAVAILABLE, RpcError
+from gateway.settings.limits import DEFAULT_MAX_UPSTREAM_REPLY_BYTES
 from gateway.upstream.base import (
     GATEWAY_CLIENT_CAPABILITIES,
     GATEWAY_CLIENT_INFO,
