@@ -13,8 +13,8 @@ import asyncio
 import logging
 
 from gateway.audit import AuditEvent, AuditLog
+from gateway.chain.detectors import Detection
 from gateway.chain.settings import MonitoringSettings, triggers_kill_switch, worth_alerting
-from gateway.chain.tracker import Detection
 from gateway.registry.errors import RegistryError
 from gateway.registry.service import Registry
 from gateway.telemetry import Telemetry
