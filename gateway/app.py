@@ -45,8 +45,10 @@ from gateway.oauth.token_endpoint import TOKEN_PATH, TokenEndpoint, settings_for
 from gateway.policy.engine import PolicyEngine, ReloadOutcome
 from gateway.policy.hours import WorkingHours
 from gateway.policy.reloader import PolicyReloader
+from gateway.protocol.eras import MODERN_ERA
 from gateway.registry.model import Agent, Lifecycle, LifecycleEvent
 from gateway.registry.service import Registry
+from gateway.resource_updates import ResourceUpdateRelay
 from gateway.store import open_store
 from gateway.tasks.gate import TaskGate
 from gateway.tasks.model import Task
@@ -55,9 +57,7 @@ from gateway.tasks.token_check import TaskTokenCheck
 from gateway.tasks.tokens import TaskTokenIssuer
 from gateway.telemetry import Telemetry
 from gateway.transport.endpoint import McpEndpoint
-from gateway.transport.resource_updates import ResourceUpdateRelay
 from gateway.transport.sessions import SessionRegistry
-from gateway.upstream.base import MODERN_ERA
 from gateway.upstream.directory import Directory, Listing
 from gateway.upstream.pool import UpstreamPool
 from gateway.visibility_pass import VisibilityPass

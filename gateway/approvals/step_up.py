@@ -32,13 +32,13 @@ from gateway.approvals.service import ApprovalService
 from gateway.authorization import Authorizer
 from gateway.catalog.model import ToolEntry
 from gateway.console.links import approval_path
-from gateway.errors import ACCESS_DENIED, APPROVAL_REQUIRED, URL_ELICITATION_REQUIRED, RpcError
 from gateway.identity.principal import Principal
 from gateway.policy.engine import Decision, RequestFacts
+from gateway.protocol.eras import MODERN_ERA
+from gateway.protocol.errors import ACCESS_DENIED, APPROVAL_REQUIRED, URL_ELICITATION_REQUIRED, RpcError
 from gateway.settings.approvals import ApprovalSettings
 from gateway.tasks.service import TaskService
 from gateway.telemetry import Telemetry
-from gateway.upstream.base import MODERN_ERA
 from gateway.verifier import argument_digest
 
 INPUT_KEY = "narrowgate_approval"  # our key in an input_required result's inputRequests

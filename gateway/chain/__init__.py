@@ -1,6 +1,7 @@
 """Tool-chain monitoring: signals for policy (Cedar `context.chain`), rate limits and detectors."""
 
-from gateway.chain.tracker import ChainTracker, Detection, RateLimited
+from gateway.chain.detectors import Detection
+from gateway.chain.tracker import ChainTracker, RateLimited
 from gateway.settings.monitoring import (
     MonitoringSettings,
     RateLimit,

@@ -10,9 +10,10 @@ import math
 from typing import Any
 
 from gateway.catalog.model import ToolEntry
-from gateway.chain.tracker import ChainTracker, Detection, RateLimited
-from gateway.errors import ACCESS_DENIED, RATE_LIMITED, RpcError
+from gateway.chain.detectors import Detection
+from gateway.chain.tracker import ChainTracker, RateLimited
 from gateway.identity.principal import Principal
+from gateway.protocol.errors import ACCESS_DENIED, RATE_LIMITED, RpcError
 
 
 class ChainMonitor:
