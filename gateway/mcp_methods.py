@@ -10,41 +10,26 @@ from typing import Any
 from mcp.shared.inbound import mcp_param_headers
 from mcp_types import SERVER_INFO_META_KEY
 
-from gateway import __version__
 from gateway.approvals.step_up import HoldingSink, StepUpCall, StepUpFlow, without_approval_round
 from gateway.authorization import Authorizer
 from gateway.catalog.model import HttpTransport, ServerEntry, ToolEntry
 from gateway.chain.monitor import ChainMonitor
 from gateway.credentials.upstream_auth import UpstreamAuth
-from gateway.errors import INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, UPSTREAM_UNAVAILABLE, RpcError
 from gateway.identity.principal import Principal
 from gateway.policy.engine import Decision, RequestFacts
 from gateway.policy.paths import CanonicalizationError, canonical_path
+from gateway.protocol.capabilities import INSTRUCTIONS, MODERN_CAPABILITIES, SERVER_INFO
+from gateway.protocol.eras import MODERN_ERA
+from gateway.protocol.errors import INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, UPSTREAM_UNAVAILABLE, RpcError
+from gateway.protocol.log_levels import LOG_LEVELS
 from gateway.tasks.gate import BUILTIN_TOOLS, TaskGate, task_facts
 from gateway.tasks.model import Task
 from gateway.telemetry import NOOP_SPAN, RequestSpan, Telemetry
-from gateway.transport.sessions import LOG_LEVELS, AgentSession
-from gateway.upstream.base import LEGACY_ERA, MODERN_ERA, CallContext
+from gateway.transport.sessions import AgentSession
+from gateway.upstream.base import CallContext
 from gateway.upstream.directory import ResourceRoute, Withheld
 from gateway.upstream.pool import UpstreamPool
 from gateway.verifier import argument_digest
-
-SERVER_INFO = {"name": "narrowgate", "title": "Narrowgate", "version": __version__}
-SERVER_CAPABILITIES: dict[str, Any] = {
-    "tools": {"listChanged": True},
-    "prompts": {"listChanged": True},
-    "resources": {"subscribe": True, "listChanged": True},
-    "completions": {},
-    "logging": {},
-}
-# 2026-07-28 drops logging and per-resource subscribe (subscriptions/listen replaces them).
-MODERN_CAPABILITIES: dict[str, Any] = {
-    "tools": {"listChanged": True},
-    "prompts": {"listChanged": True},
-    "resources": {"listChanged": True},
-    "completions": {},
-}
-INSTRUCTIONS = "Tools are served through Narrowgate; each call is checked and recorded."
 
 
 @dataclass(slots=True)
@@ -420,5 +405,3 @@ HANDLERS: dict[str, Handler] = {
     "completion/complete": Methods.complete,
     "logging/setLevel": Methods.set_log_level,
 }
-ERA_ONLY = {"ping": LEGACY_ERA, "logging/setLevel": LEGACY_ERA, "resources/subscribe": LEGACY_ERA,
-            "resources/unsubscribe": LEGACY_ERA, "server/discover": MODERN_ERA}

@@ -17,8 +17,8 @@ from gateway.credentials.keys import SigningKeyring
 from gateway.credentials.revocations import Revocations
 from gateway.credentials.secret_sources import SecretResolver, SecretUnavailable
 from gateway.credentials.upstream_tokens import UpstreamTokenMinter
-from gateway.errors import UPSTREAM_UNAVAILABLE, RpcError
 from gateway.identity.principal import Principal
+from gateway.protocol.errors import UPSTREAM_UNAVAILABLE, RpcError
 from gateway.store.base import SigningKeyStore
 from gateway.verifier import argument_digest
 

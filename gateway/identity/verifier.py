@@ -25,9 +25,9 @@ import aiohttp
 
 from gateway.identity.jwks import HttpFetcher, KeySource, UnverifiedToken, parse_unverified
 from gateway.identity.oidc import OidcIssuerVerifier
-from gateway.identity.settings import IdentitySettings
 from gateway.identity.spiffe import SPIFFE_SCHEME, SpiffeTrustDomainVerifier, parse_spiffe_id
 from gateway.identity.verified import TokenRejected, VerifiedToken
+from gateway.settings.identity import IdentitySettings
 
 log = logging.getLogger("narrowgate.identity")
 DEFAULT_CACHE_SIZE = 10_000

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import cedarpy
 
-from gateway.config import parse_duration
 from gateway.policy.listing import ContextReads, context_reads, listing_policies
 from gateway.policy.model import CatalogModel
 from gateway.policy.sources import PolicySource, SourceFiles, parse_sources, read_files
+from gateway.settings.durations import parse_duration
 
 POLICY_REF = re.compile(r"policy(\d+)")
 

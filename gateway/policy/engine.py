@@ -44,7 +44,6 @@ import cedarpy
 import orjson
 
 from gateway.catalog.model import Catalog, ToolEntry
-from gateway.config import parse_duration
 from gateway.identity.principal import Principal
 from gateway.policy.bundle import Bundle, CompileError, compile_bundle, with_catalog
 from gateway.policy.canonical import CanonicalizationError, canonicalize, normalize_path
@@ -61,6 +60,7 @@ from gateway.policy.model import (
 from gateway.policy.principal_entities import PrincipalEntities
 from gateway.policy.sources import SourceFiles, read_files
 from gateway.policy.typing_ import ArgumentMismatch, to_cedar
+from gateway.settings.durations import parse_duration
 from gateway.verifier import argument_digest
 
 log = logging.getLogger("narrowgate.policy")

@@ -4,7 +4,7 @@ The gateway runs its own bus rather than forwarding listens upstream: each agent
 gateway's aggregated, filtered catalog, so change notices have to come from the gateway. The
 resource URIs a stream asks to follow are decided like reads before the acknowledgement (see
 Methods.authorize_subscriptions); only those are honoured, in canonical form, and each update is
-decided again before it is delivered (gateway.transport.resource_updates).
+decided again before it is delivered (gateway.resource_updates).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Any
 import orjson
 from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
 
-from gateway.errors import INVALID_PARAMS, RpcError
 from gateway.identity.principal import Principal
+from gateway.protocol.errors import INVALID_PARAMS, RpcError
+from gateway.protocol.sse import encode_event
 from gateway.transport.sessions import StreamItem
-from gateway.transport.sse import encode_event
 
 FILTER_FOR_METHOD = {
     "notifications/tools/list_changed": "toolsListChanged",

@@ -23,13 +23,12 @@ from typing import Any
 import orjson
 
 from gateway.catalog.model import ServerEntry, StdioTransport
-from gateway.config import DEFAULT_MAX_UPSTREAM_REPLY_BYTES
 from gateway.credentials.secret_sources import SecretResolver, SecretUnavailable
-from gateway.errors import REQUEST_TIMEOUT, UPSTREAM_UNAVAILABLE, RpcError
+from gateway.protocol.capabilities import GATEWAY_CLIENT_CAPABILITIES, GATEWAY_CLIENT_INFO
+from gateway.protocol.eras import LEGACY_ERA
+from gateway.protocol.errors import REQUEST_TIMEOUT, UPSTREAM_UNAVAILABLE, RpcError
+from gateway.settings.limits import DEFAULT_MAX_UPSTREAM_REPLY_BYTES
 from gateway.upstream.base import (
-    GATEWAY_CLIENT_CAPABILITIES,
-    GATEWAY_CLIENT_INFO,
-    LEGACY_ERA,
     SESSION_NOTIFICATIONS,
     VERBOSE_LOGGING,
     CallContext,

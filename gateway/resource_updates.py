@@ -15,9 +15,9 @@ from typing import Any
 
 from gateway.identity.principal import Principal
 from gateway.mcp_methods import Methods
+from gateway.protocol.eras import MODERN_ERA
 from gateway.transport.listen import ListenHub
 from gateway.transport.sessions import SessionRegistry
-from gateway.upstream.base import MODERN_ERA
 from gateway.upstream.directory import ResourceRoute, canonical_uri
 
 log = logging.getLogger("narrowgate.transport")

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from gateway.catalog import CatalogError, load_catalog
+from gateway.cli.exit_codes import EXIT_INVALID
 from gateway.config import Settings, load_settings
 from gateway.identity.principal import Principal
 from gateway.policy.engine import PolicyEngine, PolicyLoadError, RequestFacts
 from gateway.policy.hours import WorkingHours
 from gateway.policy.testing import run_policy_tests, validate_policies_dir
 
-EXIT_INVALID = 2
 EXIT_FAILED = 1
 
 
@@ -130,13 +130,13 @@ async def _principal_and_schemas(settings: Settings, agent_id: str) -> tuple[Pri
     finally:
         await store.close()
     if agent is None and settings.agents_file is not None:
-        agent = await _agent_from_file(settings.agents_file, agent_id)
+        agent = await agent_from_file(settings.agents_file, agent_id)
     if agent is None:
         return None, schemas
     return Principal(agent.id, "explain", agent=agent), schemas
 
 
-async def _agent_from_file(agents_file: Path, agent_id: str) -> Any:
+async def agent_from_file(agents_file: Path, agent_id: str) -> Any:
     """Read an agent declared in the agents file without writing to the real store."""
     from gateway.registry.service import Registry
     from gateway.store import open_store
