@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from gateway.audit.chain import ChainVerifier
 from gateway.audit.model import KINDS
+from gateway.cli.parsers import Subcommands
 from gateway.config import load_settings
 
 if TYPE_CHECKING:  # for annotations only: the commands import the store where they open it
@@ -41,7 +42,7 @@ class AuditCommandError(ValueError):
     """Reported by the CLI as `narrowgate: <message>` with exit status 2."""
 
 
-def add_audit_parser(commands: Any) -> None:
+def add_audit_parser(commands: Subcommands) -> None:
     audit = commands.add_parser("audit", help="verify, export and search the tamper-evident audit log")
     sub = audit.add_subparsers(title="audit commands", metavar="COMMAND", required=True)
     verify = sub.add_parser("verify", help="check the hash chain; report every modified, removed, "

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from gateway.cli.parsers import Subcommands
 from gateway.cli.policy import agent_from_file
 from gateway.cli.serve import serve
 from gateway.config import Settings, apply_env_overrides, settings_from_mapping
@@ -34,7 +35,7 @@ DEFAULT_LISTEN = "127.0.0.1:8080"
 EXIT_PORT_TAKEN = 2
 
 
-def add_demo_parser(commands: Any) -> None:
+def add_demo_parser(commands: Subcommands) -> None:
     demo = commands.add_parser(
         "demo", help="run the gateway with two demo upstreams (what `make run` does)",
         description="Run the gateway in front of the demo upstreams. Tokens, keys and the store are kept in the "

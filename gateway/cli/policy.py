@@ -16,6 +16,7 @@ from typing import Any
 
 from gateway.catalog import CatalogError, load_catalog
 from gateway.cli.exit_codes import EXIT_INVALID
+from gateway.cli.parsers import Subcommands
 from gateway.config import Settings, load_settings
 from gateway.identity.principal import Principal
 from gateway.policy.engine import PolicyEngine, PolicyLoadError, RequestFacts
@@ -25,7 +26,7 @@ from gateway.policy.testing import run_policy_tests, validate_policies_dir
 EXIT_FAILED = 1
 
 
-def add_policy_parser(commands: Any) -> None:
+def add_policy_parser(commands: Subcommands) -> None:
     policy = commands.add_parser("policy", help="validate, test and explain the Cedar policy set")
     sub = policy.add_subparsers(title="policy commands", metavar="COMMAND", required=True)
     validate = sub.add_parser("validate", help="parse and validate the policy set against the catalog")
