@@ -25,6 +25,7 @@ from gateway.demo.banner import banner
 from gateway.demo.issuer import DEFAULT_TTL_S, KEY_FILE, DevelopmentIssuer
 from gateway.demo.payments import PaymentsServer
 from gateway.demo.state import DEFAULT_STATE_DIR, REPO_ROOT, DemoState, DemoTokens
+from gateway.registry.model import Agent
 
 PAYMENTS_SERVER = REPO_ROOT / "examples" / "demo_upstreams" / "payments_server.py"
 AGENTS_FILE = REPO_ROOT / "examples" / "agents" / "demo.yaml"
@@ -117,10 +118,12 @@ def demo_settings(state: DemoState, tokens: DemoTokens, issuer: DevelopmentIssue
     return settings_from_mapping(raw, REPO_ROOT)
 
 
-def demo_agent(settings: Settings) -> Any:
+def demo_agent(settings: Settings) -> Agent:
     """demo-agent's record as the agents file declares it (read without touching the store)."""
     assert settings.agents_file is not None
-    return asyncio.run(agent_from_file(settings.agents_file, DEMO_AGENT))
+    agent = asyncio.run(agent_from_file(settings.agents_file, DEMO_AGENT))
+    assert agent is not None, f"{settings.agents_file} declares no {DEMO_AGENT}"
+    return agent
 
 
 # --- narrowgate demo token ------------------------------------------------------------------------
