@@ -621,8 +621,11 @@ class PolicyEngine:
         return self._interpret(bundle, request, result, canonical)
 
     def _interpret(self, bundle: Bundle, request: _Request, result: cedarpy.AuthzResult, canonical: Any) -> Decision:
-        errors = tuple(bundle.describe_error(e) for e in result.diagnostics.errors)
-        determining = tuple(result.diagnostics.reasons)
+        # Cedar reports both in no fixed order (it varies call to call): policy-file order makes the
+        # reason an agent is told, and the ids and errors recorded, the same for the same request.
+        raw_errors = sorted(result.diagnostics.errors, key=_position_key)
+        errors = tuple(bundle.describe_error(e) for e in raw_errors)
+        determining = tuple(sorted(result.diagnostics.reasons, key=_position_key))
         policy_ids = tuple(bundle.public_id(p) for p in determining)
         decision = result.decision
         if decision == cedarpy.Decision.Allow and not errors:
@@ -634,7 +637,7 @@ class PolicyEngine:
                     # Nothing would permit it even with an approval: a plain deny, not "ask for approval".
                     return self._decision(bundle, "deny", policy_ids, REASON_DENIED, (), canonical)
                 reason = self._reason(bundle, determining, REASON_STEP_UP)
-                # Cedar reports determining policies in no fixed order: "pending" wins if any asks for it.
+                # "pending" wins if any determining policy asks for it.
                 mode = "pending" if "pending" in modes else next((m for m in modes if m), "")
                 decision = self._decision(bundle, "step_up", policy_ids, reason, (), canonical, mode)
                 return replace(decision, **self._approval_terms(bundle, determining))
@@ -643,7 +646,7 @@ class PolicyEngine:
                                   errors, canonical)
         # Default deny, an Allow spoiled by an error, or NoDecision (a request Cedar could not build).
         reason = request.invalid_reason if decision == cedarpy.Decision.NoDecision else REASON_DENIED
-        erroring = tuple(dict.fromkeys(bundle.public_id(p) for p in _erroring_policies(result.diagnostics.errors)))
+        erroring = tuple(dict.fromkeys(bundle.public_id(p) for p in _erroring_policies(raw_errors)))
         if errors:
             log.warning("policy evaluation error(s), failing closed: %s", "; ".join(errors))
         return self._decision(bundle, "deny", erroring, reason, errors, canonical)
@@ -771,6 +774,12 @@ def _with_approval(request: dict[str, Any]) -> dict[str, Any]:
 
 def new_decision_id() -> str:
     return "dec_" + secrets.token_hex(8)
+
+
+def _position_key(text: str) -> tuple[int, str]:
+    """Order by the first Cedar policy id in `text` ("policyN": the N-th policy of the set), then text."""
+    match = _POLICY_IN_ERROR.search(text)
+    return (int(match.group(0)[6:]) if match else -1, text)
 
 
 def _erroring_policies(errors: Iterable[str]) -> list[str]:
