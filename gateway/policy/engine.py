@@ -46,10 +46,13 @@ import orjson
 from gateway.catalog.model import Catalog, ToolEntry
 from gateway.config import parse_duration
 from gateway.identity.principal import Principal
+from gateway.policy.authorize import is_authorized_batch
 from gateway.policy.bundle import Bundle, CompileError, compile_bundle, with_catalog
 from gateway.policy.canonical import CanonicalizationError, canonicalize, normalize_path
+from gateway.policy.context import NO_CHAIN as NO_CHAIN  # re-exported: policy tests and the demo build chains
+from gateway.policy.context import ContextBuilder, RequestFacts
 from gateway.policy.hours import WorkingHours
-from gateway.policy.listing import prune_context
+from gateway.policy.listing import ContextReads, prune_context
 from gateway.policy.listing_memo import ListingKey, ListingMemo
 from gateway.policy.model import (
     CatalogModel,
@@ -74,19 +77,6 @@ SHADOW_HISTORY = 200
 LISTING_CHUNK = 128  # tools per Cedar batch when listing off the hot path: each batch holds the loop ~10 ms
 ENTITY_CACHE_SIZE = 4096  # distinct (agent version, resource) entity sets kept parsed
 _POLICY_IN_ERROR = re.compile(r"policy\d+")
-
-
-@dataclass(frozen=True, slots=True)
-class RequestFacts:
-    now: float  # epoch seconds
-    era: str  # "2025-11-25" | "2026-07-28"
-    client: str = ""  # clientInfo name or ""
-    # None (the normal case): computed from `now` and the engine's WorkingHours. A bool overrides it.
-    working_hours: bool | None = None
-    # The caller's task ({id, purpose, tools}), or None for a bare workload token.
-    task: Mapping[str, Any] | None = None
-    # Chain monitoring's signals for this caller (gateway.chain.ChainTracker.context), if any.
-    chain: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +180,7 @@ class PolicyEngine:
     ) -> None:
         self.policies_dir = Path(policies_dir)
         self.working_hours = working_hours or WorkingHours()
+        self._contexts = ContextBuilder(self.working_hours)
         self.shadow_dir = Path(shadow_dir) if shadow_dir is not None else None
         self.shadow_disagreements: deque[dict[str, Any]] = deque(maxlen=SHADOW_HISTORY)
         self._lock = threading.Lock()  # serializes writers; readers take self._bundle once, lock-free
@@ -546,8 +537,7 @@ class PolicyEngine:
         self, bundle: Bundle, principal: Principal, model: ToolModel, cedar_input: Any, facts: RequestFacts,
         approved: bool,
     ) -> _Request:
-        context = self._common_context(facts, approved)
-        context["input"] = cedar_input
+        context = self._contexts.build(self._reads(bundle), facts, approved, cedar_input, model.input_whole)
         entities = self._tool_entities(bundle, principal, model, facts.now)
         cedar = self._cedar_request(principal.agent_id, model.entry.exposed_name, model.uid, orjson.dumps(context))
         return _Request("tool", model.entry.exposed_name, cedar, entities, REASON_BAD_ARGUMENTS, context)
@@ -560,7 +550,7 @@ class PolicyEngine:
             return None
         uid, blob = self._item_resource(kind, server_id, name)
         action = prompt_action(server_id) if kind == "prompt" else resource_action(server_id)
-        context = self._common_context(facts, False)
+        context = self._contexts.build(self._reads(bundle), facts, False)
         action_blob = server.prompt_action_json if kind == "prompt" else server.resource_action_json
         entities = self._join(self._principal_json(bundle, principal, facts.now), blob, server.entity_json,
                               action_blob)
@@ -581,19 +571,12 @@ class PolicyEngine:
         return uid, orjson.dumps(entity).decode()
 
     def _common_context(self, facts: RequestFacts, approved: bool) -> dict[str, Any]:
-        return {"request": self._request_facts(facts), "approval": {"granted": bool(approved)},
-                "task": task_context(facts), "chain": facts.chain or NO_CHAIN}
+        return self._contexts.full(facts, approved)
 
-    def _request_facts(self, facts: RequestFacts) -> dict[str, Any]:
-        local = self.working_hours.local(facts.now)
-        return {
-            "time": int(facts.now),
-            "hour": local.hour,
-            "weekday": local.weekday,
-            "working_hours": local.working_hours if facts.working_hours is None else facts.working_hours,
-            "era": facts.era,
-            "client": _nfc(facts.client),
-        }
+    def _reads(self, bundle: Bundle) -> ContextReads:
+        """What a decision's context must hold: what the policies read; everything while a shadow set
+        (which may read more) evaluates the same request."""
+        return bundle.decision_reads if self._shadow is None else True
 
     def _principal_json(self, bundle: Bundle, principal: Principal, now: float) -> str:
         return self._principals.json(principal, now, bundle.catalog.server_ids)
@@ -615,7 +598,7 @@ class PolicyEngine:
 
     def _evaluate(self, bundle: Bundle, request: _Request, canonical: Any) -> Decision:
         try:
-            (result,) = cedarpy.is_authorized_batch([request.cedar], bundle.policies, self._entities(request.entities))
+            (result,) = is_authorized_batch([request.cedar], bundle.policies, self._entities(request.entities))
         except (ValueError, RuntimeError) as exc:  # a malformed request or entity: deny, never raise into the caller
             return self._refused(bundle, f"evaluation failed: {exc}", REASON_DENIED)
         return self._interpret(bundle, request, result, canonical)
@@ -671,8 +654,7 @@ class PolicyEngine:
         is not entitled to would read as step-up (and show in lists) instead of a plain deny.
         """
         try:
-            (result,) = cedarpy.is_authorized_batch([request.approved()], bundle.policies,
-                                                    self._entities(request.entities))
+            (result,) = is_authorized_batch([request.approved()], bundle.policies, self._entities(request.entities))
         except (ValueError, RuntimeError):
             return False
         return result.decision == cedarpy.Decision.Allow and not result.diagnostics.errors
@@ -699,7 +681,7 @@ class PolicyEngine:
     def _batch(self, policies: cedarpy.PolicySet, requests: list[dict[str, Any]],
                entities: str) -> list[cedarpy.AuthzResult]:
         try:
-            return cedarpy.is_authorized_batch(requests, policies, entities)
+            return is_authorized_batch(requests, policies, entities)
         except (ValueError, RuntimeError) as exc:
             log.error("listing evaluation failed, showing nothing: %s", exc)
             return []
@@ -788,19 +770,3 @@ def _erroring_policies(errors: Iterable[str]) -> list[str]:
 
 def _nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
-
-
-NO_TASK: dict[str, Any] = {"present": False, "id": "", "purpose": "", "tools": []}
-NO_AGENT_CHAIN: dict[str, Any] = {"data_classes": [], "sensitive_read": False, "calls_last_minute": 0,
-                                  "writes_last_minute": 0, "denials_last_minute": 0}
-NO_CHAIN: dict[str, Any] = {"data_classes": [], "sensitive_read": False, "tools": [], "previous_tool": "",
-                            "calls_last_minute": 0, "writes_last_minute": 0, "denials_last_minute": 0,
-                            "agent": NO_AGENT_CHAIN}
-
-
-def task_context(facts: RequestFacts) -> dict[str, Any]:
-    task = facts.task
-    if task is None:
-        return NO_TASK
-    return {"present": True, "id": str(task["id"]), "purpose": _nfc(str(task["purpose"])),
-            "tools": list(task["tools"])}
