@@ -8,6 +8,9 @@ Per request the entities are the principal (with its groups and claims), the res
 McpServer parent and the action (with its groups as parents), joined from strings serialized ahead
 of time, so the cost of a decision does not grow with the catalog or the registry.
 
+The context holds only what the policies read (context.py): Cedar parses it on every request, and
+it was most of a decision's cost.
+
 Evaluation deliberately passes NO schema to Cedar: with a schema, Cedar derives every action
 entity from it on each call, which made a decision cost O(catalog) (0.2 ms at 10 tools, 2 ms at
 10,000). Type safety does not depend on it: policies are validated against the full schema at
@@ -50,7 +53,8 @@ from gateway.policy.authorize import is_authorized_batch
 from gateway.policy.bundle import Bundle, CompileError, compile_bundle, with_catalog
 from gateway.policy.canonical import CanonicalizationError, canonicalize, normalize_path
 from gateway.policy.context import NO_CHAIN as NO_CHAIN  # re-exported: policy tests and the demo build chains
-from gateway.policy.context import ContextBuilder, RequestFacts
+from gateway.policy.context import ContextBuilder
+from gateway.policy.context import RequestFacts as RequestFacts  # re-exported: the call path imports it from here
 from gateway.policy.hours import WorkingHours
 from gateway.policy.listing import ContextReads, prune_context
 from gateway.policy.listing_memo import ListingKey, ListingMemo
@@ -76,6 +80,7 @@ REASON_AMBIGUOUS = "no single meaning"  # a path or URI servers could read two w
 SHADOW_HISTORY = 200
 LISTING_CHUNK = 128  # tools per Cedar batch when listing off the hot path: each batch holds the loop ~10 ms
 ENTITY_CACHE_SIZE = 4096  # distinct (agent version, resource) entity sets kept parsed
+DETERMINATION_CACHE_SIZE = 1024  # distinct sets of determining policies remembered
 _POLICY_IN_ERROR = re.compile(r"policy\d+")
 
 
@@ -138,6 +143,16 @@ class _Request:
 
 
 @dataclass(frozen=True, slots=True)
+class _Determined:
+    """A set of determining policies, as a decision reports them (see PolicyEngine._determined)."""
+
+    cedar_ids: tuple[str, ...]  # Cedar's "policyN" ids, in policy-file order
+    policy_ids: tuple[str, ...]  # their @id (or the Cedar id)
+    allow_reason: str  # the reason an Allow gives
+    step_up_modes: tuple[str | None, ...]  # each one's @step_up value, None without one
+
+
+@dataclass(frozen=True, slots=True)
 class _Prepared:
     """A compile's result, made on a worker thread and installed on the loop."""
 
@@ -188,6 +203,7 @@ class PolicyEngine:
         self._known_schemas: dict[str, Mapping[str, Any] | None] = dict(tool_schemas or {})
         self._principals = PrincipalEntities()
         self._entity_handles: OrderedDict[str, cedarpy.Entities] = OrderedDict()
+        self._determinations: dict[tuple[str, ...], _Determined] = {}
         self._listings = ListingMemo()
         # set_catalog_async coalescing: the newest catalog asked for, and the newest one compiled.
         self._wanted_catalog: tuple[Catalog, dict[str, Mapping[str, Any] | None]] | None = None
@@ -608,13 +624,13 @@ class PolicyEngine:
         # reason an agent is told, and the ids and errors recorded, the same for the same request.
         raw_errors = sorted(result.diagnostics.errors, key=_position_key)
         errors = tuple(bundle.describe_error(e) for e in raw_errors)
-        determining = tuple(sorted(result.diagnostics.reasons, key=_position_key))
-        policy_ids = tuple(bundle.public_id(p) for p in determining)
+        determined = self._determined(bundle, result.diagnostics.reasons)
+        determining, policy_ids = determined.cedar_ids, determined.policy_ids
         decision = result.decision
         if decision == cedarpy.Decision.Allow and not errors:
-            return self._decision(bundle, "allow", policy_ids, self._reason(bundle, determining, ""), (), canonical)
+            return self._decision(bundle, "allow", policy_ids, determined.allow_reason, (), canonical)
         if decision == cedarpy.Decision.Deny and determining and not errors:
-            modes = [self._step_up_mode(bundle, p) for p in determining]
+            modes = determined.step_up_modes
             if all(mode is not None for mode in modes):
                 if not self._approval_would_allow(bundle, request):
                     # Nothing would permit it even with an approval: a plain deny, not "ask for approval".
@@ -633,6 +649,21 @@ class PolicyEngine:
         if errors:
             log.warning("policy evaluation error(s), failing closed: %s", "; ".join(errors))
         return self._decision(bundle, "deny", erroring, reason, errors, canonical)
+
+    def _determined(self, bundle: Bundle, reasons: list[str]) -> _Determined:
+        """What these determining policies mean in `bundle`, worked out once per policy texts: the same
+        few sets come back call after call."""
+        key = (bundle.base_digest, *reasons)
+        known = self._determinations.get(key)
+        if known is None:
+            cedar_ids = tuple(sorted(reasons, key=_position_key))
+            known = _Determined(cedar_ids, tuple(bundle.public_id(p) for p in cedar_ids),
+                                self._reason(bundle, cedar_ids, ""),
+                                tuple(self._step_up_mode(bundle, p) for p in cedar_ids))
+            if len(self._determinations) >= DETERMINATION_CACHE_SIZE:
+                self._determinations.clear()  # bounded; the common sets come straight back
+            self._determinations[key] = known
+        return known
 
     def _entities(self, blob: str) -> cedarpy.Entities:
         """A parsed entity set, cached by its JSON: one principal and one resource repeat call after
