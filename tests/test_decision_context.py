@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import shutil
-from datetime import UTC, datetime
 from pathlib import Path
-from types import MappingProxyType
 
 from gateway.catalog import load_catalog
-from gateway.identity.principal import Principal
 from gateway.policy import PolicyEngine, RequestFacts, WorkingHours
 from gateway.policy.context import NO_CHAIN, ContextBuilder
-from gateway.registry.model import Agent, Entitlement, Lifecycle
+from tests.test_policy_engine import REPO_CEDAR, WEDNESDAY, agent_principal
 
-REPO_CEDAR = Path(__file__).resolve().parent.parent / "cedar"
-WEDNESDAY = datetime(2026, 3, 4, 10, 0, tzinfo=UTC).timestamp()
 MANIFEST = """
 id: odd
 owner: odd@example.com
@@ -25,13 +20,6 @@ tools:
 # An upstream may name an argument like one of Cedar's JSON escapes.
 ESCAPE_SCHEMA = {"type": "object", "properties": {"__extn": {
     "type": "object", "properties": {"fn": {"type": "string"}, "arg": {"type": "string"}}}}}
-
-
-def principal() -> Principal:
-    agent = Agent(id="a1", display_name="a1", owner="o@example.com", purpose="t", state=Lifecycle.ACTIVE,
-                  created_at=0.0, changed_at=1.0, expires_at=None, identities=(), groups=(),
-                  labels=MappingProxyType({}), entitlement=Entitlement((), ("odd",)))
-    return Principal("a1", "static-token", MappingProxyType({}), agent)
 
 
 def test_only_what_is_read_is_built_and_sets_are_distinct() -> None:
@@ -68,7 +56,7 @@ def test_unread_input_cedar_cannot_parse_is_still_refused(tmp_path: Path) -> Non
     engine = PolicyEngine(cedar, catalog, tool_schemas={"odd__escape": ESCAPE_SCHEMA})
     facts = RequestFacts(now=WEDNESDAY, era="2026-07-28")
     tool = catalog.tools["odd__escape"]
-    assert engine.decide_tool(principal(), tool, {}, facts).outcome == "allow"
-    bad = engine.decide_tool(principal(), tool, {"__extn": {"fn": "decimal", "arg": "zz"}}, facts)
+    assert engine.decide_tool(agent_principal(servers=("odd",)), tool, {}, facts).outcome == "allow"
+    bad = engine.decide_tool(agent_principal(servers=("odd",)), tool, {"__extn": {"fn": "decimal", "arg": "zz"}}, facts)
     assert bad.outcome == "deny" and bad.reason == "arguments do not match the tool's schema"
     assert any("decimal" in e for e in bad.errors)

@@ -35,10 +35,9 @@ from gateway.identity.principal import Principal
 from gateway.policy import PolicyEngine, RequestFacts
 from gateway.policy.engine import NO_CHAIN, Decision
 from gateway.policy.testing import run_policy_tests
+from tests.test_policy_engine import REPO_CEDAR, WEDNESDAY
 
-REPO_CEDAR = Path(__file__).resolve().parent.parent / "cedar"
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "decisions" / "recorded.json"
-WEDNESDAY = datetime(2026, 3, 4, 10, 0, tzinfo=UTC).timestamp()
 SATURDAY_NIGHT = datetime(2026, 3, 7, 23, 30, tzinfo=UTC).timestamp()
 
 # Policies that read every part of the context, so a change to how any of it reaches Cedar shows.
