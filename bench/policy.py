@@ -52,11 +52,11 @@ import orjson
 
 from bench.load import percentile
 from gateway.catalog import Catalog, ToolEntry, load_catalog
-from gateway.chain.settings import MonitoringSettings
 from gateway.chain.tracker import ChainTracker
 from gateway.identity.principal import Principal
 from gateway.policy import PolicyEngine, PolicyLoadError, RequestFacts
 from gateway.registry.model import Agent, Entitlement, Lifecycle, WorkloadIdentity
+from gateway.settings.monitoring import MonitoringSettings
 
 REPO = Path(__file__).resolve().parent.parent
 CATALOG_SIZES = (10, 100, 1_000, 10_000)
