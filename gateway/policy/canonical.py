@@ -73,13 +73,13 @@ def _value(value: Any, schema: dict[str, Any], path_hint: bool, depth: int) -> A
     if isinstance(value, dict):
         return _object(value, schema, depth + 1)
     if isinstance(value, list | tuple):
-        items = schema.get("items") if isinstance(schema.get("items"), dict) else {}
+        items = given if isinstance(given := schema.get("items"), dict) else {}
         return [_value(item, items, path_hint, depth + 1) for item in value]
     return value
 
 
 def _object(value: dict[str, Any], schema: dict[str, Any], depth: int) -> dict[str, Any]:
-    properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+    properties = given if isinstance(given := schema.get("properties"), dict) else {}
     result: dict[str, Any] = {}
     for raw_key, item in value.items():
         key = unicodedata.normalize("NFC", raw_key) if isinstance(raw_key, str) else raw_key

@@ -79,7 +79,7 @@ class ContextBuilder:
                 context["input"] = cedar_input
             return context
         assert isinstance(reads, dict)
-        context: dict[str, Any] = {}
+        context = {}
         for name, sub in reads.items():
             if name == "input":
                 if cedar_input is not None:

@@ -638,8 +638,8 @@ class PolicyEngine:
                 reason = self._reason(bundle, determining, REASON_STEP_UP)
                 # "pending" wins if any determining policy asks for it.
                 mode = "pending" if "pending" in modes else next((m for m in modes if m), "")
-                decision = self._decision(bundle, "step_up", policy_ids, reason, (), canonical, mode)
-                return replace(decision, **self._approval_terms(bundle, determining))
+                step_up = self._decision(bundle, "step_up", policy_ids, reason, (), canonical, mode)
+                return replace(step_up, **self._approval_terms(bundle, determining))
         if decision == cedarpy.Decision.Deny and determining:
             return self._decision(bundle, "deny", policy_ids, self._reason(bundle, determining, REASON_DENIED),
                                   errors, canonical)
