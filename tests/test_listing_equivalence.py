@@ -30,6 +30,7 @@ from gateway.catalog import Catalog, load_catalog
 from gateway.catalog.model import ToolEntry
 from gateway.identity.principal import Principal
 from gateway.policy import PolicyEngine, RequestFacts
+from gateway.policy.tool_listing import ToolLister
 from gateway.registry.model import Agent, Entitlement, Lifecycle
 
 REPO = Path(__file__).resolve().parent.parent
@@ -205,8 +206,8 @@ def schemas(catalog: Catalog) -> dict[str, dict[str, Any]]:
     return {name: pay if name == "payments__pay" else {"type": "object"} for name in catalog.tools}
 
 
-def listings(engine: PolicyEngine, tools: list[ToolEntry]) -> dict[str, list[str]]:
-    return {f"{who}/{when}": sorted(engine.visible_tools(p, tools, f))
+def listings(lister: ToolLister, tools: list[ToolEntry]) -> dict[str, list[str]]:
+    return {f"{who}/{when}": sorted(lister.visible_now(p, tools, f))
             for who, p in principals().items() for when, f in all_facts().items()}
 
 
@@ -217,9 +218,10 @@ def compute_all(tmp: Path) -> dict[str, dict[str, list[str]]]:
     result: dict[str, dict[str, list[str]]] = {}
     for name, extra in POLICY_SETS.items():
         engine = PolicyEngine(cedar_dir(tmp / f"cedar-{name}", extra), catalog, tool_schemas=schemas(catalog))
-        result[name] = listings(engine, list(catalog.tools.values()))
+        lister = ToolLister(engine)
+        result[name] = listings(lister, list(catalog.tools.values()))
         engine.set_catalog(changed, schemas(changed))
-        result[f"{name}/changed"] = listings(engine, list(changed.tools.values()))
+        result[f"{name}/changed"] = listings(lister, list(changed.tools.values()))
     return result
 
 
@@ -247,14 +249,20 @@ def test_warm_stepwise_and_fresh_listings_agree(tmp_path: Path, recorded: dict[s
     catalog = with_status(write_catalog(tmp_path / "catalog"), {"bulk__t16": "quarantined", "bulk__t17": "rejected"})
     engine = PolicyEngine(cedar_dir(tmp_path / "cedar", ATTRIBUTE_RULES), catalog, tool_schemas=schemas(catalog))
     tools = list(catalog.tools.values())
-    assert listings(engine, tools) == recorded["attributes"]
-    assert listings(engine, tools) == recorded["attributes"]  # warm
+    lister = ToolLister(engine)
+    assert listings(lister, tools) == recorded["attributes"]
+    asked = lister.evaluated
+    assert listings(lister, tools) == recorded["attributes"]  # warm: nothing asked again
+    assert lister.evaluated == asked
 
-    async def stepwise() -> dict[str, list[str]]:
-        return {f"{who}/{when}": sorted(await engine.visible_tools_async(p, tools, f))
+    async def stepwise(lister: ToolLister) -> dict[str, list[str]]:
+        return {f"{who}/{when}": sorted(await lister.visible(p, tools, f))
                 for who, p in principals().items() for when, f in all_facts().items()}
 
-    assert asyncio.run(stepwise()) == recorded["attributes"]
+    assert asyncio.run(stepwise(ToolLister(engine))) == recorded["attributes"]
+    # The engine's own per-tool listing (what the fixture was recorded with) agrees as well.
+    assert {f"{who}/{when}": sorted(engine.visible_tools(p, tools, f))
+            for who, p in principals().items() for when, f in all_facts().items()} == recorded["attributes"]
 
 
 def record() -> None:

@@ -1,0 +1,222 @@
+"""Listing by classes: tools that no listing policy can tell apart are decided once.
+
+Cedar compares strings only for equality, apart from `like` patterns and extension functions
+(`ip`, `decimal`, ...). So renaming strings that no policy names, that the principal and the
+context do not hold, and that `like` patterns judge alike cannot change any answer. A tool's
+identity (its name, exposed name and uid) is such a string for almost every tool: two tools whose
+entities are equal once their identities are replaced by placeholders ("the signature"), with
+equal `like` answers on those identities, get the same listing answer. At 5,000 tools that differ
+in name only, a cold listing asks Cedar a handful of questions instead of 5,000.
+
+A tool is decided on its own ("singular") when its identity appears anywhere the renaming would
+touch: in a listing policy (`resource == Tool::"x"`, `resource.name == "x"`), in the principal's
+entities (an entitlement naming it, a claim or tag equal to it) or in the listing context (the
+task's tools, the chain's tools). When some extension function reads a request entity, every tool
+is singular (the exact, per-tool answer).
+
+The same argument lets agents share listings: an agent's id renamed to a placeholder, two agents
+whose principal entities are then equal see the same tools, unless the id appears in a policy, the
+catalog or the context, or a `like` pattern tells the ids apart.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import cedarpy
+import orjson
+
+from gateway.policy.listing import listing_policies
+from gateway.policy.model import CatalogModel, ToolModel
+
+# Placeholders for renamed identities; \x00 never appears in a catalog name or an agent id.
+TOOL_MARKS = ("\x00uid", "\x00exposed", "\x00name")
+AGENT_MARK = "\x00agent"
+REQUEST_VARS = frozenset({"principal", "action", "resource"})
+# Keys whose value is a list in the policy JSON without being an extension function call.
+LIST_KEYS = frozenset({"Set", "pattern", "conditions", "entities"})
+
+Signature = tuple[str, str, str, tuple[bool, ...]]  # renamed Tool JSON, renamed Action JSON, McpServer JSON, likes
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyFacts:
+    """What the listing policies can tell apart about strings."""
+
+    strings: frozenset[str]  # every string in the policies (literals, entity ids, attribute names)
+    patterns: tuple[re.Pattern[str], ...]  # every `like` pattern
+    generic: bool  # False: an extension function reads a request entity, so nothing may be renamed
+
+    def likes(self, values: Iterable[str]) -> tuple[bool, ...]:
+        return tuple(p.fullmatch(v) is not None for v in values for p in self.patterns)
+
+
+def policy_facts(policy_texts: Iterable[str]) -> PolicyFacts:
+    """Analyse the listing policy set (input-dependent conditions relaxed, as listing evaluates it)."""
+    text = "\n".join(policy_texts)
+    est = json.loads(cedarpy.policies_to_json_str(text))["staticPolicies"] if text.strip() else {}
+    listing = json.loads(listing_policies(est))["staticPolicies"]
+    strings: set[str] = set()
+    patterns: list[re.Pattern[str]] = []
+    generic = _walk_policies(listing, strings, patterns)
+    return PolicyFacts(frozenset(strings), tuple(dict.fromkeys(patterns)), generic)
+
+
+def _walk_policies(node: Any, strings: set[str], patterns: list[re.Pattern[str]]) -> bool:
+    """Collect strings and patterns; False when an extension function call reads a request entity."""
+    generic = True
+    if isinstance(node, dict):
+        like = node.get("like")
+        if isinstance(like, dict) and isinstance(like.get("pattern"), list):
+            patterns.append(_pattern(like["pattern"]))
+        for key, value in node.items():
+            strings.add(key)
+            if isinstance(value, list) and key not in LIST_KEYS and _reads_request(value):
+                generic = False  # ip(resource.name), decimal(...): the string's content matters
+            generic = _walk_policies(value, strings, patterns) and generic
+    elif isinstance(node, list):
+        for item in node:
+            generic = _walk_policies(item, strings, patterns) and generic
+    elif isinstance(node, str):
+        strings.add(node)
+    return generic
+
+
+def _reads_request(node: Any) -> bool:
+    if isinstance(node, dict):
+        if node.get("Var") in REQUEST_VARS:
+            return True
+        return any(_reads_request(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_reads_request(v) for v in node)
+    return False
+
+
+def _pattern(elements: list[Any]) -> re.Pattern[str]:
+    parts = [".*" if e == "Wildcard" else re.escape(str(e.get("Literal", ""))) for e in elements]
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def strings_in(blob: str | bytes) -> set[str]:
+    """Every string (keys and values) in a JSON text or a comma-joined run of JSON objects."""
+    text = blob.decode() if isinstance(blob, bytes) else blob
+    found: set[str] = set()
+    _collect_strings(orjson.loads("[" + text + "]"), found)
+    return found
+
+
+def _collect_strings(node: Any, found: set[str]) -> None:
+    if isinstance(node, str):
+        found.add(node)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            found.add(key)
+            _collect_strings(value, found)
+    elif isinstance(node, list):
+        for item in node:
+            _collect_strings(item, found)
+
+
+def _renamed(node: Any, marks: dict[str, str]) -> Any:
+    if isinstance(node, str):
+        return marks.get(node, node)
+    if isinstance(node, dict):
+        return {marks.get(k, k): _renamed(v, marks) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_renamed(item, marks) for item in node]
+    return node
+
+
+def identities(model: ToolModel) -> tuple[str, str, str]:
+    entry = model.entry
+    return model.uid["id"], entry.exposed_name, entry.name
+
+
+@dataclass(frozen=True, slots=True)
+class ToolIndex:
+    """One catalog model's tools, grouped for listing under one policy set."""
+
+    catalog: CatalogModel
+    facts: PolicyFacts
+    models: tuple[ToolModel, ...]
+    signatures: tuple[Signature | None, ...]  # None: always decided on its own
+    by_identity: dict[str, tuple[int, ...]]  # an identity string -> the tools that have it
+    strings: frozenset[str]  # every string of the catalog's entities (agents named alike do not share)
+
+    def singular(self, strings: set[str]) -> set[int]:
+        """The tools whose identity is among `strings` (of a principal or a context)."""
+        found: set[int] = set()
+        for s in strings:
+            hit = self.by_identity.get(s)
+            if hit is not None:
+                found.update(hit)
+        return found
+
+
+SignatureCache = dict[tuple[str, str, str], Signature | None]
+
+
+def build_index(catalog: CatalogModel, facts: PolicyFacts, known: SignatureCache | None = None) -> ToolIndex:
+    """Signatures for every tool (reusing `known`, from an earlier index under the same policies:
+    after a one-tool change only that tool is looked at again). Pure Python: run it off the loop."""
+    models = tuple(catalog.tools.values())
+    signatures: list[Signature | None] = []
+    by_identity: dict[str, list[int]] = {}
+    strings: set[str] = set()
+    for server in catalog.servers.values():
+        strings.update(strings_in(server.entity_json))
+    for i, model in enumerate(models):
+        server_json = catalog.servers[model.entry.server_id].entity_json
+        cache_key = (model.entity_json, model.action_json, server_json)
+        signature = known.get(cache_key, False) if known is not None else False
+        if signature is False:
+            signature = tool_signature(model, server_json, facts)
+            if known is not None:
+                known[cache_key] = signature
+        signatures.append(signature)  # type: ignore[arg-type]
+        for identity in identities(model):
+            by_identity.setdefault(identity, []).append(i)
+        strings.update(strings_in(model.entity_json))
+        strings.update(strings_in(model.action_json))
+    return ToolIndex(catalog, facts, models, tuple(signatures),
+                     {k: tuple(v) for k, v in by_identity.items()}, frozenset(strings))
+
+
+def tool_signature(model: ToolModel, server_json: str, facts: PolicyFacts) -> Signature | None:
+    """What decides this tool's listing besides its identity; None when its identity itself may.
+
+    The identity is replaced where the entities hold it (Tool uid, `exposed_name`, `name`, Action
+    uid); equal identities share a placeholder. Should an identity still appear anywhere (equal to
+    an owner, a server, a group, an attribute name, a string of a policy), the tool is singular."""
+    if not facts.generic:
+        return None
+    ids = identities(model)
+    marks: dict[str, str] = {}
+    for identity, mark in zip(ids, TOOL_MARKS, strict=True):
+        marks.setdefault(identity, mark)
+    entity, action = orjson.loads(model.entity_json), orjson.loads(model.action_json)
+    attrs = entity.get("attrs", {})
+    if (entity["uid"].get("id"), attrs.get("exposed_name"), attrs.get("name"), action["uid"].get("id")) != (
+            ids[0], ids[1], ids[2], ids[1]):
+        return None  # not the layout this module knows: decide it on its own
+    entity["uid"]["id"], attrs["exposed_name"], attrs["name"] = marks[ids[0]], marks[ids[1]], marks[ids[2]]
+    action["uid"]["id"] = marks[ids[1]]
+    renamed = orjson.dumps(entity).decode(), orjson.dumps(action).decode()
+    rest = strings_in(",".join(renamed)) | strings_in(server_json)
+    if any(i in rest or i in facts.strings for i in ids):
+        return None
+    return renamed[0], renamed[1], server_json, facts.likes(ids[1:])
+
+
+def principal_key(principal_json: str, agent_id: str, context_strings: set[str], index: ToolIndex) -> str:
+    """The principal's entities with its id renamed, when no policy, catalog entity or context string
+    and no `like` pattern can tell the id apart; else the entities as they are (nothing shared)."""
+    facts = index.facts
+    if (not facts.generic or agent_id in facts.strings or agent_id in index.strings
+            or agent_id in context_strings or any(facts.likes([agent_id]))):
+        return principal_json
+    return orjson.dumps(_renamed(orjson.loads("[" + principal_json + "]"), {agent_id: AGENT_MARK})).decode()
