@@ -157,44 +157,46 @@ class ToolIndex:
         return found
 
 
-SignatureCache = dict[tuple[str, str, str], Signature | None]
+@dataclass(frozen=True, slots=True)
+class ToolShape:
+    """What of a tool's entities does not depend on the policies: computed once per entity JSON."""
+
+    ids: tuple[str, str, str]  # uid, exposed name, name
+    renamed: tuple[str, str] | None  # Tool and Action JSON with the identity replaced; None: it cannot be
+    strings: frozenset[str]  # every string of its entities (and its server's)
 
 
-def build_index(catalog: CatalogModel, facts: PolicyFacts, known: SignatureCache | None = None) -> ToolIndex:
-    """Signatures for every tool (reusing `known`, from an earlier index under the same policies:
-    after a one-tool change only that tool is looked at again). Pure Python: run it off the loop."""
+ShapeCache = dict[tuple[str, str, str], ToolShape]  # (Tool, Action, McpServer JSON) -> shape
+
+
+def build_index(catalog: CatalogModel, facts: PolicyFacts, shapes: ShapeCache | None = None) -> ToolIndex:
+    """Signatures for every tool, reusing `shapes` (kept across policy and catalog changes, so after a
+    one-tool change only that tool's entities are looked at again). Pure Python: run it off the loop."""
+    shapes = {} if shapes is None else shapes
     models = tuple(catalog.tools.values())
     signatures: list[Signature | None] = []
     by_identity: dict[str, list[int]] = {}
     strings: set[str] = set()
-    for server in catalog.servers.values():
-        strings.update(strings_in(server.entity_json))
     for i, model in enumerate(models):
         server_json = catalog.servers[model.entry.server_id].entity_json
-        cache_key = (model.entity_json, model.action_json, server_json)
-        signature = known.get(cache_key, False) if known is not None else False
-        if signature is False:
-            signature = tool_signature(model, server_json, facts)
-            if known is not None:
-                known[cache_key] = signature
-        signatures.append(signature)  # type: ignore[arg-type]
-        for identity in identities(model):
+        key = (model.entity_json, model.action_json, server_json)
+        shape = shapes.get(key)
+        if shape is None:
+            shape = shapes[key] = tool_shape(model, server_json)
+        signatures.append(signature(shape, server_json, facts))
+        for identity in shape.ids:
             by_identity.setdefault(identity, []).append(i)
-        strings.update(strings_in(model.entity_json))
-        strings.update(strings_in(model.action_json))
+        strings |= shape.strings
     return ToolIndex(catalog, facts, models, tuple(signatures),
                      {k: tuple(v) for k, v in by_identity.items()}, frozenset(strings))
 
 
-def tool_signature(model: ToolModel, server_json: str, facts: PolicyFacts) -> Signature | None:
-    """What decides this tool's listing besides its identity; None when its identity itself may.
-
-    The identity is replaced where the entities hold it (Tool uid, `exposed_name`, `name`, Action
-    uid); equal identities share a placeholder. Should an identity still appear anywhere (equal to
-    an owner, a server, a group, an attribute name, a string of a policy), the tool is singular."""
-    if not facts.generic:
-        return None
+def tool_shape(model: ToolModel, server_json: str) -> ToolShape:
+    """The identity is replaced where the entities hold it (Tool uid, `exposed_name`, `name`, Action
+    uid); equal identities share a placeholder. Should an identity still appear anywhere (equal to an
+    owner, a server, a group, an attribute name), it cannot be renamed: the tool is singular."""
     ids = identities(model)
+    own = strings_in(model.entity_json) | strings_in(model.action_json) | strings_in(server_json)
     marks: dict[str, str] = {}
     for identity, mark in zip(ids, TOOL_MARKS, strict=True):
         marks.setdefault(identity, mark)
@@ -202,14 +204,19 @@ def tool_signature(model: ToolModel, server_json: str, facts: PolicyFacts) -> Si
     attrs = entity.get("attrs", {})
     if (entity["uid"].get("id"), attrs.get("exposed_name"), attrs.get("name"), action["uid"].get("id")) != (
             ids[0], ids[1], ids[2], ids[1]):
-        return None  # not the layout this module knows: decide it on its own
+        return ToolShape(ids, None, frozenset(own))  # not the layout this module knows
     entity["uid"]["id"], attrs["exposed_name"], attrs["name"] = marks[ids[0]], marks[ids[1]], marks[ids[2]]
     action["uid"]["id"] = marks[ids[1]]
     renamed = orjson.dumps(entity).decode(), orjson.dumps(action).decode()
     rest = strings_in(",".join(renamed)) | strings_in(server_json)
-    if any(i in rest or i in facts.strings for i in ids):
+    return ToolShape(ids, None if any(i in rest for i in ids) else renamed, frozenset(own))
+
+
+def signature(shape: ToolShape, server_json: str, facts: PolicyFacts) -> Signature | None:
+    """What decides this tool's listing besides its identity; None when its identity itself may."""
+    if shape.renamed is None or not facts.generic or any(i in facts.strings for i in shape.ids):
         return None
-    return renamed[0], renamed[1], server_json, facts.likes(ids[1:])
+    return shape.renamed[0], shape.renamed[1], server_json, facts.likes(shape.ids[1:])
 
 
 def principal_key(principal_json: str, agent_id: str, context_strings: set[str], index: ToolIndex) -> str:

@@ -28,7 +28,7 @@ from gateway.policy.bundle import Bundle
 from gateway.policy.engine import ListingJob, PolicyEngine, RequestFacts
 from gateway.policy.listing_classes import (
     PolicyFacts,
-    SignatureCache,
+    ShapeCache,
     ToolIndex,
     build_index,
     policy_facts,
@@ -51,7 +51,8 @@ class ToolLister:
         self.memo = ListingMemo()
         self._index: tuple[Bundle, ToolIndex] | None = None
         self._building: tuple[Bundle, asyncio.Future[ToolIndex]] | None = None
-        self._policy_facts: tuple[str, PolicyFacts, SignatureCache] | None = None
+        self._policy_facts: tuple[str, PolicyFacts] | None = None
+        self._shapes: ShapeCache = {}  # per tool entity JSON, whatever the policies
         self._shown: OrderedDict[ShownKey, tuple[Bundle, frozenset[str]]] = OrderedDict()
         self._strings: OrderedDict[str, frozenset[str]] = OrderedDict()
         self.evaluated = 0  # Cedar questions asked (classes and singular tools), for tests and benchmarks
@@ -155,22 +156,20 @@ class ToolLister:
     def _build(self, bundle: Bundle) -> ToolIndex:
         """Safe on a worker thread: reads the immutable bundle, swaps the result in with one assignment."""
         try:
-            facts, known = self._facts_for(bundle)
-            index = build_index(bundle.catalog, facts, known)
+            if len(self._shapes) > 4 * max(len(bundle.catalog.tools), 1024):
+                self._shapes = {}  # bounded: tools that left the catalog long ago
+            index = build_index(bundle.catalog, self._facts_for(bundle), self._shapes)
         except Exception:  # never show more because analysis failed: every tool decided on its own
             log.exception("listing analysis failed; deciding every tool on its own")
             index = build_index(bundle.catalog, PolicyFacts(frozenset(), (), generic=False))
         self._index = (bundle, index)
         return index
 
-    def _facts_for(self, bundle: Bundle) -> tuple[PolicyFacts, SignatureCache]:
+    def _facts_for(self, bundle: Bundle) -> PolicyFacts:
         cached = self._policy_facts
         if cached is not None and cached[0] == bundle.base_digest:
-            known = cached[2]
-            if len(known) > 4 * max(len(bundle.catalog.tools), 1024):
-                known.clear()  # bounded: tools that left the catalog long ago
-            return cached[1], known
+            return cached[1]
         facts = policy_facts(source.text for source in bundle.sources)
-        self._policy_facts = (bundle.base_digest, facts, {})
-        return facts, self._policy_facts[2]
+        self._policy_facts = (bundle.base_digest, facts)
+        return facts
 
