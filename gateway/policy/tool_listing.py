@@ -55,6 +55,7 @@ class ToolLister:
         self._shapes: ShapeCache = {}  # per tool entity JSON, whatever the policies
         self._shown: OrderedDict[ShownKey, tuple[Bundle, frozenset[str]]] = OrderedDict()
         self._strings: OrderedDict[str, frozenset[str]] = OrderedDict()
+        self._interned: OrderedDict[frozenset[str], frozenset[str]] = OrderedDict()
         self.evaluated = 0  # Cedar questions asked (classes and singular tools), for tests and benchmarks
 
     # ---- the answer ------------------------------------------------------------------------------
@@ -82,12 +83,19 @@ class ToolLister:
             shown = self._finish(key, shown)
         return self._among(bundle, shown, tools)
 
-    @staticmethod
-    def _among(bundle: Bundle, shown: frozenset[str], tools: Sequence[ToolEntry]) -> frozenset[str]:
-        """The shown names among `tools`, each the very entry the policies judged (else hidden)."""
+    def _among(self, bundle: Bundle, shown: frozenset[str], tools: Sequence[ToolEntry]) -> frozenset[str]:
+        """The shown names among `tools`, each the very entry the policies judged (else hidden).
+
+        Equal answers are one object, so the pass over thousands of sessions after a change compares
+        each pair of sets once (gateway.visibility_pass) instead of once per session."""
         models = bundle.catalog.tools
-        return frozenset(t.exposed_name for t in tools if t.exposed_name in shown
-                         and (m := models.get(t.exposed_name)) is not None and (m.entry is t or m.entry == t))
+        names = frozenset(t.exposed_name for t in tools if t.exposed_name in shown
+                          and (m := models.get(t.exposed_name)) is not None and (m.entry is t or m.entry == t))
+        interned = self._interned.setdefault(names, names)
+        self._interned.move_to_end(interned)
+        while len(self._interned) > SHOWN_KEYS:
+            self._interned.popitem(last=False)
+        return interned
 
     def _remembered(self, bundle: Bundle, index: ToolIndex, agent_id: str, principal_json: str,
                     context: str) -> tuple[ShownKey, frozenset[str] | ListingJob]:
