@@ -47,12 +47,14 @@ if __package__ in (None, ""):  # `python bench/stall.py`
 import aiohttp
 import yaml
 
+from bench.cpu import tree_cpu_s
 from bench.load import Agent, CallFailure, Target
 from bench.run import MANIFEST_ID, REPO, Proc, _read_line, free_port, start_gateway, write_gateway_files
 
 TOKEN = "bench-stall-token"
 LISTER, LISTER_TOKEN = "bench-lister", "bench-lister-token"
 LATE_LISTER, LATE_LISTER_TOKEN = "bench-late-lister", "bench-late-lister-token"
+COLD, COLD_TOKENS = "bench-cold", ("bench-cold-token-0", "bench-cold-token-1")  # for the CPU of a cold list
 IDLE_AGENTS = 4  # the idle sessions belong to bench-idle-0 ... bench-idle-3
 IDLE_OPENING = 32  # idle sessions opened at the same time
 LISTED_SHARE = 10  # one idle session in this many lists its tools
@@ -61,7 +63,7 @@ SHIFTING_TOOLS = ("lookup", "note", "purge")
 SHIFTING_SERVER = REPO / "tests" / "fixtures" / "upstreams" / "shifting_server.py"
 QUIET_POLICIES = 30
 NORMAL_S = 4.0
-CHANGE_TAIL_S = 3.0  # after the upstream drops a tool: the re-list, rebuild and pass over sessions
+CHANGE_TAIL_S = 1.0  # after a watched session heard of a dropped tool: the rest of the pass over sessions
 EVENT_LIMIT_S = 300.0  # a reload that has not finished by then is reported as such
 
 
@@ -81,6 +83,7 @@ class SizeResult:
     normal_max_ms: float = 0.0
     events: list[Window] = field(default_factory=list)
     failures: int = 0
+    cold_list_cpu_ms: list[float] = field(default_factory=list)  # gateway CPU: first list since start, then another
     sessions: int = 0  # idle sessions open during phase 5
     listed_sessions: int = 0
 
@@ -135,8 +138,11 @@ def write_files(tmp: Path, upstream_port: int, gateway_port: int, tools: int, sh
     agents["agents"][0]["entitlement"]["servers"].append(SHIFTING)
     template = json.dumps(agents["agents"][0])
     extra = {LISTER: LISTER_TOKEN, LATE_LISTER: LATE_LISTER_TOKEN,
+             **{f"{COLD}-{k}": token for k, token in enumerate(COLD_TOKENS)},
              **{idle_agent(k): idle_token(k) for k in range(IDLE_AGENTS)}}
-    agents["agents"] += [json.loads(template.replace("bench-agent", name)) for name in extra]
+    # Each agent its own purpose: no two share a listing (see gateway.policy.tool_listing).
+    agents["agents"] += [json.loads(template.replace("bench-agent", name).replace("benchmark load", f"bench {name}"))
+                         for name in extra]
     agents_path.write_text(yaml.safe_dump(agents, sort_keys=False))
     config = yaml.safe_load(path.read_text())
     config["policy"] = {"watch_interval_s": 0}  # reloads come from SIGHUP here
@@ -215,10 +221,12 @@ async def list_once(url: str, expected: int, token: str = LISTER_TOKEN) -> None:
         await lister.close()
 
 
-async def open_idle_sessions(url: str, count: int) -> int:
+async def open_idle_sessions(url: str, count: int) -> tuple[int, dict[str, str]]:
     """`count` 2025-11-25 sessions that stay open and idle (no stream, no connection held), spread
-    over the idle agents; one in LISTED_SHARE lists its tools first. Returns how many listed."""
+    over the idle agents; one in LISTED_SHARE lists its tools first. Returns how many listed, and the
+    headers of the first one that did (to watch its GET stream)."""
     listed = 0
+    watched: dict[str, str] = {}
     gate = asyncio.Semaphore(IDLE_OPENING)
     connector = aiohttp.TCPConnector(limit=IDLE_OPENING)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as http:
@@ -244,9 +252,28 @@ async def open_idle_sessions(url: str, count: int) -> int:
                 if i % LISTED_SHARE == 0:
                     await post(headers, {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}})
                     listed += 1
+                    if i == 0:
+                        watched.update(headers)
 
         await asyncio.gather(*(one(i) for i in range(count)))
-    return listed
+    return listed, watched
+
+
+async def until_notified(url: str, headers: dict[str, str], method: str, action: Callable[[], Awaitable[None]]) -> None:
+    """Open the session's GET stream, run `action`, and return once `method` arrives on the stream
+    (the pass over every open session reached this one)."""
+    timeout = aiohttp.ClientTimeout(total=EVENT_LIMIT_S)
+    async with (aiohttp.ClientSession(timeout=timeout) as http,
+                http.get(url, headers={**headers, "accept": "text/event-stream"}) as stream):
+        if stream.status != 200:
+            raise CallFailure(f"GET stream: HTTP {stream.status}")
+        await action()
+        seen = b""
+        async for chunk in stream.content.iter_any():
+            seen = (seen + chunk)[-4096:]
+            if method.encode() in seen:
+                return
+    raise CallFailure(f"the stream ended before {method}")
 
 
 async def shifting_control(port: int, op: dict[str, str]) -> None:
@@ -270,6 +297,10 @@ async def measure(tools: int, agents: int, gateway: Proc, tmp: Path, shifting_po
                   sessions: int) -> SizeResult:
     base = f"http://127.0.0.1:{gateway.port}"
     result = SizeResult(tools)
+    for token in COLD_TOKENS:  # the first is the first list since start: it builds the tool index too
+        used = tree_cpu_s(gateway.pid)
+        await list_once(f"{base}/mcp", tools + 5, token)
+        result.cold_list_cpu_ms.append((tree_cpu_s(gateway.pid) - used) * 1000)
     load = Load(f"{base}/mcp", agents)
     await load.start()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
@@ -308,7 +339,7 @@ async def with_sessions_open(load: Load, result: SizeResult, http: aiohttp.Clien
                              gateway: Proc, tmp: Path, tools: int, shifting_port: int, sessions: int) -> None:
     """Phase 5: the same kinds of event with `sessions` idle sessions open."""
     started = time.perf_counter()
-    result.listed_sessions = await open_idle_sessions(f"{base}/mcp", sessions)
+    result.listed_sessions, watched = await open_idle_sessions(f"{base}/mcp", sessions)
     result.sessions = sessions
     print(f"  {sessions} idle sessions open in {time.perf_counter() - started:.0f}s", file=sys.stderr, flush=True)
     await asyncio.sleep(1.0)
@@ -321,9 +352,12 @@ async def with_sessions_open(load: Load, result: SizeResult, http: aiohttp.Clien
         await wait_for_new_version(http, base, before)
 
     result.events.append(await window(load, f"policy file changed, {label}", changed, 2.0))
-    result.events.append(await window(load, f"upstream dropped a tool, {label}",
-                                      lambda: shifting_control(shifting_port, {"op": "remove", "name": "note"}),
-                                      CHANGE_TAIL_S))
+    # Until the session watched hears of it: re-list, rebuild, the policy catalog compiled on a worker
+    # thread (the generated schema changed), then the pass over every session.
+    drop = {"op": "remove", "name": "note"}
+    result.events.append(await window(load, f"upstream dropped a tool, {label}", lambda: until_notified(
+        f"{base}/mcp", watched, "notifications/tools/list_changed", lambda: shifting_control(shifting_port, drop)),
+        CHANGE_TAIL_S))
     result.events.append(await window(load, f"a third agent's first tools/list, {label}",
                                       lambda: list_once(f"{base}/mcp", tools + 4, LATE_LISTER_TOKEN), 0.2))
 
@@ -356,6 +390,11 @@ def format_results(results: list[SizeResult], agents: int) -> str:
             added = w.worst_ms - r.normal_p99_ms
             lines.append(f"{r.tools:>6}  {w.event:<48} {w.seconds:>7.2f}s {w.worst_ms:>7.0f}ms {added:>7.0f}ms "
                          f"{ratio:>6.1f}x  {r.normal_p50_ms:.0f} / {r.normal_p99_ms:.0f} / {r.normal_max_ms:.0f} ms")
+        if r.cold_list_cpu_ms:
+            first, *others = r.cold_list_cpu_ms
+            lines.append(f"{r.tools:>6}  gateway CPU of a cold tools/list (nothing else running): first since start "
+                         f"{first:.0f} ms (builds the tool index), another agent's " +
+                         ", ".join(f"{o:.0f} ms" for o in others))
         if r.sessions:
             lines.append(f"{r.tools:>6}  ({r.sessions} idle sessions in the last events, {r.listed_sessions} of them "
                          "had listed)")

@@ -19,7 +19,6 @@ import dataclasses
 import json
 import shutil
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -32,33 +31,14 @@ from gateway.identity.principal import Principal
 from gateway.policy import PolicyEngine, RequestFacts
 from gateway.policy.tool_listing import ToolLister
 from gateway.registry.model import Agent, Entitlement, Lifecycle
+from tests.test_policy_engine import FILES_MANIFEST, PAYMENTS_MANIFEST, SATURDAY, WEDNESDAY
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "listing_baseline.json"
-WEDNESDAY = datetime(2026, 3, 4, 10, 0, tzinfo=UTC).timestamp()
-SATURDAY = datetime(2026, 3, 7, 10, 0, tzinfo=UTC).timestamp()
 RISKS = ("read", "write", "privileged", "destructive")
 
-FILES = """
-id: files
-owner: storage@example.com
-transport: {url: "http://127.0.0.1:9/mcp"}
-tools:
-  - {name: read_file, risk: read, data_classes: [internal]}
-  - {name: write_file, risk: write}
-  - {name: wipe, risk: destructive}
-  - {name: files, risk: read}
-  - {name: agent-7, risk: read}
-"""
-PAYMENTS = """
-id: payments
-owner: payments@example.com
-transport: {url: "http://127.0.0.1:9/mcp"}
-tools:
-  - {name: get_balance, risk: read}
-  - {name: pay, risk: write, data_classes: [financial]}
-  - {name: transfer, risk: privileged}
-"""
+FILES = FILES_MANIFEST + "  - {name: files, risk: read}\n  - {name: agent-7, risk: read}\n"
+PAYMENTS = PAYMENTS_MANIFEST
 
 # Rules that make the listing depend on each kind of fact (valid against the shipped schema).
 ATTRIBUTE_RULES = """
