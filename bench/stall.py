@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import shutil
@@ -303,6 +304,11 @@ async def measure(tools: int, agents: int, gateway: Proc, tmp: Path, shifting_po
         result.cold_list_cpu_ms.append((tree_cpu_s(gateway.pid) - used) * 1000)
     load = Load(f"{base}/mcp", agents)
     await load.start()
+    # This process must not stall itself: its own full collections (it holds thousands of sessions'
+    # state) would show up as slow calls. Collected once here, then not during the measurements.
+    gc.collect()
+    gc.freeze()
+    gc.disable()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
         try:
             await asyncio.sleep(1.0)  # warm-up
@@ -330,6 +336,7 @@ async def measure(tools: int, agents: int, gateway: Proc, tmp: Path, shifting_po
             if sessions:
                 await with_sessions_open(load, result, http, base, gateway, tmp, tools, shifting_port, sessions)
         finally:
+            gc.enable()
             await load.stop()
     result.failures = load.failures
     return result
@@ -339,7 +346,11 @@ async def with_sessions_open(load: Load, result: SizeResult, http: aiohttp.Clien
                              gateway: Proc, tmp: Path, tools: int, shifting_port: int, sessions: int) -> None:
     """Phase 5: the same kinds of event with `sessions` idle sessions open."""
     started = time.perf_counter()
+    gc.enable()
     result.listed_sessions, watched = await open_idle_sessions(f"{base}/mcp", sessions)
+    gc.collect()
+    gc.freeze()
+    gc.disable()
     result.sessions = sessions
     print(f"  {sessions} idle sessions open in {time.perf_counter() - started:.0f}s", file=sys.stderr, flush=True)
     await asyncio.sleep(1.0)
@@ -362,7 +373,7 @@ async def with_sessions_open(load: Load, result: SizeResult, http: aiohttp.Clien
                                       lambda: list_once(f"{base}/mcp", tools + 4, LATE_LISTER_TOKEN), 0.2))
 
 
-def run_size(tools: int, agents: int, sessions: int) -> SizeResult:
+def run_size(tools: int, agents: int, sessions: int, keep: Path | None = None) -> SizeResult:
     tmp = Path(tempfile.mkdtemp(prefix=f"narrowgate-stall-{tools}-"))
     upstream = start_bulk_upstream(tmp, tools)
     shifting = start_upstream(tmp, SHIFTING, [sys.executable, str(SHIFTING_SERVER), "--port", "0"])
@@ -378,6 +389,10 @@ def run_size(tools: int, agents: int, sessions: int) -> SizeResult:
             gateway.stop()
         shifting.stop()
         upstream.stop()
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(OSError):
+                shutil.copy(tmp / "gateway.stderr", keep / f"gateway-{tools}.stderr")
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -411,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-process", action="store_true",
                         help="only measure the CPU of one agent's cold tools/list in this process")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
+    parser.add_argument("--keep-logs", type=Path, help="copy each gateway's log into this directory")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.tools.split(",") if s.strip()]
     if args.in_process:
@@ -419,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for size in sizes:
         print(f"  {size} tools ...", file=sys.stderr, flush=True)
-        results.append(run_size(size, args.agents, args.sessions))
+        results.append(run_size(size, args.agents, args.sessions, args.keep_logs))
     print(format_results(results, args.agents))
     load = os.getloadavg()
     print(f"machine: {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
