@@ -146,6 +146,27 @@ class ToolIndex:
     signatures: tuple[Signature | None, ...]  # None: always decided on its own
     by_identity: dict[str, tuple[int, ...]]  # an identity string -> the tools that have it
     strings: frozenset[str]  # every string of the catalog's entities (agents named alike do not share)
+    groups: dict[Any, tuple[int, ...]]  # memo key (a signature, or a singular tool's entities) -> its tools
+
+    def own_key(self, i: int) -> tuple[str, str, str]:
+        """The memo key of tool `i` decided on its own: its Tool, Action and McpServer JSON."""
+        model = self.models[i]
+        return model.entity_json, model.action_json, self.catalog.servers[model.entry.server_id].entity_json
+
+    def groups_for(self, singular: set[int]) -> dict[Any, tuple[int, ...]]:
+        """The groups for one caller: tools its principal or context names are split off on their own."""
+        moved = {i for i in singular if self.signatures[i] is not None}
+        if not moved:
+            return self.groups
+        groups = dict(self.groups)
+        for signature in {self.signatures[i] for i in moved}:
+            kept = tuple(i for i in groups[signature] if i not in moved)
+            if kept:
+                groups[signature] = kept
+            else:
+                del groups[signature]
+        groups.update((self.own_key(i), (i,)) for i in moved)
+        return groups
 
     def singular(self, strings: set[str]) -> set[int]:
         """The tools whose identity is among `strings` (of a principal or a context)."""
@@ -187,8 +208,13 @@ def build_index(catalog: CatalogModel, facts: PolicyFacts, shapes: ShapeCache | 
         for identity in shape.ids:
             by_identity.setdefault(identity, []).append(i)
         strings |= shape.strings
-    return ToolIndex(catalog, facts, models, tuple(signatures),
-                     {k: tuple(v) for k, v in by_identity.items()}, frozenset(strings))
+    groups: dict[Any, list[int]] = {}
+    for i, (model, found) in enumerate(zip(models, signatures, strict=True)):
+        key = found if found is not None else (model.entity_json, model.action_json,
+                                               catalog.servers[model.entry.server_id].entity_json)
+        groups.setdefault(key, []).append(i)
+    return ToolIndex(catalog, facts, models, tuple(signatures), {k: tuple(v) for k, v in by_identity.items()},
+                     frozenset(strings), {k: tuple(v) for k, v in groups.items()})
 
 
 def tool_shape(model: ToolModel, server_json: str) -> ToolShape:

@@ -36,13 +36,13 @@ from gateway.policy.listing_classes import (
     strings_in,
 )
 from gateway.policy.listing_memo import ListingMemo
-from gateway.policy.model import ToolModel
 
 log = logging.getLogger("narrowgate.policy")
 
 SHOWN_KEYS = 64  # distinct (principal key, context) visible sets kept per bundle
 STRINGS_KEYS = 1024  # parsed principal / context JSON kept
 ShownKey = tuple[str, str, str]  # policy set digest, principal key, listing context
+Groups = dict[Any, tuple[int, ...]]  # memo key -> the index's tools it decides
 
 
 class ToolLister:
@@ -65,11 +65,12 @@ class ToolLister:
         bundle, principal_json, context = self.engine.listing_facts(principal, facts)
         index = await self.index_async(bundle)
         key, shown = self._remembered(bundle, index, principal.agent_id, principal_json, context)
-        if isinstance(shown, ListingJob):
-            for chunk in shown.chunks():
-                self.engine.evaluate_listing(shown, chunk)
+        if not isinstance(shown, frozenset):
+            job, groups = shown
+            for chunk in job.chunks():
+                self.engine.evaluate_listing(job, chunk)
                 await asyncio.sleep(0)
-            shown = self._finish(key, shown)
+            shown = self._finish(key, index, job, groups)
         return self._among(bundle, shown, tools)
 
     def visible_now(self, principal: Principal, tools: Sequence[ToolEntry], facts: RequestFacts) -> frozenset[str]:
@@ -77,10 +78,11 @@ class ToolLister:
         bundle, principal_json, context = self.engine.listing_facts(principal, facts)
         index = self.index_now(bundle)
         key, shown = self._remembered(bundle, index, principal.agent_id, principal_json, context)
-        if isinstance(shown, ListingJob):
-            for chunk in shown.chunks():
-                self.engine.evaluate_listing(shown, chunk)
-            shown = self._finish(key, shown)
+        if not isinstance(shown, frozenset):
+            job, groups = shown
+            for chunk in job.chunks():
+                self.engine.evaluate_listing(job, chunk)
+            shown = self._finish(key, index, job, groups)
         return self._among(bundle, shown, tools)
 
     def _among(self, bundle: Bundle, shown: frozenset[str], tools: Sequence[ToolEntry]) -> frozenset[str]:
@@ -98,8 +100,9 @@ class ToolLister:
         return interned
 
     def _remembered(self, bundle: Bundle, index: ToolIndex, agent_id: str, principal_json: str,
-                    context: str) -> tuple[ShownKey, frozenset[str] | ListingJob]:
-        """The visible set if known; else a job holding what Cedar still has to decide."""
+                    context: str) -> tuple[ShownKey, frozenset[str] | tuple[ListingJob, Groups]]:
+        """The visible set if known; else a job holding what Cedar still has to decide (one question per
+        group not yet in the memo: its first tool stands for all of them) and the groups."""
         context_strings = self._strings_of(context)
         key = (bundle.base_digest, principal_key(principal_json, agent_id, set(context_strings), index), context)
         found = self._shown.get(key)
@@ -107,27 +110,19 @@ class ToolLister:
             self._shown.move_to_end(key)
             return key, found[1]
         memo = self.memo.entry(key)
-        singular = index.singular(self._strings_of(principal_json) | context_strings)
-        keys: list[Any] = []
-        pending: dict[Any, ToolModel] = {}
-        servers = bundle.catalog.servers
-        for i, (model, signature) in enumerate(zip(index.models, index.signatures, strict=True)):
-            if signature is None or i in singular:
-                item: Any = (model.entity_json, model.action_json, servers[model.entry.server_id].entity_json)
-            else:
-                item = signature
-            keys.append(item)
-            if item not in memo and item not in pending:
-                pending[item] = model
-        job = ListingJob(bundle, agent_id, principal_json, context, list(index.models), keys, memo,
-                         [(model, item) for item, model in pending.items()])
-        self.evaluated += len(job.pending)
-        return key, (job if job.pending else self._finish(key, job))
+        groups = index.groups_for(index.singular(self._strings_of(principal_json) | context_strings))
+        pending = [(index.models[members[0]], item) for item, members in groups.items() if item not in memo]
+        job = ListingJob(bundle, agent_id, principal_json, context, [], [], memo, pending)
+        self.evaluated += len(pending)
+        return key, ((job, groups) if pending else self._finish(key, index, job, groups))
 
-    def _finish(self, key: ShownKey, job: ListingJob) -> frozenset[str]:
-        memo = job.memo
-        shown = frozenset(m.entry.exposed_name for m, item in zip(job.models, job.keys, strict=True)
-                          if memo.get(item) is True)
+    def _finish(self, key: ShownKey, index: ToolIndex, job: ListingJob, groups: Groups) -> frozenset[str]:
+        memo, models = job.memo, index.models
+        names: set[str] = set()
+        for item, members in groups.items():
+            if memo.get(item) is True:
+                names.update(models[i].entry.exposed_name for i in members)
+        shown = frozenset(names)
         self._shown[key] = (job.bundle, shown)
         self._shown.move_to_end(key)
         while len(self._shown) > SHOWN_KEYS:
