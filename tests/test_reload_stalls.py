@@ -96,6 +96,16 @@ async def worst_call_during(client: Client, event: Callable[[], Awaitable[Any]],
     return max(latencies), outcome[0]
 
 
+async def normal_bound(client: Client) -> tuple[float, str]:
+    """The bound for a call during an event (normal p99 * 5 + 0.5 s) from 4 s of serial calls, and a
+    description of it for failure messages."""
+    normal: list[float] = []
+    deadline = time.monotonic() + 4
+    await serial_calls(client, lambda: time.monotonic() > deadline, normal)
+    bound = p99(normal) * 5 + 0.5
+    return bound, f"normal p99 {p99(normal):.3f}s over {len(normal)} calls, bound {bound:.2f}s"
+
+
 def p99(latencies: list[float]) -> float:
     ordered = sorted(latencies)
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
@@ -123,11 +133,7 @@ async def test_reload_and_listing_at_a_large_catalog_do_not_hold_up_calls(gatewa
     ):
         # A session that has listed: the reload's pass over open sessions has to recompute its list.
         assert len((await watcher.list_tools()).tools) == BULK_TOOLS + 3
-        normal: list[float] = []
-        deadline = time.monotonic() + 4
-        await serial_calls(caller, lambda: time.monotonic() > deadline, normal)
-        bound = p99(normal) * 5 + 0.5
-        seen = f"normal p99 {p99(normal):.3f}s over {len(normal)} calls, bound {bound:.2f}s"
+        bound, seen = await normal_bound(caller)
 
         # A real change: the whole set compiles again against 2,000 tools.
         (tmp_path / "cedar" / "policies" / "71-quiet.cedar").write_text(quiet_policies(8, QUIET_POLICIES))
@@ -196,11 +202,7 @@ async def test_changes_with_many_sessions_open_do_not_hold_up_calls(gateway: Gat
     assert listed == IDLE_SESSIONS // IDLE_LISTED
     async with mcp_client(gateway.url, TOKENS["agent-a"], "legacy") as caller:
         assert len((await caller.list_tools()).tools) == BULK_TOOLS + 3
-        normal: list[float] = []
-        deadline = time.monotonic() + 4
-        await serial_calls(caller, lambda: time.monotonic() > deadline, normal)
-        bound = p99(normal) * 5 + 0.5
-        seen = f"normal p99 {p99(normal):.3f}s over {len(normal)} calls, bound {bound:.2f}s"
+        bound, seen = await normal_bound(caller)
 
         (tmp_path / "cedar" / "policies" / "72-quiet.cedar").write_text(quiet_policies(4, QUIET_POLICIES + 8))
         worst_reload, reloaded = await worst_call_during(caller, lambda: admin_reload(gateway), tail_s=1.5)
