@@ -60,7 +60,7 @@ from gateway.transport.endpoint import McpEndpoint
 from gateway.transport.sessions import SessionRegistry
 from gateway.upstream.directory import Directory, Listing
 from gateway.upstream.pool import UpstreamPool
-from gateway.visibility_pass import VisibilityPass
+from gateway.visibility_pass import VisibilityPass, publish_in_steps
 from gateway.webhooks import WebhookSender
 
 log = logging.getLogger("narrowgate")
@@ -460,8 +460,7 @@ class Gateway:
                 await self.announce_tool_changes()
                 continue
             message = {"jsonrpc": "2.0", "method": LIST_CHANGED[kind]}
-            for session in self.sessions.all():
-                session.publish(message)
+            await publish_in_steps(self.sessions.all(), message)
             self.endpoint.listen_hub.publish(message["method"])
 
     async def announce_tool_changes(self) -> None:
@@ -475,12 +474,8 @@ class Gateway:
         async with self.announce_lock:
             visibility = VisibilityPass(self.methods.visible_tool_names_async)
             for session in list(self.sessions.all()):
-                now = await visibility.names(session.principal, session.protocol_version, session.client_info)
-                seen, session.tools_seen = session.tools_seen, now
-                if seen is not None and seen != now:
+                if await visibility.changed(session, session.protocol_version, session.client_info):
                     session.publish({"jsonrpc": "2.0", "method": method})
             for listener in list(self.endpoint.listen_hub.listeners):
-                now = await visibility.names(listener.principal, MODERN_ERA, None)
-                seen, listener.tools_seen = listener.tools_seen, now
-                if seen is not None and seen != now:
+                if await visibility.changed(listener, MODERN_ERA, listener.client_info):
                     listener.notify(method)

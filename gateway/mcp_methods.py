@@ -18,6 +18,7 @@ from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.identity.principal import Principal
 from gateway.policy.engine import Decision, RequestFacts
 from gateway.policy.paths import CanonicalizationError, canonical_path
+from gateway.policy.tool_listing import ToolLister
 from gateway.protocol.capabilities import INSTRUCTIONS, MODERN_CAPABILITIES, SERVER_INFO
 from gateway.protocol.eras import MODERN_ERA
 from gateway.protocol.errors import INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, UPSTREAM_UNAVAILABLE, RpcError
@@ -59,6 +60,7 @@ class Methods:
         self.monitor = monitor
         self.pool = pool
         self.authorizer = authorizer
+        self.lister = ToolLister(authorizer.engine)
         self.upstream_auth = auth
         self.tasks = tasks
         self.step_up: StepUpFlow | None = None  # set when approvals are on; without it StepUp is refused
@@ -93,32 +95,19 @@ class Methods:
         listed = [view.definition for name, view in tools.items() if name in visible]
         return {"result": {"tools": listed + self.tasks.builtin_tools(ctx.principal)}}
 
-    def visible_tools(self, principal: Principal, facts: RequestFacts) -> frozenset[str]:
-        """What this caller may list: its grant's tools that are approved (never quarantined or rejected)
-        and that policy allows, or would allow with an approval. In one piece (the engine remembers
-        what it decided, so a repeat is cheap); on the event loop prefer visible_tools_async."""
-        return frozenset(self.authorizer.visible_tools(principal, self.listable_entries(principal), facts))
-
     async def visible_tools_async(self, principal: Principal, facts: RequestFacts) -> frozenset[str]:
-        """visible_tools, letting other requests run between batches of a large catalog."""
-        engine = self.authorizer.engine
-        return frozenset(await engine.visible_tools_async(principal, self.listable_entries(principal), facts))
+        """What this caller may list: its grant's tools that are approved (never quarantined or rejected)
+        and that policy allows, or would allow with an approval. The tool index is built on a worker
+        thread and Cedar is asked once per class of tools (gateway.policy.tool_listing)."""
+        return await self.lister.visible(principal, self.listable_entries(principal), facts)
 
     def listable_entries(self, principal: Principal) -> list[ToolEntry]:
         tools = self.pool.directory.tools
         return [view.entry for n in self.tasks.visible(principal, tools) if (view := tools[n]).entry.approved]
 
-    def visible_tool_names(self, principal: Principal, era: str, client_info: dict[str, Any] | None) -> frozenset[str]:
-        """visible_tools outside a request (to tell agents when their list changed); empty if the task ended."""
-        try:
-            return self.visible_tools(principal, self.facts_for(principal, era, client_info,
-                                                                self.tasks.facts(principal)))
-        except RpcError:
-            return frozenset()
-
     async def visible_tool_names_async(self, principal: Principal, era: str,
                                        client_info: dict[str, Any] | None) -> frozenset[str]:
-        """visible_tool_names, yielding between batches (for passes over every open session)."""
+        """visible_tools_async outside a request (to tell agents when their list changed); empty if the task ended."""
         try:
             return await self.visible_tools_async(principal, self.facts_for(principal, era, client_info,
                                                                             self.tasks.facts(principal)))

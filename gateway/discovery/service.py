@@ -45,6 +45,7 @@ PINNED = "catalog pin"
 UNANALYSABLE = "unanalysable"  # the current_hash of a definition too deep to hash
 FIRST_SEEN = "catalog (first seen, not pinned)"
 REVERTED = "narrowgate (definition back to the approved one)"
+ANALYSES_KEPT = 50_000  # remembered definition hashes (see ToolReviews._analysed)
 
 
 class ToolReviews(ReviewRecords[ToolReview]):
@@ -54,6 +55,7 @@ class ToolReviews(ReviewRecords[ToolReview]):
     def __init__(self, store: Store, audit: AuditLog, clock: Clock = time.time) -> None:
         super().__init__(store, audit, clock)
         self.on_quarantined: list[Callable[[ToolReview], None]] = []  # new review items (webhook)
+        self._analyses: dict[int, tuple[dict[str, Any], str, dict[str, Any]]] = {}
 
     @staticmethod
     def key_of(review: ToolReview) -> tuple[str, str]:
@@ -83,8 +85,7 @@ class ToolReviews(ReviewRecords[ToolReview]):
 
     def _observe(self, server: ServerEntry, name: str, definition: dict[str, Any], others: dict[str, str]) -> bool:
         try:
-            current = definition_hash(definition)
-            seen = definition_of(definition)
+            current, seen = self._analysed(definition)
         except (ValueError, RecursionError):  # cannot be analysed: it can only ever be quarantined
             current, seen = UNANALYSABLE, {"name": name}
         entry = server.tools.get(name)
@@ -102,6 +103,18 @@ class ToolReviews(ReviewRecords[ToolReview]):
         if verdict is not None:
             return self._settle(moved, verdict)
         return self._quarantine(moved, definition, others, record)
+
+    def _analysed(self, definition: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """definition_hash and definition_of, remembered per listed definition object: a rebuild after
+        one upstream's change does not hash the thousands of definitions other upstreams listed before."""
+        known = self._analyses.get(id(definition))
+        if known is not None and known[0] is definition:  # the object itself is kept, so its id is its own
+            return known[1], known[2]
+        analysed = definition_hash(definition), definition_of(definition)
+        if len(self._analyses) >= ANALYSES_KEPT:
+            self._analyses.clear()
+        self._analyses[id(definition)] = (definition, *analysed)
+        return analysed
 
     @staticmethod
     def _as_listed_in_manifest(record: ToolReview | None, entry: ToolEntry | None) -> ToolReview | None:

@@ -778,6 +778,15 @@ class PolicyEngine:
         log.info("shadow disagreement %s: live %s, candidate %s for %s %s", live.decision_id, live.outcome,
                  candidate.outcome, request.kind, request.target)
 
+    # ---- listing inputs (gateway.policy.tool_listing) ------------------------------------------
+
+    def listing_facts(self, principal: Principal, facts: RequestFacts) -> tuple[Bundle, str, str]:
+        """What a listing is decided from: the bundle in force, the principal's entity JSON and the
+        part of the context the listing policies read (JSON). Evaluate with evaluate_listing."""
+        bundle = self._bundle
+        context = orjson.dumps(prune_context(self._common_context(facts, False), bundle.listing_reads)).decode()
+        return bundle, self._principal_json(bundle, principal, facts.now), context
+
 
 def _with_approval(request: dict[str, Any]) -> dict[str, Any]:
     context = orjson.loads(request["context"])

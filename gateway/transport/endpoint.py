@@ -388,7 +388,7 @@ class McpEndpoint:
             await send_json_error(send, HTTP_STATUS_FOR_CODE.get(exc.code, 400), message.id, exc)
             return
         listener = self.listen_hub.open(ctx.principal, message.id, params, allowed, ctx.client_info)
-        listener.tools_seen = self.methods.visible_tool_names(ctx.principal, MODERN_ERA, ctx.client_info)
+        listener.tools_seen = await self.methods.visible_tool_names_async(ctx.principal, MODERN_ERA, ctx.client_info)
         try:
             await stream_queue(receive, send, listener.queue)
         finally:

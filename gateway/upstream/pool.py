@@ -151,7 +151,7 @@ class UpstreamPool:
     def rebuild(self) -> None:
         if self.reconcile is not None:
             self.catalog = self.reconcile(self.listings)
-        self.directory = build_directory(self.catalog, self.listings, self.resource_status)
+        self.directory = build_directory(self.catalog, self.listings, self.resource_status, self.directory)
         if self.on_rebuild is not None:
             self.on_rebuild(self.directory)
 
