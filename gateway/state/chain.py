@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 ToolT = TypeVar("ToolT", contravariant=True)
-DetectionT = TypeVar("DetectionT", covariant=True)
+DetectionT = TypeVar("DetectionT")
 
 
 @runtime_checkable

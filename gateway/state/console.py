@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol, TypeVar, runtime_checkable
 
-SessionT = TypeVar("SessionT")
+SessionT = TypeVar("SessionT", covariant=True)
 PersonT = TypeVar("PersonT", contravariant=True)
 
 
