@@ -7,14 +7,14 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import replace
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from gateway import __version__
 from gateway.admin.agents_api import AgentsApi
@@ -212,7 +212,7 @@ class Gateway:
             return None
         return replace(principal, agent=agent)
 
-    def run_in_background(self, work: Any) -> None:
+    def run_in_background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
@@ -231,7 +231,7 @@ class Gateway:
         self.methods.step_up = StepUpFlow(self.approvals, authorizer, self.tasks, self.telemetry, settings,
                                           self.settings.base_url)
 
-    def routes(self) -> list[Route]:
+    def routes(self) -> list[BaseRoute]:
         from gateway.admin.approvals_api import ApprovalsApi
         from gateway.admin.catalog_api import CatalogApi
         from gateway.admin.keys_api import KeysApi

@@ -10,7 +10,7 @@ from typing import Any
 from mcp.shared.inbound import mcp_param_headers
 from mcp_types import SERVER_INFO_META_KEY
 
-from gateway.approvals.step_up import StepUpCall, StepUpFlow, without_approval_round
+from gateway.approvals.step_up import HoldingSink, StepUpCall, StepUpFlow, without_approval_round
 from gateway.authorization import Authorizer
 from gateway.catalog.model import HttpTransport, ServerEntry, ToolEntry
 from gateway.chain.monitor import ChainMonitor
@@ -26,7 +26,7 @@ from gateway.tasks.gate import BUILTIN_TOOLS, TaskGate, task_facts
 from gateway.tasks.model import Task
 from gateway.telemetry import NOOP_SPAN, RequestSpan, Telemetry
 from gateway.transport.sessions import AgentSession
-from gateway.upstream.base import CallContext, CallSink
+from gateway.upstream.base import CallContext
 from gateway.upstream.directory import ResourceRoute, Withheld
 from gateway.upstream.pool import UpstreamPool
 from gateway.verifier import argument_digest
@@ -39,7 +39,7 @@ class RequestContext:
     client_capabilities: dict[str, Any]
     client_info: dict[str, Any] | None
     session: AgentSession | None
-    sink: CallSink | None
+    sink: HoldingSink | None  # also the upstream call's CallSink
     trace_id: str | None = None
     span: RequestSpan = NOOP_SPAN
     # What this request came to, for metrics and the span.
@@ -253,7 +253,7 @@ class Methods:
     async def get_prompt(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
         name = params.get("name")
         view = self.pool.directory.prompts.get(name) if isinstance(name, str) else None
-        if view is None:
+        if view is None or not isinstance(name, str):
             raise RpcError(INVALID_PARAMS, f"Unknown prompt: {name}")
         await self.authorizer.prompt(ctx.principal, view.server_id, name, self.facts(ctx), ctx.trace_id)
         return await self.forward(ctx, view.server_id, "prompts/get", {**params, "name": view.upstream_name})

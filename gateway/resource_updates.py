@@ -36,7 +36,7 @@ class ResourceUpdateRelay:
         self.current = current
 
     async def relay(self, server_id: str, message: dict[str, Any]) -> None:
-        params = message.get("params") if isinstance(message.get("params"), dict) else {}
+        params = given if isinstance(given := message.get("params"), dict) else {}
         canonical = canonical_uri(params.get("uri"))
         if canonical is None:
             log.warning("resource update from %s with an unusable uri dropped", server_id)

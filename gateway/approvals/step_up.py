@@ -89,7 +89,7 @@ class StepUpCall:
     facts: RequestFacts
     params: dict[str, Any]  # the agent's tools/call params (inputResponses on a modern retry)
     url_elicitation: bool  # the client can be sent to a URL
-    sink: Any = None  # HoldingSink | None
+    sink: HoldingSink | None = None
     trace_id: str | None = None
     refresh: Callable[[], RequestFacts] | None = None  # the request facts as of now (after a hold)
 

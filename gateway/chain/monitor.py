@@ -13,16 +13,18 @@ from typing import Any
 from gateway.catalog.model import ToolEntry
 from gateway.chain.detectors import Detection
 from gateway.chain.tracker import RateLimited
+from gateway.detections import DetectionResponder
 from gateway.identity.principal import Principal
 from gateway.protocol.errors import ACCESS_DENIED, RATE_LIMITED, RpcError
 from gateway.state.chain import ChainSignals, RateWindows
 
 
 class ChainMonitor:
-    def __init__(self, signals: ChainSignals[ToolEntry, Detection], rates: RateWindows, responder: Any) -> None:
+    def __init__(self, signals: ChainSignals[ToolEntry, Detection], rates: RateWindows,
+                 responder: DetectionResponder) -> None:
         self.signals = signals
         self.rates = rates
-        self.responder = responder  # gateway.detections.DetectionResponder
+        self.responder = responder
 
     def admit(self, principal: Principal, tool: str | None) -> None:
         """Count one request that will reach an upstream against the caller's rate limits, or refuse it

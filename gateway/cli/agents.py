@@ -6,9 +6,10 @@ import argparse
 from typing import Any
 
 from gateway.cli.admin_client import AdminClientError, add_connection_options, client, print_with_history, state_change
+from gateway.cli.parsers import Subcommands
 
 
-def add_agents_parser(commands: Any) -> None:
+def add_agents_parser(commands: Subcommands) -> None:
     agents = commands.add_parser("agents", help="manage agent records on a running gateway (admin API)")
     add_connection_options(agents)
     sub = agents.add_subparsers(title="agents commands", metavar="COMMAND", required=True)

@@ -10,11 +10,12 @@ from typing import Any
 
 from gateway.approvals.model import ApprovalState
 from gateway.cli.admin_client import add_connection_options, client, when
+from gateway.cli.parsers import Subcommands
 
 APPROVAL_STATES = tuple(state.value for state in ApprovalState)
 
 
-def add_approvals_parser(commands: Any) -> None:
+def add_approvals_parser(commands: Subcommands) -> None:
     approvals = commands.add_parser("approvals", help="list and decide step-up approval requests (admin API)",
                                     description="List, show, approve and deny approval requests. An approver-role "
                                                 "token works as well as an admin token.")

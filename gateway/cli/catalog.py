@@ -28,6 +28,7 @@ from gateway.cli.admin_client import AdminClientError, add_connection_options, c
 from gateway.cli.catalog_discover import add_discover_parser
 from gateway.cli.catalog_resources import run_resource_decide, run_resource_review
 from gateway.cli.exit_codes import EXIT_INVALID
+from gateway.cli.parsers import Subcommands
 from gateway.cli.review_text import (
     CatalogCommandError,
     diff_lines,
@@ -47,7 +48,7 @@ EXIT_STALE = 1
 # --- parsers -------------------------------------------------------------------------------------
 
 
-def add_catalog_parser(commands: Any) -> None:
+def add_catalog_parser(commands: Subcommands) -> None:
     catalog = commands.add_parser("catalog", help="work with the tool catalog")
     catalog_commands = catalog.add_subparsers(title="catalog commands", metavar="COMMAND", required=True)
     validate = catalog_commands.add_parser("validate", help="check every manifest; report problems with file:line")
@@ -57,7 +58,7 @@ def add_catalog_parser(commands: Any) -> None:
     add_catalog_review_parsers(catalog_commands)
 
 
-def add_catalog_review_parsers(catalog_commands: Any) -> None:
+def add_catalog_review_parsers(catalog_commands: Subcommands) -> None:
     """`review`, `approve`, `reject`, `pin` and `discover` under `narrowgate catalog`."""
     review = catalog_commands.add_parser(
         "review", help="the quarantine queue, or one tool's review record (admin API)",
@@ -402,7 +403,7 @@ def read_manifests(directory: Path) -> dict[str, Manifest]:
             continue
         if data["id"] in manifests:
             raise CatalogCommandError(f"{path}: id {data['id']!r} is also used by {manifests[data['id']].path}")
-        tools = data.get("tools") if isinstance(data.get("tools"), list) else []
+        tools = given if isinstance(given := data.get("tools"), list) else []
         pins = {t["name"]: t.get(PIN_KEY) for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)}
         manifests[data["id"]] = Manifest(path, text, pins)
     return manifests

@@ -13,9 +13,11 @@ import argparse
 import asyncio
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from gateway.cli.parsers import Subcommands
 from gateway.cli.policy import agent_from_file
 from gateway.cli.serve import serve
 from gateway.config import Settings, apply_env_overrides, settings_from_mapping
@@ -23,6 +25,7 @@ from gateway.demo.banner import banner
 from gateway.demo.issuer import DEFAULT_TTL_S, KEY_FILE, DevelopmentIssuer
 from gateway.demo.payments import PaymentsServer
 from gateway.demo.state import DEFAULT_STATE_DIR, REPO_ROOT, DemoState, DemoTokens
+from gateway.registry.model import Agent
 
 PAYMENTS_SERVER = REPO_ROOT / "examples" / "demo_upstreams" / "payments_server.py"
 AGENTS_FILE = REPO_ROOT / "examples" / "agents" / "demo.yaml"
@@ -33,7 +36,7 @@ DEFAULT_LISTEN = "127.0.0.1:8080"
 EXIT_PORT_TAKEN = 2
 
 
-def add_demo_parser(commands: Any) -> None:
+def add_demo_parser(commands: Subcommands) -> None:
     demo = commands.add_parser(
         "demo", help="run the gateway with two demo upstreams (what `make run` does)",
         description="Run the gateway in front of the demo upstreams. Tokens, keys and the store are kept in the "
@@ -92,7 +95,7 @@ def serve_demo(port: int | None, state_dir: Path) -> int:
 
 
 def demo_settings(state: DemoState, tokens: DemoTokens, issuer: DevelopmentIssuer, port: int | None,
-                  environ: Any) -> Settings:
+                  environ: Mapping[str, str]) -> Settings:
     raw: dict[str, Any] = {
         "listen": DEFAULT_LISTEN,
         "catalog": "tool_catalog",
@@ -115,10 +118,12 @@ def demo_settings(state: DemoState, tokens: DemoTokens, issuer: DevelopmentIssue
     return settings_from_mapping(raw, REPO_ROOT)
 
 
-def demo_agent(settings: Settings) -> Any:
+def demo_agent(settings: Settings) -> Agent:
     """demo-agent's record as the agents file declares it (read without touching the store)."""
     assert settings.agents_file is not None
-    return asyncio.run(agent_from_file(settings.agents_file, DEMO_AGENT))
+    agent = asyncio.run(agent_from_file(settings.agents_file, DEMO_AGENT))
+    assert agent is not None, f"{settings.agents_file} declares no {DEMO_AGENT}"
+    return agent
 
 
 # --- narrowgate demo token ------------------------------------------------------------------------
@@ -134,7 +139,7 @@ def print_token(agent_id: str, state_dir: Path | None, gateway_url: str | None, 
     return 0
 
 
-def token_state_dir(environ: Any) -> Path:
+def token_state_dir(environ: Mapping[str, str]) -> Path:
     """The demo the shell points at: the directory of NARROWGATE_STATE's database (as the banner's
     export line sets it) when that is a demo state directory, else the default one."""
     store = str(environ.get("NARROWGATE_STATE", ""))

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from gateway.admin.keys_api import DEFAULT_OVERLAP_S, MIN_OVERLAP_S
 from gateway.cli.admin_client import add_connection_options, client
+from gateway.cli.parsers import Subcommands
 
 
-def add_keys_parser(commands: Any) -> None:
+def add_keys_parser(commands: Subcommands) -> None:
     keys = commands.add_parser("keys", help="the gateway's token signing keys (admin API)")
     add_connection_options(keys)
     sub = keys.add_subparsers(title="keys commands", metavar="COMMAND", required=True)

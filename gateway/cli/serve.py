@@ -15,10 +15,11 @@ from typing import Any
 
 from gateway.catalog import CatalogError, load_catalog
 from gateway.cli.exit_codes import EXIT_INVALID
+from gateway.cli.parsers import Subcommands
 from gateway.config import Settings, load_settings
 
 
-def add_serve_parser(commands: Any) -> None:
+def add_serve_parser(commands: Subcommands) -> None:
     serve = commands.add_parser("serve", help="run the gateway", description="Run the gateway until stopped.")
     serve.add_argument("--config", type=Path, help="YAML config file (NARROWGATE_* variables override it)")
     serve.add_argument("--open-loopback", action="store_true",

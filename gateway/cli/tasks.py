@@ -7,9 +7,10 @@ import urllib.parse
 from typing import Any
 
 from gateway.cli.admin_client import add_connection_options, client, print_with_history, state_change, when
+from gateway.cli.parsers import Subcommands
 
 
-def add_tasks_parser(commands: Any) -> None:
+def add_tasks_parser(commands: Subcommands) -> None:
     tasks = commands.add_parser("tasks", help="start and end agents' tasks on a running gateway (admin API)")
     add_connection_options(tasks)
     sub = tasks.add_subparsers(title="tasks commands", metavar="COMMAND", required=True)

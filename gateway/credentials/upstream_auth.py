@@ -20,6 +20,7 @@ from gateway.credentials.upstream_tokens import UpstreamTokenMinter
 from gateway.identity.principal import Principal
 from gateway.protocol.errors import UPSTREAM_UNAVAILABLE, RpcError
 from gateway.state.revocations import RevocationList
+from gateway.store.base import SigningKeyStore
 from gateway.verifier import argument_digest
 
 DISCOVERY_SCOPE = "mcp:discovery"  # handshake and list requests, which call no tool
@@ -37,7 +38,7 @@ class UpstreamAuth:
         self._public: dict[str, Any] = {}
         self._public_kids: tuple[str, ...] = ()
 
-    async def start(self, store: Any) -> None:
+    async def start(self, store: SigningKeyStore) -> None:
         """Open (or create, on first start) the signing keys."""
         self.keyring = await SigningKeyring.open(store)
         self.minter = UpstreamTokenMinter(self.keyring, self.issuer, self.ttl_s)

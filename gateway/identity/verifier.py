@@ -19,6 +19,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import TypedDict
 
 import aiohttp
 
@@ -67,6 +68,14 @@ class VerifiedTokenCache:
         self._entries.clear()
 
 
+class IssuerOptions(TypedDict):
+    """The keyword arguments every issuer's verifier (OIDC, SPIFFE) takes from the identity settings."""
+
+    audience: str
+    leeway: float
+    min_refresh_interval_s: float
+
+
 class TokenVerifier:
     def __init__(
         self,
@@ -79,7 +88,7 @@ class TokenVerifier:
         """`http_session`: the gateway's client session; without one, the verifier opens its own on demand."""
         self.settings = settings
         self._fetcher = HttpFetcher(http_session)
-        common = {
+        common: IssuerOptions = {
             "audience": settings.audience,
             "leeway": settings.clock_skew_s,
             "min_refresh_interval_s": settings.key_refresh_min_interval_s,

@@ -193,8 +193,8 @@ class McpEndpoint:
         params = message.params or {}
         requested = params.get("protocolVersion")
         version = requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LEGACY_ERA
-        capabilities = params.get("capabilities") if isinstance(params.get("capabilities"), dict) else {}
-        info = params.get("clientInfo") if isinstance(params.get("clientInfo"), dict) else None
+        capabilities = given if isinstance(given := params.get("capabilities"), dict) else {}
+        info = given if isinstance(given := params.get("clientInfo"), dict) else None
         try:
             session = self.sessions.create(principal, version, capabilities, info)
         except SessionLimitReached as exc:

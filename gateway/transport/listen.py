@@ -59,7 +59,7 @@ class Listener:
 
 def requested_uris(params: dict[str, Any]) -> list[str]:
     """The resource URIs a listen request names (strings only); RpcError past the cap."""
-    requested = params.get("notifications") if isinstance(params.get("notifications"), dict) else {}
+    requested = given if isinstance(given := params.get("notifications"), dict) else {}
     uris = requested.get("resourceSubscriptions")
     if not isinstance(uris, list):
         return []
@@ -75,7 +75,7 @@ class ListenHub:
     def open(self, principal: Principal, subscription_id: Any, params: dict[str, Any], allowed_uris: list[str],
              client_info: dict[str, Any] | None = None) -> Listener:
         """A stream for `principal`, acknowledging the flags it asked for and the URIs it was allowed."""
-        requested = params.get("notifications") if isinstance(params.get("notifications"), dict) else {}
+        requested = given if isinstance(given := params.get("notifications"), dict) else {}
         honoured: dict[str, Any] = {flag: True for flag in HONOURED_FLAGS if requested.get(flag) is True}
         if isinstance(requested.get("resourceSubscriptions"), list):
             honoured["resourceSubscriptions"] = list(allowed_uris)

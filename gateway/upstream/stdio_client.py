@@ -16,6 +16,7 @@ import itertools
 import os
 import signal
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -202,7 +203,8 @@ class StdioUpstream:
     async def dispatch(self, message: dict[str, Any]) -> None:
         method = message.get("method")
         if method is None:
-            pending = self.pending.pop(message.get("id"), None)  # type: ignore[arg-type]
+            message_id = message.get("id")
+            pending = self.pending.pop(message_id, None) if isinstance(message_id, int) else None
             if pending is not None and not pending.future.done():
                 pending.future.set_result(message)
             return
@@ -299,7 +301,7 @@ class StdioUpstream:
                 pending.future.set_exception(RpcError(UPSTREAM_UNAVAILABLE, reason))
         self.pending.clear()
 
-    def spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
