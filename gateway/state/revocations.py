@@ -9,10 +9,12 @@ from typing import Any, Protocol, runtime_checkable
 class RevocationList(Protocol):
     """Entries live until `until` (epoch seconds), the moment every token they cover has expired anyway.
 
-    `is_revoked` runs before every mint and stays synchronous: a shared implementation keeps a local
-    replica (loaded whole, then kept current by change events) and answers True while that replica is
-    not known to be current (fail closed). `revoke_*` apply locally at once; a shared implementation
-    writes through in the background and retries until the write is acknowledged.
+    Upstreams poll `snapshot` (GET /oauth/revocations); `is_revoked` answers for one token. Both stay
+    synchronous: a shared implementation keeps a local replica (loaded whole, then kept current by
+    change events; the list holds only the last minute's entries) and, while that replica is not known
+    to be current, answers `is_revoked` with True and `snapshot` with an error rather than a list that
+    may miss entries (fail closed). `revoke_*` apply locally at once; a shared implementation writes
+    through in the background and retries until the write is acknowledged.
     """
 
     def revoke_task(self, task_id: str, until: float) -> None: ...
