@@ -16,8 +16,9 @@ from typing import Any
 from gateway.identity.principal import Principal
 from gateway.mcp_methods import Methods
 from gateway.protocol.eras import MODERN_ERA
+from gateway.state.sessions import AgentSessions
 from gateway.transport.listen import ListenHub
-from gateway.transport.sessions import SessionRegistry
+from gateway.transport.sessions import AgentSession
 from gateway.upstream.directory import ResourceRoute, canonical_uri
 
 log = logging.getLogger("narrowgate.transport")
@@ -27,7 +28,7 @@ CurrentPrincipal = Callable[[Principal], Principal | None]
 
 
 class ResourceUpdateRelay:
-    def __init__(self, methods: Methods, sessions: SessionRegistry, listen_hub: ListenHub,
+    def __init__(self, methods: Methods, sessions: AgentSessions[Principal, AgentSession], listen_hub: ListenHub,
                  current: CurrentPrincipal) -> None:
         self.methods = methods
         self.sessions = sessions

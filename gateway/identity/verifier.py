@@ -28,6 +28,7 @@ from gateway.identity.oidc import OidcIssuerVerifier
 from gateway.identity.spiffe import SPIFFE_SCHEME, SpiffeTrustDomainVerifier, parse_spiffe_id
 from gateway.identity.verified import TokenRejected, VerifiedToken
 from gateway.settings.identity import IdentitySettings
+from gateway.state.token_cache import TokenCache
 
 log = logging.getLogger("narrowgate.identity")
 DEFAULT_CACHE_SIZE = 10_000
@@ -82,6 +83,7 @@ class TokenVerifier:
         http_session: aiohttp.ClientSession | None = None,
         *,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        cache: TokenCache[VerifiedToken] | None = None,
     ) -> None:
         """`http_session`: the gateway's client session; without one, the verifier opens its own on demand."""
         self.settings = settings
@@ -95,7 +97,7 @@ class TokenVerifier:
         self._spiffe = {
             c.trust_domain: SpiffeTrustDomainVerifier(c, self._fetcher, **common) for c in settings.spiffe_trust_domains
         }
-        self.cache = VerifiedTokenCache(cache_size)
+        self.cache: TokenCache[VerifiedToken] = cache if cache is not None else VerifiedTokenCache(cache_size)
         self.periodic_refresh_s = settings.key_refresh_interval_s
         self._refresher: asyncio.Task[None] | None = None
 

@@ -43,11 +43,12 @@ from gateway.protocol.errors import (
 )
 from gateway.protocol.jsonrpc import Message, parse_message
 from gateway.protocol.sse import PING_FRAME, SSE_HEADERS
+from gateway.state.sessions import AgentSessions
 from gateway.telemetry import RequestSpan, Telemetry
 from gateway.transport.listen import ListenHub, requested_uris
 from gateway.transport.origin import OriginPolicy
 from gateway.transport.responses import ResponseChannel, send_bytes, send_json_error, wait_disconnect
-from gateway.transport.sessions import AgentSession, SessionLimitReached, SessionRegistry, StreamItem
+from gateway.transport.sessions import AgentSession, SessionLimitReached, StreamItem
 
 log = logging.getLogger("narrowgate.transport")
 PING_INTERVAL_S = 15.0
@@ -63,7 +64,8 @@ class BodyTooLarge(Exception):
 
 class McpEndpoint:
     def __init__(
-        self, settings: Settings, authenticator: Authenticator, methods: Methods, sessions: SessionRegistry,
+        self, settings: Settings, authenticator: Authenticator, methods: Methods,
+        sessions: AgentSessions[Principal, AgentSession],
         telemetry: Telemetry,
     ) -> None:
         self.telemetry = telemetry

@@ -14,7 +14,8 @@ from gateway.protocol.errors import HTTP_STATUS_FOR_CODE, METHOD_NOT_FOUND, REQU
 from gateway.protocol.jsonrpc import error_reply
 from gateway.protocol.log_levels import log_allowed
 from gateway.protocol.sse import PING_FRAME, SSE_HEADERS, encode_event
-from gateway.transport.sessions import AgentSession, StreamLog
+from gateway.state.sessions import StreamLog
+from gateway.transport.sessions import AgentSession
 
 ASK_TIMEOUT_S = 600.0
 # Which client capability a relayed server-to-client request needs.

@@ -17,6 +17,7 @@ import orjson
 from gateway.identity.principal import Principal
 from gateway.protocol.errors import RATE_LIMITED, RpcError
 from gateway.protocol.sse import encode_event, encode_retry
+from gateway.state.sessions import StreamLog as StreamLogSeam
 
 # The request that is itself closing its agent's sessions (the kill switch): it must finish and answer
 # with its own error instead of being cancelled. The registry's shielded write task inherits it.
@@ -25,6 +26,7 @@ SPARED_REQUEST: contextvars.ContextVar[asyncio.Task[Any] | None] = contextvars.C
 REPLAY_BUFFER = 256
 KEPT_POST_STREAMS = 32
 StreamItem = bytes | None  # None ends a follower's stream
+StreamLogFactory = Callable[[str], StreamLogSeam]  # key -> a new, empty log
 
 
 class StreamLog:
@@ -79,10 +81,12 @@ class AgentSession:
     last_seen: float = field(default_factory=time.monotonic)
     log_level: str | None = None
     subscriptions: set[str] = field(default_factory=set)
+    # Where this session's stream logs are kept (the StreamLog seam).
+    new_log: StreamLogFactory = StreamLog
     # Session-level messages (list changes, resource updates) for GET streams.
-    general: StreamLog = field(default_factory=lambda: StreamLog("s"))
+    general: StreamLogSeam = field(default_factory=lambda: StreamLog("s"))
     # Recent POST response streams, oldest first.
-    posts: OrderedDict[str, StreamLog] = field(default_factory=OrderedDict)
+    posts: OrderedDict[str, StreamLogSeam] = field(default_factory=OrderedDict)
     post_numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     # Requests the gateway relayed to the agent, waiting for its reply.
     asks: dict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
@@ -96,8 +100,8 @@ class AgentSession:
         """Send a session-level message to every open GET stream (and keep it for replay)."""
         self.general.append(orjson.dumps(message))
 
-    def open_post_stream(self) -> StreamLog:
-        log = StreamLog(f"p{next(self.post_numbers)}")
+    def open_post_stream(self) -> StreamLogSeam:
+        log = self.new_log(f"p{next(self.post_numbers)}")
         self.posts[log.key] = log
         while len(self.posts) > KEPT_POST_STREAMS:
             self.posts.popitem(last=False)
@@ -143,13 +147,14 @@ class SessionRegistry:
     """
 
     def __init__(self, idle_s: float, max_per_agent: int = 64, max_total: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, new_log: StreamLogFactory = StreamLog) -> None:
         self.sessions: OrderedDict[str, AgentSession] = OrderedDict()  # least recently used first
         self.by_agent: dict[str, set[str]] = {}
         self.idle_s = idle_s
         self.max_per_agent = max_per_agent
         self.max_total = max_total
         self.clock = clock
+        self.new_log = new_log
 
     def create(
         self, principal: Principal, protocol_version: str, capabilities: dict[str, Any], info: dict[str, Any] | None
@@ -169,7 +174,8 @@ class SessionRegistry:
                 f"Too many sessions: the gateway holds its maximum of {self.max_total} (limits.max_sessions); "
                 "try again later")
         session_id = secrets.token_urlsafe(24)
-        session = AgentSession(session_id, principal, protocol_version, capabilities, info, last_seen=self.clock())
+        session = AgentSession(session_id, principal, protocol_version, capabilities, info, last_seen=self.clock(),
+                               new_log=self.new_log, general=self.new_log("s"))
         self.sessions[session_id] = session
         self.by_agent.setdefault(agent_id, set()).add(session_id)
         return session
