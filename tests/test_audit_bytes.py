@@ -22,7 +22,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from gateway.audit import AuditEvent, AuditLog, redacted_preview
+from gateway.audit.canonical import canonical_bytes, json_normalized
 from gateway.audit.chain import RECORD_FIELDS, canonical_json
 from gateway.audit.digests import DigestKey
 from gateway.store import open_store
@@ -129,3 +133,33 @@ if __name__ == "__main__":
         sys.exit("usage: python -m tests.test_audit_bytes --write")
     FIXTURE.write_text(_encoded(current()) + "\n")
     print(f"wrote {FIXTURE}")
+
+
+# Any JSON-like value, including what orjson would spell differently (tiny floats, NaN, big integers,
+# lone surrogates) and what it refuses: the fast path must give stdlib's bytes or defer to stdlib.
+_LEAVES = (st.none() | st.booleans() | st.integers() | st.integers(min_value=-(2**70), max_value=2**70)
+           | st.floats(allow_nan=True, allow_infinity=True) | st.floats(min_value=-1e-3, max_value=1e-3)
+           | st.text(st.characters(codec=None, exclude_categories=())))
+_VALUES = st.recursive(_LEAVES, lambda inner: st.lists(inner, max_size=4)
+                       | st.dictionaries(st.text(max_size=4), inner, max_size=4), max_leaves=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_VALUES)
+def test_fast_canonical_json_spells_values_as_stdlib_does(value: Any) -> None:
+    stdlib = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert canonical_bytes(value) == stdlib.encode("utf-8", "surrogatepass")
+    assert canonical_json(value) == stdlib
+    record = {"detail": value}
+    expected = json.loads(json.dumps(record, default=str, ensure_ascii=False).encode("utf-8", "replace").decode())
+    assert json.dumps(json_normalized(record)) == json.dumps(expected)  # json.dumps: NaN compares equal as text
+
+
+def test_the_fast_path_takes_ordinary_records_and_arguments() -> None:
+    from gateway.audit.canonical import is_plain
+    from gateway.audit.chain import unsealed_record
+
+    assert is_plain(unsealed_record(events()[0], T0))
+    assert is_plain({"text": "hello", "amount": 12.5, "ids": [1, 2**63], "nested": {"ok": None}})
+    assert not is_plain({"tiny": 1e-5}) and not is_plain([float("nan")]) and not is_plain({1: "x"})
+    assert not is_plain(2**64) and not is_plain(datetime.date(2026, 1, 1))

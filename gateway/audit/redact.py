@@ -10,6 +10,7 @@ arguments stay provable through the args digest (gateway.verifier.argument_diges
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -63,6 +64,8 @@ def is_sensitive_tool(data_classes: Sequence[str]) -> bool:
     return any(str(data_class).strip().lower() in SENSITIVE_CLASSES for data_class in data_classes)
 
 
+# Argument names repeat call after call; bounded, so made-up names cannot grow it without limit.
+@functools.lru_cache(maxsize=4096)
 def is_sensitive_key(key: str) -> bool:
     squashed = re.sub(r"[-_.\s]", "", key.lower())
     if any(part in squashed for part in _SENSITIVE_KEY_PARTS):
