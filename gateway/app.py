@@ -58,6 +58,7 @@ from gateway.tasks.token_check import TaskTokenCheck
 from gateway.tasks.tokens import TaskTokenIssuer
 from gateway.telemetry import Telemetry
 from gateway.transport.endpoint import McpEndpoint
+from gateway.transport.front import McpFirst
 from gateway.transport.resource_updates import ResourceUpdateRelay
 from gateway.transport.sessions import SessionRegistry
 from gateway.upstream.base import MODERN_ERA
@@ -108,7 +109,7 @@ class Gateway:
         admin_auth = AdminAuthenticator(settings, self.verifier, self.registry, self.task_check.is_ours)
         self.agents_api = AgentsApi(self.registry, admin_auth)
         self.policies_api = PoliciesApi(self.policy, self.reloader, admin_auth)
-        self.app = Starlette(routes=self.routes(), lifespan=self.lifespan)
+        self.app = McpFirst(self.endpoint, Starlette(routes=self.routes(), lifespan=self.lifespan))
 
     def build_identity(self) -> None:
         """Who calls: the agent registry, workload-token verification, and the gateway's own keys."""
