@@ -282,6 +282,7 @@ class Telemetry:
         # measurement, whose attribute cleaning and hashing cost more than the request's histogram.
         self._request_counts: dict[tuple[str, ...], int] = {}
         self._request_attributes: dict[tuple[str, ...], dict[str, Any]] = {}
+        self._decision_attributes: dict[str, dict[str, Any]] = {}
         meter.create_observable_counter(
             A.METRIC_REQUESTS, callbacks=[self._observe_requests], unit="{request}",
             description="MCP requests served by the gateway")
@@ -415,7 +416,12 @@ class Telemetry:
         return [Observation(count, attributes[key]) for key, count in list(self._request_counts.items())]
 
     def record_policy_evaluation(self, seconds: float, decision: str) -> None:
-        self._policy_duration.record(seconds, {A.DECISION: decision})
+        attrs = self._decision_attributes.get(decision)
+        if attrs is None:  # a handful of outcomes (allow, deny, step_up): one attribute set each
+            attrs = {A.DECISION: decision}
+            if len(self._decision_attributes) < MAX_SERIES:
+                self._decision_attributes[decision] = attrs
+        self._policy_duration.record(seconds, attrs)
 
     def record_upstream_error(self, upstream: str, error_type: str) -> None:
         self._upstream_errors.add(1, {A.UPSTREAM: upstream, A.ERROR_TYPE: error_type[:MAX_STRING]})
