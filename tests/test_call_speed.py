@@ -1,11 +1,23 @@
-"""What the per-call speed work (issue 19) must keep: the metrics a deployment scrapes, bounded."""
+"""What the per-call speed work (issue 19) must keep: the metrics a deployment scrapes (bounded), and
+remembered principals that end exactly when their agent's standing does."""
 
 from __future__ import annotations
 
+import hashlib
 import re
+from pathlib import Path
 
+import pytest
+
+from gateway.config import settings_from_mapping
+from gateway.identity.authenticator import AccessRefused, Authenticator
+from gateway.identity.verifier import TokenVerifier
+from gateway.registry.service import Registry
+from gateway.store import open_store
 from gateway.telemetry import Telemetry
 from gateway.telemetry.setup import MAX_SERIES
+
+T0 = 1_767_225_600.0
 
 
 def scraped(telemetry: Telemetry) -> str:
@@ -53,3 +65,33 @@ def test_request_series_are_bounded_by_an_overflow_series() -> None:
         assert overflow is not None and float(overflow.group(1)) == 50
     finally:
         telemetry.shutdown()
+
+
+async def test_a_remembered_static_principal_ends_with_its_agent(tmp_path: Path) -> None:
+    """Static-token principals are remembered between requests, never past what resolve would say:
+    a suspension (a new agent record) or the agent's expiry ends them at once."""
+    now = {"t": T0}
+    store = open_store(f"sqlite:///{tmp_path}/gw.db")
+    await store.migrate()
+    try:
+        registry = Registry(store, [], clock=lambda: now["t"])
+        await registry.create({
+            "id": "bench-agent", "owner": "o@example.com", "purpose": "benchmark", "state": "active",
+            "expires_at": T0 + 60, "identities": [{"kind": "static", "issuer": "narrowgate", "subject": "bench-agent"}],
+            "entitlement": {"servers": ["bench"], "require_task": False}}, actor="test", reason="test")
+        settings = settings_from_mapping({"auth": {"open_loopback": False, "static_tokens": [
+            {"agent": "bench-agent", "token_sha256": hashlib.sha256(b"tok-1").hexdigest()}]}}, tmp_path)
+        authenticator = Authenticator(settings, TokenVerifier(settings.identity), registry)
+        first = await authenticator.authenticate("Bearer tok-1")
+        assert await authenticator.authenticate("Bearer tok-1") is first  # remembered
+        await registry.suspend("bench-agent", actor="test", reason="test")
+        with pytest.raises(AccessRefused, match="suspended"):
+            await authenticator.authenticate("Bearer tok-1")
+        await registry.resume("bench-agent", actor="test", reason="test")
+        resumed = await authenticator.authenticate("Bearer tok-1")
+        assert resumed is not first and resumed.agent is registry.get("bench-agent")
+        now["t"] = T0 + 61  # past its expiry: retired, whatever was remembered
+        with pytest.raises(AccessRefused, match="retired"):
+            await authenticator.authenticate("Bearer tok-1")
+    finally:
+        await store.close()
