@@ -7,21 +7,20 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import replace
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from gateway import __version__
 from gateway.admin.agents_api import AgentsApi
 from gateway.admin.auth import AdminAuthenticator
 from gateway.admin.policies_api import PoliciesApi
 from gateway.approvals.service import ApprovalService
-from gateway.approvals.settings import ApprovalSettings
 from gateway.approvals.step_up import StepUpFlow
 from gateway.approvals.webhook import approval_webhook_payload
 from gateway.audit import AuditEvent, AuditLog
@@ -29,7 +28,6 @@ from gateway.audit.digests import DigestKey
 from gateway.authorization import Authorizer
 from gateway.catalog import Catalog
 from gateway.chain.monitor import ChainMonitor
-from gateway.chain.settings import monitoring_settings_from_mapping
 from gateway.chain.tracker import ChainTracker
 from gateway.config import Settings
 from gateway.credentials.secret_sources import SecretResolver
@@ -37,7 +35,6 @@ from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.detections import DetectionResponder
 from gateway.discovery.resources import ResourceReviews
 from gateway.discovery.service import ToolReviews
-from gateway.discovery.settings import DiscoverySettings
 from gateway.discovery.webhook import approved_only, resource_webhook_payload, review_webhook_payload
 from gateway.identity.authenticator import Authenticator
 from gateway.identity.principal import Principal
@@ -48,8 +45,10 @@ from gateway.oauth.token_endpoint import TOKEN_PATH, TokenEndpoint, settings_for
 from gateway.policy.engine import PolicyEngine, ReloadOutcome
 from gateway.policy.hours import WorkingHours
 from gateway.policy.reloader import PolicyReloader
+from gateway.protocol.eras import MODERN_ERA
 from gateway.registry.model import Agent, Lifecycle, LifecycleEvent
 from gateway.registry.service import Registry
+from gateway.resource_updates import ResourceUpdateRelay
 from gateway.store import open_store
 from gateway.tasks.gate import TaskGate
 from gateway.tasks.model import Task
@@ -59,9 +58,7 @@ from gateway.tasks.tokens import TaskTokenIssuer
 from gateway.telemetry import Telemetry
 from gateway.transport.endpoint import McpEndpoint
 from gateway.transport.front import McpFirst
-from gateway.transport.resource_updates import ResourceUpdateRelay
 from gateway.transport.sessions import SessionRegistry
-from gateway.upstream.base import MODERN_ERA
 from gateway.upstream.directory import Directory, Listing
 from gateway.upstream.pool import UpstreamPool
 from gateway.visibility_pass import VisibilityPass
@@ -138,7 +135,7 @@ class Gateway:
 
     def build_monitor(self) -> ChainMonitor:
         """Chain monitoring: the catalog's `egress: true` tools count as egress, besides the config's."""
-        settings = self.settings.monitoring or monitoring_settings_from_mapping({})
+        settings = self.settings.monitoring
         egress = tuple(sorted({*settings.egress_tools, *(t.exposed_name for t in self.catalog.tools.values()
                                                         if t.egress)}))
         settings = replace(settings, egress_tools=egress)
@@ -165,7 +162,7 @@ class Gateway:
 
     def build_discovery(self) -> None:
         """Upstream tools as reviewed: quarantine for new and changed definitions, and their review."""
-        settings = self.settings.discovery or DiscoverySettings()
+        settings = self.settings.discovery
         self.pool = UpstreamPool(self.catalog, self.upstream_auth, full_resync_s=settings.resync_interval_s,
                                  max_reply_bytes=self.settings.limits.max_upstream_reply_bytes)
         self.reviews = ToolReviews(self.store, self.audit)
@@ -214,14 +211,14 @@ class Gateway:
             return None
         return replace(principal, agent=agent)
 
-    def run_in_background(self, work: Any) -> None:
+    def run_in_background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 
     def build_approvals(self, authorizer: Authorizer) -> None:
         """Step-up approvals: requests people decide in the console, the admin API or the CLI."""
-        settings = self.settings.approvals or ApprovalSettings()
+        settings = self.settings.approvals
         self.approval_settings = settings
         self.approvals = ApprovalService(self.store, self.registry, self.audit, settings, digests=self.digest_key)
         self.tasks.on_end.append(self.approvals.task_ended)
@@ -232,7 +229,7 @@ class Gateway:
         self.methods.step_up = StepUpFlow(self.approvals, authorizer, self.tasks, self.telemetry, settings,
                                           self.settings.base_url)
 
-    def routes(self) -> list[Route]:
+    def routes(self) -> list[BaseRoute]:
         from gateway.admin.approvals_api import ApprovalsApi
         from gateway.admin.catalog_api import CatalogApi
         from gateway.admin.keys_api import KeysApi

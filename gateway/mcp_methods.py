@@ -10,41 +10,26 @@ from typing import Any
 from mcp.shared.inbound import mcp_param_headers
 from mcp_types import SERVER_INFO_META_KEY
 
-from gateway import __version__
-from gateway.approvals.step_up import StepUpCall, StepUpFlow, without_approval_round
+from gateway.approvals.step_up import HoldingSink, StepUpCall, StepUpFlow, without_approval_round
 from gateway.authorization import Authorizer
 from gateway.catalog.model import HttpTransport, ServerEntry, ToolEntry
 from gateway.chain.monitor import ChainMonitor
 from gateway.credentials.upstream_auth import UpstreamAuth
-from gateway.errors import INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, UPSTREAM_UNAVAILABLE, RpcError
 from gateway.identity.principal import Principal
 from gateway.policy.engine import Decision, RequestFacts
 from gateway.policy.paths import CanonicalizationError, canonical_path
+from gateway.protocol.capabilities import INSTRUCTIONS, MODERN_CAPABILITIES, SERVER_INFO
+from gateway.protocol.eras import MODERN_ERA
+from gateway.protocol.errors import INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, UPSTREAM_UNAVAILABLE, RpcError
+from gateway.protocol.log_levels import LOG_LEVELS
 from gateway.tasks.gate import BUILTIN_TOOLS, TaskGate, task_facts
 from gateway.tasks.model import Task
 from gateway.telemetry import NOOP_SPAN, RequestSpan, Telemetry
-from gateway.transport.sessions import LOG_LEVELS, AgentSession
-from gateway.upstream.base import LEGACY_ERA, MODERN_ERA, CallContext, CallSink
+from gateway.transport.sessions import AgentSession
+from gateway.upstream.base import CallContext
 from gateway.upstream.directory import ResourceRoute, Withheld
 from gateway.upstream.pool import UpstreamPool
 from gateway.verifier import argument_digest
-
-SERVER_INFO = {"name": "narrowgate", "title": "Narrowgate", "version": __version__}
-SERVER_CAPABILITIES: dict[str, Any] = {
-    "tools": {"listChanged": True},
-    "prompts": {"listChanged": True},
-    "resources": {"subscribe": True, "listChanged": True},
-    "completions": {},
-    "logging": {},
-}
-# 2026-07-28 drops logging and per-resource subscribe (subscriptions/listen replaces them).
-MODERN_CAPABILITIES: dict[str, Any] = {
-    "tools": {"listChanged": True},
-    "prompts": {"listChanged": True},
-    "resources": {"listChanged": True},
-    "completions": {},
-}
-INSTRUCTIONS = "Tools are served through Narrowgate; each call is checked and recorded."
 
 
 @dataclass(slots=True)
@@ -54,7 +39,7 @@ class RequestContext:
     client_capabilities: dict[str, Any]
     client_info: dict[str, Any] | None
     session: AgentSession | None
-    sink: CallSink | None
+    sink: HoldingSink | None  # also the upstream call's CallSink
     trace_id: str | None = None
     span: RequestSpan = NOOP_SPAN
     # What this request came to, for metrics and the span.
@@ -268,7 +253,7 @@ class Methods:
     async def get_prompt(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
         name = params.get("name")
         view = self.pool.directory.prompts.get(name) if isinstance(name, str) else None
-        if view is None:
+        if view is None or not isinstance(name, str):
             raise RpcError(INVALID_PARAMS, f"Unknown prompt: {name}")
         await self.authorizer.prompt(ctx.principal, view.server_id, name, self.facts(ctx), ctx.trace_id)
         return await self.forward(ctx, view.server_id, "prompts/get", {**params, "name": view.upstream_name})
@@ -420,5 +405,3 @@ HANDLERS: dict[str, Handler] = {
     "completion/complete": Methods.complete,
     "logging/setLevel": Methods.set_log_level,
 }
-ERA_ONLY = {"ping": LEGACY_ERA, "logging/setLevel": LEGACY_ERA, "resources/subscribe": LEGACY_ERA,
-            "resources/unsubscribe": LEGACY_ERA, "server/discover": MODERN_ERA}

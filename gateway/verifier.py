@@ -58,6 +58,7 @@ from typing import Any
 
 import jwt
 
+_canonical_bytes: Callable[[Any], bytes] | None
 try:  # inside the gateway: the same bytes, computed faster (orjson where it spells them alike)
     from gateway.audit.canonical import canonical_bytes as _canonical_bytes
 except ImportError:  # this file copied alone into a tool server: json below is the definition
@@ -207,10 +208,11 @@ class UpstreamTokenVerifier:
 
     def _decode(self, token: str, key: Any, alg: str) -> dict[str, Any]:
         # Times are checked by _check_times with our clock (testable, and one leeway rule for all).
-        options = {"verify_exp": False, "verify_iat": False, "verify_nbf": False, "require": list(REQUIRED_CLAIMS)}
+        options: jwt.types.Options = {"verify_exp": False, "verify_iat": False, "verify_nbf": False,
+                                      "require": list(REQUIRED_CLAIMS)}
         try:
             return jwt.decode(token, key, algorithms=[alg], audience=self.audience, issuer=self.issuer,
-                              options=options)  # type: ignore[arg-type]
+                              options=options)
         except jwt.InvalidSignatureError:
             raise TokenRefused("bad signature") from None
         except jwt.InvalidAudienceError:

@@ -31,11 +31,11 @@ from gateway.approvals.model import (
     Approver,
     NotAllowedToDecide,
 )
-from gateway.approvals.settings import ApprovalSettings
 from gateway.audit import AuditEvent, AuditLog
 from gateway.audit.digests import DigestKey
 from gateway.registry.model import Agent, Lifecycle, LifecycleEvent
 from gateway.registry.service import Registry
+from gateway.settings.approvals import ApprovalSettings
 from gateway.store.base import Store
 from gateway.tasks.model import Task
 

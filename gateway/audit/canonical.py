@@ -75,11 +75,14 @@ def canonical_text(value: Any) -> str:
 def json_normalized(value: dict[str, Any]) -> dict[str, Any]:
     """`value` as JSON types, the way `json.loads(json.dumps(value, default=str))` gives it back (valid
     UTF-8: a lone surrogate becomes "?"), so what is hashed now is what the database returns later."""
+    normalized: dict[str, Any]
     if is_plain(value):
         try:
-            return orjson.loads(orjson.dumps(value))
+            normalized = orjson.loads(orjson.dumps(value))
+            return normalized
         except orjson.JSONEncodeError:
             pass
     # default=str: a datetime or an enum in `detail` becomes its text instead of failing the write.
     text = json.dumps(value, default=str, ensure_ascii=False)
-    return json.loads(text.encode("utf-8", "replace").decode("utf-8"))
+    normalized = json.loads(text.encode("utf-8", "replace").decode("utf-8"))
+    return normalized

@@ -10,15 +10,17 @@ import math
 from typing import Any
 
 from gateway.catalog.model import ToolEntry
-from gateway.chain.tracker import ChainTracker, Detection, RateLimited
-from gateway.errors import ACCESS_DENIED, RATE_LIMITED, RpcError
+from gateway.chain.detectors import Detection
+from gateway.chain.tracker import ChainTracker, RateLimited
+from gateway.detections import DetectionResponder
 from gateway.identity.principal import Principal
+from gateway.protocol.errors import ACCESS_DENIED, RATE_LIMITED, RpcError
 
 
 class ChainMonitor:
-    def __init__(self, tracker: ChainTracker, responder: Any) -> None:
+    def __init__(self, tracker: ChainTracker, responder: DetectionResponder) -> None:
         self.tracker = tracker
-        self.responder = responder  # gateway.detections.DetectionResponder
+        self.responder = responder
 
     def admit(self, principal: Principal, tool: str | None) -> None:
         """Count one request that will reach an upstream against the caller's rate limits, or refuse it

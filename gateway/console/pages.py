@@ -49,9 +49,8 @@ from gateway.approvals.service import ApprovalService
 from gateway.catalog.definitions import reveal_hidden
 from gateway.config import Settings
 from gateway.console.catalog import CatalogPages
-from gateway.console.links import approval_path, segment
+from gateway.console.links import HOME, approval_path, segment
 from gateway.console.security import (
-    HOME,
     CookiePolicy,
     Hardened,
     Refused,

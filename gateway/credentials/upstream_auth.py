@@ -17,8 +17,9 @@ from gateway.credentials.keys import SigningKeyring
 from gateway.credentials.revocations import Revocations
 from gateway.credentials.secret_sources import SecretResolver, SecretUnavailable
 from gateway.credentials.upstream_tokens import UpstreamTokenMinter
-from gateway.errors import UPSTREAM_UNAVAILABLE, RpcError
 from gateway.identity.principal import Principal
+from gateway.protocol.errors import UPSTREAM_UNAVAILABLE, RpcError
+from gateway.store.base import SigningKeyStore
 from gateway.verifier import argument_digest
 
 DISCOVERY_SCOPE = "mcp:discovery"  # handshake and list requests, which call no tool
@@ -35,7 +36,7 @@ class UpstreamAuth:
         self._public: dict[str, Any] = {}
         self._public_kids: tuple[str, ...] = ()
 
-    async def start(self, store: Any) -> None:
+    async def start(self, store: SigningKeyStore) -> None:
         """Open (or create, on first start) the signing keys."""
         self.keyring = await SigningKeyring.open(store)
         self.minter = UpstreamTokenMinter(self.keyring, self.issuer, self.ttl_s)

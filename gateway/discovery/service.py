@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 from gateway.approvals.model import Approver
 from gateway.audit import AuditEvent, AuditLog
 from gateway.catalog.definitions import claimed_risk, definition_hash, definition_of
 from gateway.catalog.loader import TOOL_NAME_PATTERN
-from gateway.catalog.model import RISK_TIERS, Catalog, ServerEntry, ToolEntry
+from gateway.catalog.model import RISK_TIERS, Catalog, Risk, ServerEntry, ToolEntry
 from gateway.catalog.review_flags import flag_definition
 from gateway.discovery.model import (
     APPROVED,
@@ -203,7 +203,8 @@ class ToolReviews(ReviewRecords[ToolReview]):
     @staticmethod
     def _discovered_entry(server: ServerEntry, review: ToolReview) -> ToolEntry:
         return ToolEntry(name=review.name, exposed_name=review.exposed_name, server_id=server.id,
-                         risk=review.risk or claimed_risk(review.current_definition),  # type: ignore[arg-type]
+                         # approve() admits only RISK_TIERS; claimed_risk() returns one of them
+                         risk=cast(Risk, review.risk or claimed_risk(review.current_definition)),
                          data_classes=review.data_classes, owner=review.owner or server.owner,
                          egress=review.egress, status=review.status)
 
@@ -220,7 +221,7 @@ class ToolReviews(ReviewRecords[ToolReview]):
         return review
 
     async def approve(self, key: tuple[str, str], person: Approver, *, expected_hash: str | None = None,
-                      risk: str | None = None, data_classes: list[str] | None = None, egress: bool | None = None,
+                      risk: str | None = None, data_classes: Sequence[str] | None = None, egress: bool | None = None,
                       comment: str = "") -> ToolReview:
         review = self.check(key, person, expected_hash)
         if review.current_hash == UNANALYSABLE or not TOOL_NAME_PATTERN.fullmatch(review.name):

@@ -19,14 +19,15 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import TypedDict
 
 import aiohttp
 
 from gateway.identity.jwks import HttpFetcher, KeySource, UnverifiedToken, parse_unverified
 from gateway.identity.oidc import OidcIssuerVerifier
-from gateway.identity.settings import IdentitySettings
 from gateway.identity.spiffe import SPIFFE_SCHEME, SpiffeTrustDomainVerifier, parse_spiffe_id
 from gateway.identity.verified import TokenRejected, VerifiedToken
+from gateway.settings.identity import IdentitySettings
 
 log = logging.getLogger("narrowgate.identity")
 DEFAULT_CACHE_SIZE = 10_000
@@ -66,6 +67,14 @@ class VerifiedTokenCache:
         self._entries.clear()
 
 
+class IssuerOptions(TypedDict):
+    """The keyword arguments every issuer's verifier (OIDC, SPIFFE) takes from the identity settings."""
+
+    audience: str
+    leeway: float
+    min_refresh_interval_s: float
+
+
 class TokenVerifier:
     def __init__(
         self,
@@ -77,7 +86,7 @@ class TokenVerifier:
         """`http_session`: the gateway's client session; without one, the verifier opens its own on demand."""
         self.settings = settings
         self._fetcher = HttpFetcher(http_session)
-        common = {
+        common: IssuerOptions = {
             "audience": settings.audience,
             "leeway": settings.clock_skew_s,
             "min_refresh_interval_s": settings.key_refresh_min_interval_s,

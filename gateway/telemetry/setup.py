@@ -152,7 +152,7 @@ class _SpanScope:
 
     def __init__(self, span: trace.Span) -> None:
         self._span = span
-        self._token: object = None
+        self._token: contextvars.Token[otel_context.Context] | None = None
 
     def enter(self) -> None:
         self._token = otel_context.attach(trace.set_span_in_context(self._span))
@@ -168,7 +168,8 @@ class _SpanScope:
                     # The exception's message may quote arguments: only its class goes on the span.
                     span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
         finally:
-            otel_context.detach(self._token)  # type: ignore[arg-type]
+            if self._token is not None:
+                otel_context.detach(self._token)
             span.end()
 
 
@@ -385,8 +386,8 @@ class Telemetry:
 
     def record_request(self, method: str, decision: str | None, upstream: str | None, seconds: float,
                        error_type: str | None) -> None:
-        key = (method if method in A.KNOWN_METHODS else A.OTHER, decision or "", upstream or "",
-               "" if error_type is None else error_type[:MAX_STRING])
+        key: tuple[str, ...] = (method if method in A.KNOWN_METHODS else A.OTHER, decision or "", upstream or "",
+                                "" if error_type is None else error_type[:MAX_STRING])
         attrs = self._request_attributes.get(key)
         if attrs is None:
             key, attrs = self._new_request_series(key, decision, upstream, error_type)

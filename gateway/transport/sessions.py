@@ -14,9 +14,9 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import RATE_LIMITED, RpcError
 from gateway.identity.principal import Principal
-from gateway.transport.sse import encode_event, encode_retry
+from gateway.protocol.errors import RATE_LIMITED, RpcError
+from gateway.protocol.sse import encode_event, encode_retry
 
 # The request that is itself closing its agent's sessions (the kill switch): it must finish and answer
 # with its own error instead of being cancelled. The registry's shielded write task inherits it.
@@ -24,22 +24,7 @@ SPARED_REQUEST: contextvars.ContextVar[asyncio.Task[Any] | None] = contextvars.C
     "narrowgate_spared_request", default=None)
 REPLAY_BUFFER = 256
 KEPT_POST_STREAMS = 32
-LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 StreamItem = bytes | None  # None ends a follower's stream
-
-
-def log_allowed(message: dict[str, Any], threshold: str | None, when_unset: bool) -> bool:
-    """Whether a notification passes a logging threshold (other notifications always pass).
-
-    2025-11-25 agents get every log line until they call logging/setLevel (when_unset=True);
-    2026-07-28 agents only when their request's `_meta` asks for a level (when_unset=False).
-    """
-    if message.get("method") != "notifications/message":
-        return True
-    if threshold not in LOG_LEVELS:
-        return when_unset
-    level = (message.get("params") or {}).get("level")
-    return level not in LOG_LEVELS or LOG_LEVELS.index(level) >= LOG_LEVELS.index(threshold)
 
 
 class StreamLog:

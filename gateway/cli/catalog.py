@@ -1,7 +1,8 @@
-"""`narrowgate catalog review|approve|reject|pin`: the upstream tool quarantine of a running gateway.
+"""`narrowgate catalog validate|review|approve|reject|pin|discover`: the catalog and the upstream tool quarantine.
 
+`validate` checks the manifests offline (`discover`, in gateway.cli.catalog_discover, drafts one).
 `review`, `approve` and `reject` drive the admin API's review queue (docs/catalog.md#reviewing); with
-`--resources` / `--resource ID` they drive the resource queue (gateway.catalog_resource_commands).
+`--resources` / `--resource ID` they drive the resource queue (gateway.cli.catalog_resources).
 `pin` copies the hashes of the approved definitions into the manifests as `definition_sha256`, as a
 text edit: manifests are reviewed like code, so their comments, key order and layout must survive.
 """
@@ -9,39 +10,55 @@ text edit: manifests are reviewed like code, so their comments, key order and la
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
+import sys
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from gateway.admin.client import AdminClientError, _add_connection_options, _when, client
 from gateway.catalog import CatalogError, load_catalog
 from gateway.catalog.definitions import reveal_hidden
-from gateway.catalog.loader import PIN_PATTERN
 from gateway.catalog.model import RISK_TIERS
-from gateway.catalog_discover import add_discover_parser
+from gateway.cli.admin_client import AdminClientError, add_connection_options, client, when
+from gateway.cli.catalog_discover import add_discover_parser
+from gateway.cli.catalog_resources import run_resource_decide, run_resource_review
+from gateway.cli.exit_codes import EXIT_INVALID
+from gateway.cli.parsers import Subcommands
+from gateway.cli.review_text import (
+    CatalogCommandError,
+    diff_lines,
+    expected_hash,
+    flag_lines,
+    json_text,
+    short_hash,
+    table,
+)
+from gateway.config import load_settings
 from gateway.discovery.model import APPROVED, QUARANTINED, REJECTED, STATUSES
 
 PIN_KEY = "definition_sha256"
-SHORT_HASH = len("sha256:") + 12
-MAX_VALUE = 200  # characters of one diff value shown; the full definition follows anyway
 EXIT_STALE = 1
-
-
-class CatalogCommandError(ValueError):
-    """Reported by the CLI as `narrowgate: <message>` with exit status 2."""
 
 
 # --- parsers -------------------------------------------------------------------------------------
 
 
-def add_catalog_review_parsers(catalog_commands: Any) -> None:
+def add_catalog_parser(commands: Subcommands) -> None:
+    catalog = commands.add_parser("catalog", help="work with the tool catalog")
+    catalog_commands = catalog.add_subparsers(title="catalog commands", metavar="COMMAND", required=True)
+    validate = catalog_commands.add_parser("validate", help="check every manifest; report problems with file:line")
+    validate.add_argument("--config", type=Path, help="take the catalog directory from this config")
+    validate.add_argument("--catalog", type=Path, help="catalog directory (default: tool_catalog/)")
+    validate.set_defaults(run=run_catalog_validate)
+    add_catalog_review_parsers(catalog_commands)
+
+
+def add_catalog_review_parsers(catalog_commands: Subcommands) -> None:
     """`review`, `approve`, `reject`, `pin` and `discover` under `narrowgate catalog`."""
     review = catalog_commands.add_parser(
         "review", help="the quarantine queue, or one tool's review record (admin API)",
@@ -53,7 +70,7 @@ def add_catalog_review_parsers(catalog_commands: Any) -> None:
     review.add_argument("--resources", action="store_true",
                         help="the resource and resource-template queue instead of the tool queue")
     _add_resource_option(review)
-    _add_connection_options(review)
+    add_connection_options(review)
     review.set_defaults(run=run_review)
 
     approve = catalog_commands.add_parser("approve", help="approve a quarantined tool's, resource's or "
@@ -66,7 +83,7 @@ def add_catalog_review_parsers(catalog_commands: Any) -> None:
                          help="a data class of a discovered tool (repeatable)")
     approve.add_argument("--egress", action="store_true", help="a discovered tool sends data outside")
     approve.add_argument("--comment", default="", help="a note recorded with your decision")
-    _add_connection_options(approve)
+    add_connection_options(approve)
     approve.set_defaults(run=run_decide, action="approve")
 
     reject = catalog_commands.add_parser("reject", help="reject a quarantined tool's, resource's or "
@@ -75,7 +92,7 @@ def add_catalog_review_parsers(catalog_commands: Any) -> None:
     _add_resource_option(reject)
     _add_hash_option(reject)
     reject.add_argument("--comment", default="", help="a note recorded with your decision")
-    _add_connection_options(reject)
+    add_connection_options(reject)
     reject.set_defaults(run=run_decide, action="reject")
 
     pin = catalog_commands.add_parser(
@@ -87,7 +104,7 @@ def add_catalog_review_parsers(catalog_commands: Any) -> None:
                      help="catalog directory (default: tool_catalog/)")
     pin.add_argument("--check", action="store_true",
                      help="write nothing; exit 1 if a pin is missing or differs from the approved hash")
-    _add_connection_options(pin)
+    add_connection_options(pin)
     pin.set_defaults(run=run_pin)
     add_discover_parser(catalog_commands)
 
@@ -102,6 +119,24 @@ def _add_hash_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sha256", metavar="HASH",
                         help="required: the definition hash you reviewed, as shown by "
                              "`narrowgate catalog review SERVER/NAME`")
+
+
+# --- validate ------------------------------------------------------------------------------------
+
+
+def run_catalog_validate(args: argparse.Namespace) -> int:
+    config = load_settings(args.config, resolve_secrets=False) if args.config else None  # only its `catalog`
+    directory = args.catalog or (config.catalog_dir if config else Path("tool_catalog"))
+    try:
+        catalog = load_catalog(directory)
+    except CatalogError as exc:
+        for problem in exc.problems:
+            print(problem)
+        print(f"{len(exc.problems)} problem(s) found", file=sys.stderr)
+        return EXIT_INVALID
+    tools = sum(len(server.tools) for server in catalog.servers.values())
+    print(f"catalog ok: {len(catalog.servers)} server(s), {tools} tool(s) in {directory}")
+    return 0
 
 
 # --- review, approve, reject ---------------------------------------------------------------------
@@ -120,8 +155,6 @@ def tool_path(server: str, name: str) -> str:
 
 def run_review(args: argparse.Namespace) -> int:
     if args.resources or args.resource is not None:
-        from gateway.catalog_resource_commands import run_resource_review  # it imports this module
-
         if args.tool is not None:
             raise CatalogCommandError("name either a tool (SERVER/NAME) or --resource ID, not both")
         return run_resource_review(args)
@@ -151,25 +184,14 @@ def queue_lines(tools: list[dict[str, Any]], status: str) -> list[str]:
     return lines
 
 
-def table(header: tuple[str, ...], rows: Iterable[tuple[str, ...]]) -> list[str]:
-    # Upstreams name discovered tools: hidden or control characters must not reach the terminal.
-    cells = [header, *[tuple(reveal_hidden(str(c)) for c in row) for row in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    return ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
-
-
-def short_hash(value: str | None) -> str:
-    return "-" if not value else value[:SHORT_HASH]
-
-
 def record_lines(record: dict[str, Any]) -> list[str]:
     """One tool's review record, in the order a reviewer reads it."""
     slug = f"{record['server_id']}/{record['name']}"
     lines = [f"{label + ':':<16} {reveal_hidden(str(value))}" for label, value in _facts(record)]
-    lines += ["", *_flag_lines(record["flags"]), "", *_diff_lines(record)]
+    lines += ["", *flag_lines(record["flags"]), "", *diff_lines(record)]
     if record.get("description_diff"):
         lines += ["", "description diff:", *[f"  {line}" for line in record["description_diff"].splitlines()]]
-    lines += ["", "current definition (hidden characters shown as [U+XXXX]):", _json(record["current_definition"])]
+    lines += ["", "current definition (hidden characters shown as [U+XXXX]):", json_text(record["current_definition"])]
     if record["status"] == QUARANTINED and record.get("you_may_review"):
         risk = " --risk TIER" if record["origin"] == "discovered" else ""
         lines += ["", "decide with:",
@@ -186,10 +208,10 @@ def _facts(record: dict[str, Any]) -> list[tuple[str, str]]:
              ("owner", record["owner"] or "-"),
              ("definition", record["current_hash"]),
              ("approved", record.get("approved_hash") or "none yet"),
-             ("first seen", _when(record.get("first_seen"))), ("changed", _when(record.get("changed_at")))]
+             ("first seen", when(record.get("first_seen"))), ("changed", when(record.get("changed_at")))]
     if record.get("reviewed_by"):
         comment = f": {record['comment']}" if record.get("comment") else ""
-        facts.append(("reviewed by", f"{record['reviewed_by']} at {_when(record.get('reviewed_at'))}{comment}"))
+        facts.append(("reviewed by", f"{record['reviewed_by']} at {when(record.get('reviewed_at'))}{comment}"))
     if record["origin"] == "discovered" and record.get("risk"):
         classes = ", ".join(record.get("data_classes") or []) or "none"
         facts.append(("reviewed as", f"risk {record['risk']}, data classes {classes}, "
@@ -198,61 +220,15 @@ def _facts(record: dict[str, Any]) -> list[tuple[str, str]]:
     return facts
 
 
-def _flag_lines(flags: list[dict[str, str]]) -> list[str]:
-    if not flags:
-        return ["flags: none"]
-    return ["flags:", *[reveal_hidden(f"  {f['severity']:<7} {f['code']}: {f['message']}") for f in flags]]
-
-
-def _diff_lines(record: dict[str, Any]) -> list[str]:
-    if record.get("approved_definition") is None and record["change"] == "changed":
-        # A manifest pin names only a hash: the definition it stands for was never seen by this gateway.
-        return ["changes: differs from the manifest's definition_sha256 pin (that definition is unknown here, "
-                "so there is no diff)"]
-    if record.get("approved_definition") is None:
-        return ["changes: a new definition, nothing approved before"]
-    if not record["diff"]:
-        return ["changes: none against the approved definition"]
-    lines = ["changes against the approved definition:"]
-    for entry in record["diff"]:
-        if entry["field"] == "description" and record.get("description_diff"):
-            lines.append(f"  description: {entry['change']} (diff below)")
-            continue
-        for path, change in _paths(entry):
-            lines.append(f"  {path}: {_value(change['old'], change['change'] == 'added')} -> "
-                         f"{_value(change['new'], change['change'] == 'removed')}")
-    return lines
-
-
-def _paths(entry: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    # Schemas come with JSON-pointer paths; other fields change as one value.
-    if entry.get("changes"):
-        return [(f"{entry['field']}{c['path']}", c) for c in entry["changes"]]
-    return [(entry["field"], entry)]
-
-
-def _value(value: Any, absent: bool) -> str:
-    if absent:
-        return "(absent)"
-    text = reveal_hidden(json.dumps(value, ensure_ascii=False, sort_keys=True))
-    return text if len(text) <= MAX_VALUE else text[:MAX_VALUE] + "..."
-
-
-def _json(value: Any) -> str:
-    return reveal_hidden(json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True))
-
-
 def run_decide(args: argparse.Namespace) -> int:
     if (args.tool is None) == (args.resource is None):
         raise CatalogCommandError("name one tool (SERVER/NAME) or one --resource ID")
     if args.resource is not None:
-        from gateway.catalog_resource_commands import run_resource_decide  # it imports this module
-
         if args.action == "approve" and (args.risk or args.data_classes or args.egress):
             raise CatalogCommandError("--risk, --data-class and --egress are for tools, not resources")
         return run_resource_decide(args)
     server, name = split_tool(args.tool)
-    expected = _expected_hash(args.sha256, args.tool)
+    expected = expected_hash(args.sha256, args.tool)
     body: dict[str, Any] = {"expected_sha256": expected, "comment": args.comment}
     if args.action == "approve":
         # Only what was given: a catalogued tool refuses risk, data classes and egress outright.
@@ -267,16 +243,6 @@ def run_decide(args: argparse.Namespace) -> int:
         raise
     print(f"{decided['server_id']}/{decided['name']} ({decided['exposed_name']}) is now {decided['status']}")
     return 0
-
-
-def _expected_hash(value: str | None, tool: str) -> str:
-    if not value:
-        raise CatalogCommandError(f"--sha256 is required: the hash of the definition you reviewed "
-                                  f"(`narrowgate catalog review {tool}` shows it)")
-    if not PIN_PATTERN.fullmatch(value):
-        raise CatalogCommandError(f"--sha256 must be sha256:<64 hex digits> as `narrowgate catalog review {tool}` "
-                                  f"shows it, got {value!r}")
-    return value
 
 
 # --- pin: the text edit --------------------------------------------------------------------------
@@ -437,7 +403,7 @@ def read_manifests(directory: Path) -> dict[str, Manifest]:
             continue
         if data["id"] in manifests:
             raise CatalogCommandError(f"{path}: id {data['id']!r} is also used by {manifests[data['id']].path}")
-        tools = data.get("tools") if isinstance(data.get("tools"), list) else []
+        tools = given if isinstance(given := data.get("tools"), list) else []
         pins = {t["name"]: t.get(PIN_KEY) for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)}
         manifests[data["id"]] = Manifest(path, text, pins)
     return manifests

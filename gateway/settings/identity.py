@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from gateway.config import ConfigError, is_loopback_host
+from gateway.settings.errors import ConfigError
+from gateway.settings.network import is_loopback_host
 
 # Each algorithm family is verified only with keys of the matching type (see jwks.py).
 SUPPORTED_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"})

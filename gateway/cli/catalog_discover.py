@@ -31,6 +31,7 @@ from gateway.catalog import CatalogError, load_catalog
 from gateway.catalog.definitions import DefinitionTooDeep, claimed_risk, definition_hash, reveal_hidden
 from gateway.catalog.loader import ENV_REFERENCE, ID_PATTERN, NAMESPACE_PATTERN, RESERVED_NAMESPACE, TOOL_NAME_PATTERN
 from gateway.catalog.model import NAMESPACE_SEPARATOR
+from gateway.cli.parsers import Subcommands
 
 DEFAULT_TIMEOUT_S = 30.0
 MAX_PAGES = 100  # as the gateway: a server that never ends its list is not followed forever
@@ -48,7 +49,7 @@ class DiscoverError(ValueError):
     """Reported by the CLI as `narrowgate: <message>` with exit status 2."""
 
 
-def add_discover_parser(catalog_commands: Any) -> None:
+def add_discover_parser(catalog_commands: Subcommands) -> None:
     discover = catalog_commands.add_parser(
         "discover", help="connect to a live MCP server and draft its manifest (tools, risk, pins)",
         usage="narrowgate catalog discover [options] URL\n"

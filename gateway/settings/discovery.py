@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.config import ConfigError, check_keys, duration_s, webhook_url
+from gateway.settings.durations import duration_s
+from gateway.settings.errors import ConfigError
+from gateway.settings.fields import check_keys, webhook_url
 
 
 @dataclass(frozen=True, slots=True)

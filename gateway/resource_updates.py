@@ -15,9 +15,9 @@ from typing import Any
 
 from gateway.identity.principal import Principal
 from gateway.mcp_methods import Methods
+from gateway.protocol.eras import MODERN_ERA
 from gateway.transport.listen import ListenHub
 from gateway.transport.sessions import SessionRegistry
-from gateway.upstream.base import MODERN_ERA
 from gateway.upstream.directory import ResourceRoute, canonical_uri
 
 log = logging.getLogger("narrowgate.transport")
@@ -35,7 +35,7 @@ class ResourceUpdateRelay:
         self.current = current
 
     async def relay(self, server_id: str, message: dict[str, Any]) -> None:
-        params = message.get("params") if isinstance(message.get("params"), dict) else {}
+        params = given if isinstance(given := message.get("params"), dict) else {}
         canonical = canonical_uri(params.get("uri"))
         if canonical is None:
             log.warning("resource update from %s with an unusable uri dropped", server_id)

@@ -14,18 +14,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.catalog import CatalogError, load_catalog
+from gateway.catalog import Catalog, CatalogError, load_catalog
+from gateway.cli.exit_codes import EXIT_INVALID
+from gateway.cli.parsers import Subcommands
 from gateway.config import Settings, load_settings
 from gateway.identity.principal import Principal
 from gateway.policy.engine import PolicyEngine, PolicyLoadError, RequestFacts
 from gateway.policy.hours import WorkingHours
 from gateway.policy.testing import run_policy_tests, validate_policies_dir
+from gateway.registry.model import Agent
 
-EXIT_INVALID = 2
 EXIT_FAILED = 1
 
 
-def add_policy_parser(commands: Any) -> None:
+def add_policy_parser(commands: Subcommands) -> None:
     policy = commands.add_parser("policy", help="validate, test and explain the Cedar policy set")
     sub = policy.add_subparsers(title="policy commands", metavar="COMMAND", required=True)
     validate = sub.add_parser("validate", help="parse and validate the policy set against the catalog")
@@ -93,7 +95,7 @@ def run_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _settings_and_catalog(args: argparse.Namespace) -> tuple[Settings, Any]:
+def _settings_and_catalog(args: argparse.Namespace) -> tuple[Settings, Catalog]:
     # Offline: no one is authenticated and no upstream reached, so neither tokens nor transport variables are needed.
     settings = load_settings(args.config, resolve_secrets=False)
     try:
@@ -130,13 +132,13 @@ async def _principal_and_schemas(settings: Settings, agent_id: str) -> tuple[Pri
     finally:
         await store.close()
     if agent is None and settings.agents_file is not None:
-        agent = await _agent_from_file(settings.agents_file, agent_id)
+        agent = await agent_from_file(settings.agents_file, agent_id)
     if agent is None:
         return None, schemas
     return Principal(agent.id, "explain", agent=agent), schemas
 
 
-async def _agent_from_file(agents_file: Path, agent_id: str) -> Any:
+async def agent_from_file(agents_file: Path, agent_id: str) -> Agent | None:
     """Read an agent declared in the agents file without writing to the real store."""
     from gateway.registry.service import Registry
     from gateway.store import open_store

@@ -12,14 +12,20 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from gateway.audit.chain import ChainVerifier
 from gateway.audit.model import KINDS
+from gateway.cli.parsers import Subcommands
 from gateway.config import load_settings
+
+if TYPE_CHECKING:  # for annotations only: the commands import the store where they open it
+    from gateway.store.base import AuditStore, Store
+
+T = TypeVar("T")
 
 EXIT_PROBLEMS = 1
 AUDIT_SCHEMA_VERSION = 5  # the migration that created audit_log
@@ -36,7 +42,7 @@ class AuditCommandError(ValueError):
     """Reported by the CLI as `narrowgate: <message>` with exit status 2."""
 
 
-def add_audit_parser(commands: Any) -> None:
+def add_audit_parser(commands: Subcommands) -> None:
     audit = commands.add_parser("audit", help="verify, export and search the tamper-evident audit log")
     sub = audit.add_subparsers(title="audit commands", metavar="COMMAND", required=True)
     verify = sub.add_parser("verify", help="check the hash chain; report every modified, removed, "
@@ -126,12 +132,12 @@ def run_search(args: argparse.Namespace) -> int:
 # store access
 
 
-def _with_store(args: argparse.Namespace, action: Callable[[Any], Any]) -> Any:
+def _with_store(args: argparse.Namespace, action: Callable[[Store], Awaitable[T]]) -> T:
     settings = load_settings(args.config, resolve_secrets=False)  # reads the store only: no tokens needed
     return asyncio.run(_run_with_store(settings.state, action))
 
 
-async def _run_with_store(state: str, action: Callable[[Any], Any]) -> Any:
+async def _run_with_store(state: str, action: Callable[[Store], Awaitable[T]]) -> T:
     from gateway.store import StoreError, open_store
 
     _refuse_missing_file(state)
@@ -158,7 +164,7 @@ def _refuse_missing_file(state: str) -> None:
         raise AuditCommandError(f"no state database at {rest}")
 
 
-async def _pages(store: Any, **filters: Any) -> AsyncIterator[list[dict[str, Any]]]:
+async def _pages(store: AuditStore, **filters: Any) -> AsyncIterator[list[dict[str, Any]]]:
     from gateway.store.base import AuditQuery
 
     after = 0
@@ -170,7 +176,7 @@ async def _pages(store: Any, **filters: Any) -> AsyncIterator[list[dict[str, Any
         after = page[-1]["seq"]
 
 
-async def _verify(store: Any) -> ChainVerifier:
+async def _verify(store: AuditStore) -> ChainVerifier:
     verifier = ChainVerifier()
     async for page in _pages(store):
         for row in page:
@@ -178,7 +184,7 @@ async def _verify(store: Any) -> ChainVerifier:
     return verifier
 
 
-async def _export(store: Any, args: argparse.Namespace, out: TextIO) -> int:
+async def _export(store: AuditStore, args: argparse.Namespace, out: TextIO) -> int:
     count = 0
     async for page in _pages(store, since=args.since, until=args.until):
         out.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in page)
@@ -187,7 +193,7 @@ async def _export(store: Any, args: argparse.Namespace, out: TextIO) -> int:
     return count
 
 
-async def _search(store: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
+async def _search(store: AuditStore, args: argparse.Namespace) -> list[dict[str, Any]]:
     from gateway.store.base import AuditQuery
 
     query = AuditQuery(agent_id=args.agent, tool=args.tool, decision=args.decision, kind=args.kind,

@@ -1,4 +1,4 @@
-"""Parse a JSON-RPC body once, check its shape and nesting, and build replies."""
+"""JSON-RPC messages: parse a body once, check its shape and nesting, and build replies."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import INVALID_REQUEST, PARSE_ERROR, RpcError
+from gateway.protocol.errors import INVALID_REQUEST, PARSE_ERROR, RpcError
 
 RequestId = str | int
 
@@ -74,3 +74,8 @@ def check_depth(value: Any, max_depth: int) -> None:
             stack.extend((child, depth + 1) for child in node.values() if isinstance(child, dict | list))
         elif isinstance(node, list):
             stack.extend((child, depth + 1) for child in node if isinstance(child, dict | list))
+
+
+def error_reply(request_id: Any, code: int, message: str) -> dict[str, Any]:
+    """A JSON-RPC error response without `data` (for requests the gateway answers itself)."""
+    return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}

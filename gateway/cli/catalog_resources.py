@@ -9,14 +9,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from gateway.admin.client import AdminClientError, _when, client
 from gateway.catalog.definitions import reveal_hidden
-from gateway.catalog_commands import (
+from gateway.cli.admin_client import AdminClientError, client, when
+from gateway.cli.review_text import (
     CatalogCommandError,
-    _diff_lines,
-    _expected_hash,
-    _flag_lines,
-    _json,
+    diff_lines,
+    expected_hash,
+    flag_lines,
+    json_text,
     short_hash,
     table,
 )
@@ -56,14 +56,14 @@ def resource_record_lines(record: dict[str, Any]) -> list[str]:
     facts = [("id", record["id"]), (record["kind"], f"{record['key']} (server {record['server_id']})"),
              ("status", record["status"]), ("change", record["change"]), ("owner", record["owner"] or "-"),
              ("definition", record["current_hash"]), ("approved", record.get("approved_hash") or "none yet"),
-             ("first seen", _when(record.get("first_seen"))), ("changed", _when(record.get("changed_at")))]
+             ("first seen", when(record.get("first_seen"))), ("changed", when(record.get("changed_at")))]
     if record.get("reviewed_by"):
         comment = f": {record['comment']}" if record.get("comment") else ""
-        facts.append(("reviewed by", f"{record['reviewed_by']} at {_when(record.get('reviewed_at'))}{comment}"))
+        facts.append(("reviewed by", f"{record['reviewed_by']} at {when(record.get('reviewed_at'))}{comment}"))
     facts.append(("you may review", "yes" if record.get("you_may_review") else f"no: {record.get('why_not')}"))
     lines = [f"{label + ':':<16} {reveal_hidden(str(value))}" for label, value in facts]
-    lines += ["", *_flag_lines(record["flags"]), "", *_diff_lines(record)]
-    lines += ["", "current definition (hidden characters shown as [U+XXXX]):", _json(record["current_definition"])]
+    lines += ["", *flag_lines(record["flags"]), "", *diff_lines(record)]
+    lines += ["", "current definition (hidden characters shown as [U+XXXX]):", json_text(record["current_definition"])]
     if record["status"] == QUARANTINED and record.get("you_may_review"):
         lines += ["", "decide with:",
                   f"  narrowgate catalog approve --resource {record['id']} --sha256 {record['current_hash']}",
@@ -74,7 +74,7 @@ def resource_record_lines(record: dict[str, Any]) -> list[str]:
 
 def run_resource_decide(args: argparse.Namespace) -> int:
     review_id = _review_id(args.resource)
-    expected = _expected_hash(args.sha256, f"--resource {review_id}")
+    expected = expected_hash(args.sha256, f"--resource {review_id}")
     try:
         decided = client(args).request("POST", f"{RESOURCES_PATH}/{review_id}/{args.action}",
                                        {"expected_sha256": expected, "comment": args.comment})

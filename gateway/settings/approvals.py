@@ -5,8 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.approvals.model import DEFAULT_MODES
-from gateway.config import ConfigError, check_keys, duration_s, webhook_url
+from gateway.settings.durations import duration_s
+from gateway.settings.errors import ConfigError
+from gateway.settings.fields import check_keys, webhook_url
+
+MODES = ("hold", "pending")
+# approvals.default_mode may also be "auto": hold when the client can send a person to a URL, else pending.
+DEFAULT_MODES = ("auto", *MODES)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Monitoring settings: rate limits, what counts as sensitive and as egress, detector thresholds.
+"""The `monitoring:` section (chain monitoring): rate limits, sensitive and egress names, detector thresholds.
 
 Parsed from the `monitoring` mapping of the gateway config by `monitoring_settings_from_mapping`.
 A rate limit is `{calls: 30, per_s: 60}`; `per_agent`, `per_task` and `per_tool` also take `null`
@@ -12,6 +12,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
+
+from gateway.settings.errors import ConfigError
 
 SEVERITIES = ("low", "medium", "high", "critical")
 KILL_SWITCH_SEVERITIES = ("off", "high", "critical")
@@ -71,7 +73,7 @@ def triggers_kill_switch(settings: MonitoringSettings, severity: str) -> bool:
 
 
 def monitoring_settings_from_mapping(raw: Mapping[str, Any]) -> MonitoringSettings:
-    """Parse the `monitoring` config section; raises gateway.config.ConfigError naming the key."""
+    """Parse the `monitoring` config section; raises ConfigError naming the key."""
     if not isinstance(raw, Mapping):
         _fail("monitoring must be a mapping")
     unknown = sorted(set(raw) - SETTINGS_KEYS)
@@ -107,9 +109,6 @@ def monitoring_settings_from_mapping(raw: Mapping[str, Any]) -> MonitoringSettin
 
 
 def _fail(message: str) -> NoReturn:
-    # Imported here: gateway.config may import this module while it is still loading.
-    from gateway.config import ConfigError
-
     raise ConfigError(message)
 
 

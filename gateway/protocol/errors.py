@@ -1,4 +1,8 @@
-"""JSON-RPC error codes the gateway answers with, and the exception that carries them."""
+"""Every JSON-RPC error code the gateway sends or reads, each named once, and the exception that carries one.
+
+RpcError is the one base for refusals: anything that ends a request with a JSON-RPC error the agent may
+see raises it (or a subclass), and the transport turns it into the reply.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,11 @@ INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 REQUEST_TIMEOUT = -32001
 RESOURCE_NOT_FOUND = -32002
+# MCP 2026-07-28: a mirrored header that disagrees with the body; a capability the method needs.
 HEADER_MISMATCH = -32020
+MISSING_REQUIRED_CLIENT_CAPABILITY = -32021
 UNSUPPORTED_PROTOCOL_VERSION = -32022
+REQUEST_CANCELLED = -32800  # MCP 2025-11-25: the agent cancelled the request (notifications/cancelled)
 # Implementation-defined range (-32000..-32099): the gateway's own outcomes.
 UPSTREAM_UNAVAILABLE = -32010
 UPSTREAM_ERROR = -32011
@@ -28,7 +35,7 @@ HTTP_STATUS_FOR_CODE: dict[int, int] = {
     INVALID_REQUEST: 400,
     INVALID_PARAMS: 400,
     HEADER_MISMATCH: 400,
-    -32021: 400,
+    MISSING_REQUIRED_CLIENT_CAPABILITY: 400,
     UNSUPPORTED_PROTOCOL_VERSION: 400,
     METHOD_NOT_FOUND: 404,
 }

@@ -1,4 +1,4 @@
-"""Server-sent events: encode frames for agents, decode frames from upstreams."""
+"""Server-sent events: encode frames for agents, decode frames from upstreams (both sides use it)."""
 
 from __future__ import annotations
 
