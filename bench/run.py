@@ -500,7 +500,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         metavar="CMD",
         help="also measure another gateway build, labelled 'before' (e.g. 'env PYTHONPATH=/tmp/old "
-        ".venv/bin/narrowgate' for a checkout of an older commit); the table adds gw/before",
+        ".venv/bin/python -m gateway' for a checkout of an older commit); the table adds gw/before",
     )
     parser.add_argument("--policies", default=str(REPO / "cedar"), help="policies dir for the gateway")
     parser.add_argument("--startup-timeout", type=float, default=30.0)
