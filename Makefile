@@ -27,11 +27,13 @@ test: provision $(STAMP) typecheck
 provision:
 	@$(PYTHON) tests/provision.py
 
-## bench: direct vs through-the-gateway latency, throughput and CPU per call
+## bench: direct vs the floor (a minimal Python proxy) vs the gateway in one run: latency, throughput, CPU per
+## call and the gateway/floor ratio; then the reload stalls (bench.stall) and the Cedar decisions (bench.policy)
 bench: $(STAMP)
+	@mkdir -p .narrowgate
 	$(PY) -m bench.run --sdk-check --json .narrowgate/bench.json
-	$(PY) -m bench.policy --json .narrowgate/bench-policy.json
 	$(PY) -m bench.stall --json .narrowgate/bench-stall.json
+	$(PY) -m bench.policy --json .narrowgate/bench-policy.json
 
 ## fuzz: the fuzzers (tests/fuzz, tests/test_canonical*.py) at length, from a random seed it prints:
 ## FUZZ_EXAMPLES examples per Hypothesis property (those that drive real processes run a share of it),

@@ -5,7 +5,7 @@
 ``POST``/``DELETE /mcp`` to the first manifest's ``transport.url``: it checks the bearer token,
 parses the JSON-RPC body once with orjson, strips/adds the ``<namespace>__`` prefix on tool names
 (body and ``Mcp-Name``), and passes sessions, the 2026-07-28 envelope and its headers through.
-No policy, no audit: ``python -m bench.run --passthrough`` shows what any Python hop costs.
+No policy, no audit, no token: ``python -m bench.run`` measures it as the floor beside the gateway.
 Raw ASGI on uvicorn (httptools, uvloop) in, one pooled aiohttp client out. Benchmarks only.
 """
 

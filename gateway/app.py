@@ -59,6 +59,7 @@ from gateway.tasks.token_check import TaskTokenCheck
 from gateway.tasks.tokens import TaskTokenIssuer
 from gateway.telemetry import Telemetry
 from gateway.transport.endpoint import McpEndpoint
+from gateway.transport.front import McpFirst
 from gateway.upstream.directory import Directory, Listing
 from gateway.upstream.pool import UpstreamPool
 from gateway.visibility_pass import VisibilityPass, publish_in_steps
@@ -109,7 +110,7 @@ class Gateway:
         admin_auth = AdminAuthenticator(settings, self.verifier, self.registry, self.task_check.is_ours)
         self.agents_api = AgentsApi(self.registry, admin_auth)
         self.policies_api = PoliciesApi(self.policy, self.reloader, admin_auth)
-        self.app = Starlette(routes=self.routes(), lifespan=self.lifespan)
+        self.app = McpFirst(self.endpoint, Starlette(routes=self.routes(), lifespan=self.lifespan))
 
     def build_identity(self) -> None:
         """Who calls: the agent registry, workload-token verification, and the gateway's own keys."""

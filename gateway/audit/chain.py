@@ -17,11 +17,11 @@ verify` prints it) somewhere the database's owner cannot write, and compare late
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.audit.canonical import canonical_bytes, canonical_text, json_normalized
 from gateway.audit.model import AuditEvent
 
 GENESIS_HASH = "0" * 64
@@ -34,15 +34,17 @@ _TEXT_FIELDS = ("kind", "action", "actor", "agent_id", "owner", "task_id", "tool
 
 
 def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False), computed fast
+    (gateway.audit.canonical)."""
+    return canonical_text(value)
 
 
 def record_hash(record: Mapping[str, Any]) -> str:
     """The hash `record` should carry: over its prev_hash and every field but `hash`."""
     body = {name: value for name, value in record.items() if name != "hash"}
-    text = str(record.get("prev_hash")) + canonical_json(body)
     # surrogatepass: a tampered record with a lone surrogate must give a mismatch, not a crash.
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    prefix = str(record.get("prev_hash")).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(prefix + canonical_bytes(body)).hexdigest()
 
 
 def unsealed_record(event: AuditEvent, at: float) -> dict[str, Any]:
@@ -61,7 +63,7 @@ def unsealed_record(event: AuditEvent, at: float) -> dict[str, Any]:
     record["policy_ids"] = [str(policy_id) for policy_id in event.policy_ids]
     record["preview"] = None if event.preview is None else dict(event.preview)
     record["detail"] = dict(event.detail)
-    return _json_normalized(record)
+    return json_normalized(record)
 
 
 def seal(record: Mapping[str, Any], seq: int, prev_hash: str) -> dict[str, Any]:
@@ -69,13 +71,6 @@ def seal(record: Mapping[str, Any], seq: int, prev_hash: str) -> dict[str, Any]:
     sealed = {**record, "seq": seq, "prev_hash": prev_hash}
     sealed["hash"] = record_hash(sealed)
     return sealed
-
-
-def _json_normalized(value: dict[str, Any]) -> dict[str, Any]:
-    # default=str: a datetime or an enum in `detail` becomes its text instead of failing the write.
-    text = json.dumps(value, default=str, ensure_ascii=False)
-    normalized: dict[str, Any] = json.loads(text.encode("utf-8", "replace").decode("utf-8"))
-    return normalized
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,6 @@ shows the same value, and nobody without the key can test a guess.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 from typing import TYPE_CHECKING
@@ -43,4 +42,4 @@ class DigestKey:
             return digest  # keyed already (e.g. a record written again)
         if self._key is None:
             raise RuntimeError("the argument digest key is not loaded; refusing to expose a plain digest")
-        return PREFIX + hmac.new(self._key, digest.encode("ascii"), hashlib.sha256).hexdigest()
+        return PREFIX + hmac.digest(self._key, digest.encode("ascii"), "sha256").hex()  # one-shot: no HMAC object

@@ -19,7 +19,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from gateway.audit.chain import GENESIS_HASH, unsealed_record
@@ -138,10 +137,11 @@ class AuditLog:
         if len(self._pending) >= self._max_pending:
             self._drop(f"{len(self._pending)} records are waiting to be written")
             return None
-        if self._digests is not None and event.args_digest:
-            event = replace(event, args_digest=self._digests(event.args_digest))
+        record = unsealed_record(event, self._clock())
+        if self._digests is not None and record["args_digest"]:
+            record["args_digest"] = self._digests(record["args_digest"])
         ticket = next(self._tickets)
-        self._pending.append((ticket, unsealed_record(event, self._clock())))
+        self._pending.append((ticket, record))
         self._last_ticket = ticket
         self._wakeup.set()
         return ticket

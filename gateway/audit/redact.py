@@ -64,7 +64,8 @@ def is_sensitive_tool(data_classes: Sequence[str]) -> bool:
     return any(str(data_class).strip().lower() in SENSITIVE_CLASSES for data_class in data_classes)
 
 
-@functools.lru_cache(maxsize=4096)  # argument names repeat call after call; the regexes ran per key per call
+# Argument names repeat call after call; bounded, so made-up names cannot grow it without limit.
+@functools.lru_cache(maxsize=4096)
 def is_sensitive_key(key: str) -> bool:
     squashed = re.sub(r"[-_.\s]", "", key.lower())
     if any(part in squashed for part in _SENSITIVE_KEY_PARTS):

@@ -28,8 +28,8 @@ from typing import Any
 import orjson
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from jwt.algorithms import ECAlgorithm
-from jwt.utils import der_to_raw_signature
 
 from gateway.store.base import SigningKeyRecord, SigningKeyStore
 
@@ -37,6 +37,7 @@ log = logging.getLogger("narrowgate.credentials")
 
 ALG = "ES256"
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+_P256_BYTES = 32
 
 Clock = Callable[[], float]
 
@@ -96,9 +97,9 @@ class SigningKeyring:
             header = _encode_header(snapshot.current.kid, typ)
             snapshot.headers[typ] = header  # a benign race: two threads store the same bytes
         signing_input = header + b64url(orjson.dumps(claims))
-        der = snapshot.current.private.sign(signing_input, _ECDSA_SHA256)
-        # JWS wants the raw r||s form (RFC 7518 3.4), not the DER that cryptography returns.
-        signature = der_to_raw_signature(der, snapshot.current.private.curve)
+        r, s = decode_dss_signature(snapshot.current.private.sign(signing_input, _ECDSA_SHA256))
+        # JWS wants the raw r||s form (RFC 7518 3.4), not the DER that cryptography returns; P-256: 32 bytes each.
+        signature = r.to_bytes(_P256_BYTES, "big") + s.to_bytes(_P256_BYTES, "big")
         return (signing_input + b"." + b64url(signature)).decode("ascii")
 
     def jwks(self) -> dict[str, list[dict[str, str]]]:

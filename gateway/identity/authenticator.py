@@ -45,6 +45,7 @@ class Authenticator:
         self.verifier = verifier
         self.registry = registry
         self.anonymous = Principal(agent_id=OPEN_LOOPBACK_AGENT, auth_method="open-loopback")
+        self.static_principals: dict[str, Principal] = {}  # agent id -> its static token's principal
         if len(self.static):
             log.warning("DEVELOPMENT MODE: %d static agent token(s) accepted; use workload identity in "
                         "production", len(self.static))
@@ -105,9 +106,18 @@ class Authenticator:
 
     def static_principal(self, agent_id: str) -> Principal:
         """A static token counts only for an active agent that has the static identity bound."""
+        cached = self.static_principals.get(agent_id)
+        # The registry replaces an Agent record on every change to it (and every record on a reload), so
+        # the same record, still active now, is what resolve would return again: the same Principal.
+        if cached is not None and self.registry.get(agent_id) is cached.agent and cached.agent is not None \
+                and cached.agent.effective_state(self.registry.clock()) is Lifecycle.ACTIVE:
+            return cached
         try:
             agent = self.registry.resolve("static", STATIC_ISSUER, agent_id, {})
         except IdentityRefused as exc:
+            self.static_principals.pop(agent_id, None)
             log.warning("static token for agent %s refused: %s", agent_id, exc)
             raise AccessRefused(str(exc)) from None
-        return Principal(agent.id, "static-token", agent=agent)
+        principal = Principal(agent.id, "static-token", agent=agent)
+        self.static_principals[agent_id] = principal  # at most one per configured static token
+        return principal

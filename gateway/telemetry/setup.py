@@ -32,7 +32,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, ExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
@@ -58,6 +58,10 @@ REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
                    60.0, 120.0, 300.0)
 POLICY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 MAX_STRING = 256
+# Distinct attribute sets kept for the request counter; past it, the SDK's overflow set (as its own limit does).
+MAX_SERIES = 2000
+OVERFLOW_ATTRIBUTES: dict[str, Any] = {"otel.metric.overflow": True}
+OVERFLOW_KEY = ("otel.metric.overflow",)
 CLIENT_STAGES = frozenset({"upstream_call"})
 
 # The agent's own trace headers for the current request, kept only when tracing is off (pass-through).
@@ -266,10 +270,23 @@ class Telemetry:
 
             readers.append(PeriodicExportingMetricReader(
                 ConsoleMetricExporter(out=sys.stderr), export_interval_millis=config.metric_export_interval_ms))
-        self.meter_provider = MeterProvider(resource=self.resource, metric_readers=readers, shutdown_on_exit=False)
+        # Exemplars link a measurement to the current span: with tracing off there is none, so the
+        # SDK's default filter would only spend time finding that out on every measurement.
+        exemplars: ExemplarFilter | None = None
+        if not self.tracing_enabled and not os.environ.get("OTEL_METRICS_EXEMPLAR_FILTER"):
+            exemplars = AlwaysOffExemplarFilter()
+        self.meter_provider = MeterProvider(resource=self.resource, metric_readers=readers, shutdown_on_exit=False,
+                                            exemplar_filter=exemplars)
         meter = self.meter_provider.get_meter("narrowgate", __version__)
-        self._requests = meter.create_counter(
-            A.METRIC_REQUESTS, unit="{request}", description="MCP requests served by the gateway")
+        # The request counter is counted here and read by the SDK at collection (an observable counter
+        # exports the same monotonic sum): one dict increment per request instead of one more SDK
+        # measurement, whose attribute cleaning and hashing cost more than the request's histogram.
+        self._request_counts: dict[tuple[str, ...], int] = {}
+        self._request_attributes: dict[tuple[str, ...], dict[str, Any]] = {}
+        self._decision_attributes: dict[str, dict[str, Any]] = {}
+        meter.create_observable_counter(
+            A.METRIC_REQUESTS, callbacks=[self._observe_requests], unit="{request}",
+            description="MCP requests served by the gateway")
         self._request_duration = meter.create_histogram(
             A.METRIC_REQUEST_DURATION, unit="s", description="Time to answer an MCP request",
             explicit_bucket_boundaries_advisory=REQUEST_BUCKETS)
@@ -369,18 +386,43 @@ class Telemetry:
 
     def record_request(self, method: str, decision: str | None, upstream: str | None, seconds: float,
                        error_type: str | None) -> None:
-        attrs: dict[str, str] = {A.MCP_METHOD_NAME: method if method in A.KNOWN_METHODS else A.OTHER}
+        key: tuple[str, ...] = (method if method in A.KNOWN_METHODS else A.OTHER, decision or "", upstream or "",
+                                "" if error_type is None else error_type[:MAX_STRING])
+        attrs = self._request_attributes.get(key)
+        if attrs is None:
+            key, attrs = self._new_request_series(key, decision, upstream, error_type)
+        self._request_counts[key] = self._request_counts.get(key, 0) + 1
+        self._request_duration.record(seconds, attrs)
+
+    def _new_request_series(self, key: tuple[str, ...], decision: str | None, upstream: str | None,
+                            error_type: str | None) -> tuple[tuple[str, ...], dict[str, Any]]:
+        """The attribute set of a new request series, kept for the next request of the same series;
+        past MAX_SERIES series, the one overflow series (so upstream-chosen error codes stay bounded)."""
+        if len(self._request_attributes) >= MAX_SERIES:
+            self._request_attributes.setdefault(OVERFLOW_KEY, OVERFLOW_ATTRIBUTES)
+            return OVERFLOW_KEY, OVERFLOW_ATTRIBUTES
+        attrs: dict[str, Any] = {A.MCP_METHOD_NAME: key[0]}
         if decision is not None:
             attrs[A.DECISION] = decision
         if upstream is not None:
             attrs[A.UPSTREAM] = upstream
         if error_type is not None:
-            attrs[A.ERROR_TYPE] = error_type[:MAX_STRING]
-        self._requests.add(1, attrs)
-        self._request_duration.record(seconds, attrs)
+            attrs[A.ERROR_TYPE] = key[3]
+        self._request_attributes[key] = attrs
+        return key, attrs
+
+    def _observe_requests(self, options: CallbackOptions) -> Iterable[Observation]:
+        attributes = self._request_attributes
+        # list(): one atomic copy, so a request on the event loop may add a series meanwhile.
+        return [Observation(count, attributes[key]) for key, count in list(self._request_counts.items())]
 
     def record_policy_evaluation(self, seconds: float, decision: str) -> None:
-        self._policy_duration.record(seconds, {A.DECISION: decision})
+        attrs = self._decision_attributes.get(decision)
+        if attrs is None:  # a handful of outcomes (allow, deny, step_up): one attribute set each
+            attrs = {A.DECISION: decision}
+            if len(self._decision_attributes) < MAX_SERIES:
+                self._decision_attributes[decision] = attrs
+        self._policy_duration.record(seconds, attrs)
 
     def record_upstream_error(self, upstream: str, error_type: str) -> None:
         self._upstream_errors.add(1, {A.UPSTREAM: upstream, A.ERROR_TYPE: error_type[:MAX_STRING]})

@@ -145,9 +145,11 @@ class McpEndpoint:
             await send_json_error(send, 400, None, exc)
             return
         params = message.params or {}
-        attributes = {"mcp.method.name": message.method or "response",
-                      "mcp.session.id": headers.get("mcp-session-id"),
-                      "jsonrpc.request.id": None if message.id is None else str(message.id)}
+        attributes: dict[str, Any] = {}
+        if self.telemetry.tracing_enabled:  # only a recorded span reads them
+            attributes = {"mcp.method.name": message.method or "response",
+                          "mcp.session.id": headers.get("mcp-session-id"),
+                          "jsonrpc.request.id": None if message.id is None else str(message.id)}
         with self.telemetry.request_span(
             message.method or "response", traceparent=headers.get("traceparent"),
             tracestate=headers.get("tracestate"), meta=params.get("_meta") if isinstance(params, dict) else None,

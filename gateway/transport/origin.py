@@ -8,6 +8,7 @@ from gateway.config import Settings
 from gateway.settings.network import is_loopback_host
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]", "::1")
+MAX_REMEMBERED_HOSTS = 64  # Host values are the client's to choose: remember only so many verdicts
 
 
 class OriginPolicy:
@@ -16,6 +17,8 @@ class OriginPolicy:
         self.allowed_origins = frozenset(o.rstrip("/") for o in settings.allowed_origins)
         public = urlsplit(settings.base_url)
         self.public_host = public.hostname or ""
+        # Every request sends the same Host or two: its verdict is parsed once (URL split, IP parse).
+        self.hosts: dict[str, bool] = {}
 
     def host_ok(self, host: str | None) -> bool:
         """On a loopback bind, a Host naming anything else is a rebinding attempt."""
@@ -23,8 +26,13 @@ class OriginPolicy:
             return True
         if not host:
             return False
-        name = urlsplit(f"//{host}").hostname or ""
-        return is_loopback_host(name) or name == self.public_host
+        verdict = self.hosts.get(host)
+        if verdict is None:
+            name = urlsplit(f"//{host}").hostname or ""
+            verdict = is_loopback_host(name) or name == self.public_host
+            if len(self.hosts) < MAX_REMEMBERED_HOSTS:
+                self.hosts[host] = verdict
+        return verdict
 
     def origin_ok(self, origin: str | None) -> bool:
         if origin is None:

@@ -1,0 +1,97 @@
+"""What the per-call speed work (issue 19) must keep: the metrics a deployment scrapes (bounded), and
+remembered principals that end exactly when their agent's standing does."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import pytest
+
+from gateway.config import settings_from_mapping
+from gateway.identity.authenticator import AccessRefused, Authenticator
+from gateway.identity.verifier import TokenVerifier
+from gateway.registry.service import Registry
+from gateway.store import open_store
+from gateway.telemetry import Telemetry
+from gateway.telemetry.setup import MAX_SERIES
+
+T0 = 1_767_225_600.0
+
+
+def scraped(telemetry: Telemetry) -> str:
+    return telemetry.metrics_response()[0].decode()
+
+
+def counter(text: str, **labels: str) -> float:
+    """narrowgate_requests_total for exactly these labels (absent ones empty, as the exporter writes them)."""
+    names = ("error_type", "mcp_method_name", "narrowgate_decision", "narrowgate_upstream")
+    want = ",".join(f'{name}="{labels.get(name, "")}"' for name in names)
+    match = re.search(r"^narrowgate_requests_total\{" + re.escape(want) + r"\} (\S+)$", text, re.MULTILINE)
+    assert match is not None, f"no series {want} in:\n{text}"
+    return float(match.group(1))
+
+
+def test_request_counter_counts_every_request_per_series() -> None:
+    telemetry = Telemetry.from_env({})
+    try:
+        for _ in range(3):
+            telemetry.record_request("tools/call", "allow", "bench", 0.001, None)
+        telemetry.record_request("tools/call", "deny", "bench", 0.001, "-32003")
+        telemetry.record_request("made/up", None, None, 0.001, None)
+        text = scraped(telemetry)
+        call = {"mcp_method_name": "tools/call", "narrowgate_upstream": "bench"}
+        assert counter(text, **call, narrowgate_decision="allow") == 3
+        assert counter(text, **call, narrowgate_decision="deny", error_type="-32003") == 1
+        assert counter(text, mcp_method_name="_OTHER") == 1
+        assert re.search(r'^narrowgate_request_duration_seconds_count\{.*narrowgate_decision="allow".*\} 3\.0$',
+                         text, re.MULTILINE)
+        telemetry.record_request("tools/call", "allow", "bench", 0.001, None)
+        assert counter(scraped(telemetry), **call, narrowgate_decision="allow") == 4  # cumulative across scrapes
+    finally:
+        telemetry.shutdown()
+
+
+def test_request_series_are_bounded_by_an_overflow_series() -> None:
+    telemetry = Telemetry.from_env({})
+    try:
+        for code in range(MAX_SERIES + 50):  # an upstream answering with ever new error codes
+            telemetry.record_request("tools/call", "allow", "bench", 0.001, str(code))
+        assert len(telemetry._request_counts) == MAX_SERIES + 1
+        text = scraped(telemetry)
+        overflow = re.search(r'^narrowgate_requests_total\{.*otel_metric_overflow="true".*\} (\S+)$', text,
+                             re.MULTILINE)
+        assert overflow is not None and float(overflow.group(1)) == 50
+    finally:
+        telemetry.shutdown()
+
+
+async def test_a_remembered_static_principal_ends_with_its_agent(tmp_path: Path) -> None:
+    """Static-token principals are remembered between requests, never past what resolve would say:
+    a suspension (a new agent record) or the agent's expiry ends them at once."""
+    now = {"t": T0}
+    store = open_store(f"sqlite:///{tmp_path}/gw.db")
+    await store.migrate()
+    try:
+        registry = Registry(store, [], clock=lambda: now["t"])
+        await registry.create({
+            "id": "bench-agent", "owner": "o@example.com", "purpose": "benchmark", "state": "active",
+            "expires_at": T0 + 60, "identities": [{"kind": "static", "issuer": "narrowgate", "subject": "bench-agent"}],
+            "entitlement": {"servers": ["bench"], "require_task": False}}, actor="test", reason="test")
+        settings = settings_from_mapping({"auth": {"open_loopback": False, "static_tokens": [
+            {"agent": "bench-agent", "token_sha256": hashlib.sha256(b"tok-1").hexdigest()}]}}, tmp_path)
+        authenticator = Authenticator(settings, TokenVerifier(settings.identity), registry)
+        first = await authenticator.authenticate("Bearer tok-1")
+        assert await authenticator.authenticate("Bearer tok-1") is first  # remembered
+        await registry.suspend("bench-agent", actor="test", reason="test")
+        with pytest.raises(AccessRefused, match="suspended"):
+            await authenticator.authenticate("Bearer tok-1")
+        await registry.resume("bench-agent", actor="test", reason="test")
+        resumed = await authenticator.authenticate("Bearer tok-1")
+        assert resumed is not first and resumed.agent is registry.get("bench-agent")
+        now["t"] = T0 + 61  # past its expiry: retired, whatever was remembered
+        with pytest.raises(AccessRefused, match="retired"):
+            await authenticator.authenticate("Bearer tok-1")
+    finally:
+        await store.close()
