@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from dataclasses import replace
+from typing import Any, cast
 
 import orjson
 from mcp.shared.inbound import (
@@ -26,10 +27,11 @@ from mcp_types import LOG_LEVEL_META_KEY
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from starlette.types import Receive, Scope, Send
 
+from gateway.calls.call import RequestContext
+from gateway.calls.methods import Methods
 from gateway.config import Settings
 from gateway.identity.authenticator import AccessRefused, AuthenticationError, Authenticator
 from gateway.identity.principal import Principal
-from gateway.mcp_methods import Methods, RequestContext
 from gateway.protocol.capabilities import INSTRUCTIONS, SERVER_CAPABILITIES, SERVER_INFO
 from gateway.protocol.eras import ERA_ONLY, LEGACY_ERA, MODERN_ERA
 from gateway.protocol.errors import (
@@ -282,9 +284,10 @@ class McpEndpoint:
         else:
             log_level = ((message.params or {}).get("_meta") or {}).get(LOG_LEVEL_META_KEY)
         # A session's reply can be resumed elsewhere: its channel watches the connection (held calls).
-        channel = ResponseChannel(send, "text/event-stream" in headers.get("accept", ""), ctx.session, ctx.era,
+        session = cast(AgentSession | None, ctx.session)  # the transport made ctx with one of its own sessions
+        channel = ResponseChannel(send, "text/event-stream" in headers.get("accept", ""), session, ctx.era,
                                   log_level, receive if ctx.session is not None else None)
-        ctx.sink = channel
+        ctx = replace(ctx, sink=channel)
         started = time.perf_counter()
         reply = await self.run_method(ctx, message, receive)
         if ctx.era == MODERN_ERA and "result" in reply and message.method != "subscriptions/listen":
@@ -292,8 +295,8 @@ class McpEndpoint:
         error_type = str(reply["error"].get("code")) if "error" in reply else None
         if error_type is not None and ctx.span is not None:
             ctx.span.error(error_type, "the request ended with a JSON-RPC error")
-        self.telemetry.record_request(message.method, ctx.decision, ctx.upstream, time.perf_counter() - started,
-                                      error_type)
+        self.telemetry.record_request(message.method, ctx.record.decision, ctx.record.upstream,
+                                      time.perf_counter() - started, error_type)
         await channel.finish(message.id, reply)
 
     async def run_method(self, ctx: RequestContext, message: Message, receive: Receive | None) -> dict[str, Any]:
@@ -340,7 +343,7 @@ class McpEndpoint:
         held: set[asyncio.Task[Any]] = set()
         while self.running and loop.time() < deadline:
             for task, ctx in list(self.running.items()):
-                if ctx.decision == "step_up" and task not in held:  # decided StepUp, waiting for a person
+                if ctx.record.decision == "step_up" and task not in held:  # decided StepUp, waiting for a person
                     held.add(task)
                     task.cancel("the gateway is stopping")
             await asyncio.wait(list(self.running), timeout=min(DRAIN_SLICE_S, max(deadline - loop.time(), 0)))
@@ -492,7 +495,7 @@ async def cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any]) -> Non
 
 def stopped_error(ctx: RequestContext) -> RpcError:
     """What a request still open when the gateway stops is told: plainly, and what to do next."""
-    if ctx.decision == "step_up":
+    if ctx.record.decision == "step_up":
         return RpcError(SHUTTING_DOWN, "The gateway is shutting down: this call was waiting for a person's approval "
                                        "and did not run. Retry it once the gateway is back.",
                         {"reason": "shutdown", "held": True})
