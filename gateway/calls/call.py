@@ -4,13 +4,13 @@ record of what happened to it (written by the stages, read by telemetry and by a
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
 
 from gateway.approvals.step_up import HoldingSink
 from gateway.catalog.model import ToolEntry
 from gateway.identity.principal import Principal
-from gateway.telemetry import NOOP_SPAN, RequestSpan
+from gateway.telemetry import RequestSpan
 from gateway.upstream.directory import ToolView
 
 Reply = dict[str, Any]  # the reply body for one request: {"result": ...} or {"error": ...}
@@ -40,9 +40,9 @@ class CallRecord:
         return "approved" if self.approved and self.decision == "allow" else self.decision or "deny"
 
 
-@dataclass(frozen=True, slots=True)
-class RequestContext:
-    """One agent request as the transport knows it: who, in which era, from which client, on which session."""
+class RequestContext(NamedTuple):
+    """One agent request as the transport knows it: who, in which era, from which client, on which session.
+    Immutable (a NamedTuple: built once per request, at a fraction of a frozen dataclass's cost)."""
 
     principal: Principal
     era: str
@@ -50,14 +50,13 @@ class RequestContext:
     client_info: dict[str, Any] | None
     session: SessionState | None
     sink: HoldingSink | None  # also the upstream call's CallSink
-    trace_id: str | None = None
-    span: RequestSpan = NOOP_SPAN
-    record: CallRecord = field(default_factory=CallRecord)
+    trace_id: str | None
+    span: RequestSpan
+    record: CallRecord  # what happened to it (the one mutable part)
 
 
-@dataclass(frozen=True, slots=True)
-class ToolCall:
-    """One tools/call for a catalog tool the directory knows, as the agent sent it."""
+class ToolCall(NamedTuple):
+    """One tools/call for a catalog tool the directory knows, as the agent sent it (immutable)."""
 
     request: RequestContext
     name: str  # as the agent asked for it (the exposed name)

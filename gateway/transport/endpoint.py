@@ -12,8 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import replace
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from mcp.shared.inbound import (
@@ -27,7 +26,7 @@ from mcp_types import LOG_LEVEL_META_KEY
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from starlette.types import Receive, Scope, Send
 
-from gateway.calls.call import RequestContext
+from gateway.calls.call import CallRecord, RequestContext
 from gateway.calls.methods import Methods
 from gateway.config import Settings
 from gateway.identity.authenticator import AccessRefused, AuthenticationError, Authenticator
@@ -185,9 +184,10 @@ class McpEndpoint:
                 future.set_result(message.body)
             await send_bytes(send, 202, b"", "application/json")
             return
-        ctx = RequestContext(principal, LEGACY_ERA, session.client_capabilities, session.client_info, session, None,
-                             span.trace_id, span)
-        await self.serve_request(send, headers, ctx, message, receive=receive)
+        channel = self.response_channel(send, headers, session, LEGACY_ERA, message, receive)
+        ctx = RequestContext(principal, LEGACY_ERA, session.client_capabilities, session.client_info, session, channel,
+                             span.trace_id, span, CallRecord())
+        await self.serve_request(channel, ctx, message, receive=receive)
 
     async def initialize(self, send: Send, principal: Principal, message: Message) -> None:
         params = message.params or {}
@@ -247,14 +247,17 @@ class McpEndpoint:
             await send_json_error(send, HTTP_STATUS_FOR_CODE.get(rejection.code, 400), message.id, error)
             return
         meta = (message.params or {}).get("_meta") or {}
+        listening = message.method == "subscriptions/listen"
+        channel = None if listening else self.response_channel(send, headers, None, MODERN_ERA, message, receive)
         ctx = RequestContext(
             principal, MODERN_ERA, _dict(meta.get("io.modelcontextprotocol/clientCapabilities")),
-            _dict(meta.get("io.modelcontextprotocol/clientInfo")) or None, None, None, span.trace_id, span,
+            _dict(meta.get("io.modelcontextprotocol/clientInfo")) or None, None, channel, span.trace_id, span,
+            CallRecord(),
         )
-        if message.method == "subscriptions/listen":
+        if channel is None:
             await self.listen(receive, send, ctx, message)
             return
-        await self.serve_request(send, headers, ctx, message, receive=receive)
+        await self.serve_request(channel, ctx, message, receive=receive)
 
     def modern_rejection(
         self, scope: Scope, headers: dict[str, str], message: Message
@@ -274,20 +277,22 @@ class McpEndpoint:
                 return validate_mcp_param_headers(view.definition.get("inputSchema"), arguments, headers)
         return None
 
-    async def serve_request(
-        self, send: Send, headers: dict[str, str], ctx: RequestContext, message: Message,
-        receive: Receive | None,
-    ) -> None:
-        assert message.method is not None
-        if ctx.session is not None:
-            log_level = ctx.session.log_level
+    @staticmethod
+    def response_channel(send: Send, headers: dict[str, str], session: AgentSession | None, era: str,
+                         message: Message, receive: Receive | None) -> ResponseChannel:
+        """Where the reply (and any side traffic before it) goes. A session's reply can be resumed
+        elsewhere: its channel watches the connection (held calls)."""
+        if session is not None:
+            log_level = session.log_level
         else:
             log_level = ((message.params or {}).get("_meta") or {}).get(LOG_LEVEL_META_KEY)
-        # A session's reply can be resumed elsewhere: its channel watches the connection (held calls).
-        session = cast(AgentSession | None, ctx.session)  # the transport made ctx with one of its own sessions
-        channel = ResponseChannel(send, "text/event-stream" in headers.get("accept", ""), session, ctx.era,
-                                  log_level, receive if ctx.session is not None else None)
-        ctx = replace(ctx, sink=channel)
+        return ResponseChannel(send, "text/event-stream" in headers.get("accept", ""), session, era,
+                               log_level, receive if session is not None else None)
+
+    async def serve_request(
+        self, channel: ResponseChannel, ctx: RequestContext, message: Message, receive: Receive | None,
+    ) -> None:
+        assert message.method is not None
         started = time.perf_counter()
         reply = await self.run_method(ctx, message, receive)
         if ctx.era == MODERN_ERA and "result" in reply and message.method != "subscriptions/listen":
