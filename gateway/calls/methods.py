@@ -1,4 +1,5 @@
-"""MCP methods: answer what the gateway owns (lists, ping, logging level), route the rest upstream."""
+"""The MCP method table: answer what the gateway owns (lists, ping, logging level) here, and send what goes
+upstream through the stages (gateway.calls.pipeline)."""
 
 from __future__ import annotations
 
