@@ -25,13 +25,14 @@ from gateway.approvals.step_up import StepUpFlow
 from gateway.approvals.webhook import approval_webhook_payload
 from gateway.audit import AuditEvent, AuditLog
 from gateway.audit.digests import DigestKey
-from gateway.authorization import Authorizer
+from gateway.calls.methods import Methods
+from gateway.calls.visibility_pass import VisibilityPass, publish_in_steps
 from gateway.catalog import Catalog
+from gateway.chain.detections import DetectionResponder
 from gateway.chain.monitor import ChainMonitor
 from gateway.config import Settings
 from gateway.credentials.secret_sources import SecretResolver
 from gateway.credentials.upstream_auth import UpstreamAuth
-from gateway.detections import DetectionResponder
 from gateway.discovery.resources import ResourceReviews
 from gateway.discovery.service import ToolReviews
 from gateway.discovery.webhook import approved_only, resource_webhook_payload, review_webhook_payload
@@ -39,9 +40,9 @@ from gateway.identity.authenticator import Authenticator
 from gateway.identity.principal import Principal
 from gateway.identity.verifier import TokenVerifier
 from gateway.in_memory_state import in_memory_backends, monitoring_with_catalog_egress
-from gateway.mcp_methods import Methods
 from gateway.oauth.metadata import METADATA_PATH, authorization_server_metadata
 from gateway.oauth.token_endpoint import TOKEN_PATH, TokenEndpoint, settings_for_audience
+from gateway.policy.authorizer import Authorizer
 from gateway.policy.engine import PolicyEngine, ReloadOutcome
 from gateway.policy.hours import WorkingHours
 from gateway.policy.reloader import PolicyReloader
@@ -62,7 +63,6 @@ from gateway.transport.endpoint import McpEndpoint
 from gateway.transport.front import McpFirst
 from gateway.upstream.directory import Directory, Listing
 from gateway.upstream.pool import UpstreamPool
-from gateway.visibility_pass import VisibilityPass, publish_in_steps
 from gateway.webhooks import WebhookSender
 
 log = logging.getLogger("narrowgate")

@@ -13,8 +13,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from gateway.calls.methods import Methods
 from gateway.identity.principal import Principal
-from gateway.mcp_methods import Methods
 from gateway.protocol.eras import MODERN_ERA
 from gateway.state.sessions import AgentSessions
 from gateway.transport.listen import ListenHub

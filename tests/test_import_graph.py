@@ -46,6 +46,20 @@ FORBIDDEN_EDGES = [
     Forbidden(ANY, "gateway.cli", "the CLI imports the rest of the gateway; nothing outside it imports the CLI",
               exempt=frozenset({"gateway.__main__"})),  # `python -m gateway` is the CLI's second entry point
 ]
+# The call path points down: transport -> calls -> the stages. A stage never reaches back up into the
+# pipeline that drives it or the transport in front of it.
+STAGES = ("policy", "identity", "credentials", "audit", "upstream", "chain", "tasks", "approvals", "catalog",
+          "protocol", "settings", "registry", "telemetry", "store")
+FORBIDDEN_EDGES += [
+    Forbidden(f"gateway.{stage}", f"gateway.{above}", f"a stage ({stage}) never imports {above}/, which drive it")
+    for stage in STAGES for above in ("calls", "transport")
+]
+FORBIDDEN_EDGES.append(Forbidden("gateway.calls", "gateway.transport", "the transport drives the calls, not back"))
+# The agents' side and the servers' side share only gateway.protocol (tests/test_protocol_layer.py too).
+FORBIDDEN_EDGES += [
+    Forbidden("gateway.upstream", "gateway.transport", "upstream/ and transport/ never import each other"),
+    Forbidden("gateway.transport", "gateway.upstream", "upstream/ and transport/ never import each other"),
+]
 # The settings leaf: the sections' dataclasses and checks, importable without any stage.
 LEAF = "gateway.settings"
 LEAF_MAY_IMPORT = (LEAF,)
@@ -178,9 +192,24 @@ def test_the_graph_sees_function_level_and_relative_imports(tmp_path: Path) -> N
 
 
 def test_the_cli_rule_reads_as_meant() -> None:
-    (cli_rule,) = FORBIDDEN_EDGES
+    cli_rule = FORBIDDEN_EDGES[0]
     assert cli_rule.breaks("gateway.app", "gateway.cli.main")
     assert cli_rule.breaks("gateway.demo.banner", "gateway.cli.demo")
     assert not cli_rule.breaks("gateway.cli.demo", "gateway.cli.serve")
     assert not cli_rule.breaks("gateway.cli.serve", "gateway.app")
     assert not cli_rule.breaks("gateway.__main__", "gateway.cli.main")
+
+
+def test_the_call_path_rules_read_as_meant() -> None:
+    """A stage importing the pipeline or the transport breaks a rule; the pipeline importing a stage does not."""
+    def broken(source: str, target: str) -> bool:
+        return any(rule.breaks(source, target) for rule in FORBIDDEN_EDGES)
+
+    assert broken("gateway.approvals.step_up", "gateway.calls.call")
+    assert broken("gateway.chain.detections", "gateway.transport.sessions")
+    assert broken("gateway.upstream.http_client", "gateway.transport.sse")
+    assert broken("gateway.transport.endpoint", "gateway.upstream.directory")
+    assert not broken("gateway.calls.pipeline", "gateway.approvals.step_up")
+    assert not broken("gateway.transport.endpoint", "gateway.calls.methods")
+    assert not broken("gateway.calls.admit", "gateway.calls.call")
+    assert broken("gateway.calls.methods", "gateway.transport.sessions")

@@ -24,15 +24,15 @@ import contextlib
 import datetime
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from gateway.approvals.arguments import approver_view
 from gateway.approvals.model import Approval, ApprovalError, ApprovalState
 from gateway.approvals.service import ApprovalService
-from gateway.authorization import Authorizer
 from gateway.catalog.model import ToolEntry
 from gateway.console.links import approval_path
 from gateway.identity.principal import Principal
+from gateway.policy.authorizer import Authorizer
 from gateway.policy.engine import Decision, RequestFacts
 from gateway.protocol.eras import MODERN_ERA
 from gateway.protocol.errors import ACCESS_DENIED, APPROVAL_REQUIRED, URL_ELICITATION_REQUIRED, RpcError
@@ -63,6 +63,15 @@ def without_approval_round(params: dict[str, Any]) -> dict[str, Any]:
     if isinstance(state, str) and not state.startswith("apr_"):
         cleaned["requestState"] = state
     return cleaned
+
+
+class AwaitingApproval(Exception):
+    """The call stops here, answered: a person must approve it first, and `reply` ({"result": ...}) tells
+    the agent where a person decides and how to retry. Not an error for the agent, so not an RpcError."""
+
+    def __init__(self, reply: dict[str, Any]) -> None:
+        super().__init__("awaiting approval")
+        self.reply = reply
 
 
 class HoldingSink(Protocol):
@@ -104,8 +113,9 @@ class StepUpFlow:
         self.settings = settings
         self.base_url = base_url.rstrip("/")
 
-    async def resolve(self, call: StepUpCall) -> Decision | dict[str, Any]:
-        """An allow Decision (go on with the call), a reply for the agent, or RpcError."""
+    async def resolve(self, call: StepUpCall) -> Decision:
+        """An allow Decision (go on with the call); else AwaitingApproval (the agent is told to retry) or
+        RpcError."""
         refused = call.refused
         digest = refused.args_digest or argument_digest(call.arguments)
         binding = (call.principal.agent_id, call.principal.task_id, call.entry.exposed_name, digest,
@@ -118,9 +128,9 @@ class StepUpFlow:
         if call.url_elicitation and call.era == MODERN_ERA:
             answer = self.input_answer(call)
             if answer is None:
-                return await self.retry_later(approval, self.input_required(approval, call))
+                await self.retry_later(approval, self.input_required(approval, call))
             if answer != "accept":  # the person would not open the page: say how to get it, do not hold
-                return await self.retry_later(approval, self.pending_result(approval, call))
+                await self.retry_later(approval, self.pending_result(approval, call))
         if mode == "hold":
             return await self.hold(call, approval)
         if call.url_elicitation and call.era != MODERN_ERA:
@@ -128,12 +138,12 @@ class StepUpFlow:
             raise RpcError(URL_ELICITATION_REQUIRED, self.message(approval, call), {
                 "elicitations": [self.elicitation(approval, call, with_id=True)],
                 "decision": "step_up", "decisionId": refused.decision_id, "approvalId": approval.id})
-        return await self.retry_later(approval, self.pending_result(approval, call))
+        await self.retry_later(approval, self.pending_result(approval, call))
 
-    async def retry_later(self, approval: Approval, result: dict[str, Any]) -> dict[str, Any]:
+    async def retry_later(self, approval: Approval, result: dict[str, Any]) -> NoReturn:
         """Answer now; the agent was told to retry, so the request stays good for that retry."""
         await self.approvals.told_to_retry(approval.id)
-        return {"result": result}
+        raise AwaitingApproval({"result": result})
 
     @staticmethod
     def covers(approval: Approval, call: StepUpCall) -> bool:
@@ -216,7 +226,7 @@ class StepUpFlow:
 
     # holding
 
-    async def hold(self, call: StepUpCall, approval: Approval) -> Decision | dict[str, Any]:
+    async def hold(self, call: StepUpCall, approval: Approval) -> Decision:
         """Wait for the person, then go on; a call that leaves without an answer abandons the request."""
         self.approvals.hold_begins(approval.id)
         left: str | None = HOLD_ENDED  # cancelled, or refused on the way: nobody will use this approval
@@ -227,7 +237,11 @@ class StepUpFlow:
                 raise RpcError(APPROVAL_REQUIRED, f"Approval required: the request was {CLIENT_GONE}",
                                {"decision": "step_up", "state": ApprovalState.ABANDONED.value,
                                 "approvalId": approval.id})
-            answer = await self.after_wait(call, outcome)
+            try:
+                answer = await self.after_wait(call, outcome)
+            except AwaitingApproval:
+                left = None  # still pending after the hold, or asked again: the agent was told to retry
+                raise
             left = None
             return answer
         finally:
@@ -301,7 +315,7 @@ class StepUpFlow:
                    "params": self.elicitation(approval, call, with_id=True)}
         return asyncio.get_running_loop().create_task(call.sink.ask(message))
 
-    async def after_wait(self, call: StepUpCall, approval: Approval) -> Decision | dict[str, Any]:
+    async def after_wait(self, call: StepUpCall, approval: Approval) -> Decision:
         data = {"decisionId": call.refused.decision_id, "approvalId": approval.id}
         if approval.state is ApprovalState.APPROVED:
             if call.refresh is not None:
@@ -319,7 +333,7 @@ class StepUpFlow:
             raise RpcError(ACCESS_DENIED, f"Access denied: the approval was denied by {who}{comment}",
                            {"decision": "deny", **data})
         if approval.state is ApprovalState.PENDING:  # the hold timed out first; it may still be approved
-            return await self.retry_later(approval, self.pending_result(approval, call))
+            await self.retry_later(approval, self.pending_result(approval, call))
         reason = approval.end_reason or approval.state.value
         raise RpcError(APPROVAL_REQUIRED, f"Approval required: the approval request {approval.state.value} ({reason})",
                        {"decision": "step_up", "state": approval.state.value, **data})

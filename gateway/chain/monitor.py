@@ -11,9 +11,9 @@ import math
 from typing import Any
 
 from gateway.catalog.model import ToolEntry
+from gateway.chain.detections import DetectionResponder
 from gateway.chain.detectors import Detection
 from gateway.chain.tracker import RateLimited
-from gateway.detections import DetectionResponder
 from gateway.identity.principal import Principal
 from gateway.protocol.errors import ACCESS_DENIED, RATE_LIMITED, RpcError
 from gateway.state.chain import ChainSignals, RateWindows

@@ -89,7 +89,7 @@ class ToolLister:
         """The shown names among `tools`, each the very entry the policies judged (else hidden).
 
         Equal answers are one object, so the pass over thousands of sessions after a change compares
-        each pair of sets once (gateway.visibility_pass) instead of once per session."""
+        each pair of sets once (gateway.calls.visibility_pass) instead of once per session."""
         models = bundle.catalog.tools
         names = frozenset(t.exposed_name for t in tools if t.exposed_name in shown
                           and (m := models.get(t.exposed_name)) is not None and (m.entry is t or m.entry == t))

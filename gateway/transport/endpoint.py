@@ -26,10 +26,11 @@ from mcp_types import LOG_LEVEL_META_KEY
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from starlette.types import Receive, Scope, Send
 
+from gateway.calls.call import CallRecord, RequestContext
+from gateway.calls.methods import Methods
 from gateway.config import Settings
 from gateway.identity.authenticator import AccessRefused, AuthenticationError, Authenticator
 from gateway.identity.principal import Principal
-from gateway.mcp_methods import Methods, RequestContext
 from gateway.protocol.capabilities import INSTRUCTIONS, SERVER_CAPABILITIES, SERVER_INFO
 from gateway.protocol.eras import ERA_ONLY, LEGACY_ERA, MODERN_ERA
 from gateway.protocol.errors import (
@@ -187,9 +188,10 @@ class McpEndpoint:
                 future.set_result(message.body)
             await send_bytes(send, 202, b"", "application/json")
             return
-        ctx = RequestContext(principal, LEGACY_ERA, session.client_capabilities, session.client_info, session, None,
-                             span.trace_id, span)
-        await self.serve_request(send, headers, ctx, message, receive=receive)
+        channel = self.response_channel(send, headers, session, LEGACY_ERA, message, receive)
+        ctx = RequestContext(principal, LEGACY_ERA, session.client_capabilities, session.client_info, session, channel,
+                             span.trace_id, span, CallRecord())
+        await self.serve_request(channel, ctx, message, receive=receive)
 
     async def initialize(self, send: Send, principal: Principal, message: Message) -> None:
         params = message.params or {}
@@ -249,14 +251,17 @@ class McpEndpoint:
             await send_json_error(send, HTTP_STATUS_FOR_CODE.get(rejection.code, 400), message.id, error)
             return
         meta = (message.params or {}).get("_meta") or {}
+        listening = message.method == "subscriptions/listen"
+        channel = None if listening else self.response_channel(send, headers, None, MODERN_ERA, message, receive)
         ctx = RequestContext(
             principal, MODERN_ERA, _dict(meta.get("io.modelcontextprotocol/clientCapabilities")),
-            _dict(meta.get("io.modelcontextprotocol/clientInfo")) or None, None, None, span.trace_id, span,
+            _dict(meta.get("io.modelcontextprotocol/clientInfo")) or None, None, channel, span.trace_id, span,
+            CallRecord(),
         )
-        if message.method == "subscriptions/listen":
+        if channel is None:
             await self.listen(receive, send, ctx, message)
             return
-        await self.serve_request(send, headers, ctx, message, receive=receive)
+        await self.serve_request(channel, ctx, message, receive=receive)
 
     def modern_rejection(
         self, scope: Scope, headers: dict[str, str], message: Message
@@ -276,19 +281,22 @@ class McpEndpoint:
                 return validate_mcp_param_headers(view.definition.get("inputSchema"), arguments, headers)
         return None
 
-    async def serve_request(
-        self, send: Send, headers: dict[str, str], ctx: RequestContext, message: Message,
-        receive: Receive | None,
-    ) -> None:
-        assert message.method is not None
-        if ctx.session is not None:
-            log_level = ctx.session.log_level
+    @staticmethod
+    def response_channel(send: Send, headers: dict[str, str], session: AgentSession | None, era: str,
+                         message: Message, receive: Receive | None) -> ResponseChannel:
+        """Where the reply (and any side traffic before it) goes. A session's reply can be resumed
+        elsewhere: its channel watches the connection (held calls)."""
+        if session is not None:
+            log_level = session.log_level
         else:
             log_level = ((message.params or {}).get("_meta") or {}).get(LOG_LEVEL_META_KEY)
-        # A session's reply can be resumed elsewhere: its channel watches the connection (held calls).
-        channel = ResponseChannel(send, "text/event-stream" in headers.get("accept", ""), ctx.session, ctx.era,
-                                  log_level, receive if ctx.session is not None else None)
-        ctx.sink = channel
+        return ResponseChannel(send, "text/event-stream" in headers.get("accept", ""), session, era,
+                               log_level, receive if session is not None else None)
+
+    async def serve_request(
+        self, channel: ResponseChannel, ctx: RequestContext, message: Message, receive: Receive | None,
+    ) -> None:
+        assert message.method is not None
         started = time.perf_counter()
         reply = await self.run_method(ctx, message, receive)
         if ctx.era == MODERN_ERA and "result" in reply and message.method != "subscriptions/listen":
@@ -296,8 +304,8 @@ class McpEndpoint:
         error_type = str(reply["error"].get("code")) if "error" in reply else None
         if error_type is not None and ctx.span is not None:
             ctx.span.error(error_type, "the request ended with a JSON-RPC error")
-        self.telemetry.record_request(message.method, ctx.decision, ctx.upstream, time.perf_counter() - started,
-                                      error_type)
+        self.telemetry.record_request(message.method, ctx.record.decision, ctx.record.upstream,
+                                      time.perf_counter() - started, error_type)
         await channel.finish(message.id, reply)
 
     async def run_method(self, ctx: RequestContext, message: Message, receive: Receive | None) -> dict[str, Any]:
@@ -344,7 +352,7 @@ class McpEndpoint:
         held: set[asyncio.Task[Any]] = set()
         while self.running and loop.time() < deadline:
             for task, ctx in list(self.running.items()):
-                if ctx.decision == "step_up" and task not in held:  # decided StepUp, waiting for a person
+                if ctx.record.decision == "step_up" and task not in held:  # decided StepUp, waiting for a person
                     held.add(task)
                     task.cancel("the gateway is stopping")
             await asyncio.wait(list(self.running), timeout=min(DRAIN_SLICE_S, max(deadline - loop.time(), 0)))
@@ -496,7 +504,7 @@ async def cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any]) -> Non
 
 def stopped_error(ctx: RequestContext) -> RpcError:
     """What a request still open when the gateway stops is told: plainly, and what to do next."""
-    if ctx.decision == "step_up":
+    if ctx.record.decision == "step_up":
         return RpcError(SHUTTING_DOWN, "The gateway is shutting down: this call was waiting for a person's approval "
                                        "and did not run. Retry it once the gateway is back.",
                         {"reason": "shutdown", "held": True})

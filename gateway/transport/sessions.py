@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import itertools
 import secrets
 import time
@@ -17,12 +16,9 @@ import orjson
 from gateway.identity.principal import Principal
 from gateway.protocol.errors import RATE_LIMITED, RpcError
 from gateway.protocol.sse import encode_event, encode_retry
+from gateway.registry.spared import SPARED_REQUEST
 from gateway.state.sessions import StreamLog as StreamLogSeam
 
-# The request that is itself closing its agent's sessions (the kill switch): it must finish and answer
-# with its own error instead of being cancelled. The registry's shielded write task inherits it.
-SPARED_REQUEST: contextvars.ContextVar[asyncio.Task[Any] | None] = contextvars.ContextVar(
-    "narrowgate_spared_request", default=None)
 REPLAY_BUFFER = 256
 KEPT_POST_STREAMS = 32
 StreamItem = bytes | None  # None ends a follower's stream

@@ -2,7 +2,7 @@
 
 The gateway checks a 2026-07-28 request's headers against its body (gateway/transport/endpoint.py,
 `modern_rejection`, with the SDK's rungs) and mirrors the canonical arguments into Mcp-Param-*
-headers for the upstream (gateway/mcp_methods.py). Properties:
+headers for the upstream (gateway/calls/forward.py). Properties:
 - the header value codec round-trips any text;
 - what the gateway emits upstream always passes a conforming server's own check;
 - over real HTTP, through a real gateway to the conformance fixture upstream (whose

@@ -16,9 +16,9 @@ from gateway.audit import AuditEvent, AuditLog
 from gateway.chain.detectors import Detection
 from gateway.registry.errors import RegistryError
 from gateway.registry.service import Registry
+from gateway.registry.spared import SPARED_REQUEST
 from gateway.settings.monitoring import MonitoringSettings, triggers_kill_switch, worth_alerting
 from gateway.telemetry import Telemetry
-from gateway.transport.sessions import SPARED_REQUEST
 from gateway.webhooks import WebhookSender
 
 log = logging.getLogger("narrowgate.monitoring")

@@ -1,0 +1,31 @@
+"""The credential stage: for an HTTP upstream, a token minted for this one tool, this upstream and this
+argument set (never the agent's own token); a stdio child gets none (its environment holds its secrets)."""
+
+from __future__ import annotations
+
+import secrets
+
+from gateway.calls.call import Arguments, ToolCall
+from gateway.catalog.model import HttpTransport
+from gateway.credentials.upstream_auth import UpstreamAuth
+from gateway.policy.engine import Decision
+from gateway.telemetry import Telemetry
+from gateway.upstream.pool import UpstreamPool
+from gateway.verifier import argument_digest
+
+
+class Credential:
+    def __init__(self, auth: UpstreamAuth, pool: UpstreamPool, telemetry: Telemetry) -> None:
+        self.auth = auth
+        self.pool = pool
+        self.telemetry = telemetry
+
+    async def __call__(self, call: ToolCall, decision: Decision, arguments: Arguments) -> dict[str, str] | None:
+        server = self.pool.catalog.servers[call.entry.server_id]
+        if not isinstance(server.transport, HttpTransport):
+            return None
+        principal = call.principal
+        with self.telemetry.stage("mint"):
+            return await self.auth.for_call(
+                server, principal, call.entry.name, decision.args_digest or argument_digest(arguments),
+                principal.task_id, call.request.trace_id or secrets.token_hex(16))
