@@ -10,6 +10,7 @@ on SQLite, and the tracemalloc switch on a real `narrowgate serve`.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
@@ -22,6 +23,7 @@ from gateway.expiring_cache import ExpiringCache
 from gateway.identity.settings import identity_settings_from_mapping
 from gateway.identity.verified import TokenRejected
 from gateway.identity.verifier import DEFAULT_CACHE_SIZE, TokenVerifier
+from gateway.policy.engine import ENTITY_CACHE_SIZE
 from gateway.registry.service import Registry
 from gateway.store import Store
 from gateway.tasks.model import TaskEnded, TaskError
@@ -38,6 +40,7 @@ from gateway.telemetry.memory_snapshots import (
 from tests.support.identity_provider import TestIdentityProvider, generate_key
 from tests.support.processes import Gateway
 from tests.support.state import FakeClock
+from tests.test_policy_engine import REPO_CEDAR, agent_principal, engine_for, facts, write_catalog
 from tests.test_tasks import GATEWAY, RESOURCE, LocalSigner, add_agents, make_catalog
 
 AUDIENCE = "https://gateway.test"
@@ -201,6 +204,28 @@ async def test_an_agent_holds_at_most_its_limit_of_active_tasks(
     with pytest.raises(TaskError, match="active tasks"):
         await start(reopened)
     await reopened.close()
+
+
+# --- parsed Cedar entities ----------------------------------------------------------------------
+
+
+def test_parsed_entity_sets_stay_at_their_bound_and_an_evicted_one_decides_the_same(tmp_path: Path) -> None:
+    """Each parsed set is ~13 KiB of Cedar's memory, and a task token's claims make a new one per task."""
+    assert ENTITY_CACHE_SIZE <= 2048
+    cedar_dir = tmp_path / "cedar"
+    shutil.copytree(REPO_CEDAR, cedar_dir, ignore=shutil.ignore_patterns("tests", "README.md"))
+    catalog = write_catalog(tmp_path / "catalog")
+    engine = engine_for(cedar_dir, catalog)
+    read, balance = catalog.tools["files__read_file"], catalog.tools["payments__get_balance"]
+    tasks = [agent_principal(servers=("files",), claims={"task_id": f"task-{n}"})
+             for n in range(ENTITY_CACHE_SIZE + 20)]
+    for who in tasks:
+        assert engine.decide_tool(who, read, {"path": "/a"}, facts()).outcome == "allow"
+    assert len(engine._entity_handles) == ENTITY_CACHE_SIZE
+    # The first ones were evicted: parsed again, the same answers (allowed and refused alike).
+    assert engine.decide_tool(tasks[0], read, {"path": "/a"}, facts()).outcome == "allow"
+    assert engine.decide_tool(tasks[1], balance, {}, facts()).outcome == "deny"
+    assert len(engine._entity_handles) == ENTITY_CACHE_SIZE
 
 
 # --- the diagnostic switch ---------------------------------------------------------------------
