@@ -29,8 +29,8 @@ from gateway.identity.spiffe import SPIFFE_SCHEME, SpiffeTrustDomainVerifier, pa
 from gateway.identity.verified import TokenRejected, VerifiedToken
 
 log = logging.getLogger("narrowgate.identity")
-# Tokens, not agents: with one workload token per task exchange (a fresh JWT each time), 10,000
-# kept ~25 MiB of mostly used-up tokens. Beyond this many live tokens, a call costs a signature check.
+# Tokens, not agents (~0.7 KiB each): a task exchange brings a fresh JWT every time. Used-up ones
+# leave as new ones arrive; beyond this many live tokens, a call costs a signature check.
 DEFAULT_CACHE_SIZE = 4096
 
 
