@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test provision bench lint clean
+.PHONY: run test provision bench lint typecheck clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,8 @@ run: $(STAMP)
 ## test: every test, including the MCP conformance suite through the gateway. tests/provision.py first
 ## installs what the tests run (Debian's npm, chromium and chromium-driver as root; the pinned Node 22
 ## and conformance suite) or stops in its first seconds with one line naming what is missing.
-test: provision $(STAMP)
+## The type check runs first: a type error fails `make test` before any test starts.
+test: provision $(STAMP) typecheck
 	$(PY) -m pytest -q
 
 provision:
@@ -51,8 +52,14 @@ SOAK_MINUTES ?= 60
 soak: $(STAMP)
 	SOAK_MINUTES=$(SOAK_MINUTES) $(PY) -m bench.soak --json .narrowgate/soak.json
 
-lint: $(STAMP)
+## lint: the type check (typecheck below), then ruff
+lint: $(STAMP) typecheck
 	$(VENV)/bin/ruff check .
+
+## typecheck: mypy on the gateway package, configured in pyproject.toml [tool.mypy] (strict); its cache
+## is .narrowgate/mypy-cache, so a second run takes seconds. See docs/development.md.
+typecheck: $(STAMP)
+	$(PY) -m mypy
 
 clean:
 	rm -rf $(VENV) .narrowgate .pytest_cache tests/conformance/node_modules

@@ -1,6 +1,6 @@
 """Policy decision benchmark: Cedar's cost per decision against catalog size and registry size.
 
-``.venv/bin/python -m bench.policy [--json out.json] [--calls N]`` (or ``python bench/policy.py``)
+``.venv/bin/python -m bench.policy [--json out.json] [--calls N] [--tools 10,100]`` (or ``python bench/policy.py``)
 
 In a temporary directory it writes catalogs of 10, 100, 1,000 and 10,000 tools (a fixed core of
 four servers with typed input schemas, the rest spread over bulk servers of 50 tools in a mix of
@@ -8,11 +8,14 @@ risk tiers, some of them typed too), a copy of the repo's ``cedar/`` with ~95 ge
 added (per-group permits, ``context.input`` conditions, ``like`` forbids, step-ups, time, label and
 claim rules; about 100 in all, every one validated against the generated schema), and registries
 of 10, 100 and 1,000 agents (Agent records with groups, labels and entitlements, and a Principal
-for each). Then, in process, with ``time.perf_counter_ns`` around each call (warm-up excluded,
-every loop bounded by a call count):
+for each). Then, in process, with the deciding thread's CPU clock (``time.thread_time_ns``: on a
+shared machine wall-clock samples mostly measure other processes) around each call (warm-up
+excluded, every loop bounded by a call count):
 
 1. ``decide_tool`` per catalog size, one agent, over a fixed mix of calls on the core tools
-   (allow, deny, step-up; a step-up evaluates twice) and for one allowed call alone;
+   (allow, deny, step-up; a step-up evaluates twice) and for one allowed call alone; the mix both
+   with no history and as a running gateway decides it: inside a task, with the chain history the
+   gateway carries (64 recorded calls in the chain window, from gateway.chain's own tracker);
 2. ``decide_tool`` per registry size on the 1,000-tool catalog, cycling through the agents:
    warm (each agent's entities cached) and cold (every call a changed Agent record, so its
    entities are rendered again, as after a registry update);
@@ -49,9 +52,11 @@ import orjson
 
 from bench.load import percentile
 from gateway.catalog import Catalog, ToolEntry, load_catalog
+from gateway.chain.tracker import ChainTracker
 from gateway.identity.principal import Principal
 from gateway.policy import PolicyEngine, PolicyLoadError, RequestFacts
 from gateway.registry.model import Agent, Entitlement, Lifecycle, WorkloadIdentity
+from gateway.settings.monitoring import MonitoringSettings
 
 REPO = Path(__file__).resolve().parent.parent
 CATALOG_SIZES = (10, 100, 1_000, 10_000)
@@ -394,6 +399,22 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("admin__rotate_keys", {"service": "db"}, "step_up"),
 ]
 ALLOW_CASE = 5  # payments__pay, allowed: one evaluation with a typed nested input
+HISTORY_CALLS = 64  # the chain window a running gateway carries per task (monitoring.max_history)
+BENCH_TASK = "task-bench"
+
+
+def gateway_facts(catalog: Catalog, principal: Principal) -> RequestFacts:
+    """FACTS as a running gateway builds them for a busy caller: its task, and the chain signals after
+    HISTORY_CALLS decided calls of the benchmark mix (gateway.chain's tracker, default settings)."""
+    tracker = ChainTracker(MonitoringSettings(), clock=lambda: NOW)
+    tools = [name for name, _, _ in CASES]
+    for i in range(HISTORY_CALLS):
+        name, _, outcome = CASES[i % len(CASES)]
+        tracker.observe_call(principal.agent_id, BENCH_TASK, catalog.tools[name], outcome)
+    chain = tracker.context(principal.agent_id, BENCH_TASK)
+    assert len(chain["tools"]) == HISTORY_CALLS, len(chain["tools"])
+    task = {"id": BENCH_TASK, "purpose": "benchmark task", "tools": tools}
+    return dataclasses.replace(FACTS, task=task, chain=chain)
 
 
 # ---------------------------------------------------------------------------- measuring
@@ -412,10 +433,10 @@ class Stat:
 
 
 def timed(fn: Callable[[int], object], calls: int, warmup: int) -> Stat:
-    """fn(calls .. calls+warmup-1) untimed, then fn(0 .. calls-1), each call timed alone."""
+    """fn(calls .. calls+warmup-1) untimed, then fn(0 .. calls-1), each call timed alone (CPU time)."""
     for i in range(calls, calls + warmup):
         fn(i)
-    clock = time.perf_counter_ns
+    clock = time.thread_time_ns
     samples = [0] * calls
     for i in range(calls):
         start = clock()
@@ -431,6 +452,7 @@ class CatalogResult:
     build_s: float
     entity_bytes: int
     decide_mix: Stat
+    decide_history: Stat  # the mix in a task with HISTORY_CALLS recorded calls (gateway_facts)
     decide_allow: Stat
     listing_tools: int
     visible_tools: Stat
@@ -461,10 +483,12 @@ def build_engine(cedar: Path, cs: CatalogSet) -> tuple[PolicyEngine, float]:
 
 
 def check_outcomes(engine: PolicyEngine, catalog: Catalog, principal: Principal, report: Report) -> None:
-    for name, args, expected in CASES:
-        got = engine.decide_tool(principal, catalog.tools[name], args, FACTS).outcome
-        if got != expected:
-            report.problems.append(f"{name} {orjson.dumps(args).decode()}: expected {expected}, got {got}")
+    for facts in (FACTS, gateway_facts(catalog, principal)):
+        for name, args, expected in CASES:
+            got = engine.decide_tool(principal, catalog.tools[name], args, facts).outcome
+            if got != expected:
+                report.problems.append(f"{name} {orjson.dumps(args).decode()}: expected {expected}, got {got}"
+                                       f"{' (with chain history)' if facts is not FACTS else ''}")
 
 
 def bench_catalog(engine: PolicyEngine, cs: CatalogSet, build_s: float, calls: int, report: Report) -> CatalogResult:
@@ -472,12 +496,15 @@ def bench_catalog(engine: PolicyEngine, cs: CatalogSet, build_s: float, calls: i
     check_outcomes(engine, catalog, principal, report)
     cases = [(catalog.tools[name], args) for name, args, _ in CASES]
     mix = timed(lambda i: engine.decide_tool(principal, *cases[i % len(cases)], FACTS), calls, calls // 10)
+    busy = gateway_facts(catalog, principal)
+    history = timed(lambda i: engine.decide_tool(principal, *cases[i % len(cases)], busy), calls, calls // 10)
     allow_tool, allow_args = cases[ALLOW_CASE]
     allow = timed(lambda i: engine.decide_tool(principal, allow_tool, allow_args, FACTS), calls, calls // 10)
     listing = _listing(catalog)
     visible = timed(lambda i: engine.visible_tools(principal, listing, FACTS), max(30, calls // 30), 10)
     entity_bytes = len(engine.tool_entities(principal, allow_tool, NOW).encode())
-    return CatalogResult(cs.tools, len(catalog.servers), build_s, entity_bytes, mix, allow, len(listing), visible)
+    return CatalogResult(cs.tools, len(catalog.servers), build_s, entity_bytes, mix, history, allow, len(listing),
+                         visible)
 
 
 def _listing(catalog: Catalog) -> list[ToolEntry]:
@@ -510,11 +537,11 @@ def bench_registry(engine: PolicyEngine, catalog: Catalog, agents: Sequence[Prin
     return RegistryResult(n, warm, cold)
 
 
-def run(calls: int, tmp: Path) -> Report:
+def run(calls: int, tmp: Path, sizes: Sequence[int] = CATALOG_SIZES) -> Report:
     cedar = tmp / "cedar"
     report = Report(policies=write_policies(cedar))
     registry_catalog: tuple[PolicyEngine, Catalog] | None = None
-    for size in CATALOG_SIZES:
+    for size in sizes:
         cs = write_catalog(tmp / f"catalog-{size}", size)
         try:
             engine, build_s = build_engine(cedar, cs)
@@ -544,13 +571,15 @@ def run(calls: int, tmp: Path) -> Report:
 
 
 def format_report(report: Report) -> str:
-    lines = [f"Cedar decisions, {report.policies} policies (p50 / p99 in microseconds, in process)", ""]
-    head = (f"{'tools':>6} {'servers':>7} {'build s':>7}  {'decide mix':>15}  {'decide allow':>15}  "
-            f"{'visible_tools':>17}  {'entity bytes':>12}")
+    lines = [f"Cedar decisions, {report.policies} policies (p50 / p99 CPU microseconds, in process; "
+             f"'+ history': in a task with {HISTORY_CALLS} recorded calls)", ""]
+    head = (f"{'tools':>6} {'servers':>7} {'build s':>7}  {'decide mix':>15}  {'mix + history':>15}  "
+            f"{'decide allow':>15}  {'visible_tools':>17}  {'entity bytes':>12}")
     lines += [head, "-" * len(head)]
     for c in report.catalogs:
         lines.append(
-            f"{c.tools:>6} {c.servers:>7} {c.build_s:>7.2f}  {_pair(c.decide_mix):>15}  {_pair(c.decide_allow):>15}  "
+            f"{c.tools:>6} {c.servers:>7} {c.build_s:>7.2f}  {_pair(c.decide_mix):>15}  "
+            f"{_pair(c.decide_history):>15}  {_pair(c.decide_allow):>15}  "
             f"{_pair(c.visible_tools):>12} ({c.listing_tools:>2})  {c.entity_bytes:>12}"
         )
     if report.registries:
@@ -601,11 +630,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Narrowgate policy decision benchmark (in process)")
     parser.add_argument("--calls", type=int, default=3000, help="timed calls per measurement (default 3000)")
     parser.add_argument("--json", type=Path, default=None, help="write results as JSON here")
+    parser.add_argument("--tools", default=",".join(map(str, CATALOG_SIZES)),
+                        help="catalog sizes, comma-separated (default %(default)s; the registry sweep needs "
+                             f"{REGISTRY_CATALOG})")
     args = parser.parse_args(argv)
     if not 10 <= args.calls <= 200_000:
         parser.error("--calls must be between 10 and 200000")
+    try:
+        sizes = [int(size) for size in args.tools.split(",")]
+    except ValueError:
+        parser.error("--tools must be comma-separated numbers")
+    if not all(CORE_TOOLS <= size <= 50_000 for size in sizes):
+        parser.error(f"--tools sizes must be between {CORE_TOOLS} and 50000")
     with tempfile.TemporaryDirectory(prefix="narrowgate-bench-policy-") as tmp:
-        report = run(args.calls, Path(tmp))
+        report = run(args.calls, Path(tmp), sizes)
     print(format_report(report))
     if args.json:
         write_json(args.json, report, args.calls)

@@ -7,21 +7,20 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import replace
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from gateway import __version__
 from gateway.admin.agents_api import AgentsApi
 from gateway.admin.auth import AdminAuthenticator
 from gateway.admin.policies_api import PoliciesApi
 from gateway.approvals.service import ApprovalService
-from gateway.approvals.settings import ApprovalSettings
 from gateway.approvals.step_up import StepUpFlow
 from gateway.approvals.webhook import approval_webhook_payload
 from gateway.audit import AuditEvent, AuditLog
@@ -29,27 +28,29 @@ from gateway.audit.digests import DigestKey
 from gateway.authorization import Authorizer
 from gateway.catalog import Catalog
 from gateway.chain.monitor import ChainMonitor
-from gateway.chain.settings import monitoring_settings_from_mapping
-from gateway.chain.tracker import ChainTracker
 from gateway.config import Settings
 from gateway.credentials.secret_sources import SecretResolver
 from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.detections import DetectionResponder
 from gateway.discovery.resources import ResourceReviews
 from gateway.discovery.service import ToolReviews
-from gateway.discovery.settings import DiscoverySettings
 from gateway.discovery.webhook import approved_only, resource_webhook_payload, review_webhook_payload
 from gateway.identity.authenticator import Authenticator
 from gateway.identity.principal import Principal
 from gateway.identity.verifier import TokenVerifier
+from gateway.in_memory_state import in_memory_backends, monitoring_with_catalog_egress
 from gateway.mcp_methods import Methods
 from gateway.oauth.metadata import METADATA_PATH, authorization_server_metadata
 from gateway.oauth.token_endpoint import TOKEN_PATH, TokenEndpoint, settings_for_audience
 from gateway.policy.engine import PolicyEngine, ReloadOutcome
 from gateway.policy.hours import WorkingHours
 from gateway.policy.reloader import PolicyReloader
+from gateway.protocol.eras import MODERN_ERA
 from gateway.registry.model import Agent, Lifecycle, LifecycleEvent
 from gateway.registry.service import Registry
+from gateway.resource_updates import ResourceUpdateRelay
+from gateway.state.backends import StateBackends
+from gateway.state.notices import TOPIC_LIST_CHANGED
 from gateway.store import open_store
 from gateway.tasks.gate import TaskGate
 from gateway.tasks.model import Task
@@ -58,12 +59,9 @@ from gateway.tasks.token_check import TaskTokenCheck
 from gateway.tasks.tokens import TaskTokenIssuer
 from gateway.telemetry import Telemetry
 from gateway.transport.endpoint import McpEndpoint
-from gateway.transport.resource_updates import ResourceUpdateRelay
-from gateway.transport.sessions import SessionRegistry
-from gateway.upstream.base import MODERN_ERA
 from gateway.upstream.directory import Directory, Listing
 from gateway.upstream.pool import UpstreamPool
-from gateway.visibility_pass import VisibilityPass
+from gateway.visibility_pass import VisibilityPass, publish_in_steps
 from gateway.webhooks import WebhookSender
 
 log = logging.getLogger("narrowgate")
@@ -79,9 +77,12 @@ LIST_CHANGED = {
 class Gateway:
     """Everything one running gateway holds; the ASGI app is `self.app`."""
 
-    def __init__(self, settings: Settings, catalog: Catalog, tool_schemas: dict[str, Any] | None = None) -> None:
+    def __init__(self, settings: Settings, catalog: Catalog, tool_schemas: dict[str, Any] | None = None,
+                 state: StateBackends | None = None) -> None:
+        """`state`: where the in-memory-only state lives (default: this process; see docs/state.md)."""
         self.settings = settings
         self.catalog = catalog
+        self.state = state if state is not None else in_memory_backends(settings, catalog)
         self.background: set[asyncio.Task[None]] = set()
         self.drained = (0, 0)  # (held calls, unfinished calls) answered when the process was stopped
         self.store = open_store(settings.state)
@@ -94,8 +95,7 @@ class Gateway:
         self.build_discovery()
         self.pool.on_rebuild = self.on_directory_rebuilt
         self.pool.on_list_changed = self.on_upstream_lists_changed
-        limits = settings.limits
-        self.sessions = SessionRegistry(limits.session_idle_s, limits.max_sessions_per_agent, limits.max_sessions)
+        self.sessions = self.state.agent_sessions
         authorizer = Authorizer(self.policy, self.audit, settings.policy.agent_reasons,
                                 on_evaluated=lambda d, s: self.telemetry.record_policy_evaluation(s, d.outcome))
         self.methods = Methods(self.pool, authorizer, self.upstream_auth, TaskGate(self.tasks),
@@ -103,6 +103,7 @@ class Gateway:
         self.build_approvals(authorizer)
         authenticator = Authenticator(settings, self.verifier, self.registry, self.task_check)
         self.endpoint = McpEndpoint(settings, authenticator, self.methods, self.sessions, self.telemetry)
+        self.state.notices.subscribe(TOPIC_LIST_CHANGED, self.on_list_changed)
         self.pool.on_resource_updated = ResourceUpdateRelay(self.methods, self.sessions, self.endpoint.listen_hub,
                                                             self.current_principal).relay
         admin_auth = AdminAuthenticator(settings, self.verifier, self.registry, self.task_check.is_ours)
@@ -114,9 +115,10 @@ class Gateway:
         """Who calls: the agent registry, workload-token verification, and the gateway's own keys."""
         self.registry = Registry(self.store, [])
         self.registry.observe(self.on_agent_change)
-        self.verifier = TokenVerifier(self.settings.identity)
+        self.verifier = TokenVerifier(self.settings.identity, cache=self.state.verified_tokens)
         self.secrets = SecretResolver()
-        self.upstream_auth = UpstreamAuth(self.settings.base_url, self.secrets, self.settings.tokens.upstream_ttl_s)
+        self.upstream_auth = UpstreamAuth(self.settings.base_url, self.secrets, self.settings.tokens.upstream_ttl_s,
+                                          revocations=self.state.revocations)
 
     def build_policy(self, tool_schemas: dict[str, Any]) -> None:
         settings = self.settings
@@ -137,15 +139,12 @@ class Gateway:
 
     def build_monitor(self) -> ChainMonitor:
         """Chain monitoring: the catalog's `egress: true` tools count as egress, besides the config's."""
-        settings = self.settings.monitoring or monitoring_settings_from_mapping({})
-        egress = tuple(sorted({*settings.egress_tools, *(t.exposed_name for t in self.catalog.tools.values()
-                                                        if t.egress)}))
-        settings = replace(settings, egress_tools=egress)
-        self.chain = ChainTracker(settings)
+        settings = monitoring_with_catalog_egress(self.settings, self.catalog)
+        self.chain = self.state.chain_signals
         self.detections = DetectionResponder(self.audit, self.registry, self.telemetry, settings,
                                              self.settings.monitoring_webhook_url,
                                              self.settings.monitoring_webhook_secret_env)
-        return ChainMonitor(self.chain, self.detections)
+        return ChainMonitor(self.chain, self.state.rate_windows, self.detections)
 
     def build_tasks(self) -> None:
         """Task grants: the token endpoint that starts them and the check that honours their tokens."""
@@ -164,7 +163,7 @@ class Gateway:
 
     def build_discovery(self) -> None:
         """Upstream tools as reviewed: quarantine for new and changed definitions, and their review."""
-        settings = self.settings.discovery or DiscoverySettings()
+        settings = self.settings.discovery
         self.pool = UpstreamPool(self.catalog, self.upstream_auth, full_resync_s=settings.resync_interval_s,
                                  max_reply_bytes=self.settings.limits.max_upstream_reply_bytes)
         self.reviews = ToolReviews(self.store, self.audit)
@@ -199,12 +198,12 @@ class Gateway:
         """After a review decision: rebuild the catalog everyone uses, then tell agents whose list changed."""
         self.effective_stale = True
         self.pool.rebuild()
-        await self.announce_list_changed({"tools"})
+        await self.publish_list_changed({"tools"})
 
     async def apply_resource_reviews(self) -> None:
         """After a resource review decision: rebuild the directory, then tell agents to list again."""
         self.pool.rebuild()
-        await self.announce_list_changed({"resources"})
+        await self.publish_list_changed({"resources"})
 
     def current_principal(self, principal: Principal) -> Principal | None:
         """`principal` with its agent record as it is now; None if the agent may no longer act."""
@@ -213,16 +212,17 @@ class Gateway:
             return None
         return replace(principal, agent=agent)
 
-    def run_in_background(self, work: Any) -> None:
+    def run_in_background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 
     def build_approvals(self, authorizer: Authorizer) -> None:
         """Step-up approvals: requests people decide in the console, the admin API or the CLI."""
-        settings = self.settings.approvals or ApprovalSettings()
+        settings = self.settings.approvals
         self.approval_settings = settings
-        self.approvals = ApprovalService(self.store, self.registry, self.audit, settings, digests=self.digest_key)
+        self.approvals = ApprovalService(self.store, self.registry, self.audit, settings, digests=self.digest_key,
+                                         open_approvals=self.state.open_approvals, waiters=self.state.approval_waiters)
         self.tasks.on_end.append(self.approvals.task_ended)
         self.approvals.on_change.append(self.telemetry.set_approvals_pending)
         self.approval_webhook = WebhookSender(settings.webhook_url, settings.webhook_secret_env, "approval")
@@ -231,7 +231,7 @@ class Gateway:
         self.methods.step_up = StepUpFlow(self.approvals, authorizer, self.tasks, self.telemetry, settings,
                                           self.settings.base_url)
 
-    def routes(self) -> list[Route]:
+    def routes(self) -> list[BaseRoute]:
         from gateway.admin.approvals_api import ApprovalsApi
         from gateway.admin.catalog_api import CatalogApi
         from gateway.admin.keys_api import KeysApi
@@ -258,7 +258,8 @@ class Gateway:
             *ApprovalsApi(self.approvals, admin_auth, self.settings.base_url).routes(),
             *CatalogApi(self.reviews, admin_auth, self.resource_reviews).routes(),
             *Console(self.approvals, self.registry, self.tasks, self.store, admin_auth, self.settings,
-                     self.reviews, self.resource_reviews).routes(),
+                     self.reviews, self.resource_reviews, sessions=self.state.console_sessions,
+                     throttle=self.state.login_failures).routes(),
         ]
 
     @contextlib.asynccontextmanager
@@ -365,7 +366,7 @@ class Gateway:
 
     def announce_policy_change(self) -> None:
         """A new policy set can change what each agent may see: tell agents to list again."""
-        self.run_in_background(self.announce_list_changed({"tools", "prompts", "resources"}))
+        self.run_in_background(self.publish_list_changed({"tools", "prompts", "resources"}))
 
     def on_agent_change(self, agent: Agent, event: LifecycleEvent) -> None:
         """Every lifecycle change is audited; a suspended or retired agent loses its sessions at once."""
@@ -455,7 +456,14 @@ class Gateway:
         """An upstream's tools, prompts or resources changed: audit it, then tell the agents."""
         self.audit.record(AuditEvent(kind="catalog", action="lists_changed", actor="narrowgate",
                                      detail={"kinds": sorted(kinds), "tools": sorted(self.pool.directory.tools)}))
-        await self.announce_list_changed(kinds)
+        await self.publish_list_changed(kinds)
+
+    async def publish_list_changed(self, kinds: set[str]) -> None:
+        """Lists may have changed: every gateway process (this one too) tells the agents it serves."""
+        await self.state.notices.publish(TOPIC_LIST_CHANGED, {"kinds": sorted(kinds)})
+
+    async def on_list_changed(self, notice: Mapping[str, Any]) -> None:
+        await self.announce_list_changed(set(notice["kinds"]))
 
     async def announce_list_changed(self, kinds: set[str]) -> None:
         for kind in sorted(kinds):
@@ -463,8 +471,7 @@ class Gateway:
                 await self.announce_tool_changes()
                 continue
             message = {"jsonrpc": "2.0", "method": LIST_CHANGED[kind]}
-            for session in self.sessions.all():
-                session.publish(message)
+            await publish_in_steps(self.sessions.all(), message)
             self.endpoint.listen_hub.publish(message["method"])
 
     async def announce_tool_changes(self) -> None:
@@ -478,12 +485,8 @@ class Gateway:
         async with self.announce_lock:
             visibility = VisibilityPass(self.methods.visible_tool_names_async)
             for session in list(self.sessions.all()):
-                now = await visibility.names(session.principal, session.protocol_version, session.client_info)
-                seen, session.tools_seen = session.tools_seen, now
-                if seen is not None and seen != now:
+                if await visibility.changed(session, session.protocol_version, session.client_info):
                     session.publish({"jsonrpc": "2.0", "method": method})
             for listener in list(self.endpoint.listen_hub.listeners):
-                now = await visibility.names(listener.principal, MODERN_ERA, None)
-                seen, listener.tools_seen = listener.tools_seen, now
-                if seen is not None and seen != now:
+                if await visibility.changed(listener, MODERN_ERA, listener.client_info):
                     listener.notify(method)

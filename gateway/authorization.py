@@ -15,9 +15,9 @@ from typing import Any
 
 from gateway.audit import AuditEvent, AuditLog, AuditUnavailable, redacted_preview
 from gateway.catalog.model import ToolEntry
-from gateway.errors import ACCESS_DENIED, APPROVAL_REQUIRED, RpcError
 from gateway.identity.principal import Principal
 from gateway.policy.engine import Decision, PolicyEngine, RequestFacts, new_decision_id
+from gateway.protocol.errors import ACCESS_DENIED, APPROVAL_REQUIRED, RpcError
 from gateway.verifier import argument_digest
 
 log = logging.getLogger("narrowgate.decisions")

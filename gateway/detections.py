@@ -13,10 +13,10 @@ import asyncio
 import logging
 
 from gateway.audit import AuditEvent, AuditLog
-from gateway.chain.settings import MonitoringSettings, triggers_kill_switch, worth_alerting
-from gateway.chain.tracker import Detection
+from gateway.chain.detectors import Detection
 from gateway.registry.errors import RegistryError
 from gateway.registry.service import Registry
+from gateway.settings.monitoring import MonitoringSettings, triggers_kill_switch, worth_alerting
 from gateway.telemetry import Telemetry
 from gateway.transport.sessions import SPARED_REQUEST
 from gateway.webhooks import WebhookSender

@@ -10,41 +10,27 @@ from typing import Any
 from mcp.shared.inbound import mcp_param_headers
 from mcp_types import SERVER_INFO_META_KEY
 
-from gateway import __version__
-from gateway.approvals.step_up import StepUpCall, StepUpFlow, without_approval_round
+from gateway.approvals.step_up import HoldingSink, StepUpCall, StepUpFlow, without_approval_round
 from gateway.authorization import Authorizer
 from gateway.catalog.model import HttpTransport, ServerEntry, ToolEntry
 from gateway.chain.monitor import ChainMonitor
 from gateway.credentials.upstream_auth import UpstreamAuth
-from gateway.errors import INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, UPSTREAM_UNAVAILABLE, RpcError
 from gateway.identity.principal import Principal
 from gateway.policy.engine import Decision, RequestFacts
 from gateway.policy.paths import CanonicalizationError, canonical_path
+from gateway.policy.tool_listing import ToolLister
+from gateway.protocol.capabilities import INSTRUCTIONS, MODERN_CAPABILITIES, SERVER_INFO
+from gateway.protocol.eras import MODERN_ERA
+from gateway.protocol.errors import INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, UPSTREAM_UNAVAILABLE, RpcError
+from gateway.protocol.log_levels import LOG_LEVELS
 from gateway.tasks.gate import BUILTIN_TOOLS, TaskGate, task_facts
 from gateway.tasks.model import Task
 from gateway.telemetry import NOOP_SPAN, RequestSpan, Telemetry
-from gateway.transport.sessions import LOG_LEVELS, AgentSession
-from gateway.upstream.base import LEGACY_ERA, MODERN_ERA, CallContext, CallSink
+from gateway.transport.sessions import AgentSession
+from gateway.upstream.base import CallContext
 from gateway.upstream.directory import ResourceRoute, Withheld
 from gateway.upstream.pool import UpstreamPool
 from gateway.verifier import argument_digest
-
-SERVER_INFO = {"name": "narrowgate", "title": "Narrowgate", "version": __version__}
-SERVER_CAPABILITIES: dict[str, Any] = {
-    "tools": {"listChanged": True},
-    "prompts": {"listChanged": True},
-    "resources": {"subscribe": True, "listChanged": True},
-    "completions": {},
-    "logging": {},
-}
-# 2026-07-28 drops logging and per-resource subscribe (subscriptions/listen replaces them).
-MODERN_CAPABILITIES: dict[str, Any] = {
-    "tools": {"listChanged": True},
-    "prompts": {"listChanged": True},
-    "resources": {"listChanged": True},
-    "completions": {},
-}
-INSTRUCTIONS = "Tools are served through Narrowgate; each call is checked and recorded."
 
 
 @dataclass(slots=True)
@@ -54,7 +40,7 @@ class RequestContext:
     client_capabilities: dict[str, Any]
     client_info: dict[str, Any] | None
     session: AgentSession | None
-    sink: CallSink | None
+    sink: HoldingSink | None  # also the upstream call's CallSink
     trace_id: str | None = None
     span: RequestSpan = NOOP_SPAN
     # What this request came to, for metrics and the span.
@@ -74,6 +60,7 @@ class Methods:
         self.monitor = monitor
         self.pool = pool
         self.authorizer = authorizer
+        self.lister = ToolLister(authorizer.engine)
         self.upstream_auth = auth
         self.tasks = tasks
         self.step_up: StepUpFlow | None = None  # set when approvals are on; without it StepUp is refused
@@ -108,32 +95,19 @@ class Methods:
         listed = [view.definition for name, view in tools.items() if name in visible]
         return {"result": {"tools": listed + self.tasks.builtin_tools(ctx.principal)}}
 
-    def visible_tools(self, principal: Principal, facts: RequestFacts) -> frozenset[str]:
-        """What this caller may list: its grant's tools that are approved (never quarantined or rejected)
-        and that policy allows, or would allow with an approval. In one piece (the engine remembers
-        what it decided, so a repeat is cheap); on the event loop prefer visible_tools_async."""
-        return frozenset(self.authorizer.visible_tools(principal, self.listable_entries(principal), facts))
-
     async def visible_tools_async(self, principal: Principal, facts: RequestFacts) -> frozenset[str]:
-        """visible_tools, letting other requests run between batches of a large catalog."""
-        engine = self.authorizer.engine
-        return frozenset(await engine.visible_tools_async(principal, self.listable_entries(principal), facts))
+        """What this caller may list: its grant's tools that are approved (never quarantined or rejected)
+        and that policy allows, or would allow with an approval. The tool index is built on a worker
+        thread and Cedar is asked once per class of tools (gateway.policy.tool_listing)."""
+        return await self.lister.visible(principal, self.listable_entries(principal), facts)
 
     def listable_entries(self, principal: Principal) -> list[ToolEntry]:
         tools = self.pool.directory.tools
         return [view.entry for n in self.tasks.visible(principal, tools) if (view := tools[n]).entry.approved]
 
-    def visible_tool_names(self, principal: Principal, era: str, client_info: dict[str, Any] | None) -> frozenset[str]:
-        """visible_tools outside a request (to tell agents when their list changed); empty if the task ended."""
-        try:
-            return self.visible_tools(principal, self.facts_for(principal, era, client_info,
-                                                                self.tasks.facts(principal)))
-        except RpcError:
-            return frozenset()
-
     async def visible_tool_names_async(self, principal: Principal, era: str,
                                        client_info: dict[str, Any] | None) -> frozenset[str]:
-        """visible_tool_names, yielding between batches (for passes over every open session)."""
+        """visible_tools_async outside a request (to tell agents when their list changed); empty if the task ended."""
         try:
             return await self.visible_tools_async(principal, self.facts_for(principal, era, client_info,
                                                                             self.tasks.facts(principal)))
@@ -268,7 +242,7 @@ class Methods:
     async def get_prompt(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
         name = params.get("name")
         view = self.pool.directory.prompts.get(name) if isinstance(name, str) else None
-        if view is None:
+        if view is None or not isinstance(name, str):
             raise RpcError(INVALID_PARAMS, f"Unknown prompt: {name}")
         await self.authorizer.prompt(ctx.principal, view.server_id, name, self.facts(ctx), ctx.trace_id)
         return await self.forward(ctx, view.server_id, "prompts/get", {**params, "name": view.upstream_name})
@@ -420,5 +394,3 @@ HANDLERS: dict[str, Handler] = {
     "completion/complete": Methods.complete,
     "logging/setLevel": Methods.set_log_level,
 }
-ERA_ONLY = {"ping": LEGACY_ERA, "logging/setLevel": LEGACY_ERA, "resources/subscribe": LEGACY_ERA,
-            "resources/unsubscribe": LEGACY_ERA, "server/discover": MODERN_ERA}

@@ -200,10 +200,11 @@ class UpstreamTokenVerifier:
 
     def _decode(self, token: str, key: Any, alg: str) -> dict[str, Any]:
         # Times are checked by _check_times with our clock (testable, and one leeway rule for all).
-        options = {"verify_exp": False, "verify_iat": False, "verify_nbf": False, "require": list(REQUIRED_CLAIMS)}
+        options: jwt.types.Options = {"verify_exp": False, "verify_iat": False, "verify_nbf": False,
+                                      "require": list(REQUIRED_CLAIMS)}
         try:
             return jwt.decode(token, key, algorithms=[alg], audience=self.audience, issuer=self.issuer,
-                              options=options)  # type: ignore[arg-type]
+                              options=options)
         except jwt.InvalidSignatureError:
             raise TokenRefused("bad signature") from None
         except jwt.InvalidAudienceError:

@@ -24,11 +24,11 @@ from gateway.approvals.model import (
     NotAllowedToDecide,
 )
 from gateway.approvals.service import COMMENT_MAX, ApprovalService
-from gateway.approvals.settings import ApprovalSettings
 from gateway.audit import AuditLog
 from gateway.audit.digests import DigestKey
 from gateway.catalog import Catalog, HttpTransport, ServerEntry, ToolEntry
 from gateway.registry.service import Registry
+from gateway.settings.approvals import ApprovalSettings
 from gateway.store import Store
 from gateway.store.base import AuditQuery
 from gateway.tasks.model import Task

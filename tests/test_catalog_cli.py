@@ -21,7 +21,7 @@ import pytest
 
 from gateway.catalog import load_catalog
 from gateway.catalog.definitions import definition_hash
-from gateway.catalog_commands import (
+from gateway.cli.catalog import (
     CatalogCommandError,
     PinError,
     apply_edits,

@@ -22,7 +22,7 @@ import yaml
 
 from gateway.catalog import load_catalog
 from gateway.catalog.definitions import definition_hash
-from gateway.catalog_discover import DiscoverError, Listing, comment, scalar, server_id_for
+from gateway.cli.catalog_discover import DiscoverError, Listing, comment, scalar, server_id_for
 from tests.support.changes import SHIFTING_SERVER, control
 from tests.support.clients import mcp_client
 from tests.support.processes import BEHAVIOUR_SERVER, NARROWGATE, REPO, free_port, start_listening, static_agent, stop

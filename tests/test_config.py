@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.approvals.settings import ApprovalSettings
 from gateway.config import AdminToken, ConfigError, load_settings
+from gateway.settings.approvals import ApprovalSettings
 from tests.support.processes import NARROWGATE, REPO
 
 

@@ -276,7 +276,10 @@ def test_schema_invalid_arguments_deny(cedar_dir: Path, catalog: Catalog, args: 
 
 
 def test_no_decision_from_cedar_is_a_deny(cedar_dir: Path, catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Bypass the engine's own type check so Cedar itself cannot build the request: NoDecision.
+    # Bypass the engine's own type check so Cedar itself cannot build the request: NoDecision. (A policy
+    # reads the fee: only what policies read is sent to Cedar.)
+    add_policy(cedar_dir, "60-fee.cedar", '@id("fee") forbid (principal, action == Action::"payments__pay", '
+               'resource) when { context.input has fee && context.input.fee.greaterThan(decimal("100.0")) };\n')
     bad_decimal = {"__extn": {"fn": "decimal", "arg": "not-a-decimal"}}
     monkeypatch.setattr("gateway.policy.engine.to_cedar", lambda value, typed: {**value, "fee": bad_decimal})
     engine = engine_for(cedar_dir, catalog)

@@ -1,5 +1,6 @@
-"""No stall at a large catalog: a policy reload (with its pass over every open session) and another
-agent's first tools/list must not hold up a concurrent tools/call.
+"""No stall at a large catalog: a policy reload (with its pass over every open session), an
+upstream's tool change and another agent's first tools/list must not hold up a concurrent tools/call,
+also with a thousand idle sessions open.
 
 A real `narrowgate serve` in front of the shifting upstream serving 2,000 extra tools, with ~40
 policies: compiling that set takes seconds (Cedar validates every policy against every tool's
@@ -21,14 +22,16 @@ import httpx2
 import pytest
 from mcp import Client
 
-from tests.support.changes import SHIFTING_SERVER
+from tests.support.changes import SHIFTING_SERVER, control
 from tests.support.clients import mcp_client
 from tests.support.processes import ADMIN_TOKEN, Gateway, cedar_copy, start_listening, stop
 
 BULK_TOOLS = 2000
 QUIET_POLICIES = 30  # harmless forbids over every tool: what makes validation take seconds
-TOKENS = {"agent-a": "token-a", "agent-b": "token-b"}
+TOKENS = {"agent-a": "token-a", "agent-b": "token-b", "agent-c": "token-c", "agent-idle": "token-idle"}
 CALL = ("shifting__lookup", {"query": "ping"})
+IDLE_SESSIONS = 1000  # 2025-11-25 sessions of agent-idle, open and idle during the events
+IDLE_LISTED = 10  # one in this many listed its tools (so a change has lists to recompute and compare)
 
 
 def quiet_policies(count: int, offset: int = 0) -> str:
@@ -57,7 +60,9 @@ def gateway(tmp_path: Path, big_upstream: int) -> Iterator[Gateway]:
     }
     cedar = cedar_copy(tmp_path / "cedar", **{"70-quiet": quiet_policies(QUIET_POLICIES)})
     gw = Gateway(tmp_path / "gateway", [manifest], tokens=TOKENS,
-                 extra_config={"policies": str(cedar), "policy": {"watch_interval_s": 0}})
+                 extra_config={"policies": str(cedar), "policy": {"watch_interval_s": 0},
+                               "limits": {"max_sessions_per_agent": IDLE_SESSIONS + 10,
+                                          "max_sessions": IDLE_SESSIONS + 100}})
     gw.start(timeout_s=120)
     yield gw
     gw.stop()
@@ -91,6 +96,16 @@ async def worst_call_during(client: Client, event: Callable[[], Awaitable[Any]],
     return max(latencies), outcome[0]
 
 
+async def normal_bound(client: Client) -> tuple[float, str]:
+    """The bound for a call during an event (normal p99 * 5 + 0.5 s) from 4 s of serial calls, and a
+    description of it for failure messages."""
+    normal: list[float] = []
+    deadline = time.monotonic() + 4
+    await serial_calls(client, lambda: time.monotonic() > deadline, normal)
+    bound = p99(normal) * 5 + 0.5
+    return bound, f"normal p99 {p99(normal):.3f}s over {len(normal)} calls, bound {bound:.2f}s"
+
+
 def p99(latencies: list[float]) -> float:
     ordered = sorted(latencies)
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
@@ -105,6 +120,12 @@ async def admin_reload(gw: Gateway) -> dict[str, Any]:
     return body
 
 
+async def first_listing(gw: Gateway, agent: str) -> int:
+    """How many tools `agent` sees in its first tools/list."""
+    async with mcp_client(gw.url, TOKENS[agent], "legacy") as other:
+        return len((await other.list_tools()).tools)
+
+
 async def test_reload_and_listing_at_a_large_catalog_do_not_hold_up_calls(gateway: Gateway, tmp_path: Path) -> None:
     async with (
         mcp_client(gateway.url, TOKENS["agent-a"], "legacy") as caller,
@@ -112,23 +133,94 @@ async def test_reload_and_listing_at_a_large_catalog_do_not_hold_up_calls(gatewa
     ):
         # A session that has listed: the reload's pass over open sessions has to recompute its list.
         assert len((await watcher.list_tools()).tools) == BULK_TOOLS + 3
-        normal: list[float] = []
-        deadline = time.monotonic() + 4
-        await serial_calls(caller, lambda: time.monotonic() > deadline, normal)
-        bound = p99(normal) * 5 + 0.5
-        seen = f"normal p99 {p99(normal):.3f}s over {len(normal)} calls, bound {bound:.2f}s"
+        bound, seen = await normal_bound(caller)
 
         # A real change: the whole set compiles again against 2,000 tools.
         (tmp_path / "cedar" / "policies" / "71-quiet.cedar").write_text(quiet_policies(8, QUIET_POLICIES))
         worst_reload, reloaded = await worst_call_during(caller, lambda: admin_reload(gateway), tail_s=1.0)
         assert reloaded["ok"] and reloaded["changed"], reloaded
 
-        async def first_listing() -> int:
-            async with mcp_client(gateway.url, TOKENS["agent-b"], "legacy") as other:
-                return len((await other.list_tools()).tools)
-
-        worst_listing, listed = await worst_call_during(caller, first_listing, tail_s=0.2)
+        worst_listing, listed = await worst_call_during(caller, lambda: first_listing(gateway, "agent-b"), tail_s=0.2)
         assert listed == BULK_TOOLS + 3
 
     assert worst_reload < bound, f"a call waited {worst_reload:.2f}s during a reload ({seen})"
+    assert worst_listing < bound, f"a call waited {worst_listing:.2f}s during a listing ({seen})"
+
+
+async def open_idle_sessions(gw: Gateway, count: int) -> tuple[int, dict[str, str]]:
+    """`count` 2025-11-25 sessions of agent-idle, left open with no stream; one in IDLE_LISTED lists
+    its tools first. Returns how many listed, and the headers of the first that did."""
+    watched: dict[str, str] = {}
+    base = {"Authorization": f"Bearer {TOKENS['agent-idle']}", "Accept": "application/json, text/event-stream"}
+    init = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "idle", "version": "0"}}
+    listed = 0
+    gate = anyio.Semaphore(16)
+
+    async def one(http: httpx2.AsyncClient, i: int) -> None:
+        nonlocal listed
+        async with gate:
+            answer = await http.post(gw.url, headers=base, json={"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                                                                 "params": init})
+            assert answer.status_code == 200, answer.text
+            headers = {**base, "Mcp-Session-Id": answer.headers["mcp-session-id"],
+                       "Mcp-Protocol-Version": "2025-11-25"}
+            done = await http.post(gw.url, headers=headers, json={"jsonrpc": "2.0",
+                                                                  "method": "notifications/initialized"})
+            assert done.status_code == 202, done.text
+            if i % IDLE_LISTED == 0:
+                tools = await http.post(gw.url, headers=headers, json={"jsonrpc": "2.0", "id": 2,
+                                                                       "method": "tools/list"})
+                assert tools.status_code == 200 and b"tool01999" in tools.content, tools.text[:300]
+                listed += 1
+                if i == 0:
+                    watched.update(headers)
+
+    async with httpx2.AsyncClient(timeout=60) as http, anyio.create_task_group() as group:
+        for i in range(count):
+            group.start_soon(one, http, i)
+    return listed, watched
+
+
+async def until_notified(gw: Gateway, headers: dict[str, str], method: str,
+                         action: Callable[[], Awaitable[Any]]) -> None:
+    """Open the session's GET stream, run `action`, return once `method` arrives on the stream."""
+    async with httpx2.AsyncClient(timeout=300) as http, http.stream(
+            "GET", gw.url, headers={**headers, "Accept": "text/event-stream"}) as stream:
+        assert stream.status_code == 200
+        await action()
+        seen = b""
+        async for chunk in stream.aiter_bytes():
+            seen = (seen + chunk)[-4096:]
+            if method.encode() in seen:
+                return
+    raise AssertionError(f"the stream ended before {method}")
+
+
+async def test_changes_with_many_sessions_open_do_not_hold_up_calls(gateway: Gateway, big_upstream: int,
+                                                                    tmp_path: Path) -> None:
+    listed, watched = await open_idle_sessions(gateway, IDLE_SESSIONS)
+    assert listed == IDLE_SESSIONS // IDLE_LISTED
+    async with mcp_client(gateway.url, TOKENS["agent-a"], "legacy") as caller:
+        assert len((await caller.list_tools()).tools) == BULK_TOOLS + 3
+        bound, seen = await normal_bound(caller)
+
+        (tmp_path / "cedar" / "policies" / "72-quiet.cedar").write_text(quiet_policies(4, QUIET_POLICIES + 8))
+        worst_reload, reloaded = await worst_call_during(caller, lambda: admin_reload(gateway), tail_s=1.5)
+        assert reloaded["ok"] and reloaded["changed"], reloaded
+
+        async def upstream_drops_a_tool() -> int:
+            # Done when an idle session that listed hears of it: the re-list, the new directory, the
+            # policy catalog compiled again (its generated schema changed) and the pass over every session.
+            await until_notified(gateway, watched, "notifications/tools/list_changed",
+                                 lambda: control(big_upstream, {"op": "remove", "name": "note"}))
+            return len((await caller.list_tools()).tools)
+
+        worst_change, left = await worst_call_during(caller, upstream_drops_a_tool, tail_s=1.0)
+        assert left == BULK_TOOLS + 2
+
+        worst_listing, shown = await worst_call_during(caller, lambda: first_listing(gateway, "agent-c"), tail_s=0.2)
+        assert shown == BULK_TOOLS + 2
+
+    assert worst_reload < bound, f"a call waited {worst_reload:.2f}s during a reload, {IDLE_SESSIONS} sessions ({seen})"
+    assert worst_change < bound, f"a call waited {worst_change:.2f}s during a catalog change ({seen})"
     assert worst_listing < bound, f"a call waited {worst_listing:.2f}s during a listing ({seen})"

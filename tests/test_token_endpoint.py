@@ -21,11 +21,11 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 
-from gateway.identity.settings import identity_settings_from_mapping
 from gateway.identity.verifier import TokenVerifier
 from gateway.oauth.metadata import authorization_server_metadata
 from gateway.oauth.token_endpoint import TokenEndpoint, settings_for_audience
 from gateway.registry.service import Registry
+from gateway.settings.identity import identity_settings_from_mapping
 from gateway.store import Store, open_store
 from gateway.tasks.model import TaskEnded, TaskState
 from gateway.tasks.service import TaskService

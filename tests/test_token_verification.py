@@ -20,10 +20,10 @@ import pytest
 
 from gateway.config import ConfigError
 from gateway.identity.jwks import decode_with_key, parse_jwks
-from gateway.identity.settings import IdentitySettings, OidcIssuer, identity_settings_from_mapping
 from gateway.identity.spiffe import parse_spiffe_id
 from gateway.identity.verified import TokenRejected, VerifiedToken
 from gateway.identity.verifier import TokenVerifier
+from gateway.settings.identity import IdentitySettings, OidcIssuer, identity_settings_from_mapping
 from tests.support.identity_provider import (
     TestIdentityProvider,
     TestTrustDomain,

@@ -24,7 +24,7 @@ from mcp_types import SERVER_INFO_META_KEY, CreateMessageRequestParams, CreateMe
 
 from gateway.catalog.loader import CatalogError, load_catalog
 from gateway.config import ConfigError, settings_from_mapping
-from gateway.errors import UPSTREAM_ERROR
+from gateway.protocol.errors import UPSTREAM_ERROR
 from gateway.upstream.child_process import BASE_ENV_NAMES, LOCALE_PREFIX
 from gateway.upstream.reply_limit import HEAD_BYTES, TAIL_BYTES, OversizedLine, capped_lines, sniff_message
 from tests.support.clients import ERAS, mcp_client

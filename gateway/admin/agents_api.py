@@ -51,8 +51,8 @@ class AgentsApi:
         if request.method == "PATCH":
             body = await read_json(request)
             reason = str(body.pop("reason", "") or "updated through the admin API")
-            agent = await self.registry.update(agent_id, body, actor, reason)
-            return json_response(agent_view(agent, self.registry.clock()))
+            updated = await self.registry.update(agent_id, body, actor, reason)
+            return json_response(agent_view(updated, self.registry.clock()))
         agent = self.registry.get(agent_id)
         if agent is None:
             raise NotFound(f"no agent {agent_id!r}")

@@ -75,7 +75,7 @@ class CatalogApi:
         problem = _body_problem(body)
         if problem:
             return error_response(400, problem)
-        common = {"expected_hash": body.get("expected_sha256"), "comment": body.get("comment") or ""}
+        common: dict[str, Any] = {"expected_hash": body.get("expected_sha256"), "comment": body.get("comment") or ""}
         if action == "approve":
             decided = await self.reviews.approve(key, person, risk=body.get("risk"),
                                                  data_classes=body.get("data_classes"), egress=body.get("egress"),

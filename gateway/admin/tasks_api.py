@@ -98,7 +98,7 @@ class TasksApi:
         reason = body.get("reason")
         if reason is not None and not isinstance(reason, str):
             raise TaskError("reason must be a string")
-        task = await self.tasks.start(agent.id, body.get("purpose"), tools, started_by=actor,
+        task = await self.tasks.start(agent.id, body.get("purpose", ""), tools, started_by=actor,
                                       deadline_s=deadline_s, budget=body.get("budget"), trim=trim)
         try:
             token, expires_in = self.tokens.issue(task, agent)

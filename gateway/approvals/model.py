@@ -18,9 +18,6 @@ class ApprovalState(StrEnum):
 
 
 OPEN_STATES = frozenset({ApprovalState.PENDING, ApprovalState.APPROVED})
-MODES = ("hold", "pending")
-# approvals.default_mode may also be "auto": hold when the client can send a person to a URL, else pending.
-DEFAULT_MODES = ("auto", *MODES)
 
 
 @dataclass(frozen=True, slots=True)

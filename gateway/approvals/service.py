@@ -31,11 +31,13 @@ from gateway.approvals.model import (
     Approver,
     NotAllowedToDecide,
 )
-from gateway.approvals.settings import ApprovalSettings
 from gateway.audit import AuditEvent, AuditLog
 from gateway.audit.digests import DigestKey
 from gateway.registry.model import Agent, Lifecycle, LifecycleEvent
 from gateway.registry.service import Registry
+from gateway.settings.approvals import ApprovalSettings
+from gateway.state.approvals import ApprovalWaiters, OpenApprovals
+from gateway.state.memory import InMemoryApprovalWaiters, InMemoryOpenApprovals
 from gateway.store.base import Store
 from gateway.tasks.model import Task
 
@@ -49,7 +51,9 @@ RESTARTED = "abandoned: the gateway restarted while the agent's call was held (a
 
 class ApprovalService:
     def __init__(self, store: Store, registry: Registry, audit: AuditLog, settings: ApprovalSettings,
-                 clock: Clock = time.time, digests: DigestKey | None = None) -> None:
+                 clock: Clock = time.time, digests: DigestKey | None = None,
+                 open_approvals: OpenApprovals[Approval] | None = None, waiters: ApprovalWaiters | None = None) -> None:
+        """`open_approvals`, `waiters`: the state seams (app.py passes them); None keeps them in memory."""
         self.store = store
         self.digests = digests  # keys the argument digest before a person sees it (None: never shown)
         self.registry = registry
@@ -58,10 +62,9 @@ class ApprovalService:
         self.clock = clock
         self.on_new: list[Observer] = []  # every new request (webhook)
         self.on_change: list[Callable[[int], None]] = []  # the pending count after any change (gauge)
-        self._open: dict[str, Approval] = {}
-        self._changed: dict[str, asyncio.Event] = {}
+        self._open: OpenApprovals[Approval] = open_approvals if open_approvals is not None else InMemoryOpenApprovals()
         self._unsaved: dict[str, Approval] = {}  # closed in memory, row not yet written (see _persist_later)
-        self._waiters: dict[str, int] = {}  # approval id -> held calls waiting on it in this process
+        self._waiters: ApprovalWaiters = waiters if waiters is not None else InMemoryApprovalWaiters()
         self._lock = asyncio.Lock()
         self._sweeper: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -70,9 +73,9 @@ class ApprovalService:
 
     async def open(self, *, background: bool = True) -> None:
         for approval in await self.store.list_approvals(states=[s.value for s in OPEN_STATES], limit=100_000):
-            self._open[approval.id] = approval
-        for approval_id in list(self._open):  # their held calls ended with the previous process
-            self._abandon(approval_id, RESTARTED)
+            self._open.put(approval)
+        for approval in self._open.values():  # their held calls ended with the previous process
+            self._abandon(approval.id, RESTARTED)
         if self._agent_changed not in self.registry.observers:
             self.registry.observe(self._agent_changed)
         await self.sweep()
@@ -116,7 +119,7 @@ class ApprovalService:
                 return existing
             approval = replace(draft, id="apr_" + secrets.token_urlsafe(12), state=ApprovalState.PENDING)
             await self.store.save_approval(approval)
-            self._open[approval.id] = approval
+            self._open.put(approval)
         self._record(approval, "requested", approval.agent_id, detail={"reason": approval.reason})
         log.info("approval %s requested: agent %s, tool %s, decision %s, expires in %.0f s", approval.id,
                  approval.agent_id, approval.tool, approval.decision_id, approval.expires_at - approval.created_at)
@@ -157,10 +160,7 @@ class ApprovalService:
         approval = self.current(approval_id) or await self._stored(approval_id)
         remaining = min(timeout_s, approval.expires_at - self.clock())
         if approval.state is ApprovalState.PENDING and remaining > 0:
-            event = self._changed.setdefault(approval_id, asyncio.Event())
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await event.wait()
+            await self._waiters.wait(approval_id, remaining)
         await self.expire_if_due(approval_id)
         return self.current(approval_id) or await self._stored(approval_id)
 
@@ -172,21 +172,16 @@ class ApprovalService:
 
     def hold_begins(self, approval_id: str) -> None:
         """A call now waits on this request (several identical calls may wait on one)."""
-        self._waiters[approval_id] = self._waiters.get(approval_id, 0) + 1
+        self._waiters.hold_begins(approval_id)
 
     def hold_ends(self, approval_id: str, abandoned: str | None = None) -> None:
         """A held call stopped waiting; `abandoned` says why if it left without the outcome."""
-        left = self._waiters.get(approval_id, 1) - 1
-        if left > 0:
-            self._waiters[approval_id] = left
-            return
-        self._waiters.pop(approval_id, None)
-        if abandoned is not None:
+        if self._waiters.hold_ends(approval_id) and abandoned is not None:
             self._abandon(approval_id, abandoned)
 
     def is_held(self, approval_id: str) -> bool:
         """A call in this process is waiting on this request right now."""
-        return approval_id in self._waiters
+        return self._waiters.is_held(approval_id)
 
     async def told_to_retry(self, approval_id: str) -> None:
         """The agent was answered "retry the identical call" (the pending answer): from now on the request
@@ -196,13 +191,13 @@ class ApprovalService:
             if approval is None or approval.mode != "hold":
                 return
             retried = replace(approval, mode="pending")
-            self._open[approval_id] = retried
+            self._open.put(retried)
             await self.store.save_approval(retried)
 
     def _abandon(self, approval_id: str, reason: str) -> None:
         """No call waits for this hold-mode request and no agent was told to retry it: it must never grant."""
         approval = self._open.get(approval_id)
-        if approval is None or approval.mode != "hold" or approval_id in self._waiters:
+        if approval is None or approval.mode != "hold" or self._waiters.is_held(approval_id):
             return
         abandoned = replace(approval, state=ApprovalState.ABANDONED, end_reason=reason)
         self._close(abandoned)
@@ -232,7 +227,7 @@ class ApprovalService:
             if self._open.get(approval_id) is not approval:  # cancelled or abandoned while it was written
                 raise ApprovalError(ended(await self._stored(approval_id)))
             if approve:
-                self._open[approval_id] = decided
+                self._open.put(decided)
                 self._wake(approval_id)
                 self._changed_count()
             else:
@@ -321,8 +316,8 @@ class ApprovalService:
             await self.store.save_approval(effective)
 
     async def sweep(self) -> None:
-        for approval_id in list(self._open):
-            await self.expire_if_due(approval_id)
+        for approval in self._open.values():
+            await self.expire_if_due(approval.id)
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -335,14 +330,12 @@ class ApprovalService:
     # internals
 
     def _close(self, approval: Approval) -> None:
-        self._open.pop(approval.id, None)
+        self._open.pop(approval.id)
         self._wake(approval.id)
         self._changed_count()
 
     def _wake(self, approval_id: str) -> None:
-        event = self._changed.pop(approval_id, None)
-        if event is not None:
-            event.set()
+        self._waiters.wake(approval_id)
 
     def _changed_count(self) -> None:
         count = self.pending_count()

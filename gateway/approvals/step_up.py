@@ -29,16 +29,16 @@ from typing import Any, Protocol
 from gateway.approvals.arguments import approver_view
 from gateway.approvals.model import Approval, ApprovalError, ApprovalState
 from gateway.approvals.service import ApprovalService
-from gateway.approvals.settings import ApprovalSettings
 from gateway.authorization import Authorizer
 from gateway.catalog.model import ToolEntry
 from gateway.console.links import approval_path
-from gateway.errors import ACCESS_DENIED, APPROVAL_REQUIRED, URL_ELICITATION_REQUIRED, RpcError
 from gateway.identity.principal import Principal
 from gateway.policy.engine import Decision, RequestFacts
+from gateway.protocol.eras import MODERN_ERA
+from gateway.protocol.errors import ACCESS_DENIED, APPROVAL_REQUIRED, URL_ELICITATION_REQUIRED, RpcError
+from gateway.settings.approvals import ApprovalSettings
 from gateway.tasks.service import TaskService
 from gateway.telemetry import Telemetry
-from gateway.upstream.base import MODERN_ERA
 from gateway.verifier import argument_digest
 
 INPUT_KEY = "narrowgate_approval"  # our key in an input_required result's inputRequests
@@ -89,7 +89,7 @@ class StepUpCall:
     facts: RequestFacts
     params: dict[str, Any]  # the agent's tools/call params (inputResponses on a modern retry)
     url_elicitation: bool  # the client can be sent to a URL
-    sink: Any = None  # HoldingSink | None
+    sink: HoldingSink | None = None
     trace_id: str | None = None
     refresh: Callable[[], RequestFacts] | None = None  # the request facts as of now (after a hold)
 

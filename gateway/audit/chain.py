@@ -74,7 +74,8 @@ def seal(record: Mapping[str, Any], seq: int, prev_hash: str) -> dict[str, Any]:
 def _json_normalized(value: dict[str, Any]) -> dict[str, Any]:
     # default=str: a datetime or an enum in `detail` becomes its text instead of failing the write.
     text = json.dumps(value, default=str, ensure_ascii=False)
-    return json.loads(text.encode("utf-8", "replace").decode("utf-8"))
+    normalized: dict[str, Any] = json.loads(text.encode("utf-8", "replace").decode("utf-8"))
+    return normalized
 
 
 @dataclass(frozen=True, slots=True)

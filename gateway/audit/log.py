@@ -24,6 +24,7 @@ from typing import Any
 
 from gateway.audit.chain import GENESIS_HASH, unsealed_record
 from gateway.audit.model import AuditEvent, AuditUnavailable
+from gateway.store.base import AuditStore
 
 log = logging.getLogger("narrowgate.audit")
 
@@ -41,7 +42,7 @@ class AuditLog:
 
     def __init__(
         self,
-        store: Any,  # gateway.store.base.AuditStore
+        store: AuditStore,
         clock: Callable[[], float] = time.time,
         *,
         max_pending: int = MAX_PENDING,

@@ -10,6 +10,7 @@ arguments stay provable through the args digest (gateway.verifier.argument_diges
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -63,6 +64,7 @@ def is_sensitive_tool(data_classes: Sequence[str]) -> bool:
     return any(str(data_class).strip().lower() in SENSITIVE_CLASSES for data_class in data_classes)
 
 
+@functools.lru_cache(maxsize=4096)  # argument names repeat call after call; the regexes ran per key per call
 def is_sensitive_key(key: str) -> bool:
     squashed = re.sub(r"[-_.\s]", "", key.lower())
     if any(part in squashed for part in _SENSITIVE_KEY_PARTS):

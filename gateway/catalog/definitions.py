@@ -50,7 +50,7 @@ def claimed_risk(definition: Mapping[str, Any]) -> str:
     The upstream's word, not a review: a quarantined tool carries it until a person decides, and
     `narrowgate catalog discover` drafts it for the owner to check.
     """
-    annotations = definition.get("annotations") if isinstance(definition.get("annotations"), dict) else {}
+    annotations = given if isinstance(given := definition.get("annotations"), dict) else {}
     if annotations.get("destructiveHint") is True:
         return "destructive"
     if annotations.get("readOnlyHint") is True:

@@ -150,7 +150,7 @@ class _ManifestReader:
         )
 
     def required_str(self, data: dict[str, Any], where: tuple[str | int, ...]) -> str | None:
-        value = data.get(where[-1])
+        value = data.get(str(where[-1]))
         if not isinstance(value, str) or not value.strip():
             self.problem(where, f"{where[-1]} is required and must be a non-empty string")
             return None
@@ -248,7 +248,7 @@ class _ManifestReader:
         """How the upstream is authenticated: a per-call gateway token (HTTP default) or a vaulted secret."""
         is_http = isinstance(transport, HttpTransport)
         default = Credentials(mode="gateway-token" if is_http else "none",
-                              resource=transport.url if is_http else "")
+                              resource=transport.url if isinstance(transport, HttpTransport) else "")
         if raw is None:
             return default
         where: tuple[str | int, ...] = ("credentials",)

@@ -367,8 +367,8 @@ def _additional_widened(old: Mapping[str, Any], new: Mapping[str, Any], path: st
 
 
 def _properties_widened(old: Mapping[str, Any], new: Mapping[str, Any], path: str, depth: int) -> list[str]:
-    before = old.get("properties") if isinstance(old.get("properties"), Mapping) else {}
-    after = new.get("properties") if isinstance(new.get("properties"), Mapping) else {}
+    before = given if isinstance(given := old.get("properties"), Mapping) else {}
+    after = given if isinstance(given := new.get("properties"), Mapping) else {}
     found = [f"{pointer_join(path + '/properties', name)}: property added" for name in after if name not in before]
     closed = new.get("additionalProperties") is False
     for name, schema in before.items():
@@ -416,8 +416,8 @@ def _described(definition: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _annotations_changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> Flag | None:
-    old = before.get("annotations") if isinstance(before.get("annotations"), Mapping) else {}
-    new = after.get("annotations") if isinstance(after.get("annotations"), Mapping) else {}
+    old = given if isinstance(given := before.get("annotations"), Mapping) else {}
+    new = given if isinstance(given := after.get("annotations"), Mapping) else {}
     changed = [key for key in dict.fromkeys([*old, *new])
                if key not in old or key not in new or canonical_json(old[key]) != canonical_json(new[key])]
     if not changed:

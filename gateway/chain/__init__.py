@@ -1,12 +1,13 @@
 """Tool-chain monitoring: signals for policy (Cedar `context.chain`), rate limits and detectors."""
 
-from gateway.chain.settings import (
+from gateway.chain.detectors import Detection
+from gateway.chain.tracker import ChainTracker, RateLimited
+from gateway.settings.monitoring import (
     MonitoringSettings,
     RateLimit,
     monitoring_settings_from_mapping,
     triggers_kill_switch,
 )
-from gateway.chain.tracker import ChainTracker, Detection, RateLimited
 
 __all__ = [
     "ChainTracker",

@@ -1,7 +1,8 @@
 """The chain stage of the call path: rate limits before the decision, signals and detections after.
 
-Thin glue between the request path (principal, tool, outcome) and the in-memory ChainTracker, with
-detections handed to the DetectionResponder (audit, metric, webhook, kill switch).
+Thin glue between the request path (principal, tool, outcome) and the chain state seams
+(ChainSignals and RateWindows; in memory, one ChainTracker holds both), with detections handed to
+the DetectionResponder (audit, metric, webhook, kill switch).
 """
 
 from __future__ import annotations
@@ -10,21 +11,26 @@ import math
 from typing import Any
 
 from gateway.catalog.model import ToolEntry
-from gateway.chain.tracker import ChainTracker, Detection, RateLimited
-from gateway.errors import ACCESS_DENIED, RATE_LIMITED, RpcError
+from gateway.chain.detectors import Detection
+from gateway.chain.tracker import RateLimited
+from gateway.detections import DetectionResponder
 from gateway.identity.principal import Principal
+from gateway.protocol.errors import ACCESS_DENIED, RATE_LIMITED, RpcError
+from gateway.state.chain import ChainSignals, RateWindows
 
 
 class ChainMonitor:
-    def __init__(self, tracker: ChainTracker, responder: Any) -> None:
-        self.tracker = tracker
-        self.responder = responder  # gateway.detections.DetectionResponder
+    def __init__(self, signals: ChainSignals[ToolEntry, Detection], rates: RateWindows,
+                 responder: DetectionResponder) -> None:
+        self.signals = signals
+        self.rates = rates
+        self.responder = responder
 
     def admit(self, principal: Principal, tool: str | None) -> None:
         """Count one request that will reach an upstream against the caller's rate limits, or refuse it
         (-32029 with retryAfterSeconds). `tool`: the exposed name for tools/call, None for any other."""
         try:
-            self.tracker.admit(principal.agent_id, principal.task_id, tool)
+            self.rates.admit(principal.agent_id, principal.task_id, tool)
         except RateLimited as exc:
             wait = math.ceil(exc.retry_after_s)
             what = "calls" if tool is not None else "requests"
@@ -32,13 +38,13 @@ class ChainMonitor:
                            {"scope": exc.scope, "retryAfterSeconds": wait}) from None
 
     def context(self, principal: Principal) -> dict[str, Any]:
-        return self.tracker.context(principal.agent_id, principal.task_id)
+        return self.signals.context(principal.agent_id, principal.task_id)
 
     async def observe(self, principal: Principal, tool: ToolEntry, outcome: str) -> None:
-        await self.act(self.tracker.observe_call(principal.agent_id, principal.task_id, tool, outcome))
+        await self.act(self.signals.observe_call(principal.agent_id, principal.task_id, tool, outcome))
 
     async def probe(self, principal: Principal, tool_name: str) -> None:
-        await self.act(self.tracker.observe_probe(principal.agent_id, principal.task_id, tool_name))
+        await self.act(self.signals.observe_probe(principal.agent_id, principal.task_id, tool_name))
 
     async def act(self, detections: list[Detection]) -> None:
         if detections and await self.responder.respond(detections):

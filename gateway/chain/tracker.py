@@ -14,10 +14,11 @@ within `window_s`, counts over the last minute), so starting a new task does not
 read. `tools` and `previous_tool` record every decided call; `data_classes`, `sensitive_read` and
 `writes_last_minute` only allowed ones.
 
-Detectors fire once per onset. `burst`, `repeated_denials` and `probing` re-arm once their window has
-passed since they last fired; `sensitive_then_egress` fires once per sensitive read (of this task, or
-of the agent in any task within `window_s`) and re-arms on the next one; a novel
-(previous tool -> tool) pair is learned the first time it is seen.
+Detectors (one module each in gateway.chain.detectors, which also fixes their order) fire once per
+onset. `burst`, `repeated_denials` and `probing` re-arm once their window has passed since they last
+fired; `sensitive_then_egress` fires once per sensitive read (of this task, or of the agent in any task
+within `window_s`) and re-arms on the next one; a novel (previous tool -> tool) pair is learned the first
+time it is seen.
 
 Memory bounds (everything else is O(1) per entry):
     tracked agents   at most max_agents (10,000), least recently used evicted
@@ -37,40 +38,33 @@ Memory bounds (everything else is O(1) per entry):
 
 from __future__ import annotations
 
-import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gateway.chain.settings import MonitoringSettings, RateLimit
+from gateway.chain.detectors import AFTER_RECORD, BEFORE_RECORD, Detection, Probing
+from gateway.chain.signals import (
+    COUNT_CAP,
+    MINUTE,
+    OUTCOMES,
+    AgentSignals,
+    DecidedCall,
+    TaskSignals,
+    count_since,
+    prune,
+    record_call,
+)
+from gateway.settings.monitoring import MonitoringSettings, RateLimit
 
 if TYPE_CHECKING:
     from gateway.catalog.model import ToolEntry
 
 MAX_AGENTS = 10_000
 MAX_TASKS = 10_000
-COUNT_CAP = 128  # timestamps kept per signal (counts saturate here unless a threshold needs more)
-MAX_CLASSES = 64
-MAX_PAIRS = 256
 MAX_TOOL_LIMITERS = 64
-NOVELTY_MIN_HISTORY = 10  # calls an agent must have made before a new tool pair is flagged
-MINUTE = 60.0
-# "approved": allowed because a person approved this exact call (a step-up that was granted).
-OUTCOMES = ("allow", "approved", "deny", "step_up")
-ALLOWED = frozenset({"allow", "approved"})
-READ_RISK = "read"
 
-
-@dataclass(frozen=True, slots=True)
-class Detection:
-    detector: str  # "sensitive_then_egress" | "burst" | "repeated_denials" | "probing" | "novel_sequence"
-    severity: str  # "low" | "medium" | "high" | "critical"
-    agent_id: str
-    task_id: str | None
-    tool: str | None
-    message: str  # never argument values
+__all__ = ["ChainTracker", "Detection", "RateLimited", "empty_agent_view"]
 
 
 class RateLimited(Exception):
@@ -84,76 +78,9 @@ class RateLimited(Exception):
                          f"{limit.per_s:g} s; retry after {retry_after_s:.1f} s")
 
 
-class _Task:
-    __slots__ = ("agent_id", "calls", "classes", "denials", "rate", "sensitive_at", "tools", "writes")
-
-    def __init__(self, agent_id: str, max_history: int, calls_cap: int) -> None:
-        self.agent_id = agent_id
-        self.tools: deque[str] = deque(maxlen=max_history)
-        self.calls: deque[float] = deque(maxlen=calls_cap)
-        self.writes: deque[float] | None = None  # created on first use: most tasks never need them
-        self.denials: deque[float] | None = None
-        self.classes: set[str] = set()
-        self.sensitive_at: float | None = None  # the task's last allowed sensitive read
-        self.rate: deque[float] | None = None
-
-
-class _Agent:
-    __slots__ = ("burst_at", "calls", "classes", "denials", "denials_at", "egress_answered", "pairs", "probe_at",
-                 "probe_level", "probes", "rate", "sensitive_at", "tool_rates", "tools", "total_calls", "writes")
-
-    def __init__(self, max_history: int, calls_cap: int) -> None:
-        self.tools: deque[str] = deque(maxlen=max_history)
-        self.calls: deque[float] = deque(maxlen=calls_cap)
-        self.writes: deque[float] | None = None  # created on first use
-        self.denials: deque[float] | None = None
-        self.probes: deque[float] | None = None
-        self.classes: dict[str, float] = {}  # class -> last allowed touch
-        self.sensitive_at: float | None = None  # the agent's last allowed sensitive read, in any task
-        self.egress_answered = -math.inf  # the sensitive read the last sensitive_then_egress fired for
-        self.pairs: dict[tuple[str, str], None] = {}  # insertion-ordered set of seen (previous, tool)
-        self.total_calls = 0
-        self.rate: deque[float] | None = None
-        self.tool_rates: OrderedDict[str, deque[float]] | None = None
-        self.burst_at: float | None = None  # when each detector last fired (None: armed)
-        self.denials_at: float | None = None
-        self.probe_at: float | None = None
-        self.probe_level = 0
-
-
-_NONE: deque[float] = deque(maxlen=0)
+Judge = Callable[[DecidedCall], Detection | None]
 _NO_TOOLS: deque[str] = deque(maxlen=0)
 _NO_COUNTS = {"calls_last_minute": 0, "writes_last_minute": 0, "denials_last_minute": 0}
-
-
-def _push(state: _Agent | _Task, attr: str, maxlen: int, now: float) -> None:
-    times = getattr(state, attr)
-    if times is None:
-        times = deque(maxlen=maxlen)
-        setattr(state, attr, times)
-    times.append(now)
-
-
-def _prune(times: deque[float], cutoff: float) -> None:
-    while times and times[0] <= cutoff:
-        times.popleft()
-
-
-def _count_since(times: deque[float], cutoff: float) -> int:
-    """Entries newer than `cutoff` (the deque is in time order)."""
-    if not times or times[0] > cutoff:
-        return len(times)
-    count = 0
-    for t in reversed(times):
-        if t <= cutoff:
-            break
-        count += 1
-    return count
-
-
-def _reached(times: deque[float], n: int, cutoff: float) -> bool:
-    """At least `n` entries newer than `cutoff`: O(1)."""
-    return len(times) >= n and times[-n] > cutoff
 
 
 def _blocked(times: deque[float], limit: RateLimit, now: float) -> float:
@@ -171,11 +98,13 @@ class ChainTracker:
         self.clock = clock
         self.max_agents = max_agents
         self.max_tasks = max_tasks
-        self._agents: OrderedDict[str, _Agent] = OrderedDict()
-        self._tasks: OrderedDict[str, _Task] = OrderedDict()
+        self._agents: OrderedDict[str, AgentSignals] = OrderedDict()
+        self._tasks: OrderedDict[str, TaskSignals] = OrderedDict()
         self._sensitive = frozenset(settings.sensitive_classes)
-        self._egress_servers = frozenset(settings.egress_servers)
-        self._egress_tools = frozenset(settings.egress_tools)
+        # Bound `judge` methods: the cheapest call on the hot path.
+        self._before_record: tuple[Judge, ...] = tuple(make(settings).judge for make in BEFORE_RECORD)
+        self._after_record: tuple[Judge, ...] = tuple(make(settings).judge for make in AFTER_RECORD)
+        self._probing = Probing(settings).judge
         self._calls_cap = max(COUNT_CAP, settings.burst.calls + 1)
         self._denials_cap = max(COUNT_CAP, settings.repeated_denials.calls)
         self._calls_horizon = max(MINUTE, settings.burst.per_s)
@@ -183,20 +112,20 @@ class ChainTracker:
 
     # -- state lookup -------------------------------------------------------------------------------
 
-    def _agent(self, agent_id: str) -> _Agent:
+    def _agent(self, agent_id: str) -> AgentSignals:
         agent = self._agents.get(agent_id)
         if agent is None:
-            agent = self._agents[agent_id] = _Agent(self.settings.max_history, self._calls_cap)
+            agent = self._agents[agent_id] = AgentSignals(self.settings.max_history, self._calls_cap)
             if len(self._agents) > self.max_agents:
                 self._agents.popitem(last=False)
         else:
             self._agents.move_to_end(agent_id)
         return agent
 
-    def _task(self, task_id: str, agent_id: str) -> _Task:
+    def _task(self, task_id: str, agent_id: str) -> TaskSignals:
         task = self._tasks.get(task_id)
         if task is None:
-            task = self._tasks[task_id] = _Task(agent_id, self.settings.max_history, self._calls_cap)
+            task = self._tasks[task_id] = TaskSignals(agent_id, self.settings.max_history, self._calls_cap)
             if len(self._tasks) > self.max_tasks:
                 self._tasks.popitem(last=False)
         else:
@@ -268,7 +197,7 @@ class ChainTracker:
         return _record(sorted(task.classes), task.sensitive_at is not None, task.tools, self._counts(task, now),
                        agent_view)
 
-    def _agent_view(self, agent: _Agent | None, now: float) -> dict[str, Any]:
+    def _agent_view(self, agent: AgentSignals | None, now: float) -> dict[str, Any]:
         """The agent's data classes within `window_s` and its recent counts, whichever task it is in."""
         if agent is None:
             return empty_agent_view()
@@ -283,18 +212,18 @@ class ChainTracker:
         return {"data_classes": names, "sensitive_read": not self._sensitive.isdisjoint(names),
                 **self._counts(agent, now)}
 
-    def _counts(self, state: _Agent | _Task, now: float) -> dict[str, int]:
+    def _counts(self, state: AgentSignals | TaskSignals, now: float) -> dict[str, int]:
         minute_ago = now - MINUTE
         calls, writes, denials = state.calls, state.writes, state.denials
-        _prune(calls, now - self._calls_horizon)
+        prune(calls, now - self._calls_horizon)
         if writes is not None:
-            _prune(writes, minute_ago)
+            prune(writes, minute_ago)
         if denials is not None:
-            _prune(denials, now - self._denials_horizon)
+            prune(denials, now - self._denials_horizon)
         return {
-            "calls_last_minute": _count_since(calls, minute_ago),
+            "calls_last_minute": count_since(calls, minute_ago),
             "writes_last_minute": len(writes) if writes is not None else 0,
-            "denials_last_minute": _count_since(denials, minute_ago) if denials is not None else 0,
+            "denials_last_minute": count_since(denials, minute_ago) if denials is not None else 0,
         }
 
     # -- observations and detectors -----------------------------------------------------------------
@@ -303,131 +232,27 @@ class ChainTracker:
         """Record a decided tools/call and return what the detectors found (usually nothing)."""
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}")
-        s = self.settings
-        now = self.clock()
-        name = tool.exposed_name
         agent = self._agent(agent_id)
         task = self._task(task_id, agent_id) if task_id is not None else None
+        call = DecidedCall(agent_id, task_id, agent, task, tool, outcome, self.clock())
         found: list[Detection] = []
-
-        # Sensitive read, then external egress: judged on what was read before this call.
-        if tool.egress or tool.server_id in self._egress_servers or name in self._egress_tools:
-            detection = self._sensitive_then_egress(agent, task, agent_id, task_id, name, outcome, now)
-            if detection is not None:
+        for detect in self._before_record:
+            if (detection := detect(call)) is not None:
                 found.append(detection)
-
-        # A (previous tool -> tool) pair this agent has never used.
-        history = task.tools if task is not None else agent.tools
-        if history:
-            pair = (history[-1], name)
-            pairs = agent.pairs
-            if pair not in pairs:
-                if s.novel_sequence and agent.total_calls >= NOVELTY_MIN_HISTORY:
-                    found.append(Detection("novel_sequence", "low", agent_id, task_id, name,
-                                           f"tool sequence {pair[0]} -> {name} never seen for this agent"))
-                pairs[pair] = None
-                if len(pairs) > MAX_PAIRS:
-                    del pairs[next(iter(pairs))]
-
-        # Update the signals.
-        agent.total_calls += 1
-        agent.tools.append(name)
-        agent.calls.append(now)
-        if task is not None:
-            task.tools.append(name)
-            task.calls.append(now)
-        if outcome in ALLOWED:
-            if tool.risk != READ_RISK:
-                _push(agent, "writes", COUNT_CAP, now)
-                if task is not None:
-                    _push(task, "writes", COUNT_CAP, now)
-            sensitive = False
-            for c in tool.data_classes:
-                if c in self._sensitive:
-                    sensitive = True
-                classes = agent.classes
-                if c in classes:
-                    del classes[c]  # re-insert: keeps the dict in last-touched order
-                elif len(classes) >= MAX_CLASSES:
-                    del classes[next(iter(classes))]
-                classes[c] = now
-                if task is not None and len(task.classes) < MAX_CLASSES:
-                    task.classes.add(c)
-            if sensitive:
-                agent.sensitive_at = now
-                if task is not None:
-                    task.sensitive_at = now
-        elif outcome == "deny":
-            _push(agent, "denials", self._denials_cap, now)
-            if task is not None:
-                _push(task, "denials", self._denials_cap, now)
-
-        # Burst: more than burst.calls decided calls by this agent in burst.per_s.
-        burst = s.burst
-        if agent.burst_at is not None and now - agent.burst_at >= burst.per_s:
-            agent.burst_at = None
-        if agent.burst_at is None and _reached(agent.calls, burst.calls + 1, now - burst.per_s):
-            agent.burst_at = now
-            found.append(Detection("burst", "high", agent_id, task_id, name,
-                                   f"more than {burst.calls} calls in {burst.per_s:g} s"))
-
-        # Repeated denials: repeated_denials.calls denials for this agent in its window.
-        if outcome == "deny":
-            rule = s.repeated_denials
-            if agent.denials_at is not None and now - agent.denials_at >= rule.per_s:
-                agent.denials_at = None
-            if agent.denials_at is None and _reached(agent.denials or _NONE, rule.calls, now - rule.per_s):
-                agent.denials_at = now
-                found.append(Detection("repeated_denials", "high", agent_id, task_id, name,
-                                       f"{rule.calls} or more denials in {rule.per_s:g} s"))
+        record_call(call, self._sensitive, self._denials_cap)
+        for detect in self._after_record:
+            if (detection := detect(call)) is not None:
+                found.append(detection)
         return found
-
-    def _sensitive_then_egress(self, agent: _Agent, task: _Task | None, agent_id: str, task_id: str | None,
-                               name: str, outcome: str, now: float) -> Detection | None:
-        """An egress call after a sensitive read by this task (any time in its life) or by this agent in
-        any of its tasks within `window_s`: a new task does not shed the agent's reads.
-
-        Fires once per sensitive read, whichever task the egress comes from. Egress: the catalog's
-        `egress` flag, or the configured servers / tools. Critical when the call went through without a
-        person's approval (data may have left); high when policy held it or a person approved it.
-        """
-        in_task = task.sensitive_at if task is not None and task.sensitive_at is not None else -math.inf
-        by_agent = agent.sensitive_at
-        recent = by_agent if by_agent is not None and by_agent > now - self.settings.window_s else -math.inf
-        onset = max(in_task, recent)
-        if onset <= agent.egress_answered:
-            return None  # nothing read, or this read was already answered
-        agent.egress_answered = onset
-        # A person who approved this very call saw why it asked: contained, like a held attempt.
-        severity = "critical" if outcome == "allow" else "high"
-        where = ("in this task" if onset == in_task
-                 else f"by this agent within {self.settings.window_s:g} s" + (", outside this task" if task else ""))
-        return Detection("sensitive_then_egress", severity, agent_id, task_id, name,
-                         f"egress tool {name} called ({outcome}) after sensitive data was read {where}")
 
     def observe_probe(self, agent_id: str, task_id: str | None, tool_name: str) -> list[Detection]:
         """Record a call to an unknown or unlisted tool; `probing` fires high, then critical at twice the count."""
-        rule = self.settings.probing
         now = self.clock()
         agent = self._agent(agent_id)
         if task_id is not None:
             self._task(task_id, agent_id)
-        probes = agent.probes
-        if probes is None:
-            probes = agent.probes = deque(maxlen=2 * rule.calls)
-        probes.append(now)
-        if agent.probe_at is not None and now - agent.probe_at >= rule.per_s:
-            agent.probe_at = None
-            agent.probe_level = 0
-        cutoff = now - rule.per_s
-        level = 2 if _reached(probes, 2 * rule.calls, cutoff) else 1 if _reached(probes, rule.calls, cutoff) else 0
-        if level <= agent.probe_level:
-            return []
-        agent.probe_level = level
-        agent.probe_at = now
-        count = rule.calls * level
-        return [Detection("probing", "critical" if level == 2 else "high", agent_id, task_id, tool_name,
-                          f"{count} or more calls to unknown or unlisted tools in {rule.per_s:g} s")]
+        detection = self._probing(agent, agent_id, task_id, tool_name, now)
+        return [detection] if detection is not None else []
 
     # -- lifecycle ----------------------------------------------------------------------------------
 

@@ -49,9 +49,8 @@ from gateway.approvals.service import ApprovalService
 from gateway.catalog.definitions import reveal_hidden
 from gateway.config import Settings
 from gateway.console.catalog import CatalogPages
-from gateway.console.links import approval_path, segment
+from gateway.console.links import HOME, approval_path, segment
 from gateway.console.security import (
-    HOME,
     CookiePolicy,
     Hardened,
     Refused,
@@ -83,6 +82,7 @@ from gateway.discovery.service import ToolReviews
 from gateway.registry.errors import Conflict, NotFound, RegistryError
 from gateway.registry.model import Lifecycle
 from gateway.registry.service import Registry
+from gateway.state.console import ConsoleSessions, LoginFailures
 from gateway.store.base import AuditQuery, Store
 from gateway.tasks.model import TaskEnded, TaskError, TaskNotFound, TaskState
 from gateway.tasks.service import TaskService
@@ -108,16 +108,18 @@ LOGIN_HINT = ("Sign in with your own admin or approver credential: a static toke
 class Console:
     def __init__(self, approvals: ApprovalService, registry: Registry, tasks: TaskService, store: Store,
                  auth: AdminAuthenticator, settings: Settings, reviews: ToolReviews, resource_reviews: ResourceReviews,
-                 clock: Clock = time.time) -> None:
+                 clock: Clock = time.time, sessions: ConsoleSessions[Approver, ConsoleSession] | None = None,
+                 throttle: LoginFailures | None = None) -> None:
+        """`sessions`, `throttle`: the state seams (app.py passes them); None builds in-memory ones."""
         self.approvals = approvals
         self.registry = registry
         self.tasks = tasks
         self.store = store
         self.auth = auth
         self.clock = clock
-        self.sessions = SessionStore(approvals.settings.console_session_ttl_s, approvals.settings.console_idle_s,
-                                     clock)
-        self.throttle = LoginThrottle()
+        self.sessions: ConsoleSessions[Approver, ConsoleSession] = sessions if sessions is not None else SessionStore(
+            approvals.settings.console_session_ttl_s, approvals.settings.console_idle_s, clock)
+        self.throttle: LoginFailures = throttle if throttle is not None else LoginThrottle()
         self.cookies = CookiePolicy.for_base_url(settings.base_url)
         self.origin = origin_of(settings.base_url)
         self.env = Environment(loader=PackageLoader("gateway.console", "templates"), autoescape=True,

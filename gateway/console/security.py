@@ -117,8 +117,10 @@ class CookiePolicy:
         self._set(response, self.login_name, "", 0, self.login_path)
 
     def _set(self, response: Response, name: str, value: str, max_age_s: int, path: str) -> None:
+        # Starlette types samesite as lowercase only but writes it as given; "Strict" is the spelling
+        # browsers document and our tests read (attribute values are case-insensitive anyway).
         response.set_cookie(name, value, max_age=max(0, max_age_s), path=path, secure=self.secure,
-                            httponly=True, samesite="Strict")
+                            httponly=True, samesite="Strict")  # type: ignore[arg-type]
 
 
 def origin_of(url: str | None) -> str | None:

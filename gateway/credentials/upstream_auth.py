@@ -17,25 +17,28 @@ from gateway.credentials.keys import SigningKeyring
 from gateway.credentials.revocations import Revocations
 from gateway.credentials.secret_sources import SecretResolver, SecretUnavailable
 from gateway.credentials.upstream_tokens import UpstreamTokenMinter
-from gateway.errors import UPSTREAM_UNAVAILABLE, RpcError
 from gateway.identity.principal import Principal
+from gateway.protocol.errors import UPSTREAM_UNAVAILABLE, RpcError
+from gateway.state.revocations import RevocationList
+from gateway.store.base import SigningKeyStore
 from gateway.verifier import argument_digest
 
 DISCOVERY_SCOPE = "mcp:discovery"  # handshake and list requests, which call no tool
 
 
 class UpstreamAuth:
-    def __init__(self, issuer: str, secrets: SecretResolver, ttl_s: float = 60.0) -> None:
+    def __init__(self, issuer: str, secrets: SecretResolver, ttl_s: float = 60.0,
+                 revocations: RevocationList | None = None) -> None:
         self.issuer = issuer
         self.secrets = secrets
         self.ttl_s = ttl_s
-        self.revocations = Revocations()
+        self.revocations: RevocationList = revocations if revocations is not None else Revocations()
         self.keyring: SigningKeyring | None = None
         self.minter: UpstreamTokenMinter | None = None
         self._public: dict[str, Any] = {}
         self._public_kids: tuple[str, ...] = ()
 
-    async def start(self, store: Any) -> None:
+    async def start(self, store: SigningKeyStore) -> None:
         """Open (or create, on first start) the signing keys."""
         self.keyring = await SigningKeyring.open(store)
         self.minter = UpstreamTokenMinter(self.keyring, self.issuer, self.ttl_s)

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from gateway.approvals.settings import ApprovalSettings
 from gateway.catalog.model import Catalog
 from gateway.config import Settings
 from gateway.identity.principal import Principal
@@ -47,7 +46,7 @@ def approval_rules(settings: Settings, catalog: Catalog, agent: Agent, now: floa
     engine = PolicyEngine(settings.policies_dir, catalog,
                           working_hours=WorkingHours.from_mapping(settings.policy.working_hours))
     principal = Principal(agent.id, "static-token", agent=agent)
-    default_mode = (settings.approvals or ApprovalSettings()).default_mode
+    default_mode = settings.approvals.default_mode
     moment = time.time() if now is None else now
     inside = RequestFacts(now=moment, era="2026-07-28", working_hours=True)
     outside = RequestFacts(now=moment, era="2026-07-28", working_hours=False)

@@ -7,7 +7,6 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
 
 from gateway.catalog import CatalogError, load_catalog
 from gateway.config import Settings
@@ -16,11 +15,12 @@ from gateway.demo.issuer import TRUST_DOMAIN
 from gateway.demo.state import REPO_ROOT, DemoState, DemoTokens
 from gateway.policy.engine import PolicyLoadError
 from gateway.policy.hours import WorkingHours
+from gateway.registry.model import Agent
 
 TASK_AGENT = "triage-bot"  # examples/agents/demo.yaml: an agent that works through task tokens only
 
 
-def banner(settings: Settings, state: DemoState, tokens: DemoTokens, payments_port: int, agent: Any) -> str:
+def banner(settings: Settings, state: DemoState, tokens: DemoTokens, payments_port: int, agent: Agent) -> str:
     url = f"{settings.base_url}/mcp"
     return "\n".join([
         "",
@@ -50,7 +50,7 @@ def banner(settings: Settings, state: DemoState, tokens: DemoTokens, payments_po
     ])
 
 
-def approvals_section(settings: Settings, agent: Any) -> list[str]:
+def approvals_section(settings: Settings, agent: Agent) -> list[str]:
     hours = WorkingHours.from_mapping(settings.policy.working_hours)
     try:
         rules = approval_rules(settings, load_catalog(settings.catalog_dir), agent)

@@ -7,8 +7,8 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Hashable
-from dataclasses import replace
-from typing import Any, Generic, Protocol, TypeVar
+from dataclasses import Field, replace
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from gateway.approvals.model import Approver
 from gateway.audit import AuditLog
@@ -20,15 +20,30 @@ log = logging.getLogger("narrowgate.discovery")
 
 
 class Reviewed(Protocol):
-    """The fields every review record has (ToolReview, ResourceReview)."""
+    """The fields every review record has (ToolReview, ResourceReview); read-only, as the records are frozen."""
 
-    status: str
-    owner: str
-    server_id: str
-    comment: str | None
-    current_hash: str
-    current_definition: dict[str, Any]
-    approved_by: str | None
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]  # a dataclass, so `replace` works on it
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def owner(self) -> str: ...
+
+    @property
+    def server_id(self) -> str: ...
+
+    @property
+    def comment(self) -> str | None: ...
+
+    @property
+    def current_hash(self) -> str: ...
+
+    @property
+    def current_definition(self) -> dict[str, Any]: ...
+
+    @property
+    def approved_by(self) -> str | None: ...
 
 
 R = TypeVar("R", bound=Reviewed)
@@ -90,7 +105,7 @@ class ReviewRecords(ABC, Generic[R]):
     def settle(self, review: R, by: str, reverted: bool) -> R:
         """`review` approved without a person (a pin, first sight, a revert) and kept. Back to a definition
         a person approved, it stays theirs (a pin then does not override it)."""
-        settled = replace(review, status=APPROVED, approved_hash=review.current_hash,  # type: ignore[type-var]
+        settled = replace(review, status=APPROVED, approved_hash=review.current_hash,
                           approved_definition=review.current_definition, reviewed_by=by,
                           approved_by=review.approved_by if reverted else by,
                           reviewed_at=self.clock(), flags=())
@@ -120,10 +135,10 @@ class ReviewRecords(ABC, Generic[R]):
     async def store_decision(self, review: R, status: str, person: Approver, comment: str) -> R:
         """The decided record, written at once (an older, unsaved state of it must not overwrite it)."""
         now = self.clock()
-        decided = replace(review, status=status, reviewed_by=person.actor, reviewed_at=now,  # type: ignore[type-var]
+        decided = replace(review, status=status, reviewed_by=person.actor, reviewed_at=now,
                           comment=comment.strip()[:2000] or None, changed_at=now)
         if status == APPROVED:
-            decided = replace(decided, approved_hash=review.current_hash,  # type: ignore[type-var]
+            decided = replace(decided, approved_hash=review.current_hash,
                               approved_definition=review.current_definition, approved_by=person.actor)
         await self.write([decided])
         self.records[self.key_of(decided)] = decided

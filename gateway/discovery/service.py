@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 from gateway.approvals.model import Approver
 from gateway.audit import AuditEvent, AuditLog
 from gateway.catalog.definitions import claimed_risk, definition_hash, definition_of
 from gateway.catalog.loader import TOOL_NAME_PATTERN
-from gateway.catalog.model import RISK_TIERS, Catalog, ServerEntry, ToolEntry
+from gateway.catalog.model import RISK_TIERS, Catalog, Risk, ServerEntry, ToolEntry
 from gateway.catalog.review_flags import flag_definition
 from gateway.discovery.model import (
     APPROVED,
@@ -45,6 +45,7 @@ PINNED = "catalog pin"
 UNANALYSABLE = "unanalysable"  # the current_hash of a definition too deep to hash
 FIRST_SEEN = "catalog (first seen, not pinned)"
 REVERTED = "narrowgate (definition back to the approved one)"
+ANALYSES_KEPT = 50_000  # remembered definition hashes (see ToolReviews._analysed)
 
 
 class ToolReviews(ReviewRecords[ToolReview]):
@@ -54,6 +55,7 @@ class ToolReviews(ReviewRecords[ToolReview]):
     def __init__(self, store: Store, audit: AuditLog, clock: Clock = time.time) -> None:
         super().__init__(store, audit, clock)
         self.on_quarantined: list[Callable[[ToolReview], None]] = []  # new review items (webhook)
+        self._analyses: dict[int, tuple[dict[str, Any], str, dict[str, Any]]] = {}
 
     @staticmethod
     def key_of(review: ToolReview) -> tuple[str, str]:
@@ -83,8 +85,7 @@ class ToolReviews(ReviewRecords[ToolReview]):
 
     def _observe(self, server: ServerEntry, name: str, definition: dict[str, Any], others: dict[str, str]) -> bool:
         try:
-            current = definition_hash(definition)
-            seen = definition_of(definition)
+            current, seen = self._analysed(definition)
         except (ValueError, RecursionError):  # cannot be analysed: it can only ever be quarantined
             current, seen = UNANALYSABLE, {"name": name}
         entry = server.tools.get(name)
@@ -102,6 +103,18 @@ class ToolReviews(ReviewRecords[ToolReview]):
         if verdict is not None:
             return self._settle(moved, verdict)
         return self._quarantine(moved, definition, others, record)
+
+    def _analysed(self, definition: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """definition_hash and definition_of, remembered per listed definition object: a rebuild after
+        one upstream's change does not hash the thousands of definitions other upstreams listed before."""
+        known = self._analyses.get(id(definition))
+        if known is not None and known[0] is definition:  # the object itself is kept, so its id is its own
+            return known[1], known[2]
+        analysed = definition_hash(definition), definition_of(definition)
+        if len(self._analyses) >= ANALYSES_KEPT:
+            self._analyses.clear()
+        self._analyses[id(definition)] = (definition, *analysed)
+        return analysed
 
     @staticmethod
     def _as_listed_in_manifest(record: ToolReview | None, entry: ToolEntry | None) -> ToolReview | None:
@@ -203,7 +216,8 @@ class ToolReviews(ReviewRecords[ToolReview]):
     @staticmethod
     def _discovered_entry(server: ServerEntry, review: ToolReview) -> ToolEntry:
         return ToolEntry(name=review.name, exposed_name=review.exposed_name, server_id=server.id,
-                         risk=review.risk or claimed_risk(review.current_definition),  # type: ignore[arg-type]
+                         # approve() admits only RISK_TIERS; claimed_risk() returns one of them
+                         risk=cast(Risk, review.risk or claimed_risk(review.current_definition)),
                          data_classes=review.data_classes, owner=review.owner or server.owner,
                          egress=review.egress, status=review.status)
 
@@ -220,7 +234,7 @@ class ToolReviews(ReviewRecords[ToolReview]):
         return review
 
     async def approve(self, key: tuple[str, str], person: Approver, *, expected_hash: str | None = None,
-                      risk: str | None = None, data_classes: list[str] | None = None, egress: bool | None = None,
+                      risk: str | None = None, data_classes: Sequence[str] | None = None, egress: bool | None = None,
                       comment: str = "") -> ToolReview:
         review = self.check(key, person, expected_hash)
         if review.current_hash == UNANALYSABLE or not TOOL_NAME_PATTERN.fullmatch(review.name):

@@ -160,10 +160,10 @@ def _public_key(jwk: dict[str, Any]) -> tuple[rsa.RSAPublicKey | ec.EllipticCurv
         algorithm = EC_ALGORITHM_BY_CURVE.get(str(jwk.get("crv")))
         if algorithm is None:
             raise KeyFetchError(f"unsupported curve {jwk.get('crv')!r}")
-        key = ECAlgorithm.from_jwk(jwk)
-        if not isinstance(key, ec.EllipticCurvePublicKey):
+        ec_key = ECAlgorithm.from_jwk(jwk)
+        if not isinstance(ec_key, ec.EllipticCurvePublicKey):
             raise KeyFetchError("not an EC public key")
-        return key, frozenset({algorithm})
+        return ec_key, frozenset({algorithm})
     raise KeyFetchError(f"unsupported key type {kty!r}")
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Any
 
-from gateway.config import ConfigError
 from gateway.identity.jwks import (
     HttpFetcher,
     KeyFetchError,
@@ -15,8 +14,9 @@ from gateway.identity.jwks import (
     decode_with_key,
     url_loader,
 )
-from gateway.identity.settings import OidcIssuer, check_fetch_url
 from gateway.identity.verified import TokenRejected, VerifiedToken
+from gateway.settings.errors import ConfigError
+from gateway.settings.identity import OidcIssuer, check_fetch_url
 
 
 class OidcIssuerVerifier:

@@ -15,8 +15,8 @@ from gateway.identity.jwks import (
     file_loader,
     url_loader,
 )
-from gateway.identity.settings import TRUST_DOMAIN_RE, SpiffeTrustDomain
 from gateway.identity.verified import TokenRejected, VerifiedToken
+from gateway.settings.identity import TRUST_DOMAIN_RE, SpiffeTrustDomain
 
 SPIFFE_SCHEME = "spiffe://"
 MAX_SPIFFE_ID_CHARS = 2048

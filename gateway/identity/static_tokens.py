@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
-from gateway.config import AdminToken, StaticToken
+from gateway.settings.auth import AdminToken, StaticToken
 
 # For a credential that matches no static token and cannot be a JWT either: most often a static token
 # mistyped or pasted incompletely, which "not a signed JWT" would not tell its owner.

@@ -18,15 +18,17 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
+from typing import TypedDict
 
 import aiohttp
 
 from gateway.expiring_cache import ExpiringCache
 from gateway.identity.jwks import HttpFetcher, KeySource, UnverifiedToken, parse_unverified
 from gateway.identity.oidc import OidcIssuerVerifier
-from gateway.identity.settings import IdentitySettings
 from gateway.identity.spiffe import SPIFFE_SCHEME, SpiffeTrustDomainVerifier, parse_spiffe_id
 from gateway.identity.verified import TokenRejected, VerifiedToken
+from gateway.settings.identity import IdentitySettings
+from gateway.state.token_cache import TokenCache
 
 log = logging.getLogger("narrowgate.identity")
 # Tokens, not agents (~0.7 KiB each): a task exchange brings a fresh JWT every time. Used-up ones
@@ -47,6 +49,14 @@ def _expiry(verified: VerifiedToken) -> float:
     return verified.expires_at
 
 
+class IssuerOptions(TypedDict):
+    """The keyword arguments every issuer's verifier (OIDC, SPIFFE) takes from the identity settings."""
+
+    audience: str
+    leeway: float
+    min_refresh_interval_s: float
+
+
 class TokenVerifier:
     def __init__(
         self,
@@ -54,11 +64,12 @@ class TokenVerifier:
         http_session: aiohttp.ClientSession | None = None,
         *,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        cache: TokenCache[VerifiedToken] | None = None,
     ) -> None:
         """`http_session`: the gateway's client session; without one, the verifier opens its own on demand."""
         self.settings = settings
         self._fetcher = HttpFetcher(http_session)
-        common = {
+        common: IssuerOptions = {
             "audience": settings.audience,
             "leeway": settings.clock_skew_s,
             "min_refresh_interval_s": settings.key_refresh_min_interval_s,
@@ -67,7 +78,7 @@ class TokenVerifier:
         self._spiffe = {
             c.trust_domain: SpiffeTrustDomainVerifier(c, self._fetcher, **common) for c in settings.spiffe_trust_domains
         }
-        self.cache = VerifiedTokenCache(cache_size)
+        self.cache: TokenCache[VerifiedToken] = cache if cache is not None else VerifiedTokenCache(cache_size)
         self.periodic_refresh_s = settings.key_refresh_interval_s
         self._refresher: asyncio.Task[None] | None = None
 

@@ -25,11 +25,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from gateway.identity.jwks import parse_unverified
-from gateway.identity.settings import IdentitySettings
 from gateway.identity.verified import TokenRejected, VerifiedToken
 from gateway.identity.verifier import TokenVerifier
 from gateway.registry.model import Agent
 from gateway.registry.service import IdentityRefused, Registry
+from gateway.settings.identity import IdentitySettings
 from gateway.store.base import StoreError
 from gateway.tasks.model import AgentNotActive, Task, TaskEnded, TaskError, ToolsRefused
 from gateway.tasks.service import SYSTEM_ACTOR, TaskService

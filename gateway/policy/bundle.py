@@ -21,10 +21,10 @@ from pathlib import Path
 
 import cedarpy
 
-from gateway.config import parse_duration
 from gateway.policy.listing import ContextReads, context_reads, listing_policies
 from gateway.policy.model import CatalogModel
 from gateway.policy.sources import PolicySource, SourceFiles, parse_sources, read_files
+from gateway.settings.durations import parse_duration
 
 POLICY_REF = re.compile(r"policy(\d+)")
 
@@ -42,6 +42,7 @@ class Bundle:
     base_digest: str  # the policy directory's bytes (policies and base schema)
     listing_reads: ContextReads  # the parts of the context the listing policies can observe
     files: SourceFiles  # what was compiled: a catalog change compiles these again, not newer files on disk
+    decision_reads: ContextReads = True  # the parts of the context the policies can observe (context.py)
 
     def source(self, cedar_id: str) -> PolicySource | None:
         match = POLICY_REF.fullmatch(cedar_id)
@@ -92,7 +93,7 @@ def compile_bundle(directory: Path, catalog: CatalogModel, files: SourceFiles | 
     listing = cedarpy.PolicySet.from_json_str(listing_json, release_gil=True)
     reads = context_reads(json.loads(listing_json)["staticPolicies"])
     return Bundle(directory, bundle_version(sources.digest, catalog), time.time(), catalog, schema, policies,
-                  listing, sources.policies, sources.digest, reads, files)
+                  listing, sources.policies, sources.digest, reads, files, context_reads(est))
 
 
 def bundle_version(base_digest: str, catalog: CatalogModel) -> str:

@@ -10,6 +10,7 @@ arguments upstream, so the call that runs is the call that was decided.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from typing import Any
@@ -31,6 +32,7 @@ NAME_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 PATH_PREFIXES = ("/", "./", "../", "~/")
 URL_SHAPED = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.\-]+://|file:)", re.IGNORECASE)
 MAX_DEPTH = 64
+PATH_NAME_CACHE = 4096  # distinct argument names remembered
 
 
 def canonicalize(arguments: dict[str, Any] | None, input_schema: dict[str, Any] | None) -> dict[str, Any]:
@@ -51,8 +53,10 @@ def normalize_path(value: str) -> str:
     return canonical_path(value)
 
 
+@functools.lru_cache(maxsize=PATH_NAME_CACHE)
 def is_path_name(name: str) -> bool:
-    """Whether a property name says it holds a path, file, directory or URL."""
+    """Whether a property name says it holds a path, file, directory or URL (remembered: the same
+    argument names come call after call, and splitting them into words costs more than the rest)."""
     words = [w.lower() for w in NAME_WORD.findall(name)]
     return bool(words) and words[-1] not in NOT_PATH_LAST_WORDS and any(w in PATH_WORDS for w in words)
 
@@ -69,13 +73,13 @@ def _value(value: Any, schema: dict[str, Any], path_hint: bool, depth: int) -> A
     if isinstance(value, dict):
         return _object(value, schema, depth + 1)
     if isinstance(value, list | tuple):
-        items = schema.get("items") if isinstance(schema.get("items"), dict) else {}
+        items = given if isinstance(given := schema.get("items"), dict) else {}
         return [_value(item, items, path_hint, depth + 1) for item in value]
     return value
 
 
 def _object(value: dict[str, Any], schema: dict[str, Any], depth: int) -> dict[str, Any]:
-    properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+    properties = given if isinstance(given := schema.get("properties"), dict) else {}
     result: dict[str, Any] = {}
     for raw_key, item in value.items():
         key = unicodedata.normalize("NFC", raw_key) if isinstance(raw_key, str) else raw_key

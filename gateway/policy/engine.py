@@ -8,6 +8,9 @@ Per request the entities are the principal (with its groups and claims), the res
 McpServer parent and the action (with its groups as parents), joined from strings serialized ahead
 of time, so the cost of a decision does not grow with the catalog or the registry.
 
+The context holds only what the policies read (context.py): Cedar parses it on every request, and
+it was most of a decision's cost.
+
 Evaluation deliberately passes NO schema to Cedar: with a schema, Cedar derives every action
 entity from it on each call, which made a decision cost O(catalog) (0.2 ms at 10 tools, 2 ms at
 10,000). Type safety does not depend on it: policies are validated against the full schema at
@@ -44,12 +47,15 @@ import cedarpy
 import orjson
 
 from gateway.catalog.model import Catalog, ToolEntry
-from gateway.config import parse_duration
 from gateway.identity.principal import Principal
+from gateway.policy.authorize import is_authorized_batch
 from gateway.policy.bundle import Bundle, CompileError, compile_bundle, with_catalog
 from gateway.policy.canonical import CanonicalizationError, canonicalize, normalize_path
+from gateway.policy.context import NO_CHAIN as NO_CHAIN  # re-exported: policy tests and the demo build chains
+from gateway.policy.context import ContextBuilder
+from gateway.policy.context import RequestFacts as RequestFacts  # re-exported: the call path imports it from here
 from gateway.policy.hours import WorkingHours
-from gateway.policy.listing import prune_context
+from gateway.policy.listing import ContextReads, prune_context
 from gateway.policy.listing_memo import ListingKey, ListingMemo
 from gateway.policy.model import (
     CatalogModel,
@@ -61,6 +67,7 @@ from gateway.policy.model import (
 from gateway.policy.principal_entities import PrincipalEntities
 from gateway.policy.sources import SourceFiles, read_files
 from gateway.policy.typing_ import ArgumentMismatch, to_cedar
+from gateway.settings.durations import parse_duration
 from gateway.verifier import argument_digest
 
 log = logging.getLogger("narrowgate.policy")
@@ -75,20 +82,8 @@ LISTING_CHUNK = 128  # tools per Cedar batch when listing off the hot path: each
 # Distinct (agent version + token claims, resource) entity sets kept parsed. Each is ~13 KiB of
 # Cedar's (native) memory: 2,048 hold ~27 MiB (4,096 held ~55 MiB); a miss costs one parse.
 ENTITY_CACHE_SIZE = 2048
+DETERMINATION_CACHE_SIZE = 1024  # distinct sets of determining policies remembered
 _POLICY_IN_ERROR = re.compile(r"policy\d+")
-
-
-@dataclass(frozen=True, slots=True)
-class RequestFacts:
-    now: float  # epoch seconds
-    era: str  # "2025-11-25" | "2026-07-28"
-    client: str = ""  # clientInfo name or ""
-    # None (the normal case): computed from `now` and the engine's WorkingHours. A bool overrides it.
-    working_hours: bool | None = None
-    # The caller's task ({id, purpose, tools}), or None for a bare workload token.
-    task: Mapping[str, Any] | None = None
-    # Chain monitoring's signals for this caller (gateway.chain.ChainTracker.context), if any.
-    chain: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +145,16 @@ class _Request:
 
 
 @dataclass(frozen=True, slots=True)
+class _Determined:
+    """A set of determining policies, as a decision reports them (see PolicyEngine._determined)."""
+
+    cedar_ids: tuple[str, ...]  # Cedar's "policyN" ids, in policy-file order
+    policy_ids: tuple[str, ...]  # their @id (or the Cedar id)
+    allow_reason: str  # the reason an Allow gives
+    step_up_modes: tuple[str | None, ...]  # each one's @step_up value, None without one
+
+
+@dataclass(frozen=True, slots=True)
 class _Prepared:
     """A compile's result, made on a worker thread and installed on the loop."""
 
@@ -192,6 +197,7 @@ class PolicyEngine:
     ) -> None:
         self.policies_dir = Path(policies_dir)
         self.working_hours = working_hours or WorkingHours()
+        self._contexts = ContextBuilder(self.working_hours)
         self.shadow_dir = Path(shadow_dir) if shadow_dir is not None else None
         self.shadow_disagreements: deque[dict[str, Any]] = deque(maxlen=SHADOW_HISTORY)
         self._lock = threading.Lock()  # serializes writers; readers take self._bundle once, lock-free
@@ -199,6 +205,7 @@ class PolicyEngine:
         self._known_schemas: dict[str, Mapping[str, Any] | None] = dict(tool_schemas or {})
         self._principals = PrincipalEntities()
         self._entity_handles: OrderedDict[str, cedarpy.Entities] = OrderedDict()
+        self._determinations: dict[tuple[str, ...], _Determined] = {}
         self._listings = ListingMemo()
         # set_catalog_async coalescing: the newest catalog asked for, and the newest one compiled.
         self._wanted_catalog: tuple[Catalog, dict[str, Mapping[str, Any] | None]] | None = None
@@ -548,8 +555,7 @@ class PolicyEngine:
         self, bundle: Bundle, principal: Principal, model: ToolModel, cedar_input: Any, facts: RequestFacts,
         approved: bool,
     ) -> _Request:
-        context = self._common_context(facts, approved)
-        context["input"] = cedar_input
+        context = self._contexts.build(self._reads(bundle), facts, approved, cedar_input, model.input_whole)
         entities = self._tool_entities(bundle, principal, model, facts.now)
         cedar = self._cedar_request(principal.agent_id, model.entry.exposed_name, model.uid, orjson.dumps(context))
         return _Request("tool", model.entry.exposed_name, cedar, entities, REASON_BAD_ARGUMENTS, context)
@@ -562,7 +568,7 @@ class PolicyEngine:
             return None
         uid, blob = self._item_resource(kind, server_id, name)
         action = prompt_action(server_id) if kind == "prompt" else resource_action(server_id)
-        context = self._common_context(facts, False)
+        context = self._contexts.build(self._reads(bundle), facts, False)
         action_blob = server.prompt_action_json if kind == "prompt" else server.resource_action_json
         entities = self._join(self._principal_json(bundle, principal, facts.now), blob, server.entity_json,
                               action_blob)
@@ -583,19 +589,12 @@ class PolicyEngine:
         return uid, orjson.dumps(entity).decode()
 
     def _common_context(self, facts: RequestFacts, approved: bool) -> dict[str, Any]:
-        return {"request": self._request_facts(facts), "approval": {"granted": bool(approved)},
-                "task": task_context(facts), "chain": facts.chain or NO_CHAIN}
+        return self._contexts.full(facts, approved)
 
-    def _request_facts(self, facts: RequestFacts) -> dict[str, Any]:
-        local = self.working_hours.local(facts.now)
-        return {
-            "time": int(facts.now),
-            "hour": local.hour,
-            "weekday": local.weekday,
-            "working_hours": local.working_hours if facts.working_hours is None else facts.working_hours,
-            "era": facts.era,
-            "client": _nfc(facts.client),
-        }
+    def _reads(self, bundle: Bundle) -> ContextReads:
+        """What a decision's context must hold: what the policies read; everything while a shadow set
+        (which may read more) evaluates the same request."""
+        return bundle.decision_reads if self._shadow is None else True
 
     def _principal_json(self, bundle: Bundle, principal: Principal, now: float) -> str:
         return self._principals.json(principal, now, bundle.catalog.server_ids)
@@ -617,38 +616,56 @@ class PolicyEngine:
 
     def _evaluate(self, bundle: Bundle, request: _Request, canonical: Any) -> Decision:
         try:
-            (result,) = cedarpy.is_authorized_batch([request.cedar], bundle.policies, self._entities(request.entities))
+            (result,) = is_authorized_batch([request.cedar], bundle.policies, self._entities(request.entities))
         except (ValueError, RuntimeError) as exc:  # a malformed request or entity: deny, never raise into the caller
             return self._refused(bundle, f"evaluation failed: {exc}", REASON_DENIED)
         return self._interpret(bundle, request, result, canonical)
 
     def _interpret(self, bundle: Bundle, request: _Request, result: cedarpy.AuthzResult, canonical: Any) -> Decision:
-        errors = tuple(bundle.describe_error(e) for e in result.diagnostics.errors)
-        determining = tuple(result.diagnostics.reasons)
-        policy_ids = tuple(bundle.public_id(p) for p in determining)
+        # Cedar reports both in no fixed order (it varies call to call): policy-file order makes the
+        # reason an agent is told, and the ids and errors recorded, the same for the same request.
+        raw_errors = sorted(result.diagnostics.errors, key=_position_key)
+        errors = tuple(bundle.describe_error(e) for e in raw_errors)
+        determined = self._determined(bundle, result.diagnostics.reasons)
+        determining, policy_ids = determined.cedar_ids, determined.policy_ids
         decision = result.decision
         if decision == cedarpy.Decision.Allow and not errors:
-            return self._decision(bundle, "allow", policy_ids, self._reason(bundle, determining, ""), (), canonical)
+            return self._decision(bundle, "allow", policy_ids, determined.allow_reason, (), canonical)
         if decision == cedarpy.Decision.Deny and determining and not errors:
-            modes = [self._step_up_mode(bundle, p) for p in determining]
+            modes = determined.step_up_modes
             if all(mode is not None for mode in modes):
                 if not self._approval_would_allow(bundle, request):
                     # Nothing would permit it even with an approval: a plain deny, not "ask for approval".
                     return self._decision(bundle, "deny", policy_ids, REASON_DENIED, (), canonical)
                 reason = self._reason(bundle, determining, REASON_STEP_UP)
-                # Cedar reports determining policies in no fixed order: "pending" wins if any asks for it.
+                # "pending" wins if any determining policy asks for it.
                 mode = "pending" if "pending" in modes else next((m for m in modes if m), "")
-                decision = self._decision(bundle, "step_up", policy_ids, reason, (), canonical, mode)
-                return replace(decision, **self._approval_terms(bundle, determining))
+                step_up = self._decision(bundle, "step_up", policy_ids, reason, (), canonical, mode)
+                return replace(step_up, **self._approval_terms(bundle, determining))
         if decision == cedarpy.Decision.Deny and determining:
             return self._decision(bundle, "deny", policy_ids, self._reason(bundle, determining, REASON_DENIED),
                                   errors, canonical)
         # Default deny, an Allow spoiled by an error, or NoDecision (a request Cedar could not build).
         reason = request.invalid_reason if decision == cedarpy.Decision.NoDecision else REASON_DENIED
-        erroring = tuple(dict.fromkeys(bundle.public_id(p) for p in _erroring_policies(result.diagnostics.errors)))
+        erroring = tuple(dict.fromkeys(bundle.public_id(p) for p in _erroring_policies(raw_errors)))
         if errors:
             log.warning("policy evaluation error(s), failing closed: %s", "; ".join(errors))
         return self._decision(bundle, "deny", erroring, reason, errors, canonical)
+
+    def _determined(self, bundle: Bundle, reasons: list[str]) -> _Determined:
+        """What these determining policies mean in `bundle`, worked out once per policy texts: the same
+        few sets come back call after call."""
+        key = (bundle.base_digest, *reasons)
+        known = self._determinations.get(key)
+        if known is None:
+            cedar_ids = tuple(sorted(reasons, key=_position_key))
+            known = _Determined(cedar_ids, tuple(bundle.public_id(p) for p in cedar_ids),
+                                self._reason(bundle, cedar_ids, ""),
+                                tuple(self._step_up_mode(bundle, p) for p in cedar_ids))
+            if len(self._determinations) >= DETERMINATION_CACHE_SIZE:
+                self._determinations.clear()  # bounded; the common sets come straight back
+            self._determinations[key] = known
+        return known
 
     def _entities(self, blob: str) -> cedarpy.Entities:
         """A parsed entity set, cached by its JSON: one principal and one resource repeat call after
@@ -670,8 +687,7 @@ class PolicyEngine:
         is not entitled to would read as step-up (and show in lists) instead of a plain deny.
         """
         try:
-            (result,) = cedarpy.is_authorized_batch([request.approved()], bundle.policies,
-                                                    self._entities(request.entities))
+            (result,) = is_authorized_batch([request.approved()], bundle.policies, self._entities(request.entities))
         except (ValueError, RuntimeError):
             return False
         return result.decision == cedarpy.Decision.Allow and not result.diagnostics.errors
@@ -698,7 +714,7 @@ class PolicyEngine:
     def _batch(self, policies: cedarpy.PolicySet, requests: list[dict[str, Any]],
                entities: str) -> list[cedarpy.AuthzResult]:
         try:
-            return cedarpy.is_authorized_batch(requests, policies, entities)
+            return is_authorized_batch(requests, policies, entities)
         except (ValueError, RuntimeError) as exc:
             log.error("listing evaluation failed, showing nothing: %s", exc)
             return []
@@ -764,6 +780,15 @@ class PolicyEngine:
         log.info("shadow disagreement %s: live %s, candidate %s for %s %s", live.decision_id, live.outcome,
                  candidate.outcome, request.kind, request.target)
 
+    # ---- listing inputs (gateway.policy.tool_listing) ------------------------------------------
+
+    def listing_facts(self, principal: Principal, facts: RequestFacts) -> tuple[Bundle, str, str]:
+        """What a listing is decided from: the bundle in force, the principal's entity JSON and the
+        part of the context the listing policies read (JSON). Evaluate with evaluate_listing."""
+        bundle = self._bundle
+        context = orjson.dumps(prune_context(self._common_context(facts, False), bundle.listing_reads)).decode()
+        return bundle, self._principal_json(bundle, principal, facts.now), context
+
 
 def _with_approval(request: dict[str, Any]) -> dict[str, Any]:
     context = orjson.loads(request["context"])
@@ -775,25 +800,15 @@ def new_decision_id() -> str:
     return "dec_" + secrets.token_hex(8)
 
 
+def _position_key(text: str) -> tuple[int, str]:
+    """Order by the first Cedar policy id in `text` ("policyN": the N-th policy of the set), then text."""
+    match = _POLICY_IN_ERROR.search(text)
+    return (int(match.group(0)[6:]) if match else -1, text)
+
+
 def _erroring_policies(errors: Iterable[str]) -> list[str]:
     return [m.group(0) for e in errors if (m := _POLICY_IN_ERROR.search(e))]
 
 
 def _nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
-
-
-NO_TASK: dict[str, Any] = {"present": False, "id": "", "purpose": "", "tools": []}
-NO_AGENT_CHAIN: dict[str, Any] = {"data_classes": [], "sensitive_read": False, "calls_last_minute": 0,
-                                  "writes_last_minute": 0, "denials_last_minute": 0}
-NO_CHAIN: dict[str, Any] = {"data_classes": [], "sensitive_read": False, "tools": [], "previous_tool": "",
-                            "calls_last_minute": 0, "writes_last_minute": 0, "denials_last_minute": 0,
-                            "agent": NO_AGENT_CHAIN}
-
-
-def task_context(facts: RequestFacts) -> dict[str, Any]:
-    task = facts.task
-    if task is None:
-        return NO_TASK
-    return {"present": True, "id": str(task["id"]), "purpose": _nfc(str(task["purpose"])),
-            "tools": list(task["tools"])}

@@ -10,11 +10,14 @@ only the tools whose entities changed. Bounded: the least recently used keys are
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
 MEMO_KEYS = 64  # distinct (policy set, principal, context) listings kept
 
-ListingKey = tuple[str, str, str]  # the tool's Tool, Action and McpServer entity JSON
-MemoKey = tuple[str, str, str]  # policy set digest, principal entity JSON, pruned listing context JSON
+# A singular tool: its Tool, Action and McpServer entity JSON; a class of tools: its signature
+# (gateway.policy.listing_classes).
+ListingKey = tuple[Any, ...]
+MemoKey = tuple[str, str, str]  # policy set digest, principal entity JSON (id renamed where shared), context JSON
 
 
 class ListingMemo:

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from gateway.catalog.model import RISK_TIERS, Catalog, ToolEntry
-from gateway.policy.typing_ import CedarType, cedar_string, input_type, placeholder
+from gateway.policy.typing_ import CedarType, cedar_string, has_escape_names, input_type, placeholder
 
 CONTEXT_COMMON = "request: RequestInfo, approval: Approval, task: TaskInfo, chain: ChainInfo"
 RESERVED_ACTIONS = ("call_tool", "get_prompt", "read_resource")
@@ -29,6 +29,8 @@ class ToolModel:
     entity_json: str  # the Tool entity; its McpServer parent is in ServerModel.entity_json
     action_json: str  # the Action entity with its groups as parents (see evaluation note in engine.py)
     placeholder_input: Any  # a value of input_type for listing mode
+    # context.input goes to Cedar whole, never pruned to what policies read (see context.py).
+    input_whole: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +109,7 @@ def _tool_model(tool: ToolEntry, schema: Mapping[str, Any] | None) -> ToolModel:
     }
     groups = ("call_tool", f"server:{tool.server_id}", f"risk:{tool.risk}")
     return ToolModel(tool, schema, typed, MappingProxyType(uid), orjson.dumps(entity).decode(),
-                     action_json(tool_action(tool), groups), placeholder(typed))
+                     action_json(tool_action(tool), groups), placeholder(typed), has_escape_names(typed))
 
 
 def action_json(action: str, groups: tuple[str, ...]) -> str:

@@ -169,6 +169,14 @@ def _decimal_text(value: int | float, where: str) -> str:
     return text if "." in text else text + ".0"
 
 
+def has_escape_names(typed: CedarType) -> bool:
+    """Whether a record in this type has an attribute named like a Cedar JSON escape (`__extn`,
+    `__entity`, `__expr`): Cedar may read such a value as an escape, and refuse it."""
+    if typed.kind == "Set":
+        return typed.element is not None and has_escape_names(typed.element)
+    return any(name.startswith("__") or has_escape_names(sub) for name, sub, _ in typed.attrs)
+
+
 def placeholder(typed: CedarType) -> Any:
     """Some value of `typed` (listing mode passes it where no arguments exist; policies never see it)."""
     if typed.kind == "String":

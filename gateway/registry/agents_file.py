@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 import yaml
 
 from gateway.catalog.yaml_lines import LinedDocument, load_lined
-from gateway.registry.errors import FieldPath, FileProblem
+from gateway.file_problems import FileProblem
+from gateway.registry.errors import FieldPath
 from gateway.registry.model import Lifecycle
 from gateway.registry.spec import CreateSpec, SpecReader
 

@@ -14,11 +14,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway.file_problems import FileProblem
 from gateway.registry.agents_file import AgentsFile, parse_agents_file
 from gateway.registry.errors import (
     AgentsFileError,
     Conflict,
-    FileProblem,
     IdentityRefused,
     NotFound,
     Problem,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from gateway.tasks.model import Task, TaskEvent, TaskState
 
@@ -85,7 +86,7 @@ def task_events(conn: sqlite3.Connection, task_id: str) -> list[TaskEvent]:
     ]
 
 
-def _task(row: tuple) -> Task:  # type: ignore[type-arg]
+def _task(row: Sequence[Any]) -> Task:
     return Task(
         id=row[0],
         agent_id=row[1],

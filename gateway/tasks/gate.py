@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from gateway.errors import ACCESS_DENIED, INVALID_PARAMS, RpcError
 from gateway.identity.principal import Principal
+from gateway.protocol.errors import ACCESS_DENIED, INVALID_PARAMS, RpcError
 from gateway.tasks.model import Task, TaskEnded
 from gateway.tasks.service import TaskService
 

@@ -15,6 +15,7 @@ interval (default 1 s): after a restart a budgeted task may allow that many extr
 from __future__ import annotations
 
 import asyncio
+import builtins  # `list` below is TaskService.list inside the class
 import contextlib
 import logging
 import secrets
@@ -162,7 +163,7 @@ class TaskService:
         wanted = None if state is None else TaskState(state)
         return [t for t in tasks if wanted is None or t.state is wanted]
 
-    async def events(self, task_id: str) -> list[TaskEvent]:
+    async def events(self, task_id: str) -> builtins.list[TaskEvent]:
         return await self.store.task_events(task_id)
 
     # mutations
@@ -218,13 +219,13 @@ class TaskService:
     async def revoke(self, task_id: str, actor: str, reason: str) -> Task:
         return await self._end(task_id, TaskState.REVOKED, actor, reason)
 
-    async def end_agent_tasks(self, agent_id: str, reason: str, actor: str = SYSTEM_ACTOR) -> list[Task]:
+    async def end_agent_tasks(self, agent_id: str, reason: str, actor: str = SYSTEM_ACTOR) -> builtins.list[Task]:
         """Revoke every active task of the agent (on suspension or retirement)."""
         ended = self._end_agent_in_memory(agent_id, reason)
         await self._persist(ended, actor, reason)
         return [task for task, _ in ended]
 
-    async def expire_due(self) -> list[Task]:
+    async def expire_due(self) -> builtins.list[Task]:
         """Mark active tasks past their deadline expired in memory and in the store (the sweeper)."""
         now = self.clock()
         ended = [
@@ -337,7 +338,7 @@ class TaskService:
         log.info("task %s of agent %s %s: %s", task.id, task.agent_id, state.value, reason)
         return ended, task.state
 
-    def _end_agent_in_memory(self, agent_id: str, reason: str) -> list[tuple[Task, TaskState]]:
+    def _end_agent_in_memory(self, agent_id: str, reason: str) -> builtins.list[tuple[Task, TaskState]]:
         now = self.clock()
         return [
             self._end_in_memory(task, TaskState.REVOKED, None, now, reason)
@@ -345,7 +346,7 @@ class TaskService:
             if task.agent_id == agent_id and task.effective(now).state is TaskState.ACTIVE
         ]
 
-    async def _persist(self, ended: list[tuple[Task, TaskState]], actor: str, reason: str) -> None:
+    async def _persist(self, ended: builtins.list[tuple[Task, TaskState]], actor: str, reason: str) -> None:
         now = self.clock()
         async with self._lock:
             for task, previous in ended:
@@ -362,7 +363,7 @@ class TaskService:
             self._pending.add(pending)
             pending.add_done_callback(self._pending.discard)
 
-    async def _persist_logged(self, ended: list[tuple[Task, TaskState]], reason: str) -> None:
+    async def _persist_logged(self, ended: builtins.list[tuple[Task, TaskState]], reason: str) -> None:
         try:
             await self._persist(ended, SYSTEM_ACTOR, reason)
         except Exception:

@@ -148,7 +148,7 @@ class _SpanScope:
 
     def __init__(self, span: trace.Span) -> None:
         self._span = span
-        self._token: object = None
+        self._token: contextvars.Token[otel_context.Context] | None = None
 
     def enter(self) -> None:
         self._token = otel_context.attach(trace.set_span_in_context(self._span))
@@ -164,7 +164,8 @@ class _SpanScope:
                     # The exception's message may quote arguments: only its class goes on the span.
                     span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
         finally:
-            otel_context.detach(self._token)  # type: ignore[arg-type]
+            if self._token is not None:
+                otel_context.detach(self._token)
             span.end()
 
 

@@ -27,24 +27,28 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSI
 from starlette.types import Receive, Scope, Send
 
 from gateway.config import Settings
-from gateway.errors import (
+from gateway.identity.authenticator import AccessRefused, AuthenticationError, Authenticator
+from gateway.identity.principal import Principal
+from gateway.mcp_methods import Methods, RequestContext
+from gateway.protocol.capabilities import INSTRUCTIONS, SERVER_CAPABILITIES, SERVER_INFO
+from gateway.protocol.eras import ERA_ONLY, LEGACY_ERA, MODERN_ERA
+from gateway.protocol.errors import (
+    HEADER_MISMATCH,
     HTTP_STATUS_FOR_CODE,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
+    REQUEST_CANCELLED,
     SHUTTING_DOWN,
     RpcError,
 )
-from gateway.identity.authenticator import AccessRefused, AuthenticationError, Authenticator
-from gateway.identity.principal import Principal
-from gateway.mcp_methods import ERA_ONLY, INSTRUCTIONS, SERVER_CAPABILITIES, SERVER_INFO, Methods, RequestContext
+from gateway.protocol.jsonrpc import Message, parse_message
+from gateway.protocol.sse import PING_FRAME, SSE_HEADERS
+from gateway.state.sessions import AgentSessions
 from gateway.telemetry import RequestSpan, Telemetry
-from gateway.transport.jsonrpc import Message, parse_message
 from gateway.transport.listen import ListenHub, requested_uris
 from gateway.transport.origin import OriginPolicy
 from gateway.transport.responses import ResponseChannel, send_bytes, send_json_error, wait_disconnect
-from gateway.transport.sessions import AgentSession, SessionLimitReached, SessionRegistry, StreamItem
-from gateway.transport.sse import PING_FRAME, SSE_HEADERS
-from gateway.upstream.base import LEGACY_ERA, MODERN_ERA
+from gateway.transport.sessions import AgentSession, SessionLimitReached, StreamItem
 
 log = logging.getLogger("narrowgate.transport")
 PING_INTERVAL_S = 15.0
@@ -60,7 +64,8 @@ class BodyTooLarge(Exception):
 
 class McpEndpoint:
     def __init__(
-        self, settings: Settings, authenticator: Authenticator, methods: Methods, sessions: SessionRegistry,
+        self, settings: Settings, authenticator: Authenticator, methods: Methods,
+        sessions: AgentSessions[Principal, AgentSession],
         telemetry: Telemetry,
     ) -> None:
         self.telemetry = telemetry
@@ -188,8 +193,8 @@ class McpEndpoint:
         params = message.params or {}
         requested = params.get("protocolVersion")
         version = requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LEGACY_ERA
-        capabilities = params.get("capabilities") if isinstance(params.get("capabilities"), dict) else {}
-        info = params.get("clientInfo") if isinstance(params.get("clientInfo"), dict) else None
+        capabilities = given if isinstance(given := params.get("capabilities"), dict) else {}
+        info = given if isinstance(given := params.get("clientInfo"), dict) else None
         try:
             session = self.sessions.create(principal, version, capabilities, info)
         except SessionLimitReached as exc:
@@ -257,7 +262,7 @@ class McpEndpoint:
         raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         duplicated = find_duplicated_routing_header(raw_headers) or duplicated_param_header(raw_headers)
         if duplicated is not None:
-            return InboundLadderRejection(-32020, f"{duplicated} header appears more than once")
+            return InboundLadderRejection(HEADER_MISMATCH, f"{duplicated} header appears more than once")
         verdict = classify_inbound_request(message.body, headers=headers)
         if isinstance(verdict, InboundLadderRejection):
             return verdict
@@ -314,7 +319,7 @@ class McpEndpoint:
                 task.uncancel()
                 if self.stopping:
                     return {"error": stopped_error(ctx).to_error()}
-                return {"error": {"code": -32800, "message": "Request cancelled"}}
+                return {"error": {"code": REQUEST_CANCELLED, "message": "Request cancelled"}}
             raise
         finally:
             self.running.pop(task, None)
@@ -385,7 +390,7 @@ class McpEndpoint:
             await send_json_error(send, HTTP_STATUS_FOR_CODE.get(exc.code, 400), message.id, exc)
             return
         listener = self.listen_hub.open(ctx.principal, message.id, params, allowed, ctx.client_info)
-        listener.tools_seen = self.methods.visible_tool_names(ctx.principal, MODERN_ERA, ctx.client_info)
+        listener.tools_seen = await self.methods.visible_tool_names_async(ctx.principal, MODERN_ERA, ctx.client_info)
         try:
             await stream_queue(receive, send, listener.queue)
         finally:

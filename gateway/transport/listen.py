@@ -4,7 +4,7 @@ The gateway runs its own bus rather than forwarding listens upstream: each agent
 gateway's aggregated, filtered catalog, so change notices have to come from the gateway. The
 resource URIs a stream asks to follow are decided like reads before the acknowledgement (see
 Methods.authorize_subscriptions); only those are honoured, in canonical form, and each update is
-decided again before it is delivered (gateway.transport.resource_updates).
+decided again before it is delivered (gateway.resource_updates).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Any
 import orjson
 from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
 
-from gateway.errors import INVALID_PARAMS, RpcError
 from gateway.identity.principal import Principal
+from gateway.protocol.errors import INVALID_PARAMS, RpcError
+from gateway.protocol.sse import encode_event
 from gateway.transport.sessions import StreamItem
-from gateway.transport.sse import encode_event
 
 FILTER_FOR_METHOD = {
     "notifications/tools/list_changed": "toolsListChanged",
@@ -59,7 +59,7 @@ class Listener:
 
 def requested_uris(params: dict[str, Any]) -> list[str]:
     """The resource URIs a listen request names (strings only); RpcError past the cap."""
-    requested = params.get("notifications") if isinstance(params.get("notifications"), dict) else {}
+    requested = given if isinstance(given := params.get("notifications"), dict) else {}
     uris = requested.get("resourceSubscriptions")
     if not isinstance(uris, list):
         return []
@@ -75,7 +75,7 @@ class ListenHub:
     def open(self, principal: Principal, subscription_id: Any, params: dict[str, Any], allowed_uris: list[str],
              client_info: dict[str, Any] | None = None) -> Listener:
         """A stream for `principal`, acknowledging the flags it asked for and the URIs it was allowed."""
-        requested = params.get("notifications") if isinstance(params.get("notifications"), dict) else {}
+        requested = given if isinstance(given := params.get("notifications"), dict) else {}
         honoured: dict[str, Any] = {flag: True for flag in HONOURED_FLAGS if requested.get(flag) is True}
         if isinstance(requested.get("resourceSubscriptions"), list):
             honoured["resourceSubscriptions"] = list(allowed_uris)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from gateway.config import Settings, is_loopback_host
+from gateway.config import Settings
+from gateway.settings.network import is_loopback_host
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]", "::1")
 

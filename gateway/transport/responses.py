@@ -9,10 +9,13 @@ from typing import Any
 import orjson
 from starlette.types import Receive, Send
 
-from gateway.errors import HTTP_STATUS_FOR_CODE, RpcError
-from gateway.transport.sessions import AgentSession, StreamLog, log_allowed
-from gateway.transport.sse import PING_FRAME, SSE_HEADERS, encode_event
-from gateway.upstream.base import MODERN_ERA
+from gateway.protocol.eras import MODERN_ERA
+from gateway.protocol.errors import HTTP_STATUS_FOR_CODE, METHOD_NOT_FOUND, REQUEST_TIMEOUT, RpcError
+from gateway.protocol.jsonrpc import error_reply
+from gateway.protocol.log_levels import log_allowed
+from gateway.protocol.sse import PING_FRAME, SSE_HEADERS, encode_event
+from gateway.state.sessions import StreamLog
+from gateway.transport.sessions import AgentSession
 
 ASK_TIMEOUT_S = 600.0
 # Which client capability a relayed server-to-client request needs.
@@ -111,7 +114,7 @@ class ResponseChannel:
         upstream_id = message["id"]
         refusal = self.refusal(message)
         if refusal is not None:
-            return {"jsonrpc": "2.0", "id": upstream_id, "error": {"code": -32601, "message": refusal}}
+            return error_reply(upstream_id, METHOD_NOT_FOUND, refusal)
         assert self.session is not None
         ask_id = self.session.next_ask_id()
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -121,8 +124,7 @@ class ResponseChannel:
             async with asyncio.timeout(ASK_TIMEOUT_S):
                 reply = await future
         except TimeoutError:
-            return {"jsonrpc": "2.0", "id": upstream_id,
-                    "error": {"code": -32001, "message": "The agent did not answer in time"}}
+            return error_reply(upstream_id, REQUEST_TIMEOUT, "The agent did not answer in time")
         finally:
             self.session.asks.pop(ask_id, None)
         return {**reply, "id": upstream_id}

@@ -14,9 +14,10 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import RATE_LIMITED, RpcError
 from gateway.identity.principal import Principal
-from gateway.transport.sse import encode_event, encode_retry
+from gateway.protocol.errors import RATE_LIMITED, RpcError
+from gateway.protocol.sse import encode_event, encode_retry
+from gateway.state.sessions import StreamLog as StreamLogSeam
 
 # The request that is itself closing its agent's sessions (the kill switch): it must finish and answer
 # with its own error instead of being cancelled. The registry's shielded write task inherits it.
@@ -24,22 +25,8 @@ SPARED_REQUEST: contextvars.ContextVar[asyncio.Task[Any] | None] = contextvars.C
     "narrowgate_spared_request", default=None)
 REPLAY_BUFFER = 256
 KEPT_POST_STREAMS = 32
-LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 StreamItem = bytes | None  # None ends a follower's stream
-
-
-def log_allowed(message: dict[str, Any], threshold: str | None, when_unset: bool) -> bool:
-    """Whether a notification passes a logging threshold (other notifications always pass).
-
-    2025-11-25 agents get every log line until they call logging/setLevel (when_unset=True);
-    2026-07-28 agents only when their request's `_meta` asks for a level (when_unset=False).
-    """
-    if message.get("method") != "notifications/message":
-        return True
-    if threshold not in LOG_LEVELS:
-        return when_unset
-    level = (message.get("params") or {}).get("level")
-    return level not in LOG_LEVELS or LOG_LEVELS.index(level) >= LOG_LEVELS.index(threshold)
+StreamLogFactory = Callable[[str], StreamLogSeam]  # key -> a new, empty log
 
 
 class StreamLog:
@@ -94,10 +81,12 @@ class AgentSession:
     last_seen: float = field(default_factory=time.monotonic)
     log_level: str | None = None
     subscriptions: set[str] = field(default_factory=set)
+    # Where this session's stream logs are kept (the StreamLog seam).
+    new_log: StreamLogFactory = StreamLog
     # Session-level messages (list changes, resource updates) for GET streams.
-    general: StreamLog = field(default_factory=lambda: StreamLog("s"))
+    general: StreamLogSeam = field(default_factory=lambda: StreamLog("s"))
     # Recent POST response streams, oldest first.
-    posts: OrderedDict[str, StreamLog] = field(default_factory=OrderedDict)
+    posts: OrderedDict[str, StreamLogSeam] = field(default_factory=OrderedDict)
     post_numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     # Requests the gateway relayed to the agent, waiting for its reply.
     asks: dict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
@@ -111,8 +100,8 @@ class AgentSession:
         """Send a session-level message to every open GET stream (and keep it for replay)."""
         self.general.append(orjson.dumps(message))
 
-    def open_post_stream(self) -> StreamLog:
-        log = StreamLog(f"p{next(self.post_numbers)}")
+    def open_post_stream(self) -> StreamLogSeam:
+        log = self.new_log(f"p{next(self.post_numbers)}")
         self.posts[log.key] = log
         while len(self.posts) > KEPT_POST_STREAMS:
             self.posts.popitem(last=False)
@@ -158,13 +147,14 @@ class SessionRegistry:
     """
 
     def __init__(self, idle_s: float, max_per_agent: int = 64, max_total: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, new_log: StreamLogFactory = StreamLog) -> None:
         self.sessions: OrderedDict[str, AgentSession] = OrderedDict()  # least recently used first
         self.by_agent: dict[str, set[str]] = {}
         self.idle_s = idle_s
         self.max_per_agent = max_per_agent
         self.max_total = max_total
         self.clock = clock
+        self.new_log = new_log
 
     def create(
         self, principal: Principal, protocol_version: str, capabilities: dict[str, Any], info: dict[str, Any] | None
@@ -184,7 +174,8 @@ class SessionRegistry:
                 f"Too many sessions: the gateway holds its maximum of {self.max_total} (limits.max_sessions); "
                 "try again later")
         session_id = secrets.token_urlsafe(24)
-        session = AgentSession(session_id, principal, protocol_version, capabilities, info, last_seen=self.clock())
+        session = AgentSession(session_id, principal, protocol_version, capabilities, info, last_seen=self.clock(),
+                               new_log=self.new_log, general=self.new_log("s"))
         self.sessions[session_id] = session
         self.by_agent.setdefault(agent_id, set()).add(session_id)
         return session

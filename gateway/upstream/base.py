@@ -14,18 +14,12 @@ from mcp_types import (
     SERVER_INFO_META_KEY,
 )
 
-from gateway import __version__
+from gateway.protocol.capabilities import GATEWAY_CLIENT_INFO
+from gateway.protocol.eras import MODERN_ERA
+from gateway.protocol.errors import METHOD_NOT_FOUND
+from gateway.protocol.jsonrpc import error_reply
 
-LEGACY_ERA = "2025-11-25"
-MODERN_ERA = "2026-07-28"
 ENVELOPE_KEYS = (PROTOCOL_VERSION_META_KEY, CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY)
-GATEWAY_CLIENT_INFO = {"name": "narrowgate", "version": __version__}
-# What the gateway declares to upstreams: it relays these to the agent that caused them.
-GATEWAY_CLIENT_CAPABILITIES: dict[str, Any] = {
-    "sampling": {},
-    "elicitation": {"form": {}, "url": {}},
-    "roots": {"listChanged": True},
-}
 
 # Sent to shared upstream sessions; its reply is ignored (the id is outside the gateway's own range).
 VERBOSE_LOGGING = {"jsonrpc": "2.0", "id": "narrowgate-log-level", "method": "logging/setLevel",
@@ -116,7 +110,7 @@ def modern_params(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
 
 def refusal(request_id: Any, why: str) -> dict[str, Any]:
     """The JSON-RPC error sent back for a server-to-client request the gateway does not relay."""
-    return {"jsonrpc": "2.0", "id": request_id, "error": {"code": -32601, "message": f"The gateway {why}"}}
+    return error_reply(request_id, METHOD_NOT_FOUND, f"The gateway {why}")
 
 
 def without_server_info(reply: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mcp.shared.inbound import find_invalid_x_mcp_header, x_mcp_header_map
@@ -44,6 +44,9 @@ class ToolView:
     entry: ToolEntry
     definition: dict[str, Any]
     param_headers: dict[tuple[str, ...], str]
+    # The upstream's own definition this view was made from: the next rebuild reuses the view when
+    # the upstream lists the same definition again (no header analysis of thousands of schemas).
+    upstream: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,14 +142,17 @@ EMPTY = Directory({}, {}, {}, (), [])
 
 
 def build_directory(catalog: Catalog, listings: dict[str, Listing],
-                    resource_status: ResourceStatus = approve_all) -> Directory:
+                    resource_status: ResourceStatus = approve_all, previous: Directory | None = None) -> Directory:
+    """The directory for these listings; tool views of `previous` whose entry and upstream definition
+    are unchanged are reused, so a change to one tool costs one tool's analysis."""
     tools: dict[str, ToolView] = {}
+    earlier = previous.tools if previous is not None else {}
     prompts: dict[str, PromptView] = {}
     # Catalog order, not sync order, decides who wins a collision, so the answer is stable.
     ordered = [(sid, listings[sid]) for sid in catalog.servers if sid in listings]
     for server_id, listing in ordered:
         server = catalog.servers[server_id]
-        _add_tools(server, listing, tools)
+        _add_tools(server, listing, tools, earlier)
         _add_prompts(server, listing, prompts)
     resources, withheld = _resources(ordered, resource_status)
     templates, held = _templates(ordered, resource_status)
@@ -215,15 +221,21 @@ def _templates(ordered: list[tuple[str, Listing]],
     return approved, held
 
 
-def _add_tools(server: ServerEntry, listing: Listing, tools: dict[str, ToolView]) -> None:
+def _add_tools(server: ServerEntry, listing: Listing, tools: dict[str, ToolView],
+               earlier: dict[str, ToolView]) -> None:
     for definition in listing.tools:
         name = definition.get("name")
         entry = server.tools.get(name) if isinstance(name, str) else None
         if entry is None:
             continue  # uncatalogued: hidden (see UpstreamPool.sync, which reports it once)
+        known = earlier.get(entry.exposed_name)
+        if (known is not None and (known.entry is entry or known.entry == entry)
+                and (known.upstream is definition or known.upstream == definition)):
+            tools[entry.exposed_name] = known if known.entry is entry else replace(known, entry=entry)
+            continue
         schema = definition.get("inputSchema")
         headers = x_mcp_header_map(schema) if find_invalid_x_mcp_header(schema) is None else {}
-        tools[entry.exposed_name] = ToolView(entry, {**definition, "name": entry.exposed_name}, headers)
+        tools[entry.exposed_name] = ToolView(entry, {**definition, "name": entry.exposed_name}, headers, definition)
 
 
 def _add_prompts(server: ServerEntry, listing: Listing, prompts: dict[str, PromptView]) -> None:

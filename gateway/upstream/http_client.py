@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import aiohttp
@@ -23,14 +23,12 @@ import orjson
 from mcp.shared.inbound import NAME_BEARING_METHODS, encode_header_value
 
 from gateway.catalog.model import HttpTransport, ServerEntry
-from gateway.config import DEFAULT_MAX_UPSTREAM_REPLY_BYTES
-from gateway.errors import REQUEST_TIMEOUT, UPSTREAM_ERROR, UPSTREAM_UNAVAILABLE, RpcError
-from gateway.transport.sse import decode_events
+from gateway.protocol.capabilities import GATEWAY_CLIENT_CAPABILITIES, GATEWAY_CLIENT_INFO
+from gateway.protocol.eras import LEGACY_ERA, MODERN_ERA
+from gateway.protocol.errors import REQUEST_TIMEOUT, UPSTREAM_ERROR, UPSTREAM_UNAVAILABLE, RpcError
+from gateway.protocol.sse import decode_events
+from gateway.settings.limits import DEFAULT_MAX_UPSTREAM_REPLY_BYTES
 from gateway.upstream.base import (
-    GATEWAY_CLIENT_CAPABILITIES,
-    GATEWAY_CLIENT_INFO,
-    LEGACY_ERA,
-    MODERN_ERA,
     SESSION_NOTIFICATIONS,
     VERBOSE_LOGGING,
     CallContext,
@@ -456,7 +454,7 @@ class HttpUpstream:
         self.eras = set()
         self.session_id = None
 
-    def spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
         self.background.add(task)
         task.add_done_callback(self.background.discard)

@@ -10,10 +10,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway.catalog.model import Catalog, HttpTransport
-from gateway.config import DEFAULT_MAX_UPSTREAM_REPLY_BYTES
 from gateway.credentials.upstream_auth import UpstreamAuth
-from gateway.errors import UPSTREAM_UNAVAILABLE, RpcError
-from gateway.upstream.base import LEGACY_ERA, MODERN_ERA, CallContext, Upstream, log, without_server_info
+from gateway.protocol.eras import LEGACY_ERA
+from gateway.protocol.errors import METHOD_NOT_FOUND, UPSTREAM_UNAVAILABLE, RpcError
+from gateway.settings.limits import DEFAULT_MAX_UPSTREAM_REPLY_BYTES
+from gateway.upstream.base import CallContext, Upstream, log, without_server_info
 from gateway.upstream.directory import EMPTY, Directory, Listing, ResourceStatus, approve_all, build_directory
 from gateway.upstream.http_client import HttpUpstream
 from gateway.upstream.stdio_client import StdioUpstream
@@ -128,7 +129,7 @@ class UpstreamPool:
         for _ in range(MAX_LIST_PAGES):
             reply = await self.clients[server_id].call(method, params, ctx)
             if "error" in reply:
-                if reply["error"].get("code") == -32601:
+                if reply["error"].get("code") == METHOD_NOT_FOUND:
                     return []  # the upstream does not offer this kind at all
                 raise RpcError(UPSTREAM_UNAVAILABLE, f"upstream {server_id!r} failed {method}")
             result = reply.get("result") or {}
@@ -150,7 +151,7 @@ class UpstreamPool:
     def rebuild(self) -> None:
         if self.reconcile is not None:
             self.catalog = self.reconcile(self.listings)
-        self.directory = build_directory(self.catalog, self.listings, self.resource_status)
+        self.directory = build_directory(self.catalog, self.listings, self.resource_status, self.directory)
         if self.on_rebuild is not None:
             self.on_rebuild(self.directory)
 
@@ -219,4 +220,4 @@ def _generation(client: Upstream) -> int:
     return 0
 
 
-__all__ = ["MODERN_ERA", "UpstreamPool"]
+__all__ = ["UpstreamPool"]

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import UPSTREAM_ERROR, RpcError
+from gateway.protocol.errors import UPSTREAM_ERROR, RpcError
 
 CHUNK_BYTES = 64 * 1024
 HEAD_BYTES = 1024  # kept of an oversized line, to tell whose message it was

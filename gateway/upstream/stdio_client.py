@@ -16,19 +16,19 @@ import itertools
 import os
 import signal
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from gateway.catalog.model import ServerEntry, StdioTransport
-from gateway.config import DEFAULT_MAX_UPSTREAM_REPLY_BYTES
 from gateway.credentials.secret_sources import SecretResolver, SecretUnavailable
-from gateway.errors import REQUEST_TIMEOUT, UPSTREAM_UNAVAILABLE, RpcError
+from gateway.protocol.capabilities import GATEWAY_CLIENT_CAPABILITIES, GATEWAY_CLIENT_INFO
+from gateway.protocol.eras import LEGACY_ERA
+from gateway.protocol.errors import REQUEST_TIMEOUT, UPSTREAM_UNAVAILABLE, RpcError
+from gateway.settings.limits import DEFAULT_MAX_UPSTREAM_REPLY_BYTES
 from gateway.upstream.base import (
-    GATEWAY_CLIENT_CAPABILITIES,
-    GATEWAY_CLIENT_INFO,
-    LEGACY_ERA,
     SESSION_NOTIFICATIONS,
     VERBOSE_LOGGING,
     CallContext,
@@ -203,7 +203,8 @@ class StdioUpstream:
     async def dispatch(self, message: dict[str, Any]) -> None:
         method = message.get("method")
         if method is None:
-            pending = self.pending.pop(message.get("id"), None)  # type: ignore[arg-type]
+            message_id = message.get("id")
+            pending = self.pending.pop(message_id, None) if isinstance(message_id, int) else None
             if pending is not None and not pending.future.done():
                 pending.future.set_result(message)
             return
@@ -300,7 +301,7 @@ class StdioUpstream:
                 pending.future.set_exception(RpcError(UPSTREAM_UNAVAILABLE, reason))
         self.pending.clear()
 
-    def spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
         self.background.add(task)
         task.add_done_callback(self.background.discard)

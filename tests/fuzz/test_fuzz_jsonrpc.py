@@ -1,4 +1,4 @@
-"""Fuzzing the JSON-RPC decoder (gateway/transport/jsonrpc.py), alone and behind a real gateway.
+"""Fuzzing the JSON-RPC decoder (gateway/protocol/jsonrpc.py), alone and behind a real gateway.
 
 Properties: any byte string is either a Message whose fields are exactly the decoded body's, or an
 RpcError carrying -32700 or -32600 (never another exception); the depth limit refuses exactly the
@@ -18,8 +18,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from mcp.shared.inbound import encode_header_value
 
-from gateway.errors import INVALID_REQUEST, PARSE_ERROR, RpcError
-from gateway.transport.jsonrpc import Message, parse_message
+from gateway.protocol.errors import INVALID_REQUEST, PARSE_ERROR, RpcError
+from gateway.protocol.jsonrpc import Message, parse_message
 from tests.fuzz.budget import fuzz_settings
 from tests.fuzz.strategies import JSON_VALUES, as_decoded, message_dicts, nested, wire
 from tests.support.processes import Gateway

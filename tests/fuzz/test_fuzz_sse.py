@@ -1,4 +1,4 @@
-"""Fuzzing SSE: the decoder (gateway/transport/sse.py) and the upstream side that reads tool replies
+"""Fuzzing SSE: the decoder (gateway/protocol/sse.py) and the upstream side that reads tool replies
 from an upstream's event stream (gateway/upstream/http_client.py).
 
 Properties:
@@ -27,9 +27,10 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gateway.catalog.model import Credentials, HttpTransport, ServerEntry
-from gateway.errors import UPSTREAM_ERROR, RpcError
-from gateway.transport.sse import PING_FRAME, Event, decode_events, encode_event, encode_retry
-from gateway.upstream.base import MODERN_ERA, CallContext
+from gateway.protocol.eras import MODERN_ERA
+from gateway.protocol.errors import UPSTREAM_ERROR, RpcError
+from gateway.protocol.sse import PING_FRAME, Event, decode_events, encode_event, encode_retry
+from gateway.upstream.base import CallContext
 from gateway.upstream.http_client import HttpUpstream
 from tests.fuzz.budget import fuzz_settings
 from tests.fuzz.strategies import JSON_VALUES, ODD_TEXT, as_decoded, wire

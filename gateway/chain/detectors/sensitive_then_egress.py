@@ -1,0 +1,42 @@
+"""sensitive_then_egress: an egress call after a sensitive read by this task (any time in its life) or by
+this agent in any of its tasks within `window_s`: a new task does not shed the agent's reads.
+
+Fires once per sensitive read, whichever task the egress comes from. Egress: the catalog's `egress` flag,
+or the configured servers / tools. Critical when the call went through without a person's approval (data
+may have left); high when policy held it or a person approved it. Judged on what was read before this call.
+"""
+
+from __future__ import annotations
+
+import math
+
+from gateway.chain.detectors.base import Detection
+from gateway.chain.signals import DecidedCall
+from gateway.settings.monitoring import MonitoringSettings
+
+
+class SensitiveThenEgress:
+    def __init__(self, settings: MonitoringSettings) -> None:
+        self._window_s = settings.window_s
+        self._egress_servers = frozenset(settings.egress_servers)
+        self._egress_tools = frozenset(settings.egress_tools)
+
+    def judge(self, call: DecidedCall) -> Detection | None:
+        tool = call.tool
+        name = tool.exposed_name
+        if not (tool.egress or tool.server_id in self._egress_servers or name in self._egress_tools):
+            return None
+        agent, task, now = call.agent, call.task, call.now
+        in_task = task.sensitive_at if task is not None and task.sensitive_at is not None else -math.inf
+        by_agent = agent.sensitive_at
+        recent = by_agent if by_agent is not None and by_agent > now - self._window_s else -math.inf
+        onset = max(in_task, recent)
+        if onset <= agent.egress_answered:
+            return None  # nothing read, or this read was already answered
+        agent.egress_answered = onset
+        # A person who approved this very call saw why it asked: contained, like a held attempt.
+        severity = "critical" if call.outcome == "allow" else "high"
+        where = ("in this task" if onset == in_task
+                 else f"by this agent within {self._window_s:g} s" + (", outside this task" if task else ""))
+        return Detection("sensitive_then_egress", severity, call.agent_id, call.task_id, name,
+                         f"egress tool {name} called ({call.outcome}) after sensitive data was read {where}")

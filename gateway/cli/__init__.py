@@ -1,0 +1,6 @@
+"""The `narrowgate` command: `main.py` builds the parser; one module per command group.
+
+serve, demo, agents, tasks, keys, approvals, catalog (with catalog_resources and catalog_discover),
+policy, audit; `admin_client.py` is what the admin-API commands share. The CLI imports the rest of
+the gateway; nothing outside this package imports it.
+"""

@@ -1,0 +1,78 @@
+"""The CLI's side of the admin API: the client and the output helpers `agents`, `tasks`, `keys`, `approvals`
+and `catalog review` share."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+DEFAULT_GATEWAY = "http://127.0.0.1:8080"
+
+
+class AdminClientError(Exception):
+    pass
+
+
+class AdminClient:
+    def __init__(self, base_url: str, token: str | None) -> None:
+        if not token:
+            raise AdminClientError("an admin token is required: --admin-token or NARROWGATE_ADMIN_TOKEN")
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            f"{self.base_url}{path}", data=data, method=method,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            raise AdminClientError(f"HTTP {exc.code}: {_error_text(exc)}") from None
+        except urllib.error.URLError as exc:
+            raise AdminClientError(f"cannot reach the gateway at {self.base_url}: {exc.reason}") from None
+
+
+def _error_text(exc: urllib.error.HTTPError) -> str:
+    try:
+        return str(json.loads(exc.read()).get("error"))
+    except (ValueError, AttributeError):
+        return exc.reason
+
+
+def state_change(event: dict[str, Any]) -> str:
+    return f"{event['from_state'] or '-'} -> {event['to_state']}"
+
+
+def print_with_history(record: dict[str, Any], heading: str, describe: Callable[[dict[str, Any]], str]) -> int:
+    """A record as JSON, then its events: time, what changed, who and why."""
+    events = record.pop("events", [])
+    print(json.dumps(record, indent=2))
+    print(heading)
+    for event in events:
+        print(f"  {when(event['at'])}  {describe(event)}  by {event['actor']}: {event['reason']}")
+    return 0
+
+
+def client(args: argparse.Namespace) -> AdminClient:
+    return AdminClient(args.gateway, args.admin_token)
+
+
+def add_connection_options(parser: argparse.ArgumentParser) -> None:
+    """The same --gateway / --admin-token options (and environment defaults) as `narrowgate agents`."""
+    parser.add_argument("--gateway", default=os.environ.get("NARROWGATE_URL", DEFAULT_GATEWAY),
+                        help="gateway base URL (default: $NARROWGATE_URL or http://127.0.0.1:8080)")
+    parser.add_argument("--admin-token", default=os.environ.get("NARROWGATE_ADMIN_TOKEN"),
+                        help="admin bearer token (default: $NARROWGATE_ADMIN_TOKEN)")
+
+
+def when(epoch: float | None) -> str:
+    return "-" if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")

@@ -1,0 +1,227 @@
+"""`narrowgate audit verify|export|search`: read the audit log straight from the state store.
+
+These commands only read (no migration, no writes), so they are safe while a gateway runs on the
+same SQLite file: WAL lets readers see every committed record without blocking the writer.
+Long logs are read in pages, so memory stays flat however long the log is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
+
+from gateway.audit.chain import ChainVerifier
+from gateway.audit.model import KINDS
+from gateway.cli.parsers import Subcommands
+from gateway.config import load_settings
+
+if TYPE_CHECKING:  # for annotations only: the commands import the store where they open it
+    from gateway.store.base import AuditStore, Store
+
+T = TypeVar("T")
+
+EXIT_PROBLEMS = 1
+AUDIT_SCHEMA_VERSION = 5  # the migration that created audit_log
+PAGE = 1000
+SEARCH_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("seq", "SEQ"), ("at", "TIME (UTC)"), ("kind", "KIND"), ("action", "ACTION"), ("actor", "ACTOR"),
+    ("agent_id", "AGENT"), ("task_id", "TASK"), ("tool", "TOOL"), ("decision", "DECISION"),
+    ("policy_ids", "POLICIES"),
+)
+MAX_CELL = 40
+
+
+class AuditCommandError(ValueError):
+    """Reported by the CLI as `narrowgate: <message>` with exit status 2."""
+
+
+def add_audit_parser(commands: Subcommands) -> None:
+    audit = commands.add_parser("audit", help="verify, export and search the tamper-evident audit log")
+    sub = audit.add_subparsers(title="audit commands", metavar="COMMAND", required=True)
+    verify = sub.add_parser("verify", help="check the hash chain; report every modified, removed, "
+                                           "inserted or reordered record")
+    export = sub.add_parser("export", help="write records as JSON lines, in seq order")
+    search = sub.add_parser("search", help="show matching records as a table (the latest --limit)")
+    for command in (verify, export, search):
+        command.add_argument("--config", type=Path, help="gateway config (its `state` names the store)")
+    for command in (export, search):
+        command.add_argument("--since", type=parse_time, help="from this time (ISO 8601; UTC if no offset)")
+        command.add_argument("--until", type=parse_time, help="before this time (ISO 8601; UTC if no offset)")
+    export.add_argument("--output", type=Path, help="write to this file instead of stdout")
+    search.add_argument("--agent", help="agent id")
+    search.add_argument("--tool", help="exposed tool name, prompt name or resource URI")
+    search.add_argument("--decision", choices=["allow", "deny", "step_up"], help="decision")
+    search.add_argument("--kind", choices=sorted(KINDS), help="record kind")
+    search.add_argument("--limit", type=_positive_int, default=50, help="at most this many records (default 50)")
+    verify.set_defaults(run=run_verify)
+    export.set_defaults(run=run_export)
+    search.set_defaults(run=run_search)
+
+
+def parse_time(text: str) -> float:
+    """ISO 8601 (`2026-03-01`, `2026-03-01T12:00:00Z`, with an offset) or epoch seconds -> epoch seconds."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return value
+
+
+# commands
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    verifier = _with_store(args, _verify)
+    for problem in verifier.problems:
+        print(problem)
+    if verifier.problems:
+        print(f"audit log verification FAILED: {len(verifier.problems)} problem(s) in {verifier.count} record(s)",
+              file=sys.stderr)
+        return EXIT_PROBLEMS
+    print(f"audit log ok: {verifier.count} record(s), head seq {verifier.last_seq} hash {verifier.last_hash}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    if args.output is None:
+        try:
+            count = _with_store(args, lambda store: _export(store, args, sys.stdout))
+        except BrokenPipeError:
+            # `export | head`: the reader left; stop quietly (the Python docs' recipe for SIGPIPE).
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_PROBLEMS
+        print(f"{count} record(s) exported", file=sys.stderr)
+        return 0
+    # Owner-only, like the state database: the records name agents, tools and arguments' shape.
+    fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w", encoding="utf-8") as out:
+        count = _with_store(args, lambda store: _export(store, args, out))
+    print(f"{count} record(s) exported to {args.output}", file=sys.stderr)
+    return 0
+
+
+def run_search(args: argparse.Namespace) -> int:
+    records = _with_store(args, lambda store: _search(store, args))
+    if not records:
+        print("no matching audit records")
+        return 0
+    print(format_table(records))
+    return 0
+
+
+# store access
+
+
+def _with_store(args: argparse.Namespace, action: Callable[[Store], Awaitable[T]]) -> T:
+    settings = load_settings(args.config, resolve_secrets=False)  # reads the store only: no tokens needed
+    return asyncio.run(_run_with_store(settings.state, action))
+
+
+async def _run_with_store(state: str, action: Callable[[Store], Awaitable[T]]) -> T:
+    from gateway.store import StoreError, open_store
+
+    _refuse_missing_file(state)
+    try:
+        store = open_store(state)
+    except StoreError as exc:
+        raise AuditCommandError(f"state store: {exc}") from None
+    try:
+        version = await store.schema_version()
+        if version < AUDIT_SCHEMA_VERSION:
+            raise AuditCommandError(f"the state store has no audit log yet (schema version {version}); "
+                                    "start the gateway once to create it")
+        return await action(store)
+    except StoreError as exc:
+        raise AuditCommandError(f"state store: {exc}") from None
+    finally:
+        await store.close()
+
+
+def _refuse_missing_file(state: str) -> None:
+    # open_store creates a missing SQLite file; for a read-only command that would hide a wrong path.
+    scheme, _, rest = state.partition("://")
+    if scheme.lower() == "sqlite" and rest.startswith("/") and rest != "/:memory:" and not Path(rest).exists():
+        raise AuditCommandError(f"no state database at {rest}")
+
+
+async def _pages(store: AuditStore, **filters: Any) -> AsyncIterator[list[dict[str, Any]]]:
+    from gateway.store.base import AuditQuery
+
+    after = 0
+    while True:
+        page = await store.audit_records(AuditQuery(after_seq=after, limit=PAGE, **filters))
+        if not page:
+            return
+        yield page
+        after = page[-1]["seq"]
+
+
+async def _verify(store: AuditStore) -> ChainVerifier:
+    verifier = ChainVerifier()
+    async for page in _pages(store):
+        for row in page:
+            verifier.check(row)
+    return verifier
+
+
+async def _export(store: AuditStore, args: argparse.Namespace, out: TextIO) -> int:
+    count = 0
+    async for page in _pages(store, since=args.since, until=args.until):
+        out.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in page)
+        count += len(page)
+    out.flush()
+    return count
+
+
+async def _search(store: AuditStore, args: argparse.Namespace) -> list[dict[str, Any]]:
+    from gateway.store.base import AuditQuery
+
+    query = AuditQuery(agent_id=args.agent, tool=args.tool, decision=args.decision, kind=args.kind,
+                       since=args.since, until=args.until, limit=args.limit, newest_first=True)
+    return list(reversed(await store.audit_records(query)))
+
+
+# output
+
+
+def format_table(records: Sequence[dict[str, Any]]) -> str:
+    """A plain fixed-width table, oldest record first."""
+    header = [title for _, title in SEARCH_COLUMNS]
+    rows = [[_cell(name, record.get(name)) for name, _ in SEARCH_COLUMNS] for record in records]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+                     for row in [header, *rows])
+
+
+def _cell(name: str, value: Any) -> str:
+    if value is None or value == []:
+        return "-"
+    if name == "at":
+        return datetime.fromtimestamp(float(value), UTC).strftime("%Y-%m-%d %H:%M:%S")
+    text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    # One record per line, whatever a field holds.
+    text = text.replace("\n", " ").replace("\r", " ")
+    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
+
+
+__all__ = ["add_audit_parser", "format_table", "parse_time"]

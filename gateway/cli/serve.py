@@ -1,0 +1,127 @@
+"""`narrowgate serve`: run the gateway until stopped, after checking what would make it fail to start.
+
+The app, uvicorn and the store are imported when the command runs, so the other commands start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from gateway.catalog import CatalogError, load_catalog
+from gateway.cli.exit_codes import EXIT_INVALID
+from gateway.cli.parsers import Subcommands
+from gateway.config import Settings, load_settings
+
+
+def add_serve_parser(commands: Subcommands) -> None:
+    serve = commands.add_parser("serve", help="run the gateway", description="Run the gateway until stopped.")
+    serve.add_argument("--config", type=Path, help="YAML config file (NARROWGATE_* variables override it)")
+    serve.add_argument("--open-loopback", action="store_true",
+                       help="let unauthenticated local clients in (development only; refused unless bound "
+                            "to a loopback address)")
+    serve.set_defaults(run=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from gateway.serving import PortUnavailable, bind_listener, interrupt_on_sigterm
+
+    interrupt_on_sigterm()
+    settings = load_settings(args.config)
+    if args.open_loopback:
+        settings = replace(settings, auth=replace(settings.auth, open_loopback=True))
+    try:
+        listener = bind_listener(settings.listen_host, settings.listen_port)
+    except PortUnavailable as exc:
+        print(f"narrowgate: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    return serve(settings, listener)
+
+
+def serve(settings: Settings, listener: socket.socket) -> int:
+    """Serve on `listener` (bound first, see gateway.serving) until SIGINT or SIGTERM; 0 after a clean stop."""
+    with listener:
+        return _serve(settings, listener)
+
+
+def _serve(settings: Settings, listener: socket.socket) -> int:
+    import uvicorn
+
+    from gateway.app import Gateway
+    from gateway.policy.engine import PolicyLoadError
+    from gateway.serving import DrainingServer
+    from gateway.telemetry.memory_snapshots import start_if_asked
+
+    start_if_asked()  # NARROWGATE_TRACEMALLOC: a diagnostic, off unless set (docs/operations.md#soak)
+    try:
+        catalog = load_catalog(settings.catalog_dir)
+    except CatalogError as exc:
+        print(f"narrowgate: refusing to start, the catalog is invalid:\n{exc}", file=sys.stderr)
+        return EXIT_INVALID
+    problem, tool_schemas = asyncio.run(preflight(settings))
+    if problem is not None:
+        print(f"narrowgate: refusing to start: {problem}", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        gateway = Gateway(settings, catalog, tool_schemas)
+    except PolicyLoadError as exc:
+        print(f"narrowgate: refusing to start, the policy set is invalid:\n{exc}", file=sys.stderr)
+        return EXIT_INVALID
+    # Forwarding headers only from configured proxies: uvicorn's default believes them from loopback,
+    # which lets a local caller pick its own address (and shed the console's sign-in throttle).
+    trusted_proxies = list(settings.forwarded_allow_ips)
+    config = uvicorn.Config(
+        gateway.app, host=settings.listen_host, port=settings.listen_port, loop="uvloop", http="httptools",
+        log_level="warning", lifespan="on", timeout_graceful_shutdown=3,
+        proxy_headers=bool(trusted_proxies), forwarded_allow_ips=trusted_proxies or None,
+    )
+    DrainingServer(config, on_stop=gateway.drain).run(sockets=[listener])
+    return 0
+
+
+async def preflight(settings: Settings) -> tuple[str | None, dict[str, Any]]:
+    """Open the store and apply the agents file once before serving, so a bad one is a clear refusal.
+
+    Also returns the tool input schemas last seen, so the policy set is typed from the start.
+    """
+    from gateway.registry.errors import RegistryError
+    from gateway.store import StoreError, open_store
+
+    try:
+        store = open_store(settings.state)
+    except StoreError as exc:
+        return f"state store: {exc}", {}
+    try:
+        await store.migrate()
+        if settings.agents_file is not None:
+            await check_agents_file(settings.agents_file, await store.list_agents())
+        return None, await store.load_tool_schemas()
+    except StoreError as exc:
+        return f"state store: {exc}", {}
+    except RegistryError as exc:
+        return f"agents file {settings.agents_file}:\n{exc}", {}
+    finally:
+        await store.close()
+
+
+async def check_agents_file(agents_file: Path, stored: list[Any]) -> None:
+    """Apply the agents file to a scratch copy of the registry: every problem, but no change yet.
+
+    The serving process applies it for real, so each change is audited there.
+    """
+    from gateway.registry.service import Registry
+    from gateway.store import open_store
+
+    scratch = open_store("sqlite:///:memory:")
+    try:
+        await scratch.migrate()
+        for agent in stored:
+            await scratch.save_agent(agent)
+        await (await Registry.open(scratch)).load_agents_file(agents_file)
+    finally:
+        await scratch.close()

@@ -1,0 +1,140 @@
+"""The Cedar context of one decision, holding only what the policy set reads.
+
+Cedar parses each request's context from JSON, and that parse was most of a decision's cost: with
+the chain history a running gateway carries (64 recorded calls) about 80 % of `is_authorized_batch`
+(see bench/policy.py). An attribute no policy reads cannot change a decision, so a decision's context
+carries only the paths the policy set reads (`context_reads`: `.attr`, `has attr`, or a record used
+as a whole value), and only those sections are built at all. Set-typed signals go as distinct values
+in sorted order (`chain.tools` lists every tool called, in order, repeats included).
+
+Decisions stay identical: Cedar evaluates without a schema (see engine.py), so dropping an unread
+attribute cannot make a request schema-invalid either. The only values that can make Cedar refuse
+a context are records with Cedar's JSON escape keys (`__extn`, `__entity`, `__expr`); the gateway's
+own sections never have them, and a tool input whose type could (an upstream named an argument so)
+is sent whole, so a request Cedar refused before is refused still.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.policy.hours import WorkingHours
+from gateway.policy.listing import ContextReads, prune_context
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    now: float  # epoch seconds
+    era: str  # "2025-11-25" | "2026-07-28"
+    client: str = ""  # clientInfo name or ""
+    # None (the normal case): computed from `now` and the engine's WorkingHours. A bool overrides it.
+    working_hours: bool | None = None
+    # The caller's task ({id, purpose, tools}), or None for a bare workload token.
+    task: Mapping[str, Any] | None = None
+    # Chain monitoring's signals for this caller (gateway.chain.ChainTracker.context), if any.
+    chain: Mapping[str, Any] | None = None
+
+
+NO_TASK: dict[str, Any] = {"present": False, "id": "", "purpose": "", "tools": []}
+NO_AGENT_CHAIN: dict[str, Any] = {"data_classes": [], "sensitive_read": False, "calls_last_minute": 0,
+                                  "writes_last_minute": 0, "denials_last_minute": 0}
+NO_CHAIN: dict[str, Any] = {"data_classes": [], "sensitive_read": False, "tools": [], "previous_tool": "",
+                            "calls_last_minute": 0, "writes_last_minute": 0, "denials_last_minute": 0,
+                            "agent": NO_AGENT_CHAIN}
+ESCAPE_PREFIX = "__"  # Cedar's JSON escapes (__extn, __entity, __expr) all start so
+
+
+class ContextBuilder:
+    """Builds decision contexts for one engine (its working hours); safe to share between threads."""
+
+    def __init__(self, working_hours: WorkingHours) -> None:
+        self.working_hours = working_hours
+        # The request facts of the last (second, era, client, override) asked for: calls in the same
+        # second share them. One tuple, replaced whole, so a concurrent reader sees a consistent pair.
+        self._last_request: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+
+    def full(self, facts: RequestFacts, approved: bool) -> dict[str, Any]:
+        """Every section but `input` (listing prunes this itself)."""
+        return {"request": self.request_facts(facts), "approval": {"granted": bool(approved)},
+                "task": task_context(facts), "chain": facts.chain or NO_CHAIN}
+
+    def build(self, reads: ContextReads, facts: RequestFacts, approved: bool, cedar_input: Any = None,
+              input_whole: bool = False) -> dict[str, Any]:
+        """The context with only what `reads` covers; `cedar_input` is context.input (tools only), sent
+        whole when `input_whole` (its type has escape-named attributes, see ToolModel.input_whole)."""
+        context = self._read(reads, facts, approved, cedar_input, input_whole)
+        chain = context.get("chain")
+        if isinstance(chain, dict) and "tools" in chain:
+            context["chain"] = {**chain, "tools": sorted(set(chain["tools"]))}
+        return context
+
+    def _read(self, reads: ContextReads, facts: RequestFacts, approved: bool, cedar_input: Any,
+              input_whole: bool) -> dict[str, Any]:
+        if reads is True:
+            context = self.full(facts, approved)
+            if cedar_input is not None:
+                context["input"] = cedar_input
+            return context
+        assert isinstance(reads, dict)
+        context = {}
+        for name, sub in reads.items():
+            if name == "input":
+                if cedar_input is not None:
+                    context["input"] = cedar_input if input_whole else _pruned(cedar_input, sub)
+                continue
+            section = self._section(name, facts, approved)
+            if section is not None:
+                context[name] = _pruned(section, sub)
+        if cedar_input is not None and "input" not in reads and input_whole:
+            context["input"] = cedar_input
+        return context
+
+    def _section(self, name: str, facts: RequestFacts, approved: bool) -> Any:
+        if name == "request":
+            return self.request_facts(facts)
+        if name == "approval":
+            return {"granted": bool(approved)}
+        if name == "task":
+            return task_context(facts)
+        if name == "chain":
+            return facts.chain or NO_CHAIN
+        return None  # not a context attribute (validation rejects such a policy at load)
+
+    def request_facts(self, facts: RequestFacts) -> dict[str, Any]:
+        """context.request; shared between calls, never to be modified."""
+        key = (int(facts.now), facts.era, facts.client, facts.working_hours)
+        last = self._last_request
+        if last is not None and last[0] == key:
+            return last[1]
+        # Working hours start and end on whole minutes, so the local clock truncated to the second
+        # gives the same hour, weekday and in-hours answer as the exact one.
+        local = self.working_hours.local(float(key[0]))
+        value = {
+            "time": key[0],
+            "hour": local.hour,
+            "weekday": local.weekday,
+            "working_hours": local.working_hours if facts.working_hours is None else facts.working_hours,
+            "era": facts.era,
+            "client": nfc(facts.client),
+        }
+        self._last_request = (key, value)
+        return value
+
+
+def task_context(facts: RequestFacts) -> dict[str, Any]:
+    task = facts.task
+    if task is None:
+        return NO_TASK
+    return {"present": True, "id": str(task["id"]), "purpose": nfc(str(task["purpose"])),
+            "tools": list(task["tools"])}
+
+
+def nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
+
+
+def _pruned(value: Any, reads: ContextReads) -> Any:
+    return prune_context(value, reads) if isinstance(value, dict) and reads is not True else value

@@ -1,0 +1,224 @@
+"""Workload identity settings: which OIDC issuers and SPIFFE trust domains the gateway trusts.
+
+Read from the mapping under the top-level `identity:` key of the gateway config:
+
+    identity:
+      audience: https://gateway.example.com   # default: the gateway's base URL
+      clock_skew_s: 30                        # at most 300
+      key_refresh_min_interval_s: 30          # at most one unknown-kid refresh per key source per interval
+      oidc_issuers:
+        - issuer: https://token.actions.githubusercontent.com
+          jwks_uri: https://...               # optional; else OIDC discovery
+          algorithms: [RS256]                 # default [RS256, ES256]
+          required_claims: [iat]              # exp, iss, aud and sub are always required
+      spiffe_trust_domains:
+        - trust_domain: example.org
+          bundle_file: /etc/spire/bundle.json # or bundle_url (JWKS; only `use: jwt-svid` keys count)
+          algorithms: [RS256, ES256]
+
+Algorithms are an allow-list of asymmetric JWS algorithms. HMAC (`HS*`) and `none` are refused
+here, at config time, so no later code path can ever accept them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from gateway.settings.errors import ConfigError
+from gateway.settings.network import is_loopback_host
+
+# Each algorithm family is verified only with keys of the matching type (see jwks.py).
+SUPPORTED_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"})
+DEFAULT_ALGORITHMS = ("RS256", "ES256")
+# Claims every OIDC token must carry: without sub there is no identity to bind.
+ALWAYS_REQUIRED_OIDC_CLAIMS = ("exp", "iss", "aud", "sub")
+MAX_CLOCK_SKEW_S = 300.0
+IDENTITY_KEYS = frozenset(
+    {"audience", "clock_skew_s", "key_refresh_min_interval_s", "key_refresh_interval_s", "oidc_issuers",
+     "spiffe_trust_domains"}
+)
+OIDC_KEYS = frozenset({"issuer", "jwks_uri", "algorithms", "required_claims"})
+SPIFFE_KEYS = frozenset({"trust_domain", "bundle_file", "bundle_url", "algorithms"})
+# SPIFFE-ID spec: trust domain names are lower-case letters, digits, dots, dashes and underscores.
+TRUST_DOMAIN_RE = re.compile(r"^[a-z0-9._-]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class OidcIssuer:
+    issuer: str
+    jwks_uri: str | None = None  # None: found by discovery at {issuer}/.well-known/openid-configuration
+    algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
+    required_claims: tuple[str, ...] = ALWAYS_REQUIRED_OIDC_CLAIMS
+
+    @property
+    def discovery_url(self) -> str:
+        return f"{self.issuer.rstrip('/')}/.well-known/openid-configuration"
+
+
+@dataclass(frozen=True, slots=True)
+class SpiffeTrustDomain:
+    trust_domain: str
+    bundle_file: Path | None = None
+    bundle_url: str | None = None
+    algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
+
+
+@dataclass(frozen=True, slots=True)
+class IdentitySettings:
+    audience: str
+    clock_skew_s: float = 30.0
+    key_refresh_min_interval_s: float = 30.0
+    # Every key set is re-read this often (0: never), so a withdrawn key stops being trusted.
+    key_refresh_interval_s: float = 300.0
+    oidc_issuers: tuple[OidcIssuer, ...] = ()
+    spiffe_trust_domains: tuple[SpiffeTrustDomain, ...] = ()
+
+
+def identity_settings_from_mapping(raw: Mapping[str, Any], base_dir: Path, default_audience: str) -> IdentitySettings:
+    """Validate the mapping under `identity:`; relative bundle files resolve against `base_dir`."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError("identity must be a mapping")
+    _refuse_unknown(raw, IDENTITY_KEYS, "identity")
+    audience = str(raw.get("audience") or default_audience).strip()
+    if not audience:
+        raise ConfigError("identity.audience must not be empty")
+    settings = IdentitySettings(
+        audience=audience,
+        clock_skew_s=_bounded_float(raw.get("clock_skew_s", 30.0), "identity.clock_skew_s", 0.0, MAX_CLOCK_SKEW_S),
+        key_refresh_min_interval_s=_bounded_float(
+            raw.get("key_refresh_min_interval_s", 30.0), "identity.key_refresh_min_interval_s", 0.001, 86400.0
+        ),
+        key_refresh_interval_s=_bounded_float(
+            raw.get("key_refresh_interval_s", 300.0), "identity.key_refresh_interval_s", 0.0, 86400.0
+        ),
+        oidc_issuers=tuple(
+            _oidc_issuer(entry, f"identity.oidc_issuers[{i}]")
+            for i, entry in enumerate(_list(raw.get("oidc_issuers"), "identity.oidc_issuers"))
+        ),
+        spiffe_trust_domains=tuple(
+            _trust_domain(entry, f"identity.spiffe_trust_domains[{i}]", base_dir)
+            for i, entry in enumerate(_list(raw.get("spiffe_trust_domains"), "identity.spiffe_trust_domains"))
+        ),
+    )
+    _refuse_duplicates([o.issuer for o in settings.oidc_issuers], "identity.oidc_issuers", "issuer")
+    _refuse_duplicates(
+        [t.trust_domain for t in settings.spiffe_trust_domains], "identity.spiffe_trust_domains", "trust_domain"
+    )
+    return settings
+
+
+def _oidc_issuer(entry: Any, where: str) -> OidcIssuer:
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{where} must be a mapping")
+    _refuse_unknown(entry, OIDC_KEYS, where)
+    issuer = entry.get("issuer")
+    if not isinstance(issuer, str) or not issuer.strip():
+        raise ConfigError(f"{where}.issuer is required")
+    # The issuer is compared byte for byte with `iss`, so it is kept exactly as written.
+    check_fetch_url(issuer, f"{where}.issuer")
+    jwks_uri = entry.get("jwks_uri")
+    if jwks_uri is not None:
+        jwks_uri = check_fetch_url(str(jwks_uri), f"{where}.jwks_uri")
+    required = _string_list(entry.get("required_claims"), f"{where}.required_claims")
+    return OidcIssuer(
+        issuer=issuer,
+        jwks_uri=jwks_uri,
+        algorithms=_algorithms(entry.get("algorithms"), f"{where}.algorithms"),
+        required_claims=tuple(dict.fromkeys((*ALWAYS_REQUIRED_OIDC_CLAIMS, *required))),
+    )
+
+
+def _trust_domain(entry: Any, where: str, base_dir: Path) -> SpiffeTrustDomain:
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{where} must be a mapping")
+    _refuse_unknown(entry, SPIFFE_KEYS, where)
+    name = entry.get("trust_domain")
+    if not isinstance(name, str) or not TRUST_DOMAIN_RE.match(name):
+        raise ConfigError(
+            f"{where}.trust_domain must be a SPIFFE trust domain name (lower-case letters, digits, '.', '-', '_'; "
+            f"no scheme), got {name!r}"
+        )
+    bundle_file, bundle_url = entry.get("bundle_file"), entry.get("bundle_url")
+    if (bundle_file is None) == (bundle_url is None):
+        raise ConfigError(f"{where} needs exactly one of bundle_file or bundle_url")
+    path = None
+    if bundle_file is not None:
+        path = Path(str(bundle_file))
+        path = path if path.is_absolute() else (base_dir / path).resolve()
+    return SpiffeTrustDomain(
+        trust_domain=name,
+        bundle_file=path,
+        bundle_url=None if bundle_url is None else check_fetch_url(str(bundle_url), f"{where}.bundle_url"),
+        algorithms=_algorithms(entry.get("algorithms"), f"{where}.algorithms"),
+    )
+
+
+def check_fetch_url(url: str, where: str) -> str:
+    """Keys are trust anchors: fetch them over https only (plain http only to loopback, for development)."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return url
+    if parts.scheme == "http" and parts.hostname and is_loopback_host(parts.hostname):
+        return url
+    raise ConfigError(f"{where} must be an https URL (http only to a loopback host), got {url!r}")
+
+
+def _algorithms(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return DEFAULT_ALGORITHMS
+    names = _string_list(value, where)
+    if not names:
+        raise ConfigError(f"{where} must not be empty")
+    for name in names:
+        if name.lower() == "none" or name.upper().startswith("HS"):
+            raise ConfigError(
+                f"{where}: {name!r} is refused; only asymmetric algorithms are allowed "
+                "(an HMAC key could be confused with a public key, and 'none' is no signature)"
+            )
+        if name not in SUPPORTED_ALGORITHMS:
+            raise ConfigError(f"{where}: unsupported algorithm {name!r}; use one of {sorted(SUPPORTED_ALGORITHMS)}")
+    return tuple(dict.fromkeys(names))
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(f"{where} must be a list")
+    return value
+
+
+def _string_list(value: Any, where: str) -> list[str]:
+    items = _list(value, where)
+    if not all(isinstance(item, str) and item for item in items):
+        raise ConfigError(f"{where} must be a list of non-empty strings")
+    return items
+
+
+def _bounded_float(value: Any, where: str, low: float, high: float) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where} must be a number, got {value!r}") from exc
+    if not low <= number <= high:
+        raise ConfigError(f"{where} must be between {low:g} and {high:g}, got {number:g}")
+    return number
+
+
+def _refuse_unknown(raw: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s): {', '.join(map(str, unknown))}")
+
+
+def _refuse_duplicates(names: list[str], where: str, key: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ConfigError(f"{where}: {key} {name!r} is configured twice")
+        seen.add(name)

@@ -1,0 +1,57 @@
+"""Open approval requests (pending, or granted and not yet used) and the calls held waiting on them."""
+
+from __future__ import annotations
+
+from typing import Protocol, TypeVar, runtime_checkable
+
+
+class Identified(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+ApprovalT = TypeVar("ApprovalT", bound=Identified)
+
+
+@runtime_checkable
+class OpenApprovals(Protocol[ApprovalT]):
+    """Open requests by id, read on the call path without touching disk (the store has every row).
+
+    A shared implementation must make `pop` the atomic claim (of two concurrent pops of one id, one
+    gets the request, the other None: an approval is used once), expire entries with the request,
+    and when unreachable answer `get` and `values` with nothing open (a call then asks again; it is
+    never allowed on a request it cannot see).
+    """
+
+    def get(self, approval_id: str) -> ApprovalT | None: ...
+
+    def put(self, approval: ApprovalT) -> None: ...
+
+    def pop(self, approval_id: str) -> ApprovalT | None: ...
+
+    def values(self) -> list[ApprovalT]: ...
+
+    def __len__(self) -> int: ...
+
+
+@runtime_checkable
+class ApprovalWaiters(Protocol):
+    """Calls held on a request, and the wake-up when it changes.
+
+    `hold_begins`/`hold_ends` count the held calls of this process (a request no call waits on and
+    no agent was told to retry is abandoned); `wait` returns when `wake` is called for the request
+    (in any process, with a shared implementation: pub/sub) or after `timeout_s`. A missed wake-up
+    only delays the waiter to its next keepalive slice, when it re-reads the request.
+    """
+
+    def hold_begins(self, approval_id: str) -> None: ...
+
+    def hold_ends(self, approval_id: str) -> bool:
+        """One held call stopped waiting; True when none is left."""
+        ...
+
+    def is_held(self, approval_id: str) -> bool: ...
+
+    async def wait(self, approval_id: str, timeout_s: float) -> None: ...
+
+    def wake(self, approval_id: str) -> None: ...
