@@ -20,11 +20,11 @@ import aiohttp
 import pytest
 
 from gateway.expiring_cache import ExpiringCache
-from gateway.identity.settings import identity_settings_from_mapping
 from gateway.identity.verified import TokenRejected
 from gateway.identity.verifier import DEFAULT_CACHE_SIZE, TokenVerifier
 from gateway.policy.engine import ENTITY_CACHE_SIZE
 from gateway.registry.service import Registry
+from gateway.settings.identity import identity_settings_from_mapping
 from gateway.store import Store
 from gateway.tasks.model import TaskEnded, TaskError
 from gateway.tasks.service import TaskService, TaskSettings
