@@ -52,6 +52,7 @@ if __package__ in (None, ""):  # `python bench/soak.py`
 import aiohttp
 
 from bench.load import LEGACY, MODERN, Agent, CallFailure, Target, percentile, require_loopback
+from gateway.telemetry.memory_snapshots import DIRECTORY_VARIABLE, INTERVAL_VARIABLE, snapshots, top_growth
 from tests.support.identity_provider import TestIdentityProvider, generate_key
 from tests.support.processes import (
     ADMIN_TOKEN,
@@ -88,6 +89,7 @@ class Options:
     restart_s: float
     json_path: Path | None
     seed: int
+    tracemalloc_dir: Path | None = None  # the gateway writes tracemalloc snapshots here (a diagnostic)
 
 
 # ---------------------------------------------------------------------------- what is measured
@@ -215,7 +217,8 @@ def deploy(workdir: Path, opts: Options) -> Deployment:
     base = f"http://127.0.0.1:{port}"
     idp = TestIdentityProvider(f"{base}/mcp", keys=[generate_key("RS256")])
     tokens = {f"soak-{i}": f"soak-token-{i}" for i in range(opts.agents + 1)}  # + the privileged caller
-    gateway = Gateway(workdir, manifests(bench_port, shift_port), tokens=tokens, port=port, extra_config={
+    gateway = Gateway(workdir, manifests(bench_port, shift_port), tokens=tokens, port=port, env=tracemalloc_env(opts),
+                      extra_config={
         "identity": {"audience": f"{base}/mcp", "oidc_issuers": [{"issuer": idp.issuer}]},
         "admin": {"tokens": [{"name": "soak-admin", "token": ADMIN_TOKEN},
                              {"name": OWNER, "token": APPROVER_TOKEN, "role": "approver"}]},
@@ -228,6 +231,23 @@ def deploy(workdir: Path, opts: Options) -> Deployment:
         deployment.stop()
         raise
     return deployment
+
+
+def tracemalloc_env(opts: Options) -> dict[str, str]:
+    """The gateway's diagnostic switch (gateway/telemetry/memory_snapshots.py): one snapshot per sample."""
+    if opts.tracemalloc_dir is None:
+        return {}
+    return {DIRECTORY_VARIABLE: str(opts.tracemalloc_dir.resolve()), INTERVAL_VARIABLE: str(opts.sample_s)}
+
+
+def print_tracemalloc_growth(directory: Path) -> None:
+    """The top growth from the second snapshot (the first is start-up and warm-up) to the last."""
+    found = snapshots(directory)
+    if len(found) < 3:
+        print(f"tracemalloc: {len(found)} snapshot(s) in {directory}, too few to compare")
+        return
+    for line in top_growth(found[1], found[-1]):
+        print(line)
 
 
 def register_task_agent(deployment: Deployment, index: int) -> str:
@@ -259,12 +279,21 @@ class Soak:
         self.errors_total: Counter[str] = Counter()
         self.random = random.Random(opts.seed)
         self.http: aiohttp.ClientSession | None = None
+        self.stopping = asyncio.Event()
 
     def over(self) -> bool:
         return time.monotonic() >= self.deadline
 
+    def stop_early(self) -> None:
+        """SIGTERM or SIGINT: end the run now, with its report and clean-up (a soak started in the
+        background ignores SIGINT, so SIGTERM is the way to stop it)."""
+        print("soak: stopping early on a signal", flush=True)
+        self.deadline = min(self.deadline, time.monotonic())
+        self.stopping.set()
+
     async def pause(self, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, min(seconds, self.deadline - time.monotonic())))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), max(0.0, min(seconds, self.deadline - time.monotonic())))
 
     def error(self, kind: str, exc: BaseException) -> None:
         key = f"{kind}: {type(exc).__name__}: {str(exc)[:80]}"
@@ -449,6 +478,9 @@ class Soak:
         return sum(t["state"] == "active" for t in tasks), len(tasks)
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop_early)
         async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http:
             self.http = http
             actors: list[Callable[[], Awaitable[None]]] = [self.sampler, self.approver, self.privileged_caller,
@@ -537,7 +569,8 @@ def report(soak: Soak) -> dict[str, Any]:
     for kind, count in soak.errors_total.most_common(10):
         print(f"  {count:>6} x {kind}")
     calls = sum(s.calls for s in samples)
-    return {"options": {**asdict(soak.opts), "json_path": str(soak.opts.json_path)},
+    return {"options": {**asdict(soak.opts), "json_path": str(soak.opts.json_path),
+                        "tracemalloc_dir": str(soak.opts.tracemalloc_dir)},
             "samples": [asdict(s) for s in samples], "slopes_per_hour": per_hour,
             "calls": calls, "errors": sum(s.errors for s in samples), "error_kinds": dict(soak.errors_total),
             "machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg()}}
@@ -564,11 +597,14 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--restart-s", type=float, default=90.0, help="seconds between upstream restarts")
     parser.add_argument("--json", type=Path, default=None, help="write samples and slopes here")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--tracemalloc", type=Path, default=None, metavar="DIR",
+                        help="diagnostic: the gateway writes a tracemalloc snapshot into DIR every sample; "
+                             "the top growth between the second and the last is printed at the end")
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.minutes > 24 * 60 or args.agents < 1 or args.rate <= 0:
         parser.error("--minutes must be in (0, 1440], --agents at least 1, --rate positive")
     return Options(args.minutes, args.sample_s, args.agents, args.task_agents, args.rate, args.change_s,
-                   args.restart_s, args.json, args.seed)
+                   args.restart_s, args.json, args.seed, args.tracemalloc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -585,6 +621,8 @@ def main(argv: list[str] | None = None) -> int:
         opts.json_path.parent.mkdir(parents=True, exist_ok=True)
         opts.json_path.write_text(json.dumps(result, indent=2))
         print(f"wrote {opts.json_path}")
+    if opts.tracemalloc_dir is not None:
+        print_tracemalloc_growth(opts.tracemalloc_dir)
     return 0 if soak.samples else 1
 
 

@@ -55,7 +55,9 @@ def _serve(settings: Settings, listener: socket.socket) -> int:
     from gateway.app import Gateway
     from gateway.policy.engine import PolicyLoadError
     from gateway.serving import DrainingServer
+    from gateway.telemetry.memory_snapshots import start_if_asked
 
+    start_if_asked()  # NARROWGATE_TRACEMALLOC: a diagnostic, off unless set (docs/operations.md#soak)
     try:
         catalog = load_catalog(settings.catalog_dir)
     except CatalogError as exc:

@@ -17,12 +17,12 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import TypedDict
 
 import aiohttp
 
+from gateway.expiring_cache import ExpiringCache
 from gateway.identity.jwks import HttpFetcher, KeySource, UnverifiedToken, parse_unverified
 from gateway.identity.oidc import OidcIssuerVerifier
 from gateway.identity.spiffe import SPIFFE_SCHEME, SpiffeTrustDomainVerifier, parse_spiffe_id
@@ -31,41 +31,22 @@ from gateway.settings.identity import IdentitySettings
 from gateway.state.token_cache import TokenCache
 
 log = logging.getLogger("narrowgate.identity")
-DEFAULT_CACHE_SIZE = 10_000
+# Tokens, not agents (~0.7 KiB each): a task exchange brings a fresh JWT every time. Used-up ones
+# leave as new ones arrive; beyond this many live tokens, a call costs a signature check.
+DEFAULT_CACHE_SIZE = 4096
 
 
-class VerifiedTokenCache:
-    """LRU of verified tokens by SHA-256 digest, each entry good until its token's exp."""
+class VerifiedTokenCache(ExpiringCache[bytes, VerifiedToken]):
+    """Verified tokens by SHA-256 digest, each good until its token's exp (past it: verified afresh,
+    which applies the clock skew exactly as for an uncached token); evicting one only costs a new
+    signature check."""
 
     def __init__(self, max_size: int, clock: Callable[[], float] = time.time) -> None:
-        self._entries: OrderedDict[bytes, VerifiedToken] = OrderedDict()
-        self._max_size = max_size
-        self._clock = clock
+        super().__init__(max_size, _expiry, clock)
 
-    def get(self, digest: bytes) -> VerifiedToken | None:
-        verified = self._entries.get(digest)
-        if verified is None:
-            return None
-        if self._clock() >= verified.expires_at:
-            # Past exp: verify afresh, which applies the clock skew exactly as for an uncached token.
-            del self._entries[digest]
-            return None
-        self._entries.move_to_end(digest)
-        return verified
 
-    def put(self, digest: bytes, verified: VerifiedToken) -> None:
-        if self._max_size <= 0:
-            return
-        self._entries[digest] = verified
-        self._entries.move_to_end(digest)
-        while len(self._entries) > self._max_size:
-            self._entries.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def clear(self) -> None:
-        self._entries.clear()
+def _expiry(verified: VerifiedToken) -> float:
+    return verified.expires_at
 
 
 class IssuerOptions(TypedDict):

@@ -55,7 +55,10 @@ class TaskSettings:
     ended_retention_s: float = 24 * 3600  # ended tasks stay in memory this long (precise refusals)
     # ...and at most this many of them (the most recently ended): memory stays flat however many
     # tasks a day brings. A forgotten task's token is still refused, as an unknown task.
-    ended_retention_max: int = 10_000
+    ended_retention_max: int = 4096
+    # Active tasks one agent may hold at once: starting another is refused until one ends, so an
+    # agent exchanging tokens in a loop cannot fill memory (or the store) with live tasks.
+    max_active_per_agent: int = 1000
 
 
 class TaskService:
@@ -79,6 +82,7 @@ class TaskService:
         self._tasks: dict[str, Task] = {}
         self._calls: dict[str, int] = {}  # live call counts; Task.calls_made is refreshed from here
         self._ended: dict[str, None] = {}  # ids of ended tasks still in memory, in the order they ended
+        self._active: dict[str, dict[str, None]] = {}  # agent id -> ids of its tasks not yet ended in memory
         self._dirty: set[str] = set()
         self._lock = asyncio.Lock()
         self._background: asyncio.Task[None] | None = None
@@ -95,6 +99,8 @@ class TaskService:
             self._calls[task.id] = task.calls_made
             if task.ended_at is not None:
                 self._remember_ended(task.id)
+            else:
+                self._active.setdefault(task.agent_id, {})[task.id] = None
         if self._agent_changed not in self.registry.observers:  # open() twice must not revoke twice
             self.registry.observe(self._agent_changed)
         if background and self._background is None:
@@ -193,9 +199,11 @@ class TaskService:
             started_at=now,
         )
         async with self._lock:
+            self._require_room(agent.id, now)
             await self.store.save_task(task, TaskEvent(task.id, None, task.state, started_by, purpose, now))
             self._tasks[task.id] = task
             self._calls[task.id] = 0
+            self._active.setdefault(agent.id, {})[task.id] = None
         log.info("task %s started for agent %s by %s: %d tool(s), deadline in %.0f s",
                  task.id, agent.id, started_by, len(granted), task.deadline - now)
         for observer in self.on_start:
@@ -251,6 +259,14 @@ class TaskService:
         if state is not Lifecycle.ACTIVE:
             raise AgentNotActive(f"agent {agent_id!r} is {state.value}; only active agents can start tasks")
         return agent
+
+    def _require_room(self, agent_id: str, now: float) -> None:
+        """Refuse a new task while the agent holds max_active_per_agent live ones (O(that) at most)."""
+        limit = self.settings.max_active_per_agent
+        held = self._active.get(agent_id, {})
+        if len(held) >= limit and sum(now < self._tasks[i].deadline for i in held) >= limit:
+            raise TaskError(f"agent {agent_id!r} already has {limit} active tasks; "
+                            "complete or fail one before starting another")
 
     def _grantable(self, agent: Agent, tools: tuple[str, ...], trim: bool) -> tuple[str, ...]:
         if not tools:
@@ -311,6 +327,7 @@ class TaskService:
         )
         self._tasks[task.id] = ended
         self._remember_ended(task.id)
+        self._no_longer_active(task)
         self._dirty.discard(task.id)  # the state write below carries the count
         for observer in self.on_end:
             try:
@@ -370,6 +387,13 @@ class TaskService:
         self._ended[task_id] = None
         while len(self._ended) > self.settings.ended_retention_max:
             self._forget(next(iter(self._ended)))
+
+    def _no_longer_active(self, task: Task) -> None:
+        held = self._active.get(task.agent_id)
+        if held is not None:
+            held.pop(task.id, None)
+            if not held:
+                del self._active[task.agent_id]
 
     def _forget_old(self, now: float) -> None:
         horizon = now - self.settings.ended_retention_s

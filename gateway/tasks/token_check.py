@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import jwt
 
+from gateway.expiring_cache import ExpiringCache
 from gateway.tasks.service import TaskService
 from gateway.tasks.tokens import TaskTokenRejected, verify_task_token
 
-CACHE_SIZE = 10_000
+# Verified task tokens kept (until exp): beyond this many live ones a call costs a signature check.
+# Whether the task may still be used is asked of the TaskService on every call, never of this cache.
+CACHE_SIZE = 4096
 
 
 class TaskTokenCheck:
@@ -25,7 +27,7 @@ class TaskTokenCheck:
         self.audience = audience
         self.clock = clock
         # Verified claims by token digest until exp: a signature check per token, not per request.
-        self.cache: OrderedDict[bytes, dict[str, Any]] = OrderedDict()
+        self.cache: ExpiringCache[bytes, dict[str, Any]] = ExpiringCache(CACHE_SIZE, _expiry, clock)
 
     def is_ours(self, token: str, digest: bytes | None = None) -> bool:
         """Whether the gateway issued this token (`digest`: its SHA-256, if the caller has it already)."""
@@ -39,15 +41,15 @@ class TaskTokenCheck:
     def verify(self, token: str, digest: bytes | None = None) -> dict[str, Any]:
         digest = digest or hashlib.sha256(token.encode()).digest()
         claims = self.cache.get(digest)
-        now = self.clock()
-        if claims is not None and now < claims["exp"]:
-            self.cache.move_to_end(digest)
+        if claims is not None:
             return claims
         claims = verify_task_token(token, self.public_keys(), self.issuer, self.audience, self.clock)
-        self.cache[digest] = claims
-        while len(self.cache) > CACHE_SIZE:
-            self.cache.popitem(last=False)
+        self.cache.put(digest, claims)
         return claims
+
+
+def _expiry(claims: dict[str, Any]) -> float:
+    return float(claims["exp"])
 
 
 __all__ = ["TaskTokenCheck", "TaskTokenRejected"]

@@ -1,0 +1,136 @@
+"""A diagnostic switch: tracemalloc snapshots of the running gateway, written every few seconds.
+
+    NARROWGATE_TRACEMALLOC=/some/dir narrowgate serve ...        # one snapshot a minute
+    NARROWGATE_TRACEMALLOC_INTERVAL_S=30                           # or as often as this
+
+Read once when `serve` starts; when the variable is unset nothing is started and nothing is
+checked again, so it costs nothing. When set, tracemalloc records every allocation (the gateway
+gets slower and bigger: a diagnostic, never a production setting), and a daemon thread writes
+`snapshot-NNNN.pickle` into the directory (written then renamed, so a reader never sees half a
+file). `top_growth` compares two of them; `bench.soak --tracemalloc DIR` does it for you.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import json
+import logging
+import os
+import threading
+import time
+import tracemalloc
+from collections.abc import Mapping
+from pathlib import Path
+
+log = logging.getLogger("narrowgate")
+DIRECTORY_VARIABLE = "NARROWGATE_TRACEMALLOC"
+INTERVAL_VARIABLE = "NARROWGATE_TRACEMALLOC_INTERVAL_S"
+DEFAULT_INTERVAL_S = 60.0
+FRAMES = 10  # enough to see which of our tables an allocation ends up in
+SNAPSHOT_GLOB = "snapshot-*.pickle"
+SHOWN_FRAMES = 6  # innermost frames printed per allocation site
+
+
+class _MallInfo2(ctypes.Structure):
+    """glibc's `struct mallinfo2` (glibc 2.33+): what malloc holds, in use and free."""
+
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def start_if_asked(environ: Mapping[str, str] = os.environ) -> threading.Thread | None:
+    """Start tracemalloc and the snapshot writer when NARROWGATE_TRACEMALLOC names a directory."""
+    directory = environ.get(DIRECTORY_VARIABLE)
+    if not directory:
+        return None
+    interval_s = float(environ.get(INTERVAL_VARIABLE) or DEFAULT_INTERVAL_S)
+    if interval_s <= 0:
+        raise ValueError(f"{INTERVAL_VARIABLE} must be positive")
+    target = Path(directory)
+    target.mkdir(parents=True, exist_ok=True)
+    tracemalloc.start(FRAMES)
+    log.warning("diagnostic: tracemalloc on, a snapshot every %g s into %s (slower, bigger process)",
+                interval_s, target)
+    writer = threading.Thread(target=write_snapshots, args=(target, interval_s), name="tracemalloc-snapshots",
+                              daemon=True)
+    writer.start()
+    return writer
+
+
+def write_snapshots(directory: Path, interval_s: float, stop: threading.Event | None = None) -> None:
+    stop = stop or threading.Event()
+    started = time.monotonic()
+    sequence = 0
+    while not stop.wait(max(0.0, started + (sequence + 1) * interval_s - time.monotonic())):
+        sequence += 1
+        try:
+            write_snapshot(directory / f"snapshot-{sequence:04d}.pickle")
+        except OSError as exc:  # a full disk ends the diagnostic, not the gateway
+            log.error("diagnostic: writing a tracemalloc snapshot failed, stopping them: %s", exc)
+            return
+
+
+def write_snapshot(path: Path) -> None:
+    """The snapshot, and beside it (`.json`) where the process's memory is: RSS, what tracemalloc
+    sees (Python objects), and what malloc holds in all (in use, and free but not returned), so a
+    growth outside Python (Cedar's parsed entities are Rust memory) or fragmentation shows too."""
+    snapshot = tracemalloc.take_snapshot().filter_traces([
+        tracemalloc.Filter(False, tracemalloc.__file__),
+        tracemalloc.Filter(False, "<frozen importlib._bootstrap*>"),
+    ])
+    partial = path.with_suffix(".partial")
+    snapshot.dump(str(partial))
+    partial.replace(path)
+    summary = {"traced_bytes": tracemalloc.get_traced_memory()[0], **process_memory()}
+    path.with_suffix(".json").write_text(json.dumps(summary))
+
+
+def process_memory() -> dict[str, int]:
+    """RSS (/proc/self/status) and glibc malloc's totals, where available."""
+    found: dict[str, int] = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            found["rss_bytes"] = int(line.split()[1]) * 1024
+    libc_name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(libc_name) if libc_name else None
+    if libc is not None and hasattr(libc, "mallinfo2"):
+        libc.mallinfo2.restype = _MallInfo2
+        info = libc.mallinfo2()
+        found["malloc_in_use_bytes"] = info.uordblks + info.hblkhd
+        found["malloc_free_bytes"] = info.fordblks
+    return found
+
+
+def memory_summary(path: Path) -> dict[str, int]:
+    """The `.json` written beside a snapshot ({} if there is none)."""
+    summary = path.with_suffix(".json")
+    return json.loads(summary.read_text()) if summary.exists() else {}
+
+
+def snapshots(directory: Path) -> list[Path]:
+    return sorted(directory.glob(SNAPSHOT_GLOB))
+
+
+def traced_bytes(snapshot: tracemalloc.Snapshot) -> int:
+    return sum(trace.size for trace in snapshot.traces)
+
+
+def top_growth(first: Path, last: Path, limit: int = 15, key: str = "traceback") -> list[str]:
+    """The allocation sites that grew most from `first` to `last`, each with its size change and
+    (for key="traceback") the stack that allocated, innermost frame last."""
+    old, new = tracemalloc.Snapshot.load(str(first)), tracemalloc.Snapshot.load(str(last))
+    lines = [f"tracemalloc: {first.name} -> {last.name}: traced (Python) memory "
+             f"{(traced_bytes(new) - traced_bytes(old)) / 2**20:+.2f} MiB"]
+    before, after = memory_summary(first), memory_summary(last)
+    lines += [f"  {name}: {before[name] / 2**20:.1f} -> {after[name] / 2**20:.1f} MiB"
+              for name in after if name in before]
+    growth = sorted(new.compare_to(old, key), key=lambda stat: stat.size_diff, reverse=True)
+    for stat in growth[:limit]:
+        if stat.size_diff <= 0:
+            break
+        lines.append(f"{stat.size_diff / 2**20:+8.2f} MiB {stat.count_diff:+9d} blocks "
+                     f"(now {stat.size / 2**20:.2f} MiB)")
+        frames = [line for line in stat.traceback.format() if line.startswith("  File ")]  # oldest first
+        lines += [f"      {frame.strip()}" for frame in frames[-SHOWN_FRAMES:]]
+    return lines

@@ -1,0 +1,254 @@
+"""Memory bounds found by the soak (docs/operations.md#soak): every in-memory table the request path
+fills per token or per task stays at its bound, sheds what can no longer be used, and evicting an
+entry never turns a refusal into an acceptance.
+
+Real classes throughout: the workload-token verifier against a real JWKS endpoint
+(TestIdentityProvider), task tokens signed with a real key and checked against a real TaskService
+on SQLite, and the tracemalloc switch on a real `narrowgate serve`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+import tracemalloc
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from gateway.expiring_cache import ExpiringCache
+from gateway.identity.verified import TokenRejected
+from gateway.identity.verifier import DEFAULT_CACHE_SIZE, TokenVerifier
+from gateway.policy.engine import ENTITY_CACHE_SIZE
+from gateway.registry.service import Registry
+from gateway.settings.identity import identity_settings_from_mapping
+from gateway.store import Store
+from gateway.tasks.model import TaskEnded, TaskError
+from gateway.tasks.service import TaskService, TaskSettings
+from gateway.tasks.token_check import CACHE_SIZE, TaskTokenCheck
+from gateway.tasks.tokens import TaskTokenIssuer
+from gateway.telemetry.memory_snapshots import (
+    DIRECTORY_VARIABLE,
+    INTERVAL_VARIABLE,
+    snapshots,
+    start_if_asked,
+    top_growth,
+)
+from tests.support.identity_provider import TestIdentityProvider, generate_key
+from tests.support.processes import Gateway
+from tests.support.state import FakeClock
+from tests.test_policy_engine import REPO_CEDAR, agent_principal, engine_for, facts, write_catalog
+from tests.test_tasks import GATEWAY, RESOURCE, LocalSigner, add_agents, make_catalog
+
+AUDIENCE = "https://gateway.test"
+BOUND = 4096  # the most verified tokens (of each kind) and ended tasks kept: the soak's plateau
+
+
+# --- the generic cache -------------------------------------------------------------------------
+
+
+def test_expiring_cache_holds_its_bound_and_sheds_expired_entries() -> None:
+    clock = FakeClock(1000.0)
+    cache: ExpiringCache[int, float] = ExpiringCache(8, lambda expiry: expiry, clock)
+    for key in range(20):
+        cache.put(key, 1010.0)
+    assert len(cache) == 8 and cache.get(0) is None and cache.get(19) == 1010.0
+    clock.now = 1010.0  # all of them used up: the next entry sweeps them out
+    cache.put(100, 1100.0)
+    assert len(cache) == 1
+    assert cache.get(19) is None  # never returned past its expiry
+    clock.now = 1100.0
+    assert cache.get(100) is None and len(cache) == 0
+
+
+# --- workload tokens ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def idp() -> Iterator[TestIdentityProvider]:
+    provider = TestIdentityProvider(AUDIENCE, keys=[generate_key("ES256")])
+    yield provider
+    provider.close()
+
+
+@pytest.fixture
+async def verifier(idp: TestIdentityProvider, tmp_path: Path) -> AsyncIterator[TokenVerifier]:
+    raw = {"clock_skew_s": 0, "key_refresh_min_interval_s": 60,
+           "oidc_issuers": [{"issuer": idp.issuer, "jwks_uri": idp.jwks_uri}]}
+    async with aiohttp.ClientSession() as http:
+        verifier = TokenVerifier(identity_settings_from_mapping(raw, tmp_path, default_audience=AUDIENCE), http)
+        await verifier.start()
+        yield verifier
+        await verifier.close()
+
+
+async def test_workload_token_cache_stays_at_its_bound_and_an_evicted_token_is_verified_again(
+    verifier: TokenVerifier, idp: TestIdentityProvider
+) -> None:
+    assert DEFAULT_CACHE_SIZE <= BOUND
+    tokens = [idp.mint(jti=f"token-{n}") for n in range(DEFAULT_CACHE_SIZE + 50)]
+    for token in tokens:
+        await verifier.verify(token)
+    assert len(verifier.cache) == DEFAULT_CACHE_SIZE
+    # The first tokens were evicted: they are verified afresh (signature, exp), and still good.
+    assert (await verifier.verify(tokens[0])).subject == idp.claims()["sub"]
+    # A token is never trusted on its past: once past its exp it is refused, cached or not.
+    expiry = int(time.time()) + 1
+    short = idp.mint(jti="short", exp=expiry)
+    await verifier.verify(short)
+    await asyncio.sleep(expiry - time.time() + 0.05)
+    with pytest.raises(TokenRejected, match="expired"):
+        await verifier.verify(short)
+
+
+async def test_workload_token_cache_sheds_used_up_tokens(verifier: TokenVerifier, idp: TestIdentityProvider) -> None:
+    expiry = int(time.time()) + 2
+    for n in range(200):  # one-shot tokens, as a task exchange uses them
+        await verifier.verify(idp.mint(jti=f"once-{n}", exp=expiry))
+    assert len(verifier.cache) == 200
+    await asyncio.sleep(expiry - time.time() + 0.05)
+    await verifier.verify(idp.mint(jti="fresh"))
+    assert len(verifier.cache) == 1  # the used-up ones left as the next one arrived
+
+
+# --- task tokens and tasks ---------------------------------------------------------------------
+
+
+@pytest.fixture
+async def registry(store: Store, clock: FakeClock) -> Registry:
+    registry = await Registry.open(store, clock)
+    await add_agents(registry)
+    return registry
+
+
+async def open_tasks(store: Store, registry: Registry, clock: FakeClock, **settings: int) -> TaskService:
+    service = TaskService(store, registry, make_catalog(), clock, TaskSettings(**settings))
+    await service.open(background=False)
+    return service
+
+
+async def start(tasks: TaskService, deadline_s: float = 600) -> str:
+    task = await tasks.start("bot-a", "soak", ["gh__read_issue"], started_by="orchestrator", deadline_s=deadline_s)
+    return task.id
+
+
+async def test_task_token_cache_stays_at_its_bound_sheds_used_up_tokens_and_never_outranks_the_task(
+    store: Store, registry: Registry, clock: FakeClock
+) -> None:
+    assert CACHE_SIZE <= BOUND
+    tasks = await open_tasks(store, registry, clock)
+    signer = LocalSigner()
+    issuer = TaskTokenIssuer(signer, GATEWAY, RESOURCE, ttl_s=60, clock=clock)
+    check = TaskTokenCheck(tasks, signer.public_keys, GATEWAY, RESOURCE, clock)
+    task_id = await start(tasks)
+    task = tasks.check(task_id)
+    tokens = [issuer.issue(task, registry.require("bot-a"))[0] for _ in range(CACHE_SIZE + 50)]
+    for token in tokens:
+        check.verify(token)
+    assert len(check.cache) == CACHE_SIZE
+    assert check.verify(tokens[0])["task_id"] == task_id  # evicted: verified again, still good
+    # What the authenticator asks next: the task itself, never the cache. Once ended, refused.
+    await tasks.complete(task_id, "bot-a", "done")
+    assert check.verify(tokens[-1])["task_id"] == task_id
+    with pytest.raises(TaskEnded, match="completed"):
+        tasks.check(task_id)
+    # Every cached token is past its exp a minute later: the next token sweeps them out.
+    clock.now += 61
+    other = tasks.check(await start(tasks))
+    check.verify(issuer.issue(other, registry.require("bot-a"))[0])
+    assert len(check.cache) == 1
+    await tasks.close()
+
+
+async def test_a_forgotten_ended_task_stays_refused_for_its_tokens(
+    store: Store, registry: Registry, clock: FakeClock
+) -> None:
+    assert TaskSettings().ended_retention_max <= BOUND
+    tasks = await open_tasks(store, registry, clock, ended_retention_max=2)
+    signer = LocalSigner()
+    issuer = TaskTokenIssuer(signer, GATEWAY, RESOURCE, ttl_s=600, clock=clock)
+    check = TaskTokenCheck(tasks, signer.public_keys, GATEWAY, RESOURCE, clock)
+    first = tasks.check(await start(tasks))
+    token = issuer.issue(first, registry.require("bot-a"))[0]
+    await tasks.complete(first.id, "bot-a", "done")
+    for _ in range(3):  # pushes the first out of memory
+        await tasks.complete(await start(tasks), "bot-a", "done")
+    assert tasks.get(first.id) is None
+    assert check.verify(token)["task_id"] == first.id  # the signature is still good...
+    with pytest.raises(TaskEnded, match="unknown task"):
+        tasks.check(first.id)  # ...and the task is refused: forgetting it did not revive it
+    await tasks.close()
+
+
+async def test_an_agent_holds_at_most_its_limit_of_active_tasks(
+    store: Store, registry: Registry, clock: FakeClock
+) -> None:
+    assert TaskSettings().max_active_per_agent == 1000
+    tasks = await open_tasks(store, registry, clock, max_active_per_agent=3)
+    held = [await start(tasks, deadline_s=600) for _ in range(2)] + [await start(tasks, deadline_s=10)]
+    with pytest.raises(TaskError, match="already has 3 active tasks"):
+        await start(tasks)
+    assert len(await store.list_tasks(agent_id="bot-a")) == 3  # the refused one was never written
+    await tasks.complete(held[0], "bot-a", "done")
+    held.append(await start(tasks))  # an ended task frees its place
+    with pytest.raises(TaskError, match="active tasks"):
+        await start(tasks)
+    clock.now += 11  # past one task's deadline, before the sweep has marked it expired
+    await start(tasks)
+    await tasks.close()
+    # A restart counts the live tasks it loads.
+    reopened = await open_tasks(store, registry, clock, max_active_per_agent=3)
+    with pytest.raises(TaskError, match="active tasks"):
+        await start(reopened)
+    await reopened.close()
+
+
+# --- parsed Cedar entities ----------------------------------------------------------------------
+
+
+def test_parsed_entity_sets_stay_at_their_bound_and_an_evicted_one_decides_the_same(tmp_path: Path) -> None:
+    """Each parsed set is ~13 KiB of Cedar's memory, and a task token's claims make a new one per task."""
+    assert ENTITY_CACHE_SIZE <= 2048
+    cedar_dir = tmp_path / "cedar"
+    shutil.copytree(REPO_CEDAR, cedar_dir, ignore=shutil.ignore_patterns("tests", "README.md"))
+    catalog = write_catalog(tmp_path / "catalog")
+    engine = engine_for(cedar_dir, catalog)
+    read, balance = catalog.tools["files__read_file"], catalog.tools["payments__get_balance"]
+    tasks = [agent_principal(servers=("files",), claims={"task_id": f"task-{n}"})
+             for n in range(ENTITY_CACHE_SIZE + 20)]
+    for who in tasks:
+        assert engine.decide_tool(who, read, {"path": "/a"}, facts()).outcome == "allow"
+    assert len(engine._entity_handles) == ENTITY_CACHE_SIZE
+    # The first ones were evicted: parsed again, the same answers (allowed and refused alike).
+    assert engine.decide_tool(tasks[0], read, {"path": "/a"}, facts()).outcome == "allow"
+    assert engine.decide_tool(tasks[1], balance, {}, facts()).outcome == "deny"
+    assert len(engine._entity_handles) == ENTITY_CACHE_SIZE
+
+
+# --- the diagnostic switch ---------------------------------------------------------------------
+
+
+def test_the_tracemalloc_switch_is_off_unless_set() -> None:
+    assert start_if_asked({}) is None
+    assert not tracemalloc.is_tracing()
+
+
+def test_the_tracemalloc_switch_writes_snapshots_of_a_real_gateway(tmp_path: Path) -> None:
+    out = tmp_path / "snapshots"
+    gateway = Gateway(tmp_path / "gw", [], env={DIRECTORY_VARIABLE: str(out), INTERVAL_VARIABLE: "0.5"})
+    gateway.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(snapshots(out)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        gateway.stop()
+    found = snapshots(out)
+    assert len(found) >= 2, gateway.log_text()[-2000:]
+    assert "tracemalloc on" in gateway.log_text()
+    report = top_growth(found[0], found[-1])
+    assert report[0].startswith(f"tracemalloc: {found[0].name} -> {found[-1].name}")
+    assert any(line.strip().startswith("rss_bytes:") for line in report)
