@@ -1,18 +1,13 @@
-"""Builds the gateway's ASGI application and owns its lifetime (upstreams up, then serve)."""
+"""Builds the gateway's ASGI application: constructs every part, passing each its collaborators, and
+connects the event sources to their observers. What the parts do when told lives in gateway/wiring/."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import gc
-import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Route
 
-from gateway import __version__
 from gateway.admin.agents_api import AgentsApi
 from gateway.admin.auth import AdminAuthenticator
 from gateway.admin.policies_api import PoliciesApi
@@ -52,14 +47,13 @@ from gateway.telemetry import Telemetry
 from gateway.transport.endpoint import McpEndpoint
 from gateway.upstream.pool import UpstreamPool
 from gateway.webhooks import WebhookSender
+from gateway.wiring.admin_routes import admin_routes
 from gateway.wiring.background import Background
 from gateway.wiring.catalog_sync import CatalogSync, ListingReconciler
 from gateway.wiring.endpoints import SmallEndpoints
 from gateway.wiring.lifecycle import LifecycleReactions
+from gateway.wiring.lifespan import Lifetime
 from gateway.wiring.list_changes import ListChanges
-
-log = logging.getLogger("narrowgate")
-DRAIN_GRACE_S = 5.0  # how long calls in flight at a stop may take to finish (held calls are answered at once)
 
 
 class Gateway:
@@ -72,7 +66,6 @@ class Gateway:
         self.catalog = catalog
         self.state = state if state is not None else in_memory_backends(settings, catalog)
         self.background = Background()
-        self.drained = (0, 0)  # (held calls, unfinished calls) answered when the process was stopped
         self.store = open_store(settings.state)
         self.digest_key = DigestKey()  # loaded from the store at start, before anything is recorded
         self.audit = AuditLog(self.store, digests=self.digest_key.keyed)
@@ -86,8 +79,7 @@ class Gateway:
         authorizer = Authorizer(self.policy, self.audit, settings.policy.agent_reasons,
                                 on_evaluated=lambda d, s: self.telemetry.record_policy_evaluation(s, d.outcome))
         self.methods = Methods(self.pool, authorizer, self.upstream_auth, TaskGate(self.tasks),
-                               self.telemetry, self.build_monitor())
-        self.build_approvals(authorizer)
+                               self.telemetry, self.build_monitor(), self.build_approvals(authorizer))
         authenticator = Authenticator(settings, self.verifier, self.registry, self.task_check)
         self.endpoint = McpEndpoint(settings, authenticator, self.methods, self.sessions, self.telemetry)
         self.lifecycle = LifecycleReactions(self.registry, self.audit, self.chain, self.sessions,
@@ -98,7 +90,15 @@ class Gateway:
         admin_auth = AdminAuthenticator(settings, self.verifier, self.registry, self.task_check.is_ours)
         self.agents_api = AgentsApi(self.registry, admin_auth)
         self.policies_api = PoliciesApi(self.policy, self.reloader, admin_auth)
-        self.app = Starlette(routes=self.routes(), lifespan=self.lifespan)
+        self.lifetime = Lifetime(
+            settings, self.store, self.digest_key, self.audit, self.registry, [self.verifier, self.assertion_verifier],
+            self.upstream_auth, [self.tasks, self.approvals, self.reviews, self.resource_reviews], self.pool,
+            self.catalog_sync, self.reloader, self.policy, self.lifecycle, self.endpoint,
+            [self.secrets, self.detections, self.approvals, self.review_webhook, self.approval_webhook, self.tasks,
+             self.verifier, self.assertion_verifier],
+            self.background, [self.reviews, self.resource_reviews], self.telemetry)
+        self.drain = self.lifetime.drain  # on SIGINT/SIGTERM, before the lifespan ends (gateway/serving.py)
+        self.app = Starlette(routes=self.routes(), lifespan=self.lifetime.lifespan)
 
     def build_identity(self) -> None:
         """Who calls: the agent registry, workload-token verification, and the gateway's own keys."""
@@ -147,132 +147,51 @@ class Gateway:
         self.reconciler = ListingReconciler(self.catalog, self.reviews, self.resource_reviews, self.telemetry,
                                             self.background)
         self.pool = UpstreamPool(self.catalog, self.upstream_auth, full_resync_s=settings.resync_interval_s,
-                                 max_reply_bytes=self.settings.limits.max_upstream_reply_bytes)
-        self.pool.reconcile = self.reconciler.reconcile_listings
-        self.pool.resource_status = self.resource_reviews.status
+                                 max_reply_bytes=self.settings.limits.max_upstream_reply_bytes,
+                                 reconcile=self.reconciler.reconcile_listings,
+                                 resource_status=self.resource_reviews.status)
         self.catalog_sync = CatalogSync(self.pool, self.reconciler, self.policy, self.tasks, self.store, self.audit,
                                         self.state.notices, self.background, tool_schemas)
         self.review_webhook = WebhookSender(settings.webhook_url, settings.webhook_secret_env, "tool review")
 
-    def build_approvals(self, authorizer: Authorizer) -> None:
+    def build_approvals(self, authorizer: Authorizer) -> StepUpFlow:
         """Step-up approvals: requests people decide in the console, the admin API or the CLI."""
         settings = self.settings.approvals
-        self.approval_settings = settings
         self.approvals = ApprovalService(self.store, self.registry, self.audit, settings, digests=self.digest_key,
                                          open_approvals=self.state.open_approvals, waiters=self.state.approval_waiters)
         self.approval_webhook = WebhookSender(settings.webhook_url, settings.webhook_secret_env, "approval")
-        self.methods.step_up = StepUpFlow(self.approvals, authorizer, self.tasks, self.telemetry, settings,
-                                          self.settings.base_url)
+        return StepUpFlow(self.approvals, authorizer, self.tasks, self.telemetry, settings, self.settings.base_url)
 
     def connect(self) -> None:
-        """Who hears of what: every event source and its observers, in the order they are told."""
+        """Who hears of what: every event source's observers (gateway/events.py), in the order they are
+        told. The pool's `on_rebuild` is joined in `lifespan`, after the start's own rebuilds."""
         base_url = self.settings.base_url
-        self.registry.observe(self.lifecycle.on_agent_change)
-        self.reloader.on_change = self.list_changes.announce_policy_change
-        self.reloader.on_outcome = self.catalog_sync.audit_policy_reload
+        self.registry.on_change.append(self.lifecycle.on_agent_change)
+        self.reloader.on_change.append(self.list_changes.announce_policy_change)
+        self.reloader.on_outcome.append(self.catalog_sync.audit_policy_reload)
         self.tasks.on_end.append(self.lifecycle.on_task_end)
         self.tasks.on_start.append(self.lifecycle.on_task_start)
         self.resource_reviews.on_decided.append(self.catalog_sync.apply_resource_reviews)
         self.reviews.on_decided.append(self.catalog_sync.apply_reviews)
-        self.reviews.on_quarantined.append(
-            lambda review: self.review_webhook.send(review_webhook_payload(review, base_url)))
+        self.reviews.on_quarantined.append(lambda r: self.review_webhook.send(review_webhook_payload(r, base_url)))
         self.resource_reviews.on_quarantined.append(
             lambda review: self.review_webhook.send(resource_webhook_payload(review, base_url)))
-        self.pool.on_rebuild = self.catalog_sync.on_directory_rebuilt
-        self.pool.on_list_changed = self.list_changes.on_upstream_lists_changed
+        self.pool.on_list_changed.append(self.list_changes.on_upstream_lists_changed)
         self.tasks.on_end.append(self.approvals.task_ended)
         self.approvals.on_change.append(self.telemetry.set_approvals_pending)
-        self.approvals.on_new.append(
-            lambda approval: self.approval_webhook.send(approval_webhook_payload(approval, base_url)))
+        self.approvals.on_new.append(lambda a: self.approval_webhook.send(approval_webhook_payload(a, base_url)))
         self.state.notices.subscribe(TOPIC_LIST_CHANGED, self.list_changes.on_list_changed)
-        self.pool.on_resource_updated = ResourceUpdateRelay(self.methods, self.sessions, self.endpoint.listen_hub,
-                                                            self.lifecycle.current_principal).relay
+        self.pool.on_resource_updated.append(ResourceUpdateRelay(
+            self.methods, self.sessions, self.endpoint.listen_hub, self.lifecycle.current_principal).relay)
 
     def routes(self) -> list[BaseRoute]:
-        from gateway.admin.approvals_api import ApprovalsApi
-        from gateway.admin.catalog_api import CatalogApi
-        from gateway.admin.keys_api import KeysApi
-        from gateway.admin.tasks_api import TasksApi
-        from gateway.console.pages import Console
-
-        admin_auth = self.agents_api.auth
-        tasks_api = TasksApi(self.tasks, self.task_tokens, self.registry, admin_auth)
-        keys_api = KeysApi(self.upstream_auth, admin_auth)
         endpoints = SmallEndpoints(self.settings.base_url, self.pool, self.policy, self.reloader, self.catalog_sync,
                                    self.telemetry, self.upstream_auth)
         return [
             Route("/mcp", self.endpoint, methods=["GET", "POST", "DELETE"]),
             *endpoints.routes(),
             *self.token_endpoint.routes(),
-            *self.agents_api.routes(),
-            *self.policies_api.routes(),
-            *tasks_api.routes(),
-            *keys_api.routes(),
-            *ApprovalsApi(self.approvals, admin_auth, self.settings.base_url).routes(),
-            *CatalogApi(self.reviews, admin_auth, self.resource_reviews).routes(),
-            *Console(self.approvals, self.registry, self.tasks, self.store, admin_auth, self.settings,
-                     self.reviews, self.resource_reviews, sessions=self.state.console_sessions,
-                     throttle=self.state.login_failures).routes(),
+            *admin_routes(self.settings, self.agents_api, self.policies_api, self.tasks, self.task_tokens,
+                          self.upstream_auth, self.approvals, self.reviews, self.resource_reviews, self.store,
+                          self.state),
         ]
-
-    @contextlib.asynccontextmanager
-    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        await self.store.migrate()
-        await self.digest_key.load(self.store)
-        await self.audit.open()
-        await self.registry.reload()
-        if self.settings.agents_file is not None:
-            report = await self.registry.load_agents_file(self.settings.agents_file)
-            log.info("agents file %s: %s", self.settings.agents_file, report)
-        await self.verifier.start()
-        await self.assertion_verifier.start()
-        await self.upstream_auth.start(self.store)
-        await self.tasks.open()
-        await self.approvals.open()
-        await self.reviews.open()
-        await self.resource_reviews.open()
-        # One re-typing of the policy set for the whole start (not one per upstream listed), so one
-        # "policy version ... in force" line at most.
-        self.pool.on_rebuild = None
-        await self.pool.start()
-        self.pool.on_rebuild = self.catalog_sync.on_directory_rebuilt
-        self.catalog_sync.on_directory_rebuilt(self.pool.directory)
-        await self.catalog_sync.policy_catalog_synced()  # serve with the schemas the upstreams report
-        self.reloader.start()
-        sweeper = asyncio.create_task(self.lifecycle.sweep_inactive_agents())
-        down = [sid for sid, client in self.pool.clients.items() if not client.available]
-        if down:
-            log.warning("started with upstream(s) down: %s (retrying in the background)", ", ".join(down))
-        # Long-lived start-up objects (catalog, keys, registry) leave the collector's view, so the
-        # periodic full collections that cause tail-latency spikes have far less to walk.
-        gc.collect()
-        gc.freeze()
-        log.info("Narrowgate %s serving MCP at %s/mcp (policy version %s)", __version__, self.settings.base_url,
-                 self.policy.version)
-        try:
-            yield
-        finally:
-            sweeper.cancel()
-            await self.reloader.stop()
-            await self.pool.close()
-            await self.secrets.close()
-            await self.detections.close()
-            await self.approvals.close()
-            await self.review_webhook.close()
-            await self.approval_webhook.close()
-            await self.tasks.close()
-            await self.verifier.close()
-            await self.assertion_verifier.close()
-            await self.background.finish()
-            await self.reviews.save()
-            await self.resource_reviews.save()
-            await self.audit.close()
-            await self.store.close()
-            self.telemetry.shutdown()
-            held, cut = self.drained
-            log.info("Narrowgate stopped: %d held call(s) and %d unfinished call(s) answered with a shutting-down "
-                     "error; audit log flushed; upstreams stopped", held, cut)
-
-    async def drain(self) -> None:
-        """On SIGINT/SIGTERM, before the lifespan ends: answer every open /mcp request."""
-        self.drained = await self.endpoint.drain(DRAIN_GRACE_S)

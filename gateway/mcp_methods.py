@@ -55,7 +55,8 @@ Handler = Callable[["Methods", RequestContext, dict[str, Any]], Awaitable[Reply]
 
 class Methods:
     def __init__(self, pool: UpstreamPool, authorizer: Authorizer, auth: UpstreamAuth,
-                 tasks: TaskGate, telemetry: Telemetry, monitor: ChainMonitor) -> None:
+                 tasks: TaskGate, telemetry: Telemetry, monitor: ChainMonitor,
+                 step_up: StepUpFlow | None = None) -> None:
         self.telemetry = telemetry
         self.monitor = monitor
         self.pool = pool
@@ -63,7 +64,7 @@ class Methods:
         self.lister = ToolLister(authorizer.engine)
         self.upstream_auth = auth
         self.tasks = tasks
-        self.step_up: StepUpFlow | None = None  # set when approvals are on; without it StepUp is refused
+        self.step_up = step_up  # approvals; without it StepUp is refused
 
     async def handle(self, ctx: RequestContext, method: str, params: dict[str, Any]) -> Reply:
         """The reply body for one request: {"result": ...} or {"error": ...}; RpcError for gateway errors."""

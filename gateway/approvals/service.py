@@ -76,8 +76,8 @@ class ApprovalService:
             self._open.put(approval)
         for approval in self._open.values():  # their held calls ended with the previous process
             self._abandon(approval.id, RESTARTED)
-        if self._agent_changed not in self.registry.observers:
-            self.registry.observe(self._agent_changed)
+        if self._agent_changed not in self.registry.on_change:
+            self.registry.on_change.append(self._agent_changed)
         await self.sweep()
         if background and self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep_forever(), name="narrowgate-approvals")

@@ -95,8 +95,8 @@ class TaskService:
             self._calls[task.id] = task.calls_made
             if task.ended_at is not None:
                 self._remember_ended(task.id)
-        if self._agent_changed not in self.registry.observers:  # open() twice must not revoke twice
-            self.registry.observe(self._agent_changed)
+        if self._agent_changed not in self.registry.on_change:  # open() twice must not revoke twice
+            self.registry.on_change.append(self._agent_changed)
         if background and self._background is None:
             self._background = asyncio.create_task(self._run_background(), name="narrowgate-tasks")
 
