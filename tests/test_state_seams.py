@@ -339,7 +339,7 @@ async def test_each_stage_uses_the_backend_the_gateway_is_given(tmp_path: Path) 
         heard.append(payload)
 
     chosen.notices.subscribe(TOPIC_LIST_CHANGED, listen)
-    await gateway.publish_list_changed({"prompts", "resources"})  # what a policy reload or review sends
+    await gateway.list_changes.publish_list_changed({"prompts", "resources"})  # what a policy reload or review sends
     assert heard == [{"kinds": ["prompts", "resources"]}]
 
 

@@ -33,6 +33,7 @@ from gateway.approvals.model import (
 )
 from gateway.audit import AuditEvent, AuditLog
 from gateway.audit.digests import DigestKey
+from gateway.events import Observers
 from gateway.registry.model import Agent, Lifecycle, LifecycleEvent
 from gateway.registry.service import Registry
 from gateway.settings.approvals import ApprovalSettings
@@ -43,7 +44,6 @@ from gateway.tasks.model import Task
 
 log = logging.getLogger("narrowgate.approvals")
 Clock = Callable[[], float]
-Observer = Callable[[Approval], None]
 SWEEP_INTERVAL_S = 5.0
 COMMENT_MAX = 2000
 RESTARTED = "abandoned: the gateway restarted while the agent's call was held (a held call does not survive a restart)"
@@ -60,8 +60,8 @@ class ApprovalService:
         self.audit = audit
         self.settings = settings
         self.clock = clock
-        self.on_new: list[Observer] = []  # every new request (webhook)
-        self.on_change: list[Callable[[int], None]] = []  # the pending count after any change (gauge)
+        self.on_new: Observers[[Approval]] = []  # every new request (webhook)
+        self.on_change: Observers[[int]] = []  # the pending count after any change (gauge)
         self._open: OpenApprovals[Approval] = open_approvals if open_approvals is not None else InMemoryOpenApprovals()
         self._unsaved: dict[str, Approval] = {}  # closed in memory, row not yet written (see _persist_later)
         self._waiters: ApprovalWaiters = waiters if waiters is not None else InMemoryApprovalWaiters()
@@ -76,8 +76,8 @@ class ApprovalService:
             self._open.put(approval)
         for approval in self._open.values():  # their held calls ended with the previous process
             self._abandon(approval.id, RESTARTED)
-        if self._agent_changed not in self.registry.observers:
-            self.registry.observe(self._agent_changed)
+        if self._agent_changed not in self.registry.on_change:
+            self.registry.on_change.append(self._agent_changed)
         await self.sweep()
         if background and self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep_forever(), name="narrowgate-approvals")

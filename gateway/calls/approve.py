@@ -13,9 +13,9 @@ from gateway.policy.engine import Decision
 
 
 class Approve:
-    def __init__(self, decide: Decide) -> None:
+    def __init__(self, decide: Decide, flow: StepUpFlow | None) -> None:
         self.decide = decide
-        self.flow: StepUpFlow | None = None  # set when approvals are on; without it a StepUp is refused
+        self.flow = flow  # the approvals flow; without it (approvals off) a StepUp is refused
 
     async def __call__(self, call: ToolCall, step_up: StepUpRequired) -> Decision:
         if self.flow is None:

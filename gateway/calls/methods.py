@@ -39,7 +39,8 @@ Handler = Callable[["Methods", RequestContext, dict[str, Any]], Awaitable[Reply]
 
 class Methods:
     def __init__(self, pool: UpstreamPool, authorizer: Authorizer, auth: UpstreamAuth,
-                 tasks: TaskGate, telemetry: Telemetry, monitor: ChainMonitor) -> None:
+                 tasks: TaskGate, telemetry: Telemetry, monitor: ChainMonitor,
+                 step_up: StepUpFlow | None = None) -> None:
         self.telemetry = telemetry
         self.monitor = monitor
         self.pool = pool
@@ -49,17 +50,9 @@ class Methods:
         self.tasks = tasks
         decide = Decide(authorizer, tasks, monitor, pool, telemetry)
         self.stages = pipeline.Stages(
-            admit=Admit(tasks, monitor), rate_limit=RateLimit(monitor), decide=decide, approve=Approve(decide),
-            credential=Credential(auth, pool, telemetry), forward=Forward(pool, telemetry), observe=Observe(monitor))
-
-    @property
-    def step_up(self) -> StepUpFlow | None:
-        """The approvals flow; without it (approvals off) a StepUp is refused."""
-        return self.stages.approve.flow
-
-    @step_up.setter
-    def step_up(self, flow: StepUpFlow | None) -> None:
-        self.stages.approve.flow = flow
+            admit=Admit(tasks, monitor), rate_limit=RateLimit(monitor), decide=decide,
+            approve=Approve(decide, step_up), credential=Credential(auth, pool, telemetry),
+            forward=Forward(pool, telemetry), observe=Observe(monitor))
 
     async def handle(self, ctx: RequestContext, method: str, params: dict[str, Any]) -> Reply:
         """The reply body for one request: {"result": ...} or {"error": ...}; RpcError for gateway errors."""

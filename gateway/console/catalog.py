@@ -6,8 +6,8 @@ They drive the same ToolReviews and ResourceReviews services as the admin API
 authority on who may review, what a discovered tool needs and the `expected_sha256` guard; the checks
 here only come first so the person gets a plain answer. The decide form carries the hash of the
 definition the page showed, so an item that changed again after the page was rendered is never
-approved by accident (409). The services' `on_decided` observers (Gateway.apply_reviews,
-Gateway.apply_resource_reviews) then rebuild what agents see and tell them.
+approved by accident (409). The services' `on_decided` observers (CatalogSync.apply_reviews,
+CatalogSync.apply_resource_reviews) then rebuild what agents see and tell them.
 
 Resources and templates are named by their review id (`/console/resources/res_...`): their URIs and
 templates hold slashes, and a path of their own cannot collide with a server's tool page.

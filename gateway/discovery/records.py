@@ -6,13 +6,14 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import Field, replace
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from gateway.approvals.model import Approver
 from gateway.audit import AuditLog
 from gateway.discovery.model import APPROVED, QUARANTINED, DefinitionChanged, NotTheToolOwner, ReviewError
+from gateway.events import AsyncObservers
 from gateway.store.base import Store
 
 Clock = Callable[[], float]
@@ -62,7 +63,7 @@ class ReviewRecords(ABC, Generic[R]):
         self.records: dict[Any, R] = {}
         self.unsaved: dict[Any, R] = {}
         # After every person's decision, from any surface (rebuild what agents see, tell them).
-        self.on_decided: list[Callable[[], Awaitable[None]]] = []
+        self.on_decided: AsyncObservers[[]] = []
 
     # storage: subclasses say how a record is keyed, read and written
 

@@ -22,7 +22,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -40,6 +40,7 @@ from gateway.discovery.model import (
     ReviewNotFound,
 )
 from gateway.discovery.records import Clock, ReviewRecords
+from gateway.events import Observers
 from gateway.store.base import Store
 from gateway.upstream.directory import SCHEME_PREFIX, Listing, canonical_uri, template_pattern
 
@@ -68,7 +69,7 @@ class ResourceReviews(ReviewRecords[ResourceReview]):
     def __init__(self, store: Store, audit: AuditLog, clock: Clock = time.time) -> None:
         super().__init__(store, audit, clock)
         # Each item entering quarantine (the owners' webhook); not the unservable ones, rejected at once.
-        self.on_quarantined: list[Callable[[ResourceReview], None]] = []
+        self.on_quarantined: Observers[[ResourceReview]] = []
 
     @staticmethod
     def key_of(review: ResourceReview) -> tuple[str, str, str]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, cast
@@ -38,6 +38,7 @@ from gateway.discovery.model import (
     by_person,
 )
 from gateway.discovery.records import Clock, ReviewRecords
+from gateway.events import Observers
 from gateway.store.base import Store
 
 log = logging.getLogger("narrowgate.discovery")
@@ -54,7 +55,7 @@ class ToolReviews(ReviewRecords[ToolReview]):
 
     def __init__(self, store: Store, audit: AuditLog, clock: Clock = time.time) -> None:
         super().__init__(store, audit, clock)
-        self.on_quarantined: list[Callable[[ToolReview], None]] = []  # new review items (webhook)
+        self.on_quarantined: Observers[[ToolReview]] = []  # new review items (webhook)
         self._analyses: dict[int, tuple[dict[str, Any], str, dict[str, Any]]] = {}
 
     @staticmethod

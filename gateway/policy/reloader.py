@@ -11,9 +11,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
 from pathlib import Path
 
+from gateway.events import Observers
 from gateway.policy.engine import PolicyEngine, ReloadOutcome
 
 log = logging.getLogger("narrowgate.policy")
@@ -29,22 +29,23 @@ class PolicyReloader:
         self.watcher: asyncio.Task[None] | None = None
         self.pending: set[asyncio.Task[ReloadOutcome]] = set()  # SIGHUP reloads under way
         self.fingerprint = self.current_fingerprint()
-        # Called after a reload that changed the set: what agents may see can have changed.
-        self.on_change: Callable[[], None] | None = None
-        # Called after every attempt, good or bad (the audit log records both).
-        self.on_outcome: Callable[[ReloadOutcome, str], None] | None = None
+        # Told after a reload that changed the set: what agents may see can have changed.
+        self.on_change: Observers[[]] = []
+        # Told after every attempt, good or bad (the audit log records both).
+        self.on_outcome: Observers[[ReloadOutcome, str]] = []
 
     async def reload(self, why: str) -> ReloadOutcome:
         # Taken before reading: an edit made while the compile runs is seen by the next watch.
         fingerprint = await asyncio.to_thread(self.current_fingerprint)
         outcome = await self.engine.reload_async()
         self.fingerprint = fingerprint
-        if self.on_outcome is not None:
-            self.on_outcome(outcome, why)
+        for observer in self.on_outcome:
+            observer(outcome, why)
         if outcome.ok:
             self.reloads += 1
-            if outcome.changed and self.on_change is not None:
-                self.on_change()
+            if outcome.changed:
+                for changed in self.on_change:
+                    changed()
             log.info("policy reload (%s): version %s%s", why, outcome.version, "" if outcome.changed else ", unchanged")
         else:
             self.failures += 1

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway.events import Observers
 from gateway.file_problems import FileProblem
 from gateway.registry.agents_file import AgentsFile, parse_agents_file
 from gateway.registry.errors import (
@@ -66,7 +67,7 @@ class Registry:
         self.store = store
         self.clock = clock
         self._lock = asyncio.Lock()
-        self.observers: list[Callable[[Agent, LifecycleEvent], None]] = []
+        self.on_change: Observers[[Agent, LifecycleEvent]] = []  # after every committed change
         self._agents: dict[str, Agent] = {}
         self._index: Index = {}
         for agent in agents:
@@ -248,12 +249,8 @@ class Registry:
     async def _commit(self, agent: Agent, event: LifecycleEvent) -> None:
         await self.store.save_agent(agent, event)
         self._put(agent)  # only after the write succeeded
-        for observer in self.observers:
+        for observer in self.on_change:
             observer(agent, event)
-
-    def observe(self, observer: Callable[[Agent, LifecycleEvent], None]) -> None:
-        """Call `observer` after every committed change (e.g. to end a suspended agent's sessions)."""
-        self.observers.append(observer)
 
     def _put(self, agent: Agent) -> None:
         old = self._agents.get(agent.id)

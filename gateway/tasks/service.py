@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from gateway.catalog import Catalog
+from gateway.events import Observers
 from gateway.registry.model import Agent, Lifecycle, LifecycleEvent
 from gateway.registry.service import Registry
 from gateway.store.base import Store
@@ -41,7 +42,6 @@ from gateway.tasks.model import (
 
 log = logging.getLogger("narrowgate.tasks")
 Clock = Callable[[], float]
-EndObserver = Callable[[Task], None]
 SYSTEM_ACTOR = "narrowgate"
 BUDGET_EXHAUSTED = "call budget exhausted"
 
@@ -77,8 +77,8 @@ class TaskService:
         self.settings = settings or TaskSettings()
         # Observers of every ended task (deny-list its minted tokens, kill its approvals). Called
         # synchronously, at most once per task, right when it ends in memory.
-        self.on_end: list[EndObserver] = []
-        self.on_start: list[EndObserver] = []  # observers of every started task (audit)
+        self.on_end: Observers[[Task]] = []
+        self.on_start: Observers[[Task]] = []  # observers of every started task (audit)
         self._tasks: dict[str, Task] = {}
         self._calls: dict[str, int] = {}  # live call counts; Task.calls_made is refreshed from here
         self._ended: dict[str, None] = {}  # ids of ended tasks still in memory, in the order they ended
@@ -101,8 +101,8 @@ class TaskService:
                 self._remember_ended(task.id)
             else:
                 self._active.setdefault(task.agent_id, {})[task.id] = None
-        if self._agent_changed not in self.registry.observers:  # open() twice must not revoke twice
-            self.registry.observe(self._agent_changed)
+        if self._agent_changed not in self.registry.on_change:  # open() twice must not revoke twice
+            self.registry.on_change.append(self._agent_changed)
         if background and self._background is None:
             self._background = asyncio.create_task(self._run_background(), name="narrowgate-tasks")
 

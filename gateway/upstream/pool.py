@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from gateway.catalog.model import Catalog, HttpTransport
 from gateway.credentials.upstream_auth import UpstreamAuth
+from gateway.events import AsyncObservers, Observers
 from gateway.protocol.eras import LEGACY_ERA
 from gateway.protocol.errors import METHOD_NOT_FOUND, UPSTREAM_UNAVAILABLE, RpcError
 from gateway.settings.limits import DEFAULT_MAX_UPSTREAM_REPLY_BYTES
@@ -32,13 +33,13 @@ CHANGE_METHODS = {
     "notifications/resources/list_changed": "resources",
 }
 
-ListChangedHandler = Callable[[set[str]], Awaitable[None]]
-ResourceUpdatedHandler = Callable[[str, dict[str, Any]], Awaitable[None]]  # (server id, notification)
+Reconcile = Callable[[dict[str, Listing]], Catalog]  # every upstream's listing -> the catalog to serve
 
 
 class UpstreamPool:
     def __init__(self, catalog: Catalog, auth: UpstreamAuth, resync_interval_s: float = 2.0,
-                 full_resync_s: float = 300.0, max_reply_bytes: int = DEFAULT_MAX_UPSTREAM_REPLY_BYTES) -> None:
+                 full_resync_s: float = 300.0, max_reply_bytes: int = DEFAULT_MAX_UPSTREAM_REPLY_BYTES,
+                 reconcile: Reconcile | None = None, resource_status: ResourceStatus = approve_all) -> None:
         self.max_reply_bytes = max_reply_bytes  # limits.max_upstream_reply_bytes, per upstream message
         self.catalog = catalog  # the effective catalog once `reconcile` is set (reviewed tools included)
         self.auth = auth
@@ -47,13 +48,13 @@ class UpstreamPool:
         self.synced_generation: dict[str, int] = {}
         self.directory: Directory = EMPTY
         self.resync_interval_s = resync_interval_s
-        self.on_list_changed: ListChangedHandler | None = None
-        self.on_resource_updated: ResourceUpdatedHandler | None = None
-        self.on_rebuild: Callable[[Directory], None] | None = None
+        self.on_list_changed: AsyncObservers[[set[str]]] = []  # the kinds of list that changed
+        self.on_resource_updated: AsyncObservers[[str, dict[str, Any]]] = []  # (server id, notification)
+        self.on_rebuild: Observers[[Directory]] = []
         # Given every upstream's listing, the catalog to build the directory from (gateway.discovery).
-        self.reconcile: Callable[[dict[str, Listing]], Catalog] | None = None
+        self.reconcile = reconcile
         # Whether each listed resource and template is approved (gateway.discovery.resources).
-        self.resource_status: ResourceStatus = approve_all
+        self.resource_status = resource_status
         self.full_resync_s = full_resync_s  # backstop for upstreams that change without telling
         self.watcher: asyncio.Task[None] | None = None
         self.resyncs: set[asyncio.Task[None]] = set()
@@ -152,8 +153,8 @@ class UpstreamPool:
         if self.reconcile is not None:
             self.catalog = self.reconcile(self.listings)
         self.directory = build_directory(self.catalog, self.listings, self.resource_status, self.directory)
-        if self.on_rebuild is not None:
-            self.on_rebuild(self.directory)
+        for observer in self.on_rebuild:
+            observer(self.directory)
 
     async def watch(self) -> None:
         """Backstop: bring back upstreams that were down or restarted since their last sync, and every
@@ -196,8 +197,9 @@ class UpstreamPool:
             task = asyncio.create_task(self.resync(server_id, kinds))
             self.resyncs.add(task)
             task.add_done_callback(self.resyncs.discard)
-        elif method == "notifications/resources/updated" and self.on_resource_updated is not None:
-            await self.on_resource_updated(server_id, message)
+        elif method == "notifications/resources/updated":
+            for observer in self.on_resource_updated:
+                await observer(server_id, message)
 
     async def resync(self, server_id: str, kinds: tuple[str, ...]) -> None:
         async with self.sync_locks.setdefault(server_id, asyncio.Lock()):
@@ -207,8 +209,8 @@ class UpstreamPool:
             await self.announce(changed)
 
     async def announce(self, kinds: set[str]) -> None:
-        if self.on_list_changed is not None:
-            await self.on_list_changed(kinds)
+        for observer in self.on_list_changed:
+            await observer(kinds)
 
 
 def _generation(client: Upstream) -> int:

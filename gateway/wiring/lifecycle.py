@@ -1,0 +1,96 @@
+"""Reactions to agents' and tasks' lifecycle changes.
+
+Every change is audited. A suspended, retired or expired agent loses its sessions and listen
+streams at once; an ended task's upstream tokens are refused until they would have expired anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import replace
+from typing import Any
+
+from gateway.audit import AuditEvent, AuditLog
+from gateway.credentials.upstream_auth import UpstreamAuth
+from gateway.identity.principal import Principal
+from gateway.registry.model import Agent, Lifecycle, LifecycleEvent
+from gateway.registry.service import Registry
+from gateway.state.chain import ChainSignals
+from gateway.state.sessions import AgentSessions
+from gateway.tasks.model import Task
+from gateway.transport.listen import ListenHub
+from gateway.transport.sessions import AgentSession
+
+log = logging.getLogger("narrowgate")
+SWEEP_INTERVAL_S = 5.0
+
+
+class LifecycleReactions:
+    def __init__(self, registry: Registry, audit: AuditLog, chain: ChainSignals[Any, Any],
+                 sessions: AgentSessions[Principal, AgentSession], listen_hub: ListenHub,
+                 upstream_auth: UpstreamAuth) -> None:
+        self.registry = registry
+        self.audit = audit
+        self.chain = chain
+        self.sessions = sessions
+        self.listen_hub = listen_hub
+        self.upstream_auth = upstream_auth
+
+    def current_principal(self, principal: Principal) -> Principal | None:
+        """`principal` with its agent record as it is now; None if the agent may no longer act."""
+        agent = self.registry.get(principal.agent_id)
+        if agent is None or agent.effective_state(self.registry.clock()) is not Lifecycle.ACTIVE:
+            return None
+        return replace(principal, agent=agent)
+
+    def on_agent_change(self, agent: Agent, event: LifecycleEvent) -> None:
+        """Every lifecycle change is audited; a suspended or retired agent loses its sessions at once."""
+        self.audit.record(AuditEvent(
+            kind="agent", action=event.action or "change", actor=event.actor, agent_id=agent.id, owner=agent.owner,
+            detail={"from": event.from_state.value if event.from_state else None, "to": event.to_state.value,
+                    "reason": event.reason, "fields": list(event.fields)},
+        ))
+        if event.from_state != event.to_state and agent.state in (Lifecycle.SUSPENDED, Lifecycle.RETIRED):
+            self.chain.forget_agent(agent.id)  # a resumed agent starts with a clean record
+            closed = self.close_agent_streams(agent.id)
+            log.warning("agent %s is %s (%s by %s); closed %d session(s)", agent.id, agent.state.value,
+                        event.reason, event.actor, closed)
+
+    async def sweep_inactive_agents(self) -> None:
+        """Expiry fires no event: close the sessions of agents that have expired since they connected."""
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            now = self.registry.clock()
+            connected = {s.principal.agent_id for s in self.sessions.all()}
+            connected |= {listener.principal.agent_id for listener in self.listen_hub.listeners}
+            for agent_id in connected:
+                agent = self.registry.get(agent_id)
+                if agent is not None and agent.effective_state(now) is not Lifecycle.ACTIVE:
+                    self.close_agent_streams(agent_id)
+                    log.warning("agent %s expired; closed its sessions", agent_id)
+
+    def close_agent_streams(self, agent_id: str) -> int:
+        """Close the agent's sessions and listen streams; the number of sessions closed."""
+        self.listen_hub.close_agent(agent_id)
+        return self.sessions.close_agent(agent_id)
+
+    def on_task_start(self, task: Task) -> None:
+        self.audit.record(AuditEvent(
+            kind="task", action="start", actor=task.started_by, agent_id=task.agent_id, task_id=task.id,
+            detail={"purpose": task.purpose, "tools": list(task.tools), "deadline": task.deadline,
+                    "budget": task.budget},
+        ))
+
+    def on_task_end(self, task: Task) -> None:
+        """Every upstream token minted for an ended task is refused until it would have expired anyway."""
+        self.upstream_auth.revocations.revoke_task(task.id, until=time.time() + self.upstream_auth.ttl_s + 5)
+        self.sessions.close_task(task.agent_id, task.id)  # their token is dead: free the agent's session slots
+        self.chain.forget_task(task.id)
+        self.audit.record(AuditEvent(
+            kind="task", action=task.state.value, actor="narrowgate", agent_id=task.agent_id,
+            task_id=task.id, detail={"reason": task.end_reason, "calls": task.calls_made},
+        ))
+        log.info("task %s of agent %s ended (%s): its grants and upstream tokens are revoked",
+                 task.id, task.agent_id, task.state.value)
