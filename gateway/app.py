@@ -167,7 +167,8 @@ class Gateway:
         settings = self.settings.discovery
         self.pool = UpstreamPool(self.catalog, self.upstream_auth, full_resync_s=settings.resync_interval_s,
                                  max_reply_bytes=self.settings.limits.max_upstream_reply_bytes)
-        self.reviews = ToolReviews(self.store, self.audit)
+        self.reviews = ToolReviews(self.store, self.audit, max_pending=settings.max_pending_reviews_per_server,
+                                   forget_after_s=settings.forget_unlisted_after_s)
         self.resource_reviews = ResourceReviews(self.store, self.audit)
         self.pool.reconcile = self.reconcile_listings
         self.pool.resource_status = self.resource_reviews.status
