@@ -14,11 +14,13 @@ import pytest
 from gateway.audit import AuditLog
 from gateway.discovery.service import ToolReviews
 from gateway.discovery.webhook import review_webhook_payload
-from gateway.settings.errors import ConfigError
+from gateway.policy.engine import PolicyEngine
 from gateway.settings.discovery import discovery_settings
+from gateway.settings.errors import ConfigError
 from gateway.store import Store
 from gateway.store.base import AuditQuery
 from tests.support.state import FakeClock
+from tests.test_policy_engine import REPO_CEDAR
 from tests.test_tool_reviews import ADMIN, OWNER, catalog, tool
 
 CAP = 5
@@ -135,3 +137,19 @@ def test_the_bounds_are_configurable_and_checked() -> None:
                 {"forget_unlisted_after": "never"}):
         with pytest.raises(ConfigError, match="discovery"):
             discovery_settings(bad)
+
+
+async def test_the_policy_engine_keeps_input_schemas_only_of_the_catalogs_tools(
+        bounded: ToolReviews, clock: FakeClock) -> None:
+    """A name forgotten by discovery leaves the policy engine too (its input schema was kept for good)."""
+    cat = catalog()
+    engine = PolicyEngine(REPO_CEDAR, cat)
+    for step in range(3 * CAP):
+        clock.now += WINDOW_S  # each name is forgotten at the next change after it is dropped
+        listed = [tool("lookup"), tool(f"gen_{step}")]
+        bounded.reconcile(cat, {"docs": listed})
+        effective = bounded.effective(cat)
+        assert engine.set_catalog(effective, {f"docs__{t['name']}": t["inputSchema"] for t in listed}).ok
+        assert set(engine._known_schemas) <= set(effective.tools)
+    # The name dropped at the last change waits for the next one; every earlier one is gone.
+    assert set(bounded.effective(cat).tools) == {"docs__lookup", f"docs__gen_{3 * CAP - 2}", f"docs__gen_{3 * CAP - 1}"}
