@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from types import MappingProxyType
@@ -95,19 +96,22 @@ class ToolReviews(ReviewRecords[ToolReview]):
     def reconcile(self, catalog: Catalog, listed: Mapping[str, list[dict[str, Any]]]) -> bool:
         """Bring the records in line with what each upstream (that answered) lists; True if any changed."""
         changed = False
+        pending = Counter(r.server_id for r in self.records.values() if undecided_discovery(r))
+        names: dict[str, set[str]] = {}  # per server that answered: the names it lists now
         for server_id, tools in listed.items():
             server = catalog.servers.get(server_id)
             if server is None:
                 continue
             others = _other_tools(catalog, listed, server_id)
-            changed = self._reconcile_server(server, tools, others) or changed
+            names[server_id] = set()
+            changed = self._reconcile_server(server, tools, others, pending[server_id], names[server_id]) or changed
         self._analyses, self._analysing = self._analysing, {}
-        return changed
+        return self._forget_unlisted(names) or changed
 
-    def _reconcile_server(self, server: ServerEntry, tools: list[dict[str, Any]], others: dict[str, str]) -> bool:
+    def _reconcile_server(self, server: ServerEntry, tools: list[dict[str, Any]], others: dict[str, str],
+                          pending: int, names: set[str]) -> bool:
+        """Observe what one server lists (collecting its names); a new name over the cap is refused."""
         changed = False
-        pending = sum(1 for r in self.records.values() if r.server_id == server.id and undecided_discovery(r))
-        names: set[str] = set()
         refused: set[str] = set()
         for definition in tools:
             name = definition.get("name")
@@ -121,7 +125,7 @@ class ToolReviews(ReviewRecords[ToolReview]):
             changed = self._observe(server, name, definition, others) or changed
             pending += new
         self._note_refused(server, refused)
-        return self._forget_unlisted(server.id, names) or changed
+        return changed
 
     def _note_refused(self, server: ServerEntry, refused: set[str]) -> None:
         """Record each newly refused name once; log and notify once when a server reaches the cap."""
@@ -148,14 +152,16 @@ class ToolReviews(ReviewRecords[ToolReview]):
         for observer in self.on_quarantined:
             observer(notice)
 
-    def _forget_unlisted(self, server_id: str, listed: set[str]) -> bool:
-        """Drop undecided reviews the server has not listed for `forget_after_s` from memory (not the store)."""
+    def _forget_unlisted(self, listed: dict[str, set[str]]) -> bool:
+        """Drop undecided reviews their server (one that answered) has not listed for `forget_after_s`
+        from memory, not from the store."""
         now = self.clock()
         forgotten = []
         for key, review in self.records.items():
-            if key[0] != server_id:
-                continue
-            if key[1] in listed or not undecided_discovery(review):
+            names = listed.get(key[0])
+            if names is None:
+                continue  # the server did not answer: nothing is known about what it lists
+            if key[1] in names or not undecided_discovery(review):
                 self._unlisted_since.pop(key, None)
             elif now - self._unlisted_since.setdefault(key, now) >= self.forget_after_s:
                 forgotten.append(review)
@@ -164,8 +170,8 @@ class ToolReviews(ReviewRecords[ToolReview]):
             del self._unlisted_since[review.key]
             self._record(review, "tool_review_forgotten", "narrowgate")
         if forgotten:
-            log.info("%d undecided tools of %s no longer listed: dropped from memory (kept in the store)",
-                     len(forgotten), server_id)
+            log.info("%d undecided tools no longer listed dropped from memory (kept in the store): %s",
+                     len(forgotten), ", ".join(f"{r.server_id}/{r.name}" for r in forgotten[:20]))
         return bool(forgotten)
 
     def _observe(self, server: ServerEntry, name: str, definition: dict[str, Any], others: dict[str, str]) -> bool:
