@@ -143,7 +143,8 @@ class Gateway:
     def build_discovery(self, tool_schemas: dict[str, Any]) -> None:
         """Upstream tools as reviewed: quarantine for new and changed definitions, and their review."""
         settings = self.settings.discovery
-        self.reviews = ToolReviews(self.store, self.audit)
+        self.reviews = ToolReviews(self.store, self.audit, max_pending=settings.max_pending_reviews_per_server,
+                                   forget_after_s=settings.forget_unlisted_after_s)
         self.resource_reviews = ResourceReviews(self.store, self.audit)
         self.reconciler = ListingReconciler(self.catalog, self.reviews, self.resource_reviews, self.telemetry,
                                             self.background)

@@ -13,6 +13,8 @@ REJECTED = "rejected"
 STATUSES = (APPROVED, QUARANTINED, REJECTED)
 # Actors the gateway records for its own decisions (a pin, first sight, a revert, an invalid name).
 AUTOMATIC_REVIEWERS = ("catalog", "narrowgate")
+# The flag of the notice that a server reached discovery.max_pending_reviews_per_server.
+CAP_REACHED = "review_cap_reached"
 
 
 def by_person(actor: str | None) -> bool:

@@ -11,12 +11,19 @@ agents, and calls to it are decided by Cedar (the shipped policies deny). A revi
 
 `effective()` returns the static catalog plus every reviewed tool with its status; the upstream
 pool builds its directory from that, and the policy engine its schema and entities.
+
+An upstream decides which names it lists, so what it can make the gateway keep is bounded: at most
+`max_pending` undecided reviews of tools the manifest does not list per server (a new name beyond
+that is refused: never listed, never callable, recorded), and an undecided one the upstream stopped
+listing is dropped from memory after `forget_after_s` (its record stays in the store; if the name
+comes back it is quarantined as new).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from types import MappingProxyType
@@ -30,6 +37,7 @@ from gateway.catalog.model import RISK_TIERS, Catalog, Risk, ServerEntry, ToolEn
 from gateway.catalog.review_flags import flag_definition
 from gateway.discovery.model import (
     APPROVED,
+    CAP_REACHED,
     QUARANTINED,
     REJECTED,
     ReviewError,
@@ -46,17 +54,23 @@ PINNED = "catalog pin"
 UNANALYSABLE = "unanalysable"  # the current_hash of a definition too deep to hash
 FIRST_SEEN = "catalog (first seen, not pinned)"
 REVERTED = "narrowgate (definition back to the approved one)"
-ANALYSES_KEPT = 50_000  # remembered definition hashes (see ToolReviews._analysed)
 
 
 class ToolReviews(ReviewRecords[ToolReview]):
     owner_label = "the tool's owner"
     audit_noun = "tool"
 
-    def __init__(self, store: Store, audit: AuditLog, clock: Clock = time.time) -> None:
+    def __init__(self, store: Store, audit: AuditLog, clock: Clock = time.time, *,
+                 max_pending: int = 500, forget_after_s: float = 86_400.0) -> None:
         super().__init__(store, audit, clock)
         self.on_quarantined: Observers[[ToolReview]] = []  # new review items (webhook)
+        self.max_pending = max_pending  # undecided reviews of uncatalogued tools kept per server
+        self.forget_after_s = forget_after_s
+        # Definitions analysed at the last reconcile, by id: only what upstreams list now is kept.
         self._analyses: dict[int, tuple[dict[str, Any], str, dict[str, Any]]] = {}
+        self._analysing: dict[int, tuple[dict[str, Any], str, dict[str, Any]]] = {}
+        self._unlisted_since: dict[tuple[str, str], float] = {}  # undecided reviews no longer listed
+        self._refused: dict[str, frozenset[str]] = {}  # per server: new names refused at its last listing
 
     @staticmethod
     def key_of(review: ToolReview) -> tuple[str, str]:
@@ -66,23 +80,100 @@ class ToolReviews(ReviewRecords[ToolReview]):
         await self.store.save_tool_reviews(reviews)
 
     async def read(self) -> list[ToolReview]:
-        return await self.store.load_tool_reviews()
+        """Every decided record, and the newest `max_pending` undecided ones of each server (the rest
+        stay in the store; a name of them that is listed again is quarantined as new)."""
+        reviews = await self.store.load_tool_reviews()
+        undecided = sorted((r for r in reviews if undecided_discovery(r)), key=lambda r: -r.changed_at)
+        kept: dict[str, int] = {}
+        dropped: set[tuple[str, str]] = set()
+        for review in undecided:
+            kept[review.server_id] = kept.get(review.server_id, 0) + 1
+            if kept[review.server_id] > self.max_pending:
+                dropped.add(review.key)
+        return [r for r in reviews if r.key not in dropped]
 
     # reconciling upstream lists (synchronous: runs inside the pool's rebuild)
 
     def reconcile(self, catalog: Catalog, listed: Mapping[str, list[dict[str, Any]]]) -> bool:
         """Bring the records in line with what each upstream (that answered) lists; True if any changed."""
         changed = False
+        pending = Counter(r.server_id for r in self.records.values() if undecided_discovery(r))
+        names: dict[str, set[str]] = {}  # per server that answered: the names it lists now
         for server_id, tools in listed.items():
             server = catalog.servers.get(server_id)
             if server is None:
                 continue
             others = _other_tools(catalog, listed, server_id)
-            for definition in tools:
-                name = definition.get("name")
-                if isinstance(name, str) and name:
-                    changed = self._observe(server, name, definition, others) or changed
+            names[server_id] = set()
+            changed = self._reconcile_server(server, tools, others, pending[server_id], names[server_id]) or changed
+        self._analyses, self._analysing = self._analysing, {}
+        return self._forget_unlisted(names) or changed
+
+    def _reconcile_server(self, server: ServerEntry, tools: list[dict[str, Any]], others: dict[str, str],
+                          pending: int, names: set[str]) -> bool:
+        """Observe what one server lists (collecting its names); a new name over the cap is refused."""
+        changed = False
+        refused: set[str] = set()
+        for definition in tools:
+            name = definition.get("name")
+            if not isinstance(name, str) or not name:
+                continue
+            names.add(name)
+            new = (server.id, name) not in self.records and name not in server.tools
+            if new and pending >= self.max_pending:
+                refused.add(name)  # fail closed: no record, so never in the effective catalog
+                continue
+            changed = self._observe(server, name, definition, others) or changed
+            pending += new
+        self._note_refused(server, refused)
         return changed
+
+    def _note_refused(self, server: ServerEntry, refused: set[str]) -> None:
+        """Record each newly refused name once; log and notify once when a server reaches the cap."""
+        before = self._refused.pop(server.id, frozenset())
+        if not refused:
+            return
+        self._refused[server.id] = frozenset(refused)
+        fresh = sorted(refused - before)
+        for name in fresh:
+            self.audit.record(AuditEvent(kind="catalog", action="tool_refused", actor="narrowgate",
+                                         tool=server.exposed(name), detail={
+                                             "server": server.id, "name": name, "reason": CAP_REACHED,
+                                             "max_pending_reviews_per_server": self.max_pending}))
+        if before or not fresh:
+            return
+        log.warning("server %s has %d tools waiting for review (discovery.max_pending_reviews_per_server): "
+                    "new tool names it lists are refused until some are reviewed or it stops listing them",
+                    server.id, self.max_pending)
+        notice = ToolReview(server.id, fresh[0], server.exposed(fresh[0]), REJECTED, "discovered", "", {},
+                            reviewed_by="narrowgate (review cap reached)", owner=server.owner, flags=({
+                                "code": CAP_REACHED, "severity": "high",
+                                "message": f"{self.max_pending} tools of this server wait for review; "
+                                           "new names are refused until some are reviewed"},))
+        for observer in self.on_quarantined:
+            observer(notice)
+
+    def _forget_unlisted(self, listed: dict[str, set[str]]) -> bool:
+        """Drop undecided reviews their server (one that answered) has not listed for `forget_after_s`
+        from memory, not from the store."""
+        now = self.clock()
+        forgotten = []
+        for key, review in self.records.items():
+            names = listed.get(key[0])
+            if names is None:
+                continue  # the server did not answer: nothing is known about what it lists
+            if key[1] in names or not undecided_discovery(review):
+                self._unlisted_since.pop(key, None)
+            elif now - self._unlisted_since.setdefault(key, now) >= self.forget_after_s:
+                forgotten.append(review)
+        for review in forgotten:
+            del self.records[review.key]
+            del self._unlisted_since[review.key]
+            self._record(review, "tool_review_forgotten", "narrowgate")
+        if forgotten:
+            log.info("%d undecided tools no longer listed dropped from memory (kept in the store): %s",
+                     len(forgotten), ", ".join(f"{r.server_id}/{r.name}" for r in forgotten[:20]))
+        return bool(forgotten)
 
     def _observe(self, server: ServerEntry, name: str, definition: dict[str, Any], others: dict[str, str]) -> bool:
         try:
@@ -109,13 +200,10 @@ class ToolReviews(ReviewRecords[ToolReview]):
         """definition_hash and definition_of, remembered per listed definition object: a rebuild after
         one upstream's change does not hash the thousands of definitions other upstreams listed before."""
         known = self._analyses.get(id(definition))
-        if known is not None and known[0] is definition:  # the object itself is kept, so its id is its own
-            return known[1], known[2]
-        analysed = definition_hash(definition), definition_of(definition)
-        if len(self._analyses) >= ANALYSES_KEPT:
-            self._analyses.clear()
-        self._analyses[id(definition)] = (definition, *analysed)
-        return analysed
+        if known is None or known[0] is not definition:  # the object itself is kept, so its id is its own
+            known = (definition, definition_hash(definition), definition_of(definition))
+        self._analysing[id(definition)] = known
+        return known[1], known[2]
 
     @staticmethod
     def _as_listed_in_manifest(record: ToolReview | None, entry: ToolEntry | None) -> ToolReview | None:
@@ -267,6 +355,14 @@ class ToolReviews(ReviewRecords[ToolReview]):
                 "definition_sha256": review.current_hash, "approved_sha256": review.approved_hash,
                 "flags": [f["code"] for f in review.flags], **(detail or {})},
         ))
+
+
+def undecided_discovery(review: ToolReview) -> bool:
+    """A review an upstream made by listing a name the manifest does not have, which no person has decided
+    and which was never approved: the kind an upstream can make more of, so the kind that is bounded."""
+    if review.origin != "discovered" or review.approved_hash is not None:
+        return False
+    return review.status == QUARANTINED or (review.status == REJECTED and not by_person(review.reviewed_by))
 
 
 def _other_tools(catalog: Catalog, listed: Mapping[str, list[dict[str, Any]]], server_id: str) -> dict[str, str]:

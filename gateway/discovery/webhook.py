@@ -13,12 +13,15 @@ from typing import Any
 
 from gateway.catalog.model import Catalog
 from gateway.console.links import resource_path, tool_path
-from gateway.discovery.model import ResourceReview, ToolReview
+from gateway.discovery.model import CAP_REACHED, ResourceReview, ToolReview
 
 
 def review_webhook_payload(review: ToolReview, base_url: str) -> dict[str, Any]:
+    """A tool quarantined, or (`tool_review_cap_reached`, naming the first refused tool) its server at
+    discovery.max_pending_reviews_per_server: new names it lists are refused until some are reviewed."""
+    capped = any(flag["code"] == CAP_REACHED for flag in review.flags)
     return {
-        "type": "tool_quarantined",
+        "type": "tool_review_cap_reached" if capped else "tool_quarantined",
         "server_id": review.server_id,
         "tool": review.exposed_name,
         "upstream_name": review.name,

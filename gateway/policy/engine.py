@@ -271,7 +271,9 @@ class PolicyEngine:
         """Remember the reported schemas; the input schema of each catalog tool, as known now."""
         for name, schema in tool_schemas.items():
             self._known_schemas[name] = schema
-        return catalog, {name: self._known_schemas.get(name) for name in catalog.tools}
+        known = {name: self._known_schemas.get(name) for name in catalog.tools}
+        self._known_schemas = dict(known)  # only the catalog's tools: one that left it is not kept for good
+        return catalog, known
 
     def _prepare_locked(self, wanted: tuple[Catalog, dict[str, Mapping[str, Any] | None]] | None) -> _Prepared:
         with self._lock:

@@ -25,6 +25,12 @@ def webhook_url(value: Any, key: str) -> str | None:
     return text
 
 
+def whole_number(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key} must be a whole number of at least 1, got {value!r}")
+    return value
+
+
 def positive_float(value: Any, key: str) -> float:
     try:
         number = float(value)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.settings.errors import ConfigError
-from gateway.settings.fields import check_keys, positive_float
+from gateway.settings.fields import check_keys, positive_float, whole_number
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_UPSTREAM_REPLY_BYTES = 4 * 1024 * 1024
@@ -43,7 +43,4 @@ def limit_settings(raw: Any) -> LimitSettings:
     )
 
 
-def _whole_number(value: Any, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{key} must be a whole number of at least 1, got {value!r}")
-    return value
+_whole_number = whole_number

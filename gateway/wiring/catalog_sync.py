@@ -103,6 +103,8 @@ class CatalogSync:
             self.background.run(self.store.save_tool_schemas(changed))
         if catalog is not self.applied_catalog:
             self.applied_catalog = catalog
+            # Only tools the catalog still has (a forgotten discovered tool leaves it): bounded by it.
+            self.tool_schemas = {name: s for name, s in self.tool_schemas.items() if name in catalog.tools}
             self.tasks.set_catalog(approved_only(catalog))  # tasks are granted reviewed tools only
         # Compiling against thousands of tools takes seconds: on a worker thread, calls meanwhile
         # decided by the last good bundle (a tool whose entry changed is denied until the swap).
