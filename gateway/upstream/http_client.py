@@ -41,6 +41,7 @@ from gateway.upstream.base import (
 from gateway.upstream.reply_limit import ReplyTooLarge, capped_sse_lines
 
 ACCEPT_BOTH = "application/json, text/event-stream"
+CONTENT_ENCODING = "Content-Encoding"
 MAX_RESUMES = 20
 RECONNECT_MIN_S = 0.5
 RECONNECT_MAX_S = 30.0
@@ -292,8 +293,13 @@ class HttpUpstream:
     async def read_body(self, resp: aiohttp.ClientResponse) -> bytes:
         """A JSON body, read up to the cap and no further."""
         limit = self.max_reply_bytes
-        if resp.content_length is not None and resp.content_length > limit:
+        length = resp.content_length
+        if length is not None and length > limit:
             raise ReplyTooLarge(self.server_id, limit)
+        if length is not None and CONTENT_ENCODING not in resp.headers:
+            # The parser delivers exactly Content-Length bytes (at most the cap): read them whole, no copies.
+            # A compressed body may inflate past its Content-Length, so it is counted chunk by chunk below.
+            return await resp.read()
         body = bytearray()
         while chunk := await resp.content.readany():
             body += chunk
