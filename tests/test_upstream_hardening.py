@@ -1,9 +1,10 @@
 """Upstream hardening: what a stdio child can read, whose side traffic reaches whom, how large one
 upstream message may be, whose serverInfo agents see, and children that die with the gateway.
 
-Issue 18 items 6, 7 and 10, issue 13 item 13. One gateway in front of the behaviour upstream three
-times: `pipe` (stdio), `web` (Streamable HTTP, SSE replies) and `json` (Streamable HTTP, JSON
-replies), and a fourth time as `zip` (JSON replies gzipped by the upstream), with the gateway's admin, approver and agent tokens and web's secret in its environment.
+Issue 18 items 6, 7 and 10, issue 13 item 13. One gateway in front of the behaviour upstream four
+times: `pipe` (stdio), `web` (Streamable HTTP, SSE replies), `json` (Streamable HTTP, JSON replies)
+and `zip` (JSON replies the upstream gzips), with the gateway's admin, approver and agent tokens
+and web's secret in its environment.
 """
 
 from __future__ import annotations
