@@ -1,9 +1,10 @@
 """Upstream hardening: what a stdio child can read, whose side traffic reaches whom, how large one
 upstream message may be, whose serverInfo agents see, and children that die with the gateway.
 
-Issue 18 items 6, 7 and 10, issue 13 item 13. One gateway in front of the behaviour upstream three
-times: `pipe` (stdio), `web` (Streamable HTTP, SSE replies) and `json` (Streamable HTTP, JSON
-replies), with the gateway's admin, approver and agent tokens and web's secret in its environment.
+Issue 18 items 6, 7 and 10, issue 13 item 13. One gateway in front of the behaviour upstream four
+times: `pipe` (stdio), `web` (Streamable HTTP, SSE replies), `json` (Streamable HTTP, JSON replies)
+and `zip` (JSON replies the upstream gzips), with the gateway's admin, approver and agent tokens
+and web's secret in its environment.
 """
 
 from __future__ import annotations
@@ -66,9 +67,13 @@ def http_upstreams(events: Path) -> Iterator[dict[str, int]]:
     web, web_port = start_listening([sys.executable, str(BEHAVIOUR_SERVER), "--port", "0"], env=env)
     plain, json_port = start_listening([sys.executable, str(BEHAVIOUR_SERVER), "--port", "0", "--json-response"],
                                        env={"BEHAVIOUR_RESOURCE_URI": "behaviour://json-status"})
-    yield {"web": web_port, "json": json_port}
+    # Compressed JSON: its Content-Length says nothing of how large the reply is once inflated.
+    zipped, zip_port = start_listening([sys.executable, str(BEHAVIOUR_SERVER), "--port", "0", "--json-response",
+                                        "--gzip"], env={"BEHAVIOUR_RESOURCE_URI": "behaviour://zip-status"})
+    yield {"web": web_port, "json": json_port, "zip": zip_port}
     stop(web)
     stop(plain)
+    stop(zipped)
 
 
 @pytest.fixture(scope="module")
@@ -83,13 +88,15 @@ def gw(tmp_path_factory: pytest.TempPathFactory, http_upstreams: dict[str, int],
     web["credentials"] = {"mode": "secret", "secret": {"env": "WEB_API_KEY"}}
     plain = behaviour_manifest("json", {"url": f"http://127.0.0.1:{http_upstreams['json']}/mcp"}, timeout_s=10,
                                tools=("echo", "big"))
+    zipped = behaviour_manifest("zip", {"url": f"http://127.0.0.1:{http_upstreams['zip']}/mcp"}, timeout_s=10,
+                                tools=("echo", "big"))
     config = {
         "auth": {"static_tokens": [{"agent": "agent-a", "token_env": "AGENT_A_TOKEN"},
                                    {"agent": "agent-b", "token_env": "AGENT_B_TOKEN"}]},
         "admin": {"tokens": [{"name": "admin", "token_env": "NARROWGATE_ADMIN_TOKEN"},
                              {"name": "approver", "role": "approver", "token_env": "APPROVER_TOKEN"}]},
     }
-    gateway = Gateway(tmp_path_factory.mktemp("gateway"), [plain, pipe, web],
+    gateway = Gateway(tmp_path_factory.mktemp("gateway"), [plain, zipped, pipe, web],
                       tokens={"agent-a": TOKEN_A, "agent-b": TOKEN_B}, extra_config=config,
                       env={**GATEWAY_SECRETS, "PIPE_API_KEY": PIPE_SECRET}).start()
     yield gateway
@@ -212,7 +219,7 @@ def peak_rss(gateway: Gateway) -> int:
     raise AssertionError("no VmHWM")
 
 
-@pytest.mark.parametrize("upstream", ["pipe", "web", "json"])
+@pytest.mark.parametrize("upstream", ["pipe", "web", "json", "zip"])
 async def test_an_oversized_reply_is_refused_without_being_held(gw: Gateway, upstream: str) -> None:
     size = 24 * MiB
     async with mcp_client(gw.url, TOKEN_A, "legacy") as client:

@@ -41,6 +41,7 @@ from gateway.upstream.base import (
 from gateway.upstream.reply_limit import ReplyTooLarge, capped_sse_lines
 
 ACCEPT_BOTH = "application/json, text/event-stream"
+CONTENT_ENCODING = "Content-Encoding"
 MAX_RESUMES = 20
 RECONNECT_MIN_S = 0.5
 RECONNECT_MAX_S = 30.0
@@ -64,6 +65,10 @@ class HttpUpstream:
         self.url = server.transport.url
         self.protocol = server.transport.protocol
         self.static_headers = dict(server.transport.headers)
+        # Built once, not per call: what every request carries, and what a modern-era one adds.
+        self._base_headers = {**self.static_headers, "Accept": ACCEPT_BOTH, "Content-Type": "application/json"}
+        self._modern_headers = {**self._base_headers, "MCP-Protocol-Version": MODERN_ERA}
+        self._legacy_headers: tuple[str | None, dict[str, str]] | None = None  # (session id, headers)
         self.on_event = on_event
         self.max_reply_bytes = max_reply_bytes
         self.eras: set[str] = set()
@@ -252,7 +257,7 @@ class HttpUpstream:
 
     async def post_modern(self, body: dict[str, Any], method: str, ctx: CallContext | None) -> dict[str, Any]:
         auth = ctx.auth if ctx is not None and ctx.auth is not None else await self.discovery_auth()
-        headers = {**self.base_headers(), **auth, "MCP-Protocol-Version": MODERN_ERA, "Mcp-Method": method}
+        headers = {**self._modern_headers, **auth, "Mcp-Method": method}
         name_key = NAME_BEARING_METHODS.get(method)
         if name_key is not None and isinstance(name := body["params"].get(name_key), str):
             headers["Mcp-Name"] = encode_header_value(name)
@@ -288,8 +293,13 @@ class HttpUpstream:
     async def read_body(self, resp: aiohttp.ClientResponse) -> bytes:
         """A JSON body, read up to the cap and no further."""
         limit = self.max_reply_bytes
-        if resp.content_length is not None and resp.content_length > limit:
+        length = resp.content_length
+        if length is not None and length > limit:
             raise ReplyTooLarge(self.server_id, limit)
+        if length is not None and CONTENT_ENCODING not in resp.headers:
+            # The parser delivers exactly Content-Length bytes (at most the cap): read them whole, no copies.
+            # A compressed body may inflate past its Content-Length, so it is counted chunk by chunk below.
+            return await resp.read()
         body = bytearray()
         while chunk := await resp.content.readany():
             body += chunk
@@ -362,12 +372,18 @@ class HttpUpstream:
     # Handshake-era plumbing ------------------------------------------------------------------
 
     def base_headers(self) -> dict[str, str]:
-        return {**self.static_headers, "Accept": ACCEPT_BOTH, "Content-Type": "application/json"}
+        """What every request carries (shared: copy it before changing it)."""
+        return self._base_headers
 
     def legacy_headers(self) -> dict[str, str]:
-        headers = {**self.base_headers(), "MCP-Protocol-Version": LEGACY_ERA}
+        """A handshake-era request's headers for the current session (shared: copy before changing)."""
+        cached = self._legacy_headers
+        if cached is not None and cached[0] == self.session_id:
+            return cached[1]
+        headers = {**self._base_headers, "MCP-Protocol-Version": LEGACY_ERA}
         if self.session_id:
             headers["Mcp-Session-Id"] = self.session_id
+        self._legacy_headers = (self.session_id, headers)
         return headers
 
     async def send_legacy(self, message: dict[str, Any]) -> None:
@@ -406,8 +422,7 @@ class HttpUpstream:
                                     "resourcesListChanged": True}}
         body = {"jsonrpc": "2.0", "id": "narrowgate-listen", "method": "subscriptions/listen",
                 "params": modern_params(params, _gateway_ctx())}
-        headers = {**self.base_headers(), **auth, "MCP-Protocol-Version": MODERN_ERA,
-                   "Mcp-Method": "subscriptions/listen"}
+        headers = {**self._modern_headers, **auth, "Mcp-Method": "subscriptions/listen"}
         return self.http.post(self.url, data=orjson.dumps(body), headers=headers)
 
     async def hold_stream(self, era: str, open_stream: Any, only_updates: bool) -> None:
