@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
@@ -36,6 +35,7 @@ from gateway.detections import DetectionResponder
 from gateway.discovery.resources import ResourceReviews
 from gateway.discovery.service import ToolReviews
 from gateway.discovery.webhook import approved_only, resource_webhook_payload, review_webhook_payload
+from gateway.heap import HEAP
 from gateway.identity.authenticator import Authenticator
 from gateway.identity.principal import Principal
 from gateway.identity.verifier import TokenVerifier
@@ -288,14 +288,15 @@ class Gateway:
             log.warning("started with upstream(s) down: %s (retrying in the background)", ", ".join(down))
         # Long-lived start-up objects (catalog, keys, registry) leave the collector's view, so the
         # periodic full collections that cause tail-latency spikes have far less to walk.
-        gc.collect()
-        gc.freeze()
+        HEAP.compact()
+        compactor = asyncio.create_task(HEAP.compact_now_and_then())  # cycles frozen since (see gateway.heap)
         log.info("Narrowgate %s serving MCP at %s/mcp (policy version %s)", __version__, self.settings.base_url,
                  self.policy.version)
         try:
             yield
         finally:
             sweeper.cancel()
+            compactor.cancel()
             await self.reloader.stop()
             await self.pool.close()
             await self.secrets.close()
