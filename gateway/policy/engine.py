@@ -47,6 +47,7 @@ import cedarpy
 import orjson
 
 from gateway.catalog.model import Catalog, ToolEntry
+from gateway.heap import HEAP
 from gateway.identity.principal import Principal
 from gateway.policy.authorize import is_authorized_batch
 from gateway.policy.bundle import Bundle, CompileError, compile_bundle, with_catalog
@@ -237,7 +238,7 @@ class PolicyEngine:
     async def reload_async(self) -> ReloadOutcome:
         """reload(), compiled on a worker thread; decisions use the last good set until the swap."""
         async with self._writer:
-            return self._install(await asyncio.to_thread(self._prepare_locked, None), "reload")
+            return self._settled(self._install(await self._prepare_async(None), "reload"))
 
     def set_catalog(self, catalog: Catalog, tool_schemas: Mapping[str, Mapping[str, Any] | None]) -> ReloadOutcome:
         """Regenerate the catalog-derived schema (tool actions, input types, entities) and re-validate.
@@ -261,7 +262,7 @@ class PolicyEngine:
             if self._applied_seq >= mine:
                 return self._last_reload
             wanted, seq = self._wanted_catalog, self._wanted_seq
-            outcome = self._install(await asyncio.to_thread(self._prepare_locked, wanted), "catalog")
+            outcome = self._settled(self._install(await self._prepare_async(wanted), "catalog"))
             self._applied_seq = seq
             return outcome
 
@@ -274,6 +275,18 @@ class PolicyEngine:
         known = {name: self._known_schemas.get(name) for name in catalog.tools}
         self._known_schemas = dict(known)  # only the catalog's tools: one that left it is not kept for good
         return catalog, known
+
+    async def _prepare_async(self, wanted: tuple[Catalog, dict[str, Mapping[str, Any] | None]] | None) -> _Prepared:
+        # Frozen first (sessions opened since the last swap, ...): the compile allocates enough to
+        # start full collections, which would otherwise walk all of that with the GIL held.
+        HEAP.settle()
+        return await asyncio.to_thread(self._prepare_locked, wanted)
+
+    @staticmethod
+    def _settled(outcome: ReloadOutcome) -> ReloadOutcome:
+        if outcome.changed:
+            HEAP.settle()  # the new bundle is long-lived: out of later full collections' way
+        return outcome
 
     def _prepare_locked(self, wanted: tuple[Catalog, dict[str, Mapping[str, Any] | None]] | None) -> _Prepared:
         with self._lock:

@@ -12,6 +12,7 @@ from typing import Any
 from gateway.catalog.model import Catalog, HttpTransport
 from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.events import AsyncObservers, Observers
+from gateway.heap import HEAP
 from gateway.protocol.eras import LEGACY_ERA
 from gateway.protocol.errors import METHOD_NOT_FOUND, UPSTREAM_UNAVAILABLE, RpcError
 from gateway.settings.limits import DEFAULT_MAX_UPSTREAM_REPLY_BYTES
@@ -155,6 +156,7 @@ class UpstreamPool:
         self.directory = build_directory(self.catalog, self.listings, self.resource_status, self.directory)
         for observer in self.on_rebuild:
             observer(self.directory)
+        HEAP.settle()  # the new directory and catalog are long-lived (see gateway.heap)
 
     async def watch(self) -> None:
         """Backstop: bring back upstreams that were down or restarted since their last sync, and every

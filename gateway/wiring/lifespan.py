@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
@@ -14,6 +13,7 @@ from gateway.audit import AuditLog
 from gateway.audit.digests import DigestKey
 from gateway.config import Settings
 from gateway.credentials.upstream_auth import UpstreamAuth
+from gateway.heap import HEAP
 from gateway.identity.verifier import TokenVerifier
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.reloader import PolicyReloader
@@ -97,14 +97,15 @@ class Lifetime:
             log.warning("started with upstream(s) down: %s (retrying in the background)", ", ".join(down))
         # Long-lived start-up objects (catalog, keys, registry) leave the collector's view, so the
         # periodic full collections that cause tail-latency spikes have far less to walk.
-        gc.collect()
-        gc.freeze()
+        HEAP.compact()
+        compactor = asyncio.create_task(HEAP.compact_now_and_then())  # cycles frozen since (see gateway.heap)
         log.info("Narrowgate %s serving MCP at %s/mcp (policy version %s)", __version__, self.settings.base_url,
                  self.policy.version)
         try:
             yield
         finally:
             sweeper.cancel()
+            compactor.cancel()
             await self.reloader.stop()
             await self.pool.close()
             for closer in self.closers:
