@@ -90,3 +90,21 @@ def test_a_rule_that_errors_hides_the_whole_class(tmp_path: Path) -> None:
     other = principal("agent-2", owner="other@example.com")
     shown = lister.visible_now(other, tools, facts)
     assert shown and shown == engine.visible_tools(other, tools, facts)
+
+
+def test_a_claim_spelling_the_placeholder_never_shares_another_agents_answer(tmp_path: Path) -> None:
+    """Agent ids are renamed to one placeholder so agents alike share a listing; a claim value is the
+    issuer's to choose, so one that already spells the placeholder must not merge two agents a policy
+    tells apart (here: a forbid unless the `nick` claim equals the `sub` claim)."""
+    engine, catalog = engine_and_catalog(tmp_path, extra=(
+        '@id("nick-is-sub") forbid (principal, action, resource) unless {\n'
+        '  principal.claims.hasTag("nick") && principal.claims.hasTag("sub") &&\n'
+        '  principal.claims.getTag("nick") == principal.claims.getTag("sub")\n};\n'))
+    tools = list(catalog.tools.values())
+    lister = ToolLister(engine)
+    facts = all_facts()["weekday"]
+    honest = principal("agent-y", claims={"sub": "agent-y", "nick": "agent-y"})
+    shown = lister.visible_now(honest, tools, facts)
+    assert shown and shown == engine.visible_tools(honest, tools, facts)
+    forged = principal("agent-x", claims={"sub": "agent-x", "nick": "\x00agent"})
+    assert lister.visible_now(forged, tools, facts) == engine.visible_tools(forged, tools, facts) == frozenset()

@@ -33,7 +33,8 @@ import orjson
 from gateway.policy.listing import listing_policies
 from gateway.policy.model import CatalogModel, ToolModel
 
-# Placeholders for renamed identities; \x00 never appears in a catalog name or an agent id.
+# Placeholders for renamed identities; \x00 never appears in a catalog name or an agent id, and an
+# entity that holds one anyway (a claim value, a description) is not renamed at all.
 TOOL_MARKS = ("\x00uid", "\x00exposed", "\x00name")
 AGENT_MARK = "\x00agent"
 REQUEST_VARS = frozenset({"principal", "action", "resource"})
@@ -223,6 +224,8 @@ def tool_shape(model: ToolModel, server_json: str) -> ToolShape:
     owner, a server, a group, an attribute name), it cannot be renamed: the tool is singular."""
     ids = identities(model)
     own = strings_in(model.entity_json) | strings_in(model.action_json) | strings_in(server_json)
+    if any(mark in text for text in own for mark in TOOL_MARKS):
+        return ToolShape(ids, None, frozenset(own))  # a placeholder already present: renaming could merge two tools
     marks: dict[str, str] = {}
     for identity, mark in zip(ids, TOOL_MARKS, strict=True):
         marks.setdefault(identity, mark)
@@ -245,11 +248,16 @@ def signature(shape: ToolShape, server_json: str, facts: PolicyFacts) -> Signatu
     return shape.renamed[0], shape.renamed[1], server_json, facts.likes(shape.ids[1:])
 
 
+def has_nul(entities_json: str) -> bool:
+    """A NUL in the JSON (a claim value is the issuer's to choose) could already spell the placeholder."""
+    return "\\u0000" in entities_json or "\x00" in entities_json
+
+
 def principal_key(principal_json: str, agent_id: str, context_strings: set[str], index: ToolIndex) -> str:
     """The principal's entities with its id renamed, when no policy, catalog entity or context string
     and no `like` pattern can tell the id apart; else the entities as they are (nothing shared)."""
     facts = index.facts
-    if (not facts.generic or agent_id in facts.strings or agent_id in index.strings
+    if (not facts.generic or has_nul(principal_json) or agent_id in facts.strings or agent_id in index.strings
             or agent_id in context_strings or any(facts.likes([agent_id]))):
         return principal_json
     return orjson.dumps(_renamed(orjson.loads("[" + principal_json + "]"), {agent_id: AGENT_MARK})).decode()
