@@ -87,7 +87,9 @@ class Lifetime:
         # One re-typing of the policy set for the whole start (not one per upstream listed), so one
         # "policy version ... in force" line at most: the rebuild observer joins after the start.
         await self.pool.start()
-        self.pool.on_rebuild.append(self.catalog_sync.on_directory_rebuilt)
+        rebuilt = self.catalog_sync.on_directory_rebuilt
+        if rebuilt not in self.pool.on_rebuild:  # a lifespan entered again must not react twice
+            self.pool.on_rebuild.append(rebuilt)
         self.catalog_sync.on_directory_rebuilt(self.pool.directory)
         await self.catalog_sync.policy_catalog_synced()  # serve with the schemas the upstreams report
         self.reloader.start()
