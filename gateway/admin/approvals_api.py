@@ -17,7 +17,7 @@ from gateway.admin.auth import AdminAuthenticator
 from gateway.admin.http import Endpoint, admin_route, error_response, json_response, read_json
 from gateway.approvals.model import Approval, ApprovalError, ApprovalState, Approver
 from gateway.approvals.service import ApprovalService
-from gateway.console.links import approval_path
+from gateway.links import approval_path
 
 DECISIONS = {"approve": True, "deny": False}
 MAX_LIMIT = 1000

@@ -30,8 +30,8 @@ from gateway.approvals.arguments import approver_view
 from gateway.approvals.model import Approval, ApprovalError, ApprovalState
 from gateway.approvals.service import ApprovalService
 from gateway.catalog.model import ToolEntry
-from gateway.console.links import approval_path
 from gateway.identity.principal import Principal
+from gateway.links import approval_path
 from gateway.policy.authorizer import Authorizer
 from gateway.policy.engine import Decision, RequestFacts
 from gateway.protocol.eras import MODERN_ERA

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.approvals.model import Approval
-from gateway.console.links import approval_path
+from gateway.links import approval_path
 
 
 def approval_webhook_payload(approval: Approval, base_url: str) -> dict[str, Any]:

@@ -25,13 +25,13 @@ from starlette.routing import Route
 
 from gateway.catalog.definitions import reveal_hidden
 from gateway.catalog.model import RISK_TIERS
-from gateway.console.links import resource_path, tool_path
 from gateway.console.security import Refused
 from gateway.console.sessions import ConsoleSession
 from gateway.console.views import Review, by_severity, definition_json, recently_decided, review_detail
 from gateway.discovery.model import QUARANTINED, STATUSES, DefinitionChanged, ResourceReview, ToolReview
 from gateway.discovery.resources import ResourceReviews
 from gateway.discovery.service import ToolReviews
+from gateway.links import resource_path, tool_path
 
 log = logging.getLogger("narrowgate.console")
 Endpoint = Callable[[Request], Awaitable[Response]]

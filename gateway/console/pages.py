@@ -49,7 +49,6 @@ from gateway.approvals.service import ApprovalService
 from gateway.catalog.definitions import reveal_hidden
 from gateway.config import Settings
 from gateway.console.catalog import CatalogPages
-from gateway.console.links import HOME, approval_path, segment
 from gateway.console.security import (
     CookiePolicy,
     Hardened,
@@ -79,6 +78,7 @@ from gateway.console.views import (
 from gateway.discovery.model import ReviewError
 from gateway.discovery.resources import ResourceReviews
 from gateway.discovery.service import ToolReviews
+from gateway.links import HOME, approval_path, segment
 from gateway.registry.errors import Conflict, NotFound, RegistryError
 from gateway.registry.model import Lifecycle
 from gateway.registry.service import Registry

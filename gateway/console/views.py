@@ -11,8 +11,8 @@ from typing import Any
 import jwt
 
 from gateway.catalog.definitions import definition_diff, description_diff, is_hidden, reveal_hidden
-from gateway.console.links import resource_path, tool_path
 from gateway.discovery.model import APPROVED, REJECTED, ResourceReview, ToolReview, by_person
+from gateway.links import resource_path, tool_path
 from gateway.registry.model import Entitlement
 from gateway.tasks.model import Task, TaskState
 

@@ -12,8 +12,8 @@ from types import MappingProxyType
 from typing import Any
 
 from gateway.catalog.model import Catalog
-from gateway.console.links import resource_path, tool_path
 from gateway.discovery.model import CAP_REACHED, ResourceReview, ToolReview
+from gateway.links import resource_path, tool_path
 
 
 def review_webhook_payload(review: ToolReview, base_url: str) -> dict[str, Any]:
