@@ -143,6 +143,8 @@ def _validate(text: str, schema_path: Path, schema_text: str, sources: tuple[Pol
         label = source.policy_id if source is not None else error.policy_id
         message = error.error.replace(f"`{error.policy_id}`", f"`{label}`") if error.policy_id else error.error
         problems.append(f"{where}: {message}")
+    if not result.validation_passed and not result.errors:  # fail closed: refused, yet no reason given
+        problems.append(f"{schema_path}: Cedar refused the policies against the schema without naming an error")
 
 
 def _annotation_problems(sources: tuple[PolicySource, ...]) -> list[str]:

@@ -36,7 +36,6 @@ import re
 import secrets
 import threading
 import time
-import unicodedata
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -53,7 +52,7 @@ from gateway.policy.authorize import is_authorized_batch
 from gateway.policy.bundle import Bundle, CompileError, compile_bundle, with_catalog
 from gateway.policy.canonical import CanonicalizationError, canonicalize, normalize_path
 from gateway.policy.context import NO_CHAIN as NO_CHAIN  # re-exported: policy tests and the demo build chains
-from gateway.policy.context import ContextBuilder
+from gateway.policy.context import ContextBuilder, nfc
 from gateway.policy.context import RequestFacts as RequestFacts  # re-exported: the call path imports it from here
 from gateway.policy.hours import WorkingHours
 from gateway.policy.listing import ContextReads, prune_context
@@ -597,7 +596,7 @@ class PolicyEngine:
             attrs = {"server": server_id, "name": name}
         else:
             # The URI is path-normalized so `like "file:///data/public/*"` cannot be walked around.
-            uri = normalize_path(_nfc(name))
+            uri = normalize_path(nfc(name))
             uid = {"type": "Resource", "id": uri}
             attrs = {"server": server_id, "uri": uri}
         entity = {"uid": uid, "attrs": attrs, "parents": [{"type": "McpServer", "id": server_id}]}
@@ -823,7 +822,3 @@ def _position_key(text: str) -> tuple[int, str]:
 
 def _erroring_policies(errors: Iterable[str]) -> list[str]:
     return [m.group(0) for e in errors if (m := _POLICY_IN_ERROR.search(e))]
-
-
-def _nfc(text: str) -> str:
-    return unicodedata.normalize("NFC", text)

@@ -10,9 +10,10 @@ import asyncio
 import logging
 import time
 from dataclasses import replace
-from typing import Any
 
 from gateway.audit import AuditEvent, AuditLog
+from gateway.catalog.model import ToolEntry
+from gateway.chain.detectors import Detection
 from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.identity.principal import Principal
 from gateway.registry.model import Agent, Lifecycle, LifecycleEvent
@@ -28,7 +29,7 @@ SWEEP_INTERVAL_S = 5.0
 
 
 class LifecycleReactions:
-    def __init__(self, registry: Registry, audit: AuditLog, chain: ChainSignals[Any, Any],
+    def __init__(self, registry: Registry, audit: AuditLog, chain: ChainSignals[ToolEntry, Detection],
                  sessions: AgentSessions[Principal, AgentSession], listen_hub: ListenHub,
                  upstream_auth: UpstreamAuth) -> None:
         self.registry = registry
