@@ -48,9 +48,11 @@ def redis_url() -> Iterator[str]:
 
 def _engine_url(start: Callable[[], engines.Engine]) -> Iterator[str]:
     try:
-        engine = start()
+        engine: engines.Engine | None = start()
     except engines.EngineError as exc:
-        pytest.fail(str(exc), pytrace=False)  # the test errors with this one line, never a skip
+        engine, failure = None, str(exc)
+    if engine is None:
+        pytest.fail(failure, pytrace=False)  # the test errors with this one line, never a skip
     yield engine.url
     engine.stop()
 

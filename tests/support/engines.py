@@ -70,6 +70,21 @@ def redis() -> Engine:
 
 def start_postgres(port: int | None = None) -> Engine:
     """initdb into a temporary directory (trust auth, loopback only), start `postgres`, create the database."""
+    try:
+        return _start_postgres(port)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise EngineError(f"PostgreSQL did not start: {exc}") from None
+
+
+def start_redis(port: int | None = None) -> Engine:
+    """`redis-server` on 127.0.0.1 with persistence off, in a temporary directory."""
+    try:
+        return _start_redis(port)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise EngineError(f"Redis did not start: {exc}") from None
+
+
+def _start_postgres(port: int | None) -> Engine:
     bin_dir = postgres_bin_dir()
     if bin_dir is None:
         raise EngineError("PostgreSQL did not start: no initdb and postgres (run `make test`, which installs them)")
@@ -96,8 +111,7 @@ def start_postgres(port: int | None = None) -> Engine:
     return engine
 
 
-def start_redis(port: int | None = None) -> Engine:
-    """`redis-server` on 127.0.0.1 with persistence off, in a temporary directory."""
+def _start_redis(port: int | None) -> Engine:
     program = shutil.which("redis-server")
     if program is None:
         raise EngineError("Redis did not start: no redis-server on PATH (run `make test`, which installs it)")
