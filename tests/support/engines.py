@@ -88,15 +88,16 @@ def _start_postgres(port: int | None) -> Engine:
     bin_dir = postgres_bin_dir()
     if bin_dir is None:
         raise EngineError("PostgreSQL did not start: no initdb and postgres (run `make test`, which installs them)")
-    port = port or free_port()
     directory = Path(tempfile.mkdtemp(prefix="narrowgate-pg-"))
-    engine = Engine("PostgreSQL", f"postgresql://{DATABASE}@127.0.0.1:{port}/{DATABASE}", directory=directory)
+    engine = Engine("PostgreSQL", "", directory=directory)
     log = directory / "postgres.log"
     try:
         as_user = _postgres_os_user(directory)
         data = directory / "data"
         _run_logged([str(bin_dir / "initdb"), "-D", str(data), "-U", DATABASE, "--auth=trust", "--no-sync",
                      "--encoding=UTF8", "--locale=C"], log, directory, as_user)
+        port = port or free_port()  # picked after initdb's second, so another process is unlikely to take it
+        engine.url = f"postgresql://{DATABASE}@127.0.0.1:{port}/{DATABASE}"
         with log.open("ab") as out:
             engine.process = subprocess.Popen(
                 [str(bin_dir / "postgres"), "-D", str(data), "-k", str(directory), "-h", "127.0.0.1",
