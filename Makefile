@@ -18,8 +18,8 @@ run: $(STAMP)
 	@$(VENV)/bin/narrowgate demo $(if $(PORT),--port $(PORT))
 
 ## test: every test, including the MCP conformance suite through the gateway. tests/provision.py first
-## installs what the tests run (Debian's npm, chromium and chromium-driver as root; the pinned Node 22
-## and conformance suite) or stops in its first seconds with one line naming what is missing.
+## installs what the tests run (Debian's npm, chromium, chromium-driver, postgresql and redis-server as root;
+## the pinned Node 22 and conformance suite) or stops in its first seconds with one line naming what is missing.
 ## The type check runs first: a type error fails `make test` before any test starts.
 test: provision $(STAMP) typecheck
 	$(PY) -m pytest -q

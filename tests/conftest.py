@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,7 @@ import pytest
 from gateway.audit.log import AuditLog
 from gateway.store import Store, open_store
 from tests.provision import missing_programs
+from tests.support import engines
 from tests.support.identity_provider import TestIdentityProvider
 from tests.support.processes import (
     BEHAVIOUR_SERVER,
@@ -31,6 +32,29 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     missing = missing_programs()
     if missing:
         pytest.exit(f"the tests need {', '.join(missing)} on PATH: run `make test`, which installs them", returncode=4)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL (or NARROWGATE_TEST_POSTGRES_URL's), started only when a test asks for it."""
+    yield from _engine_url(engines.postgres)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A throwaway Redis (or NARROWGATE_TEST_REDIS_URL's), started only when a test asks for it."""
+    yield from _engine_url(engines.redis)
+
+
+def _engine_url(start: Callable[[], engines.Engine]) -> Iterator[str]:
+    try:
+        engine: engines.Engine | None = start()
+    except engines.EngineError as exc:
+        engine, failure = None, str(exc)
+    if engine is None:
+        pytest.fail(failure, pytrace=False)  # the test errors with this one line, never a skip
+    yield engine.url
+    engine.stop()
 
 
 @pytest.fixture(scope="session")

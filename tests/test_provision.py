@@ -48,5 +48,6 @@ def test_pytest_itself_refuses_in_one_line_when_a_program_is_missing(tmp_path: P
                           env={**os.environ, "PATH": bare_path(tmp_path)}, check=False)
     assert done.returncode == 4, done.stdout + done.stderr
     output = done.stdout + done.stderr
-    assert "the tests need npm, chromium, chromedriver on PATH: run `make test`, which installs them" in output
+    assert ("the tests need npm, chromium, chromedriver, redis-server on PATH: run `make test`, which installs them"
+            in output)
     assert "Traceback" not in output and "ExceptionGroup" not in output
