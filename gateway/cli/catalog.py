@@ -35,6 +35,7 @@ from gateway.cli.review_text import (
     expected_hash,
     flag_lines,
     json_text,
+    print_queue_or_review,
     short_hash,
     table,
 )
@@ -158,17 +159,9 @@ def run_review(args: argparse.Namespace) -> int:
         if args.tool is not None:
             raise CatalogCommandError("name either a tool (SERVER/NAME) or --resource ID, not both")
         return run_resource_review(args)
-    if args.tool is None:
-        status = args.status or QUARANTINED
-        query = "" if status == "all" else f"?status={status}"
-        tools = client(args).request("GET", f"/admin/v1/catalog/tools{query}")["tools"]
-        print("\n".join(queue_lines(tools, status)))
-        return 0
-    if args.status is not None:
-        raise CatalogCommandError("--status lists the queue; leave it out to show one tool")
-    record = client(args).request("GET", tool_path(*split_tool(args.tool)))
-    print("\n".join(record_lines(record)))
-    return 0
+    tool = args.tool
+    one = None if tool is None else (lambda: tool_path(*split_tool(tool)))
+    return print_queue_or_review(args, "/admin/v1/catalog/tools", "tools", "tool", one, queue_lines, record_lines)
 
 
 def queue_lines(tools: list[dict[str, Any]], status: str) -> list[str]:

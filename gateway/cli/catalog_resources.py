@@ -17,6 +17,7 @@ from gateway.cli.review_text import (
     expected_hash,
     flag_lines,
     json_text,
+    print_queue_or_review,
     short_hash,
     table,
 )
@@ -26,17 +27,10 @@ RESOURCES_PATH = "/admin/v1/catalog/resources"
 
 
 def run_resource_review(args: argparse.Namespace) -> int:
-    if args.resource is None:
-        status = args.status or QUARANTINED
-        query = "" if status == "all" else f"?status={status}"
-        reviews = client(args).request("GET", f"{RESOURCES_PATH}{query}")["resources"]
-        print("\n".join(resource_queue_lines(reviews, status)))
-        return 0
-    if args.status is not None:
-        raise CatalogCommandError("--status lists the queue; leave it out to show one resource")
-    record = client(args).request("GET", f"{RESOURCES_PATH}/{_review_id(args.resource)}")
-    print("\n".join(resource_record_lines(record)))
-    return 0
+    resource = args.resource
+    one = None if resource is None else (lambda: f"{RESOURCES_PATH}/{_review_id(resource)}")
+    return print_queue_or_review(args, RESOURCES_PATH, "resources", "resource", one, resource_queue_lines,
+                                 resource_record_lines)
 
 
 def resource_queue_lines(reviews: list[dict[str, Any]], status: str) -> list[str]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from gateway.catalog.definitions import reveal_hidden
 from gateway.catalog.loader import PIN_PATTERN
+from gateway.cli.admin_client import client
+from gateway.discovery.model import QUARANTINED
 
 SHORT_HASH = len("sha256:") + 12
 MAX_VALUE = 200  # characters of one diff value shown; the full definition follows anyway
@@ -80,3 +83,19 @@ def expected_hash(value: str | None, tool: str) -> str:
         raise CatalogCommandError(f"--sha256 must be sha256:<64 hex digits> as `narrowgate catalog review {tool}` "
                                   f"shows it, got {value!r}")
     return value
+
+
+def print_queue_or_review(args: argparse.Namespace, queue_path: str, key: str, noun: str,
+                          review_path: Callable[[], str] | None,
+                          queue_lines: Callable[[list[dict[str, Any]], str], list[str]],
+                          record_lines: Callable[[dict[str, Any]], list[str]]) -> int:
+    """`catalog review`: the queue at `queue_path` (by --status), or one review when one is named."""
+    if review_path is None:
+        status = args.status or QUARANTINED
+        query = "" if status == "all" else f"?status={status}"
+        print("\n".join(queue_lines(client(args).request("GET", f"{queue_path}{query}")[key], status)))
+        return 0
+    if args.status is not None:
+        raise CatalogCommandError(f"--status lists the queue; leave it out to show one {noun}")
+    print("\n".join(record_lines(client(args).request("GET", review_path()))))
+    return 0
