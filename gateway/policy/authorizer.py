@@ -128,9 +128,6 @@ class Authorizer:
             raise RpcError(ACCESS_DENIED, "Access denied: the audit log is unavailable",
                            {"decision": "deny", "decisionId": event.decision_id}) from None
 
-    def visible_tools(self, principal: Principal, tools: Iterable[ToolEntry], facts: RequestFacts) -> set[str]:
-        return self.engine.visible_tools(principal, list(tools), facts)
-
     def visible_prompts(self, principal: Principal, prompts: Iterable[tuple[str, str]],
                         facts: RequestFacts) -> set[str]:
         return self.engine.visible_prompts(principal, prompts, facts)

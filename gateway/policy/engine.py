@@ -23,9 +23,9 @@ loop in one piece: `reload_async` and `set_catalog_async` compile on a worker th
 releases the GIL there) and swap the finished bundle in with one assignment, decisions meanwhile
 use the last good one; an unchanged policy directory is not compiled at all, and a catalog change
 that leaves the generated schema alone (an approval, a quarantine) is not validated again.
-Listing evaluates in chunks (`visible_tools_async` yields between them) and remembers each tool's
-visibility per (policy set, principal, the part of the context the listing policies read), so a
-second listing, or the next one after a one-tool change, evaluates only what changed.
+`tools/list` goes through `gateway/policy/tool_listing.py` (one Cedar question per group of tools
+Cedar cannot tell apart, in chunks with yields between); `visible_tools` here decides tool by tool
+and stays as the reference the listing tests compare against.
 """
 
 from __future__ import annotations
@@ -427,21 +427,12 @@ class PolicyEngine:
         """Exposed names of the tools whose call could be allowed or step-up for some arguments.
 
         Evaluated against the listing policy set (input-dependent conditions relaxed, see listing.py)
-        with the part of the context it reads; approval is not granted. In one piece: a caller on
-        the event loop uses visible_tools_async.
+        with the part of the context it reads; approval is not granted. In one piece, tool by tool: the
+        reference for gateway.policy.tool_listing, which tools/list uses.
         """
         job = self.listing_job(principal, tools, facts)
         for chunk in job.chunks():
             self.evaluate_listing(job, chunk)
-        return job.visible()
-
-    async def visible_tools_async(self, principal: Principal, tools: Sequence[ToolEntry],
-                                  facts: RequestFacts) -> set[str]:
-        """visible_tools, yielding to the event loop between batches of LISTING_CHUNK tools."""
-        job = self.listing_job(principal, tools, facts)
-        for chunk in job.chunks():
-            self.evaluate_listing(job, chunk)
-            await asyncio.sleep(0)
         return job.visible()
 
     def listing_job(self, principal: Principal, tools: Sequence[ToolEntry], facts: RequestFacts) -> ListingJob:
