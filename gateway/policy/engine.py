@@ -437,14 +437,12 @@ class PolicyEngine:
 
     def listing_job(self, principal: Principal, tools: Sequence[ToolEntry], facts: RequestFacts) -> ListingJob:
         """What a listing needs, and which of its tools this principal's memo does not know yet."""
-        bundle = self._bundle
+        bundle, principal_json, context = self.listing_facts(principal, facts)
         catalog = bundle.catalog
         models = [m for t in tools if (m := catalog.tools.get(t.exposed_name)) is not None
                   and (m.entry is t or m.entry == t)]
         servers = catalog.servers
         keys = [(m.entity_json, m.action_json, servers[m.entry.server_id].entity_json) for m in models]
-        context = orjson.dumps(prune_context(self._common_context(facts, False), bundle.listing_reads)).decode()
-        principal_json = self._principal_json(bundle, principal, facts.now)
         memo = self._listings.entry((bundle.base_digest, principal_json, context))
         pending = [(m, key) for m, key in zip(models, keys, strict=True) if key not in memo]
         return ListingJob(bundle, principal.agent_id, principal_json, context, models, keys, memo, pending)
