@@ -25,7 +25,7 @@ from gateway.transport.listen import ListenHub
 from gateway.transport.sessions import AgentSession
 
 log = logging.getLogger("narrowgate")
-SWEEP_INTERVAL_S = 5.0
+SWEEP_INTERVAL_S = 1.0  # expiry fires no event: a stream outlives its agent by at most this
 
 
 class LifecycleReactions:
