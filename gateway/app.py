@@ -20,6 +20,8 @@ from gateway.calls.methods import Methods
 from gateway.catalog import Catalog
 from gateway.chain.detections import DetectionResponder
 from gateway.chain.monitor import ChainMonitor
+from gateway.cluster.backends import shared_backends
+from gateway.cluster.connection import Cluster
 from gateway.config import Settings
 from gateway.credentials.secret_sources import SecretResolver
 from gateway.credentials.upstream_auth import UpstreamAuth
@@ -65,7 +67,8 @@ class Gateway:
         """`state`: where the in-memory-only state lives (default: this process; see docs/state.md)."""
         self.settings = settings
         self.catalog = catalog
-        self.state = state if state is not None else in_memory_backends(settings, catalog)
+        self.cluster = Cluster(settings.cluster) if settings.cluster.shared else None
+        self.state = state if state is not None else self.build_state()
         self.background = Background()
         self.store = open_store(settings.state)
         self.digest_key = DigestKey()  # loaded from the store at start, before anything is recorded
@@ -97,9 +100,15 @@ class Gateway:
             self.catalog_sync, self.reloader, self.policy, self.lifecycle, self.endpoint,
             [self.secrets, self.detections, self.approvals, self.review_webhook, self.approval_webhook, self.tasks,
              self.verifier, self.assertion_verifier],
-            self.background, [self.reviews, self.resource_reviews], self.telemetry)
+            self.background, [self.reviews, self.resource_reviews], self.telemetry, self.cluster)
         self.drain = self.lifetime.drain  # on SIGINT/SIGTERM, before the lifespan ends (gateway/serving.py)
         self.app = McpFirst(self.endpoint, Starlette(routes=self.routes(), lifespan=self.lifetime.lifespan))
+
+    def build_state(self) -> StateBackends:
+        """This process's memory, or (with `cluster.redis_url`) Redis for each seam with a shared implementation."""
+        if self.cluster is None:
+            return in_memory_backends(self.settings, self.catalog)
+        return shared_backends(self.settings, self.catalog, self.cluster)
 
     def build_identity(self) -> None:
         """Who calls: the agent registry, workload-token verification, and the gateway's own keys."""

@@ -24,6 +24,7 @@ import yaml
 
 from gateway.settings.approvals import ApprovalSettings, approval_settings
 from gateway.settings.auth import AdminSettings, AdminToken, AuthSettings, StaticToken, admin_settings, auth_settings
+from gateway.settings.cluster import ClusterSettings, cluster_settings, workers_setting
 from gateway.settings.discovery import DiscoverySettings, discovery_settings
 from gateway.settings.errors import ConfigError
 from gateway.settings.fields import check_keys, resolve_path, webhook_url
@@ -40,7 +41,7 @@ DEFAULT_AUDIENCE = "http://127.0.0.1:8080/mcp"  # the default `listen`'s /mcp
 CONFIG_KEYS = frozenset({
     "listen", "catalog", "policies", "state", "public_url", "allowed_origins", "auth",
     "limits", "identity", "admin", "agents_file", "policy", "tokens", "monitoring", "approvals",
-    "discovery", "forwarded_allow_ips",
+    "discovery", "forwarded_allow_ips", "cluster", "workers",
 })
 
 
@@ -70,6 +71,8 @@ class Settings:
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
     # The audience is this gateway's /mcp URL; load_settings sets it from `listen` and `public_url`.
     identity: IdentitySettings = field(default_factory=lambda: IdentitySettings(audience=DEFAULT_AUDIENCE))
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    workers: int = 1  # processes serving one listen address; more than one needs cluster.redis_url
 
     @property
     def base_url(self) -> str:
@@ -191,6 +194,8 @@ def _settings(raw: Mapping[str, Any], base_dir: Path) -> Settings:
         identity=_identity(raw.get("identity") or {}, base_dir, f"{base_url}/mcp"),
         approvals=approval_settings(raw.get("approvals")),
         discovery=discovery_settings(raw.get("discovery")),
+        cluster=cluster_settings(raw.get("cluster")),
+        workers=workers_setting(raw.get("workers")),
     )
 
 

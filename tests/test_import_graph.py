@@ -55,11 +55,12 @@ FORBIDDEN_EDGES += [
     for stage in STAGES for above in ("calls", "transport")
 ]
 FORBIDDEN_EDGES.append(Forbidden("gateway.calls", "gateway.transport", "the transport drives the calls, not back"))
-# Beside the path: the admin API, the console, OAuth, the wiring and app.py use the stages, never the reverse
+# Beside the path: the admin API, the console, OAuth, the wiring, the cluster (shared state on Redis) and app.py use
+# the stages, never the reverse
 # (the console's URL scheme, which approval and review messages quote, is the leaf gateway.links).
 FORBIDDEN_EDGES += [
     Forbidden(f"gateway.{stage}", f"gateway.{beside}", f"a stage ({stage}) never imports {beside}, which uses it")
-    for stage in (*STAGES, "discovery", "state") for beside in ("admin", "console", "oauth", "wiring", "app")
+    for stage in (*STAGES, "discovery", "state") for beside in ("admin", "console", "oauth", "wiring", "app", "cluster")
 ]
 # The agents' side and the servers' side share only gateway.protocol (tests/test_protocol_layer.py too).
 FORBIDDEN_EDGES += [

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from gateway import __version__
 from gateway.audit import AuditLog
 from gateway.audit.digests import DigestKey
+from gateway.cluster.connection import Cluster
 from gateway.config import Settings
 from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.heap import HEAP
@@ -47,7 +48,8 @@ class Lifetime:
                  verifiers: Sequence[TokenVerifier], upstream_auth: UpstreamAuth, services: Sequence[Opens],
                  pool: UpstreamPool, catalog_sync: CatalogSync, reloader: PolicyReloader, policy: PolicyEngine,
                  lifecycle: LifecycleReactions, endpoint: McpEndpoint, closers: Sequence[Closes],
-                 background: Background, reviews: Sequence[Saves], telemetry: Telemetry) -> None:
+                 background: Background, reviews: Sequence[Saves], telemetry: Telemetry,
+                 cluster: Cluster | None = None) -> None:
         """`services` open in order after the keys; `closers` close in order after the upstreams;
         `reviews` are saved last, after the work started in the background has finished."""
         self.settings = settings
@@ -68,10 +70,13 @@ class Lifetime:
         self.background = background
         self.reviews = reviews
         self.telemetry = telemetry
+        self.cluster = cluster  # opened first and closed last: the shared state outlives everything using it
         self.drained = (0, 0)  # (held calls, unfinished calls) answered when the process was stopped
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Any) -> AsyncIterator[None]:
+        if self.cluster is not None:
+            await self.cluster.open()
         await self.store.migrate()
         await self.digest_key.load(self.store)
         await self.audit.open()
@@ -117,6 +122,8 @@ class Lifetime:
                 await reviews.save()
             await self.audit.close()
             await self.store.close()
+            if self.cluster is not None:
+                await self.cluster.close()
             self.telemetry.shutdown()
             held, cut = self.drained
             log.info("Narrowgate stopped: %d held call(s) and %d unfinished call(s) answered with a shutting-down "

@@ -1,0 +1,28 @@
+"""The state seams of a gateway in a cluster: the Redis implementation of each seam that has one, the
+in-memory one for the rest. `process_local_seams` names what is not shared yet, so a fleet can refuse
+to start rather than quietly enforce limits per process."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+from gateway.catalog import Catalog
+from gateway.cluster.connection import Cluster
+from gateway.config import Settings
+from gateway.in_memory_state import in_memory_backends
+from gateway.state.backends import StateBackends
+
+# Per process by design (docs/state.md): a miss only means verifying a token again.
+PER_PROCESS_SEAMS = frozenset({"verified_tokens"})
+
+
+def shared_backends(settings: Settings, catalog: Catalog, cluster: Cluster) -> StateBackends:
+    state = in_memory_backends(settings, catalog)
+    del cluster  # each shared seam takes it as it lands (issue 15)
+    return state
+
+
+def process_local_seams(state: StateBackends) -> list[str]:
+    """Fields of `state` held only in this process (and not per process by design)."""
+    return [f.name for f in fields(state)
+            if f.name not in PER_PROCESS_SEAMS and not getattr(getattr(state, f.name), "shared", False)]

@@ -1,0 +1,52 @@
+"""The one Redis connection (pool) a gateway process shares between its seams, and its replica id."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from gateway.cluster.keyspace import KeySpace
+from gateway.settings.cluster import ClusterSettings
+
+log = logging.getLogger("narrowgate")
+CONNECT_TIMEOUT_S = 2.0
+COMMAND_TIMEOUT_S = 2.0  # a call waits on Redis for one round trip; a stuck server is an outage, not a wait
+
+
+class ClusterUnavailable(Exception):
+    """Redis cannot be reached; the message names its location, never its credentials."""
+
+
+def default_replica_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Cluster:
+    """What every shared seam needs: the client, the key space and who this replica is."""
+
+    def __init__(self, settings: ClusterSettings) -> None:
+        if settings.redis_url is None:
+            raise ValueError("a cluster needs cluster.redis_url")
+        self.settings = settings
+        self.replica_id = settings.replica_id or default_replica_id()
+        self.keys = KeySpace(settings.key_prefix)
+        self.redis: redis.Redis = redis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=COMMAND_TIMEOUT_S,
+            health_check_interval=30, decode_responses=False)
+
+    async def open(self) -> None:
+        """Refuse to serve without Redis: the shared state is the security state."""
+        try:
+            await self.redis.ping()
+        except (RedisError, OSError) as exc:
+            raise ClusterUnavailable(
+                f"cannot reach Redis at {self.settings.redis_location()}: {type(exc).__name__}") from None
+        log.info("replica %s shares state through Redis at %s (key prefix %r)", self.replica_id,
+                 self.settings.redis_location(), self.keys.prefix)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
