@@ -11,8 +11,9 @@ socket open, so connections waiting on a dead worker's socket are taken by its r
   (gateway/serving.py); the parent closes its copies of the sockets, so no new connection waits on
   a worker that stops, and exits 0 once all workers have exited 0. A worker still running after
   STOP_TIMEOUT_S is killed (its upstream children die with it, see gateway.upstream.child_process).
-- A worker that dies after it served is replaced by a new process with the same worker number, at
-  most MAX_RESTARTS within RESTART_WINDOW_S; past that the parent stops the others and exits 1.
+- A worker that dies after it served (or a replacement that fails to start) is replaced by a new
+  process with the same worker number, at most MAX_RESTARTS within RESTART_WINDOW_S; past that the
+  parent stops the others and exits 1.
 - The parent dies, even by SIGKILL: Linux sends each worker SIGTERM (PR_SET_PDEATHSIG) and it drains.
 """
 
@@ -53,6 +54,7 @@ class Worker:
     number: int  # 1..N, kept by a replacement
     pid: int
     ready_fd: int  # read end of the pipe the worker writes one byte to once it serves
+    replacement: bool = False  # started in place of one that died (its failing to start is not fatal)
     serving: bool = False
 
 
@@ -100,7 +102,7 @@ class Supervisor:
             if number not in taken:
                 self._start(number)
 
-    def _start(self, number: int) -> None:
+    def _start(self, number: int, replacement: bool = False) -> None:
         read_fd, write_fd = os.pipe()
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # none lands between fork and reset
         with logs.writer_paused():
@@ -110,7 +112,7 @@ class Supervisor:
             self._become_worker(number, write_fd, blocked)
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         os.close(write_fd)
-        self.running[pid] = Worker(number, pid, read_fd)
+        self.running[pid] = Worker(number, pid, read_fd, replacement)
         log.debug("worker %d started (pid %d)", number, pid)
 
     def _become_worker(self, number: int, ready_fd: int, mask: set[int | signal.Signals]) -> None:
@@ -168,7 +170,7 @@ class Supervisor:
         for pid, code in self._reap():
             worker = self.running.pop(pid)
             os.close(worker.ready_fd)
-            if not worker.serving:
+            if not worker.serving and not worker.replacement:
                 log.error("worker %d (pid %d) failed to start (%s): stopping", worker.number, pid, describe(code))
                 return code if code > 0 else EXIT_FAILED
             if not self._may_restart():
@@ -176,7 +178,7 @@ class Supervisor:
                           describe(code), MAX_RESTARTS, RESTART_WINDOW_S)
                 return EXIT_FAILED
             log.warning("worker %d (pid %d) %s: starting a new one", worker.number, pid, describe(code))
-            self._start(worker.number)
+            self._start(worker.number, replacement=True)
         return None
 
     def _may_restart(self) -> bool:

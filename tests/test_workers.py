@@ -74,23 +74,6 @@ def serve_command(config: Path, *args: str) -> list[str]:
     return [str(NARROWGATE), "serve", "--config", str(config), *args]
 
 
-def start_with_flag(gw: Gateway, *args: str, timeout_s: float = 60) -> Gateway:
-    """`gw` started as `narrowgate serve --config ... <args>` (the helper's own start takes no flags)."""
-    command = [str(NARROWGATE), "--log-level", "debug", *serve_command(gw.write_config(), *args)[1:]]
-    gw.log_path = gw.workdir / "gateway.log"
-    with gw.log_path.open("ab") as log:
-        gw.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=gw.workdir)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if gw.process.poll() is not None:
-            raise AssertionError(f"exited {gw.process.returncode}: {gw.log_text()[-3000:]}")
-        if gw.healthy():
-            return gw
-        time.sleep(0.1)
-    gw.stop()
-    raise AssertionError(f"never healthy: {gw.log_text()[-3000:]}")
-
-
 def live_workers(parent: int, want: int, timeout_s: float = 30) -> list[int]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -113,7 +96,7 @@ async def test_two_workers_answer_mcp_calls_are_replaced_when_killed_and_all_sto
         tmp_path: Path, redis_url: str) -> None:
     manifest = behaviour_manifest("w", stdio_behaviour_transport(), tools=("echo",))
     cluster = {"redis_url": redis_url, "key_prefix": f"test-{uuid.uuid4().hex[:12]}"}
-    gw = start_with_flag(Gateway(tmp_path, [manifest], extra_config={"cluster": cluster}), "--workers", "2")
+    gw = Gateway(tmp_path, [manifest], extra_config={"cluster": cluster}, serve_args=("--workers", "2")).start(60)
     assert gw.process is not None
     try:
         parent = gw.process.pid
@@ -152,6 +135,22 @@ async def test_two_workers_answer_mcp_calls_are_replaced_when_killed_and_all_sto
     assert log.count("audit log flushed; upstreams stopped") == 2, stopped
 
 
+@pytest.mark.timeout(120)
+def test_a_killed_supervisor_leaves_no_worker_and_no_upstream_behind(tmp_path: Path, redis_url: str) -> None:
+    manifest = behaviour_manifest("w", stdio_behaviour_transport(), tools=("echo",))
+    cluster = {"redis_url": redis_url, "key_prefix": f"test-{uuid.uuid4().hex[:12]}"}
+    gw = Gateway(tmp_path, [manifest], extra_config={"cluster": cluster}, serve_args=("--workers", "2")).start(60)
+    assert gw.process is not None
+    try:
+        live_workers(gw.process.pid, 2)
+        everything = [pid for pid, _ in descendants(gw.process.pid)]
+        gw.process.kill()  # no clean-up code runs in the supervisor: Linux tells each worker (PDEATHSIG)
+        gw.process.wait(timeout=10)
+        assert not wait_gone(everything, timeout_s=20), "outlived a SIGKILLed supervisor"
+    finally:
+        gw.stop()
+
+
 # --- refusals: one line, exit 2 ----------------------------------------------------------------------
 
 
@@ -178,6 +177,13 @@ def test_more_than_one_worker_without_redis_is_refused_in_one_line(tmp_path: Pat
     config = minimal_config(tmp_path, **({"workers": 3} if where == "config" else {}))
     line = refused(serve_command(config, *(["--workers", "3"] if where == "flag" else [])))
     assert line.startswith("narrowgate: refusing to start: 3 workers need cluster.redis_url"), line
+
+
+def test_more_than_one_worker_on_a_private_memory_store_is_refused(tmp_path: Path, redis_url: str) -> None:
+    config = minimal_config(tmp_path, state="sqlite:///:memory:", cluster={"redis_url": redis_url})
+    line = refused(serve_command(config, "--workers", "2"))
+    assert line == ("narrowgate: refusing to start: 2 workers need a store they share: sqlite:///:memory: is "
+                    "private to each process"), line
 
 
 def test_the_flag_overrides_the_config(tmp_path: Path) -> None:

@@ -50,7 +50,7 @@ def run_serve(args: argparse.Namespace) -> int:
         settings = replace(settings, auth=replace(settings.auth, open_loopback=True))
     if args.workers is not None:
         settings = replace(settings, workers=args.workers)
-    problem = workers_problem(settings.workers, settings.cluster)  # here: the config's and the flag's count
+    problem = workers_problem(settings.workers, settings.cluster, settings.state)  # the config's or the flag's
     if problem is not None:
         print(f"narrowgate: refusing to start: {problem}", file=sys.stderr)
         return EXIT_INVALID

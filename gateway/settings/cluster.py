@@ -77,11 +77,13 @@ def workers_setting(value: Any) -> int:
     return value
 
 
-def workers_problem(workers: int, cluster: ClusterSettings) -> str | None:
-    """Why `workers` processes cannot serve with this `cluster` section, if they cannot (one line)."""
+def workers_problem(workers: int, cluster: ClusterSettings, state: str) -> str | None:
+    """Why `workers` processes cannot serve with this `cluster` section and store, if they cannot (one line)."""
     if workers > 1 and not cluster.shared:
         return (f"{workers} workers need cluster.redis_url: without Redis each worker would keep its own "
                 "sessions, rate limits, revocations and approvals (set cluster.redis_url, or workers: 1)")
+    if workers > 1 and state.endswith(":memory:"):
+        return f"{workers} workers need a store they share: {state} is private to each process"
     return None
 
 
