@@ -74,7 +74,8 @@ def interpolate(text: str, variables: Mapping[str, str]) -> str:
 
 
 def gateway_environment(compose: dict[str, Any], service: str, dotenv: Mapping[str, str]) -> dict[str, str]:
-    return {name: interpolate(str(value), dotenv) for name, value in compose["services"][service]["environment"].items()}
+    environment = compose["services"][service]["environment"]
+    return {name: interpolate(str(value), dotenv) for name, value in environment.items()}
 
 
 def test_every_deploy_yaml_file_parses() -> None:
@@ -215,8 +216,8 @@ def test_compose_gateways_export_to_the_collector(compose: dict[str, Any], doten
 
 
 def test_the_load_balancer_round_robins_over_both_replicas_without_stickiness(compose: dict[str, Any]) -> None:
-    lines = [line.split("#", 1)[0].split() for line in (COMPOSE / "haproxy.cfg").read_text(encoding="utf-8").splitlines()]
-    lines = [line for line in lines if line]
+    text = (COMPOSE / "haproxy.cfg").read_text(encoding="utf-8")
+    lines = [words for words in (line.split("#", 1)[0].split() for line in text.splitlines()) if words]
     servers = {line[1]: line[2] for line in lines if line[0] == "server"}
     assert servers == {name: f"{name}:8080" for name in GATEWAYS}
     assert ["balance", "roundrobin"] in lines
