@@ -1,6 +1,7 @@
 """deploy/: the compose file and the Kubernetes manifests, checked without docker or a cluster.
 
-Every YAML file parses; the compose services, healthchecks and load balancer are what docs/operations.md
+Every YAML file parses; the compose file validates against the Compose Specification's schema (the copy
+check-jsonschema ships); the compose services, healthchecks and load balancer are what docs/operations.md
 says; the Kubernetes manifests validate against the Kubernetes OpenAPI schemas (kubernetes-validate, which
 ships them) and refer to each other correctly. Each gateway's config is loaded with Narrowgate's own
 loaders from a copy of the files laid out as the container sees them: the compose binds over the image's
@@ -9,13 +10,16 @@ files, the ConfigMap volumes as the kubelet writes them (a timestamped directory
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Iterator, Mapping
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -84,6 +88,15 @@ def test_every_deploy_yaml_file_parses() -> None:
     for path in files:
         documents = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
         assert documents and all(isinstance(d, dict) for d in documents), path
+
+
+def test_the_compose_file_validates_against_the_compose_specification(compose: dict[str, Any]) -> None:
+    schema = json.loads(files("check_jsonschema.builtin_schemas.vendor").joinpath("compose-spec.json").read_text())
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    problems = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(compose)]
+    assert problems == []
+    assert not validator.is_valid({**compose, "services": {**compose["services"], "lb": {
+        **compose["services"]["lb"], "helthcheck": {}}}}), "the schema refuses an unknown key"
 
 
 def test_compose_runs_two_gateways_behind_one_port_on_postgres_redis_and_a_collector(compose: dict[str, Any]) -> None:
