@@ -109,6 +109,8 @@ def test_compose_runs_two_gateways_behind_one_port_on_postgres_redis_and_a_colle
         assert gateway["depends_on"]["redis"]["condition"] == "service_healthy"
         assert "ports" not in gateway, "only the load balancer is published"
         assert {"front", "back"} == set(gateway["networks"])
+        assert gateway["read_only"] is True and gateway["cap_drop"] == ["ALL"]
+        assert "no-new-privileges:true" in gateway["security_opt"]
     assert {name: services["lb"]["depends_on"][name]["condition"] for name in GATEWAYS} == dict.fromkeys(
         GATEWAYS, "service_healthy")
     assert [p.rsplit(":", 1)[1] for p in services["lb"]["ports"]] == ["8080"]
