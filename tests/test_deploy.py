@@ -14,7 +14,7 @@ import json
 import re
 import shutil
 from collections.abc import Iterator, Mapping
-from importlib.resources import files
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -91,7 +91,8 @@ def test_every_deploy_yaml_file_parses() -> None:
 
 
 def test_the_compose_file_validates_against_the_compose_specification(compose: dict[str, Any]) -> None:
-    schema = json.loads(files("check_jsonschema.builtin_schemas.vendor").joinpath("compose-spec.json").read_text())
+    vendored = resources.files("check_jsonschema.builtin_schemas.vendor")
+    schema = json.loads(vendored.joinpath("compose-spec.json").read_text(encoding="utf-8"))
     validator = jsonschema.validators.validator_for(schema)(schema)
     problems = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(compose)]
     assert problems == []
