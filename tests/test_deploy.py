@@ -455,3 +455,16 @@ def test_replicas_agree_on_the_policy_files_whatever_the_kubelets_timestamp(depl
         assert files is not None
         digests.add(files.digest)
     assert len(digests) == 1
+
+
+def test_policy_files_in_hidden_directories_are_not_read(tmp_path: Path) -> None:
+    """A ConfigMap mounted straight at policies/ keeps a hidden timestamped copy of every file beside them."""
+    policies = tmp_path / "cedar"
+    shutil.copytree(REPO / "cedar", policies)
+    before = read_files(policies, [])
+    copy = policies / "policies" / "..2026_12_06_11_00_00.1"
+    shutil.copytree(REPO / "cedar" / "policies", copy)
+    (policies / "policies" / ".hidden.cedar").write_text("permit(principal, action, resource);")
+    after = read_files(policies, [])
+    assert before is not None and after is not None
+    assert after.policy_files == before.policy_files and after.digest == before.digest
