@@ -41,6 +41,7 @@ class Subscription:
         self.subscribed = asyncio.Event()  # set while subscribed (tests and start-up wait on it)
         self.connects = 0  # (re)connections of the current pub/sub object's connection
         self.seen_connects = 0  # ...as of the last time it was known to be subscribed
+        self.resubscribe: Callable[[Any], Awaitable[None]] | None = None  # the pub/sub object's own on_connect
 
     def start(self) -> None:
         if self.task is None:
@@ -75,13 +76,9 @@ class Subscription:
 
     async def subscribe(self, pubsub: PubSub) -> None:
         self.connects = 0
-        resubscribe = pubsub.on_connect
-
-        async def counted(connection: Any) -> None:
-            self.connects += 1
-            await resubscribe(connection)
-
-        pubsub.on_connect = counted  # type: ignore[method-assign]  # registered at the first command below
+        self.resubscribe = pubsub.on_connect
+        # Registered (as a weak bound method) at the first command below, called on every reconnection.
+        pubsub.on_connect = self.counted  # type: ignore[method-assign]
         if self.channels:
             await pubsub.subscribe(*self.channels)
         if self.patterns:
@@ -89,6 +86,11 @@ class Subscription:
         await self.on_subscribed()
         self.seen_connects = self.connects
         self.subscribed.set()
+
+    async def counted(self, connection: Any) -> None:
+        self.connects += 1
+        if self.resubscribe is not None:
+            await self.resubscribe(connection)
 
     async def read(self, pubsub: PubSub) -> None:
         while True:
