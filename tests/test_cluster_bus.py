@@ -11,6 +11,7 @@ other within 1 s (measured), and a policy reload, a review decision and a key ro
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -176,7 +177,7 @@ async def test_redis_revocation_list_fails_closed_while_unsynced() -> None:
 
 AGENTS = ("agent-a", "agent-s", "agent-r", "agent-t", "agent-p")
 TOKENS = {agent: f"token-{agent}" for agent in AGENTS}
-BLOCK_P = 'forbid (principal == Agent::"agent-p", action, resource);\n'
+BLOCK_P = '@id("bus-test-block") forbid (principal == Agent::"agent-p", action, resource);\n'
 
 
 @pytest.fixture(scope="module")
@@ -206,8 +207,8 @@ def admin(gateway: Gateway, method: str, path: str, body: dict[str, Any] | None 
 
 
 def cli(gateway: Gateway, *args: str) -> str:
-    done = subprocess.run([str(NARROWGATE), *args, "--gateway", gateway.base, "--admin-token", ADMIN_TOKEN],
-                          capture_output=True, text=True, timeout=30)
+    env = {**os.environ, "NARROWGATE_URL": gateway.base, "NARROWGATE_ADMIN_TOKEN": ADMIN_TOKEN}
+    done = subprocess.run([str(NARROWGATE), *args], capture_output=True, text=True, timeout=30, env=env)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -326,13 +327,17 @@ def healthz(gateway: Gateway) -> dict[str, Any]:
     return answer
 
 
+def tool_review(gateway: Gateway, name: str) -> dict[str, Any]:
+    return admin(gateway, "GET", f"/admin/v1/catalog/tools/behav/{name}")
+
+
 def tool_status(gateway: Gateway, name: str) -> str:
-    return str(admin(gateway, "GET", f"/admin/v1/catalog/tools/behav/{name}")["status"])
+    return str(tool_review(gateway, name)["status"])
 
 
 async def test_review_decisions_converge_and_reach_listen_streams_on_every_replica(fleet: Fleet) -> None:
-    """`narrowgate catalog approve` against B: A's listen stream hears the list change and A lists the
-    tool; a rejection through A's admin API is in force on B."""
+    """An approval through B's admin API: A's listen stream hears the list change and A lists the tool;
+    `narrowgate catalog reject` against A: the rejection is in force on B."""
     a, b = fleet[0], fleet[1]
     assert tool_status(a, "big") == tool_status(b, "big") == "quarantined"
     watcher = ChangeWatcher()
@@ -341,8 +346,9 @@ async def test_review_decisions_converge_and_reach_listen_streams_on_every_repli
             mcp_client(a.url, TOKENS["agent-a"], "2026-07-28", message_handler=watcher.handle))
         await stack.enter_async_context(listening(client, watcher, "2026-07-28"))
         assert "behav__big" not in {tool.name for tool in (await client.list_tools()).tools}
+        sha256 = tool_review(b, "big")["current_hash"]
         started = time.monotonic()
-        cli(b, "catalog", "approve", "behav/big", "--risk", "read")
+        admin(b, "POST", "/admin/v1/catalog/tools/behav/big/approve", {"risk": "read", "expected_sha256": sha256})
         await watcher.next_change(timeout_s=CONVERGENCE_BOUND_S)
         took = time.monotonic() - started
         print(f"\napproval on replica B heard on replica A's listen stream after {took * 1000:.0f} ms")
@@ -350,16 +356,16 @@ async def test_review_decisions_converge_and_reach_listen_streams_on_every_repli
         assert "behav__big" in {tool.name for tool in (await client.list_tools()).tools}
     assert tool_status(a, "big") == "approved"
 
-    admin(a, "POST", "/admin/v1/catalog/tools/behav/env_value/reject", {"comment": "bus test"})
+    cli(a, "catalog", "reject", "behav/env_value", "--sha256", tool_review(a, "env_value")["current_hash"])
     took = await eventually(lambda: tool_status(b, "env_value") == "rejected", timeout_s=CONVERGENCE_BOUND_S)
-    print(f"rejection on replica A in force on replica B after {took * 1000:.0f} ms")
+    print(f"rejection on replica A in force on replica B {took * 1000:.0f} ms after the command returned")
 
 
 async def test_a_key_rotation_reaches_every_replica(fleet: Fleet) -> None:
     """`narrowgate keys rotate` against A: B serves the new key in its JWKS and signs with it."""
     a, b = fleet[0], fleet[1]
+    cli(a, "keys", "rotate", "--overlap", "3600")  # the rotation is stored when the command returns
     started = time.monotonic()
-    cli(a, "keys", "rotate", "--overlap", "3600")
     kid = admin(a, "GET", "/admin/v1/keys")["current_kid"]
 
     def b_serves_it() -> bool:
@@ -367,7 +373,8 @@ async def test_a_key_rotation_reaches_every_replica(fleet: Fleet) -> None:
         return kid in {key["kid"] for key in keys}
 
     await eventually(b_serves_it, timeout_s=CONVERGENCE_BOUND_S)
-    print(f"\nkey rotation on replica A served by replica B after {(time.monotonic() - started) * 1000:.0f} ms")
+    print(f"\nkey rotation on replica A served by replica B {(time.monotonic() - started) * 1000:.0f} ms after the "
+          "command returned")
     assert admin(b, "GET", "/admin/v1/keys")["current_kid"] == kid
     issued = admin(b, "POST", "/admin/v1/tasks", {"agent_id": "agent-a", "purpose": "bus test",
                                                   "tools": ["behav__echo"]}, status=201)
