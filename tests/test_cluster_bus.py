@@ -175,7 +175,7 @@ async def test_redis_revocation_list_fails_closed_while_unsynced() -> None:
 
 # -- two real replicas ----------------------------------------------------------------------------------
 
-AGENTS = ("agent-a", "agent-s", "agent-r", "agent-t", "agent-p")
+AGENTS = ("agent-a", "agent-s", "agent-r", "agent-t", "agent-p", "agent-k")
 TOKENS = {agent: f"token-{agent}" for agent in AGENTS}
 BLOCK_P = '@id("bus-test-block") forbid (principal == Agent::"agent-p", action, resource);\n'
 
@@ -191,7 +191,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int, redis_u
           policies: Path) -> Iterator[Fleet]:
     manifests = [behaviour_manifest("behav", {"url": f"http://127.0.0.1:{behaviour_http}/mcp"}, timeout_s=5)]
     # No file watch: a reload must reach the other replica through the bus, not through its own watcher.
-    config = {"policies": str(policies), "policy": {"watch_interval_s": 0}}
+    # The kill switch on (at its default, critical): only agent-k probes for unknown tools here.
+    config = {"policies": str(policies), "policy": {"watch_interval_s": 0},
+              "monitoring": {"kill_switch_severity": "critical", "per_agent": None, "per_task": None}}
     started = start_fleet(tmp_path_factory.mktemp("fleet"), manifests, redis_url=redis_url, tokens=TOKENS,
                           extra_config=config)
     yield started
@@ -213,28 +215,32 @@ def cli(gateway: Gateway, *args: str) -> str:
     return done.stdout
 
 
-async def echo_runs(http: httpx2.AsyncClient, gateway: Gateway, token: str) -> bool:
+async def echo_runs(http: httpx2.AsyncClient, gateway: Gateway, token: str, tool: str = "behav__echo") -> bool:
     """One 2026-07-28 tools/call on `gateway`: True if the tool ran, False if the gateway refused it."""
     meta = {PROTOCOL_VERSION_META_KEY: "2026-07-28", CLIENT_CAPABILITIES_META_KEY: {},
             CLIENT_INFO_META_KEY: {"name": "bus-tests", "version": "0"}}
     response = await http.post(gateway.url, headers={
         "Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream",
         "Content-Type": "application/json", "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call",
-        "Mcp-Name": "behav__echo"}, json={"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
-            "name": "behav__echo", "arguments": {"text": "ping"}, "_meta": meta}})
+        "Mcp-Name": tool}, json={"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+            "name": tool, "arguments": {"text": "ping"}, "_meta": meta}})
     return response.status_code == 200 and '"result"' in response.text and '"isError":true' not in response.text
 
 
 async def refused_within(gateway: Gateway, token: str, change: Callable[[], Any]) -> float:
-    """Seconds from the start of `change` (made elsewhere) until `gateway` refuses the token's next call."""
+    """Seconds from the moment `change` (made on another replica) was done there until `gateway` refuses
+    the token's next call: the propagation time (the total, with the change's own request, is printed)."""
     async with httpx2.AsyncClient(timeout=10) as http:
         assert await echo_runs(http, gateway, token)
         started = time.monotonic()
         await asyncio.to_thread(change)
+        done = time.monotonic()
         while await echo_runs(http, gateway, token):
-            assert time.monotonic() - started < 5, "never refused"
+            assert time.monotonic() - done < 5, "never refused"
             await asyncio.sleep(POLL_S)
-        return time.monotonic() - started
+        refused = time.monotonic()
+        print(f"\n(the change itself took {(done - started) * 1000:.0f} ms)", end="")
+        return refused - done
 
 
 def revocations_of(gateway: Gateway) -> dict[str, list[dict[str, Any]]]:
@@ -265,6 +271,20 @@ async def test_retirement_on_one_replica_is_in_force_on_the_other_within_a_secon
         fleet[1], "POST", "/admin/v1/agents/agent-r/retire", {"reason": "bus test"}))
     print(f"\nretirement on replica B refused on replica A after {took * 1000:.0f} ms")
     assert took < REVOCATION_BOUND_S
+
+
+async def test_a_kill_switch_on_one_replica_is_in_force_on_the_other_within_a_second(fleet: Fleet) -> None:
+    """Six calls to unknown tools on A (probing, critical) suspend agent-k: B refuses it too."""
+
+    async def probe_a() -> None:
+        async with httpx2.AsyncClient(timeout=10) as http:
+            for _ in range(6):
+                assert not await echo_runs(http, fleet[0], TOKENS["agent-k"], tool="behav__no_such_tool")
+
+    took = await refused_within(fleet[1], TOKENS["agent-k"], lambda: asyncio.run(probe_a()))
+    print(f"\nkill switch on replica A refused on replica B after {took * 1000:.0f} ms")
+    assert took < REVOCATION_BOUND_S
+    assert admin(fleet[1], "GET", "/admin/v1/agents/agent-k")["state"] == "suspended"
 
 
 @pytest.mark.parametrize("action", ["revoke", "complete"])
