@@ -149,6 +149,7 @@ async def test_redis_revocation_list_fails_closed_while_unsynced() -> None:
     assert unstarted.is_revoked("any-task") and unstarted.is_revoked(None, "any-jti")
     with pytest.raises(RevocationListUnavailable):
         unstarted.snapshot()
+    await cluster.close()
     try:
         async with replica(engine.url, prefix, "a") as (_, a), replica(engine.url, prefix, "b") as (_, b):
             until = time.time() + 60
