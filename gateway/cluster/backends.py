@@ -4,10 +4,12 @@ to start rather than quietly enforce limits per process."""
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 
 from gateway.catalog import Catalog
 from gateway.cluster.connection import Cluster
+from gateway.cluster.notices import RedisNotices
+from gateway.cluster.revocations import RedisRevocationList
 from gateway.config import Settings
 from gateway.in_memory_state import in_memory_backends
 from gateway.state.backends import StateBackends
@@ -18,7 +20,9 @@ PER_PROCESS_SEAMS = frozenset({"verified_tokens"})
 
 def shared_backends(settings: Settings, catalog: Catalog, cluster: Cluster) -> StateBackends:
     state = in_memory_backends(settings, catalog)
-    del cluster  # each shared seam takes it as it lands (issue 15)
+    notices, revocations = RedisNotices(cluster), RedisRevocationList(cluster)
+    cluster.runners += [notices, revocations]  # their pub/sub readers run while the cluster is open
+    state = replace(state, notices=notices, revocations=revocations)
     return state
 
 
