@@ -48,7 +48,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 if __package__ in (None, ""):  # `python bench/run.py`: make the `bench` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -59,7 +59,9 @@ import yaml
 
 from bench.cpu import CpuMeter
 from bench.load import LEGACY, MODERN, PhaseResult, Target, run_phase
-from tests.support.engines import Engine, EngineError, start_redis
+
+if TYPE_CHECKING:
+    from tests.support.engines import Engine
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFEST_ID = "bench"
@@ -358,6 +360,8 @@ def run_sides(args: argparse.Namespace, plan: Plan, tmp: Path) -> Outcome:
             endpoints.append(Endpoint(label, target, {PROXY: proc.pid, "upstream": upstream.pid}))
         wanted_out = scale_out_sides(args)
         if wanted_out:
+            from tests.support.engines import EngineError, start_redis  # the tests' throwaway Redis, reused
+
             try:
                 redis = start_redis()
             except EngineError as exc:
