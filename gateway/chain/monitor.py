@@ -26,25 +26,25 @@ class ChainMonitor:
         self.rates = rates
         self.responder = responder
 
-    def admit(self, principal: Principal, tool: str | None) -> None:
+    async def admit(self, principal: Principal, tool: str | None) -> None:
         """Count one request that will reach an upstream against the caller's rate limits, or refuse it
         (-32029 with retryAfterSeconds). `tool`: the exposed name for tools/call, None for any other."""
         try:
-            self.rates.admit(principal.agent_id, principal.task_id, tool)
+            await self.rates.admit(principal.agent_id, principal.task_id, tool)
         except RateLimited as exc:
             wait = math.ceil(exc.retry_after_s)
             what = "calls" if tool is not None else "requests"
             raise RpcError(RATE_LIMITED, f"Rate limited: too many {what} for this {exc.scope}; retry in {wait} s",
                            {"scope": exc.scope, "retryAfterSeconds": wait}) from None
 
-    def context(self, principal: Principal) -> dict[str, Any]:
-        return self.signals.context(principal.agent_id, principal.task_id)
+    async def context(self, principal: Principal) -> dict[str, Any]:
+        return await self.signals.context(principal.agent_id, principal.task_id)
 
     async def observe(self, principal: Principal, tool: ToolEntry, outcome: str) -> None:
-        await self.act(self.signals.observe_call(principal.agent_id, principal.task_id, tool, outcome))
+        await self.act(await self.signals.observe_call(principal.agent_id, principal.task_id, tool, outcome))
 
     async def probe(self, principal: Principal, tool_name: str) -> None:
-        await self.act(self.signals.observe_probe(principal.agent_id, principal.task_id, tool_name))
+        await self.act(await self.signals.observe_probe(principal.agent_id, principal.task_id, tool_name))
 
     async def act(self, detections: list[Detection]) -> None:
         if detections and await self.responder.respond(detections):

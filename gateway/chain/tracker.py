@@ -134,7 +134,7 @@ class ChainTracker:
 
     # -- rate limits --------------------------------------------------------------------------------
 
-    def admit(self, agent_id: str, task_id: str | None, tool: str | None) -> None:
+    async def admit(self, agent_id: str, task_id: str | None, tool: str | None) -> None:
         """Count this request against the rate limits, or raise RateLimited (nothing is counted then).
 
         `tool` is the exposed tool name of a tools/call; None for any other request that reaches an
@@ -180,7 +180,7 @@ class ChainTracker:
 
     # -- Cedar context ------------------------------------------------------------------------------
 
-    def context(self, agent_id: str, task_id: str | None) -> dict[str, Any]:
+    async def context(self, agent_id: str, task_id: str | None) -> dict[str, Any]:
         """The `context.chain` record: the task's signals (the agent's when there is no task), and beside
         them, in `agent`, the agent's own across all its tasks, which a new task cannot shed."""
         now = self.clock()
@@ -228,7 +228,7 @@ class ChainTracker:
 
     # -- observations and detectors -----------------------------------------------------------------
 
-    def observe_call(self, agent_id: str, task_id: str | None, tool: ToolEntry, outcome: str) -> list[Detection]:
+    async def observe_call(self, agent_id: str, task_id: str | None, tool: ToolEntry, outcome: str) -> list[Detection]:
         """Record a decided tools/call and return what the detectors found (usually nothing)."""
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}")
@@ -245,7 +245,7 @@ class ChainTracker:
                 found.append(detection)
         return found
 
-    def observe_probe(self, agent_id: str, task_id: str | None, tool_name: str) -> list[Detection]:
+    async def observe_probe(self, agent_id: str, task_id: str | None, tool_name: str) -> list[Detection]:
         """Record a call to an unknown or unlisted tool; `probing` fires high, then critical at twice the count."""
         now = self.clock()
         agent = self._agent(agent_id)
