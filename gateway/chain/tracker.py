@@ -1,6 +1,8 @@
 """Chain signals: what each agent and task has done lately, rate limits, and the detectors.
 
-All state is in memory and every call is O(1) apart from small bounded loops; nothing does I/O.
+All state is in memory and every call is O(1) apart from small bounded loops; nothing does I/O. The
+call-path methods are `async` only because the seams they implement are (gateway/state/chain.py: a
+shared implementation awaits Redis); here they never suspend.
 
 Call order on the tools/call path:
     admit()         before the policy decision: per-agent / per-task / per-(agent, tool) rate limits
@@ -40,7 +42,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from gateway.chain.detectors import AFTER_RECORD, BEFORE_RECORD, Detection, Probing
@@ -64,7 +66,8 @@ MAX_AGENTS = 10_000
 MAX_TASKS = 10_000
 MAX_TOOL_LIMITERS = 64
 
-__all__ = ["ChainTracker", "Detection", "RateLimited", "empty_agent_view"]
+__all__ = ["ChainTracker", "Detection", "RateLimited", "RatesUnavailable", "chain_record", "empty_agent_view",
+           "empty_context"]
 
 
 class RateLimited(Exception):
@@ -76,6 +79,17 @@ class RateLimited(Exception):
         self.limit = limit
         super().__init__(f"rate limit exceeded for this {scope}: at most {limit.calls} calls per "
                          f"{limit.per_s:g} s; retry after {retry_after_s:.1f} s")
+
+
+class RatesUnavailable(RateLimited):
+    """Shared rate windows could not be reached: the request was not counted, so it is refused like one
+    over a limit (never admitted uncounted); the agent may retry shortly."""
+
+    def __init__(self, retry_after_s: float = 1.0) -> None:
+        Exception.__init__(self, "rate limits cannot be checked right now (shared state unreachable)")
+        self.scope = "gateway"
+        self.retry_after_s = retry_after_s
+        self.limit = RateLimit(0, retry_after_s)
 
 
 Judge = Callable[[DecidedCall], Detection | None]
@@ -188,13 +202,13 @@ class ChainTracker:
         agent_view = self._agent_view(agent, now)
         if task_id is None:
             if agent is None:
-                return _empty_context(agent_view)
-            return _record(agent_view["data_classes"], agent_view["sensitive_read"], agent.tools, agent_view,
+                return empty_context(agent_view)
+            return chain_record(agent_view["data_classes"], agent_view["sensitive_read"], agent.tools, agent_view,
                            agent_view)
         task = self._tasks.get(task_id)
         if task is None:
-            return _empty_context(agent_view)
-        return _record(sorted(task.classes), task.sensitive_at is not None, task.tools, self._counts(task, now),
+            return empty_context(agent_view)
+        return chain_record(sorted(task.classes), task.sensitive_at is not None, task.tools, self._counts(task, now),
                        agent_view)
 
     def _agent_view(self, agent: AgentSignals | None, now: float) -> dict[str, Any]:
@@ -269,8 +283,8 @@ class ChainTracker:
         return {"agents": len(self._agents), "tasks": len(self._tasks)}
 
 
-def _record(classes: list[str], sensitive: bool, tools: deque[str], counts: Mapping[str, Any],
-            agent_view: dict[str, Any]) -> dict[str, Any]:
+def chain_record(classes: list[str], sensitive: bool, tools: Sequence[str], counts: Mapping[str, Any],
+                 agent_view: dict[str, Any]) -> dict[str, Any]:
     return {
         "data_classes": classes,
         "sensitive_read": sensitive,
@@ -283,9 +297,9 @@ def _record(classes: list[str], sensitive: bool, tools: deque[str], counts: Mapp
     }
 
 
-def _empty_context(agent_view: dict[str, Any] | None = None) -> dict[str, Any]:
+def empty_context(agent_view: dict[str, Any] | None = None) -> dict[str, Any]:
     """Nothing known about this task (or agent): empty signals, beside whatever the agent did elsewhere."""
-    return _record([], False, _NO_TOOLS, _NO_COUNTS, empty_agent_view() if agent_view is None else agent_view)
+    return chain_record([], False, _NO_TOOLS, _NO_COUNTS, empty_agent_view() if agent_view is None else agent_view)
 
 
 def empty_agent_view() -> dict[str, Any]:

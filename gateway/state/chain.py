@@ -8,6 +8,11 @@ ToolT = TypeVar("ToolT", contravariant=True)
 DetectionT = TypeVar("DetectionT")
 
 
+class ChainUnavailable(Exception):
+    """A shared implementation cannot reach its records: the call must be refused, never decided on a
+    record that may be missing what the agent did."""
+
+
 @runtime_checkable
 class RateWindows(Protocol):
     """Sliding windows of admitted requests per agent, per task and per (agent, tool).
