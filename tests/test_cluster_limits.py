@@ -10,15 +10,25 @@ calls pass again without a gateway restart.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import random
+import sys
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
+from mcp import Client
+from mcp.shared.exceptions import MCPError
 
 from gateway.catalog.model import ToolEntry
 from gateway.chain.tracker import ChainTracker, RateLimited
+from gateway.cluster.call_budgets import RedisCallBudgets
 from gateway.cluster.chain_signals import RedisChainSignals
 from gateway.cluster.connection import Cluster
 from gateway.cluster.rate_windows import RedisRateWindows
@@ -26,6 +36,21 @@ from gateway.settings.cluster import ClusterSettings
 from gateway.settings.monitoring import MonitoringSettings, RateLimit
 from gateway.state import ChainSignals, RateWindows
 from tests import test_state_seams as seams
+from tests.support.changes import SHIFTING_SERVER
+from tests.support.clients import mcp_client
+from tests.support.fleet import Fleet, start_fleet
+from tests.support.processes import Gateway, start_listening, stop
+from tests.test_monitoring_e2e import (
+    ACCESS_DENIED,
+    ADMIN,
+    EGRESS_REASON,
+    RATE_LIMITED,
+    WAIT_S,
+    always_working_hours,
+    monitoring_records,
+    needs_approval,
+    wait_for,
+)
 
 
 class Clock:
@@ -123,3 +148,158 @@ async def test_redis_answers_as_one_process_does(cluster: Cluster, seed: int) ->
     for agent in ("a", "b"):
         for task in (None, "t1", "t2", "t3"):
             assert await signals.context(agent, task) == await tracker.context(agent, task)
+
+
+async def test_racing_counts_never_exceed_a_budget(cluster: Cluster) -> None:
+    budgets = RedisCallBudgets(cluster)
+    deadline = time.time() + 60
+    answers = await asyncio.gather(*(budgets.count("task-1", 5, 0, deadline) for _ in range(40)))
+    assert sorted(a for a in answers if a is not None) == [1, 2, 3, 4, 5]  # each count handed out once
+    assert answers.count(None) == 35  # refused ones count nowhere...
+    assert await budgets.count("task-1", 6, 0, deadline) == 6  # ...so a larger budget has room for one
+    assert await budgets.count("task-2", 5, 4, deadline) == 5  # never below what the replica knows
+    assert await budgets.count("task-2", 5, 0, deadline) is None
+    assert [await budgets.count("task-3", None, 0, deadline) for _ in range(3)] == [1, 2, 3]  # no budget: counted
+    ttl = await cluster.redis.pttl(cluster.keys.key("budget", "task-1"))
+    assert 60_000 < ttl <= 121_000  # gone a minute after the deadline
+
+
+# -- two real replicas --------------------------------------------------------------------------------
+
+AGENTS = ("alternating", "single", "reader", "bystander", "budgeted")
+PER_AGENT = 12  # calls a minute: more than the budget test races
+
+
+def token_for(agent_id: str) -> str:
+    return f"token-{agent_id}"
+
+
+def fleet_manifests(port: int) -> list[dict[str, Any]]:
+    """One upstream that logs every tools/call it executes, as three servers: a secrets read, an egress
+    write and a plain read."""
+    common = {"owner": "tests@example.com", "description": "logging test upstream", "timeout_s": 10,
+              "transport": {"url": f"http://127.0.0.1:{port}/mcp"}}
+    return [
+        {"id": "vault", **common, "tools": [{"name": "lookup", "risk": "read", "data_classes": ["secrets"]}]},
+        {"id": "mail", **common, "tools": [{"name": "note", "risk": "write", "egress": True}]},
+        {"id": "files", **common, "tools": [{"name": "lookup", "risk": "read"}]},
+    ]
+
+
+@pytest.fixture(scope="module")
+def upstream_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("limits-upstream") / "calls.jsonl"
+
+
+@pytest.fixture(scope="module")
+def upstream(upstream_log: Path) -> Iterator[int]:
+    process, port = start_listening([sys.executable, str(SHIFTING_SERVER), "--port", "0"],
+                                    env={"SHIFTING_LOG": str(upstream_log)})
+    yield port
+    stop(process)
+
+
+def fleet_config() -> dict[str, Any]:
+    return {"policy": always_working_hours(),
+            "monitoring": {"kill_switch_severity": "off", "per_agent": {"calls": PER_AGENT, "per_s": 60},
+                           "per_task": None}}
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory, upstream: int, redis_url: str) -> Iterator[Fleet]:
+    workdir = tmp_path_factory.mktemp("limits-fleet")
+    fleet = start_fleet(workdir, fleet_manifests(upstream), redis_url=redis_url,
+                        tokens={a: token_for(a) for a in AGENTS}, extra_config=fleet_config())
+    yield fleet
+    fleet.stop()
+
+
+def executed(log: Path, marker: str) -> int:
+    """How many tools/calls carrying `marker` the upstream executed."""
+    if not log.exists():
+        return 0
+    calls = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return sum(marker in json.dumps(call["arguments"]) for call in calls)
+
+
+async def calls_until_limited(urls: list[str], agent_id: str, marker: str) -> tuple[int, MCPError]:
+    """Call files__lookup round-robin over `urls` until refused; the calls that ran and the refusal."""
+    clients: list[Client] = []
+    async with contextlib.AsyncExitStack() as stack:
+        for url in urls:
+            clients.append(await stack.enter_async_context(mcp_client(url, token_for(agent_id), "2026-07-28")))
+        for n in range(PER_AGENT * 3):
+            try:
+                result = await clients[n % len(clients)].call_tool("files__lookup", {"query": f"{marker}-{n}"})
+            except MCPError as exc:
+                return n, exc
+            assert not result.is_error, result
+    raise AssertionError("never rate limited")
+
+
+async def test_an_agent_alternating_replicas_is_limited_as_on_one(fleet: Fleet, upstream_log: Path) -> None:
+    marker, alone_marker = uuid.uuid4().hex, uuid.uuid4().hex
+    ran, refusal = await calls_until_limited([fleet[0].url, fleet[1].url], "alternating", marker)
+    alone, alone_refusal = await calls_until_limited([fleet[0].url], "single", alone_marker)
+    assert ran == alone == PER_AGENT
+    for error in (refusal, alone_refusal):
+        assert error.error.code == RATE_LIMITED, error.error
+        assert error.error.message.startswith("Rate limited: too many calls for this agent"), error.error
+        assert error.error.data["scope"] == "agent" and 0 < error.error.data["retryAfterSeconds"] <= 60
+    # The refused calls never reached the upstream.
+    assert executed(upstream_log, marker) == executed(upstream_log, alone_marker) == PER_AGENT
+
+
+async def test_a_sensitive_read_on_one_replica_holds_egress_on_the_other(fleet: Fleet) -> None:
+    async with mcp_client(fleet[1].url, token_for("bystander"), "2026-07-28") as client:
+        result = await client.call_tool("mail__note", {"text": "nothing read"})  # nothing read: egress runs
+        assert not result.is_error, result
+    async with mcp_client(fleet[0].url, token_for("reader"), "2026-07-28") as client:
+        result = await client.call_tool("vault__lookup", {"query": "the keys"})
+        assert not result.is_error, result
+    async with mcp_client(fleet[1].url, token_for("reader"), "2026-07-28") as client:
+        await needs_approval(client, "mail__note", {"text": "the keys"}, EGRESS_REASON)
+    detection = wait_for("the detection on replica B", lambda: [
+        r for r in monitoring_records(fleet[1])
+        if r["agent_id"] == "reader" and r["action"] == "sensitive_then_egress"])
+    assert detection[0]["detail"]["severity"] == "high"  # held by the policy: contained
+
+
+def start_task(gw: Gateway, agent_id: str, tools: list[str], budget: int) -> tuple[str, str]:
+    """A task started through the admin API: its id and task token."""
+    response = httpx2.post(f"{gw.base}/admin/v1/tasks", headers=ADMIN, timeout=WAIT_S, json={
+        "agent_id": agent_id, "purpose": "race the budget", "tools": tools, "budget": budget})
+    assert response.status_code == 201, response.text
+    return str(response.json()["task"]["id"]), str(response.json()["token"])
+
+
+def calls_made(gw: Gateway, task_id: str) -> int:
+    response = httpx2.get(f"{gw.base}/admin/v1/tasks/{task_id}", headers=ADMIN, timeout=WAIT_S)
+    assert response.status_code == 200, response.text
+    return int(response.json()["calls_made"])
+
+
+async def test_racing_replicas_never_exceed_a_task_budget(fleet: Fleet, upstream_log: Path) -> None:
+    budget, racers, marker = 3, 10, uuid.uuid4().hex
+    task_id, token = start_task(fleet[0], "budgeted", ["files__lookup"], budget)
+    # Replica B learns of tasks started elsewhere from the store when it starts (until the fleet's bus tells it).
+    fleet[1].stop()
+    fleet[1].start()
+    async with mcp_client(fleet[0].url, token, "2026-07-28") as on_a, \
+            mcp_client(fleet[1].url, token, "2026-07-28") as on_b:
+        clients = [on_a, on_b]
+
+        async def race(n: int) -> bool:
+            try:
+                result = await clients[n % 2].call_tool("files__lookup", {"query": f"{marker}-{n}"})
+            except MCPError as exc:
+                assert exc.error.code == ACCESS_DENIED and "call budget exhausted" in exc.error.message, exc.error
+                return False
+            assert not result.is_error, result
+            return True
+
+        ran = await asyncio.gather(*(race(n) for n in range(racers)))
+    assert sum(ran) == budget
+    assert executed(upstream_log, marker) == budget
+    # The replica that counted the last call knows the fleet's count; each flushes the highest it has seen.
+    assert max(calls_made(gw, task_id) for gw in fleet) == budget

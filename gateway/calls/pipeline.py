@@ -42,7 +42,7 @@ async def call_tool(s: Stages, call: ToolCall) -> Reply:
             await s.observe(call)  # chain signals and detectors, whatever was decided (the kill switch)
     except AwaitingApproval as waiting:
         return waiting.reply  # the agent is told where a person decides and how to retry
-    s.admit.consume(call)  # the call counts against its task's budget
+    await s.admit.consume(call)  # the call counts against its task's budget
     judged = decision.canonical_arguments  # the upstream gets exactly what the policy judged
     arguments = judged if judged is not None else call.arguments
     auth = await s.credential(call, decision, arguments)  # a token for this tool, upstream and arguments

@@ -4,12 +4,15 @@ to start rather than quietly enforce limits per process."""
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 
 from gateway.catalog import Catalog
+from gateway.cluster.call_budgets import RedisCallBudgets
+from gateway.cluster.chain_signals import RedisChainSignals
 from gateway.cluster.connection import Cluster
+from gateway.cluster.rate_windows import RedisRateWindows
 from gateway.config import Settings
-from gateway.in_memory_state import in_memory_backends
+from gateway.in_memory_state import in_memory_backends, monitoring_with_catalog_egress
 from gateway.state.backends import StateBackends
 
 # Per process by design (docs/state.md): a miss only means verifying a token again.
@@ -18,7 +21,9 @@ PER_PROCESS_SEAMS = frozenset({"verified_tokens"})
 
 def shared_backends(settings: Settings, catalog: Catalog, cluster: Cluster) -> StateBackends:
     state = in_memory_backends(settings, catalog)
-    del cluster  # each shared seam takes it as it lands (issue 15)
+    state = replace(state, rate_windows=RedisRateWindows(cluster, settings.monitoring),
+                    chain_signals=RedisChainSignals(cluster, monitoring_with_catalog_egress(settings, catalog)),
+                    call_budgets=RedisCallBudgets(cluster))
     return state
 
 
