@@ -27,7 +27,7 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 from gateway.catalog.model import ToolEntry
-from gateway.chain.tracker import ChainTracker, RateLimited
+from gateway.chain.tracker import ChainTracker, RateLimited, RatesUnavailable
 from gateway.cluster.call_budgets import RedisCallBudgets
 from gateway.cluster.chain_signals import RedisChainSignals
 from gateway.cluster.connection import Cluster
@@ -35,11 +35,14 @@ from gateway.cluster.rate_windows import RedisRateWindows
 from gateway.settings.cluster import ClusterSettings
 from gateway.settings.monitoring import MonitoringSettings, RateLimit
 from gateway.state import ChainSignals, RateWindows
+from gateway.state.budgets import BudgetUnavailable
+from gateway.state.chain import ChainUnavailable
 from tests import test_state_seams as seams
 from tests.support.changes import SHIFTING_SERVER
 from tests.support.clients import mcp_client
+from tests.support.engines import start_redis
 from tests.support.fleet import Fleet, start_fleet
-from tests.support.processes import Gateway, start_listening, stop
+from tests.support.processes import Gateway, free_port, start_listening, stop
 from tests.test_monitoring_e2e import (
     ACCESS_DENIED,
     ADMIN,
@@ -162,6 +165,25 @@ async def test_racing_counts_never_exceed_a_budget(cluster: Cluster) -> None:
     assert [await budgets.count("task-3", None, 0, deadline) for _ in range(3)] == [1, 2, 3]  # no budget: counted
     ttl = await cluster.redis.pttl(cluster.keys.key("budget", "task-1"))
     assert 60_000 < ttl <= 121_000  # gone a minute after the deadline
+
+
+async def test_unreachable_redis_is_never_a_clean_answer() -> None:
+    """Nothing listens on the port: every call-path operation refuses (never admits, never a clean record)."""
+    cluster = Cluster(ClusterSettings(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    try:
+        with pytest.raises(RatesUnavailable):
+            await RedisRateWindows(cluster, seams.LIMITS).admit("a", "t", "files__read")
+        signals = RedisChainSignals(cluster, DIFFERENTIAL)
+        for operation in (signals.context("a", "t"), signals.observe_call("a", "t", TOOLS[0], "allow"),
+                          signals.observe_probe("a", None, "nope")):
+            with pytest.raises(ChainUnavailable):
+                await operation
+        signals.forget_agent("a")  # in the background: logged, and the records expire on their own
+        await signals.drain()
+        with pytest.raises(BudgetUnavailable):
+            await RedisCallBudgets(cluster).count("t", 5, 0, time.time() + 60)
+    finally:
+        await cluster.close()
 
 
 # -- two real replicas --------------------------------------------------------------------------------
@@ -303,3 +325,65 @@ async def test_racing_replicas_never_exceed_a_task_budget(fleet: Fleet, upstream
     assert executed(upstream_log, marker) == budget
     # The replica that counted the last call knows the fleet's count; each flushes the highest it has seen.
     assert max(calls_made(gw, task_id) for gw in fleet) == budget
+
+
+# -- Redis goes away, and comes back --------------------------------------------------------------------
+
+async def refusal(url: str, token: str, tool: str, arguments: dict[str, Any]) -> MCPError:
+    async with mcp_client(url, token, "2026-07-28") as client:
+        try:
+            result = await client.call_tool(tool, arguments)
+        except MCPError as exc:
+            return exc
+    raise AssertionError(f"{tool} ran while Redis was down: {result}")
+
+
+async def runs(url: str, token: str, marker: str) -> bool:
+    try:
+        async with mcp_client(url, token, "2026-07-28") as client:
+            result = await client.call_tool("files__lookup", {"query": marker})
+    except MCPError:
+        return False
+    return not result.is_error
+
+
+async def test_without_redis_calls_are_refused_and_recover_when_it_returns(
+        tmp_path: Path, upstream: int, upstream_log: Path) -> None:
+    """Its own Redis: stopped, every call is refused with a clear error and nothing reaches the upstream
+    uncounted; restarted on the same port, calls pass again, the gateway untouched."""
+    redis = start_redis()
+    port = int(redis.url.rsplit(":", 1)[1].split("/")[0])
+    # No per-agent window: a bare token's call reaches the chain signals; a task's call its task window.
+    config = {"policy": always_working_hours(),
+              "monitoring": {"kill_switch_severity": "off", "per_agent": None, "per_task": {"calls": 50, "per_s": 60}}}
+    fleet = start_fleet(tmp_path, fleet_manifests(upstream), redis_url=redis.url, replicas=1,
+                        tokens={"outage": token_for("outage")}, extra_config=config)
+    try:
+        gw, bare, marker = fleet[0], token_for("outage"), uuid.uuid4().hex
+        _, task_token = start_task(gw, "outage", ["files__lookup"], 20)
+        assert await runs(gw.url, bare, f"{marker}-before") and await runs(gw.url, task_token, f"{marker}-before")
+        redis.stop()
+
+        unseen = await refusal(gw.url, bare, "files__lookup", {"query": f"{marker}-down"})
+        assert unseen.error.code == ACCESS_DENIED, unseen.error
+        assert unseen.error.message.startswith("Access denied: chain signals unavailable"), unseen.error
+        uncounted = await refusal(gw.url, task_token, "files__lookup", {"query": f"{marker}-down"})
+        assert uncounted.error.code == RATE_LIMITED, uncounted.error
+        assert uncounted.error.message.startswith("Rate limited: the gateway cannot count calls right now")
+        assert uncounted.error.data["retryAfterSeconds"] >= 1
+        assert executed(upstream_log, f"{marker}-down") == 0
+        why = wait_for("the audited refusal", lambda: [
+            r for r in monitoring_records(gw) if r["agent_id"] == "outage" and r["action"] == "unavailable"])
+        assert why[0]["detail"]["step"] == "context" and "unreachable" in why[0]["detail"]["reason"]
+        assert "redis://127.0.0.1" in gw.log_text() and "chain signals unreachable" in gw.log_text()
+
+        redis = start_redis(port)
+        deadline = time.monotonic() + WAIT_S
+        while not await runs(gw.url, bare, f"{marker}-after"):
+            assert time.monotonic() < deadline, "calls still refused after Redis came back"
+            await asyncio.sleep(0.2)
+        assert await runs(gw.url, task_token, f"{marker}-after")
+        assert gw.process is not None and gw.process.poll() is None  # the same gateway process throughout
+    finally:
+        fleet.stop()
+        redis.stop()
