@@ -102,20 +102,23 @@ TOOLS = [
               owner="team"),
 ]
 DIFFERENTIAL = MonitoringSettings(
-    per_agent=RateLimit(6, 20.0), per_task=RateLimit(4, 15.0), per_tool=RateLimit(3, 10.0),
+    per_agent=RateLimit(5, 20.0), per_task=RateLimit(3, 15.0), per_tool=RateLimit(2, 10.0),
     egress_servers=("mail",), burst=RateLimit(4, 10.0), repeated_denials=RateLimit(3, 30.0),
     probing=RateLimit(2, 20.0), window_s=120.0, max_history=5)
 
 
-async def step(rng: random.Random, clock: Clock, tracker: ChainTracker, rates: RateWindows,
+async def step(rng: random.Random, clock: Clock, memory: tuple[ChainTracker, ChainTracker], rates: RateWindows,
                signals: ChainSignals[ToolEntry, Any]) -> None:
-    """One random operation on both implementations; their answers must agree."""
+    """One random operation on both implementations; their answers must agree. `memory`: the in-memory rate
+    windows and chain signals, two trackers as two seams (one tracker would also forget a task's window)."""
+    memory_rates, tracker = memory
     agent = rng.choice(["a", "a", "b"])
-    task = rng.choice([None, "t1", "t2", "t3"])
+    task = rng.choice([None, f"{agent}-t1", f"{agent}-t2"])  # a task belongs to one agent
     op = rng.random()
     if op < 0.35:
         tool = rng.choice([None, *(t.exposed_name for t in TOOLS)])
-        assert await outcome_of(tracker.admit(agent, task, tool)) == await outcome_of(rates.admit(agent, task, tool))
+        expected = await outcome_of(memory_rates.admit(agent, task, tool))
+        assert await outcome_of(rates.admit(agent, task, tool)) == expected
     elif op < 0.6:
         entry, outcome = rng.choice(TOOLS), rng.choice(["allow", "allow", "approved", "deny", "step_up"])
         assert await signals.observe_call(agent, task, entry, outcome) == \
@@ -125,6 +128,9 @@ async def step(rng: random.Random, clock: Clock, tracker: ChainTracker, rates: R
     elif op < 0.74 and task is not None:
         signals.forget_task(task)
         tracker.forget_task(task)
+    elif op < 0.75:
+        signals.forget_agent(agent)  # and its tasks
+        tracker.forget_agent(agent)
     else:
         assert await signals.context(agent, task) == await tracker.context(agent, task)
     clock.now += rng.choice([0.0, 0.0, 0.2, 0.5, 1.0, 2.0, 40.0])
@@ -140,16 +146,17 @@ async def outcome_of(admit: Any) -> tuple[str, float] | None:
 
 @pytest.mark.parametrize("seed", range(6))
 async def test_redis_answers_as_one_process_does(cluster: Cluster, seed: int) -> None:
-    """Random sequences of admits, decided calls, probes, forgets and contexts (two agents, three tasks,
+    """Random sequences of admits, decided calls, probes, forgets and contexts (two agents with two tasks each,
     every detector) give the same rate limits, context.chain records and detections."""
     clock, rng = Clock(), random.Random(seed)
-    tracker = ChainTracker(DIFFERENTIAL, clock)
+    memory = ChainTracker(DIFFERENTIAL, clock), ChainTracker(DIFFERENTIAL, clock)
+    tracker = memory[1]
     rates = RedisRateWindows(cluster, DIFFERENTIAL, clock)
     signals = RedisChainSignals(cluster, DIFFERENTIAL, clock)
     for _ in range(400):
-        await step(rng, clock, tracker, rates, signals)
+        await step(rng, clock, memory, rates, signals)
     for agent in ("a", "b"):
-        for task in (None, "t1", "t2", "t3"):
+        for task in (None, f"{agent}-t1", f"{agent}-t2"):
             assert await signals.context(agent, task) == await tracker.context(agent, task)
 
 

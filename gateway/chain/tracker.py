@@ -32,6 +32,8 @@ Memory bounds (everything else is O(1) per entry):
                      data classes: at most 64
     per agent only   probes: at most 2 x probing.calls; per-tool limiters: at most 64 tools
                      (least recently used evicted) x per_tool.calls; seen tool pairs: at most 256
+    shared (gateway/cluster/chain_signals.py, on Redis): the same per-record bounds; records expire
+                     instead of being evicted (docs/state.md)
     measured (CPython 3.11, tracemalloc, one agent with one task, default settings):
                      ~6 KiB for a quiet agent (20 reads), ~18 KiB for a busy one (120 calls/min with
                      writes, denials and probes); adversarial worst case ~31 KiB, ~85 KiB with a
