@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -32,6 +32,7 @@ from gateway.chain.detectors.probing import probing_detection
 from gateway.chain.detectors.repeated_denials import denials_detection
 from gateway.chain.signals import ALLOWED, COUNT_CAP, MAX_CLASSES, MINUTE, OUTCOMES, READ_RISK
 from gateway.chain.tracker import chain_record, empty_context
+from gateway.cluster.chain_clock import LUA_CLOCK, ClockedSeam
 from gateway.cluster.connection import Cluster
 from gateway.settings.monitoring import MonitoringSettings
 from gateway.state.chain import ChainUnavailable
@@ -41,13 +42,7 @@ log = logging.getLogger("narrowgate.cluster")
 FAILURES = (RedisError, OSError, TimeoutError)
 
 # Shared by the scripts: the clock, loading and saving records, capped time lists.
-PRELUDE = """
-local function clock(arg)
-  local now = tonumber(arg)
-  if now then return now end
-  local t = redis.call('TIME')
-  return tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
+PRELUDE = LUA_CLOCK + """
 local function load(key)
   local raw = redis.call('GET', key)
   if raw then return cmsgpack.unpack(raw) end
@@ -266,16 +261,12 @@ def script_source(template: str, constants: dict[str, str]) -> str:
     return template
 
 
-class RedisChainSignals:
+class RedisChainSignals(ClockedSeam):
     """`ChainSignals` on Redis, for every replica of a fleet (see the module docstring)."""
-
-    shared: ClassVar[bool] = True
 
     def __init__(self, cluster: Cluster, settings: MonitoringSettings,
                  clock: Callable[[], float] | None = None) -> None:
-        self.cluster = cluster
-        self.settings = settings
-        self.clock = clock
+        super().__init__(cluster, settings, clock)
         self._sensitive = frozenset(settings.sensitive_classes)
         self._egress = SensitiveThenEgress(settings)
         self._pending: set[asyncio.Task[None]] = set()
@@ -309,9 +300,6 @@ class RedisChainSignals:
     def _key(self, kind: str, ident: str) -> str:
         return self.cluster.keys.key("chain", kind, ident)
 
-    def _now(self) -> str | float:
-        return "" if self.clock is None else self.clock()
-
     async def _run(self, what: str, call: Any) -> Any:
         if self._pending:  # a forget_* of this process lands before anything read or written after it
             await self.drain()
@@ -324,7 +312,7 @@ class RedisChainSignals:
 
     async def context(self, agent_id: str, task_id: str | None) -> dict[str, Any]:
         keys = [self._key("agent", agent_id), "" if task_id is None else self._key("task", task_id)]
-        reply = await self._run("context", self._context(keys=keys, args=[self._now(), self.settings.window_s]))
+        reply = await self._run("context", self._context(keys=keys, args=[self.now_arg(), self.settings.window_s]))
         tools, agent_classes = _names(reply[0]), sorted(_names(reply[1]))
         agent_view = {"data_classes": agent_classes, "sensitive_read": not self._sensitive.isdisjoint(agent_classes),
                       "calls_last_minute": reply[2], "writes_last_minute": reply[3], "denials_last_minute": reply[4]}
@@ -343,7 +331,7 @@ class RedisChainSignals:
         keys = [self._key("agent", agent_id), self._key("pairs", agent_id), self._key("tasks", agent_id),
                 "" if task_id is None else self._key("task", task_id)]
         classes = tool.data_classes if outcome in ALLOWED else ()
-        args = [self._now(), agent_id, task_id or "", name, outcome, int(tool.risk == READ_RISK),
+        args = [self.now_arg(), agent_id, task_id or "", name, outcome, int(tool.risk == READ_RISK),
                 int(self._egress.is_egress(tool)), int(not self._sensitive.isdisjoint(classes)), *classes]
         found = await self._run("observe", self._observe_call(keys=keys, args=args))
         return [self._detection(detector.decode(), detail.decode(), agent_id, task_id, name, outcome)
@@ -361,7 +349,8 @@ class RedisChainSignals:
         return denials_detection(s.repeated_denials, agent_id, task_id, name)
 
     async def observe_probe(self, agent_id: str, task_id: str | None, tool_name: str) -> list[Detection]:
-        level = await self._run("probe", self._observe_probe(keys=[self._key("agent", agent_id)], args=[self._now()]))
+        probe = self._observe_probe(keys=[self._key("agent", agent_id)], args=[self.now_arg()])
+        level = await self._run("probe", probe)
         return [probing_detection(self.settings.probing, level, agent_id, task_id, tool_name)] if level else []
 
     # Called from lifecycle observers (synchronous): deleted in the background; the records expire anyway.

@@ -12,25 +12,20 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable
-from typing import ClassVar
 
 from redis.exceptions import RedisError
 
 from gateway.chain.tracker import RateLimited, RatesUnavailable
+from gateway.cluster.chain_clock import LUA_CLOCK, ClockedSeam
 from gateway.cluster.connection import Cluster
 from gateway.settings.monitoring import MonitoringSettings, RateLimit
 
 log = logging.getLogger("narrowgate.cluster")
-SCOPES = ("agent", "task", "tool")
 
 # KEYS: one window each. ARGV: now ('' for Redis TIME), a unique member, then calls and per_s per window.
 # Returns {0} when admitted, else {index of the window with the longest wait, that wait as a string}.
-ADMIT = """
-local now = tonumber(ARGV[1])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
+ADMIT = LUA_CLOCK + """
+local now = clock(ARGV[1])
 local worst, worst_at = 0, 0
 for i, key in ipairs(KEYS) do
   local calls, per = tonumber(ARGV[1 + 2 * i]), tonumber(ARGV[2 + 2 * i])
@@ -54,16 +49,12 @@ return {0}
 """
 
 
-class RedisRateWindows:
+class RedisRateWindows(ClockedSeam):
     """`RateWindows` on Redis: the same windows and answers as `ChainTracker.admit`, fleet-wide."""
-
-    shared: ClassVar[bool] = True
 
     def __init__(self, cluster: Cluster, settings: MonitoringSettings,
                  clock: Callable[[], float] | None = None) -> None:
-        self.cluster = cluster
-        self.settings = settings
-        self.clock = clock
+        super().__init__(cluster, settings, clock)
         self._script = cluster.redis.register_script(ADMIT)
         self._stamp = f"{cluster.replica_id}:{{}}".format
         self._serial = itertools.count()
@@ -72,7 +63,7 @@ class RedisRateWindows:
         windows = self.windows(agent_id, task_id, tool)
         if not windows:
             return
-        args: list[str | float] = ["" if self.clock is None else self.clock(), self._stamp(next(self._serial))]
+        args: list[str | float] = [self.now_arg(), self._stamp(next(self._serial))]
         for _, limit, _ in windows:
             args += [limit.calls, limit.per_s]
         try:
