@@ -195,7 +195,7 @@ async def test_unreachable_redis_is_never_a_clean_answer() -> None:
 
 # -- two real replicas --------------------------------------------------------------------------------
 
-AGENTS = ("alternating", "single", "reader", "bystander", "budgeted")
+AGENTS = ("alternating", "single", "reader", "reader-alone", "bystander", "budgeted")
 PER_AGENT = 12  # calls a minute: more than the budget test races
 
 
@@ -279,19 +279,24 @@ async def test_an_agent_alternating_replicas_is_limited_as_on_one(fleet: Fleet, 
     assert executed(upstream_log, marker) == executed(upstream_log, alone_marker) == PER_AGENT
 
 
+async def read_then_send(read_on: Gateway, send_on: Gateway, agent_id: str) -> None:
+    async with mcp_client(read_on.url, token_for(agent_id), "2026-07-28") as client:
+        result = await client.call_tool("vault__lookup", {"query": "the keys"})
+        assert not result.is_error, result
+    async with mcp_client(send_on.url, token_for(agent_id), "2026-07-28") as client:
+        await needs_approval(client, "mail__note", {"text": "the keys"}, EGRESS_REASON)
+    detection = wait_for(f"the detection of {agent_id}", lambda: [
+        r for r in monitoring_records(send_on)
+        if r["agent_id"] == agent_id and r["action"] == "sensitive_then_egress"])
+    assert [(d["detail"]["severity"], d["tool"]) for d in detection] == [("high", "mail__note")]  # held: contained
+
+
 async def test_a_sensitive_read_on_one_replica_holds_egress_on_the_other(fleet: Fleet) -> None:
     async with mcp_client(fleet[1].url, token_for("bystander"), "2026-07-28") as client:
         result = await client.call_tool("mail__note", {"text": "nothing read"})  # nothing read: egress runs
         assert not result.is_error, result
-    async with mcp_client(fleet[0].url, token_for("reader"), "2026-07-28") as client:
-        result = await client.call_tool("vault__lookup", {"query": "the keys"})
-        assert not result.is_error, result
-    async with mcp_client(fleet[1].url, token_for("reader"), "2026-07-28") as client:
-        await needs_approval(client, "mail__note", {"text": "the keys"}, EGRESS_REASON)
-    detection = wait_for("the detection on replica B", lambda: [
-        r for r in monitoring_records(fleet[1])
-        if r["agent_id"] == "reader" and r["action"] == "sensitive_then_egress"])
-    assert detection[0]["detail"]["severity"] == "high"  # held by the policy: contained
+    await read_then_send(fleet[0], fleet[1], "reader")
+    await read_then_send(fleet[0], fleet[0], "reader-alone")  # as on one replica
 
 
 def start_task(gw: Gateway, agent_id: str, tools: list[str], budget: int) -> tuple[str, str]:
@@ -382,7 +387,8 @@ async def test_without_redis_calls_are_refused_and_recover_when_it_returns(
         why = wait_for("the audited refusal", lambda: [
             r for r in monitoring_records(gw) if r["agent_id"] == "outage" and r["action"] == "unavailable"])
         assert why[0]["detail"]["step"] == "context" and "unreachable" in why[0]["detail"]["reason"]
-        assert "redis://127.0.0.1" in gw.log_text() and "chain signals unreachable" in gw.log_text()
+        # Logged with where Redis is (never its credentials) and why.
+        assert f"chain signals unreachable at redis://127.0.0.1:{port}/0 (context, ConnectionError)" in gw.log_text()
 
         redis = start_redis(port)
         deadline = time.monotonic() + WAIT_S
