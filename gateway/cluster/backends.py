@@ -10,7 +10,9 @@ from gateway.catalog import Catalog
 from gateway.cluster.call_budgets import RedisCallBudgets
 from gateway.cluster.chain_signals import RedisChainSignals
 from gateway.cluster.connection import Cluster
+from gateway.cluster.notices import RedisNotices
 from gateway.cluster.rate_windows import RedisRateWindows
+from gateway.cluster.revocations import RedisRevocationList
 from gateway.config import Settings
 from gateway.in_memory_state import in_memory_backends, monitoring_with_catalog_egress
 from gateway.state.backends import StateBackends
@@ -21,6 +23,9 @@ PER_PROCESS_SEAMS = frozenset({"verified_tokens"})
 
 def shared_backends(settings: Settings, catalog: Catalog, cluster: Cluster) -> StateBackends:
     state = in_memory_backends(settings, catalog)
+    notices, revocations = RedisNotices(cluster), RedisRevocationList(cluster)
+    cluster.runners += [notices, revocations]  # their pub/sub readers run while the cluster is open
+    state = replace(state, notices=notices, revocations=revocations)
     state = replace(state, rate_windows=RedisRateWindows(cluster, settings.monitoring),
                     chain_signals=RedisChainSignals(cluster, monitoring_with_catalog_egress(settings, catalog)),
                     call_budgets=RedisCallBudgets(cluster))
