@@ -143,7 +143,7 @@ class Gateway:
         """Task grants: the token endpoint that starts them and the check that honours their tokens."""
         base = self.settings.base_url
         resource, token_url = f"{base}/mcp", f"{base}{TOKEN_PATH}"
-        self.tasks = TaskService(self.store, self.registry, self.catalog)
+        self.tasks = TaskService(self.store, self.registry, self.catalog, budgets=self.state.call_budgets)
         self.task_tokens = TaskTokenIssuer(self.upstream_auth, base, resource, self.settings.tokens.task_ttl_s)
         self.task_check = TaskTokenCheck(self.tasks, self.upstream_auth.public_keys, base, resource)
         # RFC 7523 client assertions may name the token endpoint as their audience.
