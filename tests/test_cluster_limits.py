@@ -29,6 +29,7 @@ from mcp.shared.exceptions import MCPError
 from gateway.catalog.model import ToolEntry
 from gateway.chain.tracker import ChainTracker, RateLimited, RatesUnavailable
 from gateway.cluster.call_budgets import RedisCallBudgets
+from gateway.cluster.chain import RedisChain
 from gateway.cluster.chain_signals import RedisChainSignals
 from gateway.cluster.connection import Cluster
 from gateway.cluster.rate_windows import RedisRateWindows
@@ -36,7 +37,7 @@ from gateway.settings.cluster import ClusterSettings
 from gateway.settings.monitoring import MonitoringSettings, RateLimit
 from gateway.state import ChainSignals, RateWindows
 from gateway.state.budgets import BudgetUnavailable
-from gateway.state.chain import ChainUnavailable
+from gateway.state.chain import CallAdmission, ChainUnavailable
 from tests import test_state_seams as seams
 from tests.support.changes import SHIFTING_SERVER
 from tests.support.clients import mcp_client
@@ -85,6 +86,29 @@ async def test_redis_chain_signals_satisfy_the_contract(cluster: Cluster) -> Non
     await seams.test_chain_signals_contract(lambda settings: RedisChainSignals(cluster, settings))
 
 
+async def test_the_redis_chain_is_both_seams_and_admits_a_call_in_one_round_trip(cluster: Cluster) -> None:
+    """A fleet's chain object (like the in-memory tracker) is the rate windows and the chain signals, each to its
+    contract, and admits a tools/call with its chain context in one script."""
+    chain = RedisChain(cluster, seams.LIMITS)
+    assert isinstance(chain, RateWindows) and isinstance(chain, CallAdmission)
+    assert isinstance(ChainTracker(seams.LIMITS), CallAdmission)
+    await seams.test_rate_windows_contract(lambda settings: RedisChain(cluster, settings))
+    await seams.test_chain_signals_contract(lambda settings: RedisChain(cluster, settings))
+    await chain.admit_call("warm", None, "files__read")  # the script is loaded
+    before = await evalsha_calls(cluster)
+    assert (await chain.admit_call("one", "t", "files__read"))["agent"]["calls_last_minute"] == 0
+    assert await evalsha_calls(cluster) == before + 1
+    assert (await chain.admit_call("one", "t", "files__read"))["calls_last_minute"] == 0
+    with pytest.raises(RateLimited):  # LIMITS: two calls a minute per agent
+        await chain.admit_call("one", "t", "files__read")
+    assert await evalsha_calls(cluster) == before + 3
+
+
+async def evalsha_calls(cluster: Cluster) -> int:
+    stats = await cluster.redis.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
 # -- the same answers as one process, for the same sequence ----------------------------------------------
 
 TOOLS = [
@@ -107,18 +131,26 @@ DIFFERENTIAL = MonitoringSettings(
     probing=RateLimit(2, 20.0), window_s=120.0, max_history=5)
 
 
-async def step(rng: random.Random, clock: Clock, memory: tuple[ChainTracker, ChainTracker], rates: RateWindows,
-               signals: ChainSignals[ToolEntry, Any]) -> None:
+async def step(rng: random.Random, clock: Clock, memory: tuple[ChainTracker, ChainTracker], chain: RedisChain) -> None:
     """One random operation on both implementations; their answers must agree. `memory`: the in-memory rate
-    windows and chain signals, two trackers as two seams (one tracker would also forget a task's window)."""
+    windows and chain signals, two trackers as two seams (one tracker would also forget a task's window);
+    `chain`: the Redis rate windows and chain signals, one object as a fleet has them."""
     memory_rates, tracker = memory
+    signals: ChainSignals[ToolEntry, Any] = chain
     agent = rng.choice(["a", "a", "b"])
     task = rng.choice([None, f"{agent}-t1", f"{agent}-t2"])  # a task belongs to one agent
     op = rng.random()
-    if op < 0.35:
+    if op < 0.2:
         tool = rng.choice([None, *(t.exposed_name for t in TOOLS)])
         expected = await outcome_of(memory_rates.admit(agent, task, tool))
-        assert await outcome_of(rates.admit(agent, task, tool)) == expected
+        assert await outcome_of(chain.admit(agent, task, tool)) == expected
+    elif op < 0.35:  # a tools/call's admission: the windows and the context in one script, as the two in order
+        tool = rng.choice([t.exposed_name for t in TOOLS])
+        expected = await outcome_of(memory_rates.admit(agent, task, tool))
+        joint: list[dict[str, Any]] = []
+        assert await outcome_of(joint_admission(chain, agent, task, tool, joint)) == expected
+        if expected is None:
+            assert joint == [await tracker.context(agent, task)]
     elif op < 0.6:
         entry, outcome = rng.choice(TOOLS), rng.choice(["allow", "allow", "approved", "deny", "step_up"])
         assert await signals.observe_call(agent, task, entry, outcome) == \
@@ -136,6 +168,11 @@ async def step(rng: random.Random, clock: Clock, memory: tuple[ChainTracker, Cha
     clock.now += rng.choice([0.0, 0.0, 0.2, 0.5, 1.0, 2.0, 40.0])
 
 
+async def joint_admission(chain: CallAdmission, agent: str, task: str | None, tool: str,
+                          into: list[dict[str, Any]]) -> None:
+    into.append(await chain.admit_call(agent, task, tool))
+
+
 async def outcome_of(admit: Any) -> tuple[str, float] | None:
     try:
         await admit
@@ -146,18 +183,17 @@ async def outcome_of(admit: Any) -> tuple[str, float] | None:
 
 @pytest.mark.parametrize("seed", range(6))
 async def test_redis_answers_as_one_process_does(cluster: Cluster, seed: int) -> None:
-    """Random sequences of admits, decided calls, probes, forgets and contexts (two agents with two tasks each,
-    every detector) give the same rate limits, context.chain records and detections."""
+    """Random sequences of admits, tools/call admissions, decided calls, probes, forgets and contexts (two agents
+    with two tasks each, every detector) give the same rate limits, context.chain records and detections."""
     clock, rng = Clock(), random.Random(seed)
     memory = ChainTracker(DIFFERENTIAL, clock), ChainTracker(DIFFERENTIAL, clock)
     tracker = memory[1]
-    rates = RedisRateWindows(cluster, DIFFERENTIAL, clock)
-    signals = RedisChainSignals(cluster, DIFFERENTIAL, clock)
+    chain = RedisChain(cluster, DIFFERENTIAL, clock)
     for _ in range(400):
-        await step(rng, clock, memory, rates, signals)
+        await step(rng, clock, memory, chain)
     for agent in ("a", "b"):
         for task in (None, f"{agent}-t1", f"{agent}-t2"):
-            assert await signals.context(agent, task) == await tracker.context(agent, task)
+            assert await chain.context(agent, task) == await tracker.context(agent, task)
 
 
 async def test_racing_counts_never_exceed_a_budget(cluster: Cluster) -> None:
@@ -180,6 +216,8 @@ async def test_unreachable_redis_is_never_a_clean_answer() -> None:
     try:
         with pytest.raises(RatesUnavailable):
             await RedisRateWindows(cluster, seams.LIMITS).admit("a", "t", "files__read")
+        with pytest.raises(RatesUnavailable):  # as admit would be: the first thing a tools/call asks
+            await RedisChain(cluster, seams.LIMITS).admit_call("a", "t", "files__read")
         signals = RedisChainSignals(cluster, DIFFERENTIAL)
         for operation in (signals.context("a", "t"), signals.observe_call("a", "t", TOOLS[0], "allow"),
                           signals.observe_probe("a", None, "nope")):

@@ -38,10 +38,11 @@ class Decide:
         self.pool = pool
         self.telemetry = telemetry
 
-    async def __call__(self, call: ToolCall, task: Task | None) -> Decision:
-        """An allow; StepUpRequired or the refusal otherwise (the policy stage span records it either way)."""
+    async def __call__(self, call: ToolCall, task: Task | None, chain: dict[str, Any]) -> Decision:
+        """An allow; StepUpRequired or the refusal otherwise (the policy stage span records it either way).
+        `chain`: the caller's chain context, read when the call was admitted (the rate-limit stage)."""
         request = call.request
-        facts = await self.facts_for(request.principal, request.era, request.client_info, task_facts(task))
+        facts = self.authorizer.facts(request.era, request.client_info, task_facts(task), chain)
         with self.telemetry.stage("policy"):
             decision = await self.authorizer.check_tool(request.principal, call.entry, call.arguments, facts,
                                                         request.trace_id)

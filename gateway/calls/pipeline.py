@@ -32,10 +32,10 @@ class Stages:
 async def call_tool(s: Stages, call: ToolCall) -> Reply:
     """tools/call, top to bottom."""
     task = await s.admit(call)  # the task gate: the tool is part of the caller's grant
-    await s.rate_limit.call(call)  # the caller's chain windows (-32029 over a limit)
+    chain = await s.rate_limit.call(call)  # the caller's chain windows (-32029 over a limit) and context
     try:
         try:
-            decision = await s.decide(call, task)  # Cedar: an allow, StepUpRequired or a refusal
+            decision = await s.decide(call, task, chain)  # Cedar: an allow, StepUpRequired or a refusal
         except StepUpRequired as step_up:
             decision = await s.approve(call, step_up)  # a person: an allow, AwaitingApproval or a refusal
         finally:

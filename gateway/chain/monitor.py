@@ -8,7 +8,7 @@ the DetectionResponder (audit, metric, webhook, kill switch).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 from gateway.audit import AuditEvent
 from gateway.catalog.model import ToolEntry
@@ -17,7 +17,7 @@ from gateway.chain.detectors import Detection
 from gateway.chain.tracker import RateLimited, RatesUnavailable
 from gateway.identity.principal import Principal
 from gateway.protocol.errors import ACCESS_DENIED, RATE_LIMITED, RpcError
-from gateway.state.chain import ChainSignals, ChainUnavailable, RateWindows
+from gateway.state.chain import CallAdmission, ChainSignals, ChainUnavailable, RateWindows
 
 UNAVAILABLE = "chain signals unavailable"
 
@@ -28,6 +28,11 @@ class ChainMonitor:
         self.signals = signals
         self.rates = rates
         self.responder = responder
+        # One object holding both seams admits a tools/call and reads its context in one step (one round trip
+        # for a shared one); separate seams are asked one after the other, with the same answers.
+        self.joint: CallAdmission | None = None
+        if isinstance(signals, CallAdmission) and cast(object, rates) is signals:
+            self.joint = signals
 
     async def admit(self, principal: Principal, tool: str | None) -> None:
         """Count one request that will reach an upstream against the caller's rate limits, or refuse it
@@ -35,13 +40,19 @@ class ChainMonitor:
         try:
             await self.rates.admit(principal.agent_id, principal.task_id, tool)
         except RateLimited as exc:
-            wait = math.ceil(exc.retry_after_s)
-            what = "calls" if tool is not None else "requests"
-            if isinstance(exc, RatesUnavailable):
-                raise RpcError(RATE_LIMITED, f"Rate limited: the gateway cannot count {what} right now; retry in "
-                               f"{wait} s", {"scope": exc.scope, "retryAfterSeconds": wait}) from None
-            raise RpcError(RATE_LIMITED, f"Rate limited: too many {what} for this {exc.scope}; retry in {wait} s",
-                           {"scope": exc.scope, "retryAfterSeconds": wait}) from None
+            raise rate_limited(exc, tool) from None
+
+    async def admit_call(self, principal: Principal, tool: str) -> dict[str, Any]:
+        """`admit` a tools/call, then its `context` (the record its decision sees): refused as either would be."""
+        if self.joint is None:
+            await self.admit(principal, tool)
+            return await self.context(principal)
+        try:
+            return await self.joint.admit_call(principal.agent_id, principal.task_id, tool)
+        except RateLimited as exc:
+            raise rate_limited(exc, tool) from None
+        except ChainUnavailable as exc:
+            raise self.unavailable(principal, None, "context", exc) from None
 
     async def context(self, principal: Principal) -> dict[str, Any]:
         try:
@@ -75,3 +86,14 @@ class ChainMonitor:
         if detections and await self.responder.respond(detections):
             raise RpcError(ACCESS_DENIED, "Access denied: this agent was suspended by the gateway's kill switch",
                            {"decision": "deny", "detector": detections[-1].detector})
+
+
+def rate_limited(exc: RateLimited, tool: str | None) -> RpcError:
+    """The agent's -32029: over a limit, or the limits cannot be counted now (never admitted uncounted)."""
+    wait = math.ceil(exc.retry_after_s)
+    what = "calls" if tool is not None else "requests"
+    if isinstance(exc, RatesUnavailable):
+        return RpcError(RATE_LIMITED, f"Rate limited: the gateway cannot count {what} right now; retry in "
+                        f"{wait} s", {"scope": exc.scope, "retryAfterSeconds": wait})
+    return RpcError(RATE_LIMITED, f"Rate limited: too many {what} for this {exc.scope}; retry in {wait} s",
+                    {"scope": exc.scope, "retryAfterSeconds": wait})

@@ -7,6 +7,7 @@ shared implementation awaits Redis); here they never suspend.
 Call order on the tools/call path:
     admit()         before the policy decision: per-agent / per-task / per-(agent, tool) rate limits
     context()       the Cedar `context.chain` record for the decision
+    admit_call()    both for a tools/call, in one step (what the call path uses)
     observe_call()  after the decision (allow | deny | step_up): update signals, run detectors
     observe_probe() for a call to a tool that is unknown or not listed for the agent (refused before policy)
 
@@ -156,6 +157,14 @@ class ChainTracker:
         `tool` is the exposed tool name of a tools/call; None for any other request that reaches an
         upstream (prompts, resources, completions, subscriptions), which per-tool limits do not cover.
         """
+        self._admit(agent_id, task_id, tool)
+
+    async def admit_call(self, agent_id: str, task_id: str | None, tool: str) -> dict[str, Any]:
+        """`admit` then `context` for a tools/call (gateway.state.chain.CallAdmission), without a second await."""
+        self._admit(agent_id, task_id, tool)
+        return self._context(agent_id, task_id)
+
+    def _admit(self, agent_id: str, task_id: str | None, tool: str | None) -> None:
         s = self.settings
         per_tool = s.per_tool if tool is not None else None
         if s.per_agent is None and per_tool is None and (s.per_task is None or task_id is None):
@@ -199,6 +208,9 @@ class ChainTracker:
     async def context(self, agent_id: str, task_id: str | None) -> dict[str, Any]:
         """The `context.chain` record: the task's signals (the agent's when there is no task), and beside
         them, in `agent`, the agent's own across all its tasks, which a new task cannot shed."""
+        return self._context(agent_id, task_id)
+
+    def _context(self, agent_id: str, task_id: str | None) -> dict[str, Any]:
         now = self.clock()
         agent = self._agents.get(agent_id)
         agent_view = self._agent_view(agent, now)

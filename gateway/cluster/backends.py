@@ -8,10 +8,9 @@ from dataclasses import fields, replace
 
 from gateway.catalog import Catalog
 from gateway.cluster.call_budgets import RedisCallBudgets
-from gateway.cluster.chain_signals import RedisChainSignals
+from gateway.cluster.chain import RedisChain
 from gateway.cluster.connection import Cluster
 from gateway.cluster.notices import RedisNotices
-from gateway.cluster.rate_windows import RedisRateWindows
 from gateway.cluster.revocations import RedisRevocationList
 from gateway.config import Settings
 from gateway.in_memory_state import in_memory_backends, monitoring_with_catalog_egress
@@ -26,9 +25,8 @@ def shared_backends(settings: Settings, catalog: Catalog, cluster: Cluster) -> S
     notices, revocations = RedisNotices(cluster), RedisRevocationList(cluster)
     cluster.runners += [notices, revocations]  # their pub/sub readers run while the cluster is open
     state = replace(state, notices=notices, revocations=revocations)
-    state = replace(state, rate_windows=RedisRateWindows(cluster, settings.monitoring),
-                    chain_signals=RedisChainSignals(cluster, monitoring_with_catalog_egress(settings, catalog)),
-                    call_budgets=RedisCallBudgets(cluster))
+    chain = RedisChain(cluster, monitoring_with_catalog_egress(settings, catalog))  # both, as in memory
+    state = replace(state, rate_windows=chain, chain_signals=chain, call_budgets=RedisCallBudgets(cluster))
     return state
 
 

@@ -73,31 +73,37 @@ local function reached(l, n, cutoff)
 end
 """
 
-# KEYS: agent, task ('' without one). ARGV: now, window_s.
-# Returns {tools, agent classes in the window, agent counts x3, task found (0/1), task classes,
-#          task sensitive (0/1), task counts x3}; tools are the task's with a task, else the agent's.
-CONTEXT = PRELUDE + """
-local now, window = clock(ARGV[1]), tonumber(ARGV[2])
-local minute_ago = now - 60
-local agent = load(KEYS[1]) or {}
-local classes = {}
-for _, entry in ipairs(agent.classes or {}) do
-  if entry[2] > now - window then classes[#classes + 1] = entry[1] end
+# context(now, window_s, agent key, task key or ''): {tools, agent classes in the window, agent counts x3,
+# task found (0/1), task classes, task sensitive (0/1), task counts x3}; tools are the task's with a task,
+# else the agent's.
+CONTEXT_FUNCTION = """
+local function context(now, window, agent_key, task_key)
+  local minute_ago = now - 60
+  local agent = load(agent_key) or {}
+  local classes = {}
+  for _, entry in ipairs(agent.classes or {}) do
+    if entry[2] > now - window then classes[#classes + 1] = entry[1] end
+  end
+  local function counts(r)
+    return count_since(r.calls or {}, minute_ago), count_since(r.writes or {}, minute_ago),
+           count_since(r.denials or {}, minute_ago)
+  end
+  local ac, aw, ad = counts(agent)
+  if task_key == '' then
+    return {agent.tools or {}, classes, ac, aw, ad, 0, {}, 0, 0, 0, 0}
+  end
+  local task = load(task_key)
+  if task == nil then
+    return {{}, classes, ac, aw, ad, 0, {}, 0, 0, 0, 0}
+  end
+  local tc, tw, td = counts(task)
+  return {task.tools or {}, classes, ac, aw, ad, 1, task.classes or {}, task.sensitive_at and 1 or 0, tc, tw, td}
 end
-local function counts(r)
-  return count_since(r.calls or {}, minute_ago), count_since(r.writes or {}, minute_ago),
-         count_since(r.denials or {}, minute_ago)
-end
-local ac, aw, ad = counts(agent)
-if KEYS[2] == '' then
-  return {agent.tools or {}, classes, ac, aw, ad, 0, {}, 0, 0, 0, 0}
-end
-local task = load(KEYS[2])
-if task == nil then
-  return {{}, classes, ac, aw, ad, 0, {}, 0, 0, 0, 0}
-end
-local tc, tw, td = counts(task)
-return {task.tools or {}, classes, ac, aw, ad, 1, task.classes or {}, task.sensitive_at and 1 or 0, tc, tw, td}
+"""
+
+# KEYS: agent, task ('' without one). ARGV: now, window_s. Returns context(...).
+CONTEXT = PRELUDE + CONTEXT_FUNCTION + """
+return context(clock(ARGV[1]), tonumber(ARGV[2]), KEYS[1], KEYS[2])
 """
 
 # KEYS: agent, pairs, agent's task set, task ('' without one).
@@ -311,8 +317,16 @@ class RedisChainSignals(ClockedSeam):
             raise ChainUnavailable(f"shared chain signals unreachable ({type(exc).__name__})") from None
 
     async def context(self, agent_id: str, task_id: str | None) -> dict[str, Any]:
-        keys = [self._key("agent", agent_id), "" if task_id is None else self._key("task", task_id)]
+        keys = self.context_keys(agent_id, task_id)
         reply = await self._run("context", self._context(keys=keys, args=[self.now_arg(), self.settings.window_s]))
+        return self.chain_context(reply, task_id)
+
+    def context_keys(self, agent_id: str, task_id: str | None) -> list[str]:
+        """The keys the Lua `context` reads: the agent's record and the task's ('' without a task)."""
+        return [self._key("agent", agent_id), "" if task_id is None else self._key("task", task_id)]
+
+    def chain_context(self, reply: list[Any], task_id: str | None) -> dict[str, Any]:
+        """The `context.chain` record from the Lua `context`'s reply (as ChainTracker.context builds it)."""
         tools, agent_classes = _names(reply[0]), sorted(_names(reply[1]))
         agent_view = {"data_classes": agent_classes, "sensitive_read": not self._sensitive.isdisjoint(agent_classes),
                       "calls_last_minute": reply[2], "writes_last_minute": reply[3], "denials_last_minute": reply[4]}

@@ -22,29 +22,39 @@ from gateway.settings.monitoring import MonitoringSettings, RateLimit
 
 log = logging.getLogger("narrowgate.cluster")
 
+# admit(now, unique, first, n, arg): the n windows KEYS[first..] with their limits in ARGV from `arg` (calls
+# and per_s per window). Records the request in all of them, or in none; returns 0 when admitted, else the
+# index (among the n) of the window with the longest wait, and that wait.
+ADMIT_FUNCTION = """
+local function admit(now, unique, first, n, arg)
+  local worst, worst_at = 0, 0
+  for i = 1, n do
+    local key, calls, per = KEYS[first + i - 1], tonumber(ARGV[arg + 2 * i - 2]), tonumber(ARGV[arg + 2 * i - 1])
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - per)
+    local count = redis.call('ZCARD', key)
+    if count >= calls then
+      local oldest = redis.call('ZRANGE', key, count - calls, count - calls, 'WITHSCORES')
+      local wait = tonumber(oldest[2]) + per - now
+      if wait > worst then worst, worst_at = wait, i end
+    end
+  end
+  if worst_at > 0 then return worst_at, worst end
+  local member = string.format('%.6f', now) .. ':' .. unique
+  for i = 1, n do
+    local key, calls, per = KEYS[first + i - 1], tonumber(ARGV[arg + 2 * i - 2]), tonumber(ARGV[arg + 2 * i - 1])
+    redis.call('ZADD', key, now, member)
+    redis.call('ZREMRANGEBYRANK', key, 0, -(calls + 1))
+    redis.call('PEXPIRE', key, math.ceil(per * 1000) + 1000)
+  end
+  return 0, 0
+end
+"""
+
 # KEYS: one window each. ARGV: now ('' for Redis TIME), a unique member, then calls and per_s per window.
 # Returns {0} when admitted, else {index of the window with the longest wait, that wait as a string}.
-ADMIT = LUA_CLOCK + """
-local now = clock(ARGV[1])
-local worst, worst_at = 0, 0
-for i, key in ipairs(KEYS) do
-  local calls, per = tonumber(ARGV[1 + 2 * i]), tonumber(ARGV[2 + 2 * i])
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - per)
-  local n = redis.call('ZCARD', key)
-  if n >= calls then
-    local oldest = redis.call('ZRANGE', key, n - calls, n - calls, 'WITHSCORES')
-    local wait = tonumber(oldest[2]) + per - now
-    if wait > worst then worst, worst_at = wait, i end
-  end
-end
-if worst_at > 0 then return {worst_at, tostring(worst)} end
-local member = string.format('%.6f', now) .. ':' .. ARGV[2]
-for i, key in ipairs(KEYS) do
-  local calls, per = tonumber(ARGV[1 + 2 * i]), tonumber(ARGV[2 + 2 * i])
-  redis.call('ZADD', key, now, member)
-  redis.call('ZREMRANGEBYRANK', key, 0, -(calls + 1))
-  redis.call('PEXPIRE', key, math.ceil(per * 1000) + 1000)
-end
+ADMIT = LUA_CLOCK + ADMIT_FUNCTION + """
+local at, wait = admit(clock(ARGV[1]), ARGV[2], 1, #KEYS, 3)
+if at > 0 then return {at, tostring(wait)} end
 return {0}
 """
 
@@ -63,15 +73,33 @@ class RedisRateWindows(ClockedSeam):
         windows = self.windows(agent_id, task_id, tool)
         if not windows:
             return
-        args: list[str | float] = [self.now_arg(), self._stamp(next(self._serial))]
-        for _, limit, _ in windows:
-            args += [limit.calls, limit.per_s]
+        args = [self.now_arg(), self.unique(), *self.limits(windows)]
         try:
             answer = await self._script(keys=[key for _, _, key in windows], args=args)
         except (RedisError, OSError, TimeoutError) as exc:
-            log.warning("rate windows unreachable at %s (%s): request refused", self.cluster.settings.redis_location(),
-                        type(exc).__name__)
-            raise RatesUnavailable() from None
+            raise self.unavailable(exc) from None
+        self.check(windows, answer)
+
+    def unique(self) -> str:
+        """A request stamp no other request of the fleet has (two may come at the same instant)."""
+        return self._stamp(next(self._serial))
+
+    @staticmethod
+    def limits(windows: list[tuple[str, RateLimit, str]]) -> list[int | float]:
+        """The scripts' arguments for `windows`: calls and per_s of each."""
+        args: list[int | float] = []
+        for _, limit, _ in windows:
+            args += [limit.calls, limit.per_s]
+        return args
+
+    def unavailable(self, exc: BaseException) -> RatesUnavailable:
+        log.warning("rate windows unreachable at %s (%s): request refused", self.cluster.settings.redis_location(),
+                    type(exc).__name__)
+        return RatesUnavailable()
+
+    @staticmethod
+    def check(windows: list[tuple[str, RateLimit, str]], answer: list[bytes]) -> None:
+        """RateLimited when the script's `answer` ({index, wait} or {0, ...}) names a window over its limit."""
         if answer[0]:
             scope, limit, _ = windows[int(answer[0]) - 1]
             raise RateLimited(scope, float(answer[1]), limit)

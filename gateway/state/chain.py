@@ -27,6 +27,19 @@ class RateWindows(Protocol):
 
 
 @runtime_checkable
+class CallAdmission(Protocol):
+    """`RateWindows.admit` then `ChainSignals.context` for one tools/call, as one step: for an object that
+    is both seams (the in-memory tracker, the Redis chain), so a shared one answers in one round trip.
+
+    The same answers as the two calls in that order: over a limit (or unreachable, as `admit` would be)
+    it raises `RateLimited` and counts nothing; otherwise the request is counted and the returned record
+    is the `context` of the caller as it stands after the count.
+    """
+
+    async def admit_call(self, agent_id: str, task_id: str | None, tool: str) -> dict[str, Any]: ...
+
+
+@runtime_checkable
 class ChainSignals(Protocol[ToolT, DetectionT]):
     """Per-agent and per-task signals: the Cedar `context.chain` record before a decision, the
     detectors after it. `ToolT` is the catalog's tool entry, `DetectionT` what a detector found.
