@@ -36,8 +36,8 @@ from gateway.cluster.rate_windows import RedisRateWindows
 from gateway.settings.cluster import ClusterSettings
 from gateway.settings.monitoring import MonitoringSettings, RateLimit
 from gateway.state import ChainSignals, RateWindows
-from gateway.state.budgets import BudgetUnavailable
-from gateway.state.chain import CallAdmission, ChainUnavailable
+from gateway.state.budgets import BudgetUnavailable, CallBudgets
+from gateway.state.chain import CallAdmission, ChainUnavailable, CountedObservation
 from tests import test_state_seams as seams
 from tests.support.changes import SHIFTING_SERVER
 from tests.support.clients import mcp_client
@@ -104,6 +104,24 @@ async def test_the_redis_chain_is_both_seams_and_admits_a_call_in_one_round_trip
     assert await evalsha_calls(cluster) == before + 3
 
 
+async def test_an_allowed_call_is_observed_and_counted_in_one_round_trip(cluster: Cluster) -> None:
+    """After an allow: the call's signals and its task's count in one script; a detection counts nothing (the
+    kill switch may refuse the call first), so the caller counts apart."""
+    chain = RedisChain(cluster, DIFFERENTIAL)  # burst: 4 calls in 10 s
+    assert isinstance(chain, CountedObservation) and isinstance(chain, CallBudgets)
+    deadline = time.time() + 60
+    await chain.observe_counted("warm", "w", TOOLS[0], "allow", None, 0, deadline)  # the script is loaded
+    before = await evalsha_calls(cluster)
+    answers = [await chain.observe_counted("one", "t", TOOLS[0], "allow", 3, 0, deadline) for _ in range(4)]
+    assert await evalsha_calls(cluster) == before + 4
+    assert answers == [([], 1), ([], 2), ([], 3), ([], None)]  # the budget of 3 is spent: nothing counted
+    found, made = await chain.observe_counted("one", "t", TOOLS[0], "allow", 10, 0, deadline)  # the fifth: a burst
+    assert [d.detector for d in found] == ["burst"] and made is None
+    assert await chain.count("t", 10, 0, deadline) == 4  # that call was not counted: counted apart, it is the 4th
+    context = await chain.context("one", "t")
+    assert context["calls_last_minute"] == 5  # every call observed, counted or not
+
+
 async def evalsha_calls(cluster: Cluster) -> int:
     stats = await cluster.redis.info("commandstats")
     return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
@@ -131,11 +149,29 @@ DIFFERENTIAL = MonitoringSettings(
     probing=RateLimit(2, 20.0), window_s=120.0, max_history=5)
 
 
-async def step(rng: random.Random, clock: Clock, memory: tuple[ChainTracker, ChainTracker], chain: RedisChain) -> None:
+class Counts:
+    """A task's call count as one process keeps it (TaskService.consume), against a budget of BUDGET."""
+
+    BUDGET = 6
+
+    def __init__(self) -> None:
+        self.made: dict[str, int] = {}
+
+    def count(self, task: str) -> int | None:
+        made = self.made.get(task, 0)
+        if made >= self.BUDGET:
+            return None
+        self.made[task] = made + 1
+        return made + 1
+
+
+async def step(rng: random.Random, clock: Clock, memory: tuple[ChainTracker, ChainTracker, Counts],
+               chain: RedisChain) -> None:
     """One random operation on both implementations; their answers must agree. `memory`: the in-memory rate
-    windows and chain signals, two trackers as two seams (one tracker would also forget a task's window);
-    `chain`: the Redis rate windows and chain signals, one object as a fleet has them."""
-    memory_rates, tracker = memory
+    windows and chain signals, two trackers as two seams (one tracker would also forget a task's window), and
+    the tasks' call counts; `chain`: the Redis rate windows, chain signals and call counts, one object as a
+    fleet has them."""
+    memory_rates, tracker, counts = memory
     signals: ChainSignals[ToolEntry, Any] = chain
     agent = rng.choice(["a", "a", "b"])
     task = rng.choice([None, f"{agent}-t1", f"{agent}-t2"])  # a task belongs to one agent
@@ -155,6 +191,12 @@ async def step(rng: random.Random, clock: Clock, memory: tuple[ChainTracker, Cha
         entry, outcome = rng.choice(TOOLS), rng.choice(["allow", "allow", "approved", "deny", "step_up"])
         assert await signals.observe_call(agent, task, entry, outcome) == \
             await tracker.observe_call(agent, task, entry, outcome)
+    elif op < 0.66 and task is not None:  # an allowed call of a task: observed, then counted unless detected
+        entry, outcome = rng.choice(TOOLS), rng.choice(["allow", "approved"])
+        expected = await tracker.observe_call(agent, task, entry, outcome)
+        found, made = await chain.observe_counted(agent, task, entry, outcome, Counts.BUDGET, 0, time.time() + 60)
+        assert found == expected
+        assert made == (None if expected else counts.count(task))
     elif op < 0.72:
         assert await signals.observe_probe(agent, task, "nope") == await tracker.observe_probe(agent, task, "nope")
     elif op < 0.74 and task is not None:
@@ -183,10 +225,11 @@ async def outcome_of(admit: Any) -> tuple[str, float] | None:
 
 @pytest.mark.parametrize("seed", range(6))
 async def test_redis_answers_as_one_process_does(cluster: Cluster, seed: int) -> None:
-    """Random sequences of admits, tools/call admissions, decided calls, probes, forgets and contexts (two agents
-    with two tasks each, every detector) give the same rate limits, context.chain records and detections."""
+    """Random sequences of admits, tools/call admissions, decided calls (counted against a task's budget or not),
+    probes, forgets and contexts (two agents with two tasks each, every detector) give the same rate limits,
+    context.chain records, detections and call counts."""
     clock, rng = Clock(), random.Random(seed)
-    memory = ChainTracker(DIFFERENTIAL, clock), ChainTracker(DIFFERENTIAL, clock)
+    memory = ChainTracker(DIFFERENTIAL, clock), ChainTracker(DIFFERENTIAL, clock), Counts()
     tracker = memory[1]
     chain = RedisChain(cluster, DIFFERENTIAL, clock)
     for _ in range(400):
@@ -218,6 +261,10 @@ async def test_unreachable_redis_is_never_a_clean_answer() -> None:
             await RedisRateWindows(cluster, seams.LIMITS).admit("a", "t", "files__read")
         with pytest.raises(RatesUnavailable):  # as admit would be: the first thing a tools/call asks
             await RedisChain(cluster, seams.LIMITS).admit_call("a", "t", "files__read")
+        with pytest.raises(ChainUnavailable):  # no window to count: as context would be
+            await RedisChain(cluster, MonitoringSettings(per_agent=None)).admit_call("a", None, "files__read")
+        with pytest.raises(ChainUnavailable):  # an allowed call is neither observed nor counted: refused
+            await RedisChain(cluster, DIFFERENTIAL).observe_counted("a", "t", TOOLS[0], "allow", 5, 0, time.time())
         signals = RedisChainSignals(cluster, DIFFERENTIAL)
         for operation in (signals.context("a", "t"), signals.observe_call("a", "t", TOOLS[0], "allow"),
                           signals.observe_probe("a", None, "nope")):

@@ -23,7 +23,3 @@ class Admit:
             if call.principal.task_id is not None:
                 await self.monitor.probe(call.principal, call.name)  # a tool outside the task
             raise
-
-    async def consume(self, call: ToolCall) -> None:
-        """After the decision let it through: the call counts against its task's budget."""
-        await self.tasks.consume(call.principal)

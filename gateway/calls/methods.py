@@ -52,7 +52,7 @@ class Methods:
         self.stages = pipeline.Stages(
             admit=Admit(tasks, monitor), rate_limit=RateLimit(monitor), decide=decide,
             approve=Approve(decide, step_up), credential=Credential(auth, pool, telemetry),
-            forward=Forward(pool, telemetry), observe=Observe(monitor))
+            forward=Forward(pool, telemetry), observe=Observe(monitor, tasks))
 
     async def handle(self, ctx: RequestContext, method: str, params: dict[str, Any]) -> Reply:
         """The reply body for one request: {"result": ...} or {"error": ...}; RpcError for gateway errors."""

@@ -15,6 +15,7 @@ from gateway.calls.decide import Decide, StepUpRequired
 from gateway.calls.forward import Forward
 from gateway.calls.observe import Observe
 from gateway.calls.rate_limit import RateLimit
+from gateway.policy.engine import Decision
 from gateway.upstream.directory import PromptView
 
 
@@ -33,16 +34,18 @@ async def call_tool(s: Stages, call: ToolCall) -> Reply:
     """tools/call, top to bottom."""
     task = await s.admit(call)  # the task gate: the tool is part of the caller's grant
     chain = await s.rate_limit.call(call)  # the caller's chain windows (-32029 over a limit) and context
+    decision: Decision | None = None
     try:
         try:
             decision = await s.decide(call, task, chain)  # Cedar: an allow, StepUpRequired or a refusal
         except StepUpRequired as step_up:
             decision = await s.approve(call, step_up)  # a person: an allow, AwaitingApproval or a refusal
         finally:
-            await s.observe(call)  # chain signals and detectors, whatever was decided (the kill switch)
+            if decision is None:  # chain signals and detectors, whatever was decided (the kill switch)
+                await s.observe(call)
     except AwaitingApproval as waiting:
         return waiting.reply  # the agent is told where a person decides and how to retry
-    await s.admit.consume(call)  # the call counts against its task's budget
+    await s.observe.allowed(call)  # observed too, then counted against its task's budget (one step in a fleet)
     judged = decision.canonical_arguments  # the upstream gets exactly what the policy judged
     arguments = judged if judged is not None else call.arguments
     auth = await s.credential(call, decision, arguments)  # a token for this tool, upstream and arguments

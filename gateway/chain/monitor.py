@@ -17,7 +17,7 @@ from gateway.chain.detectors import Detection
 from gateway.chain.tracker import RateLimited, RatesUnavailable
 from gateway.identity.principal import Principal
 from gateway.protocol.errors import ACCESS_DENIED, RATE_LIMITED, RpcError
-from gateway.state.chain import CallAdmission, ChainSignals, ChainUnavailable, RateWindows
+from gateway.state.chain import CallAdmission, ChainSignals, ChainUnavailable, CountedObservation, RateWindows
 
 UNAVAILABLE = "chain signals unavailable"
 
@@ -66,6 +66,29 @@ class ChainMonitor:
         except ChainUnavailable as exc:
             raise self.unavailable(principal, tool.exposed_name, "observe", exc) from None
         await self.act(found)
+
+    def counting(self, budgets: object) -> CountedObservation[ToolEntry, Detection] | None:
+        """The chain signals when they are also `budgets` (the task call counts, a fleet's): an allowed call of a
+        task is then observed and counted in one step (`observe_counted`). None: one after the other."""
+        if isinstance(self.signals, CountedObservation) and budgets is self.signals:
+            return self.signals
+        return None
+
+    async def observe_counted(self, counts: CountedObservation[ToolEntry, Detection], principal: Principal,
+                              task_id: str, tool: ToolEntry, outcome: str, budget: int | None, floor: int,
+                              deadline: float) -> int | None:
+        """`observe`, then `counts.count` (the task's call count: the calls made, or None when the budget is spent),
+        in one step unless the observation found something: that is acted on first (a kill switch refuses the
+        call uncounted), then the call is counted apart."""
+        try:
+            found, made = await counts.observe_counted(principal.agent_id, task_id, tool, outcome, budget, floor,
+                                                       deadline)
+        except ChainUnavailable as exc:
+            raise self.unavailable(principal, tool.exposed_name, "observe", exc) from None
+        if not found:
+            return made
+        await self.act(found)
+        return await counts.count(task_id, budget, floor, deadline)
 
     async def probe(self, principal: Principal, tool_name: str) -> None:
         try:

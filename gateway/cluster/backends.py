@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import fields, replace
 
 from gateway.catalog import Catalog
-from gateway.cluster.call_budgets import RedisCallBudgets
 from gateway.cluster.chain import RedisChain
 from gateway.cluster.connection import Cluster
 from gateway.cluster.notices import RedisNotices
@@ -25,8 +24,8 @@ def shared_backends(settings: Settings, catalog: Catalog, cluster: Cluster) -> S
     notices, revocations = RedisNotices(cluster), RedisRevocationList(cluster)
     cluster.runners += [notices, revocations]  # their pub/sub readers run while the cluster is open
     state = replace(state, notices=notices, revocations=revocations)
-    chain = RedisChain(cluster, monitoring_with_catalog_egress(settings, catalog))  # both, as in memory
-    state = replace(state, rate_windows=chain, chain_signals=chain, call_budgets=RedisCallBudgets(cluster))
+    chain = RedisChain(cluster, monitoring_with_catalog_egress(settings, catalog))  # so a call's steps share scripts
+    state = replace(state, rate_windows=chain, chain_signals=chain, call_budgets=chain)
     return state
 
 

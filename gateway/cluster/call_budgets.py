@@ -23,13 +23,20 @@ from gateway.state.budgets import BudgetUnavailable
 log = logging.getLogger("narrowgate.cluster")
 AFTER_DEADLINE_S = 60
 
-# KEYS: the task's counter. ARGV: budget ('' for none), floor, ttl in ms. Returns the new count, or -1.
-COUNT = """
-local made = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[2]))
-if ARGV[1] ~= '' and made >= tonumber(ARGV[1]) then return -1 end
-made = made + 1
-redis.call('SET', KEYS[1], made, 'PX', ARGV[3])
-return made
+# count(key, budget ('' for none), floor, ttl in ms): the new count, or -1 (nothing counted: the budget is spent).
+COUNT_FUNCTION = """
+local function count(key, budget, floor, ttl)
+  local made = math.max(tonumber(redis.call('GET', key) or '0'), tonumber(floor))
+  if budget ~= '' and made >= tonumber(budget) then return -1 end
+  made = made + 1
+  redis.call('SET', key, made, 'PX', ttl)
+  return made
+end
+"""
+
+# KEYS: the task's counter. ARGV: budget ('' for none), floor, ttl in ms. Returns count(...).
+COUNT = COUNT_FUNCTION + """
+return count(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 """
 
 
@@ -43,12 +50,25 @@ class RedisCallBudgets:
         self._script = cluster.redis.register_script(COUNT)
 
     async def count(self, task_id: str, budget: int | None, floor: int, deadline: float) -> int | None:
-        ttl_ms = math.ceil((max(deadline - time.time(), 0.0) + AFTER_DEADLINE_S) * 1000)
-        args = ["" if budget is None else budget, floor, ttl_ms]
         try:
-            made = int(await self._script(keys=[self.cluster.keys.key("budget", task_id)], args=args))
+            made = await self._script(keys=[self.key(task_id)], args=self.args(budget, floor, deadline))
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("task call counts unreachable at %s (%s): call refused",
                         self.cluster.settings.redis_location(), type(exc).__name__)
             raise BudgetUnavailable() from None
-        return None if made < 0 else made
+        return made_or_none(made)
+
+    def key(self, task_id: str) -> str:
+        return self.cluster.keys.key("budget", task_id)
+
+    @staticmethod
+    def args(budget: int | None, floor: int, deadline: float) -> list[int | str]:
+        """The Lua `count`'s arguments after its key: budget ('' for none), floor, ttl in ms."""
+        ttl_ms = math.ceil((max(deadline - time.time(), 0.0) + AFTER_DEADLINE_S) * 1000)
+        return ["" if budget is None else budget, floor, ttl_ms]
+
+
+def made_or_none(made: int | bytes) -> int | None:
+    """The Lua `count`'s answer: the calls made including this one, or None (nothing counted)."""
+    made = int(made)
+    return None if made < 0 else made

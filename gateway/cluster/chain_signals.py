@@ -107,10 +107,10 @@ return context(clock(ARGV[1]), tonumber(ARGV[2]), KEYS[1], KEYS[2])
 """
 
 # KEYS: agent, pairs, agent's task set, task ('' without one).
-# ARGV: now, agent id, task id, tool name, outcome, read (0/1), egress (0/1), sensitive (0/1), classes...
-# Returns the detections in order: {name, detail}, detail the previous tool (novel_sequence) or 'task' /
-# 'agent' (whose read sensitive_then_egress answers).
-OBSERVE_CALL = PRELUDE + """
+# ARGV: now, agent id, task id, tool name, outcome, read (0/1), egress (0/1), sensitive (0/1), n, n classes.
+# Leaves `found`: the detections in order, {name, detail}, detail the previous tool (novel_sequence) or
+# 'task' / 'agent' (whose read sensitive_then_egress answers).
+OBSERVE = """
 local now = clock(ARGV[1])
 local agent_id, task_id, name, outcome = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local read, egress, sensitive = ARGV[6] == '1', ARGV[7] == '1', ARGV[8] == '1'
@@ -169,7 +169,7 @@ if allowed then
     end
   end
   local classes = list(agent, 'classes')
-  for i = 9, #ARGV do
+  for i = 10, 9 + tonumber(ARGV[9]) do
     local c = ARGV[i]
     local at = nil
     for j, entry in ipairs(classes) do if entry[1] == c then at = j; break end end
@@ -216,6 +216,10 @@ if task then
   redis.call('SADD', KEYS[3], task_id)
   redis.call('PEXPIRE', KEYS[3], @TASK_TTL_MS@)
 end
+"""
+
+# OBSERVE's keys and arguments. Returns the detections.
+OBSERVE_CALL = PRELUDE + OBSERVE + """
 return found
 """
 
@@ -339,15 +343,27 @@ class RedisChainSignals(ClockedSeam):
 
     async def observe_call(self, agent_id: str, task_id: str | None, tool: ToolEntry,
                            outcome: str) -> list[Detection]:
+        name = tool.exposed_name
+        keys, args = self.observe_arguments(agent_id, task_id, tool, outcome)
+        found = await self._run("observe", self._observe_call(keys=keys, args=args))
+        return self.detections(found, agent_id, task_id, name, outcome)
+
+    def observe_arguments(self, agent_id: str, task_id: str | None, tool: ToolEntry,
+                          outcome: str) -> tuple[list[str], list[str | int | float]]:
+        """The keys and arguments of the Lua OBSERVE."""
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}")
-        name = tool.exposed_name
         keys = [self._key("agent", agent_id), self._key("pairs", agent_id), self._key("tasks", agent_id),
                 "" if task_id is None else self._key("task", task_id)]
         classes = tool.data_classes if outcome in ALLOWED else ()
-        args = [self.now_arg(), agent_id, task_id or "", name, outcome, int(tool.risk == READ_RISK),
-                int(self._egress.is_egress(tool)), int(not self._sensitive.isdisjoint(classes)), *classes]
-        found = await self._run("observe", self._observe_call(keys=keys, args=args))
+        args = [self.now_arg(), agent_id, task_id or "", tool.exposed_name, outcome, int(tool.risk == READ_RISK),
+                int(self._egress.is_egress(tool)), int(not self._sensitive.isdisjoint(classes)), len(classes),
+                *classes]
+        return keys, args
+
+    def detections(self, found: list[list[bytes]], agent_id: str, task_id: str | None, name: str,
+                   outcome: str) -> list[Detection]:
+        """What the Lua OBSERVE found, as the detectors report it."""
         return [self._detection(detector.decode(), detail.decode(), agent_id, task_id, name, outcome)
                 for detector, detail in found]
 

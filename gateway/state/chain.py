@@ -40,6 +40,24 @@ class CallAdmission(Protocol):
 
 
 @runtime_checkable
+class CountedObservation(Protocol[ToolT, DetectionT]):
+    """`ChainSignals.observe_call` then `CallBudgets.count` for an allowed tools/call of a task, as one step:
+    for an object that is both seams (a fleet's Redis chain: one round trip).
+
+    Returns what the observation found and the count's answer (as `count`'s: the calls made, or None when
+    the budget is spent) - but only when it found nothing: a detection may suspend the agent, which must
+    refuse the call before it counts, so with detections nothing is counted (the second value is then
+    None and means nothing; the caller acts on them, then counts apart). Unreachable: ChainUnavailable,
+    as `observe_call` (nothing observed or counted).
+    """
+
+    async def observe_counted(self, agent_id: str, task_id: str, tool: ToolT, outcome: str, budget: int | None,
+                              floor: int, deadline: float) -> tuple[list[DetectionT], int | None]: ...
+
+    async def count(self, task_id: str, budget: int | None, floor: int, deadline: float) -> int | None: ...
+
+
+@runtime_checkable
 class ChainSignals(Protocol[ToolT, DetectionT]):
     """Per-agent and per-task signals: the Cedar `context.chain` record before a decision, the
     detectors after it. `ToolT` is the catalog's tool entry, `DetectionT` what a detector found.

@@ -13,7 +13,7 @@ from typing import Any
 
 from gateway.identity.principal import Principal
 from gateway.protocol.errors import ACCESS_DENIED, INVALID_PARAMS, RpcError
-from gateway.state.budgets import BudgetUnavailable
+from gateway.state.budgets import BudgetUnavailable, CallBudgets
 from gateway.tasks.model import Task, TaskEnded
 from gateway.tasks.service import TaskService
 
@@ -81,12 +81,13 @@ class TaskGate:
             raise RpcError(ACCESS_DENIED, f"Access denied: {NEEDS_TASK}", {"decision": "deny"})
         return task
 
-    async def consume(self, principal: Principal) -> None:
-        """After an allow: count the call against the task's budget (fleet-wide in a fleet)."""
+    async def consume(self, principal: Principal, budgets: CallBudgets | None = None) -> None:
+        """After an allow: count the call against the task's budget (fleet-wide in a fleet, through `budgets`
+        when given: see TaskService.count_call)."""
         if principal.task_id is None:
             return
         try:
-            await self.tasks.count_call(principal.task_id)
+            await self.tasks.count_call(principal.task_id, budgets)
         except TaskEnded as exc:
             raise RpcError(ACCESS_DENIED, f"Access denied: task {principal.task_id}: {exc.reason}",
                            {"decision": "deny", "task": principal.task_id}) from None

@@ -164,14 +164,15 @@ class TaskService:
         self._dirty.add(task_id)
         return replace(task, calls_made=task.calls_made + 1)
 
-    async def count_call(self, task_id: str) -> Task:
+    async def count_call(self, task_id: str, budgets: CallBudgets | None = None) -> Task:
         """`consume`, fleet-wide when several processes serve the task: the shared counter checks and
         counts in one atomic step, and this process keeps (and flushes) the highest count it has seen,
-        so the store's calls_made is the fleet's. BudgetUnavailable when the counter cannot be reached."""
+        so the store's calls_made is the fleet's. BudgetUnavailable when the counter cannot be reached.
+        `budgets`: the shared counter as this call reaches it (one that also observes it), if not directly."""
         if self.budgets is None:
             return self.consume(task_id)
         task = self.check(task_id)
-        made = await self.budgets.count(task_id, task.budget, task.calls_made, task.deadline)
+        made = await (budgets or self.budgets).count(task_id, task.budget, task.calls_made, task.deadline)
         if made is None:
             raise TaskEnded(BUDGET_EXHAUSTED, task_id, task.state)
         if made > self._calls.get(task_id, 0):
