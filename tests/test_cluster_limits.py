@@ -51,6 +51,7 @@ from tests.test_monitoring_e2e import (
     RATE_LIMITED,
     WAIT_S,
     always_working_hours,
+    detections_of,
     monitoring_records,
     needs_approval,
     wait_for,
@@ -280,7 +281,7 @@ async def test_unreachable_redis_is_never_a_clean_answer() -> None:
 
 # -- two real replicas --------------------------------------------------------------------------------
 
-AGENTS = ("alternating", "single", "reader", "reader-alone", "bystander", "budgeted")
+AGENTS = ("alternating", "single", "reader", "reader-alone", "bystander", "budgeted", "burster")
 PER_AGENT = 12  # calls a minute: more than the budget test races
 
 
@@ -316,7 +317,7 @@ def upstream(upstream_log: Path) -> Iterator[int]:
 def fleet_config() -> dict[str, Any]:
     return {"policy": always_working_hours(),
             "monitoring": {"kill_switch_severity": "off", "per_agent": {"calls": PER_AGENT, "per_s": 60},
-                           "per_task": None}}
+                           "per_task": None, "burst": {"calls": 3, "per_s": 10}}}
 
 
 @pytest.fixture(scope="module")
@@ -434,6 +435,25 @@ async def test_racing_replicas_never_exceed_a_task_budget(fleet: Fleet, upstream
     assert executed(upstream_log, marker) == budget
     # The replica that counted the last call knows the fleet's count; each flushes the highest it has seen.
     assert max(calls_made(gw, task_id) for gw in fleet) == budget
+
+
+async def test_a_call_that_sets_off_a_detector_is_counted_once(fleet: Fleet, upstream_log: Path) -> None:
+    """An allowed call is observed and counted in one script, unless a detector fires: then it is acted on
+    and counted apart - once. Here the fourth call is a burst (3 calls in 10 s); the budget still holds."""
+    budget, marker = 5, uuid.uuid4().hex
+    task_id, token = start_task(fleet[0], "burster", ["files__lookup"], budget)
+    await until_known(fleet[1], token)
+    async with mcp_client(fleet[0].url, token, "2026-07-28") as on_a, \
+            mcp_client(fleet[1].url, token, "2026-07-28") as on_b:
+        for n in range(budget):
+            result = await (on_a, on_b)[n % 2].call_tool("files__lookup", {"query": f"{marker}-{n}"})
+            assert not result.is_error, result
+        with pytest.raises(MCPError) as refused:
+            await on_b.call_tool("files__lookup", {"query": f"{marker}-over"})
+    assert refused.value.error.code == ACCESS_DENIED and "call budget exhausted" in refused.value.error.message
+    assert executed(upstream_log, marker) == budget
+    assert max(calls_made(gw, task_id) for gw in fleet) == budget
+    assert detections_of(fleet[0], "burster", "burst")  # the fleet's one audit log
 
 
 # -- Redis goes away, and comes back --------------------------------------------------------------------

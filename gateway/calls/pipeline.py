@@ -41,11 +41,11 @@ async def call_tool(s: Stages, call: ToolCall) -> Reply:
         except StepUpRequired as step_up:
             decision = await s.approve(call, step_up)  # a person: an allow, AwaitingApproval or a refusal
         finally:
-            if decision is None:  # chain signals and detectors, whatever was decided (the kill switch)
+            if decision is None:  # refused or held: chain signals and detectors all the same (the kill switch)
                 await s.observe(call)
     except AwaitingApproval as waiting:
         return waiting.reply  # the agent is told where a person decides and how to retry
-    await s.observe.allowed(call)  # observed too, then counted against its task's budget (one step in a fleet)
+    await s.observe.allowed(call)  # allowed: observed too, then counted against its task's budget (one step)
     judged = decision.canonical_arguments  # the upstream gets exactly what the policy judged
     arguments = judged if judged is not None else call.arguments
     auth = await s.credential(call, decision, arguments)  # a token for this tool, upstream and arguments

@@ -5,8 +5,8 @@ tools/call the steps that use two of them as one script each.
 CallAdmission): the call path's reads and writes before the decision are one round trip, with the
 answers of the two scripts run in that order (a refused request counts nowhere and reads nothing;
 unreachable Redis refuses it as `admit` does, RatesUnavailable; with no window to count, as `context`
-does, ChainUnavailable). The other operations are the two seams'
-own (gateway/cluster/rate_windows.py, chain_signals.py), on the same keys.
+does, ChainUnavailable). The other operations are the seams' own (gateway/cluster/rate_windows.py,
+chain_signals.py, call_budgets.py), on the same keys.
 
 `observe_counted` is `ChainSignals.observe_call` then `CallBudgets.count` (CountedObservation) for an
 allowed call of a task: the call path's writes after the decision, one round trip. It counts only when
