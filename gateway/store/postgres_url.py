@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from gateway.store.base import UnsupportedStoreUrl
 
@@ -27,7 +27,7 @@ class PostgresUrl:
 
     dsn: str = field(repr=False)
     name: str  # scheme://host:port/database: safe for logs and errors
-    password: str = field(repr=False)
+    secrets: tuple[str, ...] = field(repr=False)  # the password as written and as decoded
     pool_min: int = DEFAULT_POOL_MIN
     pool_max: int = DEFAULT_POOL_MAX
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
@@ -35,7 +35,9 @@ class PostgresUrl:
 
     def scrub(self, text: str) -> str:
         """`text` with the password cut out, for messages built from a driver's errors."""
-        return text.replace(self.password, "***") if self.password else text
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
 
 
 def parse_postgres_url(url: str) -> PostgresUrl:
@@ -56,26 +58,43 @@ def parse_postgres_url(url: str) -> PostgresUrl:
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         if key in _KNOBS:
             knobs[key] = value
+        elif key == "password":  # libpq's spelling of a password in the query: passed on, but scrubbed
+            knobs[key] = value
+            passed.append((key, value))
         else:
             passed.append((key, value))
     dsn = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(passed), ""))
-    parsed = PostgresUrl(dsn, name, parts.password or "", **{_KNOBS[k]: _knob(name, k, v) for k, v in knobs.items()})
+    parsed = PostgresUrl(
+        dsn, name, _secrets(parts.password, knobs.get("password")),
+        pool_min=int(_knob(name, "pool_min", knobs.get("pool_min"), DEFAULT_POOL_MIN)),
+        pool_max=int(_knob(name, "pool_max", knobs.get("pool_max"), DEFAULT_POOL_MAX)),
+        connect_timeout_s=_knob(name, "connect_timeout", knobs.get("connect_timeout"), DEFAULT_CONNECT_TIMEOUT_S),
+        command_timeout_s=_knob(name, "command_timeout", knobs.get("command_timeout"), DEFAULT_COMMAND_TIMEOUT_S),
+    )
     if parsed.pool_max < max(parsed.pool_min, 1):
         raise UnsupportedStoreUrl(f"postgres store URL {name}: pool_max must be at least 1 and at least pool_min")
     return parsed
 
 
-# query parameter -> PostgresUrl field
-_KNOBS = {"pool_min": "pool_min", "pool_max": "pool_max", "connect_timeout": "connect_timeout_s",
-          "command_timeout": "command_timeout_s"}
+def _secrets(*passwords: str | None) -> tuple[str, ...]:
+    found = {form for password in passwords if password for form in (password, unquote(password))}
+    return tuple(sorted(found, key=len, reverse=True))  # longest first: no secret is left half-replaced
 
 
-def _knob(name: str, key: str, value: str) -> int | float:
+# the query parameters the store reads itself (asyncpg gets the others)
+_KNOBS = frozenset({"pool_min", "pool_max", "connect_timeout", "command_timeout"})
+
+
+def _knob(name: str, key: str, value: str | None, default: float) -> float:
+    """A knob's value: whole connections for pool_*, seconds for the timeouts; refused clearly when unusable."""
+    if value is None:
+        return default
     try:
         number: int | float = int(value) if key.startswith("pool_") else float(value)
     except ValueError:
         number = -1
     smallest = 0 if key == "pool_min" else 1e-3
     if not (smallest <= number < math.inf):  # NaN fails too
-        raise UnsupportedStoreUrl(f"postgres store URL {name}: {key} must be a positive number, got {value!r}")
+        what = "a whole number of connections" if key.startswith("pool_") else "a positive number of seconds"
+        raise UnsupportedStoreUrl(f"postgres store URL {name}: {key} must be {what}, got {value!r}")
     return number

@@ -168,10 +168,21 @@ def sealed_rows(records: Sequence[Mapping[str, Any]], head: tuple[int, str]) -> 
     rows = []
     for record in records:
         seq += 1
-        sealed = seal(record, seq, prev_hash)
+        sealed = seal(_storable(record), seq, prev_hash)
         prev_hash = sealed["hash"]
         rows.append(audit_row(sealed))
     return rows, seq, prev_hash
+
+
+def _storable(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`record` with NUL in its text columns replaced: PostgreSQL text cannot hold NUL, and one record the
+    database refuses would jam the log (its batch is retried until written). JSON columns escape NUL already.
+    Done before sealing, on every backend, so the hash covers what is stored and one chain means the same
+    wherever it is kept."""
+    if not any(isinstance(value, str) and "\x00" in value for value in record.values()):
+        return record
+    return {name: value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+            for name, value in record.items()}
 
 
 def audit_record(row: Sequence[Any]) -> dict[str, Any]:
