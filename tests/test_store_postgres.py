@@ -98,7 +98,7 @@ async def test_an_unreachable_server_is_one_clear_line_without_the_password(capl
         await store.migrate()
     assert time.monotonic() - started < 2
     message = str(caught.value)
-    assert message.startswith(f"cannot reach postgres store postgresql://127.0.0.1:{port}/narrowgate: ")
+    assert message.startswith(f"cannot connect to postgres store postgresql://127.0.0.1:{port}/narrowgate: ")
     assert "\n" not in message and SECRET not in message and SECRET not in caplog.text
     await store.close()
 

@@ -81,7 +81,7 @@ class PostgresStore:
                 url.dsn, min_size=url.pool_min, max_size=url.pool_max, timeout=url.connect_timeout_s,
                 command_timeout=url.command_timeout_s, max_inactive_connection_lifetime=MAX_IDLE_S)
         except _DRIVER_ERRORS as exc:
-            raise StoreError(f"cannot reach postgres store {self.name}: {self._describe(exc)}") from None
+            raise StoreError(f"cannot connect to postgres store {self.name}: {self._describe(exc)}") from None
         try:
             # Refuse at first use, not at first write: a newer schema may mean data we would mangle.
             async with pool.acquire() as conn:

@@ -84,9 +84,8 @@ class StoreBackend:
         return sqlite3.DatabaseError if self.path is not None else asyncpg.PostgresError
 
 
-@asynccontextmanager
-async def postgres_database(server_url: str) -> AsyncIterator[str]:
-    """A new, empty database on `server_url`'s server for one test (its URL); dropped afterwards."""
+async def create_database(server_url: str) -> str:
+    """A new, empty database on `server_url`'s server; its URL."""
     name = f"ng_{uuid.uuid4().hex[:16]}"
     admin = await asyncpg.connect(server_url)
     try:
@@ -94,14 +93,27 @@ async def postgres_database(server_url: str) -> AsyncIterator[str]:
     finally:
         await admin.close()
     parts = urlsplit(server_url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
+
+
+async def drop_database(url: str) -> None:
+    """Drop the database `url` names (made by create_database), ending its connections."""
+    parts = urlsplit(url)
+    admin = await asyncpg.connect(urlunsplit((parts.scheme, parts.netloc, "/postgres", "", "")))
     try:
-        yield urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
+        await admin.execute(f'DROP DATABASE IF EXISTS "{parts.path.lstrip("/")}" WITH (FORCE)')
     finally:
-        admin = await asyncpg.connect(server_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await admin.close()
+
+
+@asynccontextmanager
+async def postgres_database(server_url: str) -> AsyncIterator[str]:
+    """A new, empty database on `server_url`'s server for one test (its URL); dropped afterwards."""
+    url = await create_database(server_url)
+    try:
+        yield url
+    finally:
+        await drop_database(url)
 
 
 @asynccontextmanager
