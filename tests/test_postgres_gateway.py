@@ -215,6 +215,7 @@ async def test_postgres_going_away_refuses_what_needs_a_record_then_recovers_wit
         refused = await call(client, DENIED, "during")
         assert AUDIT_DOWN in refused, refused  # not the policy's answer: no durable record, no answer
         assert time.monotonic() - started < 10
+        assert await call(client, ALLOWED, "during") == "during"  # a read allow is served; its record waits
         process = faulty_gateway.process
         assert process is not None and process.poll() is None  # it keeps serving
 
@@ -228,7 +229,12 @@ async def test_postgres_going_away_refuses_what_needs_a_record_then_recovers_wit
         assert await call(client, ALLOWED, "back") == "back"
     assert process.poll() is None  # the same process all along
 
+    deadline = time.monotonic() + WAIT_S
     rows = await audited(own_server.url)
+    while not any(r["preview"] == {"text": "during"} and r["decision"] == "allow" for r in rows):
+        assert time.monotonic() < deadline, "the read allowed during the outage was never written"
+        await asyncio.sleep(0.05)
+        rows = await audited(own_server.url)
     assert verify_chain(rows) == []
     denials = [r for r in rows if r["tool"] == DENIED]
     refusal = [r for r in denials if (r["detail"] or {}).get("refused") == "audit log unavailable"]

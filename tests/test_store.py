@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import MappingProxyType
 
@@ -11,7 +12,7 @@ import pytest
 from gateway.registry.model import Agent, Entitlement, Lifecycle, LifecycleEvent, WorkloadIdentity
 from gateway.store import SchemaTooNew, Store, StoreError, UnsupportedStoreUrl, open_store, postgres_schema
 from gateway.store.sqlite_schema import LATEST_VERSION, MIGRATIONS, split_statements
-from tests.support.store_backends import StoreBackend
+from tests.support.store_backends import BACKENDS, StoreBackend, store_backend
 
 
 def make_agent(agent_id: str = "bot-a", state: Lifecycle = Lifecycle.ACTIVE, changed_at: float = 100.0) -> Agent:
@@ -43,7 +44,16 @@ def versions_query() -> str:
     return "SELECT version FROM schema_migrations ORDER BY version"
 
 
-async def test_migrations_apply_once_and_are_idempotent(backend: StoreBackend) -> None:
+@pytest.fixture(params=BACKENDS)
+async def empty_backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreBackend]:
+    """A backend never migrated (the `backend` fixture's PostgreSQL databases are copies of a migrated one)."""
+    postgres = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    async with store_backend(request.param, tmp_path, postgres, migrated=False) as fresh:
+        yield fresh
+
+
+async def test_migrations_apply_once_and_are_idempotent(empty_backend: StoreBackend) -> None:
+    backend = empty_backend
     store = await backend.open(migrate=False)
     assert await store.schema_version() == 0
     assert await store.migrate() == [m.version for m in MIGRATIONS]
