@@ -15,7 +15,6 @@ the gateway's output.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -32,8 +31,9 @@ from gateway.store.base import AuditQuery
 from tests.support.admin import bearer
 from tests.support.clients import mcp_client
 from tests.support.engines import Engine, restart_postgres, start_postgres, stop_postgres_keeping_data
-from tests.support.processes import ADMIN_TOKEN, NARROWGATE, REPO, Gateway, behaviour_manifest, free_port
+from tests.support.processes import ADMIN_TOKEN, Gateway, behaviour_manifest, free_port
 from tests.support.store_backends import create_database, drop_database
+from tests.test_store_postgres import verify_cli
 
 SECRET = "pg-gw-s3cret"
 AGENT, TOKEN = "pg-agent", "token-pg-agent-0123456789"
@@ -87,11 +87,6 @@ async def audited(url: str, **filters: Any) -> list[dict[str, Any]]:
         return await store.audit_records(AuditQuery(limit=100_000, **filters))
     finally:
         await store.close()
-
-
-def verify_cli(config: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(NARROWGATE), "audit", "verify", "--config", str(config)], capture_output=True,
-                          text=True, timeout=60, cwd=REPO, check=False)
 
 
 def assert_password_never_shown(gateway: Gateway) -> None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -20,8 +22,8 @@ from gateway.store.base import AuditQuery, SigningKeyRecord
 from gateway.store.postgres_schema import MIGRATIONS
 from gateway.store.postgres_url import parse_postgres_url
 from tests.support.engines import Engine, restart_postgres, start_postgres, stop_postgres_keeping_data
-from tests.support.processes import free_port
-from tests.support.store_backends import postgres_database
+from tests.support.processes import NARROWGATE, REPO, free_port
+from tests.support.store_backends import StoreBackend, postgres_database
 
 SECRET = "pg-s3cret-pass"
 
@@ -49,6 +51,11 @@ def record(n: int, writer: int) -> dict[str, Any]:
                        tool="gh__create_issue", policy_ids=("p1",), preview={"title": f"#{n}"},
                        detail={"n": n, "writer": writer, "float": 0.1 + n})
     return unsealed_record(event, 1_767_225_600.0 + n / 7)
+
+
+def verify_cli(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(NARROWGATE), "audit", "verify", "--config", str(config)], capture_output=True,
+                          text=True, timeout=60, cwd=REPO, check=False)
 
 
 def key(kid: str, created_at: float) -> SigningKeyRecord:
@@ -161,6 +168,22 @@ async def test_text_the_database_cannot_hold_never_jams_the_audit_log(database: 
     assert row["tool"] == "x\ufffdy" and row["actor"] == "bot\ufffda" and row["detail"] == {"q": "a\x00b"}
     assert verify_chain([row]) == []
     await log.close()
+    await store.close()
+
+
+async def test_tampering_on_postgres_is_found_by_the_verify_command(database: str, tmp_path: Path) -> None:
+    """As someone with the database owner's rights: triggers off, one field changed; the CLI finds the seq."""
+    (store,) = await stores(database, 1)
+    await store.append_audit([record(n, 0) for n in range(1, 9)])
+    config = tmp_path / "narrowgate.yaml"
+    config.write_text(f"state: {database}\n")
+    assert verify_cli(config).returncode == 0
+    await StoreBackend("postgres", database).drop_append_only("audit_log")
+    await StoreBackend("postgres", database).execute("UPDATE audit_log SET decision = 'allow' WHERE seq = 5")
+    problems = verify_chain(await store.audit_records(AuditQuery()))
+    assert [(p.seq, p.kind) for p in problems] == [(5, "modified")]
+    result = verify_cli(config)
+    assert result.returncode == 1 and result.stdout.startswith("seq 5: modified"), result
     await store.close()
 
 

@@ -13,9 +13,6 @@ from gateway.audit.chain import GENESIS_HASH, RECORD_FIELDS
 from gateway.store.base import AuditQuery
 from gateway.store.rows import AUDIT_COLUMNS, audit_filters, audit_record, sealed_rows, where
 
-_INSERT = (f"INSERT INTO audit_log ({AUDIT_COLUMNS}) "
-           f"VALUES ({', '.join(f'${n}' for n in range(1, len(RECORD_FIELDS) + 1))})")
-
 
 async def head(conn: asyncpg.Connection) -> tuple[int, str]:
     row = await conn.fetchrow("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
@@ -26,7 +23,8 @@ async def append(conn: asyncpg.Connection, records: Sequence[Mapping[str, Any]])
     """Seal `records` after the head as it is under the lock and insert them; the caller holds the transaction."""
     await conn.execute("LOCK TABLE audit_log IN EXCLUSIVE MODE")
     rows, seq, prev_hash = sealed_rows(records, await head(conn))
-    await conn.executemany(_INSERT, rows)
+    # COPY: one round trip for the whole batch (executemany costs one per row: ~4x slower at 500)
+    await conn.copy_records_to_table("audit_log", records=rows, columns=RECORD_FIELDS)
     return seq, prev_hash
 
 
