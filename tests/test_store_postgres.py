@@ -8,6 +8,7 @@ import asyncio
 import logging
 import subprocess
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -112,20 +113,20 @@ async def test_an_unreachable_server_is_one_clear_line_without_the_password(capl
 
 async def test_a_url_with_a_password_and_driver_options_connects_and_never_shows_it(database: str) -> None:
     admin = await asyncpg.connect(database)
-    await admin.execute(f"CREATE ROLE gw_tight LOGIN PASSWORD 'right-{SECRET}'")
+    role = f"gw_{uuid.uuid4().hex[:8]}"  # roles belong to the whole server: a name no other run uses
+    await admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{SECRET}'")
     try:
-        await admin.execute("CREATE SCHEMA tight AUTHORIZATION gw_tight")
+        await admin.execute(f"CREATE SCHEMA tight AUTHORIZATION {role}")
         host = database.split("@", 1)[1]
-        store = open_store(f"postgresql://gw_tight:{SECRET}@{host}?search_path=tight")
-        # The test server trusts loopback (no password asked): this checks the connection works
-        # through the URL's user and a driver option, and that nothing shows the password.
+        store = open_store(f"postgresql://{role}:{SECRET}@{host}?search_path=tight")
+        # The URL's user, password and a driver option (search_path) are used; nothing shows the password.
         assert await store.migrate() == [m.version for m in MIGRATIONS]
         assert await admin.fetchval("SELECT count(*) FROM pg_tables WHERE schemaname = 'tight'") > 5
         assert SECRET not in repr(store)
         await store.close()
     finally:
         await admin.execute("DROP SCHEMA tight CASCADE")
-        await admin.execute("DROP ROLE gw_tight")
+        await admin.execute(f"DROP ROLE {role}")
         await admin.close()
 
 
