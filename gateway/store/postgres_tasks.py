@@ -6,33 +6,24 @@ from collections.abc import Mapping
 
 import asyncpg  # type: ignore[import-untyped]
 
-from gateway.store.rows import (
-    TASK_COLUMNS,
-    TASK_EVENT_COLUMNS,
-    task_event_from_row,
-    task_event_row,
-    task_filters,
-    task_from_row,
-    task_row,
-    where,
-)
+from gateway.store import rows
 from gateway.tasks.model import Task, TaskEvent
 
 
 async def save_task(conn: asyncpg.Connection, task: Task, event: TaskEvent | None) -> None:
     """Upsert and append; the caller holds the transaction."""
-    event_row = None if event is None else task_event_row(task, event)
+    event_row = None if event is None else rows.task_event_row(task, event)
     await conn.execute(
         f"""
-        INSERT INTO tasks ({TASK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+        INSERT INTO tasks ({rows.TASK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
         ON CONFLICT (id) DO UPDATE SET state = excluded.state, ended_at = excluded.ended_at,
             end_reason = excluded.end_reason, deadline = excluded.deadline,
             calls_made = GREATEST(tasks.calls_made, excluded.calls_made)
         """,
-        *task_row(task),
+        *rows.task_row(task),
     )
     if event_row is not None:
-        await conn.execute(f"INSERT INTO task_events ({TASK_EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)",
+        await conn.execute(f"INSERT INTO task_events ({rows.TASK_EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)",
                            *event_row)
 
 
@@ -43,17 +34,18 @@ async def save_task_calls(conn: asyncpg.Connection, counts: Mapping[str, int]) -
 
 
 async def get_task(conn: asyncpg.Connection, task_id: str) -> Task | None:
-    row = await conn.fetchrow(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1", task_id)
-    return None if row is None else task_from_row(row)
+    row = await conn.fetchrow(f"SELECT {rows.TASK_COLUMNS} FROM tasks WHERE id = $1", task_id)
+    return None if row is None else rows.task_from_row(row)
 
 
 async def list_tasks(conn: asyncpg.Connection, agent_id: str | None, state: str | None,
                      ended_since: float | None) -> list[Task]:
-    clause, args = where(task_filters(agent_id, state, ended_since), lambda n: f"${n}")
-    rows = await conn.fetch(f"SELECT {TASK_COLUMNS} FROM tasks{clause} ORDER BY started_at, id", *args)
-    return [task_from_row(row) for row in rows]
+    clause, args = rows.where(rows.task_filters(agent_id, state, ended_since), lambda n: f"${n}")
+    found = await conn.fetch(f"SELECT {rows.TASK_COLUMNS} FROM tasks{clause} ORDER BY started_at, id", *args)
+    return [rows.task_from_row(row) for row in found]
 
 
 async def task_events(conn: asyncpg.Connection, task_id: str) -> list[TaskEvent]:
-    rows = await conn.fetch(f"SELECT {TASK_EVENT_COLUMNS} FROM task_events WHERE task_id = $1 ORDER BY seq", task_id)
-    return [task_event_from_row(row) for row in rows]
+    found = await conn.fetch(f"SELECT {rows.TASK_EVENT_COLUMNS} FROM task_events WHERE task_id = $1 ORDER BY seq",
+                             task_id)
+    return [rows.task_event_from_row(row) for row in found]
