@@ -4,10 +4,12 @@ to start rather than quietly enforce limits per process."""
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 
 from gateway.catalog import Catalog
+from gateway.cluster.approvals import RedisApprovalWaiters, RedisOpenApprovals
 from gateway.cluster.connection import Cluster
+from gateway.cluster.console import RedisConsoleSessions, RedisLoginFailures
 from gateway.config import Settings
 from gateway.in_memory_state import in_memory_backends
 from gateway.state.backends import StateBackends
@@ -18,7 +20,11 @@ PER_PROCESS_SEAMS = frozenset({"verified_tokens"})
 
 def shared_backends(settings: Settings, catalog: Catalog, cluster: Cluster) -> StateBackends:
     state = in_memory_backends(settings, catalog)
-    del cluster  # each shared seam takes it as it lands (issue 15)
+    approvals = settings.approvals
+    state = replace(state, open_approvals=RedisOpenApprovals(cluster), approval_waiters=RedisApprovalWaiters(cluster),
+                    console_sessions=RedisConsoleSessions(cluster, approvals.console_session_ttl_s,
+                                                          approvals.console_idle_s),
+                    login_failures=RedisLoginFailures(cluster))
     return state
 
 

@@ -250,7 +250,11 @@ class Console:
             await self.throttle.failed(address)
             log.warning("console: sign-in from %s refused (%d): %s", address, exc.status, exc.message)
             return self.login_page(request, next_path, exc.status, f"Sign-in refused: {exc.message}.")
-        return await self.signed_in(request, person, credential_expiry(credential), next_path)
+        try:
+            return await self.signed_in(request, person, credential_expiry(credential), next_path)
+        except Exception as exc:  # the session could not be kept (a fleet's Redis is down): not signed in
+            log.warning("console: sign-in of %s failed: %s", person.actor, type(exc).__name__)
+            return self.login_page(request, next_path, 503, "Sign-in is unavailable right now: try again shortly.")
 
     async def signed_in(self, request: Request, person: Approver, credential_expires_at: float | None,
                   next_path: str) -> Response:
