@@ -12,18 +12,40 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
+import httpx2
 import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 from gateway.approvals.model import Approval, ApprovalState, Approver
 from gateway.cluster.approvals import RedisApprovalWaiters, RedisOpenApprovals
 from gateway.cluster.connection import Cluster
 from gateway.cluster.console import RedisConsoleSessions, RedisLoginFailures
 from gateway.settings.cluster import ClusterSettings
+from tests.support.browser import chromium
+from tests.support.clients import mcp_client
+from tests.support.console import Browser
+from tests.support.fleet import Fleet, start_fleet
+from tests.support.processes import ADMIN_TOKEN, behaviour_manifest, cedar_copy
+from tests.test_approvals_e2e import (
+    EXTRA_POLICIES,
+    OWNER_TOKEN,
+    admin,
+    approval_meta,
+    decide,
+    pending_for,
+    text_of,
+    wait_for_pending,
+)
+from tests.test_console_browser import OWNER_TOKEN as BROWSER_OWNER_TOKEN
 from tests.test_state_seams import approval
 from tests.test_state_seams import test_approval_waiters_contract as approval_waiters_contract
 from tests.test_state_seams import test_console_sessions_contract as console_sessions_contract
@@ -145,3 +167,154 @@ async def test_a_wake_up_reaches_a_waiter_in_another_process(redis_url: str) -> 
         await waker.close()
         await here.close()
         await there.close()
+
+
+# -- two real replicas --------------------------------------------------------------------------------
+
+def fleet_config(workdir: Path) -> dict[str, Any]:
+    return {
+        "policies": str(cedar_copy(workdir / "cedar", **{"70-tests": EXTRA_POLICIES})),
+        "admin": {"tokens": [
+            {"name": "test-admin", "token": ADMIN_TOKEN},
+            {"name": "tests@example.com", "token": OWNER_TOKEN, "role": "approver"},
+            {"name": "tests@example.com", "token": BROWSER_OWNER_TOKEN, "role": "approver"},
+        ]},
+        "approvals": {"keepalive": "1s", "default_mode": "hold"},
+    }
+
+
+def start_approvals_fleet(workdir: Path, behaviour_http: int, redis_url: str) -> Fleet:
+    manifest = behaviour_manifest("appr", {"url": f"http://127.0.0.1:{behaviour_http}/mcp"}, timeout_s=10,
+                                  tools=("echo", "log", "progress", "whoami", "slow"))  # all EXTRA_POLICIES name
+    manifest["tools"][0]["risk"] = "privileged"  # echo: held by the shipped step-up policy
+    manifest["tools"][1]["risk"] = "write"  # log: asks in pending mode (EXTRA_POLICIES), retried once approved
+    return start_fleet(workdir, [manifest], redis_url=redis_url, extra_config=fleet_config(workdir),
+                       tokens={"agent-a": "token-agent-a", "agent-b": "token-agent-b"})
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int, redis_url: str) -> Iterator[Fleet]:
+    fleet = start_approvals_fleet(tmp_path_factory.mktemp("approvals-fleet"), behaviour_http, redis_url)
+    yield fleet
+    fleet.stop()
+
+
+def console_user(fleet: Fleet, replica: int) -> Browser:
+    """A console user whose requests reach `replica`, as behind a load balancer (the Origin it sends stays
+    the fleet's public URL); set `.http.base_url` to move it to another replica, cookies and all."""
+    user = Browser(fleet[0])
+    user.http.base_url = httpx2.URL(fleet[replica].base)
+    return user
+
+
+def upstream_ran(behaviour_log: Path, message: str) -> int:
+    """How many times the upstream's log tool ran with this message (it records every run)."""
+    if not behaviour_log.exists():
+        return 0
+    wanted = f"logged {message!r}"
+    return sum(1 for line in behaviour_log.read_text().splitlines() if line and json.loads(line)["event"] == wanted)
+
+
+async def test_a_call_held_on_b_completes_when_a_person_approves_on_a(fleet: Fleet) -> None:
+    a, b = fleet[0], fleet[1]
+    text = f"held-on-b-{time.time_ns()}"
+    async with mcp_client(b.url, "token-agent-a", "legacy") as client:
+        call = asyncio.create_task(client.call_tool("appr__echo", {"text": text}))
+        approval = await wait_for_pending(a, "agent-a", "appr__echo")  # A sees B's request
+        await asyncio.sleep(1.5)  # really held (keepalives flowing), not answered
+        assert not call.done()
+        started = time.monotonic()
+        assert (await asyncio.to_thread(decide, a, approval["id"], "approve"))["state"] == "approved"
+        result = await asyncio.wait_for(call, 15)
+        woken_after = time.monotonic() - started
+    assert not result.is_error and text_of(result) == text
+    assert woken_after < 0.9  # the wake-up crossed replicas (not the 1 s keepalive re-read)
+    for replica in (a, b):
+        assert admin(replica, "GET", f"/{approval['id']}").json()["state"] == "used"
+
+
+async def test_an_approved_call_raced_on_both_replicas_runs_upstream_once(fleet: Fleet, behaviour_log: Path) -> None:
+    for round_ in range(3):
+        message = f"raced-{round_}-{time.time_ns()}"
+        arguments = {"message": message, "level": "info"}
+        async with (mcp_client(fleet[0].url, "token-agent-b", "2026-07-28") as on_a,
+                    mcp_client(fleet[1].url, "token-agent-b", "2026-07-28") as on_b):
+            asked = await on_a.call_tool("appr__log", arguments)
+            assert asked.is_error
+            await asyncio.to_thread(decide, fleet[1], approval_meta(asked)["id"], "approve")
+            outcomes = await asyncio.gather(on_a.call_tool("appr__log", arguments),
+                                            on_b.call_tool("appr__log", arguments), return_exceptions=True)
+        ran = [o for o in outcomes if not isinstance(o, BaseException) and not o.is_error]
+        assert len(ran) == 1 and text_of(ran[0]) == "logged", outcomes
+        assert upstream_ran(behaviour_log, message) == 1
+    for stale in pending_for(fleet[0], "agent-b", "appr__log"):  # the losers' new requests
+        decide(fleet[0], stale["id"], "deny")
+
+
+def test_a_console_session_from_a_works_on_b_with_its_messages(fleet: Fleet) -> None:
+    user = console_user(fleet, 0).signed_in(OWNER_TOKEN)
+    try:
+        user.http.base_url = httpx2.URL(fleet[1].base)
+        inbox = user.get("/console")
+        assert inbox.status_code == 200 and "Inbox" in inbox.text  # signed in on A, served by B
+        logout = user.post("/console/logout", {})
+        assert logout.status_code == 303
+        user.http.base_url = httpx2.URL(fleet[0].base)
+        assert user.get("/console").status_code == 303  # signed out on B: out on A too
+    finally:
+        user.close()
+
+
+async def test_a_person_signed_in_on_b_approves_on_a_in_chromium_a_call_held_on_b(
+        fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must never download
+    text = f"approved-across-replicas-{time.time_ns()}"
+    async with mcp_client(fleet[1].url, "token-agent-a", "legacy") as client:
+        call = asyncio.create_task(client.call_tool("appr__echo", {"text": text}))
+        approval = await wait_for_pending(fleet[0], "agent-a", "appr__echo")
+        seen = await asyncio.to_thread(sign_in_on_one_approve_on_other, fleet[1].base, fleet[0].base,
+                                       approval["id"], tmp_path / "chromium")
+        result = await asyncio.wait_for(call, 30)
+    assert not result.is_error and text_of(result) == text
+    assert seen["flash"] == f"You approved {approval['id']}." and seen["state"] in ("approved", "used")
+    assert admin(fleet[1], "GET", f"/{approval['id']}").json()["decided_by"] == "admin:tests@example.com"
+
+
+def sign_in_on_one_approve_on_other(sign_in_base: str, approve_base: str, approval_id: str,
+                                    user_data_dir: Path) -> dict[str, str]:
+    """Sign in on one replica's console, then approve on another's page with the same cookie."""
+    driver = chromium(user_data_dir)
+    try:
+        driver.set_page_load_timeout(30)
+        wait = WebDriverWait(driver, 20)
+        driver.get(f"{sign_in_base}/console")
+        wait.until(lambda d: d.find_elements(By.ID, "credential"))
+        driver.find_element(By.ID, "credential").send_keys(BROWSER_OWNER_TOKEN)
+        driver.find_element(By.ID, "sign-in").click()
+        wait.until(lambda d: d.find_elements(By.ID, "pending-count"))
+        driver.get(f"{approve_base}/console/approvals/{approval_id}")  # cookies are per host, not per port
+        wait.until(lambda d: d.find_elements(By.ID, "approve"))
+        driver.find_element(By.ID, "approve").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".flash"))
+        return {"flash": driver.find_element(By.CSS_SELECTOR, ".flash").text,
+                "state": driver.find_element(By.ID, "state").text}
+    finally:
+        driver.quit()
+
+
+async def test_failed_sign_ins_are_counted_across_replicas(fleet: Fleet, redis_url: str) -> None:
+    users = [console_user(fleet, 0), console_user(fleet, 1)]
+    try:
+        for attempt in range(10):  # the limit is 10 a minute per address: 5 on each replica
+            refused = users[attempt % 2].login("not-a-credential")
+            assert refused.status_code in (401, 403), refused.text
+        for user in users:
+            blocked = user.login(OWNER_TOKEN)  # even the right credential waits now
+            assert blocked.status_code == 429 and 1 <= int(blocked.headers["Retry-After"]) <= 61
+    finally:
+        for user in users:
+            user.close()
+        cluster = cluster_on(redis_url)
+        cluster.keys.prefix = fleet.key_prefix
+        await cluster.redis.delete(RedisLoginFailures(cluster).key("127.0.0.1"))  # the other tests sign in
+        await cluster.close()
