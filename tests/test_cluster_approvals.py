@@ -15,13 +15,14 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
+from mcp.shared.exceptions import MCPError
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -30,6 +31,7 @@ from gateway.cluster.approvals import RedisApprovalWaiters, RedisOpenApprovals
 from gateway.cluster.connection import Cluster
 from gateway.cluster.console import RedisConsoleSessions, RedisLoginFailures
 from gateway.settings.cluster import ClusterSettings
+from tests.support import engines
 from tests.support.browser import chromium
 from tests.support.clients import mcp_client
 from tests.support.console import Browser
@@ -318,3 +320,46 @@ async def test_failed_sign_ins_are_counted_across_replicas(fleet: Fleet, redis_u
         cluster.keys.prefix = fleet.key_prefix
         await cluster.redis.delete(RedisLoginFailures(cluster).key("127.0.0.1"))  # the other tests sign in
         await cluster.close()
+
+
+# -- faults: the fleet's own Redis stopped and started again ------------------------------------------
+
+async def test_without_redis_nothing_is_approved_and_the_console_asks_to_sign_in_then_all_recovers(
+        tmp_path: Path, behaviour_http: int, behaviour_log: Path) -> None:
+    redis = engines.start_redis()
+    port = int(redis.url.rsplit(":", 1)[1].split("/")[0])
+    fleet = start_approvals_fleet(tmp_path, behaviour_http, redis.url)
+    user = console_user(fleet, 0).signed_in(OWNER_TOKEN)
+    try:
+        redis.stop()
+        message = f"no-redis-{time.time_ns()}"
+        async with mcp_client(fleet[1].url, "token-agent-b", "2026-07-28") as client:
+            with pytest.raises(MCPError):  # no request can be opened: the call neither holds nor runs
+                await client.call_tool("appr__echo", {"text": message})
+            with pytest.raises(MCPError):
+                await client.call_tool("appr__log", {"message": message, "level": "info"})
+        assert upstream_ran(behaviour_log, message) == 0
+        user.http.base_url = httpx2.URL(fleet[1].base)
+        assert user.get("/console").status_code == 303  # the session cannot be read: sign in again
+        assert user.login(OWNER_TOKEN).status_code in (429, 503)  # and that cannot succeed now
+
+        redis = engines.start_redis(port)  # empty, on the same port; the gateways were not restarted
+        await eventually(lambda: user.login(OWNER_TOKEN).status_code == 303)
+        assert user.get("/console").status_code == 200
+        async with mcp_client(fleet[1].url, "token-agent-a", "legacy") as client:
+            call = asyncio.create_task(client.call_tool("appr__echo", {"text": message}))
+            approval = await wait_for_pending(fleet[0], "agent-a", "appr__echo")
+            await asyncio.to_thread(decide, fleet[0], approval["id"], "approve")
+            result = await asyncio.wait_for(call, 15)
+        assert not result.is_error and text_of(result) == message
+    finally:
+        user.close()
+        fleet.stop()
+        redis.stop()
+
+
+async def eventually(check: Callable[[], bool], timeout_s: float = 15) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await asyncio.to_thread(check):
+        assert time.monotonic() < deadline, "never happened"
+        await asyncio.sleep(0.2)
