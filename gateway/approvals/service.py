@@ -50,6 +50,8 @@ log = logging.getLogger("narrowgate.approvals")
 Clock = Callable[[], float]
 SWEEP_INTERVAL_S = 5.0
 COMMENT_MAX = 2000
+DECIDE_ATTEMPTS = 3
+CLOSED_WHILE_DECIDED = "cancelled: the request ended while it was being decided"
 UNRECORDED = "the request could not be opened in the shared state"
 RESTARTED = "abandoned: the gateway restarted while the agent's call was held (a held call does not survive a restart)"
 
@@ -229,24 +231,21 @@ class ApprovalService:
 
     async def decide(self, approval_id: str, approver: Approver, approve: bool, comment: str = "") -> Approval:
         comment = (comment or "").strip()[:COMMENT_MAX]
+        state = ApprovalState.APPROVED if approve else ApprovalState.DENIED
         async with self._lock:
             await self.expire_if_due(approval_id)
-            approval = await self._open.get(approval_id)
-            if approval is None:
-                raise ApprovalError(ended(await self._stored(approval_id)))
-            if approval.state is not ApprovalState.PENDING:
-                raise ApprovalError(f"approval {approval_id} is already {approval.state.value}")
-            refusal = self.refusal(approval, approver)
-            if refusal is not None:
-                log.warning("approval %s: %s may not decide it (%s)", approval_id, approver.actor, refusal)
-                raise NotAllowedToDecide(refusal)
-            state = ApprovalState.APPROVED if approve else ApprovalState.DENIED
-            decided = replace(approval, state=state, decided_by=approver.actor, decided_by_label=approver.label,
-                              decided_at=self.clock(), comment=comment or None)
-            # Compare-and-set first: a request cancelled or abandoned since it was read stays so.
-            if not await self._open.put(decided, replacing=approval):
-                raise ApprovalError(ended(await self.get(approval_id)))
-            await self._save_decision(decided, approval)
+            for _ in range(DECIDE_ATTEMPTS):
+                approval = await self._decidable(approval_id, approver)
+                decided = replace(approval, state=state, decided_by=approver.actor, decided_by_label=approver.label,
+                                  decided_at=self.clock(), comment=comment or None)
+                await self.store.save_approval(decided)  # the row first: a usable approval always has its row
+                if await self._open.put(decided, replacing=approval):  # compare-and-set on what was read
+                    break
+                if await self._open.get(approval_id) is None:  # cancelled or abandoned while it was written
+                    await self._undo_decision(decided, approval)
+                    raise ApprovalError(ended(await self._stored(approval_id)))
+            else:  # changed under us each time (another replica at work): the person may simply try again
+                raise ApprovalError(f"approval {approval_id} changed while it was being decided: try again")
             if approve:
                 self._wake(approval_id)
                 await self._changed_count()
@@ -256,13 +255,25 @@ class ApprovalService:
         log.info("approval %s %s by %s", approval_id, state.value, approver.actor)
         return decided
 
-    async def _save_decision(self, decided: Approval, undecided: Approval) -> None:
-        """The decision's row; if it cannot be written the request is put back as it was (pending)."""
-        try:
-            await self.store.save_approval(decided)
-        except BaseException:
-            await self._open.put(undecided, replacing=decided)
-            raise
+    async def _decidable(self, approval_id: str, approver: Approver) -> Approval:
+        """The open, pending request this person may decide; else why not (ApprovalError)."""
+        approval = await self._open.get(approval_id)
+        if approval is None:
+            raise ApprovalError(ended(await self._stored(approval_id)))
+        if approval.state is not ApprovalState.PENDING:
+            raise ApprovalError(f"approval {approval_id} is already {approval.state.value}")
+        refusal = self.refusal(approval, approver)
+        if refusal is not None:
+            log.warning("approval %s: %s may not decide it (%s)", approval_id, approver.actor, refusal)
+            raise NotAllowedToDecide(refusal)
+        return approval
+
+    async def _undo_decision(self, decided: Approval, approval: Approval) -> None:
+        """The request closed while its decision's row was written: if that row is the last word, it must not
+        say decided (a restart would reopen it), so it says what happened."""
+        if await self.store.get_approval(decided.id) == decided:
+            await self.store.save_approval(replace(approval, state=ApprovalState.CANCELLED,
+                                                   end_reason=CLOSED_WHILE_DECIDED))
 
     def may_see_arguments(self, approval: Approval, person: Approver) -> bool:
         """The call's arguments are for the people who may decide it (and admins), not every approver."""
