@@ -24,7 +24,6 @@ import httpx2
 import pytest
 from mcp.shared.exceptions import MCPError
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
 
 from gateway.approvals.model import Approval, ApprovalState, Approver
 from gateway.cluster.approvals import RedisApprovalWaiters, RedisOpenApprovals
@@ -32,7 +31,7 @@ from gateway.cluster.connection import Cluster
 from gateway.cluster.console import RedisConsoleSessions, RedisLoginFailures
 from gateway.settings.cluster import ClusterSettings
 from tests.support import engines
-from tests.support.browser import chromium
+from tests.support.browser import chromium, sign_in
 from tests.support.clients import mcp_client
 from tests.support.console import Browser
 from tests.support.fleet import Fleet, start_fleet
@@ -287,12 +286,7 @@ def sign_in_on_one_approve_on_other(sign_in_base: str, approve_base: str, approv
     """Sign in on one replica's console, then approve on another's page with the same cookie."""
     driver = chromium(user_data_dir)
     try:
-        driver.set_page_load_timeout(30)
-        wait = WebDriverWait(driver, 20)
-        driver.get(f"{sign_in_base}/console")
-        wait.until(lambda d: d.find_elements(By.ID, "credential"))
-        driver.find_element(By.ID, "credential").send_keys(BROWSER_OWNER_TOKEN)
-        driver.find_element(By.ID, "sign-in").click()
+        wait = sign_in(driver, f"{sign_in_base}/console", BROWSER_OWNER_TOKEN)
         wait.until(lambda d: d.find_elements(By.ID, "pending-count"))
         driver.get(f"{approve_base}/console/approvals/{approval_id}")  # cookies are per host, not per port
         wait.until(lambda d: d.find_elements(By.ID, "approve"))

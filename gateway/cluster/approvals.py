@@ -159,7 +159,7 @@ class RedisApprovalWaiters:
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
-        self.channel = cluster.keys.channel("approvals:wake")
+        self.channel = cluster.keys.key("approvals", "wake")  # its own channel: not a notice topic
         self._local = InMemoryApprovalWaiters()
         self._listener: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()
