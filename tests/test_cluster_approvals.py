@@ -25,17 +25,23 @@ import pytest
 from mcp.shared.exceptions import MCPError
 from selenium.webdriver.common.by import By
 
-from gateway.approvals.model import Approval, ApprovalState, Approver
+from gateway.approvals.model import Approval, ApprovalError, ApprovalState, Approver
+from gateway.approvals.service import ApprovalService
+from gateway.audit import AuditLog
 from gateway.cluster.approvals import RedisApprovalWaiters, RedisOpenApprovals
 from gateway.cluster.connection import Cluster
 from gateway.cluster.console import RedisConsoleSessions, RedisLoginFailures
+from gateway.registry.service import Registry
+from gateway.settings.approvals import ApprovalSettings
 from gateway.settings.cluster import ClusterSettings
+from gateway.store import Store
 from tests.support import engines
 from tests.support.browser import chromium, sign_in
 from tests.support.clients import mcp_client
 from tests.support.console import Browser
 from tests.support.fleet import Fleet, start_fleet
 from tests.support.processes import ADMIN_TOKEN, behaviour_manifest, cedar_copy
+from tests.support.state import FakeClock
 from tests.test_approvals_e2e import (
     EXTRA_POLICIES,
     OWNER_TOKEN,
@@ -46,6 +52,7 @@ from tests.test_approvals_e2e import (
     text_of,
     wait_for_pending,
 )
+from tests.test_approvals_service import ALICE, agent_spec, binding, draft
 from tests.test_console_browser import OWNER_TOKEN as BROWSER_OWNER_TOKEN
 from tests.test_state_seams import approval
 from tests.test_state_seams import test_approval_waiters_contract as approval_waiters_contract
@@ -168,6 +175,69 @@ async def test_a_wake_up_reaches_a_waiter_in_another_process(redis_url: str) -> 
         await waker.close()
         await here.close()
         await there.close()
+
+
+# -- the approval service on Redis: several processes on one store ----------------------------------
+
+class Replicas:
+    """Approval services on one store and one Redis key space, as replicas of one fleet are."""
+
+    def __init__(self, redis_url: str, store: Store, audit: AuditLog, registry: Registry) -> None:
+        self.redis_url, self.store, self.audit, self.registry = redis_url, store, audit, registry
+        self.prefix = f"test-{uuid.uuid4().hex[:12]}"
+        self.opened: list[tuple[ApprovalService, Cluster]] = []
+
+    async def start(self) -> ApprovalService:
+        cluster = cluster_on(self.redis_url)
+        cluster.keys.prefix = self.prefix
+        service = ApprovalService(self.store, self.registry, self.audit, ApprovalSettings(),
+                                  open_approvals=RedisOpenApprovals(cluster), waiters=RedisApprovalWaiters(cluster))
+        await service.open(background=False)
+        self.opened.append((service, cluster))
+        return service
+
+    async def stop(self) -> None:
+        for service, cluster in self.opened:
+            await service.close()
+            await cluster.close()
+
+
+@pytest.fixture
+async def replicas(redis_url: str, store: Store, audit: AuditLog) -> AsyncIterator[Replicas]:
+    registry = await Registry.open(store, time.time)
+    await registry.create(agent_spec("bot-a", "alice@example.com"), "admin:root", "test agent")
+    started = Replicas(redis_url, store, audit, registry)
+    yield started
+    await started.stop()
+
+
+async def test_a_starting_replica_keeps_the_fleets_held_requests_and_decides_them_for_the_holder(
+        replicas: Replicas) -> None:
+    a = await replicas.start()
+    held = await a.request(replace(draft(FakeClock(time.time())), mode="hold"))
+    a.hold_begins(held.id)
+    waiting = asyncio.create_task(a.wait(held.id, 30))
+    b = await replicas.start()  # a replica (re)starting: the open request is another replica's, not its own
+    assert (await b.get(held.id)).state is ApprovalState.PENDING
+    await b.decide(held.id, ALICE, approve=True)
+    assert (await asyncio.wait_for(waiting, 3)).state is ApprovalState.APPROVED  # woken across processes
+    assert await a.usable(*binding(held)) is not None and await b.usable(*binding(held)) is not None
+    spent = await asyncio.gather(a.spend(held.id, "dec-a"), b.spend(held.id, "dec-b"), return_exceptions=True)
+    assert len([s for s in spent if isinstance(s, Approval)]) == 1  # used once
+    assert len([s for s in spent if isinstance(s, ApprovalError)]) == 1
+    await a.hold_ends(held.id)
+
+
+async def test_a_stale_approved_row_cannot_reopen_a_used_approval(replicas: Replicas, store: Store) -> None:
+    a = await replicas.start()
+    pending = await a.request(draft(FakeClock(time.time())))
+    granted = await a.decide(pending.id, ALICE, approve=True)
+    await a.spend(granted.id, "dec-used")
+    await store.save_approval(granted)  # as if the "used" row had not landed when another replica started
+    b = await replicas.start()
+    assert await b.usable(*binding(granted)) is None and await a.usable(*binding(granted)) is None
+    with pytest.raises(ApprovalError):
+        await b.spend(granted.id, "dec-again")
 
 
 # -- two real replicas --------------------------------------------------------------------------------
