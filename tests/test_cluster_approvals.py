@@ -395,6 +395,10 @@ async def test_without_redis_nothing_is_approved_and_the_console_asks_to_sign_in
     fleet = start_approvals_fleet(tmp_path, behaviour_http, redis.url)
     user = console_user(fleet, 0).signed_in(OWNER_TOKEN)
     try:
+        async with mcp_client(fleet[1].url, "token-agent-b", "2026-07-28") as client:
+            asked = await client.call_tool("appr__log", {"message": "asked before the outage", "level": "info"})
+        open_before = admin(fleet[0], "GET", f"/{approval_meta(asked)['id']}").json()
+        assert open_before["state"] == "pending"
         redis.stop()
         message = f"no-redis-{time.time_ns()}"
         async with mcp_client(fleet[1].url, "token-agent-b", "2026-07-28") as client:
@@ -403,6 +407,8 @@ async def test_without_redis_nothing_is_approved_and_the_console_asks_to_sign_in
             with pytest.raises(MCPError):
                 await client.call_tool("appr__log", {"message": message, "level": "info"})
         assert upstream_ran(behaviour_log, message) == 0
+        refused = admin(fleet[0], "POST", f"/{open_before['id']}/approve")  # open before Redis stopped: cannot be seen
+        assert refused.status_code == 409 and "cannot be decided now" in refused.json()["error"]
         user.http.base_url = httpx2.URL(fleet[1].base)
         assert user.get("/console").status_code == 303  # the session cannot be read: sign in again
         assert user.login(OWNER_TOKEN).status_code in (429, 503)  # and that cannot succeed now

@@ -259,7 +259,11 @@ class ApprovalService:
         """The open, pending request this person may decide; else why not (ApprovalError)."""
         approval = await self._open.get(approval_id)
         if approval is None:
-            raise ApprovalError(ended(await self._stored(approval_id)))
+            stored = await self._stored(approval_id)
+            if stored.state in OPEN_STATES:  # its row says open, the open set has it not (or cannot be read)
+                raise ApprovalError(f"approval {approval_id} cannot be decided now: the gateway cannot see it "
+                                    "open (shared state unavailable); try again shortly")
+            raise ApprovalError(ended(stored))
         if approval.state is not ApprovalState.PENDING:
             raise ApprovalError(f"approval {approval_id} is already {approval.state.value}")
         refusal = self.refusal(approval, approver)
