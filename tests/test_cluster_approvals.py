@@ -87,11 +87,11 @@ async def test_open_approvals_contract_on_redis(cluster: Cluster) -> None:
 
 async def test_approval_waiters_contract_on_redis(cluster: Cluster) -> None:
     waiters = RedisApprovalWaiters(cluster)
-    await waiters.open()
+    await waiters.start()
     try:
         await approval_waiters_contract(lambda: waiters)
     finally:
-        await waiters.close()
+        await waiters.stop()
 
 
 async def test_console_sessions_contract_on_redis(cluster: Cluster) -> None:
@@ -163,7 +163,7 @@ async def test_a_wake_up_reaches_a_waiter_in_another_process(redis_url: str) -> 
     here, there = cluster_on(redis_url), cluster_on(redis_url)
     there.keys.prefix = here.keys.prefix
     waker, waiters = RedisApprovalWaiters(here), RedisApprovalWaiters(there)
-    await waiters.open()
+    await waiters.start()
     try:
         await asyncio.sleep(0.2)  # subscribed
         waiting = asyncio.create_task(waiters.wait("apr_x", 30))
@@ -171,8 +171,8 @@ async def test_a_wake_up_reaches_a_waiter_in_another_process(redis_url: str) -> 
         waker.wake("apr_x")
         await asyncio.wait_for(waiting, 3)
     finally:
-        await waiters.close()
-        await waker.close()
+        await waiters.stop()
+        await waker.stop()
         await here.close()
         await there.close()
 
@@ -190,8 +190,11 @@ class Replicas:
     async def start(self) -> ApprovalService:
         cluster = cluster_on(self.redis_url)
         cluster.keys.prefix = self.prefix
+        waiters = RedisApprovalWaiters(cluster)
+        cluster.runners.append(waiters)  # as shared_backends does
+        await cluster.open()
         service = ApprovalService(self.store, self.registry, self.audit, ApprovalSettings(),
-                                  open_approvals=RedisOpenApprovals(cluster), waiters=RedisApprovalWaiters(cluster))
+                                  open_approvals=RedisOpenApprovals(cluster), waiters=waiters)
         await service.open(background=False)
         self.opened.append((service, cluster))
         return service

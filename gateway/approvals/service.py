@@ -80,7 +80,6 @@ class ApprovalService:
     # lifecycle of the service
 
     async def open(self, *, background: bool = True) -> None:
-        await self._waiters.open()
         restored = [approval for approval in
                     await self.store.list_approvals(states=[s.value for s in OPEN_STATES], limit=100_000)
                     if await self._open.put(approval)]  # one already open is live in another replica: kept
@@ -100,7 +99,6 @@ class ApprovalService:
             self._sweeper = None
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
-        await self._waiters.close()
 
     # the call path
 

@@ -153,7 +153,9 @@ class RedisOpenApprovals:
 
 
 class RedisApprovalWaiters:
-    """Held calls are counted per process (they live here); wake-ups reach every process by pub/sub."""
+    """Held calls are counted per process (they live here); wake-ups reach every process by pub/sub.
+
+    A cluster runner: it listens from `start` (the cluster opened) to `stop` (before it closes)."""
 
     shared: ClassVar[bool] = True
 
@@ -164,11 +166,11 @@ class RedisApprovalWaiters:
         self._listener: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()
 
-    async def open(self) -> None:
+    async def start(self) -> None:
         if self._listener is None:
             self._listener = asyncio.get_running_loop().create_task(self._listen(), name="narrowgate-approval-wakes")
 
-    async def close(self) -> None:
+    async def stop(self) -> None:
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):

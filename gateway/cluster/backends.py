@@ -10,6 +10,8 @@ from gateway.catalog import Catalog
 from gateway.cluster.approvals import RedisApprovalWaiters, RedisOpenApprovals
 from gateway.cluster.connection import Cluster
 from gateway.cluster.console import RedisConsoleSessions, RedisLoginFailures
+from gateway.cluster.notices import RedisNotices
+from gateway.cluster.revocations import RedisRevocationList
 from gateway.config import Settings
 from gateway.in_memory_state import in_memory_backends
 from gateway.state.backends import StateBackends
@@ -20,8 +22,12 @@ PER_PROCESS_SEAMS = frozenset({"verified_tokens"})
 
 def shared_backends(settings: Settings, catalog: Catalog, cluster: Cluster) -> StateBackends:
     state = in_memory_backends(settings, catalog)
-    approvals = settings.approvals
-    state = replace(state, open_approvals=RedisOpenApprovals(cluster), approval_waiters=RedisApprovalWaiters(cluster),
+    notices, revocations = RedisNotices(cluster), RedisRevocationList(cluster)
+    cluster.runners += [notices, revocations]  # their pub/sub readers run while the cluster is open
+    state = replace(state, notices=notices, revocations=revocations)
+    approvals, waiters = settings.approvals, RedisApprovalWaiters(cluster)
+    cluster.runners.append(waiters)
+    state = replace(state, open_approvals=RedisOpenApprovals(cluster), approval_waiters=waiters,
                     console_sessions=RedisConsoleSessions(cluster, approvals.console_session_ttl_s,
                                                           approvals.console_idle_s),
                     login_failures=RedisLoginFailures(cluster))

@@ -48,12 +48,6 @@ class ApprovalWaiters(Protocol):
     only delays the waiter to its next keepalive slice, when it re-reads the request.
     """
 
-    async def open(self) -> None:
-        """Start hearing wake-ups (a shared implementation subscribes here)."""
-        ...
-
-    async def close(self) -> None: ...
-
     def hold_begins(self, approval_id: str) -> None: ...
 
     def hold_ends(self, approval_id: str) -> bool:

@@ -45,12 +45,6 @@ class InMemoryApprovalWaiters:
         self._held: dict[str, int] = {}  # approval id -> held calls waiting on it in this process
         self._changed: dict[str, asyncio.Event] = {}
 
-    async def open(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
-
     def hold_begins(self, approval_id: str) -> None:
         self._held[approval_id] = self._held.get(approval_id, 0) + 1
 
