@@ -177,6 +177,25 @@ async def test_a_wake_up_reaches_a_waiter_in_another_process(redis_url: str) -> 
         await there.close()
 
 
+async def test_after_a_lost_subscription_every_held_call_reads_its_request_again() -> None:
+    redis = engines.start_redis()
+    port = int(redis.url.rsplit(":", 1)[1].split("/")[0])
+    cluster = cluster_on(redis.url)
+    waiters = RedisApprovalWaiters(cluster)
+    cluster.runners.append(waiters)
+    await cluster.open()
+    try:
+        waiting = asyncio.create_task(waiters.wait("apr_held", 60))
+        await asyncio.to_thread(redis.stop)  # a wake-up sent now would be lost
+        await asyncio.sleep(0.5)
+        assert not waiting.done()
+        redis = await asyncio.to_thread(engines.start_redis, port)
+        await asyncio.wait_for(waiting, 10)  # woken once subscribed again, long before its 60 s
+    finally:
+        await cluster.close()
+        redis.stop()
+
+
 # -- the approval service on Redis: several processes on one store ----------------------------------
 
 class Replicas:

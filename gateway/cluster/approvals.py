@@ -31,12 +31,13 @@ from redis.exceptions import RedisError
 
 from gateway.approvals.model import Approval
 from gateway.cluster.connection import Cluster
+from gateway.cluster.subscriber import Subscription
 from gateway.state.memory import InMemoryApprovalWaiters
 
 log = logging.getLogger("narrowgate.cluster")
 GRACE_S = 300.0
 PURGE_BATCH = 500
-RELISTEN_S = 1.0  # after losing the pub/sub connection
+FIRST_SUBSCRIBE_WAIT_S = 2.0
 UNREACHABLE = (RedisError, OSError, TimeoutError)
 T = TypeVar("T")
 
@@ -155,7 +156,8 @@ class RedisOpenApprovals:
 class RedisApprovalWaiters:
     """Held calls are counted per process (they live here); wake-ups reach every process by pub/sub.
 
-    A cluster runner: it listens from `start` (the cluster opened) to `stop` (before it closes)."""
+    A cluster runner: it listens from `start` (the cluster opened) to `stop` (before it closes). After a
+    lost subscription every held call here reads its request again, so no missed wake-up is waited out."""
 
     shared: ClassVar[bool] = True
 
@@ -163,19 +165,19 @@ class RedisApprovalWaiters:
         self.cluster = cluster
         self.channel = cluster.keys.key("approvals", "wake")  # its own channel: not a notice topic
         self._local = InMemoryApprovalWaiters()
-        self._listener: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()
+        self._subscriptions = 0
+        self.subscription = Subscription(cluster, "approval wake-ups", channels=(self.channel,),
+                                         on_message=self._woken, on_subscribed=self._caught_up, on_lost=lambda: None)
 
     async def start(self) -> None:
-        if self._listener is None:
-            self._listener = asyncio.get_running_loop().create_task(self._listen(), name="narrowgate-approval-wakes")
+        self.subscription.start()
+        with contextlib.suppress(TimeoutError):  # listening before the first call is held, if Redis answers
+            async with asyncio.timeout(FIRST_SUBSCRIBE_WAIT_S):
+                await self.subscription.subscribed.wait()
 
     async def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-            self._listener = None
+        await self.subscription.stop()
         if self._sending:
             await asyncio.gather(*self._sending, return_exceptions=True)
 
@@ -204,16 +206,10 @@ class RedisApprovalWaiters:
             log.warning("approval wake-up for %s not sent (Redis %s: %s)", approval_id,
                         self.cluster.settings.redis_location(), type(exc).__name__)
 
-    async def _listen(self) -> None:
-        while True:
-            try:
-                async with self.cluster.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(self.channel)
-                    while True:
-                        message = await pubsub.get_message(timeout=1.0)
-                        if message is not None and message.get("type") == "message":
-                            self._local.wake(message["data"].decode())
-            except UNREACHABLE as exc:
-                log.warning("approval wake-ups: lost Redis %s (%s); listening again in %.0f s",
-                            self.cluster.settings.redis_location(), type(exc).__name__, RELISTEN_S)
-                await asyncio.sleep(RELISTEN_S)
+    async def _woken(self, channel: bytes, approval_id: bytes) -> None:
+        self._local.wake(approval_id.decode())
+
+    async def _caught_up(self) -> None:
+        self._subscriptions += 1
+        if self._subscriptions > 1:  # subscribed again: what was published meanwhile is lost
+            self._local.wake_all()

@@ -70,6 +70,11 @@ class InMemoryApprovalWaiters:
         if event is not None:
             event.set()
 
+    def wake_all(self) -> None:
+        """Every waiter reads its request again (wake-ups from elsewhere may have been missed)."""
+        for approval_id in list(self._changed):
+            self.wake(approval_id)
+
 
 class LocalNotices:
     """Notices within one process: `publish` runs every handler of the topic, in subscription order."""
