@@ -103,7 +103,7 @@ class ApprovalService:
     # the call path
 
     async def usable(self, agent_id: str, task_id: str | None, tool: str, args_digest: str, policy_version: str,
-               covers: Callable[[Approval], bool] = lambda approval: True) -> Approval | None:
+                     covers: Callable[[Approval], bool] = lambda approval: True) -> Approval | None:
         """A granted, unused, unexpired approval for exactly this call (and that `covers` it), if any."""
         return await self._find(ApprovalState.APPROVED, (agent_id, task_id, tool, args_digest, policy_version),
                                 covers)
@@ -160,11 +160,7 @@ class ApprovalService:
         if approval is None or approval.state is not ApprovalState.APPROVED or now >= approval.expires_at:
             raise ApprovalError(f"approval {approval_id} is not available to use")
         used = replace(approval, state=ApprovalState.USED, used_at=now, used_decision_id=decision_id)
-        claimed = await self._close(used)
-        if claimed is None:  # another call (here or in another replica) claimed it first
-            raise ApprovalError(f"approval {approval_id} is not available to use")
-        if claimed.state is not ApprovalState.APPROVED:  # cannot happen: granted requests only ever close
-            await self._open.put(claimed)
+        if await self._close(used) is None:  # another call (here or in another replica) claimed it first
             raise ApprovalError(f"approval {approval_id} is not available to use")
         self._record(used, "used", approval.agent_id, detail={"used_decision_id": decision_id})
         if persist:
@@ -335,8 +331,8 @@ class ApprovalService:
     # endings
 
     def task_ended(self, task: Task) -> None:
-        """TaskService.on_end: a task's approvals die with it (scheduled now; it runs before the ending
-        caller's next await returns)."""
+        """TaskService.on_end: a task's approvals die with it (started at once; the caller, a synchronous
+        observer, does not wait on the shared state)."""
         self._in_background(self._cancel_where(lambda a: a.task_id == task.id,
                                                 f"task {task.id} ended ({task.state.value})"))
 
