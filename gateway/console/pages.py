@@ -257,7 +257,7 @@ class Console:
             return self.login_page(request, next_path, 503, "Sign-in is unavailable right now: try again shortly.")
 
     async def signed_in(self, request: Request, person: Approver, credential_expires_at: float | None,
-                  next_path: str) -> Response:
+                        next_path: str) -> Response:
         await self.sessions.delete(request.cookies.get(self.cookies.session_name))  # never reuse an old session id
         session = await self.sessions.create(person, credential_expires_at)
         log.info("console: %s signed in from %s", person.actor, client_address(request))
