@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn, Protocol
 
@@ -100,7 +100,7 @@ class StepUpCall:
     url_elicitation: bool  # the client can be sent to a URL
     sink: HoldingSink | None = None
     trace_id: str | None = None
-    refresh: Callable[[], RequestFacts] | None = None  # the request facts as of now (after a hold)
+    refresh: Callable[[], Awaitable[RequestFacts]] | None = None  # the request facts as of now (after a hold)
 
 
 class StepUpFlow:
@@ -323,7 +323,7 @@ class StepUpFlow:
         data = {"decisionId": call.refused.decision_id, "approvalId": approval.id}
         if approval.state is ApprovalState.APPROVED:
             if call.refresh is not None:
-                call.facts = call.refresh()  # minutes may have passed: decide on the facts of now
+                call.facts = await call.refresh()  # minutes may have passed: decide on the facts of now
                 again = await self.decide_again(call)
                 if again is not None:
                     call = replace(call, refused=again)  # the decision that uses the approval, if it covers it

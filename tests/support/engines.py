@@ -22,6 +22,7 @@ from tests.support.processes import free_port
 
 POSTGRES_URL_ENV = "NARROWGATE_TEST_POSTGRES_URL"
 REDIS_URL_ENV = "NARROWGATE_TEST_REDIS_URL"
+PIDS_FILE_ENV = "NARROWGATE_TEST_ENGINE_PIDS"  # when set, each started server appends "<name> <pid>" to this file
 DATABASE = "narrowgate"
 # initdb and postgres refuse to run as root: as root they run as this user, which Debian's package creates
 POSTGRES_OS_USER = "postgres"
@@ -103,6 +104,7 @@ def _start_postgres(port: int | None) -> Engine:
                 [str(bin_dir / "postgres"), "-D", str(data), "-k", str(directory), "-h", "127.0.0.1",
                  "-p", str(port), "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
                 stdout=out, stderr=subprocess.STDOUT, cwd=directory, **as_user)
+        _record_pid(engine)
         _wait(lambda: _postgres_ready(data), engine.process, "PostgreSQL", log)
         _run_logged([str(bin_dir / "createdb"), "-h", str(directory), "-p", str(port), "-U", DATABASE, DATABASE],
                     log, directory, as_user)
@@ -126,11 +128,20 @@ def _start_redis(port: int | None) -> Engine:
                 [program, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                  "--dir", str(directory), "--daemonize", "no"],
                 stdout=out, stderr=subprocess.STDOUT, cwd=directory)
+        _record_pid(engine)
         _wait(lambda: _redis_ready(port), engine.process, "Redis", log)
     except BaseException:
         engine.stop()
         raise
     return engine
+
+
+def _record_pid(engine: Engine) -> None:
+    """For tests/test_engines.py: which servers a pytest run started, however briefly they ran."""
+    path = os.environ.get(PIDS_FILE_ENV)
+    if path and engine.process is not None:
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(f"{engine.name} {engine.process.pid}\n")
 
 
 def _postgres_os_user(directory: Path) -> dict[str, Any]:
