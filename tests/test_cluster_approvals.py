@@ -262,6 +262,26 @@ async def test_a_stale_approved_row_cannot_reopen_a_used_approval(replicas: Repl
         await b.spend(granted.id, "dec-again")
 
 
+async def test_without_redis_no_request_opens_and_no_approval_is_used(store: Store, audit: AuditLog) -> None:
+    redis = engines.start_redis()
+    registry = await Registry.open(store, time.time)
+    await registry.create(agent_spec("bot-a", "alice@example.com"), "admin:root", "test agent")
+    replicas = Replicas(redis.url, store, audit, registry)
+    try:
+        service = await replicas.start()
+        granted = await service.decide((await service.request(draft(FakeClock(time.time())))).id, ALICE, True)
+        await asyncio.to_thread(redis.stop)
+        with pytest.raises(ApprovalError, match="shared state unavailable"):
+            await service.request(draft(FakeClock(time.time()), digest="digest-2"))
+        assert await service.usable(*binding(granted)) is None  # nothing is open when nothing can be seen
+        with pytest.raises(ApprovalError):
+            await service.spend(granted.id, "dec-while-down")
+        assert (await store.get_approval(granted.id)).state is ApprovalState.APPROVED  # not used: still good
+    finally:
+        await replicas.stop()
+        redis.stop()
+
+
 # -- two real replicas --------------------------------------------------------------------------------
 
 def fleet_config(workdir: Path) -> dict[str, Any]:
