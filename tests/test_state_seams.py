@@ -227,17 +227,21 @@ def test_sessions_keep_their_stream_logs_where_the_registry_says() -> None:
 # -- OpenApprovals and ApprovalWaiters --------------------------------------------------------------
 
 @pytest.mark.parametrize("make", OPEN_APPROVALS)
-def test_open_approvals_contract(make: Callable[[], OpenApprovals[Approval]]) -> None:
+async def test_open_approvals_contract(make: Callable[[], OpenApprovals[Approval]]) -> None:
     approvals = make()
-    approvals.put(approval("apr_1"))
-    approvals.put(approval("apr_2"))
-    approvals.put(approval("apr_1", ApprovalState.APPROVED))  # replaces by id
-    replaced = approvals.get("apr_1")
-    assert len(approvals) == 2 and replaced is not None and replaced.state is ApprovalState.APPROVED
-    assert sorted(a.id for a in approvals.values()) == ["apr_1", "apr_2"]
-    assert approvals.pop("apr_1") is not None
-    assert approvals.pop("apr_1") is None  # the claim is single: a second pop gets nothing
-    assert approvals.get("apr_1") is None and [a.id for a in approvals.values()] == ["apr_2"]
+    first = approval("apr_1")
+    assert await approvals.put(first) and await approvals.put(approval("apr_2"))
+    assert not await approvals.put(approval("apr_1", ApprovalState.APPROVED))  # opened once, changed by CAS only
+    granted = approval("apr_1", ApprovalState.APPROVED)
+    assert await approvals.put(granted, replacing=await approvals.get("apr_1"))
+    assert not await approvals.put(approval("apr_1", ApprovalState.DENIED), replacing=first)  # read before: stale
+    replaced = await approvals.get("apr_1")
+    assert await approvals.count() == 2 and replaced == granted
+    assert sorted(a.id for a in await approvals.values()) == ["apr_1", "apr_2"]
+    assert await approvals.pop("apr_1") == granted
+    assert await approvals.pop("apr_1") is None  # the claim is single: a second pop gets nothing
+    assert not await approvals.put(approval("apr_1", ApprovalState.DENIED), replacing=granted)  # closed: stays so
+    assert await approvals.get("apr_1") is None and [a.id for a in await approvals.values()] == ["apr_2"]
 
 
 @pytest.mark.parametrize("make", APPROVAL_WAITERS)
@@ -261,29 +265,34 @@ async def test_approval_waiters_contract(make: Callable[[], ApprovalWaiters]) ->
 
 @pytest.mark.parametrize("make", CONSOLE_SESSIONS)
 async def test_console_sessions_contract(make: Callable[[float, float], ConsoleSessions[Approver, Any]]) -> None:
-    person = Approver(name="alice", actor="admin:alice")
-    sessions = make(3600, 0.2)
-    session = sessions.create(person)
-    found = sessions.get(session.id)
-    assert found is not None and found.id == session.id and found.person == person
-    assert sessions.get(None) is None and sessions.get("forged") is None
-    sessions.delete(session.id)
-    assert sessions.get(session.id) is None
-    short = sessions.create(person, credential_expires_at=time.time() + 0.1)  # the credential ends first
-    idle = sessions.create(person)
-    await asyncio.sleep(0.25)
-    assert sessions.get(short.id) is None and sessions.get(idle.id) is None
+    person = Approver(name="alice", actor="admin:alice", groups=frozenset({"ops"}), roles=frozenset({"approver"}))
+    sessions = make(3600, 0.3)
+    session = await sessions.create(person)
+    found = await sessions.get(session.id)
+    assert found is not None and found.id == session.id and found.person == person and found.csrf == session.csrf
+    assert await sessions.get(None) is None and await sessions.get("forged") is None
+    await sessions.keep_flashes(session.id, ["You approved apr_1."])
+    assert (await sessions.get(session.id)).flashes == ["You approved apr_1."]
+    await sessions.delete(session.id)
+    assert await sessions.get(session.id) is None
+    short = await sessions.create(person, credential_expires_at=time.time() + 0.1)  # the credential ends first
+    idle = await sessions.create(person)
+    used = await sessions.create(person)
+    for _ in range(3):  # each get refreshes the idle limit
+        await asyncio.sleep(0.15)
+        assert await sessions.get(used.id) is not None
+    assert await sessions.get(short.id) is None and await sessions.get(idle.id) is None
 
 
 @pytest.mark.parametrize("make", LOGIN_FAILURES)
-def test_login_failures_contract(make: Callable[[int, float], LoginFailures]) -> None:
+async def test_login_failures_contract(make: Callable[[int, float], LoginFailures]) -> None:
     failures = make(2, 60.0)
-    assert not failures.blocked("10.0.0.1") and failures.retry_after_s("10.0.0.1") == 0
-    failures.failed("10.0.0.1")
-    assert not failures.blocked("10.0.0.1")
-    failures.failed("10.0.0.1")
-    assert failures.blocked("10.0.0.1") and 1 <= failures.retry_after_s("10.0.0.1") <= 61
-    assert not failures.blocked("10.0.0.2")
+    assert not await failures.blocked("10.0.0.1") and await failures.retry_after_s("10.0.0.1") == 0
+    await failures.failed("10.0.0.1")
+    assert not await failures.blocked("10.0.0.1")
+    await failures.failed("10.0.0.1")
+    assert await failures.blocked("10.0.0.1") and 1 <= await failures.retry_after_s("10.0.0.1") <= 61
+    assert not await failures.blocked("10.0.0.2")
 
 
 # -- Notices ----------------------------------------------------------------------------------------

@@ -7,9 +7,11 @@ from __future__ import annotations
 from dataclasses import fields, replace
 
 from gateway.catalog import Catalog
+from gateway.cluster.approvals import RedisApprovalWaiters, RedisOpenApprovals
 from gateway.cluster.call_budgets import RedisCallBudgets
 from gateway.cluster.chain_signals import RedisChainSignals
 from gateway.cluster.connection import Cluster
+from gateway.cluster.console import RedisConsoleSessions, RedisLoginFailures
 from gateway.cluster.notices import RedisNotices
 from gateway.cluster.rate_windows import RedisRateWindows
 from gateway.cluster.revocations import RedisRevocationList
@@ -29,6 +31,12 @@ def shared_backends(settings: Settings, catalog: Catalog, cluster: Cluster) -> S
     state = replace(state, rate_windows=RedisRateWindows(cluster, settings.monitoring),
                     chain_signals=RedisChainSignals(cluster, monitoring_with_catalog_egress(settings, catalog)),
                     call_budgets=RedisCallBudgets(cluster))
+    approvals, waiters = settings.approvals, RedisApprovalWaiters(cluster)
+    cluster.runners.append(waiters)
+    state = replace(state, open_approvals=RedisOpenApprovals(cluster), approval_waiters=waiters,
+                    console_sessions=RedisConsoleSessions(cluster, approvals.console_session_ttl_s,
+                                                          approvals.console_idle_s),
+                    login_failures=RedisLoginFailures(cluster))
     return state
 
 
