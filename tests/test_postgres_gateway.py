@@ -211,6 +211,9 @@ async def test_postgres_going_away_refuses_what_needs_a_record_then_recovers_wit
         assert AUDIT_DOWN in refused, refused  # not the policy's answer: no durable record, no answer
         assert time.monotonic() - started < 10
         assert await call(client, ALLOWED, "during") == "during"  # a read allow is served; its record waits
+        change = httpx2.post(f"{faulty_gateway.base}/admin/v1/agents/{AGENT}/suspend", json={"reason": "outage"},
+                             headers=bearer(ADMIN_TOKEN))
+        assert change.status_code == 503 and "store is unavailable" in change.json()["error"], change.text
         process = faulty_gateway.process
         assert process is not None and process.poll() is None  # it keeps serving
 
