@@ -188,15 +188,15 @@ def policies(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int, redis_url: str,
+def fleet(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int, redis_url: str, postgres_url: str,
           policies: Path) -> Iterator[Fleet]:
     manifests = [behaviour_manifest("behav", {"url": f"http://127.0.0.1:{behaviour_http}/mcp"}, timeout_s=5)]
     # No file watch: a reload must reach the other replica through the bus, not through its own watcher.
     # The kill switch on (at its default, critical): only agent-k probes for unknown tools here.
     config = {"policies": str(policies), "policy": {"watch_interval_s": 0},
               "monitoring": {"kill_switch_severity": "critical", "per_agent": None, "per_task": None}}
-    started = start_fleet(tmp_path_factory.mktemp("fleet"), manifests, redis_url=redis_url, tokens=TOKENS,
-                          extra_config=config)
+    started = start_fleet(tmp_path_factory.mktemp("fleet"), manifests, redis_url=redis_url, postgres_url=postgres_url,
+                          tokens=TOKENS, extra_config=config)
     yield started
     started.stop()
 

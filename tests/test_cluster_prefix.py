@@ -33,13 +33,15 @@ def upstream(upstream_log: Path) -> Iterator[int]:
 
 
 @pytest.fixture(scope="module")
-def deployments(tmp_path_factory: pytest.TempPathFactory, upstream: int, redis_url: str) -> Iterator[list[Fleet]]:
-    """Two one-replica deployments, each with its own store, on one Redis; start_fleet gives each its own prefix."""
+def deployments(tmp_path_factory: pytest.TempPathFactory, upstream: int, redis_url: str,
+                postgres_url: str) -> Iterator[list[Fleet]]:
+    """Two one-replica deployments on one Redis, each with its own database; start_fleet gives each its own prefix."""
     fleets: list[Fleet] = []
     try:
         for name in ("blue", "green"):
             fleets.append(start_fleet(tmp_path_factory.mktemp(name), fleet_manifests(upstream), redis_url=redis_url,
-                                      replicas=1, tokens={AGENT: token_for(AGENT)}, extra_config=fleet_config()))
+                                      postgres_url=postgres_url, replicas=1, tokens={AGENT: token_for(AGENT)},
+                                      extra_config=fleet_config()))
         yield fleets
     finally:
         for fleet in fleets:
