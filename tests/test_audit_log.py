@@ -33,7 +33,7 @@ from gateway.audit import (
 )
 from gateway.audit.chain import RECORD_FIELDS, seal, unsealed_record
 from gateway.audit.redact import REDACTED
-from gateway.cli.audit import parse_time
+from gateway.cli.parsers.audit import parse_time
 from gateway.store import Store, open_store
 from gateway.store.base import AuditQuery
 from tests.support.processes import NARROWGATE, REPO
