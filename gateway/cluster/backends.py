@@ -4,10 +4,11 @@ to start rather than quietly enforce limits per process."""
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 
 from gateway.catalog import Catalog
 from gateway.cluster.connection import Cluster
+from gateway.cluster.sessions import RedisSessions
 from gateway.config import Settings
 from gateway.in_memory_state import in_memory_backends
 from gateway.state.backends import StateBackends
@@ -18,7 +19,9 @@ PER_PROCESS_SEAMS = frozenset({"verified_tokens"})
 
 def shared_backends(settings: Settings, catalog: Catalog, cluster: Cluster) -> StateBackends:
     state = in_memory_backends(settings, catalog)
-    del cluster  # each shared seam takes it as it lands (issue 15)
+    limits = settings.limits
+    state = replace(state, agent_sessions=RedisSessions(
+        cluster, limits.session_idle_s, limits.max_sessions_per_agent, limits.max_sessions))
     return state
 
 
