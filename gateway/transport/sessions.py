@@ -39,8 +39,17 @@ def caller_identity(principal: Principal) -> str:
 
 
 def same_caller(opened_by: Principal, caller: Principal) -> bool:
-    """A session belongs to the principal that opened it; to anyone else it does not exist."""
-    return opened_by.agent_id == caller.agent_id and caller_identity(opened_by) == caller_identity(caller)
+    """A session belongs to the principal that opened it; to anyone else it does not exist.
+    (`caller_identity` compared, without building the strings: this runs on every request.)"""
+    if opened_by is caller:
+        return True
+    if (opened_by.agent_id != caller.agent_id or opened_by.auth_method != caller.auth_method
+            or opened_by.task_id != caller.task_id):
+        return False
+    if opened_by.task_id is not None:
+        return True
+    opened, now = opened_by.claims, caller.claims
+    return opened.get("iss", "") == now.get("iss", "") and opened.get("sub", "") == now.get("sub", "")
 
 
 def no_shared_logs(key: str) -> None:
