@@ -49,7 +49,7 @@ def same_caller(opened_by: Principal, caller: Principal) -> bool:
     if opened_by.task_id is not None:
         return True
     opened, now = opened_by.claims, caller.claims
-    return opened.get("iss", "") == now.get("iss", "") and opened.get("sub", "") == now.get("sub", "")
+    return bool(opened.get("iss", "") == now.get("iss", "") and opened.get("sub", "") == now.get("sub", ""))
 
 
 def no_shared_logs(key: str) -> None:
