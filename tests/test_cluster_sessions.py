@@ -102,6 +102,28 @@ async def test_two_processes_share_a_session_its_frames_and_its_end(cluster: Clu
         b.release_local()
 
 
+async def test_a_reply_stream_followed_in_another_process_is_heard_where_it_is_written(cluster: Cluster) -> None:
+    """A call held on one replica (its connection gone) keeps waiting while the agent follows its stream
+    at another replica, and only while it does."""
+    a, b = RedisSessions(cluster, 3600), RedisSessions(cluster, 3600)
+    owner = Principal("agent-a", "static-token")
+    try:
+        opened = await a.create(owner, LEGACY, {}, None)
+        post = opened.open_post_stream()  # the reply being written on `a`
+        await post.append(b'{"n":1}')
+        assert not post.listened()
+        served = await b.get(opened.id, owner)
+        assert served is not None
+        resumed = await served.resume(f"{post.key}-1")
+        assert resumed is not None
+        await wait_for(post.listened, "the follower at the other process to be heard", timeout_s=5)
+        resumed[0].followers.discard(resumed[1])  # the agent goes away
+        await wait_for(lambda: not post.listened(), "silence", timeout_s=6)
+    finally:
+        a.release_local()
+        b.release_local()
+
+
 def frame_of(key: str, seq: int, data: bytes) -> bytes:
     return b"id: " + f"{key}-{seq}".encode() + b"\nevent: message\ndata: " + data + b"\n\n"
 

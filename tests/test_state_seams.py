@@ -210,7 +210,9 @@ async def stream_log_contract(log: StreamLog) -> None:
     """The StreamLog behaviour every implementation keeps (`log` is new and empty, key p1)."""
     assert b"id: p1-0" in log.priming_frame(1000)
     first = await log.append(b'{"n":1}')
+    assert not log.listened()
     live = await log.follow(None)  # only frames from now on
+    assert log.listened()
     second = await log.append(b'{"n":2}')
     replay = await log.follow(1)  # resuming after p1-1
     assert live is not None and replay is not None

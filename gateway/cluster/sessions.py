@@ -21,6 +21,7 @@ import contextlib
 import logging
 import re
 import secrets
+import time
 import weakref
 from typing import Any, ClassVar
 
@@ -49,6 +50,10 @@ POST_KEY = re.compile(r"p[0-9a-f]{8}\.[0-9]{1,12}")  # `<post_prefix><n>` of a R
 LISTEN_POLL_S = 1.0  # below the client's 2 s socket timeout: an idle channel is not an error
 RECONNECT_S = 0.5
 SUBSCRIBED_WAIT_S = 2.0
+# A POST stream followed in one process is announced to the others every HEARD_EVERY_S, so the process
+# holding its call (waiting for a person, RESUME_GRACE_S at most unheard) knows someone still listens.
+HEARD_EVERY_S = 1.0
+HEARD_FOR_S = 3.0
 Entry = tuple[int, bool, bytes]  # a kept frame: (seq, final, the SSE frame)
 Arg = bytes | str | int  # a script argument
 
@@ -174,6 +179,7 @@ class RedisStreamLog:
         self.key = key
         self.known = known  # opened here (may have no frame yet), not only named by a Last-Event-ID
         self.finished = False
+        self.heard_at = -HEARD_FOR_S  # when another process last said it follows this stream (monotonic)
         self.followers: set[asyncio.Queue[StreamItem]] = set()
         self.catching_up: dict[asyncio.Queue[StreamItem], list[Entry]] = {}
         # The last frame each follower got: a frame published before it caught up may still be on its way.
@@ -184,6 +190,9 @@ class RedisStreamLog:
 
     def frame(self, seq: int, data: bytes) -> bytes:
         return encode_event(data, f"{self.key}-{seq}")
+
+    def listened(self) -> bool:
+        return bool(self.followers) or time.monotonic() - self.heard_at < HEARD_FOR_S
 
     async def append(self, data: bytes, final: bool = False) -> bytes:
         seq = await self.owner.append(self, data, final)
@@ -450,8 +459,9 @@ class RedisSessions:
 
     def start(self) -> None:
         if not self.tasks:
-            self.tasks = [asyncio.get_running_loop().create_task(self.listen()),
-                          asyncio.get_running_loop().create_task(self.keep())]
+            loop = asyncio.get_running_loop()
+            self.tasks = [loop.create_task(self.listen()), loop.create_task(self.keep()),
+                          loop.create_task(self.announce_followed())]
 
     async def subscribed(self) -> None:
         """Wait (briefly) until the channel is heard, so a new reader misses no frame."""
@@ -469,7 +479,9 @@ class RedisSessions:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=LISTEN_POLL_S)
                     if message is not None and message["type"] == "message":
                         self.dispatch(message["data"])
-            except REDIS_ERRORS as exc:
+            except Exception as exc:  # an outage (or a bug): either way the channel must come back
+                if not isinstance(exc, REDIS_ERRORS):
+                    log.exception("session channel listener failed; reconnecting")
                 if self.listening.is_set():
                     log.warning("session channel lost (Redis at %s: %s): open streams end so agents resume them",
                                 self.cluster.settings.redis_location(), type(exc).__name__)
@@ -491,6 +503,12 @@ class RedisSessions:
         if kind == b"C":
             self.forget(rest.decode())
             return
+        if kind == b"H":
+            session_id, key = rest.decode().split(" ")
+            heard = self.logs.get(session_id, {}).get(key)
+            if heard is not None:
+                heard.heard_at = time.monotonic()
+            return
         if kind != b"F":
             return
         head, _, data = rest.partition(b"\n")
@@ -505,6 +523,21 @@ class RedisSessions:
         for streams in self.logs.values():
             for stream in streams.values():
                 stream.end()
+
+    async def announce_followed(self) -> None:
+        """Say which POST streams are followed here (resumed by Last-Event-ID), for the process holding
+        their call; a GET stream needs no such word (the session's TTL is kept by `keep`)."""
+        while True:
+            await asyncio.sleep(HEARD_EVERY_S)
+            followed = [stream for streams in self.logs.values() for stream in streams.values()
+                        if stream.key != "s" and stream.followers and not stream.finished]
+            if not followed:
+                continue
+            pipe = self.redis.pipeline(transaction=False)
+            for stream in followed:
+                pipe.publish(self.channel, f"H {stream.session_id} {stream.key}")
+            with contextlib.suppress(*REDIS_ERRORS):
+                await pipe.execute()
 
     async def keep(self) -> None:
         """Sessions with a stream open or a request running here are in use: keep their records alive."""

@@ -25,6 +25,10 @@ class StreamLog(Protocol):
 
     def priming_frame(self, retry_ms: int) -> bytes: ...
 
+    def listened(self) -> bool:
+        """Someone follows this stream now: here, or (a shared log) in another process lately."""
+        ...
+
     async def append(self, data: bytes, final: bool = False) -> bytes: ...
 
     async def follow(self, after_seq: int | None) -> asyncio.Queue[StreamItem] | None:

@@ -83,7 +83,7 @@ class ResponseChannel:
 
     async def gone(self) -> None:
         """Return once nobody can receive this reply any more: the request's connection closed and no
-        stream resumed with Last-Event-ID has followed it for RESUME_GRACE_S. Without a connection to
+        stream resumed with Last-Event-ID (at any replica) has followed it for RESUME_GRACE_S. Without a connection to
         watch (the 2026-07-28 era, whose disconnect cancels the request outright), never returns."""
         if self.receive is None:
             await asyncio.Event().wait()
@@ -91,7 +91,7 @@ class ResponseChannel:
         await wait_disconnect(self.receive)
         unheard_since = time.monotonic()
         while self.log is not None and time.monotonic() - unheard_since < RESUME_GRACE_S:
-            if self.log.followers:
+            if self.log.listened():
                 unheard_since = time.monotonic()
             await asyncio.sleep(RESUME_POLL_S)
 

@@ -72,6 +72,9 @@ class StreamLog:
     def priming_frame(self, retry_ms: int) -> bytes:
         return encode_retry(f"{self.key}-0", retry_ms)
 
+    def listened(self) -> bool:
+        return bool(self.followers)
+
     async def append(self, data: bytes, final: bool = False) -> bytes:
         return self.append_now(data, final)
 
