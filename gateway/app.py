@@ -22,6 +22,7 @@ from gateway.chain.detections import DetectionResponder
 from gateway.chain.monitor import ChainMonitor
 from gateway.cluster.backends import shared_backends
 from gateway.cluster.connection import Cluster
+from gateway.cluster.convergence import Convergence
 from gateway.config import Settings
 from gateway.credentials.secret_sources import SecretResolver
 from gateway.credentials.upstream_auth import UpstreamAuth
@@ -194,6 +195,10 @@ class Gateway:
         self.state.notices.subscribe(TOPIC_LIST_CHANGED, self.list_changes.on_list_changed)
         self.pool.on_resource_updated.append(ResourceUpdateRelay(
             self.methods, self.sessions, self.endpoint.listen_hub, self.lifecycle.current_principal).relay)
+        if self.cluster is not None:  # the other replicas hear of every change here, and this one of theirs
+            Convergence(self.state.notices, self.background, self.registry, self.tasks, self.lifecycle, self.reloader,
+                        self.catalog_sync, self.list_changes, self.upstream_auth).connect(
+                {"tools": self.reviews, "resources": self.resource_reviews})
 
     def routes(self) -> list[BaseRoute]:
         endpoints = SmallEndpoints(self.settings.base_url, self.pool, self.policy, self.reloader, self.catalog_sync,

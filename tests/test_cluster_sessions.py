@@ -46,28 +46,37 @@ async def cluster(redis_url: str) -> AsyncIterator[Cluster]:
     await shared.close()
 
 
+@asynccontextmanager
+async def running(*all_sessions: RedisSessions) -> AsyncIterator[None]:
+    """Started as Cluster.open starts them (their channel reader), stopped as Cluster.close does."""
+    for sessions in all_sessions:
+        await sessions.start()
+    try:
+        yield
+    finally:
+        for sessions in all_sessions:
+            sessions.release_local()
+            await sessions.stop()
+
+
 async def test_agent_sessions_contract_on_redis(cluster: Cluster) -> None:
     sessions = RedisSessions(cluster, 3600, max_per_agent=2, max_total=3)
-    try:
+    async with running(sessions):
         await agent_sessions_contract(sessions)
-    finally:
-        sessions.release_local()
 
 
 async def test_stream_log_contract_on_redis(cluster: Cluster) -> None:
     sessions = RedisSessions(cluster, 3600)
-    try:
+    async with running(sessions):
         session = await sessions.create(Principal("a", "static-token"), LEGACY, {}, None)
         await stream_log_contract(session.new_log("p1"))
-    finally:
-        sessions.release_local()
 
 
 async def test_two_processes_share_a_session_its_frames_and_its_end(cluster: Cluster) -> None:
     """Two RedisSessions on one Redis, as two replicas: what one opens the other serves, to its opener only."""
     a, b = RedisSessions(cluster, 3600), RedisSessions(cluster, 3600)
     owner = Principal("agent-a", "static-token")
-    try:
+    async with running(a, b):
         opened = await a.create(owner, LEGACY, {"sampling": {}}, {"name": "t"})
         assert await b.get(opened.id, Principal("agent-b", "static-token")) is None
         assert await b.get(opened.id, Principal("agent-a", "task-token", task_id="t1")) is None
@@ -97,9 +106,6 @@ async def test_two_processes_share_a_session_its_frames_and_its_end(cluster: Clu
         assert await b.close(opened.id) is not None
         assert await next_frame(resumed[1]) is None  # the GET stream on `a` ends
         assert await a.get(opened.id, owner) is None and opened.id not in {s.id for s in a.all()}
-    finally:
-        a.release_local()
-        b.release_local()
 
 
 async def test_a_reply_stream_followed_in_another_process_is_heard_where_it_is_written(cluster: Cluster) -> None:
@@ -107,7 +113,7 @@ async def test_a_reply_stream_followed_in_another_process_is_heard_where_it_is_w
     at another replica, and only while it does."""
     a, b = RedisSessions(cluster, 3600), RedisSessions(cluster, 3600)
     owner = Principal("agent-a", "static-token")
-    try:
+    async with running(a, b):
         opened = await a.create(owner, LEGACY, {}, None)
         post = opened.open_post_stream()  # the reply being written on `a`
         await post.append(b'{"n":1}')
@@ -119,9 +125,6 @@ async def test_a_reply_stream_followed_in_another_process_is_heard_where_it_is_w
         await wait_for(post.listened, "the follower at the other process to be heard", timeout_s=5)
         resumed[0].followers.discard(resumed[1])  # the agent goes away
         await wait_for(lambda: not post.listened(), "silence", timeout_s=6)
-    finally:
-        a.release_local()
-        b.release_local()
 
 
 def frame_of(key: str, seq: int, data: bytes) -> bytes:

@@ -69,6 +69,8 @@ class KeysApi:
             return error_response(400, f"overlap_s must be at most {MAX_OVERLAP_S:.0f} s (30 days)")
         previous_kid = keyring.current_kid
         kid = await keyring.rotate(float(overlap))
+        for rotated in self.upstream_auth.on_keys_rotated:
+            await rotated()
         log.warning("signing key rotated by %s: %s is current, %s stays in the JWKS for %.0f s",
                     actor, kid, previous_kid, overlap)
         keys: list[dict[str, Any]] = self.upstream_auth.jwks()["keys"]

@@ -8,6 +8,8 @@ from dataclasses import fields, replace
 
 from gateway.catalog import Catalog
 from gateway.cluster.connection import Cluster
+from gateway.cluster.notices import RedisNotices
+from gateway.cluster.revocations import RedisRevocationList
 from gateway.cluster.sessions import RedisSessions
 from gateway.config import Settings
 from gateway.in_memory_state import in_memory_backends
@@ -19,9 +21,13 @@ PER_PROCESS_SEAMS = frozenset({"verified_tokens"})
 
 def shared_backends(settings: Settings, catalog: Catalog, cluster: Cluster) -> StateBackends:
     state = in_memory_backends(settings, catalog)
+    notices, revocations = RedisNotices(cluster), RedisRevocationList(cluster)
+    cluster.runners += [notices, revocations]  # their pub/sub readers run while the cluster is open
+    state = replace(state, notices=notices, revocations=revocations)
     limits = settings.limits
-    state = replace(state, agent_sessions=RedisSessions(
-        cluster, limits.session_idle_s, limits.max_sessions_per_agent, limits.max_sessions))
+    sessions = RedisSessions(cluster, limits.session_idle_s, limits.max_sessions_per_agent, limits.max_sessions)
+    cluster.runners.append(sessions)
+    state = replace(state, agent_sessions=sessions)
     return state
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from typing import Protocol
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
@@ -15,6 +16,14 @@ from gateway.settings.cluster import ClusterSettings
 log = logging.getLogger("narrowgate")
 CONNECT_TIMEOUT_S = 2.0
 COMMAND_TIMEOUT_S = 2.0  # a call waits on Redis for one round trip; a stuck server is an outage, not a wait
+
+
+class Runs(Protocol):
+    """A shared seam with work of its own (a pub/sub reader): started once Redis answers, stopped before it closes."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class ClusterUnavailable(Exception):
@@ -37,6 +46,7 @@ class Cluster:
         self.redis: redis.Redis = redis.Redis.from_url(
             settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=COMMAND_TIMEOUT_S,
             health_check_interval=30, decode_responses=False)
+        self.runners: list[Runs] = []  # shared seams append themselves (gateway/cluster/backends.py)
 
     async def open(self) -> None:
         """Refuse to serve without Redis: the shared state is the security state."""
@@ -47,6 +57,10 @@ class Cluster:
                 f"cannot reach Redis at {self.settings.redis_location()}: {type(exc).__name__}") from None
         log.info("replica %s shares state through Redis at %s (key prefix %r)", self.replica_id,
                  self.settings.redis_location(), self.keys.prefix)
+        for runner in self.runners:
+            await runner.start()
 
     async def close(self) -> None:
+        for runner in reversed(self.runners):
+            await runner.stop()
         await self.redis.aclose()

@@ -26,9 +26,9 @@ import weakref
 from typing import Any, ClassVar
 
 import orjson
-from redis.exceptions import RedisError
 
 from gateway.cluster.connection import Cluster
+from gateway.cluster.subscriber import REDIS_FAILURES, Subscription
 from gateway.identity.principal import Principal
 from gateway.protocol.sse import encode_event, encode_retry
 from gateway.transport.sessions import (
@@ -44,11 +44,8 @@ from gateway.transport.sessions import (
 )
 
 log = logging.getLogger("narrowgate.cluster")
-REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{32}")  # secrets.token_urlsafe(24)
 POST_KEY = re.compile(r"p[0-9a-f]{8}\.[0-9]{1,12}")  # `<post_prefix><n>` of a RedisSessions process
-LISTEN_POLL_S = 1.0  # below the client's 2 s socket timeout: an idle channel is not an error
-RECONNECT_S = 0.5
 SUBSCRIBED_WAIT_S = 2.0
 # A POST stream followed in one process is announced to the others every HEARD_EVERY_S, so the process
 # holding its call (waiting for a person, RESUME_GRACE_S at most unheard) knows someone still listens.
@@ -264,7 +261,8 @@ class RedisSessions:
         self.post_prefix = f"p{secrets.token_hex(4)}."  # this process's POST stream keys: `<prefix><n>`
         self.keep_every_s = max(1.0, min(idle_s / 4, 60.0))
         self.tasks: list[asyncio.Task[None]] = []
-        self.listening = asyncio.Event()
+        self.subscription = Subscription(cluster, "sessions", channels=(self.channel,), on_message=self.received,
+                                         on_subscribed=self.heard_again, on_lost=self.end_streams)
         register = self.redis.register_script
         self.scripts = {name: register(source) for name, source in (
             ("create", CREATE), ("get", GET), ("keep", KEEP), ("save", SAVE), ("close", CLOSE),
@@ -293,7 +291,6 @@ class RedisSessions:
 
     async def create(self, principal: Principal, protocol_version: str, capabilities: dict[str, Any],
                      info: dict[str, Any] | None) -> AgentSession:
-        self.start()
         session_id = secrets.token_urlsafe(24)
         record: dict[str, Arg] = {"agent": principal.agent_id, "identity": caller_identity(principal),
                   "task": principal.task_id or "", "version": protocol_version,
@@ -303,7 +300,7 @@ class RedisSessions:
                            *(part for pair in record.items() for part in pair)]
         try:
             outcome = await self.scripts["create"](keys=keys, args=args)
-        except REDIS_ERRORS as exc:
+        except REDIS_FAILURES as exc:
             log.warning("refused a new session for agent %s: Redis at %s unreachable (%s)", principal.agent_id,
                         self.cluster.settings.redis_location(), type(exc).__name__)
             raise SessionStoreUnavailable() from None
@@ -316,11 +313,10 @@ class RedisSessions:
     async def get(self, session_id: str, principal: Principal) -> AgentSession | None:
         if not SESSION_ID.fullmatch(session_id):
             return None
-        self.start()
         args: list[Arg] = [self.idle_ms, session_id, principal.agent_id, caller_identity(principal)]
         try:
             found = await self.scripts["get"](keys=self.session_keys(session_id, principal.agent_id), args=args)
-        except REDIS_ERRORS as exc:
+        except REDIS_FAILURES as exc:
             log.warning("session %s… not served: Redis at %s unreachable (%s)", session_id[:6],
                         self.cluster.settings.redis_location(), type(exc).__name__)
             return None  # the agent starts a new session; never served from what this process remembers
@@ -345,7 +341,7 @@ class RedisSessions:
         args: list[Arg] = [session.log_level or "", orjson.dumps(sorted(session.subscriptions))]
         try:
             await self.scripts["save"](keys=[self.record_key(session.id)], args=args)
-        except REDIS_ERRORS as exc:
+        except REDIS_FAILURES as exc:
             log.warning("session %s… record not updated: Redis unreachable (%s)", session.id[:6], type(exc).__name__)
 
     async def close(self, session_id: str) -> AgentSession | None:
@@ -353,7 +349,7 @@ class RedisSessions:
             return None
         try:
             await self.scripts["close"](keys=[self.keys.key("sessions")], args=[*self.delete_args(), session_id])
-        except REDIS_ERRORS as exc:
+        except REDIS_FAILURES as exc:
             log.warning("session %s… ended here only: Redis unreachable (%s)", session_id[:6], type(exc).__name__)
         return self.forget(session_id)
 
@@ -370,7 +366,7 @@ class RedisSessions:
         keys = [self.keys.key("sessions"), self.agent_key(agent_id)]
         try:
             closed = int(await self.scripts["close_agent"](keys=keys, args=[*self.delete_args(), task_id]))
-        except REDIS_ERRORS as exc:
+        except REDIS_FAILURES as exc:
             log.warning("sessions of agent %s ended here only: Redis unreachable (%s)", agent_id, type(exc).__name__)
             return here
         return max(closed, here)
@@ -384,9 +380,6 @@ class RedisSessions:
 
     def release_local(self) -> None:
         """This process stops: its streams and work end here; the records live on for the other replicas."""
-        for task in self.tasks:
-            task.cancel()
-        self.tasks.clear()
         for session_id in list(self.local.sessions):
             self.forget(session_id)
 
@@ -436,7 +429,7 @@ class RedisSessions:
                            KEPT_POST_STREAMS]
         try:
             return int(await self.scripts["append"](keys=keys, args=args))
-        except REDIS_ERRORS as exc:
+        except REDIS_FAILURES as exc:
             log.warning("a frame of session %s… was not kept: Redis unreachable (%s)", stream.session_id[:6],
                         type(exc).__name__)
             return 0
@@ -445,7 +438,7 @@ class RedisSessions:
         """The kept frames, oldest first: (seq, final, frame); None when Redis cannot be reached."""
         try:
             entries = await self.redis.lrange(self.log_key(stream.session_id, stream.key), 0, -1)
-        except REDIS_ERRORS as exc:
+        except REDIS_FAILURES as exc:
             log.warning("stream log not read: Redis unreachable (%s)", type(exc).__name__)
             return None
         frames = []
@@ -457,40 +450,29 @@ class RedisSessions:
 
     # the channel and the keeper ----------------------------------------------------------------
 
-    def start(self) -> None:
-        if not self.tasks:
-            loop = asyncio.get_running_loop()
-            self.tasks = [loop.create_task(self.listen()), loop.create_task(self.keep()),
-                          loop.create_task(self.announce_followed())]
+    async def start(self) -> None:
+        """Once Redis answers (Cluster.open): hear the channel, keep busy sessions alive, say what is followed."""
+        self.subscription.start()
+        loop = asyncio.get_running_loop()
+        self.tasks = [loop.create_task(self.keep()), loop.create_task(self.announce_followed())]
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks.clear()
+        await self.subscription.stop()
 
     async def subscribed(self) -> None:
         """Wait (briefly) until the channel is heard, so a new reader misses no frame."""
-        self.start()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.listening.wait(), SUBSCRIBED_WAIT_S)
+            await asyncio.wait_for(self.subscription.subscribed.wait(), SUBSCRIBED_WAIT_S)
 
-    async def listen(self) -> None:
-        while True:
-            pubsub = self.redis.pubsub()
-            try:
-                await pubsub.subscribe(self.channel)
-                self.listening.set()
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=LISTEN_POLL_S)
-                    if message is not None and message["type"] == "message":
-                        self.dispatch(message["data"])
-            except Exception as exc:  # an outage (or a bug): either way the channel must come back
-                if not isinstance(exc, REDIS_ERRORS):
-                    log.exception("session channel listener failed; reconnecting")
-                if self.listening.is_set():
-                    log.warning("session channel lost (Redis at %s: %s): open streams end so agents resume them",
-                                self.cluster.settings.redis_location(), type(exc).__name__)
-                    self.listening.clear()
-                    self.end_streams()
-            finally:
-                with contextlib.suppress(*REDIS_ERRORS):
-                    await pubsub.aclose()
-            await asyncio.sleep(RECONNECT_S)
+    async def received(self, channel: bytes, payload: bytes) -> None:
+        self.dispatch(payload)
+
+    async def heard_again(self) -> None:
+        """(Re)subscribed: nothing to catch up, the streams open before a loss were ended (`end_streams`)."""
 
     def dispatch(self, payload: bytes) -> None:
         try:
@@ -518,8 +500,8 @@ class RedisSessions:
             stream.deliver(int(seq), data, final == "1")
 
     def end_streams(self) -> None:
-        """Frames may be missed while the channel is down: end every stream here; agents resume them
-        with Last-Event-ID from the shared log."""
+        """Frames may have been missed (the channel was lost): end every stream here; agents resume
+        them with Last-Event-ID from the shared log."""
         for streams in self.logs.values():
             for stream in streams.values():
                 stream.end()
@@ -536,7 +518,7 @@ class RedisSessions:
             pipe = self.redis.pipeline(transaction=False)
             for stream in followed:
                 pipe.publish(self.channel, f"H {stream.session_id} {stream.key}")
-            with contextlib.suppress(*REDIS_ERRORS):
+            with contextlib.suppress(*REDIS_FAILURES):
                 await pipe.execute()
 
     async def keep(self) -> None:
@@ -548,7 +530,7 @@ class RedisSessions:
                 keys = self.session_keys(session.id, session.principal.agent_id)
                 try:
                     alive = await self.scripts["keep"](keys=keys, args=[self.idle_ms, session.id])
-                except REDIS_ERRORS:
+                except REDIS_FAILURES:
                     break  # the channel's listener reports the outage
                 if not alive:
                     self.forget(session.id)

@@ -17,6 +17,7 @@ from gateway.credentials.keys import SigningKeyring
 from gateway.credentials.revocations import Revocations
 from gateway.credentials.secret_sources import SecretResolver, SecretUnavailable
 from gateway.credentials.upstream_tokens import UpstreamTokenMinter
+from gateway.events import AsyncObservers
 from gateway.identity.principal import Principal
 from gateway.protocol.errors import UPSTREAM_UNAVAILABLE, RpcError
 from gateway.state.revocations import RevocationList
@@ -37,6 +38,7 @@ class UpstreamAuth:
         self.minter: UpstreamTokenMinter | None = None
         self._public: dict[str, Any] = {}
         self._public_kids: tuple[str, ...] = ()
+        self.on_keys_rotated: AsyncObservers[[]] = []  # after a rotation here (the fleet re-reads the keys)
 
     async def start(self, store: SigningKeyStore) -> None:
         """Open (or create, on first start) the signing keys."""

@@ -3,6 +3,8 @@
 A reload that fails keeps the last good set serving; the failure is logged at ERROR, counted, and
 shown by `GET /admin/v1/policies` and `/healthz`. The engine compiles on a worker thread, so a
 reload never holds up calls; an unchanged directory is noticed from its bytes and not compiled.
+In a fleet, a reload attempted here is announced to the other replicas (`on_attempted_here`), which
+reload from their own directories (`reload(..., here=False)`, not announced again).
 """
 
 from __future__ import annotations
@@ -33,14 +35,18 @@ class PolicyReloader:
         self.on_change: Observers[[]] = []
         # Told after every attempt, good or bad (the audit log records both).
         self.on_outcome: Observers[[ReloadOutcome, str]] = []
+        # Told after every attempt made here (not on another replica's notice): the fleet reloads too.
+        self.on_attempted_here: Observers[[ReloadOutcome]] = []
 
-    async def reload(self, why: str) -> ReloadOutcome:
+    async def reload(self, why: str, *, here: bool = True) -> ReloadOutcome:
         # Taken before reading: an edit made while the compile runs is seen by the next watch.
         fingerprint = await asyncio.to_thread(self.current_fingerprint)
         outcome = await self.engine.reload_async()
         self.fingerprint = fingerprint
         for observer in self.on_outcome:
             observer(outcome, why)
+        for attempted in self.on_attempted_here if here else ():
+            attempted(outcome)
         if outcome.ok:
             self.reloads += 1
             if outcome.changed:

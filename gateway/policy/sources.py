@@ -77,6 +77,8 @@ def read_files(policies_dir: Path, problems: list[str]) -> SourceFiles | None:
     digest = hashlib.sha256(b"schema\0" + schema_text.encode())
     files: list[tuple[Path, str]] = []
     for path in sorted(policy_root.rglob("*.cedar")) if policy_root.is_dir() else []:
+        if _hidden(path.relative_to(policy_root)):
+            continue
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -85,6 +87,12 @@ def read_files(policies_dir: Path, problems: list[str]) -> SourceFiles | None:
         digest.update(str(path.relative_to(policies_dir)).encode() + b"\0" + text.encode() + b"\0")
         files.append((path, text))
     return SourceFiles(schema_file, schema_text, policy_root, tuple(files), digest.hexdigest())
+
+
+def _hidden(relative: Path) -> bool:
+    """Under a hidden directory or itself hidden: a Kubernetes ConfigMap mount keeps its files a second time
+    in a timestamped `..2026_...` directory; read, they would count twice and make the version per pod."""
+    return any(part.startswith(".") for part in relative.parts)
 
 
 def parse_sources(files: SourceFiles, problems: list[str]) -> SourceSet:

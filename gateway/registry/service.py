@@ -68,6 +68,8 @@ class Registry:
         self.clock = clock
         self._lock = asyncio.Lock()
         self.on_change: Observers[[Agent, LifecycleEvent]] = []  # after every committed change
+        # After `refresh` found an agent changed in the store by another replica: (as it is now, as it was here).
+        self.on_refreshed: Observers[[Agent, Agent | None]] = []
         self._agents: dict[str, Agent] = {}
         self._index: Index = {}
         for agent in agents:
@@ -87,6 +89,27 @@ class Registry:
             self._agents, self._index = {a.id: a for a in agents}, build_index(agents)
 
         await self._serialized(work)
+
+    async def refresh(self, agent_id: str | None = None) -> list[Agent]:
+        """Re-read one agent (None: every agent) from the store, changed there by another replica; the
+        agents that changed here, each told to `on_refreshed` (not audited: its replica did that)."""
+
+        async def work() -> list[tuple[Agent, Agent | None]]:
+            if agent_id is None:
+                stored = await self.store.list_agents()
+            else:
+                one = await self.store.get_agent(agent_id)
+                stored = [] if one is None else [one]
+            changed = [(agent, self._agents.get(agent.id)) for agent in stored if agent != self._agents.get(agent.id)]
+            for agent, _ in changed:
+                self._put(agent)
+            return changed
+
+        changed = await self._serialized(work)
+        for agent, before in changed:
+            for observer in self.on_refreshed:
+                observer(agent, before)
+        return [agent for agent, _ in changed]
 
     # reads (hot path: no awaits, no disk)
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import Any, Protocol, runtime_checkable
 
 
+class RevocationListUnavailable(Exception):
+    """`snapshot` of a shared list whose local replica is not known to be current (GET /oauth/revocations: 503)."""
+
+
 @runtime_checkable
 class RevocationList(Protocol):
     """Entries live until `until` (epoch seconds), the moment every token they cover has expired anyway.
@@ -24,7 +28,8 @@ class RevocationList(Protocol):
     def is_revoked(self, task_id: str | None, jti: str | None = None) -> bool: ...
 
     def snapshot(self) -> dict[str, Any]:
-        """The body of GET /oauth/revocations: {"tasks": [...], "jtis": [...], "generated_at": t}."""
+        """The body of GET /oauth/revocations: {"tasks": [...], "jtis": [...], "generated_at": t};
+        RevocationListUnavailable when it may miss entries."""
         ...
 
     def __len__(self) -> int: ...

@@ -79,6 +79,10 @@ class TaskService:
         # synchronously, at most once per task, right when it ends in memory.
         self.on_end: Observers[[Task]] = []
         self.on_start: Observers[[Task]] = []  # observers of every started task (audit)
+        # Observers of every task whose new state is in the store (started, or ended and written).
+        self.on_saved: Observers[[Task]] = []
+        # Observers of every task another replica ended (found by `refresh`): local reactions, no audit.
+        self.on_ended_elsewhere: Observers[[Task]] = []
         self._tasks: dict[str, Task] = {}
         self._calls: dict[str, int] = {}  # live call counts; Task.calls_made is refreshed from here
         self._ended: dict[str, None] = {}  # ids of ended tasks still in memory, in the order they ended
@@ -103,6 +107,7 @@ class TaskService:
                 self._active.setdefault(task.agent_id, {})[task.id] = None
         if self._agent_changed not in self.registry.on_change:  # open() twice must not revoke twice
             self.registry.on_change.append(self._agent_changed)
+            self.registry.on_refreshed.append(self._agent_refreshed)
         if background and self._background is None:
             self._background = asyncio.create_task(self._run_background(), name="narrowgate-tasks")
 
@@ -166,6 +171,31 @@ class TaskService:
     async def events(self, task_id: str) -> builtins.list[TaskEvent]:
         return await self.store.task_events(task_id)
 
+    async def refresh(self, task_id: str | None = None) -> None:
+        """Take over a task (None: every task loaded at open) as another replica left it in the store:
+        one started there becomes usable here, one ended there ends here (told to `on_ended_elsewhere`)."""
+        if task_id is None:
+            stored = await self.store.list_tasks(ended_since=self.clock() - self.settings.ended_retention_s)
+        else:
+            one = await self.store.get_task(task_id)
+            stored = [] if one is None else [one]
+        for task in stored:
+            self._take_stored(task)
+
+    def _take_stored(self, stored: Task) -> None:
+        known = self._tasks.get(stored.id)
+        if stored.state is TaskState.ACTIVE:
+            if known is None:  # started on another replica
+                self._tasks[stored.id] = stored
+                self._calls[stored.id] = stored.calls_made
+                self._active.setdefault(stored.agent_id, {})[stored.id] = None
+        elif known is None:
+            self._tasks[stored.id] = stored
+            self._remember_ended(stored.id)
+        elif known.state is TaskState.ACTIVE:
+            self._end_in_memory(known, stored.state, stored, self.clock(), stored.end_reason or "ended elsewhere",
+                                observers=self.on_ended_elsewhere)
+
     # mutations
 
     async def start(
@@ -206,7 +236,7 @@ class TaskService:
             self._active.setdefault(agent.id, {})[task.id] = None
         log.info("task %s started for agent %s by %s: %d tool(s), deadline in %.0f s",
                  task.id, agent.id, started_by, len(granted), task.deadline - now)
-        for observer in self.on_start:
+        for observer in (*self.on_start, *self.on_saved):
             observer(task)
         return task
 
@@ -317,9 +347,11 @@ class TaskService:
         return ended[0]
 
     def _end_in_memory(
-        self, task: Task, state: TaskState, base: Task | None, now: float, reason: str
+        self, task: Task, state: TaskState, base: Task | None, now: float, reason: str,
+        observers: Observers[[Task]] | None = None,
     ) -> tuple[Task, TaskState]:
-        """End `task` now, in memory, and tell the observers; returns (ended task, previous state)."""
+        """End `task` now, in memory, and tell the observers (`on_end` unless others are named);
+        returns (ended task, previous state)."""
         base = base or task
         ended = replace(
             base, state=state, ended_at=base.ended_at or now, end_reason=reason,
@@ -329,7 +361,7 @@ class TaskService:
         self._remember_ended(task.id)
         self._no_longer_active(task)
         self._dirty.discard(task.id)  # the state write below carries the count
-        for observer in self.on_end:
+        for observer in self.on_end if observers is None else observers:
             try:
                 observer(ended)
             except Exception:
@@ -338,10 +370,11 @@ class TaskService:
         log.info("task %s of agent %s %s: %s", task.id, task.agent_id, state.value, reason)
         return ended, task.state
 
-    def _end_agent_in_memory(self, agent_id: str, reason: str) -> builtins.list[tuple[Task, TaskState]]:
+    def _end_agent_in_memory(self, agent_id: str, reason: str,
+                             observers: Observers[[Task]] | None = None) -> builtins.list[tuple[Task, TaskState]]:
         now = self.clock()
         return [
-            self._end_in_memory(task, TaskState.REVOKED, None, now, reason)
+            self._end_in_memory(task, TaskState.REVOKED, None, now, reason, observers)
             for task in list(self._tasks.values())
             if task.agent_id == agent_id and task.effective(now).state is TaskState.ACTIVE
         ]
@@ -351,6 +384,9 @@ class TaskService:
         async with self._lock:
             for task, previous in ended:
                 await self.store.save_task(task, TaskEvent(task.id, previous, task.state, actor, reason, now))
+        for task, _ in ended:
+            for observer in self.on_saved:
+                observer(task)
 
     def _agent_changed(self, agent: Agent, event: LifecycleEvent) -> None:
         """Registry observer: a suspended or retired agent's tasks end at once (in memory), then on disk."""
@@ -362,6 +398,12 @@ class TaskService:
             pending = asyncio.ensure_future(self._persist_logged(ended, reason))
             self._pending.add(pending)
             pending.add_done_callback(self._pending.discard)
+
+    def _agent_refreshed(self, agent: Agent, before: Agent | None) -> None:
+        """Registry observer: an agent another replica suspended or retired has its tasks ended here too
+        (in memory: that replica writes them)."""
+        if agent.state in (Lifecycle.SUSPENDED, Lifecycle.RETIRED) and (before is None or before.state != agent.state):
+            self._end_agent_in_memory(agent.id, f"agent {agent.id} {agent.state.value}", self.on_ended_elsewhere)
 
     async def _persist_logged(self, ended: builtins.list[tuple[Task, TaskState]], reason: str) -> None:
         try:

@@ -4,7 +4,8 @@
 directory from (new and changed tools quarantined, resources as reviewed). `CatalogSync` reacts to
 a rebuilt directory (remember the tool schemas upstreams report, give the policy engine and task
 grants the reviewed catalog, compiled on a worker thread) and to reviewers' decisions (rebuild,
-then tell agents), and audits policy reloads.
+then tell agents; a decision made on another replica is re-read from the store first), and audits
+policy reloads.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from gateway.audit import AuditEvent, AuditLog
 from gateway.catalog import Catalog
+from gateway.discovery.records import ReviewRecords
 from gateway.discovery.resources import ResourceReviews
 from gateway.discovery.service import ToolReviews
 from gateway.discovery.webhook import approved_only
@@ -90,6 +92,14 @@ class CatalogSync:
         self.pool.rebuild()
         await publish_list_changed(self.notices, {"resources"})
 
+    async def take_stored_reviews(self, kind: str) -> None:
+        """Decisions made on another replica: re-read them from the store and rebuild as it did
+        ("tools" or "resources"; the caller tells this replica's agents)."""
+        await read_stored_decisions(self.reconciler.reviews if kind == "tools" else self.reconciler.resource_reviews)
+        if kind == "tools":
+            self.reconciler.effective_stale = True
+        self.pool.rebuild()
+
     def on_directory_rebuilt(self, directory: Directory) -> None:
         """Type each tool's `context.input` from the schema its upstream now reports (and remember it);
         give the policy engine and task grants the catalog as reviewed (quarantined tools included)."""
@@ -129,3 +139,12 @@ class CatalogSync:
             detail={"why": why, "version": outcome.version, "changed": outcome.changed,
                     "problems": outcome.problems[:20]},
         ))
+
+
+async def read_stored_decisions(reviews: ReviewRecords[Any]) -> None:
+    """The store's records over this replica's copies, except those changed here and not saved yet
+    (saved next, they are this replica's newer view of an upstream's listing)."""
+    for review in await reviews.read():
+        key = reviews.key_of(review)
+        if key not in reviews.unsaved:
+            reviews.records[key] = review

@@ -12,6 +12,7 @@ from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.oauth.metadata import METADATA_PATH, authorization_server_metadata
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.reloader import PolicyReloader
+from gateway.state.revocations import RevocationListUnavailable
 from gateway.telemetry import Telemetry
 from gateway.upstream.pool import UpstreamPool
 from gateway.wiring.catalog_sync import CatalogSync
@@ -71,4 +72,8 @@ class SmallEndpoints:
 
     async def revocations(self, request: Request) -> Response:
         """Tasks (and token ids) whose minted upstream tokens must be refused until they expire."""
-        return JSONResponse(self.upstream_auth.revocations.snapshot(), headers={"Cache-Control": "no-store"})
+        try:
+            snapshot = self.upstream_auth.revocations.snapshot()
+        except RevocationListUnavailable as exc:  # a list that may miss entries is never served
+            return JSONResponse({"error": str(exc)}, status_code=503, headers={"Cache-Control": "no-store"})
+        return JSONResponse(snapshot, headers={"Cache-Control": "no-store"})

@@ -2,6 +2,7 @@
 
 Every change is audited. A suspended, retired or expired agent loses its sessions and listen
 streams at once; an ended task's upstream tokens are refused until they would have expired anyway.
+A change made on another replica (re-read from the store) gets the same reactions, not the audit.
 """
 
 from __future__ import annotations
@@ -57,10 +58,19 @@ class LifecycleReactions:
             detail={"from": event.from_state.value if event.from_state else None, "to": event.to_state.value,
                     "reason": event.reason, "fields": list(event.fields)},
         ))
-        if event.from_state != event.to_state and agent.state in (Lifecycle.SUSPENDED, Lifecycle.RETIRED):
+        if event.from_state != event.to_state:
+            self.agent_stopped(agent, f"{event.reason} by {event.actor}")
+
+    def on_agent_refreshed(self, agent: Agent, before: Agent | None) -> None:
+        """An agent changed on another replica (audited there)."""
+        if before is None or before.state != agent.state:
+            self.agent_stopped(agent, "changed on another replica")
+
+    def agent_stopped(self, agent: Agent, why: str) -> None:
+        if agent.state in (Lifecycle.SUSPENDED, Lifecycle.RETIRED):
             self.chain.forget_agent(agent.id)  # a resumed agent starts with a clean record
             self.listen_hub.close_agent(agent.id)
-            self.later(self.close_sessions(agent.id, f"is {agent.state.value} ({event.reason} by {event.actor})"))
+            self.later(self.close_sessions(agent.id, f"is {agent.state.value} ({why})"))
 
     async def sweep_inactive_agents(self) -> None:
         """Expiry fires no event: close the sessions of agents that have expired since they connected."""
@@ -94,7 +104,17 @@ class LifecycleReactions:
         ))
 
     def on_task_end(self, task: Task) -> None:
-        """Every upstream token minted for an ended task is refused until it would have expired anyway."""
+        self.end_task_grants(task)
+        self.audit.record(AuditEvent(
+            kind="task", action=task.state.value, actor="narrowgate", agent_id=task.agent_id,
+            task_id=task.id, detail={"reason": task.end_reason, "calls": task.calls_made},
+        ))
+        log.info("task %s of agent %s ended (%s): its grants and upstream tokens are revoked",
+                 task.id, task.agent_id, task.state.value)
+
+    def end_task_grants(self, task: Task) -> None:
+        """Every upstream token minted for an ended task is refused until it would have expired anyway
+        (also for a task another replica ended: that replica audited it)."""
         self.upstream_auth.revocations.revoke_task(task.id, until=time.time() + self.upstream_auth.ttl_s + 5)
         spared = SPARED_REQUEST.set(SPARED_REQUEST.get() or asyncio.current_task())  # the request ending it answers
         try:
@@ -102,9 +122,3 @@ class LifecycleReactions:
         finally:
             SPARED_REQUEST.reset(spared)
         self.chain.forget_task(task.id)
-        self.audit.record(AuditEvent(
-            kind="task", action=task.state.value, actor="narrowgate", agent_id=task.agent_id,
-            task_id=task.id, detail={"reason": task.end_reason, "calls": task.calls_made},
-        ))
-        log.info("task %s of agent %s ended (%s): its grants and upstream tokens are revoked",
-                 task.id, task.agent_id, task.state.value)
