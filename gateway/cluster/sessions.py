@@ -198,19 +198,24 @@ class RedisStreamLog:
         return self.frame(seq, data) if seq else encode_event(data)  # not kept (the session is gone): no id
 
     async def follow(self, after_seq: int | None) -> asyncio.Queue[StreamItem] | None:
+        attached = self.owner.attach(self)
+        if attached is not self:  # another reader here found this log first: the channel feeds that one
+            return await attached.follow(after_seq)
         await self.owner.subscribed()
         queue: asyncio.Queue[StreamItem] = asyncio.Queue()
-        if after_seq is None:
-            self.owner.attach(self)
-            self.followers.add(queue)
+        if after_seq is None:  # only new frames (none, if the stream has ended)
+            if self.finished:
+                queue.put_nowait(None)
+            else:
+                self.followers.add(queue)
             return queue
-        self.owner.attach(self)
         self.catching_up[queue] = []  # live frames arriving while the log is read
         try:
             entries = await self.owner.read_log(self)
         finally:
             live = self.catching_up.pop(queue)
         if entries is None or (not entries and not self.known):
+            self.owner.detach(self)
             return None
         last, ended = after_seq, False
         for seq, final, frame in [*entries, *live]:
@@ -415,9 +420,16 @@ class RedisSessions:
             return known
         return RedisStreamLog(self, session_id, key, known=False) if POST_KEY.fullmatch(key) else None
 
-    def attach(self, stream: RedisStreamLog) -> None:
-        """Route the channel's frames for this log here (once it has, or may get, readers)."""
-        self.logs.setdefault(stream.session_id, {}).setdefault(stream.key, stream)
+    def attach(self, stream: RedisStreamLog) -> RedisStreamLog:
+        """Route the channel's frames for this log to `stream` (once it has, or may get, readers), unless
+        another handle of the same log has them already: that one is answered."""
+        return self.logs.setdefault(stream.session_id, {}).setdefault(stream.key, stream)
+
+    def detach(self, stream: RedisStreamLog) -> None:
+        """A log named by a Last-Event-ID that does not exist: forget it (nobody follows it)."""
+        streams = self.logs.get(stream.session_id, {})
+        if not stream.known and not stream.followers and streams.get(stream.key) is stream:
+            del streams[stream.key]
 
     # stream logs -------------------------------------------------------------------------------
 
