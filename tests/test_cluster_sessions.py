@@ -396,7 +396,8 @@ async def test_redis_down_refuses_new_sessions_and_serves_no_old_one_then_recove
             error = refused.json()["error"]
             assert "cannot reach its shared session store" in error["message"]
             assert error["data"] == {"reason": "session_store_unavailable"}
-            assert f"refused a new session for agent agent-a: Redis at redis://127.0.0.1:{port}" in gateway.log_text()
+            cause = f"refused a new session for agent agent-a: Redis at redis://127.0.0.1:{port}"
+            await wait_for(lambda: cause in gateway.log_text(), "the logged cause")  # logging is off the event loop
 
             redis = engines.start_redis(port)  # the same address, empty: the gateway was not restarted
             fresh = await wait_for_session(http, gateway.url)
