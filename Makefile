@@ -28,10 +28,11 @@ provision:
 	@$(PYTHON) tests/provision.py
 
 ## bench: direct vs the floor (a minimal Python proxy) vs the gateway in one run: latency, throughput, CPU per
-## call and the gateway/floor ratio; then the reload stalls (bench.stall) and the Cedar decisions (bench.policy)
+## call and the gateway/floor ratio; then the reload stalls (bench.stall) and the Cedar decisions (bench.policy).
+## BENCH_ARGS go to bench.run, e.g. `make bench BENCH_ARGS="--workers 2 --replicas 2"` (scale-out sides on a Redis)
 bench: $(STAMP)
 	@mkdir -p .narrowgate
-	$(PY) -m bench.run --sdk-check --json .narrowgate/bench.json
+	$(PY) -m bench.run --sdk-check --json .narrowgate/bench.json $(BENCH_ARGS)
 	$(PY) -m bench.stall --json .narrowgate/bench-stall.json
 	$(PY) -m bench.policy --json .narrowgate/bench-policy.json
 

@@ -79,9 +79,10 @@ def self_cpu_s() -> float:
 
 @dataclass
 class CpuMeter:
-    """Samples CPU of named process trees (and optionally this process) around a phase."""
+    """Samples CPU of named process trees (and optionally this process) around a phase; a name may stand
+    for several trees (the replicas of one gateway), whose CPU is added."""
 
-    pids: dict[str, int]
+    pids: dict[str, int | tuple[int, ...]]
     include_self: bool = True
 
     def __post_init__(self) -> None:
@@ -89,7 +90,8 @@ class CpuMeter:
         self.used_s: dict[str, float] = {}
 
     def _sample(self) -> dict[str, float]:
-        sample = {name: tree_cpu_s(pid) for name, pid in self.pids.items()}
+        sample = {name: sum(tree_cpu_s(pid) for pid in (pids if isinstance(pids, tuple) else (pids,)))
+                  for name, pids in self.pids.items()}
         if self.include_self:
             sample["loadgen"] = self_cpu_s()
         return sample

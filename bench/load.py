@@ -16,7 +16,7 @@ import itertools
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -47,6 +47,14 @@ class Target:
     tool: str = "echo"
     token: str | None = None
     era: str = LEGACY
+    # More replicas of the same gateway: agent i talks to (url, *mirrors)[i % (1 + len(mirrors))].
+    mirrors: tuple[str, ...] = ()
+
+    def for_agent(self, index: int) -> Target:
+        if not self.mirrors:
+            return self
+        urls = (self.url, *self.mirrors)
+        return replace(self, url=urls[index % len(urls)], mirrors=())
 
 
 @dataclass
@@ -264,7 +272,7 @@ async def _timed_calls(agent: Agent, count: int, tag: str, tally: Tally, samples
 
 
 async def _open_agents(target: Target, count: int, tally: Tally) -> list[Agent]:
-    agents = [Agent(target, f"agent{i}") for i in range(count)]
+    agents = [Agent(target.for_agent(i), f"agent{i}") for i in range(count)]
     results = await asyncio.gather(*(a.open() for a in agents), return_exceptions=True)
     opened: list[Agent] = []
     for agent, res in zip(agents, results, strict=True):
@@ -297,7 +305,8 @@ async def run_phase(
     on_stop: Hook | None = None,
 ) -> PhaseResult:
     """Open ``agents`` agents, warm up, then time ``calls`` validated calls spread across them."""
-    require_loopback(target.url)
+    for url in (target.url, *target.mirrors):
+        require_loopback(url)
     result = PhaseResult(name=name, era=target.era, agents=agents, calls=calls)
     tally = Tally()
     opened = await _open_agents(target, agents, tally)

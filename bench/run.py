@@ -16,6 +16,13 @@ through the gateway, in one run.
    issue 19's aim (gateway CPU per call at 16 agents within 2.5x of the floor); ``--json PATH``
    writes everything.
 
+Scale-out (issue 15): ``--workers N`` adds a side ``gw-Nw``, the gateway as N worker processes
+(``narrowgate serve --workers N``), and ``--replicas N`` a side ``gw-Nr``, N gateways with agents
+spread over them (agent i talks to replica i mod N); both share state through one throwaway Redis
+(started as the tests start theirs, tests/support/engines.py; its CPU is the ``redis`` row) and one
+SQLite file. The proxy CPU of these sides is that of every process of the gateway (parent, workers,
+replicas); the ratio columns ``gw-Nw/gw`` and ``gw-Nr/gw`` compare them with the single process.
+
 Exit status: 0 when every call of every phase was answered correctly; 1 when any call failed;
 2 when the floor or the gateway could not be started or reached (the rest is still printed).
 Only 127.0.0.1 is ever targeted; every loop is bounded by a call count and a deadline.
@@ -39,9 +46,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 if __package__ in (None, ""):  # `python bench/run.py`: make the `bench` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -52,6 +59,9 @@ import yaml
 
 from bench.cpu import CpuMeter
 from bench.load import LEGACY, MODERN, PhaseResult, Target, run_phase
+
+if TYPE_CHECKING:
+    from tests.support.engines import Engine
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFEST_ID = "bench"
@@ -285,7 +295,7 @@ class Endpoint:
 
     label: str
     target: Target
-    pids: dict[str, int]
+    pids: dict[str, int | tuple[int, ...]]
 
 
 async def bench_sides(endpoints: list[Endpoint], plan: Plan) -> dict[str, Side]:
@@ -296,8 +306,7 @@ async def bench_sides(endpoints: list[Endpoint], plan: Plan) -> dict[str, Side]:
         levels = plan.agents if era == LEGACY else plan.modern_agents
         runs = [("serial", 1), *((f"concurrent-{n}", n) for n in levels)]
         for (name, agents), _, endpoint in itertools.product(runs, range(plan.rounds), endpoints):
-            t = endpoint.target
-            era_target = Target(url=t.url, tool=t.tool, token=t.token, era=era)
+            era_target = replace(endpoint.target, era=era)
             meter = CpuMeter(endpoint.pids)
             warmup = min(200, plan.calls) if agents == 1 else agents * 5
             phase = await run_phase(era_target, name, agents, plan.calls, warmup, meter.start, meter.stop)
@@ -324,6 +333,7 @@ def run_sides(args: argparse.Namespace, plan: Plan, tmp: Path) -> Outcome:
     """Start the upstream, the floor (bench/passthrough.py) and the gateway, then measure all three."""
     upstream = start_upstream(tmp, args.upstream_impl)
     procs: list[Proc] = []
+    redis: Engine | None = None
     try:
         endpoints = [Endpoint(DIRECT, Target(f"http://127.0.0.1:{upstream.port}/mcp"), {"upstream": upstream.pid})]
         token = secrets.token_urlsafe(32)
@@ -348,6 +358,25 @@ def run_sides(args: argparse.Namespace, plan: Plan, tmp: Path) -> Outcome:
                 error = problem
                 continue
             endpoints.append(Endpoint(label, target, {PROXY: proc.pid, "upstream": upstream.pid}))
+        wanted_out = scale_out_sides(args)
+        if wanted_out:
+            from tests.support.engines import EngineError, start_redis  # the tests' throwaway Redis, reused
+
+            try:
+                redis = start_redis()
+            except EngineError as exc:
+                error = f"scale-out sides: {exc}"
+        launch = Launch(tmp, shlex.split(args.gateway_cmd), upstream.port, policies, token, args.startup_timeout)
+        for label, start, count in wanted_out:
+            if redis is None:
+                break
+            try:
+                started = start(launch, redis.url, label, count)
+            except GatewayError as exc:
+                error = f"{label}: {exc}"
+                continue
+            procs.extend(started)
+            endpoints.append(scale_out_endpoint(label, started, token, upstream, redis))
         sides = _run(bench_sides(endpoints, plan))
         for proc in procs:
             if proc.popen.poll() is not None:
@@ -357,6 +386,87 @@ def run_sides(args: argparse.Namespace, plan: Plan, tmp: Path) -> Outcome:
         for proc in procs:
             proc.stop()
         upstream.stop()
+        if redis is not None:
+            redis.stop()
+
+
+# ---------------------------------------------------------------------------- scale-out sides
+
+
+@dataclass
+class Launch:
+    """What every gateway of the run is started with."""
+
+    tmp: Path
+    cmd: list[str]
+    upstream_port: int
+    policies: Path
+    token: str
+    timeout_s: float
+
+
+StartSide = Callable[[Launch, str, str, int], list[Proc]]  # (launch, redis url, label, count) -> its processes
+
+
+def scale_out_sides(args: argparse.Namespace) -> list[tuple[str, StartSide, int]]:
+    if args.no_gateway:
+        return []
+    sides: list[tuple[str, StartSide, int]] = []
+    if args.workers > 1:
+        sides.append((f"gw-{args.workers}w", start_workers, args.workers))
+    if args.replicas > 1:
+        sides.append((f"gw-{args.replicas}r", start_replicas, args.replicas))
+    return sides
+
+
+def with_cluster(config: Path, redis_url: str, key_prefix: str, **extra: Any) -> None:
+    """Add the `cluster:` section (and `extra` top-level keys) to a config written by write_gateway_files."""
+    data = yaml.safe_load(config.read_text())
+    data["cluster"] = {"redis_url": redis_url, "key_prefix": key_prefix}
+    data.update(extra)
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def start_workers(launch: Launch, redis_url: str, label: str, workers: int) -> list[Proc]:
+    """`narrowgate serve` with `workers: N`, once every worker serves."""
+    port = free_port()
+    config = write_gateway_files(launch.tmp, launch.upstream_port, port, launch.policies, name=label)
+    with_cluster(config, redis_url, f"bench-{label}", workers=workers)
+    proc = start_gateway(launch.tmp, launch.cmd, config, port, launch.token, launch.timeout_s, name=label)
+    deadline = time.monotonic() + launch.timeout_s
+    while f"{workers} workers serving" not in proc.stderr_tail():
+        if time.monotonic() > deadline or proc.popen.poll() is not None:
+            proc.stop()
+            raise GatewayError(f"not all {workers} workers started:\n{proc.stderr_tail()}")
+        time.sleep(0.1)
+    return [proc]
+
+
+def start_replicas(launch: Launch, redis_url: str, label: str, replicas: int) -> list[Proc]:
+    """`replicas` gateways on one Redis key space and one SQLite file."""
+    procs: list[Proc] = []
+    try:
+        for index in range(replicas):
+            name, port = f"{label}-{index}", free_port()
+            config = write_gateway_files(launch.tmp, launch.upstream_port, port, launch.policies, name=name)
+            with_cluster(config, redis_url, f"bench-{label}")
+            procs.append(start_gateway(launch.tmp, launch.cmd, config, port, launch.token, launch.timeout_s,
+                                       name=name))
+    except GatewayError:
+        for proc in procs:
+            proc.stop()
+        raise
+    return procs
+
+
+def scale_out_endpoint(label: str, procs: list[Proc], token: str, upstream: Proc, redis: Engine) -> Endpoint:
+    """Agents spread over every replica; the hop's CPU is all of the gateway's processes."""
+    urls = [f"http://127.0.0.1:{proc.port}/mcp" for proc in procs]
+    target = Target(urls[0], tool=f"{MANIFEST_ID}__echo", token=token, mirrors=tuple(urls[1:]))
+    pids: dict[str, int | tuple[int, ...]] = {PROXY: tuple(proc.pid for proc in procs), "upstream": upstream.pid}
+    if redis.process is not None:
+        pids["redis"] = redis.process.pid
+    return Endpoint(label, target, pids)
 
 
 def sdk_check(target: Target) -> str | None:
@@ -410,9 +520,13 @@ def summary_rows(plan: Plan, sides: dict[str, Side]) -> list[Row]:
         metric(f"serial p50 added over direct ms{tag}", "serial", era,
                lambda p, d: p.p50_ms - d.p50_ms if d is not None and p is not d else None)
         metric(f"serial p99 ms{tag}", "serial", era, lambda p, _: p.p99_ms)
+        metric(f"serial p99 added over direct ms{tag}", "serial", era,
+               lambda p, d: p.p99_ms - d.p99_ms if d is not None and p is not d else None)
         for n in levels:
             metric(f"throughput {n} agents calls/s{tag}", f"concurrent-{n}", era, lambda p, _: p.calls_per_s)
-    for proc in ("upstream", "loadgen"):
+            metric(f"p50 ms, {n} agents{tag}", f"concurrent-{n}", era, lambda p, _: p.p50_ms)
+            metric(f"p99 ms, {n} agents{tag}", f"concurrent-{n}", era, lambda p, _: p.p99_ms)
+    for proc in ("upstream", "redis", "loadgen"):
         rows.append((f"{proc} CPU ms/call (all phases)", {n: s.cpu_ms_per_call().get(proc) for n, s in sides.items()}))
     rows.append(("failed calls", {n: float(s.failures()) for n, s in sides.items()}))
     return rows
@@ -424,16 +538,19 @@ def format_table(rows: Sequence[Row], labels: Sequence[str]) -> str:
             return "-"
         return f"{v:.0f}" if abs(v) >= 1000 or v.is_integer() else f"{v:.3f}"
 
-    ratios = [(f"gw/{base}", base) for base in (FLOOR, BEFORE) if base in labels and GATEWAY in labels]
+    ratios = [(f"gw/{base}", GATEWAY, base) for base in (FLOOR, BEFORE) if base in labels and GATEWAY in labels]
+    ratios += [(f"{side}/gw", side, GATEWAY) for side in labels if side.startswith("gw-") and GATEWAY in labels]
     width = max(len(r[0]) for r in rows)
-    head = f"{'metric':<{width}}" + "".join(f"  {label:>9}" for label in [*labels, *(r for r, _ in ratios)])
+    head = f"{'metric':<{width}}" + "".join(f"  {label:>9}" for label in [*labels, *(r for r, _, _ in ratios)])
     lines = [head, "-" * len(head)]
     for label, cells in rows:
         line = f"{label:<{width}}" + "".join(f"  {cell(cells.get(name)):>9}" for name in labels)
-        for _, base in ratios:
-            under, gateway = cells.get(base), cells.get(GATEWAY)
-            shown = under is not None and gateway is not None and under > 0 and not label.startswith("failed")
-            line += f"  {gateway / under:>8.2f}x" if shown else f"  {'-':>9}"
+        for _, over, base in ratios:
+            under, above = cells.get(base), cells.get(over)
+            if under is not None and above is not None and under > 0 and not label.startswith("failed"):
+                line += f"  {above / under:>8.2f}x"
+            else:
+                line += f"  {'-':>9}"
         lines.append(line)
     return "\n".join(lines)
 
@@ -510,11 +627,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="first check the gateway with the mcp SDK's own client (both eras)",
     )
     parser.add_argument("--upstream-impl", choices=("asgi", "aiohttp"), default="asgi")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="also measure the gateway as N worker processes (side gw-Nw; N > 1 starts a "
+                             "throwaway Redis)")
+    parser.add_argument("--replicas", type=int, default=1, metavar="N",
+                        help="also measure N gateway replicas on one Redis and one SQLite file, agents spread "
+                             "over them (side gw-Nr)")
     args = parser.parse_args(argv)
     if args.calls < 1 or args.calls > 1_000_000:
         parser.error("--calls must be between 1 and 1000000")
     if args.rounds < 1 or args.rounds > 20:
         parser.error("--rounds must be between 1 and 20")
+    if not 1 <= args.workers <= 64 or not 1 <= args.replicas <= 8:
+        parser.error("--workers must be between 1 and 64, --replicas between 1 and 8")
     return args
 
 

@@ -21,7 +21,7 @@ from gateway.catalog import Catalog
 from gateway.chain.detections import DetectionResponder
 from gateway.chain.monitor import ChainMonitor
 from gateway.cluster.backends import shared_backends
-from gateway.cluster.connection import Cluster
+from gateway.cluster.connection import Cluster, replica_id
 from gateway.cluster.convergence import Convergence
 from gateway.config import Settings
 from gateway.credentials.secret_sources import SecretResolver
@@ -69,6 +69,7 @@ class Gateway:
         self.settings = settings
         self.catalog = catalog
         self.cluster = Cluster(settings.cluster) if settings.cluster.shared else None
+        self.replica_id = self.cluster.replica_id if self.cluster is not None else replica_id(settings.cluster)
         self.state = state if state is not None else self.build_state()
         self.background = Background()
         self.store = open_store(settings.state)
@@ -82,7 +83,8 @@ class Gateway:
         self.build_discovery(schemas)
         self.sessions = self.state.agent_sessions
         authorizer = Authorizer(self.policy, self.audit, settings.policy.agent_reasons,
-                                on_evaluated=lambda d, s: self.telemetry.record_policy_evaluation(s, d.outcome))
+                                on_evaluated=lambda d, s: self.telemetry.record_policy_evaluation(s, d.outcome),
+                                replica=self.replica_id)
         self.methods = Methods(self.pool, authorizer, self.upstream_auth, TaskGate(self.tasks),
                                self.telemetry, self.build_monitor(), self.build_approvals(authorizer))
         authenticator = Authenticator(settings, self.verifier, self.registry, self.task_check)
@@ -141,7 +143,7 @@ class Gateway:
         """Task grants: the token endpoint that starts them and the check that honours their tokens."""
         base = self.settings.base_url
         resource, token_url = f"{base}/mcp", f"{base}{TOKEN_PATH}"
-        self.tasks = TaskService(self.store, self.registry, self.catalog)
+        self.tasks = TaskService(self.store, self.registry, self.catalog, budgets=self.state.call_budgets)
         self.task_tokens = TaskTokenIssuer(self.upstream_auth, base, resource, self.settings.tokens.task_ttl_s)
         self.task_check = TaskTokenCheck(self.tasks, self.upstream_auth.public_keys, base, resource)
         # RFC 7523 client assertions may name the token endpoint as their audience.
@@ -202,7 +204,7 @@ class Gateway:
 
     def routes(self) -> list[BaseRoute]:
         endpoints = SmallEndpoints(self.settings.base_url, self.pool, self.policy, self.reloader, self.catalog_sync,
-                                   self.telemetry, self.upstream_auth)
+                                   self.telemetry, self.upstream_auth, self.replica_id)
         return [
             Route("/mcp", self.endpoint, methods=["GET", "POST", "DELETE"]),
             *endpoints.routes(),

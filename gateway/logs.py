@@ -8,12 +8,14 @@ written: code never logs tokens on purpose, and this is the net under that rule.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import logging.handlers
 import queue
 import re
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -74,3 +76,26 @@ def configure(level: str, log_format: str = "text") -> None:
     root.setLevel(getattr(logging, level.upper()))
     listener.start()
     atexit.register(listener.stop)
+    _writers[:] = [listener]
+
+
+_writers: list[logging.handlers.QueueListener] = []  # the writer `configure` started, if any
+
+
+@contextlib.contextmanager
+def writer_paused() -> Iterator[None]:
+    """No writer thread across a fork (gateway.supervisor): a fork copies only the forking thread, so
+    the writer stops before and starts again after, in the parent and in the child."""
+    for writer in _writers:
+        writer.stop()
+    try:
+        yield
+    finally:
+        for writer in _writers:
+            writer.start()
+
+
+def flush_and_stop() -> None:
+    """Write what is queued and stop the writer: a process leaving by os._exit runs no atexit."""
+    for writer in _writers:
+        writer.stop()

@@ -56,118 +56,118 @@ def names(found: list[Detection]) -> list[str]:
 # -- rate limits -------------------------------------------------------------------------------------
 
 
-def test_per_agent_limit_with_retry_after() -> None:
+async def test_per_agent_limit_with_retry_after() -> None:
     t, clock = tracker(MonitoringSettings(per_agent=RateLimit(3, 60.0), per_task=None))
     for _ in range(3):
-        t.admit("a", None, "x")
+        await t.admit("a", None, "x")
         clock.tick(10)
     with pytest.raises(RateLimited) as caught:
-        t.admit("a", None, "y")
+        await t.admit("a", None, "y")
     assert caught.value.scope == "agent"
     assert caught.value.retry_after_s == pytest.approx(30.0)  # first call at 1000, now 1030
     assert "retry after 30.0 s" in str(caught.value)
-    t.admit("b", None, "x")  # other agents are unaffected
+    await t.admit("b", None, "x")  # other agents are unaffected
     clock.tick(29.9)
     with pytest.raises(RateLimited) as caught:
-        t.admit("a", None, "x")
+        await t.admit("a", None, "x")
     assert caught.value.retry_after_s == pytest.approx(0.1)
     clock.tick(0.1)
-    t.admit("a", None, "x")  # exactly at retry_after: the oldest call has left the window
+    await t.admit("a", None, "x")  # exactly at retry_after: the oldest call has left the window
     with pytest.raises(RateLimited) as caught:
-        t.admit("a", None, "x")
+        await t.admit("a", None, "x")
     assert caught.value.retry_after_s == pytest.approx(10.0)
 
 
-def test_refused_calls_do_not_count() -> None:
+async def test_refused_calls_do_not_count() -> None:
     t, clock = tracker(MonitoringSettings(per_agent=RateLimit(1, 10.0), per_task=None))
-    t.admit("a", None, "x")
+    await t.admit("a", None, "x")
     for _ in range(5):
         clock.tick(1)
         with pytest.raises(RateLimited):
-            t.admit("a", None, "x")
+            await t.admit("a", None, "x")
     clock.tick(5)
-    t.admit("a", None, "x")
+    await t.admit("a", None, "x")
 
 
-def test_per_task_limit() -> None:
+async def test_per_task_limit() -> None:
     t, clock = tracker(MonitoringSettings(per_agent=RateLimit(100, 60.0), per_task=RateLimit(2, 60.0)))
-    t.admit("a", "t1", "x")
+    await t.admit("a", "t1", "x")
     clock.tick(5)
-    t.admit("a", "t1", "x")
+    await t.admit("a", "t1", "x")
     with pytest.raises(RateLimited) as caught:
-        t.admit("a", "t1", "x")
+        await t.admit("a", "t1", "x")
     assert (caught.value.scope, caught.value.retry_after_s) == ("task", pytest.approx(55.0))
-    t.admit("a", "t2", "x")  # another task of the same agent
-    t.admit("a", None, "x")  # no task: no task limit
+    await t.admit("a", "t2", "x")  # another task of the same agent
+    await t.admit("a", None, "x")  # no task: no task limit
 
 
-def test_per_tool_limit_and_worst_scope_wins() -> None:
+async def test_per_tool_limit_and_worst_scope_wins() -> None:
     t, clock = tracker(MonitoringSettings(per_agent=RateLimit(3, 100.0), per_task=None,
                                           per_tool=RateLimit(1, 30.0)))
-    t.admit("a", None, "x")
+    await t.admit("a", None, "x")
     clock.tick(1)
     with pytest.raises(RateLimited) as caught:
-        t.admit("a", None, "x")
+        await t.admit("a", None, "x")
     assert (caught.value.scope, caught.value.retry_after_s) == ("tool", pytest.approx(29.0))
-    t.admit("a", None, "y")
-    t.admit("a", None, "z")
+    await t.admit("a", None, "y")
+    await t.admit("a", None, "z")
     # Both the agent (99 s) and tool (29 s) limits refuse: the longer wait is the one to report.
     with pytest.raises(RateLimited) as caught:
-        t.admit("a", None, "x")
+        await t.admit("a", None, "x")
     assert (caught.value.scope, caught.value.retry_after_s) == ("agent", pytest.approx(99.0))
 
 
-def test_other_upstream_requests_share_the_agent_and_task_windows_but_not_per_tool() -> None:
+async def test_other_upstream_requests_share_the_agent_and_task_windows_but_not_per_tool() -> None:
     """Issue 18.5: prompts, resources and completions (tool None) count in the agent and task windows."""
     t, _ = tracker(MonitoringSettings(per_agent=RateLimit(10, 60.0), per_task=RateLimit(3, 60.0),
                                       per_tool=RateLimit(1, 60.0)))
-    t.admit("a", "t", "x")
-    t.admit("a", "t", None)  # per_tool does not apply: x's single call does not block it
-    t.admit("a", "t", None)
+    await t.admit("a", "t", "x")
+    await t.admit("a", "t", None)  # per_tool does not apply: x's single call does not block it
+    await t.admit("a", "t", None)
     with pytest.raises(RateLimited) as caught:
-        t.admit("a", "t", None)
+        await t.admit("a", "t", None)
     assert caught.value.scope == "task"
     with pytest.raises(RateLimited) as caught:
-        t.admit("a", "t", "y")  # the task's window is shared with tools
+        await t.admit("a", "t", "y")  # the task's window is shared with tools
     assert caught.value.scope == "task"
     for _ in range(7):
-        t.admit("a", None, None)
+        await t.admit("a", None, None)
     with pytest.raises(RateLimited) as caught:
-        t.admit("a", None, None)
+        await t.admit("a", None, None)
     assert caught.value.scope == "agent"
 
 
-def test_no_limits_admits_everything() -> None:
+async def test_no_limits_admits_everything() -> None:
     t, _ = tracker()
     for _ in range(1000):
-        t.admit("a", "t", "x")
+        await t.admit("a", "t", "x")
     assert t.stats() == {"agents": 0, "tasks": 0}
 
 
 # -- context ------------------------------------------------------------------------------------------
 
 
-def test_context_shape_for_unknown_agent_and_task() -> None:
+async def test_context_shape_for_unknown_agent_and_task() -> None:
     t, _ = tracker()
     nothing = {"data_classes": [], "sensitive_read": False, "calls_last_minute": 0, "writes_last_minute": 0,
                "denials_last_minute": 0}
     empty = {"data_classes": [], "sensitive_read": False, "tools": [], "previous_tool": "",
              "calls_last_minute": 0, "writes_last_minute": 0, "denials_last_minute": 0, "agent": nothing}
-    assert t.context("a", None) == empty
-    assert t.context("a", "t") == empty
+    assert await t.context("a", None) == empty
+    assert await t.context("a", "t") == empty
 
 
-def test_task_context_values() -> None:
+async def test_task_context_values() -> None:
     t, clock = tracker()
-    t.observe_call("a", "t", READ_DOC, "allow")
+    await t.observe_call("a", "t", READ_DOC, "allow")
     clock.tick(1)
-    t.observe_call("a", "t", WRITE_DOC, "allow")
+    await t.observe_call("a", "t", WRITE_DOC, "allow")
     clock.tick(1)
-    t.observe_call("a", "t", READ_SECRET, "deny")  # denied: its classes are not touched
+    await t.observe_call("a", "t", READ_SECRET, "deny")  # denied: its classes are not touched
     clock.tick(1)
-    t.observe_call("a", "t", WRITE_DOC, "step_up")  # not allowed: not a write
-    t.observe_call("a", "other", READ_SECRET, "allow")
-    ctx = t.context("a", "t")
+    await t.observe_call("a", "t", WRITE_DOC, "step_up")  # not allowed: not a write
+    await t.observe_call("a", "other", READ_SECRET, "allow")
+    ctx = await t.context("a", "t")
     assert ctx == {
         "data_classes": ["internal"],
         "sensitive_read": False,
@@ -182,206 +182,206 @@ def test_task_context_values() -> None:
     }
     assert list(ctx) == ["data_classes", "sensitive_read", "tools", "previous_tool", "calls_last_minute",
                          "writes_last_minute", "denials_last_minute", "agent"]
-    assert t.context("a", "other")["sensitive_read"] is True
+    assert (await t.context("a", "other"))["sensitive_read"] is True
     clock.tick(58)  # the first call (t=1000) is now 61 s old, the write at 1001 is 60 s old: both out
-    ctx = t.context("a", "t")
+    ctx = await t.context("a", "t")
     assert (ctx["calls_last_minute"], ctx["writes_last_minute"], ctx["denials_last_minute"]) == (2, 0, 1)
     assert ctx["data_classes"] == ["internal"]  # a task keeps its data classes for its whole life
 
 
-def test_agent_context_without_task_uses_window() -> None:
+async def test_agent_context_without_task_uses_window() -> None:
     t, clock = tracker(MonitoringSettings(per_agent=None, per_task=None, window_s=100.0))
-    t.observe_call("a", "t", READ_SECRET, "allow")
+    await t.observe_call("a", "t", READ_SECRET, "allow")
     clock.tick(50)
-    t.observe_call("a", None, READ_DOC, "allow")
-    ctx = t.context("a", None)
+    await t.observe_call("a", None, READ_DOC, "allow")
+    ctx = await t.context("a", None)
     assert ctx["data_classes"] == ["internal", "secrets"]
     assert ctx["sensitive_read"] is True
     assert ctx["tools"] == ["vault__read", "files__read"]
     assert ctx["calls_last_minute"] == 2
     clock.tick(50)  # secrets were read exactly window_s ago: out of the window
-    ctx = t.context("a", None)
+    ctx = await t.context("a", None)
     assert (ctx["data_classes"], ctx["sensitive_read"], ctx["calls_last_minute"]) == (["internal"], False, 1)
-    assert t.context("b", None)["tools"] == []
+    assert (await t.context("b", None))["tools"] == []
 
 
-def test_history_is_bounded_oldest_first() -> None:
+async def test_history_is_bounded_oldest_first() -> None:
     t, _ = tracker(MonitoringSettings(per_agent=None, per_task=None, max_history=3))
     for i in range(5):
-        t.observe_call("a", "t", tool(f"t{i}"), "allow")
-    assert t.context("a", "t")["tools"] == ["t2", "t3", "t4"]
-    assert t.context("a", None)["tools"] == ["t2", "t3", "t4"]
-    assert t.context("a", "t")["previous_tool"] == "t4"
+        await t.observe_call("a", "t", tool(f"t{i}"), "allow")
+    assert (await t.context("a", "t"))["tools"] == ["t2", "t3", "t4"]
+    assert (await t.context("a", None))["tools"] == ["t2", "t3", "t4"]
+    assert (await t.context("a", "t"))["previous_tool"] == "t4"
 
 
-def test_unknown_outcome_is_refused() -> None:
+async def test_unknown_outcome_is_refused() -> None:
     t, _ = tracker()
     with pytest.raises(ValueError, match="outcome"):
-        t.observe_call("a", None, READ_DOC, "maybe")
+        await t.observe_call("a", None, READ_DOC, "maybe")
 
 
 # -- detectors ----------------------------------------------------------------------------------------
 
 
-def test_sensitive_then_egress_in_task() -> None:
+async def test_sensitive_then_egress_in_task() -> None:
     t, clock = tracker()
-    assert t.observe_call("a", "t", SEND_MAIL, "allow") == []  # egress with nothing sensitive read
-    assert t.observe_call("a", "t", READ_SECRET, "allow") == []
-    assert t.observe_call("b", "t2", SEND_MAIL, "allow") == []  # another agent read nothing
-    found = t.observe_call("a", "t", SEND_MAIL, "deny")  # any outcome counts; a held attempt is "high"
+    assert await t.observe_call("a", "t", SEND_MAIL, "allow") == []  # egress with nothing sensitive read
+    assert await t.observe_call("a", "t", READ_SECRET, "allow") == []
+    assert await t.observe_call("b", "t2", SEND_MAIL, "allow") == []  # another agent read nothing
+    found = await t.observe_call("a", "t", SEND_MAIL, "deny")  # any outcome counts; a held attempt is "high"
     assert found == [Detection("sensitive_then_egress", "high", "a", "t", "mail__send",
                                "egress tool mail__send called (deny) after sensitive data was read in this task")]
     clock.tick(1000)
-    assert t.observe_call("a", "t", SEND_MAIL, "allow") == []  # once per onset
-    t.observe_call("a", "t", READ_SECRET, "allow")  # a new sensitive read re-arms it
-    allowed = t.observe_call("a", "t", SEND_MAIL, "allow")  # went through: data may have left
+    assert await t.observe_call("a", "t", SEND_MAIL, "allow") == []  # once per onset
+    await t.observe_call("a", "t", READ_SECRET, "allow")  # a new sensitive read re-arms it
+    allowed = await t.observe_call("a", "t", SEND_MAIL, "allow")  # went through: data may have left
     assert [(d.detector, d.severity) for d in allowed] == [("sensitive_then_egress", "critical")]
 
 
-def test_sensitive_read_follows_the_agent_into_a_new_task() -> None:
+async def test_sensitive_read_follows_the_agent_into_a_new_task() -> None:
     """Issue 18.4: reading in task A, then sending from task B, is seen in B's context and by the detector."""
     t, clock = tracker(MonitoringSettings(per_agent=None, per_task=None, egress_servers=("mail",), window_s=600.0))
-    t.observe_call("a", "task-a", READ_SECRET, "allow")
+    await t.observe_call("a", "task-a", READ_SECRET, "allow")
     clock.tick(30)
-    ctx = t.context("a", "task-b")  # a task the tracker has never seen
+    ctx = await t.context("a", "task-b")  # a task the tracker has never seen
     assert (ctx["sensitive_read"], ctx["data_classes"]) == (False, [])  # the task-only view beside it
     assert ctx["agent"]["sensitive_read"] is True
     assert ctx["agent"]["data_classes"] == ["secrets"]
-    assert t.context("b", "task-c")["agent"]["sensitive_read"] is False  # other agents are not tainted
-    found = t.observe_call("a", "task-b", SEND_MAIL, "step_up")
+    assert (await t.context("b", "task-c"))["agent"]["sensitive_read"] is False  # other agents are not tainted
+    found = await t.observe_call("a", "task-b", SEND_MAIL, "step_up")
     assert found == [Detection("sensitive_then_egress", "high", "a", "task-b", "mail__send",
                                "egress tool mail__send called (step_up) after sensitive data was read by this "
                                "agent within 600 s, outside this task")]
     # Once per sensitive read, whichever task the next egress comes from.
-    assert t.observe_call("a", "task-a", SEND_MAIL, "step_up") == []
-    assert t.observe_call("a", "task-c", SEND_MAIL, "step_up") == []
-    t.observe_call("a", "task-c", READ_SECRET, "allow")  # a new read re-arms it, for every task
-    assert names(t.observe_call("a", "task-a", SEND_MAIL, "allow")) == ["sensitive_then_egress"]
+    assert await t.observe_call("a", "task-a", SEND_MAIL, "step_up") == []
+    assert await t.observe_call("a", "task-c", SEND_MAIL, "step_up") == []
+    await t.observe_call("a", "task-c", READ_SECRET, "allow")  # a new read re-arms it, for every task
+    assert names(await t.observe_call("a", "task-a", SEND_MAIL, "allow")) == ["sensitive_then_egress"]
     clock.tick(600)  # the window passed: a new task starts clean again
-    ctx = t.context("a", "task-d")
+    ctx = await t.context("a", "task-d")
     assert (ctx["agent"]["sensitive_read"], ctx["agent"]["data_classes"]) == (False, [])
-    t.observe_call("a", "task-d", READ_SECRET, "allow")
+    await t.observe_call("a", "task-d", READ_SECRET, "allow")
     clock.tick(600)
     # A task remembers its own read for its whole life, past the agent's window.
-    assert names(t.observe_call("a", "task-d", SEND_MAIL, "deny")) == ["sensitive_then_egress"]
+    assert names(await t.observe_call("a", "task-d", SEND_MAIL, "deny")) == ["sensitive_then_egress"]
 
 
-def test_agent_view_counts_every_task() -> None:
+async def test_agent_view_counts_every_task() -> None:
     t, _ = tracker()
     for task in ("t1", "t2", "t3"):
-        t.observe_call("a", task, WRITE_DOC, "allow")
-        t.observe_call("a", task, READ_SECRET, "deny")
-    agent = t.context("a", "t4")["agent"]
+        await t.observe_call("a", task, WRITE_DOC, "allow")
+        await t.observe_call("a", task, READ_SECRET, "deny")
+    agent = (await t.context("a", "t4"))["agent"]
     assert (agent["calls_last_minute"], agent["writes_last_minute"], agent["denials_last_minute"]) == (6, 3, 3)
-    assert t.context("a", "t1")["writes_last_minute"] == 1
+    assert (await t.context("a", "t1"))["writes_last_minute"] == 1
 
 
-def test_sensitive_then_egress_denied_read_does_not_count() -> None:
+async def test_sensitive_then_egress_denied_read_does_not_count() -> None:
     t, _ = tracker()
-    t.observe_call("a", "t", READ_SECRET, "deny")
-    t.observe_call("a", "t", READ_SECRET, "step_up")
-    assert t.observe_call("a", "t", SEND_MAIL, "allow") == []
+    await t.observe_call("a", "t", READ_SECRET, "deny")
+    await t.observe_call("a", "t", READ_SECRET, "step_up")
+    assert await t.observe_call("a", "t", SEND_MAIL, "allow") == []
 
 
-def test_sensitive_then_egress_without_task_within_window() -> None:
+async def test_sensitive_then_egress_without_task_within_window() -> None:
     t, clock = tracker(MonitoringSettings(per_agent=None, per_task=None, egress_tools=("chat__post",),
                                           window_s=100.0))
     post = tool("chat__post", server="chat")
-    t.observe_call("a", None, READ_SECRET, "allow")
+    await t.observe_call("a", None, READ_SECRET, "allow")
     clock.tick(100)  # window passed
-    assert t.observe_call("a", None, post, "allow") == []
-    t.observe_call("a", "t", READ_SECRET, "allow")  # read in a task counts for the agent too
+    assert await t.observe_call("a", None, post, "allow") == []
+    await t.observe_call("a", "t", READ_SECRET, "allow")  # read in a task counts for the agent too
     clock.tick(99)
-    assert names(t.observe_call("a", None, post, "allow")) == ["sensitive_then_egress"]
-    assert t.observe_call("a", None, post, "allow") == []
-    assert t.observe_call("b", None, post, "allow") == []
+    assert names(await t.observe_call("a", None, post, "allow")) == ["sensitive_then_egress"]
+    assert await t.observe_call("a", None, post, "allow") == []
+    assert await t.observe_call("b", None, post, "allow") == []
 
 
-def test_sensitive_then_egress_uses_the_catalog_egress_flag() -> None:
+async def test_sensitive_then_egress_uses_the_catalog_egress_flag() -> None:
     t, _ = tracker(MonitoringSettings(per_agent=None, per_task=None))
     flagged = ToolEntry(name="post", exposed_name="web__post", server_id="web", risk="write", data_classes=(),
                         owner="team", egress=True)
-    t.observe_call("a", "t", READ_SECRET, "allow")
-    assert names(t.observe_call("a", "t", flagged, "allow")) == ["sensitive_then_egress"]
+    await t.observe_call("a", "t", READ_SECRET, "allow")
+    assert names(await t.observe_call("a", "t", flagged, "allow")) == ["sensitive_then_egress"]
 
 
-def test_burst_fires_once_and_rearms_after_window() -> None:
+async def test_burst_fires_once_and_rearms_after_window() -> None:
     t, clock = tracker(MonitoringSettings(per_agent=None, per_task=None, burst=RateLimit(5, 10.0)))
     for _ in range(5):
-        assert t.observe_call("a", None, READ_DOC, "allow") == []
+        assert await t.observe_call("a", None, READ_DOC, "allow") == []
         clock.tick(1)
-    found = t.observe_call("a", "t", READ_DOC, "allow")  # 6th call within 10 s
+    found = await t.observe_call("a", "t", READ_DOC, "allow")  # 6th call within 10 s
     assert [(d.detector, d.severity, d.task_id) for d in found] == [("burst", "high", "t")]
     for _ in range(9):
         clock.tick(1)
-        assert t.observe_call("a", None, READ_DOC, "allow") == []  # still bursting: not again
+        assert await t.observe_call("a", None, READ_DOC, "allow") == []  # still bursting: not again
     clock.tick(1)  # 10 s since it fired, and still more than 5 calls in 10 s: a new onset
-    assert names(t.observe_call("a", None, READ_DOC, "allow")) == ["burst"]
-    assert t.observe_call("b", None, READ_DOC, "allow") == []
+    assert names(await t.observe_call("a", None, READ_DOC, "allow")) == ["burst"]
+    assert await t.observe_call("b", None, READ_DOC, "allow") == []
 
 
-def test_burst_not_fired_when_spread_out() -> None:
+async def test_burst_not_fired_when_spread_out() -> None:
     t, clock = tracker(MonitoringSettings(per_agent=None, per_task=None, burst=RateLimit(5, 10.0)))
     for _ in range(50):
-        assert t.observe_call("a", None, READ_DOC, "allow") == []
+        assert await t.observe_call("a", None, READ_DOC, "allow") == []
         clock.tick(2.0)  # 5 calls per 10 s, never more
 
 
-def test_repeated_denials_fires_once_and_rearms() -> None:
+async def test_repeated_denials_fires_once_and_rearms() -> None:
     t, clock = tracker(MonitoringSettings(per_agent=None, per_task=None, repeated_denials=RateLimit(3, 60.0)))
-    assert t.observe_call("a", None, WRITE_DOC, "deny") == []
-    assert t.observe_call("a", None, WRITE_DOC, "allow") == []
+    assert await t.observe_call("a", None, WRITE_DOC, "deny") == []
+    assert await t.observe_call("a", None, WRITE_DOC, "allow") == []
     clock.tick(30)
-    assert t.observe_call("a", None, WRITE_DOC, "deny") == []
-    found = t.observe_call("a", "t", WRITE_DOC, "deny")
+    assert await t.observe_call("a", None, WRITE_DOC, "deny") == []
+    found = await t.observe_call("a", "t", WRITE_DOC, "deny")
     assert [(d.detector, d.severity) for d in found] == [("repeated_denials", "high")]
-    assert t.observe_call("a", None, WRITE_DOC, "deny") == []
+    assert await t.observe_call("a", None, WRITE_DOC, "deny") == []
     clock.tick(60)  # re-armed; the old denials have left the window
-    assert t.observe_call("a", None, WRITE_DOC, "deny") == []
-    assert t.observe_call("a", None, WRITE_DOC, "deny") == []
-    assert names(t.observe_call("a", None, WRITE_DOC, "deny")) == ["repeated_denials"]
+    assert await t.observe_call("a", None, WRITE_DOC, "deny") == []
+    assert await t.observe_call("a", None, WRITE_DOC, "deny") == []
+    assert names(await t.observe_call("a", None, WRITE_DOC, "deny")) == ["repeated_denials"]
 
 
-def test_probing_high_then_critical_then_rearms() -> None:
+async def test_probing_high_then_critical_then_rearms() -> None:
     t, clock = tracker(MonitoringSettings(per_agent=None, per_task=None, probing=RateLimit(3, 60.0)))
-    assert t.observe_probe("a", None, "admin__x") == []
+    assert await t.observe_probe("a", None, "admin__x") == []
     clock.tick(59)
-    assert t.observe_probe("a", None, "admin__y") == []
+    assert await t.observe_probe("a", None, "admin__y") == []
     clock.tick(2)  # the first probe is gone
-    assert t.observe_probe("a", None, "admin__z") == []
-    found = t.observe_probe("a", "t", "admin__w")
+    assert await t.observe_probe("a", None, "admin__z") == []
+    found = await t.observe_probe("a", "t", "admin__w")
     assert [(d.detector, d.severity, d.tool, d.task_id) for d in found] == [("probing", "high", "admin__w", "t")]
-    assert t.observe_probe("a", None, "q") == []
-    assert t.observe_probe("a", None, "q") == []  # 5 in the window
-    found = t.observe_probe("a", None, "q")
+    assert await t.observe_probe("a", None, "q") == []
+    assert await t.observe_probe("a", None, "q") == []  # 5 in the window
+    found = await t.observe_probe("a", None, "q")
     assert [(d.detector, d.severity) for d in found] == [("probing", "critical")]
-    assert t.observe_probe("a", None, "q") == []
+    assert await t.observe_probe("a", None, "q") == []
     clock.tick(60)
-    assert t.observe_probe("a", None, "q") == []
-    assert t.observe_probe("a", None, "q") == []
-    assert [d.severity for d in t.observe_probe("a", None, "q")] == ["high"]
+    assert await t.observe_probe("a", None, "q") == []
+    assert await t.observe_probe("a", None, "q") == []
+    assert [d.severity for d in await t.observe_probe("a", None, "q")] == ["high"]
 
 
-def test_novel_sequence_needs_history() -> None:
+async def test_novel_sequence_needs_history() -> None:
     t, _ = tracker()
     tools = [tool(f"t{i}") for i in range(5)]
     for i in range(10):  # a new agent: every pair is new, nothing flagged
-        assert t.observe_call("a", None, tools[i % 2], "allow") == []
-    assert t.observe_call("a", None, tools[0], "allow") == []  # t1 -> t0 seen before
-    found = t.observe_call("a", None, tools[2], "deny")  # t0 -> t2 never seen
+        assert await t.observe_call("a", None, tools[i % 2], "allow") == []
+    assert await t.observe_call("a", None, tools[0], "allow") == []  # t1 -> t0 seen before
+    found = await t.observe_call("a", None, tools[2], "deny")  # t0 -> t2 never seen
     assert [(d.detector, d.severity, d.tool) for d in found] == [("novel_sequence", "low", "t2")]
     assert "t0 -> t2" in found[0].message
-    assert t.observe_call("a", None, tools[0], "allow") != []  # t2 -> t0: also new
-    assert t.observe_call("a", None, tools[2], "allow") == []  # learned
+    assert await t.observe_call("a", None, tools[0], "allow") != []  # t2 -> t0: also new
+    assert await t.observe_call("a", None, tools[2], "allow") == []  # learned
     # In a task the previous tool is the task's: the first call of a task has none.
-    assert t.observe_call("a", "t", tools[3], "allow") == []
-    assert names(t.observe_call("a", "t", tools[4], "allow")) == ["novel_sequence"]
+    assert await t.observe_call("a", "t", tools[3], "allow") == []
+    assert names(await t.observe_call("a", "t", tools[4], "allow")) == ["novel_sequence"]
 
 
-def test_novel_sequence_can_be_turned_off() -> None:
+async def test_novel_sequence_can_be_turned_off() -> None:
     t, clock = tracker(MonitoringSettings(per_agent=None, per_task=None, novel_sequence=False))
     for i in range(30):
-        assert t.observe_call("a", None, tool(f"t{i}"), "allow") == []
+        assert await t.observe_call("a", None, tool(f"t{i}"), "allow") == []
         clock.tick(1)
 
 
@@ -401,46 +401,46 @@ def test_kill_switch_threshold() -> None:
 # -- bounds, eviction, forgetting ---------------------------------------------------------------------
 
 
-def test_lru_eviction_of_agents_and_tasks() -> None:
+async def test_lru_eviction_of_agents_and_tasks() -> None:
     t, _ = tracker(max_agents=3, max_tasks=2)
     for agent in ("a", "b", "c"):
-        t.observe_call(agent, f"task-{agent}", READ_SECRET, "allow")
+        await t.observe_call(agent, f"task-{agent}", READ_SECRET, "allow")
     assert t.stats() == {"agents": 3, "tasks": 2}
-    t.observe_call("a", None, READ_DOC, "allow")  # a is now the most recently used
-    t.observe_probe("d", None, "x")  # evicts b
+    await t.observe_call("a", None, READ_DOC, "allow")  # a is now the most recently used
+    await t.observe_probe("d", None, "x")  # evicts b
     assert t.stats() == {"agents": 3, "tasks": 2}
-    assert t.context("b", None)["tools"] == []
-    assert t.context("a", None)["tools"] == ["vault__read", "files__read"]
-    assert t.context("a", "task-a")["tools"] == []  # evicted by task-c
-    assert t.context("c", "task-c")["sensitive_read"] is True
+    assert (await t.context("b", None))["tools"] == []
+    assert (await t.context("a", None))["tools"] == ["vault__read", "files__read"]
+    assert (await t.context("a", "task-a"))["tools"] == []  # evicted by task-c
+    assert (await t.context("c", "task-c"))["sensitive_read"] is True
 
 
-def test_forget_task_and_agent() -> None:
+async def test_forget_task_and_agent() -> None:
     t, _ = tracker()
-    t.observe_call("a", "t1", READ_SECRET, "allow")
-    t.observe_call("a", "t2", READ_DOC, "allow")
-    t.observe_call("b", "t3", READ_DOC, "allow")
+    await t.observe_call("a", "t1", READ_SECRET, "allow")
+    await t.observe_call("a", "t2", READ_DOC, "allow")
+    await t.observe_call("b", "t3", READ_DOC, "allow")
     t.forget_task("t1")
     t.forget_task("nope")
     assert t.stats() == {"agents": 2, "tasks": 2}
-    fresh = t.context("a", "t1")  # a forgotten task starts empty; the agent's own read is still there
+    fresh = await t.context("a", "t1")  # a forgotten task starts empty; the agent's own read is still there
     assert (fresh["sensitive_read"], fresh["tools"], fresh["agent"]["sensitive_read"]) == (False, [], True)
     t.forget_agent("a")
     assert t.stats() == {"agents": 1, "tasks": 1}
-    assert t.context("a", None)["tools"] == []
-    assert t.context("b", "t3")["tools"] == ["files__read"]
+    assert (await t.context("a", None))["tools"] == []
+    assert (await t.context("b", "t3"))["tools"] == ["files__read"]
 
 
-def test_rate_limit_state_is_forgotten_with_agent() -> None:
+async def test_rate_limit_state_is_forgotten_with_agent() -> None:
     t, _ = tracker(MonitoringSettings(per_agent=RateLimit(1, 60.0), per_task=None))
-    t.admit("a", None, "x")
+    await t.admit("a", None, "x")
     with pytest.raises(RateLimited):
-        t.admit("a", None, "x")
+        await t.admit("a", None, "x")
     t.forget_agent("a")
-    t.admit("a", None, "x")
+    await t.admit("a", None, "x")
 
 
-def test_memory_per_agent_and_task_is_bounded() -> None:
+async def test_memory_per_agent_and_task_is_bounded() -> None:
     settings = MonitoringSettings(per_tool=RateLimit(30, 60.0))
     t, clock = tracker(settings, max_agents=50, max_tasks=50)
     tools = [tool(f"t{i}", classes=("internal",)) for i in range(8)]
@@ -449,8 +449,8 @@ def test_memory_per_agent_and_task_is_bounded() -> None:
     for a in range(200):  # 4x the bound: evictions keep the count at 50
         for i in range(40):
             clock.tick(0.01)
-            t.admit(f"agent-{a}", f"task-{a}", tools[i % 8].exposed_name)
-            t.observe_call(f"agent-{a}", f"task-{a}", tools[i % 8], "allow")
+            await t.admit(f"agent-{a}", f"task-{a}", tools[i % 8].exposed_name)
+            await t.observe_call(f"agent-{a}", f"task-{a}", tools[i % 8], "allow")
     used = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     assert t.stats() == {"agents": 50, "tasks": 50}
@@ -525,7 +525,7 @@ def test_config_must_be_a_mapping() -> None:
 # -- cost ---------------------------------------------------------------------------------------------
 
 
-def test_hot_path_keeps_one_entry_per_agent_and_task() -> None:
+async def test_hot_path_keeps_one_entry_per_agent_and_task() -> None:
     """admit + context + observe_call per call; the printed figure is what the docs quote."""
     settings = MonitoringSettings(per_agent=RateLimit(10**4, 60.0), per_task=RateLimit(10**4, 60.0),
                                   per_tool=RateLimit(10**4, 60.0), egress_servers=("mail",))
@@ -539,9 +539,9 @@ def test_hot_path_keeps_one_entry_per_agent_and_task() -> None:
         entry = tools[i % len(tools)]
         agent = f"agent-{i % 100}"
         task = f"task-{i % 300}"
-        t.admit(agent, task, entry.exposed_name)
-        t.context(agent, task)
-        t.observe_call(agent, task, entry, "allow" if i % 7 else "deny")
+        await t.admit(agent, task, entry.exposed_name)
+        await t.context(agent, task)
+        await t.observe_call(agent, task, entry, "allow" if i % 7 else "deny")
     per_call_us = (time.perf_counter() - start) / n * 1e6
     print(f"chain hot path: {per_call_us:.1f} µs per call (admit + context + observe_call)")
     # No speed threshold here (benchmarks report speed); what must hold is the memory bound.

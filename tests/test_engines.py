@@ -4,6 +4,7 @@ through the real clients (asyncpg, redis-py), stopped without a process or a dir
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from tests.support.engines import Engine, EngineError, start_postgres, start_redis
+from tests.support.engines import PIDS_FILE_ENV, Engine, EngineError, start_postgres, start_redis
 from tests.support.processes import REPO, child_pids, free_port, running
 
 
@@ -129,16 +130,20 @@ def run_pytest(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
 
 def test_the_session_fixtures_stop_their_engines_when_the_session_ends() -> None:
     """Every engine process seen under a pytest run while it ran (servers and their workers) is gone after it."""
+    pids_file = Path(tempfile.mkdtemp(prefix="narrowgate-pids-")) / "pids"
     run = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *FIXTURE_TESTS],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
-    seen: dict[int, str] = {}
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+                           env={**os.environ, PIDS_FILE_ENV: str(pids_file)})
+    seen: dict[int, str] = {}  # the servers' own children too (PostgreSQL's backends), when the poll catches them
     while run.poll() is None:
         seen |= descendants(run.pid)
         time.sleep(0.05)
     output = run.communicate(timeout=10)[0]
     assert run.returncode == 0 and "2 passed" in output, output
-    assert {"postgres", "redis-server"} <= set(seen.values()), seen
-    assert [pid for pid in seen if running(pid)] == []
+    started = {int(pid): name for name, pid in (line.split() for line in pids_file.read_text().splitlines())}
+    shutil.rmtree(pids_file.parent)
+    assert sorted(started.values()) == ["PostgreSQL", "Redis"], started
+    assert [pid for pid in {**seen, **started} if running(pid)] == []
 
 
 def broken_engine_programs(directory: Path) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn, Protocol
 
@@ -100,7 +100,7 @@ class StepUpCall:
     url_elicitation: bool  # the client can be sent to a URL
     sink: HoldingSink | None = None
     trace_id: str | None = None
-    refresh: Callable[[], RequestFacts] | None = None  # the request facts as of now (after a hold)
+    refresh: Callable[[], Awaitable[RequestFacts]] | None = None  # the request facts as of now (after a hold)
 
 
 class StepUpFlow:
@@ -120,11 +120,15 @@ class StepUpFlow:
         digest = refused.args_digest or argument_digest(call.arguments)
         binding = (call.principal.agent_id, call.principal.task_id, call.entry.exposed_name, digest,
                    refused.rules_version)
-        granted = self.approvals.usable(*binding, covers=lambda approval: self.covers(approval, call))
+        granted = await self.approvals.usable(*binding, covers=lambda approval: self.covers(approval, call))
         if granted is not None:
             return await self.use(call, granted)
         mode = self.mode(refused, call)
-        approval = await self.approvals.request(self.draft(call, digest, mode))
+        try:
+            approval = await self.approvals.request(self.draft(call, digest, mode))
+        except ApprovalError as exc:  # no request could be opened: the call does not run
+            raise RpcError(APPROVAL_REQUIRED, f"Approval required, but {exc}: try again later",
+                           {"decision": "step_up", "decisionId": refused.decision_id}) from None
         if call.url_elicitation and call.era == MODERN_ERA:
             answer = self.input_answer(call)
             if answer is None:
@@ -245,7 +249,7 @@ class StepUpFlow:
             left = None
             return answer
         finally:
-            self.approvals.hold_ends(approval.id, left)
+            await self.approvals.hold_ends(approval.id, left)
 
     async def wait_for_person(self, call: StepUpCall, approval: Approval) -> Approval | None:
         """The request as decided (or expired, or still pending when the hold timed out); None if the
@@ -319,7 +323,7 @@ class StepUpFlow:
         data = {"decisionId": call.refused.decision_id, "approvalId": approval.id}
         if approval.state is ApprovalState.APPROVED:
             if call.refresh is not None:
-                call.facts = call.refresh()  # minutes may have passed: decide on the facts of now
+                call.facts = await call.refresh()  # minutes may have passed: decide on the facts of now
                 again = await self.decide_again(call)
                 if again is not None:
                     call = replace(call, refused=again)  # the decision that uses the approval, if it covers it

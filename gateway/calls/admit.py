@@ -24,6 +24,6 @@ class Admit:
                 await self.monitor.probe(call.principal, call.name)  # a tool outside the task
             raise
 
-    def consume(self, call: ToolCall) -> None:
+    async def consume(self, call: ToolCall) -> None:
         """After the decision let it through: the call counts against its task's budget."""
-        self.tasks.consume(call.principal)
+        await self.tasks.consume(call.principal)

@@ -41,7 +41,7 @@ class Decide:
     async def __call__(self, call: ToolCall, task: Task | None) -> Decision:
         """An allow; StepUpRequired or the refusal otherwise (the policy stage span records it either way)."""
         request = call.request
-        facts = self.facts_for(request.principal, request.era, request.client_info, task_facts(task))
+        facts = await self.facts_for(request.principal, request.era, request.client_info, task_facts(task))
         with self.telemetry.stage("policy"):
             decision = await self.authorizer.check_tool(request.principal, call.entry, call.arguments, facts,
                                                         request.trace_id)
@@ -53,11 +53,11 @@ class Decide:
             return decision
 
     async def prompt(self, request: RequestContext, server_id: str, name: str) -> Decision:
-        return await self.authorizer.prompt(request.principal, server_id, name, self.facts(request),
+        return await self.authorizer.prompt(request.principal, server_id, name, await self.facts(request),
                                             request.trace_id)
 
     async def template(self, request: RequestContext, server_id: str, uri: str) -> Decision:
-        return await self.authorizer.resource(request.principal, server_id, uri, self.facts(request),
+        return await self.authorizer.resource(request.principal, server_id, uri, await self.facts(request),
                                               request.trace_id)
 
     async def resource(self, request: RequestContext, uri: Any,
@@ -69,7 +69,7 @@ class Decide:
         recorded; an unknown one is "not found"."""
         if not isinstance(uri, str):
             raise RpcError(INVALID_PARAMS, "a string uri is required")
-        facts = self.facts(request)
+        facts = await self.facts(request)
         principal = request.principal
         try:
             canonical = canonical_path(uri)
@@ -88,14 +88,14 @@ class Decide:
         await self.authorizer.resource(principal, route.server_id, canonical, facts, request.trace_id)
         return canonical, route
 
-    def facts(self, request: RequestContext) -> RequestFacts:
+    async def facts(self, request: RequestContext) -> RequestFacts:
         """The request facts policies see (task, chain, era, client), as of now."""
-        return self.facts_for(request.principal, request.era, request.client_info,
-                              self.tasks.facts(request.principal))
+        return await self.facts_for(request.principal, request.era, request.client_info,
+                                    self.tasks.facts(request.principal))
 
-    def facts_for(self, principal: Principal, era: str, client_info: dict[str, Any] | None,
-                  task: dict[str, Any] | None) -> RequestFacts:
-        return self.authorizer.facts(era, client_info, task, self.monitor.context(principal))
+    async def facts_for(self, principal: Principal, era: str, client_info: dict[str, Any] | None,
+                        task: dict[str, Any] | None) -> RequestFacts:
+        return self.authorizer.facts(era, client_info, task, await self.monitor.context(principal))
 
 
 def note_decision(request: RequestContext, decision: Decision) -> None:

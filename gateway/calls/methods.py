@@ -78,7 +78,7 @@ class Methods:
 
     async def list_tools(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
         tools = self.pool.directory.tools
-        visible = await self.visible_tools_async(ctx.principal, self.facts(ctx))
+        visible = await self.visible_tools_async(ctx.principal, await self.facts(ctx))
         if ctx.session is not None:
             ctx.session.tools_seen = visible
         listed = [view.definition for name, view in tools.items() if name in visible]
@@ -98,28 +98,28 @@ class Methods:
                                        client_info: dict[str, Any] | None) -> frozenset[str]:
         """visible_tools_async outside a request (to tell agents when their list changed); empty if the task ended."""
         try:
-            return await self.visible_tools_async(principal, self.facts_for(principal, era, client_info,
-                                                                            self.tasks.facts(principal)))
+            facts = await self.facts_for(principal, era, client_info, self.tasks.facts(principal))
+            return await self.visible_tools_async(principal, facts)
         except RpcError:
             return frozenset()
 
     async def list_prompts(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
         prompts = self.pool.directory.prompts
         pairs = [(view.server_id, name) for name, view in prompts.items()]
-        visible = self.authorizer.visible_prompts(ctx.principal, pairs, self.facts(ctx))
+        visible = self.authorizer.visible_prompts(ctx.principal, pairs, await self.facts(ctx))
         return {"result": {"prompts": [view.definition for name, view in prompts.items() if name in visible]}}
 
     async def list_resources(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
         """Approved resources routed to the server listing them (see gateway.upstream.directory)."""
         views = self.pool.directory.resource_list
         visible = self.authorizer.visible_resources(ctx.principal, [(v.server_id, v.uri) for v in views],
-                                                    self.facts(ctx))
+                                                    await self.facts(ctx))
         return {"result": {"resources": [v.definition for v in views if v.uri in visible]}}
 
     async def list_templates(self, ctx: RequestContext, params: dict[str, Any]) -> Reply:
         directory = self.pool.directory
         pairs = [(t.server_id, t.definition["uriTemplate"]) for t in directory.templates]
-        visible = self.authorizer.visible_resources(ctx.principal, pairs, self.facts(ctx))
+        visible = self.authorizer.visible_resources(ctx.principal, pairs, await self.facts(ctx))
         listed = [t.definition for t in directory.templates if t.definition["uriTemplate"] in visible]
         return {"result": {"resourceTemplates": listed}}
 
@@ -222,22 +222,22 @@ class Methods:
                                    server_id: str, canonical: str) -> bool:
         """Before relaying an update: would this subscriber still be allowed to read it? (recorded if not)"""
         try:
-            facts = self.facts_for(principal, era, client_info, self.tasks.facts(principal))
+            facts = await self.facts_for(principal, era, client_info, self.tasks.facts(principal))
         except RpcError:
             return False  # its task has ended
         return await self.authorizer.recheck_resource(principal, server_id, canonical, facts)
 
-    def facts(self, ctx: RequestContext) -> RequestFacts:
-        return self.stages.decide.facts(ctx)
+    async def facts(self, ctx: RequestContext) -> RequestFacts:
+        return await self.stages.decide.facts(ctx)
 
-    def facts_for(self, principal: Principal, era: str, client_info: dict[str, Any] | None,
-                  task: dict[str, Any] | None) -> RequestFacts:
-        return self.stages.decide.facts_for(principal, era, client_info, task)
+    async def facts_for(self, principal: Principal, era: str, client_info: dict[str, Any] | None,
+                        task: dict[str, Any] | None) -> RequestFacts:
+        return await self.stages.decide.facts_for(principal, era, client_info, task)
 
     async def forward(self, ctx: RequestContext, server_id: str, method: str, params: dict[str, Any]) -> Reply:
         """An authorized completion or subscription request on to its upstream, once it fits the caller's rate
         limits (everything that reaches an upstream is counted)."""
-        self.stages.rate_limit.request(ctx, server_id)
+        await self.stages.rate_limit.request(ctx, server_id)
         return await self.stages.forward.request(ctx, server_id, method, params)
 
 

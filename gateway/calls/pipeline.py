@@ -32,7 +32,7 @@ class Stages:
 async def call_tool(s: Stages, call: ToolCall) -> Reply:
     """tools/call, top to bottom."""
     task = await s.admit(call)  # the task gate: the tool is part of the caller's grant
-    s.rate_limit.call(call)  # the caller's chain windows (-32029 over a limit)
+    await s.rate_limit.call(call)  # the caller's chain windows (-32029 over a limit)
     try:
         try:
             decision = await s.decide(call, task)  # Cedar: an allow, StepUpRequired or a refusal
@@ -42,7 +42,7 @@ async def call_tool(s: Stages, call: ToolCall) -> Reply:
             await s.observe(call)  # chain signals and detectors, whatever was decided (the kill switch)
     except AwaitingApproval as waiting:
         return waiting.reply  # the agent is told where a person decides and how to retry
-    s.admit.consume(call)  # the call counts against its task's budget
+    await s.admit.consume(call)  # the call counts against its task's budget
     judged = decision.canonical_arguments  # the upstream gets exactly what the policy judged
     arguments = judged if judged is not None else call.arguments
     auth = await s.credential(call, decision, arguments)  # a token for this tool, upstream and arguments
@@ -53,12 +53,12 @@ async def get_prompt(s: Stages, request: RequestContext, name: str, view: Prompt
                      params: dict[str, Any]) -> Reply:
     """prompts/get: decided, counted, forwarded under the upstream's own name for it."""
     await s.decide.prompt(request, view.server_id, name)
-    s.rate_limit.request(request, view.server_id)
+    await s.rate_limit.request(request, view.server_id)
     return await s.forward.request(request, view.server_id, "prompts/get", {**params, "name": view.upstream_name})
 
 
 async def read_resource(s: Stages, request: RequestContext, params: dict[str, Any]) -> Reply:
     """resources/read: decided on the canonical URI, counted, forwarded as the serving upstream spells it."""
     _, route = await s.decide.resource(request, params.get("uri"))
-    s.rate_limit.request(request, route.server_id)
+    await s.rate_limit.request(request, route.server_id)
     return await s.forward.request(request, route.server_id, "resources/read", {**params, "uri": route.upstream_uri})

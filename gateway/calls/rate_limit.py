@@ -11,11 +11,11 @@ class RateLimit:
     def __init__(self, monitor: ChainMonitor) -> None:
         self.monitor = monitor
 
-    def call(self, call: ToolCall) -> None:
+    async def call(self, call: ToolCall) -> None:
         """One tools/call (counted per tool too, for the chain's call-rate signals)."""
-        self.monitor.admit(call.principal, call.name)
+        await self.monitor.admit(call.principal, call.name)
 
-    def request(self, request: RequestContext, server_id: str) -> None:
+    async def request(self, request: RequestContext, server_id: str) -> None:
         """One prompt, resource, completion or subscription request on its way to `server_id`."""
         request.record.upstream = server_id  # a rate-limited refusal is labelled with the upstream it would reach
-        self.monitor.admit(request.principal, None)
+        await self.monitor.admit(request.principal, None)

@@ -1,6 +1,8 @@
 """Chain signals: what each agent and task has done lately, rate limits, and the detectors.
 
-All state is in memory and every call is O(1) apart from small bounded loops; nothing does I/O.
+All state is in memory and every call is O(1) apart from small bounded loops; nothing does I/O. The
+call-path methods are `async` only because the seams they implement are (gateway/state/chain.py: a
+shared implementation awaits Redis); here they never suspend.
 
 Call order on the tools/call path:
     admit()         before the policy decision: per-agent / per-task / per-(agent, tool) rate limits
@@ -30,6 +32,8 @@ Memory bounds (everything else is O(1) per entry):
                      data classes: at most 64
     per agent only   probes: at most 2 x probing.calls; per-tool limiters: at most 64 tools
                      (least recently used evicted) x per_tool.calls; seen tool pairs: at most 256
+    shared (gateway/cluster/chain_signals.py, on Redis): the same per-record bounds; records expire
+                     instead of being evicted (docs/state.md)
     measured (CPython 3.11, tracemalloc, one agent with one task, default settings):
                      ~6 KiB for a quiet agent (20 reads), ~18 KiB for a busy one (120 calls/min with
                      writes, denials and probes); adversarial worst case ~31 KiB, ~85 KiB with a
@@ -40,7 +44,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from gateway.chain.detectors import AFTER_RECORD, BEFORE_RECORD, Detection, Probing
@@ -64,7 +68,8 @@ MAX_AGENTS = 10_000
 MAX_TASKS = 10_000
 MAX_TOOL_LIMITERS = 64
 
-__all__ = ["ChainTracker", "Detection", "RateLimited", "empty_agent_view"]
+__all__ = ["ChainTracker", "Detection", "RateLimited", "RatesUnavailable", "chain_record", "empty_agent_view",
+           "empty_context"]
 
 
 class RateLimited(Exception):
@@ -76,6 +81,17 @@ class RateLimited(Exception):
         self.limit = limit
         super().__init__(f"rate limit exceeded for this {scope}: at most {limit.calls} calls per "
                          f"{limit.per_s:g} s; retry after {retry_after_s:.1f} s")
+
+
+class RatesUnavailable(RateLimited):
+    """Shared rate windows could not be reached: the request was not counted, so it is refused like one
+    over a limit (never admitted uncounted); the agent may retry shortly."""
+
+    def __init__(self, retry_after_s: float = 1.0) -> None:
+        Exception.__init__(self, "rate limits cannot be checked right now (shared state unreachable)")
+        self.scope = "gateway"
+        self.retry_after_s = retry_after_s
+        self.limit = RateLimit(0, retry_after_s)
 
 
 Judge = Callable[[DecidedCall], Detection | None]
@@ -134,7 +150,7 @@ class ChainTracker:
 
     # -- rate limits --------------------------------------------------------------------------------
 
-    def admit(self, agent_id: str, task_id: str | None, tool: str | None) -> None:
+    async def admit(self, agent_id: str, task_id: str | None, tool: str | None) -> None:
         """Count this request against the rate limits, or raise RateLimited (nothing is counted then).
 
         `tool` is the exposed tool name of a tools/call; None for any other request that reaches an
@@ -180,7 +196,7 @@ class ChainTracker:
 
     # -- Cedar context ------------------------------------------------------------------------------
 
-    def context(self, agent_id: str, task_id: str | None) -> dict[str, Any]:
+    async def context(self, agent_id: str, task_id: str | None) -> dict[str, Any]:
         """The `context.chain` record: the task's signals (the agent's when there is no task), and beside
         them, in `agent`, the agent's own across all its tasks, which a new task cannot shed."""
         now = self.clock()
@@ -188,13 +204,13 @@ class ChainTracker:
         agent_view = self._agent_view(agent, now)
         if task_id is None:
             if agent is None:
-                return _empty_context(agent_view)
-            return _record(agent_view["data_classes"], agent_view["sensitive_read"], agent.tools, agent_view,
+                return empty_context(agent_view)
+            return chain_record(agent_view["data_classes"], agent_view["sensitive_read"], agent.tools, agent_view,
                            agent_view)
         task = self._tasks.get(task_id)
         if task is None:
-            return _empty_context(agent_view)
-        return _record(sorted(task.classes), task.sensitive_at is not None, task.tools, self._counts(task, now),
+            return empty_context(agent_view)
+        return chain_record(sorted(task.classes), task.sensitive_at is not None, task.tools, self._counts(task, now),
                        agent_view)
 
     def _agent_view(self, agent: AgentSignals | None, now: float) -> dict[str, Any]:
@@ -228,7 +244,7 @@ class ChainTracker:
 
     # -- observations and detectors -----------------------------------------------------------------
 
-    def observe_call(self, agent_id: str, task_id: str | None, tool: ToolEntry, outcome: str) -> list[Detection]:
+    async def observe_call(self, agent_id: str, task_id: str | None, tool: ToolEntry, outcome: str) -> list[Detection]:
         """Record a decided tools/call and return what the detectors found (usually nothing)."""
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}")
@@ -245,7 +261,7 @@ class ChainTracker:
                 found.append(detection)
         return found
 
-    def observe_probe(self, agent_id: str, task_id: str | None, tool_name: str) -> list[Detection]:
+    async def observe_probe(self, agent_id: str, task_id: str | None, tool_name: str) -> list[Detection]:
         """Record a call to an unknown or unlisted tool; `probing` fires high, then critical at twice the count."""
         now = self.clock()
         agent = self._agent(agent_id)
@@ -269,8 +285,8 @@ class ChainTracker:
         return {"agents": len(self._agents), "tasks": len(self._tasks)}
 
 
-def _record(classes: list[str], sensitive: bool, tools: deque[str], counts: Mapping[str, Any],
-            agent_view: dict[str, Any]) -> dict[str, Any]:
+def chain_record(classes: list[str], sensitive: bool, tools: Sequence[str], counts: Mapping[str, Any],
+                 agent_view: dict[str, Any]) -> dict[str, Any]:
     return {
         "data_classes": classes,
         "sensitive_read": sensitive,
@@ -283,9 +299,9 @@ def _record(classes: list[str], sensitive: bool, tools: deque[str], counts: Mapp
     }
 
 
-def _empty_context(agent_view: dict[str, Any] | None = None) -> dict[str, Any]:
+def empty_context(agent_view: dict[str, Any] | None = None) -> dict[str, Any]:
     """Nothing known about this task (or agent): empty signals, beside whatever the agent did elsewhere."""
-    return _record([], False, _NO_TOOLS, _NO_COUNTS, empty_agent_view() if agent_view is None else agent_view)
+    return chain_record([], False, _NO_TOOLS, _NO_COUNTS, empty_agent_view() if agent_view is None else agent_view)
 
 
 def empty_agent_view() -> dict[str, Any]:

@@ -9,14 +9,17 @@ import argparse
 import asyncio
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from gateway.catalog import CatalogError, load_catalog
+from gateway.catalog import Catalog, CatalogError, load_catalog
 from gateway.cli.exit_codes import EXIT_INVALID
 from gateway.cli.parsers import Subcommands
 from gateway.config import Settings, load_settings
+from gateway.settings.cluster import worker_cluster, workers_problem, workers_setting
+from gateway.settings.errors import ConfigError
 
 
 def add_serve_parser(commands: Subcommands) -> None:
@@ -25,7 +28,17 @@ def add_serve_parser(commands: Subcommands) -> None:
     serve.add_argument("--open-loopback", action="store_true",
                        help="let unauthenticated local clients in (development only; refused unless bound "
                             "to a loopback address)")
+    serve.add_argument("--workers", type=workers_argument, metavar="N",
+                       help="processes serving the listen address (default: `workers` in the config, 1); "
+                            "more than 1 needs cluster.redis_url")
     serve.set_defaults(run=run_serve)
+
+
+def workers_argument(text: str) -> int:
+    try:
+        return workers_setting(int(text))
+    except (ValueError, ConfigError):
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 64, got {text!r}") from None
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -35,8 +48,14 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     if args.open_loopback:
         settings = replace(settings, auth=replace(settings.auth, open_loopback=True))
+    if args.workers is not None:
+        settings = replace(settings, workers=args.workers)
+    problem = workers_problem(settings.workers, settings.cluster, settings.state)  # the config's or the flag's
+    if problem is not None:
+        print(f"narrowgate: refusing to start: {problem}", file=sys.stderr)
+        return EXIT_INVALID
     try:
-        listener = bind_listener(settings.listen_host, settings.listen_port)
+        listener = bind_listener(settings.listen_host, settings.listen_port, reuse_port=settings.workers > 1)
     except PortUnavailable as exc:
         print(f"narrowgate: {exc}", file=sys.stderr)
         return EXIT_INVALID
@@ -50,11 +69,7 @@ def serve(settings: Settings, listener: socket.socket) -> int:
 
 
 def _serve(settings: Settings, listener: socket.socket) -> int:
-    import uvicorn
-
-    from gateway.app import Gateway
-    from gateway.policy.engine import PolicyLoadError
-    from gateway.serving import DrainingServer
+    from gateway.supervisor import Supervisor
     from gateway.telemetry.memory_snapshots import start_if_asked
 
     start_if_asked()  # NARROWGATE_TRACEMALLOC: a diagnostic, off unless set (docs/operations.md#soak)
@@ -67,6 +82,37 @@ def _serve(settings: Settings, listener: socket.socket) -> int:
     if problem is not None:
         print(f"narrowgate: refusing to start: {problem}", file=sys.stderr)
         return EXIT_INVALID
+    if settings.workers == 1:
+        return run_gateway(settings, catalog, tool_schemas, listener)
+
+    from gateway.serving import bind_listener
+
+    def serve_worker(number: int, sock: socket.socket, started: Callable[[], None]) -> int:
+        worker = replace(settings, cluster=worker_cluster(settings.cluster, number))
+        return run_gateway(worker, catalog, tool_schemas, sock, started)
+
+    # One socket per worker on the same address (SO_REUSEPORT): the kernel spreads connections evenly,
+    # where one shared socket lets whichever worker wakes first take a whole burst of them.
+    port = listener.getsockname()[1]
+    listeners = [listener, *(bind_listener(settings.listen_host, port, reuse_port=True)
+                             for _ in range(settings.workers - 1))]
+    try:
+        return Supervisor(listeners, serve_worker).run()
+    finally:
+        for extra in listeners[1:]:
+            extra.close()
+
+
+def run_gateway(settings: Settings, catalog: Catalog, tool_schemas: dict[str, Any], listener: socket.socket,
+                on_started: Callable[[], None] | None = None) -> int:
+    """One gateway process serving `listener` until stopped (the whole gateway, or one of its workers)."""
+    import uvicorn
+
+    from gateway.app import Gateway
+    from gateway.cluster.connection import ClusterUnavailable
+    from gateway.policy.engine import PolicyLoadError
+    from gateway.serving import DrainingServer, StartRefused
+
     try:
         gateway = Gateway(settings, catalog, tool_schemas)
     except PolicyLoadError as exc:
@@ -80,18 +126,29 @@ def _serve(settings: Settings, listener: socket.socket) -> int:
         log_level="warning", lifespan="on", timeout_graceful_shutdown=3,
         proxy_headers=bool(trusted_proxies), forwarded_allow_ips=trusted_proxies or None,
     )
-    DrainingServer(config, on_stop=gateway.drain).run(sockets=[listener])
+    server = DrainingServer(config, on_stop=gateway.drain, refusals=(ClusterUnavailable,), on_started=on_started)
+    try:
+        server.run(sockets=[listener])
+    except StartRefused as exc:
+        print(f"narrowgate: refusing to start: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     return 0
 
 
 async def preflight(settings: Settings) -> tuple[str | None, dict[str, Any]]:
-    """Open the store and apply the agents file once before serving, so a bad one is a clear refusal.
+    """Reach Redis (if configured), open the store and apply the agents file once before serving, so
+    a bad one is a clear refusal before any worker or upstream starts.
 
     Also returns the tool input schemas last seen, so the policy set is typed from the start.
     """
+    from gateway.cluster.connection import ClusterUnavailable, reach_redis
     from gateway.registry.errors import RegistryError
     from gateway.store import StoreError, open_store
 
+    try:
+        await reach_redis(settings.cluster)
+    except ClusterUnavailable as exc:
+        return str(exc), {}
     try:
         store = open_store(settings.state)
     except StoreError as exc:

@@ -7,12 +7,17 @@ from __future__ import annotations
 from dataclasses import fields, replace
 
 from gateway.catalog import Catalog
+from gateway.cluster.approvals import RedisApprovalWaiters, RedisOpenApprovals
+from gateway.cluster.call_budgets import RedisCallBudgets
+from gateway.cluster.chain_signals import RedisChainSignals
 from gateway.cluster.connection import Cluster
+from gateway.cluster.console import RedisConsoleSessions, RedisLoginFailures
 from gateway.cluster.notices import RedisNotices
+from gateway.cluster.rate_windows import RedisRateWindows
 from gateway.cluster.revocations import RedisRevocationList
 from gateway.cluster.sessions import RedisSessions
 from gateway.config import Settings
-from gateway.in_memory_state import in_memory_backends
+from gateway.in_memory_state import in_memory_backends, monitoring_with_catalog_egress
 from gateway.state.backends import StateBackends
 
 # Per process by design (docs/state.md): a miss only means verifying a token again.
@@ -24,6 +29,15 @@ def shared_backends(settings: Settings, catalog: Catalog, cluster: Cluster) -> S
     notices, revocations = RedisNotices(cluster), RedisRevocationList(cluster)
     cluster.runners += [notices, revocations]  # their pub/sub readers run while the cluster is open
     state = replace(state, notices=notices, revocations=revocations)
+    state = replace(state, rate_windows=RedisRateWindows(cluster, settings.monitoring),
+                    chain_signals=RedisChainSignals(cluster, monitoring_with_catalog_egress(settings, catalog)),
+                    call_budgets=RedisCallBudgets(cluster))
+    approvals, waiters = settings.approvals, RedisApprovalWaiters(cluster)
+    cluster.runners.append(waiters)
+    state = replace(state, open_approvals=RedisOpenApprovals(cluster), approval_waiters=waiters,
+                    console_sessions=RedisConsoleSessions(cluster, approvals.console_session_ttl_s,
+                                                          approvals.console_idle_s),
+                    login_failures=RedisLoginFailures(cluster))
     limits = settings.limits
     sessions = RedisSessions(cluster, limits.session_idle_s, limits.max_sessions_per_agent, limits.max_sessions)
     cluster.runners.append(sessions)

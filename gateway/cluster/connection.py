@@ -34,6 +34,22 @@ def default_replica_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+def replica_id(settings: ClusterSettings) -> str:
+    """Who this process is in /healthz, metrics and audit records, with or without a cluster."""
+    return settings.replica_id or default_replica_id()
+
+
+async def reach_redis(settings: ClusterSettings) -> None:
+    """ClusterUnavailable unless the configured Redis answers (nothing to do without one)."""
+    if settings.redis_url is None:
+        return
+    probe = Cluster(settings)
+    try:
+        await probe.ping()
+    finally:
+        await probe.close()
+
+
 class Cluster:
     """What every shared seam needs: the client, the key space and who this replica is."""
 
@@ -41,7 +57,7 @@ class Cluster:
         if settings.redis_url is None:
             raise ValueError("a cluster needs cluster.redis_url")
         self.settings = settings
-        self.replica_id = settings.replica_id or default_replica_id()
+        self.replica_id = replica_id(settings)
         self.keys = KeySpace(settings.key_prefix)
         self.redis: redis.Redis = redis.Redis.from_url(
             settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=COMMAND_TIMEOUT_S,
@@ -50,15 +66,18 @@ class Cluster:
 
     async def open(self) -> None:
         """Refuse to serve without Redis: the shared state is the security state."""
+        await self.ping()
+        log.info("replica %s shares state through Redis at %s (key prefix %r)", self.replica_id,
+                 self.settings.redis_location(), self.keys.prefix)
+        for runner in self.runners:
+            await runner.start()
+
+    async def ping(self) -> None:
         try:
             await self.redis.ping()
         except (RedisError, OSError) as exc:
             raise ClusterUnavailable(
                 f"cannot reach Redis at {self.settings.redis_location()}: {type(exc).__name__}") from None
-        log.info("replica %s shares state through Redis at %s (key prefix %r)", self.replica_id,
-                 self.settings.redis_location(), self.keys.prefix)
-        for runner in self.runners:
-            await runner.start()
 
     async def close(self) -> None:
         for runner in reversed(self.runners):

@@ -28,12 +28,13 @@ DURABLE_RISKS = frozenset({"privileged", "destructive"})
 
 class Authorizer:
     def __init__(self, engine: PolicyEngine, audit: AuditLog, agent_reasons: str = "annotation",
-                 on_evaluated: Callable[[Decision, float], None] | None = None) -> None:
+                 on_evaluated: Callable[[Decision, float], None] | None = None, replica: str | None = None) -> None:
         self.engine = engine
         self.audit = audit
         # "annotation": tell the agent the policy's @reason text; "generic": only that it was denied.
         self.agent_reasons = agent_reasons
         self.on_evaluated = on_evaluated  # metrics: how long each tool decision took
+        self.replica = replica  # which replica decided, in each decision's audit detail (replicas differing show)
 
     @staticmethod
     def facts(era: str, client_info: dict[str, Any] | None, task: dict[str, Any] | None = None,
@@ -101,16 +102,18 @@ class Authorizer:
         self.log_decision(decision, principal, "resource subscription", uri)
         return False
 
-    @staticmethod
-    def event(decision: Decision, principal: Principal, facts: RequestFacts, target: str, trace_id: str | None,
+    def event(self, decision: Decision, principal: Principal, facts: RequestFacts, target: str, trace_id: str | None,
               args_digest: str | None = None, preview: Any = None) -> AuditEvent:
         agent = principal.agent
+        detail = {"policy_version": decision.policy_version, "era": facts.era}
+        if self.replica is not None:
+            detail["replica"] = self.replica
         return AuditEvent(
             kind="decision", action="call", actor=principal.agent_id, agent_id=principal.agent_id,
             owner=agent.owner if agent is not None else None, task_id=principal.task_id, tool=target,
             decision=decision.outcome, policy_ids=decision.policy_ids, decision_id=decision.decision_id,
             trace_id=trace_id, args_digest=args_digest, preview=preview,
-            detail={"policy_version": decision.policy_version, "era": facts.era},
+            detail=detail,
         )
 
     async def record(self, event: AuditEvent, durable: bool) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -75,3 +75,21 @@ def workers_setting(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:
         raise ConfigError(f"workers must be a whole number from 1 to {MAX_WORKERS}, got {value!r}")
     return value
+
+
+def workers_problem(workers: int, cluster: ClusterSettings, state: str) -> str | None:
+    """Why `workers` processes cannot serve with this `cluster` section and store, if they cannot (one line)."""
+    if workers > 1 and not cluster.shared:
+        return (f"{workers} workers need cluster.redis_url: without Redis each worker would keep its own "
+                "sessions, rate limits, revocations and approvals (set cluster.redis_url, or workers: 1)")
+    if workers > 1 and state.endswith(":memory:"):
+        return f"{workers} workers need a store they share: {state} is private to each process"
+    return None
+
+
+def worker_cluster(cluster: ClusterSettings, number: int) -> ClusterSettings:
+    """Worker `number`'s cluster settings: a configured replica id gets the worker's number, since
+    every worker is a replica of its own; without one each worker's default (host-pid) differs anyway."""
+    if cluster.replica_id is None:
+        return cluster
+    return replace(cluster, replica_id=f"{cluster.replica_id}-w{number}")

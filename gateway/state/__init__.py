@@ -12,6 +12,7 @@ belong to a stage (an approval, a session, a principal) are type parameters here
 
 from gateway.state.approvals import ApprovalWaiters, OpenApprovals
 from gateway.state.backends import StateBackends
+from gateway.state.budgets import CallBudgets
 from gateway.state.chain import ChainSignals, RateWindows
 from gateway.state.console import ConsoleSessions, LoginFailures
 from gateway.state.notices import Notices
@@ -22,6 +23,7 @@ from gateway.state.token_cache import TokenCache
 __all__ = [
     "AgentSessions",
     "ApprovalWaiters",
+    "CallBudgets",
     "ChainSignals",
     "ConsoleSessions",
     "LoginFailures",

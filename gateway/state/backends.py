@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.state.approvals import ApprovalWaiters, OpenApprovals
+from gateway.state.budgets import CallBudgets
 from gateway.state.chain import ChainSignals, RateWindows
 from gateway.state.console import ConsoleSessions, LoginFailures
 from gateway.state.memory import InMemoryApprovalWaiters, InMemoryOpenApprovals, LocalNotices
@@ -32,3 +33,4 @@ class StateBackends:
     open_approvals: OpenApprovals[Any] = field(default_factory=InMemoryOpenApprovals)
     approval_waiters: ApprovalWaiters = field(default_factory=InMemoryApprovalWaiters)
     notices: Notices = field(default_factory=LocalNotices)  # list-change fan-out
+    call_budgets: CallBudgets | None = None  # task call counts; None: TaskService counts in this process

@@ -13,6 +13,7 @@ from typing import Any
 
 from gateway.identity.principal import Principal
 from gateway.protocol.errors import ACCESS_DENIED, INVALID_PARAMS, RpcError
+from gateway.state.budgets import BudgetUnavailable
 from gateway.tasks.model import Task, TaskEnded
 from gateway.tasks.service import TaskService
 
@@ -80,14 +81,18 @@ class TaskGate:
             raise RpcError(ACCESS_DENIED, f"Access denied: {NEEDS_TASK}", {"decision": "deny"})
         return task
 
-    def consume(self, principal: Principal) -> None:
-        """After an allow: count the call against the task's budget."""
+    async def consume(self, principal: Principal) -> None:
+        """After an allow: count the call against the task's budget (fleet-wide in a fleet)."""
         if principal.task_id is None:
             return
         try:
-            self.tasks.consume(principal.task_id)
+            await self.tasks.count_call(principal.task_id)
         except TaskEnded as exc:
             raise RpcError(ACCESS_DENIED, f"Access denied: task {principal.task_id}: {exc.reason}",
+                           {"decision": "deny", "task": principal.task_id}) from None
+        except BudgetUnavailable:
+            raise RpcError(ACCESS_DENIED, f"Access denied: task {principal.task_id}: its calls cannot be counted "
+                           "right now (shared state unreachable); retry shortly",
                            {"decision": "deny", "task": principal.task_id}) from None
 
     async def call_builtin(self, principal: Principal, name: str, arguments: dict[str, Any]) -> dict[str, Any]:

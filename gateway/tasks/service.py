@@ -27,6 +27,7 @@ from gateway.catalog import Catalog
 from gateway.events import Observers
 from gateway.registry.model import Agent, Lifecycle, LifecycleEvent
 from gateway.registry.service import Registry
+from gateway.state.budgets import CallBudgets
 from gateway.store.base import Store
 from gateway.tasks.model import (
     DEADLINE_REASON,
@@ -69,8 +70,10 @@ class TaskService:
         catalog: Catalog,
         clock: Clock = time.time,
         settings: TaskSettings | None = None,
+        budgets: CallBudgets | None = None,
     ) -> None:
         self.store = store
+        self.budgets = budgets  # a fleet's shared call counts; None: this process counts alone
         self.registry = registry
         self.catalog = catalog
         self.clock = clock
@@ -160,6 +163,21 @@ class TaskService:
         self._calls[task_id] = task.calls_made + 1
         self._dirty.add(task_id)
         return replace(task, calls_made=task.calls_made + 1)
+
+    async def count_call(self, task_id: str) -> Task:
+        """`consume`, fleet-wide when several processes serve the task: the shared counter checks and
+        counts in one atomic step, and this process keeps (and flushes) the highest count it has seen,
+        so the store's calls_made is the fleet's. BudgetUnavailable when the counter cannot be reached."""
+        if self.budgets is None:
+            return self.consume(task_id)
+        task = self.check(task_id)
+        made = await self.budgets.count(task_id, task.budget, task.calls_made, task.deadline)
+        if made is None:
+            raise TaskEnded(BUDGET_EXHAUSTED, task_id, task.state)
+        if made > self._calls.get(task_id, 0):
+            self._calls[task_id] = made
+            self._dirty.add(task_id)
+        return replace(task, calls_made=made)
 
     async def list(self, agent_id: str | None = None, state: TaskState | str | None = None) -> list[Task]:
         """Every task in the store (oldest first), with live call counts and derived expiry."""

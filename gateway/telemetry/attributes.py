@@ -139,6 +139,12 @@ METRIC_APPROVALS_PENDING: Final = "narrowgate.approvals.pending"
 """Gauge, `{approval}`: approvals waiting for a human now."""
 METRIC_TOOLS_QUARANTINED: Final = "narrowgate.tools.quarantined"
 """Gauge, `{tool}`: tools quarantined now."""
+METRIC_VERSIONS: Final = "narrowgate.versions"
+"""Gauge, always 1 (info style); attrs narrowgate.replica, narrowgate.policy.version, narrowgate.catalog.version:
+replicas that disagree show different labels. Prometheus: `narrowgate_versions`."""
+REPLICA: Final = "narrowgate.replica"
+POLICY_VERSION: Final = "narrowgate.policy.version"
+CATALOG_VERSION: Final = "narrowgate.catalog.version"
 
 KNOWN_METHODS: Final = frozenset({
     "initialize", "ping", "server/discover", "subscriptions/listen",

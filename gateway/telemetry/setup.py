@@ -305,6 +305,10 @@ class Telemetry:
         meter.create_observable_gauge(
             A.METRIC_TOOLS_QUARANTINED, callbacks=[self._observe_quarantined], unit="{tool}",
             description="Tools currently quarantined")
+        self._versions: Callable[[], Mapping[str, str]] | None = None
+        meter.create_observable_gauge(
+            A.METRIC_VERSIONS, callbacks=[self._observe_versions],
+            description="1, labelled with this replica and the policy and catalog versions in force")
 
     def add_span_processor(self, processor: SpanProcessor) -> None:
         """Extra span processor (tests use the SDK's in-memory exporter through this)."""
@@ -435,6 +439,13 @@ class Telemetry:
 
     def set_quarantined_tools(self, n: int) -> None:
         self._tools_quarantined = n
+
+    def report_versions(self, versions: Callable[[], Mapping[str, str]]) -> None:
+        """`versions()`: the attributes of `narrowgate.versions`, read at each collection."""
+        self._versions = versions
+
+    def _observe_versions(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [] if self._versions is None else [Observation(1, dict(self._versions()))]
 
     def _observe_approvals(self, options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(self._approvals_pending)]

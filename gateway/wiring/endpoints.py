@@ -14,13 +14,16 @@ from gateway.policy.engine import PolicyEngine
 from gateway.policy.reloader import PolicyReloader
 from gateway.state.revocations import RevocationListUnavailable
 from gateway.telemetry import Telemetry
+from gateway.telemetry import attributes as A
 from gateway.upstream.pool import UpstreamPool
 from gateway.wiring.catalog_sync import CatalogSync
+from gateway.wiring.catalog_version import CatalogVersion
 
 
 class SmallEndpoints:
     def __init__(self, base_url: str, pool: UpstreamPool, policy: PolicyEngine, reloader: PolicyReloader,
-                 catalog_sync: CatalogSync, telemetry: Telemetry, upstream_auth: UpstreamAuth) -> None:
+                 catalog_sync: CatalogSync, telemetry: Telemetry, upstream_auth: UpstreamAuth,
+                 replica_id: str) -> None:
         self.base_url = base_url
         self.pool = pool
         self.policy = policy
@@ -28,6 +31,14 @@ class SmallEndpoints:
         self.catalog_sync = catalog_sync
         self.telemetry = telemetry
         self.upstream_auth = upstream_auth
+        self.replica_id = replica_id
+        self.catalog_version = CatalogVersion(pool)
+        telemetry.report_versions(self.versions)
+
+    def versions(self) -> dict[str, str]:
+        """Who this replica is and what it enforces: replicas that agree report the same versions."""
+        return {A.REPLICA: self.replica_id, A.POLICY_VERSION: self.policy.version,
+                A.CATALOG_VERSION: self.catalog_version.current()}
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -46,7 +57,9 @@ class SmallEndpoints:
         status = "ok" if all(upstreams.values()) else "degraded"
         policy = {"version": self.policy.version, "reload_failures": self.reloader.failures,
                   "schema_update_failures": self.catalog_sync.schema_update_failures}
-        return JSONResponse({"status": status, "version": __version__, "upstreams": upstreams, "policy": policy})
+        return JSONResponse({"status": status, "version": __version__, "replica_id": self.replica_id,
+                             "policy_version": self.policy.version, "catalog_version": self.catalog_version.current(),
+                             "upstreams": upstreams, "policy": policy})
 
     async def resource_metadata(self, request: Request) -> Response:
         """RFC 9728 protected-resource metadata for `/mcp`."""

@@ -140,6 +140,7 @@ class Gateway:
     extra_config: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     open_loopback: bool = False
+    serve_args: tuple[str, ...] = ()  # more `narrowgate serve` options, e.g. ("--workers", "2")
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
 
@@ -180,6 +181,7 @@ class Gateway:
         cmd = [str(NARROWGATE), "--log-level", "debug", "serve", "--config", str(self.write_config())]
         if self.open_loopback:
             cmd.append("--open-loopback")
+        cmd.extend(self.serve_args)
         self.log_path = self.workdir / "gateway.log"
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env},

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from gateway.chain.detectors.base import Detection
 from gateway.chain.signals import DecidedCall, reached
-from gateway.settings.monitoring import MonitoringSettings
+from gateway.settings.monitoring import MonitoringSettings, RateLimit
 
 
 class Burst:
@@ -21,5 +21,8 @@ class Burst:
         if agent.burst_at is not None or not reached(agent.calls, rule.calls + 1, now - rule.per_s):
             return None
         agent.burst_at = now
-        return Detection("burst", "high", call.agent_id, call.task_id, call.tool.exposed_name,
-                         f"more than {rule.calls} calls in {rule.per_s:g} s")
+        return burst_detection(rule, call.agent_id, call.task_id, call.tool.exposed_name)
+
+
+def burst_detection(rule: RateLimit, agent_id: str, task_id: str | None, tool: str) -> Detection:
+    return Detection("burst", "high", agent_id, task_id, tool, f"more than {rule.calls} calls in {rule.per_s:g} s")

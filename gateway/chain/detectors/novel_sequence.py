@@ -33,5 +33,9 @@ class NovelSequence:
             del pairs[next(iter(pairs))]
         if not (self._enabled and agent.total_calls >= NOVELTY_MIN_HISTORY):
             return None
-        return Detection("novel_sequence", "low", call.agent_id, call.task_id, name,
-                         f"tool sequence {pair[0]} -> {name} never seen for this agent")
+        return novel_detection(call.agent_id, call.task_id, pair[0], name)
+
+
+def novel_detection(agent_id: str, task_id: str | None, previous: str, name: str) -> Detection:
+    return Detection("novel_sequence", "low", agent_id, task_id, name,
+                     f"tool sequence {previous} -> {name} never seen for this agent")

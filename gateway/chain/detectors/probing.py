@@ -10,7 +10,7 @@ from collections import deque
 
 from gateway.chain.detectors.base import Detection
 from gateway.chain.signals import AgentSignals, reached
-from gateway.settings.monitoring import MonitoringSettings
+from gateway.settings.monitoring import MonitoringSettings, RateLimit
 
 
 class Probing:
@@ -33,5 +33,10 @@ class Probing:
             return None
         agent.probe_level = level
         agent.probe_at = now
-        return Detection("probing", "critical" if level == 2 else "high", agent_id, task_id, tool_name,
-                         f"{rule.calls * level} or more calls to unknown or unlisted tools in {rule.per_s:g} s")
+        return probing_detection(rule, level, agent_id, task_id, tool_name)
+
+
+def probing_detection(rule: RateLimit, level: int, agent_id: str, task_id: str | None, tool_name: str) -> Detection:
+    """Level 1 (probing.calls in the window): high; level 2 (twice that): critical."""
+    return Detection("probing", "critical" if level == 2 else "high", agent_id, task_id, tool_name,
+                     f"{rule.calls * level} or more calls to unknown or unlisted tools in {rule.per_s:g} s")

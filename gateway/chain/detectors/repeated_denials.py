@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from gateway.chain.detectors.base import Detection
 from gateway.chain.signals import NO_TIMES, DecidedCall, reached
-from gateway.settings.monitoring import MonitoringSettings
+from gateway.settings.monitoring import MonitoringSettings, RateLimit
 
 
 class RepeatedDenials:
@@ -24,5 +24,9 @@ class RepeatedDenials:
         if agent.denials_at is not None or not reached(agent.denials or NO_TIMES, rule.calls, now - rule.per_s):
             return None
         agent.denials_at = now
-        return Detection("repeated_denials", "high", call.agent_id, call.task_id, call.tool.exposed_name,
-                         f"{rule.calls} or more denials in {rule.per_s:g} s")
+        return denials_detection(rule, call.agent_id, call.task_id, call.tool.exposed_name)
+
+
+def denials_detection(rule: RateLimit, agent_id: str, task_id: str | None, tool: str) -> Detection:
+    return Detection("repeated_denials", "high", agent_id, task_id, tool,
+                     f"{rule.calls} or more denials in {rule.per_s:g} s")

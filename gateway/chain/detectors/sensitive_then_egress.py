@@ -9,10 +9,14 @@ may have left); high when policy held it or a person approved it. Judged on what
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from gateway.chain.detectors.base import Detection
 from gateway.chain.signals import DecidedCall
 from gateway.settings.monitoring import MonitoringSettings
+
+if TYPE_CHECKING:
+    from gateway.catalog.model import ToolEntry
 
 
 class SensitiveThenEgress:
@@ -24,7 +28,7 @@ class SensitiveThenEgress:
     def judge(self, call: DecidedCall) -> Detection | None:
         tool = call.tool
         name = tool.exposed_name
-        if not (tool.egress or tool.server_id in self._egress_servers or name in self._egress_tools):
+        if not self.is_egress(tool):
             return None
         agent, task, now = call.agent, call.task, call.now
         in_task = task.sensitive_at if task is not None and task.sensitive_at is not None else -math.inf
@@ -34,9 +38,16 @@ class SensitiveThenEgress:
         if onset <= agent.egress_answered:
             return None  # nothing read, or this read was already answered
         agent.egress_answered = onset
+        return self.detection(call.agent_id, call.task_id, name, call.outcome, in_task=onset == in_task)
+
+    def is_egress(self, tool: ToolEntry) -> bool:
+        return tool.egress or tool.server_id in self._egress_servers or tool.exposed_name in self._egress_tools
+
+    def detection(self, agent_id: str, task_id: str | None, name: str, outcome: str, *, in_task: bool) -> Detection:
+        """`in_task`: the read being answered was this task's own (else the agent's, within window_s)."""
         # A person who approved this very call saw why it asked: contained, like a held attempt.
-        severity = "critical" if call.outcome == "allow" else "high"
-        where = ("in this task" if onset == in_task
-                 else f"by this agent within {self._window_s:g} s" + (", outside this task" if task else ""))
-        return Detection("sensitive_then_egress", severity, call.agent_id, call.task_id, name,
-                         f"egress tool {name} called ({call.outcome}) after sensitive data was read {where}")
+        severity = "critical" if outcome == "allow" else "high"
+        where = ("in this task" if in_task
+                 else f"by this agent within {self._window_s:g} s" + (", outside this task" if task_id else ""))
+        return Detection("sensitive_then_egress", severity, agent_id, task_id, name,
+                         f"egress tool {name} called ({outcome}) after sensitive data was read {where}")
