@@ -13,7 +13,6 @@ import asyncio
 import json
 import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,7 +27,7 @@ from mcp.client.streamable_http import streamable_http_client
 from gateway.cluster.connection import Cluster
 from gateway.cluster.sessions import RedisSessions
 from gateway.identity.principal import Principal
-from gateway.settings.cluster import ClusterSettings
+from tests import test_cluster_limits
 from tests.support import engines
 from tests.support.fleet import Fleet, start_fleet
 from tests.support.processes import REPO, Gateway, behaviour_manifest
@@ -37,13 +36,7 @@ from tests.test_stream_resumption import HEADERS, open_session, parse_events, pr
 
 # --- the seams' contracts on Redis ----------------------------------------------------------------
 
-
-@pytest.fixture
-async def cluster(redis_url: str) -> AsyncIterator[Cluster]:
-    shared = Cluster(ClusterSettings(redis_url=redis_url, key_prefix=f"test-{uuid.uuid4().hex[:12]}"))
-    await shared.open()
-    yield shared
-    await shared.close()
+cluster = test_cluster_limits.cluster  # the fixture: a client of the session's Redis under a prefix of its own
 
 
 @asynccontextmanager
