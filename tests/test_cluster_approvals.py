@@ -296,18 +296,20 @@ def fleet_config(workdir: Path) -> dict[str, Any]:
     }
 
 
-def start_approvals_fleet(workdir: Path, behaviour_http: int, redis_url: str) -> Fleet:
+def start_approvals_fleet(workdir: Path, behaviour_http: int, redis_url: str, postgres_url: str) -> Fleet:
     manifest = behaviour_manifest("appr", {"url": f"http://127.0.0.1:{behaviour_http}/mcp"}, timeout_s=10,
                                   tools=("echo", "log", "progress", "whoami", "slow"))  # all EXTRA_POLICIES name
     manifest["tools"][0]["risk"] = "privileged"  # echo: held by the shipped step-up policy
     manifest["tools"][1]["risk"] = "write"  # log: asks in pending mode (EXTRA_POLICIES), retried once approved
-    return start_fleet(workdir, [manifest], redis_url=redis_url, extra_config=fleet_config(workdir),
+    return start_fleet(workdir, [manifest], redis_url=redis_url, postgres_url=postgres_url,
+                       extra_config=fleet_config(workdir),
                        tokens={"agent-a": "token-agent-a", "agent-b": "token-agent-b"})
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int, redis_url: str) -> Iterator[Fleet]:
-    fleet = start_approvals_fleet(tmp_path_factory.mktemp("approvals-fleet"), behaviour_http, redis_url)
+def fleet(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int, redis_url: str,
+          postgres_url: str) -> Iterator[Fleet]:
+    fleet = start_approvals_fleet(tmp_path_factory.mktemp("approvals-fleet"), behaviour_http, redis_url, postgres_url)
     yield fleet
     fleet.stop()
 
@@ -431,10 +433,10 @@ async def test_failed_sign_ins_are_counted_across_replicas(fleet: Fleet, redis_u
 # -- faults: the fleet's own Redis stopped and started again ------------------------------------------
 
 async def test_without_redis_nothing_is_approved_and_the_console_asks_to_sign_in_then_all_recovers(
-        tmp_path: Path, behaviour_http: int, behaviour_log: Path) -> None:
+        tmp_path: Path, behaviour_http: int, behaviour_log: Path, postgres_url: str) -> None:
     redis = engines.start_redis()
     port = int(redis.url.rsplit(":", 1)[1].split("/")[0])
-    fleet = start_approvals_fleet(tmp_path, behaviour_http, redis.url)
+    fleet = start_approvals_fleet(tmp_path, behaviour_http, redis.url, postgres_url)
     user = console_user(fleet, 0).signed_in(OWNER_TOKEN)
     try:
         async with mcp_client(fleet[1].url, "token-agent-b", "2026-07-28") as client:
