@@ -1,6 +1,6 @@
 """2025-11-25 sessions across a fleet (issue 15, item 1): the Redis `agent_sessions` and `StreamLog` seams.
 
-The seams' contracts on a real Redis; then real `narrowgate serve` replicas on one store and one Redis,
+The seams' contracts on a real Redis; then real `narrowgate serve` replicas on one PostgreSQL and one Redis,
 driven over raw HTTP and with the `mcp` SDK client: a session opened on one replica continues on
 another (requests, its GET stream, Last-Event-ID replay, DELETE), survives the SIGKILL of the replica
 that opened it, and is refused to anyone else exactly as on one replica. Last, the fault: Redis stopped
@@ -143,10 +143,11 @@ def files_manifest() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int, redis_url: str) -> Iterator[Fleet]:
+def fleet(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int, redis_url: str,
+          postgres_url: str) -> Iterator[Fleet]:
     manifests = [behaviour_manifest("behav", {"url": f"http://127.0.0.1:{behaviour_http}/mcp"}), files_manifest()]
-    replicas = start_fleet(tmp_path_factory.mktemp("session-fleet"), manifests, redis_url=redis_url, replicas=3,
-                           tokens=TOKENS)
+    replicas = start_fleet(tmp_path_factory.mktemp("session-fleet"), manifests, redis_url=redis_url,
+                           postgres_url=postgres_url, replicas=3, tokens=TOKENS)
     yield replicas
     replicas.stop()
 
@@ -370,11 +371,12 @@ async def test_sigkill_of_the_replica_mid_session_and_the_client_carries_on(flee
 
 
 async def test_redis_down_refuses_new_sessions_and_serves_no_old_one_then_recovers(
-        tmp_path: Path, behaviour_http: int) -> None:
+        tmp_path: Path, behaviour_http: int, postgres_url: str) -> None:
     redis = engines.start_redis()
     port = int(redis.url.rsplit(":", 1)[1].split("/")[0])
     manifests = [behaviour_manifest("behav", {"url": f"http://127.0.0.1:{behaviour_http}/mcp"})]
-    single = start_fleet(tmp_path, manifests, redis_url=redis.url, replicas=1, tokens=TOKENS)
+    single = start_fleet(tmp_path, manifests, redis_url=redis.url, postgres_url=postgres_url, replicas=1,
+                         tokens=TOKENS)
     gateway = single[0]
     try:
         async with httpx2.AsyncClient(timeout=30) as http:
