@@ -15,6 +15,7 @@ from gateway.cluster.console import RedisConsoleSessions, RedisLoginFailures
 from gateway.cluster.notices import RedisNotices
 from gateway.cluster.rate_windows import RedisRateWindows
 from gateway.cluster.revocations import RedisRevocationList
+from gateway.cluster.sessions import RedisSessions
 from gateway.config import Settings
 from gateway.in_memory_state import in_memory_backends, monitoring_with_catalog_egress
 from gateway.state.backends import StateBackends
@@ -37,6 +38,10 @@ def shared_backends(settings: Settings, catalog: Catalog, cluster: Cluster) -> S
                     console_sessions=RedisConsoleSessions(cluster, approvals.console_session_ttl_s,
                                                           approvals.console_idle_s),
                     login_failures=RedisLoginFailures(cluster))
+    limits = settings.limits
+    sessions = RedisSessions(cluster, limits.session_idle_s, limits.max_sessions_per_agent, limits.max_sessions)
+    cluster.runners.append(sessions)
+    state = replace(state, agent_sessions=sessions)
     return state
 
 
