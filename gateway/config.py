@@ -51,7 +51,7 @@ class Settings:
     listen_port: int = 8080
     catalog_dir: Path = Path("tool_catalog")
     policies_dir: Path = Path("cedar")
-    state: str = DEFAULT_STATE
+    state: str = field(default=DEFAULT_STATE, repr=False)  # a PostgreSQL URL may carry a password
     public_url: str | None = None
     allowed_origins: tuple[str, ...] = ()
     # Reverse proxies / load balancers whose X-Forwarded-For and X-Forwarded-Proto are believed (IPs or

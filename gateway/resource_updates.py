@@ -50,9 +50,10 @@ class ResourceUpdateRelay:
             if canonical not in session.subscriptions:
                 continue
             if await self.allowed(session.principal, session.protocol_version, session.client_info, route, canonical):
-                session.publish({"jsonrpc": "2.0", "method": UPDATED, "params": update})
+                await session.publish({"jsonrpc": "2.0", "method": UPDATED, "params": update})
             else:
                 session.subscriptions.discard(canonical)
+                await self.sessions.save(session)
         for listener in self.listen_hub.following(canonical):
             if await self.allowed(listener.principal, MODERN_ERA, listener.client_info, route, canonical):
                 listener.deliver(UPDATED, update)

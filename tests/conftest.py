@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.audit.log import AuditLog
-from gateway.store import Store, open_store
+from gateway.store import Store
 from tests.provision import missing_programs
 from tests.support import engines
 from tests.support.identity_provider import TestIdentityProvider
@@ -23,6 +23,7 @@ from tests.support.processes import (
     stop,
 )
 from tests.support.state import FakeClock
+from tests.support.store_backends import BACKENDS, StoreBackend, store_backend
 
 TOKEN = "token-agent-a"
 
@@ -98,11 +99,18 @@ def idp(port: int) -> Iterator[TestIdentityProvider]:
     provider.close()
 
 
+@pytest.fixture(params=BACKENDS)
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreBackend]:
+    """A fresh store backend: a SQLite file, and (a second run of the test) a PostgreSQL database of its own."""
+    postgres = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    async with store_backend(request.param, tmp_path, postgres) as fresh:
+        yield fresh
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    """A migrated SQLite store in a fresh file."""
-    opened = open_store(f"sqlite:///{tmp_path}/gw.db")
-    await opened.migrate()
+async def store(backend: StoreBackend) -> AsyncIterator[Store]:
+    """A migrated store on `backend` (so each test using it runs on SQLite and on PostgreSQL)."""
+    opened = await backend.open()
     yield opened
     await opened.close()
 

@@ -300,34 +300,34 @@ class Clock:
         return self.now
 
 
-def test_session_registry_expires_from_the_least_recently_used_end() -> None:
+async def test_session_registry_expires_from_the_least_recently_used_end() -> None:
     clock = Clock()
     registry = SessionRegistry(idle_s=10, max_per_agent=3, max_total=5, clock=clock)
-    first = registry.create(principal("a"), "2025-11-25", {}, None)
+    first = await registry.create(principal("a"), "2025-11-25", {}, None)
     clock.now += 5
-    registry.create(principal("b"), "2025-11-25", {}, None)
+    await registry.create(principal("b"), "2025-11-25", {}, None)
     clock.now += 4
-    assert registry.get(first.id) is first  # used: now the most recent
+    assert await registry.get(first.id, principal("a")) is first  # used: now the most recent
     clock.now += 7  # second idle 11 s, first 7 s
-    third = registry.create(principal("a"), "2025-11-25", {}, None)
+    third = await registry.create(principal("a"), "2025-11-25", {}, None)
     assert [s.id for s in registry.all()] == [first.id, third.id]
-    assert (registry.count(), registry.count("a"), registry.count("b")) == (2, 2, 0)
-    assert registry.close_agent("a") == 2 and registry.count() == 0
+    assert (await registry.count(), await registry.count("a"), await registry.count("b")) == (2, 2, 0)
+    assert await registry.close_agent("a") == 2 and await registry.count() == 0
 
 
-def test_session_registry_caps_are_checked_before_anything_is_created() -> None:
+async def test_session_registry_caps_are_checked_before_anything_is_created() -> None:
     registry = SessionRegistry(idle_s=3600, max_per_agent=2, max_total=3, clock=Clock())
     for _ in range(2):
-        registry.create(principal("a"), "2025-11-25", {}, None)
+        await registry.create(principal("a"), "2025-11-25", {}, None)
     with pytest.raises(SessionLimitReached) as per_agent:
-        registry.create(principal("a"), "2025-11-25", {}, None)
+        await registry.create(principal("a"), "2025-11-25", {}, None)
     assert (per_agent.value.status, per_agent.value.data) == (429, {"limit": "limits.max_sessions_per_agent",
                                                                     "max": 2})
-    registry.create(principal("b"), "2025-11-25", {}, None)
+    await registry.create(principal("b"), "2025-11-25", {}, None)
     with pytest.raises(SessionLimitReached) as total:
-        registry.create(principal("c"), "2025-11-25", {}, None)
+        await registry.create(principal("c"), "2025-11-25", {}, None)
     assert (total.value.status, total.value.data["limit"]) == (503, "limits.max_sessions")
-    assert registry.count() == 3 and registry.count("c") == 0
+    assert await registry.count() == 3 and await registry.count("c") == 0
 
 
 # --- 18.11: forwarding headers only from configured proxies ----------------------------------------

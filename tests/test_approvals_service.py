@@ -165,7 +165,7 @@ async def test_a_request_is_stored_pending_and_an_identical_one_reuses_it(servic
     first = await service.request(draft(clock))
     assert first.id.startswith("apr_") and first.state is ApprovalState.PENDING
     assert await store.get_approval(first.id) == first
-    assert service.current(first.id) == first
+    assert await service.current(first.id) == first
 
     clock.now += 10
     retry = await service.request(replace(draft(clock), decision_id="dec-retry"))
@@ -174,14 +174,14 @@ async def test_a_request_is_stored_pending_and_an_identical_one_reuses_it(servic
     clock.now += 1
     other_task = await service.request(draft(clock, task_id="task_other"))
     assert len({first.id, other_args.id, other_task.id}) == 3
-    assert service.pending_count() == 3
+    assert await service.pending_count() == 3
     assert [a.id for a in await service.list(states=["pending"])] == [other_task.id, other_args.id, first.id]
 
 
 async def test_identical_requests_at_the_same_moment_ask_once(service: ApprovalService, clock: FakeClock) -> None:
     first, second = await asyncio.gather(service.request(draft(clock)), service.request(draft(clock)))
     assert first.id == second.id
-    assert service.pending_count() == 1
+    assert await service.pending_count() == 1
 
 
 async def test_new_requests_are_announced_once(service: ApprovalService, clock: FakeClock) -> None:
@@ -198,28 +198,28 @@ async def test_new_requests_are_announced_once(service: ApprovalService, clock: 
 
 async def test_an_approval_is_usable_only_for_exactly_its_call(service: ApprovalService, clock: FakeClock) -> None:
     approval = await service.request(draft(clock, task_id="task_1"))
-    assert service.usable(*binding(approval)) is None  # pending is not granted
+    assert await service.usable(*binding(approval)) is None  # pending is not granted
     decided = await service.decide(approval.id, ALICE, approve=True)
-    assert service.usable(*binding(approval)) == decided
+    assert await service.usable(*binding(approval)) == decided
 
     agent, task, tool, digest, version = binding(approval)
     for other in ((agent, task, tool, "digest-other", version), (agent, task, "gh__merge", digest, version),
                   (agent, "task_2", tool, digest, version), (agent, None, tool, digest, version),
                   ("bot-b", task, tool, digest, version), (agent, task, tool, digest, "v2")):
-        assert service.usable(*other) is None, other
+        assert await service.usable(*other) is None, other
 
 
 async def test_an_approval_is_used_once(service: ApprovalService, store: Store, clock: FakeClock) -> None:
     approval = await service.request(draft(clock))
     await service.decide(approval.id, ALICE, approve=True)
     clock.now += 5
-    used = service.consume(approval.id, "dec-use")
+    used = await service.consume(approval.id, "dec-use")
     assert used.state is ApprovalState.USED
     assert (used.used_at, used.used_decision_id) == (clock.now, "dec-use")
     with pytest.raises(ApprovalError, match="not available"):
-        service.consume(approval.id, "dec-again")
-    assert service.usable(*binding(approval)) is None
-    assert service.current(approval.id) is None
+        await service.consume(approval.id, "dec-again")
+    assert await service.usable(*binding(approval)) is None
+    assert await service.current(approval.id) is None
     assert (await stored_state(store, approval.id, ApprovalState.USED)).used_decision_id == "dec-use"
     assert (await service.get(approval.id)).state is ApprovalState.USED
 
@@ -228,8 +228,8 @@ async def test_a_pending_or_unknown_approval_cannot_be_used(service: ApprovalSer
     approval = await service.request(draft(clock))
     for approval_id in (approval.id, "apr_unknown"):
         with pytest.raises(ApprovalError):
-            service.consume(approval_id, "dec-use")
-    assert service.current(approval.id).state is ApprovalState.PENDING  # type: ignore[union-attr]
+            await service.consume(approval_id, "dec-use")
+    assert (await service.current(approval.id)).state is ApprovalState.PENDING  # type: ignore[union-attr]
 
 
 # --- expiry --------------------------------------------------------------------------------------
@@ -239,17 +239,17 @@ async def test_an_undecided_request_expires(service: ApprovalService, store: Sto
                                             clock: FakeClock) -> None:
     approval = await service.request(draft(clock, ttl=60))
     clock.now += 59.9
-    assert service.pending_count() == 1
+    assert await service.pending_count() == 1
     clock.now += 0.1
-    assert service.pending_count() == 0
-    assert service.current(approval.id).state is ApprovalState.EXPIRED  # type: ignore[union-attr]
-    assert service.pending_for(*binding(approval)) is None
+    assert await service.pending_count() == 0
+    assert (await service.current(approval.id)).state is ApprovalState.EXPIRED  # type: ignore[union-attr]
+    assert await service.pending_for(*binding(approval)) is None
 
     await service.sweep()
     stored = await store.get_approval(approval.id)
     assert stored is not None and stored.state is ApprovalState.EXPIRED
     assert stored.end_reason == "nobody decided in time"
-    assert service.current(approval.id) is None
+    assert await service.current(approval.id) is None
     [expired] = [r for r in await approval_records(audit, store, approval.id) if r["action"] == "expired"]
     assert expired["actor"] == "narrowgate" and expired["detail"]["reason"] == "nobody decided in time"
     fresh = await service.request(draft(clock))  # the same call asks anew
@@ -260,9 +260,9 @@ async def test_a_granted_approval_expires_unused(service: ApprovalService, store
     approval = await service.request(draft(clock, ttl=60))
     await service.decide(approval.id, ALICE, approve=True)
     clock.now += 60
-    assert service.usable(*binding(approval)) is None
+    assert await service.usable(*binding(approval)) is None
     with pytest.raises(ApprovalError):
-        service.consume(approval.id, "dec-late")
+        await service.consume(approval.id, "dec-late")
     await service.sweep()
     stored = await store.get_approval(approval.id)
     assert stored is not None and stored.state is ApprovalState.EXPIRED
@@ -297,7 +297,7 @@ async def test_the_owner_decides_and_a_stranger_or_the_agent_may_not(service: Ap
         with pytest.raises(NotAllowedToDecide) as refused:
             await service.decide(approval.id, person, approve=True)
         assert refused.value.status == 403
-    assert service.current(approval.id).state is ApprovalState.PENDING  # type: ignore[union-attr]
+    assert (await service.current(approval.id)).state is ApprovalState.PENDING  # type: ignore[union-attr]
     decided = await service.decide(approval.id, ALICE, approve=False, comment="  no  ")
     assert (decided.state, decided.decided_by, decided.comment) == (ApprovalState.DENIED, ALICE.actor, "no")
 
@@ -391,15 +391,15 @@ async def test_ending_a_task_cancels_its_approvals_and_wakes_a_waiter(service: A
     outcome = await asyncio.wait_for(waiter, 2)
     assert outcome.state is ApprovalState.CANCELLED
     assert outcome.end_reason == f"task {task.id} ended (completed)"
-    assert service.usable(*binding(granted)) is None
+    assert await service.usable(*binding(granted)) is None
     for approval in (pending, granted):
         await stored_state(store, approval.id, ApprovalState.CANCELLED)
-    assert {service.current(a.id).state for a in (elsewhere, no_task)} == {ApprovalState.PENDING}  # type: ignore
+    assert {(await service.current(a.id)).state for a in (elsewhere, no_task)} == {ApprovalState.PENDING}  # type: ignore
 
     await tasks.revoke(other_task.id, "admin:root", "stop")
     assert (await stored_state(store, elsewhere.id, ApprovalState.CANCELLED)).end_reason == \
         f"task {other_task.id} ended (revoked)"
-    assert service.current(no_task.id) is not None
+    assert await service.current(no_task.id) is not None
 
 
 async def test_suspending_an_agent_cancels_its_approvals(service: ApprovalService, registry: Registry, store: Store,
@@ -417,8 +417,8 @@ async def test_suspending_an_agent_cancels_its_approvals(service: ApprovalServic
     for approval in (pending, granted):
         cancelled = await stored_state(store, approval.id, ApprovalState.CANCELLED)
         assert cancelled.end_reason == "agent bot-a is suspended"
-    assert service.usable(*binding(granted)) is None
-    assert service.pending_count() == 1 and service.current(theirs.id) is not None
+    assert await service.usable(*binding(granted)) is None
+    assert await service.pending_count() == 1 and await service.current(theirs.id) is not None
     [record] = [r for r in await approval_records(audit, store, pending.id) if r["action"] == "cancelled"]
     assert record["detail"]["reason"] == "agent bot-a is suspended"
 
@@ -469,12 +469,12 @@ async def test_a_restarted_service_restores_open_approvals(services: Services, s
     await service.close()
 
     restarted = await services.open()
-    assert restarted.pending_count() == 1
-    assert restarted.pending_for(*binding(pending)) == pending
+    assert await restarted.pending_count() == 1
+    assert await restarted.pending_for(*binding(pending)) == pending
     assert (await restarted.request(draft(clock))).id == pending.id  # a retry after the restart asks once
-    assert restarted.usable(*binding(granted)) == await restarted.get(granted.id)
-    assert restarted.consume(granted.id, "dec-after-restart").state is ApprovalState.USED
-    assert restarted.current(denied.id) is None and (await restarted.get(denied.id)).state is ApprovalState.DENIED
+    assert await restarted.usable(*binding(granted)) == await restarted.get(granted.id)
+    assert (await restarted.consume(granted.id, "dec-after-restart")).state is ApprovalState.USED
+    assert await restarted.current(denied.id) is None and (await restarted.get(denied.id)).state is ApprovalState.DENIED
     assert (await restarted.decide(pending.id, ALICE, approve=True)).state is ApprovalState.APPROVED
 
 
@@ -494,7 +494,7 @@ async def test_a_restart_abandons_held_requests_and_keeps_those_an_agent_will_re
         stored = await store.get_approval(approval.id)
         assert stored is not None and stored.state is ApprovalState.ABANDONED
         assert stored.end_reason is not None and "the gateway restarted" in stored.end_reason
-        assert restarted.usable(*binding(approval)) is None
+        assert await restarted.usable(*binding(approval)) is None
         with pytest.raises(ApprovalError, match="already abandoned"):
             await restarted.decide(approval.id, ALICE, approve=True)
     assert {a.id for a in await restarted.list(["pending"])} == {told.id, pending.id}
@@ -510,10 +510,10 @@ async def test_a_held_request_is_abandoned_when_its_last_waiter_leaves(service: 
     approval = await service.request(replace(draft(clock), mode="hold"))
     service.hold_begins(approval.id)
     service.hold_begins(approval.id)  # an identical call waits on the same request
-    service.hold_ends(approval.id, "abandoned: first client left")
-    assert service.is_held(approval.id) and service.current(approval.id) is not None  # one still waits
-    service.hold_ends(approval.id, "abandoned: second client left")
-    assert not service.is_held(approval.id) and service.current(approval.id) is None
+    await service.hold_ends(approval.id, "abandoned: first client left")
+    assert service.is_held(approval.id) and await service.current(approval.id) is not None  # one still waits
+    await service.hold_ends(approval.id, "abandoned: second client left")
+    assert not service.is_held(approval.id) and await service.current(approval.id) is None
     shown = await service.get(approval.id)
     assert shown.state is ApprovalState.ABANDONED and shown.end_reason == "abandoned: second client left"
     assert await eventually(lambda: _stored_state(store, approval.id, ApprovalState.ABANDONED))
@@ -523,14 +523,14 @@ async def test_a_hold_that_ends_with_its_answer_or_for_a_retry_abandons_nothing(
                                                                                clock: FakeClock) -> None:
     answered = await service.request(replace(draft(clock), mode="hold"))
     service.hold_begins(answered.id)
-    service.hold_ends(answered.id)  # the call got its answer (here: still pending after the hold timed out)
+    await service.hold_ends(answered.id)  # the call got its answer (here: still pending after the hold timed out)
     told = await service.request(replace(draft(clock, digest="digest-2"), mode="hold"))
     service.hold_begins(told.id)
     await service.told_to_retry(told.id)
-    service.hold_ends(told.id, "abandoned: the client left")  # a retry was promised: it stays good
+    await service.hold_ends(told.id, "abandoned: the client left")  # a retry was promised: it stays good
     pending_mode = await service.request(draft(clock, digest="digest-3"))
     service.hold_begins(pending_mode.id)
-    service.hold_ends(pending_mode.id, "abandoned: the client left")
+    await service.hold_ends(pending_mode.id, "abandoned: the client left")
     for approval in (answered, told, pending_mode):
         assert (await service.get(approval.id)).state is ApprovalState.PENDING
 
@@ -546,7 +546,7 @@ async def test_a_restart_after_the_expiry_expires_them(services: Services, servi
     await service.close()
     clock.now += 120
     restarted = await services.open()
-    assert restarted.current(approval.id) is None
+    assert await restarted.current(approval.id) is None
     stored = await store.get_approval(approval.id)
     assert stored is not None and stored.state is ApprovalState.EXPIRED
 
@@ -558,7 +558,7 @@ async def test_every_change_is_in_the_audit_log(service: ApprovalService, tasks:
                                                 audit: AuditLog, clock: FakeClock) -> None:
     used = await service.request(draft(clock))
     await service.decide(used.id, ALICE, approve=True, comment="ok")
-    service.consume(used.id, "dec-use")
+    await service.consume(used.id, "dec-use")
     denied = await service.request(draft(clock, digest="digest-2"))
     await service.decide(denied.id, ALICE, approve=False)
     expired = await service.request(draft(clock, digest="digest-3", ttl=10))
@@ -590,14 +590,14 @@ async def test_the_pending_count_is_reported_on_every_change(service: ApprovalSe
     second = await service.request(draft(clock, digest="digest-2"))
     await service.request(draft(clock))  # reused: no change
     third = await service.request(draft(clock, digest="digest-3", ttl=10))
-    assert service.pending_count() == 3
+    assert await service.pending_count() == 3
     await service.decide(first.id, ALICE, approve=True)
     await service.decide(second.id, ALICE, approve=False)
-    service.consume(first.id, "dec-use")
+    await service.consume(first.id, "dec-use")
     clock.now += 10
     await service.sweep()
     assert counts == [1, 2, 3, 2, 1, 1, 0]
-    assert service.pending_count() == 0
+    assert await service.pending_count() == 0
     assert third.id not in {a.id for a in await service.list(states=["pending"])}
 
 
@@ -647,5 +647,5 @@ async def test_usable_skips_an_approval_that_does_not_cover_the_call(service: Ap
     newer = await service.request(replace(draft(clock), policy_ids=("comment-needs-approval", "egress-rule")))
     await service.decide(newer.id, ALICE, approve=True)
     needs = {"comment-needs-approval", "egress-rule"}
-    found = service.usable(*binding(old), covers=lambda a: needs <= set(a.policy_ids))
+    found = await service.usable(*binding(old), covers=lambda a: needs <= set(a.policy_ids))
     assert found is not None and found.id == newer.id

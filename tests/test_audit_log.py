@@ -33,10 +33,11 @@ from gateway.audit import (
 )
 from gateway.audit.chain import RECORD_FIELDS, seal, unsealed_record
 from gateway.audit.redact import REDACTED
-from gateway.cli.audit import parse_time
+from gateway.cli.parsers.audit import parse_time
 from gateway.store import Store, open_store
 from gateway.store.base import AuditQuery
 from tests.support.processes import NARROWGATE, REPO
+from tests.support.store_backends import BACKENDS, StoreBackend, store_backend
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
@@ -515,7 +516,7 @@ CRASH_WRITER = textwrap.dedent("""
             sys.stdout.flush()
 
     async def main():
-        store = open_store("sqlite:///" + sys.argv[1])
+        store = open_store(sys.argv[1])
         await store.migrate()
         log = AuditLog(store)
         await log.open()
@@ -525,9 +526,17 @@ CRASH_WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.fixture(params=BACKENDS)
+async def crash_backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreBackend]:
+    """The crash test's state: a SQLite file, then a PostgreSQL database of its own."""
+    postgres = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    async with store_backend(request.param, tmp_path, postgres) as backend:
+        yield backend
+
+
 @pytest.fixture
-def crash_writer(db: Path) -> Iterator[subprocess.Popen[str]]:
-    process = subprocess.Popen([sys.executable, "-c", CRASH_WRITER, str(db)], stdout=subprocess.PIPE,
+def crash_writer(crash_backend: StoreBackend) -> Iterator[subprocess.Popen[str]]:
+    process = subprocess.Popen([sys.executable, "-c", CRASH_WRITER, crash_backend.url], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, cwd=REPO,
                                env={**os.environ, "PYTHONPATH": str(REPO)})
     yield process
@@ -536,7 +545,8 @@ def crash_writer(db: Path) -> Iterator[subprocess.Popen[str]]:
     process.wait(10)
 
 
-def test_sigkill_mid_stream_loses_no_acknowledged_record(crash_writer: subprocess.Popen[str], db: Path) -> None:
+async def test_sigkill_mid_stream_loses_no_acknowledged_record(crash_writer: subprocess.Popen[str],
+                                                                crash_backend: StoreBackend) -> None:
     assert crash_writer.stdout is not None
     acknowledged: list[int] = []
     while len(acknowledged) < 300:
@@ -547,7 +557,9 @@ def test_sigkill_mid_stream_loses_no_acknowledged_record(crash_writer: subproces
     crash_writer.wait(10)
     acknowledged += [int(line) for line in crash_writer.stdout.read().split()]  # acked before the kill landed
 
-    rows = _decoded(raw_rows(db))
+    store = await crash_backend.open(migrate=False)  # a fresh connection, as the next process start would have
+    rows = await stored_rows(store)
+    await store.close()
     assert verify_chain(rows) == []
     assert [row["seq"] for row in rows] == list(range(1, len(rows) + 1))
     present = {row["detail"]["n"] for row in rows}

@@ -30,6 +30,8 @@ from gateway.cluster.revocations import RedisRevocationList
 from gateway.settings.cluster import ClusterSettings
 from gateway.state.notices import LIST_KINDS, TOPIC_LIST_CHANGED, TOPIC_TASK_CHANGED
 from gateway.state.revocations import RevocationListUnavailable
+from gateway.store import open_store
+from gateway.store.base import AuditQuery
 from tests.support import engines
 from tests.support.admin import bearer, unique
 from tests.support.changes import ChangeWatcher, listening
@@ -188,15 +190,15 @@ def policies(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int, redis_url: str,
+def fleet(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int, redis_url: str, postgres_url: str,
           policies: Path) -> Iterator[Fleet]:
     manifests = [behaviour_manifest("behav", {"url": f"http://127.0.0.1:{behaviour_http}/mcp"}, timeout_s=5)]
     # No file watch: a reload must reach the other replica through the bus, not through its own watcher.
     # The kill switch on (at its default, critical): only agent-k probes for unknown tools here.
     config = {"policies": str(policies), "policy": {"watch_interval_s": 0},
               "monitoring": {"kill_switch_severity": "critical", "per_agent": None, "per_task": None}}
-    started = start_fleet(tmp_path_factory.mktemp("fleet"), manifests, redis_url=redis_url, tokens=TOKENS,
-                          extra_config=config)
+    started = start_fleet(tmp_path_factory.mktemp("fleet"), manifests, redis_url=redis_url, postgres_url=postgres_url,
+                          tokens=TOKENS, extra_config=config)
     yield started
     started.stop()
 
@@ -400,3 +402,22 @@ async def test_a_key_rotation_reaches_every_replica(fleet: Fleet) -> None:
     issued = admin(b, "POST", "/admin/v1/tasks", {"agent_id": "agent-a", "purpose": "bus test",
                                                   "tools": ["behav__echo"]}, status=201)
     assert jwt.get_unverified_header(issued["token"])["kid"] == kid  # B signs with the new key
+
+
+async def test_every_replicas_records_form_one_chain_the_cli_verifies(fleet: Fleet) -> None:
+    """Item 6: one audit chain for the fleet. Both replicas decide calls; `narrowgate audit verify` against the
+    fleet's store (either replica's config) accepts the whole chain, and decisions of both replicas are in it."""
+    async with httpx2.AsyncClient(timeout=10) as http:
+        for gateway in (*fleet, *fleet):
+            assert await echo_runs(http, gateway, TOKENS["agent-a"])
+    env = {key: value for key, value in os.environ.items() if not key.startswith("NARROWGATE_")}
+    for gateway in fleet:
+        done = subprocess.run([str(NARROWGATE), "audit", "verify", "--config", str(gateway.workdir / "gateway.yaml")],
+                              capture_output=True, text=True, timeout=60, env=env)
+        assert done.returncode == 0 and "audit log ok" in done.stdout, done.stdout + done.stderr
+    store = open_store(str(fleet.database_url))
+    try:
+        records = await store.audit_records(AuditQuery(limit=100_000, agent_id="agent-a", kind="decision"))
+    finally:
+        await store.close()
+    assert {(r["detail"] or {}).get("replica") for r in records} == {"replica-0", "replica-1"}

@@ -321,9 +321,10 @@ def fleet_config() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory, upstream: int, redis_url: str) -> Iterator[Fleet]:
+def fleet(tmp_path_factory: pytest.TempPathFactory, upstream: int, redis_url: str,
+          postgres_url: str) -> Iterator[Fleet]:
     workdir = tmp_path_factory.mktemp("limits-fleet")
-    fleet = start_fleet(workdir, fleet_manifests(upstream), redis_url=redis_url,
+    fleet = start_fleet(workdir, fleet_manifests(upstream), redis_url=redis_url, postgres_url=postgres_url,
                         tokens={a: token_for(a) for a in AGENTS}, extra_config=fleet_config())
     yield fleet
     fleet.stop()
@@ -477,7 +478,7 @@ async def runs(url: str, token: str, marker: str) -> bool:
 
 
 async def test_without_redis_calls_are_refused_and_recover_when_it_returns(
-        tmp_path: Path, upstream: int, upstream_log: Path) -> None:
+        tmp_path: Path, upstream: int, upstream_log: Path, postgres_url: str) -> None:
     """Its own Redis: stopped, every call is refused with a clear error and nothing reaches the upstream
     uncounted; restarted on the same port, calls pass again, the gateway untouched."""
     redis = start_redis()
@@ -485,7 +486,7 @@ async def test_without_redis_calls_are_refused_and_recover_when_it_returns(
     # No per-agent window: a bare token's call reaches the chain signals; a task's call its task window.
     config = {"policy": always_working_hours(),
               "monitoring": {"kill_switch_severity": "off", "per_agent": None, "per_task": {"calls": 50, "per_s": 60}}}
-    fleet = start_fleet(tmp_path, fleet_manifests(upstream), redis_url=redis.url, replicas=1,
+    fleet = start_fleet(tmp_path, fleet_manifests(upstream), redis_url=redis.url, postgres_url=postgres_url, replicas=1,
                         tokens={"outage": token_for("outage")}, extra_config=config)
     try:
         gw, bare, marker = fleet[0], token_for("outage"), uuid.uuid4().hex

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import AdminToken, ConfigError, load_settings
+from gateway.config import AdminToken, ConfigError, load_settings, settings_from_mapping
 from gateway.settings.approvals import ApprovalSettings
 from tests.support.processes import NARROWGATE, REPO
 
@@ -199,3 +199,10 @@ def test_discovery_section_is_read(tmp_path: Path) -> None:
 def test_bad_discovery_settings_are_refused_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_settings(write(tmp_path / "gw.yaml", text), environ={})
+
+
+def test_the_settings_repr_never_shows_a_store_or_redis_password(tmp_path: Path) -> None:
+    settings = settings_from_mapping({"state": "postgresql://gw:s3cret-pg@db:5432/narrowgate",
+                                      "cluster": {"redis_url": "redis://:s3cret-redis@cache:6379/0"}},
+                                     tmp_path, resolve_secrets=False)
+    assert "s3cret" not in repr(settings) and "s3cret" not in str(settings)

@@ -507,40 +507,40 @@ class Clock:
 PERSON = Approver(actor="admin:alice", name="alice", roles=frozenset({"approver"}))
 
 
-def test_sessions_end_when_idle_at_their_lifetime_and_with_their_credential() -> None:
+async def test_sessions_end_when_idle_at_their_lifetime_and_with_their_credential() -> None:
     clock = Clock()
     sessions = SessionStore(ttl_s=100, idle_s=30, clock=clock)
-    session = sessions.create(PERSON)
+    session = await sessions.create(PERSON)
     assert len(session.id) >= 43 and len(session.csrf) >= 43 and session.id != session.csrf
     for _ in range(3):
         clock.now += 25  # used often enough: never idle
-        assert sessions.get(session.id) is session
+        assert await sessions.get(session.id) is session
     clock.now += 26  # 101 s after creation: past its lifetime although recently used
-    assert sessions.get(session.id) is None
+    assert await sessions.get(session.id) is None
 
-    idle = sessions.create(PERSON)
+    idle = await sessions.create(PERSON)
     clock.now += 31
-    assert sessions.get(idle.id) is None
+    assert await sessions.get(idle.id) is None
 
-    short = sessions.create(PERSON, credential_expires_at=clock.now + 10)
+    short = await sessions.create(PERSON, credential_expires_at=clock.now + 10)
     clock.now += 11
-    assert sessions.get(short.id) is None
+    assert await sessions.get(short.id) is None
 
-    gone = sessions.create(PERSON)
-    sessions.delete(gone.id)
-    assert sessions.get(gone.id) is None and sessions.get(None) is None and sessions.get("") is None
+    gone = await sessions.create(PERSON)
+    await sessions.delete(gone.id)
+    assert await sessions.get(gone.id) is None and await sessions.get(None) is None and await sessions.get("") is None
 
 
-def test_the_throttle_counts_failures_per_address_in_a_sliding_minute() -> None:
+async def test_the_throttle_counts_failures_per_address_in_a_sliding_minute() -> None:
     clock = Clock()
     throttle = LoginThrottle(limit=3, window_s=60, clock=clock)
     for _ in range(3):
-        assert not throttle.blocked("10.0.0.1")
-        throttle.failed("10.0.0.1")
-    assert throttle.blocked("10.0.0.1") and not throttle.blocked("10.0.0.2")
-    assert 1 <= throttle.retry_after_s("10.0.0.1") <= 61
+        assert not await throttle.blocked("10.0.0.1")
+        await throttle.failed("10.0.0.1")
+    assert await throttle.blocked("10.0.0.1") and not await throttle.blocked("10.0.0.2")
+    assert 1 <= await throttle.retry_after_s("10.0.0.1") <= 61
     clock.now += 61
-    assert not throttle.blocked("10.0.0.1")
+    assert not await throttle.blocked("10.0.0.1")
 
 
 def test_cookies_over_https_are_secure_host_prefixed() -> None:

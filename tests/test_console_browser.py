@@ -17,11 +17,10 @@ from typing import Any
 import httpx2
 import pytest
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.support import browser
 from tests.support.admin import bearer
-from tests.support.browser import chromium
+from tests.support.browser import chromium, sign_in
 from tests.support.clients import mcp_client
 from tests.support.processes import ADMIN_TOKEN, Gateway, behaviour_manifest, cedar_copy
 
@@ -85,12 +84,7 @@ def approve_in_the_browser(base: str, approval_id: str, user_data_dir: Path, scr
     """Sign in, open the request from the inbox, comment, approve; what the pages showed on the way."""
     driver = chromium(user_data_dir)
     try:
-        driver.set_page_load_timeout(30)
-        wait = WebDriverWait(driver, 20)
-        driver.get(f"{base}/console")  # not signed in: sent to the login page
-        wait.until(lambda d: d.find_elements(By.ID, "credential"))
-        driver.find_element(By.ID, "credential").send_keys(OWNER_TOKEN)
-        driver.find_element(By.ID, "sign-in").click()
+        wait = sign_in(driver, f"{base}/console", OWNER_TOKEN)  # not signed in: sent to the login page
         row_selector = f'.approval-row[data-approval-id="{approval_id}"]'
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, row_selector))
         row = driver.find_element(By.CSS_SELECTOR, row_selector)
@@ -143,12 +137,7 @@ async def test_a_person_approves_a_held_call_in_the_browser(gw: Gateway, tmp_pat
 def inbox_on_a_laptop(base: str, user_data_dir: Path, screenshot: Path) -> dict[str, Any]:
     driver = chromium(user_data_dir, window=LAPTOP)
     try:
-        driver.set_page_load_timeout(30)
-        wait = WebDriverWait(driver, 20)
-        driver.get(f"{base}/console/login")
-        wait.until(lambda d: d.find_elements(By.ID, "credential"))
-        driver.find_element(By.ID, "credential").send_keys(OWNER_TOKEN)
-        driver.find_element(By.ID, "sign-in").click()
+        wait = sign_in(driver, f"{base}/console/login", OWNER_TOKEN)
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".approval-row"))
         driver.save_screenshot(str(screenshot))
         return dict(driver.execute_script(MEASURE_INBOX))

@@ -177,49 +177,69 @@ async def test_chain_signals_contract(make: Callable[[MonitoringSettings], Chain
 # -- AgentSessions and StreamLog --------------------------------------------------------------------
 
 @pytest.mark.parametrize("make", AGENT_SESSIONS)
-def test_agent_sessions_contract(make: Callable[[int, int], AgentSessions[Principal, Any]]) -> None:
-    sessions = make(2, 3)
-    plain = sessions.create(Principal("a", "static-token"), LEGACY, {}, None)
-    tasked = sessions.create(Principal("a", "task-token", task_id="t1"), LEGACY, {}, None)
+async def test_agent_sessions_contract(make: Callable[[int, int], AgentSessions[Principal, Any]]) -> None:
+    await agent_sessions_contract(make(2, 3))
+
+
+async def agent_sessions_contract(sessions: AgentSessions[Principal, Any]) -> None:
+    """The AgentSessions behaviour every implementation keeps (tests/test_cluster_sessions.py runs it on Redis)."""
+    a, a_task = Principal("a", "static-token"), Principal("a", "task-token", task_id="t1")
+    plain = await sessions.create(a, LEGACY, {}, None)
+    tasked = await sessions.create(a_task, LEGACY, {}, None)
     with pytest.raises(SessionLimitReached):  # per agent: nothing is created
-        sessions.create(Principal("a", "static-token"), LEGACY, {}, None)
-    other = sessions.create(Principal("b", "static-token"), LEGACY, {}, None)
+        await sessions.create(Principal("a", "static-token"), LEGACY, {}, None)
+    other = await sessions.create(Principal("b", "static-token"), LEGACY, {}, None)
     with pytest.raises(SessionLimitReached):  # in all
-        sessions.create(Principal("c", "static-token"), LEGACY, {}, None)
-    assert (sessions.count(), sessions.count("a"), sessions.count("c")) == (3, 2, 0)
-    assert sessions.get(plain.id) is not None and sessions.get("no-such-session") is None
-    assert sessions.close_task("a", "t1") == 1 and sessions.get(tasked.id) is None
+        await sessions.create(Principal("c", "static-token"), LEGACY, {}, None)
+    assert (await sessions.count(), await sessions.count("a"), await sessions.count("c")) == (3, 2, 0)
+    assert await sessions.get(plain.id, a) is not None and await sessions.get("no-such-session", a) is None
+    # Only to the caller it was opened for: another agent, or the same agent with another identity, sees nothing.
+    assert await sessions.get(plain.id, Principal("b", "static-token")) is None
+    assert await sessions.get(tasked.id, a) is None and await sessions.get(tasked.id, a_task) is not None
+    assert await sessions.close_task("a", "t1") == 1 and await sessions.get(tasked.id, a_task) is None
     assert {s.id for s in sessions.all()} == {plain.id, other.id}
-    assert sessions.close_agent("a") == 1 and sessions.get(plain.id) is None
-    assert sessions.close(other.id) is not None and sessions.close(other.id) is None
-    assert sessions.count() == 0
+    assert await sessions.close_agent("a") == 1 and await sessions.get(plain.id, a) is None
+    assert await sessions.close(other.id) is not None and await sessions.close(other.id) is None
+    assert await sessions.count() == 0
 
 
 @pytest.mark.parametrize("make", STREAM_LOGS)
 async def test_stream_log_contract(make: Callable[[str], StreamLog]) -> None:
-    log = make("p1")
+    await stream_log_contract(make("p1"))
+
+
+async def stream_log_contract(log: StreamLog) -> None:
+    """The StreamLog behaviour every implementation keeps (`log` is new and empty, key p1)."""
     assert b"id: p1-0" in log.priming_frame(1000)
-    first = log.append(b'{"n":1}')
-    live = log.follow(None)  # only frames from now on
-    second = log.append(b'{"n":2}')
-    replay = log.follow(1)  # resuming after p1-1
+    first = await log.append(b'{"n":1}')
+    assert not log.listened()
+    live = await log.follow(None)  # only frames from now on
+    assert log.listened()
+    second = await log.append(b'{"n":2}')
+    replay = await log.follow(1)  # resuming after p1-1
+    assert live is not None and replay is not None
     assert b"id: p1-1" in first and b"id: p1-2" in second
-    assert live.get_nowait() == second and replay.get_nowait() == second
-    last = log.append(b'{"n":3}', final=True)
-    assert [live.get_nowait(), live.get_nowait()] == [last, None]  # then the stream ends
+    assert await next_frame(live) == second and await next_frame(replay) == second
+    last = await log.append(b'{"n":3}', final=True)
+    assert [await next_frame(live), await next_frame(live)] == [last, None]  # then the stream ends
     assert log.finished
-    late = log.follow(0)
-    assert [late.get_nowait() for _ in range(4)] == [first, second, last, None]
+    late = await log.follow(0)
+    assert late is not None and [await next_frame(late) for _ in range(4)] == [first, second, last, None]
 
 
-def test_sessions_keep_their_stream_logs_where_the_registry_says() -> None:
+async def next_frame(queue: asyncio.Queue[bytes | None]) -> bytes | None:
+    """The next frame a follower gets (a shared log delivers through pub/sub: allow it a moment)."""
+    return await asyncio.wait_for(queue.get(), timeout=5)
+
+
+async def test_sessions_keep_their_stream_logs_where_the_registry_says() -> None:
     made: list[str] = []
 
     def new_log(key: str) -> StreamLog:
         made.append(key)
         return InMemoryStreamLog(key)
 
-    session = SessionRegistry(3600, new_log=new_log).create(Principal("a", "static-token"), LEGACY, {}, None)
+    session = await SessionRegistry(3600, new_log=new_log).create(Principal("a", "static-token"), LEGACY, {}, None)
     session.open_post_stream()
     assert made == ["s", "p1"]
 
@@ -227,17 +247,21 @@ def test_sessions_keep_their_stream_logs_where_the_registry_says() -> None:
 # -- OpenApprovals and ApprovalWaiters --------------------------------------------------------------
 
 @pytest.mark.parametrize("make", OPEN_APPROVALS)
-def test_open_approvals_contract(make: Callable[[], OpenApprovals[Approval]]) -> None:
+async def test_open_approvals_contract(make: Callable[[], OpenApprovals[Approval]]) -> None:
     approvals = make()
-    approvals.put(approval("apr_1"))
-    approvals.put(approval("apr_2"))
-    approvals.put(approval("apr_1", ApprovalState.APPROVED))  # replaces by id
-    replaced = approvals.get("apr_1")
-    assert len(approvals) == 2 and replaced is not None and replaced.state is ApprovalState.APPROVED
-    assert sorted(a.id for a in approvals.values()) == ["apr_1", "apr_2"]
-    assert approvals.pop("apr_1") is not None
-    assert approvals.pop("apr_1") is None  # the claim is single: a second pop gets nothing
-    assert approvals.get("apr_1") is None and [a.id for a in approvals.values()] == ["apr_2"]
+    first = approval("apr_1")
+    assert await approvals.put(first) and await approvals.put(approval("apr_2"))
+    assert not await approvals.put(approval("apr_1", ApprovalState.APPROVED))  # opened once, changed by CAS only
+    granted = approval("apr_1", ApprovalState.APPROVED)
+    assert await approvals.put(granted, replacing=await approvals.get("apr_1"))
+    assert not await approvals.put(approval("apr_1", ApprovalState.DENIED), replacing=first)  # read before: stale
+    replaced = await approvals.get("apr_1")
+    assert await approvals.count() == 2 and replaced == granted
+    assert sorted(a.id for a in await approvals.values()) == ["apr_1", "apr_2"]
+    assert await approvals.pop("apr_1") == granted
+    assert await approvals.pop("apr_1") is None  # the claim is single: a second pop gets nothing
+    assert not await approvals.put(approval("apr_1", ApprovalState.DENIED), replacing=granted)  # closed: stays so
+    assert await approvals.get("apr_1") is None and [a.id for a in await approvals.values()] == ["apr_2"]
 
 
 @pytest.mark.parametrize("make", APPROVAL_WAITERS)
@@ -261,29 +285,34 @@ async def test_approval_waiters_contract(make: Callable[[], ApprovalWaiters]) ->
 
 @pytest.mark.parametrize("make", CONSOLE_SESSIONS)
 async def test_console_sessions_contract(make: Callable[[float, float], ConsoleSessions[Approver, Any]]) -> None:
-    person = Approver(name="alice", actor="admin:alice")
-    sessions = make(3600, 0.2)
-    session = sessions.create(person)
-    found = sessions.get(session.id)
-    assert found is not None and found.id == session.id and found.person == person
-    assert sessions.get(None) is None and sessions.get("forged") is None
-    sessions.delete(session.id)
-    assert sessions.get(session.id) is None
-    short = sessions.create(person, credential_expires_at=time.time() + 0.1)  # the credential ends first
-    idle = sessions.create(person)
-    await asyncio.sleep(0.25)
-    assert sessions.get(short.id) is None and sessions.get(idle.id) is None
+    person = Approver(name="alice", actor="admin:alice", groups=frozenset({"ops"}), roles=frozenset({"approver"}))
+    sessions = make(3600, 0.3)
+    session = await sessions.create(person)
+    found = await sessions.get(session.id)
+    assert found is not None and found.id == session.id and found.person == person and found.csrf == session.csrf
+    assert await sessions.get(None) is None and await sessions.get("forged") is None
+    await sessions.keep_flashes(session.id, ["You approved apr_1."])
+    assert (await sessions.get(session.id)).flashes == ["You approved apr_1."]
+    await sessions.delete(session.id)
+    assert await sessions.get(session.id) is None
+    short = await sessions.create(person, credential_expires_at=time.time() + 0.1)  # the credential ends first
+    idle = await sessions.create(person)
+    used = await sessions.create(person)
+    for _ in range(3):  # each get refreshes the idle limit
+        await asyncio.sleep(0.15)
+        assert await sessions.get(used.id) is not None
+    assert await sessions.get(short.id) is None and await sessions.get(idle.id) is None
 
 
 @pytest.mark.parametrize("make", LOGIN_FAILURES)
-def test_login_failures_contract(make: Callable[[int, float], LoginFailures]) -> None:
+async def test_login_failures_contract(make: Callable[[int, float], LoginFailures]) -> None:
     failures = make(2, 60.0)
-    assert not failures.blocked("10.0.0.1") and failures.retry_after_s("10.0.0.1") == 0
-    failures.failed("10.0.0.1")
-    assert not failures.blocked("10.0.0.1")
-    failures.failed("10.0.0.1")
-    assert failures.blocked("10.0.0.1") and 1 <= failures.retry_after_s("10.0.0.1") <= 61
-    assert not failures.blocked("10.0.0.2")
+    assert not await failures.blocked("10.0.0.1") and await failures.retry_after_s("10.0.0.1") == 0
+    await failures.failed("10.0.0.1")
+    assert not await failures.blocked("10.0.0.1")
+    await failures.failed("10.0.0.1")
+    assert await failures.blocked("10.0.0.1") and 1 <= await failures.retry_after_s("10.0.0.1") <= 61
+    assert not await failures.blocked("10.0.0.2")
 
 
 # -- Notices ----------------------------------------------------------------------------------------

@@ -1,16 +1,18 @@
-"""The SQLite store: migrations, persistence, atomic save + event, URL handling."""
+"""The store on both backends (SQLite and PostgreSQL): migrations, persistence, atomic save + event, URL handling."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import MappingProxyType
 
 import pytest
 
 from gateway.registry.model import Agent, Entitlement, Lifecycle, LifecycleEvent, WorkloadIdentity
-from gateway.store import SchemaTooNew, Store, StoreError, UnsupportedStoreUrl, open_store
+from gateway.store import SchemaTooNew, Store, StoreError, UnsupportedStoreUrl, open_store, postgres_schema
 from gateway.store.sqlite_schema import LATEST_VERSION, MIGRATIONS, split_statements
+from tests.support.store_backends import BACKENDS, StoreBackend, store_backend
 
 
 def make_agent(agent_id: str = "bot-a", state: Lifecycle = Lifecycle.ACTIVE, changed_at: float = 100.0) -> Agent:
@@ -38,72 +40,74 @@ def event(agent_id: str, from_state: Lifecycle | None, to_state: Lifecycle, at: 
     return LifecycleEvent(agent_id, from_state, to_state, "alice", f"{action} it", at, action=action)
 
 
-async def migrated(path: Path) -> Store:
-    store = open_store(f"sqlite:///{path}")
-    await store.migrate()
-    return store
+def versions_query() -> str:
+    return "SELECT version FROM schema_migrations ORDER BY version"
 
 
-def versions(path: Path) -> list[int]:
-    with sqlite3.connect(path) as conn:
-        return [row[0] for row in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
+@pytest.fixture(params=BACKENDS)
+async def empty_backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreBackend]:
+    """A backend never migrated (the `backend` fixture's PostgreSQL databases are copies of a migrated one)."""
+    postgres = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    async with store_backend(request.param, tmp_path, postgres, migrated=False) as fresh:
+        yield fresh
 
 
-async def test_migrations_apply_once_and_are_idempotent(tmp_path: Path) -> None:
-    db = tmp_path / "gw.db"
-    store = open_store(f"sqlite:///{db}")
+async def test_migrations_apply_once_and_are_idempotent(empty_backend: StoreBackend) -> None:
+    backend = empty_backend
+    store = await backend.open(migrate=False)
     assert await store.schema_version() == 0
     assert await store.migrate() == [m.version for m in MIGRATIONS]
     assert await store.migrate() == []
     assert await store.schema_version() == LATEST_VERSION
     await store.close()
-    store = await migrated(db)  # a second process start applies nothing either
+    store = await backend.open()  # a second process start applies nothing either
     await store.close()
-    assert versions(db) == [m.version for m in MIGRATIONS]
+    assert [row[0] for row in await backend.fetch(versions_query())] == [m.version for m in MIGRATIONS]
+
+
+def test_both_backends_have_the_same_migrations() -> None:
+    assert [(m.version, m.name) for m in postgres_schema.MIGRATIONS] == [(m.version, m.name) for m in MIGRATIONS]
 
 
 async def test_database_is_in_wal_mode(tmp_path: Path) -> None:
     db = tmp_path / "gw.db"
-    store = await migrated(db)
+    store = open_store(f"sqlite:///{db}")
+    await store.migrate()
     await store.close()
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-async def test_reopening_keeps_agents_and_events(tmp_path: Path) -> None:
-    db = tmp_path / "gw.db"
-    store = await migrated(db)
+async def test_reopening_keeps_agents_and_events(backend: StoreBackend) -> None:
+    store = await backend.open()
     agent = make_agent()
     await store.save_agent(agent, event("bot-a", None, Lifecycle.ACTIVE, 100.0, "create"))
     await store.close()
 
-    store = await migrated(db)
+    store = await backend.open()
     assert await store.get_agent("bot-a") == agent  # every attribute survives the JSON round trip
     assert [e.action for e in await store.agent_events("bot-a")] == ["create"]
     await store.close()
 
 
-async def test_newer_schema_is_refused_at_open(tmp_path: Path) -> None:
-    db = tmp_path / "gw.db"
-    await (await migrated(db)).close()
-    with sqlite3.connect(db) as conn:
-        conn.execute("INSERT INTO schema_migrations VALUES (?, 'from the future', 0)", (LATEST_VERSION + 1,))
+async def test_newer_schema_is_refused_at_open(backend: StoreBackend) -> None:
+    await (await backend.open()).close()
+    await backend.execute(f"INSERT INTO schema_migrations VALUES ({LATEST_VERSION + 1}, 'from the future', 0)")
     with pytest.raises(SchemaTooNew, match=f"schema version {LATEST_VERSION + 1}.*upgrade Narrowgate"):
-        open_store(f"sqlite:///{db}")
+        store = open_store(backend.url)  # SQLite refuses here; PostgreSQL, which connects later, at first use
+        try:
+            await store.list_agents()
+        finally:
+            await store.close()
 
 
-async def test_newer_schema_written_after_open_is_refused_by_migrate(tmp_path: Path) -> None:
-    db = tmp_path / "gw.db"
-    store = await migrated(db)
-    with sqlite3.connect(db) as conn:
-        conn.execute("INSERT INTO schema_migrations VALUES (?, 'from the future', 0)", (LATEST_VERSION + 5,))
+async def test_newer_schema_written_after_open_is_refused_by_migrate(store: Store, backend: StoreBackend) -> None:
+    await backend.execute(f"INSERT INTO schema_migrations VALUES ({LATEST_VERSION + 5}, 'from the future', 0)")
     with pytest.raises(SchemaTooNew):
         await store.migrate()
-    await store.close()
 
 
-async def test_save_agent_upserts_and_lists_by_id(tmp_path: Path) -> None:
-    store = await migrated(tmp_path / "gw.db")
+async def test_save_agent_upserts_and_lists_by_id(store: Store) -> None:
     await store.save_agent(make_agent("bot-b"))
     await store.save_agent(make_agent("bot-a"))
     suspended = make_agent("bot-b", Lifecycle.SUSPENDED, changed_at=200.0)
@@ -112,44 +116,32 @@ async def test_save_agent_upserts_and_lists_by_id(tmp_path: Path) -> None:
     assert [a.id for a in await store.list_agents()] == ["bot-a", "bot-b"]
     assert await store.get_agent("bot-b") == suspended
     assert await store.get_agent("nobody") is None
-    await store.close()
 
 
-async def test_state_column_follows_the_document(tmp_path: Path) -> None:
-    db = tmp_path / "gw.db"
-    store = await migrated(db)
+async def test_state_column_follows_the_document(store: Store, backend: StoreBackend) -> None:
     await store.save_agent(make_agent("bot-a", Lifecycle.ACTIVE))
     await store.save_agent(make_agent("bot-a", Lifecycle.RETIRED, changed_at=300.0))
-    await store.close()
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT state, changed_at FROM agents WHERE id = 'bot-a'").fetchone() == ("retired", 300.0)
+    assert await backend.fetch("SELECT state, changed_at FROM agents WHERE id = 'bot-a'") == [("retired", 300.0)]
 
 
-async def test_save_agent_and_event_are_one_transaction(tmp_path: Path) -> None:
-    db = tmp_path / "gw.db"
-    store = await migrated(db)
+async def test_save_agent_and_event_are_one_transaction(store: Store, backend: StoreBackend) -> None:
     original = make_agent()
     await store.save_agent(original)
-    with sqlite3.connect(db) as conn:  # make the event insert (the second statement) fail
-        conn.execute("CREATE TRIGGER fail BEFORE INSERT ON agent_events BEGIN SELECT RAISE(ABORT, 'boom'); END")
+    await backend.fail_inserts_into("agent_events", "boom")  # the event insert (the second statement) fails
     changed = make_agent(state=Lifecycle.SUSPENDED, changed_at=200.0)
     with pytest.raises(StoreError, match="boom"):
         await store.save_agent(changed, event("bot-a", Lifecycle.ACTIVE, Lifecycle.SUSPENDED, 200.0, "suspend"))
     assert await store.get_agent("bot-a") == original  # the upsert was rolled back with it
     assert await store.agent_events("bot-a") == []
-    await store.close()
 
 
-async def test_event_for_another_agent_is_refused(tmp_path: Path) -> None:
-    store = await migrated(tmp_path / "gw.db")
+async def test_event_for_another_agent_is_refused(store: Store) -> None:
     with pytest.raises(ValueError, match="bot-b"):
         await store.save_agent(make_agent("bot-a"), event("bot-b", None, Lifecycle.ACTIVE, 1.0, "create"))
     assert await store.get_agent("bot-a") is None
-    await store.close()
 
 
-async def test_events_come_back_in_order_with_every_field(tmp_path: Path) -> None:
-    store = await migrated(tmp_path / "gw.db")
+async def test_events_come_back_in_order_with_every_field(store: Store) -> None:
     first = event("bot-a", None, Lifecycle.PENDING, 1.0, "create")
     second = event("bot-a", Lifecycle.PENDING, Lifecycle.ACTIVE, 2.0, "activate")
     third = LifecycleEvent("bot-a", Lifecycle.ACTIVE, Lifecycle.ACTIVE, "bob", "new owner", 3.0,
@@ -158,19 +150,14 @@ async def test_events_come_back_in_order_with_every_field(tmp_path: Path) -> Non
         await store.save_agent(make_agent(), e)
     await store.save_agent(make_agent("bot-b"), event("bot-b", None, Lifecycle.ACTIVE, 1.5, "create"))
     assert await store.agent_events("bot-a") == [first, second, third]
-    await store.close()
 
 
-async def test_events_table_is_append_only(tmp_path: Path) -> None:
-    db = tmp_path / "gw.db"
-    store = await migrated(db)
+async def test_events_table_is_append_only(store: Store, backend: StoreBackend) -> None:
     await store.save_agent(make_agent(), event("bot-a", None, Lifecycle.ACTIVE, 1.0, "create"))
-    await store.close()
-    with sqlite3.connect(db) as conn:
-        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-            conn.execute("UPDATE agent_events SET actor = 'mallory'")
-        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-            conn.execute("DELETE FROM agent_events")
+    for statement in ("UPDATE agent_events SET actor = 'mallory'", "DELETE FROM agent_events"):
+        with pytest.raises(backend.refusal, match="append-only"):
+            await backend.execute(statement)
+    assert [e.actor for e in await store.agent_events("bot-a")] == ["alice"]
 
 
 async def test_memory_store_works_and_is_a_store() -> None:
@@ -182,15 +169,20 @@ async def test_memory_store_works_and_is_a_store() -> None:
     await store.close()
 
 
+def test_postgres_store_is_a_store() -> None:
+    assert isinstance(open_store("postgresql://narrowgate@127.0.0.1:5432/narrowgate"), Store)
+
+
 async def test_open_store_creates_parent_directories(tmp_path: Path) -> None:
     db = tmp_path / "deep" / "er" / "gw.db"
-    store = await migrated(db)
+    store = open_store(f"sqlite:///{db}")
+    await store.migrate()
     await store.close()
     assert db.is_file()
 
 
-async def test_closed_store_refuses_calls(tmp_path: Path) -> None:
-    store = await migrated(tmp_path / "gw.db")
+async def test_closed_store_refuses_calls(backend: StoreBackend) -> None:
+    store = await backend.open()
     await store.close()
     await store.close()  # closing twice is harmless
     with pytest.raises(StoreError, match="closed"):
@@ -200,8 +192,6 @@ async def test_closed_store_refuses_calls(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("url", "fragment"),
     [
-        ("postgres://user:s3cret@db/narrowgate", "postgres store is not available yet"),
-        ("postgresql://user:s3cret@db/narrowgate", "postgres store is not available yet"),
         ("mysql://user:s3cret@db/narrowgate", "unsupported store URL scheme 'mysql'"),
         ("gw.db", "unsupported store URL scheme"),
         ("sqlite://relative.db", "invalid sqlite store URL"),
@@ -212,7 +202,7 @@ def test_unsupported_urls_are_refused_clearly(url: str, fragment: str) -> None:
     with pytest.raises(UnsupportedStoreUrl) as caught:
         open_store(url)
     assert fragment in str(caught.value)
-    assert "sqlite:///" in str(caught.value)  # says what would work
+    assert "sqlite:///" in str(caught.value) and "postgresql://" in str(caught.value)  # says what would work
     assert "s3cret" not in str(caught.value)  # never echoes credentials
 
 

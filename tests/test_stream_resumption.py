@@ -33,21 +33,28 @@ def parse_events(text: str) -> list[dict[str, Any]]:
     return events
 
 
+async def progress_call_dropped(http: httpx2.AsyncClient, url: str, session: dict[str, str]) -> list[dict[str, Any]]:
+    """Call behav__progress (request id 7, 3 steps) and drop its SSE stream after the first progress
+    event: the events seen until then."""
+    call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "behav__progress", "arguments": {"steps": 3, "delay": 0.3},
+                       "_meta": {"progressToken": "resume-me"}}}
+    seen: list[dict[str, Any]] = []
+    async with http.stream("POST", url, json=call, headers=session) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        buffer = ""
+        async for chunk in response.aiter_text():
+            buffer += chunk
+            seen = parse_events(buffer)
+            if any("data" in e and "progress" in e["data"] for e in seen):
+                break  # drop the connection after the first progress event
+    return seen
+
+
 async def test_dropped_post_stream_is_resumed_from_the_last_event_id(gateway: Gateway) -> None:
     async with httpx2.AsyncClient(timeout=30) as http:
         session = await open_session(http, gateway.url)
-        call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
-                "params": {"name": "behav__progress", "arguments": {"steps": 3, "delay": 0.3},
-                           "_meta": {"progressToken": "resume-me"}}}
-        seen: list[dict[str, Any]] = []
-        async with http.stream("POST", gateway.url, json=call, headers=session) as response:
-            assert response.headers["content-type"].startswith("text/event-stream")
-            buffer = ""
-            async for chunk in response.aiter_text():
-                buffer += chunk
-                seen = parse_events(buffer)
-                if any("data" in e and "progress" in e["data"] for e in seen):
-                    break  # drop the connection after the first progress event
+        seen = await progress_call_dropped(http, gateway.url, session)
         priming = seen[0]
         assert priming["id"].endswith("-0") and priming.get("retry"), "the stream starts with a priming event"
         last_id = [e for e in seen if "id" in e][-1]["id"]

@@ -266,10 +266,10 @@ def test_a_bad_workers_flag_is_refused(tmp_path: Path, value: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory, redis_url: str, behaviour_http: int) -> Any:
+def fleet(tmp_path_factory: pytest.TempPathFactory, redis_url: str, postgres_url: str, behaviour_http: int) -> Any:
     manifest = behaviour_manifest("v", {"url": f"http://127.0.0.1:{behaviour_http}/mcp"}, tools=("echo", "log"))
     manifest["tools"][1]["definition_sha256"] = "sha256:" + "1" * 64  # `log` differs: quarantined on sight
-    started = start_fleet(tmp_path_factory.mktemp("fleet"), [manifest], redis_url=redis_url)
+    started = start_fleet(tmp_path_factory.mktemp("fleet"), [manifest], redis_url=redis_url, postgres_url=postgres_url)
     yield started
     started.stop()
 

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.admin.auth import AdminAuthenticator, AdminAuthError
+from gateway.store.base import StoreError
 
 Endpoint = Callable[[Request, Any], Awaitable[Response]]  # (request, actor name or Approver)
 ErrorMapper = Callable[[Exception], Response | None]
@@ -71,8 +72,10 @@ def admin_route(auth: AdminAuthenticator, endpoint: Endpoint, errors: ErrorMappe
             return error_response(400, str(exc))
         except Exception as exc:
             answer = errors(exc) if errors is not None else None
-            if answer is None:
-                raise
-            return answer
+            if answer is not None:
+                return answer
+            if isinstance(exc, StoreError):  # its message names no secret (gateway.store.base)
+                return error_response(503, f"the store is unavailable: {exc}")
+            raise
 
     return guarded

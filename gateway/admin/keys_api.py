@@ -17,15 +17,10 @@ from starlette.routing import Route
 
 from gateway.admin.auth import AdminAuthenticator
 from gateway.admin.http import Endpoint, admin_route, error_response, json_response, read_json
+from gateway.admin.key_overlap import DEFAULT_OVERLAP_S, MAX_OVERLAP_S, MIN_OVERLAP_S
 from gateway.credentials.upstream_auth import UpstreamAuth
 
 log = logging.getLogger("narrowgate.admin")
-DEFAULT_OVERLAP_S = 3600.0
-# The old key must verify every token it signed until that token expires: task tokens live up to
-# 900 s (upstream tokens 60 s), plus clock leeway and a verifier's JWKS cache.
-MIN_OVERLAP_S = 960.0
-# Far enough out for any sensible window; keeps a typo from pinning a retired key in the JWKS for years.
-MAX_OVERLAP_S = 30 * 24 * 3600.0
 
 
 class KeysApi:

@@ -6,6 +6,10 @@ console's inbox and history) and recorded in the audit log. A request is good fo
 with the same agent, task, tool, canonical arguments and policy version; it dies when it is used,
 denied, expires, or its task ends or its agent stops being active.
 
+Several replicas share the open requests (gateway.state.approvals.OpenApprovals on Redis): claiming one
+(`pop`) succeeds once fleet-wide, a decision is a compare-and-set on the request as it was read, and a
+change wakes held calls in every process; the store row follows each change.
+
 A hold-mode request exists for the calls waiting on it. When the last of them is gone (its client
 disconnected or cancelled it, or the gateway restarted) and no agent was told to retry, nobody is
 left to receive the outcome: the request is abandoned, so approving it later grants nothing.
@@ -18,7 +22,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any
 
@@ -46,6 +50,9 @@ log = logging.getLogger("narrowgate.approvals")
 Clock = Callable[[], float]
 SWEEP_INTERVAL_S = 5.0
 COMMENT_MAX = 2000
+DECIDE_ATTEMPTS = 3
+CLOSED_WHILE_DECIDED = "cancelled: the request ended while it was being decided"
+UNRECORDED = "the request could not be opened in the shared state"
 RESTARTED = "abandoned: the gateway restarted while the agent's call was held (a held call does not survive a restart)"
 
 
@@ -63,6 +70,7 @@ class ApprovalService:
         self.on_new: Observers[[Approval]] = []  # every new request (webhook)
         self.on_change: Observers[[int]] = []  # the pending count after any change (gauge)
         self._open: OpenApprovals[Approval] = open_approvals if open_approvals is not None else InMemoryOpenApprovals()
+        self.last_pending_count = 0  # as of the last change or sweep this process saw (the console's badge)
         self._unsaved: dict[str, Approval] = {}  # closed in memory, row not yet written (see _persist_later)
         self._waiters: ApprovalWaiters = waiters if waiters is not None else InMemoryApprovalWaiters()
         self._lock = asyncio.Lock()
@@ -72,10 +80,11 @@ class ApprovalService:
     # lifecycle of the service
 
     async def open(self, *, background: bool = True) -> None:
-        for approval in await self.store.list_approvals(states=[s.value for s in OPEN_STATES], limit=100_000):
-            self._open.put(approval)
-        for approval in self._open.values():  # their held calls ended with the previous process
-            self._abandon(approval.id, RESTARTED)
+        restored = [approval for approval in
+                    await self.store.list_approvals(states=[s.value for s in OPEN_STATES], limit=100_000)
+                    if await self._open.put(approval)]  # one already open is live in another replica: kept
+        for approval in restored:  # their held calls ended with the previous process
+            await self._abandon(approval.id, RESTARTED)
         if self._agent_changed not in self.registry.on_change:
             self.registry.on_change.append(self._agent_changed)
         await self.sweep()
@@ -93,19 +102,20 @@ class ApprovalService:
 
     # the call path
 
-    def usable(self, agent_id: str, task_id: str | None, tool: str, args_digest: str, policy_version: str,
-               covers: Callable[[Approval], bool] = lambda approval: True) -> Approval | None:
+    async def usable(self, agent_id: str, task_id: str | None, tool: str, args_digest: str, policy_version: str,
+                     covers: Callable[[Approval], bool] = lambda approval: True) -> Approval | None:
         """A granted, unused, unexpired approval for exactly this call (and that `covers` it), if any."""
-        return self._find(ApprovalState.APPROVED, (agent_id, task_id, tool, args_digest, policy_version), covers)
+        return await self._find(ApprovalState.APPROVED, (agent_id, task_id, tool, args_digest, policy_version),
+                                covers)
 
-    def pending_for(self, agent_id: str, task_id: str | None, tool: str, args_digest: str,
-                    policy_version: str) -> Approval | None:
-        return self._find(ApprovalState.PENDING, (agent_id, task_id, tool, args_digest, policy_version))
+    async def pending_for(self, agent_id: str, task_id: str | None, tool: str, args_digest: str,
+                          policy_version: str) -> Approval | None:
+        return await self._find(ApprovalState.PENDING, (agent_id, task_id, tool, args_digest, policy_version))
 
-    def _find(self, state: ApprovalState, binding: tuple[str, str | None, str, str, str],
-              covers: Callable[[Approval], bool] = lambda approval: True) -> Approval | None:
+    async def _find(self, state: ApprovalState, binding: tuple[str, str | None, str, str, str],
+                    covers: Callable[[Approval], bool] = lambda approval: True) -> Approval | None:
         now = self.clock()
-        for approval in self._open.values():
+        for approval in await self._open.values():
             if approval.state is state and now < approval.expires_at and approval.binds(*binding) and covers(approval):
                 return approval
         return None
@@ -113,24 +123,26 @@ class ApprovalService:
     async def request(self, draft: Approval) -> Approval:
         """Store a new request (or return the pending one for the same call: a retry asks once)."""
         async with self._lock:  # two identical calls at once must not both miss the other's request
-            existing = self.pending_for(draft.agent_id, draft.task_id, draft.tool, draft.args_digest,
-                                        draft.policy_version)
+            existing = await self.pending_for(draft.agent_id, draft.task_id, draft.tool, draft.args_digest,
+                                              draft.policy_version)
             if existing is not None:
                 return existing
             approval = replace(draft, id="apr_" + secrets.token_urlsafe(12), state=ApprovalState.PENDING)
             await self.store.save_approval(approval)
-            self._open.put(approval)
+            if not await self._open.put(approval):  # the shared state cannot be reached: nothing can be held
+                self._persist_later(replace(approval, state=ApprovalState.CANCELLED, end_reason=UNRECORDED))
+                raise ApprovalError("the approval request could not be opened (shared state unavailable)")
         self._record(approval, "requested", approval.agent_id, detail={"reason": approval.reason})
         log.info("approval %s requested: agent %s, tool %s, decision %s, expires in %.0f s", approval.id,
                  approval.agent_id, approval.tool, approval.decision_id, approval.expires_at - approval.created_at)
         for observer in self.on_new:
             observer(approval)
-        self._changed_count()
+        await self._changed_count()
         return approval
 
     async def spend(self, approval_id: str, decision_id: str) -> Approval:
         """consume(), with the "used" row on disk before the call goes on: a crash cannot revive it."""
-        used = self.consume(approval_id, decision_id, persist=False)
+        used = await self.consume(approval_id, decision_id, persist=False)
         self._unsaved[used.id] = used  # readers see "used" while the row is written
         try:
             await self.store.save_approval(used)
@@ -141,14 +153,15 @@ class ApprovalService:
             raise ApprovalError(f"approval {approval_id} could not be recorded as used") from None
         return used
 
-    def consume(self, approval_id: str, decision_id: str, persist: bool = True) -> Approval:
-        """Mark a granted approval used, at once (synchronous: two calls can never both use it)."""
-        approval = self._open.get(approval_id)
+    async def consume(self, approval_id: str, decision_id: str, persist: bool = True) -> Approval:
+        """Mark a granted approval used. Claimed by `pop` (atomic, fleet-wide too): two calls never both use it."""
+        approval = await self._open.get(approval_id)
         now = self.clock()
         if approval is None or approval.state is not ApprovalState.APPROVED or now >= approval.expires_at:
             raise ApprovalError(f"approval {approval_id} is not available to use")
         used = replace(approval, state=ApprovalState.USED, used_at=now, used_decision_id=decision_id)
-        self._close(used)
+        if await self._close(used) is None:  # another call (here or in another replica) claimed it first
+            raise ApprovalError(f"approval {approval_id} is not available to use")
         self._record(used, "used", approval.agent_id, detail={"used_decision_id": decision_id})
         if persist:
             self._persist_later(used)
@@ -157,15 +170,16 @@ class ApprovalService:
     async def wait(self, approval_id: str, timeout_s: float) -> Approval:
         """Wait until the request is decided, expires or is cancelled, or `timeout_s` passes."""
         # Already closed (e.g. denied while a held call sent a keepalive): its outcome, not "not found".
-        approval = self.current(approval_id) or await self._stored(approval_id)
+        approval = await self.get(approval_id)
         remaining = min(timeout_s, approval.expires_at - self.clock())
         if approval.state is ApprovalState.PENDING and remaining > 0:
             await self._waiters.wait(approval_id, remaining)
         await self.expire_if_due(approval_id)
-        return self.current(approval_id) or await self._stored(approval_id)
+        # Closed in another replica whose row is not written yet: the row (woken again once it is), as of now.
+        return (await self.get(approval_id)).effective(self.clock())
 
-    def current(self, approval_id: str) -> Approval | None:
-        approval = self._open.get(approval_id)
+    async def current(self, approval_id: str) -> Approval | None:
+        approval = await self._open.get(approval_id)
         return None if approval is None else approval.effective(self.clock())
 
     # held calls
@@ -174,10 +188,11 @@ class ApprovalService:
         """A call now waits on this request (several identical calls may wait on one)."""
         self._waiters.hold_begins(approval_id)
 
-    def hold_ends(self, approval_id: str, abandoned: str | None = None) -> None:
+    async def hold_ends(self, approval_id: str, abandoned: str | None = None) -> None:
         """A held call stopped waiting; `abandoned` says why if it left without the outcome."""
         if self._waiters.hold_ends(approval_id) and abandoned is not None:
-            self._abandon(approval_id, abandoned)
+            # Shielded: the held call may be cancelled while this runs; the request must still be abandoned.
+            await asyncio.shield(self._in_background(self._abandon(approval_id, abandoned)))
 
     def is_held(self, approval_id: str) -> bool:
         """A call in this process is waiting on this request right now."""
@@ -187,20 +202,21 @@ class ApprovalService:
         """The agent was answered "retry the identical call" (the pending answer): from now on the request
         is a pending-mode one, good for that retry even when no call waits on it."""
         async with self._lock:
-            approval = self._open.get(approval_id)
+            approval = await self._open.get(approval_id)
             if approval is None or approval.mode != "hold":
                 return
             retried = replace(approval, mode="pending")
-            self._open.put(retried)
-            await self.store.save_approval(retried)
+            if await self._open.put(retried, replacing=approval):
+                await self.store.save_approval(retried)
 
-    def _abandon(self, approval_id: str, reason: str) -> None:
+    async def _abandon(self, approval_id: str, reason: str) -> None:
         """No call waits for this hold-mode request and no agent was told to retry it: it must never grant."""
-        approval = self._open.get(approval_id)
+        approval = await self._open.get(approval_id)
         if approval is None or approval.mode != "hold" or self._waiters.is_held(approval_id):
             return
         abandoned = replace(approval, state=ApprovalState.ABANDONED, end_reason=reason)
-        self._close(abandoned)
+        if await self._close(abandoned) is None:
+            return  # closed meanwhile (decided and used, cancelled): that outcome stands
         self._record(abandoned, "abandoned", "narrowgate", detail={"reason": reason})
         self._persist_later(abandoned)
         log.info("approval %s abandoned: %s", approval_id, reason)
@@ -209,32 +225,53 @@ class ApprovalService:
 
     async def decide(self, approval_id: str, approver: Approver, approve: bool, comment: str = "") -> Approval:
         comment = (comment or "").strip()[:COMMENT_MAX]
+        state = ApprovalState.APPROVED if approve else ApprovalState.DENIED
         async with self._lock:
             await self.expire_if_due(approval_id)
-            approval = self._open.get(approval_id)
-            if approval is None:
-                raise ApprovalError(ended(await self._stored(approval_id)))
-            if approval.state is not ApprovalState.PENDING:
-                raise ApprovalError(f"approval {approval_id} is already {approval.state.value}")
-            refusal = self.refusal(approval, approver)
-            if refusal is not None:
-                log.warning("approval %s: %s may not decide it (%s)", approval_id, approver.actor, refusal)
-                raise NotAllowedToDecide(refusal)
-            state = ApprovalState.APPROVED if approve else ApprovalState.DENIED
-            decided = replace(approval, state=state, decided_by=approver.actor, decided_by_label=approver.label,
-                              decided_at=self.clock(), comment=comment or None)
-            await self.store.save_approval(decided)
-            if self._open.get(approval_id) is not approval:  # cancelled or abandoned while it was written
-                raise ApprovalError(ended(await self._stored(approval_id)))
+            for _ in range(DECIDE_ATTEMPTS):
+                approval = await self._decidable(approval_id, approver)
+                decided = replace(approval, state=state, decided_by=approver.actor, decided_by_label=approver.label,
+                                  decided_at=self.clock(), comment=comment or None)
+                await self.store.save_approval(decided)  # the row first: a usable approval always has its row
+                if await self._open.put(decided, replacing=approval):  # compare-and-set on what was read
+                    break
+                if await self._open.get(approval_id) is None:  # cancelled or abandoned while it was written
+                    await self._undo_decision(decided, approval)
+                    raise ApprovalError(ended(await self._stored(approval_id)))
+            else:  # changed under us each time (another replica at work): the person may simply try again
+                raise ApprovalError(f"approval {approval_id} changed while it was being decided: try again")
             if approve:
-                self._open.put(decided)
                 self._wake(approval_id)
-                self._changed_count()
+                await self._changed_count()
             else:
-                self._close(decided)
+                await self._close(decided)
         self._record(decided, state.value, approver.actor, detail={"comment": comment} if comment else None)
         log.info("approval %s %s by %s", approval_id, state.value, approver.actor)
         return decided
+
+    async def _decidable(self, approval_id: str, approver: Approver) -> Approval:
+        """The open, pending request this person may decide; else why not (ApprovalError)."""
+        approval = await self._open.get(approval_id)
+        if approval is None:
+            stored = await self._stored(approval_id)
+            if stored.state in OPEN_STATES:  # its row says open, the open set has it not (or cannot be read)
+                raise ApprovalError(f"approval {approval_id} cannot be decided now: the gateway cannot see it "
+                                    "open (shared state unavailable); try again shortly")
+            raise ApprovalError(ended(stored))
+        if approval.state is not ApprovalState.PENDING:
+            raise ApprovalError(f"approval {approval_id} is already {approval.state.value}")
+        refusal = self.refusal(approval, approver)
+        if refusal is not None:
+            log.warning("approval %s: %s may not decide it (%s)", approval_id, approver.actor, refusal)
+            raise NotAllowedToDecide(refusal)
+        return approval
+
+    async def _undo_decision(self, decided: Approval, approval: Approval) -> None:
+        """The request closed while its decision's row was written: if that row is the last word, it must not
+        say decided (a restart would reopen it), so it says what happened."""
+        if await self.store.get_approval(decided.id) == decided:
+            await self.store.save_approval(replace(approval, state=ApprovalState.CANCELLED,
+                                                   end_reason=CLOSED_WHILE_DECIDED))
 
     def may_see_arguments(self, approval: Approval, person: Approver) -> bool:
         """The call's arguments are for the people who may decide it (and admins), not every approver."""
@@ -275,49 +312,59 @@ class ApprovalService:
         return f"only the agent's owner ({owner}) may decide this request"
 
     async def get(self, approval_id: str) -> Approval:
-        current = self.current(approval_id)
+        current = await self.current(approval_id)
         return current if current is not None else await self._stored(approval_id)
 
     async def list(self, states: list[str] | None = None, agent_id: str | None = None,
                    limit: int = 200) -> list[Approval]:
         await self.sweep()
         approvals = await self.store.list_approvals(states=states, agent_id=agent_id, limit=limit)
-        return [self.current(a.id) or a for a in approvals]
+        still_open = {a.id: a.effective(self.clock()) for a in await self._open.values()}
+        return [still_open.get(a.id, a) for a in approvals]
 
-    def pending_count(self) -> int:
+    async def pending_count(self) -> int:
         now = self.clock()
-        return sum(1 for a in self._open.values() if a.state is ApprovalState.PENDING and now < a.expires_at)
+        count = sum(1 for a in await self._open.values() if a.state is ApprovalState.PENDING and now < a.expires_at)
+        self.last_pending_count = count
+        return count
 
     # endings
 
     def task_ended(self, task: Task) -> None:
-        """TaskService.on_end: a task's approvals die with it."""
-        self._cancel_where(lambda a: a.task_id == task.id, f"task {task.id} ended ({task.state.value})")
+        """TaskService.on_end: a task's approvals die with it (started at once; the caller, a synchronous
+        observer, does not wait on the shared state)."""
+        self._in_background(self._cancel_where(lambda a: a.task_id == task.id,
+                                                f"task {task.id} ended ({task.state.value})"))
 
     def _agent_changed(self, agent: Agent, event: LifecycleEvent) -> None:
         if agent.state is not Lifecycle.ACTIVE:
-            self._cancel_where(lambda a: a.agent_id == agent.id, f"agent {agent.id} is {agent.state.value}")
+            self._in_background(self._cancel_where(lambda a: a.agent_id == agent.id,
+                                                    f"agent {agent.id} is {agent.state.value}"))
 
-    def _cancel_where(self, matches: Callable[[Approval], bool], reason: str) -> None:
-        for approval in [a for a in self._open.values() if matches(a)]:
+    async def _cancel_where(self, matches: Callable[[Approval], bool], reason: str) -> None:
+        for approval in [a for a in await self._open.values() if matches(a)]:
             cancelled = replace(approval, state=ApprovalState.CANCELLED, end_reason=reason)
-            self._close(cancelled)
+            if await self._close(cancelled) is None:
+                continue  # closed meanwhile, here or in another replica
             self._record(cancelled, "cancelled", "narrowgate", detail={"reason": reason})
             self._persist_later(cancelled)
 
     async def expire_if_due(self, approval_id: str) -> None:
-        approval = self._open.get(approval_id)
-        if approval is None:
-            return
+        approval = await self._open.get(approval_id)
+        if approval is not None:
+            await self._expire_if_due(approval)
+
+    async def _expire_if_due(self, approval: Approval) -> None:
         effective = approval.effective(self.clock())
-        if effective.state is ApprovalState.EXPIRED:
-            self._close(effective)
+        if effective.state is ApprovalState.EXPIRED and await self._close(effective) is not None:
             self._record(effective, "expired", "narrowgate", detail={"reason": effective.end_reason})
             await self.store.save_approval(effective)
+            self._wake(effective.id)  # waiters in other replicas read the row now
 
     async def sweep(self) -> None:
-        for approval in self._open.values():
-            await self.expire_if_due(approval.id)
+        for approval in await self._open.values():
+            await self._expire_if_due(approval)
+        await self.pending_count()
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -329,16 +376,20 @@ class ApprovalService:
 
     # internals
 
-    def _close(self, approval: Approval) -> None:
-        self._open.pop(approval.id)
-        self._wake(approval.id)
-        self._changed_count()
+    async def _close(self, approval: Approval) -> Approval | None:
+        """Claim the open request to close it as `approval`; the request as it was, or None if it was no
+        longer open (closed by someone else first: nothing to record)."""
+        claimed = await self._open.pop(approval.id)
+        if claimed is not None:
+            self._wake(approval.id)
+            await self._changed_count()
+        return claimed
 
     def _wake(self, approval_id: str) -> None:
         self._waiters.wake(approval_id)
 
-    def _changed_count(self) -> None:
-        count = self.pending_count()
+    async def _changed_count(self) -> None:
+        count = await self.pending_count()
         for observer in self.on_change:
             observer(count)
 
@@ -354,9 +405,14 @@ class ApprovalService:
     def _persist_later(self, approval: Approval) -> None:
         # Used and cancelled are final in memory at once; the row follows (the audit log has it too).
         self._unsaved[approval.id] = approval
-        task = asyncio.get_running_loop().create_task(self._persist(approval))
+        self._in_background(self._persist(approval))
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run `work` on its own (close() waits for it)."""
+        task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     async def _persist(self, approval: Approval) -> None:
         try:
@@ -365,6 +421,7 @@ class ApprovalService:
             log.exception("could not store approval %s (%s)", approval.id, approval.state.value)
         else:
             self._unsaved.pop(approval.id, None)
+            self._wake(approval.id)  # waiters in other replicas read the row now
 
     def _record(self, approval: Approval, action: str, actor: str, detail: dict[str, Any] | None = None) -> None:
         self.audit.record(AuditEvent(

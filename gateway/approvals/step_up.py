@@ -120,11 +120,15 @@ class StepUpFlow:
         digest = refused.args_digest or argument_digest(call.arguments)
         binding = (call.principal.agent_id, call.principal.task_id, call.entry.exposed_name, digest,
                    refused.rules_version)
-        granted = self.approvals.usable(*binding, covers=lambda approval: self.covers(approval, call))
+        granted = await self.approvals.usable(*binding, covers=lambda approval: self.covers(approval, call))
         if granted is not None:
             return await self.use(call, granted)
         mode = self.mode(refused, call)
-        approval = await self.approvals.request(self.draft(call, digest, mode))
+        try:
+            approval = await self.approvals.request(self.draft(call, digest, mode))
+        except ApprovalError as exc:  # no request could be opened: the call does not run
+            raise RpcError(APPROVAL_REQUIRED, f"Approval required, but {exc}: try again later",
+                           {"decision": "step_up", "decisionId": refused.decision_id}) from None
         if call.url_elicitation and call.era == MODERN_ERA:
             answer = self.input_answer(call)
             if answer is None:
@@ -245,7 +249,7 @@ class StepUpFlow:
             left = None
             return answer
         finally:
-            self.approvals.hold_ends(approval.id, left)
+            await self.approvals.hold_ends(approval.id, left)
 
     async def wait_for_person(self, call: StepUpCall, approval: Approval) -> Approval | None:
         """The request as decided (or expired, or still pending when the hold timed out); None if the

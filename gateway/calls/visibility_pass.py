@@ -69,6 +69,6 @@ class VisibilityPass:
 async def publish_in_steps(sessions: Iterable[Any], message: dict[str, Any]) -> None:
     """`message` to each session (its `publish`), yielding to the event loop every YIELD_EVERY of them."""
     for n, session in enumerate(sessions, 1):
-        session.publish(message)
+        await session.publish(message)
         if n % YIELD_EVERY == 0:
             await asyncio.sleep(0)

@@ -5,18 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-DEFAULT_GATEWAY = "http://127.0.0.1:8080"
-
-
-class AdminClientError(Exception):
-    pass
+from gateway.cli.errors import AdminClientError
 
 
 class AdminClient:
@@ -64,14 +59,6 @@ def print_with_history(record: dict[str, Any], heading: str, describe: Callable[
 
 def client(args: argparse.Namespace) -> AdminClient:
     return AdminClient(args.gateway, args.admin_token)
-
-
-def add_connection_options(parser: argparse.ArgumentParser) -> None:
-    """The same --gateway / --admin-token options (and environment defaults) as `narrowgate agents`."""
-    parser.add_argument("--gateway", default=os.environ.get("NARROWGATE_URL", DEFAULT_GATEWAY),
-                        help="gateway base URL (default: $NARROWGATE_URL or http://127.0.0.1:8080)")
-    parser.add_argument("--admin-token", default=os.environ.get("NARROWGATE_ADMIN_TOKEN"),
-                        help="admin bearer token (default: $NARROWGATE_ADMIN_TOKEN)")
 
 
 def when(epoch: float | None) -> str:

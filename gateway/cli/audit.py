@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from gateway.audit.chain import ChainVerifier
-from gateway.audit.model import KINDS
-from gateway.cli.parsers import Subcommands
 from gateway.config import load_settings
 
 if TYPE_CHECKING:  # for annotations only: the commands import the store where they open it
@@ -40,51 +38,6 @@ MAX_CELL = 40
 
 class AuditCommandError(ValueError):
     """Reported by the CLI as `narrowgate: <message>` with exit status 2."""
-
-
-def add_audit_parser(commands: Subcommands) -> None:
-    audit = commands.add_parser("audit", help="verify, export and search the tamper-evident audit log")
-    sub = audit.add_subparsers(title="audit commands", metavar="COMMAND", required=True)
-    verify = sub.add_parser("verify", help="check the hash chain; report every modified, removed, "
-                                           "inserted or reordered record")
-    export = sub.add_parser("export", help="write records as JSON lines, in seq order")
-    search = sub.add_parser("search", help="show matching records as a table (the latest --limit)")
-    for command in (verify, export, search):
-        command.add_argument("--config", type=Path, help="gateway config (its `state` names the store)")
-    for command in (export, search):
-        command.add_argument("--since", type=parse_time, help="from this time (ISO 8601; UTC if no offset)")
-        command.add_argument("--until", type=parse_time, help="before this time (ISO 8601; UTC if no offset)")
-    export.add_argument("--output", type=Path, help="write to this file instead of stdout")
-    search.add_argument("--agent", help="agent id")
-    search.add_argument("--tool", help="exposed tool name, prompt name or resource URI")
-    search.add_argument("--decision", choices=["allow", "deny", "step_up"], help="decision")
-    search.add_argument("--kind", choices=sorted(KINDS), help="record kind")
-    search.add_argument("--limit", type=_positive_int, default=50, help="at most this many records (default 50)")
-    verify.set_defaults(run=run_verify)
-    export.set_defaults(run=run_export)
-    search.set_defaults(run=run_search)
-
-
-def parse_time(text: str) -> float:
-    """ISO 8601 (`2026-03-01`, `2026-03-01T12:00:00Z`, with an offset) or epoch seconds -> epoch seconds."""
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be a positive integer")
-    return value
 
 
 # commands
@@ -224,4 +177,4 @@ def _cell(name: str, value: Any) -> str:
     return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
 
 
-__all__ = ["add_audit_parser", "format_table", "parse_time"]
+__all__ = ["format_table", "run_export", "run_search", "run_verify"]

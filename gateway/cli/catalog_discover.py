@@ -31,11 +31,9 @@ from gateway.catalog import CatalogError, load_catalog
 from gateway.catalog.definitions import DefinitionTooDeep, claimed_risk, definition_hash, reveal_hidden
 from gateway.catalog.loader import ENV_REFERENCE, ID_PATTERN, NAMESPACE_PATTERN, RESERVED_NAMESPACE, TOOL_NAME_PATTERN
 from gateway.catalog.model import NAMESPACE_SEPARATOR
-from gateway.cli.parsers import Subcommands
+from gateway.cli.parsers.catalog import OWNER_TODO
 
-DEFAULT_TIMEOUT_S = 30.0
 MAX_PAGES = 100  # as the gateway: a server that never ends its list is not followed forever
-OWNER_TODO = "TODO"
 HANDSHAKE_ERA = "legacy"  # the SDK's name for 2025-11-25, the era the gateway lists upstreams in
 RISK_REASONS = {"read": "readOnlyHint", "destructive": "destructiveHint",
                 "write": "no readOnlyHint or destructiveHint: check"}
@@ -47,31 +45,6 @@ LISTS = (("tools", "ListToolsRequest", "tools"), ("prompts", "ListPromptsRequest
 
 class DiscoverError(ValueError):
     """Reported by the CLI as `narrowgate: <message>` with exit status 2."""
-
-
-def add_discover_parser(catalog_commands: Subcommands) -> None:
-    discover = catalog_commands.add_parser(
-        "discover", help="connect to a live MCP server and draft its manifest (tools, risk, pins)",
-        usage="narrowgate catalog discover [options] URL\n"
-              "       narrowgate catalog discover [options] -- COMMAND [ARG ...]",
-        description="List a running MCP server's tools, prompts and resources and write a draft manifest: "
-                    "every tool with its description, the risk tier its annotations claim, data classes to "
-                    "fill and its definition_sha256 pin. Trim it, fill the TODOs, then validate.",
-        epilog="examples:\n  narrowgate catalog discover http://127.0.0.1:9000/mcp --owner me@example.com\n"
-               "  narrowgate catalog discover --id files -o tool_catalog/files.yaml -- npx -y "
-               "@modelcontextprotocol/server-filesystem /srv/share",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    discover.add_argument("target", nargs="+", metavar="TARGET",
-                          help="the server's Streamable HTTP URL, or (after --) the command that starts it on stdio")
-    discover.add_argument("--id", dest="server_id", metavar="ID",
-                          help="the manifest's id (default: from the server's name)")
-    discover.add_argument("--namespace", help="prefix of exposed names (default: the id; \"\" for bare names)")
-    discover.add_argument("--owner", help=f"who answers for the upstream (default: {OWNER_TODO}, to fill)")
-    discover.add_argument("-o", "--output", type=Path, help="write the draft to this file (default: stdout)")
-    discover.add_argument("--force", action="store_true", help="overwrite --output if it exists")
-    discover.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
-                          help=f"give up on the server after this long (default {DEFAULT_TIMEOUT_S:g})")
-    discover.set_defaults(run=run_discover)
 
 
 # --- what to connect to, and what it lists --------------------------------------------------------
@@ -442,4 +415,4 @@ def summary(listing: Listing, output: Path | None) -> str:
             "`narrowgate catalog validate`")
 
 
-__all__ = ["add_discover_parser", "draft_manifest", "list_server", "parse_target"]
+__all__ = ["draft_manifest", "list_server", "parse_target", "run_discover"]

@@ -10,7 +10,8 @@ import argparse
 from typing import Any
 
 from gateway.catalog.definitions import reveal_hidden
-from gateway.cli.admin_client import AdminClientError, client, when
+from gateway.cli.admin_client import client, when
+from gateway.cli.errors import AdminClientError
 from gateway.cli.review_text import (
     CatalogCommandError,
     diff_lines,

@@ -1,4 +1,5 @@
-"""`narrowgate`: the parser and the exit codes every command shares; one module per command group beside it."""
+"""`narrowgate`: the parser and the exit codes every command shares; each group's command line is in
+gateway.cli.parsers, its commands in one module beside this one, imported only when one of them runs."""
 
 from __future__ import annotations
 
@@ -8,17 +9,17 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__
-from gateway.cli.admin_client import AdminClientError
-from gateway.cli.agents import add_agents_parser
-from gateway.cli.approvals import add_approvals_parser
-from gateway.cli.audit import add_audit_parser
-from gateway.cli.catalog import add_catalog_parser
-from gateway.cli.demo import add_demo_parser
+from gateway.cli.errors import AdminClientError
 from gateway.cli.exit_codes import EXIT_INTERRUPTED, EXIT_INVALID
-from gateway.cli.keys import add_keys_parser
-from gateway.cli.policy import add_policy_parser
-from gateway.cli.serve import add_serve_parser
-from gateway.cli.tasks import add_tasks_parser
+from gateway.cli.parsers.agents import add_agents_parser
+from gateway.cli.parsers.approvals import add_approvals_parser
+from gateway.cli.parsers.audit import add_audit_parser
+from gateway.cli.parsers.catalog import add_catalog_parser
+from gateway.cli.parsers.demo import add_demo_parser
+from gateway.cli.parsers.keys import add_keys_parser
+from gateway.cli.parsers.policy import add_policy_parser
+from gateway.cli.parsers.serve import add_serve_parser
+from gateway.cli.parsers.tasks import add_tasks_parser
 from gateway.demo.state import DemoStateError
 from gateway.logs import configure as configure_logging
 from gateway.settings.errors import ConfigError

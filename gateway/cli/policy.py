@@ -16,7 +16,6 @@ from typing import Any
 
 from gateway.catalog import Catalog, CatalogError, load_catalog
 from gateway.cli.exit_codes import EXIT_INVALID
-from gateway.cli.parsers import Subcommands
 from gateway.config import Settings, load_settings
 from gateway.identity.principal import Principal
 from gateway.policy.engine import PolicyEngine, PolicyLoadError, RequestFacts
@@ -25,23 +24,6 @@ from gateway.policy.testing import run_policy_tests, validate_policies_dir
 from gateway.registry.model import Agent
 
 EXIT_FAILED = 1
-
-
-def add_policy_parser(commands: Subcommands) -> None:
-    policy = commands.add_parser("policy", help="validate, test and explain the Cedar policy set")
-    sub = policy.add_subparsers(title="policy commands", metavar="COMMAND", required=True)
-    validate = sub.add_parser("validate", help="parse and validate the policy set against the catalog")
-    test = sub.add_parser("test", help="run the policy test cases in <policies>/tests/*.yaml")
-    explain = sub.add_parser("explain", help="show the decision for one call and the policies that made it")
-    for command in (validate, test, explain):
-        command.add_argument("--config", type=Path, help="gateway config (catalog, policies, state)")
-    explain.add_argument("--agent", required=True, help="agent id (from the store or the agents file)")
-    explain.add_argument("--tool", required=True, help="exposed tool name, e.g. payments__refund_payment")
-    explain.add_argument("--args", default="{}", help="the call's arguments as a JSON object")
-    explain.add_argument("--approved", action="store_true", help="decide as if a person had approved the call")
-    validate.set_defaults(run=run_validate)
-    test.set_defaults(run=run_test)
-    explain.set_defaults(run=run_explain)
 
 
 def run_validate(args: argparse.Namespace) -> int:
@@ -157,4 +139,4 @@ class PolicyCommandError(ValueError):
     """Reported by the CLI as `narrowgate: <message>` with exit status 2."""
 
 
-__all__ = ["PolicyLoadError", "add_policy_parser"]
+__all__ = ["PolicyLoadError", "run_explain", "run_test", "run_validate"]

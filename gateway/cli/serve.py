@@ -16,29 +16,8 @@ from typing import Any
 
 from gateway.catalog import Catalog, CatalogError, load_catalog
 from gateway.cli.exit_codes import EXIT_INVALID
-from gateway.cli.parsers import Subcommands
 from gateway.config import Settings, load_settings
-from gateway.settings.cluster import worker_cluster, workers_problem, workers_setting
-from gateway.settings.errors import ConfigError
-
-
-def add_serve_parser(commands: Subcommands) -> None:
-    serve = commands.add_parser("serve", help="run the gateway", description="Run the gateway until stopped.")
-    serve.add_argument("--config", type=Path, help="YAML config file (NARROWGATE_* variables override it)")
-    serve.add_argument("--open-loopback", action="store_true",
-                       help="let unauthenticated local clients in (development only; refused unless bound "
-                            "to a loopback address)")
-    serve.add_argument("--workers", type=workers_argument, metavar="N",
-                       help="processes serving the listen address (default: `workers` in the config, 1); "
-                            "more than 1 needs cluster.redis_url")
-    serve.set_defaults(run=run_serve)
-
-
-def workers_argument(text: str) -> int:
-    try:
-        return workers_setting(int(text))
-    except (ValueError, ConfigError):
-        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 64, got {text!r}") from None
+from gateway.settings.cluster import worker_cluster, workers_problem
 
 
 def run_serve(args: argparse.Namespace) -> int:

@@ -7,10 +7,13 @@ from __future__ import annotations
 from dataclasses import fields, replace
 
 from gateway.catalog import Catalog
+from gateway.cluster.approvals import RedisApprovalWaiters, RedisOpenApprovals
 from gateway.cluster.chain import RedisChain
 from gateway.cluster.connection import Cluster
+from gateway.cluster.console import RedisConsoleSessions, RedisLoginFailures
 from gateway.cluster.notices import RedisNotices
 from gateway.cluster.revocations import RedisRevocationList
+from gateway.cluster.sessions import RedisSessions
 from gateway.config import Settings
 from gateway.in_memory_state import in_memory_backends, monitoring_with_catalog_egress
 from gateway.state.backends import StateBackends
@@ -26,6 +29,16 @@ def shared_backends(settings: Settings, catalog: Catalog, cluster: Cluster) -> S
     state = replace(state, notices=notices, revocations=revocations)
     chain = RedisChain(cluster, monitoring_with_catalog_egress(settings, catalog))  # so a call's steps share scripts
     state = replace(state, rate_windows=chain, chain_signals=chain, call_budgets=chain)
+    approvals, waiters = settings.approvals, RedisApprovalWaiters(cluster)
+    cluster.runners.append(waiters)
+    state = replace(state, open_approvals=RedisOpenApprovals(cluster), approval_waiters=waiters,
+                    console_sessions=RedisConsoleSessions(cluster, approvals.console_session_ttl_s,
+                                                          approvals.console_idle_s),
+                    login_failures=RedisLoginFailures(cluster))
+    limits = settings.limits
+    sessions = RedisSessions(cluster, limits.session_idle_s, limits.max_sessions_per_agent, limits.max_sessions)
+    cluster.runners.append(sessions)
+    state = replace(state, agent_sessions=sessions)
     return state
 
 

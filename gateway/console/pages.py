@@ -161,7 +161,7 @@ class Console:
         """A GET page that needs a session; without one, to the login page (and back here after)."""
 
         async def endpoint(request: Request) -> Response:
-            session = self.session_of(request)
+            session = await self.session_of(request)
             if session is None:
                 return RedirectResponse(f"{LOGIN_PATH}?next={quote(request.url.path, safe='/')}", 303)
             return await self.guarded(request, session, lambda: handler(request, session))
@@ -172,7 +172,7 @@ class Console:
         """A POST form: same origin, a session, and the session's CSRF token, or nothing happens."""
 
         async def endpoint(request: Request) -> Response:
-            session = self.session_of(request)
+            session = await self.session_of(request)
             if not same_origin(request, self.origin):
                 log.warning("console: refused %s %s from another origin (%s)", request.method, request.url.path,
                             client_address(request))
@@ -194,6 +194,7 @@ class Console:
     async def guarded(self, request: Request, session: ConsoleSession | None,
                       work: Callable[[], Awaitable[Response]]) -> Response:
         """Known refusals become a page with their status and message; anything else a plain 500 page."""
+        flashes = list(session.flashes) if session is not None else []
         try:
             return await work()
         except Exception as exc:
@@ -202,9 +203,16 @@ class Console:
                 log.exception("console: %s %s failed", request.method, request.url.path)
                 refused = (500, "Something went wrong in the gateway; the details are in its log.")
             return self.error_page(request, session, *refused)
+        finally:
+            await self.keep_flashes(session, flashes)
 
-    def session_of(self, request: Request) -> ConsoleSession | None:
-        return self.sessions.get(request.cookies.get(self.cookies.session_name))
+    async def session_of(self, request: Request) -> ConsoleSession | None:
+        return await self.sessions.get(request.cookies.get(self.cookies.session_name))
+
+    async def keep_flashes(self, session: ConsoleSession | None, before: list[str]) -> None:
+        """A page showed the session's messages or an action added one: the session store keeps that."""
+        if session is not None and session.flashes != before:
+            await self.sessions.keep_flashes(session.id, session.flashes)
 
     # signing in and out
 
@@ -212,7 +220,7 @@ class Console:
         if request.method == "POST":
             return await self.sign_in(request)
         next_path = safe_next(request.query_params.get("next"))
-        if self.session_of(request) is not None:
+        if await self.session_of(request) is not None:
             return RedirectResponse(next_path, 303)
         return self.login_page(request, next_path)
 
@@ -220,10 +228,10 @@ class Console:
         address = client_address(request)
         if not same_origin(request, self.origin):
             return self.error_page(request, None, 403, self.origin_refusal())
-        if self.throttle.blocked(address):
+        if await self.throttle.blocked(address):
             response = self.login_page(request, HOME, 429, "Too many failed sign-ins from your address: "
                                                           "wait a minute and try again.")
-            response.headers["Retry-After"] = str(self.throttle.retry_after_s(address))
+            response.headers["Retry-After"] = str(await self.throttle.retry_after_s(address))
             return response
         try:
             form = await read_form(request)
@@ -239,15 +247,19 @@ class Console:
         try:
             person = await self.auth.person_from_token(credential)
         except AdminAuthError as exc:
-            self.throttle.failed(address)
+            await self.throttle.failed(address)
             log.warning("console: sign-in from %s refused (%d): %s", address, exc.status, exc.message)
             return self.login_page(request, next_path, exc.status, f"Sign-in refused: {exc.message}.")
-        return self.signed_in(request, person, credential_expiry(credential), next_path)
+        try:
+            return await self.signed_in(request, person, credential_expiry(credential), next_path)
+        except Exception as exc:  # the session could not be kept (a fleet's Redis is down): not signed in
+            log.warning("console: sign-in of %s failed: %s", person.actor, type(exc).__name__)
+            return self.login_page(request, next_path, 503, "Sign-in is unavailable right now: try again shortly.")
 
-    def signed_in(self, request: Request, person: Approver, credential_expires_at: float | None,
-                  next_path: str) -> Response:
-        self.sessions.delete(request.cookies.get(self.cookies.session_name))  # never reuse an old session id
-        session = self.sessions.create(person, credential_expires_at)
+    async def signed_in(self, request: Request, person: Approver, credential_expires_at: float | None,
+                        next_path: str) -> Response:
+        await self.sessions.delete(request.cookies.get(self.cookies.session_name))  # never reuse an old session id
+        session = await self.sessions.create(person, credential_expires_at)
         log.info("console: %s signed in from %s", person.actor, client_address(request))
         response = RedirectResponse(next_path, 303)
         self.cookies.set_session(response, session.id, int(session.expires_at - self.clock()))
@@ -255,7 +267,7 @@ class Console:
         return response
 
     async def logout(self, request: Request, session: ConsoleSession, form: dict[str, str]) -> Response:
-        self.sessions.delete(session.id)
+        await self.sessions.delete(session.id)
         log.info("console: %s signed out", session.person.actor)
         response = RedirectResponse(LOGIN_PATH, 303)
         self.cookies.clear_session(response)
@@ -360,7 +372,7 @@ class Console:
             person=session.person if session is not None else None,
             csrf=session.csrf if session is not None else "",
             flashes=session.take_flashes() if session is not None else [],
-            pending_count=self.approvals.pending_count(),
+            pending_count=self.approvals.last_pending_count,
             quarantined_count=self.catalog.quarantined_count(),
             nav=context.pop("nav", ""),
             **context,
@@ -386,7 +398,10 @@ class Console:
 
     async def not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
-        response = self.error_page(request, self.session_of(request), 404, "There is no such console page.")
+        session = await self.session_of(request)
+        flashes = list(session.flashes) if session is not None else []
+        response = self.error_page(request, session, 404, "There is no such console page.")
+        await self.keep_flashes(session, flashes)
         await response(scope, receive, send)
 
     async def stylesheet(self, request: Request) -> Response:

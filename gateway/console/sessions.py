@@ -4,6 +4,7 @@ A session id is 32 random bytes (URL-safe base64) handed to the browser in an Ht
 server keeps only the Approver it stands for, never the credential that was pasted to sign in. A
 session ends at the first of: its absolute lifetime, `idle_s` without a request, the credential's
 own expiry (for an OIDC token), or logout. Sessions do not survive a restart: people sign in again.
+(In a fleet, gateway.cluster.console keeps them in Redis instead: any replica serves them.)
 
 Failed sign-ins are throttled per client address (`LoginThrottle`), so a console reachable by many
 cannot be used to guess credentials.
@@ -49,7 +50,7 @@ class SessionStore:
         self.clock = clock
         self._sessions: dict[str, ConsoleSession] = {}
 
-    def create(self, person: Approver, credential_expires_at: float | None = None) -> ConsoleSession:
+    async def create(self, person: Approver, credential_expires_at: float | None = None) -> ConsoleSession:
         now = self.clock()
         self._prune(now)
         expires = now + self.ttl_s
@@ -60,7 +61,7 @@ class SessionStore:
         self._sessions[session.id] = session
         return session
 
-    def get(self, session_id: str | None) -> ConsoleSession | None:
+    async def get(self, session_id: str | None) -> ConsoleSession | None:
         """The live session with this id (and mark it used now); None if unknown, expired or idle."""
         if not session_id:
             return None
@@ -74,7 +75,12 @@ class SessionStore:
         session.last_seen = now
         return session
 
-    def delete(self, session_id: str | None) -> None:
+    async def keep_flashes(self, session_id: str, flashes: list[str]) -> None:
+        session = self._sessions.get(session_id)
+        if session is not None:
+            session.flashes = list(flashes)
+
+    async def delete(self, session_id: str | None) -> None:
         if session_id:
             self._sessions.pop(session_id, None)
 
@@ -98,16 +104,16 @@ class LoginThrottle:
         self.clock = clock
         self._failures: dict[str, deque[float]] = {}
 
-    def blocked(self, address: str) -> bool:
+    async def blocked(self, address: str) -> bool:
         return len(self._recent(address)) >= self.limit
 
-    def retry_after_s(self, address: str) -> int:
+    async def retry_after_s(self, address: str) -> int:
         recent = self._recent(address)
         if not recent:
             return 0
         return max(1, int(recent[0] + self.window_s - self.clock()) + 1)
 
-    def failed(self, address: str) -> None:
+    async def failed(self, address: str) -> None:
         if address not in self._failures and len(self._failures) >= MAX_TRACKED_ADDRESSES:
             self._forget_quiet()
         self._failures.setdefault(address, deque()).append(self.clock())

@@ -17,21 +17,25 @@ ApprovalT = TypeVar("ApprovalT", bound=Identified)
 class OpenApprovals(Protocol[ApprovalT]):
     """Open requests by id, read on the call path without touching disk (the store has every row).
 
-    A shared implementation must make `pop` the atomic claim (of two concurrent pops of one id, one
-    gets the request, the other None: an approval is used once), expire entries with the request,
-    and when unreachable answer `get` and `values` with nothing open (a call then asks again; it is
-    never allowed on a request it cannot see).
+    `pop` is the claim: of two concurrent pops of one id, one gets the request and the other None, so an
+    approval is used (or closed) once. `put` writes only what its caller read: a new request only if no
+    request of its id is open, a change only if the open one is still `replacing` (compare-and-set), so a
+    decision never revives a request cancelled meanwhile. A shared implementation expires entries with
+    the request and, when unreachable, answers with nothing open (`get` None, `values` empty, `put` and
+    `pop` refused): a call then asks again; it is never allowed on a request it cannot see.
     """
 
-    def get(self, approval_id: str) -> ApprovalT | None: ...
+    async def get(self, approval_id: str) -> ApprovalT | None: ...
 
-    def put(self, approval: ApprovalT) -> None: ...
+    async def put(self, approval: ApprovalT, replacing: ApprovalT | None = None) -> bool:
+        """Open `approval` (replacing None) or change it from `replacing`; True if it was written."""
+        ...
 
-    def pop(self, approval_id: str) -> ApprovalT | None: ...
+    async def pop(self, approval_id: str) -> ApprovalT | None: ...
 
-    def values(self) -> list[ApprovalT]: ...
+    async def values(self) -> list[ApprovalT]: ...
 
-    def __len__(self) -> int: ...
+    async def count(self) -> int: ...
 
 
 @runtime_checkable

@@ -20,19 +20,23 @@ class InMemoryOpenApprovals(Generic[ApprovalT]):
     def __init__(self) -> None:
         self._open: dict[str, ApprovalT] = {}
 
-    def get(self, approval_id: str) -> ApprovalT | None:
+    async def get(self, approval_id: str) -> ApprovalT | None:
         return self._open.get(approval_id)
 
-    def put(self, approval: ApprovalT) -> None:
+    async def put(self, approval: ApprovalT, replacing: ApprovalT | None = None) -> bool:
+        current = self._open.get(approval.id)
+        if current is not replacing and (current is None or current != replacing):
+            return False  # someone else changed or closed it since `replacing` was read
         self._open[approval.id] = approval
+        return True
 
-    def pop(self, approval_id: str) -> ApprovalT | None:
+    async def pop(self, approval_id: str) -> ApprovalT | None:
         return self._open.pop(approval_id, None)
 
-    def values(self) -> list[ApprovalT]:
+    async def values(self) -> list[ApprovalT]:
         return list(self._open.values())
 
-    def __len__(self) -> int:
+    async def count(self) -> int:
         return len(self._open)
 
 
@@ -65,6 +69,11 @@ class InMemoryApprovalWaiters:
         event = self._changed.pop(approval_id, None)
         if event is not None:
             event.set()
+
+    def wake_all(self) -> None:
+        """Every waiter reads its request again (wake-ups from elsewhere may have been missed)."""
+        for approval_id in list(self._changed):
+            self.wake(approval_id)
 
 
 class LocalNotices:

@@ -10,23 +10,30 @@ from gateway.store.base import AgentStore, SchemaTooNew, Store, StoreError, Unsu
 
 __all__ = ["AgentStore", "SchemaTooNew", "Store", "StoreError", "UnsupportedStoreUrl", "open_store"]
 
-_USAGE = "use sqlite:///absolute/path.db or sqlite:///:memory:"
+_USAGE = "use sqlite:///absolute/path.db, sqlite:///:memory: or postgresql://user:password@host:port/database"
 
 
 def open_store(url: str) -> Store:
     """Open (but do not migrate) the store at `url`; call `await store.migrate()` next.
 
     Raises UnsupportedStoreUrl for URLs we cannot serve and SchemaTooNew for a database
-    written by a newer Narrowgate. Error messages name only the scheme, never the whole
-    URL, because future URLs (postgres) carry passwords.
+    written by a newer Narrowgate (PostgreSQL: at first use, since opening does not connect).
+    Error messages name only scheme, host and database, never the whole URL: it may carry a password.
     """
     scheme, separator, rest = url.partition("://")
     scheme = scheme.lower()
-    if scheme in ("postgres", "postgresql"):
-        raise UnsupportedStoreUrl(f"the postgres store is not available yet (it comes later); {_USAGE}")
+    if separator and scheme in ("postgres", "postgresql"):
+        return _open_postgres(url)
     if not separator or scheme != "sqlite":
-        raise UnsupportedStoreUrl(f"unsupported store URL scheme {scheme!r}; {_USAGE} (postgres comes later)")
+        raise UnsupportedStoreUrl(f"unsupported store URL scheme {scheme!r}; {_USAGE}")
     return _open_sqlite(rest)
+
+
+def _open_postgres(url: str) -> Store:
+    from gateway.store.postgres import PostgresStore
+    from gateway.store.postgres_url import parse_postgres_url
+
+    return PostgresStore(parse_postgres_url(url))
 
 
 def _open_sqlite(rest: str) -> Store:

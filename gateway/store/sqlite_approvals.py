@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 
 from gateway.approvals.model import Approval
+from gateway.store.rows import APPROVAL_COLUMNS, approval_from_doc, approval_row
 
 
 def save_approval(conn: sqlite3.Connection, approval: Approval) -> None:
     conn.execute(
-        """
-        INSERT INTO approvals (id, state, agent_id, task_id, created_at, expires_at, doc)
-        VALUES (?, ?, ?, ?, ?, ?, ?)
+        f"""
+        INSERT INTO approvals ({APPROVAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)
         ON CONFLICT (id) DO UPDATE SET state = excluded.state, doc = excluded.doc
         """,
-        (approval.id, approval.state.value, approval.agent_id, approval.task_id, approval.created_at,
-         approval.expires_at, json.dumps(approval.to_dict(), separators=(",", ":"))),
+        approval_row(approval),
     )
 
 
 def get_approval(conn: sqlite3.Connection, approval_id: str) -> Approval | None:
     row = conn.execute("SELECT doc FROM approvals WHERE id = ?", (approval_id,)).fetchone()
-    return None if row is None else Approval.from_dict(json.loads(row[0]))
+    return None if row is None else approval_from_doc(row[0])
 
 
 def list_approvals(conn: sqlite3.Connection, states: Sequence[str] | None, agent_id: str | None,
@@ -39,4 +37,4 @@ def list_approvals(conn: sqlite3.Connection, states: Sequence[str] | None, agent
         args.append(agent_id)
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     rows = conn.execute(f"SELECT doc FROM approvals{clause} ORDER BY created_at DESC, id LIMIT ?", [*args, limit])
-    return [Approval.from_dict(json.loads(row[0])) for row in rows]
+    return [approval_from_doc(row[0]) for row in rows]

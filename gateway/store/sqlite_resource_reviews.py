@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 
 from gateway.discovery.model import ResourceReview
+from gateway.store.rows import RESOURCE_REVIEW_COLUMNS, resource_review_from_doc, resource_review_row
 
 
 def save(conn: sqlite3.Connection, reviews: Sequence[ResourceReview]) -> None:
     conn.executemany(
-        """
-        INSERT INTO resource_reviews (server_id, kind, key, status, changed_at, doc) VALUES (?, ?, ?, ?, ?, ?)
+        f"""
+        INSERT INTO resource_reviews ({RESOURCE_REVIEW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)
         ON CONFLICT (server_id, kind, key) DO UPDATE SET status = excluded.status,
             changed_at = excluded.changed_at, doc = excluded.doc
         """,
-        [(r.server_id, r.kind, r.key, r.status, r.changed_at, json.dumps(r.to_dict(), separators=(",", ":")))
-         for r in reviews],
+        [resource_review_row(r) for r in reviews],
     )
 
 
 def load(conn: sqlite3.Connection) -> list[ResourceReview]:
     rows = conn.execute("SELECT doc FROM resource_reviews ORDER BY server_id, kind, key")
-    return [ResourceReview.from_dict(json.loads(row[0])) for row in rows]
+    return [resource_review_from_doc(row[0]) for row in rows]

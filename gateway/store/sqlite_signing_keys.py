@@ -5,8 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 from gateway.store.base import SigningKeyRecord
-
-_COLUMNS = "kid, alg, private_key_pem, created_at, not_after, state"
+from gateway.store.rows import SIGNING_KEY_COLUMNS as _COLUMNS
 
 
 def load(conn: sqlite3.Connection) -> list[SigningKeyRecord]:

@@ -49,7 +49,7 @@ from gateway.telemetry import RequestSpan, Telemetry
 from gateway.transport.listen import ListenHub, requested_uris
 from gateway.transport.origin import OriginPolicy
 from gateway.transport.responses import ResponseChannel, send_bytes, send_json_error, wait_disconnect
-from gateway.transport.sessions import AgentSession, SessionLimitReached, StreamItem
+from gateway.transport.sessions import AgentSession, SessionLimitReached, SessionStoreUnavailable, StreamItem
 
 log = logging.getLogger("narrowgate.transport")
 PING_INTERVAL_S = 15.0
@@ -57,6 +57,8 @@ CACHEABLE = frozenset({"tools/list", "prompts/list", "resources/list", "resource
                        "resources/read", "server/discover"})
 UPSTREAM_ROUTED = frozenset({"tools/call", "prompts/get", "resources/read", "completion/complete"})
 DRAIN_SLICE_S = 0.1
+# Methods that change a session's record (kept by AgentSessions.save, shared in a fleet).
+RECORD_METHODS = frozenset({"logging/setLevel", "resources/subscribe", "resources/unsubscribe"})
 
 
 class BodyTooLarge(Exception):
@@ -192,6 +194,8 @@ class McpEndpoint:
         ctx = RequestContext(principal, LEGACY_ERA, session.client_capabilities, session.client_info, session, channel,
                              span.trace_id, span, CallRecord())
         await self.serve_request(channel, ctx, message, receive=receive)
+        if message.method in RECORD_METHODS:
+            await self.sessions.save(session)
 
     async def initialize(self, send: Send, principal: Principal, message: Message) -> None:
         params = message.params or {}
@@ -200,8 +204,8 @@ class McpEndpoint:
         capabilities = given if isinstance(given := params.get("capabilities"), dict) else {}
         info = given if isinstance(given := params.get("clientInfo"), dict) else None
         try:
-            session = self.sessions.create(principal, version, capabilities, info)
-        except SessionLimitReached as exc:
+            session = await self.sessions.create(principal, version, capabilities, info)
+        except (SessionLimitReached, SessionStoreUnavailable) as exc:
             log.info("refused a new session for agent %s: %s", principal.agent_id, exc.message)
             await send_json_error(send, exc.status, message.id, exc)
             return
@@ -223,9 +227,9 @@ class McpEndpoint:
             await send_json_error(send, 400, request_id,
                                   RpcError(INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required"))
             return None
-        session = self.sessions.get(session_id)
         # A session belongs to the principal that opened it; to anyone else it does not exist.
-        if session is None or session.principal.agent_id != principal.agent_id:
+        session = await self.sessions.get(session_id, principal)
+        if session is None:
             await send_json_error(send, 404, request_id, RpcError(INVALID_REQUEST, "Session not found"))
             return None
         return session
@@ -361,8 +365,7 @@ class McpEndpoint:
             task.cancel("the gateway is stopping")
         if self.running:
             await asyncio.wait(list(self.running), timeout=1.0)
-        for session in list(self.sessions.all()):
-            self.sessions.close(session.id)  # ends its GET streams
+        self.sessions.release_local()  # ends the GET streams served here
         for agent_id in {listener.principal.agent_id for listener in self.listen_hub.listeners}:
             self.listen_hub.close_agent(agent_id)
         return len(held), len(late)
@@ -379,16 +382,15 @@ class McpEndpoint:
         session = await self.session_for(send, headers, principal, None)
         if session is None:
             return
-        queue = session.resume(headers.get("last-event-id"))
-        if queue is None:
+        resumed = await session.resume(headers.get("last-event-id"))
+        if resumed is None:
             await send_bytes(send, 404, b"Unknown Last-Event-ID", "text/plain")
             return
+        log, queue = resumed
         try:
             await stream_queue(receive, send, queue)
         finally:
-            session.general.followers.discard(queue)
-            for log in session.posts.values():
-                log.followers.discard(queue)
+            log.followers.discard(queue)
 
     async def listen(self, receive: Receive, send: Send, ctx: RequestContext, message: Message) -> None:
         """`subscriptions/listen` (2026-07-28): a stream of change notifications for this agent; the
@@ -410,7 +412,7 @@ class McpEndpoint:
         session = await self.session_for(send, headers, principal, None)
         if session is None:
             return
-        self.sessions.close(session.id)
+        await self.sessions.close(session.id)
         await send_bytes(send, 200, b"", "application/json")
 
 

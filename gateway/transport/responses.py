@@ -83,7 +83,7 @@ class ResponseChannel:
 
     async def gone(self) -> None:
         """Return once nobody can receive this reply any more: the request's connection closed and no
-        stream resumed with Last-Event-ID has followed it for RESUME_GRACE_S. Without a connection to
+        stream resumed with Last-Event-ID (at any replica) has followed it for RESUME_GRACE_S. Without a connection to
         watch (the 2026-07-28 era, whose disconnect cancels the request outright), never returns."""
         if self.receive is None:
             await asyncio.Event().wait()
@@ -91,16 +91,16 @@ class ResponseChannel:
         await wait_disconnect(self.receive)
         unheard_since = time.monotonic()
         while self.log is not None and time.monotonic() - unheard_since < RESUME_GRACE_S:
-            if self.log.followers:
+            if self.log.listened():
                 unheard_since = time.monotonic()
             await asyncio.sleep(RESUME_POLL_S)
 
-    def frame(self, data: bytes, final: bool = False) -> bytes:
-        return self.log.append(data, final) if self.log is not None else encode_event(data)
+    async def frame(self, data: bytes, final: bool = False) -> bytes:
+        return await self.log.append(data, final) if self.log is not None else encode_event(data)
 
     async def write_event(self, message: dict[str, Any]) -> None:
         await self.start_stream()
-        await self.send({"type": "http.response.body", "body": self.frame(orjson.dumps(message)),
+        await self.send({"type": "http.response.body", "body": await self.frame(orjson.dumps(message)),
                          "more_body": True})
 
     async def notify(self, message: dict[str, Any]) -> None:
@@ -145,7 +145,8 @@ class ResponseChannel:
             payload["result"] = reply.get("result")
         body = orjson.dumps(payload)
         if self.streaming:
-            await self.send({"type": "http.response.body", "body": self.frame(body, final=True), "more_body": False})
+            frame = await self.frame(body, final=True)
+            await self.send({"type": "http.response.body", "body": frame, "more_body": False})
             return
         status = 200
         if self.era == MODERN_ERA and "error" in reply:

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from gateway.identity.principal import Principal
-from gateway.protocol.errors import RATE_LIMITED, RpcError
+from gateway.protocol.errors import INTERNAL_ERROR, RATE_LIMITED, RpcError
 from gateway.protocol.sse import encode_event, encode_retry
 from gateway.registry.spared import SPARED_REQUEST
 from gateway.state.sessions import StreamLog as StreamLogSeam
@@ -23,6 +23,37 @@ REPLAY_BUFFER = 256
 KEPT_POST_STREAMS = 32
 StreamItem = bytes | None  # None ends a follower's stream
 StreamLogFactory = Callable[[str], StreamLogSeam]  # key -> a new, empty log
+LogFinder = Callable[[str], StreamLogSeam | None]  # key of a log this process did not write -> the log, if shared
+Resumed = tuple[StreamLogSeam, asyncio.Queue[StreamItem]]  # the log a GET stream follows, and its queue
+
+
+def caller_identity(principal: Principal) -> str:
+    """Who opened a session, beyond its agent: the token kind and what it names (a workload's issuer
+    and subject, a task token's task). Holds no token; a refreshed token of the same workload matches."""
+    if principal.task_id is not None:
+        return f"task-token:{principal.task_id}"
+    claims = principal.claims
+    if claims:
+        return f"{principal.auth_method}:{claims.get('iss', '')}:{claims.get('sub', '')}"
+    return principal.auth_method
+
+
+def same_caller(opened_by: Principal, caller: Principal) -> bool:
+    """A session belongs to the principal that opened it; to anyone else it does not exist.
+    (`caller_identity` compared, without building the strings: this runs on every request.)"""
+    if opened_by is caller:
+        return True
+    if (opened_by.agent_id != caller.agent_id or opened_by.auth_method != caller.auth_method
+            or opened_by.task_id != caller.task_id):
+        return False
+    if opened_by.task_id is not None:
+        return True
+    opened, now = opened_by.claims, caller.claims
+    return bool(opened.get("iss", "") == now.get("iss", "") and opened.get("sub", "") == now.get("sub", ""))
+
+
+def no_shared_logs(key: str) -> None:
+    return None
 
 
 class StreamLog:
@@ -41,7 +72,13 @@ class StreamLog:
     def priming_frame(self, retry_ms: int) -> bytes:
         return encode_retry(f"{self.key}-0", retry_ms)
 
-    def append(self, data: bytes, final: bool = False) -> bytes:
+    def listened(self) -> bool:
+        return bool(self.followers)
+
+    async def append(self, data: bytes, final: bool = False) -> bytes:
+        return self.append_now(data, final)
+
+    def append_now(self, data: bytes, final: bool = False) -> bytes:
         seq, self.next_seq = self.next_seq, self.next_seq + 1
         frame = encode_event(data, f"{self.key}-{seq}")
         self.frames.append((seq, frame))
@@ -53,7 +90,7 @@ class StreamLog:
                 queue.put_nowait(None)
         return frame
 
-    def follow(self, after_seq: int | None) -> asyncio.Queue[StreamItem]:
+    async def follow(self, after_seq: int | None) -> asyncio.Queue[StreamItem] | None:
         """A queue holding the frames after `after_seq` (None: only new ones), then live frames."""
         queue: asyncio.Queue[StreamItem] = asyncio.Queue()
         if after_seq is not None:
@@ -79,6 +116,10 @@ class AgentSession:
     subscriptions: set[str] = field(default_factory=set)
     # Where this session's stream logs are kept (the StreamLog seam).
     new_log: StreamLogFactory = StreamLog
+    # A log of this session another process wrote (shared logs only), for Last-Event-ID.
+    find_log: LogFinder = no_shared_logs
+    # POST stream keys are `<post_prefix><n>`: unique per process when the logs are shared.
+    post_prefix: str = "p"
     # Session-level messages (list changes, resource updates) for GET streams.
     general: StreamLogSeam = field(default_factory=lambda: StreamLog("s"))
     # Recent POST response streams, oldest first.
@@ -92,26 +133,32 @@ class AgentSession:
     # The tools this agent was last shown (tools/list); a change to it, and only that, is announced.
     tools_seen: frozenset[str] | None = None
 
-    def publish(self, message: dict[str, Any]) -> None:
+    async def publish(self, message: dict[str, Any]) -> None:
         """Send a session-level message to every open GET stream (and keep it for replay)."""
-        self.general.append(orjson.dumps(message))
+        await self.general.append(orjson.dumps(message))
 
     def open_post_stream(self) -> StreamLogSeam:
-        log = self.new_log(f"p{next(self.post_numbers)}")
+        log = self.new_log(f"{self.post_prefix}{next(self.post_numbers)}")
         self.posts[log.key] = log
         while len(self.posts) > KEPT_POST_STREAMS:
             self.posts.popitem(last=False)
         return log
 
-    def resume(self, last_event_id: str | None) -> asyncio.Queue[StreamItem] | None:
+    async def resume(self, last_event_id: str | None) -> Resumed | None:
         """Where a GET stream reads from: the stream named by Last-Event-ID, or the session's own."""
         if not last_event_id:
-            return self.general.follow(None)
-        key, _, seq = last_event_id.rpartition("-")
-        log = self.general if key == "s" else self.posts.get(key)
-        if log is None or not seq.isdigit():
+            log: StreamLogSeam | None = self.general
+            after: int | None = None
+        else:
+            key, _, seq = last_event_id.rpartition("-")
+            if not seq.isdigit():
+                return None
+            log = self.general if key == "s" else self.posts.get(key) or self.find_log(key)
+            after = int(seq)
+        if log is None:
             return None
-        return log.follow(int(seq))
+        queue = await log.follow(after)
+        return None if queue is None else (log, queue)
 
     def has_listeners(self) -> bool:
         return bool(self.general.followers)
@@ -135,11 +182,22 @@ class SessionLimitReached(RpcError):
         self.status = status
 
 
+class SessionStoreUnavailable(RpcError):
+    """The shared session store cannot be reached: no new session is opened (HTTP 503)."""
+
+    status = 503
+
+    def __init__(self) -> None:
+        super().__init__(INTERNAL_ERROR, "New sessions are refused: the gateway cannot reach its shared session "
+                                         "store right now; try again shortly", {"reason": "session_store_unavailable"})
+
+
 class SessionRegistry:
     """The open 2025-11-25 sessions, at most `max_per_agent` per agent and `max_total` in all.
 
     Sessions are kept in order of last use, so idle ones are found at the front: expiry costs O(1)
-    amortized per request, never a scan of every session.
+    amortized per request, never a scan of every session. The synchronous methods (`add`, `find`,
+    `drop`...) are this process's bookkeeping; a shared implementation keeps its live sessions in one.
     """
 
     def __init__(self, idle_s: float, max_per_agent: int = 64, max_total: int = 10_000,
@@ -152,43 +210,77 @@ class SessionRegistry:
         self.clock = clock
         self.new_log = new_log
 
-    def create(
+    async def create(
         self, principal: Principal, protocol_version: str, capabilities: dict[str, Any], info: dict[str, Any] | None
     ) -> AgentSession:
         """A new session, or SessionLimitReached (nothing is created then)."""
         self.expire_idle()
-        agent_id = principal.agent_id
-        owned = self.by_agent.get(agent_id)
-        if owned is not None and len(owned) >= self.max_per_agent:
-            raise SessionLimitReached(
-                429, "limits.max_sessions_per_agent", self.max_per_agent,
-                f"Too many sessions: this agent already has {self.max_per_agent} open "
-                "(limits.max_sessions_per_agent); end one with DELETE, or wait for idle ones to expire")
-        if len(self.sessions) >= self.max_total:
-            raise SessionLimitReached(
-                503, "limits.max_sessions", self.max_total,
-                f"Too many sessions: the gateway holds its maximum of {self.max_total} (limits.max_sessions); "
-                "try again later")
-        session_id = secrets.token_urlsafe(24)
-        session = AgentSession(session_id, principal, protocol_version, capabilities, info, last_seen=self.clock(),
-                               new_log=self.new_log, general=self.new_log("s"))
-        self.sessions[session_id] = session
-        self.by_agent.setdefault(agent_id, set()).add(session_id)
+        owned = self.by_agent.get(principal.agent_id)
+        check_caps(0 if owned is None else len(owned), len(self.sessions), self.max_per_agent, self.max_total)
+        session = AgentSession(secrets.token_urlsafe(24), principal, protocol_version, capabilities, info,
+                               last_seen=self.clock(), new_log=self.new_log, general=self.new_log("s"))
+        self.add(session)
         return session
 
-    def get(self, session_id: str) -> AgentSession | None:
+    async def get(self, session_id: str, principal: Principal) -> AgentSession | None:
+        session = self.find(session_id)
+        return session if session is not None and same_caller(session.principal, principal) else None
+
+    async def save(self, session: AgentSession) -> None:
+        """Nothing to do: the record is the object itself."""
+
+    async def close(self, session_id: str) -> AgentSession | None:
+        return self.drop(session_id)
+
+    async def close_agent(self, agent_id: str) -> int:
+        """End every session of one agent (suspended, retired): its open streams close at once."""
+        return self.drop_agent(agent_id)
+
+    async def close_task(self, agent_id: str, task_id: str) -> int:
+        """End the sessions opened with one task's token, now that the task has ended.
+
+        That token is refused from now on, so nobody could use such a session or DELETE it: left
+        open, it would hold one of the agent's `max_per_agent` slots until it idled out. The request
+        that ended the task (narrowgate__complete_task on that very session) still gets its answer.
+        """
+        return self.drop_task(agent_id, task_id)
+
+    async def count(self, agent_id: str | None = None) -> int:
+        return len(self.sessions) if agent_id is None else len(self.by_agent.get(agent_id, ()))
+
+    def all(self) -> list[AgentSession]:
+        return list(self.sessions.values())
+
+    def release_local(self) -> None:
+        """The process stops: its sessions end with it (their GET streams close)."""
+        for session_id in list(self.sessions):
+            self.drop(session_id)
+
+    # This process's bookkeeping -----------------------------------------------------------------
+
+    def add(self, session: AgentSession) -> None:
+        self.sessions[session.id] = session
+        self.by_agent.setdefault(session.principal.agent_id, set()).add(session.id)
+
+    def find(self, session_id: str) -> AgentSession | None:
+        """The session if it is open here and not idle (then marked as used now)."""
         session = self.sessions.get(session_id)
         if session is None:
             return None
         now = self.clock()
         if self.idle(session, now):
-            self.close(session_id)  # expired, though no new session has swept it yet
+            self.drop(session_id)  # expired, though no new session has swept it yet
             return None
-        session.last_seen = now
-        self.sessions.move_to_end(session_id)
+        self.touch(session, now)
         return session
 
-    def close(self, session_id: str) -> AgentSession | None:
+    def touch(self, session: AgentSession, now: float) -> None:
+        session.last_seen = now
+        self.sessions.move_to_end(session.id)
+
+    def drop(self, session_id: str) -> AgentSession | None:
+        """Forget a session here: its requests in flight are cancelled, its relayed questions and its
+        open streams end."""
         session = self.sessions.pop(session_id, None)
         if session is not None:
             owned = self.by_agent.get(session.principal.agent_id)
@@ -207,25 +299,18 @@ class SessionRegistry:
                     queue.put_nowait(None)  # ends open GET streams
         return session
 
-    def close_agent(self, agent_id: str) -> int:
-        """End every session of one agent (suspended, retired): its open streams close at once."""
+    def drop_agent(self, agent_id: str) -> int:
         doomed = list(self.by_agent.get(agent_id, ()))
         for session_id in doomed:
-            self.close(session_id)
+            self.drop(session_id)
         return len(doomed)
 
-    def close_task(self, agent_id: str, task_id: str) -> int:
-        """End the sessions opened with one task's token, now that the task has ended.
-
-        That token is refused from now on, so nobody could use such a session or DELETE it: left
-        open, it would hold one of the agent's `max_per_agent` slots until it idled out. The request
-        that ended the task (narrowgate__complete_task on that very session) still gets its answer.
-        """
+    def drop_task(self, agent_id: str, task_id: str) -> int:
         doomed = [sid for sid in self.by_agent.get(agent_id, ()) if self.sessions[sid].principal.task_id == task_id]
-        spared = SPARED_REQUEST.set(_running_task())
+        spared = SPARED_REQUEST.set(SPARED_REQUEST.get() or _running_task())
         try:
             for session_id in doomed:
-                self.close(session_id)
+                self.drop(session_id)
         finally:
             SPARED_REQUEST.reset(spared)
         return len(doomed)
@@ -243,13 +328,27 @@ class SessionRegistry:
             if session.last_seen > cutoff:
                 return
             if self.idle(session, now):
-                self.close(session.id)
+                self.drop(session.id)
             else:
-                session.last_seen = now  # a GET stream or a request still holds it: it is in use
-                self.sessions.move_to_end(session.id)
+                self.touch(session, now)  # a GET stream or a request still holds it: it is in use
 
-    def count(self, agent_id: str | None = None) -> int:
-        return len(self.sessions) if agent_id is None else len(self.by_agent.get(agent_id, ()))
 
-    def all(self) -> list[AgentSession]:
-        return list(self.sessions.values())
+def check_caps(agent_count: int, total: int, max_per_agent: int, max_total: int) -> None:
+    """Raise SessionLimitReached if one more session would pass a cap."""
+    if agent_count >= max_per_agent:
+        raise per_agent_limit(max_per_agent)
+    if total >= max_total:
+        raise total_limit(max_total)
+
+
+def per_agent_limit(maximum: int) -> SessionLimitReached:
+    return SessionLimitReached(
+        429, "limits.max_sessions_per_agent", maximum,
+        f"Too many sessions: this agent already has {maximum} open "
+        "(limits.max_sessions_per_agent); end one with DELETE, or wait for idle ones to expire")
+
+
+def total_limit(maximum: int) -> SessionLimitReached:
+    return SessionLimitReached(
+        503, "limits.max_sessions", maximum,
+        f"Too many sessions: the gateway holds its maximum of {maximum} (limits.max_sessions); try again later")

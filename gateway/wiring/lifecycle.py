@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import replace
+from typing import Any
 
 from gateway.audit import AuditEvent, AuditLog
 from gateway.catalog.model import ToolEntry
@@ -19,6 +21,7 @@ from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.identity.principal import Principal
 from gateway.registry.model import Agent, Lifecycle, LifecycleEvent
 from gateway.registry.service import Registry
+from gateway.registry.spared import SPARED_REQUEST
 from gateway.state.chain import ChainSignals
 from gateway.state.sessions import AgentSessions
 from gateway.tasks.model import Task
@@ -39,6 +42,7 @@ class LifecycleReactions:
         self.sessions = sessions
         self.listen_hub = listen_hub
         self.upstream_auth = upstream_auth
+        self.closing: set[asyncio.Task[Any]] = set()  # session closes started by the (synchronous) reactions
 
     def current_principal(self, principal: Principal) -> Principal | None:
         """`principal` with its agent record as it is now; None if the agent may no longer act."""
@@ -65,8 +69,8 @@ class LifecycleReactions:
     def agent_stopped(self, agent: Agent, why: str) -> None:
         if agent.state in (Lifecycle.SUSPENDED, Lifecycle.RETIRED):
             self.chain.forget_agent(agent.id)  # a resumed agent starts with a clean record
-            closed = self.close_agent_streams(agent.id)
-            log.warning("agent %s is %s (%s); closed %d session(s)", agent.id, agent.state.value, why, closed)
+            self.listen_hub.close_agent(agent.id)
+            self.later(self.close_sessions(agent.id, f"is {agent.state.value} ({why})"))
 
     async def sweep_inactive_agents(self) -> None:
         """Expiry fires no event: close the sessions of agents that have expired since they connected."""
@@ -78,13 +82,19 @@ class LifecycleReactions:
             for agent_id in connected:
                 agent = self.registry.get(agent_id)
                 if agent is not None and agent.effective_state(now) is not Lifecycle.ACTIVE:
-                    self.close_agent_streams(agent_id)
-                    log.warning("agent %s expired; closed its sessions", agent_id)
+                    self.listen_hub.close_agent(agent_id)
+                    await self.close_sessions(agent_id, "expired")
 
-    def close_agent_streams(self, agent_id: str) -> int:
-        """Close the agent's sessions and listen streams; the number of sessions closed."""
-        self.listen_hub.close_agent(agent_id)
-        return self.sessions.close_agent(agent_id)
+    async def close_sessions(self, agent_id: str, why: str) -> None:
+        closed = await self.sessions.close_agent(agent_id)
+        log.warning("agent %s %s; closed %d session(s)", agent_id, why, closed)
+
+    def later(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Session calls are awaitable (shared in a fleet) and these reactions are not: run `work` next,
+        in this context (the request that caused it, SPARED_REQUEST, still answers)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self.closing.add(task)
+        task.add_done_callback(self.closing.discard)
 
     def on_task_start(self, task: Task) -> None:
         self.audit.record(AuditEvent(
@@ -106,5 +116,9 @@ class LifecycleReactions:
         """Every upstream token minted for an ended task is refused until it would have expired anyway
         (also for a task another replica ended: that replica audited it)."""
         self.upstream_auth.revocations.revoke_task(task.id, until=time.time() + self.upstream_auth.ttl_s + 5)
-        self.sessions.close_task(task.agent_id, task.id)  # their token is dead: free the agent's session slots
+        spared = SPARED_REQUEST.set(SPARED_REQUEST.get() or asyncio.current_task())  # the request ending it answers
+        try:
+            self.later(self.sessions.close_task(task.agent_id, task.id))  # their token is dead: free the slots
+        finally:
+            SPARED_REQUEST.reset(spared)
         self.chain.forget_task(task.id)

@@ -88,7 +88,7 @@ class ListChanges:
             visibility = VisibilityPass(self.methods.visible_tool_names_async)
             for session in list(self.sessions.all()):
                 if await visibility.changed(session, session.protocol_version, session.client_info):
-                    session.publish({"jsonrpc": "2.0", "method": method})
+                    await session.publish({"jsonrpc": "2.0", "method": method})
             for listener in list(self.listen_hub.listeners):
                 if await visibility.changed(listener, MODERN_ERA, listener.client_info):
                     listener.notify(method)

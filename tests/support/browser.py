@@ -12,7 +12,9 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -32,3 +34,15 @@ def chromium(user_data_dir: Path, window: tuple[int, int] = (1400, 1000)) -> Web
         options.add_argument(argument)
     # Giving the driver's path keeps Selenium Manager (which would download drivers) out of it entirely.
     return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+
+
+def sign_in(driver: WebDriver, page: str, token: str) -> WebDriverWait[WebDriver]:
+    """Open a console page (the login page, or one that sends there) and sign in with `token`; the wait
+    the caller goes on with (20 s)."""
+    driver.set_page_load_timeout(30)
+    wait = WebDriverWait(driver, 20)
+    driver.get(page)
+    wait.until(lambda d: d.find_elements(By.ID, "credential"))
+    driver.find_element(By.ID, "credential").send_keys(token)
+    driver.find_element(By.ID, "sign-in").click()
+    return wait

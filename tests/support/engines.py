@@ -99,19 +99,43 @@ def _start_postgres(port: int | None) -> Engine:
                      "--encoding=UTF8", "--locale=C"], log, directory, as_user)
         port = port or free_port()  # picked after initdb's second, so another process is unlikely to take it
         engine.url = f"postgresql://{DATABASE}@127.0.0.1:{port}/{DATABASE}"
-        with log.open("ab") as out:
-            engine.process = subprocess.Popen(
-                [str(bin_dir / "postgres"), "-D", str(data), "-k", str(directory), "-h", "127.0.0.1",
-                 "-p", str(port), "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
-                stdout=out, stderr=subprocess.STDOUT, cwd=directory, **as_user)
-        _record_pid(engine)
-        _wait(lambda: _postgres_ready(data), engine.process, "PostgreSQL", log)
+        _launch_postgres(engine, port)
         _run_logged([str(bin_dir / "createdb"), "-h", str(directory), "-p", str(port), "-U", DATABASE, DATABASE],
                     log, directory, as_user)
     except BaseException:
         engine.stop()
         raise
     return engine
+
+
+def stop_postgres_keeping_data(engine: Engine) -> None:
+    """Stop a throwaway PostgreSQL (a fast shutdown, as an outage would end its connections) but keep its data,
+    so restart_postgres() brings the same database back on the same port."""
+    assert engine.process is not None and engine.directory is not None
+    engine.process.send_signal(signal.SIGINT)
+    engine.process.wait(timeout=15)
+    (engine.directory / "data" / "postmaster.pid").unlink(missing_ok=True)
+
+
+def restart_postgres(engine: Engine) -> None:
+    """Start a PostgreSQL stopped by stop_postgres_keeping_data() again, on its port, with its data."""
+    port = int(engine.url.rsplit(":", 1)[1].split("/", 1)[0])
+    _launch_postgres(engine, port)
+
+
+def _launch_postgres(engine: Engine, port: int) -> None:
+    """Run `postgres` on engine.directory's data, on `port`, and wait until it accepts connections."""
+    assert engine.directory is not None
+    bin_dir = postgres_bin_dir()
+    assert bin_dir is not None
+    data, log = engine.directory / "data", engine.directory / "postgres.log"
+    with log.open("ab") as out:
+        engine.process = subprocess.Popen(
+            [str(bin_dir / "postgres"), "-D", str(data), "-k", str(engine.directory), "-h", "127.0.0.1",
+             "-p", str(port), "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
+            stdout=out, stderr=subprocess.STDOUT, cwd=engine.directory, **_postgres_os_user(engine.directory))
+    _record_pid(engine)
+    _wait(lambda: _postgres_ready(data), engine.process, "PostgreSQL", log)
 
 
 def _start_redis(port: int | None) -> Engine:
