@@ -13,6 +13,7 @@ import shutil
 import time
 import types
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,9 @@ from gateway.app import Gateway
 from gateway.approvals.model import Approval, ApprovalState, Approver
 from gateway.catalog.model import Catalog, ToolEntry
 from gateway.chain.tracker import ChainTracker, RateLimited
+from gateway.cluster import backends
+from gateway.cluster.backends import process_local_seams, shared_backends
+from gateway.cluster.connection import Cluster
 from gateway.config import Settings, settings_from_mapping
 from gateway.console.pages import Console
 from gateway.console.sessions import LoginThrottle, SessionStore
@@ -30,6 +34,8 @@ from gateway.identity.principal import Principal
 from gateway.identity.verified import VerifiedToken
 from gateway.identity.verifier import VerifiedTokenCache
 from gateway.in_memory_state import in_memory_backends
+from gateway.settings.cluster import ClusterSettings
+from gateway.settings.errors import ConfigError
 from gateway.settings.monitoring import MonitoringSettings, RateLimit
 from gateway.state import (
     AgentSessions,
@@ -389,3 +395,17 @@ def test_the_state_package_is_a_leaf() -> None:
              if not any(within(target, allowed) for allowed in ("gateway.state", "gateway.protocol",
                                                                 "gateway.settings"))]
     assert not wrong, wrong
+
+
+def test_a_fleet_shares_every_seam_and_refuses_to_build_with_one_left_in_process(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With cluster.redis_url every seam but the per-process token cache is shared; a seam with no shared
+    implementation (here: one removed) makes the build refuse rather than enforce it per process."""
+    config = replace(settings(tmp_path), cluster=ClusterSettings(redis_url="redis://127.0.0.1:1/0"))
+    state = shared_backends(config, empty_catalog(), Cluster(config.cluster))
+    assert process_local_seams(state) == []
+    assert [name for name in StateBackends.__dataclass_fields__
+            if not getattr(getattr(state, name), "shared", False)] == ["verified_tokens"]
+    monkeypatch.setattr(backends, "RedisRateWindows", lambda *args: ChainTracker(LIMITS))
+    with pytest.raises(ConfigError, match="no shared implementation of rate_windows"):
+        shared_backends(config, empty_catalog(), Cluster(config.cluster))

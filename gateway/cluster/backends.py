@@ -1,6 +1,6 @@
-"""The state seams of a gateway in a cluster: the Redis implementation of each seam that has one, the
-in-memory one for the rest. `process_local_seams` names what is not shared yet, so a fleet can refuse
-to start rather than quietly enforce limits per process."""
+"""The state seams of a gateway in a cluster: the Redis implementation of every seam. A seam added later
+without one would be enforced per process (a rate limit N times over, a revocation heard by one replica):
+`shared_backends` refuses to build such a set, so the gateway refuses to start rather than weaken."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from gateway.cluster.revocations import RedisRevocationList
 from gateway.cluster.sessions import RedisSessions
 from gateway.config import Settings
 from gateway.in_memory_state import in_memory_backends, monitoring_with_catalog_egress
+from gateway.settings.errors import ConfigError
 from gateway.state.backends import StateBackends
 
 # Per process by design (docs/state.md): a miss only means verifying a token again.
@@ -39,6 +40,10 @@ def shared_backends(settings: Settings, catalog: Catalog, cluster: Cluster) -> S
     sessions = RedisSessions(cluster, limits.session_idle_s, limits.max_sessions_per_agent, limits.max_sessions)
     cluster.runners.append(sessions)
     state = replace(state, agent_sessions=sessions)
+    local = process_local_seams(state)
+    if local:
+        raise ConfigError(f"cluster.redis_url: no shared implementation of {', '.join(local)}; "
+                          "refusing to serve a fleet that would enforce them per process")
     return state
 
 
