@@ -406,6 +406,6 @@ def test_a_fleet_shares_every_seam_and_refuses_to_build_with_one_left_in_process
     assert process_local_seams(state) == []
     assert [name for name in StateBackends.__dataclass_fields__
             if not getattr(getattr(state, name), "shared", False)] == ["verified_tokens"]
-    monkeypatch.setattr(backends, "RedisRateWindows", lambda *args: ChainTracker(LIMITS))
+    monkeypatch.setattr(backends, "RedisChain", lambda *args: ChainTracker(LIMITS))
     with pytest.raises(ConfigError, match="no shared implementation of rate_windows"):
         shared_backends(config, empty_catalog(), Cluster(config.cluster))
