@@ -4,7 +4,8 @@ Drives the shared chain and budget seams as the call path does for an allowed ca
 task (rate windows on for agent, task and tool; a budget the run never reaches), serially, on uvloop, on
 a throwaway `redis-server` (started as the tests start theirs). Two ways side by side: the four steps of
 main before the fleet's call path was merged (windows, context, observe, count: four round trips) and
-the two it takes now (`admit_call` before the decision, `observe_counted` after it). Per call: this
+the two it takes now (`admit_call` before the decision, `observe_counted` after it), and the session
+lookup a 2025-11-25 request adds before either (`RedisSessions.get`). Per call: this
 process's CPU (user + system: everything redis-py does, packing, the socket, parsing the reply), the Redis
 server's CPU, wall time and round trips (requests written to a Redis socket). Each figure is the round
 with the least gateway CPU (the machine's other work only ever adds CPU).
@@ -32,6 +33,8 @@ from gateway.catalog.model import ToolEntry
 from gateway.cluster.call_budgets import RedisCallBudgets
 from gateway.cluster.chain import RedisChain
 from gateway.cluster.connection import Cluster
+from gateway.cluster.sessions import RedisSessions
+from gateway.identity.principal import Principal
 from gateway.settings.cluster import ClusterSettings
 from gateway.settings.monitoring import MonitoringSettings, RateLimit
 
@@ -72,9 +75,11 @@ async def measure(calls: int, one: Callable[[], Awaitable[object]], trips: Round
     return cpu / calls, server / calls, wall / calls, (trips.count - before_trips) / calls
 
 
-def operations(cluster: Cluster) -> list[tuple[str, Callable[[], Awaitable[object]]]]:
+async def operations(cluster: Cluster) -> list[tuple[str, Callable[[], Awaitable[object]]]]:
     """(label, one call's Redis work) for each figure, on agents and tasks of their own."""
     chain, budgets = RedisChain(cluster, SETTINGS), RedisCallBudgets(cluster)
+    sessions, caller = RedisSessions(cluster, idle_s=600), Principal("agent-3", "static-token")
+    opened = await sessions.create(caller, "2025-11-25", {"roots": {}}, {"name": "bench", "version": "1"})
     deadline = time.time() + 3600
     name = TOOL.exposed_name
 
@@ -93,6 +98,9 @@ def operations(cluster: Cluster) -> list[tuple[str, Callable[[], Awaitable[objec
         await admit("agent-1", "task-1")
         await count_apart("agent-1", "task-1")
 
+    async def lookup() -> object:  # a 2025-11-25 request's session lookup (the transport, before the call)
+        return await sessions.get(opened.id, caller)
+
     async def call_joint() -> None:  # the call path now: gateway/calls/pipeline.py, one step before and after
         await chain.admit_call("agent-2", "task-2", name)
         await chain.observe_counted("agent-2", "task-2", TOOL, "allow", BUDGET, 0, deadline)
@@ -105,6 +113,7 @@ def operations(cluster: Cluster) -> list[tuple[str, Callable[[], Awaitable[objec
         ("  admit_call", lambda: chain.admit_call("agent-2", "task-2", name)),
         ("  observe_call, then count", lambda: count_apart("agent-1", "task-1")),
         ("  observe_counted", lambda: chain.observe_counted("agent-2", "task-2", TOOL, "allow", BUDGET, 0, deadline)),
+        ("session lookup (2025-11-25, +1)", lookup),
     ]
 
 
@@ -117,7 +126,7 @@ async def run(redis_url: str, redis_pid: int | None, calls: int, rounds: int, pu
     print(f"reply parser: {parser.__name__}; {calls} calls per figure, least gateway CPU of {rounds} rounds")
     await cluster.open()
     try:
-        ops = operations(cluster)
+        ops = await operations(cluster)
         best: dict[str, Figure] = {}
         for _ in range(rounds):  # interleaved, so a busy spell of the machine hits every figure alike
             for label, one in ops:
