@@ -239,7 +239,7 @@ def test_the_tracemalloc_switch_is_off_unless_set() -> None:
 def test_the_tracemalloc_switch_writes_snapshots_of_a_real_gateway(tmp_path: Path) -> None:
     out = tmp_path / "snapshots"
     gateway = Gateway(tmp_path / "gw", [], env={DIRECTORY_VARIABLE: str(out), INTERVAL_VARIABLE: "0.5"})
-    gateway.start()
+    gateway.start(timeout_s=120)  # tracing every allocation from the first import makes the start several times slower
     try:
         deadline = time.monotonic() + 30
         while len(snapshots(out)) < 2 and time.monotonic() < deadline:
