@@ -22,7 +22,7 @@ run: $(STAMP)
 ## the pinned Node 22 and conformance suite) or stops in its first seconds with one line naming what is missing.
 ## The type check runs first: a type error fails `make test` before any test starts.
 test: provision $(STAMP) typecheck
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 provision:
 	@$(PYTHON) tests/provision.py
