@@ -196,8 +196,9 @@ async def test_new_requests_are_announced_once(service: ApprovalService, clock: 
 # --- using an approval ---------------------------------------------------------------------------
 
 
-async def test_an_approval_is_usable_only_for_exactly_its_call(service: ApprovalService, clock: FakeClock) -> None:
-    approval = await service.request(draft(clock, task_id="task_1"))
+async def test_an_approval_is_usable_only_for_exactly_its_call(service: ApprovalService, tasks: TaskService,
+                                                              clock: FakeClock) -> None:
+    approval = await service.request(draft(clock, task_id=(await start_task(tasks)).id))  # a real, active task
     assert await service.usable(*binding(approval)) is None  # pending is not granted
     decided = await service.decide(approval.id, ALICE, approve=True)
     assert await service.usable(*binding(approval)) == decided

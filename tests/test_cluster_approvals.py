@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -35,6 +38,7 @@ from gateway.registry.service import Registry
 from gateway.settings.approvals import ApprovalSettings
 from gateway.settings.cluster import ClusterSettings
 from gateway.store import Store
+from gateway.tasks.service import TaskService
 from tests.support import engines
 from tests.support.browser import chromium, sign_in
 from tests.support.clients import mcp_client
@@ -52,7 +56,7 @@ from tests.test_approvals_e2e import (
     text_of,
     wait_for_pending,
 )
-from tests.test_approvals_service import ALICE, agent_spec, binding, draft
+from tests.test_approvals_service import ALICE, agent_spec, binding, catalog, draft, start_task, stored_state
 from tests.test_console_browser import OWNER_TOKEN as BROWSER_OWNER_TOKEN
 from tests.test_state_seams import approval
 from tests.test_state_seams import test_approval_waiters_contract as approval_waiters_contract
@@ -206,14 +210,15 @@ class Replicas:
         self.prefix = f"test-{uuid.uuid4().hex[:12]}"
         self.opened: list[tuple[ApprovalService, Cluster]] = []
 
-    async def start(self) -> ApprovalService:
+    async def start(self, open_approvals: Callable[[RedisOpenApprovals], Any] = lambda seam: seam) -> ApprovalService:
+        """`open_approvals`: wraps the replica's open set (a test pausing it at one step)."""
         cluster = cluster_on(self.redis_url)
         cluster.keys.prefix = self.prefix
         waiters = RedisApprovalWaiters(cluster)
         cluster.runners.append(waiters)  # as shared_backends does
         await cluster.open()
         service = ApprovalService(self.store, self.registry, self.audit, ApprovalSettings(),
-                                  open_approvals=RedisOpenApprovals(cluster), waiters=waiters)
+                                  open_approvals=open_approvals(RedisOpenApprovals(cluster)), waiters=waiters)
         await service.open(background=False)
         self.opened.append((service, cluster))
         return service
@@ -477,3 +482,167 @@ async def eventually(check: Callable[[], bool], timeout_s: float = 15) -> None:
     while not await asyncio.to_thread(check):
         assert time.monotonic() < deadline, "never happened"
         await asyncio.sleep(0.2)
+
+
+# -- a decision, a stop, a task's end: what the shared set did not agree to never stands ----------------
+
+class Gate:
+    """A point where a replica's work stops until the test releases it."""
+
+    def __init__(self) -> None:
+        self.reached, self.released = asyncio.Event(), asyncio.Event()
+
+    async def stop_here(self) -> None:
+        self.reached.set()
+        await self.released.wait()
+
+
+class GatedOpenApprovals:
+    """A replica's real open set, stopped at the gates the test places: after its n-th read from now
+    (`after_read`), or before its next claim (`before_claim`)."""
+
+    def __init__(self, inner: RedisOpenApprovals) -> None:
+        self.inner = inner
+        self.reads = 0
+        self.after_read: dict[int, Gate] = {}
+        self.before_claim: Gate | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def get(self, approval_id: str) -> Approval | None:
+        found = await self.inner.get(approval_id)
+        self.reads += 1
+        gate = self.after_read.pop(self.reads, None)
+        if gate is not None:
+            await gate.stop_here()
+        return found
+
+    async def pop(self, approval_id: str) -> Approval | None:
+        gate, self.before_claim = self.before_claim, None
+        if gate is not None:
+            await gate.stop_here()
+        return await self.inner.pop(approval_id)
+
+
+async def lose_redis_data(replicas: Replicas) -> None:
+    """Redis restarted without persistence (or evicted our keys): the fleet's approval keys are gone."""
+    redis = replicas.opened[0][1].redis
+    keys = [key async for key in redis.scan_iter(match=f"{replicas.prefix}:*")]
+    if keys:
+        await redis.delete(*keys)
+
+
+async def test_a_store_writes_an_approval_conditionally_only_over_the_state_it_expects(store: Store) -> None:
+    pending = soon()
+    await store.save_approval(pending)
+    approved = replace(pending, state=ApprovalState.APPROVED, decided_by="admin:alice")
+    assert await store.save_approval_if(approved, "pending")
+    assert not await store.save_approval_if(replace(pending, state=ApprovalState.DENIED), "pending")
+    assert await store.get_approval(pending.id) == approved
+    never_stored = replace(soon(), state=ApprovalState.APPROVED)
+    assert not await store.save_approval_if(never_stored, "pending")  # no row: nothing is written
+    assert await store.get_approval(never_stored.id) is None
+
+
+async def test_a_denial_racing_an_approval_on_another_replica_is_never_saved_as_approved(
+        replicas: Replicas, store: Store) -> None:
+    gated: list[GatedOpenApprovals] = []
+
+    def gate(seam: RedisOpenApprovals) -> GatedOpenApprovals:
+        gated.append(GatedOpenApprovals(seam))
+        return gated[-1]
+
+    a, b = await replicas.start(gate), await replicas.start(gate)
+    seam_a, seam_b = gated
+    pending = await a.request(draft(FakeClock(time.time())))
+    b_read = Gate()
+    seam_b.reads, seam_b.after_read = 0, {2: b_read}  # decide reads twice: (expired?) then the request itself
+    approving = asyncio.create_task(b.decide(pending.id, ALICE, approve=True))
+    await asyncio.wait_for(b_read.reached.wait(), 5)  # B read it pending and goes on from there later
+    a_claim = Gate()
+    seam_a.before_claim = a_claim
+    denying = asyncio.create_task(a.decide(pending.id, ALICE, approve=False))
+    await asyncio.wait_for(a_claim.reached.wait(), 5)  # A's denial is in the shared set; A closes it next
+    b_read.released.set()
+    with pytest.raises(ApprovalError, match="already denied"):
+        await asyncio.wait_for(approving, 5)
+    a_claim.released.set()
+    assert (await asyncio.wait_for(denying, 5)).state is ApprovalState.DENIED
+    assert (await store.get_approval(pending.id)).state is ApprovalState.DENIED
+    assert await a.usable(*binding(pending)) is None and await b.usable(*binding(pending)) is None
+
+    await lose_redis_data(replicas)
+    c = await replicas.start()  # restores the store's open rows into the emptied shared set
+    assert await c.usable(*binding(pending)) is None
+    assert (await store.get_approval(pending.id)).state is ApprovalState.DENIED
+
+
+async def test_after_redis_lost_its_data_a_starting_replica_does_not_bring_a_grant_back(
+        replicas: Replicas, store: Store) -> None:
+    a = await replicas.start()
+    granted = await a.decide((await a.request(draft(FakeClock(time.time())))).id, ALICE, approve=True)
+    assert (await store.get_approval(granted.id)).state is ApprovalState.APPROVED
+    await lose_redis_data(replicas)  # with it, possibly, a denial or a use of this grant on another replica
+    b = await replicas.start()
+    assert await b.usable(*binding(granted)) is None and await a.usable(*binding(granted)) is None
+    with pytest.raises(ApprovalError):
+        await a.spend(granted.id, "dec-after-loss")
+    cancelled = await stored_state(store, granted.id, ApprovalState.CANCELLED)
+    assert "shared state no longer held" in (cancelled.end_reason or "")
+    pending = await a.request(draft(FakeClock(time.time()), digest="digest-after-loss"))
+    assert (await b.get(pending.id)).state is ApprovalState.PENDING  # undecided requests open as before
+
+
+async def test_an_approval_dies_with_a_stop_or_task_end_made_on_another_replica(
+        replicas: Replicas, store: Store) -> None:
+    a = await replicas.start()  # its registry and tasks see no change made elsewhere: no cancellation here
+    elsewhere = await Registry.open(store, time.time)  # another replica's registry on the one store
+    tasks_elsewhere = TaskService(store, elsewhere, catalog(), time.time)
+    await tasks_elsewhere.open(background=False)
+    try:
+        task = await start_task(tasks_elsewhere)
+        in_task = await a.decide((await a.request(draft(FakeClock(time.time()), task_id=task.id))).id, ALICE, True)
+        no_task = await a.decide((await a.request(draft(FakeClock(time.time()), digest="d-2"))).id, ALICE, True)
+        assert await a.usable(*binding(in_task)) is not None and await a.usable(*binding(no_task)) is not None
+        await tasks_elsewhere.complete(task.id, "admin:root", "done")
+        assert await a.usable(*binding(in_task)) is None  # its task ended
+        await elsewhere.suspend("bot-a", "admin:root", "incident")
+        await elsewhere.resume("bot-a", "admin:root", "all clear")
+        assert await a.usable(*binding(no_task)) is None  # its agent stopped after it was asked for
+        with pytest.raises(ApprovalError):
+            await a.spend(no_task.id, "dec-after-resume")
+        renewed = await a.request(draft(FakeClock(time.time()), digest="d-3"))  # asked for after the resume
+        assert await a.usable(*binding(await a.decide(renewed.id, ALICE, True))) is not None
+    finally:
+        await tasks_elsewhere.close()
+
+
+async def test_an_agent_suspended_during_a_redis_hiccup_cannot_use_its_old_approval_when_resumed(
+        store: Store, audit: AuditLog, caplog: pytest.LogCaptureFixture) -> None:
+    redis = engines.start_redis()
+    registry = await Registry.open(store, time.time)
+    await registry.create(agent_spec("bot-a", "alice@example.com"), "admin:root", "test agent")
+    replicas = Replicas(redis.url, store, audit, registry)
+    assert redis.process is not None
+    try:
+        service = await replicas.start()
+        granted = await service.decide((await service.request(draft(FakeClock(time.time())))).id, ALICE, True)
+        caplog.set_level(logging.WARNING)
+        os.kill(redis.process.pid, signal.SIGSTOP)  # Redis hangs: its data stays, nobody gets an answer
+        await registry.suspend("bot-a", "admin:root", "incident")  # cancels its approvals, in the background
+        async with asyncio.timeout(10):  # that canceller could not read the open requests (2 s timeout)
+            while True:
+                if any(r.levelno >= logging.WARNING and r.name.startswith("narrowgate") for r in caplog.records):
+                    break
+                await asyncio.sleep(0.05)
+        os.kill(redis.process.pid, signal.SIGCONT)
+        await registry.resume("bot-a", "admin:root", "all clear")
+        assert await service.usable(*binding(granted)) is None
+        with pytest.raises(ApprovalError):
+            await service.spend(granted.id, "dec-after-hiccup")
+        await stored_state(store, granted.id, ApprovalState.CANCELLED)
+    finally:
+        os.kill(redis.process.pid, signal.SIGCONT)
+        await replicas.stop()
+        redis.stop()

@@ -8,7 +8,11 @@ denied, expires, or its task ends or its agent stops being active.
 
 Several replicas share the open requests (gateway.state.approvals.OpenApprovals on Redis): claiming one
 (`pop`) succeeds once fleet-wide, a decision is a compare-and-set on the request as it was read, and a
-change wakes held calls in every process; the store row follows each change.
+change wakes held calls in every process; the store row follows each change, and says a decision only
+once the shared set took it (a conditional write, so a late one never overwrites what happened since).
+A granted approval is checked against the agent's lifecycle history and its task's row before it is
+used: a cancellation that did not arrive (Redis away, the change made in another replica) cannot leave
+it usable.
 
 A hold-mode request exists for the calls waiting on it. When the last of them is gone (its client
 disconnected or cancelled it, or the gateway restarted) and no agent was told to retry, nobody is
@@ -22,7 +26,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -41,19 +45,21 @@ from gateway.events import Observers
 from gateway.registry.model import Agent, Lifecycle, LifecycleEvent
 from gateway.registry.service import Registry
 from gateway.settings.approvals import ApprovalSettings
-from gateway.state.approvals import ApprovalWaiters, OpenApprovals
+from gateway.state.approvals import ApprovalWaiters, OpenApprovals, OpenApprovalsUnreachable
 from gateway.state.memory import InMemoryApprovalWaiters, InMemoryOpenApprovals
 from gateway.store.base import Store
-from gateway.tasks.model import Task
+from gateway.tasks.model import Task, TaskState
 
 log = logging.getLogger("narrowgate.approvals")
 Clock = Callable[[], float]
 SWEEP_INTERVAL_S = 5.0
 COMMENT_MAX = 2000
 DECIDE_ATTEMPTS = 3
-CLOSED_WHILE_DECIDED = "cancelled: the request ended while it was being decided"
 UNRECORDED = "the request could not be opened in the shared state"
 RESTARTED = "abandoned: the gateway restarted while the agent's call was held (a held call does not survive a restart)"
+LOST = "cancelled: the shared state no longer held this approval (Redis lost data): it must be asked for again"
+STOPPED = (Lifecycle.SUSPENDED, Lifecycle.RETIRED)
+CANCEL_RETRY_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # a canceller that cannot read the open set tries again, then every 5 s
 
 
 class ApprovalService:
@@ -76,6 +82,7 @@ class ApprovalService:
         self._lock = asyncio.Lock()
         self._sweeper: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._closing = asyncio.Event()
 
     # lifecycle of the service
 
@@ -83,8 +90,13 @@ class ApprovalService:
         restored = [approval for approval in
                     await self.store.list_approvals(states=[s.value for s in OPEN_STATES], limit=100_000)
                     if await self._open.put(approval)]  # one already open is live in another replica: kept
-        for approval in restored:  # their held calls ended with the previous process
-            await self._abandon(approval.id, RESTARTED)
+        for approval in restored:
+            if approval.state is ApprovalState.APPROVED and getattr(self._open, "shared", False):
+                # Open fleet-wide yet unknown to the shared set: it lost the record of this grant (and may
+                # have lost a later denial or use of it). Fail closed: the grant does not come back.
+                await self._cancel(approval, LOST)
+            else:  # their held calls ended with the previous process
+                await self._abandon(approval.id, RESTARTED)
         if self._agent_changed not in self.registry.on_change:
             self.registry.on_change.append(self._agent_changed)
         await self.sweep()
@@ -92,6 +104,7 @@ class ApprovalService:
             self._sweeper = asyncio.create_task(self._sweep_forever(), name="narrowgate-approvals")
 
     async def close(self) -> None:
+        self._closing.set()  # cancellers retrying an unreachable open set give up: the checks at use remain
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -117,7 +130,25 @@ class ApprovalService:
         now = self.clock()
         for approval in await self._open.values():
             if approval.state is state and now < approval.expires_at and approval.binds(*binding) and covers(approval):
-                return approval
+                outlived = await self._outlived(approval) if state is ApprovalState.APPROVED else None
+                if outlived is None:
+                    return approval
+                await self._cancel(approval, outlived)
+        return None
+
+    async def _outlived(self, approval: Approval) -> str | None:
+        """Why a granted approval died though it is still open: its agent stopped being active after it was
+        asked for, or its task is no longer active. Read from the store, so a cancellation that never
+        arrived (Redis away, the change made in another replica) cannot leave it usable."""
+        stops = [event for event in await self.store.agent_events(approval.agent_id)
+                 if event.at >= approval.created_at and event.to_state in STOPPED]
+        if stops:
+            return f"agent {approval.agent_id} was {stops[-1].to_state.value} after the request"
+        if approval.task_id is None:
+            return None
+        task = await self.store.get_task(approval.task_id)
+        if task is None or task.effective(self.clock()).state is not TaskState.ACTIVE:
+            return f"task {approval.task_id} ended"
         return None
 
     async def request(self, draft: Approval) -> Approval:
@@ -159,6 +190,10 @@ class ApprovalService:
         now = self.clock()
         if approval is None or approval.state is not ApprovalState.APPROVED or now >= approval.expires_at:
             raise ApprovalError(f"approval {approval_id} is not available to use")
+        outlived = await self._outlived(approval)
+        if outlived is not None:
+            await self._cancel(approval, outlived)
+            raise ApprovalError(f"approval {approval_id} is not available to use ({outlived})")
         used = replace(approval, state=ApprovalState.USED, used_at=now, used_decision_id=decision_id)
         if await self._close(used) is None:  # another call (here or in another replica) claimed it first
             raise ApprovalError(f"approval {approval_id} is not available to use")
@@ -206,8 +241,8 @@ class ApprovalService:
             if approval is None or approval.mode != "hold":
                 return
             retried = replace(approval, mode="pending")
-            if await self._open.put(retried, replacing=approval):
-                await self.store.save_approval(retried)
+            if await self._open.put(retried, replacing=approval):  # not over a decision written meanwhile
+                await self.store.save_approval_if(retried, ApprovalState.PENDING.value)
 
     async def _abandon(self, approval_id: str, reason: str) -> None:
         """No call waits for this hold-mode request and no agent was told to retry it: it must never grant."""
@@ -229,17 +264,16 @@ class ApprovalService:
         async with self._lock:
             await self.expire_if_due(approval_id)
             for _ in range(DECIDE_ATTEMPTS):
-                approval = await self._decidable(approval_id, approver)
+                approval = await self._decidable(approval_id, approver)  # closed meanwhile: why, from its row
                 decided = replace(approval, state=state, decided_by=approver.actor, decided_by_label=approver.label,
                                   decided_at=self.clock(), comment=comment or None)
-                await self.store.save_approval(decided)  # the row first: a usable approval always has its row
-                if await self._open.put(decided, replacing=approval):  # compare-and-set on what was read
+                # The shared set first (compare-and-set on what was read): of two people deciding at once, here
+                # or in another replica, one wins; only then does the row say it.
+                if await self._open.put(decided, replacing=approval):
                     break
-                if await self._open.get(approval_id) is None:  # cancelled or abandoned while it was written
-                    await self._undo_decision(decided, approval)
-                    raise ApprovalError(ended(await self._stored(approval_id)))
             else:  # changed under us each time (another replica at work): the person may simply try again
                 raise ApprovalError(f"approval {approval_id} changed while it was being decided: try again")
+            await self._write_decision(decided, approval)
             if approve:
                 self._wake(approval_id)
                 await self._changed_count()
@@ -266,12 +300,17 @@ class ApprovalService:
             raise NotAllowedToDecide(refusal)
         return approval
 
-    async def _undo_decision(self, decided: Approval, approval: Approval) -> None:
-        """The request closed while its decision's row was written: if that row is the last word, it must not
-        say decided (a restart would reopen it), so it says what happened."""
-        if await self.store.get_approval(decided.id) == decided:
-            await self.store.save_approval(replace(approval, state=ApprovalState.CANCELLED,
-                                                   end_reason=CLOSED_WHILE_DECIDED))
+    async def _write_decision(self, decided: Approval, approval: Approval) -> None:
+        """The row follows the shared set's decision while it still says pending (used, cancelled or
+        expired since: that row is the later word). A grant whose row cannot be written is withdrawn."""
+        try:
+            await self.store.save_approval_if(decided, ApprovalState.PENDING.value)
+        except Exception:
+            log.exception("could not store the decision on approval %s", decided.id)
+            if decided.state is not ApprovalState.APPROVED:
+                self._persist_later(decided)  # a denial stands (it closes the request); its row follows
+            elif await self._open.put(approval, replacing=decided):  # back to pending, untouched meanwhile
+                raise ApprovalError(f"approval {decided.id} could not be recorded: try again") from None
 
     def may_see_arguments(self, approval: Approval, person: Approver) -> bool:
         """The call's arguments are for the people who may decide it (and admins), not every approver."""
@@ -342,12 +381,29 @@ class ApprovalService:
                                                     f"agent {agent.id} is {agent.state.value}"))
 
     async def _cancel_where(self, matches: Callable[[Approval], bool], reason: str) -> None:
-        for approval in [a for a in await self._open.values() if matches(a)]:
-            cancelled = replace(approval, state=ApprovalState.CANCELLED, end_reason=reason)
-            if await self._close(cancelled) is None:
-                continue  # closed meanwhile, here or in another replica
-            self._record(cancelled, "cancelled", "narrowgate", detail={"reason": reason})
-            self._persist_later(cancelled)
+        for approval in [a for a in await self._open_values_retrying(reason) if matches(a)]:
+            await self._cancel(approval, reason)
+
+    async def _open_values_retrying(self, reason: str) -> Sequence[Approval]:
+        """The open requests, read again until they can be (never "none" for "could not read"); [] once
+        the service closes (the check at use still refuses what was not cancelled)."""
+        attempt = 0
+        while not self._closing.is_set():
+            try:
+                return await self._open.values(strict=True)
+            except OpenApprovalsUnreachable as exc:
+                log.warning("cannot cancel approvals (%s) yet: %s; trying again", reason, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), CANCEL_RETRY_S[min(attempt, len(CANCEL_RETRY_S) - 1)])
+            attempt += 1
+        return []
+
+    async def _cancel(self, approval: Approval, reason: str) -> None:
+        cancelled = replace(approval, state=ApprovalState.CANCELLED, end_reason=reason)
+        if await self._close(cancelled) is None:
+            return  # closed meanwhile, here or in another replica
+        self._record(cancelled, "cancelled", "narrowgate", detail={"reason": reason})
+        self._persist_later(cancelled)
 
     async def expire_if_due(self, approval_id: str) -> None:
         approval = await self._open.get(approval_id)

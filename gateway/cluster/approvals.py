@@ -12,7 +12,8 @@ Every operation is one Lua script or command: one round trip, atomic.
   it changes it only if the open entry is still exactly what the caller read (compare-and-set on the
   stored JSON), so a decision never revives a request cancelled meanwhile.
 - Unreachable Redis: nothing is open (`get` None, `values` empty, `put`/`pop` refused). A held call is
-  then answered from the store's row, and using an approval needs the claim: it is refused.
+  then answered from the store's row, and using an approval needs the claim: it is refused. A canceller
+  asks `values(strict=True)`: it is told it could not read them (and retries) rather than "none open".
 
 Wake-ups go over pub/sub (`approvals:wake`) to every replica; a missed one only delays a held call to its
 next keepalive slice, when it reads the request again.
@@ -32,6 +33,7 @@ from redis.exceptions import RedisError
 from gateway.approvals.model import Approval
 from gateway.cluster.connection import Cluster
 from gateway.cluster.subscriber import Subscription
+from gateway.state.approvals import OpenApprovalsUnreachable
 from gateway.state.memory import InMemoryApprovalWaiters
 
 log = logging.getLogger("narrowgate.cluster")
@@ -134,10 +136,13 @@ class RedisOpenApprovals:
             return self._unreachable("claim", exc, None)
         return None if raw is None else decode(raw)
 
-    async def values(self) -> list[Approval]:
+    async def values(self, strict: bool = False) -> list[Approval]:
         try:
             raws = await self._values(keys=self.keys, args=[time.time()])
         except UNREACHABLE as exc:
+            if strict:
+                raise OpenApprovalsUnreachable(f"Redis {self.cluster.settings.redis_location()}: "
+                                               f"{type(exc).__name__}") from None
             return self._unreachable("list", exc, [])
         return [decode(raw) for raw in raws]
 

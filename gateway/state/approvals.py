@@ -13,6 +13,10 @@ class Identified(Protocol):
 ApprovalT = TypeVar("ApprovalT", bound=Identified)
 
 
+class OpenApprovalsUnreachable(Exception):
+    """The shared open requests could not be read (`values(strict=True)`)."""
+
+
 @runtime_checkable
 class OpenApprovals(Protocol[ApprovalT]):
     """Open requests by id, read on the call path without touching disk (the store has every row).
@@ -33,7 +37,10 @@ class OpenApprovals(Protocol[ApprovalT]):
 
     async def pop(self, approval_id: str) -> ApprovalT | None: ...
 
-    async def values(self) -> list[ApprovalT]: ...
+    async def values(self, strict: bool = False) -> list[ApprovalT]:
+        """The open requests; `strict`: raise OpenApprovalsUnreachable rather than answer "none" when
+        they cannot be read (a canceller must know it has not seen them)."""
+        ...
 
     async def count(self) -> int: ...
 

@@ -33,7 +33,7 @@ class InMemoryOpenApprovals(Generic[ApprovalT]):
     async def pop(self, approval_id: str) -> ApprovalT | None:
         return self._open.pop(approval_id, None)
 
-    async def values(self) -> list[ApprovalT]:
+    async def values(self, strict: bool = False) -> list[ApprovalT]:
         return list(self._open.values())
 
     async def count(self) -> int:

@@ -124,6 +124,11 @@ class ApprovalStore(Protocol):
         """Insert or replace the approval request."""
         ...
 
+    async def save_approval_if(self, approval: Approval, expected_state: str) -> bool:
+        """Replace the stored request only while its row is in `expected_state` (a compare-and-set, so
+        a late write never overwrites what happened to the request since); whether it was replaced."""
+        ...
+
     async def get_approval(self, approval_id: str) -> Approval | None: ...
 
     async def list_approvals(self, states: Sequence[str] | None = None, agent_id: str | None = None,

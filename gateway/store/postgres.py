@@ -211,6 +211,9 @@ class PostgresStore:
     async def save_approval(self, approval: Approval) -> None:
         await self._write(postgres_approvals.save_approval, approval)
 
+    async def save_approval_if(self, approval: Approval, expected_state: str) -> bool:
+        return await self._write(postgres_approvals.save_approval_if, approval, expected_state)
+
     async def get_approval(self, approval_id: str) -> Approval | None:
         return await self._run(postgres_approvals.get_approval, approval_id)
 

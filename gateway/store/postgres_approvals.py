@@ -20,6 +20,14 @@ async def save_approval(conn: asyncpg.Connection, approval: Approval) -> None:
     )
 
 
+async def save_approval_if(conn: asyncpg.Connection, approval: Approval, expected_state: str) -> bool:
+    """Replace the row only while it is in `expected_state`; whether it was."""
+    row = approval_row(approval)
+    status = await conn.execute("UPDATE approvals SET state = $1, doc = $2 WHERE id = $3 AND state = $4",
+                                row[1], row[-1], approval.id, expected_state)
+    return bool(status == "UPDATE 1")
+
+
 async def get_approval(conn: asyncpg.Connection, approval_id: str) -> Approval | None:
     doc = await conn.fetchval("SELECT doc FROM approvals WHERE id = $1", approval_id)
     return None if doc is None else approval_from_doc(doc)

@@ -153,6 +153,9 @@ class SqliteStore:
     async def save_approval(self, approval: Approval) -> None:
         await self._run(_in_transaction, sqlite_approvals.save_approval, approval)
 
+    async def save_approval_if(self, approval: Approval, expected_state: str) -> bool:
+        return await self._run(_in_transaction_result, sqlite_approvals.save_approval_if, approval, expected_state)
+
     async def get_approval(self, approval_id: str) -> Approval | None:
         return await self._run(sqlite_approvals.get_approval, approval_id)
 

@@ -19,6 +19,14 @@ def save_approval(conn: sqlite3.Connection, approval: Approval) -> None:
     )
 
 
+def save_approval_if(conn: sqlite3.Connection, approval: Approval, expected_state: str) -> bool:
+    """Replace the row only while it is in `expected_state`; whether it was."""
+    row = approval_row(approval)
+    cursor = conn.execute("UPDATE approvals SET state = ?, doc = ? WHERE id = ? AND state = ?",
+                          (row[1], row[-1], approval.id, expected_state))
+    return cursor.rowcount == 1
+
+
 def get_approval(conn: sqlite3.Connection, approval_id: str) -> Approval | None:
     row = conn.execute("SELECT doc FROM approvals WHERE id = ?", (approval_id,)).fetchone()
     return None if row is None else approval_from_doc(row[0])
