@@ -76,6 +76,8 @@ DIRECT, FLOOR, BEFORE, GATEWAY = "direct", "floor", "before", "gateway"
 PROXY = "proxy"  # the CPU of the hop under test: bench/passthrough.py for the floor, the gateway otherwise
 TARGET_PHASE = "concurrent-16"
 TARGET_RATIO = 2.5
+PG_SIDE, PG_AIM_US = "gw-pg", 100  # issue 15: CPU per call on PostgreSQL + Redis at most +100 us over SQLite
+THROUGHPUT_PHASE, WORKERS_AIM = "concurrent-64", 1.5  # issue 15: 2 workers >= 1.5x one process at 64 agents
 TOKEN_ENV = "NARROWGATE_BENCH_TOKEN"
 STDERR_TAIL = 4000
 
@@ -464,7 +466,7 @@ def scale_out_sides(args: argparse.Namespace) -> list[tuple[str, StartSide, int]
         return []
     sides: list[tuple[str, StartSide, int]] = []
     if args.postgres or args.workers > 1 or args.replicas > 1:
-        sides.append(("gw-pg", start_workers, 1))
+        sides.append((PG_SIDE, start_workers, 1))
     if args.workers > 1:
         sides.append((f"gw-{args.workers}w", start_workers, args.workers))
     if args.replicas > 1:
@@ -642,6 +644,36 @@ def target_line(plan: Plan, sides: dict[str, Side]) -> str | None:
     return f"gateway CPU per tools/call vs the floor, {TARGET_PHASE} (aim <= {TARGET_RATIO}x): " + "; ".join(parts)
 
 
+def fleet_lines(plan: Plan, sides: dict[str, Side]) -> list[str]:
+    """Issue 15's aims, read off this run: gw-pg's CPU per call over the single SQLite process, throughput
+    at 64 agents of N workers over one, and how long a revocation takes to reach every replica."""
+    lines: list[str] = []
+    single, store = sides.get(GATEWAY), sides.get(PG_SIDE)
+    if single is not None and store is not None:
+        parts = []
+        for era in plan.eras:
+            base, over = single.phase(TARGET_PHASE, era), store.phase(TARGET_PHASE, era)
+            b_cpu = base.cpu_ms_per_call.get(PROXY) if base else None
+            o_cpu = over.cpu_ms_per_call.get(PROXY) if over else None
+            if b_cpu and o_cpu:
+                parts.append(f"{era} {o_cpu:.3f} - {b_cpu:.3f} ms = {(o_cpu - b_cpu) * 1000:+.0f} us")
+        if parts:
+            lines.append(f"gateway CPU per tools/call on PostgreSQL + Redis over SQLite, {TARGET_PHASE} "
+                         f"(aim <= +{PG_AIM_US} us): " + "; ".join(parts))
+    for name, side in sides.items():
+        if single is not None and name.startswith("gw-") and name.endswith("w"):
+            base, over = single.phase(THROUGHPUT_PHASE, LEGACY), side.phase(THROUGHPUT_PHASE, LEGACY)
+            if base and over and base.calls_per_s:
+                lines.append(f"throughput at 64 agents, {name} over one process [{LEGACY}] (aim >= "
+                             f"{WORKERS_AIM}x): {over.calls_per_s:.0f}/{base.calls_per_s:.0f} calls/s = "
+                             f"{over.calls_per_s / base.calls_per_s:.2f}x")
+        if side.revocation:
+            got = side.revocation
+            lines.append(f"revocation to every replica, {name} ({got['agents']} suspensions, polled every "
+                         f"{got['poll_ms']:.0f} ms): p50 {got['p50_ms']:.1f} ms, max {got['max_ms']:.1f} ms")
+    return lines
+
+
 def write_json(path: Path, plan: Plan, args: argparse.Namespace, report: dict[str, Any]) -> None:
     meta = {
         "calls_per_phase": plan.calls,
@@ -735,6 +767,8 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(summary_rows(plan, sides), list(sides)))
     if (line := target_line(plan, sides)) is not None:
         print(line)
+    for line in fleet_lines(plan, sides):
+        print(line)
     if outcome.error:
         print(f"\nERROR: {outcome.error}", file=sys.stderr)
     for side in sides.values():
@@ -745,7 +779,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{side.label} revocation: {err}", file=sys.stderr)
     if args.json:
         report = {"sides": {name: _side_dict(side) for name, side in sides.items()}, "error": outcome.error,
-                  "target": target_line(plan, sides)}
+                  "target": target_line(plan, sides), "fleet": fleet_lines(plan, sides)}
         write_json(args.json, plan, args, report)
     if outcome.error:
         return 2
