@@ -1,0 +1,159 @@
+"""The store sweep: a suspension reaches every replica within a bound even when the event bus cannot
+carry it (gateway/cluster/backstop.py; docs/state.md "The store sweep").
+
+Two real `narrowgate serve` replicas on one PostgreSQL store, driven through /mcp and the admin API:
+(a) only the publishing replica loses Redis (its path to Redis runs through a TCP proxy the test cuts),
+and (b) Redis stops for everyone. Either way the other replica refuses the suspended agent's
+`tools/list` within the bound; once Redis is back, every replica agrees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx2
+import pytest
+from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
+
+from gateway.cluster.backstop import SWEEP_HEALTHY_S, SWEEP_UNHEALTHY_S
+from tests.support import engines
+from tests.support.fleet import Fleet, start_fleet
+from tests.support.processes import Gateway, behaviour_manifest
+from tests.support.tcp_proxy import TcpProxy
+from tests.test_cluster_bus import admin
+from tests.test_identity_e2e import assert_streams_end, open_streams
+
+AGENTS = ("agent-cut", "agent-down", "agent-other")
+TOKENS = {agent: f"token-{agent}" for agent in AGENTS}
+SLACK_S = 1.5  # a sweep's own time, the request's, the poll's
+POLL_S = 0.05
+UNMONITORED = {"monitoring": {"per_agent": None, "per_task": None, "kill_switch_severity": "off"}}
+
+
+async def lists_tools(http: httpx2.AsyncClient, gateway: Gateway, token: str) -> bool:
+    """One 2026-07-28 tools/list on `gateway`: True if the agent was served a list."""
+    meta = {PROTOCOL_VERSION_META_KEY: "2026-07-28", CLIENT_CAPABILITIES_META_KEY: {},
+            CLIENT_INFO_META_KEY: {"name": "backstop-tests", "version": "0"}}
+    response = await http.post(gateway.url, headers={
+        "Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json", "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/list"},
+        json={"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": meta}})
+    return response.status_code == 200 and '"tools"' in response.text
+
+
+async def refused_after(gateway: Gateway, token: str, bound_s: float) -> float:
+    """Seconds until `gateway` refuses the token's tools/list (fails the test past `bound_s`)."""
+    started = time.monotonic()
+    async with httpx2.AsyncClient(timeout=10) as http:
+        while await lists_tools(http, gateway, token):
+            assert time.monotonic() - started < bound_s, f"still served after {bound_s} s"
+            await asyncio.sleep(POLL_S)
+    return time.monotonic() - started
+
+
+async def served(gateway: Gateway, token: str) -> bool:
+    async with httpx2.AsyncClient(timeout=10) as http:
+        return await lists_tools(http, gateway, token)
+
+
+def suspend(gateway: Gateway, agent: str) -> None:
+    assert admin(gateway, "POST", f"/admin/v1/agents/{agent}/suspend", {"reason": "backstop test"})["state"] == \
+        "suspended"
+
+
+def fleet_on(tmp_path: Path, behaviour_http: int, redis_url: str, postgres_url: str,
+             replica_cluster: dict[int, dict[str, str]] | None = None) -> Fleet:
+    manifests = [behaviour_manifest("behav", {"url": f"http://127.0.0.1:{behaviour_http}/mcp"}, timeout_s=5)]
+    return start_fleet(tmp_path, manifests, redis_url=redis_url, postgres_url=postgres_url, tokens=TOKENS,
+                       replica_cluster=replica_cluster, extra_config=UNMONITORED)
+
+
+@pytest.fixture
+def proxy(redis_url: str) -> Iterator[TcpProxy]:
+    target = urlsplit(redis_url)
+    started = TcpProxy(target.hostname or "127.0.0.1", target.port or 6379).start()
+    yield started
+    started.stop()
+
+
+async def test_a_suspension_on_a_replica_that_lost_redis_reaches_the_others(
+    tmp_path: Path, behaviour_http: int, redis_url: str, postgres_url: str, proxy: TcpProxy
+) -> None:
+    """Only A lost Redis: its notice waits, B's bus is healthy and hears nothing; B's store sweep finds
+    the suspension within SWEEP_HEALTHY_S. When A's path is back, its waiting notice is delivered."""
+    through_proxy = urlsplit(redis_url)._replace(netloc=f"127.0.0.1:{proxy.port}").geturl()
+    fleet = fleet_on(tmp_path, behaviour_http, redis_url, postgres_url, {0: {"redis_url": through_proxy}})
+    try:
+        a, b = fleet[0], fleet[1]
+        assert await served(b, TOKENS["agent-cut"])
+        proxy.cut()
+        await asyncio.to_thread(suspend, a, "agent-cut")  # the store write succeeds: PostgreSQL is fine
+        bound = SWEEP_HEALTHY_S + SLACK_S
+        took = await refused_after(b, TOKENS["agent-cut"], bound)
+        print(f"\nsuspension on replica A (Redis cut) refused on replica B after {took * 1000:.0f} ms "
+              f"(bound {bound:.1f} s)")
+        assert await served(b, TOKENS["agent-other"])  # only the suspended agent
+        proxy.restore()
+        assert admin(b, "GET", "/admin/v1/agents/agent-cut")["state"] == "suspended"
+        assert not await served(a, TOKENS["agent-cut"]) and not await served(b, TOKENS["agent-cut"])
+        admin(b, "POST", "/admin/v1/agents/agent-cut/resume", {"reason": "backstop test"})
+        took = await served_again_after(a, TOKENS["agent-cut"], bound)
+        print(f"resumed on B, served again on A after {took * 1000:.0f} ms")
+    finally:
+        fleet.stop()
+
+
+async def served_again_after(gateway: Gateway, token: str, bound_s: float) -> float:
+    started = time.monotonic()
+    while not await served(gateway, token):
+        assert time.monotonic() - started < bound_s, f"not served again after {bound_s} s"
+        await asyncio.sleep(POLL_S)
+    return time.monotonic() - started
+
+
+async def test_a_suspension_during_a_redis_outage_reaches_the_others(
+    tmp_path: Path, behaviour_http: int, postgres_url: str
+) -> None:
+    """Redis down for everyone: requests needing the chain signals are refused everywhere, but B's view
+    of the agent must not stay stale: B sweeps the store every SWEEP_UNHEALTHY_S, so within that the
+    agent suspended on A has its streams on B closed, B reports it suspended and refuses to start a task
+    for it. After Redis restarts, everything agrees."""
+    engine = engines.start_redis()
+    port = int(engine.url.rsplit(":", 1)[1].split("/")[0])
+    fleet = fleet_on(tmp_path, behaviour_http, engine.url, postgres_url)
+    try:
+        a, b = fleet[0], fleet[1]
+        async with httpx2.AsyncClient(timeout=httpx2.Timeout(30, read=120)) as http:
+            streams = await open_streams(http, b, TOKENS["agent-down"])
+            engine.stop()
+            await asyncio.sleep(SWEEP_UNHEALTHY_S)  # B has noticed its subscription is gone by now
+            await asyncio.to_thread(suspend, a, "agent-down")
+            bound = SWEEP_UNHEALTHY_S + SLACK_S
+            took = await suspended_after(b, "agent-down", bound)
+            print(f"\nsuspension on replica A during a Redis outage known to replica B after {took * 1000:.0f} ms "
+                  f"(bound {bound:.1f} s)")
+            await assert_streams_end(streams, timeout_s=bound)
+        refused = await asyncio.to_thread(admin, b, "POST", "/admin/v1/tasks", {
+            "agent_id": "agent-down", "purpose": "backstop test", "tools": ["behav__echo"]}, 409)
+        assert "not active" in str(refused) or "suspended" in str(refused), refused
+        engine = engines.start_redis(port)
+        for replica in (a, b):
+            await served_again_after(replica, TOKENS["agent-other"], bound * 3)
+            assert admin(replica, "GET", "/admin/v1/agents/agent-down")["state"] == "suspended"
+            assert not await served(replica, TOKENS["agent-down"])
+    finally:
+        fleet.stop()
+        engine.stop()
+
+
+async def suspended_after(gateway: Gateway, agent: str, bound_s: float) -> float:
+    """Seconds until `gateway`'s own view (its admin API, from memory) has `agent` suspended."""
+    started = time.monotonic()
+    while (await asyncio.to_thread(admin, gateway, "GET", f"/admin/v1/agents/{agent}"))["state"] != "suspended":
+        assert time.monotonic() - started < bound_s, f"still not suspended after {bound_s} s"
+        await asyncio.sleep(POLL_S)
+    return time.monotonic() - started
