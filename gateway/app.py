@@ -76,7 +76,7 @@ class Gateway:
         self.store = open_store(settings.state)
         self.digest_key = DigestKey()  # loaded from the store at start, before anything is recorded
         self.audit = AuditLog(self.store, digests=self.digest_key.keyed)
-        self.telemetry = Telemetry.from_env()
+        self.telemetry = Telemetry.from_env(instance_id=self.replica_id)
         schemas = dict(tool_schemas or {})  # input schemas last reported by upstreams (from the store)
         self.build_identity()
         self.build_policy(schemas)

@@ -1,10 +1,13 @@
 """The store sweep: a suspension reaches every replica within a bound even when the event bus cannot
 carry it (gateway/cluster/backstop.py; docs/state.md "The store sweep").
 
-Two real `narrowgate serve` replicas on one PostgreSQL store, driven through /mcp and the admin API:
+First one sweep on a real store (SQLite and PostgreSQL) with 1,000 agents: what it costs, that it finds
+an agent suspended and a task ended through another registry and task service on the same store, and
+that it reads nothing back when nothing changed. Then two real `narrowgate serve` replicas on one
+PostgreSQL store, driven through /mcp and the admin API:
 (a) only the publishing replica loses Redis (its path to Redis runs through a TCP proxy the test cuts),
-and (b) Redis stops for everyone. Either way the other replica refuses the suspended agent's
-`tools/list` within the bound; once Redis is back, every replica agrees.
+and (b) Redis stops for everyone. Either way the other replica knows of the suspension within the
+bound (refuses the agent's `tools/list`; closes its streams); once Redis is back, every replica agrees.
 """
 
 from __future__ import annotations
@@ -19,19 +22,78 @@ import httpx2
 import pytest
 from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
 
-from gateway.cluster.backstop import SWEEP_HEALTHY_S, SWEEP_UNHEALTHY_S
+from gateway.cluster.backstop import SWEEP_HEALTHY_S, SWEEP_UNHEALTHY_S, StoreSweep
+from gateway.registry.model import Lifecycle
+from gateway.registry.service import Registry
+from gateway.store import Store
+from gateway.tasks.model import TaskState
+from gateway.tasks.service import TaskService
 from tests.support import engines
 from tests.support.fleet import Fleet, start_fleet
 from tests.support.processes import Gateway, behaviour_manifest
 from tests.support.tcp_proxy import TcpProxy
 from tests.test_cluster_bus import admin
 from tests.test_identity_e2e import assert_streams_end, open_streams
+from tests.test_tasks import agent_spec, make_catalog
 
 AGENTS = ("agent-cut", "agent-down", "agent-other")
 TOKENS = {agent: f"token-{agent}" for agent in AGENTS}
 SLACK_S = 1.5  # a sweep's own time, the request's, the poll's
 POLL_S = 0.05
 UNMONITORED = {"monitoring": {"per_agent": None, "per_task": None, "kill_switch_severity": "off"}}
+
+
+AGENT_COUNT = 1000
+SWEEPS = 20
+SWEEP_COST_BOUND_S = 0.05  # an unchanged sweep is two small queries; generous for a loaded machine
+
+
+async def test_one_sweep_applies_what_another_replica_changed_at_1000_agents(store: Store) -> None:
+    an_hour_ago = time.time() - 3600
+    created = Registry(store, [], clock=lambda: an_hour_ago)  # long before the sweep's skew window
+    for n in range(AGENT_COUNT):
+        await created.create(agent_spec(f"bot-{n:04d}", servers=["gh"]), "alice", "test")
+    here, there = await Registry.open(store), await Registry.open(store)
+    tasks_here = TaskService(store, here, make_catalog())
+    await tasks_here.open(background=False)
+    task = await tasks_here.start("bot-0002", "sweep test", ["gh__read_issue"], started_by="alice")
+    tasks_there = TaskService(store, there, make_catalog())
+    await tasks_there.open(background=False)
+    sweep = StoreSweep(here, tasks_here, bus_healthy=lambda: True)
+    try:
+        costs = []
+        for _ in range(SWEEPS):
+            sweep.seen = an_hour_ago  # the worst case: every agent changed since the last sweep (re-read, nothing new)
+            started = time.perf_counter()
+            await sweep.sweep()
+            costs.append(time.perf_counter() - started)
+        assert sweep.found == 0 and not sweep.failing
+        # The steady state: nothing changed since the last sweep (nor within the skew window), nothing is read.
+        steady = []
+        for _ in range(SWEEPS):
+            started = time.perf_counter()
+            await sweep.sweep()
+            steady.append(time.perf_counter() - started)
+        costs.sort()
+        steady.sort()
+        print(f"\none store sweep at {AGENT_COUNT} agents: median {costs[SWEEPS // 2] * 1000:.2f} ms with all "
+              f"{AGENT_COUNT} re-read, {steady[SWEEPS // 2] * 1000:.2f} ms with none changed "
+              f"(max {steady[-1] * 1000:.2f} ms)")
+        assert steady[SWEEPS // 2] < SWEEP_COST_BOUND_S
+
+        await there.suspend("bot-0001", "alice", "compromised")  # tells nobody here: no bus in this test
+        await tasks_there.revoke(task.id, "alice", "done")
+        await sweep.sweep()
+        assert here.require("bot-0001").state is Lifecycle.SUSPENDED
+        ended = tasks_here.get(task.id)
+        assert ended is not None and ended.state is TaskState.REVOKED
+        assert sweep.found >= 2
+        found = sweep.found
+        await sweep.sweep()  # applied once: re-reading the same rows changes nothing
+        assert sweep.found == found
+    finally:
+        await tasks_there.close()
+        await tasks_here.close()
 
 
 async def lists_tools(http: httpx2.AsyncClient, gateway: Gateway, token: str) -> bool:

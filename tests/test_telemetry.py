@@ -374,6 +374,23 @@ def test_metrics_are_exported_over_otlp(otlp_env: dict[str, str], receiver: Otlp
     assert duration.resource["service.name"] == "narrowgate-test"
 
 
+def test_the_exported_resource_names_the_replica(otlp_env: dict[str, str], receiver: OtlpReceiver) -> None:
+    """service.instance.id is the replica id passed in, so workers and replicas are distinct series; an
+    id the operator set in OTEL_RESOURCE_ATTRIBUTES wins."""
+    for env, expected in ((otlp_env, "replica-7-w2"),
+                          ({**otlp_env, "OTEL_RESOURCE_ATTRIBUTES": "service.instance.id=pod-a"}, "pod-a")):
+        receiver.clear()
+        telemetry = Telemetry.from_env(env, instance_id="replica-7-w2")
+        try:
+            record_some(telemetry)
+            metrics = receiver.wait_for_metrics(lambda got: A.METRIC_REQUESTS in {m.name for m in got})
+        finally:
+            telemetry.shutdown()
+        requests = next(m for m in metrics if m.name == A.METRIC_REQUESTS)
+        assert requests.resource["service.instance.id"] == expected
+        assert requests.resource["service.name"] == "narrowgate-test"
+
+
 # No collector -----------------------------------------------------------------------------------------
 
 

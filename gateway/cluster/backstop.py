@@ -33,7 +33,7 @@ log = logging.getLogger("narrowgate")
 SWEEP_HEALTHY_S = 5.0  # staleness bound when this replica's own bus is healthy (another's may not be)
 SWEEP_UNHEALTHY_S = 1.0  # ...and while it is not
 TICK_S = 0.25  # how often the bus's health is looked at (no I/O)
-CLOCK_SKEW_S = 30.0  # replicas' clocks may disagree by this much and no change is missed
+CLOCK_SKEW_S = 10.0  # replicas' clocks may disagree by this much and no change is missed (NTP keeps them far closer)
 FAILURE_LOG_EVERY_S = 60.0
 
 
