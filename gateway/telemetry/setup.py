@@ -206,8 +206,8 @@ class Telemetry:
     """Tracer, meters and exporters for one gateway process."""
 
     def __init__(self, config: TelemetryConfig, instance_id: str | None = None) -> None:
-        """`instance_id`: this process's replica id, exported as `service.instance.id` (unless the
-        environment sets one), so the series of workers and replicas can be told apart."""
+        """`instance_id`: this process's replica id, exported as `service.instance.id` (over any the
+        environment sets: workers share the environment), so workers and replicas are told apart."""
         self.config = config
         self.tracing_enabled = config.tracing_enabled
         self.resource = _resource(config, instance_id)
@@ -550,9 +550,9 @@ def _resource(config: TelemetryConfig, instance_id: str | None) -> Resource:
         "telemetry.sdk.version": sdk_version,
         "service.version": __version__,
     }
-    if instance_id:
-        attrs["service.instance.id"] = instance_id  # OTEL_RESOURCE_ATTRIBUTES may still name another
     attrs.update(config.resource_attributes)
+    if instance_id:
+        attrs["service.instance.id"] = instance_id
     attrs["service.name"] = config.service_name
     return Resource(attrs)
 
