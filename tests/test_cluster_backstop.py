@@ -14,25 +14,29 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx2
 import pytest
 from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
 
+from gateway.cluster import notices as notices_module
 from gateway.cluster.backstop import SWEEP_HEALTHY_S, SWEEP_UNHEALTHY_S, StoreSweep
 from gateway.registry.model import Lifecycle
 from gateway.registry.service import Registry
+from gateway.state.notices import TOPIC_AGENT_CHANGED, TOPIC_TASK_CHANGED
 from gateway.store import Store
 from gateway.tasks.model import TaskState
 from gateway.tasks.service import TaskService
 from tests.support import engines
+from tests.support.admin import unique
 from tests.support.fleet import Fleet, start_fleet
 from tests.support.processes import Gateway, behaviour_manifest
 from tests.support.tcp_proxy import TcpProxy
-from tests.test_cluster_bus import admin
+from tests.test_cluster_bus import admin, eventually, recorder, replica
 from tests.test_identity_e2e import assert_streams_end, open_streams
 from tests.test_tasks import agent_spec, make_catalog
 
@@ -94,6 +98,36 @@ async def test_one_sweep_applies_what_another_replica_changed_at_1000_agents(sto
     finally:
         await tasks_there.close()
         await tasks_here.close()
+
+
+async def test_a_notice_waits_for_redis_and_is_never_given_up(
+    redis_url: str, proxy: TcpProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A publisher that lost Redis is not healthy while its notices wait; they are delivered in order
+    once Redis takes them; too many collapse into one resync notice per topic."""
+    monkeypatch.setattr(notices_module, "PENDING_MAX", 3)
+    through_proxy = urlsplit(redis_url)._replace(netloc=f"127.0.0.1:{proxy.port}").geturl()
+    prefix = unique("backstop-bus")
+    async with replica(through_proxy, prefix, "a") as (a, _), replica(redis_url, prefix, "b") as (b, _):
+        heard: list[tuple[str, Mapping[str, Any]]] = []
+        b.subscribe(TOPIC_AGENT_CHANGED, recorder(heard, "agents"))
+        b.subscribe(TOPIC_TASK_CHANGED, recorder(heard, "tasks"))
+        await eventually(lambda: a.healthy() and b.healthy())
+        proxy.cut()
+        await a.publish(TOPIC_AGENT_CHANGED, {"agent_id": "one"})
+        await a.publish(TOPIC_AGENT_CHANGED, {"agent_id": "two"})
+        assert not a.healthy() and b.healthy()
+        proxy.restore()
+        await eventually(lambda: len(heard) == 2 and a.healthy(), timeout_s=10)
+        assert heard == [("agents", {"agent_id": "one"}), ("agents", {"agent_id": "two"})]
+        heard.clear()
+        proxy.cut()
+        for n in range(4):  # one more than wait: they become one resync per topic
+            await a.publish(TOPIC_AGENT_CHANGED if n % 2 else TOPIC_TASK_CHANGED, {"n": n})
+        assert len(a.pending) <= 3
+        proxy.restore()
+        await eventually(lambda: a.healthy() and ("agents", {"resync": True}) in heard
+                         and ("tasks", {"resync": True}) in heard, timeout_s=10)
 
 
 async def lists_tools(http: httpx2.AsyncClient, gateway: Gateway, token: str) -> bool:
