@@ -96,7 +96,7 @@ class StoreSweep:
         if agents or ended:
             self.found += len(agents) + ended
             log.warning("the store sweep applied %d agent change(s) (%s) and %d task end(s) the event bus had "
-                        "not delivered", len(agents), ", ".join(agent.id for agent in agents[:10]), ended)
+                        "not (yet) delivered", len(agents), ", ".join(agent.id for agent in agents[:10]), ended)
 
     def failed(self, exc: Exception) -> None:
         now = time.monotonic()
