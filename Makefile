@@ -29,7 +29,8 @@ provision:
 
 ## bench: direct vs the floor (a minimal Python proxy) vs the gateway in one run: latency, throughput, CPU per
 ## call and the gateway/floor ratio; then the reload stalls (bench.stall) and the Cedar decisions (bench.policy).
-## BENCH_ARGS go to bench.run, e.g. `make bench BENCH_ARGS="--workers 2 --replicas 2"` (scale-out sides on a Redis)
+## BENCH_ARGS go to bench.run, e.g. `make bench BENCH_ARGS="--workers 2 --replicas 2"` (issue 15's scale-out sides
+## on a throwaway PostgreSQL + Redis: gw-pg, gw-2w, gw-2r, and the revocation's time to reach every replica)
 bench: $(STAMP)
 	@mkdir -p .narrowgate
 	$(PY) -m bench.run --sdk-check --json .narrowgate/bench.json $(BENCH_ARGS)

@@ -16,12 +16,18 @@ through the gateway, in one run.
    issue 19's aim (gateway CPU per call at 16 agents within 2.5x of the floor); ``--json PATH``
    writes everything.
 
-Scale-out (issue 15): ``--workers N`` adds a side ``gw-Nw``, the gateway as N worker processes
+Scale-out (issue 15): ``--postgres`` adds a side ``gw-pg``, one gateway process with its state in
+PostgreSQL and ``cluster.redis_url`` set: what the fleet's stores cost per call over the single SQLite
+process. ``--workers N`` adds a side ``gw-Nw``, the gateway as N worker processes
 (``narrowgate serve --workers N``), and ``--replicas N`` a side ``gw-Nr``, N gateways with agents
-spread over them (agent i talks to replica i mod N); both share state through one throwaway Redis
-(started as the tests start theirs, tests/support/engines.py; its CPU is the ``redis`` row) and one
-SQLite file. The proxy CPU of these sides is that of every process of the gateway (parent, workers,
-replicas); the ratio columns ``gw-Nw/gw`` and ``gw-Nr/gw`` compare them with the single process.
+spread over them (agent i talks to replica i mod N); either implies ``gw-pg``. Every such side has a
+fresh database of its own on one throwaway PostgreSQL and a key prefix of its own on one throwaway
+Redis (both started as the tests start theirs, tests/support/engines.py; their CPU is the
+``postgres`` and ``redis`` rows). The proxy CPU of these sides is that of every process of the
+gateway (parent, workers, replicas); the ratio columns ``gw-pg/gw``, ``gw-Nw/gw`` and ``gw-Nr/gw``
+compare them with the single process. After the phases, ``gw-Nr`` measures how long a suspension
+made on one replica takes to be refused by every replica (bench/revocation.py; the rows
+``revocation to every replica``).
 
 Exit status: 0 when every call of every phase was answered correctly; 1 when any call failed;
 2 when the floor or the gateway could not be started or reached (the rest is still printed).
@@ -59,6 +65,7 @@ import yaml
 
 from bench.cpu import CpuMeter
 from bench.load import LEGACY, MODERN, PhaseResult, Target, run_phase
+from bench.revocation import Revocable, measure
 
 if TYPE_CHECKING:
     from tests.support.engines import Engine
@@ -69,6 +76,8 @@ DIRECT, FLOOR, BEFORE, GATEWAY = "direct", "floor", "before", "gateway"
 PROXY = "proxy"  # the CPU of the hop under test: bench/passthrough.py for the floor, the gateway otherwise
 TARGET_PHASE = "concurrent-16"
 TARGET_RATIO = 2.5
+PG_SIDE, PG_AIM_US = "gw-pg", 100  # issue 15: CPU per call on PostgreSQL + Redis at most +100 us over SQLite
+THROUGHPUT_PHASE, WORKERS_AIM = "concurrent-64", 1.5  # issue 15: 2 workers >= 1.5x one process at 64 agents
 TOKEN_ENV = "NARROWGATE_BENCH_TOKEN"
 STDERR_TAIL = 4000
 
@@ -94,6 +103,7 @@ class Side:
     phases: list[PhaseResult] = field(default_factory=list)
     cpu_s: dict[str, float] = field(default_factory=dict)
     calls: int = 0
+    revocation: dict[str, Any] | None = None  # gw-Nr only: bench.revocation.measure's figures
 
     def add(self, phase: PhaseResult, meter: CpuMeter) -> None:
         phase.cpu_ms_per_call = meter.ms_per_call(phase.calls)
@@ -106,7 +116,7 @@ class Side:
         return {k: v * 1000 / self.calls for k, v in self.cpu_s.items()} if self.calls else {}
 
     def failures(self) -> int:
-        return sum(p.failures for p in self.phases)
+        return sum(p.failures for p in self.phases) + int((self.revocation or {}).get("failures", 0))
 
     def phase(self, name: str, era: str) -> PhaseResult | None:
         """The phase's best round: the least CPU of the hop under test (of the upstream for direct).
@@ -333,7 +343,7 @@ def run_sides(args: argparse.Namespace, plan: Plan, tmp: Path) -> Outcome:
     """Start the upstream, the floor (bench/passthrough.py) and the gateway, then measure all three."""
     upstream = start_upstream(tmp, args.upstream_impl)
     procs: list[Proc] = []
-    redis: Engine | None = None
+    engines = Engines()
     try:
         endpoints = [Endpoint(DIRECT, Target(f"http://127.0.0.1:{upstream.port}/mcp"), {"upstream": upstream.pid})]
         token = secrets.token_urlsafe(32)
@@ -360,24 +370,27 @@ def run_sides(args: argparse.Namespace, plan: Plan, tmp: Path) -> Outcome:
             endpoints.append(Endpoint(label, target, {PROXY: proc.pid, "upstream": upstream.pid}))
         wanted_out = scale_out_sides(args)
         if wanted_out:
-            from tests.support.engines import EngineError, start_redis  # the tests' throwaway Redis, reused
-
             try:
-                redis = start_redis()
-            except EngineError as exc:
+                engines = start_engines(engines)
+            except RuntimeError as exc:  # EngineError
                 error = f"scale-out sides: {exc}"
-        launch = Launch(tmp, shlex.split(args.gateway_cmd), upstream.port, policies, token, args.startup_timeout)
+        launch = Launch(tmp, shlex.split(args.gateway_cmd), upstream.port, policies, token, args.startup_timeout,
+                        Revocable.new())
+        fleet: tuple[str, list[Proc]] | None = None  # the replicas, for the revocation phase
         for label, start, count in wanted_out:
-            if redis is None:
+            if engines.redis is None or engines.postgres is None:
                 break
             try:
-                started = start(launch, redis.url, label, count)
-            except GatewayError as exc:
+                started = start(launch, engines.redis.url, fresh_database(engines.postgres, label), label, count)
+            except (GatewayError, OSError) as exc:
                 error = f"{label}: {exc}"
                 continue
             procs.extend(started)
-            endpoints.append(scale_out_endpoint(label, started, token, upstream, redis))
+            endpoints.append(scale_out_endpoint(label, started, token, upstream, engines))
+            fleet = (label, started) if start is start_replicas else fleet
         sides = _run(bench_sides(endpoints, plan))
+        if fleet is not None:
+            sides[fleet[0]].revocation = revocation_phase(fleet[1], launch.revocable)
         for proc in procs:
             if proc.popen.poll() is not None:
                 error = f"{proc.name} exited during the run:\n{proc.stderr_tail()}"
@@ -386,8 +399,7 @@ def run_sides(args: argparse.Namespace, plan: Plan, tmp: Path) -> Outcome:
         for proc in procs:
             proc.stop()
         upstream.stop()
-        if redis is not None:
-            redis.stop()
+        engines.stop()
 
 
 # ---------------------------------------------------------------------------- scale-out sides
@@ -403,15 +415,58 @@ class Launch:
     policies: Path
     token: str
     timeout_s: float
+    revocable: Revocable  # the replicas' agents for the revocation phase
 
 
-StartSide = Callable[[Launch, str, str, int], list[Proc]]  # (launch, redis url, label, count) -> its processes
+# (launch, redis url, state url, label, count) -> its processes
+StartSide = Callable[[Launch, str, str, str, int], list[Proc]]
+
+
+@dataclass
+class Engines:
+    """The throwaway PostgreSQL and Redis every scale-out side shares (each its own database and key prefix)."""
+
+    postgres: Engine | None = None
+    redis: Engine | None = None
+
+    def stop(self) -> None:
+        for engine in (self.redis, self.postgres):
+            if engine is not None:
+                engine.stop()
+
+
+def start_engines(engines: Engines) -> Engines:
+    """Start both (the tests' throwaway engines, reused); raises EngineError, keeping what started in `engines`."""
+    from tests.support.engines import start_postgres, start_redis
+
+    engines.redis = start_redis()
+    engines.postgres = start_postgres()
+    return engines
+
+
+def fresh_database(postgres: Engine, label: str) -> str:
+    """A new database for one side on the throwaway server; its URL."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    name = "bench_" + label.replace("-", "_")
+
+    async def create() -> None:
+        connection = await asyncpg.connect(postgres.url)
+        try:
+            await connection.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await connection.close()
+
+    asyncio.run(create())
+    return postgres.url.rsplit("/", 1)[0] + f"/{name}"
 
 
 def scale_out_sides(args: argparse.Namespace) -> list[tuple[str, StartSide, int]]:
     if args.no_gateway:
         return []
     sides: list[tuple[str, StartSide, int]] = []
+    if args.postgres or args.workers > 1 or args.replicas > 1:
+        sides.append((PG_SIDE, start_workers, 1))
     if args.workers > 1:
         sides.append((f"gw-{args.workers}w", start_workers, args.workers))
     if args.replicas > 1:
@@ -419,20 +474,24 @@ def scale_out_sides(args: argparse.Namespace) -> list[tuple[str, StartSide, int]
     return sides
 
 
-def with_cluster(config: Path, redis_url: str, key_prefix: str, **extra: Any) -> None:
-    """Add the `cluster:` section (and `extra` top-level keys) to a config written by write_gateway_files."""
+def with_cluster(config: Path, redis_url: str, state_url: str, key_prefix: str, **extra: Any) -> None:
+    """Add the `cluster:` section, the state store (and `extra` top-level keys) to a config written by
+    write_gateway_files."""
     data = yaml.safe_load(config.read_text())
     data["cluster"] = {"redis_url": redis_url, "key_prefix": key_prefix}
+    data["state"] = state_url
     data.update(extra)
     config.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-def start_workers(launch: Launch, redis_url: str, label: str, workers: int) -> list[Proc]:
-    """`narrowgate serve` with `workers: N`, once every worker serves."""
+def start_workers(launch: Launch, redis_url: str, state_url: str, label: str, workers: int) -> list[Proc]:
+    """`narrowgate serve` on PostgreSQL and Redis, with `workers: N` when N > 1, once every worker serves."""
     port = free_port()
     config = write_gateway_files(launch.tmp, launch.upstream_port, port, launch.policies, name=label)
-    with_cluster(config, redis_url, f"bench-{label}", workers=workers)
+    with_cluster(config, redis_url, state_url, f"bench-{label}", **({"workers": workers} if workers > 1 else {}))
     proc = start_gateway(launch.tmp, launch.cmd, config, port, launch.token, launch.timeout_s, name=label)
+    if workers == 1:
+        return [proc]
     deadline = time.monotonic() + launch.timeout_s
     while f"{workers} workers serving" not in proc.stderr_tail():
         if time.monotonic() > deadline or proc.popen.poll() is not None:
@@ -442,14 +501,15 @@ def start_workers(launch: Launch, redis_url: str, label: str, workers: int) -> l
     return [proc]
 
 
-def start_replicas(launch: Launch, redis_url: str, label: str, replicas: int) -> list[Proc]:
-    """`replicas` gateways on one Redis key space and one SQLite file."""
+def start_replicas(launch: Launch, redis_url: str, state_url: str, label: str, replicas: int) -> list[Proc]:
+    """`replicas` gateways on one Redis key space and one PostgreSQL database, with the revocable agents."""
     procs: list[Proc] = []
     try:
         for index in range(replicas):
             name, port = f"{label}-{index}", free_port()
             config = write_gateway_files(launch.tmp, launch.upstream_port, port, launch.policies, name=name)
-            with_cluster(config, redis_url, f"bench-{label}")
+            with_cluster(config, redis_url, state_url, f"bench-{label}")
+            launch.revocable.add_to(config, MANIFEST_ID)
             procs.append(start_gateway(launch.tmp, launch.cmd, config, port, launch.token, launch.timeout_s,
                                        name=name))
     except GatewayError:
@@ -459,14 +519,23 @@ def start_replicas(launch: Launch, redis_url: str, label: str, replicas: int) ->
     return procs
 
 
-def scale_out_endpoint(label: str, procs: list[Proc], token: str, upstream: Proc, redis: Engine) -> Endpoint:
+def scale_out_endpoint(label: str, procs: list[Proc], token: str, upstream: Proc, engines: Engines) -> Endpoint:
     """Agents spread over every replica; the hop's CPU is all of the gateway's processes."""
     urls = [f"http://127.0.0.1:{proc.port}/mcp" for proc in procs]
     target = Target(urls[0], tool=f"{MANIFEST_ID}__echo", token=token, mirrors=tuple(urls[1:]))
     pids: dict[str, int | tuple[int, ...]] = {PROXY: tuple(proc.pid for proc in procs), "upstream": upstream.pid}
-    if redis.process is not None:
-        pids["redis"] = redis.process.pid
+    for name, engine in (("redis", engines.redis), ("postgres", engines.postgres)):
+        if engine is not None and engine.process is not None:
+            pids[name] = engine.process.pid
     return Endpoint(label, target, pids)
+
+
+def revocation_phase(replicas: list[Proc], revocable: Revocable) -> dict[str, Any]:
+    """bench.revocation on the replicas: suspensions on the first, refused by every one."""
+    urls = [f"http://127.0.0.1:{proc.port}/mcp" for proc in replicas]
+    figures: dict[str, Any] = _run(measure(urls, f"{MANIFEST_ID}__echo", revocable))
+    print(f"  revocation: {figures}", file=sys.stderr, flush=True)
+    return figures
 
 
 def sdk_check(target: Target) -> str | None:
@@ -526,8 +595,12 @@ def summary_rows(plan: Plan, sides: dict[str, Side]) -> list[Row]:
             metric(f"throughput {n} agents calls/s{tag}", f"concurrent-{n}", era, lambda p, _: p.calls_per_s)
             metric(f"p50 ms, {n} agents{tag}", f"concurrent-{n}", era, lambda p, _: p.p50_ms)
             metric(f"p99 ms, {n} agents{tag}", f"concurrent-{n}", era, lambda p, _: p.p99_ms)
-    for proc in ("upstream", "redis", "loadgen"):
+    for proc in ("upstream", "redis", "postgres", "loadgen"):
         rows.append((f"{proc} CPU ms/call (all phases)", {n: s.cpu_ms_per_call().get(proc) for n, s in sides.items()}))
+    if any(s.revocation for s in sides.values()):
+        for key, what in (("p50_ms", "p50"), ("max_ms", "max")):
+            rows.append((f"revocation to every replica {what} ms",
+                         {n: s.revocation[key] if s.revocation else None for n, s in sides.items()}))
     rows.append(("failed calls", {n: float(s.failures()) for n, s in sides.items()}))
     return rows
 
@@ -571,6 +644,36 @@ def target_line(plan: Plan, sides: dict[str, Side]) -> str | None:
     return f"gateway CPU per tools/call vs the floor, {TARGET_PHASE} (aim <= {TARGET_RATIO}x): " + "; ".join(parts)
 
 
+def fleet_lines(plan: Plan, sides: dict[str, Side]) -> list[str]:
+    """Issue 15's aims, read off this run: gw-pg's CPU per call over the single SQLite process, throughput
+    at 64 agents of N workers over one, and how long a revocation takes to reach every replica."""
+    lines: list[str] = []
+    single, store = sides.get(GATEWAY), sides.get(PG_SIDE)
+    if single is not None and store is not None:
+        parts = []
+        for era in plan.eras:
+            base, over = single.phase(TARGET_PHASE, era), store.phase(TARGET_PHASE, era)
+            b_cpu = base.cpu_ms_per_call.get(PROXY) if base else None
+            o_cpu = over.cpu_ms_per_call.get(PROXY) if over else None
+            if b_cpu and o_cpu:
+                parts.append(f"{era} {o_cpu:.3f} - {b_cpu:.3f} ms = {(o_cpu - b_cpu) * 1000:+.0f} us")
+        if parts:
+            lines.append(f"gateway CPU per tools/call on PostgreSQL + Redis over SQLite, {TARGET_PHASE} "
+                         f"(aim <= +{PG_AIM_US} us): " + "; ".join(parts))
+    for name, side in sides.items():
+        if single is not None and name.startswith("gw-") and name.endswith("w"):
+            base, over = single.phase(THROUGHPUT_PHASE, LEGACY), side.phase(THROUGHPUT_PHASE, LEGACY)
+            if base and over and base.calls_per_s:
+                lines.append(f"throughput at 64 agents, {name} over one process [{LEGACY}] (aim >= "
+                             f"{WORKERS_AIM}x): {over.calls_per_s:.0f}/{base.calls_per_s:.0f} calls/s = "
+                             f"{over.calls_per_s / base.calls_per_s:.2f}x")
+        if side.revocation:
+            got = side.revocation
+            lines.append(f"revocation to every replica, {name} ({got['agents']} suspensions, polled every "
+                         f"{got['poll_ms']:.0f} ms): p50 {got['p50_ms']:.1f} ms, max {got['max_ms']:.1f} ms")
+    return lines
+
+
 def write_json(path: Path, plan: Plan, args: argparse.Namespace, report: dict[str, Any]) -> None:
     meta = {
         "calls_per_phase": plan.calls,
@@ -589,7 +692,8 @@ def write_json(path: Path, plan: Plan, args: argparse.Namespace, report: dict[st
 
 
 def _side_dict(side: Side) -> dict[str, Any]:
-    return {"phases": [p.as_dict() for p in side.phases], "cpu_ms_per_call": side.cpu_ms_per_call()}
+    figures = {"phases": [p.as_dict() for p in side.phases], "cpu_ms_per_call": side.cpu_ms_per_call()}
+    return figures if side.revocation is None else {**figures, "revocation": side.revocation}
 
 
 # ---------------------------------------------------------------------------- main
@@ -627,12 +731,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="first check the gateway with the mcp SDK's own client (both eras)",
     )
     parser.add_argument("--upstream-impl", choices=("asgi", "aiohttp"), default="asgi")
+    parser.add_argument("--postgres", action="store_true",
+                        help="also measure one gateway process on PostgreSQL and Redis (side gw-pg; throwaway "
+                             "engines); implied by --workers/--replicas N > 1")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
-                        help="also measure the gateway as N worker processes (side gw-Nw; N > 1 starts a "
-                             "throwaway Redis)")
+                        help="also measure the gateway as N worker processes (side gw-Nw; on PostgreSQL and "
+                             "Redis, with gw-pg)")
     parser.add_argument("--replicas", type=int, default=1, metavar="N",
-                        help="also measure N gateway replicas on one Redis and one SQLite file, agents spread "
-                             "over them (side gw-Nr)")
+                        help="also measure N gateway replicas on one PostgreSQL database and one Redis, agents "
+                             "spread over them (side gw-Nr, with gw-pg), then how long a suspension on one takes "
+                             "to reach every replica")
     args = parser.parse_args(argv)
     if args.calls < 1 or args.calls > 1_000_000:
         parser.error("--calls must be between 1 and 1000000")
@@ -659,15 +767,19 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(summary_rows(plan, sides), list(sides)))
     if (line := target_line(plan, sides)) is not None:
         print(line)
+    for line in fleet_lines(plan, sides):
+        print(line)
     if outcome.error:
         print(f"\nERROR: {outcome.error}", file=sys.stderr)
     for side in sides.values():
         for phase in side.phases:
             for err in phase.errors:
                 print(f"{side.label} {phase.era} {phase.name}: {err}", file=sys.stderr)
+        for err in (side.revocation or {}).get("errors", []):
+            print(f"{side.label} revocation: {err}", file=sys.stderr)
     if args.json:
         report = {"sides": {name: _side_dict(side) for name, side in sides.items()}, "error": outcome.error,
-                  "target": target_line(plan, sides)}
+                  "target": target_line(plan, sides), "fleet": fleet_lines(plan, sides)}
         write_json(args.json, plan, args, report)
     if outcome.error:
         return 2

@@ -21,6 +21,7 @@ from gateway.catalog import Catalog
 from gateway.chain.detections import DetectionResponder
 from gateway.chain.monitor import ChainMonitor
 from gateway.cluster.backends import shared_backends
+from gateway.cluster.backstop import StoreSweep
 from gateway.cluster.connection import Cluster, replica_id
 from gateway.cluster.convergence import Convergence
 from gateway.config import Settings
@@ -75,7 +76,7 @@ class Gateway:
         self.store = open_store(settings.state)
         self.digest_key = DigestKey()  # loaded from the store at start, before anything is recorded
         self.audit = AuditLog(self.store, digests=self.digest_key.keyed)
-        self.telemetry = Telemetry.from_env()
+        self.telemetry = Telemetry.from_env(instance_id=self.replica_id)
         schemas = dict(tool_schemas or {})  # input schemas last reported by upstreams (from the store)
         self.build_identity()
         self.build_policy(schemas)
@@ -93,16 +94,17 @@ class Gateway:
                                             self.endpoint.listen_hub, self.upstream_auth)
         self.list_changes = ListChanges(self.state.notices, self.sessions, self.endpoint.listen_hub, self.methods,
                                         self.pool, self.audit, self.background, self.catalog_sync.policy_catalog_synced)
+        self.store_sweeps: list[StoreSweep] = []  # with a cluster: the backstop to the event bus
         self.connect()
         admin_auth = AdminAuthenticator(settings, self.verifier, self.registry, self.task_check.is_ours)
         self.agents_api = AgentsApi(self.registry, admin_auth)
         self.policies_api = PoliciesApi(self.policy, self.reloader, admin_auth)
         self.lifetime = Lifetime(
             settings, self.store, self.digest_key, self.audit, self.registry, [self.verifier, self.assertion_verifier],
-            self.upstream_auth, [self.tasks, self.approvals, self.reviews, self.resource_reviews], self.pool,
-            self.catalog_sync, self.reloader, self.policy, self.lifecycle, self.endpoint,
-            [self.secrets, self.detections, self.approvals, self.review_webhook, self.approval_webhook, self.tasks,
-             self.verifier, self.assertion_verifier],
+            self.upstream_auth, [self.tasks, self.approvals, self.reviews, self.resource_reviews, *self.store_sweeps],
+            self.pool, self.catalog_sync, self.reloader, self.policy, self.lifecycle, self.endpoint,
+            [*self.store_sweeps, self.secrets, self.detections, self.approvals, self.review_webhook,
+             self.approval_webhook, self.tasks, self.verifier, self.assertion_verifier],
             self.background, [self.reviews, self.resource_reviews], self.telemetry, self.cluster)
         self.drain = self.lifetime.drain  # on SIGINT/SIGTERM, before the lifespan ends (gateway/serving.py)
         self.app = McpFirst(self.endpoint, Starlette(routes=self.routes(), lifespan=self.lifetime.lifespan))
@@ -201,6 +203,7 @@ class Gateway:
             Convergence(self.state.notices, self.background, self.registry, self.tasks, self.lifecycle, self.reloader,
                         self.catalog_sync, self.list_changes, self.upstream_auth).connect(
                 {"tools": self.reviews, "resources": self.resource_reviews})
+            self.store_sweeps.append(StoreSweep.for_bus(self.state.notices, self.registry, self.tasks))
 
     def routes(self) -> list[BaseRoute]:
         endpoints = SmallEndpoints(self.settings.base_url, self.pool, self.policy, self.reloader, self.catalog_sync,

@@ -27,6 +27,7 @@ from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOC
 from gateway.cluster.connection import Cluster
 from gateway.cluster.notices import RedisNotices
 from gateway.cluster.revocations import RedisRevocationList
+from gateway.cluster.subscriber import Subscription
 from gateway.settings.cluster import ClusterSettings
 from gateway.state.notices import LIST_KINDS, TOPIC_LIST_CHANGED, TOPIC_TASK_CHANGED
 from gateway.state.revocations import RevocationListUnavailable
@@ -421,3 +422,34 @@ async def test_every_replicas_records_form_one_chain_the_cli_verifies(fleet: Fle
     finally:
         await store.close()
     assert {(r["detail"] or {}).get("replica") for r in records} == {"replica-0", "replica-1"}
+
+
+async def test_a_reader_that_fails_for_any_reason_counts_as_lost_and_subscribes_again(redis_url: str) -> None:
+    """Not only Redis errors: a handler raising anything must not leave a dead reader that looks subscribed."""
+    cluster = Cluster(ClusterSettings(redis_url=redis_url, key_prefix=f"test-{os.urandom(6).hex()}"))
+    await cluster.open()
+    heard: list[bytes] = []
+    lost: list[str] = []
+
+    async def on_message(channel: bytes, data: bytes) -> None:
+        if data == b"poison":
+            raise UnicodeDecodeError("utf-8", data, 0, 1, "not what was expected")
+        heard.append(data)
+
+    async def on_subscribed() -> None:
+        return None
+
+    reader = Subscription(cluster, "test", channels=(cluster.keys.channel("t"),), on_message=on_message,
+                          on_subscribed=on_subscribed, on_lost=lambda: lost.append("lost"))
+    reader.start()
+    try:
+        await asyncio.wait_for(reader.subscribed.wait(), 5)
+        await cluster.redis.publish(cluster.keys.channel("t"), b"poison")
+        await eventually(lambda: lost == ["lost"])
+        await asyncio.wait_for(reader.subscribed.wait(), 5)  # subscribed again
+        await cluster.redis.publish(cluster.keys.channel("t"), b"after")
+        await eventually(lambda: heard == [b"after"])
+        assert reader.task is not None and not reader.task.done()
+    finally:
+        await reader.stop()
+        await cluster.close()

@@ -277,6 +277,8 @@ async def test_a_call_is_one_server_span_with_its_stages_and_the_agents_trace_co
     server, stages = request_tree(receiver, by_trace(trace_id, "tools/call behav__echo"))
     assert server.parent_span_id == agent_span  # continued from the agent's traceparent header
     assert server.resource["service.name"] == "narrowgate-obs-e2e"
+    # The replica id (here the default, host-pid): workers and replicas export series apart.
+    assert server.resource["service.instance.id"] == f"{socket.gethostname()}-{traced.process.pid}"
     attrs = server.attributes
     assert attrs[A.MCP_METHOD_NAME] == "tools/call"
     assert attrs[A.GEN_AI_OPERATION_NAME] == "execute_tool"

@@ -374,6 +374,22 @@ def test_metrics_are_exported_over_otlp(otlp_env: dict[str, str], receiver: Otlp
     assert duration.resource["service.name"] == "narrowgate-test"
 
 
+def test_the_exported_resource_names_the_replica(otlp_env: dict[str, str], receiver: OtlpReceiver) -> None:
+    """service.instance.id is the replica id passed in, so workers and replicas are distinct series, also
+    over one in OTEL_RESOURCE_ATTRIBUTES (which every worker of a replica shares)."""
+    for env in (otlp_env, {**otlp_env, "OTEL_RESOURCE_ATTRIBUTES": "service.instance.id=pod-a,team=x"}):
+        receiver.clear()
+        telemetry = Telemetry.from_env(env, instance_id="replica-7-w2")
+        try:
+            record_some(telemetry)
+            metrics = receiver.wait_for_metrics(lambda got: A.METRIC_REQUESTS in {m.name for m in got})
+        finally:
+            telemetry.shutdown()
+        requests = next(m for m in metrics if m.name == A.METRIC_REQUESTS)
+        assert requests.resource["service.instance.id"] == "replica-7-w2"
+        assert requests.resource["service.name"] == "narrowgate-test"
+
+
 # No collector -----------------------------------------------------------------------------------------
 
 

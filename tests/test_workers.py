@@ -32,6 +32,7 @@ from gateway.serving import DrainingServer, StartRefused, bind_listener
 from tests.support.admin import bearer
 from tests.support.clients import mcp_client
 from tests.support.demo import descendants, wait_gone
+from tests.support.engines import start_redis
 from tests.support.fleet import Fleet, start_fleet
 from tests.support.processes import (
     ADMIN_TOKEN,
@@ -201,6 +202,19 @@ def test_unreachable_redis_is_refused_in_one_line_without_its_password(tmp_path:
     assert PASSWORD not in line
 
 
+def test_a_redis_that_may_evict_keys_is_refused_in_one_line(tmp_path: Path) -> None:
+    """Evicted rate windows, budgets or used-approval marks would fail open."""
+    redis = start_redis(None, "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru")
+    try:
+        config = minimal_config(tmp_path, cluster={"redis_url": redis.url})
+        line = refused(serve_command(config))
+    finally:
+        redis.stop()
+    assert line.startswith(f"narrowgate: refusing to start: Redis at {redis.url} may evict keys (maxmemory 67108864, "
+                           "maxmemory-policy allkeys-lru)"), line
+    assert line.endswith("set maxmemory-policy noeviction"), line
+
+
 def test_a_refusal_raised_while_the_app_starts_is_one_line_not_a_traceback(capfd: pytest.CaptureFixture[str]) -> None:
     """Redis gone between the pre-flight check and the lifespan: the server run ends with StartRefused."""
     from contextlib import asynccontextmanager
@@ -230,6 +244,7 @@ def test_a_refusal_raised_while_the_app_starts_is_one_line_not_a_traceback(capfd
         ("workers: true\n", "workers must be a whole number"),
         ("cluster: {key_prefix: 'has space'}\n", "cluster.key_prefix must be 1-64 characters"),
         ("cluster: {key_prefix: 'a*'}\n", "cluster.key_prefix must be 1-64 characters"),
+        ("cluster: {key_prefix: 'ng:notices'}\n", "cluster.key_prefix must be 1-64 characters"),
         ("cluster: {replica_id: 'r/1'}\n", "cluster.replica_id must be 1-64 characters"),
         (f"cluster: {{redis_url: 'http://u:{PASSWORD}@h:6379/0'}}\n", "must be a redis://, rediss:// or unix:// URL"),
         ("cluster: {redis_url: 'redis://h:notaport/0'}\n", "cluster.redis_url has an invalid port"),

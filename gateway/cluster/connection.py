@@ -46,6 +46,7 @@ async def reach_redis(settings: ClusterSettings) -> None:
     probe = Cluster(settings)
     try:
         await probe.ping()
+        await probe.refuse_evicting_redis()
     finally:
         await probe.close()
 
@@ -67,10 +68,27 @@ class Cluster:
     async def open(self) -> None:
         """Refuse to serve without Redis: the shared state is the security state."""
         await self.ping()
+        await self.refuse_evicting_redis()
         log.info("replica %s shares state through Redis at %s (key prefix %r)", self.replica_id,
                  self.settings.redis_location(), self.keys.prefix)
         for runner in self.runners:
             await runner.start()
+
+    async def refuse_evicting_redis(self) -> None:
+        """A Redis that may evict keys under memory pressure would silently reset rate windows, budgets, chain
+        records and used-approval marks: refuse it. A server that hides CONFIG (managed services) is warned about."""
+        try:
+            config = await self.redis.config_get("maxmemory*")
+        except (RedisError, OSError) as exc:
+            log.warning("cannot read Redis's eviction policy at %s (%s): make sure it is noeviction or maxmemory is 0",
+                        self.settings.redis_location(), type(exc).__name__)
+            return
+        limit = int(config.get("maxmemory") or 0)  # redis-py decodes CONFIG GET's answer whatever the client's setting
+        policy = str(config.get("maxmemory-policy") or "noeviction")
+        if limit > 0 and policy != "noeviction":
+            raise ClusterUnavailable(
+                f"Redis at {self.settings.redis_location()} may evict keys (maxmemory {limit}, maxmemory-policy "
+                f"{policy}): evicted limits and approvals would fail open; set maxmemory-policy noeviction")
 
     async def ping(self) -> None:
         try:

@@ -62,8 +62,11 @@ class Subscription:
                 await self.subscribe(pubsub)
                 failures = 0
                 await self.read(pubsub)
-            except REDIS_FAILURES as exc:
-                if failures == 0:
+            except Exception as exc:  # any failure, not only Redis's: a reader that died would hear nothing
+                if not isinstance(exc, REDIS_FAILURES):
+                    log.error("the %s subscription reader failed (%s); treating it as lost", self.name,
+                              type(exc).__name__)
+                elif failures == 0:
                     log.warning("lost the %s subscription to Redis at %s (%s); subscribing again", self.name,
                                 self.cluster.settings.redis_location(), type(exc).__name__)
                 self.subscribed.clear()

@@ -90,13 +90,14 @@ class Registry:
 
         await self._serialized(work)
 
-    async def refresh(self, agent_id: str | None = None) -> list[Agent]:
-        """Re-read one agent (None: every agent) from the store, changed there by another replica; the
-        agents that changed here, each told to `on_refreshed` (not audited: its replica did that)."""
+    async def refresh(self, agent_id: str | None = None, *, changed_since: float | None = None) -> list[Agent]:
+        """Re-read one agent (None: every agent; or those changed at or after `changed_since`) from the
+        store, changed there by another replica; the agents that changed here, each told to
+        `on_refreshed` (not audited: its replica did that)."""
 
         async def work() -> list[tuple[Agent, Agent | None]]:
             if agent_id is None:
-                stored = await self.store.list_agents()
+                stored = await self.store.list_agents(changed_since)
             else:
                 one = await self.store.get_agent(agent_id)
                 stored = [] if one is None else [one]

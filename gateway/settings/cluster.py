@@ -11,7 +11,8 @@ from gateway.settings.errors import ConfigError
 from gateway.settings.fields import check_keys
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")  # Valkey speaks the same protocol and takes the same URLs
-KEY_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+KEY_PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # no ':' (the separator): one prefix never starts another's key space
+REPLICA_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 MAX_WORKERS = 64
 
 
@@ -46,9 +47,9 @@ def cluster_settings(raw: Any) -> ClusterSettings:
     check_keys(raw, frozenset({"redis_url", "key_prefix", "replica_id"}), "cluster")
     prefix = str(raw.get("key_prefix") or "narrowgate")
     if not KEY_PREFIX.fullmatch(prefix):
-        raise ConfigError("cluster.key_prefix must be 1-64 characters of letters, digits, '_', '.', ':' or '-'")
+        raise ConfigError("cluster.key_prefix must be 1-64 characters of letters, digits, '_', '.' or '-'")
     replica = raw.get("replica_id")
-    if replica is not None and not KEY_PREFIX.fullmatch(str(replica)):
+    if replica is not None and not REPLICA_ID.fullmatch(str(replica)):
         raise ConfigError("cluster.replica_id must be 1-64 characters of letters, digits, '_', '.', ':' or '-'")
     return ClusterSettings(redis_url=_redis_url(raw.get("redis_url")), key_prefix=prefix,
                            replica_id=None if replica is None else str(replica))

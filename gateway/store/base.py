@@ -32,7 +32,9 @@ class UnsupportedStoreUrl(StoreError):
 class AgentStore(Protocol):
     async def get_agent(self, agent_id: str) -> Agent | None: ...
 
-    async def list_agents(self) -> list[Agent]: ...
+    async def list_agents(self, changed_since: float | None = None) -> list[Agent]:
+        """Every agent by id; `changed_since`: only those whose `changed_at` is at or after it."""
+        ...
 
     async def save_agent(self, agent: Agent, event: LifecycleEvent | None = None) -> None:
         """Insert or replace the agent and append `event`, atomically."""
@@ -93,9 +95,11 @@ class TaskStore(Protocol):
     async def get_task(self, task_id: str) -> Task | None: ...
 
     async def list_tasks(
-        self, agent_id: str | None = None, state: str | None = None, ended_since: float | None = None
+        self, agent_id: str | None = None, state: str | None = None, ended_since: float | None = None,
+        ended_only: bool = False,
     ) -> list[Task]:
-        """Tasks oldest first by stored state; `ended_since`: active ones plus those ended since then."""
+        """Tasks oldest first by stored state; `ended_since`: active ones plus those ended since then
+        (`ended_only`: only those ended since then)."""
         ...
 
     async def task_events(self, task_id: str) -> list[TaskEvent]:

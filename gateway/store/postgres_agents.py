@@ -13,7 +13,10 @@ async def get_agent(conn: asyncpg.Connection, agent_id: str) -> Agent | None:
     return None if doc is None else rows.agent_from_doc(doc)
 
 
-async def list_agents(conn: asyncpg.Connection) -> list[Agent]:
+async def list_agents(conn: asyncpg.Connection, changed_since: float | None = None) -> list[Agent]:
+    if changed_since is not None:
+        found = await conn.fetch("SELECT doc FROM agents WHERE changed_at >= $1 ORDER BY id", changed_since)
+        return [rows.agent_from_doc(row[0]) for row in found]
     return [rows.agent_from_doc(row[0]) for row in await conn.fetch("SELECT doc FROM agents ORDER BY id")]
 
 

@@ -114,10 +114,12 @@ def task_event_from_row(row: Sequence[Any]) -> TaskEvent:
     return TaskEvent(row[0], None if row[1] is None else TaskState(row[1]), TaskState(row[2]), row[3], row[4], row[5])
 
 
-def task_filters(agent_id: str | None, state: str | None, ended_since: float | None) -> Filters:
-    """list_tasks' filters; `ended_since` keeps active tasks plus those that ended at or after it."""
-    return present(("agent_id = {}", agent_id), ("state = {}", state),
-                   ("(state = 'active' OR ended_at >= {})", ended_since))
+def task_filters(agent_id: str | None, state: str | None, ended_since: float | None,
+                 ended_only: bool = False) -> Filters:
+    """list_tasks' filters; `ended_since` keeps active tasks plus those that ended at or after it
+    (`ended_only`: only those)."""
+    since = "ended_at >= {}" if ended_only else "(state = 'active' OR ended_at >= {})"
+    return present(("agent_id = {}", agent_id), ("state = {}", state), (since, ended_since))
 
 
 # approvals and reviews: a JSON document plus the columns queries need

@@ -80,8 +80,8 @@ class SqliteStore:
     async def get_agent(self, agent_id: str) -> Agent | None:
         return await self._run(sqlite_agents.get_agent, agent_id)
 
-    async def list_agents(self) -> list[Agent]:
-        return await self._run(sqlite_agents.list_agents)
+    async def list_agents(self, changed_since: float | None = None) -> list[Agent]:
+        return await self._run(sqlite_agents.list_agents, changed_since)
 
     async def save_agent(self, agent: Agent, event: LifecycleEvent | None = None) -> None:
         await self._run(_in_transaction, sqlite_agents.save_agent, agent, event)
@@ -125,9 +125,10 @@ class SqliteStore:
         return await self._run(sqlite_tasks.get_task, task_id)
 
     async def list_tasks(
-        self, agent_id: str | None = None, state: str | None = None, ended_since: float | None = None
+        self, agent_id: str | None = None, state: str | None = None, ended_since: float | None = None,
+        ended_only: bool = False,
     ) -> list[Task]:
-        return await self._run(sqlite_tasks.list_tasks, agent_id, state, ended_since)
+        return await self._run(sqlite_tasks.list_tasks, agent_id, state, ended_since, ended_only)
 
     async def task_events(self, task_id: str) -> list[TaskEvent]:
         return await self._run(sqlite_tasks.task_events, task_id)

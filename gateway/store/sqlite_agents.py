@@ -20,7 +20,10 @@ def get_agent(conn: sqlite3.Connection, agent_id: str) -> Agent | None:
     return None if row is None else agent_from_doc(row[0])
 
 
-def list_agents(conn: sqlite3.Connection) -> list[Agent]:
+def list_agents(conn: sqlite3.Connection, changed_since: float | None = None) -> list[Agent]:
+    if changed_since is not None:
+        found = conn.execute("SELECT doc FROM agents WHERE changed_at >= ? ORDER BY id", (changed_since,))
+        return [agent_from_doc(doc) for (doc,) in found]
     return [agent_from_doc(doc) for (doc,) in conn.execute("SELECT doc FROM agents ORDER BY id")]
 
 

@@ -48,11 +48,12 @@ def get_task(conn: sqlite3.Connection, task_id: str) -> Task | None:
 
 
 def list_tasks(
-    conn: sqlite3.Connection, agent_id: str | None, state: str | None, ended_since: float | None
+    conn: sqlite3.Connection, agent_id: str | None, state: str | None, ended_since: float | None,
+    ended_only: bool = False,
 ) -> list[Task]:
     """Tasks oldest first, filtered by agent and stored state; `ended_since` keeps active tasks plus
     those that ended at or after it (what the service holds in memory)."""
-    clause, args = where(task_filters(agent_id, state, ended_since), lambda _: "?")
+    clause, args = where(task_filters(agent_id, state, ended_since, ended_only), lambda _: "?")
     rows = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks{clause} ORDER BY started_at, id", args)
     return [task_from_row(row) for row in rows]
 

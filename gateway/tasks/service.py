@@ -201,6 +201,19 @@ class TaskService:
         for task in stored:
             self._take_stored(task)
 
+    async def refresh_ended(self, since: float) -> int:
+        """End here every task held as active that the store says ended at or after `since` (on another
+        replica, whose notice did not arrive): the store sweep's backstop. Returns how many."""
+        stored = await self.store.list_tasks(ended_since=since, ended_only=True)
+        missed = [task for task in stored if self._held_active(task.id)]
+        for task in missed:
+            self._take_stored(task)
+        return len(missed)
+
+    def _held_active(self, task_id: str) -> bool:
+        known = self._tasks.get(task_id)
+        return known is not None and known.state is TaskState.ACTIVE
+
     def _take_stored(self, stored: Task) -> None:
         known = self._tasks.get(stored.id)
         if stored.state is TaskState.ACTIVE:

@@ -205,10 +205,12 @@ class _StageScope(_SpanScope):
 class Telemetry:
     """Tracer, meters and exporters for one gateway process."""
 
-    def __init__(self, config: TelemetryConfig) -> None:
+    def __init__(self, config: TelemetryConfig, instance_id: str | None = None) -> None:
+        """`instance_id`: this process's replica id, exported as `service.instance.id` (over any the
+        environment sets: workers share the environment), so workers and replicas are told apart."""
         self.config = config
         self.tracing_enabled = config.tracing_enabled
-        self.resource = _resource(config)
+        self.resource = _resource(config, instance_id)
         self._propagator = TraceContextTextMapPropagator()
         self._lock = threading.Lock()
         self._closed = False
@@ -221,8 +223,9 @@ class Telemetry:
         atexit.register(self.shutdown)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, *, service_name: str = "narrowgate") -> Telemetry:
-        return cls(read_config(os.environ if environ is None else environ, service_name))
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, service_name: str = "narrowgate",
+                 instance_id: str | None = None) -> Telemetry:
+        return cls(read_config(os.environ if environ is None else environ, service_name), instance_id)
 
     # Construction ------------------------------------------------------------------------------------
 
@@ -540,7 +543,7 @@ def _error_type(exc: BaseException) -> str:
     return type(exc).__qualname__
 
 
-def _resource(config: TelemetryConfig) -> Resource:
+def _resource(config: TelemetryConfig, instance_id: str | None) -> Resource:
     attrs: dict[str, Any] = {
         "telemetry.sdk.language": "python",
         "telemetry.sdk.name": "opentelemetry",
@@ -548,6 +551,8 @@ def _resource(config: TelemetryConfig) -> Resource:
         "service.version": __version__,
     }
     attrs.update(config.resource_attributes)
+    if instance_id:
+        attrs["service.instance.id"] = instance_id
     attrs["service.name"] = config.service_name
     return Resource(attrs)
 

@@ -77,10 +77,10 @@ def start_postgres(port: int | None = None) -> Engine:
         raise EngineError(f"PostgreSQL did not start: {exc}") from None
 
 
-def start_redis(port: int | None = None) -> Engine:
-    """`redis-server` on 127.0.0.1 with persistence off, in a temporary directory."""
+def start_redis(port: int | None = None, *options: str) -> Engine:
+    """`redis-server` on 127.0.0.1 with persistence off, in a temporary directory; `options` are more of its flags."""
     try:
-        return _start_redis(port)
+        return _start_redis(port, options)
     except (OSError, subprocess.SubprocessError) as exc:
         raise EngineError(f"Redis did not start: {exc}") from None
 
@@ -138,7 +138,7 @@ def _launch_postgres(engine: Engine, port: int) -> None:
     _wait(lambda: _postgres_ready(data), engine.process, "PostgreSQL", log)
 
 
-def _start_redis(port: int | None) -> Engine:
+def _start_redis(port: int | None, options: tuple[str, ...] = ()) -> Engine:
     program = shutil.which("redis-server")
     if program is None:
         raise EngineError("Redis did not start: no redis-server on PATH (run `make test`, which installs it)")
@@ -150,7 +150,7 @@ def _start_redis(port: int | None) -> Engine:
         with log.open("ab") as out:
             engine.process = subprocess.Popen(
                 [program, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                 "--dir", str(directory), "--daemonize", "no"],
+                 "--dir", str(directory), "--daemonize", "no", *options],
                 stdout=out, stderr=subprocess.STDOUT, cwd=directory)
         _record_pid(engine)
         _wait(lambda: _redis_ready(port), engine.process, "Redis", log)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,18 +47,21 @@ def in_thread(coroutine: Any) -> Any:
 
 
 def start_fleet(workdir: Path, manifests: list[dict[str, Any]], *, redis_url: str, postgres_url: str,
-                replicas: int = 2, extra_config: dict[str, Any] | None = None, **gateway_args: Any) -> Fleet:
+                replicas: int = 2, extra_config: dict[str, Any] | None = None,
+                replica_cluster: Mapping[int, Mapping[str, Any]] | None = None, **gateway_args: Any) -> Fleet:
     """`replicas` gateways on one new database of the PostgreSQL server `postgres_url` and one Redis.
 
-    `public_url` is the first replica's address for all of them; `gateway_args` go to each `Gateway`
-    (tokens, env, open_loopback)."""
+    `public_url` is the first replica's address for all of them; `replica_cluster` overrides a replica's
+    `cluster:` keys by index (its own path to Redis); `gateway_args` go to each `Gateway` (tokens, env,
+    open_loopback)."""
     key_prefix = f"test-{uuid.uuid4().hex[:12]}"
     first_port = free_port()
     fleet = Fleet(key_prefix=key_prefix, database_url=in_thread(create_database(postgres_url, migrated=True)))
     shared = {"state": fleet.database_url, "public_url": f"http://127.0.0.1:{first_port}", **(extra_config or {})}
     try:
         for index in range(replicas):
-            cluster = {"redis_url": redis_url, "key_prefix": key_prefix, "replica_id": f"replica-{index}"}
+            cluster = {"redis_url": redis_url, "key_prefix": key_prefix, "replica_id": f"replica-{index}",
+                       **(replica_cluster or {}).get(index, {})}
             replica = Gateway(workdir / f"replica-{index}", manifests, port=first_port if index == 0 else 0,
                               extra_config={**shared, "cluster": cluster}, **gateway_args)
             fleet.replicas.append(replica.start())
