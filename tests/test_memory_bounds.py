@@ -33,6 +33,7 @@ from gateway.tasks.tokens import TaskTokenIssuer
 from gateway.telemetry.memory_snapshots import (
     DIRECTORY_VARIABLE,
     INTERVAL_VARIABLE,
+    memory_summary,
     snapshots,
     start_if_asked,
     top_growth,
@@ -252,3 +253,4 @@ def test_the_tracemalloc_switch_writes_snapshots_of_a_real_gateway(tmp_path: Pat
     report = top_growth(found[0], found[-1])
     assert report[0].startswith(f"tracemalloc: {found[0].name} -> {found[-1].name}")
     assert any(line.strip().startswith("rss_bytes:") for line in report)
+    assert memory_summary(found[-1])["objects_by_type"]["builtins.dict"] > 0  # gc's census beside the snapshot
