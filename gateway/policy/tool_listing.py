@@ -39,7 +39,7 @@ from gateway.policy.listing_memo import ListingMemo
 
 log = logging.getLogger("narrowgate.policy")
 
-SHOWN_KEYS = 64  # distinct (principal key, context) visible sets kept per bundle
+SHOWN_KEYS = 64  # distinct (principal key, context) visible sets kept, all of the newest bundle
 STRINGS_KEYS = 1024  # parsed principal / context JSON kept
 ShownKey = tuple[str, str, str]  # policy set digest, principal key, listing context
 Groups = dict[Any, tuple[int, ...]]  # memo key -> the index's tools it decides
@@ -53,7 +53,11 @@ class ToolLister:
         self._building: tuple[Bundle, asyncio.Future[ToolIndex]] | None = None
         self._policy_facts: tuple[str, PolicyFacts] | None = None
         self._shapes: ShapeCache = {}  # per tool entity JSON, whatever the policies
+        # Shown sets of one bundle only: one of an older bundle can never be served again (see
+        # _remembered), and each entry keeps its bundle alive (catalog model and two Cedar policy
+        # sets): 64 stale bundles at a tool-list change every 20 s held tens of MiB for nothing.
         self._shown: OrderedDict[ShownKey, tuple[Bundle, frozenset[str]]] = OrderedDict()
+        self._shown_bundle: Bundle | None = None
         self._strings: OrderedDict[str, frozenset[str]] = OrderedDict()
         self._interned: OrderedDict[frozenset[str], frozenset[str]] = OrderedDict()
         self.evaluated = 0  # Cedar questions asked (classes and singular tools), for tests and benchmarks
@@ -123,6 +127,9 @@ class ToolLister:
             if memo.get(item) is True:
                 names.update(models[i].entry.exposed_name for i in members)
         shown = frozenset(names)
+        if job.bundle is not self._shown_bundle:
+            self._shown.clear()  # a new bundle (or a listing that began before the swap): start over
+            self._shown_bundle = job.bundle
         self._shown[key] = (job.bundle, shown)
         self._shown.move_to_end(key)
         while len(self._shown) > SHOWN_KEYS:
