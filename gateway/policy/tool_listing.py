@@ -7,7 +7,8 @@ Three layers, each keyed so that no answer outlives what it was computed from:
   context): each class's or singular tool's answer; a catalog change asks Cedar only about
   classes and tools it has not seen;
 - the shown set, per (bundle, principal key, context): the visible exposed names over the whole
-  catalog, so agents with equal relevant attributes and sessions of one agent share one set.
+  catalog, so agents with equal relevant attributes and sessions of one agent share one set; kept
+  for the newest bundle only (an entry holds its bundle alive).
 
 Fail closed: a tool is shown only when Cedar answered Allow (or a step-up an approval would turn
 into Allow) for it or for its class; an evaluation error hides; an index that cannot be built
