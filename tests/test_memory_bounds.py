@@ -14,15 +14,20 @@ import shutil
 import time
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
+from types import MappingProxyType
 
 import aiohttp
 import pytest
 
+from gateway.catalog import Catalog
 from gateway.expiring_cache import ExpiringCache
 from gateway.identity.verified import TokenRejected
 from gateway.identity.verifier import DEFAULT_CACHE_SIZE, TokenVerifier
+from gateway.policy import PolicyEngine
 from gateway.policy.engine import ENTITY_CACHE_SIZE
+from gateway.policy.tool_listing import ToolLister
 from gateway.registry.service import Registry
 from gateway.settings.identity import identity_settings_from_mapping
 from gateway.store import Store
@@ -33,6 +38,7 @@ from gateway.tasks.tokens import TaskTokenIssuer
 from gateway.telemetry.memory_snapshots import (
     DIRECTORY_VARIABLE,
     INTERVAL_VARIABLE,
+    memory_summary,
     snapshots,
     start_if_asked,
     top_growth,
@@ -40,6 +46,11 @@ from gateway.telemetry.memory_snapshots import (
 from tests.support.identity_provider import TestIdentityProvider, generate_key
 from tests.support.processes import Gateway
 from tests.support.state import FakeClock
+from tests.test_listing_equivalence import all_facts
+from tests.test_listing_equivalence import cedar_dir as listing_cedar_dir
+from tests.test_listing_equivalence import principal as listing_principal
+from tests.test_listing_equivalence import schemas as listing_schemas
+from tests.test_listing_equivalence import write_catalog as listing_catalog
 from tests.test_policy_engine import REPO_CEDAR, agent_principal, engine_for, facts, write_catalog
 from tests.test_tasks import GATEWAY, RESOURCE, LocalSigner, add_agents, make_catalog
 
@@ -228,6 +239,38 @@ def test_parsed_entity_sets_stay_at_their_bound_and_an_evicted_one_decides_the_s
     assert len(engine._entity_handles) == ENTITY_CACHE_SIZE
 
 
+# --- listings ------------------------------------------------------------------------------------
+
+
+def test_remembered_listings_keep_no_bundle_but_the_newest(tmp_path: Path) -> None:
+    """The soak's shifting upstream changes the catalog every 20 s; each change is a new bundle (its
+    catalog model and two Cedar policy sets). A shown set of an older bundle is never served again,
+    so the lister keeps none: before, each of its 64 entries could pin a bundle of its own."""
+    catalog = listing_catalog(tmp_path / "catalog")
+    engine = PolicyEngine(listing_cedar_dir(tmp_path / "cedar", ""), catalog, tool_schemas=listing_schemas(catalog))
+    lister = ToolLister(engine)
+    weekday = all_facts()["weekday"]
+    for change in range(12):
+        catalog = with_tool(catalog, f"shift_{change}")  # quarantined, as discovery adds it
+        engine.set_catalog(catalog, listing_schemas(catalog))
+        tools = list(catalog.tools.values())
+        for who in (listing_principal("steady", groups=(f"team-{change % 3}",)),
+                    listing_principal(f"task-agent-{change}", groups=(f"task-{change}",))):
+            assert asyncio.run(lister.visible(who, tools, weekday)) == engine.visible_tools(who, tools, weekday)
+    current, _, _ = engine.listing_facts(listing_principal("steady"), weekday)
+    assert {id(bundle) for bundle, _ in lister._shown.values()} == {id(current)}
+
+
+def with_tool(catalog: Catalog, name: str) -> Catalog:
+    servers = []
+    for server in catalog.servers.values():
+        tools = dict(server.tools)
+        if server.id == "bulk":
+            tools[name] = replace(tools["t0"], name=name, exposed_name=f"bulk__{name}", status="quarantined")
+        servers.append(replace(server, tools=MappingProxyType(tools)))
+    return Catalog.of(servers)
+
+
 # --- the diagnostic switch ---------------------------------------------------------------------
 
 
@@ -252,3 +295,4 @@ def test_the_tracemalloc_switch_writes_snapshots_of_a_real_gateway(tmp_path: Pat
     report = top_growth(found[0], found[-1])
     assert report[0].startswith(f"tracemalloc: {found[0].name} -> {found[-1].name}")
     assert any(line.strip().startswith("rss_bytes:") for line in report)
+    assert memory_summary(found[-1])["objects_by_type"]["builtins.dict"] > 0  # gc's census beside the snapshot

@@ -51,7 +51,6 @@ def _serve(settings: Settings, listener: socket.socket) -> int:
     from gateway.supervisor import Supervisor
     from gateway.telemetry.memory_snapshots import start_if_asked
 
-    start_if_asked()  # NARROWGATE_TRACEMALLOC: a diagnostic, off unless set (docs/operations.md#soak)
     try:
         catalog = load_catalog(settings.catalog_dir)
     except CatalogError as exc:
@@ -62,6 +61,9 @@ def _serve(settings: Settings, listener: socket.socket) -> int:
         print(f"narrowgate: refusing to start: {problem}", file=sys.stderr)
         return EXIT_INVALID
     if settings.workers == 1:
+        import gateway.app  # noqa: F401  (imported untraced: tracing start-up took minutes under load)
+
+        start_if_asked()  # NARROWGATE_TRACEMALLOC: a diagnostic, off unless set (docs/operations.md#soak)
         return run_gateway(settings, catalog, tool_schemas, listener)
 
     from gateway.serving import bind_listener

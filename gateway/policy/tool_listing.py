@@ -7,7 +7,8 @@ Three layers, each keyed so that no answer outlives what it was computed from:
   context): each class's or singular tool's answer; a catalog change asks Cedar only about
   classes and tools it has not seen;
 - the shown set, per (bundle, principal key, context): the visible exposed names over the whole
-  catalog, so agents with equal relevant attributes and sessions of one agent share one set.
+  catalog, so agents with equal relevant attributes and sessions of one agent share one set; kept
+  for the newest bundle only (an entry holds its bundle alive).
 
 Fail closed: a tool is shown only when Cedar answered Allow (or a step-up an approval would turn
 into Allow) for it or for its class; an evaluation error hides; an index that cannot be built
@@ -39,7 +40,7 @@ from gateway.policy.listing_memo import ListingMemo
 
 log = logging.getLogger("narrowgate.policy")
 
-SHOWN_KEYS = 64  # distinct (principal key, context) visible sets kept per bundle
+SHOWN_KEYS = 64  # distinct (principal key, context) visible sets kept, all of the newest bundle
 STRINGS_KEYS = 1024  # parsed principal / context JSON kept
 ShownKey = tuple[str, str, str]  # policy set digest, principal key, listing context
 Groups = dict[Any, tuple[int, ...]]  # memo key -> the index's tools it decides
@@ -53,7 +54,11 @@ class ToolLister:
         self._building: tuple[Bundle, asyncio.Future[ToolIndex]] | None = None
         self._policy_facts: tuple[str, PolicyFacts] | None = None
         self._shapes: ShapeCache = {}  # per tool entity JSON, whatever the policies
+        # Shown sets of one bundle only: one of an older bundle can never be served again (see
+        # _remembered), and each entry keeps its bundle alive (catalog model and two Cedar policy
+        # sets): 64 stale bundles at a tool-list change every 20 s held tens of MiB for nothing.
         self._shown: OrderedDict[ShownKey, tuple[Bundle, frozenset[str]]] = OrderedDict()
+        self._shown_bundle: Bundle | None = None
         self._strings: OrderedDict[str, frozenset[str]] = OrderedDict()
         self._interned: OrderedDict[frozenset[str], frozenset[str]] = OrderedDict()
         self.evaluated = 0  # Cedar questions asked (classes and singular tools), for tests and benchmarks
@@ -123,6 +128,9 @@ class ToolLister:
             if memo.get(item) is True:
                 names.update(models[i].entry.exposed_name for i in members)
         shown = frozenset(names)
+        if job.bundle is not self._shown_bundle:
+            self._shown.clear()  # a new bundle (or a listing that began before the swap): start over
+            self._shown_bundle = job.bundle
         self._shown[key] = (job.bundle, shown)
         self._shown.move_to_end(key)
         while len(self._shown) > SHOWN_KEYS:

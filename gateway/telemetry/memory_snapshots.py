@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import json
 import logging
 import os
 import threading
 import time
 import tracemalloc
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("narrowgate")
 DIRECTORY_VARIABLE = "NARROWGATE_TRACEMALLOC"
@@ -30,6 +33,8 @@ DEFAULT_INTERVAL_S = 60.0
 FRAMES = 10  # enough to see which of our tables an allocation ends up in
 SNAPSHOT_GLOB = "snapshot-*.pickle"
 SHOWN_FRAMES = 6  # innermost frames printed per allocation site
+OBJECT_TYPES = 200  # object kinds counted per snapshot, most numerous first
+SHOWN_TYPES = 15  # object kinds whose counts changed most, printed by top_growth
 
 
 class _MallInfo2(ctypes.Structure):
@@ -83,7 +88,14 @@ def write_snapshot(path: Path) -> None:
     snapshot.dump(str(partial))
     partial.replace(path)
     summary = {"traced_bytes": tracemalloc.get_traced_memory()[0], **process_memory()}
-    path.with_suffix(".json").write_text(json.dumps(summary))
+    path.with_suffix(".json").write_text(json.dumps({**summary, "objects_by_type": objects_by_type()}))
+
+
+def objects_by_type(limit: int = OBJECT_TYPES) -> dict[str, int]:
+    """The most numerous kinds of garbage-collected objects (dicts, instances of our classes...):
+    a table that grows shows as a type whose count climbs, whatever allocated it."""
+    counts = Counter(f"{type(obj).__module__}.{type(obj).__qualname__}" for obj in gc.get_objects())
+    return dict(counts.most_common(limit))
 
 
 def process_memory() -> dict[str, int]:
@@ -102,10 +114,17 @@ def process_memory() -> dict[str, int]:
     return found
 
 
-def memory_summary(path: Path) -> dict[str, int]:
-    """The `.json` written beside a snapshot ({} if there is none)."""
+def memory_summary(path: Path) -> dict[str, Any]:
+    """The `.json` written beside a snapshot ({} if there is none): byte counts, and `objects_by_type`."""
     summary = path.with_suffix(".json")
     return json.loads(summary.read_text()) if summary.exists() else {}
+
+
+def object_growth(before: Mapping[str, int], after: Mapping[str, int], limit: int = SHOWN_TYPES) -> list[str]:
+    """The object kinds whose counts rose most between two summaries."""
+    changes = sorted(((after.get(kind, 0) - before.get(kind, 0), kind) for kind in {*before, *after}),
+                     reverse=True)
+    return [f"  {change:+9d} {kind} (now {after.get(kind, 0)})" for change, kind in changes[:limit] if change > 0]
 
 
 def snapshots(directory: Path) -> list[Path]:
@@ -124,7 +143,10 @@ def top_growth(first: Path, last: Path, limit: int = 15, key: str = "traceback")
              f"{(traced_bytes(new) - traced_bytes(old)) / 2**20:+.2f} MiB"]
     before, after = memory_summary(first), memory_summary(last)
     lines += [f"  {name}: {before[name] / 2**20:.1f} -> {after[name] / 2**20:.1f} MiB"
-              for name in after if name in before]
+              for name in after if name in before and name.endswith("_bytes")]
+    kinds = object_growth(before.get("objects_by_type", {}), after.get("objects_by_type", {}))
+    if kinds:
+        lines += ["  objects whose count rose most (gc.get_objects(), by type):", *kinds]
     growth = sorted(new.compare_to(old, key), key=lambda stat: stat.size_diff, reverse=True)
     for stat in growth[:limit]:
         if stat.size_diff <= 0:
