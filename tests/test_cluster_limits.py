@@ -4,8 +4,9 @@ First the Redis implementations against the in-memory ones: the seams' contracts
 and the same random sequences of calls giving the same answers, clock for clock. Then two real replicas:
 an agent alternating between them is rate limited at the same count as on one, a sensitive read on A then
 an egress call on B is held by the shipped chain rule, and racing calls never exceed a task's budget.
-Last, the fault test: Redis stops, calls are refused with a clear error; it restarts on the same port and
-calls pass again without a gateway restart.
+Then the fault test: Redis stops, calls are refused with a clear error; it restarts on the same port and
+calls pass again without a gateway restart. Last, bad input: two deployments sharing one Redis under different
+key prefixes count the same agent separately.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
+from redis import Redis as SyncRedis
 
 from gateway.catalog.model import ToolEntry
 from gateway.chain.tracker import ChainTracker, RateLimited, RatesUnavailable
@@ -518,3 +520,44 @@ async def test_without_redis_calls_are_refused_and_recover_when_it_returns(
     finally:
         fleet.stop()
         redis.stop()
+
+
+# -- bad input: two deployments on one Redis --------------------------------------------------------
+
+PREFIX_AGENT = "shared-name"
+
+
+@pytest.fixture(scope="module")
+def deployments(tmp_path_factory: pytest.TempPathFactory, upstream: int, redis_url: str,
+                postgres_url: str) -> Iterator[list[Fleet]]:
+    """Two one-replica deployments on one Redis, each with its own database and (start_fleet) key prefix."""
+    fleets: list[Fleet] = []
+    try:
+        for name in ("blue", "green"):
+            fleets.append(start_fleet(tmp_path_factory.mktemp(name), fleet_manifests(upstream), redis_url=redis_url,
+                                      postgres_url=postgres_url, replicas=1,
+                                      tokens={PREFIX_AGENT: token_for(PREFIX_AGENT)}, extra_config=fleet_config()))
+        yield fleets
+    finally:
+        for fleet in fleets:
+            fleet.stop()
+
+
+async def test_the_same_agent_is_counted_separately_in_each_deployment(
+        deployments: list[Fleet], upstream_log: Path, redis_url: str) -> None:
+    blue, green = deployments
+    assert blue.key_prefix != green.key_prefix
+    marker_blue, marker_green = uuid.uuid4().hex, uuid.uuid4().hex
+    ran_blue, _ = await calls_until_limited([blue[0].url], PREFIX_AGENT, marker_blue)
+    ran_green, _ = await calls_until_limited([green[0].url], PREFIX_AGENT, marker_green)  # blue's count is not green's
+    assert ran_blue == ran_green == PER_AGENT
+    assert executed(upstream_log, marker_blue) == executed(upstream_log, marker_green) == PER_AGENT
+    client = SyncRedis.from_url(redis_url)
+    try:
+        keys = [key.decode() for key in client.scan_iter(match="*", count=1000)]
+    finally:
+        client.close()
+    ours = [k for k in keys if k.startswith((f"{blue.key_prefix}:", f"{green.key_prefix}:"))]
+    assert any(k.startswith(f"{blue.key_prefix}:") for k in ours) and any(
+        k.startswith(f"{green.key_prefix}:") for k in ours)
+    assert not [k for k in keys if PREFIX_AGENT in k and k not in ours], "every key of a deployment is under its prefix"
