@@ -70,7 +70,7 @@ class Gateway:
         self.settings = settings
         self.catalog = catalog
         self.cluster = Cluster(settings.cluster) if settings.cluster.shared else None
-        self.replica_id = self.cluster.replica_id if self.cluster is not None else replica_id(settings.cluster)
+        self.replica_id = replica_id(settings.cluster)  # the Cluster's too: computed from the same settings
         self.state = state if state is not None else self.build_state()
         self.background = Background()
         self.store = open_store(settings.state)
