@@ -20,9 +20,17 @@ run: $(STAMP)
 ## test: every test, including the MCP conformance suite through the gateway. tests/provision.py first
 ## installs what the tests run (Debian's npm, chromium, chromium-driver, postgresql and redis-server as root;
 ## the pinned Node 22 and conformance suite) or stops in its first seconds with one line naming what is missing.
-## The type check runs first: a type error fails `make test` before any test starts.
+## The type check runs first: a type error fails `make test` before any test starts. The tests then run on
+## TEST_WORKERS pytest-xdist workers, one test file per worker at a time; the `serial` ones (timing-sensitive)
+## run after them, alone. Both parts always run; either failing fails `make test`. See docs/development.md.
+TEST_WORKERS ?= 2
 test: provision $(STAMP) typecheck
-	$(PY) -m pytest -q --durations=15
+	@status=0; \
+	echo "$(PY) -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile -m 'not serial'"; \
+	$(PY) -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile -m "not serial" || status=$$?; \
+	echo "$(PY) -m pytest -q --durations=15 -m serial"; \
+	$(PY) -m pytest -q --durations=15 -m serial || status=$$?; \
+	exit $$status
 
 provision:
 	@$(PYTHON) tests/provision.py

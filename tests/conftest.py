@@ -11,7 +11,7 @@ import pytest
 from gateway.audit.log import AuditLog
 from gateway.store import Store
 from tests.provision import missing_programs
-from tests.support import engines
+from tests.support import engines, leftovers
 from tests.support.identity_provider import TestIdentityProvider
 from tests.support.processes import (
     BEHAVIOUR_SERVER,
@@ -26,6 +26,27 @@ from tests.support.state import FakeClock
 from tests.support.store_backends import BACKENDS, StoreBackend, store_backend
 
 TOKEN = "token-agent-a"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "serial: timing-sensitive; `make test` runs it after the parallel run, "
+                                       "alone (docs/development.md)")
+    if not hasattr(config, "workerinput"):  # the run's top process: what its tests or workers orphan comes to it
+        leftovers.become_subreaper()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_sessionfinish(session: pytest.Session) -> Iterator[None]:
+    """After everything else has finished (session fixtures, xdist's workers): fail the run if any process it
+    started is still there, killing it (tests/support/leftovers.py)."""
+    yield
+    if hasattr(session.config, "workerinput"):
+        return
+    killed = leftovers.kill_leftovers()
+    if killed:
+        listed = ", ".join(f"{name} ({pid})" for pid, name in sorted(killed.items()))
+        print(f"\nthe test run left processes behind; killed: {listed}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -335,6 +335,7 @@ def upstream_ran(behaviour_log: Path, message: str) -> int:
     return sum(1 for line in behaviour_log.read_text().splitlines() if line and json.loads(line)["event"] == wanted)
 
 
+@pytest.mark.serial  # woken within 0.9 s: run alone, not beside another xdist worker
 async def test_a_call_held_on_b_completes_when_a_person_approves_on_a(fleet: Fleet) -> None:
     a, b = fleet[0], fleet[1]
     text = f"held-on-b-{time.time_ns()}"

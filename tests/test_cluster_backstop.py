@@ -50,6 +50,9 @@ UNMONITORED = {"monitoring": {"per_agent": None, "per_task": None, "kill_switch_
 AGENT_COUNT = 1000
 SWEEPS = 20
 SWEEP_COST_BOUND_S = 0.05  # an unchanged sweep is two small queries; generous for a loaded machine
+# Wall-clock bounds (a sweep's cost, its interval plus SLACK_S): run alone, not beside another xdist worker
+# (docs/development.md).
+pytestmark = pytest.mark.serial
 
 
 async def test_one_sweep_applies_what_another_replica_changed_at_1000_agents(store: Store) -> None:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -87,10 +88,21 @@ async def test_a_stopped_redis_leaves_no_process_no_directory_and_no_listener() 
     assert_stops_cleanly(engine, port)
 
 
+@pytest.fixture
+def private_tempdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A temporary root of this test's own for the engines' directories: other xdist workers' engines come and go
+    in /tmp meanwhile. Traversable by all (as root, PostgreSQL's programs run as the `postgres` user)."""
+    root = Path(tempfile.mkdtemp(prefix="narrowgate-engines-"))
+    root.chmod(0o755)
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.mark.parametrize("start", [start_postgres, start_redis], ids=["postgres", "redis"])
-def test_an_engine_that_cannot_start_says_why_in_one_line_and_leaves_nothing(start: object, tmp_path: Path) -> None:
+def test_an_engine_that_cannot_start_says_why_in_one_line_and_leaves_nothing(start: object,
+                                                                              private_tempdir: Path) -> None:
     """The port is taken: the error is one line carrying the engine's own log line, and its directory is gone."""
-    before = set(Path("/tmp").glob("narrowgate-pg-*")) | set(Path("/tmp").glob("narrowgate-redis-*"))
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -100,8 +112,7 @@ def test_an_engine_that_cannot_start_says_why_in_one_line_and_leaves_nothing(sta
     assert "\n" not in message
     assert message.startswith(("PostgreSQL did not start: ", "Redis did not start: "))
     assert "already in use" in message, message
-    after = set(Path("/tmp").glob("narrowgate-pg-*")) | set(Path("/tmp").glob("narrowgate-redis-*"))
-    assert after - before == set()
+    assert list(private_tempdir.iterdir()) == []
 
 
 FIXTURE_TESTS = ["tests/test_engines.py::test_postgres_answers_queries_through_asyncpg",

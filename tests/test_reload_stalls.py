@@ -46,6 +46,8 @@ TOKENS = {"agent-a": "token-a", "agent-b": "token-b", "agent-c": "token-c", "age
 CALL = ("shifting__lookup", {"query": "ping"})
 IDLE_SESSIONS = 1000  # 2025-11-25 sessions of agent-idle, open and idle during the events
 IDLE_LISTED = 10  # one in this many listed its tools (so a change has lists to recompute and compare)
+# Latency bounds relative to the run's own calls: run alone, not beside another xdist worker (docs/development.md).
+pytestmark = pytest.mark.serial
 
 
 def quiet_policies(count: int, offset: int = 0) -> str:
