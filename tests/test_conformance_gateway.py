@@ -13,6 +13,10 @@ import pytest
 
 from tests.conformance.runner import SPEC_VERSIONS, assert_clean_pass, conformance_gateway, ensure_suite, run_suite
 
+# The suite waits 5 s for a resumed stream's reply (server-sse-polling) and 2 s for other streams' first events:
+# run alone, not beside another xdist worker (docs/development.md).
+pytestmark = pytest.mark.serial
+
 
 @pytest.fixture(scope="module")
 def gateway_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

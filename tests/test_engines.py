@@ -18,7 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.support.engines import PIDS_FILE_ENV, Engine, EngineError, start_postgres, start_redis
-from tests.support.processes import REPO, child_pids, free_port, running
+from tests.support.processes import REPO, child_pids, descendants, free_port, running
 
 
 async def test_postgres_answers_queries_through_asyncpg(postgres_url: str) -> None:
@@ -117,20 +117,6 @@ def test_an_engine_that_cannot_start_says_why_in_one_line_and_leaves_nothing(sta
 
 FIXTURE_TESTS = ["tests/test_engines.py::test_postgres_answers_queries_through_asyncpg",
                  "tests/test_engines.py::test_redis_sets_and_gets_through_redis_py"]
-
-
-def descendants(pid: int) -> dict[int, str]:
-    """The live descendants of `pid` and their program names (from /proc; Linux)."""
-    found: dict[int, str] = {}
-    parents = [pid]
-    while parents:
-        for child in child_pids(parents.pop()):
-            try:
-                found[child] = Path(f"/proc/{child}/comm").read_text().strip()
-            except OSError:
-                continue  # it exited while we looked
-            parents.append(child)
-    return found
 
 
 def run_pytest(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

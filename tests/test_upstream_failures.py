@@ -36,6 +36,7 @@ from tests.support.processes import (
 UNAVAILABLE = -32010
 TIMEOUT = -32001
 RECOVERY_S = 20.0
+LIST_CHANGE_WITHIN_S = 45.0  # the gateway's stream reconnect backs off to 30 s between attempts
 
 
 # Helpers ---------------------------------------------------------------------------------------
@@ -329,13 +330,18 @@ async def test_list_changes_still_arrive_after_http_upstream_restart(tmp_path: P
     gw = Gateway(tmp_path / "gateway", [manifest]).start()
     try:
         async def grow_until_listed(name: str) -> bool:
-            deadline = time.monotonic() + 10
-            async with mcp_client(gw.url, TOKEN, "legacy") as client:
-                await client.call_tool("legacyup__grow", {"name": name})
+            """Grow `name` upstream until agents see it, announcing it again every 2 s: an announcement made
+            while the gateway's GET stream is still (re)connecting, which takes longer on a loaded machine, has
+            no stream to go to. Only that stream brings the change (the resync backstop is minutes away)."""
+            deadline = time.monotonic() + LIST_CHANGE_WITHIN_S
             while time.monotonic() < deadline:
-                if f"legacyup__{name}" in await tool_names(gw.url, "legacy"):
-                    return True
-                await anyio.sleep(0.2)
+                async with mcp_client(gw.url, TOKEN, "legacy") as client:
+                    await client.call_tool("legacyup__grow", {"name": name})
+                announced = time.monotonic()
+                while time.monotonic() < min(deadline, announced + 2):
+                    if f"legacyup__{name}" in await tool_names(gw.url, "legacy"):
+                        return True
+                    await anyio.sleep(0.2)
             return False
 
         assert await tool_names(gw.url, "legacy") == {"legacyup__echo", "legacyup__grow"}
@@ -344,8 +350,6 @@ async def test_list_changes_still_arrive_after_http_upstream_restart(tmp_path: P
 
         stop(process, signal.SIGKILL)
         process, _ = start_http_upstream(log, port)
-        # Give the gateway's stream reconnect loop time to meet the new process before any call does.
-        await anyio.sleep(4)
         async with mcp_client(gw.url, TOKEN, "legacy") as client:
             assert await echo(client, "legacyup__echo", "after restart") == "after restart"
         assert await grow_until_listed("extra2"), "tools/list_changed from the restarted upstream was lost"

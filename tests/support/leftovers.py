@@ -13,9 +13,8 @@ import ctypes
 import os
 import signal
 import time
-from pathlib import Path
 
-from tests.support.processes import child_pids
+from tests.support.processes import descendants
 
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 GRACE_S = 5.0  # processes stopped at the very end (a worker's last teardown) get this long to exit
@@ -27,25 +26,11 @@ def become_subreaper() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
 
 
-def live_descendants() -> dict[int, str]:
-    """The processes below this one that have not exited, with their program names (from /proc)."""
-    found: dict[int, str] = {}
-    parents = [os.getpid()]
-    while parents:
-        for child in child_pids(parents.pop()):
-            try:
-                found[child] = Path(f"/proc/{child}/comm").read_text().strip()
-            except OSError:
-                continue  # it exited while we looked
-            parents.append(child)
-    return found
-
-
 def kill_leftovers() -> dict[int, str]:
     """Wait up to GRACE_S for the processes below this one to exit, kill the rest and reap them; the ones that had
     to be killed."""
     deadline = time.monotonic() + GRACE_S
-    while (left := live_descendants()) and time.monotonic() < deadline:
+    while (left := descendants(os.getpid())) and time.monotonic() < deadline:
         time.sleep(0.1)
     for pid in left:
         try:

@@ -80,6 +80,20 @@ def child_pids(parent: int) -> list[int]:
     return children
 
 
+def descendants(pid: int) -> dict[int, str]:
+    """The live descendants of `pid` and their program names (from /proc; Linux)."""
+    found: dict[int, str] = {}
+    parents = [pid]
+    while parents:
+        for child in child_pids(parents.pop()):
+            try:
+                found[child] = Path(f"/proc/{child}/comm").read_text().strip()
+            except OSError:
+                continue  # it exited while we looked
+            parents.append(child)
+    return found
+
+
 def running(pid: int) -> bool:
     """Whether `pid` is a process that has not exited (a zombie has)."""
     try:
