@@ -142,6 +142,20 @@ async def first_listing(gw: Gateway, agent: str) -> int:
         return len((await other.list_tools()).tools)
 
 
+async def worst_call_during_first_listings(client: Client, gw: Gateway,
+                                           agents: tuple[str, ...]) -> tuple[float, set[int]]:
+    """The first tools/list of each of `agents` in turn, while calling: the slowest call during the quietest of
+    them, and the tool counts they listed. A stall the listing causes shows in each; a moment the machine gave
+    the gateway no CPU (another process's turn: the suite runs beside other work) in one at most."""
+    worst: list[float] = []
+    listed: set[int] = set()
+    for agent in agents:
+        slowest, count = await worst_call_during(client, lambda agent=agent: first_listing(gw, agent), tail_s=0.2)
+        worst.append(slowest)
+        listed.add(count)
+    return min(worst), listed
+
+
 async def test_reload_and_listing_at_a_large_catalog_do_not_hold_up_calls(gateway: Gateway, tmp_path: Path) -> None:
     async with (
         mcp_client(gateway.url, TOKENS["agent-a"], "legacy") as caller,
@@ -156,8 +170,8 @@ async def test_reload_and_listing_at_a_large_catalog_do_not_hold_up_calls(gatewa
         worst_reload, reloaded = await worst_call_during(caller, lambda: admin_reload(gateway), tail_s=1.0)
         assert reloaded["ok"] and reloaded["changed"], reloaded
 
-        worst_listing, listed = await worst_call_during(caller, lambda: first_listing(gateway, "agent-b"), tail_s=0.2)
-        assert listed == BULK_TOOLS + 3
+        worst_listing, listed = await worst_call_during_first_listings(caller, gateway, ("agent-b", "agent-c"))
+        assert listed == {BULK_TOOLS + 3}
 
     assert worst_reload < bound, f"a call waited {worst_reload:.2f}s during a reload ({seen})"
     assert worst_listing < bound, f"a call waited {worst_listing:.2f}s during a listing ({seen})"
@@ -234,8 +248,8 @@ async def test_changes_with_many_sessions_open_do_not_hold_up_calls(gateway: Gat
         worst_change, left = await worst_call_during(caller, upstream_drops_a_tool, tail_s=1.0)
         assert left == BULK_TOOLS + 2
 
-        worst_listing, shown = await worst_call_during(caller, lambda: first_listing(gateway, "agent-c"), tail_s=0.2)
-        assert shown == BULK_TOOLS + 2
+        worst_listing, shown = await worst_call_during_first_listings(caller, gateway, ("agent-c", "agent-b"))
+        assert shown == {BULK_TOOLS + 2}
 
     assert worst_reload < bound, f"a call waited {worst_reload:.2f}s during a reload, {IDLE_SESSIONS} sessions ({seen})"
     assert worst_change < bound, f"a call waited {worst_change:.2f}s during a catalog change ({seen})"
