@@ -11,6 +11,7 @@ from starlette.routing import BaseRoute, Route
 from gateway.admin.agents_api import AgentsApi
 from gateway.admin.auth import AdminAuthenticator
 from gateway.admin.policies_api import PoliciesApi
+from gateway.admin.replay_api import ReplayApi
 from gateway.approvals.service import ApprovalService
 from gateway.approvals.step_up import StepUpFlow
 from gateway.approvals.webhook import approval_webhook_payload
@@ -37,6 +38,7 @@ from gateway.oauth.token_endpoint import TOKEN_PATH, TokenEndpoint, settings_for
 from gateway.policy.authorizer import Authorizer
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.hours import WorkingHours
+from gateway.policy.recorder import DecisionRecorder
 from gateway.policy.reloader import PolicyReloader
 from gateway.registry.service import Registry
 from gateway.resource_updates import ResourceUpdateRelay
@@ -83,9 +85,10 @@ class Gateway:
         self.build_tasks()
         self.build_discovery(schemas)
         self.sessions = self.state.agent_sessions
+        self.recorder = DecisionRecorder(self.store, self.policy, settings.policy.record_retention_s)
         authorizer = Authorizer(self.policy, self.audit, settings.policy.agent_reasons,
                                 on_evaluated=lambda d, s: self.telemetry.record_policy_evaluation(s, d.outcome),
-                                replica=self.replica_id)
+                                replica=self.replica_id, recorder=self.recorder)
         self.methods = Methods(self.pool, authorizer, self.upstream_auth, TaskGate(self.tasks),
                                self.telemetry, self.build_monitor(), self.build_approvals(authorizer))
         authenticator = Authenticator(settings, self.verifier, self.registry, self.task_check)
@@ -99,12 +102,14 @@ class Gateway:
         admin_auth = AdminAuthenticator(settings, self.verifier, self.registry, self.task_check.is_ours)
         self.agents_api = AgentsApi(self.registry, admin_auth)
         self.policies_api = PoliciesApi(self.policy, self.reloader, admin_auth)
+        self.replay_api = ReplayApi(self.policy, self.recorder, self.audit, self.store, self.registry, admin_auth)
         self.lifetime = Lifetime(
             settings, self.store, self.digest_key, self.audit, self.registry, [self.verifier, self.assertion_verifier],
-            self.upstream_auth, [self.tasks, self.approvals, self.reviews, self.resource_reviews, *self.store_sweeps],
+            self.upstream_auth, [self.tasks, self.approvals, self.reviews, self.resource_reviews, *self.store_sweeps,
+                                 self.recorder],
             self.pool, self.catalog_sync, self.reloader, self.policy, self.lifecycle, self.endpoint,
             [*self.store_sweeps, self.secrets, self.detections, self.approvals, self.review_webhook,
-             self.approval_webhook, self.tasks, self.verifier, self.assertion_verifier],
+             self.approval_webhook, self.tasks, self.verifier, self.assertion_verifier, self.recorder],
             self.background, [self.reviews, self.resource_reviews], self.telemetry, self.cluster)
         self.drain = self.lifetime.drain  # on SIGINT/SIGTERM, before the lifespan ends (gateway/serving.py)
         self.app = McpFirst(self.endpoint, Starlette(routes=self.routes(), lifespan=self.lifetime.lifespan))
@@ -212,6 +217,7 @@ class Gateway:
             Route("/mcp", self.endpoint, methods=["GET", "POST", "DELETE"]),
             *endpoints.routes(),
             *self.token_endpoint.routes(),
+            *self.replay_api.routes(),
             *admin_routes(self.settings, self.agents_api, self.policies_api, self.tasks, self.task_tokens,
                           self.upstream_auth, self.approvals, self.reviews, self.resource_reviews, self.store,
                           self.state),

@@ -31,16 +31,19 @@ class AdminClient:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
-            raise AdminClientError(f"HTTP {exc.code}: {_error_text(exc)}") from None
+            text, problems = _error_body(exc)
+            raise AdminClientError(f"HTTP {exc.code}: {text}", exc.code, problems) from None
         except urllib.error.URLError as exc:
             raise AdminClientError(f"cannot reach the gateway at {self.base_url}: {exc.reason}") from None
 
 
-def _error_text(exc: urllib.error.HTTPError) -> str:
+def _error_body(exc: urllib.error.HTTPError) -> tuple[str, list[str]]:
+    """The answer's `error` text and `problems` list (the HTTP reason if it has none)."""
     try:
-        return str(json.loads(exc.read()).get("error"))
-    except (ValueError, AttributeError):
-        return exc.reason
+        body = json.loads(exc.read())
+        return str(body.get("error")), [str(p) for p in body.get("problems") or []]
+    except (ValueError, AttributeError, TypeError):
+        return exc.reason, []
 
 
 def state_change(event: dict[str, Any]) -> str:
