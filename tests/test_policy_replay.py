@@ -54,6 +54,7 @@ permit (principal, action, resource) when { true };
 permit (principal, action, resource) when { 1 + };
 """
 BROKEN_LINE = 4
+PROMPT, RESOURCE = "alpha__greet", "behaviour://status"  # prompts/get and resources/read are recorded too
 SECRET = "sk_live_Replay0Secret9Value7Z"  # a secret-looking argument value: never readable at rest
 # Per agent and phase: (tool, arguments) in order; "password" echoes are denied by NO_PASSWORDS.
 SCRIPT = ([("alpha__echo", {"text": f"hello {i}"}) for i in range(14)]
@@ -61,7 +62,9 @@ SCRIPT = ([("alpha__echo", {"text": f"hello {i}"}) for i in range(14)]
           + [("alpha__echo", {"text": SECRET})] * 2
           + [("alpha__progress", {"steps": 1})] * 15
           + [("alpha__log", {"message": "note"})] * 8
-          + [("alpha__whoami", {})] * 7)
+          + [("alpha__whoami", {})] * 7
+          + [(PROMPT, {"name": "Ada"})] * 3
+          + [(RESOURCE, {})] * 3)
 
 
 @dataclass
@@ -86,6 +89,9 @@ def expected(agent: str, tool: str, arguments: dict[str, Any]) -> str:
 
 async def outcome_of(client: Any, tool: str, arguments: dict[str, Any]) -> str:
     try:
+        if tool in (PROMPT, RESOURCE):
+            await (client.get_prompt(tool, arguments) if tool == PROMPT else client.read_resource(tool))
+            return "allow"
         result = await client.call_tool(tool, arguments)
     except MCPError as exc:
         return {-32030: "deny", -32031: "step_up"}[exc.error.code]
@@ -211,8 +217,9 @@ def test_a_candidate_that_only_allows_more_exits_1(recorded: tuple[Gateway, Traf
     gateway, traffic = recorded
     done = replay(gateway, candidate(gateway, "permit-c", **{"70-permit-c": PERMIT_C}))
     report = report_of(done, 1)
-    # agent-c's reads are allowed now (but not its password echoes); its write and privileged tool step up.
-    newly_allowed = traffic.count(agent="agent-c") - 2 * (4 + 8 + 7)
+    # agent-c's read tools are allowed now (not its password echoes; nor prompts and resources: the candidate
+    # permits tools only); its write and privileged tool step up.
+    newly_allowed = traffic.count(agent="agent-c") - 2 * (4 + 8 + 7 + 3 + 3)
     assert report["flips"] == {"deny -> allow": newly_allowed, "deny -> step_up": 2 * (8 + 7)}
     assert report["loosening"] == newly_allowed
     assert report["groups"][0]["loosening"] and report["groups"][0]["candidate_policy_ids"] == ["candidate-permit-c"]
