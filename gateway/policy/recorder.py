@@ -32,7 +32,9 @@ from gateway.store.base import DecisionInputRow, DecisionInputStore, GatewaySecr
 
 log = logging.getLogger("narrowgate.policy.recorder")
 
-MAX_PENDING = 50_000
+# A store that hangs (not one that fails: a failed batch is dropped at once) lets the queue grow: each noted
+# decision holds a few KB (its context and Cedar request), so the bound keeps that to tens of MB.
+MAX_PENDING = 10_000
 BATCH_WINDOW_S = 0.5  # recordings gather this long, so one transaction carries many
 MAX_BATCH = 2_000
 LOG_EVERY = 1_000
@@ -107,6 +109,8 @@ class DecisionRecorder:
             await self._sweep_once()
             return
         self._wakeup = asyncio.Event()
+        if self._pending:
+            self._wakeup.set()
         self._tasks = [asyncio.create_task(self._write_loop(), name="narrowgate-decision-recorder"),
                        asyncio.create_task(self._sweep_loop(), name="narrowgate-decision-input-sweep")]
 
