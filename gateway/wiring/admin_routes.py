@@ -22,14 +22,19 @@ def admin_routes(settings: Settings, agents_api: AgentsApi, policies_api: Polici
                  reviews: ToolReviews, resource_reviews: ResourceReviews, store: Store,
                  state: StateBackends) -> list[BaseRoute]:
     from gateway.admin.approvals_api import ApprovalsApi
+    from gateway.admin.blast_api import BlastRadiusApi
     from gateway.admin.catalog_api import CatalogApi
     from gateway.admin.keys_api import KeysApi
     from gateway.admin.tasks_api import TasksApi
     from gateway.console.pages import Console
+    from gateway.privilege.blast_radius import BlastRadiusService
+    from gateway.privilege.reach import ReachAnalyzer
 
     admin_auth, registry = agents_api.auth, agents_api.registry
     tasks_api = TasksApi(tasks, task_tokens, registry, admin_auth)
     keys_api = KeysApi(upstream_auth, admin_auth)
+    reach = ReachAnalyzer(policies_api.engine, registry, tasks, settings.monitoring)
+    blast_radius = BlastRadiusService(reach, registry, settings)
     return [
         *agents_api.routes(),
         *policies_api.routes(),
@@ -37,6 +42,8 @@ def admin_routes(settings: Settings, agents_api: AgentsApi, policies_api: Polici
         *keys_api.routes(),
         *ApprovalsApi(approvals, admin_auth, settings.base_url).routes(),
         *CatalogApi(reviews, admin_auth, resource_reviews).routes(),
+        *BlastRadiusApi(blast_radius, admin_auth).routes(),
         *Console(approvals, registry, tasks, store, admin_auth, settings, reviews, resource_reviews,
-                 sessions=state.console_sessions, throttle=state.login_failures).routes(),
+                 sessions=state.console_sessions, throttle=state.login_failures,
+                 blast_radius=blast_radius).routes(),
     ]
