@@ -17,6 +17,7 @@ import pytest
 
 from gateway.catalog import Catalog, load_catalog
 from gateway.policy import PolicyEngine
+from gateway.privilege import reach
 from gateway.privilege.reach import (
     GATE_NOT_IN_TASK,
     GATE_TASK_ENDED,
@@ -251,3 +252,20 @@ async def test_a_catalog_change_is_seen_at_once(analyzer: ReachAnalyzer, engine:
     after = await agent_reach(analyzer, "helper")
     assert after.catalog_version != before.catalog_version
     assert verdicts(after)["files__new_tool"] == "allow"
+
+
+async def test_the_cache_keeps_the_policies_in_force_only_and_is_bounded(
+        analyzer: ReachAnalyzer, engine: PolicyEngine, cedar_dir: Path, catalog: Catalog,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    await agent_reach(analyzer, "helper")
+    await agent_reach(analyzer, "tasked")
+    assert analyzer.cached == 2
+    (cedar_dir / "policies" / "90-x.cedar").write_text('@id("x")\nforbid (principal, action, resource) when { false };')
+    assert engine.reload().ok
+    await agent_reach(analyzer, "helper")
+    assert analyzer.cached == 1  # the reaches of the old policy set are gone
+    monkeypatch.setattr(reach, "CACHE_ROWS", len(catalog.tools))  # room for one reach
+    await agent_reach(analyzer, "tasked")
+    assert analyzer.cached == 1 and analyzer.computed == 4
+    await agent_reach(analyzer, "helper")
+    assert analyzer.computed == 5  # pushed out, computed again

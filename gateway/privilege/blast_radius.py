@@ -26,7 +26,7 @@ from typing import Any
 
 from gateway.catalog.model import RISK_TIERS
 from gateway.config import Settings
-from gateway.privilege.reach import AgentReach, ChainStep, ReachAnalyzer, ToolReach
+from gateway.privilege.reach import AgentReach, ChainStep, ReachAnalyzer, ToolReach, reach_header
 from gateway.registry.model import Agent
 from gateway.registry.service import Registry
 from gateway.settings.monitoring import RateLimit
@@ -184,13 +184,7 @@ def blast_to_dict(blast: BlastRadius) -> dict[str, Any]:
     reach = blast.reach
     credential = blast.credential
     return {
-        "agent_id": reach.agent_id,
-        "task_id": reach.task_id,
-        "policy_version": reach.policy_version,
-        "catalog_version": reach.catalog_version,
-        "agent_version": reach.agent_version,
-        "computed_at": reach.computed_at,
-        "contexts": list(reach.contexts),
+        **reach_header(reach),
         "score": blast.score,
         "without_approval": {
             "count": len(blast.without_approval),
