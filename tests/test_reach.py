@@ -20,6 +20,7 @@ from gateway.policy import PolicyEngine
 from gateway.privilege import reach
 from gateway.privilege.reach import (
     GATE_NOT_IN_TASK,
+    GATE_OUTSIDE_ENTITLEMENT,
     GATE_TASK_ENDED,
     ReachAnalyzer,
     UnknownAgent,
@@ -232,6 +233,18 @@ async def test_an_agent_that_requires_tasks_reaches_what_it_can_grant_itself(ana
     reach = await agent_reach(analyzer, "tasked")
     assert all(label.startswith("a task it grants itself") for label in reach.contexts)
     assert {t.tool for t in reach.by_verdict("allow")} == {"files__read_file", "files__write_file"}
+
+
+async def test_a_task_it_grants_itself_holds_only_entitled_tools(
+        analyzer: ReachAnalyzer, engine: PolicyEngine, cedar_dir: Path) -> None:
+    # A policy permitting beyond the entitlement: a bare token could call it, a task could never hold it.
+    (cedar_dir / "policies" / "90-everyone-reads-crm.cedar").write_text(
+        '@id("everyone-reads-crm")\npermit (principal, action == Action::"crm__lookup_customer", resource);\n')
+    assert engine.reload().ok
+    tasked = (await agent_reach(analyzer, "tasked")).tool("crm__lookup_customer")
+    assert tasked is not None and tasked.verdict == "deny" and tasked.policy_ids == (GATE_OUTSIDE_ENTITLEMENT,)
+    helper = (await agent_reach(analyzer, "helper")).tool("crm__lookup_customer")
+    assert helper is not None and helper.verdict == "allow"
 
 
 async def test_unknown_agent_and_task_are_refused(analyzer: ReachAnalyzer, tasks: TaskService) -> None:

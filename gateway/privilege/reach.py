@@ -53,6 +53,7 @@ _RANK = {"deny": 0, "step_up": 1, "allow": 2}
 GATE_NOT_IN_TASK = "gate:not-in-task"
 GATE_NEEDS_TASK = "gate:needs-task"
 GATE_TASK_ENDED = "gate:task-ended"
+GATE_OUTSIDE_ENTITLEMENT = "gate:outside-entitlement"
 ERA = "2026-07-28"
 CHUNK = 128  # tools per Cedar batch
 CHAIN_READS = 32  # sensitive reads whose egress follow-ups are decided (of each context)
@@ -256,8 +257,9 @@ class ReachAnalyzer:
         entitled = tuple(name for name, m in sorted(bundle.catalog.tools.items())
                          if agent.entitlement.allows(name, m.entry.server_id))
         own = {"id": "", "purpose": agent.purpose, "tools": entitled}
+        grantable = frozenset(entitled)  # the token endpoint grants a task nothing outside the entitlement
         grants: list[tuple[str, Mapping[str, Any] | None, Callable[[str], str | None]]] = [
-            ("a task it grants itself", own, lambda _: None)]
+            ("a task it grants itself", own, lambda name: None if name in grantable else GATE_OUTSIDE_ENTITLEMENT)]
         if not agent.entitlement.require_task:
             grants.append(("no task", None, lambda _: None))
         return grants
@@ -306,7 +308,8 @@ class ReachAnalyzer:
         return answers
 
     def _tool_reach(self, bundle: Bundle, model: ToolModel, answers: list[Answer]) -> ToolReach:
-        verdict, policy_ids = max(answers, key=lambda a: _RANK[a[0]])
+        # The most permissive; of equal ones, what Cedar said over what the gate said (the gate's is a pseudo id).
+        verdict, policy_ids = max(answers, key=lambda a: (_RANK[a[0]], not any(p.startswith("gate:") for p in a[1])))
         entry = model.entry
         return ToolReach(entry.server_id, entry.exposed_name, str(entry.risk), verdict, policy_ids,
                          tuple(entry.data_classes), self.is_egress(model), self.is_sensitive(model), entry.status,
