@@ -211,9 +211,9 @@ class ReachAnalyzer:
 
     def is_egress(self, model: ToolModel) -> bool:
         """Egress as chain monitoring counts it (gateway/chain/detectors/sensitive_then_egress.py)."""
-        entry = self.monitoring
-        return (model.entry.egress or model.entry.server_id in entry.egress_servers
-                or model.entry.exposed_name in entry.egress_tools)
+        monitoring = self.monitoring
+        return (model.entry.egress or model.entry.server_id in monitoring.egress_servers
+                or model.entry.exposed_name in monitoring.egress_tools)
 
     def is_sensitive(self, model: ToolModel) -> bool:
         return bool(set(model.entry.data_classes) & set(self.monitoring.sensitive_classes))
