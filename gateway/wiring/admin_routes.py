@@ -7,10 +7,15 @@ from typing import Protocol
 from starlette.routing import BaseRoute
 
 from gateway.admin.agents_api import AgentsApi
+from gateway.admin.approvals_api import ApprovalsApi
 from gateway.admin.auth import AdminAuthenticator
+from gateway.admin.catalog_api import CatalogApi
+from gateway.admin.keys_api import KeysApi
 from gateway.admin.policies_api import PoliciesApi
+from gateway.admin.tasks_api import TasksApi
 from gateway.approvals.service import ApprovalService
 from gateway.config import Settings
+from gateway.console.pages import Console
 from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.discovery.resources import ResourceReviews
 from gateway.discovery.service import ToolReviews
@@ -55,12 +60,6 @@ class PeoplesParts(Protocol):
 
 
 def admin_routes(parts: PeoplesParts) -> list[BaseRoute]:
-    from gateway.admin.approvals_api import ApprovalsApi
-    from gateway.admin.catalog_api import CatalogApi
-    from gateway.admin.keys_api import KeysApi
-    from gateway.admin.tasks_api import TasksApi
-    from gateway.console.pages import Console
-
     auth, registry, state = parts.admin_auth, parts.registry, parts.state
     return [
         *AgentsApi(registry, auth).routes(),
