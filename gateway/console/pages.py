@@ -233,11 +233,6 @@ class Console:
         address = client_address(request)
         if not same_origin(request, self.origin):
             return self.error_page(request, None, 403, self.origin_refusal())
-        if await self.throttle.blocked(address):
-            response = self.login_page(request, HOME, 429, "Too many failed sign-ins from your address: "
-                                                          "wait a minute and try again.")
-            response.headers["Retry-After"] = str(await self.throttle.retry_after_s(address))
-            return response
         try:
             form = await read_form(request)
         except Refused as exc:
@@ -249,12 +244,18 @@ class Console:
         credential = form.get("credential", "").strip()
         if not credential:
             return self.login_page(request, next_path, 400, "Paste your credential to sign in.")
+        ticket = await self.throttle.attempt(address)  # counted before the credential is tried
+        if ticket is None:
+            response = self.login_page(request, next_path, 429, "Too many failed sign-ins from your address: "
+                                                               "wait a minute and try again.")
+            response.headers["Retry-After"] = str(await self.throttle.retry_after_s(address))
+            return response
         try:
             person = await self.auth.person_from_token(credential)
         except AdminAuthError as exc:
-            await self.throttle.failed(address)
             log.warning("console: sign-in from %s refused (%d): %s", address, exc.status, exc.message)
             return self.login_page(request, next_path, exc.status, f"Sign-in refused: {exc.message}.")
+        await self.throttle.succeeded(address, ticket)
         try:
             return await self.signed_in(request, person, credential_expiry(credential), next_path)
         except Exception as exc:  # the session could not be kept (a fleet's Redis is down): not signed in
