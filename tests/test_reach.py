@@ -17,7 +17,7 @@ import pytest
 
 from gateway.catalog import Catalog, load_catalog
 from gateway.policy import PolicyEngine
-from gateway.privilege import reach
+from gateway.privilege import reach as reach_module
 from gateway.privilege.reach import (
     GATE_NOT_IN_TASK,
     GATE_OUTSIDE_ENTITLEMENT,
@@ -32,19 +32,10 @@ from gateway.registry.service import Registry
 from gateway.settings.monitoring import MonitoringSettings
 from gateway.store import Store, open_store
 from gateway.tasks.service import TaskService
+from tests.test_policy_engine import FILES_MANIFEST, REPO_CEDAR
 
-REPO_CEDAR = Path(__file__).resolve().parent.parent / "cedar"
 MANIFESTS = {
-    "files": """
-id: files
-owner: storage@example.com
-transport: {url: "http://127.0.0.1:9/mcp"}
-tools:
-  - {name: read_file, risk: read, data_classes: [internal]}
-  - {name: write_file, risk: write}
-  - {name: wipe, risk: destructive}
-  - {name: new_tool, risk: read}
-""",
+    "files": FILES_MANIFEST + "  - {name: new_tool, risk: read}\n",
     "crm": """
 id: crm
 owner: sales@example.com
@@ -277,7 +268,7 @@ async def test_the_cache_keeps_the_policies_in_force_only_and_is_bounded(
     assert engine.reload().ok
     await agent_reach(analyzer, "helper")
     assert analyzer.cached == 1  # the reaches of the old policy set are gone
-    monkeypatch.setattr(reach, "CACHE_ROWS", len(catalog.tools))  # room for one reach
+    monkeypatch.setattr(reach_module, "CACHE_ROWS", len(catalog.tools))  # room for one reach
     await agent_reach(analyzer, "tasked")
     assert analyzer.cached == 1 and analyzer.computed == 4
     await agent_reach(analyzer, "helper")
