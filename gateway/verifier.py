@@ -58,6 +58,8 @@ from typing import Any
 
 import jwt
 
+from gateway.json_values import JsonValue
+
 _canonical_bytes: Callable[[Any], bytes] | None
 try:  # inside the gateway: the same bytes, computed faster (orjson where it spells them alike)
     from gateway.audit.canonical import canonical_bytes as _canonical_bytes
@@ -115,7 +117,7 @@ def bearer_token(authorization: str | None) -> str:
     return token.strip()
 
 
-def fetch_json(url: str) -> Any:
+def fetch_json(url: str) -> JsonValue:
     """GET `url` and parse JSON (at most 1 MiB, 5 s timeout)."""
     if not url.lower().startswith(("https://", "http://")):
         raise ValueError(f"{url}: only http(s) URLs are fetched")  # urllib would also open file:// URLs
@@ -304,7 +306,7 @@ class UpstreamTokenVerifier:
             self._revoked_tasks, self._revoked_jtis, self._revocations_fetched_at = tasks, jtis, now
 
 
-def parse_jwks(document: Any) -> dict[str, tuple[Any, str]]:
+def parse_jwks(document: object) -> dict[str, tuple[Any, str]]:
     """kid -> (public key, its one algorithm). Keys without kid, symmetric or private keys are skipped."""
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise ValueError("not a JWKS document")
@@ -324,14 +326,14 @@ def parse_jwks(document: Any) -> dict[str, tuple[Any, str]]:
     return keys
 
 
-def parse_revocations(document: Any) -> tuple[dict[str, float], dict[str, float]]:
+def parse_revocations(document: object) -> tuple[dict[str, float], dict[str, float]]:
     """The gateway's GET /oauth/revocations body -> (task id -> until, jti -> until)."""
     if not isinstance(document, dict):
         raise ValueError("not a revocations document")
     return _entries(document.get("tasks")), _entries(document.get("jtis"))
 
 
-def _entries(items: Any) -> dict[str, float]:
+def _entries(items: object) -> dict[str, float]:
     entries: dict[str, float] = {}
     for item in items if isinstance(items, list) else []:
         if isinstance(item, str):

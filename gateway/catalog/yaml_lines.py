@@ -7,6 +7,8 @@ from typing import Any
 
 import yaml
 
+from gateway.json_values import JsonValue
+
 Path = tuple[str | int, ...]
 # Reviewed files hold hundreds of values a few levels deep. The limits stop an alias "bomb" (a few
 # lines that expand to billions of values) and a self-referencing alias, which would never finish.
@@ -18,7 +20,7 @@ MAX_DEPTH = 64
 class LinedDocument:
     """A YAML document as plain Python values, plus the 1-based line of each path in it."""
 
-    data: Any
+    data: JsonValue
     lines: dict[Path, int]
 
     def line(self, path: Path) -> int:
@@ -49,7 +51,7 @@ class _Converter:
         self.lines = lines
         self.values = 0
 
-    def convert(self, node: yaml.Node, path: Path) -> Any:
+    def convert(self, node: yaml.Node, path: Path) -> JsonValue:
         self.values += 1
         if self.values > MAX_VALUES:
             raise _error(node, f"the document holds more than {MAX_VALUES} values (aliases count each time)")
@@ -67,7 +69,7 @@ class _Converter:
         return _scalar(node)
 
 
-def _key(node: yaml.Node) -> Any:
+def _key(node: yaml.Node) -> JsonValue:
     if not isinstance(node, yaml.ScalarNode):
         raise _error(node, "a mapping key must be a plain value, not a list or a mapping")
     key = _scalar(node)
@@ -78,7 +80,7 @@ def _key(node: yaml.Node) -> Any:
     return key
 
 
-def _scalar(node: yaml.Node) -> Any:
+def _scalar(node: yaml.Node) -> JsonValue:
     # Re-use PyYAML's own scalar resolution (ints, bools, nulls) for one node.
     loader = yaml.SafeLoader("")
     try:

@@ -30,6 +30,7 @@ from typing import Any
 import cedarpy
 import orjson
 
+from gateway.json_values import JsonValue
 from gateway.policy.listing import listing_policies
 from gateway.policy.model import CatalogModel, ToolModel
 
@@ -67,7 +68,7 @@ def policy_facts(policy_texts: Iterable[str]) -> PolicyFacts:
     return PolicyFacts(frozenset(strings), tuple(dict.fromkeys(patterns)), generic)
 
 
-def _walk_policies(node: Any, strings: set[str], patterns: list[re.Pattern[str]]) -> bool:
+def _walk_policies(node: object, strings: set[str], patterns: list[re.Pattern[str]]) -> bool:
     """Collect strings and patterns; False when an extension function call reads a request entity."""
     generic = True
     if isinstance(node, dict):
@@ -87,7 +88,7 @@ def _walk_policies(node: Any, strings: set[str], patterns: list[re.Pattern[str]]
     return generic
 
 
-def _reads_request(node: Any) -> bool:
+def _reads_request(node: object) -> bool:
     if isinstance(node, dict):
         if node.get("Var") in REQUEST_VARS:
             return True
@@ -110,7 +111,7 @@ def strings_in(blob: str | bytes) -> set[str]:
     return found
 
 
-def _collect_strings(node: Any, found: set[str]) -> None:
+def _collect_strings(node: object, found: set[str]) -> None:
     if isinstance(node, str):
         found.add(node)
     elif isinstance(node, dict):
@@ -122,7 +123,7 @@ def _collect_strings(node: Any, found: set[str]) -> None:
             _collect_strings(item, found)
 
 
-def _renamed(node: Any, marks: dict[str, str]) -> Any:
+def _renamed(node: object, marks: dict[str, str]) -> JsonValue:
     if isinstance(node, str):
         return marks.get(node, node)
     if isinstance(node, dict):

@@ -31,6 +31,7 @@ from gateway.calls.methods import Methods
 from gateway.config import Settings
 from gateway.identity.authenticator import AccessRefused, AuthenticationError, Authenticator
 from gateway.identity.principal import Principal
+from gateway.json_values import JsonValue
 from gateway.protocol.capabilities import INSTRUCTIONS, SERVER_CAPABILITIES, SERVER_INFO
 from gateway.protocol.eras import ERA_ONLY, LEGACY_ERA, MODERN_ERA
 from gateway.protocol.errors import (
@@ -215,7 +216,7 @@ class McpEndpoint:
         await send_bytes(send, 200, body, "application/json", [(b"mcp-session-id", session.id.encode())])
 
     async def session_for(
-        self, send: Send, headers: dict[str, str], principal: Principal, request_id: Any
+        self, send: Send, headers: dict[str, str], principal: Principal, request_id: object
     ) -> AgentSession | None:
         session_id = headers.get("mcp-session-id")
         version = headers.get(MCP_PROTOCOL_VERSION_HEADER)
@@ -459,7 +460,7 @@ def is_modern(headers: dict[str, str], message: Message) -> bool:
     return message.method != "initialize" and version not in HANDSHAKE_PROTOCOL_VERSIONS
 
 
-def modern_result(method: str, result: Any) -> Any:
+def modern_result(method: str, result: object) -> JsonValue:
     """Modern-era results carry resultType, and list results say how long they may be cached."""
     if not isinstance(result, dict):
         return result
@@ -515,6 +516,6 @@ def stopped_error(ctx: RequestContext) -> RpcError:
                                    "gateway is back.", {"reason": "shutdown", "held": False})
 
 
-def _dict(value: Any) -> dict[str, Any]:
+def _dict(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 

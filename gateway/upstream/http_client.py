@@ -350,7 +350,7 @@ class HttpUpstream:
         return resp
 
     async def handle_stream_message(
-        self, message: Any, request_id: int, ctx: CallContext | None
+        self, message: object, request_id: int, ctx: CallContext | None
     ) -> dict[str, Any] | None:
         if not isinstance(message, dict):
             return None

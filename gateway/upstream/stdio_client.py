@@ -24,6 +24,7 @@ import orjson
 
 from gateway.catalog.model import ServerEntry, StdioTransport
 from gateway.credentials.secret_sources import SecretResolver, SecretUnavailable
+from gateway.json_values import JsonValue
 from gateway.protocol.capabilities import GATEWAY_CLIENT_CAPABILITIES, GATEWAY_CLIENT_INFO
 from gateway.protocol.eras import LEGACY_ERA
 from gateway.protocol.errors import REQUEST_TIMEOUT, UPSTREAM_UNAVAILABLE, RpcError
@@ -56,7 +57,7 @@ STOP_GRACE_S = 3.0
 class _Pending:
     future: asyncio.Future[dict[str, Any]]
     ctx: CallContext
-    progress_token: Any = None
+    progress_token: JsonValue = None
 
 
 class StdioUpstream:
@@ -226,7 +227,7 @@ class StdioUpstream:
             return
         await pending.ctx.sink.notify({**message, "params": {**params, "progressToken": pending.progress_token}})
 
-    async def refuse_server_request(self, request_id: Any, why: str) -> None:
+    async def refuse_server_request(self, request_id: object, why: str) -> None:
         with contextlib.suppress(RpcError):
             await self.write(refusal(request_id, why))
 
