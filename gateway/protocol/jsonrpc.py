@@ -65,7 +65,7 @@ def classify(body: dict[str, Any]) -> Message:
 
 def check_depth(value: object, max_depth: int) -> None:
     """Refuse documents nested deeper than max_depth (they cost stack further down the line)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
+    stack: list[tuple[object, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
         if depth > max_depth:

@@ -83,7 +83,7 @@ class McpEndpoint:
         self.resource_metadata = f"{settings.base_url}/.well-known/oauth-protected-resource"
         self.listen_hub = ListenHub()
         # Every request being answered, with its context: what a stop must answer before it ends.
-        self.running: dict[asyncio.Task[Any], RequestContext] = {}
+        self.running: dict[asyncio.Task[object], RequestContext] = {}
         self.stopping = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -238,7 +238,7 @@ class McpEndpoint:
     def on_notification(self, session: AgentSession, message: Message) -> None:
         if message.method == "notifications/cancelled":
             request_id = (message.params or {}).get("requestId")
-            task = session.in_flight.get(request_id)
+            task = session.in_flight.get(request_id) if isinstance(request_id, str | int) else None
             if task is not None:
                 task.cancel("cancelled by the agent")
 
@@ -354,7 +354,7 @@ class McpEndpoint:
         self.stopping = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
-        held: set[asyncio.Task[Any]] = set()
+        held: set[asyncio.Task[object]] = set()
         while self.running and loop.time() < deadline:
             for task, ctx in list(self.running.items()):
                 if ctx.record.decision == "step_up" and task not in held:  # decided StepUp, waiting for a person
@@ -500,7 +500,7 @@ async def stream_queue(receive: Receive, send: Send, queue: asyncio.Queue[Stream
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any]) -> None:
+async def cancel_on_disconnect(receive: Receive, task: asyncio.Task[object]) -> None:
     await wait_disconnect(receive)
     task.cancel("agent closed the stream")
 

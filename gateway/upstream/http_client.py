@@ -78,7 +78,7 @@ class HttpUpstream:
         self.probe_lock = asyncio.Lock()
         self.next_probe_at = 0.0
         self.backoff_s = RECONNECT_MIN_S
-        self.background: set[asyncio.Task[Any]] = set()
+        self.background: set[asyncio.Task[object]] = set()
         self.listen_task: asyncio.Task[None] | None = None
         self.updates_task: asyncio.Task[None] | None = None
         self.closed = False
@@ -101,8 +101,8 @@ class HttpUpstream:
         for task in (self.listen_task, self.updates_task):
             if task is not None:
                 task.cancel()
-        for task in list(self.background):
-            task.cancel()
+        for background in list(self.background):
+            background.cancel()
         if self.http is not None:
             if self.session_id:
                 with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, RpcError):
@@ -469,7 +469,7 @@ class HttpUpstream:
         self.eras = set()
         self.session_id = None
 
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, coro: Coroutine[object, object, None]) -> None:
         task = asyncio.create_task(coro)
         self.background.add(task)
         task.add_done_callback(self.background.discard)

@@ -75,7 +75,7 @@ class StdioUpstream:
         self.pending: dict[int, _Pending] = {}
         self.ids = itertools.count(1)
         self.supervisor: asyncio.Task[None] | None = None
-        self.background: set[asyncio.Task[Any]] = set()
+        self.background: set[asyncio.Task[object]] = set()
         self.closed = False
         self.restarts = 0
         self.last_error: str | None = None  # why the last start failed (no secret values)
@@ -302,7 +302,7 @@ class StdioUpstream:
                 pending.future.set_exception(RpcError(UPSTREAM_UNAVAILABLE, reason))
         self.pending.clear()
 
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, coro: Coroutine[object, object, None]) -> None:
         task = asyncio.create_task(coro)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
