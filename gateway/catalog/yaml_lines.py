@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import yaml
 
@@ -59,7 +58,7 @@ class _Converter:
             raise _error(node, f"the document is nested deeper than {MAX_DEPTH} levels")
         self.lines[path] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
-            result: dict[Any, Any] = {}
+            result: dict[JsonValue, JsonValue] = {}
             for key_node, value_node in node.value:
                 key = _key(key_node)
                 result[key] = self.convert(value_node, (*path, key))

@@ -42,7 +42,7 @@ MAX_DOCUMENT_BYTES = 1024 * 1024
 MAX_TOKEN_CHARS = 16 * 1024
 FETCH_TIMEOUT_S = 5.0
 
-JsonLoader = Callable[[], Awaitable[Any]]
+JsonLoader = Callable[[], Awaitable[JsonValue]]
 
 
 class KeyFetchError(Exception):
