@@ -55,7 +55,7 @@ class ContextBuilder:
         self.working_hours = working_hours
         # The request facts of the last (second, era, client, override) asked for: calls in the same
         # second share them. One tuple, replaced whole, so a concurrent reader sees a consistent pair.
-        self._last_request: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+        self._last_request: tuple[tuple[int, str, str, bool | None], dict[str, Any]] | None = None
 
     def full(self, facts: RequestFacts, approved: bool) -> dict[str, Any]:
         """Every section but `input` (listing prunes this itself)."""
