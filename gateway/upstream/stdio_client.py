@@ -238,7 +238,7 @@ class StdioUpstream:
                     "discarded", self.server_id, line.size, self.max_reply_bytes)
         match sniff_message(line):
             case ("reply", request_id):
-                pending = self.pending.pop(request_id, None)
+                pending = self.pending.pop(request_id, None) if isinstance(request_id, int) else None
                 if pending is not None and not pending.future.done():
                     pending.future.set_exception(ReplyTooLarge(self.server_id, self.max_reply_bytes))
             case ("request", request_id):
@@ -274,7 +274,7 @@ class StdioUpstream:
             self.pending.pop(request_id, None)
 
     @staticmethod
-    def own_progress_token(params: dict[str, Any], request_id: int) -> tuple[dict[str, Any], Any]:
+    def own_progress_token(params: dict[str, Any], request_id: int) -> tuple[dict[str, Any], JsonValue]:
         """Swap the agent's progress token for the gateway's request id, which is unique on this pipe."""
         meta = params.get("_meta")
         if not isinstance(meta, dict) or "progressToken" not in meta:
