@@ -12,7 +12,7 @@ import hashlib
 import json
 import unicodedata
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from gateway.json_values import JsonValue
 
@@ -38,7 +38,7 @@ HIDDEN_RANGES: tuple[tuple[int, int], ...] = (
 # Format, private-use, control and surrogate code points, plus the invisible line separators.
 HIDDEN_CATEGORIES = frozenset({"Cf", "Co", "Cc", "Cs", "Zl", "Zp"})
 _VISIBLE_CONTROLS = frozenset("\n\t\r")
-_MISSING: Any = object()
+_MISSING: Final = object()  # a key absent from one side of a diff
 
 
 def definition_of(tool: Mapping[str, Any]) -> dict[str, Any]:

@@ -11,14 +11,14 @@ import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from gateway.catalog.definitions import MAX_DEPTH, canonical_json, definition_of, is_hidden, pointer_join
 
 SNIPPET_LIMIT = 80
 LIST_LIMIT = 10  # items named in one message before "and N more"
 ITEM_LIMIT = 240  # one listed item: a path plus up to two quoted snippets
-_MISSING: Any = object()
+_MISSING: Final = object()  # a keyword absent from the newer schema
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
