@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, date, datetime, time
 from types import MappingProxyType
-from typing import Any, TypedDict, cast
+from typing import Any, cast
 
 from gateway.registry.errors import FieldPath, Problem, RegistryError
 from gateway.registry.model import Agent, Entitlement, IdentityKind, Lifecycle, WorkloadIdentity
@@ -30,19 +30,6 @@ FIELD_KEYS = frozenset(
 CREATE_KEYS = FIELD_KEYS | {"id", "state"}
 IDENTITY_KEYS = frozenset({"kind", "issuer", "subject", "claims"})
 ENTITLEMENT_KEYS = frozenset({"tools", "servers", "require_task"})
-
-
-class AgentKwargs(TypedDict):
-    """AgentFields as keyword arguments to Agent (or dataclasses.replace of one)."""
-
-    display_name: str
-    owner: str
-    purpose: str
-    expires_at: float | None
-    identities: tuple[WorkloadIdentity, ...]
-    groups: tuple[str, ...]
-    labels: MappingProxyType[str, str]
-    entitlement: Entitlement
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +56,9 @@ class AgentFields:
         """Names of the attributes that differ from `agent` (MappingProxyType compares by content)."""
         return tuple(f.name for f in dataclass_fields(self) if getattr(self, f.name) != getattr(agent, f.name))
 
-    def as_kwargs(self) -> AgentKwargs:
+    def as_kwargs(self) -> dict[str, Any]:
         # Not dataclasses.asdict: it deep-copies, and MappingProxyType cannot be copied.
-        return AgentKwargs(display_name=self.display_name, owner=self.owner, purpose=self.purpose,
-                           expires_at=self.expires_at, identities=self.identities, groups=self.groups,
-                           labels=self.labels, entitlement=self.entitlement)
+        return {f.name: getattr(self, f.name) for f in dataclass_fields(self)}
 
 
 @dataclass(frozen=True, slots=True)
