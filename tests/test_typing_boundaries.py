@@ -39,6 +39,7 @@ KNOWN_OTHER_ANY: dict[str, int] = {
     "gateway/console/views.py": 2,  # JSON values (-> object / JsonValue)
     "gateway/policy/authorizer.py": 1,  # an argument preview (JSON)
     "gateway/policy/engine.py": 5,  # canonical arguments and the Cedar input (JSON)
+    "gateway/privilege/reach.py": 1,  # _digest(value) (-> object: orjson.dumps takes any)
     # tuple[str, str, str] | Signature once engine.py's listing_job types its `keys` list as list[ListingKey].
     "gateway/policy/listing_memo.py": 1,
     # The seams' value types (AgentSession, ConsoleSession...) live above state/: typed where app.py builds them.
