@@ -59,7 +59,7 @@ async def test_recorded_inputs_are_sealed_and_decide_again_as_they_were(store: S
     recorder = DecisionRecorder(store, engine, 3600.0, batch_window_s=0.01)
     await recorder.open()
     principal = agent_principal(servers=("payments",))
-    tool = engine.catalog_model.tools["payments__pay"].entry
+    tool = engine.bundle.catalog.tools["payments__pay"].entry
     arguments = {"amount": 5, "payee": {"name": "Bo", "region": "eu"}, "memo": SECRET}
     decided = {}
     for when in (WEDNESDAY, WEDNESDAY_NIGHT):  # a write inside working hours, then after them (step-up)
@@ -92,7 +92,7 @@ async def test_a_failing_store_loses_recordings_not_decisions(store: Store, back
     await recorder.open()
     await backend.fail_inserts_into("decision_inputs", "disk full")
     principal = agent_principal(servers=("files",))
-    tool = engine.catalog_model.tools["files__read_file"].entry
+    tool = engine.bundle.catalog.tools["files__read_file"].entry
     seen: list[CedarRequest] = []
     decision = engine.decide_tool(principal, tool, {"path": "/a"}, facts(), seen=seen)
     with caplog.at_level(logging.ERROR, "narrowgate.policy.recorder"):
@@ -110,7 +110,7 @@ async def test_recording_off_records_nothing_and_deletes_what_was_recorded(store
     recorder = DecisionRecorder(store, engine, 0.0)
     await recorder.open()
     principal = agent_principal(servers=("files",))
-    tool = engine.catalog_model.tools["files__read_file"].entry
+    tool = engine.bundle.catalog.tools["files__read_file"].entry
     decision = engine.decide_tool(principal, tool, {"path": "/a"}, facts(), seen=[])
     recorder.note(principal, decision, "tool", tool.exposed_name, WEDNESDAY, [])
     await recorder.flush()

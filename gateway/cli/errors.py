@@ -6,7 +6,8 @@ from __future__ import annotations
 
 class AdminClientError(Exception):
     """The admin API refused a request or could not be reached: `narrowgate: <message>`, exit status 1.
-    `status` and `problems`: the HTTP status and the answer's problem list, when there was an answer."""
+    `status`: the HTTP status of a refusal (None when the gateway was not reached); `problems`: the
+    answer's problem list, if it had one."""
 
     def __init__(self, message: str, status: int | None = None, problems: list[str] | None = None) -> None:
         super().__init__(message)

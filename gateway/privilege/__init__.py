@@ -1,2 +1,5 @@
-"""Least privilege you can measure: analysis beside the call path (right-sizing, blast radius, what-if replay,
-evidence). It may import the stages; nothing in the call path imports it (tests/test_import_graph.py)."""
+"""Measuring privilege, beside the call path: reach, blast radius, right-sizing, replay, evidence.
+
+May import the stages (policy, catalog, registry, tasks, store, audit, settings); nothing in the call
+path (calls/, transport/, the stages) imports it. admin/, console/, wiring/ and cli/ use it.
+"""

@@ -103,7 +103,7 @@ def compile_candidate(live: PolicyEngine, files: Mapping[str, str]) -> PolicyEng
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
         try:
-            return PolicyEngine(root, live.catalog_model, working_hours=live.working_hours)
+            return PolicyEngine(root, live.bundle.catalog, working_hours=live.working_hours)
         except PolicyLoadError as exc:
             # Problems name the scratch copy: say them relative to the candidate directory instead.
             raise CandidateInvalid([p.replace(f"{root}/", "").replace(str(root), ".") for p in exc.problems]) from None

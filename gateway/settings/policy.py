@@ -27,7 +27,7 @@ class PolicySettings:
     record_retention_s: float = DEFAULT_RECORD_RETENTION_S
 
 
-def policy_settings(raw: Any, base_dir: Path) -> PolicySettings:
+def policy_settings(raw: object, base_dir: Path) -> PolicySettings:
     if not isinstance(raw, dict):
         raise ConfigError("policy must be a mapping")
     check_keys(raw, frozenset({"agent_reasons", "shadow", "watch_interval_s", "working_hours",
