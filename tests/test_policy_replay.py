@@ -55,7 +55,8 @@ permit (principal, action, resource) when { 1 + };
 """
 BROKEN_LINE = 4
 PROMPT, RESOURCE = "alpha__greet", "behaviour://status"  # prompts/get and resources/read are recorded too
-SECRET = "sk_live_Replay0Secret9Value7Z"  # a secret-looking argument value: never readable at rest
+SECRET = "sk_live_Replay0Secret9Value7Z"
+APPROVER_TOKEN = "replay-approver-token"  # a secret-looking argument value: never readable at rest
 # Per agent and phase: (tool, arguments) in order; "password" echoes are denied by NO_PASSWORDS.
 SCRIPT = ([("alpha__echo", {"text": f"hello {i}"}) for i in range(14)]
           + [("alpha__echo", {"text": f"my password is {i}"}) for i in range(4)]
@@ -129,6 +130,9 @@ def start_gateway(workdir: Path, behaviour_http: int, retention: str | None = No
     gateway = make_gateway(workdir, [manifest("alpha", behaviour_http, RISKS)], AGENTS,
                            cedar_copy(workdir / "cedar", **{"60-replay": NO_PASSWORDS}), policy)
     gateway.extra_config["approvals"] = {"default_mode": "pending"}
+    gateway.extra_config["admin"] = {"tokens": [{"name": "test-admin", "token": ADMIN_TOKEN},
+                                                {"name": "approver@example.com", "token": APPROVER_TOKEN,
+                                                 "role": "approver"}]}
     return gateway.start()
 
 
@@ -277,9 +281,10 @@ def test_bad_input_is_one_line_and_exit_2(recorded: tuple[Gateway, Traffic], tmp
 def test_replay_is_for_admins_only(recorded: tuple[Gateway, Traffic]) -> None:
     gateway, _ = recorded
     body = {"files": {"schema.cedarschema": (gateway.workdir / "cedar" / "schema.cedarschema").read_text()}}
-    for headers in ({}, {"Authorization": f"Bearer {token_for('agent-a')}"}):
+    for token, status in ((None, 401), (token_for("agent-a"), 403), (APPROVER_TOKEN, 403)):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         answer = httpx2.post(f"{gateway.base}/admin/v1/policies/replay", json=body, headers=headers)
-        assert answer.status_code in (401, 403), answer.text
+        assert answer.status_code == status, answer.text
         assert "decisions" not in answer.text
 
 
