@@ -34,7 +34,7 @@ def run_replay(args: argparse.Namespace) -> int:
     if args.agent:
         body["agent"] = args.agent
     try:
-        report = client(args).request("POST", "/admin/v1/policies/replay", body)
+        report = client(args).request("POST", "/admin/v1/policies/replay", body, timeout_s=args.timeout)
     except AdminClientError as exc:
         if exc.status not in REFUSED_STATUSES:
             raise

@@ -38,6 +38,8 @@ def add_replay_parser(sub: Subcommands) -> None:
     replay.add_argument("--format", choices=["table", "json"], default="table", help="output (default: table)")
     replay.add_argument("--examples", type=int, default=3, choices=range(0, 21), metavar="N",
                         help="redacted examples per group of flips, 0-20 (default 3)")
+    replay.add_argument("--timeout", type=_window, default=600.0,
+                        help="how long to wait for the gateway's answer, e.g. 10m (default 10m)")
     add_connection_options(replay)
     replay.set_defaults(run=Run("gateway.cli.policy_replay:run_replay"))
 
