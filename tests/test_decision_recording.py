@@ -104,6 +104,23 @@ async def test_a_failing_store_loses_recordings_not_decisions(store: Store, back
     await recorder.close()
 
 
+async def test_a_full_queue_loses_recordings_not_decisions(store: Store, tmp_path: Path) -> None:
+    engine = engine_for(_cedar(tmp_path), write_catalog(tmp_path / "catalog"))
+    recorder = DecisionRecorder(store, engine, 3600.0, max_pending=2)
+    principal = agent_principal(servers=("files",))
+    tool = engine.bundle.catalog.tools["files__read_file"].entry
+    for path in ("/a", "/b", "/c"):  # the writer has not run yet: the third finds the queue full
+        seen: list[CedarRequest] = []
+        decision = engine.decide_tool(principal, tool, {"path": path}, facts(), seen=seen)
+        recorder.note(principal, decision, "tool", tool.exposed_name, WEDNESDAY, seen)
+        assert decision.outcome == "allow"
+    await recorder.open()
+    await recorder.flush()
+    assert (recorder.recorded, recorder.lost) == (2, 1)
+    assert len(await store.decision_inputs(DecisionInputQuery(since=0))) == 2
+    await recorder.close()
+
+
 async def test_recording_off_records_nothing_and_deletes_what_was_recorded(store: Store, tmp_path: Path) -> None:
     await store.append_decision_inputs([row("dec_old", 100.0)])
     engine = engine_for(_cedar(tmp_path), write_catalog(tmp_path / "catalog"))
