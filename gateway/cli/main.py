@@ -18,6 +18,7 @@ from gateway.cli.parsers.catalog import add_catalog_parser
 from gateway.cli.parsers.demo import add_demo_parser
 from gateway.cli.parsers.keys import add_keys_parser
 from gateway.cli.parsers.policy import add_policy_parser
+from gateway.cli.parsers.rightsize import add_rightsize_parser
 from gateway.cli.parsers.serve import add_serve_parser
 from gateway.cli.parsers.tasks import add_tasks_parser
 from gateway.demo.state import DemoStateError
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_keys_parser(commands)
     add_policy_parser(commands)
     add_audit_parser(commands)
+    add_rightsize_parser(commands)
     return parser
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from starlette.routing import BaseRoute
 
 from gateway.admin.agents_api import AgentsApi
@@ -11,6 +13,7 @@ from gateway.config import Settings
 from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.discovery.resources import ResourceReviews
 from gateway.discovery.service import ToolReviews
+from gateway.privilege.rightsize import RightsizeSources
 from gateway.state.backends import StateBackends
 from gateway.store.base import Store
 from gateway.tasks.service import TaskService
@@ -20,10 +23,12 @@ from gateway.tasks.tokens import TaskTokenIssuer
 def admin_routes(settings: Settings, agents_api: AgentsApi, policies_api: PoliciesApi, tasks: TaskService,
                  task_tokens: TaskTokenIssuer, upstream_auth: UpstreamAuth, approvals: ApprovalService,
                  reviews: ToolReviews, resource_reviews: ResourceReviews, store: Store,
-                 state: StateBackends) -> list[BaseRoute]:
+                 state: StateBackends, rightsize: RightsizeSources,
+                 after_rightsize: Callable[[], Awaitable[object]] | None = None) -> list[BaseRoute]:
     from gateway.admin.approvals_api import ApprovalsApi
     from gateway.admin.catalog_api import CatalogApi
     from gateway.admin.keys_api import KeysApi
+    from gateway.admin.rightsize_api import RightsizeApi
     from gateway.admin.tasks_api import TasksApi
     from gateway.console.pages import Console
 
@@ -37,6 +42,7 @@ def admin_routes(settings: Settings, agents_api: AgentsApi, policies_api: Polici
         *keys_api.routes(),
         *ApprovalsApi(approvals, admin_auth, settings.base_url).routes(),
         *CatalogApi(reviews, admin_auth, resource_reviews).routes(),
+        *RightsizeApi(rightsize, admin_auth, after_rightsize).routes(),
         *Console(approvals, registry, tasks, store, admin_auth, settings, reviews, resource_reviews,
-                 sessions=state.console_sessions, throttle=state.login_failures).routes(),
+                 sessions=state.console_sessions, throttle=state.login_failures, rightsize=rightsize).routes(),
     ]
