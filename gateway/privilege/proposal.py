@@ -181,7 +181,7 @@ def edit_entitlement(text: str, agent_id: str, narrowed: Entitlement) -> str:
     result = text
     for edit in sorted(edits, key=lambda e: e.start, reverse=True):
         result = result[:edit.start] + edit.text + result[edit.end:]
-    _check(result, agent_id, narrowed)
+    _check(text, result, agent_id, narrowed)
     return result
 
 
@@ -210,11 +210,11 @@ def _key(node: yaml.MappingNode, key: str) -> yaml.ScalarNode | None:
 
 
 def _flow_mapping(node: yaml.MappingNode, narrowed: Entitlement) -> str:
-    """A flow mapping (`{servers: [a]}`) rewritten whole: it has no comments inside to keep."""
-    parts = [f"{key}: {_flow_list(getattr(narrowed, key))}" for key in ENTITLEMENT_KEYS
-             if getattr(narrowed, key) or _key(node, key) is not None]
-    if _key(node, "require_task") is not None:
-        parts.append(f"require_task: {str(narrowed.require_task).lower()}")
+    """A flow mapping (`{servers: [a]}`) rewritten whole, its keys in their order: it has no comments inside."""
+    keys = [k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)]
+    keys += [key for key in ENTITLEMENT_KEYS if key not in keys and getattr(narrowed, key)]
+    parts = [f"{key}: {_flow_list(getattr(narrowed, key))}" if key in ENTITLEMENT_KEYS
+             else f"{key}: {str(narrowed.require_task).lower()}" for key in keys]
     return "{" + ", ".join(parts) + "}"
 
 
@@ -292,10 +292,16 @@ def _line_end(text: str, index: int) -> int:
     return len(text) if newline < 0 else newline + 1
 
 
-def _check(result: str, agent_id: str, narrowed: Entitlement) -> None:
-    parsed = parse_agents_file(result, "agents file", 0.0)
+def _check(before: str, after: str, agent_id: str, narrowed: Entitlement) -> None:
+    """The edit loads, gives `agent_id` the narrowed entitlement, and changes no other agent's (an entitlement
+    shared through a YAML anchor would narrow every agent using it)."""
+    parsed = parse_agents_file(after, "agents file", 0.0)
     if parsed.problems:
         raise CannotEdit(f"the edited agents file would not load: {parsed.problems[0]}")
-    entry = next((e for e in parsed.entries if e.spec.id == agent_id), None)
-    if entry is None or entry.spec.fields.entitlement != narrowed:
+    was = {e.spec.id: e.spec.fields.entitlement for e in parse_agents_file(before, "agents file", 0.0).entries}
+    now = {e.spec.id: e.spec.fields.entitlement for e in parsed.entries}
+    if now.get(agent_id) != narrowed:
         raise CannotEdit("the edited agents file would not declare the narrowed entitlement")
+    if {k: v for k, v in now.items() if k != agent_id} != {k: v for k, v in was.items() if k != agent_id}:
+        raise CannotEdit("the entitlement is shared with other agents (a YAML anchor): narrowing it in place "
+                         "would narrow them too")
