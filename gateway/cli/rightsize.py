@@ -16,7 +16,7 @@ from gateway.cli.errors import AdminClientError
 from gateway.cli.exit_codes import EXIT_INVALID
 from gateway.settings.durations import parse_duration
 
-BAD_INPUT = ("HTTP 400", "HTTP 404", "HTTP 422")  # unknown agent, no recorded data, bad window
+BAD_INPUT = (400, 404, 422)  # a bad window, an unknown agent, no recorded data
 
 
 class WriteRefused(ValueError):
@@ -34,7 +34,7 @@ def run_rightsize(args: argparse.Namespace) -> int:
     try:
         report = client(args).request("GET", f"/admin/v1/rightsize?{urlencode(query)}")
     except AdminClientError as exc:
-        if str(exc).startswith(BAD_INPUT):
+        if exc.status in BAD_INPUT:
             return _refuse(str(exc).partition(": ")[2] or str(exc))
         raise
     if args.format == "json":
