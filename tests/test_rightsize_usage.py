@@ -40,8 +40,8 @@ async def test_only_allows_in_the_window_count_as_use(store: Store) -> None:
 
 
 async def test_the_ledger_reads_on_from_where_it_stopped(store: Store) -> None:
-    ledger = Usage()
-    await append(store, 100.0, decision("a1", "s__x", "allow"))
+    ledger = Usage(with_tasks=False)
+    await append(store, 100.0, decision("a1", "s__x", "allow", task="t1"))
     await read_usage(store, 0.0, 1000.0, into=ledger)
     await append(store, 300.0, decision("a1", "s__y", "allow"), decision("a1", "s__x", "allow"))
     await read_usage(store, 0.0, 1000.0, into=ledger)
@@ -49,3 +49,4 @@ async def test_the_ledger_reads_on_from_where_it_stopped(store: Store) -> None:
     assert ledger.of("a1").calls == {"s__x": 2, "s__y": 1}
     assert ledger.used_since("a1", 200.0) == {"s__x", "s__y"}  # s__x's last call is in the newer window
     assert ledger.used_since("a1", 301.0) == set()
+    assert ledger.of("a1").task_calls == {}  # a ledger kept for good does not grow with every task

@@ -69,7 +69,8 @@ def print_table(report: dict[str, Any], detail: bool) -> None:
 
 
 def print_agent(agent: dict[str, Any], detail: bool) -> None:
-    lines = [("unused tools", agent["unused"]), ("servers none of whose granted tools was used", agent["servers_unused"]),
+    lines = [("unused tools", agent["unused"]),
+             ("servers none of whose granted tools was used", agent["servers_unused"]),
              ("risk tiers never exercised", agent["risks_unused"]), ("denied whatever happens", agent["never"]),
              ("tasks wider than what they called", [f"{t['task_id']} (unused: {', '.join(t['unused'])})"
                                                     for t in agent["tasks"] if t["unused"]])]

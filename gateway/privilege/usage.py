@@ -57,6 +57,8 @@ class Usage:
     first_at: float | None = None  # the oldest decision record seen
     last_at: float | None = None  # the newest one
     after_seq: int = 0  # the last record read: where an incremental read goes on
+    # False for a ledger kept for good (the metric's): task ids only grow, and it needs none.
+    with_tasks: bool = True
 
     def fold(self, record: Mapping[str, Any]) -> None:
         self.after_seq = max(self.after_seq, int(record.get("seq") or 0))
@@ -69,7 +71,8 @@ class Usage:
         agent_id, target = record.get("agent_id"), record.get("tool")
         if record.get("decision") != "allow" or not agent_id or not target:
             return
-        self.agents.setdefault(str(agent_id), AgentUse()).add(str(target), record.get("task_id"), at)
+        task_id = record.get("task_id") if self.with_tasks else None
+        self.agents.setdefault(str(agent_id), AgentUse()).add(str(target), task_id, at)
 
     def of(self, agent_id: str) -> AgentUse:
         return self.agents.get(agent_id) or AgentUse()

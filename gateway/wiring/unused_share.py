@@ -46,8 +46,10 @@ class UnusedShareGauge:
         self.window_s = window_s
         self.interval_s = interval_s
         self.clock = clock
-        self.ledger = Usage()  # every allowed call's latest time per (agent, tool), read incrementally
+        # Every allowed call's latest time per (agent, tool), read incrementally: bounded by agents x tools.
+        self.ledger = Usage(with_tasks=False)
         self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()  # one refresh at a time: two would read the same records into the ledger
 
     async def open(self) -> None:
         self._task = asyncio.create_task(self._every_interval())
@@ -68,6 +70,10 @@ class UnusedShareGauge:
 
     async def refresh(self) -> dict[str, float]:
         """Read the audit log's new records, recompute every share, and set the gauge; returns the shares."""
+        async with self._lock:
+            return await self._refresh()
+
+    async def _refresh(self) -> dict[str, float]:
         now = self.clock()
         since = now - self.window_s
         await read_usage(self.sources.store, since, now, into=self.ledger)
