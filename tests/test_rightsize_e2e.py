@@ -10,6 +10,7 @@ Before any traffic the window holds no recorded decision: the report says so ins
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -273,6 +274,9 @@ def test_the_table_names_the_unused_tools(gw: Gateway, report: dict[str, Any]) -
     shown = cli(gw, "rightsize", "--agent", "sizer", "--since", "1d")
     assert shown.returncode == 0, shown.stderr
     assert "78%" in shown.stdout and "behav__crash" in shown.stdout and "--- a/agents-declared.yaml" in shown.stdout
+    as_json = cli(gw, "rightsize", "--agent", "sizer", "--format", "json")
+    assert as_json.returncode == 0
+    assert set(json.loads(as_json.stdout)["agents"][0]["unused"]) == SIZER_GRANTED - SIZER_USED
 
 
 def test_admins_only(gw: Gateway, report: dict[str, Any]) -> None:
@@ -292,6 +296,9 @@ def test_the_console_page_in_chromium_for_admins_only(gw: Gateway, report: dict[
             "behav__crash privileged", "side__log read"}
         fleet = admin(gw, "GET", "/admin/v1/rightsize").json()  # api-bot may have been narrowed by now
         assert f"{fleet['unused']} of {fleet['granted']} granted" in driver.find_element(By.ID, "fleet-share").text
+        rows["sizer"].find_element(By.CSS_SELECTOR, "td.proposal summary").click()  # the patch, to review
+        patch = rows["sizer"].find_element(By.CSS_SELECTOR, "pre.patch")
+        assert patch.is_displayed() and "-      servers: [behav]" in patch.text
         driver.save_screenshot(str(tmp_path / "rightsize.png"))
         assert (tmp_path / "rightsize.png").read_bytes().startswith(b"\x89PNG")
     finally:
