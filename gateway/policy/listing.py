@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 from typing import Any, TypeAlias
 
+from gateway.json_values import JsonValue
+
 TRUE: dict[str, Any] = {"Value": True}
 FALSE: dict[str, Any] = {"Value": False}
 
@@ -65,7 +67,7 @@ def _bound(expr: dict[str, Any], high: bool) -> dict[str, Any]:
     return TRUE if high else FALSE
 
 
-def reads_input(expr: Any) -> bool:
+def reads_input(expr: object) -> bool:
     """Whether an EST expression reads `context.input` (or uses `context` as a whole)."""
     if isinstance(expr, dict):
         if expr.get("Var") == "context":
@@ -107,11 +109,11 @@ def prune_context(context: dict[str, Any], reads: ContextReads) -> dict[str, Any
     return {name: _prune_value(context[name], sub) for name, sub in reads.items() if name in context}
 
 
-def _prune_value(value: Any, reads: ContextReads) -> Any:
+def _prune_value(value: object, reads: ContextReads) -> JsonValue:
     return prune_context(value, reads) if isinstance(value, dict) and reads is not True else value
 
 
-def _collect(expr: Any, reads: dict[str, ContextReads]) -> bool:
+def _collect(expr: object, reads: dict[str, ContextReads]) -> bool:
     """Record what `expr` reads of the context into `reads`; True when it reads the whole context."""
     if isinstance(expr, list):
         return any(_collect(item, reads) for item in expr)
@@ -128,7 +130,7 @@ def _collect(expr: Any, reads: dict[str, ContextReads]) -> bool:
     return any(_collect(value, reads) for value in expr.values())
 
 
-def _context_path(expr: Any) -> list[str] | None:
+def _context_path(expr: object) -> list[str] | None:
     """`context.a.b` as ["a", "b"] (`context` itself as []); None for anything else."""
     if expr == {"Var": "context"}:
         return []

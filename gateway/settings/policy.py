@@ -22,7 +22,7 @@ class PolicySettings:
     working_hours: dict[str, Any] = field(default_factory=dict)
 
 
-def policy_settings(raw: Any, base_dir: Path) -> PolicySettings:
+def policy_settings(raw: object, base_dir: Path) -> PolicySettings:
     if not isinstance(raw, dict):
         raise ConfigError("policy must be a mapping")
     check_keys(raw, frozenset({"agent_reasons", "shadow", "watch_interval_s", "working_hours"}), "policy")
