@@ -8,13 +8,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from gateway.cli.admin_client import client, when
 from gateway.cli.errors import AdminClientError
 from gateway.cli.exit_codes import EXIT_INVALID
 from gateway.settings.durations import parse_duration
+
+if TYPE_CHECKING:
+    from gateway.registry.model import Entitlement
 
 BAD_INPUT = (400, 404, 422)  # a bad window, an unknown agent, no recorded data
 
@@ -117,7 +120,6 @@ def write_proposals(report: dict[str, Any], config: Path) -> None:
     other; refused when the local file declares a different entitlement than the gateway holds."""
     from gateway.config import load_settings
     from gateway.privilege.proposal import CannotEdit, declared_entitlement, edit_entitlement
-    from gateway.registry.model import Entitlement
 
     settings = load_settings(config, resolve_secrets=False)
     writes: dict[Path, str] = {}
@@ -126,11 +128,11 @@ def write_proposals(report: dict[str, Any], config: Path) -> None:
         if proposal["managed_by"] == "agents_file" and proposal["narrowed"] != proposal["current"]:
             path = _agents_file(settings.agents_file)
             text = writes.get(path) or path.read_text(encoding="utf-8")
-            if declared_entitlement(text, agent_id) != _entitlement(Entitlement, proposal["current"]):
+            if declared_entitlement(text, agent_id) != _entitlement(proposal["current"]):
                 raise WriteRefused(f"{path} declares a different entitlement for {agent_id} than the gateway holds "
                                    "(deploy or pull it first); nothing was written")
             try:
-                writes[path] = edit_entitlement(text, agent_id, _entitlement(Entitlement, proposal["narrowed"]))
+                writes[path] = edit_entitlement(text, agent_id, _entitlement(proposal["narrowed"]))
             except CannotEdit as exc:
                 raise WriteRefused(f"{path}: {exc}; nothing was written") from None
         if proposal["cedar_file"]:
@@ -143,8 +145,10 @@ def write_proposals(report: dict[str, Any], config: Path) -> None:
               "they reload (`narrowgate policy test` first)")
 
 
-def _entitlement(kind: Any, raw: dict[str, Any]) -> Any:
-    return kind(tools=tuple(raw["tools"]), servers=tuple(raw["servers"]), require_task=raw["require_task"])
+def _entitlement(raw: dict[str, Any]) -> Entitlement:
+    from gateway.registry.model import Entitlement
+
+    return Entitlement(tools=tuple(raw["tools"]), servers=tuple(raw["servers"]), require_task=raw["require_task"])
 
 
 def _agents_file(configured: Path | None) -> Path:
