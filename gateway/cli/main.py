@@ -16,6 +16,7 @@ from gateway.cli.parsers.approvals import add_approvals_parser
 from gateway.cli.parsers.audit import add_audit_parser
 from gateway.cli.parsers.catalog import add_catalog_parser
 from gateway.cli.parsers.demo import add_demo_parser
+from gateway.cli.parsers.evidence import add_evidence_parser
 from gateway.cli.parsers.keys import add_keys_parser
 from gateway.cli.parsers.policy import add_policy_parser
 from gateway.cli.parsers.serve import add_serve_parser
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_keys_parser(commands)
     add_policy_parser(commands)
     add_audit_parser(commands)
+    add_evidence_parser(commands)
     return parser
 
 

@@ -11,6 +11,7 @@ from gateway.config import Settings
 from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.discovery.resources import ResourceReviews
 from gateway.discovery.service import ToolReviews
+from gateway.privilege.evidence.sources import EvidenceSources
 from gateway.state.backends import StateBackends
 from gateway.store.base import Store
 from gateway.tasks.service import TaskService
@@ -23,6 +24,7 @@ def admin_routes(settings: Settings, agents_api: AgentsApi, policies_api: Polici
                  state: StateBackends) -> list[BaseRoute]:
     from gateway.admin.approvals_api import ApprovalsApi
     from gateway.admin.catalog_api import CatalogApi
+    from gateway.admin.evidence_api import EvidenceApi
     from gateway.admin.keys_api import KeysApi
     from gateway.admin.tasks_api import TasksApi
     from gateway.console.pages import Console
@@ -30,6 +32,8 @@ def admin_routes(settings: Settings, agents_api: AgentsApi, policies_api: Polici
     admin_auth, registry = agents_api.auth, agents_api.registry
     tasks_api = TasksApi(tasks, task_tokens, registry, admin_auth)
     keys_api = KeysApi(upstream_auth, admin_auth)
+    evidence = EvidenceSources(settings, registry, store, policies_api.engine, reviews, lambda: tasks.catalog,
+                               registry.clock)
     return [
         *agents_api.routes(),
         *policies_api.routes(),
@@ -37,6 +41,7 @@ def admin_routes(settings: Settings, agents_api: AgentsApi, policies_api: Polici
         *keys_api.routes(),
         *ApprovalsApi(approvals, admin_auth, settings.base_url).routes(),
         *CatalogApi(reviews, admin_auth, resource_reviews).routes(),
+        *EvidenceApi(evidence, admin_auth).routes(),
         *Console(approvals, registry, tasks, store, admin_auth, settings, reviews, resource_reviews,
                  sessions=state.console_sessions, throttle=state.login_failures).routes(),
     ]
