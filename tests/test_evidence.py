@@ -8,6 +8,7 @@ passes). Changing the deployment turns those rows from gap to met.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
@@ -18,6 +19,7 @@ from typing import Any
 import httpx2
 import pytest
 import yaml
+from mcp.shared.exceptions import MCPError
 from selenium.webdriver.common.by import By
 
 from tests.support.admin import bearer
@@ -206,20 +208,34 @@ def test_bad_input_is_one_line_and_exit_status_2(gw: Gateway) -> None:
 # --- gap to met when the deployment changes ---------------------------------------------------------
 
 
-def agents_file(path: Path, static_bot_identity: dict[str, Any]) -> Path:
+def agents_file(path: Path, static_bot_identity: dict[str, Any], require_task: bool) -> Path:
     path.write_text(yaml.safe_dump({"agents": [{
         "id": "static-bot", "owner": "tests@example.com", "purpose": "nightly report", "state": "active",
         "expires_at": "2099-01-01T00:00:00Z", "identities": [static_bot_identity],
-        "entitlement": {"servers": ["behav"]},
+        "entitlement": {"servers": ["behav"], "require_task": require_task},
     }]}))
     return path
 
 
-def test_rows_turn_from_gap_to_met_when_the_deployment_changes(tmp_path: Path, behaviour_http: int) -> None:
+async def probe_until_the_kill_switch(gateway: Gateway, token: str) -> None:
+    """Six calls to tools that do not exist: twice the probing threshold, a critical detection."""
+    try:
+        async with mcp_client(gateway.url, token, "legacy") as client:
+            for n in range(6):
+                with contextlib.suppress(MCPError):
+                    await client.call_tool(f"behav__nope_{n}", {})
+    except* MCPError:
+        pass  # the kill switch may end the session itself
+
+
+async def test_rows_turn_from_gap_to_met_when_the_deployment_changes(tmp_path: Path, behaviour_http: int) -> None:
     manifests = [behaviour_manifest("behav", {"url": f"http://127.0.0.1:{behaviour_http}/mcp"}, timeout_s=5)]
     gateway = Gateway(tmp_path, manifests, tokens={"static-bot": STATIC_TOKEN})
-    gateway.extra_config = {"agents_file": str(agents_file(
-        tmp_path / "fleet.yaml", {"kind": "static", "issuer": "narrowgate", "subject": "static-bot"}))}
+    gateway.extra_config = {
+        "agents_file": str(agents_file(tmp_path / "fleet.yaml",
+                                       {"kind": "static", "issuer": "narrowgate", "subject": "static-bot"}, False)),
+        "monitoring": {"kill_switch_severity": "critical", "per_agent": {"calls": 600, "per_s": 60}},
+    }
     gateway.start()
     try:
         created = httpx2.post(f"{gateway.base}/admin/v1/agents", headers=bearer(ADMIN_TOKEN), json={
@@ -239,12 +255,20 @@ def test_rows_turn_from_gap_to_met_when_the_deployment_changes(tmp_path: Path, b
         expiry_given = report(gateway, "owasp-nhi-2025")
         assert control(expiry_given, "NHI1")["status"] == "met"
         assert control(expiry_given, "NHI4")["status"] == "gap"  # nothing else changed yet
+
+        await probe_until_the_kill_switch(gateway, STATIC_TOKEN)
+        asi = report(gateway, "owasp-asi-2026")
+        switch = fact(asi, "kill_switch")
+        assert switch["status"] == "ok" and [a["agent_id"] for a in switch["data"]["activations"]] == ["static-bot"]
+        assert fact(asi, "detections")["data"]["by_detector"].get("probing", 0) >= 1
+        assert control(asi, "ASI10")["status"] == "met" and control(asi, "ASI08")["status"] == "met"
     finally:
         gateway.stop()
 
-    # The last static token leaves the config, static-bot moves to a workload identity; restart.
+    # The last static token leaves the config, static-bot moves to a workload identity and a task grant; restart.
     gateway.tokens = {}
-    agents_file(tmp_path / "fleet.yaml", {"kind": "oidc", "issuer": "https://idp.example.com", "subject": "static-bot"})
+    agents_file(tmp_path / "fleet.yaml", {"kind": "oidc", "issuer": "https://idp.example.com", "subject": "static-bot"},
+                True)
     gateway.start()
     try:
         after = report(gateway, "owasp-nhi-2025")

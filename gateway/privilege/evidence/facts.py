@@ -93,7 +93,7 @@ async def identity_bindings(run: EvidenceRun) -> Fact:
             if identity.kind == "oidc":
                 pinned, unpinned = (pinned + 1, unpinned) if identity.claims else (pinned, unpinned + 1)
     shared = {f"{k[0]}:{k[2]}": ids for k, ids in owners.items() if len(ids) > 1}
-    statement = (f"{len(owners)} workload identity binding(s), each bound to exactly one agent; "
+    statement = (f"{len(owners)} identity binding(s), each bound to exactly one agent; "
                  f"{pinned} OIDC binding(s) pin further claims, {unpinned} do not")
     if shared:
         statement = f"identities bound to more than one agent: {_names(shared)}"
@@ -223,10 +223,10 @@ async def catalog_inventory(run: EvidenceRun) -> Fact:
     for tool in catalog.tools.values():
         tiers[str(tool.risk)] = tiers.get(str(tool.risk), 0) + 1
     ownerless = sorted(t.exposed_name for t in catalog.tools.values() if not t.owner.strip())
-    statement = (f"{len(catalog.servers)} upstream server(s) and {len(catalog.tools)} tool(s) are catalogued, each "
-                 f"with a risk tier ({', '.join(f'{n} {t}' for t, n in sorted(tiers.items()))}) and data classes")
-    if ownerless:
-        statement += f"; tools without an owner: {_names(ownerless)}"
+    counts = ", ".join(f"{n} {tier}" for tier, n in sorted(tiers.items()))
+    statement = (f"{len(catalog.servers)} upstream server(s) and {len(catalog.tools)} tool(s) are catalogued with a "
+                 f"risk tier and data classes" + (f" ({counts})" if counts else ""))
+    statement += f"; tools without an owner: {_names(ownerless)}" if ownerless else ", each with an owner"
     return Fact("catalog_inventory", "Every tool a catalogued resource", PROBLEM if ownerless else OK, statement,
                 "narrowgate catalog validate; tool_catalog/*.yaml", {"servers": len(catalog.servers),
                                                                      "tools": len(catalog.tools), "by_risk": tiers,

@@ -20,9 +20,9 @@ FRAMEWORK = Framework(
                     "every agent its own identity; per-call tokens for one tool, one upstream, at most 60 s"),
         ControlSpec("ASI04", "Agentic Supply Chain Vulnerabilities", ("tool_reviews", "catalog_inventory"),
                     "new and changed upstream tools are quarantined until reviewed"),
-        ControlSpec("ASI05", "Unexpected Code Execution (RCE)", ("catalog_inventory", "approvals"),
-                    "the gateway executes nothing it receives; what a tool does with its arguments is the tool's "
-                    "business, the gateway can only require an approval for it"),
+        ControlSpec("ASI05", "Unexpected Code Execution (RCE)", ("catalog_inventory", "tool_reviews"),
+                    "the gateway executes nothing it receives; stdio upstreams run only the command a reviewed "
+                    "manifest names; what a tool does with its arguments is the tool's business"),
         ControlSpec("ASI06", "Memory & Context Poisoning", ("tool_reviews",),
                     "only reviewed tool definitions reach an agent's context through the gateway; the agent's own "
                     "memory is out of the gateway's sight"),
