@@ -366,7 +366,7 @@ async def test_each_stage_uses_the_backend_the_gateway_is_given(tmp_path: Path) 
     assert gateway.upstream_auth.revocations is chosen.revocations
     assert gateway.verifier.cache is chosen.verified_tokens
     assert gateway.approvals._open is chosen.open_approvals and gateway.approvals._waiters is chosen.approval_waiters
-    console = Console(gateway.approvals, gateway.registry, gateway.tasks, gateway.store, gateway.agents_api.auth,
+    console = Console(gateway.approvals, gateway.registry, gateway.tasks, gateway.store, gateway.admin_auth,
                       config, gateway.reviews, gateway.resource_reviews, sessions=chosen.console_sessions,
                       throttle=chosen.login_failures)
     assert console.sessions is chosen.console_sessions and console.throttle is chosen.login_failures
