@@ -1,5 +1,5 @@
-"""Measured privilege: analysis beside the call path (reach, blast radius, right-sizing, replay, evidence).
+"""Measuring privilege, beside the call path: reach, blast radius, right-sizing, replay, evidence.
 
-It may import the stages; nothing in the call path imports it. The admin API, the console, the wiring
-and the CLI (through the admin API) use it.
+May import the stages (policy, catalog, registry, tasks, store, audit, settings); nothing in the call
+path (calls/, transport/, the stages) imports it. admin/, console/, wiring/ and cli/ use it.
 """
