@@ -42,7 +42,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", f"## {control['id']} {_md(control['name'])}: {STATUS_TEXT[control['status']]}", ""]
         if control["scope"]:
             lines += [f"Scope: {_md(control['scope'])}", ""]
-        lines += [f"- {reason}" for reason in map(_md, control["reasons"])] if not control["facts"] else []
+        lines += [f"- {reason}" for reason in map(_md, _unstated(control))]
         for fact in control["facts"]:
             lines.append(f"- **{_md(fact['title'])}** ({FACT_MARK[fact['status']]}): {_md(fact['statement'])}  ")
             lines.append(f"  source: `{fact['source'].replace('`', '')}`")
@@ -101,7 +101,7 @@ def html_page(report: dict[str, Any]) -> str:
 
 
 def _html_control(control: dict[str, Any]) -> str:
-    reasons = "".join(f"<li>{_h(r)}</li>" for r in control["reasons"])
+    reasons = "".join(f"<li>{_h(r)}</li>" for r in _unstated(control))
     facts = "".join(
         f'<div class="fact"><span class="f-{_h(f["status"])}">[{_h(FACT_MARK[f["status"]])}]</span> '
         f'<strong>{_h(f["title"])}</strong>: {_h(f["statement"])}<div class="source">source: {_h(f["source"])}'
@@ -110,6 +110,12 @@ def _html_control(control: dict[str, Any]) -> str:
             f'{_badge(control["status"])}</h2>'
             + (f'<p class="scope">{_h(control["scope"])}</p>' if control["scope"] else "")
             + (f"<ul>{reasons}</ul>" if reasons else "") + facts + "</section>")
+
+
+def _unstated(control: dict[str, Any]) -> list[str]:
+    """The reasons no fact below already states: why a control is not applicable, or a gap with no failing fact."""
+    failing = any(f["status"] in ("problem", "unavailable") for f in control["facts"])
+    return [] if failing else list(control["reasons"])
 
 
 def _badge(status: str) -> str:
