@@ -46,12 +46,15 @@ NAMES = {("owasp-asi-2026", "ASI01"): "Agent Goal Hijack", ("owasp-asi-2026", "A
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int) -> Iterator[Gateway]:
-    manifests = [behaviour_manifest("behav", {"url": f"http://127.0.0.1:{behaviour_http}/mcp"}, timeout_s=5)]
+    upstream = {"url": f"http://127.0.0.1:{behaviour_http}/mcp"}
+    privileged = {**behaviour_manifest("vault", upstream, timeout_s=5),
+                  "tools": [{"name": "echo", "risk": "privileged", "data_classes": ["internal"]}]}
+    manifests = [behaviour_manifest("behav", upstream, timeout_s=5), privileged]
     gateway = Gateway(tmp_path_factory.mktemp("evidence"), manifests, tokens={"agent-a": AGENT_TOKEN})
     gateway.extra_config = {"admin": {"tokens": [
         {"name": "test-admin", "token": ADMIN_TOKEN},
         {"name": "approver@example.com", "token": APPROVER_TOKEN, "role": "approver"},
-    ]}}
+    ]}, "approvals": {"default_mode": "pending"}}
     gateway.start()
     yield gateway
     gateway.stop()
@@ -165,20 +168,26 @@ def test_the_policy_tests_and_the_audit_chain_are_what_the_commands_say(gw: Gate
     assert head_hash in chain["statement"]
 
 
-async def test_decisions_in_the_period_count_the_calls_made(gw: Gateway) -> None:
-    def allowed() -> int:
-        return int(fact(report(gw, "nist-ai-rmf"), "decisions")["data"].get("allow", 0))
+async def test_decisions_and_approvals_in_the_period_count_the_calls_made(gw: Gateway) -> None:
+    def counted() -> tuple[int, int, int]:
+        body = report(gw, "nist-ai-rmf")
+        made, asked = fact(body, "decisions")["data"], fact(body, "approvals")["data"]["by_action"]
+        return int(made.get("allow", 0)), int(made.get("step_up", 0)), int(asked.get("requested", 0))
 
-    before = allowed()
+    allowed, stepped_up, requested = counted()
     async with mcp_client(gw.url, AGENT_TOKEN, "legacy") as client:
         for text in ("one", "two", "three"):
             await client.call_tool("behav__echo", {"text": text})
+        held = await client.call_tool("vault__echo", {"text": "needs a person"})
+        assert held.is_error and (held.meta or {})["narrowgate/approval"]["state"] == "pending"
+    expected = (allowed + 3, stepped_up + 1, requested + 1)
     deadline = time.monotonic() + 10
-    while allowed() < before + 3 and time.monotonic() < deadline:  # the audit writer batches its appends
+    while counted() != expected and time.monotonic() < deadline:  # the audit writer batches its appends
         time.sleep(0.1)
-    assert allowed() == before + 3
-    hour = fact(report(gw, "nist-ai-rmf"), "decisions")
-    assert "since" in hour["statement"] and hour["source"].startswith("narrowgate audit search --kind decision")
+    assert counted() == expected
+    body = report(gw, "nist-ai-rmf")
+    assert fact(body, "decisions")["source"].startswith("narrowgate audit search --kind decision --since ")
+    assert "1 requested" in fact(body, "approvals")["statement"]
 
 
 # --- access and bad input --------------------------------------------------------------------------
