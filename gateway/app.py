@@ -34,6 +34,8 @@ from gateway.policy.authorizer import Authorizer
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.hours import WorkingHours
 from gateway.policy.reloader import PolicyReloader
+from gateway.privilege.reach import ReachAnalyzer
+from gateway.privilege.rightsize import RightsizeSources
 from gateway.registry.service import Registry
 from gateway.resource_updates import ResourceUpdateRelay
 from gateway.state.backends import StateBackends
@@ -54,6 +56,7 @@ from gateway.wiring.endpoints import SmallEndpoints
 from gateway.wiring.lifecycle import LifecycleReactions
 from gateway.wiring.lifespan import Lifetime
 from gateway.wiring.list_changes import ListChanges
+from gateway.wiring.unused_share import UnusedShareGauge
 from gateway.wiring.webhooks import PeoplesWebhooks
 
 
@@ -94,12 +97,16 @@ class Gateway:
         self.store_sweeps: list[StoreSweep] = []  # with a cluster: the backstop to the event bus
         self.connect()
         self.admin_auth = AdminAuthenticator(settings, self.verifier, self.registry, self.task_check.is_ours)
+        self.reach = ReachAnalyzer(self.policy, self.registry, self.tasks, settings.monitoring)
+        self.rightsize = RightsizeSources(self.reach, self.store, settings.agents_file)
+        self.unused_share = UnusedShareGauge(self.rightsize, self.telemetry)
         self.lifetime = Lifetime(
             settings, self.store, self.digest_key, self.audit, self.registry, [self.verifier, self.assertion_verifier],
-            self.upstream_auth, [self.tasks, self.approvals, self.reviews, self.resource_reviews, *self.store_sweeps],
+            self.upstream_auth, [self.tasks, self.approvals, self.reviews, self.resource_reviews, *self.store_sweeps,
+                                 self.unused_share],
             self.pool, self.catalog_sync, self.reloader, self.policy, self.lifecycle, self.endpoint,
             [*self.store_sweeps, self.secrets, self.detections, self.approvals, self.webhooks, self.tasks,
-             self.verifier, self.assertion_verifier],
+             self.verifier, self.assertion_verifier, self.unused_share],
             self.background, [self.reviews, self.resource_reviews], self.telemetry, self.cluster)
         self.drain = self.lifetime.drain  # on SIGINT/SIGTERM, before the lifespan ends (gateway/serving.py)
         self.app = McpFirst(self.endpoint, Starlette(routes=self.routes(), lifespan=self.lifetime.lifespan))

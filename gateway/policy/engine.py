@@ -228,6 +228,11 @@ class PolicyEngine:
     def version(self) -> str:
         return self._bundle.version
 
+    @property
+    def bundle(self) -> Bundle:
+        """The bundle in force (immutable: read it once and use that one throughout)."""
+        return self._bundle
+
     def reload(self) -> ReloadOutcome:
         """Re-read the policy files; keep the last good bundle if anything is wrong. Blocks while it
         compiles: for tests and commands; the gateway uses reload_async."""
@@ -698,16 +703,24 @@ class PolicyEngine:
     def _visibility(self, bundle: Bundle, policies: cedarpy.PolicySet, requests: list[dict[str, Any]],
                     entities: str) -> list[bool]:
         """Allow, or step-up that an approval would turn into Allow; two batches at most."""
+        return [outcome != "deny" for outcome, _ in self._outcomes(bundle, policies, requests, entities)]
+
+    def _outcomes(self, bundle: Bundle, policies: cedarpy.PolicySet, requests: list[dict[str, Any]],
+                  entities: str) -> list[tuple[Outcome, cedarpy.AuthzResult | None]]:
+        """Each request's outcome without approval (step_up: an approval would make it a clean Allow),
+        with Cedar's answer (None when the batch failed); two batches at most."""
         results = self._batch(policies, requests, entities)
         if len(results) != len(requests):
-            return [False] * len(requests)
-        visible = [r.decision == cedarpy.Decision.Allow and not r.diagnostics.errors for r in results]
+            return [("deny", None)] * len(requests)
+        outcomes: list[tuple[Outcome, cedarpy.AuthzResult | None]] = [
+            ("allow" if _clean_allow(r) else "deny", r) for r in results]
         step_up = [i for i, r in enumerate(results) if self._is_step_up_shaped(bundle, r)]
         if step_up:
             approved = [_with_approval(requests[i]) for i in step_up]
             for i, r in zip(step_up, self._batch(policies, approved, entities), strict=False):
-                visible[i] = r.decision == cedarpy.Decision.Allow and not r.diagnostics.errors
-        return visible
+                if _clean_allow(r):
+                    outcomes[i] = ("step_up", results[i])
+        return outcomes
 
     def _is_step_up_shaped(self, bundle: Bundle, result: cedarpy.AuthzResult) -> bool:
         reasons = result.diagnostics.reasons
@@ -791,6 +804,35 @@ class PolicyEngine:
         bundle = self._bundle
         context = orjson.dumps(prune_context(self._common_context(facts, False), bundle.listing_reads)).decode()
         return bundle, self._principal_json(bundle, principal, facts.now), context
+
+    # ---- reach (gateway.privilege.reach) ---------------------------------------------------------
+
+    def reach_outcomes(self, bundle: Bundle, agent_id: str, principal_json: str, context: str,
+                       models: Sequence[ToolModel]) -> list[tuple[Outcome, tuple[str, ...]]]:
+        """Each tool's outcome for the most permissive arguments (the listing set, see listing.py) under
+        `context` (from listing_facts): allow, step_up (an approval would allow) or deny, with the
+        determining policy ids (the erroring ones for a deny by error; none for a default deny).
+        One Cedar batch (two with step-ups); reads only `bundle`: safe on a worker thread."""
+        if not models:
+            return []
+        requests = [self._cedar_request(agent_id, m.entry.exposed_name, m.uid, context) for m in models]
+        servers = {m.entry.server_id for m in models}
+        entities = self._join(principal_json, *(m.entity_json for m in models), *(m.action_json for m in models),
+                              *(bundle.catalog.servers[s].entity_json for s in servers))
+        return [(outcome, self._reach_ids(bundle, result))
+                for outcome, result in self._outcomes(bundle, bundle.listing, requests, entities)]
+
+    def _reach_ids(self, bundle: Bundle, result: cedarpy.AuthzResult | None) -> tuple[str, ...]:
+        if result is None:
+            return ()
+        if result.diagnostics.errors:
+            erroring = _erroring_policies(result.diagnostics.errors)
+            return tuple(dict.fromkeys(bundle.public_id(p) for p in erroring))
+        return self._determined(bundle, result.diagnostics.reasons).policy_ids
+
+
+def _clean_allow(result: cedarpy.AuthzResult) -> bool:
+    return result.decision == cedarpy.Decision.Allow and not result.diagnostics.errors
 
 
 def _with_approval(request: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from gateway.admin.catalog_api import CatalogApi
 from gateway.admin.evidence_api import EvidenceApi
 from gateway.admin.keys_api import KeysApi
 from gateway.admin.policies_api import PoliciesApi
+from gateway.admin.rightsize_api import RightsizeApi
 from gateway.admin.tasks_api import TasksApi
 from gateway.approvals.service import ApprovalService
 from gateway.config import Settings
@@ -23,11 +24,13 @@ from gateway.discovery.service import ToolReviews
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.reloader import PolicyReloader
 from gateway.privilege.evidence.sources import EvidenceSources
+from gateway.privilege.rightsize import RightsizeSources
 from gateway.registry.service import Registry
 from gateway.state.backends import StateBackends
 from gateway.store.base import Store
 from gateway.tasks.service import TaskService
 from gateway.tasks.tokens import TaskTokenIssuer
+from gateway.wiring.unused_share import UnusedShareGauge
 
 
 class PeoplesParts(Protocol):
@@ -59,6 +62,10 @@ class PeoplesParts(Protocol):
     def store(self) -> Store: ...
     @property
     def state(self) -> StateBackends: ...
+    @property
+    def rightsize(self) -> RightsizeSources: ...
+    @property
+    def unused_share(self) -> UnusedShareGauge: ...
 
 
 def admin_routes(parts: PeoplesParts) -> list[BaseRoute]:
@@ -70,9 +77,11 @@ def admin_routes(parts: PeoplesParts) -> list[BaseRoute]:
         *KeysApi(parts.upstream_auth, auth).routes(),
         *ApprovalsApi(parts.approvals, auth, parts.settings.base_url).routes(),
         *CatalogApi(parts.reviews, auth, parts.resource_reviews).routes(),
+        *RightsizeApi(parts.rightsize, auth, parts.unused_share.refresh).routes(),
         *EvidenceApi(evidence_sources(parts), auth).routes(),
         *Console(parts.approvals, registry, parts.tasks, parts.store, auth, parts.settings, parts.reviews,
-                 parts.resource_reviews, sessions=state.console_sessions, throttle=state.login_failures).routes(),
+                 parts.resource_reviews, sessions=state.console_sessions, throttle=state.login_failures,
+                 rightsize=parts.rightsize).routes(),
     ]
 
 

@@ -1,0 +1,379 @@
+"""The reach of one agent: every catalog tool decided by the live policies as allow, step_up or deny.
+
+Computed from what the gateway enforces, never from hand-written rules: the live PolicyEngine's bundle
+(the same Cedar policy set and catalog model calls are decided with) and the task stage's gate.
+
+The contexts a tool is decided under (the worst case over each, because whoever holds the credential
+picks the moment and the arguments):
+- arguments: the listing policy set (gateway/policy/listing.py): a condition on `context.input` counts
+  as met when some arguments could meet it. `allow` means "allowed for some arguments";
+- time: now, once inside and once outside working hours (`context.request.working_hours` true and
+  false; hour and weekday are the current ones);
+- task: with `task_id`, that task (only its tools pass the gate; an ended task passes nothing). Without
+  one, a task the agent could grant itself at the token endpoint (every entitled catalog tool), and
+  also no task at all when the agent's entitlement does not require one;
+- credential: each kind of workload identity the agent has (auth_method; no token claims);
+- chain: nothing done yet (`NO_CHAIN`, no approval). `egress_after_read` answers "read sensitive data,
+  then send it out": each egress tool decided again right after one allowed sensitive read (that read's
+  data classes, `sensitive_read` true for the task and the agent, one call in the last minute).
+
+A tool's verdict is the most permissive over the contexts (allow > step_up > deny); `verdicts` keeps
+each context's answer, in the order of `AgentReach.contexts`. The gate's refusals carry the pseudo
+policy ids `gate:*`. Results are cached by (policy version, catalog version, agent record, task record,
+hour): a page view does not recompute, a change to any of them does. The Cedar work runs on a worker
+thread, in batches of `CHUNK` tools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from gateway.identity.principal import Principal
+from gateway.policy.bundle import Bundle
+from gateway.policy.context import NO_AGENT_CHAIN, NO_CHAIN
+from gateway.policy.engine import PolicyEngine, RequestFacts
+from gateway.policy.listing import prune_context
+from gateway.policy.model import ToolModel
+from gateway.registry.model import Agent, agent_to_dict
+from gateway.registry.service import Registry
+from gateway.settings.monitoring import MonitoringSettings
+from gateway.tasks.model import Task, TaskState, task_to_dict
+from gateway.tasks.service import TaskService
+
+VERDICTS = ("allow", "step_up", "deny")
+_RANK = {"deny": 0, "step_up": 1, "allow": 2}
+GATE_NOT_IN_TASK = "gate:not-in-task"
+GATE_NEEDS_TASK = "gate:needs-task"
+GATE_TASK_ENDED = "gate:task-ended"
+ERA = "2026-07-28"
+CHUNK = 128  # tools per Cedar batch
+CHAIN_READS = 32  # sensitive reads whose egress follow-ups are decided (of each context)
+CACHE_SIZE = 256
+Answer = tuple[str, tuple[str, ...]]  # (verdict, determining policy ids)
+_IDENTITY_METHODS = {"static": "static-token", "oidc": "oidc", "spiffe": "spiffe"}
+
+
+class UnknownAgent(LookupError):
+    """No agent with this id."""
+
+
+class UnknownTask(LookupError):
+    """No task with this id for this agent."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolReach:
+    server_id: str
+    tool: str  # the exposed (namespaced) tool name agents call
+    risk: str  # the catalog's risk tier
+    verdict: str  # "allow" | "step_up" | "deny": the most permissive over the contexts
+    policy_ids: tuple[str, ...]  # the determining policies of that verdict (gate:* for the task gate)
+    data_classes: tuple[str, ...] = ()
+    egress: bool = False  # the catalog's egress flag, or monitoring.egress_servers / egress_tools
+    sensitive: bool = False  # touches a data class in monitoring.sensitive_classes
+    status: str = "approved"  # the catalog's review status
+    approvers: str | None = None  # step_up: the @approvers groups of the determining policies
+    verdicts: tuple[str, ...] = ()  # per context, in the order of AgentReach.contexts
+
+
+@dataclass(frozen=True, slots=True)
+class ChainStep:
+    """An egress tool decided right after one allowed sensitive read (the chain context)."""
+
+    read_tool: str
+    egress_tool: str
+    verdict: str
+    policy_ids: tuple[str, ...]
+    context: str  # the base context it was decided under
+
+
+@dataclass(frozen=True, slots=True)
+class AgentReach:
+    agent_id: str
+    task_id: str | None
+    policy_version: str
+    catalog_version: str
+    agent_version: str
+    computed_at: float
+    contexts: tuple[str, ...]
+    tools: tuple[ToolReach, ...]
+    egress_after_read: tuple[ChainStep, ...] = ()
+    sensitive_reads: int = 0  # allowed sensitive reads found (egress_after_read covers CHAIN_READS of them)
+    task: Task | None = None
+
+    def by_verdict(self, verdict: str) -> tuple[ToolReach, ...]:
+        return tuple(t for t in self.tools if t.verdict == verdict)
+
+    def tool(self, name: str) -> ToolReach | None:
+        return next((t for t in self.tools if t.tool == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    label: str
+    principal: Principal
+    facts: RequestFacts
+    gate: Callable[[str], str | None]  # tool name -> the gate's pseudo policy id when it refuses
+
+
+@dataclass(slots=True)
+class _Cache:
+    entries: OrderedDict[tuple[str, ...], AgentReach] = field(default_factory=OrderedDict)
+
+    def get(self, key: tuple[str, ...]) -> AgentReach | None:
+        found = self.entries.get(key)
+        if found is not None:
+            self.entries.move_to_end(key)
+        return found
+
+    def put(self, key: tuple[str, ...], value: AgentReach) -> None:
+        self.entries[key] = value
+        while len(self.entries) > CACHE_SIZE:
+            self.entries.popitem(last=False)
+
+
+class ReachAnalyzer:
+    """Decides agents' reach with the live engine; one per gateway (admin API, console, commands)."""
+
+    def __init__(self, engine: PolicyEngine, registry: Registry, tasks: TaskService | None,
+                 monitoring: MonitoringSettings, clock: Callable[[], float] = time.time) -> None:
+        self.engine = engine
+        self.registry = registry
+        self.tasks = tasks
+        self.monitoring = monitoring
+        self.clock = clock
+        self.computed = 0  # reaches computed (not served from the cache), for tests
+        self._cache = _Cache()
+        self._catalog_versions: tuple[Bundle, str] | None = None
+
+    async def agent_reach(self, agent_id: str, task_id: str | None = None) -> AgentReach:
+        """The reach of `agent_id` (under `task_id`); UnknownAgent / UnknownTask for bad input."""
+        agent = self.registry.get(agent_id)
+        if agent is None:
+            raise UnknownAgent(f"no agent {agent_id!r}")
+        task = await self._task(agent, task_id)
+        for _ in range(3):
+            now = self.clock()
+            bundle = self.engine.bundle
+            contexts = self._contexts(bundle, agent, task, now)
+            prepared = self._prepared(bundle, contexts)
+            if prepared is not None:
+                break
+        else:
+            raise RuntimeError("the policy set kept changing while the reach was prepared")
+        key = (bundle.version, self.catalog_version(bundle), _digest(agent_to_dict(agent)),
+               agent.effective_state(now).value, _task_key(task, now), str(int(now // 3600)))
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        reach = await asyncio.to_thread(self._compute, bundle, agent, task, contexts, prepared, key, now)
+        self.computed += 1
+        self._cache.put(key, reach)
+        return reach
+
+    def catalog_version(self, bundle: Bundle) -> str:
+        """A digest of the catalog the policies decide against (tool, server, status, risk, classes, egress)."""
+        known = self._catalog_versions
+        if known is not None and known[0] is bundle:
+            return known[1]
+        rows = [[m.entry.exposed_name, m.entry.server_id, m.entry.status, str(m.entry.risk),
+                 sorted(m.entry.data_classes), self.is_egress(m)] for _, m in sorted(bundle.catalog.tools.items())]
+        version = _digest(rows)
+        self._catalog_versions = (bundle, version)
+        return version
+
+    def is_egress(self, model: ToolModel) -> bool:
+        """Egress as chain monitoring counts it (gateway/chain/detectors/sensitive_then_egress.py)."""
+        entry = self.monitoring
+        return (model.entry.egress or model.entry.server_id in entry.egress_servers
+                or model.entry.exposed_name in entry.egress_tools)
+
+    def is_sensitive(self, model: ToolModel) -> bool:
+        return bool(set(model.entry.data_classes) & set(self.monitoring.sensitive_classes))
+
+    # ---- inputs --------------------------------------------------------------------------------
+
+    async def _task(self, agent: Agent, task_id: str | None) -> Task | None:
+        if task_id is None:
+            return None
+        task = self.tasks.get(task_id) if self.tasks is not None else None
+        if task is None and self.tasks is not None:
+            stored = await self.tasks.store.get_task(task_id)  # ended long ago, or started on another replica
+            task = None if stored is None else stored.effective(self.clock())
+        if task is None or task.agent_id != agent.id:
+            raise UnknownTask(f"no task {task_id!r} of agent {agent.id!r}")
+        return task
+
+    def _contexts(self, bundle: Bundle, agent: Agent, task: Task | None, now: float) -> list[_Context]:
+        methods = sorted({_IDENTITY_METHODS.get(i.kind, i.kind) for i in agent.identities}) or ["static-token"]
+        grants = self._grants(bundle, agent, task)
+        contexts = []
+        for grant_label, task_facts, gate in grants:
+            for method in methods:
+                principal = Principal(agent.id, method, agent=agent, task_id=None if task is None else task.id)
+                for inside in (True, False):
+                    facts = RequestFacts(now=now, era=ERA, working_hours=inside, task=task_facts, chain=NO_CHAIN)
+                    label = f"{grant_label}, {method}, {'in' if inside else 'outside'} working hours"
+                    contexts.append(_Context(label, principal, facts, gate))
+        return contexts
+
+    @staticmethod
+    def _grants(bundle: Bundle, agent: Agent, task: Task | None
+                ) -> list[tuple[str, Mapping[str, Any] | None, Callable[[str], str | None]]]:
+        """(label, context.task, gate) for each way the credential holder can call."""
+        if task is not None:
+            tools = frozenset(task.tools)
+            if task.state is not TaskState.ACTIVE:
+                return [(f"task {task.id} ({task.state.value})", _task_facts(task), lambda _: GATE_TASK_ENDED)]
+            return [(f"task {task.id}", _task_facts(task),
+                     lambda name: None if name in tools else GATE_NOT_IN_TASK)]
+        entitled = tuple(name for name, m in sorted(bundle.catalog.tools.items())
+                         if agent.entitlement.allows(name, m.entry.server_id))
+        own = {"id": "", "purpose": agent.purpose, "tools": entitled}
+        grants: list[tuple[str, Mapping[str, Any] | None, Callable[[str], str | None]]] = [
+            ("a task it grants itself", own, lambda _: None)]
+        if not agent.entitlement.require_task:
+            grants.append(("no task", None, lambda _: None))
+        return grants
+
+    def _prepared(self, bundle: Bundle, contexts: Sequence[_Context]) -> list[tuple[str, str]] | None:
+        """On the loop (cheap, touches the engine's caches): each context's principal JSON and context JSON;
+        None when a policy or catalog swap landed since `bundle` was read."""
+        prepared = [self.engine.listing_facts(c.principal, c.facts) for c in contexts]
+        if any(p[0] is not bundle for p in prepared):
+            return None
+        return [(p[1], p[2]) for p in prepared]
+
+    # ---- the Cedar work (worker thread) -------------------------------------------------------
+
+    def _compute(self, bundle: Bundle, agent: Agent, task: Task | None, contexts: Sequence[_Context],
+                 prepared: Sequence[tuple[str, str]], key: tuple[str, ...], now: float) -> AgentReach:
+        models = [m for _, m in sorted(bundle.catalog.tools.items())]
+        per_context = [self._decide(bundle, agent.id, c, p, models) for c, p in zip(contexts, prepared, strict=True)]
+        tools = tuple(self._tool_reach(bundle, m, [answers[i] for answers in per_context])
+                      for i, m in enumerate(models))
+        chain, reads = self._egress_after_read(bundle, agent, contexts, prepared, per_context, models)
+        return AgentReach(agent.id, None if task is None else task.id, bundle.version, key[1], key[2], now,
+                          tuple(c.label for c in contexts), tools, chain, reads, task)
+
+    def _decide(self, bundle: Bundle, agent_id: str, context: _Context, prepared: tuple[str, str],
+                models: Sequence[ToolModel]) -> list[Answer]:
+        answers: list[Answer | None] = []
+        passing: list[int] = []
+        for i, model in enumerate(models):
+            refused = context.gate(model.entry.exposed_name)
+            answers.append(("deny", (refused,)) if refused is not None else None)
+            if refused is None:
+                passing.append(i)
+        principal_json, context_json = prepared
+        for start in range(0, len(passing), CHUNK):
+            chunk = passing[start:start + CHUNK]
+            outcomes = self.engine.reach_outcomes(bundle, agent_id, principal_json, context_json,
+                                                  [models[i] for i in chunk])
+            for i, outcome in zip(chunk, outcomes, strict=True):
+                answers[i] = outcome
+        return [a if a is not None else ("deny", ()) for a in answers]
+
+    def _tool_reach(self, bundle: Bundle, model: ToolModel, answers: list[Answer]) -> ToolReach:
+        verdict, policy_ids = max(answers, key=lambda a: _RANK[a[0]])
+        entry = model.entry
+        return ToolReach(entry.server_id, entry.exposed_name, str(entry.risk), verdict, policy_ids,
+                         tuple(entry.data_classes), self.is_egress(model), self.is_sensitive(model), entry.status,
+                         _approvers(bundle, policy_ids) if verdict == "step_up" else None,
+                         tuple(a[0] for a in answers))
+
+    def _egress_after_read(self, bundle: Bundle, agent: Agent, contexts: Sequence[_Context],
+                           prepared: Sequence[tuple[str, str]], per_context: list[list[Answer]],
+                           models: Sequence[ToolModel]) -> tuple[tuple[ChainStep, ...], int]:
+        """Per (sensitive read, egress tool): the most permissive verdict of the egress call over the contexts
+        in which the read is allowed; and how many distinct sensitive reads are allowed."""
+        egress = [i for i, m in enumerate(models) if self.is_egress(m)]
+        steps: dict[tuple[str, str], ChainStep] = {}
+        reads_seen: set[str] = set()
+        for context, done, answers in zip(contexts, prepared, per_context, strict=True):
+            reads = [i for i, m in enumerate(models) if self.is_sensitive(m) and answers[i][0] == "allow"]
+            reads_seen.update(models[i].entry.exposed_name for i in reads)
+            open_egress = [models[i] for i in egress if context.gate(models[i].entry.exposed_name) is None]
+            for r in reads[:CHAIN_READS]:
+                for step in self._after(bundle, agent, context, done, models[r], open_egress):
+                    known = steps.get((step.read_tool, step.egress_tool))
+                    if known is None or _RANK[step.verdict] > _RANK[known.verdict]:
+                        steps[(step.read_tool, step.egress_tool)] = step
+        return tuple(steps[k] for k in sorted(steps)), len(reads_seen)
+
+    def _after(self, bundle: Bundle, agent: Agent, context: _Context, prepared: tuple[str, str], read: ToolModel,
+               egress: Sequence[ToolModel]) -> list[ChainStep]:
+        if not egress:
+            return []
+        principal_json, base = prepared
+        # The chain section replaced, pruned as listing_facts prunes it: what the listing policies read.
+        chain = prune_context({"chain": _chain_after(read)}, bundle.listing_reads)
+        context_json = orjson.dumps({**orjson.loads(base), **chain}).decode()
+        outcomes = self.engine.reach_outcomes(bundle, agent.id, principal_json, context_json, egress)
+        return [ChainStep(read.entry.exposed_name, e.entry.exposed_name, verdict, ids, context.label)
+                for e, (verdict, ids) in zip(egress, outcomes, strict=True)]
+
+
+async def agent_reach(analyzer: ReachAnalyzer, agent_id: str, task_id: str | None = None) -> AgentReach:
+    """The reach of one agent (optionally under one task); see ReachAnalyzer.agent_reach."""
+    return await analyzer.agent_reach(agent_id, task_id)
+
+
+def reach_to_dict(reach: AgentReach) -> dict[str, Any]:
+    """The JSON shape (admin API, CLI --format json)."""
+    return {
+        "agent_id": reach.agent_id,
+        "task_id": reach.task_id,
+        "policy_version": reach.policy_version,
+        "catalog_version": reach.catalog_version,
+        "agent_version": reach.agent_version,
+        "computed_at": reach.computed_at,
+        "contexts": list(reach.contexts),
+        "tools": [{"server": t.server_id, "tool": t.tool, "risk": t.risk, "verdict": t.verdict,
+                   "policy_ids": list(t.policy_ids), "data_classes": list(t.data_classes), "egress": t.egress,
+                   "sensitive": t.sensitive, "status": t.status, "approvers": t.approvers,
+                   "verdicts": list(t.verdicts)} for t in reach.tools],
+    }
+
+
+def _chain_after(read: ToolModel) -> dict[str, Any]:
+    """The chain context right after one allowed call of `read` (a sensitive read) in a fresh task."""
+    classes = sorted(set(read.entry.data_classes))
+    writes = 0 if read.entry.risk == "read" else 1
+    agent = {**NO_AGENT_CHAIN, "data_classes": classes, "sensitive_read": True, "calls_last_minute": 1,
+             "writes_last_minute": writes}
+    return {**NO_CHAIN, "data_classes": classes, "sensitive_read": True, "tools": [read.entry.exposed_name],
+            "previous_tool": read.entry.exposed_name, "calls_last_minute": 1, "writes_last_minute": writes,
+            "agent": agent}
+
+
+def _task_facts(task: Task) -> dict[str, Any]:
+    return {"id": task.id, "purpose": task.purpose, "tools": task.tools}
+
+
+def _task_key(task: Task | None, now: float) -> str:
+    if task is None:
+        return ""
+    record = task_to_dict(task.effective(now))
+    record.pop("calls_made")  # counted on every call; the reach does not depend on it
+    return _digest(record)
+
+
+def _approvers(bundle: Bundle, policy_ids: tuple[str, ...]) -> str | None:
+    wanted = set(policy_ids)
+    groups = sorted({s.annotations["approvers"].strip() for s in bundle.sources
+                     if s.policy_id in wanted and s.annotations.get("approvers")})
+    return ",".join(groups) if groups else None
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+

@@ -1,0 +1,253 @@
+"""The reach core (gateway/privilege/reach.py): every catalog tool decided by the live engine.
+
+Real cedarpy with the shipped policies (plus ones the tests write), a catalog loaded from YAML, the
+real registry and task service on SQLite.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+
+from gateway.catalog import Catalog, load_catalog
+from gateway.policy import PolicyEngine
+from gateway.privilege.reach import (
+    GATE_NOT_IN_TASK,
+    GATE_TASK_ENDED,
+    ReachAnalyzer,
+    UnknownAgent,
+    UnknownTask,
+    agent_reach,
+    reach_to_dict,
+)
+from gateway.registry.service import Registry
+from gateway.settings.monitoring import MonitoringSettings
+from gateway.store import Store, open_store
+from gateway.tasks.service import TaskService
+
+REPO_CEDAR = Path(__file__).resolve().parent.parent / "cedar"
+MANIFESTS = {
+    "files": """
+id: files
+owner: storage@example.com
+transport: {url: "http://127.0.0.1:9/mcp"}
+tools:
+  - {name: read_file, risk: read, data_classes: [internal]}
+  - {name: write_file, risk: write}
+  - {name: wipe, risk: destructive}
+  - {name: new_tool, risk: read}
+""",
+    "crm": """
+id: crm
+owner: sales@example.com
+transport: {url: "http://127.0.0.1:9/mcp"}
+tools:
+  - {name: lookup_customer, risk: read, data_classes: [pii]}
+""",
+    "mail": """
+id: mail
+owner: it@example.com
+transport: {url: "http://127.0.0.1:9/mcp"}
+tools:
+  - {name: send_email, risk: write, egress: true}
+  - {name: post_chat, risk: write}
+""",
+    "payments": """
+id: payments
+owner: payments@example.com
+transport: {url: "http://127.0.0.1:9/mcp"}
+tools:
+  - {name: pay, risk: write, data_classes: [financial]}
+""",
+}
+PAY_SCHEMA = {"type": "object", "properties": {"amount": {"type": "integer"}}, "required": ["amount"]}
+# post_chat is egress only by configuration: the shipped Cedar chain rule reads the catalog flag alone.
+MONITORING = MonitoringSettings(egress_tools=("mail__post_chat",))
+
+
+def agent_spec(agent_id: str, servers: list[str], *, require_task: bool = False) -> dict[str, Any]:
+    return {"id": agent_id, "owner": "team-a", "purpose": "support", "state": "active",
+            "identities": [{"kind": "static", "issuer": "narrowgate", "subject": agent_id}],
+            "entitlement": {"tools": [], "servers": servers, "require_task": require_task}}
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Catalog:
+    directory = tmp_path / "catalog"
+    directory.mkdir()
+    for name, text in MANIFESTS.items():
+        (directory / f"{name}.yaml").write_text(text)
+    return with_status(load_catalog(directory), "files", "new_tool", "quarantined")  # awaiting review
+
+
+def with_status(catalog: Catalog, server_id: str, name: str, status: str) -> Catalog:
+    server = catalog.servers[server_id]
+    tools = {**server.tools, name: replace(server.tools[name], status=status)}
+    return Catalog.of([replace(s, tools=MappingProxyType(tools)) if s.id == server_id else s
+                       for s in catalog.servers.values()])
+
+
+@pytest.fixture
+def cedar_dir(tmp_path: Path) -> Path:
+    target = tmp_path / "cedar"
+    shutil.copytree(REPO_CEDAR, target, ignore=shutil.ignore_patterns("tests", "README.md"))
+    return target
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    await store.migrate()
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def registry(store: Store) -> Registry:
+    registry = await Registry.open(store)
+    await registry.create(agent_spec("helper", ["files", "crm", "mail"]), "alice", "test")
+    await registry.create(agent_spec("tasked", ["files"], require_task=True), "alice", "test")
+    return registry
+
+
+@pytest.fixture
+async def tasks(store: Store, registry: Registry, catalog: Catalog) -> AsyncIterator[TaskService]:
+    service = TaskService(store, registry, catalog)
+    await service.open(background=False)
+    yield service
+    await service.close()
+
+
+@pytest.fixture
+def engine(cedar_dir: Path, catalog: Catalog) -> PolicyEngine:
+    return PolicyEngine(cedar_dir, catalog, tool_schemas={"payments__pay": PAY_SCHEMA})
+
+
+@pytest.fixture
+def analyzer(engine: PolicyEngine, registry: Registry, tasks: TaskService) -> ReachAnalyzer:
+    return ReachAnalyzer(engine, registry, tasks, MONITORING)
+
+
+def verdicts(reach: Any) -> dict[str, str]:
+    return {t.tool: t.verdict for t in reach.tools}
+
+
+async def test_every_catalog_tool_gets_a_verdict_from_the_live_policies(analyzer: ReachAnalyzer,
+                                                                       catalog: Catalog) -> None:
+    reach = await agent_reach(analyzer, "helper")
+    assert {t.tool for t in reach.tools} == set(catalog.tools)
+    assert verdicts(reach) == {
+        "files__read_file": "allow", "files__write_file": "allow", "files__wipe": "step_up",
+        "files__new_tool": "deny", "crm__lookup_customer": "allow", "mail__send_email": "allow",
+        "mail__post_chat": "allow", "payments__pay": "deny",
+    }
+    wipe, new, pay = reach.tool("files__wipe"), reach.tool("files__new_tool"), reach.tool("payments__pay")
+    assert wipe is not None and wipe.policy_ids == ("step-up-privileged-destructive",) and wipe.risk == "destructive"
+    assert new is not None and new.policy_ids == ("forbid-unapproved-tools",)
+    assert pay is not None and pay.policy_ids == ()  # not entitled: no permit matched
+    assert {t.tool for t in reach.by_verdict("step_up")} == {"files__wipe"}
+    # The worst case over the time contexts: a write is allowed in hours, step-up outside them.
+    write = reach.tool("files__write_file")
+    assert write is not None and set(write.verdicts) == {"allow", "step_up"}
+    assert reach.policy_version == analyzer.engine.version
+    body = reach_to_dict(reach)
+    assert body["agent_id"] == "helper" and len(body["tools"]) == len(catalog.tools)
+
+
+async def test_egress_after_a_sensitive_read_follows_the_chain_policy(analyzer: ReachAnalyzer) -> None:
+    reach = await agent_reach(analyzer, "helper")
+    lookup, mail, chat = (reach.tool(n) for n in ("crm__lookup_customer", "mail__send_email", "mail__post_chat"))
+    assert lookup is not None and lookup.sensitive and not lookup.egress
+    assert mail is not None and mail.egress and chat is not None and chat.egress  # flag and configuration
+    steps = {(s.read_tool, s.egress_tool): s for s in reach.egress_after_read}
+    held = steps[("crm__lookup_customer", "mail__send_email")]
+    assert held.verdict == "step_up" and held.policy_ids == ("no-egress-after-sensitive-read",)
+    # Egress only by configuration: Cedar's chain rule does not see it, so nothing holds it.
+    assert steps[("crm__lookup_customer", "mail__post_chat")].verdict == "allow"
+    assert reach.sensitive_reads == 1
+
+
+async def test_a_policy_change_is_seen_at_once_and_the_cache_serves_repeats(
+        analyzer: ReachAnalyzer, engine: PolicyEngine, cedar_dir: Path) -> None:
+    first = await agent_reach(analyzer, "helper")
+    again = await agent_reach(analyzer, "helper")
+    assert again is first and analyzer.computed == 1
+    (cedar_dir / "policies" / "90-no-mail.cedar").write_text(
+        '@id("forbid-mail")\nforbid (principal, action, resource is Tool) when { resource.server == "mail" };\n')
+    (cedar_dir / "policies" / "91-step-up-reads.cedar").write_text(
+        '@id("step-up-crm")\n@step_up\n@approvers("privacy")\n'
+        'forbid (principal, action in Action::"server:crm", resource) unless { context.approval.granted };\n')
+    assert engine.reload().ok
+    after = await agent_reach(analyzer, "helper")
+    assert analyzer.computed == 2 and after.policy_version != first.policy_version
+    assert verdicts(after)["mail__send_email"] == "deny" and verdicts(after)["mail__post_chat"] == "deny"
+    lookup = after.tool("crm__lookup_customer")
+    assert lookup is not None and lookup.verdict == "step_up" and lookup.approvers == "privacy"
+    assert after.egress_after_read == () and after.sensitive_reads == 0  # no sensitive read without approval
+
+
+async def test_an_agent_change_is_seen_at_once(analyzer: ReachAnalyzer, registry: Registry) -> None:
+    before = await agent_reach(analyzer, "helper")
+    await registry.suspend("helper", "alice", "test")
+    after = await agent_reach(analyzer, "helper")
+    assert analyzer.computed == 2 and after.agent_version != before.agent_version
+    assert set(verdicts(after).values()) == {"deny"}
+    assert after.tool("files__read_file").policy_ids == ("forbid-inactive-agents",)  # type: ignore[union-attr]
+
+
+async def test_input_conditions_count_as_met_for_some_arguments(
+        analyzer: ReachAnalyzer, engine: PolicyEngine, cedar_dir: Path, registry: Registry) -> None:
+    await registry.update("helper", {"entitlement": {"servers": ["files", "crm", "mail", "payments"],
+                                                     "require_task": False}}, "alice", "test")
+    (cedar_dir / "policies" / "90-small-payments.cedar").write_text(
+        '@id("forbid-large-payments")\nforbid (principal, action == Action::"payments__pay", resource)\n'
+        "when { context.input.amount > 100 };\n")
+    assert engine.reload().ok
+    pay = (await agent_reach(analyzer, "helper")).tool("payments__pay")
+    assert pay is not None and pay.verdict == "allow"  # an amount of 100 or less goes through
+
+
+async def test_a_task_narrows_reach_to_its_tools(analyzer: ReachAnalyzer, tasks: TaskService) -> None:
+    task = await tasks.start("helper", "read one file", ["files__read_file", "files__wipe"], started_by="alice")
+    reach = await agent_reach(analyzer, "helper", task.id)
+    assert reach.task_id == task.id
+    assert {t.tool for t in reach.by_verdict("allow")} == {"files__read_file"}
+    assert {t.tool for t in reach.by_verdict("step_up")} == {"files__wipe"}
+    mail = reach.tool("mail__send_email")
+    assert mail is not None and mail.verdict == "deny" and mail.policy_ids == (GATE_NOT_IN_TASK,)
+    await tasks.complete(task.id, "alice", "done")
+    ended = await agent_reach(analyzer, "helper", task.id)
+    assert set(verdicts(ended).values()) == {"deny"}
+    assert {t.policy_ids for t in ended.tools} == {(GATE_TASK_ENDED,)}
+
+
+async def test_an_agent_that_requires_tasks_reaches_what_it_can_grant_itself(analyzer: ReachAnalyzer) -> None:
+    reach = await agent_reach(analyzer, "tasked")
+    assert all(label.startswith("a task it grants itself") for label in reach.contexts)
+    assert {t.tool for t in reach.by_verdict("allow")} == {"files__read_file", "files__write_file"}
+
+
+async def test_unknown_agent_and_task_are_refused(analyzer: ReachAnalyzer, tasks: TaskService) -> None:
+    with pytest.raises(UnknownAgent):
+        await agent_reach(analyzer, "nobody")
+    with pytest.raises(UnknownTask):
+        await agent_reach(analyzer, "helper", "task_nope")
+    other = await tasks.start("tasked", "x", ["files__read_file"], started_by="alice")
+    with pytest.raises(UnknownTask):  # another agent's task
+        await agent_reach(analyzer, "helper", other.id)
+
+
+async def test_a_catalog_change_is_seen_at_once(analyzer: ReachAnalyzer, engine: PolicyEngine,
+                                               catalog: Catalog) -> None:
+    before = await agent_reach(analyzer, "helper")
+    changed = with_status(catalog, "files", "new_tool", "approved")
+    assert engine.set_catalog(changed, {"payments__pay": PAY_SCHEMA}).ok
+    after = await agent_reach(analyzer, "helper")
+    assert after.catalog_version != before.catalog_version
+    assert verdicts(after)["files__new_tool"] == "allow"
