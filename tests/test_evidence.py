@@ -139,8 +139,6 @@ def test_what_the_deployment_lacks_is_a_gap_with_its_reason_never_a_pass(gw: Gat
     assert any("static agent token" in r and "agent-a" in r for r in control(nhi, "NHI4")["reasons"])
     assert fact(nhi, "agent_authentication")["data"]["static"] == ["agent-a"]
     assert control(nhi, "NHI7")["status"] == "gap"  # a static token never expires
-    assert control(nhi, "NHI5")["status"] == "gap"
-    assert any("right-sizing not available" in r for r in control(nhi, "NHI5")["reasons"])
     asi = report(gw, "owasp-asi-2026")
     assert control(asi, "ASI08")["status"] == "gap"  # the test config turns monitoring.per_agent off
     assert any("monitoring.per_agent" in r for r in control(asi, "ASI08")["reasons"])
@@ -166,6 +164,25 @@ def test_the_policy_tests_and_the_audit_chain_are_what_the_commands_say(gw: Gate
     records = {r["seq"]: r for r in map(json.loads, exported.stdout.splitlines())}
     assert records[head_seq]["hash"] == head_hash
     assert head_hash in chain["statement"]
+
+
+async def test_unused_entitlements_come_from_right_sizing(gw: Gateway) -> None:
+    async with mcp_client(gw.url, AGENT_TOKEN, "legacy") as client:
+        await client.call_tool("behav__echo", {"text": "the one tool agent-a uses"})
+    deadline = time.monotonic() + 10
+    while fact(report(gw, "owasp-nhi-2025"), "unused_entitlements")["status"] == "unavailable" \
+            and time.monotonic() < deadline:  # until the call's decision record is written
+        time.sleep(0.1)
+    nhi = report(gw, "owasp-nhi-2025")
+    unused = fact(nhi, "unused_entitlements")
+    granted = {"behav__echo", "behav__slow", "behav__progress", "behav__log", "behav__crash", "behav__whoami",
+               "vault__echo"}  # the two manifests; vault__echo needs a person, which still grants it
+    assert unused["data"]["granted"] == len(granted)
+    assert set(unused["data"]["unused_by_agent"]["agent-a"]) == granted - {"behav__echo"}
+    assert unused["status"] == "problem" and control(nhi, "NHI5")["status"] == "gap"
+    assert any("6 of 7 granted tool(s) (86%) went unused" in r and "agent-a" in r
+               for r in control(nhi, "NHI5")["reasons"])
+    assert unused["source"].startswith("narrowgate rightsize --since ")
 
 
 async def test_decisions_and_approvals_in_the_period_count_the_calls_made(gw: Gateway) -> None:
@@ -257,6 +274,8 @@ async def test_rows_turn_from_gap_to_met_when_the_deployment_changes(tmp_path: P
         assert fact(before, "agent_accountability")["data"]["lacking_expiry"] == ["wl-bot"]
         assert control(before, "NHI4")["status"] == "gap" and control(before, "NHI7")["status"] == "gap"
         assert fact(before, "agent_authentication")["data"]["workload_only"] == ["wl-bot"]
+        nothing_yet = fact(before, "unused_entitlements")  # no call recorded: nothing measured, never "0% unused"
+        assert nothing_yet["status"] == "unavailable" and "no decision" in nothing_yet["statement"]
 
         given = httpx2.patch(f"{gateway.base}/admin/v1/agents/wl-bot", headers=bearer(ADMIN_TOKEN),
                              json={"expires_at": "2099-06-01T00:00:00Z"})

@@ -89,4 +89,4 @@ def evidence_sources(parts: PeoplesParts) -> EvidenceSources:
     """What compliance evidence reads: the live parts, with the effective catalog as the tasks see it now."""
     tasks = parts.tasks
     return EvidenceSources(parts.settings, parts.registry, parts.store, parts.policy, parts.reviews,
-                           lambda: tasks.catalog, parts.registry.clock)
+                           lambda: tasks.catalog, parts.registry.clock, parts.rightsize)

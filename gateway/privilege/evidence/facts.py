@@ -15,6 +15,7 @@ from gateway.catalog.model import HttpTransport
 from gateway.policy.testing import TESTS_SUBDIR, run_policy_tests
 from gateway.privilege.evidence.model import INFO, OK, PROBLEM, UNAVAILABLE, Fact
 from gateway.privilege.evidence.sources import EvidenceRun
+from gateway.privilege.rightsize import NoRecordedData, rightsize_fleet
 from gateway.settings.network import is_loopback_host
 
 FactFunction = Callable[[EvidenceRun], Awaitable[Fact]]
@@ -296,20 +297,27 @@ async def approvals(run: EvidenceRun) -> Fact:
 
 
 async def unused_entitlements(run: EvidenceRun) -> Fact:
-    source = "narrowgate rightsize --since WINDOW (GET /admin/v1/rightsize)"
-    measure = run.sources.unused_entitlements
-    if measure is None:
+    window_s = run.now - run.since
+    source = f"narrowgate rightsize --since {window_s:.0f} (GET /admin/v1/rightsize)"
+    rightsize = run.sources.rightsize
+    if rightsize is None:
         return Fact("unused_entitlements", "Unused entitlements", UNAVAILABLE,
                     "right-sizing not available: unused entitlements could not be measured", source)
-    figures = dict(await measure(run.since))
-    share = figures.get("unused_share")
-    if share is None:
-        return Fact("unused_entitlements", "Unused entitlements", UNAVAILABLE,
-                    str(figures.get("reason") or "no recorded use in the period: nothing was measured"), source,
-                    figures)
-    statement = f"{share:.0%} of granted tools went unused since {_iso(run.since)}"
-    return Fact("unused_entitlements", "Unused entitlements", OK if share == 0 else PROBLEM, statement, source,
-                figures)
+    try:
+        fleet = await rightsize_fleet(rightsize, window_s, now=run.now)
+    except NoRecordedData as exc:  # never reported as 0% unused: nothing was measured
+        return Fact("unused_entitlements", "Unused entitlements", UNAVAILABLE, str(exc), source)
+    unused = {a.agent_id: [t.tool for t in a.unused] for a in fleet.agents if a.unused}
+    data = {"granted": fleet.granted, "unused": fleet.unused, "unused_share": fleet.unused_share,
+            "unused_by_agent": unused}
+    if not unused:
+        return Fact("unused_entitlements", "Unused entitlements", OK,
+                    f"every one of {fleet.granted} granted tool(s) was used since {_iso(run.since)}", source, data)
+    share = f" ({fleet.unused_share:.0%})" if fleet.unused_share is not None else ""
+    named = "; ".join(f"{agent}: {_names(tools)}" for agent, tools in list(unused.items())[:SHOWN])
+    return Fact("unused_entitlements", "Unused entitlements", PROBLEM,
+                f"{fleet.unused} of {fleet.granted} granted tool(s){share} went unused since {_iso(run.since)}: "
+                f"{named}", source, data)
 
 
 FACTS: dict[str, FactFunction] = {function.__name__: function for function in (

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,14 +19,12 @@ from gateway.catalog.model import Catalog
 from gateway.config import Settings
 from gateway.discovery.service import ToolReviews
 from gateway.policy.engine import PolicyEngine
+from gateway.privilege.rightsize import RightsizeSources
 from gateway.registry.model import Agent, Lifecycle
 from gateway.registry.service import Registry
 from gateway.store.base import Store
 
 KILL_SWITCH_REASON = "kill switch:"  # how gateway.chain.detections words the suspensions it makes
-
-# Right-sizing's figure for the fleet (set when that part is wired): None means "not available".
-UnusedEntitlements = Callable[[float], Awaitable[Mapping[str, Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +38,7 @@ class EvidenceSources:
     reviews: ToolReviews
     catalog: Callable[[], Catalog]  # the effective catalog now (manifests plus reviewed discoveries)
     clock: Callable[[], float]
-    unused_entitlements: UnusedEntitlements | None = None
+    rightsize: RightsizeSources | None = None  # None: right-sizing is not available, so nothing is measured
 
 
 @dataclass(slots=True)
