@@ -34,8 +34,6 @@ from gateway.policy.authorizer import Authorizer
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.hours import WorkingHours
 from gateway.policy.reloader import PolicyReloader
-from gateway.privilege.reach import ReachAnalyzer
-from gateway.privilege.rightsize import RightsizeSources
 from gateway.registry.service import Registry
 from gateway.resource_updates import ResourceUpdateRelay
 from gateway.state.backends import StateBackends
@@ -56,7 +54,7 @@ from gateway.wiring.endpoints import SmallEndpoints
 from gateway.wiring.lifecycle import LifecycleReactions
 from gateway.wiring.lifespan import Lifetime
 from gateway.wiring.list_changes import ListChanges
-from gateway.wiring.unused_share import UnusedShareGauge
+from gateway.wiring.unused_share import measuring
 from gateway.wiring.webhooks import PeoplesWebhooks
 
 
@@ -97,9 +95,7 @@ class Gateway:
         self.store_sweeps: list[StoreSweep] = []  # with a cluster: the backstop to the event bus
         self.connect()
         self.admin_auth = AdminAuthenticator(settings, self.verifier, self.registry, self.task_check.is_ours)
-        self.reach = ReachAnalyzer(self.policy, self.registry, self.tasks, settings.monitoring)
-        self.rightsize = RightsizeSources(self.reach, self.store, settings.agents_file)
-        self.unused_share = UnusedShareGauge(self.rightsize, self.telemetry)
+        self.unused_share = measuring(self.policy, self.registry, self.tasks, self.store, settings, self.telemetry)
         self.lifetime = Lifetime(
             settings, self.store, self.digest_key, self.audit, self.registry, [self.verifier, self.assertion_verifier],
             self.upstream_auth, [self.tasks, self.approvals, self.reviews, self.resource_reviews, *self.store_sweeps,

@@ -17,8 +17,10 @@ import pytest
 
 from gateway.catalog import Catalog, load_catalog
 from gateway.policy import PolicyEngine
+from gateway.privilege import reach as reach_module
 from gateway.privilege.reach import (
     GATE_NOT_IN_TASK,
+    GATE_OUTSIDE_ENTITLEMENT,
     GATE_TASK_ENDED,
     ReachAnalyzer,
     UnknownAgent,
@@ -30,19 +32,10 @@ from gateway.registry.service import Registry
 from gateway.settings.monitoring import MonitoringSettings
 from gateway.store import Store, open_store
 from gateway.tasks.service import TaskService
+from tests.test_policy_engine import FILES_MANIFEST, REPO_CEDAR
 
-REPO_CEDAR = Path(__file__).resolve().parent.parent / "cedar"
 MANIFESTS = {
-    "files": """
-id: files
-owner: storage@example.com
-transport: {url: "http://127.0.0.1:9/mcp"}
-tools:
-  - {name: read_file, risk: read, data_classes: [internal]}
-  - {name: write_file, risk: write}
-  - {name: wipe, risk: destructive}
-  - {name: new_tool, risk: read}
-""",
+    "files": FILES_MANIFEST + "  - {name: new_tool, risk: read}\n",
     "crm": """
 id: crm
 owner: sales@example.com
@@ -233,6 +226,18 @@ async def test_an_agent_that_requires_tasks_reaches_what_it_can_grant_itself(ana
     assert {t.tool for t in reach.by_verdict("allow")} == {"files__read_file", "files__write_file"}
 
 
+async def test_a_task_it_grants_itself_holds_only_entitled_tools(
+        analyzer: ReachAnalyzer, engine: PolicyEngine, cedar_dir: Path) -> None:
+    # A policy permitting beyond the entitlement: a bare token could call it, a task could never hold it.
+    (cedar_dir / "policies" / "90-everyone-reads-crm.cedar").write_text(
+        '@id("everyone-reads-crm")\npermit (principal, action == Action::"crm__lookup_customer", resource);\n')
+    assert engine.reload().ok
+    tasked = (await agent_reach(analyzer, "tasked")).tool("crm__lookup_customer")
+    assert tasked is not None and tasked.verdict == "deny" and tasked.policy_ids == (GATE_OUTSIDE_ENTITLEMENT,)
+    helper = (await agent_reach(analyzer, "helper")).tool("crm__lookup_customer")
+    assert helper is not None and helper.verdict == "allow"
+
+
 async def test_unknown_agent_and_task_are_refused(analyzer: ReachAnalyzer, tasks: TaskService) -> None:
     with pytest.raises(UnknownAgent):
         await agent_reach(analyzer, "nobody")
@@ -251,3 +256,20 @@ async def test_a_catalog_change_is_seen_at_once(analyzer: ReachAnalyzer, engine:
     after = await agent_reach(analyzer, "helper")
     assert after.catalog_version != before.catalog_version
     assert verdicts(after)["files__new_tool"] == "allow"
+
+
+async def test_the_cache_keeps_the_policies_in_force_only_and_is_bounded(
+        analyzer: ReachAnalyzer, engine: PolicyEngine, cedar_dir: Path, catalog: Catalog,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    await agent_reach(analyzer, "helper")
+    await agent_reach(analyzer, "tasked")
+    assert analyzer.cached == 2
+    (cedar_dir / "policies" / "90-x.cedar").write_text('@id("x")\nforbid (principal, action, resource) when { false };')
+    assert engine.reload().ok
+    await agent_reach(analyzer, "helper")
+    assert analyzer.cached == 1  # the reaches of the old policy set are gone
+    monkeypatch.setattr(reach_module, "CACHE_ROWS", len(catalog.tools))  # room for one reach
+    await agent_reach(analyzer, "tasked")
+    assert analyzer.cached == 1 and analyzer.computed == 4
+    await agent_reach(analyzer, "helper")
+    assert analyzer.computed == 5  # pushed out, computed again

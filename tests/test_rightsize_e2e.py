@@ -172,7 +172,7 @@ def test_the_agent_that_used_2_of_9_gets_exactly_the_7_unused(report: dict[str, 
     assert (task["called"], task["unused"]) == (["behav__echo"], ["behav__slow"])
 
 
-def test_the_fleet_share_and_the_idle_agent_are_measured(report: dict[str, Any]) -> None:
+def test_the_fleet_share_and_the_idle_agent_are_measured(gw: Gateway, report: dict[str, Any]) -> None:
     watcher, bot = report["watcher"], report["api-bot"]
     assert {t["tool"] for t in watcher["granted"]} == {"side__progress", "side__log"}
     assert (watcher["used"], watcher["unused_share"]) == ([], 1.0)
@@ -181,6 +181,10 @@ def test_the_fleet_share_and_the_idle_agent_are_measured(report: dict[str, Any])
     assert (fleet["granted"], fleet["unused"]) == (9 + 2 + 2, 7 + 2 + 1)
     assert fleet["unused_share"] == pytest.approx(10 / 13)
     assert fleet["window"]["decisions"] >= 8
+    # Asked alone, the idle agent is still measured: others' decisions show the window was recorded.
+    alone = admin(gw, "GET", "/admin/v1/rightsize?agent=watcher")
+    assert alone.status_code == 200 and alone.json()["agents"][0]["unused_share"] == 1.0
+    assert alone.json()["window"]["decisions"] == 0
 
 
 def test_the_metric_shows_each_share_and_the_fleet_on_metrics(gw: Gateway, report: dict[str, Any]) -> None:

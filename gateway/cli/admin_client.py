@@ -22,6 +22,10 @@ class AdminClient:
         self.token = token
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        return json.loads(self.request_bytes(method, path, body) or b"null")
+
+    def request_bytes(self, method: str, path: str, body: dict[str, Any] | None = None) -> bytes:
+        """The answer's body as it came (e.g. an SVG); AdminClientError with the status when refused."""
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(
             f"{self.base_url}{path}", data=data, method=method,
@@ -29,9 +33,10 @@ class AdminClient:
         )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
-                return json.loads(response.read() or b"null")
+                answer: bytes = response.read()
+                return answer
         except urllib.error.HTTPError as exc:
-            raise AdminClientError(f"HTTP {exc.code}: {_error_text(exc)}") from None
+            raise AdminClientError(f"HTTP {exc.code}: {_error_text(exc)}", exc.code) from None
         except urllib.error.URLError as exc:
             raise AdminClientError(f"cannot reach the gateway at {self.base_url}: {exc.reason}") from None
 

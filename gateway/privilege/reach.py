@@ -53,10 +53,11 @@ _RANK = {"deny": 0, "step_up": 1, "allow": 2}
 GATE_NOT_IN_TASK = "gate:not-in-task"
 GATE_NEEDS_TASK = "gate:needs-task"
 GATE_TASK_ENDED = "gate:task-ended"
+GATE_OUTSIDE_ENTITLEMENT = "gate:outside-entitlement"
 ERA = "2026-07-28"
 CHUNK = 128  # tools per Cedar batch
 CHAIN_READS = 32  # sensitive reads whose egress follow-ups are decided (of each context)
-CACHE_SIZE = 256
+CACHE_ROWS = 100_000  # tool rows kept (about 30 MiB)
 Answer = tuple[str, tuple[str, ...]]  # (verdict, determining policy ids)
 _IDENTITY_METHODS = {"static": "static-token", "oidc": "oidc", "spiffe": "spiffe"}
 
@@ -126,7 +127,11 @@ class _Context:
 
 @dataclass(slots=True)
 class _Cache:
+    """Reaches of the policy set and catalog in force only (an older one can never be served again), at most
+    CACHE_ROWS tool rows in all (a reach holds one row per catalog tool), least recently used out first."""
+
     entries: OrderedDict[tuple[str, ...], AgentReach] = field(default_factory=OrderedDict)
+    rows: int = 0
 
     def get(self, key: tuple[str, ...]) -> AgentReach | None:
         found = self.entries.get(key)
@@ -135,9 +140,18 @@ class _Cache:
         return found
 
     def put(self, key: tuple[str, ...], value: AgentReach) -> None:
+        for old in [k for k in self.entries if k[:2] != key[:2]]:
+            self._drop(old)
+        self._drop(key)
         self.entries[key] = value
-        while len(self.entries) > CACHE_SIZE:
-            self.entries.popitem(last=False)
+        self.rows += len(value.tools)
+        while len(self.entries) > 1 and self.rows > CACHE_ROWS:
+            self._drop(next(iter(self.entries)))
+
+    def _drop(self, key: tuple[str, ...]) -> None:
+        gone = self.entries.pop(key, None)
+        if gone is not None:
+            self.rows -= len(gone.tools)
 
 
 class ReachAnalyzer:
@@ -179,6 +193,11 @@ class ReachAnalyzer:
         self._cache.put(key, reach)
         return reach
 
+    @property
+    def cached(self) -> int:
+        """Reaches kept (for tests and operators)."""
+        return len(self._cache.entries)
+
     def catalog_version(self, bundle: Bundle) -> str:
         """A digest of the catalog the policies decide against (tool, server, status, risk, classes, egress)."""
         known = self._catalog_versions
@@ -192,9 +211,9 @@ class ReachAnalyzer:
 
     def is_egress(self, model: ToolModel) -> bool:
         """Egress as chain monitoring counts it (gateway/chain/detectors/sensitive_then_egress.py)."""
-        entry = self.monitoring
-        return (model.entry.egress or model.entry.server_id in entry.egress_servers
-                or model.entry.exposed_name in entry.egress_tools)
+        monitoring = self.monitoring
+        return (model.entry.egress or model.entry.server_id in monitoring.egress_servers
+                or model.entry.exposed_name in monitoring.egress_tools)
 
     def is_sensitive(self, model: ToolModel) -> bool:
         return bool(set(model.entry.data_classes) & set(self.monitoring.sensitive_classes))
@@ -238,8 +257,9 @@ class ReachAnalyzer:
         entitled = tuple(name for name, m in sorted(bundle.catalog.tools.items())
                          if agent.entitlement.allows(name, m.entry.server_id))
         own = {"id": "", "purpose": agent.purpose, "tools": entitled}
+        grantable = frozenset(entitled)  # the token endpoint grants a task nothing outside the entitlement
         grants: list[tuple[str, Mapping[str, Any] | None, Callable[[str], str | None]]] = [
-            ("a task it grants itself", own, lambda _: None)]
+            ("a task it grants itself", own, lambda name: None if name in grantable else GATE_OUTSIDE_ENTITLEMENT)]
         if not agent.entitlement.require_task:
             grants.append(("no task", None, lambda _: None))
         return grants
@@ -273,17 +293,23 @@ class ReachAnalyzer:
             answers.append(("deny", (refused,)) if refused is not None else None)
             if refused is None:
                 passing.append(i)
-        principal_json, context_json = prepared
-        for start in range(0, len(passing), CHUNK):
-            chunk = passing[start:start + CHUNK]
-            outcomes = self.engine.reach_outcomes(bundle, agent_id, principal_json, context_json,
-                                                  [models[i] for i in chunk])
-            for i, outcome in zip(chunk, outcomes, strict=True):
-                answers[i] = outcome
+        outcomes = self._outcomes(bundle, agent_id, *prepared, [models[i] for i in passing])
+        for i, outcome in zip(passing, outcomes, strict=True):
+            answers[i] = outcome
         return [a if a is not None else ("deny", ()) for a in answers]
 
+    def _outcomes(self, bundle: Bundle, agent_id: str, principal_json: str, context_json: str,
+                  models: Sequence[ToolModel]) -> list[Answer]:
+        """The engine's answer for each of `models`, CHUNK tools per Cedar batch."""
+        answers: list[Answer] = []
+        for start in range(0, len(models), CHUNK):
+            answers.extend(self.engine.reach_outcomes(bundle, agent_id, principal_json, context_json,
+                                                      models[start:start + CHUNK]))
+        return answers
+
     def _tool_reach(self, bundle: Bundle, model: ToolModel, answers: list[Answer]) -> ToolReach:
-        verdict, policy_ids = max(answers, key=lambda a: _RANK[a[0]])
+        # The most permissive; of equal ones, what Cedar said over what the gate said (the gate's is a pseudo id).
+        verdict, policy_ids = max(answers, key=lambda a: (_RANK[a[0]], not any(p.startswith("gate:") for p in a[1])))
         entry = model.entry
         return ToolReach(entry.server_id, entry.exposed_name, str(entry.risk), verdict, policy_ids,
                          tuple(entry.data_classes), self.is_egress(model), self.is_sensitive(model), entry.status,
@@ -317,7 +343,7 @@ class ReachAnalyzer:
         # The chain section replaced, pruned as listing_facts prunes it: what the listing policies read.
         chain = prune_context({"chain": _chain_after(read)}, bundle.listing_reads)
         context_json = orjson.dumps({**orjson.loads(base), **chain}).decode()
-        outcomes = self.engine.reach_outcomes(bundle, agent.id, principal_json, context_json, egress)
+        outcomes = self._outcomes(bundle, agent.id, principal_json, context_json, egress)
         return [ChainStep(read.entry.exposed_name, e.entry.exposed_name, verdict, ids, context.label)
                 for e, (verdict, ids) in zip(egress, outcomes, strict=True)]
 
@@ -327,8 +353,8 @@ async def agent_reach(analyzer: ReachAnalyzer, agent_id: str, task_id: str | Non
     return await analyzer.agent_reach(agent_id, task_id)
 
 
-def reach_to_dict(reach: AgentReach) -> dict[str, Any]:
-    """The JSON shape (admin API, CLI --format json)."""
+def reach_header(reach: AgentReach) -> dict[str, Any]:
+    """Whose reach, decided from what, under which contexts: what every JSON shape built on a reach starts with."""
     return {
         "agent_id": reach.agent_id,
         "task_id": reach.task_id,
@@ -337,6 +363,13 @@ def reach_to_dict(reach: AgentReach) -> dict[str, Any]:
         "agent_version": reach.agent_version,
         "computed_at": reach.computed_at,
         "contexts": list(reach.contexts),
+    }
+
+
+def reach_to_dict(reach: AgentReach) -> dict[str, Any]:
+    """The JSON shape (admin API, CLI --format json)."""
+    return {
+        **reach_header(reach),
         "tools": [{"server": t.server_id, "tool": t.tool, "risk": t.risk, "verdict": t.verdict,
                    "policy_ids": list(t.policy_ids), "data_classes": list(t.data_classes), "egress": t.egress,
                    "sensitive": t.sensitive, "status": t.status, "approvers": t.approvers,

@@ -21,7 +21,7 @@ from gateway.privilege.proposal import Proposal, propose
 from gateway.privilege.reach import AgentReach, ReachAnalyzer, ToolReach, UnknownAgent
 from gateway.privilege.usage import AgentUse, TaskUse, audit_starts_at, read_task_use, read_usage
 from gateway.registry.model import Agent, Lifecycle
-from gateway.store.base import Store
+from gateway.store.base import AuditQuery, Store
 
 __all__ = ["AgentRightsize", "FleetRightsize", "NoRecordedData", "RightsizeSources", "UnknownAgent",
            "Window", "rightsize_fleet"]
@@ -48,7 +48,7 @@ class Window:
     since: float  # as asked
     until: float
     observed_from: float  # the later of `since` and the audit log's first record
-    decisions: int  # decision records in the window, every agent and outcome
+    decisions: int  # decision records (any outcome) the report rests on: every agent's, or the one agent's
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +144,8 @@ async def rightsize_fleet(sources: RightsizeSources, since_s: float = DEFAULT_WI
         raise UnknownAgent(f"no agent {agent_id!r}")
     until = time.time() if now is None else now
     since = until - since_s
-    usage = await read_usage(sources.store, since, until)
-    if not usage.decisions:
+    usage = await read_usage(sources.store, since, until, agent_id)
+    if not usage.decisions and not await _any_decision(sources.store, since, until):
         raise NoRecordedData("the audit log holds no decision in this window: nothing was recorded to measure "
                              "use against (try a wider --since, or after some traffic)")
     started = await audit_starts_at(sources.store)
@@ -188,6 +188,10 @@ def granted_tools(granted: Sequence[GrantedTool]) -> list[tuple[str, str, bool]]
 def _granted(tool: ToolReach, use: AgentUse) -> GrantedTool:
     return GrantedTool(tool.server_id, tool.tool, tool.risk, tool.verdict, use.calls.get(tool.tool, 0),
                        use.last_at.get(tool.tool))
+
+
+async def _any_decision(store: Store, since: float, until: float) -> bool:
+    return bool(await store.audit_records(AuditQuery(kind="decision", since=since, until=until, limit=1)))
 
 
 async def _read_text(path: Path | None) -> str | None:

@@ -9,6 +9,7 @@ from starlette.routing import BaseRoute
 from gateway.admin.agents_api import AgentsApi
 from gateway.admin.approvals_api import ApprovalsApi
 from gateway.admin.auth import AdminAuthenticator
+from gateway.admin.blast_api import BlastRadiusApi
 from gateway.admin.catalog_api import CatalogApi
 from gateway.admin.evidence_api import EvidenceApi
 from gateway.admin.keys_api import KeysApi
@@ -23,6 +24,7 @@ from gateway.discovery.resources import ResourceReviews
 from gateway.discovery.service import ToolReviews
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.reloader import PolicyReloader
+from gateway.privilege.blast_radius import BlastRadiusService
 from gateway.privilege.evidence.sources import EvidenceSources
 from gateway.privilege.rightsize import RightsizeSources
 from gateway.registry.service import Registry
@@ -63,13 +65,13 @@ class PeoplesParts(Protocol):
     @property
     def state(self) -> StateBackends: ...
     @property
-    def rightsize(self) -> RightsizeSources: ...
-    @property
-    def unused_share(self) -> UnusedShareGauge: ...
+    def unused_share(self) -> UnusedShareGauge: ...  # and `.sources`: what measuring privilege reads
 
 
 def admin_routes(parts: PeoplesParts) -> list[BaseRoute]:
     auth, registry, state = parts.admin_auth, parts.registry, parts.state
+    rightsize = parts.unused_share.sources
+    blast_radius = BlastRadiusService(rightsize.reach, registry, parts.settings)
     return [
         *AgentsApi(registry, auth).routes(),
         *PoliciesApi(parts.policy, parts.reloader, auth).routes(),
@@ -77,16 +79,17 @@ def admin_routes(parts: PeoplesParts) -> list[BaseRoute]:
         *KeysApi(parts.upstream_auth, auth).routes(),
         *ApprovalsApi(parts.approvals, auth, parts.settings.base_url).routes(),
         *CatalogApi(parts.reviews, auth, parts.resource_reviews).routes(),
-        *RightsizeApi(parts.rightsize, auth, parts.unused_share.refresh).routes(),
-        *EvidenceApi(evidence_sources(parts), auth).routes(),
+        *BlastRadiusApi(blast_radius, auth).routes(),
+        *RightsizeApi(rightsize, auth, parts.unused_share.refresh).routes(),
+        *EvidenceApi(evidence_sources(parts, rightsize), auth).routes(),
         *Console(parts.approvals, registry, parts.tasks, parts.store, auth, parts.settings, parts.reviews,
                  parts.resource_reviews, sessions=state.console_sessions, throttle=state.login_failures,
-                 rightsize=parts.rightsize).routes(),
+                 blast_radius=blast_radius, rightsize=rightsize).routes(),
     ]
 
 
-def evidence_sources(parts: PeoplesParts) -> EvidenceSources:
+def evidence_sources(parts: PeoplesParts, rightsize: RightsizeSources) -> EvidenceSources:
     """What compliance evidence reads: the live parts, with the effective catalog as the tasks see it now."""
     tasks = parts.tasks
     return EvidenceSources(parts.settings, parts.registry, parts.store, parts.policy, parts.reviews,
-                           lambda: tasks.catalog, parts.registry.clock, parts.rightsize)
+                           lambda: tasks.catalog, parts.registry.clock, rightsize)

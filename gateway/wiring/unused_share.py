@@ -13,15 +13,29 @@ import logging
 import time
 from collections.abc import Callable
 
+from gateway.config import Settings
+from gateway.policy.engine import PolicyEngine
+from gateway.privilege.reach import ReachAnalyzer
 from gateway.privilege.rightsize import DEFAULT_WINDOW_S, RightsizeSources, unused_count
 from gateway.privilege.usage import Usage, read_usage
 from gateway.registry.model import Lifecycle
+from gateway.registry.service import Registry
+from gateway.store.base import Store
+from gateway.tasks.service import TaskService
 from gateway.telemetry import Telemetry
 from gateway.telemetry.attributes import FLEET
 
 log = logging.getLogger("narrowgate")
 REFRESH_S = 300.0
 FIRST_AFTER_S = 30.0  # not in the start's own busy seconds
+
+
+def measuring(policy: PolicyEngine, registry: Registry, tasks: TaskService, store: Store, settings: Settings,
+              telemetry: Telemetry) -> UnusedShareGauge:
+    """What measuring privilege reads (`.sources`: one reach cache for every page, report and the metric), and
+    the gauge over it."""
+    reach = ReachAnalyzer(policy, registry, tasks, settings.monitoring)
+    return UnusedShareGauge(RightsizeSources(reach, store, settings.agents_file), telemetry)
 
 
 class UnusedShareGauge:
