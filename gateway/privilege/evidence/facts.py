@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from gateway.catalog.model import HttpTransport
 from gateway.policy.testing import TESTS_SUBDIR, run_policy_tests
 from gateway.privilege.evidence.model import INFO, OK, PROBLEM, UNAVAILABLE, Fact
+from gateway.privilege.evidence.model import iso_time as _iso
 from gateway.privilege.evidence.sources import EvidenceRun
 from gateway.privilege.rightsize import NoRecordedData, rightsize_fleet
 from gateway.settings.network import is_loopback_host
@@ -27,10 +27,6 @@ def _names(ids: Iterable[str]) -> str:
     listed = list(ids)
     more = f" and {len(listed) - SHOWN} more" if len(listed) > SHOWN else ""
     return ", ".join(listed[:SHOWN]) + more
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
 # agents

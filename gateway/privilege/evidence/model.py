@@ -11,6 +11,7 @@ the gateway cannot speak to is `not_applicable` with why.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 OK, PROBLEM, UNAVAILABLE, INFO = "ok", "problem", "unavailable", "info"
@@ -51,6 +52,10 @@ class Framework:
 
     def fact_ids(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(f for control in self.controls for f in control.facts))
+
+
+def iso_time(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
 def judge(control: ControlSpec, facts: dict[str, Fact]) -> tuple[str, list[str]]:

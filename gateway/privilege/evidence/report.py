@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from gateway.privilege.evidence.facts import compute
 from gateway.privilege.evidence.frameworks import framework
 from gateway.privilege.evidence.model import GAP, MET, NOT_APPLICABLE, control_dict
+from gateway.privilege.evidence.model import iso_time as _iso
 from gateway.privilege.evidence.sources import EvidenceRun, EvidenceSources
 
 REPORT_VERSION = 1
@@ -29,7 +29,3 @@ async def build_report(sources: EvidenceSources, framework_name: str, window_s: 
         "summary": {status: sum(c["status"] == status for c in controls) for status in (MET, GAP, NOT_APPLICABLE)},
         "controls": controls,
     }
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
