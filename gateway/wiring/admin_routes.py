@@ -11,6 +11,7 @@ from gateway.admin.approvals_api import ApprovalsApi
 from gateway.admin.auth import AdminAuthenticator
 from gateway.admin.blast_api import BlastRadiusApi
 from gateway.admin.catalog_api import CatalogApi
+from gateway.admin.evidence_api import EvidenceApi
 from gateway.admin.keys_api import KeysApi
 from gateway.admin.policies_api import PoliciesApi
 from gateway.admin.rightsize_api import RightsizeApi
@@ -24,6 +25,8 @@ from gateway.discovery.service import ToolReviews
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.reloader import PolicyReloader
 from gateway.privilege.blast_radius import BlastRadiusService
+from gateway.privilege.evidence.sources import EvidenceSources
+from gateway.privilege.rightsize import RightsizeSources
 from gateway.registry.service import Registry
 from gateway.state.backends import StateBackends
 from gateway.store.base import Store
@@ -78,7 +81,15 @@ def admin_routes(parts: PeoplesParts) -> list[BaseRoute]:
         *CatalogApi(parts.reviews, auth, parts.resource_reviews).routes(),
         *BlastRadiusApi(blast_radius, auth).routes(),
         *RightsizeApi(rightsize, auth, parts.unused_share.refresh).routes(),
+        *EvidenceApi(evidence_sources(parts, rightsize), auth).routes(),
         *Console(parts.approvals, registry, parts.tasks, parts.store, auth, parts.settings, parts.reviews,
                  parts.resource_reviews, sessions=state.console_sessions, throttle=state.login_failures,
                  blast_radius=blast_radius, rightsize=rightsize).routes(),
     ]
+
+
+def evidence_sources(parts: PeoplesParts, rightsize: RightsizeSources) -> EvidenceSources:
+    """What compliance evidence reads: the live parts, with the effective catalog as the tasks see it now."""
+    tasks = parts.tasks
+    return EvidenceSources(parts.settings, parts.registry, parts.store, parts.policy, parts.reviews,
+                           lambda: tasks.catalog, parts.registry.clock, rightsize)
