@@ -12,11 +12,12 @@ from gateway.store.base import AuditQuery, AuditStore
 PAGE = 1000
 
 
-async def audit_pages(store: AuditStore, **filters: Any) -> AsyncIterator[list[dict[str, Any]]]:
-    """Every record matching `filters` (AuditQuery's fields), in seq order, a page at a time."""
+async def audit_pages(store: AuditStore, since: float | None = None,
+                      until: float | None = None) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every record (recorded in [since, until) when given), in seq order, a page at a time."""
     after = 0
     while True:
-        page = await store.audit_records(AuditQuery(after_seq=after, limit=PAGE, **filters))
+        page = await store.audit_records(AuditQuery(after_seq=after, limit=PAGE, since=since, until=until))
         if not page:
             return
         yield page
