@@ -55,6 +55,7 @@ from gateway.wiring.endpoints import SmallEndpoints
 from gateway.wiring.lifecycle import LifecycleReactions
 from gateway.wiring.lifespan import Lifetime
 from gateway.wiring.list_changes import ListChanges
+from gateway.wiring.unused_share import measuring
 from gateway.wiring.webhooks import PeoplesWebhooks
 
 
@@ -96,13 +97,14 @@ class Gateway:
         self.store_sweeps: list[StoreSweep] = []  # with a cluster: the backstop to the event bus
         self.connect()
         self.admin_auth = AdminAuthenticator(settings, self.verifier, self.registry, self.task_check.is_ours)
+        self.unused_share = measuring(self.policy, self.registry, self.tasks, self.store, settings, self.telemetry)
         self.lifetime = Lifetime(
             settings, self.store, self.digest_key, self.audit, self.registry, [self.verifier, self.assertion_verifier],
             self.upstream_auth, [self.tasks, self.approvals, self.reviews, self.resource_reviews, *self.store_sweeps,
-                                 self.recorder],
+                                 self.unused_share, self.recorder],
             self.pool, self.catalog_sync, self.reloader, self.policy, self.lifecycle, self.endpoint,
             [*self.store_sweeps, self.secrets, self.detections, self.approvals, self.webhooks, self.tasks,
-             self.verifier, self.assertion_verifier, self.recorder],
+             self.verifier, self.assertion_verifier, self.unused_share, self.recorder],
             self.background, [self.reviews, self.resource_reviews], self.telemetry, self.cluster)
         self.drain = self.lifetime.drain  # on SIGINT/SIGTERM, before the lifespan ends (gateway/serving.py)
         self.app = McpFirst(self.endpoint, Starlette(routes=self.routes(), lifespan=self.lifetime.lifespan))

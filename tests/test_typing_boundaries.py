@@ -32,14 +32,13 @@ KNOWN_OTHER_ANY: dict[str, int] = {
     # admin_route into one route per kind (the APIs in admin/ annotate their `guard` with it).
     "gateway/admin/http.py": 2,
     "gateway/cli/admin_client.py": 1,  # a JSON reply (-> JsonValue)
-    "gateway/cli/audit.py": 2,  # the store's search filters (-> a TypedDict) and a table cell (-> object)
+    "gateway/cli/audit.py": 1,  # a table cell (-> object)
     "gateway/cli/catalog_discover.py": 3,  # the mcp SDK's ClientSession and a YAML scalar (-> object)
     "gateway/cli/review_text.py": 2,  # JSON values (-> object / JsonValue)
     "gateway/console/pages.py": 1,  # a template context
     "gateway/console/views.py": 2,  # JSON values (-> object / JsonValue)
     "gateway/policy/authorizer.py": 1,  # an argument preview (JSON)
     "gateway/policy/engine.py": 5,  # canonical arguments and the Cedar input (JSON)
-    "gateway/privilege/reach.py": 1,  # _digest(value) (-> object: orjson.dumps takes any)
     # tuple[str, str, str] | Signature once engine.py's listing_job types its `keys` list as list[ListingKey].
     "gateway/policy/listing_memo.py": 1,
     # The seams' value types (AgentSession, ConsoleSession...) live above state/: typed where app.py builds them.

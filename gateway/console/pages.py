@@ -50,6 +50,7 @@ from gateway.catalog.definitions import reveal_hidden
 from gateway.config import Settings
 from gateway.console.blast import BlastPages
 from gateway.console.catalog import CatalogPages
+from gateway.console.rightsize import RightsizePages
 from gateway.console.security import (
     CookiePolicy,
     Hardened,
@@ -81,6 +82,7 @@ from gateway.discovery.resources import ResourceReviews
 from gateway.discovery.service import ToolReviews
 from gateway.links import HOME, approval_path, segment
 from gateway.privilege.blast_radius import BlastRadiusService
+from gateway.privilege.rightsize import RightsizeSources
 from gateway.registry.errors import Conflict, NotFound, RegistryError
 from gateway.registry.model import Lifecycle
 from gateway.registry.service import Registry
@@ -111,9 +113,11 @@ class Console:
     def __init__(self, approvals: ApprovalService, registry: Registry, tasks: TaskService, store: Store,
                  auth: AdminAuthenticator, settings: Settings, reviews: ToolReviews, resource_reviews: ResourceReviews,
                  clock: Clock = time.time, sessions: ConsoleSessions[Approver, ConsoleSession] | None = None,
-                 throttle: LoginFailures | None = None, blast_radius: BlastRadiusService | None = None) -> None:
+                 throttle: LoginFailures | None = None, blast_radius: BlastRadiusService | None = None,
+                 rightsize: RightsizeSources | None = None) -> None:
         """`sessions`, `throttle`: the state seams (app.py passes them); None builds in-memory ones.
-        `blast_radius`: the blast-radius pages (admins only; gateway.console.blast), left out without it."""
+        `blast_radius`: the blast-radius pages (admins only; gateway.console.blast), left out without it.
+        `rightsize`: what the right-sizing page reads (admins only; gateway.console.rightsize), likewise."""
         self.approvals = approvals
         self.registry = registry
         self.tasks = tasks
@@ -136,6 +140,7 @@ class Console:
         self.env.filters["review_label"] = review_label
         self.env.filters["review_href"] = review_href
         self.catalog = CatalogPages(reviews, resource_reviews, self.render)
+        self.rightsize = RightsizePages(rightsize, self.render, require_admin) if rightsize is not None else None
         self.blast = BlastPages(blast_radius, self.render) if blast_radius is not None else None
         self.stylesheet_text = resources.files("gateway.console").joinpath("static/console.css").read_text("utf-8")
 
@@ -155,6 +160,7 @@ class Console:
             Route("/tasks/{task_id}/revoke", self.action(self.revoke), methods=["POST"]),
             Route("/decisions", self.page(self.decisions_page), methods=["GET"]),
             *self.catalog.routes(self.page, self.action),
+            *(self.rightsize.routes(self.page) if self.rightsize is not None else []),
             *(self.blast.routes(self.page) if self.blast is not None else []),
             Route("/static/console.css", self.stylesheet, methods=["GET"]),
         ], default=self.not_found)

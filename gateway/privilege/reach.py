@@ -411,6 +411,6 @@ def _approvers(bundle: Bundle, policy_ids: tuple[str, ...]) -> str | None:
     return ",".join(groups) if groups else None
 
 
-def _digest(value: Any) -> str:
+def _digest(value: object) -> str:
     return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 

@@ -309,6 +309,10 @@ class Telemetry:
         meter.create_observable_gauge(
             A.METRIC_TOOLS_QUARANTINED, callbacks=[self._observe_quarantined], unit="{tool}",
             description="Tools currently quarantined")
+        self._unused_shares: Mapping[str, float] = {}
+        meter.create_observable_gauge(
+            A.METRIC_GRANTED_TOOLS_UNUSED, callbacks=[self._observe_unused_shares], unit="1",
+            description="Share of granted tools not used in the right-sizing window, per agent and fleet-wide (*)")
         self._versions: Callable[[], Mapping[str, str]] | None = None
         meter.create_observable_gauge(
             A.METRIC_VERSIONS, callbacks=[self._observe_versions],
@@ -444,12 +448,19 @@ class Telemetry:
     def set_quarantined_tools(self, n: int) -> None:
         self._tools_quarantined = n
 
+    def set_unused_shares(self, shares: Mapping[str, float]) -> None:
+        """Per agent id (and A.FLEET) the share of granted tools unused; replaces the last set whole."""
+        self._unused_shares = dict(shares)
+
     def report_versions(self, versions: Callable[[], Mapping[str, str]]) -> None:
         """`versions()`: the attributes of `narrowgate.versions`, read at each collection."""
         self._versions = versions
 
     def _observe_versions(self, options: CallbackOptions) -> Iterable[Observation]:
         return [] if self._versions is None else [Observation(1, dict(self._versions()))]
+
+    def _observe_unused_shares(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(share, {A.AGENT_ID: agent}) for agent, share in self._unused_shares.items()]
 
     def _observe_approvals(self, options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(self._approvals_pending)]

@@ -11,9 +11,11 @@ from gateway.admin.approvals_api import ApprovalsApi
 from gateway.admin.auth import AdminAuthenticator
 from gateway.admin.blast_api import BlastRadiusApi
 from gateway.admin.catalog_api import CatalogApi
+from gateway.admin.evidence_api import EvidenceApi
 from gateway.admin.keys_api import KeysApi
 from gateway.admin.policies_api import PoliciesApi
 from gateway.admin.replay_api import ReplayApi
+from gateway.admin.rightsize_api import RightsizeApi
 from gateway.admin.tasks_api import TasksApi
 from gateway.approvals.service import ApprovalService
 from gateway.audit import AuditLog
@@ -26,12 +28,14 @@ from gateway.policy.engine import PolicyEngine
 from gateway.policy.recorder import DecisionRecorder
 from gateway.policy.reloader import PolicyReloader
 from gateway.privilege.blast_radius import BlastRadiusService
-from gateway.privilege.reach import ReachAnalyzer
+from gateway.privilege.evidence.sources import EvidenceSources
+from gateway.privilege.rightsize import RightsizeSources
 from gateway.registry.service import Registry
 from gateway.state.backends import StateBackends
 from gateway.store.base import Store
 from gateway.tasks.service import TaskService
 from gateway.tasks.tokens import TaskTokenIssuer
+from gateway.wiring.unused_share import UnusedShareGauge
 
 
 class PeoplesParts(Protocol):
@@ -67,12 +71,14 @@ class PeoplesParts(Protocol):
     def audit(self) -> AuditLog: ...
     @property
     def recorder(self) -> DecisionRecorder: ...
+    @property
+    def unused_share(self) -> UnusedShareGauge: ...  # and `.sources`: what measuring privilege reads
 
 
 def admin_routes(parts: PeoplesParts) -> list[BaseRoute]:
     auth, registry, state = parts.admin_auth, parts.registry, parts.state
-    blast_radius = BlastRadiusService(ReachAnalyzer(parts.policy, registry, parts.tasks, parts.settings.monitoring),
-                                      registry, parts.settings)
+    rightsize = parts.unused_share.sources
+    blast_radius = BlastRadiusService(rightsize.reach, registry, parts.settings)
     return [
         *AgentsApi(registry, auth).routes(),
         *PoliciesApi(parts.policy, parts.reloader, auth).routes(),
@@ -82,7 +88,16 @@ def admin_routes(parts: PeoplesParts) -> list[BaseRoute]:
         *CatalogApi(parts.reviews, auth, parts.resource_reviews).routes(),
         *BlastRadiusApi(blast_radius, auth).routes(),
         *ReplayApi(parts.policy, parts.recorder, parts.audit, parts.store, registry, auth).routes(),
+        *RightsizeApi(rightsize, auth, parts.unused_share.refresh).routes(),
+        *EvidenceApi(evidence_sources(parts, rightsize), auth).routes(),
         *Console(parts.approvals, registry, parts.tasks, parts.store, auth, parts.settings, parts.reviews,
                  parts.resource_reviews, sessions=state.console_sessions, throttle=state.login_failures,
-                 blast_radius=blast_radius).routes(),
+                 blast_radius=blast_radius, rightsize=rightsize).routes(),
     ]
+
+
+def evidence_sources(parts: PeoplesParts, rightsize: RightsizeSources) -> EvidenceSources:
+    """What compliance evidence reads: the live parts, with the effective catalog as the tasks see it now."""
+    tasks = parts.tasks
+    return EvidenceSources(parts.settings, parts.registry, parts.store, parts.policy, parts.reviews,
+                           lambda: tasks.catalog, parts.registry.clock, rightsize)
