@@ -142,7 +142,7 @@ class _Request:
     # request path (recorded_input), so a candidate policy reading more than the live set sees it all.
     facts: RequestFacts | None = None
     granted: bool = False  # decided as a call carrying an approval
-    cedar_input: Any = None
+    cedar_input: object = None
     input_whole: bool = False
 
     def approved(self) -> dict[str, Any]:

@@ -45,6 +45,9 @@ class CandidateInvalid(ValueError):
         self.problems = problems
 
 
+GroupKey = tuple[str, str, str, tuple[str, ...], tuple[str, ...]]  # flip, target, agent, live and candidate ids
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
     since: float
@@ -82,7 +85,7 @@ class Tally:
     unreadable: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)  # the live outcomes of what was replayed
     flips: Counter[str] = field(default_factory=Counter)
-    groups: dict[tuple[Any, ...], Group] = field(default_factory=dict)
+    groups: dict[GroupKey, Group] = field(default_factory=dict)
     seen_ids: set[str] = field(default_factory=set)
     first_replayable: float | None = None
 

@@ -50,7 +50,7 @@ def policy_settings(raw: object, base_dir: Path) -> PolicySettings:
     )
 
 
-def _retention(value: Any) -> float:
+def _retention(value: object) -> float:
     """A duration, or 0 (recording off)."""
     if not isinstance(value, bool) and value in (0, "0"):
         return 0.0

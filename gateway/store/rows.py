@@ -229,7 +229,7 @@ def _json_or_text(text: str | None) -> Any:
 DECISION_INPUT_COLUMNS = "decision_id, at, agent_id, kind, target, outcome, payload"
 
 
-def decision_input_row(row: DecisionInputRow) -> tuple[Any, ...]:
+def decision_input_row(row: DecisionInputRow) -> tuple[object, ...]:
     return (row.decision_id, row.at, row.agent_id, row.kind, row.target, row.outcome, row.payload)
 
 
