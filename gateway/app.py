@@ -18,9 +18,7 @@ from gateway.catalog import Catalog
 from gateway.chain.detections import DetectionResponder
 from gateway.chain.monitor import ChainMonitor
 from gateway.cluster.backends import state_backends
-from gateway.cluster.backstop import StoreSweep
 from gateway.cluster.connection import Cluster, replica_id
-from gateway.cluster.convergence import Convergence
 from gateway.config import Settings
 from gateway.credentials.secret_sources import SecretResolver
 from gateway.credentials.upstream_auth import UpstreamAuth
@@ -36,9 +34,7 @@ from gateway.policy.hours import WorkingHours
 from gateway.policy.recorder import DecisionRecorder
 from gateway.policy.reloader import PolicyReloader
 from gateway.registry.service import Registry
-from gateway.resource_updates import ResourceUpdateRelay
 from gateway.state.backends import StateBackends
-from gateway.state.notices import TOPIC_LIST_CHANGED
 from gateway.store import open_store
 from gateway.tasks.gate import TaskGate
 from gateway.tasks.service import TaskService
@@ -55,6 +51,7 @@ from gateway.wiring.endpoints import SmallEndpoints
 from gateway.wiring.lifecycle import LifecycleReactions
 from gateway.wiring.lifespan import Lifetime
 from gateway.wiring.list_changes import ListChanges
+from gateway.wiring.observers import connect
 from gateway.wiring.unused_share import measuring
 from gateway.wiring.webhooks import PeoplesWebhooks
 
@@ -94,8 +91,7 @@ class Gateway:
                                             self.endpoint.listen_hub, self.upstream_auth)
         self.list_changes = ListChanges(self.state.notices, self.sessions, self.endpoint.listen_hub, self.methods,
                                         self.pool, self.audit, self.background, self.catalog_sync.policy_catalog_synced)
-        self.store_sweeps: list[StoreSweep] = []  # with a cluster: the backstop to the event bus
-        self.connect()
+        self.store_sweeps = connect(self)  # every observer joined; with a cluster, the backstop to the event bus
         self.admin_auth = AdminAuthenticator(settings, self.verifier, self.registry, self.task_check.is_ours)
         self.unused_share = measuring(self.policy, self.registry, self.tasks, self.store, settings, self.telemetry)
         self.lifetime = Lifetime(
@@ -169,29 +165,6 @@ class Gateway:
         self.approvals = ApprovalService(self.store, self.registry, self.audit, settings, digests=self.digest_key,
                                          open_approvals=self.state.open_approvals, waiters=self.state.approval_waiters)
         return StepUpFlow(self.approvals, authorizer, self.tasks, self.telemetry, settings, self.settings.base_url)
-
-    def connect(self) -> None:
-        """Who hears of what: every event source's observers (gateway/events.py), in the order they are
-        told. The pool's `on_rebuild` is joined in `lifespan`, after the start's own rebuilds."""
-        self.registry.on_change.append(self.lifecycle.on_agent_change)
-        self.reloader.on_change.append(self.list_changes.announce_policy_change)
-        self.reloader.on_outcome.append(self.catalog_sync.audit_policy_reload)
-        self.tasks.on_end.append(self.lifecycle.on_task_end)
-        self.tasks.on_start.append(self.lifecycle.on_task_start)
-        self.resource_reviews.on_decided.append(self.catalog_sync.apply_resource_reviews)
-        self.reviews.on_decided.append(self.catalog_sync.apply_reviews)
-        self.pool.on_list_changed.append(self.list_changes.on_upstream_lists_changed)
-        self.tasks.on_end.append(self.approvals.task_ended)
-        self.approvals.on_change.append(self.telemetry.set_approvals_pending)
-        self.webhooks.connect(self.reviews, self.resource_reviews, self.approvals)
-        self.state.notices.subscribe(TOPIC_LIST_CHANGED, self.list_changes.on_list_changed)
-        self.pool.on_resource_updated.append(ResourceUpdateRelay(
-            self.methods, self.sessions, self.endpoint.listen_hub, self.lifecycle.current_principal).relay)
-        if self.cluster is not None:  # the other replicas hear of every change here, and this one of theirs
-            Convergence(self.state.notices, self.background, self.registry, self.tasks, self.lifecycle, self.reloader,
-                        self.catalog_sync, self.list_changes, self.upstream_auth).connect(
-                {"tools": self.reviews, "resources": self.resource_reviews})
-            self.store_sweeps.append(StoreSweep.for_bus(self.state.notices, self.registry, self.tasks))
 
     def routes(self) -> list[BaseRoute]:
         endpoints = SmallEndpoints(self.settings.base_url, self.pool, self.policy, self.reloader, self.catalog_sync,
