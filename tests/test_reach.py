@@ -206,6 +206,17 @@ async def test_input_conditions_count_as_met_for_some_arguments(
     assert pay is not None and pay.verdict == "allow"  # an amount of 100 or less goes through
 
 
+async def test_a_permit_for_one_protocol_era_counts_the_caller_picks_the_era(
+        analyzer: ReachAnalyzer, engine: PolicyEngine, cedar_dir: Path) -> None:
+    (cedar_dir / "policies" / "90-legacy-pays.cedar").write_text(
+        '@id("legacy-clients-pay")\n'
+        'permit (principal == Agent::"helper", action == Action::"payments__pay", resource)\n'
+        'when { context.request.era == "2025-11-25" };\n')
+    assert engine.reload().ok
+    pay = (await agent_reach(analyzer, "helper")).tool("payments__pay")
+    assert pay is not None and pay.verdict == "allow" and pay.policy_ids == ("legacy-clients-pay",)
+
+
 async def test_a_task_narrows_reach_to_its_tools(analyzer: ReachAnalyzer, tasks: TaskService) -> None:
     task = await tasks.start("helper", "read one file", ["files__read_file", "files__wipe"], started_by="alice")
     reach = await agent_reach(analyzer, "helper", task.id)
