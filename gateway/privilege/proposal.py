@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,17 +97,22 @@ def entitlement_dict(entitlement: Entitlement) -> dict[str, Any]:
 
 
 def propose(agent: Agent, granted: Sequence[tuple[str, str, bool]], keeps_servers: bool,
-            agents_text: str | None, agents_file: Path | None) -> Proposal:
-    """The proposal for `agent` from its granted tools as (tool, server, used)."""
+            agents_text: str | None, agents_file: Path | None,
+            declared: Mapping[str, Entitlement] | None = None) -> Proposal:
+    """The proposal for `agent` from its granted tools as (tool, server, used). `declared`: the agents file's
+    entitlements (declared_entitlements of `agents_text`), read once for a fleet rather than once per agent."""
     current = agent.entitlement
     narrowed = narrow(current, granted, keeps_servers)
     forbidden = tuple(sorted(tool for tool, server, used in granted
                              if not used and (narrowed.allows(tool, server) or not current.allows(tool, server))))
-    if agents_text is None or agents_file is None or not declares(agents_text, agent.id):
+    if agents_text is None or agents_file is None:
+        return Proposal(agent.id, current, narrowed, forbidden, "admin_api")
+    declared = declared_entitlements(agents_text) if declared is None else declared
+    if agent.id not in declared:
         return Proposal(agent.id, current, narrowed, forbidden, "admin_api")
     base = hashlib.sha256(agents_text.encode()).hexdigest()
     try:
-        patched = edit_entitlement(agents_text, agent.id, narrowed)
+        patched = edit_entitlement(agents_text, agent.id, narrowed, declared)
     except CannotEdit as exc:
         return Proposal(agent.id, current, narrowed, forbidden, "admin_api", str(agents_file), base,
                         problem=str(exc))
@@ -158,15 +163,15 @@ def unified_patch(before: str, after: str, name: str) -> str:
                                         f"a/{name}", f"b/{name}"))
 
 
-def declares(text: str, agent_id: str) -> bool:
-    return declared_entitlement(text, agent_id) is not None
+def declared_entitlements(text: str) -> dict[str, Entitlement]:
+    """Every agent's entitlement the agents file declares (none when the file does not load)."""
+    parsed = parse_agents_file(text, "agents file", 0.0)
+    return {} if parsed.problems else {e.spec.id: e.spec.fields.entitlement for e in parsed.entries}
 
 
 def declared_entitlement(text: str, agent_id: str) -> Entitlement | None:
     """The entitlement an agents file declares for `agent_id` (None: not declared, or the file does not load)."""
-    parsed = parse_agents_file(text, "agents file", 0.0)
-    entry = next((e for e in parsed.entries if e.spec.id == agent_id), None)
-    return entry.spec.fields.entitlement if entry is not None and not parsed.problems else None
+    return declared_entitlements(text).get(agent_id)
 
 
 # ---- the line-preserving edit -------------------------------------------------------------------
@@ -179,9 +184,11 @@ class _Edit:
     text: str
 
 
-def edit_entitlement(text: str, agent_id: str, narrowed: Entitlement) -> str:
+def edit_entitlement(text: str, agent_id: str, narrowed: Entitlement,
+                     declared: Mapping[str, Entitlement] | None = None) -> str:
     """`text` with the entitlement of `agent_id` replaced by `narrowed`, everything else (comments,
-    order, quoting, other agents) as it was. Checked: the result parses and declares `narrowed`."""
+    order, quoting, other agents) as it was. Checked: the result parses and declares `narrowed`.
+    `declared`: what `text` declares, when the caller has read it already."""
     entitlement = _entitlement_node(yaml.compose(text, Loader=yaml.SafeLoader), agent_id)
     if entitlement.flow_style:
         edits = [_Edit(entitlement.start_mark.index, entitlement.end_mark.index, _flow_mapping(entitlement, narrowed))]
@@ -190,7 +197,7 @@ def edit_entitlement(text: str, agent_id: str, narrowed: Entitlement) -> str:
     result = text
     for edit in sorted(edits, key=lambda e: e.start, reverse=True):
         result = result[:edit.start] + edit.text + result[edit.end:]
-    _check(text, result, agent_id, narrowed)
+    _check(text, result, agent_id, narrowed, declared)
     return result
 
 
@@ -301,13 +308,15 @@ def _line_end(text: str, index: int) -> int:
     return len(text) if newline < 0 else newline + 1
 
 
-def _check(before: str, after: str, agent_id: str, narrowed: Entitlement) -> None:
+def _check(before: str, after: str, agent_id: str, narrowed: Entitlement,
+           declared: Mapping[str, Entitlement] | None) -> None:
     """The edit loads, gives `agent_id` the narrowed entitlement, and changes no other agent's (an entitlement
     shared through a YAML anchor would narrow every agent using it)."""
     parsed = parse_agents_file(after, "agents file", 0.0)
     if parsed.problems:
         raise CannotEdit(f"the edited agents file would not load: {parsed.problems[0]}")
-    was = {e.spec.id: e.spec.fields.entitlement for e in parse_agents_file(before, "agents file", 0.0).entries}
+    was = declared if declared is not None else \
+        {e.spec.id: e.spec.fields.entitlement for e in parse_agents_file(before, "agents file", 0.0).entries}
     now = {e.spec.id: e.spec.fields.entitlement for e in parsed.entries}
     if now.get(agent_id) != narrowed:
         raise CannotEdit("the edited agents file would not declare the narrowed entitlement")
