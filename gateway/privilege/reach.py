@@ -331,7 +331,11 @@ class ReachAnalyzer:
         egress = [i for i, m in enumerate(models) if self.is_egress(m)]
         steps: dict[tuple[str, str], ChainStep] = {}
         reads_seen: set[str] = set()
+        followed: set[tuple[tuple[str, str], int]] = set()
         for context, done, answers in zip(contexts, prepared, per_context, strict=True):
+            if (done, id(context.gate)) in followed:  # the same request to Cedar behind the same gate: same steps
+                continue
+            followed.add((done, id(context.gate)))
             reads = [i for i, m in enumerate(models) if self.is_sensitive(m) and answers[i][0] == "allow"]
             reads_seen.update(models[i].entry.exposed_name for i in reads)
             open_egress = [models[i] for i in egress if context.gate(models[i].entry.exposed_name) is None]
