@@ -6,7 +6,9 @@ real registry and task service on SQLite.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +16,10 @@ from types import MappingProxyType
 from typing import Any
 
 import pytest
+import yaml
 
+from gateway.audit import AuditLog
+from gateway.audit.model import AuditEvent
 from gateway.catalog import Catalog, load_catalog
 from gateway.policy import PolicyEngine
 from gateway.privilege import reach as reach_module
@@ -28,6 +33,7 @@ from gateway.privilege.reach import (
     agent_reach,
     reach_to_dict,
 )
+from gateway.privilege.rightsize import RightsizeSources, rightsize_fleet
 from gateway.registry.service import Registry
 from gateway.settings.monitoring import MonitoringSettings
 from gateway.store import Store, open_store
@@ -206,6 +212,17 @@ async def test_input_conditions_count_as_met_for_some_arguments(
     assert pay is not None and pay.verdict == "allow"  # an amount of 100 or less goes through
 
 
+async def test_a_permit_for_one_protocol_era_counts_the_caller_picks_the_era(
+        analyzer: ReachAnalyzer, engine: PolicyEngine, cedar_dir: Path) -> None:
+    (cedar_dir / "policies" / "90-legacy-pays.cedar").write_text(
+        '@id("legacy-clients-pay")\n'
+        'permit (principal == Agent::"helper", action == Action::"payments__pay", resource)\n'
+        'when { context.request.era == "2025-11-25" };\n')
+    assert engine.reload().ok
+    pay = (await agent_reach(analyzer, "helper")).tool("payments__pay")
+    assert pay is not None and pay.verdict == "allow" and pay.policy_ids == ("legacy-clients-pay",)
+
+
 async def test_a_task_narrows_reach_to_its_tools(analyzer: ReachAnalyzer, tasks: TaskService) -> None:
     task = await tasks.start("helper", "read one file", ["files__read_file", "files__wipe"], started_by="alice")
     reach = await agent_reach(analyzer, "helper", task.id)
@@ -273,3 +290,39 @@ async def test_the_cache_keeps_the_policies_in_force_only_and_is_bounded(
     assert analyzer.cached == 1 and analyzer.computed == 4
     await agent_reach(analyzer, "helper")
     assert analyzer.computed == 5  # pushed out, computed again
+
+
+async def test_right_sizing_parses_the_agents_file_off_the_event_loop(
+        analyzer: ReachAnalyzer, store: Store, tmp_path: Path) -> None:
+    # A large agents file: the proposal parses and edits it (pure-Python YAML, a few hundred ms here). That ran
+    # on the event loop once per agent, so every request of the gateway waited on each parse.
+    fillers = [agent_spec(f"filler-{i}", ["files"]) for i in range(300)]
+    fleet = [agent_spec("helper", ["files", "crm", "mail"]), *fillers]
+    agents_file = tmp_path / "agents.yaml"
+    agents_file.write_text(yaml.safe_dump({"agents": fleet}), encoding="utf-8")
+    log = AuditLog(store, time.time)
+    await log.open()
+    log.record(AuditEvent(kind="decision", action="call", actor="helper", agent_id="helper", tool="files__read_file",
+                          decision="allow"))
+    await log.flush()
+    await log.close()
+    await agent_reach(analyzer, "helper")  # the reach is cached: what follows is right-sizing's own work
+    stalls: list[float] = []
+    running = True
+
+    async def tick() -> None:
+        last = time.perf_counter()
+        while running:
+            await asyncio.sleep(0.002)
+            now = time.perf_counter()
+            stalls.append(now - last)
+            last = now
+
+    ticker = asyncio.create_task(tick())
+    report = await rightsize_fleet(RightsizeSources(analyzer, store, agents_file), agent_id="helper")
+    running = False
+    await ticker
+    proposal = report.agents[0].proposal
+    assert proposal.managed_by == "agents_file" and proposal.patch is not None  # the file was parsed and edited
+    # The edit alone takes over a second here; on a worker thread the loop waits for the GIL only (tens of ms).
+    assert max(stalls) < 0.6, f"the event loop stalled {max(stalls):.2f} s"

@@ -82,3 +82,33 @@ def test_a_shape_it_cannot_edit_is_refused_and_the_admin_call_offered() -> None:
     assert proposal.managed_by == "admin_api" and proposal.patch is None
     assert proposal.problem is not None and "shared with other agents" in proposal.problem
     assert proposal.to_dict()["admin_call"]["body"]["entitlement"]["tools"] == ["s__a"]
+
+
+def written_report(agent_id: str, cedar_file: str) -> dict[str, object]:
+    """A right-sizing answer whose only change is a Cedar file (as /admin/v1/rightsize shapes it)."""
+    kept = {"tools": ["s__a"], "servers": [], "require_task": False}
+    return {"agents": [{"agent_id": agent_id, "proposal": {
+        "managed_by": "admin_api", "current": kept, "narrowed": kept, "cedar_file": cedar_file,
+        "cedar_text": f'forbid (principal == Agent::"{agent_id}", action, resource);\n'}}]}
+
+
+@pytest.mark.parametrize(("agent_id", "cedar_file"), [
+    ("bot", "../../outside.cedar"),  # the answer names a path: the CLI names the file itself
+    ("../../outside", "90-rightsize-../../outside.cedar"),  # not an agent id: refused
+])
+def test_write_puts_cedar_files_only_in_the_policy_directory(tmp_path: Path, agent_id: str, cedar_file: str) -> None:
+    from gateway.cli.rightsize import WriteRefused, write_proposals
+
+    deploy = tmp_path / "deploy"
+    (deploy / "cedar" / "policies").mkdir(parents=True)
+    config = deploy / "narrowgate.yaml"
+    config.write_text("policies: cedar\n", encoding="utf-8")
+    report = written_report(agent_id, cedar_file)
+    if agent_id == "bot":
+        write_proposals(report, config)
+        assert (deploy / "cedar" / "policies" / "90-rightsize-bot.cedar").is_file()
+    else:
+        with pytest.raises(WriteRefused, match="not an agent id"):
+            write_proposals(report, config)
+    outside = [p for p in tmp_path.rglob("*.cedar") if p.parent != deploy / "cedar" / "policies"]
+    assert outside == []

@@ -119,7 +119,7 @@ def write_proposals(report: dict[str, Any], config: Path) -> None:
     edit the gateway's patch was made with, so proposals for several agents of one file apply one after the
     other; refused when the local file declares a different entitlement than the gateway holds."""
     from gateway.config import load_settings
-    from gateway.privilege.proposal import CannotEdit, declared_entitlement, edit_entitlement
+    from gateway.privilege.proposal import CannotEdit, cedar_file_name, declared_entitlement, edit_entitlement
 
     settings = load_settings(config, resolve_secrets=False)
     writes: dict[Path, str] = {}
@@ -136,7 +136,11 @@ def write_proposals(report: dict[str, Any], config: Path) -> None:
             except CannotEdit as exc:
                 raise WriteRefused(f"{path}: {exc}; nothing was written") from None
         if proposal["cedar_file"]:
-            writes[settings.policies_dir / "policies" / proposal["cedar_file"]] = proposal["cedar_text"]
+            try:  # named here from the agent id, not taken from the answer: never a path outside the policies
+                name = cedar_file_name(agent_id)
+            except ValueError as exc:
+                raise WriteRefused(f"{exc}; nothing was written") from None
+            writes[settings.policies_dir / "policies" / name] = proposal["cedar_text"]
     for path, text in writes.items():
         path.write_text(text, encoding="utf-8")
         print(f"wrote {path}")

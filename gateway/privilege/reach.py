@@ -9,6 +9,7 @@ picks the moment and the arguments):
   as met when some arguments could meet it. `allow` means "allowed for some arguments";
 - time: now, once inside and once outside working hours (`context.request.working_hours` true and
   false; hour and weekday are the current ones);
+- protocol era: both (`context.request.era`): the caller picks it when it connects;
 - task: with `task_id`, that task (only its tools pass the gate; an ended task passes nothing). Without
   one, a task the agent could grant itself at the token endpoint (every entitled catalog tool), and
   also no task at all when the agent's entitlement does not require one;
@@ -42,6 +43,7 @@ from gateway.policy.context import NO_AGENT_CHAIN, NO_CHAIN
 from gateway.policy.engine import PolicyEngine, RequestFacts
 from gateway.policy.listing import prune_context
 from gateway.policy.model import ToolModel
+from gateway.protocol.eras import LEGACY_ERA, MODERN_ERA
 from gateway.registry.model import Agent, agent_to_dict
 from gateway.registry.service import Registry
 from gateway.settings.monitoring import MonitoringSettings
@@ -54,7 +56,7 @@ GATE_NOT_IN_TASK = "gate:not-in-task"
 GATE_NEEDS_TASK = "gate:needs-task"
 GATE_TASK_ENDED = "gate:task-ended"
 GATE_OUTSIDE_ENTITLEMENT = "gate:outside-entitlement"
-ERA = "2026-07-28"
+ERAS = (MODERN_ERA, LEGACY_ERA)  # the caller picks the protocol era (context.request.era)
 # Tools per Cedar batch: Cedar holds the GIL while it decides one, and the event loop waits that long
 # (32 tools: a few ms; 128 took 30-50 ms on a loaded machine).
 CHUNK = 32
@@ -242,10 +244,11 @@ class ReachAnalyzer:
         for grant_label, task_facts, gate in grants:
             for method in methods:
                 principal = Principal(agent.id, method, agent=agent, task_id=None if task is None else task.id)
-                for inside in (True, False):
-                    facts = RequestFacts(now=now, era=ERA, working_hours=inside, task=task_facts, chain=NO_CHAIN)
-                    label = f"{grant_label}, {method}, {'in' if inside else 'outside'} working hours"
-                    contexts.append(_Context(label, principal, facts, gate))
+                for era in ERAS:
+                    for inside in (True, False):
+                        facts = RequestFacts(now=now, era=era, working_hours=inside, task=task_facts, chain=NO_CHAIN)
+                        label = f"{grant_label}, {method}, era {era}, {'in' if inside else 'outside'} working hours"
+                        contexts.append(_Context(label, principal, facts, gate))
         return contexts
 
     @staticmethod
@@ -328,7 +331,11 @@ class ReachAnalyzer:
         egress = [i for i, m in enumerate(models) if self.is_egress(m)]
         steps: dict[tuple[str, str], ChainStep] = {}
         reads_seen: set[str] = set()
+        followed: set[tuple[tuple[str, str], int]] = set()
         for context, done, answers in zip(contexts, prepared, per_context, strict=True):
+            if (done, id(context.gate)) in followed:  # the same request to Cedar behind the same gate: same steps
+                continue
+            followed.add((done, id(context.gate)))
             reads = [i for i, m in enumerate(models) if self.is_sensitive(m) and answers[i][0] == "allow"]
             reads_seen.update(models[i].entry.exposed_name for i in reads)
             open_egress = [models[i] for i in egress if context.gate(models[i].entry.exposed_name) is None]

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.privilege.proposal import Proposal, propose
+from gateway.privilege.proposal import Proposal, declared_entitlements, propose
 from gateway.privilege.reach import AgentReach, ReachAnalyzer, ToolReach, UnknownAgent
 from gateway.privilege.usage import AgentUse, TaskUse, audit_starts_at, read_task_use, read_usage
-from gateway.registry.model import Agent, Lifecycle
+from gateway.registry.model import Agent, Entitlement, Lifecycle
 from gateway.store.base import AuditQuery, Store
 
 __all__ = ["AgentRightsize", "FleetRightsize", "NoRecordedData", "RightsizeSources", "UnknownAgent",
@@ -152,22 +152,32 @@ async def rightsize_fleet(sources: RightsizeSources, since_s: float = DEFAULT_WI
     window = Window(since, until, max(since, started if started is not None else since), usage.decisions)
     agents = [registry.require(agent_id)] if agent_id is not None else [
         a for a in sorted(registry.agents(), key=lambda a: a.id) if a.effective_state(until) is not Lifecycle.RETIRED]
-    agents_text = await _read_text(sources.agents_file)
-    results = []
+    measured = []
     for agent in agents:
         use = usage.of(agent.id)
         tasks = await read_task_use(sources.store, agent.id, window.since, until, use)
-        reach = await sources.reach.agent_reach(agent.id)
-        results.append(agent_rightsize(agent, reach, use, tasks, window, agents_text, sources.agents_file))
+        measured.append((agent, await sources.reach.agent_reach(agent.id), use, tasks))
+    agents_text = await _read_text(sources.agents_file)
+    # The proposals parse and edit the agents file (pure-Python YAML, a fraction of a second per agent in a
+    # large fleet): on a worker thread, never on the event loop.
+    results = await asyncio.to_thread(_rightsize_all, measured, window, agents_text, sources.agents_file)
     return FleetRightsize(window, tuple(results))
 
 
+def _rightsize_all(measured: Sequence[tuple[Agent, AgentReach, AgentUse, Sequence[TaskUse]]], window: Window,
+                   agents_text: str | None, agents_file: Path | None) -> list[AgentRightsize]:
+    declared = declared_entitlements(agents_text) if agents_text is not None else None  # read once for all
+    return [agent_rightsize(agent, reach, use, tasks, window, agents_text, agents_file, declared)
+            for agent, reach, use, tasks in measured]
+
+
 def agent_rightsize(agent: Agent, reach: AgentReach, use: AgentUse, tasks: Sequence[TaskUse], window: Window,
-                    agents_text: str | None, agents_file: Path | None) -> AgentRightsize:
+                    agents_text: str | None, agents_file: Path | None,
+                    declared: Mapping[str, Entitlement] | None = None) -> AgentRightsize:
     granted = tuple(_granted(t, use) for t in reach.tools if t.verdict in GRANTED)
     tools = {t.tool for t in reach.tools}
     other_calls = sum(n for target, n in use.calls.items() if target not in tools)
-    proposal = propose(agent, granted_tools(granted), other_calls > 0, agents_text, agents_file)
+    proposal = propose(agent, granted_tools(granted), other_calls > 0, agents_text, agents_file, declared)
     return AgentRightsize(
         agent.id, agent.owner, agent.effective_state(window.until).value,
         max(window.observed_from, agent.created_at), reach.policy_version, granted,
