@@ -307,6 +307,9 @@ async def test_right_sizing_parses_the_agents_file_off_the_event_loop(
     await log.flush()
     await log.close()
     await agent_reach(analyzer, "helper")  # the reach is cached: what follows is right-sizing's own work
+    started = time.perf_counter()
+    yaml.compose(agents_file.read_text(encoding="utf-8"))
+    one_parse_s = time.perf_counter() - started  # the yardstick, measured in this run on this machine
     stalls: list[float] = []
     running = True
 
@@ -324,5 +327,6 @@ async def test_right_sizing_parses_the_agents_file_off_the_event_loop(
     await ticker
     proposal = report.agents[0].proposal
     assert proposal.managed_by == "agents_file" and proposal.patch is not None  # the file was parsed and edited
-    # The edit alone takes over a second here; on a worker thread the loop waits for the GIL only (tens of ms).
-    assert max(stalls) < 0.6, f"the event loop stalled {max(stalls):.2f} s"
+    # On the loop, the report stalled it for at least one whole parse (several, per agent); on a worker thread the
+    # loop waits only for the GIL's switch interval (milliseconds), far below one parse of the file.
+    assert max(stalls) < one_parse_s, f"the event loop stalled {max(stalls):.2f} s (one parse: {one_parse_s:.2f} s)"
