@@ -208,6 +208,9 @@ def test_the_picture_and_the_console_page_in_chromium(gw: Gateway, tmp_path: Pat
         wait.until(lambda d: "Only admins" in d.page_source)
         assert not driver.find_elements(By.ID, "blast-picture")
         assert not driver.find_elements(By.CSS_SELECTOR, 'a[href="/console/blast-radius"]')  # no nav link either
+        driver.get(f"{gw.base}/console/blast-radius")  # nor the fleet's ranking
+        wait.until(lambda d: "Only admins" in d.page_source)
+        assert not driver.find_elements(By.ID, "blast-fleet")
     finally:
         driver.quit()
 

@@ -33,9 +33,9 @@ from gateway.catalog.yaml_lines import LinedDocument, load_lined
 from gateway.file_problems import FileProblem, joined
 
 RESERVED_NAMESPACE = "narrowgate"  # narrowgate__complete_task and friends
-ID_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,47}$")
-NAMESPACE_PATTERN = re.compile(r"^([a-z][a-z0-9-]{0,47})?$")
-TOOL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+ID_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,47}\Z")
+NAMESPACE_PATTERN = re.compile(r"^([a-z][a-z0-9-]{0,47})?\Z")
+TOOL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,128}\Z")
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 SERVER_KEYS = frozenset({"id", "namespace", "owner", "description", "transport", "timeout_s", "tools",
                          "credentials"})
@@ -43,7 +43,7 @@ CREDENTIAL_KEYS = frozenset({"mode", "resource", "secret", "header", "format", "
 VAULT_KEYS = frozenset({"address", "mount", "path", "field", "token_env", "namespace"})
 TOOL_KEYS = frozenset({"name", "risk", "data_classes", "owner", "egress", "definition_sha256"})
 PIN_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")
-ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 GATEWAY_ENV_PREFIX = "NARROWGATE_"  # the gateway's own settings and secrets: never a child's
 
 

@@ -7,23 +7,20 @@ the console's Content-Security-Policy, which allows no inline styles or scripts,
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from markupsafe import Markup
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.console.security import Refused
+from gateway.console.catalog import Endpoint, PageHandler, Renderer
+from gateway.console.security import Refused, require_admin
 from gateway.console.sessions import ConsoleSession
 from gateway.privilege.blast_radius import BlastRadiusService, blast_to_dict
 from gateway.privilege.blast_svg import blast_svg
 from gateway.privilege.reach import UnknownAgent, UnknownTask
-
-Endpoint = Callable[[Request], Awaitable[Response]]
-PageHandler = Callable[[Request, ConsoleSession], Awaitable[Response]]
-Renderer = Callable[..., HTMLResponse]  # Console.render
 
 
 class BlastPages:
@@ -39,12 +36,12 @@ class BlastPages:
         ]
 
     async def fleet_page(self, request: Request, session: ConsoleSession) -> Response:
-        _require_admin(session)
+        require_admin(session, "see blast radius (it shows how the fleet could be attacked)")
         fleet = await self.service.fleet()
         return self.render(request, "blast_fleet.html", session, title="Blast radius", nav="blast", fleet=fleet)
 
     async def agent_page(self, request: Request, session: ConsoleSession) -> Response:
-        _require_admin(session)
+        require_admin(session, "see blast radius (it shows how the fleet could be attacked)")
         agent_id, task_id = request.path_params["agent_id"], request.query_params.get("task") or None
         try:
             blast = await self.service.agent(agent_id, task_id)
@@ -55,8 +52,3 @@ class BlastPages:
         picture = Markup(blast_svg(blast))
         return self.render(request, "blast_radius.html", session, title=f"Blast radius of {agent_id}", nav="blast",
                            blast=view, picture=picture)
-
-
-def _require_admin(session: ConsoleSession) -> None:
-    if not session.person.is_admin:
-        raise Refused(403, "Only admins may see blast radius: it shows how the fleet could be attacked.")

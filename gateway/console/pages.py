@@ -58,6 +58,7 @@ from gateway.console.security import (
     client_address,
     origin_of,
     read_form,
+    require_admin,
     safe_next,
     same_origin,
     tokens_match,
@@ -140,7 +141,7 @@ class Console:
         self.env.filters["review_label"] = review_label
         self.env.filters["review_href"] = review_href
         self.catalog = CatalogPages(reviews, resource_reviews, self.render)
-        self.rightsize = RightsizePages(rightsize, self.render, require_admin) if rightsize is not None else None
+        self.rightsize = RightsizePages(rightsize, self.render) if rightsize is not None else None
         self.blast = BlastPages(blast_radius, self.render) if blast_radius is not None else None
         self.stylesheet_text = resources.files("gateway.console").joinpath("static/console.css").read_text("utf-8")
 
@@ -427,11 +428,6 @@ class InboxRow:
     summary: str | None  # the arguments in one line; None when this person may not see them
     held: bool  # a call is waiting on it right now
     expires_in: str
-
-
-def require_admin(session: ConsoleSession, what: str) -> None:
-    if not session.person.is_admin:
-        raise Refused(403, f"Only admins may {what}; approvers see this page read-only.")
 
 
 def refusal_of(exc: Exception) -> tuple[int, str] | None:

@@ -10,6 +10,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from gateway.console.catalog import Endpoint, PageHandler, Renderer
+from gateway.console.security import require_admin
 from gateway.console.sessions import ConsoleSession
 from gateway.privilege.rightsize import DEFAULT_WINDOW_S, NoRecordedData, RightsizeSources, rightsize_fleet
 from gateway.settings.durations import parse_duration
@@ -18,17 +19,15 @@ WINDOWS = ("1d", "7d", "30d", "90d")
 
 
 class RightsizePages:
-    def __init__(self, sources: RightsizeSources, render: Renderer,
-                 require_admin: Callable[[ConsoleSession, str], None]) -> None:
+    def __init__(self, sources: RightsizeSources, render: Renderer) -> None:
         self.sources = sources
         self.render = render
-        self.require_admin = require_admin
 
     def routes(self, page: Callable[[PageHandler], Endpoint]) -> list[Route]:
         return [Route("/rightsize", page(self.rightsize_page), methods=["GET"])]
 
     async def rightsize_page(self, request: Request, session: ConsoleSession) -> Response:
-        self.require_admin(session, "see right-sizing (it shows how the fleet could be attacked)")
+        require_admin(session, "see right-sizing (it shows how the fleet could be attacked)")
         window = request.query_params.get("since", "30d")
         since_s = parse_duration(window) if window in WINDOWS else DEFAULT_WINDOW_S
         window = window if window in WINDOWS else "30d"

@@ -17,12 +17,12 @@ from typing import Any, cast
 from gateway.registry.errors import FieldPath, Problem, RegistryError
 from gateway.registry.model import Agent, Entitlement, IdentityKind, Lifecycle, WorkloadIdentity
 
-ID_PATTERN = re.compile(r"^[a-z][a-z0-9-]{1,62}$")
+ID_PATTERN = re.compile(r"^[a-z][a-z0-9-]{1,62}\Z")
 IDENTITY_KINDS: tuple[IdentityKind, ...] = ("oidc", "spiffe", "static")
 INITIAL_STATES = (Lifecycle.PENDING, Lifecycle.ACTIVE)
 # SPIFFE ID grammar (spiffe-id spec): lowercase trust domain, path segments of [A-Za-z0-9._-].
-TRUST_DOMAIN = re.compile(r"^[a-z0-9._-]+$")
-PATH_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
+TRUST_DOMAIN = re.compile(r"^[a-z0-9._-]+\Z")
+PATH_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+\Z")
 
 FIELD_KEYS = frozenset(
     {"display_name", "owner", "purpose", "expires_at", "identities", "groups", "labels", "entitlement"}

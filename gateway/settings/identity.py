@@ -46,7 +46,7 @@ IDENTITY_KEYS = frozenset(
 OIDC_KEYS = frozenset({"issuer", "jwks_uri", "algorithms", "required_claims"})
 SPIFFE_KEYS = frozenset({"trust_domain", "bundle_file", "bundle_url", "algorithms"})
 # SPIFFE-ID spec: trust domain names are lower-case letters, digits, dots, dashes and underscores.
-TRUST_DOMAIN_RE = re.compile(r"^[a-z0-9._-]+$")
+TRUST_DOMAIN_RE = re.compile(r"^[a-z0-9._-]+\Z")
 
 
 @dataclass(frozen=True, slots=True)

@@ -249,6 +249,9 @@ async def audit_chain(run: EvidenceRun) -> Fact:
         return Fact("audit_chain", "Audit chain verified", PROBLEM,
                     f"{len(verifier.problems)} problem(s) in the hash chain of {verifier.count} record(s), first: "
                     f"{verifier.problems[0]}", "narrowgate audit verify", data)
+    if not verifier.count:  # nothing verified is no evidence that the log is whole
+        return Fact("audit_chain", "Audit chain verified", UNAVAILABLE, "the audit log holds no record to verify",
+                    "narrowgate audit verify", data)
     return Fact("audit_chain", "Audit chain verified", OK,
                 f"{verifier.count} record(s) verified, head seq {verifier.last_seq} hash {verifier.last_hash}",
                 "narrowgate audit verify", data)
