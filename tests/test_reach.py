@@ -330,3 +330,95 @@ async def test_right_sizing_parses_the_agents_file_off_the_event_loop(
     # On the loop, the report stalled it for at least one whole parse (several, per agent); on a worker thread the
     # loop waits only for the GIL's switch interval (milliseconds), far below one parse of the file.
     assert max(stalls) < one_parse_s, f"the event loop stalled {max(stalls):.2f} s (one parse: {one_parse_s:.2f} s)"
+
+
+# ---- values the caller picks: the time, the client it declares, the purpose of a task it grants itself ----
+
+NOON = 1_796_558_400.0  # 2026-12-06 12:00 UTC: outside 2-4 am, so the current hour alone never meets it
+
+
+@pytest.fixture
+def at_noon(engine: PolicyEngine, registry: Registry, tasks: TaskService) -> ReachAnalyzer:
+    return ReachAnalyzer(engine, registry, tasks, MONITORING, clock=lambda: NOON)
+
+
+def write_policy(cedar_dir: Path, engine: PolicyEngine, name: str, text: str) -> None:
+    (cedar_dir / "policies" / name).write_text(text)
+    assert engine.reload().ok, engine.reload()
+
+
+async def test_a_permit_for_2_to_4_am_is_reachable_whenever_the_report_is_made(
+        at_noon: ReachAnalyzer, engine: PolicyEngine, cedar_dir: Path) -> None:
+    write_policy(cedar_dir, engine, "90-night.cedar",
+                 '@id("night-payments")\n'
+                 'permit (principal == Agent::"helper", action == Action::"payments__pay", resource)\n'
+                 "when { context.request.hour >= 2 && context.request.hour < 4 };\n"
+                 '@id("reads-only-at-night")\n'
+                 'forbid (principal, action == Action::"files__read_file", resource)\n'
+                 "when { context.request.hour < 2 || context.request.hour >= 4 };\n"
+                 '@id("never-on-sunday-noon")\n'
+                 'forbid (principal, action == Action::"files__wipe", resource)\n'
+                 "when { context.request.weekday == 7 && context.request.time > 0 };\n")
+    reach = await agent_reach(at_noon, "helper")
+    pay, read, wipe = (reach.tool(n) for n in ("payments__pay", "files__read_file", "files__wipe"))
+    assert pay is not None and pay.verdict == "allow" and pay.policy_ids == ("night-payments",)
+    assert read is not None and read.verdict == "allow"  # a forbid some hours escape: still reachable
+    assert wipe is not None and wipe.verdict == "step_up"  # as the shipped step-up policy says
+    assert reach.caveats == ()
+
+
+async def test_a_permit_for_one_declared_client_is_reachable(
+        at_noon: ReachAnalyzer, engine: PolicyEngine, cedar_dir: Path) -> None:
+    write_policy(cedar_dir, engine, "90-client.cedar",
+                 '@id("claude-code-pays")\n@step_up("pending")\n'
+                 'forbid (principal, action == Action::"payments__pay", resource) unless { context.approval.granted };\n'
+                 '@id("claude-code-may-pay")\n'
+                 'permit (principal == Agent::"helper", action == Action::"payments__pay", resource)\n'
+                 'when { context.request.client == "claude-code" };\n'
+                 '@id("mail-from-claude-code-only")\n'
+                 'forbid (principal, action == Action::"mail__send_email", resource)\n'
+                 'unless { context.request.client == "claude-code" };\n')
+    reach = await agent_reach(at_noon, "helper")
+    pay, mail = reach.tool("payments__pay"), reach.tool("mail__send_email")
+    assert pay is not None and pay.verdict == "step_up" and pay.policy_ids == ("claude-code-pays",)
+    assert mail is not None and mail.verdict == "allow"
+
+
+async def test_a_permit_for_one_task_purpose_counts_for_a_task_the_agent_grants_itself(
+        at_noon: ReachAnalyzer, engine: PolicyEngine, cedar_dir: Path, registry: Registry,
+        tasks: TaskService) -> None:
+    await registry.update("helper", {"entitlement": {"servers": ["files", "crm", "mail", "payments"],
+                                                     "require_task": False}}, "alice", "test")
+    write_policy(cedar_dir, engine, "90-purpose.cedar",
+                 '@id("pay-for-billing-only")\n'
+                 'forbid (principal, action == Action::"payments__pay", resource)\n'
+                 'unless { context.task.purpose == "billing" };\n'
+                 '@id("billing-reads-crm")\n'
+                 'permit (principal == Agent::"helper", action == Action::"crm__lookup_customer", resource)\n'
+                 'when { context.task.purpose like "bill*" };\n')
+    reach = await agent_reach(at_noon, "helper")
+    pay = reach.tool("payments__pay")
+    assert pay is not None and pay.verdict == "allow"  # the agent may name its own task "billing"
+    # Only the task it grants itself picks the purpose: without a task the forbid holds.
+    assert [v for v, label in zip(pay.verdicts, reach.contexts, strict=True) if label.startswith("no task")] == \
+        ["deny"] * 4
+    # An existing task's purpose is fixed: that task cannot pay.
+    task = await tasks.start("helper", "support", ["payments__pay"], started_by="alice")
+    fixed = (await agent_reach(at_noon, "helper", task.id)).tool("payments__pay")
+    assert fixed is not None and fixed.verdict == "deny" and fixed.policy_ids == ("pay-for-billing-only",)
+
+
+async def test_a_permit_on_a_token_claim_is_a_caveat_not_a_silent_deny(
+        at_noon: ReachAnalyzer, engine: PolicyEngine, cedar_dir: Path) -> None:
+    assert (await agent_reach(at_noon, "helper")).caveats == ()  # the shipped policies read no claim
+    write_policy(cedar_dir, engine, "90-claims.cedar",
+                 '@id("billing-team-pays")\n'
+                 'permit (principal, action == Action::"payments__pay", resource)\n'
+                 'when { principal.claims.hasTag("team") && principal.claims.getTag("team") == "billing" };\n')
+    reach = await agent_reach(at_noon, "helper")
+    pay = reach.tool("payments__pay")
+    assert pay is not None and pay.verdict == "deny"  # claims are the identity provider's: not assumed
+    assert len(reach.caveats) == 1
+    assert reach.caveats[0].startswith("payments__pay: reported deny, but allow when token claims meet "
+                                       "billing-team-pays")
+    assert reach_to_dict(reach)["caveats"] == list(reach.caveats)
