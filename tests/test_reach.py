@@ -422,3 +422,30 @@ async def test_a_permit_on_a_token_claim_is_a_caveat_not_a_silent_deny(
     assert reach.caveats[0].startswith("payments__pay: reported deny, but allow when token claims meet "
                                        "billing-team-pays")
     assert reach_to_dict(reach)["caveats"] == list(reach.caveats)
+
+
+async def test_right_sizing_builds_proposals_only_when_asked_and_once_per_file_and_grant(
+        analyzer: ReachAnalyzer, store: Store, tmp_path: Path) -> None:
+    agents_file = tmp_path / "agents.yaml"
+    agents_file.write_text(yaml.safe_dump({"agents": [agent_spec("helper", ["files", "crm", "mail"]),
+                                                      agent_spec("tasked", ["files"], require_task=True)]}))
+    log = AuditLog(store, time.time)
+    await log.open()
+    log.record(AuditEvent(kind="decision", action="call", actor="helper", agent_id="helper", tool="files__read_file",
+                          decision="allow"))
+    await log.flush()
+    await log.close()
+    sources = RightsizeSources(analyzer, store, agents_file)
+    figures = await rightsize_fleet(sources, proposals=False)  # what compliance evidence asks for
+    assert {a.agent_id: a.proposal for a in figures.agents} == {"helper": None, "tasked": None}
+    assert sources.proposals.built == 0 and figures.unused > 0
+    first = await rightsize_fleet(sources)
+    assert sources.proposals.built == 2 and all(a.proposal is not None for a in first.agents)
+    helper = first.agents[0].proposal
+    assert helper is not None and helper.managed_by == "agents_file" and helper.patch is not None
+    again = await rightsize_fleet(sources)  # unchanged file and use: nothing built again
+    assert sources.proposals.built == 2 and again.agents[0].proposal is helper
+    agents_file.write_text(agents_file.read_text() + "# reviewed\n")  # another file: its own proposals
+    changed = await rightsize_fleet(sources)
+    assert sources.proposals.built == 4 and changed.agents[0].proposal is not None
+    assert changed.agents[0].proposal.base_sha256 != helper.base_sha256  # made against the new file
