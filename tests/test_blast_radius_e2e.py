@@ -156,6 +156,26 @@ def test_under_a_task_and_through_the_cli(gw: Gateway) -> None:
     assert missing.status_code == 404
 
 
+def test_a_tool_a_token_claim_could_open_is_a_caveat_in_json_and_table(gw: Gateway) -> None:
+    policies = gw.workdir / "cedar" / "policies"
+    assert blast(gw, "agent-a")["caveats"] == []
+    try:
+        (policies / "80-claims.cedar").write_text(
+            '@id("whoami-on-call-only")\nforbid (principal, action == Action::"mail__whoami", resource)\n'
+            'unless { principal.claims.hasTag("on_call") };\n')
+        reload(gw)
+        body = blast(gw, "agent-a")
+        assert "mail__whoami" not in tools(body["without_approval"])  # no claim is assumed
+        assert body["caveats"] == ["mail__whoami: reported deny, but allow when token claims meet "
+                                   "whoami-on-call-only (the reach does not model them)"]
+        table = cli(gw, "agent-a")
+        assert table.returncode == 0, table.stderr
+        assert f"caveat: {body['caveats'][0]}" in table.stdout.splitlines()
+    finally:
+        (policies / "80-claims.cedar").unlink(missing_ok=True)
+        reload(gw)
+
+
 def test_the_fleet_ranks_agents_and_only_admins_see_it(gw: Gateway) -> None:
     created = httpx2.post(f"{gw.base}/admin/v1/agents", headers=bearer(ADMIN_TOKEN), timeout=30, json={
         "id": "reader", "owner": "tests@example.com", "purpose": "reads", "state": "active",

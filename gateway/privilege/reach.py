@@ -363,7 +363,9 @@ class ReachAnalyzer:
         for i, reach in enumerate(tools):
             verdict, ids = _most_permissive([a[i] for a in answers])
             if _RANK[verdict] > _RANK[reach.verdict]:
-                named = [p for p in ids if p in policies.unmodeled] or sorted(policies.unmodeled)
+                # The permits that open it, or the forbids that held it; else every reader.
+                named = [p for p in dict.fromkeys((*ids, *reach.policy_ids)) if p in policies.unmodeled] \
+                    or sorted(policies.unmodeled)
                 what = sorted({w for p in named for w in policies.unmodeled.get(p, ())})
                 caveats.append(f"{reach.tool}: reported {reach.verdict}, but {verdict} when {' or '.join(what)} "
                                f"meet {', '.join(named)} (the reach does not model them)")
