@@ -317,7 +317,7 @@ class ReachAnalyzer:
         tools = tuple(self._tool_reach(bundle, m, [answers[i] for answers in per_context])
                       for i, m in enumerate(models))
         chain, reads = self._egress_after_read(bundle, agent, contexts, asked, per_context, models)
-        caveats = self._caveats(bundle, agent, contexts, prepared, policies, models, tools, decided)
+        caveats = self._caveats(bundle, agent, contexts, prepared, policies, models, tools, per_context)
         return AgentReach(agent.id, None if task is None else task.id, bundle.version, key[1], key[2], now,
                           tuple(c.label for c in contexts), tools, chain, reads, task, caveats)
 
@@ -347,21 +347,27 @@ class ReachAnalyzer:
 
     def _caveats(self, bundle: Bundle, agent: Agent, contexts: Sequence[_Context],
                  prepared: Sequence[tuple[str, str]], policies: ReachPolicies, models: Sequence[ToolModel],
-                 tools: Sequence[ToolReach], decided: dict[tuple[frozenset[FreePath], str, str], dict[int, Answer]],
-                 ) -> tuple[str, ...]:
+                 tools: Sequence[ToolReach], per_context: Sequence[Sequence[Answer]]) -> tuple[str, ...]:
         """The tools a token claim or an earlier call could open further than the reach says: decided again
-        with those conditions relaxed too (only when some policy reads them)."""
-        if not policies.unmodeled:
+        with those conditions relaxed too. Only tools that could change are: not allowed, and held by a policy
+        that reads them in some context, or (when a permit reads them) any; relaxing only ever widens, so a
+        verdict held by other policies alone stays as it is."""
+        suspects = [i for i, t in enumerate(tools) if t.verdict != "allow" and (policies.permits_unmodeled or any(
+            p in policies.unmodeled for answers in per_context for p in answers[i][1]))]
+        if not suspects:
             return ()
+        subset = [models[i] for i in suspects]
+        decided: dict[tuple[frozenset[FreePath], str, str], dict[int, Answer]] = {}
         answers = []
         for context, done in zip(contexts, prepared, strict=True):
             free = context.free | UNMODELED_PATHS
             asked = _asked(policies.relaxed(free), done)
             answers.append(self._decide(bundle, agent.id, context, decided.setdefault(asked.key(free), {}), asked,
-                                        models))
+                                        subset))
         caveats = []
-        for i, reach in enumerate(tools):
-            verdict, ids = _most_permissive([a[i] for a in answers])
+        for j, i in enumerate(suspects):
+            reach = tools[i]
+            verdict, ids = _most_permissive([a[j] for a in answers])
             if _RANK[verdict] > _RANK[reach.verdict]:
                 # The permits that open it, or the forbids that held it; else every reader.
                 named = [p for p in dict.fromkeys((*ids, *reach.policy_ids)) if p in policies.unmodeled] \

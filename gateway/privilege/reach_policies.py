@@ -55,10 +55,12 @@ class ReachPolicies:
         self._sets: dict[frozenset[FreePath], RelaxedSet] = {}
         # Public policy id -> what unmodeled it reads ("token claims", "call history").
         self.unmodeled: dict[str, tuple[str, ...]] = {}
+        self.permits_unmodeled = False  # some permit reads them: a default deny could open
         for cedar_id, policy in self._est.items():
             found = tuple(what for what, paths in UNMODELED.items() if _reads(policy, paths))
             if found:
                 self.unmodeled[bundle.public_id(cedar_id)] = found
+                self.permits_unmodeled = self.permits_unmodeled or policy["effect"] == "permit"
 
     def relaxed(self, free: frozenset[FreePath]) -> RelaxedSet:
         known = self._sets.get(free)
