@@ -8,6 +8,7 @@ and reloaded through the admin API; the figures move exactly as those policies s
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import struct
@@ -23,6 +24,7 @@ from selenium.webdriver.common.by import By
 
 from tests.support.admin import bearer
 from tests.support.browser import chromium, sign_in
+from tests.support.console import Browser
 from tests.support.processes import ADMIN_TOKEN, NARROWGATE, Gateway, behaviour_manifest, cedar_copy
 
 APPROVER_TOKEN = "blast-approver-token"
@@ -171,6 +173,13 @@ def test_a_tool_a_token_claim_could_open_is_a_caveat_in_json_and_table(gw: Gatew
         table = cli(gw, "agent-a")
         assert table.returncode == 0, table.stderr
         assert f"caveat: {body['caveats'][0]}" in table.stdout.splitlines()
+        console = Browser(gw).signed_in(ADMIN_TOKEN)
+        try:
+            page = console.get("/console/blast-radius/agent-a")
+            assert page.status_code == 200 and 'id="caveats"' in page.text
+            assert html.escape(body["caveats"][0], quote=False) in page.text
+        finally:
+            console.close()
     finally:
         (policies / "80-claims.cedar").unlink(missing_ok=True)
         reload(gw)
