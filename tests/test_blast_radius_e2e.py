@@ -8,6 +8,7 @@ and reloaded through the admin API; the figures move exactly as those policies s
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import struct
@@ -23,6 +24,7 @@ from selenium.webdriver.common.by import By
 
 from tests.support.admin import bearer
 from tests.support.browser import chromium, sign_in
+from tests.support.console import Browser
 from tests.support.processes import ADMIN_TOKEN, NARROWGATE, Gateway, behaviour_manifest, cedar_copy
 
 APPROVER_TOKEN = "blast-approver-token"
@@ -154,6 +156,33 @@ def test_under_a_task_and_through_the_cli(gw: Gateway) -> None:
         assert refused.stderr.count("\n") == 1 and what in refused.stderr and "HTTP 404" in refused.stderr
     missing = httpx2.get(f"{gw.base}/admin/v1/blast-radius/nobody", headers=bearer(ADMIN_TOKEN), timeout=30)
     assert missing.status_code == 404
+
+
+def test_a_tool_a_token_claim_could_open_is_a_caveat_in_json_and_table(gw: Gateway) -> None:
+    policies = gw.workdir / "cedar" / "policies"
+    assert blast(gw, "agent-a")["caveats"] == []
+    try:
+        (policies / "80-claims.cedar").write_text(
+            '@id("whoami-on-call-only")\nforbid (principal, action == Action::"mail__whoami", resource)\n'
+            'unless { principal.claims.hasTag("on_call") };\n')
+        reload(gw)
+        body = blast(gw, "agent-a")
+        assert "mail__whoami" not in tools(body["without_approval"])  # no claim is assumed
+        assert body["caveats"] == ["mail__whoami: reported deny, but allow when token claims meet "
+                                   "whoami-on-call-only (the reach does not model them)"]
+        table = cli(gw, "agent-a")
+        assert table.returncode == 0, table.stderr
+        assert f"caveat: {body['caveats'][0]}" in table.stdout.splitlines()
+        console = Browser(gw).signed_in(ADMIN_TOKEN)
+        try:
+            page = console.get("/console/blast-radius/agent-a")
+            assert page.status_code == 200 and 'id="caveats"' in page.text
+            assert html.escape(body["caveats"][0], quote=False) in page.text
+        finally:
+            console.close()
+    finally:
+        (policies / "80-claims.cedar").unlink(missing_ok=True)
+        reload(gw)
 
 
 def test_the_fleet_ranks_agents_and_only_admins_see_it(gw: Gateway) -> None:

@@ -292,6 +292,16 @@ async def test_the_cache_keeps_the_policies_in_force_only_and_is_bounded(
     assert analyzer.computed == 5  # pushed out, computed again
 
 
+async def record_a_read(store: Store) -> None:
+    """One allowed call of files__read_file by helper in the audit log: right-sizing's window has data."""
+    log = AuditLog(store, time.time)
+    await log.open()
+    log.record(AuditEvent(kind="decision", action="call", actor="helper", agent_id="helper", tool="files__read_file",
+                          decision="allow"))
+    await log.flush()
+    await log.close()
+
+
 async def test_right_sizing_parses_the_agents_file_off_the_event_loop(
         analyzer: ReachAnalyzer, store: Store, tmp_path: Path) -> None:
     # A large agents file: the proposal parses and edits it (pure-Python YAML, a few hundred ms here). That ran
@@ -300,12 +310,7 @@ async def test_right_sizing_parses_the_agents_file_off_the_event_loop(
     fleet = [agent_spec("helper", ["files", "crm", "mail"]), *fillers]
     agents_file = tmp_path / "agents.yaml"
     agents_file.write_text(yaml.safe_dump({"agents": fleet}), encoding="utf-8")
-    log = AuditLog(store, time.time)
-    await log.open()
-    log.record(AuditEvent(kind="decision", action="call", actor="helper", agent_id="helper", tool="files__read_file",
-                          decision="allow"))
-    await log.flush()
-    await log.close()
+    await record_a_read(store)
     await agent_reach(analyzer, "helper")  # the reach is cached: what follows is right-sizing's own work
     started = time.perf_counter()
     yaml.compose(agents_file.read_text(encoding="utf-8"))
@@ -330,3 +335,119 @@ async def test_right_sizing_parses_the_agents_file_off_the_event_loop(
     # On the loop, the report stalled it for at least one whole parse (several, per agent); on a worker thread the
     # loop waits only for the GIL's switch interval (milliseconds), far below one parse of the file.
     assert max(stalls) < one_parse_s, f"the event loop stalled {max(stalls):.2f} s (one parse: {one_parse_s:.2f} s)"
+
+
+# ---- values the caller picks: the time, the client it declares, the purpose of a task it grants itself ----
+
+NOON = 1_796_558_400.0  # 2026-12-06 12:00 UTC: outside 2-4 am, so the current hour alone never meets it
+
+
+@pytest.fixture
+def at_noon(engine: PolicyEngine, registry: Registry, tasks: TaskService) -> ReachAnalyzer:
+    return ReachAnalyzer(engine, registry, tasks, MONITORING, clock=lambda: NOON)
+
+
+def write_policy(cedar_dir: Path, engine: PolicyEngine, name: str, *rules: str) -> None:
+    (cedar_dir / "policies" / name).write_text("".join(rules))
+    assert engine.reload().ok
+
+
+HELPER = 'principal == Agent::"helper"'
+
+
+def rule(policy_id: str, effect: str, tool: str, condition: str, principal: str = "principal") -> str:
+    """One policy on one tool: `effect` ("permit", "forbid", or with annotations before it) and its conditions."""
+    return f'@id("{policy_id}")\n{effect} ({principal}, action == Action::"{tool}", resource)\n{condition};\n'
+
+
+async def test_a_permit_for_2_to_4_am_is_reachable_whenever_the_report_is_made(
+        at_noon: ReachAnalyzer, engine: PolicyEngine, cedar_dir: Path) -> None:
+    write_policy(cedar_dir, engine, "90-night.cedar",
+                 rule("night-payments", "permit", "payments__pay",
+                      "when { context.request.hour >= 2 && context.request.hour < 4 }", HELPER),
+                 rule("reads-only-at-night", "forbid", "files__read_file",
+                      "when { context.request.hour < 2 || context.request.hour >= 4 }"),
+                 rule("never-on-sunday", "forbid", "files__wipe",
+                      "when { context.request.weekday == 7 && context.request.time > 0 }"))
+    reach = await agent_reach(at_noon, "helper")
+    pay, read, wipe = (reach.tool(n) for n in ("payments__pay", "files__read_file", "files__wipe"))
+    assert pay is not None and pay.verdict == "allow" and pay.policy_ids == ("night-payments",)
+    assert read is not None and read.verdict == "allow"  # a forbid some hours escape: still reachable
+    assert wipe is not None and wipe.verdict == "step_up"  # as the shipped step-up policy says
+    assert reach.caveats == ()
+
+
+async def test_a_permit_for_one_declared_client_is_reachable(
+        at_noon: ReachAnalyzer, engine: PolicyEngine, cedar_dir: Path) -> None:
+    write_policy(cedar_dir, engine, "90-client.cedar",
+                 rule("payments-need-approval", '@step_up("pending")\nforbid', "payments__pay",
+                      "unless { context.approval.granted }"),
+                 rule("claude-code-may-pay", "permit", "payments__pay",
+                      'when { context.request.client == "claude-code" }', HELPER),
+                 rule("mail-from-claude-code-only", "forbid", "mail__send_email",
+                      'unless { context.request.client == "claude-code" }'))
+    reach = await agent_reach(at_noon, "helper")
+    pay, mail = reach.tool("payments__pay"), reach.tool("mail__send_email")
+    assert pay is not None and pay.verdict == "step_up" and pay.policy_ids == ("payments-need-approval",)
+    assert mail is not None and mail.verdict == "allow"
+
+
+async def test_a_permit_for_one_task_purpose_counts_for_a_task_the_agent_grants_itself(
+        at_noon: ReachAnalyzer, engine: PolicyEngine, cedar_dir: Path, registry: Registry,
+        tasks: TaskService) -> None:
+    await registry.update("helper", {"entitlement": {"servers": ["files", "crm", "mail", "payments"],
+                                                     "require_task": False}}, "alice", "test")
+    write_policy(cedar_dir, engine, "90-purpose.cedar",
+                 rule("pay-for-billing-only", "forbid", "payments__pay",
+                      'unless { context.task.purpose == "billing" }'),
+                 rule("crm-for-billing-only", "forbid", "crm__lookup_customer",
+                      'unless { context.task.purpose like "bill*" }'),
+                 rule("crm-needs-approval", '@step_up("pending")\nforbid', "crm__lookup_customer",
+                      "unless { context.approval.granted }"))
+    reach = await agent_reach(at_noon, "helper")
+    pay, crm = reach.tool("payments__pay"), reach.tool("crm__lookup_customer")
+    assert pay is not None and pay.verdict == "allow"  # the agent may name its own task "billing"
+    assert crm is not None and crm.verdict == "step_up" and crm.policy_ids == ("crm-needs-approval",)
+    # Only the task it grants itself picks the purpose: without a task the forbid holds.
+    assert [v for v, label in zip(pay.verdicts, reach.contexts, strict=True) if label.startswith("no task")] == \
+        ["deny"] * 4
+    # An existing task's purpose is fixed: that task cannot pay.
+    task = await tasks.start("helper", "support", ["payments__pay"], started_by="alice")
+    fixed = (await agent_reach(at_noon, "helper", task.id)).tool("payments__pay")
+    assert fixed is not None and fixed.verdict == "deny" and fixed.policy_ids == ("pay-for-billing-only",)
+
+
+async def test_a_permit_on_a_token_claim_is_a_caveat_not_a_silent_deny(
+        at_noon: ReachAnalyzer, engine: PolicyEngine, cedar_dir: Path) -> None:
+    assert (await agent_reach(at_noon, "helper")).caveats == ()  # the shipped policies read no claim
+    write_policy(cedar_dir, engine, "90-claims.cedar",
+                 rule("billing-team-pays", "permit", "payments__pay",
+                      'when { principal.claims.hasTag("team") && principal.claims.getTag("team") == "billing" }'))
+    reach = await agent_reach(at_noon, "helper")
+    pay = reach.tool("payments__pay")
+    assert pay is not None and pay.verdict == "deny"  # claims are the identity provider's: not assumed
+    assert reach.caveats == ("payments__pay: reported deny, but allow when token claims meet billing-team-pays "
+                             "(the reach does not model them)",)
+    assert reach_to_dict(reach)["caveats"] == list(reach.caveats)
+
+
+async def test_right_sizing_builds_proposals_only_when_asked_and_once_per_file_and_grant(
+        analyzer: ReachAnalyzer, store: Store, tmp_path: Path) -> None:
+    agents_file = tmp_path / "agents.yaml"
+    agents_file.write_text(yaml.safe_dump({"agents": [agent_spec("helper", ["files", "crm", "mail"]),
+                                                      agent_spec("tasked", ["files"], require_task=True)]}))
+    await record_a_read(store)
+    sources = RightsizeSources(analyzer, store, agents_file)
+    figures = await rightsize_fleet(sources, proposals=False)  # what compliance evidence asks for
+    assert {a.agent_id: a.proposal for a in figures.agents} == {"helper": None, "tasked": None}
+    assert sources.proposals.built == 0 and figures.unused > 0
+    first = await rightsize_fleet(sources)
+    assert sources.proposals.built == 2 and all(a.proposal is not None for a in first.agents)
+    helper = first.agents[0].proposal
+    assert helper is not None and helper.managed_by == "agents_file" and helper.patch is not None
+    again = await rightsize_fleet(sources)  # unchanged file and use: nothing built again
+    assert sources.proposals.built == 2 and again.agents[0].proposal is helper
+    agents_file.write_text(agents_file.read_text() + "# reviewed\n")  # another file: its own proposals
+    changed = await rightsize_fleet(sources)
+    assert sources.proposals.built == 4 and changed.agents[0].proposal is not None
+    assert changed.agents[0].proposal.base_sha256 != helper.base_sha256  # made against the new file

@@ -90,6 +90,8 @@ def print_table(blast: dict[str, Any]) -> None:
                           for t in blast["needs_approval"]) or "nothing"
     print(f"a person must approve: {approvals}")
     print(f"denied: {blast['denied']} tool(s)")
+    for caveat in blast.get("caveats", []):  # what the reach does not model could open more
+        print(f"caveat: {caveat}")
     print(f"\n{'TOOL':<40} {'RISK':<12} {'DATA CLASSES':<20} {'EGRESS':<6} POLICIES")
     for tool in free["tools"]:
         print(f"{tool['tool']:<40} {tool['risk']:<12} {','.join(tool['data_classes']) or '-':<20} "

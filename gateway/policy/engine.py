@@ -852,10 +852,12 @@ class PolicyEngine:
     # ---- reach (gateway.privilege.reach) ---------------------------------------------------------
 
     def reach_outcomes(self, bundle: Bundle, agent_id: str, principal_json: str, context: str,
-                       models: Sequence[ToolModel]) -> list[tuple[Outcome, tuple[str, ...]]]:
-        """Each tool's outcome for the most permissive arguments (the listing set, see listing.py) under
-        `context` (from listing_facts): allow, step_up (an approval would allow) or deny, with the
-        determining policy ids (the erroring ones for a deny by error; none for a default deny).
+                       models: Sequence[ToolModel], policies: cedarpy.PolicySet | None = None,
+                       ) -> list[tuple[Outcome, tuple[str, ...]]]:
+        """Each tool's outcome for the most permissive arguments (the listing set, see listing.py, or
+        `policies`: another relaxed copy of the bundle's set, same policy ids) under `context` (from
+        listing_facts): allow, step_up (an approval would allow) or deny, with the determining policy ids
+        (the erroring ones for a deny by error; none for a default deny).
         One Cedar batch (two with step-ups); reads only `bundle`: safe on a worker thread."""
         if not models:
             return []
@@ -864,7 +866,7 @@ class PolicyEngine:
         entities = self._join(principal_json, *(m.entity_json for m in models), *(m.action_json for m in models),
                               *(bundle.catalog.servers[s].entity_json for s in servers))
         return [(outcome, self._reach_ids(bundle, result))
-                for outcome, result in self._outcomes(bundle, bundle.listing, requests, entities)]
+                for outcome, result in self._outcomes(bundle, policies or bundle.listing, requests, entities)]
 
     def _reach_ids(self, bundle: Bundle, result: cedarpy.AuthzResult | None) -> tuple[str, ...]:
         if result is None:

@@ -4,16 +4,21 @@ Computed from what the gateway enforces, never from hand-written rules: the live
 (the same Cedar policy set and catalog model calls are decided with) and the task stage's gate.
 
 The contexts a tool is decided under (the worst case over each, because whoever holds the credential
-picks the moment and the arguments):
-- arguments: the listing policy set (gateway/policy/listing.py): a condition on `context.input` counts
-  as met when some arguments could meet it. `allow` means "allowed for some arguments";
-- time: now, once inside and once outside working hours (`context.request.working_hours` true and
-  false; hour and weekday are the current ones);
+picks the moment, the client and the arguments):
+- caller-picked values (gateway/privilege/reach_policies.py): a relaxed copy of the policy set in which a
+  condition on `context.input`, on the time (`context.request.hour`, `.weekday`, `.time`) or on the
+  declared client (`context.request.client`) counts as met when some value could meet it, as listing
+  relaxes input conditions (gateway/policy/listing.py). `allow` means "allowed for some arguments, at some
+  moment, from some client";
+- working hours: decided both ways (`context.request.working_hours` true and false), a context each;
 - protocol era: both (`context.request.era`): the caller picks it when it connects;
-- task: with `task_id`, that task (only its tools pass the gate; an ended task passes nothing). Without
-  one, a task the agent could grant itself at the token endpoint (every entitled catalog tool), and
-  also no task at all when the agent's entitlement does not require one;
-- credential: each kind of workload identity the agent has (auth_method; no token claims);
+- task: with `task_id`, that task (its purpose and tools as they are; only its tools pass the gate; an
+  ended task passes nothing). Without one, a task the agent could grant itself at the token endpoint
+  (any purpose and any entitled tools: conditions on `context.task.purpose` and `.tools` are relaxed too;
+  the gate passes entitled tools only), and also no task at all when the entitlement does not require one;
+- credential: each kind of workload identity the agent has (auth_method). Token claims are not modeled
+  (the principal carries none): a tool that a claim or an earlier call could open is reported in
+  `caveats`, never silently as deny;
 - chain: nothing done yet (`NO_CHAIN`, no approval). `egress_after_read` answers "read sensitive data,
   then send it out": each egress tool decided again right after one allowed sensitive read (that read's
   data classes, `sensitive_read` true for the task and the agent, one call in the last minute).
@@ -41,8 +46,9 @@ from gateway.identity.principal import Principal
 from gateway.policy.bundle import Bundle
 from gateway.policy.context import NO_AGENT_CHAIN, NO_CHAIN
 from gateway.policy.engine import PolicyEngine, RequestFacts
-from gateway.policy.listing import prune_context
+from gateway.policy.listing import FreePath, prune_context
 from gateway.policy.model import ToolModel
+from gateway.privilege.reach_policies import CALLER_PICKS, OWN_TASK, UNMODELED_PATHS, ReachPolicies, RelaxedSet
 from gateway.protocol.eras import LEGACY_ERA, MODERN_ERA
 from gateway.registry.model import Agent, agent_to_dict
 from gateway.registry.service import Registry
@@ -63,6 +69,8 @@ CHUNK = 32
 CHAIN_READS = 32  # sensitive reads whose egress follow-ups are decided (of each context)
 CACHE_ROWS = 100_000  # tool rows kept (about 30 MiB)
 Answer = tuple[str, tuple[str, ...]]  # (verdict, determining policy ids)
+# (label, context.task, gate: tool name -> its refusal, the relaxed paths) of one way to call
+_Grant = tuple[str, "Mapping[str, Any] | None", "Callable[[str], str | None]", "frozenset[FreePath]"]
 _IDENTITY_METHODS = {"static": "static-token", "oidc": "oidc", "spiffe": "spiffe"}
 
 
@@ -113,6 +121,7 @@ class AgentReach:
     egress_after_read: tuple[ChainStep, ...] = ()
     sensitive_reads: int = 0  # allowed sensitive reads found (egress_after_read covers CHAIN_READS of them)
     task: Task | None = None
+    caveats: tuple[str, ...] = ()  # tools the reach may under-report: what it does not model could open them
 
     def by_verdict(self, verdict: str) -> tuple[ToolReach, ...]:
         return tuple(t for t in self.tools if t.verdict == verdict)
@@ -127,6 +136,19 @@ class _Context:
     principal: Principal
     facts: RequestFacts
     gate: Callable[[str], str | None]  # tool name -> the gate's pseudo policy id when it refuses
+    free: frozenset[FreePath] = CALLER_PICKS  # the paths the caller picks: relaxed (reach_policies.py)
+
+
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """One context as Cedar sees it: the relaxed set and the request's principal and context JSON."""
+
+    rules: RelaxedSet
+    principal_json: str
+    context_json: str
+
+    def key(self, free: frozenset[FreePath]) -> tuple[frozenset[FreePath], str, str]:
+        return free, self.principal_json, self.context_json
 
 
 @dataclass(slots=True)
@@ -171,6 +193,7 @@ class ReachAnalyzer:
         self.computed = 0  # reaches computed (not served from the cache), for tests
         self._cache = _Cache()
         self._catalog_versions: tuple[Bundle, str] | None = None
+        self._policies: ReachPolicies | None = None
 
     async def agent_reach(self, agent_id: str, task_id: str | None = None) -> AgentReach:
         """The reach of `agent_id` (under `task_id`); UnknownAgent / UnknownTask for bad input."""
@@ -241,34 +264,34 @@ class ReachAnalyzer:
         methods = sorted({_IDENTITY_METHODS.get(i.kind, i.kind) for i in agent.identities}) or ["static-token"]
         grants = self._grants(bundle, agent, task)
         contexts = []
-        for grant_label, task_facts, gate in grants:
+        for grant_label, task_facts, gate, free in grants:
             for method in methods:
                 principal = Principal(agent.id, method, agent=agent, task_id=None if task is None else task.id)
                 for era in ERAS:
                     for inside in (True, False):
                         facts = RequestFacts(now=now, era=era, working_hours=inside, task=task_facts, chain=NO_CHAIN)
                         label = f"{grant_label}, {method}, era {era}, {'in' if inside else 'outside'} working hours"
-                        contexts.append(_Context(label, principal, facts, gate))
+                        contexts.append(_Context(label, principal, facts, gate, free))
         return contexts
 
     @staticmethod
-    def _grants(bundle: Bundle, agent: Agent, task: Task | None
-                ) -> list[tuple[str, Mapping[str, Any] | None, Callable[[str], str | None]]]:
-        """(label, context.task, gate) for each way the credential holder can call."""
+    def _grants(bundle: Bundle, agent: Agent, task: Task | None) -> list[_Grant]:
+        """(label, context.task, gate, relaxed paths) for each way the credential holder can call."""
         if task is not None:
             tools = frozenset(task.tools)
             if task.state is not TaskState.ACTIVE:
-                return [(f"task {task.id} ({task.state.value})", _task_facts(task), lambda _: GATE_TASK_ENDED)]
+                return [(f"task {task.id} ({task.state.value})", _task_facts(task), lambda _: GATE_TASK_ENDED,
+                         CALLER_PICKS)]
             return [(f"task {task.id}", _task_facts(task),
-                     lambda name: None if name in tools else GATE_NOT_IN_TASK)]
+                     lambda name: None if name in tools else GATE_NOT_IN_TASK, CALLER_PICKS)]
         entitled = tuple(name for name, m in sorted(bundle.catalog.tools.items())
                          if agent.entitlement.allows(name, m.entry.server_id))
         own = {"id": "", "purpose": agent.purpose, "tools": entitled}
         grantable = frozenset(entitled)  # the token endpoint grants a task nothing outside the entitlement
-        grants: list[tuple[str, Mapping[str, Any] | None, Callable[[str], str | None]]] = [
-            ("a task it grants itself", own, lambda name: None if name in grantable else GATE_OUTSIDE_ENTITLEMENT)]
+        grants: list[_Grant] = [("a task it grants itself", own,
+                                 lambda name: None if name in grantable else GATE_OUTSIDE_ENTITLEMENT, OWN_TASK)]
         if not agent.entitlement.require_task:
-            grants.append(("no task", None, lambda _: None))
+            grants.append(("no task", None, lambda _: None, CALLER_PICKS))
         return grants
 
     def _prepared(self, bundle: Bundle, contexts: Sequence[_Context]) -> list[tuple[str, str]] | None:
@@ -284,39 +307,78 @@ class ReachAnalyzer:
     def _compute(self, bundle: Bundle, agent: Agent, task: Task | None, contexts: Sequence[_Context],
                  prepared: Sequence[tuple[str, str]], key: tuple[str, ...], now: float) -> AgentReach:
         models = [m for _, m in sorted(bundle.catalog.tools.items())]
+        policies = self._reach_policies(bundle)
+        asked = [_asked(policies.relaxed(c.free), p) for c, p in zip(contexts, prepared, strict=True)]
         # Contexts that reach Cedar as the same JSON (the policies read none of what tells them apart, e.g. no
         # policy reads context.task) share one answer per tool.
-        decided: dict[tuple[str, str], dict[int, Answer]] = {}
-        per_context = [self._decide(bundle, agent.id, c, decided.setdefault(p, {}), p, models)
-                       for c, p in zip(contexts, prepared, strict=True)]
+        decided: dict[tuple[frozenset[FreePath], str, str], dict[int, Answer]] = {}
+        per_context = [self._decide(bundle, agent.id, c, decided.setdefault(a.key(c.free), {}), a, models)
+                       for c, a in zip(contexts, asked, strict=True)]
         tools = tuple(self._tool_reach(bundle, m, [answers[i] for answers in per_context])
                       for i, m in enumerate(models))
-        chain, reads = self._egress_after_read(bundle, agent, contexts, prepared, per_context, models)
+        chain, reads = self._egress_after_read(bundle, agent, contexts, asked, per_context, models)
+        caveats = self._caveats(bundle, agent, contexts, prepared, policies, models, tools, per_context)
         return AgentReach(agent.id, None if task is None else task.id, bundle.version, key[1], key[2], now,
-                          tuple(c.label for c in contexts), tools, chain, reads, task)
+                          tuple(c.label for c in contexts), tools, chain, reads, task, caveats)
+
+    def _reach_policies(self, bundle: Bundle) -> ReachPolicies:
+        """The relaxed sets of `bundle` (built once per policy or catalog change; worker thread)."""
+        known = self._policies
+        if known is None or known.bundle is not bundle:
+            known = self._policies = ReachPolicies(bundle)
+        return known
 
     def _decide(self, bundle: Bundle, agent_id: str, context: _Context, known: dict[int, Answer],
-                prepared: tuple[str, str], models: Sequence[ToolModel]) -> list[Answer]:
+                asked: _Asked, models: Sequence[ToolModel]) -> list[Answer]:
         """Each tool's answer in `context`: the gate's refusal, else Cedar's (from `known`, else asked now)."""
         refusals = [context.gate(m.entry.exposed_name) for m in models]
         todo = [i for i, refused in enumerate(refusals) if refused is None and i not in known]
-        for i, outcome in zip(todo, self._outcomes(bundle, agent_id, *prepared, [models[i] for i in todo]),
-                              strict=True):
+        for i, outcome in zip(todo, self._outcomes(bundle, agent_id, asked, [models[i] for i in todo]), strict=True):
             known[i] = outcome
         return [("deny", (refused,)) if refused is not None else known[i] for i, refused in enumerate(refusals)]
 
-    def _outcomes(self, bundle: Bundle, agent_id: str, principal_json: str, context_json: str,
-                  models: Sequence[ToolModel]) -> list[Answer]:
+    def _outcomes(self, bundle: Bundle, agent_id: str, asked: _Asked, models: Sequence[ToolModel]) -> list[Answer]:
         """The engine's answer for each of `models`, CHUNK tools per Cedar batch."""
         answers: list[Answer] = []
         for start in range(0, len(models), CHUNK):
-            answers.extend(self.engine.reach_outcomes(bundle, agent_id, principal_json, context_json,
-                                                      models[start:start + CHUNK]))
+            answers.extend(self.engine.reach_outcomes(bundle, agent_id, asked.principal_json, asked.context_json,
+                                                      models[start:start + CHUNK], asked.rules.policies))
         return answers
 
+    def _caveats(self, bundle: Bundle, agent: Agent, contexts: Sequence[_Context],
+                 prepared: Sequence[tuple[str, str]], policies: ReachPolicies, models: Sequence[ToolModel],
+                 tools: Sequence[ToolReach], per_context: Sequence[Sequence[Answer]]) -> tuple[str, ...]:
+        """The tools a token claim or an earlier call could open further than the reach says: decided again
+        with those conditions relaxed too. Only tools that could change are: not allowed, and held by a policy
+        that reads them in some context, or (when a permit reads them) any; relaxing only ever widens, so a
+        verdict held by other policies alone stays as it is."""
+        suspects = [i for i, t in enumerate(tools) if t.verdict != "allow" and (policies.permits_unmodeled or any(
+            p in policies.unmodeled for answers in per_context for p in answers[i][1]))]
+        if not suspects:
+            return ()
+        subset = [models[i] for i in suspects]
+        decided: dict[tuple[frozenset[FreePath], str, str], dict[int, Answer]] = {}
+        answers = []
+        for context, done in zip(contexts, prepared, strict=True):
+            free = context.free | UNMODELED_PATHS
+            asked = _asked(policies.relaxed(free), done)
+            answers.append(self._decide(bundle, agent.id, context, decided.setdefault(asked.key(free), {}), asked,
+                                        subset))
+        caveats = []
+        for j, i in enumerate(suspects):
+            reach = tools[i]
+            verdict, ids = _most_permissive([a[j] for a in answers])
+            if _RANK[verdict] > _RANK[reach.verdict]:
+                # The permits that open it, or the forbids that held it; else every reader.
+                named = [p for p in dict.fromkeys((*ids, *reach.policy_ids)) if p in policies.unmodeled] \
+                    or sorted(policies.unmodeled)
+                what = sorted({w for p in named for w in policies.unmodeled.get(p, ())})
+                caveats.append(f"{reach.tool}: reported {reach.verdict}, but {verdict} when {' or '.join(what)} "
+                               f"meet {', '.join(named)} (the reach does not model them)")
+        return tuple(caveats)
+
     def _tool_reach(self, bundle: Bundle, model: ToolModel, answers: list[Answer]) -> ToolReach:
-        # The most permissive; of equal ones, what Cedar said over what the gate said (the gate's is a pseudo id).
-        verdict, policy_ids = max(answers, key=lambda a: (_RANK[a[0]], not any(p.startswith("gate:") for p in a[1])))
+        verdict, policy_ids = _most_permissive(answers)
         entry = model.entry
         return ToolReach(entry.server_id, entry.exposed_name, str(entry.risk), verdict, policy_ids,
                          tuple(entry.data_classes), self.is_egress(model), self.is_sensitive(model), entry.status,
@@ -324,18 +386,18 @@ class ReachAnalyzer:
                          tuple(a[0] for a in answers))
 
     def _egress_after_read(self, bundle: Bundle, agent: Agent, contexts: Sequence[_Context],
-                           prepared: Sequence[tuple[str, str]], per_context: list[list[Answer]],
+                           asked: Sequence[_Asked], per_context: list[list[Answer]],
                            models: Sequence[ToolModel]) -> tuple[tuple[ChainStep, ...], int]:
         """Per (sensitive read, egress tool): the most permissive verdict of the egress call over the contexts
         in which the read is allowed; and how many distinct sensitive reads are allowed."""
         egress = [i for i, m in enumerate(models) if self.is_egress(m)]
         steps: dict[tuple[str, str], ChainStep] = {}
         reads_seen: set[str] = set()
-        followed: set[tuple[tuple[str, str], int]] = set()
-        for context, done, answers in zip(contexts, prepared, per_context, strict=True):
-            if (done, id(context.gate)) in followed:  # the same request to Cedar behind the same gate: same steps
+        followed: set[tuple[tuple[frozenset[FreePath], str, str], int]] = set()
+        for context, done, answers in zip(contexts, asked, per_context, strict=True):
+            if (done.key(context.free), id(context.gate)) in followed:  # same request behind the same gate
                 continue
-            followed.add((done, id(context.gate)))
+            followed.add((done.key(context.free), id(context.gate)))
             reads = [i for i, m in enumerate(models) if self.is_sensitive(m) and answers[i][0] == "allow"]
             reads_seen.update(models[i].entry.exposed_name for i in reads)
             open_egress = [models[i] for i in egress if context.gate(models[i].entry.exposed_name) is None]
@@ -346,15 +408,14 @@ class ReachAnalyzer:
                         steps[(step.read_tool, step.egress_tool)] = step
         return tuple(steps[k] for k in sorted(steps)), len(reads_seen)
 
-    def _after(self, bundle: Bundle, agent: Agent, context: _Context, prepared: tuple[str, str], read: ToolModel,
+    def _after(self, bundle: Bundle, agent: Agent, context: _Context, asked: _Asked, read: ToolModel,
                egress: Sequence[ToolModel]) -> list[ChainStep]:
         if not egress:
             return []
-        principal_json, base = prepared
-        # The chain section replaced, pruned as listing_facts prunes it: what the listing policies read.
-        chain = prune_context({"chain": _chain_after(read)}, bundle.listing_reads)
-        context_json = orjson.dumps({**orjson.loads(base), **chain}).decode()
-        outcomes = self._outcomes(bundle, agent.id, principal_json, context_json, egress)
+        # The chain section replaced, pruned as the context is: what the relaxed policies read.
+        chain = prune_context({"chain": _chain_after(read)}, asked.rules.reads)
+        context_json = orjson.dumps({**orjson.loads(asked.context_json), **chain}).decode()
+        outcomes = self._outcomes(bundle, agent.id, _Asked(asked.rules, asked.principal_json, context_json), egress)
         return [ChainStep(read.entry.exposed_name, e.entry.exposed_name, verdict, ids, context.label)
                 for e, (verdict, ids) in zip(egress, outcomes, strict=True)]
 
@@ -374,6 +435,7 @@ def reach_header(reach: AgentReach) -> dict[str, Any]:
         "agent_version": reach.agent_version,
         "computed_at": reach.computed_at,
         "contexts": list(reach.contexts),
+        "caveats": list(reach.caveats),
     }
 
 
@@ -386,6 +448,18 @@ def reach_to_dict(reach: AgentReach) -> dict[str, Any]:
                    "sensitive": t.sensitive, "status": t.status, "approvers": t.approvers,
                    "verdicts": list(t.verdicts)} for t in reach.tools],
     }
+
+
+def _asked(rules: RelaxedSet, prepared: tuple[str, str]) -> _Asked:
+    """`prepared` (principal JSON, context JSON as listing prunes it) for `rules`: the context pruned to what
+    the relaxed set still reads (the time, once relaxed, no longer tells two contexts apart)."""
+    principal_json, context_json = prepared
+    return _Asked(rules, principal_json, orjson.dumps(prune_context(orjson.loads(context_json), rules.reads)).decode())
+
+
+def _most_permissive(answers: Sequence[Answer]) -> Answer:
+    # Of equal ones, what Cedar said over what the gate said (the gate's is a pseudo id).
+    return max(answers, key=lambda a: (_RANK[a[0]], not any(p.startswith("gate:") for p in a[1])))
 
 
 def _chain_after(read: ToolModel) -> dict[str, Any]:

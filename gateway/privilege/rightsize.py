@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.privilege.proposal import Proposal, declared_entitlements, propose
+from gateway.privilege.proposal import Proposal
+from gateway.privilege.proposal_cache import ProposalCache
 from gateway.privilege.reach import AgentReach, ReachAnalyzer, ToolReach, UnknownAgent
 from gateway.privilege.usage import AgentUse, TaskUse, audit_starts_at, read_task_use, read_usage
-from gateway.registry.model import Agent, Entitlement, Lifecycle
+from gateway.registry.model import Agent, Lifecycle
 from gateway.store.base import AuditQuery, Store
 
 __all__ = ["AgentRightsize", "FleetRightsize", "NoRecordedData", "RightsizeSources", "UnknownAgent",
@@ -41,6 +42,7 @@ class RightsizeSources:
     reach: ReachAnalyzer
     store: Store
     agents_file: Path | None = None
+    proposals: ProposalCache = field(default_factory=ProposalCache)  # kept between reports
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +74,7 @@ class AgentRightsize:
     never: tuple[str, ...]  # tools Cedar denies the agent whatever happens
     other_calls: int  # allowed prompt gets and resource reads (not tools) in the window
     tasks: tuple[TaskUse, ...]
-    proposal: Proposal
+    proposal: Proposal | None  # None when the report was asked without proposals
 
     @property
     def used(self) -> tuple[GrantedTool, ...]:
@@ -134,8 +136,9 @@ class FleetRightsize:
 
 
 async def rightsize_fleet(sources: RightsizeSources, since_s: float = DEFAULT_WINDOW_S, agent_id: str | None = None,
-                          now: float | None = None) -> FleetRightsize:
-    """Right-size every agent that is not retired (or `agent_id` only) over the last `since_s` seconds.
+                          now: float | None = None, proposals: bool = True) -> FleetRightsize:
+    """Right-size every agent that is not retired (or `agent_id` only) over the last `since_s` seconds;
+    `proposals` False: no proposal is built (the agents file is not read), for callers that need the figures only.
 
     UnknownAgent for an agent id the registry does not hold; NoRecordedData when the audit log has no
     decision record in the window."""
@@ -157,27 +160,32 @@ async def rightsize_fleet(sources: RightsizeSources, since_s: float = DEFAULT_WI
         use = usage.of(agent.id)
         tasks = await read_task_use(sources.store, agent.id, window.since, until, use)
         measured.append((agent, await sources.reach.agent_reach(agent.id), use, tasks))
+    if not proposals:
+        return FleetRightsize(window, tuple(agent_rightsize(agent, reach, use, tasks, window, None)
+                                            for agent, reach, use, tasks in measured))
     agents_text = await _read_text(sources.agents_file)
     # The proposals parse and edit the agents file (pure-Python YAML, a fraction of a second per agent in a
-    # large fleet): on a worker thread, never on the event loop.
-    results = await asyncio.to_thread(_rightsize_all, measured, window, agents_text, sources.agents_file)
+    # large fleet): on a worker thread, never on the event loop; kept between reports (ProposalCache).
+    results = await asyncio.to_thread(_rightsize_all, measured, window, sources.proposals, agents_text,
+                                      sources.agents_file)
     return FleetRightsize(window, tuple(results))
 
 
 def _rightsize_all(measured: Sequence[tuple[Agent, AgentReach, AgentUse, Sequence[TaskUse]]], window: Window,
-                   agents_text: str | None, agents_file: Path | None) -> list[AgentRightsize]:
-    declared = declared_entitlements(agents_text) if agents_text is not None else None  # read once for all
-    return [agent_rightsize(agent, reach, use, tasks, window, agents_text, agents_file, declared)
+                   cache: ProposalCache, agents_text: str | None, agents_file: Path | None) -> list[AgentRightsize]:
+    return [agent_rightsize(agent, reach, use, tasks, window, cache, agents_text, agents_file)
             for agent, reach, use, tasks in measured]
 
 
 def agent_rightsize(agent: Agent, reach: AgentReach, use: AgentUse, tasks: Sequence[TaskUse], window: Window,
-                    agents_text: str | None, agents_file: Path | None,
-                    declared: Mapping[str, Entitlement] | None = None) -> AgentRightsize:
+                    cache: ProposalCache | None, agents_text: str | None = None,
+                    agents_file: Path | None = None) -> AgentRightsize:
+    """One agent's right-sizing; its proposal from `cache` (None: no proposal)."""
     granted = tuple(_granted(t, use) for t in reach.tools if t.verdict in GRANTED)
     tools = {t.tool for t in reach.tools}
     other_calls = sum(n for target, n in use.calls.items() if target not in tools)
-    proposal = propose(agent, granted_tools(granted), other_calls > 0, agents_text, agents_file, declared)
+    proposal = None if cache is None else cache.proposal(agent, granted_tools(granted), other_calls > 0,
+                                                         agents_text, agents_file)
     return AgentRightsize(
         agent.id, agent.owner, agent.effective_state(window.until).value,
         max(window.observed_from, agent.created_at), reach.policy_version, granted,
@@ -246,7 +254,7 @@ def agent_to_dict(result: AgentRightsize) -> dict[str, Any]:
         "risks_unused": list(result.risks_unused),
         "other_calls": result.other_calls,
         "tasks": [_task_dict(t) for t in result.tasks],
-        "proposal": result.proposal.to_dict(),
+        "proposal": None if result.proposal is None else result.proposal.to_dict(),
     }
 
 

@@ -311,7 +311,7 @@ async def unused_entitlements(run: EvidenceRun) -> Fact:
         return Fact("unused_entitlements", "Unused entitlements", UNAVAILABLE,
                     "right-sizing not available: unused entitlements could not be measured", source)
     try:
-        fleet = await rightsize_fleet(rightsize, window_s, now=run.now)
+        fleet = await rightsize_fleet(rightsize, window_s, now=run.now, proposals=False)  # the figures only
     except NoRecordedData as exc:  # never reported as 0% unused: nothing was measured
         return Fact("unused_entitlements", "Unused entitlements", UNAVAILABLE, str(exc), source)
     unused = {a.agent_id: [t.tool for t in a.unused] for a in fleet.agents if a.unused}
