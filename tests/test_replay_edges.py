@@ -7,6 +7,7 @@ on purpose.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,9 @@ from gateway.policy.engine import CedarRequest
 from gateway.policy.recorder import DecisionRecorder
 from gateway.privilege.replay import CandidateInvalid, Replay, Window, compile_candidate
 from gateway.store import Store
+from gateway.store.base import DecisionInputQuery, DecisionInputRow
+from gateway.store.sqlite_decision_inputs import select, select_sql
+from tests.support.store_backends import store_backend
 from tests.test_decision_recording import _cedar
 from tests.test_policy_engine import WEDNESDAY, agent_principal, engine_for, facts, write_catalog
 
@@ -64,3 +68,25 @@ def test_a_candidate_file_that_cannot_be_written_is_an_invalid_candidate(tmp_pat
         compile_candidate(engine, {**live, **files})
     assert len(refused.value.problems) == 1 and "cannot be written" in refused.value.problems[0]
     assert str(tmp_path) not in refused.value.problems[0] and "narrowgate-candidate-" not in refused.value.problems[0]
+
+
+async def test_sqlite_pages_recorded_inputs_by_rowid_without_sorting_the_window(tmp_path: Path) -> None:
+    # Left to choose, SQLite took the `at` (or agent) index and sorted the whole window, payloads and all,
+    # for every page of 1000: a replay quadratic in the window (60k rows: 3.5 s; by rowid 0.1 s).
+    rows = [DecisionInputRow(f"dec_{i}", WEDNESDAY + i, f"a{i % 3}", "tool", "files__read_file", "allow", b"x" * 64)
+            for i in range(3000)]
+    async with store_backend("sqlite", tmp_path, None) as backend:
+        store = await backend.open()
+        await store.append_decision_inputs(rows)
+        await store.close()
+        assert backend.path is not None
+        pages = [DecisionInputQuery(since=WEDNESDAY, until=WEDNESDAY + 1e6),
+                 DecisionInputQuery(since=WEDNESDAY, until=WEDNESDAY + 1e6, after_seq=1500),
+                 DecisionInputQuery(since=WEDNESDAY, until=WEDNESDAY + 1e6, agent_id="a1", after_seq=1500)]
+        with sqlite3.connect(backend.path) as conn:
+            for query in pages:
+                sql, params = select_sql(query)
+                plan = " | ".join(str(step[-1]) for step in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+                assert "TEMP B-TREE" not in plan, (query, plan)
+                expected = [r.decision_id for r in rows[query.after_seq:] if query.agent_id in (None, r.agent_id)]
+                assert [r.decision_id for r in select(conn, query)] == expected[:query.limit]
