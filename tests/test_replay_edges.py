@@ -7,12 +7,16 @@ on purpose.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
+from gateway.admin.replay_api import settled_until
 from gateway.audit.chain import unsealed_record
+from gateway.audit.log import AuditLog
 from gateway.audit.model import AuditEvent
 from gateway.policy.engine import CedarRequest
 from gateway.policy.recorder import DecisionRecorder
@@ -90,3 +94,41 @@ async def test_sqlite_pages_recorded_inputs_by_rowid_without_sorting_the_window(
                 assert "TEMP B-TREE" not in plan, (query, plan)
                 expected = [r.decision_id for r in rows[query.after_seq:] if query.agent_id in (None, r.agent_id)]
                 assert [r.decision_id for r in select(conn, query)] == expected[:query.limit]
+
+
+async def test_a_call_decided_while_the_replay_settles_is_not_reported_as_not_recorded(store: Store,
+                                                                                     tmp_path: Path) -> None:
+    engine = engine_for(_cedar(tmp_path), write_catalog(tmp_path / "catalog"))
+    recorder = DecisionRecorder(store, engine, RETENTION_S, batch_window_s=60.0)  # only flushes write
+    await recorder.open()
+    audit = AuditLog(store)
+    await audit.open()
+    principal = agent_principal(servers=("files",))
+    tool = engine.bundle.catalog.tools["files__read_file"].entry
+
+    def decide() -> AuditEvent:
+        """As the authorizer decides a call: noted for recording, then its audit record made."""
+        seen: list[CedarRequest] = []
+        now = time.time()
+        decision = engine.decide_tool(principal, tool, {"path": "/a"}, facts(now), seen=seen)
+        recorder.note(principal, decision, "tool", tool.exposed_name, now, seen)
+        return AuditEvent(kind="decision", action="call", actor=principal.agent_id, agent_id=principal.agent_id,
+                          tool=tool.exposed_name, decision=decision.outcome, decision_id=decision.decision_id)
+
+    earlier = decide()
+    await recorder.flush()
+    audit.record(earlier)  # its input is stored, its audit record still queued as the replay starts
+
+    async def meanwhile() -> None:  # runs as soon as settling waits (for the audit writer)
+        audit.record(decide())
+
+    late = asyncio.create_task(meanwhile())
+    until = await settled_until(recorder, audit)
+    await late
+    await audit.flush()
+    window = Window(until - 3600, until)
+    report = await Replay(engine, recorder.cipher, store, store, window, recorder.cutoff(until), engine.version).run()
+    assert report["not_replayable"]["total"] == 0, report
+    assert report["replayed"] == report["unchanged"] == report["decisions"] >= 1
+    await recorder.close()
+    await audit.close()
