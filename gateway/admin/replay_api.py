@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 from starlette.requests import Request
@@ -52,18 +53,26 @@ class ReplayApi:
         files, since_s, agent_id, examples = _parse(body)
         async with self._one_at_a_time:
             candidate = await asyncio.to_thread(compile_candidate, self.engine, files)
-            # Everything decided until now is in the store before it is read.
-            await self.recorder.flush()
-            # A failing audit store: read as it is (recorded decisions not yet audited are still replayed).
-            with contextlib.suppress(AuditUnavailable):
-                await self.audit.flush()
-            window = window_for(since_s, agent_id)
+            window = window_for(since_s, agent_id, await settled_until(self.recorder, self.audit))
             report = await Replay(candidate, self.recorder.cipher, self.store, self.store, window,
                                   self.recorder.cutoff(window.until), self.engine.version, examples).run()
         if agent_id is not None and report["decisions"] == 0 and self.registry.get(agent_id) is None:
             return error_response(404, f"no agent {agent_id!r}")
         report["recording"] = self.recorder.status()
         return json_response(report)
+
+
+async def settled_until(recorder: DecisionRecorder, audit: AuditLog) -> float:
+    """The window's end, once everything decided before it is in the store. Taken first, then the audit records
+    are flushed, then the inputs: a decision is noted before its audit record is stamped, so each one audited
+    before the end was noted before the recorder's flush began. (Flushing the inputs first let a call decided
+    during the audit flush be audited in the window with its input still queued: "not recorded", exit 2.)"""
+    until = time.time()
+    # A failing audit store: read as it is (recorded decisions not yet audited are still replayed).
+    with contextlib.suppress(AuditUnavailable):
+        await audit.flush()
+    await recorder.flush()
+    return until
 
 
 def _parse(body: dict[str, Any]) -> tuple[dict[str, str], float, str | None, int]:

@@ -101,15 +101,23 @@ def compile_candidate(live: PolicyEngine, files: Mapping[str, str]) -> PolicyEng
         raise CandidateInvalid(problems)
     with tempfile.TemporaryDirectory(prefix="narrowgate-candidate-") as scratch:
         root = Path(scratch)
-        for name, text in files.items():
-            path = root / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
+        _write_candidate(root, files)
         try:
             return PolicyEngine(root, live.bundle.catalog, working_hours=live.working_hours)
         except PolicyLoadError as exc:
             # Problems name the scratch copy: say them relative to the candidate directory instead.
             raise CandidateInvalid([p.replace(f"{root}/", "").replace(str(root), ".") for p in exc.problems]) from None
+
+
+def _write_candidate(root: Path, files: Mapping[str, str]) -> None:
+    """Copy the candidate's files under `root`; a name no file can have is the candidate's problem (not a 500)."""
+    for name, text in files.items():
+        path = root / name
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        except (OSError, ValueError) as exc:  # a NUL in the name, a file where a directory must go, too long
+            raise CandidateInvalid([f"{name!r}: cannot be written ({type(exc).__name__})"]) from None
 
 
 def _candidate_path(name: str) -> bool:
@@ -160,17 +168,19 @@ class Replay:
             if not page:
                 return
             rows = [r for r in page if r.at >= window.since or r.decision_id in audited]
-            await asyncio.to_thread(self._replay_page, rows)
+            await asyncio.to_thread(self._replay_page, rows, audited)
             after = page[-1].seq
 
-    def _replay_page(self, rows: list[DecisionInputRow]) -> None:
+    def _replay_page(self, rows: list[DecisionInputRow], audited: Mapping[str, float]) -> None:
         """On a worker thread: open each input and decide it again."""
         tally = self.tally
         for row in rows:
             if row.decision_id in tally.seen_ids:
                 continue
             tally.seen_ids.add(row.decision_id)
-            if row.at < self.cutoff:
+            # Past retention by the audit record's time, as the window and the missing inputs are judged: a
+            # decision requested a moment before the line and audited after it is in the window, input kept.
+            if audited.get(row.decision_id, row.at) < self.cutoff:
                 tally.past_retention += 1
                 continue
             try:

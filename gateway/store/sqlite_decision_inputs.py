@@ -21,9 +21,16 @@ def append(conn: sqlite3.Connection, rows: Sequence[DecisionInputRow]) -> None:
 
 
 def select(conn: sqlite3.Connection, query: DecisionInputQuery) -> list[DecisionInputRow]:
+    sql, params = select_sql(query)
+    return [decision_input_from_row(row) for row in conn.execute(sql, params)]
+
+
+def select_sql(query: DecisionInputQuery) -> tuple[str, tuple[object, ...]]:
+    """Pages in seq (rowid) order, walked by rowid: left to choose, SQLite takes the `at` or agent index and
+    sorts the whole window for every page (a replay quadratic in the window, payloads in the sort)."""
     clause, params = where(decision_input_filters(query), lambda _: "?")
-    sql = f"SELECT seq, {DECISION_INPUT_COLUMNS} FROM decision_inputs{clause} ORDER BY seq LIMIT ?"
-    return [decision_input_from_row(row) for row in conn.execute(sql, (*params, query.limit))]
+    sql = f"SELECT seq, {DECISION_INPUT_COLUMNS} FROM decision_inputs NOT INDEXED{clause} ORDER BY seq LIMIT ?"
+    return sql, (*params, query.limit)
 
 
 def delete_before(conn: sqlite3.Connection, before: float) -> int:
