@@ -30,6 +30,7 @@ no wall-clock threshold decides the status).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import gc
 import os
@@ -408,10 +409,14 @@ def gateway_facts(catalog: Catalog, principal: Principal) -> RequestFacts:
     HISTORY_CALLS decided calls of the benchmark mix (gateway.chain's tracker, default settings)."""
     tracker = ChainTracker(MonitoringSettings(), clock=lambda: NOW)
     tools = [name for name, _, _ in CASES]
-    for i in range(HISTORY_CALLS):
-        name, _, outcome = CASES[i % len(CASES)]
-        tracker.observe_call(principal.agent_id, BENCH_TASK, catalog.tools[name], outcome)
-    chain = tracker.context(principal.agent_id, BENCH_TASK)
+
+    async def history() -> dict[str, Any]:  # the tracker's methods are coroutines (one seam with Redis's)
+        for i in range(HISTORY_CALLS):
+            name, _, outcome = CASES[i % len(CASES)]
+            await tracker.observe_call(principal.agent_id, BENCH_TASK, catalog.tools[name], outcome)
+        return await tracker.context(principal.agent_id, BENCH_TASK)
+
+    chain = asyncio.run(history())
     assert len(chain["tools"]) == HISTORY_CALLS, len(chain["tools"])
     task = {"id": BENCH_TASK, "purpose": "benchmark task", "tools": tools}
     return dataclasses.replace(FACTS, task=task, chain=chain)

@@ -208,7 +208,7 @@ def free_port() -> int:
 
 
 def write_gateway_files(tmp: Path, upstream_port: int, gateway_port: int, policies: Path,
-                        name: str = "gateway") -> Path:
+                        name: str = "gateway", policy: dict[str, Any] | None = None) -> Path:
     """Write a catalog manifest for the upstream and a gateway config (`<name>.yaml`); return its path.
 
     What it turns on is what a deployment has: a registered agent (agents file, lifecycle active,
@@ -248,6 +248,7 @@ def write_gateway_files(tmp: Path, upstream_port: int, gateway_port: int, polici
             "open_loopback": False,
             "static_tokens": [{"agent": "bench-agent", "token_env": TOKEN_ENV}],
         },
+        **({"policy": policy} if policy else {}),
     }
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -356,7 +357,8 @@ def run_sides(args: argparse.Namespace, plan: Plan, tmp: Path) -> Outcome:
             wanted.append((GATEWAY, shlex.split(args.gateway_cmd)))
         for label, cmd in wanted:
             port = free_port()
-            config = write_gateway_files(tmp, upstream.port, port, policies, name=label)
+            before_policy = {"record_retention": 0} if label == BEFORE and args.compare_unrecorded else None
+            config = write_gateway_files(tmp, upstream.port, port, policies, name=label, policy=before_policy)
             try:
                 proc = start_gateway(tmp, cmd, config, port, token, args.startup_timeout, name=label)
             except GatewayError as exc:
@@ -723,6 +725,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also measure another gateway build, labelled 'before' (e.g. 'env PYTHONPATH=/tmp/old "
         ".venv/bin/python -m gateway' for a checkout of an older commit); the table adds gw/before",
     )
+    parser.add_argument("--compare-unrecorded", action="store_true",
+                        help="with --compare: the 'before' side runs with policy.record_retention 0 (decision "
+                             "inputs not recorded), so gw/before is the cost of recording them")
     parser.add_argument("--policies", default=str(REPO / "cedar"), help="policies dir for the gateway")
     parser.add_argument("--startup-timeout", type=float, default=30.0)
     parser.add_argument(

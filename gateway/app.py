@@ -8,40 +8,33 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Route
 
-from gateway.admin.agents_api import AgentsApi
 from gateway.admin.auth import AdminAuthenticator
-from gateway.admin.policies_api import PoliciesApi
 from gateway.approvals.service import ApprovalService
 from gateway.approvals.step_up import StepUpFlow
-from gateway.approvals.webhook import approval_webhook_payload
 from gateway.audit import AuditLog
 from gateway.audit.digests import DigestKey
 from gateway.calls.methods import Methods
 from gateway.catalog import Catalog
 from gateway.chain.detections import DetectionResponder
 from gateway.chain.monitor import ChainMonitor
-from gateway.cluster.backends import shared_backends
-from gateway.cluster.backstop import StoreSweep
+from gateway.cluster.backends import state_backends
 from gateway.cluster.connection import Cluster, replica_id
-from gateway.cluster.convergence import Convergence
 from gateway.config import Settings
 from gateway.credentials.secret_sources import SecretResolver
 from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.discovery.resources import ResourceReviews
 from gateway.discovery.service import ToolReviews
-from gateway.discovery.webhook import resource_webhook_payload, review_webhook_payload
 from gateway.identity.authenticator import Authenticator
 from gateway.identity.verifier import TokenVerifier
-from gateway.in_memory_state import in_memory_backends, monitoring_with_catalog_egress
+from gateway.in_memory_state import monitoring_with_catalog_egress
 from gateway.oauth.token_endpoint import TOKEN_PATH, TokenEndpoint, settings_for_audience
 from gateway.policy.authorizer import Authorizer
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.hours import WorkingHours
+from gateway.policy.recorder import DecisionRecorder
 from gateway.policy.reloader import PolicyReloader
 from gateway.registry.service import Registry
-from gateway.resource_updates import ResourceUpdateRelay
 from gateway.state.backends import StateBackends
-from gateway.state.notices import TOPIC_LIST_CHANGED
 from gateway.store import open_store
 from gateway.tasks.gate import TaskGate
 from gateway.tasks.service import TaskService
@@ -51,7 +44,6 @@ from gateway.telemetry import Telemetry
 from gateway.transport.endpoint import McpEndpoint
 from gateway.transport.front import McpFirst
 from gateway.upstream.pool import UpstreamPool
-from gateway.webhooks import WebhookSender
 from gateway.wiring.admin_routes import admin_routes
 from gateway.wiring.background import Background
 from gateway.wiring.catalog_sync import CatalogSync, ListingReconciler
@@ -59,6 +51,9 @@ from gateway.wiring.endpoints import SmallEndpoints
 from gateway.wiring.lifecycle import LifecycleReactions
 from gateway.wiring.lifespan import Lifetime
 from gateway.wiring.list_changes import ListChanges
+from gateway.wiring.observers import connect
+from gateway.wiring.unused_share import measuring
+from gateway.wiring.webhooks import PeoplesWebhooks
 
 
 class Gateway:
@@ -71,21 +66,23 @@ class Gateway:
         self.catalog = catalog
         self.cluster = Cluster(settings.cluster) if settings.cluster.shared else None
         self.replica_id = replica_id(settings.cluster)  # the Cluster's too: computed from the same settings
-        self.state = state if state is not None else self.build_state()
+        self.state = state if state is not None else state_backends(settings, catalog, self.cluster)
         self.background = Background()
         self.store = open_store(settings.state)
         self.digest_key = DigestKey()  # loaded from the store at start, before anything is recorded
         self.audit = AuditLog(self.store, digests=self.digest_key.keyed)
         self.telemetry = Telemetry.from_env(instance_id=self.replica_id)
+        self.webhooks = PeoplesWebhooks(settings)
         schemas = dict(tool_schemas or {})  # input schemas last reported by upstreams (from the store)
         self.build_identity()
         self.build_policy(schemas)
         self.build_tasks()
         self.build_discovery(schemas)
         self.sessions = self.state.agent_sessions
+        self.recorder = DecisionRecorder(self.store, self.policy, settings.policy.record_retention_s)
         authorizer = Authorizer(self.policy, self.audit, settings.policy.agent_reasons,
                                 on_evaluated=lambda d, s: self.telemetry.record_policy_evaluation(s, d.outcome),
-                                replica=self.replica_id)
+                                replica=self.replica_id, recorder=self.recorder)
         self.methods = Methods(self.pool, authorizer, self.upstream_auth, TaskGate(self.tasks),
                                self.telemetry, self.build_monitor(), self.build_approvals(authorizer))
         authenticator = Authenticator(settings, self.verifier, self.registry, self.task_check)
@@ -94,26 +91,19 @@ class Gateway:
                                             self.endpoint.listen_hub, self.upstream_auth)
         self.list_changes = ListChanges(self.state.notices, self.sessions, self.endpoint.listen_hub, self.methods,
                                         self.pool, self.audit, self.background, self.catalog_sync.policy_catalog_synced)
-        self.store_sweeps: list[StoreSweep] = []  # with a cluster: the backstop to the event bus
-        self.connect()
-        admin_auth = AdminAuthenticator(settings, self.verifier, self.registry, self.task_check.is_ours)
-        self.agents_api = AgentsApi(self.registry, admin_auth)
-        self.policies_api = PoliciesApi(self.policy, self.reloader, admin_auth)
+        self.store_sweeps = connect(self)  # every observer joined; with a cluster, the backstop to the event bus
+        self.admin_auth = AdminAuthenticator(settings, self.verifier, self.registry, self.task_check.is_ours)
+        self.unused_share = measuring(self.policy, self.registry, self.tasks, self.store, settings, self.telemetry)
         self.lifetime = Lifetime(
             settings, self.store, self.digest_key, self.audit, self.registry, [self.verifier, self.assertion_verifier],
-            self.upstream_auth, [self.tasks, self.approvals, self.reviews, self.resource_reviews, *self.store_sweeps],
+            self.upstream_auth, [self.tasks, self.approvals, self.reviews, self.resource_reviews, *self.store_sweeps,
+                                 self.unused_share, self.recorder],
             self.pool, self.catalog_sync, self.reloader, self.policy, self.lifecycle, self.endpoint,
-            [*self.store_sweeps, self.secrets, self.detections, self.approvals, self.review_webhook,
-             self.approval_webhook, self.tasks, self.verifier, self.assertion_verifier],
+            [*self.store_sweeps, self.secrets, self.detections, self.approvals, self.webhooks, self.tasks,
+             self.verifier, self.assertion_verifier, self.unused_share, self.recorder],
             self.background, [self.reviews, self.resource_reviews], self.telemetry, self.cluster)
         self.drain = self.lifetime.drain  # on SIGINT/SIGTERM, before the lifespan ends (gateway/serving.py)
         self.app = McpFirst(self.endpoint, Starlette(routes=self.routes(), lifespan=self.lifetime.lifespan))
-
-    def build_state(self) -> StateBackends:
-        """This process's memory, or (with `cluster.redis_url`) Redis for each seam with a shared implementation."""
-        if self.cluster is None:
-            return in_memory_backends(self.settings, self.catalog)
-        return shared_backends(self.settings, self.catalog, self.cluster)
 
     def build_identity(self) -> None:
         """Who calls: the agent registry, workload-token verification, and the gateway's own keys."""
@@ -168,42 +158,13 @@ class Gateway:
                                  resource_status=self.resource_reviews.status)
         self.catalog_sync = CatalogSync(self.pool, self.reconciler, self.policy, self.tasks, self.store, self.audit,
                                         self.state.notices, self.background, tool_schemas)
-        self.review_webhook = WebhookSender(settings.webhook_url, settings.webhook_secret_env, "tool review")
 
     def build_approvals(self, authorizer: Authorizer) -> StepUpFlow:
         """Step-up approvals: requests people decide in the console, the admin API or the CLI."""
         settings = self.settings.approvals
         self.approvals = ApprovalService(self.store, self.registry, self.audit, settings, digests=self.digest_key,
                                          open_approvals=self.state.open_approvals, waiters=self.state.approval_waiters)
-        self.approval_webhook = WebhookSender(settings.webhook_url, settings.webhook_secret_env, "approval")
         return StepUpFlow(self.approvals, authorizer, self.tasks, self.telemetry, settings, self.settings.base_url)
-
-    def connect(self) -> None:
-        """Who hears of what: every event source's observers (gateway/events.py), in the order they are
-        told. The pool's `on_rebuild` is joined in `lifespan`, after the start's own rebuilds."""
-        base_url = self.settings.base_url
-        self.registry.on_change.append(self.lifecycle.on_agent_change)
-        self.reloader.on_change.append(self.list_changes.announce_policy_change)
-        self.reloader.on_outcome.append(self.catalog_sync.audit_policy_reload)
-        self.tasks.on_end.append(self.lifecycle.on_task_end)
-        self.tasks.on_start.append(self.lifecycle.on_task_start)
-        self.resource_reviews.on_decided.append(self.catalog_sync.apply_resource_reviews)
-        self.reviews.on_decided.append(self.catalog_sync.apply_reviews)
-        self.reviews.on_quarantined.append(lambda r: self.review_webhook.send(review_webhook_payload(r, base_url)))
-        self.resource_reviews.on_quarantined.append(
-            lambda review: self.review_webhook.send(resource_webhook_payload(review, base_url)))
-        self.pool.on_list_changed.append(self.list_changes.on_upstream_lists_changed)
-        self.tasks.on_end.append(self.approvals.task_ended)
-        self.approvals.on_change.append(self.telemetry.set_approvals_pending)
-        self.approvals.on_new.append(lambda a: self.approval_webhook.send(approval_webhook_payload(a, base_url)))
-        self.state.notices.subscribe(TOPIC_LIST_CHANGED, self.list_changes.on_list_changed)
-        self.pool.on_resource_updated.append(ResourceUpdateRelay(
-            self.methods, self.sessions, self.endpoint.listen_hub, self.lifecycle.current_principal).relay)
-        if self.cluster is not None:  # the other replicas hear of every change here, and this one of theirs
-            Convergence(self.state.notices, self.background, self.registry, self.tasks, self.lifecycle, self.reloader,
-                        self.catalog_sync, self.list_changes, self.upstream_auth).connect(
-                {"tools": self.reviews, "resources": self.resource_reviews})
-            self.store_sweeps.append(StoreSweep.for_bus(self.state.notices, self.registry, self.tasks))
 
     def routes(self) -> list[BaseRoute]:
         endpoints = SmallEndpoints(self.settings.base_url, self.pool, self.policy, self.reloader, self.catalog_sync,
@@ -212,7 +173,5 @@ class Gateway:
             Route("/mcp", self.endpoint, methods=["GET", "POST", "DELETE"]),
             *endpoints.routes(),
             *self.token_endpoint.routes(),
-            *admin_routes(self.settings, self.agents_api, self.policies_api, self.tasks, self.task_tokens,
-                          self.upstream_auth, self.approvals, self.reviews, self.resource_reviews, self.store,
-                          self.state),
+            *admin_routes(self),
         ]

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from gateway.json_values import JsonValue
 from gateway.settings.approvals import ApprovalSettings, approval_settings
 from gateway.settings.auth import AdminSettings, AdminToken, AuthSettings, StaticToken, admin_settings, auth_settings
 from gateway.settings.cluster import ClusterSettings, cluster_settings, workers_setting
@@ -153,7 +154,7 @@ def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None
         target[keys[-1]] = env_value(value)
 
 
-def env_value(value: str) -> Any:
+def env_value(value: str) -> JsonValue:
     """JSON scalars and lists keep their type (`true`, `42`, `["a"]`); anything else is a string."""
     try:
         return json.loads(value)
@@ -209,7 +210,7 @@ def _parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", port
 
 
-def _forwarded_allow_ips(value: Any) -> tuple[str, ...]:
+def _forwarded_allow_ips(value: object) -> tuple[str, ...]:
     """Trusted proxies: a list (or comma-separated string) of IP addresses, CIDR networks, or "*"."""
     if value in (None, ""):
         return ()
@@ -228,17 +229,17 @@ def _forwarded_allow_ips(value: Any) -> tuple[str, ...]:
     return ("*",) if "*" in trusted else tuple(trusted)
 
 
-def _optional_str(value: Any) -> str | None:
+def _optional_str(value: object) -> str | None:
     return None if value in (None, "") else str(value).rstrip("/")
 
 
-def _identity(raw: Any, base_dir: Path, base_url: str) -> IdentitySettings:
+def _identity(raw: object, base_dir: Path, base_url: str) -> IdentitySettings:
     if not isinstance(raw, dict):
         raise ConfigError("identity must be a mapping")
     return identity_settings_from_mapping(raw, base_dir, base_url)
 
 
-def _monitoring(raw: Any) -> MonitoringSettings:
+def _monitoring(raw: object) -> MonitoringSettings:
     if not isinstance(raw, dict):
         raise ConfigError("monitoring must be a mapping")
     return monitoring_settings_from_mapping({k: v for k, v in raw.items()

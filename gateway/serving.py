@@ -19,10 +19,10 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable, Generator
 from types import FrameType
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import uvicorn
-from uvicorn.lifespan.on import LifespanOn
+from uvicorn.lifespan.on import LifespanOn, LifespanSendMessage
 
 log = logging.getLogger("narrowgate")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -82,7 +82,7 @@ class RefusingLifespan(LifespanOn):
         super().__init__(config)
         self.refused: str | None = None
 
-    async def send(self, message: Any) -> None:
+    async def send(self, message: LifespanSendMessage) -> None:
         # Starlette sends startup.failed from inside its `except` block, so the exception is at hand.
         failure = sys.exc_info()[1]
         if message["type"] == "lifespan.startup.failed" and isinstance(failure, self.refusals):

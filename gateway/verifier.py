@@ -57,8 +57,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import jwt
+from jwt.algorithms import AllowedPublicKeys
 
-_canonical_bytes: Callable[[Any], bytes] | None
+_canonical_bytes: Callable[[object], bytes] | None
 try:  # inside the gateway: the same bytes, computed faster (orjson where it spells them alike)
     from gateway.audit.canonical import canonical_bytes as _canonical_bytes
 except ImportError:  # this file copied alone into a tool server: json below is the definition
@@ -77,7 +78,7 @@ MAX_TOKEN_LIFETIME_S = 60.0
 MAX_DOCUMENT_BYTES = 1024 * 1024
 FETCH_TIMEOUT_S = 5.0
 
-Fetch = Callable[[str], Any]
+Fetch = Callable[[str], object]  # url -> the parsed JSON document
 
 
 class TokenRefused(Exception):
@@ -115,7 +116,7 @@ def bearer_token(authorization: str | None) -> str:
     return token.strip()
 
 
-def fetch_json(url: str) -> Any:
+def fetch_json(url: str) -> object:
     """GET `url` and parse JSON (at most 1 MiB, 5 s timeout)."""
     if not url.lower().startswith(("https://", "http://")):
         raise ValueError(f"{url}: only http(s) URLs are fetched")  # urllib would also open file:// URLs
@@ -152,7 +153,7 @@ class UpstreamTokenVerifier:
         self.max_replay_entries = max_replay_entries
         self._clock, self._fetch = clock, fetch
         # kid -> (key, algorithm); replaced whole on refresh, so readers never see a half-built map.
-        self._keys: dict[str, tuple[Any, str]] = {}
+        self._keys: dict[str, tuple[AllowedPublicKeys, str]] = {}
         self._keys_fetched_at = -math.inf
         self._keys_attempted_at = -math.inf
         self._keys_lock = threading.Lock()
@@ -206,7 +207,7 @@ class UpstreamTokenVerifier:
             raise TokenRefused("token names no signing key (kid)")
         return kid, alg
 
-    def _decode(self, token: str, key: Any, alg: str) -> dict[str, Any]:
+    def _decode(self, token: str, key: AllowedPublicKeys, alg: str) -> dict[str, Any]:
         # Times are checked by _check_times with our clock (testable, and one leeway rule for all).
         options: jwt.types.Options = {"verify_exp": False, "verify_iat": False, "verify_nbf": False,
                                       "require": list(REQUIRED_CLAIMS)}
@@ -266,7 +267,7 @@ class UpstreamTokenVerifier:
 
     # --- caches ----------------------------------------------------------------------------------
 
-    def _key(self, kid: str) -> tuple[Any, str]:
+    def _key(self, kid: str) -> tuple[AllowedPublicKeys, str]:
         entry = self._keys.get(kid)
         if entry is None or self._clock() - self._keys_fetched_at > self.jwks_max_age_s:
             self._refresh_keys()
@@ -304,11 +305,11 @@ class UpstreamTokenVerifier:
             self._revoked_tasks, self._revoked_jtis, self._revocations_fetched_at = tasks, jtis, now
 
 
-def parse_jwks(document: Any) -> dict[str, tuple[Any, str]]:
+def parse_jwks(document: object) -> dict[str, tuple[AllowedPublicKeys, str]]:
     """kid -> (public key, its one algorithm). Keys without kid, symmetric or private keys are skipped."""
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise ValueError("not a JWKS document")
-    keys: dict[str, tuple[Any, str]] = {}
+    keys: dict[str, tuple[AllowedPublicKeys, str]] = {}
     for jwk in document["keys"]:
         if not isinstance(jwk, dict) or not isinstance(jwk.get("kid"), str) or jwk.get("use", "sig") != "sig":
             continue
@@ -324,14 +325,14 @@ def parse_jwks(document: Any) -> dict[str, tuple[Any, str]]:
     return keys
 
 
-def parse_revocations(document: Any) -> tuple[dict[str, float], dict[str, float]]:
+def parse_revocations(document: object) -> tuple[dict[str, float], dict[str, float]]:
     """The gateway's GET /oauth/revocations body -> (task id -> until, jti -> until)."""
     if not isinstance(document, dict):
         raise ValueError("not a revocations document")
     return _entries(document.get("tasks")), _entries(document.get("jtis"))
 
 
-def _entries(items: Any) -> dict[str, float]:
+def _entries(items: object) -> dict[str, float]:
     entries: dict[str, float] = {}
     for item in items if isinstance(items, list) else []:
         if isinstance(item, str):

@@ -34,7 +34,7 @@ from gateway.audit import (
 from gateway.audit.chain import RECORD_FIELDS, seal, unsealed_record
 from gateway.audit.redact import REDACTED
 from gateway.cli.parsers.audit import parse_time
-from gateway.store import Store, open_store
+from gateway.store import Store, open_store, sqlite_audit
 from gateway.store.base import AuditQuery
 from tests.support.processes import NARROWGATE, REPO
 from tests.support.store_backends import BACKENDS, StoreBackend, store_backend
@@ -565,3 +565,26 @@ async def test_sigkill_mid_stream_loses_no_acknowledged_record(crash_writer: sub
     present = {row["detail"]["n"] for row in rows}
     assert set(acknowledged) <= present
     assert len(rows) > len(acknowledged)  # the non-durable ones around them were written too
+
+
+async def test_a_time_window_is_read_page_by_page_without_sorting_it_each_time(store: Store, db: Path) -> None:
+    # Left to choose, SQLite took the `at` index for a window and sorted all of it for every page: reading a
+    # window page by page (right-sizing, evidence, replay) was quadratic in it. Now a seq walk, unsorted.
+    log = await write_log(store, 3000, make=lambda n: decision(n, agent_id=f"a{n % 3}", tool=f"t{n % 2}"))
+    await log.close()
+    since, until = T0 + 500, T0 + 2500  # the ticking clock gives record n the time T0 + n - 1
+    pages = [AuditQuery(since=since, until=until), AuditQuery(since=since, until=until, after_seq=1500),
+             AuditQuery(since=since, until=until, after_seq=1500, newest_first=True, before_seq=2000),
+             AuditQuery(since=since, until=until, after_seq=1500, agent_id="a1"),
+             AuditQuery(since=since, until=until, after_seq=1500, tool="t0")]
+    with sqlite3.connect(db) as conn:
+        for query in pages:
+            sql, params = sqlite_audit.select_sql(query)
+            plan = " | ".join(str(step[-1]) for step in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+            assert "TEMP B-TREE" not in plan, (query, plan)
+            got = [row["seq"] for row in await store.audit_records(query)]
+            expected = [seq for seq in range(1, 3001) if since <= T0 + seq - 1 < until and seq > query.after_seq
+                        and (query.before_seq is None or seq < query.before_seq)
+                        and query.agent_id in (None, f"a{seq % 3}") and query.tool in (None, f"t{seq % 2}")]
+            expected = expected[::-1] if query.newest_first else expected
+            assert got == expected[:query.limit], query

@@ -260,6 +260,16 @@ def test_deleted_session_cannot_be_reused(serving: Gateway) -> None:
     assert httpx2.delete(serving.url, headers=session_headers(session_id)).status_code == 404
 
 
+@pytest.mark.parametrize("request_id", [[1], {"id": 1}])
+def test_cancelling_an_unhashable_request_id_is_ignored(serving: Gateway, request_id: object) -> None:
+    """notifications/cancelled names a request by a JSON value, which may be one no request can have."""
+    session_id = open_session(serving)
+    cancel = rpc("notifications/cancelled", {"requestId": request_id}, request_id=None)
+    assert httpx2.post(serving.url, json=cancel, headers=session_headers(session_id)).status_code == 202
+    listed = httpx2.post(serving.url, json=rpc("tools/list", {}, 16), headers=session_headers(session_id))
+    assert listed.status_code == 200, listed.text
+
+
 # Modern-era envelope and mirrored headers (2026-07-28) -----------------------------------------
 
 

@@ -154,7 +154,7 @@ async def test_entries_expire_with_their_request_and_nothing_secret_is_in_a_key(
 
     sessions = RedisConsoleSessions(cluster, ttl_s=3600, idle_s=120)
     session = await sessions.create(Approver(name="alice", actor="admin:alice"), time.time() + 60)
-    await RedisLoginFailures(cluster).failed("10.9.8.7")
+    assert await RedisLoginFailures(cluster).attempt("10.9.8.7") is not None
     keys = [k.decode() for k in await cluster.redis.keys(f"{cluster.keys.prefix}:*")]
     assert keys and not any(session.id in k or session.csrf in k or "10.9.8.7" in k for k in keys)
     [session_key] = [k for k in keys if ":console:session:" in k]

@@ -535,12 +535,11 @@ async def test_the_throttle_counts_failures_per_address_in_a_sliding_minute() ->
     clock = Clock()
     throttle = LoginThrottle(limit=3, window_s=60, clock=clock)
     for _ in range(3):
-        assert not await throttle.blocked("10.0.0.1")
-        await throttle.failed("10.0.0.1")
-    assert await throttle.blocked("10.0.0.1") and not await throttle.blocked("10.0.0.2")
+        assert await throttle.attempt("10.0.0.1") is not None
+    assert await throttle.attempt("10.0.0.1") is None and await throttle.attempt("10.0.0.2") is not None
     assert 1 <= await throttle.retry_after_s("10.0.0.1") <= 61
     clock.now += 61
-    assert not await throttle.blocked("10.0.0.1")
+    assert await throttle.attempt("10.0.0.1") is not None
 
 
 def test_cookies_over_https_are_secure_host_prefixed() -> None:

@@ -62,17 +62,30 @@ FORBIDDEN_EDGES += [
     Forbidden(f"gateway.{stage}", f"gateway.{beside}", f"a stage ({stage}) never imports {beside}, which uses it")
     for stage in (*STAGES, "discovery", "state") for beside in ("admin", "console", "oauth", "wiring", "app", "cluster")
 ]
+# Measuring privilege (reach, blast radius, right-sizing, replay, evidence) is analysis beside the call path,
+# like the admin API: it uses the stages; nothing on the call path imports it, and it never imports the
+# surfaces that present it.
+FORBIDDEN_EDGES += [
+    Forbidden(f"gateway.{below}", "gateway.privilege", f"{below} is on the call path; gateway.privilege only uses it")
+    for below in (*STAGES, "discovery", "state", "calls", "transport")
+]
+FORBIDDEN_EDGES += [
+    Forbidden("gateway.privilege", f"gateway.{surface}", f"{surface} presents gateway.privilege, not the reverse")
+    for surface in ("admin", "console", "oauth", "wiring", "app", "calls", "transport")
+]
 # The agents' side and the servers' side share only gateway.protocol (tests/test_protocol_layer.py too).
 FORBIDDEN_EDGES += [
     Forbidden("gateway.upstream", "gateway.transport", "upstream/ and transport/ never import each other"),
     Forbidden("gateway.transport", "gateway.upstream", "upstream/ and transport/ never import each other"),
 ]
-# The settings leaf: the sections' dataclasses and checks, importable without any stage.
+# The settings leaf: the sections' dataclasses and checks, importable without any stage (the type of a
+# value as read from YAML, gateway.json_values, is a leaf too).
 LEAF = "gateway.settings"
-LEAF_MAY_IMPORT = (LEAF,)
+JSON_VALUES = "gateway.json_values"
+LEAF_MAY_IMPORT = (LEAF, JSON_VALUES)
 # config.py assembles the leaf's sections into Settings, and imports nothing else of the gateway.
 CONFIG = "gateway.config"
-CONFIG_MAY_IMPORT = (LEAF,)
+CONFIG_MAY_IMPORT = (LEAF, JSON_VALUES)
 
 
 def within(module: str, package: str) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from gateway.approvals.model import Approver
 from gateway.config import Settings
@@ -89,7 +88,7 @@ class AdminAuthenticator:
                         groups=frozenset(_roles(verified.claims.get(self.groups_claim))), roles=frozenset(roles))
 
 
-def _roles(value: Any) -> Iterable[str]:
+def _roles(value: object) -> Iterable[str]:
     if isinstance(value, str):
         return value.split()
     if isinstance(value, list):

@@ -24,7 +24,7 @@ class BadRequestBody(ValueError):
     """The request body is not a JSON object."""
 
 
-def json_response(body: Any, status: int = 200) -> Response:
+def json_response(body: object, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 

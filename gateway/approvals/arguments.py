@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gateway.audit.redact import is_sensitive_key, looks_like_credential
+from gateway.json_values import JsonValue
 
 SECRET_CLASSES = frozenset({"secret", "secrets", "credentials", "credential"})
 MAX_STRING = 4000  # characters shown of one string; the rest is counted, not dropped silently
@@ -22,14 +23,14 @@ MAX_DEPTH = 32
 HIDDEN = "[hidden: secret]"
 
 
-def approver_view(arguments: Mapping[str, Any] | None, data_classes: Sequence[str]) -> Any:
+def approver_view(arguments: Mapping[str, Any] | None, data_classes: Sequence[str]) -> JsonValue:
     if not isinstance(arguments, Mapping):
         return None
     secret_tool = any(str(c).strip().lower() in SECRET_CLASSES for c in data_classes)
     return _object(arguments, secret_tool, 0)
 
 
-def _value(value: Any, key: str | None, secret_tool: bool, depth: int) -> Any:
+def _value(value: object, key: str | None, secret_tool: bool, depth: int) -> JsonValue:
     if depth > MAX_DEPTH:
         return f"[nested deeper than {MAX_DEPTH} levels: not shown]"
     if key is not None and is_sensitive_key(key):
@@ -63,7 +64,7 @@ SUMMARY_CHARS = 120  # one line of an inbox row
 SUMMARY_VALUE_CHARS = 40
 
 
-def argument_summary(preview: Any, limit: int = SUMMARY_CHARS) -> str:
+def argument_summary(preview: object, limit: int = SUMMARY_CHARS) -> str:
     """One short line from an approver_view preview (secrets already hidden), e.g.
     `amount=120, currency="EUR", to="acme"`: enough to tell two requests of one tool apart."""
     if not isinstance(preview, Mapping):
@@ -73,7 +74,7 @@ def argument_summary(preview: Any, limit: int = SUMMARY_CHARS) -> str:
     return line if len(line) <= limit else line[:limit - 1] + "…"
 
 
-def _short(value: Any) -> str:
+def _short(value: object) -> str:
     if value == HIDDEN:
         return "[hidden]"
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Any
 
+from gateway.json_values import JsonValue
+
 
 class ApprovalState(StrEnum):
     PENDING = "pending"  # waiting for a person
@@ -45,7 +47,7 @@ class Approval:
     risk: str
     reason: str
     policy_ids: tuple[str, ...]
-    preview: Any = None
+    preview: JsonValue = None
     agent_purpose: str = ""
     task_purpose: str | None = None
     approvers_group: str | None = None  # from @approvers (comma-separated: in every group); None: the owner

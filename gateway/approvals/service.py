@@ -81,7 +81,7 @@ class ApprovalService:
         self._waiters: ApprovalWaiters = waiters if waiters is not None else InMemoryApprovalWaiters()
         self._lock = asyncio.Lock()
         self._sweeper: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Task[object]] = set()
         self._closing = asyncio.Event()
 
     # lifecycle of the service
@@ -463,7 +463,7 @@ class ApprovalService:
         self._unsaved[approval.id] = approval
         self._in_background(self._persist(approval))
 
-    def _in_background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    def _in_background(self, work: Coroutine[object, object, None]) -> asyncio.Task[None]:
         """Run `work` on its own (close() waits for it)."""
         task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)

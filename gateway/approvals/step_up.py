@@ -311,7 +311,7 @@ class StepUpFlow:
             await call.sink.notify({"jsonrpc": "2.0", "method": "notifications/progress",
                                     "params": {"progressToken": token, "progress": 0, "message": text}})
 
-    def ask_for_url(self, call: StepUpCall, approval: Approval) -> asyncio.Task[Any] | None:
+    def ask_for_url(self, call: StepUpCall, approval: Approval) -> asyncio.Task[object] | None:
         """2025-11-25 with URL elicitation: show the person the console page while the call holds."""
         if not call.url_elicitation or call.era == MODERN_ERA or call.sink is None:
             return None

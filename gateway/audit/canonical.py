@@ -20,12 +20,14 @@ from typing import Any
 
 import orjson
 
+from gateway.json_values import JsonValue
+
 _STDLIB = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 _MIN_PLAIN_FLOAT = 1e-4  # below this (but not 0) orjson spells a float without an exponent, stdlib with one
 _INT_RANGE = range(-(2**63), 2**64)  # what orjson writes as an integer (i64 and u64)
 
 
-def is_plain(value: Any) -> bool:
+def is_plain(value: JsonValue) -> bool:
     """True when orjson's canonical spelling of `value` is stdlib's (see the module docstring)."""
     stack = [value]
     pop, extend = stack.pop, stack.extend
@@ -52,7 +54,7 @@ def is_plain(value: Any) -> bool:
     return True
 
 
-def canonical_bytes(value: Any) -> bytes:
+def canonical_bytes(value: object) -> bytes:
     """`json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)` as UTF-8 bytes."""
     if is_plain(value):
         try:
@@ -62,7 +64,7 @@ def canonical_bytes(value: Any) -> bytes:
     return _STDLIB.encode(value).encode("utf-8", "surrogatepass")
 
 
-def canonical_text(value: Any) -> str:
+def canonical_text(value: object) -> str:
     """canonical_bytes as text (lone surrogates kept, as stdlib `json.dumps` keeps them)."""
     if is_plain(value):
         try:

@@ -33,7 +33,7 @@ _TEXT_FIELDS = ("kind", "action", "actor", "agent_id", "owner", "task_id", "tool
                 "decision_id", "trace_id", "args_digest")
 
 
-def canonical_json(value: Any) -> str:
+def canonical_json(value: object) -> str:
     """json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False), computed fast
     (gateway.audit.canonical)."""
     return canonical_text(value)
@@ -116,7 +116,7 @@ class ChainVerifier:
             missing = str(expected) if seq == expected + 1 else f"{expected}..{seq - 1}"
             self._problem(seq, "gap", f"seq {missing} missing before seq {seq} (records removed)")
 
-    def _check_link(self, seq: int, prev_hash: Any) -> None:
+    def _check_link(self, seq: int, prev_hash: object) -> None:
         if prev_hash != self.last_hash:
             before = f"seq {self.last_seq}" if self.count else "the genesis"
             self._problem(seq, "broken_link", f"prev_hash does not match the hash of {before} "

@@ -15,6 +15,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from gateway.json_values import JsonValue
+
 REDACTED = "[redacted]"
 SENSITIVE_CLASSES = frozenset({"secret", "secrets", "credentials", "pii", "financial", "phi"})
 MAX_KEYS = 20  # more keys than this are counted, not listed
@@ -78,7 +80,7 @@ def looks_like_credential(text: str) -> bool:
     return _CREDENTIAL_VALUE.search(text) is not None
 
 
-def _preview_value(value: Any, budget: int) -> Any:
+def _preview_value(value: object, budget: int) -> JsonValue:
     if value is None or isinstance(value, bool | int | float):
         return value
     if isinstance(value, str):

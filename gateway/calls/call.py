@@ -10,6 +10,7 @@ from typing import Any, NamedTuple, Protocol
 from gateway.approvals.step_up import HoldingSink
 from gateway.catalog.model import ToolEntry
 from gateway.identity.principal import Principal
+from gateway.protocol.jsonrpc import RequestId
 from gateway.telemetry import RequestSpan
 from gateway.upstream.directory import ToolView
 
@@ -23,7 +24,7 @@ class SessionState(Protocol):
     log_level: str | None
     subscriptions: set[str]  # canonical URIs
     tools_seen: frozenset[str] | None  # what its last tools/list showed (list changes are told against it)
-    in_flight: dict[Any, asyncio.Task[Any]]  # its requests being answered, by JSON-RPC id
+    in_flight: dict[RequestId | None, asyncio.Task[object]]  # its requests being answered, by JSON-RPC id
 
 
 @dataclass(slots=True)

@@ -61,7 +61,7 @@ class Decide:
         return await self.authorizer.resource(request.principal, server_id, uri, await self.facts(request),
                                               request.trace_id)
 
-    async def resource(self, request: RequestContext, uri: Any,
+    async def resource(self, request: RequestContext, uri: object,
                        missing: int | None = None) -> tuple[str, ResourceRoute]:
         """The canonical URI and who serves it, once policy allows this caller to read it (recorded).
 

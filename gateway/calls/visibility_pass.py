@@ -27,6 +27,12 @@ class Watcher(Protocol):
     tools_seen: frozenset[str] | None
 
 
+class Publisher(Protocol):
+    """Anything a notification can be published to (an open session)."""
+
+    async def publish(self, message: dict[str, Any]) -> None: ...
+
+
 class VisibilityPass:
     def __init__(self, compute: Compute) -> None:
         self.compute = compute
@@ -66,7 +72,7 @@ class VisibilityPass:
         return names
 
 
-async def publish_in_steps(sessions: Iterable[Any], message: dict[str, Any]) -> None:
+async def publish_in_steps(sessions: Iterable[Publisher], message: dict[str, Any]) -> None:
     """`message` to each session (its `publish`), yielding to the event loop every YIELD_EVERY of them."""
     for n, session in enumerate(sessions, 1):
         await session.publish(message)

@@ -12,7 +12,9 @@ import hashlib
 import json
 import unicodedata
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
+
+from gateway.json_values import JsonValue
 
 DEFINITION_FIELDS = ("name", "description", "inputSchema", "outputSchema", "annotations", "title")
 SCHEMA_FIELDS = ("inputSchema", "outputSchema")
@@ -36,7 +38,7 @@ HIDDEN_RANGES: tuple[tuple[int, int], ...] = (
 # Format, private-use, control and surrogate code points, plus the invisible line separators.
 HIDDEN_CATEGORIES = frozenset({"Cf", "Co", "Cc", "Cs", "Zl", "Zp"})
 _VISIBLE_CONTROLS = frozenset("\n\t\r")
-_MISSING: Any = object()
+_MISSING: Final = object()  # a key absent from one side of a diff
 
 
 def definition_of(tool: Mapping[str, Any]) -> dict[str, Any]:
@@ -58,7 +60,7 @@ def claimed_risk(definition: Mapping[str, Any]) -> str:
     return "write"
 
 
-def canonical_json(value: Any) -> bytes:
+def canonical_json(value: object) -> bytes:
     """Sorted keys, no whitespace, UTF-8 without escapes: one byte string per value."""
     text = json.dumps(_plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     # json.loads accepts lone surrogates ("\ud800"); they must hash, not crash.
@@ -128,7 +130,7 @@ def pointer_join(path: str, key: str) -> str:
     return f"{path}/{key.replace('~', '~0').replace('/', '~1')}"
 
 
-def _field_entry(field: str, old: Any, new: Any) -> dict[str, Any] | None:
+def _field_entry(field: str, old: object, new: object) -> dict[str, Any] | None:
     if old is _MISSING and new is _MISSING:
         return None
     if old is not _MISSING and new is not _MISSING and _same(old, new):
@@ -140,7 +142,7 @@ def _field_entry(field: str, old: Any, new: Any) -> dict[str, Any] | None:
     return entry
 
 
-def _path_changes(old: Any, new: Any, path: str, depth: int) -> list[dict[str, Any]]:
+def _path_changes(old: object, new: object, path: str, depth: int) -> list[dict[str, Any]]:
     if isinstance(old, dict) and isinstance(new, dict) and depth < MAX_DEPTH:
         changes = []
         for key in sorted(old.keys() | new.keys()):
@@ -152,18 +154,18 @@ def _path_changes(old: Any, new: Any, path: str, depth: int) -> list[dict[str, A
     return [{"path": path, "change": _change_kind(old, new), "old": _absent_none(old), "new": _absent_none(new)}]
 
 
-def _same(old: Any, new: Any) -> bool:
+def _same(old: object, new: object) -> bool:
     # Compared as the hash sees them: True != 1 and 10 != 10.0 here too.
     return canonical_json(old) == canonical_json(new)
 
 
-def _change_kind(old: Any, new: Any) -> str:
+def _change_kind(old: object, new: object) -> str:
     if old is _MISSING:
         return "added"
     return "removed" if new is _MISSING else "changed"
 
 
-def _absent_none(value: Any) -> Any:
+def _absent_none(value: object) -> JsonValue:
     return None if value is _MISSING else value
 
 
@@ -171,7 +173,7 @@ class DefinitionTooDeep(ValueError):
     """A definition nested deeper than anyone writes by hand: not analysed, so never approved by itself."""
 
 
-def _plain(value: Any, depth: int = 0) -> Any:
+def _plain(value: object, depth: int = 0) -> JsonValue:
     """A JSON-ready deep copy: any Mapping becomes a dict, any list or tuple a list."""
     if depth > MAX_PLAIN_DEPTH:
         raise DefinitionTooDeep(f"a tool definition nested more than {MAX_PLAIN_DEPTH} levels deep")

@@ -33,9 +33,9 @@ from gateway.catalog.yaml_lines import LinedDocument, load_lined
 from gateway.file_problems import FileProblem, joined
 
 RESERVED_NAMESPACE = "narrowgate"  # narrowgate__complete_task and friends
-ID_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,47}$")
-NAMESPACE_PATTERN = re.compile(r"^([a-z][a-z0-9-]{0,47})?$")
-TOOL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+ID_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,47}\Z")
+NAMESPACE_PATTERN = re.compile(r"^([a-z][a-z0-9-]{0,47})?\Z")
+TOOL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,128}\Z")
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 SERVER_KEYS = frozenset({"id", "namespace", "owner", "description", "transport", "timeout_s", "tools",
                          "credentials"})
@@ -43,7 +43,7 @@ CREDENTIAL_KEYS = frozenset({"mode", "resource", "secret", "header", "format", "
 VAULT_KEYS = frozenset({"address", "mount", "path", "field", "token_env", "namespace"})
 TOOL_KEYS = frozenset({"name", "risk", "data_classes", "owner", "egress", "definition_sha256"})
 PIN_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")
-ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 GATEWAY_ENV_PREFIX = "NARROWGATE_"  # the gateway's own settings and secrets: never a child's
 
 
@@ -156,13 +156,13 @@ class _ManifestReader:
             return None
         return value.strip()
 
-    def timeout(self, value: Any) -> float:
+    def timeout(self, value: object) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
             self.problem(("timeout_s",), f"timeout_s must be a positive number, got {value!r}")
             return 30.0
         return float(value)
 
-    def expand(self, value: Any, where: tuple[str | int, ...]) -> str:
+    def expand(self, value: object, where: tuple[str | int, ...]) -> str:
         def substitute(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
             if name in self.env:
@@ -184,7 +184,7 @@ class _ManifestReader:
             return text.replace("\0", "")
         return text
 
-    def transport(self, raw: Any) -> Transport | None:
+    def transport(self, raw: object) -> Transport | None:
         if not isinstance(raw, dict):
             self.problem(("transport",), "transport is required: {url: ...} or {command: ..., args: [...]}")
             return None
@@ -228,7 +228,7 @@ class _ManifestReader:
             inherit_env=self.inherit_env(raw.get("inherit_env") or []),
         )
 
-    def inherit_env(self, raw: Any) -> tuple[str, ...]:
+    def inherit_env(self, raw: object) -> tuple[str, ...]:
         """Names of gateway environment variables a stdio child may see (values are read at spawn)."""
         where: tuple[str | int, ...] = ("transport", "inherit_env")
         if not isinstance(raw, list):
@@ -244,7 +244,7 @@ class _ManifestReader:
                 names.append(name)
         return tuple(names)
 
-    def credentials(self, raw: Any, transport: Transport | None) -> Credentials:
+    def credentials(self, raw: object, transport: Transport | None) -> Credentials:
         """How the upstream is authenticated: a per-call gateway token (HTTP default) or a vaulted secret."""
         is_http = isinstance(transport, HttpTransport)
         default = Credentials(mode="gateway-token" if is_http else "none",
@@ -276,7 +276,7 @@ class _ManifestReader:
             env_var=env_var,
         )
 
-    def secret_ref(self, raw: Any, where: tuple[str | int, ...]) -> SecretRef | None:
+    def secret_ref(self, raw: object, where: tuple[str | int, ...]) -> SecretRef | None:
         if not isinstance(raw, dict) or len(raw) != 1 or next(iter(raw)) not in SECRET_SOURCES:
             self.problem(where, "secret must be one of {env: NAME}, {file: PATH} or {vault: {...}}")
             return None
@@ -304,7 +304,7 @@ class _ManifestReader:
         )
         return SecretRef(source="vault", vault=vault)
 
-    def tools(self, raw: Any, server_id: str, namespace: str, owner: str) -> dict[str, ToolEntry]:
+    def tools(self, raw: object, server_id: str, namespace: str, owner: str) -> dict[str, ToolEntry]:
         if not isinstance(raw, list):
             self.problem(("tools",), "tools must be a list (it may be empty)")
             return {}
@@ -319,7 +319,7 @@ class _ManifestReader:
         return tools
 
     def tool(
-        self, item: Any, where: tuple[str | int, ...], server_id: str, namespace: str, owner: str
+        self, item: object, where: tuple[str | int, ...], server_id: str, namespace: str, owner: str
     ) -> ToolEntry | None:
         if not isinstance(item, dict):
             self.problem(where, "each tool must be a mapping with name and risk")

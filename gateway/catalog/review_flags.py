@@ -11,14 +11,14 @@ import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from gateway.catalog.definitions import MAX_DEPTH, canonical_json, definition_of, is_hidden, pointer_join
 
 SNIPPET_LIMIT = 80
 LIST_LIMIT = 10  # items named in one message before "and N more"
 ITEM_LIMIT = 240  # one listed item: a path plus up to two quoted snippets
-_MISSING: Any = object()
+_MISSING: Final = object()  # a keyword absent from the newer schema
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -92,7 +92,7 @@ def flag_codes(flags: Iterable[Flag]) -> list[str]:
     return [flag.code for flag in flags]
 
 
-def schema_widenings(old: Any, new: Any) -> list[str]:
+def schema_widenings(old: object, new: object) -> list[str]:
     """What `new` accepts that `old` did not, as "<path>: <what>"; a missing schema accepts anything."""
     return _widenings(old, True if new is _MISSING else new, "", 0)
 
@@ -179,7 +179,7 @@ def _hidden_unicode(definition: Mapping[str, Any]) -> Flag | None:
     return Flag("hidden_unicode", "high", message)
 
 
-def _strings(node: Any, path: str, *, keys: bool, depth: int, top: bool = False) -> Iterator[tuple[str, str]]:
+def _strings(node: object, path: str, *, keys: bool, depth: int, top: bool = False) -> Iterator[tuple[str, str]]:
     """(location, text) for every string in `node`; with keys=True object keys too.
 
     top=True names the definition's own fields without a leading slash ("description").
@@ -254,7 +254,7 @@ def _schema_widened(before: Mapping[str, Any], after: Mapping[str, Any]) -> Flag
     return Flag("schema_widened", "medium", "input schema accepts more: " + _listed(widenings))
 
 
-def _widenings(old: Any, new: Any, path: str, depth: int) -> list[str]:
+def _widenings(old: object, new: object, path: str, depth: int) -> list[str]:
     where = path or "/"
     if old is False:  # the false schema accepts nothing; anything else is wider
         return [] if new is False else [f"{where}: false schema replaced"]
@@ -344,7 +344,7 @@ def _required_widened(old: Mapping[str, Any], new: Mapping[str, Any], path: str)
     return [f"{path}/required: no longer requires {', '.join(dropped)}"] if dropped else []
 
 
-def _names(value: Any) -> set[str]:
+def _names(value: object) -> set[str]:
     return {item for item in value if isinstance(item, str)} if isinstance(value, list) else set()
 
 
@@ -432,7 +432,7 @@ def _annotations_changed(before: Mapping[str, Any], after: Mapping[str, Any]) ->
 # --- formatting ---
 
 
-def _show(value: Any) -> str:
+def _show(value: object) -> str:
     if value is _MISSING:
         return "(absent)"
     return snippet(canonical_json(value).decode("utf-8", "surrogatepass"))
@@ -445,5 +445,5 @@ def _listed(items: Iterable[str], separator: str = "; ") -> str:
     return shown + (f"{separator}and {len(items) - LIST_LIMIT} more" if len(items) > LIST_LIMIT else "")
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)

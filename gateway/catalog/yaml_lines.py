@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import yaml
+
+from gateway.json_values import JsonValue
 
 Path = tuple[str | int, ...]
 # Reviewed files hold hundreds of values a few levels deep. The limits stop an alias "bomb" (a few
@@ -18,7 +19,7 @@ MAX_DEPTH = 64
 class LinedDocument:
     """A YAML document as plain Python values, plus the 1-based line of each path in it."""
 
-    data: Any
+    data: JsonValue
     lines: dict[Path, int]
 
     def line(self, path: Path) -> int:
@@ -49,7 +50,7 @@ class _Converter:
         self.lines = lines
         self.values = 0
 
-    def convert(self, node: yaml.Node, path: Path) -> Any:
+    def convert(self, node: yaml.Node, path: Path) -> JsonValue:
         self.values += 1
         if self.values > MAX_VALUES:
             raise _error(node, f"the document holds more than {MAX_VALUES} values (aliases count each time)")
@@ -57,7 +58,7 @@ class _Converter:
             raise _error(node, f"the document is nested deeper than {MAX_DEPTH} levels")
         self.lines[path] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
-            result: dict[Any, Any] = {}
+            result: dict[JsonValue, JsonValue] = {}
             for key_node, value_node in node.value:
                 key = _key(key_node)
                 result[key] = self.convert(value_node, (*path, key))
@@ -67,7 +68,7 @@ class _Converter:
         return _scalar(node)
 
 
-def _key(node: yaml.Node) -> Any:
+def _key(node: yaml.Node) -> JsonValue:
     if not isinstance(node, yaml.ScalarNode):
         raise _error(node, "a mapping key must be a plain value, not a list or a mapping")
     key = _scalar(node)
@@ -78,7 +79,7 @@ def _key(node: yaml.Node) -> Any:
     return key
 
 
-def _scalar(node: yaml.Node) -> Any:
+def _scalar(node: yaml.Node) -> JsonValue:
     # Re-use PyYAML's own scalar resolution (ints, bools, nulls) for one node.
     loader = yaml.SafeLoader("")
     try:

@@ -12,12 +12,12 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
-from gateway.audit.chain import ChainVerifier
+from gateway.audit.verify import audit_pages, verify_audit
 from gateway.config import load_settings
 
 if TYPE_CHECKING:  # for annotations only: the commands import the store where they open it
@@ -27,7 +27,6 @@ T = TypeVar("T")
 
 EXIT_PROBLEMS = 1
 AUDIT_SCHEMA_VERSION = 5  # the migration that created audit_log
-PAGE = 1000
 SEARCH_COLUMNS: tuple[tuple[str, str], ...] = (
     ("seq", "SEQ"), ("at", "TIME (UTC)"), ("kind", "KIND"), ("action", "ACTION"), ("actor", "ACTOR"),
     ("agent_id", "AGENT"), ("task_id", "TASK"), ("tool", "TOOL"), ("decision", "DECISION"),
@@ -44,7 +43,7 @@ class AuditCommandError(ValueError):
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    verifier = _with_store(args, _verify)
+    verifier = _with_store(args, verify_audit)
     for problem in verifier.problems:
         print(problem)
     if verifier.problems:
@@ -117,29 +116,9 @@ def _refuse_missing_file(state: str) -> None:
         raise AuditCommandError(f"no state database at {rest}")
 
 
-async def _pages(store: AuditStore, **filters: Any) -> AsyncIterator[list[dict[str, Any]]]:
-    from gateway.store.base import AuditQuery
-
-    after = 0
-    while True:
-        page = await store.audit_records(AuditQuery(after_seq=after, limit=PAGE, **filters))
-        if not page:
-            return
-        yield page
-        after = page[-1]["seq"]
-
-
-async def _verify(store: AuditStore) -> ChainVerifier:
-    verifier = ChainVerifier()
-    async for page in _pages(store):
-        for row in page:
-            verifier.check(row)
-    return verifier
-
-
 async def _export(store: AuditStore, args: argparse.Namespace, out: TextIO) -> int:
     count = 0
-    async for page in _pages(store, since=args.since, until=args.until):
+    async for page in audit_pages(store, since=args.since, until=args.until):
         out.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in page)
         count += len(page)
     out.flush()

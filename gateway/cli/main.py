@@ -14,10 +14,13 @@ from gateway.cli.exit_codes import EXIT_INTERRUPTED, EXIT_INVALID
 from gateway.cli.parsers.agents import add_agents_parser
 from gateway.cli.parsers.approvals import add_approvals_parser
 from gateway.cli.parsers.audit import add_audit_parser
+from gateway.cli.parsers.blast_radius import add_blast_parser
 from gateway.cli.parsers.catalog import add_catalog_parser
 from gateway.cli.parsers.demo import add_demo_parser
+from gateway.cli.parsers.evidence import add_evidence_parser
 from gateway.cli.parsers.keys import add_keys_parser
 from gateway.cli.parsers.policy import add_policy_parser
+from gateway.cli.parsers.rightsize import add_rightsize_parser
 from gateway.cli.parsers.serve import add_serve_parser
 from gateway.cli.parsers.tasks import add_tasks_parser
 from gateway.demo.state import DemoStateError
@@ -65,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_keys_parser(commands)
     add_policy_parser(commands)
     add_audit_parser(commands)
+    add_rightsize_parser(commands)
+    add_blast_parser(commands)
+    add_evidence_parser(commands)
     return parser
 
 

@@ -23,6 +23,11 @@ from gateway.state.backends import StateBackends
 PER_PROCESS_SEAMS = frozenset({"verified_tokens"})
 
 
+def state_backends(settings: Settings, catalog: Catalog, cluster: Cluster | None) -> StateBackends:
+    """This process's memory, or (in a cluster) Redis for every seam that must be shared."""
+    return in_memory_backends(settings, catalog) if cluster is None else shared_backends(settings, catalog, cluster)
+
+
 def shared_backends(settings: Settings, catalog: Catalog, cluster: Cluster) -> StateBackends:
     state = in_memory_backends(settings, catalog)
     notices, revocations = RedisNotices(cluster), RedisRevocationList(cluster)

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 
@@ -37,6 +37,8 @@ from gateway.cluster.connection import Cluster
 from gateway.settings.monitoring import MonitoringSettings
 from gateway.state.chain import ChainUnavailable
 from gateway.tasks.service import TaskSettings
+
+T = TypeVar("T")
 
 log = logging.getLogger("narrowgate.cluster")
 FAILURES = (RedisError, OSError, TimeoutError)
@@ -310,7 +312,7 @@ class RedisChainSignals(ClockedSeam):
     def _key(self, kind: str, ident: str) -> str:
         return self.cluster.keys.key("chain", kind, ident)
 
-    async def _run(self, what: str, call: Any) -> Any:
+    async def _run(self, what: str, call: Awaitable[T]) -> T:
         if self._pending:  # a forget_* of this process lands before anything read or written after it
             await self.drain()
         try:
@@ -398,7 +400,7 @@ class RedisChainSignals(ClockedSeam):
         while self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
 
-    def _background(self, what: str, call: Any) -> None:
+    def _background(self, what: str, call: Awaitable[object]) -> None:
         async def run() -> None:
             try:
                 await call
@@ -414,7 +416,7 @@ class RedisChainSignals(ClockedSeam):
 
 
 
-def _names(values: Sequence[bytes] | dict[Any, Any]) -> list[str]:
+def _names(values: Sequence[bytes] | dict[object, object]) -> list[str]:
     """A script's list of names (cmsgpack gives {} for an empty list)."""
     return [v.decode() for v in values] if isinstance(values, list) else []
 

@@ -5,11 +5,12 @@ A session is a hash under `console:session:<sha256 of its id>` (the id is the co
 never in a key) holding the person (name, actor, groups, roles: never the credential they pasted), the
 CSRF token, the absolute end, `last_seen` and the one-shot messages. Its TTL is the sooner of the absolute
 end (the lifetime, or the credential's expiry) and the idle limit, refreshed by `get` (one script: check,
-touch, extend). Failed sign-ins are a sorted set of times per address (`console:login-failures:<sha256>`),
-trimmed to the window in the same round trip as each count.
+touch, extend). Sign-in attempts are a sorted set of times per address (`console:login-failures:<sha256>`),
+on Redis's clock: one script trims the window, checks the limit and counts the attempt, before the
+credential is checked; a successful sign-in takes its attempt back.
 
-Unreachable Redis: `get` is None (the person signs in again, which fails while Redis is down), `blocked`
-is True (no credential can be tried uncounted).
+Unreachable Redis: `get` is None (the person signs in again, which fails while Redis is down), `attempt`
+is refused (no credential can be tried uncounted).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import ClassVar
 from redis.exceptions import RedisError
 
 from gateway.approvals.model import Approver
+from gateway.cluster.chain_clock import LUA_CLOCK
 from gateway.cluster.connection import Cluster
 from gateway.console.sessions import MAX_FLASHES, ConsoleSession
 
@@ -52,6 +54,31 @@ return s
 KEEP_FLASHES = """
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'flashes', ARGV[1]) end
 return 0
+"""
+
+
+# KEYS[1]: the address's attempts. ARGV: now ('' for Redis TIME), window_s, limit, a unique member, kept.
+# Trims the window, then admits and counts the attempt only under the limit: 1 admitted, 0 refused.
+ATTEMPT = """
+local now = clock(ARGV[1])
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[1], now, ARGV[4])
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[5]) - 1)
+redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000))
+return 1
+"""
+
+# KEYS[1]: the address's attempts. ARGV: now ('' for Redis TIME), window_s. Seconds until the oldest
+# counted attempt leaves the window (0: none counted), as a string (Lua numbers become integers).
+RETRY_AFTER = """
+local now = clock(ARGV[1])
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #oldest == 0 then return '0' end
+return tostring(tonumber(oldest[2]) + window - now)
 """
 
 
@@ -136,7 +163,8 @@ class RedisConsoleSessions:
 
 
 class RedisLoginFailures:
-    """At most `limit` failed sign-ins per address in any `window_s`, counted across the fleet."""
+    """At most `limit` sign-in attempts per address in any `window_s` that did not succeed, counted
+    across the fleet on Redis's clock; each admitted attempt counts at once (one script)."""
 
     shared: ClassVar[bool] = True
 
@@ -144,48 +172,33 @@ class RedisLoginFailures:
         self.cluster = cluster
         self.limit = limit
         self.window_s = window_s
+        self._attempt = cluster.redis.register_script(LUA_CLOCK + ATTEMPT)
+        self._retry_after = cluster.redis.register_script(LUA_CLOCK + RETRY_AFTER)
 
     def key(self, address: str) -> str:
         return self.cluster.keys.key("console", "login-failures", digest(address))
 
-    async def blocked(self, address: str) -> bool:
+    async def attempt(self, address: str) -> str | None:
+        ticket = secrets.token_hex(8)
         try:
-            count, _ = await self._recent(address)
+            admitted = await self._attempt(keys=[self.key(address)],
+                                           args=["", repr(self.window_s), self.limit, ticket, FAILURES_KEPT])
         except UNREACHABLE as exc:
-            log.warning("console: cannot count failed sign-ins at Redis %s (%s): sign-ins refused",
+            log.warning("console: cannot count a sign-in attempt at Redis %s (%s): sign-ins refused",
                         self.cluster.settings.redis_location(), type(exc).__name__)
-            return True
-        return count >= self.limit
+            return None
+        return ticket if admitted else None
+
+    async def succeeded(self, address: str, ticket: str) -> None:
+        try:
+            await self.cluster.redis.zrem(self.key(address), ticket)
+        except UNREACHABLE as exc:  # the attempt stays counted until the window passes: fails safe
+            log.warning("console: cannot uncount a successful sign-in at Redis %s (%s)",
+                        self.cluster.settings.redis_location(), type(exc).__name__)
 
     async def retry_after_s(self, address: str) -> int:
         try:
-            count, oldest = await self._recent(address)
+            wait = await self._retry_after(keys=[self.key(address)], args=["", repr(self.window_s)])
         except UNREACHABLE:
             return math.ceil(self.window_s)
-        if not count or oldest is None:
-            return 0
-        return max(1, int(oldest + self.window_s - time.time()) + 1)
-
-    async def failed(self, address: str) -> None:
-        now = time.time()
-        key = self.key(address)
-        try:
-            async with self.cluster.redis.pipeline(transaction=True) as pipe:
-                pipe.zadd(key, {f"{now!r}:{secrets.token_hex(4)}": now})
-                pipe.zremrangebyscore(key, "-inf", now - self.window_s)
-                pipe.zremrangebyrank(key, 0, -FAILURES_KEPT - 1)
-                pipe.pexpire(key, math.ceil(self.window_s * 1000))
-                await pipe.execute()
-        except UNREACHABLE as exc:
-            log.warning("console: cannot count a failed sign-in at Redis %s (%s)",
-                        self.cluster.settings.redis_location(), type(exc).__name__)
-
-    async def _recent(self, address: str) -> tuple[int, float | None]:
-        """How many failures the address has in the window, and when the oldest was (one round trip)."""
-        key = self.key(address)
-        async with self.cluster.redis.pipeline(transaction=True) as pipe:
-            pipe.zremrangebyscore(key, "-inf", time.time() - self.window_s)
-            pipe.zcard(key)
-            pipe.zrange(key, 0, 0, withscores=True)
-            _, count, oldest = await pipe.execute()
-        return int(count), (float(oldest[0][1]) if oldest else None)
+        return max(1, math.ceil(float(wait))) if float(wait) > 0 else 0

@@ -25,7 +25,8 @@ from functools import partial
 from typing import Any
 
 from gateway.credentials.upstream_auth import UpstreamAuth
-from gateway.discovery.records import ReviewRecords
+from gateway.discovery.resources import ResourceReviews
+from gateway.discovery.service import ToolReviews
 from gateway.policy.engine import ReloadOutcome
 from gateway.policy.reloader import PolicyReloader
 from gateway.registry.service import Registry
@@ -63,7 +64,7 @@ class Convergence:
         self.upstream_auth = upstream_auth
         self.origin = uuid.uuid4().hex  # this process: its own notices are not applied twice
 
-    def connect(self, reviews: Mapping[str, ReviewRecords[Any]]) -> None:
+    def connect(self, reviews: Mapping[str, ToolReviews | ResourceReviews]) -> None:
         """Announce this replica's changes; apply the others'. `reviews`: "tools" and "resources"."""
         self.registry.on_change.append(lambda agent, _event: self.announce(TOPIC_AGENT_CHANGED, agent_id=agent.id))
         self.tasks.on_saved.append(self.task_saved)

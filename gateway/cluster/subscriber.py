@@ -13,9 +13,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from redis.asyncio.client import PubSub
+from redis.asyncio.connection import Connection
 from redis.exceptions import RedisError
 
 from gateway.cluster.connection import Cluster
@@ -41,7 +41,7 @@ class Subscription:
         self.subscribed = asyncio.Event()  # set while subscribed (tests and start-up wait on it)
         self.connects = 0  # (re)connections of the current pub/sub object's connection
         self.seen_connects = 0  # ...as of the last time it was known to be subscribed
-        self.resubscribe: Callable[[Any], Awaitable[None]] | None = None  # the pub/sub object's own on_connect
+        self.resubscribe: Callable[[Connection], Awaitable[None]] | None = None  # the pub/sub object's own on_connect
 
     def start(self) -> None:
         if self.task is None:
@@ -90,7 +90,7 @@ class Subscription:
         self.seen_connects = self.connects
         self.subscribed.set()
 
-    async def counted(self, connection: Any) -> None:
+    async def counted(self, connection: Connection) -> None:
         self.connects += 1
         if self.resubscribe is not None:
             await self.resubscribe(connection)

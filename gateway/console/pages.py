@@ -48,7 +48,9 @@ from gateway.approvals.model import Approval, ApprovalError, ApprovalState, Appr
 from gateway.approvals.service import ApprovalService
 from gateway.catalog.definitions import reveal_hidden
 from gateway.config import Settings
+from gateway.console.blast import BlastPages
 from gateway.console.catalog import CatalogPages
+from gateway.console.rightsize import RightsizePages
 from gateway.console.security import (
     CookiePolicy,
     Hardened,
@@ -56,6 +58,7 @@ from gateway.console.security import (
     client_address,
     origin_of,
     read_form,
+    require_admin,
     safe_next,
     same_origin,
     tokens_match,
@@ -79,6 +82,8 @@ from gateway.discovery.model import ReviewError
 from gateway.discovery.resources import ResourceReviews
 from gateway.discovery.service import ToolReviews
 from gateway.links import HOME, approval_path, segment
+from gateway.privilege.blast_radius import BlastRadiusService
+from gateway.privilege.rightsize import RightsizeSources
 from gateway.registry.errors import Conflict, NotFound, RegistryError
 from gateway.registry.model import Lifecycle
 from gateway.registry.service import Registry
@@ -109,8 +114,11 @@ class Console:
     def __init__(self, approvals: ApprovalService, registry: Registry, tasks: TaskService, store: Store,
                  auth: AdminAuthenticator, settings: Settings, reviews: ToolReviews, resource_reviews: ResourceReviews,
                  clock: Clock = time.time, sessions: ConsoleSessions[Approver, ConsoleSession] | None = None,
-                 throttle: LoginFailures | None = None) -> None:
-        """`sessions`, `throttle`: the state seams (app.py passes them); None builds in-memory ones."""
+                 throttle: LoginFailures | None = None, blast_radius: BlastRadiusService | None = None,
+                 rightsize: RightsizeSources | None = None) -> None:
+        """`sessions`, `throttle`: the state seams (app.py passes them); None builds in-memory ones.
+        `blast_radius`: the blast-radius pages (admins only; gateway.console.blast), left out without it.
+        `rightsize`: what the right-sizing page reads (admins only; gateway.console.rightsize), likewise."""
         self.approvals = approvals
         self.registry = registry
         self.tasks = tasks
@@ -133,6 +141,8 @@ class Console:
         self.env.filters["review_label"] = review_label
         self.env.filters["review_href"] = review_href
         self.catalog = CatalogPages(reviews, resource_reviews, self.render)
+        self.rightsize = RightsizePages(rightsize, self.render) if rightsize is not None else None
+        self.blast = BlastPages(blast_radius, self.render) if blast_radius is not None else None
         self.stylesheet_text = resources.files("gateway.console").joinpath("static/console.css").read_text("utf-8")
 
     def routes(self) -> list[Route | Mount]:
@@ -151,6 +161,8 @@ class Console:
             Route("/tasks/{task_id}/revoke", self.action(self.revoke), methods=["POST"]),
             Route("/decisions", self.page(self.decisions_page), methods=["GET"]),
             *self.catalog.routes(self.page, self.action),
+            *(self.rightsize.routes(self.page) if self.rightsize is not None else []),
+            *(self.blast.routes(self.page) if self.blast is not None else []),
             Route("/static/console.css", self.stylesheet, methods=["GET"]),
         ], default=self.not_found)
         return [Route(HOME, Hardened(root)), Mount(HOME, app=Hardened(pages))]
@@ -228,11 +240,6 @@ class Console:
         address = client_address(request)
         if not same_origin(request, self.origin):
             return self.error_page(request, None, 403, self.origin_refusal())
-        if await self.throttle.blocked(address):
-            response = self.login_page(request, HOME, 429, "Too many failed sign-ins from your address: "
-                                                          "wait a minute and try again.")
-            response.headers["Retry-After"] = str(await self.throttle.retry_after_s(address))
-            return response
         try:
             form = await read_form(request)
         except Refused as exc:
@@ -244,12 +251,18 @@ class Console:
         credential = form.get("credential", "").strip()
         if not credential:
             return self.login_page(request, next_path, 400, "Paste your credential to sign in.")
+        ticket = await self.throttle.attempt(address)  # counted before the credential is tried
+        if ticket is None:
+            response = self.login_page(request, next_path, 429, "Too many failed sign-ins from your address: "
+                                                               "wait a minute and try again.")
+            response.headers["Retry-After"] = str(await self.throttle.retry_after_s(address))
+            return response
         try:
             person = await self.auth.person_from_token(credential)
         except AdminAuthError as exc:
-            await self.throttle.failed(address)
             log.warning("console: sign-in from %s refused (%d): %s", address, exc.status, exc.message)
             return self.login_page(request, next_path, exc.status, f"Sign-in refused: {exc.message}.")
+        await self.throttle.succeeded(address, ticket)
         try:
             return await self.signed_in(request, person, credential_expiry(credential), next_path)
         except Exception as exc:  # the session could not be kept (a fleet's Redis is down): not signed in
@@ -415,11 +428,6 @@ class InboxRow:
     summary: str | None  # the arguments in one line; None when this person may not see them
     held: bool  # a call is waiting on it right now
     expires_in: str
-
-
-def require_admin(session: ConsoleSession, what: str) -> None:
-    if not session.person.is_admin:
-        raise Refused(403, f"Only admins may {what}; approvers see this page read-only.")
 
 
 def refusal_of(exc: Exception) -> tuple[int, str] | None:

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.console.sessions import ConsoleSession
 from gateway.links import HOME
 
 SECURITY_HEADERS = {
@@ -189,3 +190,9 @@ async def read_form(request: Request) -> dict[str, str]:
     except (UnicodeDecodeError, ValueError):
         raise Refused(400, "the form could not be read") from None
     return {name: values[0] for name, values in fields.items() if values}
+
+
+def require_admin(session: ConsoleSession, what: str) -> None:
+    """Admin-only pages and actions: an approver's session is refused, saying what only admins may do."""
+    if not session.person.is_admin:
+        raise Refused(403, f"Only admins may {what}; approvers see this page read-only.")

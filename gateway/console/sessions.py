@@ -12,6 +12,7 @@ cannot be used to guess credentials.
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import time
 from collections import deque
@@ -96,41 +97,51 @@ class SessionStore:
 
 
 class LoginThrottle:
-    """At most `limit` failed sign-ins per address in any `window_s`; beyond that, refuse at once."""
+    """At most `limit` sign-in attempts per address in any `window_s` that did not succeed; an
+    attempt counts from the moment it is admitted (see state.console.LoginFailures)."""
 
     def __init__(self, limit: int = 10, window_s: float = 60.0, clock: Clock = time.monotonic) -> None:
         self.limit = limit
         self.window_s = window_s
         self.clock = clock
-        self._failures: dict[str, deque[float]] = {}
+        self._failures: dict[str, deque[tuple[float, str]]] = {}
+        self._tickets = itertools.count()
 
-    async def blocked(self, address: str) -> bool:
-        return len(self._recent(address)) >= self.limit
+    async def attempt(self, address: str) -> str | None:
+        if len(self._recent(address)) >= self.limit:
+            return None
+        if address not in self._failures and len(self._failures) >= MAX_TRACKED_ADDRESSES:
+            self._forget_quiet()
+        ticket = str(next(self._tickets))
+        self._failures.setdefault(address, deque()).append((self.clock(), ticket))
+        return ticket
+
+    async def succeeded(self, address: str, ticket: str) -> None:
+        failures = self._failures.get(address)
+        if failures is not None:
+            kept = [entry for entry in failures if entry[1] != ticket]
+            failures.clear()
+            failures.extend(kept)
 
     async def retry_after_s(self, address: str) -> int:
         recent = self._recent(address)
         if not recent:
             return 0
-        return max(1, int(recent[0] + self.window_s - self.clock()) + 1)
+        return max(1, int(recent[0][0] + self.window_s - self.clock()) + 1)
 
-    async def failed(self, address: str) -> None:
-        if address not in self._failures and len(self._failures) >= MAX_TRACKED_ADDRESSES:
-            self._forget_quiet()
-        self._failures.setdefault(address, deque()).append(self.clock())
-
-    def _recent(self, address: str) -> deque[float]:
+    def _recent(self, address: str) -> deque[tuple[float, str]]:
         failures = self._failures.get(address)
         if failures is None:
             return deque()  # checking an address that never failed must not start tracking it
         cutoff = self.clock() - self.window_s
-        while failures and failures[0] <= cutoff:
+        while failures and failures[0][0] <= cutoff:
             failures.popleft()
         return failures
 
     def _forget_quiet(self) -> None:
         cutoff = self.clock() - self.window_s
-        for address in [a for a, f in self._failures.items() if not f or f[-1] <= cutoff]:
+        for address in [a for a, f in self._failures.items() if not f or f[-1][0] <= cutoff]:
             del self._failures[address]
         if len(self._failures) >= MAX_TRACKED_ADDRESSES:
             # Still full of recent failures: drop the oldest address rather than grow without bound.
-            del self._failures[min(self._failures, key=lambda a: self._failures[a][-1])]
+            del self._failures[min(self._failures, key=lambda a: self._failures[a][-1][0])]

@@ -36,7 +36,7 @@ class UpstreamAuth:
         self.revocations: RevocationList = revocations if revocations is not None else Revocations()
         self.keyring: SigningKeyring | None = None
         self.minter: UpstreamTokenMinter | None = None
-        self._public: dict[str, Any] = {}
+        self._public: dict[str, jwt.PyJWK] = {}
         self._public_kids: tuple[str, ...] = ()
         self.on_keys_rotated: AsyncObservers[[]] = []  # after a rotation here (the fleet re-reads the keys)
 
@@ -92,7 +92,7 @@ class UpstreamAuth:
         assert self.keyring is not None, "UpstreamAuth.start() was not awaited"
         return self.keyring.sign(claims, typ)
 
-    def public_keys(self) -> dict[str, Any]:
+    def public_keys(self) -> dict[str, jwt.PyJWK]:
         """kid -> key for the gateway's own tokens; rebuilt only when the key set changes."""
         jwks = self.jwks()
         kids = tuple(k["kid"] for k in jwks["keys"])

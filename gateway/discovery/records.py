@@ -23,7 +23,7 @@ log = logging.getLogger("narrowgate.discovery")
 class Reviewed(Protocol):
     """The fields every review record has (ToolReview, ResourceReview); read-only, as the records are frozen."""
 
-    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]  # a dataclass, so `replace` works on it
+    __dataclass_fields__: ClassVar[dict[str, Field[object]]]  # a dataclass, so `replace` works on it
 
     @property
     def status(self) -> str: ...
@@ -48,9 +48,10 @@ class Reviewed(Protocol):
 
 
 R = TypeVar("R", bound=Reviewed)
+K = TypeVar("K", bound=Hashable)  # how a subclass keys its records
 
 
-class ReviewRecords(ABC, Generic[R]):
+class ReviewRecords(ABC, Generic[K, R]):
     # Who reviews, in refusals: "the tool's owner", "the server's owner".
     owner_label = "the owner"
     # The audit actions of a decision: "<noun>_approved", "<noun>_rejected".
@@ -60,8 +61,8 @@ class ReviewRecords(ABC, Generic[R]):
         self.store = store
         self.audit = audit
         self.clock = clock
-        self.records: dict[Any, R] = {}
-        self.unsaved: dict[Any, R] = {}
+        self.records: dict[K, R] = {}
+        self.unsaved: dict[K, R] = {}
         # After every person's decision, from any surface (rebuild what agents see, tell them).
         self.on_decided: AsyncObservers[[]] = []
 
@@ -69,7 +70,7 @@ class ReviewRecords(ABC, Generic[R]):
 
     @staticmethod
     @abstractmethod
-    def key_of(review: R) -> Hashable: ...
+    def key_of(review: R) -> K: ...
 
     @abstractmethod
     async def read(self) -> list[R]: ...
@@ -88,6 +89,14 @@ class ReviewRecords(ABC, Generic[R]):
     async def open(self) -> None:
         for review in await self.read():
             self.records[self.key_of(review)] = review
+
+    async def reread(self) -> None:
+        """The store's records over this replica's copies, except those changed here and not saved yet
+        (saved next, they are this replica's newer view of an upstream's listing)."""
+        for review in await self.read():
+            key = self.key_of(review)
+            if key not in self.unsaved:
+                self.records[key] = review
 
     def _keep(self, review: R) -> None:
         self.records[self.key_of(review)] = review

@@ -62,7 +62,7 @@ class _Others:
     templates: list[tuple[str, str]]  # (server id, uriTemplate)
 
 
-class ResourceReviews(ReviewRecords[ResourceReview]):
+class ResourceReviews(ReviewRecords[tuple[str, str, str], ResourceReview]):
     owner_label = "the server's owner"
     audit_noun = "resource"
 

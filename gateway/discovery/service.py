@@ -56,7 +56,7 @@ FIRST_SEEN = "catalog (first seen, not pinned)"
 REVERTED = "narrowgate (definition back to the approved one)"
 
 
-class ToolReviews(ReviewRecords[ToolReview]):
+class ToolReviews(ReviewRecords[tuple[str, str], ToolReview]):
     owner_label = "the tool's owner"
     audit_noun = "tool"
 

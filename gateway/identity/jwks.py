@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from gateway.identity.verified import TokenRejected
+from gateway.json_values import JsonValue
 
 log = logging.getLogger("narrowgate.identity")
 
@@ -41,7 +42,7 @@ MAX_DOCUMENT_BYTES = 1024 * 1024
 MAX_TOKEN_CHARS = 16 * 1024
 FETCH_TIMEOUT_S = 5.0
 
-JsonLoader = Callable[[], Awaitable[Any]]
+JsonLoader = Callable[[], Awaitable[JsonValue]]
 
 
 class KeyFetchError(Exception):
@@ -104,7 +105,7 @@ def _b64_json(segment: str) -> dict[str, Any]:
     return value
 
 
-def parse_jwks(document: Any, *, required_use: str | None, source: str) -> dict[str, VerificationKey]:
+def parse_jwks(document: object, *, required_use: str | None, source: str) -> dict[str, VerificationKey]:
     """Keys by kid. `required_use`: e.g. "jwt-svid" for SPIFFE bundles; None accepts absent or "sig"."""
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise KeyFetchError(f"{source}: not a JWKS document (no 'keys' list)")
@@ -120,7 +121,7 @@ def parse_jwks(document: Any, *, required_use: str | None, source: str) -> dict[
     return keys
 
 
-def _parse_jwk(jwk: Any, required_use: str | None, source: str) -> VerificationKey | None:
+def _parse_jwk(jwk: object, required_use: str | None, source: str) -> VerificationKey | None:
     """One usable public key, or None (with a log line saying why it was skipped)."""
     if not isinstance(jwk, dict):
         return None
@@ -233,7 +234,7 @@ class HttpFetcher:
         self._session = session
         self._owned: aiohttp.ClientSession | None = None
 
-    async def get_json(self, url: str) -> Any:
+    async def get_json(self, url: str) -> JsonValue:
         session = self._session or self._own_session()
         timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S)
         try:
@@ -259,7 +260,7 @@ class HttpFetcher:
 
 
 def file_loader(path: Path) -> JsonLoader:
-    async def load() -> Any:
+    async def load() -> JsonValue:
         try:
             body = await asyncio.to_thread(_read_limited, path)
         except OSError as exc:
@@ -270,7 +271,7 @@ def file_loader(path: Path) -> JsonLoader:
 
 
 def url_loader(fetcher: HttpFetcher, url: str) -> JsonLoader:
-    async def load() -> Any:
+    async def load() -> JsonValue:
         return await fetcher.get_json(url)
 
     return load
@@ -281,7 +282,7 @@ def _read_limited(path: Path) -> bytes:
         return handle.read(MAX_DOCUMENT_BYTES + 1)
 
 
-def _json_document(body: bytes, source: str) -> Any:
+def _json_document(body: bytes, source: str) -> JsonValue:
     if len(body) > MAX_DOCUMENT_BYTES:
         raise KeyFetchError(f"{source}: document larger than {MAX_DOCUMENT_BYTES} bytes")
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from types import MappingProxyType
-from typing import Any
 
 from gateway.identity.jwks import (
     HttpFetcher,
@@ -15,6 +14,7 @@ from gateway.identity.jwks import (
     url_loader,
 )
 from gateway.identity.verified import TokenRejected, VerifiedToken
+from gateway.json_values import JsonValue
 from gateway.settings.errors import ConfigError
 from gateway.settings.identity import OidcIssuer, check_fetch_url
 
@@ -55,7 +55,7 @@ class OidcIssuerVerifier:
             expires_at=float(claims["exp"]),
         )
 
-    async def _load_jwks(self) -> Any:
+    async def _load_jwks(self) -> JsonValue:
         if self._jwks_uri is None:
             self._jwks_uri = await self._discover()
         return await url_loader(self._fetcher, self._jwks_uri)()

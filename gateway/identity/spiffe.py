@@ -20,7 +20,7 @@ from gateway.settings.identity import TRUST_DOMAIN_RE, SpiffeTrustDomain
 
 SPIFFE_SCHEME = "spiffe://"
 MAX_SPIFFE_ID_CHARS = 2048
-PATH_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+PATH_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._-]+\Z")
 # The JWT-SVID spec requires these; `iss` is optional there, so it is not checked.
 SVID_REQUIRED_CLAIMS = ("sub", "aud", "exp")
 

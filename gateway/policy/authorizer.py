@@ -16,7 +16,8 @@ from typing import Any
 from gateway.audit import AuditEvent, AuditLog, AuditUnavailable, redacted_preview
 from gateway.catalog.model import ToolEntry
 from gateway.identity.principal import Principal
-from gateway.policy.engine import Decision, PolicyEngine, RequestFacts, new_decision_id
+from gateway.policy.engine import CedarRequest, Decision, PolicyEngine, RequestFacts, new_decision_id
+from gateway.policy.recorder import DecisionRecorder
 from gateway.protocol.errors import ACCESS_DENIED, APPROVAL_REQUIRED, RpcError
 from gateway.verifier import argument_digest
 
@@ -28,13 +29,15 @@ DURABLE_RISKS = frozenset({"privileged", "destructive"})
 
 class Authorizer:
     def __init__(self, engine: PolicyEngine, audit: AuditLog, agent_reasons: str = "annotation",
-                 on_evaluated: Callable[[Decision, float], None] | None = None, replica: str | None = None) -> None:
+                 on_evaluated: Callable[[Decision, float], None] | None = None, replica: str | None = None,
+                 recorder: DecisionRecorder | None = None) -> None:
         self.engine = engine
         self.audit = audit
         # "annotation": tell the agent the policy's @reason text; "generic": only that it was denied.
         self.agent_reasons = agent_reasons
         self.on_evaluated = on_evaluated  # metrics: how long each tool decision took
         self.replica = replica  # which replica decided, in each decision's audit detail (replicas differing show)
+        self.recorder = recorder if recorder is not None and recorder.enabled else None  # what-if replay's inputs
 
     @staticmethod
     def facts(era: str, client_info: dict[str, Any] | None, task: dict[str, Any] | None = None,
@@ -55,9 +58,11 @@ class Authorizer:
         """Decide one call, record and log it; with `approval_id`, as a call carrying that (already spent)
         approval. Refusals are returned, not raised (see tool())."""
         started = time.perf_counter()
-        decision = self.engine.decide_tool(principal, tool, arguments, facts, approval_id is not None)
+        seen = self.seen()
+        decision = self.engine.decide_tool(principal, tool, arguments, facts, approval_id is not None, seen)
         if self.on_evaluated is not None:
             self.on_evaluated(decision, time.perf_counter() - started)
+        self.note(principal, decision, "tool", tool.exposed_name, facts, seen, tool.data_classes)
         canonical = decision.canonical_arguments
         event = self.event(decision, principal, facts, tool.exposed_name, trace_id,
                            args_digest=decision.args_digest or argument_digest(arguments),
@@ -72,13 +77,17 @@ class Authorizer:
 
     async def prompt(self, principal: Principal, server_id: str, name: str, facts: RequestFacts,
                      trace_id: str | None = None) -> Decision:
-        decision = self.engine.decide_prompt(principal, server_id, name, facts)
+        seen = self.seen()
+        decision = self.engine.decide_prompt(principal, server_id, name, facts, seen)
+        self.note(principal, decision, "prompt", name, facts, seen)
         await self.record(self.event(decision, principal, facts, name, trace_id), durable=not decision.allowed)
         return self.enforce(decision, principal, "prompt", name)
 
     async def resource(self, principal: Principal, server_id: str, uri: str, facts: RequestFacts,
                        trace_id: str | None = None) -> Decision:
-        decision = self.engine.decide_resource(principal, server_id, uri, facts)
+        seen = self.seen()
+        decision = self.engine.decide_resource(principal, server_id, uri, facts, seen)
+        self.note(principal, decision, "resource", uri, facts, seen)
         await self.record(self.event(decision, principal, facts, uri, trace_id), durable=not decision.allowed)
         return self.enforce(decision, principal, "resource", uri)
 
@@ -87,6 +96,7 @@ class Authorizer:
         """A resource the gateway refuses before policy (a URI with no single meaning, one nobody may
         serve): recorded and logged as a deny like any decision; the agent-facing error to raise."""
         decision = Decision("deny", new_decision_id(), (), reason, (detail or reason,), self.engine.version)
+        self.note(principal, decision, "resource", uri, facts, None)
         await self.record(self.event(decision, principal, facts, uri, trace_id), durable=True)
         self.log_decision(decision, principal, "resource", uri)
         return self.refusal(decision)
@@ -94,13 +104,25 @@ class Authorizer:
     async def recheck_resource(self, principal: Principal, server_id: str, uri: str, facts: RequestFacts) -> bool:
         """Before relaying a resource update to a subscriber: would a read be allowed now? An allow is not
         recorded again (the subscription's was); a refusal is, and ends that subscription."""
-        decision = self.engine.decide_resource(principal, server_id, uri, facts)
+        seen = self.seen()
+        decision = self.engine.decide_resource(principal, server_id, uri, facts, seen)
         if decision.allowed:
             return True
+        self.note(principal, decision, "resource", uri, facts, seen)
         event = self.event(decision, principal, facts, uri, None)
         await self.record(replace(event, detail={**event.detail, "subscription": "dropped"}), durable=False)
         self.log_decision(decision, principal, "resource subscription", uri)
         return False
+
+    def seen(self) -> list[CedarRequest] | None:
+        """Where the engine puts the Cedar request it makes, while decisions are recorded."""
+        return [] if self.recorder is not None else None
+
+    def note(self, principal: Principal, decision: Decision, kind: str, target: str, facts: RequestFacts,
+             seen: list[CedarRequest] | None, data_classes: tuple[str, ...] = ()) -> None:
+        """Hand a decision that is audited to the recorder (what-if replay); nothing when recording is off."""
+        if self.recorder is not None:
+            self.recorder.note(principal, decision, kind, target, facts.now, seen, data_classes)
 
     def event(self, decision: Decision, principal: Principal, facts: RequestFacts, target: str, trace_id: str | None,
               args_digest: str | None = None, preview: Any = None) -> AuditEvent:

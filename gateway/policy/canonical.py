@@ -15,6 +15,7 @@ import re
 import unicodedata
 from typing import Any
 
+from gateway.json_values import JsonValue
 from gateway.policy.paths import CanonicalizationError, canonical_path
 
 __all__ = ["CanonicalizationError", "canonicalize", "is_path_name", "normalize_path"]
@@ -61,7 +62,7 @@ def is_path_name(name: str) -> bool:
     return bool(words) and words[-1] not in NOT_PATH_LAST_WORDS and any(w in PATH_WORDS for w in words)
 
 
-def _value(value: Any, schema: dict[str, Any], path_hint: bool, depth: int) -> Any:
+def _value(value: object, schema: dict[str, Any], path_hint: bool, depth: int) -> JsonValue:
     if depth > MAX_DEPTH:
         raise CanonicalizationError("arguments are nested too deeply")
     if isinstance(value, str):

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.json_values import JsonValue
 from gateway.policy.hours import WorkingHours
 from gateway.policy.listing import ContextReads, prune_context
 
@@ -54,14 +55,14 @@ class ContextBuilder:
         self.working_hours = working_hours
         # The request facts of the last (second, era, client, override) asked for: calls in the same
         # second share them. One tuple, replaced whole, so a concurrent reader sees a consistent pair.
-        self._last_request: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+        self._last_request: tuple[tuple[int, str, str, bool | None], dict[str, Any]] | None = None
 
     def full(self, facts: RequestFacts, approved: bool) -> dict[str, Any]:
         """Every section but `input` (listing prunes this itself)."""
         return {"request": self.request_facts(facts), "approval": {"granted": bool(approved)},
                 "task": task_context(facts), "chain": facts.chain or NO_CHAIN}
 
-    def build(self, reads: ContextReads, facts: RequestFacts, approved: bool, cedar_input: Any = None,
+    def build(self, reads: ContextReads, facts: RequestFacts, approved: bool, cedar_input: object = None,
               input_whole: bool = False) -> dict[str, Any]:
         """The context with only what `reads` covers; `cedar_input` is context.input (tools only), sent
         whole when `input_whole` (its type has escape-named attributes, see ToolModel.input_whole)."""
@@ -71,7 +72,7 @@ class ContextBuilder:
             context["chain"] = {**chain, "tools": sorted(set(chain["tools"]))}
         return context
 
-    def _read(self, reads: ContextReads, facts: RequestFacts, approved: bool, cedar_input: Any,
+    def _read(self, reads: ContextReads, facts: RequestFacts, approved: bool, cedar_input: object,
               input_whole: bool) -> dict[str, Any]:
         if reads is True:
             context = self.full(facts, approved)
@@ -92,7 +93,7 @@ class ContextBuilder:
             context["input"] = cedar_input
         return context
 
-    def _section(self, name: str, facts: RequestFacts, approved: bool) -> Any:
+    def _section(self, name: str, facts: RequestFacts, approved: bool) -> JsonValue:
         if name == "request":
             return self.request_facts(facts)
         if name == "approval":
@@ -136,5 +137,5 @@ def nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
-def _pruned(value: Any, reads: ContextReads) -> Any:
+def _pruned(value: object, reads: ContextReads) -> JsonValue:
     return prune_context(value, reads) if isinstance(value, dict) and reads is not True else value

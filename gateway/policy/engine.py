@@ -138,6 +138,12 @@ class _Request:
     entities: str
     invalid_reason: str  # what to tell the agent if Cedar cannot build the request (schema-invalid)
     context: dict[str, Any]  # the unserialized context, to ask "would an approval make this an Allow?"
+    # What the context was built from: the recorder rebuilds the whole context from these, off the
+    # request path (recorded_input), so a candidate policy reading more than the live set sees it all.
+    facts: RequestFacts | None = None
+    granted: bool = False  # decided as a call carrying an approval
+    cedar_input: object = None
+    input_whole: bool = False
 
     def approved(self) -> dict[str, Any]:
         context = {**self.context, "approval": {"granted": True}}
@@ -185,11 +191,14 @@ class ListingJob:
         return {m.entry.exposed_name for m, key in zip(self.models, self.keys, strict=True) if memo.get(key)}
 
 
+CedarRequest = _Request  # what `seen` collects: for the decision recorder (gateway.policy.recorder)
+
+
 class PolicyEngine:
     def __init__(
         self,
         policies_dir: Path,
-        catalog: Catalog,
+        catalog: Catalog | CatalogModel,
         *,
         working_hours: WorkingHours | None = None,
         shadow_dir: Path | None = None,
@@ -210,7 +219,8 @@ class PolicyEngine:
         # set_catalog_async coalescing: the newest catalog asked for, and the newest one compiled.
         self._wanted_catalog: tuple[Catalog, dict[str, Mapping[str, Any] | None]] | None = None
         self._wanted_seq = self._applied_seq = 0
-        model = build_catalog_model(catalog, self._known_schemas)
+        # A CatalogModel: a live engine's (bundle.catalog), e.g. to compile a candidate set for replay.
+        model = catalog if isinstance(catalog, CatalogModel) else build_catalog_model(catalog, self._known_schemas)
         try:
             self._bundle: Bundle = compile_bundle(self.policies_dir, model)
         except CompileError as exc:
@@ -227,6 +237,11 @@ class PolicyEngine:
     @property
     def version(self) -> str:
         return self._bundle.version
+
+    @property
+    def bundle(self) -> Bundle:
+        """The bundle in force (immutable: read it once and use that one throughout)."""
+        return self._bundle
 
     def reload(self) -> ReloadOutcome:
         """Re-read the policy files; keep the last good bundle if anything is wrong. Blocks while it
@@ -385,7 +400,9 @@ class PolicyEngine:
         arguments: dict[str, Any] | None,
         facts: RequestFacts,
         approved: bool = False,
+        seen: list[CedarRequest] | None = None,
     ) -> Decision:
+        """`seen`: the Cedar request made, if one was (the decision recorder's input)."""
         bundle = self._bundle
         model = bundle.catalog.tools.get(tool.exposed_name)
         if model is None or model.entry != tool:
@@ -398,18 +415,22 @@ class PolicyEngine:
         except ArgumentMismatch as exc:
             return self._refused(bundle, f"arguments: {exc}", REASON_BAD_ARGUMENTS)
         request = self._tool_request(bundle, principal, model, cedar_input, facts, approved)
+        if seen is not None:
+            seen.append(request)
         decision = self._evaluate(bundle, request, canonical)
         self._shadow_check(request, decision, principal, facts.now, canonical)
         return decision
 
-    def decide_prompt(self, principal: Principal, server_id: str, prompt_name: str, facts: RequestFacts) -> Decision:
-        return self._decide_item(principal, server_id, prompt_name, facts, "prompt")
+    def decide_prompt(self, principal: Principal, server_id: str, prompt_name: str, facts: RequestFacts,
+                      seen: list[CedarRequest] | None = None) -> Decision:
+        return self._decide_item(principal, server_id, prompt_name, facts, "prompt", seen)
 
-    def decide_resource(self, principal: Principal, server_id: str, uri: str, facts: RequestFacts) -> Decision:
-        return self._decide_item(principal, server_id, uri, facts, "resource")
+    def decide_resource(self, principal: Principal, server_id: str, uri: str, facts: RequestFacts,
+                        seen: list[CedarRequest] | None = None) -> Decision:
+        return self._decide_item(principal, server_id, uri, facts, "resource", seen)
 
     def _decide_item(self, principal: Principal, server_id: str, name: str, facts: RequestFacts,
-                     kind: str) -> Decision:
+                     kind: str, seen: list[CedarRequest] | None = None) -> Decision:
         bundle = self._bundle
         try:
             request = self._item_request(bundle, principal, server_id, name, facts, kind)
@@ -417,9 +438,36 @@ class PolicyEngine:
             return self._refused(bundle, f"uri: {exc}", f"{REASON_AMBIGUOUS}: {exc}")
         if request is None:
             return self._refused(bundle, f"server {server_id!r} is not in the policy catalog", REASON_DENIED)
+        if seen is not None:
+            seen.append(request)
         decision = self._evaluate(bundle, request, None)
         self._shadow_check(request, decision, principal, facts.now, None)
         return decision
+
+    # ---- recorded inputs (what-if replay) ------------------------------------------------------
+
+    def recorded_input(self, request: CedarRequest) -> dict[str, Any]:
+        """What Cedar saw for one decision, as JSON-ready data: the principal, action and resource, the
+        entities as sent, and the whole context (not only what the live policies read). Off the request
+        path: the recorder calls it when it writes."""
+        context = request.context
+        if request.facts is not None:
+            context = self._contexts.build(True, request.facts, request.granted, request.cedar_input,
+                                           request.input_whole)
+        cedar = request.cedar
+        return {"kind": request.kind, "target": request.target, "principal": cedar["principal"],
+                "action": cedar["action"], "resource": cedar["resource"], "entities": request.entities,
+                "context": context}
+
+    def redecide(self, recorded: Mapping[str, Any]) -> Decision:
+        """Decide a recorded input (recorded_input) again with the policies in force, at its recorded time
+        (the context holds it). Nothing else of the engine is read or changed."""
+        context = dict(recorded["context"])
+        cedar = self._cedar_request(recorded["principal"]["id"], recorded["action"]["id"], recorded["resource"],
+                                    orjson.dumps(context))
+        invalid = REASON_BAD_ARGUMENTS if recorded["kind"] == "tool" else REASON_DENIED
+        request = _Request(recorded["kind"], recorded["target"], cedar, recorded["entities"], invalid, context)
+        return self._evaluate(self._bundle, request, None)
 
     # ---- listing -----------------------------------------------------------------------------
 
@@ -561,7 +609,8 @@ class PolicyEngine:
         context = self._contexts.build(self._reads(bundle), facts, approved, cedar_input, model.input_whole)
         entities = self._tool_entities(bundle, principal, model, facts.now)
         cedar = self._cedar_request(principal.agent_id, model.entry.exposed_name, model.uid, orjson.dumps(context))
-        return _Request("tool", model.entry.exposed_name, cedar, entities, REASON_BAD_ARGUMENTS, context)
+        return _Request("tool", model.entry.exposed_name, cedar, entities, REASON_BAD_ARGUMENTS, context, facts,
+                        approved, cedar_input, model.input_whole)
 
     def _item_request(
         self, bundle: Bundle, principal: Principal, server_id: str, name: str, facts: RequestFacts, kind: str
@@ -576,7 +625,7 @@ class PolicyEngine:
         entities = self._join(self._principal_json(bundle, principal, facts.now), blob, server.entity_json,
                               action_blob)
         cedar = self._cedar_request(principal.agent_id, action, uid, orjson.dumps(context))
-        return _Request(kind, name, cedar, entities, REASON_DENIED, context)
+        return _Request(kind, name, cedar, entities, REASON_DENIED, context, facts)
 
     @staticmethod
     def _item_resource(kind: str, server_id: str, name: str) -> tuple[dict[str, str], str]:
@@ -698,16 +747,24 @@ class PolicyEngine:
     def _visibility(self, bundle: Bundle, policies: cedarpy.PolicySet, requests: list[dict[str, Any]],
                     entities: str) -> list[bool]:
         """Allow, or step-up that an approval would turn into Allow; two batches at most."""
+        return [outcome != "deny" for outcome, _ in self._outcomes(bundle, policies, requests, entities)]
+
+    def _outcomes(self, bundle: Bundle, policies: cedarpy.PolicySet, requests: list[dict[str, Any]],
+                  entities: str) -> list[tuple[Outcome, cedarpy.AuthzResult | None]]:
+        """Each request's outcome without approval (step_up: an approval would make it a clean Allow),
+        with Cedar's answer (None when the batch failed); two batches at most."""
         results = self._batch(policies, requests, entities)
         if len(results) != len(requests):
-            return [False] * len(requests)
-        visible = [r.decision == cedarpy.Decision.Allow and not r.diagnostics.errors for r in results]
+            return [("deny", None)] * len(requests)
+        outcomes: list[tuple[Outcome, cedarpy.AuthzResult | None]] = [
+            ("allow" if _clean_allow(r) else "deny", r) for r in results]
         step_up = [i for i, r in enumerate(results) if self._is_step_up_shaped(bundle, r)]
         if step_up:
             approved = [_with_approval(requests[i]) for i in step_up]
             for i, r in zip(step_up, self._batch(policies, approved, entities), strict=False):
-                visible[i] = r.decision == cedarpy.Decision.Allow and not r.diagnostics.errors
-        return visible
+                if _clean_allow(r):
+                    outcomes[i] = ("step_up", results[i])
+        return outcomes
 
     def _is_step_up_shaped(self, bundle: Bundle, result: cedarpy.AuthzResult) -> bool:
         reasons = result.diagnostics.reasons
@@ -791,6 +848,37 @@ class PolicyEngine:
         bundle = self._bundle
         context = orjson.dumps(prune_context(self._common_context(facts, False), bundle.listing_reads)).decode()
         return bundle, self._principal_json(bundle, principal, facts.now), context
+
+    # ---- reach (gateway.privilege.reach) ---------------------------------------------------------
+
+    def reach_outcomes(self, bundle: Bundle, agent_id: str, principal_json: str, context: str,
+                       models: Sequence[ToolModel], policies: cedarpy.PolicySet | None = None,
+                       ) -> list[tuple[Outcome, tuple[str, ...]]]:
+        """Each tool's outcome for the most permissive arguments (the listing set, see listing.py, or
+        `policies`: another relaxed copy of the bundle's set, same policy ids) under `context` (from
+        listing_facts): allow, step_up (an approval would allow) or deny, with the determining policy ids
+        (the erroring ones for a deny by error; none for a default deny).
+        One Cedar batch (two with step-ups); reads only `bundle`: safe on a worker thread."""
+        if not models:
+            return []
+        requests = [self._cedar_request(agent_id, m.entry.exposed_name, m.uid, context) for m in models]
+        servers = {m.entry.server_id for m in models}
+        entities = self._join(principal_json, *(m.entity_json for m in models), *(m.action_json for m in models),
+                              *(bundle.catalog.servers[s].entity_json for s in servers))
+        return [(outcome, self._reach_ids(bundle, result))
+                for outcome, result in self._outcomes(bundle, policies or bundle.listing, requests, entities)]
+
+    def _reach_ids(self, bundle: Bundle, result: cedarpy.AuthzResult | None) -> tuple[str, ...]:
+        if result is None:
+            return ()
+        if result.diagnostics.errors:
+            erroring = _erroring_policies(result.diagnostics.errors)
+            return tuple(dict.fromkeys(bundle.public_id(p) for p in erroring))
+        return self._determined(bundle, result.diagnostics.reasons).policy_ids
+
+
+def _clean_allow(result: cedarpy.AuthzResult) -> bool:
+    return result.decision == cedarpy.Decision.Allow and not result.diagnostics.errors
 
 
 def _with_approval(request: dict[str, Any]) -> dict[str, Any]:

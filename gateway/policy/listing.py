@@ -18,66 +18,96 @@ from __future__ import annotations
 import json
 from typing import Any, TypeAlias
 
+from gateway.json_values import JsonValue
+
 TRUE: dict[str, Any] = {"Value": True}
 FALSE: dict[str, Any] = {"Value": False}
 
 
+# A value some condition may read: ("context", "input") is `context.input` and everything under it.
+FreePath = tuple[str, ...]
+INPUT: frozenset[FreePath] = frozenset({("context", "input")})
+
+
 def listing_policies(est_policies: dict[str, dict[str, Any]]) -> str:
     """A Cedar JSON policy set (for PolicySet.from_json_str) with input-dependent conditions relaxed."""
-    rewritten = {pid: _rewrite_policy(policy) for pid, policy in est_policies.items()}
+    return relaxed_policies(est_policies, INPUT)
+
+
+def relaxed_policies(est_policies: dict[str, dict[str, Any]], free: frozenset[FreePath]) -> str:
+    """A Cedar JSON policy set in which every condition reading one of the `free` paths is relaxed as
+    listing relaxes input conditions: met for some value of what it reads (the reach relaxes the time and
+    the caller-declared facts too, see gateway/privilege/reach.py)."""
+    rewritten = {pid: _rewrite_policy(policy, free) for pid, policy in est_policies.items()}
     return json.dumps({"staticPolicies": rewritten, "templates": {}, "templateLinks": []})
 
 
-def _rewrite_policy(policy: dict[str, Any]) -> dict[str, Any]:
+def _rewrite_policy(policy: dict[str, Any], free: frozenset[FreePath]) -> dict[str, Any]:
     permit = policy["effect"] == "permit"
     conditions = []
     for condition in policy.get("conditions") or []:
         # A permit's `when` and a forbid's `unless` should hold as often as possible.
         widen = permit == (condition["kind"] == "when")
-        body = _maximize(condition["body"]) if widen else _minimize(condition["body"])
-        conditions.append({"kind": condition["kind"], "body": body})
+        conditions.append({"kind": condition["kind"], "body": _bound(condition["body"], widen, free)})
     return {**policy, "conditions": conditions}
 
 
-def _maximize(expr: dict[str, Any]) -> dict[str, Any]:
-    """An expression true whenever `expr` could be true for some input."""
-    return _bound(expr, high=True)
-
-
-def _minimize(expr: dict[str, Any]) -> dict[str, Any]:
-    """An expression true only when `expr` is true for every input."""
-    return _bound(expr, high=False)
-
-
-def _bound(expr: dict[str, Any], high: bool) -> dict[str, Any]:
-    if not reads_input(expr):
+def _bound(expr: dict[str, Any], high: bool, free: frozenset[FreePath]) -> dict[str, Any]:
+    """`high`: an expression true whenever `expr` could be true for some value of the free paths; else one
+    true only when `expr` is true for every value."""
+    if not reads_free(expr, free):
         return expr
     (op, arg), = expr.items()
     if op in ("&&", "||"):
-        return {op: {"left": _bound(arg["left"], high), "right": _bound(arg["right"], high)}}
+        return {op: {"left": _bound(arg["left"], high, free), "right": _bound(arg["right"], high, free)}}
     if op == "!":
-        return {"!": {"arg": _bound(arg["arg"], not high)}}
+        return {"!": {"arg": _bound(arg["arg"], not high, free)}}
     if op == "if-then-else":
-        then, other = _bound(arg["then"], high), _bound(arg["else"], high)
-        if reads_input(arg["if"]):
+        then, other = _bound(arg["then"], high, free), _bound(arg["else"], high, free)
+        if reads_free(arg["if"], free):
             return {("||" if high else "&&"): {"left": then, "right": other}}
         return {"if-then-else": {"if": arg["if"], "then": then, "else": other}}
     return TRUE if high else FALSE
 
 
-def reads_input(expr: Any) -> bool:
+def reads_input(expr: object) -> bool:
     """Whether an EST expression reads `context.input` (or uses `context` as a whole)."""
+    return reads_free(expr, INPUT)
+
+
+def reads_free(expr: object, free: frozenset[FreePath]) -> bool:
+    """Whether an EST expression reads one of the `free` paths (or a record holding one, as a whole)."""
     if isinstance(expr, dict):
-        if expr.get("Var") == "context":
-            return True  # reached only when `context` is not under a `.`/`has` we could inspect
-        for op in (".", "has"):
-            node = expr.get(op)
-            if isinstance(node, dict) and node.get("left") == {"Var": "context"}:
-                return node.get("attr") == "input"
-        return any(reads_input(value) for value in expr.values())
+        path = _var_path(expr)
+        if path is None:
+            node = expr.get("has")
+            left = _var_path(node.get("left")) if isinstance(node, dict) else None
+            if left is not None:
+                assert isinstance(node, dict)
+                path = (*left, str(node.get("attr")))
+        if path is not None:
+            # The path itself or a record holding it (`context`, `context.request` used whole).
+            return any(path[:len(f)] == f or f[:len(path)] == path for f in free)
+        return any(reads_free(value, free) for value in expr.values())
     if isinstance(expr, list):
-        return any(reads_input(item) for item in expr)
+        return any(reads_free(item, free) for item in expr)
     return False
+
+
+def _var_path(expr: object) -> tuple[str, ...] | None:
+    """`context.a.b` as ("context", "a", "b"), `principal.claims` as ("principal", "claims"); None for
+    anything that is not a variable or an attribute chain on one."""
+    if not isinstance(expr, dict):
+        return None
+    var = expr.get("Var")
+    if isinstance(var, str):
+        return (var,)
+    node = expr.get(".")
+    if isinstance(node, dict):
+        left = _var_path(node.get("left"))
+        if left is not None:
+            return (*left, str(node.get("attr")))
+    return None
 
 
 # What of a record the policies can observe: True for all of it, else attribute -> what of that attribute.
@@ -107,11 +137,11 @@ def prune_context(context: dict[str, Any], reads: ContextReads) -> dict[str, Any
     return {name: _prune_value(context[name], sub) for name, sub in reads.items() if name in context}
 
 
-def _prune_value(value: Any, reads: ContextReads) -> Any:
+def _prune_value(value: object, reads: ContextReads) -> JsonValue:
     return prune_context(value, reads) if isinstance(value, dict) and reads is not True else value
 
 
-def _collect(expr: Any, reads: dict[str, ContextReads]) -> bool:
+def _collect(expr: object, reads: dict[str, ContextReads]) -> bool:
     """Record what `expr` reads of the context into `reads`; True when it reads the whole context."""
     if isinstance(expr, list):
         return any(_collect(item, reads) for item in expr)
@@ -128,7 +158,7 @@ def _collect(expr: Any, reads: dict[str, ContextReads]) -> bool:
     return any(_collect(value, reads) for value in expr.values())
 
 
-def _context_path(expr: Any) -> list[str] | None:
+def _context_path(expr: object) -> list[str] | None:
     """`context.a.b` as ["a", "b"] (`context` itself as []); None for anything else."""
     if expr == {"Var": "context"}:
         return []

@@ -30,7 +30,9 @@ from typing import Any
 import cedarpy
 import orjson
 
+from gateway.json_values import JsonValue
 from gateway.policy.listing import listing_policies
+from gateway.policy.listing_memo import ListingKey
 from gateway.policy.model import CatalogModel, ToolModel
 
 # Placeholders for renamed identities; \x00 never appears in a catalog name or an agent id, and an
@@ -67,7 +69,7 @@ def policy_facts(policy_texts: Iterable[str]) -> PolicyFacts:
     return PolicyFacts(frozenset(strings), tuple(dict.fromkeys(patterns)), generic)
 
 
-def _walk_policies(node: Any, strings: set[str], patterns: list[re.Pattern[str]]) -> bool:
+def _walk_policies(node: object, strings: set[str], patterns: list[re.Pattern[str]]) -> bool:
     """Collect strings and patterns; False when an extension function call reads a request entity."""
     generic = True
     if isinstance(node, dict):
@@ -87,7 +89,7 @@ def _walk_policies(node: Any, strings: set[str], patterns: list[re.Pattern[str]]
     return generic
 
 
-def _reads_request(node: Any) -> bool:
+def _reads_request(node: object) -> bool:
     if isinstance(node, dict):
         if node.get("Var") in REQUEST_VARS:
             return True
@@ -110,7 +112,7 @@ def strings_in(blob: str | bytes) -> set[str]:
     return found
 
 
-def _collect_strings(node: Any, found: set[str]) -> None:
+def _collect_strings(node: object, found: set[str]) -> None:
     if isinstance(node, str):
         found.add(node)
     elif isinstance(node, dict):
@@ -122,7 +124,7 @@ def _collect_strings(node: Any, found: set[str]) -> None:
             _collect_strings(item, found)
 
 
-def _renamed(node: Any, marks: dict[str, str]) -> Any:
+def _renamed(node: object, marks: dict[str, str]) -> JsonValue:
     if isinstance(node, str):
         return marks.get(node, node)
     if isinstance(node, dict):
@@ -147,20 +149,20 @@ class ToolIndex:
     signatures: tuple[Signature | None, ...]  # None: always decided on its own
     by_identity: dict[str, tuple[int, ...]]  # an identity string -> the tools that have it
     strings: frozenset[str]  # every string of the catalog's entities (agents named alike do not share)
-    groups: dict[Any, tuple[int, ...]]  # memo key (a signature, or a singular tool's entities) -> its tools
+    groups: dict[ListingKey, tuple[int, ...]]  # memo key (a signature, or a singular tool's entities) -> its tools
 
     def own_key(self, i: int) -> tuple[str, str, str]:
         """The memo key of tool `i` decided on its own: its Tool, Action and McpServer JSON."""
         model = self.models[i]
         return model.entity_json, model.action_json, self.catalog.servers[model.entry.server_id].entity_json
 
-    def groups_for(self, singular: set[int]) -> dict[Any, tuple[int, ...]]:
+    def groups_for(self, singular: set[int]) -> dict[ListingKey, tuple[int, ...]]:
         """The groups for one caller: tools its principal or context names are split off on their own."""
         moved = {i for i in singular if self.signatures[i] is not None}
         if not moved:
             return self.groups
         groups = dict(self.groups)
-        for signature in {self.signatures[i] for i in moved}:
+        for signature in {s for i in moved if (s := self.signatures[i]) is not None}:
             kept = tuple(i for i in groups[signature] if i not in moved)
             if kept:
                 groups[signature] = kept
@@ -209,9 +211,9 @@ def build_index(catalog: CatalogModel, facts: PolicyFacts, shapes: ShapeCache | 
         for identity in shape.ids:
             by_identity.setdefault(identity, []).append(i)
         strings |= shape.strings
-    groups: dict[Any, list[int]] = {}
+    groups: dict[ListingKey, list[int]] = {}
     for i, (model, found) in enumerate(zip(models, signatures, strict=True)):
-        group: tuple[Any, ...] = found if found is not None else (
+        group: ListingKey = found if found is not None else (
             model.entity_json, model.action_json, catalog.servers[model.entry.server_id].entity_json)
         groups.setdefault(group, []).append(i)
     return ToolIndex(catalog, facts, models, tuple(signatures), {k: tuple(v) for k, v in by_identity.items()},

@@ -16,6 +16,7 @@ MEMO_KEYS = 64  # distinct (policy set, principal, context) listings kept
 
 # A singular tool: its Tool, Action and McpServer entity JSON; a class of tools: its signature
 # (gateway.policy.listing_classes).
+# tuple[str, str, str] | Signature once gateway/policy/engine.py types its `keys` list as list[ListingKey].
 ListingKey = tuple[Any, ...]
 MemoKey = tuple[str, str, str]  # policy set digest, principal entity JSON (id renamed where shared), context JSON
 

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from gateway.catalog.model import RISK_TIERS, Catalog, ToolEntry
+from gateway.json_values import JsonValue
 from gateway.policy.typing_ import CedarType, cedar_string, has_escape_names, input_type, placeholder
 
 CONTEXT_COMMON = "request: RequestInfo, approval: Approval, task: TaskInfo, chain: ChainInfo"
@@ -28,7 +29,7 @@ class ToolModel:
     uid: Mapping[str, str]
     entity_json: str  # the Tool entity; its McpServer parent is in ServerModel.entity_json
     action_json: str  # the Action entity with its groups as parents (see evaluation note in engine.py)
-    placeholder_input: Any  # a value of input_type for listing mode
+    placeholder_input: JsonValue  # a value of input_type for listing mode
     # context.input goes to Cedar whole, never pruned to what policies read (see context.py).
     input_whole: bool = False
 

@@ -23,7 +23,7 @@ CACHE_LIMIT = 10_000
 
 class PrincipalEntities:
     def __init__(self) -> None:
-        self._cache: dict[str, tuple[tuple[Any, ...], str]] = {}
+        self._cache: dict[str, tuple[tuple[object, ...], str]] = {}
 
     def json(self, principal: Principal, now: float, server_ids: tuple[str, ...]) -> str:
         """Comma-joined entity JSON objects (Agent, groups, Claims), ready to go inside a JSON array."""
@@ -41,7 +41,7 @@ class PrincipalEntities:
         return blob
 
 
-def _cache_key(principal: Principal, now: float, server_ids: tuple[str, ...]) -> tuple[Any, ...]:
+def _cache_key(principal: Principal, now: float, server_ids: tuple[str, ...]) -> tuple[object, ...]:
     agent = principal.agent
     trust_domain = _trust_domain(principal)
     if agent is None:

@@ -21,7 +21,6 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
 
 from gateway.catalog.model import ToolEntry
 from gateway.identity.principal import Principal
@@ -36,14 +35,14 @@ from gateway.policy.listing_classes import (
     principal_key,
     strings_in,
 )
-from gateway.policy.listing_memo import ListingMemo
+from gateway.policy.listing_memo import ListingKey, ListingMemo
 
 log = logging.getLogger("narrowgate.policy")
 
 SHOWN_KEYS = 64  # distinct (principal key, context) visible sets kept, all of the newest bundle
 STRINGS_KEYS = 1024  # parsed principal / context JSON kept
 ShownKey = tuple[str, str, str]  # policy set digest, principal key, listing context
-Groups = dict[Any, tuple[int, ...]]  # memo key -> the index's tools it decides
+Groups = dict[ListingKey, tuple[int, ...]]  # memo key -> the index's tools it decides
 
 
 class ToolLister:

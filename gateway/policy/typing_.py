@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from gateway.json_values import JsonValue
+
 LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1
 DECIMAL_LIMIT = Decimal("922337203685477.5807")
 MAX_TYPE_DEPTH = 8
@@ -54,7 +56,7 @@ def input_type(schema: dict[str, Any] | None) -> CedarType:
     return typed if typed is not None and typed.kind == "Record" else EMPTY_RECORD
 
 
-def _type(schema: Any, depth: int) -> CedarType | None:
+def _type(schema: object, depth: int) -> CedarType | None:
     if not isinstance(schema, dict) or depth > MAX_TYPE_DEPTH:
         return None
     declared, nullable = _declared(schema)
@@ -110,7 +112,7 @@ def _record(schema: dict[str, Any], depth: int) -> CedarType | None:
     return CedarType("Record", attrs=tuple(attrs), closed=schema.get("additionalProperties") is False)
 
 
-def _carriable(name: Any) -> bool:
+def _carriable(name: object) -> bool:
     return isinstance(name, str) and bool(name) and all(c.isprintable() for c in name)
 
 
@@ -120,7 +122,7 @@ def cedar_string(text: str) -> str:
     return f'"{escaped}"'
 
 
-def to_cedar(value: Any, typed: CedarType, where: str = "input") -> Any:
+def to_cedar(value: object, typed: CedarType, where: str = "input") -> JsonValue:
     """Cedar JSON for `value` of type `typed`; raises ArgumentMismatch when it does not fit."""
     kind = typed.kind
     if kind == "String" and isinstance(value, str):
@@ -177,7 +179,7 @@ def has_escape_names(typed: CedarType) -> bool:
     return any(name.startswith("__") or has_escape_names(sub) for name, sub, _ in typed.attrs)
 
 
-def placeholder(typed: CedarType) -> Any:
+def placeholder(typed: CedarType) -> JsonValue:
     """Some value of `typed` (listing mode passes it where no arguments exist; policies never see it)."""
     if typed.kind == "String":
         return ""

@@ -44,7 +44,7 @@ HTTP_STATUS_FOR_CODE: dict[int, int] = {
 class RpcError(Exception):
     """An outcome that ends a request with a JSON-RPC error the agent may see."""
 
-    def __init__(self, code: int, message: str, data: Any = None) -> None:
+    def __init__(self, code: int, message: str, data: object = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message

@@ -63,9 +63,9 @@ def classify(body: dict[str, Any]) -> Message:
     return Message("request" if has_id else "notification", body, request_id, method, params)
 
 
-def check_depth(value: Any, max_depth: int) -> None:
+def check_depth(value: object, max_depth: int) -> None:
     """Refuse documents nested deeper than max_depth (they cost stack further down the line)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
+    stack: list[tuple[object, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
         if depth > max_depth:
@@ -76,6 +76,6 @@ def check_depth(value: Any, max_depth: int) -> None:
             stack.extend((child, depth + 1) for child in node if isinstance(child, dict | list))
 
 
-def error_reply(request_id: Any, code: int, message: str) -> dict[str, Any]:
+def error_reply(request_id: object, code: int, message: str) -> dict[str, Any]:
     """A JSON-RPC error response without `data` (for requests the gateway answers itself)."""
     return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from gateway.events import Observers
 from gateway.file_problems import FileProblem
+from gateway.json_values import JsonValue
 from gateway.registry.agents_file import AgentsFile, parse_agents_file
 from gateway.registry.errors import (
     AgentsFileError,
@@ -352,11 +353,11 @@ def pins_match(identity: WorkloadIdentity, claims: Mapping[str, Any]) -> bool:
     return True
 
 
-def claim_value(claims: Mapping[str, Any], name: str) -> Any:
+def claim_value(claims: Mapping[str, Any], name: str) -> JsonValue:
     """A top-level claim, or a nested one named by a `/` path (Kubernetes: `kubernetes.io/namespace`)."""
     if name in claims:
         return claims[name]
-    node: Any = claims
+    node: JsonValue = claims
     for part in name.split("/"):
         if not isinstance(node, Mapping) or part not in node:
             return None

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from typing import Any
 
-SPARED_REQUEST: contextvars.ContextVar[asyncio.Task[Any] | None] = contextvars.ContextVar(
+SPARED_REQUEST: contextvars.ContextVar[asyncio.Task[object] | None] = contextvars.ContextVar(
     "narrowgate_spared_request", default=None)

@@ -17,12 +17,12 @@ from typing import Any, cast
 from gateway.registry.errors import FieldPath, Problem, RegistryError
 from gateway.registry.model import Agent, Entitlement, IdentityKind, Lifecycle, WorkloadIdentity
 
-ID_PATTERN = re.compile(r"^[a-z][a-z0-9-]{1,62}$")
+ID_PATTERN = re.compile(r"^[a-z][a-z0-9-]{1,62}\Z")
 IDENTITY_KINDS: tuple[IdentityKind, ...] = ("oidc", "spiffe", "static")
 INITIAL_STATES = (Lifecycle.PENDING, Lifecycle.ACTIVE)
 # SPIFFE ID grammar (spiffe-id spec): lowercase trust domain, path segments of [A-Za-z0-9._-].
-TRUST_DOMAIN = re.compile(r"^[a-z0-9._-]+$")
-PATH_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
+TRUST_DOMAIN = re.compile(r"^[a-z0-9._-]+\Z")
+PATH_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+\Z")
 
 FIELD_KEYS = frozenset(
     {"display_name", "owner", "purpose", "expires_at", "identities", "groups", "labels", "entitlement"}
@@ -86,7 +86,7 @@ class SpecReader:
     # whole specs
 
     def create(
-        self, spec: Any, default_state: Lifecycle = Lifecycle.PENDING, check_expiry: bool = True
+        self, spec: object, default_state: Lifecycle = Lifecycle.PENDING, check_expiry: bool = True
     ) -> CreateSpec | None:
         if not isinstance(spec, Mapping):
             self.problem((), "an agent must be a mapping with id, owner, purpose and identities")
@@ -99,7 +99,7 @@ class SpecReader:
             return None
         return CreateSpec(agent_id, state, fields)
 
-    def update(self, changes: Any, current: Agent) -> AgentFields | None:
+    def update(self, changes: object, current: Agent) -> AgentFields | None:
         if not isinstance(changes, Mapping):
             self.problem((), "changes must be a mapping")
             return None
@@ -142,26 +142,26 @@ class SpecReader:
         for key in sorted(set(data) - allowed, key=str):
             self.problem((*path, key), f"unknown field {key!r}")
 
-    def agent_id(self, value: Any) -> str | None:
+    def agent_id(self, value: object) -> str | None:
         if not isinstance(value, str) or not ID_PATTERN.match(value):
             rule = "2-63 lowercase letters, digits and '-', starting with a letter"
             self.problem(("id",), f"id {value!r} must be {rule}")
             return None
         return value
 
-    def initial_state(self, value: Any) -> Lifecycle | None:
+    def initial_state(self, value: object) -> Lifecycle | None:
         if isinstance(value, Lifecycle | str) and value in INITIAL_STATES:
             return Lifecycle(value)
         self.problem(("state",), f"initial state must be pending or active, not {value!r}")
         return None
 
-    def text(self, value: Any, path: FieldPath) -> str | None:
+    def text(self, value: object, path: FieldPath) -> str | None:
         if not isinstance(value, str) or not value.strip():
             self.problem(path, "is required and must be a non-empty string")
             return None
         return value.strip()
 
-    def string_list(self, value: Any, path: FieldPath) -> tuple[str, ...]:
+    def string_list(self, value: object, path: FieldPath) -> tuple[str, ...]:
         if value is None:
             return ()
         if not isinstance(value, list | tuple):
@@ -174,7 +174,7 @@ class SpecReader:
                 items.append(text)
         return tuple(items)
 
-    def labels(self, value: Any) -> MappingProxyType[str, str]:
+    def labels(self, value: object) -> MappingProxyType[str, str]:
         if value is None:
             return MappingProxyType({})
         if not isinstance(value, Mapping):
@@ -188,7 +188,7 @@ class SpecReader:
             labels[key] = item
         return MappingProxyType(labels)
 
-    def entitlement(self, value: Any) -> Entitlement:
+    def entitlement(self, value: object) -> Entitlement:
         if value is None:
             return Entitlement()
         if isinstance(value, Entitlement):
@@ -206,7 +206,7 @@ class SpecReader:
             require_task=require_task is not False,
         )
 
-    def expires_at(self, value: Any, check_future: bool) -> float | None:
+    def expires_at(self, value: object, check_future: bool) -> float | None:
         if value is None:
             return None
         at = parse_time(value)
@@ -218,7 +218,7 @@ class SpecReader:
 
     # identities
 
-    def identities(self, value: Any, agent_id: str) -> tuple[WorkloadIdentity, ...]:
+    def identities(self, value: object, agent_id: str) -> tuple[WorkloadIdentity, ...]:
         if isinstance(value, tuple) and all(isinstance(i, WorkloadIdentity) for i in value):
             return value  # unchanged on update: validated when it was set
         if not isinstance(value, list) or not value:
@@ -235,7 +235,7 @@ class SpecReader:
             identities.append(identity)
         return tuple(identities)
 
-    def identity(self, item: Any, path: FieldPath, agent_id: str) -> WorkloadIdentity | None:
+    def identity(self, item: object, path: FieldPath, agent_id: str) -> WorkloadIdentity | None:
         if not isinstance(item, Mapping):
             self.problem(path, "an identity must be a mapping with kind, issuer and subject")
             return None
@@ -268,7 +268,7 @@ class SpecReader:
         ):
             self.problem((*path, "subject"), f"a spiffe subject must be a SPIFFE ID under {issuer}/, not {subject!r}")
 
-    def pins(self, value: Any, path: FieldPath) -> MappingProxyType[str, str]:
+    def pins(self, value: object, path: FieldPath) -> MappingProxyType[str, str]:
         if value is None:
             return MappingProxyType({})
         if not isinstance(value, Mapping):
@@ -284,7 +284,7 @@ class SpecReader:
         return MappingProxyType(pins)
 
 
-def parse_time(value: Any) -> float | None:
+def parse_time(value: object) -> float | None:
     """Epoch seconds, an ISO-8601 string, or a YAML datetime/date; naive times are UTC."""
     if isinstance(value, bool):
         return None
@@ -302,7 +302,7 @@ def parse_time(value: Any) -> float | None:
     return None
 
 
-def parse_create(spec: Any, now: float) -> CreateSpec:
+def parse_create(spec: object, now: float) -> CreateSpec:
     reader = SpecReader(now)
     result = reader.create(spec)
     reader.raise_if_any()
@@ -310,7 +310,7 @@ def parse_create(spec: Any, now: float) -> CreateSpec:
     return result
 
 
-def parse_update(changes: Any, current: Agent, now: float) -> AgentFields:
+def parse_update(changes: object, current: Agent, now: float) -> AgentFields:
     reader = SpecReader(now)
     result = reader.update(changes, current)
     reader.raise_if_any()

@@ -34,7 +34,7 @@ KEYS = frozenset({"ttl", "hold_timeout", "default_mode", "forbid_self_approval",
                   "keepalive", "webhook_url", "webhook_secret_env", "console_session_ttl", "console_idle"})
 
 
-def approval_settings(raw: Any) -> ApprovalSettings:
+def approval_settings(raw: object) -> ApprovalSettings:
     if raw is None:
         return ApprovalSettings()
     if not isinstance(raw, dict):

@@ -56,7 +56,7 @@ class AdminSettings:
     oidc_groups_claim: str = "groups"
 
 
-def auth_settings(raw: Any) -> AuthSettings:
+def auth_settings(raw: object) -> AuthSettings:
     if not isinstance(raw, dict):
         raise ConfigError("auth must be a mapping")
     check_keys(raw, frozenset({"open_loopback", "static_tokens"}), "auth")
@@ -66,7 +66,7 @@ def auth_settings(raw: Any) -> AuthSettings:
     return AuthSettings(open_loopback=bool(raw.get("open_loopback", False)), static_tokens=tuple(tokens))
 
 
-def _static_token(entry: Any, index: int) -> StaticToken:
+def _static_token(entry: object, index: int) -> StaticToken:
     where = f"auth.static_tokens[{index}]"
     if not isinstance(entry, dict) or not entry.get("agent"):
         raise ConfigError(f"{where} needs an agent")
@@ -74,7 +74,7 @@ def _static_token(entry: Any, index: int) -> StaticToken:
     return StaticToken(agent=str(entry["agent"]), token=token, token_sha256=digest, token_env=env)
 
 
-def admin_settings(raw: Any) -> AdminSettings:
+def admin_settings(raw: object) -> AdminSettings:
     if not isinstance(raw, dict):
         raise ConfigError("admin must be a mapping")
     check_keys(raw, frozenset({"tokens", "oidc_role_claim", "oidc_admin_role", "oidc_approver_role",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.settings.errors import ConfigError
@@ -39,7 +38,7 @@ class ClusterSettings:
         return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
 
 
-def cluster_settings(raw: Any) -> ClusterSettings:
+def cluster_settings(raw: object) -> ClusterSettings:
     if raw is None:
         return ClusterSettings()
     if not isinstance(raw, dict):
@@ -55,7 +54,7 @@ def cluster_settings(raw: Any) -> ClusterSettings:
                            replica_id=None if replica is None else str(replica))
 
 
-def _redis_url(value: Any) -> str | None:
+def _redis_url(value: object) -> str | None:
     if value in (None, ""):
         return None
     text = str(value)
@@ -70,7 +69,7 @@ def _redis_url(value: Any) -> str | None:
     return text
 
 
-def workers_setting(value: Any) -> int:
+def workers_setting(value: object) -> int:
     if value is None:
         return 1
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:

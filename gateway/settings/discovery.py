@@ -4,7 +4,6 @@ undecided reviews an upstream can make the gateway keep."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from gateway.settings.durations import duration_s
 from gateway.settings.errors import ConfigError
@@ -26,7 +25,7 @@ KEYS = frozenset({"resync_interval", "webhook_url", "webhook_secret_env", "max_p
                   "forget_unlisted_after"})
 
 
-def discovery_settings(raw: Any) -> DiscoverySettings:
+def discovery_settings(raw: object) -> DiscoverySettings:
     if raw is None:
         return DiscoverySettings()
     if not isinstance(raw, dict):

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from gateway.settings.errors import ConfigError
 
 UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
-def parse_duration(value: Any) -> float:
+def parse_duration(value: object) -> float:
     """Seconds from a number or a string like "90", "90s", "15m", "1h"; ValueError otherwise."""
     if isinstance(value, bool):
         raise ValueError(f"not a duration: {value!r}")
@@ -24,7 +22,7 @@ def parse_duration(value: Any) -> float:
     return seconds
 
 
-def duration_s(value: Any, key: str) -> float:
+def duration_s(value: object, key: str) -> float:
     try:
         return parse_duration(value)
     except ValueError:

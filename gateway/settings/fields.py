@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from gateway.json_values import JsonValue
 from gateway.settings.errors import ConfigError
 
 
@@ -15,7 +16,7 @@ def check_keys(raw: Mapping[str, Any], allowed: frozenset[str], where: str) -> N
         raise ConfigError(f"unknown {where} key(s): {', '.join(unknown)}")
 
 
-def webhook_url(value: Any, key: str) -> str | None:
+def webhook_url(value: object, key: str) -> str | None:
     """An optional http(s) URL to POST signed webhooks to."""
     if value in (None, ""):
         return None
@@ -25,13 +26,13 @@ def webhook_url(value: Any, key: str) -> str | None:
     return text
 
 
-def whole_number(value: Any, key: str) -> int:
+def whole_number(value: object, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{key} must be a whole number of at least 1, got {value!r}")
     return value
 
 
-def positive_float(value: Any, key: str) -> float:
+def positive_float(value: JsonValue, key: str) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError) as exc:
@@ -41,7 +42,7 @@ def positive_float(value: Any, key: str) -> float:
     return number
 
 
-def resolve_path(value: Any, base_dir: Path) -> Path:
+def resolve_path(value: object, base_dir: Path) -> Path:
     """A configured path; a relative one is taken from the config file's directory."""
     path = Path(str(value))
     return path if path.is_absolute() else (base_dir / path).resolve()

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from gateway.json_values import JsonValue
 from gateway.settings.errors import ConfigError
 from gateway.settings.network import is_loopback_host
 
@@ -45,7 +46,7 @@ IDENTITY_KEYS = frozenset(
 OIDC_KEYS = frozenset({"issuer", "jwks_uri", "algorithms", "required_claims"})
 SPIFFE_KEYS = frozenset({"trust_domain", "bundle_file", "bundle_url", "algorithms"})
 # SPIFFE-ID spec: trust domain names are lower-case letters, digits, dots, dashes and underscores.
-TRUST_DOMAIN_RE = re.compile(r"^[a-z0-9._-]+$")
+TRUST_DOMAIN_RE = re.compile(r"^[a-z0-9._-]+\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +113,7 @@ def identity_settings_from_mapping(raw: Mapping[str, Any], base_dir: Path, defau
     return settings
 
 
-def _oidc_issuer(entry: Any, where: str) -> OidcIssuer:
+def _oidc_issuer(entry: object, where: str) -> OidcIssuer:
     if not isinstance(entry, Mapping):
         raise ConfigError(f"{where} must be a mapping")
     _refuse_unknown(entry, OIDC_KEYS, where)
@@ -133,7 +134,7 @@ def _oidc_issuer(entry: Any, where: str) -> OidcIssuer:
     )
 
 
-def _trust_domain(entry: Any, where: str, base_dir: Path) -> SpiffeTrustDomain:
+def _trust_domain(entry: object, where: str, base_dir: Path) -> SpiffeTrustDomain:
     if not isinstance(entry, Mapping):
         raise ConfigError(f"{where} must be a mapping")
     _refuse_unknown(entry, SPIFFE_KEYS, where)
@@ -168,7 +169,7 @@ def check_fetch_url(url: str, where: str) -> str:
     raise ConfigError(f"{where} must be an https URL (http only to a loopback host), got {url!r}")
 
 
-def _algorithms(value: Any, where: str) -> tuple[str, ...]:
+def _algorithms(value: object, where: str) -> tuple[str, ...]:
     if value is None:
         return DEFAULT_ALGORITHMS
     names = _string_list(value, where)
@@ -185,7 +186,7 @@ def _algorithms(value: Any, where: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def _list(value: Any, where: str) -> list[Any]:
+def _list(value: object, where: str) -> list[Any]:
     if value is None:
         return []
     if not isinstance(value, list):
@@ -193,14 +194,14 @@ def _list(value: Any, where: str) -> list[Any]:
     return value
 
 
-def _string_list(value: Any, where: str) -> list[str]:
+def _string_list(value: object, where: str) -> list[str]:
     items = _list(value, where)
     if not all(isinstance(item, str) and item for item in items):
         raise ConfigError(f"{where} must be a list of non-empty strings")
     return items
 
 
-def _bounded_float(value: Any, where: str, low: float, high: float) -> float:
+def _bounded_float(value: JsonValue, where: str, low: float, high: float) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError) as exc:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from gateway.settings.errors import ConfigError
 from gateway.settings.fields import check_keys, positive_float, whole_number
@@ -25,7 +24,7 @@ class LimitSettings:
     max_upstream_reply_bytes: int = DEFAULT_MAX_UPSTREAM_REPLY_BYTES
 
 
-def limit_settings(raw: Any) -> LimitSettings:
+def limit_settings(raw: object) -> LimitSettings:
     if not isinstance(raw, dict):
         raise ConfigError("limits must be a mapping")
     check_keys(raw, frozenset({"max_body_bytes", "max_json_depth", "session_idle_s", "max_sessions_per_agent",

@@ -121,7 +121,7 @@ def _optional_limit(raw: Mapping[str, Any], key: str, default: RateLimit | None)
     return _limit(value, key, MAX_LIMIT_CALLS)
 
 
-def _limit(value: Any, key: str, max_calls: int) -> RateLimit:
+def _limit(value: object, key: str, max_calls: int) -> RateLimit:
     if isinstance(value, RateLimit):
         return value
     where = f"monitoring.{key}"
@@ -136,7 +136,7 @@ def _limit(value: Any, key: str, max_calls: int) -> RateLimit:
                      per_s=_seconds(value["per_s"], f"{key}.per_s"))
 
 
-def _count(value: Any, key: str, maximum: int) -> int:
+def _count(value: object, key: str, maximum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         _fail(f"monitoring.{key} must be a whole number, got {value!r}")
     if not 1 <= value <= maximum:
@@ -144,7 +144,7 @@ def _count(value: Any, key: str, maximum: int) -> int:
     return value
 
 
-def _seconds(value: Any, key: str) -> float:
+def _seconds(value: object, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         _fail(f"monitoring.{key} must be a number of seconds, got {value!r}")
     number = float(value)

@@ -6,8 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.settings.durations import duration_s
 from gateway.settings.errors import ConfigError
 from gateway.settings.fields import check_keys, resolve_path
+
+DEFAULT_RECORD_RETENTION_S = 7 * 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,12 +23,15 @@ class PolicySettings:
     watch_interval_s: float = 2.0
     # The raw `working_hours` mapping, read by gateway.policy.
     working_hours: dict[str, Any] = field(default_factory=dict)
+    # How long each decision's inputs are kept (encrypted) for what-if replay; 0 records nothing.
+    record_retention_s: float = DEFAULT_RECORD_RETENTION_S
 
 
-def policy_settings(raw: Any, base_dir: Path) -> PolicySettings:
+def policy_settings(raw: object, base_dir: Path) -> PolicySettings:
     if not isinstance(raw, dict):
         raise ConfigError("policy must be a mapping")
-    check_keys(raw, frozenset({"agent_reasons", "shadow", "watch_interval_s", "working_hours"}), "policy")
+    check_keys(raw, frozenset({"agent_reasons", "shadow", "watch_interval_s", "working_hours",
+                                "record_retention"}), "policy")
     reasons = raw.get("agent_reasons", "annotation")
     if reasons not in ("annotation", "generic"):
         raise ConfigError("policy.agent_reasons must be 'annotation' or 'generic'")
@@ -40,4 +46,12 @@ def policy_settings(raw: Any, base_dir: Path) -> PolicySettings:
         shadow=resolve_path(raw["shadow"], base_dir) if raw.get("shadow") else None,
         watch_interval_s=float(interval),
         working_hours=hours,
+        record_retention_s=_retention(raw.get("record_retention", DEFAULT_RECORD_RETENTION_S)),
     )
+
+
+def _retention(value: object) -> float:
+    """A duration, or 0 (recording off)."""
+    if not isinstance(value, bool) and value in (0, "0"):
+        return 0.0
+    return duration_s(value, "policy.record_retention")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from gateway.settings.errors import ConfigError
 from gateway.settings.fields import check_keys, positive_float
@@ -17,7 +16,7 @@ class TokenSettings:
     task_ttl_s: float = 900.0
 
 
-def token_settings(raw: Any) -> TokenSettings:
+def token_settings(raw: object) -> TokenSettings:
     if not isinstance(raw, dict):
         raise ConfigError("tokens must be a mapping")
     check_keys(raw, frozenset({"upstream_ttl_s", "task_ttl_s"}), "tokens")

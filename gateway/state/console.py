@@ -28,11 +28,14 @@ class ConsoleSessions(Protocol[PersonT, SessionT]):
 
 @runtime_checkable
 class LoginFailures(Protocol):
-    """Failed sign-ins per client address in a sliding window. A shared implementation counts
-    atomically (one round trip per check) and reports `blocked` when unreachable."""
+    """Sign-in attempts per client address in a sliding window, counted BEFORE the credential is
+    checked: `attempt` reserves one (counted as a failure unless `succeeded` takes it back) and
+    answers None at the limit, so a burst of concurrent guesses can never pass the limit between a
+    check and a count. A shared implementation does the check-and-reserve in one atomic round trip
+    and answers None when unreachable (no credential is tried uncounted)."""
 
-    async def blocked(self, address: str) -> bool: ...
+    async def attempt(self, address: str) -> str | None: ...
+
+    async def succeeded(self, address: str, ticket: str) -> None: ...
 
     async def retry_after_s(self, address: str) -> int: ...
-
-    async def failed(self, address: str) -> None: ...

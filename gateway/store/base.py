@@ -174,6 +174,46 @@ class AuditStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class DecisionInputRow:
+    """One recorded decision input (what Cedar saw, for what-if replay). `payload` is AES-GCM ciphertext
+    (gateway.policy.recorded); the other columns are what the audit record of the decision shows anyway."""
+
+    decision_id: str
+    at: float
+    agent_id: str
+    kind: str  # tool | prompt | resource
+    target: str  # exposed tool name, prompt name or resource URI
+    outcome: str  # allow | deny | step_up, as decided live
+    payload: bytes = field(repr=False)
+    seq: int = 0  # assigned by the store
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionInputQuery:
+    """Which recorded inputs to read, by seq: `since` inclusive, `until` exclusive (epoch seconds)."""
+
+    since: float
+    until: float | None = None
+    agent_id: str | None = None
+    after_seq: int = 0
+    limit: int = 1000
+
+
+class DecisionInputStore(Protocol):
+    """Recorded decision inputs: appended in batches off the request path, deleted after retention."""
+
+    async def append_decision_inputs(self, rows: Sequence[DecisionInputRow]) -> None: ...
+
+    async def decision_inputs(self, query: DecisionInputQuery) -> list[DecisionInputRow]:
+        """Rows matching `query`, oldest seq first."""
+        ...
+
+    async def delete_decision_inputs(self, before: float) -> int:
+        """Delete every row recorded before `before`; how many were deleted."""
+        ...
+
+
 class GatewaySecretStore(Protocol):
     async def gateway_secret(self, name: str, candidate: bytes) -> bytes:
         """The stored secret `name`; `candidate` is stored first if there is none (atomically, so
@@ -183,7 +223,7 @@ class GatewaySecretStore(Protocol):
 
 @runtime_checkable
 class Store(AgentStore, ToolSchemaStore, SigningKeyStore, TaskStore, ApprovalStore, ToolReviewStore,
-            ResourceReviewStore, AuditStore, GatewaySecretStore, Protocol):
+            ResourceReviewStore, AuditStore, GatewaySecretStore, DecisionInputStore, Protocol):
     async def migrate(self) -> list[int]:
         """Apply missing schema migrations in one transaction; returns the versions applied."""
         ...

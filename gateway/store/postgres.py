@@ -21,6 +21,7 @@ from gateway.store import (
     postgres_agents,
     postgres_approvals,
     postgres_audit,
+    postgres_decision_inputs,
     postgres_migrate,
     postgres_resource_reviews,
     postgres_secrets,
@@ -29,7 +30,14 @@ from gateway.store import (
     postgres_tool_reviews,
     postgres_tool_schemas,
 )
-from gateway.store.base import AuditQuery, SchemaTooNew, SigningKeyRecord, StoreError
+from gateway.store.base import (
+    AuditQuery,
+    DecisionInputQuery,
+    DecisionInputRow,
+    SchemaTooNew,
+    SigningKeyRecord,
+    StoreError,
+)
 from gateway.store.postgres_url import PostgresUrl
 from gateway.tasks.model import Task, TaskEvent
 
@@ -232,6 +240,17 @@ class PostgresStore:
 
     async def audit_records(self, query: AuditQuery) -> list[dict[str, Any]]:
         return await self._run(postgres_audit.records, query)
+
+    # recorded decision inputs
+
+    async def append_decision_inputs(self, rows: Sequence[DecisionInputRow]) -> None:
+        await self._write(postgres_decision_inputs.append_decision_inputs, list(rows))
+
+    async def decision_inputs(self, query: DecisionInputQuery) -> list[DecisionInputRow]:
+        return await self._run(postgres_decision_inputs.decision_inputs, query)
+
+    async def delete_decision_inputs(self, before: float) -> int:
+        return await self._write(postgres_decision_inputs.delete_decision_inputs, before)
 
 
 async def _in_transaction(conn: Any, operation: Operation[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:

@@ -206,6 +206,24 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        10,
+        "recorded decision inputs",
+        """
+        CREATE TABLE decision_inputs (
+            seq BIGSERIAL PRIMARY KEY,
+            decision_id TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            agent_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            target TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            payload BYTEA NOT NULL
+        );
+        CREATE INDEX decision_inputs_at ON decision_inputs (at);
+        CREATE INDEX decision_inputs_agent ON decision_inputs (agent_id, at);
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -15,7 +15,7 @@ from gateway.approvals.model import Approval
 from gateway.audit.chain import RECORD_FIELDS, canonical_json, seal
 from gateway.discovery.model import ResourceReview, ToolReview
 from gateway.registry.model import Agent, Lifecycle, LifecycleEvent, agent_from_dict, agent_to_dict
-from gateway.store.base import AuditQuery
+from gateway.store.base import AuditQuery, DecisionInputQuery, DecisionInputRow
 from gateway.tasks.model import Task, TaskEvent, TaskState
 
 Filters = list[tuple[str, Any]]
@@ -222,3 +222,28 @@ def _json_or_text(text: str | None) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+
+
+# recorded decision inputs
+
+DECISION_INPUT_COLUMNS = "decision_id, at, agent_id, kind, target, outcome, payload"
+
+
+def decision_input_row(row: DecisionInputRow) -> tuple[object, ...]:
+    return (row.decision_id, row.at, row.agent_id, row.kind, row.target, row.outcome, row.payload)
+
+
+def decision_input_from_row(row: Sequence[Any]) -> DecisionInputRow:
+    """(seq, *DECISION_INPUT_COLUMNS) -> the row."""
+    seq, decision_id, at, agent_id, kind, target, outcome, payload = row
+    return DecisionInputRow(str(decision_id), float(at), str(agent_id), str(kind), str(target), str(outcome),
+                            bytes(payload), int(seq))
+
+
+def decision_input_filters(query: DecisionInputQuery) -> Filters:
+    return present(
+        ("seq > {}", query.after_seq or None),
+        ("at >= {}", query.since),
+        ("at < {}", query.until),
+        ("agent_id = {}", query.agent_id),
+    )

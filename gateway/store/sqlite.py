@@ -22,6 +22,7 @@ from gateway.store import (
     sqlite_agents,
     sqlite_approvals,
     sqlite_audit,
+    sqlite_decision_inputs,
     sqlite_resource_reviews,
     sqlite_secrets,
     sqlite_signing_keys,
@@ -29,7 +30,14 @@ from gateway.store import (
     sqlite_tool_reviews,
     sqlite_tool_schemas,
 )
-from gateway.store.base import AuditQuery, SchemaTooNew, SigningKeyRecord, StoreError
+from gateway.store.base import (
+    AuditQuery,
+    DecisionInputQuery,
+    DecisionInputRow,
+    SchemaTooNew,
+    SigningKeyRecord,
+    StoreError,
+)
 from gateway.store.sqlite_schema import LATEST_VERSION, MIGRATIONS, split_statements
 from gateway.tasks.model import Task, TaskEvent
 
@@ -174,6 +182,17 @@ class SqliteStore:
 
     async def audit_records(self, query: AuditQuery) -> list[dict[str, Any]]:
         return await self._run(sqlite_audit.records, query)
+
+    # recorded decision inputs
+
+    async def append_decision_inputs(self, rows: Sequence[DecisionInputRow]) -> None:
+        await self._run(_in_transaction, sqlite_decision_inputs.append, list(rows))
+
+    async def decision_inputs(self, query: DecisionInputQuery) -> list[DecisionInputRow]:
+        return await self._run(sqlite_decision_inputs.select, query)
+
+    async def delete_decision_inputs(self, before: float) -> int:
+        return await self._run(_in_transaction_result, sqlite_decision_inputs.delete_before, before)
 
 
 def _connect(path: str) -> sqlite3.Connection:

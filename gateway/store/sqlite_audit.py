@@ -30,7 +30,19 @@ def append(conn: sqlite3.Connection, records: Sequence[Mapping[str, Any]]) -> tu
 
 
 def records(conn: sqlite3.Connection, query: AuditQuery) -> list[dict[str, Any]]:
+    sql, params = select_sql(query)
+    return [audit_record(row) for row in conn.execute(sql, params)]
+
+
+def select_sql(query: AuditQuery) -> tuple[str, tuple[object, ...]]:
     clause, params = where(audit_filters(query), lambda _: "?")
     order = "DESC" if query.newest_first else "ASC"
-    sql = f"SELECT {AUDIT_COLUMNS} FROM audit_log{clause} ORDER BY seq {order} LIMIT ?"
-    return [audit_record(row) for row in conn.execute(sql, (*params, query.limit))]
+    sql = f"SELECT {AUDIT_COLUMNS} FROM audit_log{_access(query)}{clause} ORDER BY seq {order} LIMIT ?"
+    return sql, (*params, query.limit)
+
+
+def _access(query: AuditQuery) -> str:
+    """Walk by seq (the rowid) unless an agent or tool index serves the filter in seq order: left to choose
+    for a time window, SQLite takes the `at` index and sorts the whole window for every page, so reading a
+    window page by page was quadratic in it. A rowid walk from `after_seq` stops at the page's last row."""
+    return "" if query.agent_id is not None or query.tool is not None else " NOT INDEXED"

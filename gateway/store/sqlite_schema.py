@@ -225,6 +225,26 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        10,
+        "recorded decision inputs",
+        """
+        -- What Cedar saw for each decision, for what-if replay (gateway.policy.recorded): the payload
+        -- (context with the arguments, entities) is AES-GCM ciphertext; rows go after the retention window.
+        CREATE TABLE decision_inputs (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            decision_id TEXT NOT NULL,
+            at REAL NOT NULL,
+            agent_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            target TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            payload BLOB NOT NULL
+        );
+        CREATE INDEX decision_inputs_at ON decision_inputs (at);
+        CREATE INDEX decision_inputs_agent ON decision_inputs (agent_id, at);
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -11,7 +11,7 @@ import jwt
 
 from gateway.expiring_cache import ExpiringCache
 from gateway.tasks.service import TaskService
-from gateway.tasks.tokens import TaskTokenRejected, verify_task_token
+from gateway.tasks.tokens import TaskTokenRejected, VerificationKey, verify_task_token
 
 # Verified task tokens kept (until exp): beyond this many live ones a call costs a signature check.
 # Whether the task may still be used is asked of the TaskService on every call, never of this cache.
@@ -19,7 +19,7 @@ CACHE_SIZE = 4096
 
 
 class TaskTokenCheck:
-    def __init__(self, tasks: TaskService, public_keys: Callable[[], Mapping[str, Any]], issuer: str,
+    def __init__(self, tasks: TaskService, public_keys: Callable[[], Mapping[str, VerificationKey]], issuer: str,
                  audience: str, clock: Callable[[], float] = time.time) -> None:
         self.tasks = tasks
         self.public_keys = public_keys

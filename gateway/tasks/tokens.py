@@ -17,12 +17,14 @@ from typing import Any, Protocol
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.algorithms import AllowedPublicKeys
 
 from gateway.registry.model import Agent
 from gateway.tasks.model import Task, TaskEnded, TaskState
 
 TOKEN_TYPE = "at+jwt"
 REQUIRED_CLAIMS = ("iss", "aud", "sub", "exp", "iat", "jti", "task_id", "scope")
+VerificationKey = AllowedPublicKeys | jwt.PyJWK  # a `cryptography` public key, or one read from a JWK
 _EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
 
 
@@ -80,7 +82,7 @@ class TaskTokenIssuer:
 
 def verify_task_token(
     token: str,
-    public_keys: Mapping[str, Any],
+    public_keys: Mapping[str, VerificationKey],
     issuer: str,
     audience: str,
     clock: Callable[[], float] = time.time,
@@ -128,13 +130,12 @@ def verify_task_token(
     return claims
 
 
-def _key_and_algorithm(key: Any) -> tuple[Any, str]:
-    if isinstance(key, jwt.PyJWK):
-        return key.key, _algorithm_for(key.key)
-    return key, _algorithm_for(key)
+def _key_and_algorithm(key: VerificationKey) -> tuple[AllowedPublicKeys, str]:
+    public = key.key if isinstance(key, jwt.PyJWK) else key
+    return public, _algorithm_for(public)
 
 
-def _algorithm_for(key: Any) -> str:
+def _algorithm_for(key: object) -> str:
     if isinstance(key, ec.EllipticCurvePublicKey):
         algorithm = _EC_ALGORITHMS.get(key.curve.name)
         if algorithm is not None:

@@ -142,6 +142,11 @@ METRIC_TOOLS_QUARANTINED: Final = "narrowgate.tools.quarantined"
 METRIC_VERSIONS: Final = "narrowgate.versions"
 """Gauge, always 1 (info style); attrs narrowgate.replica, narrowgate.policy.version, narrowgate.catalog.version:
 replicas that disagree show different labels. Prometheus: `narrowgate_versions`."""
+METRIC_GRANTED_TOOLS_UNUSED: Final = "narrowgate.granted_tools.unused"
+"""Gauge, ratio 0..1: the share of an agent's granted tools (reach allow or step_up) it did not call with an
+allow in the right-sizing window; attr narrowgate.agent.id, and `*` for the whole fleet. No series while the
+window holds no recorded decision. Prometheus: `narrowgate_granted_tools_unused`."""
+FLEET: Final = "*"
 REPLICA: Final = "narrowgate.replica"
 POLICY_VERSION: Final = "narrowgate.policy.version"
 CATALOG_VERSION: Final = "narrowgate.catalog.version"

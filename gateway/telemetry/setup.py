@@ -33,7 +33,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, ExemplarFilter, MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
@@ -47,6 +47,7 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.sdk.version import __version__ as sdk_version
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import AttributeValue
 
 from gateway import __version__
 from gateway.telemetry import attributes as A
@@ -60,7 +61,7 @@ POLICY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 
 MAX_STRING = 256
 # Distinct attribute sets kept for the request counter; past it, the SDK's overflow set (as its own limit does).
 MAX_SERIES = 2000
-OVERFLOW_ATTRIBUTES: dict[str, Any] = {"otel.metric.overflow": True}
+OVERFLOW_ATTRIBUTES: dict[str, AttributeValue] = {"otel.metric.overflow": True}
 OVERFLOW_KEY = ("otel.metric.overflow",)
 CLIENT_STAGES = frozenset({"upstream_call"})
 
@@ -80,7 +81,7 @@ class RequestSpan:
         self._named = named
         self.trace_id = trace_id
 
-    def set(self, **attributes: Any) -> None:
+    def set(self, **attributes: object) -> None:
         """Add attributes: dotted names from `gateway.telemetry.attributes` (pass them as `**{AGENT_ID: ...}`)
         or their keyword aliases (`agent_id=`, `decision=`, `tool_name=`...). None values are skipped; keys
         outside `SPAN_ATTRIBUTES` are dropped."""
@@ -285,8 +286,8 @@ class Telemetry:
         # exports the same monotonic sum): one dict increment per request instead of one more SDK
         # measurement, whose attribute cleaning and hashing cost more than the request's histogram.
         self._request_counts: dict[tuple[str, ...], int] = {}
-        self._request_attributes: dict[tuple[str, ...], dict[str, Any]] = {}
-        self._decision_attributes: dict[str, dict[str, Any]] = {}
+        self._request_attributes: dict[tuple[str, ...], dict[str, AttributeValue]] = {}
+        self._decision_attributes: dict[str, dict[str, AttributeValue]] = {}
         meter.create_observable_counter(
             A.METRIC_REQUESTS, callbacks=[self._observe_requests], unit="{request}",
             description="MCP requests served by the gateway")
@@ -308,6 +309,10 @@ class Telemetry:
         meter.create_observable_gauge(
             A.METRIC_TOOLS_QUARANTINED, callbacks=[self._observe_quarantined], unit="{tool}",
             description="Tools currently quarantined")
+        self._unused_shares: Mapping[str, float] = {}
+        meter.create_observable_gauge(
+            A.METRIC_GRANTED_TOOLS_UNUSED, callbacks=[self._observe_unused_shares], unit="1",
+            description="Share of granted tools not used in the right-sizing window, per agent and fleet-wide (*)")
         self._versions: Callable[[], Mapping[str, str]] | None = None
         meter.create_observable_gauge(
             A.METRIC_VERSIONS, callbacks=[self._observe_versions],
@@ -323,7 +328,7 @@ class Telemetry:
 
     def request_span(
         self, method: str, *, traceparent: str | None, meta: Mapping[str, Any] | None,
-        attributes: Mapping[str, Any], tracestate: str | None = None,
+        attributes: Mapping[str, object], tracestate: str | None = None,
     ) -> AbstractContextManager[RequestSpan]:
         """One SERVER span for one MCP request, named `{method} {tool or prompt}` per the MCP conventions.
 
@@ -344,15 +349,15 @@ class Telemetry:
                 if linked.is_valid:
                     links = [Link(linked)]
         clean = _clean(attributes)
-        clean[A.MCP_METHOD_NAME] = method[:MAX_STRING]
+        method_name = clean[A.MCP_METHOD_NAME] = method[:MAX_STRING]
         if method == "tools/call":
             clean[A.GEN_AI_OPERATION_NAME] = A.EXECUTE_TOOL
         target = clean.get(A.GEN_AI_TOOL_NAME) or clean.get(A.GEN_AI_PROMPT_NAME)
-        name = f"{clean[A.MCP_METHOD_NAME]} {target}" if isinstance(target, str) else clean[A.MCP_METHOD_NAME]
+        name = f"{method_name} {target}" if isinstance(target, str) else method_name
         span = self._tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=clean, links=links)
         return _RequestScope(span, named=target is not None or method not in _TARGETED)
 
-    def stage(self, name: str, **attributes: Any) -> AbstractContextManager[None]:
+    def stage(self, name: str, **attributes: object) -> AbstractContextManager[None]:
         """A child span of the current request for one stage (`authenticate`, `policy`, `approval_wait`, `mint`,
         `upstream_call`); CLIENT kind for `upstream_call`, INTERNAL otherwise. A no-op when the current span is
         not recording (tracing off, sampled out, or no request span)."""
@@ -364,7 +369,7 @@ class Telemetry:
         span = self._tracer.start_span(name, kind=kind, attributes=_clean(attributes) if attributes else None)
         return _StageScope(span)
 
-    def annotate_stage(self, **attributes: Any) -> None:
+    def annotate_stage(self, **attributes: object) -> None:
         """Add allow-listed attributes to the current stage span (e.g. an approval wait's outcome)."""
         if not self.tracing_enabled:
             return
@@ -402,13 +407,13 @@ class Telemetry:
         self._request_duration.record(seconds, attrs)
 
     def _new_request_series(self, key: tuple[str, ...], decision: str | None, upstream: str | None,
-                            error_type: str | None) -> tuple[tuple[str, ...], dict[str, Any]]:
+                            error_type: str | None) -> tuple[tuple[str, ...], dict[str, AttributeValue]]:
         """The attribute set of a new request series, kept for the next request of the same series;
         past MAX_SERIES series, the one overflow series (so upstream-chosen error codes stay bounded)."""
         if len(self._request_attributes) >= MAX_SERIES:
             self._request_attributes.setdefault(OVERFLOW_KEY, OVERFLOW_ATTRIBUTES)
             return OVERFLOW_KEY, OVERFLOW_ATTRIBUTES
-        attrs: dict[str, Any] = {A.MCP_METHOD_NAME: key[0]}
+        attrs: dict[str, AttributeValue] = {A.MCP_METHOD_NAME: key[0]}
         if decision is not None:
             attrs[A.DECISION] = decision
         if upstream is not None:
@@ -443,12 +448,19 @@ class Telemetry:
     def set_quarantined_tools(self, n: int) -> None:
         self._tools_quarantined = n
 
+    def set_unused_shares(self, shares: Mapping[str, float]) -> None:
+        """Per agent id (and A.FLEET) the share of granted tools unused; replaces the last set whole."""
+        self._unused_shares = dict(shares)
+
     def report_versions(self, versions: Callable[[], Mapping[str, str]]) -> None:
         """`versions()`: the attributes of `narrowgate.versions`, read at each collection."""
         self._versions = versions
 
     def _observe_versions(self, options: CallbackOptions) -> Iterable[Observation]:
         return [] if self._versions is None else [Observation(1, dict(self._versions()))]
+
+    def _observe_unused_shares(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(share, {A.AGENT_ID: agent}) for agent, share in self._unused_shares.items()]
 
     def _observe_approvals(self, options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(self._approvals_pending)]
@@ -510,8 +522,10 @@ def _carrier(traceparent: str | None, tracestate: str | None, meta: Mapping[str,
     return None
 
 
-def _clean(attributes: Mapping[str, Any]) -> dict[str, Any]:
-    clean: dict[str, Any] = {}
+def _clean(attributes: Mapping[str, object]) -> dict[str, AttributeValue]:
+    """Attributes as a span may carry them: None skipped, unknown names dropped, strings capped, anything
+    else a number, a tuple of strings or its string."""
+    clean: dict[str, AttributeValue] = {}
     for key, value in attributes.items():
         if value is None:
             continue
@@ -544,7 +558,7 @@ def _error_type(exc: BaseException) -> str:
 
 
 def _resource(config: TelemetryConfig, instance_id: str | None) -> Resource:
-    attrs: dict[str, Any] = {
+    attrs: dict[str, AttributeValue] = {
         "telemetry.sdk.language": "python",
         "telemetry.sdk.name": "opentelemetry",
         "telemetry.sdk.version": sdk_version,
@@ -593,7 +607,7 @@ def _otlp_span_exporter(target: OtlpTarget) -> SpanExporter:
     return OTLPSpanExporter(endpoint=target.endpoint, headers=target.headers or None, timeout=target.timeout_s)
 
 
-def _otlp_metric_exporter(target: OtlpTarget) -> Any:
+def _otlp_metric_exporter(target: OtlpTarget) -> MetricExporter:
     if target.protocol == GRPC:
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetricExporter
 

@@ -31,6 +31,7 @@ from gateway.calls.methods import Methods
 from gateway.config import Settings
 from gateway.identity.authenticator import AccessRefused, AuthenticationError, Authenticator
 from gateway.identity.principal import Principal
+from gateway.json_values import JsonValue
 from gateway.protocol.capabilities import INSTRUCTIONS, SERVER_CAPABILITIES, SERVER_INFO
 from gateway.protocol.eras import ERA_ONLY, LEGACY_ERA, MODERN_ERA
 from gateway.protocol.errors import (
@@ -82,7 +83,7 @@ class McpEndpoint:
         self.resource_metadata = f"{settings.base_url}/.well-known/oauth-protected-resource"
         self.listen_hub = ListenHub()
         # Every request being answered, with its context: what a stop must answer before it ends.
-        self.running: dict[asyncio.Task[Any], RequestContext] = {}
+        self.running: dict[asyncio.Task[object], RequestContext] = {}
         self.stopping = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -215,7 +216,7 @@ class McpEndpoint:
         await send_bytes(send, 200, body, "application/json", [(b"mcp-session-id", session.id.encode())])
 
     async def session_for(
-        self, send: Send, headers: dict[str, str], principal: Principal, request_id: Any
+        self, send: Send, headers: dict[str, str], principal: Principal, request_id: object
     ) -> AgentSession | None:
         session_id = headers.get("mcp-session-id")
         version = headers.get(MCP_PROTOCOL_VERSION_HEADER)
@@ -237,7 +238,7 @@ class McpEndpoint:
     def on_notification(self, session: AgentSession, message: Message) -> None:
         if message.method == "notifications/cancelled":
             request_id = (message.params or {}).get("requestId")
-            task = session.in_flight.get(request_id)
+            task = session.in_flight.get(request_id) if isinstance(request_id, str | int) else None
             if task is not None:
                 task.cancel("cancelled by the agent")
 
@@ -353,7 +354,7 @@ class McpEndpoint:
         self.stopping = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
-        held: set[asyncio.Task[Any]] = set()
+        held: set[asyncio.Task[object]] = set()
         while self.running and loop.time() < deadline:
             for task, ctx in list(self.running.items()):
                 if ctx.record.decision == "step_up" and task not in held:  # decided StepUp, waiting for a person
@@ -459,7 +460,7 @@ def is_modern(headers: dict[str, str], message: Message) -> bool:
     return message.method != "initialize" and version not in HANDSHAKE_PROTOCOL_VERSIONS
 
 
-def modern_result(method: str, result: Any) -> Any:
+def modern_result(method: str, result: object) -> JsonValue:
     """Modern-era results carry resultType, and list results say how long they may be cached."""
     if not isinstance(result, dict):
         return result
@@ -499,7 +500,7 @@ async def stream_queue(receive: Receive, send: Send, queue: asyncio.Queue[Stream
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any]) -> None:
+async def cancel_on_disconnect(receive: Receive, task: asyncio.Task[object]) -> None:
     await wait_disconnect(receive)
     task.cancel("agent closed the stream")
 
@@ -515,6 +516,6 @@ def stopped_error(ctx: RequestContext) -> RpcError:
                                    "gateway is back.", {"reason": "shutdown", "held": False})
 
 
-def _dict(value: Any) -> dict[str, Any]:
+def _dict(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 

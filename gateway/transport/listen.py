@@ -17,6 +17,7 @@ import orjson
 from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
 
 from gateway.identity.principal import Principal
+from gateway.json_values import JsonValue
 from gateway.protocol.errors import INVALID_PARAMS, RpcError
 from gateway.protocol.sse import encode_event
 from gateway.transport.sessions import StreamItem
@@ -35,7 +36,7 @@ MAX_RESOURCE_SUBSCRIPTIONS = 256
 class Listener:
     queue: asyncio.Queue[StreamItem]
     principal: Principal
-    subscription_id: Any
+    subscription_id: JsonValue
     honoured: dict[str, Any]
     client_info: dict[str, Any] | None = None
     tools_seen: frozenset[str] | None = None  # the tools this agent could see when it last heard
@@ -72,7 +73,7 @@ class ListenHub:
     def __init__(self) -> None:
         self.listeners: set[Listener] = set()
 
-    def open(self, principal: Principal, subscription_id: Any, params: dict[str, Any], allowed_uris: list[str],
+    def open(self, principal: Principal, subscription_id: object, params: dict[str, Any], allowed_uris: list[str],
              client_info: dict[str, Any] | None = None) -> Listener:
         """A stream for `principal`, acknowledging the flags it asked for and the URIs it was allowed."""
         requested = given if isinstance(given := params.get("notifications"), dict) else {}

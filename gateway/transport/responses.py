@@ -42,7 +42,7 @@ async def wait_disconnect(receive: Receive) -> None:
         pass
 
 
-async def send_json_error(send: Send, status: int, request_id: Any, error: RpcError) -> None:
+async def send_json_error(send: Send, status: int, request_id: object, error: RpcError) -> None:
     body = orjson.dumps({"jsonrpc": "2.0", "id": request_id, "error": error.to_error()})
     await send_bytes(send, status, body, "application/json")
 
@@ -137,7 +137,7 @@ class ResponseChannel:
             return f"The agent does not support {message.get('method')}"
         return None
 
-    async def finish(self, request_id: Any, reply: dict[str, Any]) -> None:
+    async def finish(self, request_id: object, reply: dict[str, Any]) -> None:
         payload: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id}
         if "error" in reply:
             payload["error"] = reply["error"]

@@ -15,6 +15,7 @@ import orjson
 
 from gateway.identity.principal import Principal
 from gateway.protocol.errors import INTERNAL_ERROR, RATE_LIMITED, RpcError
+from gateway.protocol.jsonrpc import RequestId
 from gateway.protocol.sse import encode_event, encode_retry
 from gateway.registry.spared import SPARED_REQUEST
 from gateway.state.sessions import StreamLog as StreamLogSeam
@@ -129,7 +130,7 @@ class AgentSession:
     asks: dict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     ask_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     # Agent request id -> the task serving it, so notifications/cancelled can stop it.
-    in_flight: dict[Any, asyncio.Task[Any]] = field(default_factory=dict)
+    in_flight: dict[RequestId | None, asyncio.Task[object]] = field(default_factory=dict)
     # The tools this agent was last shown (tools/list); a change to it, and only that, is announced.
     tools_seen: frozenset[str] | None = None
 
@@ -167,7 +168,7 @@ class AgentSession:
         return f"ng-{next(self.ask_ids)}"
 
 
-def _running_task() -> asyncio.Task[Any] | None:
+def _running_task() -> asyncio.Task[object] | None:
     try:
         return asyncio.current_task()
     except RuntimeError:  # no running loop

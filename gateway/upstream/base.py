@@ -108,7 +108,7 @@ def modern_params(params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
     return {**params, "_meta": meta}
 
 
-def refusal(request_id: Any, why: str) -> dict[str, Any]:
+def refusal(request_id: object, why: str) -> dict[str, Any]:
     """The JSON-RPC error sent back for a server-to-client request the gateway does not relay."""
     return error_reply(request_id, METHOD_NOT_FOUND, f"The gateway {why}")
 

@@ -171,7 +171,7 @@ def build_directory(catalog: Catalog, listings: dict[str, Listing],
     return Directory(tools, prompts, resources, tuple(templates), routed, withheld, tuple(held))
 
 
-def canonical_uri(uri: Any) -> str | None:
+def canonical_uri(uri: object) -> str | None:
     """The canonical form of a URI, or None if it has no single meaning (or is not a string)."""
     if not isinstance(uri, str):
         return None

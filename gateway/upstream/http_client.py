@@ -15,7 +15,8 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import aiohttp
@@ -26,7 +27,7 @@ from gateway.catalog.model import HttpTransport, ServerEntry
 from gateway.protocol.capabilities import GATEWAY_CLIENT_CAPABILITIES, GATEWAY_CLIENT_INFO
 from gateway.protocol.eras import LEGACY_ERA, MODERN_ERA
 from gateway.protocol.errors import REQUEST_TIMEOUT, UPSTREAM_ERROR, UPSTREAM_UNAVAILABLE, RpcError
-from gateway.protocol.sse import decode_events
+from gateway.protocol.sse import Event, decode_events
 from gateway.settings.limits import DEFAULT_MAX_UPSTREAM_REPLY_BYTES
 from gateway.upstream.base import (
     SESSION_NOTIFICATIONS,
@@ -41,6 +42,7 @@ from gateway.upstream.base import (
 from gateway.upstream.reply_limit import ReplyTooLarge, capped_sse_lines
 
 ACCEPT_BOTH = "application/json, text/event-stream"
+OpenStream = AbstractAsyncContextManager[aiohttp.ClientResponse]  # an aiohttp request, entered to read its stream
 CONTENT_ENCODING = "Content-Encoding"
 MAX_RESUMES = 20
 RECONNECT_MIN_S = 0.5
@@ -78,7 +80,7 @@ class HttpUpstream:
         self.probe_lock = asyncio.Lock()
         self.next_probe_at = 0.0
         self.backoff_s = RECONNECT_MIN_S
-        self.background: set[asyncio.Task[Any]] = set()
+        self.background: set[asyncio.Task[object]] = set()
         self.listen_task: asyncio.Task[None] | None = None
         self.updates_task: asyncio.Task[None] | None = None
         self.closed = False
@@ -101,8 +103,8 @@ class HttpUpstream:
         for task in (self.listen_task, self.updates_task):
             if task is not None:
                 task.cancel()
-        for task in list(self.background):
-            task.cancel()
+        for background in list(self.background):
+            background.cancel()
         if self.http is not None:
             if self.session_id:
                 with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, RpcError):
@@ -307,7 +309,7 @@ class HttpUpstream:
                 raise ReplyTooLarge(self.server_id, limit)
         return bytes(body)
 
-    def events(self, resp: aiohttp.ClientResponse) -> Any:
+    def events(self, resp: aiohttp.ClientResponse) -> AsyncIterator[Event]:
         """The SSE events of a response, each capped while it is read."""
         return decode_events(capped_sse_lines(resp.content.readany, self.max_reply_bytes, self.server_id))
 
@@ -350,7 +352,7 @@ class HttpUpstream:
         return resp
 
     async def handle_stream_message(
-        self, message: Any, request_id: int, ctx: CallContext | None
+        self, message: object, request_id: int, ctx: CallContext | None
     ) -> dict[str, Any] | None:
         if not isinstance(message, dict):
             return None
@@ -412,11 +414,11 @@ class HttpUpstream:
         """Hold a `subscriptions/listen` stream for list changes."""
         await self.hold_stream(MODERN_ERA, self.http_listen_stream, False)
 
-    def http_get_stream(self, auth: dict[str, str]) -> Any:
+    def http_get_stream(self, auth: dict[str, str]) -> OpenStream:
         assert self.http is not None
         return self.http.get(self.url, headers={**self.legacy_headers(), **auth, "Accept": "text/event-stream"})
 
-    def http_listen_stream(self, auth: dict[str, str]) -> Any:
+    def http_listen_stream(self, auth: dict[str, str]) -> OpenStream:
         assert self.http is not None
         params = {"notifications": {"toolsListChanged": True, "promptsListChanged": True,
                                     "resourcesListChanged": True}}
@@ -425,7 +427,8 @@ class HttpUpstream:
         headers = {**self._modern_headers, **auth, "Mcp-Method": "subscriptions/listen"}
         return self.http.post(self.url, data=orjson.dumps(body), headers=headers)
 
-    async def hold_stream(self, era: str, open_stream: Any, only_updates: bool) -> None:
+    async def hold_stream(self, era: str, open_stream: Callable[[dict[str, str]], OpenStream],
+                          only_updates: bool) -> None:
         delay = RECONNECT_MIN_S
         while not self.closed and era in self.eras:
             sent_session = self.session_id
@@ -469,7 +472,7 @@ class HttpUpstream:
         self.eras = set()
         self.session_id = None
 
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, coro: Coroutine[object, object, None]) -> None:
         task = asyncio.create_task(coro)
         self.background.add(task)
         task.add_done_callback(self.background.discard)

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from gateway.protocol.errors import UPSTREAM_ERROR, RpcError
+from gateway.protocol.jsonrpc import RequestId
 
 CHUNK_BYTES = 64 * 1024
 HEAD_BYTES = 1024  # kept of an oversized line, to tell whose message it was
@@ -113,7 +114,7 @@ _NEXT_KEY = re.compile(rb'\s*"(result|error|params)"\s*:')
 _CLOSING_ID = re.compile(rb',\s*"id"\s*:\s*("[^"\\]*"|-?\d+)\s*(?:,\s*"jsonrpc"\s*:\s*"2\.0"\s*)?\}\s*$')
 
 
-def sniff_message(line: OversizedLine) -> tuple[str, Any] | None:
+def sniff_message(line: OversizedLine) -> tuple[str, RequestId] | None:
     """("reply", id) or ("request", id) for an oversized JSON-RPC message when its kind and id can be
     read without parsing it whole; None when they cannot be read for certain."""
     opened = _OPEN.match(line.head)

@@ -24,6 +24,7 @@ import orjson
 
 from gateway.catalog.model import ServerEntry, StdioTransport
 from gateway.credentials.secret_sources import SecretResolver, SecretUnavailable
+from gateway.json_values import JsonValue
 from gateway.protocol.capabilities import GATEWAY_CLIENT_CAPABILITIES, GATEWAY_CLIENT_INFO
 from gateway.protocol.eras import LEGACY_ERA
 from gateway.protocol.errors import REQUEST_TIMEOUT, UPSTREAM_UNAVAILABLE, RpcError
@@ -56,7 +57,7 @@ STOP_GRACE_S = 3.0
 class _Pending:
     future: asyncio.Future[dict[str, Any]]
     ctx: CallContext
-    progress_token: Any = None
+    progress_token: JsonValue = None
 
 
 class StdioUpstream:
@@ -74,7 +75,7 @@ class StdioUpstream:
         self.pending: dict[int, _Pending] = {}
         self.ids = itertools.count(1)
         self.supervisor: asyncio.Task[None] | None = None
-        self.background: set[asyncio.Task[Any]] = set()
+        self.background: set[asyncio.Task[object]] = set()
         self.closed = False
         self.restarts = 0
         self.last_error: str | None = None  # why the last start failed (no secret values)
@@ -226,7 +227,7 @@ class StdioUpstream:
             return
         await pending.ctx.sink.notify({**message, "params": {**params, "progressToken": pending.progress_token}})
 
-    async def refuse_server_request(self, request_id: Any, why: str) -> None:
+    async def refuse_server_request(self, request_id: object, why: str) -> None:
         with contextlib.suppress(RpcError):
             await self.write(refusal(request_id, why))
 
@@ -237,7 +238,7 @@ class StdioUpstream:
                     "discarded", self.server_id, line.size, self.max_reply_bytes)
         match sniff_message(line):
             case ("reply", request_id):
-                pending = self.pending.pop(request_id, None)
+                pending = self.pending.pop(request_id, None) if isinstance(request_id, int) else None
                 if pending is not None and not pending.future.done():
                     pending.future.set_exception(ReplyTooLarge(self.server_id, self.max_reply_bytes))
             case ("request", request_id):
@@ -273,7 +274,7 @@ class StdioUpstream:
             self.pending.pop(request_id, None)
 
     @staticmethod
-    def own_progress_token(params: dict[str, Any], request_id: int) -> tuple[dict[str, Any], Any]:
+    def own_progress_token(params: dict[str, Any], request_id: int) -> tuple[dict[str, Any], JsonValue]:
         """Swap the agent's progress token for the gateway's request id, which is unique on this pipe."""
         meta = params.get("_meta")
         if not isinstance(meta, dict) or "progressToken" not in meta:
@@ -301,7 +302,7 @@ class StdioUpstream:
                 pending.future.set_exception(RpcError(UPSTREAM_UNAVAILABLE, reason))
         self.pending.clear()
 
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, coro: Coroutine[object, object, None]) -> None:
         task = asyncio.create_task(coro)
         self.background.add(task)
         task.add_done_callback(self.background.discard)

@@ -16,7 +16,6 @@ from typing import Any
 
 from gateway.audit import AuditEvent, AuditLog
 from gateway.catalog import Catalog
-from gateway.discovery.records import ReviewRecords
 from gateway.discovery.resources import ResourceReviews
 from gateway.discovery.service import ToolReviews
 from gateway.discovery.webhook import approved_only
@@ -95,7 +94,7 @@ class CatalogSync:
     async def take_stored_reviews(self, kind: str) -> None:
         """Decisions made on another replica: re-read them from the store and rebuild as it did
         ("tools" or "resources"; the caller tells this replica's agents)."""
-        await read_stored_decisions(self.reconciler.reviews if kind == "tools" else self.reconciler.resource_reviews)
+        await (self.reconciler.reviews if kind == "tools" else self.reconciler.resource_reviews).reread()
         if kind == "tools":
             self.reconciler.effective_stale = True
         self.pool.rebuild()
@@ -139,12 +138,3 @@ class CatalogSync:
             detail={"why": why, "version": outcome.version, "changed": outcome.changed,
                     "problems": outcome.problems[:20]},
         ))
-
-
-async def read_stored_decisions(reviews: ReviewRecords[Any]) -> None:
-    """The store's records over this replica's copies, except those changed here and not saved yet
-    (saved next, they are this replica's newer view of an upstream's listing)."""
-    for review in await reviews.read():
-        key = reviews.key_of(review)
-        if key not in reviews.unsaved:
-            reviews.records[key] = review

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
 
 from gateway.catalog import Catalog
 from gateway.upstream.directory import Directory
@@ -29,7 +28,7 @@ def catalog_version(catalog: Catalog, directory: Directory) -> str:
     return _digest(rows)[:16]
 
 
-def _digest(value: Any) -> str:
+def _digest(value: object) -> str:
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 

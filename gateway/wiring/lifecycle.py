@@ -12,7 +12,6 @@ import logging
 import time
 from collections.abc import Coroutine
 from dataclasses import replace
-from typing import Any
 
 from gateway.audit import AuditEvent, AuditLog
 from gateway.catalog.model import ToolEntry
@@ -42,7 +41,7 @@ class LifecycleReactions:
         self.sessions = sessions
         self.listen_hub = listen_hub
         self.upstream_auth = upstream_auth
-        self.closing: set[asyncio.Task[Any]] = set()  # session closes started by the (synchronous) reactions
+        self.closing: set[asyncio.Task[object]] = set()  # session closes started by the (synchronous) reactions
 
     def current_principal(self, principal: Principal) -> Principal | None:
         """`principal` with its agent record as it is now; None if the agent may no longer act."""
@@ -89,7 +88,7 @@ class LifecycleReactions:
         closed = await self.sessions.close_agent(agent_id)
         log.warning("agent %s %s; closed %d session(s)", agent_id, why, closed)
 
-    def later(self, work: Coroutine[Any, Any, Any]) -> None:
+    def later(self, work: Coroutine[object, object, object]) -> None:
         """Session calls are awaitable (shared in a fleet) and these reactions are not: run `work` next,
         in this context (the request that caused it, SPARED_REQUEST, still answers)."""
         task = asyncio.get_running_loop().create_task(work)

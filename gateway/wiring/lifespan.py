@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from gateway import __version__
 from gateway.audit import AuditLog
@@ -74,7 +74,7 @@ class Lifetime:
         self.drained = (0, 0)  # (held calls, unfinished calls) answered when the process was stopped
 
     @contextlib.asynccontextmanager
-    async def lifespan(self, app: Any) -> AsyncIterator[None]:
+    async def lifespan(self, app: object) -> AsyncIterator[None]:  # Starlette passes the app; unused
         if self.cluster is not None:
             await self.cluster.open()
         await self.store.migrate()

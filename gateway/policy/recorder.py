@@ -1,0 +1,207 @@
+"""Records what Cedar saw for every decision, for what-if replay (`narrowgate policy replay`).
+
+On the request path the recorder only keeps references to what the engine already built (the Cedar
+request, its entities, the request facts and the decision) in a bounded queue: no serializing, no
+encryption, no I/O, nothing that can fail a call. A writer task takes the queue every
+BATCH_WINDOW_S, builds the documents (gateway.policy.engine.PolicyEngine.recorded_input) and
+encrypts them on a worker thread and appends them in one store transaction. A full queue or a
+failed write loses recordings, never a call: each loss is counted and logged (the first and every
+LOG_EVERY-th). A sweep deletes what is older than the retention window; with retention 0 nothing is
+recorded and whatever was recorded before is deleted at start.
+
+Decisions refused before Cedar was asked (a tool the policy catalog does not know, arguments that do
+not fit the tool's schema, a URI with no single meaning) are recorded as such: no policy set can
+change them, and replay reports them apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Protocol
+
+from gateway.identity.principal import Principal
+from gateway.policy.engine import CedarRequest, Decision, PolicyEngine
+from gateway.policy.recorded import InputCipher
+from gateway.store.base import DecisionInputRow, DecisionInputStore, GatewaySecretStore
+
+log = logging.getLogger("narrowgate.policy.recorder")
+
+# A store that hangs (not one that fails: a failed batch is dropped at once) lets the queue grow: each noted
+# decision holds a few KB (its context and Cedar request), so the bound keeps that to tens of MB.
+MAX_PENDING = 10_000
+BATCH_WINDOW_S = 0.5  # recordings gather this long, so one transaction carries many
+MAX_BATCH = 2_000
+LOG_EVERY = 1_000
+SWEEP_MAX_INTERVAL_S = 3600.0
+SWEEP_MIN_INTERVAL_S = 1.0
+
+
+class RecorderStore(DecisionInputStore, GatewaySecretStore, Protocol):
+    """What the recorder needs of the state store."""
+
+
+class Noted(NamedTuple):
+    """One decision as the request path hands it over: references only, nothing built yet (a tuple: the
+    cheapest record to make per call)."""
+
+    principal: Principal
+    decision: Decision
+    kind: str
+    target: str
+    at: float  # the request time the decision was made at
+    request: CedarRequest | None  # None: refused before Cedar was asked
+    data_classes: tuple[str, ...]  # the tool's, so replay examples are redacted as the console redacts them
+
+
+class DecisionRecorder:
+    """Use from the event loop's thread (note); the writer and the sweep run as tasks of it."""
+
+    def __init__(self, store: RecorderStore, engine: PolicyEngine, retention_s: float,
+                 clock: Callable[[], float] = time.time, *, batch_window_s: float = BATCH_WINDOW_S,
+                 max_pending: int = MAX_PENDING) -> None:
+        self.store = store
+        self.engine = engine
+        self.retention_s = retention_s
+        self.enabled = retention_s > 0
+        self.cipher = InputCipher()
+        self._clock = clock
+        self._batch_window_s = batch_window_s
+        self._max_pending = max_pending
+        self._pending: deque[Noted] = deque()
+        self._wakeup: asyncio.Event | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.recorded = 0
+        self.lost = 0  # queue full or a failed write: counted, logged, never a failed call
+        self.swept = 0
+
+    # the request path
+
+    def note(self, principal: Principal, decision: Decision, kind: str, target: str, at: float,
+             seen: Sequence[CedarRequest] | None, data_classes: tuple[str, ...] = ()) -> None:
+        """Remember one decision for recording. Never blocks, never raises."""
+        if not self.enabled:
+            return
+        if len(self._pending) >= self._max_pending:
+            self._lose(1, "the recording queue is full")
+            return
+        self._pending.append(Noted(principal, decision, kind, target, at, seen[0] if seen else None, data_classes))
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.is_set():
+            wakeup.set()
+
+    def cutoff(self, now: float | None = None) -> float:
+        """Inputs recorded before this time are past retention (deleted, or about to be). Recording off: none
+        are (what is missing was never recorded)."""
+        return (self._clock() if now is None else now) - self.retention_s if self.enabled else -math.inf
+
+    # start and stop
+
+    async def open(self) -> None:
+        await self.cipher.load(self.store)
+        if not self.enabled:
+            # Recording off: what was recorded while it was on is not kept for good.
+            await self._sweep_once()
+            return
+        self._wakeup = asyncio.Event()
+        if self._pending:
+            self._wakeup.set()
+        self._tasks = [asyncio.create_task(self._write_loop(), name="narrowgate-decision-recorder"),
+                       asyncio.create_task(self._sweep_loop(), name="narrowgate-decision-input-sweep")]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        while self._pending:  # what is queued still goes in (the store closes after the recorder)
+            await self._write_batch()
+
+    async def flush(self) -> None:
+        """Write everything noted so far (tests, benchmarks)."""
+        while self._pending:
+            await self._write_batch()
+
+    # the writer
+
+    async def _write_loop(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            await asyncio.sleep(self._batch_window_s)
+            while self._pending:
+                await self._write_batch()
+
+    async def _write_batch(self) -> None:
+        batch = [self._pending.popleft() for _ in range(min(len(self._pending), MAX_BATCH))]
+        try:
+            rows = await asyncio.to_thread(self._rows, batch)
+            await self.store.append_decision_inputs(rows)
+        except Exception as exc:  # recording is best effort: the calls were decided and answered already
+            self._lose(len(batch), f"{type(exc).__name__}: {exc}")
+            return
+        self.recorded += len(rows)
+
+    def _rows(self, batch: list[Noted]) -> list[DecisionInputRow]:
+        """On a worker thread: build and encrypt each document."""
+        return [self._row(noted) for noted in batch]
+
+    def _row(self, noted: Noted) -> DecisionInputRow:
+        decision = noted.decision
+        document = self._document(noted)
+        return DecisionInputRow(decision.decision_id, noted.at, noted.principal.agent_id, noted.kind, noted.target,
+                                decision.outcome, self.cipher.seal(decision.decision_id, document))
+
+    def _document(self, noted: Noted) -> dict[str, Any]:
+        decision, principal = noted.decision, noted.principal
+        cedar: dict[str, Any] = ({"kind": noted.kind, "target": noted.target, "before_policy": True}
+                                 if noted.request is None else self.engine.recorded_input(noted.request))
+        return {
+            **cedar,
+            "decision_id": decision.decision_id,
+            "at": noted.at,
+            "agent_id": principal.agent_id,
+            "agent_version": principal.agent.changed_at if principal.agent is not None else None,
+            "task_id": principal.task_id,
+            "live": {"outcome": decision.outcome, "policy_ids": list(decision.policy_ids),
+                     "policy_version": decision.policy_version},
+            "arguments": decision.canonical_arguments,
+            "data_classes": list(noted.data_classes),
+        }
+
+    def _lose(self, count: int, why: str) -> None:
+        before = self.lost
+        self.lost += count
+        if before == 0 or before // LOG_EVERY != self.lost // LOG_EVERY:
+            log.error("decision input recording lost %d so far (%s); the calls were not affected", self.lost, why)
+
+    # retention
+
+    async def _sweep_loop(self) -> None:
+        interval = min(max(self.retention_s / 24, SWEEP_MIN_INTERVAL_S), SWEEP_MAX_INTERVAL_S)
+        while True:
+            await self._sweep_once()
+            await asyncio.sleep(interval)
+
+    async def _sweep_once(self) -> None:
+        before = self.cutoff() if self.enabled else self._clock() + 1
+        try:
+            deleted = await self.store.delete_decision_inputs(before)
+        except Exception as exc:  # the next sweep tries again; replay treats old rows as expired meanwhile
+            log.error("deleting expired decision inputs failed: %s: %s", type(exc).__name__, exc)
+            return
+        self.swept += deleted
+        if deleted:
+            log.info("deleted %d decision input(s) past retention", deleted)
+
+    def status(self) -> dict[str, Any]:
+        return {"enabled": self.enabled, "retention_s": self.retention_s, "pending": len(self._pending),
+                "recorded": self.recorded, "lost": self.lost, "swept": self.swept}

@@ -1,0 +1,30 @@
+"""The decision_inputs table on PostgreSQL: recorded decision inputs for what-if replay (gateway.policy.recorded)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg  # type: ignore[import-untyped]
+
+from gateway.store.base import DecisionInputQuery, DecisionInputRow
+from gateway.store.rows import decision_input_filters, decision_input_from_row, decision_input_row, where
+
+COLUMNS = ("decision_id", "at", "agent_id", "kind", "target", "outcome", "payload")
+
+
+async def append_decision_inputs(conn: asyncpg.Connection, rows: Sequence[DecisionInputRow]) -> None:
+    # COPY: one round trip for the whole batch, as the audit log appends.
+    await conn.copy_records_to_table("decision_inputs", records=[decision_input_row(r) for r in rows],
+                                     columns=COLUMNS)
+
+
+async def decision_inputs(conn: asyncpg.Connection, query: DecisionInputQuery) -> list[DecisionInputRow]:
+    clause, params = where(decision_input_filters(query), lambda n: f"${n}")
+    sql = (f"SELECT seq, {', '.join(COLUMNS)} FROM decision_inputs{clause} ORDER BY seq "
+           f"LIMIT ${len(params) + 1}")
+    return [decision_input_from_row(row) for row in await conn.fetch(sql, *params, query.limit)]
+
+
+async def delete_decision_inputs(conn: asyncpg.Connection, before: float) -> int:
+    status = await conn.execute("DELETE FROM decision_inputs WHERE at < $1", before)
+    return int(status.split()[-1])  # "DELETE <n>"

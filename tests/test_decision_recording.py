@@ -1,0 +1,142 @@
+"""Recorded decision inputs on both store backends (SQLite and PostgreSQL): the table, the sealing, what a
+replay reads back, and that a failing store loses recordings (counted, logged), never a decision.
+
+The end-to-end proof (a real gateway, several hundred calls, candidate policy sets) is
+tests/test_policy_replay.py; here the recorder runs against each real backend with a real engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+
+from gateway.policy.engine import CedarRequest
+from gateway.policy.recorded import InputCipher, UnreadableRecord
+from gateway.policy.recorder import DecisionRecorder
+from gateway.store import Store
+from gateway.store.base import DecisionInputQuery, DecisionInputRow
+from tests.support.store_backends import StoreBackend
+from tests.test_policy_engine import (
+    REPO_CEDAR,
+    WEDNESDAY,
+    WEDNESDAY_NIGHT,
+    agent_principal,
+    engine_for,
+    facts,
+    write_catalog,
+)
+
+SECRET = "sk_live_Recorded0Secret1Memo"
+
+
+def row(decision_id: str, at: float, agent_id: str = "a1") -> DecisionInputRow:
+    payload = b"\x00sealed" + at.hex().encode()
+    return DecisionInputRow(decision_id, at, agent_id, "tool", "files__read_file", "allow", payload)
+
+
+async def test_the_table_appends_reads_by_window_and_agent_and_deletes_by_age(store: Store,
+                                                                               backend: StoreBackend) -> None:
+    await store.append_decision_inputs([row("dec_1", 100.0), row("dec_2", 200.0, "a2"), row("dec_3", 300.0)])
+    everything = await store.decision_inputs(DecisionInputQuery(since=0))
+    assert [r.decision_id for r in everything] == ["dec_1", "dec_2", "dec_3"]
+    assert everything[1].payload == row("dec_2", 200.0).payload and everything[1].agent_id == "a2"
+    assert [r.decision_id for r in await store.decision_inputs(DecisionInputQuery(since=150, until=300))] == ["dec_2"]
+    assert [r.decision_id for r in await store.decision_inputs(DecisionInputQuery(since=0, agent_id="a1"))] == [
+        "dec_1", "dec_3"]
+    page = await store.decision_inputs(DecisionInputQuery(since=0, after_seq=everything[0].seq, limit=1))
+    assert [r.decision_id for r in page] == ["dec_2"]
+    assert await store.delete_decision_inputs(250.0) == 2
+    assert [r.decision_id for r in await store.decision_inputs(DecisionInputQuery(since=0))] == ["dec_3"]
+    assert await backend.fetch("SELECT decision_id FROM decision_inputs") == [("dec_3",)]
+
+
+async def test_recorded_inputs_are_sealed_and_decide_again_as_they_were(store: Store, backend: StoreBackend,
+                                                                        tmp_path: Path) -> None:
+    engine = engine_for(_cedar(tmp_path), write_catalog(tmp_path / "catalog"))
+    recorder = DecisionRecorder(store, engine, 3600.0, batch_window_s=0.01)
+    await recorder.open()
+    principal = agent_principal(servers=("payments",))
+    tool = engine.bundle.catalog.tools["payments__pay"].entry
+    arguments = {"amount": 5, "payee": {"name": "Bo", "region": "eu"}, "memo": SECRET}
+    decided = {}
+    for when in (WEDNESDAY, WEDNESDAY_NIGHT):  # a write inside working hours, then after them (step-up)
+        seen: list[CedarRequest] = []
+        decision = engine.decide_tool(principal, tool, arguments, facts(when), seen=seen)
+        recorder.note(principal, decision, "tool", tool.exposed_name, when, seen, tool.data_classes)
+        decided[decision.decision_id] = decision.outcome
+    assert sorted(decided.values()) == ["allow", "step_up"]
+    await recorder.flush()
+    rows = await store.decision_inputs(DecisionInputQuery(since=0))
+    assert {r.decision_id: r.outcome for r in rows} == decided
+    for stored in rows:
+        document = recorder.cipher.open(stored.decision_id, stored.payload)
+        assert document["context"]["input"]["memo"] == SECRET and document["arguments"]["memo"] == SECRET
+        assert document["context"]["request"]["time"] == int(stored.at)  # the recorded time travels with it
+        assert engine.redecide(document).outcome == stored.outcome
+        with pytest.raises(UnreadableRecord):  # a payload moved to another row does not open
+            recorder.cipher.open("dec_other", stored.payload)
+        with pytest.raises(UnreadableRecord):  # nor with another key
+            InputCipher(b"k" * 32).open(stored.decision_id, stored.payload)
+    raw = await backend.fetch("SELECT payload FROM decision_inputs")
+    assert len(raw) == 2 and not any(SECRET.encode() in bytes(p) or b"payments" in bytes(p) for (p,) in raw)
+    await recorder.close()
+
+
+async def test_a_failing_store_loses_recordings_not_decisions(store: Store, backend: StoreBackend, tmp_path: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    engine = engine_for(_cedar(tmp_path), write_catalog(tmp_path / "catalog"))
+    recorder = DecisionRecorder(store, engine, 3600.0, batch_window_s=0.01)
+    await recorder.open()
+    await backend.fail_inserts_into("decision_inputs", "disk full")
+    principal = agent_principal(servers=("files",))
+    tool = engine.bundle.catalog.tools["files__read_file"].entry
+    seen: list[CedarRequest] = []
+    decision = engine.decide_tool(principal, tool, {"path": "/a"}, facts(), seen=seen)
+    with caplog.at_level(logging.ERROR, "narrowgate.policy.recorder"):
+        recorder.note(principal, decision, "tool", tool.exposed_name, WEDNESDAY, seen)
+        await recorder.flush()
+    assert decision.outcome == "allow"
+    assert (recorder.recorded, recorder.lost) == (0, 1)
+    assert "decision input recording lost 1 so far" in caplog.text and "the calls were not affected" in caplog.text
+    await recorder.close()
+
+
+async def test_a_full_queue_loses_recordings_not_decisions(store: Store, tmp_path: Path) -> None:
+    engine = engine_for(_cedar(tmp_path), write_catalog(tmp_path / "catalog"))
+    recorder = DecisionRecorder(store, engine, 3600.0, max_pending=2)
+    principal = agent_principal(servers=("files",))
+    tool = engine.bundle.catalog.tools["files__read_file"].entry
+    for path in ("/a", "/b", "/c"):  # the writer has not run yet: the third finds the queue full
+        seen: list[CedarRequest] = []
+        decision = engine.decide_tool(principal, tool, {"path": path}, facts(), seen=seen)
+        recorder.note(principal, decision, "tool", tool.exposed_name, WEDNESDAY, seen)
+        assert decision.outcome == "allow"
+    await recorder.open()
+    await recorder.flush()
+    assert (recorder.recorded, recorder.lost) == (2, 1)
+    assert len(await store.decision_inputs(DecisionInputQuery(since=0))) == 2
+    await recorder.close()
+
+
+async def test_recording_off_records_nothing_and_deletes_what_was_recorded(store: Store, tmp_path: Path) -> None:
+    await store.append_decision_inputs([row("dec_old", 100.0)])
+    engine = engine_for(_cedar(tmp_path), write_catalog(tmp_path / "catalog"))
+    recorder = DecisionRecorder(store, engine, 0.0)
+    await recorder.open()
+    principal = agent_principal(servers=("files",))
+    tool = engine.bundle.catalog.tools["files__read_file"].entry
+    decision = engine.decide_tool(principal, tool, {"path": "/a"}, facts(), seen=[])
+    recorder.note(principal, decision, "tool", tool.exposed_name, WEDNESDAY, [])
+    await recorder.flush()
+    assert await store.decision_inputs(DecisionInputQuery(since=0)) == []
+    assert recorder.status()["enabled"] is False
+    await recorder.close()
+
+
+def _cedar(tmp_path: Path) -> Path:
+    target = tmp_path / "cedar"
+    shutil.copytree(REPO_CEDAR, target, ignore=shutil.ignore_patterns("tests", "README.md"))
+    return target

@@ -1,0 +1,134 @@
+"""What-if replay at its edges, on a real store and a real engine: a decision made just before the window
+(and retention) line but audited just after it, and candidate files the gateway cannot write.
+
+The end-to-end proof is tests/test_policy_replay.py; these are the cases its scripted traffic cannot hit
+on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.admin.replay_api import settled_until
+from gateway.audit.chain import unsealed_record
+from gateway.audit.log import AuditLog
+from gateway.audit.model import AuditEvent
+from gateway.policy.engine import CedarRequest
+from gateway.policy.recorder import DecisionRecorder
+from gateway.privilege.replay import CandidateInvalid, Replay, Window, compile_candidate
+from gateway.store import Store
+from gateway.store.base import DecisionInputQuery, DecisionInputRow
+from gateway.store.sqlite_decision_inputs import select, select_sql
+from tests.support.store_backends import store_backend
+from tests.test_decision_recording import _cedar
+from tests.test_policy_engine import WEDNESDAY, agent_principal, engine_for, facts, write_catalog
+
+RETENTION_S = 7 * 86400.0
+
+
+async def test_a_decision_requested_before_the_line_and_audited_after_it_is_replayed(store: Store,
+                                                                                      tmp_path: Path) -> None:
+    # `--since 7d` with the default 7 d retention: the window starts where retention ends. A decision whose
+    # request time is a moment before that line and whose audit record is a moment after it is in the window
+    # (by its audit record) and its input is still stored: it is replayed, not "past retention" (exit 2).
+    audited_at = WEDNESDAY + 0.005
+    now = audited_at - 0.001 + RETENTION_S
+    engine = engine_for(_cedar(tmp_path), write_catalog(tmp_path / "catalog"))
+    recorder = DecisionRecorder(store, engine, RETENTION_S, clock=lambda: now, batch_window_s=0.01)
+    await recorder.open()
+    principal = agent_principal(servers=("files",))
+    tool = engine.bundle.catalog.tools["files__read_file"].entry
+    seen: list[CedarRequest] = []
+    decision = engine.decide_tool(principal, tool, {"path": "/a"}, facts(WEDNESDAY), seen=seen)
+    recorder.note(principal, decision, "tool", tool.exposed_name, WEDNESDAY, seen)
+    await recorder.flush()
+    event = AuditEvent(kind="decision", action="call", actor=principal.agent_id, agent_id=principal.agent_id,
+                       tool=tool.exposed_name, decision=decision.outcome, decision_id=decision.decision_id)
+    await store.append_audit([unsealed_record(event, audited_at)])
+    window = Window(now - RETENTION_S, now)
+    report = await Replay(engine, recorder.cipher, store, store, window, recorder.cutoff(window.until),
+                          engine.version).run()
+    assert (report["decisions"], report["replayed"], report["unchanged"]) == (1, 1, 1), report
+    assert report["not_replayable"]["total"] == 0
+    await recorder.close()
+
+
+@pytest.mark.parametrize("files", [
+    {"policies/a\x00.cedar": "permit(principal, action, resource);"},  # a name no file system takes
+    {"policies/x.cedar": "", "policies/x.cedar/y.cedar": ""},  # a file where a directory must go
+    {f"policies/{'n' * 300}.cedar": ""},  # longer than a file name may be
+], ids=["nul", "file-as-directory", "long-name"])
+def test_a_candidate_file_that_cannot_be_written_is_an_invalid_candidate(tmp_path: Path,
+                                                                       files: dict[str, str]) -> None:
+    engine = engine_for(_cedar(tmp_path), write_catalog(tmp_path / "catalog"))
+    cedar = tmp_path / "cedar"
+    live = {"schema.cedarschema": (cedar / "schema.cedarschema").read_text(encoding="utf-8")}
+    with pytest.raises(CandidateInvalid) as refused:
+        compile_candidate(engine, {**live, **files})
+    assert len(refused.value.problems) == 1 and "cannot be written" in refused.value.problems[0]
+    assert str(tmp_path) not in refused.value.problems[0] and "narrowgate-candidate-" not in refused.value.problems[0]
+
+
+async def test_sqlite_pages_recorded_inputs_by_rowid_without_sorting_the_window(tmp_path: Path) -> None:
+    # Left to choose, SQLite took the `at` (or agent) index and sorted the whole window, payloads and all,
+    # for every page of 1000: a replay quadratic in the window (60k rows: 3.5 s; by rowid 0.1 s).
+    rows = [DecisionInputRow(f"dec_{i}", WEDNESDAY + i, f"a{i % 3}", "tool", "files__read_file", "allow", b"x" * 64)
+            for i in range(3000)]
+    async with store_backend("sqlite", tmp_path, None) as backend:
+        store = await backend.open()
+        await store.append_decision_inputs(rows)
+        await store.close()
+        assert backend.path is not None
+        pages = [DecisionInputQuery(since=WEDNESDAY, until=WEDNESDAY + 1e6),
+                 DecisionInputQuery(since=WEDNESDAY, until=WEDNESDAY + 1e6, after_seq=1500),
+                 DecisionInputQuery(since=WEDNESDAY, until=WEDNESDAY + 1e6, agent_id="a1", after_seq=1500)]
+        with sqlite3.connect(backend.path) as conn:
+            for query in pages:
+                sql, params = select_sql(query)
+                plan = " | ".join(str(step[-1]) for step in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+                assert "TEMP B-TREE" not in plan, (query, plan)
+                expected = [r.decision_id for r in rows[query.after_seq:] if query.agent_id in (None, r.agent_id)]
+                assert [r.decision_id for r in select(conn, query)] == expected[:query.limit]
+
+
+async def test_a_call_decided_while_the_replay_settles_is_not_reported_as_not_recorded(store: Store,
+                                                                                     tmp_path: Path) -> None:
+    engine = engine_for(_cedar(tmp_path), write_catalog(tmp_path / "catalog"))
+    recorder = DecisionRecorder(store, engine, RETENTION_S, batch_window_s=60.0)  # only flushes write
+    await recorder.open()
+    audit = AuditLog(store)
+    await audit.open()
+    principal = agent_principal(servers=("files",))
+    tool = engine.bundle.catalog.tools["files__read_file"].entry
+
+    def decide() -> AuditEvent:
+        """As the authorizer decides a call: noted for recording, then its audit record made."""
+        seen: list[CedarRequest] = []
+        now = time.time()
+        decision = engine.decide_tool(principal, tool, {"path": "/a"}, facts(now), seen=seen)
+        recorder.note(principal, decision, "tool", tool.exposed_name, now, seen)
+        return AuditEvent(kind="decision", action="call", actor=principal.agent_id, agent_id=principal.agent_id,
+                          tool=tool.exposed_name, decision=decision.outcome, decision_id=decision.decision_id)
+
+    earlier = decide()
+    await recorder.flush()
+    audit.record(earlier)  # its input is stored, its audit record still queued as the replay starts
+
+    async def meanwhile() -> None:  # runs as soon as settling waits (for the audit writer)
+        audit.record(decide())
+
+    late = asyncio.create_task(meanwhile())
+    until = await settled_until(recorder, audit)
+    await late
+    await audit.flush()
+    window = Window(until - 3600, until)
+    report = await Replay(engine, recorder.cipher, store, store, window, recorder.cutoff(until), engine.version).run()
+    assert report["not_replayable"]["total"] == 0, report
+    assert report["replayed"] == report["unchanged"] == report["decisions"] >= 1
+    await recorder.close()
+    await audit.close()
