@@ -352,6 +352,12 @@ async def test_list_changes_still_arrive_after_http_upstream_restart(tmp_path: P
         process, _ = start_http_upstream(log, port)
         async with mcp_client(gw.url, TOKEN, "legacy") as client:
             assert await echo(client, "legacyup__echo", "after restart") == "after restart"
+        # The restarted upstream lists no `extra` and says nothing of it: a change made while the gateway's
+        # stream was down. Reopening the stream re-lists the upstream (before, the 5-minute backstop did).
+        deadline = time.monotonic() + LIST_CHANGE_WITHIN_S
+        while "legacyup__extra" in await tool_names(gw.url, "legacy") and time.monotonic() < deadline:
+            await anyio.sleep(0.2)
+        assert await tool_names(gw.url, "legacy") == {"legacyup__echo", "legacyup__grow"}
         assert await grow_until_listed("extra2"), "tools/list_changed from the restarted upstream was lost"
     finally:
         gw.stop()

@@ -85,6 +85,7 @@ class HttpUpstream:
         self.updates_task: asyncio.Task[None] | None = None
         self.closed = False
         self.last_error: str | None = None  # why the last connection attempt failed (no secret values)
+        self.reopened = 0  # notification streams opened again after a drop: what was said meanwhile is lost
 
     @property
     def available(self) -> bool:
@@ -429,7 +430,7 @@ class HttpUpstream:
 
     async def hold_stream(self, era: str, open_stream: Callable[[dict[str, str]], OpenStream],
                           only_updates: bool) -> None:
-        delay = RECONNECT_MIN_S
+        delay, dropped = RECONNECT_MIN_S, False
         while not self.closed and era in self.eras:
             sent_session = self.session_id
             try:
@@ -441,11 +442,12 @@ class HttpUpstream:
                     elif resp.status in (404, 405):
                         return  # the upstream offers no such stream
                     elif resp.status == 200 and resp.content_type == "text/event-stream":
-                        delay = RECONNECT_MIN_S
+                        delay, self.reopened = RECONNECT_MIN_S, self.reopened + dropped
                         async for event in self.events(resp):
                             await self.on_listen_event(event.data, era, only_updates)
             except (aiohttp.ClientError, OSError, ValueError, TimeoutError, RpcError) as exc:
                 log.debug("upstream %s notification stream dropped: %s", self.server_id, exc)
+            dropped = True
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_S)
 

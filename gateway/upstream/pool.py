@@ -216,11 +216,12 @@ class UpstreamPool:
 
 
 def _generation(client: Upstream) -> int:
-    """Changes whenever the upstream was (re)connected, so a restart triggers a re-sync."""
+    """Changes whenever the upstream was (re)connected or its notification stream reopened, so a restart, or a
+    gap in which a list change may have been announced, triggers a re-sync."""
     if isinstance(client, StdioUpstream):
         return client.restarts if client.available else -1
-    if isinstance(client, HttpUpstream):
-        return 0 if client.available else -1
+    if isinstance(client, HttpUpstream):  # a list change announced while its stream was down is lost
+        return client.reopened if client.available else -1
     return 0
 
 
