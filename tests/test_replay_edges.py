@@ -132,3 +132,51 @@ async def test_a_call_decided_while_the_replay_settles_is_not_reported_as_not_re
     assert report["replayed"] == report["unchanged"] == report["decisions"] >= 1
     await recorder.close()
     await audit.close()
+
+
+async def test_a_window_replayed_in_many_slices_reports_exactly_what_one_slice_does(store: Store,
+                                                                                   tmp_path: Path) -> None:
+    # Replay holds one time slice of audited ids and inputs at a time. Audit records land up to 280 s after
+    # their decision (across slice edges, some after the window), some decisions were never recorded, some
+    # never audited, some inputs are older than the window or past retention: slicing changes nothing.
+    cedar = _cedar(tmp_path)
+    engine = engine_for(cedar, write_catalog(tmp_path / "catalog"))
+    recorder = DecisionRecorder(store, engine, 30 * 86400.0, clock=lambda: WEDNESDAY, batch_window_s=60.0)
+    await recorder.open()
+    tools = [engine.bundle.catalog.tools[name].entry for name in ("files__read_file", "files__write_file",
+                                                                    "files__wipe")]
+    principals = [agent_principal("a1", servers=("files",)), agent_principal("a2", servers=("files",))]
+    audits, expected = [], set()
+    since, until = WEDNESDAY + 900, WEDNESDAY + 4800
+    for i in range(150):
+        at, principal, tool = WEDNESDAY + 30 + i * 37.3, principals[i % 2], tools[i % 3]
+        seen: list[CedarRequest] = []
+        decision = engine.decide_tool(principal, tool, {"path": f"/f{i}"}, facts(at), seen=seen)
+        if i % 11:
+            recorder.note(principal, decision, "tool", tool.exposed_name, at, seen)
+        audited_at = at + (0.005, 45.0, 280.0, 0.5)[i % 4]
+        if i % 13:
+            audits.append(unsealed_record(AuditEvent(
+                kind="decision", action="call", actor=principal.agent_id, agent_id=principal.agent_id,
+                tool=tool.exposed_name, decision=decision.outcome, decision_id=decision.decision_id), audited_at))
+        if (i % 13 and since <= audited_at < until) or (i % 11 and since <= at < until):
+            expected.add(decision.decision_id)
+    await recorder.flush()
+    await store.append_audit(sorted(audits, key=lambda r: r["at"]))
+    live = {str(p.relative_to(cedar)): p.read_text(encoding="utf-8") for p in cedar.rglob("*") if p.is_file()}
+    del live["policies/30-step-up-risk.cedar"]  # the candidate loosens: step-ups become allows
+    candidate = compile_candidate(engine, live)
+
+    async def replay(slice_s: float, agent_id: str | None = None) -> dict[str, object]:
+        return await Replay(candidate, recorder.cipher, store, store, Window(since, until, agent_id),
+                            since + 1200, engine.version, slice_s=slice_s).run()
+
+    whole = await replay(1e9)
+    assert whole["decisions"] == len(expected)
+    assert whole["flipped"] and whole["unchanged"] and whole["loosening"], whole
+    missing = whole["not_replayable"]
+    assert isinstance(missing, dict) and missing["not_recorded"] and missing["past_retention"], whole
+    for slice_s in (100.0, 450.0, 600.0):  # shorter than the edge, longer, and the default
+        assert await replay(slice_s) == whole, slice_s
+    assert await replay(100.0, "a2") == await replay(1e9, "a2")
+    await recorder.close()

@@ -31,6 +31,8 @@ from gateway.store import (
     postgres_tool_schemas,
 )
 from gateway.store.base import (
+    AuditedDecision,
+    AuditedDecisionQuery,
     AuditQuery,
     DecisionInputQuery,
     DecisionInputRow,
@@ -240,6 +242,9 @@ class PostgresStore:
 
     async def audit_records(self, query: AuditQuery) -> list[dict[str, Any]]:
         return await self._run(postgres_audit.records, query)
+
+    async def audited_decisions(self, query: AuditedDecisionQuery) -> list[AuditedDecision]:
+        return await self._run(postgres_audit.audited_decisions, query)
 
     # recorded decision inputs
 

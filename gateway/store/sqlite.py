@@ -31,6 +31,8 @@ from gateway.store import (
     sqlite_tool_schemas,
 )
 from gateway.store.base import (
+    AuditedDecision,
+    AuditedDecisionQuery,
     AuditQuery,
     DecisionInputQuery,
     DecisionInputRow,
@@ -182,6 +184,9 @@ class SqliteStore:
 
     async def audit_records(self, query: AuditQuery) -> list[dict[str, Any]]:
         return await self._run(sqlite_audit.records, query)
+
+    async def audited_decisions(self, query: AuditedDecisionQuery) -> list[AuditedDecision]:
+        return await self._run(sqlite_audit.audited_decisions, query)
 
     # recorded decision inputs
 
