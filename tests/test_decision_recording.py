@@ -53,6 +53,18 @@ async def test_the_table_appends_reads_by_window_and_agent_and_deletes_by_age(st
     assert await backend.fetch("SELECT decision_id FROM decision_inputs") == [("dec_3",)]
 
 
+async def test_the_sweep_deletes_in_chunks_until_nothing_is_past_retention(store: Store, backend: StoreBackend,
+                                                                           tmp_path: Path) -> None:
+    await store.append_decision_inputs([row(f"dec_{i}", 100.0 + i) for i in range(25)] + [row("dec_new", 9000.0)])
+    assert await store.delete_decision_inputs(200.0, 10) == 10  # one statement deletes at most a chunk
+    engine = engine_for(_cedar(tmp_path), write_catalog(tmp_path / "catalog"))
+    recorder = DecisionRecorder(store, engine, 0, clock=lambda: 500.0, sweep_chunk=10)  # off: swept at open
+    await recorder.open()
+    assert recorder.status()["swept"] == 15
+    assert await backend.fetch("SELECT decision_id FROM decision_inputs") == [("dec_new",)]
+    await recorder.close()
+
+
 async def test_recorded_inputs_are_sealed_and_decide_again_as_they_were(store: Store, backend: StoreBackend,
                                                                         tmp_path: Path) -> None:
     engine = engine_for(_cedar(tmp_path), write_catalog(tmp_path / "catalog"))

@@ -197,6 +197,9 @@ class AuditStore(Protocol):
         ...
 
 
+DELETE_CHUNK = 10_000  # recorded decision inputs deleted per statement (and transaction)
+
+
 @dataclass(frozen=True, slots=True)
 class DecisionInputRow:
     """One recorded decision input (what Cedar saw, for what-if replay). `payload` is AES-GCM ciphertext
@@ -235,8 +238,9 @@ class DecisionInputStore(Protocol):
         """Rows matching `query`, oldest seq first."""
         ...
 
-    async def delete_decision_inputs(self, before: float) -> int:
-        """Delete every row recorded before `before`; how many were deleted."""
+    async def delete_decision_inputs(self, before: float, limit: int = DELETE_CHUNK) -> int:
+        """Delete up to `limit` rows recorded before `before` in one statement; how many were deleted (the
+        sweep calls again until fewer than `limit` were, so no transaction holds a week of rows)."""
         ...
 
 

@@ -27,6 +27,7 @@ async def decision_inputs(conn: asyncpg.Connection, query: DecisionInputQuery) -
     return [decision_input_from_row(row) for row in await conn.fetch(sql, *params, *after, query.limit)]
 
 
-async def delete_decision_inputs(conn: asyncpg.Connection, before: float) -> int:
-    status = await conn.execute("DELETE FROM decision_inputs WHERE at < $1", before)
+async def delete_decision_inputs(conn: asyncpg.Connection, before: float, limit: int) -> int:
+    status = await conn.execute("DELETE FROM decision_inputs WHERE seq IN "
+                                "(SELECT seq FROM decision_inputs WHERE at < $1 LIMIT $2)", before, limit)
     return int(status.split()[-1])  # "DELETE <n>"

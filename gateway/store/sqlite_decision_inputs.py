@@ -39,5 +39,6 @@ def select_sql(query: DecisionInputQuery) -> tuple[str, tuple[object, ...]]:
     return sql, (*params, query.limit)
 
 
-def delete_before(conn: sqlite3.Connection, before: float) -> int:
-    return conn.execute("DELETE FROM decision_inputs WHERE at < ?", (before,)).rowcount
+def delete_before(conn: sqlite3.Connection, before: float, limit: int) -> int:
+    return conn.execute("DELETE FROM decision_inputs WHERE seq IN "
+                        "(SELECT seq FROM decision_inputs WHERE at < ? LIMIT ?)", (before, limit)).rowcount
