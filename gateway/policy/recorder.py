@@ -78,6 +78,7 @@ class DecisionRecorder:
         self._pending: deque[Noted] = deque()
         self._wakeup: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._writing: asyncio.Task[None] | None = None  # the batch being written: close() lets it finish
         self.recorded = 0
         self.lost = 0  # queue full or a failed write: counted, logged, never a failed call
         self.swept = 0
@@ -123,6 +124,10 @@ class DecisionRecorder:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        if self._writing is not None:  # shielded from the cancel above: the batch in flight still goes in
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writing
+            self._writing = None
         while self._pending:  # what is queued still goes in (the store closes after the recorder)
             await self._write_batch()
 
@@ -140,13 +145,17 @@ class DecisionRecorder:
             self._wakeup.clear()
             await asyncio.sleep(self._batch_window_s)
             while self._pending:
-                await self._write_batch()
+                self._writing = asyncio.create_task(self._write_batch())
+                await asyncio.shield(self._writing)
 
     async def _write_batch(self) -> None:
         batch = [self._pending.popleft() for _ in range(min(len(self._pending), MAX_BATCH))]
         try:
             rows = await asyncio.to_thread(self._rows, batch)
             await self.store.append_decision_inputs(rows)
+        except asyncio.CancelledError:  # not an Exception: counted all the same
+            self._lose(len(batch), "stopped while writing")
+            raise
         except Exception as exc:  # recording is best effort: the calls were decided and answered already
             self._lose(len(batch), f"{type(exc).__name__}: {exc}")
             return
