@@ -8,10 +8,12 @@ on purpose.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import time
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from gateway.admin.replay_api import settled_until
@@ -22,9 +24,12 @@ from gateway.policy.engine import CedarRequest
 from gateway.policy.recorder import DecisionRecorder
 from gateway.privilege.replay import CandidateInvalid, Replay, Window, compile_candidate
 from gateway.store import Store
-from gateway.store.base import DecisionInputQuery, DecisionInputRow
+from gateway.store.base import AuditedDecisionQuery, DecisionInputQuery, DecisionInputRow
+from gateway.store.postgres_audit import audited_decisions_sql
+from gateway.store.postgres_decision_inputs import select_sql as postgres_inputs_sql
+from gateway.store.sqlite_audit import audited_decisions_sql as sqlite_audited_sql
 from gateway.store.sqlite_decision_inputs import select, select_sql
-from tests.support.store_backends import store_backend
+from tests.support.store_backends import StoreBackend, store_backend
 from tests.test_decision_recording import _cedar
 from tests.test_policy_engine import WEDNESDAY, agent_principal, engine_for, facts, write_catalog
 
@@ -180,3 +185,45 @@ async def test_a_window_replayed_in_many_slices_reports_exactly_what_one_slice_d
         assert await replay(slice_s) == whole, slice_s
     assert await replay(100.0, "a2") == await replay(1e9, "a2")
     await recorder.close()
+
+
+async def test_replay_pages_a_time_range_by_at_and_seq_without_sorting_it(store: Store, backend: StoreBackend) -> None:
+    # Each replay slice is read in keyset pages in (at, seq) order: through an index holding both (PostgreSQL's
+    # (at, seq) index of migration 11, SQLite's (at) index with its rowid), never by sorting the range per page.
+    rows = [DecisionInputRow(f"dec_{i}", WEDNESDAY + i // 2, f"a{i % 3}", "tool", "files__read_file", "allow",
+                             b"x" * 64) for i in range(600)]
+    await store.append_decision_inputs(rows)
+    await store.append_audit([unsealed_record(AuditEvent(kind="decision", action="call", actor="a1", agent_id="a1",
+                                                         decision="allow", decision_id=r.decision_id), r.at)
+                              for r in rows])
+    inputs = DecisionInputQuery(since=WEDNESDAY + 10, until=WEDNESDAY + 200, by_time=True, limit=50)
+    audited = AuditedDecisionQuery(WEDNESDAY + 10, WEDNESDAY + 200, limit=50)
+    read, after = [], None
+    while page := await store.decision_inputs(dataclasses.replace(inputs, after=after)):
+        read += [r.decision_id for r in page]
+        after = (page[-1].at, page[-1].seq)
+    assert read == [r.decision_id for r in rows if WEDNESDAY + 10 <= r.at < WEDNESDAY + 200]
+    ids, after = [], None
+    while decisions := await store.audited_decisions(dataclasses.replace(audited, after=after)):
+        ids += [d.decision_id for d in decisions]
+        after = (decisions[-1].at, decisions[-1].seq)
+    assert ids == read
+    later = (WEDNESDAY + 50, 7)
+    queries = [(select_sql(dataclasses.replace(inputs, after=later)),
+                postgres_inputs_sql(dataclasses.replace(inputs, after=later))),
+               (sqlite_audited_sql(dataclasses.replace(audited, after=later)),
+                audited_decisions_sql(dataclasses.replace(audited, after=later)))]
+    if backend.path is not None:
+        with sqlite3.connect(backend.path) as conn:
+            for (sql, params), _ in queries:
+                plan = " | ".join(str(step[-1]) for step in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+                assert "TEMP B-TREE" not in plan, plan
+        return
+    conn = await asyncpg.connect(backend.url)
+    try:
+        await conn.execute("SET enable_seqscan = off")  # a table this small would be scanned whole otherwise
+        for _, (sql, params) in queries:
+            plan = " | ".join(r[0] for r in await conn.fetch(f"EXPLAIN {sql}", *params))
+            assert "Sort" not in plan and "_at_seq" in plan, plan
+    finally:
+        await conn.close()

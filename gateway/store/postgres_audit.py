@@ -45,8 +45,14 @@ async def records(conn: asyncpg.Connection, query: AuditQuery) -> list[dict[str,
 
 
 async def audited_decisions(conn: asyncpg.Connection, query: AuditedDecisionQuery) -> list[AuditedDecision]:
+    sql, params = audited_decisions_sql(query)
+    return [audited_decision(row) for row in await conn.fetch(sql, *params)]
+
+
+def audited_decisions_sql(query: AuditedDecisionQuery) -> tuple[str, list[object]]:
+    """Keyset pages in (at, seq) order through the (at, seq) index: no sort of the range per page."""
     clause, params = where(audited_decision_filters(query), lambda n: f"${n}")
     keyset, after = after_key(query.after, lambda n: f"${n}", len(params) + 1, " AND ")
     sql = (f"SELECT seq, decision_id, at FROM audit_log{clause}{keyset} ORDER BY at, seq "
            f"LIMIT ${len(params) + len(after) + 1}")
-    return [audited_decision(row) for row in await conn.fetch(sql, *params, *after, query.limit)]
+    return sql, [*params, *after, query.limit]

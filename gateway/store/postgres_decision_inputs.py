@@ -19,12 +19,18 @@ async def append_decision_inputs(conn: asyncpg.Connection, rows: Sequence[Decisi
 
 
 async def decision_inputs(conn: asyncpg.Connection, query: DecisionInputQuery) -> list[DecisionInputRow]:
+    sql, params = select_sql(query)
+    return [decision_input_from_row(row) for row in await conn.fetch(sql, *params)]
+
+
+def select_sql(query: DecisionInputQuery) -> tuple[str, list[object]]:
+    """By seq, or with `by_time` by (at, seq) after the last row read, through the (at, seq) index: no sort."""
     clause, params = where(decision_input_filters(query), lambda n: f"${n}")
     keyset, after = after_key(query.after if query.by_time else None, lambda n: f"${n}", len(params) + 1, " AND ")
     order = "at, seq" if query.by_time else "seq"
     sql = (f"SELECT seq, {', '.join(COLUMNS)} FROM decision_inputs{clause}{keyset} ORDER BY {order} "
            f"LIMIT ${len(params) + len(after) + 1}")
-    return [decision_input_from_row(row) for row in await conn.fetch(sql, *params, *after, query.limit)]
+    return sql, [*params, *after, query.limit]
 
 
 async def delete_decision_inputs(conn: asyncpg.Connection, before: float, limit: int) -> int:

@@ -46,9 +46,14 @@ def records(conn: sqlite3.Connection, query: AuditQuery) -> list[dict[str, Any]]
 
 
 def audited_decisions(conn: sqlite3.Connection, query: AuditedDecisionQuery) -> list[AuditedDecision]:
+    sql, params = audited_decisions_sql(query)
+    return [audited_decision(row) for row in conn.execute(sql, params)]
+
+
+def audited_decisions_sql(query: AuditedDecisionQuery) -> tuple[str, tuple[object, ...]]:
     """Walked in (at, seq) order through the time index (it holds the rowid): no sort, however wide the log."""
     clause, params = where(audited_decision_filters(query), lambda _: "?")
     keyset, after = after_key(query.after, lambda _: "?", 0, " AND ")
     sql = (f"SELECT seq, decision_id, at FROM audit_log INDEXED BY audit_log_at{clause}{keyset} "
            "ORDER BY at, seq LIMIT ?")
-    return [audited_decision(row) for row in conn.execute(sql, (*params, *after, query.limit))]
+    return sql, (*params, *after, query.limit)
