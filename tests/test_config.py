@@ -206,3 +206,15 @@ def test_the_settings_repr_never_shows_a_store_or_redis_password(tmp_path: Path)
                                       "cluster": {"redis_url": "redis://:s3cret-redis@cache:6379/0"}},
                                      tmp_path, resolve_secrets=False)
     assert "s3cret" not in repr(settings) and "s3cret" not in str(settings)
+
+
+@pytest.mark.parametrize("value", ["0", "0s", "0m", "0h", "0d", "0.0", "' 0S '", "0.0s"])
+def test_a_zero_record_retention_in_any_spelling_turns_recording_off(tmp_path: Path, value: str) -> None:
+    settings = load_settings(write(tmp_path / "gw.yaml", f"policy: {{record_retention: {value}}}\n"), environ={})
+    assert settings.policy.record_retention_s == 0.0
+
+
+@pytest.mark.parametrize("value", ["-1s", "0x", "s", "''"])
+def test_a_bad_record_retention_is_refused(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match=r"policy\.record_retention"):
+        load_settings(write(tmp_path / "gw.yaml", f"policy: {{record_retention: {value}}}\n"), environ={})

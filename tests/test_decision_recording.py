@@ -7,6 +7,7 @@ tests/test_policy_replay.py; here the recorder runs against each real backend wi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 from pathlib import Path
@@ -51,6 +52,38 @@ async def test_the_table_appends_reads_by_window_and_agent_and_deletes_by_age(st
     assert await store.delete_decision_inputs(250.0) == 2
     assert [r.decision_id for r in await store.decision_inputs(DecisionInputQuery(since=0))] == ["dec_3"]
     assert await backend.fetch("SELECT decision_id FROM decision_inputs") == [("dec_3",)]
+
+
+async def test_the_sweep_deletes_in_chunks_until_nothing_is_past_retention(store: Store, backend: StoreBackend,
+                                                                           tmp_path: Path) -> None:
+    await store.append_decision_inputs([row(f"dec_{i}", 100.0 + i) for i in range(25)] + [row("dec_new", 9000.0)])
+    assert await store.delete_decision_inputs(200.0, 10) == 10  # one statement deletes at most a chunk
+    engine = engine_for(_cedar(tmp_path), write_catalog(tmp_path / "catalog"))
+    recorder = DecisionRecorder(store, engine, 0, clock=lambda: 500.0, sweep_chunk=10)  # off: swept at open
+    await recorder.open()
+    assert recorder.status()["swept"] == 15
+    assert await backend.fetch("SELECT decision_id FROM decision_inputs") == [("dec_new",)]
+    await recorder.close()
+
+
+async def test_closing_while_a_batch_is_being_written_lets_it_finish(store: Store, tmp_path: Path) -> None:
+    engine = engine_for(_cedar(tmp_path), write_catalog(tmp_path / "catalog"))
+    recorder = DecisionRecorder(store, engine, 3600.0, batch_window_s=0.001)
+    await recorder.open()
+    principal = agent_principal(servers=("files",))
+    tool = engine.bundle.catalog.tools["files__read_file"].entry
+    for i in range(1500):
+        seen: list[CedarRequest] = []
+        decision = engine.decide_tool(principal, tool, {"path": f"/f{i}"}, facts(WEDNESDAY), seen=seen)
+        recorder.note(principal, decision, "tool", tool.exposed_name, WEDNESDAY, seen)
+    for _ in range(5000):  # until the writer took the batch: it is being built and written now
+        if not recorder.status()["pending"]:
+            break
+        await asyncio.sleep(0.001)
+    assert recorder.status()["recorded"] == 0
+    await recorder.close()
+    assert (recorder.status()["recorded"], recorder.status()["lost"]) == (1500, 0)
+    assert len(await store.decision_inputs(DecisionInputQuery(since=0, limit=2000))) == 1500
 
 
 async def test_recorded_inputs_are_sealed_and_decide_again_as_they_were(store: Store, backend: StoreBackend,

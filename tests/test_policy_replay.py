@@ -26,6 +26,7 @@ import httpx2
 import pytest
 from mcp.shared.exceptions import MCPError
 
+from gateway.cli.policy_replay import EXIT_LOOSENS, exit_status
 from tests.support.clients import mcp_client
 from tests.support.processes import ADMIN_TOKEN, NARROWGATE, Gateway, cedar_copy
 from tests.test_policy_e2e import ALL_DAYS, make_gateway, manifest, noon_zone, token_for
@@ -372,3 +373,11 @@ def test_inputs_past_retention_are_reported_as_not_replayable(forgetful: Gateway
     assert report["replayed"] == report["unchanged"] == 0
     assert report["not_replayable"] == {"total": 3, "past_retention": 3, "not_recorded": 0, "unreadable": 0}
     assert "3 past retention" in done.stderr
+
+
+def test_a_loosening_replay_with_missing_decisions_says_both(capsys: pytest.CaptureFixture[str]) -> None:
+    report = {"decisions": 5, "loosening": 1, "replayable_since": None,
+              "not_replayable": {"total": 2, "past_retention": 2, "not_recorded": 0, "unreadable": 0}}
+    assert exit_status(report) == EXIT_LOOSENS
+    assert "narrowgate: 2 of 5 decision(s) in the window could not be replayed (2 past retention" in (
+        capsys.readouterr().err)

@@ -49,15 +49,14 @@ def run_replay(args: argparse.Namespace) -> int:
 
 def exit_status(report: dict[str, Any]) -> int:
     missing = report["not_replayable"]
-    if report["loosening"]:
-        return EXIT_LOOSENS
-    if missing["total"]:
+    if missing["total"]:  # said whatever the status: a loosening candidate may loosen more than was replayed
         print(f"narrowgate: {missing['total']} of {report['decisions']} decision(s) in the window could not be "
               f"replayed ({missing['past_retention']} past retention, {missing['not_recorded']} not recorded, "
               f"{missing['unreadable']} unreadable); replayable since {when(report.get('replayable_since'))}",
               file=sys.stderr)
-        return EXIT_INVALID
-    return 0
+    if report["loosening"]:
+        return EXIT_LOOSENS
+    return EXIT_INVALID if missing["total"] else 0
 
 
 def candidate_files(directory: Path) -> dict[str, str]:

@@ -40,6 +40,7 @@ MAX_BATCH = 2_000
 LOG_EVERY = 1_000
 SWEEP_MAX_INTERVAL_S = 3600.0
 SWEEP_MIN_INTERVAL_S = 1.0
+SWEEP_CHUNK = 10_000  # rows deleted per statement: a week's backlog never sits in one transaction
 
 
 class RecorderStore(DecisionInputStore, GatewaySecretStore, Protocol):
@@ -64,7 +65,7 @@ class DecisionRecorder:
 
     def __init__(self, store: RecorderStore, engine: PolicyEngine, retention_s: float,
                  clock: Callable[[], float] = time.time, *, batch_window_s: float = BATCH_WINDOW_S,
-                 max_pending: int = MAX_PENDING) -> None:
+                 max_pending: int = MAX_PENDING, sweep_chunk: int = SWEEP_CHUNK) -> None:
         self.store = store
         self.engine = engine
         self.retention_s = retention_s
@@ -73,9 +74,11 @@ class DecisionRecorder:
         self._clock = clock
         self._batch_window_s = batch_window_s
         self._max_pending = max_pending
+        self._sweep_chunk = sweep_chunk
         self._pending: deque[Noted] = deque()
         self._wakeup: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._writing: asyncio.Task[None] | None = None  # the batch being written: close() lets it finish
         self.recorded = 0
         self.lost = 0  # queue full or a failed write: counted, logged, never a failed call
         self.swept = 0
@@ -121,6 +124,10 @@ class DecisionRecorder:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        if self._writing is not None:  # shielded from the cancel above: the batch in flight still goes in
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writing
+            self._writing = None
         while self._pending:  # what is queued still goes in (the store closes after the recorder)
             await self._write_batch()
 
@@ -138,13 +145,17 @@ class DecisionRecorder:
             self._wakeup.clear()
             await asyncio.sleep(self._batch_window_s)
             while self._pending:
-                await self._write_batch()
+                self._writing = asyncio.create_task(self._write_batch())
+                await asyncio.shield(self._writing)
 
     async def _write_batch(self) -> None:
         batch = [self._pending.popleft() for _ in range(min(len(self._pending), MAX_BATCH))]
         try:
             rows = await asyncio.to_thread(self._rows, batch)
             await self.store.append_decision_inputs(rows)
+        except asyncio.CancelledError:  # not an Exception: counted all the same
+            self._lose(len(batch), "stopped while writing")
+            raise
         except Exception as exc:  # recording is best effort: the calls were decided and answered already
             self._lose(len(batch), f"{type(exc).__name__}: {exc}")
             return
@@ -193,12 +204,17 @@ class DecisionRecorder:
 
     async def _sweep_once(self) -> None:
         before = self.cutoff() if self.enabled else self._clock() + 1
+        deleted = 0
         try:
-            deleted = await self.store.delete_decision_inputs(before)
+            while True:  # in chunks, letting the writer and other store users in between
+                chunk = await self.store.delete_decision_inputs(before, self._sweep_chunk)
+                deleted += chunk
+                self.swept += chunk
+                if chunk < self._sweep_chunk:
+                    break
+                await asyncio.sleep(0)
         except Exception as exc:  # the next sweep tries again; replay treats old rows as expired meanwhile
             log.error("deleting expired decision inputs failed: %s: %s", type(exc).__name__, exc)
-            return
-        self.swept += deleted
         if deleted:
             log.info("deleted %d decision input(s) past retention", deleted)
 

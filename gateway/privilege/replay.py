@@ -9,6 +9,10 @@ few examples whose arguments are redacted as the console redacts them (gateway.a
 Which decisions the window holds comes from the audit log, so a decision whose input is gone (past
 retention, recorded while recording was off, lost) is reported as not replayable, never as unchanged.
 CPU-heavy work (compiling, opening and deciding) runs on worker threads, a page at a time.
+
+The window is walked in time slices (SLICE_S): per slice only the audited (decision id, time) pairs of the
+slice and the inputs recorded from EDGE_S before it are held, so memory is bounded by the slice, not the
+window. An input recorded just before a slice's start whose audit record is in the slice is matched there.
 """
 
 from __future__ import annotations
@@ -26,13 +30,20 @@ from gateway.audit.redact import redacted_preview
 from gateway.policy.engine import PolicyEngine, PolicyLoadError
 from gateway.policy.recorded import InputCipher, UnreadableRecord
 from gateway.policy.sources import POLICY_SUBDIR, SCHEMA_FILE
-from gateway.store.base import AuditQuery, AuditStore, DecisionInputQuery, DecisionInputRow, DecisionInputStore
+from gateway.store.base import (
+    AuditedDecisionQuery,
+    AuditStore,
+    DecisionInputQuery,
+    DecisionInputRow,
+    DecisionInputStore,
+)
 
 PAGE = 1000
 EXAMPLES = 3
 # Recorded inputs are stamped with the request time, the audit record a moment later: inputs this much
 # before the window are read too, so a decision at the window's start is matched, not "not recorded".
 EDGE_S = 300.0
+SLICE_S = 600.0  # a slice's audited ids and inputs are all that is held at once (~6,000 at 10 decisions/s)
 LOOSENING = frozenset({("deny", "allow"), ("step_up", "allow")})
 MAX_CANDIDATE_FILES = 2000
 
@@ -83,10 +94,11 @@ class Tally:
     before_policy: int = 0  # refused before Cedar: no policy set changes these
     past_retention: int = 0
     unreadable: int = 0
+    not_recorded: int = 0
+    decisions: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)  # the live outcomes of what was replayed
     flips: Counter[str] = field(default_factory=Counter)
     groups: dict[GroupKey, Group] = field(default_factory=dict)
-    seen_ids: set[str] = field(default_factory=set)
     first_replayable: float | None = None
 
 
@@ -131,7 +143,8 @@ class Replay:
     """One replay of a window with one candidate; `run` returns the report (a JSON-ready dict)."""
 
     def __init__(self, candidate: PolicyEngine, cipher: InputCipher, audit: AuditStore, inputs: DecisionInputStore,
-                 window: Window, cutoff: float, live_version: str, examples: int = EXAMPLES) -> None:
+                 window: Window, cutoff: float, live_version: str, examples: int = EXAMPLES,
+                 slice_s: float = SLICE_S) -> None:
         self.candidate = candidate
         self.cipher = cipher
         self.audit = audit
@@ -140,47 +153,65 @@ class Replay:
         self.cutoff = cutoff  # inputs recorded before it are past retention
         self.live_version = live_version
         self.examples = examples
+        self.slice_s = slice_s
         self.tally = Tally()
+        # Inputs already replayed that the next slice's edge read sees again: id -> recorded time (pruned per slice).
+        self._done: dict[str, float] = {}
 
     async def run(self) -> dict[str, Any]:
-        audited = await self._audited_decisions()
-        await self._replay_recorded(audited)
-        return self._report(audited)
+        start, until = self.window.since, self.window.until
+        while start < until:
+            end = min(start + self.slice_s, until)
+            await self._replay_slice(start, end, last=end >= until)
+            start = end
+        return self._report()
 
-    async def _audited_decisions(self) -> dict[str, float]:
-        """The decisions the audit log holds for the window: decision id -> when."""
-        window, after = self.window, 0
-        ids: dict[str, float] = {}
-        while True:
-            page = await self.audit.audit_records(AuditQuery(after_seq=after, kind="decision", since=window.since,
-                                                             until=window.until, agent_id=window.agent_id, limit=PAGE))
-            if not page:
-                return ids
-            ids.update((str(r["decision_id"]), float(r["at"])) for r in page if r.get("decision_id"))
-            after = page[-1]["seq"]
-
-    async def _replay_recorded(self, audited: Mapping[str, float]) -> None:
-        window, after = self.window, 0
+    async def _replay_slice(self, start: float, end: float, last: bool) -> None:
+        audited = await self._audited_decisions(start, end)
+        self._done = {decision_id: at for decision_id, at in self._done.items() if at >= start - EDGE_S}
+        matched: set[str] = set()
+        after: tuple[float, int] | None = None
         while True:
             page = await self.inputs.decision_inputs(DecisionInputQuery(
-                since=window.since - EDGE_S, until=window.until, agent_id=window.agent_id, after_seq=after,
-                limit=PAGE))
+                since=start - EDGE_S, until=end, agent_id=self.window.agent_id, limit=PAGE, by_time=True, after=after))
             if not page:
-                return
-            rows = [r for r in page if r.at >= window.since or r.decision_id in audited]
-            await asyncio.to_thread(self._replay_page, rows, audited)
-            after = page[-1].seq
+                break
+            await asyncio.to_thread(self._replay_page, page, audited, matched, end, last)
+            after = (page[-1].at, page[-1].seq)
+        await asyncio.to_thread(self._count_missing, audited, matched)
 
-    def _replay_page(self, rows: list[DecisionInputRow], audited: Mapping[str, float]) -> None:
-        """On a worker thread: open each input and decide it again."""
+    async def _audited_decisions(self, start: float, end: float) -> dict[str, float]:
+        """The decisions the audit log holds for [start, end): decision id -> when."""
+        ids: dict[str, float] = {}
+        after: tuple[float, int] | None = None
+        while True:
+            page = await self.audit.audited_decisions(AuditedDecisionQuery(start, end, self.window.agent_id, after,
+                                                                            PAGE))
+            if not page:
+                return ids
+            ids.update((d.decision_id, d.at) for d in page if d.decision_id)
+            after = (page[-1].at, page[-1].seq)
+
+    def _replay_page(self, rows: list[DecisionInputRow], audited: Mapping[str, float], matched: set[str],
+                     end: float, last: bool) -> None:
+        """On a worker thread: open each input of the slice and decide it again."""
         tally = self.tally
         for row in rows:
-            if row.decision_id in tally.seen_ids:
+            audited_at = audited.get(row.decision_id)
+            if audited_at is not None:
+                matched.add(row.decision_id)
+            if row.decision_id in self._done:
                 continue
-            tally.seen_ids.add(row.decision_id)
+            if audited_at is None:
+                # Not audited in this slice: before the window (its audit record, if any, is too), or audited in
+                # the next slice (whose edge read sees it again): leave it; else it is this slice's, unaudited.
+                if row.at < self.window.since or (not last and row.at >= end - EDGE_S):
+                    continue
+                tally.decisions += 1
+            self._done[row.decision_id] = row.at
             # Past retention by the audit record's time, as the window and the missing inputs are judged: a
             # decision requested a moment before the line and audited after it is in the window, input kept.
-            if audited.get(row.decision_id, row.at) < self.cutoff:
+            if (row.at if audited_at is None else audited_at) < self.cutoff:
                 tally.past_retention += 1
                 continue
             try:
@@ -189,6 +220,18 @@ class Replay:
                 tally.unreadable += 1
                 continue
             self._replay_one(row, recorded)
+
+    def _count_missing(self, audited: Mapping[str, float], matched: set[str]) -> None:
+        """An audited decision of the slice with no input: deleted after retention if it is that old, else never
+        recorded."""
+        tally = self.tally
+        tally.decisions += len(audited)
+        for decision_id, at in audited.items():
+            if decision_id not in matched:
+                if at < self.cutoff:
+                    tally.past_retention += 1
+                else:
+                    tally.not_recorded += 1
 
     def _replay_one(self, row: DecisionInputRow, recorded: dict[str, Any]) -> None:
         tally = self.tally
@@ -211,25 +254,25 @@ class Replay:
         if group is None:
             group = tally.groups[key] = Group(flip, row.target, row.agent_id, live_ids, decision.policy_ids)
         group.count += 1
-        if len(group.examples) < self.examples:
+        # The earliest few: the same examples however the window is sliced or its inputs paged.
+        if len(group.examples) < self.examples or (row.at, row.decision_id) < _example_key(group.examples[-1]):
             group.examples.append(_example(row, recorded))
+            group.examples.sort(key=_example_key)
+            del group.examples[self.examples:]
 
-    def _report(self, audited: Mapping[str, float]) -> dict[str, Any]:
+    def _report(self) -> dict[str, Any]:
         tally, window = self.tally, self.window
-        # An audited decision with no input: deleted after retention if it is that old, else never recorded.
-        missing = [at for decision_id, at in audited.items() if decision_id not in tally.seen_ids]
-        expired = sum(at < self.cutoff for at in missing)
-        tally.past_retention += expired
-        not_recorded = len(missing) - expired
+        not_recorded = tally.not_recorded
         loosening = sum(n for flip, n in tally.flips.items() if tuple(flip.split(" -> ")) in LOOSENING)
         groups = sorted(tally.groups.values(), key=lambda g: (tuple(g.flip.split(" -> ")) not in LOOSENING,
-                                                               -g.count, g.flip, g.tool, g.agent_id))
+                                                               -g.count, g.flip, g.tool, g.agent_id,
+                                                               g.live_policy_ids, g.candidate_policy_ids))
         not_replayable = tally.past_retention + tally.unreadable + not_recorded
         return {
             "window": {"since": window.since, "until": window.until, "agent": window.agent_id},
             "live_policy_version": self.live_version,
             "candidate_policy_version": self.candidate.version,
-            "decisions": len(audited.keys() | tally.seen_ids),
+            "decisions": tally.decisions,
             "replayed": tally.replayed,
             "replayed_outcomes": dict(sorted(tally.outcomes.items())),
             "unchanged": tally.unchanged,
@@ -250,6 +293,10 @@ def _example(row: DecisionInputRow, recorded: Mapping[str, Any]) -> dict[str, An
     return {"decision_id": row.decision_id, "at": row.at, "task_id": recorded.get("task_id"),
             "arguments": redacted_preview(arguments if isinstance(arguments, dict) else None,
                                           tuple(recorded.get("data_classes") or ()))}
+
+
+def _example_key(example: Mapping[str, Any]) -> tuple[float, str]:
+    return float(example["at"]), str(example["decision_id"])
 
 
 def window_for(since_s: float, agent_id: str | None, now: float | None = None) -> Window:

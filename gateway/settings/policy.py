@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.settings.durations import duration_s
+from gateway.settings.durations import UNITS, duration_s
 from gateway.settings.errors import ConfigError
 from gateway.settings.fields import check_keys, resolve_path
 
@@ -51,7 +51,17 @@ def policy_settings(raw: object, base_dir: Path) -> PolicySettings:
 
 
 def _retention(value: object) -> float:
-    """A duration, or 0 (recording off)."""
-    if not isinstance(value, bool) and value in (0, "0"):
-        return 0.0
-    return duration_s(value, "policy.record_retention")
+    """A duration, or zero in any spelling (0, "0", "0s", "0h", ...): recording off."""
+    return 0.0 if _is_zero(value) else duration_s(value, "policy.record_retention")
+
+
+def _is_zero(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return value == 0
+    text = str(value).strip().lower()
+    try:
+        return float(text[:-1] if text[-1:] in UNITS else text) == 0
+    except ValueError:
+        return False

@@ -157,6 +157,24 @@ class AuditQuery:
     newest_first: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class AuditedDecision:
+    decision_id: str
+    at: float
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuditedDecisionQuery:
+    """Decision records audited in [since, until), paged in (at, seq) order after `after` (the last one read)."""
+
+    since: float
+    until: float
+    agent_id: str | None = None
+    after: tuple[float, int] | None = None
+    limit: int = 1000
+
+
 class AuditStore(Protocol):
     """The hash-chained audit log (see gateway.audit): append-only, one record per row."""
 
@@ -172,6 +190,14 @@ class AuditStore(Protocol):
     async def audit_records(self, query: AuditQuery) -> list[dict[str, Any]]:
         """Records (dicts with gateway.audit.chain.RECORD_FIELDS) matching `query`, by seq."""
         ...
+
+    async def audited_decisions(self, query: AuditedDecisionQuery) -> list[AuditedDecision]:
+        """Only the decision id and time of the decision records in the query's time range, in (at, seq)
+        order after `query.after` (what-if replay reads a window's ids without whole records)."""
+        ...
+
+
+DELETE_CHUNK = 10_000  # recorded decision inputs deleted per statement (and transaction)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,13 +217,16 @@ class DecisionInputRow:
 
 @dataclass(frozen=True, slots=True)
 class DecisionInputQuery:
-    """Which recorded inputs to read, by seq: `since` inclusive, `until` exclusive (epoch seconds)."""
+    """Which recorded inputs to read, by seq: `since` inclusive, `until` exclusive (epoch seconds). With
+    `by_time`, in (at, seq) order after `after` instead (a narrow time range read through the time index)."""
 
     since: float
     until: float | None = None
     agent_id: str | None = None
     after_seq: int = 0
     limit: int = 1000
+    by_time: bool = False
+    after: tuple[float, int] | None = None
 
 
 class DecisionInputStore(Protocol):
@@ -209,8 +238,9 @@ class DecisionInputStore(Protocol):
         """Rows matching `query`, oldest seq first."""
         ...
 
-    async def delete_decision_inputs(self, before: float) -> int:
-        """Delete every row recorded before `before`; how many were deleted."""
+    async def delete_decision_inputs(self, before: float, limit: int = DELETE_CHUNK) -> int:
+        """Delete up to `limit` rows recorded before `before` in one statement; how many were deleted (the
+        sweep calls again until fewer than `limit` were, so no transaction holds a week of rows)."""
         ...
 
 

@@ -31,6 +31,9 @@ from gateway.store import (
     postgres_tool_schemas,
 )
 from gateway.store.base import (
+    DELETE_CHUNK,
+    AuditedDecision,
+    AuditedDecisionQuery,
     AuditQuery,
     DecisionInputQuery,
     DecisionInputRow,
@@ -241,6 +244,9 @@ class PostgresStore:
     async def audit_records(self, query: AuditQuery) -> list[dict[str, Any]]:
         return await self._run(postgres_audit.records, query)
 
+    async def audited_decisions(self, query: AuditedDecisionQuery) -> list[AuditedDecision]:
+        return await self._run(postgres_audit.audited_decisions, query)
+
     # recorded decision inputs
 
     async def append_decision_inputs(self, rows: Sequence[DecisionInputRow]) -> None:
@@ -249,8 +255,8 @@ class PostgresStore:
     async def decision_inputs(self, query: DecisionInputQuery) -> list[DecisionInputRow]:
         return await self._run(postgres_decision_inputs.decision_inputs, query)
 
-    async def delete_decision_inputs(self, before: float) -> int:
-        return await self._write(postgres_decision_inputs.delete_decision_inputs, before)
+    async def delete_decision_inputs(self, before: float, limit: int = DELETE_CHUNK) -> int:
+        return await self._write(postgres_decision_inputs.delete_decision_inputs, before, limit)
 
 
 async def _in_transaction(conn: Any, operation: Operation[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:

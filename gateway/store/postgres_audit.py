@@ -10,8 +10,17 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 
 from gateway.audit.chain import GENESIS_HASH, RECORD_FIELDS
-from gateway.store.base import AuditQuery
-from gateway.store.rows import AUDIT_COLUMNS, audit_filters, audit_record, sealed_rows, where
+from gateway.store.base import AuditedDecision, AuditedDecisionQuery, AuditQuery
+from gateway.store.rows import (
+    AUDIT_COLUMNS,
+    after_key,
+    audit_filters,
+    audit_record,
+    audited_decision,
+    audited_decision_filters,
+    sealed_rows,
+    where,
+)
 
 
 async def head(conn: asyncpg.Connection) -> tuple[int, str]:
@@ -33,3 +42,17 @@ async def records(conn: asyncpg.Connection, query: AuditQuery) -> list[dict[str,
     order = "DESC" if query.newest_first else "ASC"
     sql = f"SELECT {AUDIT_COLUMNS} FROM audit_log{clause} ORDER BY seq {order} LIMIT ${len(params) + 1}"
     return [audit_record(row) for row in await conn.fetch(sql, *params, query.limit)]
+
+
+async def audited_decisions(conn: asyncpg.Connection, query: AuditedDecisionQuery) -> list[AuditedDecision]:
+    sql, params = audited_decisions_sql(query)
+    return [audited_decision(row) for row in await conn.fetch(sql, *params)]
+
+
+def audited_decisions_sql(query: AuditedDecisionQuery) -> tuple[str, list[object]]:
+    """Keyset pages in (at, seq) order through the (at, seq) index: no sort of the range per page."""
+    clause, params = where(audited_decision_filters(query), lambda n: f"${n}")
+    keyset, after = after_key(query.after, lambda n: f"${n}", len(params) + 1, " AND ")
+    sql = (f"SELECT seq, decision_id, at FROM audit_log{clause}{keyset} ORDER BY at, seq "
+           f"LIMIT ${len(params) + len(after) + 1}")
+    return sql, [*params, *after, query.limit]

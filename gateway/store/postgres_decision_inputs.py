@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import asyncpg  # type: ignore[import-untyped]
 
 from gateway.store.base import DecisionInputQuery, DecisionInputRow
-from gateway.store.rows import decision_input_filters, decision_input_from_row, decision_input_row, where
+from gateway.store.rows import after_key, decision_input_filters, decision_input_from_row, decision_input_row, where
 
 COLUMNS = ("decision_id", "at", "agent_id", "kind", "target", "outcome", "payload")
 
@@ -19,12 +19,21 @@ async def append_decision_inputs(conn: asyncpg.Connection, rows: Sequence[Decisi
 
 
 async def decision_inputs(conn: asyncpg.Connection, query: DecisionInputQuery) -> list[DecisionInputRow]:
+    sql, params = select_sql(query)
+    return [decision_input_from_row(row) for row in await conn.fetch(sql, *params)]
+
+
+def select_sql(query: DecisionInputQuery) -> tuple[str, list[object]]:
+    """By seq, or with `by_time` by (at, seq) after the last row read, through the (at, seq) index: no sort."""
     clause, params = where(decision_input_filters(query), lambda n: f"${n}")
-    sql = (f"SELECT seq, {', '.join(COLUMNS)} FROM decision_inputs{clause} ORDER BY seq "
-           f"LIMIT ${len(params) + 1}")
-    return [decision_input_from_row(row) for row in await conn.fetch(sql, *params, query.limit)]
+    keyset, after = after_key(query.after if query.by_time else None, lambda n: f"${n}", len(params) + 1, " AND ")
+    order = "at, seq" if query.by_time else "seq"
+    sql = (f"SELECT seq, {', '.join(COLUMNS)} FROM decision_inputs{clause}{keyset} ORDER BY {order} "
+           f"LIMIT ${len(params) + len(after) + 1}")
+    return sql, [*params, *after, query.limit]
 
 
-async def delete_decision_inputs(conn: asyncpg.Connection, before: float) -> int:
-    status = await conn.execute("DELETE FROM decision_inputs WHERE at < $1", before)
+async def delete_decision_inputs(conn: asyncpg.Connection, before: float, limit: int) -> int:
+    status = await conn.execute("DELETE FROM decision_inputs WHERE seq IN "
+                                "(SELECT seq FROM decision_inputs WHERE at < $1 LIMIT $2)", before, limit)
     return int(status.split()[-1])  # "DELETE <n>"

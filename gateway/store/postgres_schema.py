@@ -224,6 +224,18 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX decision_inputs_agent ON decision_inputs (agent_id, at);
         """,
     ),
+    Migration(
+        11,
+        "time-ordered paging",
+        """
+        -- Replay pages a time range in (at, seq) order (keyset): with (at) alone every page sorted the
+        -- range. (SQLite needs no migration: each of its indexes holds the rowid, which seq is.)
+        CREATE INDEX decision_inputs_at_seq ON decision_inputs (at, seq);
+        DROP INDEX decision_inputs_at;
+        CREATE INDEX audit_log_at_seq ON audit_log (at, seq);
+        DROP INDEX audit_log_at;
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -15,7 +15,7 @@ from gateway.approvals.model import Approval
 from gateway.audit.chain import RECORD_FIELDS, canonical_json, seal
 from gateway.discovery.model import ResourceReview, ToolReview
 from gateway.registry.model import Agent, Lifecycle, LifecycleEvent, agent_from_dict, agent_to_dict
-from gateway.store.base import AuditQuery, DecisionInputQuery, DecisionInputRow
+from gateway.store.base import AuditedDecision, AuditedDecisionQuery, AuditQuery, DecisionInputQuery, DecisionInputRow
 from gateway.tasks.model import Task, TaskEvent, TaskState
 
 Filters = list[tuple[str, Any]]
@@ -207,6 +207,25 @@ def audit_filters(query: AuditQuery) -> Filters:
     )
 
 
+def audited_decision_filters(query: AuditedDecisionQuery) -> Filters:
+    return [("at >= {}", query.since), ("at < {}", query.until), ("kind = {}", "decision"),
+            *present(("agent_id = {}", query.agent_id))]
+
+
+def audited_decision(row: Sequence[Any]) -> AuditedDecision:
+    """(seq, decision_id, at) -> the audited decision."""
+    seq, decision_id, at = row
+    return AuditedDecision(str(decision_id or ""), float(at), int(seq))
+
+
+def after_key(after: tuple[float, int] | None, placeholder: Callable[[int], str], first: int,
+              joiner: str) -> tuple[str, list[Any]]:
+    """The keyset condition of a page in (at, seq) order after `after` (the last row read), or nothing."""
+    if after is None:
+        return "", []
+    return f"{joiner}(at, seq) > ({placeholder(first)}, {placeholder(first + 1)})", [after[0], after[1]]
+
+
 def _audit_column(name: str, value: Any) -> Any:
     if name in _AUDIT_JSON_FIELDS:
         return None if value is None else canonical_json(value)
@@ -242,7 +261,7 @@ def decision_input_from_row(row: Sequence[Any]) -> DecisionInputRow:
 
 def decision_input_filters(query: DecisionInputQuery) -> Filters:
     return present(
-        ("seq > {}", query.after_seq or None),
+        ("seq > {}", None if query.by_time else query.after_seq or None),
         ("at >= {}", query.since),
         ("at < {}", query.until),
         ("agent_id = {}", query.agent_id),

@@ -31,6 +31,9 @@ from gateway.store import (
     sqlite_tool_schemas,
 )
 from gateway.store.base import (
+    DELETE_CHUNK,
+    AuditedDecision,
+    AuditedDecisionQuery,
     AuditQuery,
     DecisionInputQuery,
     DecisionInputRow,
@@ -183,6 +186,9 @@ class SqliteStore:
     async def audit_records(self, query: AuditQuery) -> list[dict[str, Any]]:
         return await self._run(sqlite_audit.records, query)
 
+    async def audited_decisions(self, query: AuditedDecisionQuery) -> list[AuditedDecision]:
+        return await self._run(sqlite_audit.audited_decisions, query)
+
     # recorded decision inputs
 
     async def append_decision_inputs(self, rows: Sequence[DecisionInputRow]) -> None:
@@ -191,8 +197,8 @@ class SqliteStore:
     async def decision_inputs(self, query: DecisionInputQuery) -> list[DecisionInputRow]:
         return await self._run(sqlite_decision_inputs.select, query)
 
-    async def delete_decision_inputs(self, before: float) -> int:
-        return await self._run(_in_transaction_result, sqlite_decision_inputs.delete_before, before)
+    async def delete_decision_inputs(self, before: float, limit: int = DELETE_CHUNK) -> int:
+        return await self._run(_in_transaction_result, sqlite_decision_inputs.delete_before, before, limit)
 
 
 def _connect(path: str) -> sqlite3.Connection:

@@ -8,8 +8,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gateway.audit.chain import GENESIS_HASH, RECORD_FIELDS
-from gateway.store.base import AuditQuery
-from gateway.store.rows import AUDIT_COLUMNS, audit_filters, audit_record, sealed_rows, where
+from gateway.store.base import AuditedDecision, AuditedDecisionQuery, AuditQuery
+from gateway.store.rows import (
+    AUDIT_COLUMNS,
+    after_key,
+    audit_filters,
+    audit_record,
+    audited_decision,
+    audited_decision_filters,
+    sealed_rows,
+    where,
+)
 
 
 def head(conn: sqlite3.Connection) -> tuple[int, str]:
@@ -46,3 +55,17 @@ def _access(query: AuditQuery) -> str:
     for a time window, SQLite takes the `at` index and sorts the whole window for every page, so reading a
     window page by page was quadratic in it. A rowid walk from `after_seq` stops at the page's last row."""
     return "" if query.agent_id is not None or query.tool is not None else " NOT INDEXED"
+
+
+def audited_decisions(conn: sqlite3.Connection, query: AuditedDecisionQuery) -> list[AuditedDecision]:
+    sql, params = audited_decisions_sql(query)
+    return [audited_decision(row) for row in conn.execute(sql, params)]
+
+
+def audited_decisions_sql(query: AuditedDecisionQuery) -> tuple[str, tuple[object, ...]]:
+    """Walked in (at, seq) order through the time index (it holds the rowid): no sort, however wide the log."""
+    clause, params = where(audited_decision_filters(query), lambda _: "?")
+    keyset, after = after_key(query.after, lambda _: "?", 0, " AND ")
+    sql = (f"SELECT seq, decision_id, at FROM audit_log INDEXED BY audit_log_at{clause}{keyset} "
+           "ORDER BY at, seq LIMIT ?")
+    return sql, (*params, *after, query.limit)

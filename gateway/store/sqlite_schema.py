@@ -245,6 +245,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX decision_inputs_agent ON decision_inputs (agent_id, at);
         """,
     ),
+    Migration(
+        11,
+        "time-ordered paging",
+        """
+        -- PostgreSQL adds (at, seq) indexes for replay's keyset pages; here nothing is needed (the
+        -- version stays in step): every SQLite index holds the rowid, which seq is, so the (at)
+        -- indexes of audit_log and decision_inputs already give (at, seq) order without a sort.
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
