@@ -52,7 +52,13 @@ if __package__ in (None, ""):  # `python bench/soak.py`
 import aiohttp
 
 from bench.load import LEGACY, MODERN, Agent, CallFailure, Target, percentile, require_loopback
-from gateway.telemetry.memory_snapshots import DIRECTORY_VARIABLE, INTERVAL_VARIABLE, snapshots, top_growth
+from gateway.telemetry.memory_snapshots import (
+    DIRECTORY_VARIABLE,
+    INTERVAL_VARIABLE,
+    STATS_VARIABLE,
+    snapshots,
+    top_growth,
+)
 from tests.support.identity_provider import TestIdentityProvider, generate_key
 from tests.support.processes import (
     ADMIN_TOKEN,
@@ -90,6 +96,7 @@ class Options:
     json_path: Path | None
     seed: int
     tracemalloc_dir: Path | None = None  # the gateway writes tracemalloc snapshots here (a diagnostic)
+    memory_stats_dir: Path | None = None  # the gateway writes memory figures only (no tracing) here
 
 
 # ---------------------------------------------------------------------------- what is measured
@@ -235,9 +242,28 @@ def deploy(workdir: Path, opts: Options) -> Deployment:
 
 def tracemalloc_env(opts: Options) -> dict[str, str]:
     """The gateway's diagnostic switch (gateway/telemetry/memory_snapshots.py): one snapshot per sample."""
-    if opts.tracemalloc_dir is None:
-        return {}
-    return {DIRECTORY_VARIABLE: str(opts.tracemalloc_dir.resolve()), INTERVAL_VARIABLE: str(opts.sample_s)}
+    env: dict[str, str] = {}
+    if opts.tracemalloc_dir is not None:
+        env[DIRECTORY_VARIABLE] = str(opts.tracemalloc_dir.resolve())
+    if opts.memory_stats_dir is not None:
+        env[STATS_VARIABLE] = str(opts.memory_stats_dir.resolve())
+    if env:
+        env[INTERVAL_VARIABLE] = str(opts.sample_s)
+    return env
+
+
+STATS_SHOWN = ("rss_bytes", "malloc_in_use_bytes", "malloc_free_bytes", "pymalloc_arena_bytes",
+               "pymalloc_in_use_bytes", "pymalloc_free_block_bytes", "pymalloc_unused_pool_bytes")
+
+
+def print_memory_stats(directory: Path) -> None:
+    """One row per figure file: where the gateway's memory is (MiB), and the gc object count."""
+    print("  n " + " ".join(f"{name.removesuffix('_bytes')[:14]:>14}" for name in STATS_SHOWN) + "    objects")
+    for path in sorted(directory.glob("stats-*.json")):
+        figures = json.loads(path.read_text())
+        objects = sum(figures.get("objects_by_type", {}).values())
+        print(f"{path.stem[-3:]} " + " ".join(f"{figures.get(name, 0) / 2**20:14.1f}" for name in STATS_SHOWN)
+              + f" {objects:10d}")
 
 
 def print_tracemalloc_growth(directory: Path) -> None:
@@ -570,7 +596,8 @@ def report(soak: Soak) -> dict[str, Any]:
         print(f"  {count:>6} x {kind}")
     calls = sum(s.calls for s in samples)
     return {"options": {**asdict(soak.opts), "json_path": str(soak.opts.json_path),
-                        "tracemalloc_dir": str(soak.opts.tracemalloc_dir)},
+                        "tracemalloc_dir": str(soak.opts.tracemalloc_dir),
+                        "memory_stats_dir": str(soak.opts.memory_stats_dir)},
             "samples": [asdict(s) for s in samples], "slopes_per_hour": per_hour,
             "calls": calls, "errors": sum(s.errors for s in samples), "error_kinds": dict(soak.errors_total),
             "machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg()}}
@@ -600,11 +627,14 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--tracemalloc", type=Path, default=None, metavar="DIR",
                         help="diagnostic: the gateway writes a tracemalloc snapshot into DIR every sample; "
                              "the top growth between the second and the last is printed at the end")
+    parser.add_argument("--memory-stats", type=Path, default=None, metavar="DIR",
+                        help="diagnostic: the gateway writes its memory figures (RSS, malloc, pymalloc arenas, "
+                             "object counts) into DIR every sample, without tracing; printed at the end")
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.minutes > 24 * 60 or args.agents < 1 or args.rate <= 0:
         parser.error("--minutes must be in (0, 1440], --agents at least 1, --rate positive")
     return Options(args.minutes, args.sample_s, args.agents, args.task_agents, args.rate, args.change_s,
-                   args.restart_s, args.json, args.seed, args.tracemalloc)
+                   args.restart_s, args.json, args.seed, args.tracemalloc, args.memory_stats)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -623,6 +653,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {opts.json_path}")
     if opts.tracemalloc_dir is not None:
         print_tracemalloc_growth(opts.tracemalloc_dir)
+    if opts.memory_stats_dir is not None:
+        print_memory_stats(opts.memory_stats_dir)
     return 0 if soak.samples else 1
 
 
