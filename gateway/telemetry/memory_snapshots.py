@@ -155,8 +155,13 @@ def pymalloc_stats() -> dict[str, int]:
 
 def objects_by_type(limit: int = OBJECT_TYPES) -> dict[str, int]:
     """The most numerous kinds of garbage-collected objects (dicts, instances of our classes...):
-    a table that grows shows as a type whose count climbs, whatever allocated it."""
-    counts = Counter(f"{type(obj).__module__}.{type(obj).__qualname__}" for obj in gc.get_objects())
+    a table that grows shows as a type whose count climbs, whatever allocated it. Frozen objects
+    (gateway/heap.py) count too: they are unfrozen for the census and frozen again after it."""
+    gc.unfreeze()
+    try:
+        counts = Counter(f"{type(obj).__module__}.{type(obj).__qualname__}" for obj in gc.get_objects())
+    finally:
+        gc.freeze()
     return dict(counts.most_common(limit))
 
 
