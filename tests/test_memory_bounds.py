@@ -19,8 +19,10 @@ from pathlib import Path
 from types import MappingProxyType
 
 import aiohttp
+import httpx2
 import pytest
 
+from gateway.admin.tasks_api import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT
 from gateway.catalog import Catalog
 from gateway.expiring_cache import ExpiringCache
 from gateway.identity.verified import TokenRejected
@@ -44,7 +46,7 @@ from gateway.telemetry.memory_snapshots import (
     top_growth,
 )
 from tests.support.identity_provider import TestIdentityProvider, generate_key
-from tests.support.processes import Gateway
+from tests.support.processes import ADMIN_TOKEN, Gateway
 from tests.support.state import FakeClock
 from tests.test_listing_equivalence import all_facts
 from tests.test_listing_equivalence import cedar_dir as listing_cedar_dir
@@ -269,6 +271,51 @@ def with_tool(catalog: Catalog, name: str) -> Catalog:
             tools[name] = replace(tools["t0"], name=name, exposed_name=f"bulk__{name}", status="quarantined")
         servers.append(replace(server, tools=MappingProxyType(tools)))
     return Catalog.of(servers)
+
+
+# --- task listings -----------------------------------------------------------------------------
+
+
+async def test_a_task_listing_loads_its_page_not_the_whole_store(
+    store: Store, registry: Registry, clock: FakeClock
+) -> None:
+    """The store keeps every task ever started; the soak listed them all each minute, a transient
+    that grew with the store (20,000 tasks in an hour) and took the gateway's RSS up with it. A
+    listing with a limit loads only the newest that many rows."""
+    tasks = await open_tasks(store, registry, clock)
+    started: list[str] = []
+    for n in range(12):
+        clock.now += 1  # distinct start times: "newest" is well defined
+        started.append(await start(tasks))
+        if n % 3:
+            await tasks.complete(started[-1], "bot-a", "done")
+    assert [t.id for t in await store.list_tasks(limit=5)] == started[-5:]  # the newest five, oldest first
+    assert [t.id for t in await tasks.list(limit=5)] == started[-5:]
+    active = started[::3]
+    # Selected in the store, so older active tasks are found past newer ended ones.
+    assert [t.id for t in await store.list_tasks(state="active", limit=3)] == active[-3:]
+    assert [t.id for t in await tasks.list(state="active", limit=3)] == active[-3:]
+    assert [t.id for t in await tasks.list()] == started  # no limit: every task (internal callers only)
+    await tasks.close()
+
+
+def test_the_admin_task_listing_returns_at_most_its_limit(gateway: Gateway) -> None:
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    base = f"{gateway.base}/admin/v1/tasks"
+    ids = []
+    for _ in range(3):
+        started = httpx2.post(base, headers=headers, timeout=10,
+                              json={"agent_id": "agent-a", "purpose": "listing bound", "tools": ["behav__echo"]})
+        assert started.status_code == 201, started.text
+        ids.append(started.json()["task"]["id"])
+    listed = httpx2.get(base, params={"agent": "agent-a", "limit": "2"}, headers=headers, timeout=10)
+    assert listed.status_code == 200, listed.text
+    assert [t["id"] for t in listed.json()["tasks"]] == ids[-2:]
+    unbounded = httpx2.get(base, params={"agent": "agent-a"}, headers=headers, timeout=10).json()["tasks"]
+    assert 3 <= len(unbounded) <= DEFAULT_LIST_LIMIT
+    for bad in ("0", str(MAX_LIST_LIMIT + 1), "all"):
+        refused = httpx2.get(base, params={"limit": bad}, headers=headers, timeout=10)
+        assert refused.status_code == 400 and "limit" in refused.text
 
 
 # --- the diagnostic switch ---------------------------------------------------------------------
