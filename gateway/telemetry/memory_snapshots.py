@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 import json
 import logging
@@ -171,16 +172,26 @@ def process_memory() -> dict[str, int]:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             found["rss_bytes"] = int(line.split()[1]) * 1024
-    libc_name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(libc_name) if libc_name else None
+    libc = _libc()
     if libc is not None and hasattr(libc, "mallinfo2"):
-        libc.mallinfo2.restype = _MallInfo2
         info = libc.mallinfo2()
         found["malloc_in_use_bytes"] = info.uordblks + info.hblkhd
         found["malloc_free_bytes"] = info.fordblks
     found.update(pymalloc_stats())
     found["gc_frozen"] = gc.get_freeze_count()
     return found
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """Loaded once: each CDLL is a new set of cyclic objects, one more per summary otherwise."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    libc = ctypes.CDLL(name)
+    if hasattr(libc, "mallinfo2"):
+        libc.mallinfo2.restype = _MallInfo2
+    return libc
 
 
 def memory_summary(path: Path) -> dict[str, Any]:
