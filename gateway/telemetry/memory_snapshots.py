@@ -106,9 +106,9 @@ def write_snapshot(path: Path) -> None:
     ])
     partial = path.with_suffix(".partial")
     snapshot.dump(str(partial))
-    partial.replace(path)
     summary = {"traced_bytes": tracemalloc.get_traced_memory()[0], **process_memory()}
     path.with_suffix(".json").write_text(json.dumps({**summary, "objects_by_type": objects_by_type()}))
+    partial.replace(path)  # last: a snapshot that can be seen has its summary beside it
 
 
 def write_summary(path: Path) -> None:
