@@ -52,7 +52,13 @@ if __package__ in (None, ""):  # `python bench/soak.py`
 import aiohttp
 
 from bench.load import LEGACY, MODERN, Agent, CallFailure, Target, percentile, require_loopback
-from gateway.telemetry.memory_snapshots import DIRECTORY_VARIABLE, INTERVAL_VARIABLE, snapshots, top_growth
+from gateway.telemetry.memory_snapshots import (
+    DIRECTORY_VARIABLE,
+    INTERVAL_VARIABLE,
+    STATS_VARIABLE,
+    snapshots,
+    top_growth,
+)
 from tests.support.identity_provider import TestIdentityProvider, generate_key
 from tests.support.processes import (
     ADMIN_TOKEN,
@@ -90,6 +96,7 @@ class Options:
     json_path: Path | None
     seed: int
     tracemalloc_dir: Path | None = None  # the gateway writes tracemalloc snapshots here (a diagnostic)
+    memory_stats_dir: Path | None = None  # the gateway writes memory figures only (no tracing) here
 
 
 # ---------------------------------------------------------------------------- what is measured
@@ -235,9 +242,28 @@ def deploy(workdir: Path, opts: Options) -> Deployment:
 
 def tracemalloc_env(opts: Options) -> dict[str, str]:
     """The gateway's diagnostic switch (gateway/telemetry/memory_snapshots.py): one snapshot per sample."""
-    if opts.tracemalloc_dir is None:
-        return {}
-    return {DIRECTORY_VARIABLE: str(opts.tracemalloc_dir.resolve()), INTERVAL_VARIABLE: str(opts.sample_s)}
+    env: dict[str, str] = {}
+    if opts.tracemalloc_dir is not None:
+        env[DIRECTORY_VARIABLE] = str(opts.tracemalloc_dir.resolve())
+    if opts.memory_stats_dir is not None:
+        env[STATS_VARIABLE] = str(opts.memory_stats_dir.resolve())
+    if env:
+        env[INTERVAL_VARIABLE] = str(opts.sample_s)
+    return env
+
+
+STATS_SHOWN = ("rss_bytes", "malloc_in_use_bytes", "malloc_free_bytes", "pymalloc_arena_bytes",
+               "pymalloc_in_use_bytes", "pymalloc_free_block_bytes", "pymalloc_unused_pool_bytes")
+
+
+def print_memory_stats(directory: Path) -> None:
+    """One row per figure file: where the gateway's memory is (MiB), and the gc object count."""
+    print("  n " + " ".join(f"{name.removesuffix('_bytes')[:14]:>14}" for name in STATS_SHOWN) + "    objects")
+    for path in sorted(directory.glob("stats-*.json")):
+        figures = json.loads(path.read_text())
+        objects = sum(figures.get("objects_by_type", {}).values())
+        print(f"{path.stem[-3:]} " + " ".join(f"{figures.get(name, 0) / 2**20:14.1f}" for name in STATS_SHOWN)
+              + f" {objects:10d}")
 
 
 def print_tracemalloc_growth(directory: Path) -> None:
@@ -277,6 +303,7 @@ class Soak:
         self.window = Window()
         self.samples: list[Sample] = []
         self.errors_total: Counter[str] = Counter()
+        self.tasks_started = 0  # since the start, counted here: see task_counts
         self.random = random.Random(opts.seed)
         self.http: aiohttp.ClientSession | None = None
         self.stopping = asyncio.Event()
@@ -374,6 +401,7 @@ class Soak:
             self.error("task-start", exc)
             return None
         self.window.events["tasks_started"] += 1
+        self.tasks_started += 1
         return str(body["access_token"])
 
     async def end_task(self, agent: Agent) -> None:
@@ -466,16 +494,21 @@ class Soak:
                       round(percentile(latencies, 99), 2), dict(window.events))
 
     async def task_counts(self) -> tuple[int, int]:
+        """Active tasks (admin API, `state=active`) and the tasks started so far (counted here).
+
+        Not a listing of every task: the store keeps them all, and a listing of 20,000 tasks each
+        minute was a transient of tens of MiB that grew with the run (most of the RSS slope the
+        soak used to report; docs/operations.md#soak)."""
         assert self.http is not None
-        url = f"{self.deployment.gateway.base}/admin/v1/tasks"
+        url = f"{self.deployment.gateway.base}/admin/v1/tasks?state=active"
         headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         try:
             async with self.http.get(url, headers=headers) as response:
                 tasks = (await response.json())["tasks"]
         except (aiohttp.ClientError, TimeoutError, KeyError, ValueError) as exc:
             self.error("task-count", exc)
-            return -1, -1
-        return sum(t["state"] == "active" for t in tasks), len(tasks)
+            return -1, self.tasks_started
+        return len(tasks), self.tasks_started
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -570,7 +603,8 @@ def report(soak: Soak) -> dict[str, Any]:
         print(f"  {count:>6} x {kind}")
     calls = sum(s.calls for s in samples)
     return {"options": {**asdict(soak.opts), "json_path": str(soak.opts.json_path),
-                        "tracemalloc_dir": str(soak.opts.tracemalloc_dir)},
+                        "tracemalloc_dir": str(soak.opts.tracemalloc_dir),
+                        "memory_stats_dir": str(soak.opts.memory_stats_dir)},
             "samples": [asdict(s) for s in samples], "slopes_per_hour": per_hour,
             "calls": calls, "errors": sum(s.errors for s in samples), "error_kinds": dict(soak.errors_total),
             "machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg()}}
@@ -600,11 +634,14 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--tracemalloc", type=Path, default=None, metavar="DIR",
                         help="diagnostic: the gateway writes a tracemalloc snapshot into DIR every sample; "
                              "the top growth between the second and the last is printed at the end")
+    parser.add_argument("--memory-stats", type=Path, default=None, metavar="DIR",
+                        help="diagnostic: the gateway writes its memory figures (RSS, malloc, pymalloc arenas, "
+                             "object counts) into DIR every sample, without tracing; printed at the end")
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.minutes > 24 * 60 or args.agents < 1 or args.rate <= 0:
         parser.error("--minutes must be in (0, 1440], --agents at least 1, --rate positive")
     return Options(args.minutes, args.sample_s, args.agents, args.task_agents, args.rate, args.change_s,
-                   args.restart_s, args.json, args.seed, args.tracemalloc)
+                   args.restart_s, args.json, args.seed, args.tracemalloc, args.memory_stats)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -623,6 +660,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {opts.json_path}")
     if opts.tracemalloc_dir is not None:
         print_tracemalloc_growth(opts.tracemalloc_dir)
+    if opts.memory_stats_dir is not None:
+        print_memory_stats(opts.memory_stats_dir)
     return 0 if soak.samples else 1
 
 

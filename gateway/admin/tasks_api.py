@@ -36,6 +36,23 @@ log = logging.getLogger("narrowgate.admin")
 END_ACTIONS = ("complete", "fail", "revoke")
 MIN_DEADLINE_S = 1
 START_FIELDS = frozenset({"agent_id", "purpose", "tools", "deadline_s", "budget", "trim", "reason"})
+# A listing returns (and loads) at most this many tasks, the newest: the store keeps every task
+# ever started, and a listing of all of them grew the gateway's memory with its history.
+DEFAULT_LIST_LIMIT = 1000
+MAX_LIST_LIMIT = 10_000
+
+
+def list_limit(request: Request) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return DEFAULT_LIST_LIMIT
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise TaskError("limit must be a number") from None
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise TaskError(f"limit must be between 1 and {MAX_LIST_LIMIT}")
+    return limit
 
 
 class NotFound(Exception):
@@ -66,7 +83,7 @@ class TasksApi:
             state = request.query_params.get("state") or None
             if state is not None and state not in {s.value for s in TaskState}:
                 raise TaskError(f"unknown state {state!r}; use one of {', '.join(s.value for s in TaskState)}")
-            tasks = await self.tasks.list(agent_id=agent_id, state=state)
+            tasks = await self.tasks.list(agent_id=agent_id, state=state, limit=list_limit(request))
             return json_response({"tasks": [task_to_dict(t) for t in tasks]})
         return await self.start(await read_json(request), actor)
 

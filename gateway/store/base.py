@@ -96,10 +96,10 @@ class TaskStore(Protocol):
 
     async def list_tasks(
         self, agent_id: str | None = None, state: str | None = None, ended_since: float | None = None,
-        ended_only: bool = False,
+        ended_only: bool = False, limit: int | None = None,
     ) -> list[Task]:
         """Tasks oldest first by stored state; `ended_since`: active ones plus those ended since then
-        (`ended_only`: only those ended since then)."""
+        (`ended_only`: only those ended since then); `limit`: only the newest that many of them."""
         ...
 
     async def task_events(self, task_id: str) -> list[TaskEvent]:

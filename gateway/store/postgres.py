@@ -195,9 +195,9 @@ class PostgresStore:
 
     async def list_tasks(
         self, agent_id: str | None = None, state: str | None = None, ended_since: float | None = None,
-        ended_only: bool = False,
+        ended_only: bool = False, limit: int | None = None,
     ) -> list[Task]:
-        return await self._run(postgres_tasks.list_tasks, agent_id, state, ended_since, ended_only)
+        return await self._run(postgres_tasks.list_tasks, agent_id, state, ended_since, ended_only, limit)
 
     async def task_events(self, task_id: str) -> list[TaskEvent]:
         return await self._run(postgres_tasks.task_events, task_id)

@@ -39,9 +39,11 @@ async def get_task(conn: asyncpg.Connection, task_id: str) -> Task | None:
 
 
 async def list_tasks(conn: asyncpg.Connection, agent_id: str | None, state: str | None,
-                     ended_since: float | None, ended_only: bool = False) -> list[Task]:
+                     ended_since: float | None, ended_only: bool = False, limit: int | None = None) -> list[Task]:
     clause, args = rows.where(rows.task_filters(agent_id, state, ended_since, ended_only), lambda n: f"${n}")
-    found = await conn.fetch(f"SELECT {rows.TASK_COLUMNS} FROM tasks{clause} ORDER BY started_at, id", *args)
+    if limit is not None:
+        args = [*args, limit]
+    found = await conn.fetch(rows.task_list_query(clause, None if limit is None else f"${len(args)}"), *args)
     return [rows.task_from_row(row) for row in found]
 
 

@@ -114,6 +114,15 @@ def task_event_from_row(row: Sequence[Any]) -> TaskEvent:
     return TaskEvent(row[0], None if row[1] is None else TaskState(row[1]), TaskState(row[2]), row[3], row[4], row[5])
 
 
+def task_list_query(clause: str, limit_placeholder: str | None) -> str:
+    """list_tasks' query, oldest first; with a limit, the newest `limit` rows of the filter (so a
+    listing never loads more rows than it may return, however many tasks the store holds)."""
+    if limit_placeholder is None:
+        return f"SELECT {TASK_COLUMNS} FROM tasks{clause} ORDER BY started_at, id"
+    newest = f"SELECT {TASK_COLUMNS} FROM tasks{clause} ORDER BY started_at DESC, id DESC LIMIT {limit_placeholder}"
+    return f"SELECT {TASK_COLUMNS} FROM ({newest}) AS newest ORDER BY started_at, id"
+
+
 def task_filters(agent_id: str | None, state: str | None, ended_since: float | None,
                  ended_only: bool = False) -> Filters:
     """list_tasks' filters; `ended_since` keeps active tasks plus those that ended at or after it

@@ -12,6 +12,7 @@ from gateway.store.rows import (
     task_event_row,
     task_filters,
     task_from_row,
+    task_list_query,
     task_row,
     where,
 )
@@ -49,12 +50,14 @@ def get_task(conn: sqlite3.Connection, task_id: str) -> Task | None:
 
 def list_tasks(
     conn: sqlite3.Connection, agent_id: str | None, state: str | None, ended_since: float | None,
-    ended_only: bool = False,
+    ended_only: bool = False, limit: int | None = None,
 ) -> list[Task]:
     """Tasks oldest first, filtered by agent and stored state; `ended_since` keeps active tasks plus
-    those that ended at or after it (what the service holds in memory)."""
+    those that ended at or after it (what the service holds in memory); `limit`: the newest that many."""
     clause, args = where(task_filters(agent_id, state, ended_since, ended_only), lambda _: "?")
-    rows = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks{clause} ORDER BY started_at, id", args)
+    if limit is not None:
+        args = [*args, limit]
+    rows = conn.execute(task_list_query(clause, None if limit is None else "?"), args)
     return [task_from_row(row) for row in rows]
 
 

@@ -180,11 +180,16 @@ class TaskService:
             self._dirty.add(task_id)
         return replace(task, calls_made=made)
 
-    async def list(self, agent_id: str | None = None, state: TaskState | str | None = None) -> list[Task]:
-        """Every task in the store (oldest first), with live call counts and derived expiry."""
-        stored = await self.store.list_tasks(agent_id=agent_id)
-        tasks = [self.get(t.id) or t.effective(self.clock()) for t in stored]
+    async def list(self, agent_id: str | None = None, state: TaskState | str | None = None,
+                   limit: int | None = None) -> list[Task]:
+        """Tasks in the store (oldest first), with live call counts and derived expiry; with `limit`,
+        only the newest that many are loaded, so a listing costs memory by its page, not by the
+        store's history. `state=active` is selected in the store (an active task is stored active);
+        any other state is picked from the newest `limit` (a task ended here may not be stored yet)."""
         wanted = None if state is None else TaskState(state)
+        stored_state = TaskState.ACTIVE.value if wanted is TaskState.ACTIVE else None
+        stored = await self.store.list_tasks(agent_id=agent_id, state=stored_state, limit=limit)
+        tasks = [self.get(t.id) or t.effective(self.clock()) for t in stored]
         return [t for t in tasks if wanted is None or t.state is wanted]
 
     async def events(self, task_id: str) -> builtins.list[TaskEvent]:
