@@ -299,6 +299,11 @@ async def test_a_task_listing_loads_its_page_not_the_whole_store(
     assert [t.id for t in await store.list_tasks(state="active", limit=3)] == active[-3:]
     assert [t.id for t in await tasks.list(state="active", limit=3)] == active[-3:]
     assert [t.id for t in await tasks.list()] == started  # no limit: every task (internal callers only)
+    # The console's tasks page: active tasks and those ended recently, loaded as such (not every task, filtered).
+    clock.now += 100
+    recent = await start(tasks)
+    await tasks.complete(recent, "bot-a", "done")
+    assert [t.id for t in await tasks.list(limit=50, ended_since=clock.now - 10)] == [*active, recent]
     await tasks.close()
 
 

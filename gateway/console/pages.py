@@ -65,6 +65,8 @@ from gateway.console.security import (
 )
 from gateway.console.sessions import ConsoleSession, LoginThrottle, SessionStore
 from gateway.console.views import (
+    RECENT_TASKS_S,
+    TASKS_LIMIT,
     ApprovalLinks,
     actor_label,
     credential_expiry,
@@ -354,7 +356,8 @@ class Console:
         return RedirectResponse(f"{HOME}/agents", 303)
 
     async def tasks_page(self, request: Request, session: ConsoleSession) -> Response:
-        tasks = recent_tasks(await self.tasks.list(), self.clock())
+        now = self.clock()  # the page shows recent tasks only: load those, not the store's whole history
+        tasks = recent_tasks(await self.tasks.list(limit=TASKS_LIMIT, ended_since=now - RECENT_TASKS_S), now)
         return self.render(request, "tasks.html", session, title="Tasks", nav="tasks", tasks=tasks,
                            active=TaskState.ACTIVE, may_revoke=session.person.is_admin)
 

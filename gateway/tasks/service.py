@@ -181,14 +181,16 @@ class TaskService:
         return replace(task, calls_made=made)
 
     async def list(self, agent_id: str | None = None, state: TaskState | str | None = None,
-                   limit: int | None = None) -> list[Task]:
+                   limit: int | None = None, ended_since: float | None = None) -> list[Task]:
         """Tasks in the store (oldest first), with live call counts and derived expiry; with `limit`,
         only the newest that many are loaded, so a listing costs memory by its page, not by the
         store's history. `state=active` is selected in the store (an active task is stored active);
-        any other state is picked from the newest `limit` (a task ended here may not be stored yet)."""
+        any other state is picked from the newest `limit` (a task ended here may not be stored yet).
+        `ended_since`: only active tasks and those ended since then."""
         wanted = None if state is None else TaskState(state)
         stored_state = TaskState.ACTIVE.value if wanted is TaskState.ACTIVE else None
-        stored = await self.store.list_tasks(agent_id=agent_id, state=stored_state, limit=limit)
+        stored = await self.store.list_tasks(agent_id=agent_id, state=stored_state, limit=limit,
+                                             ended_since=ended_since)
         tasks = [self.get(t.id) or t.effective(self.clock()) for t in stored]
         return [t for t in tasks if wanted is None or t.state is wanted]
 
