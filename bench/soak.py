@@ -18,7 +18,8 @@ Traffic, until the deadline:
   or walk away and let the deadline end it;
 - one agent calling the privileged tool (held for approval) and an approver approving every
   pending request through the admin API;
-- the shifting upstream adding and removing a tool every --change-s (new tools are quarantined);
+- the shifting upstream adding and removing a tool every --change-s (new tools are quarantined); each
+  name new by default, or, with --names K, taken in turn from K names (a bounded set of tools);
 - every --restart-s, the HTTP upstream killed and restarted on its port, or the stdio child killed.
 Each sample: the gateway's RSS and open file descriptors (/proc), active tasks (admin API), calls,
 errors and the p50/p99 latency of the calls in the interval. At the end: the table, each series'
@@ -97,6 +98,7 @@ class Options:
     seed: int
     tracemalloc_dir: Path | None = None  # the gateway writes tracemalloc snapshots here (a diagnostic)
     memory_stats_dir: Path | None = None  # the gateway writes memory figures only (no tracing) here
+    names: int = 0  # the shifting upstream's added tools cycle through this many names (0: every name new)
 
 
 # ---------------------------------------------------------------------------- what is measured
@@ -449,6 +451,10 @@ class Soak:
                 self.error("approver", exc)
             await self.pause(0.5)
 
+    def extra_name(self, n: int) -> str:
+        """The n-th tool the shifting upstream adds: new every time, or one of --names in turn."""
+        return f"extra{n % self.opts.names if self.opts.names else n}"
+
     async def list_changer(self) -> None:
         assert self.http is not None
         control = f"http://127.0.0.1:{self.deployment.shift_port}/control"
@@ -456,7 +462,8 @@ class Soak:
             await self.pause(self.opts.change_s)
             if self.over():
                 return
-            ops = [{"op": "add", "name": f"extra{n}"}] + ([{"op": "remove", "name": f"extra{n - 1}"}] if n else [])
+            ops = [{"op": "add", "name": self.extra_name(n)}] + ([{"op": "remove", "name": self.extra_name(n - 1)}]
+                                                                 if n else [])
             for op in ops:
                 try:
                     async with self.http.post(control, json=op) as response:
@@ -637,11 +644,15 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--memory-stats", type=Path, default=None, metavar="DIR",
                         help="diagnostic: the gateway writes its memory figures (RSS, malloc, pymalloc arenas, "
                              "object counts) into DIR every sample, without tracing; printed at the end")
+    parser.add_argument("--names", type=int, default=0, metavar="K",
+                        help="the tools the shifting upstream adds cycle through K names (default 0: each one "
+                             "new, filling the bounded review table, discovery.max_pending_reviews_per_server)")
     args = parser.parse_args(argv)
-    if args.minutes <= 0 or args.minutes > 24 * 60 or args.agents < 1 or args.rate <= 0:
-        parser.error("--minutes must be in (0, 1440], --agents at least 1, --rate positive")
+    if args.minutes <= 0 or args.minutes > 24 * 60 or args.agents < 1 or args.rate <= 0 or args.names == 1 \
+            or args.names < 0:
+        parser.error("--minutes must be in (0, 1440], --agents at least 1, --rate positive, --names 0 or at least 2")
     return Options(args.minutes, args.sample_s, args.agents, args.task_agents, args.rate, args.change_s,
-                   args.restart_s, args.json, args.seed, args.tracemalloc, args.memory_stats)
+                   args.restart_s, args.json, args.seed, args.tracemalloc, args.memory_stats, args.names)
 
 
 def main(argv: list[str] | None = None) -> int:
