@@ -574,7 +574,6 @@ async def test_a_time_window_is_read_page_by_page_without_sorting_it_each_time(s
     await log.close()
     since, until = T0 + 500, T0 + 2500  # the ticking clock gives record n the time T0 + n - 1
     pages = [AuditQuery(since=since, until=until), AuditQuery(since=since, until=until, after_seq=1500),
-             AuditQuery(since=since, until=until, after_seq=1500, newest_first=True, before_seq=2000),
              AuditQuery(since=since, until=until, after_seq=1500, agent_id="a1"),
              AuditQuery(since=since, until=until, after_seq=1500, tool="t0")]
     with sqlite3.connect(db) as conn:

@@ -191,9 +191,14 @@ def test_the_fleet_ranks_agents_and_only_admins_see_it(gw: Gateway) -> None:
         "identities": [{"kind": "static", "issuer": "narrowgate", "subject": "reader"}],
         "entitlement": {"tools": ["mail__whoami"], "servers": [], "require_task": False}})
     assert created.status_code in (201, 409), created.text
+    pending = httpx2.post(f"{gw.base}/admin/v1/agents", headers=bearer(ADMIN_TOKEN), timeout=30, json={
+        "id": "dormant", "owner": "tests@example.com", "purpose": "not yet approved", "state": "pending",
+        "identities": [{"kind": "static", "issuer": "narrowgate", "subject": "dormant"}],
+        "entitlement": {"tools": ["mail__whoami"], "servers": [], "require_task": False}})
+    assert pending.status_code in (201, 409), pending.text
     fleet = httpx2.get(f"{gw.base}/admin/v1/blast-radius", headers=bearer(ADMIN_TOKEN), timeout=30).json()
     ranked = [row["agent_id"] for row in fleet["agents"]]
-    assert ranked == ["agent-a", "reader"]
+    assert ranked == ["agent-a", "reader"]  # a pending agent is refused at authentication: nothing acts as it
     assert fleet["agents"][1]["without_approval"] == 1 and fleet["agents"][1]["score"] == 1
     for path in ("/admin/v1/blast-radius", "/admin/v1/blast-radius/agent-a"):
         for token, status in ((None, 401), (AGENT_TOKEN, 403), (APPROVER_TOKEN, 403)):

@@ -50,3 +50,13 @@ async def test_the_ledger_reads_on_from_where_it_stopped(store: Store) -> None:
     assert ledger.used_since("a1", 200.0) == {"s__x", "s__y"}  # s__x's last call is in the newer window
     assert ledger.used_since("a1", 301.0) == set()
     assert ledger.of("a1").task_calls == {}  # a ledger kept for good does not grow with every task
+
+
+async def test_the_kept_ledger_forgets_what_left_the_window(store: Store) -> None:
+    ledger = Usage(with_tasks=False)
+    await append(store, 100.0, decision("a1", "files://doc-1", "allow"), decision("a2", "files://doc-2", "allow"))
+    await append(store, 300.0, decision("a1", "s__x", "allow"))
+    await read_usage(store, 0.0, 1000.0, into=ledger)
+    ledger.forget_before(200.0)  # every distinct URI ever read would otherwise stay for good
+    assert ledger.of("a1").calls == {"s__x": 1} and "a2" not in ledger.agents
+    assert ledger.used_since("a1", 200.0) == {"s__x"}

@@ -28,6 +28,7 @@ def run_evidence(args: argparse.Namespace) -> int:
         return 0
     # Owner-only: the report shows how the fleet could be attacked.
     fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT: narrow it too
     with open(fd, "w", encoding="utf-8") as out:
         out.write(text)
     print(f"evidence for {args.framework} written to {args.output}", file=sys.stderr)

@@ -119,6 +119,7 @@ def write_proposals(report: dict[str, Any], config: Path) -> None:
     edit the gateway's patch was made with, so proposals for several agents of one file apply one after the
     other; refused when the local file declares a different entitlement than the gateway holds."""
     from gateway.config import load_settings
+    from gateway.policy.sources import POLICY_SUBDIR
     from gateway.privilege.proposal import CannotEdit, cedar_file_name, declared_entitlement, edit_entitlement
 
     settings = load_settings(config, resolve_secrets=False)
@@ -140,7 +141,7 @@ def write_proposals(report: dict[str, Any], config: Path) -> None:
                 name = cedar_file_name(agent_id)
             except ValueError as exc:
                 raise WriteRefused(f"{exc}; nothing was written") from None
-            writes[settings.policies_dir / "policies" / name] = proposal["cedar_text"]
+            writes[settings.policies_dir / POLICY_SUBDIR / name] = proposal["cedar_text"]
     for path, text in writes.items():
         path.write_text(text, encoding="utf-8")
         print(f"wrote {path}")

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple, Protocol
 from gateway.identity.principal import Principal
 from gateway.policy.engine import CedarRequest, Decision, PolicyEngine
 from gateway.policy.recorded import InputCipher
-from gateway.store.base import DecisionInputRow, DecisionInputStore, GatewaySecretStore
+from gateway.store.base import DELETE_CHUNK, DecisionInputRow, DecisionInputStore, GatewaySecretStore
 
 log = logging.getLogger("narrowgate.policy.recorder")
 
@@ -40,7 +40,6 @@ MAX_BATCH = 2_000
 LOG_EVERY = 1_000
 SWEEP_MAX_INTERVAL_S = 3600.0
 SWEEP_MIN_INTERVAL_S = 1.0
-SWEEP_CHUNK = 10_000  # rows deleted per statement: a week's backlog never sits in one transaction
 
 
 class RecorderStore(DecisionInputStore, GatewaySecretStore, Protocol):
@@ -65,7 +64,7 @@ class DecisionRecorder:
 
     def __init__(self, store: RecorderStore, engine: PolicyEngine, retention_s: float,
                  clock: Callable[[], float] = time.time, *, batch_window_s: float = BATCH_WINDOW_S,
-                 max_pending: int = MAX_PENDING, sweep_chunk: int = SWEEP_CHUNK) -> None:
+                 max_pending: int = MAX_PENDING, sweep_chunk: int = DELETE_CHUNK) -> None:
         self.store = store
         self.engine = engine
         self.retention_s = retention_s
@@ -132,7 +131,10 @@ class DecisionRecorder:
             await self._write_batch()
 
     async def flush(self) -> None:
-        """Write everything noted so far (tests, benchmarks)."""
+        """Write everything noted so far, the batch the writer has in hand included (the replay API settles
+        the window with this; tests and benchmarks too)."""
+        if self._writing is not None:
+            await asyncio.shield(self._writing)
         while self._pending:
             await self._write_batch()
 

@@ -27,7 +27,7 @@ from typing import Any
 from gateway.catalog.model import RISK_TIERS
 from gateway.config import Settings
 from gateway.privilege.reach import AgentReach, ChainStep, ReachAnalyzer, ToolReach, reach_header
-from gateway.registry.model import Agent
+from gateway.registry.model import Agent, Lifecycle
 from gateway.registry.service import Registry
 from gateway.settings.monitoring import RateLimit
 from gateway.tasks.model import TaskState
@@ -101,8 +101,11 @@ class BlastRadiusService:
         return self.measure(reach, agent)
 
     async def fleet(self) -> list[BlastRadius]:
-        """Every agent's blast radius, widest first."""
-        measured = [await self.agent(agent.id) for agent in self.registry.agents()]
+        """Every active agent's blast radius, widest first (a pending, suspended, retired or expired agent is
+        refused at authentication: nothing can act as it until a person reactivates it)."""
+        now = self.clock()
+        active = [agent for agent in self.registry.agents() if agent.effective_state(now) is Lifecycle.ACTIVE]
+        measured = [await self.agent(agent.id) for agent in active]
         return sorted(measured, key=lambda b: (-b.score, b.agent_id))
 
     def measure(self, reach: AgentReach, agent: Agent) -> BlastRadius:

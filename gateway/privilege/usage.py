@@ -74,6 +74,15 @@ class Usage:
         task_id = record.get("task_id") if self.with_tasks else None
         self.agents.setdefault(str(agent_id), AgentUse()).add(str(target), task_id, at)
 
+    def forget_before(self, since: float) -> None:
+        """Drop targets last called before `since` (a ledger kept for good stays bounded by what the window
+        saw, not by every resource URI or prompt name ever read)."""
+        for agent_id, use in list(self.agents.items()):
+            for target in [t for t, at in use.last_at.items() if at < since]:
+                del use.last_at[target], use.calls[target]
+            if not use.calls:
+                del self.agents[agent_id]
+
     def of(self, agent_id: str) -> AgentUse:
         return self.agents.get(agent_id) or AgentUse()
 

@@ -7,9 +7,16 @@ from collections.abc import Sequence
 import asyncpg  # type: ignore[import-untyped]
 
 from gateway.store.base import DecisionInputQuery, DecisionInputRow
-from gateway.store.rows import after_key, decision_input_filters, decision_input_from_row, decision_input_row, where
+from gateway.store.rows import (
+    DECISION_INPUT_COLUMNS,
+    after_key,
+    decision_input_filters,
+    decision_input_from_row,
+    decision_input_row,
+    where,
+)
 
-COLUMNS = ("decision_id", "at", "agent_id", "kind", "target", "outcome", "payload")
+COLUMNS = tuple(DECISION_INPUT_COLUMNS.split(", "))  # for COPY
 
 
 async def append_decision_inputs(conn: asyncpg.Connection, rows: Sequence[DecisionInputRow]) -> None:
@@ -28,7 +35,7 @@ def select_sql(query: DecisionInputQuery) -> tuple[str, list[object]]:
     clause, params = where(decision_input_filters(query), lambda n: f"${n}")
     keyset, after = after_key(query.after if query.by_time else None, lambda n: f"${n}", len(params) + 1, " AND ")
     order = "at, seq" if query.by_time else "seq"
-    sql = (f"SELECT seq, {', '.join(COLUMNS)} FROM decision_inputs{clause}{keyset} ORDER BY {order} "
+    sql = (f"SELECT seq, {DECISION_INPUT_COLUMNS} FROM decision_inputs{clause}{keyset} ORDER BY {order} "
            f"LIMIT ${len(params) + len(after) + 1}")
     return sql, [*params, *after, query.limit]
 

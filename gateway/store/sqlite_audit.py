@@ -51,10 +51,12 @@ def select_sql(query: AuditQuery) -> tuple[str, tuple[object, ...]]:
 
 
 def _access(query: AuditQuery) -> str:
-    """Walk by seq (the rowid) unless an agent or tool index serves the filter in seq order: left to choose
-    for a time window, SQLite takes the `at` index and sorts the whole window for every page, so reading a
-    window page by page was quadratic in it. A rowid walk from `after_seq` stops at the page's last row."""
-    return "" if query.agent_id is not None or query.tool is not None else " NOT INDEXED"
+    """A window read forwards page by page walks by seq (the rowid): left to choose, SQLite takes the `at`
+    index and sorts the whole window for every page (quadratic in the window); a rowid walk from `after_seq`
+    stops at the page's last row. Other reads (newest first, an agent's or a tool's records, no lower time
+    bound) keep the planner's choice: there the `at` index or an (agent|tool, seq) index serves them."""
+    window = query.since is not None and not query.newest_first
+    return " NOT INDEXED" if window and query.agent_id is None and query.tool is None else ""
 
 
 def audited_decisions(conn: sqlite3.Connection, query: AuditedDecisionQuery) -> list[AuditedDecision]:

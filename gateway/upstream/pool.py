@@ -177,10 +177,10 @@ class UpstreamPool:
             last_full = now
         for server_id, client in self.clients.items():
             stale = self.synced_generation.get(server_id) != _generation(client)
-            if server_id not in self.listings or stale:
+            if server_id not in self.listings:  # back after its lists vanished: everything it lists is news
                 if await self.sync(server_id) is not None:
                     await self.announce({"tools", "prompts", "resources"})
-            elif full and client.available:
+            elif stale or (full and client.available):  # reconnected or reopened: only what really changed
                 changed = await self.sync(server_id)
                 if changed:
                     await self.announce(changed)

@@ -46,7 +46,8 @@ class UnusedShareGauge:
         self.window_s = window_s
         self.interval_s = interval_s
         self.clock = clock
-        # Every allowed call's latest time per (agent, tool), read incrementally: bounded by agents x tools.
+        # Every allowed call's latest time per (agent, target), read incrementally; targets last called before
+        # the window are forgotten at each refresh, so it holds what one window saw.
         self.ledger = Usage(with_tasks=False)
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one refresh at a time: two would read the same records into the ledger
@@ -77,6 +78,7 @@ class UnusedShareGauge:
         now = self.clock()
         since = now - self.window_s
         await read_usage(self.sources.store, since, now, into=self.ledger)
+        self.ledger.forget_before(since)
         shares: dict[str, float] = {}
         if self.ledger.last_at is not None and self.ledger.last_at >= since:  # else nothing measured: no series
             shares = await self._shares(since, now)

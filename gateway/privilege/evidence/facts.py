@@ -142,13 +142,13 @@ async def transport_security(run: EvidenceRun) -> Fact:
     settings = run.sources.settings
     plain = []
     if urlsplit(settings.base_url).scheme != "https" and not settings.is_loopback_bind():
-        plain.append(f"the gateway itself ({_origin(settings.base_url)})")
+        plain.append(f"the gateway itself ({origin(settings.base_url)})")
     for server in run.sources.catalog().servers.values():
         transport = server.transport
         if isinstance(transport, HttpTransport):
             url = urlsplit(transport.url)
             if url.scheme != "https" and not is_loopback_host(url.hostname or ""):
-                plain.append(f"{server.id} ({_origin(transport.url)})")
+                plain.append(f"{server.id} ({origin(transport.url)})")
     statement = ("every connection that leaves the host uses TLS (loopback and stdio stay on the host)" if not plain
                  else f"plain HTTP across the network: {_names(plain)}")
     return Fact("transport_security", "Communication secured regardless of network location",
@@ -156,7 +156,7 @@ async def transport_security(run: EvidenceRun) -> Fact:
                 {"plain_http": plain})
 
 
-def _origin(url: str) -> str:
+def origin(url: str) -> str:
     """Scheme, host and port only: a URL's user info, path and query may carry a secret (`${ENV}` expanded)."""
     parts = urlsplit(url)
     port = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]

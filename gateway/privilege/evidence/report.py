@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.privilege.evidence.facts import compute
+from gateway.privilege.evidence.facts import compute, origin
 from gateway.privilege.evidence.frameworks import framework
 from gateway.privilege.evidence.model import GAP, MET, NOT_APPLICABLE, control_dict
 from gateway.privilege.evidence.model import iso_time as _iso
@@ -23,7 +23,7 @@ async def build_report(sources: EvidenceSources, framework_name: str, window_s: 
     return {
         "report_version": REPORT_VERSION,
         "framework": {"id": chosen.id, "title": chosen.title, "reference": chosen.reference},
-        "gateway": sources.settings.base_url,
+        "gateway": origin(sources.settings.base_url),  # a URL's user info, path or query may hold a secret
         "generated_at": _iso(now),
         "period": {"since": _iso(run.since), "until": _iso(now), "seconds": window_s},
         "summary": {status: sum(c["status"] == status for c in controls) for status in (MET, GAP, NOT_APPLICABLE)},
