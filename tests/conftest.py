@@ -101,7 +101,11 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int, behav
         behaviour_manifest("local", stdio_behaviour_transport(behaviour_log), timeout_s=5,
                            tools=("echo", "slow", "progress", "log", "crash")),
     ]
-    gw = Gateway(tmp_path_factory.mktemp("gateway"), manifests).start()
+    # Every test file on this worker shares this gateway, and many open 2025-11-25 sessions they leave to
+    # idle out: the per-agent cap (64 by default, tested on gateways of their own in test_abuse_limits.py)
+    # would make one file's sessions refuse another's, depending on which files ran here before.
+    gw = Gateway(tmp_path_factory.mktemp("gateway"), manifests,
+                 extra_config={"limits": {"max_sessions_per_agent": 10_000}}).start()
     yield gw
     gw.stop()
 
