@@ -7,7 +7,7 @@ never compute anything; they only say which facts speak to which control (gatewa
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from urllib.parse import urlsplit
 
 from gateway.catalog.model import HttpTransport
@@ -228,7 +228,7 @@ async def catalog_inventory(run: EvidenceRun) -> Fact:
     for tool in catalog.tools.values():
         tiers[str(tool.risk)] = tiers.get(str(tool.risk), 0) + 1
     ownerless = sorted(t.exposed_name for t in catalog.tools.values() if not t.owner.strip())
-    counts = ", ".join(f"{n} {tier}" for tier, n in sorted(tiers.items()))
+    counts = _counts(tiers)
     statement = (f"{len(catalog.servers)} upstream server(s) and {len(catalog.tools)} tool(s) are catalogued with a "
                  f"risk tier and data classes" + (f" ({counts})" if counts else ""))
     statement += f"; tools without an owner: {_names(ownerless)}" if ownerless else ", each with an owner"
@@ -260,7 +260,7 @@ async def audit_chain(run: EvidenceRun) -> Fact:
 async def decisions(run: EvidenceRun) -> Fact:
     tally = (await run.audit()).decisions
     total = sum(tally.values())
-    parts = ", ".join(f"{n} {d}" for d, n in sorted(tally.items()))
+    parts = _counts(tally)
     return Fact("decisions", "Decisions in the period", INFO,
                 f"{total} recorded decision(s) since {_iso(run.since)}" + (f": {parts}" if parts else ""),
                 f"narrowgate audit search --kind decision --since {_iso(run.since)}", dict(tally))
@@ -269,7 +269,7 @@ async def decisions(run: EvidenceRun) -> Fact:
 async def detections(run: EvidenceRun) -> Fact:
     tally = await run.audit()
     total = sum(tally.detections.values())
-    parts = ", ".join(f"{n} {d}" for d, n in sorted(tally.detections.items()))
+    parts = _counts(tally.detections)
     return Fact("detections", "Detections in the period", INFO,
                 f"{total} chain-monitoring detection(s) since {_iso(run.since)}" + (f": {parts}" if parts else ""),
                 f"narrowgate audit search --kind monitoring --since {_iso(run.since)}",
@@ -294,7 +294,7 @@ async def kill_switch(run: EvidenceRun) -> Fact:
 async def approvals(run: EvidenceRun) -> Fact:
     tally = (await run.audit()).approvals
     forbid_self = run.sources.settings.approvals.forbid_self_approval
-    parts = ", ".join(f"{n} {a}" for a, n in sorted(tally.items())) or "none"
+    parts = _counts(tally) or "none"
     statement = f"approval records since {_iso(run.since)}: {parts}; each approval is bound to one exact call"
     if not forbid_self:
         statement += "; an agent's owner may approve its own agent's calls (approvals.forbid_self_approval: false)"
@@ -339,3 +339,8 @@ async def compute(run: EvidenceRun, ids: Iterable[str]) -> dict[str, Fact]:
     """The named facts, each computed once."""
     wanted = list(dict.fromkeys(ids))
     return dict(zip(wanted, [await FACTS[i](run) for i in wanted], strict=True))
+
+
+def _counts(tally: Mapping[str, int]) -> str:
+    """`3 allow, 1 deny`: a tally in a statement, by name."""
+    return ", ".join(f"{n} {name}" for name, n in sorted(tally.items()))
