@@ -258,7 +258,7 @@ def test_sampled_out_requests_record_nothing(otlp_env: dict[str, str]) -> None:
 # No-op mode -------------------------------------------------------------------------------------------
 
 
-def test_no_endpoint_means_no_tracing_and_negligible_cost() -> None:
+def test_no_endpoint_means_no_tracing() -> None:
     telemetry = Telemetry.from_env({})
     try:
         assert not telemetry.tracing_enabled and telemetry.tracer_provider is None
@@ -275,13 +275,6 @@ def test_no_endpoint_means_no_tracing_and_negligible_cost() -> None:
         assert headers == {"traceparent": AGENT_TRACEPARENT}
         with pytest.raises(RuntimeError):
             telemetry.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
-
-        rounds = 20000
-        start = time.perf_counter()
-        for _ in range(rounds):
-            one_request(telemetry)
-        per_request_us = (time.perf_counter() - start) / rounds * 1e6
-        assert per_request_us < 50, per_request_us  # measured ~2-3 µs; bound is loose for a busy machine
     finally:
         telemetry.shutdown()
 
