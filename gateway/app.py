@@ -27,6 +27,7 @@ from gateway.discovery.service import ToolReviews
 from gateway.identity.authenticator import Authenticator
 from gateway.identity.verifier import TokenVerifier
 from gateway.in_memory_state import monitoring_with_catalog_egress
+from gateway.oauth.delegation import DelegationParties
 from gateway.oauth.token_endpoint import TOKEN_PATH, TokenEndpoint, settings_for_audience
 from gateway.policy.authorizer import Authorizer
 from gateway.policy.engine import PolicyEngine
@@ -37,7 +38,7 @@ from gateway.registry.service import Registry
 from gateway.state.backends import StateBackends
 from gateway.store import open_store
 from gateway.tasks.gate import TaskGate
-from gateway.tasks.service import TaskService
+from gateway.tasks.service import TaskService, TaskSettings
 from gateway.tasks.token_check import TaskTokenCheck
 from gateway.tasks.tokens import TaskTokenIssuer
 from gateway.telemetry import Telemetry
@@ -135,14 +136,17 @@ class Gateway:
         """Task grants: the token endpoint that starts them and the check that honours their tokens."""
         base = self.settings.base_url
         resource, token_url = f"{base}/mcp", f"{base}{TOKEN_PATH}"
-        self.tasks = TaskService(self.store, self.registry, self.catalog, budgets=self.state.call_budgets)
+        self.tasks = TaskService(self.store, self.registry, self.catalog, budgets=self.state.call_budgets,
+                                 settings=TaskSettings(max_delegation_depth=self.settings.tokens.max_delegation_depth))
         self.task_tokens = TaskTokenIssuer(self.upstream_auth, base, resource, self.settings.tokens.task_ttl_s)
         self.task_check = TaskTokenCheck(self.tasks, self.upstream_auth.public_keys, base, resource)
         # RFC 7523 client assertions may name the token endpoint as their audience.
         self.assertion_verifier = TokenVerifier(settings_for_audience(self.settings.identity, token_url))
         self.token_endpoint = TokenEndpoint(self.verifier, self.registry, self.tasks, self.task_tokens,
                                             resource=resource, token_url=token_url,
-                                            assertion_verifier=self.assertion_verifier)
+                                            assertion_verifier=self.assertion_verifier,
+                                            delegation=DelegationParties(self.task_check, self.tasks, self.verifier,
+                                                                         self.registry))
 
     def build_discovery(self, tool_schemas: dict[str, Any]) -> None:
         """Upstream tools as reviewed: quarantine for new and changed definitions, and their review."""

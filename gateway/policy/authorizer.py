@@ -127,9 +127,11 @@ class Authorizer:
     def event(self, decision: Decision, principal: Principal, facts: RequestFacts, target: str, trace_id: str | None,
               args_digest: str | None = None, preview: Any = None) -> AuditEvent:
         agent = principal.agent
-        detail = {"policy_version": decision.policy_version, "era": facts.era}
+        detail: dict[str, Any] = {"policy_version": decision.policy_version, "era": facts.era}
         if self.replica is not None:
             detail["replica"] = self.replica
+        if facts.task is not None and facts.task.get("depth"):  # a delegated task: who handed it on, root first
+            detail["chain"] = [link["agent"] for link in facts.task["chain"]]
         return AuditEvent(
             kind="decision", action="call", actor=principal.agent_id, agent_id=principal.agent_id,
             owner=agent.owner if agent is not None else None, task_id=principal.task_id, tool=target,

@@ -236,6 +236,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         DROP INDEX audit_log_at;
         """,
     ),
+    Migration(
+        12,
+        "task delegation",
+        """
+        -- A task delegated from another: its parent, and the chain of agents root first (JSON).
+        ALTER TABLE tasks ADD COLUMN parent_id TEXT REFERENCES tasks (id);
+        ALTER TABLE tasks ADD COLUMN chain TEXT NOT NULL DEFAULT '[]';
+        CREATE INDEX tasks_parent ON tasks (parent_id);
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

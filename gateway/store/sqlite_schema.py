@@ -254,6 +254,17 @@ MIGRATIONS: tuple[Migration, ...] = (
         -- indexes of audit_log and decision_inputs already give (at, seq) order without a sort.
         """,
     ),
+    Migration(
+        12,
+        "task delegation",
+        """
+        -- A task delegated from another (gateway.tasks.delegation): its parent, and the chain of agents
+        -- from the root task's agent to its own, as JSON [{agent_id, owner, task_id}, ...], root first.
+        ALTER TABLE tasks ADD COLUMN parent_id TEXT REFERENCES tasks (id);
+        ALTER TABLE tasks ADD COLUMN chain TEXT NOT NULL DEFAULT '[]';
+        CREATE INDEX tasks_parent ON tasks (parent_id);
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
