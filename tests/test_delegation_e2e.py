@@ -10,7 +10,6 @@ reads `context.task.chain` and `context.task.depth`.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,14 +19,13 @@ import pytest
 
 from tests.support.clients import ERAS, mcp_client
 from tests.support.identity_provider import TestIdentityProvider, generate_key
-from tests.support.processes import ADMIN_TOKEN, Gateway, cedar_copy, free_port, start_listening, stop
+from tests.support.processes import ADMIN_TOKEN, Gateway, cedar_copy, free_port, stop
 from tests.test_shutdown import audit_records
 from tests.test_tasks_e2e import (
     ACCESS_TOKEN_TYPE,
     BUILTINS,
     EXCHANGE,
     JWT_TYPE,
-    VERIFYING_SERVER,
     Deployment,
     TaskGrant,
     accepted_record,
@@ -36,6 +34,7 @@ from tests.test_tasks_e2e import (
     call_refused,
     granted,
     marker,
+    start_verifying_upstream,
     tool_names,
     unverified_claims,
 )
@@ -66,11 +65,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     idp = TestIdentityProvider(f"{base}/mcp", keys=[generate_key("ES256")])
     verifying_url = f"http://127.0.0.1:{verifying_port}/mcp"
     record = workdir / "verifying-upstream.jsonl"
-    upstream, _ = start_listening([
-        sys.executable, str(VERIFYING_SERVER), "--port", str(verifying_port),
-        "--jwks-url", f"{base}/.well-known/jwks.json", "--audience", verifying_url, "--issuer", base,
-        "--revocations-url", f"{base}/oauth/revocations", "--record", str(record),
-    ])
+    upstream = start_verifying_upstream(base, verifying_port, record)
     manifest = {"id": "vrf", "owner": "tools@example.com", "description": "verifies every per-call token",
                 "transport": {"url": verifying_url}, "timeout_s": 10,
                 "tools": [{"name": name, "risk": "read"} for name in ("echo", "add", "received")]}
