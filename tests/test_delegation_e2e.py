@@ -19,6 +19,7 @@ import pytest
 
 from tests.support.clients import ERAS, mcp_client
 from tests.support.identity_provider import TestIdentityProvider, generate_key
+from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.support.processes import ADMIN_TOKEN, Gateway, cedar_copy, free_port, stop
 from tests.test_shutdown import audit_records
 from tests.test_tasks_e2e import (
@@ -58,7 +59,13 @@ def subject(agent_id: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+def receiver() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory, receiver: OtlpReceiver) -> Iterator[Deployment]:
     workdir = tmp_path_factory.mktemp("delegation-e2e")
     gateway_port, verifying_port = free_port(), free_port()
     base = f"http://127.0.0.1:{gateway_port}"
@@ -69,7 +76,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     manifest = {"id": "vrf", "owner": "tools@example.com", "description": "verifies every per-call token",
                 "transport": {"url": verifying_url}, "timeout_s": 10,
                 "tools": [{"name": name, "risk": "read"} for name in ("echo", "add", "received")]}
-    gateway = Gateway(workdir, [manifest], port=gateway_port)
+    gateway = Gateway(workdir, [manifest], port=gateway_port, env={
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_BSP_SCHEDULE_DELAY": "100"})
     gateway.extra_config = {
         "identity": {"audience": f"{base}/mcp", "clock_skew_s": 5, "oidc_issuers": [{"issuer": idp.issuer}]},
         "policies": str(cedar_copy(workdir / "cedar", **{"70-delegation": CHAIN_POLICY})),
@@ -161,7 +170,7 @@ def three_deep(deployment: Deployment) -> tuple[TaskGrant, TaskGrant, TaskGrant]
 
 
 async def test_a_delegated_task_calls_upstream_with_the_nested_act_chain_within_its_parent(
-    deployment: Deployment,
+    deployment: Deployment, receiver: OtlpReceiver,
 ) -> None:
     root, child, grandchild = three_deep(deployment)
     assert child.scope == grandchild.scope == "vrf__echo vrf__received"
@@ -188,6 +197,14 @@ async def test_a_delegated_task_calls_upstream_with_the_nested_act_chain_within_
         assert "delegated twice under the planner" in await call_refused(client, "vrf__received", {})
     async with mcp_client(deployment.gateway.url, child.token, ERAS[1]) as client:
         assert not (await client.call_tool("vrf__received", {})).is_error
+
+    # The trace: the request span of the grandchild's call names the chain.
+    def chained(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
+        return [s for s in spans if s.attributes.get("narrowgate.task.id") == grandchild.task_id
+                and "narrowgate.task.chain" in s.attributes]
+
+    spans = chained(receiver.wait_for_spans(lambda spans: bool(chained(spans))))
+    assert {tuple(s.attributes["narrowgate.task.chain"]) for s in spans} == {(PLANNER, WORKER, HELPER)}
 
     # The records: parent and chain in the admin API; the child's budget reserved out of the parent's.
     record = admin(deployment, "GET", f"/admin/v1/tasks/{grandchild.task_id}")
