@@ -287,6 +287,10 @@ class TaskService:
                  "" if task.parent_id is None else f", delegated from task {task.parent_id}")
         for observer in (*self.on_start, *self.on_saved):
             observer(task)
+        if task.parent_id is not None and not self._held_active(task.parent_id):
+            # The parent ended while this task was being written, so its cascade missed it: end it now.
+            await self.revoke(task.id, SYSTEM_ACTOR, f"parent task {task.parent_id} ended as this task started")
+            raise DelegationRefused(f"the parent task {task.parent_id} has ended")
         return task
 
     def _parent(self, parent_id: str) -> Task:
