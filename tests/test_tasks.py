@@ -480,3 +480,26 @@ async def test_a_parent_ending_while_its_child_is_written_ends_the_child_too(
         await starting
     [child] = [t for t in await tasks.list(agent_id="bot-c")]
     assert child.state is TaskState.REVOKED and "ended as this task started" in (child.end_reason or "")
+
+
+async def test_a_child_started_elsewhere_under_a_parent_ended_here_is_ended_here(
+    store: Store, registry: Registry, clock: FakeClock, tasks: TaskService
+) -> None:
+    """Two services on one store, as two replicas: B starts a child under a parent A has just ended (B has
+    not heard yet). When A hears of the child, A ends it and writes that; B then hears of the end."""
+    await registry.create(agent_spec("bot-c", servers=["gh"]), "alice", "test")
+    root = await start(tasks)
+    other = TaskService(store, registry, make_catalog(), clock)
+    await other.open(background=False)
+    await tasks.revoke(root.id, "admin:test", "called off")
+    child = await start(other, agent_id="bot-c", parent_id=root.id)  # `other` still holds the parent as active
+    await tasks.refresh(child.id)  # the child's task_changed notice reaches the replica that ended the parent
+    with pytest.raises(TaskEnded, match=f"parent task {root.id} revoked: called off"):
+        tasks.check(child.id)
+    await tasks.close()  # waits for the write
+    stored = await store.get_task(child.id)
+    assert stored is not None and stored.state is TaskState.REVOKED
+    await other.refresh(child.id)
+    with pytest.raises(TaskEnded, match="revoked"):
+        other.check(child.id)
+    await other.close()

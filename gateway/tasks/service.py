@@ -234,6 +234,7 @@ class TaskService:
                 self._tasks[stored.id] = stored
                 self._calls[stored.id] = stored.calls_made
                 self._hold_active(stored)
+                self._end_orphan(stored)
         elif known is None:
             self._tasks[stored.id] = stored
             self._remember_ended(stored.id)
@@ -509,7 +510,17 @@ class TaskService:
         if event.to_state not in (Lifecycle.SUSPENDED, Lifecycle.RETIRED) or event.from_state is event.to_state:
             return
         reason = f"agent {agent.id} {event.to_state.value} by {event.actor}: {event.reason}"
-        ended = self._end_agent_in_memory(agent.id, reason)
+        self._persist_later(self._end_agent_in_memory(agent.id, reason), reason)
+
+    def _end_orphan(self, task: Task) -> None:
+        """A delegated task started on another replica as its parent ended here: the cascade here could not
+        see it, and the other replica may not have known yet, so it is ended (and written) here."""
+        parent = None if task.parent_id is None else self._tasks.get(task.parent_id)
+        if parent is not None and parent.state is not TaskState.ACTIVE:
+            reason = f"parent task {parent.id} {parent.state.value}: {parent.end_reason or 'ended'}"
+            self._persist_later(self._end_in_memory(task, TaskState.REVOKED, None, self.clock(), reason), reason)
+
+    def _persist_later(self, ended: builtins.list[tuple[Task, TaskState]], reason: str) -> None:
         if ended:
             pending = asyncio.ensure_future(self._persist_logged(ended, reason))
             self._pending.add(pending)
