@@ -10,6 +10,9 @@ reads `context.task.chain` and `context.task.depth`.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,7 +23,7 @@ import pytest
 from tests.support.clients import ERAS, mcp_client
 from tests.support.identity_provider import TestIdentityProvider, generate_key
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan
-from tests.support.processes import ADMIN_TOKEN, Gateway, cedar_copy, free_port, stop
+from tests.support.processes import ADMIN_TOKEN, NARROWGATE, Gateway, cedar_copy, free_port, stop
 from tests.test_shutdown import audit_records
 from tests.test_tasks_e2e import (
     ACCESS_TOKEN_TYPE,
@@ -212,6 +215,11 @@ async def test_a_delegated_task_calls_upstream_with_the_nested_act_chain_within_
     assert record["chain"] == [{"agent_id": PLANNER, "owner": OWNERS[PLANNER], "task_id": root.task_id},
                                {"agent_id": WORKER, "owner": OWNERS[WORKER], "task_id": child.task_id},
                                {"agent_id": HELPER, "owner": OWNERS[HELPER], "task_id": grandchild.task_id}]
+    shown = subprocess.run([str(NARROWGATE), "tasks", "show", grandchild.task_id], capture_output=True, text=True,
+                           timeout=30, env={**os.environ, "NARROWGATE_URL": deployment.base,
+                                            "NARROWGATE_ADMIN_TOKEN": ADMIN_TOKEN})
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout.partition("\nhistory:")[0])["chain"] == record["chain"]  # the CLI's view
     assert admin(deployment, "GET", f"/admin/v1/tasks/{root.task_id}")["calls_made"] == 6  # reserved for the child
     assert admin(deployment, "GET", f"/admin/v1/tasks/{child.task_id}")["calls_made"] == 2 + 2  # reserved + 2 calls
 
