@@ -171,8 +171,6 @@ class TokenEndpoint:
         if token_type not in SUBJECT_TOKEN_TYPES:
             raise OAuthError("invalid_request", f"subject_token_type {token_type[:100]!r} is not supported; "
                              "send a JWT (urn:ietf:params:oauth:token-type:jwt)")
-        if "actor_token" in form or "actor_token_type" in form:
-            raise OAuthError("invalid_request", "delegation (actor_token) is not supported")
         _check_requested(form)
         try:
             verified = await self.verifier.verify(token)
