@@ -91,7 +91,7 @@ def test_delegation_depth_defaults_to_2_and_is_bounded(tmp_path: Path) -> None:
         config = write(tmp_path / "gw.yaml", f"tokens: {{max_delegation_depth: {depth}}}\n")
         assert load_settings(config, {}).tokens.max_delegation_depth == depth
     for bad in ("-1", "9", "two", "true", "1.5"):
-        with pytest.raises(ConfigError, match="tokens.max_delegation_depth must be a whole number from 0 to 8"):
+        with pytest.raises(ConfigError, match=r"tokens\.max_delegation_depth must be a whole number from 0 to 8"):
             load_settings(write(tmp_path / "gw.yaml", f"tokens: {{max_delegation_depth: {bad}}}\n"), {})
 
 
