@@ -3,6 +3,7 @@ connects the event sources to their observers. What the parts do when told lives
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -20,6 +21,8 @@ from gateway.chain.monitor import ChainMonitor
 from gateway.cluster.backends import state_backends
 from gateway.cluster.connection import Cluster, replica_id
 from gateway.config import Settings
+from gateway.credentials.leases import LeaseBroker
+from gateway.credentials.rotation import SecretRotation
 from gateway.credentials.secret_sources import SecretResolver
 from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.discovery.resources import ResourceReviews
@@ -37,6 +40,7 @@ from gateway.registry.service import Registry
 from gateway.state.backends import StateBackends
 from gateway.store import open_store
 from gateway.tasks.gate import TaskGate
+from gateway.tasks.model import TaskState
 from gateway.tasks.service import TaskService
 from gateway.tasks.token_check import TaskTokenCheck
 from gateway.tasks.tokens import TaskTokenIssuer
@@ -78,6 +82,7 @@ class Gateway:
         self.build_policy(schemas)
         self.build_tasks()
         self.build_discovery(schemas)
+        self.build_vaulted_secrets()
         self.sessions = self.state.agent_sessions
         self.recorder = DecisionRecorder(self.store, self.policy, settings.policy.record_retention_s)
         authorizer = Authorizer(self.policy, self.audit, settings.policy.agent_reasons,
@@ -96,11 +101,12 @@ class Gateway:
         self.unused_share = measuring(self.policy, self.registry, self.tasks, self.store, settings, self.telemetry)
         self.lifetime = Lifetime(
             settings, self.store, self.digest_key, self.audit, self.registry, [self.verifier, self.assertion_verifier],
-            self.upstream_auth, [self.tasks, self.approvals, self.reviews, self.resource_reviews, *self.store_sweeps,
+            self.upstream_auth, [self.tasks, self.leases, self.rotation, self.approvals, self.reviews,
+                                 self.resource_reviews, *self.store_sweeps,
                                  self.unused_share, self.recorder],
             self.pool, self.catalog_sync, self.reloader, self.policy, self.lifecycle, self.endpoint,
-            [*self.store_sweeps, self.secrets, self.detections, self.approvals, self.webhooks, self.tasks,
-             self.verifier, self.assertion_verifier, self.unused_share, self.recorder],
+            [*self.store_sweeps, self.rotation, self.leases, self.secrets, self.detections, self.approvals,
+             self.webhooks, self.tasks, self.verifier, self.assertion_verifier, self.unused_share, self.recorder],
             self.background, [self.reviews, self.resource_reviews], self.telemetry, self.cluster)
         self.drain = self.lifetime.drain  # on SIGINT/SIGTERM, before the lifespan ends (gateway/serving.py)
         self.app = McpFirst(self.endpoint, Starlette(routes=self.routes(), lifespan=self.lifetime.lifespan))
@@ -144,6 +150,14 @@ class Gateway:
                                             resource=resource, token_url=token_url,
                                             assertion_verifier=self.assertion_verifier)
 
+    def build_vaulted_secrets(self) -> None:
+        """Vault: credentials leased per task (mode: lease) and the rotation of gateway-owned KV secrets."""
+        servers = lambda: self.pool.catalog.servers  # noqa: E731 - the catalog as reloaded
+        self.leases = LeaseBroker(self.secrets.vault, self.store, self.audit, active_deadline(self.tasks), servers,
+                                  self.replica_id)
+        self.upstream_auth.leases = self.leases
+        self.rotation = SecretRotation(self.secrets, self.audit, servers)
+
     def build_discovery(self, tool_schemas: dict[str, Any]) -> None:
         """Upstream tools as reviewed: quarantine for new and changed definitions, and their review."""
         settings = self.settings.discovery
@@ -175,3 +189,11 @@ class Gateway:
             *self.token_endpoint.routes(),
             *admin_routes(self),
         ]
+
+
+def active_deadline(tasks: TaskService) -> Callable[[str], float | None]:
+    """A task's deadline while it is active (None once ended, expired or unknown): what a lease may last."""
+    def deadline_of(task_id: str) -> float | None:
+        task = tasks.get(task_id)
+        return task.deadline if task is not None and task.state is TaskState.ACTIVE else None
+    return deadline_of
