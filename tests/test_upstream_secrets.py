@@ -258,6 +258,79 @@ credentials:
     env: SOME_SECRET
 tools: []
 """, 6, "stdio upstream gets its secret as an environment variable"),
+    "lease-stdio": ("""id: lease-stdio
+owner: t@example.com
+transport:
+  command: /bin/true
+credentials:
+  mode: lease
+  format: "{username}:{password}"
+  vault:
+    address: http://127.0.0.1:8200
+    path: database/creds/readonly
+    token_env: VAULT_TOKEN
+tools: []
+""", 6, "a leased credential needs an HTTP upstream"),
+    "lease-no-format": ("""id: lease-no-format
+owner: t@example.com
+transport:
+  url: http://127.0.0.1:1/mcp
+credentials:
+  mode: lease
+  format: "Bearer token"
+  vault:
+    address: http://127.0.0.1:8200
+    path: database/creds/readonly
+    token_env: VAULT_TOKEN
+    role: readonly
+tools: []
+""", 7, "mode: lease needs a format naming the leased credential's fields"),
+    "lease-unknown-key": ("""id: lease-unknown-key
+owner: t@example.com
+transport:
+  url: http://127.0.0.1:1/mcp
+credentials:
+  mode: lease
+  format: "{username}:{password}"
+  vault:
+    address: http://127.0.0.1:8200
+    path: database/creds/readonly
+    token_file: vault.token
+    role: readonly
+tools: []
+""", 12, "unknown vault key 'role'"),
+    "vault-two-tokens": ("""id: vault-two-tokens
+owner: t@example.com
+transport:
+  url: http://127.0.0.1:1/mcp
+credentials:
+  mode: secret
+  secret:
+    vault:
+      address: http://127.0.0.1:8200
+      path: app/db
+      field: password
+      token_env: VAULT_TOKEN
+      token_file: vault.token
+tools: []
+""", 9, "token_env or token_file (one of them)"),
+    "rotate-overlap": ("""id: rotate-overlap
+owner: t@example.com
+transport:
+  url: http://127.0.0.1:1/mcp
+credentials:
+  mode: secret
+  secret:
+    vault:
+      address: http://127.0.0.1:8200
+      path: app/db
+      field: password
+      token_env: VAULT_TOKEN
+      rotate:
+        every_s: 600
+        overlap_s: 900
+tools: []
+""", 14, "rotate.every_s must be longer than overlap_s"),
     "stdio-gateway-token": ("""id: stdio-gateway-token
 owner: t@example.com
 transport:
