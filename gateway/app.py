@@ -3,7 +3,6 @@ connects the event sources to their observers. What the parts do when told lives
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -40,7 +39,6 @@ from gateway.registry.service import Registry
 from gateway.state.backends import StateBackends
 from gateway.store import open_store
 from gateway.tasks.gate import TaskGate
-from gateway.tasks.model import TaskState
 from gateway.tasks.service import TaskService
 from gateway.tasks.token_check import TaskTokenCheck
 from gateway.tasks.tokens import TaskTokenIssuer
@@ -56,6 +54,7 @@ from gateway.wiring.lifecycle import LifecycleReactions
 from gateway.wiring.lifespan import Lifetime
 from gateway.wiring.list_changes import ListChanges
 from gateway.wiring.observers import connect
+from gateway.wiring.task_times import TaskTimes
 from gateway.wiring.unused_share import measuring
 from gateway.wiring.webhooks import PeoplesWebhooks
 
@@ -153,7 +152,7 @@ class Gateway:
     def build_vaulted_secrets(self) -> None:
         """Vault: credentials leased per task (mode: lease) and the rotation of gateway-owned KV secrets."""
         servers = lambda: self.pool.catalog.servers  # noqa: E731 - the catalog as reloaded
-        self.leases = LeaseBroker(self.secrets.vault, self.store, self.audit, active_deadline(self.tasks), servers,
+        self.leases = LeaseBroker(self.secrets.vault, self.store, self.audit, TaskTimes(self.tasks), servers,
                                   self.replica_id)
         self.upstream_auth.leases = self.leases
         self.rotation = SecretRotation(self.secrets, self.audit, servers)
@@ -190,10 +189,3 @@ class Gateway:
             *admin_routes(self),
         ]
 
-
-def active_deadline(tasks: TaskService) -> Callable[[str], float | None]:
-    """A task's deadline while it is active (None once ended, expired or unknown): what a lease may last."""
-    def deadline_of(task_id: str) -> float | None:
-        task = tasks.get(task_id)
-        return task.deadline if task is not None and task.state is TaskState.ACTIVE else None
-    return deadline_of

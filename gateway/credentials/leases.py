@@ -22,6 +22,7 @@ import re
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from gateway.audit import AuditEvent, AuditLog
 from gateway.catalog.model import LeaseRef, ServerEntry
@@ -31,13 +32,24 @@ from gateway.protocol.errors import ACCESS_DENIED, UPSTREAM_UNAVAILABLE, RpcErro
 from gateway.store.base import VaultLeaseRecord, VaultLeaseStore
 
 log = logging.getLogger("narrowgate.leases")
-DeadlineOf = Callable[[str], "float | None"]  # a task's deadline while it is active; None once it has ended
 FIELD = re.compile(r"\{([A-Za-z0-9_]+)\}")
 RENEW_AT = 1 / 2  # of a lease's remaining life: time enough to retry a renewal Vault refused once
 MIN_REMAINING_S = 1.0  # a lease closer than this to lapsing is not handed out; a new one is taken
 SWEEP_INTERVAL_S = 30.0
 ORPHAN_AFTER_S = 24 * 3600.0  # a record this old outlived any task (tasks last at most 8 h by default)
 SYSTEM_ACTOR = "narrowgate"
+
+
+class TaskTimes(Protocol):
+    """What leases need to know of tasks (gateway.wiring.task_times adapts the task service)."""
+
+    def deadline_of(self, task_id: str) -> float | None:
+        """The task's deadline while it is active here; None once it has ended (or is not known here)."""
+        ...
+
+    async def still_active(self, task_id: str) -> bool:
+        """Whether the task is active, asking the store when this process does not know it (fleet)."""
+        ...
 
 
 @dataclass(slots=True)
@@ -56,13 +68,14 @@ class HeldLease:
 
 
 class LeaseBroker:
-    def __init__(self, vault: VaultHttp, store: VaultLeaseStore, audit: AuditLog, deadline_of: DeadlineOf,
+    def __init__(self, vault: VaultHttp, store: VaultLeaseStore, audit: AuditLog, tasks: TaskTimes,
                  servers: Callable[[], Mapping[str, ServerEntry]], replica: str,
                  clock: Callable[[], float] = time.time) -> None:
         self.vault = vault
         self.store = store
         self.audit = audit
-        self.deadline_of = deadline_of
+        self.tasks = tasks
+        self.deadline_of = tasks.deadline_of
         self.servers = servers  # the catalog's servers now (for revoking a recorded lease: where its Vault is)
         self.replica = replica
         self.clock = clock
@@ -180,7 +193,12 @@ class LeaseBroker:
         """Task end observer (synchronous): revoke the task's leases, here and those recorded by others."""
         for key in [k for k in self.held if k[0] == task_id]:
             self.spawn(self.release(self.held[key], "task ended"))
-        self.spawn(self.revoke_recorded(task_id))
+        if self.in_use():
+            self.spawn(self.revoke_recorded(task_id))
+
+    def in_use(self) -> bool:
+        """Whether any upstream of the catalog takes leased credentials (no store reads otherwise)."""
+        return any(server.credentials.mode == "lease" for server in self.servers().values())
 
     async def release(self, held: HeldLease, why: str) -> None:
         """Revoke one held lease (idempotent at Vault); its record goes once Vault has said so."""
@@ -199,7 +217,7 @@ class LeaseBroker:
             log.exception("could not read the recorded Vault leases; the sweep retries")
             return
         for record in records:
-            if task_id is not None or self.orphaned(record):
+            if task_id is not None or await self.orphaned(record):
                 server = self.servers().get(record.server_id)
                 if server is None or server.credentials.lease is None:
                     log.warning("Vault lease %s: upstream %s is no longer in the catalog with a lease; it lapses "
@@ -208,13 +226,14 @@ class LeaseBroker:
                     continue
                 await self.revoke(server, record.lease_id, record.task_id, "task ended")
 
-    def orphaned(self, record: VaultLeaseRecord) -> bool:
+    async def orphaned(self, record: VaultLeaseRecord) -> bool:
         """A recorded lease nobody uses any more: its task ended, its process is gone, or it is very old."""
         if any(h.lease.lease_id == record.lease_id for h in self.held.values()):
             return False
         mine_before = record.replica == self.replica and record.created_at < self.started_at
-        return (self.deadline_of(record.task_id) is None or mine_before
-                or self.clock() - record.created_at > ORPHAN_AFTER_S)
+        if mine_before or self.clock() - record.created_at > ORPHAN_AFTER_S:
+            return True
+        return not await self.tasks.still_active(record.task_id)
 
     async def revoke(self, server: ServerEntry, lease_id: str, task_id: str, why: str) -> bool:
         ref = server.credentials.lease
@@ -237,12 +256,17 @@ class LeaseBroker:
         return True
 
     async def sweep(self) -> None:
-        await self.revoke_recorded(None)
+        """Revoke every recorded lease nobody uses any more; a failure is logged and retried next time."""
+        try:
+            await self.revoke_recorded(None)
+        except Exception:
+            log.exception("sweeping the recorded Vault leases failed; retrying later")
 
     async def sweep_now_and_then(self) -> None:
         while True:
             await asyncio.sleep(SWEEP_INTERVAL_S)
-            await self.sweep()
+            if self.in_use():
+                await self.sweep()
 
     # helpers
 
