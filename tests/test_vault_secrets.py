@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -33,6 +34,7 @@ import pytest
 from mcp.shared.exceptions import MCPError
 
 from tests.support.clients import mcp_client
+from tests.support.fleet import Fleet, start_fleet
 from tests.support.processes import ADMIN_TOKEN, NARROWGATE, REPO, Gateway, start_listening, stop
 from tests.support.vault_standin import Role, VaultStandIn
 
@@ -49,11 +51,12 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def lease_manifest(server_id: str, vault: VaultStandIn, role: str, tools: tuple[str, ...], url: str,
-                   increment_s: float = 300) -> dict[str, Any]:
+                   increment_s: float = 300, token_file: Path | None = None) -> dict[str, Any]:
+    token = {"token_file": str(token_file)} if token_file else {"token_env": "VAULT_TOKEN"}
     return {"id": server_id, "owner": "tests@example.com", "transport": {"url": url}, "timeout_s": 10,
             "credentials": {"mode": "lease", "header": "X-Db-Credentials", "format": "{username}:{password}",
-                            "vault": {"address": vault.address, "path": role, "token_env": "VAULT_TOKEN",
-                                      "renew_increment_s": increment_s}},
+                            "vault": {"address": vault.address, "path": role, "renew_increment_s": increment_s,
+                                      **token}},
             "tools": [{"name": name, "risk": "read", "data_classes": ["internal"]} for name in tools]}
 
 
@@ -84,9 +87,11 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     upstream, port = start_listening([sys.executable, str(CHECKED_SERVER), "--port", "0", "--vault", vault.address,
                                       "--kv-path", "narrowgate/api"], env={"UPSTREAM_VAULT_TOKEN": VAULT_TOKEN})
     url = f"http://127.0.0.1:{port}/mcp"
+    token_file = work / "vault.token"  # the gateway's Vault token from a file (shortlease) or the environment
+    token_file.write_text(VAULT_TOKEN + "\n")
     manifests = [
         lease_manifest("leased", vault, READONLY, ("db_query",), url),
-        lease_manifest("shortlease", vault, SHORT, ("db_query",), url, increment_s=4),
+        lease_manifest("shortlease", vault, SHORT, ("db_query",), url, increment_s=4, token_file=token_file),
         lease_manifest("leasedown", down, READONLY, ("db_query",), url),
         rotated_manifest("rotated", vault, url),
         rotated_manifest("rotatedown", down, url),
@@ -105,16 +110,16 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
 # helpers ------------------------------------------------------------------------------------------
 
 
-def start_task(setup: Setup, tools: list[str], agent: str = AGENT, deadline_s: float = 300) -> tuple[str, str]:
+def start_task(gateway: Gateway, tools: list[str], agent: str = AGENT, deadline_s: float = 300) -> tuple[str, str]:
     """(task id, task token) from the admin API."""
-    response = httpx2.post(f"{setup.gateway.base}/admin/v1/tasks", headers=ADMIN, json={
+    response = httpx2.post(f"{gateway.base}/admin/v1/tasks", headers=ADMIN, json={
         "agent_id": agent, "purpose": "vault e2e", "tools": tools, "deadline_s": deadline_s})
     assert response.status_code == 201, response.text
     return response.json()["task"]["id"], response.json()["token"]
 
 
-async def query(setup: Setup, token: str, tool: str = "leased__db_query") -> dict[str, Any]:
-    async with mcp_client(setup.gateway.url, token, "legacy") as client:
+async def query(gateway: Gateway, token: str, tool: str = "leased__db_query") -> dict[str, Any]:
+    async with mcp_client(gateway.url, token, "legacy") as client:
         result = await client.call_tool(tool, {})
     assert not result.is_error, result  # the upstream accepted the credential (it refuses otherwise)
     answer: dict[str, Any] = json.loads(result.content[0].text)  # type: ignore[union-attr]
@@ -128,8 +133,9 @@ async def refused(setup: Setup, token: str, tool: str) -> Any:
     return caught.value.error
 
 
-def lease_of(setup: Setup, user: str) -> Any:
-    [lease] = [lease for lease in setup.vault.leases.values() if lease.username == user]
+def lease_of(vault: VaultStandIn | Setup, user: str) -> Any:
+    standin = vault.vault if isinstance(vault, Setup) else vault
+    [lease] = [lease for lease in standin.leases.values() if lease.username == user]
     return lease
 
 
@@ -141,8 +147,8 @@ def wait_for(what: str, check: Callable[[], bool]) -> None:
         time.sleep(0.1)
 
 
-def revoked(setup: Setup, user: str) -> bool:
-    return lease_of(setup, user).revoked is not None
+def revoked(vault: VaultStandIn | Setup, user: str) -> bool:
+    return lease_of(vault, user).revoked is not None
 
 
 def audit_records(setup: Setup) -> list[dict[str, Any]]:
@@ -155,12 +161,12 @@ def audit_records(setup: Setup) -> list[dict[str, Any]]:
 
 
 async def test_a_task_leases_once_and_keeps_its_lease_another_task_gets_its_own(setup: Setup) -> None:
-    _, token = start_task(setup, ["leased__db_query"])
+    _, token = start_task(setup.gateway, ["leased__db_query"])
     before = len(setup.vault.leases_of(READONLY))
-    first = await asyncio.gather(*(query(setup, token) for _ in range(4)))  # concurrent first calls
-    later = await query(setup, token)
-    _, other_token = start_task(setup, ["leased__db_query"])
-    other = await query(setup, other_token)
+    first = await asyncio.gather(*(query(setup.gateway, token) for _ in range(4)))  # concurrent first calls
+    later = await query(setup.gateway, token)
+    _, other_token = start_task(setup.gateway, ["leased__db_query"])
+    other = await query(setup.gateway, other_token)
     users = {answer["user"] for answer in first} | {later["user"]}
     assert len(users) == 1  # one lease for the task, used by every call
     assert other["user"] not in users  # the other task got its own
@@ -169,8 +175,8 @@ async def test_a_task_leases_once_and_keeps_its_lease_another_task_gets_its_own(
 
 
 async def test_the_first_renewal_shortens_the_lease_to_the_tasks_deadline(setup: Setup) -> None:
-    _, token = start_task(setup, ["leased__db_query"], deadline_s=120)
-    user = (await query(setup, token))["user"]
+    _, token = start_task(setup.gateway, ["leased__db_query"], deadline_s=120)
+    user = (await query(setup.gateway, token))["user"]
     lease = lease_of(setup, user)
     wait_for("the lease renewed", lambda: bool(lease.renewals))
     assert 0 < lease.renewals[0] <= 120  # the role's hour cut to what the task has left
@@ -178,12 +184,12 @@ async def test_the_first_renewal_shortens_the_lease_to_the_tasks_deadline(setup:
 
 
 async def test_a_lease_shorter_than_the_task_is_renewed_before_it_lapses(setup: Setup) -> None:
-    _, token = start_task(setup, ["shortlease__db_query"])
-    user = (await query(setup, token, "shortlease__db_query"))["user"]
+    _, token = start_task(setup.gateway, ["shortlease__db_query"])
+    user = (await query(setup.gateway, token, "shortlease__db_query"))["user"]
     lease = lease_of(setup, user)
     wait_for("two renewals", lambda: len(lease.renewals) >= 2)
     wait_for("the first TTL over", lambda: time.time() > lease.issued + 4)
-    again = await query(setup, token, "shortlease__db_query")  # the upstream checks it is live
+    again = await query(setup.gateway, token, "shortlease__db_query")  # the upstream checks it is live
     assert again["user"] == user
     assert all(increment <= 4 for increment in lease.renewals)
 
@@ -199,8 +205,8 @@ async def test_a_call_without_a_task_is_refused_and_nothing_is_leased(setup: Set
 @pytest.mark.parametrize("end", ["complete", "fail", "revoke", "suspend", "deadline"])
 async def test_the_lease_is_revoked_when_the_task_ends(setup: Setup, end: str) -> None:
     agent = SUSPENDABLE if end == "suspend" else AGENT
-    task_id, token = start_task(setup, ["leased__db_query"], agent, deadline_s=5 if end == "deadline" else 300)
-    user = (await query(setup, token))["user"]
+    task_id, token = start_task(setup.gateway, ["leased__db_query"], agent, deadline_s=5 if end == "deadline" else 300)
+    user = (await query(setup.gateway, token))["user"]
     assert not revoked(setup, user)
     if end in ("complete", "fail"):
         async with mcp_client(setup.gateway.url, token, "legacy") as client:
@@ -225,7 +231,7 @@ async def test_the_lease_is_revoked_when_the_task_ends(setup: Setup, end: str) -
 
 
 async def test_vault_down_fails_the_call_clearly(setup: Setup) -> None:
-    _, token = start_task(setup, ["leasedown__db_query"])
+    _, token = start_task(setup.gateway, ["leasedown__db_query"])
     error = await refused(setup, token, "leasedown__db_query")
     assert error.code == UNAVAILABLE
     assert "leasedown" in error.message and "Vault" in error.message and "unreachable" in error.message
@@ -242,8 +248,8 @@ def live_versions(setup: Setup) -> dict[int, dict[str, str]]:
 
 async def test_the_due_rotation_ran_at_start_and_the_old_version_retires_after_the_overlap(setup: Setup) -> None:
     wait_for("the scheduled rotation", lambda: max(setup.vault.kv["narrowgate/api"]) >= 2)
-    _, token = start_task(setup, ["rotated__api_call"])
-    assert (await query(setup, token, "rotated__api_call"))["version"] >= 2  # the new version is in use
+    _, token = start_task(setup.gateway, ["rotated__api_call"])
+    assert (await query(setup.gateway, token, "rotated__api_call"))["version"] >= 2  # the new version is in use
     wait_for("version 1 retired", lambda: 1 not in live_versions(setup))
     assert setup.vault.kv["narrowgate/api"][1].destroyed
     records = [r for r in audit_records(setup) if r["kind"] == "credential"]
@@ -260,8 +266,8 @@ async def test_rotation_on_demand_overlaps_then_retires(setup: Setup) -> None:
     current = max(setup.vault.kv["narrowgate/api"])
     assert f"to {current}" in out.stdout
     assert {current - 1, current} <= set(live_versions(setup))  # the overlap: both versions valid
-    _, token = start_task(setup, ["rotated__api_call"])
-    assert (await query(setup, token, "rotated__api_call"))["version"] == current
+    _, token = start_task(setup.gateway, ["rotated__api_call"])
+    assert (await query(setup.gateway, token, "rotated__api_call"))["version"] == current
     wait_for("the previous version retired", lambda: set(live_versions(setup)) == {current})
     actions = [(r["action"], r["actor"]) for r in audit_records(setup) if r["kind"] == "credential"]
     assert ("secret_rotated", "admin:test-admin") in actions
@@ -283,13 +289,13 @@ def test_rotation_with_vault_down_keeps_the_current_version_and_is_audited(setup
 
 async def test_leases_are_revoked_on_stop_and_after_a_crash_when_the_task_ends(setup: Setup) -> None:
     gateway = setup.gateway
-    _, token = start_task(setup, ["leased__db_query"])
-    held = (await query(setup, token))["user"]
+    _, token = start_task(setup.gateway, ["leased__db_query"])
+    held = (await query(setup.gateway, token))["user"]
     gateway.stop()  # a clean stop revokes what it holds
     assert revoked(setup, held)
     gateway.start()
-    task_id, token = start_task(setup, ["leased__db_query"])
-    orphan = (await query(setup, token))["user"]
+    task_id, token = start_task(setup.gateway, ["leased__db_query"])
+    orphan = (await query(setup.gateway, token))["user"]
     assert gateway.process is not None
     stop(gateway.process, sig=9)  # a crash: no chance to revoke
     gateway.start()
@@ -298,6 +304,35 @@ async def test_leases_are_revoked_on_stop_and_after_a_crash_when_the_task_ends(s
                            json={"reason": "vault e2e"})
     assert response.status_code == 200, response.text
     wait_for("the recorded lease revoked", lambda: revoked(setup, orphan))
+
+
+# a fleet ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory, setup: Setup, redis_url: str, postgres_url: str,
+          ) -> Iterator[Fleet]:
+    """Two replicas on one PostgreSQL store and one Redis, in front of the same upstream and stand-in."""
+    manifests = [m for m in setup.gateway.manifests if m["id"] == "leased"]
+    replicas = start_fleet(tmp_path_factory.mktemp("vault-fleet"), manifests, redis_url=redis_url,
+                           postgres_url=postgres_url, tokens={AGENT: AGENT_TOKEN}, env={"VAULT_TOKEN": VAULT_TOKEN})
+    try:
+        yield replicas
+    finally:
+        replicas.stop()
+
+
+async def test_in_a_fleet_each_replica_leases_its_own_and_ending_the_task_anywhere_revokes_all(
+    setup: Setup, fleet: Fleet,
+) -> None:
+    task_id, token = start_task(fleet[0], ["leased__db_query"])
+    users = [(await query(replica, token))["user"] for replica in (fleet[0], fleet[1], fleet[0], fleet[1])]
+    assert users[0] == users[2] and users[1] == users[3]  # each replica keeps its lease for the task
+    assert users[0] != users[1]  # the credential never left the replica that leased it
+    response = httpx2.post(f"{fleet[1].base}/admin/v1/tasks/{task_id}/revoke", headers=ADMIN,
+                           json={"reason": "vault fleet e2e"})
+    assert response.status_code == 200, response.text
+    wait_for("both replicas' leases revoked", lambda: revoked(setup, users[0]) and revoked(setup, users[1]))
 
 
 # secrets never leak (last: after every secret above was used) -------------------------------------

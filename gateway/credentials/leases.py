@@ -59,6 +59,7 @@ class HeldLease:
     server: ServerEntry = field(repr=False)
     expires_at: float
     renewing: bool = True  # False once Vault will not (or need not) extend it any further
+    released: bool = False  # revoked (or being revoked): a task end and its deadline may both come
     keeper: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -202,6 +203,9 @@ class LeaseBroker:
 
     async def release(self, held: HeldLease, why: str) -> None:
         """Revoke one held lease (idempotent at Vault); its record goes once Vault has said so."""
+        if held.released:
+            return
+        held.released = True
         key = (held.task_id, held.server.id)
         if self.held.get(key) is held:
             del self.held[key]

@@ -8,8 +8,10 @@ The gateway's own Vault token comes from an environment variable or a file, read
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
@@ -68,7 +70,7 @@ class VaultHttp:
                       ) -> dict[str, Any]:
         """One call to `{address}/v1/{path}`; the JSON answer ({} for 204). SecretUnavailable otherwise."""
         where = f"Vault {login.address} {path.split('?')[0]}"
-        headers = {"X-Vault-Token": vault_token(login, where)}
+        headers = {"X-Vault-Token": await vault_token(login, where)}
         if login.namespace:
             headers["X-Vault-Namespace"] = login.namespace
         if self.http is None:
@@ -131,11 +133,11 @@ class VaultHttp:
         await self.request(login, "PUT", "sys/leases/revoke", {"lease_id": lease_id})
 
 
-def vault_token(login: VaultLogin, where: str) -> str:
+async def vault_token(login: VaultLogin, where: str) -> str:
+    """The gateway's Vault token, read at each use (a file off the event loop), so it can be replaced in place."""
     if login.token_file:
         try:
-            with open(login.token_file, encoding="utf-8") as handle:
-                token = handle.read().strip()
+            token = (await asyncio.to_thread(Path(login.token_file).read_text, encoding="utf-8")).strip()
         except OSError as exc:
             raise SecretUnavailable(f"{where}: cannot read the Vault token file {login.token_file}: "
                                     f"{exc.strerror}") from None
