@@ -35,6 +35,7 @@ from mcp.shared.exceptions import MCPError
 
 from tests.support.clients import mcp_client
 from tests.support.fleet import Fleet, start_fleet
+from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.processes import ADMIN_TOKEN, NARROWGATE, REPO, Gateway, start_listening, stop
 from tests.support.vault_standin import Role, VaultStandIn
 
@@ -73,6 +74,7 @@ class Setup:
     gateway: Gateway
     vault: VaultStandIn
     down: VaultStandIn
+    traces: OtlpReceiver
 
 
 @pytest.fixture(scope="module")
@@ -96,15 +98,18 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         rotated_manifest("rotated", vault, url),
         rotated_manifest("rotatedown", down, url),
     ]
+    traces = OtlpReceiver().start()
     gateway = Gateway(work / "gateway", manifests, tokens={AGENT: AGENT_TOKEN, SUSPENDABLE: SUSPENDABLE_TOKEN},
-                      env={"VAULT_TOKEN": VAULT_TOKEN})
+                      env={"VAULT_TOKEN": VAULT_TOKEN, "OTEL_EXPORTER_OTLP_ENDPOINT": traces.endpoint,
+                           "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_BSP_SCHEDULE_DELAY": "100"})
     try:
         gateway.start()
-        yield Setup(gateway, vault, down)
+        yield Setup(gateway, vault, down, traces)
     finally:
         gateway.stop()
         stop(upstream)
         vault.stop()
+        traces.stop()
 
 
 # helpers ------------------------------------------------------------------------------------------
@@ -280,8 +285,12 @@ def test_rotation_with_vault_down_keeps_the_current_version_and_is_audited(setup
     assert "unreachable" in response.json()["error"]
     unknown = httpx2.post(f"{setup.gateway.base}/admin/v1/secrets/leased/rotate", headers=ADMIN)
     assert unknown.status_code == 404
-    failed = [r for r in audit_records(setup) if r["action"] == "secret_rotation_failed"]
-    assert any(r["detail"]["server"] == "rotatedown" for r in failed)
+    failed = [(r["actor"], r["detail"]["server"]) for r in audit_records(setup)
+              if r["action"] == "secret_rotation_failed"]
+    assert ("admin:test-admin", "rotatedown") in failed  # this attempt
+    assert ("narrowgate", "rotatedown") in failed  # the schedule's own, at start (retried a minute later)
+    assert not any(r["action"] == "secret_rotated" and r["detail"]["server"] == "rotatedown"
+                   for r in audit_records(setup))
 
 
 # restart and crash --------------------------------------------------------------------------------
@@ -338,13 +347,16 @@ async def test_in_a_fleet_each_replica_leases_its_own_and_ending_the_task_anywhe
 # secrets never leak (last: after every secret above was used) -------------------------------------
 
 
-def test_no_secret_in_logs_audit_or_errors(setup: Setup) -> None:
+def test_no_secret_in_logs_audit_traces_or_errors(setup: Setup) -> None:
     secrets = [VAULT_TOKEN, API_KEY_V1, *(lease.password for lease in setup.vault.leases.values())]
     secrets += [data["api_key"] for data in (v.data for v in setup.vault.kv["narrowgate/api"].values())]
     assert len(secrets) > 10
     log = setup.gateway.log_text()
     audit = json.dumps(audit_records(setup))
+    spans = setup.traces.wait_for_spans(lambda spans: any("leased__db_query" in repr(s) for s in spans))
+    traces = repr([(s.name, s.attributes, s.status_message, s.resource) for s in spans])
     assert "leased database/creds/readonly/" in log  # the gateway's own debug log, with the leases in it
     for secret in secrets:
         assert secret not in log, "a secret value is in the gateway log"
         assert secret not in audit, "a secret value is in the audit log"
+        assert secret not in traces, "a secret value is in a span"
