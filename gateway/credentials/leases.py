@@ -160,6 +160,8 @@ class LeaseBroker:
         while True:
             deadline, now = self.deadline_of(held.task_id), self.clock()
             if deadline is None or now >= deadline or now >= held.expires_at:
+                why = ("task ended" if deadline is None else "the task's deadline passed" if now >= deadline
+                       else "it lapsed at Vault")
                 break
             if held.renewing and held.expires_at > deadline + 1:  # the role's TTL outlasts the task: shorten it
                 await self.renew(held, deadline - now)
@@ -169,8 +171,7 @@ class LeaseBroker:
                 await asyncio.sleep((held.expires_at - now) * RENEW_AT)
                 if (deadline := self.deadline_of(held.task_id)) is not None:
                     await self.renew(held, min(held.ref.renew_increment_s, deadline - self.clock()))
-        ended = self.deadline_of(held.task_id) is None or self.clock() >= held.expires_at
-        await self.release(held, "task ended" if ended else "the task's deadline passed")
+        await self.release(held, why)
 
     async def renew(self, held: HeldLease, increment_s: float) -> None:
         if increment_s < 1:
@@ -194,6 +195,8 @@ class LeaseBroker:
         """Task end observer (synchronous): revoke the task's leases, here and those recorded by others."""
         for key in [k for k in self.held if k[0] == task_id]:
             self.spawn(self.release(self.held[key], "task ended"))
+        for key in [k for k in self.locks if k[0] == task_id]:
+            del self.locks[key]  # the task makes no more calls
         if self.in_use():
             self.spawn(self.revoke_recorded(task_id))
 
@@ -211,8 +214,7 @@ class LeaseBroker:
             del self.held[key]
         if held.keeper is not None and held.keeper is not asyncio.current_task():
             held.keeper.cancel()
-        if await self.revoke(held.server, held.lease.lease_id, held.task_id, why):
-            self.locks.pop(key, None)
+        await self.revoke(held.server, held.lease.lease_id, held.task_id, why)
 
     async def revoke_recorded(self, task_id: str | None = None) -> None:
         try:
