@@ -12,7 +12,7 @@ docs/security.md shows the same flow against a real `vault server -dev`.
 - `leased`: mode lease on the stand-in's role `database/creds/readonly` (TTL an hour): one lease
   per task on first call, revoked when the task ends (complete, fail, revoke, deadline, agent
   suspended); the first renewal shortens the lease to the task's deadline.
-- `shortlease`: a role whose TTL (4 s) is shorter than the task: renewed before it lapses.
+- `shortlease`: a role whose TTL (6 s) is shorter than the task: renewed before it lapses.
 - `leasedown` / `rotatedown`: Vault unreachable (a stand-in that was stopped).
 - `rotated`: a KV v2 secret the gateway owns and rotates (schedule and on demand), with overlap.
 """
@@ -46,7 +46,7 @@ READONLY, SHORT = "database/creds/readonly", "database/creds/short"
 AGENT, AGENT_TOKEN = "agent-a", "token-agent-a"
 SUSPENDABLE, SUSPENDABLE_TOKEN = "agent-s", "token-agent-s"
 ACCESS_DENIED, UNAVAILABLE = -32030, -32010
-OVERLAP_S = 8.0
+OVERLAP_S = 12.0
 WAIT_S = 30.0
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -81,7 +81,7 @@ class Setup:
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     work = tmp_path_factory.mktemp("vault-secrets")
     # Version 1 was written two days ago: the daily rotation is due as soon as the gateway starts.
-    vault = VaultStandIn(VAULT_TOKEN, roles={READONLY: Role(ttl_s=3600), SHORT: Role(ttl_s=4, max_ttl_s=600)})
+    vault = VaultStandIn(VAULT_TOKEN, roles={READONLY: Role(ttl_s=3600), SHORT: Role(ttl_s=6, max_ttl_s=600)})
     vault.kv_put("narrowgate/api", {"api_key": API_KEY_V1}, created=time.time() - 2 * 86400)
     vault.start()
     down = VaultStandIn(VAULT_TOKEN, roles={READONLY: Role()}).start()
@@ -93,7 +93,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     token_file.write_text(VAULT_TOKEN + "\n")
     manifests = [
         lease_manifest("leased", vault, READONLY, ("db_query",), url),
-        lease_manifest("shortlease", vault, SHORT, ("db_query",), url, increment_s=4, token_file=token_file),
+        lease_manifest("shortlease", vault, SHORT, ("db_query",), url, increment_s=6, token_file=token_file),
         lease_manifest("leasedown", down, READONLY, ("db_query",), url),
         rotated_manifest("rotated", vault, url),
         rotated_manifest("rotatedown", down, url),
@@ -193,10 +193,10 @@ async def test_a_lease_shorter_than_the_task_is_renewed_before_it_lapses(setup: 
     user = (await query(setup.gateway, token, "shortlease__db_query"))["user"]
     lease = lease_of(setup, user)
     wait_for("two renewals", lambda: len(lease.renewals) >= 2)
-    wait_for("the first TTL over", lambda: time.time() > lease.issued + 4)
+    wait_for("the first TTL over", lambda: time.time() > lease.issued + 6)
     again = await query(setup.gateway, token, "shortlease__db_query")  # the upstream checks it is live
     assert again["user"] == user
-    assert all(increment <= 4 for increment in lease.renewals)
+    assert all(increment <= 6 for increment in lease.renewals)
 
 
 async def test_a_call_without_a_task_is_refused_and_nothing_is_leased(setup: Setup) -> None:
