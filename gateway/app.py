@@ -20,6 +20,8 @@ from gateway.chain.monitor import ChainMonitor
 from gateway.cluster.backends import state_backends
 from gateway.cluster.connection import Cluster, replica_id
 from gateway.config import Settings
+from gateway.credentials.leases import LeaseBroker
+from gateway.credentials.rotation import SecretRotation
 from gateway.credentials.secret_sources import SecretResolver
 from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.discovery.resources import ResourceReviews
@@ -53,6 +55,7 @@ from gateway.wiring.lifecycle import LifecycleReactions
 from gateway.wiring.lifespan import Lifetime
 from gateway.wiring.list_changes import ListChanges
 from gateway.wiring.observers import connect
+from gateway.wiring.task_times import TaskTimes
 from gateway.wiring.unused_share import measuring
 from gateway.wiring.webhooks import PeoplesWebhooks
 
@@ -79,6 +82,7 @@ class Gateway:
         self.build_policy(schemas)
         self.build_tasks()
         self.build_discovery(schemas)
+        self.build_vaulted_secrets()
         self.sessions = self.state.agent_sessions
         self.recorder = DecisionRecorder(self.store, self.policy, settings.policy.record_retention_s)
         authorizer = Authorizer(self.policy, self.audit, settings.policy.agent_reasons,
@@ -97,11 +101,12 @@ class Gateway:
         self.unused_share = measuring(self.policy, self.registry, self.tasks, self.store, settings, self.telemetry)
         self.lifetime = Lifetime(
             settings, self.store, self.digest_key, self.audit, self.registry, [self.verifier, self.assertion_verifier],
-            self.upstream_auth, [self.tasks, self.approvals, self.reviews, self.resource_reviews, *self.store_sweeps,
+            self.upstream_auth, [self.tasks, self.leases, self.rotation, self.approvals, self.reviews,
+                                 self.resource_reviews, *self.store_sweeps,
                                  self.unused_share, self.recorder],
             self.pool, self.catalog_sync, self.reloader, self.policy, self.lifecycle, self.endpoint,
-            [*self.store_sweeps, self.secrets, self.detections, self.approvals, self.webhooks, self.tasks,
-             self.verifier, self.assertion_verifier, self.unused_share, self.recorder],
+            [*self.store_sweeps, self.rotation, self.leases, self.secrets, self.detections, self.approvals,
+             self.webhooks, self.tasks, self.verifier, self.assertion_verifier, self.unused_share, self.recorder],
             self.background, [self.reviews, self.resource_reviews], self.telemetry, self.cluster)
         self.drain = self.lifetime.drain  # on SIGINT/SIGTERM, before the lifespan ends (gateway/serving.py)
         self.app = McpFirst(self.endpoint, Starlette(routes=self.routes(), lifespan=self.lifetime.lifespan))
@@ -148,6 +153,14 @@ class Gateway:
                                             delegation=DelegationParties(self.task_check, self.tasks, self.verifier,
                                                                          self.registry))
 
+    def build_vaulted_secrets(self) -> None:
+        """Vault: credentials leased per task (mode: lease) and the rotation of gateway-owned KV secrets."""
+        servers = lambda: self.pool.catalog.servers  # noqa: E731 - the catalog as reloaded
+        self.leases = LeaseBroker(self.secrets.vault, self.store, self.audit, TaskTimes(self.tasks), servers,
+                                  self.replica_id)
+        self.upstream_auth.leases = self.leases
+        self.rotation = SecretRotation(self.secrets, self.audit, servers)
+
     def build_discovery(self, tool_schemas: dict[str, Any]) -> None:
         """Upstream tools as reviewed: quarantine for new and changed definitions, and their review."""
         settings = self.settings.discovery
@@ -179,3 +192,4 @@ class Gateway:
             *self.token_endpoint.routes(),
             *admin_routes(self),
         ]
+
