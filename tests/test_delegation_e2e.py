@@ -60,6 +60,12 @@ CHAIN_POLICY = f"""\
 forbid (principal, action == Action::"vrf__received", resource)
 when {{ context.task.depth >= 2
         && context.task.chain.contains({{"agent": "{PLANNER}", "owner": "{OWNERS[PLANNER]}"}}) }};
+
+@id("delegation-test-order")
+@reason("handed on directly from the planner's own root task: no adding")
+forbid (principal, action == Action::"vrf__add", resource)
+when {{ context.task.root == {{"agent": "{PLANNER}", "owner": "{OWNERS[PLANNER]}"}}
+        && context.task.delegator.agent == "{PLANNER}" }};
 """
 
 
@@ -357,6 +363,21 @@ async def test_an_actor_token_is_good_for_one_delegation_and_nothing_else(deploy
     # A token that cannot be told apart from another (no jti) cannot be held to one use: refused.
     anonymous = actor(deployment, WORKER, jti=None)
     refused(delegate(deployment, root, anonymous, "vrf__echo"), "invalid_grant", "no jti", secrets=(anonymous,))
+
+
+async def test_policies_see_the_chains_order_its_root_and_who_delegated(deployment: Deployment) -> None:
+    """planner -> middle and middle -> planner hold the same Set of agents; `root` and `delegator` tell them apart."""
+    planners = root_task(deployment)
+    middles = root_task(deployment, MIDDLE)
+    under_planner = granted(delegate(deployment, planners, actor(deployment, MIDDLE), "vrf__add"))
+    under_middle = granted(delegate(deployment, middles, actor(deployment, PLANNER), "vrf__add"))
+    async with mcp_client(deployment.gateway.url, under_planner.token, ERAS[1]) as client:
+        await tool_names(client)
+        assert "no adding" in await call_refused(client, "vrf__add", {"a": 1, "b": 2})
+    for allowed in (under_middle, planners):  # the same agents the other way round; the planner's root itself
+        async with mcp_client(deployment.gateway.url, allowed.token, ERAS[1]) as client:
+            await tool_names(client)
+            assert not (await client.call_tool("vrf__add", {"a": 1, "b": 2})).is_error
 
 
 async def test_a_parents_token_replayed_after_the_parent_ended_is_refused(deployment: Deployment) -> None:
