@@ -354,6 +354,10 @@ async def test_an_actor_token_is_good_for_one_delegation_and_nothing_else(deploy
         "grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE, "client_assertion": token,
         "scope": "vrf__echo", "purpose": "an actor token as a client assertion"})
     assert_oauth_error(assertion, 401, "invalid_client", "client_assertion refused", "audience")
+    # And a token for /mcp is no actor token.
+    login = workload(deployment, WORKER)
+    refused(delegate(deployment, root, login, "vrf__echo"), "invalid_grant", "actor_token refused", "audience",
+            secrets=(login,))
     # Once for a delegation, then never again, whatever the parent.
     granted(delegate(deployment, root, token, "vrf__echo"))
     refused(delegate(deployment, root, token, "vrf__echo"), "invalid_grant", "actor_token refused", "used already",
