@@ -156,6 +156,9 @@ class TokenEndpoint:
             parties = await self.delegation(form)
         except DelegationError as exc:
             raise OAuthError(exc.error, exc.description) from None
+        except StoreError:
+            log.exception("could not record the use of an actor token")
+            raise OAuthError("server_error", "the actor token's use could not be recorded; try again", 500) from None
         self._check_target(form)
         started_by = f"delegation:{parties.parent.agent_id}:{parties.actor.subject}"
         return await self._issue(parties.agent, started_by, _task_request(form),

@@ -15,6 +15,7 @@ Read from the mapping under the top-level `identity:` key of the gateway config:
         - trust_domain: example.org
           bundle_file: /etc/spire/bundle.json # or bundle_url (JWKS; only `use: jwt-svid` keys count)
           algorithms: [RS256, ES256]
+      delegation_audience: https://gateway.example.com/oauth/delegate  # default: <base URL>/oauth/delegate
 
 Algorithms are an allow-list of asymmetric JWS algorithms. HMAC (`HS*`) and `none` are refused
 here, at config time, so no later code path can ever accept them.
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,7 +43,7 @@ MAX_CLOCK_SKEW_S = 300.0
 IDENTITY_KEYS = frozenset(
     {"audience", "clock_skew_s", "key_refresh_min_interval_s", "key_refresh_interval_s", "oidc_issuers",
      "spiffe_trust_domains"}
-)
+) | {"delegation_audience"}
 OIDC_KEYS = frozenset({"issuer", "jwks_uri", "algorithms", "required_claims"})
 SPIFFE_KEYS = frozenset({"trust_domain", "bundle_file", "bundle_url", "algorithms"})
 # SPIFFE-ID spec: trust domain names are lower-case letters, digits, dots, dashes and underscores.
@@ -78,6 +79,9 @@ class IdentitySettings:
     key_refresh_interval_s: float = 300.0
     oidc_issuers: tuple[OidcIssuer, ...] = ()
     spiffe_trust_domains: tuple[SpiffeTrustDomain, ...] = ()
+    # The only audience an actor token (delegation) may name, and one no other token may: an actor token is
+    # then refused on /mcp and as a subject token or client assertion. "": `<base URL>/oauth/delegate`.
+    delegation_audience: str = ""
 
 
 def identity_settings_from_mapping(raw: Mapping[str, Any], base_dir: Path, default_audience: str) -> IdentitySettings:
@@ -105,6 +109,7 @@ def identity_settings_from_mapping(raw: Mapping[str, Any], base_dir: Path, defau
             _trust_domain(entry, f"identity.spiffe_trust_domains[{i}]", base_dir)
             for i, entry in enumerate(_list(raw.get("spiffe_trust_domains"), "identity.spiffe_trust_domains"))
         ),
+        delegation_audience=str(raw.get("delegation_audience") or "").strip(),
     )
     _refuse_duplicates([o.issuer for o in settings.oidc_issuers], "identity.oidc_issuers", "issuer")
     _refuse_duplicates(
@@ -157,6 +162,16 @@ def _trust_domain(entry: object, where: str, base_dir: Path) -> SpiffeTrustDomai
         bundle_url=None if bundle_url is None else check_fetch_url(str(bundle_url), f"{where}.bundle_url"),
         algorithms=_algorithms(entry.get("algorithms"), f"{where}.algorithms"),
     )
+
+
+def with_delegation_audience(settings: IdentitySettings, base_url: str) -> IdentitySettings:
+    """The delegation audience set (default `<base URL>/oauth/delegate`) and never one another token names."""
+    audience = settings.delegation_audience or f"{base_url}/oauth/delegate"
+    taken = {settings.audience, f"{base_url}/mcp", f"{base_url}/oauth/token"}
+    if audience.rstrip("/") in {a.rstrip("/") for a in taken}:
+        raise ConfigError(f"identity.delegation_audience {audience!r} must differ from the /mcp audience and the "
+                          "token endpoint: actor tokens must be good for nothing but delegation")
+    return replace(settings, delegation_audience=audience)
 
 
 def check_fetch_url(url: str, where: str) -> str:
