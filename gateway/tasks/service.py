@@ -22,7 +22,6 @@ import secrets
 import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, replace
-from typing import Any
 
 from gateway.catalog import Catalog
 from gateway.events import Observers
@@ -625,7 +624,7 @@ class TaskService:
         if ended:
             self._later(self._persist_logged(ended, reason))
 
-    def _later(self, work: Coroutine[Any, Any, None]) -> None:
+    def _later(self, work: Coroutine[object, object, None]) -> None:
         pending = asyncio.ensure_future(work)
         self._pending.add(pending)
         pending.add_done_callback(self._pending.discard)
