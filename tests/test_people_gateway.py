@@ -21,10 +21,11 @@ import yaml
 from mcp.shared.exceptions import MCPError
 from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
 
+from gateway.config import ConfigError, settings_from_mapping
 from gateway.verifier import bearer_token
 from tests.support.clients import ERAS, mcp_client
 from tests.support.identity_provider import TestIdentityProvider, generate_key
-from tests.support.processes import NARROWGATE, REPO, Gateway, cedar_copy, free_port, start_listening, stop
+from tests.support.processes import ADMIN_TOKEN, NARROWGATE, REPO, Gateway, cedar_copy, free_port, start_listening, stop
 
 CLIENT_ID = "https://client.example.com/oauth/client-metadata.json"  # a Client ID Metadata Document URL
 AGENT = "inspector-client"
@@ -383,3 +384,79 @@ def test_the_reauth_step_up_is_audited_with_its_reason(people: People) -> None:
     assert detail["step_up"] == "reauth" and detail["acr_values"] == "mfa" and detail["max_age"] == 300
     assert "multi-factor" in detail["reason"]
     assert detail["user"] == ALICE and record["agent_id"] == AGENT
+
+
+# --- configuration, policies and bindings refused with a reason --------------------------------------
+
+
+def test_identity_settings_for_external_authorization_servers(tmp_path: Path) -> None:
+    issuer = "https://login.example.com"
+    base = {"listen": "127.0.0.1:8080", "identity": {"authorization_servers": [{"issuer": issuer}]}}
+    settings = settings_from_mapping(base, tmp_path).identity
+    assert settings.resource == "http://127.0.0.1:8080/mcp"  # people's tokens must name /mcp
+    assert settings.authorization_servers[0].groups_claim == "groups"
+    assert settings.advertised_issuers("http://gw") == [issuer, "http://gw"]
+    only = {**base, "identity": {**base["identity"], "advertise_authorization_servers": "external"}}
+    assert settings_from_mapping(only, tmp_path).identity.advertised_issuers("http://gw") == [issuer]
+    refused = [
+        ({"advertise_authorization_servers": "some"}, "advertise_authorization_servers"),
+        ({"oidc_issuers": [{"issuer": issuer}]}, "configured twice"),  # one issuer, one meaning
+        ({"authorization_servers": [{"issuer": "http://login.example.com"}]}, "https"),
+        ({"authorization_servers": [{"issuer": issuer, "algorithms": ["HS256"]}]}, "HS256"),
+        ({"authorization_servers": [{"issuer": issuer, "groups_claim": ""}]}, "groups_claim"),
+        ({"authorization_servers": [{"issuer": issuer, "audience": "x"}]}, "unknown key"),
+    ]
+    for change, fragment in refused:
+        with pytest.raises(ConfigError, match=fragment):
+            settings_from_mapping({**base, "identity": {**base["identity"], **change}}, tmp_path)
+
+
+def test_policy_validate_refuses_misused_reauth_annotations(tmp_path: Path) -> None:
+    bad = """\
+@id("reauth-asks-nothing")
+@step_up("reauth")
+forbid (principal, action, resource) when { context.user.acr == "none" };
+
+@id("acr-without-reauth")
+@step_up
+@acr_values("mfa")
+forbid (principal, action, resource) when { context.user.acr == "none" };
+
+@id("max-age-unreadable")
+@step_up("reauth")
+@max_age("soon")
+forbid (principal, action, resource) when { context.user.acr == "none" };
+"""
+    cedar = cedar_copy(tmp_path / "cedar", **{"70-bad": bad})
+    config = Gateway(tmp_path, [], extra_config={"policies": str(cedar)}).write_config()
+    done = subprocess.run([str(NARROWGATE), "policy", "validate", "--config", str(config)], capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 2, done
+    where = cedar / "policies" / "70-bad.cedar"
+    assert f'{where}:1: @step_up("reauth") needs @acr_values and/or @max_age' in done.stdout, done.stdout
+    assert f'{where}:5: @acr_values only applies to a policy with @step_up("reauth")' in done.stdout
+    assert f"{where}:10: @max_age must be seconds or a duration" in done.stdout
+
+
+def test_the_admin_api_binds_a_client_and_requires_who_may_act_through_it(people: People) -> None:
+    agents = f"{people.gateway.base}/admin/v1/agents"
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    client = {"kind": "client", "issuer": people.idp.issuer, "subject": "vscode-client"}
+    body = {"id": "vscode", "owner": "devtools@example.com", "purpose": "VS Code for people", "state": "active",
+            "entitlement": {"servers": ["vrf"], "require_task": False}, "identities": [client]}
+    missing = httpx2.post(agents, json=body, headers=auth)
+    assert missing.status_code == 400 and "who may act through it" in missing.text, missing.text
+    empty = httpx2.post(agents, json={**body, "identities": [{**client, "people": {}}]}, headers=auth)
+    assert empty.status_code == 400 and "at least one group, subject or email domain" in empty.text, empty.text
+    misplaced = {"kind": "oidc", "issuer": people.idp.issuer, "subject": "w", "people": {"groups": ["x"]}}
+    wrong = httpx2.post(agents, json={**body, "identities": [misplaced]}, headers=auth)
+    assert wrong.status_code == 400 and "only to an identity of kind client" in wrong.text, wrong.text
+    bound = {**client, "people": {"subjects": [MALLORY], "email_domains": ["@Example.ORG"]}}
+    created = httpx2.post(agents, json={**body, "identities": [bound]}, headers=auth)
+    assert created.status_code == 201, created.text
+    assert created.json()["identities"][0]["people"] == {"groups": [], "subjects": [MALLORY],
+                                                        "email_domains": ["example.org"]}
+    # Bound at once: Mallory, named by subject, may act through this client (and not through the other one).
+    token = people.idp.mint(sub=MALLORY, client_id="vscode-client")
+    assert open_session(people.gateway, token).status_code == 200
+    refused(people.gateway, people.idp.mint(sub=BOB, client_id="vscode-client"), 403, BOB, "vscode")
