@@ -40,6 +40,7 @@ PAYMENTS_SERVER = REPO / "examples" / "demo_upstreams" / "payments_server.py"
 VERIFYING_SERVER = REPO / "examples" / "verifying_upstream" / "server.py"
 REFUND = "pay__refund_payment"
 BIG_PAYMENT = "P-5003"  # 2,500 EUR in the demo ledger
+DOCS_POLICIES = REPO / "docs" / "policies.md"
 
 POLICIES = {
     "70-people": """
@@ -460,3 +461,36 @@ def test_the_admin_api_binds_a_client_and_requires_who_may_act_through_it(people
     token = people.idp.mint(sub=MALLORY, client_id="vscode-client")
     assert open_session(people.gateway, token).status_code == 200
     refused(people.gateway, people.idp.mint(sub=BOB, client_id="vscode-client"), 403, BOB, "vscode")
+
+
+def test_policy_test_cases_can_name_the_person_and_their_sign_in(tmp_path: Path) -> None:
+    """The docs' reauth example, decided offline by `narrowgate policy test` with `user:` in the cases."""
+    section = DOCS_POLICIES.read_text().split("## Step-up by re-authentication (RFC 9470)")[1]
+    policy = section.split("```cedar\n")[1].split("```")[0]
+    cases = yaml.safe_load(section.split("```yaml\n")[1].split("```")[0])["cases"]
+    cedar = cedar_copy(tmp_path / "cedar", **{"70-reauth": policy})
+    for shipped in (cedar / "tests").glob("*.yaml"):  # their catalogs lack the refund tool the policy names
+        shipped.unlink()
+    (cedar / "tests" / "reauth.yaml").write_text(yaml.safe_dump({
+        "catalog": [{"id": "payments", "owner": "payments@example.com",
+                     "tools": [{"name": "refund_payment", "risk": "write", "data_classes": ["financial"]}]}],
+        "schemas": {"payments__refund_payment": {"type": "object", "required": ["payment_id", "amount"],
+                                                 "properties": {"payment_id": {"type": "string"},
+                                                                "amount": {"type": "number"}}}},
+        "agents": {"payer": {"entitled_servers": ["payments"]}},
+        "cases": cases,
+    }))
+    config = Gateway(tmp_path, [], extra_config={"policies": str(cedar)}).write_config()
+    done = subprocess.run([str(NARROWGATE), "policy", "test", "--config", str(config)], capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for case in cases:
+        assert case["name"] in done.stdout
+    # The same cases with the expectations swapped fail: the person's sign-in really decides.
+    wrong = [{**case, "expect": "allow" if case["expect"] != "allow" else "deny"} for case in cases]
+    (cedar / "tests" / "reauth.yaml").write_text(yaml.safe_dump({**yaml.safe_load(
+        (cedar / "tests" / "reauth.yaml").read_text()), "cases": wrong}))
+    failed = subprocess.run([str(NARROWGATE), "policy", "test", "--config", str(config)], capture_output=True,
+                            text=True, timeout=60, cwd=tmp_path)
+    assert failed.returncode != 0
+    assert f"{len(cases)} failed" in failed.stdout + failed.stderr, failed.stdout + failed.stderr
