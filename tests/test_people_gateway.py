@@ -292,6 +292,12 @@ def test_a_token_for_another_resource_is_refused_and_the_reason_logged_without_t
     refused(people.gateway, people.token(ALICE, groups=["finance"], aud=CLIENT_ID), 401, "audience")
     # The gateway's base URL (the workload audience) is not the resource either.
     refused(people.gateway, people.token(ALICE, groups=["finance"], aud=people.gateway.base), 401, "audience")
+    # The same checks as for workload tokens: expiry (with the configured skew) and the provider's own keys.
+    expired = people.token(ALICE, groups=["finance"], exp=int(time.time()) - 60)
+    refused(people.gateway, expired, 401, "expired")
+    stranger_key = generate_key("RS256", kid=people.idp.keys[0].kid)
+    forged = people.idp.mint(sub=ALICE, client_id=CLIENT_ID, groups=["finance"], key=stranger_key)
+    refused(people.gateway, forged, 401, "signature")
 
 
 def test_a_client_id_not_registered_as_an_agent_is_403(people: People) -> None:
