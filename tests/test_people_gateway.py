@@ -39,6 +39,7 @@ WORKLOAD_TOKEN = "token-workload"  # a development static token: a workload, no 
 PAYMENTS_SERVER = REPO / "examples" / "demo_upstreams" / "payments_server.py"
 VERIFYING_SERVER = REPO / "examples" / "verifying_upstream" / "server.py"
 REFUND = "pay__refund_payment"
+TRANSFER = "pay__transfer_funds"
 BIG_PAYMENT = "P-5003"  # 2,500 EUR in the demo ledger
 DOCS_POLICIES = REPO / "docs" / "policies.md"
 
@@ -66,6 +67,13 @@ unless { context.user.acr == "mfa" && context.request.time - context.user.auth_t
 forbid (principal, action == Action::"pay__refund_payment", resource)
 when { context.input has amount && context.input.amount.greaterThan(decimal("1000.0")) }
 unless { context.approval.granted };
+
+// Every transfer needs a sign-in within the last 10 minutes, whatever the method (max_age only).
+@id("transfers-need-a-recent-sign-in")
+@step_up("reauth")
+@max_age("10m")
+forbid (principal, action == Action::"pay__transfer_funds", resource)
+unless { context.request.time - context.user.auth_time <= 600 };
 """,
 }
 
@@ -127,7 +135,8 @@ def people(tmp_path_factory: pytest.TempPathFactory) -> Iterator[People]:
         {"id": "pay", "owner": "payments@example.com", "description": "demo payments",
          "transport": {"url": f"http://127.0.0.1:{payments_port}/mcp"}, "timeout_s": 10,
          # read: keeps the shipped after-hours step-up out of these tests
-         "tools": [{"name": "refund_payment", "risk": "read", "data_classes": ["financial"]}]},
+         "tools": [{"name": name, "risk": "read", "data_classes": ["financial"]}
+                   for name in ("refund_payment", "transfer_funds")]},
     ]
     gateway = Gateway(workdir, manifests, tokens={"workload": WORKLOAD_TOKEN}, port=port)
     agents = workdir / "people-agents.yaml"
@@ -179,6 +188,16 @@ def call_tool(gw: Gateway, token: str, era: str, name: str, arguments: dict[str,
         extra = {"Mcp-Session-Id": opened.headers["mcp-session-id"], "MCP-Protocol-Version": LEGACY}
     body = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": params}
     return httpx2.post(gw.url, json=body, headers=headers(token, **extra))
+
+
+def listed_tools(gw: Gateway, token: str) -> set[str]:
+    params = {"_meta": {PROTOCOL_VERSION_META_KEY: MODERN, CLIENT_CAPABILITIES_META_KEY: {},
+                        CLIENT_INFO_META_KEY: {"name": "people", "version": "0"}}}
+    body = {"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": params}
+    response = httpx2.post(gw.url, json=body, headers=headers(token, **{"MCP-Protocol-Version": MODERN,
+                                                                         "Mcp-Method": "tools/list"}))
+    assert response.status_code == 200, response.text
+    return {tool["name"] for tool in response.json()["result"]["tools"]}
 
 
 def assert_no_token(gw: Gateway, token: str, response: httpx2.Response) -> None:
@@ -368,6 +387,18 @@ def test_a_workload_can_never_satisfy_reauthentication(people: People) -> None:
     assert error["message"].startswith("Access denied") and "acts for no person" in error["message"], error
     assert error["data"]["decision"] == "deny"
     assert "www-authenticate" not in response.headers
+    # Nor is a tool that always needs a recent sign-in listed for it, while a person sees it (signing in helps).
+    assert TRANSFER not in listed_tools(people.gateway, WORKLOAD_TOKEN)
+    assert TRANSFER in listed_tools(people.gateway, people.token(ALICE, groups=["finance"], auth_age_s=3600))
+
+
+def test_max_age_alone_asks_for_a_recent_sign_in_whatever_the_method(people: People) -> None:
+    gw, arguments = people.gateway, {"from_account": "acct-payroll", "to_account": "acct-ops", "amount": 1}
+    challenge = challenge_of(call_tool(gw, people.token(ALICE, groups=["finance"], acr="mfa"), MODERN, TRANSFER,
+                                       arguments))
+    assert "max_age=600" in challenge and "acr_values" not in challenge, challenge
+    passed = call_tool(gw, people.token(ALICE, groups=["finance"], auth_age_s=30), MODERN, TRANSFER, arguments)
+    assert passed.status_code == 200 and "result" in passed.json(), passed.text
 
 
 def test_reauthentication_first_then_the_approval_flow(people: People) -> None:

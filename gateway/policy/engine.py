@@ -928,7 +928,7 @@ def _freshly_signed_in(context: dict[str, Any], auth_time: int, acr: str) -> dic
     """The context as if the person (if there is one) had just signed in with `acr`: what a reauth step-up
     would bring. A workload's context stays as it is (it can never re-authenticate)."""
     user = context.get("user")
-    if not isinstance(user, dict) or user.get("present") is False:
+    if not isinstance(user, dict) or user.get("present") is not True:  # read whenever user is (listing.py)
         return context
     fresh = dict(user)
     if "auth_time" in fresh:
