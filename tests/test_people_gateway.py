@@ -531,3 +531,13 @@ def test_policy_test_cases_can_name_the_person_and_their_sign_in(tmp_path: Path)
                             text=True, timeout=60, cwd=tmp_path)
     assert failed.returncode != 0
     assert f"{len(cases)} failed" in failed.stdout + failed.stderr, failed.stdout + failed.stderr
+
+
+def test_a_persons_client_token_never_opens_the_admin_api(people: People) -> None:
+    """An access token issued to a client for /mcp is not an admin credential, whatever roles it claims."""
+    agents = f"{people.gateway.base}/admin/v1/agents"
+    stranger = people.idp.mint(sub=ALICE, client_id="unbound-client", roles=["narrowgate-admin"])
+    response = httpx2.get(agents, headers={"Authorization": f"Bearer {stranger}"})
+    assert response.status_code == 403 and "cannot use the admin API" in response.text, response.text
+    bound = people.token(ALICE, groups=["finance"], roles=["narrowgate-admin"])
+    assert httpx2.get(agents, headers={"Authorization": f"Bearer {bound}"}).status_code == 403
