@@ -541,3 +541,15 @@ def test_a_persons_client_token_never_opens_the_admin_api(people: People) -> Non
     assert response.status_code == 403 and "cannot use the admin API" in response.text, response.text
     bound = people.token(ALICE, groups=["finance"], roles=["narrowgate-admin"])
     assert httpx2.get(agents, headers={"Authorization": f"Bearer {bound}"}).status_code == 403
+
+
+def test_a_persons_client_token_cannot_be_exchanged_for_a_task_token(people: People) -> None:
+    """A task token for the client's agent would carry no person: refused, admitted person or not."""
+    for token in (people.token(ALICE, groups=["finance"]), people.token(MALLORY)):
+        form = {"grant_type": "urn:ietf:params:oauth:grant-type:token-exchange", "subject_token": token,
+                "subject_token_type": "urn:ietf:params:oauth:token-type:jwt", "scope": "vrf__echo",
+                "purpose": "launder the person out"}
+        response = httpx2.post(f"{people.gateway.base}/oauth/token", data=form)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"] == "invalid_grant"
+        assert "cannot be exchanged" in response.json()["error_description"]

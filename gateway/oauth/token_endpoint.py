@@ -192,6 +192,8 @@ class TokenEndpoint:
         return self.assertion_verifier if self.token_url in audiences else self.verifier
 
     def _agent(self, verified: VerifiedToken, error: str, status: int) -> Agent:
+        if verified.user is not None:  # a task for the client's agent would drop the person (and their admission)
+            raise OAuthError(error, "a person's client access token cannot be exchanged for a task token", status)
         try:
             return self.registry.resolve(verified.kind, verified.issuer, verified.subject, verified.claims)
         except IdentityRefused as exc:
