@@ -25,6 +25,7 @@ from gateway.config import ConfigError, settings_from_mapping
 from gateway.verifier import bearer_token
 from tests.support.clients import ERAS, mcp_client
 from tests.support.identity_provider import TestIdentityProvider, generate_key
+from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.support.processes import ADMIN_TOKEN, NARROWGATE, REPO, Gateway, cedar_copy, free_port, start_listening, stop
 
 CLIENT_ID = "https://client.example.com/oauth/client-metadata.json"  # a Client ID Metadata Document URL
@@ -84,6 +85,7 @@ class People:
     idp: TestIdentityProvider
     record: Path  # the verifying upstream's record of every call
     verifying_url: str
+    spans: OtlpReceiver  # the gateway's traces
 
     def token(self, sub: str, *, groups: list[str] | None = None, acr: str | None = None,
               auth_age_s: int = 3600, **claims: Any) -> str:
@@ -116,6 +118,11 @@ def client_agent(issuer: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def people(tmp_path_factory: pytest.TempPathFactory) -> Iterator[People]:
+    with OtlpReceiver() as spans:
+        yield from _people(tmp_path_factory, spans)
+
+
+def _people(tmp_path_factory: pytest.TempPathFactory, spans: OtlpReceiver) -> Iterator[People]:
     workdir = tmp_path_factory.mktemp("people")
     port, verifying_port = free_port(), free_port()
     base = f"http://127.0.0.1:{port}"
@@ -138,7 +145,10 @@ def people(tmp_path_factory: pytest.TempPathFactory) -> Iterator[People]:
          "tools": [{"name": name, "risk": "read", "data_classes": ["financial"]}
                    for name in ("refund_payment", "transfer_funds")]},
     ]
-    gateway = Gateway(workdir, manifests, tokens={"workload": WORKLOAD_TOKEN}, port=port)
+    gateway = Gateway(workdir, manifests, tokens={"workload": WORKLOAD_TOKEN}, port=port,
+                      env={"OTEL_EXPORTER_OTLP_ENDPOINT": spans.endpoint,
+                           "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_BSP_SCHEDULE_DELAY": "100",
+                           "OTEL_SERVICE_NAME": "narrowgate-people"})
     agents = workdir / "people-agents.yaml"
     agents.write_text(yaml.safe_dump({"agents": [
         client_agent(idp.issuer),
@@ -154,7 +164,7 @@ def people(tmp_path_factory: pytest.TempPathFactory) -> Iterator[People]:
     }
     try:
         gateway.start()
-        yield People(gateway, idp, record, verifying_url)
+        yield People(gateway, idp, record, verifying_url, spans)
     finally:
         gateway.stop()
         stop(upstream)
@@ -295,6 +305,15 @@ def test_audit_records_name_the_agent_and_the_person(people: People) -> None:
     assert record["detail"]["user_issuer"] == people.idp.issuer
     assert "bob@example.com" not in json.dumps(record)  # never the email (nor the token)
     assert token.rpartition(".")[2] not in json.dumps(record)
+    # The call's span names both as well.
+    def traced(spans: list[ReceivedSpan]) -> bool:
+        return any(s.attributes.get("narrowgate.decision.id") == decision_id for s in spans)
+    (span,) = [s for s in people.spans.wait_for_spans(traced, timeout_s=20)
+               if s.attributes.get("narrowgate.decision.id") == decision_id]
+    assert span.attributes["narrowgate.agent.id"] == AGENT
+    assert span.attributes["narrowgate.user.sub"] == BOB
+    assert span.attributes["narrowgate.user.issuer"] == people.idp.issuer
+    assert "bob@example.com" not in repr(span.attributes)
 
 
 # --- refused ---------------------------------------------------------------------------------------
