@@ -346,8 +346,8 @@ class StepUpFlow:
         """The step-up decision as of now (audited like any), or None if it is no longer a step-up."""
         decision = await self.authorizer.check_tool(call.principal, call.entry, call.arguments, call.facts,
                                                     call.trace_id)
-        if decision.outcome == "deny":
-            raise self.authorizer.refusal(decision)  # denied now: no approval makes it right
+        if decision.outcome == "deny" or decision.reauth is not None:
+            raise self.authorizer.refusal(decision)  # denied now, or the person must sign in again first
         return decision if decision.outcome == "step_up" else None
 
     async def use(self, call: StepUpCall, approval: Approval) -> Decision:
