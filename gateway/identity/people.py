@@ -55,8 +55,8 @@ class AuthorizationServerVerifier:
     def _wrong_audience(self, unverified: UnverifiedToken) -> str:
         # The audience is not secret and tells the operator which resource the client asked a token for.
         audience = unverified.claims.get("aud")
-        shown = audience if isinstance(audience, str) else ", ".join(a for a in audience if isinstance(a, str)) \
-            if isinstance(audience, list) else ""
+        named = [audience] if isinstance(audience, str) else audience if isinstance(audience, list) else []
+        shown = ", ".join(a for a in named if isinstance(a, str))
         return (f"token audience {shown[:200]!r} is not this gateway's resource {self.resource} (RFC 8707): "
                 f"it was issued for another resource")
 
