@@ -6,6 +6,7 @@ payments upstream. Nothing is mocked: every answer below is what the gateway pro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -118,23 +119,37 @@ def client_agent(issuer: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def people(tmp_path_factory: pytest.TempPathFactory) -> Iterator[People]:
-    with OtlpReceiver() as spans:
-        yield from _people(tmp_path_factory, spans)
-
-
-def _people(tmp_path_factory: pytest.TempPathFactory, spans: OtlpReceiver) -> Iterator[People]:
     workdir = tmp_path_factory.mktemp("people")
-    port, verifying_port = free_port(), free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
-    idp = TestIdentityProvider(f"{base}/mcp", keys=[generate_key("RS256")])
-    verifying_url = f"http://127.0.0.1:{verifying_port}/mcp"
     record = workdir / "verifying-upstream.jsonl"
-    upstream, _ = start_listening([
-        sys.executable, str(VERIFYING_SERVER), "--port", str(verifying_port),
-        "--jwks-url", f"{base}/.well-known/jwks.json", "--audience", verifying_url, "--issuer", base,
-        "--record", str(record),
-    ])
-    payments, payments_port = start_listening([sys.executable, str(PAYMENTS_SERVER), "--port", "0"])
+    with contextlib.ExitStack() as running:  # stopped in reverse order, whatever fails on the way
+        spans = running.enter_context(OtlpReceiver())
+        idp = TestIdentityProvider(f"{base}/mcp", keys=[generate_key("RS256")])
+        running.callback(idp.close)
+        upstream, verifying_url = verifying_upstream(base, record)
+        running.callback(stop, upstream)
+        payments, payments_port = start_listening([sys.executable, str(PAYMENTS_SERVER), "--port", "0"])
+        running.callback(stop, payments)
+        gateway = people_gateway(workdir, port, idp.issuer, verifying_url, payments_port, spans)
+        running.callback(gateway.stop)
+        gateway.start()
+        yield People(gateway, idp, record, verifying_url, spans)
+
+
+def verifying_upstream(gateway_base: str, record: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """examples/verifying_upstream on a port fixed in advance (its audience is its own URL); its /mcp URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/mcp"
+    process, _ = start_listening([sys.executable, str(VERIFYING_SERVER), "--port", str(port),
+                                  "--jwks-url", f"{gateway_base}/.well-known/jwks.json", "--audience", url,
+                                  "--issuer", gateway_base, "--record", str(record)])
+    return process, url
+
+
+def people_gateway(workdir: Path, port: int, issuer: str, verifying_url: str, payments_port: int,
+                   spans: OtlpReceiver) -> Gateway:
+    """The gateway (not started): the provider as external authorization server, the client's agent, a workload."""
     manifests = [
         {"id": "vrf", "owner": "tools@example.com", "description": "verifies every per-call token",
          "transport": {"url": verifying_url}, "timeout_s": 10,
@@ -151,25 +166,18 @@ def _people(tmp_path_factory: pytest.TempPathFactory, spans: OtlpReceiver) -> It
                            "OTEL_SERVICE_NAME": "narrowgate-people"})
     agents = workdir / "people-agents.yaml"
     agents.write_text(yaml.safe_dump({"agents": [
-        client_agent(idp.issuer),
+        client_agent(issuer),
         {"id": "workload", "owner": "ops@example.com", "purpose": "a workload with a static token",
          "state": "active", "entitlement": {"servers": ["vrf", "pay"], "require_task": False},
          "identities": [{"kind": "static", "issuer": "narrowgate", "subject": "workload"}]},
     ]}))
     gateway.extra_config = {
-        "identity": {"clock_skew_s": 5, "authorization_servers": [{"issuer": idp.issuer}],
+        "identity": {"clock_skew_s": 5, "authorization_servers": [{"issuer": issuer}],
                      "scopes_supported": ["openid", "email"]},
         "agents_file": str(agents),
         "policies": str(cedar_copy(workdir / "cedar", **POLICIES)),
     }
-    try:
-        gateway.start()
-        yield People(gateway, idp, record, verifying_url, spans)
-    finally:
-        gateway.stop()
-        stop(upstream)
-        stop(payments)
-        idp.close()
+    return gateway
 
 
 # --- raw HTTP helpers ------------------------------------------------------------------------------
