@@ -743,7 +743,7 @@ class PolicyEngine:
         return handle
 
     def _reauth(self, bundle: Bundle, request: _Request, determining: tuple[str, ...], policy_ids: tuple[str, ...],
-                canonical: Any) -> Decision:
+                canonical: object) -> Decision:
         """Step-up by re-authentication (gateway.policy.reauth): only a person can, and only if it would help."""
         sources = [s for s in (bundle.source(p) for p in determining)
                    if s is not None and s.annotations.get("step_up") == REAUTH]
