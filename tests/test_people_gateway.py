@@ -176,6 +176,7 @@ def people_gateway(workdir: Path, port: int, issuer: str, verifying_url: str, pa
                      "scopes_supported": ["openid", "email"]},
         "agents_file": str(agents),
         "policies": str(cedar_copy(workdir / "cedar", **POLICIES)),
+        "approvals": {"admins_may_approve": True},
     }
     return gateway
 
@@ -580,3 +581,23 @@ def test_a_persons_client_token_cannot_be_exchanged_for_a_task_token(people: Peo
         assert response.status_code == 400, response.text
         assert response.json()["error"] == "invalid_grant"
         assert "cannot be exchanged" in response.json()["error_description"]
+
+
+def test_an_approval_binds_the_person_not_only_the_client(people: People) -> None:
+    """Alice's approved refund cannot be spent by Bob calling the same tool with the same arguments."""
+    gw, arguments = people.gateway, {"payment_id": BIG_PAYMENT, "amount": 1234}
+    alice = people.token(ALICE, groups=["finance"], acr="mfa", auth_age_s=5)
+    bob = people.token(BOB, email="bob@example.com", email_verified=True, acr="mfa", auth_age_s=5)
+    first = call_tool(gw, alice, MODERN, REFUND, arguments).json()
+    approval_id = first["result"]["_meta"]["narrowgate/approval"]["id"]
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    shown = httpx2.get(f"{gw.base}/admin/v1/approvals/{approval_id}", headers=admin).json()
+    assert shown["user"] == f"{people.idp.issuer} {ALICE}" and shown["agent_id"] == AGENT
+    decided = httpx2.post(f"{gw.base}/admin/v1/approvals/{approval_id}/approve", json={"comment": "ok"}, headers=admin)
+    assert decided.status_code == 200, decided.text
+    # Bob, through the same client, with the same call: a request of his own, not Alice's approval.
+    other = call_tool(gw, bob, MODERN, REFUND, arguments).json()
+    assert other["result"]["_meta"]["narrowgate/approval"]["id"] != approval_id, other
+    # Alice's identical retry uses her approval and runs.
+    done = call_tool(gw, alice, MODERN, REFUND, arguments).json()
+    assert done["result"]["structuredContent"]["refund"] == 1234.0, done
