@@ -601,3 +601,23 @@ def test_an_approval_binds_the_person_not_only_the_client(people: People) -> Non
     # Alice's identical retry uses her approval and runs.
     done = call_tool(gw, alice, MODERN, REFUND, arguments).json()
     assert done["result"]["structuredContent"]["refund"] == 1234.0, done
+
+
+def test_the_cli_binds_a_client_with_who_may_act_through_it(people: People) -> None:
+    gw = people.gateway
+
+    def agents(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(NARROWGATE), "agents", "--gateway", gw.base, "--admin-token", ADMIN_TOKEN, *args],
+                              capture_output=True, text=True, timeout=60, cwd=gw.workdir)
+
+    base = ("add", "cursor", "--owner", "devtools@example.com", "--purpose", "Cursor for people", "--activate",
+            "--server", "vrf", "--no-require-task", "--client", people.idp.issuer, "cursor-client")
+    refused_add = agents(*base)
+    assert refused_add.returncode != 0 and "at least one group, subject or email domain" in refused_add.stderr
+    added = agents(*base, "--person-subject", MALLORY, "--person-email-domain", "example.org")
+    assert added.returncode == 0, added.stdout + added.stderr
+    shown = httpx2.get(f"{gw.base}/admin/v1/agents/cursor", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).json()
+    assert shown["identities"] == [{"kind": "client", "issuer": people.idp.issuer, "subject": "cursor-client",
+                                    "claims": {}, "people": {"groups": [], "subjects": [MALLORY],
+                                                             "email_domains": ["example.org"]}}]
+    assert open_session(gw, people.idp.mint(sub=MALLORY, client_id="cursor-client")).status_code == 200
