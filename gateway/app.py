@@ -20,6 +20,8 @@ from gateway.chain.monitor import ChainMonitor
 from gateway.cluster.backends import state_backends
 from gateway.cluster.connection import Cluster, replica_id
 from gateway.config import Settings
+from gateway.credentials.leases import LeaseBroker
+from gateway.credentials.rotation import SecretRotation
 from gateway.credentials.secret_sources import SecretResolver
 from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.discovery.resources import ResourceReviews
@@ -27,6 +29,7 @@ from gateway.discovery.service import ToolReviews
 from gateway.identity.authenticator import Authenticator
 from gateway.identity.verifier import TokenVerifier
 from gateway.in_memory_state import monitoring_with_catalog_egress
+from gateway.oauth.delegation import DelegationParties
 from gateway.oauth.token_endpoint import TOKEN_PATH, TokenEndpoint, settings_for_audience
 from gateway.policy.authorizer import Authorizer
 from gateway.policy.engine import PolicyEngine
@@ -37,7 +40,7 @@ from gateway.registry.service import Registry
 from gateway.state.backends import StateBackends
 from gateway.store import open_store
 from gateway.tasks.gate import TaskGate
-from gateway.tasks.service import TaskService
+from gateway.tasks.service import TaskService, TaskSettings
 from gateway.tasks.token_check import TaskTokenCheck
 from gateway.tasks.tokens import TaskTokenIssuer
 from gateway.telemetry import Telemetry
@@ -52,6 +55,7 @@ from gateway.wiring.lifecycle import LifecycleReactions
 from gateway.wiring.lifespan import Lifetime
 from gateway.wiring.list_changes import ListChanges
 from gateway.wiring.observers import connect
+from gateway.wiring.task_times import TaskTimes
 from gateway.wiring.unused_share import measuring
 from gateway.wiring.webhooks import PeoplesWebhooks
 
@@ -78,6 +82,7 @@ class Gateway:
         self.build_policy(schemas)
         self.build_tasks()
         self.build_discovery(schemas)
+        self.build_vaulted_secrets()
         self.sessions = self.state.agent_sessions
         self.recorder = DecisionRecorder(self.store, self.policy, settings.policy.record_retention_s)
         authorizer = Authorizer(self.policy, self.audit, settings.policy.agent_reasons,
@@ -96,11 +101,12 @@ class Gateway:
         self.unused_share = measuring(self.policy, self.registry, self.tasks, self.store, settings, self.telemetry)
         self.lifetime = Lifetime(
             settings, self.store, self.digest_key, self.audit, self.registry, [self.verifier, self.assertion_verifier],
-            self.upstream_auth, [self.tasks, self.approvals, self.reviews, self.resource_reviews, *self.store_sweeps,
+            self.upstream_auth, [self.tasks, self.leases, self.rotation, self.approvals, self.reviews,
+                                 self.resource_reviews, *self.store_sweeps,
                                  self.unused_share, self.recorder],
             self.pool, self.catalog_sync, self.reloader, self.policy, self.lifecycle, self.endpoint,
-            [*self.store_sweeps, self.secrets, self.detections, self.approvals, self.webhooks, self.tasks,
-             self.verifier, self.assertion_verifier, self.unused_share, self.recorder],
+            [*self.store_sweeps, self.rotation, self.leases, self.secrets, self.detections, self.approvals,
+             self.webhooks, self.tasks, self.verifier, self.assertion_verifier, self.unused_share, self.recorder],
             self.background, [self.reviews, self.resource_reviews], self.telemetry, self.cluster)
         self.drain = self.lifetime.drain  # on SIGINT/SIGTERM, before the lifespan ends (gateway/serving.py)
         self.app = McpFirst(self.endpoint, Starlette(routes=self.routes(), lifespan=self.lifetime.lifespan))
@@ -135,14 +141,25 @@ class Gateway:
         """Task grants: the token endpoint that starts them and the check that honours their tokens."""
         base = self.settings.base_url
         resource, token_url = f"{base}/mcp", f"{base}{TOKEN_PATH}"
-        self.tasks = TaskService(self.store, self.registry, self.catalog, budgets=self.state.call_budgets)
+        self.tasks = TaskService(self.store, self.registry, self.catalog, budgets=self.state.call_budgets,
+                                 settings=TaskSettings(max_delegation_depth=self.settings.tokens.max_delegation_depth))
         self.task_tokens = TaskTokenIssuer(self.upstream_auth, base, resource, self.settings.tokens.task_ttl_s)
         self.task_check = TaskTokenCheck(self.tasks, self.upstream_auth.public_keys, base, resource)
         # RFC 7523 client assertions may name the token endpoint as their audience.
         self.assertion_verifier = TokenVerifier(settings_for_audience(self.settings.identity, token_url))
         self.token_endpoint = TokenEndpoint(self.verifier, self.registry, self.tasks, self.task_tokens,
                                             resource=resource, token_url=token_url,
-                                            assertion_verifier=self.assertion_verifier)
+                                            assertion_verifier=self.assertion_verifier,
+                                            delegation=DelegationParties(self.task_check, self.tasks, self.verifier,
+                                                                         self.registry))
+
+    def build_vaulted_secrets(self) -> None:
+        """Vault: credentials leased per task (mode: lease) and the rotation of gateway-owned KV secrets."""
+        servers = lambda: self.pool.catalog.servers  # noqa: E731 - the catalog as reloaded
+        self.leases = LeaseBroker(self.secrets.vault, self.store, self.audit, TaskTimes(self.tasks), servers,
+                                  self.replica_id)
+        self.upstream_auth.leases = self.leases
+        self.rotation = SecretRotation(self.secrets, self.audit, servers)
 
     def build_discovery(self, tool_schemas: dict[str, Any]) -> None:
         """Upstream tools as reviewed: quarantine for new and changed definitions, and their review."""
@@ -175,3 +192,4 @@ class Gateway:
             *self.token_endpoint.routes(),
             *admin_routes(self),
         ]
+

@@ -256,6 +256,21 @@ async def test_racing_counts_never_exceed_a_budget(cluster: Cluster) -> None:
     assert 60_000 < ttl <= 121_000  # gone a minute after the deadline
 
 
+async def test_racing_reservations_and_counts_never_exceed_a_budget(cluster: Cluster) -> None:
+    """A delegated child's budget reserved out of its parent's shares the parent's one counter."""
+    budgets = RedisCallBudgets(cluster)
+    deadline = time.time() + 60
+    answers = await asyncio.gather(*(budgets.reserve("parent", 3, 10, 0, deadline) for _ in range(5)),
+                                   *(budgets.count("parent", 10, 0, deadline) for _ in range(5)))
+    reserved, counted = answers[:5], answers[5:]
+    made = 3 * sum(a is not None for a in reserved) + sum(a is not None for a in counted)
+    assert 8 <= made <= 10  # never past the budget; as full as the last refused reservation of 3 left it
+    assert int(await cluster.redis.get(cluster.keys.key("budget", "parent"))) == made  # every grant counted once
+    assert sorted(a for a in answers if a is not None)[-1] == made
+    assert await budgets.reserve("other", 4, 5, 2, deadline) is None  # never below what the replica knows: 2 + 4 > 5
+    assert await budgets.reserve("other", 3, 5, 2, deadline) == 5
+
+
 async def test_unreachable_redis_is_never_a_clean_answer() -> None:
     """Nothing listens on the port: every call-path operation refuses (never admits, never a clean record)."""
     cluster = Cluster(ClusterSettings(redis_url=f"redis://127.0.0.1:{free_port()}/0"))

@@ -85,6 +85,16 @@ def test_token_lifetimes_are_configurable_within_caps(tmp_path: Path) -> None:
         load_settings(write(tmp_path / "gw.yaml", "tokens: {task_ttl_s: 3600}\n"), {})
 
 
+def test_delegation_depth_defaults_to_2_and_is_bounded(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path / "gw.yaml", "{}\n"), {}).tokens.max_delegation_depth == 2
+    for depth in (0, 5):
+        config = write(tmp_path / "gw.yaml", f"tokens: {{max_delegation_depth: {depth}}}\n")
+        assert load_settings(config, {}).tokens.max_delegation_depth == depth
+    for bad in ("-1", "9", "two", "true", "1.5"):
+        with pytest.raises(ConfigError, match=r"tokens\.max_delegation_depth must be a whole number from 0 to 8"):
+            load_settings(write(tmp_path / "gw.yaml", f"tokens: {{max_delegation_depth: {bad}}}\n"), {})
+
+
 # --- approvals and approvers ---------------------------------------------------------------------
 
 

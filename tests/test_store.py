@@ -11,6 +11,7 @@ import pytest
 
 from gateway.registry.model import Agent, Entitlement, Lifecycle, LifecycleEvent, WorkloadIdentity
 from gateway.store import SchemaTooNew, Store, StoreError, UnsupportedStoreUrl, open_store, postgres_schema
+from gateway.store.base import VaultLeaseRecord
 from gateway.store.sqlite_schema import LATEST_VERSION, MIGRATIONS, split_statements
 from tests.support.store_backends import BACKENDS, StoreBackend, store_backend
 
@@ -218,3 +219,17 @@ def test_split_statements_keeps_trigger_bodies_whole() -> None:
     assert "SELECT 1; END;" in statements[1]
     with pytest.raises(ValueError, match="incomplete"):
         split_statements("CREATE TABLE t (a TEXT DEFAULT 'unterminated)")
+
+
+async def test_vault_lease_records_are_kept_by_task_until_deleted(store: Store) -> None:
+    """gateway.credentials.leases records each lease id (never the credential) so a crash cannot orphan it."""
+    first = VaultLeaseRecord("database/creds/ro/a1", "task_1", "db", "replica-1", 100.0)
+    second = VaultLeaseRecord("database/creds/ro/b2", "task_2", "db", "replica-2", 200.0)
+    for record in (first, second, first):  # saving again changes nothing
+        await store.save_vault_lease(record)
+    assert await store.vault_leases() == [first, second]
+    assert await store.vault_leases("task_2") == [second]
+    await store.delete_vault_lease(first.lease_id)
+    await store.delete_vault_lease(first.lease_id)  # already gone: no error
+    assert await store.vault_leases() == [second]
+    assert await store.vault_leases("task_1") == []

@@ -440,3 +440,66 @@ async def test_task_token_rejections(tasks: TaskService, registry: Registry, clo
     refused("not-a-jwt", "malformed")
     clock.now += 61
     refused(token, "expired")
+
+
+# --- delegation --------------------------------------------------------------------------------
+
+
+async def test_a_delegated_task_is_stored_with_its_chain_and_still_cascades_after_a_restart(
+    store: Store, registry: Registry, clock: FakeClock, tasks: TaskService
+) -> None:
+    await registry.create(agent_spec("bot-c", servers=["gh"]), "alice", "test")
+    root = await start(tasks, tools=["gh__read_issue", "gh__comment"], budget=5)
+    child = await start(tasks, agent_id="bot-c", tools=["gh__comment"], budget=2, parent_id=root.id)
+    stored = await store.get_task(child.id)
+    assert stored is not None and stored.parent_id == root.id and stored.depth == 1
+    assert [(link.agent_id, link.owner, link.task_id) for link in stored.chain] == [
+        ("bot-a", "team-a", root.id), ("bot-c", "team-a", child.id)]
+    await tasks.close()
+    again = TaskService(store, registry, make_catalog(), clock)
+    await again.open(background=False)
+    assert again.check(root.id).calls_made == 2  # the child's budget, reserved out of the parent's
+    await again.complete(root.id, "bot-a", "all done")
+    with pytest.raises(TaskEnded, match=f"parent task {root.id} completed: all done"):
+        again.check(child.id)
+    assert [(e.to_state, e.reason) for e in await again.events(child.id)][-1] == (
+        TaskState.REVOKED, f"parent task {root.id} completed: all done")
+    await again.close()
+
+
+async def test_a_parent_ending_while_its_child_is_written_ends_the_child_too(
+    tasks: TaskService, registry: Registry
+) -> None:
+    await registry.create(agent_spec("bot-c", servers=["gh"]), "alice", "test")
+    root = await start(tasks)
+    # The child's start yields at its store write; the parent's end runs then, before the child is held.
+    starting = asyncio.ensure_future(start(tasks, agent_id="bot-c", parent_id=root.id))
+    await asyncio.sleep(0)
+    await tasks.revoke(root.id, "admin:test", "stop everything")
+    with pytest.raises(TaskError, match=f"the parent task {root.id} has ended"):
+        await starting
+    [child] = [t for t in await tasks.list(agent_id="bot-c")]
+    assert child.state is TaskState.REVOKED and "ended as this task started" in (child.end_reason or "")
+
+
+async def test_a_child_started_elsewhere_under_a_parent_ended_here_is_ended_here(
+    store: Store, registry: Registry, clock: FakeClock, tasks: TaskService
+) -> None:
+    """Two services on one store, as two replicas: B starts a child under a parent A has just ended (B has
+    not heard yet). When A hears of the child, A ends it and writes that; B then hears of the end."""
+    await registry.create(agent_spec("bot-c", servers=["gh"]), "alice", "test")
+    root = await start(tasks)
+    other = TaskService(store, registry, make_catalog(), clock)
+    await other.open(background=False)
+    await tasks.revoke(root.id, "admin:test", "called off")
+    child = await start(other, agent_id="bot-c", parent_id=root.id)  # `other` still holds the parent as active
+    await tasks.refresh(child.id)  # the child's task_changed notice reaches the replica that ended the parent
+    with pytest.raises(TaskEnded, match=f"parent task {root.id} revoked: called off"):
+        tasks.check(child.id)
+    await tasks.close()  # waits for the write
+    stored = await store.get_task(child.id)
+    assert stored is not None and stored.state is TaskState.REVOKED
+    await other.refresh(child.id)
+    with pytest.raises(TaskEnded, match="revoked"):
+        other.check(child.id)
+    await other.close()

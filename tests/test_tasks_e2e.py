@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
 import time
 import uuid
@@ -110,12 +111,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int) ->
     verifying_url = f"http://127.0.0.1:{verifying_port}/mcp"
     behaviour_url = f"http://127.0.0.1:{behaviour_http}/mcp"
     record = workdir / "verifying-upstream.jsonl"
-    # The upstream first, on a port fixed in advance: it fetches the gateway's JWKS only when a call comes.
-    upstream, _ = start_listening([
-        sys.executable, str(VERIFYING_SERVER), "--port", str(verifying_port),
-        "--jwks-url", f"{base}/.well-known/jwks.json", "--audience", verifying_url, "--issuer", base,
-        "--revocations-url", f"{base}/oauth/revocations", "--record", str(record),
-    ])
+    upstream = start_verifying_upstream(base, verifying_port, record)
     manifests = [
         {"id": "vrf", "owner": "tools@example.com", "description": "verifies every per-call token",
          "transport": {"url": verifying_url}, "timeout_s": 10,
@@ -137,6 +133,17 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int) ->
         gateway.stop()
         stop(upstream)
         idp.close()
+
+
+def start_verifying_upstream(base: str, port: int, record: Path) -> subprocess.Popen[bytes]:
+    """The verifying upstream on `port`, recording to `record`, for the gateway at `base`. Started first, on
+    a port fixed in advance: it fetches the gateway's JWKS only when a call comes."""
+    upstream, _ = start_listening([
+        sys.executable, str(VERIFYING_SERVER), "--port", str(port),
+        "--jwks-url", f"{base}/.well-known/jwks.json", "--audience", f"http://127.0.0.1:{port}/mcp",
+        "--issuer", base, "--revocations-url", f"{base}/oauth/revocations", "--record", str(record),
+    ])
+    return upstream
 
 
 def register(deployment: Deployment, agent_id: str, subject: str, *, require_task: bool) -> None:

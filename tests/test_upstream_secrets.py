@@ -6,11 +6,9 @@ HashiCorp Vault KV v2. A real `mcp` client calls `whoami`, which returns what th
 received (HTTP headers; on stdio, environment variable names) and `env_value` (one variable's value).
 
 Vault: HashiCorp Vault cannot run on this machine (it is not packaged for Debian and there is
-no network), so `FakeVault` below is a STAND-IN for Vault: a small stdlib HTTP server on a free
-127.0.0.1 port that implements only `GET /v1/<mount>/data/<path>`, checks `X-Vault-Token`
-(403 otherwise, as Vault does) and answers in the KV v2 shape
-`{"data": {"data": {...}, "metadata": {...}}}`. It is not Vault; it only speaks the one
-request the gateway makes.
+no network), so tests/support/vault_standin.py is a STAND-IN for Vault: a small stdlib HTTP
+server that implements the few documented Vault API requests the gateway makes (here the KV v2
+read `GET /v1/secret/data/<path>`, with the `X-Vault-Token` check). It is not Vault.
 
 The gateway caches Vault values for 30 s (not configurable), so the "Vault down with an expired
 cache" test polls, with a bounded deadline, until the entry read at gateway start has expired.
@@ -22,11 +20,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +42,7 @@ from tests.support.processes import (
     stdio_behaviour_transport,
     stop,
 )
+from tests.support.vault_standin import VaultStandIn
 
 UNAVAILABLE = -32010
 VAULT_CACHE_S = 30.0  # SecretResolver's fixed Vault cache lifetime
@@ -65,68 +62,7 @@ ALL_SECRETS = (ENV_SECRET, FILE_SECRET_V1, FILE_SECRET_V2, VAULT_SECRET, VAULT_O
                VAULT_DOWN_SECRET, VAULT_REVOKED_SECRET, STDIO_SECRET, VAULT_TOKEN, WRONG_VAULT_TOKEN)
 
 
-# A stand-in for HashiCorp Vault (see the module docstring) ------------------------------------------
-
-
-@dataclass
-class FakeVault:
-    """KV v2 reads only: GET /v1/<mount>/data/<path> with X-Vault-Token."""
-
-    token: str
-    secrets: dict[str, dict[str, str]]  # "<mount>/<path>" -> the secret's key/value data
-    reads: list[tuple[str, str, int]] = field(default_factory=list)  # (path, token, status)
-    server: ThreadingHTTPServer | None = None
-    thread: threading.Thread | None = None
-
-    @property
-    def address(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def start(self) -> FakeVault:
-        vault = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                token = self.headers.get("X-Vault-Token", "")
-                status, body = vault.answer(self.path, token)
-                vault.reads.append((self.path, token, status))
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        return self
-
-    def answer(self, path: str, token: str) -> tuple[int, dict[str, Any]]:
-        if token != self.token:
-            return 403, {"errors": ["permission denied"]}
-        prefix, _, rest = path.partition("/v1/")
-        mount, _, secret_path = rest.partition("/data/")
-        data = self.secrets.get(f"{mount}/{secret_path}")
-        if prefix or not secret_path or data is None:
-            return 404, {"errors": []}
-        metadata = {"created_time": "2026-01-01T00:00:00Z", "deletion_time": "", "destroyed": False, "version": 1}
-        return 200, {"request_id": "fake", "lease_id": "", "renewable": False, "lease_duration": 0,
-                     "data": {"data": data, "metadata": metadata}, "wrap_info": None, "warnings": None}
-
-    def stop(self) -> None:
-        """Vault goes down: the port stops accepting connections."""
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
-
-
-def vault_credentials(vault: FakeVault, path: str, token_env: str) -> dict[str, Any]:
+def vault_credentials(vault: VaultStandIn, path: str, token_env: str) -> dict[str, Any]:
     return {"mode": "secret", "secret": {"vault": {
         "address": vault.address, "mount": "secret", "path": path, "field": "api_key", "token_env": token_env}}}
 
@@ -138,9 +74,9 @@ def vault_credentials(vault: FakeVault, path: str, token_env: str) -> dict[str, 
 class Setup:
     gateway: Gateway
     secret_file: Path
-    vault: FakeVault
-    vault_down: FakeVault
-    vault_revoking: FakeVault
+    vault: VaultStandIn
+    vault_down: VaultStandIn
+    vault_revoking: VaultStandIn
 
 
 def with_credentials(manifest: dict[str, Any], credentials: dict[str, Any]) -> dict[str, Any]:
@@ -152,10 +88,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     work = tmp_path_factory.mktemp("upstream-secrets")
     secret_file = work / "upstream.secret"
     secret_file.write_text(FILE_SECRET_V1 + "\n")
-    vault = FakeVault(VAULT_TOKEN, {"secret/narrowgate/upstream": {"api_key": VAULT_SECRET},
-                                    "secret/narrowgate/other": {"api_key": VAULT_OTHER_SECRET}}).start()
-    vault_down = FakeVault(VAULT_TOKEN, {"secret/narrowgate/down": {"api_key": VAULT_DOWN_SECRET}}).start()
-    vault_revoking = FakeVault(VAULT_TOKEN, {"secret/narrowgate/revoked": {"api_key": VAULT_REVOKED_SECRET}}).start()
+    vault = VaultStandIn(VAULT_TOKEN, {"narrowgate/upstream": {"api_key": VAULT_SECRET},
+                                       "narrowgate/other": {"api_key": VAULT_OTHER_SECRET}}).start()
+    vault_down = VaultStandIn(VAULT_TOKEN, {"narrowgate/down": {"api_key": VAULT_DOWN_SECRET}}).start()
+    vault_revoking = VaultStandIn(VAULT_TOKEN, {"narrowgate/revoked": {"api_key": VAULT_REVOKED_SECRET}}).start()
     upstream, port = start_listening([sys.executable, str(BEHAVIOUR_SERVER), "--port", "0"])
     url = {"url": f"http://127.0.0.1:{port}/mcp"}
     tools = ("echo", "whoami")
@@ -248,8 +184,8 @@ async def test_vault_secret_arrives_upstream(setup: Setup) -> None:
     async with mcp_client(setup.gateway.url, TOKEN, "legacy") as client:
         headers = (await whoami(client, "vaultkey__whoami"))["headers"]
     assert headers["authorization"] == f"Bearer {VAULT_SECRET}"
-    reads = [r for r in setup.vault.reads if r[0] == "/v1/secret/data/narrowgate/upstream"]
-    assert reads and all(token == VAULT_TOKEN and status == 200 for _, token, status in reads)
+    reads = setup.vault.paths_seen("/v1/secret/data/narrowgate/upstream")
+    assert reads and all(r.token == VAULT_TOKEN and r.status == 200 for r in reads)
 
 
 async def test_wrong_vault_token_fails_the_call_naming_upstream_and_vault(setup: Setup) -> None:
@@ -258,8 +194,8 @@ async def test_wrong_vault_token_fails_the_call_naming_upstream_and_vault(setup:
     assert "vaultbad" in error.message
     assert "Vault" in error.message, error.message
     assert_no_secret_in(error.message)
-    refused = [r for r in setup.vault.reads if r[0] == "/v1/secret/data/narrowgate/other"]
-    assert refused and all(status == 403 for *_, status in refused)  # Vault was asked, and said no
+    refused = setup.vault.paths_seen("/v1/secret/data/narrowgate/other")
+    assert refused and all(r.status == 403 for r in refused)  # Vault was asked, and said no
 
 
 # 4. stdio: the secret as an environment variable -----------------------------------------------------
@@ -322,6 +258,79 @@ credentials:
     env: SOME_SECRET
 tools: []
 """, 6, "stdio upstream gets its secret as an environment variable"),
+    "lease-stdio": ("""id: lease-stdio
+owner: t@example.com
+transport:
+  command: /bin/true
+credentials:
+  mode: lease
+  format: "{username}:{password}"
+  vault:
+    address: http://127.0.0.1:8200
+    path: database/creds/readonly
+    token_env: VAULT_TOKEN
+tools: []
+""", 6, "a leased credential needs an HTTP upstream"),
+    "lease-no-format": ("""id: lease-no-format
+owner: t@example.com
+transport:
+  url: http://127.0.0.1:1/mcp
+credentials:
+  mode: lease
+  format: "Bearer token"
+  vault:
+    address: http://127.0.0.1:8200
+    path: database/creds/readonly
+    token_env: VAULT_TOKEN
+    role: readonly
+tools: []
+""", 7, "mode: lease needs a format naming the leased credential's fields"),
+    "lease-unknown-key": ("""id: lease-unknown-key
+owner: t@example.com
+transport:
+  url: http://127.0.0.1:1/mcp
+credentials:
+  mode: lease
+  format: "{username}:{password}"
+  vault:
+    address: http://127.0.0.1:8200
+    path: database/creds/readonly
+    token_file: vault.token
+    role: readonly
+tools: []
+""", 12, "unknown vault key 'role'"),
+    "vault-two-tokens": ("""id: vault-two-tokens
+owner: t@example.com
+transport:
+  url: http://127.0.0.1:1/mcp
+credentials:
+  mode: secret
+  secret:
+    vault:
+      address: http://127.0.0.1:8200
+      path: app/db
+      field: password
+      token_env: VAULT_TOKEN
+      token_file: vault.token
+tools: []
+""", 9, "token_env or token_file (one of them)"),
+    "rotate-overlap": ("""id: rotate-overlap
+owner: t@example.com
+transport:
+  url: http://127.0.0.1:1/mcp
+credentials:
+  mode: secret
+  secret:
+    vault:
+      address: http://127.0.0.1:8200
+      path: app/db
+      field: password
+      token_env: VAULT_TOKEN
+      rotate:
+        every_s: 600
+        overlap_s: 900
+tools: []
+""", 14, "rotate.every_s must be longer than overlap_s"),
     "stdio-gateway-token": ("""id: stdio-gateway-token
 owner: t@example.com
 transport:
@@ -397,7 +406,7 @@ async def test_vault_down_or_token_revoked_after_cache_expiry_fails_closed(setup
         assert_no_secret_in(error.message)
     assert "unreachable" in errors["vaultdown"].message
     assert "403" in errors["vaultrevoked"].message
-    assert setup.vault_revoking.reads[-1][2] == 403  # Vault was asked again, and refused
+    assert setup.vault_revoking.seen[-1].status == 403  # Vault was asked again, and refused
     # And it stays closed: the next call is refused too, not sent without credentials.
     for upstream in errors:
         again = (await call_error(url, f"{upstream}__whoami")).error

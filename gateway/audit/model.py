@@ -6,12 +6,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-KINDS = frozenset({"decision", "approval", "agent", "task", "catalog", "policy", "monitoring"})
+KINDS = frozenset({"decision", "approval", "agent", "task", "catalog", "policy", "monitoring", "credential"})
 
 
 @dataclass(frozen=True, slots=True)
 class AuditEvent:
-    kind: str  # "decision" | "approval" | "agent" | "task" | "catalog" | "policy"
+    kind: str  # "decision" | "approval" | "agent" | "task" | "catalog" | "policy" | "monitoring" | "credential"
     action: str  # e.g. "tools/call", "suspend", "start", "complete", "reload", "tool_added"
     actor: str  # who caused it: an agent id, "admin:<name>", "oidc:<sub>", "narrowgate"
     agent_id: str | None = None

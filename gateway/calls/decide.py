@@ -44,6 +44,8 @@ class Decide:
         request = call.request
         facts = self.authorizer.facts(request.era, request.client_info, task_facts(task), chain,
                                       request.principal.user)
+        if task is not None and task.depth:
+            request.span.set(task_chain=[link.agent_id for link in task.chain])
         with self.telemetry.stage("policy"):
             decision = await self.authorizer.check_tool(request.principal, call.entry, call.arguments, facts,
                                                         request.trace_id)

@@ -22,6 +22,8 @@ from gateway.catalog.model import (
     Catalog,
     Credentials,
     HttpTransport,
+    LeaseRef,
+    Rotation,
     SecretRef,
     ServerEntry,
     StdioTransport,
@@ -39,8 +41,11 @@ TOOL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,128}\Z")
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 SERVER_KEYS = frozenset({"id", "namespace", "owner", "description", "transport", "timeout_s", "tools",
                          "credentials"})
-CREDENTIAL_KEYS = frozenset({"mode", "resource", "secret", "header", "format", "env_var"})
-VAULT_KEYS = frozenset({"address", "mount", "path", "field", "token_env", "namespace"})
+CREDENTIAL_KEYS = frozenset({"mode", "resource", "secret", "header", "format", "env_var", "vault"})
+VAULT_KEYS = frozenset({"address", "mount", "path", "field", "token_env", "token_file", "namespace", "rotate"})
+LEASE_KEYS = frozenset({"address", "path", "token_env", "token_file", "namespace", "renew_increment_s"})
+ROTATE_KEYS = frozenset({"every_s", "overlap_s", "length"})
+FORMAT_FIELD = re.compile(r"\{([A-Za-z0-9_]+)\}")
 TOOL_KEYS = frozenset({"name", "risk", "data_classes", "owner", "egress", "definition_sha256"})
 PIN_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")
 ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -267,6 +272,9 @@ class _ManifestReader:
         env_var = str(raw.get("env_var") or "")
         if mode == "secret" and not is_http and not env_var:
             self.problem((*where, "env_var"), "a stdio upstream gets its secret as an environment variable")
+        lease = self.lease_ref(raw, is_http) if mode == "lease" else None
+        if "vault" in raw and mode != "lease":
+            self.problem((*where, "vault"), "credentials.vault is for mode: lease (a KV secret goes under secret)")
         return Credentials(
             mode=mode,
             resource=self.expand(raw.get("resource", default.resource), (*where, "resource")),
@@ -274,7 +282,68 @@ class _ManifestReader:
             header=str(raw.get("header") or "Authorization"),
             header_format=str(raw.get("format") or "Bearer {secret}"),
             env_var=env_var,
+            lease=lease,
         )
+
+    def lease_ref(self, raw: dict[str, Any], is_http: bool) -> LeaseRef | None:
+        """mode: lease: a Vault dynamic-secrets role, one credential per task, in a header (HTTP only)."""
+        where: tuple[str | int, ...] = ("credentials", "vault")
+        if not is_http:
+            self.problem(("credentials", "mode"), "a leased credential needs an HTTP upstream: one stdio child "
+                                                  "serves every task, so it cannot hold one task's credential")
+        if not isinstance(raw.get("format"), str) or not FORMAT_FIELD.search(raw["format"]):
+            self.problem(("credentials", "format"), "mode: lease needs a format naming the leased credential's "
+                                                    "fields, e.g. \"{username}:{password}\"")
+        value = raw.get("vault")
+        if not isinstance(value, dict):
+            self.problem(where, "mode: lease needs vault: {address, path, token_env or token_file}")
+            return None
+        for key in sorted(set(value) - LEASE_KEYS, key=str):
+            self.problem((*where, key), f"unknown vault key {key!r}")
+        missing = [k for k in ("address", "path") if not value.get(k)]
+        if missing:
+            self.problem(where, f"credentials.vault needs {', '.join(missing)}")
+            return None
+        increment = value.get("renew_increment_s", 300)
+        if isinstance(increment, bool) or not isinstance(increment, int | float) or not 1 <= increment <= 86400:
+            self.problem((*where, "renew_increment_s"), "renew_increment_s must be a number of seconds, 1 to 86400")
+            increment = 300
+        token_env, token_file = self.vault_token(value, where)
+        return LeaseRef(address=self.expand(value["address"], (*where, "address")).rstrip("/"),
+                        path=str(value["path"]).strip("/"), token_env=token_env, token_file=token_file,
+                        namespace=value.get("namespace"), renew_increment_s=float(increment))
+
+    def vault_token(self, value: dict[str, Any], where: tuple[str | int, ...]) -> tuple[str, str]:
+        """Where the gateway finds its own Vault token: an environment variable or a file, exactly one."""
+        token_env, token_file = str(value.get("token_env") or ""), str(value.get("token_file") or "")
+        if bool(token_env) == bool(token_file):
+            self.problem(where, "name the gateway's Vault token with token_env or token_file (one of them)")
+        if token_file:
+            token_file = str((self.path.parent / token_file).resolve())
+        return token_env, token_file
+
+    def rotation(self, raw: object, where: tuple[str | int, ...]) -> Rotation | None:
+        """secret.vault.rotate: the gateway owns this KV v2 secret and writes its new versions."""
+        if raw is None:
+            return None
+        if not isinstance(raw, dict):
+            self.problem(where, "rotate must be a mapping with overlap_s (and every_s for a schedule)")
+            return None
+        for key in sorted(set(raw) - ROTATE_KEYS, key=str):
+            self.problem((*where, key), f"unknown rotate key {key!r}")
+        numbers: dict[str, float] = {}
+        for key, low in (("every_s", 60.0), ("overlap_s", 1.0), ("length", 16.0)):
+            number = raw.get(key)
+            if number is None and key != "overlap_s":
+                continue
+            if isinstance(number, bool) or not isinstance(number, int | float) or not low <= number <= 365 * 86400:
+                self.problem((*where, key), f"rotate.{key} must be a number, at least {low:.0f}")
+                return None
+            numbers[key] = float(number)
+        every = numbers.get("every_s")
+        if every is not None and every <= numbers["overlap_s"]:
+            self.problem((*where, "every_s"), "rotate.every_s must be longer than overlap_s")
+        return Rotation(overlap_s=numbers["overlap_s"], every_s=every, length=int(numbers.get("length", 32)))
 
     def secret_ref(self, raw: object, where: tuple[str | int, ...]) -> SecretRef | None:
         if not isinstance(raw, dict) or len(raw) != 1 or next(iter(raw)) not in SECRET_SOURCES:
@@ -293,14 +362,16 @@ class _ManifestReader:
             return None
         for key in sorted(set(value) - VAULT_KEYS, key=str):
             self.problem((*where, "vault", key), f"unknown vault key {key!r}")
-        missing = [k for k in ("address", "path", "field", "token_env") if not value.get(k)]
+        missing = [k for k in ("address", "path", "field") if not value.get(k)]
         if missing:
             self.problem((*where, "vault"), f"secret.vault needs {', '.join(missing)}")
             return None
+        token_env, token_file = self.vault_token(value, (*where, "vault"))
         vault = VaultRef(
             address=self.expand(value["address"], (*where, "vault", "address")).rstrip("/"),
             mount=str(value.get("mount") or "secret"), path=str(value["path"]), field=str(value["field"]),
-            token_env=str(value["token_env"]), namespace=value.get("namespace"),
+            token_env=token_env, namespace=value.get("namespace"), token_file=token_file,
+            rotation=self.rotation(value.get("rotate"), (*where, "vault", "rotate")),
         )
         return SecretRef(source="vault", vault=vault)
 

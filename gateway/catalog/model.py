@@ -32,7 +32,7 @@ class StdioTransport:
 
 
 Transport = HttpTransport | StdioTransport
-CREDENTIAL_MODES = ("gateway-token", "secret", "none")
+CREDENTIAL_MODES = ("gateway-token", "secret", "lease", "none")
 SECRET_SOURCES = ("env", "file", "vault")
 
 
@@ -46,6 +46,29 @@ class VaultRef:
     field: str
     token_env: str  # where the gateway finds its own Vault token (never in the manifest)
     namespace: str | None = None
+    token_file: str = ""  # or a file holding it (token_env or token_file; the loader requires one)
+    rotation: Rotation | None = None  # set when the gateway owns the secret and rotates it
+
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    """Scheduled rotation of a gateway-owned KV v2 secret (gateway.credentials.rotation)."""
+
+    overlap_s: float  # how long the previous version stays valid after a new one is written
+    every_s: float | None = None  # None: only on demand (CLI, admin API)
+    length: int = 32  # random bytes in a new value (URL-safe base64 text)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRef:
+    """A HashiCorp Vault dynamic-secrets role: GET {address}/v1/{path} leases one credential per task."""
+
+    address: str
+    path: str  # e.g. database/creds/readonly
+    token_env: str = ""
+    token_file: str = ""
+    namespace: str | None = None
+    renew_increment_s: float = 300.0  # asked for at each renewal; never past the task's deadline
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +84,8 @@ class Credentials:
 
     gateway-token: a per-call RFC 9068 token minted by the gateway, audience `resource`.
     secret: a per-server secret (legacy APIs), as an HTTP header or, for stdio, an environment variable.
+    lease: a credential leased from a Vault dynamic-secrets role for each task, in a header (HTTP only);
+    `header_format` names the lease's data fields, e.g. "{username}:{password}".
     """
 
     mode: str = "gateway-token"
@@ -69,6 +94,7 @@ class Credentials:
     header: str = "Authorization"
     header_format: str = "Bearer {secret}"
     env_var: str = ""
+    lease: LeaseRef | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from gateway.cli.parsers.evidence import add_evidence_parser
 from gateway.cli.parsers.keys import add_keys_parser
 from gateway.cli.parsers.policy import add_policy_parser
 from gateway.cli.parsers.rightsize import add_rightsize_parser
+from gateway.cli.parsers.secrets import add_secrets_parser
 from gateway.cli.parsers.serve import add_serve_parser
 from gateway.cli.parsers.tasks import add_tasks_parser
 from gateway.demo.state import DemoStateError
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tasks_parser(commands)
     add_approvals_parser(commands)
     add_keys_parser(commands)
+    add_secrets_parser(commands)
     add_policy_parser(commands)
     add_audit_parser(commands)
     add_rightsize_parser(commands)

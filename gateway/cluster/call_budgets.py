@@ -39,6 +39,15 @@ COUNT = COUNT_FUNCTION + """
 return count(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 """
 
+# KEYS: the task's counter. ARGV: amount, budget, floor, ttl in ms. The new count, or -1 (not that much left).
+RESERVE = """
+local made = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[3]))
+if made + tonumber(ARGV[1]) > tonumber(ARGV[2]) then return -1 end
+made = made + tonumber(ARGV[1])
+redis.call('SET', KEYS[1], made, 'PX', ARGV[4])
+return made
+"""
+
 
 class RedisCallBudgets:
     """`CallBudgets` on Redis: of N calls racing on any replicas against a budget of k, k are counted."""
@@ -48,12 +57,24 @@ class RedisCallBudgets:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self._script = cluster.redis.register_script(COUNT)
+        self._reserve = cluster.redis.register_script(RESERVE)
 
     async def count(self, task_id: str, budget: int | None, floor: int, deadline: float) -> int | None:
         try:
             made = await self._script(keys=[self.key(task_id)], args=self.args(budget, floor, deadline))
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("task call counts unreachable at %s (%s): call refused",
+                        self.cluster.settings.redis_location(), type(exc).__name__)
+            raise BudgetUnavailable() from None
+        return made_or_none(made)
+
+    async def reserve(self, task_id: str, amount: int, budget: int, floor: int, deadline: float) -> int | None:
+        """`BudgetReservations` on Redis: the parent's calls set aside for a child, atomic with every count."""
+        args = self.args(budget, floor, deadline)
+        try:
+            made = await self._reserve(keys=[self.key(task_id)], args=[amount, *args])
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("task call counts unreachable at %s (%s): delegation refused",
                         self.cluster.settings.redis_location(), type(exc).__name__)
             raise BudgetUnavailable() from None
         return made_or_none(made)

@@ -69,6 +69,9 @@ class RedisChain(RedisChainSignals):
     async def count(self, task_id: str, budget: int | None, floor: int, deadline: float) -> int | None:
         return await self.budgets.count(task_id, budget, floor, deadline)
 
+    async def reserve(self, task_id: str, amount: int, budget: int, floor: int, deadline: float) -> int | None:
+        return await self.budgets.reserve(task_id, amount, budget, floor, deadline)
+
     async def observe_counted(self, agent_id: str, task_id: str, tool: ToolEntry, outcome: str, budget: int | None,
                               floor: int, deadline: float) -> tuple[list[Detection], int | None]:
         keys, args = self.observe_arguments(agent_id, task_id, tool, outcome)

@@ -12,15 +12,11 @@ import os
 import time
 from dataclasses import dataclass
 
-import aiohttp
-
 from gateway.catalog.model import SecretRef, VaultRef
+from gateway.credentials.secret_errors import SecretUnavailable
+from gateway.credentials.vault_http import VaultHttp
 
-VAULT_TIMEOUT_S = 5.0
-
-
-class SecretUnavailable(Exception):
-    """The secret could not be read; the message says from where, never the value."""
+__all__ = ["SecretResolver", "SecretUnavailable"]
 
 
 @dataclass(slots=True)
@@ -33,12 +29,11 @@ class SecretResolver:
     def __init__(self, vault_ttl_s: float = 30.0) -> None:
         self.vault_ttl_s = vault_ttl_s
         self.cache: dict[str, _Cached] = {}
-        self.http: aiohttp.ClientSession | None = None
+        self.vault = VaultHttp()  # shared with leases and rotation (one connection pool to Vault)
         self.locks: dict[str, asyncio.Lock] = {}
 
     async def close(self) -> None:
-        if self.http is not None:
-            await self.http.close()
+        await self.vault.close()
 
     async def value(self, ref: SecretRef) -> str:
         if ref.source == "env":
@@ -76,9 +71,7 @@ class SecretResolver:
         return value
 
     async def from_vault(self, vault: VaultRef) -> str:
-        # Namespace and token are part of the identity of a read: two upstreams must never share one.
-        key = (f"vault:{vault.address}|{vault.namespace or ''}|{vault.mount}/{vault.path}#{vault.field}"
-               f"|{vault.token_env}")
+        key = vault_cache_key(vault)
         cached = self.cache.get(key)
         if cached is not None and time.monotonic() - cached.stamp < self.vault_ttl_s:
             return cached.value
@@ -91,25 +84,20 @@ class SecretResolver:
             self.cache[key] = _Cached(value, time.monotonic())
             return value
 
+    def forget(self, vault: VaultRef) -> None:
+        """Drop the cached value (the gateway just wrote a new version): the next call reads it afresh."""
+        self.cache.pop(vault_cache_key(vault), None)
+
     async def read_vault(self, vault: VaultRef) -> str:
-        where = f"Vault {vault.address} {vault.mount}/{vault.path}"
-        token = os.environ.get(vault.token_env)
-        if not token:
-            raise SecretUnavailable(f"{where}: environment variable {vault.token_env} (the Vault token) is not set")
-        headers = {"X-Vault-Token": token}
-        if vault.namespace:
-            headers["X-Vault-Namespace"] = vault.namespace
-        if self.http is None:
-            self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=VAULT_TIMEOUT_S))
-        url = f"{vault.address}/v1/{vault.mount}/data/{vault.path}"
-        try:
-            async with self.http.get(url, headers=headers) as response:
-                if response.status != 200:
-                    raise SecretUnavailable(f"{where}: Vault answered HTTP {response.status}")
-                body = await response.json()
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise SecretUnavailable(f"{where}: Vault is unreachable ({type(exc).__name__})") from None
-        value = ((body.get("data") or {}).get("data") or {}).get(vault.field)
+        data, _ = await self.vault.kv_read(vault, vault.mount, vault.path)
+        value = data.get(vault.field)
         if not isinstance(value, str) or not value:
+            where = f"Vault {vault.address} {vault.mount}/{vault.path}"
             raise SecretUnavailable(f"{where}: field {vault.field!r} is missing")
         return value
+
+
+def vault_cache_key(vault: VaultRef) -> str:
+    # Namespace and token are part of the identity of a read: two upstreams must never share one.
+    return (f"vault:{vault.address}|{vault.namespace or ''}|{vault.mount}/{vault.path}#{vault.field}"
+            f"|{vault.token_env}|{vault.token_file}")

@@ -14,6 +14,7 @@ import jwt
 
 from gateway.catalog.model import Credentials, ServerEntry
 from gateway.credentials.keys import SigningKeyring
+from gateway.credentials.leases import LeaseBroker
 from gateway.credentials.revocations import Revocations
 from gateway.credentials.secret_sources import SecretResolver, SecretUnavailable
 from gateway.credentials.upstream_tokens import UpstreamTokenMinter
@@ -39,6 +40,7 @@ class UpstreamAuth:
         self._public: dict[str, jwt.PyJWK] = {}
         self._public_kids: tuple[str, ...] = ()
         self.on_keys_rotated: AsyncObservers[[]] = []  # after a rotation here (the fleet re-reads the keys)
+        self.leases: LeaseBroker | None = None  # per-task Vault leases (mode: lease), set by the app
 
     async def start(self, store: SigningKeyStore) -> None:
         """Open (or create, on first start) the signing keys."""
@@ -57,6 +59,8 @@ class UpstreamAuth:
             token = self.mint(credentials, user.subject if user else principal.agent_id, actor_of(principal), tool,
                               arguments_digest, task_id, txn, subject_issuer=user.issuer if user else None)
             return {"Authorization": f"Bearer {token}"}
+        if credentials.mode == "lease":
+            return await self.lease_headers(server, task_id)
         return await self.secret_headers(server)
 
     async def for_discovery(self, server: ServerEntry) -> dict[str, str]:
@@ -86,6 +90,12 @@ class UpstreamAuth:
         except SecretUnavailable as exc:
             raise RpcError(UPSTREAM_UNAVAILABLE, f"credentials for upstream {server.id!r}: {exc}") from None
         return {credentials.header: credentials.header_format.replace("{secret}", secret)}
+
+    async def lease_headers(self, server: ServerEntry, task_id: str | None) -> dict[str, str]:
+        """mode: lease: this task's own credential; discovery (no task) gets none (see docs/catalog.md)."""
+        if self.leases is None:
+            raise RpcError(UPSTREAM_UNAVAILABLE, f"credentials for upstream {server.id!r}: leases are not set up")
+        return await self.leases.headers(server, task_id)
 
     def jwks(self) -> dict[str, Any]:
         return self.keyring.jwks() if self.keyring is not None else {"keys": []}

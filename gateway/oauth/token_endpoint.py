@@ -1,7 +1,10 @@
 """`POST /oauth/token`: a workload token in, a task token out.
 
 Two grants, one outcome (a new task and a task token bound to it):
-- RFC 8693 token exchange: `subject_token` is the workload JWT (OIDC or JWT-SVID).
+- RFC 8693 token exchange: `subject_token` is the workload JWT (OIDC or JWT-SVID). With an
+  `actor_token` it is delegation instead (gateway/oauth/delegation.py): `subject_token` is the
+  delegating agent's task token, `actor_token` the other agent's workload JWT, and the new task is
+  a child of that task, for the actor's agent.
 - RFC 6749 client credentials with an RFC 7523 JWT client assertion: `client_assertion` is the
   workload JWT, so MCP clients with OAuth support get tokens on their own.
 
@@ -27,10 +30,13 @@ from starlette.routing import Route
 from gateway.identity.jwks import parse_unverified
 from gateway.identity.verified import TokenRejected, VerifiedToken
 from gateway.identity.verifier import TokenVerifier
+from gateway.oauth.delegation import JWT_TOKEN_TYPES, DelegationError, DelegationParties, is_delegation
 from gateway.registry.model import Agent
 from gateway.registry.service import IdentityRefused, Registry
 from gateway.settings.identity import IdentitySettings
+from gateway.state.budgets import BudgetUnavailable
 from gateway.store.base import StoreError
+from gateway.tasks.delegation import DelegationRefused
 from gateway.tasks.model import AgentNotActive, Task, TaskEnded, TaskError, ToolsRefused
 from gateway.tasks.service import SYSTEM_ACTOR, TaskService
 from gateway.tasks.tokens import TaskTokenIssuer
@@ -41,11 +47,7 @@ TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 CLIENT_CREDENTIALS = "client_credentials"
 JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
-SUBJECT_TOKEN_TYPES = frozenset({
-    "urn:ietf:params:oauth:token-type:jwt",
-    ACCESS_TOKEN_TYPE,
-    "urn:ietf:params:oauth:token-type:id_token",
-})
+SUBJECT_TOKEN_TYPES = JWT_TOKEN_TYPES
 REQUESTED_TOKEN_TYPES = frozenset({ACCESS_TOKEN_TYPE, "urn:ietf:params:oauth:token-type:jwt"})
 TOKEN_PATH = "/oauth/token"
 MAX_BODY_BYTES = 64 * 1024
@@ -95,6 +97,7 @@ class TokenEndpoint:
         resource: str,
         token_url: str,
         assertion_verifier: TokenVerifier | None = None,
+        delegation: DelegationParties | None = None,
     ) -> None:
         self.verifier = verifier
         self.registry = registry
@@ -103,6 +106,7 @@ class TokenEndpoint:
         self.resource = resource
         self.token_url = token_url
         self.assertion_verifier = assertion_verifier
+        self.delegation = delegation  # None: actor_token is refused
 
     def routes(self) -> list[Route]:
         return [Route(TOKEN_PATH, self.handle, methods=["POST"])]
@@ -119,6 +123,8 @@ class TokenEndpoint:
         grant_type = form.get("grant_type")
         if not grant_type:
             raise OAuthError("invalid_request", "grant_type is required")
+        if grant_type == TOKEN_EXCHANGE and is_delegation(form):
+            return await self._delegate(form)
         if grant_type == TOKEN_EXCHANGE:
             agent, verified = await self._exchange_subject(form)
             started_by = f"token-exchange:{verified.subject}"
@@ -136,6 +142,25 @@ class TokenEndpoint:
         actor = {"sub": verified.subject, "iss": verified.issuer}
         return await self._issue(agent, started_by, _task_request(form), extra, actor)
 
+    async def _delegate(self, form: Mapping[str, str]) -> JSONResponse:
+        """Token exchange with an actor token: a child task of the subject token's task, for the actor's agent."""
+        if self.delegation is None:
+            raise OAuthError("invalid_request", "delegation (actor_token) is not supported")
+        if not form.get("subject_token") or not form.get("subject_token_type"):
+            raise OAuthError("invalid_request", "subject_token and subject_token_type are required")
+        if form["subject_token_type"] not in SUBJECT_TOKEN_TYPES:
+            raise OAuthError("invalid_request", f"subject_token_type {form['subject_token_type'][:100]!r} is not "
+                             f"supported; send your task token as {ACCESS_TOKEN_TYPE}")
+        _check_requested(form)
+        try:
+            parties = await self.delegation(form)
+        except DelegationError as exc:
+            raise OAuthError(exc.error, exc.description) from None
+        self._check_target(form)
+        started_by = f"delegation:{parties.parent.agent_id}:{parties.actor.subject}"
+        return await self._issue(parties.agent, started_by, _task_request(form),
+                                 {"issued_token_type": ACCESS_TOKEN_TYPE}, parties.act(), parties.parent.id)
+
     # the two ways to name the agent
 
     async def _exchange_subject(self, form: Mapping[str, str]) -> tuple[Agent, VerifiedToken]:
@@ -146,12 +171,7 @@ class TokenEndpoint:
         if token_type not in SUBJECT_TOKEN_TYPES:
             raise OAuthError("invalid_request", f"subject_token_type {token_type[:100]!r} is not supported; "
                              "send a JWT (urn:ietf:params:oauth:token-type:jwt)")
-        if "actor_token" in form or "actor_token_type" in form:
-            raise OAuthError("invalid_request", "delegation (actor_token) is not supported")
-        requested = form.get("requested_token_type")
-        if requested and requested not in REQUESTED_TOKEN_TYPES:
-            raise OAuthError("invalid_request", f"requested_token_type {requested[:100]!r} is not supported; "
-                             f"this endpoint issues {ACCESS_TOKEN_TYPE}")
+        _check_requested(form)
         try:
             verified = await self.verifier.verify(token)
         except TokenRejected as exc:
@@ -210,25 +230,29 @@ class TokenEndpoint:
 
     async def _issue(
         self, agent: Agent, started_by: str, request: TaskRequest, extra: Mapping[str, str],
-        actor: Mapping[str, str] | None = None,
+        actor: Mapping[str, Any] | None = None, parent_id: str | None = None,
     ) -> JSONResponse:
         try:
             task = await self.tasks.start(
                 agent.id, request.purpose, request.tools, started_by=started_by,
-                deadline_s=request.deadline_s, budget=request.budget, trim=request.trim,
+                deadline_s=request.deadline_s, budget=request.budget, trim=request.trim, parent_id=parent_id,
             )
         except ToolsRefused as exc:
             raise OAuthError("invalid_scope", exc.message) from None
-        except AgentNotActive as exc:
+        except (AgentNotActive, DelegationRefused) as exc:
             raise OAuthError("invalid_grant", exc.message) from None
+        except BudgetUnavailable:
+            raise OAuthError("temporarily_unavailable", "the parent task's call count cannot be reached right now "
+                             "(shared state unreachable); retry shortly", 503) from None
         except TaskError as exc:
             raise OAuthError("invalid_request", exc.message) from None
         except StoreError:
             log.exception("could not record a new task for agent %s", agent.id)
             raise OAuthError("server_error", "the task could not be recorded; try again", 500) from None
         token, expires_in = await self._token_for(task, agent, actor)
-        log.info("task token issued: agent %s, task %s, %d tool(s), expires in %d s",
-                 agent.id, task.id, len(task.tools), expires_in)
+        log.info("task token issued: agent %s, task %s, %d tool(s), expires in %d s%s",
+                 agent.id, task.id, len(task.tools), expires_in,
+                 "" if parent_id is None else f", delegated from task {parent_id}")
         body: dict[str, Any] = {
             "access_token": token,
             **extra,
@@ -240,7 +264,7 @@ class TokenEndpoint:
         return JSONResponse(body, headers=NO_STORE)
 
 
-    async def _token_for(self, task: Task, agent: Agent, actor: Mapping[str, str] | None) -> tuple[str, int]:
+    async def _token_for(self, task: Task, agent: Agent, actor: Mapping[str, Any] | None) -> tuple[str, int]:
         """The task token; if none can be issued, the task just started is revoked (no orphans)."""
         try:
             return self.issuer.issue(task, agent, actor=actor)
@@ -280,6 +304,13 @@ async def _read_form(request: Request) -> dict[str, str]:
             raise OAuthError("invalid_request", f"parameter {name[:50]!r} is repeated")
         form[name] = value
     return form
+
+
+def _check_requested(form: Mapping[str, str]) -> None:
+    requested = form.get("requested_token_type")
+    if requested and requested not in REQUESTED_TOKEN_TYPES:
+        raise OAuthError("invalid_request", f"requested_token_type {requested[:100]!r} is not supported; "
+                         f"this endpoint issues {ACCESS_TOKEN_TYPE}")
 
 
 def _task_request(form: Mapping[str, str]) -> TaskRequest:

@@ -138,6 +138,8 @@ class Authorizer:
         if decision.reauth is not None:  # step-up by re-authentication: what was asked, and why
             detail.update(step_up="reauth", reason=decision.reason, acr_values=" ".join(decision.reauth.acr_values),
                           max_age=decision.reauth.max_age_s)
+        if facts.task is not None and facts.task.get("depth"):  # a delegated task: who handed it on, root first
+            detail["chain"] = [link["agent"] for link in facts.task["chain"]]
         return AuditEvent(
             kind="decision", action="call", actor=principal.agent_id, agent_id=principal.agent_id,
             owner=agent.owner if agent is not None else None, task_id=principal.task_id, tool=target,

@@ -34,7 +34,7 @@ class RequestFacts:
     client: str = ""  # clientInfo name or ""
     # None (the normal case): computed from `now` and the engine's WorkingHours. A bool overrides it.
     working_hours: bool | None = None
-    # The caller's task ({id, purpose, tools}), or None for a bare workload token.
+    # The caller's task ({id, purpose, tools, chain, depth}), or None for a bare workload token.
     task: Mapping[str, Any] | None = None
     # Chain monitoring's signals for this caller (gateway.chain.ChainTracker.context), if any.
     chain: Mapping[str, Any] | None = None
@@ -42,7 +42,7 @@ class RequestFacts:
     user: UserIdentity | None = None
 
 
-NO_TASK: dict[str, Any] = {"present": False, "id": "", "purpose": "", "tools": []}
+NO_TASK: dict[str, Any] = {"present": False, "id": "", "purpose": "", "tools": [], "chain": [], "depth": 0}
 NO_AGENT_CHAIN: dict[str, Any] = {"data_classes": [], "sensitive_read": False, "calls_last_minute": 0,
                                   "writes_last_minute": 0, "denials_last_minute": 0}
 NO_CHAIN: dict[str, Any] = {"data_classes": [], "sensitive_read": False, "tools": [], "previous_tool": "",
@@ -137,7 +137,7 @@ def task_context(facts: RequestFacts) -> dict[str, Any]:
     if task is None:
         return NO_TASK
     return {"present": True, "id": str(task["id"]), "purpose": nfc(str(task["purpose"])),
-            "tools": list(task["tools"])}
+            "tools": list(task["tools"]), "chain": list(task.get("chain", ())), "depth": int(task.get("depth", 0))}
 
 
 def user_context(facts: RequestFacts) -> dict[str, Any]:

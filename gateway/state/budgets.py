@@ -22,3 +22,14 @@ class CallBudgets(Protocol):
     async def count(self, task_id: str, budget: int | None, floor: int, deadline: float) -> int | None:
         """The task's calls made including this one, or None (nothing counted) when the budget is spent."""
         ...
+
+
+@runtime_checkable
+class BudgetReservations(Protocol):
+    """Part of a task's budget set aside at once (for a delegated child task), fleet-wide: `reserve` adds
+    `amount` calls to the count unless that would pass `budget` (then None, nothing changed). `floor` and
+    `deadline` as in `count`. Reserved calls are not given back (the store's counts only ever grow)."""
+
+    async def reserve(self, task_id: str, amount: int, budget: int, floor: int, deadline: float) -> int | None:
+        """The task's count including the reservation, or None when the budget has not that much left."""
+        ...

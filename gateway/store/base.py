@@ -82,6 +82,27 @@ class SigningKeyStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class VaultLeaseRecord:
+    """A credential leased from Vault for one task on one replica (the lease id, never the credential)."""
+
+    lease_id: str
+    task_id: str
+    server_id: str
+    replica: str
+    created_at: float
+
+
+class VaultLeaseStore(Protocol):
+    async def save_vault_lease(self, lease: VaultLeaseRecord) -> None: ...
+
+    async def vault_leases(self, task_id: str | None = None) -> list[VaultLeaseRecord]:
+        """Recorded leases (of one task, or all), oldest first."""
+        ...
+
+    async def delete_vault_lease(self, lease_id: str) -> None: ...
+
+
 class TaskStore(Protocol):
     async def save_task(self, task: Task, event: TaskEvent | None = None) -> None:
         """Insert or update the task (state, end, deadline; calls_made never decreases) and append
@@ -253,7 +274,7 @@ class GatewaySecretStore(Protocol):
 
 @runtime_checkable
 class Store(AgentStore, ToolSchemaStore, SigningKeyStore, TaskStore, ApprovalStore, ToolReviewStore,
-            ResourceReviewStore, AuditStore, GatewaySecretStore, DecisionInputStore, Protocol):
+            ResourceReviewStore, AuditStore, GatewaySecretStore, DecisionInputStore, VaultLeaseStore, Protocol):
     async def migrate(self) -> list[int]:
         """Apply missing schema migrations in one transaction; returns the versions applied."""
         ...

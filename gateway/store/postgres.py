@@ -29,6 +29,7 @@ from gateway.store import (
     postgres_tasks,
     postgres_tool_reviews,
     postgres_tool_schemas,
+    postgres_vault_leases,
 )
 from gateway.store.base import (
     DELETE_CHUNK,
@@ -40,6 +41,7 @@ from gateway.store.base import (
     SchemaTooNew,
     SigningKeyRecord,
     StoreError,
+    VaultLeaseRecord,
 )
 from gateway.store.postgres_url import PostgresUrl
 from gateway.tasks.model import Task, TaskEvent
@@ -181,6 +183,17 @@ class PostgresStore:
 
     async def gateway_secret(self, name: str, candidate: bytes) -> bytes:
         return await self._write(postgres_secrets.gateway_secret, name, candidate)
+
+    # Vault leases
+
+    async def save_vault_lease(self, lease: VaultLeaseRecord) -> None:
+        await self._write(postgres_vault_leases.save_vault_lease, lease)
+
+    async def vault_leases(self, task_id: str | None = None) -> list[VaultLeaseRecord]:
+        return await self._run(postgres_vault_leases.vault_leases, task_id)
+
+    async def delete_vault_lease(self, lease_id: str) -> None:
+        await self._write(postgres_vault_leases.delete_vault_lease, lease_id)
 
     # tasks
 

@@ -236,6 +236,32 @@ MIGRATIONS: tuple[Migration, ...] = (
         DROP INDEX audit_log_at;
         """,
     ),
+    Migration(
+        12,
+        "task delegation",
+        """
+        -- A task delegated from another: its parent, and the chain of agents root first (JSON).
+        ALTER TABLE tasks ADD COLUMN parent_id TEXT REFERENCES tasks (id);
+        ALTER TABLE tasks ADD COLUMN chain TEXT NOT NULL DEFAULT '[]';
+        CREATE INDEX tasks_parent ON tasks (parent_id);
+        """,
+    ),
+    Migration(
+        13,
+        "vault leases",
+        """
+        -- Credentials leased from Vault for a task (gateway.credentials.leases): the lease, never the
+        -- credential, so a lease left behind by a crash is revoked when its task has ended.
+        CREATE TABLE vault_leases (
+            lease_id TEXT PRIMARY KEY,
+            task_id TEXT NOT NULL,
+            server_id TEXT NOT NULL,
+            replica TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL
+        );
+        CREATE INDEX vault_leases_task ON vault_leases (task_id);
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

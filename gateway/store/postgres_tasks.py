@@ -15,7 +15,7 @@ async def save_task(conn: asyncpg.Connection, task: Task, event: TaskEvent | Non
     event_row = None if event is None else rows.task_event_row(task, event)
     await conn.execute(
         f"""
-        INSERT INTO tasks ({rows.TASK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+        INSERT INTO tasks ({rows.TASK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
         ON CONFLICT (id) DO UPDATE SET state = excluded.state, ended_at = excluded.ended_at,
             end_reason = excluded.end_reason, deadline = excluded.deadline,
             calls_made = GREATEST(tasks.calls_made, excluded.calls_made)

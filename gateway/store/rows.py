@@ -16,14 +16,15 @@ from gateway.audit.chain import RECORD_FIELDS, canonical_json, seal
 from gateway.discovery.model import ResourceReview, ToolReview
 from gateway.registry.model import Agent, Lifecycle, LifecycleEvent, agent_from_dict, agent_to_dict
 from gateway.store.base import AuditedDecision, AuditedDecisionQuery, AuditQuery, DecisionInputQuery, DecisionInputRow
-from gateway.tasks.model import Task, TaskEvent, TaskState
+from gateway.tasks.model import Task, TaskEvent, TaskState, link_from_dict, link_to_dict
 
 Filters = list[tuple[str, Any]]
 
 AGENT_COLUMNS = "id, state, created_at, changed_at, expires_at, doc"
 AGENT_EVENT_COLUMNS = "agent_id, action, from_state, to_state, actor, reason, at, fields"
 TASK_COLUMNS = (
-    "id, agent_id, purpose, tools, deadline, budget, calls_made, state, started_by, started_at, ended_at, end_reason"
+    "id, agent_id, purpose, tools, deadline, budget, calls_made, state, started_by, started_at, ended_at, end_reason,"
+    " parent_id, chain"
 )
 TASK_EVENT_COLUMNS = "task_id, from_state, to_state, actor, reason, at"
 APPROVAL_COLUMNS = "id, state, agent_id, task_id, created_at, expires_at, doc"
@@ -83,7 +84,8 @@ def agent_event_from_row(row: Sequence[Any]) -> LifecycleEvent:
 
 def task_row(task: Task) -> tuple[Any, ...]:
     return (task.id, task.agent_id, task.purpose, json.dumps(list(task.tools)), task.deadline, task.budget,
-            task.calls_made, task.state.value, task.started_by, task.started_at, task.ended_at, task.end_reason)
+            task.calls_made, task.state.value, task.started_by, task.started_at, task.ended_at, task.end_reason,
+            task.parent_id, json.dumps([link_to_dict(link) for link in task.chain]))
 
 
 def task_from_row(row: Sequence[Any]) -> Task:
@@ -100,6 +102,8 @@ def task_from_row(row: Sequence[Any]) -> Task:
         started_at=row[9],
         ended_at=row[10],
         end_reason=row[11],
+        parent_id=row[12],
+        chain=tuple(link_from_dict(link) for link in json.loads(row[13] or "[]")),
     )
 
 

@@ -29,6 +29,7 @@ from gateway.store import (
     sqlite_tasks,
     sqlite_tool_reviews,
     sqlite_tool_schemas,
+    sqlite_vault_leases,
 )
 from gateway.store.base import (
     DELETE_CHUNK,
@@ -40,6 +41,7 @@ from gateway.store.base import (
     SchemaTooNew,
     SigningKeyRecord,
     StoreError,
+    VaultLeaseRecord,
 )
 from gateway.store.sqlite_schema import LATEST_VERSION, MIGRATIONS, split_statements
 from gateway.tasks.model import Task, TaskEvent
@@ -123,6 +125,17 @@ class SqliteStore:
 
     async def gateway_secret(self, name: str, candidate: bytes) -> bytes:
         return await self._run(_in_transaction_result, sqlite_secrets.get_or_add, name, candidate)
+
+    # Vault leases
+
+    async def save_vault_lease(self, lease: VaultLeaseRecord) -> None:
+        await self._run(_in_transaction, sqlite_vault_leases.save, lease)
+
+    async def vault_leases(self, task_id: str | None = None) -> list[VaultLeaseRecord]:
+        return await self._run(sqlite_vault_leases.load, task_id)
+
+    async def delete_vault_lease(self, lease_id: str) -> None:
+        await self._run(_in_transaction, sqlite_vault_leases.delete, lease_id)
 
     # tasks
 

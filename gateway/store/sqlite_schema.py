@@ -254,6 +254,33 @@ MIGRATIONS: tuple[Migration, ...] = (
         -- indexes of audit_log and decision_inputs already give (at, seq) order without a sort.
         """,
     ),
+    Migration(
+        12,
+        "task delegation",
+        """
+        -- A task delegated from another (gateway.tasks.delegation): its parent, and the chain of agents
+        -- from the root task's agent to its own, as JSON [{agent_id, owner, task_id}, ...], root first.
+        ALTER TABLE tasks ADD COLUMN parent_id TEXT REFERENCES tasks (id);
+        ALTER TABLE tasks ADD COLUMN chain TEXT NOT NULL DEFAULT '[]';
+        CREATE INDEX tasks_parent ON tasks (parent_id);
+        """,
+    ),
+    Migration(
+        13,
+        "vault leases",
+        """
+        -- Credentials leased from Vault for a task (gateway.credentials.leases): the lease, never the
+        -- credential, so a lease left behind by a crash is revoked when its task has ended.
+        CREATE TABLE vault_leases (
+            lease_id TEXT PRIMARY KEY,
+            task_id TEXT NOT NULL,
+            server_id TEXT NOT NULL,
+            replica TEXT NOT NULL,
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX vault_leases_task ON vault_leases (task_id);
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

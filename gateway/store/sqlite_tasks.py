@@ -24,7 +24,7 @@ def save_task(conn: sqlite3.Connection, task: Task, event: TaskEvent | None) -> 
     event_row = None if event is None else task_event_row(task, event)
     conn.execute(
         f"""
-        INSERT INTO tasks ({TASK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        INSERT INTO tasks ({TASK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         ON CONFLICT (id) DO UPDATE SET state = excluded.state, ended_at = excluded.ended_at,
             end_reason = excluded.end_reason, deadline = excluded.deadline,
             calls_made = MAX(tasks.calls_made, excluded.calls_made)

@@ -36,8 +36,11 @@ NEEDS_TASK = ("this agent needs a task token: exchange its workload token at the
 
 
 def task_facts(task: Task | None) -> dict[str, Any] | None:
-    """What policies see of the caller's task (context.task)."""
-    return None if task is None else {"id": task.id, "purpose": task.purpose, "tools": task.tools}
+    """What policies see of the caller's task (context.task); `chain`: the agents root first."""
+    if task is None:
+        return None
+    chain = [{"agent": link.agent_id, "owner": link.owner} for link in task.chain]
+    return {"id": task.id, "purpose": task.purpose, "tools": task.tools, "chain": chain, "depth": task.depth}
 
 
 class TaskGate:

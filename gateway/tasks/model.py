@@ -19,6 +19,15 @@ DEADLINE_REASON = "deadline passed"
 
 
 @dataclass(frozen=True, slots=True)
+class ChainLink:
+    """One agent in a delegation chain: who acted, who answers for it, under which task."""
+
+    agent_id: str
+    owner: str
+    task_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Task:
     id: str
     agent_id: str
@@ -32,6 +41,16 @@ class Task:
     started_at: float
     ended_at: float | None = None
     end_reason: str | None = None
+    # The task this one was delegated from (token exchange with an actor token); None for a root task.
+    parent_id: str | None = None
+    # The agents from the root task's agent to this task's agent, inclusive (a root task: itself only;
+    # () for tasks stored before delegation existed).
+    chain: tuple[ChainLink, ...] = ()
+
+    @property
+    def depth(self) -> int:
+        """Delegation hops from the root task: 0 for a root task."""
+        return max(len(self.chain) - 1, 0)
 
     def effective(self, now: float) -> Task:
         """The task as it stands at `now`: an active task past its deadline is expired (ended at the deadline)."""
@@ -106,8 +125,17 @@ def task_to_dict(task: Task) -> dict[str, Any]:
         "started_at": task.started_at,
         "ended_at": task.ended_at,
         "end_reason": task.end_reason,
+        "parent_id": task.parent_id,
+        "chain": [link_to_dict(link) for link in task.chain],
     }
 
+
+def link_to_dict(link: ChainLink) -> dict[str, str]:
+    return {"agent_id": link.agent_id, "owner": link.owner, "task_id": link.task_id}
+
+
+def link_from_dict(raw: dict[str, Any]) -> ChainLink:
+    return ChainLink(str(raw["agent_id"]), str(raw["owner"]), str(raw["task_id"]))
 
 
 def event_to_dict(event: TaskEvent) -> dict[str, Any]:
@@ -119,3 +147,10 @@ def event_to_dict(event: TaskEvent) -> dict[str, Any]:
         "reason": event.reason,
         "at": event.at,
     }
+
+
+def chain_detail(task: Task) -> dict[str, Any]:
+    """What audit records say of a delegated task: its parent and the chain's agent ids, root first."""
+    if task.parent_id is None:
+        return {}
+    return {"parent_id": task.parent_id, "chain": [link.agent_id for link in task.chain]}

@@ -27,11 +27,13 @@ from gateway.catalog import Catalog
 from gateway.events import Observers
 from gateway.registry.model import Agent, Lifecycle, LifecycleEvent
 from gateway.registry.service import Registry
-from gateway.state.budgets import CallBudgets
+from gateway.state.budgets import BudgetReservations, CallBudgets
 from gateway.store.base import Store
+from gateway.tasks.delegation import DelegationRefused, child_budget, child_chain, child_deadline, child_tools
 from gateway.tasks.model import (
     DEADLINE_REASON,
     AgentNotActive,
+    ChainLink,
     Task,
     TaskEnded,
     TaskError,
@@ -60,6 +62,8 @@ class TaskSettings:
     # Active tasks one agent may hold at once: starting another is refused until one ends, so an
     # agent exchanging tokens in a loop cannot fill memory (or the store) with live tasks.
     max_active_per_agent: int = 1000
+    # Delegation hops below a root task (tokens.max_delegation_depth): 2 allows root -> child -> grandchild.
+    max_delegation_depth: int = 2
 
 
 class TaskService:
@@ -90,6 +94,7 @@ class TaskService:
         self._calls: dict[str, int] = {}  # live call counts; Task.calls_made is refreshed from here
         self._ended: dict[str, None] = {}  # ids of ended tasks still in memory, in the order they ended
         self._active: dict[str, dict[str, None]] = {}  # agent id -> ids of its tasks not yet ended in memory
+        self._children: dict[str, dict[str, None]] = {}  # task id -> ids of its delegated tasks not yet ended
         self._dirty: set[str] = set()
         self._lock = asyncio.Lock()
         self._background: asyncio.Task[None] | None = None
@@ -107,7 +112,7 @@ class TaskService:
             if task.ended_at is not None:
                 self._remember_ended(task.id)
             else:
-                self._active.setdefault(task.agent_id, {})[task.id] = None
+                self._hold_active(task)
         if self._agent_changed not in self.registry.on_change:  # open() twice must not revoke twice
             self.registry.on_change.append(self._agent_changed)
             self.registry.on_refreshed.append(self._agent_refreshed)
@@ -143,6 +148,7 @@ class TaskService:
             raise TaskEnded("unknown task", task_id)
         if task.state is not TaskState.ACTIVE:
             raise TaskEnded(_ended_reason(task), task_id, task.state)
+        self._check_ancestors(task)
         # The registry is the authority on the agent; this covers the moment between a suspension
         # and its tasks being ended.
         agent = self.registry.get(task.agent_id)
@@ -227,7 +233,8 @@ class TaskService:
             if known is None:  # started on another replica
                 self._tasks[stored.id] = stored
                 self._calls[stored.id] = stored.calls_made
-                self._active.setdefault(stored.agent_id, {})[stored.id] = None
+                self._hold_active(stored)
+                self._end_orphan(stored)
         elif known is None:
             self._tasks[stored.id] = stored
             self._remember_ended(stored.id)
@@ -248,36 +255,83 @@ class TaskService:
         deadline: float | None = None,
         budget: int | None = None,
         trim: bool = False,
+        parent_id: str | None = None,
     ) -> Task:
-        """Start a task; ToolsRefused / AgentNotActive / TaskError say why not."""
+        """Start a task; ToolsRefused / AgentNotActive / TaskError say why not. With `parent_id` it is
+        delegated from that task (gateway.tasks.delegation): never more than the parent, DelegationRefused
+        for a loop, too deep a chain or an ended parent; a budget is reserved out of the parent's."""
         now = self.clock()
         agent = self._active_agent(agent_id, now)
         purpose = _require_text(purpose, "purpose", "say what the task is for")
         _require_text(started_by, "started_by", "say who starts the task")
-        granted = self._grantable(agent, _unique(tools), trim)
-        task = Task(
-            id="task_" + secrets.token_urlsafe(18),
-            agent_id=agent.id,
-            purpose=purpose,
-            tools=granted,
-            deadline=self._deadline(now, deadline_s, deadline),
-            budget=_budget(budget),
-            calls_made=0,
-            state=TaskState.ACTIVE,
-            started_by=started_by,
-            started_at=now,
-        )
+        task_id = "task_" + secrets.token_urlsafe(18)
+        if parent_id is None:
+            task = Task(
+                id=task_id, agent_id=agent.id, purpose=purpose, tools=self._grantable(agent, _unique(tools), trim),
+                deadline=self._deadline(now, deadline_s, deadline), budget=_budget(budget), calls_made=0,
+                state=TaskState.ACTIVE, started_by=started_by, started_at=now,
+                chain=(ChainLink(agent.id, agent.owner, task_id),),
+            )
+        else:
+            task = self._child(self._parent(parent_id), agent, task_id, purpose, _unique(tools), started_by, now,
+                               deadline_s, deadline, budget, trim)
         async with self._lock:
             self._require_room(agent.id, now)
+            if task.parent_id is not None and task.budget is not None:
+                await self._reserve(self._parent(task.parent_id), task.budget)
             await self.store.save_task(task, TaskEvent(task.id, None, task.state, started_by, purpose, now))
             self._tasks[task.id] = task
             self._calls[task.id] = 0
-            self._active.setdefault(agent.id, {})[task.id] = None
-        log.info("task %s started for agent %s by %s: %d tool(s), deadline in %.0f s",
-                 task.id, agent.id, started_by, len(granted), task.deadline - now)
+            self._hold_active(task)
+        log.info("task %s started for agent %s by %s: %d tool(s), deadline in %.0f s%s",
+                 task.id, agent.id, started_by, len(task.tools), task.deadline - now,
+                 "" if task.parent_id is None else f", delegated from task {task.parent_id}")
         for observer in (*self.on_start, *self.on_saved):
             observer(task)
+        if task.parent_id is not None and not self._held_active(task.parent_id):
+            # The parent ended while this task was being written, so its cascade missed it: end it now.
+            await self.revoke(task.id, SYSTEM_ACTOR, f"parent task {task.parent_id} ended as this task started")
+            raise DelegationRefused(f"the parent task {task.parent_id} has ended")
         return task
+
+    def _parent(self, parent_id: str) -> Task:
+        try:
+            return self.check(parent_id)
+        except TaskEnded as exc:
+            raise DelegationRefused(f"the parent task {parent_id} has ended ({exc.reason})") from None
+
+    def _child(self, parent: Task, agent: Agent, task_id: str, purpose: str, tools: tuple[str, ...],
+               started_by: str, now: float, deadline_s: float | None, deadline: float | None, budget: object,
+               trim: bool) -> Task:
+        """The delegated task as it may be: checked against the parent, then the agent's own entitlement."""
+        if deadline is not None:
+            raise TaskError("a delegated task takes deadline_s (seconds from now), not an epoch deadline")
+        chain = child_chain(parent, agent, task_id, self.settings.max_delegation_depth)
+        granted = self._grantable(agent, child_tools(parent, tools, trim), trim)
+        duration = None if deadline_s is None else _number(deadline_s, "deadline")
+        return Task(
+            id=task_id, agent_id=agent.id, purpose=purpose, tools=granted,
+            deadline=min(child_deadline(parent, now, duration), now + self.settings.max_duration_s),
+            budget=child_budget(parent, _budget(budget)), calls_made=0, state=TaskState.ACTIVE,
+            started_by=started_by, started_at=now, parent_id=parent.id, chain=chain,
+        )
+
+    async def _reserve(self, parent: Task, amount: int) -> None:
+        """Set `amount` of the parent's calls aside for a child (fleet-wide in a fleet); TaskError if they
+        are not left. Reserved calls count as made by the parent: its budget bounds its whole subtree."""
+        assert parent.budget is not None
+        made: int | None
+        if self.budgets is None:
+            made = parent.calls_made + amount if parent.calls_made + amount <= parent.budget else None
+        elif isinstance(self.budgets, BudgetReservations):
+            made = await self.budgets.reserve(parent.id, amount, parent.budget, parent.calls_made, parent.deadline)
+        else:
+            raise TaskError("budget refused: the shared call counts cannot reserve part of a budget")
+        if made is None:
+            raise TaskError(f"budget refused: the parent task {parent.id} has not {amount} call(s) left")
+        if made > self._calls.get(parent.id, 0):
+            self._calls[parent.id] = made
+            self._dirty.add(parent.id)
 
     async def complete(self, task_id: str, actor: str, reason: str) -> Task:
         return await self._end(task_id, TaskState.COMPLETED, actor, reason)
@@ -298,9 +352,11 @@ class TaskService:
         """Mark active tasks past their deadline expired in memory and in the store (the sweeper)."""
         now = self.clock()
         ended = [
-            self._end_in_memory(task, TaskState.EXPIRED, replace(task, ended_at=task.deadline), now, DEADLINE_REASON)
+            pair
             for task in list(self._tasks.values())
-            if task.state is TaskState.ACTIVE and now >= task.deadline
+            if now >= task.deadline and self._tasks[task.id].state is TaskState.ACTIVE  # (not ended as a descendant)
+            for pair in self._end_in_memory(task, TaskState.EXPIRED, replace(task, ended_at=task.deadline), now,
+                                            DEADLINE_REASON)
         ]
         await self._persist(ended, SYSTEM_ACTOR, DEADLINE_REASON)
         self._forget_old(now)
@@ -382,15 +438,33 @@ class TaskService:
                 await self.expire_due()
             raise TaskEnded(f"task {task_id} already ended: {_ended_reason(current)}", task_id, current.state)
         ended = self._end_in_memory(self._tasks[task_id], state, None, self.clock(), reason)
-        await self._persist([ended], actor, reason)
-        return ended[0]
+        await self._persist(ended, actor, reason)
+        return ended[0][0]
 
     def _end_in_memory(
         self, task: Task, state: TaskState, base: Task | None, now: float, reason: str,
         observers: Observers[[Task]] | None = None,
+    ) -> builtins.list[tuple[Task, TaskState]]:
+        """End `task` now, in memory, and every task delegated from it (revoked, saying why), telling the
+        observers (`on_end` unless others are named) of each; returns (ended task, previous state)
+        pairs, `task` first."""
+        ended = [self._end_one(task, state, base, now, reason, observers)]
+        for child_id in self._children.pop(task.id, {}):
+            child = self._tasks.get(child_id)
+            if child is None or child.state is not TaskState.ACTIVE:
+                continue
+            if now >= child.deadline:  # its own deadline came first (it is never later than the parent's)
+                ended += self._end_in_memory(child, TaskState.EXPIRED, replace(child, ended_at=child.deadline), now,
+                                             DEADLINE_REASON, observers)
+            else:
+                ended += self._end_in_memory(child, TaskState.REVOKED, None, now,
+                                             f"parent task {task.id} {state.value}: {reason}", observers)
+        return ended
+
+    def _end_one(
+        self, task: Task, state: TaskState, base: Task | None, now: float, reason: str,
+        observers: Observers[[Task]] | None,
     ) -> tuple[Task, TaskState]:
-        """End `task` now, in memory, and tell the observers (`on_end` unless others are named);
-        returns (ended task, previous state)."""
         base = base or task
         ended = replace(
             base, state=state, ended_at=base.ended_at or now, end_reason=reason,
@@ -413,16 +487,20 @@ class TaskService:
                              observers: Observers[[Task]] | None = None) -> builtins.list[tuple[Task, TaskState]]:
         now = self.clock()
         return [
-            self._end_in_memory(task, TaskState.REVOKED, None, now, reason, observers)
+            pair
             for task in list(self._tasks.values())
             if task.agent_id == agent_id and task.effective(now).state is TaskState.ACTIVE
+            and self._tasks[task.id].state is TaskState.ACTIVE  # not ended above as another's descendant
+            for pair in self._end_in_memory(task, TaskState.REVOKED, None, now, reason, observers)
         ]
 
     async def _persist(self, ended: builtins.list[tuple[Task, TaskState]], actor: str, reason: str) -> None:
         now = self.clock()
         async with self._lock:
             for task, previous in ended:
-                await self.store.save_task(task, TaskEvent(task.id, previous, task.state, actor, reason, now))
+                # A descendant ended with its parent says so in its own reason.
+                event = TaskEvent(task.id, previous, task.state, actor, task.end_reason or reason, now)
+                await self.store.save_task(task, event)
         for task, _ in ended:
             for observer in self.on_saved:
                 observer(task)
@@ -432,7 +510,17 @@ class TaskService:
         if event.to_state not in (Lifecycle.SUSPENDED, Lifecycle.RETIRED) or event.from_state is event.to_state:
             return
         reason = f"agent {agent.id} {event.to_state.value} by {event.actor}: {event.reason}"
-        ended = self._end_agent_in_memory(agent.id, reason)
+        self._persist_later(self._end_agent_in_memory(agent.id, reason), reason)
+
+    def _end_orphan(self, task: Task) -> None:
+        """A delegated task started on another replica as its parent ended here: the cascade here could not
+        see it, and the other replica may not have known yet, so it is ended (and written) here."""
+        parent = None if task.parent_id is None else self._tasks.get(task.parent_id)
+        if parent is not None and parent.state is not TaskState.ACTIVE:
+            reason = f"parent task {parent.id} {parent.state.value}: {parent.end_reason or 'ended'}"
+            self._persist_later(self._end_in_memory(task, TaskState.REVOKED, None, self.clock(), reason), reason)
+
+    def _persist_later(self, ended: builtins.list[tuple[Task, TaskState]], reason: str) -> None:
         if ended:
             pending = asyncio.ensure_future(self._persist_logged(ended, reason))
             self._pending.add(pending)
@@ -463,6 +551,20 @@ class TaskService:
             except Exception:
                 log.exception("task flush/sweep failed; retrying")
 
+    def _hold_active(self, task: Task) -> None:
+        self._active.setdefault(task.agent_id, {})[task.id] = None
+        if task.parent_id is not None:
+            self._children.setdefault(task.parent_id, {})[task.id] = None
+
+    def _check_ancestors(self, task: Task) -> None:
+        """A delegated task is refused once any task above it has ended here, even before the cascade
+        that ends it has reached this process (ended on another replica, told in another order)."""
+        for link in task.chain[:-1]:
+            above = self._tasks.get(link.task_id)
+            if above is not None and above.effective(self.clock()).state is not TaskState.ACTIVE:
+                raise TaskEnded(f"parent task {above.id} has ended ({_ended_reason(above.effective(self.clock()))})",
+                                task.id, task.state)
+
     def _remember_ended(self, task_id: str) -> None:
         self._ended.pop(task_id, None)
         self._ended[task_id] = None
@@ -470,6 +572,11 @@ class TaskService:
             self._forget(next(iter(self._ended)))
 
     def _no_longer_active(self, task: Task) -> None:
+        siblings = self._children.get(task.parent_id or "")
+        if siblings is not None:
+            siblings.pop(task.id, None)
+            if not siblings:
+                del self._children[task.parent_id or ""]
         held = self._active.get(task.agent_id)
         if held is not None:
             held.pop(task.id, None)

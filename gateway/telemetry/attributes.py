@@ -68,6 +68,8 @@ USER_SUB: Final = "narrowgate.user.sub"
 """The person a person's MCP client acts for (their `sub` at their issuer), when there is one."""
 USER_ISSUER: Final = "narrowgate.user.issuer"
 """The authorization server that signed that person in."""
+TASK_CHAIN: Final = "narrowgate.task.chain"
+"""A delegated task's chain: the agent ids from the root task's agent to the caller's (string array)."""
 DECISION: Final = "narrowgate.decision"
 """The policy outcome: `allow`, `deny`, `step_up` (approval required)..."""
 POLICY_IDS: Final = "narrowgate.policy.ids"
@@ -96,8 +98,8 @@ SPAN_ATTRIBUTES: Final = frozenset({
     MCP_METHOD_NAME, MCP_SESSION_ID, MCP_PROTOCOL_VERSION, JSONRPC_REQUEST_ID, JSONRPC_PROTOCOL_VERSION,
     RPC_RESPONSE_STATUS_CODE, ERROR_TYPE, GEN_AI_OPERATION_NAME, GEN_AI_TOOL_NAME, GEN_AI_PROMPT_NAME,
     NETWORK_TRANSPORT, NETWORK_PROTOCOL_NAME, CLIENT_ADDRESS, CLIENT_PORT, SERVER_ADDRESS, SERVER_PORT,
-    AGENT_ID, AGENT_OWNER, TASK_ID, USER_SUB, USER_ISSUER, DECISION, POLICY_IDS, DECISION_ID, UPSTREAM, APPROVAL_ID,
-    APPROVAL_OUTCOME, CREDENTIAL_KIND,
+    AGENT_ID, AGENT_OWNER, TASK_ID, TASK_CHAIN, USER_SUB, USER_ISSUER, DECISION, POLICY_IDS, DECISION_ID, UPSTREAM,
+    APPROVAL_ID, APPROVAL_OUTCOME, CREDENTIAL_KIND,
 })
 """Every key a span may carry. Anything else handed to `set`/`stage` is dropped."""
 
@@ -108,6 +110,7 @@ ALIASES: Final = {
     "task_id": TASK_ID,
     "user_sub": USER_SUB,
     "user_issuer": USER_ISSUER,
+    "task_chain": TASK_CHAIN,
     "decision": DECISION,
     "policy_ids": POLICY_IDS,
     "decision_id": DECISION_ID,

@@ -16,11 +16,13 @@ from gateway.admin.keys_api import KeysApi
 from gateway.admin.policies_api import PoliciesApi
 from gateway.admin.replay_api import ReplayApi
 from gateway.admin.rightsize_api import RightsizeApi
+from gateway.admin.secrets_api import SecretsApi
 from gateway.admin.tasks_api import TasksApi
 from gateway.approvals.service import ApprovalService
 from gateway.audit import AuditLog
 from gateway.config import Settings
 from gateway.console.pages import Console
+from gateway.credentials.rotation import SecretRotation
 from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.discovery.resources import ResourceReviews
 from gateway.discovery.service import ToolReviews
@@ -58,6 +60,8 @@ class PeoplesParts(Protocol):
     @property
     def upstream_auth(self) -> UpstreamAuth: ...
     @property
+    def rotation(self) -> SecretRotation: ...
+    @property
     def approvals(self) -> ApprovalService: ...
     @property
     def reviews(self) -> ToolReviews: ...
@@ -84,6 +88,7 @@ def admin_routes(parts: PeoplesParts) -> list[BaseRoute]:
         *PoliciesApi(parts.policy, parts.reloader, auth).routes(),
         *TasksApi(parts.tasks, parts.task_tokens, registry, auth).routes(),
         *KeysApi(parts.upstream_auth, auth).routes(),
+        *SecretsApi(parts.rotation, auth).routes(),
         *ApprovalsApi(parts.approvals, auth, parts.settings.base_url).routes(),
         *CatalogApi(parts.reviews, auth, parts.resource_reviews).routes(),
         *BlastRadiusApi(blast_radius, auth).routes(),

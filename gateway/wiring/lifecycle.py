@@ -23,7 +23,7 @@ from gateway.registry.service import Registry
 from gateway.registry.spared import SPARED_REQUEST
 from gateway.state.chain import ChainSignals
 from gateway.state.sessions import AgentSessions
-from gateway.tasks.model import Task
+from gateway.tasks.model import Task, chain_detail
 from gateway.transport.listen import ListenHub
 from gateway.transport.sessions import AgentSession
 
@@ -99,14 +99,14 @@ class LifecycleReactions:
         self.audit.record(AuditEvent(
             kind="task", action="start", actor=task.started_by, agent_id=task.agent_id, task_id=task.id,
             detail={"purpose": task.purpose, "tools": list(task.tools), "deadline": task.deadline,
-                    "budget": task.budget},
+                    "budget": task.budget, **chain_detail(task)},
         ))
 
     def on_task_end(self, task: Task) -> None:
         self.end_task_grants(task)
         self.audit.record(AuditEvent(
             kind="task", action=task.state.value, actor="narrowgate", agent_id=task.agent_id,
-            task_id=task.id, detail={"reason": task.end_reason, "calls": task.calls_made},
+            task_id=task.id, detail={"reason": task.end_reason, "calls": task.calls_made, **chain_detail(task)},
         ))
         log.info("task %s of agent %s ended (%s): its grants and upstream tokens are revoked",
                  task.id, task.agent_id, task.state.value)

@@ -10,6 +10,7 @@ from gateway.calls.methods import Methods
 from gateway.cluster.backstop import StoreSweep
 from gateway.cluster.connection import Cluster
 from gateway.cluster.convergence import Convergence
+from gateway.credentials.leases import LeaseBroker
 from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.discovery.resources import ResourceReviews
 from gateway.discovery.service import ToolReviews
@@ -73,6 +74,8 @@ class ObservedParts(Protocol):
     def background(self) -> Background: ...
     @property
     def upstream_auth(self) -> UpstreamAuth: ...
+    @property
+    def leases(self) -> LeaseBroker: ...
 
 
 def connect(parts: ObservedParts) -> list[StoreSweep]:
@@ -87,6 +90,9 @@ def connect(parts: ObservedParts) -> list[StoreSweep]:
     parts.reviews.on_decided.append(catalog_sync.apply_reviews)
     parts.pool.on_list_changed.append(list_changes.on_upstream_lists_changed)
     parts.tasks.on_end.append(parts.approvals.task_ended)
+    leases = parts.leases
+    for task_ends in (parts.tasks.on_end, parts.tasks.on_ended_elsewhere):  # a task's Vault leases end with it
+        task_ends.append(lambda task: leases.task_ended(task.id))
     parts.approvals.on_change.append(parts.telemetry.set_approvals_pending)
     parts.webhooks.connect(parts.reviews, parts.resource_reviews, parts.approvals)
     parts.state.notices.subscribe(TOPIC_LIST_CHANGED, list_changes.on_list_changed)

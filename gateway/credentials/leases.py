@@ -1,0 +1,298 @@
+"""Per-task credentials leased from a HashiCorp Vault dynamic-secrets role (`credentials.mode: lease`).
+
+A task's first call to such an upstream leases one credential (`GET /v1/<role path>`), which then
+goes only into that task's calls to that upstream, from this process. Concurrent first calls
+lease once. The lease is renewed before it lapses, never past the task's deadline (the first
+renewal shortens a role's longer TTL to the deadline), and revoked when the task ends for any
+reason (the task service's end observers, here and on other replicas) or when its deadline
+passes. A call without a task is refused: a leased credential belongs to one task.
+
+The credential lives in this process's memory only. The store records the lease id (never the
+credential) before the credential is used, so a lease that outlives its process (a crash) is
+revoked by the sweep once its task has ended; on a clean stop every held lease is revoked.
+In a fleet each replica that serves a task's calls leases its own credential for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gateway.audit import AuditEvent, AuditLog
+from gateway.catalog.model import LeaseRef, ServerEntry
+from gateway.credentials.secret_errors import SecretUnavailable
+from gateway.credentials.vault_http import Lease, VaultHttp
+from gateway.protocol.errors import ACCESS_DENIED, UPSTREAM_UNAVAILABLE, RpcError
+from gateway.store.base import VaultLeaseRecord, VaultLeaseStore
+
+log = logging.getLogger("narrowgate.leases")
+FIELD = re.compile(r"\{([A-Za-z0-9_]+)\}")
+RENEW_AT = 1 / 2  # of a lease's remaining life: time enough to retry a renewal Vault refused once
+MIN_REMAINING_S = 1.0  # a lease closer than this to lapsing is not handed out; a new one is taken
+SWEEP_INTERVAL_S = 30.0
+ORPHAN_AFTER_S = 24 * 3600.0  # a record this old outlived any task (tasks last at most 8 h by default)
+SYSTEM_ACTOR = "narrowgate"
+
+
+class TaskTimes(Protocol):
+    """What leases need to know of tasks (gateway.wiring.task_times adapts the task service)."""
+
+    def deadline_of(self, task_id: str) -> float | None:
+        """The task's deadline while it is active here; None once it has ended (or is not known here)."""
+        ...
+
+    async def still_active(self, task_id: str) -> bool:
+        """Whether the task is active, asking the store when this process does not know it (fleet)."""
+        ...
+
+
+@dataclass(slots=True)
+class HeldLease:
+    lease: Lease = field(repr=False)
+    task_id: str
+    server: ServerEntry = field(repr=False)
+    expires_at: float
+    renewing: bool = True  # False once Vault will not (or need not) extend it any further
+    released: bool = False  # revoked (or being revoked): a task end and its deadline may both come
+    keeper: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def ref(self) -> LeaseRef:
+        assert self.server.credentials.lease is not None
+        return self.server.credentials.lease
+
+
+class LeaseBroker:
+    def __init__(self, vault: VaultHttp, store: VaultLeaseStore, audit: AuditLog, tasks: TaskTimes,
+                 servers: Callable[[], Mapping[str, ServerEntry]], replica: str,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.vault = vault
+        self.store = store
+        self.audit = audit
+        self.tasks = tasks
+        self.deadline_of = tasks.deadline_of
+        self.servers = servers  # the catalog's servers now (for revoking a recorded lease: where its Vault is)
+        self.replica = replica
+        self.clock = clock
+        self.held: dict[tuple[str, str], HeldLease] = {}  # (task id, server id) -> its lease here
+        self.locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.work: set[asyncio.Task[None]] = set()
+        self.sweeper: asyncio.Task[None] | None = None
+        self.started_at = clock()  # this replica's records from before then belong to a run that is gone
+
+    # lifecycle
+
+    async def open(self) -> None:
+        """Revoke what a previous run left behind, then keep sweeping."""
+        await self.sweep()
+        self.sweeper = asyncio.create_task(self.sweep_now_and_then(), name="narrowgate-lease-sweep")
+
+    async def close(self) -> None:
+        """A clean stop revokes every lease held here: the credentials die with this process anyway."""
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.sweeper
+        for held in list(self.held.values()):
+            await self.release(held, "the gateway stopped")
+        await asyncio.gather(*self.work, return_exceptions=True)
+
+    # the call path
+
+    async def headers(self, server: ServerEntry, task_id: str | None) -> dict[str, str]:
+        """The header carrying this task's leased credential for `server` (leased on first use)."""
+        if task_id is None:
+            raise RpcError(ACCESS_DENIED, f"Access denied: upstream {server.id!r} takes a credential leased for one "
+                           "task; call it with a task token", {"decision": "deny"})
+        key = (task_id, server.id)
+        held = self.held.get(key)
+        if held is None or held.expires_at - self.clock() < MIN_REMAINING_S:
+            async with self.locks.setdefault(key, asyncio.Lock()):  # one lease however many first calls wait
+                held = await self.current(server, task_id)
+        return render(server, held.lease)
+
+    async def current(self, server: ServerEntry, task_id: str) -> HeldLease:
+        key = (task_id, server.id)
+        held = self.held.get(key)
+        if held is not None and held.expires_at - self.clock() >= MIN_REMAINING_S:
+            return held
+        if held is not None:
+            await self.release(held, "lapsed before it could be renewed")
+        return await self.take(server, task_id)
+
+    async def take(self, server: ServerEntry, task_id: str) -> HeldLease:
+        ref = server.credentials.lease
+        assert ref is not None
+        if self.deadline_of(task_id) is None:
+            raise RpcError(ACCESS_DENIED, f"Access denied: task {task_id} has ended", {"decision": "deny"})
+        try:
+            lease = await self.vault.lease(ref, ref.path)
+        except SecretUnavailable as exc:
+            raise RpcError(UPSTREAM_UNAVAILABLE, f"credentials for upstream {server.id!r}: {exc}") from None
+        held = HeldLease(lease, task_id, server, self.clock() + lease.duration_s, renewing=lease.renewable)
+        self.held[(task_id, server.id)] = held  # before the record: the sweep never takes it for an orphan
+        try:
+            await self.store.save_vault_lease(VaultLeaseRecord(lease.lease_id, task_id, server.id, self.replica,
+                                                               self.clock()))
+        except Exception:
+            log.exception("could not record Vault lease %s of task %s; revoking it", lease.lease_id, task_id)
+            await self.release(held, "its lease could not be recorded")
+            raise RpcError(UPSTREAM_UNAVAILABLE, f"credentials for upstream {server.id!r}: the lease could not be "
+                           "recorded, so it was revoked") from None
+        if self.deadline_of(task_id) is None:  # the task ended while Vault answered
+            await self.release(held, "the task ended while the lease was taken")
+            raise RpcError(ACCESS_DENIED, f"Access denied: task {task_id} has ended", {"decision": "deny"})
+        self.audited("lease_issued", held, {"duration_s": lease.duration_s, "renewable": lease.renewable})
+        log.info("leased %s for task %s, upstream %s (%.0f s)", lease.lease_id, task_id, server.id, lease.duration_s)
+        held.keeper = self.spawn(self.keep(held))
+        return held
+
+    # renewal
+
+    async def keep(self, held: HeldLease) -> None:
+        """Renew until the task's deadline, then revoke. Renewals ask for at most the time the task has left."""
+        while True:
+            deadline, now = self.deadline_of(held.task_id), self.clock()
+            if deadline is None or now >= deadline or now >= held.expires_at:
+                why = ("task ended" if deadline is None else "the task's deadline passed" if now >= deadline
+                       else "it lapsed at Vault")
+                break
+            if held.renewing and held.expires_at > deadline + 1:  # the role's TTL outlasts the task: shorten it
+                await self.renew(held, deadline - now)
+            elif not held.renewing or held.expires_at >= deadline - 1:
+                await asyncio.sleep(min(deadline, held.expires_at) - now)
+            else:
+                await asyncio.sleep((held.expires_at - now) * RENEW_AT)
+                if (deadline := self.deadline_of(held.task_id)) is not None:
+                    await self.renew(held, min(held.ref.renew_increment_s, deadline - self.clock()))
+        await self.release(held, why)
+
+    async def renew(self, held: HeldLease, increment_s: float) -> None:
+        if increment_s < 1:
+            held.renewing = False
+            return
+        try:
+            granted = await self.vault.renew(held.ref, held.lease.lease_id, int(increment_s))
+        except SecretUnavailable as exc:
+            log.warning("renewing Vault lease %s of task %s failed (retrying): %s", held.lease.lease_id,
+                        held.task_id, exc)
+            await asyncio.sleep(min(5.0, max(0.5, (held.expires_at - self.clock()) / 4)))
+            return
+        before, held.expires_at = held.expires_at, self.clock() + granted
+        if held.expires_at <= before + 1 and increment_s > granted + 1:
+            held.renewing = False  # Vault will not extend it further (the role's max TTL): it lapses then
+        log.info("renewed Vault lease %s of task %s for %.0f s", held.lease.lease_id, held.task_id, granted)
+
+    # ends
+
+    def task_ended(self, task_id: str) -> None:
+        """Task end observer (synchronous): revoke the task's leases, here and those recorded by others."""
+        for key in [k for k in self.held if k[0] == task_id]:
+            self.spawn(self.release(self.held[key], "task ended"))
+        for key in [k for k in self.locks if k[0] == task_id]:
+            del self.locks[key]  # the task makes no more calls
+        if self.in_use():
+            self.spawn(self.revoke_recorded(task_id))
+
+    def in_use(self) -> bool:
+        """Whether any upstream of the catalog takes leased credentials (no store reads otherwise)."""
+        return any(server.credentials.mode == "lease" for server in self.servers().values())
+
+    async def release(self, held: HeldLease, why: str) -> None:
+        """Revoke one held lease (idempotent at Vault); its record goes once Vault has said so."""
+        if held.released:
+            return
+        held.released = True
+        key = (held.task_id, held.server.id)
+        if self.held.get(key) is held:
+            del self.held[key]
+        if held.keeper is not None and held.keeper is not asyncio.current_task():
+            held.keeper.cancel()
+        await self.revoke(held.server, held.lease.lease_id, held.task_id, why)
+
+    async def revoke_recorded(self, task_id: str | None = None) -> None:
+        try:
+            records = await self.store.vault_leases(task_id)
+        except Exception:
+            log.exception("could not read the recorded Vault leases; the sweep retries")
+            return
+        for record in records:
+            if task_id is not None or await self.orphaned(record):
+                server = self.servers().get(record.server_id)
+                if server is None or server.credentials.lease is None:
+                    log.warning("Vault lease %s: upstream %s is no longer in the catalog with a lease; it lapses "
+                                "at its TTL", record.lease_id, record.server_id)
+                    await self.store.delete_vault_lease(record.lease_id)
+                    continue
+                await self.revoke(server, record.lease_id, record.task_id, "task ended")
+
+    async def orphaned(self, record: VaultLeaseRecord) -> bool:
+        """A recorded lease nobody uses any more: its task ended, its process is gone, or it is very old."""
+        if any(h.lease.lease_id == record.lease_id for h in self.held.values()):
+            return False
+        mine_before = record.replica == self.replica and record.created_at < self.started_at
+        if mine_before or self.clock() - record.created_at > ORPHAN_AFTER_S:
+            return True
+        return not await self.tasks.still_active(record.task_id)
+
+    async def revoke(self, server: ServerEntry, lease_id: str, task_id: str, why: str) -> bool:
+        ref = server.credentials.lease
+        assert ref is not None
+        try:
+            await self.vault.revoke(ref, lease_id)
+        except SecretUnavailable as exc:
+            log.warning("revoking Vault lease %s of task %s failed (the sweep retries): %s", lease_id, task_id, exc)
+            self.audit.record(AuditEvent(kind="credential", action="lease_revoke_failed", actor=SYSTEM_ACTOR,
+                                         task_id=task_id, detail={"server": server.id, "lease_id": lease_id,
+                                                                  "why": why, "error": str(exc)}))
+            return False
+        try:
+            await self.store.delete_vault_lease(lease_id)
+        except Exception:
+            log.exception("Vault lease %s is revoked but its record stays (deleted by a later sweep)", lease_id)
+        self.audit.record(AuditEvent(kind="credential", action="lease_revoked", actor=SYSTEM_ACTOR, task_id=task_id,
+                                     detail={"server": server.id, "lease_id": lease_id, "why": why}))
+        log.info("revoked Vault lease %s of task %s (%s)", lease_id, task_id, why)
+        return True
+
+    async def sweep(self) -> None:
+        """Revoke every recorded lease nobody uses any more; a failure is logged and retried next time."""
+        try:
+            await self.revoke_recorded(None)
+        except Exception:
+            log.exception("sweeping the recorded Vault leases failed; retrying later")
+
+    async def sweep_now_and_then(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            if self.in_use():
+                await self.sweep()
+
+    # helpers
+
+    def audited(self, action: str, held: HeldLease, detail: dict[str, object]) -> None:
+        self.audit.record(AuditEvent(kind="credential", action=action, actor=SYSTEM_ACTOR, task_id=held.task_id,
+                                     detail={"server": held.server.id, "lease_id": held.lease.lease_id, **detail}))
+
+    def spawn(self, work: Coroutine[object, object, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(work)
+        self.work.add(task)
+        task.add_done_callback(self.work.discard)
+        return task
+
+
+def render(server: ServerEntry, lease: Lease) -> dict[str, str]:
+    """`header: format` with the lease's fields filled in; a field the lease lacks fails the call."""
+    credentials = server.credentials
+    missing = [name for name in FIELD.findall(credentials.header_format) if name not in lease.data]
+    if missing:
+        raise RpcError(UPSTREAM_UNAVAILABLE, f"credentials for upstream {server.id!r}: the leased credential has no "
+                       f"field(s) {', '.join(missing)}")
+    value = FIELD.sub(lambda match: lease.data[match.group(1)], credentials.header_format)
+    return {credentials.header: value}

@@ -1,0 +1,264 @@
+"""A STAND-IN for HashiCorp Vault, for tests: Vault cannot run on this machine (not packaged, no network).
+
+It is not Vault. It is a small stdlib HTTP server on a free 127.0.0.1 port that implements, in the
+shapes of Vault's documented HTTP API, only the requests the gateway makes:
+
+- the token check: `X-Vault-Token` must be the configured token, else 403 `permission denied`;
+- KV version 2 at the mount `secret`: `GET /v1/secret/data/<path>[?version=N]` (404 for a deleted or
+  destroyed version), `POST|PUT /v1/secret/data/<path>` with `{"data": ..., "options": {"cas": N}}`
+  (400 `check-and-set parameter did not match the current version` on a lost race),
+  `GET /v1/secret/metadata/<path>`, `POST|PUT /v1/secret/delete/<path>` and `.../destroy/<path>`
+  with `{"versions": [...]}`;
+- a dynamic-secrets role (like the database engine's `database/creds/<role>`): `GET /v1/<role path>`
+  answers `{"lease_id", "lease_duration", "renewable", "data": {"username", "password"}}`;
+- `PUT /v1/sys/leases/renew` `{"lease_id", "increment"}` (the new TTL is the increment, capped by the
+  role's max TTL; 400 for an expired or revoked lease) and `PUT /v1/sys/leases/revoke` `{"lease_id"}`
+  (204, also for a lease it does not know, as Vault does);
+- leases expire: a credential is valid from its lease until its expiry or revocation.
+
+Beside Vault's API, one stand-in-only endpoint plays the database the role's credentials are for:
+`POST /standin/database/login` `{"username", "password"}` -> 200 if that leased credential is live
+now, 401 otherwise. Test upstreams call it to check what the gateway injected.
+
+`stop()` takes it down (the port stops accepting connections); `start()` brings it back on the same port.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+KV_MOUNT = "secret"
+
+
+def rfc3339(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
+
+
+@dataclass
+class KvVersion:
+    data: dict[str, str]
+    created: float
+    deleted: bool = False
+    destroyed: bool = False
+
+    @property
+    def live(self) -> bool:
+        return not self.deleted and not self.destroyed
+
+
+@dataclass
+class Role:
+    ttl_s: float = 3600.0
+    max_ttl_s: float = 86400.0
+
+
+@dataclass
+class StandInLease:
+    lease_id: str
+    role: str
+    username: str
+    password: str
+    issued: float
+    expires: float
+    revoked: float | None = None
+    renewals: list[int] = field(default_factory=list)  # the increments asked for
+
+    def live(self, now: float) -> bool:
+        return self.revoked is None and now < self.expires
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    token: str
+    status: int
+    body: dict[str, Any]
+
+
+class VaultStandIn:
+    """The stand-in (see the module docstring). Its state is read and changed by tests directly."""
+
+    def __init__(self, token: str, kv: dict[str, dict[str, str]] | None = None,
+                 roles: dict[str, Role] | None = None) -> None:
+        self.token = token
+        self.kv: dict[str, dict[int, KvVersion]] = {}
+        for path, data in (kv or {}).items():
+            self.kv_put(path, data)
+        self.roles = roles or {}
+        self.leases: dict[str, StandInLease] = {}
+        self.seen: list[Seen] = []
+        self.lock = threading.Lock()
+        self.server: ThreadingHTTPServer | None = None
+        self.port = 0
+
+    # running
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> VaultStandIn:
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                standin.handle(self, "GET")
+
+            def do_POST(self) -> None:
+                standin.handle(self, "POST")
+
+            def do_PUT(self) -> None:
+                standin.handle(self, "PUT")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        """Vault goes down: the port stops accepting connections (start() brings it back on the same port)."""
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    # state, for tests
+
+    def kv_put(self, path: str, data: dict[str, str], created: float | None = None) -> int:
+        """Write a version of `secret/<path>` (`created` back-dates it: a secret written long ago)."""
+        versions = self.kv.setdefault(path, {})
+        version = max(versions, default=0) + 1
+        versions[version] = KvVersion(dict(data), time.time() if created is None else created)
+        return version
+
+    def kv_live(self, path: str) -> dict[int, dict[str, str]]:
+        """version -> data of every version neither deleted nor destroyed."""
+        return {v: version.data for v, version in self.kv.get(path, {}).items() if version.live}
+
+    def leases_of(self, role: str) -> list[StandInLease]:
+        with self.lock:
+            return [lease for lease in self.leases.values() if lease.role == role]
+
+    def paths_seen(self, prefix: str) -> list[Seen]:
+        with self.lock:
+            return [s for s in self.seen if s.path.startswith(prefix)]
+
+    # the HTTP API
+
+    def handle(self, request: BaseHTTPRequestHandler, method: str) -> None:
+        length = int(request.headers.get("Content-Length") or 0)
+        raw = request.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            body = {}
+        token = request.headers.get("X-Vault-Token", "")
+        url = urlsplit(request.path)
+        with self.lock:
+            if url.path.startswith("/standin/"):
+                status, answer = self.database_login(body)
+            elif token != self.token:
+                status, answer = 403, {"errors": ["permission denied"]}
+            else:
+                status, answer = self.route(method, url.path.removeprefix("/v1/"), parse_qs(url.query), body)
+            self.seen.append(Seen(method, url.path, token, status, body))
+        payload = b"" if status == 204 else json.dumps(answer).encode()
+        request.send_response(status)
+        request.send_header("Content-Type", "application/json")
+        request.send_header("Content-Length", str(len(payload)))
+        request.end_headers()
+        request.wfile.write(payload)
+
+    def route(self, method: str, path: str, query: dict[str, list[str]], body: dict[str, Any],
+              ) -> tuple[int, dict[str, Any]]:
+        mount, _, rest = path.partition("/")
+        if mount == KV_MOUNT:
+            kind, _, secret_path = rest.partition("/")
+            return self.kv_request(method, kind, secret_path, query, body)
+        if path in self.roles and method == "GET":
+            return self.issue(path)
+        if path == "sys/leases/renew" and method in ("PUT", "POST"):
+            return self.renew(str(body.get("lease_id") or ""), int(body.get("increment") or 0))
+        if path == "sys/leases/revoke" and method in ("PUT", "POST"):
+            lease = self.leases.get(str(body.get("lease_id") or ""))
+            if lease is not None and lease.revoked is None:
+                lease.revoked = time.time()
+            return 204, {}
+        return 404, {"errors": []}
+
+    def kv_request(self, method: str, kind: str, path: str, query: dict[str, list[str]], body: dict[str, Any],
+                   ) -> tuple[int, dict[str, Any]]:
+        versions = self.kv.get(path)
+        if kind == "data" and method in ("POST", "PUT"):
+            current = max(versions, default=0) if versions else 0
+            cas = (body.get("options") or {}).get("cas")
+            if cas is not None and int(cas) != current:
+                return 400, {"errors": ["check-and-set parameter did not match the current version"]}
+            version = self.kv_put(path, dict(body.get("data") or {}))
+            return 200, {"data": self.version_metadata(path, version)}
+        if not versions:
+            return 404, {"errors": []}
+        if kind == "data" and method == "GET":
+            version = int(query.get("version", [max(versions)])[0])
+            entry = versions.get(version)
+            if entry is None or not entry.live:
+                return 404, {"errors": []}
+            return 200, {"request_id": secrets.token_hex(8), "lease_id": "", "renewable": False, "lease_duration": 0,
+                         "data": {"data": entry.data, "metadata": self.version_metadata(path, version)},
+                         "wrap_info": None, "warnings": None}
+        if kind == "metadata" and method == "GET":
+            return 200, {"data": {"current_version": max(versions), "oldest_version": min(versions),
+                                  "versions": {str(v): self.version_metadata(path, v) for v in versions}}}
+        if kind in ("delete", "destroy") and method in ("POST", "PUT"):
+            for version in body.get("versions") or []:
+                entry = versions.get(int(version))
+                if entry is not None:
+                    setattr(entry, "deleted" if kind == "delete" else "destroyed", True)
+            return 204, {}
+        return 404, {"errors": []}
+
+    def version_metadata(self, path: str, version: int) -> dict[str, Any]:
+        entry = self.kv[path][version]
+        deletion = rfc3339(entry.created) if entry.deleted else ""
+        return {"created_time": rfc3339(entry.created), "deletion_time": deletion, "destroyed": entry.destroyed,
+                "version": version}
+
+    def issue(self, role_path: str) -> tuple[int, dict[str, Any]]:
+        role = self.roles[role_path]
+        now = time.time()
+        lease = StandInLease(f"{role_path}/{secrets.token_hex(12)}", role_path, f"v-token-{secrets.token_hex(6)}",
+                             secrets.token_urlsafe(18), now, now + role.ttl_s)
+        self.leases[lease.lease_id] = lease
+        return 200, {"request_id": secrets.token_hex(8), "lease_id": lease.lease_id, "renewable": True,
+                     "lease_duration": int(role.ttl_s), "data": {"username": lease.username,
+                                                                 "password": lease.password},
+                     "wrap_info": None, "warnings": None}
+
+    def renew(self, lease_id: str, increment: int) -> tuple[int, dict[str, Any]]:
+        lease = self.leases.get(lease_id)
+        now = time.time()
+        if lease is None or not lease.live(now):
+            return 400, {"errors": ["lease not found or lease is not renewable"]}
+        lease.renewals.append(increment)
+        role = self.roles[lease.role]
+        ttl = min(float(increment) if increment > 0 else role.ttl_s, lease.issued + role.max_ttl_s - now)
+        lease.expires = now + ttl
+        return 200, {"lease_id": lease_id, "renewable": True, "lease_duration": int(ttl), "data": None}
+
+    def database_login(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        now = time.time()
+        ok = any(lease.username == body.get("username") and lease.password == body.get("password") and lease.live(now)
+                 for lease in self.leases.values())
+        return (200, {"ok": True}) if ok else (401, {"ok": False})

@@ -1,0 +1,362 @@
+"""Ephemeral secrets for legacy upstreams (issue 17, section 4), end to end.
+
+A real `narrowgate serve` sits in front of a real HTTP upstream (tests/fixtures/upstreams/
+vault_checked_server.py) that checks every credential it receives against Vault. Agents call
+through the real `mcp` client with task tokens from the admin API.
+
+Vault: HashiCorp Vault cannot run on this machine, so tests/support/vault_standin.py is a
+STAND-IN for it: a small HTTP server implementing the documented Vault API for the requests the
+gateway makes (KV v2 versions, a dynamic-secrets role, lease renew and revoke, lease expiry).
+docs/security.md shows the same flow against a real `vault server -dev`.
+
+- `leased`: mode lease on the stand-in's role `database/creds/readonly` (TTL an hour): one lease
+  per task on first call, revoked when the task ends (complete, fail, revoke, deadline, agent
+  suspended); the first renewal shortens the lease to the task's deadline.
+- `shortlease`: a role whose TTL (6 s) is shorter than the task: renewed before it lapses.
+- `leasedown` / `rotatedown`: Vault unreachable (a stand-in that was stopped).
+- `rotated`: a KV v2 secret the gateway owns and rotates (schedule and on demand), with overlap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from mcp.shared.exceptions import MCPError
+
+from tests.support.clients import mcp_client
+from tests.support.fleet import Fleet, start_fleet
+from tests.support.otlp_receiver import OtlpReceiver
+from tests.support.processes import ADMIN_TOKEN, NARROWGATE, REPO, Gateway, start_listening, stop
+from tests.support.vault_standin import Role, VaultStandIn
+
+CHECKED_SERVER = REPO / "tests" / "fixtures" / "upstreams" / "vault_checked_server.py"
+VAULT_TOKEN = "hvs.standin-gateway-token-5e1f"
+API_KEY_V1 = "api-key-version-one-77c2"
+READONLY, SHORT = "database/creds/readonly", "database/creds/short"
+AGENT, AGENT_TOKEN = "agent-a", "token-agent-a"
+SUSPENDABLE, SUSPENDABLE_TOKEN = "agent-s", "token-agent-s"
+ACCESS_DENIED, UNAVAILABLE = -32030, -32010
+OVERLAP_S = 12.0
+WAIT_S = 30.0
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def lease_manifest(server_id: str, vault: VaultStandIn, role: str, tools: tuple[str, ...], url: str,
+                   increment_s: float = 300, token_file: Path | None = None) -> dict[str, Any]:
+    token = {"token_file": str(token_file)} if token_file else {"token_env": "VAULT_TOKEN"}
+    return {"id": server_id, "owner": "tests@example.com", "transport": {"url": url}, "timeout_s": 10,
+            "credentials": {"mode": "lease", "header": "X-Db-Credentials", "format": "{username}:{password}",
+                            "vault": {"address": vault.address, "path": role, "renew_increment_s": increment_s,
+                                      **token}},
+            "tools": [{"name": name, "risk": "read", "data_classes": ["internal"]} for name in tools]}
+
+
+def rotated_manifest(server_id: str, vault: VaultStandIn, url: str) -> dict[str, Any]:
+    return {"id": server_id, "owner": "tests@example.com", "transport": {"url": url}, "timeout_s": 10,
+            "credentials": {"mode": "secret", "header": "X-Api-Key", "format": "{secret}", "secret": {"vault": {
+                "address": vault.address, "path": "narrowgate/api", "field": "api_key", "token_env": "VAULT_TOKEN",
+                "rotate": {"every_s": 86400, "overlap_s": OVERLAP_S}}}},
+            "tools": [{"name": "api_call", "risk": "read", "data_classes": ["internal"]}]}
+
+
+@dataclass
+class Setup:
+    gateway: Gateway
+    vault: VaultStandIn
+    down: VaultStandIn
+    traces: OtlpReceiver
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    work = tmp_path_factory.mktemp("vault-secrets")
+    # Version 1 was written two days ago: the daily rotation is due as soon as the gateway starts.
+    vault = VaultStandIn(VAULT_TOKEN, roles={READONLY: Role(ttl_s=3600), SHORT: Role(ttl_s=6, max_ttl_s=600)})
+    vault.kv_put("narrowgate/api", {"api_key": API_KEY_V1}, created=time.time() - 2 * 86400)
+    vault.start()
+    down = VaultStandIn(VAULT_TOKEN, roles={READONLY: Role()}).start()
+    down.stop()  # Vault unreachable: nothing listens on its port any more
+    upstream, port = start_listening([sys.executable, str(CHECKED_SERVER), "--port", "0", "--vault", vault.address,
+                                      "--kv-path", "narrowgate/api"], env={"UPSTREAM_VAULT_TOKEN": VAULT_TOKEN})
+    url = f"http://127.0.0.1:{port}/mcp"
+    token_file = work / "vault.token"  # the gateway's Vault token from a file (shortlease) or the environment
+    token_file.write_text(VAULT_TOKEN + "\n")
+    manifests = [
+        lease_manifest("leased", vault, READONLY, ("db_query",), url),
+        lease_manifest("shortlease", vault, SHORT, ("db_query",), url, increment_s=6, token_file=token_file),
+        lease_manifest("leasedown", down, READONLY, ("db_query",), url),
+        rotated_manifest("rotated", vault, url),
+        rotated_manifest("rotatedown", down, url),
+    ]
+    traces = OtlpReceiver().start()
+    gateway = Gateway(work / "gateway", manifests, tokens={AGENT: AGENT_TOKEN, SUSPENDABLE: SUSPENDABLE_TOKEN},
+                      env={"VAULT_TOKEN": VAULT_TOKEN, "OTEL_EXPORTER_OTLP_ENDPOINT": traces.endpoint,
+                           "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_BSP_SCHEDULE_DELAY": "100"})
+    try:
+        gateway.start()
+        yield Setup(gateway, vault, down, traces)
+    finally:
+        gateway.stop()
+        stop(upstream)
+        vault.stop()
+        traces.stop()
+
+
+# helpers ------------------------------------------------------------------------------------------
+
+
+def start_task(gateway: Gateway, tools: list[str], agent: str = AGENT, deadline_s: float = 300) -> tuple[str, str]:
+    """(task id, task token) from the admin API."""
+    response = httpx2.post(f"{gateway.base}/admin/v1/tasks", headers=ADMIN, json={
+        "agent_id": agent, "purpose": "vault e2e", "tools": tools, "deadline_s": deadline_s})
+    assert response.status_code == 201, response.text
+    return response.json()["task"]["id"], response.json()["token"]
+
+
+async def query(gateway: Gateway, token: str, tool: str = "leased__db_query") -> dict[str, Any]:
+    async with mcp_client(gateway.url, token, "legacy") as client:
+        result = await client.call_tool(tool, {})
+    assert not result.is_error, result  # the upstream accepted the credential (it refuses otherwise)
+    answer: dict[str, Any] = json.loads(result.content[0].text)  # type: ignore[union-attr]
+    return answer
+
+
+async def refused(setup: Setup, token: str, tool: str) -> Any:
+    async with mcp_client(setup.gateway.url, token, "legacy") as client:
+        with pytest.raises(MCPError) as caught:
+            await client.call_tool(tool, {})
+    return caught.value.error
+
+
+def lease_of(vault: VaultStandIn | Setup, user: str) -> Any:
+    standin = vault.vault if isinstance(vault, Setup) else vault
+    [lease] = [lease for lease in standin.leases.values() if lease.username == user]
+    return lease
+
+
+def wait_for(what: str, check: Callable[[], bool]) -> None:
+    """Poll until `check` holds (an event, not a timing claim); fail with `what` after WAIT_S."""
+    deadline = time.monotonic() + WAIT_S
+    while not check():
+        assert time.monotonic() < deadline, f"not within {WAIT_S:.0f} s: {what}"
+        time.sleep(0.1)
+
+
+def revoked(vault: VaultStandIn | Setup, user: str) -> bool:
+    return lease_of(vault, user).revoked is not None
+
+
+def audit_records(setup: Setup) -> list[dict[str, Any]]:
+    out = subprocess.run([str(NARROWGATE), "audit", "export", "--config", str(setup.gateway.workdir / "gateway.yaml")],
+                         capture_output=True, text=True, timeout=60, check=True)
+    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+
+# leases -------------------------------------------------------------------------------------------
+
+
+async def test_a_task_leases_once_and_keeps_its_lease_another_task_gets_its_own(setup: Setup) -> None:
+    _, token = start_task(setup.gateway, ["leased__db_query"])
+    before = len(setup.vault.leases_of(READONLY))
+    first = await asyncio.gather(*(query(setup.gateway, token) for _ in range(4)))  # concurrent first calls
+    later = await query(setup.gateway, token)
+    _, other_token = start_task(setup.gateway, ["leased__db_query"])
+    other = await query(setup.gateway, other_token)
+    users = {answer["user"] for answer in first} | {later["user"]}
+    assert len(users) == 1  # one lease for the task, used by every call
+    assert other["user"] not in users  # the other task got its own
+    assert len(setup.vault.leases_of(READONLY)) == before + 2
+    assert all(s.token == VAULT_TOKEN for s in setup.vault.paths_seen(f"/v1/{READONLY}"))
+
+
+async def test_the_first_renewal_shortens_the_lease_to_the_tasks_deadline(setup: Setup) -> None:
+    _, token = start_task(setup.gateway, ["leased__db_query"], deadline_s=120)
+    user = (await query(setup.gateway, token))["user"]
+    lease = lease_of(setup, user)
+    wait_for("the lease renewed", lambda: bool(lease.renewals))
+    assert 0 < lease.renewals[0] <= 120  # the role's hour cut to what the task has left
+    assert lease.expires <= lease.issued + 121
+
+
+async def test_a_lease_shorter_than_the_task_is_renewed_before_it_lapses(setup: Setup) -> None:
+    _, token = start_task(setup.gateway, ["shortlease__db_query"])
+    user = (await query(setup.gateway, token, "shortlease__db_query"))["user"]
+    lease = lease_of(setup, user)
+    wait_for("two renewals", lambda: len(lease.renewals) >= 2)
+    wait_for("the first TTL over", lambda: time.time() > lease.issued + 6)
+    again = await query(setup.gateway, token, "shortlease__db_query")  # the upstream checks it is live
+    assert again["user"] == user
+    assert all(increment <= 6 for increment in lease.renewals)
+
+
+async def test_a_call_without_a_task_is_refused_and_nothing_is_leased(setup: Setup) -> None:
+    before = len(setup.vault.leases)
+    error = await refused(setup, AGENT_TOKEN, "leased__db_query")
+    assert error.code == ACCESS_DENIED
+    assert "leased for one task" in error.message and "task token" in error.message
+    assert len(setup.vault.leases) == before
+
+
+@pytest.mark.parametrize("end", ["complete", "fail", "revoke", "suspend", "deadline"])
+async def test_the_lease_is_revoked_when_the_task_ends(setup: Setup, end: str) -> None:
+    agent = SUSPENDABLE if end == "suspend" else AGENT
+    task_id, token = start_task(setup.gateway, ["leased__db_query"], agent, deadline_s=5 if end == "deadline" else 300)
+    user = (await query(setup.gateway, token))["user"]
+    assert not revoked(setup, user)
+    if end in ("complete", "fail"):
+        async with mcp_client(setup.gateway.url, token, "legacy") as client:
+            await client.list_tools()  # while the task is active (the client checks results against the list)
+            result = await client.call_tool(f"narrowgate__{end}_task", {"reason": "done here"})
+        assert not result.is_error, result
+    elif end == "revoke":
+        response = httpx2.post(f"{setup.gateway.base}/admin/v1/tasks/{task_id}/revoke", headers=ADMIN,
+                               json={"reason": "vault e2e"})
+        assert response.status_code == 200, response.text
+    elif end == "suspend":
+        response = httpx2.post(f"{setup.gateway.base}/admin/v1/agents/{SUSPENDABLE}/suspend", headers=ADMIN,
+                               json={"reason": "vault e2e"})
+        assert response.status_code == 200, response.text
+    wait_for(f"lease revoked after {end}", lambda: revoked(setup, user))
+    if end == "suspend":
+        httpx2.post(f"{setup.gateway.base}/admin/v1/agents/{SUSPENDABLE}/resume", headers=ADMIN,
+                    json={"reason": "vault e2e"}).raise_for_status()
+    login = httpx2.post(f"{setup.vault.address}/standin/database/login",
+                        json={"username": user, "password": lease_of(setup, user).password})
+    assert login.status_code == 401  # the database no longer takes it
+
+
+async def test_vault_down_fails_the_call_clearly(setup: Setup) -> None:
+    _, token = start_task(setup.gateway, ["leasedown__db_query"])
+    error = await refused(setup, token, "leasedown__db_query")
+    assert error.code == UNAVAILABLE
+    assert "leasedown" in error.message and "Vault" in error.message and "unreachable" in error.message
+    assert VAULT_TOKEN not in error.message
+
+
+# rotation -----------------------------------------------------------------------------------------
+
+
+def live_versions(setup: Setup) -> dict[int, dict[str, str]]:
+    with setup.vault.lock:
+        return setup.vault.kv_live("narrowgate/api")
+
+
+async def test_the_due_rotation_ran_at_start_and_the_old_version_retires_after_the_overlap(setup: Setup) -> None:
+    wait_for("the scheduled rotation", lambda: max(setup.vault.kv["narrowgate/api"]) >= 2)
+    _, token = start_task(setup.gateway, ["rotated__api_call"])
+    assert (await query(setup.gateway, token, "rotated__api_call"))["version"] >= 2  # the new version is in use
+    wait_for("version 1 retired", lambda: 1 not in live_versions(setup))
+    assert setup.vault.kv["narrowgate/api"][1].destroyed
+    records = [r for r in audit_records(setup) if r["kind"] == "credential"]
+    scheduled = [r for r in records if r["action"] == "secret_rotated" and r["detail"]["trigger"] == "schedule"]
+    assert scheduled and scheduled[0]["detail"]["from_version"] == 1
+    assert any(r["action"] == "secret_retired" and r["detail"]["version"] == 1 for r in records)
+
+
+async def test_rotation_on_demand_overlaps_then_retires(setup: Setup) -> None:
+    wait_for("version 1 retired", lambda: 1 not in live_versions(setup))
+    out = subprocess.run([str(NARROWGATE), "secrets", "--gateway", setup.gateway.base, "--admin-token", ADMIN_TOKEN,
+                          "rotate", "rotated"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    current = max(setup.vault.kv["narrowgate/api"])
+    assert f"to {current}" in out.stdout
+    assert {current - 1, current} <= set(live_versions(setup))  # the overlap: both versions valid
+    _, token = start_task(setup.gateway, ["rotated__api_call"])
+    assert (await query(setup.gateway, token, "rotated__api_call"))["version"] == current
+    wait_for("the previous version retired", lambda: set(live_versions(setup)) == {current})
+    actions = [(r["action"], r["actor"]) for r in audit_records(setup) if r["kind"] == "credential"]
+    assert ("secret_rotated", "admin:test-admin") in actions
+
+
+def test_rotation_with_vault_down_keeps_the_current_version_and_is_audited(setup: Setup) -> None:
+    response = httpx2.post(f"{setup.gateway.base}/admin/v1/secrets/rotatedown/rotate", headers=ADMIN)
+    assert response.status_code == 503
+    assert "current version stays in use" in response.json()["error"]
+    assert "unreachable" in response.json()["error"]
+    unknown = httpx2.post(f"{setup.gateway.base}/admin/v1/secrets/leased/rotate", headers=ADMIN)
+    assert unknown.status_code == 404
+    failed = [(r["actor"], r["detail"]["server"]) for r in audit_records(setup)
+              if r["action"] == "secret_rotation_failed"]
+    assert ("admin:test-admin", "rotatedown") in failed  # this attempt
+    assert ("narrowgate", "rotatedown") in failed  # the schedule's own, at start (retried a minute later)
+    assert not any(r["action"] == "secret_rotated" and r["detail"]["server"] == "rotatedown"
+                   for r in audit_records(setup))
+
+
+# restart and crash --------------------------------------------------------------------------------
+
+
+async def test_leases_are_revoked_on_stop_and_after_a_crash_when_the_task_ends(setup: Setup) -> None:
+    gateway = setup.gateway
+    _, token = start_task(setup.gateway, ["leased__db_query"])
+    held = (await query(setup.gateway, token))["user"]
+    gateway.stop()  # a clean stop revokes what it holds
+    assert revoked(setup, held)
+    gateway.start()
+    task_id, token = start_task(setup.gateway, ["leased__db_query"])
+    orphan = (await query(setup.gateway, token))["user"]
+    assert gateway.process is not None
+    stop(gateway.process, sig=9)  # a crash: no chance to revoke
+    gateway.start()
+    assert not revoked(setup, orphan)  # its task is still active: it may be used elsewhere (the record stays)
+    response = httpx2.post(f"{gateway.base}/admin/v1/tasks/{task_id}/revoke", headers=ADMIN,
+                           json={"reason": "vault e2e"})
+    assert response.status_code == 200, response.text
+    wait_for("the recorded lease revoked", lambda: revoked(setup, orphan))
+
+
+# a fleet ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory, setup: Setup, redis_url: str, postgres_url: str,
+          ) -> Iterator[Fleet]:
+    """Two replicas on one PostgreSQL store and one Redis, in front of the same upstream and stand-in."""
+    manifests = [m for m in setup.gateway.manifests if m["id"] == "leased"]
+    replicas = start_fleet(tmp_path_factory.mktemp("vault-fleet"), manifests, redis_url=redis_url,
+                           postgres_url=postgres_url, tokens={AGENT: AGENT_TOKEN}, env={"VAULT_TOKEN": VAULT_TOKEN})
+    try:
+        yield replicas
+    finally:
+        replicas.stop()
+
+
+async def test_in_a_fleet_each_replica_leases_its_own_and_ending_the_task_anywhere_revokes_all(
+    setup: Setup, fleet: Fleet,
+) -> None:
+    task_id, token = start_task(fleet[0], ["leased__db_query"])
+    users = [(await query(replica, token))["user"] for replica in (fleet[0], fleet[1], fleet[0], fleet[1])]
+    assert users[0] == users[2] and users[1] == users[3]  # each replica keeps its lease for the task
+    assert users[0] != users[1]  # the credential never left the replica that leased it
+    response = httpx2.post(f"{fleet[1].base}/admin/v1/tasks/{task_id}/revoke", headers=ADMIN,
+                           json={"reason": "vault fleet e2e"})
+    assert response.status_code == 200, response.text
+    wait_for("both replicas' leases revoked", lambda: revoked(setup, users[0]) and revoked(setup, users[1]))
+
+
+# secrets never leak (last: after every secret above was used) -------------------------------------
+
+
+def test_no_secret_in_logs_audit_traces_or_errors(setup: Setup) -> None:
+    secrets = [VAULT_TOKEN, API_KEY_V1, *(lease.password for lease in setup.vault.leases.values())]
+    secrets += [data["api_key"] for data in (v.data for v in setup.vault.kv["narrowgate/api"].values())]
+    assert len(secrets) > 10
+    log = setup.gateway.log_text()
+    audit = json.dumps(audit_records(setup))
+    spans = setup.traces.wait_for_spans(lambda spans: any("leased__db_query" in repr(s) for s in spans))
+    traces = repr([(s.name, s.attributes, s.status_message, s.resource) for s in spans])
+    assert "leased database/creds/readonly/" in log  # the gateway's own debug log, with the leases in it
+    for secret in secrets:
+        assert secret not in log, "a secret value is in the gateway log"
+        assert secret not in audit, "a secret value is in the audit log"
+        assert secret not in traces, "a secret value is in a span"
