@@ -6,14 +6,22 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
-from urllib.parse import urlencode
 
 import httpx2
 import jwt
 import pytest
 from mcp.client.auth import PKCEParameters
 
-from tests.support.oidc_provider import REDIRECT_URI, Browser, OidcProvider, OidcProviderError, running_provider
+from tests.support.oidc_provider import (
+    Browser,
+    OidcProvider,
+    OidcProviderError,
+    RegisteredClient,
+    exchange_code,
+    register_client,
+    running_provider,
+    token_by_hand,
+)
 
 RESOURCE = "http://127.0.0.1:9/mcp"  # a resource indicator: the provider never calls it
 OTHER_RESOURCE = "http://127.0.0.1:9/other/mcp"
@@ -31,41 +39,11 @@ async def http() -> AsyncIterator[httpx2.AsyncClient]:
         yield client
 
 
-async def register(http: httpx2.AsyncClient, provider: OidcProvider) -> dict[str, Any]:
-    """RFC 7591 dynamic registration of a native client, as the SDK registers one."""
-    response = await http.post(provider.discovery()["registration_endpoint"], json={
-        "client_name": "provider-test", "redirect_uris": [REDIRECT_URI], "application_type": "native",
-        "grant_types": ["authorization_code"], "response_types": ["code"],
-        "token_endpoint_auth_method": "client_secret_post"})
-    assert response.status_code == 201, response.text
-    client: dict[str, Any] = response.json()
-    return client
-
-
-def authorization_url(provider: OidcProvider, client: dict[str, Any], pkce: PKCEParameters, resource: str = RESOURCE,
-                      **extra: str) -> str:
-    params = {"response_type": "code", "client_id": client["client_id"], "redirect_uri": REDIRECT_URI,
-              "state": "state-1", "scope": "openid email groups", "resource": resource,
-              "code_challenge": pkce.code_challenge, "code_challenge_method": "S256", **extra}
-    return f"{provider.discovery()['authorization_endpoint']}?{urlencode(params)}"
-
-
-async def exchange(http: httpx2.AsyncClient, provider: OidcProvider, client: dict[str, Any], code: str,
-                   verifier: str, resource: str = RESOURCE) -> httpx2.Response:
-    return await http.post(provider.discovery()["token_endpoint"], data={
-        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI, "resource": resource,
-        "client_id": client["client_id"], "client_secret": client["client_secret"], "code_verifier": verifier})
-
-
-async def access_token(http: httpx2.AsyncClient, provider: OidcProvider, client: dict[str, Any], browser: Browser,
+async def access_token(http: httpx2.AsyncClient, provider: OidcProvider, client: RegisteredClient, browser: Browser,
                        resource: str = RESOURCE, **extra: str) -> dict[str, Any]:
     """Authorize in `browser` and exchange the code: the verified claims of the access token for `resource`."""
-    pkce = PKCEParameters.generate()
-    result = await browser.authorize(authorization_url(provider, client, pkce, resource, **extra))
-    assert (result.state, result.iss) == ("state-1", provider.issuer)  # RFC 9207 issuer in the response
-    response = await exchange(http, provider, client, result.code, pkce.code_verifier, resource)
-    assert response.status_code == 200, response.text
-    return provider.verify_access_token(response.json()["access_token"], resource)
+    return provider.verify_access_token(await token_by_hand(http, provider, client, browser, resource, **extra),
+                                        resource)
 
 
 def test_discovery_describes_a_code_flow_provider_with_pkce_registration_and_step_up(provider: OidcProvider) -> None:
@@ -84,13 +62,13 @@ def test_discovery_describes_a_code_flow_provider_with_pkce_registration_and_ste
 async def test_a_code_flow_with_pkce_and_resource_gives_a_signed_jwt_for_that_resource(
     provider: OidcProvider, http: httpx2.AsyncClient
 ) -> None:
-    client = await register(http, provider)
+    client = await register_client(http, provider)
     browser = Browser(user="alice", acr="pwd")
     before = int(time.time())
     claims = await access_token(http, provider, client, browser)
     assert [page["prompt"] for page in browser.pages] == ["login", "consent"]
     assert claims["aud"] == RESOURCE
-    assert claims["client_id"] == client["client_id"]
+    assert claims["client_id"] == client.client_id
     assert {name: claims[name] for name in ("sub", "email", "email_verified", "groups", "acr", "amr")} == {
         "sub": "alice", "email": "alice@example.com", "email_verified": True, "groups": ["support"],
         "acr": "pwd", "amr": ["pwd"]}
@@ -99,29 +77,21 @@ async def test_a_code_flow_with_pkce_and_resource_gives_a_signed_jwt_for_that_re
     other = await access_token(http, provider, client, browser, OTHER_RESOURCE)
     assert other["aud"] == OTHER_RESOURCE  # the audience is the resource asked for, and only that one
     with pytest.raises(jwt.InvalidAudienceError):
-        provider.verify_access_token(await token_for(http, provider, client, browser, OTHER_RESOURCE), RESOURCE)
-
-
-async def token_for(http: httpx2.AsyncClient, provider: OidcProvider, client: dict[str, Any], browser: Browser,
-                    resource: str) -> str:
-    pkce = PKCEParameters.generate()
-    result = await browser.authorize(authorization_url(provider, client, pkce, resource))
-    response = await exchange(http, provider, client, result.code, pkce.code_verifier, resource)
-    token: str = response.raise_for_status().json()["access_token"]
-    return token
+        provider.verify_access_token(await token_by_hand(http, provider, client, browser, OTHER_RESOURCE),
+                                     RESOURCE)
 
 
 async def test_a_person_without_groups_and_unverified_email_says_so_in_the_token(
     provider: OidcProvider, http: httpx2.AsyncClient
 ) -> None:
-    claims = await access_token(http, provider, await register(http, provider), Browser(user="bob"))
+    claims = await access_token(http, provider, await register_client(http, provider), Browser(user="bob"))
     assert (claims["sub"], claims["groups"], claims["email_verified"]) == ("bob", [], False)
 
 
 async def test_acr_values_and_max_age_make_the_person_authenticate_again(
     provider: OidcProvider, http: httpx2.AsyncClient
 ) -> None:
-    client = await register(http, provider)
+    client = await register_client(http, provider)
     browser = Browser(user="alice", acr="pwd")
     first = await access_token(http, provider, client, browser)
     again = await access_token(http, provider, client, browser)
@@ -149,15 +119,12 @@ def new_login_page(browser: Browser, seen: int) -> dict[str, Any]:
 
 
 async def test_pkce_is_required_and_checked(provider: OidcProvider, http: httpx2.AsyncClient) -> None:
-    client = await register(http, provider)
+    client = await register_client(http, provider)
     browser = Browser()
-    pkce = PKCEParameters.generate()
-    without = authorization_url(provider, client, pkce).replace("code_challenge=", "no_challenge=")
+    with pytest.raises(OidcProviderError, match="invalid_request"):  # no code_challenge at all
+        await exchange_code(http, provider, client, browser, RESOURCE, code_challenge="", code_challenge_method="")
     with pytest.raises(OidcProviderError, match="invalid_request"):
-        await browser.authorize(without)
-    with pytest.raises(OidcProviderError, match="invalid_request"):
-        await browser.authorize(authorization_url(provider, client, pkce, code_challenge_method="plain"))
-
-    result = await browser.authorize(authorization_url(provider, client, pkce))
-    wrong = await exchange(http, provider, client, result.code, PKCEParameters.generate().code_verifier)
+        await exchange_code(http, provider, client, browser, RESOURCE, code_challenge_method="plain")
+    wrong = await exchange_code(http, provider, client, browser, RESOURCE,
+                                verifier=PKCEParameters.generate().code_verifier)
     assert (wrong.status_code, wrong.json()["error"]) == (400, "invalid_grant")

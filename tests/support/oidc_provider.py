@@ -38,7 +38,7 @@ from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import httpx2
 import jwt
-from mcp.client.auth import OAuthClientProvider
+from mcp.client.auth import OAuthClientProvider, PKCEParameters
 from mcp.client.auth.utils import extract_field_from_www_auth
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
@@ -123,6 +123,51 @@ class OidcProvider:
     def stop(self) -> None:
         if self.process is not None:
             stop(self.process)
+
+
+@dataclass(frozen=True)
+class RegisteredClient:
+    client_id: str
+    client_secret: str
+
+
+async def register_client(http: httpx2.AsyncClient, provider: OidcProvider,
+                          redirect_uri: str = REDIRECT_URI) -> RegisteredClient:
+    """RFC 7591 dynamic registration of a native client, as the SDK registers one."""
+    response = await http.post(provider.discovery()["registration_endpoint"], json={
+        "client_name": "narrowgate-tests-by-hand", "redirect_uris": [redirect_uri], "application_type": "native",
+        "grant_types": ["authorization_code"], "response_types": ["code"],
+        "token_endpoint_auth_method": "client_secret_post"})
+    if response.status_code != 201:
+        raise OidcProviderError(f"registration refused: {response.status_code} {response.text[:500]}")
+    return RegisteredClient(response.json()["client_id"], response.json()["client_secret"])
+
+
+async def token_by_hand(http: httpx2.AsyncClient, provider: OidcProvider, client: RegisteredClient, browser: Browser,
+                        resource: str, **extra: str) -> str:
+    """An access token for `resource` by the code flow with PKCE, step by step (no SDK): what a client that asks
+    for another resource gets. `extra` goes into the authorization request (e.g. max_age, acr_values)."""
+    response = await exchange_code(http, provider, client, browser, resource, **extra)
+    token: str = response.raise_for_status().json()["access_token"]
+    return token
+
+
+async def exchange_code(http: httpx2.AsyncClient, provider: OidcProvider, client: RegisteredClient, browser: Browser,
+                        resource: str, verifier: str | None = None, **extra: str) -> httpx2.Response:
+    """Authorize in `browser` with PKCE and exchange the code at the token endpoint (with `verifier` if given,
+    else the right one); the token endpoint's answer."""
+    pkce = PKCEParameters.generate()
+    document = provider.discovery()
+    params = {"response_type": "code", "client_id": client.client_id, "redirect_uri": browser.redirect_uri,
+              "state": "state-1", "scope": "openid email groups", "resource": resource,
+              "code_challenge": pkce.code_challenge, "code_challenge_method": "S256", **extra}
+    result = await browser.authorize(f"{document['authorization_endpoint']}?{urlencode(params)}")
+    if (result.state, result.iss) != ("state-1", provider.issuer):  # RFC 9207: the issuer answers
+        raise OidcProviderError(f"authorization response from {result.iss!r} with state {result.state!r}")
+    return await http.post(document["token_endpoint"], data={
+        "grant_type": "authorization_code", "code": result.code, "redirect_uri": browser.redirect_uri,
+        "resource": resource, "client_id": client.client_id, "client_secret": client.client_secret,
+        "code_verifier": verifier or pkce.code_verifier})
 
 
 @contextmanager
