@@ -4,10 +4,9 @@ alone, without the gateway: what the people e2e tests (tests/test_people_e2e.py)
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-import httpx2
 import jwt
 import pytest
 from mcp.client.auth import PKCEParameters
@@ -33,16 +32,10 @@ def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]
         yield started
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(timeout=10) as client:
-        yield client
-
-
-async def access_token(http: httpx2.AsyncClient, provider: OidcProvider, client: RegisteredClient, browser: Browser,
-                       resource: str = RESOURCE, **extra: str) -> dict[str, Any]:
+async def access_token(provider: OidcProvider, client: RegisteredClient, browser: Browser, resource: str = RESOURCE,
+                       **extra: str) -> dict[str, Any]:
     """Authorize in `browser` and exchange the code: the verified claims of the access token for `resource`."""
-    return provider.verify_access_token(await token_by_hand(http, provider, client, browser, resource, **extra),
+    return provider.verify_access_token(await token_by_hand(provider, client, browser, resource, **extra),
                                         resource)
 
 
@@ -60,12 +53,12 @@ def test_discovery_describes_a_code_flow_provider_with_pkce_registration_and_ste
 
 
 async def test_a_code_flow_with_pkce_and_resource_gives_a_signed_jwt_for_that_resource(
-    provider: OidcProvider, http: httpx2.AsyncClient
+    provider: OidcProvider,
 ) -> None:
-    client = await register_client(http, provider)
+    client = register_client(provider)
     browser = Browser(user="alice", acr="pwd")
     before = int(time.time())
-    claims = await access_token(http, provider, client, browser)
+    claims = await access_token(provider, client, browser)
     assert [page["prompt"] for page in browser.pages] == ["login", "consent"]
     assert claims["aud"] == RESOURCE
     assert claims["client_id"] == client.client_id
@@ -74,39 +67,39 @@ async def test_a_code_flow_with_pkce_and_resource_gives_a_signed_jwt_for_that_re
         "acr": "pwd", "amr": ["pwd"]}
     assert before <= claims["auth_time"] <= claims["iat"] < claims["exp"]
 
-    other = await access_token(http, provider, client, browser, OTHER_RESOURCE)
+    other = await access_token(provider, client, browser, OTHER_RESOURCE)
     assert other["aud"] == OTHER_RESOURCE  # the audience is the resource asked for, and only that one
     with pytest.raises(jwt.InvalidAudienceError):
-        provider.verify_access_token(await token_by_hand(http, provider, client, browser, OTHER_RESOURCE),
+        provider.verify_access_token(await token_by_hand(provider, client, browser, OTHER_RESOURCE),
                                      RESOURCE)
 
 
 async def test_a_person_without_groups_and_unverified_email_says_so_in_the_token(
-    provider: OidcProvider, http: httpx2.AsyncClient
+    provider: OidcProvider,
 ) -> None:
-    claims = await access_token(http, provider, await register_client(http, provider), Browser(user="bob"))
+    claims = await access_token(provider, register_client(provider), Browser(user="bob"))
     assert (claims["sub"], claims["groups"], claims["email_verified"]) == ("bob", [], False)
 
 
 async def test_acr_values_and_max_age_make_the_person_authenticate_again(
-    provider: OidcProvider, http: httpx2.AsyncClient
+    provider: OidcProvider,
 ) -> None:
-    client = await register_client(http, provider)
+    client = register_client(provider)
     browser = Browser(user="alice", acr="pwd")
-    first = await access_token(http, provider, client, browser)
-    again = await access_token(http, provider, client, browser)
+    first = await access_token(provider, client, browser)
+    again = await access_token(provider, client, browser)
     assert [page["prompt"] for page in browser.pages] == ["login", "consent", "consent"]  # the session answered
     assert (again["auth_time"], again["acr"]) == (first["auth_time"], "pwd")
 
     browser.acr = "mfa"
-    stronger = await access_token(http, provider, client, browser, acr_values="mfa")
+    stronger = await access_token(provider, client, browser, acr_values="mfa")
     assert "acr_values" in new_login_page(browser, 3)["reasons"]
     assert (stronger["acr"], stronger["amr"]) == ("mfa", ["pwd", "otp"])
 
     while int(time.time()) <= stronger["auth_time"]:  # auth_time counts whole seconds: let one pass to see it move
         time.sleep(0.05)
     pages = len(browser.pages)
-    recent = await access_token(http, provider, client, browser, max_age="0")
+    recent = await access_token(provider, client, browser, max_age="0")
     # OpenID Connect Core 3.1.2.1: max_age=0 is prompt=login, and the provider says it took it so
     assert new_login_page(browser, pages)["params"]["prompt"] == "login"
     assert recent["auth_time"] > stronger["auth_time"]
@@ -118,13 +111,13 @@ def new_login_page(browser: Browser, seen: int) -> dict[str, Any]:
     return next(page for page in browser.pages[seen:] if page["prompt"] == "login")
 
 
-async def test_pkce_is_required_and_checked(provider: OidcProvider, http: httpx2.AsyncClient) -> None:
-    client = await register_client(http, provider)
+async def test_pkce_is_required_and_checked(provider: OidcProvider) -> None:
+    client = register_client(provider)
     browser = Browser()
     with pytest.raises(OidcProviderError, match="invalid_request"):  # no code_challenge at all
-        await exchange_code(http, provider, client, browser, RESOURCE, code_challenge="", code_challenge_method="")
+        await exchange_code(provider, client, browser, RESOURCE, code_challenge="", code_challenge_method="")
     with pytest.raises(OidcProviderError, match="invalid_request"):
-        await exchange_code(http, provider, client, browser, RESOURCE, code_challenge_method="plain")
-    wrong = await exchange_code(http, provider, client, browser, RESOURCE,
+        await exchange_code(provider, client, browser, RESOURCE, code_challenge_method="plain")
+    wrong = await exchange_code(provider, client, browser, RESOURCE,
                                 verifier=PKCEParameters.generate().code_verifier)
     assert (wrong.status_code, wrong.json()["error"]) == (400, "invalid_grant")

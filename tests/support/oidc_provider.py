@@ -131,29 +131,28 @@ class RegisteredClient:
     client_secret: str
 
 
-async def register_client(http: httpx2.AsyncClient, provider: OidcProvider,
-                          redirect_uri: str = REDIRECT_URI) -> RegisteredClient:
+def register_client(provider: OidcProvider, redirect_uri: str = REDIRECT_URI) -> RegisteredClient:
     """RFC 7591 dynamic registration of a native client, as the SDK registers one."""
-    response = await http.post(provider.discovery()["registration_endpoint"], json={
+    response = httpx2.post(provider.discovery()["registration_endpoint"], json={
         "client_name": "narrowgate-tests-by-hand", "redirect_uris": [redirect_uri], "application_type": "native",
         "grant_types": ["authorization_code"], "response_types": ["code"],
-        "token_endpoint_auth_method": "client_secret_post"})
+        "token_endpoint_auth_method": "client_secret_post"}, timeout=10)
     if response.status_code != 201:
         raise OidcProviderError(f"registration refused: {response.status_code} {response.text[:500]}")
     return RegisteredClient(response.json()["client_id"], response.json()["client_secret"])
 
 
-async def token_by_hand(http: httpx2.AsyncClient, provider: OidcProvider, client: RegisteredClient, browser: Browser,
-                        resource: str, **extra: str) -> str:
+async def token_by_hand(provider: OidcProvider, client: RegisteredClient, browser: Browser, resource: str,
+                        **extra: str) -> str:
     """An access token for `resource` by the code flow with PKCE, step by step (no SDK): what a client that asks
     for another resource gets. `extra` goes into the authorization request (e.g. max_age, acr_values)."""
-    response = await exchange_code(http, provider, client, browser, resource, **extra)
+    response = await exchange_code(provider, client, browser, resource, **extra)
     token: str = response.raise_for_status().json()["access_token"]
     return token
 
 
-async def exchange_code(http: httpx2.AsyncClient, provider: OidcProvider, client: RegisteredClient, browser: Browser,
-                        resource: str, verifier: str | None = None, **extra: str) -> httpx2.Response:
+async def exchange_code(provider: OidcProvider, client: RegisteredClient, browser: Browser, resource: str,
+                        verifier: str | None = None, **extra: str) -> httpx2.Response:
     """Authorize in `browser` with PKCE and exchange the code at the token endpoint (with `verifier` if given,
     else the right one); the token endpoint's answer."""
     pkce = PKCEParameters.generate()
@@ -164,10 +163,11 @@ async def exchange_code(http: httpx2.AsyncClient, provider: OidcProvider, client
     result = await browser.authorize(f"{document['authorization_endpoint']}?{urlencode(params)}")
     if (result.state, result.iss) != ("state-1", provider.issuer):  # RFC 9207: the issuer answers
         raise OidcProviderError(f"authorization response from {result.iss!r} with state {result.state!r}")
-    return await http.post(document["token_endpoint"], data={
-        "grant_type": "authorization_code", "code": result.code, "redirect_uri": browser.redirect_uri,
-        "resource": resource, "client_id": client.client_id, "client_secret": client.client_secret,
-        "code_verifier": verifier or pkce.code_verifier})
+    async with httpx2.AsyncClient(timeout=10) as http:
+        return await http.post(document["token_endpoint"], data={
+            "grant_type": "authorization_code", "code": result.code, "redirect_uri": browser.redirect_uri,
+            "resource": resource, "client_id": client.client_id, "client_secret": client.client_secret,
+            "code_verifier": verifier or pkce.code_verifier})
 
 
 @contextmanager
@@ -296,8 +296,10 @@ class SdkOAuth:
         return self.storage.tokens.access_token
 
 
-def sdk_oauth(server_url: str, browser: Browser, *, client_name: str = "narrowgate-tests") -> SdkOAuth:
-    """The SDK's `OAuthClientProvider` for `server_url`, its redirect handler driving `browser`."""
+def sdk_oauth(server_url: str, browser: Browser, *, registered: RegisteredClient | None = None,
+              client_name: str = "narrowgate-tests") -> SdkOAuth:
+    """The SDK's `OAuthClientProvider` for `server_url`, its redirect handler driving `browser`; with `registered`,
+    the client it already registered at the provider (else it registers itself during the flow)."""
     storage = MemoryTokenStorage()
     step_ups = StepUpChallenges()
     codes: list[AuthorizationCodeResult] = []
@@ -314,6 +316,10 @@ def sdk_oauth(server_url: str, browser: Browser, *, client_name: str = "narrowga
     metadata = OAuthClientMetadata(client_name=client_name, redirect_uris=[browser.redirect_uri],  # type: ignore[list-item]
                                    grant_types=["authorization_code"], response_types=["code"],
                                    token_endpoint_auth_method="client_secret_post")
+    if registered is not None:
+        storage.client_info = OAuthClientInformationFull(client_id=registered.client_id,
+                                                         client_secret=registered.client_secret,
+                                                         **metadata.model_dump(exclude_none=True))
     provider = OAuthClientProvider(server_url, metadata, storage, redirect_handler=redirect_handler,
                                    callback_handler=callback_handler)
     return SdkOAuth(provider, storage, browser, step_ups, authorization_urls)
