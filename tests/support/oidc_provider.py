@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -43,7 +42,7 @@ from mcp.client.auth.utils import extract_field_from_www_auth
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
 from tests.provision import NODE_22, OIDC_PROVIDER_DIR, oidc_provider_ready
-from tests.support.processes import free_port, stop
+from tests.support.processes import free_port, stop, wait_ready
 
 SERVER_SCRIPT = OIDC_PROVIDER_DIR / "server.mjs"
 REDIRECT_URI = "http://127.0.0.1:9/callback"  # never dialled: the browser stops at it and hands the code over
@@ -79,15 +78,8 @@ class OidcProvider:
             self.process = subprocess.Popen([str(NODE_22), str(SERVER_SCRIPT), str(self.port)], stdout=log,
                                             stderr=subprocess.STDOUT, cwd=OIDC_PROVIDER_DIR,
                                             env={**os.environ, "NODE_ENV": "test"})
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise OidcProviderError(f"oidc-provider exited {self.process.returncode}: {self.log_text()[-2000:]}")
-            if self._discovery_answers():
-                return self
-            time.sleep(0.1)
-        self.stop()
-        raise OidcProviderError(f"oidc-provider did not answer discovery: {self.log_text()[-2000:]}")
+        wait_ready(self.process, self._discovery_answers, "oidc-provider", self.log_text, timeout_s)
+        return self
 
     def _discovery_answers(self) -> bool:
         try:
