@@ -168,7 +168,7 @@ class Gateway:
 
     def routes(self) -> list[BaseRoute]:
         endpoints = SmallEndpoints(self.settings.base_url, self.pool, self.policy, self.reloader, self.catalog_sync,
-                                   self.telemetry, self.upstream_auth, self.replica_id)
+                                   self.telemetry, self.upstream_auth, self.replica_id, self.settings.identity)
         return [
             Route("/mcp", self.endpoint, methods=["GET", "POST", "DELETE"]),
             *endpoints.routes(),

@@ -64,6 +64,10 @@ AGENT_OWNER: Final = "narrowgate.agent.owner"
 """The human or team accountable for the agent."""
 TASK_ID: Final = "narrowgate.task.id"
 """The task the agent's task token is bound to, when it has one."""
+USER_SUB: Final = "narrowgate.user.sub"
+"""The person a person's MCP client acts for (their `sub` at their issuer), when there is one."""
+USER_ISSUER: Final = "narrowgate.user.issuer"
+"""The authorization server that signed that person in."""
 DECISION: Final = "narrowgate.decision"
 """The policy outcome: `allow`, `deny`, `step_up` (approval required)..."""
 POLICY_IDS: Final = "narrowgate.policy.ids"
@@ -92,7 +96,7 @@ SPAN_ATTRIBUTES: Final = frozenset({
     MCP_METHOD_NAME, MCP_SESSION_ID, MCP_PROTOCOL_VERSION, JSONRPC_REQUEST_ID, JSONRPC_PROTOCOL_VERSION,
     RPC_RESPONSE_STATUS_CODE, ERROR_TYPE, GEN_AI_OPERATION_NAME, GEN_AI_TOOL_NAME, GEN_AI_PROMPT_NAME,
     NETWORK_TRANSPORT, NETWORK_PROTOCOL_NAME, CLIENT_ADDRESS, CLIENT_PORT, SERVER_ADDRESS, SERVER_PORT,
-    AGENT_ID, AGENT_OWNER, TASK_ID, DECISION, POLICY_IDS, DECISION_ID, UPSTREAM, APPROVAL_ID,
+    AGENT_ID, AGENT_OWNER, TASK_ID, USER_SUB, USER_ISSUER, DECISION, POLICY_IDS, DECISION_ID, UPSTREAM, APPROVAL_ID,
     APPROVAL_OUTCOME, CREDENTIAL_KIND,
 })
 """Every key a span may carry. Anything else handed to `set`/`stage` is dropped."""
@@ -102,6 +106,8 @@ ALIASES: Final = {
     "agent_owner": AGENT_OWNER,
     "owner": AGENT_OWNER,
     "task_id": TASK_ID,
+    "user_sub": USER_SUB,
+    "user_issuer": USER_ISSUER,
     "decision": DECISION,
     "policy_ids": POLICY_IDS,
     "decision_id": DECISION_ID,
