@@ -229,6 +229,16 @@ class Gateway:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def logged(self, text: str, timeout_s: float = 20) -> bool:
+        """Whether `text` reaches the gateway's log within `timeout_s` (logs are written off the event loop, so a
+        line can land just after the answer that it explains)."""
+        deadline = time.monotonic() + timeout_s
+        while text not in self.log_text():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
     def stop(self) -> None:
         if self.process is not None:
             stop(self.process)
