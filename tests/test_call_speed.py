@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from mcp.shared.inbound import validate_mcp_param_headers
 
 from gateway.config import settings_from_mapping
 from gateway.identity.authenticator import AccessRefused, Authenticator
@@ -16,6 +17,7 @@ from gateway.registry.service import Registry
 from gateway.store import open_store
 from gateway.telemetry import Telemetry
 from gateway.telemetry.setup import MAX_SERIES
+from gateway.transport.param_headers import check_param_headers, declares_param_headers
 
 T0 = 1_767_225_600.0
 
@@ -95,3 +97,26 @@ async def test_a_remembered_static_principal_ends_with_its_agent(tmp_path: Path)
             await authenticator.authenticate("Bearer tok-1")
     finally:
         await store.close()
+
+
+PARAM_CASES = [  # (schema, arguments, headers): what the SDK's check answers, the skip must answer too
+    ({"type": "object", "properties": {"q": {"type": "string"}}}, {"q": "a"}, {}),
+    ({"type": "object", "properties": {"q": {"type": "string"}}}, {"q": "a"}, {"mcp-param-q": "b"}),
+    ({"type": "object", "properties": {"q": {"type": "string", "x-mcp-header": "Q"}}}, {"q": "a"}, {}),
+    ({"type": "object", "properties": {"q": {"type": "string", "x-mcp-header": "Q"}}}, {"q": "a"},
+     {"mcp-param-q": "b"}),
+    ({"type": "object", "properties": {"q": {"type": "string", "x-mcp-header": "Q"}}}, {"q": "a"},
+     {"mcp-param-q": "a"}),
+    ({"type": "object", "properties": {"o": {"type": "object", "properties": {
+        "n": {"type": "integer", "x-mcp-header": "N"}}}}}, {"o": {"n": 3}}, {"mcp-param-n": "4"}),
+    ({"anyOf": [{"properties": {"q": {"type": "string", "x-mcp-header": "Q"}}}]}, {"q": "a"}, {}),
+]
+
+
+@pytest.mark.parametrize(("schema", "arguments", "headers"), PARAM_CASES)
+def test_param_header_check_answers_as_the_sdk_does(schema: dict[str, object], arguments: dict[str, object],
+                                                    headers: dict[str, str]) -> None:
+    expected = validate_mcp_param_headers(schema, arguments, headers)
+    assert check_param_headers(schema, arguments, headers) == expected
+    assert check_param_headers(schema, arguments, headers) == expected  # remembered: the same answer
+    assert declares_param_headers(schema) == ("x-mcp-header" in str(schema))

@@ -20,7 +20,6 @@ from mcp.shared.inbound import (
     InboundLadderRejection,
     classify_inbound_request,
     find_duplicated_routing_header,
-    validate_mcp_param_headers,
 )
 from mcp_types import LOG_LEVEL_META_KEY
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
@@ -49,6 +48,7 @@ from gateway.state.sessions import AgentSessions
 from gateway.telemetry import RequestSpan, Telemetry
 from gateway.transport.listen import ListenHub, requested_uris
 from gateway.transport.origin import OriginPolicy
+from gateway.transport.param_headers import check_param_headers
 from gateway.transport.responses import ResponseChannel, send_bytes, send_json_error, wait_disconnect
 from gateway.transport.sessions import AgentSession, SessionLimitReached, SessionStoreUnavailable, StreamItem
 
@@ -283,7 +283,7 @@ class McpEndpoint:
             view = self.methods.pool.directory.tools.get(params.get("name", ""))
             arguments = params.get("arguments")
             if view is not None and isinstance(arguments, dict):
-                return validate_mcp_param_headers(view.definition.get("inputSchema"), arguments, headers)
+                return check_param_headers(view.definition.get("inputSchema"), arguments, headers)
         return None
 
     @staticmethod
