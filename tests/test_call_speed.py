@@ -13,6 +13,8 @@ from mcp.shared.inbound import validate_mcp_param_headers
 from gateway.config import settings_from_mapping
 from gateway.identity.authenticator import AccessRefused, Authenticator
 from gateway.identity.verifier import TokenVerifier
+from gateway.protocol.errors import RpcError
+from gateway.protocol.jsonrpc import parse_message
 from gateway.registry.service import Registry
 from gateway.store import open_store
 from gateway.telemetry import Telemetry
@@ -120,3 +122,25 @@ def test_param_header_check_answers_as_the_sdk_does(schema: dict[str, object], a
     assert check_param_headers(schema, arguments, headers) == expected
     assert check_param_headers(schema, arguments, headers) == expected  # remembered: the same answer
     assert declares_param_headers(schema) == ("x-mcp-header" in str(schema))
+
+
+def nested(levels: int, filler: str = "") -> bytes:
+    """A tools/call body whose arguments hold `levels` nested objects (the whole body: levels + 2 deep)."""
+    inner = '{"d": ' * levels + f'"{filler}"' + "}" * levels
+    envelope = '{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "t", "arguments": %s}}'
+    return (envelope % inner).encode()
+
+
+@pytest.mark.parametrize(("levels", "filler", "refused"), [
+    (62, "", False),  # 64 deep: at the limit
+    (63, "", True),  # 65 deep
+    (2, "{[" * 100, False),  # brackets in a string make the walk run; it finds nothing too deep
+    (63, "{[" * 100, True),
+])
+def test_the_depth_limit_holds_with_the_bracket_count_shortcut(levels: int, filler: str, refused: bool) -> None:
+    body = nested(levels, filler)
+    if refused:
+        with pytest.raises(RpcError, match="nested deeper than 64"):
+            parse_message(body, 64)
+    else:
+        assert parse_message(body, 64).method == "tools/call"
