@@ -19,6 +19,7 @@ from gateway.registry.service import Registry
 from gateway.store import open_store
 from gateway.telemetry import Telemetry
 from gateway.telemetry.setup import MAX_SERIES
+from gateway.transport.endpoint import names_repeat
 from gateway.transport.param_headers import check_param_headers, declares_param_headers
 
 T0 = 1_767_225_600.0
@@ -144,3 +145,13 @@ def test_the_depth_limit_holds_with_the_bracket_count_shortcut(levels: int, fill
             parse_message(body, 64)
     else:
         assert parse_message(body, 64).method == "tools/call"
+
+
+@pytest.mark.parametrize(("names", "repeat"), [
+    ([b"host", b"mcp-method", b"mcp-name"], False),
+    ([b"host", b"mcp-method", b"mcp-method"], True),  # the duplicate checks run and find it
+    ([b"host", b"mcp-param-q", b"MCP-Param-Q"], True),  # equal once lowercased
+    ([b"host", b"mcp-param-\xc0", b"mcp-param-\xe0"], True),  # not ASCII: left to the checks' own lowercasing
+])
+def test_header_names_that_could_repeat_are_left_to_the_duplicate_checks(names: list[bytes], repeat: bool) -> None:
+    assert names_repeat([(name, b"v") for name in names]) is repeat

@@ -271,10 +271,11 @@ class McpEndpoint:
     def modern_rejection(
         self, scope: Scope, headers: dict[str, str], message: Message
     ) -> InboundLadderRejection | None:
-        raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-        duplicated = find_duplicated_routing_header(raw_headers) or duplicated_param_header(raw_headers)
-        if duplicated is not None:
-            return InboundLadderRejection(HEADER_MISMATCH, f"{duplicated} header appears more than once")
+        if names_repeat(scope["headers"]):
+            raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+            duplicated = find_duplicated_routing_header(raw_headers) or duplicated_param_header(raw_headers)
+            if duplicated is not None:
+                return InboundLadderRejection(HEADER_MISMATCH, f"{duplicated} header appears more than once")
         verdict = classify_inbound_request(message.body, headers=headers)
         if isinstance(verdict, InboundLadderRejection):
             return verdict
@@ -435,6 +436,13 @@ async def read_body(receive: Receive, headers: dict[str, str], limit: int) -> by
         if not message.get("more_body", False):
             break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def names_repeat(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether two header names could be the same name: equal once lowercased, or not ASCII (where only
+    the duplicate checks' own lowercasing can tell). False means no header of any kind was sent twice."""
+    names = [name for name, _ in headers]
+    return len({name.lower() for name in names}) != len(names) or not b"".join(names).isascii()
 
 
 def duplicated_param_header(raw_headers: list[tuple[str, str]]) -> str | None:
