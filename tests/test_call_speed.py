@@ -8,14 +8,19 @@ import re
 from pathlib import Path
 
 import pytest
+from mcp.shared.inbound import validate_mcp_param_headers
 
 from gateway.config import settings_from_mapping
 from gateway.identity.authenticator import AccessRefused, Authenticator
 from gateway.identity.verifier import TokenVerifier
+from gateway.protocol.errors import RpcError
+from gateway.protocol.jsonrpc import parse_message
 from gateway.registry.service import Registry
 from gateway.store import open_store
 from gateway.telemetry import Telemetry
 from gateway.telemetry.setup import MAX_SERIES
+from gateway.transport.endpoint import names_repeat
+from gateway.transport.param_headers import check_param_headers, declares_param_headers
 
 T0 = 1_767_225_600.0
 
@@ -95,3 +100,58 @@ async def test_a_remembered_static_principal_ends_with_its_agent(tmp_path: Path)
             await authenticator.authenticate("Bearer tok-1")
     finally:
         await store.close()
+
+
+PARAM_CASES = [  # (schema, arguments, headers): what the SDK's check answers, the skip must answer too
+    ({"type": "object", "properties": {"q": {"type": "string"}}}, {"q": "a"}, {}),
+    ({"type": "object", "properties": {"q": {"type": "string"}}}, {"q": "a"}, {"mcp-param-q": "b"}),
+    ({"type": "object", "properties": {"q": {"type": "string", "x-mcp-header": "Q"}}}, {"q": "a"}, {}),
+    ({"type": "object", "properties": {"q": {"type": "string", "x-mcp-header": "Q"}}}, {"q": "a"},
+     {"mcp-param-q": "b"}),
+    ({"type": "object", "properties": {"q": {"type": "string", "x-mcp-header": "Q"}}}, {"q": "a"},
+     {"mcp-param-q": "a"}),
+    ({"type": "object", "properties": {"o": {"type": "object", "properties": {
+        "n": {"type": "integer", "x-mcp-header": "N"}}}}}, {"o": {"n": 3}}, {"mcp-param-n": "4"}),
+    ({"anyOf": [{"properties": {"q": {"type": "string", "x-mcp-header": "Q"}}}]}, {"q": "a"}, {}),
+]
+
+
+@pytest.mark.parametrize(("schema", "arguments", "headers"), PARAM_CASES)
+def test_param_header_check_answers_as_the_sdk_does(schema: dict[str, object], arguments: dict[str, object],
+                                                    headers: dict[str, str]) -> None:
+    expected = validate_mcp_param_headers(schema, arguments, headers)
+    assert check_param_headers(schema, arguments, headers) == expected
+    assert check_param_headers(schema, arguments, headers) == expected  # remembered: the same answer
+    assert declares_param_headers(schema) == ("x-mcp-header" in str(schema))
+
+
+def nested(levels: int, filler: str = "") -> bytes:
+    """A tools/call body whose arguments hold `levels` nested objects (the whole body: levels + 2 deep)."""
+    inner = '{"d": ' * levels + f'"{filler}"' + "}" * levels
+    envelope = '{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "t", "arguments": %s}}'
+    return (envelope % inner).encode()
+
+
+@pytest.mark.parametrize(("levels", "filler", "refused"), [
+    (62, "", False),  # 64 deep: at the limit
+    (63, "", True),  # 65 deep
+    (2, "{[" * 100, False),  # brackets in a string make the walk run; it finds nothing too deep
+    (63, "{[" * 100, True),
+])
+def test_the_depth_limit_holds_with_the_bracket_count_shortcut(levels: int, filler: str, refused: bool) -> None:
+    body = nested(levels, filler)
+    if refused:
+        with pytest.raises(RpcError, match="nested deeper than 64"):
+            parse_message(body, 64)
+    else:
+        assert parse_message(body, 64).method == "tools/call"
+
+
+@pytest.mark.parametrize(("names", "repeat"), [
+    ([b"host", b"mcp-method", b"mcp-name"], False),
+    ([b"host", b"mcp-method", b"mcp-method"], True),  # the duplicate checks run and find it
+    ([b"host", b"mcp-param-q", b"MCP-Param-Q"], True),  # equal once lowercased
+    ([b"host", b"mcp-param-\xc0", b"mcp-param-\xe0"], True),  # not ASCII: left to the checks' own lowercasing
+])
+def test_header_names_that_could_repeat_are_left_to_the_duplicate_checks(names: list[bytes], repeat: bool) -> None:
+    assert names_repeat([(name, b"v") for name in names]) is repeat

@@ -41,7 +41,10 @@ def parse_message(raw: bytes, max_depth: int) -> Message:
         raise RpcError(INVALID_REQUEST, "Invalid Request: body must be a JSON-RPC object")
     if body.get("jsonrpc") != "2.0":
         raise RpcError(INVALID_REQUEST, 'Invalid Request: "jsonrpc" must be "2.0"')
-    check_depth(body, max_depth)
+    # Every container opens with a bracket, so a body with no more brackets than the limit (brackets
+    # inside strings only over-count) cannot nest deeper: the walk is needed only past that.
+    if raw.count(b"{") + raw.count(b"[") > max_depth:
+        check_depth(body, max_depth)
     return classify(body)
 
 

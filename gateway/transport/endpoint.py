@@ -20,7 +20,6 @@ from mcp.shared.inbound import (
     InboundLadderRejection,
     classify_inbound_request,
     find_duplicated_routing_header,
-    validate_mcp_param_headers,
 )
 from mcp_types import LOG_LEVEL_META_KEY
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
@@ -50,6 +49,7 @@ from gateway.state.sessions import AgentSessions
 from gateway.telemetry import RequestSpan, Telemetry
 from gateway.transport.listen import ListenHub, requested_uris
 from gateway.transport.origin import OriginPolicy
+from gateway.transport.param_headers import check_param_headers
 from gateway.transport.responses import ResponseChannel, send_bytes, send_json_error, wait_disconnect
 from gateway.transport.sessions import AgentSession, SessionLimitReached, SessionStoreUnavailable, StreamItem
 
@@ -283,10 +283,11 @@ class McpEndpoint:
     def modern_rejection(
         self, scope: Scope, headers: dict[str, str], message: Message
     ) -> InboundLadderRejection | None:
-        raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-        duplicated = find_duplicated_routing_header(raw_headers) or duplicated_param_header(raw_headers)
-        if duplicated is not None:
-            return InboundLadderRejection(HEADER_MISMATCH, f"{duplicated} header appears more than once")
+        if names_repeat(scope["headers"]):
+            raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+            duplicated = find_duplicated_routing_header(raw_headers) or duplicated_param_header(raw_headers)
+            if duplicated is not None:
+                return InboundLadderRejection(HEADER_MISMATCH, f"{duplicated} header appears more than once")
         verdict = classify_inbound_request(message.body, headers=headers)
         if isinstance(verdict, InboundLadderRejection):
             return verdict
@@ -295,7 +296,7 @@ class McpEndpoint:
             view = self.methods.pool.directory.tools.get(params.get("name", ""))
             arguments = params.get("arguments")
             if view is not None and isinstance(arguments, dict):
-                return validate_mcp_param_headers(view.definition.get("inputSchema"), arguments, headers)
+                return check_param_headers(view.definition.get("inputSchema"), arguments, headers)
         return None
 
     @staticmethod
@@ -450,6 +451,13 @@ async def read_body(receive: Receive, headers: dict[str, str], limit: int) -> by
         if not message.get("more_body", False):
             break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def names_repeat(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether two header names could be the same name: equal once lowercased, or not ASCII (where only
+    the duplicate checks' own lowercasing can tell). False means no header of any kind was sent twice."""
+    names = [name for name, _ in headers]
+    return len({name.lower() for name in names}) != len(names) or not b"".join(names).isascii()
 
 
 def duplicated_param_header(raw_headers: list[tuple[str, str]]) -> str | None:
