@@ -331,6 +331,25 @@ credentials:
         overlap_s: 900
 tools: []
 """, 14, "rotate.every_s must be longer than overlap_s"),
+    # A stdio child reads its secret once, at start: a rotated secret would leave it on the retired version.
+    "stdio-rotate": ("""id: stdio-rotate
+owner: t@example.com
+transport:
+  command: /bin/true
+credentials:
+  mode: secret
+  env_var: API_KEY
+  secret:
+    vault:
+      address: http://127.0.0.1:8200
+      path: app/db
+      field: password
+      token_env: VAULT_TOKEN
+      rotate:
+        every_s: 900
+        overlap_s: 600
+tools: []
+""", 15, "rotate needs an HTTP upstream"),
     "stdio-gateway-token": ("""id: stdio-gateway-token
 owner: t@example.com
 transport:
