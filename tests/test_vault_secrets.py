@@ -269,7 +269,7 @@ async def test_a_call_cancelled_while_vault_leases_leaves_the_lease_kept_for_the
         call = asyncio.create_task(query(setup.gateway, token))
         await until("the lease asked for", lambda: setup.vault.arrived.count(f"/v1/{READONLY}") > asked)
         call.cancel()  # the agent gives up: notifications/cancelled, then it goes away
-        with contextlib.suppress(asyncio.CancelledError):
+        with contextlib.suppress(asyncio.CancelledError, Exception):  # however the client's streams wind down
             await call
     finally:
         setup.vault.issue_gate.set()
