@@ -35,8 +35,14 @@ from typing import Any
 
 import httpx2
 import pytest
+import yaml
 from mcp.shared.exceptions import MCPError
 
+from gateway.audit import AuditLog
+from gateway.catalog import load_catalog
+from gateway.credentials.rotation import SecretRotation
+from gateway.credentials.secret_sources import SecretResolver
+from gateway.store.sqlite import SqliteStore
 from tests.support.clients import mcp_client
 from tests.support.fleet import Fleet, start_fleet
 from tests.support.otlp_receiver import OtlpReceiver
@@ -395,6 +401,44 @@ def test_rotation_with_vault_down_keeps_the_current_version_and_is_audited(setup
     assert ("narrowgate", "rotatedown") in failed  # the schedule's own, at start (retried a minute later)
     assert not any(r["action"] == "secret_rotated" and r["detail"]["server"] == "rotatedown"
                    for r in audit_records(setup))
+
+
+async def test_rotation_schedules_follow_the_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A catalog that gains `rotate` on a server gets its schedule (here due at once); one that loses it stops
+    it. No catalog reload exists yet, so the rotation service is driven with the catalogs loaded before and
+    after the change (real catalog loader, store, audit log and resolver; the stand-in for Vault)."""
+    monkeypatch.setenv("VAULT_TOKEN", VAULT_TOKEN)
+    vault = VaultStandIn(VAULT_TOKEN)
+    vault.kv_put("narrowgate/late", {"api_key": "late-version-one"}, created=time.time() - 2 * 86400)
+    vault.start()
+    manifest = rotated_manifest("late", vault, "http://127.0.0.1:1/mcp", "narrowgate/late")
+    catalogs: dict[str, Any] = {}
+    for name, rotate in (("plain", None), ("rotating", manifest["credentials"]["secret"]["vault"]["rotate"])):
+        manifest["credentials"]["secret"]["vault"]["rotate"] = rotate
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "late.yaml").write_text(yaml.safe_dump(manifest))
+        catalogs[name] = load_catalog(tmp_path / name).servers
+    in_force = {"servers": catalogs["plain"]}
+    store = SqliteStore(str(tmp_path / "state.db"))
+    await store.migrate()
+    audit, resolver = AuditLog(store), SecretResolver()
+    await audit.open()
+    rotation = SecretRotation(resolver, audit, lambda: in_force["servers"])
+    try:
+        await rotation.open()
+        assert not rotation.schedules
+        in_force["servers"] = catalogs["rotating"]  # the catalog gained `rotate`
+        rotation.reconcile()
+        await until("the new schedule's rotation", lambda: max(vault.kv["narrowgate/late"]) == 2)
+        in_force["servers"] = catalogs["plain"]  # and lost it again
+        rotation.reconcile()
+        assert not rotation.schedules
+    finally:
+        await rotation.close()
+        await resolver.close()
+        await audit.close()
+        await store.close()
+        vault.stop()
 
 
 # restart and crash --------------------------------------------------------------------------------
