@@ -19,7 +19,8 @@ run: $(STAMP)
 
 ## test: every test, including the MCP conformance suite through the gateway. tests/provision.py first
 ## installs what the tests run (Debian's npm, chromium, chromium-driver, postgresql and redis-server as root;
-## the pinned Node 22 and conformance suite) or stops in its first seconds with one line naming what is missing.
+## the pinned Node 22, conformance suite and test OpenID provider) or stops in its first seconds with one line
+## naming what is missing.
 ## The type check runs first: a type error fails `make test` before any test starts. The tests then run on
 ## TEST_WORKERS pytest-xdist workers, one test file per worker at a time; the `serial` ones (timing-sensitive)
 ## run after them, alone. Both parts always run; either failing fails `make test`. See docs/development.md.
@@ -74,4 +75,4 @@ typecheck: $(STAMP)
 	$(PY) -m mypy
 
 clean:
-	rm -rf $(VENV) .narrowgate .pytest_cache tests/conformance/node_modules
+	rm -rf $(VENV) .narrowgate .pytest_cache tests/conformance/node_modules tests/oidc_provider/node_modules

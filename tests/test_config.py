@@ -228,3 +228,14 @@ def test_a_zero_record_retention_in_any_spelling_turns_recording_off(tmp_path: P
 def test_a_bad_record_retention_is_refused(tmp_path: Path, value: str) -> None:
     with pytest.raises(ConfigError, match=r"policy\.record_retention"):
         load_settings(write(tmp_path / "gw.yaml", f"policy: {{record_retention: {value}}}\n"), environ={})
+
+
+def test_the_delegation_audience_defaults_under_the_public_url_and_never_names_another_tokens(
+    tmp_path: Path,
+) -> None:
+    settings = settings_from_mapping({"public_url": "https://gw.example"}, tmp_path, resolve_secrets=False)
+    assert settings.identity.delegation_audience == "https://gw.example/oauth/delegate"
+    for taken in ("https://gw.example/mcp", "https://gw.example/oauth/token/", "https://aud.example"):
+        with pytest.raises(ConfigError, match=r"identity\.delegation_audience .* must differ"):
+            settings_from_mapping({"public_url": "https://gw.example", "identity": {
+                "audience": "https://aud.example", "delegation_audience": taken}}, tmp_path, resolve_secrets=False)

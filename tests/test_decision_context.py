@@ -33,7 +33,7 @@ def test_only_what_is_read_is_built_and_sets_are_distinct() -> None:
     assert context == {"chain": {"tools": ["a", "b"], "agent": {"sensitive_read": False}},
                        "approval": {"granted": True}, "input": {"path": "/a"}}
     whole = builder.build(True, facts, False, {"path": "/a"})
-    assert set(whole) == {"request", "approval", "task", "chain", "input"}
+    assert set(whole) == {"request", "approval", "task", "chain", "user", "input"}
     assert whole["chain"]["tools"] == ["a", "b"] and chain["tools"] == ["b", "a", "b", "b", "a"]  # not modified
 
 

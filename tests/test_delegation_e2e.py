@@ -10,11 +10,13 @@ reads `context.task.chain` and `context.task.depth`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import time
 from collections.abc import Iterator
+from secrets import token_hex
 from typing import Any
 
 import httpx2
@@ -27,6 +29,7 @@ from tests.support.processes import ADMIN_TOKEN, NARROWGATE, Gateway, cedar_copy
 from tests.test_shutdown import audit_records
 from tests.test_tasks_e2e import (
     ACCESS_TOKEN_TYPE,
+    ASSERTION_TYPE,
     BUILTINS,
     EXCHANGE,
     JWT_TYPE,
@@ -38,14 +41,17 @@ from tests.test_tasks_e2e import (
     call_refused,
     granted,
     marker,
+    post_initialize,
     start_verifying_upstream,
     tool_names,
     unverified_claims,
 )
 
 PLANNER, WORKER, HELPER, FOURTH, DORMANT, MIDDLE = "planner", "worker", "helper", "fourth", "dormant", "middle"
+DIRECT = "direct"  # needs no task on /mcp: its workload token alone opens a session
 OWNERS = {PLANNER: "plans@example.com", WORKER: "works@example.com", HELPER: "helps@example.com",
-          FOURTH: "fourth@example.com", DORMANT: "dormant@example.com", MIDDLE: "middle@example.com"}
+          FOURTH: "fourth@example.com", DORMANT: "dormant@example.com", MIDDLE: "middle@example.com",
+          DIRECT: "direct@example.com"}
 ALL_TOOLS = "vrf__echo vrf__add vrf__received"
 # Policies see the chain: a task delegated twice under the planner may not read what the upstream received.
 CHAIN_POLICY = f"""\
@@ -54,6 +60,12 @@ CHAIN_POLICY = f"""\
 forbid (principal, action == Action::"vrf__received", resource)
 when {{ context.task.depth >= 2
         && context.task.chain.contains({{"agent": "{PLANNER}", "owner": "{OWNERS[PLANNER]}"}}) }};
+
+@id("delegation-test-order")
+@reason("handed on directly from the planner's own root task: no adding")
+forbid (principal, action == Action::"vrf__add", resource)
+when {{ context.task.root == {{"agent": "{PLANNER}", "owner": "{OWNERS[PLANNER]}"}}
+        && context.task.delegator.agent == "{PLANNER}" }};
 """
 
 
@@ -92,6 +104,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, receiver: OtlpReceiver)
         for agent_id in (PLANNER, WORKER, FOURTH, DORMANT, MIDDLE):
             register(deployment, agent_id, {"servers": ["vrf"]})
         register(deployment, HELPER, {"tools": ["vrf__echo", "vrf__received"]})  # no vrf__add
+        register(deployment, DIRECT, {"servers": ["vrf"]}, require_task=False)
         admin(deployment, "POST", f"/admin/v1/agents/{DORMANT}/suspend", {"reason": "delegation e2e"})
         yield deployment
     finally:
@@ -100,11 +113,11 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, receiver: OtlpReceiver)
         idp.close()
 
 
-def register(deployment: Deployment, agent_id: str, entitlement: dict[str, Any]) -> None:
+def register(deployment: Deployment, agent_id: str, entitlement: dict[str, Any], require_task: bool = True) -> None:
     body = {"id": agent_id, "owner": OWNERS[agent_id], "purpose": f"delegation e2e: {agent_id}", "state": "active",
             "identities": [{"kind": "oidc", "issuer": deployment.idp.issuer, "subject": subject(agent_id),
                             "claims": {}}],
-            "entitlement": {**entitlement, "require_task": True}}
+            "entitlement": {**entitlement, "require_task": require_task}}
     admin(deployment, "POST", "/admin/v1/agents", body, status=201)
 
 
@@ -119,6 +132,20 @@ def admin(deployment: Deployment, method: str, path: str, body: dict[str, Any] |
 
 def workload(deployment: Deployment, agent_id: str) -> str:
     return deployment.idp.mint(sub=subject(agent_id))
+
+
+def actor(deployment: Deployment, agent_id: str, **claims: Any) -> str:
+    """The agent's workload token for one delegation: the delegation audience and a fresh jti."""
+    return deployment.idp.mint({"aud": delegation_audience(deployment), "jti": secrets_hex(), **claims},
+                               sub=subject(agent_id))
+
+
+def delegation_audience(deployment: Deployment) -> str:
+    return f"{deployment.base}/oauth/delegate"  # identity.delegation_audience's default
+
+
+def secrets_hex() -> str:
+    return token_hex(12)
 
 
 def root_task(deployment: Deployment, agent_id: str = PLANNER, scope: str = ALL_TOOLS, **extra: str) -> TaskGrant:
@@ -162,9 +189,9 @@ async def echo(deployment: Deployment, grant: TaskGrant, text: str) -> dict[str,
 def three_deep(deployment: Deployment) -> tuple[TaskGrant, TaskGrant, TaskGrant]:
     """planner's root task -> worker's child -> helper's grandchild."""
     root = root_task(deployment, budget="20")
-    child = granted(delegate(deployment, root, workload(deployment, WORKER), "vrf__echo vrf__received",
+    child = granted(delegate(deployment, root, actor(deployment, WORKER), "vrf__echo vrf__received",
                              deadline="300", budget="6"))
-    grandchild = granted(delegate(deployment, child, workload(deployment, HELPER), "vrf__echo vrf__received",
+    grandchild = granted(delegate(deployment, child, actor(deployment, HELPER), "vrf__echo vrf__received",
                                   deadline="120", budget="2"))
     return root, child, grandchild
 
@@ -246,12 +273,14 @@ async def test_a_delegated_task_calls_upstream_with_the_nested_act_chain_within_
 
 
 async def eventually_audited(deployment: Deployment, task_id: str, action: str) -> list[dict[str, Any]]:
-    """The audit log once it holds the record of `task_id`'s `action` (the writer batches)."""
+    """The audit log once it holds the record of `task_id`'s `action` (the writer batches); fails if it never does."""
     deadline = time.monotonic() + 20
     while True:
         records = audit_records(deployment.gateway.workdir, deployment.gateway.workdir / "gateway.yaml")
-        if any(r["task_id"] == task_id and r["action"] == action for r in records) or time.monotonic() > deadline:
+        if any(r["task_id"] == task_id and r["action"] == action for r in records):
             return records
+        assert time.monotonic() < deadline, f"no {action!r} record of task {task_id} in the audit log"
+        await asyncio.sleep(0.2)
 
 
 # --- bad input -------------------------------------------------------------------------------------------
@@ -259,54 +288,100 @@ async def eventually_audited(deployment: Deployment, task_id: str, action: str) 
 
 def test_a_child_can_never_exceed_its_parent(deployment: Deployment) -> None:
     root = root_task(deployment, scope="vrf__echo vrf__received", budget="5")
-    worker = workload(deployment, WORKER)
-    secrets = (root.token, worker)
-    refused(delegate(deployment, root, worker, "vrf__echo vrf__add", budget="1"), "invalid_scope",
+    secrets = (root.token,)
+    worker = lambda: actor(deployment, WORKER)  # noqa: E731 - a fresh actor token each time: a refused request uses one up
+    refused(delegate(deployment, root, worker(), "vrf__echo vrf__add", budget="1"), "invalid_scope",
             "not granted to the parent task", "vrf__add", secrets=secrets)
-    refused(delegate(deployment, root, worker, "vrf__echo", deadline="3600", budget="1"), "invalid_request",
+    refused(delegate(deployment, root, worker(), "vrf__echo", deadline="3600", budget="1"), "invalid_request",
             "cannot outlive", secrets=secrets)
-    refused(delegate(deployment, root, worker, "vrf__echo", budget="6"), "invalid_request",
+    refused(delegate(deployment, root, worker(), "vrf__echo", budget="6"), "invalid_request",
             "budget refused", "5 call(s) left", secrets=secrets)
-    refused(delegate(deployment, root, worker, "vrf__echo"), "invalid_request", "budget required", secrets=secrets)
+    refused(delegate(deployment, root, worker(), "vrf__echo"), "invalid_request", "budget required", secrets=secrets)
     # Within the parent but outside the child agent's own entitlement.
     bigger = root_task(deployment)
-    refused(delegate(deployment, bigger, workload(deployment, HELPER), "vrf__add"), "invalid_scope",
+    refused(delegate(deployment, bigger, actor(deployment, HELPER), "vrf__add"), "invalid_scope",
             f"outside agent {HELPER!r}'s entitlement", secrets=(bigger.token,))
     # Two reservations cannot take more than the parent has: 3 + 3 > 5.
-    granted(delegate(deployment, root, worker, "vrf__echo", budget="3"))
-    refused(delegate(deployment, root, workload(deployment, MIDDLE), "vrf__echo", budget="3"), "invalid_request",
+    granted(delegate(deployment, root, worker(), "vrf__echo", budget="3"))
+    refused(delegate(deployment, root, actor(deployment, MIDDLE), "vrf__echo", budget="3"), "invalid_request",
             "budget refused", secrets=secrets)
 
 
 def test_loops_too_deep_chains_and_bad_actors_are_refused(deployment: Deployment) -> None:
     root, child, grandchild = three_deep(deployment)
-    refused(delegate(deployment, child, workload(deployment, PLANNER), "vrf__echo", budget="1"), "invalid_grant",
+    refused(delegate(deployment, child, actor(deployment, PLANNER), "vrf__echo", budget="1"), "invalid_grant",
             "delegation loop", f"{PLANNER!r} is already in the chain", secrets=(child.token,))
-    refused(delegate(deployment, root, workload(deployment, PLANNER), "vrf__echo", budget="1"), "invalid_grant",
+    refused(delegate(deployment, root, actor(deployment, PLANNER), "vrf__echo", budget="1"), "invalid_grant",
             "delegation loop", secrets=(root.token,))
-    refused(delegate(deployment, grandchild, workload(deployment, FOURTH), "vrf__echo", budget="1"),
+    refused(delegate(deployment, grandchild, actor(deployment, FOURTH), "vrf__echo", budget="1"),
             "invalid_grant", "too deep", "tokens.max_delegation_depth", secrets=(grandchild.token,))
-    dormant = workload(deployment, DORMANT)
+    dormant = actor(deployment, DORMANT)
     refused(delegate(deployment, root, dormant, "vrf__echo", budget="1"), "invalid_grant",
             "actor_token refused", "suspended", secrets=(root.token, dormant))
-    stranger = deployment.idp.mint(sub="repo:acme/nobody:ref:refs/heads/main")
+    stranger = deployment.idp.mint(sub="repo:acme/nobody:ref:refs/heads/main", aud=delegation_audience(deployment),
+                                   jti=secrets_hex())
     refused(delegate(deployment, root, stranger, "vrf__echo", budget="1"), "invalid_grant",
             "actor_token refused", secrets=(stranger,))
     foreign = deployment.idp.mint(sub=subject(WORKER), aud="https://elsewhere.example/mcp")
     refused(delegate(deployment, root, foreign, "vrf__echo", budget="1"), "invalid_grant",
             "actor_token refused", "audience", secrets=(foreign,))
-    refused(delegate(deployment, root, workload(deployment, WORKER), "vrf__echo", budget="1",
+    refused(delegate(deployment, root, actor(deployment, WORKER), "vrf__echo", budget="1",
                      actor_token_type="urn:ietf:params:oauth:token-type:saml2"), "invalid_request",
             "actor_token_type", secrets=(root.token,))
-    refused(delegate(deployment, root, workload(deployment, WORKER), "vrf__echo", budget="1",
+    refused(delegate(deployment, root, actor(deployment, WORKER), "vrf__echo", budget="1",
                      actor_token_type=None), "invalid_request", "actor_token and actor_token_type are required")
     # The subject token must be the delegating agent's task token, not a workload token.
     planner = workload(deployment, PLANNER)
     form = {"grant_type": EXCHANGE, "subject_token": planner, "subject_token_type": JWT_TYPE,
-            "actor_token": workload(deployment, WORKER), "actor_token_type": JWT_TYPE, "scope": "vrf__echo",
+            "actor_token": actor(deployment, WORKER), "actor_token_type": JWT_TYPE, "scope": "vrf__echo",
             "purpose": "delegation e2e"}
     refused(httpx2.post(deployment.token_url, data=form), "invalid_grant", "send your task token",
             secrets=(planner,))
+
+
+async def test_an_actor_token_is_good_for_one_delegation_and_nothing_else(deployment: Deployment) -> None:
+    root = root_task(deployment)
+    token = actor(deployment, DIRECT)
+    # Not a login for the other agent: refused on /mcp (an agent needing no task), as a subject token and as a
+    # client assertion, each for its audience.
+    assert_refused_at_the_door(deployment, token, "audience")
+    assert post_initialize(deployment, workload(deployment, DIRECT)).status_code == 200  # its own token opens it
+    refused(httpx2.post(deployment.token_url, data={
+        "grant_type": EXCHANGE, "subject_token": token, "subject_token_type": JWT_TYPE, "scope": "vrf__echo",
+        "purpose": "an actor token as a login"}), "invalid_grant", "subject_token refused", "audience",
+        secrets=(token,))
+    assertion = httpx2.post(deployment.token_url, data={
+        "grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE, "client_assertion": token,
+        "scope": "vrf__echo", "purpose": "an actor token as a client assertion"})
+    assert_oauth_error(assertion, 401, "invalid_client", "client_assertion refused", "audience")
+    # And a token for /mcp is no actor token.
+    login = workload(deployment, WORKER)
+    refused(delegate(deployment, root, login, "vrf__echo"), "invalid_grant", "actor_token refused", "audience",
+            secrets=(login,))
+    # Once for a delegation, then never again, whatever the parent.
+    granted(delegate(deployment, root, token, "vrf__echo"))
+    refused(delegate(deployment, root, token, "vrf__echo"), "invalid_grant", "actor_token refused", "used already",
+            secrets=(token, root.token))
+    refused(delegate(deployment, root_task(deployment), token, "vrf__echo"), "invalid_grant", "used already",
+            secrets=(token,))
+    # A token that cannot be told apart from another (no jti) cannot be held to one use: refused.
+    anonymous = actor(deployment, WORKER, jti=None)
+    refused(delegate(deployment, root, anonymous, "vrf__echo"), "invalid_grant", "no jti", secrets=(anonymous,))
+
+
+async def test_policies_see_the_chains_order_its_root_and_who_delegated(deployment: Deployment) -> None:
+    """planner -> middle and middle -> planner hold the same Set of agents; `root` and `delegator` tell them apart."""
+    planners = root_task(deployment)
+    middles = root_task(deployment, MIDDLE)
+    under_planner = granted(delegate(deployment, planners, actor(deployment, MIDDLE), "vrf__add"))
+    under_middle = granted(delegate(deployment, middles, actor(deployment, PLANNER), "vrf__add"))
+    async with mcp_client(deployment.gateway.url, under_planner.token, ERAS[1]) as client:
+        await tool_names(client)
+        assert "no adding" in await call_refused(client, "vrf__add", {"a": 1, "b": 2})
+    for allowed in (under_middle, planners):  # the same agents the other way round; the planner's root itself
+        async with mcp_client(deployment.gateway.url, allowed.token, ERAS[1]) as client:
+            await tool_names(client)
+            assert not (await client.call_tool("vrf__add", {"a": 1, "b": 2})).is_error
 
 
 async def test_a_parents_token_replayed_after_the_parent_ended_is_refused(deployment: Deployment) -> None:
@@ -315,7 +390,7 @@ async def test_a_parents_token_replayed_after_the_parent_ended_is_refused(deploy
         await tool_names(client)  # the SDK validates a result against listed tools (and lists again if none)
         result = await client.call_tool("narrowgate__complete_task", {"reason": "done before delegating"})
     assert not result.is_error, result
-    refused(delegate(deployment, root, workload(deployment, WORKER), "vrf__echo"), "invalid_grant",
+    refused(delegate(deployment, root, actor(deployment, WORKER), "vrf__echo"), "invalid_grant",
             root.task_id, "has ended", "done before delegating", secrets=(root.token,))
 
 
@@ -323,8 +398,8 @@ async def test_suspending_an_agent_in_the_chain_ends_its_tasks_and_their_descend
     deployment: Deployment,
 ) -> None:
     root = root_task(deployment)
-    child = granted(delegate(deployment, root, workload(deployment, MIDDLE), "vrf__echo vrf__received"))
-    grandchild = granted(delegate(deployment, child, workload(deployment, HELPER), "vrf__echo"))
+    child = granted(delegate(deployment, root, actor(deployment, MIDDLE), "vrf__echo vrf__received"))
+    grandchild = granted(delegate(deployment, child, actor(deployment, HELPER), "vrf__echo"))
     await echo(deployment, grandchild, marker("before-suspension"))
     admin(deployment, "POST", f"/admin/v1/agents/{MIDDLE}/suspend", {"reason": "compromised"})
     try:

@@ -10,6 +10,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from secrets import token_hex
 from typing import Any
 
 import httpx2
@@ -22,6 +23,7 @@ from tests.test_cluster_bus import admin, echo_runs
 from tests.test_tasks_e2e import ACCESS_TOKEN_TYPE, EXCHANGE, JWT_TYPE
 
 AUDIENCE = "https://delegation-fleet.example/mcp"  # the workload tokens' audience, the same on both replicas
+DELEGATION_AUDIENCE = "https://delegation-fleet.example/oauth/delegate"  # identity.delegation_audience
 AGENTS = ("lead", "hand", "aide")
 BOUND_S = 5.0  # generous on a loaded machine; the bus normally takes well under a second
 
@@ -37,7 +39,8 @@ def idp() -> Iterator[TestIdentityProvider]:
 def fleet(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int, redis_url: str, postgres_url: str,
           idp: TestIdentityProvider) -> Iterator[Fleet]:
     manifests = [behaviour_manifest("behav", {"url": f"http://127.0.0.1:{behaviour_http}/mcp"}, timeout_s=5)]
-    config = {"identity": {"audience": AUDIENCE, "oidc_issuers": [{"issuer": idp.issuer}]}}
+    config = {"identity": {"audience": AUDIENCE, "delegation_audience": DELEGATION_AUDIENCE,
+                           "oidc_issuers": [{"issuer": idp.issuer}]}}
     started = start_fleet(tmp_path_factory.mktemp("delegation-fleet"), manifests, redis_url=redis_url,
                           postgres_url=postgres_url, extra_config=config)
     try:
@@ -72,10 +75,17 @@ def root_task(gateway: Gateway, idp: TestIdentityProvider, agent_id: str, **extr
 
 def delegate(gateway: Gateway, idp: TestIdentityProvider, parent: dict[str, Any], agent_id: str,
              **extra: str) -> dict[str, Any]:
-    return token_request(gateway, {"grant_type": EXCHANGE, "subject_token": parent["access_token"],
-                                   "subject_token_type": ACCESS_TOKEN_TYPE, "actor_token": idp.mint(sub=agent_id),
-                                   "actor_token_type": JWT_TYPE, "scope": "behav__echo",
-                                   "purpose": "delegation fleet", **extra})
+    return token_request(gateway, delegation_form(parent, actor_token(idp, agent_id), **extra))
+
+
+def delegation_form(parent: dict[str, Any], actor: str, **extra: str) -> dict[str, str]:
+    return {"grant_type": EXCHANGE, "subject_token": parent["access_token"], "subject_token_type": ACCESS_TOKEN_TYPE,
+            "actor_token": actor, "actor_token_type": JWT_TYPE, "scope": "behav__echo",
+            "purpose": "delegation fleet", **extra}
+
+
+def actor_token(idp: TestIdentityProvider, agent_id: str) -> str:
+    return idp.mint(sub=agent_id, aud=DELEGATION_AUDIENCE, jti=token_hex(12))
 
 
 async def runs_on(gateway: Gateway, token: str) -> bool:
@@ -136,6 +146,18 @@ async def test_suspending_a_chain_agent_on_one_replica_ends_its_descendants_on_t
     finally:
         admin(b, "POST", "/admin/v1/agents/lead/resume", {"reason": "delegation fleet"})
 
+
+
+async def test_an_actor_token_used_on_one_replica_is_refused_on_the_other(
+    fleet: Fleet, idp: TestIdentityProvider,
+) -> None:
+    a, b = fleet[0], fleet[1]
+    root = root_task(a, idp, "lead")
+    token = actor_token(idp, "hand")
+    token_request(a, delegation_form(root, token))
+    replayed = httpx2.post(f"{b.base}/oauth/token", data=delegation_form(root, token), timeout=10)
+    assert replayed.status_code == 400 and replayed.json()["error"] == "invalid_grant", replayed.text
+    assert "used already" in replayed.json()["error_description"]
 
 
 async def test_a_childs_budget_reserved_on_one_replica_counts_against_the_parent_on_the_other(

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.provision import PROGRAMS, conformance_suite_ready
+from tests.provision import PROGRAMS, conformance_suite_ready, oidc_provider_ready
 
 REPO = Path(__file__).resolve().parents[1]
 PROVISION = REPO / "tests" / "provision.py"
@@ -36,7 +36,7 @@ def test_a_machine_without_the_programs_and_no_apt_get_stops_with_one_line(tmp_p
 
 def test_a_provisioned_machine_passes_quietly() -> None:
     """The machine running this test was provisioned by `make test`: a second run changes nothing, says nothing."""
-    assert conformance_suite_ready()
+    assert conformance_suite_ready() and oidc_provider_ready()
     done = subprocess.run([sys.executable, str(PROVISION)], capture_output=True, text=True, timeout=60, check=False)
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
 

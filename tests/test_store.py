@@ -13,6 +13,7 @@ from gateway.registry.model import Agent, Entitlement, Lifecycle, LifecycleEvent
 from gateway.store import SchemaTooNew, Store, StoreError, UnsupportedStoreUrl, open_store, postgres_schema
 from gateway.store.base import VaultLeaseRecord
 from gateway.store.sqlite_schema import LATEST_VERSION, MIGRATIONS, split_statements
+from tests.support.state import T0
 from tests.support.store_backends import BACKENDS, StoreBackend, store_backend
 
 
@@ -236,3 +237,11 @@ async def test_vault_lease_records_are_kept_by_task_until_deleted(store: Store) 
     await store.delete_vault_lease(first.lease_id)  # already gone: no error
     assert await store.vault_leases() == [second]
     assert await store.vault_leases("task_1") == []
+
+
+async def test_a_single_use_token_is_accepted_once_until_it_expires(store: Store) -> None:
+    assert await store.use_token("actor-1", expires_at=T0 + 60, now=T0)
+    assert not await store.use_token("actor-1", expires_at=T0 + 60, now=T0 + 1)
+    assert await store.use_token("actor-2", expires_at=T0 + 60, now=T0 + 1)
+    # Past its expiry the entry goes (no verifier accepts the token any more): the table does not grow.
+    assert await store.use_token("actor-1", expires_at=T0 + 200, now=T0 + 61)

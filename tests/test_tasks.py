@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -21,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from gateway.catalog import Catalog, HttpTransport, ServerEntry, ToolEntry
 from gateway.registry.service import Registry
 from gateway.store import Store
+from gateway.store.base import StoreError
 from gateway.tasks.model import AgentNotActive, Task, TaskEnded, TaskError, TaskState, ToolsRefused
 from gateway.tasks.service import BUDGET_EXHAUSTED, TaskService, TaskSettings
 from gateway.tasks.tokens import TaskTokenIssuer, TaskTokenRejected, verify_task_token
@@ -503,3 +505,154 @@ async def test_a_child_started_elsewhere_under_a_parent_ended_here_is_ended_here
     with pytest.raises(TaskEnded, match="revoked"):
         other.check(child.id)
     await other.close()
+
+
+async def test_an_agent_of_the_chain_expiring_ends_the_tasks_below_it(
+    store: Store, registry: Registry, clock: FakeClock, tasks: TaskService
+) -> None:
+    """No lifecycle event announces an expiry: each check asks the registry about every agent of the chain,
+    and the sweeper ends (and writes) the tasks of the chain."""
+    await registry.create({**agent_spec("bot-p", servers=["gh"]), "expires_at": T0 + 100}, "alice", "test")
+    await registry.create(agent_spec("bot-c", servers=["gh"]), "alice", "test")
+    root = await start(tasks, agent_id="bot-p")
+    child = await start(tasks, agent_id="bot-c", parent_id=root.id)
+    clock.now = T0 + 101
+    with pytest.raises(TaskEnded, match=r"agent 'bot-p' is retired \(it expired\)"):
+        tasks.check(child.id)
+    assert {t.id for t in await tasks.expire_due()} == {root.id, child.id}
+    stored_root, stored_child = await store.get_task(root.id), await store.get_task(child.id)
+    assert stored_root is not None and stored_root.state is TaskState.REVOKED
+    assert stored_root.end_reason == "agent 'bot-p' is retired (it expired)"
+    assert stored_child is not None and stored_child.state is TaskState.REVOKED
+    assert stored_child.end_reason == f"parent task {root.id} revoked: agent 'bot-p' is retired (it expired)"
+
+
+async def test_an_agent_expiring_while_its_task_is_written_ends_that_task(
+    store: Store, registry: Registry, clock: FakeClock, tasks: TaskService
+) -> None:
+    await registry.create({**agent_spec("bot-c", servers=["gh"]), "expires_at": T0 + 100}, "alice", "test")
+    root = await start(tasks)
+    starting = asyncio.ensure_future(start(tasks, agent_id="bot-c", parent_id=root.id))
+    await asyncio.sleep(0)  # the child's start yields at its store write; the agent expires meanwhile
+    clock.now = T0 + 101
+    with pytest.raises(AgentNotActive, match=r"agent 'bot-c' is retired \(it expired\)"):
+        await starting
+    [child] = await tasks.list(agent_id="bot-c")
+    assert child.state is TaskState.REVOKED and "as this task started" in (child.end_reason or "")
+    assert tasks.check(root.id).state is TaskState.ACTIVE
+
+
+async def test_the_sweeper_survives_forgetting_a_task_during_its_pass(
+    store: Store, registry: Registry, clock: FakeClock
+) -> None:
+    """Expiring tasks pushes older ended ones out of memory (ended_retention_max) while the pass still walks them."""
+    service = TaskService(store, registry, make_catalog(), clock, TaskSettings(ended_retention_max=2))
+    await service.open(background=False)
+    first, second = await start(service), await start(service)
+    done = await start(service)
+    await service.complete(done.id, "bot-a", "done")
+    clock.now = T0 + 601
+    assert {t.id for t in await service.expire_due()} == {first.id, second.id}
+    for task in (first, second):
+        stored = await store.get_task(task.id)
+        assert stored is not None and stored.state is TaskState.EXPIRED
+    await service.close()
+
+
+async def test_a_restart_ends_the_descendants_a_cut_short_cascade_left_active(
+    store: Store, registry: Registry, clock: FakeClock
+) -> None:
+    """A crash after the parent's end was written, before its descendants' were: the store holds them active.
+    On open they are ended and written: below a parent loaded as ended, and below one ended so long ago that
+    it is not loaded with the others (it is looked up in the store)."""
+    await registry.create(agent_spec("bot-c", servers=["gh"]), "alice", "test")
+    long = TaskSettings(max_duration_s=3 * 86400)
+    first = TaskService(store, registry, make_catalog(), clock, long)
+    await first.open(background=False)
+    old_root, root = await start(first, deadline_s=3 * 86400), await start(first, deadline_s=3 * 86400)
+    old_child = await start(first, agent_id="bot-c", parent_id=old_root.id)
+    child = await start(first, agent_id="bot-c", parent_id=root.id)
+    await first.close()
+    # What the crashed process wrote: the parents' ends only.
+    for parent, ended_at in ((old_root, T0 + 1), (root, T0 + 2 * 86400)):
+        await store.save_task(replace(parent, state=TaskState.REVOKED, ended_at=ended_at, end_reason="stop"))
+    clock.now = T0 + 2 * 86400 + 1  # old_root ended beyond ended_retention_s: not loaded at open
+    again = TaskService(store, registry, make_catalog(), clock, long)
+    await again.open(background=False)
+    for task, reason in ((child, f"parent task {root.id} revoked: stop"), (old_child, f"parent task {old_root.id}")):
+        stored = await store.get_task(task.id)
+        assert stored is not None and stored.state is TaskState.REVOKED, stored
+        assert (stored.end_reason or "").startswith(reason)
+        with pytest.raises(TaskEnded):
+            again.check(task.id)
+    await again.close()
+
+
+class FailingOnce:
+    """Delegates to a real store but fails the first write of one task's end (or the first read of it, with
+    `reads`), like a dropped connection."""
+
+    def __init__(self, inner: Store, task_id: str, reads: bool = False) -> None:
+        self.inner = inner
+        self.task_id = task_id
+        self.reads = reads
+
+    def fails(self, task_id: str) -> bool:
+        if task_id != self.task_id:
+            return False
+        self.task_id = ""
+        return True
+
+    async def save_task(self, task: Task, event: Any = None) -> None:
+        if not self.reads and task.state is not TaskState.ACTIVE and self.fails(task.id):
+            raise StoreError("connection lost")
+        await self.inner.save_task(task, event)
+
+    async def get_task(self, task_id: str) -> Task | None:
+        if self.reads and self.fails(task_id):
+            raise StoreError("connection lost")
+        return await self.inner.get_task(task_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_a_failed_write_in_a_cascade_neither_skips_the_rest_nor_is_lost(
+    store: Store, registry: Registry, clock: FakeClock
+) -> None:
+    await registry.create(agent_spec("bot-c", servers=["gh"]), "alice", "test")
+    await registry.create(agent_spec("bot-d", servers=["gh"]), "alice", "test")
+    failing = FailingOnce(store, "")
+    service = TaskService(failing, registry, make_catalog(), clock)  # type: ignore[arg-type]
+    await service.open(background=False)
+    root = await start(service)
+    child = await start(service, agent_id="bot-c", parent_id=root.id)
+    grandchild = await start(service, agent_id="bot-d", parent_id=child.id)
+    saved: list[str] = []
+    service.on_saved.append(lambda task: saved.append(task.id))
+    failing.task_id = child.id
+    with pytest.raises(StoreError, match="connection lost"):
+        await service.revoke(root.id, "admin:test", "stop")
+    states = {t.id: (await store.get_task(t.id)).state for t in (root, child, grandchild)}  # type: ignore[union-attr]
+    assert states == {root.id: TaskState.REVOKED, child.id: TaskState.ACTIVE, grandchild.id: TaskState.REVOKED}
+    assert saved == [root.id, grandchild.id]  # announced once written
+    await service.close()  # retries what is unwritten (as the background loop does)
+    stored = await store.get_task(child.id)
+    assert stored is not None and stored.state is TaskState.REVOKED and saved[-1] == child.id
+
+
+async def test_a_task_above_that_is_not_held_here_counts_as_ended_until_loaded(
+    store: Store, registry: Registry, clock: FakeClock, tasks: TaskService
+) -> None:
+    await registry.create(agent_spec("bot-c", servers=["gh"]), "alice", "test")
+    root = await start(tasks)
+    child = await start(tasks, agent_id="bot-c", parent_id=root.id)
+    # A replica that hears of the child, but whose look-up of the parent fails: it holds the child only.
+    other = TaskService(FailingOnce(store, root.id, reads=True), registry, make_catalog(), clock)  # type: ignore[arg-type]
+    with pytest.raises(StoreError):
+        await other.refresh(child.id)
+    assert other.get(root.id) is None and other.get(child.id) is not None
+    with pytest.raises(TaskEnded, match=f"parent task {root.id} is not known here"):
+        other.check(child.id)
+    await other.close()  # waits for the load the refusal started
+    assert other.check(child.id).id == child.id  # the store says the parent is active

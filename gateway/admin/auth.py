@@ -72,6 +72,9 @@ class AdminAuthenticator:
             verified = await self.verifier.verify(token)
         except TokenRejected as exc:
             raise AdminAuthError(401, str(exc)) from None
+        if verified.user is not None:  # issued to a client for /mcp (identity.authorization_servers), not for this API
+            log.warning("a person's client access token was presented to the admin API; refused")
+            raise AdminAuthError(403, "a client's access token for /mcp cannot use the admin API")
         if self.registry.bound_agent_id(verified.kind, verified.issuer, verified.subject) is not None:
             log.warning("a token bound to an agent (%s) was presented to the admin API; refused", verified.subject)
             raise AdminAuthError(403, "agent credentials cannot use the admin API")

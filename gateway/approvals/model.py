@@ -26,8 +26,9 @@ OPEN_STATES = frozenset({ApprovalState.PENDING, ApprovalState.APPROVED})
 class Approval:
     """One request for a person's approval, bound to the exact call that needed it.
 
-    The binding (agent, task, tool, canonical-argument digest, policy version) is what a later call
-    must match to use it; everything else is what the approver is shown.
+    The binding (agent, task, tool, canonical-argument digest, policy version, and the person for a
+    person's MCP client) is what a later call must match to use it; everything else is what the
+    approver is shown.
     """
 
     id: str
@@ -61,10 +62,14 @@ class Approval:
     used_decision_id: str | None = None
     end_reason: str | None = None  # why it expired or was cancelled
     trace_id: str | None = None
+    # The person the call was made for ("<issuer> <sub>"; a person's MCP client): another person acting
+    # through the same client cannot use it. None for workloads.
+    user: str | None = None
 
-    def binds(self, agent_id: str, task_id: str | None, tool: str, args_digest: str, policy_version: str) -> bool:
+    def binds(self, agent_id: str, task_id: str | None, tool: str, args_digest: str, policy_version: str,
+              user: str | None = None) -> bool:
         return (self.agent_id == agent_id and self.task_id == task_id and self.tool == tool
-                and self.args_digest == args_digest and self.policy_version == policy_version)
+                and self.args_digest == args_digest and self.policy_version == policy_version and self.user == user)
 
     def effective(self, now: float) -> Approval:
         """As it stands at `now`: an open approval past its expiry is expired."""

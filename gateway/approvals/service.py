@@ -116,16 +116,17 @@ class ApprovalService:
     # the call path
 
     async def usable(self, agent_id: str, task_id: str | None, tool: str, args_digest: str, policy_version: str,
-                     covers: Callable[[Approval], bool] = lambda approval: True) -> Approval | None:
+                     covers: Callable[[Approval], bool] = lambda approval: True,
+                     user: str | None = None) -> Approval | None:
         """A granted, unused, unexpired approval for exactly this call (and that `covers` it), if any."""
-        return await self._find(ApprovalState.APPROVED, (agent_id, task_id, tool, args_digest, policy_version),
+        return await self._find(ApprovalState.APPROVED, (agent_id, task_id, tool, args_digest, policy_version, user),
                                 covers)
 
     async def pending_for(self, agent_id: str, task_id: str | None, tool: str, args_digest: str,
-                          policy_version: str) -> Approval | None:
-        return await self._find(ApprovalState.PENDING, (agent_id, task_id, tool, args_digest, policy_version))
+                          policy_version: str, user: str | None = None) -> Approval | None:
+        return await self._find(ApprovalState.PENDING, (agent_id, task_id, tool, args_digest, policy_version, user))
 
-    async def _find(self, state: ApprovalState, binding: tuple[str, str | None, str, str, str],
+    async def _find(self, state: ApprovalState, binding: tuple[str, str | None, str, str, str, str | None],
                     covers: Callable[[Approval], bool] = lambda approval: True) -> Approval | None:
         now = self.clock()
         for approval in await self._open.values():
@@ -155,7 +156,7 @@ class ApprovalService:
         """Store a new request (or return the pending one for the same call: a retry asks once)."""
         async with self._lock:  # two identical calls at once must not both miss the other's request
             existing = await self.pending_for(draft.agent_id, draft.task_id, draft.tool, draft.args_digest,
-                                              draft.policy_version)
+                                              draft.policy_version, draft.user)
             if existing is not None:
                 return existing
             approval = replace(draft, id="apr_" + secrets.token_urlsafe(12), state=ApprovalState.PENDING)

@@ -120,7 +120,8 @@ class StepUpFlow:
         digest = refused.args_digest or argument_digest(call.arguments)
         binding = (call.principal.agent_id, call.principal.task_id, call.entry.exposed_name, digest,
                    refused.rules_version)
-        granted = await self.approvals.usable(*binding, covers=lambda approval: self.covers(approval, call))
+        granted = await self.approvals.usable(*binding, covers=lambda approval: self.covers(approval, call),
+                                              user=person_of(call))
         if granted is not None:
             return await self.use(call, granted)
         mode = self.mode(refused, call)
@@ -186,7 +187,7 @@ class StepUpFlow:
             agent_purpose=agent.purpose if agent is not None else "",
             task_purpose=task.purpose if task is not None else None,
             task_started_by=task.started_by if task is not None else None,
-            approvers_group=refused.approvers, trace_id=call.trace_id,
+            approvers_group=refused.approvers, trace_id=call.trace_id, user=person_of(call),
         )
 
     def url(self, approval: Approval) -> str:
@@ -346,8 +347,8 @@ class StepUpFlow:
         """The step-up decision as of now (audited like any), or None if it is no longer a step-up."""
         decision = await self.authorizer.check_tool(call.principal, call.entry, call.arguments, call.facts,
                                                     call.trace_id)
-        if decision.outcome == "deny":
-            raise self.authorizer.refusal(decision)  # denied now: no approval makes it right
+        if decision.outcome == "deny" or decision.reauth is not None:
+            raise self.authorizer.refusal(decision)  # denied now, or the person must sign in again first
         return decision if decision.outcome == "step_up" else None
 
     async def use(self, call: StepUpCall, approval: Approval) -> Decision:
@@ -359,3 +360,9 @@ class StepUpFlow:
                            {"decision": "step_up", "approvalId": approval.id}) from None
         return await self.authorizer.tool(call.principal, call.entry, call.arguments, call.facts, call.trace_id,
                                           approval_id=approval.id)
+
+
+def person_of(call: StepUpCall) -> str | None:
+    """The person a person's MCP client made the call for, as an approval binds them (never their email)."""
+    user = call.principal.user
+    return None if user is None else f"{user.issuer} {user.subject}"

@@ -42,14 +42,15 @@ class Decide:
         """An allow; StepUpRequired or the refusal otherwise (the policy stage span records it either way).
         `chain`: the caller's chain context, read when the call was admitted (the rate-limit stage)."""
         request = call.request
-        facts = self.authorizer.facts(request.era, request.client_info, task_facts(task), chain)
+        facts = self.authorizer.facts(request.era, request.client_info, task_facts(task), chain,
+                                      request.principal.user)
         if task is not None and task.depth:
             request.span.set(task_chain=[link.agent_id for link in task.chain])
         with self.telemetry.stage("policy"):
             decision = await self.authorizer.check_tool(request.principal, call.entry, call.arguments, facts,
                                                         request.trace_id)
             note_decision(request, decision)
-            if decision.outcome == "step_up":
+            if decision.outcome == "step_up" and decision.reauth is None:  # reauth: the person, not an approver
                 raise StepUpRequired(decision, facts, self.authorizer.refusal(decision))
             if not decision.allowed:
                 raise self.authorizer.refusal(decision)
@@ -98,7 +99,7 @@ class Decide:
 
     async def facts_for(self, principal: Principal, era: str, client_info: dict[str, Any] | None,
                         task: dict[str, Any] | None) -> RequestFacts:
-        return self.authorizer.facts(era, client_info, task, await self.monitor.context(principal))
+        return self.authorizer.facts(era, client_info, task, await self.monitor.context(principal), principal.user)
 
 
 def note_decision(request: RequestContext, decision: Decision) -> None:

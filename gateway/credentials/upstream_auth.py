@@ -55,8 +55,9 @@ class UpstreamAuth:
         gateway.verifier.argument_digest of the arguments sent."""
         credentials = server.credentials
         if credentials.mode == "gateway-token":
-            token = self.mint(credentials, principal.agent_id, actor_of(principal), tool, arguments_digest, task_id,
-                              txn)
+            user = principal.user  # a person's call: the person is the subject, the agent acts (RFC 8693)
+            token = self.mint(credentials, user.subject if user else principal.agent_id, actor_of(principal), tool,
+                              arguments_digest, task_id, txn, subject_issuer=user.issuer if user else None)
             return {"Authorization": f"Bearer {token}"}
         if credentials.mode == "lease":
             return await self.lease_headers(server, task_id)
@@ -72,10 +73,12 @@ class UpstreamAuth:
         return await self.secret_headers(server)
 
     def mint(self, credentials: Credentials, agent_id: str, actor: dict[str, Any], tool: str,
-             arguments_digest: str, task_id: str | None, txn: str) -> str:
+             arguments_digest: str, task_id: str | None, txn: str, subject_issuer: str | None = None) -> str:
+        """`agent_id`: the token's `sub` (the person, with `subject_issuer`, for a person's call)."""
         assert self.minter is not None, "UpstreamAuth.start() was not awaited"
         minted = self.minter.mint(agent_id=agent_id, actor=actor, audience=credentials.resource, tool=tool,
-                                  task_id=task_id, txn=txn, arguments_digest=arguments_digest)
+                                  task_id=task_id, txn=txn, arguments_digest=arguments_digest,
+                                  subject_issuer=subject_issuer)
         return minted.token
 
     async def secret_headers(self, server: ServerEntry) -> dict[str, str]:
@@ -113,7 +116,10 @@ class UpstreamAuth:
 
 
 def actor_of(principal: Principal) -> dict[str, Any]:
-    """The `act` claim: the workload identity the agent proved (RFC 8693 actor)."""
+    """The `act` claim: the workload identity the agent proved (RFC 8693 actor); for a person's call, the
+    agent (their client) acting for them."""
+    if principal.user is not None:
+        return {"sub": principal.agent_id, "client_id": principal.user.client_id}
     claims = principal.claims
     act = claims.get("act")
     if principal.auth_method == "task-token" and isinstance(act, Mapping) and "sub" in act:

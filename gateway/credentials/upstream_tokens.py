@@ -4,8 +4,9 @@ For every allowed tools/call the gateway mints one of these and sends it as the 
 token (the agent's own token never leaves the gateway). Claims:
 
     iss         this gateway                    client_id   this gateway (RFC 9068 requires one)
-    sub         the agent id                    act         the agent's workload identity, with a
-    aud         the upstream's resource URI                 nested "act" per delegation hop (RFC 8693)
+    sub         the agent id (a person's call:  act         the agent's workload identity, with a
+                the person; sub_iss their issuer)           nested "act" per delegation hop (RFC 8693);
+    aud         the upstream's resource URI                 a person's call: {sub: agent id, client_id}
     scope       the one upstream tool name      txn         the trace id
     iat, exp    exp = iat + ttl, ttl <= 60 s    task_id     the task (absent for task-less calls)
     jti         128 random bits                 args_sha256 gateway.verifier.argument_digest(arguments)
@@ -64,6 +65,7 @@ class UpstreamTokenMinter:
         task_id: str | None,
         txn: str,
         arguments_digest: str,
+        subject_issuer: str | None = None,
     ) -> MintedToken:
         iat = int(self._clock())
         exp = iat + self.ttl_s
@@ -83,4 +85,6 @@ class UpstreamTokenMinter:
         }
         if task_id is not None:
             claims["task_id"] = task_id
+        if subject_issuer is not None:  # `sub` is a person: the same sub at two providers must not collide
+            claims["sub_iss"] = subject_issuer
         return MintedToken(token=self._keyring.sign(claims, ACCESS_TOKEN_TYP), jti=jti, expires_at=float(exp))

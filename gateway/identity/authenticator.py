@@ -11,6 +11,7 @@ import logging
 from types import MappingProxyType
 
 from gateway.config import Settings
+from gateway.identity.people import PersonRefused, check_person, unbound_client
 from gateway.identity.principal import Principal
 from gateway.identity.static_tokens import StaticTokenTable, token_digest
 from gateway.identity.verified import TokenRejected
@@ -77,10 +78,16 @@ class Authenticator:
             raise AuthenticationError(str(exc)) from None
         try:
             agent = self.registry.resolve(verified.kind, verified.issuer, verified.subject, verified.claims)
+            if verified.user is not None:
+                check_person(agent, verified)
         except IdentityRefused as exc:
+            refusal = unbound_client(verified, str(exc)) if verified.user is not None else exc
+            log.warning("identity %s %s refused: %s", verified.kind, verified.subject, refusal)
+            raise AccessRefused(str(refusal)) from None
+        except PersonRefused as exc:
             log.warning("identity %s %s refused: %s", verified.kind, verified.subject, exc)
             raise AccessRefused(str(exc)) from None
-        return Principal(agent.id, verified.kind, verified.claims, agent)
+        return Principal(agent.id, verified.kind, verified.claims, agent, user=verified.user)
 
     def task_principal(self, token: str, digest: bytes) -> Principal:
         """A task token: the gateway's own grant for one task of one agent."""

@@ -30,7 +30,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from gateway.identity.verified import TokenRejected
+from gateway.identity.verified import AudienceRejected, TokenRejected
 from gateway.json_values import JsonValue
 
 log = logging.getLogger("narrowgate.identity")
@@ -212,6 +212,8 @@ def decode_with_key(
         )
     except jwt.MissingRequiredClaimError as exc:
         raise TokenRejected(f"token lacks the required claim {exc.claim!r}") from None
+    except jwt.InvalidAudienceError:
+        raise AudienceRejected(_rejection_reason(jwt.InvalidAudienceError())) from None
     except jwt.InvalidTokenError as exc:
         raise TokenRejected(_rejection_reason(exc)) from None
 

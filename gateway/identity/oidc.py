@@ -15,16 +15,19 @@ from gateway.identity.jwks import (
 )
 from gateway.identity.verified import TokenRejected, VerifiedToken
 from gateway.json_values import JsonValue
+from gateway.registry.model import IdentityKind
 from gateway.settings.errors import ConfigError
 from gateway.settings.identity import OidcIssuer, check_fetch_url
 
 
 class OidcIssuerVerifier:
     def __init__(
-        self, config: OidcIssuer, fetcher: HttpFetcher, *, audience: str, leeway: float, min_refresh_interval_s: float
+        self, config: OidcIssuer, fetcher: HttpFetcher, *, audience: str, leeway: float, min_refresh_interval_s: float,
+        kind: IdentityKind = "oidc", label: str = "OIDC issuer",
     ) -> None:
         self.config = config
-        self.name = f"OIDC issuer {config.issuer}"
+        self.kind: IdentityKind = kind  # oidc: workloads; client: people's clients (gateway.identity.people)
+        self.name = f"{label} {config.issuer}"
         self._fetcher = fetcher
         self._audience = audience
         self._leeway = leeway
@@ -48,7 +51,7 @@ class OidcIssuerVerifier:
         if not isinstance(subject, str) or not subject:
             raise TokenRejected("token lacks the required claim 'sub'")
         return VerifiedToken(
-            kind="oidc",
+            kind=self.kind,
             issuer=self.config.issuer,
             subject=subject,
             claims=MappingProxyType(claims),

@@ -2,6 +2,8 @@
 
 Routing uses the unverified claims only to pick the keys; everything is then verified with those keys:
 - `iss` names a configured OIDC issuer -> that issuer's keys, `iss` checked exactly;
+- `iss` names a configured authorization server (people's clients, gateway.identity.people) -> its keys,
+  audience = this gateway's resource;
 - otherwise `sub` is a SPIFFE ID -> the bundle of ITS trust domain (JWT-SVIDs often carry no `iss`),
   so a key of one trust domain can never vouch for an identity in another;
 - otherwise the token is refused.
@@ -25,6 +27,7 @@ import aiohttp
 from gateway.expiring_cache import ExpiringCache
 from gateway.identity.jwks import HttpFetcher, KeySource, UnverifiedToken, parse_unverified
 from gateway.identity.oidc import OidcIssuerVerifier
+from gateway.identity.people import AuthorizationServerVerifier
 from gateway.identity.spiffe import SPIFFE_SCHEME, SpiffeTrustDomainVerifier, parse_spiffe_id
 from gateway.identity.verified import TokenRejected, VerifiedToken
 from gateway.settings.identity import IdentitySettings
@@ -78,13 +81,20 @@ class TokenVerifier:
         self._spiffe = {
             c.trust_domain: SpiffeTrustDomainVerifier(c, self._fetcher, **common) for c in settings.spiffe_trust_domains
         }
+        self._people = {
+            c.issuer: AuthorizationServerVerifier(c, self._fetcher, resource=settings.resource,
+                                                  leeway=settings.clock_skew_s,
+                                                  min_refresh_interval_s=settings.key_refresh_min_interval_s)
+            for c in settings.authorization_servers
+        }
         self.cache: TokenCache[VerifiedToken] = cache if cache is not None else VerifiedTokenCache(cache_size)
         self.periodic_refresh_s = settings.key_refresh_interval_s
         self._refresher: asyncio.Task[None] | None = None
 
     @property
     def key_sources(self) -> tuple[KeySource, ...]:
-        return tuple(v.keys for v in self._oidc.values()) + tuple(v.keys for v in self._spiffe.values())
+        return (tuple(v.keys for v in self._oidc.values()) + tuple(v.keys for v in self._spiffe.values())
+                + tuple(v.keys for v in self._people.values()))
 
     async def start(self) -> None:
         """Warm the key caches; a source that cannot be reached now is logged and retried on demand."""
@@ -125,6 +135,9 @@ class TokenVerifier:
         oidc = self._oidc.get(issuer) if isinstance(issuer, str) else None
         if oidc is not None:
             return await oidc.verify(token, unverified)
+        people = self._people.get(issuer) if isinstance(issuer, str) else None
+        if people is not None:
+            return await people.verify(token, unverified)
         subject = unverified.claims.get("sub")
         if isinstance(subject, str) and subject.startswith(SPIFFE_SCHEME):
             return await self._verify_svid(token, unverified, subject)

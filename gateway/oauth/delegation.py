@@ -5,10 +5,17 @@ as `actor_token`; the result is a child task of the actor's agent (gateway.tasks
 by the parent). This module names the two parties and refuses, saying why, when either is not good:
 a subject token that is not a live task token of this gateway, an actor token that does not verify or
 binds to no active agent. Never a token in a message.
+
+An actor token hands the other agent's identity to the delegating agent, so it is good for one delegation
+and nothing else: it must name the delegation audience (`identity.delegation_audience`), which no other
+verifier accepts (so it is refused on /mcp, as a subject token and as a client assertion), and carry a
+`jti` that is used once, recorded in the store until the token expires (every replica of a fleet shares it).
 """
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +24,7 @@ from gateway.identity.verified import TokenRejected, VerifiedToken
 from gateway.identity.verifier import TokenVerifier
 from gateway.registry.model import Agent
 from gateway.registry.service import IdentityRefused, Registry
+from gateway.store.base import UsedTokenStore
 from gateway.tasks.model import Task, TaskEnded
 from gateway.tasks.service import TaskService
 from gateway.tasks.token_check import TaskTokenCheck, TaskTokenRejected
@@ -65,15 +73,17 @@ def is_delegation(form: Mapping[str, str]) -> bool:
 
 class DelegationParties:
     def __init__(self, task_check: TaskTokenCheck, tasks: TaskService, verifier: TokenVerifier,
-                 registry: Registry) -> None:
+                 registry: Registry, used: UsedTokenStore) -> None:
         self.task_check = task_check
         self.tasks = tasks
-        self.verifier = verifier
+        self.verifier = verifier  # for the delegation audience only
         self.registry = registry
+        self.used = used
 
     async def __call__(self, form: Mapping[str, str]) -> Parties:
         parent, claims = self.parent(form.get("subject_token", ""))
         agent, actor = await self.actor(form.get("actor_token", ""), form.get("actor_token_type", ""))
+        await self.use_once(actor)
         return Parties(parent, claims, agent, actor)
 
     def parent(self, token: str) -> tuple[Task, Mapping[str, Any]]:
@@ -95,7 +105,7 @@ class DelegationParties:
         return parent, claims
 
     async def actor(self, token: str, token_type: str) -> tuple[Agent, VerifiedToken]:
-        """The agent the child task is for, from its workload token (verified as on /mcp)."""
+        """The agent the child task is for, from its actor token (a workload token for the delegation audience)."""
         if not token or not token_type:
             raise DelegationError("invalid_request", "actor_token and actor_token_type are required to delegate")
         if token_type not in JWT_TOKEN_TYPES:
@@ -110,3 +120,14 @@ class DelegationParties:
         except IdentityRefused as exc:
             raise DelegationError("invalid_grant", f"actor_token refused: {exc.reason}") from None
         return agent, verified
+
+    async def use_once(self, actor: VerifiedToken) -> None:
+        """Record the actor token's `jti` as used (in the store, so on every replica); refused the second time."""
+        jti = actor.claims.get("jti")
+        if not isinstance(jti, str) or not jti:
+            raise DelegationError("invalid_grant", "actor_token refused: it carries no jti; an actor token is "
+                                  "single-use and needs a unique jti")
+        token_id = hashlib.sha256(f"actor\0{actor.issuer}\0{jti}".encode()).hexdigest()
+        if not await self.used.use_token(token_id, actor.expires_at, time.time()):
+            raise DelegationError("invalid_grant", "actor_token refused: it was used already; an actor token is "
+                                  "good for one delegation")

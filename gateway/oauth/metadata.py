@@ -1,7 +1,11 @@
-"""RFC 8414 authorization-server metadata for the gateway's token endpoint.
+"""RFC 8414 authorization-server metadata for the gateway's token endpoint, and the RFC 9728
+protected-resource metadata of `/mcp`.
 
-Served at `/.well-known/oauth-authorization-server`; RFC 9728's `authorization_servers` points
-at `issuer`, so an MCP client that finds the protected resource also finds where to get tokens.
+Served at `/.well-known/oauth-authorization-server` and `/.well-known/oauth-protected-resource`.
+RFC 9728's `authorization_servers` names the external authorization servers people's clients sign in
+at (identity.authorization_servers) and/or the gateway's own `issuer` (workloads exchanging tokens),
+as `identity.advertise_authorization_servers` says, so an MCP client that finds the protected
+resource also finds where to get tokens.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Any
 from gateway.oauth.token_endpoint import CLIENT_CREDENTIALS, TOKEN_EXCHANGE, TOKEN_PATH
 
 JWKS_PATH = "/.well-known/jwks.json"
+RESOURCE_METADATA_PATH = "/.well-known/oauth-protected-resource"
 METADATA_PATH = "/.well-known/oauth-authorization-server"
 
 
@@ -36,5 +41,19 @@ def authorization_server_metadata(
         "token_endpoint_auth_signing_alg_values_supported": sorted(set(assertion_algorithms)),
     }
     if scopes is not None:
+        document["scopes_supported"] = sorted(set(scopes))
+    return document
+
+
+def protected_resource_metadata(base_url: str, authorization_servers: list[str],
+                                scopes: Iterable[str] = ()) -> dict[str, Any]:
+    """RFC 9728 metadata for `{base_url}/mcp`; `authorization_servers` from IdentitySettings.advertised_issuers."""
+    document: dict[str, Any] = {
+        "resource": f"{base_url.rstrip('/')}/mcp",
+        "authorization_servers": authorization_servers,
+        "bearer_methods_supported": ["header"],
+        "resource_name": "Narrowgate MCP gateway",
+    }
+    if scopes:
         document["scopes_supported"] = sorted(set(scopes))
     return document

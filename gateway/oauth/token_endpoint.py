@@ -156,6 +156,9 @@ class TokenEndpoint:
             parties = await self.delegation(form)
         except DelegationError as exc:
             raise OAuthError(exc.error, exc.description) from None
+        except StoreError:
+            log.exception("could not record the use of an actor token")
+            raise OAuthError("server_error", "the actor token's use could not be recorded; try again", 500) from None
         self._check_target(form)
         started_by = f"delegation:{parties.parent.agent_id}:{parties.actor.subject}"
         return await self._issue(parties.agent, started_by, _task_request(form),
@@ -212,6 +215,8 @@ class TokenEndpoint:
         return self.assertion_verifier if self.token_url in audiences else self.verifier
 
     def _agent(self, verified: VerifiedToken, error: str, status: int) -> Agent:
+        if verified.user is not None:  # a task for the client's agent would drop the person (and their admission)
+            raise OAuthError(error, "a person's client access token cannot be exchanged for a task token", status)
         try:
             return self.registry.resolve(verified.kind, verified.issuer, verified.subject, verified.claims)
         except IdentityRefused as exc:
@@ -278,8 +283,9 @@ class TokenEndpoint:
 def settings_for_audience(settings: IdentitySettings, audience: str) -> IdentitySettings:
     """Identity settings like `settings` but for another audience: build the assertion verifier
     with `TokenVerifier(settings_for_audience(settings, token_url), http_session)` and start()/close()
-    it along with the main one (it fetches the same issuers' keys on its own)."""
-    return replace(settings, audience=audience)
+    it along with the main one (it fetches the same issuers' keys on its own). People's access tokens
+    are for /mcp only: their authorization servers are left out, so no such token is an assertion or an actor."""
+    return replace(settings, audience=audience, authorization_servers=())
 
 
 async def _read_form(request: Request) -> dict[str, str]:

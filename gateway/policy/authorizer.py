@@ -16,13 +16,15 @@ from typing import Any
 from gateway.audit import AuditEvent, AuditLog, AuditUnavailable, redacted_preview
 from gateway.catalog.model import ToolEntry
 from gateway.identity.principal import Principal
+from gateway.identity.user import UserIdentity
 from gateway.policy.engine import CedarRequest, Decision, PolicyEngine, RequestFacts, new_decision_id
 from gateway.policy.recorder import DecisionRecorder
-from gateway.protocol.errors import ACCESS_DENIED, APPROVAL_REQUIRED, RpcError
+from gateway.protocol.errors import ACCESS_DENIED, APPROVAL_REQUIRED, REAUTHENTICATION_REQUIRED, RpcError
 from gateway.verifier import argument_digest
 
 log = logging.getLogger("narrowgate.decisions")
 GENERIC_REASON = {"deny": "denied by policy", "step_up": "approval required"}
+GENERIC_REAUTH = "re-authentication required"
 
 DURABLE_RISKS = frozenset({"privileged", "destructive"})
 
@@ -41,9 +43,9 @@ class Authorizer:
 
     @staticmethod
     def facts(era: str, client_info: dict[str, Any] | None, task: dict[str, Any] | None = None,
-              chain: dict[str, Any] | None = None) -> RequestFacts:
+              chain: dict[str, Any] | None = None, user: UserIdentity | None = None) -> RequestFacts:
         client = client_info.get("name", "") if isinstance(client_info, dict) else ""
-        return RequestFacts(now=time.time(), era=era, client=str(client), task=task, chain=chain)
+        return RequestFacts(now=time.time(), era=era, client=str(client), task=task, chain=chain, user=user)
 
     async def tool(self, principal: Principal, tool: ToolEntry, arguments: dict[str, Any] | None,
                    facts: RequestFacts, trace_id: str | None = None, approval_id: str | None = None) -> Decision:
@@ -130,6 +132,12 @@ class Authorizer:
         detail: dict[str, Any] = {"policy_version": decision.policy_version, "era": facts.era}
         if self.replica is not None:
             detail["replica"] = self.replica
+        if principal.user is not None:  # a person's call: who, never their token or email
+            detail["user"] = principal.user.subject
+            detail["user_issuer"] = principal.user.issuer
+        if decision.reauth is not None:  # step-up by re-authentication: what was asked, and why
+            detail.update(step_up="reauth", reason=decision.reason, acr_values=" ".join(decision.reauth.acr_values),
+                          max_age=decision.reauth.max_age_s)
         if facts.task is not None and facts.task.get("depth"):  # a delegated task: who handed it on, root first
             detail["chain"] = [link["agent"] for link in facts.task["chain"]]
         return AuditEvent(
@@ -165,7 +173,9 @@ class Authorizer:
 
     def agent_reason(self, decision: Decision) -> str:
         """What the agent is told: the policy's @reason, or only the generic outcome."""
-        return decision.reason if self.agent_reasons == "annotation" else GENERIC_REASON[decision.outcome]
+        if self.agent_reasons == "annotation":
+            return decision.reason
+        return GENERIC_REAUTH if decision.reauth is not None else GENERIC_REASON[decision.outcome]
 
     def enforce(self, decision: Decision, principal: Principal, kind: str, target: str) -> Decision:
         """Log the decision; raise the agent-facing error unless it is a clean allow."""
@@ -189,7 +199,12 @@ class Authorizer:
 
     def refusal(self, decision: Decision) -> RpcError:
         """The agent-facing error for a deny or step-up."""
-        data = {"decision": decision.outcome, "decisionId": decision.decision_id}
+        data: dict[str, Any] = {"decision": decision.outcome, "decisionId": decision.decision_id}
+        if decision.reauth is not None:
+            # RFC 9470: the transport answers 401 with this challenge; the body says the same to any client.
+            reason = self.agent_reason(decision)
+            data["challenge"] = decision.reauth.challenge(reason)
+            return RpcError(REAUTHENTICATION_REQUIRED, f"Re-authentication required: {reason}", data)
         code, text = (APPROVAL_REQUIRED, "Approval required") if decision.outcome == "step_up" else (
             ACCESS_DENIED, "Access denied")
         return RpcError(code, f"{text}: {self.agent_reason(decision)}", data)

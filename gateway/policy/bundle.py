@@ -27,6 +27,8 @@ import cedarpy
 
 from gateway.policy.listing import ContextReads, context_reads, listing_policies
 from gateway.policy.model import CatalogModel
+from gateway.policy.reauth import REAUTH
+from gateway.policy.reauth import annotation_problems as reauth_annotation_problems
 from gateway.policy.sources import PolicySource, SourceFiles, parse_sources, read_files
 from gateway.settings.durations import parse_duration
 
@@ -163,7 +165,7 @@ def _annotation_problems(sources: tuple[PolicySource, ...]) -> list[str]:
     return problems
 
 
-STEP_UP_MODES = ("", "hold", "pending")
+STEP_UP_MODES = ("", "hold", "pending", REAUTH)
 
 
 def _approval_annotation_problems(source: PolicySource) -> list[str]:
@@ -171,7 +173,9 @@ def _approval_annotation_problems(source: PolicySource) -> list[str]:
     notes = source.annotations
     problems = []
     if "step_up" in notes and notes["step_up"] not in STEP_UP_MODES:
-        problems.append(f"{source.where}: @step_up must be \"hold\", \"pending\" or empty, not {notes['step_up']!r}")
+        problems.append(f"{source.where}: @step_up must be \"hold\", \"pending\", \"reauth\" or empty, not "
+                        f"{notes['step_up']!r}")
+    problems.extend(reauth_annotation_problems(source))
     for key in ("approvers", "approval_ttl"):
         if key in notes and "step_up" not in notes:
             problems.append(f"{source.where}: @{key} only applies to a policy with @step_up")

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.identity.user import UserIdentity
 from gateway.json_values import JsonValue
 from gateway.policy.hours import WorkingHours
 from gateway.policy.listing import ContextReads, prune_context
@@ -33,18 +34,24 @@ class RequestFacts:
     client: str = ""  # clientInfo name or ""
     # None (the normal case): computed from `now` and the engine's WorkingHours. A bool overrides it.
     working_hours: bool | None = None
-    # The caller's task ({id, purpose, tools, chain, depth}), or None for a bare workload token.
+    # The caller's task ({id, purpose, tools, chain, depth, root, delegator}), or None for a bare workload token.
     task: Mapping[str, Any] | None = None
     # Chain monitoring's signals for this caller (gateway.chain.ChainTracker.context), if any.
     chain: Mapping[str, Any] | None = None
+    # The person the call is made for (a person's MCP client), or None for workloads.
+    user: UserIdentity | None = None
 
 
-NO_TASK: dict[str, Any] = {"present": False, "id": "", "purpose": "", "tools": [], "chain": [], "depth": 0}
+NO_CHAIN_AGENT: dict[str, str] = {"agent": "", "owner": ""}
+NO_TASK: dict[str, Any] = {"present": False, "id": "", "purpose": "", "tools": [], "chain": [], "depth": 0,
+                           "root": NO_CHAIN_AGENT, "delegator": NO_CHAIN_AGENT}
 NO_AGENT_CHAIN: dict[str, Any] = {"data_classes": [], "sensitive_read": False, "calls_last_minute": 0,
                                   "writes_last_minute": 0, "denials_last_minute": 0}
 NO_CHAIN: dict[str, Any] = {"data_classes": [], "sensitive_read": False, "tools": [], "previous_tool": "",
                             "calls_last_minute": 0, "writes_last_minute": 0, "denials_last_minute": 0,
                             "agent": NO_AGENT_CHAIN}
+NO_USER: dict[str, Any] = {"present": False, "sub": "", "issuer": "", "email": "", "email_verified": False,
+                           "groups": [], "client_id": "", "auth_time": 0, "acr": "", "amr": []}
 ESCAPE_PREFIX = "__"  # Cedar's JSON escapes (__extn, __entity, __expr) all start so
 
 
@@ -60,7 +67,7 @@ class ContextBuilder:
     def full(self, facts: RequestFacts, approved: bool) -> dict[str, Any]:
         """Every section but `input` (listing prunes this itself)."""
         return {"request": self.request_facts(facts), "approval": {"granted": bool(approved)},
-                "task": task_context(facts), "chain": facts.chain or NO_CHAIN}
+                "task": task_context(facts), "chain": facts.chain or NO_CHAIN, "user": user_context(facts)}
 
     def build(self, reads: ContextReads, facts: RequestFacts, approved: bool, cedar_input: object = None,
               input_whole: bool = False) -> dict[str, Any]:
@@ -102,6 +109,8 @@ class ContextBuilder:
             return task_context(facts)
         if name == "chain":
             return facts.chain or NO_CHAIN
+        if name == "user":
+            return user_context(facts)
         return None  # not a context attribute (validation rejects such a policy at load)
 
     def request_facts(self, facts: RequestFacts) -> dict[str, Any]:
@@ -130,7 +139,18 @@ def task_context(facts: RequestFacts) -> dict[str, Any]:
     if task is None:
         return NO_TASK
     return {"present": True, "id": str(task["id"]), "purpose": nfc(str(task["purpose"])),
-            "tools": list(task["tools"]), "chain": list(task.get("chain", ())), "depth": int(task.get("depth", 0))}
+            "tools": list(task["tools"]), "chain": list(task.get("chain", ())), "depth": int(task.get("depth", 0)),
+            "root": dict(task.get("root", NO_CHAIN_AGENT)), "delegator": dict(task.get("delegator", NO_CHAIN_AGENT))}
+
+
+def user_context(facts: RequestFacts) -> dict[str, Any]:
+    """context.user: the person, or present false (and empty values) for a workload."""
+    user = facts.user
+    if user is None:
+        return NO_USER
+    return {"present": True, "sub": user.subject, "issuer": user.issuer, "email": user.email,
+            "email_verified": user.email_verified, "groups": sorted(set(user.groups)), "client_id": user.client_id,
+            "auth_time": user.auth_time or 0, "acr": user.acr, "amr": sorted(set(user.amr))}
 
 
 def nfc(text: str) -> str:

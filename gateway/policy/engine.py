@@ -65,6 +65,8 @@ from gateway.policy.model import (
     resource_action,
 )
 from gateway.policy.principal_entities import PrincipalEntities
+from gateway.policy.reauth import NO_PERSON, REAUTH, ReauthTerms
+from gateway.policy.reauth import terms as reauth_terms
 from gateway.policy.sources import SourceFiles, read_files
 from gateway.policy.typing_ import ArgumentMismatch, to_cedar
 from gateway.settings.durations import parse_duration
@@ -75,6 +77,7 @@ log = logging.getLogger("narrowgate.policy")
 Outcome = Literal["allow", "deny", "step_up"]
 REASON_DENIED = "denied by policy"
 REASON_STEP_UP = "approval required"
+REASON_REAUTH = "re-authentication required"
 REASON_BAD_ARGUMENTS = "arguments do not match the tool's schema"
 REASON_AMBIGUOUS = "no single meaning"  # a path or URI servers could read two ways (gateway.policy.paths)
 SHADOW_HISTORY = 200
@@ -105,6 +108,8 @@ class Decision:
     # SHA-256 of canonical_arguments (gateway.verifier.argument_digest), computed once per decision:
     # the audit record, the approval binding and the upstream token's args_sha256 all use it.
     args_digest: str | None = None
+    # step_up by re-authentication (@step_up("reauth")): what the RFC 9470 challenge asks for.
+    reauth: ReauthTerms | None = None
 
     @property
     def allowed(self) -> bool:
@@ -145,8 +150,11 @@ class _Request:
     cedar_input: object = None
     input_whole: bool = False
 
-    def approved(self) -> dict[str, Any]:
+    def approved(self, fresh: tuple[int, str] | None = None) -> dict[str, Any]:
+        """The request as if approved; with `fresh` (auth_time, acr), also as if the person had just signed in."""
         context = {**self.context, "approval": {"granted": True}}
+        if fresh is not None:
+            context = _freshly_signed_in(context, *fresh)
         return {**self.cedar, "context": orjson.dumps(context).decode()}
 
 
@@ -686,6 +694,8 @@ class PolicyEngine:
         if decision == cedarpy.Decision.Deny and determining and not errors:
             modes = determined.step_up_modes
             if all(mode is not None for mode in modes):
+                if REAUTH in modes:  # the person signs in again first; an approval, if also asked, after
+                    return self._reauth(bundle, request, determining, policy_ids, canonical)
                 if not self._approval_would_allow(bundle, request):
                     # Nothing would permit it even with an approval: a plain deny, not "ask for approval".
                     return self._decision(bundle, "deny", policy_ids, REASON_DENIED, (), canonical)
@@ -732,14 +742,30 @@ class PolicyEngine:
             self._entity_handles.move_to_end(blob)
         return handle
 
-    def _approval_would_allow(self, bundle: Bundle, request: _Request) -> bool:
+    def _reauth(self, bundle: Bundle, request: _Request, determining: tuple[str, ...], policy_ids: tuple[str, ...],
+                canonical: object) -> Decision:
+        """Step-up by re-authentication (gateway.policy.reauth): only a person can, and only if it would help."""
+        sources = [s for s in (bundle.source(p) for p in determining)
+                   if s is not None and s.annotations.get("step_up") == REAUTH]
+        terms = reauth_terms(sources)
+        facts = request.facts
+        if facts is None or facts.user is None:
+            return self._decision(bundle, "deny", policy_ids, NO_PERSON, (), canonical)
+        fresh = (int(facts.now), terms.acr_values[0] if terms.acr_values else facts.user.acr)
+        if not self._approval_would_allow(bundle, request, fresh):
+            return self._decision(bundle, "deny", policy_ids, REASON_DENIED, (), canonical)
+        reason = next((s.annotations["reason"] for s in sources if s.annotations.get("reason")), REASON_REAUTH)
+        return replace(self._decision(bundle, "step_up", policy_ids, reason, (), canonical, REAUTH), reauth=terms)
+
+    def _approval_would_allow(self, bundle: Bundle, request: _Request, fresh: tuple[int, str] | None = None) -> bool:
         """A step-up forbid only means "approval required" if an approval would then allow the call.
 
         Cedar reports only the forbids behind a Deny; without this check a privileged tool the agent
         is not entitled to would read as step-up (and show in lists) instead of a plain deny.
         """
         try:
-            (result,) = is_authorized_batch([request.approved()], bundle.policies, self._entities(request.entities))
+            (result,) = is_authorized_batch([request.approved(fresh)], bundle.policies,
+                                            self._entities(request.entities))
         except (ValueError, RuntimeError):
             return False
         return result.decision == cedarpy.Decision.Allow and not result.diagnostics.errors
@@ -760,7 +786,7 @@ class PolicyEngine:
             ("allow" if _clean_allow(r) else "deny", r) for r in results]
         step_up = [i for i, r in enumerate(results) if self._is_step_up_shaped(bundle, r)]
         if step_up:
-            approved = [_with_approval(requests[i]) for i in step_up]
+            approved = [_with_approval(requests[i], self._fresh_for(bundle, results[i])) for i in step_up]
             for i, r in zip(step_up, self._batch(policies, approved, entities), strict=False):
                 if _clean_allow(r):
                     outcomes[i] = ("step_up", results[i])
@@ -778,6 +804,15 @@ class PolicyEngine:
         except (ValueError, RuntimeError) as exc:
             log.error("listing evaluation failed, showing nothing: %s", exc)
             return []
+
+    def _fresh_for(self, bundle: Bundle, result: cedarpy.AuthzResult) -> tuple[int, str] | None:
+        """For a listing: a reauth step-up is shown if the person, signing in now as asked, could call."""
+        reasons = result.diagnostics.reasons
+        if not any(self._step_up_mode(bundle, p) == REAUTH for p in reasons):
+            return None
+        sources = [s for s in (bundle.source(p) for p in reasons) if s is not None]
+        asked = reauth_terms(s for s in sources if s.annotations.get("step_up") == REAUTH).acr_values
+        return (int(time.time()), asked[0] if asked else "")
 
     @staticmethod
     def _step_up_mode(bundle: Bundle, cedar_id: str) -> str | None:
@@ -881,10 +916,26 @@ def _clean_allow(result: cedarpy.AuthzResult) -> bool:
     return result.decision == cedarpy.Decision.Allow and not result.diagnostics.errors
 
 
-def _with_approval(request: dict[str, Any]) -> dict[str, Any]:
+def _with_approval(request: dict[str, Any], fresh: tuple[int, str] | None = None) -> dict[str, Any]:
     context = orjson.loads(request["context"])
     context["approval"] = {"granted": True}
+    if fresh is not None:
+        context = _freshly_signed_in(context, *fresh)
     return {**request, "context": orjson.dumps(context).decode()}
+
+
+def _freshly_signed_in(context: dict[str, Any], auth_time: int, acr: str) -> dict[str, Any]:
+    """The context as if the person (if there is one) had just signed in with `acr`: what a reauth step-up
+    would bring. A workload's context stays as it is (it can never re-authenticate)."""
+    user = context.get("user")
+    if not isinstance(user, dict) or user.get("present") is not True:  # read whenever user is (listing.py)
+        return context
+    fresh = dict(user)
+    if "auth_time" in fresh:
+        fresh["auth_time"] = auth_time
+    if "acr" in fresh and acr:
+        fresh["acr"] = acr
+    return {**context, "user": fresh}
 
 
 def new_decision_id() -> str:

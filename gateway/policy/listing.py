@@ -126,6 +126,9 @@ def context_reads(est_policies: dict[str, dict[str, Any]]) -> ContextReads:
         for condition in policy.get("conditions") or []:
             if _collect(condition["body"], reads):
                 return True
+    user = reads.get("user")
+    if isinstance(user, dict):  # a reauth step-up tells a person from a workload by it (engine._freshly_signed_in)
+        user.setdefault("present", True)
     return reads
 
 

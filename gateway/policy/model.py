@@ -17,7 +17,7 @@ from gateway.catalog.model import RISK_TIERS, Catalog, ToolEntry
 from gateway.json_values import JsonValue
 from gateway.policy.typing_ import CedarType, cedar_string, has_escape_names, input_type, placeholder
 
-CONTEXT_COMMON = "request: RequestInfo, approval: Approval, task: TaskInfo, chain: ChainInfo"
+CONTEXT_COMMON = "request: RequestInfo, approval: Approval, task: TaskInfo, chain: ChainInfo, user: UserInfo"
 RESERVED_ACTIONS = ("call_tool", "get_prompt", "read_resource")
 
 

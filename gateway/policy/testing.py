@@ -17,6 +17,7 @@ import yaml
 
 from gateway.catalog.model import NAMESPACE_SEPARATOR, Catalog, HttpTransport, ServerEntry, ToolEntry
 from gateway.identity.principal import Principal
+from gateway.identity.user import UserIdentity
 from gateway.policy.engine import NO_CHAIN, Decision, PolicyEngine, PolicyLoadError, RequestFacts
 from gateway.policy.hours import WorkingHours
 from gateway.registry.model import Agent, Entitlement, Lifecycle
@@ -141,7 +142,23 @@ def _facts(case: Mapping[str, Any]) -> RequestFacts:
         # A case names only the signals it is about, the agent's among them.
         chain = {**NO_CHAIN, **chain, "agent": {**NO_CHAIN["agent"], **(chain.get("agent") or {})}}
     return RequestFacts(now=float(now), era=str(case.get("era", "2026-07-28")), client=str(case.get("client", "")),
-                        chain=chain)
+                        chain=chain, user=_user(case.get("user"), float(now)))
+
+
+def _user(raw: object, now: float) -> UserIdentity | None:
+    """A case's person (context.user): {sub, issuer?, email?, email_verified?, groups?, client_id?, acr?, amr?,
+    auth_age_s? (seconds before `now` they signed in) or auth_time?}; absent: a workload."""
+    if not isinstance(raw, Mapping):
+        return None
+    auth_time = raw.get("auth_time")
+    if raw.get("auth_age_s") is not None:
+        auth_time = int(now - float(raw["auth_age_s"]))
+    return UserIdentity(
+        subject=str(raw.get("sub", "person")), issuer=str(raw.get("issuer", "https://login.example.com")),
+        email=str(raw.get("email", "")), email_verified=bool(raw.get("email_verified", False)),
+        groups=tuple(str(g) for g in raw.get("groups") or ()), client_id=str(raw.get("client_id", "client")),
+        auth_time=None if auth_time is None else int(auth_time), acr=str(raw.get("acr", "")),
+        amr=tuple(str(a) for a in raw.get("amr") or ()))
 
 
 def _merged(own: Catalog, deployment: Catalog) -> Catalog:

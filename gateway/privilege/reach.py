@@ -53,6 +53,8 @@ from gateway.protocol.eras import LEGACY_ERA, MODERN_ERA
 from gateway.registry.model import Agent, agent_to_dict
 from gateway.registry.service import Registry
 from gateway.settings.monitoring import MonitoringSettings
+from gateway.tasks.gate import chain_facts
+from gateway.tasks.gate import task_facts as facts_of_task
 from gateway.tasks.model import Task, TaskState, task_to_dict
 from gateway.tasks.service import TaskService
 
@@ -280,13 +282,13 @@ class ReachAnalyzer:
         if task is not None:
             tools = frozenset(task.tools)
             if task.state is not TaskState.ACTIVE:
-                return [(f"task {task.id} ({task.state.value})", _task_facts(task), lambda _: GATE_TASK_ENDED,
+                return [(f"task {task.id} ({task.state.value})", facts_of_task(task), lambda _: GATE_TASK_ENDED,
                          CALLER_PICKS)]
-            return [(f"task {task.id}", _task_facts(task),
+            return [(f"task {task.id}", facts_of_task(task),
                      lambda name: None if name in tools else GATE_NOT_IN_TASK, CALLER_PICKS)]
         entitled = tuple(name for name, m in sorted(bundle.catalog.tools.items())
                          if agent.entitlement.allows(name, m.entry.server_id))
-        own = {"id": "", "purpose": agent.purpose, "tools": entitled}
+        own = {"id": "", "purpose": agent.purpose, "tools": entitled, **chain_facts([(agent.id, agent.owner)])}
         grantable = frozenset(entitled)  # the token endpoint grants a task nothing outside the entitlement
         grants: list[_Grant] = [("a task it grants itself", own,
                                  lambda name: None if name in grantable else GATE_OUTSIDE_ENTITLEMENT, OWN_TASK)]
@@ -471,10 +473,6 @@ def _chain_after(read: ToolModel) -> dict[str, Any]:
     return {**NO_CHAIN, "data_classes": classes, "sensitive_read": True, "tools": [read.entry.exposed_name],
             "previous_tool": read.entry.exposed_name, "calls_last_minute": 1, "writes_last_minute": writes,
             "agent": agent}
-
-
-def _task_facts(task: Task) -> dict[str, Any]:
-    return {"id": task.id, "purpose": task.purpose, "tools": task.tools}
 
 
 def _task_key(task: Task | None, now: float) -> str:

@@ -26,6 +26,8 @@ UPSTREAM_ERROR = -32011
 RATE_LIMITED = -32029
 ACCESS_DENIED = -32030
 APPROVAL_REQUIRED = -32031
+# RFC 9470: the person must sign in again (recently / more strongly); over HTTP a 401 with the challenge.
+REAUTHENTICATION_REQUIRED = -32032
 URL_ELICITATION_REQUIRED = -32042  # MCP 2025-11-25: send the user to a URL, then retry
 SHUTTING_DOWN = -32050  # the gateway stopped (SIGTERM/SIGINT) while the request was open
 

@@ -8,7 +8,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Literal
 
-IdentityKind = Literal["oidc", "spiffe", "static"]
+IdentityKind = Literal["oidc", "spiffe", "static", "client"]
 
 
 class Lifecycle(StrEnum):
@@ -28,12 +28,33 @@ TRANSITIONS: dict[Lifecycle, frozenset[Lifecycle]] = {
 
 
 @dataclass(frozen=True, slots=True)
+class PeopleGrant:
+    """Who may act through a client (identity kind `client`): a person in any listed group, with a listed
+    subject, or with a verified email in a listed domain. Empty: nobody."""
+
+    groups: tuple[str, ...] = ()
+    subjects: tuple[str, ...] = ()
+    email_domains: tuple[str, ...] = ()  # lower case, without "@"
+
+    def admits(self, subject: str, groups: tuple[str, ...], verified_email: str) -> bool:
+        if subject in self.subjects or any(g in self.groups for g in groups):
+            return True
+        domain = verified_email.rpartition("@")[2].lower() if "@" in verified_email else ""
+        return bool(domain) and domain in self.email_domains
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {"groups": list(self.groups), "subjects": list(self.subjects), "email_domains": list(self.email_domains)}
+
+
+@dataclass(frozen=True, slots=True)
 class WorkloadIdentity:
     """One workload identity bound to an agent.
 
     oidc: `issuer` is the token issuer, `subject` the `sub` claim.
     spiffe: `issuer` is `spiffe://<trust domain>`, `subject` the full SPIFFE ID.
     static: development tokens; `subject` is the agent id.
+    client: a person's MCP client; `issuer` is the external authorization server, `subject` the client id
+    (`client_id` / `azp`, e.g. a Client ID Metadata Document URL); `people` says who may act through it.
     `claims` pins further claims to exact values (e.g. kubernetes namespace, GitHub repository_id).
     """
 
@@ -41,6 +62,7 @@ class WorkloadIdentity:
     issuer: str
     subject: str
     claims: MappingProxyType[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    people: PeopleGrant | None = None  # kind client only
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,15 +129,20 @@ def agent_to_dict(agent: Agent) -> dict[str, Any]:
         "created_at": agent.created_at,
         "changed_at": agent.changed_at,
         "expires_at": agent.expires_at,
-        "identities": [
-            {"kind": i.kind, "issuer": i.issuer, "subject": i.subject, "claims": dict(i.claims)}
-            for i in agent.identities
-        ],
+        "identities": [identity_to_dict(i) for i in agent.identities],
         "groups": list(agent.groups),
         "labels": dict(agent.labels),
         "entitlement": {"tools": list(agent.entitlement.tools), "servers": list(agent.entitlement.servers),
                         "require_task": agent.entitlement.require_task},
     }
+
+
+def identity_to_dict(identity: WorkloadIdentity) -> dict[str, Any]:
+    shown: dict[str, Any] = {"kind": identity.kind, "issuer": identity.issuer, "subject": identity.subject,
+                             "claims": dict(identity.claims)}
+    if identity.people is not None:
+        shown["people"] = identity.people.to_dict()
+    return shown
 
 
 def agent_from_dict(data: Mapping[str, Any]) -> Agent:
@@ -136,6 +163,8 @@ def agent_from_dict(data: Mapping[str, Any]) -> Agent:
                 issuer=i["issuer"],
                 subject=i["subject"],
                 claims=MappingProxyType(dict(i.get("claims") or {})),
+                people=None if i.get("people") is None else PeopleGrant(
+                    **{k: tuple(v) for k, v in i["people"].items()}),
             )
             for i in data.get("identities") or ()
         ),

@@ -54,6 +54,8 @@ VERBS: dict[str, tuple[Lifecycle, frozenset[Lifecycle]]] = {
 }
 HINTS = {("activate", Lifecycle.SUSPENDED): "; use resume", ("resume", Lifecycle.PENDING): "; use activate"}
 
+NO_AGENT = "no agent is bound to this identity"
+
 
 @dataclass(frozen=True, slots=True)
 class AgentsFileReport:
@@ -155,7 +157,7 @@ class Registry:
             if matched:
                 agent = max(matched, key=lambda a: a.changed_at)
                 raise IdentityRefused(f"agent {agent.id!r} is retired{_expiry_note(agent, now)}", agent.id)
-            raise IdentityRefused("no agent is bound to this identity")
+            raise IdentityRefused(NO_AGENT)
         agent = next(iter(live.values()))
         if agent.state is not Lifecycle.ACTIVE:
             raise IdentityRefused(f"agent {agent.id!r} is {agent.state.value}", agent.id)

@@ -15,10 +15,10 @@ from types import MappingProxyType
 from typing import Any, cast
 
 from gateway.registry.errors import FieldPath, Problem, RegistryError
-from gateway.registry.model import Agent, Entitlement, IdentityKind, Lifecycle, WorkloadIdentity
+from gateway.registry.model import Agent, Entitlement, IdentityKind, Lifecycle, PeopleGrant, WorkloadIdentity
 
 ID_PATTERN = re.compile(r"^[a-z][a-z0-9-]{1,62}\Z")
-IDENTITY_KINDS: tuple[IdentityKind, ...] = ("oidc", "spiffe", "static")
+IDENTITY_KINDS: tuple[IdentityKind, ...] = ("oidc", "spiffe", "static", "client")
 INITIAL_STATES = (Lifecycle.PENDING, Lifecycle.ACTIVE)
 # SPIFFE ID grammar (spiffe-id spec): lowercase trust domain, path segments of [A-Za-z0-9._-].
 TRUST_DOMAIN = re.compile(r"^[a-z0-9._-]+\Z")
@@ -28,7 +28,8 @@ FIELD_KEYS = frozenset(
     {"display_name", "owner", "purpose", "expires_at", "identities", "groups", "labels", "entitlement"}
 )
 CREATE_KEYS = FIELD_KEYS | {"id", "state"}
-IDENTITY_KEYS = frozenset({"kind", "issuer", "subject", "claims"})
+IDENTITY_KEYS = frozenset({"kind", "issuer", "subject", "claims", "people"})
+PEOPLE_KEYS = frozenset({"groups", "subjects", "email_domains"})
 ENTITLEMENT_KEYS = frozenset({"tools", "servers", "require_task"})
 
 
@@ -247,6 +248,9 @@ class SpecReader:
         issuer = self.text(item.get("issuer"), (*path, "issuer"))
         subject = self.text(item.get("subject"), (*path, "subject"))
         claims = self.pins(item.get("claims"), (*path, "claims"))
+        people = self.people(item.get("people"), (*path, "people")) if kind == "client" else None
+        if kind != "client" and "people" in item:
+            self.problem((*path, "people"), "people applies only to an identity of kind client")
         if len(self.problems) > count or issuer is None or subject is None:
             return None
         if kind == "spiffe":
@@ -255,7 +259,26 @@ class SpecReader:
             self.problem((*path, "subject"), f"a static identity's subject must be the agent id {agent_id!r}")
         if len(self.problems) > count:
             return None
-        return WorkloadIdentity(kind=cast(IdentityKind, kind), issuer=issuer, subject=subject, claims=claims)
+        return WorkloadIdentity(kind=cast(IdentityKind, kind), issuer=issuer, subject=subject, claims=claims,
+                                people=people)
+
+    def people(self, value: object, path: FieldPath) -> PeopleGrant | None:
+        """Who may act through a client: required, so that binding a client never lets everyone in by omission."""
+        if not isinstance(value, Mapping):
+            self.problem(path, "a client identity needs people: {groups, subjects, email_domains} (who may act "
+                               "through it)")
+            return None
+        self.unknown_keys(value, PEOPLE_KEYS, path)
+        grant = PeopleGrant(
+            groups=self.string_list(value.get("groups"), (*path, "groups")),
+            subjects=self.string_list(value.get("subjects"), (*path, "subjects")),
+            email_domains=tuple(d.lower().lstrip("@") for d in
+                                self.string_list(value.get("email_domains"), (*path, "email_domains"))),
+        )
+        if not (grant.groups or grant.subjects or grant.email_domains):
+            self.problem(path, "people must list at least one group, subject or email domain")
+            return None
+        return grant
 
     def spiffe(self, issuer: str, subject: str, path: FieldPath) -> None:
         domain = issuer.removeprefix("spiffe://")

@@ -15,6 +15,14 @@ Read from the mapping under the top-level `identity:` key of the gateway config:
         - trust_domain: example.org
           bundle_file: /etc/spire/bundle.json # or bundle_url (JWKS; only `use: jwt-svid` keys count)
           algorithms: [RS256, ES256]
+      delegation_audience: https://gateway.example.com/oauth/delegate  # default: <base URL>/oauth/delegate
+      authorization_servers:                  # people's MCP clients: external OpenID providers (docs/identity.md)
+        - issuer: https://login.example.com   # its access tokens for this gateway's /mcp are accepted
+          jwks_uri: https://...               # optional; else OIDC discovery
+          algorithms: [RS256]                 # default [RS256, ES256]
+          groups_claim: groups                # the claim that lists the person's groups
+      advertise_authorization_servers: both   # RFC 9728 authorization_servers: both | external | gateway
+      scopes_supported: [openid, email]       # RFC 9728 scopes_supported: what clients ask the provider for
 
 Algorithms are an allow-list of asymmetric JWS algorithms. HMAC (`HS*`) and `none` are refused
 here, at config time, so no later code path can ever accept them.
@@ -24,7 +32,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,9 +49,14 @@ ALWAYS_REQUIRED_OIDC_CLAIMS = ("exp", "iss", "aud", "sub")
 MAX_CLOCK_SKEW_S = 300.0
 IDENTITY_KEYS = frozenset(
     {"audience", "clock_skew_s", "key_refresh_min_interval_s", "key_refresh_interval_s", "oidc_issuers",
-     "spiffe_trust_domains"}
-)
+     "spiffe_trust_domains", "authorization_servers", "advertise_authorization_servers",
+     "scopes_supported"}
+) | {"delegation_audience"}
 OIDC_KEYS = frozenset({"issuer", "jwks_uri", "algorithms", "required_claims"})
+AUTHORIZATION_SERVER_KEYS = frozenset({"issuer", "jwks_uri", "algorithms", "required_claims", "groups_claim"})
+# Which authorization servers the RFC 9728 metadata names: the external ones, the gateway's own token
+# endpoint (workloads exchanging tokens), or both.
+ADVERTISE_CHOICES = ("both", "external", "gateway")
 SPIFFE_KEYS = frozenset({"trust_domain", "bundle_file", "bundle_url", "algorithms"})
 # SPIFFE-ID spec: trust domain names are lower-case letters, digits, dots, dashes and underscores.
 TRUST_DOMAIN_RE = re.compile(r"^[a-z0-9._-]+\Z")
@@ -59,6 +72,21 @@ class OidcIssuer:
     @property
     def discovery_url(self) -> str:
         return f"{self.issuer.rstrip('/')}/.well-known/openid-configuration"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizationServer:
+    """An external OpenID provider whose access tokens for this gateway's resource people's clients present."""
+
+    issuer: str
+    jwks_uri: str | None = None
+    algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
+    required_claims: tuple[str, ...] = ALWAYS_REQUIRED_OIDC_CLAIMS
+    groups_claim: str = "groups"
+
+    def as_oidc_issuer(self) -> OidcIssuer:
+        """The same keys and checks as a workload issuer (one JWT verifier for both)."""
+        return OidcIssuer(self.issuer, self.jwks_uri, self.algorithms, self.required_claims)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +106,23 @@ class IdentitySettings:
     key_refresh_interval_s: float = 300.0
     oidc_issuers: tuple[OidcIssuer, ...] = ()
     spiffe_trust_domains: tuple[SpiffeTrustDomain, ...] = ()
+    # The only audience an actor token (delegation) may name, and one no other token may: an actor token is
+    # then refused on /mcp and as a subject token or client assertion. "": `<base URL>/oauth/delegate`.
+    delegation_audience: str = ""
+    authorization_servers: tuple[AuthorizationServer, ...] = ()
+    advertise_authorization_servers: str = "both"
+    scopes_supported: tuple[str, ...] = ()  # RFC 9728 metadata; empty: not advertised
+    # This gateway's protected resource (`{base_url}/mcp`): the audience people's access tokens must name.
+    resource: str = ""
+
+    def advertised_issuers(self, gateway_issuer: str) -> list[str]:
+        """RFC 9728 `authorization_servers`: where a client gets a token for this resource."""
+        external = [server.issuer for server in self.authorization_servers]
+        if not external or self.advertise_authorization_servers == "gateway":
+            return [gateway_issuer]
+        if self.advertise_authorization_servers == "external":
+            return external
+        return [*external, gateway_issuer]
 
 
 def identity_settings_from_mapping(raw: Mapping[str, Any], base_dir: Path, default_audience: str) -> IdentitySettings:
@@ -105,8 +150,19 @@ def identity_settings_from_mapping(raw: Mapping[str, Any], base_dir: Path, defau
             _trust_domain(entry, f"identity.spiffe_trust_domains[{i}]", base_dir)
             for i, entry in enumerate(_list(raw.get("spiffe_trust_domains"), "identity.spiffe_trust_domains"))
         ),
+        delegation_audience=str(raw.get("delegation_audience") or "").strip(),
+        authorization_servers=tuple(
+            _authorization_server(entry, f"identity.authorization_servers[{i}]")
+            for i, entry in enumerate(_list(raw.get("authorization_servers"), "identity.authorization_servers"))
+        ),
+        advertise_authorization_servers=_advertise(raw.get("advertise_authorization_servers", "both")),
+        resource=default_audience,
+        scopes_supported=tuple(_string_list(raw.get("scopes_supported"), "identity.scopes_supported")),
     )
     _refuse_duplicates([o.issuer for o in settings.oidc_issuers], "identity.oidc_issuers", "issuer")
+    # One issuer, one meaning: its tokens are either workloads' or people's, never routed by a guess.
+    _refuse_duplicates([o.issuer for o in settings.oidc_issuers] + [a.issuer for a in settings.authorization_servers],
+                       "identity.oidc_issuers and identity.authorization_servers", "issuer")
     _refuse_duplicates(
         [t.trust_domain for t in settings.spiffe_trust_domains], "identity.spiffe_trust_domains", "trust_domain"
     )
@@ -134,6 +190,24 @@ def _oidc_issuer(entry: object, where: str) -> OidcIssuer:
     )
 
 
+def _authorization_server(entry: object, where: str) -> AuthorizationServer:
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{where} must be a mapping")
+    _refuse_unknown(entry, AUTHORIZATION_SERVER_KEYS, where)
+    oidc = _oidc_issuer({k: v for k, v in entry.items() if k != "groups_claim"}, where)
+    groups_claim = entry.get("groups_claim", "groups")
+    if not isinstance(groups_claim, str) or not groups_claim.strip():
+        raise ConfigError(f"{where}.groups_claim must be a non-empty claim name")
+    return AuthorizationServer(oidc.issuer, oidc.jwks_uri, oidc.algorithms, oidc.required_claims, groups_claim)
+
+
+def _advertise(value: object) -> str:
+    if value not in ADVERTISE_CHOICES:
+        raise ConfigError(f"identity.advertise_authorization_servers must be one of {', '.join(ADVERTISE_CHOICES)}, "
+                          f"got {value!r}")
+    return str(value)
+
+
 def _trust_domain(entry: object, where: str, base_dir: Path) -> SpiffeTrustDomain:
     if not isinstance(entry, Mapping):
         raise ConfigError(f"{where} must be a mapping")
@@ -157,6 +231,16 @@ def _trust_domain(entry: object, where: str, base_dir: Path) -> SpiffeTrustDomai
         bundle_url=None if bundle_url is None else check_fetch_url(str(bundle_url), f"{where}.bundle_url"),
         algorithms=_algorithms(entry.get("algorithms"), f"{where}.algorithms"),
     )
+
+
+def with_delegation_audience(settings: IdentitySettings, base_url: str) -> IdentitySettings:
+    """The delegation audience set (default `<base URL>/oauth/delegate`) and never one another token names."""
+    audience = settings.delegation_audience or f"{base_url}/oauth/delegate"
+    taken = {settings.audience, f"{base_url}/mcp", f"{base_url}/oauth/token"}
+    if audience.rstrip("/") in {a.rstrip("/") for a in taken}:
+        raise ConfigError(f"identity.delegation_audience {audience!r} must differ from the /mcp audience and the "
+                          "token endpoint: actor tokens must be good for nothing but delegation")
+    return replace(settings, delegation_audience=audience)
 
 
 def check_fetch_url(url: str, where: str) -> str:

@@ -109,6 +109,13 @@ class VaultLeaseStore(Protocol):
     async def delete_vault_lease(self, lease_id: str) -> None: ...
 
 
+class UsedTokenStore(Protocol):
+    async def use_token(self, token_id: str, expires_at: float, now: float) -> bool:
+        """Record a single-use token's id until it expires: True the first time (on any process sharing
+        the store), False for every later use. Atomic."""
+        ...
+
+
 class TaskStore(Protocol):
     async def save_task(self, task: Task, event: TaskEvent | None = None) -> None:
         """Insert or update the task (state, end, deadline; calls_made never decreases) and append
@@ -280,7 +287,8 @@ class GatewaySecretStore(Protocol):
 
 @runtime_checkable
 class Store(AgentStore, ToolSchemaStore, SigningKeyStore, TaskStore, ApprovalStore, ToolReviewStore,
-            ResourceReviewStore, AuditStore, GatewaySecretStore, DecisionInputStore, VaultLeaseStore, Protocol):
+            ResourceReviewStore, AuditStore, GatewaySecretStore, DecisionInputStore, VaultLeaseStore, UsedTokenStore,
+            Protocol):
     async def migrate(self) -> list[int]:
         """Apply missing schema migrations in one transaction; returns the versions applied."""
         ...

@@ -29,6 +29,7 @@ from gateway.store import (
     postgres_tasks,
     postgres_tool_reviews,
     postgres_tool_schemas,
+    postgres_used_tokens,
     postgres_vault_leases,
 )
 from gateway.store.base import (
@@ -194,6 +195,11 @@ class PostgresStore:
 
     async def delete_vault_lease(self, lease_id: str) -> None:
         await self._write(postgres_vault_leases.delete_vault_lease, lease_id)
+
+    # single-use tokens
+
+    async def use_token(self, token_id: str, expires_at: float, now: float) -> bool:
+        return await self._write(postgres_used_tokens.use_token, token_id, expires_at, now)
 
     # tasks
 

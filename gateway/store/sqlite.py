@@ -29,6 +29,7 @@ from gateway.store import (
     sqlite_tasks,
     sqlite_tool_reviews,
     sqlite_tool_schemas,
+    sqlite_used_tokens,
     sqlite_vault_leases,
 )
 from gateway.store.base import (
@@ -136,6 +137,11 @@ class SqliteStore:
 
     async def delete_vault_lease(self, lease_id: str) -> None:
         await self._run(_in_transaction, sqlite_vault_leases.delete, lease_id)
+
+    # single-use tokens
+
+    async def use_token(self, token_id: str, expires_at: float, now: float) -> bool:
+        return await self._run(_in_transaction_result, sqlite_used_tokens.use, token_id, expires_at, now)
 
     # tasks
 

@@ -285,6 +285,19 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX vault_leases_task ON vault_leases (task_id);
         """,
     ),
+    Migration(
+        14,
+        "single-use tokens",
+        """
+        -- Ids of single-use tokens already accepted (delegation actor tokens, by issuer and jti), kept
+        -- until the token expires, so a replayed one is refused by every replica of the store.
+        CREATE TABLE used_tokens (
+            token_id TEXT PRIMARY KEY,
+            expires_at REAL NOT NULL
+        );
+        CREATE INDEX used_tokens_expiry ON used_tokens (expires_at);
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -8,10 +8,11 @@ Two built-in tools let the agent end its own task: `narrowgate__complete_task` a
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from gateway.identity.principal import Principal
+from gateway.policy.context import NO_CHAIN_AGENT
 from gateway.protocol.errors import ACCESS_DENIED, INVALID_PARAMS, RpcError
 from gateway.state.budgets import BudgetUnavailable, CallBudgets
 from gateway.tasks.model import Task, TaskEnded
@@ -39,8 +40,17 @@ def task_facts(task: Task | None) -> dict[str, Any] | None:
     """What policies see of the caller's task (context.task); `chain`: the agents root first."""
     if task is None:
         return None
-    chain = [{"agent": link.agent_id, "owner": link.owner} for link in task.chain]
-    return {"id": task.id, "purpose": task.purpose, "tools": task.tools, "chain": chain, "depth": task.depth}
+    return {"id": task.id, "purpose": task.purpose, "tools": task.tools,
+            **chain_facts([(link.agent_id, link.owner) for link in task.chain])}
+
+
+def chain_facts(links: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """The chain's facts from its (agent id, owner) pairs, root first: the chain itself (a Cedar Set, so
+    its order is lost there), its depth, and the two ends a policy names by role: `root`, the root task's
+    agent, and `delegator`, the agent that handed this task on (empty strings for a root task)."""
+    chain = [{"agent": agent, "owner": owner} for agent, owner in links]
+    return {"chain": chain, "depth": max(len(chain) - 1, 0), "root": chain[0] if chain else NO_CHAIN_AGENT,
+            "delegator": chain[-2] if len(chain) > 1 else NO_CHAIN_AGENT}
 
 
 class TaskGate:

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, replace
 
 from gateway.catalog import Catalog
@@ -96,6 +96,9 @@ class TaskService:
         self._active: dict[str, dict[str, None]] = {}  # agent id -> ids of its tasks not yet ended in memory
         self._children: dict[str, dict[str, None]] = {}  # task id -> ids of its delegated tasks not yet ended
         self._dirty: set[str] = set()
+        # Ended tasks whose write failed: retried by the background loop until written (then announced).
+        self._unwritten: dict[str, tuple[Task, TaskEvent]] = {}
+        self._loading: set[str] = set()  # ids of ancestor tasks being loaded from the store
         self._lock = asyncio.Lock()
         self._background: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
@@ -116,6 +119,8 @@ class TaskService:
         if self._agent_changed not in self.registry.on_change:  # open() twice must not revoke twice
             self.registry.on_change.append(self._agent_changed)
             self.registry.on_refreshed.append(self._agent_refreshed)
+        # A cascade a crash (or a failed write) cut short left descendants active in the store: end them now.
+        await self.end_unfit()
         if background and self._background is None:
             self._background = asyncio.create_task(self._run_background(), name="narrowgate-tasks")
 
@@ -127,6 +132,7 @@ class TaskService:
             self._background = None
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
+        await self._write_unwritten()
         await self.flush()
 
     def set_catalog(self, catalog: Catalog) -> None:
@@ -149,12 +155,11 @@ class TaskService:
         if task.state is not TaskState.ACTIVE:
             raise TaskEnded(_ended_reason(task), task_id, task.state)
         self._check_ancestors(task)
-        # The registry is the authority on the agent; this covers the moment between a suspension
-        # and its tasks being ended.
-        agent = self.registry.get(task.agent_id)
-        if agent is None or agent.effective_state(self.clock()) is not Lifecycle.ACTIVE:
-            state = "unknown" if agent is None else agent.effective_state(self.clock()).value
-            raise TaskEnded(f"agent {task.agent_id!r} is {state}", task_id, task.state)
+        # The registry is the authority on every agent of the chain; this covers the moment between a
+        # suspension or an expiry and the tasks it ends being ended.
+        inactive = self._inactive_agent(task, self.clock())
+        if inactive is not None:
+            raise TaskEnded(inactive, task_id, task.state)
         return task
 
     def consume(self, task_id: str) -> Task:
@@ -213,6 +218,7 @@ class TaskService:
             stored = [] if one is None else [one]
         for task in stored:
             self._take_stored(task)
+        await self.end_unfit(None if task_id is None else [task_id])
 
     async def refresh_ended(self, since: float) -> int:
         """End here every task held as active that the store says ended at or after `since` (on another
@@ -221,6 +227,7 @@ class TaskService:
         missed = [task for task in stored if self._held_active(task.id)]
         for task in missed:
             self._take_stored(task)
+        await self.end_unfit()
         return len(missed)
 
     def _held_active(self, task_id: str) -> bool:
@@ -234,13 +241,15 @@ class TaskService:
                 self._tasks[stored.id] = stored
                 self._calls[stored.id] = stored.calls_made
                 self._hold_active(stored)
-                self._end_orphan(stored)
         elif known is None:
             self._tasks[stored.id] = stored
             self._remember_ended(stored.id)
         elif known.state is TaskState.ACTIVE:
-            self._end_in_memory(known, stored.state, stored, self.clock(), stored.end_reason or "ended elsewhere",
-                                observers=self.on_ended_elsewhere)
+            reason = stored.end_reason or "ended elsewhere"
+            ended = self._end_in_memory(known, stored.state, stored, self.clock(), reason,
+                                        observers=self.on_ended_elsewhere)
+            # The replica that ended it wrote its own end; the descendants are written here if it did not.
+            self._write_missed_later(ended[1:])
 
     # mutations
 
@@ -292,6 +301,12 @@ class TaskService:
             # The parent ended while this task was being written, so its cascade missed it: end it now.
             await self.revoke(task.id, SYSTEM_ACTOR, f"parent task {task.parent_id} ended as this task started")
             raise DelegationRefused(f"the parent task {task.parent_id} has ended")
+        inactive = self._inactive_agent(task, self.clock())
+        if inactive is not None:
+            # An agent of the chain was suspended (or expired) while this task was being written: its ending
+            # of tasks could not see this one.
+            await self.revoke(task.id, SYSTEM_ACTOR, f"{inactive} as this task started")
+            raise AgentNotActive(f"{inactive}; every agent of a task's chain must be active")
         return task
 
     def _parent(self, parent_id: str) -> Task:
@@ -354,13 +369,61 @@ class TaskService:
         ended = [
             pair
             for task in list(self._tasks.values())
-            if now >= task.deadline and self._tasks[task.id].state is TaskState.ACTIVE  # (not ended as a descendant)
+            if now >= task.deadline and self._still_active(task)  # (not ended above as a descendant)
             for pair in self._end_in_memory(task, TaskState.EXPIRED, replace(task, ended_at=task.deadline), now,
                                             DEADLINE_REASON)
         ]
         await self._persist(ended, SYSTEM_ACTOR, DEADLINE_REASON)
         self._forget_old(now)
+        return [task for task, _ in ended] + await self.end_unfit()
+
+    async def end_unfit(self, task_ids: Iterable[str] | None = None) -> builtins.list[Task]:
+        """End (revoked, with their descendants) and write every task held as active that may no longer be
+        used: one below a task that has ended (or that neither memory nor the store knows: ended long ago),
+        or one with an agent in its chain that is not active (expired: no lifecycle event announces that).
+        The backstop of every cascade a crash, a failed write, a replica or a lost notice cut short.
+        `task_ids`: only those tasks (with their descendants); None: every task held as active."""
+        held = [self._tasks[i] for ids in self._active.values() for i in ids] if task_ids is None else [
+            task for task in map(self._tasks.get, task_ids) if task is not None]
+        for ancestor_id in {link.task_id for task in held for link in task.chain[:-1]} - self._tasks.keys():
+            stored = await self.store.get_task(ancestor_id)
+            if stored is not None:
+                self._take_stored(stored)
+        now = self.clock()
+        ended = [
+            pair
+            for task in held
+            if self._still_active(task) and (why := self._unfit(task, now)) is not None
+            for pair in self._end_in_memory(task, TaskState.REVOKED, None, now, why)
+        ]
+        await self._persist(ended, SYSTEM_ACTOR, "an ancestor task or an agent of the chain ended")
         return [task for task, _ in ended]
+
+    def _still_active(self, task: Task) -> bool:
+        """`task` (from a snapshot) is still held, and active: not ended (or forgotten) since the snapshot."""
+        current = self._tasks.get(task.id)
+        return current is not None and current.state is TaskState.ACTIVE
+
+    def _unfit(self, task: Task, now: float) -> str | None:
+        """Why a task held as active may not be used any more (see end_unfit); None if it may."""
+        for link in task.chain[:-1]:
+            above = self._tasks.get(link.task_id)
+            if above is None:
+                return f"parent task {link.task_id} ended (it is not found)"
+            if above.state is not TaskState.ACTIVE:
+                return f"parent task {above.id} {above.state.value}: {above.end_reason or 'ended'}"
+        return self._inactive_agent(task, now)
+
+    def _inactive_agent(self, task: Task, now: float) -> str | None:
+        """Why an agent of the task's chain (its own included) may not act now; None if every one may."""
+        for agent_id in dict.fromkeys((*(link.agent_id for link in task.chain), task.agent_id)):
+            agent = self.registry.get(agent_id)
+            state = None if agent is None else agent.effective_state(now)
+            if state is not Lifecycle.ACTIVE:
+                expired = agent is not None and agent.state is not state  # past its expires_at
+                return f"agent {agent_id!r} is {'unknown' if state is None else state.value}" + (
+                    " (it expired)" if expired else "")
+        return None
 
     async def flush(self) -> None:
         """Write the call counts made since the last flush."""
@@ -490,20 +553,65 @@ class TaskService:
             pair
             for task in list(self._tasks.values())
             if task.agent_id == agent_id and task.effective(now).state is TaskState.ACTIVE
-            and self._tasks[task.id].state is TaskState.ACTIVE  # not ended above as another's descendant
+            and self._still_active(task)  # not ended above as another's descendant
             for pair in self._end_in_memory(task, TaskState.REVOKED, None, now, reason, observers)
         ]
 
     async def _persist(self, ended: builtins.list[tuple[Task, TaskState]], actor: str, reason: str) -> None:
+        """Write each ended task (and announce it once written). One failed write neither stops the others nor
+        is lost: it is retried in the background until written; the first failure is raised afterwards."""
         now = self.clock()
+        # A descendant ended with its parent says so in its own reason.
+        events = [(task, TaskEvent(task.id, previous, task.state, actor, task.end_reason or reason, now))
+                  for task, previous in ended]
+        self._unwritten.update((task.id, (task, event)) for task, event in events)
+        failure = await self._write([task.id for task, _ in events])
+        if failure is not None:
+            raise failure
+
+    async def _write(self, task_ids: Iterable[str]) -> Exception | None:
+        """Write the unwritten ends of `task_ids`, announcing each written; the first failure, if any."""
+        failure: Exception | None = None
+        written: builtins.list[Task] = []
         async with self._lock:
-            for task, previous in ended:
-                # A descendant ended with its parent says so in its own reason.
-                event = TaskEvent(task.id, previous, task.state, actor, task.end_reason or reason, now)
-                await self.store.save_task(task, event)
-        for task, _ in ended:
+            for task_id in task_ids:
+                pending = self._unwritten.get(task_id)
+                if pending is None:
+                    continue  # written meanwhile by a retry
+                try:
+                    await self.store.save_task(*pending)
+                except Exception as exc:
+                    failure = failure or exc
+                else:
+                    del self._unwritten[task_id]
+                    written.append(pending[0])
+        for task in written:
             for observer in self.on_saved:
                 observer(task)
+        return failure
+
+    async def _write_unwritten(self) -> None:
+        if self._unwritten:
+            failure = await self._write(builtins.list(self._unwritten))
+            if failure is not None:
+                raise failure
+
+    def _write_missed_later(self, ended: builtins.list[tuple[Task, TaskState]]) -> None:
+        """Write (in the background) the ends of tasks ended here after another replica's end, that the store
+        still holds as active: that replica did not hold them, or its writes failed."""
+        if ended:
+            self._later(self._write_missed(ended))
+
+    async def _write_missed(self, ended: builtins.list[tuple[Task, TaskState]]) -> None:
+        try:
+            missed = []
+            for task, previous in ended:
+                stored = await self.store.get_task(task.id)
+                if stored is None or stored.state is TaskState.ACTIVE:
+                    missed.append((task, previous))
+            await self._persist(missed, SYSTEM_ACTOR, "ended elsewhere")
+        except Exception:
+            log.exception("could not record the end of %d task(s) ended elsewhere; retrying", len(ended))
 
     def _agent_changed(self, agent: Agent, event: LifecycleEvent) -> None:
         """Registry observer: a suspended or retired agent's tasks end at once (in memory), then on disk."""
@@ -512,25 +620,21 @@ class TaskService:
         reason = f"agent {agent.id} {event.to_state.value} by {event.actor}: {event.reason}"
         self._persist_later(self._end_agent_in_memory(agent.id, reason), reason)
 
-    def _end_orphan(self, task: Task) -> None:
-        """A delegated task started on another replica as its parent ended here: the cascade here could not
-        see it, and the other replica may not have known yet, so it is ended (and written) here."""
-        parent = None if task.parent_id is None else self._tasks.get(task.parent_id)
-        if parent is not None and parent.state is not TaskState.ACTIVE:
-            reason = f"parent task {parent.id} {parent.state.value}: {parent.end_reason or 'ended'}"
-            self._persist_later(self._end_in_memory(task, TaskState.REVOKED, None, self.clock(), reason), reason)
-
     def _persist_later(self, ended: builtins.list[tuple[Task, TaskState]], reason: str) -> None:
         if ended:
-            pending = asyncio.ensure_future(self._persist_logged(ended, reason))
-            self._pending.add(pending)
-            pending.add_done_callback(self._pending.discard)
+            self._later(self._persist_logged(ended, reason))
+
+    def _later(self, work: Coroutine[object, object, None]) -> None:
+        pending = asyncio.ensure_future(work)
+        self._pending.add(pending)
+        pending.add_done_callback(self._pending.discard)
 
     def _agent_refreshed(self, agent: Agent, before: Agent | None) -> None:
         """Registry observer: an agent another replica suspended or retired has its tasks ended here too
-        (in memory: that replica writes them)."""
+        (in memory; that replica writes them, and this one what the store still holds as active)."""
         if agent.state in (Lifecycle.SUSPENDED, Lifecycle.RETIRED) and (before is None or before.state != agent.state):
-            self._end_agent_in_memory(agent.id, f"agent {agent.id} {agent.state.value}", self.on_ended_elsewhere)
+            reason = f"agent {agent.id} {agent.state.value}"
+            self._write_missed_later(self._end_agent_in_memory(agent.id, reason, self.on_ended_elsewhere))
 
     async def _persist_logged(self, ended: builtins.list[tuple[Task, TaskState]], reason: str) -> None:
         try:
@@ -544,6 +648,7 @@ class TaskService:
         while True:
             await asyncio.sleep(self.settings.flush_interval_s)
             try:
+                await self._write_unwritten()
                 await self.flush()
                 if time.monotonic() - last_sweep >= self.settings.sweep_interval_s:
                     last_sweep = time.monotonic()
@@ -558,12 +663,32 @@ class TaskService:
 
     def _check_ancestors(self, task: Task) -> None:
         """A delegated task is refused once any task above it has ended here, even before the cascade
-        that ends it has reached this process (ended on another replica, told in another order)."""
+        that ends it has reached this process (ended on another replica, told in another order). A task
+        above it that is not held here counts as ended (forgotten, or not heard of yet) until loaded."""
         for link in task.chain[:-1]:
             above = self._tasks.get(link.task_id)
-            if above is not None and above.effective(self.clock()).state is not TaskState.ACTIVE:
+            if above is None:
+                self._load_later(link.task_id, task.id)
+                raise TaskEnded(f"parent task {link.task_id} is not known here (ended, or not loaded yet)",
+                                task.id, task.state)
+            if above.effective(self.clock()).state is not TaskState.ACTIVE:
                 raise TaskEnded(f"parent task {above.id} has ended ({_ended_reason(above.effective(self.clock()))})",
                                 task.id, task.state)
+
+    def _load_later(self, task_id: str, below_id: str) -> None:
+        """Load a task from the store, then end `below_id` if that task has ended (one load at a time)."""
+        if task_id not in self._loading:
+            self._loading.add(task_id)
+            self._later(self._load(task_id, below_id))
+
+    async def _load(self, task_id: str, below_id: str) -> None:
+        try:
+            await self.refresh(task_id)
+            await self.refresh(below_id)  # as stored (another replica may have ended it), then ended here if unfit
+        except Exception:
+            log.exception("could not load task %s from the store", task_id)
+        finally:
+            self._loading.discard(task_id)
 
     def _remember_ended(self, task_id: str) -> None:
         self._ended.pop(task_id, None)

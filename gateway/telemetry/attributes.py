@@ -64,6 +64,10 @@ AGENT_OWNER: Final = "narrowgate.agent.owner"
 """The human or team accountable for the agent."""
 TASK_ID: Final = "narrowgate.task.id"
 """The task the agent's task token is bound to, when it has one."""
+USER_SUB: Final = "narrowgate.user.sub"
+"""The person a person's MCP client acts for (their `sub` at their issuer), when there is one."""
+USER_ISSUER: Final = "narrowgate.user.issuer"
+"""The authorization server that signed that person in."""
 TASK_CHAIN: Final = "narrowgate.task.chain"
 """A delegated task's chain: the agent ids from the root task's agent to the caller's (string array)."""
 DECISION: Final = "narrowgate.decision"
@@ -94,8 +98,8 @@ SPAN_ATTRIBUTES: Final = frozenset({
     MCP_METHOD_NAME, MCP_SESSION_ID, MCP_PROTOCOL_VERSION, JSONRPC_REQUEST_ID, JSONRPC_PROTOCOL_VERSION,
     RPC_RESPONSE_STATUS_CODE, ERROR_TYPE, GEN_AI_OPERATION_NAME, GEN_AI_TOOL_NAME, GEN_AI_PROMPT_NAME,
     NETWORK_TRANSPORT, NETWORK_PROTOCOL_NAME, CLIENT_ADDRESS, CLIENT_PORT, SERVER_ADDRESS, SERVER_PORT,
-    AGENT_ID, AGENT_OWNER, TASK_ID, TASK_CHAIN, DECISION, POLICY_IDS, DECISION_ID, UPSTREAM, APPROVAL_ID,
-    APPROVAL_OUTCOME, CREDENTIAL_KIND,
+    AGENT_ID, AGENT_OWNER, TASK_ID, TASK_CHAIN, USER_SUB, USER_ISSUER, DECISION, POLICY_IDS, DECISION_ID, UPSTREAM,
+    APPROVAL_ID, APPROVAL_OUTCOME, CREDENTIAL_KIND,
 })
 """Every key a span may carry. Anything else handed to `set`/`stage` is dropped."""
 
@@ -104,6 +108,8 @@ ALIASES: Final = {
     "agent_owner": AGENT_OWNER,
     "owner": AGENT_OWNER,
     "task_id": TASK_ID,
+    "user_sub": USER_SUB,
+    "user_issuer": USER_ISSUER,
     "task_chain": TASK_CHAIN,
     "decision": DECISION,
     "policy_ids": POLICY_IDS,

@@ -39,6 +39,7 @@ from gateway.protocol.errors import (
     HTTP_STATUS_FOR_CODE,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
+    REAUTHENTICATION_REQUIRED,
     REQUEST_CANCELLED,
     SHUTTING_DOWN,
     RpcError,
@@ -129,6 +130,15 @@ class McpEndpoint:
         body = orjson.dumps({"error": "invalid_token", "error_description": reason})
         await send_bytes(send, 401, body, "application/json", [(b"www-authenticate", challenge.encode())])
 
+    async def reauthenticate(self, send: Send, request_id: object, error: dict[str, Any]) -> None:
+        """RFC 9470: 401 with `insufficient_user_authentication` (the policy's acr_values / max_age), in both
+        eras; the JSON-RPC error in the body says the same to a client that reads only the body."""
+        data = error.get("data")
+        data = data if isinstance(data, dict) else {}
+        challenge = f'Bearer {data.get("challenge", "")}, resource_metadata="{self.resource_metadata}"'
+        body = orjson.dumps({"jsonrpc": "2.0", "id": request_id, "error": error})
+        await send_bytes(send, 401, body, "application/json", [(b"www-authenticate", challenge.encode())])
+
     # POST ------------------------------------------------------------------------------------
 
     async def post(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]) -> None:
@@ -166,6 +176,8 @@ class McpEndpoint:
                 return
             span.set(agent_id=principal.agent_id, task_id=principal.task_id,
                      owner=principal.agent.owner if principal.agent is not None else None)
+            if principal.user is not None:
+                span.set(user_sub=principal.user.subject, user_issuer=principal.user.issuer)
             if is_modern(headers, message):
                 await self.post_modern(scope, receive, send, headers, principal, message, span)
             else:
@@ -311,6 +323,9 @@ class McpEndpoint:
             ctx.span.error(error_type, "the request ended with a JSON-RPC error")
         self.telemetry.record_request(message.method, ctx.record.decision, ctx.record.upstream,
                                       time.perf_counter() - started, error_type)
+        if error_type == str(REAUTHENTICATION_REQUIRED) and not channel.streaming:
+            await self.reauthenticate(channel.send, message.id, reply["error"])
+            return
         await channel.finish(message.id, reply)
 
     async def run_method(self, ctx: RequestContext, message: Message, receive: Receive | None) -> dict[str, Any]:

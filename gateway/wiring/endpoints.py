@@ -9,9 +9,10 @@ from starlette.routing import BaseRoute, Route
 
 from gateway import __version__
 from gateway.credentials.upstream_auth import UpstreamAuth
-from gateway.oauth.metadata import METADATA_PATH, authorization_server_metadata
+from gateway.oauth.metadata import METADATA_PATH, authorization_server_metadata, protected_resource_metadata
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.reloader import PolicyReloader
+from gateway.settings.identity import IdentitySettings
 from gateway.state.revocations import RevocationListUnavailable
 from gateway.telemetry import Telemetry
 from gateway.telemetry import attributes as A
@@ -23,8 +24,9 @@ from gateway.wiring.catalog_version import CatalogVersion
 class SmallEndpoints:
     def __init__(self, base_url: str, pool: UpstreamPool, policy: PolicyEngine, reloader: PolicyReloader,
                  catalog_sync: CatalogSync, telemetry: Telemetry, upstream_auth: UpstreamAuth,
-                 replica_id: str) -> None:
+                 replica_id: str, identity: IdentitySettings | None = None) -> None:
         self.base_url = base_url
+        self.identity = identity if identity is not None else IdentitySettings(audience=f"{base_url}/mcp")
         self.pool = pool
         self.policy = policy
         self.reloader = reloader
@@ -63,12 +65,8 @@ class SmallEndpoints:
 
     async def resource_metadata(self, request: Request) -> Response:
         """RFC 9728 protected-resource metadata for `/mcp`."""
-        return JSONResponse({
-            "resource": f"{self.base_url}/mcp",
-            "authorization_servers": [self.base_url],
-            "bearer_methods_supported": ["header"],
-            "resource_name": "Narrowgate MCP gateway",
-        })
+        return JSONResponse(protected_resource_metadata(
+            self.base_url, self.identity.advertised_issuers(self.base_url), self.identity.scopes_supported))
 
     async def authorization_server_metadata(self, request: Request) -> Response:
         """RFC 8414: where agents exchange workload tokens for task tokens."""

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,21 @@ def stop(process: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def wait_ready(process: subprocess.Popen[bytes], ready: Callable[[], bool], what: str, log_text: Callable[[], str],
+               timeout_s: float) -> None:
+    """Poll `ready` until it says yes; if `process` exits first or time runs out (then it is stopped), raise with
+    the tail of its log."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited {process.returncode}: {log_text()[-3000:]}")
+        if ready():
+            return
+        time.sleep(0.1)
+    stop(process)
+    raise RuntimeError(f"{what} did not become ready: {log_text()[-3000:]}")
 
 
 def child_pids(parent: int) -> list[int]:
@@ -200,15 +216,8 @@ class Gateway:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env},
                                         cwd=self.workdir)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gateway exited {self.process.returncode}: {self.log_text()[-3000:]}")
-            if self.healthy():
-                return self
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"gateway did not become healthy: {self.log_text()[-3000:]}")
+        wait_ready(self.process, self.healthy, "gateway", self.log_text, timeout_s)
+        return self
 
     def healthy(self) -> bool:
         try:
@@ -219,6 +228,16 @@ class Gateway:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def logged(self, text: str, timeout_s: float = 20) -> bool:
+        """Whether `text` reaches the gateway's log within `timeout_s` (logs are written off the event loop, so a
+        line can land just after the answer that it explains)."""
+        deadline = time.monotonic() + timeout_s
+        while text not in self.log_text():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     def stop(self) -> None:
         if self.process is not None:

@@ -19,6 +19,15 @@ def add_agents_parser(commands: Subcommands) -> None:
                      help="bind an OIDC identity (repeatable)")
     add.add_argument("--spiffe-id", action="append", default=[], help="bind a SPIFFE ID (repeatable)")
     add.add_argument("--static", action="store_true", help="bind the development static-token identity")
+    add.add_argument("--client", nargs=2, action="append", default=[], metavar=("ISSUER", "CLIENT_ID"),
+                     help="bind a person's MCP client of an external authorization server (repeatable); "
+                          "needs --person-group, --person-subject or --person-email-domain")
+    add.add_argument("--person-group", action="append", default=[], metavar="GROUP",
+                     help="people in this group may act through the --client identities (repeatable)")
+    add.add_argument("--person-subject", action="append", default=[], metavar="SUB",
+                     help="this person (their sub) may act through the --client identities (repeatable)")
+    add.add_argument("--person-email-domain", action="append", default=[], metavar="DOMAIN",
+                     help="people with a verified email in this domain may act through them (repeatable)")
     add.add_argument("--claim", action="append", default=[], metavar="NAME=VALUE",
                      help="pin a claim on every identity given here (e.g. repository_id=123)")
     add.add_argument("--tool", action="append", default=[], help="entitle a tool (exposed name; repeatable)")

@@ -1,0 +1,90 @@
+"""Step-up by re-authentication (RFC 9470): a forbid the person lifts by signing in again, recently or strongly.
+
+A policy asks for it with annotations on a forbid, beside the approval step-up's `@step_up`:
+
+    @id("refunds-over-100-need-recent-mfa")
+    @step_up("reauth") @acr_values("mfa") @max_age("300")
+    @reason("refunds over 100 need a multi-factor sign-in within the last 5 minutes")
+    forbid (principal, action == Action::"payments__refund", resource)
+    when { context.input.amount > 100 }
+    unless { context.user.acr == "mfa" && context.request.time - context.user.auth_time <= 300 };
+
+Cedar decides (the `unless` is the rule); the annotations are what the client is told to ask its
+authorization server for: `acr_values` (space-separated, RFC 9470 section 3) and `max_age` (seconds, or
+a duration like "5m"). At least one of the two is required. The gateway answers such a call with HTTP 401
+and `WWW-Authenticate: Bearer error="insufficient_user_authentication", acr_values=..., max_age=...`.
+It asks only if a person who signed in just now with the first asked acr would then be allowed (with an
+approval, if a policy also asks for one); a workload (no person) can never satisfy it and is denied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from gateway.policy.sources import PolicySource
+from gateway.settings.durations import parse_duration
+
+REAUTH = "reauth"
+ANNOTATIONS = ("acr_values", "max_age")
+NO_PERSON = "re-authentication of a person is required, and this caller acts for no person"
+
+
+@dataclass(frozen=True, slots=True)
+class ReauthTerms:
+    """What the RFC 9470 challenge asks for: the union of the asked acr values, the shortest max age."""
+
+    acr_values: tuple[str, ...] = ()
+    max_age_s: int | None = None
+
+    def challenge(self, description: str) -> str:
+        """The WWW-Authenticate parameters after `Bearer ` (without resource_metadata)."""
+        parts = ['error="insufficient_user_authentication"', f'error_description="{_quoted(description)}"']
+        if self.acr_values:
+            parts.append(f'acr_values="{" ".join(self.acr_values)}"')
+        if self.max_age_s is not None:
+            parts.append(f"max_age={self.max_age_s}")
+        return ", ".join(parts)
+
+
+def annotation_problems(source: PolicySource) -> list[str]:
+    """@acr_values and @max_age belong to @step_up("reauth"), which needs at least one of them."""
+    notes = source.annotations
+    given = [key for key in ANNOTATIONS if key in notes]
+    if notes.get("step_up") != REAUTH:
+        return [f"{source.where}: @{key} only applies to a policy with @step_up(\"reauth\")" for key in given]
+    problems = []
+    if not given:
+        problems.append(f"{source.where}: @step_up(\"reauth\") needs @acr_values and/or @max_age (what the client "
+                        "must ask for)")
+    if "acr_values" in notes and not _acr_values(notes["acr_values"]):
+        problems.append(f"{source.where}: @acr_values needs one or more space-separated acr values")
+    if "max_age" in notes:
+        try:
+            parse_duration(notes["max_age"])
+        except ValueError:
+            problems.append(f"{source.where}: @max_age must be seconds or a duration like \"5m\", not "
+                            f"{notes['max_age']!r}")
+    return problems
+
+
+def terms(sources: Iterable[PolicySource]) -> ReauthTerms:
+    """The challenge for these determining reauth policies (their annotations were checked at load)."""
+    acr: list[str] = []
+    ages: list[int] = []
+    for source in sources:
+        notes = source.annotations
+        acr.extend(v for v in _acr_values(notes.get("acr_values", "")) if v not in acr)
+        if notes.get("max_age"):
+            ages.append(int(parse_duration(notes["max_age"])))
+    return ReauthTerms(tuple(acr), min(ages) if ages else None)
+
+
+def _acr_values(text: str) -> list[str]:
+    # acr values are space-separated tokens; quotes or backslashes could break out of the header parameter.
+    return [v for v in text.split() if '"' not in v and "\\" not in v]
+
+
+def _quoted(text: str) -> str:
+    """A quoted-string body (RFC 9110 5.6.4) limited to printable ASCII: no header can be split or forged."""
+    return "".join(c if 0x20 <= ord(c) < 0x7F and c not in '"\\' else "?" for c in text)[:300]

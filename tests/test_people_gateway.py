@@ -1,0 +1,623 @@
+"""People's MCP clients through an external authorization server, and RFC 9470 step-up by re-authentication,
+end to end: a real `narrowgate serve`, the real test identity provider (discovery + JWKS over HTTP, real
+signed access tokens), the real `mcp` SDK client, a real verifying upstream (gateway.verifier) and the demo
+payments upstream. Nothing is mocked: every answer below is what the gateway process said on the wire.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+import yaml
+from mcp.shared.exceptions import MCPError
+from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
+
+from gateway.config import ConfigError, settings_from_mapping
+from gateway.verifier import bearer_token
+from tests.support.clients import ERAS, mcp_client
+from tests.support.identity_provider import TestIdentityProvider, generate_key
+from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan
+from tests.support.processes import ADMIN_TOKEN, NARROWGATE, REPO, Gateway, cedar_copy, free_port, start_listening, stop
+
+CLIENT_ID = "https://client.example.com/oauth/client-metadata.json"  # a Client ID Metadata Document URL
+AGENT = "inspector-client"
+ALICE = "alice-0001"  # in group finance
+BOB = "bob-0002"  # admitted by his verified email domain, in no group
+MALLORY = "mallory-0003"  # no entitlement: no group, unverified email
+ACCEPT = "application/json, text/event-stream"
+MODERN = "2026-07-28"
+LEGACY = "2025-11-25"
+WORKLOAD_TOKEN = "token-workload"  # a development static token: a workload, no person
+PAYMENTS_SERVER = REPO / "examples" / "demo_upstreams" / "payments_server.py"
+VERIFYING_SERVER = REPO / "examples" / "verifying_upstream" / "server.py"
+REFUND = "pay__refund_payment"
+TRANSFER = "pay__transfer_funds"
+BIG_PAYMENT = "P-5003"  # 2,500 EUR in the demo ledger
+DOCS_POLICIES = REPO / "docs" / "policies.md"
+
+POLICIES = {
+    "70-people": """
+// Only people in finance may add (a policy that reads context.user).
+@id("add-needs-finance")
+forbid (principal, action == Action::"vrf__add", resource)
+unless { context.user.present && context.user.groups.contains("finance") };
+
+// The shipped example: refunds over 100 need acr = mfa within the last 5 minutes (RFC 9470).
+@id("refunds-over-100-need-recent-mfa")
+@step_up("reauth")
+@acr_values("mfa")
+@max_age("300")
+@reason("refunds over 100 need a multi-factor sign-in within the last 5 minutes")
+forbid (principal, action == Action::"pay__refund_payment", resource)
+when { context.input has amount && context.input.amount.greaterThan(decimal("100.0")) }
+unless { context.user.acr == "mfa" && context.request.time - context.user.auth_time <= 300 };
+
+// Refunds over 1000 need a person's approval as well: re-authentication first, then the approval.
+@id("refunds-over-1000-need-approval")
+@step_up("pending")
+@reason("refunds over 1000 need an approval")
+forbid (principal, action == Action::"pay__refund_payment", resource)
+when { context.input has amount && context.input.amount.greaterThan(decimal("1000.0")) }
+unless { context.approval.granted };
+
+// Every transfer needs a sign-in within the last 10 minutes, whatever the method (max_age only).
+@id("transfers-need-a-recent-sign-in")
+@step_up("reauth")
+@max_age("10m")
+forbid (principal, action == Action::"pay__transfer_funds", resource)
+unless { context.request.time - context.user.auth_time <= 600 };
+""",
+}
+
+
+@dataclass
+class People:
+    gateway: Gateway
+    idp: TestIdentityProvider
+    record: Path  # the verifying upstream's record of every call
+    verifying_url: str
+    spans: OtlpReceiver  # the gateway's traces
+
+    def token(self, sub: str, *, groups: list[str] | None = None, acr: str | None = None,
+              auth_age_s: int = 3600, **claims: Any) -> str:
+        """A person's access token for this gateway's /mcp, as the provider issues it to CLIENT_ID."""
+        now = int(time.time())
+        return self.idp.mint(sub=sub, client_id=CLIENT_ID, groups=groups or [], acr=acr, amr=["pwd"],
+                             auth_time=now - auth_age_s, **claims)
+
+    def records(self) -> list[dict[str, Any]]:
+        text = self.record.read_text() if self.record.exists() else ""
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def audit(self) -> list[dict[str, Any]]:
+        config = self.gateway.workdir / "gateway.yaml"
+        out = subprocess.run([str(NARROWGATE), "audit", "export", "--config", str(config)], capture_output=True,
+                             text=True, timeout=60, cwd=self.gateway.workdir)
+        assert out.returncode == 0, out.stderr
+        return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+
+def client_agent(issuer: str) -> dict[str, Any]:
+    """The agent record of the client application, as an operator declares it in the agents file."""
+    return {
+        "id": AGENT, "owner": "devtools@example.com", "purpose": "people's MCP Inspector", "state": "active",
+        "entitlement": {"servers": ["vrf", "pay"], "require_task": False},
+        "identities": [{"kind": "client", "issuer": issuer, "subject": CLIENT_ID,
+                        "people": {"groups": ["finance"], "email_domains": ["example.com"]}}],
+    }
+
+
+@pytest.fixture(scope="module")
+def people(tmp_path_factory: pytest.TempPathFactory) -> Iterator[People]:
+    workdir = tmp_path_factory.mktemp("people")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    record = workdir / "verifying-upstream.jsonl"
+    with contextlib.ExitStack() as running:  # stopped in reverse order, whatever fails on the way
+        spans = running.enter_context(OtlpReceiver())
+        idp = TestIdentityProvider(f"{base}/mcp", keys=[generate_key("RS256")])
+        running.callback(idp.close)
+        upstream, verifying_url = verifying_upstream(base, record)
+        running.callback(stop, upstream)
+        payments, payments_port = start_listening([sys.executable, str(PAYMENTS_SERVER), "--port", "0"])
+        running.callback(stop, payments)
+        gateway = people_gateway(workdir, port, idp.issuer, verifying_url, payments_port, spans)
+        running.callback(gateway.stop)
+        gateway.start()
+        yield People(gateway, idp, record, verifying_url, spans)
+
+
+def verifying_upstream(gateway_base: str, record: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """examples/verifying_upstream on a port fixed in advance (its audience is its own URL); its /mcp URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/mcp"
+    process, _ = start_listening([sys.executable, str(VERIFYING_SERVER), "--port", str(port),
+                                  "--jwks-url", f"{gateway_base}/.well-known/jwks.json", "--audience", url,
+                                  "--issuer", gateway_base, "--record", str(record)])
+    return process, url
+
+
+def people_gateway(workdir: Path, port: int, issuer: str, verifying_url: str, payments_port: int,
+                   spans: OtlpReceiver) -> Gateway:
+    """The gateway (not started): the provider as external authorization server, the client's agent, a workload."""
+    manifests = [
+        {"id": "vrf", "owner": "tools@example.com", "description": "verifies every per-call token",
+         "transport": {"url": verifying_url}, "timeout_s": 10,
+         "tools": [{"name": name, "risk": "read", "data_classes": ["internal"]} for name in ("echo", "add")]},
+        {"id": "pay", "owner": "payments@example.com", "description": "demo payments",
+         "transport": {"url": f"http://127.0.0.1:{payments_port}/mcp"}, "timeout_s": 10,
+         # read: keeps the shipped after-hours step-up out of these tests
+         "tools": [{"name": name, "risk": "read", "data_classes": ["financial"]}
+                   for name in ("refund_payment", "transfer_funds")]},
+    ]
+    gateway = Gateway(workdir, manifests, tokens={"workload": WORKLOAD_TOKEN}, port=port,
+                      env={"OTEL_EXPORTER_OTLP_ENDPOINT": spans.endpoint,
+                           "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_BSP_SCHEDULE_DELAY": "100",
+                           "OTEL_SERVICE_NAME": "narrowgate-people"})
+    agents = workdir / "people-agents.yaml"
+    agents.write_text(yaml.safe_dump({"agents": [
+        client_agent(issuer),
+        {"id": "workload", "owner": "ops@example.com", "purpose": "a workload with a static token",
+         "state": "active", "entitlement": {"servers": ["vrf", "pay"], "require_task": False},
+         "identities": [{"kind": "static", "issuer": "narrowgate", "subject": "workload"}]},
+    ]}))
+    gateway.extra_config = {
+        "identity": {"clock_skew_s": 5, "authorization_servers": [{"issuer": issuer}],
+                     "scopes_supported": ["openid", "email"]},
+        "agents_file": str(agents),
+        "policies": str(cedar_copy(workdir / "cedar", **POLICIES)),
+        "approvals": {"admins_may_approve": True},
+    }
+    return gateway
+
+
+# --- raw HTTP helpers ------------------------------------------------------------------------------
+
+
+def headers(token: str, **extra: str) -> dict[str, str]:
+    return {"Accept": ACCEPT, "Content-Type": "application/json", "Authorization": f"Bearer {token}", **extra}
+
+
+def open_session(gw: Gateway, token: str) -> httpx2.Response:
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "people", "version": "0"}}}
+    return httpx2.post(gw.url, json=init, headers=headers(token))
+
+
+def call_tool(gw: Gateway, token: str, era: str, name: str, arguments: dict[str, Any]) -> httpx2.Response:
+    """tools/call over raw HTTP in either era (a 2025-11-25 session opened first)."""
+    params: dict[str, Any] = {"name": name, "arguments": arguments}
+    if era == MODERN:
+        params["_meta"] = {PROTOCOL_VERSION_META_KEY: MODERN, CLIENT_CAPABILITIES_META_KEY: {},
+                           CLIENT_INFO_META_KEY: {"name": "people", "version": "0"}}
+        extra = {"MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/call", "Mcp-Name": name}
+    else:
+        opened = open_session(gw, token)
+        assert opened.status_code == 200, opened.text
+        extra = {"Mcp-Session-Id": opened.headers["mcp-session-id"], "MCP-Protocol-Version": LEGACY}
+    body = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": params}
+    return httpx2.post(gw.url, json=body, headers=headers(token, **extra))
+
+
+def listed_tools(gw: Gateway, token: str) -> set[str]:
+    params = {"_meta": {PROTOCOL_VERSION_META_KEY: MODERN, CLIENT_CAPABILITIES_META_KEY: {},
+                        CLIENT_INFO_META_KEY: {"name": "people", "version": "0"}}}
+    body = {"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": params}
+    response = httpx2.post(gw.url, json=body, headers=headers(token, **{"MCP-Protocol-Version": MODERN,
+                                                                         "Mcp-Method": "tools/list"}))
+    assert response.status_code == 200, response.text
+    return {tool["name"] for tool in response.json()["result"]["tools"]}
+
+
+def assert_no_token(gw: Gateway, token: str, response: httpx2.Response) -> None:
+    signature = token.rpartition(".")[2]
+    for text in (response.text, " ".join(response.headers.values()), gw.log_text()):
+        assert token not in text and signature not in text
+
+
+def refused(gw: Gateway, token: str, status: int, *fragments: str) -> str:
+    response = open_session(gw, token)
+    assert response.status_code == status, response.text
+    assert_no_token(gw, token, response)
+    reason = str(response.json()["error_description"])
+    for fragment in fragments:
+        assert fragment in reason, reason
+    return reason
+
+
+def wait_until(predicate: Any, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+def challenge_of(response: httpx2.Response) -> str:
+    assert response.status_code == 401, response.text
+    return response.headers["www-authenticate"]
+
+
+# --- the protected resource names the external authorization server --------------------------------
+
+
+def test_resource_metadata_names_the_external_authorization_server_and_the_gateway(people: People) -> None:
+    gw = people.gateway
+    document = httpx2.get(f"{gw.base}/.well-known/oauth-protected-resource").json()
+    assert document["resource"] == gw.url
+    assert document["authorization_servers"] == [people.idp.issuer, gw.base]
+    assert document["scopes_supported"] == ["email", "openid"]
+    # The 401 for no token points there, as for workloads.
+    response = httpx2.post(gw.url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                           headers={"Accept": ACCEPT, "Content-Type": "application/json"})
+    assert challenge_of(response) == f'Bearer resource_metadata="{gw.base}/.well-known/oauth-protected-resource"'
+
+
+# --- accepted: the person through the client ------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_a_person_calls_through_the_client_and_the_upstream_token_names_person_and_agent(
+    people: People, mode: str
+) -> None:
+    text = f"hello from alice over {mode}"
+    async with mcp_client(people.gateway.url, people.token(ALICE, groups=["finance"]), mode) as client:
+        names = {tool.name for tool in (await client.list_tools()).tools}
+        assert {"vrf__echo", "vrf__add", REFUND} <= names
+        result = await client.call_tool("vrf__echo", {"text": text})
+    assert not result.is_error, result
+    entries = [e for e in people.records() if (e["arguments"] or {}).get("text") == text]
+    assert len(entries) == 1 and entries[0]["outcome"] == "accepted", entries
+    claims = entries[0]["claims"]  # verified at the upstream by gateway.verifier
+    assert claims["sub"] == ALICE
+    assert claims["sub_iss"] == people.idp.issuer
+    assert claims["act"] == {"sub": AGENT, "client_id": CLIENT_ID}
+    assert claims["aud"] == people.verifying_url
+    # The person's own access token never reached the upstream.
+    assert bearer_token(entries[0]["authorization"]).count(".") == 2
+    assert entries[0]["authorization"] != f"Bearer {people.token(ALICE)}"
+
+
+async def test_context_user_is_seen_by_a_real_cedar_policy(people: People) -> None:
+    gw = people.gateway
+    async with mcp_client(gw.url, people.token(ALICE, groups=["finance"]), ERAS[1]) as client:
+        result = await client.call_tool("vrf__add", {"a": 2, "b": 3})
+    assert not result.is_error and result.content[0].text == "5", result
+    # Bob is let through the client (verified email domain) but is not in finance: the policy denies.
+    bob = people.token(BOB, email="bob@example.com", email_verified=True)
+    async with mcp_client(gw.url, bob, ERAS[1]) as client:
+        names = {tool.name for tool in (await client.list_tools()).tools}
+        assert "vrf__add" not in names and "vrf__echo" in names
+        with pytest.raises(MCPError, match="Access denied"):
+            await client.call_tool("vrf__add", {"a": 2, "b": 3})
+    # A workload (no person): context.user.present is false.
+    response = call_tool(gw, WORKLOAD_TOKEN, MODERN, "vrf__add", {"a": 1, "b": 1})
+    assert response.json()["error"]["message"].startswith("Access denied"), response.text
+
+
+def test_audit_records_name_the_agent_and_the_person(people: People) -> None:
+    token = people.token(BOB, email="bob@example.com", email_verified=True)
+    response = call_tool(people.gateway, token, MODERN, "vrf__add", {"a": 40, "b": 2})
+    decision_id = response.json()["error"]["data"]["decisionId"]
+    (record,) = [r for r in people.audit() if r.get("decision_id") == decision_id]
+    assert record["agent_id"] == AGENT and record["decision"] == "deny"
+    assert record["detail"]["user"] == BOB
+    assert record["detail"]["user_issuer"] == people.idp.issuer
+    assert "bob@example.com" not in json.dumps(record)  # never the email (nor the token)
+    assert token.rpartition(".")[2] not in json.dumps(record)
+    # The call's span names both as well.
+    def traced(spans: list[ReceivedSpan]) -> bool:
+        return any(s.attributes.get("narrowgate.decision.id") == decision_id for s in spans)
+    (span,) = [s for s in people.spans.wait_for_spans(traced, timeout_s=20)
+               if s.attributes.get("narrowgate.decision.id") == decision_id]
+    assert span.attributes["narrowgate.agent.id"] == AGENT
+    assert span.attributes["narrowgate.user.sub"] == BOB
+    assert span.attributes["narrowgate.user.issuer"] == people.idp.issuer
+    assert "bob@example.com" not in repr(span.attributes)
+
+
+# --- refused ---------------------------------------------------------------------------------------
+
+
+def test_a_token_for_another_resource_is_refused_and_the_reason_logged_without_the_token(people: People) -> None:
+    other = "https://api.example.com/other-mcp"
+    token = people.token(ALICE, groups=["finance"], aud=other)
+    reason = refused(people.gateway, token, 401, "audience", other, "another resource")
+    assert people.gateway.url in reason
+    wait_until(lambda: f"token refused: {reason}" in people.gateway.log_text())  # logs are written off the loop
+    assert_no_token(people.gateway, token, open_session(people.gateway, token))
+    # An ID token (audience: the client) is no access token for this gateway either.
+    refused(people.gateway, people.token(ALICE, groups=["finance"], aud=CLIENT_ID), 401, "audience")
+    # The gateway's base URL (the workload audience) is not the resource either.
+    refused(people.gateway, people.token(ALICE, groups=["finance"], aud=people.gateway.base), 401, "audience")
+    # The same checks as for workload tokens: expiry (with the configured skew) and the provider's own keys.
+    expired = people.token(ALICE, groups=["finance"], exp=int(time.time()) - 60)
+    refused(people.gateway, expired, 401, "expired")
+    stranger_key = generate_key("RS256", kid=people.idp.keys[0].kid)
+    forged = people.idp.mint(sub=ALICE, client_id=CLIENT_ID, groups=["finance"], key=stranger_key)
+    refused(people.gateway, forged, 401, "signature")
+
+
+def test_a_client_id_not_registered_as_an_agent_is_403(people: People) -> None:
+    stranger = "https://stranger.example.net/client.json"
+    token = people.idp.mint(sub=ALICE, client_id=stranger, groups=["finance"])
+    refused(people.gateway, token, 403, stranger, "not registered as an agent")
+    # azp names the client when client_id is absent.
+    refused(people.gateway, people.idp.mint(sub=ALICE, azp=stranger, groups=["finance"]), 403, stranger)
+    # A token naming no client at all is no person's client token.
+    refused(people.gateway, people.idp.mint(sub=ALICE, groups=["finance"]), 401, "names no client")
+
+
+def test_a_person_without_an_entitlement_through_the_client_is_403(people: People) -> None:
+    gw = people.gateway
+    reason = refused(gw, people.token(MALLORY, groups=["sales"]), 403, MALLORY, CLIENT_ID, AGENT)
+    assert "not in any of its allowed groups" in reason
+    # An email in the allowed domain counts only when the provider says it is verified.
+    refused(gw, people.token(MALLORY, email="mallory@example.com", email_verified=False), 403, MALLORY)
+    assert open_session(gw, people.token(MALLORY, email="mallory@example.com", email_verified=True)).status_code == 200
+
+
+# --- RFC 9470: step-up by re-authentication --------------------------------------------------------
+
+
+@pytest.mark.parametrize("era", [LEGACY, MODERN])
+def test_refund_over_100_is_challenged_then_a_fresh_mfa_token_passes(people: People, era: str) -> None:
+    gw = people.gateway
+    old = people.token(ALICE, groups=["finance"], acr="pwd", auth_age_s=3600)
+    response = call_tool(gw, old, era, REFUND, {"payment_id": BIG_PAYMENT, "amount": 150})
+    challenge = challenge_of(response)
+    assert challenge.startswith('Bearer error="insufficient_user_authentication"'), challenge
+    assert 'acr_values="mfa"' in challenge and "max_age=300" in challenge
+    assert "multi-factor sign-in within the last 5 minutes" in challenge
+    assert f'resource_metadata="{gw.base}/.well-known/oauth-protected-resource"' in challenge
+    assert response.json()["error"]["data"]["decision"] == "step_up"
+    # Small refunds need nothing more.
+    small = call_tool(gw, old, era, REFUND, {"payment_id": BIG_PAYMENT, "amount": 5})
+    assert small.status_code == 200 and "result" in small.json(), small.text
+    # The retried call with a fresh token (recent auth_time, the asked acr) passes...
+    fresh = people.token(ALICE, groups=["finance"], acr="mfa", auth_age_s=10)
+    passed = call_tool(gw, fresh, era, REFUND, {"payment_id": BIG_PAYMENT, "amount": 150})
+    assert passed.status_code == 200, passed.text
+    assert passed.json()["result"]["structuredContent"]["refund"] == 150.0
+    # ...and the old token keeps being challenged.
+    assert "insufficient_user_authentication" in challenge_of(
+        call_tool(gw, old, era, REFUND, {"payment_id": BIG_PAYMENT, "amount": 150}))
+    # MFA long ago, or a recent sign-in without MFA, is not enough either.
+    for stale in (people.token(ALICE, groups=["finance"], acr="mfa", auth_age_s=900),
+                  people.token(ALICE, groups=["finance"], acr="pwd", auth_age_s=10)):
+        challenge_of(call_tool(gw, stale, era, REFUND, {"payment_id": BIG_PAYMENT, "amount": 150}))
+
+
+async def test_the_sdk_client_sees_the_challenge_and_passes_after_reauthentication(people: People) -> None:
+    gw = people.gateway
+    old = people.token(ALICE, groups=["finance"], acr="pwd")
+    async with mcp_client(gw.url, old, ERAS[1]) as client:
+        with pytest.raises(Exception):  # noqa: B017 - the SDK surfaces the 401 as its own error
+            await client.call_tool(REFUND, {"payment_id": BIG_PAYMENT, "amount": 120})
+    fresh = people.token(ALICE, groups=["finance"], acr="mfa", auth_age_s=5)
+    async with mcp_client(gw.url, fresh, ERAS[1]) as client:
+        result = await client.call_tool(REFUND, {"payment_id": BIG_PAYMENT, "amount": 120})
+    assert not result.is_error, result
+
+
+def test_a_workload_can_never_satisfy_reauthentication(people: People) -> None:
+    response = call_tool(people.gateway, WORKLOAD_TOKEN, MODERN, REFUND, {"payment_id": BIG_PAYMENT, "amount": 150})
+    error = response.json()["error"]
+    assert error["message"].startswith("Access denied") and "acts for no person" in error["message"], error
+    assert error["data"]["decision"] == "deny"
+    assert "www-authenticate" not in response.headers
+    # Nor is a tool that always needs a recent sign-in listed for it, while a person sees it (signing in helps).
+    assert TRANSFER not in listed_tools(people.gateway, WORKLOAD_TOKEN)
+    assert TRANSFER in listed_tools(people.gateway, people.token(ALICE, groups=["finance"], auth_age_s=3600))
+
+
+def test_max_age_alone_asks_for_a_recent_sign_in_whatever_the_method(people: People) -> None:
+    gw, arguments = people.gateway, {"from_account": "acct-payroll", "to_account": "acct-ops", "amount": 1}
+    challenge = challenge_of(call_tool(gw, people.token(ALICE, groups=["finance"], acr="mfa"), MODERN, TRANSFER,
+                                       arguments))
+    assert "max_age=600" in challenge and "acr_values" not in challenge, challenge
+    passed = call_tool(gw, people.token(ALICE, groups=["finance"], auth_age_s=30), MODERN, TRANSFER, arguments)
+    assert passed.status_code == 200 and "result" in passed.json(), passed.text
+
+
+def test_reauthentication_first_then_the_approval_flow(people: People) -> None:
+    gw = people.gateway
+    old = people.token(ALICE, groups=["finance"], acr="pwd")
+    challenge_of(call_tool(gw, old, MODERN, REFUND, {"payment_id": BIG_PAYMENT, "amount": 1500}))
+    fresh = people.token(ALICE, groups=["finance"], acr="mfa", auth_age_s=5)
+    response = call_tool(gw, fresh, MODERN, REFUND, {"payment_id": BIG_PAYMENT, "amount": 1500})
+    assert response.status_code == 200, response.text
+    text = json.dumps(response.json())
+    assert "Approval id" in text, text  # the approval flow as today: a person decides, then the agent retries
+
+
+def test_the_reauth_step_up_is_audited_with_its_reason(people: People) -> None:
+    old = people.token(ALICE, groups=["finance"], acr="pwd")
+    response = call_tool(people.gateway, old, MODERN, REFUND, {"payment_id": BIG_PAYMENT, "amount": 130})
+    decision_id = response.json()["error"]["data"]["decisionId"]
+    (record,) = [r for r in people.audit() if r.get("decision_id") == decision_id]
+    assert record["decision"] == "step_up" and record["policy_ids"] == ["refunds-over-100-need-recent-mfa"]
+    detail = record["detail"]
+    assert detail["step_up"] == "reauth" and detail["acr_values"] == "mfa" and detail["max_age"] == 300
+    assert "multi-factor" in detail["reason"]
+    assert detail["user"] == ALICE and record["agent_id"] == AGENT
+
+
+# --- configuration, policies and bindings refused with a reason --------------------------------------
+
+
+def test_identity_settings_for_external_authorization_servers(tmp_path: Path) -> None:
+    issuer = "https://login.example.com"
+    base = {"listen": "127.0.0.1:8080", "identity": {"authorization_servers": [{"issuer": issuer}]}}
+    settings = settings_from_mapping(base, tmp_path).identity
+    assert settings.resource == "http://127.0.0.1:8080/mcp"  # people's tokens must name /mcp
+    assert settings.authorization_servers[0].groups_claim == "groups"
+    assert settings.advertised_issuers("http://gw") == [issuer, "http://gw"]
+    only = {**base, "identity": {**base["identity"], "advertise_authorization_servers": "external"}}
+    assert settings_from_mapping(only, tmp_path).identity.advertised_issuers("http://gw") == [issuer]
+    refused = [
+        ({"advertise_authorization_servers": "some"}, "advertise_authorization_servers"),
+        ({"oidc_issuers": [{"issuer": issuer}]}, "configured twice"),  # one issuer, one meaning
+        ({"authorization_servers": [{"issuer": "http://login.example.com"}]}, "https"),
+        ({"authorization_servers": [{"issuer": issuer, "algorithms": ["HS256"]}]}, "HS256"),
+        ({"authorization_servers": [{"issuer": issuer, "groups_claim": ""}]}, "groups_claim"),
+        ({"authorization_servers": [{"issuer": issuer, "audience": "x"}]}, "unknown key"),
+    ]
+    for change, fragment in refused:
+        with pytest.raises(ConfigError, match=fragment):
+            settings_from_mapping({**base, "identity": {**base["identity"], **change}}, tmp_path)
+
+
+def test_policy_validate_refuses_misused_reauth_annotations(tmp_path: Path) -> None:
+    bad = """\
+@id("reauth-asks-nothing")
+@step_up("reauth")
+forbid (principal, action, resource) when { context.user.acr == "none" };
+
+@id("acr-without-reauth")
+@step_up
+@acr_values("mfa")
+forbid (principal, action, resource) when { context.user.acr == "none" };
+
+@id("max-age-unreadable")
+@step_up("reauth")
+@max_age("soon")
+forbid (principal, action, resource) when { context.user.acr == "none" };
+"""
+    cedar = cedar_copy(tmp_path / "cedar", **{"70-bad": bad})
+    config = Gateway(tmp_path, [], extra_config={"policies": str(cedar)}).write_config()
+    done = subprocess.run([str(NARROWGATE), "policy", "validate", "--config", str(config)], capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 2, done
+    where = cedar / "policies" / "70-bad.cedar"
+    assert f'{where}:1: @step_up("reauth") needs @acr_values and/or @max_age' in done.stdout, done.stdout
+    assert f'{where}:5: @acr_values only applies to a policy with @step_up("reauth")' in done.stdout
+    assert f"{where}:10: @max_age must be seconds or a duration" in done.stdout
+
+
+def test_the_admin_api_binds_a_client_and_requires_who_may_act_through_it(people: People) -> None:
+    agents = f"{people.gateway.base}/admin/v1/agents"
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    client = {"kind": "client", "issuer": people.idp.issuer, "subject": "vscode-client"}
+    body = {"id": "vscode", "owner": "devtools@example.com", "purpose": "VS Code for people", "state": "active",
+            "entitlement": {"servers": ["vrf"], "require_task": False}, "identities": [client]}
+    missing = httpx2.post(agents, json=body, headers=auth)
+    assert missing.status_code == 400 and "who may act through it" in missing.text, missing.text
+    empty = httpx2.post(agents, json={**body, "identities": [{**client, "people": {}}]}, headers=auth)
+    assert empty.status_code == 400 and "at least one group, subject or email domain" in empty.text, empty.text
+    misplaced = {"kind": "oidc", "issuer": people.idp.issuer, "subject": "w", "people": {"groups": ["x"]}}
+    wrong = httpx2.post(agents, json={**body, "identities": [misplaced]}, headers=auth)
+    assert wrong.status_code == 400 and "only to an identity of kind client" in wrong.text, wrong.text
+    bound = {**client, "people": {"subjects": [MALLORY], "email_domains": ["@Example.ORG"]}}
+    created = httpx2.post(agents, json={**body, "identities": [bound]}, headers=auth)
+    assert created.status_code == 201, created.text
+    assert created.json()["identities"][0]["people"] == {"groups": [], "subjects": [MALLORY],
+                                                        "email_domains": ["example.org"]}
+    # Bound at once: Mallory, named by subject, may act through this client (and not through the other one).
+    token = people.idp.mint(sub=MALLORY, client_id="vscode-client")
+    assert open_session(people.gateway, token).status_code == 200
+    refused(people.gateway, people.idp.mint(sub=BOB, client_id="vscode-client"), 403, BOB, "vscode")
+
+
+def test_policy_test_cases_can_name_the_person_and_their_sign_in(tmp_path: Path) -> None:
+    """The docs' reauth example, decided offline by `narrowgate policy test` with `user:` in the cases."""
+    section = DOCS_POLICIES.read_text().split("## Step-up by re-authentication (RFC 9470)")[1]
+    policy = section.split("```cedar\n")[1].split("```")[0]
+    cases = yaml.safe_load(section.split("```yaml\n")[1].split("```")[0])["cases"]
+    cedar = cedar_copy(tmp_path / "cedar", **{"70-reauth": policy})
+    for shipped in (cedar / "tests").glob("*.yaml"):  # their catalogs lack the refund tool the policy names
+        shipped.unlink()
+    (cedar / "tests" / "reauth.yaml").write_text(yaml.safe_dump({
+        "catalog": [{"id": "payments", "owner": "payments@example.com",
+                     "tools": [{"name": "refund_payment", "risk": "write", "data_classes": ["financial"]}]}],
+        "schemas": {"payments__refund_payment": {"type": "object", "required": ["payment_id", "amount"],
+                                                 "properties": {"payment_id": {"type": "string"},
+                                                                "amount": {"type": "number"}}}},
+        "agents": {"payer": {"entitled_servers": ["payments"]}},
+        "cases": cases,
+    }))
+    config = Gateway(tmp_path, [], extra_config={"policies": str(cedar)}).write_config()
+    done = subprocess.run([str(NARROWGATE), "policy", "test", "--config", str(config)], capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for case in cases:
+        assert case["name"] in done.stdout
+    # The same cases with the expectations swapped fail: the person's sign-in really decides.
+    wrong = [{**case, "expect": "allow" if case["expect"] != "allow" else "deny"} for case in cases]
+    (cedar / "tests" / "reauth.yaml").write_text(yaml.safe_dump({**yaml.safe_load(
+        (cedar / "tests" / "reauth.yaml").read_text()), "cases": wrong}))
+    failed = subprocess.run([str(NARROWGATE), "policy", "test", "--config", str(config)], capture_output=True,
+                            text=True, timeout=60, cwd=tmp_path)
+    assert failed.returncode != 0
+    assert f"{len(cases)} failed" in failed.stdout + failed.stderr, failed.stdout + failed.stderr
+
+
+def test_a_persons_client_token_never_opens_the_admin_api(people: People) -> None:
+    """An access token issued to a client for /mcp is not an admin credential, whatever roles it claims."""
+    agents = f"{people.gateway.base}/admin/v1/agents"
+    stranger = people.idp.mint(sub=ALICE, client_id="unbound-client", roles=["narrowgate-admin"])
+    response = httpx2.get(agents, headers={"Authorization": f"Bearer {stranger}"})
+    assert response.status_code == 403 and "cannot use the admin API" in response.text, response.text
+    bound = people.token(ALICE, groups=["finance"], roles=["narrowgate-admin"])
+    assert httpx2.get(agents, headers={"Authorization": f"Bearer {bound}"}).status_code == 403
+
+
+def test_a_persons_client_token_cannot_be_exchanged_for_a_task_token(people: People) -> None:
+    """A task token for the client's agent would carry no person: refused, admitted person or not."""
+    for token in (people.token(ALICE, groups=["finance"]), people.token(MALLORY)):
+        form = {"grant_type": "urn:ietf:params:oauth:grant-type:token-exchange", "subject_token": token,
+                "subject_token_type": "urn:ietf:params:oauth:token-type:jwt", "scope": "vrf__echo",
+                "purpose": "launder the person out"}
+        response = httpx2.post(f"{people.gateway.base}/oauth/token", data=form)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"] == "invalid_grant"
+        assert "cannot be exchanged" in response.json()["error_description"]
+
+
+def test_an_approval_binds_the_person_not_only_the_client(people: People) -> None:
+    """Alice's approved refund cannot be spent by Bob calling the same tool with the same arguments."""
+    gw, arguments = people.gateway, {"payment_id": BIG_PAYMENT, "amount": 1234}
+    alice = people.token(ALICE, groups=["finance"], acr="mfa", auth_age_s=5)
+    bob = people.token(BOB, email="bob@example.com", email_verified=True, acr="mfa", auth_age_s=5)
+    first = call_tool(gw, alice, MODERN, REFUND, arguments).json()
+    approval_id = first["result"]["_meta"]["narrowgate/approval"]["id"]
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    shown = httpx2.get(f"{gw.base}/admin/v1/approvals/{approval_id}", headers=admin).json()
+    assert shown["user"] == f"{people.idp.issuer} {ALICE}" and shown["agent_id"] == AGENT
+    decided = httpx2.post(f"{gw.base}/admin/v1/approvals/{approval_id}/approve", json={"comment": "ok"}, headers=admin)
+    assert decided.status_code == 200, decided.text
+    # Bob, through the same client, with the same call: a request of his own, not Alice's approval.
+    other = call_tool(gw, bob, MODERN, REFUND, arguments).json()
+    assert other["result"]["_meta"]["narrowgate/approval"]["id"] != approval_id, other
+    # Alice's identical retry uses her approval and runs.
+    done = call_tool(gw, alice, MODERN, REFUND, arguments).json()
+    assert done["result"]["structuredContent"]["refund"] == 1234.0, done
+
+
+def test_the_cli_binds_a_client_with_who_may_act_through_it(people: People) -> None:
+    gw = people.gateway
+
+    def agents(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(NARROWGATE), "agents", "--gateway", gw.base, "--admin-token", ADMIN_TOKEN, *args],
+                              capture_output=True, text=True, timeout=60, cwd=gw.workdir)
+
+    base = ("add", "cursor", "--owner", "devtools@example.com", "--purpose", "Cursor for people", "--activate",
+            "--server", "vrf", "--no-require-task", "--client", people.idp.issuer, "cursor-client")
+    refused_add = agents(*base)
+    assert refused_add.returncode != 0 and "at least one group, subject or email domain" in refused_add.stderr
+    added = agents(*base, "--person-subject", MALLORY, "--person-email-domain", "example.org")
+    assert added.returncode == 0, added.stdout + added.stderr
+    shown = httpx2.get(f"{gw.base}/admin/v1/agents/cursor", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).json()
+    assert shown["identities"] == [{"kind": "client", "issuer": people.idp.issuer, "subject": "cursor-client",
+                                    "claims": {}, "people": {"groups": [], "subjects": [MALLORY],
+                                                             "email_domains": ["example.org"]}}]
+    assert open_session(gw, people.idp.mint(sub=MALLORY, client_id="cursor-client")).status_code == 200
