@@ -341,15 +341,13 @@ credentials:
   env_var: API_KEY
   secret:
     vault:
-      address: http://127.0.0.1:8200
-      path: app/db
-      field: password
-      token_env: VAULT_TOKEN
-      rotate:
-        every_s: 900
-        overlap_s: 600
+      rotate: {overlap_s: 30}
+      field: api_key
+      token_file: vault.token
+      path: stdio/api
+      address: https://vault.example:8200
 tools: []
-""", 15, "rotate needs an HTTP upstream"),
+""", 10, "rotate needs an HTTP upstream"),
     "stdio-gateway-token": ("""id: stdio-gateway-token
 owner: t@example.com
 transport:
