@@ -224,8 +224,11 @@ def test_split_statements_keeps_trigger_bodies_whole() -> None:
 
 async def test_vault_lease_records_are_kept_by_task_until_deleted(store: Store) -> None:
     """gateway.credentials.leases records each lease id (never the credential) so a crash cannot orphan it."""
-    first = VaultLeaseRecord("database/creds/ro/a1", "task_1", "db", "replica-1", 100.0)
-    second = VaultLeaseRecord("database/creds/ro/b2", "task_2", "db", "replica-2", 200.0)
+    first = VaultLeaseRecord("database/creds/ro/a1", "task_1", "db", "replica-1", 100.0, "https://vault-a:8200", None,
+                             "VAULT_TOKEN", "")
+    # Where to revoke it is kept with the lease: the catalog may since have dropped or moved the server.
+    second = VaultLeaseRecord("database/creds/ro/b2", "task_2", "db", "replica-2", 200.0, "https://vault-b:8200",
+                              "team-a", "", "/run/vault/token")
     for record in (first, second, first):  # saving again changes nothing
         await store.save_vault_lease(record)
     assert await store.vault_leases() == [first, second]

@@ -331,6 +331,23 @@ credentials:
         overlap_s: 900
 tools: []
 """, 14, "rotate.every_s must be longer than overlap_s"),
+    # A stdio child reads its secret once, at start: a rotated secret would leave it on the retired version.
+    "stdio-rotate": ("""id: stdio-rotate
+owner: t@example.com
+transport:
+  command: /bin/true
+credentials:
+  mode: secret
+  env_var: API_KEY
+  secret:
+    vault:
+      rotate: {overlap_s: 30}
+      field: api_key
+      token_file: vault.token
+      path: stdio/api
+      address: https://vault.example:8200
+tools: []
+""", 10, "rotate needs an HTTP upstream"),
     "stdio-gateway-token": ("""id: stdio-gateway-token
 owner: t@example.com
 transport:

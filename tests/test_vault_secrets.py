@@ -15,11 +15,15 @@ docs/security.md shows the same flow against a real `vault server -dev`.
 - `shortlease`: a role whose TTL (6 s) is shorter than the task: renewed before it lapses.
 - `leasedown` / `rotatedown`: Vault unreachable (a stand-in that was stopped).
 - `rotated`: a KV v2 secret the gateway owns and rotates (schedule and on demand), with overlap.
+- `cookied`: `leased` again, by the name `localhost` (whose cookies an HTTP client's default jar keeps).
+- `expiring`: a KV v2 path with `delete_version_after` (every version has a FUTURE deletion_time).
+- `raced`: a rotation due at start, with another writer rotating right after the gateway reads metadata.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -31,8 +35,14 @@ from typing import Any
 
 import httpx2
 import pytest
+import yaml
 from mcp.shared.exceptions import MCPError
 
+from gateway.audit import AuditLog
+from gateway.catalog import load_catalog
+from gateway.credentials.rotation import SecretRotation
+from gateway.credentials.secret_sources import SecretResolver
+from gateway.store.sqlite import SqliteStore
 from tests.support.clients import mcp_client
 from tests.support.fleet import Fleet, start_fleet
 from tests.support.otlp_receiver import OtlpReceiver
@@ -45,6 +55,8 @@ API_KEY_V1 = "api-key-version-one-77c2"
 READONLY, SHORT = "database/creds/readonly", "database/creds/short"
 AGENT, AGENT_TOKEN = "agent-a", "token-agent-a"
 SUSPENDABLE, SUSPENDABLE_TOKEN = "agent-s", "token-agent-s"
+EXPIRING, EXPIRING_TOKEN = "agent-e", "token-agent-e"
+NAMESPACE = "team-a"
 ACCESS_DENIED, UNAVAILABLE = -32030, -32010
 OVERLAP_S = 12.0
 WAIT_S = 30.0
@@ -61,10 +73,10 @@ def lease_manifest(server_id: str, vault: VaultStandIn, role: str, tools: tuple[
             "tools": [{"name": name, "risk": "read", "data_classes": ["internal"]} for name in tools]}
 
 
-def rotated_manifest(server_id: str, vault: VaultStandIn, url: str) -> dict[str, Any]:
+def rotated_manifest(server_id: str, vault: VaultStandIn, url: str, path: str = "narrowgate/api") -> dict[str, Any]:
     return {"id": server_id, "owner": "tests@example.com", "transport": {"url": url}, "timeout_s": 10,
             "credentials": {"mode": "secret", "header": "X-Api-Key", "format": "{secret}", "secret": {"vault": {
-                "address": vault.address, "path": "narrowgate/api", "field": "api_key", "token_env": "VAULT_TOKEN",
+                "address": vault.address, "path": path, "field": "api_key", "token_env": "VAULT_TOKEN",
                 "rotate": {"every_s": 86400, "overlap_s": OVERLAP_S}}}},
             "tools": [{"name": "api_call", "risk": "read", "data_classes": ["internal"]}]}
 
@@ -83,6 +95,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     # Version 1 was written two days ago: the daily rotation is due as soon as the gateway starts.
     vault = VaultStandIn(VAULT_TOKEN, roles={READONLY: Role(ttl_s=3600), SHORT: Role(ttl_s=6, max_ttl_s=600)})
     vault.kv_put("narrowgate/api", {"api_key": API_KEY_V1}, created=time.time() - 2 * 86400)
+    vault.delete_after["narrowgate/expiring"] = 3600.0  # delete_version_after: 1h on the path's metadata
+    vault.kv_put("narrowgate/expiring", {"api_key": "expiring-version-one"})  # written now: not due
+    vault.kv_put("narrowgate/raced", {"api_key": "raced-version-one"}, created=time.time() - 2 * 86400)
+    vault.writes_after_metadata["narrowgate/raced"] = 1  # another replica rotates right after the first look
     vault.start()
     down = VaultStandIn(VAULT_TOKEN, roles={READONLY: Role()}).start()
     down.stop()  # Vault unreachable: nothing listens on its port any more
@@ -97,9 +113,13 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         lease_manifest("leasedown", down, READONLY, ("db_query",), url),
         rotated_manifest("rotated", vault, url),
         rotated_manifest("rotatedown", down, url),
+        lease_manifest("cookied", vault, READONLY, ("db_query",), f"http://localhost:{port}/mcp"),
+        rotated_manifest("expiring", vault, url, "narrowgate/expiring"),
+        rotated_manifest("raced", vault, url, "narrowgate/raced"),
     ]
     traces = OtlpReceiver().start()
-    gateway = Gateway(work / "gateway", manifests, tokens={AGENT: AGENT_TOKEN, SUSPENDABLE: SUSPENDABLE_TOKEN},
+    gateway = Gateway(work / "gateway", manifests, tokens={AGENT: AGENT_TOKEN, SUSPENDABLE: SUSPENDABLE_TOKEN,
+                                                           EXPIRING: EXPIRING_TOKEN},
                       env={"VAULT_TOKEN": VAULT_TOKEN, "OTEL_EXPORTER_OTLP_ENDPOINT": traces.endpoint,
                            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_BSP_SCHEDULE_DELAY": "100"})
     try:
@@ -150,6 +170,14 @@ def wait_for(what: str, check: Callable[[], bool]) -> None:
     while not check():
         assert time.monotonic() < deadline, f"not within {WAIT_S:.0f} s: {what}"
         time.sleep(0.1)
+
+
+async def until(what: str, check: Callable[[], bool]) -> None:
+    """wait_for, for tests whose own MCP calls run on the event loop meanwhile."""
+    deadline = time.monotonic() + WAIT_S
+    while not check():
+        assert time.monotonic() < deadline, f"not within {WAIT_S:.0f} s: {what}"
+        await asyncio.sleep(0.1)
 
 
 def revoked(vault: VaultStandIn | Setup, user: str) -> bool:
@@ -235,6 +263,59 @@ async def test_the_lease_is_revoked_when_the_task_ends(setup: Setup, end: str) -
     assert login.status_code == 401  # the database no longer takes it
 
 
+async def test_a_call_cancelled_while_vault_leases_leaves_the_lease_kept_for_the_task_then_revoked(
+    setup: Setup,
+) -> None:
+    """The agent cancels its first call while Vault is issuing the lease: the lease Vault issued is still
+    recorded and kept for the task (its next call uses it) and revoked when the task ends, not lost."""
+    task_id, token = start_task(setup.gateway, ["leased__db_query"])
+    asked, before = setup.vault.arrived.count(f"/v1/{READONLY}"), set(setup.vault.leases)
+    setup.vault.issue_gate.clear()  # Vault is slow to answer
+    try:
+        call = asyncio.create_task(query(setup.gateway, token))
+        await until("the lease asked for", lambda: setup.vault.arrived.count(f"/v1/{READONLY}") > asked)
+        call.cancel()  # the agent gives up: notifications/cancelled, then it goes away
+        with contextlib.suppress(asyncio.CancelledError, Exception):  # however the client's streams wind down
+            await call
+    finally:
+        setup.vault.issue_gate.set()
+    await until("the lease issued", lambda: len(setup.vault.leases) > len(before))
+    [lease_id] = set(setup.vault.leases) - before
+    user = setup.vault.leases[lease_id].username
+    assert (await query(setup.gateway, token))["user"] == user  # kept for the task, not leased again
+    assert len(setup.vault.leases) == len(before) + 1
+    response = httpx2.post(f"{setup.gateway.base}/admin/v1/tasks/{task_id}/revoke", headers=ADMIN,
+                           json={"reason": "vault e2e"})
+    assert response.status_code == 200, response.text
+    await until("the lease revoked with its task", lambda: revoked(setup, user))
+
+
+async def test_an_agents_expiry_ends_its_tasks_lease_before_the_task_deadline(setup: Setup) -> None:
+    """An agent's expires_at passing fires no event: the lease's limit is the sooner of the task's deadline
+    and the agent's expiry, so it is revoked then, not renewed up to the deadline."""
+    _, token = start_task(setup.gateway, ["leased__db_query"], EXPIRING, deadline_s=3600)
+    expires_at = time.time() + 8
+    response = httpx2.patch(f"{setup.gateway.base}/admin/v1/agents/{EXPIRING}", headers=ADMIN,
+                            json={"expires_at": expires_at, "reason": "vault e2e"})
+    assert response.status_code == 200, response.text
+    user = (await query(setup.gateway, token))["user"]
+    lease = lease_of(setup, user)
+    await until("the lease revoked at the agent's expiry", lambda: lease.revoked is not None)
+    assert lease.revoked is not None and lease.revoked >= expires_at - 1  # at the expiry, not at once
+    assert all(increment <= 9 for increment in lease.renewals)  # never renewed past the agent's expiry
+
+
+async def test_an_upstreams_cookie_never_reaches_another_tasks_calls(setup: Setup) -> None:
+    """The upstream sets a cookie naming the leased user on task A's call; task B's call carries none."""
+    _, first = start_task(setup.gateway, ["cookied__db_query"])
+    _, second = start_task(setup.gateway, ["cookied__db_query"])
+    a = await query(setup.gateway, first, "cookied__db_query")
+    again = await query(setup.gateway, first, "cookied__db_query")
+    b = await query(setup.gateway, second, "cookied__db_query")
+    assert a["user"] != b["user"]
+    assert (a["cookie"], again["cookie"], b["cookie"]) == ("", "", "")
+
+
 async def test_vault_down_fails_the_call_clearly(setup: Setup) -> None:
     _, token = start_task(setup.gateway, ["leasedown__db_query"])
     error = await refused(setup, token, "leasedown__db_query")
@@ -278,6 +359,35 @@ async def test_rotation_on_demand_overlaps_then_retires(setup: Setup) -> None:
     assert ("secret_rotated", "admin:test-admin") in actions
 
 
+def test_with_delete_version_after_a_version_is_live_until_its_deletion_time(setup: Setup) -> None:
+    """delete_version_after gives every version a FUTURE deletion_time: the version written now is live and not
+    due, so the schedule does not rotate it; an on-demand rotation rotates once, and the schedule (woken by
+    it) looks at Vault again without rotating any further. (The rotation read version 1 first: it is live.)"""
+    path = "narrowgate/expiring"
+    metadata_reads = lambda: setup.vault.arrived.count(f"/v1/secret/metadata/{path}")  # noqa: E731
+    wait_for("the schedule's first look", lambda: metadata_reads() >= 1)
+    assert max(setup.vault.kv[path]) == 1  # not due: written just now
+    looked = metadata_reads()
+    response = httpx2.post(f"{setup.gateway.base}/admin/v1/secrets/expiring/rotate", headers=ADMIN)
+    assert response.status_code == 200, response.text
+    assert response.json()["to_version"] == 2
+    wait_for("the schedule's look after the rotation", lambda: metadata_reads() > looked)
+    assert max(setup.vault.kv[path]) == 2  # rotated once, on demand: the schedule did not loop
+    assert all(version.deletion_time is not None for version in setup.vault.kv[path].values())
+
+
+def test_a_rotation_another_replica_made_first_is_taken_not_repeated(setup: Setup) -> None:
+    """The schedule found version 1 due; another writer wrote version 2 right after that look. The gateway's
+    write is checked against version 1, so it takes version 2 as rotated elsewhere: no third version, no
+    audit record of a rotation it did not make."""
+    path = "narrowgate/raced"
+    wait_for("the schedule's second look", lambda: setup.vault.arrived.count(f"/v1/secret/metadata/{path}") >= 2)
+    assert max(setup.vault.kv[path]) == 2
+    assert setup.vault.kv[path][2].data["by"] == "another writer"
+    assert not any(s.method in ("POST", "PUT") for s in setup.vault.paths_seen(f"/v1/secret/data/{path}"))
+    assert not any(r["action"] == "secret_rotated" and r["detail"]["server"] == "raced" for r in audit_records(setup))
+
+
 def test_rotation_with_vault_down_keeps_the_current_version_and_is_audited(setup: Setup) -> None:
     response = httpx2.post(f"{setup.gateway.base}/admin/v1/secrets/rotatedown/rotate", headers=ADMIN)
     assert response.status_code == 503
@@ -291,6 +401,44 @@ def test_rotation_with_vault_down_keeps_the_current_version_and_is_audited(setup
     assert ("narrowgate", "rotatedown") in failed  # the schedule's own, at start (retried a minute later)
     assert not any(r["action"] == "secret_rotated" and r["detail"]["server"] == "rotatedown"
                    for r in audit_records(setup))
+
+
+async def test_rotation_schedules_follow_the_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A catalog that gains `rotate` on a server gets its schedule (here due at once); one that loses it stops
+    it. No catalog reload exists yet, so the rotation service is driven with the catalogs loaded before and
+    after the change (real catalog loader, store, audit log and resolver; the stand-in for Vault)."""
+    monkeypatch.setenv("VAULT_TOKEN", VAULT_TOKEN)
+    vault = VaultStandIn(VAULT_TOKEN)
+    vault.kv_put("narrowgate/late", {"api_key": "late-version-one"}, created=time.time() - 2 * 86400)
+    vault.start()
+    manifest = rotated_manifest("late", vault, "http://127.0.0.1:1/mcp", "narrowgate/late")
+    catalogs: dict[str, Any] = {}
+    for name, rotate in (("plain", None), ("rotating", manifest["credentials"]["secret"]["vault"]["rotate"])):
+        manifest["credentials"]["secret"]["vault"]["rotate"] = rotate
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "late.yaml").write_text(yaml.safe_dump(manifest))
+        catalogs[name] = load_catalog(tmp_path / name).servers
+    in_force = {"servers": catalogs["plain"]}
+    store = SqliteStore(str(tmp_path / "state.db"))
+    await store.migrate()
+    audit, resolver = AuditLog(store), SecretResolver()
+    await audit.open()
+    rotation = SecretRotation(resolver, audit, lambda: in_force["servers"])
+    try:
+        await rotation.open()
+        assert not rotation.schedules
+        in_force["servers"] = catalogs["rotating"]  # the catalog gained `rotate`
+        rotation.reconcile()
+        await until("the new schedule's rotation", lambda: max(vault.kv["narrowgate/late"]) == 2)
+        in_force["servers"] = catalogs["plain"]  # and lost it again
+        rotation.reconcile()
+        assert not rotation.schedules
+    finally:
+        await rotation.close()
+        await resolver.close()
+        await audit.close()
+        await store.close()
+        vault.stop()
 
 
 # restart and crash --------------------------------------------------------------------------------
@@ -313,6 +461,72 @@ async def test_leases_are_revoked_on_stop_and_after_a_crash_when_the_task_ends(s
                            json={"reason": "vault e2e"})
     assert response.status_code == 200, response.text
     wait_for("the recorded lease revoked", lambda: revoked(setup, orphan))
+
+
+@dataclass
+class Moving:
+    gateway: Gateway
+    first: VaultStandIn  # the Vault (Enterprise namespace team-a) the server's leases are taken from at first
+    second: VaultStandIn  # where the catalog points the server after a restart
+
+
+@pytest.fixture
+def moving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moving]:
+    first = VaultStandIn(VAULT_TOKEN, roles={READONLY: Role()}, namespace=NAMESPACE).start()
+    second = VaultStandIn(VAULT_TOKEN, roles={READONLY: Role()}, namespace=NAMESPACE).start()
+    upstream, port = start_listening([sys.executable, str(CHECKED_SERVER), "--port", "0", "--vault", first.address,
+                                      "--kv-path", "narrowgate/api"], env={"UPSTREAM_VAULT_TOKEN": VAULT_TOKEN})
+    manifest = lease_manifest("moving", first, READONLY, ("db_query",), f"http://127.0.0.1:{port}/mcp")
+    manifest["credentials"]["vault"]["namespace"] = NAMESPACE
+    gateway = Gateway(tmp_path_factory.mktemp("vault-moving"), [manifest], tokens={AGENT: AGENT_TOKEN},
+                      env={"VAULT_TOKEN": VAULT_TOKEN})
+    try:
+        gateway.start()
+        yield Moving(gateway, first, second)
+    finally:
+        gateway.stop()
+        stop(upstream)
+        first.revoke_gate.set()
+        first.stop()
+        second.stop()
+
+
+async def test_recorded_leases_are_revoked_where_they_came_from_by_a_sweep_that_does_not_hold_up_the_start(
+    moving: Moving,
+) -> None:
+    """After a crash the catalog moves the server to another Vault. The lease records name the Vault, namespace
+    and token source they came from: the ended task's lease is revoked there by the start's sweep, which runs in
+    the background (the gateway serves while that Vault is slow to answer); the other when its task ends."""
+    gateway, first, second = moving.gateway, moving.first, moving.second
+    kept_task, kept_token = start_task(gateway, ["moving__db_query"])
+    kept = (await query(gateway, kept_token, "moving__db_query"))["user"]
+    started = time.time()
+    _, ending_token = start_task(gateway, ["moving__db_query"], deadline_s=5)
+    ending = (await query(gateway, ending_token, "moving__db_query"))["user"]
+    assert gateway.process is not None
+    stop(gateway.process, sig=9)  # a crash: both leases stay recorded, unrevoked
+    wait_for("the short task's deadline", lambda: time.time() > started + 6)
+    gateway.manifests[0]["credentials"]["vault"]["address"] = second.address  # the catalog moved the server
+    first.revoke_gate.clear()  # the first Vault is slow to revoke
+    offset = len(gateway.log_text())
+    try:
+        gateway.start()  # returns once it answers /healthz
+        wait_for("the sweep's revocation at the first Vault", lambda: "/v1/sys/leases/revoke" in first.arrived)
+    finally:
+        first.revoke_gate.set()
+    wait_for("the ended task's lease revoked where it came from", lambda: revoked(first, ending))
+    ending_id = lease_of(first, ending).lease_id
+    wait_for("the revocation logged", lambda: f"revoked Vault lease {ending_id}" in gateway.log_text()[offset:])
+    log = gateway.log_text()[offset:]
+    first_word = min(log.index(f"{verb} Vault lease {ending_id}") for verb in ("revoked", "revoking")
+                     if f"{verb} Vault lease {ending_id}" in log)  # its revocation's outcome, failed or done
+    assert log.index("serving MCP at") < first_word  # the start did not wait for the sweep
+    assert not revoked(first, kept)  # its task is still active
+    response = httpx2.post(f"{gateway.base}/admin/v1/tasks/{kept_task}/revoke", headers=ADMIN,
+                           json={"reason": "vault e2e"})
+    assert response.status_code == 200, response.text
+    wait_for("the other lease revoked where it came from", lambda: revoked(first, kept))
+    assert not second.paths_seen("/v1/sys/leases/revoke")  # nothing was sent where the catalog points now
 
 
 # a fleet ------------------------------------------------------------------------------------------

@@ -269,6 +269,9 @@ class _ManifestReader:
         if mode == "gateway-token" and not is_http:
             self.problem((*where, "mode"), "gateway-token needs an HTTP upstream; use secret (env_var) for stdio")
         secret = self.secret_ref(raw.get("secret"), (*where, "secret")) if mode == "secret" else None
+        if secret is not None and secret.vault is not None and secret.vault.rotation is not None and not is_http:
+            self.problem((*where, "secret", "vault", "rotate"), "rotate needs an HTTP upstream: a stdio child reads "
+                         "its secret once, when it starts, so it would keep the retired version")
         env_var = str(raw.get("env_var") or "")
         if mode == "secret" and not is_http and not env_var:
             self.problem((*where, "env_var"), "a stdio upstream gets its secret as an environment variable")

@@ -1,15 +1,18 @@
 """Rotation of the static per-server secrets the gateway owns (`secret.vault.rotate`, KV v2).
 
-A rotation writes a new version (check-and-set on the current one, so two replicas never both
-rotate), makes the gateway use it at once, and leaves the previous version readable for the
-overlap window: the upstream, which checks what it receives against the live versions, accepts
-both while calls made just before the rotation finish. After the window the old version is
-destroyed. Everything is derived from Vault's own metadata (versions and their created_time), so
-a restart or another replica carries on where this one stopped.
+A rotation writes a new version (check-and-set on the version the decision was made from, so two
+replicas never both rotate: the one that finds Vault moved on reports "rotated elsewhere"), makes
+the gateway use it at once, and leaves the previous version readable for the overlap window: the
+upstream, which checks what it receives against the live versions, accepts both while calls made
+just before the rotation finish. After the window the old version is destroyed. Everything is
+derived from Vault's own metadata (versions and their created_time), so a restart or another
+replica carries on where this one stopped. A current version whose created_time is unknown is
+never rotated (that is audited as a failure): rotating on a guess could rotate without end.
 
 Every rotation, retirement and failed attempt is audited (server, path, versions; never a value).
 When Vault is unreachable nothing changes: the current version stays in use and the schedule
-tries again after `RETRY_S`.
+tries again after `RETRY_S`. Schedules follow the catalog: `reconcile` starts and stops them
+when the servers that own a rotated secret change.
 """
 
 from __future__ import annotations
@@ -17,24 +20,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from gateway.audit import AuditEvent, AuditLog
 from gateway.catalog.model import Rotation, ServerEntry, VaultRef
 from gateway.credentials.secret_errors import SecretUnavailable
 from gateway.credentials.secret_sources import SecretResolver
-from gateway.credentials.vault_http import CasMismatch, KvMetadata
+from gateway.credentials.vault_http import CasMismatch, KvMetadata, epoch_of
 
 log = logging.getLogger("narrowgate.rotation")
 RETRY_S = 60.0  # after a failed attempt (Vault down, token refused)
 LONGEST_NAP_S = 300.0  # look at Vault's metadata at least this often (another replica may have rotated)
-FRACTION = re.compile(r"(\.\d{6})\d+")  # Vault writes nanoseconds; fromisoformat takes microseconds
+PAUSE_AFTER_ROTATION_S = 5.0  # a scheduled rotation is never followed by another sooner than this
 
 
 class NotRotatable(Exception):
@@ -66,13 +67,25 @@ class SecretRotation:
         self.locks: dict[str, asyncio.Lock] = {}
         self.schedules: dict[str, asyncio.Task[None]] = {}
         self.wake: dict[str, asyncio.Event] = {}
+        self.reconciled: Mapping[str, ServerEntry] | None = None  # the servers mapping schedules were set for
 
     async def open(self) -> None:
-        for server in self.servers().values():
-            if owned(server) is not None:
-                self.wake[server.id] = asyncio.Event()
-                self.schedules[server.id] = asyncio.create_task(self.tend_forever(server.id),
-                                                                name=f"narrowgate-rotation-{server.id}")
+        self.reconcile()
+
+    def reconcile(self) -> None:
+        """One schedule for each server whose secret the gateway owns now: started for a server the catalog
+        added (or gave `rotate`), stopped for one it dropped. Cheap when the catalog's servers did not change."""
+        servers = self.servers()
+        if servers is self.reconciled:
+            return
+        self.reconciled = servers
+        wanted = {server_id for server_id, server in servers.items() if owned(server) is not None}
+        for server_id in [s for s, task in self.schedules.items() if s not in wanted or task.done()]:
+            self.schedules.pop(server_id).cancel()
+        for server_id in sorted(wanted - self.schedules.keys()):
+            self.wake.setdefault(server_id, asyncio.Event())
+            self.schedules[server_id] = asyncio.create_task(self.tend_forever(server_id),
+                                                            name=f"narrowgate-rotation-{server_id}")
 
     async def close(self) -> None:
         for task in self.schedules.values():
@@ -95,8 +108,9 @@ class SecretRotation:
         except SecretUnavailable as exc:
             self.failed(server, ref, actor, exc)
             raise
-        if server.id in self.wake:
-            self.wake[server.id].set()  # the schedule plans the retirement
+        self.reconciled = None
+        self.reconcile()  # a server the catalog gave `rotate` since the last look gets its schedule now
+        self.wake[server.id].set()  # the schedule plans the retirement
         return rotated
 
     # the schedule
@@ -126,13 +140,16 @@ class SecretRotation:
         assert rotation is not None
         metadata = await self.vault.kv_metadata(ref, ref.mount, ref.path)
         next_retirement = await self.retire_due(server, ref, rotation, metadata)
-        created = created_at(metadata.created.get(metadata.current_version, ""))
         waits = [next_retirement]
         if rotation.every_s is not None:
-            due = (created or 0.0) + rotation.every_s
+            created = epoch_of(metadata.created.get(metadata.current_version, ""))
+            if created is None:  # deleted, destroyed or unreadable: never rotate on a guess
+                raise SecretUnavailable(f"Vault {ref.address} {ref.mount}/metadata/{ref.path}: the created_time of "
+                                        f"current version {metadata.current_version} is unknown; not rotating")
+            due = created + rotation.every_s
             if self.clock() >= due:
-                await self.rotate(server, ref, "narrowgate", "schedule")
-                return 0.0  # look again at once: plan the retirement of the version just replaced
+                await self.rotate(server, ref, "narrowgate", "schedule", metadata.current_version)
+                return PAUSE_AFTER_ROTATION_S  # then plan the retirement of the version just replaced
             waits.append(due - self.clock())
         return min(waits)
 
@@ -142,7 +159,7 @@ class SecretRotation:
         now, nap = self.clock(), LONGEST_NAP_S
         for version in sorted(v for v in metadata.created if v < metadata.current_version):
             successor = min((v for v in metadata.created if v > version), default=metadata.current_version)
-            replaced = created_at(metadata.created.get(successor, ""))
+            replaced = epoch_of(metadata.created.get(successor, ""))
             if replaced is None:
                 continue
             retire_at = replaced + rotation.overlap_s
@@ -155,22 +172,22 @@ class SecretRotation:
                      ref.mount, ref.path)
         return nap
 
-    async def rotate(self, server: ServerEntry, ref: VaultRef, actor: str, trigger: str) -> Rotated:
+    async def rotate(self, server: ServerEntry, ref: VaultRef, actor: str, trigger: str,
+                     decided_on: int | None = None) -> Rotated:
+        """Write a new version over `decided_on` (the version the schedule found due; on demand: the current
+        one). If Vault has moved on from it, another replica (or person) rotated: use theirs, no second write."""
         rotation = ref.rotation
         assert rotation is not None
         async with self.locks.setdefault(server.id, asyncio.Lock()):
             data, current = await self.vault.kv_read(ref, ref.mount, ref.path)
+            cas = current if decided_on is None else decided_on
             data[ref.field] = secrets.token_urlsafe(rotation.length)
             try:
-                version = await self.vault.kv_write(ref, ref.mount, ref.path, data, cas=current)
+                if current != cas:
+                    raise CasMismatch(f"{ref.mount}/{ref.path} is at version {current}, not {cas}")
+                version = await self.vault.kv_write(ref, ref.mount, ref.path, data, cas=cas)
             except CasMismatch:
-                # Another replica (or person) wrote first: use theirs, and do not rotate twice.
-                self.resolver.forget(ref)
-                _, version = await self.vault.kv_read(ref, ref.mount, ref.path)
-                log.info("upstream %s: %s/%s was rotated elsewhere (now version %d)", server.id, ref.mount, ref.path,
-                         version)
-                return Rotated(server.id, f"{ref.mount}/{ref.path}", current, version,
-                               self.clock() + rotation.overlap_s)
+                return await self.rotated_elsewhere(server, ref, rotation, cas)
             self.resolver.forget(ref)  # calls from now on carry the new version
         rotated = Rotated(server.id, f"{ref.mount}/{ref.path}", current, version, self.clock() + rotation.overlap_s)
         self.record(server, ref, "secret_rotated", actor, {"from_version": current, "to_version": version,
@@ -178,6 +195,13 @@ class SecretRotation:
         log.info("upstream %s: %s/%s rotated (%s) from version %d to %d; version %d retires in %.0f s", server.id,
                  ref.mount, ref.path, trigger, current, version, current, rotation.overlap_s)
         return rotated
+
+    async def rotated_elsewhere(self, server: ServerEntry, ref: VaultRef, rotation: Rotation, cas: int) -> Rotated:
+        """Another replica (or person) wrote first: use theirs, and do not rotate twice (nor audit it twice)."""
+        self.resolver.forget(ref)
+        _, version = await self.vault.kv_read(ref, ref.mount, ref.path)
+        log.info("upstream %s: %s/%s was rotated elsewhere (now version %d)", server.id, ref.mount, ref.path, version)
+        return Rotated(server.id, f"{ref.mount}/{ref.path}", cas, version, self.clock() + rotation.overlap_s)
 
     def failed(self, server: ServerEntry, ref: VaultRef, actor: str, exc: SecretUnavailable) -> None:
         log.warning("upstream %s: rotating %s/%s failed, the current version stays in use: %s", server.id,
@@ -196,13 +220,3 @@ def owned(server: ServerEntry | None) -> VaultRef | None:
     if secret is None or secret.vault is None or secret.vault.rotation is None:
         return None
     return secret.vault
-
-
-def created_at(text: str) -> float | None:
-    """Vault's RFC 3339 created_time as epoch seconds; None if absent or unreadable."""
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(FRACTION.sub(r"\1", text.replace("Z", "+00:00"))).timestamp()
-    except ValueError:
-        return None

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,6 +23,7 @@ import aiohttp
 from gateway.credentials.secret_errors import SecretUnavailable
 
 VAULT_TIMEOUT_S = 5.0
+FRACTION = re.compile(r"(\.\d{6})\d+")  # Vault writes nanoseconds; fromisoformat takes microseconds
 
 
 class VaultLogin(Protocol):
@@ -53,13 +58,36 @@ class KvMetadata:
     created: dict[int, str]  # version -> created_time (RFC 3339), live versions only (not deleted or destroyed)
 
 
+def live(meta: dict[str, Any], now: float) -> bool:
+    """Neither destroyed nor deleted. With `delete_version_after` Vault gives every version a FUTURE
+    deletion_time: the version is deleted only once that time has come."""
+    if meta.get("destroyed"):
+        return False
+    deletion = str(meta.get("deletion_time") or "")
+    if not deletion:
+        return True
+    when = epoch_of(deletion)
+    return when is not None and when > now  # an unreadable deletion_time counts as deleted (fail closed)
+
+
+def epoch_of(text: str) -> float | None:
+    """Vault's RFC 3339 time (created_time, deletion_time) as epoch seconds; None if absent or unreadable."""
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(FRACTION.sub(r"\1", text.replace("Z", "+00:00"))).timestamp()
+    except ValueError:
+        return None
+
+
 class CasMismatch(SecretUnavailable):
     """A KV v2 write lost a check-and-set race: someone else wrote a version first."""
 
 
 class VaultHttp:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.http: aiohttp.ClientSession | None = None
+        self.clock = clock
 
     async def close(self) -> None:
         if self.http is not None:
@@ -101,9 +129,9 @@ class VaultHttp:
     async def kv_metadata(self, login: VaultLogin, mount: str, path: str) -> KvMetadata:
         data = (await self.request(login, "GET", f"{mount}/metadata/{path}")).get("data") or {}
         versions = data.get("versions") or {}
-        live = {int(v): str(meta.get("created_time") or "") for v, meta in versions.items()
-                if not meta.get("destroyed") and not meta.get("deletion_time")}
-        return KvMetadata(int(data.get("current_version") or 0), live)
+        now = self.clock()
+        alive = {int(v): str(meta.get("created_time") or "") for v, meta in versions.items() if live(meta, now)}
+        return KvMetadata(int(data.get("current_version") or 0), alive)
 
     async def kv_write(self, login: VaultLogin, mount: str, path: str, data: dict[str, Any], cas: int) -> int:
         """Write a new version, only if `cas` is still the current one (CasMismatch otherwise)."""

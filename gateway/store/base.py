@@ -91,6 +91,12 @@ class VaultLeaseRecord:
     server_id: str
     replica: str
     created_at: float
+    # Where the lease was taken and as whom (never the token itself): revoking it later goes to that
+    # Vault even if the catalog has since dropped the server or moved it to another address.
+    address: str
+    namespace: str | None
+    token_env: str
+    token_file: str
 
 
 class VaultLeaseStore(Protocol):

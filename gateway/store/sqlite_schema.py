@@ -276,7 +276,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             task_id TEXT NOT NULL,
             server_id TEXT NOT NULL,
             replica TEXT NOT NULL,
-            created_at REAL NOT NULL
+            created_at REAL NOT NULL,
+            address TEXT NOT NULL,
+            namespace TEXT,
+            token_env TEXT NOT NULL,
+            token_file TEXT NOT NULL
         );
         CREATE INDEX vault_leases_task ON vault_leases (task_id);
         """,

@@ -6,12 +6,13 @@ import sqlite3
 
 from gateway.store.base import VaultLeaseRecord
 
-_COLUMNS = "lease_id, task_id, server_id, replica, created_at"
+_COLUMNS = "lease_id, task_id, server_id, replica, created_at, address, namespace, token_env, token_file"
 
 
 def save(conn: sqlite3.Connection, lease: VaultLeaseRecord) -> None:
-    conn.execute(f"INSERT OR REPLACE INTO vault_leases ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
-                 (lease.lease_id, lease.task_id, lease.server_id, lease.replica, lease.created_at))
+    conn.execute(f"INSERT OR REPLACE INTO vault_leases ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 (lease.lease_id, lease.task_id, lease.server_id, lease.replica, lease.created_at, lease.address,
+                  lease.namespace, lease.token_env, lease.token_file))
 
 
 def load(conn: sqlite3.Connection, task_id: str | None) -> list[VaultLeaseRecord]:

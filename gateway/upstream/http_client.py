@@ -93,7 +93,8 @@ class HttpUpstream:
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=KEEPALIVE_S, enable_cleanup_closed=True)
-        self.http = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
+        self.http = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None),
+                                          cookie_jar=aiohttp.DummyCookieJar())  # no cookie passes between tasks' calls
         try:
             await self.ensure_ready()
         except RpcError as exc:

@@ -11,6 +11,7 @@ from gateway.cluster.backstop import StoreSweep
 from gateway.cluster.connection import Cluster
 from gateway.cluster.convergence import Convergence
 from gateway.credentials.leases import LeaseBroker
+from gateway.credentials.rotation import SecretRotation
 from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.discovery.resources import ResourceReviews
 from gateway.discovery.service import ToolReviews
@@ -76,6 +77,8 @@ class ObservedParts(Protocol):
     def upstream_auth(self) -> UpstreamAuth: ...
     @property
     def leases(self) -> LeaseBroker: ...
+    @property
+    def rotation(self) -> SecretRotation: ...
 
 
 def connect(parts: ObservedParts) -> list[StoreSweep]:
@@ -93,6 +96,8 @@ def connect(parts: ObservedParts) -> list[StoreSweep]:
     leases = parts.leases
     for task_ends in (parts.tasks.on_end, parts.tasks.on_ended_elsewhere):  # a task's Vault leases end with it
         task_ends.append(lambda task: leases.task_ended(task.id))
+    rotation = parts.rotation
+    parts.pool.on_rebuild.append(lambda _: rotation.reconcile())  # rotation schedules follow the catalog
     parts.approvals.on_change.append(parts.telemetry.set_approvals_pending)
     parts.webhooks.connect(parts.reviews, parts.resource_reviews, parts.approvals)
     parts.state.notices.subscribe(TOPIC_LIST_CHANGED, list_changes.on_list_changed)

@@ -3,12 +3,16 @@
 It is not Vault. It is a small stdlib HTTP server on a free 127.0.0.1 port that implements, in the
 shapes of Vault's documented HTTP API, only the requests the gateway makes:
 
-- the token check: `X-Vault-Token` must be the configured token, else 403 `permission denied`;
+- the token check: `X-Vault-Token` must be the configured token, else 403 `permission denied`; with a
+  namespace configured (Vault Enterprise), `X-Vault-Namespace` must name it too (403 otherwise: the
+  token and the paths live in that namespace);
 - KV version 2 at the mount `secret`: `GET /v1/secret/data/<path>[?version=N]` (404 for a deleted or
   destroyed version), `POST|PUT /v1/secret/data/<path>` with `{"data": ..., "options": {"cas": N}}`
   (400 `check-and-set parameter did not match the current version` on a lost race),
-  `GET /v1/secret/metadata/<path>`, `POST|PUT /v1/secret/delete/<path>` and `.../destroy/<path>`
-  with `{"versions": [...]}`;
+  `GET /v1/secret/metadata/<path>`, `POST|PUT /v1/secret/metadata/<path>` with
+  `{"delete_version_after": "<Go duration>"}` (each version written from then on gets a FUTURE
+  `deletion_time`, created + that duration, and counts as deleted only once that time has come, as
+  Vault does), `POST|PUT /v1/secret/delete/<path>` and `.../destroy/<path>` with `{"versions": [...]}`;
 - a dynamic-secrets role (like the database engine's `database/creds/<role>`): `GET /v1/<role path>`
   answers `{"lease_id", "lease_duration", "renewable", "data": {"username", "password"}}`;
 - `PUT /v1/sys/leases/renew` `{"lease_id", "increment"}` (the new TTL is the increment, capped by the
@@ -21,11 +25,16 @@ Beside Vault's API, one stand-in-only endpoint plays the database the role's cre
 now, 401 otherwise. Test upstreams call it to check what the gateway injected.
 
 `stop()` takes it down (the port stops accepting connections); `start()` brings it back on the same port.
+Test controls (not Vault's API; Vault can be slow): `issue_gate` / `revoke_gate` (threading.Events, open by
+default) hold lease requests / revocations while cleared, `arrived` lists the paths of requests that came in
+(before any hold), and `writes_after_metadata[path] = n` plays another writer that adds a version right
+after each of the next n metadata reads of `path`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import threading
 import time
@@ -36,18 +45,34 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 KV_MOUNT = "secret"
+DURATION = re.compile(r"(\d+)([hms])")
+UNIT_S = {"h": 3600, "m": 60, "s": 1}
 
 
 def rfc3339(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
 
 
+def seconds_of(duration: str) -> float:
+    """A Go duration as Vault takes it ("1h0m0s", "90s", "0s") in seconds."""
+    return float(sum(int(n) * UNIT_S[unit] for n, unit in DURATION.findall(duration)))
+
+
+def go_duration(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 3600}h{whole % 3600 // 60}m{whole % 60}s"
+
+
 @dataclass
 class KvVersion:
     data: dict[str, str]
     created: float
-    deleted: bool = False
+    deletion_time: float | None = None  # deleted from then on (a delete sets now; delete_version_after the future)
     destroyed: bool = False
+
+    @property
+    def deleted(self) -> bool:
+        return self.deletion_time is not None and self.deletion_time <= time.time()
 
     @property
     def live(self) -> bool:
@@ -88,14 +113,21 @@ class VaultStandIn:
     """The stand-in (see the module docstring). Its state is read and changed by tests directly."""
 
     def __init__(self, token: str, kv: dict[str, dict[str, str]] | None = None,
-                 roles: dict[str, Role] | None = None) -> None:
+                 roles: dict[str, Role] | None = None, namespace: str | None = None) -> None:
         self.token = token
+        self.namespace = namespace
         self.kv: dict[str, dict[int, KvVersion]] = {}
+        self.delete_after: dict[str, float] = {}  # path -> its metadata's delete_version_after (s; 0: never)
         for path, data in (kv or {}).items():
             self.kv_put(path, data)
         self.roles = roles or {}
         self.leases: dict[str, StandInLease] = {}
         self.seen: list[Seen] = []
+        self.arrived: list[str] = []
+        self.issue_gate, self.revoke_gate = threading.Event(), threading.Event()
+        self.issue_gate.set()
+        self.revoke_gate.set()
+        self.writes_after_metadata: dict[str, int] = {}
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
         self.port = 0
@@ -140,7 +172,9 @@ class VaultStandIn:
         """Write a version of `secret/<path>` (`created` back-dates it: a secret written long ago)."""
         versions = self.kv.setdefault(path, {})
         version = max(versions, default=0) + 1
-        versions[version] = KvVersion(dict(data), time.time() if created is None else created)
+        created = time.time() if created is None else created
+        after = self.delete_after.get(path, 0.0)
+        versions[version] = KvVersion(dict(data), created, created + after if after else None)
         return version
 
     def kv_live(self, path: str) -> dict[int, dict[str, str]]:
@@ -165,11 +199,13 @@ class VaultStandIn:
         except ValueError:
             body = {}
         token = request.headers.get("X-Vault-Token", "")
+        namespace = request.headers.get("X-Vault-Namespace")
         url = urlsplit(request.path)
+        self.hold(method, url.path)
         with self.lock:
             if url.path.startswith("/standin/"):
                 status, answer = self.database_login(body)
-            elif token != self.token:
+            elif token != self.token or namespace != self.namespace:
                 status, answer = 403, {"errors": ["permission denied"]}
             else:
                 status, answer = self.route(method, url.path.removeprefix("/v1/"), parse_qs(url.query), body)
@@ -180,6 +216,16 @@ class VaultStandIn:
         request.send_header("Content-Length", str(len(payload)))
         request.end_headers()
         request.wfile.write(payload)
+
+    def hold(self, method: str, path: str) -> None:
+        """The test controls: note the request, then wait while its gate is closed."""
+        with self.lock:
+            self.arrived.append(path)
+        inner = path.removeprefix("/v1/")
+        if inner in self.roles and method == "GET":
+            self.issue_gate.wait()
+        elif inner == "sys/leases/revoke":
+            self.revoke_gate.wait()
 
     def route(self, method: str, path: str, query: dict[str, list[str]], body: dict[str, Any],
               ) -> tuple[int, dict[str, Any]]:
@@ -201,6 +247,9 @@ class VaultStandIn:
     def kv_request(self, method: str, kind: str, path: str, query: dict[str, list[str]], body: dict[str, Any],
                    ) -> tuple[int, dict[str, Any]]:
         versions = self.kv.get(path)
+        if kind == "metadata" and method in ("POST", "PUT"):
+            self.delete_after[path] = seconds_of(str(body.get("delete_version_after") or "0s"))
+            return 204, {}
         if kind == "data" and method in ("POST", "PUT"):
             current = max(versions, default=0) if versions else 0
             cas = (body.get("options") or {}).get("cas")
@@ -219,19 +268,26 @@ class VaultStandIn:
                          "data": {"data": entry.data, "metadata": self.version_metadata(path, version)},
                          "wrap_info": None, "warnings": None}
         if kind == "metadata" and method == "GET":
-            return 200, {"data": {"current_version": max(versions), "oldest_version": min(versions),
-                                  "versions": {str(v): self.version_metadata(path, v) for v in versions}}}
+            answer = {"data": {"current_version": max(versions), "oldest_version": min(versions),
+                               "delete_version_after": go_duration(self.delete_after.get(path, 0.0)),
+                               "versions": {str(v): self.version_metadata(path, v) for v in versions}}}
+            if self.writes_after_metadata.get(path, 0) > 0:  # another writer, right after this read
+                self.writes_after_metadata[path] -= 1
+                self.kv_put(path, {**versions[max(versions)].data, "by": "another writer"})
+            return 200, answer
         if kind in ("delete", "destroy") and method in ("POST", "PUT"):
             for version in body.get("versions") or []:
                 entry = versions.get(int(version))
-                if entry is not None:
-                    setattr(entry, "deleted" if kind == "delete" else "destroyed", True)
+                if entry is not None and kind == "delete":
+                    entry.deletion_time = time.time()
+                elif entry is not None:
+                    entry.destroyed = True
             return 204, {}
         return 404, {"errors": []}
 
     def version_metadata(self, path: str, version: int) -> dict[str, Any]:
         entry = self.kv[path][version]
-        deletion = rfc3339(entry.created) if entry.deleted else ""
+        deletion = "" if entry.deletion_time is None else rfc3339(entry.deletion_time)
         return {"created_time": rfc3339(entry.created), "deletion_time": deletion, "destroyed": entry.destroyed,
                 "version": version}
 
