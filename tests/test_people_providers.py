@@ -21,6 +21,7 @@ import yaml
 from gateway.config import ConfigError, settings_from_mapping
 from tests.support.identity_provider import TestIdentityProvider
 from tests.support.processes import Gateway, cedar_copy, free_port, stop
+from tests.test_people_e2e import STEP_UP_POLICY
 from tests.test_people_gateway import MODERN, call_tool, challenge_of, open_session, refused, verifying_upstream
 
 ALICE, BOB = "alice-0001", "bob-0002"
@@ -32,18 +33,12 @@ OTHER_API_GUID = "0d4e7a6b-2c1f-4a3e-9b8d-7e6f5a4b3c2d"  # another API of the sa
 AUTH0_CLIENT = "https://client.example.com/oauth/client-metadata.json"
 NS = "https://gw.example.com/"  # the namespace of Auth0 custom claims
 
+# add needs finance (from the person's groups); echo needs mfa within 5 minutes (acr and auth_time)
 POLICIES = {"70-providers": """
 @id("add-needs-finance")
 forbid (principal, action == Action::"vrf__add", resource)
 unless { context.user.present && context.user.groups.contains("finance") };
-
-@id("echo-needs-recent-mfa")
-@step_up("reauth")
-@acr_values("mfa")
-@max_age("300")
-forbid (principal, action == Action::"vrf__echo", resource)
-unless { context.user.acr == "mfa" && context.request.time - context.user.auth_time <= 300 };
-"""}
+""" + STEP_UP_POLICY}
 
 
 @dataclass
