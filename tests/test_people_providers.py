@@ -240,6 +240,7 @@ def test_provider_settings_are_validated(tmp_path: Path) -> None:
         (servers(claims={"group": "roles"}), "unknown key"),
         (servers(claims={"acr": ""}), "claims.acr must be a non-empty claim name"),
         (servers(claims=["groups"]), "must be a mapping"),
+        (servers(claims=[]), "must be a mapping"),
         (servers(groups_claim="roles", claims={"groups": "teams"}), "name different claims"),
     ]
     for config, fragment in refusals:

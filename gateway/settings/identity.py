@@ -235,7 +235,8 @@ def _authorization_server(entry: object, where: str) -> AuthorizationServer:
 
 def _user_claims(entry: Mapping[str, Any], where: str) -> UserClaimNames:
     """`claims` (field -> claim name), with `groups_claim` kept as the older spelling of `claims.groups`."""
-    raw = entry.get("claims") or {}
+    raw = entry.get("claims")
+    raw = {} if raw is None else raw
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}.claims must be a mapping of {', '.join(USER_CLAIM_FIELDS)} to claim names")
     _refuse_unknown(raw, frozenset(USER_CLAIM_FIELDS), f"{where}.claims")
