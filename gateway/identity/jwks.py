@@ -191,7 +191,7 @@ def decode_with_key(
     alg: str,
     key: VerificationKey,
     *,
-    audience: str,
+    audience: str | tuple[str, ...],  # a tuple: any one of these values
     leeway: float,
     required_claims: Iterable[str],
     issuer: str | None = None,

@@ -22,8 +22,8 @@ from gateway.settings.identity import OidcIssuer, check_fetch_url
 
 class OidcIssuerVerifier:
     def __init__(
-        self, config: OidcIssuer, fetcher: HttpFetcher, *, audience: str, leeway: float, min_refresh_interval_s: float,
-        kind: IdentityKind = "oidc", label: str = "OIDC issuer",
+        self, config: OidcIssuer, fetcher: HttpFetcher, *, audience: str | tuple[str, ...], leeway: float,
+        min_refresh_interval_s: float, kind: IdentityKind = "oidc", label: str = "OIDC issuer",
     ) -> None:
         self.config = config
         self.kind: IdentityKind = kind  # oidc: workloads; client: people's clients (gateway.identity.people)

@@ -7,7 +7,11 @@ skew) by `OidcIssuerVerifier`, with one difference that matters: its audience mu
 resource. A token the provider issued for another resource (another API, another MCP server) or an ID
 token (audience: the client) is refused, and the log says for which audience it was issued.
 
-The verified token names two identities: the client (`client_id`, else `azp`; a Client ID Metadata
+Per provider, the configuration says which other audience values also name that resource there (Entra
+ID: the API's Application ID URI or client id), where the client id is, and which claims hold the person's
+groups, email, acr, amr and auth_time (`identity.authorization_servers[]`, docs/identity.md).
+
+The verified token names two identities: the client (`client_id`, else `azp`, or as configured; a Client ID Metadata
 Document URL is just a client id that is an https URL), which the registry binds to an agent record
 (identity kind `client`), and the person (`sub`), who becomes `Principal.user`.
 """
@@ -32,8 +36,9 @@ class AuthorizationServerVerifier:
                  min_refresh_interval_s: float) -> None:
         self.config = config
         self.resource = resource
-        self._oidc = OidcIssuerVerifier(config.as_oidc_issuer(), fetcher, audience=resource, leeway=leeway,
-                                        min_refresh_interval_s=min_refresh_interval_s, kind="client",
+        # The resource, or a value the operator configured as naming it at this provider: nothing else.
+        self._oidc = OidcIssuerVerifier(config.as_oidc_issuer(), fetcher, audience=(resource, *config.audiences),
+                                        leeway=leeway, min_refresh_interval_s=min_refresh_interval_s, kind="client",
                                         label="authorization server")
 
     @property
@@ -45,10 +50,11 @@ class AuthorizationServerVerifier:
             verified = await self._oidc.verify(token, unverified)
         except AudienceRejected:
             raise AudienceRejected(self._wrong_audience(unverified)) from None
-        client_id = client_id_of(verified.claims)
+        client_id = client_id_of(verified.claims, self.config.client_id_claims)
         if client_id is None:
-            raise TokenRejected("access token names no client (neither client_id nor azp)")
-        user = user_from_claims(verified.claims, client_id, self.config.groups_claim)
+            raise TokenRejected(f"access token names no client (none of {', '.join(self.config.client_id_claims)}; "
+                                f"see client_id_claims of {self.config.issuer})")
+        user = user_from_claims(verified.claims, client_id, self.config.claims)
         # The registry binds the client; the person rides along as the user.
         return replace(verified, subject=client_id, user=user)
 
@@ -57,7 +63,8 @@ class AuthorizationServerVerifier:
         audience = unverified.claims.get("aud")
         named = [audience] if isinstance(audience, str) else audience if isinstance(audience, list) else []
         shown = ", ".join(a for a in named if isinstance(a, str))
-        return (f"token audience {shown[:200]!r} is not this gateway's resource {self.resource} (RFC 8707): "
+        others = f" nor one of the audiences configured for {self.config.issuer}" if self.config.audiences else ""
+        return (f"token audience {shown[:200]!r} is not this gateway's resource {self.resource}{others} (RFC 8707): "
                 f"it was issued for another resource")
 
 

@@ -7,9 +7,15 @@ Built from the verified access token of that server (see gateway.identity.people
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+from gateway.settings.identity import DEFAULT_CLIENT_ID_CLAIMS, UserClaimNames
+
+log = logging.getLogger("narrowgate.identity")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,43 +25,83 @@ class UserIdentity:
     email: str  # "" unless the token says it is verified
     email_verified: bool
     groups: tuple[str, ...]
-    client_id: str  # the client acting for the person (`client_id`, else `azp`)
+    client_id: str  # the client acting for the person (`client_id`, else `azp`, or as configured)
     auth_time: int | None  # when the person last authenticated (epoch seconds), if the token says
     acr: str  # authentication context class reference, "" if none
     amr: tuple[str, ...]  # authentication methods used
 
 
-def client_id_of(claims: Mapping[str, Any]) -> str | None:
-    """RFC 9068 `client_id`, else OIDC `azp`: the client application the token was issued to."""
-    for name in ("client_id", "azp"):
+def client_id_of(claims: Mapping[str, Any], names: Sequence[str] = DEFAULT_CLIENT_ID_CLAIMS) -> str | None:
+    """The client application the token was issued to: the first of `names` that holds a non-empty string
+    (RFC 9068 `client_id`, else OIDC `azp` by default; Okta's `cid`, Entra ID v1's `appid` when configured)."""
+    for name in names:
         value = claims.get(name)
         if isinstance(value, str) and value:
             return value
     return None
 
 
-def user_from_claims(claims: Mapping[str, Any], client_id: str, groups_claim: str) -> UserIdentity:
-    """The person named by verified access-token claims (`sub` and `iss` are present: the verifier requires them)."""
-    verified = claims.get("email_verified") is True
-    email = claims.get("email")
-    auth_time = claims.get("auth_time")
+def user_from_claims(claims: Mapping[str, Any], client_id: str, names: UserClaimNames) -> UserIdentity:
+    """The person named by verified access-token claims (`sub` and `iss` are present: the verifier requires them).
+
+    Each field is read from the claim `names` gives. A claim of the wrong type counts as absent (no groups, no
+    email, `auth_time` unknown...) and is logged by name and type, never by value: fail closed, and visibly.
+    """
+    read = _ClaimReader(claims, str(claims["iss"]))
+    verified = read.boolean(names.email_verified, "email_verified") is True
+    email = read.string(names.email, "email")
     return UserIdentity(
         subject=str(claims["sub"]),
         issuer=str(claims["iss"]),
-        email=email if verified and isinstance(email, str) else "",
+        email=email if verified else "",
         email_verified=verified,
-        groups=_strings(claims.get(groups_claim)),
+        groups=read.strings(names.groups, "groups"),
         client_id=client_id,
-        auth_time=int(auth_time) if isinstance(auth_time, int | float) and not isinstance(auth_time, bool) else None,
-        acr=acr if isinstance(acr := claims.get("acr"), str) else "",
-        amr=_strings(claims.get("amr")),
+        auth_time=read.epoch(names.auth_time, "auth_time"),
+        acr=read.string(names.acr, "acr"),
+        amr=read.strings(names.amr, "amr"),
     )
 
 
-def _strings(value: object) -> tuple[str, ...]:
-    """A claim holding a list of strings (or one string, as some providers send one group), else ()."""
-    if isinstance(value, str):
-        return (value,) if value else ()
-    if isinstance(value, list):
-        return tuple(dict.fromkeys(v for v in value if isinstance(v, str) and v))
-    return ()
+class _ClaimReader:
+    """Typed reads of one token's claims; a present claim of the wrong type is logged and read as absent."""
+
+    def __init__(self, claims: Mapping[str, Any], issuer: str) -> None:
+        self._claims = claims
+        self._issuer = issuer
+
+    def string(self, name: str, field: str) -> str:
+        value = self._claims.get(name)
+        if value is None or isinstance(value, str):
+            return value or ""
+        return self._ignored(name, field, value, "a string", "")
+
+    def boolean(self, name: str, field: str) -> bool | None:
+        value = self._claims.get(name)
+        if value is None or isinstance(value, bool):
+            return value
+        return self._ignored(name, field, value, "a boolean", None)
+
+    def epoch(self, name: str, field: str) -> int | None:
+        value = self._claims.get(name)
+        if value is None:
+            return None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return int(value)
+        return self._ignored(name, field, value, "a number (epoch seconds)", None)
+
+    def strings(self, name: str, field: str) -> tuple[str, ...]:
+        """A list of strings (or one string, as some providers send one group)."""
+        value = self._claims.get(name)
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            return (value,) if value else ()
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(dict.fromkeys(v for v in value if v))
+        return self._ignored(name, field, value, "a list of strings", ())
+
+    def _ignored(self, name: str, field: str, value: object, expected: str, absent: _T) -> _T:
+        log.warning("%s: access-token claim %r (the person's %s) is %s, not %s: ignored", self._issuer, name[:100],
+                    field, type(value).__name__, expected)
+        return absent

@@ -20,7 +20,10 @@ Read from the mapping under the top-level `identity:` key of the gateway config:
         - issuer: https://login.example.com   # its access tokens for this gateway's /mcp are accepted
           jwks_uri: https://...               # optional; else OIDC discovery
           algorithms: [RS256]                 # default [RS256, ES256]
-          groups_claim: groups                # the claim that lists the person's groups
+          client_id_claims: [client_id, azp]  # where the client id is, first present wins (Okta: [cid])
+          audiences: []                       # other values naming this gateway's /mcp at this provider
+          claims: {groups: groups}            # the person's fields -> claim names (groups, email, email_verified,
+                                              #   acr, amr, auth_time); groups_claim: x = claims: {groups: x}
       advertise_authorization_servers: both   # RFC 9728 authorization_servers: both | external | gateway
       scopes_supported: [openid, email]       # RFC 9728 scopes_supported: what clients ask the provider for
 
@@ -53,7 +56,9 @@ IDENTITY_KEYS = frozenset(
      "scopes_supported"}
 ) | {"delegation_audience"}
 OIDC_KEYS = frozenset({"issuer", "jwks_uri", "algorithms", "required_claims"})
-AUTHORIZATION_SERVER_KEYS = frozenset({"issuer", "jwks_uri", "algorithms", "required_claims", "groups_claim"})
+AUTHORIZATION_SERVER_KEYS = OIDC_KEYS | {"groups_claim", "client_id_claims", "audiences", "claims"}
+# RFC 9068 `client_id`, else OIDC `azp`; a provider that names the client otherwise is configured (Okta: `cid`).
+DEFAULT_CLIENT_ID_CLAIMS = ("client_id", "azp")
 # Which authorization servers the RFC 9728 metadata names: the external ones, the gateway's own token
 # endpoint (workloads exchanging tokens), or both.
 ADVERTISE_CHOICES = ("both", "external", "gateway")
@@ -75,6 +80,21 @@ class OidcIssuer:
 
 
 @dataclass(frozen=True, slots=True)
+class UserClaimNames:
+    """Which claim of a provider's access token holds each of the person's fields (standard names by default)."""
+
+    groups: str = "groups"
+    email: str = "email"
+    email_verified: str = "email_verified"
+    acr: str = "acr"
+    amr: str = "amr"
+    auth_time: str = "auth_time"
+
+
+USER_CLAIM_FIELDS = tuple(UserClaimNames.__dataclass_fields__)
+
+
+@dataclass(frozen=True, slots=True)
 class AuthorizationServer:
     """An external OpenID provider whose access tokens for this gateway's resource people's clients present."""
 
@@ -82,7 +102,15 @@ class AuthorizationServer:
     jwks_uri: str | None = None
     algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
     required_claims: tuple[str, ...] = ALWAYS_REQUIRED_OIDC_CLAIMS
-    groups_claim: str = "groups"
+    claims: UserClaimNames = UserClaimNames()
+    client_id_claims: tuple[str, ...] = DEFAULT_CLIENT_ID_CLAIMS
+    # Values that also name this gateway's /mcp at this provider (Entra ID: the API's Application ID URI or
+    # client id). Only these, exactly: a token for any other audience is still refused.
+    audiences: tuple[str, ...] = ()
+
+    @property
+    def groups_claim(self) -> str:
+        return self.claims.groups
 
     def as_oidc_issuer(self) -> OidcIssuer:
         """The same keys and checks as a workload issuer (one JWT verifier for both)."""
@@ -194,11 +222,43 @@ def _authorization_server(entry: object, where: str) -> AuthorizationServer:
     if not isinstance(entry, Mapping):
         raise ConfigError(f"{where} must be a mapping")
     _refuse_unknown(entry, AUTHORIZATION_SERVER_KEYS, where)
-    oidc = _oidc_issuer({k: v for k, v in entry.items() if k != "groups_claim"}, where)
-    groups_claim = entry.get("groups_claim", "groups")
-    if not isinstance(groups_claim, str) or not groups_claim.strip():
-        raise ConfigError(f"{where}.groups_claim must be a non-empty claim name")
-    return AuthorizationServer(oidc.issuer, oidc.jwks_uri, oidc.algorithms, oidc.required_claims, groups_claim)
+    oidc = _oidc_issuer({k: v for k, v in entry.items() if k in OIDC_KEYS}, where)
+    client_id_claims = _string_list(entry.get("client_id_claims", list(DEFAULT_CLIENT_ID_CLAIMS)),
+                                    f"{where}.client_id_claims")
+    if not client_id_claims:
+        raise ConfigError(f"{where}.client_id_claims must name at least one claim")
+    return AuthorizationServer(oidc.issuer, oidc.jwks_uri, oidc.algorithms, oidc.required_claims,
+                               claims=_user_claims(entry, where),
+                               client_id_claims=tuple(dict.fromkeys(client_id_claims)),
+                               audiences=_audiences(entry.get("audiences"), f"{where}.audiences"))
+
+
+def _user_claims(entry: Mapping[str, Any], where: str) -> UserClaimNames:
+    """`claims` (field -> claim name), with `groups_claim` kept as the older spelling of `claims.groups`."""
+    raw = entry.get("claims")
+    raw = {} if raw is None else raw
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}.claims must be a mapping of {', '.join(USER_CLAIM_FIELDS)} to claim names")
+    _refuse_unknown(raw, frozenset(USER_CLAIM_FIELDS), f"{where}.claims")
+    names = dict(raw)
+    if "groups_claim" in entry:
+        if "groups" in names and names["groups"] != entry["groups_claim"]:
+            raise ConfigError(f"{where}: groups_claim and claims.groups name different claims; keep claims.groups")
+        names["groups"] = entry["groups_claim"]
+    for field, name in names.items():
+        if not isinstance(name, str) or not name.strip():
+            shown = "groups_claim" if field == "groups" and "groups_claim" in entry else f"claims.{field}"
+            raise ConfigError(f"{where}.{shown} must be a non-empty claim name")
+    return UserClaimNames(**names)
+
+
+def _audiences(value: object, where: str) -> tuple[str, ...]:
+    """Each extra audience named exactly: a pattern would accept tokens meant for other resources."""
+    audiences = _string_list(value, where)
+    for audience in audiences:
+        if "*" in audience or audience != audience.strip():
+            raise ConfigError(f"{where}: {audience!r} is not an exact audience (no wildcards, no surrounding spaces)")
+    return tuple(dict.fromkeys(audiences))
 
 
 def _advertise(value: object) -> str:
@@ -240,6 +300,10 @@ def with_delegation_audience(settings: IdentitySettings, base_url: str) -> Ident
     if audience.rstrip("/") in {a.rstrip("/") for a in taken}:
         raise ConfigError(f"identity.delegation_audience {audience!r} must differ from the /mcp audience and the "
                           "token endpoint: actor tokens must be good for nothing but delegation")
+    for server in settings.authorization_servers:
+        if audience.rstrip("/") in {a.rstrip("/") for a in server.audiences}:
+            raise ConfigError(f"identity.authorization_servers: {server.issuer} lists the delegation audience "
+                              f"{audience!r} among its audiences; it names delegation, never /mcp")
     return replace(settings, delegation_audience=audience)
 
 
