@@ -387,7 +387,7 @@ async def test_novel_sequence_can_be_turned_off() -> None:
 
 def test_detection_messages_never_carry_arguments() -> None:
     fields = set(Detection.__dataclass_fields__)
-    assert fields == {"detector", "severity", "agent_id", "task_id", "tool", "message"}
+    assert fields == {"detector", "severity", "agent_id", "task_id", "tool", "message", "user", "user_issuer"}
 
 
 def test_kill_switch_threshold() -> None:

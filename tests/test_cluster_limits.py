@@ -29,6 +29,7 @@ from mcp.shared.exceptions import MCPError
 from redis import Redis as SyncRedis
 
 from gateway.catalog.model import ToolEntry
+from gateway.chain.signals import person_scope
 from gateway.chain.tracker import ChainTracker, RateLimited, RatesUnavailable
 from gateway.cluster.call_budgets import RedisCallBudgets
 from gateway.cluster.chain import RedisChain
@@ -177,7 +178,7 @@ async def step(rng: random.Random, clock: Clock, memory: tuple[ChainTracker, Cha
     memory_rates, tracker, counts = memory
     signals: ChainSignals[ToolEntry, Any] = chain
     agent = rng.choice(["a", "a", "b"])
-    task = rng.choice([None, f"{agent}-t1", f"{agent}-t2"])  # a task belongs to one agent
+    task = rng.choice(scopes(agent))
     op = rng.random()
     if op < 0.2:
         tool = rng.choice([None, *(t.exposed_name for t in TOOLS)])
@@ -238,8 +239,14 @@ async def test_redis_answers_as_one_process_does(cluster: Cluster, seed: int) ->
     for _ in range(400):
         await step(rng, clock, memory, chain)
     for agent in ("a", "b"):
-        for task in (None, f"{agent}-t1", f"{agent}-t2"):
+        for task in scopes(agent):
             assert await chain.context(agent, task) == await tracker.context(agent, task)
+
+
+def scopes(agent: str) -> list[str | None]:
+    """Whose signals a call adds to: the agent's own, one of its two tasks, or one of two people's through it."""
+    people = [person_scope(agent, "https://login.example.com", sub) for sub in ("alice", "bob")]
+    return [None, f"{agent}-t1", f"{agent}-t2", *people]  # a task belongs to one agent
 
 
 async def test_racing_counts_never_exceed_a_budget(cluster: Cluster) -> None:

@@ -34,6 +34,9 @@ AGENT = "inspector-client"
 ALICE = "alice-0001"  # in group finance
 BOB = "bob-0002"  # admitted by his verified email domain, in no group
 MALLORY = "mallory-0003"  # no entitlement: no group, unverified email
+CAROL = "carol-0004"  # admitted by her verified email domain; reads sensitive data in the chain test
+DAVE = "dave-0005"  # admitted by his verified email domain; the same client right after Carol
+EGRESS = "vrf__received"  # an egress tool (the catalog's egress flag)
 ACCEPT = "application/json, text/event-stream"
 MODERN = "2026-07-28"
 LEGACY = "2025-11-25"
@@ -76,6 +79,16 @@ unless { context.approval.granted };
 @max_age("10m")
 forbid (principal, action == Action::"pay__transfer_funds", resource)
 unless { context.request.time - context.user.auth_time <= 600 };
+
+// Chain signals read per person (context.chain) and per client agent (context.chain.agent).
+@id("echo-probe-after-my-sensitive-read")
+forbid (principal, action == Action::"vrf__echo", resource)
+when { context.input has text && context.input.text == "after my sensitive read?" && context.chain.sensitive_read };
+
+@id("echo-probe-after-the-clients-sensitive-read")
+forbid (principal, action == Action::"vrf__echo", resource)
+when { context.input has text && context.input.text == "after the client's sensitive read?" &&
+       context.chain.agent.sensitive_read };
 """,
 }
 
@@ -153,7 +166,8 @@ def people_gateway(workdir: Path, port: int, issuer: str, verifying_url: str, pa
     manifests = [
         {"id": "vrf", "owner": "tools@example.com", "description": "verifies every per-call token",
          "transport": {"url": verifying_url}, "timeout_s": 10,
-         "tools": [{"name": name, "risk": "read", "data_classes": ["internal"]} for name in ("echo", "add")]},
+         "tools": [*({"name": name, "risk": "read", "data_classes": ["internal"]} for name in ("echo", "add")),
+                   {"name": "received", "risk": "read", "data_classes": ["internal"], "egress": True}]},
         {"id": "pay", "owner": "payments@example.com", "description": "demo payments",
          "transport": {"url": f"http://127.0.0.1:{payments_port}/mcp"}, "timeout_s": 10,
          # read: keeps the shipped after-hours step-up out of these tests
@@ -621,3 +635,33 @@ def test_the_cli_binds_a_client_with_who_may_act_through_it(people: People) -> N
                                     "claims": {}, "people": {"groups": [], "subjects": [MALLORY],
                                                              "email_domains": ["example.org"]}}]
     assert open_session(gw, people.idp.mint(sub=MALLORY, client_id="cursor-client")).status_code == 200
+
+
+# --- chain monitoring: each person's own signals ----------------------------------------------------
+
+
+def test_chain_signals_and_detections_are_each_persons_own(people: People) -> None:
+    """Carol's sensitive read through the client neither colours Dave's context.chain nor makes his egress call
+    look like exfiltration; her own egress call is held and detected, and the detection names her."""
+    gw = people.gateway
+    carol = people.token(CAROL, email="carol@example.com", email_verified=True)
+    dave = people.token(DAVE, email="dave@example.com", email_verified=True)
+    read = call_tool(gw, carol, MODERN, REFUND, {"payment_id": BIG_PAYMENT, "amount": 1})  # financial: sensitive
+    assert "result" in read.json() and not read.json()["result"].get("isError"), read.text
+
+    def echo(token: str, text: str) -> dict[str, Any]:
+        return dict(call_tool(gw, token, MODERN, "vrf__echo", {"text": text}).json())
+
+    assert "result" in echo(dave, "after my sensitive read?")  # Dave's own record: nothing sensitive read
+    assert echo(carol, "after my sensitive read?")["error"]["message"].startswith("Access denied")
+    # context.chain.agent stays the client agent's, across everyone using it.
+    assert echo(dave, "after the client's sensitive read?")["error"]["message"].startswith("Access denied")
+    # Dave's egress call passes (no approval asked: the shipped no-egress-after-sensitive-read sees his record).
+    dave_egress = call_tool(gw, dave, MODERN, EGRESS, {}).json()
+    assert "result" in dave_egress and "narrowgate/approval" not in dave_egress["result"].get("_meta", {}), dave_egress
+    carol_egress = call_tool(gw, carol, MODERN, EGRESS, {}).json()
+    assert "result" in carol_egress, carol_egress
+    assert "narrowgate/approval" in carol_egress["result"]["_meta"], carol_egress  # held: she read sensitive data
+    detections = [r for r in people.audit() if r["kind"] == "monitoring" and r["action"] == "sensitive_then_egress"]
+    assert [(r["agent_id"], r["task_id"], r["detail"]["user"], r["detail"]["user_issuer"]) for r in detections] == [
+        (AGENT, None, CAROL, people.idp.issuer)], detections

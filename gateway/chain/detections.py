@@ -41,14 +41,15 @@ class DetectionResponder:
         killed = False
         for detection in detections:
             alert = worth_alerting(self.settings, detection.severity)
-            log.log(logging.WARNING if alert else logging.DEBUG, "detection %s (%s): agent %s, task %s, tool %s: %s",
-                    detection.detector, detection.severity, detection.agent_id, detection.task_id, detection.tool,
+            log.log(logging.WARNING if alert else logging.DEBUG,
+                    "detection %s (%s): agent %s, task %s, person %s, tool %s: %s", detection.detector,
+                    detection.severity, detection.agent_id, detection.task_id, detection.user, detection.tool,
                     detection.message)
             self.telemetry.record_detection(detection.detector, detection.severity)
             self.audit.record(AuditEvent(
                 kind="monitoring", action=detection.detector, actor="narrowgate", agent_id=detection.agent_id,
                 task_id=detection.task_id, tool=detection.tool,
-                detail={"severity": detection.severity, "message": detection.message},
+                detail=detection_detail(detection),
             ))
             if alert:
                 self.send_webhook(detection)
@@ -57,7 +58,8 @@ class DetectionResponder:
         return killed
 
     async def suspend(self, detection: Detection) -> bool:
-        reason = f"kill switch: {detection.detector} ({detection.severity}): {detection.message}"
+        person = f" (a call for person {detection.user})" if detection.user is not None else ""
+        reason = f"kill switch: {detection.detector} ({detection.severity}): {detection.message}{person}"
         spared = SPARED_REQUEST.set(asyncio.current_task())  # this request answers; the others are cancelled
         try:
             await self.registry.suspend(detection.agent_id, "narrowgate", reason)
@@ -72,4 +74,15 @@ class DetectionResponder:
     def send_webhook(self, detection: Detection) -> None:
         self.webhook.send({"type": "detection", "detector": detection.detector, "severity": detection.severity,
                            "agent_id": detection.agent_id, "task_id": detection.task_id, "tool": detection.tool,
-                           "message": detection.message})
+                           "message": detection.message, **person_of(detection)})
+
+
+def person_of(detection: Detection) -> dict[str, str]:
+    """The person a detection's call was made for (their `sub` and issuer, as decision records name them)."""
+    if detection.user is None:
+        return {}
+    return {"user": detection.user, "user_issuer": detection.user_issuer or ""}
+
+
+def detection_detail(detection: Detection) -> dict[str, str]:
+    return {"severity": detection.severity, "message": detection.message, **person_of(detection)}

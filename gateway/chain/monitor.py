@@ -8,12 +8,14 @@ the DetectionResponder (audit, metric, webhook, kill switch).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, cast
 
 from gateway.audit import AuditEvent
 from gateway.catalog.model import ToolEntry
 from gateway.chain.detections import DetectionResponder
 from gateway.chain.detectors import Detection
+from gateway.chain.signals import person_scope
 from gateway.chain.tracker import RateLimited, RatesUnavailable
 from gateway.identity.principal import Principal
 from gateway.protocol.errors import ACCESS_DENIED, RATE_LIMITED, RpcError
@@ -44,7 +46,7 @@ class ChainMonitor:
 
     async def admit_call(self, principal: Principal, tool: str) -> dict[str, Any]:
         """`admit` a tools/call, then its `context` (the record its decision sees): refused as either would be."""
-        if self.joint is None:
+        if self.joint is None or signal_scope(principal) != principal.task_id:  # a person: rates stay the agent's
             await self.admit(principal, tool)
             return await self.context(principal)
         try:
@@ -56,16 +58,16 @@ class ChainMonitor:
 
     async def context(self, principal: Principal) -> dict[str, Any]:
         try:
-            return await self.signals.context(principal.agent_id, principal.task_id)
+            return await self.signals.context(principal.agent_id, signal_scope(principal))
         except ChainUnavailable as exc:
             raise self.unavailable(principal, None, "context", exc) from None
 
     async def observe(self, principal: Principal, tool: ToolEntry, outcome: str) -> None:
         try:
-            found = await self.signals.observe_call(principal.agent_id, principal.task_id, tool, outcome)
+            found = await self.signals.observe_call(principal.agent_id, signal_scope(principal), tool, outcome)
         except ChainUnavailable as exc:
             raise self.unavailable(principal, tool.exposed_name, "observe", exc) from None
-        await self.act(found)
+        await self.act(found, principal)
 
     def counting(self, budgets: object) -> CountedObservation[ToolEntry, Detection] | None:
         """The chain signals when they are also `budgets` (the task call counts, a fleet's): an allowed call of a
@@ -87,15 +89,15 @@ class ChainMonitor:
             raise self.unavailable(principal, tool.exposed_name, "observe", exc) from None
         if not found:
             return made
-        await self.act(found)
+        await self.act(found, principal)
         return await counts.count(task_id, budget, floor, deadline)
 
     async def probe(self, principal: Principal, tool_name: str) -> None:
         try:
-            found = await self.signals.observe_probe(principal.agent_id, principal.task_id, tool_name)
+            found = await self.signals.observe_probe(principal.agent_id, signal_scope(principal), tool_name)
         except ChainUnavailable as exc:
             raise self.unavailable(principal, tool_name, "probe", exc) from None
-        await self.act(found)
+        await self.act(found, principal)
 
     def unavailable(self, principal: Principal, tool: str | None, step: str, exc: ChainUnavailable) -> RpcError:
         """Fail closed: a request the chain signals cannot see (or record) is refused, and the audit says why."""
@@ -105,10 +107,29 @@ class ChainMonitor:
         return RpcError(ACCESS_DENIED, f"Access denied: {UNAVAILABLE}; the gateway cannot check this agent's recent "
                         "activity right now, retry shortly", {"decision": "deny", "reason": UNAVAILABLE})
 
-    async def act(self, detections: list[Detection]) -> None:
-        if detections and await self.responder.respond(detections):
+    async def act(self, detections: list[Detection], principal: Principal) -> None:
+        if detections and await self.responder.respond(attributed(detections, principal)):
             raise RpcError(ACCESS_DENIED, "Access denied: this agent was suspended by the gateway's kill switch",
                            {"decision": "deny", "detector": detections[-1].detector})
+
+
+def signal_scope(principal: Principal) -> str | None:
+    """Whose signals a call reads and adds to: its task's; a person's task-less call, that person's through this
+    client (never the client's shared record, so one person's reads never colour another's calls); else None
+    (the agent's own)."""
+    user = principal.user
+    if principal.task_id is not None or user is None:
+        return principal.task_id
+    return person_scope(principal.agent_id, user.issuer, user.subject)
+
+
+def attributed(detections: list[Detection], principal: Principal) -> list[Detection]:
+    """Detections as recorded: a person's name the person, and the task is the call's own (none for a person's
+    task-less call, whose record key is no task)."""
+    user = principal.user
+    if user is None:
+        return detections
+    return [replace(d, task_id=principal.task_id, user=user.subject, user_issuer=user.issuer) for d in detections]
 
 
 def rate_limited(exc: RateLimited, tool: str | None) -> RpcError:

@@ -6,6 +6,7 @@ detectors (gateway.chain.detectors) read them. Timestamps are in the tracker's c
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, NamedTuple
@@ -21,10 +22,24 @@ OUTCOMES = ("allow", "approved", "deny", "step_up")
 ALLOWED = frozenset({"allow", "approved"})
 READ_RISK = "read"
 NO_TIMES: deque[float] = deque(maxlen=0)
+# A person's task-less calls through a client are recorded like a task of the client's agent under this key
+# (never a task id: those are `task_...`), so one person's reads never colour another's signals.
+PERSON_SCOPE = "person:"
+
+
+def person_scope(agent_id: str, issuer: str, subject: str) -> str:
+    """The signal record key of one person (issuer, sub) acting through one client agent."""
+    digest = hashlib.sha256("\0".join((agent_id, issuer, subject)).encode()).hexdigest()
+    return PERSON_SCOPE + digest[:32]
+
+
+def is_person_scope(task_id: str | None) -> bool:
+    return task_id is not None and task_id.startswith(PERSON_SCOPE)
 
 
 class TaskSignals:
-    __slots__ = ("agent_id", "calls", "classes", "denials", "rate", "sensitive_at", "tools", "writes")
+    __slots__ = ("agent_id", "calls", "classes", "denials", "egress_answered", "rate", "sensitive_at", "tools",
+                 "writes")
 
     def __init__(self, agent_id: str, max_history: int, calls_cap: int) -> None:
         self.agent_id = agent_id
@@ -35,6 +50,7 @@ class TaskSignals:
         self.classes: set[str] = set()
         self.sensitive_at: float | None = None  # the task's last allowed sensitive read
         self.rate: deque[float] | None = None
+        self.egress_answered = -math.inf  # a person's record only (person_scope): its own answered read
 
 
 class AgentSignals:

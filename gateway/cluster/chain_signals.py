@@ -30,7 +30,7 @@ from gateway.chain.detectors.burst import burst_detection
 from gateway.chain.detectors.novel_sequence import MAX_PAIRS, NOVELTY_MIN_HISTORY, novel_detection
 from gateway.chain.detectors.probing import probing_detection
 from gateway.chain.detectors.repeated_denials import denials_detection
-from gateway.chain.signals import ALLOWED, COUNT_CAP, MAX_CLASSES, MINUTE, OUTCOMES, READ_RISK
+from gateway.chain.signals import ALLOWED, COUNT_CAP, MAX_CLASSES, MINUTE, OUTCOMES, PERSON_SCOPE, READ_RISK
 from gateway.chain.tracker import chain_record, empty_context
 from gateway.cluster.chain_clock import LUA_CLOCK, ClockedSeam
 from gateway.cluster.connection import Cluster
@@ -123,14 +123,19 @@ local found = {}
 local function fire(detector, detail) found[#found + 1] = {detector, detail} end
 local NEG = -math.huge
 
--- sensitive_then_egress: the latest unanswered sensitive read, this task's or the agent's in the window
+-- sensitive_then_egress: the latest unanswered sensitive read, this task's or the agent's in the window;
+-- a person's record (task id 'person:...') answers only the person's own reads, on their own record
 if egress then
   local in_task = (task and task.sensitive_at) or NEG
+  local answered = agent
+  if task and string.sub(task_id, 1, @PERSON_SCOPE_LEN@) == '@PERSON_SCOPE@' then answered = task end
   local recent = NEG
-  if agent.sensitive_at and agent.sensitive_at > now - @WINDOW@ then recent = agent.sensitive_at end
+  if answered == agent and agent.sensitive_at and agent.sensitive_at > now - @WINDOW@ then
+    recent = agent.sensitive_at
+  end
   local onset = math.max(in_task, recent)
-  if onset > (agent.egress_answered or NEG) then
-    agent.egress_answered = onset
+  if onset > (answered.egress_answered or NEG) then
+    answered.egress_answered = onset
     fire('sensitive_then_egress', onset == in_task and 'task' or 'agent')
   end
 end
@@ -307,6 +312,7 @@ class RedisChainSignals(ClockedSeam):
             "DENIALS_PER": repr(s.repeated_denials.per_s), "PROBE_CALLS": str(s.probing.calls),
             "PROBE_PER": repr(s.probing.per_s), "AGENT_TTL_MS": str(int(agent_ttl * 1000) + 1000),
             "TASK_TTL_MS": str(int(task_ttl * 1000) + 1000),
+            "PERSON_SCOPE": PERSON_SCOPE, "PERSON_SCOPE_LEN": str(len(PERSON_SCOPE)),
         }
 
     def _key(self, kind: str, ident: str) -> str:

@@ -16,6 +16,8 @@ class Detection:
     task_id: str | None
     tool: str | None
     message: str  # never argument values
+    user: str | None = None  # the person's `sub` when the call was a person's (through a client agent)
+    user_issuer: str | None = None
 
 
 class Detector(Protocol):

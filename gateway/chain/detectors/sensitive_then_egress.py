@@ -12,7 +12,7 @@ import math
 from typing import TYPE_CHECKING
 
 from gateway.chain.detectors.base import Detection
-from gateway.chain.signals import DecidedCall
+from gateway.chain.signals import DecidedCall, is_person_scope
 from gateway.settings.monitoring import MonitoringSettings
 
 if TYPE_CHECKING:
@@ -32,12 +32,16 @@ class SensitiveThenEgress:
             return None
         agent, task, now = call.agent, call.task, call.now
         in_task = task.sensitive_at if task is not None and task.sensitive_at is not None else -math.inf
-        by_agent = agent.sensitive_at
+        # A person's record (person_scope) is theirs alone: another person's read through the same client is not
+        # theirs to answer, so only their own reads count, answered on their own record.
+        person = task if task is not None and is_person_scope(call.task_id) else None
+        by_agent = agent.sensitive_at if person is None else None
         recent = by_agent if by_agent is not None and by_agent > now - self._window_s else -math.inf
         onset = max(in_task, recent)
-        if onset <= agent.egress_answered:
+        answered = agent if person is None else person
+        if onset <= answered.egress_answered:
             return None  # nothing read, or this read was already answered
-        agent.egress_answered = onset
+        answered.egress_answered = onset
         return self.detection(call.agent_id, call.task_id, name, call.outcome, in_task=onset == in_task)
 
     def is_egress(self, tool: ToolEntry) -> bool:
