@@ -80,6 +80,12 @@ unless { context.approval.granted };
 forbid (principal, action == Action::"pay__transfer_funds", resource)
 unless { context.request.time - context.user.auth_time <= 600 };
 
+// A person's token claims are no principal tags: an unverified email must not pass for a checked one.
+@id("claims-are-no-view-of-the-person")
+forbid (principal, action == Action::"vrf__echo", resource)
+when { context.input has text && context.input.text == "trust my token's claims?" }
+unless { principal.claims.hasTag("email") && principal.claims.getTag("email") like "*@example.com" };
+
 // Chain signals read per person (context.chain) and per client agent (context.chain.agent).
 @id("echo-probe-after-my-sensitive-read")
 forbid (principal, action == Action::"vrf__echo", resource)
@@ -665,3 +671,14 @@ def test_chain_signals_and_detections_are_each_persons_own(people: People) -> No
     detections = [r for r in people.audit() if r["kind"] == "monitoring" and r["action"] == "sensitive_then_egress"]
     assert [(r["agent_id"], r["task_id"], r["detail"]["user"], r["detail"]["user_issuer"]) for r in detections] == [
         (AGENT, None, CAROL, people.idp.issuer)], detections
+
+
+def test_a_persons_token_claims_are_not_principal_tags(people: People) -> None:
+    """principal.claims would expose the person's unverified email (and every other string claim) to policies;
+    context.user is the one checked view of the person, so a person's principal carries no claim tags."""
+    gw = people.gateway
+    unverified = people.token(ALICE, groups=["finance"], email="alice@example.com", email_verified=False,
+                              preferred_username="alice@example.com", upn="alice@example.com")
+    response = call_tool(gw, unverified, MODERN, "vrf__echo", {"text": "trust my token's claims?"}).json()
+    assert response["error"]["message"].startswith("Access denied"), response
+    assert response["error"]["data"]["decision"] == "deny"

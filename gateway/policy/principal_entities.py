@@ -107,7 +107,11 @@ PER_TOKEN_CLAIMS = frozenset({"jti"})
 def _claims_json(principal: Principal) -> str:
     # Only string-valued top-level claims: Cedar tags hold one type, and nested claims would
     # need a schema per issuer. Other claims are not visible to policies.
-    tags = {k: v for k, v in principal.claims.items()
-            if isinstance(k, str) and isinstance(v, str) and k not in PER_TOKEN_CLAIMS}
+    # A person's access token (through a client agent) carries none: its claims are the person's, partly
+    # unverified (an `email` without `email_verified`, `preferred_username`, `upn`); `context.user` is the one
+    # checked view of the person.
+    tags = {} if principal.user is not None else {
+        k: v for k, v in principal.claims.items()
+        if isinstance(k, str) and isinstance(v, str) and k not in PER_TOKEN_CLAIMS}
     entity = {"uid": {"type": "Claims", "id": principal.agent_id}, "attrs": {}, "parents": [], "tags": tags}
     return orjson.dumps(entity).decode()
