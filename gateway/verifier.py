@@ -6,13 +6,15 @@ This file depends only on the standard library and PyJWT with its crypto extra
 For every tools/call it receives, an upstream behind Narrowgate gets a bearer token minted for
 that one call: an RFC 9068 JWT (header ``typ: at+jwt``) signed by the gateway, with ``aud`` = your
 server's resource URI, ``scope`` = the tool's name, ``exp`` <= 60 s after ``iat``, a unique ``jti``,
-``args_sha256`` = argument_digest(the call's arguments), and ``task_id`` when the call belongs to a
-task. ``verify()`` checks all of it and raises ``TokenRefused(reason)`` on the first failure:
+``args_sha256`` = argument_digest(the call's arguments), ``task_id`` when the call belongs to a
+task, and ``sub`` with ``sub_iss``: whom the call is for (``caller_of``). ``verify()`` checks all of it
+and raises ``TokenRefused(reason)`` on the first failure:
 
     malformed token / no bearer token      wrong typ (not at+jwt)
     unknown signing key / bad signature    wrong issuer
     other upstream (aud)                   expired / issued in the future / lifetime over 60 s
     other tool (scope)                     changed arguments (args_sha256)
+    no sub_iss (whose sub it is)
     revoked task or token                  replayed jti
 
 Usage::
@@ -65,7 +67,7 @@ try:  # inside the gateway: the same bytes, computed faster (orjson where it spe
 except ImportError:  # this file copied alone into a tool server: json below is the definition
     _canonical_bytes = None
 
-__all__ = ["TokenRefused", "UpstreamTokenVerifier", "argument_digest", "bearer_token"]
+__all__ = ["TokenRefused", "UpstreamTokenVerifier", "argument_digest", "bearer_token", "caller_of"]
 
 log = logging.getLogger("narrowgate.verifier")
 
@@ -73,7 +75,7 @@ ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})  # RFC 9068 2.1
 ASYMMETRIC_ALGORITHMS = frozenset(
     {"ES256", "ES384", "ES512", "EdDSA", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
 )
-REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "jti", "scope", "args_sha256")
+REQUIRED_CLAIMS = ("iss", "sub", "sub_iss", "aud", "exp", "iat", "jti", "scope", "args_sha256")
 MAX_TOKEN_LIFETIME_S = 60.0
 MAX_DOCUMENT_BYTES = 1024 * 1024
 FETCH_TIMEOUT_S = 5.0
@@ -106,6 +108,14 @@ def argument_digest(arguments: Mapping[str, Any] | None) -> str:
         return hashlib.sha256(_canonical_bytes(value)).hexdigest()
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def caller_of(claims: Mapping[str, Any]) -> tuple[str, str, bool]:
+    """Whom a verified call is for: (``sub_iss``, ``sub``, is a person). ``sub_iss`` equal to the token's
+    ``iss`` (the gateway) means ``sub`` is an agent id; anything else is the provider that signed a person in.
+    Key your own records by the pair, never ``sub`` alone: a person's ``sub`` may equal an agent id."""
+    issuer, subject = str(claims["sub_iss"]), str(claims["sub"])
+    return issuer, subject, issuer != claims["iss"]
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -238,6 +248,8 @@ class UpstreamTokenVerifier:
             raise TokenRefused(f"token lifetime exceeds {self.max_token_lifetime_s:.0f} s")
         if not isinstance(claims["jti"], str) or not isinstance(claims["scope"], str):
             raise TokenRefused("malformed token (jti or scope is not a string)")
+        if not all(isinstance(claims[name], str) and claims[name] for name in ("sub", "sub_iss")):
+            raise TokenRefused("malformed token (sub or sub_iss is not a non-empty string)")
 
     def _check_revocations(self, claims: Mapping[str, Any], now: float) -> None:
         if self.revocations_url is None:

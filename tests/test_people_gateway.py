@@ -682,3 +682,19 @@ def test_a_persons_token_claims_are_not_principal_tags(people: People) -> None:
     response = call_tool(gw, unverified, MODERN, "vrf__echo", {"text": "trust my token's claims?"}).json()
     assert response["error"]["message"].startswith("Access denied"), response
     assert response["error"]["data"]["decision"] == "deny"
+
+
+def test_a_person_whose_sub_equals_an_agent_id_is_told_apart_at_the_upstream(people: People) -> None:
+    """sub_iss is in every upstream token: the gateway's issuer for an agent id, the provider for a person."""
+    gw = people.gateway
+    namesake = people.token("workload", email="w@example.com", email_verified=True)  # sub = an agent's id
+    person_text, agent_text = "from the person named workload", "from the agent workload"
+    assert "result" in call_tool(gw, namesake, MODERN, "vrf__echo", {"text": person_text}).json()
+    assert "result" in call_tool(gw, WORKLOAD_TOKEN, MODERN, "vrf__echo", {"text": agent_text}).json()
+    entries = {e["arguments"]["text"]: e for e in people.records()
+               if e["tool"] == "echo" and e["arguments"].get("text") in (person_text, agent_text)}
+    person, agent = entries[person_text], entries[agent_text]
+    assert person["claims"]["sub"] == agent["claims"]["sub"] == "workload"
+    assert person["caller"] == [people.idp.issuer, "workload", True]
+    assert agent["caller"] == [gw.base, "workload", False]
+    assert agent["claims"]["sub_iss"] == agent["claims"]["iss"] == gw.base

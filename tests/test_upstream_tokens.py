@@ -159,7 +159,7 @@ async def test_minted_token_has_exactly_the_specified_header_and_claims(store: S
     assert claims == {
         "iss": ISSUER, "sub": "bot-a", "aud": AUDIENCE, "scope": "read_file",
         "iat": 1_700_000_000, "exp": 1_700_000_060, "jti": minted.jti, "client_id": ISSUER,
-        "act": ACTOR, "txn": "trace-1", "task_id": "task-1", "args_sha256": digest,
+        "act": ACTOR, "txn": "trace-1", "task_id": "task-1", "args_sha256": digest, "sub_iss": ISSUER,
     }
     assert minted.expires_at == 1_700_000_060.0
     assert len(base64.urlsafe_b64decode(minted.jti + "==")) == 16  # 128 random bits

@@ -16,8 +16,10 @@ Tools:
     received()        what this server has received so far (it verifies its own token too)
 
 Every call is recorded, accepted or refused, in memory (see `received`) and, with --record, as
-one JSON line per call: {"tool", "arguments", "authorization", "outcome", "reason", "claims"}.
-"authorization" is the raw header, so tests can prove which credential reached the upstream.
+one JSON line per call: {"tool", "arguments", "authorization", "outcome", "reason", "claims", "caller"}.
+"authorization" is the raw header, so tests can prove which credential reached the upstream; "caller"
+is whom the call is for, [sub_iss, sub, is a person] (gateway.verifier.caller_of): a person's sub may
+equal an agent id, so an upstream keys its own records by both, never by sub alone.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 
 # Runnable from a checkout without installing: the verifier is one file with no gateway imports.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from gateway.verifier import TokenRefused, UpstreamTokenVerifier, bearer_token
+from gateway.verifier import TokenRefused, UpstreamTokenVerifier, bearer_token, caller_of
 
 server = MCPServer("verifying-upstream", version="1.0.0", log_level="WARNING")
 verifier: UpstreamTokenVerifier | None = None
@@ -56,9 +58,9 @@ async def authorize(ctx: Context, tool: str) -> dict[str, Any]:
     try:
         claims = await verifier.averify(bearer_token(authorization), tool, arguments)
     except TokenRefused as refused:
-        remember({**entry, "outcome": "refused", "reason": refused.reason, "claims": None})
+        remember({**entry, "outcome": "refused", "reason": refused.reason, "claims": None, "caller": None})
         raise ToolError(f"token refused: {refused.reason}") from None
-    remember({**entry, "outcome": "accepted", "reason": None, "claims": claims})
+    remember({**entry, "outcome": "accepted", "reason": None, "claims": claims, "caller": list(caller_of(claims))})
     return claims
 
 

@@ -74,7 +74,8 @@ class UpstreamAuth:
 
     def mint(self, credentials: Credentials, agent_id: str, actor: dict[str, Any], tool: str,
              arguments_digest: str, task_id: str | None, txn: str, subject_issuer: str | None = None) -> str:
-        """`agent_id`: the token's `sub` (the person, with `subject_issuer`, for a person's call)."""
+        """`agent_id`: the token's `sub` (the person, with `subject_issuer`, for a person's call; without one,
+        `sub_iss` is this gateway: the `sub` is an agent id)."""
         assert self.minter is not None, "UpstreamAuth.start() was not awaited"
         minted = self.minter.mint(agent_id=agent_id, actor=actor, audience=credentials.resource, tool=tool,
                                   task_id=task_id, txn=txn, arguments_digest=arguments_digest,

@@ -5,7 +5,8 @@ token (the agent's own token never leaves the gateway). Claims:
 
     iss         this gateway                    client_id   this gateway (RFC 9068 requires one)
     sub         the agent id (a person's call:  act         the agent's workload identity, with a
-                the person; sub_iss their issuer)           nested "act" per delegation hop (RFC 8693);
+                the person)                                 nested "act" per delegation hop (RFC 8693);
+    sub_iss     who `sub` belongs to: this gateway for an agent id, the person's provider for a person
     aud         the upstream's resource URI                 a person's call: {sub: agent id, client_id}
     scope       the one upstream tool name      txn         the trace id
     iat, exp    exp = iat + ttl, ttl <= 60 s    task_id     the task (absent for task-less calls)
@@ -85,6 +86,7 @@ class UpstreamTokenMinter:
         }
         if task_id is not None:
             claims["task_id"] = task_id
-        if subject_issuer is not None:  # `sub` is a person: the same sub at two providers must not collide
-            claims["sub_iss"] = subject_issuer
+        # Always: an upstream tells a person whose sub is "payments-bot" from the agent payments-bot only by it,
+        # and the same person sub at two providers never collides.
+        claims["sub_iss"] = subject_issuer if subject_issuer is not None else self._issuer
         return MintedToken(token=self._keyring.sign(claims, ACCESS_TOKEN_TYP), jti=jti, expires_at=float(exp))
