@@ -8,6 +8,7 @@ Built from the verified access token of that server (see gateway.identity.people
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 from gateway.settings.identity import DEFAULT_CLIENT_ID_CLAIMS, UserClaimNames
 
 log = logging.getLogger("narrowgate.identity")
+DEFAULT_CLOCK_SKEW_S = 30.0  # identity.clock_skew_s's default
 _T = TypeVar("_T")
 
 
@@ -41,11 +43,14 @@ def client_id_of(claims: Mapping[str, Any], names: Sequence[str] = DEFAULT_CLIEN
     return None
 
 
-def user_from_claims(claims: Mapping[str, Any], client_id: str, names: UserClaimNames) -> UserIdentity:
+def user_from_claims(claims: Mapping[str, Any], client_id: str, names: UserClaimNames,
+                     clock_skew_s: float = DEFAULT_CLOCK_SKEW_S, now: float | None = None) -> UserIdentity:
     """The person named by verified access-token claims (`sub` and `iss` are present: the verifier requires them).
 
     Each field is read from the claim `names` gives. A claim of the wrong type counts as absent (no groups, no
     email, `auth_time` unknown...) and is logged by name and type, never by value: fail closed, and visibly.
+    An `auth_time` after the token was issued (or after now), beyond `clock_skew_s`, is unknown too: a sign-in
+    "in the future" would pass every `max_age` for the token's whole life.
     """
     read = _ClaimReader(claims, str(claims["iss"]))
     verified = read.boolean(names.email_verified, "email_verified") is True
@@ -57,10 +62,24 @@ def user_from_claims(claims: Mapping[str, Any], client_id: str, names: UserClaim
         email_verified=verified,
         groups=read.strings(names.groups, "groups"),
         client_id=client_id,
-        auth_time=read.epoch(names.auth_time, "auth_time"),
+        auth_time=_signed_in_at(read.epoch(names.auth_time, "auth_time"), claims, clock_skew_s,
+                                time.time() if now is None else now),
         acr=read.string(names.acr, "acr"),
         amr=read.strings(names.amr, "amr"),
     )
+
+
+def _signed_in_at(auth_time: int | None, claims: Mapping[str, Any], clock_skew_s: float, now: float) -> int | None:
+    """`auth_time` unless it is later than the token's `iat` (or now, whichever is earlier) plus the skew."""
+    if auth_time is None:
+        return None
+    iat = claims.get("iat")
+    issued = min(float(iat), now) if isinstance(iat, int | float) and not isinstance(iat, bool) else now
+    if auth_time <= issued + clock_skew_s:
+        return auth_time
+    log.warning("%s: access-token claim auth_time is %d s after the token was issued: a sign-in in the future "
+                "is unknown (no re-authentication policy is met)", claims.get("iss"), int(auth_time - issued))
+    return None
 
 
 class _ClaimReader:

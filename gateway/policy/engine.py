@@ -65,7 +65,7 @@ from gateway.policy.model import (
     resource_action,
 )
 from gateway.policy.principal_entities import PrincipalEntities
-from gateway.policy.reauth import NO_PERSON, REAUTH, ReauthTerms
+from gateway.policy.reauth import NO_PERSON, REAUTH, ReauthTerms, warn_if_unmeetable
 from gateway.policy.reauth import terms as reauth_terms
 from gateway.policy.sources import SourceFiles, read_files
 from gateway.policy.typing_ import ArgumentMismatch, to_cedar
@@ -751,6 +751,7 @@ class PolicyEngine:
         facts = request.facts
         if facts is None or facts.user is None:
             return self._decision(bundle, "deny", policy_ids, NO_PERSON, (), canonical)
+        warn_if_unmeetable(terms, facts.user.issuer, facts.user.auth_time)
         fresh = (int(facts.now), terms.acr_values[0] if terms.acr_values else facts.user.acr)
         if not self._approval_would_allow(bundle, request, fresh):
             return self._decision(bundle, "deny", policy_ids, REASON_DENIED, (), canonical)

@@ -19,6 +19,7 @@ approval, if a policy also asks for one); a workload (no person) can never satis
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -27,7 +28,20 @@ from gateway.settings.durations import parse_duration
 
 REAUTH = "reauth"
 ANNOTATIONS = ("acr_values", "max_age")
+log = logging.getLogger("narrowgate.policy")
 NO_PERSON = "re-authentication of a person is required, and this caller acts for no person"
+_WARNED_NO_AUTH_TIME: set[str] = set()  # issuers already warned about (configured providers: a handful)
+
+
+def warn_if_unmeetable(terms: ReauthTerms, issuer: str, auth_time: int | None) -> None:
+    """A `max_age` challenge to a person whose provider sent no (usable) `auth_time` can never be met: say so
+    once per provider, as the configuration problem it is (the provider must put auth_time in access tokens)."""
+    if terms.max_age_s is None or auth_time is not None or issuer in _WARNED_NO_AUTH_TIME:
+        return
+    _WARNED_NO_AUTH_TIME.add(issuer)
+    log.warning("configuration: a re-authentication policy asks for max_age, but %s sent an access token without "
+                "a usable auth_time: no such challenge can be met until the provider puts auth_time in its access "
+                "tokens (see docs/delegation.md)", issuer)
 
 
 @dataclass(frozen=True, slots=True)
