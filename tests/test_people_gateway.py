@@ -724,3 +724,4 @@ def test_a_provider_that_never_sends_auth_time_is_a_configuration_warning_once(p
     open_session(gw, people.token(ALICE, groups=["finance"], aud=marker))
     wait_until(lambda: marker in gw.log_text())
     assert gw.log_text().count(warning) == 1
+

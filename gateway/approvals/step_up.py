@@ -352,7 +352,12 @@ class StepUpFlow:
         return decision if decision.outcome == "step_up" else None
 
     async def use(self, call: StepUpCall, approval: Approval) -> Decision:
-        """Spend the approval on this call, then let Cedar decide again with it granted."""
+        """Let Cedar decide again with the approval granted, and spend it only if that allows the call: a call
+        that must first re-authenticate (or is denied now) is refused with the approval kept for its retry."""
+        granted = self.authorizer.engine.decide_tool(call.principal, call.entry, call.arguments, call.facts, True)
+        if not granted.allowed:  # decided again to be recorded and raised, the approval unspent
+            await self.authorizer.tool(call.principal, call.entry, call.arguments, call.facts, call.trace_id,
+                                       approval_id=approval.id)
         try:
             await self.approvals.spend(approval.id, call.refused.decision_id)
         except ApprovalError:
