@@ -725,3 +725,25 @@ def test_a_provider_that_never_sends_auth_time_is_a_configuration_warning_once(p
     wait_until(lambda: marker in gw.log_text())
     assert gw.log_text().count(warning) == 1
 
+
+
+def test_email_domains_match_in_ascii_only(people: People) -> None:
+    """str.lower() folds U+212A KELVIN SIGN to "k": a@\u212a\u212a.example must not pass for kk.example."""
+    agents = f"{people.gateway.base}/admin/v1/agents"
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    client = {"kind": "client", "issuer": people.idp.issuer, "subject": "kelvin-client"}
+    body = {"id": "kelvin", "owner": "devtools@example.com", "purpose": "email domains in ASCII",
+            "state": "active", "entitlement": {"servers": ["vrf"], "require_task": False}}
+    non_ascii = {**body, "identities": [{**client, "people": {"email_domains": ["\u212a\u212a.example"]}}]}
+    refused_binding = httpx2.post(agents, json=non_ascii, headers=auth)
+    assert refused_binding.status_code == 400 and "A-label" in refused_binding.text, refused_binding.text
+    ascii_binding = {**body, "identities": [{**client, "people": {"email_domains": ["KK.example"]}}]}
+    created = httpx2.post(agents, json=ascii_binding, headers=auth)
+    assert created.status_code == 201, created.text
+
+    def person(email: str) -> str:
+        return people.idp.mint(sub=f"kelvin-{len(email)}", client_id="kelvin-client", email=email, email_verified=True)
+
+    refused(people.gateway, person("a@\u212a\u212a.example"), 403, "kelvin")
+    refused(people.gateway, person("a@\u212ak.EXAMPLE"), 403)
+    assert open_session(people.gateway, person("a@Kk.Example")).status_code == 200

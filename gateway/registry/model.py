@@ -34,16 +34,26 @@ class PeopleGrant:
 
     groups: tuple[str, ...] = ()
     subjects: tuple[str, ...] = ()
-    email_domains: tuple[str, ...] = ()  # lower case, without "@"
+    email_domains: tuple[str, ...] = ()  # ASCII (an IDN as its xn-- A-label), lower case, without "@"
 
     def admits(self, subject: str, groups: tuple[str, ...], verified_email: str) -> bool:
         if subject in self.subjects or any(g in self.groups for g in groups):
             return True
-        domain = verified_email.rpartition("@")[2].lower() if "@" in verified_email else ""
+        domain = email_domain(verified_email)
         return bool(domain) and domain in self.email_domains
 
     def to_dict(self) -> dict[str, list[str]]:
         return {"groups": list(self.groups), "subjects": list(self.subjects), "email_domains": list(self.email_domains)}
+
+
+def email_domain(email: str) -> str:
+    """The domain of an email address, lower-cased in ASCII only; "" when there is none or it is not ASCII.
+
+    str.lower() alone folds more than ASCII: U+212A KELVIN SIGN lowers to "k", so an address at two Kelvin
+    signs + ".example" would pass for kk.example. A non-ASCII (U-label) domain therefore matches nothing;
+    bind IDNs by their A-label."""
+    domain = email.rpartition("@")[2] if "@" in email else ""
+    return domain.lower() if domain.isascii() else ""
 
 
 @dataclass(frozen=True, slots=True)

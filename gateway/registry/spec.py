@@ -272,13 +272,21 @@ class SpecReader:
         grant = PeopleGrant(
             groups=self.string_list(value.get("groups"), (*path, "groups")),
             subjects=self.string_list(value.get("subjects"), (*path, "subjects")),
-            email_domains=tuple(d.lower().lstrip("@") for d in
-                                self.string_list(value.get("email_domains"), (*path, "email_domains"))),
+            email_domains=self.email_domains(value.get("email_domains"), (*path, "email_domains")),
         )
         if not (grant.groups or grant.subjects or grant.email_domains):
             self.problem(path, "people must list at least one group, subject or email domain")
             return None
         return grant
+
+    def email_domains(self, value: object, path: FieldPath) -> tuple[str, ...]:
+        """ASCII domains, lower-cased (in ASCII) and without a leading "@"; an IDN must be given as its A-label."""
+        domains = [d.lstrip("@") for d in self.string_list(value, path)]
+        for domain in domains:
+            if not domain.isascii():
+                self.problem(path, f"email domain {domain!r} is not ASCII: give an internationalized domain as its "
+                                   "A-label (xn--...)")
+        return tuple(d.lower() for d in domains if d.isascii())
 
     def spiffe(self, issuer: str, subject: str, path: FieldPath) -> None:
         domain = issuer.removeprefix("spiffe://")
