@@ -28,6 +28,7 @@ from tests.support.clients import ERAS, mcp_client
 from tests.support.identity_provider import TestIdentityProvider, generate_key
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.support.processes import ADMIN_TOKEN, NARROWGATE, REPO, Gateway, cedar_copy, free_port, start_listening, stop
+from tests.test_cluster_sessions import Stream, answer, get_stream, wait_for
 
 CLIENT_ID = "https://client.example.com/oauth/client-metadata.json"  # a Client ID Metadata Document URL
 AGENT = "inspector-client"
@@ -36,12 +37,16 @@ BOB = "bob-0002"  # admitted by his verified email domain, in no group
 MALLORY = "mallory-0003"  # no entitlement: no group, unverified email
 CAROL = "carol-0004"  # admitted by her verified email domain; reads sensitive data in the chain test
 DAVE = "dave-0005"  # admitted by his verified email domain; the same client right after Carol
+LISTENER = "lisa-0006"  # listens for resource updates through listener-client until her admission is withdrawn
+LATE = "larry-0007"  # listens through listener-client with an access token past its exp (within the clock skew)
 EGRESS = "vrf__received"  # an egress tool (the catalog's egress flag)
 ACCEPT = "application/json, text/event-stream"
 MODERN = "2026-07-28"
 LEGACY = "2025-11-25"
 WORKLOAD_TOKEN = "token-workload"  # a development static token: a workload, no person
 PAYMENTS_SERVER = REPO / "examples" / "demo_upstreams" / "payments_server.py"
+RESOURCE_SERVER = REPO / "tests" / "fixtures" / "upstreams" / "resource_server.py"
+PUBLIC = "file:///data/public/a.txt"  # a resource of the files upstream
 VERIFYING_SERVER = REPO / "examples" / "verifying_upstream" / "server.py"
 REFUND = "pay__refund_payment"
 TRANSFER = "pay__transfer_funds"
@@ -179,6 +184,7 @@ def people_gateway(workdir: Path, port: int, issuer: str, verifying_url: str, pa
          # read: keeps the shipped after-hours step-up out of these tests
          "tools": [{"name": name, "risk": "read", "data_classes": ["financial"]}
                    for name in ("refund_payment", "transfer_funds")]},
+        files_manifest(),
     ]
     gateway = Gateway(workdir, manifests, tokens={"workload": WORKLOAD_TOKEN}, port=port,
                       env={"OTEL_EXPORTER_OTLP_ENDPOINT": spans.endpoint,
@@ -188,8 +194,12 @@ def people_gateway(workdir: Path, port: int, issuer: str, verifying_url: str, pa
     agents.write_text(yaml.safe_dump({"agents": [
         client_agent(issuer),
         {"id": "workload", "owner": "ops@example.com", "purpose": "a workload with a static token",
-         "state": "active", "entitlement": {"servers": ["vrf", "pay"], "require_task": False},
+         "state": "active", "entitlement": {"servers": ["vrf", "pay", "files"], "require_task": False},
          "identities": [{"kind": "static", "issuer": "narrowgate", "subject": "workload"}]},
+        {"id": "listener", "owner": "devtools@example.com", "purpose": "a client whose people listen for updates",
+         "state": "active", "entitlement": {"servers": ["files"], "require_task": False},
+         "identities": [{"kind": "client", "issuer": issuer, "subject": "listener-client",
+                         "people": {"subjects": [LISTENER, LATE]}}]},
     ]}))
     gateway.extra_config = {
         "identity": {"clock_skew_s": 5, "authorization_servers": [{"issuer": issuer}],
@@ -199,6 +209,16 @@ def people_gateway(workdir: Path, port: int, issuer: str, verifying_url: str, pa
         "approvals": {"admins_may_approve": True},
     }
     return gateway
+
+
+def files_manifest() -> dict[str, Any]:
+    """A stdio resource upstream following `ops.jsonl` in the catalog directory (its cwd): a test appends
+    {"op": "update", "uri": ...} there to make it announce a resource update."""
+    return {"id": "files", "owner": "files-owner@example.com", "description": "resource updates",
+            "transport": {"command": "${PYTHON}", "args": [str(RESOURCE_SERVER), "--name", "files",
+                                                           "--template", "file:///data/{+path}",
+                                                           "--control-file", "ops.jsonl"]},
+            "timeout_s": 10, "tools": [{"name": "read_file", "risk": "read", "data_classes": ["internal"]}]}
 
 
 # --- raw HTTP helpers ------------------------------------------------------------------------------
@@ -747,3 +767,47 @@ def test_email_domains_match_in_ascii_only(people: People) -> None:
     refused(people.gateway, person("a@\u212a\u212a.example"), 403, "kelvin")
     refused(people.gateway, person("a@\u212ak.EXAMPLE"), 403)
     assert open_session(people.gateway, person("a@Kk.Example")).status_code == 200
+
+
+async def test_resource_updates_stop_once_the_person_may_no_longer_act(people: People) -> None:
+    """A held session keeps the principal that opened it: past the person's token exp, or once the client's
+    binding no longer admits them, updates stop (re-checked at each delivery), while others keep hearing them."""
+    gw = people.gateway
+    lisa = people.idp.mint(sub=LISTENER, client_id="listener-client")
+    larry = people.idp.mint(sub=LATE, client_id="listener-client", exp=int(time.time()) - 1)  # within the skew
+
+    def announce() -> None:
+        with (gw.workdir / "catalog" / "ops.jsonl").open("a", encoding="utf-8") as ops:
+            ops.write(json.dumps({"op": "update", "uri": PUBLIC}) + "\n")
+
+    def updates(stream: Stream) -> int:
+        return sum(1 for m in stream.messages() if m.get("method") == "notifications/resources/updated")
+
+    async with httpx2.AsyncClient(timeout=30) as http:
+        held = [await subscribed(http, gw, token) for token in (larry, lisa, WORKLOAD_TOKEN)]
+        async with get_stream(http, gw.url, held[0]) as late, get_stream(http, gw.url, held[1]) as listener, \
+                get_stream(http, gw.url, held[2]) as control:
+            announce()
+            await wait_for(lambda: updates(control) == 1 and updates(listener) == 1, "the first update")
+            patched = await http.patch(
+                f"{gw.base}/admin/v1/agents/listener", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                json={"identities": [{"kind": "client", "issuer": people.idp.issuer, "subject": "listener-client",
+                                      "people": {"subjects": [LATE]}}]})
+            assert patched.status_code == 200, patched.text
+            announce()
+            await wait_for(lambda: updates(control) == 2, "the second update")
+            assert late.status == listener.status == 200
+            assert updates(late) == 0  # never: its token's exp had passed
+            assert updates(listener) == 1  # Lisa is no longer admitted through listener-client
+
+
+async def subscribed(http: httpx2.AsyncClient, gw: Gateway, token: str) -> dict[str, str]:
+    """A 2025-11-25 session subscribed to PUBLIC: the headers of its requests."""
+    opened = open_session(gw, token)
+    assert opened.status_code == 200, opened.text
+    session = {"Authorization": f"Bearer {token}", "Mcp-Session-Id": opened.headers["mcp-session-id"],
+               "MCP-Protocol-Version": LEGACY, "Accept": ACCEPT, "Content-Type": "application/json"}
+    reply = await answer(http, gw.url, {"jsonrpc": "2.0", "id": 2, "method": "resources/subscribe",
+                                        "params": {"uri": PUBLIC}}, session)
+    assert reply.get("result") == {}, reply
+    return session

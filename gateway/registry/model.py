@@ -110,6 +110,12 @@ class Agent:
             return Lifecycle.RETIRED
         return self.state
 
+    def admits_person(self, issuer: str, client_id: str, subject: str, groups: tuple[str, ...],
+                      verified_email: str) -> bool:
+        """The person may act through this agent's client `client_id` at `issuer` (that binding's `people`)."""
+        return any(i.kind == "client" and i.issuer == issuer and i.subject == client_id and i.people is not None
+                   and i.people.admits(subject, groups, verified_email) for i in self.identities)
+
 
 @dataclass(frozen=True, slots=True)
 class LifecycleEvent:

@@ -44,9 +44,12 @@ class LifecycleReactions:
         self.closing: set[asyncio.Task[object]] = set()  # session closes started by the (synchronous) reactions
 
     def current_principal(self, principal: Principal) -> Principal | None:
-        """`principal` with its agent record as it is now; None if the agent may no longer act."""
+        """`principal` with its agent record as it is now; None if the agent may no longer act, or, for a person
+        through a client, if their access token has expired or the client's binding no longer admits them."""
         agent = self.registry.get(principal.agent_id)
         if agent is None or agent.effective_state(self.registry.clock()) is not Lifecycle.ACTIVE:
+            return None
+        if principal.user is not None and not person_still_acts(principal, agent, time.time()):
             return None
         return replace(principal, agent=agent)
 
@@ -121,3 +124,14 @@ class LifecycleReactions:
         finally:
             SPARED_REQUEST.reset(spared)
         self.chain.forget_task(task.id)
+
+
+def person_still_acts(principal: Principal, agent: Agent, now: float) -> bool:
+    """A held stream outlives the request that opened it: re-check, cheaply, what that request checked about the
+    person (their token's `exp`, and the client's binding admitting them)."""
+    user = principal.user
+    assert user is not None
+    exp = principal.claims.get("exp")
+    if not isinstance(exp, int | float) or isinstance(exp, bool) or now >= exp:
+        return False
+    return agent.admits_person(user.issuer, user.client_id, user.subject, user.groups, user.email)
