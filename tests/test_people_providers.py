@@ -226,6 +226,10 @@ def test_provider_settings_are_validated(tmp_path: Path) -> None:
     default = settings_from_mapping(servers(), tmp_path).identity.authorization_servers[0]
     assert default.client_id_claims == ("client_id", "azp") and default.audiences == ()
     assert default.claims.groups == "groups" and default.claims.auth_time == "auth_time"
+    assert (default.require_typ, default.single_audience) == ("", False)
+    strict = settings_from_mapping(servers(require_typ="application/at+jwt", single_audience=True), tmp_path)
+    assert (strict.identity.authorization_servers[0].require_typ, strict.identity.authorization_servers[0]
+            .single_audience) == ("at+jwt", True)
     legacy = settings_from_mapping(servers(groups_claim="roles"), tmp_path).identity.authorization_servers[0]
     assert legacy.claims.groups == legacy.groups_claim == "roles"
     same = settings_from_mapping(servers(groups_claim="roles", claims={"groups": "roles"}), tmp_path)
@@ -242,6 +246,9 @@ def test_provider_settings_are_validated(tmp_path: Path) -> None:
         (servers(claims=["groups"]), "must be a mapping"),
         (servers(claims=[]), "must be a mapping"),
         (servers(groups_claim="roles", claims={"groups": "teams"}), "name different claims"),
+        (servers(require_typ="at+jwt; x=1"), "require_typ must be a JWT typ"),
+        (servers(require_typ=True), "require_typ must be a JWT typ"),
+        (servers(single_audience="yes"), "single_audience must be true or false"),
     ]
     for config, fragment in refusals:
         with pytest.raises(ConfigError, match=fragment):
