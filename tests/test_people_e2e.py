@@ -341,7 +341,7 @@ async def test_reauthentication_without_auth_time_is_a_plain_deny_that_says_why_
         assert not {"auth_time", "acr", "amr", "email", "groups"} & set(claims)
         with pytest.raises(MCPError) as denied:
             await client.call_tool(f"{SERVER}__echo", {"text": "refund 250"})
-    assert "puts no auth_time in its access tokens" in str(denied.value)
+    assert "carries no auth_time the gateway can read" in str(denied.value)
     assert oauth.step_ups.seen == [] and len(oauth.authorization_urls) == 1  # no challenge, no second sign-in
     response = raw_call(plain, oauth.access_token, f"{SERVER}__echo", {"text": "refund 250"})
     assert response.status_code == 200 and "www-authenticate" not in response.headers

@@ -30,8 +30,9 @@ REAUTH = "reauth"
 ANNOTATIONS = ("acr_values", "max_age")
 NO_PERSON = "re-authentication of a person is required, and this caller acts for no person"
 # Asking again would only loop: the fresh token from the same provider would carry no auth_time either.
-NO_AUTH_TIME = ("re-authentication is required, but the person's provider puts no auth_time in its access tokens, "
-                "so signing in again cannot show when they signed in (configure the provider to send auth_time)")
+NO_AUTH_TIME = ("re-authentication is required, but the person's access token carries no auth_time the gateway can "
+                "read (the provider sends none, or under another claim name or type than configured), so signing in "
+                "again would not help: configure the provider to send auth_time")
 
 
 @dataclass(frozen=True, slots=True)
