@@ -10,6 +10,11 @@ the registered client id to an agent record (admin API) with the people who may 
 RFC 9470: the SDK (2.3) answers an `insufficient_user_authentication` 401 by authorizing again, but does not read the
 challenge's `acr_values`/`max_age`; the test's response hook records the challenge and its redirect handler adds
 them to that authorization request (RFC 9470 section 4), see tests/support/oidc_provider.py.
+
+The `plain` deployment runs the provider with bare access tokens (server.mjs --plain: no email, groups, acr, amr or
+auth_time) and strict provider settings (require_typ, single_audience): what the gateway answers the other tokens a
+real provider signs (an ID token, a client-credentials token, a token for two APIs) and a re-authentication policy
+it cannot meet without auth_time.
 """
 
 from __future__ import annotations
