@@ -14,7 +14,8 @@ authorization server for: `acr_values` (space-separated, RFC 9470 section 3) and
 a duration like "5m"). At least one of the two is required. The gateway answers such a call with HTTP 401
 and `WWW-Authenticate: Bearer error="insufficient_user_authentication", acr_values=..., max_age=...`.
 It asks only if a person who signed in just now with the first asked acr would then be allowed (with an
-approval, if a policy also asks for one); a workload (no person) can never satisfy it and is denied.
+approval, if a policy also asks for one); a workload (no person) can never satisfy it and is denied, and so
+is a person whose provider sends no `auth_time` when only a known sign-in time would allow the call.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ from gateway.settings.durations import parse_duration
 REAUTH = "reauth"
 ANNOTATIONS = ("acr_values", "max_age")
 NO_PERSON = "re-authentication of a person is required, and this caller acts for no person"
+# Asking again would only loop: the fresh token from the same provider would carry no auth_time either.
+NO_AUTH_TIME = ("re-authentication is required, but the person's access token carries no auth_time the gateway can "
+                "read (the provider sends none, or under another claim name or type than configured), so signing in "
+                "again would not help: configure the provider to send auth_time")
 
 
 @dataclass(frozen=True, slots=True)
