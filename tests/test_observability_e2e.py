@@ -45,7 +45,15 @@ from gateway.telemetry import attributes as A
 from gateway.verifier import argument_digest
 from tests.support.clients import ERAS
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan
-from tests.support.processes import ADMIN_TOKEN, NARROWGATE, REPO, Gateway, behaviour_manifest, static_agent
+from tests.support.processes import (
+    ADMIN_TOKEN,
+    NARROWGATE,
+    REPO,
+    Gateway,
+    behaviour_manifest,
+    closed_port,
+    static_agent,
+)
 from tests.support.state import stored_digest_key
 
 MODERN = "2026-07-28"
@@ -219,12 +227,6 @@ def sample(samples: list[tuple[str, dict[str, str], float]], name: str, **labels
     """The sum of `name` over the series whose labels include `labels` (0 when there is none)."""
     return sum(value for sample_name, got, value in samples
                if sample_name == name and all(got.get(k) == v for k, v in labels.items()))
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- fixtures ------------------------------------------------------------------------------------

@@ -43,7 +43,8 @@ def test_discovery_describes_a_code_flow_provider_with_pkce_registration_and_ste
     document = provider.discovery()
     assert document["issuer"] == provider.issuer
     assert document["response_types_supported"] == ["code"]
-    assert document["grant_types_supported"] == ["authorization_code"]
+    # client_credentials for the static narrowgate-machine client: a token without a person (the gateway refuses it)
+    assert document["grant_types_supported"] == ["authorization_code", "client_credentials"]
     assert document["code_challenge_methods_supported"] == ["S256"]
     assert document["registration_endpoint"] == f"{provider.issuer}/reg"
     assert document["authorization_response_iss_parameter_supported"] is True

@@ -10,6 +10,11 @@ the registered client id to an agent record (admin API) with the people who may 
 RFC 9470: the SDK (2.3) answers an `insufficient_user_authentication` 401 by authorizing again, but does not read the
 challenge's `acr_values`/`max_age`; the test's response hook records the challenge and its redirect handler adds
 them to that authorization request (RFC 9470 section 4), see tests/support/oidc_provider.py.
+
+The `plain` deployment runs the provider with bare access tokens (server.mjs --plain: no email, groups, acr, amr or
+auth_time) and strict provider settings (require_typ, single_audience): what the gateway answers the other tokens a
+real provider signs (an ID token, a client-credentials token, a token for two APIs) and a re-authentication policy
+it cannot meet without auth_time.
 """
 
 from __future__ import annotations
@@ -17,13 +22,14 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx2
+import jwt
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
@@ -32,10 +38,16 @@ from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOC
 
 from tests.support.admin import unique
 from tests.support.oidc_provider import (
+    APP_CLIENT,
+    MACHINE_CLIENT,
+    OTHER_API,
+    TWO_APIS_CLIENT,
     Browser,
     OidcProvider,
     RegisteredClient,
     SdkOAuth,
+    client_credentials_token,
+    exchange_code,
     register_client,
     sdk_oauth,
     token_by_hand,
@@ -45,6 +57,7 @@ from tests.support.processes import ADMIN_TOKEN, REPO, Gateway, cedar_copy, free
 VERIFYING_SERVER = REPO / "examples" / "verifying_upstream" / "server.py"
 MODERN, LEGACY = "2026-07-28", "legacy"  # the SDK's names for the two protocol eras (2025-11-25 is "legacy")
 SERVER = "vrf"
+STATIC_APP = APP_CLIENT.client_id
 STEP_UP_POLICY = """
 @id("echo-needs-recent-mfa")
 @step_up("reauth") @acr_values("mfa") @max_age("300")
@@ -70,7 +83,25 @@ class Deployment:
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    workdir = tmp_path_factory.mktemp("people-e2e")
+    with deployed(tmp_path_factory.mktemp("people-e2e"), plain=False, people={"groups": ["support"]}) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """The provider with access tokens as bare as real ones can be (server.mjs --plain: no email, groups, acr, amr or
+    auth_time) and the strictest settings: RFC 9068 typ, one audience only, and the static client `narrowgate-app`
+    named as an audience of this resource (as Entra ID names an API by its client id)."""
+    strict = {"require_typ": "at+jwt", "single_audience": True, "audiences": [STATIC_APP]}
+    with deployed(tmp_path_factory.mktemp("people-plain"), plain=True, people={"subjects": ["alice"]},
+                  **strict) as running:
+        yield running
+
+
+@contextmanager
+def deployed(workdir: Path, *, plain: bool, people: dict[str, list[str]], **server: Any) -> Iterator[Deployment]:
+    """A gateway trusting a freshly started provider (`server`: more keys of its authorization_servers entry), with a
+    verifying upstream and one client registered at the provider, bound to an agent for `people`."""
     gateway_port, upstream_port = free_port(), free_port()
     base = f"http://127.0.0.1:{gateway_port}"
     upstream_url = f"http://127.0.0.1:{upstream_port}/mcp"
@@ -81,19 +112,19 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     manifest = {"id": SERVER, "owner": "tools@example.com", "description": "verifies every per-call token",
                 "transport": {"url": upstream_url}, "timeout_s": 10,
                 "tools": [{"name": name, "risk": "read", "data_classes": ["internal"]} for name in ("echo", "add")]}
-    provider = OidcProvider(workdir)
+    provider = OidcProvider(workdir, plain=plain)
     gateway = Gateway(workdir, [manifest], port=gateway_port)
     try:
         provider.start()
         gateway.extra_config = {
             "policies": str(cedar_copy(workdir / "cedar", people_step_up=STEP_UP_POLICY)),
             "identity": {"audience": f"{base}/mcp", "clock_skew_s": 5,
-                         "authorization_servers": [{"issuer": provider.issuer}],
+                         "authorization_servers": [{"issuer": provider.issuer, **server}],
                          "advertise_authorization_servers": "external",
                          "scopes_supported": ["openid", "email", "groups"]}}
         gateway.start()
         client = register_client(provider)
-        bind_client(gateway, provider, client.client_id, unique("support-client"))
+        bind_client(gateway, provider, client.client_id, unique("support-client"), people)
         yield Deployment(gateway, provider, record, client)
     finally:
         gateway.stop()
@@ -101,12 +132,14 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         stop(upstream)
 
 
-def bind_client(gateway: Gateway, provider: OidcProvider, client_id: str, agent_id: str) -> None:
-    """The operator registers a client application as an agent (admin API): people in "support" act through it."""
+def bind_client(gateway: Gateway, provider: OidcProvider, client_id: str, agent_id: str,
+                people: dict[str, list[str]] | None = None) -> None:
+    """The operator registers a client application as an agent (admin API): `people` (default: the group "support")
+    act through it."""
     body = {"id": agent_id, "owner": "team-support@example.com", "purpose": "people e2e: a person's MCP client",
             "state": "active",
             "identities": [{"kind": "client", "issuer": provider.issuer, "subject": client_id,
-                            "people": {"groups": ["support"]}}],
+                            "people": people or {"groups": ["support"]}}],
             "entitlement": {"servers": [SERVER], "require_task": False}}
     response = httpx2.post(f"{gateway.base}/admin/v1/agents", json=body,
                            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
@@ -255,3 +288,67 @@ async def test_a_reauthentication_challenge_is_answered_by_signing_in_again_and_
     fresh = raw_call(deployment, oauth.access_token, f"{SERVER}__echo", {"text": "refund 250"})
     assert fresh.status_code == 200 and "refund 250" in fresh.text
     assert_not_logged(deployment, password_token)
+
+
+# --- what a real provider hands out besides a person's access token (server.mjs --plain) ----------------------------
+
+
+def assert_unauthorized(deployment: Deployment, token: str, fragment: str) -> None:
+    """401 for this token, the reason in the answer and in the log (`token refused: ...`), the token in neither."""
+    response = raw_call(deployment, token, f"{SERVER}__add", {"a": 1, "b": 2})
+    assert response.status_code == 401, response.text
+    assert fragment in response.json()["error_description"], response.text
+    assert deployment.gateway.logged(f"token refused: {fragment}")
+    assert_not_logged(deployment, token)
+
+
+async def test_an_id_token_is_refused_even_when_its_audience_names_this_resource(plain: Deployment) -> None:
+    # The app's client id is configured as an audience of /mcp (Entra ID style), so its ID token's aud passes.
+    answer = (await exchange_code(plain.provider, APP_CLIENT, Browser(user="alice"), plain.gateway.url,
+                                  nonce="n-0S6_WzA2Mj")).raise_for_status().json()
+    assert jwt.decode(answer["id_token"], options={"verify_signature": False})["aud"] == STATIC_APP
+    assert_unauthorized(plain, answer["id_token"], "an ID token is not an access token (it carries nonce")
+    # Without a nonce nothing in the claims says "ID token"; the RFC 9068 typ the provider puts on access tokens does.
+    bare = (await exchange_code(plain.provider, APP_CLIENT, Browser(user="alice"), plain.gateway.url)).json()
+    assert "nonce" not in jwt.decode(bare["id_token"], options={"verify_signature": False})
+    assert_unauthorized(plain, bare["id_token"], "token typ absent is not 'at+jwt'")
+    # The access token of the same exchange passes every check: only its client is not bound here.
+    assert_forbidden(plain, answer["access_token"], f"client {STATIC_APP!r}")
+
+
+async def test_a_client_credentials_token_is_refused_as_naming_no_person(plain: Deployment) -> None:
+    token = client_credentials_token(plain.provider, MACHINE_CLIENT, plain.gateway.url)
+    claims = plain.provider.verify_access_token(token, plain.gateway.url)  # aud = /mcp, RFC 9068 typ: a real one
+    assert claims["sub"] == claims["client_id"] == MACHINE_CLIENT.client_id
+    assert_unauthorized(plain, token, f"token of client {MACHINE_CLIENT.client_id!r} names no person: its sub is "
+                                      "the client id")
+
+
+async def test_a_token_that_also_names_another_api_is_refused_when_single_audience_is_on(
+    plain: Deployment, deployment: Deployment,
+) -> None:
+    token = await token_by_hand(plain.provider, TWO_APIS_CLIENT, Browser(user="alice"), plain.gateway.url)
+    aud = jwt.decode(token, options={"verify_signature": False})["aud"]
+    assert aud == [OTHER_API, plain.gateway.url]  # this resource is named: only single_audience refuses it
+    assert_unauthorized(plain, token, "token names 2 audiences and single_audience of")
+    # single_audience off (the default): the same kind of token verifies; only its client is not bound there.
+    other = await token_by_hand(deployment.provider, TWO_APIS_CLIENT, Browser(user="alice"), deployment.gateway.url)
+    assert_forbidden(deployment, other, f"client {TWO_APIS_CLIENT.client_id!r}")
+
+
+async def test_reauthentication_without_auth_time_is_a_plain_deny_that_says_why_not_a_challenge_loop(
+    plain: Deployment,
+) -> None:
+    oauth = sdk_oauth(plain.gateway.url, Browser(user="alice", acr="mfa"), registered=plain.client)
+    async with signed_in(oauth, plain.gateway.url) as client:
+        assert tool_text(await client.call_tool(f"{SERVER}__add", {"a": 2, "b": 3})) == "5"
+        claims = plain.provider.verify_access_token(oauth.access_token, plain.gateway.url)
+        assert not {"auth_time", "acr", "amr", "email", "groups"} & set(claims)
+        with pytest.raises(MCPError) as denied:
+            await client.call_tool(f"{SERVER}__echo", {"text": "refund 250"})
+    assert "carries no auth_time the gateway can read" in str(denied.value)
+    assert oauth.step_ups.seen == [] and len(oauth.authorization_urls) == 1  # no challenge, no second sign-in
+    response = raw_call(plain, oauth.access_token, f"{SERVER}__echo", {"text": "refund 250"})
+    assert response.status_code == 200 and "www-authenticate" not in response.headers
+    assert "no auth_time" in response.text
+    assert plain.gateway.logged("policies=echo-needs-recent-mfa")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 import yaml
 
@@ -184,7 +185,7 @@ def test_auth0_namespaced_claims_reach_context_user_and_cedar_decides_on_them(pr
     # The standard names are not read where a mapping is configured: Bob's plain `groups` is not his groups.
     bob = providers.auth0.mint(sub=BOB, azp=AUTH0_CLIENT, groups=["finance"], acr="mfa", auth_time=now)
     assert not allowed(add(gw, bob))
-    assert "insufficient_user_authentication" in challenge_of(call_tool(gw, bob, MODERN, "vrf__echo", {"text": "x"}))
+    assert_no_auth_time(call_tool(gw, bob, MODERN, "vrf__echo", {"text": "x"}))
     # A namespaced acr below the policy's gets the RFC 9470 challenge; a fresh mfa sign-in passes.
     pwd = providers.auth0_token(BOB, acr="pwd", auth_time=now - 10)
     challenge = challenge_of(call_tool(gw, pwd, MODERN, "vrf__echo", {"text": "x"}))
@@ -200,10 +201,10 @@ def test_a_claim_of_the_wrong_type_is_ignored_and_logged(providers: Providers) -
     assert not allowed(add(gw, odd_groups))
     assert gw.logged(f"{providers.auth0.issuer}: access-token claim '{NS}groups' (the person's groups) is list, "
                      "not a list of strings: ignored")
-    # auth_time as a string: unknown, so no re-authentication policy can be met, however fresh the sign-in.
+    # auth_time as a string: unknown, so no re-authentication policy can be met, however fresh the sign-in: a plain
+    # deny that says so, not a challenge the client would answer in vain.
     odd_time = providers.auth0_token(BOB, acr="mfa", auth_time=str(now))
-    assert "insufficient_user_authentication" in challenge_of(
-        call_tool(gw, odd_time, MODERN, "vrf__echo", {"text": "x"}))
+    assert_no_auth_time(call_tool(gw, odd_time, MODERN, "vrf__echo", {"text": "x"}))
     assert gw.logged(f"claim '{NS}auth_time' (the person's auth_time) is str, not a number (epoch seconds): ignored")
     # A string "true" is not a verified email: Carol's example.com address admits nobody (no grant by email).
     carol = providers.auth0_token("carol-0003", email="carol@example.com", email_verified="true")
@@ -211,6 +212,12 @@ def test_a_claim_of_the_wrong_type_is_ignored_and_logged(providers: Providers) -
     assert gw.logged(f"claim '{NS}email_verified' (the person's email_verified) is str, not a boolean: ignored")
     # A well-typed token of the same person is still admitted: only the bad claim was dropped.
     assert open_session(gw, providers.auth0_token(BOB, groups=["finance"])).status_code == 200
+
+
+def assert_no_auth_time(response: httpx2.Response) -> None:
+    """Denied, not challenged: without a readable auth_time a new sign-in cannot meet a max_age."""
+    assert response.status_code == 200 and "www-authenticate" not in response.headers, response.text
+    assert "carries no auth_time the gateway can read" in response.json()["error"]["message"], response.text
 
 
 # --- configuration ------------------------------------------------------------------------------------------
@@ -226,6 +233,10 @@ def test_provider_settings_are_validated(tmp_path: Path) -> None:
     default = settings_from_mapping(servers(), tmp_path).identity.authorization_servers[0]
     assert default.client_id_claims == ("client_id", "azp") and default.audiences == ()
     assert default.claims.groups == "groups" and default.claims.auth_time == "auth_time"
+    assert (default.require_typ, default.single_audience) == ("", False)
+    strict = settings_from_mapping(servers(require_typ="application/at+jwt", single_audience=True), tmp_path)
+    assert (strict.identity.authorization_servers[0].require_typ, strict.identity.authorization_servers[0]
+            .single_audience) == ("at+jwt", True)
     legacy = settings_from_mapping(servers(groups_claim="roles"), tmp_path).identity.authorization_servers[0]
     assert legacy.claims.groups == legacy.groups_claim == "roles"
     same = settings_from_mapping(servers(groups_claim="roles", claims={"groups": "roles"}), tmp_path)
@@ -242,6 +253,9 @@ def test_provider_settings_are_validated(tmp_path: Path) -> None:
         (servers(claims=["groups"]), "must be a mapping"),
         (servers(claims=[]), "must be a mapping"),
         (servers(groups_claim="roles", claims={"groups": "teams"}), "name different claims"),
+        (servers(require_typ="at+jwt; x=1"), "require_typ must be a JWT typ"),
+        (servers(require_typ=True), "require_typ must be a JWT typ"),
+        (servers(single_audience="yes"), "single_audience must be true or false"),
     ]
     for config, fragment in refusals:
         with pytest.raises(ConfigError, match=fragment):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Iterator
 
@@ -17,6 +16,7 @@ from gateway.telemetry import Telemetry
 from gateway.telemetry import attributes as A
 from gateway.telemetry.config import read_config
 from tests.support.otlp_receiver import OtlpReceiver
+from tests.support.processes import closed_port
 
 AGENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 AGENT_SPAN = "00f067aa0ba902b7"
@@ -54,12 +54,6 @@ def traced(otlp_env: dict[str, str]) -> Iterator[tuple[Telemetry, InMemorySpanEx
     telemetry.add_span_processor(SimpleSpanProcessor(memory))
     yield telemetry, memory
     telemetry.shutdown()
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def one_request(telemetry: Telemetry, traceparent: str | None = None, meta: dict[str, str] | None = None) -> str | None:

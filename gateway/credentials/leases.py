@@ -30,7 +30,7 @@ import re
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from gateway.audit import AuditEvent, AuditLog
 from gateway.catalog.model import LeaseRef, ServerEntry
@@ -96,7 +96,7 @@ class LeaseBroker:
         self.taking: dict[tuple[str, str], asyncio.Task[HeldLease]] = {}  # leases being taken (see take)
         self.pending: set[str] = set()  # lease ids taken but not yet published: the sweep leaves them alone
         self.locks: dict[tuple[str, str], asyncio.Lock] = {}
-        self.work: set[asyncio.Task[Any]] = set()
+        self.work: set[asyncio.Task[object]] = set()
         self.sweeper: asyncio.Task[None] | None = None
         self.started_at = clock()  # this replica's records from before then belong to a run that is gone
         self.records_left = True  # the last sweep found records (maybe of servers the catalog no longer has)
@@ -327,7 +327,7 @@ class LeaseBroker:
         self.audit.record(AuditEvent(kind="credential", action=action, actor=SYSTEM_ACTOR, task_id=held.task_id,
                                      detail={"server": held.server.id, "lease_id": held.lease.lease_id, **detail}))
 
-    def spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    def spawn(self, work: Coroutine[object, object, T]) -> asyncio.Task[T]:
         task = asyncio.ensure_future(work)
         self.work.add(task)
         task.add_done_callback(finished)
@@ -335,7 +335,7 @@ class LeaseBroker:
         return task
 
 
-def finished(task: asyncio.Task[Any]) -> None:
+def finished(task: asyncio.Task[object]) -> None:
     """Take a spawned task's outcome (its error was answered to whoever awaited it, or nobody waits any more)."""
     if not task.cancelled():
         task.exception()

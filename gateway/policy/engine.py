@@ -65,7 +65,7 @@ from gateway.policy.model import (
     resource_action,
 )
 from gateway.policy.principal_entities import PrincipalEntities
-from gateway.policy.reauth import NO_PERSON, REAUTH, ReauthTerms, warn_if_unmeetable
+from gateway.policy.reauth import NO_AUTH_TIME, NO_PERSON, REAUTH, ReauthTerms, warn_no_auth_time
 from gateway.policy.reauth import terms as reauth_terms
 from gateway.policy.sources import SourceFiles, read_files
 from gateway.policy.typing_ import ArgumentMismatch, to_cedar
@@ -751,10 +751,13 @@ class PolicyEngine:
         facts = request.facts
         if facts is None or facts.user is None:
             return self._decision(bundle, "deny", policy_ids, NO_PERSON, (), canonical)
-        warn_if_unmeetable(terms, facts.user.issuer, facts.user.auth_time)
-        fresh = (int(facts.now), terms.acr_values[0] if terms.acr_values else facts.user.acr)
-        if not self._approval_would_allow(bundle, request, fresh):
+        acr = terms.acr_values[0] if terms.acr_values else facts.user.acr
+        if not self._approval_would_allow(bundle, request, (int(facts.now), acr)):
             return self._decision(bundle, "deny", policy_ids, REASON_DENIED, (), canonical)
+        # A provider that sends no auth_time will not send one after the new sign-in either (0, as in context.user).
+        if facts.user.auth_time is None and not self._approval_would_allow(bundle, request, (0, acr)):
+            warn_no_auth_time(facts.user.issuer)
+            return self._decision(bundle, "deny", policy_ids, NO_AUTH_TIME, (), canonical)
         reason = next((s.annotations["reason"] for s in sources if s.annotations.get("reason")), REASON_REAUTH)
         return replace(self._decision(bundle, "step_up", policy_ids, reason, (), canonical, REAUTH), reauth=terms)
 

@@ -14,7 +14,8 @@ authorization server for: `acr_values` (space-separated, RFC 9470 section 3) and
 a duration like "5m"). At least one of the two is required. The gateway answers such a call with HTTP 401
 and `WWW-Authenticate: Bearer error="insufficient_user_authentication", acr_values=..., max_age=...`.
 It asks only if a person who signed in just now with the first asked acr would then be allowed (with an
-approval, if a policy also asks for one); a workload (no person) can never satisfy it and is denied.
+approval, if a policy also asks for one); a workload (no person) can never satisfy it and is denied, and so
+is a person whose provider sends no `auth_time` when only a known sign-in time would allow the call.
 """
 
 from __future__ import annotations
@@ -30,18 +31,22 @@ REAUTH = "reauth"
 ANNOTATIONS = ("acr_values", "max_age")
 log = logging.getLogger("narrowgate.policy")
 NO_PERSON = "re-authentication of a person is required, and this caller acts for no person"
-_WARNED_NO_AUTH_TIME: set[str] = set()  # issuers already warned about (configured providers: a handful)
+# Asking again would only loop: the fresh token from the same provider would carry no auth_time either.
+NO_AUTH_TIME = ("re-authentication is required, but the person's access token carries no auth_time the gateway can "
+                "read (the provider sends none, one after the token was issued, or under another claim name or type "
+                "than configured), so signing in again would not help: configure the provider to send auth_time")
+_WARNED_NO_AUTH_TIME: set[str] = set()  # providers already warned about (configured ones: a handful)
 
 
-def warn_if_unmeetable(terms: ReauthTerms, issuer: str, auth_time: int | None) -> None:
-    """A `max_age` challenge to a person whose provider sent no (usable) `auth_time` can never be met: say so
-    once per provider, as the configuration problem it is (the provider must put auth_time in access tokens)."""
-    if terms.max_age_s is None or auth_time is not None or issuer in _WARNED_NO_AUTH_TIME:
+def warn_no_auth_time(issuer: str) -> None:
+    """A re-authentication policy a person's provider can never satisfy (no usable `auth_time`) is a configuration
+    problem: say so once per provider, beside the deny every such call gets."""
+    if issuer in _WARNED_NO_AUTH_TIME:
         return
     _WARNED_NO_AUTH_TIME.add(issuer)
-    log.warning("configuration: a re-authentication policy asks for max_age, but %s sent an access token without "
-                "a usable auth_time: no such challenge can be met until the provider puts auth_time in its access "
-                "tokens (see docs/delegation.md)", issuer)
+    log.warning("configuration: a re-authentication policy needs auth_time, but %s sent an access token without a "
+                "usable one: no such policy can be met until the provider puts auth_time in its access tokens (see "
+                "docs/delegation.md)", issuer)
 
 
 @dataclass(frozen=True, slots=True)

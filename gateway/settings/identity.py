@@ -24,6 +24,8 @@ Read from the mapping under the top-level `identity:` key of the gateway config:
           audiences: []                       # other values naming this gateway's /mcp at this provider
           claims: {groups: groups}            # the person's fields -> claim names (groups, email, email_verified,
                                               #   acr, amr, auth_time); groups_claim: x = claims: {groups: x}
+          require_typ: at+jwt                 # default "" (no check): the JWT typ header access tokens must carry
+          single_audience: false              # true: refuse tokens that also name other audiences
       advertise_authorization_servers: both   # RFC 9728 authorization_servers: both | external | gateway
       scopes_supported: [openid, email]       # RFC 9728 scopes_supported: what clients ask the provider for
 
@@ -56,7 +58,8 @@ IDENTITY_KEYS = frozenset(
      "scopes_supported"}
 ) | {"delegation_audience"}
 OIDC_KEYS = frozenset({"issuer", "jwks_uri", "algorithms", "required_claims"})
-AUTHORIZATION_SERVER_KEYS = OIDC_KEYS | {"groups_claim", "client_id_claims", "audiences", "claims"}
+AUTHORIZATION_SERVER_KEYS = OIDC_KEYS | {"groups_claim", "client_id_claims", "audiences", "claims", "require_typ",
+                                        "single_audience"}
 # RFC 9068 `client_id`, else OIDC `azp`; a provider that names the client otherwise is configured (Okta: `cid`).
 DEFAULT_CLIENT_ID_CLAIMS = ("client_id", "azp")
 # Which authorization servers the RFC 9728 metadata names: the external ones, the gateway's own token
@@ -107,6 +110,12 @@ class AuthorizationServer:
     # Values that also name this gateway's /mcp at this provider (Entra ID: the API's Application ID URI or
     # client id). Only these, exactly: a token for any other audience is still refused.
     audiences: tuple[str, ...] = ()
+    # The JWT `typ` header every access token must carry ("" = not checked): RFC 9068 `at+jwt`, which only some
+    # providers send (docs/identity.md), so it is off unless the operator turns it on.
+    require_typ: str = ""
+    # Refuse a token that also names other audiences: any of them could replay it here. Off by default: Auth0
+    # (with scope openid) and Keycloak (the `account` audience) add audiences of their own (docs/identity.md).
+    single_audience: bool = False
 
     @property
     def groups_claim(self) -> str:
@@ -230,7 +239,9 @@ def _authorization_server(entry: object, where: str) -> AuthorizationServer:
     return AuthorizationServer(oidc.issuer, oidc.jwks_uri, oidc.algorithms, oidc.required_claims,
                                claims=_user_claims(entry, where),
                                client_id_claims=tuple(dict.fromkeys(client_id_claims)),
-                               audiences=_audiences(entry.get("audiences"), f"{where}.audiences"))
+                               audiences=_audiences(entry.get("audiences"), f"{where}.audiences"),
+                               require_typ=_typ(entry.get("require_typ", ""), f"{where}.require_typ"),
+                               single_audience=_bool(entry.get("single_audience", False), f"{where}.single_audience"))
 
 
 def _user_claims(entry: Mapping[str, Any], where: str) -> UserClaimNames:
@@ -259,6 +270,19 @@ def _audiences(value: object, where: str) -> tuple[str, ...]:
         if "*" in audience or audience != audience.strip():
             raise ConfigError(f"{where}: {audience!r} is not an exact audience (no wildcards, no surrounding spaces)")
     return tuple(dict.fromkeys(audiences))
+
+
+def _typ(value: object, where: str) -> str:
+    """A media type name without parameters, compared case-insensitively and without `application/` (RFC 8725 3.11)."""
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9!#$&^_.+-]*", value.removeprefix("application/")):
+        raise ConfigError(f"{where} must be a JWT typ such as at+jwt (or empty for no check), got {value!r}")
+    return value.removeprefix("application/")
+
+
+def _bool(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    return value
 
 
 def _advertise(value: object) -> str:

@@ -9,9 +9,10 @@ schema declares any is worked out once per schema object and remembered, so such
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from mcp.shared.inbound import X_MCP_HEADER_KEY, InboundLadderRejection, validate_mcp_param_headers
+
+from gateway.json_values import JsonValue
 
 MAX_REMEMBERED = 4096  # schemas; the tool catalog's size, cleared whole past it
 
@@ -20,7 +21,7 @@ MAX_REMEMBERED = 4096  # schemas; the tool catalog's size, cleared whole past it
 _declares: dict[int, tuple[object, bool]] = {}
 
 
-def check_param_headers(input_schema: Any, arguments: Mapping[str, Any],
+def check_param_headers(input_schema: JsonValue, arguments: Mapping[str, JsonValue],
                         headers: Mapping[str, str]) -> InboundLadderRejection | None:
     """validate_mcp_param_headers(input_schema, arguments, headers), without the schema walk when the
     schema has no x-mcp-header key at any depth."""
@@ -29,7 +30,7 @@ def check_param_headers(input_schema: Any, arguments: Mapping[str, Any],
     return validate_mcp_param_headers(input_schema, arguments, headers)
 
 
-def declares_param_headers(input_schema: Any) -> bool:
+def declares_param_headers(input_schema: JsonValue) -> bool:
     known = _declares.get(id(input_schema))
     if known is not None and known[0] is input_schema:
         return known[1]

@@ -1,11 +1,19 @@
 // A certified OpenID provider (panva/oidc-provider) configured for Narrowgate's tests.
 //
-//   node server.mjs <port>
+//   node server.mjs <port> [--plain]
 //
 // Issuer http://127.0.0.1:<port>. Dynamic client registration (open); authorization code with PKCE S256
 // only; RFC 8707 resource indicators: the access token is an RS256 JWT (typ at+jwt) whose `aud` is the
 // requested resource, carrying the person's email, email_verified, groups, acr, amr and auth_time.
 // max_age, prompt=login and acr_values make a signed-in person authenticate again.
+//
+// --plain: a provider as stingy as real ones can be: access tokens carry only the RFC 9068 claims (no email,
+// groups, acr, amr or auth_time), and acr_values is only what oidc-provider itself makes of it (no added check).
+//
+// Static clients beside dynamic registration (secret = `<id>-secret`, client_secret_post):
+//   narrowgate-machine   client credentials only (no person): with `resource`, an access token for it (sub = client)
+//   narrowgate-app       authorization code, like a registered client (its ID token's aud is this id)
+//   narrowgate-two-apis  authorization code; its access tokens name OTHER_API as well as the requested resource
 //
 // Login and consent are automated without a browser (tests/support/oidc_provider.py drives them):
 //   GET  /interaction/<uid>          -> JSON {uid, prompt, reasons, params}
@@ -18,6 +26,8 @@ import Provider, { errors, interactionPolicy } from 'oidc-provider';
 
 const ACCESS_TOKEN_TTL_S = 300;
 const RESOURCE_SCOPE = 'mcp';
+const PLAIN = process.argv.includes('--plain');
+const OTHER_API = 'https://other-api.example/';
 const ACR_AMR = { pwd: ['pwd'], mfa: ['pwd', 'otp'] };
 const PEOPLE = {
   alice: { email: 'alice@example.com', email_verified: true, groups: ['support'] },
@@ -68,8 +78,24 @@ async function extraTokenClaims(ctx, token) {
   };
 }
 
+const NATIVE = { application_type: 'native', token_endpoint_auth_method: 'client_secret_post' };
+const STATIC_CLIENTS = [
+  { ...NATIVE, client_id: 'narrowgate-machine', grant_types: ['client_credentials'], response_types: [],
+    redirect_uris: [] },
+  ...['narrowgate-app', 'narrowgate-two-apis'].map((id) => ({
+    ...NATIVE, client_id: id, grant_types: ['authorization_code'], response_types: ['code'],
+    redirect_uris: ['http://127.0.0.1:9/callback'] })),
+].map((client) => ({ ...client, client_secret: `${client.client_id}-secret` }));
+
+// A resource server's audience is one string here; a token that names two APIs (as Auth0's with scope openid and
+// Keycloak's with its `account` audience do) is made by the documented JWT customizer hook.
+function twoAudiences(ctx, token, jwt) {
+  if (token.clientId === 'narrowgate-two-apis') jwt.payload.aud = [OTHER_API, jwt.payload.aud];
+}
+
 function configuration() {
   return {
+    clients: STATIC_CLIENTS,
     jwks: { keys: [signingKey()] },
     cookies: { keys: [randomBytes(32).toString('hex')] },
     findAccount,
@@ -86,6 +112,7 @@ function configuration() {
     features: {
       devInteractions: { enabled: false },
       registration: { enabled: true },
+      clientCredentials: { enabled: true },
       resourceIndicators: {
         enabled: true,
         defaultResource: (ctx, client, oneOf) => oneOf ?? undefined,
@@ -102,8 +129,9 @@ function configuration() {
         },
       },
     },
-    extraTokenClaims,
-    interactions: { policy: loginPolicy(), url: (ctx, interaction) => `/interaction/${interaction.uid}` },
+    formats: { customizers: { jwt: twoAudiences } },
+    ...(PLAIN ? {} : { extraTokenClaims }),
+    interactions: { policy: PLAIN ? interactionPolicy.base() : loginPolicy(), url: (ctx, interaction) => `/interaction/${interaction.uid}` },
     ttl: { AccessToken: ACCESS_TOKEN_TTL_S, Session: 3600, Interaction: 600, Grant: 3600, AuthorizationCode: 60 },
   };
 }

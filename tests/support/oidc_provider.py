@@ -5,7 +5,10 @@ installed by tests/provision.py) on the conformance suite's Node 22 as a subproc
 `start()` returns once its discovery document answers. Its configuration (server.mjs): dynamic registration,
 authorization code + PKCE S256 only, RFC 8707 resource indicators giving RS256 JWT access tokens whose `aud`
 is the resource, with the person's email, groups, acr, amr and auth_time; max_age, prompt=login and
-acr_values make a signed-in person authenticate again. People: "alice" (group "support", verified email) and
+acr_values make a signed-in person authenticate again. `plain=True` (server.mjs --plain) leaves all of those
+claims out of access tokens and adds no acr_values check, as stingy real providers do. Static clients: a machine
+(client credentials), an app, and one whose access tokens name a second API (MACHINE_CLIENT, APP_CLIENT,
+TWO_APIS_CLIENT). People: "alice" (group "support", verified email) and
 "bob" (no group, unverified email); acr "pwd" or "mfa".
 
 `Browser` is that person's browser: a cookie jar (their session at the provider) that follows an authorization
@@ -60,6 +63,7 @@ class OidcProvider:
     workdir: Path
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
+    plain: bool = False  # server.mjs --plain: access tokens without email, groups, acr, amr or auth_time
 
     @property
     def issuer(self) -> str:
@@ -75,7 +79,8 @@ class OidcProvider:
                                     "(tests/provision.py installs them)")
         self.port = self.port or free_port()
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen([str(NODE_22), str(SERVER_SCRIPT), str(self.port)], stdout=log,
+            self.process = subprocess.Popen([str(NODE_22), str(SERVER_SCRIPT), str(self.port),
+                                             *(["--plain"] if self.plain else [])], stdout=log,
                                             stderr=subprocess.STDOUT, cwd=OIDC_PROVIDER_DIR,
                                             env={**os.environ, "NODE_ENV": "test"})
         wait_ready(self.process, self._discovery_answers, "oidc-provider", self.log_text, timeout_s)
@@ -121,6 +126,22 @@ class OidcProvider:
 class RegisteredClient:
     client_id: str
     client_secret: str
+
+
+# server.mjs's static clients (secret `<id>-secret`): a machine (client credentials only), an app, and an app whose
+# access tokens name OTHER_API as well as the requested resource.
+MACHINE_CLIENT, APP_CLIENT, TWO_APIS_CLIENT = (RegisteredClient(name, f"{name}-secret") for name in (
+    "narrowgate-machine", "narrowgate-app", "narrowgate-two-apis"))
+OTHER_API = "https://other-api.example/"
+
+
+def client_credentials_token(provider: OidcProvider, client: RegisteredClient, resource: str) -> str:
+    """An access token a client gets for itself (RFC 6749 4.4, RFC 8707 `resource`): no person signed in."""
+    response = httpx2.post(provider.discovery()["token_endpoint"], data={
+        "grant_type": "client_credentials", "resource": resource, "client_id": client.client_id,
+        "client_secret": client.client_secret}, timeout=10)
+    token: str = response.raise_for_status().json()["access_token"]
+    return token
 
 
 def register_client(provider: OidcProvider, redirect_uri: str = REDIRECT_URI) -> RegisteredClient:

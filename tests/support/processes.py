@@ -32,6 +32,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+_REFUSING: list[socket.socket] = []  # kept bound for the whole test run
+
+
+def closed_port() -> int:
+    """A loopback port where connections are refused for the rest of the run: bound, never listening, so
+    no other test's server can take it and answer in place of the dead peer a test means."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _REFUSING.append(sock)
+    return int(sock.getsockname()[1])
+
+
 def start_listening(cmd: list[str], env: dict[str, str] | None = None, timeout_s: float = 20) -> tuple[
     subprocess.Popen[bytes], int
 ]:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -131,6 +132,9 @@ class VaultStandIn:
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
         self.port = 0
+        # While down, the port stays bound but not listening: connections are refused, and no other test's
+        # server can take the port meanwhile and answer in Vault's place.
+        self.reserved: socket.socket | None = None
 
     # running
 
@@ -154,6 +158,9 @@ class VaultStandIn:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
+        if self.reserved is not None:
+            self.reserved.close()
+            self.reserved = None
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -165,6 +172,9 @@ class VaultStandIn:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
+            self.reserved = socket.socket()
+            self.reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.reserved.bind(("127.0.0.1", self.port))
 
     # state, for tests
 
