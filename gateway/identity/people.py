@@ -44,6 +44,7 @@ class AuthorizationServerVerifier:
                  min_refresh_interval_s: float) -> None:
         self.config = config
         self.resource = resource
+        self.leeway = leeway  # identity.clock_skew_s: also bounds how far auth_time may lie after iat
         # The resource, or a value the operator configured as naming it at this provider: nothing else.
         self._oidc = OidcIssuerVerifier(config.as_oidc_issuer(), fetcher, audience=(resource, *config.audiences),
                                         leeway=leeway, min_refresh_interval_s=min_refresh_interval_s, kind="client",
@@ -66,7 +67,7 @@ class AuthorizationServerVerifier:
         if machine := machine_token_reason(verified.claims, client_id):
             raise TokenRejected(f"token of client {client_id[:300]!r} names no person: {machine}; a person's MCP "
                                 "client presents the access token it got when the person signed in")
-        user = user_from_claims(verified.claims, client_id, self.config.claims)
+        user = user_from_claims(verified.claims, client_id, self.config.claims, self.leeway)
         # The registry binds the client; the person rides along as the user.
         return replace(verified, subject=client_id, user=user)
 
