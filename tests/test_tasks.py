@@ -26,6 +26,7 @@ from gateway.store.base import StoreError
 from gateway.tasks.model import AgentNotActive, Task, TaskEnded, TaskError, TaskState, ToolsRefused
 from gateway.tasks.service import BUDGET_EXHAUSTED, TaskService, TaskSettings
 from gateway.tasks.tokens import TaskTokenIssuer, TaskTokenRejected, verify_task_token
+from gateway.wiring.task_times import TaskTimes
 from tests.support.state import T0, FakeClock
 from tests.support.store_backends import StoreBackend
 
@@ -586,6 +587,39 @@ async def test_a_restart_ends_the_descendants_a_cut_short_cascade_left_active(
         with pytest.raises(TaskEnded):
             again.check(task.id)
     await again.close()
+
+
+async def test_a_replica_whose_registry_is_behind_never_writes_a_revocation_for_an_agent_reason(
+    store: Store, registry: Registry, clock: FakeClock, tasks: TaskService
+) -> None:
+    """Agent and task notices are handled apart: replica B can hear of a task before its registry re-read the
+    task's agent. B refuses the task's calls meanwhile, but ends it (and writes that) only for an agent that
+    the store says is not active: through a task notice (refresh), the lease sweep and the deadline sweep."""
+    behind = await Registry.open(store, clock)  # replica B's registry, loaded before the changes below
+    other = TaskService(store, behind, make_catalog(), clock)
+    await other.open(background=False)
+    await registry.create({**agent_spec("bot-x", servers=["gh"]), "expires_at": T0 + 100}, "alice", "test")
+    created = await start(tasks, agent_id="bot-x")  # B has not heard of bot-x
+    await other.refresh(created.id)  # the task notice
+    await registry.suspend("bot-a", "alice", "pause")
+    await behind.refresh("bot-a")  # B heard of that suspension...
+    await registry.resume("bot-a", "alice", "go on")
+    resumed = await start(tasks)  # ...but not yet of the resumption
+    assert await TaskTimes(other).still_active(resumed.id)  # the lease sweep, which loads the task
+    await registry.update("bot-x", {"expires_at": T0 + 500}, "alice", "longer")
+    clock.now = T0 + 101  # past the expiry B's registry still holds (the registry is re-read above for bot-a only)
+    assert behind.get("bot-x").expires_at == T0 + 100  # type: ignore[union-attr]
+    assert await other.expire_due() == []  # the deadline sweep
+    for task in (created, resumed):
+        stored = await store.get_task(task.id)
+        assert stored is not None and stored.state is TaskState.ACTIVE, stored
+        assert other.check(task.id).id == task.id  # B's registry was re-read for it
+    clock.now = T0 + 501  # past the expiry the store holds: that reason is written
+    assert [t.id for t in await other.expire_due()] == [created.id]
+    stored = await store.get_task(created.id)
+    assert stored is not None and stored.state is TaskState.REVOKED
+    assert stored.end_reason == "agent 'bot-x' is retired (it expired)"
+    await other.close()
 
 
 class FailingOnce:

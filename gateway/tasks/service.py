@@ -302,6 +302,9 @@ class TaskService:
             await self.revoke(task.id, SYSTEM_ACTOR, f"parent task {task.parent_id} ended as this task started")
             raise DelegationRefused(f"the parent task {task.parent_id} has ended")
         inactive = self._inactive_agent(task, self.clock())
+        if inactive is not None:  # as the store has it, not as this replica's registry may still have it
+            await self._confirm_inactive_agents([task])
+            inactive = self._inactive_agent(task, self.clock())
         if inactive is not None:
             # An agent of the chain was suspended (or expired) while this task was being written: its ending
             # of tasks could not see this one.
@@ -389,6 +392,7 @@ class TaskService:
             stored = await self.store.get_task(ancestor_id)
             if stored is not None:
                 self._take_stored(stored)
+        await self._confirm_inactive_agents(held)
         now = self.clock()
         ended = [
             pair
@@ -398,6 +402,21 @@ class TaskService:
         ]
         await self._persist(ended, SYSTEM_ACTOR, "an ancestor task or an agent of the chain ended")
         return [task for task, _ in ended]
+
+    async def _confirm_inactive_agents(self, held: Iterable[Task]) -> None:
+        """Re-read from the store each agent of a held task's chain that this replica's registry holds as not
+        active, before that is written as a task's end: the registry may be behind the store (agent and task
+        notices are handled apart, so a task can be heard of before its agent's creation or resumption).
+        Until then `check` refuses the task's calls, but nothing is written."""
+        now = self.clock()
+        doubtful = {agent_id for task in held if self._still_active(task)
+                    for agent_id in _chain_agents(task) if self._agent_state(agent_id, now) is not Lifecycle.ACTIVE}
+        for agent_id in sorted(doubtful):
+            await self.registry.refresh(agent_id)
+
+    def _agent_state(self, agent_id: str, now: float) -> Lifecycle | None:
+        agent = self.registry.get(agent_id)
+        return None if agent is None else agent.effective_state(now)
 
     def _still_active(self, task: Task) -> bool:
         """`task` (from a snapshot) is still held, and active: not ended (or forgotten) since the snapshot."""
@@ -416,7 +435,7 @@ class TaskService:
 
     def _inactive_agent(self, task: Task, now: float) -> str | None:
         """Why an agent of the task's chain (its own included) may not act now; None if every one may."""
-        for agent_id in dict.fromkeys((*(link.agent_id for link in task.chain), task.agent_id)):
+        for agent_id in _chain_agents(task):
             agent = self.registry.get(agent_id)
             state = None if agent is None else agent.effective_state(now)
             if state is not Lifecycle.ACTIVE:
@@ -717,6 +736,11 @@ class TaskService:
         del self._ended[task_id]
         self._tasks.pop(task_id, None)
         self._calls.pop(task_id, None)
+
+
+def _chain_agents(task: Task) -> Iterable[str]:
+    """The agents of the task's chain, root first, its own included, each once."""
+    return dict.fromkeys((*(link.agent_id for link in task.chain), task.agent_id))
 
 
 def _ended_reason(task: Task) -> str:
