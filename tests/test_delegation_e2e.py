@@ -22,6 +22,7 @@ from typing import Any
 import httpx2
 import pytest
 
+from gateway.oauth.delegation import MAX_ACTOR_TOKEN_LIFETIME_S
 from tests.support.clients import ERAS, mcp_client
 from tests.support.identity_provider import TestIdentityProvider, generate_key
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan
@@ -367,6 +368,20 @@ async def test_an_actor_token_is_good_for_one_delegation_and_nothing_else(deploy
     # A token that cannot be told apart from another (no jti) cannot be held to one use: refused.
     anonymous = actor(deployment, WORKER, jti=None)
     refused(delegate(deployment, root, anonymous, "vrf__echo"), "invalid_grant", "no jti", secrets=(anonymous,))
+
+
+def test_an_actor_token_is_refused_from_its_exp_and_when_it_lives_too_long(deployment: Deployment) -> None:
+    """The verifier allows identity.clock_skew_s (5 s here) past `exp`; a single-use actor token gets no such
+    grace, or a replica could take it again once its used jti is dropped at `exp`. And one valid for hours
+    would keep its used jti in the store for as long: refused."""
+    root = root_task(deployment)
+    late = actor(deployment, WORKER, exp=int(time.time()) - 1)  # within the skew: the verifier takes it
+    refused(delegate(deployment, root, late, "vrf__echo"), "invalid_grant", "actor_token refused", "expired",
+            secrets=(late, root.token))
+    lasting = actor(deployment, WORKER, exp=int(time.time()) + MAX_ACTOR_TOKEN_LIFETIME_S + 600)
+    refused(delegate(deployment, root, lasting, "vrf__echo"), "invalid_grant", "actor_token refused",
+            "valid for more than 120 minutes", secrets=(lasting, root.token))
+    granted(delegate(deployment, root, actor(deployment, WORKER, exp=int(time.time()) + 3600), "vrf__echo"))
 
 
 async def test_policies_see_the_chains_order_its_root_and_who_delegated(deployment: Deployment) -> None:

@@ -54,12 +54,13 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, behaviour_http: int, redis_u
         started.stop()
 
 
-def token_request(gateway: Gateway, form: dict[str, str]) -> dict[str, Any]:
+def token_request(gateway: Gateway, form: Callable[[], dict[str, str]]) -> dict[str, Any]:
     """A task token from `gateway`'s token endpoint, retried while a task or agent made on the other replica
-    is not known here yet (the bus brings it)."""
+    is not known here yet (the bus brings it). `form` makes each attempt's form: a refused attempt may have
+    used up its single-use actor token, so each attempt mints its own."""
     deadline = time.monotonic() + BOUND_S
     while True:
-        response = httpx2.post(f"{gateway.base}/oauth/token", data=form, timeout=10)
+        response = httpx2.post(f"{gateway.base}/oauth/token", data=form(), timeout=10)
         if response.status_code == 200 or time.monotonic() > deadline:
             assert response.status_code == 200, response.text
             answer: dict[str, Any] = response.json()
@@ -68,14 +69,14 @@ def token_request(gateway: Gateway, form: dict[str, str]) -> dict[str, Any]:
 
 
 def root_task(gateway: Gateway, idp: TestIdentityProvider, agent_id: str, **extra: str) -> dict[str, Any]:
-    return token_request(gateway, {"grant_type": EXCHANGE, "subject_token": idp.mint(sub=agent_id),
-                                   "subject_token_type": JWT_TYPE, "scope": "behav__echo",
-                                   "purpose": "delegation fleet", **extra})
+    return token_request(gateway, lambda: {"grant_type": EXCHANGE, "subject_token": idp.mint(sub=agent_id),
+                                           "subject_token_type": JWT_TYPE, "scope": "behav__echo",
+                                           "purpose": "delegation fleet", **extra})
 
 
 def delegate(gateway: Gateway, idp: TestIdentityProvider, parent: dict[str, Any], agent_id: str,
              **extra: str) -> dict[str, Any]:
-    return token_request(gateway, delegation_form(parent, actor_token(idp, agent_id), **extra))
+    return token_request(gateway, lambda: delegation_form(parent, actor_token(idp, agent_id), **extra))
 
 
 def delegation_form(parent: dict[str, Any], actor: str, **extra: str) -> dict[str, str]:
@@ -154,7 +155,8 @@ async def test_an_actor_token_used_on_one_replica_is_refused_on_the_other(
     a, b = fleet[0], fleet[1]
     root = root_task(a, idp, "lead")
     token = actor_token(idp, "hand")
-    token_request(a, delegation_form(root, token))
+    first = httpx2.post(f"{a.base}/oauth/token", data=delegation_form(root, token), timeout=10)
+    assert first.status_code == 200, first.text  # the root and both agents are a's own: no waiting
     replayed = httpx2.post(f"{b.base}/oauth/token", data=delegation_form(root, token), timeout=10)
     assert replayed.status_code == 400 and replayed.json()["error"] == "invalid_grant", replayed.text
     assert "used already" in replayed.json()["error_description"]

@@ -10,6 +10,9 @@ An actor token hands the other agent's identity to the delegating agent, so it i
 and nothing else: it must name the delegation audience (`identity.delegation_audience`), which no other
 verifier accepts (so it is refused on /mcp, as a subject token and as a client assertion), and carry a
 `jti` that is used once, recorded in the store until the token expires (every replica of a fleet shares it).
+It is refused from its `exp` on (the clock skew the verifier allows is no grace here), and its use is recorded
+until `exp` plus that skew, so a replica whose clock is behind cannot take it again; one valid for more than
+MAX_ACTOR_TOKEN_LIFETIME_S from now is refused, which bounds how long a used `jti` is kept.
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ from gateway.tasks.service import TaskService
 from gateway.tasks.token_check import TaskTokenCheck, TaskTokenRejected
 
 # Workload tokens are JWTs whatever the client calls them (subject tokens of the plain exchange too).
+# Longer than the 60-90 minutes Microsoft Entra ID gives its access tokens by default; an actor token is for one
+# delegation, and providers that let the client choose (Kubernetes, SPIFFE, GitHub) are best asked for minutes.
+MAX_ACTOR_TOKEN_LIFETIME_S = 2 * 3600
+
 JWT_TOKEN_TYPES = frozenset({
     "urn:ietf:params:oauth:token-type:jwt",
     "urn:ietf:params:oauth:token-type:access_token",
@@ -127,7 +134,16 @@ class DelegationParties:
         if not isinstance(jti, str) or not jti:
             raise DelegationError("invalid_grant", "actor_token refused: it carries no jti; an actor token is "
                                   "single-use and needs a unique jti")
+        now = time.time()
+        if now >= actor.expires_at:
+            raise DelegationError("invalid_grant", "actor_token refused: it has expired; an actor token is "
+                                  "single-use and is taken only before its exp, whatever the clock skew")
+        if actor.expires_at - now > MAX_ACTOR_TOKEN_LIFETIME_S:
+            raise DelegationError("invalid_grant", "actor_token refused: it is valid for more than "
+                                  f"{MAX_ACTOR_TOKEN_LIFETIME_S // 60} minutes; mint a short-lived actor token "
+                                  "for each delegation")
         token_id = hashlib.sha256(f"actor\0{actor.issuer}\0{jti}".encode()).hexdigest()
-        if not await self.used.use_token(token_id, actor.expires_at, time.time()):
+        kept_until = actor.expires_at + self.verifier.settings.clock_skew_s  # a replica's clock may be behind
+        if not await self.used.use_token(token_id, kept_until, now):
             raise DelegationError("invalid_grant", "actor_token refused: it was used already; an actor token is "
                                   "good for one delegation")
