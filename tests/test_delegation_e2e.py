@@ -370,6 +370,30 @@ async def test_an_actor_token_is_good_for_one_delegation_and_nothing_else(deploy
     refused(delegate(deployment, root, anonymous, "vrf__echo"), "invalid_grant", "no jti", secrets=(anonymous,))
 
 
+def test_a_token_naming_the_delegation_audience_and_another_is_good_for_neither(deployment: Deployment) -> None:
+    """JWT audience matching takes a token if ANY of its audiences matches: one for both /mcp (or the token
+    endpoint) and the delegation audience would be a login and an actor token at once. The actor token must
+    name the delegation audience alone; every other door refuses a token that names it."""
+    root = root_task(deployment)
+    both = [f"{deployment.base}/mcp", delegation_audience(deployment)]
+    token = actor(deployment, DIRECT, aud=both)
+    refused(delegate(deployment, root, token, "vrf__echo"), "invalid_grant", "actor_token refused",
+            "delegation audience alone", secrets=(token, root.token))
+    assert_refused_at_the_door(deployment, actor(deployment, DIRECT, aud=both), "delegation audience")
+    refused(httpx2.post(deployment.token_url, data={
+        "grant_type": EXCHANGE, "subject_token": actor(deployment, DIRECT, aud=both), "subject_token_type": JWT_TYPE,
+        "scope": "vrf__echo", "purpose": "a two-audience token as a login"}), "invalid_grant",
+        "subject_token refused", "delegation audience")
+    assertion = httpx2.post(deployment.token_url, data={
+        "grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE, "scope": "vrf__echo",
+        "client_assertion": actor(deployment, DIRECT, aud=[deployment.token_url, delegation_audience(deployment)]),
+        "purpose": "a two-audience token as a client assertion"})
+    assert_oauth_error(assertion, 401, "invalid_client", "client_assertion refused", "delegation audience")
+    # One audience each: both still work.
+    assert post_initialize(deployment, workload(deployment, DIRECT)).status_code == 200
+    granted(delegate(deployment, root, actor(deployment, WORKER, aud=[delegation_audience(deployment)]), "vrf__echo"))
+
+
 def test_an_actor_token_is_refused_from_its_exp_and_when_it_lives_too_long(deployment: Deployment) -> None:
     """The verifier allows identity.clock_skew_s (5 s here) past `exp`; a single-use actor token gets no such
     grace, or a replica could take it again once its used jti is dropped at `exp`. And one valid for hours

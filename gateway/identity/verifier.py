@@ -29,7 +29,7 @@ from gateway.identity.jwks import HttpFetcher, KeySource, UnverifiedToken, parse
 from gateway.identity.oidc import OidcIssuerVerifier
 from gateway.identity.people import AuthorizationServerVerifier
 from gateway.identity.spiffe import SPIFFE_SCHEME, SpiffeTrustDomainVerifier, parse_spiffe_id
-from gateway.identity.verified import TokenRejected, VerifiedToken
+from gateway.identity.verified import AudienceRejected, TokenRejected, VerifiedToken
 from gateway.settings.identity import IdentitySettings
 from gateway.state.token_cache import TokenCache
 
@@ -126,8 +126,26 @@ class TokenVerifier:
         if cached is not None:
             return cached
         verified = await self._verify_uncached(token)
+        self._check_delegation_audience(verified)
         self.cache.put(digest, verified)
         return verified
+
+    def _check_delegation_audience(self, verified: VerifiedToken) -> None:
+        """A token accepted when any one of its audiences matches (RFC 7519) could be an actor token and a login
+        at once: the delegation verifier takes a token for the delegation audience ALONE, and every other
+        verifier refuses a token that names it at all (gateway.oauth.delegation)."""
+        delegation = self.settings.delegation_audience.rstrip("/")
+        if not delegation:
+            return
+        raw = verified.claims.get("aud")
+        audiences = {str(a).rstrip("/") for a in (raw if isinstance(raw, list) else [raw])}
+        if self.settings.audience.rstrip("/") == delegation:
+            if audiences != {delegation}:
+                raise AudienceRejected("token audience is not the delegation audience alone; an actor token must "
+                                       "name no other audience")
+        elif delegation in audiences:
+            raise AudienceRejected("token audience includes the delegation audience; an actor token is good for "
+                                   "one delegation and nothing else")
 
     async def _verify_uncached(self, token: str) -> VerifiedToken:
         unverified = parse_unverified(token)
