@@ -675,6 +675,28 @@ async def test_a_failed_write_in_a_cascade_neither_skips_the_rest_nor_is_lost(
     assert stored is not None and stored.state is TaskState.REVOKED and saved[-1] == child.id
 
 
+async def test_an_end_heard_from_elsewhere_whose_check_in_the_store_fails_is_written_later(
+    store: Store, registry: Registry, clock: FakeClock, tasks: TaskService
+) -> None:
+    """Replica A wrote its root task's end but not the child's (it crashed). B hears of the root's end and ends
+    the child; its look-up of the child in the store fails once: the child's end is kept and written later."""
+    await registry.create(agent_spec("bot-c", servers=["gh"]), "alice", "test")
+    root = await start(tasks)
+    child = await start(tasks, agent_id="bot-c", parent_id=root.id)
+    failing = FailingOnce(store, "", reads=True)
+    other = TaskService(failing, registry, make_catalog(), clock)  # type: ignore[arg-type]
+    await other.open(background=False)
+    await store.save_task(replace(root, state=TaskState.REVOKED, ended_at=T0 + 1, end_reason="stop"))
+    failing.task_id = child.id
+    await other.refresh(root.id)  # the root's task notice
+    with pytest.raises(TaskEnded, match=f"parent task {root.id}"):
+        other.check(child.id)
+    await other.close()  # waits for the failed look-up, then tries again (as the background loop does)
+    stored = await store.get_task(child.id)
+    assert stored is not None and stored.state is TaskState.REVOKED, stored
+    assert failing.task_id == ""  # the look-up did fail once
+
+
 async def test_a_task_above_that_is_not_held_here_counts_as_ended_until_loaded(
     store: Store, registry: Registry, clock: FakeClock, tasks: TaskService
 ) -> None:

@@ -98,6 +98,8 @@ class TaskService:
         self._dirty: set[str] = set()
         # Ended tasks whose write failed: retried by the background loop until written (then announced).
         self._unwritten: dict[str, tuple[Task, TaskEvent]] = {}
+        # Ends of tasks ended here after another replica's end, to write if the store still holds them active.
+        self._missed: dict[str, tuple[Task, TaskState]] = {}
         self._loading: set[str] = set()  # ids of ancestor tasks being loaded from the store
         self._lock = asyncio.Lock()
         self._background: asyncio.Task[None] | None = None
@@ -132,6 +134,7 @@ class TaskService:
             self._background = None
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
+        await self._write_missed_pending()
         await self._write_unwritten()
         await self.flush()
 
@@ -619,18 +622,23 @@ class TaskService:
         """Write (in the background) the ends of tasks ended here after another replica's end, that the store
         still holds as active: that replica did not hold them, or its writes failed."""
         if ended:
-            self._later(self._write_missed(ended))
+            self._missed.update((task.id, (task, previous)) for task, previous in ended)
+            self._later(self._write_missed())
 
-    async def _write_missed(self, ended: builtins.list[tuple[Task, TaskState]]) -> None:
+    async def _write_missed(self) -> None:
         try:
-            missed = []
-            for task, previous in ended:
-                stored = await self.store.get_task(task.id)
-                if stored is None or stored.state is TaskState.ACTIVE:
-                    missed.append((task, previous))
-            await self._persist(missed, SYSTEM_ACTOR, "ended elsewhere")
+            await self._write_missed_pending()
         except Exception:
-            log.exception("could not record the end of %d task(s) ended elsewhere; retrying", len(ended))
+            log.exception("could not record the end of %d task(s) ended elsewhere; retrying", len(self._missed))
+
+    async def _write_missed_pending(self) -> None:
+        """Write the ends in `_missed` that the store does not hold; one whose look-up fails stays for the next
+        try (the background loop's, or close's), one whose write fails is retried as unwritten."""
+        for task_id in builtins.list(self._missed):
+            stored = await self.store.get_task(task_id)
+            pending = self._missed.pop(task_id, None)
+            if pending is not None and (stored is None or stored.state is TaskState.ACTIVE):
+                await self._persist([pending], SYSTEM_ACTOR, "ended elsewhere")
 
     def _agent_changed(self, agent: Agent, event: LifecycleEvent) -> None:
         """Registry observer: a suspended or retired agent's tasks end at once (in memory), then on disk."""
@@ -667,6 +675,7 @@ class TaskService:
         while True:
             await asyncio.sleep(self.settings.flush_interval_s)
             try:
+                await self._write_missed_pending()
                 await self._write_unwritten()
                 await self.flush()
                 if time.monotonic() - last_sweep >= self.settings.sweep_interval_s:
