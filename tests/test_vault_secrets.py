@@ -17,6 +17,7 @@ docs/security.md shows the same flow against a real `vault server -dev`.
 - `rotated`: a KV v2 secret the gateway owns and rotates (schedule and on demand), with overlap.
 - `cookied`: `leased` again, by the name `localhost` (whose cookies an HTTP client's default jar keeps).
 - `expiring`: a KV v2 path with `delete_version_after` (every version has a FUTURE deletion_time).
+- `overgranted`: a role whose renewals grant an hour whatever the increment (Vault may grant more than asked).
 - `raced`: a rotation due at start, with another writer rotating right after the gateway reads metadata.
 """
 
@@ -40,6 +41,7 @@ from mcp.shared.exceptions import MCPError
 
 from gateway.audit import AuditLog
 from gateway.catalog import load_catalog
+from gateway.catalog.model import VaultRef
 from gateway.credentials.rotation import SecretRotation
 from gateway.credentials.secret_sources import SecretResolver
 from gateway.store.sqlite import SqliteStore
@@ -52,7 +54,7 @@ from tests.support.vault_standin import Role, VaultStandIn
 CHECKED_SERVER = REPO / "tests" / "fixtures" / "upstreams" / "vault_checked_server.py"
 VAULT_TOKEN = "hvs.standin-gateway-token-5e1f"
 API_KEY_V1 = "api-key-version-one-77c2"
-READONLY, SHORT = "database/creds/readonly", "database/creds/short"
+READONLY, SHORT, GENEROUS = "database/creds/readonly", "database/creds/short", "database/creds/generous"
 AGENT, AGENT_TOKEN = "agent-a", "token-agent-a"
 SUSPENDABLE, SUSPENDABLE_TOKEN = "agent-s", "token-agent-s"
 EXPIRING, EXPIRING_TOKEN = "agent-e", "token-agent-e"
@@ -93,7 +95,8 @@ class Setup:
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     work = tmp_path_factory.mktemp("vault-secrets")
     # Version 1 was written two days ago: the daily rotation is due as soon as the gateway starts.
-    vault = VaultStandIn(VAULT_TOKEN, roles={READONLY: Role(ttl_s=3600), SHORT: Role(ttl_s=6, max_ttl_s=600)})
+    vault = VaultStandIn(VAULT_TOKEN, roles={READONLY: Role(ttl_s=3600), SHORT: Role(ttl_s=6, max_ttl_s=600),
+                                             GENEROUS: Role(ttl_s=3600, renew_floor_s=3600)})
     vault.kv_put("narrowgate/api", {"api_key": API_KEY_V1}, created=time.time() - 2 * 86400)
     vault.delete_after["narrowgate/expiring"] = 3600.0  # delete_version_after: 1h on the path's metadata
     vault.kv_put("narrowgate/expiring", {"api_key": "expiring-version-one"})  # written now: not due
@@ -116,6 +119,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         lease_manifest("cookied", vault, READONLY, ("db_query",), f"http://localhost:{port}/mcp"),
         rotated_manifest("expiring", vault, url, "narrowgate/expiring"),
         rotated_manifest("raced", vault, url, "narrowgate/raced"),
+        lease_manifest("overgranted", vault, GENEROUS, ("db_query",), url),
     ]
     traces = OtlpReceiver().start()
     gateway = Gateway(work / "gateway", manifests, tokens={AGENT: AGENT_TOKEN, SUSPENDABLE: SUSPENDABLE_TOKEN,
@@ -214,6 +218,18 @@ async def test_the_first_renewal_shortens_the_lease_to_the_tasks_deadline(setup:
     wait_for("the lease renewed", lambda: bool(lease.renewals))
     assert 0 < lease.renewals[0] <= 120  # the role's hour cut to what the task has left
     assert lease.expires <= lease.issued + 121
+
+
+async def test_a_renewal_granted_longer_than_asked_is_not_asked_again_and_the_lease_ends_with_the_task(
+    setup: Setup,
+) -> None:
+    """Vault may grant more than the increment: the shortening renewal cannot shorten the lease, so the gateway
+    renews no more (rather than asking again and again until the deadline) and revokes it at the deadline."""
+    _, token = start_task(setup.gateway, ["overgranted__db_query"], deadline_s=4)
+    user = (await query(setup.gateway, token, "overgranted__db_query"))["user"]
+    lease = lease_of(setup, user)
+    await until("the lease revoked at the task's deadline", lambda: lease.revoked is not None)
+    assert len(lease.renewals) == 1 and lease.renewals[0] <= 4, lease.renewals  # the shortening one, once
 
 
 async def test_a_lease_shorter_than_the_task_is_renewed_before_it_lapses(setup: Setup) -> None:
@@ -438,6 +454,31 @@ async def test_rotation_schedules_follow_the_catalog(tmp_path: Path, monkeypatch
         await resolver.close()
         await audit.close()
         await store.close()
+        vault.stop()
+
+
+async def test_a_read_in_flight_when_the_gateway_rotates_the_secret_does_not_cache_the_old_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The rotation writes a new version and forgets the cached one; a read that Vault answered before the write
+    but that arrives after the forget brings the old version: its caller uses it (still live during the
+    overlap), but it is not cached, or calls would carry the old version for the cache's 30 s."""
+    monkeypatch.setenv("VAULT_TOKEN", VAULT_TOKEN)
+    vault = VaultStandIn(VAULT_TOKEN, kv={"narrowgate/inflight": {"api_key": "version-one"}}).start()
+    ref = VaultRef(vault.address, "secret", "narrowgate/inflight", "api_key", "VAULT_TOKEN")
+    resolver = SecretResolver()
+    try:
+        vault.kv_answer_gate.clear()
+        reading = asyncio.ensure_future(resolver.from_vault(ref))
+        await until("Vault read version one", lambda: bool(vault.paths_seen("/v1/secret/data/narrowgate/inflight")))
+        vault.kv_put("narrowgate/inflight", {"api_key": "version-two"})
+        resolver.forget(ref)  # what the rotation does once it wrote the new version
+        vault.kv_answer_gate.set()
+        assert await reading == "version-one"
+        assert await resolver.from_vault(ref) == "version-two"
+    finally:
+        vault.kv_answer_gate.set()
+        await resolver.close()
         vault.stop()
 
 

@@ -209,7 +209,10 @@ class LeaseBroker:
                        else "it lapsed at Vault")
                 break
             if held.renewing and held.expires_at > deadline + 1:  # the role's TTL outlasts the task: shorten it
-                await self.renew(held, deadline - now)
+                if await self.renew(held, deadline - now) and held.expires_at > deadline + 1:
+                    # Vault granted more than asked (an engine may): asking again would not shorten it, so
+                    # renew no more; the lease is revoked at the task's limit all the same.
+                    held.renewing = False
             elif not held.renewing or held.expires_at >= deadline - 1:
                 await asyncio.sleep(min(deadline, held.expires_at) - now)
             else:
@@ -218,21 +221,23 @@ class LeaseBroker:
                     await self.renew(held, min(held.ref.renew_increment_s, deadline - self.clock()))
         await self.release(held, why)
 
-    async def renew(self, held: HeldLease, increment_s: float) -> None:
+    async def renew(self, held: HeldLease, increment_s: float) -> bool:
+        """Ask Vault for `increment_s` more; whether it answered (a refusal is retried by the caller's loop)."""
         if increment_s < 1:
             held.renewing = False
-            return
+            return False
         try:
             granted = await self.vault.renew(held.ref, held.lease.lease_id, int(increment_s))
         except SecretUnavailable as exc:
             log.warning("renewing Vault lease %s of task %s failed (retrying): %s", held.lease.lease_id,
                         held.task_id, exc)
             await asyncio.sleep(min(5.0, max(0.5, (held.expires_at - self.clock()) / 4)))
-            return
+            return False
         before, held.expires_at = held.expires_at, self.clock() + granted
         if held.expires_at <= before + 1 and increment_s > granted + 1:
             held.renewing = False  # Vault will not extend it further (the role's max TTL): it lapses then
         log.info("renewed Vault lease %s of task %s for %.0f s", held.lease.lease_id, held.task_id, granted)
+        return True
 
     # ends
 

@@ -31,6 +31,8 @@ class SecretResolver:
         self.cache: dict[str, _Cached] = {}
         self.vault = VaultHttp()  # shared with leases and rotation (one connection pool to Vault)
         self.locks: dict[str, asyncio.Lock] = {}
+        # Per Vault key, bumped by forget(): a read begun before a forget (an older version) is not cached.
+        self.generations: dict[str, int] = {}
 
     async def close(self) -> None:
         await self.vault.close()
@@ -80,13 +82,18 @@ class SecretResolver:
             cached = self.cache.get(key)
             if cached is not None and time.monotonic() - cached.stamp < self.vault_ttl_s:
                 return cached.value
+            generation = self.generations.get(key, 0)
             value = await self.read_vault(vault)
-            self.cache[key] = _Cached(value, time.monotonic())
+            if self.generations.get(key, 0) == generation:
+                self.cache[key] = _Cached(value, time.monotonic())
             return value
 
     def forget(self, vault: VaultRef) -> None:
-        """Drop the cached value (the gateway just wrote a new version): the next call reads it afresh."""
-        self.cache.pop(vault_cache_key(vault), None)
+        """Drop the cached value (the gateway just wrote a new version): the next call reads it afresh, and a
+        read in flight now (which may bring the older version) is not cached."""
+        key = vault_cache_key(vault)
+        self.generations[key] = self.generations.get(key, 0) + 1
+        self.cache.pop(key, None)
 
     async def read_vault(self, vault: VaultRef) -> str:
         data, _ = await self.vault.kv_read(vault, vault.mount, vault.path)

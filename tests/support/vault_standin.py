@@ -16,7 +16,8 @@ shapes of Vault's documented HTTP API, only the requests the gateway makes:
 - a dynamic-secrets role (like the database engine's `database/creds/<role>`): `GET /v1/<role path>`
   answers `{"lease_id", "lease_duration", "renewable", "data": {"username", "password"}}`;
 - `PUT /v1/sys/leases/renew` `{"lease_id", "increment"}` (the new TTL is the increment, capped by the
-  role's max TTL; 400 for an expired or revoked lease) and `PUT /v1/sys/leases/revoke` `{"lease_id"}`
+  role's max TTL; a role's `renew_floor_s` makes it grant more than a shorter increment, as some engines
+  do; 400 for an expired or revoked lease) and `PUT /v1/sys/leases/revoke` `{"lease_id"}`
   (204, also for a lease it does not know, as Vault does);
 - leases expire: a credential is valid from its lease until its expiry or revocation.
 
@@ -26,7 +27,8 @@ now, 401 otherwise. Test upstreams call it to check what the gateway injected.
 
 `stop()` takes it down (the port stops accepting connections); `start()` brings it back on the same port.
 Test controls (not Vault's API; Vault can be slow): `issue_gate` / `revoke_gate` (threading.Events, open by
-default) hold lease requests / revocations while cleared, `arrived` lists the paths of requests that came in
+default) hold lease requests / revocations while cleared, `kv_answer_gate` holds the answer to a KV read
+(already read and in `seen`) while cleared, `arrived` lists the paths of requests that came in
 (before any hold), and `writes_after_metadata[path] = n` plays another writer that adds a version right
 after each of the next n metadata reads of `path`.
 """
@@ -84,6 +86,7 @@ class KvVersion:
 class Role:
     ttl_s: float = 3600.0
     max_ttl_s: float = 86400.0
+    renew_floor_s: float = 0.0  # a renewal grants at least this, whatever the increment (as some engines do)
 
 
 @dataclass
@@ -128,6 +131,8 @@ class VaultStandIn:
         self.issue_gate, self.revoke_gate = threading.Event(), threading.Event()
         self.issue_gate.set()
         self.revoke_gate.set()
+        self.kv_answer_gate = threading.Event()
+        self.kv_answer_gate.set()
         self.writes_after_metadata: dict[str, int] = {}
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
@@ -220,6 +225,8 @@ class VaultStandIn:
             else:
                 status, answer = self.route(method, url.path.removeprefix("/v1/"), parse_qs(url.query), body)
             self.seen.append(Seen(method, url.path, token, status, body))
+        if method == "GET" and url.path.startswith(f"/v1/{KV_MOUNT}/data/"):
+            self.kv_answer_gate.wait()  # read (and seen) already: a slow answer brings what was read then
         payload = b"" if status == 204 else json.dumps(answer).encode()
         request.send_response(status)
         request.send_header("Content-Type", "application/json")
@@ -319,7 +326,8 @@ class VaultStandIn:
             return 400, {"errors": ["lease not found or lease is not renewable"]}
         lease.renewals.append(increment)
         role = self.roles[lease.role]
-        ttl = min(float(increment) if increment > 0 else role.ttl_s, lease.issued + role.max_ttl_s - now)
+        asked = float(increment) if increment > 0 else role.ttl_s
+        ttl = min(max(asked, role.renew_floor_s), lease.issued + role.max_ttl_s - now)
         lease.expires = now + ttl
         return 200, {"lease_id": lease_id, "renewable": True, "lease_duration": int(ttl), "data": None}
 
