@@ -672,11 +672,14 @@ def test_chain_signals_and_detections_are_each_persons_own(people: People) -> No
     gw = people.gateway
     carol = people.token(CAROL, email="carol@example.com", email_verified=True)
     dave = people.token(DAVE, email="dave@example.com", email_verified=True)
-    read = call_tool(gw, carol, MODERN, REFUND, {"payment_id": BIG_PAYMENT, "amount": 1})  # financial: sensitive
-    assert "result" in read.json() and not read.json()["result"].get("isError"), read.text
 
     def echo(token: str, text: str) -> dict[str, Any]:
         return dict(call_tool(gw, token, MODERN, "vrf__echo", {"text": text}).json())
+
+    # Dave is known before Carol reads: a person with no record yet may be the reader (held like the client).
+    assert "result" in echo(dave, "hello before the read")
+    read = call_tool(gw, carol, MODERN, REFUND, {"payment_id": BIG_PAYMENT, "amount": 1})  # financial: sensitive
+    assert "result" in read.json() and not read.json()["result"].get("isError"), read.text
 
     assert "result" in echo(dave, "after my sensitive read?")  # Dave's own record: nothing sensitive read
     assert echo(carol, "after my sensitive read?")["error"]["message"].startswith("Access denied")
