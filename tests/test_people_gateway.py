@@ -32,6 +32,10 @@ from tests.test_cluster_sessions import Stream, answer, get_stream, wait_for
 
 CLIENT_ID = "https://client.example.com/oauth/client-metadata.json"  # a Client ID Metadata Document URL
 AGENT = "inspector-client"
+CHAIN_CLIENT = "https://chain.example.com/client.json"  # a person's own client, used by the chain test alone
+CHAIN_AGENT = "chain-client"
+BOT_CLIENT = "https://bot.example.com/client.json"  # one process acting for many people (shared: true)
+BOT_AGENT = "team-bot"
 ALICE = "alice-0001"  # in group finance
 BOB = "bob-0002"  # admitted by his verified email domain, in no group
 MALLORY = "mallory-0003"  # no entitlement: no group, unverified email
@@ -113,10 +117,10 @@ class People:
     spans: OtlpReceiver  # the gateway's traces
 
     def token(self, sub: str, *, groups: list[str] | None = None, acr: str | None = None,
-              auth_age_s: int = 3600, **claims: Any) -> str:
-        """A person's access token for this gateway's /mcp, as the provider issues it to CLIENT_ID."""
+              auth_age_s: int = 3600, client_id: str = CLIENT_ID, **claims: Any) -> str:
+        """A person's access token for this gateway's /mcp, as the provider issues it to `client_id`."""
         now = int(time.time())
-        return self.idp.mint(sub=sub, client_id=CLIENT_ID, groups=groups or [], acr=acr, amr=["pwd"],
+        return self.idp.mint(sub=sub, client_id=client_id, groups=groups or [], acr=acr, amr=["pwd"],
                              auth_time=now - auth_age_s, **claims)
 
     def records(self) -> list[dict[str, Any]]:
@@ -193,6 +197,12 @@ def people_gateway(workdir: Path, port: int, issuer: str, verifying_url: str, pa
     agents = workdir / "people-agents.yaml"
     agents.write_text(yaml.safe_dump({"agents": [
         client_agent(issuer),
+        {**client_agent(issuer), "id": CHAIN_AGENT, "purpose": "people's own client, in the chain test",
+         "identities": [{"kind": "client", "issuer": issuer, "subject": CHAIN_CLIENT,
+                         "people": {"email_domains": ["example.com"]}}]},
+        {**client_agent(issuer), "id": BOT_AGENT, "purpose": "a team bot: one process acting for many people",
+         "identities": [{"kind": "client", "issuer": issuer, "subject": BOT_CLIENT, "shared": True,
+                         "people": {"email_domains": ["example.com"]}}]},
         {"id": "workload", "owner": "ops@example.com", "purpose": "a workload with a static token",
          "state": "active", "entitlement": {"servers": ["vrf", "pay", "files"], "require_task": False},
          "identities": [{"kind": "static", "issuer": "narrowgate", "subject": "workload"}]},
@@ -557,6 +567,12 @@ def test_the_admin_api_binds_a_client_and_requires_who_may_act_through_it(people
     misplaced = {"kind": "oidc", "issuer": people.idp.issuer, "subject": "w", "people": {"groups": ["x"]}}
     wrong = httpx2.post(agents, json={**body, "identities": [misplaced]}, headers=auth)
     assert wrong.status_code == 400 and "only to an identity of kind client" in wrong.text, wrong.text
+    shared_workload = {"kind": "oidc", "issuer": people.idp.issuer, "subject": "w", "shared": True}
+    wrong = httpx2.post(agents, json={**body, "identities": [shared_workload]}, headers=auth)
+    assert wrong.status_code == 400 and "shared applies only to an identity of kind client" in wrong.text, wrong.text
+    not_a_flag = httpx2.post(agents, json={**body, "identities": [{**client, "shared": "yes",
+                                                                   "people": {"groups": ["x"]}}]}, headers=auth)
+    assert not_a_flag.status_code == 400 and "must be true or false" in not_a_flag.text, not_a_flag.text
     bound = {**client, "people": {"subjects": [MALLORY], "email_domains": ["@Example.ORG"]}}
     created = httpx2.post(agents, json={**body, "identities": [bound]}, headers=auth)
     assert created.status_code == 201, created.text
@@ -670,8 +686,8 @@ def test_chain_signals_and_detections_are_each_persons_own(people: People) -> No
     """Carol's sensitive read through the client neither colours Dave's context.chain nor makes his egress call
     look like exfiltration; her own egress call is held and detected, and the detection names her."""
     gw = people.gateway
-    carol = people.token(CAROL, email="carol@example.com", email_verified=True)
-    dave = people.token(DAVE, email="dave@example.com", email_verified=True)
+    carol = people.token(CAROL, email="carol@example.com", email_verified=True, client_id=CHAIN_CLIENT)
+    dave = people.token(DAVE, email="dave@example.com", email_verified=True, client_id=CHAIN_CLIENT)
 
     def echo(token: str, text: str) -> dict[str, Any]:
         return dict(call_tool(gw, token, MODERN, "vrf__echo", {"text": text}).json())
@@ -692,8 +708,31 @@ def test_chain_signals_and_detections_are_each_persons_own(people: People) -> No
     assert "result" in carol_egress, carol_egress
     assert "narrowgate/approval" in carol_egress["result"]["_meta"], carol_egress  # held: she read sensitive data
     detections = [r for r in people.audit() if r["kind"] == "monitoring" and r["action"] == "sensitive_then_egress"]
-    assert [(r["agent_id"], r["task_id"], r["detail"]["user"], r["detail"]["user_issuer"]) for r in detections] == [
-        (AGENT, None, CAROL, people.idp.issuer)], detections
+    assert [(r["agent_id"], r["task_id"], r["detail"]["user"], r["detail"]["user_issuer"]) for r in detections
+            if r["agent_id"] == CHAIN_AGENT] == [(CHAIN_AGENT, None, CAROL, people.idp.issuer)], detections
+    # Erin starts using the client after Carol's read: with no record of her own, she may be the reader, so her
+    # first egress call is held too (never "nothing sensitive" for a person the gateway knows nothing of).
+    erin = people.token("erin-0008", email="erin@example.com", email_verified=True, client_id=CHAIN_CLIENT)
+    erin_egress = call_tool(gw, erin, MODERN, EGRESS, {}).json()
+    assert "narrowgate/approval" in erin_egress["result"]["_meta"], erin_egress
+
+
+def test_a_shared_client_holds_one_persons_egress_after_anothers_sensitive_read(people: People) -> None:
+    """A team bot (binding `shared: true`) is one process acting for everyone: what it read for Carol is in the
+    process that answers Dave, so Dave's egress call through it is held and detected (the client's signals)."""
+    gw = people.gateway
+    carol = people.token(CAROL, email="carol@example.com", email_verified=True, client_id=BOT_CLIENT)
+    dave = people.token(DAVE, email="dave@example.com", email_verified=True, client_id=BOT_CLIENT)
+    assert "result" in call_tool(gw, dave, MODERN, "vrf__echo", {"text": "hello, bot"}).json()  # Dave is known
+    read = call_tool(gw, carol, MODERN, REFUND, {"payment_id": BIG_PAYMENT, "amount": 1}).json()
+    assert "result" in read and not read["result"].get("isError"), read
+    held = call_tool(gw, dave, MODERN, EGRESS, {}).json()
+    assert "narrowgate/approval" in held["result"]["_meta"], held
+    detections = [r for r in people.audit() if r["kind"] == "monitoring" and r["action"] == "sensitive_then_egress"
+                  and r["agent_id"] == BOT_AGENT]
+    assert [(r["task_id"], r["detail"]["user"]) for r in detections] == [(None, DAVE)], detections
+    shown = httpx2.get(f"{gw.base}/admin/v1/agents/{BOT_AGENT}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert shown.json()["identities"][0]["shared"] is True, shown.text
 
 
 def test_a_persons_token_claims_are_not_principal_tags(people: People) -> None:
