@@ -542,6 +542,11 @@ forbid (principal, action, resource) when { context.user.acr == "none" };
 @step_up("reauth")
 @max_age("soon")
 forbid (principal, action, resource) when { context.user.acr == "none" };
+
+@id("reauth-on-methods")
+@step_up("reauth")
+@acr_values("mfa")
+forbid (principal, action, resource) unless { context.user.amr.contains("mfa") };
 """
     cedar = cedar_copy(tmp_path / "cedar", **{"70-bad": bad})
     config = Gateway(tmp_path, [], extra_config={"policies": str(cedar)}).write_config()
@@ -552,6 +557,7 @@ forbid (principal, action, resource) when { context.user.acr == "none" };
     assert f'{where}:1: @step_up("reauth") needs @acr_values and/or @max_age' in done.stdout, done.stdout
     assert f'{where}:5: @acr_values only applies to a policy with @step_up("reauth")' in done.stdout
     assert f"{where}:10: @max_age must be seconds or a duration" in done.stdout
+    assert f'{where}:15: a @step_up("reauth") policy cannot read context.user.amr' in done.stdout, done.stdout
 
 
 def test_the_admin_api_binds_a_client_and_requires_who_may_act_through_it(people: People) -> None:
