@@ -14,7 +14,8 @@ authorization server for: `acr_values` (space-separated, RFC 9470 section 3) and
 a duration like "5m"). At least one of the two is required. Such a policy may not read `context.user.amr`
 (refused at load): RFC 9470 lets the client ask for acr values and a maximum age only, never for
 authentication methods, so the gateway cannot know that signing in again would bring them (it would
-never ask, and the call would only be denied); state the method as an acr (`@acr_values`) instead. The gateway answers such a call with HTTP 401
+never ask, and the call would only be denied); state the method as an acr (`@acr_values`) instead.
+The gateway answers such a call with HTTP 401
 and `WWW-Authenticate: Bearer error="insufficient_user_authentication", acr_values=..., max_age=...`.
 It asks only if a person who signed in just now with the first asked acr would then be allowed (with an
 approval, if a policy also asks for one); a workload (no person) can never satisfy it and is denied, and so
