@@ -36,6 +36,7 @@ CHAIN_CLIENT = "https://chain.example.com/client.json"  # a person's own client,
 CHAIN_AGENT = "chain-client"
 BOT_CLIENT = "https://bot.example.com/client.json"  # one process acting for many people (shared: true)
 BOT_AGENT = "team-bot"
+MAILER = "mailer"  # a workload (OIDC token from People.workloads) whose claims are principal tags
 ALICE = "alice-0001"  # in group finance
 BOB = "bob-0002"  # admitted by his verified email domain, in no group
 MALLORY = "mallory-0003"  # no entitlement: no group, unverified email
@@ -115,6 +116,7 @@ class People:
     record: Path  # the verifying upstream's record of every call
     verifying_url: str
     spans: OtlpReceiver  # the gateway's traces
+    workloads: TestIdentityProvider  # an OIDC issuer of workload tokens (agent MAILER)
 
     def token(self, sub: str, *, groups: list[str] | None = None, acr: str | None = None,
               auth_age_s: int = 3600, client_id: str = CLIENT_ID, **claims: Any) -> str:
@@ -155,14 +157,16 @@ def people(tmp_path_factory: pytest.TempPathFactory) -> Iterator[People]:
         spans = running.enter_context(OtlpReceiver())
         idp = TestIdentityProvider(f"{base}/mcp", keys=[generate_key("RS256")])
         running.callback(idp.close)
+        workloads = TestIdentityProvider(f"{base}/mcp", keys=[generate_key("RS256")])  # a workload OIDC issuer
+        running.callback(workloads.close)
         upstream, verifying_url = verifying_upstream(base, record)
         running.callback(stop, upstream)
         payments, payments_port = start_listening([sys.executable, str(PAYMENTS_SERVER), "--port", "0"])
         running.callback(stop, payments)
-        gateway = people_gateway(workdir, port, idp.issuer, verifying_url, payments_port, spans)
+        gateway = people_gateway(workdir, port, idp.issuer, verifying_url, payments_port, spans, workloads.issuer)
         running.callback(gateway.stop)
         gateway.start()
-        yield People(gateway, idp, record, verifying_url, spans)
+        yield People(gateway, idp, record, verifying_url, spans, workloads)
 
 
 def verifying_upstream(gateway_base: str, record: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -176,7 +180,7 @@ def verifying_upstream(gateway_base: str, record: Path) -> tuple[subprocess.Pope
 
 
 def people_gateway(workdir: Path, port: int, issuer: str, verifying_url: str, payments_port: int,
-                   spans: OtlpReceiver) -> Gateway:
+                   spans: OtlpReceiver, workload_issuer: str) -> Gateway:
     """The gateway (not started): the provider as external authorization server, the client's agent, a workload."""
     manifests = [
         {"id": "vrf", "owner": "tools@example.com", "description": "verifies every per-call token",
@@ -206,6 +210,9 @@ def people_gateway(workdir: Path, port: int, issuer: str, verifying_url: str, pa
         {"id": "workload", "owner": "ops@example.com", "purpose": "a workload with a static token",
          "state": "active", "entitlement": {"servers": ["vrf", "pay", "files"], "require_task": False},
          "identities": [{"kind": "static", "issuer": "narrowgate", "subject": "workload"}]},
+        {"id": MAILER, "owner": "ops@example.com", "purpose": "a workload whose OIDC token carries an email",
+         "state": "active", "entitlement": {"servers": ["vrf"], "require_task": False},
+         "identities": [{"kind": "oidc", "issuer": workload_issuer, "subject": MAILER}]},
         {"id": "listener", "owner": "devtools@example.com", "purpose": "a client whose people listen for updates",
          "state": "active", "entitlement": {"servers": ["files"], "require_task": False},
          "identities": [{"kind": "client", "issuer": issuer, "subject": "listener-client",
@@ -213,6 +220,7 @@ def people_gateway(workdir: Path, port: int, issuer: str, verifying_url: str, pa
     ]}))
     gateway.extra_config = {
         "identity": {"clock_skew_s": 5, "authorization_servers": [{"issuer": issuer}],
+                     "oidc_issuers": [{"issuer": workload_issuer}],
                      "scopes_supported": ["openid", "email"]},
         "agents_file": str(agents),
         "policies": str(cedar_copy(workdir / "cedar", **POLICIES)),
@@ -750,6 +758,13 @@ def test_a_persons_token_claims_are_not_principal_tags(people: People) -> None:
     response = call_tool(gw, unverified, MODERN, "vrf__echo", {"text": "trust my token's claims?"}).json()
     assert response["error"]["message"].startswith("Access denied"), response
     assert response["error"]["data"]["decision"] == "deny"
+    # The same policy allows a workload whose token carries such a claim: a workload's claims are its tags.
+    workload = people.workloads.mint(sub=MAILER, email="mailer@example.com")
+    allowed = call_tool(gw, workload, MODERN, "vrf__echo", {"text": "trust my token's claims?"}).json()
+    assert "result" in allowed and not allowed["result"].get("isError"), allowed
+    elsewhere = people.workloads.mint(sub=MAILER, email="mailer@example.org")  # and it is the claim that decides
+    assert call_tool(gw, elsewhere, MODERN, "vrf__echo", {"text": "trust my token's claims?"}).json()["error"][
+        "data"]["decision"] == "deny"
 
 
 def test_a_person_whose_sub_equals_an_agent_id_is_told_apart_at_the_upstream(people: People) -> None:
