@@ -44,7 +44,6 @@ from gateway.transport.sessions import (
     caller_identity,
     per_agent_limit,
     per_client_limit,
-    per_person_limit,
     person_of,
     total_limit,
 )
@@ -350,7 +349,7 @@ class RedisSessions:
         if outcome == -2:
             raise total_limit(self.max_total)
         if outcome == -3:
-            raise per_person_limit(self.max_per_agent)
+            raise per_agent_limit(self.max_per_agent, person=True)
         if outcome == -4:
             raise per_client_limit(self.max_per_client)
         return self.adopt(session_id, principal, protocol_version, capabilities, info, None, set())

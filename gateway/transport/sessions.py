@@ -372,16 +372,9 @@ def check_caps(agent_count: int, total: int, max_per_agent: int, max_total: int)
 def check_person_caps(person_count: int, client_count: int, max_per_person: int, max_per_client: int) -> None:
     """A person's session through a client: their own places (`max_per_agent`), then the client's together."""
     if person_count >= max_per_person:
-        raise per_person_limit(max_per_person)
+        raise per_agent_limit(max_per_person, person=True)
     if client_count >= max_per_client:
         raise per_client_limit(max_per_client)
-
-
-def per_person_limit(maximum: int) -> SessionLimitReached:
-    return SessionLimitReached(
-        429, "limits.max_sessions_per_agent", maximum,
-        f"Too many sessions: you already have {maximum} open through this client "
-        "(limits.max_sessions_per_agent); end one with DELETE, or wait for idle ones to expire")
 
 
 def per_client_limit(maximum: int) -> SessionLimitReached:
@@ -391,11 +384,14 @@ def per_client_limit(maximum: int) -> SessionLimitReached:
         "(limits.max_sessions_per_client); try again later")
 
 
-def per_agent_limit(maximum: int) -> SessionLimitReached:
+def per_agent_limit(maximum: int, *, person: bool = False) -> SessionLimitReached:
+    """`person`: a person's own sessions through a client, which count apart from the client's other people."""
+    held = (f"you already have {maximum} open through this client" if person
+            else f"this agent already has {maximum} open")
     return SessionLimitReached(
         429, "limits.max_sessions_per_agent", maximum,
-        f"Too many sessions: this agent already has {maximum} open "
-        "(limits.max_sessions_per_agent); end one with DELETE, or wait for idle ones to expire")
+        f"Too many sessions: {held} (limits.max_sessions_per_agent); end one with DELETE, or wait for idle ones "
+        "to expire")
 
 
 def total_limit(maximum: int) -> SessionLimitReached:
