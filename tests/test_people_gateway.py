@@ -691,6 +691,12 @@ def test_the_cli_binds_a_client_with_who_may_act_through_it(people: People) -> N
                                     "claims": {}, "people": {"groups": [], "subjects": [MALLORY],
                                                              "email_domains": ["example.org"]}}]
     assert open_session(gw, people.idp.mint(sub=MALLORY, client_id="cursor-client")).status_code == 200
+    bot = agents("add", "slackbot", "--owner", "devtools@example.com", "--purpose", "a team bot", "--activate",
+                 "--server", "vrf", "--no-require-task", "--client", people.idp.issuer, "slack-bot-client",
+                 "--person-email-domain", "example.com", "--shared-client")
+    assert bot.returncode == 0, bot.stdout + bot.stderr
+    shown = httpx2.get(f"{gw.base}/admin/v1/agents/slackbot", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).json()
+    assert shown["identities"][0]["shared"] is True, shown
 
 
 # --- chain monitoring: each person's own signals ----------------------------------------------------
