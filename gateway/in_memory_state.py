@@ -26,7 +26,8 @@ def in_memory_backends(settings: Settings, catalog: Catalog) -> StateBackends:
     limits, approvals = settings.limits, settings.approvals
     chain = ChainTracker(monitoring_with_catalog_egress(settings, catalog))
     return StateBackends(
-        agent_sessions=SessionRegistry(limits.session_idle_s, limits.max_sessions_per_agent, limits.max_sessions),
+        agent_sessions=SessionRegistry(limits.session_idle_s, limits.max_sessions_per_agent, limits.max_sessions,
+                                       max_per_client=limits.max_sessions_per_client),
         rate_windows=chain,  # one tracker holds both: they share its per-agent records
         chain_signals=chain,
         revocations=Revocations(),

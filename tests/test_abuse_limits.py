@@ -377,14 +377,16 @@ def test_x_forwarded_for_is_used_from_a_configured_proxy(tmp_path: Path) -> None
 def test_new_limits_keys_default_and_parse() -> None:
     defaults = settings_from_mapping({}, Path("."))
     assert (defaults.limits.max_sessions_per_agent, defaults.limits.max_sessions) == (64, 10_000)
+    assert defaults.limits.max_sessions_per_client == 1024
     assert defaults.forwarded_allow_ips == ()
     assert defaults.monitoring.alert_severity == "medium" and defaults.monitoring.window_s == 3600.0
     parsed = settings_from_mapping({
-        "limits": {"max_sessions_per_agent": 3, "max_sessions": 50},
+        "limits": {"max_sessions_per_agent": 3, "max_sessions": 50, "max_sessions_per_client": 7},
         "forwarded_allow_ips": ["10.0.0.0/8", "192.0.2.1", "::1"],
         "monitoring": {"alert_severity": "low"},
     }, Path("."))
     assert (parsed.limits.max_sessions_per_agent, parsed.limits.max_sessions) == (3, 50)
+    assert parsed.limits.max_sessions_per_client == 7
     assert parsed.forwarded_allow_ips == ("10.0.0.0/8", "192.0.2.1/32", "::1/128")
     assert parsed.monitoring.alert_severity == "low"
     assert settings_from_mapping({"forwarded_allow_ips": "10.0.0.1, *"}, Path(".")).forwarded_allow_ips == ("*",)
@@ -393,6 +395,7 @@ def test_new_limits_keys_default_and_parse() -> None:
 @pytest.mark.parametrize(("raw", "message"), [
     ({"limits": {"max_sessions_per_agent": 0}}, "limits.max_sessions_per_agent must be a whole number"),
     ({"limits": {"max_sessions": 2.5}}, "limits.max_sessions must be a whole number"),
+    ({"limits": {"max_sessions_per_client": 0}}, "limits.max_sessions_per_client must be a whole number"),
     ({"limits": {"max_sessions": True}}, "limits.max_sessions must be a whole number"),
     ({"forwarded_allow_ips": ["proxy.internal"]}, "forwarded_allow_ips: 'proxy.internal' is not an IP"),
     ({"forwarded_allow_ips": {"a": 1}}, "forwarded_allow_ips must be a list"),

@@ -18,6 +18,7 @@ from gateway.chain import (
     monitoring_settings_from_mapping,
     triggers_kill_switch,
 )
+from gateway.chain.signals import person_scope
 from gateway.config import ConfigError
 
 NO_LIMITS = MonitoringSettings(per_agent=None, per_task=None, per_tool=None, egress_servers=("mail",))
@@ -295,6 +296,45 @@ async def test_sensitive_then_egress_without_task_within_window() -> None:
     assert names(await t.observe_call("a", None, post, "allow")) == ["sensitive_then_egress"]
     assert await t.observe_call("a", None, post, "allow") == []
     assert await t.observe_call("b", None, post, "allow") == []
+
+
+ALICE = person_scope("client", "https://login.example.com", "alice")
+BOB = person_scope("client", "https://login.example.com", "bob")
+
+
+async def test_an_evicted_persons_record_never_reads_as_nothing_sensitive() -> None:
+    """The client agent starting tasks pushes Alice's record out of the LRU: her context and her next egress
+    call still carry the client's sensitive read (she may have made it), in the policy and the detector."""
+    t, clock = tracker(MonitoringSettings(per_agent=None, per_task=None, egress_servers=("mail",), window_s=600.0),
+                       max_tasks=2)
+    await t.observe_call("client", BOB, READ_DOC, "allow")  # Bob is known before Alice reads anything
+    await t.observe_call("client", ALICE, READ_SECRET, "allow")
+    assert (await t.context("client", BOB))["sensitive_read"] is False  # Bob's own record: not his read
+    for task in ("task-1", "task-2"):  # evicts Bob's and Alice's records
+        await t.observe_call("client", task, READ_DOC, "allow")
+    clock.tick(10)
+    unknown = await t.context("client", ALICE)
+    assert (unknown["sensitive_read"], unknown["data_classes"]) == (True, [])
+    await t.observe_call("client", ALICE, READ_DOC, "allow")  # her record comes back: still carrying the read
+    assert (await t.context("client", ALICE))["sensitive_read"] is True
+    found = await t.observe_call("client", ALICE, SEND_MAIL, "allow")
+    assert [(d.detector, d.severity, d.task_id) for d in found] == [("sensitive_then_egress", "critical", ALICE)]
+    clock.tick(600)  # the client's read left the window: nobody unknown inherits it any more
+    assert (await t.context("client", BOB))["sensitive_read"] is False
+    assert await t.observe_call("client", BOB, SEND_MAIL, "allow") == []
+
+
+async def test_a_persons_sensitive_read_expires_after_the_window() -> None:
+    """A person's record outlives any task: their read counts within monitoring.window_s, like the agent's."""
+    t, clock = tracker(MonitoringSettings(per_agent=None, per_task=None, egress_servers=("mail",), window_s=100.0))
+    await t.observe_call("client", ALICE, READ_SECRET, "allow")
+    clock.tick(99)
+    assert (await t.context("client", ALICE))["sensitive_read"] is True
+    clock.tick(1)
+    assert (await t.context("client", ALICE))["sensitive_read"] is False
+    assert await t.observe_call("client", ALICE, SEND_MAIL, "allow") == []
+    await t.observe_call("client", ALICE, READ_SECRET, "allow")  # a new read counts again
+    assert names(await t.observe_call("client", ALICE, SEND_MAIL, "allow")) == ["sensitive_then_egress"]
 
 
 async def test_sensitive_then_egress_uses_the_catalog_egress_flag() -> None:

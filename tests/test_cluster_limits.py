@@ -249,6 +249,31 @@ def scopes(agent: str) -> list[str | None]:
     return [None, f"{agent}-t1", f"{agent}-t2", *people]  # a task belongs to one agent
 
 
+async def test_an_unknown_person_carries_the_clients_read_and_a_persons_read_expires(cluster: Cluster) -> None:
+    """Both implementations: a person with no record (new, evicted or expired) starts with the client's sensitive
+    read within window_s, in context.chain and for sensitive_then_egress; a person's own read counts within
+    window_s (never for ever)."""
+    clock = Clock()
+    settings = MonitoringSettings(per_agent=None, per_task=None, per_tool=None, egress_servers=("mail",),
+                                  window_s=120.0)
+    alice, bob = (person_scope("client", "https://login.example.com", sub) for sub in ("alice", "bob"))
+    secret, send = TOOLS[2], next(t for t in TOOLS if t.server_id == "mail")
+    for signals in (ChainTracker(settings, clock), RedisChainSignals(cluster, settings, clock)):
+        await signals.observe_call("client", bob, TOOLS[0], "allow")  # Bob is known before anything is read
+        await signals.observe_call("client", alice, secret, "allow")
+        clock.now += 10
+        assert (await signals.context("client", bob))["sensitive_read"] is False  # his own record
+        carol = person_scope("client", "https://login.example.com", f"carol-{id(signals)}")
+        assert (await signals.context("client", carol))["sensitive_read"] is True  # unknown: may be her read
+        found = await signals.observe_call("client", carol, send, "allow")
+        assert [(d.detector, d.task_id) for d in found] == [("sensitive_then_egress", carol)]
+        clock.now += 120  # past the window: Alice's read no longer counts, nor does anyone inherit it
+        for person in (alice, carol):
+            assert (await signals.context("client", person))["sensitive_read"] is False
+        assert await signals.observe_call("client", alice, send, "allow") == []
+        clock.now += 1000
+
+
 async def test_racing_counts_never_exceed_a_budget(cluster: Cluster) -> None:
     budgets = RedisCallBudgets(cluster)
     deadline = time.time() + 60

@@ -31,7 +31,13 @@ from tests import test_cluster_limits
 from tests.support import engines
 from tests.support.fleet import Fleet, start_fleet
 from tests.support.processes import REPO, Gateway, behaviour_manifest
-from tests.test_state_seams import LEGACY, agent_sessions_contract, next_frame, stream_log_contract
+from tests.test_state_seams import (
+    LEGACY,
+    agent_sessions_contract,
+    next_frame,
+    people_sessions_contract,
+    stream_log_contract,
+)
 from tests.test_stream_resumption import HEADERS, open_session, parse_events, progress_call_dropped
 
 # --- the seams' contracts on Redis ----------------------------------------------------------------
@@ -56,6 +62,12 @@ async def test_agent_sessions_contract_on_redis(cluster: Cluster) -> None:
     sessions = RedisSessions(cluster, 3600, max_per_agent=2, max_total=3)
     async with running(sessions):
         await agent_sessions_contract(sessions)
+
+
+async def test_people_sessions_contract_on_redis(cluster: Cluster) -> None:
+    sessions = RedisSessions(cluster, 3600, max_per_agent=2, max_total=10, max_per_client=3)
+    async with running(sessions):
+        await people_sessions_contract(sessions)
 
 
 async def test_stream_log_contract_on_redis(cluster: Cluster) -> None:

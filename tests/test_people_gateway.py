@@ -32,6 +32,11 @@ from tests.test_cluster_sessions import Stream, answer, get_stream, wait_for
 
 CLIENT_ID = "https://client.example.com/oauth/client-metadata.json"  # a Client ID Metadata Document URL
 AGENT = "inspector-client"
+CHAIN_CLIENT = "https://chain.example.com/client.json"  # a person's own client, used by the chain test alone
+CHAIN_AGENT = "chain-client"
+BOT_CLIENT = "https://bot.example.com/client.json"  # one process acting for many people (shared: true)
+BOT_AGENT = "team-bot"
+MAILER = "mailer"  # a workload (OIDC token from People.workloads) whose claims are principal tags
 ALICE = "alice-0001"  # in group finance
 BOB = "bob-0002"  # admitted by his verified email domain, in no group
 MALLORY = "mallory-0003"  # no entitlement: no group, unverified email
@@ -111,12 +116,13 @@ class People:
     record: Path  # the verifying upstream's record of every call
     verifying_url: str
     spans: OtlpReceiver  # the gateway's traces
+    workloads: TestIdentityProvider  # an OIDC issuer of workload tokens (agent MAILER)
 
     def token(self, sub: str, *, groups: list[str] | None = None, acr: str | None = None,
-              auth_age_s: int = 3600, **claims: Any) -> str:
-        """A person's access token for this gateway's /mcp, as the provider issues it to CLIENT_ID."""
+              auth_age_s: int = 3600, client_id: str = CLIENT_ID, **claims: Any) -> str:
+        """A person's access token for this gateway's /mcp, as the provider issues it to `client_id`."""
         now = int(time.time())
-        return self.idp.mint(sub=sub, client_id=CLIENT_ID, groups=groups or [], acr=acr, amr=["pwd"],
+        return self.idp.mint(sub=sub, client_id=client_id, groups=groups or [], acr=acr, amr=["pwd"],
                              auth_time=now - auth_age_s, **claims)
 
     def records(self) -> list[dict[str, Any]]:
@@ -151,14 +157,16 @@ def people(tmp_path_factory: pytest.TempPathFactory) -> Iterator[People]:
         spans = running.enter_context(OtlpReceiver())
         idp = TestIdentityProvider(f"{base}/mcp", keys=[generate_key("RS256")])
         running.callback(idp.close)
+        workloads = TestIdentityProvider(f"{base}/mcp", keys=[generate_key("RS256")])  # a workload OIDC issuer
+        running.callback(workloads.close)
         upstream, verifying_url = verifying_upstream(base, record)
         running.callback(stop, upstream)
         payments, payments_port = start_listening([sys.executable, str(PAYMENTS_SERVER), "--port", "0"])
         running.callback(stop, payments)
-        gateway = people_gateway(workdir, port, idp.issuer, verifying_url, payments_port, spans)
+        gateway = people_gateway(workdir, port, idp.issuer, verifying_url, payments_port, spans, workloads.issuer)
         running.callback(gateway.stop)
         gateway.start()
-        yield People(gateway, idp, record, verifying_url, spans)
+        yield People(gateway, idp, record, verifying_url, spans, workloads)
 
 
 def verifying_upstream(gateway_base: str, record: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -172,7 +180,7 @@ def verifying_upstream(gateway_base: str, record: Path) -> tuple[subprocess.Pope
 
 
 def people_gateway(workdir: Path, port: int, issuer: str, verifying_url: str, payments_port: int,
-                   spans: OtlpReceiver) -> Gateway:
+                   spans: OtlpReceiver, workload_issuer: str) -> Gateway:
     """The gateway (not started): the provider as external authorization server, the client's agent, a workload."""
     manifests = [
         {"id": "vrf", "owner": "tools@example.com", "description": "verifies every per-call token",
@@ -193,9 +201,18 @@ def people_gateway(workdir: Path, port: int, issuer: str, verifying_url: str, pa
     agents = workdir / "people-agents.yaml"
     agents.write_text(yaml.safe_dump({"agents": [
         client_agent(issuer),
+        {**client_agent(issuer), "id": CHAIN_AGENT, "purpose": "people's own client, in the chain test",
+         "identities": [{"kind": "client", "issuer": issuer, "subject": CHAIN_CLIENT,
+                         "people": {"email_domains": ["example.com"]}}]},
+        {**client_agent(issuer), "id": BOT_AGENT, "purpose": "a team bot: one process acting for many people",
+         "identities": [{"kind": "client", "issuer": issuer, "subject": BOT_CLIENT, "shared": True,
+                         "people": {"email_domains": ["example.com"]}}]},
         {"id": "workload", "owner": "ops@example.com", "purpose": "a workload with a static token",
          "state": "active", "entitlement": {"servers": ["vrf", "pay", "files"], "require_task": False},
          "identities": [{"kind": "static", "issuer": "narrowgate", "subject": "workload"}]},
+        {"id": MAILER, "owner": "ops@example.com", "purpose": "a workload whose OIDC token carries an email",
+         "state": "active", "entitlement": {"servers": ["vrf"], "require_task": False},
+         "identities": [{"kind": "oidc", "issuer": workload_issuer, "subject": MAILER}]},
         {"id": "listener", "owner": "devtools@example.com", "purpose": "a client whose people listen for updates",
          "state": "active", "entitlement": {"servers": ["files"], "require_task": False},
          "identities": [{"kind": "client", "issuer": issuer, "subject": "listener-client",
@@ -203,6 +220,7 @@ def people_gateway(workdir: Path, port: int, issuer: str, verifying_url: str, pa
     ]}))
     gateway.extra_config = {
         "identity": {"clock_skew_s": 5, "authorization_servers": [{"issuer": issuer}],
+                     "oidc_issuers": [{"issuer": workload_issuer}],
                      "scopes_supported": ["openid", "email"]},
         "agents_file": str(agents),
         "policies": str(cedar_copy(workdir / "cedar", **POLICIES)),
@@ -532,6 +550,11 @@ forbid (principal, action, resource) when { context.user.acr == "none" };
 @step_up("reauth")
 @max_age("soon")
 forbid (principal, action, resource) when { context.user.acr == "none" };
+
+@id("reauth-on-methods")
+@step_up("reauth")
+@acr_values("mfa")
+forbid (principal, action, resource) unless { context.user.amr.contains("mfa") };
 """
     cedar = cedar_copy(tmp_path / "cedar", **{"70-bad": bad})
     config = Gateway(tmp_path, [], extra_config={"policies": str(cedar)}).write_config()
@@ -542,6 +565,7 @@ forbid (principal, action, resource) when { context.user.acr == "none" };
     assert f'{where}:1: @step_up("reauth") needs @acr_values and/or @max_age' in done.stdout, done.stdout
     assert f'{where}:5: @acr_values only applies to a policy with @step_up("reauth")' in done.stdout
     assert f"{where}:10: @max_age must be seconds or a duration" in done.stdout
+    assert f'{where}:15: a @step_up("reauth") policy cannot read context.user.amr' in done.stdout, done.stdout
 
 
 def test_the_admin_api_binds_a_client_and_requires_who_may_act_through_it(people: People) -> None:
@@ -557,6 +581,12 @@ def test_the_admin_api_binds_a_client_and_requires_who_may_act_through_it(people
     misplaced = {"kind": "oidc", "issuer": people.idp.issuer, "subject": "w", "people": {"groups": ["x"]}}
     wrong = httpx2.post(agents, json={**body, "identities": [misplaced]}, headers=auth)
     assert wrong.status_code == 400 and "only to an identity of kind client" in wrong.text, wrong.text
+    shared_workload = {"kind": "oidc", "issuer": people.idp.issuer, "subject": "w", "shared": True}
+    wrong = httpx2.post(agents, json={**body, "identities": [shared_workload]}, headers=auth)
+    assert wrong.status_code == 400 and "shared applies only to an identity of kind client" in wrong.text, wrong.text
+    not_a_flag = httpx2.post(agents, json={**body, "identities": [{**client, "shared": "yes",
+                                                                   "people": {"groups": ["x"]}}]}, headers=auth)
+    assert not_a_flag.status_code == 400 and "must be true or false" in not_a_flag.text, not_a_flag.text
     bound = {**client, "people": {"subjects": [MALLORY], "email_domains": ["@Example.ORG"]}}
     created = httpx2.post(agents, json={**body, "identities": [bound]}, headers=auth)
     assert created.status_code == 201, created.text
@@ -661,6 +691,12 @@ def test_the_cli_binds_a_client_with_who_may_act_through_it(people: People) -> N
                                     "claims": {}, "people": {"groups": [], "subjects": [MALLORY],
                                                              "email_domains": ["example.org"]}}]
     assert open_session(gw, people.idp.mint(sub=MALLORY, client_id="cursor-client")).status_code == 200
+    bot = agents("add", "slackbot", "--owner", "devtools@example.com", "--purpose", "a team bot", "--activate",
+                 "--server", "vrf", "--no-require-task", "--client", people.idp.issuer, "slack-bot-client",
+                 "--person-email-domain", "example.com", "--shared-client")
+    assert bot.returncode == 0, bot.stdout + bot.stderr
+    shown = httpx2.get(f"{gw.base}/admin/v1/agents/slackbot", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).json()
+    assert shown["identities"][0]["shared"] is True, shown
 
 
 # --- chain monitoring: each person's own signals ----------------------------------------------------
@@ -670,13 +706,16 @@ def test_chain_signals_and_detections_are_each_persons_own(people: People) -> No
     """Carol's sensitive read through the client neither colours Dave's context.chain nor makes his egress call
     look like exfiltration; her own egress call is held and detected, and the detection names her."""
     gw = people.gateway
-    carol = people.token(CAROL, email="carol@example.com", email_verified=True)
-    dave = people.token(DAVE, email="dave@example.com", email_verified=True)
-    read = call_tool(gw, carol, MODERN, REFUND, {"payment_id": BIG_PAYMENT, "amount": 1})  # financial: sensitive
-    assert "result" in read.json() and not read.json()["result"].get("isError"), read.text
+    carol = people.token(CAROL, email="carol@example.com", email_verified=True, client_id=CHAIN_CLIENT)
+    dave = people.token(DAVE, email="dave@example.com", email_verified=True, client_id=CHAIN_CLIENT)
 
     def echo(token: str, text: str) -> dict[str, Any]:
         return dict(call_tool(gw, token, MODERN, "vrf__echo", {"text": text}).json())
+
+    # Dave is known before Carol reads: a person with no record yet may be the reader (held like the client).
+    assert "result" in echo(dave, "hello before the read")
+    read = call_tool(gw, carol, MODERN, REFUND, {"payment_id": BIG_PAYMENT, "amount": 1})  # financial: sensitive
+    assert "result" in read.json() and not read.json()["result"].get("isError"), read.text
 
     assert "result" in echo(dave, "after my sensitive read?")  # Dave's own record: nothing sensitive read
     assert echo(carol, "after my sensitive read?")["error"]["message"].startswith("Access denied")
@@ -689,8 +728,31 @@ def test_chain_signals_and_detections_are_each_persons_own(people: People) -> No
     assert "result" in carol_egress, carol_egress
     assert "narrowgate/approval" in carol_egress["result"]["_meta"], carol_egress  # held: she read sensitive data
     detections = [r for r in people.audit() if r["kind"] == "monitoring" and r["action"] == "sensitive_then_egress"]
-    assert [(r["agent_id"], r["task_id"], r["detail"]["user"], r["detail"]["user_issuer"]) for r in detections] == [
-        (AGENT, None, CAROL, people.idp.issuer)], detections
+    assert [(r["agent_id"], r["task_id"], r["detail"]["user"], r["detail"]["user_issuer"]) for r in detections
+            if r["agent_id"] == CHAIN_AGENT] == [(CHAIN_AGENT, None, CAROL, people.idp.issuer)], detections
+    # Erin starts using the client after Carol's read: with no record of her own, she may be the reader, so her
+    # first egress call is held too (never "nothing sensitive" for a person the gateway knows nothing of).
+    erin = people.token("erin-0008", email="erin@example.com", email_verified=True, client_id=CHAIN_CLIENT)
+    erin_egress = call_tool(gw, erin, MODERN, EGRESS, {}).json()
+    assert "narrowgate/approval" in erin_egress["result"]["_meta"], erin_egress
+
+
+def test_a_shared_client_holds_one_persons_egress_after_anothers_sensitive_read(people: People) -> None:
+    """A team bot (binding `shared: true`) is one process acting for everyone: what it read for Carol is in the
+    process that answers Dave, so Dave's egress call through it is held and detected (the client's signals)."""
+    gw = people.gateway
+    carol = people.token(CAROL, email="carol@example.com", email_verified=True, client_id=BOT_CLIENT)
+    dave = people.token(DAVE, email="dave@example.com", email_verified=True, client_id=BOT_CLIENT)
+    assert "result" in call_tool(gw, dave, MODERN, "vrf__echo", {"text": "hello, bot"}).json()  # Dave is known
+    read = call_tool(gw, carol, MODERN, REFUND, {"payment_id": BIG_PAYMENT, "amount": 1}).json()
+    assert "result" in read and not read["result"].get("isError"), read
+    held = call_tool(gw, dave, MODERN, EGRESS, {}).json()
+    assert "narrowgate/approval" in held["result"]["_meta"], held
+    detections = [r for r in people.audit() if r["kind"] == "monitoring" and r["action"] == "sensitive_then_egress"
+                  and r["agent_id"] == BOT_AGENT]
+    assert [(r["task_id"], r["detail"]["user"]) for r in detections] == [(None, DAVE)], detections
+    shown = httpx2.get(f"{gw.base}/admin/v1/agents/{BOT_AGENT}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert shown.json()["identities"][0]["shared"] is True, shown.text
 
 
 def test_a_persons_token_claims_are_not_principal_tags(people: People) -> None:
@@ -702,6 +764,13 @@ def test_a_persons_token_claims_are_not_principal_tags(people: People) -> None:
     response = call_tool(gw, unverified, MODERN, "vrf__echo", {"text": "trust my token's claims?"}).json()
     assert response["error"]["message"].startswith("Access denied"), response
     assert response["error"]["data"]["decision"] == "deny"
+    # The same policy allows a workload whose token carries such a claim: a workload's claims are its tags.
+    workload = people.workloads.mint(sub=MAILER, email="mailer@example.com")
+    allowed = call_tool(gw, workload, MODERN, "vrf__echo", {"text": "trust my token's claims?"}).json()
+    assert "result" in allowed and not allowed["result"].get("isError"), allowed
+    elsewhere = people.workloads.mint(sub=MAILER, email="mailer@example.org")  # and it is the claim that decides
+    assert call_tool(gw, elsewhere, MODERN, "vrf__echo", {"text": "trust my token's claims?"}).json()["error"][
+        "data"]["decision"] == "deny"
 
 
 def test_a_person_whose_sub_equals_an_agent_id_is_told_apart_at_the_upstream(people: People) -> None:

@@ -31,6 +31,7 @@ from gateway.console.pages import Console
 from gateway.console.sessions import LoginThrottle, SessionStore
 from gateway.credentials.revocations import Revocations
 from gateway.identity.principal import Principal
+from gateway.identity.user import UserIdentity
 from gateway.identity.verified import VerifiedToken
 from gateway.identity.verifier import VerifiedTokenCache
 from gateway.in_memory_state import in_memory_backends
@@ -207,6 +208,41 @@ async def agent_sessions_contract(sessions: AgentSessions[Principal, Any]) -> No
     assert await sessions.close_agent("a") == 1 and await sessions.get(plain.id, a) is None
     assert await sessions.close(other.id) is not None and await sessions.close(other.id) is None
     assert await sessions.count() == 0
+
+
+async def test_people_sessions_contract_in_memory() -> None:
+    await people_sessions_contract(SessionRegistry(3600, 2, 10, max_per_client=3))
+
+
+def person(sub: str, agent_id: str = "team-client") -> Principal:
+    """A person's principal through a client (as gateway.identity.people builds it)."""
+    issuer = "https://login.example.com"
+    user = UserIdentity(sub, issuer, "", False, (), "client-1", None, "", ())
+    return Principal(agent_id, "client", types.MappingProxyType({"iss": issuer, "sub": sub}), user=user)
+
+
+async def people_sessions_contract(sessions: AgentSessions[Principal, Any]) -> None:
+    """Through a client (max_per_agent 2, max_per_client 3): sessions count per person, so one person cannot
+    take the places of the client's other people; all of them together stop at max_per_client."""
+    alice = [await sessions.create(person("alice"), LEGACY, {}, None) for _ in range(2)]
+    with pytest.raises(SessionLimitReached) as own:
+        await sessions.create(person("alice"), LEGACY, {}, None)
+    assert own.value.data == {"limit": "limits.max_sessions_per_agent", "max": 2}
+    assert "you already have 2 open through this client" in own.value.message
+    bob = await sessions.create(person("bob"), LEGACY, {}, None)  # Alice's two do not count against Bob
+    with pytest.raises(SessionLimitReached) as client:
+        await sessions.create(person("carol"), LEGACY, {}, None)
+    assert (client.value.status, client.value.data) == (429, {"limit": "limits.max_sessions_per_client", "max": 3})
+    assert await sessions.create(person("dave", "other-client"), LEGACY, {}, None) is not None  # another client
+    await sessions.close(alice[0].id)  # a place of the client's, and of Alice's, is free again
+    assert await sessions.create(person("carol"), LEGACY, {}, None) is not None
+    with pytest.raises(SessionLimitReached):
+        await sessions.create(person("alice"), LEGACY, {}, None)  # the client's three are taken
+    await sessions.close(bob.id)
+    assert await sessions.create(person("alice"), LEGACY, {}, None) is not None
+    assert await sessions.count("team-client") == 3
+    assert await sessions.close_agent("team-client") == 3 and await sessions.close_agent("other-client") == 1
+    assert [await sessions.create(person("alice"), LEGACY, {}, None) is not None for _ in range(2)] == [True, True]
 
 
 @pytest.mark.parametrize("make", STREAM_LOGS)

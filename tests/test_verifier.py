@@ -202,6 +202,21 @@ async def test_a_token_from_another_issuer_is_refused(gateway: Gateway) -> None:
     assert await refused(gateway.verifier(), gateway.mint(minter=other_issuer)) == "wrong issuer"
 
 
+async def test_a_token_without_a_usable_sub_iss_is_refused(gateway: Gateway) -> None:
+    """sub_iss says whose sub it is (an agent id of this gateway, or a person at a provider): without it, or
+    empty, an upstream could take a person for the agent of the same name, so the token is refused (as a
+    not-yet-upgraded gateway mints them: upgrade gateways before upstreams' verifier, docs/tokens.md)."""
+    claims = jwt.decode(gateway.mint(), options={"verify_signature": False})
+    assert claims["sub_iss"] == ISSUER  # the gateway's own issuer for an agent's call
+    without = gateway.keyring.sign({k: v for k, v in claims.items() if k != "sub_iss"}, "at+jwt")
+    assert await refused(gateway.verifier(), without) == "token lacks the sub_iss claim"
+    null = gateway.keyring.sign({**claims, "sub_iss": None}, "at+jwt")
+    assert await refused(gateway.verifier(), null) == "token lacks the sub_iss claim"
+    for bad in ("", 7):
+        token = gateway.keyring.sign({**claims, "sub_iss": bad}, "at+jwt")
+        assert await refused(gateway.verifier(), token) == "malformed token (sub or sub_iss is not a non-empty string)"
+
+
 async def test_a_token_living_longer_than_60_seconds_is_refused(gateway: Gateway) -> None:
     claims = jwt.decode(gateway.mint(), options={"verify_signature": False})
     long_lived = gateway.keyring.sign({**claims, "exp": claims["iat"] + 3600}, "at+jwt")

@@ -19,6 +19,7 @@ from gateway.chain.signals import person_scope
 from gateway.chain.tracker import RateLimited, RatesUnavailable
 from gateway.identity.principal import Principal
 from gateway.protocol.errors import ACCESS_DENIED, RATE_LIMITED, RpcError
+from gateway.registry.model import client_binding
 from gateway.state.chain import CallAdmission, ChainSignals, ChainUnavailable, CountedObservation, RateWindows
 
 UNAVAILABLE = "chain signals unavailable"
@@ -116,10 +117,15 @@ class ChainMonitor:
 def signal_scope(principal: Principal) -> str | None:
     """Whose signals a call reads and adds to: its task's; a person's task-less call, that person's through this
     client (never the client's shared record, so one person's reads never colour another's calls); else None
-    (the agent's own)."""
+    (the agent's own). A `shared` client binding (one process acting for many people, a team bot) keeps the
+    agent's: what it read for one person is in the process that answers the next."""
     user = principal.user
     if principal.task_id is not None or user is None:
         return principal.task_id
+    agent = principal.agent
+    binding = client_binding(agent, user.issuer, user.client_id) if agent is not None else None
+    if binding is None or binding.shared:
+        return None  # fail closed: a binding not found reads the client's signals, as a shared one does
     return person_scope(principal.agent_id, user.issuer, user.subject)
 
 

@@ -37,6 +37,24 @@ def is_person_scope(task_id: str | None) -> bool:
     return task_id is not None and task_id.startswith(PERSON_SCOPE)
 
 
+def own_sensitive_at(task: TaskSignals, task_id: str | None, now: float, window_s: float) -> float | None:
+    """The record's last sensitive read that still counts: a task's for its whole life; a person's within
+    `window_s` (a person's record outlives any task, so it follows the agent's window)."""
+    at = task.sensitive_at
+    if at is not None and is_person_scope(task_id) and at <= now - window_s:
+        return None
+    return at
+
+
+def inherited_sensitive_at(agent: AgentSignals | None, now: float, window_s: float) -> float | None:
+    """What a new person record starts with: the client agent's last sensitive read within `window_s`. A person
+    with no record (new, or evicted / expired) may be the one who read it, so an unknown person never reads as
+    "nothing sensitive" (else forcing their record out would launder their read)."""
+    if agent is None or agent.sensitive_at is None or agent.sensitive_at <= now - window_s:
+        return None
+    return agent.sensitive_at
+
+
 class TaskSignals:
     __slots__ = ("agent_id", "calls", "classes", "denials", "egress_answered", "rate", "sensitive_at", "tools",
                  "writes")

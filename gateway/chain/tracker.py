@@ -15,7 +15,9 @@ Scope: with a task, `context()` describes the task; without one, the agent (data
 `window_s`). Either way its `agent` record describes the agent across all its tasks (data classes
 within `window_s`, counts over the last minute), so starting a new task does not shed what the agent
 read. `tools` and `previous_tool` record every decided call; `data_classes`, `sensitive_read` and
-`writes_last_minute` only allowed ones.
+`writes_last_minute` only allowed ones. A person's task-less calls through a client have a record like a
+task's (signals.person_scope) whose sensitive read counts within `window_s`; a person without one (new or
+evicted) reads, and starts, with the client agent's sensitive read in the window (never "nothing sensitive").
 
 Detectors (one module each in gateway.chain.detectors, which also fixes their order) fire once per
 onset. `burst`, `repeated_denials` and `probing` re-arm once their window has passed since they last
@@ -57,6 +59,9 @@ from gateway.chain.signals import (
     DecidedCall,
     TaskSignals,
     count_since,
+    inherited_sensitive_at,
+    is_person_scope,
+    own_sensitive_at,
     prune,
     record_call,
 )
@@ -70,7 +75,7 @@ MAX_TASKS = 10_000
 MAX_TOOL_LIMITERS = 64
 
 __all__ = ["ChainTracker", "Detection", "RateLimited", "RatesUnavailable", "chain_record", "empty_agent_view",
-           "empty_context"]
+           "empty_context", "unknown_person_context"]
 
 
 class RateLimited(Exception):
@@ -143,6 +148,9 @@ class ChainTracker:
         task = self._tasks.get(task_id)
         if task is None:
             task = self._tasks[task_id] = TaskSignals(agent_id, self.settings.max_history, self._calls_cap)
+            if is_person_scope(task_id):
+                task.sensitive_at = inherited_sensitive_at(self._agents.get(agent_id), self.clock(),
+                                                           self.settings.window_s)
             if len(self._tasks) > self.max_tasks:
                 self._tasks.popitem(last=False)
         else:
@@ -221,9 +229,9 @@ class ChainTracker:
                            agent_view)
         task = self._tasks.get(task_id)
         if task is None:
-            return empty_context(agent_view)
-        return chain_record(sorted(task.classes), task.sensitive_at is not None, task.tools, self._counts(task, now),
-                       agent_view)
+            return unknown_person_context(agent_view) if is_person_scope(task_id) else empty_context(agent_view)
+        sensitive = own_sensitive_at(task, task_id, now, self.settings.window_s) is not None
+        return chain_record(sorted(task.classes), sensitive, task.tools, self._counts(task, now), agent_view)
 
     def _agent_view(self, agent: AgentSignals | None, now: float) -> dict[str, Any]:
         """The agent's data classes within `window_s` and its recent counts, whichever task it is in."""
@@ -314,6 +322,13 @@ def chain_record(classes: list[str], sensitive: bool, tools: Sequence[str], coun
 def empty_context(agent_view: dict[str, Any] | None = None) -> dict[str, Any]:
     """Nothing known about this task (or agent): empty signals, beside whatever the agent did elsewhere."""
     return chain_record([], False, _NO_TOOLS, _NO_COUNTS, empty_agent_view() if agent_view is None else agent_view)
+
+
+def unknown_person_context(agent_view: dict[str, Any]) -> dict[str, Any]:
+    """A person the gateway holds no record of (new, or evicted / expired): the client agent's sensitive read
+    within window_s may be theirs, so never "nothing sensitive" (as the record they get starts:
+    signals.inherited_sensitive_at); data classes stay their own."""
+    return chain_record([], agent_view["sensitive_read"], _NO_TOOLS, _NO_COUNTS, agent_view)
 
 
 def empty_agent_view() -> dict[str, Any]:

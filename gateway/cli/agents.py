@@ -30,8 +30,8 @@ def agent_spec(args: argparse.Namespace) -> dict[str, Any]:
     if args.static:
         identities.append({"kind": "static", "issuer": "narrowgate", "subject": args.agent_id, "claims": {}})
     people = {"groups": args.person_group, "subjects": args.person_subject, "email_domains": args.person_email_domain}
-    identities.extend({"kind": "client", "issuer": issuer, "subject": client_id, "claims": claims, "people": people}
-                      for issuer, client_id in args.client)
+    identities.extend({"kind": "client", "issuer": issuer, "subject": client_id, "claims": claims, "people": people,
+                       "shared": args.shared_client} for issuer, client_id in args.client)
     return {
         "id": args.agent_id, "display_name": args.name or args.agent_id, "owner": args.owner,
         "purpose": args.purpose, "identities": identities, "groups": args.group,

@@ -42,7 +42,8 @@ def shared_backends(settings: Settings, catalog: Catalog, cluster: Cluster) -> S
                                                           approvals.console_idle_s),
                     login_failures=RedisLoginFailures(cluster))
     limits = settings.limits
-    sessions = RedisSessions(cluster, limits.session_idle_s, limits.max_sessions_per_agent, limits.max_sessions)
+    sessions = RedisSessions(cluster, limits.session_idle_s, limits.max_sessions_per_agent, limits.max_sessions,
+                             limits.max_sessions_per_client)
     cluster.runners.append(sessions)
     state = replace(state, agent_sessions=sessions)
     local = process_local_seams(state)

@@ -30,8 +30,17 @@ from gateway.chain.detectors.burst import burst_detection
 from gateway.chain.detectors.novel_sequence import MAX_PAIRS, NOVELTY_MIN_HISTORY, novel_detection
 from gateway.chain.detectors.probing import probing_detection
 from gateway.chain.detectors.repeated_denials import denials_detection
-from gateway.chain.signals import ALLOWED, COUNT_CAP, MAX_CLASSES, MINUTE, OUTCOMES, PERSON_SCOPE, READ_RISK
-from gateway.chain.tracker import chain_record, empty_context
+from gateway.chain.signals import (
+    ALLOWED,
+    COUNT_CAP,
+    MAX_CLASSES,
+    MINUTE,
+    OUTCOMES,
+    PERSON_SCOPE,
+    READ_RISK,
+    is_person_scope,
+)
+from gateway.chain.tracker import chain_record, empty_context, unknown_person_context
 from gateway.cluster.chain_clock import LUA_CLOCK, ClockedSeam
 from gateway.cluster.connection import Cluster
 from gateway.settings.monitoring import MonitoringSettings
@@ -99,9 +108,14 @@ local function context(now, window, agent_key, task_key)
     return {{}, classes, ac, aw, ad, 0, {}, 0, 0, 0, 0}
   end
   local tc, tw, td = counts(task)
-  return {task.tools or {}, classes, ac, aw, ad, 1, task.classes or {}, task.sensitive_at and 1 or 0, tc, tw, td}
+  local sensitive = task.sensitive_at
+  -- a person's read counts within the window (a task's for its life): signals.own_sensitive_at
+  if sensitive and string.find(task_key, '@PERSON_TASK@', 1, true) and sensitive <= now - window then
+    sensitive = nil
+  end
+  return {task.tools or {}, classes, ac, aw, ad, 1, task.classes or {}, sensitive and 1 or 0, tc, tw, td}
 end
-"""
+""".replace("@PERSON_TASK@", ":chain:task:" + PERSON_SCOPE)
 
 # KEYS: agent, task ('' without one). ARGV: now, window_s. Returns context(...).
 CONTEXT = PRELUDE + CONTEXT_FUNCTION + """
@@ -118,7 +132,18 @@ local agent_id, task_id, name, outcome = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local read, egress, sensitive = ARGV[6] == '1', ARGV[7] == '1', ARGV[8] == '1'
 local agent = load(KEYS[1]) or {}
 local task = nil
-if KEYS[4] ~= '' then task = load(KEYS[4]) or {agent_id = agent_id} end
+local person = KEYS[4] ~= '' and string.sub(task_id, 1, @PERSON_SCOPE_LEN@) == '@PERSON_SCOPE@'
+if KEYS[4] ~= '' then
+  task = load(KEYS[4])
+  if task == nil then
+    task = {agent_id = agent_id}
+    -- a person with no record (new, or expired) starts with the client's read in the window:
+    -- signals.inherited_sensitive_at
+    if person and agent.sensitive_at and agent.sensitive_at > now - @WINDOW@ then
+      task.sensitive_at = agent.sensitive_at
+    end
+  end
+end
 local found = {}
 local function fire(detector, detail) found[#found + 1] = {detector, detail} end
 local NEG = -math.huge
@@ -128,7 +153,10 @@ local NEG = -math.huge
 if egress then
   local in_task = (task and task.sensitive_at) or NEG
   local answered = agent
-  if task and string.sub(task_id, 1, @PERSON_SCOPE_LEN@) == '@PERSON_SCOPE@' then answered = task end
+  if person then
+    answered = task
+    if in_task <= now - @WINDOW@ then in_task = NEG end  -- a person's read counts within the window
+  end
   local recent = NEG
   if answered == agent and agent.sensitive_at and agent.sensitive_at > now - @WINDOW@ then
     recent = agent.sensitive_at
@@ -345,7 +373,7 @@ class RedisChainSignals(ClockedSeam):
         if task_id is None:
             return chain_record(agent_classes, agent_view["sensitive_read"], tools, agent_view, agent_view)
         if not reply[5]:
-            return empty_context(agent_view)
+            return unknown_person_context(agent_view) if is_person_scope(task_id) else empty_context(agent_view)
         counts = {"calls_last_minute": reply[8], "writes_last_minute": reply[9], "denials_last_minute": reply[10]}
         return chain_record(sorted(_names(reply[6])), bool(reply[7]), tools, counts, agent_view)
 

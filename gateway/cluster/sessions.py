@@ -8,8 +8,9 @@ questions, open streams - stay in the process serving them, which keeps them in 
 
 Keys (under the cluster prefix `P`): `P:session:<id>` (hash: the record and each log's sequence
 number), `P:session:<id>:log:<key>` (list of `<seq> <final> <data>`), `P:session:<id>:posts` (the POST
-stream logs kept, at most 32), `P:sessions` and `P:sessions:agent:<agent>` (sorted sets, score = the
-idle expiry in ms, for the caps). Every operation is one script (one round trip, atomic); scripts
+stream logs kept, at most 32), `P:sessions` and `P:sessions:agent:<agent>` and, for a person's
+sessions through a client, `P:sessions:person:<agent>:<hash of the person>` (sorted sets, score = the idle
+expiry in ms, for the caps). Every operation is one script (one round trip, atomic); scripts
 name the keys of a session they find inside it, so this needs one Redis (or Valkey) node, not Redis
 Cluster. New frames and ended sessions go to every replica on one pub/sub channel.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import re
 import secrets
@@ -33,6 +35,7 @@ from gateway.identity.principal import Principal
 from gateway.protocol.sse import encode_event, encode_retry
 from gateway.transport.sessions import (
     KEPT_POST_STREAMS,
+    MAX_SESSIONS_PER_CLIENT,
     REPLAY_BUFFER,
     AgentSession,
     SessionRegistry,
@@ -40,6 +43,8 @@ from gateway.transport.sessions import (
     StreamItem,
     caller_identity,
     per_agent_limit,
+    per_client_limit,
+    person_of,
     total_limit,
 )
 
@@ -57,13 +62,25 @@ Arg = bytes | str | int  # a script argument
 # A Lua clock in ms from the server, so every replica's expiries agree.
 NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
 
+# KEYS: all, the agent's set, record, the person's set ('' for a workload's session).
+# ARGV: idle ms, max per agent (per person through a client), max total, session id, max per client, the record.
 CREATE = NOW + """
 local idle = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then return -1 end
+if KEYS[4] == '' then
+  if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then return -1 end
+else
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+  if redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[2]) then return -3 end
+  if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then return -4 end
+end
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return -2 end
-redis.call('HSET', KEYS[3], unpack(ARGV, 5))
+if KEYS[4] ~= '' then
+  redis.call('ZADD', KEYS[4], now + idle, ARGV[4])
+  redis.call('PEXPIRE', KEYS[4], idle)
+end
+redis.call('HSET', KEYS[3], unpack(ARGV, 6))
 redis.call('PEXPIRE', KEYS[3], idle)
 redis.call('ZADD', KEYS[1], now + idle, ARGV[4])
 redis.call('PEXPIRE', KEYS[1], idle)
@@ -72,10 +89,15 @@ redis.call('PEXPIRE', KEYS[2], idle)
 return 1
 """
 
-# KEYS: record, all, the agent's set, general log, posts. ARGV: idle ms, session id.
+# KEYS: record, all, the agent's set, general log, posts, the person's set ('' for a workload's).
+# ARGV: idle ms, session id.
 REFRESH = NOW + """
 local function refresh()
   local idle = tonumber(ARGV[1])
+  if KEYS[6] ~= '' then
+    redis.call('ZADD', KEYS[6], now + idle, ARGV[2])
+    redis.call('PEXPIRE', KEYS[6], idle)
+  end
   redis.call('PEXPIRE', KEYS[1], idle)
   redis.call('ZADD', KEYS[2], now + idle, ARGV[2])
   redis.call('PEXPIRE', KEYS[2], idle)
@@ -111,10 +133,11 @@ return 1
 DELETE = """
 local function delete(all, sid)
   local rec = ARGV[1] .. sid
-  local agent = redis.call('HGET', rec, 'agent')
+  local agent, person = unpack(redis.call('HMGET', rec, 'agent', 'person'))
   redis.call('ZREM', all, sid)
   if not agent then return 0 end
   redis.call('ZREM', ARGV[2] .. agent, sid)
+  if person and person ~= '' then redis.call('ZREM', person, sid) end
   for _, key in ipairs(redis.call('LRANGE', rec .. ':posts', 0, -1)) do
     redis.call('DEL', rec .. ':log:' .. key)
   end
@@ -253,12 +276,14 @@ class RedisSessions:
 
     shared: ClassVar[bool] = True
 
-    def __init__(self, cluster: Cluster, idle_s: float, max_per_agent: int = 64, max_total: int = 10_000) -> None:
+    def __init__(self, cluster: Cluster, idle_s: float, max_per_agent: int = 64, max_total: int = 10_000,
+                 max_per_client: int = MAX_SESSIONS_PER_CLIENT) -> None:
         self.cluster = cluster
         self.redis = cluster.redis
         self.keys = cluster.keys
         self.idle_ms = max(int(idle_s * 1000), 1)
         self.max_per_agent = max_per_agent
+        self.max_per_client = max_per_client
         self.max_total = max_total
         self.local = SessionRegistry(idle_s)  # the sessions served here, with their live parts
         self.logs: dict[str, dict[str, RedisStreamLog]] = {}  # session id -> key -> log with readers here
@@ -284,10 +309,18 @@ class RedisSessions:
     def agent_key(self, agent_id: str) -> str:
         return self.keys.key("sessions", "agent", agent_id)
 
-    def session_keys(self, session_id: str, agent_id: str) -> list[str]:
-        """KEYS of the refresh scripts: record, all, the agent's set, general log, posts."""
+    def person_key(self, principal: Principal) -> str:
+        """The sorted set of one person's sessions through a client ('' for a workload's: counted per agent)."""
+        person = person_of(principal)
+        if person is None:
+            return ""
+        return self.keys.key("sessions", "person", principal.agent_id, hashlib.sha256(person.encode()).hexdigest()[:32])
+
+    def session_keys(self, session_id: str, principal: Principal) -> list[str]:
+        """KEYS of the refresh scripts: record, all, the agent's set, general log, posts, the person's set."""
         record = self.record_key(session_id)
-        return [record, self.keys.key("sessions"), self.agent_key(agent_id), f"{record}:log:s", f"{record}:posts"]
+        return [record, self.keys.key("sessions"), self.agent_key(principal.agent_id), f"{record}:log:s",
+                f"{record}:posts", self.person_key(principal)]
 
     def delete_args(self) -> list[str]:
         return [self.keys.key("session", ""), self.keys.key("sessions", "agent", ""), self.channel]
@@ -297,11 +330,13 @@ class RedisSessions:
     async def create(self, principal: Principal, protocol_version: str, capabilities: dict[str, Any],
                      info: dict[str, Any] | None) -> AgentSession:
         session_id = secrets.token_urlsafe(24)
+        person = self.person_key(principal)
         record: dict[str, Arg] = {"agent": principal.agent_id, "identity": caller_identity(principal),
                   "task": principal.task_id or "", "version": protocol_version,
-                  "caps": orjson.dumps(capabilities), "info": orjson.dumps(info), "level": "", "subs": b"[]"}
-        keys = [self.keys.key("sessions"), self.agent_key(principal.agent_id), self.record_key(session_id)]
-        args: list[Arg] = [self.idle_ms, self.max_per_agent, self.max_total, session_id,
+                  "caps": orjson.dumps(capabilities), "info": orjson.dumps(info), "level": "", "subs": b"[]",
+                  "person": person}
+        keys = [self.keys.key("sessions"), self.agent_key(principal.agent_id), self.record_key(session_id), person]
+        args: list[Arg] = [self.idle_ms, self.max_per_agent, self.max_total, session_id, self.max_per_client,
                            *(part for pair in record.items() for part in pair)]
         try:
             outcome = await self.scripts["create"](keys=keys, args=args)
@@ -313,6 +348,10 @@ class RedisSessions:
             raise per_agent_limit(self.max_per_agent)
         if outcome == -2:
             raise total_limit(self.max_total)
+        if outcome == -3:
+            raise per_agent_limit(self.max_per_agent, person=True)
+        if outcome == -4:
+            raise per_client_limit(self.max_per_client)
         return self.adopt(session_id, principal, protocol_version, capabilities, info, None, set())
 
     async def get(self, session_id: str, principal: Principal) -> AgentSession | None:
@@ -320,7 +359,7 @@ class RedisSessions:
             return None
         args: list[Arg] = [self.idle_ms, session_id, principal.agent_id, caller_identity(principal)]
         try:
-            found = await self.scripts["get"](keys=self.session_keys(session_id, principal.agent_id), args=args)
+            found = await self.scripts["get"](keys=self.session_keys(session_id, principal), args=args)
         except REDIS_FAILURES as exc:
             log.warning("session %s… not served: Redis at %s unreachable (%s)", session_id[:6],
                         self.cluster.settings.redis_location(), type(exc).__name__)
@@ -539,7 +578,7 @@ class RedisSessions:
             await asyncio.sleep(self.keep_every_s)
             busy = [s for s in self.local.all() if s.has_listeners() or s.in_flight]
             for session in busy:
-                keys = self.session_keys(session.id, session.principal.agent_id)
+                keys = self.session_keys(session.id, session.principal)
                 try:
                     alive = await self.scripts["keep"](keys=keys, args=[self.idle_ms, session.id])
                 except REDIS_FAILURES:

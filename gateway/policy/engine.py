@@ -748,15 +748,17 @@ class PolicyEngine:
         sources = [s for s in (bundle.source(p) for p in determining)
                    if s is not None and s.annotations.get("step_up") == REAUTH]
         terms = reauth_terms(sources)
-        facts = request.facts
-        if facts is None or facts.user is None:
+        person = _signed_in(request)
+        if person is None:
             return self._decision(bundle, "deny", policy_ids, NO_PERSON, (), canonical)
-        acr = terms.acr_values[0] if terms.acr_values else facts.user.acr
-        if not self._approval_would_allow(bundle, request, (int(facts.now), acr)):
+        now, user_acr, auth_time, issuer = person
+        acr = terms.acr_values[0] if terms.acr_values else user_acr
+        if not self._approval_would_allow(bundle, request, (now, acr)):
             return self._decision(bundle, "deny", policy_ids, REASON_DENIED, (), canonical)
         # A provider that sends no auth_time will not send one after the new sign-in either (0, as in context.user).
-        if facts.user.auth_time is None and not self._approval_would_allow(bundle, request, (0, acr)):
-            warn_no_auth_time(facts.user.issuer)
+        if auth_time is None and not self._approval_would_allow(bundle, request, (0, acr)):
+            if request.facts is not None:  # a live call, not a replay: say so to the operator
+                warn_no_auth_time(issuer)
             return self._decision(bundle, "deny", policy_ids, NO_AUTH_TIME, (), canonical)
         reason = next((s.annotations["reason"] for s in sources if s.annotations.get("reason")), REASON_REAUTH)
         return replace(self._decision(bundle, "step_up", policy_ids, reason, (), canonical, REAUTH), reauth=terms)
@@ -926,6 +928,25 @@ def _with_approval(request: dict[str, Any], fresh: tuple[int, str] | None = None
     if fresh is not None:
         context = _freshly_signed_in(context, *fresh)
     return {**request, "context": orjson.dumps(context).decode()}
+
+
+def _signed_in(request: _Request) -> tuple[int, str, int | None, str] | None:
+    """The person of a request (now, acr, auth_time or None if unknown, issuer), None without one: from the
+    live facts, or for a replayed recorded input (no facts) from its recorded context.user (auth_time 0 is
+    how context.user says "unknown")."""
+    facts = request.facts
+    if facts is not None:
+        user = facts.user
+        return None if user is None else (int(facts.now), user.acr, user.auth_time, user.issuer)
+    recorded = request.context.get("user")
+    clock = request.context.get("request")
+    if not isinstance(recorded, dict) or recorded.get("present") is not True or not isinstance(clock, dict):
+        return None
+    auth_time, now = recorded.get("auth_time"), clock.get("time")
+    if not isinstance(now, int):
+        return None
+    return (now, str(recorded.get("acr", "")), auth_time if isinstance(auth_time, int) and auth_time > 0 else None,
+            str(recorded.get("issuer", "")))
 
 
 def _freshly_signed_in(context: dict[str, Any], auth_time: int, acr: str) -> dict[str, Any]:

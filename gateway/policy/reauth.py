@@ -11,7 +11,11 @@ A policy asks for it with annotations on a forbid, beside the approval step-up's
 
 Cedar decides (the `unless` is the rule); the annotations are what the client is told to ask its
 authorization server for: `acr_values` (space-separated, RFC 9470 section 3) and `max_age` (seconds, or
-a duration like "5m"). At least one of the two is required. The gateway answers such a call with HTTP 401
+a duration like "5m"). At least one of the two is required. Such a policy may not read `context.user.amr`
+(refused at load): RFC 9470 lets the client ask for acr values and a maximum age only, never for
+authentication methods, so the gateway cannot know that signing in again would bring them (it would
+never ask, and the call would only be denied); state the method as an acr (`@acr_values`) instead.
+The gateway answers such a call with HTTP 401
 and `WWW-Authenticate: Bearer error="insufficient_user_authentication", acr_values=..., max_age=...`.
 It asks only if a person who signed in just now with the first asked acr would then be allowed (with an
 approval, if a policy also asks for one); a workload (no person) can never satisfy it and is denied, and so
@@ -21,6 +25,7 @@ is a person whose provider sends no `auth_time` when only a known sign-in time w
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -35,6 +40,9 @@ NO_PERSON = "re-authentication of a person is required, and this caller acts for
 NO_AUTH_TIME = ("re-authentication is required, but the person's access token carries no auth_time the gateway can "
                 "read (the provider sends none, one after the token was issued, or under another claim name or type "
                 "than configured), so signing in again would not help: configure the provider to send auth_time")
+# context.user.amr, in either Cedar attribute syntax (comments are stripped before matching).
+_READS_AMR = re.compile(r'context\s*(?:\.\s*user|\[\s*"user"\s*\])\s*(?:\.\s*amr\b|\[\s*"amr"\s*\]|has\s+amr\b)')
+_COMMENT = re.compile(r"//[^\n]*")
 _WARNED_NO_AUTH_TIME: set[str] = set()  # providers already warned about (configured ones: a handful)
 
 
@@ -78,6 +86,10 @@ def annotation_problems(source: PolicySource) -> list[str]:
                         "must ask for)")
     if "acr_values" in notes and not _acr_values(notes["acr_values"]):
         problems.append(f"{source.where}: @acr_values needs one or more space-separated acr values")
+    if _READS_AMR.search(_COMMENT.sub("", source.text)):
+        problems.append(f"{source.where}: a @step_up(\"reauth\") policy cannot read context.user.amr: a client can "
+                        "ask its provider for acr values and a max age only (RFC 9470), so signing in again is not "
+                        "known to bring an authentication method; test context.user.acr with @acr_values instead")
     if "max_age" in notes:
         try:
             parse_duration(notes["max_age"])

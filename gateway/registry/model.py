@@ -64,7 +64,9 @@ class WorkloadIdentity:
     spiffe: `issuer` is `spiffe://<trust domain>`, `subject` the full SPIFFE ID.
     static: development tokens; `subject` is the agent id.
     client: a person's MCP client; `issuer` is the external authorization server, `subject` the client id
-    (`client_id` / `azp`, e.g. a Client ID Metadata Document URL); `people` says who may act through it.
+    (`client_id` / `azp`, e.g. a Client ID Metadata Document URL); `people` says who may act through it;
+    `shared`: one client process acts for many people (a team bot), so one person's reads can reach another's
+    call and chain monitoring keeps the client's signals agent-wide (docs/identity.md).
     `claims` pins further claims to exact values (e.g. kubernetes namespace, GitHub repository_id).
     """
 
@@ -73,6 +75,7 @@ class WorkloadIdentity:
     subject: str
     claims: MappingProxyType[str, str] = field(default_factory=lambda: MappingProxyType({}))
     people: PeopleGrant | None = None  # kind client only
+    shared: bool = False  # kind client only
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +161,17 @@ def identity_to_dict(identity: WorkloadIdentity) -> dict[str, Any]:
                              "claims": dict(identity.claims)}
     if identity.people is not None:
         shown["people"] = identity.people.to_dict()
+    if identity.shared:
+        shown["shared"] = True
     return shown
+
+
+def client_binding(agent: Agent, issuer: str, client_id: str) -> WorkloadIdentity | None:
+    """The agent's `client` identity for this client of this authorization server, if it has one."""
+    for identity in agent.identities:
+        if identity.kind == "client" and identity.issuer == issuer and identity.subject == client_id:
+            return identity
+    return None
 
 
 def agent_from_dict(data: Mapping[str, Any]) -> Agent:
@@ -181,6 +194,7 @@ def agent_from_dict(data: Mapping[str, Any]) -> Agent:
                 claims=MappingProxyType(dict(i.get("claims") or {})),
                 people=None if i.get("people") is None else PeopleGrant(
                     **{k: tuple(v) for k, v in i["people"].items()}),
+                shared=bool(i.get("shared", False)),
             )
             for i in data.get("identities") or ()
         ),

@@ -28,7 +28,7 @@ FIELD_KEYS = frozenset(
     {"display_name", "owner", "purpose", "expires_at", "identities", "groups", "labels", "entitlement"}
 )
 CREATE_KEYS = FIELD_KEYS | {"id", "state"}
-IDENTITY_KEYS = frozenset({"kind", "issuer", "subject", "claims", "people"})
+IDENTITY_KEYS = frozenset({"kind", "issuer", "subject", "claims", "people", "shared"})
 PEOPLE_KEYS = frozenset({"groups", "subjects", "email_domains"})
 ENTITLEMENT_KEYS = frozenset({"tools", "servers", "require_task"})
 
@@ -251,6 +251,11 @@ class SpecReader:
         people = self.people(item.get("people"), (*path, "people")) if kind == "client" else None
         if kind != "client" and "people" in item:
             self.problem((*path, "people"), "people applies only to an identity of kind client")
+        shared = item.get("shared", False)
+        if not isinstance(shared, bool):
+            self.problem((*path, "shared"), "must be true or false")
+        elif shared and kind != "client":
+            self.problem((*path, "shared"), "shared applies only to an identity of kind client")
         if len(self.problems) > count or issuer is None or subject is None:
             return None
         if kind == "spiffe":
@@ -260,7 +265,7 @@ class SpecReader:
         if len(self.problems) > count:
             return None
         return WorkloadIdentity(kind=cast(IdentityKind, kind), issuer=issuer, subject=subject, claims=claims,
-                                people=people)
+                                people=people, shared=shared is True)
 
     def people(self, value: object, path: FieldPath) -> PeopleGrant | None:
         """Who may act through a client: required, so that binding a client never lets everyone in by omission."""

@@ -21,6 +21,7 @@ from gateway.registry.spared import SPARED_REQUEST
 from gateway.state.sessions import StreamLog as StreamLogSeam
 
 REPLAY_BUFFER = 256
+MAX_SESSIONS_PER_CLIENT = 1024  # limits.max_sessions_per_client's default
 KEPT_POST_STREAMS = 32
 StreamItem = bytes | None  # None ends a follower's stream
 StreamLogFactory = Callable[[str], StreamLogSeam]  # key -> a new, empty log
@@ -37,6 +38,12 @@ def caller_identity(principal: Principal) -> str:
     if claims:
         return f"{principal.auth_method}:{claims.get('iss', '')}:{claims.get('sub', '')}"
     return principal.auth_method
+
+
+def person_of(principal: Principal) -> str | None:
+    """The person a session is opened for through a client (`caller_identity`: the provider and `sub`), whose
+    sessions count against `max_per_agent` on their own; None for a workload's, which count per agent."""
+    return caller_identity(principal) if principal.user is not None and principal.task_id is None else None
 
 
 def same_caller(opened_by: Principal, caller: Principal) -> bool:
@@ -194,7 +201,9 @@ class SessionStoreUnavailable(RpcError):
 
 
 class SessionRegistry:
-    """The open 2025-11-25 sessions, at most `max_per_agent` per agent and `max_total` in all.
+    """The open 2025-11-25 sessions, at most `max_per_agent` per agent and `max_total` in all. Through a
+    person's client: at most `max_per_agent` per person and `max_per_client` for all its people together, so
+    one person cannot take every place of the client's other people.
 
     Sessions are kept in order of last use, so idle ones are found at the front: expiry costs O(1)
     amortized per request, never a scan of every session. The synchronous methods (`add`, `find`,
@@ -202,11 +211,14 @@ class SessionRegistry:
     """
 
     def __init__(self, idle_s: float, max_per_agent: int = 64, max_total: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic, new_log: StreamLogFactory = StreamLog) -> None:
+                 clock: Callable[[], float] = time.monotonic, new_log: StreamLogFactory = StreamLog,
+                 max_per_client: int = MAX_SESSIONS_PER_CLIENT) -> None:
         self.sessions: OrderedDict[str, AgentSession] = OrderedDict()  # least recently used first
         self.by_agent: dict[str, set[str]] = {}
+        self.by_person: dict[tuple[str, str], set[str]] = {}  # (client agent, person_of) -> session ids
         self.idle_s = idle_s
         self.max_per_agent = max_per_agent
+        self.max_per_client = max_per_client
         self.max_total = max_total
         self.clock = clock
         self.new_log = new_log
@@ -216,8 +228,14 @@ class SessionRegistry:
     ) -> AgentSession:
         """A new session, or SessionLimitReached (nothing is created then)."""
         self.expire_idle()
-        owned = self.by_agent.get(principal.agent_id)
-        check_caps(0 if owned is None else len(owned), len(self.sessions), self.max_per_agent, self.max_total)
+        owned = len(self.by_agent.get(principal.agent_id, ()))
+        person = person_of(principal)
+        if person is None:
+            check_caps(owned, len(self.sessions), self.max_per_agent, self.max_total)
+        else:
+            mine = len(self.by_person.get((principal.agent_id, person), ()))
+            check_person_caps(mine, owned, self.max_per_agent, self.max_per_client)
+            check_caps(0, len(self.sessions), self.max_per_agent, self.max_total)  # the gateway's total
         session = AgentSession(secrets.token_urlsafe(24), principal, protocol_version, capabilities, info,
                                last_seen=self.clock(), new_log=self.new_log, general=self.new_log("s"))
         self.add(session)
@@ -262,6 +280,8 @@ class SessionRegistry:
     def add(self, session: AgentSession) -> None:
         self.sessions[session.id] = session
         self.by_agent.setdefault(session.principal.agent_id, set()).add(session.id)
+        if (person := person_of(session.principal)) is not None:
+            self.by_person.setdefault((session.principal.agent_id, person), set()).add(session.id)
 
     def find(self, session_id: str) -> AgentSession | None:
         """The session if it is open here and not idle (then marked as used now)."""
@@ -289,6 +309,13 @@ class SessionRegistry:
                 owned.discard(session_id)
                 if not owned:
                     del self.by_agent[session.principal.agent_id]
+            if (person := person_of(session.principal)) is not None:
+                key = (session.principal.agent_id, person)
+                mine = self.by_person.get(key)
+                if mine is not None:
+                    mine.discard(session_id)
+                    if not mine:
+                        del self.by_person[key]
             spared = SPARED_REQUEST.get()
             for task in session.in_flight.values():
                 if task is not spared:
@@ -342,11 +369,29 @@ def check_caps(agent_count: int, total: int, max_per_agent: int, max_total: int)
         raise total_limit(max_total)
 
 
-def per_agent_limit(maximum: int) -> SessionLimitReached:
+def check_person_caps(person_count: int, client_count: int, max_per_person: int, max_per_client: int) -> None:
+    """A person's session through a client: their own places (`max_per_agent`), then the client's together."""
+    if person_count >= max_per_person:
+        raise per_agent_limit(max_per_person, person=True)
+    if client_count >= max_per_client:
+        raise per_client_limit(max_per_client)
+
+
+def per_client_limit(maximum: int) -> SessionLimitReached:
+    return SessionLimitReached(
+        429, "limits.max_sessions_per_client", maximum,
+        f"Too many sessions: this client already has {maximum} open for all its people together "
+        "(limits.max_sessions_per_client); try again later")
+
+
+def per_agent_limit(maximum: int, *, person: bool = False) -> SessionLimitReached:
+    """`person`: a person's own sessions through a client, which count apart from the client's other people."""
+    held = (f"you already have {maximum} open through this client" if person
+            else f"this agent already has {maximum} open")
     return SessionLimitReached(
         429, "limits.max_sessions_per_agent", maximum,
-        f"Too many sessions: this agent already has {maximum} open "
-        "(limits.max_sessions_per_agent); end one with DELETE, or wait for idle ones to expire")
+        f"Too many sessions: {held} (limits.max_sessions_per_agent); end one with DELETE, or wait for idle ones "
+        "to expire")
 
 
 def total_limit(maximum: int) -> SessionLimitReached:

@@ -12,7 +12,7 @@ import math
 from typing import TYPE_CHECKING
 
 from gateway.chain.detectors.base import Detection
-from gateway.chain.signals import DecidedCall, is_person_scope
+from gateway.chain.signals import DecidedCall, is_person_scope, own_sensitive_at
 from gateway.settings.monitoring import MonitoringSettings
 
 if TYPE_CHECKING:
@@ -31,9 +31,11 @@ class SensitiveThenEgress:
         if not self.is_egress(tool):
             return None
         agent, task, now = call.agent, call.task, call.now
-        in_task = task.sensitive_at if task is not None and task.sensitive_at is not None else -math.inf
+        own = own_sensitive_at(task, call.task_id, now, self._window_s) if task is not None else None
+        in_task = own if own is not None else -math.inf
         # A person's record (person_scope) is theirs alone: another person's read through the same client is not
-        # theirs to answer, so only their own reads count, answered on their own record.
+        # theirs to answer, so only their own reads count (within window_s; a new record starts with the client's
+        # read in the window, signals.inherited_sensitive_at), answered on their own record.
         person = task if task is not None and is_person_scope(call.task_id) else None
         by_agent = agent.sensitive_at if person is None else None
         recent = by_agent if by_agent is not None and by_agent > now - self._window_s else -math.inf

@@ -28,6 +28,9 @@ def add_agents_parser(commands: Subcommands) -> None:
                      help="this person (their sub) may act through the --client identities (repeatable)")
     add.add_argument("--person-email-domain", action="append", default=[], metavar="DOMAIN",
                      help="people with a verified email in this domain may act through them (repeatable)")
+    add.add_argument("--shared-client", action="store_true",
+                     help="the --client identities are one process acting for many people (a team bot): chain "
+                          "monitoring keeps their signals agent-wide")
     add.add_argument("--claim", action="append", default=[], metavar="NAME=VALUE",
                      help="pin a claim on every identity given here (e.g. repository_id=123)")
     add.add_argument("--tool", action="append", default=[], help="entitle a tool (exposed name; repeatable)")
