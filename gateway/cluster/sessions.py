@@ -391,11 +391,14 @@ class RedisSessions:
     async def close(self, session_id: str) -> AgentSession | None:
         if not SESSION_ID.fullmatch(session_id):
             return None
+        # Forgotten here first: the "closed" message this replica hears back may arrive before the script's
+        # answer, and would otherwise have forgotten the session (and its record) already.
+        session = self.forget(session_id)
         try:
             await self.scripts["close"](keys=[self.keys.key("sessions")], args=[*self.delete_args(), session_id])
         except REDIS_FAILURES as exc:
             log.warning("session %s… ended here only: Redis unreachable (%s)", session_id[:6], type(exc).__name__)
-        return self.forget(session_id)
+        return session
 
     async def close_agent(self, agent_id: str) -> int:
         return await self.close_sessions(agent_id, "")
