@@ -697,6 +697,31 @@ async def test_an_end_heard_from_elsewhere_whose_check_in_the_store_fails_is_wri
     assert failing.task_id == ""  # the look-up did fail once
 
 
+async def test_an_end_whose_look_up_keeps_failing_holds_up_neither_the_flush_nor_the_others(
+    store: Store, registry: Registry, clock: FakeClock, tasks: TaskService
+) -> None:
+    """One end heard from elsewhere whose look-up in the store keeps failing (a record this version cannot
+    read): closing still writes the call counts; before, the first failing step skipped every later one."""
+    await registry.create(agent_spec("bot-c", servers=["gh"]), "alice", "test")
+    root = await start(tasks)
+    child = await start(tasks, agent_id="bot-c", parent_id=root.id)
+    counted = await start(tasks)
+
+    class AlwaysFailing(FailingOnce):
+        def fails(self, task_id: str) -> bool:
+            return task_id == self.task_id
+
+    failing = AlwaysFailing(store, child.id, reads=True)
+    other = TaskService(failing, registry, make_catalog(), clock)  # type: ignore[arg-type]
+    await other.open(background=False)
+    await store.save_task(replace(root, state=TaskState.REVOKED, ended_at=T0 + 1, end_reason="stop"))
+    await other.refresh(root.id)  # the root's end: the child's end is missed here and its look-up fails
+    other.consume(counted.id)
+    await other.close()
+    stored = await store.get_task(counted.id)
+    assert stored is not None and stored.calls_made == 1, stored  # flushed despite the failing look-up
+
+
 async def test_a_task_above_that_is_not_held_here_counts_as_ended_until_loaded(
     store: Store, registry: Registry, clock: FakeClock, tasks: TaskService
 ) -> None:

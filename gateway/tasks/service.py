@@ -20,7 +20,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, replace
 
 from gateway.catalog import Catalog
@@ -134,9 +134,8 @@ class TaskService:
             self._background = None
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
-        await self._write_missed_pending()
-        await self._write_unwritten()
-        await self.flush()
+        for step in (self._write_missed_pending, self._write_unwritten, self.flush):
+            await self._logged(step)
 
     def set_catalog(self, catalog: Catalog) -> None:
         """A reloaded catalog applies to tasks started from now on (running tasks keep their tools)."""
@@ -306,12 +305,16 @@ class TaskService:
             raise DelegationRefused(f"the parent task {task.parent_id} has ended")
         inactive = self._inactive_agent(task, self.clock())
         if inactive is not None:  # as the store has it, not as this replica's registry may still have it
-            await self._confirm_inactive_agents([task])
-            inactive = self._inactive_agent(task, self.clock())
+            try:
+                await self._confirm_inactive_agents([task])
+                inactive = self._inactive_agent(task, self.clock())
+            except Exception:  # not confirmed active: revoked as inactive (fail closed)
+                log.exception("could not re-read the agents of task %s from the store", task.id)
         if inactive is not None:
             # An agent of the chain was suspended (or expired) while this task was being written: its ending
-            # of tasks could not see this one.
-            await self.revoke(task.id, SYSTEM_ACTOR, f"{inactive} as this task started")
+            # of tasks could not see this one. The re-read may have ended it here already (its observer).
+            if self._still_active(task):
+                await self.revoke(task.id, SYSTEM_ACTOR, f"{inactive} as this task started")
             raise AgentNotActive(f"{inactive}; every agent of a task's chain must be active")
         return task
 
@@ -635,7 +638,11 @@ class TaskService:
         """Write the ends in `_missed` that the store does not hold; one whose look-up fails stays for the next
         try (the background loop's, or close's), one whose write fails is retried as unwritten."""
         for task_id in builtins.list(self._missed):
-            stored = await self.store.get_task(task_id)
+            try:
+                stored = await self.store.get_task(task_id)
+            except Exception:  # this one stays for the next try; the others go on
+                log.exception("could not read task %s from the store to write its end; retrying", task_id)
+                continue
             pending = self._missed.pop(task_id, None)
             if pending is not None and (stored is None or stored.state is TaskState.ACTIVE):
                 await self._persist([pending], SYSTEM_ACTOR, "ended elsewhere")
@@ -674,15 +681,20 @@ class TaskService:
         last_sweep = 0.0
         while True:
             await asyncio.sleep(self.settings.flush_interval_s)
-            try:
-                await self._write_missed_pending()
-                await self._write_unwritten()
-                await self.flush()
-                if time.monotonic() - last_sweep >= self.settings.sweep_interval_s:
-                    last_sweep = time.monotonic()
-                    await self.expire_due()
-            except Exception:
-                log.exception("task flush/sweep failed; retrying")
+            # Each step on its own: one that keeps failing (a record this version cannot read) must not stop
+            # the others, least of all the call-count flush and the deadline sweep.
+            for step in (self._write_missed_pending, self._write_unwritten, self.flush):
+                await self._logged(step)
+            if time.monotonic() - last_sweep >= self.settings.sweep_interval_s:
+                last_sweep = time.monotonic()
+                await self._logged(self.expire_due)
+
+    @staticmethod
+    async def _logged(step: Callable[[], Awaitable[object]]) -> None:
+        try:
+            await step()
+        except Exception:
+            log.exception("task background step %s failed; retrying", getattr(step, "__name__", step))
 
     def _hold_active(self, task: Task) -> None:
         self._active.setdefault(task.agent_id, {})[task.id] = None
