@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from gateway.catalog.model import (
+    CREDENTIAL_FIELD,
     CREDENTIAL_MODES,
     NAMESPACE_SEPARATOR,
     PROTOCOL_CHOICES,
@@ -45,7 +46,6 @@ CREDENTIAL_KEYS = frozenset({"mode", "resource", "secret", "header", "format", "
 VAULT_KEYS = frozenset({"address", "mount", "path", "field", "token_env", "token_file", "namespace", "rotate"})
 LEASE_KEYS = frozenset({"address", "path", "token_env", "token_file", "namespace", "renew_increment_s"})
 ROTATE_KEYS = frozenset({"every_s", "overlap_s", "length"})
-FORMAT_FIELD = re.compile(r"\{([A-Za-z0-9_]+)\}")
 TOOL_KEYS = frozenset({"name", "risk", "data_classes", "owner", "egress", "definition_sha256"})
 PIN_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")
 ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -294,7 +294,7 @@ class _ManifestReader:
         if not is_http:
             self.problem(("credentials", "mode"), "a leased credential needs an HTTP upstream: one stdio child "
                                                   "serves every task, so it cannot hold one task's credential")
-        if not isinstance(raw.get("format"), str) or not FORMAT_FIELD.search(raw["format"]):
+        if not isinstance(raw.get("format"), str) or not CREDENTIAL_FIELD.search(raw["format"]):
             self.problem(("credentials", "format"), "mode: lease needs a format naming the leased credential's "
                                                     "fields, e.g. \"{username}:{password}\"")
         value = raw.get("vault")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -11,6 +12,9 @@ RISK_TIERS = ("read", "write", "privileged", "destructive")
 Risk = Literal["read", "write", "privileged", "destructive"]
 NAMESPACE_SEPARATOR = "__"
 PROTOCOL_CHOICES = ("auto", "2025-11-25", "2026-07-28")
+
+# A field of a leased credential in `header_format` ("{username}"): checked at load, filled in per lease.
+CREDENTIAL_FIELD = re.compile(r"\{([A-Za-z0-9_]+)\}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,21 +26,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from gateway.audit import AuditEvent, AuditLog
-from gateway.catalog.model import LeaseRef, ServerEntry
+from gateway.catalog.model import CREDENTIAL_FIELD, LeaseRef, ServerEntry
 from gateway.credentials.secret_errors import SecretUnavailable
 from gateway.credentials.vault_http import Lease, VaultHttp, VaultLogin
 from gateway.protocol.errors import ACCESS_DENIED, UPSTREAM_UNAVAILABLE, RpcError
 from gateway.store.base import VaultLeaseRecord, VaultLeaseStore
 
 log = logging.getLogger("narrowgate.leases")
-FIELD = re.compile(r"\{([A-Za-z0-9_]+)\}")
 RENEW_AT = 1 / 2  # of a lease's remaining life: time enough to retry a renewal Vault refused once
 MIN_REMAINING_S = 1.0  # a lease closer than this to lapsing is not handed out; a new one is taken
 SWEEP_INTERVAL_S = 30.0
@@ -73,6 +71,17 @@ class HeldLease:
     renewing: bool = True  # False once Vault will not (or need not) extend it any further
     released: bool = False  # revoked (or being revoked): a task end and its deadline may both come
     keeper: asyncio.Task[None] | None = field(default=None, repr=False)
+    # The header last built for it, with the server entry it was built from (a catalog reload may change it).
+    rendered: tuple[ServerEntry, dict[str, str]] | None = field(default=None, repr=False)
+
+    def usable(self, now: float) -> bool:
+        """Far enough from lapsing to be handed out."""
+        return self.expires_at - now >= MIN_REMAINING_S
+
+    def header(self, server: ServerEntry) -> dict[str, str]:
+        if self.rendered is None or self.rendered[0] is not server:
+            self.rendered = (server, render(server, self.lease))
+        return dict(self.rendered[1])
 
     @property
     def ref(self) -> LeaseRef:
@@ -135,15 +144,15 @@ class LeaseBroker:
                            "task; call it with a task token", {"decision": "deny"})
         key = (task_id, server.id)
         held = self.held.get(key)
-        if held is None or held.expires_at - self.clock() < MIN_REMAINING_S:
+        if held is None or not held.usable(self.clock()):
             async with self.locks.setdefault(key, asyncio.Lock()):  # one lease however many first calls wait
                 held = await self.current(server, task_id)
-        return render(server, held.lease)
+        return held.header(server)
 
     async def current(self, server: ServerEntry, task_id: str) -> HeldLease:
         key = (task_id, server.id)
         held = self.held.get(key)
-        if held is not None and held.expires_at - self.clock() >= MIN_REMAINING_S:
+        if held is not None and held.usable(self.clock()):
             return held
         if held is not None:
             await self.release(held, "lapsed before it could be renewed")
@@ -174,7 +183,8 @@ class LeaseBroker:
             await self.publish(held, ref)
         finally:
             self.pending.discard(lease.lease_id)
-        self.audited("lease_issued", held, {"duration_s": lease.duration_s, "renewable": lease.renewable})
+        self.audited("lease_issued", task_id, server.id, lease.lease_id,
+                     {"duration_s": lease.duration_s, "renewable": lease.renewable})
         log.info("leased %s for task %s, upstream %s (%.0f s)", lease.lease_id, task_id, server.id, lease.duration_s)
         held.keeper = self.spawn(self.keep(held))
         return held
@@ -300,16 +310,13 @@ class LeaseBroker:
             await self.vault.revoke(login, lease_id)
         except SecretUnavailable as exc:
             log.warning("revoking Vault lease %s of task %s failed (the sweep retries): %s", lease_id, task_id, exc)
-            self.audit.record(AuditEvent(kind="credential", action="lease_revoke_failed", actor=SYSTEM_ACTOR,
-                                         task_id=task_id, detail={"server": server_id, "lease_id": lease_id,
-                                                                  "why": why, "error": str(exc)}))
+            self.audited("lease_revoke_failed", task_id, server_id, lease_id, {"why": why, "error": str(exc)})
             return False
         try:
             await self.store.delete_vault_lease(lease_id)
         except Exception:
             log.exception("Vault lease %s is revoked but its record stays (deleted by a later sweep)", lease_id)
-        self.audit.record(AuditEvent(kind="credential", action="lease_revoked", actor=SYSTEM_ACTOR, task_id=task_id,
-                                     detail={"server": server_id, "lease_id": lease_id, "why": why}))
+        self.audited("lease_revoked", task_id, server_id, lease_id, {"why": why})
         log.info("revoked Vault lease %s of task %s (%s)", lease_id, task_id, why)
         return True
 
@@ -328,9 +335,9 @@ class LeaseBroker:
 
     # helpers
 
-    def audited(self, action: str, held: HeldLease, detail: dict[str, object]) -> None:
-        self.audit.record(AuditEvent(kind="credential", action=action, actor=SYSTEM_ACTOR, task_id=held.task_id,
-                                     detail={"server": held.server.id, "lease_id": held.lease.lease_id, **detail}))
+    def audited(self, action: str, task_id: str, server_id: str, lease_id: str, detail: dict[str, object]) -> None:
+        self.audit.record(AuditEvent(kind="credential", action=action, actor=SYSTEM_ACTOR, task_id=task_id,
+                                     detail={"server": server_id, "lease_id": lease_id, **detail}))
 
     def spawn(self, work: Coroutine[object, object, T]) -> asyncio.Task[T]:
         task = asyncio.ensure_future(work)
@@ -359,9 +366,9 @@ def recorded_login(record: VaultLeaseRecord) -> LeaseRef:
 def render(server: ServerEntry, lease: Lease) -> dict[str, str]:
     """`header: format` with the lease's fields filled in; a field the lease lacks fails the call."""
     credentials = server.credentials
-    missing = [name for name in FIELD.findall(credentials.header_format) if name not in lease.data]
+    missing = [name for name in CREDENTIAL_FIELD.findall(credentials.header_format) if name not in lease.data]
     if missing:
         raise RpcError(UPSTREAM_UNAVAILABLE, f"credentials for upstream {server.id!r}: the leased credential has no "
                        f"field(s) {', '.join(missing)}")
-    value = FIELD.sub(lambda match: lease.data[match.group(1)], credentials.header_format)
+    value = CREDENTIAL_FIELD.sub(lambda match: lease.data[match.group(1)], credentials.header_format)
     return {credentials.header: value}

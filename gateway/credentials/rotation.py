@@ -181,10 +181,10 @@ class SecretRotation:
         async with self.locks.setdefault(server.id, asyncio.Lock()):
             data, current = await self.vault.kv_read(ref, ref.mount, ref.path)
             cas = current if decided_on is None else decided_on
+            if current != cas:
+                return await self.rotated_elsewhere(server, ref, rotation, cas)
             data[ref.field] = secrets.token_urlsafe(rotation.length)
             try:
-                if current != cas:
-                    raise CasMismatch(f"{ref.mount}/{ref.path} is at version {current}, not {cas}")
                 version = await self.vault.kv_write(ref, ref.mount, ref.path, data, cas=cas)
             except CasMismatch:
                 return await self.rotated_elsewhere(server, ref, rotation, cas)
