@@ -6,6 +6,7 @@ detectors (gateway.chain.detectors) read them. Timestamps are in the tracker's c
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections import OrderedDict, deque
@@ -27,6 +28,7 @@ NO_TIMES: deque[float] = deque(maxlen=0)
 PERSON_SCOPE = "person:"
 
 
+@functools.lru_cache(maxsize=4096)  # asked on every call of a person: one hash per person, not per call
 def person_scope(agent_id: str, issuer: str, subject: str) -> str:
     """The signal record key of one person (issuer, sub) acting through one client agent."""
     digest = hashlib.sha256("\0".join((agent_id, issuer, subject)).encode()).hexdigest()

@@ -34,8 +34,8 @@ from gateway.cluster.subscriber import REDIS_FAILURES, Subscription
 from gateway.identity.principal import Principal
 from gateway.protocol.sse import encode_event, encode_retry
 from gateway.transport.sessions import (
+    DEFAULT_LIMITS,
     KEPT_POST_STREAMS,
-    MAX_SESSIONS_PER_CLIENT,
     REPLAY_BUFFER,
     AgentSession,
     SessionRegistry,
@@ -276,8 +276,9 @@ class RedisSessions:
 
     shared: ClassVar[bool] = True
 
-    def __init__(self, cluster: Cluster, idle_s: float, max_per_agent: int = 64, max_total: int = 10_000,
-                 max_per_client: int = MAX_SESSIONS_PER_CLIENT) -> None:
+    def __init__(self, cluster: Cluster, idle_s: float, max_per_agent: int = DEFAULT_LIMITS.max_sessions_per_agent,
+                 max_total: int = DEFAULT_LIMITS.max_sessions,
+                 max_per_client: int = DEFAULT_LIMITS.max_sessions_per_client) -> None:
         self.cluster = cluster
         self.redis = cluster.redis
         self.keys = cluster.keys

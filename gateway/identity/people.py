@@ -32,7 +32,7 @@ from gateway.identity.jwks import HttpFetcher, KeySource, UnverifiedToken
 from gateway.identity.oidc import OidcIssuerVerifier
 from gateway.identity.user import client_id_of, user_from_claims
 from gateway.identity.verified import AudienceRejected, TokenRejected, VerifiedToken
-from gateway.registry.model import Agent, client_binding
+from gateway.registry.model import Agent
 from gateway.registry.service import NO_AGENT
 from gateway.settings.identity import AuthorizationServer
 
@@ -149,9 +149,7 @@ def check_person(agent: Agent, verified: VerifiedToken) -> None:
     """The person may act through this client only if the client's binding admits them (its `people`)."""
     user = verified.user
     assert user is not None
-    identity = client_binding(agent, verified.issuer, verified.subject)
-    grant = identity.people if identity is not None else None
-    if grant is not None and grant.admits(user.subject, user.groups, user.email):
+    if agent.admits_person(verified.issuer, verified.subject, user.subject, user.groups, user.email):
         return
     raise PersonRefused(f"person {user.subject[:200]!r} may not act through client {verified.subject[:300]!r} "
                         f"(agent {agent.id!r}): not in any of its allowed groups, subjects or verified email domains")

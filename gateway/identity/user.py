@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 from gateway.settings.identity import DEFAULT_CLIENT_ID_CLAIMS, UserClaimNames
 
 log = logging.getLogger("narrowgate.identity")
-DEFAULT_CLOCK_SKEW_S = 30.0  # identity.clock_skew_s's default
 _T = TypeVar("_T")
 
 
@@ -44,7 +43,7 @@ def client_id_of(claims: Mapping[str, Any], names: Sequence[str] = DEFAULT_CLIEN
 
 
 def user_from_claims(claims: Mapping[str, Any], client_id: str, names: UserClaimNames,
-                     clock_skew_s: float = DEFAULT_CLOCK_SKEW_S, now: float | None = None) -> UserIdentity:
+                     clock_skew_s: float) -> UserIdentity:
     """The person named by verified access-token claims (`sub` and `iss` are present: the verifier requires them).
 
     Each field is read from the claim `names` gives. A claim of the wrong type counts as absent (no groups, no
@@ -62,8 +61,7 @@ def user_from_claims(claims: Mapping[str, Any], client_id: str, names: UserClaim
         email_verified=verified,
         groups=read.strings(names.groups, "groups"),
         client_id=client_id,
-        auth_time=_signed_in_at(read.epoch(names.auth_time, "auth_time"), claims, clock_skew_s,
-                                time.time() if now is None else now),
+        auth_time=_signed_in_at(read.epoch(names.auth_time, "auth_time"), claims, clock_skew_s, time.time()),
         acr=read.string(names.acr, "acr"),
         amr=read.strings(names.amr, "amr"),
     )

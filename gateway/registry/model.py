@@ -116,8 +116,9 @@ class Agent:
     def admits_person(self, issuer: str, client_id: str, subject: str, groups: tuple[str, ...],
                       verified_email: str) -> bool:
         """The person may act through this agent's client `client_id` at `issuer` (that binding's `people`)."""
-        return any(i.kind == "client" and i.issuer == issuer and i.subject == client_id and i.people is not None
-                   and i.people.admits(subject, groups, verified_email) for i in self.identities)
+        binding = client_binding(self, issuer, client_id)
+        return binding is not None and binding.people is not None and binding.people.admits(
+            subject, groups, verified_email)
 
 
 @dataclass(frozen=True, slots=True)

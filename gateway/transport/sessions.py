@@ -18,10 +18,11 @@ from gateway.protocol.errors import INTERNAL_ERROR, RATE_LIMITED, RpcError
 from gateway.protocol.jsonrpc import RequestId
 from gateway.protocol.sse import encode_event, encode_retry
 from gateway.registry.spared import SPARED_REQUEST
+from gateway.settings.limits import LimitSettings
 from gateway.state.sessions import StreamLog as StreamLogSeam
 
 REPLAY_BUFFER = 256
-MAX_SESSIONS_PER_CLIENT = 1024  # limits.max_sessions_per_client's default
+DEFAULT_LIMITS = LimitSettings()
 KEPT_POST_STREAMS = 32
 StreamItem = bytes | None  # None ends a follower's stream
 StreamLogFactory = Callable[[str], StreamLogSeam]  # key -> a new, empty log
@@ -210,9 +211,10 @@ class SessionRegistry:
     `drop`...) are this process's bookkeeping; a shared implementation keeps its live sessions in one.
     """
 
-    def __init__(self, idle_s: float, max_per_agent: int = 64, max_total: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic, new_log: StreamLogFactory = StreamLog,
-                 max_per_client: int = MAX_SESSIONS_PER_CLIENT) -> None:
+    def __init__(self, idle_s: float, max_per_agent: int = DEFAULT_LIMITS.max_sessions_per_agent,
+                 max_total: int = DEFAULT_LIMITS.max_sessions, clock: Callable[[], float] = time.monotonic,
+                 new_log: StreamLogFactory = StreamLog,
+                 max_per_client: int = DEFAULT_LIMITS.max_sessions_per_client) -> None:
         self.sessions: OrderedDict[str, AgentSession] = OrderedDict()  # least recently used first
         self.by_agent: dict[str, set[str]] = {}
         self.by_person: dict[tuple[str, str], set[str]] = {}  # (client agent, person_of) -> session ids

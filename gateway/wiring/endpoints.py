@@ -9,7 +9,12 @@ from starlette.routing import BaseRoute, Route
 
 from gateway import __version__
 from gateway.credentials.upstream_auth import UpstreamAuth
-from gateway.oauth.metadata import METADATA_PATH, authorization_server_metadata, protected_resource_metadata
+from gateway.oauth.metadata import (
+    METADATA_PATH,
+    RESOURCE_METADATA_PATH,
+    authorization_server_metadata,
+    protected_resource_metadata,
+)
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.reloader import PolicyReloader
 from gateway.settings.identity import IdentitySettings
@@ -46,8 +51,8 @@ class SmallEndpoints:
         return [
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
-            Route("/.well-known/oauth-protected-resource", self.resource_metadata, methods=["GET"]),
-            Route("/.well-known/oauth-protected-resource/mcp", self.resource_metadata, methods=["GET"]),
+            Route(RESOURCE_METADATA_PATH, self.resource_metadata, methods=["GET"]),
+            Route(f"{RESOURCE_METADATA_PATH}/mcp", self.resource_metadata, methods=["GET"]),
             Route(METADATA_PATH, self.authorization_server_metadata, methods=["GET"]),
             Route("/.well-known/jwks.json", self.jwks, methods=["GET"]),
             Route("/oauth/revocations", self.revocations, methods=["GET"]),
