@@ -59,6 +59,12 @@ class Task:
         return self
 
     @property
+    def chain_agents(self) -> tuple[str, ...]:
+        """The agents of the task's chain, root first, its own last. Each once: delegation refuses loops; a task
+        stored before delegation has no chain, so only its own agent."""
+        return tuple(link.agent_id for link in self.chain) or (self.agent_id,)
+
+    @property
     def remaining_calls(self) -> int | None:
         return None if self.budget is None else max(0, self.budget - self.calls_made)
 

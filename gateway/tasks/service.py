@@ -416,7 +416,7 @@ class TaskService:
         Until then `check` refuses the task's calls, but nothing is written."""
         now = self.clock()
         doubtful = {agent_id for task in held if self._still_active(task)
-                    for agent_id in _chain_agents(task) if self._agent_state(agent_id, now) is not Lifecycle.ACTIVE}
+                    for agent_id in task.chain_agents if self._agent_state(agent_id, now) is not Lifecycle.ACTIVE}
         for agent_id in sorted(doubtful):
             await self.registry.refresh(agent_id)
 
@@ -441,7 +441,7 @@ class TaskService:
 
     def _inactive_agent(self, task: Task, now: float) -> str | None:
         """Why an agent of the task's chain (its own included) may not act now; None if every one may."""
-        for agent_id in _chain_agents(task):
+        for agent_id in task.chain_agents:
             agent = self.registry.get(agent_id)
             state = None if agent is None else agent.effective_state(now)
             if state is not Lifecycle.ACTIVE:
@@ -711,9 +711,9 @@ class TaskService:
                 self._load_later(link.task_id, task.id)
                 raise TaskEnded(f"parent task {link.task_id} is not known here (ended, or not loaded yet)",
                                 task.id, task.state)
-            if above.effective(self.clock()).state is not TaskState.ACTIVE:
-                raise TaskEnded(f"parent task {above.id} has ended ({_ended_reason(above.effective(self.clock()))})",
-                                task.id, task.state)
+            above = above.effective(self.clock())
+            if above.state is not TaskState.ACTIVE:
+                raise TaskEnded(f"parent task {above.id} has ended ({_ended_reason(above)})", task.id, task.state)
 
     def _load_later(self, task_id: str, below_id: str) -> None:
         """Load a task from the store, then end `below_id` if that task has ended (one load at a time)."""
@@ -757,11 +757,6 @@ class TaskService:
         del self._ended[task_id]
         self._tasks.pop(task_id, None)
         self._calls.pop(task_id, None)
-
-
-def _chain_agents(task: Task) -> Iterable[str]:
-    """The agents of the task's chain, root first, its own included, each once."""
-    return dict.fromkeys((*(link.agent_id for link in task.chain), task.agent_id))
 
 
 def _ended_reason(task: Task) -> str:

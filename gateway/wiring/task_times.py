@@ -21,8 +21,7 @@ class TaskTimes:
         return min([task.deadline, *self.expiries(task)])
 
     def expiries(self, task: Task) -> list[float]:
-        agents = {task.agent_id, *(link.agent_id for link in task.chain)}
-        records = (self.tasks.registry.get(agent_id) for agent_id in agents)
+        records = (self.tasks.registry.get(agent_id) for agent_id in task.chain_agents)
         return [agent.expires_at for agent in records if agent is not None and agent.expires_at is not None]
 
     async def still_active(self, task_id: str) -> bool:
