@@ -212,7 +212,12 @@ class ApprovalService:
             await self._waiters.wait(approval_id, remaining)
         await self.expire_if_due(approval_id)
         # Closed in another replica whose row is not written yet: the row (woken again once it is), as of now.
-        return (await self.get(approval_id)).effective(self.clock())
+        current = (await self.get(approval_id)).effective(self.clock())
+        if current.state is ApprovalState.EXPIRED:
+            # The loop's timer can wake a hair before the wall clock reaches expires_at, so the look above found it
+            # not due yet: expire it now, recorded and closed before the caller hears "expired".
+            await self.expire_if_due(approval_id)
+        return current
 
     async def current(self, approval_id: str) -> Approval | None:
         approval = await self._open.get(approval_id)
