@@ -120,22 +120,25 @@ class _Accumulator:
 class HistogramSeries:
     """One attribute set of a `LeanHistogram`, bound once; `record` is what runs per call."""
 
-    __slots__ = ("_accumulators", "_bounds", "_lock", "_name", "attributes")
+    __slots__ = ("_accumulators", "_acquire", "_bounds", "_name", "_release", "attributes")
 
     def __init__(self, histogram: LeanHistogram, attributes: Attributes, accumulators: tuple[_Accumulator, ...]
                  ) -> None:
         self.attributes = attributes
         self._name = histogram.name
         self._bounds = histogram.bounds
-        self._lock = histogram.lock
+        # The lock's own methods: half the instructions of a `with` block, the largest cost left per record.
+        self._acquire = histogram.lock.acquire
+        self._release = histogram.lock.release
         self._accumulators = accumulators
 
     def record(self, value: float) -> None:
-        if not 0 <= value < _INF:  # also False for NaN
+        if not (value >= 0.0 and value < _INF):  # also False for NaN
             _dropped(self._name, value)
             return
         index = bisect_left(self._bounds, value)
-        with self._lock:
+        self._acquire()
+        try:
             for acc in self._accumulators:  # one per reader
                 acc.counts[index] += 1
                 acc.count += 1
@@ -144,6 +147,8 @@ class HistogramSeries:
                     acc.min = value
                 if value > acc.max:
                     acc.max = value
+        finally:
+            self._release()
 
 
 def _dropped(name: str, value: float) -> None:

@@ -213,12 +213,14 @@ class _StageScope(_SpanScope):
 
 
 class _RequestSeries:
-    """One request series: its attribute set (the request counter's too) and its bound duration histogram."""
+    """One request series: its attribute set, its request count (the request counter's) and its bound
+    duration histogram."""
 
-    __slots__ = ("attributes", "duration")
+    __slots__ = ("attributes", "count", "duration")
 
     def __init__(self, attributes: Mapping[str, AttributeValue], duration: BoundHistogram) -> None:
         self.attributes = attributes
+        self.count = 0
         self.duration = duration
 
 
@@ -304,7 +306,6 @@ class Telemetry:
         # The request counter is counted here and read by the SDK at collection (an observable counter
         # exports the same monotonic sum): one dict increment per request instead of one more SDK
         # measurement, whose attribute cleaning and hashing cost more than the request's histogram.
-        self._request_counts: dict[tuple[str, ...], int] = {}
         self._request_series: dict[tuple[str, ...], _RequestSeries] = {}
         self._decision_series: dict[str, BoundHistogram] = {}
         self._decision_overflow: BoundHistogram | None = None
@@ -439,7 +440,7 @@ class Telemetry:
         series = self._request_series.get(key)
         if series is None:
             key, series = self._new_request_series(key, decision, upstream, error_type)
-        self._request_counts[key] = self._request_counts.get(key, 0) + 1
+        series.count += 1
         series.duration.record(seconds)
 
     def _new_request_series(self, key: tuple[str, ...], decision: str | None, upstream: str | None,
@@ -463,10 +464,14 @@ class Telemetry:
         series = self._request_series[key] = _RequestSeries(attrs, self._request_duration.bind(attrs))
         return key, series
 
+    @property
+    def _request_counts(self) -> dict[tuple[str, ...], int]:
+        """Requests counted per series key."""
+        return {key: series.count for key, series in list(self._request_series.items())}
+
     def _observe_requests(self, options: CallbackOptions) -> Iterable[Observation]:
-        series = self._request_series
         # list(): one atomic copy, so a request on the event loop may add a series meanwhile.
-        return [Observation(count, series[key].attributes) for key, count in list(self._request_counts.items())]
+        return [Observation(series.count, series.attributes) for series in list(self._request_series.values())]
 
     def record_policy_evaluation(self, seconds: float, decision: str) -> None:
         series = self._decision_series.get(decision)
