@@ -17,6 +17,10 @@ produced for the same measurements:
   (the SDK counts per collection for delta readers; the gateway's own bounds keep below the limit);
 * values the SDK drops (negative, NaN, infinite) are dropped with the SDK's warning.
 
+Reads three SDK internals, checked by `tests/test_lean_histograms.py` against the installed SDK: a reader's
+`_instrument_class_temporality` and `_instrument_class_aggregation` (keyed by the SDK's `_Histogram`), and an
+explicit-bucket aggregation's `_boundaries` / `_record_min_max` (anything unexpected means the SDK path).
+
 Only where that is what the SDK would export: `histograms_supported` says no when exemplars may be sampled
 (they need the current span at each measurement) or a reader aggregates histograms otherwise (exponential
 buckets, other boundaries, no min/max); `Telemetry` then records through the SDK (`SdkHistogram`).

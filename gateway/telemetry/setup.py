@@ -304,8 +304,8 @@ class Telemetry:
                                             exemplar_filter=exemplars)
         meter = self.meter_provider.get_meter("narrowgate", __version__)
         # The request counter is counted here and read by the SDK at collection (an observable counter
-        # exports the same monotonic sum): one dict increment per request instead of one more SDK
-        # measurement, whose attribute cleaning and hashing cost more than the request's histogram.
+        # exports the same monotonic sum): one increment on the request's series per request instead of one
+        # more SDK measurement, whose attribute cleaning and hashing cost more than the request's histogram.
         self._request_series: dict[tuple[str, ...], _RequestSeries] = {}
         self._decision_series: dict[str, BoundHistogram] = {}
         self._decision_overflow: BoundHistogram | None = None
