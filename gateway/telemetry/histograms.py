@@ -124,7 +124,7 @@ class _Accumulator:
 class HistogramSeries:
     """One attribute set of a `LeanHistogram`, bound once; `record` is what runs per call."""
 
-    __slots__ = ("_accumulators", "_acquire", "_bounds", "_name", "_release", "attributes")
+    __slots__ = ("_acquire", "_bounds", "_name", "_release", "accumulators", "attributes")
 
     def __init__(self, histogram: LeanHistogram, attributes: Attributes, accumulators: tuple[_Accumulator, ...]
                  ) -> None:
@@ -134,7 +134,7 @@ class HistogramSeries:
         # The lock's own methods: half the instructions of a `with` block, the largest cost left per record.
         self._acquire = histogram.lock.acquire
         self._release = histogram.lock.release
-        self._accumulators = accumulators
+        self.accumulators = accumulators
 
     def record(self, value: float) -> None:
         if not (value >= 0.0 and value < _INF):  # also False for NaN
@@ -143,7 +143,7 @@ class HistogramSeries:
         index = bisect_left(self._bounds, value)
         self._acquire()
         try:
-            for acc in self._accumulators:  # one per reader
+            for acc in self.accumulators:  # one per reader
                 acc.counts[index] += 1
                 acc.count += 1
                 acc.sum += value
@@ -238,7 +238,7 @@ class LeanHistogram:
 
     def _point(self, series: HistogramSeries, slot: ReaderSlot, now: int) -> HistogramDataPoint | None:
         """What `_ExplicitBucketHistogramAggregation.collect` returns for the same measurements."""
-        acc = series._accumulators[slot.index]
+        acc = series.accumulators[slot.index]
         counts, count, sum_, min_, max_ = acc.take_interval()
         if slot.delta:
             start_ns, acc.start_ns = acc.start_ns, now
