@@ -13,7 +13,6 @@ the gateway's side, independent of the machine's load:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import re
 import subprocess
 import sys

@@ -83,8 +83,21 @@ def header_lines(headers: dict[str, str]) -> str:
 class Reply:
     """One response: its status and headers once they arrived, its body as it arrives."""
 
-    __slots__ = ("connection", "status", "headers", "raw_headers", "headers_read", "chunks", "buffered",
-                 "waiter", "complete", "keep_alive", "error", "inflater", "flushed")
+    __slots__ = (
+        "buffered",
+        "chunks",
+        "complete",
+        "connection",
+        "error",
+        "flushed",
+        "headers",
+        "headers_read",
+        "inflater",
+        "keep_alive",
+        "raw_headers",
+        "status",
+        "waiter",
+    )
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
@@ -125,9 +138,9 @@ class Reply:
     async def read_chunk(self) -> bytes:
         """The next piece of the body, inflated if it was compressed; b"" at its end."""
         while True:
-            if self.inflater is not None and self.inflater.unconsumed_tail:
-                if out := self.inflate(self.inflater.unconsumed_tail):
-                    return out
+            if self.inflater is not None and self.inflater.unconsumed_tail and (
+                    out := self.inflate(self.inflater.unconsumed_tail)):
+                return out
             if self.chunks:
                 chunk = self.chunks.popleft()
                 self.buffered -= len(chunk)
@@ -293,16 +306,18 @@ class Exchange:
     connection goes back to the pool only when the reply was read to its end and may be kept
     alive; otherwise (cancelled, timed out, failed, left half-read) it is closed."""
 
-    __slots__ = ("client", "data", "fresh", "connection", "reply")
+    __slots__ = ("client", "connection", "data", "fresh", "holds_slot", "reply")
 
     def __init__(self, client: Http1Client, data: bytes, fresh: bool) -> None:
         self.client, self.data, self.fresh = client, data, fresh
         self.connection: Connection | None = None
         self.reply: Reply | None = None
+        self.holds_slot = False
 
     async def __aenter__(self) -> Reply:
         client = self.client
-        await client.slots.acquire()  # released by finish()
+        await client.slots.acquire()
+        self.holds_slot = True  # until finish()
         try:
             connection = (None if self.fresh else client.idle_connection()) or await client.connect()
             self.connection = connection
@@ -318,6 +333,10 @@ class Exchange:
         self.finish()
 
     def finish(self) -> None:
+        """Hand the connection back or close it; safe to call more than once."""
+        if not self.holds_slot:
+            return
+        self.holds_slot = False
         connection, reply = self.connection, self.reply
         self.connection = None
         if connection is not None:
@@ -341,11 +360,13 @@ class Http1Client:
         self.slots = asyncio.Semaphore(MAX_CONNECTIONS)
         self.opened = 0  # connections opened so far (the tests read it)
 
-    def request(self, head: str, body: bytes = b"", fresh: bool = False) -> Exchange:
+    def request(self, head: str, body: bytes | None, fresh: bool = False) -> Exchange:
         """`head` is the request line and header lines without the blank line that ends them;
-        Content-Length is added here. `fresh`: on a new connection, not a kept-alive one."""
-        data = f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
-        return Exchange(self, data, fresh)
+        Content-Length is added here (none for `body` None: a GET or a DELETE).
+        `fresh`: on a new connection, not a kept-alive one."""
+        if body is None:
+            return Exchange(self, f"{head}\r\n".encode(), fresh)
+        return Exchange(self, f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body, fresh)
 
     def idle_connection(self) -> Connection | None:
         now = time.monotonic()
