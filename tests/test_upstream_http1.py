@@ -6,7 +6,8 @@ a kept-alive connection the upstream closed is resent on a fresh one only for re
 effects; connections idle too long are not reused; one request at a time per connection (no
 pipelining); a reply over the cap, a cancelled or timed-out call close their connection instead of
 returning it to the pool; malformed answers give the errors they gave with aiohttp; no credential
-appears in any error or log line.
+appears in any error or log line. And https upstreams as with aiohttp: verified against the
+system's CAs (SSL_CERT_FILE applies), an unknown issuer refused.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from types import MappingProxyType
 from typing import Any
 
 import pytest
+from mcp.shared.exceptions import MCPError
 
 from gateway.catalog.model import HttpTransport, ServerEntry
 from gateway.protocol.eras import MODERN_ERA
@@ -28,7 +30,9 @@ from gateway.protocol.errors import REQUEST_TIMEOUT, UPSTREAM_ERROR, UPSTREAM_UN
 from gateway.upstream.base import CallContext
 from gateway.upstream.http_client import KEEPALIVE_S, HttpUpstream
 from gateway.upstream.reply_limit import ReplyTooLarge
-from tests.support.processes import REPO, start_listening, stop
+from tests.support.clients import ERAS, mcp_client
+from tests.support.processes import BEHAVIOUR_SERVER, REPO, Gateway, behaviour_manifest, start_listening, stop
+from tests.support.tls import server_certificate
 
 RAW_SERVER = REPO / "tests" / "fixtures" / "upstreams" / "raw_http_server.py"
 DISCOVERY_SECRET = "discovery-secret-never-in-a-log-5b1e"
@@ -276,3 +280,31 @@ async def test_a_header_value_with_a_line_break_is_refused_unsent(raw: RawUpstre
     no_secret_in(caught.value)
     assert caught.value.__cause__ is not None
     no_secret_in(caught.value.__cause__)
+
+
+@pytest.fixture(scope="module")
+def tls_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """`trusted` serves https with a certificate from the CA named by the gateway's SSL_CERT_FILE;
+    `unknown` with one from a CA the gateway was never told of."""
+    tmp = tmp_path_factory.mktemp("tls")
+    trusted_ca, trusted_cert, trusted_key = server_certificate(tmp, "trusted")
+    _, unknown_cert, unknown_key = server_certificate(tmp, "unknown")
+    servers = [start_listening([sys.executable, str(BEHAVIOUR_SERVER), "--port", "0", "--tls", str(cert), str(key)])
+               for cert, key in ((trusted_cert, trusted_key), (unknown_cert, unknown_key))]
+    manifests = [behaviour_manifest(name, {"url": f"https://127.0.0.1:{port}/mcp"}, timeout_s=10, tools=("echo",))
+                 for name, (_, port) in zip(("trusted", "unknown"), servers, strict=True)]
+    gateway = Gateway(tmp / "gateway", manifests, env={"SSL_CERT_FILE": str(trusted_ca)}).start()
+    yield gateway
+    gateway.stop()
+    for process, _ in servers:
+        stop(process)
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_an_https_upstream_is_verified_against_the_configured_cas(tls_gateway: Gateway, mode: str) -> None:
+    async with mcp_client(tls_gateway.url, "token-agent-a", mode) as client:
+        reply = await client.call_tool("trusted__echo", {"text": "over tls"})
+        with pytest.raises(MCPError) as caught:
+            await client.call_tool("unknown__echo", {"text": "never"})
+    assert reply.content[0].text == "over tls"  # type: ignore[union-attr]
+    assert caught.value.error.code == UPSTREAM_UNAVAILABLE
