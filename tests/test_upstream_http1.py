@@ -186,6 +186,19 @@ async def test_a_connection_idle_past_the_keepalive_is_not_reused(raw: RawUpstre
     assert closed == "by the client"  # the stale one is closed, not left to the upstream
 
 
+async def test_a_connection_that_answered_more_than_was_asked_is_not_reused(raw: RawUpstream) -> None:
+    client = await connected(raw)
+    try:
+        first = await call_tool(client, "twice", text="one")
+        second = await call_tool(client, "echo", text="two")
+        twice, echo = requests(raw.entries(), "tools/call")
+    finally:
+        await client.close()
+    assert first["result"]["content"][0]["text"] == "one"
+    assert second["result"]["content"][0]["text"] == "two"  # not the stray "unasked"
+    assert echo["conn"] != twice["conn"]
+
+
 async def test_concurrent_calls_never_share_a_connection(raw: RawUpstream) -> None:
     """Six calls the upstream answers only once all six wait: pipelined on one connection, they would hang."""
     client = await connected(raw)

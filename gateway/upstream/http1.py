@@ -221,7 +221,7 @@ class Connection(asyncio.Protocol):
         self.open = False
         self.paused = False
         self.idle_since = 0.0
-        self.used = False  # it carried a request before (a kept-alive connection)
+        self.spoiled = False  # the upstream sent more than the answer asked for: never reused
 
     def send(self, data: bytes) -> Reply:
         assert self.transport is not None and self.reply is None
@@ -271,14 +271,22 @@ class Connection(asyncio.Protocol):
             else:
                 reply.fail(Disconnected("the upstream closed the connection before its reply ended"))
 
-    # httptools callbacks -----------------------------------------------------------------------
+    # httptools callbacks (after the reply completed, the rest of the bytes belong to no request) --
+
+    def on_message_begin(self) -> None:
+        assert self.reply is not None
+        if self.reply.complete:
+            self.spoiled = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
         assert self.reply is not None
-        self.reply.raw_headers.append((name, value))
+        if not self.spoiled:
+            self.reply.raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         assert self.reply is not None
+        if self.spoiled:
+            return
         status = self.parser.get_status_code()
         if 100 <= status < 200:  # an interim answer (103 Early Hints): the real one follows
             self.reply.raw_headers.clear()
@@ -287,12 +295,13 @@ class Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         assert self.reply is not None
-        self.reply.on_body(body)
+        if not self.spoiled:
+            self.reply.on_body(body)
 
     def on_message_complete(self) -> None:
         reply = self.reply
         assert reply is not None
-        if not reply.headers_read.done() and reply.error is None:
+        if self.spoiled or (not reply.headers_read.done() and reply.error is None):
             return  # the end of an interim answer
         reply.on_complete(self.parser.should_keep_alive())
 
@@ -321,6 +330,7 @@ class Exchange:
         try:
             connection = (None if self.fresh else client.idle_connection()) or await client.connect()
             self.connection = connection
+            client.active.add(connection)
             reply = self.reply = connection.send(self.data)
             await reply.headers_read
             return reply
@@ -341,8 +351,9 @@ class Exchange:
         self.connection = None
         if connection is not None:
             connection.reply = None
+            self.client.active.discard(connection)
             reusable = (reply is not None and reply.complete and reply.keep_alive and reply.error is None
-                        and not reply.chunks and connection.open)
+                        and not reply.chunks and connection.open and not connection.spoiled)
             if reusable:
                 self.client.keep(connection)
             else:
@@ -357,6 +368,8 @@ class Http1Client:
         self.origin = origin
         self.keepalive_s = keepalive_s
         self.idle: list[Connection] = []  # last in, first out: the most recently used is the likeliest open
+        self.active: set[Connection] = set()  # carrying a request now
+        self.closed = False
         self.slots = asyncio.Semaphore(MAX_CONNECTIONS)
         self.opened = 0  # connections opened so far (the tests read it)
 
@@ -390,14 +403,15 @@ class Http1Client:
         return connection
 
     def keep(self, connection: Connection) -> None:
-        connection.used = True
-        if len(self.idle) >= MAX_IDLE:
+        if self.closed or len(self.idle) >= MAX_IDLE:
             connection.close()
             return
         connection.idle_since = time.monotonic()
         self.idle.append(connection)
 
     def close(self) -> None:
-        for connection in self.idle:
+        """Close every connection, idle or carrying a request (whose reader then gets Disconnected)."""
+        self.closed = True
+        for connection in [*self.idle, *self.active]:
             connection.close()
         self.idle.clear()
