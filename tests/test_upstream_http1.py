@@ -111,10 +111,9 @@ async def on_event(server_id: str, message: dict[str, Any]) -> None:
     return None
 
 
-async def connected(upstream: RawUpstream) -> HttpUpstream:
-    server = ServerEntry("raw", "raw", "team", "", HttpTransport(f"http://127.0.0.1:{upstream.port}/mcp",
-                                                                 protocol=MODERN_ERA),
-                         10.0, MappingProxyType({}), Path("raw.yaml"))
+async def connected(upstream: RawUpstream, headers: dict[str, str] | None = None) -> HttpUpstream:
+    transport = HttpTransport(f"http://127.0.0.1:{upstream.port}/mcp", MappingProxyType(headers or {}), MODERN_ERA)
+    server = ServerEntry("raw", "raw", "team", "", transport, 10.0, MappingProxyType({}), Path("raw.yaml"))
     client = HttpUpstream(server, on_event, discovery_auth, REPLY_LIMIT)
     await client.start()
     assert client.available
@@ -184,6 +183,24 @@ async def test_a_connection_idle_past_the_keepalive_is_not_reused(raw: RawUpstre
     assert reply["result"]["content"][0]["text"] == "c"
     assert third["conn"] != first["conn"] and third["seq"] == 1
     assert closed == "by the client"  # the stale one is closed, not left to the upstream
+
+
+async def test_the_catalogs_headers_are_sent_and_a_per_call_one_replaces_its_namesake(raw: RawUpstream) -> None:
+    client = await connected(raw, {"X-Team": "blue", "authorization": "Bearer static-replaced-per-call",
+                                   "Host": "upstream.example", "Content-Length": "999"})
+    try:
+        await call_tool(client, "echo", text="headers")
+        [call] = requests(raw.entries(), "tools/call")
+    finally:
+        await client.close()
+    sent = call["headers"]
+    names = [name for name, _ in sent]
+    assert ["authorization", f"Bearer {CALL_SECRET}"] in sent and names.count("authorization") == 1
+    assert ["x-team", "blue"] in sent
+    assert ["host", "upstream.example"] in sent and names.count("host") == 1
+    assert names.count("content-length") == 1 and ["content-length", "999"] not in sent
+    assert ["mcp-method", "tools/call"] in sent and ["mcp-name", "echo"] in sent
+    assert ["mcp-protocol-version", MODERN_ERA] in sent
 
 
 async def test_a_connection_that_answered_more_than_was_asked_is_not_reused(raw: RawUpstream) -> None:

@@ -51,6 +51,7 @@ from gateway.upstream.http1 import (
 from gateway.upstream.reply_limit import ReplyTooLarge, capped_sse_lines
 
 ACCEPT_BOTH = "application/json, text/event-stream"
+FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding"})
 SHORT_TIMEOUT_S = 10.0  # requests that serve no agent's call: handshake, notifications, session end
 MAX_RESUMES = 20
 RECONNECT_MIN_S = 0.5
@@ -108,7 +109,7 @@ class HttpUpstream:
             self.http = Http1Client(origin_of(self.url), KEEPALIVE_S)  # no cookies, so none pass between calls
             self._modern_block = self.head_block("POST", self._modern_headers)
         except ValueError:
-            log.warning("upstream %s has no usable URL", self.server_id)
+            log.warning("upstream %s has no usable URL, or a header value with a line break", self.server_id)
             return
         try:
             await self.ensure_ready()
@@ -409,10 +410,15 @@ class HttpUpstream:
         return block
 
     def head_block(self, method: str, headers: dict[str, str]) -> str:
-        """A request line and header lines (Content-Length and the blank line are the client's)."""
+        """A request line and header lines (Content-Length and the blank line are the client's).
+        A Host or Accept-Encoding in the catalog's headers is sent instead of the client's own;
+        the message's framing (Content-Length, Transfer-Encoding) is the client's alone."""
         origin = self.client().origin
-        return (f"{method} {origin.target} HTTP/1.1\r\nHost: {origin.authority}\r\n"
-                f"Accept-Encoding: {ACCEPT_ENCODING}\r\n{header_lines(headers)}")
+        own = {"host": f"Host: {origin.authority}\r\n", "accept-encoding": f"Accept-Encoding: {ACCEPT_ENCODING}\r\n"}
+        for name in headers:
+            own.pop(name.lower(), None)
+        sent = {k: v for k, v in headers.items() if k.lower() not in FRAMING_HEADERS}
+        return f"{method} {origin.target} HTTP/1.1\r\n{''.join(own.values())}{header_lines(sent)}"
 
     def per_call_head(self, block: str, fixed: dict[str, str], extra: dict[str, str]) -> str:
         """`block` (built from `fixed`) with this call's headers; one the catalog also names replaces it."""
