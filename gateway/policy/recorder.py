@@ -165,20 +165,16 @@ class DecisionRecorder:
 
     def _rows(self, batch: list[Noted]) -> list[DecisionInputRow]:
         """On a worker thread: build and encrypt each document."""
-        return [self._row(noted) for noted in batch]
-
-    def _row(self, noted: Noted) -> DecisionInputRow:
-        decision = noted.decision
-        document = self._document(noted)
-        return DecisionInputRow(decision.decision_id, noted.at, noted.principal.agent_id, noted.kind, noted.target,
-                                decision.outcome, self.cipher.seal(decision.decision_id, document))
+        payloads = self.cipher.seal_all([(noted.decision.decision_id, self._document(noted)) for noted in batch])
+        return [DecisionInputRow(noted.decision.decision_id, noted.at, noted.principal.agent_id, noted.kind,
+                                 noted.target, noted.decision.outcome, payload)
+                for noted, payload in zip(batch, payloads, strict=True)]
 
     def _document(self, noted: Noted) -> dict[str, Any]:
         decision, principal = noted.decision, noted.principal
-        cedar: dict[str, Any] = ({"kind": noted.kind, "target": noted.target, "before_policy": True}
-                                 if noted.request is None else self.engine.recorded_input(noted.request))
-        return {
-            **cedar,
+        document: dict[str, Any] = ({"kind": noted.kind, "target": noted.target, "before_policy": True}
+                                    if noted.request is None else self.engine.recorded_input(noted.request))
+        document.update({  # recorded_input's dict is this decision's own: added to, not copied
             "decision_id": decision.decision_id,
             "at": noted.at,
             "agent_id": principal.agent_id,
@@ -188,7 +184,8 @@ class DecisionRecorder:
                      "policy_version": decision.policy_version},
             "arguments": decision.canonical_arguments,
             "data_classes": list(noted.data_classes),
-        }
+        })
+        return document
 
     def _lose(self, count: int, why: str) -> None:
         before = self.lost
