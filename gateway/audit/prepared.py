@@ -34,9 +34,6 @@ _TEXT_FIELDS = ("kind", "action", "actor", "agent_id", "owner", "task_id", "tool
 # The stored columns between seq and prev_hash, in RECORD_FIELDS order.
 COLUMNS = ("at", "kind", "action", "actor", "agent_id", "owner", "task_id", "tool", "decision", "policy_ids",
            "decision_id", "trace_id", "args_digest", "preview", "detail")
-# Copied, not made: hashlib.sha256() looks the algorithm up in OpenSSL's provider tables on every call
-# (EVP_MD_fetch, ~10k instructions under OpenSSL 3), a copy of a ready context does not.
-_SHA256 = hashlib.sha256()
 _texts = operator.attrgetter(*_TEXT_FIELDS)
 _JSON_COLUMNS = frozenset({"policy_ids", "preview", "detail"})
 assert sorted((*_BEFORE, "prev_hash", "preview", "seq", *_AFTER)) == [*_BEFORE, "prev_hash", "preview", "seq", *_AFTER]
@@ -61,9 +58,8 @@ class PreparedRecord(Mapping[str, Any]):
         """The stored row (RECORD_FIELDS order) as entry `seq` after the record hashed `prev_hash`, and its hash."""
         prev = prev_hash.encode("utf-8", "surrogatepass")
         quoted = b'"' + prev + b'"' if prev.isalnum() else canonical_bytes(prev_hash)  # a hex digest needs no escape
-        sha = _SHA256.copy()
-        sha.update(b"".join((prev, self._before, quoted, self._middle, str(seq).encode(), self._after)))
-        digest = sha.hexdigest()
+        digest = hashlib.sha256(b"".join((prev, self._before, quoted, self._middle, str(seq).encode(),
+                                          self._after))).hexdigest()
         return (seq, *self.columns, prev_hash, digest), digest
 
     def _values(self) -> dict[str, Any]:
