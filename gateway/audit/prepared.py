@@ -94,8 +94,9 @@ def prepared_record(event: AuditEvent, at: float, digests: Callable[[str], str] 
 
 def _plain(event: AuditEvent, at: float, digests: Callable[[str], str] | None) -> PreparedRecord | None:
     """The common case, serialized by orjson with no copy or walk beyond is_plain; None when it does not apply."""
-    preview = None if event.preview is None else dict(event.preview)
-    detail = dict(event.detail)
+    # Serialized below, before this returns: a dict needs no copy (unsealed_record copies to keep it).
+    preview = event.preview if event.preview is None or type(event.preview) is dict else dict(event.preview)
+    detail = event.detail if type(event.detail) is dict else dict(event.detail)
     if not (at == 0.0 or MIN_PLAIN_FLOAT <= abs(at) < math.inf) or not is_plain(detail) or not is_plain(preview):
         return None
     kind, action, actor, agent_id, owner, task_id, tool, decision, decision_id, trace_id, args_digest = [
