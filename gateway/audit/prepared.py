@@ -23,18 +23,19 @@ from typing import Any
 import orjson
 
 from gateway.audit.canonical import MIN_PLAIN_FLOAT, canonical_bytes, is_plain, json_normalized
+from gateway.audit.chain import TEXT_FIELDS, raw_record
 from gateway.audit.model import AuditEvent
 
 # The hashed fields in canonical (sorted) order, cut where the writer's seq and prev_hash go.
 _BEFORE = ("action", "actor", "agent_id", "args_digest", "at", "decision", "decision_id", "detail", "kind", "owner",
            "policy_ids")
 _AFTER = ("task_id", "tool", "trace_id")
-_TEXT_FIELDS = ("kind", "action", "actor", "agent_id", "owner", "task_id", "tool", "decision", "decision_id",
-                "trace_id", "args_digest")
 # The stored columns between seq and prev_hash, in RECORD_FIELDS order.
 COLUMNS = ("at", "kind", "action", "actor", "agent_id", "owner", "task_id", "tool", "decision", "policy_ids",
            "decision_id", "trace_id", "args_digest", "preview", "detail")
-_texts = operator.attrgetter(*_TEXT_FIELDS)
+_texts = operator.attrgetter(  # in the order _plain unpacks them
+    "kind", "action", "actor", "agent_id", "owner", "task_id", "tool", "decision", "decision_id", "trace_id",
+    "args_digest")
 _JSON_COLUMNS = frozenset({"policy_ids", "preview", "detail"})
 assert sorted((*_BEFORE, "prev_hash", "preview", "seq", *_AFTER)) == [*_BEFORE, "prev_hash", "preview", "seq", *_AFTER]
 
@@ -89,7 +90,7 @@ def prepared_record(event: AuditEvent, at: float, digests: Callable[[str], str] 
         return prepared
     # Not plain JSON (or NUL in a text field): normalized as unsealed_record normalizes it, then spelled by
     # the stdlib where orjson's spelling would differ.
-    return _normalized(json_normalized(_raw(event, at)), digests)
+    return _normalized(json_normalized(raw_record(event, at)), digests)
 
 
 def _plain(event: AuditEvent, at: float, digests: Callable[[str], str] | None) -> PreparedRecord | None:
@@ -121,24 +122,11 @@ def _plain(event: AuditEvent, at: float, digests: Callable[[str], str] | None) -
                           b"," + after[1:])
 
 
-def _raw(event: AuditEvent, at: float) -> dict[str, Any]:
-    record: dict[str, Any] = {"at": at}
-    for name in _TEXT_FIELDS:
-        value = getattr(event, name)
-        record[name] = None if value is None else str(value)
-    if record["actor"] is None:
-        record["actor"] = ""
-    record["policy_ids"] = [str(policy_id) for policy_id in event.policy_ids]
-    record["preview"] = None if event.preview is None else dict(event.preview)
-    record["detail"] = dict(event.detail)
-    return record
-
-
 def _normalized(record: dict[str, Any], digests: Callable[[str], str] | None) -> PreparedRecord:
     """The slow path, for a record json_normalized already: every piece by canonical_bytes."""
     if digests is not None and record["args_digest"]:
         record["args_digest"] = digests(record["args_digest"])
-    for name in _TEXT_FIELDS:  # what rows._storable does at write: PostgreSQL text cannot hold NUL
+    for name in TEXT_FIELDS:  # what rows._storable does at write: PostgreSQL text cannot hold NUL
         value = record[name]
         if value is not None and "\x00" in value:
             record[name] = value.replace("\x00", "\ufffd")
