@@ -172,9 +172,10 @@ class DecisionRecorder:
 
     def _document(self, noted: Noted) -> dict[str, Any]:
         decision, principal = noted.decision, noted.principal
-        document: dict[str, Any] = ({"kind": noted.kind, "target": noted.target, "before_policy": True}
-                                    if noted.request is None else self.engine.recorded_input(noted.request))
-        document.update({  # recorded_input's dict is this decision's own: added to, not copied
+        cedar: dict[str, Any] = ({"kind": noted.kind, "target": noted.target, "before_policy": True}
+                                 if noted.request is None else self.engine.recorded_input(noted.request))
+        return {
+            **cedar,
             "decision_id": decision.decision_id,
             "at": noted.at,
             "agent_id": principal.agent_id,
@@ -184,8 +185,7 @@ class DecisionRecorder:
                      "policy_version": decision.policy_version},
             "arguments": decision.canonical_arguments,
             "data_classes": list(noted.data_classes),
-        })
-        return document
+        }
 
     def _lose(self, count: int, why: str) -> None:
         before = self.lost
