@@ -23,7 +23,7 @@ import orjson
 from gateway.json_values import JsonValue
 
 _STDLIB = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-_MIN_PLAIN_FLOAT = 1e-4  # below this (but not 0) orjson spells a float without an exponent, stdlib with one
+MIN_PLAIN_FLOAT = 1e-4  # below this (but not 0) orjson spells a float without an exponent, stdlib with one
 _INT_RANGE = range(-(2**63), 2**64)  # what orjson writes as an integer (i64 and u64)
 
 
@@ -47,7 +47,7 @@ def is_plain(value: JsonValue) -> bool:
             if item not in _INT_RANGE:
                 return False
         elif kind is float:
-            if item != 0.0 and not (_MIN_PLAIN_FLOAT <= abs(item) < math.inf):  # NaN fails both
+            if item != 0.0 and not (MIN_PLAIN_FLOAT <= abs(item) < math.inf):  # NaN fails both
                 return False
         else:
             return False

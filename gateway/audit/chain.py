@@ -29,7 +29,7 @@ RECORD_FIELDS: tuple[str, ...] = (
     "seq", "at", "kind", "action", "actor", "agent_id", "owner", "task_id", "tool", "decision",
     "policy_ids", "decision_id", "trace_id", "args_digest", "preview", "detail", "prev_hash", "hash",
 )
-_TEXT_FIELDS = ("kind", "action", "actor", "agent_id", "owner", "task_id", "tool", "decision",
+TEXT_FIELDS = ("kind", "action", "actor", "agent_id", "owner", "task_id", "tool", "decision",
                 "decision_id", "trace_id", "args_digest")
 
 
@@ -54,8 +54,13 @@ def unsealed_record(event: AuditEvent, at: float) -> dict[str, Any]:
     (JSON types, valid UTF-8), so the hash computed now matches the record read later, and one
     odd value can never make a whole batch fail forever.
     """
+    return json_normalized(raw_record(event, at))
+
+
+def raw_record(event: AuditEvent, at: float) -> dict[str, Any]:
+    """unsealed_record before normalization: the event's fields as text, lists and (copied) dicts."""
     record: dict[str, Any] = {"at": float(at)}
-    for name in _TEXT_FIELDS:
+    for name in TEXT_FIELDS:
         value = getattr(event, name)
         record[name] = None if value is None else str(value)
     if record["actor"] is None:
@@ -63,7 +68,7 @@ def unsealed_record(event: AuditEvent, at: float) -> dict[str, Any]:
     record["policy_ids"] = [str(policy_id) for policy_id in event.policy_ids]
     record["preview"] = None if event.preview is None else dict(event.preview)
     record["detail"] = dict(event.detail)
-    return json_normalized(record)
+    return record
 
 
 def seal(record: Mapping[str, Any], seq: int, prev_hash: str) -> dict[str, Any]:

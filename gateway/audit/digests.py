@@ -13,7 +13,7 @@ shows the same value, and nobody without the key can test a guess.
 
 from __future__ import annotations
 
-import hmac
+import hashlib
 import secrets
 from typing import TYPE_CHECKING
 
@@ -30,16 +30,31 @@ class DigestKey:
 
     def __init__(self, key: bytes | None = None) -> None:
         self._key = key
+        self._pads = None if key is None else _hmac_pads(key)
 
     def __repr__(self) -> str:
         return "DigestKey(loaded)" if self._key is not None else "DigestKey(not loaded)"
 
     async def load(self, store: GatewaySecretStore) -> None:
         self._key = await store.gateway_secret(KEY_NAME, secrets.token_bytes(KEY_BYTES))
+        self._pads = _hmac_pads(self._key)
 
     def keyed(self, digest: str) -> str:
         if digest.startswith(PREFIX):
             return digest  # keyed already (e.g. a record written again)
-        if self._key is None:
+        if self._pads is None:
             raise RuntimeError("the argument digest key is not loaded; refusing to expose a plain digest")
-        return PREFIX + hmac.digest(self._key, digest.encode("ascii"), "sha256").hex()  # one-shot: no HMAC object
+        inner, outer = self._pads[0].copy(), self._pads[1].copy()
+        inner.update(digest.encode("ascii"))
+        outer.update(inner.digest())
+        return PREFIX + outer.hexdigest()
+
+
+def _hmac_pads(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
+    """HMAC-SHA256 (RFC 2104) with the key's two padded blocks hashed once: per digest, two copies of a hash
+    state instead of the key set-up hmac.digest repeats (half the instructions; the same bytes)."""
+    block = hashlib.sha256().block_size
+    if len(key) > block:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(block, b"\0")
+    return (hashlib.sha256(bytes(byte ^ 0x36 for byte in key)), hashlib.sha256(bytes(byte ^ 0x5C for byte in key)))

@@ -19,10 +19,10 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
-from gateway.audit.chain import GENESIS_HASH, unsealed_record
+from gateway.audit.chain import GENESIS_HASH
 from gateway.audit.model import AuditEvent, AuditUnavailable
+from gateway.audit.prepared import PreparedRecord, prepared_record
 from gateway.store.base import AuditStore
 
 log = logging.getLogger("narrowgate.audit")
@@ -60,7 +60,7 @@ class AuditLog:
         self._retry_max_s = retry_max_s
         self._tickets = itertools.count(1)  # enqueue order; a waiter is done once its ticket is committed
         self._last_ticket = 0
-        self._pending: deque[tuple[int, dict[str, Any]]] = deque()
+        self._pending: deque[tuple[int, PreparedRecord]] = deque()
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._wakeup = asyncio.Event()
         self._urgent = asyncio.Event()  # someone waits for a commit: stop gathering and write
@@ -137,9 +137,8 @@ class AuditLog:
         if len(self._pending) >= self._max_pending:
             self._drop(f"{len(self._pending)} records are waiting to be written")
             return None
-        record = unsealed_record(event, self._clock())
-        if self._digests is not None and record["args_digest"]:
-            record["args_digest"] = self._digests(record["args_digest"])
+        # Serialized here, once (a snapshot of the event's values); the writer only adds seq, prev_hash and the hash.
+        record = prepared_record(event, self._clock(), self._digests)
         ticket = next(self._tickets)
         self._pending.append((ticket, record))
         self._last_ticket = ticket

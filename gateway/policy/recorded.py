@@ -12,13 +12,17 @@ a key the gateway generates on first start and keeps in its state store beside i
 payload moved to another row does not open. The row's plain columns (time, agent, target, outcome)
 are what the audit record of the decision shows anyway. Not compressed: zlib cost several times what
 serializing and encrypting cost together (bench/recording.py), and the writer's CPU is the gateway's.
+
+Format 2 holds the entities (JSON text the engine made for Cedar) as JSON, not as a string of JSON: escaping
+~1.5 KB of quotes cost more than serializing the rest of the document. `open` gives them back as text, as
+format 1 held them, so readers see one shape; format 1 records still open.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -31,7 +35,8 @@ if TYPE_CHECKING:
 KEY_NAME = "decision-input-key"
 KEY_BYTES = 32
 NONCE_BYTES = 12
-FORMAT = 1  # the document's shape; a reader refuses a format it does not know
+FORMAT = 2  # the document's shape; a reader refuses a format it does not know
+_READABLE = frozenset({1, FORMAT})
 
 
 class UnreadableRecord(ValueError):
@@ -51,9 +56,18 @@ class InputCipher:
         self._aead = AESGCM(await store.gateway_secret(KEY_NAME, secrets.token_bytes(KEY_BYTES)))
 
     def seal(self, decision_id: str, document: Mapping[str, Any]) -> bytes:
+        return self.seal_all([(decision_id, document)])[0]
+
+    def seal_all(self, documents: Sequence[tuple[str, Mapping[str, Any]]]) -> list[bytes]:
+        """seal() for each (decision_id, document): one random read for all the nonces (each still its own
+        12 random bytes)."""
         aead = self._loaded()
-        nonce = os.urandom(NONCE_BYTES)
-        return nonce + aead.encrypt(nonce, orjson.dumps({"format": FORMAT, **document}), decision_id.encode())
+        nonces = os.urandom(NONCE_BYTES * len(documents))
+        payloads = []
+        for start, (decision_id, document) in zip(range(0, len(nonces), NONCE_BYTES), documents, strict=True):
+            nonce = nonces[start:start + NONCE_BYTES]
+            payloads.append(nonce + aead.encrypt(nonce, _plaintext(document), decision_id.encode()))
+        return payloads
 
     def open(self, decision_id: str, payload: bytes) -> dict[str, Any]:
         aead = self._loaded()
@@ -62,11 +76,22 @@ class InputCipher:
             document = orjson.loads(plain)
         except (InvalidTag, orjson.JSONDecodeError, ValueError) as exc:
             raise UnreadableRecord(f"recorded input {decision_id} does not open: {type(exc).__name__}") from None
-        if not isinstance(document, dict) or document.get("format") != FORMAT:
+        if not isinstance(document, dict) or document.get("format") not in _READABLE:
             raise UnreadableRecord(f"recorded input {decision_id} has an unknown format")
+        entities = document.get("entities")
+        if entities is not None and not isinstance(entities, str):  # format 2: back to the text Cedar was sent
+            document["entities"] = orjson.dumps(entities).decode()
         return document
 
     def _loaded(self) -> AESGCM:
         if self._aead is None:
             raise RuntimeError("the decision input key is not loaded")
         return self._aead
+
+
+def _plaintext(document: Mapping[str, Any]) -> bytes:
+    plain = {"format": FORMAT, **document}
+    entities = plain.get("entities")
+    if isinstance(entities, str):  # JSON already: spliced in as it is (orjson checks nothing of a Fragment)
+        plain["entities"] = orjson.Fragment(entities)
+    return orjson.dumps(plain)

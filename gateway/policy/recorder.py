@@ -165,13 +165,10 @@ class DecisionRecorder:
 
     def _rows(self, batch: list[Noted]) -> list[DecisionInputRow]:
         """On a worker thread: build and encrypt each document."""
-        return [self._row(noted) for noted in batch]
-
-    def _row(self, noted: Noted) -> DecisionInputRow:
-        decision = noted.decision
-        document = self._document(noted)
-        return DecisionInputRow(decision.decision_id, noted.at, noted.principal.agent_id, noted.kind, noted.target,
-                                decision.outcome, self.cipher.seal(decision.decision_id, document))
+        payloads = self.cipher.seal_all([(noted.decision.decision_id, self._document(noted)) for noted in batch])
+        return [DecisionInputRow(noted.decision.decision_id, noted.at, noted.principal.agent_id, noted.kind,
+                                 noted.target, noted.decision.outcome, payload)
+                for noted, payload in zip(batch, payloads, strict=True)]
 
     def _document(self, noted: Noted) -> dict[str, Any]:
         decision, principal = noted.decision, noted.principal

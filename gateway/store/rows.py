@@ -13,6 +13,7 @@ from typing import Any
 
 from gateway.approvals.model import Approval
 from gateway.audit.chain import RECORD_FIELDS, canonical_json, seal
+from gateway.audit.prepared import PreparedRecord
 from gateway.discovery.model import ResourceReview, ToolReview
 from gateway.registry.model import Agent, Lifecycle, LifecycleEvent, agent_from_dict, agent_to_dict
 from gateway.store.base import AuditedDecision, AuditedDecisionQuery, AuditQuery, DecisionInputQuery, DecisionInputRow
@@ -183,6 +184,10 @@ def sealed_rows(records: Sequence[Mapping[str, Any]], head: tuple[int, str]) -> 
     rows = []
     for record in records:
         seq += 1
+        if type(record) is PreparedRecord:  # the audit log's: serialized at enqueue, the same bytes
+            row, prev_hash = record.sealed_row(seq, prev_hash)
+            rows.append(row)
+            continue
         sealed = seal(_storable(record), seq, prev_hash)
         prev_hash = sealed["hash"]
         rows.append(audit_row(sealed))

@@ -1,0 +1,141 @@
+"""An audit record serialized once, at enqueue: its stored columns and the hashed text, but for seq and prev_hash.
+
+The chain's hash (gateway.audit.chain) is sha256(prev_hash + canonical_json(record without "hash")), and the
+stored JSON columns are canonical_json of each JSON field. Canonical JSON is the record's "key":value pairs in
+sorted key order, so the hashed text is the same pairs cut at the two fields only the writer knows:
+
+    {<action .. policy_ids>,"prev_hash":<prev_hash>,"preview":<preview>,"seq":<seq>,<task_id .. trace_id>}
+
+Enqueueing serializes each JSON field once (its column text, spliced into the hashed text as it is) and the
+text around the two gaps; the writer joins five pieces and hashes them. The bytes are those `seal` and
+`audit_row` give for the same event (tests/test_audit_bytes.py): the same normalization (`json_normalized`,
+only when a value is not plain JSON), the same NUL replacement, the same canonical spelling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import operator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import orjson
+
+from gateway.audit.canonical import MIN_PLAIN_FLOAT, canonical_bytes, is_plain, json_normalized
+from gateway.audit.chain import TEXT_FIELDS, raw_record
+from gateway.audit.model import AuditEvent
+
+# The hashed fields in canonical (sorted) order, cut where the writer's seq and prev_hash go.
+_BEFORE = ("action", "actor", "agent_id", "args_digest", "at", "decision", "decision_id", "detail", "kind", "owner",
+           "policy_ids")
+_AFTER = ("task_id", "tool", "trace_id")
+# The stored columns between seq and prev_hash, in RECORD_FIELDS order.
+COLUMNS = ("at", "kind", "action", "actor", "agent_id", "owner", "task_id", "tool", "decision", "policy_ids",
+           "decision_id", "trace_id", "args_digest", "preview", "detail")
+_texts = operator.attrgetter(  # in the order _plain unpacks them
+    "kind", "action", "actor", "agent_id", "owner", "task_id", "tool", "decision", "decision_id", "trace_id",
+    "args_digest")
+_JSON_COLUMNS = frozenset({"policy_ids", "preview", "detail"})
+assert sorted((*_BEFORE, "prev_hash", "preview", "seq", *_AFTER)) == [*_BEFORE, "prev_hash", "preview", "seq", *_AFTER]
+
+
+class PreparedRecord(Mapping[str, Any]):
+    """One unsealed audit record, serialized: `sealed_row(seq, prev_hash)` gives its stored row and hash.
+
+    A Mapping (the record's stored values, JSON columns parsed) so it passes wherever an unsealed record
+    does; the writer reads only the slots.
+    """
+
+    __slots__ = ("_after", "_before", "_middle", "columns")
+
+    def __init__(self, columns: tuple[Any, ...], before: bytes, middle: bytes, after: bytes) -> None:
+        self.columns = columns  # the stored values of COLUMNS (JSON columns as their canonical text)
+        self._before = before  # b'{"action":..,"policy_ids":..,"prev_hash":'
+        self._middle = middle  # b',"preview":..,"seq":'
+        self._after = after  # b',"task_id":..,"trace_id":..}'
+
+    def sealed_row(self, seq: int, prev_hash: str) -> tuple[tuple[Any, ...], str]:
+        """The stored row (RECORD_FIELDS order) as entry `seq` after the record hashed `prev_hash`, and its hash."""
+        prev = prev_hash.encode("utf-8", "surrogatepass")
+        quoted = b'"' + prev + b'"' if prev.isalnum() else canonical_bytes(prev_hash)  # a hex digest needs no escape
+        digest = hashlib.sha256(b"".join((prev, self._before, quoted, self._middle, str(seq).encode(),
+                                          self._after))).hexdigest()
+        return (seq, *self.columns, prev_hash, digest), digest
+
+    def _values(self) -> dict[str, Any]:
+        return {name: orjson.loads(value) if name in _JSON_COLUMNS and value is not None else value
+                for name, value in zip(COLUMNS, self.columns, strict=True)}
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(COLUMNS)
+
+    def __len__(self) -> int:
+        return len(COLUMNS)
+
+
+def prepared_record(event: AuditEvent, at: float, digests: Callable[[str], str] | None = None) -> PreparedRecord:
+    """`event` as the record gateway.audit.chain.unsealed_record makes of it (its argument digest keyed by
+    `digests`), serialized for the writer."""
+    at = float(at)
+    try:
+        prepared = _plain(event, at, digests)
+    except (orjson.JSONEncodeError, UnicodeEncodeError):
+        # A lone surrogate (orjson refuses it, and so does the ASCII-only digest key): normalized below.
+        prepared = None
+    if prepared is not None:
+        return prepared
+    # Not plain JSON (or NUL in a text field): normalized as unsealed_record normalizes it, then spelled by
+    # the stdlib where orjson's spelling would differ.
+    return _normalized(json_normalized(raw_record(event, at)), digests)
+
+
+def _plain(event: AuditEvent, at: float, digests: Callable[[str], str] | None) -> PreparedRecord | None:
+    """The common case, serialized by orjson with no copy or walk beyond is_plain; None when it does not apply."""
+    # Serialized below, before this returns: a dict needs no copy (unsealed_record copies to keep it).
+    preview = event.preview if event.preview is None or type(event.preview) is dict else dict(event.preview)
+    detail = event.detail if type(event.detail) is dict else dict(event.detail)
+    if not (at == 0.0 or MIN_PLAIN_FLOAT <= abs(at) < math.inf) or not is_plain(detail) or not is_plain(preview):
+        return None
+    kind, action, actor, agent_id, owner, task_id, tool, decision, decision_id, trace_id, args_digest = [
+        value if value is None or type(value) is str else str(value) for value in _texts(event)]
+    if actor is None:
+        actor = ""
+    if digests is not None and args_digest:
+        args_digest = digests(args_digest)
+    policy_ids = orjson.dumps([str(policy_id) for policy_id in event.policy_ids])
+    detail_json = orjson.dumps(detail, option=orjson.OPT_SORT_KEYS)
+    preview_json = b"null" if preview is None else orjson.dumps(preview, option=orjson.OPT_SORT_KEYS)
+    before = orjson.dumps({  # in sorted key order already; the JSON fields spliced in as serialized above
+        "action": action, "actor": actor, "agent_id": agent_id, "args_digest": args_digest, "at": at,
+        "decision": decision, "decision_id": decision_id, "detail": orjson.Fragment(detail_json), "kind": kind,
+        "owner": owner, "policy_ids": orjson.Fragment(policy_ids)})
+    after = orjson.dumps({"task_id": task_id, "tool": tool, "trace_id": trace_id})
+    if b"\\u0000" in before or b"\\u0000" in after:
+        return None  # maybe NUL in a text field: replaced before hashing (rows._storable), on the slow path
+    columns = (at, kind, action, actor, agent_id, owner, task_id, tool, decision, policy_ids.decode(), decision_id,
+               trace_id, args_digest, None if preview is None else preview_json.decode(), detail_json.decode())
+    return PreparedRecord(columns, before[:-1] + b',"prev_hash":', b',"preview":' + preview_json + b',"seq":',
+                          b"," + after[1:])
+
+
+def _normalized(record: dict[str, Any], digests: Callable[[str], str] | None) -> PreparedRecord:
+    """The slow path, for a record json_normalized already: every piece by canonical_bytes."""
+    if digests is not None and record["args_digest"]:
+        record["args_digest"] = digests(record["args_digest"])
+    for name in TEXT_FIELDS:  # what rows._storable does at write: PostgreSQL text cannot hold NUL
+        value = record[name]
+        if value is not None and "\x00" in value:
+            record[name] = value.replace("\x00", "\ufffd")
+    policy_ids, detail = canonical_bytes(record["policy_ids"]), canonical_bytes(record["detail"])
+    preview = None if record["preview"] is None else canonical_bytes(record["preview"])
+    before = canonical_bytes({name: record[name] for name in _BEFORE})
+    after = canonical_bytes({name: record[name] for name in _AFTER})
+    columns = (*(record[name] for name in COLUMNS[:9]), policy_ids.decode(), record["decision_id"],
+               record["trace_id"], record["args_digest"], None if preview is None else preview.decode(),
+               detail.decode())
+    return PreparedRecord(columns, before[:-1] + b',"prev_hash":',
+                          b',"preview":' + (b"null" if preview is None else preview) + b',"seq":', b"," + after[1:])
