@@ -25,6 +25,7 @@ import orjson
 from gateway.audit.canonical import MIN_PLAIN_FLOAT, canonical_bytes, is_plain, json_normalized
 from gateway.audit.chain import TEXT_FIELDS, raw_record
 from gateway.audit.model import AuditEvent
+from gateway.json_values import JsonValue
 
 # The hashed fields in canonical (sorted) order, cut where the writer's seq and prev_hash go.
 _BEFORE = ("action", "actor", "agent_id", "args_digest", "at", "decision", "decision_id", "detail", "kind", "owner",
@@ -40,6 +41,10 @@ _JSON_COLUMNS = frozenset({"policy_ids", "preview", "detail"})
 assert sorted((*_BEFORE, "prev_hash", "preview", "seq", *_AFTER)) == [*_BEFORE, "prev_hash", "preview", "seq", *_AFTER]
 
 
+_COLUMN_INDEX = {name: index for index, name in enumerate(COLUMNS)}
+StoredValue = str | int | float | None  # one column as stored (a JSON column as its canonical text)
+
+
 class PreparedRecord(Mapping[str, Any]):
     """One unsealed audit record, serialized: `sealed_row(seq, prev_hash)` gives its stored row and hash.
 
@@ -49,13 +54,13 @@ class PreparedRecord(Mapping[str, Any]):
 
     __slots__ = ("_after", "_before", "_middle", "columns")
 
-    def __init__(self, columns: tuple[Any, ...], before: bytes, middle: bytes, after: bytes) -> None:
+    def __init__(self, columns: tuple[StoredValue, ...], before: bytes, middle: bytes, after: bytes) -> None:
         self.columns = columns  # the stored values of COLUMNS (JSON columns as their canonical text)
         self._before = before  # b'{"action":..,"policy_ids":..,"prev_hash":'
         self._middle = middle  # b',"preview":..,"seq":'
         self._after = after  # b',"task_id":..,"trace_id":..}'
 
-    def sealed_row(self, seq: int, prev_hash: str) -> tuple[tuple[Any, ...], str]:
+    def sealed_row(self, seq: int, prev_hash: str) -> tuple[tuple[StoredValue, ...], str]:
         """The stored row (RECORD_FIELDS order) as entry `seq` after the record hashed `prev_hash`, and its hash."""
         prev = prev_hash.encode("utf-8", "surrogatepass")
         quoted = b'"' + prev + b'"' if prev.isalnum() else canonical_bytes(prev_hash)  # a hex digest needs no escape
@@ -63,12 +68,9 @@ class PreparedRecord(Mapping[str, Any]):
                                           self._after))).hexdigest()
         return (seq, *self.columns, prev_hash, digest), digest
 
-    def _values(self) -> dict[str, Any]:
-        return {name: orjson.loads(value) if name in _JSON_COLUMNS and value is not None else value
-                for name, value in zip(COLUMNS, self.columns, strict=True)}
-
-    def __getitem__(self, name: str) -> Any:
-        return self._values()[name]
+    def __getitem__(self, name: str) -> JsonValue:
+        value = self.columns[_COLUMN_INDEX[name]]
+        return orjson.loads(value) if name in _JSON_COLUMNS and isinstance(value, str) else value
 
     def __iter__(self) -> Iterator[str]:
         return iter(COLUMNS)
