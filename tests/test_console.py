@@ -255,6 +255,7 @@ def test_every_console_answer_carries_the_security_headers(gw: Gateway, owner: B
     for answer in answers:
         for name, value in SECURITY_HEADERS.items():
             assert answer.headers.get(name) == value, (answer.request.url, name)
+        assert "server" not in answer.headers, answer.request.url  # no software fingerprint
     statuses = [a.status_code for a in answers]
     assert statuses[-5:] == [303, 404, 200, 405, 303]
     assert owner.get("/console/static/console.css").headers["content-type"].startswith("text/css")

@@ -149,6 +149,22 @@ tools: []
     assert len(messages) == 2
 
 
+def test_an_upstream_url_with_credentials_is_refused_without_echoing_them(tmp_path: Path) -> None:
+    (tmp_path / "basic.yaml").write_text("""id: basic
+owner: t@example.com
+transport:
+  url: https://svc:hunter2-secret@upstream.example/mcp
+tools: []
+""")
+    with pytest.raises(CatalogError) as caught:
+        load_catalog(tmp_path)
+    messages = [problem.message for problem in caught.value.problems]
+    assert messages == ["url must not carry credentials (user:password@): put them in headers or credentials"]
+    assert "hunter2" not in str(caught.value)
+    (tmp_path / "basic.yaml").write_text((tmp_path / "basic.yaml").read_text().replace("svc:hunter2-secret@", ""))
+    assert load_catalog(tmp_path).servers["basic"].transport.url == "https://upstream.example/mcp"  # type: ignore[union-attr]
+
+
 # 18.7: side traffic tied to no call reaches no agent -------------------------------------------------
 
 

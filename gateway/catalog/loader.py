@@ -55,6 +55,12 @@ GATEWAY_ENV_PREFIX = "NARROWGATE_"  # the gateway's own settings and secrets: ne
 CatalogProblem = FileProblem
 
 
+def has_userinfo(url: str) -> bool:
+    """Whether an http(s) URL names a user or password before its host."""
+    authority = url.partition("://")[2].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    return "@" in authority
+
+
 class CatalogError(Exception):
     """The catalog is invalid; `problems` lists every problem found, not just the first."""
 
@@ -208,6 +214,12 @@ class _ManifestReader:
         unresolved = not self.strict_env and ENV_REFERENCE.search(url) is not None
         if not url.startswith(("http://", "https://")) and not unresolved:
             self.problem(("transport", "url"), f"url must be http:// or https://, got {url!r}")
+            return None
+        if has_userinfo(url):
+            # The upstream client sends no URL credentials, and a secret in a URL ends up in logs: say so (the
+            # message leaves the URL out).
+            self.problem(("transport", "url"), "url must not carry credentials (user:password@): put them in "
+                                               "headers or credentials")
             return None
         headers = raw.get("headers") or {}
         if not isinstance(headers, dict):

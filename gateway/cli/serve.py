@@ -102,9 +102,11 @@ def run_gateway(settings: Settings, catalog: Catalog, tool_schemas: dict[str, An
     # Forwarding headers only from configured proxies: uvicorn's default believes them from loopback,
     # which lets a local caller pick its own address (and shed the console's sign-in throttle).
     trusted_proxies = list(settings.forwarded_allow_ips)
+    # No access log (the audit log and metrics record every call; uvicorn's logger would only build and drop
+    # a line per request) and no `server` header naming the software behind the gateway.
     config = uvicorn.Config(
         gateway.app, host=settings.listen_host, port=settings.listen_port, loop="uvloop", http="httptools",
-        log_level="warning", lifespan="on", timeout_graceful_shutdown=3,
+        log_level="warning", access_log=False, server_header=False, lifespan="on", timeout_graceful_shutdown=3,
         proxy_headers=bool(trusted_proxies), forwarded_allow_ips=trusted_proxies or None,
     )
     server = DrainingServer(config, on_stop=gateway.drain, refusals=(ClusterUnavailable,), on_started=on_started)

@@ -31,9 +31,10 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, ExemplarFilter, MeterProvider
-from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics import Histogram as SdkHistogramInstrument
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
@@ -52,6 +53,15 @@ from opentelemetry.util.types import AttributeValue
 from gateway import __version__
 from gateway.telemetry import attributes as A
 from gateway.telemetry.config import GRPC, OtlpTarget, TelemetryConfig, read_config
+from gateway.telemetry.histograms import (
+    OVERFLOW_ATTRIBUTES,
+    SERIES_LIMIT,
+    BoundHistogram,
+    LeanHistogram,
+    LeanHistograms,
+    SdkHistogram,
+    histograms_supported,
+)
 
 log = logging.getLogger("narrowgate.telemetry")
 
@@ -59,9 +69,8 @@ REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
                    60.0, 120.0, 300.0)
 POLICY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 MAX_STRING = 256
-# Distinct attribute sets kept for the request counter; past it, the SDK's overflow set (as its own limit does).
-MAX_SERIES = 2000
-OVERFLOW_ATTRIBUTES: dict[str, AttributeValue] = {"otel.metric.overflow": True}
+# Distinct attribute sets kept per metric; past it, the SDK's overflow set (as its own limit does).
+MAX_SERIES = SERIES_LIMIT
 OVERFLOW_KEY = ("otel.metric.overflow",)
 CLIENT_STAGES = frozenset({"upstream_call"})
 
@@ -203,6 +212,18 @@ class _StageScope(_SpanScope):
         self.exit(exc)
 
 
+class _RequestSeries:
+    """One request series: its attribute set, its request count (the request counter's) and its bound
+    duration histogram."""
+
+    __slots__ = ("attributes", "count", "duration")
+
+    def __init__(self, attributes: Mapping[str, AttributeValue], duration: BoundHistogram) -> None:
+        self.attributes = attributes
+        self.count = 0
+        self.duration = duration
+
+
 class Telemetry:
     """Tracer, meters and exporters for one gateway process."""
 
@@ -255,25 +276,25 @@ class Telemetry:
         self._tracer = provider.get_tracer("narrowgate", __version__)
 
     def _build_metrics(self) -> None:
-        from opentelemetry.exporter.prometheus import PrometheusMetricReader
         from prometheus_client import CollectorRegistry
+
+        from gateway.telemetry.readers import PeriodicReader, PrometheusReader
 
         config = self.config
         self.registry = CollectorRegistry(auto_describe=True)
-        readers: list[MetricReader] = [
-            PrometheusMetricReader(scope_info_enabled=False, registry=self.registry),
-        ]
+        lean = LeanHistograms()
+        readers: list[MetricReader] = [PrometheusReader(lean, self.registry)]
         if config.metrics is not None:
-            readers.append(PeriodicExportingMetricReader(
-                _otlp_metric_exporter(config.metrics),
+            readers.append(PeriodicReader(
+                lean, _otlp_metric_exporter(config.metrics),
                 export_interval_millis=config.metric_export_interval_ms,
                 export_timeout_millis=config.metric_export_timeout_ms,
             ))
         if "console" in config.metric_exporters:
             from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
 
-            readers.append(PeriodicExportingMetricReader(
-                ConsoleMetricExporter(out=sys.stderr), export_interval_millis=config.metric_export_interval_ms))
+            readers.append(PeriodicReader(
+                lean, ConsoleMetricExporter(out=sys.stderr), export_interval_millis=config.metric_export_interval_ms))
         # Exemplars link a measurement to the current span: with tracing off there is none, so the
         # SDK's default filter would only spend time finding that out on every measurement.
         exemplars: ExemplarFilter | None = None
@@ -283,20 +304,25 @@ class Telemetry:
                                             exemplar_filter=exemplars)
         meter = self.meter_provider.get_meter("narrowgate", __version__)
         # The request counter is counted here and read by the SDK at collection (an observable counter
-        # exports the same monotonic sum): one dict increment per request instead of one more SDK
-        # measurement, whose attribute cleaning and hashing cost more than the request's histogram.
-        self._request_counts: dict[tuple[str, ...], int] = {}
-        self._request_attributes: dict[tuple[str, ...], dict[str, AttributeValue]] = {}
-        self._decision_attributes: dict[str, dict[str, AttributeValue]] = {}
+        # exports the same monotonic sum): one increment on the request's series per request instead of one
+        # more SDK measurement, whose attribute cleaning and hashing cost more than the request's histogram.
+        self._request_series: dict[tuple[str, ...], _RequestSeries] = {}
+        self._decision_series: dict[str, BoundHistogram] = {}
+        self._decision_overflow: BoundHistogram | None = None
         meter.create_observable_counter(
             A.METRIC_REQUESTS, callbacks=[self._observe_requests], unit="{request}",
             description="MCP requests served by the gateway")
-        self._request_duration = meter.create_histogram(
-            A.METRIC_REQUEST_DURATION, unit="s", description="Time to answer an MCP request",
-            explicit_bucket_boundaries_advisory=REQUEST_BUCKETS)
-        self._policy_duration = meter.create_histogram(
-            A.METRIC_POLICY_EVALUATION_DURATION, unit="s", description="Time to evaluate policy for one decision",
-            explicit_bucket_boundaries_advisory=POLICY_BUCKETS)
+        # The histograms are aggregated by `gateway.telemetry.histograms` (a series bound once, a bisect and a
+        # few additions per record) and added to what the readers export, unless only the SDK exports them
+        # right (exemplars while tracing, a reader aggregating otherwise): then the SDK records them.
+        lean_ok = histograms_supported(readers, exemplars, REQUEST_BUCKETS) and histograms_supported(
+            readers, exemplars, POLICY_BUCKETS)
+        self._request_duration = self._histogram(
+            meter, lean if lean_ok else None, A.METRIC_REQUEST_DURATION, "Time to answer an MCP request",
+            REQUEST_BUCKETS)
+        self._policy_duration = self._histogram(
+            meter, lean if lean_ok else None, A.METRIC_POLICY_EVALUATION_DURATION,
+            "Time to evaluate policy for one decision", POLICY_BUCKETS)
         self._upstream_errors = meter.create_counter(
             A.METRIC_UPSTREAM_ERRORS, unit="{error}", description="Failed calls to upstream MCP servers")
         self._detections = meter.create_counter(
@@ -317,6 +343,17 @@ class Telemetry:
         meter.create_observable_gauge(
             A.METRIC_VERSIONS, callbacks=[self._observe_versions],
             description="1, labelled with this replica and the policy and catalog versions in force")
+
+    @staticmethod
+    def _histogram(meter: Meter, lean: LeanHistograms | None, name: str, description: str,
+                   bounds: tuple[float, ...]) -> LeanHistogram | SdkHistogram:
+        """A duration histogram in seconds; the SDK instrument is made either way (the lean one takes its
+        name, unit, description and scope from it) but is recorded into only on the SDK path."""
+        instrument = meter.create_histogram(name, unit="s", description=description,
+                                            explicit_bucket_boundaries_advisory=bounds)
+        if lean is not None and isinstance(instrument, SdkHistogramInstrument):
+            return lean.histogram(instrument, bounds)
+        return SdkHistogram(instrument)
 
     def add_span_processor(self, processor: SpanProcessor) -> None:
         """Extra span processor (tests use the SDK's in-memory exporter through this)."""
@@ -400,19 +437,23 @@ class Telemetry:
                        error_type: str | None) -> None:
         key: tuple[str, ...] = (method if method in A.KNOWN_METHODS else A.OTHER, decision or "", upstream or "",
                                 "" if error_type is None else error_type[:MAX_STRING])
-        attrs = self._request_attributes.get(key)
-        if attrs is None:
-            key, attrs = self._new_request_series(key, decision, upstream, error_type)
-        self._request_counts[key] = self._request_counts.get(key, 0) + 1
-        self._request_duration.record(seconds, attrs)
+        series = self._request_series.get(key)
+        if series is None:
+            key, series = self._new_request_series(key, decision, upstream, error_type)
+        series.count += 1
+        series.duration.record(seconds)
 
     def _new_request_series(self, key: tuple[str, ...], decision: str | None, upstream: str | None,
-                            error_type: str | None) -> tuple[tuple[str, ...], dict[str, AttributeValue]]:
-        """The attribute set of a new request series, kept for the next request of the same series;
-        past MAX_SERIES series, the one overflow series (so upstream-chosen error codes stay bounded)."""
-        if len(self._request_attributes) >= MAX_SERIES:
-            self._request_attributes.setdefault(OVERFLOW_KEY, OVERFLOW_ATTRIBUTES)
-            return OVERFLOW_KEY, OVERFLOW_ATTRIBUTES
+                            error_type: str | None) -> tuple[tuple[str, ...], _RequestSeries]:
+        """The attribute set of a new request series, kept (with its duration histogram bound to it) for the
+        next request of the same series; past MAX_SERIES series, the one overflow series (so upstream-chosen
+        error codes stay bounded)."""
+        if len(self._request_series) >= MAX_SERIES:
+            overflow = self._request_series.get(OVERFLOW_KEY)
+            if overflow is None:
+                overflow = self._request_series[OVERFLOW_KEY] = _RequestSeries(
+                    OVERFLOW_ATTRIBUTES, self._request_duration.bind(OVERFLOW_ATTRIBUTES))
+            return OVERFLOW_KEY, overflow
         attrs: dict[str, AttributeValue] = {A.MCP_METHOD_NAME: key[0]}
         if decision is not None:
             attrs[A.DECISION] = decision
@@ -420,21 +461,32 @@ class Telemetry:
             attrs[A.UPSTREAM] = upstream
         if error_type is not None:
             attrs[A.ERROR_TYPE] = key[3]
-        self._request_attributes[key] = attrs
-        return key, attrs
+        series = self._request_series[key] = _RequestSeries(attrs, self._request_duration.bind(attrs))
+        return key, series
+
+    @property
+    def _request_counts(self) -> dict[tuple[str, ...], int]:
+        """Requests counted per series key."""
+        return {key: series.count for key, series in list(self._request_series.items())}
 
     def _observe_requests(self, options: CallbackOptions) -> Iterable[Observation]:
-        attributes = self._request_attributes
         # list(): one atomic copy, so a request on the event loop may add a series meanwhile.
-        return [Observation(count, attributes[key]) for key, count in list(self._request_counts.items())]
+        return [Observation(series.count, series.attributes) for series in list(self._request_series.values())]
 
     def record_policy_evaluation(self, seconds: float, decision: str) -> None:
-        attrs = self._decision_attributes.get(decision)
-        if attrs is None:  # a handful of outcomes (allow, deny, step_up): one attribute set each
-            attrs = {A.DECISION: decision}
-            if len(self._decision_attributes) < MAX_SERIES:
-                self._decision_attributes[decision] = attrs
-        self._policy_duration.record(seconds, attrs)
+        series = self._decision_series.get(decision)
+        if series is None:  # a handful of outcomes (allow, deny, step_up): one series each
+            series = self._new_decision_series(decision)
+        series.record(seconds)
+
+    def _new_decision_series(self, decision: str) -> BoundHistogram:
+        """Past MAX_SERIES outcomes, the overflow series (as the SDK's own limit did)."""
+        if len(self._decision_series) >= MAX_SERIES:
+            if self._decision_overflow is None:
+                self._decision_overflow = self._policy_duration.bind(OVERFLOW_ATTRIBUTES)
+            return self._decision_overflow
+        series = self._decision_series[decision] = self._policy_duration.bind({A.DECISION: decision})
+        return series
 
     def record_upstream_error(self, upstream: str, error_type: str) -> None:
         self._upstream_errors.add(1, {A.UPSTREAM: upstream, A.ERROR_TYPE: error_type[:MAX_STRING]})

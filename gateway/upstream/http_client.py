@@ -1,8 +1,9 @@
 """A Streamable HTTP client for one upstream MCP server, speaking either protocol era.
 
-aiohttp is used because it costs about a fifth of httpx's CPU per round trip (measured; see
-docs/performance.md). One pooled ClientSession per upstream; a handshake-era session is opened
-lazily and re-opened when the upstream forgets it (404).
+Requests go through the lean HTTP/1.1 client of `http1.py` (kept-alive connections, one header
+block built per upstream, one write per request, httptools reading the reply): ~100k instructions
+per round trip where aiohttp took ~400k (docs/perf-notes/lean-upstream.md). A handshake-era
+session is opened lazily and re-opened when the upstream forgets it (404).
 
 Side traffic is relayed only from a call's own response stream, where the upstream put it for
 that call; a server-to-client request on the session-wide GET stream names no call and is refused.
@@ -16,10 +17,8 @@ import contextlib
 import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-import aiohttp
 import orjson
 from mcp.shared.inbound import NAME_BEARING_METHODS, encode_header_value
 
@@ -39,11 +38,21 @@ from gateway.upstream.base import (
     modern_params,
     refusal,
 )
+from gateway.upstream.http1 import (
+    ACCEPT_ENCODING,
+    ConnectFailed,
+    Disconnected,
+    Exchange,
+    Http1Client,
+    Reply,
+    header_lines,
+    origin_of,
+)
 from gateway.upstream.reply_limit import ReplyTooLarge, capped_sse_lines
 
 ACCEPT_BOTH = "application/json, text/event-stream"
-OpenStream = AbstractAsyncContextManager[aiohttp.ClientResponse]  # an aiohttp request, entered to read its stream
-CONTENT_ENCODING = "Content-Encoding"
+FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding"})
+SHORT_TIMEOUT_S = 10.0  # requests that serve no agent's call: handshake, notifications, session end
 MAX_RESUMES = 20
 RECONNECT_MIN_S = 0.5
 RECONNECT_MAX_S = 30.0
@@ -53,7 +62,7 @@ RESENDABLE = frozenset({"tools/list", "prompts/list", "resources/list", "resourc
                         "server/discover", "prompts/get", "resources/read", "completion/complete"})
 # A pooled connection idle longer than this is not reused: below the 5 s idle timeout of uvicorn and
 # Node's http server, so a connection the upstream has closed is not handed out even after the
-# gateway stalled (aiohttp checks the age when it picks a connection, not on a timer).
+# gateway stalled (the age is checked when a connection is picked, not on a timer).
 KEEPALIVE_S = 4.0
 
 
@@ -71,11 +80,15 @@ class HttpUpstream:
         self._base_headers = {**self.static_headers, "Accept": ACCEPT_BOTH, "Content-Type": "application/json"}
         self._modern_headers = {**self._base_headers, "MCP-Protocol-Version": MODERN_ERA}
         self._legacy_headers: tuple[str | None, dict[str, str]] | None = None  # (session id, headers)
+        self._legacy_block: tuple[str | None, str] | None = None  # (session id, POST head)
+        # Names the catalog sets (lower case): a per-call header of the same name replaces the catalog's.
+        self._static_names = frozenset(name.lower() for name in self.static_headers)
         self.on_event = on_event
         self.max_reply_bytes = max_reply_bytes
         self.eras: set[str] = set()
         self.session_id: str | None = None
-        self.http: aiohttp.ClientSession | None = None
+        self.http: Http1Client | None = None
+        self._modern_block = ""
         self.ids = itertools.count(1)
         self.probe_lock = asyncio.Lock()
         self.next_probe_at = 0.0
@@ -92,9 +105,12 @@ class HttpUpstream:
         return bool(self.eras)
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=KEEPALIVE_S, enable_cleanup_closed=True)
-        self.http = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None),
-                                          cookie_jar=aiohttp.DummyCookieJar())  # no cookie passes between tasks' calls
+        try:
+            self.http = Http1Client(origin_of(self.url), KEEPALIVE_S)  # no cookies, so none pass between calls
+            self._modern_block = self.head_block("POST", self._modern_headers)
+        except ValueError:
+            log.warning("upstream %s has no usable URL, or a header value with a line break", self.server_id)
+            return
         try:
             await self.ensure_ready()
         except RpcError as exc:
@@ -109,11 +125,12 @@ class HttpUpstream:
             background.cancel()
         if self.http is not None:
             if self.session_id:
-                with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, RpcError):
+                with contextlib.suppress(OSError, TimeoutError, RpcError, ValueError):
                     headers = {**self.legacy_headers(), **await self.discovery_auth()}
-                    async with self.http.delete(self.url, headers=headers, timeout=_short()):
+                    async with asyncio.timeout(SHORT_TIMEOUT_S), self.http.request(
+                            self.head_block("DELETE", headers), None):
                         pass
-            await self.http.close()
+            self.http.close()
 
     # Readiness -------------------------------------------------------------------------------
 
@@ -133,7 +150,7 @@ class HttpUpstream:
                 self.backoff_s = min(self.backoff_s * 2, RECONNECT_MAX_S)
                 self.last_error = exc.message
                 raise
-            except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+            except (TimeoutError, OSError, ValueError) as exc:
                 self.next_probe_at = now + self.backoff_s
                 self.backoff_s = min(self.backoff_s * 2, RECONNECT_MAX_S)
                 self.last_error = None
@@ -181,9 +198,9 @@ class HttpUpstream:
             "params": {"protocolVersion": LEGACY_ERA, "capabilities": GATEWAY_CLIENT_CAPABILITIES,
                        "clientInfo": GATEWAY_CLIENT_INFO},
         }
-        assert self.http is not None
         headers = {**self.base_headers(), **await self.discovery_auth()}
-        async with self.http.post(self.url, data=orjson.dumps(body), headers=headers, timeout=_short()) as resp:
+        async with asyncio.timeout(SHORT_TIMEOUT_S), self.client().request(
+                self.head_block("POST", headers), orjson.dumps(body)) as resp:
             reply = await self.read_reply(resp, 0, None)
             session_id = resp.headers.get("mcp-session-id")
         if "result" not in reply:
@@ -213,7 +230,7 @@ class HttpUpstream:
         except ReplyTooLarge:
             self.cancel_upstream(era, request_id, "message over the gateway's size limit")
             raise
-        except (aiohttp.ClientError, OSError) as exc:
+        except OSError as exc:  # refused, dropped or not HTTP (http1's ConnectFailed, Disconnected, BadResponse)
             self.mark_down()
             raise RpcError(UPSTREAM_UNAVAILABLE, f"upstream {self.server_id!r} is unavailable") from exc
         except ValueError as exc:  # a reply or an event that is not JSON (orjson.JSONDecodeError)
@@ -223,67 +240,63 @@ class HttpUpstream:
                    ctx: CallContext) -> dict[str, Any]:
         """One request. A request without side effects whose pooled connection turns out to be one
         the upstream closed meanwhile (disconnected or reset; not a refused connect) is sent once
-        more, on another connection: aiohttp drops the dead one, and the loop turn in between lets
-        it notice any other connection closed at the same time. A tools/call is never sent twice:
-        it may have reached the upstream (see docs/performance.md, "Reload stalls")."""
+        more, on a new connection. A tools/call is never sent twice: it may have reached the upstream
+        (see docs/performance.md, "Reload stalls")."""
         try:
             return await self.send_once(era, request_id, method, params, ctx)
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-            if method not in RESENDABLE or isinstance(exc, aiohttp.ClientConnectorError):
+        except Disconnected as exc:
+            if method not in RESENDABLE:
                 raise
             log.info("upstream %s dropped a kept-alive connection (%s); %s sent again", self.server_id,
                      type(exc).__name__, method)
-            await asyncio.sleep(0)
-            return await self.send_once(era, request_id, method, params, ctx)
+            return await self.send_once(era, request_id, method, params, ctx, fresh=True)
 
     async def send_once(self, era: str, request_id: int, method: str, params: dict[str, Any],
-                        ctx: CallContext) -> dict[str, Any]:
+                        ctx: CallContext, fresh: bool = False) -> dict[str, Any]:
         if era == MODERN_ERA:
             body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": modern_params(params, ctx)}
-            return await self.post_modern(body, method, ctx)
-        return await self.call_legacy(request_id, method, legacy_params(params), ctx)
+            return await self.post_modern(body, method, ctx, fresh)
+        return await self.call_legacy(request_id, method, legacy_params(params), ctx, fresh)
 
     async def call_legacy(
-        self, request_id: int, method: str, params: dict[str, Any], ctx: CallContext
+        self, request_id: int, method: str, params: dict[str, Any], ctx: CallContext, fresh: bool = False
     ) -> dict[str, Any]:
         body = orjson.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
-        assert self.http is not None
         for attempt in range(2):
             if self.session_id is None:
                 await self.initialize()
-            headers = {**self.legacy_headers(), **(ctx.auth or await self.discovery_auth()), **ctx.headers}
-            async with self.http.post(self.url, data=body, headers=headers) as resp:
+            head = self.per_call_head(self.legacy_block(), self.legacy_headers(),
+                                      {**(ctx.auth or await self.discovery_auth()), **ctx.headers})
+            async with self.client().request(head, body, fresh) as resp:
                 if resp.status == 404 and attempt == 0:
                     self.session_id = None  # the upstream forgot our session: open a new one
                     continue
                 return await self.read_reply(resp, request_id, ctx)
         raise RpcError(UPSTREAM_ERROR, f"upstream {self.server_id!r} keeps losing its session")
 
-    async def post_modern(self, body: dict[str, Any], method: str, ctx: CallContext | None) -> dict[str, Any]:
+    async def post_modern(self, body: dict[str, Any], method: str, ctx: CallContext | None,
+                          fresh: bool = False) -> dict[str, Any]:
         auth = ctx.auth if ctx is not None and ctx.auth is not None else await self.discovery_auth()
-        headers = {**self._modern_headers, **auth, "Mcp-Method": method}
+        headers = {**auth, "Mcp-Method": method}  # what this call adds to the upstream's fixed block
         name_key = NAME_BEARING_METHODS.get(method)
         if name_key is not None and isinstance(name := body["params"].get(name_key), str):
             headers["Mcp-Name"] = encode_header_value(name)
         if ctx is not None:
             headers.update(ctx.headers)
-        assert self.http is not None
-        async with self.http.post(self.url, data=orjson.dumps(body), headers=headers,
-                                  timeout=None if ctx else _short()) as resp:
-            return await self.read_reply(resp, body["id"], ctx)
+        head = self.per_call_head(self._modern_block, self._modern_headers, headers)
+        if ctx is None:
+            async with asyncio.timeout(SHORT_TIMEOUT_S):
+                return await self.post(head, orjson.dumps(body), body["id"], None, fresh)
+        return await self.post(head, orjson.dumps(body), body["id"], ctx, fresh)
 
-    async def read_reply(
-        self, resp: aiohttp.ClientResponse, request_id: int, ctx: CallContext | None
-    ) -> dict[str, Any]:
-        try:
-            return await self.read_reply_within_limit(resp, request_id, ctx)
-        except ReplyTooLarge:
-            resp.close()  # drop the connection rather than drain the rest of an oversized body
-            raise
+    async def post(self, head: str, data: bytes, request_id: int, ctx: CallContext | None,
+                   fresh: bool) -> dict[str, Any]:
+        async with self.client().request(head, data, fresh) as resp:
+            return await self.read_reply(resp, request_id, ctx)
 
-    async def read_reply_within_limit(
-        self, resp: aiohttp.ClientResponse, request_id: int, ctx: CallContext | None
-    ) -> dict[str, Any]:
+    async def read_reply(self, resp: Reply, request_id: int, ctx: CallContext | None) -> dict[str, Any]:
+        """The JSON-RPC reply in a response. A reply left unread (over the cap, malformed) is not
+        drained: leaving the request's `async with` closes its connection."""
         ctype = resp.content_type
         if ctype == "application/json":
             reply = orjson.loads(await self.read_body(resp))
@@ -294,34 +307,32 @@ class HttpUpstream:
             return await self.read_stream(resp, request_id, ctx)
         raise RpcError(UPSTREAM_ERROR, f"upstream {self.server_id!r} answered HTTP {resp.status}")
 
-    async def read_body(self, resp: aiohttp.ClientResponse) -> bytes:
+    async def read_body(self, resp: Reply) -> bytes:
         """A JSON body, read up to the cap and no further."""
         limit = self.max_reply_bytes
         length = resp.content_length
         if length is not None and length > limit:
             raise ReplyTooLarge(self.server_id, limit)
-        if length is not None and CONTENT_ENCODING not in resp.headers:
-            # The parser delivers exactly Content-Length bytes (at most the cap): read them whole, no copies.
+        if length is not None and not resp.compressed:
+            # The parser delivers exactly Content-Length bytes (at most the cap): read them whole.
             # A compressed body may inflate past its Content-Length, so it is counted chunk by chunk below.
             return await resp.read()
         body = bytearray()
-        while chunk := await resp.content.readany():
+        while chunk := await resp.read_chunk():
             body += chunk
             if len(body) > limit:
                 raise ReplyTooLarge(self.server_id, limit)
         return bytes(body)
 
-    def events(self, resp: aiohttp.ClientResponse) -> AsyncIterator[Event]:
+    def events(self, resp: Reply) -> AsyncIterator[Event]:
         """The SSE events of a response, each capped while it is read."""
-        return decode_events(capped_sse_lines(resp.content.readany, self.max_reply_bytes, self.server_id))
+        return decode_events(capped_sse_lines(resp.read_chunk, self.max_reply_bytes, self.server_id))
 
-    async def read_stream(
-        self, resp: aiohttp.ClientResponse, request_id: int, ctx: CallContext | None
-    ) -> dict[str, Any]:
+    async def read_stream(self, resp: Reply, request_id: int, ctx: CallContext | None) -> dict[str, Any]:
         """Relay side traffic until the reply arrives; resume with Last-Event-ID if the stream drops."""
         last_event_id: str | None = None
         retry_ms = 0
-        first = resp
+        resumed: Exchange | None = None
         try:
             for _ in range(MAX_RESUMES):
                 async for event in self.events(resp):
@@ -337,21 +348,20 @@ class HttpUpstream:
                 if last_event_id is None or self.session_id is None:
                     break
                 await asyncio.sleep(min(retry_ms, 5000) / 1000)
-                resp = await self.resume(last_event_id)
+                if resumed is not None:
+                    resumed.finish()
+                resumed = self.resume_request(last_event_id, await self.discovery_auth())
+                resp = await resumed.__aenter__()
+                if resp.status != 200 or resp.content_type != "text/event-stream":
+                    raise RpcError(UPSTREAM_ERROR, f"upstream {self.server_id!r} could not resume its stream")
         finally:
-            if resp is not first:
-                resp.close()  # a resumed stream is ours to end (the first one is the caller's)
+            if resumed is not None:
+                resumed.finish()  # a resumed stream is ours to end (the first one is the caller's)
         raise RpcError(UPSTREAM_ERROR, f"upstream {self.server_id!r} closed the stream without a reply")
 
-    async def resume(self, last_event_id: str) -> aiohttp.ClientResponse:
-        assert self.http is not None
-        headers = {**self.legacy_headers(), **await self.discovery_auth(), "Accept": "text/event-stream",
-                   "Last-Event-ID": last_event_id}
-        resp = await self.http.get(self.url, headers=headers)
-        if resp.status != 200 or resp.content_type != "text/event-stream":
-            resp.release()
-            raise RpcError(UPSTREAM_ERROR, f"upstream {self.server_id!r} could not resume its stream")
-        return resp
+    def resume_request(self, last_event_id: str, auth: dict[str, str]) -> Exchange:
+        headers = {**self.legacy_headers(), **auth, "Accept": "text/event-stream", "Last-Event-ID": last_event_id}
+        return self.client().request(self.head_block("GET", headers), None)
 
     async def handle_stream_message(
         self, message: object, request_id: int, ctx: CallContext | None
@@ -390,12 +400,43 @@ class HttpUpstream:
         self._legacy_headers = (self.session_id, headers)
         return headers
 
+    def legacy_block(self) -> str:
+        """legacy_headers() as a POST head, built once per session."""
+        cached = self._legacy_block
+        if cached is not None and cached[0] == self.session_id:
+            return cached[1]
+        block = self.head_block("POST", self.legacy_headers())
+        self._legacy_block = (self.session_id, block)
+        return block
+
+    def head_block(self, method: str, headers: dict[str, str]) -> str:
+        """A request line and header lines (Content-Length and the blank line are the client's).
+        A Host or Accept-Encoding in the catalog's headers is sent instead of the client's own;
+        the message's framing (Content-Length, Transfer-Encoding) is the client's alone."""
+        origin = self.client().origin
+        own = {"host": f"Host: {origin.authority}\r\n", "accept-encoding": f"Accept-Encoding: {ACCEPT_ENCODING}\r\n"}
+        for name in headers:
+            own.pop(name.lower(), None)
+        sent = {k: v for k, v in headers.items() if k.lower() not in FRAMING_HEADERS}
+        return f"{method} {origin.target} HTTP/1.1\r\n{''.join(own.values())}{header_lines(sent)}"
+
+    def per_call_head(self, block: str, fixed: dict[str, str], extra: dict[str, str]) -> str:
+        """`block` (built from `fixed`) with this call's headers; one the catalog also names replaces it."""
+        if self._static_names and not self._static_names.isdisjoint(name.lower() for name in extra):
+            replaced = {name.lower() for name in extra}
+            block = self.head_block("POST", {k: v for k, v in fixed.items() if k.lower() not in replaced})
+        return block + header_lines(extra)
+
+    def client(self) -> Http1Client:
+        if self.http is None:
+            raise ConnectFailed(f"upstream {self.server_id!r} has no usable URL")
+        return self.http
+
     async def send_legacy(self, message: dict[str, Any]) -> None:
         """POST a notification or a reply to the upstream's session; it answers 202."""
-        assert self.http is not None
-        with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
-            headers = {**self.legacy_headers(), **await self.discovery_auth()}
-            async with self.http.post(self.url, data=orjson.dumps(message), headers=headers, timeout=_short()):
+        with contextlib.suppress(OSError, TimeoutError):
+            head = self.per_call_head(self.legacy_block(), self.legacy_headers(), await self.discovery_auth())
+            async with asyncio.timeout(SHORT_TIMEOUT_S), self.client().request(head, orjson.dumps(message)):
                 pass
 
     async def notify(self, method: str, params: dict[str, Any]) -> None:
@@ -416,20 +457,20 @@ class HttpUpstream:
         """Hold a `subscriptions/listen` stream for list changes."""
         await self.hold_stream(MODERN_ERA, self.http_listen_stream, False)
 
-    def http_get_stream(self, auth: dict[str, str]) -> OpenStream:
-        assert self.http is not None
-        return self.http.get(self.url, headers={**self.legacy_headers(), **auth, "Accept": "text/event-stream"})
+    def http_get_stream(self, auth: dict[str, str]) -> Exchange:
+        headers = {**self.legacy_headers(), **auth, "Accept": "text/event-stream"}
+        return self.client().request(self.head_block("GET", headers), None)
 
-    def http_listen_stream(self, auth: dict[str, str]) -> OpenStream:
-        assert self.http is not None
+    def http_listen_stream(self, auth: dict[str, str]) -> Exchange:
         params = {"notifications": {"toolsListChanged": True, "promptsListChanged": True,
                                     "resourcesListChanged": True}}
         body = {"jsonrpc": "2.0", "id": "narrowgate-listen", "method": "subscriptions/listen",
                 "params": modern_params(params, _gateway_ctx())}
-        headers = {**self._modern_headers, **auth, "Mcp-Method": "subscriptions/listen"}
-        return self.http.post(self.url, data=orjson.dumps(body), headers=headers)
+        head = self.per_call_head(self._modern_block, self._modern_headers,
+                                  {**auth, "Mcp-Method": "subscriptions/listen"})
+        return self.client().request(head, orjson.dumps(body))
 
-    async def hold_stream(self, era: str, open_stream: Callable[[dict[str, str]], OpenStream],
+    async def hold_stream(self, era: str, open_stream: Callable[[dict[str, str]], Exchange],
                           only_updates: bool) -> None:
         delay, dropped = RECONNECT_MIN_S, False
         while not self.closed and era in self.eras:
@@ -446,7 +487,7 @@ class HttpUpstream:
                         delay, self.reopened = RECONNECT_MIN_S, self.reopened + dropped
                         async for event in self.events(resp):
                             await self.on_listen_event(event.data, era, only_updates)
-            except (aiohttp.ClientError, OSError, ValueError, TimeoutError, RpcError) as exc:
+            except (OSError, ValueError, TimeoutError, RpcError) as exc:
                 log.debug("upstream %s notification stream dropped: %s", self.server_id, exc)
             dropped = True
             await asyncio.sleep(delay)
@@ -479,10 +520,6 @@ class HttpUpstream:
         task = asyncio.create_task(coro)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
-
-
-def _short() -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(total=10)
 
 
 def _gateway_ctx() -> CallContext:

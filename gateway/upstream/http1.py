@@ -1,0 +1,417 @@
+"""A lean HTTP/1.1 client for one upstream origin: the upstream hop of every call.
+
+Per upstream: keep-alive connections on the running loop (asyncio Protocols), each request
+written with one `transport.write` (the caller passes a header block it built once per upstream
+plus the per-call lines), each reply parsed by httptools as its bytes arrive. It does what the
+hop needs and nothing else: no redirects, no cookies, no proxies, and no pipelining (a connection
+carries one request at a time and goes back to the pool only once its reply was read whole).
+aiohttp cost ~3x the instructions per round trip for the same work (docs/perf-notes/lean-upstream.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ssl
+import time
+import zlib
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import httptools
+
+MAX_CONNECTIONS = 256  # open at once per upstream; more requests wait for one
+MAX_IDLE = 64  # kept-alive connections held per upstream; more are closed when their reply ends
+READ_AHEAD_BYTES = 256 * 1024  # body bytes read before the reader takes them: then the socket pauses
+INFLATED_CHUNK = 64 * 1024  # a compressed body comes out at most this much per read
+ACCEPT_ENCODING = "gzip, deflate"
+INFLATE_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+# Verified TLS with the system's CAs (SSL_CERT_FILE / SSL_CERT_DIR apply), as aiohttp's default:
+# built at import because loading the CA store reads files, which must not happen on the loop.
+DEFAULT_TLS = ssl.create_default_context()
+DEFAULT_TLS.set_alpn_protocols(["http/1.1"])
+
+
+class ConnectFailed(OSError):
+    """No connection could be opened (refused, unreachable, TLS handshake): nothing was sent."""
+
+
+class Disconnected(ConnectionError):
+    """The connection ended before the reply did: the request may have reached the upstream."""
+
+
+class BadResponse(ConnectionError):
+    """What came back is not an HTTP/1.1 response (or a compressed body that does not inflate)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    host: str
+    port: int
+    tls: ssl.SSLContext | None
+    authority: str  # the Host header
+    target: str  # path and query of the URL
+
+
+def origin_of(url: str, tls: ssl.SSLContext | None = None) -> Origin:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("the upstream URL must be http:// or https:// with a host")
+    secure = parts.scheme == "https"
+    port = parts.port or (443 if secure else 80)
+    host = parts.hostname
+    authority = f"[{host}]" if ":" in host else host
+    if parts.port is not None and parts.port != (443 if secure else 80):
+        authority = f"{authority}:{port}"
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return Origin(host, port, (tls or DEFAULT_TLS) if secure else None, authority, target)
+
+
+def header_lines(headers: dict[str, str]) -> str:
+    """`Name: value\\r\\n` lines; a name or value that could end the header early is refused
+    (ValueError, as aiohttp refused it), never sent. The message names no value: it may be a secret."""
+    lines = []
+    for name, value in headers.items():
+        if "\n" in value or "\r" in value or "\0" in value or not name.isascii() or ":" in name or " " in name:
+            raise ValueError(f"header {name!r} holds a line break or is not a header name; not sent")
+        lines.append(f"{name}: {value}\r\n")
+    return "".join(lines)
+
+
+class Reply:
+    """One response: its status and headers once they arrived, its body as it arrives."""
+
+    __slots__ = (
+        "buffered",
+        "chunks",
+        "complete",
+        "connection",
+        "error",
+        "flushed",
+        "headers",
+        "headers_read",
+        "inflater",
+        "keep_alive",
+        "raw_headers",
+        "status",
+        "waiter",
+    )
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.status = 0
+        self.headers: dict[str, str] = {}  # lower-case names; a repeated header's values joined by ", "
+        self.raw_headers: list[tuple[bytes, bytes]] = []
+        self.headers_read: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.chunks: collections.deque[bytes] = collections.deque()
+        self.buffered = 0
+        self.waiter: asyncio.Future[None] | None = None
+        self.complete = False
+        self.keep_alive = False
+        self.error: Exception | None = None
+        self.inflater: Any = None  # zlib's decompress object for a compressed body
+        self.flushed = False
+
+    @property
+    def content_type(self) -> str:
+        value = self.headers.get("content-type")
+        return value.split(";", 1)[0].strip().lower() if value else "application/octet-stream"
+
+    @property
+    def content_length(self) -> int | None:
+        value = self.headers.get("content-length")
+        return int(value) if value is not None and value.isdigit() else None
+
+    @property
+    def compressed(self) -> bool:
+        return "content-encoding" in self.headers
+
+    async def read(self) -> bytes:
+        """The whole body (the caller checked its Content-Length against its cap)."""
+        parts = []
+        while chunk := await self.read_chunk():
+            parts.append(chunk)
+        return b"".join(parts)
+
+    async def read_chunk(self) -> bytes:
+        """The next piece of the body, inflated if it was compressed; b"" at its end."""
+        while True:
+            if self.inflater is not None and self.inflater.unconsumed_tail and (
+                    out := self.inflate(self.inflater.unconsumed_tail)):
+                return out
+            if self.chunks:
+                chunk = self.chunks.popleft()
+                self.buffered -= len(chunk)
+                if self.buffered < READ_AHEAD_BYTES // 2:
+                    self.connection.resume()
+                if self.inflater is None:
+                    return chunk
+                if out := self.inflate(chunk):
+                    return out
+                continue
+            if self.error is not None:
+                raise self.error
+            if self.complete:
+                if self.inflater is not None and not self.flushed:
+                    self.flushed = True
+                    return bytes(self.inflater.flush())
+                return b""
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+
+    def inflate(self, data: bytes) -> bytes:
+        try:
+            return bytes(self.inflater.decompress(data, INFLATED_CHUNK))
+        except zlib.error:
+            raise BadResponse("the upstream's compressed body does not inflate") from None
+
+    # Called by the connection as bytes arrive --------------------------------------------------
+
+    def on_headers(self, status: int) -> None:
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in self.raw_headers:
+            name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        self.status, self.headers = status, headers
+        encoding = headers.get("content-encoding", "identity").strip().lower()
+        if encoding in INFLATE_WBITS:
+            self.inflater = zlib.decompressobj(INFLATE_WBITS[encoding])
+        elif encoding != "identity":
+            self.fail(BadResponse(f"the upstream answered with an unsupported Content-Encoding {encoding!r}"))
+            return
+        if not self.headers_read.done():
+            self.headers_read.set_result(None)
+
+    def on_body(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.buffered += len(data)
+        if self.buffered > READ_AHEAD_BYTES:
+            self.connection.pause()
+        self.wake()
+
+    def on_complete(self, keep_alive: bool) -> None:
+        self.complete, self.keep_alive = True, keep_alive
+        self.wake()
+
+    def fail(self, error: Exception) -> None:
+        if self.error is None and not self.complete:
+            self.error = error
+        if not self.headers_read.done():
+            self.headers_read.set_exception(error)
+            self.headers_read.exception()  # retrieved: a reply nobody awaits any more must not warn
+        self.wake()
+
+    def wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+class Connection(asyncio.Protocol):
+    """One keep-alive connection; httptools calls the `on_*` methods while it parses."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.reply: Reply | None = None
+        self.open = False
+        self.paused = False
+        self.idle_since = 0.0
+        self.spoiled = False  # the upstream sent more than the answer asked for: never reused
+
+    def send(self, data: bytes) -> Reply:
+        assert self.transport is not None and self.reply is None
+        self.reply = Reply(self)
+        self.transport.write(data)
+        return self.reply
+
+    def close(self) -> None:
+        self.open = False
+        if self.transport is not None:
+            self.transport.close()
+
+    def pause(self) -> None:
+        if not self.paused and self.transport is not None and self.open:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.paused and self.transport is not None and self.open:
+            self.paused = False
+            self.transport.resume_reading()
+
+    # asyncio.Protocol --------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport, self.open = cast(asyncio.Transport, transport), True  # uvloop's is no subclass
+
+    def data_received(self, data: bytes) -> None:
+        if self.reply is None:  # bytes nobody asked for: this connection cannot be trusted again
+            self.close()
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self.reply.fail(BadResponse(f"the upstream's answer is not HTTP/1.1 ({exc})"))
+            self.close()
+
+    def eof_received(self) -> bool:
+        return False  # close our side too: connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open = False
+        reply = self.reply
+        if reply is not None and not reply.complete:
+            if reply.headers_read.done() and _reads_to_close(reply):
+                reply.on_complete(False)  # a body without a length ends where the connection does
+            else:
+                reply.fail(Disconnected("the upstream closed the connection before its reply ended"))
+
+    # httptools callbacks (after the reply completed, the rest of the bytes belong to no request) --
+
+    def on_message_begin(self) -> None:
+        assert self.reply is not None
+        if self.reply.complete:
+            self.spoiled = True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        assert self.reply is not None
+        if not self.spoiled:
+            self.reply.raw_headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        assert self.reply is not None
+        if self.spoiled:
+            return
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:  # an interim answer (103 Early Hints): the real one follows
+            self.reply.raw_headers.clear()
+            return
+        self.reply.on_headers(status)
+
+    def on_body(self, body: bytes) -> None:
+        assert self.reply is not None
+        if not self.spoiled:
+            self.reply.on_body(body)
+
+    def on_message_complete(self) -> None:
+        reply = self.reply
+        assert reply is not None
+        if self.spoiled or (not reply.headers_read.done() and reply.error is None):
+            return  # the end of an interim answer
+        reply.on_complete(self.parser.should_keep_alive())
+
+
+def _reads_to_close(reply: Reply) -> bool:
+    return "content-length" not in reply.headers and "chunked" not in reply.headers.get("transfer-encoding", "")
+
+
+class Exchange:
+    """`async with client.request(...) as reply`: the reply once its headers arrived. On exit the
+    connection goes back to the pool only when the reply was read to its end and may be kept
+    alive; otherwise (cancelled, timed out, failed, left half-read) it is closed."""
+
+    __slots__ = ("client", "connection", "data", "fresh", "holds_slot", "reply")
+
+    def __init__(self, client: Http1Client, data: bytes, fresh: bool) -> None:
+        self.client, self.data, self.fresh = client, data, fresh
+        self.connection: Connection | None = None
+        self.reply: Reply | None = None
+        self.holds_slot = False
+
+    async def __aenter__(self) -> Reply:
+        client = self.client
+        await client.slots.acquire()
+        self.holds_slot = True  # until finish()
+        try:
+            connection = (None if self.fresh else client.idle_connection()) or await client.connect()
+            self.connection = connection
+            client.active.add(connection)
+            reply = self.reply = connection.send(self.data)
+            await reply.headers_read
+            return reply
+        except BaseException:
+            self.finish()
+            raise
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self.finish()
+
+    def finish(self) -> None:
+        """Hand the connection back or close it; safe to call more than once."""
+        if not self.holds_slot:
+            return
+        self.holds_slot = False
+        connection, reply = self.connection, self.reply
+        self.connection = None
+        if connection is not None:
+            connection.reply = None
+            self.client.active.discard(connection)
+            reusable = (reply is not None and reply.complete and reply.keep_alive and reply.error is None
+                        and not reply.chunks and connection.open and not connection.spoiled)
+            if reusable:
+                self.client.keep(connection)
+            else:
+                connection.close()
+        self.client.slots.release()
+
+
+class Http1Client:
+    """The connections to one upstream origin."""
+
+    def __init__(self, origin: Origin, keepalive_s: float) -> None:
+        self.origin = origin
+        self.keepalive_s = keepalive_s
+        self.idle: list[Connection] = []  # last in, first out: the most recently used is the likeliest open
+        self.active: set[Connection] = set()  # carrying a request now
+        self.closed = False
+        self.slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        self.opened = 0  # connections opened so far (the tests read it)
+
+    def request(self, head: str, body: bytes | None, fresh: bool = False) -> Exchange:
+        """`head` is the request line and header lines without the blank line that ends them;
+        Content-Length is added here (none for `body` None: a GET or a DELETE).
+        `fresh`: on a new connection, not a kept-alive one."""
+        if body is None:
+            return Exchange(self, f"{head}\r\n".encode(), fresh)
+        return Exchange(self, f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body, fresh)
+
+    def idle_connection(self) -> Connection | None:
+        now = time.monotonic()
+        while self.idle:
+            connection = self.idle.pop()
+            if connection.open and now - connection.idle_since <= self.keepalive_s:
+                return connection
+            connection.close()  # the upstream closed it, or it idled past the upstream's own timeout
+        return None
+
+    async def connect(self) -> Connection:
+        origin = self.origin
+        loop = asyncio.get_running_loop()
+        try:
+            _, connection = await loop.create_connection(
+                Connection, origin.host, origin.port, ssl=origin.tls,
+                server_hostname=origin.host if origin.tls is not None else None)
+        except OSError as exc:
+            raise ConnectFailed(f"cannot connect to {origin.authority} ({type(exc).__name__})") from exc
+        self.opened += 1
+        return connection
+
+    def keep(self, connection: Connection) -> None:
+        if self.closed or len(self.idle) >= MAX_IDLE:
+            connection.close()
+            return
+        connection.idle_since = time.monotonic()
+        self.idle.append(connection)
+
+    def close(self) -> None:
+        """Close every connection, idle or carrying a request (whose reader then gets Disconnected)."""
+        self.closed = True
+        for connection in [*self.idle, *self.active]:
+            connection.close()
+        self.idle.clear()

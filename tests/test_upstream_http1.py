@@ -1,0 +1,340 @@
+"""The lean HTTP/1.1 client of the upstream hop (gateway/upstream/http1.py), through HttpUpstream.
+
+Against a real upstream process that owns every byte of its connections
+(tests/fixtures/upstreams/raw_http_server.py) and logs which connection carried which request:
+a kept-alive connection the upstream closed is resent on a fresh one only for requests without side
+effects; connections idle too long are not reused; one request at a time per connection (no
+pipelining); a reply over the cap, a cancelled or timed-out call close their connection instead of
+returning it to the pool; malformed answers give the errors they gave with aiohttp; no credential
+appears in any error or log line. And https upstreams as with aiohttp: verified against the
+system's CAs (SSL_CERT_FILE applies), an unknown issuer refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+from mcp.shared.exceptions import MCPError
+
+from gateway.catalog.model import HttpTransport, ServerEntry
+from gateway.protocol.eras import MODERN_ERA
+from gateway.protocol.errors import REQUEST_TIMEOUT, UPSTREAM_ERROR, UPSTREAM_UNAVAILABLE, RpcError
+from gateway.upstream.base import CallContext
+from gateway.upstream.http_client import KEEPALIVE_S, HttpUpstream
+from gateway.upstream.reply_limit import ReplyTooLarge
+from tests.support.clients import ERAS, mcp_client
+from tests.support.processes import BEHAVIOUR_SERVER, REPO, Gateway, behaviour_manifest, start_listening, stop
+from tests.support.tls import server_certificate
+
+RAW_SERVER = REPO / "tests" / "fixtures" / "upstreams" / "raw_http_server.py"
+DISCOVERY_SECRET = "discovery-secret-never-in-a-log-5b1e"
+CALL_SECRET = "per-call-token-never-in-a-log-77aa"
+REPLY_LIMIT = 1024 * 1024
+
+
+class RawUpstream:
+    def __init__(self, log: Path, port: int) -> None:
+        self.log, self.port = log, port
+        self.history: list[dict[str, Any]] = []  # every entry read so far
+
+    def entries(self) -> list[dict[str, Any]]:
+        """What the upstream logged since the last call."""
+        lines = self.log.read_text().splitlines() if self.log.exists() else []
+        fresh = [json.loads(line) for line in lines[len(self.history):]]
+        self.history += fresh
+        return fresh
+
+    async def wait_for(self, wanted: dict[str, Any]) -> list[dict[str, Any]]:
+        """The entries logged until one with `wanted`'s items (the upstream's own pace; bounded)."""
+        got: list[dict[str, Any]] = []
+        for _ in range(1000):
+            got += self.entries()
+            if any(wanted.items() <= entry.items() for entry in got):
+                return got
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"the upstream never logged {wanted}: {got}")
+
+    async def wait_closed(self, conn: int) -> str:
+        """How connection `conn` ended, once the upstream saw it end."""
+        for _ in range(1000):
+            self.entries()
+            ends = [entry["closed"] for entry in self.history if entry.get("conn") == conn and "closed" in entry]
+            if ends:
+                return str(ends[0])
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"connection {conn} stayed open")
+
+
+def start_raw(tmp: Path, *args: str) -> tuple[Any, RawUpstream]:
+    log = tmp / "raw.jsonl"
+    process, port = start_listening([sys.executable, str(RAW_SERVER), "--port", "0", *args], env={"RAW_LOG": str(log)})
+    return process, RawUpstream(log, port)
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RawUpstream]:
+    process, upstream = start_raw(tmp_path_factory.mktemp("raw"))
+    yield upstream
+    stop(process)
+
+
+@pytest.fixture(scope="module")
+def dropping(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RawUpstream]:
+    """Leaves tools/list and tools/call unanswered when they come on a kept-alive connection."""
+    process, upstream = start_raw(tmp_path_factory.mktemp("dropping"), "--drop-reused", "tools/list,tools/call")
+    yield upstream
+    stop(process)
+
+
+@pytest.fixture(autouse=True)
+def no_secret_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    caplog.set_level(logging.DEBUG)
+    yield
+    for record in caplog.records:
+        text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else "")
+        assert DISCOVERY_SECRET not in text and CALL_SECRET not in text, text
+
+
+async def discovery_auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {DISCOVERY_SECRET}"}
+
+
+async def on_event(server_id: str, message: dict[str, Any]) -> None:
+    return None
+
+
+async def connected(upstream: RawUpstream, headers: dict[str, str] | None = None) -> HttpUpstream:
+    transport = HttpTransport(f"http://127.0.0.1:{upstream.port}/mcp", MappingProxyType(headers or {}), MODERN_ERA)
+    server = ServerEntry("raw", "raw", "team", "", transport, 10.0, MappingProxyType({}), Path("raw.yaml"))
+    client = HttpUpstream(server, on_event, discovery_auth, REPLY_LIMIT)
+    await client.start()
+    assert client.available
+    assert client.listen_task is not None
+    await client.listen_task  # subscriptions/listen: 405, so the client stops asking
+    upstream.entries()
+    return client
+
+
+def ctx(timeout_s: float = 10.0) -> CallContext:
+    return CallContext(era=MODERN_ERA, timeout_s=timeout_s, auth={"Authorization": f"Bearer {CALL_SECRET}"})
+
+
+async def call_tool(client: HttpUpstream, tool: str, timeout_s: float = 10.0, **arguments: Any) -> dict[str, Any]:
+    return await client.call("tools/call", {"name": tool, "arguments": arguments}, ctx(timeout_s))
+
+
+def no_secret_in(error: BaseException) -> None:
+    for text in (str(error), repr(error), str(getattr(error, "message", ""))):
+        assert DISCOVERY_SECRET not in text and CALL_SECRET not in text
+
+
+def requests(entries: list[dict[str, Any]], method: str) -> list[dict[str, Any]]:
+    return [entry for entry in entries if entry.get("method") == method]
+
+
+async def test_a_dropped_kept_alive_connection_is_resent_fresh_only_without_side_effects(
+        dropping: RawUpstream) -> None:
+    client = await connected(dropping)
+    try:
+        for _ in range(3):
+            reply = await client.call("tools/list", {}, ctx())
+            assert reply["result"]["tools"][0]["name"] == "echo"
+        lists = requests(dropping.entries(), "tools/list")
+        # Each list after the first went out on a kept-alive connection, was dropped, then sent once
+        # more on a connection of its own (its first request).
+        dropped = [entry for entry in lists if entry["seq"] > 1]
+        assert len(dropped) >= 2 and len(lists) == 3 + len(dropped)
+        assert all(entry["seq"] == 1 for entry in lists if entry not in dropped)
+
+        with pytest.raises(RpcError) as caught:
+            await call_tool(client, "echo", text="once")
+        calls = requests(dropping.entries(), "tools/call")
+    finally:
+        await client.close()
+    assert caught.value.code == UPSTREAM_UNAVAILABLE
+    assert caught.value.message == "upstream 'raw' is unavailable"
+    assert len(calls) == 1 and calls[0]["seq"] > 1, "a tools/call reached the upstream twice"
+    no_secret_in(caught.value)
+
+
+async def test_a_connection_idle_past_the_keepalive_is_not_reused(raw: RawUpstream) -> None:
+    client = await connected(raw)
+    try:
+        await call_tool(client, "echo", text="a")
+        await call_tool(client, "echo", text="b")
+        first, second = requests(raw.entries(), "tools/call")
+        assert second["conn"] == first["conn"] and second["seq"] == first["seq"] + 1  # kept alive
+        assert client.http is not None
+        for connection in client.http.idle:
+            connection.idle_since -= KEEPALIVE_S + 0.5  # as if it sat idle that long
+        reply = await call_tool(client, "echo", text="c")
+        [third] = requests(raw.entries(), "tools/call")
+        closed = await raw.wait_closed(first["conn"])
+    finally:
+        await client.close()
+    assert reply["result"]["content"][0]["text"] == "c"
+    assert third["conn"] != first["conn"] and third["seq"] == 1
+    assert closed == "by the client"  # the stale one is closed, not left to the upstream
+
+
+async def test_the_catalogs_headers_are_sent_and_a_per_call_one_replaces_its_namesake(raw: RawUpstream) -> None:
+    client = await connected(raw, {"X-Team": "blue", "authorization": "Bearer static-replaced-per-call",
+                                   "Host": "upstream.example", "Content-Length": "999"})
+    try:
+        await call_tool(client, "echo", text="headers")
+        [call] = requests(raw.entries(), "tools/call")
+    finally:
+        await client.close()
+    sent = call["headers"]
+    names = [name for name, _ in sent]
+    assert ["authorization", f"Bearer {CALL_SECRET}"] in sent and names.count("authorization") == 1
+    assert ["x-team", "blue"] in sent
+    assert ["host", "upstream.example"] in sent and names.count("host") == 1
+    assert names.count("content-length") == 1 and ["content-length", "999"] not in sent
+    assert ["mcp-method", "tools/call"] in sent and ["mcp-name", "echo"] in sent
+    assert ["mcp-protocol-version", MODERN_ERA] in sent
+
+
+async def test_a_connection_that_answered_more_than_was_asked_is_not_reused(raw: RawUpstream) -> None:
+    client = await connected(raw)
+    try:
+        first = await call_tool(client, "twice", text="one")
+        second = await call_tool(client, "echo", text="two")
+        twice, echo = requests(raw.entries(), "tools/call")
+    finally:
+        await client.close()
+    assert first["result"]["content"][0]["text"] == "one"
+    assert second["result"]["content"][0]["text"] == "two"  # not the stray "unasked"
+    assert echo["conn"] != twice["conn"]
+
+
+async def test_concurrent_calls_never_share_a_connection(raw: RawUpstream) -> None:
+    """Six calls the upstream answers only once all six wait: pipelined on one connection, they would hang."""
+    client = await connected(raw)
+    try:
+        replies = await asyncio.gather(*(call_tool(client, "gather", count=6) for _ in range(6)))
+        gathered = requests(raw.entries(), "tools/call")
+        await call_tool(client, "echo", text="after")
+        after = requests(raw.entries(), "tools/call")
+    finally:
+        await client.close()
+    assert len({reply["result"]["content"][0]["text"] for reply in replies}) == 6
+    assert len({entry["conn"] for entry in gathered}) == 6
+    assert not any(entry["pipelined"] for entry in gathered + after)
+    assert after[0]["conn"] in {entry["conn"] for entry in gathered}  # and they were kept alive
+
+
+async def test_a_reply_over_the_cap_is_refused_and_its_connection_closed(raw: RawUpstream) -> None:
+    client = await connected(raw)
+    try:
+        under = await call_tool(client, "big", size=REPLY_LIMIT // 2)
+        with pytest.raises(ReplyTooLarge) as caught:
+            await call_tool(client, "big", size=8 * REPLY_LIMIT)
+        over = requests(raw.entries(), "tools/call")[-1]
+        closed = await raw.wait_closed(over["conn"])
+        again = await call_tool(client, "echo", text="still here")
+        [after] = requests(raw.entries(), "tools/call")
+    finally:
+        await client.close()
+    assert len(under["result"]["content"][0]["text"]) >= REPLY_LIMIT // 2
+    assert caught.value.code == UPSTREAM_ERROR
+    assert "limits.max_upstream_reply_bytes" in caught.value.message
+    assert again["result"]["content"][0]["text"] == "still here"
+    assert after["conn"] != over["conn"]
+    assert closed.startswith("by the client")  # not read to its end, not kept
+
+
+@pytest.mark.parametrize("how", ["cancelled", "timed out"])
+async def test_a_call_given_up_closes_its_connection(raw: RawUpstream, how: str) -> None:
+    client = await connected(raw)
+    try:
+        if how == "cancelled":
+            task = asyncio.create_task(call_tool(client, "hold"))
+            [held] = requests(await raw.wait_for({"tool": "hold"}), "tools/call")
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        else:
+            with pytest.raises(RpcError) as caught:
+                await call_tool(client, "hold", timeout_s=0.2)
+            assert caught.value.code == REQUEST_TIMEOUT
+            [held] = requests(raw.entries(), "tools/call")
+        assert await raw.wait_closed(held["conn"]) == "while held"
+        assert client.http is not None
+        assert all(connection.reply is None for connection in client.http.idle)
+        await call_tool(client, "echo", text="next")
+        [after] = requests(raw.entries(), "tools/call")
+    finally:
+        await client.close()
+    assert after["conn"] != held["conn"]
+
+
+@pytest.mark.parametrize(("tool", "code", "message"), [
+    ("garbage", UPSTREAM_UNAVAILABLE, "upstream 'raw' is unavailable"),
+    ("notjson", UPSTREAM_ERROR, "upstream 'raw' sent a malformed reply"),
+])
+async def test_a_malformed_answer_gives_the_same_error_as_before(
+        raw: RawUpstream, tool: str, code: int, message: str) -> None:
+    client = await connected(raw)
+    try:
+        with pytest.raises(RpcError) as caught:
+            await call_tool(client, tool)
+    finally:
+        await client.close()
+    assert (caught.value.code, caught.value.message) == (code, message)
+    no_secret_in(caught.value)
+    assert caught.value.__cause__ is not None
+    no_secret_in(caught.value.__cause__)
+
+
+async def test_a_header_value_with_a_line_break_is_refused_unsent(raw: RawUpstream) -> None:
+    client = await connected(raw)
+    try:
+        smuggled = CallContext(era=MODERN_ERA, timeout_s=10,
+                               auth={"Authorization": f"Bearer {CALL_SECRET}\r\nX-Injected: 1"})
+        with pytest.raises(RpcError) as caught:
+            await client.call("tools/call", {"name": "echo", "arguments": {"text": "x"}}, smuggled)
+        sent = requests(raw.entries(), "tools/call")
+    finally:
+        await client.close()
+    assert sent == []
+    assert caught.value.code == UPSTREAM_ERROR
+    no_secret_in(caught.value)
+    assert caught.value.__cause__ is not None
+    no_secret_in(caught.value.__cause__)
+
+
+@pytest.fixture(scope="module")
+def tls_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """`trusted` serves https with a certificate from the CA named by the gateway's SSL_CERT_FILE;
+    `unknown` with one from a CA the gateway was never told of."""
+    tmp = tmp_path_factory.mktemp("tls")
+    trusted_ca, trusted_cert, trusted_key = server_certificate(tmp, "trusted")
+    _, unknown_cert, unknown_key = server_certificate(tmp, "unknown")
+    servers = [start_listening([sys.executable, str(BEHAVIOUR_SERVER), "--port", "0", "--tls", str(cert), str(key)])
+               for cert, key in ((trusted_cert, trusted_key), (unknown_cert, unknown_key))]
+    manifests = [behaviour_manifest(name, {"url": f"https://127.0.0.1:{port}/mcp"}, timeout_s=10, tools=("echo",))
+                 for name, (_, port) in zip(("trusted", "unknown"), servers, strict=True)]
+    gateway = Gateway(tmp / "gateway", manifests, env={"SSL_CERT_FILE": str(trusted_ca)}).start()
+    yield gateway
+    gateway.stop()
+    for process, _ in servers:
+        stop(process)
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_an_https_upstream_is_verified_against_the_configured_cas(tls_gateway: Gateway, mode: str) -> None:
+    async with mcp_client(tls_gateway.url, "token-agent-a", mode) as client:
+        reply = await client.call_tool("trusted__echo", {"text": "over tls"})
+        with pytest.raises(MCPError) as caught:
+            await client.call_tool("unknown__echo", {"text": "never"})
+    assert reply.content[0].text == "over tls"  # type: ignore[union-attr]
+    assert caught.value.error.code == UPSTREAM_UNAVAILABLE
