@@ -60,8 +60,8 @@ CACHEABLE = frozenset({"tools/list", "prompts/list", "resources/list", "resource
 UPSTREAM_ROUTED = frozenset({"tools/call", "prompts/get", "resources/read", "completion/complete"})
 DRAIN_SLICE_S = 0.1
 # A 2026-07-28 request's connection is watched (a disconnect cancels the request) once the request has run this
-# long: nearly every call has ended by then, and a watcher task per call cost ~20-40k instructions. A disconnect
-# before then is seen the moment the watch starts.
+# long: nearly every call has ended by then, and a watcher task per call cost ~15-40k instructions. A disconnect
+# before then is seen the moment the watch starts (DisconnectWatches).
 WATCH_AFTER_S = 1.0
 # Methods that change a session's record (kept by AgentSessions.save, shared in a fleet).
 RECORD_METHODS = frozenset({"logging/setLevel", "resources/subscribe", "resources/unsubscribe"})
@@ -104,6 +104,7 @@ class McpEndpoint:
         self.listen_hub = ListenHub()
         # Every request being answered, with its context: what a stop must answer before it ends.
         self.running: dict[asyncio.Task[object], RequestContext] = {}
+        self.watches = DisconnectWatches()  # 2026-07-28 requests' connections
         self.stopping = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -359,12 +360,13 @@ class McpEndpoint:
             return {"error": RpcError(METHOD_NOT_FOUND, f"Method not found: {method}").to_error()}
         task = asyncio.current_task()
         assert task is not None
-        watch = None
+        watched = False
         self.running[task] = ctx
         if ctx.session is not None:
             ctx.session.in_flight[message.id] = task
         elif receive is not None and method in UPSTREAM_ROUTED:
-            watch = DisconnectWatch(receive, task)
+            self.watches.add(task, receive)
+            watched = True
         try:
             return await self.methods.handle(ctx, method, message.params or {})
         except RpcError as exc:
@@ -380,8 +382,8 @@ class McpEndpoint:
             self.running.pop(task, None)
             if ctx.session is not None:
                 ctx.session.in_flight.pop(message.id, None)
-            if watch is not None:
-                watch.stop()
+            if watched:
+                self.watches.remove(task)
 
     # stopping ----------------------------------------------------------------------------------
 
@@ -552,25 +554,40 @@ async def cancel_on_disconnect(receive: Receive, task: asyncio.Task[object]) -> 
     task.cancel("agent closed the stream")
 
 
-class DisconnectWatch:
-    """Cancels a request when its agent's connection closes, watched from WATCH_AFTER_S on: a timer per request,
-    and a watcher task only for the few that run that long."""
+class DisconnectWatches:
+    """Cancels a 2026-07-28 request when its agent's connection closes, watched from WATCH_AFTER_S on: a request
+    waits here as a dict entry, and one timer for all of them starts a watcher task only for the few still
+    running then (a timer per request cost ~5k instructions: the loop's heap compares TimerHandles in Python)."""
 
-    __slots__ = ("receive", "task", "timer", "watcher")
+    def __init__(self) -> None:
+        self.waiting: dict[asyncio.Task[object], tuple[Receive, float]] = {}  # in start order
+        self.watchers: dict[asyncio.Task[object], asyncio.Task[None]] = {}
+        self.timer: asyncio.TimerHandle | None = None
 
-    def __init__(self, receive: Receive, task: asyncio.Task[object]) -> None:
-        self.receive = receive
-        self.task = task
-        self.watcher: asyncio.Task[None] | None = None
-        self.timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self.start)
+    def add(self, task: asyncio.Task[object], receive: Receive) -> None:
+        loop = asyncio.get_running_loop()
+        self.waiting[task] = (receive, loop.time())
+        if self.timer is None:
+            self.timer = loop.call_later(WATCH_AFTER_S, self.sweep)
 
-    def start(self) -> None:
-        self.watcher = asyncio.create_task(cancel_on_disconnect(self.receive, self.task))
+    def remove(self, task: asyncio.Task[object]) -> None:
+        """The request has ended: its entry or its watcher goes."""
+        if self.waiting.pop(task, None) is None:
+            watcher = self.watchers.pop(task, None)
+            if watcher is not None:
+                watcher.cancel()
 
-    def stop(self) -> None:
-        self.timer.cancel()
-        if self.watcher is not None:
-            self.watcher.cancel()
+    def sweep(self) -> None:
+        """Watch every request that has run WATCH_AFTER_S; come back when the oldest of the others has."""
+        loop = asyncio.get_running_loop()
+        self.timer = None
+        due = loop.time() - WATCH_AFTER_S
+        for task, (receive, since) in list(self.waiting.items()):
+            if since > due:
+                self.timer = loop.call_at(since + WATCH_AFTER_S, self.sweep)
+                return
+            del self.waiting[task]
+            self.watchers[task] = loop.create_task(cancel_on_disconnect(receive, task))
 
 
 def stopped_error(ctx: RequestContext) -> RpcError:
