@@ -65,7 +65,7 @@ def test_request_series_are_bounded_by_an_overflow_series() -> None:
     try:
         for code in range(MAX_SERIES + 50):  # an upstream answering with ever new error codes
             telemetry.record_request("tools/call", "allow", "bench", 0.001, str(code))
-        assert len(telemetry._request_counts) == MAX_SERIES + 1
+        assert len(telemetry._request_series) == MAX_SERIES + 1
         text = scraped(telemetry)
         overflow = re.search(r'^narrowgate_requests_total\{.*otel_metric_overflow="true".*\} (\S+)$', text,
                              re.MULTILINE)

@@ -6,6 +6,8 @@ floats), min and max, for cumulative and delta readers, across collections, past
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import logging
 import math
 import random
 import threading
@@ -22,12 +24,19 @@ from opentelemetry.sdk.metrics.export import (
     MetricExporter,
     MetricExportResult,
     MetricsData,
+    PeriodicExportingMetricReader,
 )
 from opentelemetry.util.types import AttributeValue
 
-from gateway.telemetry import Telemetry
+from gateway.telemetry import Telemetry, histograms
 from gateway.telemetry import attributes as A
-from gateway.telemetry.histograms import SERIES_LIMIT, LeanHistogram, LeanHistograms, SdkHistogram
+from gateway.telemetry.histograms import (
+    SERIES_LIMIT,
+    LeanHistogram,
+    LeanHistograms,
+    SdkHistogram,
+    histograms_supported,
+)
 from gateway.telemetry.readers import PeriodicReader
 from gateway.telemetry.setup import MAX_SERIES, REQUEST_BUCKETS
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedMetric
@@ -186,15 +195,37 @@ def by_time(metric: Metric | None) -> dict[frozenset[tuple[str, Any]], Histogram
     return by_attributes(metric.data.data_points)  # type: ignore[arg-type]
 
 
-def test_nothing_is_exported_before_the_first_record(pipelines: Callable[..., tuple[Pipeline, Pipeline]]) -> None:
-    sdk, lean = pipelines(CUMULATIVE)
+@pytest.mark.parametrize("temporality", [CUMULATIVE, DELTA], ids=["cumulative", "delta"])
+def test_nothing_is_exported_before_the_first_record(
+        temporality: AggregationTemporality, pipelines: Callable[..., tuple[Pipeline, Pipeline]]) -> None:
+    """A series bound (as the gateway binds one just before recording into it) but with nothing recorded yet,
+    or only values the SDK drops, has no point: the SDK has no aggregation for it before a measurement."""
+    sdk, lean = pipelines(temporality)
     assert lean.lean is not None
-    lean.lean.bind(ALLOW)  # bound, as the gateway binds a series just before recording into it
-    assert sdk.collect() is None
-    assert [untimed(p) for p in lean.collect().data.data_points] == [  # type: ignore[union-attr]
-        HistogramDataPoint(attributes=ALLOW, start_time_unix_nano=0, time_unix_nano=0, count=0, sum=0,
-                           bucket_counts=(0,) * (len(REQUEST_BUCKETS) + 1), explicit_bounds=REQUEST_BUCKETS,
-                           min=math.inf, max=-math.inf, exemplars=[])]
+    lean.lean.bind(ALLOW)
+    assert (sdk.collect(), lean.collect()) == (None, None)
+    for pipeline in (sdk, lean):
+        pipeline.record(math.nan, ALLOW)
+    assert (sdk.collect(), lean.collect()) == (None, None)
+    for pipeline in (sdk, lean):
+        pipeline.record(0.02, ALLOW)
+    sdk_metric, lean_metric = sdk.collect(), lean.collect()
+    assert_same_export(sdk_metric, lean_metric)
+    point = by_time(lean_metric)[frozenset(ALLOW.items())]
+    assert point.count == 1
+    assert lean_metric is not None and len(lean_metric.data.data_points) == 1  # type: ignore[union-attr]
+
+
+def test_an_outcome_with_only_dropped_values_is_not_scraped() -> None:
+    telemetry = lean_path({})
+    try:
+        telemetry.record_policy_evaluation(math.nan, "weird")
+        telemetry.record_policy_evaluation(0.0004, "allow")
+        text = telemetry.metrics_response()[0].decode()
+        assert 'narrowgate_decision="weird"' not in text
+        assert 'narrowgate_policy_evaluation_duration_seconds_count{narrowgate_decision="allow"} 1.0' in text
+    finally:
+        telemetry.shutdown()
 
 
 @pytest.mark.parametrize("temporality", [CUMULATIVE, DELTA], ids=["cumulative", "delta"])
@@ -381,3 +412,169 @@ def test_the_sdk_records_when_exemplars_or_other_aggregations_need_it(monkeypatc
     finally:
         tracing.shutdown()
         exponential.shutdown(timeout_s=0.5)
+
+
+# Failures, concurrency and the SDK's internals --------------------------------------------------------
+
+
+class MergeFault(RuntimeError):
+    """Stands for any defect in merging the lean points (a bug, an SDK batch shaped otherwise)."""
+
+
+def fail_merging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injection: every lean collection raises, with a message that must not reach the log."""
+
+    def broken(self: LeanHistogram, *args: Any) -> Any:
+        raise MergeFault("agent-secret-value")
+
+    monkeypatch.setattr(LeanHistogram, "collect", broken)
+
+
+def test_a_failing_merge_leaves_the_scrape_whole_and_is_logged_once(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    telemetry = lean_path({})
+    try:
+        telemetry.record_request("tools/call", "allow", "files", 0.01, None)
+        fail_merging(monkeypatch)
+        with caplog.at_level(logging.ERROR, logger="narrowgate.telemetry"):
+            texts = [telemetry.metrics_response()[0].decode() for _ in range(2)]
+        for text in texts:
+            assert 'narrowgate_requests_total{mcp_method_name="tools/call"' in text  # the SDK's batch, unchanged
+            assert "narrowgate_request_duration_seconds" not in text
+        failures = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(failures) == 1
+        assert "MergeFault" in failures[0].getMessage()
+        assert "agent-secret-value" not in caplog.text
+    finally:
+        telemetry.shutdown()
+
+
+def test_a_failing_merge_does_not_stop_the_periodic_export(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK's export thread only survives timeouts: a merge failure must not end it."""
+    exported = threading.Semaphore(0)
+
+    class Counting(ListExporter):
+        def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000,
+                   **kwargs: Any) -> MetricExportResult:
+            exported.release()
+            return super().export(metrics_data, timeout_millis, **kwargs)
+
+    fail_merging(monkeypatch)
+    exporter = Counting(DELTA)
+    histograms = LeanHistograms()
+    reader = PeriodicReader(histograms, exporter, export_interval_millis=5)
+    provider = MeterProvider(metric_readers=[reader], exemplar_filter=AlwaysOffExemplarFilter(),
+                             shutdown_on_exit=False)
+    meter = provider.get_meter("narrowgate", "1.0")
+    meter.create_observable_gauge("narrowgate.approvals.pending", callbacks=[Pipeline._gauge])
+    instrument = meter.create_histogram(NAME, unit="s", explicit_bucket_boundaries_advisory=REQUEST_BUCKETS)
+    assert isinstance(instrument, Histogram)
+    histograms.histogram(instrument, REQUEST_BUCKETS).bind(ALLOW).record(0.01)
+    try:
+        # Three exports by the SDK's thread, each after a failed merge (a generous bound: liveness, not speed).
+        assert all(exported.acquire(timeout=30) for _ in range(3))
+    finally:
+        provider.shutdown()
+    assert all(metric.name != NAME for batch in exporter.batches for resource in batch.resource_metrics
+               for scope in resource.scope_metrics for metric in scope.metrics)
+
+
+def test_a_collection_builds_its_points_outside_the_records_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records wait for a collection only while it swaps out each series' interval: its clock is read under
+    the lock (so overlapping collections of one reader never end before they start) and the points are built
+    after the lock is released."""
+    pipeline = Pipeline(CUMULATIVE, lean=True)
+    assert pipeline.lean is not None
+    lock = pipeline.lean.lock
+    clock_locked: list[bool] = []
+    build_locked: list[bool] = []
+    clock, build = histograms.time_ns, LeanHistogram._point
+
+    def watched_clock() -> int:
+        clock_locked.append(lock.locked())
+        return clock()
+
+    def watched_build(self: LeanHistogram, *args: Any) -> HistogramDataPoint | None:
+        build_locked.append(lock.locked())
+        return build(self, *args)
+
+    monkeypatch.setattr(histograms, "time_ns", watched_clock)
+    monkeypatch.setattr(LeanHistogram, "_point", watched_build)
+    try:
+        for attributes in (ALLOW, DENY, LIST):
+            pipeline.record(0.01, attributes)
+        clock_locked.clear()
+        assert pipeline.collect() is not None
+    finally:
+        pipeline.close()
+    assert clock_locked == [True]
+    assert build_locked == [False, False, False]
+
+
+def test_overlapping_delta_collections_never_overlap_their_points() -> None:
+    """Collections of one delta reader from several threads, with records in between: every record is in one
+    point, every point starts no later than it ends and no earlier than the point before it ended."""
+    pipeline = Pipeline(DELTA, lean=True)
+
+    def record_and_collect() -> None:
+        for i in range(150):
+            pipeline.record(0.001 * (1 + i % 3), ALLOW)
+            pipeline.reader.collect()
+
+    try:
+        workers = [threading.Thread(target=record_and_collect) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    finally:
+        pipeline.close()
+    points = sorted((point for batch in pipeline.exporter.batches for resource in batch.resource_metrics
+                     for scope in resource.scope_metrics for metric in scope.metrics if metric.name == NAME
+                     for point in metric.data.data_points), key=lambda p: p.time_unix_nano)  # type: ignore[attr-defined]
+    assert sum(p.count for p in points) == 600
+    assert all(p.start_time_unix_nano <= p.time_unix_nano for p in points)
+    assert all(later.start_time_unix_nano >= earlier.time_unix_nano for earlier, later in itertools.pairwise(points))
+
+
+def sdk_reader(**kwargs: Any) -> PeriodicExportingMetricReader:
+    return PeriodicExportingMetricReader(ListExporter(CUMULATIVE), export_interval_millis=math.inf, **kwargs)
+
+
+def test_the_sdk_records_on_an_sdk_version_or_internals_not_tested(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The lean histograms read SDK internals: on another SDK version, a missing internal or a reader keeping
+    another number of series, they are not used (said once, at info) and the SDK's histograms still count."""
+    off = AlwaysOffExemplarFilter()
+    reader = sdk_reader()
+    try:
+        assert histograms_supported([reader], off, REQUEST_BUCKETS)
+        assert histograms_supported([sdk_reader(cardinality_limits={Histogram: SERIES_LIMIT})], off, REQUEST_BUCKETS)
+        with caplog.at_level(logging.INFO, logger="narrowgate.telemetry"):
+            assert not histograms_supported([sdk_reader(cardinality_limits={Histogram: 100})], off, REQUEST_BUCKETS)
+            with monkeypatch.context() as patched:
+                patched.setattr(histograms, "_HISTOGRAM_CLASS", None)
+                assert not histograms_supported([reader], off, REQUEST_BUCKETS)
+            with monkeypatch.context() as patched:
+                patched.delattr(reader, "_instrument_class_aggregation")
+                assert not histograms_supported([reader], off, REQUEST_BUCKETS)
+            with monkeypatch.context() as patched:
+                patched.setattr(reader, "_instrument_class_temporality", {})
+                assert not histograms_supported([reader], off, REQUEST_BUCKETS)
+            monkeypatch.setattr(histograms, "sdk_version", "1.99.0")
+            for _ in range(2):
+                telemetry = Telemetry.from_env({})
+                try:
+                    assert isinstance(telemetry._request_duration, SdkHistogram)
+                    assert isinstance(telemetry._policy_duration, SdkHistogram)
+                    telemetry.record_policy_evaluation(0.0004, "allow")
+                    text = telemetry.metrics_response()[0].decode()
+                    assert ('narrowgate_policy_evaluation_duration_seconds_count{narrowgate_decision="allow"} 1.0'
+                            in text)
+                finally:
+                    telemetry.shutdown()
+    finally:
+        reader.shutdown()
+    told = [r.getMessage() for r in caplog.records if "1.99.0" in r.getMessage()]
+    assert len(told) == 1  # two gateways, two histograms each: said once
+    assert any("another number of series" in r.getMessage() for r in caplog.records)

@@ -17,13 +17,17 @@ produced for the same measurements:
   (the SDK counts per collection for delta readers; the gateway's own bounds keep below the limit);
 * values the SDK drops (negative, NaN, infinite) are dropped with the SDK's warning.
 
-Reads three SDK internals, checked by `tests/test_lean_histograms.py` against the installed SDK: a reader's
-`_instrument_class_temporality` and `_instrument_class_aggregation` (keyed by the SDK's `_Histogram`), and an
-explicit-bucket aggregation's `_boundaries` / `_record_min_max` (anything unexpected means the SDK path).
+Reads SDK internals, each read guarded (`histograms_supported`): the SDK's `_Histogram` class, which keys a
+reader's `_instrument_class_temporality`, `_instrument_class_aggregation` and `_instrument_class_cardinality_limit`,
+and an explicit-bucket aggregation's `_boundaries` / `_record_min_max`. `tests/test_lean_histograms.py` compares
+the exports with the installed SDK's; on another SDK version (`TESTED_SDK_VERSIONS`), or anything unexpected in
+those internals, the SDK records.
 
 Only where that is what the SDK would export: `histograms_supported` says no when exemplars may be sampled
-(they need the current span at each measurement) or a reader aggregates histograms otherwise (exponential
-buckets, other boundaries, no min/max); `Telemetry` then records through the SDK (`SdkHistogram`).
+(they need the current span at each measurement), a reader aggregates histograms otherwise (exponential
+buckets, other boundaries, no min/max) or keeps another number of series; `Telemetry` then records through the
+SDK (`SdkHistogram`). A collection takes only the records' lock to swap out each series' interval; its points
+are built after.
 """
 
 from __future__ import annotations
@@ -39,7 +43,6 @@ from typing import Protocol
 from opentelemetry.metrics import Histogram as ApiHistogram
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, ExemplarFilter
 from opentelemetry.sdk.metrics import Histogram as SdkHistogramInstrument
-from opentelemetry.sdk.metrics._internal.instrument import _Histogram
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     HistogramDataPoint,
@@ -52,6 +55,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 from opentelemetry.sdk.metrics.view import DefaultAggregation, ExplicitBucketHistogramAggregation
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.sdk.version import __version__ as sdk_version
 from opentelemetry.util.types import AttributeValue
 
 log = logging.getLogger("narrowgate.telemetry")
@@ -59,6 +63,18 @@ log = logging.getLogger("narrowgate.telemetry")
 SERIES_LIMIT = 2000  # the SDK's default cardinality limit per instrument
 OVERFLOW_ATTRIBUTES: Mapping[str, AttributeValue] = {"otel.metric.overflow": True}
 _INF = math.inf
+
+
+def _sdk_histogram_class() -> type | None:
+    """The SDK's histogram instrument class, the key of its readers' per-instrument settings (internal)."""
+    try:
+        from opentelemetry.sdk.metrics._internal.instrument import _Histogram
+    except ImportError:
+        return None
+    return _Histogram
+
+
+_HISTOGRAM_CLASS = _sdk_histogram_class()
 
 Attributes = Mapping[str, AttributeValue]
 
@@ -96,8 +112,8 @@ class _Accumulator:
     """One series as one reader sees it: the state of the SDK's `_ExplicitBucketHistogramAggregation`
     (the current interval, and for a cumulative reader the totals of the intervals collected)."""
 
-    __slots__ = ("count", "counts", "max", "min", "start_ns", "sum", "total_counts", "total_max", "total_min",
-                 "total_sum")
+    __slots__ = ("count", "counts", "max", "min", "start_ns", "sum", "total_count", "total_counts", "total_max",
+                 "total_min", "total_sum")
 
     def __init__(self, buckets: int, start_ns: int) -> None:
         self.start_ns = start_ns
@@ -106,12 +122,16 @@ class _Accumulator:
         self.sum: float = 0  # an int 0, as the SDK's, so a lone -0.0 sums to -0.0 there and here
         self.min = _INF
         self.max = -_INF
+        self.total_count = 0
         self.total_counts = [0] * buckets
         self.total_sum: float = 0
         self.total_min = _INF
         self.total_max = -_INF
 
-    def take_interval(self) -> tuple[list[int], int, float, float, float]:
+    def take_interval(self) -> _Interval:
+        """The interval recorded since the last take, and a fresh one in its place (the caller holds the lock)."""
+        if self.count == 0:
+            return _EMPTY
         taken = (self.counts, self.count, self.sum, self.min, self.max)
         self.counts = [0] * len(self.counts)
         self.count = 0
@@ -119,6 +139,11 @@ class _Accumulator:
         self.min = _INF
         self.max = -_INF
         return taken
+
+
+# One interval as taken from an accumulator: bucket counts, count, sum, min, max.
+_Interval = tuple[Sequence[int], int, float, float, float]
+_EMPTY: _Interval = ((), 0, 0, _INF, -_INF)
 
 
 class HistogramSeries:
@@ -164,18 +189,19 @@ def _dropped(name: str, value: float) -> None:
 
 
 class ReaderSlot:
-    """One reader as the lean histograms see it: its place in every series' accumulators, its temporality."""
+    """One reader as the lean histograms see it: its place in every series' accumulators, its temporality,
+    and the lock that keeps its collections one at a time (they carry its cumulative totals and start times)."""
 
-    __slots__ = ("delta", "histograms", "index")
+    __slots__ = ("collecting", "delta", "index")
 
-    def __init__(self, histograms: LeanHistograms, index: int, delta: bool) -> None:
-        self.histograms = histograms
+    def __init__(self, index: int, delta: bool) -> None:
         self.index = index
         self.delta = delta
+        self.collecting = threading.Lock()
 
-    def merged(self, data: MetricsData) -> MetricsData:
-        """`data` as the SDK collected it for this reader, with the lean histograms' points added."""
-        return self.histograms.merged(self, data)
+
+# One histogram's intervals as one collection took them: each series with its point's start time and interval.
+_Taken = list[tuple[HistogramSeries, int, _Interval]]
 
 
 class LeanHistogram:
@@ -222,37 +248,55 @@ class LeanHistogram:
         last = self._last_collect_ns[slot.index]
         return last if slot.delta and last is not None else now
 
-    def collect(self, slot: ReaderSlot, now: int) -> Metric | None:
-        """This reader's points at `now` (None when there is none); the caller holds `lock`."""
+    def take(self, slot: ReaderSlot, now: int) -> _Taken:
+        """Every series' interval for this reader, swapped for a fresh one; the caller holds `lock`, so this
+        is all a record may wait for during a collection (the points are built after, in `collect`)."""
         every = [*self._series.values(), *([self._overflow] if self._overflow is not None else [])]
-        if not every:
-            return None  # never recorded: the SDK has not even registered the instrument yet
-        points = [point for series in every if (point := self._point(series, slot, now)) is not None]
+        taken: _Taken = []
+        for series in every:
+            acc = series.accumulators[slot.index]
+            start_ns = acc.start_ns
+            if slot.delta:
+                acc.start_ns = now  # the next delta point starts at this collection, as the SDK's does
+            taken.append((series, start_ns, acc.take_interval()))
         if slot.delta:
             self._last_collect_ns[slot.index] = now
+        return taken
+
+    def collect(self, slot: ReaderSlot, taken: _Taken, now: int) -> Metric | None:
+        """This reader's points at `now` from what `take` took (None when there is none); the caller holds
+        `slot.collecting`, not `lock`."""
+        points = [point for series, start_ns, interval in taken
+                  if (point := self._point(series, slot, start_ns, interval, now)) is not None]
         if not points:
-            return None
+            return None  # never recorded: the SDK has no aggregation for the series, hence no point
         temporality = AggregationTemporality.DELTA if slot.delta else AggregationTemporality.CUMULATIVE
         return Metric(name=self.name, description=self.description, unit=self.unit,
                       data=HistogramData(data_points=points, aggregation_temporality=temporality))
 
-    def _point(self, series: HistogramSeries, slot: ReaderSlot, now: int) -> HistogramDataPoint | None:
-        """What `_ExplicitBucketHistogramAggregation.collect` returns for the same measurements."""
-        acc = series.accumulators[slot.index]
-        counts, count, sum_, min_, max_ = acc.take_interval()
+    def _point(self, series: HistogramSeries, slot: ReaderSlot, start_ns: int, interval: _Interval, now: int
+               ) -> HistogramDataPoint | None:
+        """What `_ExplicitBucketHistogramAggregation.collect` returns for the same measurements: nothing for a
+        series with no measurement yet (delta: none in the interval)."""
+        counts, count, sum_, min_, max_ = interval
         if slot.delta:
-            start_ns, acc.start_ns = acc.start_ns, now
             if count == 0:
                 return None
             return HistogramDataPoint(attributes=series.attributes, exemplars=[], start_time_unix_nano=start_ns,
                                       time_unix_nano=now, count=count, sum=sum_, bucket_counts=tuple(counts),
                                       explicit_bounds=self.bounds, min=min_, max=max_)
-        acc.total_counts = [value + total for value, total in zip(counts, acc.total_counts, strict=True)]
+        acc = series.accumulators[slot.index]
+        if count:
+            acc.total_counts = [value + total for value, total in zip(counts, acc.total_counts, strict=True)]
+            acc.total_count += count
         acc.total_min = min(min_, acc.total_min)
         acc.total_max = max(max_, acc.total_max)
-        acc.total_sum = sum_ + acc.total_sum
+        acc.total_sum = sum_ + acc.total_sum  # also when idle: 0 + -0.0 is 0.0 in the SDK's sum too
+        if acc.total_count == 0:
+            acc.start_ns = now  # bound, not recorded yet: its first point starts no earlier than this
+            return None
         return HistogramDataPoint(attributes=series.attributes, exemplars=[], start_time_unix_nano=acc.start_ns,
-                                  time_unix_nano=now, count=sum(acc.total_counts), sum=acc.total_sum,
+                                  time_unix_nano=now, count=acc.total_count, sum=acc.total_sum,
                                   bucket_counts=tuple(acc.total_counts), explicit_bounds=self.bounds,
                                   min=acc.total_min, max=acc.total_max)
 
@@ -269,8 +313,8 @@ class LeanHistograms:
     def add_reader(self, reader: MetricReader) -> ReaderSlot:
         if self._histograms:
             raise RuntimeError("every reader joins before the first lean histogram is made")
-        temporality = reader._instrument_class_temporality[_Histogram]
-        slot = ReaderSlot(self, len(self._readers), temporality is AggregationTemporality.DELTA)
+        delta = _histogram_setting(reader, "temporality") is AggregationTemporality.DELTA
+        slot = ReaderSlot(len(self._readers), delta)
         self._readers.append(slot)
         return slot
 
@@ -280,20 +324,58 @@ class LeanHistograms:
         return histogram
 
     def merged(self, slot: ReaderSlot, data: MetricsData) -> MetricsData:
-        now = time_ns()
-        with self.lock:
-            collected = [(h.scope, metric) for h in self._histograms if (metric := h.collect(slot, now)) is not None]
+        """`data` as the SDK collected it for the reader of `slot`, with the lean histograms' points added."""
+        with slot.collecting:
+            with self.lock:
+                now = time_ns()  # under the lock: a later collection of this reader never ends before this one
+                taken = [(histogram, histogram.take(slot, now)) for histogram in self._histograms]
+            collected = [(histogram.scope, metric) for histogram, intervals in taken
+                         if (metric := histogram.collect(slot, intervals, now)) is not None]
         return _with_metrics(data, collected) if collected else data
+
+
+# The opentelemetry-sdk versions whose aggregation `tests/test_lean_histograms.py` compares the lean histograms
+# with; another version may aggregate otherwise or keep its internals elsewhere, so the SDK records there.
+TESTED_SDK_VERSIONS = ("1.45.",)
+_explained: set[str] = set()
 
 
 def histograms_supported(readers: Sequence[MetricReader], exemplar_filter: ExemplarFilter | None,
                          bounds: Sequence[float]) -> bool:
-    """Whether the lean histograms export what the SDK would: no exemplar is ever sampled, and every reader
-    aggregates histograms into explicit buckets at the instrument's boundaries (its advisory `bounds`),
-    with min and max. Otherwise the SDK records them."""
+    """Whether the lean histograms export what the SDK would: an SDK version they were tested against, no
+    exemplar ever sampled, and every reader aggregating histograms into explicit buckets at the instrument's
+    boundaries (its advisory `bounds`), with min and max, under the SDK's default series limit. Otherwise the
+    SDK records them (said once per reason, at info)."""
+    reason = _unsupported(readers, exemplar_filter, bounds)
+    if reason is not None and reason not in _explained:
+        _explained.add(reason)
+        log.info("telemetry: the OpenTelemetry SDK records the duration histograms (%s)", reason)
+    return reason is None
+
+
+def _unsupported(readers: Sequence[MetricReader], exemplar_filter: ExemplarFilter | None,
+                 bounds: Sequence[float]) -> str | None:
+    """Why the lean histograms would not export what the SDK would, or None."""
+    if not sdk_version.startswith(TESTED_SDK_VERSIONS):
+        return f"opentelemetry-sdk {sdk_version[:32]} is not a version they were tested against"
+    if _HISTOGRAM_CLASS is None:
+        return "this opentelemetry-sdk has no _Histogram instrument class"
     if not isinstance(exemplar_filter, AlwaysOffExemplarFilter):
-        return False
-    return all(_explicit_buckets(reader._instrument_class_aggregation[_Histogram], bounds) for reader in readers)
+        return "exemplars may be sampled"
+    for reader in readers:
+        if not isinstance(_histogram_setting(reader, "temporality"), AggregationTemporality):
+            return f"{type(reader).__name__} has no histogram temporality the gateway can read"
+        if not _explicit_buckets(_histogram_setting(reader, "aggregation"), bounds):
+            return f"{type(reader).__name__} aggregates histograms otherwise"
+        if _histogram_setting(reader, "cardinality_limit") not in (None, SERIES_LIMIT):
+            return f"{type(reader).__name__} keeps another number of series than {SERIES_LIMIT}"
+    return None
+
+
+def _histogram_setting(reader: MetricReader, setting: str) -> object:
+    """A reader's `_instrument_class_<setting>` for histograms (SDK internals), or None where it has none."""
+    settings = getattr(reader, f"_instrument_class_{setting}", None)
+    return settings.get(_HISTOGRAM_CLASS) if isinstance(settings, dict) and _HISTOGRAM_CLASS else None
 
 
 def _explicit_buckets(aggregation: object, bounds: Sequence[float]) -> bool:

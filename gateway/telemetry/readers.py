@@ -9,32 +9,66 @@ every collection, so every collection reaches `_receive_metrics`.
 
 from __future__ import annotations
 
+import logging
+
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.sdk.metrics.export import MetricExporter, MetricsData, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import (
+    MetricExporter,
+    MetricReader,
+    MetricsData,
+    PeriodicExportingMetricReader,
+)
 from prometheus_client import CollectorRegistry
 
 from gateway.telemetry.histograms import LeanHistograms
 
+log = logging.getLogger("narrowgate.telemetry")
 
-class PrometheusReader(PrometheusMetricReader):
+
+class LeanMerging(MetricReader):
+    """What both readers add to the SDK's: the lean histograms' points merged into each batch. A failure
+    there costs those points (said once per reader), never the batch, the export thread or a scrape."""
+
+    _lean_histograms: LeanHistograms
+
+    def _join(self, histograms: LeanHistograms) -> None:
+        self._lean_histograms = histograms
+        self._lean_slot = histograms.add_reader(self)
+        self._merge_failed = False
+
+    def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: object) -> None:
+        # The SDK reader after this class in the MRO (Prometheus, periodic) implements it.
+        super()._receive_metrics(self._merged(metrics_data), timeout_millis, **kwargs)  # type: ignore[safe-super]
+
+    def _merged(self, metrics_data: MetricsData) -> MetricsData:
+        try:
+            return self._lean_histograms.merged(self._lean_slot, metrics_data)
+        except Exception as exc:  # the SDK's periodic thread stops for good on anything but a timeout
+            if not self._merge_failed:
+                self._merge_failed = True
+                # The class and place only: an exception's message may quote attribute values.
+                where = exc.__traceback__
+                while where is not None and where.tb_next is not None:
+                    where = where.tb_next
+                place = f"{where.tb_frame.f_code.co_filename}:{where.tb_lineno}" if where is not None else "?"
+                log.error("telemetry: the duration histograms were left out of a %s batch (%s at %s); "
+                          "exporting the rest", type(self).__name__, type(exc).__name__, place)
+            return metrics_data
+
+
+class PrometheusReader(LeanMerging, PrometheusMetricReader):
     """`GET /metrics`: the SDK's Prometheus reader (cumulative), registered in `registry`."""
 
     def __init__(self, histograms: LeanHistograms, registry: CollectorRegistry) -> None:
         super().__init__(scope_info_enabled=False, registry=registry)
-        self._lean = histograms.add_reader(self)
-
-    def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: object) -> None:
-        super()._receive_metrics(self._lean.merged(metrics_data), timeout_millis, **kwargs)
+        self._join(histograms)
 
 
-class PeriodicReader(PeriodicExportingMetricReader):
+class PeriodicReader(LeanMerging, PeriodicExportingMetricReader):
     """OTLP and console export: the SDK's periodic reader, with the exporter's temporality preference."""
 
     def __init__(self, histograms: LeanHistograms, exporter: MetricExporter, export_interval_millis: float,
                  export_timeout_millis: float | None = None) -> None:
         super().__init__(exporter, export_interval_millis=export_interval_millis,
                          export_timeout_millis=export_timeout_millis)
-        self._lean = histograms.add_reader(self)
-
-    def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: object) -> None:
-        super()._receive_metrics(self._lean.merged(metrics_data), timeout_millis, **kwargs)
+        self._join(histograms)

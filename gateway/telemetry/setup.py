@@ -308,7 +308,6 @@ class Telemetry:
         # more SDK measurement, whose attribute cleaning and hashing cost more than the request's histogram.
         self._request_series: dict[tuple[str, ...], _RequestSeries] = {}
         self._decision_series: dict[str, BoundHistogram] = {}
-        self._decision_overflow: BoundHistogram | None = None
         meter.create_observable_counter(
             A.METRIC_REQUESTS, callbacks=[self._observe_requests], unit="{request}",
             description="MCP requests served by the gateway")
@@ -464,29 +463,18 @@ class Telemetry:
         series = self._request_series[key] = _RequestSeries(attrs, self._request_duration.bind(attrs))
         return key, series
 
-    @property
-    def _request_counts(self) -> dict[tuple[str, ...], int]:
-        """Requests counted per series key."""
-        return {key: series.count for key, series in list(self._request_series.items())}
-
     def _observe_requests(self, options: CallbackOptions) -> Iterable[Observation]:
         # list(): one atomic copy, so a request on the event loop may add a series meanwhile.
         return [Observation(series.count, series.attributes) for series in list(self._request_series.values())]
 
     def record_policy_evaluation(self, seconds: float, decision: str) -> None:
         series = self._decision_series.get(decision)
-        if series is None:  # a handful of outcomes (allow, deny, step_up): one series each
-            series = self._new_decision_series(decision)
+        if series is None:  # a handful of outcomes (allow, deny, step_up): one series each, bound once
+            # Past the histogram's series limit, `bind` gives the overflow series (ours or the SDK's).
+            series = self._policy_duration.bind({A.DECISION: decision})
+            if len(self._decision_series) < MAX_SERIES:
+                self._decision_series[decision] = series
         series.record(seconds)
-
-    def _new_decision_series(self, decision: str) -> BoundHistogram:
-        """Past MAX_SERIES outcomes, the overflow series (as the SDK's own limit did)."""
-        if len(self._decision_series) >= MAX_SERIES:
-            if self._decision_overflow is None:
-                self._decision_overflow = self._policy_duration.bind(OVERFLOW_ATTRIBUTES)
-            return self._decision_overflow
-        series = self._decision_series[decision] = self._policy_duration.bind({A.DECISION: decision})
-        return series
 
     def record_upstream_error(self, upstream: str, error_type: str) -> None:
         self._upstream_errors.add(1, {A.UPSTREAM: upstream, A.ERROR_TYPE: error_type[:MAX_STRING]})

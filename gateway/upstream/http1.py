@@ -17,7 +17,7 @@ import time
 import zlib
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, cast
+from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -40,6 +40,14 @@ class ConnectFailed(OSError):
 
 class Disconnected(ConnectionError):
     """The connection ended before the reply did: the request may have reached the upstream."""
+
+
+def inflate(inflater: zlib._Decompress, data: bytes) -> bytes:
+    """At most INFLATED_CHUNK bytes out of `data` (the rest waits in the inflater's unconsumed_tail)."""
+    try:
+        return bytes(inflater.decompress(data, INFLATED_CHUNK))
+    except zlib.error:
+        raise BadResponse("the upstream's compressed body does not inflate") from None
 
 
 class BadResponse(ConnectionError):
@@ -111,7 +119,7 @@ class Reply:
         self.complete = False
         self.keep_alive = False
         self.error: Exception | None = None
-        self.inflater: Any = None  # zlib's decompress object for a compressed body
+        self.inflater: zlib._Decompress | None = None  # for a compressed body
         self.flushed = False
 
     @property
@@ -138,17 +146,18 @@ class Reply:
     async def read_chunk(self) -> bytes:
         """The next piece of the body, inflated if it was compressed; b"" at its end."""
         while True:
-            if self.inflater is not None and self.inflater.unconsumed_tail and (
-                    out := self.inflate(self.inflater.unconsumed_tail)):
+            inflater = self.inflater
+            if inflater is not None and inflater.unconsumed_tail and (
+                    out := inflate(inflater, inflater.unconsumed_tail)):
                 return out
             if self.chunks:
                 chunk = self.chunks.popleft()
                 self.buffered -= len(chunk)
                 if self.buffered < READ_AHEAD_BYTES // 2:
                     self.connection.resume()
-                if self.inflater is None:
+                if inflater is None:
                     return chunk
-                if out := self.inflate(chunk):
+                if out := inflate(inflater, chunk):
                     return out
                 continue
             if self.error is not None:
@@ -163,12 +172,6 @@ class Reply:
                 await self.waiter
             finally:
                 self.waiter = None
-
-    def inflate(self, data: bytes) -> bytes:
-        try:
-            return bytes(self.inflater.decompress(data, INFLATED_CHUNK))
-        except zlib.error:
-            raise BadResponse("the upstream's compressed body does not inflate") from None
 
     # Called by the connection as bytes arrive --------------------------------------------------
 

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -42,6 +43,53 @@ def closed_port() -> int:
     sock.bind(("127.0.0.1", 0))
     _REFUSING.append(sock)
     return int(sock.getsockname()[1])
+
+
+class SilentPeer:
+    """A loopback server that accepts connections, reads what arrives and never answers: a stuck peer (a
+    collector or upstream that hangs). `requests_seen` counts connections that sent something; `still_open`
+    counts those the client has not given up on."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._connections: list[socket.socket] = []
+        self._seen: set[socket.socket] = set()
+        self._closed: set[socket.socket] = set()
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._listener, selectors.EVENT_READ)
+        self._running = True
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while self._running:
+            for key, _ in self._selector.select(timeout=0.1):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                if sock is self._listener:
+                    conn, _ = sock.accept()
+                    self._connections.append(conn)
+                    self._selector.register(conn, selectors.EVENT_READ)
+                elif sock.recv(65536):
+                    self._seen.add(sock)
+                else:  # the client closed its end
+                    self._closed.add(sock)
+                    self._selector.unregister(sock)
+
+    @property
+    def requests_seen(self) -> int:
+        return len(self._seen)
+
+    @property
+    def still_open(self) -> int:
+        return len(self._seen - self._closed)
+
+    def close(self) -> None:
+        self._running = False
+        self._thread.join(timeout=10)
+        for sock in [self._listener, *self._connections]:
+            sock.close()
 
 
 def start_listening(cmd: list[str], env: dict[str, str] | None = None, timeout_s: float = 20) -> tuple[
