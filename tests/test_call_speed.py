@@ -3,6 +3,7 @@ remembered principals that end exactly when their agent's standing does."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from pathlib import Path
@@ -19,7 +20,8 @@ from gateway.registry.service import Registry
 from gateway.store import open_store
 from gateway.telemetry import Telemetry
 from gateway.telemetry.setup import MAX_SERIES
-from gateway.transport.endpoint import names_repeat
+from gateway.transport import endpoint
+from gateway.transport.endpoint import HeaderNames, names_repeat
 from gateway.transport.param_headers import check_param_headers, declares_param_headers
 
 T0 = 1_767_225_600.0
@@ -155,3 +157,37 @@ def test_the_depth_limit_holds_with_the_bracket_count_shortcut(levels: int, fill
 ])
 def test_header_names_that_could_repeat_are_left_to_the_duplicate_checks(names: list[bytes], repeat: bool) -> None:
     assert names_repeat([(name, b"v") for name in names]) is repeat
+
+
+async def test_a_2026_request_is_watched_for_a_disconnect_only_once_it_has_run_a_while(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request that ends quickly never gets a watcher task; one still running gets one, which cancels it when its
+    connection closes; every entry goes when its request ends."""
+    monkeypatch.setattr(endpoint, "WATCH_AFTER_S", 0.05)
+    watches = endpoint.DisconnectWatches()
+    closed = asyncio.Event()
+
+    async def receive() -> dict[str, str]:
+        await closed.wait()
+        return {"type": "http.disconnect"}
+
+    quick = asyncio.create_task(asyncio.sleep(0))
+    watches.add(quick, receive)
+    await quick
+    watches.remove(quick)
+    slow = asyncio.create_task(asyncio.Event().wait())  # runs until cancelled
+    watches.add(slow, receive)
+    await asyncio.sleep(0.1)  # the sweep (due at 0.05 s) runs first under any load: timers run in order
+    assert list(watches.watchers) == [slow] and not watches.waiting and not slow.done()
+    closed.set()
+    with pytest.raises(asyncio.CancelledError):
+        await slow
+    watches.remove(slow)
+    assert not watches.waiting and not watches.watchers
+
+
+def test_header_names_are_decoded_as_latin_1_and_remembered_up_to_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(endpoint, "MAX_HEADER_NAMES", 2)
+    names = HeaderNames()
+    assert [names[b"host"], names[b"x-\xe9"], names[b"accept"], names[b"host"]] == ["host", "x-\xe9", "accept", "host"]
+    assert dict(names) == {b"host": "host", b"x-\xe9": "x-\xe9"}  # the third name was decoded, not kept

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from gateway.credentials.keys import SigningKeyring
+from gateway.credentials.keys import SigningKeyring, raw_signature
 from gateway.credentials.revocations import Revocations
 from gateway.credentials.upstream_tokens import MAX_TTL_S, UpstreamTokenMinter
 from gateway.store import Store, open_store
@@ -188,6 +189,37 @@ async def test_a_ttl_below_one_second_is_refused(store: Store) -> None:
 
 
 # --- revocations ---------------------------------------------------------------------------------
+
+
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+@pytest.mark.parametrize(("r", "s"), [
+    (1, 1), (0xFF, 0x80), (2**255, 2**255 - 1), (2**248 - 1, 2**256 - 1), (0x7F << 248, 0x80 << 248),
+    (P256_ORDER - 1, P256_ORDER - 2), (0x0100 << 232, 1 << 247),
+])
+def test_the_jws_signature_is_r_and_s_as_32_big_endian_bytes_each(r: int, s: int) -> None:
+    """Short INTEGERs (leading zero bytes dropped) and 33-byte ones (a zero byte before a set top bit) alike."""
+    assert raw_signature(encode_dss_signature(r, s)) == r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+@pytest.mark.parametrize("der", [
+    b"", b"\x30\x06\x02\x01\x01\x02\x01", encode_dss_signature(1, 1)[:-1], b"\x31" + encode_dss_signature(1, 1)[1:],
+    encode_dss_signature(2**300, 1), encode_dss_signature(1, 2**300), encode_dss_signature(5, 7) + b"\x00",
+])
+def test_anything_but_a_p256_der_signature_is_refused(der: bytes) -> None:
+    with pytest.raises(ValueError):
+        raw_signature(der)
+
+
+async def test_every_minted_token_verifies_with_a_generic_jwt_library_against_the_jwks(store: Store) -> None:
+    """Enough signatures that some r or s has leading zero bytes (1 in 128 per token)."""
+    keyring = await SigningKeyring.open(store)
+    minter = UpstreamTokenMinter(keyring, ISSUER)
+    for i in range(400):
+        minted = minter.mint(agent_id="bot-a", actor=ACTOR, audience=AUDIENCE, tool="t", task_id=None, txn=str(i),
+                             arguments_digest=argument_digest({"i": i}))
+        assert decode(minted.token, keyring)["txn"] == str(i)
 
 
 def test_revoked_task_is_denied_until_its_entry_expires() -> None:

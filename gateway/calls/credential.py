@@ -3,7 +3,7 @@ argument set (never the agent's own token); a stdio child gets none (its environ
 
 from __future__ import annotations
 
-import secrets
+import os
 
 from gateway.calls.call import Arguments, ToolCall
 from gateway.catalog.model import HttpTransport
@@ -25,7 +25,8 @@ class Credential:
         if not isinstance(server.transport, HttpTransport):
             return None
         principal = call.principal
+        txn = call.request.trace_id or os.urandom(16).hex()  # no trace: 128 random bits (secrets.token_hex(16))
         with self.telemetry.stage("mint"):
             return await self.auth.for_call(
                 server, principal, call.entry.name, decision.args_digest or argument_digest(arguments),
-                principal.task_id, call.request.trace_id or secrets.token_hex(16))
+                principal.task_id, txn)

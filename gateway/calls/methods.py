@@ -146,9 +146,11 @@ class Methods:
         if view is None:
             await self.stages.observe.probe(ctx.principal, name)
             raise self.missing_tool(name)
-        ctx.span.set(tool_name=name, upstream=view.entry.server_id)
-        ctx.record.upstream = view.entry.server_id  # refusals before the upstream is called are labelled with it too
-        return await pipeline.call_tool(self.stages, ToolCall(ctx, name, view, arguments, params))
+        if self.telemetry.tracing_enabled:  # off: the span is a no-op
+            ctx.span.set(tool_name=name, upstream=view.entry.server_id)
+        entry = view.entry
+        ctx.record.upstream = entry.server_id  # refusals before the upstream is called are labelled with it too
+        return await pipeline.call_tool(self.stages, ToolCall(ctx, name, view, arguments, params, ctx.principal, entry))
 
     def missing_tool(self, name: str) -> RpcError:
         entry = self.pool.catalog.tools.get(name)

@@ -29,7 +29,8 @@ class Observe:
         principal = call.principal
         if self.counts is None or principal.task_id is None:
             await self.monitor.observe(principal, call.entry, call.request.record.outcome())
-            await self.tasks.consume(principal)
+            if principal.task_id is not None:  # a task-less call has no budget to count against
+                await self.tasks.consume(principal)
             return
         counter = ObservedCount(self.monitor, self.counts, call)
         try:

@@ -68,7 +68,8 @@ class ChainMonitor:
             found = await self.signals.observe_call(principal.agent_id, signal_scope(principal), tool, outcome)
         except ChainUnavailable as exc:
             raise self.unavailable(principal, tool.exposed_name, "observe", exc) from None
-        await self.act(found, principal)
+        if found:  # usually nothing: no act() to await then
+            await self.act(found, principal)
 
     def counting(self, budgets: object) -> CountedObservation[ToolEntry, Detection] | None:
         """The chain signals when they are also `budgets` (the task call counts, a fleet's): an allowed call of a

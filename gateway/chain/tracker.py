@@ -245,10 +245,16 @@ class ChainTracker:
                 break
             del classes[oldest]
         names = sorted(classes)
+        calls, writes, denials = self._recent(agent, now)
         return {"data_classes": names, "sensitive_read": not self._sensitive.isdisjoint(names),
-                **self._counts(agent, now)}
+                "calls_last_minute": calls, "writes_last_minute": writes, "denials_last_minute": denials}
 
     def _counts(self, state: AgentSignals | TaskSignals, now: float) -> dict[str, int]:
+        calls, writes, denials = self._recent(state, now)
+        return {"calls_last_minute": calls, "writes_last_minute": writes, "denials_last_minute": denials}
+
+    def _recent(self, state: AgentSignals | TaskSignals, now: float) -> tuple[int, int, int]:
+        """(calls, allowed writes, denials) within the last minute."""
         minute_ago = now - MINUTE
         calls, writes, denials = state.calls, state.writes, state.denials
         prune(calls, now - self._calls_horizon)
@@ -256,11 +262,8 @@ class ChainTracker:
             prune(writes, minute_ago)
         if denials is not None:
             prune(denials, now - self._denials_horizon)
-        return {
-            "calls_last_minute": count_since(calls, minute_ago),
-            "writes_last_minute": len(writes) if writes is not None else 0,
-            "denials_last_minute": count_since(denials, minute_ago) if denials is not None else 0,
-        }
+        return (count_since(calls, minute_ago), len(writes) if writes is not None else 0,
+                count_since(denials, minute_ago) if denials is not None else 0)
 
     # -- observations and detectors -----------------------------------------------------------------
 

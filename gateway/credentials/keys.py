@@ -2,7 +2,9 @@
 
 Algorithm: ES256 (ECDSA P-256, SHA-256). Measured with pyjwt 2.15 / cryptography on the gateway's
 machine, ES256 signs slightly faster than EdDSA/Ed25519 (raw: ~17 vs ~20 us; whole JWT: ~19 vs
-~22 us), verifies faster (~48 vs ~61 us), and it is the asymmetric JWA algorithm that JWT and
+~22 us), verifies faster (~48 vs ~61 us); counted by callgrind with cryptography 51 / OpenSSL 4.1 (a 450-byte
+input), a signature is 270k vs 471k instructions and a verification 860k vs 1,466k
+(docs/perf-notes/lean-edges.md). And it is the asymmetric JWA algorithm that JWT and
 OAuth resource-server libraries support most widely (RFC 7518 "Recommended+"); EdDSA support
 (RFC 8037) is still missing from several. RS256 would be universal but costs ~1 ms per signature.
 
@@ -16,7 +18,7 @@ return value contains them.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import json
 import logging
@@ -28,7 +30,6 @@ from typing import Any
 import orjson
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from jwt.algorithms import ECAlgorithm
 
 from gateway.store.base import SigningKeyRecord, SigningKeyStore
@@ -38,12 +39,31 @@ log = logging.getLogger("narrowgate.credentials")
 ALG = "ES256"
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 _P256_BYTES = 32
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 Clock = Callable[[], float]
 
 
 def b64url(data: bytes) -> bytes:
-    return base64.urlsafe_b64encode(data).rstrip(b"=")
+    """base64url without padding (RFC 7515 2): binascii directly, what base64.urlsafe_b64encode wraps in two calls."""
+    return binascii.b2a_base64(data, newline=False).translate(_URLSAFE).rstrip(b"=")
+
+
+def raw_signature(der: bytes) -> bytes:
+    """JWS wants ECDSA's raw r||s (RFC 7518 3.4), 32 bytes each for P-256, not the DER SEQUENCE of two INTEGERs
+    that cryptography returns. Sliced straight out of the DER (a P-256 one is under 128 bytes: one-byte lengths):
+    an INTEGER is big-endian with one leading zero byte when its top bit is set, so its last 32 bytes, left-padded
+    with zeros, are the number."""
+    if len(der) < 8:
+        raise ValueError("not a DER-encoded P-256 ECDSA signature")
+    r_len = der[3]
+    s_at = 6 + r_len  # where s's bytes start
+    s_len = len(der) - s_at
+    if (s_len < 1 or der[0] != 0x30 or der[1] != len(der) - 2 or der[2] != 0x02 or der[s_at - 2] != 0x02
+            or der[s_at - 1] != s_len or not 0 < r_len <= _P256_BYTES + 1 or s_len > _P256_BYTES + 1):
+        raise ValueError("not a DER-encoded P-256 ECDSA signature")
+    r, s = der[4:s_at - 2][-_P256_BYTES:], der[s_at:][-_P256_BYTES:]
+    return r.rjust(_P256_BYTES, b"\0") + s.rjust(_P256_BYTES, b"\0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,10 +117,8 @@ class SigningKeyring:
             header = _encode_header(snapshot.current.kid, typ)
             snapshot.headers[typ] = header  # a benign race: two threads store the same bytes
         signing_input = header + b64url(orjson.dumps(claims))
-        r, s = decode_dss_signature(snapshot.current.private.sign(signing_input, _ECDSA_SHA256))
-        # JWS wants the raw r||s form (RFC 7518 3.4), not the DER that cryptography returns; P-256: 32 bytes each.
-        signature = r.to_bytes(_P256_BYTES, "big") + s.to_bytes(_P256_BYTES, "big")
-        return (signing_input + b"." + b64url(signature)).decode("ascii")
+        signature = raw_signature(snapshot.current.private.sign(signing_input, _ECDSA_SHA256))
+        return b".".join((signing_input, b64url(signature))).decode("ascii")
 
     def jwks(self) -> dict[str, list[dict[str, str]]]:
         """Public keys only: the current key, then previous keys still inside their overlap window."""

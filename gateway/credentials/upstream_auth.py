@@ -55,10 +55,13 @@ class UpstreamAuth:
         gateway.verifier.argument_digest of the arguments sent."""
         credentials = server.credentials
         if credentials.mode == "gateway-token":
+            minter = self.minter
+            assert minter is not None, "UpstreamAuth.start() was not awaited"
             user = principal.user  # a person's call: the person is the subject, the agent acts (RFC 8693)
-            token = self.mint(credentials, user.subject if user else principal.agent_id, actor_of(principal), tool,
-                              arguments_digest, task_id, txn, subject_issuer=user.issuer if user else None)
-            return {"Authorization": f"Bearer {token}"}
+            minted = minter.mint(agent_id=user.subject if user else principal.agent_id, actor=actor_of(principal),
+                                 audience=credentials.resource, tool=tool, task_id=task_id, txn=txn,
+                                 arguments_digest=arguments_digest, subject_issuer=user.issuer if user else None)
+            return {"Authorization": "Bearer " + minted.token}
         if credentials.mode == "lease":
             return await self.lease_headers(server, task_id)
         return await self.secret_headers(server)

@@ -19,13 +19,12 @@ gateway.verifier. Minting is a dict, an orjson dump and one ECDSA signature: no 
 from __future__ import annotations
 
 import math
-import secrets
+import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from gateway.credentials.keys import SigningKeyring
+from gateway.credentials.keys import SigningKeyring, b64url
 from gateway.verifier import argument_digest
 
 __all__ = ["ACCESS_TOKEN_TYP", "MAX_TTL_S", "MintedToken", "UpstreamTokenMinter", "argument_digest"]
@@ -34,8 +33,7 @@ ACCESS_TOKEN_TYP = "at+jwt"
 MAX_TTL_S = 60.0
 
 
-@dataclass(frozen=True, slots=True)
-class MintedToken:
+class MintedToken(NamedTuple):
     token: str
     jti: str
     expires_at: float
@@ -70,16 +68,17 @@ class UpstreamTokenMinter:
     ) -> MintedToken:
         iat = int(self._clock())
         exp = iat + self.ttl_s
-        jti = secrets.token_urlsafe(16)  # 16 bytes = 128 random bits
+        jti = b64url(os.urandom(16)).decode("ascii")  # 128 random bits (secrets.token_urlsafe(16), without its 4 calls)
+        issuer = self._issuer
         claims: dict[str, Any] = {
-            "iss": self._issuer,
+            "iss": issuer,
             "sub": agent_id,
             "aud": audience,
             "scope": tool,
             "exp": exp,
             "iat": iat,
             "jti": jti,
-            "client_id": self._issuer,
+            "client_id": issuer,
             "act": actor,
             "txn": txn,
             "args_sha256": arguments_digest,
@@ -88,5 +87,5 @@ class UpstreamTokenMinter:
             claims["task_id"] = task_id
         # Always: an upstream tells a person whose sub is "payments-bot" from the agent payments-bot only by it,
         # and the same person sub at two providers never collides.
-        claims["sub_iss"] = subject_issuer if subject_issuer is not None else self._issuer
-        return MintedToken(token=self._keyring.sign(claims, ACCESS_TOKEN_TYP), jti=jti, expires_at=float(exp))
+        claims["sub_iss"] = subject_issuer if subject_issuer is not None else issuer
+        return MintedToken(self._keyring.sign(claims, ACCESS_TOKEN_TYP), jti, float(exp))

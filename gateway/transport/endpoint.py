@@ -59,12 +59,31 @@ CACHEABLE = frozenset({"tools/list", "prompts/list", "resources/list", "resource
                        "resources/read", "server/discover"})
 UPSTREAM_ROUTED = frozenset({"tools/call", "prompts/get", "resources/read", "completion/complete"})
 DRAIN_SLICE_S = 0.1
+# A 2026-07-28 request's connection is watched (a disconnect cancels the request) once the request has run this
+# long: nearly every call has ended by then, and a watcher task per call cost ~15-40k instructions. A disconnect
+# before then is seen the moment the watch starts (DisconnectWatches).
+WATCH_AFTER_S = 1.0
 # Methods that change a session's record (kept by AgentSessions.save, shared in a fleet).
 RECORD_METHODS = frozenset({"logging/setLevel", "resources/subscribe", "resources/unsubscribe"})
 
 
 class BodyTooLarge(Exception):
     pass
+
+
+class HeaderNames(dict[bytes, str]):
+    """Raw header name -> the name as a str, remembered for the first MAX_HEADER_NAMES names seen: a lookup costs
+    a fifth of decoding (names are the same dozen on every request; anything past the bound is just decoded)."""
+
+    def __missing__(self, raw: bytes) -> str:
+        name = raw.decode("latin-1")
+        if len(self) < MAX_HEADER_NAMES:
+            self[raw] = name
+        return name
+
+
+MAX_HEADER_NAMES = 256
+HEADER_NAMES = HeaderNames()
 
 
 class McpEndpoint:
@@ -85,6 +104,7 @@ class McpEndpoint:
         self.listen_hub = ListenHub()
         # Every request being answered, with its context: what a stop must answer before it ends.
         self.running: dict[asyncio.Task[object], RequestContext] = {}
+        self.watches = DisconnectWatches()  # 2026-07-28 requests' connections
         self.stopping = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -92,8 +112,10 @@ class McpEndpoint:
             await send_json_error(send, 503, None, RpcError(SHUTTING_DOWN, "The gateway is shutting down; "
                                                             "retry once it is back"))
             return
-        # Optional whitespace around a field value is not part of it (RFC 9110 5.5).
-        headers = {k.decode("latin-1"): v.decode("latin-1").strip() for k, v in scope["headers"]}
+        # Optional whitespace around a field value is not part of it (RFC 9110 5.5). Names come decoded from
+        # HEADER_NAMES (the same few on every request); values are decoded afresh (they hold tokens).
+        names = HEADER_NAMES
+        headers = {names[k]: v.decode("latin-1").strip() for k, v in scope["headers"]}
         if not self.origins.host_ok(headers.get("host")):
             await send_bytes(send, 421, b"Invalid Host header", "text/plain")
             return
@@ -159,25 +181,28 @@ class McpEndpoint:
             await send_json_error(send, 400, None, exc)
             return
         params = message.params or {}
+        tracing = self.telemetry.tracing_enabled  # off: the span is a no-op, nothing below need be built for it
         attributes: dict[str, Any] = {}
-        if self.telemetry.tracing_enabled:  # only a recorded span reads them
+        if tracing:  # only a recorded span reads them
             attributes = {"mcp.method.name": message.method or "response",
                           "mcp.session.id": headers.get("mcp-session-id"),
                           "jsonrpc.request.id": None if message.id is None else str(message.id)}
+            attributes = {k: v for k, v in attributes.items() if v is not None}
         with self.telemetry.request_span(
             message.method or "response", traceparent=headers.get("traceparent"),
             tracestate=headers.get("tracestate"), meta=params.get("_meta") if isinstance(params, dict) else None,
-            attributes={k: v for k, v in attributes.items() if v is not None},
+            attributes=attributes,
         ) as span:
             with self.telemetry.stage("authenticate"):
                 principal = await self.authenticated(send, headers)
             if principal is None:
                 span.error("unauthenticated", "refused at authentication")
                 return
-            span.set(agent_id=principal.agent_id, task_id=principal.task_id,
-                     owner=principal.agent.owner if principal.agent is not None else None)
-            if principal.user is not None:
-                span.set(user_sub=principal.user.subject, user_issuer=principal.user.issuer)
+            if tracing:
+                span.set(agent_id=principal.agent_id, task_id=principal.task_id,
+                         owner=principal.agent.owner if principal.agent is not None else None)
+                if principal.user is not None:
+                    span.set(user_sub=principal.user.subject, user_issuer=principal.user.issuer)
             if is_modern(headers, message):
                 await self.post_modern(scope, receive, send, headers, principal, message, span)
             else:
@@ -335,12 +360,13 @@ class McpEndpoint:
             return {"error": RpcError(METHOD_NOT_FOUND, f"Method not found: {method}").to_error()}
         task = asyncio.current_task()
         assert task is not None
-        watcher = None
+        watched = False
         self.running[task] = ctx
         if ctx.session is not None:
             ctx.session.in_flight[message.id] = task
         elif receive is not None and method in UPSTREAM_ROUTED:
-            watcher = asyncio.create_task(cancel_on_disconnect(receive, task))
+            self.watches.add(task, receive)
+            watched = True
         try:
             return await self.methods.handle(ctx, method, message.params or {})
         except RpcError as exc:
@@ -356,8 +382,8 @@ class McpEndpoint:
             self.running.pop(task, None)
             if ctx.session is not None:
                 ctx.session.in_flight.pop(message.id, None)
-            if watcher is not None:
-                watcher.cancel()
+            if watched:
+                self.watches.remove(task)
 
     # stopping ----------------------------------------------------------------------------------
 
@@ -526,6 +552,42 @@ async def stream_queue(receive: Receive, send: Send, queue: asyncio.Queue[Stream
 async def cancel_on_disconnect(receive: Receive, task: asyncio.Task[object]) -> None:
     await wait_disconnect(receive)
     task.cancel("agent closed the stream")
+
+
+class DisconnectWatches:
+    """Cancels a 2026-07-28 request when its agent's connection closes, watched from WATCH_AFTER_S on: a request
+    waits here as a dict entry, and one timer for all of them starts a watcher task only for the few still
+    running then (a timer per request cost ~5k instructions: the loop's heap compares TimerHandles in Python)."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[asyncio.Task[object], tuple[Receive, float]] = {}  # in start order
+        self.watchers: dict[asyncio.Task[object], asyncio.Task[None]] = {}
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, task: asyncio.Task[object], receive: Receive) -> None:
+        loop = asyncio.get_running_loop()
+        self.waiting[task] = (receive, loop.time())
+        if self.timer is None:
+            self.timer = loop.call_later(WATCH_AFTER_S, self.sweep)
+
+    def remove(self, task: asyncio.Task[object]) -> None:
+        """The request has ended: its entry or its watcher goes."""
+        if self.waiting.pop(task, None) is None:
+            watcher = self.watchers.pop(task, None)
+            if watcher is not None:
+                watcher.cancel()
+
+    def sweep(self) -> None:
+        """Watch every request that has run WATCH_AFTER_S; come back when the oldest of the others has."""
+        loop = asyncio.get_running_loop()
+        self.timer = None
+        due = loop.time() - WATCH_AFTER_S
+        for task, (receive, since) in list(self.waiting.items()):
+            if since > due:
+                self.timer = loop.call_at(since + WATCH_AFTER_S, self.sweep)
+                return
+            del self.waiting[task]
+            self.watchers[task] = loop.create_task(cancel_on_disconnect(receive, task))
 
 
 def stopped_error(ctx: RequestContext) -> RpcError:

@@ -27,10 +27,15 @@ RESUME_GRACE_S = 10.0
 RESUME_POLL_S = 0.25
 
 
+# The content-type header of every reply the gateway writes, encoded once.
+CONTENT_TYPES = {name: (b"content-type", name.encode()) for name in ("application/json", "text/plain")}
+
+
 async def send_bytes(
     send: Send, status: int, body: bytes, content_type: str, extra: list[tuple[bytes, bytes]] | None = None
 ) -> None:
-    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+    headers = [CONTENT_TYPES.get(content_type) or (b"content-type", content_type.encode()),
+               (b"content-length", b"%d" % len(body))]
     if extra:
         headers.extend(extra)
     await send({"type": "http.response.start", "status": status, "headers": headers})
