@@ -31,11 +31,15 @@ class Answer(cedarpy.AuthzResult):
 
 
 def read_answer(text: str) -> Answer:
-    """One answer of cedarpy's extension, without its metrics (the text up to them, closed). `,"metrics":`
-    cannot occur inside a JSON string (a quote there is escaped) nor as a key of the diagnostics (policy
-    ids), so the cut is structural; should it ever not be, the parse fails and the caller denies."""
+    """One answer of cedarpy's extension, without its metrics (the text up to them, closed: cedarpy writes
+    them last, after the diagnostics). `,"metrics":` cannot occur inside a JSON string (a quote there is
+    escaped) nor as a key of the diagnostics (policy ids), so the cut is structural; should it ever not be,
+    the parse fails and the caller denies. Without its diagnostics the cut is not used."""
     cut = text.find(_METRICS)
-    return Answer(orjson.loads(text[:cut] + "}" if cut > 0 else text))
+    answer = orjson.loads(text[:cut] + "}") if cut > 0 else None
+    if answer is None or "diagnostics" not in answer:  # (fail closed: never an answer without its errors)
+        answer = orjson.loads(text)
+    return Answer(answer)
 
 
 _EXTENSION: Callable[..., list[str]] | None = getattr(getattr(cedarpy, "_internal", None), "is_authorized_batch",
