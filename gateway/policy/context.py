@@ -206,23 +206,21 @@ class _Plan:
         return found
 
     def _key(self, builder: ContextBuilder, facts: RequestFacts, approved: bool) -> tuple[object, ...] | None:
-        parts: list[object] = []
-        for name, paths in self.sections:
+        parts: list[object] = []  # per path: how far it got (a scalar or a gap higher up shapes the context
+        for name, paths in self.sections:  # differently), and the type and value it found there
             section = builder._section(name, facts, approved)
             for path in paths:
                 value: object = section
-                depth = 0  # how far the path got: a scalar or a gap higher up shapes the context differently
+                depth = 0
                 for attr in path:
                     if not isinstance(value, dict):
                         break
                     value = value.get(attr, _MISSING)
                     depth += 1
-                if value is _MISSING:
-                    parts.append((depth, None, None))
-                elif type(value) in _SCALARS:
-                    parts.append((depth, type(value), value))
-                else:
+                kind = type(value)
+                if kind not in _SCALARS and value is not _MISSING:
                     return None  # a set or a whole record: not one of a few
+                parts += (depth, kind, value)
         return tuple(parts)
 
 

@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
-import secrets
 import threading
 import time
 from collections import OrderedDict, deque
@@ -971,7 +971,7 @@ def _freshly_signed_in(context: dict[str, Any], auth_time: int, acr: str) -> dic
 
 
 def new_decision_id() -> str:
-    return "dec_" + secrets.token_hex(8)
+    return "dec_" + os.urandom(8).hex()  # secrets.token_hex(8), without its three Python calls per decision
 
 
 def _position_key(text: str) -> tuple[int, str]:
