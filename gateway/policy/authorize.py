@@ -14,6 +14,34 @@ from typing import Any
 import cedarpy
 import orjson
 
+_DECISIONS = {d.value: d for d in cedarpy.Decision}
+_METRICS = ',"metrics":'  # cedarpy's timings, after the diagnostics: never read, so never parsed
+
+
+class Answer(cedarpy.AuthzResult):
+    """Cedar's answer as cedarpy's AuthzResult gives it, its decision looked up once (AuthzResult makes
+    an Enum from the text on every read)."""
+
+    __slots__ = ("decision",)  # a slot in place of AuthzResult's property
+    decision: cedarpy.Decision
+
+    def __init__(self, answer: dict[str, Any]) -> None:
+        super().__init__(answer)
+        self.decision = _DECISIONS[answer["decision"]]
+
+
+def read_answer(text: str) -> Answer:
+    """One answer of cedarpy's extension, without its metrics (the text up to them, closed: cedarpy writes
+    them last, after the diagnostics). `,"metrics":` cannot occur inside a JSON string (a quote there is
+    escaped) nor as a key of the diagnostics (policy ids), so the cut is structural; should it ever not be,
+    the parse fails and the caller denies. Without its diagnostics the cut is not used."""
+    cut = text.find(_METRICS)
+    answer = orjson.loads(text[:cut] + "}") if cut > 0 else None
+    if answer is None or "diagnostics" not in answer:  # (fail closed: never an answer without its errors)
+        answer = orjson.loads(text)
+    return Answer(answer)
+
+
 _EXTENSION: Callable[..., list[str]] | None = getattr(getattr(cedarpy, "_internal", None), "is_authorized_batch",
                                                         None)
 
@@ -25,5 +53,4 @@ def is_authorized_batch(requests: Sequence[dict[str, Any]], policies: cedarpy.Po
     if _EXTENSION is None:
         return cedarpy.is_authorized_batch(list(requests), policies, entities)
     handle = entities._inner if isinstance(entities, cedarpy.Entities) else entities
-    return [cedarpy.AuthzResult(orjson.loads(answer)) for answer in _EXTENSION(list(requests), policies, handle,
-                                                                                None, False)]
+    return [read_answer(answer) for answer in _EXTENSION(list(requests), policies, handle, None, False)]

@@ -187,13 +187,15 @@ class Authorizer:
     @staticmethod
     def log_decision(decision: Decision, principal: Principal, kind: str, target: str) -> None:
         # Allows are the bulk of traffic: DEBUG keeps them off a busy log (the audit log records all).
-        log.log(
-            logging.DEBUG if decision.allowed else logging.INFO,
-            "decision %s %s agent=%s %s=%s policies=%s version=%s%s",
-            decision.decision_id, decision.outcome, principal.agent_id, kind, target,
-            ",".join(decision.policy_ids) or "-", decision.policy_version,
-            f" errors={len(decision.errors)}" if decision.errors else "",
-        )
+        level = logging.DEBUG if decision.allowed else logging.INFO
+        if log.isEnabledFor(level):  # else the line's arguments are not even joined
+            log.log(
+                level,
+                "decision %s %s agent=%s %s=%s policies=%s version=%s%s",
+                decision.decision_id, decision.outcome, principal.agent_id, kind, target,
+                ",".join(decision.policy_ids) or "-", decision.policy_version,
+                f" errors={len(decision.errors)}" if decision.errors else "",
+            )
         for error in decision.errors:
             log.warning("decision %s evaluation error (denied, fail closed): %s", decision.decision_id, error)
 

@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from gateway.identity.user import UserIdentity
 from gateway.json_values import JsonValue
 from gateway.policy.hours import WorkingHours
@@ -53,6 +55,10 @@ NO_CHAIN: dict[str, Any] = {"data_classes": [], "sensitive_read": False, "tools"
 NO_USER: dict[str, Any] = {"present": False, "sub": "", "issuer": "", "email": "", "email_verified": False,
                            "groups": [], "client_id": "", "auth_time": 0, "acr": "", "amr": []}
 ESCAPE_PREFIX = "__"  # Cedar's JSON escapes (__extn, __entity, __expr) all start so
+PLANS_KEPT = 16  # read sets with a plan (one per policy set in force, live and listing)
+SHAPES_KEPT = 4096  # distinct contexts remembered per plan (the shipped policies have 32)
+_MISSING = object()  # a read path that ends at an absent attribute
+_SCALARS = (bool, int, str)  # not float: 0.0 and -0.0 are one key but two spellings
 
 
 class ContextBuilder:
@@ -63,11 +69,36 @@ class ContextBuilder:
         # The request facts of the last (second, era, client, override) asked for: calls in the same
         # second share them. One tuple, replaced whole, so a concurrent reader sees a consistent pair.
         self._last_request: tuple[tuple[int, str, str, bool | None], dict[str, Any]] | None = None
+        self._plans: dict[int, tuple[ContextReads, _Plan | None]] = {}
 
     def full(self, facts: RequestFacts, approved: bool) -> dict[str, Any]:
         """Every section but `input` (listing prunes this itself)."""
         return {"request": self.request_facts(facts), "approval": {"granted": bool(approved)},
                 "task": task_context(facts), "chain": facts.chain or NO_CHAIN, "user": user_context(facts)}
+
+    def build_json(self, reads: ContextReads, facts: RequestFacts, approved: bool, cedar_input: object = None,
+                   input_whole: bool = False) -> tuple[dict[str, Any], bytes]:
+        """build(), and its JSON for Cedar. A context of scalars alone (no tool input in it: what the shipped
+        policies read) is one of a few, so each is built and serialized once per plan and found again
+        from the values read (_Plan); the same dict and bytes as build() and orjson.dumps would give."""
+        plan = self._plan(reads) if cedar_input is None or not input_whole else None
+        if plan is not None and (cedar_input is None or not plan.reads_input):
+            known = plan.known(self, facts, approved)
+            if known is not None:
+                return known
+        context = self.build(reads, facts, approved, cedar_input, input_whole)
+        return context, orjson.dumps(context)
+
+    def _plan(self, reads: ContextReads) -> _Plan | None:
+        if not isinstance(reads, dict):
+            return None
+        entry = self._plans.get(id(reads))
+        if entry is None or entry[0] is not reads:
+            if len(self._plans) >= PLANS_KEPT:
+                self._plans.clear()
+            entry = (reads, _Plan.of(reads))
+            self._plans[id(reads)] = entry  # the reads object is held, so its id is not reused meanwhile
+        return entry[1]
 
     def build(self, reads: ContextReads, facts: RequestFacts, approved: bool, cedar_input: object = None,
               input_whole: bool = False) -> dict[str, Any]:
@@ -132,6 +163,81 @@ class ContextBuilder:
         }
         self._last_request = (key, value)
         return value
+
+
+class _Plan:
+    """One read set's contexts, remembered by the values read.
+
+    A pruned context is determined by what each read path finds: the scalar at its end, an absent
+    attribute, or a scalar where a record was expected (sent whole). When every path finds a scalar,
+    the tuple of what they found (with its type: True, 1 and 1.0 are equal keys otherwise) picks a
+    context built and serialized before; anything else (a set, a record read whole) is built as usual."""
+
+    def __init__(self, reads: dict[str, ContextReads], sections: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...]
+                 ) -> None:
+        self.reads = reads
+        self.sections = sections  # (section name, its read paths below it)
+        self.reads_input = "input" in reads
+        self._known: dict[tuple[object, ...], tuple[dict[str, Any], bytes]] = {}
+
+    @classmethod
+    def of(cls, reads: dict[str, ContextReads]) -> _Plan | None:
+        sections = []
+        for name, sub in reads.items():
+            if name == "input":
+                continue
+            paths = _paths(sub)
+            if paths is None:
+                return None
+            sections.append((name, paths))
+        return cls(reads, tuple(sections))
+
+    def known(self, builder: ContextBuilder, facts: RequestFacts,
+              approved: bool) -> tuple[dict[str, Any], bytes] | None:
+        key = self._key(builder, facts, approved)
+        if key is None:
+            return None
+        found = self._known.get(key)
+        if found is None:
+            context = builder.build(self.reads, facts, approved)
+            if len(self._known) >= SHAPES_KEPT:
+                self._known.clear()
+            found = self._known[key] = (context, orjson.dumps(context))
+        return found
+
+    def _key(self, builder: ContextBuilder, facts: RequestFacts, approved: bool) -> tuple[object, ...] | None:
+        parts: list[object] = []  # per path: how far it got (a scalar or a gap higher up shapes the context
+        for name, paths in self.sections:  # differently), and the type and value it found there
+            section = builder._section(name, facts, approved)
+            for path in paths:
+                value: object = section
+                depth = 0
+                for attr in path:
+                    if not isinstance(value, dict):
+                        break
+                    value = value.get(attr, _MISSING)
+                    depth += 1
+                kind = type(value)
+                if kind not in _SCALARS and value is not _MISSING:
+                    return None  # a set or a whole record: not one of a few
+                parts += (depth, kind, value)
+        return tuple(parts)
+
+
+def _paths(reads: ContextReads) -> tuple[tuple[str, ...], ...] | None:
+    """The attribute paths `reads` covers below a section, () for the section whole; None for an empty
+    record read (which keeps a record's shape but none of its values: not worth a plan)."""
+    if reads is True:
+        return ((),)
+    if not isinstance(reads, dict) or not reads:
+        return None
+    paths: list[tuple[str, ...]] = []
+    for attr, sub in reads.items():
+        below = _paths(sub)
+        if below is None:
+            return None
+        paths.extend((attr, *path) for path in below)
+    return tuple(paths)
 
 
 def task_context(facts: RequestFacts) -> dict[str, Any]:

@@ -24,10 +24,22 @@ CACHE_LIMIT = 10_000
 class PrincipalEntities:
     def __init__(self) -> None:
         self._cache: dict[str, tuple[tuple[object, ...], str]] = {}
+        # The whole JSON last made for each agent, with what its claims part was made from: a remembered
+        # principal (gateway.identity.authenticator) brings the same claims object call after call.
+        self._joined: dict[str, tuple[str, object, bool, str]] = {}
 
     def json(self, principal: Principal, now: float, server_ids: tuple[str, ...]) -> str:
         """Comma-joined entity JSON objects (Agent, groups, Claims), ready to go inside a JSON array."""
-        return self._agent_json(principal, now, server_ids) + "," + _claims_json(principal)
+        agent = self._agent_json(principal, now, server_ids)
+        person = principal.user is not None
+        joined = self._joined.get(principal.agent_id)
+        if joined is not None and joined[0] is agent and joined[1] is principal.claims and joined[2] == person:
+            return joined[3]
+        blob = agent + "," + _claims_json(principal)
+        if len(self._joined) >= CACHE_LIMIT:
+            self._joined.clear()
+        self._joined[principal.agent_id] = (agent, principal.claims, person, blob)
+        return blob
 
     def _agent_json(self, principal: Principal, now: float, server_ids: tuple[str, ...]) -> str:
         key = _cache_key(principal, now, server_ids)
