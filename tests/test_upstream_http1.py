@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import select
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ from gateway.catalog.model import HttpTransport, ServerEntry
 from gateway.protocol.eras import MODERN_ERA
 from gateway.protocol.errors import REQUEST_TIMEOUT, UPSTREAM_ERROR, UPSTREAM_UNAVAILABLE, RpcError
 from gateway.upstream.base import CallContext
+from gateway.upstream.http1 import MAX_HEAD_BYTES, MAX_HEADERS, MAX_INTERIM, BadResponse
 from gateway.upstream.http_client import KEEPALIVE_S, HttpUpstream
 from gateway.upstream.reply_limit import ReplyTooLarge
 from tests.support.clients import ERAS, mcp_client
@@ -94,6 +96,26 @@ def dropping(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RawUpstream]:
     stop(process)
 
 
+@pytest.fixture(scope="module")
+def closing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RawUpstream]:
+    """Closes every connection right after its reply."""
+    process, upstream = start_raw(tmp_path_factory.mktemp("closing"), "--close-after-reply")
+    yield upstream
+    stop(process)
+
+
+STALL_OVER = 1024 * 1024
+BIG_BODY_TEXT = "b" * (32 * 1024 * 1024)  # past what the kernel's socket buffers hold on loopback
+
+
+@pytest.fixture(scope="module")
+def stalling(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RawUpstream]:
+    """Stops reading a request whose body is over STALL_OVER (answering it at once if asked to)."""
+    process, upstream = start_raw(tmp_path_factory.mktemp("stalling"), "--stall-over", str(STALL_OVER))
+    yield upstream
+    stop(process)
+
+
 @pytest.fixture(autouse=True)
 def no_secret_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     caplog.set_level(logging.DEBUG)
@@ -123,12 +145,14 @@ async def connected(upstream: RawUpstream, headers: dict[str, str] | None = None
     return client
 
 
-def ctx(timeout_s: float = 10.0) -> CallContext:
-    return CallContext(era=MODERN_ERA, timeout_s=timeout_s, auth={"Authorization": f"Bearer {CALL_SECRET}"})
+def ctx(timeout_s: float = 10.0, headers: dict[str, str] | None = None) -> CallContext:
+    return CallContext(era=MODERN_ERA, timeout_s=timeout_s, auth={"Authorization": f"Bearer {CALL_SECRET}"},
+                       headers=headers or {})
 
 
-async def call_tool(client: HttpUpstream, tool: str, timeout_s: float = 10.0, **arguments: Any) -> dict[str, Any]:
-    return await client.call("tools/call", {"name": tool, "arguments": arguments}, ctx(timeout_s))
+async def call_tool(client: HttpUpstream, tool: str, timeout_s: float = 10.0, headers: dict[str, str] | None = None,
+                    **arguments: Any) -> dict[str, Any]:
+    return await client.call("tools/call", {"name": tool, "arguments": arguments}, ctx(timeout_s, headers))
 
 
 def no_secret_in(error: BaseException) -> None:
@@ -295,11 +319,17 @@ async def test_a_malformed_answer_gives_the_same_error_as_before(
     no_secret_in(caught.value.__cause__)
 
 
-async def test_a_header_value_with_a_line_break_is_refused_unsent(raw: RawUpstream) -> None:
+@pytest.mark.parametrize("auth", [
+    {"Authorization": f"Bearer {CALL_SECRET}\r\nX-Injected: 1"},  # a line break in a value
+    {"Authorization\r\nX-Injected": f"Bearer {CALL_SECRET}"},  # in a name
+    {"Author\x00ization": f"Bearer {CALL_SECRET}"},  # a NUL in a name
+    {"Authoriz\u00e9": f"Bearer {CALL_SECRET}"},  # not a token
+])
+async def test_a_header_with_a_line_break_or_a_bad_name_is_refused_unsent(raw: RawUpstream,
+                                                                         auth: dict[str, str]) -> None:
     client = await connected(raw)
     try:
-        smuggled = CallContext(era=MODERN_ERA, timeout_s=10,
-                               auth={"Authorization": f"Bearer {CALL_SECRET}\r\nX-Injected: 1"})
+        smuggled = CallContext(era=MODERN_ERA, timeout_s=10, auth=auth)
         with pytest.raises(RpcError) as caught:
             await client.call("tools/call", {"name": "echo", "arguments": {"text": "x"}}, smuggled)
         sent = requests(raw.entries(), "tools/call")
@@ -338,3 +368,134 @@ async def test_an_https_upstream_is_verified_against_the_configured_cas(tls_gate
             await client.call_tool("unknown__echo", {"text": "never"})
     assert reply.content[0].text == "over tls"  # type: ignore[union-attr]
     assert caught.value.error.code == UPSTREAM_UNAVAILABLE
+
+
+def wait_until_readable(client: HttpUpstream) -> None:
+    """Block (no await: the loop must not read it first) until every pooled connection's socket holds the
+    upstream's FIN, as when the upstream closed it while the gateway was busy. Bounded."""
+    assert client.http is not None
+    poller, waiting = select.poll(), 0
+    for connection in client.http.idle:
+        if connection.open and connection.transport is not None and not connection.transport.is_closing():
+            poller.register(connection.transport.get_extra_info("socket").fileno(), select.POLLIN)
+            waiting += 1
+    for _ in range(1000):
+        if len(poller.poll(10)) == waiting:
+            return
+    raise AssertionError("the upstream's FIN never arrived")
+
+
+async def test_a_pooled_connection_the_upstream_closed_is_not_handed_out(closing: RawUpstream) -> None:
+    """The kept-alive connection's FIN is in its socket but not yet read by the loop: a tools/call (never
+    sent twice) must go out on a new connection, not fail on the dead one."""
+    client = await connected(closing)
+    try:
+        wait_until_readable(client)  # the connection of the handshake's last request
+        first = await call_tool(client, "echo", text="first")
+        assert client.http is not None and len(client.http.idle) == 1
+        wait_until_readable(client)  # no await since the reply: the loop has not seen the FIN
+        second = await call_tool(client, "echo", text="second")
+        calls = requests(closing.entries(), "tools/call")
+    finally:
+        await client.close()
+    assert first["result"]["content"][0]["text"] == "first"
+    assert second["result"]["content"][0]["text"] == "second"
+    assert [entry["seq"] for entry in calls] == [1, 1]  # exactly one tools/call per call, none resent
+    assert len({entry["conn"] for entry in calls}) == 2
+
+
+@pytest.mark.parametrize(("tool", "arguments"), [
+    ("headers", {"count": MAX_HEADERS + 1, "size": 8}),  # too many headers
+    ("headers", {"count": 1, "size": 8191}),  # one header over aiohttp's max_field_size
+    ("headers", {"count": 4000, "size": 1000}),  # a head streamed on and on (4 MB)
+    ("interim", {"count": MAX_INTERIM + 1}),
+])
+async def test_a_reply_head_over_the_limits_is_refused_and_its_connection_closed(
+        raw: RawUpstream, tool: str, arguments: dict[str, Any]) -> None:
+    client = await connected(raw)
+    try:
+        with pytest.raises(RpcError) as caught:
+            await call_tool(client, tool, **arguments)
+        [refused] = requests(raw.entries(), "tools/call")
+        closed = await raw.wait_closed(refused["conn"])
+    finally:
+        await client.close()
+    assert (caught.value.code, caught.value.message) == (UPSTREAM_UNAVAILABLE, "upstream 'raw' is unavailable")
+    assert isinstance(caught.value.__cause__, BadResponse)
+    assert closed.startswith("by the client")
+
+
+@pytest.mark.parametrize(("tool", "arguments", "text"), [
+    ("headers", {"count": MAX_HEADERS - 10, "size": (MAX_HEAD_BYTES // MAX_HEADERS) - 40}, "many headers"),
+    ("interim", {"count": MAX_INTERIM}, "after interim"),
+])
+async def test_a_reply_head_within_the_limits_is_read(raw: RawUpstream, tool: str, arguments: dict[str, Any],
+                                                      text: str) -> None:
+    client = await connected(raw)
+    try:
+        reply = await call_tool(client, tool, **arguments)
+    finally:
+        await client.close()
+    assert reply["result"]["content"][0]["text"] == text
+
+
+async def test_a_switching_protocols_answer_is_a_bad_response(raw: RawUpstream) -> None:
+    client = await connected(raw)
+    try:
+        with pytest.raises(RpcError) as caught:
+            await call_tool(client, "upgrade")
+    finally:
+        await client.close()
+    assert caught.value.code == UPSTREAM_UNAVAILABLE
+    assert isinstance(caught.value.__cause__, BadResponse)  # not Disconnected: never a reason to send again
+
+
+async def test_a_client_whose_start_failed_sends_nothing(raw: RawUpstream) -> None:
+    """A catalog header value the client refuses leaves no half-built client behind that would send
+    requests without a request line (and with the credentials)."""
+    transport = HttpTransport(f"http://127.0.0.1:{raw.port}/mcp", MappingProxyType({"X-Bad": "a\r\nb"}), MODERN_ERA)
+    server = ServerEntry("raw", "raw", "team", "", transport, 10.0, MappingProxyType({}), Path("raw.yaml"))
+    client = HttpUpstream(server, on_event, discovery_auth, REPLY_LIMIT)
+    raw.entries()
+    try:
+        await client.start()
+        assert not client.available
+        with pytest.raises(RpcError) as caught:
+            await call_tool(client, "echo", text="never")
+        sent = raw.entries()
+    finally:
+        await client.close()
+    assert caught.value.code == UPSTREAM_UNAVAILABLE
+    assert sent == []
+
+
+async def test_a_connection_answered_before_its_body_was_sent_is_not_reused(stalling: RawUpstream) -> None:
+    """The upstream refused a body at once (413, kept alive) while most of it still waited in the gateway:
+    a next request on that connection would queue behind the rest of the body."""
+    client = await connected(stalling)
+    try:
+        refused = await call_tool(client, "echo", headers={"X-Raw-Answer-Early": "1"}, text=BIG_BODY_TEXT)
+        [stalled] = [entry for entry in stalling.entries() if "stalled" in entry]
+        reply = await call_tool(client, "echo", text="next")
+        [after] = requests(stalling.entries(), "tools/call")
+    finally:
+        await client.close()
+    assert refused["error"]["message"] == "body too large"
+    assert reply["result"]["content"][0]["text"] == "next"
+    assert after["conn"] != stalled["conn"]
+
+
+async def test_a_call_given_up_drops_the_body_the_upstream_did_not_read(stalling: RawUpstream) -> None:
+    """A timed-out call to an upstream that stopped reading: its connection is aborted, so the rest of the
+    body is not kept in the gateway to be sent whenever the upstream reads again."""
+    client = await connected(stalling)
+    try:
+        with pytest.raises(RpcError) as caught:
+            await call_tool(client, "echo", timeout_s=0.5, text=BIG_BODY_TEXT)
+        reply = await call_tool(client, "echo", text="next")  # another connection: the stalled one reads on
+        ended = [entry for entry in await stalling.wait_for({"closed": "after the stall"}) if "received" in entry]
+    finally:
+        await client.close()
+    assert caught.value.code == REQUEST_TIMEOUT
+    assert reply["result"]["content"][0]["text"] == "next"
+    assert ended[0]["received"] < len(BIG_BODY_TEXT)
