@@ -345,14 +345,17 @@ async def test_a_header_with_a_line_break_or_a_bad_name_is_refused_unsent(raw: R
 @pytest.fixture(scope="module")
 def tls_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """`trusted` serves https with a certificate from the CA named by the gateway's SSL_CERT_FILE;
-    `unknown` with one from a CA the gateway was never told of."""
+    `unknown` with one from a CA the gateway was never told of; `misnamed` with one from the trusted CA
+    for another host name."""
     tmp = tmp_path_factory.mktemp("tls")
     trusted_ca, trusted_cert, trusted_key = server_certificate(tmp, "trusted")
     _, unknown_cert, unknown_key = server_certificate(tmp, "unknown")
+    _, misnamed_cert, misnamed_key = server_certificate(tmp, "misnamed", "other.example", signer="trusted")
+    pairs = ((trusted_cert, trusted_key), (unknown_cert, unknown_key), (misnamed_cert, misnamed_key))
     servers = [start_listening([sys.executable, str(BEHAVIOUR_SERVER), "--port", "0", "--tls", str(cert), str(key)])
-               for cert, key in ((trusted_cert, trusted_key), (unknown_cert, unknown_key))]
+               for cert, key in pairs]
     manifests = [behaviour_manifest(name, {"url": f"https://127.0.0.1:{port}/mcp"}, timeout_s=10, tools=("echo",))
-                 for name, (_, port) in zip(("trusted", "unknown"), servers, strict=True)]
+                 for name, (_, port) in zip(("trusted", "unknown", "misnamed"), servers, strict=True)]
     gateway = Gateway(tmp / "gateway", manifests, env={"SSL_CERT_FILE": str(trusted_ca)}).start()
     yield gateway
     gateway.stop()
@@ -364,10 +367,13 @@ def tls_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
 async def test_an_https_upstream_is_verified_against_the_configured_cas(tls_gateway: Gateway, mode: str) -> None:
     async with mcp_client(tls_gateway.url, "token-agent-a", mode) as client:
         reply = await client.call_tool("trusted__echo", {"text": "over tls"})
-        with pytest.raises(MCPError) as caught:
+        with pytest.raises(MCPError) as unknown:
             await client.call_tool("unknown__echo", {"text": "never"})
+        with pytest.raises(MCPError) as misnamed:
+            await client.call_tool("misnamed__echo", {"text": "never"})
     assert reply.content[0].text == "over tls"  # type: ignore[union-attr]
-    assert caught.value.error.code == UPSTREAM_UNAVAILABLE
+    assert unknown.value.error.code == UPSTREAM_UNAVAILABLE
+    assert misnamed.value.error.code == UPSTREAM_UNAVAILABLE  # a trusted CA, but not for this host
 
 
 def wait_until_readable(client: HttpUpstream) -> None:
