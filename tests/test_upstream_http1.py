@@ -30,7 +30,7 @@ from gateway.protocol.eras import MODERN_ERA
 from gateway.protocol.errors import REQUEST_TIMEOUT, UPSTREAM_ERROR, UPSTREAM_UNAVAILABLE, RpcError
 from gateway.upstream.base import CallContext
 from gateway.upstream.http1 import MAX_HEAD_BYTES, MAX_HEADERS, MAX_INTERIM, BadResponse
-from gateway.upstream.http_client import KEEPALIVE_S, HttpUpstream
+from gateway.upstream.http_client import HttpUpstream
 from gateway.upstream.reply_limit import ReplyTooLarge
 from tests.support.clients import ERAS, mcp_client
 from tests.support.processes import BEHAVIOUR_SERVER, REPO, Gateway, behaviour_manifest, start_listening, stop
@@ -92,6 +92,14 @@ def raw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RawUpstream]:
 def dropping(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RawUpstream]:
     """Leaves tools/list and tools/call unanswered when they come on a kept-alive connection."""
     process, upstream = start_raw(tmp_path_factory.mktemp("dropping"), "--drop-reused", "tools/list,tools/call")
+    yield upstream
+    stop(process)
+
+
+@pytest.fixture(scope="module")
+def half_answering(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RawUpstream]:
+    """Answers tools/list on a kept-alive connection with a reply's head only, then closes it."""
+    process, upstream = start_raw(tmp_path_factory.mktemp("half"), "--drop-reused", "tools/list", "--drop-after-head")
     yield upstream
     stop(process)
 
@@ -189,24 +197,26 @@ async def test_a_dropped_kept_alive_connection_is_resent_fresh_only_without_side
     no_secret_in(caught.value)
 
 
-async def test_a_connection_idle_past_the_keepalive_is_not_reused(raw: RawUpstream) -> None:
-    client = await connected(raw)
+async def test_a_connection_idle_past_the_upstreams_keep_alive_timeout_is_not_reused(
+        tmp_path: Path, raw: RawUpstream) -> None:
+    """An upstream that says `Keep-Alive: timeout=1` closes idle connections sooner than KEEPALIVE_S:
+    the gateway keeps a margin of 1 s below it (so here reuses none); one that says nothing keeps them."""
+    process, short = start_raw(tmp_path, "--keep-alive-timeout", "1")
     try:
-        await call_tool(client, "echo", text="a")
-        await call_tool(client, "echo", text="b")
-        first, second = requests(raw.entries(), "tools/call")
-        assert second["conn"] == first["conn"] and second["seq"] == first["seq"] + 1  # kept alive
-        assert client.http is not None
-        for connection in client.http.idle:
-            connection.idle_since -= KEEPALIVE_S + 0.5  # as if it sat idle that long
-        reply = await call_tool(client, "echo", text="c")
-        [third] = requests(raw.entries(), "tools/call")
-        closed = await raw.wait_closed(first["conn"])
+        for upstream, reused in ((short, False), (raw, True)):
+            client = await connected(upstream)
+            try:
+                await call_tool(client, "echo", text="a")
+                await call_tool(client, "echo", text="b")
+                first, second = requests(upstream.entries(), "tools/call")
+            finally:
+                await client.close()
+            assert (second["conn"] == first["conn"]) is reused
+            if not reused:
+                assert second["seq"] == 1
+                assert await upstream.wait_closed(first["conn"]) == "by the client"  # not left to the upstream
     finally:
-        await client.close()
-    assert reply["result"]["content"][0]["text"] == "c"
-    assert third["conn"] != first["conn"] and third["seq"] == 1
-    assert closed == "by the client"  # the stale one is closed, not left to the upstream
+        stop(process)
 
 
 async def test_the_catalogs_headers_are_sent_and_a_per_call_one_replaces_its_namesake(raw: RawUpstream) -> None:
@@ -505,3 +515,17 @@ async def test_a_call_given_up_drops_the_body_the_upstream_did_not_read(stalling
     assert caught.value.code == REQUEST_TIMEOUT
     assert reply["result"]["content"][0]["text"] == "next"
     assert ended[0]["received"] < len(BIG_BODY_TEXT)
+
+
+async def test_a_request_the_upstream_began_to_answer_is_not_resent(half_answering: RawUpstream) -> None:
+    """Even one without side effects: the upstream got it and answered; only a kept-alive connection
+    that dropped before any byte of a reply is a reason to send again."""
+    client = await connected(half_answering)
+    try:
+        with pytest.raises(RpcError) as caught:  # on the connection the handshake left in the pool
+            await client.call("tools/list", {}, ctx())
+        lists = requests(half_answering.entries(), "tools/list")
+    finally:
+        await client.close()
+    assert caught.value.code == UPSTREAM_UNAVAILABLE
+    assert [entry["seq"] > 1 for entry in lists] == [True]  # sent once, on the kept-alive connection

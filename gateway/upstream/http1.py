@@ -490,7 +490,7 @@ class Http1Client:
             connection = self.idle.pop()
             limit = self.keepalive_s if connection.keepalive_s is None else min(
                 self.keepalive_s, connection.keepalive_s - 1.0)
-            if now - connection.idle_since <= limit and connection.quiet():
+            if now - connection.idle_since < limit and connection.quiet():
                 connection.reused = True
                 return connection
             connection.abort()  # the upstream closed it, or it idled past the upstream's own timeout
