@@ -29,7 +29,7 @@ from gateway.catalog.model import HttpTransport, ServerEntry
 from gateway.protocol.eras import MODERN_ERA
 from gateway.protocol.errors import REQUEST_TIMEOUT, UPSTREAM_ERROR, UPSTREAM_UNAVAILABLE, RpcError
 from gateway.upstream.base import CallContext
-from gateway.upstream.http1 import MAX_HEAD_BYTES, MAX_HEADERS, MAX_INTERIM, BadResponse
+from gateway.upstream.http1 import MAX_HEAD_BYTES, MAX_HEADERS, MAX_INTERIM, BadResponse, origin_of
 from gateway.upstream.http_client import HttpUpstream
 from gateway.upstream.reply_limit import ReplyTooLarge
 from tests.support.clients import ERAS, mcp_client
@@ -141,8 +141,8 @@ async def on_event(server_id: str, message: dict[str, Any]) -> None:
     return None
 
 
-async def connected(upstream: RawUpstream, headers: dict[str, str] | None = None) -> HttpUpstream:
-    transport = HttpTransport(f"http://127.0.0.1:{upstream.port}/mcp", MappingProxyType(headers or {}), MODERN_ERA)
+async def connected(upstream: RawUpstream, headers: dict[str, str] | None = None, path: str = "/mcp") -> HttpUpstream:
+    transport = HttpTransport(f"http://127.0.0.1:{upstream.port}{path}", MappingProxyType(headers or {}), MODERN_ERA)
     server = ServerEntry("raw", "raw", "team", "", transport, 10.0, MappingProxyType({}), Path("raw.yaml"))
     client = HttpUpstream(server, on_event, discovery_auth, REPLY_LIMIT)
     await client.start()
@@ -529,3 +529,18 @@ async def test_a_request_the_upstream_began_to_answer_is_not_resent(half_answeri
         await client.close()
     assert caught.value.code == UPSTREAM_UNAVAILABLE
     assert [entry["seq"] > 1 for entry in lists] == [True]  # sent once, on the kept-alive connection
+
+
+async def test_a_request_target_is_percent_encoded_where_a_request_line_cannot_carry_it(raw: RawUpstream) -> None:
+    client = await connected(raw, path="/m cp/caf\u00e9?team=a b&x=%41")
+    try:
+        await call_tool(client, "echo", text="target")
+        [call] = requests(raw.entries(), "tools/call")
+    finally:
+        await client.close()
+    assert call["target"] == "/m%20cp/caf%C3%A9?team=a%20b&x=%41"  # an existing escape is kept as it is
+
+
+def test_a_non_ascii_host_is_sent_in_punycode() -> None:
+    origin = origin_of("https://b\u00fccher.example:8443/mcp")
+    assert (origin.host, origin.authority) == ("xn--bcher-kva.example", "xn--bcher-kva.example:8443")
