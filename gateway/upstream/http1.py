@@ -473,6 +473,7 @@ class Http1Client:
         self.active: set[Connection] = set()  # carrying a request now
         self.closed = False
         self.slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        self.opened = 0  # connections opened so far (bench/upstream_hop.py checks every call reused one)
 
     def request(self, head: str, body: bytes | None, fresh: bool = False,
                 head_timeout_s: float | None = None) -> Exchange:
@@ -505,6 +506,7 @@ class Http1Client:
                 server_hostname=origin.host if origin.tls is not None else None)
         except OSError as exc:
             raise ConnectFailed(f"cannot connect to {origin.authority} ({type(exc).__name__})") from exc
+        self.opened += 1
         return connection
 
     def keep(self, connection: Connection) -> None:
