@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import re
 import select
 import ssl
@@ -106,7 +107,7 @@ def header_lines(headers: dict[str, str]) -> str:
     header, never its value: it may be a secret."""
     lines = []
     for name, value in headers.items():
-        if TOKEN.fullmatch(name) is None:
+        if not _is_token(name):
             raise ValueError(f"header name {name!r} is not an HTTP token; not sent")
         if "\n" in value or "\r" in value or "\0" in value:
             raise ValueError(f"header {name!r} holds a line break or NUL; not sent")
@@ -114,18 +115,20 @@ def header_lines(headers: dict[str, str]) -> str:
     return "".join(lines)
 
 
-def _quiet(transport: asyncio.Transport) -> bool:
-    """Nothing arrived on the socket since its reply ended: an EOF or a stray byte the loop has not
-    read yet (the upstream closed the connection while the gateway was busy) shows here, before a
-    request is sent on it. One poll() syscall; not select(): a gateway can hold fds above FD_SETSIZE."""
-    if transport.is_closing():
-        return False
-    sock = transport.get_extra_info("socket")  # for TLS the raw socket: any byte or EOF there counts
+@functools.lru_cache(maxsize=1024)  # the same few names on every call: checked once each
+def _is_token(name: str) -> bool:
+    return TOKEN.fullmatch(name) is not None
+
+
+def _poller(transport: asyncio.BaseTransport) -> select.poll | None:
+    """A poll object on the connection's socket (for TLS the raw socket: any byte or EOF there counts).
+    poll(), not select(): a gateway can hold fds above FD_SETSIZE."""
+    sock = transport.get_extra_info("socket")
     if sock is None:
-        return True
+        return None
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN)
-    return not poller.poll(0)
+    return poller
 
 
 def _keep_alive_timeout(value: str) -> float | None:
@@ -261,6 +264,7 @@ class Connection(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
+        self.poller: select.poll | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.reply: Reply | None = None
         self.open = False
@@ -271,7 +275,6 @@ class Connection(asyncio.Protocol):
         self.spoiled = False  # the upstream sent more than the answer asked for: never reused
         self.head_done = False  # the reply's final status and headers were parsed
         self.head_bytes = 0  # bytes fed while the reply's head was incomplete (since the last 1xx)
-        self.header_count = 0
         self.interim = 0  # 1xx answers so far
         self.answered = False  # a byte of the reply arrived
 
@@ -279,12 +282,17 @@ class Connection(asyncio.Protocol):
         if self.transport is None or self.reply is not None:
             raise RuntimeError("a connection carries one request at a time")
         self.reply = Reply(self)
-        self.head_done, self.head_bytes, self.header_count, self.interim, self.answered = False, 0, 0, 0, False
+        self.head_done, self.head_bytes, self.interim, self.answered = False, 0, 0, False
         self.transport.write(data)
         return self.reply
 
     def quiet(self) -> bool:
-        return self.open and self.transport is not None and _quiet(self.transport)
+        """Open, and nothing arrived on the socket since its reply ended: an EOF or a stray byte the loop
+        has not read yet (the upstream closed the connection while the gateway was busy) shows here,
+        before a request is sent on it. One poll() syscall."""
+        if not self.open or self.transport is None or self.transport.is_closing():
+            return False
+        return self.poller is None or not self.poller.poll(0)
 
     def flushed(self) -> bool:
         """Every byte of the request left the gateway (none waits in the transport's buffer)."""
@@ -311,6 +319,7 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport, self.open = cast(asyncio.Transport, transport), True  # uvloop's is no subclass
+        self.poller = _poller(transport)
 
     def data_received(self, data: bytes) -> None:
         reply = self.reply
@@ -350,39 +359,37 @@ class Connection(asyncio.Protocol):
 
     # httptools callbacks (after the reply completed, the rest of the bytes belong to no request) --
 
-    def current(self) -> Reply:
-        if self.reply is None:  # data_received feeds the parser only while a reply is awaited
-            raise BadResponse("the upstream answered no request")
-        return self.reply
+    # (data_received feeds the parser only while a reply is awaited: `reply is None` never holds here)
 
     def on_message_begin(self) -> None:
-        if self.current().complete:
+        reply = self.reply
+        if reply is not None and reply.complete:
             self.spoiled = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        reply = self.current()
-        if self.spoiled:
+        reply = self.reply
+        if reply is None or self.spoiled:
             return
-        self.header_count += 1
-        if self.header_count > MAX_HEADERS:
+        if len(reply.raw_headers) >= MAX_HEADERS:
             raise BadResponse(f"the upstream's response has over {MAX_HEADERS} headers")
         if len(name) > MAX_FIELD_BYTES or len(value) > MAX_FIELD_BYTES:
             raise BadResponse(f"a header of the upstream's response is over {MAX_FIELD_BYTES} bytes")
         reply.raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        reply = self.current()
-        if self.spoiled:
+        reply = self.reply
+        if reply is None or self.spoiled:
             return
         status = self.parser.get_status_code()
-        if status == 101:
-            raise BadResponse("the upstream switched protocols (101): not an answer")
-        if 100 <= status < 200:  # an interim answer (103 Early Hints): the real one follows
+        if status < 200:
+            if status == 101:
+                raise BadResponse("the upstream switched protocols (101): not an answer")
+            # An interim answer (103 Early Hints): the real one follows.
             self.interim += 1
             if self.interim > MAX_INTERIM:
                 raise BadResponse(f"the upstream sent over {MAX_INTERIM} interim (1xx) answers")
             reply.raw_headers.clear()
-            self.head_bytes, self.header_count = 0, 0
+            self.head_bytes = 0
             return
         self.head_done = True
         reply.on_headers(status)
@@ -390,13 +397,13 @@ class Connection(asyncio.Protocol):
             self.keepalive_s = _keep_alive_timeout(keep_alive)
 
     def on_body(self, body: bytes) -> None:
-        reply = self.current()
-        if not self.spoiled:
+        reply = self.reply
+        if reply is not None and not self.spoiled:
             reply.on_body(body)
 
     def on_message_complete(self) -> None:
-        reply = self.current()
-        if self.spoiled or (not self.head_done and reply.error is None):
+        reply = self.reply
+        if reply is None or self.spoiled or (not self.head_done and reply.error is None):
             return  # the end of an interim answer
         reply.on_complete(self.parser.should_keep_alive())
 
@@ -432,8 +439,11 @@ class Exchange:
             self.connection = connection
             client.active.add(connection)
             reply = self.reply = connection.send(self.data)
-            async with asyncio.timeout(self.head_timeout_s):
+            if self.head_timeout_s is None:
                 await reply.headers_read
+            else:
+                async with asyncio.timeout(self.head_timeout_s):
+                    await reply.headers_read
             return reply
         except BaseException:
             self.finish()
