@@ -69,7 +69,10 @@ async def run_lean(url: str, calls: int) -> None:
         body = body_for(request_id)
         head = block + header_lines({**AUTH, "Mcp-Method": "tools/call", "Mcp-Name": "echo"})
         async with client.request(head, orjson.dumps(body)) as reply:
-            reply_body = orjson.loads(await reply.read())
+            chunks = []
+            while chunk := await reply.read_chunk():
+                chunks.append(chunk)
+            reply_body = orjson.loads(b"".join(chunks))
         assert reply_body["result"]["content"][0]["text"] == "hello", reply_body
     client.close()
     assert client.opened == 1, "every call after the first reused the kept-alive connection"

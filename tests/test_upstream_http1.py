@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import select
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +29,8 @@ from gateway.catalog.model import HttpTransport, ServerEntry
 from gateway.protocol.eras import MODERN_ERA
 from gateway.protocol.errors import REQUEST_TIMEOUT, UPSTREAM_ERROR, UPSTREAM_UNAVAILABLE, RpcError
 from gateway.upstream.base import CallContext
-from gateway.upstream.http_client import KEEPALIVE_S, HttpUpstream
+from gateway.upstream.http1 import MAX_HEAD_BYTES, MAX_HEADERS, MAX_INTERIM, BadResponse, origin_of
+from gateway.upstream.http_client import HttpUpstream
 from gateway.upstream.reply_limit import ReplyTooLarge
 from tests.support.clients import ERAS, mcp_client
 from tests.support.processes import BEHAVIOUR_SERVER, REPO, Gateway, behaviour_manifest, start_listening, stop
@@ -94,6 +96,34 @@ def dropping(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RawUpstream]:
     stop(process)
 
 
+@pytest.fixture(scope="module")
+def half_answering(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RawUpstream]:
+    """Answers tools/list on a kept-alive connection with a reply's head only, then closes it."""
+    process, upstream = start_raw(tmp_path_factory.mktemp("half"), "--drop-reused", "tools/list", "--drop-after-head")
+    yield upstream
+    stop(process)
+
+
+@pytest.fixture(scope="module")
+def closing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RawUpstream]:
+    """Closes every connection right after its reply."""
+    process, upstream = start_raw(tmp_path_factory.mktemp("closing"), "--close-after-reply")
+    yield upstream
+    stop(process)
+
+
+STALL_OVER = 1024 * 1024
+BIG_BODY_TEXT = "b" * (32 * 1024 * 1024)  # past what the kernel's socket buffers hold on loopback
+
+
+@pytest.fixture(scope="module")
+def stalling(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RawUpstream]:
+    """Stops reading a request whose body is over STALL_OVER (answering it at once if asked to)."""
+    process, upstream = start_raw(tmp_path_factory.mktemp("stalling"), "--stall-over", str(STALL_OVER))
+    yield upstream
+    stop(process)
+
+
 @pytest.fixture(autouse=True)
 def no_secret_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     caplog.set_level(logging.DEBUG)
@@ -111,8 +141,8 @@ async def on_event(server_id: str, message: dict[str, Any]) -> None:
     return None
 
 
-async def connected(upstream: RawUpstream, headers: dict[str, str] | None = None) -> HttpUpstream:
-    transport = HttpTransport(f"http://127.0.0.1:{upstream.port}/mcp", MappingProxyType(headers or {}), MODERN_ERA)
+async def connected(upstream: RawUpstream, headers: dict[str, str] | None = None, path: str = "/mcp") -> HttpUpstream:
+    transport = HttpTransport(f"http://127.0.0.1:{upstream.port}{path}", MappingProxyType(headers or {}), MODERN_ERA)
     server = ServerEntry("raw", "raw", "team", "", transport, 10.0, MappingProxyType({}), Path("raw.yaml"))
     client = HttpUpstream(server, on_event, discovery_auth, REPLY_LIMIT)
     await client.start()
@@ -123,12 +153,14 @@ async def connected(upstream: RawUpstream, headers: dict[str, str] | None = None
     return client
 
 
-def ctx(timeout_s: float = 10.0) -> CallContext:
-    return CallContext(era=MODERN_ERA, timeout_s=timeout_s, auth={"Authorization": f"Bearer {CALL_SECRET}"})
+def ctx(timeout_s: float = 10.0, headers: dict[str, str] | None = None) -> CallContext:
+    return CallContext(era=MODERN_ERA, timeout_s=timeout_s, auth={"Authorization": f"Bearer {CALL_SECRET}"},
+                       headers=headers or {})
 
 
-async def call_tool(client: HttpUpstream, tool: str, timeout_s: float = 10.0, **arguments: Any) -> dict[str, Any]:
-    return await client.call("tools/call", {"name": tool, "arguments": arguments}, ctx(timeout_s))
+async def call_tool(client: HttpUpstream, tool: str, timeout_s: float = 10.0, headers: dict[str, str] | None = None,
+                    **arguments: Any) -> dict[str, Any]:
+    return await client.call("tools/call", {"name": tool, "arguments": arguments}, ctx(timeout_s, headers))
 
 
 def no_secret_in(error: BaseException) -> None:
@@ -165,24 +197,26 @@ async def test_a_dropped_kept_alive_connection_is_resent_fresh_only_without_side
     no_secret_in(caught.value)
 
 
-async def test_a_connection_idle_past_the_keepalive_is_not_reused(raw: RawUpstream) -> None:
-    client = await connected(raw)
+async def test_a_connection_idle_past_the_upstreams_keep_alive_timeout_is_not_reused(
+        tmp_path: Path, raw: RawUpstream) -> None:
+    """An upstream that says `Keep-Alive: timeout=1` closes idle connections sooner than KEEPALIVE_S:
+    the gateway keeps a margin of 1 s below it (so here reuses none); one that says nothing keeps them."""
+    process, short = start_raw(tmp_path, "--keep-alive-timeout", "1")
     try:
-        await call_tool(client, "echo", text="a")
-        await call_tool(client, "echo", text="b")
-        first, second = requests(raw.entries(), "tools/call")
-        assert second["conn"] == first["conn"] and second["seq"] == first["seq"] + 1  # kept alive
-        assert client.http is not None
-        for connection in client.http.idle:
-            connection.idle_since -= KEEPALIVE_S + 0.5  # as if it sat idle that long
-        reply = await call_tool(client, "echo", text="c")
-        [third] = requests(raw.entries(), "tools/call")
-        closed = await raw.wait_closed(first["conn"])
+        for upstream, reused in ((short, False), (raw, True)):
+            client = await connected(upstream)
+            try:
+                await call_tool(client, "echo", text="a")
+                await call_tool(client, "echo", text="b")
+                first, second = requests(upstream.entries(), "tools/call")
+            finally:
+                await client.close()
+            assert (second["conn"] == first["conn"]) is reused
+            if not reused:
+                assert second["seq"] == 1
+                assert await upstream.wait_closed(first["conn"]) == "by the client"  # not left to the upstream
     finally:
-        await client.close()
-    assert reply["result"]["content"][0]["text"] == "c"
-    assert third["conn"] != first["conn"] and third["seq"] == 1
-    assert closed == "by the client"  # the stale one is closed, not left to the upstream
+        stop(process)
 
 
 async def test_the_catalogs_headers_are_sent_and_a_per_call_one_replaces_its_namesake(raw: RawUpstream) -> None:
@@ -295,11 +329,17 @@ async def test_a_malformed_answer_gives_the_same_error_as_before(
     no_secret_in(caught.value.__cause__)
 
 
-async def test_a_header_value_with_a_line_break_is_refused_unsent(raw: RawUpstream) -> None:
+@pytest.mark.parametrize("auth", [
+    {"Authorization": f"Bearer {CALL_SECRET}\r\nX-Injected: 1"},  # a line break in a value
+    {"Authorization\r\nX-Injected": f"Bearer {CALL_SECRET}"},  # in a name
+    {"Author\x00ization": f"Bearer {CALL_SECRET}"},  # a NUL in a name
+    {"Authoriz\u00e9": f"Bearer {CALL_SECRET}"},  # not a token
+])
+async def test_a_header_with_a_line_break_or_a_bad_name_is_refused_unsent(raw: RawUpstream,
+                                                                         auth: dict[str, str]) -> None:
     client = await connected(raw)
     try:
-        smuggled = CallContext(era=MODERN_ERA, timeout_s=10,
-                               auth={"Authorization": f"Bearer {CALL_SECRET}\r\nX-Injected: 1"})
+        smuggled = CallContext(era=MODERN_ERA, timeout_s=10, auth=auth)
         with pytest.raises(RpcError) as caught:
             await client.call("tools/call", {"name": "echo", "arguments": {"text": "x"}}, smuggled)
         sent = requests(raw.entries(), "tools/call")
@@ -315,14 +355,17 @@ async def test_a_header_value_with_a_line_break_is_refused_unsent(raw: RawUpstre
 @pytest.fixture(scope="module")
 def tls_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """`trusted` serves https with a certificate from the CA named by the gateway's SSL_CERT_FILE;
-    `unknown` with one from a CA the gateway was never told of."""
+    `unknown` with one from a CA the gateway was never told of; `misnamed` with one from the trusted CA
+    for another host name."""
     tmp = tmp_path_factory.mktemp("tls")
     trusted_ca, trusted_cert, trusted_key = server_certificate(tmp, "trusted")
     _, unknown_cert, unknown_key = server_certificate(tmp, "unknown")
+    _, misnamed_cert, misnamed_key = server_certificate(tmp, "misnamed", "other.example", signer="trusted")
+    pairs = ((trusted_cert, trusted_key), (unknown_cert, unknown_key), (misnamed_cert, misnamed_key))
     servers = [start_listening([sys.executable, str(BEHAVIOUR_SERVER), "--port", "0", "--tls", str(cert), str(key)])
-               for cert, key in ((trusted_cert, trusted_key), (unknown_cert, unknown_key))]
+               for cert, key in pairs]
     manifests = [behaviour_manifest(name, {"url": f"https://127.0.0.1:{port}/mcp"}, timeout_s=10, tools=("echo",))
-                 for name, (_, port) in zip(("trusted", "unknown"), servers, strict=True)]
+                 for name, (_, port) in zip(("trusted", "unknown", "misnamed"), servers, strict=True)]
     gateway = Gateway(tmp / "gateway", manifests, env={"SSL_CERT_FILE": str(trusted_ca)}).start()
     yield gateway
     gateway.stop()
@@ -334,7 +377,170 @@ def tls_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
 async def test_an_https_upstream_is_verified_against_the_configured_cas(tls_gateway: Gateway, mode: str) -> None:
     async with mcp_client(tls_gateway.url, "token-agent-a", mode) as client:
         reply = await client.call_tool("trusted__echo", {"text": "over tls"})
-        with pytest.raises(MCPError) as caught:
+        with pytest.raises(MCPError) as unknown:
             await client.call_tool("unknown__echo", {"text": "never"})
+        with pytest.raises(MCPError) as misnamed:
+            await client.call_tool("misnamed__echo", {"text": "never"})
     assert reply.content[0].text == "over tls"  # type: ignore[union-attr]
-    assert caught.value.error.code == UPSTREAM_UNAVAILABLE
+    assert unknown.value.error.code == UPSTREAM_UNAVAILABLE
+    assert misnamed.value.error.code == UPSTREAM_UNAVAILABLE  # a trusted CA, but not for this host
+
+
+def wait_until_readable(client: HttpUpstream) -> None:
+    """Block (no await: the loop must not read it first) until every pooled connection's socket holds the
+    upstream's FIN, as when the upstream closed it while the gateway was busy. Bounded."""
+    assert client.http is not None
+    poller, waiting = select.poll(), 0
+    for connection in client.http.idle:
+        if connection.open and connection.transport is not None and not connection.transport.is_closing():
+            poller.register(connection.transport.get_extra_info("socket").fileno(), select.POLLIN)
+            waiting += 1
+    for _ in range(1000):
+        if len(poller.poll(10)) == waiting:
+            return
+    raise AssertionError("the upstream's FIN never arrived")
+
+
+async def test_a_pooled_connection_the_upstream_closed_is_not_handed_out(closing: RawUpstream) -> None:
+    """The kept-alive connection's FIN is in its socket but not yet read by the loop: a tools/call (never
+    sent twice) must go out on a new connection, not fail on the dead one."""
+    client = await connected(closing)
+    try:
+        wait_until_readable(client)  # the connection of the handshake's last request
+        first = await call_tool(client, "echo", text="first")
+        assert client.http is not None and len(client.http.idle) == 1
+        wait_until_readable(client)  # no await since the reply: the loop has not seen the FIN
+        second = await call_tool(client, "echo", text="second")
+        calls = requests(closing.entries(), "tools/call")
+    finally:
+        await client.close()
+    assert first["result"]["content"][0]["text"] == "first"
+    assert second["result"]["content"][0]["text"] == "second"
+    assert [entry["seq"] for entry in calls] == [1, 1]  # exactly one tools/call per call, none resent
+    assert len({entry["conn"] for entry in calls}) == 2
+
+
+@pytest.mark.parametrize(("tool", "arguments"), [
+    ("headers", {"count": MAX_HEADERS + 1, "size": 8}),  # too many headers
+    ("headers", {"count": 1, "size": 8191}),  # one header over aiohttp's max_field_size
+    ("headers", {"count": 4000, "size": 1000}),  # a head streamed on and on (4 MB)
+    ("interim", {"count": MAX_INTERIM + 1}),
+])
+async def test_a_reply_head_over_the_limits_is_refused_and_its_connection_closed(
+        raw: RawUpstream, tool: str, arguments: dict[str, Any]) -> None:
+    client = await connected(raw)
+    try:
+        with pytest.raises(RpcError) as caught:
+            await call_tool(client, tool, **arguments)
+        [refused] = requests(raw.entries(), "tools/call")
+        closed = await raw.wait_closed(refused["conn"])
+    finally:
+        await client.close()
+    assert (caught.value.code, caught.value.message) == (UPSTREAM_UNAVAILABLE, "upstream 'raw' is unavailable")
+    assert isinstance(caught.value.__cause__, BadResponse)
+    assert closed.startswith("by the client")
+
+
+@pytest.mark.parametrize(("tool", "arguments", "text"), [
+    ("headers", {"count": MAX_HEADERS - 10, "size": (MAX_HEAD_BYTES // MAX_HEADERS) - 40}, "many headers"),
+    ("interim", {"count": MAX_INTERIM}, "after interim"),
+])
+async def test_a_reply_head_within_the_limits_is_read(raw: RawUpstream, tool: str, arguments: dict[str, Any],
+                                                      text: str) -> None:
+    client = await connected(raw)
+    try:
+        reply = await call_tool(client, tool, **arguments)
+    finally:
+        await client.close()
+    assert reply["result"]["content"][0]["text"] == text
+
+
+async def test_a_switching_protocols_answer_is_a_bad_response(raw: RawUpstream) -> None:
+    client = await connected(raw)
+    try:
+        with pytest.raises(RpcError) as caught:
+            await call_tool(client, "upgrade")
+    finally:
+        await client.close()
+    assert caught.value.code == UPSTREAM_UNAVAILABLE
+    assert isinstance(caught.value.__cause__, BadResponse)  # not Disconnected: never a reason to send again
+
+
+async def test_a_client_whose_start_failed_sends_nothing(raw: RawUpstream) -> None:
+    """A catalog header value the client refuses leaves no half-built client behind that would send
+    requests without a request line (and with the credentials)."""
+    transport = HttpTransport(f"http://127.0.0.1:{raw.port}/mcp", MappingProxyType({"X-Bad": "a\r\nb"}), MODERN_ERA)
+    server = ServerEntry("raw", "raw", "team", "", transport, 10.0, MappingProxyType({}), Path("raw.yaml"))
+    client = HttpUpstream(server, on_event, discovery_auth, REPLY_LIMIT)
+    raw.entries()
+    try:
+        await client.start()
+        assert not client.available
+        with pytest.raises(RpcError) as caught:
+            await call_tool(client, "echo", text="never")
+        sent = raw.entries()
+    finally:
+        await client.close()
+    assert caught.value.code == UPSTREAM_UNAVAILABLE
+    assert sent == []
+
+
+async def test_a_connection_answered_before_its_body_was_sent_is_not_reused(stalling: RawUpstream) -> None:
+    """The upstream refused a body at once (413, kept alive) while most of it still waited in the gateway:
+    a next request on that connection would queue behind the rest of the body."""
+    client = await connected(stalling)
+    try:
+        refused = await call_tool(client, "echo", headers={"X-Raw-Answer-Early": "1"}, text=BIG_BODY_TEXT)
+        [stalled] = [entry for entry in stalling.entries() if "stalled" in entry]
+        reply = await call_tool(client, "echo", text="next")
+        [after] = requests(stalling.entries(), "tools/call")
+    finally:
+        await client.close()
+    assert refused["error"]["message"] == "body too large"
+    assert reply["result"]["content"][0]["text"] == "next"
+    assert after["conn"] != stalled["conn"]
+
+
+async def test_a_call_given_up_drops_the_body_the_upstream_did_not_read(stalling: RawUpstream) -> None:
+    """A timed-out call to an upstream that stopped reading: its connection is aborted, so the rest of the
+    body is not kept in the gateway to be sent whenever the upstream reads again."""
+    client = await connected(stalling)
+    try:
+        with pytest.raises(RpcError) as caught:
+            await call_tool(client, "echo", timeout_s=0.5, text=BIG_BODY_TEXT)
+        reply = await call_tool(client, "echo", text="next")  # another connection: the stalled one reads on
+        ended = [entry for entry in await stalling.wait_for({"closed": "after the stall"}) if "received" in entry]
+    finally:
+        await client.close()
+    assert caught.value.code == REQUEST_TIMEOUT
+    assert reply["result"]["content"][0]["text"] == "next"
+    assert ended[0]["received"] < len(BIG_BODY_TEXT)
+
+
+async def test_a_request_the_upstream_began_to_answer_is_not_resent(half_answering: RawUpstream) -> None:
+    """Even one without side effects: the upstream got it and answered; only a kept-alive connection
+    that dropped before any byte of a reply is a reason to send again."""
+    client = await connected(half_answering)
+    try:
+        with pytest.raises(RpcError) as caught:  # on the connection the handshake left in the pool
+            await client.call("tools/list", {}, ctx())
+        lists = requests(half_answering.entries(), "tools/list")
+    finally:
+        await client.close()
+    assert caught.value.code == UPSTREAM_UNAVAILABLE
+    assert [entry["seq"] > 1 for entry in lists] == [True]  # sent once, on the kept-alive connection
+
+
+async def test_a_request_target_is_percent_encoded_where_a_request_line_cannot_carry_it(raw: RawUpstream) -> None:
+    client = await connected(raw, path="/m cp/caf\u00e9?team=a b&x=%41")
+    try:
+        await call_tool(client, "echo", text="target")
+        [call] = requests(raw.entries(), "tools/call")
+    finally:
+        await client.close()
+    assert call["target"] == "/m%20cp/caf%C3%A9?team=a%20b&x=%41"  # an existing escape is kept as it is
+
+
+def test_a_non_ascii_host_is_sent_in_punycode() -> None:
+    origin = origin_of("https://b\u00fccher.example:8443/mcp")
+    assert (origin.host, origin.authority) == ("xn--bcher-kva.example", "xn--bcher-kva.example:8443")

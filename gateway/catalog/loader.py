@@ -50,15 +50,29 @@ TOOL_KEYS = frozenset({"name", "risk", "data_classes", "owner", "egress", "defin
 PIN_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")
 ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 GATEWAY_ENV_PREFIX = "NARROWGATE_"  # the gateway's own settings and secrets: never a child's
+HEADER_NAME_PATTERN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")  # an RFC 9110 token
+# How a message is framed and the connection kept: the upstream client's alone, never the catalog's.
+CONNECTION_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
+                                "te", "trailer", "proxy-connection"})
 
 
 CatalogProblem = FileProblem
 
 
 def has_userinfo(url: str) -> bool:
-    """Whether an http(s) URL names a user or password before its host."""
-    authority = url.partition("://")[2].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    """Whether a URL (of any scheme, or none) names a user or password before its host."""
+    rest = url.partition("://")[2] if "://" in url else url
+    authority = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
     return "@" in authority
+
+
+def header_name_problem(name: str) -> str | None:
+    """Why `name` cannot be an upstream request header the catalog sets, if it cannot."""
+    if HEADER_NAME_PATTERN.match(name) is None:
+        return f"header name {name!r} is not an HTTP token (letters, digits and !#$%&'*+-.^_`|~)"
+    if name.lower() in CONNECTION_HEADERS:
+        return f"header {name!r} frames the message or the connection: the gateway sets it, not the catalog"
+    return None
 
 
 class CatalogError(Exception):
@@ -212,21 +226,31 @@ class _ManifestReader:
     def http_transport(self, raw: dict[str, Any], protocol: str) -> HttpTransport | None:
         url = self.expand(raw["url"], ("transport", "url"))
         unresolved = not self.strict_env and ENV_REFERENCE.search(url) is not None
-        if not url.startswith(("http://", "https://")) and not unresolved:
-            self.problem(("transport", "url"), f"url must be http:// or https://, got {url!r}")
-            return None
-        if has_userinfo(url):
+        if has_userinfo(url):  # checked first: no message below may echo a URL that carries a password
             # The upstream client sends no URL credentials, and a secret in a URL ends up in logs: say so (the
             # message leaves the URL out).
             self.problem(("transport", "url"), "url must not carry credentials (user:password@): put them in "
                                                "headers or credentials")
+            return None
+        if not url.startswith(("http://", "https://")) and not unresolved:
+            self.problem(("transport", "url"), f"url must be http:// or https://, got {url!r}")
             return None
         headers = raw.get("headers") or {}
         if not isinstance(headers, dict):
             self.problem(("transport", "headers"), "headers must be a mapping")
             headers = {}
         expanded = {str(k): self.expand(v, ("transport", "headers", k)) for k, v in headers.items()}
+        for name, value in expanded.items():
+            self.check_header(("transport", "headers", name), name, value)
         return HttpTransport(url=url, headers=MappingProxyType(expanded), protocol=protocol)
+
+    def check_header(self, where: tuple[str | int, ...], name: str, value: str | None) -> None:
+        """A header the gateway will send upstream: a token name that does not frame the message, and a
+        value without CR, LF or NUL (which would end the header early). Messages never show the value."""
+        if (problem := header_name_problem(name)) is not None:
+            self.problem(where, problem)
+        if value is not None and any(c in value for c in "\r\n\0"):
+            self.problem(where, f"header {name!r} holds a line break or NUL (its value is not shown)")
 
     def stdio_transport(self, raw: dict[str, Any]) -> StdioTransport | None:
         command = self.expand(raw["command"], ("transport", "command"))
@@ -288,6 +312,8 @@ class _ManifestReader:
         if mode == "secret" and not is_http and not env_var:
             self.problem((*where, "env_var"), "a stdio upstream gets its secret as an environment variable")
         lease = self.lease_ref(raw, is_http) if mode == "lease" else None
+        if "header" in raw:
+            self.check_header((*where, "header"), str(raw["header"]), None)
         if "vault" in raw and mode != "lease":
             self.problem((*where, "vault"), "credentials.vault is for mode: lease (a KV secret goes under secret)")
         return Credentials(

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
+import re
+import select
 import ssl
 import time
 import zlib
 from dataclasses import dataclass
 from types import TracebackType
 from typing import cast
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httptools
 
@@ -27,7 +30,19 @@ MAX_IDLE = 64  # kept-alive connections held per upstream; more are closed when 
 READ_AHEAD_BYTES = 256 * 1024  # body bytes read before the reader takes them: then the socket pauses
 INFLATED_CHUNK = 64 * 1024  # a compressed body comes out at most this much per read
 ACCEPT_ENCODING = "gzip, deflate"
+# Limits on a reply's head, as aiohttp's (max_line_size / max_field_size 8190, max_headers 128):
+# httptools has none, so a hostile upstream streaming header lines would grow the gateway unbounded.
+MAX_HEAD_BYTES = 64 * 1024  # status line and header lines of one response, counted as they arrive
+MAX_FIELD_BYTES = 8190  # one header's name, or its value
+MAX_HEADERS = 128
+MAX_INTERIM = 8  # 1xx answers (100 Continue, 103 Early Hints) before the real one
 INFLATE_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+# RFC 9110 5.6.2 token: what a header name may hold.
+TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Characters a request target may carry as they are (RFC 3986 pchar plus "/" and, in a query, "?");
+# anything else (spaces, controls, non-ASCII) is percent-encoded, as yarl did.
+PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+QUERY_SAFE = PATH_SAFE + "?"
 # Verified TLS with the system's CAs (SSL_CERT_FILE / SSL_CERT_DIR apply), as aiohttp's default:
 # built at import because loading the CA store reads files, which must not happen on the loop.
 DEFAULT_TLS = ssl.create_default_context()
@@ -39,7 +54,17 @@ class ConnectFailed(OSError):
 
 
 class Disconnected(ConnectionError):
-    """The connection ended before the reply did: the request may have reached the upstream."""
+    """The connection ended before the reply did: the request may have reached the upstream.
+    `stale`: it was a kept-alive connection and not one byte of the reply had arrived, the one case
+    where a request without side effects may be sent again on a new connection."""
+
+    def __init__(self, message: str, stale: bool = False) -> None:
+        super().__init__(message)
+        self.stale = stale
+
+
+class BadResponse(ConnectionError):
+    """What came back is not an HTTP/1.1 response (or a compressed body that does not inflate)."""
 
 
 def inflate(inflater: zlib._Decompress, data: bytes) -> bytes:
@@ -48,10 +73,6 @@ def inflate(inflater: zlib._Decompress, data: bytes) -> bytes:
         return bytes(inflater.decompress(data, INFLATED_CHUNK))
     except zlib.error:
         raise BadResponse("the upstream's compressed body does not inflate") from None
-
-
-class BadResponse(ConnectionError):
-    """What came back is not an HTTP/1.1 response (or a compressed body that does not inflate)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,29 +84,60 @@ class Origin:
     target: str  # path and query of the URL
 
 
-def origin_of(url: str, tls: ssl.SSLContext | None = None) -> Origin:
+def origin_of(url: str) -> Origin:
+    """Where `url` points. A non-ASCII host goes in punycode (IDNA), the path and query
+    percent-encoded where they hold characters a request line cannot carry (ValueError if neither works)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("the upstream URL must be http:// or https:// with a host")
     secure = parts.scheme == "https"
     port = parts.port or (443 if secure else 80)
-    host = parts.hostname
+    host = parts.hostname if parts.hostname.isascii() else parts.hostname.encode("idna").decode("ascii")
     authority = f"[{host}]" if ":" in host else host
     if parts.port is not None and parts.port != (443 if secure else 80):
         authority = f"{authority}:{port}"
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return Origin(host, port, (tls or DEFAULT_TLS) if secure else None, authority, target)
+    target = quote(parts.path or "/", safe=PATH_SAFE) + (f"?{quote(parts.query, safe=QUERY_SAFE)}"
+                                                         if parts.query else "")
+    return Origin(host, port, DEFAULT_TLS if secure else None, authority, target)
 
 
 def header_lines(headers: dict[str, str]) -> str:
-    """`Name: value\\r\\n` lines; a name or value that could end the header early is refused
-    (ValueError, as aiohttp refused it), never sent. The message names no value: it may be a secret."""
+    """`Name: value\\r\\n` lines; a name that is not an RFC 9110 token or a value that could end the
+    header early is refused (ValueError, as aiohttp refused it), never sent. The message names the
+    header, never its value: it may be a secret."""
     lines = []
     for name, value in headers.items():
-        if "\n" in value or "\r" in value or "\0" in value or not name.isascii() or ":" in name or " " in name:
-            raise ValueError(f"header {name!r} holds a line break or is not a header name; not sent")
+        if not _is_token(name):
+            raise ValueError(f"header name {name!r} is not an HTTP token; not sent")
+        if "\n" in value or "\r" in value or "\0" in value:
+            raise ValueError(f"header {name!r} holds a line break or NUL; not sent")
         lines.append(f"{name}: {value}\r\n")
     return "".join(lines)
+
+
+@functools.lru_cache(maxsize=1024)  # the same few names on every call: checked once each
+def _is_token(name: str) -> bool:
+    return TOKEN.fullmatch(name) is not None
+
+
+def _poller(transport: asyncio.BaseTransport) -> select.poll | None:
+    """A poll object on the connection's socket (for TLS the raw socket: any byte or EOF there counts).
+    poll(), not select(): a gateway can hold fds above FD_SETSIZE."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return None
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return poller
+
+
+def _keep_alive_timeout(value: str) -> float | None:
+    """The `timeout=N` of a Keep-Alive header, if it names one."""
+    for param in value.split(","):
+        key, _, number = param.partition("=")
+        if key.strip().lower() == "timeout" and number.strip().isdigit():
+            return float(number.strip())
+    return None
 
 
 class Reply:
@@ -135,13 +187,6 @@ class Reply:
     @property
     def compressed(self) -> bool:
         return "content-encoding" in self.headers
-
-    async def read(self) -> bytes:
-        """The whole body (the caller checked its Content-Length against its cap)."""
-        parts = []
-        while chunk := await self.read_chunk():
-            parts.append(chunk)
-        return b"".join(parts)
 
     async def read_chunk(self) -> bytes:
         """The next piece of the body, inflated if it was compressed; b"" at its end."""
@@ -219,23 +264,46 @@ class Connection(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
+        self.poller: select.poll | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.reply: Reply | None = None
         self.open = False
         self.paused = False
         self.idle_since = 0.0
+        self.keepalive_s: float | None = None  # the upstream's own Keep-Alive timeout, if it named one
+        self.reused = False  # carries a request after an earlier one (was handed out of the pool)
         self.spoiled = False  # the upstream sent more than the answer asked for: never reused
+        self.head_done = False  # the reply's final status and headers were parsed
+        self.head_bytes = 0  # bytes fed while the reply's head was incomplete (since the last 1xx)
+        self.interim = 0  # 1xx answers so far
+        self.answered = False  # a byte of the reply arrived
 
     def send(self, data: bytes) -> Reply:
-        assert self.transport is not None and self.reply is None
+        if self.transport is None or self.reply is not None:
+            raise RuntimeError("a connection carries one request at a time")
         self.reply = Reply(self)
+        self.head_done, self.head_bytes, self.interim, self.answered = False, 0, 0, False
         self.transport.write(data)
         return self.reply
 
-    def close(self) -> None:
+    def quiet(self) -> bool:
+        """Open, and nothing arrived on the socket since its reply ended: an EOF or a stray byte the loop
+        has not read yet (the upstream closed the connection while the gateway was busy) shows here,
+        before a request is sent on it. One poll() syscall."""
+        if not self.open or self.transport is None or self.transport.is_closing():
+            return False
+        return self.poller is None or not self.poller.poll(0)
+
+    def flushed(self) -> bool:
+        """Every byte of the request left the gateway (none waits in the transport's buffer)."""
+        return self.transport is not None and self.transport.get_write_buffer_size() == 0
+
+    def abort(self) -> None:
+        """Close at once: what waits to be sent is dropped (an upstream that stopped reading must not
+        hold a request's body in the gateway, nor TLS wait for a close_notify that never comes)."""
         self.open = False
         if self.transport is not None:
-            self.transport.close()
+            self.transport.abort()
 
     def pause(self) -> None:
         if not self.paused and self.transport is not None and self.open:
@@ -251,16 +319,30 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport, self.open = cast(asyncio.Transport, transport), True  # uvloop's is no subclass
+        self.poller = _poller(transport)
 
     def data_received(self, data: bytes) -> None:
-        if self.reply is None:  # bytes nobody asked for: this connection cannot be trusted again
-            self.close()
+        reply = self.reply
+        if reply is None:  # bytes nobody asked for: this connection cannot be trusted again
+            self.abort()
             return
+        self.answered = True
+        if not self.head_done:
+            self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self.reply.fail(BadResponse(f"the upstream's answer is not HTTP/1.1 ({exc})"))
-            self.close()
+            if not self.head_done and self.head_bytes > MAX_HEAD_BYTES:
+                raise BadResponse(f"the upstream's response head is over {MAX_HEAD_BYTES} bytes")
+        except BadResponse as exc:
+            reply.fail(exc)
+            self.abort()
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            # A limit our callbacks enforce comes wrapped (HttpParserCallbackError). An upgrade (101)
+            # is not an answer either: BadResponse, never Disconnected (so never sent again).
+            cause = exc.__context__
+            reply.fail(cause if isinstance(cause, BadResponse) else
+                       BadResponse(f"the upstream's answer is not HTTP/1.1 ({type(exc).__name__})"))
+            self.abort()
 
     def eof_received(self) -> bool:
         return False  # close our side too: connection_lost follows
@@ -272,56 +354,78 @@ class Connection(asyncio.Protocol):
             if reply.headers_read.done() and _reads_to_close(reply):
                 reply.on_complete(False)  # a body without a length ends where the connection does
             else:
-                reply.fail(Disconnected("the upstream closed the connection before its reply ended"))
+                stale = self.reused and not self.answered
+                reply.fail(Disconnected("the upstream closed the connection before its reply ended", stale))
 
     # httptools callbacks (after the reply completed, the rest of the bytes belong to no request) --
 
+    # (data_received feeds the parser only while a reply is awaited: `reply is None` never holds here)
+
     def on_message_begin(self) -> None:
-        assert self.reply is not None
-        if self.reply.complete:
+        reply = self.reply
+        if reply is not None and reply.complete:
             self.spoiled = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        assert self.reply is not None
-        if not self.spoiled:
-            self.reply.raw_headers.append((name, value))
+        reply = self.reply
+        if reply is None or self.spoiled:
+            return
+        if len(reply.raw_headers) >= MAX_HEADERS:
+            raise BadResponse(f"the upstream's response has over {MAX_HEADERS} headers")
+        if len(name) > MAX_FIELD_BYTES or len(value) > MAX_FIELD_BYTES:
+            raise BadResponse(f"a header of the upstream's response is over {MAX_FIELD_BYTES} bytes")
+        reply.raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        assert self.reply is not None
-        if self.spoiled:
+        reply = self.reply
+        if reply is None or self.spoiled:
             return
         status = self.parser.get_status_code()
-        if 100 <= status < 200:  # an interim answer (103 Early Hints): the real one follows
-            self.reply.raw_headers.clear()
+        if status < 200:
+            if status == 101:
+                raise BadResponse("the upstream switched protocols (101): not an answer")
+            # An interim answer (103 Early Hints): the real one follows.
+            self.interim += 1
+            if self.interim > MAX_INTERIM:
+                raise BadResponse(f"the upstream sent over {MAX_INTERIM} interim (1xx) answers")
+            reply.raw_headers.clear()
+            self.head_bytes = 0
             return
-        self.reply.on_headers(status)
+        self.head_done = True
+        reply.on_headers(status)
+        if (keep_alive := reply.headers.get("keep-alive")) is not None:
+            self.keepalive_s = _keep_alive_timeout(keep_alive)
 
     def on_body(self, body: bytes) -> None:
-        assert self.reply is not None
-        if not self.spoiled:
-            self.reply.on_body(body)
+        reply = self.reply
+        if reply is not None and not self.spoiled:
+            reply.on_body(body)
 
     def on_message_complete(self) -> None:
         reply = self.reply
-        assert reply is not None
-        if self.spoiled or (not reply.headers_read.done() and reply.error is None):
+        if reply is None or self.spoiled or (not self.head_done and reply.error is None):
             return  # the end of an interim answer
         reply.on_complete(self.parser.should_keep_alive())
 
 
 def _reads_to_close(reply: Reply) -> bool:
-    return "content-length" not in reply.headers and "chunked" not in reply.headers.get("transfer-encoding", "")
+    """A body framed by the connection's end: no Content-Length and not chunked."""
+    if "content-length" in reply.headers:
+        return False
+    codings = [token.strip().lower() for token in reply.headers.get("transfer-encoding", "").split(",")]
+    return codings[-1] != "chunked"
 
 
 class Exchange:
     """`async with client.request(...) as reply`: the reply once its headers arrived. On exit the
-    connection goes back to the pool only when the reply was read to its end and may be kept
-    alive; otherwise (cancelled, timed out, failed, left half-read) it is closed."""
+    connection goes back to the pool only when the whole request left the gateway and the reply was
+    read to its end and may be kept alive; otherwise (cancelled, timed out, failed, left half-read,
+    answered before its body was sent) it is aborted."""
 
-    __slots__ = ("client", "connection", "data", "fresh", "holds_slot", "reply")
+    __slots__ = ("client", "connection", "data", "fresh", "head_timeout_s", "holds_slot", "reply")
 
-    def __init__(self, client: Http1Client, data: bytes, fresh: bool) -> None:
-        self.client, self.data, self.fresh = client, data, fresh
+    def __init__(self, client: Http1Client, data: bytes, fresh: bool, head_timeout_s: float | None) -> None:
+        self.client, self.data, self.fresh, self.head_timeout_s = client, data, fresh, head_timeout_s
         self.connection: Connection | None = None
         self.reply: Reply | None = None
         self.holds_slot = False
@@ -335,7 +439,11 @@ class Exchange:
             self.connection = connection
             client.active.add(connection)
             reply = self.reply = connection.send(self.data)
-            await reply.headers_read
+            if self.head_timeout_s is None:
+                await reply.headers_read
+            else:
+                async with asyncio.timeout(self.head_timeout_s):
+                    await reply.headers_read
             return reply
         except BaseException:
             self.finish()
@@ -346,7 +454,7 @@ class Exchange:
         self.finish()
 
     def finish(self) -> None:
-        """Hand the connection back or close it; safe to call more than once."""
+        """Hand the connection back or abort it; safe to call more than once."""
         if not self.holds_slot:
             return
         self.holds_slot = False
@@ -356,11 +464,12 @@ class Exchange:
             connection.reply = None
             self.client.active.discard(connection)
             reusable = (reply is not None and reply.complete and reply.keep_alive and reply.error is None
-                        and not reply.chunks and connection.open and not connection.spoiled)
+                        and not reply.chunks and connection.open and not connection.spoiled
+                        and connection.flushed())
             if reusable:
                 self.client.keep(connection)
             else:
-                connection.close()
+                connection.abort()
         self.client.slots.release()
 
 
@@ -374,23 +483,28 @@ class Http1Client:
         self.active: set[Connection] = set()  # carrying a request now
         self.closed = False
         self.slots = asyncio.Semaphore(MAX_CONNECTIONS)
-        self.opened = 0  # connections opened so far (the tests read it)
+        self.opened = 0  # connections opened so far (bench/upstream_hop.py checks every call reused one)
 
-    def request(self, head: str, body: bytes | None, fresh: bool = False) -> Exchange:
+    def request(self, head: str, body: bytes | None, fresh: bool = False,
+                head_timeout_s: float | None = None) -> Exchange:
         """`head` is the request line and header lines without the blank line that ends them;
         Content-Length is added here (none for `body` None: a GET or a DELETE).
-        `fresh`: on a new connection, not a kept-alive one."""
+        `fresh`: on a new connection, not a kept-alive one. `head_timeout_s`: how long to wait for
+        the reply's status and headers (for a stream held open, whose caller sets no deadline)."""
         if body is None:
-            return Exchange(self, f"{head}\r\n".encode(), fresh)
-        return Exchange(self, f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body, fresh)
+            return Exchange(self, f"{head}\r\n".encode(), fresh, head_timeout_s)
+        return Exchange(self, f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body, fresh, head_timeout_s)
 
     def idle_connection(self) -> Connection | None:
         now = time.monotonic()
         while self.idle:
             connection = self.idle.pop()
-            if connection.open and now - connection.idle_since <= self.keepalive_s:
+            limit = self.keepalive_s if connection.keepalive_s is None else min(
+                self.keepalive_s, connection.keepalive_s - 1.0)
+            if now - connection.idle_since < limit and connection.quiet():
+                connection.reused = True
                 return connection
-            connection.close()  # the upstream closed it, or it idled past the upstream's own timeout
+            connection.abort()  # the upstream closed it, or it idled past the upstream's own timeout
         return None
 
     async def connect(self) -> Connection:
@@ -407,14 +521,14 @@ class Http1Client:
 
     def keep(self, connection: Connection) -> None:
         if self.closed or len(self.idle) >= MAX_IDLE:
-            connection.close()
+            connection.abort()
             return
         connection.idle_since = time.monotonic()
         self.idle.append(connection)
 
     def close(self) -> None:
-        """Close every connection, idle or carrying a request (whose reader then gets Disconnected)."""
+        """Abort every connection, idle or carrying a request (whose reader then gets Disconnected)."""
         self.closed = True
         for connection in [*self.idle, *self.active]:
-            connection.close()
+            connection.abort()
         self.idle.clear()

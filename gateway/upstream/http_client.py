@@ -44,6 +44,7 @@ from gateway.upstream.http1 import (
     Disconnected,
     Exchange,
     Http1Client,
+    Origin,
     Reply,
     header_lines,
     origin_of,
@@ -69,7 +70,8 @@ KEEPALIVE_S = 4.0
 class HttpUpstream:
     def __init__(self, server: ServerEntry, on_event: SessionEventHandler, discovery_auth: AuthProvider,
                  max_reply_bytes: int = DEFAULT_MAX_UPSTREAM_REPLY_BYTES) -> None:
-        assert isinstance(server.transport, HttpTransport)
+        if not isinstance(server.transport, HttpTransport):
+            raise TypeError(f"upstream {server.id!r} is not an HTTP upstream")
         self.server_id = server.id
         # Credentials for requests that call no tool (handshake, lists, notification streams).
         self.discovery_auth = discovery_auth
@@ -105,12 +107,13 @@ class HttpUpstream:
         return bool(self.eras)
 
     async def start(self) -> None:
-        try:
-            self.http = Http1Client(origin_of(self.url), KEEPALIVE_S)  # no cookies, so none pass between calls
-            self._modern_block = self.head_block("POST", self._modern_headers)
-        except ValueError:
-            log.warning("upstream %s has no usable URL, or a header value with a line break", self.server_id)
+        try:  # built whole before it is kept: a half-built client would send requests without a head
+            http = Http1Client(origin_of(self.url), KEEPALIVE_S)  # no cookies, so none pass between calls
+            modern_block = self.head_block("POST", self._modern_headers, http.origin)
+        except ValueError as exc:  # the message names a header, never its value
+            log.warning("upstream %s has no usable URL or headers: %s", self.server_id, exc)
             return
+        self.http, self._modern_block = http, modern_block
         try:
             await self.ensure_ready()
         except RpcError as exc:
@@ -245,7 +248,7 @@ class HttpUpstream:
         try:
             return await self.send_once(era, request_id, method, params, ctx)
         except Disconnected as exc:
-            if method not in RESENDABLE:
+            if method not in RESENDABLE or not exc.stale:  # stale: kept alive, no byte of a reply came
                 raise
             log.info("upstream %s dropped a kept-alive connection (%s); %s sent again", self.server_id,
                      type(exc).__name__, method)
@@ -313,10 +316,7 @@ class HttpUpstream:
         length = resp.content_length
         if length is not None and length > limit:
             raise ReplyTooLarge(self.server_id, limit)
-        if length is not None and not resp.compressed:
-            # The parser delivers exactly Content-Length bytes (at most the cap): read them whole.
-            # A compressed body may inflate past its Content-Length, so it is counted chunk by chunk below.
-            return await resp.read()
+        # Counted chunk by chunk, after inflating: a compressed body may inflate past its Content-Length.
         body = bytearray()
         while chunk := await resp.read_chunk():
             body += chunk
@@ -360,8 +360,7 @@ class HttpUpstream:
         raise RpcError(UPSTREAM_ERROR, f"upstream {self.server_id!r} closed the stream without a reply")
 
     def resume_request(self, last_event_id: str, auth: dict[str, str]) -> Exchange:
-        headers = {**self.legacy_headers(), **auth, "Accept": "text/event-stream", "Last-Event-ID": last_event_id}
-        return self.client().request(self.head_block("GET", headers), None)
+        return self.http_get_stream({**auth, "Last-Event-ID": last_event_id})
 
     async def handle_stream_message(
         self, message: object, request_id: int, ctx: CallContext | None
@@ -409,11 +408,11 @@ class HttpUpstream:
         self._legacy_block = (self.session_id, block)
         return block
 
-    def head_block(self, method: str, headers: dict[str, str]) -> str:
+    def head_block(self, method: str, headers: dict[str, str], origin: Origin | None = None) -> str:
         """A request line and header lines (Content-Length and the blank line are the client's).
         A Host or Accept-Encoding in the catalog's headers is sent instead of the client's own;
         the message's framing (Content-Length, Transfer-Encoding) is the client's alone."""
-        origin = self.client().origin
+        origin = origin or self.client().origin
         own = {"host": f"Host: {origin.authority}\r\n", "accept-encoding": f"Accept-Encoding: {ACCEPT_ENCODING}\r\n"}
         for name in headers:
             own.pop(name.lower(), None)
@@ -458,8 +457,9 @@ class HttpUpstream:
         await self.hold_stream(MODERN_ERA, self.http_listen_stream, False)
 
     def http_get_stream(self, auth: dict[str, str]) -> Exchange:
+        """The session's GET stream; its status and headers within SHORT_TIMEOUT_S (its body has no deadline)."""
         headers = {**self.legacy_headers(), **auth, "Accept": "text/event-stream"}
-        return self.client().request(self.head_block("GET", headers), None)
+        return self.client().request(self.head_block("GET", headers), None, head_timeout_s=SHORT_TIMEOUT_S)
 
     def http_listen_stream(self, auth: dict[str, str]) -> Exchange:
         params = {"notifications": {"toolsListChanged": True, "promptsListChanged": True,
@@ -468,7 +468,7 @@ class HttpUpstream:
                 "params": modern_params(params, _gateway_ctx())}
         head = self.per_call_head(self._modern_block, self._modern_headers,
                                   {**auth, "Mcp-Method": "subscriptions/listen"})
-        return self.client().request(head, orjson.dumps(body))
+        return self.client().request(head, orjson.dumps(body), head_timeout_s=SHORT_TIMEOUT_S)
 
     async def hold_stream(self, era: str, open_stream: Callable[[dict[str, str]], Exchange],
                           only_updates: bool) -> None:
