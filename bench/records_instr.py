@@ -53,7 +53,8 @@ async def run(calls: int, tmp: Path, write: bool, catalog_set: CatalogSet, facts
     for i in range(calls):
         tool, arguments, decided, seen = cases[i % len(cases)]
         decision = replace(decided, decision_id=new_decision_id())
-        await authorizer.record_tool(decision, principal, tool, arguments, facts, seen)
+        event, _ = authorizer.tool_event(decision, principal, tool, arguments, facts, seen)
+        await authorizer.record(event, durable=False)  # the writers run below, at fixed batch sizes
         if not write:  # the request path alone: what was queued is dropped
             audit._pending.clear()
             recorder._pending.clear()
