@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -91,15 +91,17 @@ def _plain(event: AuditEvent, at: float, digests: Callable[[str], str] | None) -
     policy_ids = orjson.dumps([str(policy_id) for policy_id in event.policy_ids])
     detail_json = orjson.dumps(detail, option=orjson.OPT_SORT_KEYS)
     preview_json = None if preview is None else orjson.dumps(preview, option=orjson.OPT_SORT_KEYS)
-    before = {  # in sorted key order already; the JSON fields spliced in as serialized above
+    before = orjson.dumps({  # in sorted key order already; the JSON fields spliced in as serialized above
         "action": action, "actor": actor, "agent_id": agent_id, "args_digest": args_digest, "at": at,
         "decision": decision, "decision_id": decision_id, "detail": orjson.Fragment(detail_json), "kind": kind,
-        "owner": owner, "policy_ids": orjson.Fragment(policy_ids)}
-    after = {"task_id": task_id, "tool": tool, "trace_id": trace_id}
-    before_json, after_json = orjson.dumps(before), orjson.dumps(after)
-    if b"\\u0000" in before_json or b"\\u0000" in after_json:
+        "owner": owner, "policy_ids": orjson.Fragment(policy_ids)})
+    after = orjson.dumps({"task_id": task_id, "tool": tool, "trace_id": trace_id})
+    if b"\\u0000" in before or b"\\u0000" in after:
         return None  # maybe NUL in a text field: replaced before hashing (rows._storable), on the slow path
-    return _spliced(before | after, before_json, after_json, policy_ids, preview_json, detail_json)
+    # COLUMNS by position (no dict of them: this runs per call; _normalized goes by name)
+    columns = (at, kind, action, actor, agent_id, owner, task_id, tool, decision, policy_ids.decode(), decision_id,
+               trace_id, args_digest, None if preview_json is None else preview_json.decode(), detail_json.decode())
+    return _spliced(columns, before, after, preview_json)
 
 
 def _normalized(record: dict[str, Any], digests: Callable[[str], str] | None) -> PreparedRecord:
@@ -111,16 +113,15 @@ def _normalized(record: dict[str, Any], digests: Callable[[str], str] | None) ->
         if value is not None and "\x00" in value:
             record[name] = value.replace("\x00", "\ufffd")
     preview = None if record["preview"] is None else canonical_bytes(record["preview"])
-    return _spliced(record, canonical_bytes({name: record[name] for name in _BEFORE}),
-                    canonical_bytes({name: record[name] for name in _AFTER}), canonical_bytes(record["policy_ids"]),
-                    preview, canonical_bytes(record["detail"]))
+    columns = _columns({**record, "policy_ids": canonical_bytes(record["policy_ids"]).decode(),
+                        "preview": None if preview is None else preview.decode(),
+                        "detail": canonical_bytes(record["detail"]).decode()})
+    return _spliced(columns, canonical_bytes({name: record[name] for name in _BEFORE}),
+                    canonical_bytes({name: record[name] for name in _AFTER}), preview)
 
 
-def _spliced(fields: Mapping[str, Any], before: bytes, after: bytes, policy_ids: bytes, preview: bytes | None,
-             detail: bytes) -> PreparedRecord:
-    """The record whose text fields are in `fields`, whose JSON fields serialize as given, and whose hashed
-    text outside the two gaps is the serialized `before` and `after` objects."""
-    columns = _columns({**fields, "policy_ids": policy_ids.decode(),
-                        "preview": None if preview is None else preview.decode(), "detail": detail.decode()})
+def _spliced(columns: tuple[StoredValue, ...], before: bytes, after: bytes, preview: bytes | None) -> PreparedRecord:
+    """The record with these columns whose hashed text is the serialized `before` object, prev_hash, the
+    serialized preview, seq, and the serialized `after` object."""
     return PreparedRecord(columns, before[:-1] + b',"prev_hash":',
                           b',"preview":' + (b"null" if preview is None else preview) + b',"seq":', b"," + after[1:])
