@@ -21,13 +21,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.policy import CASES, CatalogSet, build_engine, fixed_principal, gateway_facts, write_catalog, write_policies
-from gateway.audit import AuditLog, redacted_preview
+from gateway.audit import AuditLog
 from gateway.audit.digests import DigestKey
 from gateway.policy.authorizer import Authorizer
 from gateway.policy.engine import CedarRequest, RequestFacts, new_decision_id
 from gateway.policy.recorder import DecisionRecorder
 from gateway.store import open_store
-from gateway.verifier import argument_digest
 
 CATALOG_TOOLS = 20
 AUDIT_BATCH = 16
@@ -54,13 +53,8 @@ async def run(calls: int, tmp: Path, write: bool, catalog_set: CatalogSet, facts
     for i in range(calls):
         tool, arguments, decided, seen = cases[i % len(cases)]
         decision = replace(decided, decision_id=new_decision_id())
-        authorizer.note(principal, decision, "tool", tool.exposed_name, facts, seen, tool.data_classes)
-        canonical = decision.canonical_arguments
-        event = authorizer.event(decision, principal, facts, tool.exposed_name, None,
-                                 args_digest=decision.args_digest or argument_digest(arguments),
-                                 preview=redacted_preview(canonical if canonical is not None else arguments,
-                                                          tool.data_classes))
-        await authorizer.record(event, durable=False)
+        event, _ = authorizer.tool_event(decision, principal, tool, arguments, facts, seen)
+        await authorizer.record(event, durable=False)  # the writers run below, at fixed batch sizes
         if not write:  # the request path alone: what was queued is dropped
             audit._pending.clear()
             recorder._pending.clear()

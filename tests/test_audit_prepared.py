@@ -4,37 +4,56 @@ for any event, odd values included (tests/test_audit_bytes.py pins a fixed set a
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import replace
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.audit import AuditEvent
 from gateway.audit.chain import GENESIS_HASH, RECORD_FIELDS, record_hash, unsealed_record
 from gateway.audit.digests import DigestKey
-from gateway.audit.prepared import PreparedRecord, prepared_record
+from gateway.audit.prepared import COLUMNS, PreparedRecord, _plain, prepared_record
 from gateway.store.rows import audit_record, sealed_rows
 
 DIGESTS = DigestKey(bytes(range(32))).keyed
-_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=6) | st.sampled_from(
-    ["plain", "a\x00b", "\ud800", "é", '"q\\', "\u2028"])
-_LEAVES = (st.none() | st.booleans() | st.integers() | st.integers(min_value=-(2**70), max_value=2**70)
-           | st.floats(allow_nan=True, allow_infinity=True) | st.floats(min_value=-1e-3, max_value=1e-3) | _TEXT)
-_VALUES = st.recursive(_LEAVES, lambda inner: st.lists(inner, max_size=3) | st.tuples(inner, inner)
-                       | st.dictionaries(_TEXT, inner, max_size=3), max_leaves=8)
-_OPTIONAL_TEXT = st.none() | _TEXT
-_DIGEST = st.none() | st.just("") | st.sampled_from(["ab" * 32, "hmac-sha256:" + "cd" * 32, "x\x00y", "\ud800"])
+# Most text plain (a lone surrogate or NUL sends the whole record down the slow path); some with anything.
+_SAFE_TEXT = st.text(st.characters(codec="utf-8"), max_size=6) | st.sampled_from(
+    ["plain", "é", '"q\\', "\u2028"])
+_ANY_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=6) | st.sampled_from(
+    ["\ud800", "a\x00b"])
+_PLAIN_LEAVES = (st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+                 | st.floats(min_value=1e-4, max_value=1e300) | st.just(0.0) | _SAFE_TEXT)
+_ODD_LEAVES = (st.integers(min_value=-(2**70), max_value=2**70) | st.floats(allow_nan=True, allow_infinity=True)
+               | st.floats(min_value=-1e-3, max_value=1e-3) | _ANY_TEXT)
+
+
+def _values(leaves: st.SearchStrategy[Any], keys: st.SearchStrategy[str]) -> st.SearchStrategy[Any]:
+    return st.recursive(leaves, lambda inner: st.lists(inner, max_size=3) | st.tuples(inner, inner)
+                        | st.dictionaries(keys, inner, max_size=3), max_leaves=8)
+
+
+_DIGEST = st.none() | st.just("") | st.sampled_from(["ab" * 32, "hmac-sha256:" + "cd" * 32])
+_ODD_DIGEST = st.sampled_from(["x\x00y", "\ud800"])
 
 
 @st.composite
 def events(draw: Any) -> AuditEvent:
+    odd = draw(st.integers(0, 3)) == 0  # a quarter of the events may hold anything, the rest plain JSON
+    text = _SAFE_TEXT | _ANY_TEXT if odd else _SAFE_TEXT
+    values = _values(_PLAIN_LEAVES | _ODD_LEAVES, text) if odd else _values(_PLAIN_LEAVES, text)
+    optional = st.none() | text
     return AuditEvent(
-        kind=draw(_TEXT), action=draw(_TEXT), actor=draw(_OPTIONAL_TEXT), agent_id=draw(_OPTIONAL_TEXT),
-        owner=draw(_OPTIONAL_TEXT), task_id=draw(_OPTIONAL_TEXT), tool=draw(_OPTIONAL_TEXT),
-        decision=draw(_OPTIONAL_TEXT), policy_ids=tuple(draw(st.lists(_TEXT, max_size=3))),
-        decision_id=draw(_OPTIONAL_TEXT), trace_id=draw(_OPTIONAL_TEXT), args_digest=draw(_DIGEST),
-        preview=draw(st.none() | st.dictionaries(_TEXT, _VALUES, max_size=3)),
-        detail=draw(st.dictionaries(_TEXT | st.integers(), _VALUES, max_size=4)),
+        kind=draw(text), action=draw(text), actor=draw(optional), agent_id=draw(optional),
+        owner=draw(optional), task_id=draw(optional), tool=draw(optional),
+        decision=draw(optional), policy_ids=tuple(draw(st.lists(text, max_size=3))),
+        decision_id=draw(optional), trace_id=draw(optional),
+        args_digest=draw(_DIGEST | _ODD_DIGEST if odd else _DIGEST),
+        preview=draw(st.none() | st.dictionaries(text, values, max_size=3)),
+        detail=draw(st.dictionaries(text | st.integers(), values, max_size=4) if odd
+                    else st.dictionaries(text, values, max_size=4)),
     )
 
 
@@ -50,9 +69,11 @@ _AT = st.floats(min_value=0, max_value=4e9) | st.sampled_from([1_767_225_600.123
 _HEAD = st.sampled_from([(0, GENESIS_HASH), (41, "ab" * 32), (7, "not hex \"quoted\" é")])
 
 
-@settings(max_examples=400, deadline=None)
-@given(st.lists(events(), min_size=1, max_size=3), _AT, _HEAD)
-def test_prepared_rows_are_the_generic_rows(batch: list[AuditEvent], at: float, head: tuple[int, str]) -> None:
+_PATHS: Counter[str] = Counter()  # which path the generated batches took
+
+
+def _check(batch: list[AuditEvent], at: float, head: tuple[int, str]) -> None:
+    """The prepared rows are the generic rows (or both paths refuse the batch the same way)."""
     try:
         expected = sealed_rows([generic(event, at) for event in batch], head)
     except (TypeError, ValueError, UnicodeError) as exc:  # refused at enqueue before: refused now the same way
@@ -70,16 +91,56 @@ def test_prepared_rows_are_the_generic_rows(batch: list[AuditEvent], at: float, 
         assert stored["hash"] == record_hash(stored)
 
 
-def test_a_prepared_record_reads_as_the_stored_record() -> None:
-    event = AuditEvent(kind="decision", action="call", actor="a1", agent_id="a1", tool="srv__echo", decision="allow",
-                       policy_ids=("p1",), decision_id="d-1", args_digest="ab" * 32, preview={"text": "hi"},
-                       detail={"era": "2025-11-25", "n": [1, 2.5]})
-    prepared = prepared_record(event, 1_767_225_600.5, DIGESTS)
+@settings(max_examples=400, deadline=None)
+@given(st.lists(events(), min_size=1, max_size=3), _AT, _HEAD)
+def _generated_batches(batch: list[AuditEvent], at: float, head: tuple[int, str]) -> None:
+    _PATHS.update(_path(event, at) for event in batch)
+    _check(batch, at, head)
+
+
+def _path(event: AuditEvent, at: float) -> str:
+    try:
+        return "fast" if _plain(event, at, DIGESTS) is not None else "slow"
+    except (TypeError, ValueError, UnicodeError):  # what orjson refuses (a lone surrogate): the slow path too
+        return "slow"
+
+
+def test_prepared_rows_are_the_generic_rows() -> None:
+    _PATHS.clear()
+    _generated_batches()
+    assert _PATHS["fast"] >= 200 and _PATHS["slow"] >= 100, _PATHS  # both paths, each many times
+
+
+class _Detail(dict[str, Any]):
+    """A dict subclass: orjson serializes it, the stdlib too, but is_plain does not vouch for it."""
+
+
+PLAIN = AuditEvent(kind="decision", action="call", actor="a1", agent_id="a1", tool="srv__echo", decision="allow",
+                   policy_ids=("p1",), decision_id="d-1", args_digest="ab" * 32, preview={"text": "hi"},
+                   detail={"era": "2025-11-25", "n": [1, 2.5]})
+_ODD = [float("nan"), float("inf"), -float("inf"), 1e-5, 2**64, -(2**63) - 1, {1: "int key"}, _Detail(x=1),
+        (1, 1e-7)]
+
+
+@pytest.mark.parametrize("field", ["detail", "preview"])
+@pytest.mark.parametrize("leaf", _ODD, ids=repr)
+def test_one_odd_leaf_takes_the_slow_path_with_the_same_bytes(field: str, leaf: Any) -> None:
+    event = replace(PLAIN, **{field: {**(getattr(PLAIN, field) or {}), "odd": {"in": [leaf]}}})
+    assert _path(PLAIN, 1.5) == "fast" and _path(event, 1.5) == "slow"
+    _check([PLAIN, event], 1.5, (41, "ab" * 32))
+
+
+def test_a_dict_subclass_as_the_whole_detail_gives_the_same_bytes() -> None:
+    _check([replace(PLAIN, detail=_Detail(PLAIN.detail)), replace(PLAIN, preview=_Detail(x=float("nan")))],
+           1.5, (0, GENESIS_HASH))
+
+
+def test_a_prepared_record_holds_the_stored_columns() -> None:
+    prepared = prepared_record(PLAIN, 1_767_225_600.5, DIGESTS)
     (row,), _, _ = sealed_rows([prepared], (0, GENESIS_HASH))
     stored = audit_record(row)
-    assert dict(prepared) == {name: stored[name] for name in RECORD_FIELDS if name in prepared}
-    assert set(prepared) == set(RECORD_FIELDS) - {"seq", "prev_hash", "hash"}
-    assert prepared["args_digest"] == DIGESTS("ab" * 32) and prepared["detail"] == {"era": "2025-11-25", "n": [1, 2.5]}
+    assert prepared.columns == row[1:-2] and RECORD_FIELDS[1:-2] == COLUMNS
+    assert stored["args_digest"] == DIGESTS("ab" * 32) and stored["detail"] == {"era": "2025-11-25", "n": [1, 2.5]}
 
 
 def test_the_keyed_digest_is_hmac_sha256_for_any_key_length() -> None:

@@ -28,7 +28,7 @@ def _plain(decision_id: str, payload: bytes) -> dict[str, object]:
 
 def test_entities_are_sealed_as_json_and_open_as_the_text_sent() -> None:
     cipher = InputCipher(KEY)
-    payload = cipher.seal("dec_1", DOCUMENT)
+    (payload,) = cipher.seal_all([("dec_1", DOCUMENT)])
     inside = _plain("dec_1", payload)
     assert inside["format"] == FORMAT == 2
     assert inside["entities"] == orjson.loads(ENTITIES)  # JSON, not a string of JSON
@@ -39,8 +39,10 @@ def test_entities_are_sealed_as_json_and_open_as_the_text_sent() -> None:
 
 def test_a_batch_gets_one_fresh_nonce_per_document() -> None:
     cipher = InputCipher(KEY)
-    payloads = cipher.seal_all([(f"dec_{n}", {**DOCUMENT, "decision_id": f"dec_{n}"}) for n in range(50)])
-    assert len({payload[:NONCE_BYTES] for payload in payloads}) == 50
+    batches = [cipher.seal_all([(f"dec_{n}", {**DOCUMENT, "decision_id": f"dec_{n}"}) for n in range(50)])
+               for _ in range(2)]
+    assert len({payload[:NONCE_BYTES] for payloads in batches for payload in payloads}) == 100  # across batches too
+    payloads = batches[1]
     assert [cipher.open(f"dec_{n}", payload)["decision_id"] for n, payload in enumerate(payloads)] == [
         f"dec_{n}" for n in range(50)]
 
@@ -54,5 +56,5 @@ def test_format_1_records_still_open() -> None:
 def test_an_unknown_format_is_refused() -> None:
     nonce = os.urandom(NONCE_BYTES)
     future = nonce + AESGCM(KEY).encrypt(nonce, orjson.dumps({"format": 3, **DOCUMENT}), b"dec_1")
-    with pytest.raises(UnreadableRecord):
+    with pytest.raises(UnreadableRecord, match="format 3; this gateway reads 1-2: upgrade"):
         InputCipher(KEY).open("dec_1", future)

@@ -30,7 +30,7 @@ RECORD_FIELDS: tuple[str, ...] = (
     "policy_ids", "decision_id", "trace_id", "args_digest", "preview", "detail", "prev_hash", "hash",
 )
 TEXT_FIELDS = ("kind", "action", "actor", "agent_id", "owner", "task_id", "tool", "decision",
-                "decision_id", "trace_id", "args_digest")
+               "decision_id", "trace_id", "args_digest")
 
 
 def canonical_json(value: object) -> str:

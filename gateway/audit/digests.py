@@ -29,15 +29,13 @@ class DigestKey:
     """Turns plain argument digests into the keyed form that may leave the process."""
 
     def __init__(self, key: bytes | None = None) -> None:
-        self._key = key
         self._pads = None if key is None else _hmac_pads(key)
 
     def __repr__(self) -> str:
-        return "DigestKey(loaded)" if self._key is not None else "DigestKey(not loaded)"
+        return "DigestKey(loaded)" if self._pads is not None else "DigestKey(not loaded)"
 
     async def load(self, store: GatewaySecretStore) -> None:
-        self._key = await store.gateway_secret(KEY_NAME, secrets.token_bytes(KEY_BYTES))
-        self._pads = _hmac_pads(self._key)
+        self._pads = _hmac_pads(await store.gateway_secret(KEY_NAME, secrets.token_bytes(KEY_BYTES)))
 
     def keyed(self, digest: str) -> str:
         if digest.startswith(PREFIX):

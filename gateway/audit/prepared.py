@@ -17,40 +17,30 @@ from __future__ import annotations
 import hashlib
 import math
 import operator
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from gateway.audit.canonical import MIN_PLAIN_FLOAT, canonical_bytes, is_plain, json_normalized
-from gateway.audit.chain import TEXT_FIELDS, raw_record
+from gateway.audit.chain import RECORD_FIELDS, TEXT_FIELDS, raw_record
 from gateway.audit.model import AuditEvent
-from gateway.json_values import JsonValue
 
 # The hashed fields in canonical (sorted) order, cut where the writer's seq and prev_hash go.
 _BEFORE = ("action", "actor", "agent_id", "args_digest", "at", "decision", "decision_id", "detail", "kind", "owner",
            "policy_ids")
 _AFTER = ("task_id", "tool", "trace_id")
-# The stored columns between seq and prev_hash, in RECORD_FIELDS order.
-COLUMNS = ("at", "kind", "action", "actor", "agent_id", "owner", "task_id", "tool", "decision", "policy_ids",
-           "decision_id", "trace_id", "args_digest", "preview", "detail")
-_texts = operator.attrgetter(  # in the order _plain unpacks them
-    "kind", "action", "actor", "agent_id", "owner", "task_id", "tool", "decision", "decision_id", "trace_id",
-    "args_digest")
-_JSON_COLUMNS = frozenset({"policy_ids", "preview", "detail"})
+COLUMNS = RECORD_FIELDS[1:-2]  # the stored columns between seq and prev_hash
+_columns = operator.itemgetter(*COLUMNS)
+_texts = operator.attrgetter(*TEXT_FIELDS)  # in the order _plain unpacks them
 assert sorted((*_BEFORE, "prev_hash", "preview", "seq", *_AFTER)) == [*_BEFORE, "prev_hash", "preview", "seq", *_AFTER]
+assert RECORD_FIELDS[0] == "seq" and RECORD_FIELDS[-2:] == ("prev_hash", "hash")
 
-
-_COLUMN_INDEX = {name: index for index, name in enumerate(COLUMNS)}
 StoredValue = str | int | float | None  # one column as stored (a JSON column as its canonical text)
 
 
-class PreparedRecord(Mapping[str, Any]):
-    """One unsealed audit record, serialized: `sealed_row(seq, prev_hash)` gives its stored row and hash.
-
-    A Mapping (the record's stored values, JSON columns parsed) so it passes wherever an unsealed record
-    does; the writer reads only the slots.
-    """
+class PreparedRecord:
+    """One unsealed audit record, serialized: `sealed_row(seq, prev_hash)` gives its stored row and hash."""
 
     __slots__ = ("_after", "_before", "_middle", "columns")
 
@@ -67,16 +57,6 @@ class PreparedRecord(Mapping[str, Any]):
         digest = hashlib.sha256(b"".join((prev, self._before, quoted, self._middle, str(seq).encode(),
                                           self._after))).hexdigest()
         return (seq, *self.columns, prev_hash, digest), digest
-
-    def __getitem__(self, name: str) -> JsonValue:
-        value = self.columns[_COLUMN_INDEX[name]]
-        return orjson.loads(value) if name in _JSON_COLUMNS and isinstance(value, str) else value
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(COLUMNS)
-
-    def __len__(self) -> int:
-        return len(COLUMNS)
 
 
 def prepared_record(event: AuditEvent, at: float, digests: Callable[[str], str] | None = None) -> PreparedRecord:
@@ -110,7 +90,7 @@ def _plain(event: AuditEvent, at: float, digests: Callable[[str], str] | None) -
         args_digest = digests(args_digest)
     policy_ids = orjson.dumps([str(policy_id) for policy_id in event.policy_ids])
     detail_json = orjson.dumps(detail, option=orjson.OPT_SORT_KEYS)
-    preview_json = b"null" if preview is None else orjson.dumps(preview, option=orjson.OPT_SORT_KEYS)
+    preview_json = None if preview is None else orjson.dumps(preview, option=orjson.OPT_SORT_KEYS)
     before = orjson.dumps({  # in sorted key order already; the JSON fields spliced in as serialized above
         "action": action, "actor": actor, "agent_id": agent_id, "args_digest": args_digest, "at": at,
         "decision": decision, "decision_id": decision_id, "detail": orjson.Fragment(detail_json), "kind": kind,
@@ -118,10 +98,10 @@ def _plain(event: AuditEvent, at: float, digests: Callable[[str], str] | None) -
     after = orjson.dumps({"task_id": task_id, "tool": tool, "trace_id": trace_id})
     if b"\\u0000" in before or b"\\u0000" in after:
         return None  # maybe NUL in a text field: replaced before hashing (rows._storable), on the slow path
+    # COLUMNS by position (no dict of them: this runs per call; _normalized goes by name)
     columns = (at, kind, action, actor, agent_id, owner, task_id, tool, decision, policy_ids.decode(), decision_id,
-               trace_id, args_digest, None if preview is None else preview_json.decode(), detail_json.decode())
-    return PreparedRecord(columns, before[:-1] + b',"prev_hash":', b',"preview":' + preview_json + b',"seq":',
-                          b"," + after[1:])
+               trace_id, args_digest, None if preview_json is None else preview_json.decode(), detail_json.decode())
+    return _spliced(columns, before, after, preview_json)
 
 
 def _normalized(record: dict[str, Any], digests: Callable[[str], str] | None) -> PreparedRecord:
@@ -132,12 +112,16 @@ def _normalized(record: dict[str, Any], digests: Callable[[str], str] | None) ->
         value = record[name]
         if value is not None and "\x00" in value:
             record[name] = value.replace("\x00", "\ufffd")
-    policy_ids, detail = canonical_bytes(record["policy_ids"]), canonical_bytes(record["detail"])
     preview = None if record["preview"] is None else canonical_bytes(record["preview"])
-    before = canonical_bytes({name: record[name] for name in _BEFORE})
-    after = canonical_bytes({name: record[name] for name in _AFTER})
-    columns = (*(record[name] for name in COLUMNS[:9]), policy_ids.decode(), record["decision_id"],
-               record["trace_id"], record["args_digest"], None if preview is None else preview.decode(),
-               detail.decode())
+    columns = _columns({**record, "policy_ids": canonical_bytes(record["policy_ids"]).decode(),
+                        "preview": None if preview is None else preview.decode(),
+                        "detail": canonical_bytes(record["detail"]).decode()})
+    return _spliced(columns, canonical_bytes({name: record[name] for name in _BEFORE}),
+                    canonical_bytes({name: record[name] for name in _AFTER}), preview)
+
+
+def _spliced(columns: tuple[StoredValue, ...], before: bytes, after: bytes, preview: bytes | None) -> PreparedRecord:
+    """The record with these columns whose hashed text is the serialized `before` object, prev_hash, the
+    serialized preview, seq, and the serialized `after` object."""
     return PreparedRecord(columns, before[:-1] + b',"prev_hash":',
                           b',"preview":' + (b"null" if preview is None else preview) + b',"seq":', b"," + after[1:])

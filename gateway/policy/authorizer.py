@@ -64,6 +64,15 @@ class Authorizer:
         decision = self.engine.decide_tool(principal, tool, arguments, facts, approval_id is not None, seen)
         if self.on_evaluated is not None:
             self.on_evaluated(decision, time.perf_counter() - started)
+        event, durable = self.tool_event(decision, principal, tool, arguments, facts, seen, trace_id, approval_id)
+        await self.record(event, durable)
+        self.log_decision(decision, principal, "tool", tool.exposed_name)
+        return decision
+
+    def tool_event(self, decision: Decision, principal: Principal, tool: ToolEntry, arguments: dict[str, Any] | None,
+                   facts: RequestFacts, seen: list[CedarRequest] | None, trace_id: str | None = None,
+                   approval_id: str | None = None) -> tuple[AuditEvent, bool]:
+        """Note a tool decision's input (for replay); its audit event, and whether it must be durable."""
         self.note(principal, decision, "tool", tool.exposed_name, facts, seen, tool.data_classes)
         canonical = decision.canonical_arguments
         event = self.event(decision, principal, facts, tool.exposed_name, trace_id,
@@ -73,9 +82,7 @@ class Authorizer:
         if approval_id is not None:
             event = replace(event, detail={**event.detail, "approval_id": approval_id})
         # A denial, a step-up or an allow of a privileged tool is on disk before the agent hears of it.
-        await self.record(event, durable=not decision.allowed or tool.risk in DURABLE_RISKS or approval_id is not None)
-        self.log_decision(decision, principal, "tool", tool.exposed_name)
-        return decision
+        return event, not decision.allowed or tool.risk in DURABLE_RISKS or approval_id is not None
 
     async def prompt(self, principal: Principal, server_id: str, name: str, facts: RequestFacts,
                      trace_id: str | None = None) -> Decision:

@@ -55,12 +55,9 @@ class InputCipher:
     async def load(self, store: GatewaySecretStore) -> None:
         self._aead = AESGCM(await store.gateway_secret(KEY_NAME, secrets.token_bytes(KEY_BYTES)))
 
-    def seal(self, decision_id: str, document: Mapping[str, Any]) -> bytes:
-        return self.seal_all([(decision_id, document)])[0]
-
     def seal_all(self, documents: Sequence[tuple[str, Mapping[str, Any]]]) -> list[bytes]:
-        """seal() for each (decision_id, document): one random read for all the nonces (each still its own
-        12 random bytes)."""
+        """Each (decision_id, document) encrypted, the decision id as associated data: one random read for all
+        the nonces (each still its own 12 random bytes)."""
         aead = self._loaded()
         nonces = os.urandom(NONCE_BYTES * len(documents))
         payloads = []
@@ -76,8 +73,11 @@ class InputCipher:
             document = orjson.loads(plain)
         except (InvalidTag, orjson.JSONDecodeError, ValueError) as exc:
             raise UnreadableRecord(f"recorded input {decision_id} does not open: {type(exc).__name__}") from None
-        if not isinstance(document, dict) or document.get("format") not in _READABLE:
-            raise UnreadableRecord(f"recorded input {decision_id} has an unknown format")
+        if not isinstance(document, dict):
+            raise UnreadableRecord(f"recorded input {decision_id} is not a recorded decision")
+        if document.get("format") not in _READABLE:
+            raise UnreadableRecord(f"recorded input {decision_id} is in format {document.get('format')!r}; this "
+                                   f"gateway reads {min(_READABLE)}-{max(_READABLE)}: upgrade it to replay it")
         entities = document.get("entities")
         if entities is not None and not isinstance(entities, str):  # format 2: back to the text Cedar was sent
             document["entities"] = orjson.dumps(entities).decode()

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from gateway.approvals.model import Approval
 from gateway.discovery.model import ResourceReview, ToolReview
 from gateway.registry.model import Agent, LifecycleEvent
 from gateway.tasks.model import Task, TaskEvent
+
+if TYPE_CHECKING:
+    from gateway.audit.prepared import PreparedRecord
 
 
 class StoreError(Exception):
@@ -216,7 +219,7 @@ class AuditStore(Protocol):
         """(seq, hash) of the last record; (0, GENESIS_HASH) while the log is empty."""
         ...
 
-    async def append_audit(self, records: Sequence[Mapping[str, Any]]) -> tuple[int, str]:
+    async def append_audit(self, records: Sequence[Mapping[str, Any] | PreparedRecord]) -> tuple[int, str]:
         """Seal `records` (gateway.audit.chain.unsealed_record) in order after the head as it is inside
         one write transaction, insert them, commit; returns the new head. All or nothing."""
         ...

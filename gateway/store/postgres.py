@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 
@@ -46,6 +46,9 @@ from gateway.store.base import (
 )
 from gateway.store.postgres_url import PostgresUrl
 from gateway.tasks.model import Task, TaskEvent
+
+if TYPE_CHECKING:
+    from gateway.audit.prepared import PreparedRecord
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -257,7 +260,7 @@ class PostgresStore:
     async def audit_head(self) -> tuple[int, str]:
         return await self._run(postgres_audit.head)
 
-    async def append_audit(self, records: Sequence[Mapping[str, Any]]) -> tuple[int, str]:
+    async def append_audit(self, records: Sequence[Mapping[str, Any] | PreparedRecord]) -> tuple[int, str]:
         return await self._write(postgres_audit.append, list(records))
 
     async def audit_records(self, query: AuditQuery) -> list[dict[str, Any]]:

@@ -5,7 +5,7 @@ so seq and prev_hash follow commit order across processes, exactly as BEGIN IMME
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg  # type: ignore[import-untyped]
 
@@ -22,13 +22,16 @@ from gateway.store.rows import (
     where,
 )
 
+if TYPE_CHECKING:
+    from gateway.audit.prepared import PreparedRecord
+
 
 async def head(conn: asyncpg.Connection) -> tuple[int, str]:
     row = await conn.fetchrow("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
     return (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
 
 
-async def append(conn: asyncpg.Connection, records: Sequence[Mapping[str, Any]]) -> tuple[int, str]:
+async def append(conn: asyncpg.Connection, records: Sequence[Mapping[str, Any] | PreparedRecord]) -> tuple[int, str]:
     """Seal `records` after the head as it is under the lock and insert them; the caller holds the transaction."""
     await conn.execute("LOCK TABLE audit_log IN EXCLUSIVE MODE")
     rows, seq, prev_hash = sealed_rows(records, await head(conn))

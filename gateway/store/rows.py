@@ -177,14 +177,15 @@ def audit_row(sealed: Mapping[str, Any]) -> tuple[Any, ...]:
     return tuple(_audit_column(name, sealed[name]) for name in RECORD_FIELDS)
 
 
-def sealed_rows(records: Sequence[Mapping[str, Any]], head: tuple[int, str]) -> tuple[list[tuple[Any, ...]], int, str]:
+def sealed_rows(records: Sequence[Mapping[str, Any] | PreparedRecord],
+                head: tuple[int, str]) -> tuple[list[tuple[Any, ...]], int, str]:
     """Seal `records` in order after `head` (seq, hash): their rows and the new head. Call it inside the
     write transaction, after reading the head there, so seq and prev_hash follow commit order."""
     seq, prev_hash = head
     rows = []
     for record in records:
         seq += 1
-        if type(record) is PreparedRecord:  # the audit log's: serialized at enqueue, the same bytes
+        if isinstance(record, PreparedRecord):  # the audit log's: serialized at enqueue, the same bytes
             row, prev_hash = record.sealed_row(seq, prev_hash)
             rows.append(row)
             continue

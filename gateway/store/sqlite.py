@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gateway.approvals.model import Approval
 from gateway.discovery.model import ResourceReview, ToolReview
@@ -46,6 +46,9 @@ from gateway.store.base import (
 )
 from gateway.store.sqlite_schema import LATEST_VERSION, MIGRATIONS, split_statements
 from gateway.tasks.model import Task, TaskEvent
+
+if TYPE_CHECKING:
+    from gateway.audit.prepared import PreparedRecord
 
 T = TypeVar("T")
 MEMORY = ":memory:"
@@ -199,7 +202,7 @@ class SqliteStore:
     async def audit_head(self) -> tuple[int, str]:
         return await self._run(sqlite_audit.head)
 
-    async def append_audit(self, records: Sequence[Mapping[str, Any]]) -> tuple[int, str]:
+    async def append_audit(self, records: Sequence[Mapping[str, Any] | PreparedRecord]) -> tuple[int, str]:
         return await self._run(_in_transaction_result, sqlite_audit.append, list(records))
 
     async def audit_records(self, query: AuditQuery) -> list[dict[str, Any]]:

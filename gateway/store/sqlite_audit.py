@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.audit.chain import GENESIS_HASH, RECORD_FIELDS
 from gateway.store.base import AuditedDecision, AuditedDecisionQuery, AuditQuery
@@ -20,13 +20,16 @@ from gateway.store.rows import (
     where,
 )
 
+if TYPE_CHECKING:
+    from gateway.audit.prepared import PreparedRecord
+
 
 def head(conn: sqlite3.Connection) -> tuple[int, str]:
     row = conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
     return (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
 
 
-def append(conn: sqlite3.Connection, records: Sequence[Mapping[str, Any]]) -> tuple[int, str]:
+def append(conn: sqlite3.Connection, records: Sequence[Mapping[str, Any] | PreparedRecord]) -> tuple[int, str]:
     """Seal `records` after the current head and insert them; the caller holds the write transaction.
 
     Reading the head under the write lock (BEGIN IMMEDIATE) rather than trusting a cached one
