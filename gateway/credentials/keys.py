@@ -4,7 +4,7 @@ Algorithm: ES256 (ECDSA P-256, SHA-256). Measured with pyjwt 2.15 / cryptography
 machine, ES256 signs slightly faster than EdDSA/Ed25519 (raw: ~17 vs ~20 us; whole JWT: ~19 vs
 ~22 us), verifies faster (~48 vs ~61 us); counted by callgrind with cryptography 51 / OpenSSL 4.1 (a 450-byte
 input), a signature is 270k vs 471k instructions and a verification 860k vs 1,466k
-(docs/perf-notes/lean-edges.md). And it is the asymmetric JWA algorithm that JWT and
+(docs/performance-cuts.md). And it is the asymmetric JWA algorithm that JWT and
 OAuth resource-server libraries support most widely (RFC 7518 "Recommended+"); EdDSA support
 (RFC 8037) is still missing from several. RS256 would be universal but costs ~1 ms per signature.
 

@@ -5,7 +5,7 @@ written with one `transport.write` (the caller passes a header block it built on
 plus the per-call lines), each reply parsed by httptools as its bytes arrive. It does what the
 hop needs and nothing else: no redirects, no cookies, no proxies, and no pipelining (a connection
 carries one request at a time and goes back to the pool only once its reply was read whole).
-aiohttp cost ~3x the instructions per round trip for the same work (docs/perf-notes/lean-upstream.md).
+aiohttp cost ~3x the instructions per round trip for the same work (docs/performance-cuts.md).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Requests go through the lean HTTP/1.1 client of `http1.py` (kept-alive connections, one header
 block built per upstream, one write per request, httptools reading the reply): ~100k instructions
-per round trip where aiohttp took ~400k (docs/perf-notes/lean-upstream.md). A handshake-era
+per round trip where aiohttp took ~400k (docs/performance-cuts.md). A handshake-era
 session is opened lazily and re-opened when the upstream forgets it (404).
 
 Side traffic is relayed only from a call's own response stream, where the upstream put it for
