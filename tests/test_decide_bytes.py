@@ -18,7 +18,7 @@ from gateway.catalog import Catalog
 from gateway.identity.user import UserIdentity
 from gateway.policy import RequestFacts, WorkingHours
 from gateway.policy.authorize import read_answer
-from gateway.policy.context import NO_CHAIN, ContextBuilder
+from gateway.policy.context import NO_CHAIN, SHAPE_BYTES_KEPT, ContextBuilder
 from gateway.policy.engine import CedarRequest
 from tests.test_policy_engine import WEDNESDAY, WEDNESDAY_NIGHT, agent_principal, catalog, cedar_dir, engine_for
 
@@ -149,3 +149,34 @@ def test_an_answer_is_read_as_cedarpy_reads_it(cedar_dir: Path, catalog: Catalog
         assert read._authz_resp == {k: v for k, v in whole._authz_resp.items() if k != "metrics"}
         decisions.append(read.decision)
     assert decisions[0] == cedarpy.Decision.Deny and cedarpy.Decision.NoDecision in decisions
+
+
+def test_long_agent_strings_are_not_remembered() -> None:
+    """The client name and task purpose are the agent's own text (up to the body size): a context with a long
+    one is built plainly each time, so distinct long names do not fill the plan's memory; decisions' bytes stay
+    the built ones. Short strings are remembered, up to a byte budget."""
+    builder = ContextBuilder(WorkingHours())
+    reads = {"request": {"client": True}, "task": {"purpose": True}, "approval": {"granted": True}}
+    for index in range(50):
+        task = {"id": "t", "purpose": f"{index}" + "p" * 10_000, "tools": []}
+        for facts in (RequestFacts(now=WEDNESDAY, era="2026-07-28", client=f"{index}" + "x" * 100_000),
+                      RequestFacts(now=WEDNESDAY, era="2026-07-28", client="c", task=task)):
+            assert builder.build_json(reads, facts, False) == plain(builder, reads, facts, False)
+    assert builder.remembered(reads) == (0, 0)
+    for index in range(5000):  # short but many and distinct: the byte budget holds
+        facts = RequestFacts(now=WEDNESDAY, era="2026-07-28", client=f"{index}" + "x" * 250)
+        assert builder.build_json(reads, facts, False) == plain(builder, reads, facts, False)
+        assert builder.remembered(reads)[1] <= SHAPE_BYTES_KEPT
+    assert 0 < builder.remembered(reads)[0] < 5000
+
+
+def test_an_answer_in_another_order_or_without_a_decision() -> None:
+    """A decision written after the metrics (another cedarpy order) is read from the whole text; a missing or
+    unknown decision is a ValueError (what the engine denies on and records), never a KeyError."""
+    diagnostics = '"diagnostics":{"reason":["policy0"],"errors":[]}'
+    late = read_answer('{' + diagnostics + ',"metrics":{"total":1},"decision":"Allow"}')
+    assert late.decision == cedarpy.Decision.Allow and late.diagnostics.reasons == ["policy0"]
+    for text in ('{' + diagnostics + ',"metrics":{}}', '{"decision":"Maybe",' + diagnostics + ',"metrics":{}}',
+                 '{"decision":null,' + diagnostics + '}', '["Allow"]'):
+        with pytest.raises(ValueError):
+            read_answer(text)

@@ -57,6 +57,10 @@ NO_USER: dict[str, Any] = {"present": False, "sub": "", "issuer": "", "email": "
 ESCAPE_PREFIX = "__"  # Cedar's JSON escapes (__extn, __entity, __expr) all start so
 PLANS_KEPT = 16  # read sets with a plan (one per policy set in force, live and listing)
 SHAPES_KEPT = 4096  # distinct contexts remembered per plan (the shipped policies have 32)
+# The agent controls some read strings (clientInfo name, task purpose: up to the body size), so only
+# contexts of short strings are remembered, and a plan's contexts are capped in bytes too.
+PLANNED_STRING_MAX = 256  # characters; a longer string read makes the context built plainly
+SHAPE_BYTES_KEPT = 1 << 20  # a plan's remembered contexts' JSON bytes (the shipped policies' 32 take ~8 KiB)
 _MISSING = object()  # a read path that ends at an absent attribute
 _SCALARS = (bool, int, str)  # not float: 0.0 and -0.0 are one key but two spellings
 
@@ -99,6 +103,11 @@ class ContextBuilder:
             entry = (reads, _Plan.of(reads))
             self._plans[id(reads)] = entry  # the reads object is held, so its id is not reused meanwhile
         return entry[1]
+
+    def remembered(self, reads: ContextReads) -> tuple[int, int]:
+        """(contexts, their JSON bytes) remembered for `reads` (for tests and benchmarks)."""
+        plan = self._plan(reads)
+        return (0, 0) if plan is None else plan.known_size()
 
     def build(self, reads: ContextReads, facts: RequestFacts, approved: bool, cedar_input: object = None,
               input_whole: bool = False) -> dict[str, Any]:
@@ -179,6 +188,7 @@ class _Plan:
         self.sections = sections  # (section name, its read paths below it)
         self.reads_input = "input" in reads
         self._known: dict[tuple[object, ...], tuple[dict[str, Any], bytes]] = {}
+        self._known_bytes = 0  # JSON bytes of the contexts in _known
 
     @classmethod
     def of(cls, reads: dict[str, ContextReads]) -> _Plan | None:
@@ -200,10 +210,20 @@ class _Plan:
         found = self._known.get(key)
         if found is None:
             context = builder.build(self.reads, facts, approved)
-            if len(self._known) >= SHAPES_KEPT:
-                self._known.clear()
-            found = self._known[key] = (context, orjson.dumps(context))
+            found = (context, orjson.dumps(context))
+            self._remember(key, found)
         return found
+
+    def _remember(self, key: tuple[object, ...], found: tuple[dict[str, Any], bytes]) -> None:
+        if len(self._known) >= SHAPES_KEPT or self._known_bytes + len(found[1]) > SHAPE_BYTES_KEPT:
+            self._known.clear()
+            self._known_bytes = 0
+        self._known[key] = found
+        self._known_bytes += len(found[1])
+
+    def known_size(self) -> tuple[int, int]:
+        """(contexts remembered, their JSON bytes)."""
+        return len(self._known), self._known_bytes
 
     def _key(self, builder: ContextBuilder, facts: RequestFacts, approved: bool) -> tuple[object, ...] | None:
         parts: list[object] = []  # per path: how far it got (a scalar or a gap higher up shapes the context
@@ -220,6 +240,8 @@ class _Plan:
                 kind = type(value)
                 if kind not in _SCALARS and value is not _MISSING:
                     return None  # a set or a whole record: not one of a few
+                if kind is str and len(value) > PLANNED_STRING_MAX:  # type: ignore[arg-type]
+                    return None  # the agent's own long text: not one of a few either
                 parts += (depth, kind, value)
         return tuple(parts)
 
