@@ -206,6 +206,11 @@ def test_the_jws_signature_is_r_and_s_as_32_big_endian_bytes_each(r: int, s: int
 @pytest.mark.parametrize("der", [
     b"", b"\x30\x06\x02\x01\x01\x02\x01", encode_dss_signature(1, 1)[:-1], b"\x31" + encode_dss_signature(1, 1)[1:],
     encode_dss_signature(2**300, 1), encode_dss_signature(1, 2**300), encode_dss_signature(5, 7) + b"\x00",
+    encode_dss_signature(2**256 + 5, 7), encode_dss_signature(7, 2**256 + 5),  # 33 bytes, not a zero first
+    b"\x30\x06\x02\x01\x81\x02\x01\x01", b"\x30\x06\x02\x01\x01\x02\x01\xff",  # negative INTEGERs
+    b"\x30\x08\x02\x03\x00\x00\x05\x02\x01\x07", b"\x30\x07\x02\x01\x05\x02\x02\x00\x07",  # needless zeros
+    b"\x30\x06\x02\x00\x02\x02\x01\x01", b"\x30\x06\x02\x01\x01\x02\x00\x00",  # empty INTEGERs
+    b"\x30\x06\x02\x01\x01\x02\x05\x01", b"\x30\x06\x02\x04\x01\x01\x01\x01",  # past the end, no s
 ])
 def test_anything_but_a_p256_der_signature_is_refused(der: bytes) -> None:
     with pytest.raises(ValueError):
