@@ -180,3 +180,17 @@ def test_an_answer_in_another_order_or_without_a_decision() -> None:
                  '{"decision":null,' + diagnostics + '}', '["Allow"]'):
         with pytest.raises(ValueError):
             read_answer(text)
+
+
+def test_a_new_read_set_drops_the_old_ones_contexts() -> None:
+    """Policies reloaded bring a new read set: the contexts remembered for the old one are not kept alongside."""
+    builder = ContextBuilder(WorkingHours())
+    old = {"request": {"client": True}}
+    new = {"request": {"client": True}}
+    for facts, approved in every_facts():
+        builder.build_json(old, facts, approved)
+    assert builder.remembered(old)[0] > 0
+    facts = RequestFacts(now=WEDNESDAY, era="2026-07-28", client="c")
+    assert builder.build_json(new, facts, False) == plain(builder, new, facts, False)
+    assert builder.remembered(new)[0] == 1
+    assert builder.remembered(old) == (0, 0)  # built anew: nothing of before was held

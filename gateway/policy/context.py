@@ -55,7 +55,6 @@ NO_CHAIN: dict[str, Any] = {"data_classes": [], "sensitive_read": False, "tools"
 NO_USER: dict[str, Any] = {"present": False, "sub": "", "issuer": "", "email": "", "email_verified": False,
                            "groups": [], "client_id": "", "auth_time": 0, "acr": "", "amr": []}
 ESCAPE_PREFIX = "__"  # Cedar's JSON escapes (__extn, __entity, __expr) all start so
-PLANS_KEPT = 16  # read sets with a plan (one per policy set in force, live and listing)
 SHAPES_KEPT = 4096  # distinct contexts remembered per plan (the shipped policies have 32)
 # The agent controls some read strings (clientInfo name, task purpose: up to the body size), so only
 # contexts of short strings are remembered, and a plan's contexts are capped in bytes too.
@@ -73,7 +72,8 @@ class ContextBuilder:
         # The request facts of the last (second, era, client, override) asked for: calls in the same
         # second share them. One tuple, replaced whole, so a concurrent reader sees a consistent pair.
         self._last_request: tuple[tuple[int, str, str, bool | None], dict[str, Any]] | None = None
-        self._plans: dict[int, tuple[ContextReads, _Plan | None]] = {}
+        # The plan for the read set last asked for; one tuple, replaced whole, as _last_request.
+        self._last_plan: tuple[ContextReads, _Plan | None] | None = None
 
     def full(self, facts: RequestFacts, approved: bool) -> dict[str, Any]:
         """Every section but `input` (listing prunes this itself)."""
@@ -94,15 +94,13 @@ class ContextBuilder:
         return context, orjson.dumps(context)
 
     def _plan(self, reads: ContextReads) -> _Plan | None:
+        """The plan of the read set in force (the engine's bundle's: one at a time, a reload brings another)."""
         if not isinstance(reads, dict):
             return None
-        entry = self._plans.get(id(reads))
-        if entry is None or entry[0] is not reads:
-            if len(self._plans) >= PLANS_KEPT:
-                self._plans.clear()
-            entry = (reads, _Plan.of(reads))
-            self._plans[id(reads)] = entry  # the reads object is held, so its id is not reused meanwhile
-        return entry[1]
+        last = self._last_plan
+        if last is None or last[0] is not reads:
+            last = self._last_plan = (reads, _Plan.of(reads))  # the old plan goes with the old policies
+        return last[1]
 
     def remembered(self, reads: ContextReads) -> tuple[int, int]:
         """(contexts, their JSON bytes) remembered for `reads` (for tests and benchmarks)."""
