@@ -11,8 +11,11 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from gateway.catalog.model import Credentials
 from gateway.credentials.keys import SigningKeyring, raw_signature
 from gateway.credentials.revocations import Revocations
+from gateway.credentials.secret_sources import SecretResolver
+from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.credentials.upstream_tokens import MAX_TTL_S, UpstreamTokenMinter
 from gateway.store import Store, open_store
 from gateway.verifier import argument_digest
@@ -255,3 +258,15 @@ def test_revoked_jti_and_snapshot_format() -> None:
     }
     clock.now = 1020.0
     assert revocations.snapshot()["jtis"] == []
+
+
+async def test_minting_before_the_keys_are_open_is_a_real_error_not_an_assert() -> None:
+    """The startup guard holds under `python -O` too (an assert there is stripped)."""
+    resolver = SecretResolver()
+    auth = UpstreamAuth("https://gw.example", resolver)
+    try:
+        with pytest.raises(RuntimeError, match="start"):
+            auth.mint(Credentials(resource="https://up.example"), "agent-1", {"sub": "w"}, "t", argument_digest({}),
+                      None, "txn")
+    finally:
+        await resolver.close()
