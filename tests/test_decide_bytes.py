@@ -19,7 +19,7 @@ from gateway.identity.user import UserIdentity
 from gateway.policy import RequestFacts, WorkingHours
 from gateway.policy.authorize import read_answer
 from gateway.policy.context import NO_CHAIN, SHAPE_BYTES_KEPT, ContextBuilder
-from gateway.policy.engine import CedarRequest
+from gateway.policy.engine import ENTITY_CACHED_CHARS, CedarRequest
 from tests.test_policy_engine import WEDNESDAY, WEDNESDAY_NIGHT, agent_principal, catalog, cedar_dir, engine_for
 
 __all__ = ["catalog", "cedar_dir"]  # fixtures
@@ -194,3 +194,21 @@ def test_a_new_read_set_drops_the_old_ones_contexts() -> None:
     assert builder.build_json(new, facts, False) == plain(builder, new, facts, False)
     assert builder.remembered(new)[0] == 1
     assert builder.remembered(old) == (0, 0)  # built anew: nothing of before was held
+
+
+def test_long_resource_uris_are_decided_but_their_entities_not_kept(cedar_dir: Path, catalog: Catalog) -> None:
+    """A resource URI is the agent's own text: decided as any other, but an entity set that long is not kept parsed
+    (2,048 of them would hold the URIs' bytes many times over)."""
+    engine = engine_for(cedar_dir, catalog)
+    who = agent_principal(servers=("files",))
+    facts = RequestFacts(now=WEDNESDAY, era="2026-07-28")
+    assert engine.decide_resource(who, "files", "file:///data/public/a", facts).allowed
+    kept = len(engine._entity_handles)
+    assert kept >= 1
+    for index in range(20):
+        uri = f"file:///data/public/{index}/" + "a" * ENTITY_CACHED_CHARS
+        assert engine.decide_resource(who, "files", uri, facts).allowed
+        assert not engine.decide_resource(who, "payments", f"ledger://{index}/" + "a" * ENTITY_CACHED_CHARS,
+                                          facts).allowed  # a server the agent is not entitled to
+    assert len(engine._entity_handles) == kept
+    assert max(len(blob) for blob in engine._entity_handles) <= ENTITY_CACHED_CHARS
