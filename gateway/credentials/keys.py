@@ -54,34 +54,29 @@ def raw_signature(der: bytes) -> bytes:
     """JWS wants ECDSA's raw r||s (RFC 7518 3.4), 32 bytes each for P-256, not the DER SEQUENCE of two INTEGERs
     that cryptography returns. Sliced straight out of the DER (a P-256 one is under 128 bytes: one-byte lengths);
     anything but two minimal non-negative INTEGERs below 2**256 is refused."""
-    if len(der) < 8 or der[0] != 0x30 or der[1] != len(der) - 2:
+    if len(der) < 8:
         raise ValueError(_NOT_A_SIGNATURE)
-    r, s_at = _der_integer(der, 2)
-    s, end = _der_integer(der, s_at)
-    if end != len(der):
+    r_len = der[3]
+    s_at = 6 + r_len  # where s's bytes start
+    s_len = len(der) - s_at
+    if (s_len < 1 or r_len < 1 or der[0] != 0x30 or der[1] != len(der) - 2 or der[2] != 0x02
+            or der[s_at - 2] != 0x02 or der[s_at - 1] != s_len):
         raise ValueError(_NOT_A_SIGNATURE)
-    return r + s
+    r, s = der[4:s_at - 2], der[s_at:]
+    if not (_p256_integer(r) and _p256_integer(s)):
+        raise ValueError(_NOT_A_SIGNATURE)
+    return r[-_P256_BYTES:].rjust(_P256_BYTES, b"\0") + s[-_P256_BYTES:].rjust(_P256_BYTES, b"\0")
 
 
-def _der_integer(der: bytes, at: int) -> tuple[bytes, int]:
-    """The INTEGER at `at` as 32 big-endian bytes, and where the next element starts."""
-    start = at + 2
-    end = start + der[at + 1] if start <= len(der) else 0
-    if not start < end <= len(der) or der[at] != 0x02 or end - start > _P256_BYTES + 1:
-        raise ValueError(_NOT_A_SIGNATURE)
-    value = der[start:end]
-    if value[0] & 0x80 or not _minimal(value):  # negative, or a needless leading zero byte
-        raise ValueError(_NOT_A_SIGNATURE)
-    if len(value) > _P256_BYTES:  # minimal and 33 bytes: a 0x00 before a set top bit, or 2**256 and over
-        if value[0]:
-            raise ValueError(_NOT_A_SIGNATURE)
-        value = value[1:]
-    return value.rjust(_P256_BYTES, b"\0"), end
-
-
-def _minimal(value: bytes) -> bool:
-    """DER's shortest form: a leading zero byte only where the next byte's top bit is set (or alone)."""
-    return value[0] != 0 or len(value) == 1 or bool(value[1] & 0x80)
+def _p256_integer(value: bytes) -> bool:
+    """A DER INTEGER's bytes hold a number in [0, 2**256) in DER's shortest form: not negative (top bit clear),
+    and a leading zero byte only alone or before a set top bit (then 33 bytes at most; else 32)."""
+    first = value[0]
+    if first & 0x80:
+        return False
+    if first == 0:
+        return len(value) == 1 or (value[1] & 0x80 != 0 and len(value) <= _P256_BYTES + 1)
+    return len(value) <= _P256_BYTES
 
 
 @dataclass(frozen=True, slots=True)
