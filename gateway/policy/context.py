@@ -213,6 +213,9 @@ class _Plan:
         return found
 
     def _remember(self, key: tuple[object, ...], found: tuple[dict[str, Any], bytes]) -> None:
+        """Keep a context unless it holds a long string (checked here, on a miss: a hit holds nothing new)."""
+        if any(type(part) is str and len(part) > PLANNED_STRING_MAX for part in key):
+            return  # the agent's own long text (a client name, a task purpose): not one of a few
         if len(self._known) >= SHAPES_KEPT or self._known_bytes + len(found[1]) > SHAPE_BYTES_KEPT:
             self._known.clear()
             self._known_bytes = 0
@@ -238,8 +241,6 @@ class _Plan:
                 kind = type(value)
                 if kind not in _SCALARS and value is not _MISSING:
                     return None  # a set or a whole record: not one of a few
-                if kind is str and len(value) > PLANNED_STRING_MAX:  # type: ignore[arg-type]
-                    return None  # the agent's own long text: not one of a few either
                 parts += (depth, kind, value)
         return tuple(parts)
 
