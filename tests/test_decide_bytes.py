@@ -18,8 +18,8 @@ from gateway.catalog import Catalog
 from gateway.identity.user import UserIdentity
 from gateway.policy import RequestFacts, WorkingHours
 from gateway.policy.authorize import read_answer
-from gateway.policy.context import NO_CHAIN, ContextBuilder
-from gateway.policy.engine import CedarRequest
+from gateway.policy.context import NO_CHAIN, SHAPE_BYTES_KEPT, ContextBuilder
+from gateway.policy.engine import ENTITY_CACHED_CHARS, CedarRequest
 from tests.test_policy_engine import WEDNESDAY, WEDNESDAY_NIGHT, agent_principal, catalog, cedar_dir, engine_for
 
 __all__ = ["catalog", "cedar_dir"]  # fixtures
@@ -149,3 +149,66 @@ def test_an_answer_is_read_as_cedarpy_reads_it(cedar_dir: Path, catalog: Catalog
         assert read._authz_resp == {k: v for k, v in whole._authz_resp.items() if k != "metrics"}
         decisions.append(read.decision)
     assert decisions[0] == cedarpy.Decision.Deny and cedarpy.Decision.NoDecision in decisions
+
+
+def test_long_agent_strings_are_not_remembered() -> None:
+    """The client name and task purpose are the agent's own text (up to the body size): a context with a long
+    one is built plainly each time, so distinct long names do not fill the plan's memory; decisions' bytes stay
+    the built ones. Short strings are remembered, up to a byte budget."""
+    builder = ContextBuilder(WorkingHours())
+    reads = {"request": {"client": True}, "task": {"purpose": True}, "approval": {"granted": True}}
+    for index in range(50):
+        task = {"id": "t", "purpose": f"{index}" + "p" * 10_000, "tools": []}
+        for facts in (RequestFacts(now=WEDNESDAY, era="2026-07-28", client=f"{index}" + "x" * 100_000),
+                      RequestFacts(now=WEDNESDAY, era="2026-07-28", client="c", task=task)):
+            assert builder.build_json(reads, facts, False) == plain(builder, reads, facts, False)
+    assert builder.remembered(reads) == (0, 0)
+    for index in range(5000):  # short but many and distinct: the byte budget holds
+        facts = RequestFacts(now=WEDNESDAY, era="2026-07-28", client=f"{index}" + "x" * 250)
+        assert builder.build_json(reads, facts, False) == plain(builder, reads, facts, False)
+        assert builder.remembered(reads)[1] <= SHAPE_BYTES_KEPT
+    assert 0 < builder.remembered(reads)[0] < 5000
+
+
+def test_an_answer_in_another_order_or_without_a_decision() -> None:
+    """A decision written after the metrics (another cedarpy order) is read from the whole text; a missing or
+    unknown decision is a ValueError (what the engine denies on and records), never a KeyError."""
+    diagnostics = '"diagnostics":{"reason":["policy0"],"errors":[]}'
+    late = read_answer('{' + diagnostics + ',"metrics":{"total":1},"decision":"Allow"}')
+    assert late.decision == cedarpy.Decision.Allow and late.diagnostics.reasons == ["policy0"]
+    for text in ('{' + diagnostics + ',"metrics":{}}', '{"decision":"Maybe",' + diagnostics + ',"metrics":{}}',
+                 '{"decision":null,' + diagnostics + '}', '["Allow"]'):
+        with pytest.raises(ValueError):
+            read_answer(text)
+
+
+def test_a_new_read_set_drops_the_old_ones_contexts() -> None:
+    """Policies reloaded bring a new read set: the contexts remembered for the old one are not kept alongside."""
+    builder = ContextBuilder(WorkingHours())
+    old = {"request": {"client": True}}
+    new = {"request": {"client": True}}
+    for facts, approved in every_facts():
+        builder.build_json(old, facts, approved)
+    assert builder.remembered(old)[0] > 0
+    facts = RequestFacts(now=WEDNESDAY, era="2026-07-28", client="c")
+    assert builder.build_json(new, facts, False) == plain(builder, new, facts, False)
+    assert builder.remembered(new)[0] == 1
+    assert builder.remembered(old) == (0, 0)  # built anew: nothing of before was held
+
+
+def test_long_resource_uris_are_decided_but_their_entities_not_kept(cedar_dir: Path, catalog: Catalog) -> None:
+    """A resource URI is the agent's own text: decided as any other, but an entity set that long is not kept parsed
+    (2,048 of them would hold the URIs' bytes many times over)."""
+    engine = engine_for(cedar_dir, catalog)
+    who = agent_principal(servers=("files",))
+    facts = RequestFacts(now=WEDNESDAY, era="2026-07-28")
+    assert engine.decide_resource(who, "files", "file:///data/public/a", facts).allowed
+    kept = len(engine._entity_handles)
+    assert kept >= 1
+    for index in range(20):
+        uri = f"file:///data/public/{index}/" + "a" * ENTITY_CACHED_CHARS
+        assert engine.decide_resource(who, "files", uri, facts).allowed
+        assert not engine.decide_resource(who, "payments", f"ledger://{index}/" + "a" * ENTITY_CACHED_CHARS,
+                                          facts).allowed  # a server the agent is not entitled to
+    assert len(engine._entity_handles) == kept
+    assert max(len(blob) for blob in engine._entity_handles) <= ENTITY_CACHED_CHARS

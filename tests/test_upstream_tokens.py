@@ -11,8 +11,11 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from gateway.catalog.model import Credentials
 from gateway.credentials.keys import SigningKeyring, raw_signature
 from gateway.credentials.revocations import Revocations
+from gateway.credentials.secret_sources import SecretResolver
+from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.credentials.upstream_tokens import MAX_TTL_S, UpstreamTokenMinter
 from gateway.store import Store, open_store
 from gateway.verifier import argument_digest
@@ -206,6 +209,11 @@ def test_the_jws_signature_is_r_and_s_as_32_big_endian_bytes_each(r: int, s: int
 @pytest.mark.parametrize("der", [
     b"", b"\x30\x06\x02\x01\x01\x02\x01", encode_dss_signature(1, 1)[:-1], b"\x31" + encode_dss_signature(1, 1)[1:],
     encode_dss_signature(2**300, 1), encode_dss_signature(1, 2**300), encode_dss_signature(5, 7) + b"\x00",
+    encode_dss_signature(2**256 + 5, 7), encode_dss_signature(7, 2**256 + 5),  # 33 bytes, not a zero first
+    b"\x30\x06\x02\x01\x81\x02\x01\x01", b"\x30\x06\x02\x01\x01\x02\x01\xff",  # negative INTEGERs
+    b"\x30\x08\x02\x03\x00\x00\x05\x02\x01\x07", b"\x30\x07\x02\x01\x05\x02\x02\x00\x07",  # needless zeros
+    b"\x30\x06\x02\x00\x02\x02\x01\x01", b"\x30\x06\x02\x01\x01\x02\x00\x00",  # empty INTEGERs
+    b"\x30\x06\x02\x01\x01\x02\x05\x01", b"\x30\x06\x02\x04\x01\x01\x01\x01",  # past the end, no s
 ])
 def test_anything_but_a_p256_der_signature_is_refused(der: bytes) -> None:
     with pytest.raises(ValueError):
@@ -250,3 +258,15 @@ def test_revoked_jti_and_snapshot_format() -> None:
     }
     clock.now = 1020.0
     assert revocations.snapshot()["jtis"] == []
+
+
+async def test_minting_before_the_keys_are_open_is_a_real_error_not_an_assert() -> None:
+    """The startup guard holds under `python -O` too (an assert there is stripped)."""
+    resolver = SecretResolver()
+    auth = UpstreamAuth("https://gw.example", resolver)
+    try:
+        with pytest.raises(RuntimeError, match="start"):
+            auth.mint(Credentials(resource="https://up.example"), "agent-1", {"sub": "w"}, "t", argument_digest({}),
+                      None, "txn")
+    finally:
+        await resolver.close()

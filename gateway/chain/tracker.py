@@ -102,7 +102,9 @@ class RatesUnavailable(RateLimited):
 
 Judge = Callable[[DecidedCall], Detection | None]
 _NO_TOOLS: deque[str] = deque(maxlen=0)
-_NO_COUNTS = {"calls_last_minute": 0, "writes_last_minute": 0, "denials_last_minute": 0}
+# context.chain's counts (and context.chain.agent's): calls, allowed writes and denials within the last minute.
+CALLS, WRITES, DENIALS = "calls_last_minute", "writes_last_minute", "denials_last_minute"
+_NO_COUNTS = {CALLS: 0, WRITES: 0, DENIALS: 0}
 
 
 def _blocked(times: deque[float], limit: RateLimit, now: float) -> float:
@@ -247,11 +249,11 @@ class ChainTracker:
         names = sorted(classes)
         calls, writes, denials = self._recent(agent, now)
         return {"data_classes": names, "sensitive_read": not self._sensitive.isdisjoint(names),
-                "calls_last_minute": calls, "writes_last_minute": writes, "denials_last_minute": denials}
+                CALLS: calls, WRITES: writes, DENIALS: denials}
 
     def _counts(self, state: AgentSignals | TaskSignals, now: float) -> dict[str, int]:
         calls, writes, denials = self._recent(state, now)
-        return {"calls_last_minute": calls, "writes_last_minute": writes, "denials_last_minute": denials}
+        return {CALLS: calls, WRITES: writes, DENIALS: denials}
 
     def _recent(self, state: AgentSignals | TaskSignals, now: float) -> tuple[int, int, int]:
         """(calls, allowed writes, denials) within the last minute."""
@@ -315,9 +317,9 @@ def chain_record(classes: list[str], sensitive: bool, tools: Sequence[str], coun
         "sensitive_read": sensitive,
         "tools": list(tools),
         "previous_tool": tools[-1] if tools else "",
-        "calls_last_minute": counts["calls_last_minute"],
-        "writes_last_minute": counts["writes_last_minute"],
-        "denials_last_minute": counts["denials_last_minute"],
+        CALLS: counts[CALLS],
+        WRITES: counts[WRITES],
+        DENIALS: counts[DENIALS],
         "agent": agent_view,
     }
 

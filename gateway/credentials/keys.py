@@ -40,6 +40,7 @@ ALG = "ES256"
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 _P256_BYTES = 32
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
+_NOT_A_SIGNATURE = "not a DER-encoded P-256 ECDSA signature"
 
 Clock = Callable[[], float]
 
@@ -51,19 +52,31 @@ def b64url(data: bytes) -> bytes:
 
 def raw_signature(der: bytes) -> bytes:
     """JWS wants ECDSA's raw r||s (RFC 7518 3.4), 32 bytes each for P-256, not the DER SEQUENCE of two INTEGERs
-    that cryptography returns. Sliced straight out of the DER (a P-256 one is under 128 bytes: one-byte lengths):
-    an INTEGER is big-endian with one leading zero byte when its top bit is set, so its last 32 bytes, left-padded
-    with zeros, are the number."""
+    that cryptography returns. Sliced straight out of the DER (a P-256 one is under 128 bytes: one-byte lengths);
+    anything but two minimal non-negative INTEGERs below 2**256 is refused."""
     if len(der) < 8:
-        raise ValueError("not a DER-encoded P-256 ECDSA signature")
+        raise ValueError(_NOT_A_SIGNATURE)
     r_len = der[3]
     s_at = 6 + r_len  # where s's bytes start
     s_len = len(der) - s_at
-    if (s_len < 1 or der[0] != 0x30 or der[1] != len(der) - 2 or der[2] != 0x02 or der[s_at - 2] != 0x02
-            or der[s_at - 1] != s_len or not 0 < r_len <= _P256_BYTES + 1 or s_len > _P256_BYTES + 1):
-        raise ValueError("not a DER-encoded P-256 ECDSA signature")
-    r, s = der[4:s_at - 2][-_P256_BYTES:], der[s_at:][-_P256_BYTES:]
-    return r.rjust(_P256_BYTES, b"\0") + s.rjust(_P256_BYTES, b"\0")
+    if (s_len < 1 or r_len < 1 or der[0] != 0x30 or der[1] != len(der) - 2 or der[2] != 0x02
+            or der[s_at - 2] != 0x02 or der[s_at - 1] != s_len):
+        raise ValueError(_NOT_A_SIGNATURE)
+    r, s = der[4:s_at - 2], der[s_at:]
+    if not (_p256_integer(r) and _p256_integer(s)):
+        raise ValueError(_NOT_A_SIGNATURE)
+    return r[-_P256_BYTES:].rjust(_P256_BYTES, b"\0") + s[-_P256_BYTES:].rjust(_P256_BYTES, b"\0")
+
+
+def _p256_integer(value: bytes) -> bool:
+    """A DER INTEGER's bytes hold a number in [0, 2**256) in DER's shortest form: not negative (top bit clear),
+    and a leading zero byte only alone or before a set top bit (then 33 bytes at most; else 32)."""
+    first = value[0]
+    if first & 0x80:
+        return False
+    if first == 0:
+        return len(value) == 1 or (value[1] & 0x80 != 0 and len(value) <= _P256_BYTES + 1)
+    return len(value) <= _P256_BYTES
 
 
 @dataclass(frozen=True, slots=True)

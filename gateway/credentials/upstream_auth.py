@@ -55,13 +55,10 @@ class UpstreamAuth:
         gateway.verifier.argument_digest of the arguments sent."""
         credentials = server.credentials
         if credentials.mode == "gateway-token":
-            minter = self.minter
-            assert minter is not None, "UpstreamAuth.start() was not awaited"
             user = principal.user  # a person's call: the person is the subject, the agent acts (RFC 8693)
-            minted = minter.mint(agent_id=user.subject if user else principal.agent_id, actor=actor_of(principal),
-                                 audience=credentials.resource, tool=tool, task_id=task_id, txn=txn,
-                                 arguments_digest=arguments_digest, subject_issuer=user.issuer if user else None)
-            return {"Authorization": "Bearer " + minted.token}
+            token = self.mint(credentials, user.subject if user else principal.agent_id, actor_of(principal), tool,
+                              arguments_digest, task_id, txn, user.issuer if user else None)
+            return {"Authorization": "Bearer " + token}
         if credentials.mode == "lease":
             return await self.lease_headers(server, task_id)
         return await self.secret_headers(server)
@@ -79,10 +76,12 @@ class UpstreamAuth:
              arguments_digest: str, task_id: str | None, txn: str, subject_issuer: str | None = None) -> str:
         """`agent_id`: the token's `sub` (the person, with `subject_issuer`, for a person's call; without one,
         `sub_iss` is this gateway: the `sub` is an agent id)."""
-        assert self.minter is not None, "UpstreamAuth.start() was not awaited"
-        minted = self.minter.mint(agent_id=agent_id, actor=actor, audience=credentials.resource, tool=tool,
-                                  task_id=task_id, txn=txn, arguments_digest=arguments_digest,
-                                  subject_issuer=subject_issuer)
+        minter = self.minter
+        if minter is None:  # a real check, not an assert: -O strips those
+            raise RuntimeError("UpstreamAuth.start() was not awaited")
+        minted = minter.mint(agent_id=agent_id, actor=actor, audience=credentials.resource, tool=tool,
+                             task_id=task_id, txn=txn, arguments_digest=arguments_digest,
+                             subject_issuer=subject_issuer)
         return minted.token
 
     async def secret_headers(self, server: ServerEntry) -> dict[str, str]:

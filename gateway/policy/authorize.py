@@ -27,18 +27,24 @@ class Answer(cedarpy.AuthzResult):
 
     def __init__(self, answer: dict[str, Any]) -> None:
         super().__init__(answer)
-        self.decision = _DECISIONS[answer["decision"]]
+        decision = _DECISIONS.get(answer.get("decision"))  # type: ignore[arg-type]
+        if decision is None:  # ValueError, as for any answer Cedar's caller cannot read: the engine denies
+            raise ValueError(f"Cedar answered no known decision: {str(answer.get('decision'))[:64]!r}")
+        self.decision = decision
 
 
 def read_answer(text: str) -> Answer:
     """One answer of cedarpy's extension, without its metrics (the text up to them, closed: cedarpy writes
     them last, after the diagnostics). `,"metrics":` cannot occur inside a JSON string (a quote there is
     escaped) nor as a key of the diagnostics (policy ids), so the cut is structural; should it ever not be,
-    the parse fails and the caller denies. Without its diagnostics the cut is not used."""
+    the parse fails and the caller denies. Without its decision or diagnostics the cut is not used."""
     cut = text.find(_METRICS)
     answer = orjson.loads(text[:cut] + "}") if cut > 0 else None
-    if answer is None or "diagnostics" not in answer:  # (fail closed: never an answer without its errors)
+    # (fail closed: never an answer without its errors; the whole text when the decision came later)
+    if answer is None or "decision" not in answer or "diagnostics" not in answer:
         answer = orjson.loads(text)
+    if not isinstance(answer, dict):
+        raise ValueError("Cedar's answer is not a JSON object")
     return Answer(answer)
 
 

@@ -55,8 +55,11 @@ NO_CHAIN: dict[str, Any] = {"data_classes": [], "sensitive_read": False, "tools"
 NO_USER: dict[str, Any] = {"present": False, "sub": "", "issuer": "", "email": "", "email_verified": False,
                            "groups": [], "client_id": "", "auth_time": 0, "acr": "", "amr": []}
 ESCAPE_PREFIX = "__"  # Cedar's JSON escapes (__extn, __entity, __expr) all start so
-PLANS_KEPT = 16  # read sets with a plan (one per policy set in force, live and listing)
 SHAPES_KEPT = 4096  # distinct contexts remembered per plan (the shipped policies have 32)
+# The agent controls some read strings (clientInfo name, task purpose: up to the body size), so only
+# contexts of short strings are remembered, and a plan's contexts are capped in bytes too.
+PLANNED_STRING_MAX = 256  # characters; a longer string read makes the context built plainly
+SHAPE_BYTES_KEPT = 1 << 20  # a plan's remembered contexts' JSON bytes (the shipped policies' 32 take ~8 KiB)
 _MISSING = object()  # a read path that ends at an absent attribute
 _SCALARS = (bool, int, str)  # not float: 0.0 and -0.0 are one key but two spellings
 
@@ -69,7 +72,8 @@ class ContextBuilder:
         # The request facts of the last (second, era, client, override) asked for: calls in the same
         # second share them. One tuple, replaced whole, so a concurrent reader sees a consistent pair.
         self._last_request: tuple[tuple[int, str, str, bool | None], dict[str, Any]] | None = None
-        self._plans: dict[int, tuple[ContextReads, _Plan | None]] = {}
+        # The plan for the read set last asked for; one tuple, replaced whole, as _last_request.
+        self._last_plan: tuple[ContextReads, _Plan | None] | None = None
 
     def full(self, facts: RequestFacts, approved: bool) -> dict[str, Any]:
         """Every section but `input` (listing prunes this itself)."""
@@ -90,15 +94,18 @@ class ContextBuilder:
         return context, orjson.dumps(context)
 
     def _plan(self, reads: ContextReads) -> _Plan | None:
+        """The plan of the read set in force (the engine's bundle's: one at a time, a reload brings another)."""
         if not isinstance(reads, dict):
             return None
-        entry = self._plans.get(id(reads))
-        if entry is None or entry[0] is not reads:
-            if len(self._plans) >= PLANS_KEPT:
-                self._plans.clear()
-            entry = (reads, _Plan.of(reads))
-            self._plans[id(reads)] = entry  # the reads object is held, so its id is not reused meanwhile
-        return entry[1]
+        last = self._last_plan
+        if last is None or last[0] is not reads:
+            last = self._last_plan = (reads, _Plan.of(reads))  # the old plan goes with the old policies
+        return last[1]
+
+    def remembered(self, reads: ContextReads) -> tuple[int, int]:
+        """(contexts, their JSON bytes) remembered for `reads` (for tests and benchmarks)."""
+        plan = self._plan(reads)
+        return (0, 0) if plan is None else plan.known_size()
 
     def build(self, reads: ContextReads, facts: RequestFacts, approved: bool, cedar_input: object = None,
               input_whole: bool = False) -> dict[str, Any]:
@@ -179,6 +186,7 @@ class _Plan:
         self.sections = sections  # (section name, its read paths below it)
         self.reads_input = "input" in reads
         self._known: dict[tuple[object, ...], tuple[dict[str, Any], bytes]] = {}
+        self._known_bytes = 0  # JSON bytes of the contexts in _known
 
     @classmethod
     def of(cls, reads: dict[str, ContextReads]) -> _Plan | None:
@@ -200,10 +208,23 @@ class _Plan:
         found = self._known.get(key)
         if found is None:
             context = builder.build(self.reads, facts, approved)
-            if len(self._known) >= SHAPES_KEPT:
-                self._known.clear()
-            found = self._known[key] = (context, orjson.dumps(context))
+            found = (context, orjson.dumps(context))
+            self._remember(key, found)
         return found
+
+    def _remember(self, key: tuple[object, ...], found: tuple[dict[str, Any], bytes]) -> None:
+        """Keep a context unless it holds a long string (checked here, on a miss: a hit holds nothing new)."""
+        if any(type(part) is str and len(part) > PLANNED_STRING_MAX for part in key):
+            return  # the agent's own long text (a client name, a task purpose): not one of a few
+        if len(self._known) >= SHAPES_KEPT or self._known_bytes + len(found[1]) > SHAPE_BYTES_KEPT:
+            self._known.clear()
+            self._known_bytes = 0
+        self._known[key] = found
+        self._known_bytes += len(found[1])
+
+    def known_size(self) -> tuple[int, int]:
+        """(contexts remembered, their JSON bytes)."""
+        return len(self._known), self._known_bytes
 
     def _key(self, builder: ContextBuilder, facts: RequestFacts, approved: bool) -> tuple[object, ...] | None:
         parts: list[object] = []  # per path: how far it got (a scalar or a gap higher up shapes the context

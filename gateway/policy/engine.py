@@ -85,6 +85,9 @@ LISTING_CHUNK = 128  # tools per Cedar batch when listing off the hot path: each
 # Distinct (agent version + token claims, resource) entity sets kept parsed. Each is ~13 KiB of
 # Cedar's (native) memory: 2,048 hold ~27 MiB (4,096 held ~55 MiB); a miss costs one parse.
 ENTITY_CACHE_SIZE = 2048
+# An entity set longer than this is parsed each time and never kept: a resource URI or prompt name is the agent's
+# own text (up to the body size), so a kept one could hold gigabytes (the gateway's own sets are ~1-2 KiB).
+ENTITY_CACHED_CHARS = 16 * 1024
 DETERMINATION_CACHE_SIZE = 1024  # distinct sets of determining policies remembered
 _POLICY_IN_ERROR = re.compile(r"policy\d+")
 
@@ -742,6 +745,8 @@ class PolicyEngine:
         handle = self._entity_handles.get(blob)
         if handle is None:
             handle = cedarpy.Entities.from_json_str(blob)
+            if len(blob) > ENTITY_CACHED_CHARS:
+                return handle
             self._entity_handles[blob] = handle
             if len(self._entity_handles) > ENTITY_CACHE_SIZE:
                 self._entity_handles.popitem(last=False)
