@@ -24,7 +24,7 @@ SECRET = "s3cret-upstream-key-0123"
 
 async def test_plain_http_upstreams_are_named_without_the_secrets_in_their_urls(tmp_path: Path) -> None:
     manifest = {"id": "billing", "owner": "tests@example.com", "description": "plain HTTP across the network",
-                "transport": {"url": "http://svc:${BILLING_KEY}@10.20.30.40:8080/mcp/${BILLING_KEY}?key=${BILLING_KEY}"},
+                "transport": {"url": "http://10.20.30.40:8080/mcp/${BILLING_KEY}?key=${BILLING_KEY}"},
                 "tools": [{"name": "charge", "risk": "write", "data_classes": ["financial"]}]}
     (tmp_path / "billing.yaml").write_text(yaml.safe_dump(manifest), encoding="utf-8")
     catalog = load_catalog(tmp_path, {"BILLING_KEY": SECRET})
