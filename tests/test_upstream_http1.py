@@ -16,8 +16,9 @@ import asyncio
 import json
 import logging
 import select
+import ssl
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -29,7 +30,16 @@ from gateway.catalog.model import HttpTransport, ServerEntry
 from gateway.protocol.eras import MODERN_ERA
 from gateway.protocol.errors import REQUEST_TIMEOUT, UPSTREAM_ERROR, UPSTREAM_UNAVAILABLE, RpcError
 from gateway.upstream.base import CallContext
-from gateway.upstream.http1 import MAX_HEAD_BYTES, MAX_HEADERS, MAX_INTERIM, BadResponse, origin_of
+from gateway.upstream.http1 import (
+    MAX_HEAD_BYTES,
+    MAX_HEADERS,
+    MAX_INTERIM,
+    BadResponse,
+    Http1Client,
+    Origin,
+    Reply,
+    origin_of,
+)
 from gateway.upstream.http_client import HttpUpstream
 from gateway.upstream.reply_limit import ReplyTooLarge
 from tests.support.clients import ERAS, mcp_client
@@ -544,3 +554,40 @@ async def test_a_request_target_is_percent_encoded_where_a_request_line_cannot_c
 def test_a_non_ascii_host_is_sent_in_punycode() -> None:
     origin = origin_of("https://b\u00fccher.example:8443/mcp")
     assert (origin.host, origin.authority) == ("xn--bcher-kva.example", "xn--bcher-kva.example:8443")
+
+
+@pytest.fixture(scope="module")
+def stalling_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RawUpstream, Path]]:
+    """As `stalling`, over https; with the CA that signed its certificate."""
+    tmp = tmp_path_factory.mktemp("stalling-tls")
+    ca, cert, key = server_certificate(tmp, "stalling")
+    process, upstream = start_raw(tmp, "--stall-over", str(STALL_OVER), "--tls", str(cert), str(key))
+    yield upstream, ca
+    stop(process)
+
+
+async def test_a_tls_connection_answered_before_its_body_was_sent_is_not_reused(
+        stalling_tls: tuple[RawUpstream, Path]) -> None:
+    """Over TLS the transport's write buffer is only the TLS layer's: the raw socket's may still hold most
+    of the body after the early answer, so the connection must not go back to the pool."""
+    upstream, ca = stalling_tls
+    origin = Origin("127.0.0.1", upstream.port, ssl.create_default_context(cafile=str(ca)),
+                    f"127.0.0.1:{upstream.port}", "/mcp")
+    client = Http1Client(origin, 30.0)
+    head = f"POST /mcp HTTP/1.1\r\nHost: {origin.authority}\r\nX-Raw-Answer-Early: 1\r\n"
+    try:
+        async with client.request(head, BIG_BODY_TEXT.encode()) as reply:
+            body = b"".join([chunk async for chunk in read_all(reply)])
+            assert reply.connection.tls
+        pooled = list(client.idle)
+    finally:
+        client.close()
+    assert reply.status == 413 and b"body too large" in body
+    assert pooled == []
+    [stalled] = [entry for entry in upstream.entries() if "stalled" in entry]
+    assert stalled["stalled"] == len(BIG_BODY_TEXT)
+
+
+async def read_all(reply: Reply) -> AsyncIterator[bytes]:
+    while chunk := await reply.read_chunk():
+        yield chunk

@@ -36,6 +36,9 @@ MAX_HEAD_BYTES = 64 * 1024  # status line and header lines of one response, coun
 MAX_FIELD_BYTES = 8190  # one header's name, or its value
 MAX_HEADERS = 128
 MAX_INTERIM = 8  # 1xx answers (100 Continue, 103 Early Hints) before the real one
+# Over TLS the transport's write buffer hides the raw socket's (asyncio's sslproto and uvloop alike):
+# a request over this size that was answered early may still wait there in part, so it is not reused.
+TLS_REUSE_MAX_REQUEST = 64 * 1024
 INFLATE_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 # RFC 9110 5.6.2 token: what a header name may hold.
 TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -277,12 +280,15 @@ class Connection(asyncio.Protocol):
         self.head_bytes = 0  # bytes fed while the reply's head was incomplete (since the last 1xx)
         self.interim = 0  # 1xx answers so far
         self.answered = False  # a byte of the reply arrived
+        self.tls = False  # over TLS: the write buffer seen here is not the socket's
+        self.sent = 0  # bytes of the current request handed to the transport
 
     def send(self, data: bytes) -> Reply:
         if self.transport is None or self.reply is not None:
             raise RuntimeError("a connection carries one request at a time")
         self.reply = Reply(self)
         self.head_done, self.head_bytes, self.interim, self.answered = False, 0, 0, False
+        self.sent = len(data)
         self.transport.write(data)
         return self.reply
 
@@ -295,8 +301,10 @@ class Connection(asyncio.Protocol):
         return self.poller is None or not self.poller.poll(0)
 
     def flushed(self) -> bool:
-        """Every byte of the request left the gateway (none waits in the transport's buffer)."""
-        return self.transport is not None and self.transport.get_write_buffer_size() == 0
+        """Every byte of the request left the gateway (none waits in the transport's buffer). Over TLS
+        that buffer is only the TLS layer's, so a request is known sent only if it was small too."""
+        return (self.transport is not None and self.transport.get_write_buffer_size() == 0
+                and (not self.tls or self.sent <= TLS_REUSE_MAX_REQUEST))
 
     def abort(self) -> None:
         """Close at once: what waits to be sent is dropped (an upstream that stopped reading must not
@@ -320,6 +328,7 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport, self.open = cast(asyncio.Transport, transport), True  # uvloop's is no subclass
         self.poller = _poller(transport)
+        self.tls = transport.get_extra_info("ssl_object") is not None
 
     def data_received(self, data: bytes) -> None:
         reply = self.reply
