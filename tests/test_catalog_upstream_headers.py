@@ -68,3 +68,16 @@ def test_a_url_with_a_password_is_refused_unechoed_whatever_its_scheme(tmp_path:
     manifest(tmp_path, {"url": url})
     assert problems(tmp_path) == [
         "url must not carry credentials (user:password@): put them in headers or credentials"]
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("ftp://upstream.example/mcp?api_key=${UP_KEY}", "got scheme 'ftp'"),
+    ("upstream.example/mcp?api_key=${UP_KEY}", "got no scheme"),
+])
+def test_a_url_of_another_scheme_is_refused_naming_only_its_scheme(tmp_path: Path, url: str, shown: str) -> None:
+    """The URL is expanded from the environment first: a secret in its query must not reach the error."""
+    manifest(tmp_path, {"url": url})
+    with pytest.raises(CatalogError) as caught:
+        load_catalog(tmp_path, {"UP_KEY": SECRET})
+    assert SECRET not in str(caught.value)
+    assert [problem.message for problem in caught.value.problems] == [f"url must be http:// or https://, {shown}"]

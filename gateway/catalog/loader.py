@@ -40,6 +40,7 @@ ID_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,47}\Z")
 NAMESPACE_PATTERN = re.compile(r"^([a-z][a-z0-9-]{0,47})?\Z")
 TOOL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,128}\Z")
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")  # RFC 3986 3.1
 SERVER_KEYS = frozenset({"id", "namespace", "owner", "description", "transport", "timeout_s", "tools",
                          "credentials"})
 CREDENTIAL_KEYS = frozenset({"mode", "resource", "secret", "header", "format", "env_var", "vault"})
@@ -233,7 +234,10 @@ class _ManifestReader:
                                                "headers or credentials")
             return None
         if not url.startswith(("http://", "https://")) and not unresolved:
-            self.problem(("transport", "url"), f"url must be http:// or https://, got {url!r}")
+            # Only the scheme is shown: the rest of the URL may hold a secret from the environment (?api_key=).
+            scheme = URL_SCHEME.match(url)
+            self.problem(("transport", "url"), "url must be http:// or https://, got "
+                                               + (f"scheme {scheme.group(1)!r}" if scheme else "no scheme"))
             return None
         headers = raw.get("headers") or {}
         if not isinstance(headers, dict):
