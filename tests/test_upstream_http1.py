@@ -209,21 +209,27 @@ async def test_a_dropped_kept_alive_connection_is_resent_fresh_only_without_side
 
 async def test_a_connection_idle_past_the_upstreams_keep_alive_timeout_is_not_reused(
         tmp_path: Path, raw: RawUpstream) -> None:
-    """An upstream that says `Keep-Alive: timeout=1` closes idle connections sooner than KEEPALIVE_S:
-    the gateway keeps a margin of 1 s below it (so here reuses none); one that says nothing keeps them."""
+    """An upstream that says `Keep-Alive: timeout=1` closes idle connections sooner than KEEPALIVE_S: the
+    gateway reuses one only within a margin below it (here 0.5 s, not 1 s - 1 s = never), and closes one
+    that idled past the margin itself; one that says nothing keeps them."""
     process, short = start_raw(tmp_path, "--keep-alive-timeout", "1")
     try:
-        for upstream, reused in ((short, False), (raw, True)):
+        for upstream in (short, raw):
             client = await connected(upstream)
             try:
                 await call_tool(client, "echo", text="a")
                 await call_tool(client, "echo", text="b")
-                first, second = requests(upstream.entries(), "tools/call")
+                assert client.http is not None
+                [pooled] = client.http.idle
+                pooled.idle_since -= 0.6  # idle longer than the margin, still within the upstream's 1 s
+                await call_tool(client, "echo", text="c")
+                first, second, third = requests(upstream.entries(), "tools/call")
             finally:
                 await client.close()
-            assert (second["conn"] == first["conn"]) is reused
-            if not reused:
-                assert second["seq"] == 1
+            assert second["conn"] == first["conn"]
+            assert (third["conn"] == first["conn"]) is (upstream is raw)
+            if upstream is short:
+                assert third["seq"] == 1
                 assert await upstream.wait_closed(first["conn"]) == "by the client"  # not left to the upstream
     finally:
         stop(process)
@@ -591,3 +597,20 @@ async def test_a_tls_connection_answered_before_its_body_was_sent_is_not_reused(
 async def read_all(reply: Reply) -> AsyncIterator[bytes]:
     while chunk := await reply.read_chunk():
         yield chunk
+
+
+async def test_a_keep_alive_timeout_that_is_no_ascii_number_is_ignored(tmp_path: Path) -> None:
+    """`timeout=²` ("²".isdigit() holds, float("²") raises, inside the parse): the reply is read as any other."""
+    process, odd = start_raw(tmp_path, "--keep-alive-timeout", "\u00b2")
+    try:
+        client = await connected(odd)
+        try:
+            reply = await call_tool(client, "echo", text="kept")
+            assert client.http is not None
+            [pooled] = client.http.idle
+        finally:
+            await client.close()
+    finally:
+        stop(process)
+    assert reply["result"]["content"][0]["text"] == "kept"
+    assert pooled.keepalive_s is None

@@ -135,11 +135,13 @@ def _poller(transport: asyncio.BaseTransport) -> select.poll | None:
 
 
 def _keep_alive_timeout(value: str) -> float | None:
-    """The `timeout=N` of a Keep-Alive header, if it names one."""
+    """The `timeout=N` of a Keep-Alive header, if it names one (None for a value that is no ASCII number:
+    called while httptools parses, so it never raises)."""
     for param in value.split(","):
         key, _, number = param.partition("=")
-        if key.strip().lower() == "timeout" and number.strip().isdigit():
-            return float(number.strip())
+        number = number.strip()
+        if key.strip().lower() == "timeout" and number.isascii() and number.isdigit():
+            return float(number)
     return None
 
 
@@ -417,6 +419,12 @@ class Connection(asyncio.Protocol):
         reply.on_complete(self.parser.should_keep_alive())
 
 
+def _reuse_margin(upstream_timeout_s: float) -> float:
+    """How long a connection may idle before reuse when the upstream closes idle ones after
+    `upstream_timeout_s`: a margin below it, proportional for a short one (timeout=1 gives 0.5 s, not 0)."""
+    return max(upstream_timeout_s - 1.0, upstream_timeout_s / 2)
+
+
 def _reads_to_close(reply: Reply) -> bool:
     """A body framed by the connection's end: no Content-Length and not chunked."""
     if "content-length" in reply.headers:
@@ -509,7 +517,7 @@ class Http1Client:
         while self.idle:
             connection = self.idle.pop()
             limit = self.keepalive_s if connection.keepalive_s is None else min(
-                self.keepalive_s, connection.keepalive_s - 1.0)
+                self.keepalive_s, _reuse_margin(connection.keepalive_s))
             if now - connection.idle_since < limit and connection.quiet():
                 connection.reused = True
                 return connection
