@@ -24,6 +24,7 @@ from typing import cast
 from urllib.parse import quote, urlsplit
 
 import httptools
+import idna
 
 MAX_CONNECTIONS = 256  # open at once per upstream; more requests wait for one
 MAX_IDLE = 64  # kept-alive connections held per upstream; more are closed when their reply ends
@@ -46,6 +47,7 @@ TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # anything else (spaces, controls, non-ASCII) is percent-encoded, as yarl did.
 PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 QUERY_SAFE = PATH_SAFE + "?"
+LONE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")  # a % that starts no escape (/100%, ?q=%zz)
 # Verified TLS with the system's CAs (SSL_CERT_FILE / SSL_CERT_DIR apply), as aiohttp's default:
 # built at import because loading the CA store reads files, which must not happen on the loop.
 DEFAULT_TLS = ssl.create_default_context()
@@ -95,13 +97,18 @@ def origin_of(url: str) -> Origin:
         raise ValueError("the upstream URL must be http:// or https:// with a host")
     secure = parts.scheme == "https"
     port = parts.port or (443 if secure else 80)
-    host = parts.hostname if parts.hostname.isascii() else parts.hostname.encode("idna").decode("ascii")
+    # IDNA 2008 with UTS 46 mapping, as browsers: str.encode("idna") is IDNA 2003 (faß.de -> fass.de, another domain).
+    host = parts.hostname if parts.hostname.isascii() else idna.encode(parts.hostname, uts46=True).decode("ascii")
     authority = f"[{host}]" if ":" in host else host
     if parts.port is not None and parts.port != (443 if secure else 80):
         authority = f"{authority}:{port}"
-    target = quote(parts.path or "/", safe=PATH_SAFE) + (f"?{quote(parts.query, safe=QUERY_SAFE)}"
-                                                         if parts.query else "")
+    target = _escaped(parts.path or "/", PATH_SAFE) + (f"?{_escaped(parts.query, QUERY_SAFE)}" if parts.query else "")
     return Origin(host, port, DEFAULT_TLS if secure else None, authority, target)
+
+
+def _escaped(text: str, safe: str) -> str:
+    """`text` percent-encoded for a request line: an existing %XX kept as it is, a lone % sent as %25."""
+    return quote(LONE_PERCENT.sub("%25", text), safe=safe)
 
 
 def header_lines(headers: dict[str, str]) -> str:
