@@ -177,7 +177,9 @@ def test_an_answer_in_another_order_or_without_a_decision() -> None:
     late = read_answer('{' + diagnostics + ',"metrics":{"total":1},"decision":"Allow"}')
     assert late.decision == cedarpy.Decision.Allow and late.diagnostics.reasons == ["policy0"]
     for text in ('{' + diagnostics + ',"metrics":{}}', '{"decision":"Maybe",' + diagnostics + ',"metrics":{}}',
-                 '{"decision":null,' + diagnostics + '}', '["Allow"]'):
+                 '{"decision":null,' + diagnostics + '}', '["Allow"]',
+                 '{"decision":["Allow"],' + diagnostics + ',"metrics":{}}',  # unhashable: not a TypeError
+                 '{"decision":{"Allow":1},' + diagnostics + ',"metrics":{}}'):
         with pytest.raises(ValueError):
             read_answer(text)
 

@@ -27,7 +27,8 @@ class Answer(cedarpy.AuthzResult):
 
     def __init__(self, answer: dict[str, Any]) -> None:
         super().__init__(answer)
-        decision = _DECISIONS.get(answer.get("decision"))  # type: ignore[arg-type]
+        raw = answer.get("decision")  # a list or a dict is unhashable: no lookup, ValueError below
+        decision = _DECISIONS.get(raw) if isinstance(raw, str) else None
         if decision is None:  # ValueError, as for any answer Cedar's caller cannot read: the engine denies
             raise ValueError(f"Cedar answered no known decision: {str(answer.get('decision'))[:64]!r}")
         self.decision = decision
