@@ -35,6 +35,7 @@ from gateway.upstream.http1 import (
     MAX_HEADERS,
     MAX_INTERIM,
     BadResponse,
+    Disconnected,
     Http1Client,
     Origin,
     Reply,
@@ -616,3 +617,23 @@ async def test_a_keep_alive_timeout_that_is_no_ascii_number_is_ignored(tmp_path:
         stop(process)
     assert reply["result"]["content"][0]["text"] == "kept"
     assert pooled.keepalive_s is None
+
+
+@pytest.mark.parametrize("reset", [False, True])
+async def test_a_body_framed_by_the_connections_end_is_whole_only_if_the_upstream_closed_it(
+        raw: RawUpstream, reset: bool) -> None:
+    """No Content-Length, not chunked: a FIN ends the body; a reset mid-body is an error, never a short body."""
+    client = Http1Client(origin_of(f"http://127.0.0.1:{raw.port}/mcp"), 30.0)
+    call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "unframed", "arguments": {"reset": reset}}}
+    head = f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{raw.port}\r\nContent-Type: application/json\r\n"
+    try:
+        async with client.request(head, json.dumps(call).encode()) as reply:
+            if reset:
+                with pytest.raises(Disconnected):
+                    [chunk async for chunk in read_all(reply)]
+            else:
+                body = b"".join([chunk async for chunk in read_all(reply)])
+                assert json.loads(body)["id"] == 7
+    finally:
+        client.close()

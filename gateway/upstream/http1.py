@@ -291,6 +291,7 @@ class Connection(asyncio.Protocol):
         self.answered = False  # a byte of the reply arrived
         self.tls = False  # over TLS: the write buffer seen here is not the socket's
         self.sent = 0  # bytes of the current request handed to the transport
+        self.aborted = False  # closed by the gateway itself, not by the upstream
 
     def send(self, data: bytes) -> Reply:
         if self.transport is None or self.reply is not None:
@@ -318,7 +319,7 @@ class Connection(asyncio.Protocol):
     def abort(self) -> None:
         """Close at once: what waits to be sent is dropped (an upstream that stopped reading must not
         hold a request's body in the gateway, nor TLS wait for a close_notify that never comes)."""
-        self.open = False
+        self.open, self.aborted = False, True
         if self.transport is not None:
             self.transport.abort()
 
@@ -369,8 +370,10 @@ class Connection(asyncio.Protocol):
         self.open = False
         reply = self.reply
         if reply is not None and not reply.complete:
-            if reply.headers_read.done() and _reads_to_close(reply):
-                reply.on_complete(False)  # a body without a length ends where the connection does
+            if exc is None and not self.aborted and reply.headers_read.done() and _reads_to_close(reply):
+                # A body without a length ends where the upstream closes the connection: not at a reset,
+                # nor where the gateway aborted it (that body may be cut short).
+                reply.on_complete(False)
             else:
                 stale = self.reused and not self.answered
                 reply.fail(Disconnected("the upstream closed the connection before its reply ended", stale))
