@@ -34,6 +34,7 @@ from gateway.catalog.model import (
 )
 from gateway.catalog.yaml_lines import LinedDocument, load_lined
 from gateway.file_problems import FileProblem, joined
+from gateway.protocol.http_token import HTTP_TOKEN
 
 RESERVED_NAMESPACE = "narrowgate"  # narrowgate__complete_task and friends
 ID_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,47}\Z")
@@ -51,7 +52,6 @@ TOOL_KEYS = frozenset({"name", "risk", "data_classes", "owner", "egress", "defin
 PIN_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")
 ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 GATEWAY_ENV_PREFIX = "NARROWGATE_"  # the gateway's own settings and secrets: never a child's
-HEADER_NAME_PATTERN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")  # an RFC 9110 token
 # How a message is framed and the connection kept: the upstream client's alone, never the catalog's.
 CONNECTION_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
                                 "te", "trailer", "proxy-connection"})
@@ -69,7 +69,7 @@ def has_userinfo(url: str) -> bool:
 
 def header_name_problem(name: str) -> str | None:
     """Why `name` cannot be an upstream request header the catalog sets, if it cannot."""
-    if HEADER_NAME_PATTERN.match(name) is None:
+    if HTTP_TOKEN.fullmatch(name) is None:
         return f"header name {name!r} is not an HTTP token (letters, digits and !#$%&'*+-.^_`|~)"
     if name.lower() in CONNECTION_HEADERS:
         return f"header {name!r} frames the message or the connection: the gateway sets it, not the catalog"

@@ -26,6 +26,8 @@ from urllib.parse import quote, urlsplit
 import httptools
 import idna
 
+from gateway.protocol.http_token import HTTP_TOKEN
+
 MAX_CONNECTIONS = 256  # open at once per upstream; more requests wait for one
 MAX_IDLE = 64  # kept-alive connections held per upstream; more are closed when their reply ends
 READ_AHEAD_BYTES = 256 * 1024  # body bytes read before the reader takes them: then the socket pauses
@@ -41,8 +43,6 @@ MAX_INTERIM = 8  # 1xx answers (100 Continue, 103 Early Hints) before the real o
 # a request over this size that was answered early may still wait there in part, so it is not reused.
 TLS_REUSE_MAX_REQUEST = 64 * 1024
 INFLATE_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
-# RFC 9110 5.6.2 token: what a header name may hold.
-TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Characters a request target may carry as they are (RFC 3986 pchar plus "/" and, in a query, "?");
 # anything else (spaces, controls, non-ASCII) is percent-encoded, as yarl did.
 PATH_SAFE = "/%:@!$&'()*+,;=-._~"
@@ -127,7 +127,7 @@ def header_lines(headers: dict[str, str]) -> str:
 
 @functools.lru_cache(maxsize=1024)  # the same few names on every call: checked once each
 def _is_token(name: str) -> bool:
-    return TOKEN.fullmatch(name) is not None
+    return HTTP_TOKEN.fullmatch(name) is not None
 
 
 def _poller(transport: asyncio.BaseTransport) -> select.poll | None:
