@@ -192,6 +192,8 @@ def test_a_new_read_set_drops_the_old_ones_contexts() -> None:
     for facts, approved in every_facts():
         builder.build_json(old, facts, approved)
     assert builder.remembered(old)[0] > 0
+    assert builder.remembered(new) == (0, 0)
+    assert builder.remembered(old)[0] > 0  # asking about another read set changed nothing
     facts = RequestFacts(now=WEDNESDAY, era="2026-07-28", client="c")
     assert builder.build_json(new, facts, False) == plain(builder, new, facts, False)
     assert builder.remembered(new)[0] == 1

@@ -103,9 +103,10 @@ class ContextBuilder:
         return last[1]
 
     def remembered(self, reads: ContextReads) -> tuple[int, int]:
-        """(contexts, their JSON bytes) remembered for `reads` (for tests and benchmarks)."""
-        plan = self._plan(reads)
-        return (0, 0) if plan is None else plan.known_size()
+        """(contexts, their JSON bytes) remembered for `reads` (for tests and benchmarks). Only looks: a read
+        set other than the one in force has nothing remembered, and asking does not make it the one."""
+        last = self._last_plan
+        return (0, 0) if last is None or last[0] is not reads or last[1] is None else last[1].known_size()
 
     def build(self, reads: ContextReads, facts: RequestFacts, approved: bool, cedar_input: object = None,
               input_whole: bool = False) -> dict[str, Any]:
