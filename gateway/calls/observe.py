@@ -27,12 +27,10 @@ class Observe:
         """An allowed call: observed (a kill switch refuses it), then counted against its task's budget; in one
         step when the chain signals are also the task call counts (a fleet: one round trip)."""
         principal = call.principal
-        if principal.task_id is None:  # a task-less call has no budget to count against
+        if principal.task_id is None or self.counts is None:
             await self(call)
-            return
-        if self.counts is None:
-            await self(call)
-            await self.tasks.consume(principal)
+            if principal.task_id is not None:  # a task-less call has no budget to count against
+                await self.tasks.consume(principal)
             return
         counter = ObservedCount(self.monitor, self.counts, call)
         try:
