@@ -65,11 +65,10 @@ def prepared_record(event: AuditEvent, at: float, digests: Callable[[str], str] 
     at = float(at)
     try:
         prepared = _plain(event, at, digests)
+        if prepared is not None:
+            return prepared
     except (orjson.JSONEncodeError, UnicodeEncodeError):
-        # A lone surrogate (orjson refuses it, and so does the ASCII-only digest key): normalized below.
-        prepared = None
-    if prepared is not None:
-        return prepared
+        pass  # a lone surrogate (orjson refuses it, and so does the ASCII-only digest key): normalized below
     # Not plain JSON (or NUL in a text field): normalized as unsealed_record normalizes it, then spelled by
     # the stdlib where orjson's spelling would differ.
     return _normalized(json_normalized(raw_record(event, at)), digests)

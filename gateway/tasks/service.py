@@ -626,13 +626,7 @@ class TaskService:
         still holds as active: that replica did not hold them, or its writes failed."""
         if ended:
             self._missed.update((task.id, (task, previous)) for task, previous in ended)
-            self._later(self._write_missed())
-
-    async def _write_missed(self) -> None:
-        try:
-            await self._write_missed_pending()
-        except Exception:
-            log.exception("could not record the end of %d task(s) ended elsewhere; retrying", len(self._missed))
+            self._later(self._logged(self._write_missed_pending))
 
     async def _write_missed_pending(self) -> None:
         """Write the ends in `_missed` that the store does not hold; one whose look-up fails stays for the next

@@ -10,6 +10,7 @@ every collection, so every collection reaches `_receive_metrics`.
 from __future__ import annotations
 
 import logging
+import traceback
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics.export import (
@@ -47,10 +48,8 @@ class LeanMerging(MetricReader):
             if not self._merge_failed:
                 self._merge_failed = True
                 # The class and place only: an exception's message may quote attribute values.
-                where = exc.__traceback__
-                while where is not None and where.tb_next is not None:
-                    where = where.tb_next
-                place = f"{where.tb_frame.f_code.co_filename}:{where.tb_lineno}" if where is not None else "?"
+                last = traceback.extract_tb(exc.__traceback__)[-1:]
+                place = f"{last[0].filename}:{last[0].lineno}" if last else "?"
                 log.error("telemetry: the duration histograms were left out of a %s batch (%s at %s); "
                           "exporting the rest", type(self).__name__, type(exc).__name__, place)
             return metrics_data

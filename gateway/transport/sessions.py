@@ -237,7 +237,8 @@ class SessionRegistry:
         else:
             mine = len(self.by_person.get((principal.agent_id, person), ()))
             check_person_caps(mine, owned, self.max_per_agent, self.max_per_client)
-            check_caps(0, len(self.sessions), self.max_per_agent, self.max_total)  # the gateway's total
+            if len(self.sessions) >= self.max_total:  # the gateway's total
+                raise total_limit(self.max_total)
         session = AgentSession(secrets.token_urlsafe(24), principal, protocol_version, capabilities, info,
                                last_seen=self.clock(), new_log=self.new_log, general=self.new_log("s"))
         self.add(session)

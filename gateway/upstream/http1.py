@@ -196,10 +196,6 @@ class Reply:
         value = self.headers.get("content-length")
         return int(value) if value is not None and value.isdigit() else None
 
-    @property
-    def compressed(self) -> bool:
-        return "content-encoding" in self.headers
-
     async def read_chunk(self) -> bytes:
         """The next piece of the body, inflated if it was compressed; b"" at its end."""
         while True:
