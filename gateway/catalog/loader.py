@@ -34,7 +34,7 @@ from gateway.catalog.model import (
 )
 from gateway.catalog.yaml_lines import LinedDocument, load_lined
 from gateway.file_problems import FileProblem, joined
-from gateway.protocol.http_token import HTTP_TOKEN
+from gateway.protocol.http_token import HTTP_TOKEN, breaks_header
 
 RESERVED_NAMESPACE = "narrowgate"  # narrowgate__complete_task and friends
 ID_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,47}\Z")
@@ -253,7 +253,7 @@ class _ManifestReader:
         value without CR, LF or NUL (which would end the header early). Messages never show the value."""
         if (problem := header_name_problem(name)) is not None:
             self.problem(where, problem)
-        if value is not None and any(c in value for c in "\r\n\0"):
+        if value is not None and breaks_header(value):
             self.problem(where, f"header {name!r} holds a line break or NUL (its value is not shown)")
 
     def stdio_transport(self, raw: dict[str, Any]) -> StdioTransport | None:

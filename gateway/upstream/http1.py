@@ -26,7 +26,7 @@ from urllib.parse import quote, urlsplit
 import httptools
 import idna
 
-from gateway.protocol.http_token import HTTP_TOKEN
+from gateway.protocol.http_token import HTTP_TOKEN, breaks_header
 
 MAX_CONNECTIONS = 256  # open at once per upstream; more requests wait for one
 MAX_IDLE = 64  # kept-alive connections held per upstream; more are closed when their reply ends
@@ -119,7 +119,7 @@ def header_lines(headers: dict[str, str]) -> str:
     for name, value in headers.items():
         if not _is_token(name):
             raise ValueError(f"header name {name!r} is not an HTTP token; not sent")
-        if "\n" in value or "\r" in value or "\0" in value:
+        if breaks_header(value):
             raise ValueError(f"header {name!r} holds a line break or NUL; not sent")
         lines.append(f"{name}: {value}\r\n")
     return "".join(lines)
