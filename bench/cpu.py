@@ -31,13 +31,16 @@ def _stat_fields(pid: int) -> list[str] | None:
     return raw[raw.rindex(")") + 2 :].split()
 
 
-def _own_ticks(pid: int, with_reaped_children: bool) -> int:
+def _own_ticks(pid: int, with_reaped_children: bool) -> tuple[int, int]:
+    """(user, system) clock ticks of one process."""
     fields = _stat_fields(pid)
     if fields is None:
-        return 0
+        return 0, 0
     # After the ")" split, index 0 is field 3 (state): utime is field 14 -> index 11.
     utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
-    return utime + stime + ((cutime + cstime) if with_reaped_children else 0)
+    if with_reaped_children:
+        return utime + cutime, stime + cstime
+    return utime, stime
 
 
 def _children(pid: int) -> list[int]:
@@ -64,11 +67,18 @@ def descendants(pid: int) -> list[int]:
     return found[:MAX_TREE]
 
 
+def tree_ticks(pid: int) -> tuple[int, int]:
+    """(user, system) clock ticks of ``pid``, its reaped children and its live descendants."""
+    user, system = _own_ticks(pid, with_reaped_children=True)
+    for kid in descendants(pid):
+        kid_user, kid_system = _own_ticks(kid, with_reaped_children=True)
+        user, system = user + kid_user, system + kid_system
+    return user, system
+
+
 def tree_cpu_s(pid: int) -> float:
     """CPU seconds (user+system) of ``pid``, its reaped children and its live descendants."""
-    ticks = _own_ticks(pid, with_reaped_children=True)
-    ticks += sum(_own_ticks(kid, with_reaped_children=True) for kid in descendants(pid))
-    return ticks / CLK_TCK
+    return sum(tree_ticks(pid)) / CLK_TCK
 
 
 def self_cpu_s() -> float:
@@ -77,10 +87,16 @@ def self_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def system_key(name: str) -> str:
+    """The key under which a CpuMeter keeps the system (kernel) part of ``name``'s CPU."""
+    return f"{name}.sys"
+
+
 @dataclass
 class CpuMeter:
     """Samples CPU of named process trees (and optionally this process) around a phase; a name may stand
-    for several trees (the replicas of one gateway), whose CPU is added."""
+    for several trees (the replicas of one gateway), whose CPU is added. Each name's system (kernel) part
+    is kept as well, under ``system_key(name)``: it tells socket and thread wake-up costs from Python's."""
 
     pids: dict[str, int | tuple[int, ...]]
     include_self: bool = True
@@ -90,8 +106,11 @@ class CpuMeter:
         self.used_s: dict[str, float] = {}
 
     def _sample(self) -> dict[str, float]:
-        sample = {name: sum(tree_cpu_s(pid) for pid in (pids if isinstance(pids, tuple) else (pids,)))
-                  for name, pids in self.pids.items()}
+        sample: dict[str, float] = {}
+        for name, pids in self.pids.items():
+            ticks = [tree_ticks(pid) for pid in (pids if isinstance(pids, tuple) else (pids,))]
+            sample[name] = sum(user + system for user, system in ticks) / CLK_TCK
+            sample[system_key(name)] = sum(system for _, system in ticks) / CLK_TCK
         if self.include_self:
             sample["loadgen"] = self_cpu_s()
         return sample

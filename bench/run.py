@@ -63,7 +63,7 @@ import aiohttp
 import orjson
 import yaml
 
-from bench.cpu import CpuMeter
+from bench.cpu import CpuMeter, system_key
 from bench.load import LEGACY, MODERN, PhaseResult, Target, run_phase
 from bench.revocation import Revocable, measure
 
@@ -587,6 +587,8 @@ def summary_rows(plan: Plan, sides: dict[str, Side]) -> list[Row]:
             phase = "serial" if n == 1 else f"concurrent-{n}"
             who = "serial" if n == 1 else f"{n} agents"
             metric(f"proxy CPU ms/call, {who}{tag}", phase, era, lambda p, _: p.cpu_ms_per_call.get(PROXY))
+        metric(f"  of it system (kernel), 16 agents{tag}", TARGET_PHASE, era,
+               lambda p, _: p.cpu_ms_per_call.get(system_key(PROXY)))
         metric(f"serial p50 ms{tag}", "serial", era, lambda p, _: p.p50_ms)
         metric(f"serial p50 added over direct ms{tag}", "serial", era,
                lambda p, d: p.p50_ms - d.p50_ms if d is not None and p is not d else None)
