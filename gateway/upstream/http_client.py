@@ -38,6 +38,7 @@ from gateway.upstream.base import (
     modern_params,
     refusal,
 )
+from gateway.upstream.deadlines import Deadlines
 from gateway.upstream.http1 import (
     ACCEPT_ENCODING,
     ConnectFailed,
@@ -92,6 +93,7 @@ class HttpUpstream:
         self.http: Http1Client | None = None
         self._modern_block = ""
         self.ids = itertools.count(1)
+        self.deadlines = Deadlines()  # the calls' timeouts
         self.probe_lock = asyncio.Lock()
         self.next_probe_at = 0.0
         self.backoff_s = RECONNECT_MIN_S
@@ -221,7 +223,7 @@ class HttpUpstream:
         request_id = next(self.ids)
         era = ctx.era if ctx.era in self.eras else next(iter(self.eras))
         try:
-            async with asyncio.timeout(ctx.timeout_s):
+            with self.deadlines.within(ctx.timeout_s):  # asyncio.timeout's behaviour on shared timers
                 return await self.send(era, request_id, method, params, ctx)
         except TimeoutError:
             self.cancel_upstream(era, request_id, "timed out at the gateway")
