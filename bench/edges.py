@@ -10,7 +10,7 @@ is one operation's instructions, independent of the machine's load (docs/perform
 Operations:
     timeout    a call's timeout as `asyncio.timeout` (what main had): enter, await a finished step, leave
     deadline   the same on shared timers (gateway/upstream/deadlines.py)
-    mint       one per-call upstream token (`UpstreamAuth.for_call`: claims, JSON, base64url, ES256 signature)
+    mint       one per-call upstream token (`UpstreamAuth.token_headers`: claims, JSON, base64url, ES256 signature)
     sign       the ES256 signature of a 450-byte input alone (cryptography), for scale
 """
 
@@ -81,8 +81,8 @@ async def op_mint() -> Step:
     principal = Principal(agent_id="bench-agent", auth_method="static-token")  # as a static token's
     digest = argument_digest({"text": "hello"})
 
-    async def step() -> dict[str, str]:
-        return await auth.for_call(server, principal, "echo", digest, None, os.urandom(16).hex())
+    def step() -> dict[str, str]:  # what the credential stage does for a gateway-token upstream
+        return auth.token_headers(server.credentials, principal, "echo", digest, None, os.urandom(16).hex())
     return step
 
 
