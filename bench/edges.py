@@ -12,6 +12,8 @@ Operations:
     deadline   the same on shared timers (gateway/upstream/deadlines.py)
     mint       one per-call upstream token (`UpstreamAuth.token_headers`: claims, JSON, base64url, ES256 signature)
     sign       the ES256 signature of a 450-byte input alone (cryptography), for scale
+    hop-legacy one tools/call through `HttpUpstream.call` (2025-11-25 session) to bench/upstream.py, reply read
+    hop-modern the same, stateless 2026-07-28
 """
 
 from __future__ import annotations
@@ -86,6 +88,58 @@ async def op_mint() -> Step:
     return step
 
 
+async def op_hop(era: str) -> Step:
+    """One tools/call through HttpUpstream.call to bench/upstream.py (its own process), as Forward sends it."""
+    from gateway.catalog.model import HttpTransport, ServerEntry
+    from gateway.upstream.base import CallContext
+    from gateway.upstream.http_client import HttpUpstream
+
+    upstream, port = _upstream()
+    server = ServerEntry(id="bench", namespace="bench", owner="bench", description="", timeout_s=30.0,
+                         transport=HttpTransport(url=f"http://127.0.0.1:{port}/mcp"), tools=MappingProxyType({}),
+                         source=Path("bench.yaml"))
+
+    async def no_events(server_id: str, message: dict[str, Any]) -> None:
+        return None
+
+    async def discovery() -> dict[str, str]:
+        return {"Authorization": "Bearer discovery"}
+
+    client = HttpUpstream(server, no_events, discovery)
+    await client.start()
+    auth = {"Authorization": "Bearer " + "x" * 600}  # about the size of a per-call ES256 token
+    params = {"name": "echo", "arguments": {"text": "hello"}}
+
+    async def step() -> None:
+        ctx = CallContext(era=era, timeout_s=server.timeout_s, auth=auth)
+        reply = await client.call("tools/call", params, ctx)
+        assert reply["result"]["content"][0]["text"] == "hello", reply
+    _KEEP.append((upstream, client))
+    return step
+
+
+_KEEP: list[Any] = []
+
+
+def _upstream() -> tuple[subprocess.Popen[str], int]:
+    process = subprocess.Popen([sys.executable, "-m", "bench.upstream", "--port", "0"], stdout=subprocess.PIPE,
+                               text=True)
+    assert process.stdout is not None
+    return process, int(process.stdout.readline().split()[1])
+
+
+async def op_hop_legacy() -> Step:
+    from gateway.protocol.eras import LEGACY_ERA
+
+    return await op_hop(LEGACY_ERA)
+
+
+async def op_hop_modern() -> Step:
+    from gateway.protocol.eras import MODERN_ERA
+
+    return await op_hop(MODERN_ERA)
+
+
 async def op_sign() -> Step:
     from gateway.credentials.keys import _ECDSA_SHA256
 
@@ -96,6 +150,7 @@ async def op_sign() -> Step:
 
 OPS: dict[str, Callable[[], Awaitable[Step]]] = {
     "bare": op_bare, "timeout": op_timeout, "deadline": op_deadline, "mint": op_mint, "sign": op_sign,
+    "hop-legacy": op_hop_legacy, "hop-modern": op_hop_modern,
 }
 
 
@@ -111,6 +166,10 @@ async def run(op: str, calls: int) -> None:
         result = step()
         if asyncio.iscoroutine(result):
             await result
+    for process, client in _KEEP:
+        await client.close()
+        process.terminate()
+        process.wait()
 
 
 def counted(op: str, calls: int) -> int:
