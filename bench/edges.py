@@ -12,6 +12,9 @@ Operations:
     deadline   the same on shared timers (gateway/upstream/deadlines.py)
     mint       one per-call upstream token (`UpstreamAuth.token_headers`: claims, JSON, base64url, ES256 signature)
     sign       the ES256 signature of a 450-byte input alone (cryptography), for scale
+    layer      `bare` behind one more coroutine frame (subtract `bare`: one frame's cost)
+    stage      a telemetry stage with tracing off, entered and left (subtract `nothing`)
+    nothing    a plain call of a lambda
     hop-legacy one tools/call through `HttpUpstream.call` (2025-11-25 session) to bench/upstream.py, reply read
     hop-modern the same, stateless 2026-07-28
 """
@@ -57,6 +60,32 @@ async def op_bare() -> Step:
     async def step() -> None:
         await asyncio.sleep(0)
     return step
+
+
+async def op_layer() -> Step:
+    """`bare` behind one more coroutine frame (what handing a coroutine on instead of awaiting it saves)."""
+    async def inner() -> None:
+        await asyncio.sleep(0)
+
+    async def step() -> None:
+        await inner()
+    return step
+
+
+async def op_stage() -> Step:
+    """A no-op telemetry stage with tracing off (`with telemetry.stage("mint"): pass`)."""
+    from gateway.telemetry import Telemetry
+
+    telemetry = Telemetry.from_env({})
+
+    def step() -> None:
+        with telemetry.stage("mint"):
+            pass
+    return step
+
+
+async def op_nothing() -> Step:
+    return lambda: None
 
 
 def _keyring() -> Any:
@@ -150,7 +179,8 @@ async def op_sign() -> Step:
 
 OPS: dict[str, Callable[[], Awaitable[Step]]] = {
     "bare": op_bare, "timeout": op_timeout, "deadline": op_deadline, "mint": op_mint, "sign": op_sign,
-    "hop-legacy": op_hop_legacy, "hop-modern": op_hop_modern,
+    "hop-legacy": op_hop_legacy, "hop-modern": op_hop_modern, "layer": op_layer, "stage": op_stage,
+    "nothing": op_nothing,
 }
 
 

@@ -27,8 +27,9 @@ class Credential:
         principal = call.principal
         txn = call.request.trace_id or os.urandom(16).hex()  # no trace: 128 random bits (secrets.token_hex(16))
         digest = decision.args_digest or argument_digest(arguments)
+        if server.credentials.mode == "gateway-token" and not self.telemetry.tracing_enabled:
+            # Nothing to wait for and no span to open: the token alone.
+            return self.auth.token_headers(server.credentials, principal, call.entry.name, digest,
+                                           principal.task_id, txn)
         with self.telemetry.stage("mint"):
-            if server.credentials.mode == "gateway-token":  # nothing to wait for: no coroutine
-                return self.auth.token_headers(server.credentials, principal, call.entry.name, digest,
-                                               principal.task_id, txn)
             return await self.auth.for_call(server, principal, call.entry.name, digest, principal.task_id, txn)

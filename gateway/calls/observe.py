@@ -4,6 +4,8 @@ of it, and the request's metrics and span are written by the transport from the 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from gateway.calls.call import ToolCall
 from gateway.catalog.model import ToolEntry
 from gateway.chain.detectors import Detection
@@ -19,9 +21,10 @@ class Observe:
         self.tasks = tasks
         self.counts = monitor.counting(tasks.tasks.budgets)  # a fleet's: observes and counts in one step
 
-    async def __call__(self, call: ToolCall) -> None:
-        """Whatever the decision came to (a kill switch refuses the call in hand)."""
-        await self.monitor.observe(call.principal, call.entry, call.request.record.outcome())
+    def __call__(self, call: ToolCall) -> Awaitable[None]:
+        """Whatever the decision came to (a kill switch refuses the call in hand); the monitor's coroutine, handed
+        on to be awaited."""
+        return self.monitor.observe(call.principal, call.entry, call.request.record.outcome())
 
     async def allowed(self, call: ToolCall) -> None:
         """An allowed call: observed (a kill switch refuses it), then counted against its task's budget; in one
