@@ -307,7 +307,8 @@ class HttpUpstream:
         drained: leaving the request's `async with` closes its connection."""
         ctype = resp.content_type
         if ctype == "application/json":
-            reply = orjson.loads(await self.read_body(resp))
+            body = self.ready_body(resp)  # all of it came with the head: no read_body coroutine
+            reply = orjson.loads(body if body is not None else await self.read_body(resp))
             if isinstance(reply, dict) and ("result" in reply or "error" in reply):
                 return reply
             raise RpcError(UPSTREAM_ERROR, f"upstream {self.server_id!r} sent a malformed reply")
@@ -315,16 +316,21 @@ class HttpUpstream:
             return await self.read_stream(resp, request_id, ctx)
         raise RpcError(UPSTREAM_ERROR, f"upstream {self.server_id!r} answered HTTP {resp.status}")
 
-    async def read_body(self, resp: Reply) -> bytes:
-        """A JSON body, read up to the cap and no further."""
+    def ready_body(self, resp: Reply) -> bytes | None:
+        """A JSON body that has all arrived (not compressed), under the cap; None: read it with read_body."""
         limit = self.max_reply_bytes
         length = resp.content_length
         if length is not None and length > limit:
             raise ReplyTooLarge(self.server_id, limit)
-        if (ready := resp.ready_body()) is not None:  # all of it arrived already, not compressed
-            if len(ready) > limit:
-                raise ReplyTooLarge(self.server_id, limit)
-            return ready
+        ready = resp.ready_body()
+        if ready is not None and len(ready) > limit:
+            raise ReplyTooLarge(self.server_id, limit)
+        return ready
+
+    async def read_body(self, resp: Reply) -> bytes:
+        """A JSON body ready_body found still arriving (or compressed), read up to the cap and no further
+        (ready_body checked its Content-Length)."""
+        limit = self.max_reply_bytes
         # Counted chunk by chunk, after inflating: a compressed body may inflate past its Content-Length.
         body = bytearray()
         while chunk := await resp.read_chunk():
