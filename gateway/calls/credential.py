@@ -26,7 +26,10 @@ class Credential:
             return None
         principal = call.principal
         txn = call.request.trace_id or os.urandom(16).hex()  # no trace: 128 random bits (secrets.token_hex(16))
+        digest = decision.args_digest or argument_digest(arguments)
+        if server.credentials.mode == "gateway-token" and not self.telemetry.tracing_enabled:
+            # Nothing to wait for and no span to open: the token alone.
+            return self.auth.token_headers(server.credentials, principal, call.entry.name, digest,
+                                           principal.task_id, txn)
         with self.telemetry.stage("mint"):
-            return await self.auth.for_call(
-                server, principal, call.entry.name, decision.args_digest or argument_digest(arguments),
-                principal.task_id, txn)
+            return await self.auth.for_call(server, principal, call.entry.name, digest, principal.task_id, txn)

@@ -54,12 +54,14 @@ class Methods:
             approve=Approve(decide, step_up), credential=Credential(auth, pool, telemetry),
             forward=Forward(pool, telemetry), observe=Observe(monitor, tasks))
 
-    async def handle(self, ctx: RequestContext, method: str, params: dict[str, Any]) -> Reply:
-        """The reply body for one request: {"result": ...} or {"error": ...}; RpcError for gateway errors."""
+    def handle(self, ctx: RequestContext, method: str, params: dict[str, Any]) -> Awaitable[Reply]:
+        """The reply body for one request, to be awaited: {"result": ...} or {"error": ...}; RpcError for gateway
+        errors (an unknown method at once, the rest when awaited). The handler's coroutine is handed on, not
+        awaited here: one frame fewer per request."""
         handler = HANDLERS.get(method)
         if handler is None:
             raise RpcError(METHOD_NOT_FOUND, f"Method not found: {method}")
-        return await handler(self, ctx, params)
+        return handler(self, ctx, params)
 
     # Owned by the gateway ----------------------------------------------------------------------
 

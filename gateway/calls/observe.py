@@ -4,6 +4,8 @@ of it, and the request's metrics and span are written by the transport from the 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from gateway.calls.call import ToolCall
 from gateway.catalog.model import ToolEntry
 from gateway.chain.detectors import Detection
@@ -19,18 +21,24 @@ class Observe:
         self.tasks = tasks
         self.counts = monitor.counting(tasks.tasks.budgets)  # a fleet's: observes and counts in one step
 
-    async def __call__(self, call: ToolCall) -> None:
-        """Whatever the decision came to (a kill switch refuses the call in hand)."""
-        await self.monitor.observe(call.principal, call.entry, call.request.record.outcome())
+    def __call__(self, call: ToolCall) -> Awaitable[None]:
+        """Whatever the decision came to (a kill switch refuses the call in hand); the monitor's coroutine, handed
+        on to be awaited."""
+        return self.monitor.observe(call.principal, call.entry, call.request.record.outcome())
 
-    async def allowed(self, call: ToolCall) -> None:
+    def allowed(self, call: ToolCall) -> Awaitable[None]:
         """An allowed call: observed (a kill switch refuses it), then counted against its task's budget; in one
-        step when the chain signals are also the task call counts (a fleet: one round trip)."""
+        step when the chain signals are also the task call counts (a fleet: one round trip). To be awaited; a
+        task-less call has no budget to count against: its observation is handed on as it is."""
+        if call.principal.task_id is None:
+            return self(call)
+        return self.allowed_in_task(call)
+
+    async def allowed_in_task(self, call: ToolCall) -> None:
         principal = call.principal
-        if principal.task_id is None or self.counts is None:
+        if self.counts is None:
             await self(call)
-            if principal.task_id is not None:  # a task-less call has no budget to count against
-                await self.tasks.consume(principal)
+            await self.tasks.consume(principal)
             return
         counter = ObservedCount(self.monitor, self.counts, call)
         try:

@@ -55,13 +55,18 @@ class UpstreamAuth:
         gateway.verifier.argument_digest of the arguments sent."""
         credentials = server.credentials
         if credentials.mode == "gateway-token":
-            user = principal.user  # a person's call: the person is the subject, the agent acts (RFC 8693)
-            token = self.mint(credentials, user.subject if user else principal.agent_id, actor_of(principal), tool,
-                              arguments_digest, task_id, txn, user.issuer if user else None)
-            return {"Authorization": "Bearer " + token}
+            return self.token_headers(credentials, principal, tool, arguments_digest, task_id, txn)
         if credentials.mode == "lease":
             return await self.lease_headers(server, task_id)
         return await self.secret_headers(server)
+
+    def token_headers(self, credentials: Credentials, principal: Principal, tool: str, arguments_digest: str,
+                      task_id: str | None, txn: str) -> dict[str, str]:
+        """`for_call` of a `gateway-token` upstream, which never waits: a token minted for this one call."""
+        user = principal.user  # a person's call: the person is the subject, the agent acts (RFC 8693)
+        token = self.mint(credentials, user.subject if user else principal.agent_id, actor_of(principal), tool,
+                          arguments_digest, task_id, txn, user.issuer if user else None)
+        return {"Authorization": "Bearer " + token}
 
     async def for_discovery(self, server: ServerEntry) -> dict[str, str]:
         """Headers for requests that call no tool (initialize, lists, notification streams)."""
@@ -79,10 +84,8 @@ class UpstreamAuth:
         minter = self.minter
         if minter is None:  # a real check, not an assert: -O strips those
             raise RuntimeError("UpstreamAuth.start() was not awaited")
-        minted = minter.mint(agent_id=agent_id, actor=actor, audience=credentials.resource, tool=tool,
-                             task_id=task_id, txn=txn, arguments_digest=arguments_digest,
-                             subject_issuer=subject_issuer)
-        return minted.token
+        return minter.mint(agent_id, actor, credentials.resource, tool, task_id, txn, arguments_digest,
+                           subject_issuer).token
 
     async def secret_headers(self, server: ServerEntry) -> dict[str, str]:
         credentials = server.credentials

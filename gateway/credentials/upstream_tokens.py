@@ -56,7 +56,6 @@ class UpstreamTokenMinter:
 
     def mint(
         self,
-        *,
         agent_id: str,
         actor: Mapping[str, Any],
         audience: str,
@@ -66,6 +65,7 @@ class UpstreamTokenMinter:
         arguments_digest: str,
         subject_issuer: str | None = None,
     ) -> MintedToken:
+        """Positional or by name (the call path passes them positionally: a keyword call costs more)."""
         iat = int(self._clock())
         exp = iat + self.ttl_s
         jti = b64url(os.urandom(16)).decode("ascii")  # 128 random bits (secrets.token_urlsafe(16), without its 4 calls)

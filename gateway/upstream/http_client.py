@@ -38,6 +38,7 @@ from gateway.upstream.base import (
     modern_params,
     refusal,
 )
+from gateway.upstream.deadlines import Deadlines
 from gateway.upstream.http1 import (
     ACCEPT_ENCODING,
     ConnectFailed,
@@ -92,6 +93,7 @@ class HttpUpstream:
         self.http: Http1Client | None = None
         self._modern_block = ""
         self.ids = itertools.count(1)
+        self.deadlines = Deadlines()  # the calls' timeouts
         self.probe_lock = asyncio.Lock()
         self.next_probe_at = 0.0
         self.backoff_s = RECONNECT_MIN_S
@@ -217,11 +219,12 @@ class HttpUpstream:
     # Calls -----------------------------------------------------------------------------------
 
     async def call(self, method: str, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
-        await self.ensure_ready()
+        if not self.eras:  # ready: no coroutine to await
+            await self.ensure_ready()
         request_id = next(self.ids)
         era = ctx.era if ctx.era in self.eras else next(iter(self.eras))
         try:
-            async with asyncio.timeout(ctx.timeout_s):
+            with self.deadlines.within(ctx.timeout_s):  # asyncio.timeout's behaviour on shared timers
                 return await self.send(era, request_id, method, params, ctx)
         except TimeoutError:
             self.cancel_upstream(era, request_id, "timed out at the gateway")
@@ -254,12 +257,13 @@ class HttpUpstream:
                      type(exc).__name__, method)
             return await self.send_once(era, request_id, method, params, ctx, fresh=True)
 
-    async def send_once(self, era: str, request_id: int, method: str, params: dict[str, Any],
-                        ctx: CallContext, fresh: bool = False) -> dict[str, Any]:
+    def send_once(self, era: str, request_id: int, method: str, params: dict[str, Any],
+                  ctx: CallContext, fresh: bool = False) -> Awaitable[dict[str, Any]]:
+        """The request in `era`, to be awaited (a plain function handing on the coroutine: one frame fewer)."""
         if era == MODERN_ERA:
             body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": modern_params(params, ctx)}
-            return await self.post_modern(body, method, ctx, fresh)
-        return await self.call_legacy(request_id, method, legacy_params(params), ctx, fresh)
+            return self.post_modern(body, method, ctx, fresh)
+        return self.call_legacy(request_id, method, legacy_params(params), ctx, fresh)
 
     async def call_legacy(
         self, request_id: int, method: str, params: dict[str, Any], ctx: CallContext, fresh: bool = False
@@ -290,7 +294,8 @@ class HttpUpstream:
         if ctx is None:
             async with asyncio.timeout(SHORT_TIMEOUT_S):
                 return await self.post(head, orjson.dumps(body), body["id"], None, fresh)
-        return await self.post(head, orjson.dumps(body), body["id"], ctx, fresh)
+        async with self.client().request(head, orjson.dumps(body), fresh) as resp:  # post(), one await fewer
+            return await self.read_reply(resp, body["id"], ctx)
 
     async def post(self, head: str, data: bytes, request_id: int, ctx: CallContext | None,
                    fresh: bool) -> dict[str, Any]:
@@ -302,7 +307,8 @@ class HttpUpstream:
         drained: leaving the request's `async with` closes its connection."""
         ctype = resp.content_type
         if ctype == "application/json":
-            reply = orjson.loads(await self.read_body(resp))
+            body = self.ready_body(resp)  # all of it came with the head: no read_body coroutine
+            reply = orjson.loads(body if body is not None else await self.read_body(resp))
             if isinstance(reply, dict) and ("result" in reply or "error" in reply):
                 return reply
             raise RpcError(UPSTREAM_ERROR, f"upstream {self.server_id!r} sent a malformed reply")
@@ -310,12 +316,21 @@ class HttpUpstream:
             return await self.read_stream(resp, request_id, ctx)
         raise RpcError(UPSTREAM_ERROR, f"upstream {self.server_id!r} answered HTTP {resp.status}")
 
-    async def read_body(self, resp: Reply) -> bytes:
-        """A JSON body, read up to the cap and no further."""
+    def ready_body(self, resp: Reply) -> bytes | None:
+        """A JSON body that has all arrived (not compressed), under the cap; None: read it with read_body."""
         limit = self.max_reply_bytes
         length = resp.content_length
         if length is not None and length > limit:
             raise ReplyTooLarge(self.server_id, limit)
+        ready = resp.ready_body()
+        if ready is not None and len(ready) > limit:
+            raise ReplyTooLarge(self.server_id, limit)
+        return ready
+
+    async def read_body(self, resp: Reply) -> bytes:
+        """A JSON body ready_body found still arriving (or compressed), read up to the cap and no further
+        (ready_body checked its Content-Length)."""
+        limit = self.max_reply_bytes
         # Counted chunk by chunk, after inflating: a compressed body may inflate past its Content-Length.
         body = bytearray()
         while chunk := await resp.read_chunk():

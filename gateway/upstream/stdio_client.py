@@ -39,6 +39,7 @@ from gateway.upstream.base import (
     refusal,
 )
 from gateway.upstream.child_process import child_environment, die_with_parent
+from gateway.upstream.deadlines import Deadlines
 from gateway.upstream.reply_limit import (
     CHUNK_BYTES,
     OversizedLine,
@@ -74,6 +75,7 @@ class StdioUpstream:
         self.ready = asyncio.Event()
         self.pending: dict[int, _Pending] = {}
         self.ids = itertools.count(1)
+        self.deadlines = Deadlines()  # the requests' timeouts
         self.supervisor: asyncio.Task[None] | None = None
         self.background: set[asyncio.Task[object]] = set()
         self.closed = False
@@ -261,7 +263,7 @@ class StdioUpstream:
         self.pending[request_id] = _Pending(future, ctx, agent_token)
         try:
             await self.write({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
-            async with asyncio.timeout(ctx.timeout_s):
+            with self.deadlines.within(ctx.timeout_s):  # asyncio.timeout's behaviour on shared timers
                 return await future
         except TimeoutError:
             await self.cancel(request_id, "timed out at the gateway")
