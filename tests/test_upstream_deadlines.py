@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
@@ -154,3 +155,65 @@ def test_deadlines_keep_no_timer_and_no_entry_once_every_call_ended() -> None:
 def test_a_deadline_outside_a_task_is_refused() -> None:
     with pytest.raises(RuntimeError), Deadlines().within(1.0):
         pass
+
+
+class _Waiting:
+    """A call still waiting in a queue: only its place matters to a sweep (review finding)."""
+
+    __slots__ = ("expired",)
+
+    def __init__(self) -> None:
+        self.expired = False
+
+    def expire(self) -> None:
+        self.expired = True
+
+
+def test_a_sweep_touches_only_the_due_calls_and_copies_nothing_of_the_rest() -> None:
+    """A hung upstream makes the timer fire about once per timed-out call: a sweep that copied every waiting
+    call would cost the loop O(calls in flight) per firing. Counted in bytes allocated, not in time."""
+
+    async def sweep_allocates(waiting: int) -> tuple[int, int]:
+        deadlines = Deadlines()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        calls = [_Waiting() for _ in range(waiting)]
+        # The first call is overdue; the rest wait far ahead (a queue is oldest first).
+        queue: dict[Any, float] = {call: (now - 1.0 if i == 0 else now + 10 + i) for i, call in enumerate(calls)}
+        deadlines.queues[30.0] = queue
+        deadlines.loop = loop
+        deadlines.timers[30.0] = loop.call_at(now + 100, lambda: None)  # the handle the sweep replaces
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        deadlines.sweep(30.0)
+        peak = tracemalloc.get_traced_memory()[1] - before
+        tracemalloc.stop()
+        deadlines.timers.pop(30.0).cancel()
+        return peak, sum(call.expired for call in calls)
+
+    small_peak, small_expired = uvloop.run(sweep_allocates(100))
+    big_peak, big_expired = uvloop.run(sweep_allocates(20_000))
+    assert small_expired == big_expired == 1
+    assert big_peak < small_peak + 4096, (small_peak, big_peak)
+
+
+def test_a_deadline_fires_on_a_later_loop_after_an_earlier_loop_closed_with_its_timer_pending() -> None:
+    """One Deadlines used on two loops in turn (a test, or an upstream object reused): the first loop's timer
+    handle, left pending when it closed, must not stop the second loop's calls from timing out."""
+    deadlines = Deadlines()
+
+    async def ends_in_time() -> None:
+        with deadlines.within(0.05):  # the same delay as below: one timer per delay
+            await asyncio.sleep(0)
+
+    async def outlives_its_deadline() -> str:
+        async with asyncio.timeout(5) as net:  # a safety net: the deadline must fire long before it
+            try:
+                with deadlines.within(0.05):
+                    await asyncio.sleep(60)
+            except TimeoutError:
+                return "the deadline fired"
+        return "the net fired" if net.expired() else "nothing fired"
+
+    uvloop.run(ends_in_time())
+    assert uvloop.run(outlives_its_deadline()) == "the deadline fired"

@@ -65,6 +65,7 @@ class Deadlines:
     def __init__(self) -> None:
         self.queues: dict[float, dict[Deadline, float]] = {}  # delay -> {deadline: when}, oldest first
         self.timers: dict[float, asyncio.TimerHandle] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None  # the loop the timers are on
 
     def within(self, delay_s: float) -> Deadline:
         return Deadline(self, delay_s)
@@ -72,6 +73,10 @@ class Deadlines:
     def add(self, deadline: Deadline) -> dict[Deadline, float]:
         """Register a call that starts now; its queue, which it leaves when it ends in time."""
         loop = asyncio.get_running_loop()
+        if loop is not self.loop:  # timers of a loop that has gone would never fire: start afresh
+            self.queues.clear()
+            self.timers.clear()
+            self.loop = loop
         delay = deadline.delay_s
         when = loop.time() + delay
         queue = self.queues.get(delay)
@@ -91,10 +96,14 @@ class Deadlines:
             return
         loop = asyncio.get_running_loop()
         due = loop.time() + CLOCK_SLACK_S
-        for deadline, when in list(queue.items()):
+        overdue: list[Deadline] = []
+        for deadline, when in queue.items():  # oldest first: stop at the first not yet due, copy nothing
             if when > due:
                 self.timers[delay] = loop.call_at(when, self.sweep, delay)
-                return
+                break
+            overdue.append(deadline)
+        for deadline in overdue:
             del queue[deadline]
             deadline.expire()
-        del self.queues[delay]
+        if not queue:
+            del self.queues[delay]
