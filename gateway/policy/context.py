@@ -55,6 +55,7 @@ NO_CHAIN: dict[str, Any] = {"data_classes": [], "sensitive_read": False, "tools"
 NO_USER: dict[str, Any] = {"present": False, "sub": "", "issuer": "", "email": "", "email_verified": False,
                            "groups": [], "client_id": "", "auth_time": 0, "acr": "", "amr": []}
 ESCAPE_PREFIX = "__"  # Cedar's JSON escapes (__extn, __entity, __expr) all start so
+PLANS_KEPT = 16  # read sets with a plan (a bundle's whole one and its tool groups' own: a few)
 SHAPES_KEPT = 4096  # distinct contexts remembered per plan (the shipped policies have 32)
 # The agent controls some read strings (clientInfo name, task purpose: up to the body size), so only
 # contexts of short strings are remembered, and a plan's contexts are capped in bytes too.
@@ -72,8 +73,9 @@ class ContextBuilder:
         # The request facts of the last (second, era, client, override) asked for: calls in the same
         # second share them. One tuple, replaced whole, so a concurrent reader sees a consistent pair.
         self._last_request: tuple[tuple[int, str, str, bool | None], dict[str, Any]] | None = None
-        # The plan for the read set last asked for; one tuple, replaced whole, as _last_request.
-        self._last_plan: tuple[ContextReads, _Plan | None] | None = None
+        # A plan per read set object (one per bundle, or a few: scoped.py gives each group of tools its own),
+        # by id; each entry holds its read set, so the id is not reused while it is here. Bounded.
+        self._plans: dict[int, tuple[ContextReads, _Plan | None]] = {}
 
     def full(self, facts: RequestFacts, approved: bool) -> dict[str, Any]:
         """Every section but `input` (listing prunes this itself)."""
@@ -94,19 +96,21 @@ class ContextBuilder:
         return context, orjson.dumps(context)
 
     def _plan(self, reads: ContextReads) -> _Plan | None:
-        """The plan of the read set in force (the engine's bundle's: one at a time, a reload brings another)."""
+        """The plan of a read set (a bundle's, or one of its tool groups'; a reload brings others)."""
         if not isinstance(reads, dict):
             return None
-        last = self._last_plan
-        if last is None or last[0] is not reads:
-            last = self._last_plan = (reads, _Plan.of(reads))  # the old plan goes with the old policies
-        return last[1]
+        known = self._plans.get(id(reads))
+        if known is None or known[0] is not reads:
+            if len(self._plans) >= PLANS_KEPT:
+                self._plans.clear()  # the old policies' plans go; the ones in use come straight back
+            known = self._plans[id(reads)] = (reads, _Plan.of(reads))
+        return known[1]
 
     def remembered(self, reads: ContextReads) -> tuple[int, int]:
         """(contexts, their JSON bytes) remembered for `reads` (for tests and benchmarks). Only looks: a read
-        set other than the one in force has nothing remembered, and asking does not make it the one."""
-        last = self._last_plan
-        return (0, 0) if last is None or last[0] is not reads or last[1] is None else last[1].known_size()
+        set not used yet has nothing remembered, and asking does not make a plan for it."""
+        known = self._plans.get(id(reads))
+        return (0, 0) if known is None or known[0] is not reads or known[1] is None else known[1].known_size()
 
     def build(self, reads: ContextReads, facts: RequestFacts, approved: bool, cedar_input: object = None,
               input_whole: bool = False) -> dict[str, Any]:

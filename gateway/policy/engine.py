@@ -59,6 +59,7 @@ from gateway.policy.listing import ContextReads, prune_context
 from gateway.policy.listing_memo import ListingKey, ListingMemo
 from gateway.policy.model import (
     CatalogModel,
+    ServerModel,
     ToolModel,
     build_catalog_model,
     prompt_action,
@@ -609,8 +610,10 @@ class PolicyEngine:
         bundle = self._bundle
         return self._tool_entities(bundle, principal, bundle.catalog.tools[tool.exposed_name], now)
 
-    def _tool_entities(self, bundle: Bundle, principal: Principal, model: ToolModel, now: float) -> str:
-        server = bundle.catalog.servers[model.entry.server_id]
+    def _tool_entities(self, bundle: Bundle, principal: Principal, model: ToolModel, now: float,
+                       server: ServerModel | None = None) -> str:
+        if server is None:
+            server = bundle.catalog.servers[model.entry.server_id]
         parts = (self._principal_json(bundle, principal, now), model.entity_json, server.entity_json, model.action_json)
         # The same string object for the same parts: joined once, and hashed once as the entity cache's key.
         joined = self._joined_entities.get(parts)
@@ -624,8 +627,10 @@ class PolicyEngine:
         self, bundle: Bundle, principal: Principal, model: ToolModel, cedar_input: Any, facts: RequestFacts,
         approved: bool,
     ) -> _Request:
-        context, text = self._contexts.build_json(self._reads(bundle), facts, approved, cedar_input, model.input_whole)
-        entities = self._tool_entities(bundle, principal, model, facts.now)
+        server = bundle.catalog.servers[model.entry.server_id]
+        context, text = self._contexts.build_json(self._tool_reads(bundle, model, server), facts, approved,
+                                                  cedar_input, model.input_whole)
+        entities = self._tool_entities(bundle, principal, model, facts.now, server)
         cedar = self._cedar_request(principal.agent_id, model.entry.exposed_name, model.uid, text)
         return _Request("tool", model.entry.exposed_name, cedar, entities, REASON_BAD_ARGUMENTS, context, facts,
                         approved, cedar_input, model.input_whole)
@@ -665,6 +670,13 @@ class PolicyEngine:
         """What a decision's context must hold: what the policies read; everything while a shadow set
         (which may read more) evaluates the same request."""
         return bundle.decision_reads if self._shadow is None else True
+
+    def _tool_reads(self, bundle: Bundle, model: ToolModel, server: ServerModel) -> ContextReads:
+        """What a call of this tool's context must hold: what the policies that can apply to it read (scoped.py);
+        everything while a shadow set evaluates the same request (as _reads)."""
+        if self._shadow is not None or bundle.scoped is None:
+            return self._reads(bundle)
+        return bundle.scoped.for_tool(model, server)
 
     def _principal_json(self, bundle: Bundle, principal: Principal, now: float) -> str:
         return self._principals.json(principal, now, bundle.catalog.server_ids)

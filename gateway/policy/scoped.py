@@ -1,0 +1,240 @@
+"""What of the context one tool's calls can have read: the paths read by the policies that can apply to it.
+
+Cedar evaluates a policy as one conjunction, left to right, stopping at the first false part: principal scope,
+action scope, resource scope, then each `when` and the negation of each `unless`, in order (cedar-policy-core's
+`Template::condition`; `&&`, `||` and `if` short-circuit). What comes after a part that is false is never
+evaluated, so nothing it would read of the context can change the policy's value or raise its error.
+
+For a tools/call the action (with its groups) and the resource (the tool, its attributes and its server) are
+fixed per tool: the entity JSON the request sends. So per tool, once per bundle and catalog, this decides the
+action and resource scopes from that JSON (`==`, `in`, `in [..]`, `is`, `is .. in`) and evaluates the plain
+leading parts of each condition over the tool's own attributes (`resource.egress && ...`): literals,
+`resource.<attr>` holding a bool, a number or a string, `!`, `&&`, `||`, `if`, `==` and `!=`. What a policy
+can still read up to where it must stop is what the tool's context keeps (`context_reads` over those parts).
+
+Anything not recognized here counts as unknown, and unknown keeps everything it and the rest of the policy
+read: an unknown scope form (a template slot, an entity spelled otherwise) or expression can only keep more
+of the context, never less. The principal scope is never decided (it varies by agent; it reads no context).
+Decisions stay identical: each policy that can be evaluated past a point sees every context value it reads
+(tests/test_scoped_reads.py compares Cedar's answers, reasons and errors with the whole context).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gateway.policy.listing import ContextReads, context_reads
+from gateway.policy.model import ServerModel, ToolModel
+
+Uid = tuple[str, str]  # (entity type, id)
+Known = tuple[type, object]  # a value known ahead of the call, with its type (True and 1 are different values)
+TOOLS_KEPT = 16384  # tools whose read set is remembered per bundle (each entry is three references)
+_SCALARS = (bool, int, str)
+_FALSE: Known = (bool, False)
+_TRUE: Known = (bool, True)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a request's action and resource are, as the entity JSON it sends to Cedar says."""
+
+    action: Uid
+    resource: Uid
+    ancestors: Mapping[Uid, frozenset[Uid]]  # each entity's ancestors (transitively), from the records' parents
+    resource_attrs: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, action: Uid, resource: Uid, records: Iterable[Mapping[str, Any]]) -> Target:
+        parents: dict[Uid, list[Uid]] = {}
+        attrs: Mapping[str, Any] = {}
+        for record in records:
+            uid = _uid(record.get("uid"))
+            if uid is None:
+                continue
+            parents[uid] = [p for p in map(_uid, record.get("parents") or ()) if p is not None]
+            if uid == resource and isinstance(record.get("attrs"), Mapping):
+                attrs = record["attrs"]
+        return cls(action, resource, {uid: _closure(uid, parents) for uid in parents}, attrs)
+
+    def within(self, uid: Uid, ancestor: Uid) -> bool:
+        return uid == ancestor or ancestor in self.ancestors.get(uid, frozenset())
+
+
+class ScopedReads:
+    """One policy set's read sets per tool, worked out on a tool's first call and remembered (bounded). Equal
+    read sets are one object, `full` itself when nothing can be left out: the context builder keeps one plan
+    per read set object (gateway.policy.context)."""
+
+    def __init__(self, policies: Mapping[str, Mapping[str, Any]], full: ContextReads) -> None:
+        self.policies = policies  # Cedar's JSON (EST) of the static policies
+        self.full = full  # what all of them read
+        self._by_tool: dict[int, tuple[ToolModel, ServerModel, ContextReads]] = {}
+        self._interned: dict[bytes, ContextReads] = {}
+        self._lock = threading.Lock()
+
+    def for_tool(self, model: ToolModel, server: ServerModel) -> ContextReads:
+        """What a call of `model` (served by `server`) can have read; remembered for these very objects (a new
+        catalog brings new ones, so an attribute changed there, such as `egress`, is never read from an old one)."""
+        known = self._by_tool.get(id(model))
+        if known is not None and known[0] is model and known[1] is server:
+            return known[2]
+        reads = self._intern(self.reads(tool_target(model, server)))
+        with self._lock:
+            if len(self._by_tool) >= TOOLS_KEPT:
+                self._by_tool.clear()
+            self._by_tool[id(model)] = (model, server, reads)  # holding model keeps its id from being reused
+        return reads
+
+    def reads(self, target: Target) -> ContextReads:
+        if self.full is not True and not self.full:
+            return self.full  # nothing is read at all
+        parts = [part for policy in self.policies.values() for part in live_parts(policy, target)]
+        return context_reads({"live": {"conditions": [{"kind": "when", "body": p} for p in parts]}})
+
+    def _intern(self, reads: ContextReads) -> ContextReads:
+        if reads is True or reads == self.full:
+            return self.full
+        key = orjson.dumps(reads, option=orjson.OPT_SORT_KEYS)
+        with self._lock:
+            if len(self._interned) >= TOOLS_KEPT:
+                self._interned.clear()
+            return self._interned.setdefault(key, reads)
+
+
+def tool_target(model: ToolModel, server: ServerModel) -> Target:
+    """A tools/call's action and resource, from the entity JSON its requests send (engine._tool_entities)."""
+    records = [orjson.loads(text) for text in (model.entity_json, server.entity_json, model.action_json)]
+    return Target.of(("Action", model.entry.exposed_name), (model.uid["type"], model.uid["id"]), records)
+
+
+def live_parts(policy: Mapping[str, Any], target: Target) -> list[Any]:
+    """The expressions of `policy` (EST) Cedar can evaluate for `target`, whose context reads count: none when a
+    scope cannot match, else its conditions up to the first one known to be false (that one's evaluated part too)."""
+    if any(scope is False for scope in (_action_scope(policy.get("action"), target),
+                                        _resource_scope(policy.get("resource"), target))):
+        return []
+    parts: list[Any] = []
+    for condition in policy.get("conditions") or ():
+        body = condition.get("body")
+        if condition.get("kind") == "unless":
+            body = {"!": {"arg": body}}
+        elif condition.get("kind") != "when":
+            return [*parts, *(c.get("body") for c in policy.get("conditions") or ())]  # unknown: all of it
+        value, kept = _evaluate(body, target)
+        parts.extend(kept)
+        if value == _FALSE:
+            break
+    return parts
+
+
+def _action_scope(scope: object, target: Target) -> bool | None:
+    """Whether the action scope matches; None when its form is not one known here."""
+    if not isinstance(scope, Mapping):
+        return None
+    op = scope.get("op")
+    if op == "All":
+        return True
+    if op == "==" and "entity" in scope:
+        uid = _uid(scope["entity"])
+        return None if uid is None else uid == target.action
+    if op == "in" and "entity" in scope:
+        uid = _uid(scope["entity"])
+        return None if uid is None else target.within(target.action, uid)
+    if op == "in" and isinstance(scope.get("entities"), list):
+        uids = [_uid(e) for e in scope["entities"]]
+        if any(uid is None for uid in uids):
+            return None
+        return any(target.within(target.action, uid) for uid in uids if uid is not None)
+    return None
+
+
+def _resource_scope(scope: object, target: Target) -> bool | None:
+    """Whether the resource scope matches; None when its form (a template slot among them) is not one known here."""
+    if not isinstance(scope, Mapping):
+        return None
+    op = scope.get("op")
+    if op == "All":
+        return True
+    if op == "==" and "entity" in scope:
+        uid = _uid(scope["entity"])
+        return None if uid is None else uid == target.resource
+    if op == "in" and "entity" in scope:
+        uid = _uid(scope["entity"])
+        return None if uid is None else target.within(target.resource, uid)
+    if op == "is" and isinstance(scope.get("entity_type"), str):
+        if scope["entity_type"] != target.resource[0]:
+            return False
+        if "in" not in scope:
+            return True
+        return _resource_scope({"op": "in", **scope["in"]} if isinstance(scope["in"], Mapping) else None, target)
+    return None
+
+
+def _evaluate(expr: object, target: Target) -> tuple[Known | None, list[Any]]:
+    """What `expr` evaluates to for `target` when that is known without the context and cannot be an error (else
+    None), and the parts of it Cedar can evaluate whose context reads count (a superset is always safe)."""
+    if not isinstance(expr, Mapping) or len(expr) != 1:
+        return None, [expr]
+    ((op, arg),) = expr.items()
+    if op == "Value":
+        return ((type(arg), arg), []) if type(arg) in _SCALARS else (None, [expr])
+    if op == "." and isinstance(arg, Mapping) and arg.get("left") == {"Var": "resource"}:
+        attrs, attr = target.resource_attrs, arg.get("attr")
+        if isinstance(attr, str) and attr in attrs and type(attrs[attr]) in _SCALARS:
+            return (type(attrs[attr]), attrs[attr]), []
+        return None, [expr]
+    if not isinstance(arg, Mapping):
+        return None, [expr]
+    if op == "!":
+        value, kept = _evaluate(arg.get("arg"), target)
+        return ((bool, not value[1]) if value is not None and value[0] is bool else None), kept
+    if op in ("&&", "||"):
+        return _logical(op == "&&", arg.get("left"), arg.get("right"), target)
+    if op == "if-then-else":
+        test, kept = _evaluate(arg.get("if"), target)
+        if test in (_TRUE, _FALSE):
+            value, branch = _evaluate(arg.get("then" if test == _TRUE else "else"), target)
+            return value, kept + branch
+        return None, kept + _evaluate(arg.get("then"), target)[1] + _evaluate(arg.get("else"), target)[1]
+    if op in ("==", "!="):
+        (left, left_kept), (right, right_kept) = _evaluate(arg.get("left"), target), _evaluate(arg.get("right"), target)
+        if left is None or right is None:  # `==` never errs: what either side reads is what it reads
+            return None, left_kept + right_kept
+        return (bool, (left == right) == (op == "==")), left_kept + right_kept
+    return None, [expr]
+
+
+def _logical(conjunction: bool, left_expr: object, right_expr: object,
+             target: Target) -> tuple[Known | None, list[Any]]:
+    """`&&` (conjunction) or `||`: the right side is evaluated only when the left one does not decide."""
+    stop = _FALSE if conjunction else _TRUE
+    left, kept = _evaluate(left_expr, target)
+    if left == stop:
+        return stop, kept
+    right, right_kept = _evaluate(right_expr, target)
+    known = left is not None and left[0] is bool and right is not None and right[0] is bool
+    return (right if known else None), kept + right_kept
+
+
+def _uid(value: object) -> Uid | None:
+    if isinstance(value, Mapping) and set(value) == {"type", "id"}:
+        kind, ident = value["type"], value["id"]
+        if isinstance(kind, str) and isinstance(ident, str):
+            return (kind, ident)
+    return None
+
+
+def _closure(start: Uid, parents: Mapping[Uid, list[Uid]]) -> frozenset[Uid]:
+    seen: set[Uid] = set()
+    todo = list(parents.get(start, ()))
+    while todo:
+        uid = todo.pop()
+        if uid not in seen:
+            seen.add(uid)
+            todo.extend(parents.get(uid, ()))
+    return frozenset(seen)

@@ -1,0 +1,266 @@
+"""A tool's context holds only what the policies that can apply to it read (gateway.policy.scoped), and Cedar
+answers it exactly as it answers the whole context: the same decision, determining policies and errors."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+from pathlib import Path
+from typing import Any
+
+import cedarpy
+import pytest
+
+from gateway.catalog import Catalog, load_catalog
+from gateway.identity.user import UserIdentity
+from gateway.policy import PolicyEngine, RequestFacts, WorkingHours
+from gateway.policy.context import NO_CHAIN, ContextBuilder
+from gateway.policy.engine import CedarRequest
+from gateway.policy.listing import context_reads
+from gateway.policy.scoped import ScopedReads, Target, live_parts
+from tests.test_policy_engine import (
+    FILES_MANIFEST,
+    PAYMENTS_MANIFEST,
+    SCHEMAS,
+    WEDNESDAY,
+    WEDNESDAY_NIGHT,
+    add_policy,
+    agent_principal,
+)
+from tests.test_policy_engine import cedar_dir as cedar_dir
+
+OUT_MANIFEST = """
+id: out
+owner: out@example.com
+transport: {url: "http://127.0.0.1:9/mcp"}
+tools:
+  - {name: post, risk: read, egress: true}
+  - {name: send, risk: write, egress: true}
+"""
+# Each reads the context under a scope (or behind a condition on the tool) that matches some tools and not others.
+SCOPED_POLICIES = """
+@id("t-action-eq")
+forbid (principal, action == Action::"files__write_file", resource) when { context.task.depth > 3 };
+@id("t-action-in-list")
+forbid (principal, action in [Action::"risk:destructive", Action::"server:payments"], resource)
+when { context.chain.calls_last_minute > 1000 };
+@id("t-action-in")
+permit (principal, action in Action::"risk:read", resource is Tool) when { context.request.client == "trusted" };
+@id("t-unscoped")
+forbid (principal, action, resource) when { context.chain.denials_last_minute > 1000 };
+@id("t-resource-is-prompt")
+forbid (principal, action, resource is Prompt) when { context.user.email == "x@example.com" };
+@id("t-resource-in")
+forbid (principal, action, resource in McpServer::"payments") when { context.chain.writes_last_minute > 1000 };
+@id("t-resource-eq")
+forbid (principal, action, resource == Tool::"files/read_file") when { context.task.purpose == "exfiltrate" };
+@id("t-is-in")
+forbid (principal, action, resource is Tool in McpServer::"files") when { context.user.acr == "none" };
+@id("t-egress")
+forbid (principal, action in Action::"call_tool", resource)
+when { resource.egress && context.task.present && context.task.id == "forbidden" };
+@id("t-if")
+forbid (principal, action, resource is Tool) when { if resource.egress then context.request.hour == 3 else false };
+@id("t-or-not")
+forbid (principal, action, resource is Tool)
+when { !(resource.risk == "read" || context.chain.previous_tool != "boom") };
+@id("t-has")
+forbid (principal, action in Action::"server:files", resource)
+when { context.request has weekday && context.request.weekday == 9 };
+// Errors (an overflow at 2 calls a minute) where in scope: both contexts must report them alike.
+@id("t-overflow-write")
+forbid (principal, action in Action::"risk:write", resource)
+when { context.chain.calls_last_minute * 4611686018427387904 < 0 };
+@id("t-overflow-destructive")
+permit (principal, action in Action::"risk:destructive", resource)
+when { context.chain.agent.calls_last_minute * 4611686018427387904 < 0 };
+"""
+PERSON = UserIdentity(subject="u1", issuer="https://idp.example", email="x@example.com", email_verified=True,
+                      groups=("ops",), client_id="cli", auth_time=int(WEDNESDAY) - 60, acr="none", amr=("pwd",))
+ARGUMENTS: dict[str, dict[str, Any]] = {
+    "files__read_file": {"path": "/a"}, "files__write_file": {"path": "/a", "content": "x"},
+    "payments__pay": {"amount": 5, "payee": {"name": "n", "region": "eu"}},
+}
+
+
+def write_catalog(directory: Path, egress: bool = True) -> Catalog:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "files.yaml").write_text(FILES_MANIFEST)
+    (directory / "payments.yaml").write_text(PAYMENTS_MANIFEST)
+    (directory / "out.yaml").write_text(OUT_MANIFEST if egress else OUT_MANIFEST.replace("true", "false"))
+    return load_catalog(directory)
+
+
+def grid() -> list[tuple[RequestFacts, bool]]:
+    """Request facts that make each policy above true, false or an error somewhere, with an approval and without."""
+    out = []
+    tasks: list[dict[str, Any] | None] = [
+        None, {"id": "forbidden", "purpose": "exfiltrate", "tools": ["a"], "depth": 4}]
+    for now, calls, previous, task, user, approved in itertools.product(
+            (WEDNESDAY, WEDNESDAY_NIGHT), (0, 2), ("", "boom"), tasks, (None, PERSON), (False, True)):
+        chain = {**NO_CHAIN, "calls_last_minute": calls, "previous_tool": previous, "sensitive_read": calls > 0,
+                 "agent": {**NO_CHAIN["agent"], "calls_last_minute": calls, "sensitive_read": True}}
+        client = "trusted" if previous else "c"
+        out.append((RequestFacts(now=now, era="2026-07-28", client=client, task=task, chain=chain, user=user),
+                    approved))
+    return out
+
+
+def answer(engine: PolicyEngine, request: CedarRequest, context: dict[str, Any]) -> tuple[object, ...]:
+    (result,) = cedarpy.is_authorized_batch([{**request.cedar, "context": context}], engine.bundle.policies,
+                                            request.entities)
+    return result.decision, sorted(result.diagnostics.reasons), sorted(result.diagnostics.errors)
+
+
+def test_cedar_answers_the_scoped_context_as_the_whole_one(cedar_dir: Path, tmp_path: Path) -> None:
+    add_policy(cedar_dir, "90-scoped.cedar", SCOPED_POLICIES)
+    catalog = write_catalog(tmp_path / "catalog")
+    engine = PolicyEngine(cedar_dir, catalog, tool_schemas=SCHEMAS)
+    builder = ContextBuilder(WorkingHours())
+    sizes, answers, errors = set(), set(), 0
+    for who, tool in itertools.product((agent_principal(servers=("files", "payments", "out")), agent_principal("a2")),
+                                       catalog.tools.values()):
+        for facts, approved in grid():
+            seen: list[CedarRequest] = []
+            arguments = ARGUMENTS.get(tool.exposed_name, {})
+            decision = engine.decide_tool(who, tool, arguments, facts, approved, seen)
+            request = seen[0]
+            whole = builder.build(True, facts, approved, request.cedar_input, request.input_whole)
+            scoped = answer(engine, request, request.context)
+            assert scoped == answer(engine, request, whole), (tool.exposed_name, request.context)
+            sizes.add(len(request.cedar["context"]))
+            answers.add(str(scoped[0]))
+            errors += bool(decision.errors)
+    assert len(sizes) > 3 and answers == {"Decision.Allow", "Decision.Deny"} and errors > 0  # not vacuous
+
+
+def test_each_scope_form_keeps_what_can_apply(cedar_dir: Path, tmp_path: Path) -> None:
+    add_policy(cedar_dir, "90-scoped.cedar", SCOPED_POLICIES)
+    catalog = write_catalog(tmp_path / "catalog")
+    engine = PolicyEngine(cedar_dir, catalog, tool_schemas=SCHEMAS)
+    bundle = engine.bundle
+    assert bundle.scoped is not None
+
+    def reads(name: str) -> Any:
+        model = bundle.catalog.tools[name]
+        return bundle.scoped.for_tool(model, bundle.catalog.servers[model.entry.server_id])  # type: ignore[union-attr]
+
+    read_file, write_file, post = reads("files__read_file"), reads("files__write_file"), reads("out__post")
+    assert read_file["task"] == {"purpose": True} and "depth" not in read_file["task"]  # == Tool, not action ==
+    assert write_file["task"] == {"depth": True}  # action ==
+    assert all("calls_last_minute" in reads(name)["chain"] for name in ("payments__pay", "files__wipe"))
+    assert "writes_last_minute" not in read_file["chain"]
+    assert "writes_last_minute" in reads("payments__get_balance")["chain"]  # resource in McpServer
+    assert "email" not in read_file.get("user", {})  # resource is Prompt: never for a tool
+    assert read_file["user"]["acr"] is True and "user" not in reads("payments__get_balance")  # is Tool in files
+    assert "hour" in post["request"] and "hour" not in read_file["request"]  # if resource.egress
+    assert post["task"] == {"present": True, "id": True}  # resource.egress && ...: read only where it is true
+    assert "previous_tool" in write_file["chain"] and "previous_tool" not in read_file["chain"]  # !(risk == read || ..)
+    assert "client" in read_file["request"] and "client" not in write_file["request"]  # action in risk:read
+    assert reads("files__read_file") is read_file  # remembered
+    same = [reads(name) for name in ("payments__get_balance", "payments__get_balance")]
+    assert same[0] is same[1]
+
+
+def test_a_catalog_change_is_read_anew(cedar_dir: Path, tmp_path: Path) -> None:
+    """`egress` flipped by a catalog change: the tool's read set follows it (no read set of the old catalog's
+    tool is used), so the chain policy's context is there once the tool can send data out."""
+    engine = PolicyEngine(cedar_dir, write_catalog(tmp_path / "a", egress=False), tool_schemas=SCHEMAS)
+    who = agent_principal(servers=("out",))
+    facts = RequestFacts(now=WEDNESDAY, era="2026-07-28", chain={**NO_CHAIN, "sensitive_read": True})
+    tool = engine.bundle.catalog.tools["out__post"].entry
+    seen: list[CedarRequest] = []
+    assert engine.decide_tool(who, tool, {}, facts, seen=seen).outcome == "allow"
+    assert seen[0].context == {}
+    egress = write_catalog(tmp_path / "b")
+    assert engine.set_catalog(egress, SCHEMAS).ok
+    seen.clear()
+    decision = engine.decide_tool(who, egress.tools["out__post"], {}, facts, seen=seen)
+    assert decision.outcome == "step_up" and seen[0].context["chain"]["sensitive_read"] is True
+
+
+def test_a_shadow_set_sees_the_whole_context(cedar_dir: Path, tmp_path: Path) -> None:
+    shadow = tmp_path / "shadow"
+    shutil.copytree(cedar_dir, shadow)
+    catalog = write_catalog(tmp_path / "catalog")
+    engine = PolicyEngine(cedar_dir, catalog, tool_schemas=SCHEMAS, shadow_dir=shadow)
+    seen: list[CedarRequest] = []
+    engine.decide_tool(agent_principal(servers=("files",)), catalog.tools["files__read_file"], {"path": "/a"},
+                       RequestFacts(now=WEDNESDAY, era="2026-07-28"), seen=seen)
+    assert set(seen[0].context) >= {"request", "approval", "task", "chain", "user"}
+
+
+# ---- the analysis on its own: forms it does not know keep everything -------------------------------------
+
+READ_CHAIN = {".": {"left": {".": {"left": {"Var": "context"}, "attr": "chain"}}, "attr": "sensitive_read"}}
+TARGET = Target.of(("Action", "files__read_file"), ("Tool", "files/read_file"), [
+    {"uid": {"type": "Tool", "id": "files/read_file"}, "attrs": {"egress": False, "risk": "read"},
+     "parents": [{"type": "McpServer", "id": "files"}]},
+    {"uid": {"type": "McpServer", "id": "files"}, "attrs": {}, "parents": []},
+    {"uid": {"type": "Action", "id": "files__read_file"}, "attrs": {},
+     "parents": [{"type": "Action", "id": "call_tool"}, {"type": "Action", "id": "risk:read"}]},
+])
+
+
+def policy(action: Any = None, resource: Any = None, conditions: Any = None) -> dict[str, Any]:
+    return {"effect": "forbid", "principal": {"op": "All"}, "action": action or {"op": "All"},
+            "resource": resource or {"op": "All"},
+            "conditions": conditions if conditions is not None else [{"kind": "when", "body": READ_CHAIN}]}
+
+
+WRITE = {"type": "Action", "id": "risk:write"}
+
+
+@pytest.mark.parametrize("est", [
+    policy(),  # unscoped
+    policy(action={"op": "in", "entity": {"type": "Action", "id": "risk:read"}}),
+    policy(action={"op": "in", "entities": [WRITE, {"type": "Action", "id": "call_tool"}]}),
+    policy(action={"op": "==", "entity": {"type": "Action", "id": "files__read_file"}}),
+    policy(resource={"op": "is", "entity_type": "Tool", "in": {"entity": {"type": "McpServer", "id": "files"}}}),
+    # Forms not known here (a template's slots, an entity spelled another way, an unknown operator or
+    # condition kind): kept whole, as if they could apply.
+    policy(resource={"op": "in", "slot": "?resource"}),
+    policy(action={"op": "==", "entity": {"__entity": {"type": "Action", "id": "risk:write"}}}),
+    policy(action={"op": "within", "entity": WRITE}),
+    policy(resource={"op": "==", "slot": "?resource"}),
+    policy(resource={"op": "is", "entity_type": "Tool", "in": {"slot": "?resource"}}),
+    policy(conditions=[{"kind": "if", "body": {"Value": False}}, {"kind": "when", "body": READ_CHAIN}]),
+    policy(conditions=[{"kind": "when", "body": {"like": {"left": {".": {"left": {"Var": "resource"}, "attr": "risk"}},
+                                                             "pattern": ["x"]}}},
+                       {"kind": "when", "body": READ_CHAIN}]),
+])
+def test_what_can_apply_keeps_its_reads(est: dict[str, Any]) -> None:
+    full = context_reads({"p": est})
+    assert full == {"chain": {"sensitive_read": True}}
+    assert ScopedReads({"p": est}, full).reads(TARGET) == full
+
+
+@pytest.mark.parametrize("est", [
+    policy(action={"op": "in", "entity": WRITE}),
+    policy(action={"op": "in", "entities": [WRITE, {"type": "Action", "id": "risk:privileged"}]}),
+    policy(action={"op": "==", "entity": {"type": "Action", "id": "call_tool"}}),  # == is not in
+    policy(resource={"op": "is", "entity_type": "Prompt"}),
+    policy(resource={"op": "in", "entity": {"type": "McpServer", "id": "payments"}}),
+    policy(resource={"op": "is", "entity_type": "Tool", "in": {"entity": {"type": "McpServer", "id": "payments"}}}),
+    policy(resource={"op": "==", "entity": {"type": "Tool", "id": "files/wipe"}}),
+    policy(conditions=[{"kind": "when", "body": {"&&": {"left": {".": {"left": {"Var": "resource"}, "attr": "egress"}},
+                                                          "right": READ_CHAIN}}}]),
+    policy(conditions=[{"kind": "unless", "body": {"==": {"left": {".": {"left": {"Var": "resource"}, "attr": "risk"}},
+                                                            "right": {"Value": "read"}}}},
+                       {"kind": "when", "body": READ_CHAIN}]),
+])
+def test_what_cannot_apply_reads_nothing(est: dict[str, Any]) -> None:
+    full = context_reads({"p": est})
+    assert full == {"chain": {"sensitive_read": True}} and live_parts(est, TARGET) == []
+    assert ScopedReads({"p": est}, full).reads(TARGET) == {}
+
+
+def test_parts_before_a_false_one_are_kept() -> None:
+    """An earlier condition is evaluated (its error stays an error); only what follows a false one goes."""
+    egress = {".": {"left": {"Var": "resource"}, "attr": "egress"}}
+    est = policy(conditions=[{"kind": "when", "body": READ_CHAIN}, {"kind": "when", "body": egress},
+                             {"kind": "when", "body": {".": {"left": {"Var": "context"}, "attr": "approval"}}}])
+    assert ScopedReads({"p": est}, True).reads(TARGET) == {"chain": {"sensitive_read": True}}
+    one = {"&&": {"left": {"Value": 1}, "right": READ_CHAIN}}  # Cedar's type error: nothing known, all kept
+    one_is_not_a_bool = policy(conditions=[{"kind": "when", "body": one}])
+    assert ScopedReads({"p": one_is_not_a_bool}, True).reads(TARGET) == {"chain": {"sensitive_read": True}}
