@@ -100,7 +100,7 @@ def test_a_plan_tells_apart_what_only_looks_alike() -> None:
 def test_cedar_decides_the_recorded_requests_as_before(cedar_dir: Path, catalog: Catalog) -> None:
     """Every tool under every combination of read values: the engine's request bytes are the plain ones for the
     tool's read set (gateway.policy.scoped), and its decision is the one Cedar gives through cedarpy's public API
-    (its own answer parse) for the plain request with everything the whole policy set reads."""
+    (its own answer parse) for the plain request with everything the whole policy set reads, under the whole set."""
     engine = engine_for(cedar_dir, catalog)
     builder = ContextBuilder(WorkingHours())
     bundle = engine.bundle
@@ -109,7 +109,8 @@ def test_cedar_decides_the_recorded_requests_as_before(cedar_dir: Path, catalog:
     for who, tool in itertools.product((agent_principal(servers=("files", "payments")), agent_principal("a2")),
                                        catalog.tools.values()):
         model = bundle.catalog.tools[tool.exposed_name]
-        reads = bundle.scoped.for_tool(model, bundle.catalog.servers[tool.server_id])
+        scope = bundle.scoped.for_tool(model, bundle.catalog.servers[tool.server_id])
+        reads = scope.reads
         for facts, approved in every_facts():
             seen: list[CedarRequest] = []
             decision = engine.decide_tool(who, tool, ARGUMENTS.get(tool.exposed_name, {}), facts, approved, seen)
@@ -117,9 +118,10 @@ def test_cedar_decides_the_recorded_requests_as_before(cedar_dir: Path, catalog:
             context, text = plain(builder, reads, facts, approved)
             assert request.cedar["context"] == text.decode() and request.context == context
             whole, _ = plain(builder, bundle.decision_reads, facts, approved)
-            (answer, sent) = cedarpy.is_authorized_batch([{**request.cedar, "context": whole},
-                                                          {**request.cedar, "context": context}],
-                                                         bundle.policies, request.entities)
+            (answer,) = cedarpy.is_authorized_batch([{**request.cedar, "context": whole}], bundle.policies,
+                                                    request.entities)
+            (sent,) = cedarpy.is_authorized_batch([{**request.cedar, "context": context}],
+                                                  scope.policies or bundle.policies, request.entities)
             assert (sent.decision, sent.diagnostics.reasons, sent.diagnostics.errors) == (
                 answer.decision, answer.diagnostics.reasons, answer.diagnostics.errors)
             expected_ids = {engine.bundle.public_id(p) for p in answer.diagnostics.reasons}

@@ -17,7 +17,7 @@ from gateway.policy import PolicyEngine, RequestFacts, WorkingHours
 from gateway.policy.context import NO_CHAIN, ContextBuilder
 from gateway.policy.engine import CedarRequest
 from gateway.policy.listing import context_reads
-from gateway.policy.scoped import ScopedReads, Target, live_parts
+from gateway.policy.scoped import Target, ToolScopes, known_false, live_parts
 from tests.test_policy_engine import (
     FILES_MANIFEST,
     PAYMENTS_MANIFEST,
@@ -106,9 +106,8 @@ def grid() -> list[tuple[RequestFacts, bool]]:
     return out
 
 
-def answer(engine: PolicyEngine, request: CedarRequest, context: dict[str, Any]) -> tuple[object, ...]:
-    (result,) = cedarpy.is_authorized_batch([{**request.cedar, "context": context}], engine.bundle.policies,
-                                            request.entities)
+def answer(policies: cedarpy.PolicySet, request: CedarRequest, context: dict[str, Any]) -> tuple[object, ...]:
+    (result,) = cedarpy.is_authorized_batch([{**request.cedar, "context": context}], policies, request.entities)
     return result.decision, sorted(result.diagnostics.reasons), sorted(result.diagnostics.errors)
 
 
@@ -117,7 +116,7 @@ def test_cedar_answers_the_scoped_context_as_the_whole_one(cedar_dir: Path, tmp_
     catalog = write_catalog(tmp_path / "catalog")
     engine = PolicyEngine(cedar_dir, catalog, tool_schemas=SCHEMAS)
     builder = ContextBuilder(WorkingHours())
-    sizes, answers, errors = set(), set(), 0
+    sizes, answers, errors, subsets = set(), set(), 0, 0
     for who, tool in itertools.product((agent_principal(servers=("files", "payments", "out")), agent_principal("a2")),
                                        catalog.tools.values()):
         for facts, approved in grid():
@@ -126,12 +125,14 @@ def test_cedar_answers_the_scoped_context_as_the_whole_one(cedar_dir: Path, tmp_
             decision = engine.decide_tool(who, tool, arguments, facts, approved, seen)
             request = seen[0]
             whole = builder.build(True, facts, approved, request.cedar_input, request.input_whole)
-            scoped = answer(engine, request, request.context)
-            assert scoped == answer(engine, request, whole), (tool.exposed_name, request.context)
+            scoped = answer(request.policies or engine.bundle.policies, request, request.context)
+            assert scoped == answer(engine.bundle.policies, request, whole), (tool.exposed_name, request.context)
+            subsets += request.policies is not None
             sizes.add(len(request.cedar["context"]))
             answers.add(str(scoped[0]))
             errors += bool(decision.errors)
     assert len(sizes) > 3 and answers == {"Decision.Allow", "Decision.Deny"} and errors > 0  # not vacuous
+    assert subsets > 0
 
 
 def test_each_scope_form_keeps_what_can_apply(cedar_dir: Path, tmp_path: Path) -> None:
@@ -143,7 +144,7 @@ def test_each_scope_form_keeps_what_can_apply(cedar_dir: Path, tmp_path: Path) -
 
     def reads(name: str) -> Any:
         model = bundle.catalog.tools[name]
-        return bundle.scoped.for_tool(model, bundle.catalog.servers[model.entry.server_id])  # type: ignore[union-attr]
+        return bundle.scoped.for_tool(model, bundle.catalog.servers[model.entry.server_id]).reads  # type: ignore[union-attr]
 
     read_file, write_file, post = reads("files__read_file"), reads("files__write_file"), reads("out__post")
     assert read_file["task"] == {"purpose": True} and "depth" not in read_file["task"]  # == Tool, not action ==
@@ -232,7 +233,8 @@ WRITE = {"type": "Action", "id": "risk:write"}
 def test_what_can_apply_keeps_its_reads(est: dict[str, Any]) -> None:
     full = context_reads({"p": est})
     assert full == {"chain": {"sensitive_read": True}}
-    assert ScopedReads({"p": est}, full).reads(TARGET) == full
+    assert ToolScopes({"p": est}, full).reads(TARGET) == full
+    assert not known_false(est, TARGET) and ToolScopes({"p": est}, full).applicable(TARGET) == ("p",)
 
 
 @pytest.mark.parametrize("est", [
@@ -252,15 +254,19 @@ def test_what_can_apply_keeps_its_reads(est: dict[str, Any]) -> None:
 def test_what_cannot_apply_reads_nothing(est: dict[str, Any]) -> None:
     full = context_reads({"p": est})
     assert full == {"chain": {"sensitive_read": True}} and live_parts(est, TARGET) == []
-    assert ScopedReads({"p": est}, full).reads(TARGET) == {}
+    assert ToolScopes({"p": est}, full).reads(TARGET) == {}
+    assert known_false(est, TARGET) and ToolScopes({"p": est, "q": policy()}, full).applicable(TARGET) == ("q",)
 
 
 def test_parts_before_a_false_one_are_kept() -> None:
-    """An earlier condition is evaluated (its error stays an error); only what follows a false one goes."""
+    """An earlier condition is evaluated (its error stays an error): only what follows a false one goes, and the
+    policy stays in the tool's set."""
     egress = {".": {"left": {"Var": "resource"}, "attr": "egress"}}
     est = policy(conditions=[{"kind": "when", "body": READ_CHAIN}, {"kind": "when", "body": egress},
                              {"kind": "when", "body": {".": {"left": {"Var": "context"}, "attr": "approval"}}}])
-    assert ScopedReads({"p": est}, True).reads(TARGET) == {"chain": {"sensitive_read": True}}
+    assert ToolScopes({"p": est}, True).reads(TARGET) == {"chain": {"sensitive_read": True}}
+    assert not known_false(est, TARGET)  # false for the tool, but what comes first may be an error: kept
     one = {"&&": {"left": {"Value": 1}, "right": READ_CHAIN}}  # Cedar's type error: nothing known, all kept
     one_is_not_a_bool = policy(conditions=[{"kind": "when", "body": one}])
-    assert ScopedReads({"p": one_is_not_a_bool}, True).reads(TARGET) == {"chain": {"sensitive_read": True}}
+    assert ToolScopes({"p": one_is_not_a_bool}, True).reads(TARGET) == {"chain": {"sensitive_read": True}}
+    assert not known_false(one_is_not_a_bool, TARGET)

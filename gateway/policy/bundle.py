@@ -29,7 +29,7 @@ from gateway.policy.listing import ContextReads, context_reads, listing_policies
 from gateway.policy.model import CatalogModel
 from gateway.policy.reauth import REAUTH
 from gateway.policy.reauth import annotation_problems as reauth_annotation_problems
-from gateway.policy.scoped import ScopedReads
+from gateway.policy.scoped import ToolScopes
 from gateway.policy.sources import PolicySource, SourceFiles, parse_sources, read_files
 from gateway.settings.durations import parse_duration
 
@@ -50,7 +50,7 @@ class Bundle:
     listing_reads: ContextReads  # the parts of the context the listing policies can observe
     files: SourceFiles  # what was compiled: a catalog change compiles these again, not newer files on disk
     decision_reads: ContextReads = True  # the parts of the context the policies can observe (context.py)
-    scoped: ScopedReads | None = None  # the parts one tool's calls can observe (scoped.py); None: decision_reads
+    scoped: ToolScopes | None = None  # per tool: what its calls can read, which policies can apply (scoped.py)
 
     def source(self, cedar_id: str) -> PolicySource | None:
         match = POLICY_REF.fullmatch(cedar_id)
@@ -103,7 +103,7 @@ def compile_bundle(directory: Path, catalog: CatalogModel, files: SourceFiles | 
     decision_reads = context_reads(est)
     return Bundle(directory, bundle_version(sources.digest, catalog), time.time(), catalog, policies,
                   listing, sources.policies, sources.digest, reads, files, decision_reads,
-                  ScopedReads(est, decision_reads))
+                  ToolScopes(est, decision_reads))
 
 
 def bundle_version(base_digest: str, catalog: CatalogModel) -> str:

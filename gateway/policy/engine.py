@@ -68,6 +68,7 @@ from gateway.policy.model import (
 from gateway.policy.principal_entities import PrincipalEntities
 from gateway.policy.reauth import NO_AUTH_TIME, NO_PERSON, REAUTH, ReauthTerms, warn_no_auth_time
 from gateway.policy.reauth import terms as reauth_terms
+from gateway.policy.scoped import ToolScope
 from gateway.policy.sources import SourceFiles, read_files
 from gateway.policy.typing_ import ArgumentMismatch, to_cedar
 from gateway.settings.durations import parse_duration
@@ -91,6 +92,7 @@ ENTITY_CACHE_SIZE = 2048
 ENTITY_CACHED_CHARS = 16 * 1024
 DETERMINATION_CACHE_SIZE = 1024  # distinct sets of determining policies remembered
 _POLICY_IN_ERROR = re.compile(r"policy\d+")
+ALLOW = cedarpy.Decision.Allow  # an Enum member: one object, compared by identity
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +155,9 @@ class _Request:
     granted: bool = False  # decided as a call carrying an approval
     cedar_input: object = None
     input_whole: bool = False
+    # The policies that can apply to it (gateway.policy.scoped: the others are false for it without an error),
+    # with the ids they have in the whole set; None: the bundle's whole set.
+    policies: cedarpy.PolicySet | None = None
 
     def approved(self, fresh: tuple[int, str] | None = None) -> dict[str, Any]:
         """The request as if approved; with `fresh` (auth_time, acr), also as if the person had just signed in."""
@@ -418,10 +423,11 @@ class PolicyEngine:
         """`seen`: the Cedar request made, if one was (the decision recorder's input)."""
         bundle = self._bundle
         model = bundle.catalog.tools.get(tool.exposed_name)
-        if model is None or model.entry != tool:
+        # (the same entry object, call after call: compared field by field only when it is another one)
+        if model is None or (model.entry is not tool and model.entry != tool):
             return self._refused(bundle, f"tool {tool.exposed_name!r} is not in the policy catalog", REASON_DENIED)
         try:
-            canonical = canonicalize(arguments, dict(model.input_schema) if model.input_schema else None)
+            canonical = canonicalize(arguments, _schema_dict(model.input_schema))
             cedar_input = to_cedar(canonical, model.input_type)
         except CanonicalizationError as exc:
             return self._refused(bundle, f"arguments: {exc}", f"{REASON_AMBIGUOUS}: {exc}")
@@ -430,7 +436,7 @@ class PolicyEngine:
         request = self._tool_request(bundle, principal, model, cedar_input, facts, approved)
         if seen is not None:
             seen.append(request)
-        decision = self._evaluate(bundle, request, canonical)
+        decision = self._evaluate(bundle, request, canonical, request.policies)
         self._shadow_check(request, decision, principal, facts.now, canonical)
         return decision
 
@@ -628,12 +634,13 @@ class PolicyEngine:
         approved: bool,
     ) -> _Request:
         server = bundle.catalog.servers[model.entry.server_id]
-        context, text = self._contexts.build_json(self._tool_reads(bundle, model, server), facts, approved,
-                                                  cedar_input, model.input_whole)
+        scope = self._tool_scope(bundle, model, server)
+        reads = scope.reads if scope is not None else self._reads(bundle)
+        context, text = self._contexts.build_json(reads, facts, approved, cedar_input, model.input_whole)
         entities = self._tool_entities(bundle, principal, model, facts.now, server)
         cedar = self._cedar_request(principal.agent_id, model.entry.exposed_name, model.uid, text)
         return _Request("tool", model.entry.exposed_name, cedar, entities, REASON_BAD_ARGUMENTS, context, facts,
-                        approved, cedar_input, model.input_whole)
+                        approved, cedar_input, model.input_whole, scope.policies if scope is not None else None)
 
     def _item_request(
         self, bundle: Bundle, principal: Principal, server_id: str, name: str, facts: RequestFacts, kind: str
@@ -671,11 +678,12 @@ class PolicyEngine:
         (which may read more) evaluates the same request."""
         return bundle.decision_reads if self._shadow is None else True
 
-    def _tool_reads(self, bundle: Bundle, model: ToolModel, server: ServerModel) -> ContextReads:
-        """What a call of this tool's context must hold: what the policies that can apply to it read (scoped.py);
-        everything while a shadow set evaluates the same request (as _reads)."""
+    def _tool_scope(self, bundle: Bundle, model: ToolModel, server: ServerModel) -> ToolScope | None:
+        """What a call of this tool is decided with (scoped.py): the context the policies that can apply to it
+        read, and those policies; None (the whole set, and its reads) while a shadow set evaluates the same
+        request with its own policies (see _reads)."""
         if self._shadow is not None or bundle.scoped is None:
-            return self._reads(bundle)
+            return None
         return bundle.scoped.for_tool(model, server)
 
     def _principal_json(self, bundle: Bundle, principal: Principal, now: float) -> str:
@@ -696,9 +704,12 @@ class PolicyEngine:
 
     # ---- evaluation --------------------------------------------------------------------------
 
-    def _evaluate(self, bundle: Bundle, request: _Request, canonical: Any) -> Decision:
+    def _evaluate(self, bundle: Bundle, request: _Request, canonical: Any,
+                  policies: cedarpy.PolicySet | None = None) -> Decision:
+        """`policies`: of `bundle`'s, those that can apply to the request (its own set when None)."""
         try:
-            (result,) = is_authorized_batch([request.cedar], bundle.policies, self._entities(request.entities))
+            (result,) = is_authorized_batch([request.cedar], policies or bundle.policies,
+                                            self._entities(request.entities))
         except (ValueError, RuntimeError) as exc:  # a malformed request or entity: deny, never raise into the caller
             return self._refused(bundle, f"evaluation failed: {exc}", REASON_DENIED)
         return self._interpret(bundle, request, result, canonical)
@@ -706,12 +717,15 @@ class PolicyEngine:
     def _interpret(self, bundle: Bundle, request: _Request, result: cedarpy.AuthzResult, canonical: Any) -> Decision:
         # Cedar reports both in no fixed order (it varies call to call): policy-file order makes the
         # reason an agent is told, and the ids and errors recorded, the same for the same request.
-        raw_errors = sorted(result.diagnostics.errors, key=_position_key)
-        errors = tuple(bundle.describe_error(e) for e in raw_errors)
-        determined = self._determined(bundle, result.diagnostics.reasons)
+        diagnostics = result.diagnostics
+        raw_errors = diagnostics.errors
+        if raw_errors:
+            raw_errors = sorted(raw_errors, key=_position_key)
+        errors = tuple([bundle.describe_error(e) for e in raw_errors]) if raw_errors else ()
+        determined = self._determined(bundle, diagnostics.reasons)
         determining, policy_ids = determined.cedar_ids, determined.policy_ids
         decision = result.decision
-        if decision == cedarpy.Decision.Allow and not errors:
+        if decision is ALLOW and not errors:
             return self._decision(bundle, "allow", policy_ids, determined.allow_reason, (), canonical)
         if decision == cedarpy.Decision.Deny and determining and not errors:
             modes = determined.step_up_modes
@@ -940,6 +954,13 @@ class PolicyEngine:
             erroring = _erroring_policies(result.diagnostics.errors)
             return tuple(dict.fromkeys(bundle.public_id(p) for p in erroring))
         return self._determined(bundle, result.diagnostics.reasons).policy_ids
+
+
+def _schema_dict(schema: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """An input schema as canonicalize reads it: the tool's own dict (it is only read), a copy of another mapping."""
+    if not schema:
+        return None
+    return schema if type(schema) is dict else dict(schema)
 
 
 def _clean_allow(result: cedarpy.AuthzResult) -> bool:

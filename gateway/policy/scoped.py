@@ -21,11 +21,13 @@ Decisions stay identical: each policy that can be evaluated past a point sees ev
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import cedarpy
 import orjson
 
 from gateway.policy.listing import ContextReads, context_reads
@@ -33,7 +35,8 @@ from gateway.policy.model import ServerModel, ToolModel
 
 Uid = tuple[str, str]  # (entity type, id)
 Known = tuple[type, object]  # a value known ahead of the call, with its type (True and 1 are different values)
-TOOLS_KEPT = 16384  # tools whose read set is remembered per bundle (each entry is three references)
+TOOLS_KEPT = 16384  # tools whose scope is remembered per bundle (each entry is three references)
+POLICY_SETS_KEPT = 64  # distinct sets of applicable policies kept parsed (tools of one kind share one)
 _SCALARS = (bool, int, str)
 _FALSE: Known = (bool, False)
 _TRUE: Known = (bool, True)
@@ -65,45 +68,74 @@ class Target:
         return uid == ancestor or ancestor in self.ancestors.get(uid, frozenset())
 
 
-class ScopedReads:
-    """One policy set's read sets per tool, worked out on a tool's first call and remembered (bounded). Equal
-    read sets are one object, `full` itself when nothing can be left out: the context builder keeps one plan
-    per read set object (gateway.policy.context)."""
+@dataclass(frozen=True, slots=True)
+class ToolScope:
+    """What one tool's calls are decided with: the context paths they can read, and the policies that can apply
+    (None: all of them, the bundle's own set)."""
+
+    reads: ContextReads
+    policies: cedarpy.PolicySet | None
+
+
+class ToolScopes:
+    """One policy set's scope per tool, worked out on a tool's first call and remembered (bounded). Equal read
+    sets are one object (`full` itself when nothing can be left out: the context builder keeps one plan per read
+    set object), and equal sets of applicable policies one cedarpy PolicySet."""
 
     def __init__(self, policies: Mapping[str, Mapping[str, Any]], full: ContextReads) -> None:
-        self.policies = policies  # Cedar's JSON (EST) of the static policies
+        self.policies = policies  # Cedar's JSON (EST) of the static policies, by Cedar's id ("policyN")
         self.full = full  # what all of them read
-        self._by_tool: dict[int, tuple[ToolModel, ServerModel, ContextReads]] = {}
-        self._interned: dict[bytes, ContextReads] = {}
+        self._by_tool: dict[int, tuple[ToolModel, ServerModel, ToolScope]] = {}
+        self._reads: dict[bytes, ContextReads] = {}
+        self._sets: dict[tuple[str, ...], cedarpy.PolicySet] = {}
         self._lock = threading.Lock()
 
-    def for_tool(self, model: ToolModel, server: ServerModel) -> ContextReads:
-        """What a call of `model` (served by `server`) can have read; remembered for these very objects (a new
-        catalog brings new ones, so an attribute changed there, such as `egress`, is never read from an old one)."""
+    def for_tool(self, model: ToolModel, server: ServerModel) -> ToolScope:
+        """The scope of a call of `model` (served by `server`); remembered for these very objects (a new catalog
+        brings new ones, so an attribute changed there, such as `egress`, is never read from an old one)."""
         known = self._by_tool.get(id(model))
         if known is not None and known[0] is model and known[1] is server:
             return known[2]
-        reads = self._intern(self.reads(tool_target(model, server)))
+        target = tool_target(model, server)
+        scope = ToolScope(self._intern(self.reads(target)), self._policy_set(self.applicable(target)))
         with self._lock:
             if len(self._by_tool) >= TOOLS_KEPT:
                 self._by_tool.clear()
-            self._by_tool[id(model)] = (model, server, reads)  # holding model keeps its id from being reused
-        return reads
+            self._by_tool[id(model)] = (model, server, scope)  # holding model keeps its id from being reused
+        return scope
 
     def reads(self, target: Target) -> ContextReads:
-        if self.full is not True and not self.full:
-            return self.full  # nothing is read at all
         parts = [part for policy in self.policies.values() for part in live_parts(policy, target)]
         return context_reads({"live": {"conditions": [{"kind": "when", "body": p} for p in parts]}})
+
+    def applicable(self, target: Target) -> tuple[str, ...]:
+        """The ids of the policies that can be satisfied or raise an error for `target`: all but those known false."""
+        return tuple(pid for pid, policy in self.policies.items() if not known_false(policy, target))
 
     def _intern(self, reads: ContextReads) -> ContextReads:
         if reads is True or reads == self.full:
             return self.full
         key = orjson.dumps(reads, option=orjson.OPT_SORT_KEYS)
         with self._lock:
-            if len(self._interned) >= TOOLS_KEPT:
-                self._interned.clear()
-            return self._interned.setdefault(key, reads)
+            if len(self._reads) >= TOOLS_KEPT:
+                self._reads.clear()
+            return self._reads.setdefault(key, reads)
+
+    def _policy_set(self, ids: tuple[str, ...]) -> cedarpy.PolicySet | None:
+        """The policies `ids` as one PolicySet under their own ids (so reasons and errors name them as the whole
+        set does); None for all of them. Made once per distinct set (a few: tools of one kind share one)."""
+        if len(ids) == len(self.policies):
+            return None
+        known = self._sets.get(ids)
+        if known is None:
+            text = json.dumps({"staticPolicies": {pid: self.policies[pid] for pid in ids}, "templates": {},
+                               "templateLinks": []})
+            known = cedarpy.PolicySet.from_json_str(text, release_gil=True)
+            with self._lock:
+                if len(self._sets) >= POLICY_SETS_KEPT:
+                    self._sets.clear()
+                self._sets[ids] = known
+        return known
 
 
 def tool_target(model: ToolModel, server: ServerModel) -> Target:
@@ -130,6 +162,24 @@ def live_parts(policy: Mapping[str, Any], target: Target) -> list[Any]:
         if value == _FALSE:
             break
     return parts
+
+
+def known_false(policy: Mapping[str, Any], target: Target) -> bool:
+    """Whether `policy` (EST) is false for `target` without an error whatever the principal and the context: a scope
+    that cannot match, or conditions known true up to one known false (all evaluated on the tool's own data)."""
+    if any(scope is False for scope in (_action_scope(policy.get("action"), target),
+                                        _resource_scope(policy.get("resource"), target))):
+        return True
+    for condition in policy.get("conditions") or ():
+        body = condition.get("body")
+        if condition.get("kind") == "unless":
+            body = {"!": {"arg": body}}
+        elif condition.get("kind") != "when":
+            return False
+        value, _ = _evaluate(body, target)
+        if value != _TRUE:
+            return value == _FALSE
+    return False
 
 
 def _action_scope(scope: object, target: Target) -> bool | None:
