@@ -40,6 +40,7 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 import cedarpy
@@ -687,7 +688,7 @@ class PolicyEngine:
         return bundle.scoped.for_tool(model, server)
 
     def _principal_json(self, bundle: Bundle, principal: Principal, now: float) -> str:
-        return self._principals.json(principal, now, bundle.catalog.server_ids)
+        return self._principals.json(principal, now, bundle.catalog.servers)  # not server_ids: a tuple per call
 
     @staticmethod
     def _join(*blobs: str) -> str:
@@ -698,7 +699,8 @@ class PolicyEngine:
         return {
             "principal": {"type": "Agent", "id": agent_id},
             "action": {"type": "Action", "id": action},
-            "resource": dict(uid),
+            # (a tool's uid is a read-only view: its copy() is the dict's own, dict() would go key by key)
+            "resource": uid.copy() if type(uid) is MappingProxyType else dict(uid),
             "context": context.decode() if isinstance(context, bytes) else context,
         }
 
