@@ -71,6 +71,13 @@ when { context.request has weekday && context.request.weekday == 9 };
 @id("t-overflow-write")
 forbid (principal, action in Action::"risk:write", resource)
 when { context.chain.calls_last_minute * 4611686018427387904 < 0 };
+// Several conditions, evaluated in order: nothing after a false one (an overflow there would be an error).
+@id("t-conditions-in-order")
+forbid (principal, action, resource is Tool) when { resource.egress }
+when { context.chain.calls_last_minute * 4611686018427387904 < 0 };
+@id("t-unless-first")
+forbid (principal, action, resource is Tool) unless { resource.risk != "write" }
+when { context.chain.agent.calls_last_minute * 4611686018427387904 < 0 };
 @id("t-overflow-destructive")
 permit (principal, action in Action::"risk:destructive", resource)
 when { context.chain.agent.calls_last_minute * 4611686018427387904 < 0 };

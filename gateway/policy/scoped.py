@@ -147,8 +147,7 @@ def tool_target(model: ToolModel, server: ServerModel) -> Target:
 def live_parts(policy: Mapping[str, Any], target: Target) -> list[Any]:
     """The expressions of `policy` (EST) Cedar can evaluate for `target`, whose context reads count: none when a
     scope cannot match, else its conditions up to the first one known to be false (that one's evaluated part too)."""
-    if any(scope is False for scope in (_action_scope(policy.get("action"), target),
-                                        _resource_scope(policy.get("resource"), target))):
+    if _cannot_match(policy, target):
         return []
     parts: list[Any] = []
     for condition in policy.get("conditions") or ():
@@ -167,8 +166,7 @@ def live_parts(policy: Mapping[str, Any], target: Target) -> list[Any]:
 def known_false(policy: Mapping[str, Any], target: Target) -> bool:
     """Whether `policy` (EST) is false for `target` without an error whatever the principal and the context: a scope
     that cannot match, or conditions known true up to one known false (all evaluated on the tool's own data)."""
-    if any(scope is False for scope in (_action_scope(policy.get("action"), target),
-                                        _resource_scope(policy.get("resource"), target))):
+    if _cannot_match(policy, target):
         return True
     for condition in policy.get("conditions") or ():
         body = condition.get("body")
@@ -182,47 +180,35 @@ def known_false(policy: Mapping[str, Any], target: Target) -> bool:
     return False
 
 
-def _action_scope(scope: object, target: Target) -> bool | None:
-    """Whether the action scope matches; None when its form is not one known here."""
+def _cannot_match(policy: Mapping[str, Any], target: Target) -> bool:
+    """The action or the resource scope cannot match (neither reads the context nor errs)."""
+    return (_scope(policy.get("action"), target.action, target) is False
+            or _scope(policy.get("resource"), target.resource, target) is False)
+
+
+def _scope(scope: object, uid: Uid, target: Target) -> bool | None:
+    """Whether a scope constraint (action or resource) matches the request's `uid`; None when its form (a template
+    slot among them) is not one known here."""
     if not isinstance(scope, Mapping):
         return None
     op = scope.get("op")
     if op == "All":
         return True
-    if op == "==" and "entity" in scope:
-        uid = _uid(scope["entity"])
-        return None if uid is None else uid == target.action
-    if op == "in" and "entity" in scope:
-        uid = _uid(scope["entity"])
-        return None if uid is None else target.within(target.action, uid)
-    if op == "in" and isinstance(scope.get("entities"), list):
-        uids = [_uid(e) for e in scope["entities"]]
-        if any(uid is None for uid in uids):
-            return None
-        return any(target.within(target.action, uid) for uid in uids if uid is not None)
-    return None
-
-
-def _resource_scope(scope: object, target: Target) -> bool | None:
-    """Whether the resource scope matches; None when its form (a template slot among them) is not one known here."""
-    if not isinstance(scope, Mapping):
-        return None
-    op = scope.get("op")
-    if op == "All":
-        return True
-    if op == "==" and "entity" in scope:
-        uid = _uid(scope["entity"])
-        return None if uid is None else uid == target.resource
-    if op == "in" and "entity" in scope:
-        uid = _uid(scope["entity"])
-        return None if uid is None else target.within(target.resource, uid)
     if op == "is" and isinstance(scope.get("entity_type"), str):
-        if scope["entity_type"] != target.resource[0]:
+        if scope["entity_type"] != uid[0]:
             return False
-        if "in" not in scope:
-            return True
-        return _resource_scope({"op": "in", **scope["in"]} if isinstance(scope["in"], Mapping) else None, target)
-    return None
+        inside = scope.get("in")
+        return True if inside is None else _scope({**inside, "op": "in"} if isinstance(inside, Mapping) else None,
+                                                  uid, target)
+    if op not in ("==", "in"):
+        return None
+    given = scope.get("entities") if op == "in" and "entities" in scope else [scope.get("entity")]
+    uids = [_uid(e) for e in given] if isinstance(given, list) else [None]
+    if not uids or any(other is None for other in uids):
+        return None
+    if op == "==":
+        return len(uids) == 1 and uids[0] == uid
+    return any(target.within(uid, other) for other in uids if other is not None)
 
 
 def _evaluate(expr: object, target: Target) -> tuple[Known | None, list[Any]]:
