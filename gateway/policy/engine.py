@@ -93,6 +93,7 @@ ENTITY_CACHE_SIZE = 2048
 ENTITY_CACHED_CHARS = 16 * 1024
 DETERMINATION_CACHE_SIZE = 1024  # distinct sets of determining policies remembered
 _POLICY_IN_ERROR = re.compile(r"policy\d+")
+EMPTY_CONTEXT = b"{}"
 ALLOW = cedarpy.Decision.Allow  # an Enum member: one object, compared by identity
 
 
@@ -639,7 +640,9 @@ class PolicyEngine:
         reads = scope.reads if scope is not None else self._reads(bundle)
         context, text = self._contexts.build_json(reads, facts, approved, cedar_input, model.input_whole)
         entities = self._tool_entities(bundle, principal, model, facts.now, server)
-        cedar = self._cedar_request(principal.agent_id, model.entry.exposed_name, model.uid, text)
+        # No context at all when it is the empty record: cedarpy takes an absent one as that, without parsing any.
+        cedar = self._cedar_request(principal.agent_id, model.entry.exposed_name, model.uid,
+                                    text if text != EMPTY_CONTEXT else None)
         return _Request("tool", model.entry.exposed_name, cedar, entities, REASON_BAD_ARGUMENTS, context, facts,
                         approved, cedar_input, model.input_whole, scope.policies if scope is not None else None)
 
@@ -695,14 +698,18 @@ class PolicyEngine:
         return "[" + ",".join(blobs) + "]"
 
     @staticmethod
-    def _cedar_request(agent_id: str, action: str, uid: Mapping[str, str], context: bytes | str) -> dict[str, Any]:
-        return {
+    def _cedar_request(agent_id: str, action: str, uid: Mapping[str, str],
+                       context: bytes | str | None) -> dict[str, Any]:
+        """`context` None: none is sent (Cedar's empty record)."""
+        request: dict[str, Any] = {
             "principal": {"type": "Agent", "id": agent_id},
             "action": {"type": "Action", "id": action},
             # (a tool's uid is a read-only view: its copy() is the dict's own, dict() would go key by key)
             "resource": uid.copy() if type(uid) is MappingProxyType else dict(uid),
-            "context": context.decode() if isinstance(context, bytes) else context,
         }
+        if context is not None:
+            request["context"] = context.decode() if isinstance(context, bytes) else context
+        return request
 
     # ---- evaluation --------------------------------------------------------------------------
 
