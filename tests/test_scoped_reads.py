@@ -278,3 +278,25 @@ def test_parts_before_a_false_one_are_kept() -> None:
     one_is_not_a_bool = policy(conditions=[{"kind": "when", "body": one}])
     assert ToolScopes({"p": one_is_not_a_bool}, True).reads(TARGET) == {"chain": {"sensitive_read": True}}
     assert not known_false(one_is_not_a_bool, TARGET)
+
+
+def test_a_tool_no_policy_can_apply_to_is_denied_by_an_empty_set(tmp_path: Path) -> None:
+    """No policy can apply to a read tool here: its set is empty (and no context is sent), and Cedar denies by
+    default, as under the whole set; a write tool is decided by the one policy."""
+    cedar = tmp_path / "cedar"
+    (cedar / "policies").mkdir(parents=True)
+    shutil.copy(Path(__file__).resolve().parent.parent / "cedar" / "schema.cedarschema", cedar)
+    (cedar / "policies" / "writes.cedar").write_text(
+        '@id("writes-with-approval")\npermit (principal, action in Action::"risk:write", resource)\n'
+        "when { context.approval.granted };\n")
+    catalog = write_catalog(tmp_path / "catalog")
+    engine = PolicyEngine(cedar, catalog, tool_schemas=SCHEMAS)
+    facts = RequestFacts(now=WEDNESDAY, era="2026-07-28")
+    seen: list[CedarRequest] = []
+    decision = engine.decide_tool(agent_principal(), catalog.tools["files__read_file"], {"path": "/a"}, facts,
+                                  True, seen)
+    request = seen[0]
+    assert request.policies is not None and not request.policies and "context" not in request.cedar
+    assert decision.outcome == "deny" and decision.policy_ids == () and not decision.errors
+    approved = engine.decide_tool(agent_principal(), catalog.tools["files__write_file"], {"path": "/a"}, facts, True)
+    assert approved.outcome == "allow" and approved.policy_ids == ("writes-with-approval",)

@@ -9,7 +9,9 @@ McpServer parent and the action (with its groups as parents), joined from string
 of time, so the cost of a decision does not grow with the catalog or the registry.
 
 The context holds only what the policies read (context.py): Cedar parses it on every request, and
-it was most of a decision's cost.
+it was most of a decision's cost. A tools/call goes further (scoped.py): Cedar gets only the policies
+that can apply to the tool (the others are false for it without an error, whoever calls with whatever
+context) and only the context those read; no context at all when that is nothing.
 
 Evaluation deliberately passes NO schema to Cedar: with a schema, Cedar derives every action
 entity from it on each call, which made a decision cost O(catalog) (0.2 ms at 10 tools, 2 ms at
@@ -717,7 +719,7 @@ class PolicyEngine:
                   policies: cedarpy.PolicySet | None = None) -> Decision:
         """`policies`: of `bundle`'s, those that can apply to the request (its own set when None)."""
         try:
-            (result,) = is_authorized_batch([request.cedar], policies or bundle.policies,
+            (result,) = is_authorized_batch([request.cedar], bundle.policies if policies is None else policies,
                                             self._entities(request.entities))
         except (ValueError, RuntimeError) as exc:  # a malformed request or entity: deny, never raise into the caller
             return self._refused(bundle, f"evaluation failed: {exc}", REASON_DENIED)
