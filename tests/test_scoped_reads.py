@@ -28,6 +28,7 @@ from tests.test_policy_engine import (
     agent_principal,
 )
 from tests.test_policy_engine import cedar_dir as cedar_dir
+from tests.test_policy_engine import write_catalog as bulk_catalog
 
 OUT_MANIFEST = """
 id: out
@@ -300,3 +301,21 @@ def test_a_tool_no_policy_can_apply_to_is_denied_by_an_empty_set(tmp_path: Path)
     assert decision.outcome == "deny" and decision.policy_ids == () and not decision.errors
     approved = engine.decide_tool(agent_principal(), catalog.tools["files__write_file"], {"path": "/a"}, facts, True)
     assert approved.outcome == "allow" and approved.policy_ids == ("writes-with-approval",)
+
+
+def test_tools_of_one_kind_share_one_scope(cedar_dir: Path, tmp_path: Path) -> None:
+    """The analysis runs once per kind of tool (what the policies can tell apart), not once per tool: bulk read tools
+    of one server share one scope; a tool the policies tell apart (egress, another risk) has its own."""
+    catalog = bulk_catalog(tmp_path / "catalog", extra_tools=50)
+    engine = PolicyEngine(cedar_dir, catalog, tool_schemas=SCHEMAS)
+    bundle = engine.bundle
+    assert bundle.scoped is not None
+
+    def scope(name: str) -> Any:
+        model = bundle.catalog.tools[name]
+        return bundle.scoped.for_tool(model, bundle.catalog.servers[model.entry.server_id])  # type: ignore[union-attr]
+
+    bulk = {id(scope(f"bulk__t{i}")) for i in range(50)}
+    assert len(bulk) == 1 and scope("files__read_file") is scope("bulk__t0")  # shipped policies: read is read
+    assert scope("files__write_file") is not scope("files__read_file") and scope("files__wipe").reads != {}
+    assert len(bundle.scoped._by_kind) <= 4

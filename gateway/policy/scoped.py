@@ -86,6 +86,13 @@ class ToolScopes:
         self.policies = policies  # Cedar's JSON (EST) of the static policies, by Cedar's id ("policyN")
         self.full = full  # what all of them read
         self._by_tool: dict[int, tuple[ToolModel, ServerModel, ToolScope]] = {}
+        self._by_kind: dict[tuple[object, ...], ToolScope] = {}
+        self._reading = [p for pid, p in policies.items() if context_reads({pid: dict(p)}) != {}]  # others read none
+        # What the scopes and conditions name (see _kind).
+        self._actions = frozenset(u for p in policies.values() for u in _scope_uids(p.get("action")))
+        self._resources = frozenset(u for p in policies.values() for u in _scope_uids(p.get("resource")))
+        self._attrs = tuple(sorted({a for p in policies.values() for c in p.get("conditions") or ()
+                                    for a in _resource_attrs(c.get("body"))}))
         self._reads: dict[bytes, ContextReads] = {}
         self._sets: dict[tuple[str, ...], cedarpy.PolicySet] = {}
         self._lock = threading.Lock()
@@ -97,15 +104,35 @@ class ToolScopes:
         if known is not None and known[0] is model and known[1] is server:
             return known[2]
         target = tool_target(model, server)
-        scope = ToolScope(self._intern(self.reads(target)), self._policy_set(self.applicable(target)))
+        kind = self._kind(target)
+        scope = self._by_kind.get(kind)
+        if scope is None:
+            scope = ToolScope(self._intern(self.reads(target)), self._policy_set(self.applicable(target)))
         with self._lock:
             if len(self._by_tool) >= TOOLS_KEPT:
                 self._by_tool.clear()
             self._by_tool[id(model)] = (model, server, scope)  # holding model keeps its id from being reused
+            if len(self._by_kind) >= TOOLS_KEPT:
+                self._by_kind.clear()
+            self._by_kind[kind] = scope
         return scope
 
+    def _kind(self, target: Target) -> tuple[object, ...]:
+        """What of `target` this policy set can tell apart: whether its action and resource are or are within each
+        entity a scope names, the resource's type, and each resource attribute a condition reads (known only as a
+        scalar). Targets alike in all of it have one scope (the analysis reads nothing else of them): worked out
+        once per kind of tool, not per tool."""
+        action, resource = target.action, target.resource
+        attrs = target.resource_attrs
+        return (action if action in self._actions else None,
+                frozenset(u for u in self._actions if target.within(action, u)),
+                resource[0], resource if resource in self._resources else None,
+                frozenset(u for u in self._resources if target.within(resource, u)),
+                tuple((type(attrs[a]), attrs[a]) if a in attrs and type(attrs[a]) in _SCALARS else None
+                      for a in self._attrs))
+
     def reads(self, target: Target) -> ContextReads:
-        parts = [part for policy in self.policies.values() for part in live_parts(policy, target)]
+        parts = [part for policy in self._reading for part in live_parts(policy, target)]
         return context_reads({"live": {"conditions": [{"kind": "when", "body": p} for p in parts]}})
 
     def applicable(self, target: Target) -> tuple[str, ...]:
@@ -255,6 +282,34 @@ def _logical(conjunction: bool, left_expr: object, right_expr: object,
     right, right_kept = _evaluate(right_expr, target)
     known = left is not None and left[0] is bool and right is not None and right[0] is bool
     return (right if known else None), kept + right_kept
+
+
+def _scope_uids(scope: object) -> list[Uid]:
+    """The entities a scope constraint names (`==`, `in`, `in [..]`, `is .. in`)."""
+    if not isinstance(scope, Mapping):
+        return []
+    inside = scope.get("in")
+    named = [scope.get("entity"), *(scope.get("entities") or ()),
+             inside.get("entity") if isinstance(inside, Mapping) else None]
+    return [uid for uid in map(_uid, named) if uid is not None]
+
+
+def _resource_attrs(expr: object) -> set[str]:
+    """The names of the resource's attributes `_evaluate` can read in `expr` (`resource.<name>` where it looks:
+    under `!`, `&&`, `||`, `if`, `==` and `!=`; not inside anything else, which it leaves unknown)."""
+    if not isinstance(expr, Mapping) or len(expr) != 1:
+        return set()
+    ((op, arg),) = expr.items()
+    if not isinstance(arg, Mapping):
+        return set()
+    if op == ".":
+        return {arg["attr"]} if arg.get("left") == {"Var": "resource"} and isinstance(arg.get("attr"), str) else set()
+    below = _EVALUATED.get(op, ())
+    return set().union(*(_resource_attrs(arg.get(name)) for name in below))
+
+
+_EVALUATED = {"!": ("arg",), "&&": ("left", "right"), "||": ("left", "right"), "==": ("left", "right"),
+              "!=": ("left", "right"), "if-then-else": ("if", "then", "else")}  # what _evaluate looks into
 
 
 def _uid(value: object) -> Uid | None:
