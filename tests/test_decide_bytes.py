@@ -109,7 +109,8 @@ def test_cedar_decides_the_recorded_requests_as_before(cedar_dir: Path, catalog:
     for who, tool in itertools.product((agent_principal(servers=("files", "payments")), agent_principal("a2")),
                                        catalog.tools.values()):
         model = bundle.catalog.tools[tool.exposed_name]
-        scope = bundle.scoped.for_tool(model, bundle.catalog.servers[tool.server_id])
+        scope = bundle.scoped.for_tool(model, bundle.catalog.servers[tool.server_id], bundle.catalog)
+        subset = bundle.scoped.policy_set(scope)
         reads = scope.reads
         for facts, approved in every_facts():
             seen: list[CedarRequest] = []
@@ -122,7 +123,7 @@ def test_cedar_decides_the_recorded_requests_as_before(cedar_dir: Path, catalog:
             whole, _ = plain(builder, bundle.decision_reads, facts, approved)
             (answer,) = cedarpy.is_authorized_batch([{**request.cedar, "context": whole}], bundle.policies,
                                                     request.entities)
-            (sent,) = cedarpy.is_authorized_batch([request.cedar], scope.policies or bundle.policies,
+            (sent,) = cedarpy.is_authorized_batch([request.cedar], subset or bundle.policies,
                                                   request.entities)
             assert (sent.decision, sent.diagnostics.reasons, sent.diagnostics.errors) == (
                 answer.decision, answer.diagnostics.reasons, answer.diagnostics.errors)

@@ -4,6 +4,7 @@ answers it exactly as it answers the whole context: the same decision, determini
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -153,7 +154,8 @@ def test_each_scope_form_keeps_what_can_apply(cedar_dir: Path, tmp_path: Path) -
 
     def reads(name: str) -> Any:
         model = bundle.catalog.tools[name]
-        return bundle.scoped.for_tool(model, bundle.catalog.servers[model.entry.server_id]).reads  # type: ignore[union-attr]
+        return bundle.scoped.for_tool(  # type: ignore[union-attr]
+            model, bundle.catalog.servers[model.entry.server_id], bundle.catalog).reads
 
     read_file, write_file, post = reads("files__read_file"), reads("files__write_file"), reads("out__post")
     assert read_file["task"] == {"purpose": True} and "depth" not in read_file["task"]  # == Tool, not action ==
@@ -203,7 +205,15 @@ def test_a_shadow_set_sees_the_whole_context(cedar_dir: Path, tmp_path: Path) ->
 # ---- the analysis on its own: forms it does not know keep everything -------------------------------------
 
 READ_CHAIN = {".": {"left": {".": {"left": {"Var": "context"}, "attr": "chain"}}, "attr": "sensitive_read"}}
-TARGET = Target.of(("Action", "files__read_file"), ("Tool", "files/read_file"), [
+
+
+def known_target(action: tuple[str, str], resource: tuple[str, str], records: list[Any]) -> Target:
+    target = Target.of(action, resource, records)
+    assert target is not None
+    return target
+
+
+TARGET = known_target(("Action", "files__read_file"), ("Tool", "files/read_file"), [
     {"uid": {"type": "Tool", "id": "files/read_file"}, "attrs": {"egress": False, "risk": "read"},
      "parents": [{"type": "McpServer", "id": "files"}]},
     {"uid": {"type": "McpServer", "id": "files"}, "attrs": {}, "parents": []},
@@ -313,9 +323,189 @@ def test_tools_of_one_kind_share_one_scope(cedar_dir: Path, tmp_path: Path) -> N
 
     def scope(name: str) -> Any:
         model = bundle.catalog.tools[name]
-        return bundle.scoped.for_tool(model, bundle.catalog.servers[model.entry.server_id])  # type: ignore[union-attr]
+        return bundle.scoped.for_tool(  # type: ignore[union-attr]
+            model, bundle.catalog.servers[model.entry.server_id], bundle.catalog)
 
     bulk = {id(scope(f"bulk__t{i}")) for i in range(50)}
     assert len(bulk) == 1 and scope("files__read_file") is scope("bulk__t0")  # shipped policies: read is read
     assert scope("files__write_file") is not scope("files__read_file") and scope("files__wipe").reads != {}
     assert len(bundle.scoped._by_kind) <= 4
+
+
+# ---- entity JSON in a form not known here: the target is unknown, and everything is kept ------------------
+
+UID_FORMS_POLICIES = ('permit (principal, action, resource);\n'
+                      'forbid (principal, action in Action::"call_tool", resource in McpServer::"s");')
+SERVER_UID = {"type": "McpServer", "id": "s"}
+CALL_TOOL = {"type": "Action", "id": "call_tool"}
+
+
+def uid_form_records(form: str) -> list[Any]:
+    """A tool's three records, one part of them spelled in a form Cedar accepts (or refuses) but Target does not
+    know: the forbid above matches in Cedar's eyes wherever it is."""
+    tool: Any = {"uid": {"type": "Tool", "id": "s/t"}, "attrs": {}, "parents": [SERVER_UID]}
+    action: Any = {"uid": {"type": "Action", "id": "s__t"}, "attrs": {}, "parents": [CALL_TOOL]}
+    server: Any = {"uid": SERVER_UID, "attrs": {}, "parents": []}
+    if form == "tool-parent":
+        tool["parents"] = [{"__entity": SERVER_UID}]
+    elif form == "action-parent":
+        action["parents"] = [{"__entity": CALL_TOOL}]
+    elif form == "tool-uid":
+        tool["uid"] = {"__entity": tool["uid"]}
+    elif form == "action-uid":
+        action["uid"] = {"__entity": action["uid"]}
+    elif form == "duplicate":
+        return [tool, server, action, {**tool, "parents": []}]
+    elif form == "not-a-record":
+        return [tool, server, action, ["odd"]]
+    elif form == "parents-not-a-list":
+        tool["parents"] = {"x": SERVER_UID}
+    elif form == "attrs-not-a-record":
+        tool["attrs"] = ["egress"]
+    elif form == "more-keys":
+        tool["tags"] = {}
+    elif form == "no-resource-record":
+        return [server, action]
+    return [tool, server, action]
+
+
+@pytest.mark.parametrize("form", ["tool-parent", "action-parent", "tool-uid", "action-uid", "duplicate",
+                                  "not-a-record", "parents-not-a-list", "attrs-not-a-record", "more-keys",
+                                  "no-resource-record"])
+def test_entities_spelled_otherwise_keep_every_policy(form: str) -> None:
+    """A uid or parent `Target` does not recognise (Cedar takes `{"__entity": ..}`) used to be skipped, so the
+    forbid looked as if it could not match: the subset allowed where the whole set denies. Now any record not
+    known here makes the target unknown: every policy and the whole read set are kept."""
+    est = json.loads(cedarpy.policies_to_json_str(UID_FORMS_POLICIES))["staticPolicies"]
+    records = uid_form_records(form)
+    scopes = ToolScopes(est, context_reads(est))
+    target = Target.of(("Action", "s__t"), ("Tool", "s/t"), records)
+    assert target is None
+    assert scopes.applicable(target) == tuple(est) and scopes.reads(target) is scopes.full
+    scope = scopes._scope(target)
+    assert scope.policies is None and scopes.policy_set(scope) is None
+    if form in ("tool-parent", "action-parent", "tool-uid"):  # Cedar takes these: the whole set's answer stands
+        request = {"principal": {"type": "Agent", "id": "a"}, "action": {"type": "Action", "id": "s__t"},
+                   "resource": {"type": "Tool", "id": "s/t"}}
+        (whole,) = cedarpy.is_authorized_batch([request], cedarpy.PolicySet.from_str(UID_FORMS_POLICIES),
+                                               json.dumps(records))
+        assert str(whole.decision) == "Decision.Deny" and whole.diagnostics.reasons == ["policy1"]
+
+
+def test_plain_records_are_still_known() -> None:
+    est = {"p": policy(action={"op": "in", "entity": CALL_TOOL})}
+    target = Target.of(("Action", "s__t"), ("Tool", "s/t"), uid_form_records("plain"))
+    assert target is not None and target.within(("Tool", "s/t"), ("McpServer", "s"))
+    assert ToolScopes(est, context_reads(est)).applicable(target) == ("p",)
+
+
+@pytest.mark.parametrize("conditions", [[["when", READ_CHAIN]], [{"kind": "when", "body": READ_CHAIN}, "odd"],
+                                        {"kind": "when", "body": READ_CHAIN}])
+def test_conditions_spelled_otherwise_keep_every_read(conditions: Any) -> None:
+    """A policy whose conditions are not a list of `when`/`unless` records: not known false, and all reads kept
+    (the analysis neither skips nor trips over it)."""
+    odd = {**policy(action={"op": "in", "entity": WRITE}), "conditions": conditions}
+    full = {"chain": {"sensitive_read": True}}
+    scopes = ToolScopes({"p": odd, "q": policy()}, full)
+    assert live_parts(odd, TARGET) is None and not known_false(odd, TARGET)
+    assert scopes.reads(TARGET) is full and scopes.applicable(TARGET) == ("p", "q")
+
+
+# ---- bounds: parsed subsets, the per-tool memo, context plans ----------------------------------------------
+
+def per_action_scopes(count: int) -> tuple[ToolScopes, list[Target], str]:
+    """`count` tools each with its own set of applicable policies (a forbid per tool, and one permit)."""
+    forbid = 'forbid (principal, action == Action::"s__t{}", resource) when {{ context.chain.sensitive_read }};'
+    text = "\n".join(forbid.format(i) for i in range(count)) + "\npermit (principal, action, resource);"
+    est = json.loads(cedarpy.policies_to_json_str(text))["staticPolicies"]
+    targets = [known_target(("Action", f"s__t{i}"), ("Tool", f"s/t{i}"), [
+        {"uid": {"type": "Tool", "id": f"s/t{i}"}, "attrs": {}, "parents": [SERVER_UID]},
+        {"uid": {"type": "Action", "id": f"s__t{i}"}, "attrs": {}, "parents": [CALL_TOOL]}]) for i in range(count)]
+    return ToolScopes(est, context_reads(est)), targets, text
+
+
+def test_parsed_subsets_are_bounded_and_not_parsed_per_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scope names its subset by key and holds no parsed set (it used to hold its own: clearing the kept ones
+    freed nothing); at most POLICY_SETS_KEPT are alive, least recently used out; with more sets in use than
+    kept, a call of a pushed-out one is decided by the whole set (the same answer), not by parsing it again."""
+    import gateway.policy.scoped as scoped_module
+    monkeypatch.setattr(scoped_module, "POLICY_SETS_KEPT", 2)
+    scopes, targets, text = per_action_scopes(5)
+    whole = cedarpy.PolicySet.from_str(text)
+    rounds = 20
+    for _ in range(rounds):
+        for i, target in enumerate(targets):
+            scope = scopes._scope(target)
+            assert not isinstance(scope.policies, cedarpy.PolicySet) and scope.policies is not None
+            subset = scopes.policy_set(scope)
+            assert len(scopes._sets) <= 2
+            request = {"principal": {"type": "Agent", "id": "a"}, "action": {"type": "Action", "id": f"s__t{i}"},
+                       "resource": {"type": "Tool", "id": f"s/t{i}"}, "context": {"chain": {"sensitive_read": True}}}
+            (sent,) = cedarpy.is_authorized_batch([request], subset if subset is not None else whole, "[]")
+            (answer,) = cedarpy.is_authorized_batch([request], whole, "[]")
+            assert (sent.decision, sent.diagnostics.reasons) == (answer.decision, answer.diagnostics.reasons)
+    calls = rounds * len(targets)
+    assert scopes.sets_parsed <= len(targets) + calls // scoped_module.REBUILD_AFTER_MISSES + 1  # not one a call
+    recent = scopes._scope(targets[-1])
+    assert scopes.policy_set(recent) is scopes.policy_set(recent)  # one in use stays parsed
+
+
+def test_a_recently_used_subset_stays(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gateway.policy.scoped as scoped_module
+    monkeypatch.setattr(scoped_module, "POLICY_SETS_KEPT", 2)
+    scopes, targets, _ = per_action_scopes(4)
+    hot = scopes._scope(targets[0])
+    first = scopes.policy_set(hot)
+    for target in targets[1:]:
+        scopes.policy_set(scopes._scope(target))
+        assert scopes.policy_set(hot) is first  # least recently used goes, not all of them
+
+
+def test_an_old_catalogs_tools_are_not_held(cedar_dir: Path, tmp_path: Path) -> None:
+    """A catalog change that needs no compile (an owner changed) keeps the bundle's ToolScopes: its per-tool memo
+    used to keep the old catalog's models (with their input schemas) beside the new ones until 16,384 entries."""
+    engine = PolicyEngine(cedar_dir, write_catalog(tmp_path / "a"), tool_schemas=SCHEMAS)
+    scoped = engine.bundle.scoped
+    assert scoped is not None
+    who, facts = agent_principal(servers=("files",)), RequestFacts(now=WEDNESDAY, era="2026-07-28")
+    engine.decide_tool(who, engine.bundle.catalog.tools["files__read_file"].entry, {"path": "/a"}, facts)
+    old = engine.bundle.catalog
+    changed = tmp_path / "b"
+    write_catalog(changed)
+    (changed / "files.yaml").write_text(FILES_MANIFEST.replace("storage@example.com", "other@example.com"))
+    assert engine.set_catalog(load_catalog(changed), SCHEMAS).ok
+    assert engine.bundle.scoped is scoped and engine.bundle.catalog is not old  # not compiled again
+    tool = engine.bundle.catalog.tools["files__read_file"]
+    assert engine.decide_tool(who, tool.entry, {"path": "/a"}, facts).outcome == "allow"
+    held = [entry[0] for entry in scoped._memo[1].values()]
+    assert held == [tool] and all(model is not old.tools["files__read_file"] for model in held)
+
+
+def test_context_plans_are_kept_least_recently_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plan in use survives more other read sets than PLANS_KEPT (they used to be cleared all at once)."""
+    import gateway.policy.context as context_module
+    builder = ContextBuilder(WorkingHours())
+    facts = RequestFacts(now=WEDNESDAY, era="2026-07-28")
+    hot: Any = {"approval": {"granted": True}}
+    builder.build_json(hot, facts, False)
+    for i in range(context_module.PLANS_KEPT * 2):
+        builder.build_json({"approval": {"granted": True}, "request": {"hour": True}, "task": {"id": True}}, facts,
+                           bool(i % 2))
+        builder.build_json(hot, facts, True)
+        assert len(builder._plans) <= context_module.PLANS_KEPT
+    assert builder.remembered(hot)[0] == 2  # both of its contexts, the first from before all the others
+
+
+def test_remembered_contexts_are_bounded_across_plans(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SHAPE_BYTES_KEPT bounds the contexts all plans remember together (it bounded each plan's, x 16)."""
+    import gateway.policy.context as context_module
+    monkeypatch.setattr(context_module, "SHAPE_BYTES_KEPT", 300)
+    builder = ContextBuilder(WorkingHours())
+    read_sets: list[Any] = [{"request": {"client": True}, "approval": {"granted": True}} for _ in range(6)]
+    for client in range(40):
+        for reads in read_sets:
+            facts = RequestFacts(now=WEDNESDAY, era="2026-07-28", client=f"client-{client}")
+            context, _ = builder.build_json(reads, facts, False)
+            assert context == {"request": {"client": f"client-{client}"}, "approval": {"granted": False}}
+            total = sum(builder.remembered(r)[1] for r in read_sets)
+            assert 0 < total <= 300 and builder.shape_bytes == total

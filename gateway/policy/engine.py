@@ -71,7 +71,6 @@ from gateway.policy.model import (
 from gateway.policy.principal_entities import PrincipalEntities
 from gateway.policy.reauth import NO_AUTH_TIME, NO_PERSON, REAUTH, ReauthTerms, warn_no_auth_time
 from gateway.policy.reauth import terms as reauth_terms
-from gateway.policy.scoped import ToolScope
 from gateway.policy.sources import SourceFiles, read_files
 from gateway.policy.typing_ import ArgumentMismatch, to_cedar
 from gateway.settings.durations import parse_duration
@@ -638,15 +637,14 @@ class PolicyEngine:
         approved: bool,
     ) -> _Request:
         server = bundle.catalog.servers[model.entry.server_id]
-        scope = self._tool_scope(bundle, model, server)
-        reads = scope.reads if scope is not None else self._reads(bundle)
+        reads, policies = self._tool_scope(bundle, model, server)
         context, text = self._contexts.build_json(reads, facts, approved, cedar_input, model.input_whole)
         entities = self._tool_entities(bundle, principal, model, facts.now, server)
         # No context at all when it is the empty record: cedarpy takes an absent one as that, without parsing any.
         cedar = self._cedar_request(principal.agent_id, model.entry.exposed_name, model.uid,
                                     text if text != EMPTY_CONTEXT else None)
         return _Request("tool", model.entry.exposed_name, cedar, entities, REASON_BAD_ARGUMENTS, context, facts,
-                        approved, cedar_input, model.input_whole, scope.policies if scope is not None else None)
+                        approved, cedar_input, model.input_whole, policies)
 
     def _item_request(
         self, bundle: Bundle, principal: Principal, server_id: str, name: str, facts: RequestFacts, kind: str
@@ -684,13 +682,16 @@ class PolicyEngine:
         (which may read more) evaluates the same request."""
         return bundle.decision_reads if self._shadow is None else True
 
-    def _tool_scope(self, bundle: Bundle, model: ToolModel, server: ServerModel) -> ToolScope | None:
+    def _tool_scope(self, bundle: Bundle, model: ToolModel,
+                    server: ServerModel) -> tuple[ContextReads, cedarpy.PolicySet | None]:
         """What a call of this tool is decided with (scoped.py): the context the policies that can apply to it
-        read, and those policies; None (the whole set, and its reads) while a shadow set evaluates the same
-        request with its own policies (see _reads)."""
-        if self._shadow is not None or bundle.scoped is None:
-            return None
-        return bundle.scoped.for_tool(model, server)
+        read, and those policies (None: the whole set); the whole set and its reads while a shadow set evaluates
+        the same request with its own policies (see _reads)."""
+        scoped = bundle.scoped
+        if self._shadow is not None or scoped is None:
+            return self._reads(bundle), None
+        scope = scoped.for_tool(model, server, bundle.catalog)
+        return scope.reads, scoped.policy_set(scope)
 
     def _principal_json(self, bundle: Bundle, principal: Principal, now: float) -> str:
         return self._principals.json(principal, now, bundle.catalog.servers)  # not server_ids: a tuple per call
