@@ -18,7 +18,7 @@ from gateway.policy import PolicyEngine, RequestFacts, WorkingHours
 from gateway.policy.context import NO_CHAIN, ContextBuilder
 from gateway.policy.engine import CedarRequest
 from gateway.policy.listing import context_reads
-from gateway.policy.scoped import Target, ToolScopes, known_false, live_parts
+from gateway.policy.scoped import Target, ToolScope, ToolScopes, known_false, live_parts
 from tests.test_policy_engine import (
     FILES_MANIFEST,
     PAYMENTS_MANIFEST,
@@ -145,17 +145,21 @@ def test_cedar_answers_the_scoped_context_as_the_whole_one(cedar_dir: Path, tmp_
     assert subsets > 0
 
 
+def tool_scope(engine: PolicyEngine, name: str) -> ToolScope:
+    """The scope the engine's bundle gives tool `name` of its catalog."""
+    bundle = engine.bundle
+    assert bundle.scoped is not None
+    model = bundle.catalog.tools[name]
+    return bundle.scoped.for_tool(model, bundle.catalog.servers[model.entry.server_id], bundle.catalog)
+
+
 def test_each_scope_form_keeps_what_can_apply(cedar_dir: Path, tmp_path: Path) -> None:
     add_policy(cedar_dir, "90-scoped.cedar", SCOPED_POLICIES)
     catalog = write_catalog(tmp_path / "catalog")
     engine = PolicyEngine(cedar_dir, catalog, tool_schemas=SCHEMAS)
-    bundle = engine.bundle
-    assert bundle.scoped is not None
 
     def reads(name: str) -> Any:
-        model = bundle.catalog.tools[name]
-        return bundle.scoped.for_tool(  # type: ignore[union-attr]
-            model, bundle.catalog.servers[model.entry.server_id], bundle.catalog).reads
+        return tool_scope(engine, name).reads
 
     read_file, write_file, post = reads("files__read_file"), reads("files__write_file"), reads("out__post")
     assert read_file["task"] == {"purpose": True} and "depth" not in read_file["task"]  # == Tool, not action ==
@@ -321,10 +325,8 @@ def test_tools_of_one_kind_share_one_scope(cedar_dir: Path, tmp_path: Path) -> N
     bundle = engine.bundle
     assert bundle.scoped is not None
 
-    def scope(name: str) -> Any:
-        model = bundle.catalog.tools[name]
-        return bundle.scoped.for_tool(  # type: ignore[union-attr]
-            model, bundle.catalog.servers[model.entry.server_id], bundle.catalog)
+    def scope(name: str) -> ToolScope:
+        return tool_scope(engine, name)
 
     bulk = {id(scope(f"bulk__t{i}")) for i in range(50)}
     assert len(bulk) == 1 and scope("files__read_file") is scope("bulk__t0")  # shipped policies: read is read
