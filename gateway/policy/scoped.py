@@ -113,7 +113,8 @@ class ToolScope:
 class ToolScopes:
     """One policy set's scope per tool, worked out on a tool's first call and remembered (bounded). Equal read
     sets are one object (`full` itself when nothing can be left out: the context builder keeps one plan per read
-    set object), and equal sets of applicable policies one cedarpy PolicySet."""
+    set object), and equal sets of applicable policies one key (one parsed PolicySet while it is kept: see
+    policy_set)."""
 
     def __init__(self, policies: Mapping[str, Mapping[str, Any]], full: ContextReads) -> None:
         self.policies = policies  # Cedar's JSON (EST) of the static policies, by Cedar's id ("policyN")
