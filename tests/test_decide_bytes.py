@@ -18,7 +18,7 @@ from gateway.catalog import Catalog
 from gateway.identity.user import UserIdentity
 from gateway.policy import RequestFacts, WorkingHours
 from gateway.policy.authorize import read_answer
-from gateway.policy.context import NO_CHAIN, SHAPE_BYTES_KEPT, ContextBuilder
+from gateway.policy.context import NO_CHAIN, PLANS_KEPT, SHAPE_BYTES_KEPT, ContextBuilder
 from gateway.policy.engine import ENTITY_CACHED_CHARS, CedarRequest
 from tests.test_policy_engine import WEDNESDAY, WEDNESDAY_NIGHT, agent_principal, catalog, cedar_dir, engine_for
 
@@ -98,22 +98,35 @@ def test_a_plan_tells_apart_what_only_looks_alike() -> None:
 
 
 def test_cedar_decides_the_recorded_requests_as_before(cedar_dir: Path, catalog: Catalog) -> None:
-    """Every tool under every combination of read values: the engine's request bytes are the plain ones, and its
-    decision is the one Cedar gives for the plain request through cedarpy's public API (its own answer parse)."""
+    """Every tool under every combination of read values: the engine's request bytes are the plain ones for the
+    tool's read set (gateway.policy.scoped), and its decision is the one Cedar gives through cedarpy's public API
+    (its own answer parse) for the plain request with everything the whole policy set reads, under the whole set."""
     engine = engine_for(cedar_dir, catalog)
     builder = ContextBuilder(WorkingHours())
-    reads = engine.bundle.decision_reads
-    outcomes = set()
+    bundle = engine.bundle
+    assert bundle.scoped is not None
+    outcomes, unsent = set(), 0
     for who, tool in itertools.product((agent_principal(servers=("files", "payments")), agent_principal("a2")),
                                        catalog.tools.values()):
+        model = bundle.catalog.tools[tool.exposed_name]
+        scope = bundle.scoped.for_tool(model, bundle.catalog.servers[tool.server_id], bundle.catalog)
+        subset = bundle.scoped.policy_set(scope)
+        reads = scope.reads
         for facts, approved in every_facts():
             seen: list[CedarRequest] = []
             decision = engine.decide_tool(who, tool, ARGUMENTS.get(tool.exposed_name, {}), facts, approved, seen)
             request = seen[0]
             context, text = plain(builder, reads, facts, approved)
-            assert request.cedar["context"] == text.decode() and request.context == context
-            (answer,) = cedarpy.is_authorized_batch([{**request.cedar, "context": context}], engine.bundle.policies,
+            # (an empty context is not sent at all: cedarpy's default for an absent one is the empty record)
+            assert request.cedar.get("context", "{}") == text.decode() and request.context == context
+            unsent += "context" not in request.cedar
+            whole, _ = plain(builder, bundle.decision_reads, facts, approved)
+            (answer,) = cedarpy.is_authorized_batch([{**request.cedar, "context": whole}], bundle.policies,
                                                     request.entities)
+            (sent,) = cedarpy.is_authorized_batch([request.cedar], subset or bundle.policies,
+                                                  request.entities)
+            assert (sent.decision, sent.diagnostics.reasons, sent.diagnostics.errors) == (
+                answer.decision, answer.diagnostics.reasons, answer.diagnostics.errors)
             expected_ids = {engine.bundle.public_id(p) for p in answer.diagnostics.reasons}
             assert set(decision.policy_ids) == expected_ids
             if answer.decision == cedarpy.Decision.Allow:
@@ -121,7 +134,7 @@ def test_cedar_decides_the_recorded_requests_as_before(cedar_dir: Path, catalog:
             else:
                 assert decision.outcome in ("deny", "step_up")
             outcomes.add(decision.outcome)
-    assert outcomes == {"allow", "deny", "step_up"}
+    assert outcomes == {"allow", "deny", "step_up"} and unsent > 0
 
 
 def test_an_answer_is_read_as_cedarpy_reads_it(cedar_dir: Path, catalog: Catalog) -> None:
@@ -184,20 +197,25 @@ def test_an_answer_in_another_order_or_without_a_decision() -> None:
             read_answer(text)
 
 
-def test_a_new_read_set_drops_the_old_ones_contexts() -> None:
-    """Policies reloaded bring a new read set: the contexts remembered for the old one are not kept alongside."""
+def test_read_sets_with_remembered_contexts_are_bounded() -> None:
+    """Each read set (a bundle's, or one of its tool groups', gateway.policy.scoped) has its own plan, found again
+    by the read set object; after PLANS_KEPT others the first one's contexts are not kept (a reload's old sets go)."""
     builder = ContextBuilder(WorkingHours())
     old = {"request": {"client": True}}
     new = {"request": {"client": True}}
     for facts, approved in every_facts():
         builder.build_json(old, facts, approved)
     assert builder.remembered(old)[0] > 0
-    assert builder.remembered(new) == (0, 0)
+    assert builder.remembered(new) == (0, 0)  # an equal read set is another one
     assert builder.remembered(old)[0] > 0  # asking about another read set changed nothing
     facts = RequestFacts(now=WEDNESDAY, era="2026-07-28", client="c")
     assert builder.build_json(new, facts, False) == plain(builder, new, facts, False)
-    assert builder.remembered(new)[0] == 1
-    assert builder.remembered(old) == (0, 0)  # built anew: nothing of before was held
+    assert builder.remembered(new)[0] == 1 and builder.remembered(old)[0] > 1  # both kept: two groups in use
+    others = [{"request": {"client": True}} for _ in range(PLANS_KEPT)]
+    for reads in others:
+        assert builder.build_json(reads, facts, False) == plain(builder, reads, facts, False)
+    assert builder.remembered(old) == (0, 0) and builder.remembered(new) == (0, 0)
+    assert builder.remembered(others[-1])[0] == 1
 
 
 def test_long_resource_uris_are_decided_but_their_entities_not_kept(cedar_dir: Path, catalog: Catalog) -> None:

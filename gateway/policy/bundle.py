@@ -29,6 +29,7 @@ from gateway.policy.listing import ContextReads, context_reads, listing_policies
 from gateway.policy.model import CatalogModel
 from gateway.policy.reauth import REAUTH
 from gateway.policy.reauth import annotation_problems as reauth_annotation_problems
+from gateway.policy.scoped import ToolScopes
 from gateway.policy.sources import PolicySource, SourceFiles, parse_sources, read_files
 from gateway.settings.durations import parse_duration
 
@@ -49,6 +50,7 @@ class Bundle:
     listing_reads: ContextReads  # the parts of the context the listing policies can observe
     files: SourceFiles  # what was compiled: a catalog change compiles these again, not newer files on disk
     decision_reads: ContextReads = True  # the parts of the context the policies can observe (context.py)
+    scoped: ToolScopes | None = None  # per tool: what its calls can read, which policies can apply (scoped.py)
 
     def source(self, cedar_id: str) -> PolicySource | None:
         match = POLICY_REF.fullmatch(cedar_id)
@@ -98,8 +100,10 @@ def compile_bundle(directory: Path, catalog: CatalogModel, files: SourceFiles | 
     listing_json = listing_policies(est)
     listing = cedarpy.PolicySet.from_json_str(listing_json, release_gil=True)
     reads = context_reads(json.loads(listing_json)["staticPolicies"])
+    decision_reads = context_reads(est)
     return Bundle(directory, bundle_version(sources.digest, catalog), time.time(), catalog, policies,
-                  listing, sources.policies, sources.digest, reads, files, context_reads(est))
+                  listing, sources.policies, sources.digest, reads, files, decision_reads,
+                  ToolScopes(est, decision_reads))
 
 
 def bundle_version(base_digest: str, catalog: CatalogModel) -> str:

@@ -17,6 +17,7 @@ is sent whole, so a request Cedar refused before is refused still.
 from __future__ import annotations
 
 import unicodedata
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -55,11 +56,12 @@ NO_CHAIN: dict[str, Any] = {"data_classes": [], "sensitive_read": False, "tools"
 NO_USER: dict[str, Any] = {"present": False, "sub": "", "issuer": "", "email": "", "email_verified": False,
                            "groups": [], "client_id": "", "auth_time": 0, "acr": "", "amr": []}
 ESCAPE_PREFIX = "__"  # Cedar's JSON escapes (__extn, __entity, __expr) all start so
+PLANS_KEPT = 16  # read sets with a plan (a bundle's whole one and its tool kinds' own: a few), least recent out
 SHAPES_KEPT = 4096  # distinct contexts remembered per plan (the shipped policies have 32)
 # The agent controls some read strings (clientInfo name, task purpose: up to the body size), so only
 # contexts of short strings are remembered, and a plan's contexts are capped in bytes too.
 PLANNED_STRING_MAX = 256  # characters; a longer string read makes the context built plainly
-SHAPE_BYTES_KEPT = 1 << 20  # a plan's remembered contexts' JSON bytes (the shipped policies' 32 take ~8 KiB)
+SHAPE_BYTES_KEPT = 1 << 20  # all plans' remembered contexts' JSON bytes together (the shipped policies' 32: ~8 KiB)
 _MISSING = object()  # a read path that ends at an absent attribute
 _SCALARS = (bool, int, str)  # not float: 0.0 and -0.0 are one key but two spellings
 
@@ -72,8 +74,11 @@ class ContextBuilder:
         # The request facts of the last (second, era, client, override) asked for: calls in the same
         # second share them. One tuple, replaced whole, so a concurrent reader sees a consistent pair.
         self._last_request: tuple[tuple[int, str, str, bool | None], dict[str, Any]] | None = None
-        # The plan for the read set last asked for; one tuple, replaced whole, as _last_request.
-        self._last_plan: tuple[ContextReads, _Plan | None] | None = None
+        # A plan per read set object (one per bundle, or a few: scoped.py gives each kind of tool its own),
+        # by id, least recently used first; each entry holds its read set, so the id is not reused while it is
+        # here. At most PLANS_KEPT, and SHAPE_BYTES_KEPT of remembered contexts across all of them.
+        self._plans: OrderedDict[int, tuple[ContextReads, _Plan | None]] = OrderedDict()
+        self.shape_bytes = 0  # the JSON bytes of the contexts all plans remember (approximate under threads)
 
     def full(self, facts: RequestFacts, approved: bool) -> dict[str, Any]:
         """Every section but `input` (listing prunes this itself)."""
@@ -94,19 +99,38 @@ class ContextBuilder:
         return context, orjson.dumps(context)
 
     def _plan(self, reads: ContextReads) -> _Plan | None:
-        """The plan of the read set in force (the engine's bundle's: one at a time, a reload brings another)."""
+        """The plan of a read set (a bundle's, or one of its tool groups'; a reload brings others)."""
         if not isinstance(reads, dict):
             return None
-        last = self._last_plan
-        if last is None or last[0] is not reads:
-            last = self._last_plan = (reads, _Plan.of(reads))  # the old plan goes with the old policies
-        return last[1]
+        key = id(reads)
+        known = self._plans.get(key)
+        if known is not None and known[0] is reads:
+            try:  # noqa: SIM105 (per call: no context manager)
+                self._plans.move_to_end(key)
+            except KeyError:  # pushed out meanwhile by another thread: the plan is still whole
+                pass
+            return known[1]
+        known = self._plans[key] = (reads, _Plan.of(reads))
+        while len(self._plans) > PLANS_KEPT:  # the least recently used goes (an old bundle's, a kind not called)
+            _, (_, plan) = self._plans.popitem(last=False)
+            if plan is not None:
+                self.shape_bytes -= plan.forget()
+        return known[1]
+
+    def _room(self, size: int) -> None:
+        """Make room for `size` more bytes of remembered contexts: when they would pass SHAPE_BYTES_KEPT across
+        all plans, every plan forgets its own (the ones in use fill again)."""
+        if self.shape_bytes + size > SHAPE_BYTES_KEPT:
+            for _, plan in list(self._plans.values()):
+                if plan is not None:
+                    plan.forget()
+            self.shape_bytes = 0
 
     def remembered(self, reads: ContextReads) -> tuple[int, int]:
         """(contexts, their JSON bytes) remembered for `reads` (for tests and benchmarks). Only looks: a read
-        set other than the one in force has nothing remembered, and asking does not make it the one."""
-        last = self._last_plan
-        return (0, 0) if last is None or last[0] is not reads or last[1] is None else last[1].known_size()
+        set not used yet has nothing remembered, and asking does not make a plan for it."""
+        known = self._plans.get(id(reads))
+        return (0, 0) if known is None or known[0] is not reads or known[1] is None else known[1].known_size()
 
     def build(self, reads: ContextReads, facts: RequestFacts, approved: bool, cedar_input: object = None,
               input_whole: bool = False) -> dict[str, Any]:
@@ -210,18 +234,26 @@ class _Plan:
         if found is None:
             context = builder.build(self.reads, facts, approved)
             found = (context, orjson.dumps(context))
-            self._remember(key, found)
+            self._remember(builder, key, found)
         return found
 
-    def _remember(self, key: tuple[object, ...], found: tuple[dict[str, Any], bytes]) -> None:
+    def _remember(self, builder: ContextBuilder, key: tuple[object, ...], found: tuple[dict[str, Any], bytes]) -> None:
         """Keep a context unless it holds a long string (checked here, on a miss: a hit holds nothing new)."""
         if any(type(part) is str and len(part) > PLANNED_STRING_MAX for part in key):
             return  # the agent's own long text (a client name, a task purpose): not one of a few
-        if len(self._known) >= SHAPES_KEPT or self._known_bytes + len(found[1]) > SHAPE_BYTES_KEPT:
-            self._known.clear()
-            self._known_bytes = 0
+        if len(self._known) >= SHAPES_KEPT:
+            builder.shape_bytes -= self.forget()
+        builder._room(len(found[1]))
         self._known[key] = found
         self._known_bytes += len(found[1])
+        builder.shape_bytes += len(found[1])
+
+    def forget(self) -> int:
+        """Drop the remembered contexts; their JSON bytes."""
+        size = self._known_bytes
+        self._known = {}
+        self._known_bytes = 0
+        return size
 
     def known_size(self) -> tuple[int, int]:
         """(contexts remembered, their JSON bytes)."""

@@ -9,7 +9,9 @@ McpServer parent and the action (with its groups as parents), joined from string
 of time, so the cost of a decision does not grow with the catalog or the registry.
 
 The context holds only what the policies read (context.py): Cedar parses it on every request, and
-it was most of a decision's cost.
+it was most of a decision's cost. A tools/call goes further (scoped.py): Cedar gets only the policies
+that can apply to the tool (the others are false for it without an error, whoever calls with whatever
+context) and only the context those read; no context at all when that is nothing.
 
 Evaluation deliberately passes NO schema to Cedar: with a schema, Cedar derives every action
 entity from it on each call, which made a decision cost O(catalog) (0.2 ms at 10 tools, 2 ms at
@@ -40,6 +42,7 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 import cedarpy
@@ -59,6 +62,7 @@ from gateway.policy.listing import ContextReads, prune_context
 from gateway.policy.listing_memo import ListingKey, ListingMemo
 from gateway.policy.model import (
     CatalogModel,
+    ServerModel,
     ToolModel,
     build_catalog_model,
     prompt_action,
@@ -90,6 +94,8 @@ ENTITY_CACHE_SIZE = 2048
 ENTITY_CACHED_CHARS = 16 * 1024
 DETERMINATION_CACHE_SIZE = 1024  # distinct sets of determining policies remembered
 _POLICY_IN_ERROR = re.compile(r"policy\d+")
+EMPTY_CONTEXT = b"{}"
+ALLOW = cedarpy.Decision.Allow  # an Enum member: one object, compared by identity
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +158,9 @@ class _Request:
     granted: bool = False  # decided as a call carrying an approval
     cedar_input: object = None
     input_whole: bool = False
+    # The policies that can apply to it (gateway.policy.scoped: the others are false for it without an error),
+    # with the ids they have in the whole set; None: the bundle's whole set.
+    policies: cedarpy.PolicySet | None = None
 
     def approved(self, fresh: tuple[int, str] | None = None) -> dict[str, Any]:
         """The request as if approved; with `fresh` (auth_time, acr), also as if the person had just signed in."""
@@ -417,10 +426,11 @@ class PolicyEngine:
         """`seen`: the Cedar request made, if one was (the decision recorder's input)."""
         bundle = self._bundle
         model = bundle.catalog.tools.get(tool.exposed_name)
-        if model is None or model.entry != tool:
+        # (the same entry object, call after call: compared field by field only when it is another one)
+        if model is None or (model.entry is not tool and model.entry != tool):
             return self._refused(bundle, f"tool {tool.exposed_name!r} is not in the policy catalog", REASON_DENIED)
         try:
-            canonical = canonicalize(arguments, dict(model.input_schema) if model.input_schema else None)
+            canonical = canonicalize(arguments, _schema_dict(model.input_schema))
             cedar_input = to_cedar(canonical, model.input_type)
         except CanonicalizationError as exc:
             return self._refused(bundle, f"arguments: {exc}", f"{REASON_AMBIGUOUS}: {exc}")
@@ -429,7 +439,7 @@ class PolicyEngine:
         request = self._tool_request(bundle, principal, model, cedar_input, facts, approved)
         if seen is not None:
             seen.append(request)
-        decision = self._evaluate(bundle, request, canonical)
+        decision = self._evaluate(bundle, request, canonical, request.policies)
         self._shadow_check(request, decision, principal, facts.now, canonical)
         return decision
 
@@ -609,8 +619,10 @@ class PolicyEngine:
         bundle = self._bundle
         return self._tool_entities(bundle, principal, bundle.catalog.tools[tool.exposed_name], now)
 
-    def _tool_entities(self, bundle: Bundle, principal: Principal, model: ToolModel, now: float) -> str:
-        server = bundle.catalog.servers[model.entry.server_id]
+    def _tool_entities(self, bundle: Bundle, principal: Principal, model: ToolModel, now: float,
+                       server: ServerModel | None = None) -> str:
+        if server is None:
+            server = bundle.catalog.servers[model.entry.server_id]
         parts = (self._principal_json(bundle, principal, now), model.entity_json, server.entity_json, model.action_json)
         # The same string object for the same parts: joined once, and hashed once as the entity cache's key.
         joined = self._joined_entities.get(parts)
@@ -624,11 +636,15 @@ class PolicyEngine:
         self, bundle: Bundle, principal: Principal, model: ToolModel, cedar_input: Any, facts: RequestFacts,
         approved: bool,
     ) -> _Request:
-        context, text = self._contexts.build_json(self._reads(bundle), facts, approved, cedar_input, model.input_whole)
-        entities = self._tool_entities(bundle, principal, model, facts.now)
-        cedar = self._cedar_request(principal.agent_id, model.entry.exposed_name, model.uid, text)
+        server = bundle.catalog.servers[model.entry.server_id]
+        reads, policies = self._tool_scope(bundle, model, server)
+        context, text = self._contexts.build_json(reads, facts, approved, cedar_input, model.input_whole)
+        entities = self._tool_entities(bundle, principal, model, facts.now, server)
+        # No context at all when it is the empty record: cedarpy takes an absent one as that, without parsing any.
+        cedar = self._cedar_request(principal.agent_id, model.entry.exposed_name, model.uid,
+                                    text if text != EMPTY_CONTEXT else None)
         return _Request("tool", model.entry.exposed_name, cedar, entities, REASON_BAD_ARGUMENTS, context, facts,
-                        approved, cedar_input, model.input_whole)
+                        approved, cedar_input, model.input_whole, policies)
 
     def _item_request(
         self, bundle: Bundle, principal: Principal, server_id: str, name: str, facts: RequestFacts, kind: str
@@ -666,27 +682,46 @@ class PolicyEngine:
         (which may read more) evaluates the same request."""
         return bundle.decision_reads if self._shadow is None else True
 
+    def _tool_scope(self, bundle: Bundle, model: ToolModel,
+                    server: ServerModel) -> tuple[ContextReads, cedarpy.PolicySet | None]:
+        """What a call of this tool is decided with (scoped.py): the context the policies that can apply to it
+        read, and those policies (None: the whole set); the whole set and its reads while a shadow set evaluates
+        the same request with its own policies (see _reads)."""
+        scoped = bundle.scoped
+        if self._shadow is not None or scoped is None:
+            return self._reads(bundle), None
+        scope = scoped.for_tool(model, server, bundle.catalog)
+        return scope.reads, scoped.policy_set(scope)
+
     def _principal_json(self, bundle: Bundle, principal: Principal, now: float) -> str:
-        return self._principals.json(principal, now, bundle.catalog.server_ids)
+        return self._principals.json(principal, now, bundle.catalog.servers)  # not server_ids: a tuple per call
 
     @staticmethod
     def _join(*blobs: str) -> str:
         return "[" + ",".join(blobs) + "]"
 
     @staticmethod
-    def _cedar_request(agent_id: str, action: str, uid: Mapping[str, str], context: bytes | str) -> dict[str, Any]:
-        return {
+    def _cedar_request(agent_id: str, action: str, uid: Mapping[str, str],
+                       context: bytes | str | None) -> dict[str, Any]:
+        """`context` None: none is sent (Cedar's empty record)."""
+        request: dict[str, Any] = {
             "principal": {"type": "Agent", "id": agent_id},
             "action": {"type": "Action", "id": action},
-            "resource": dict(uid),
-            "context": context.decode() if isinstance(context, bytes) else context,
+            # (a tool's uid is a read-only view: its copy() is the dict's own, dict() would go key by key)
+            "resource": uid.copy() if type(uid) is MappingProxyType else dict(uid),
         }
+        if context is not None:
+            request["context"] = context.decode() if isinstance(context, bytes) else context
+        return request
 
     # ---- evaluation --------------------------------------------------------------------------
 
-    def _evaluate(self, bundle: Bundle, request: _Request, canonical: Any) -> Decision:
+    def _evaluate(self, bundle: Bundle, request: _Request, canonical: Any,
+                  policies: cedarpy.PolicySet | None = None) -> Decision:
+        """`policies`: of `bundle`'s, those that can apply to the request (its own set when None)."""
         try:
-            (result,) = is_authorized_batch([request.cedar], bundle.policies, self._entities(request.entities))
+            (result,) = is_authorized_batch([request.cedar], bundle.policies if policies is None else policies,
+                                            self._entities(request.entities))
         except (ValueError, RuntimeError) as exc:  # a malformed request or entity: deny, never raise into the caller
             return self._refused(bundle, f"evaluation failed: {exc}", REASON_DENIED)
         return self._interpret(bundle, request, result, canonical)
@@ -694,12 +729,15 @@ class PolicyEngine:
     def _interpret(self, bundle: Bundle, request: _Request, result: cedarpy.AuthzResult, canonical: Any) -> Decision:
         # Cedar reports both in no fixed order (it varies call to call): policy-file order makes the
         # reason an agent is told, and the ids and errors recorded, the same for the same request.
-        raw_errors = sorted(result.diagnostics.errors, key=_position_key)
-        errors = tuple(bundle.describe_error(e) for e in raw_errors)
-        determined = self._determined(bundle, result.diagnostics.reasons)
+        diagnostics = result.diagnostics
+        raw_errors = diagnostics.errors
+        if raw_errors:
+            raw_errors = sorted(raw_errors, key=_position_key)
+        errors = tuple([bundle.describe_error(e) for e in raw_errors]) if raw_errors else ()
+        determined = self._determined(bundle, diagnostics.reasons)
         determining, policy_ids = determined.cedar_ids, determined.policy_ids
         decision = result.decision
-        if decision == cedarpy.Decision.Allow and not errors:
+        if decision is ALLOW and not errors:
             return self._decision(bundle, "allow", policy_ids, determined.allow_reason, (), canonical)
         if decision == cedarpy.Decision.Deny and determining and not errors:
             modes = determined.step_up_modes
@@ -928,6 +966,13 @@ class PolicyEngine:
             erroring = _erroring_policies(result.diagnostics.errors)
             return tuple(dict.fromkeys(bundle.public_id(p) for p in erroring))
         return self._determined(bundle, result.diagnostics.reasons).policy_ids
+
+
+def _schema_dict(schema: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """An input schema as canonicalize reads it: the tool's own dict (it is only read), a copy of another mapping."""
+    if not schema:
+        return None
+    return schema if type(schema) is dict else dict(schema)
 
 
 def _clean_allow(result: cedarpy.AuthzResult) -> bool:
