@@ -38,11 +38,8 @@ def is_plain(value: JsonValue) -> bool:
         kind = type(item)
         if kind is str or item is None or kind is bool:
             continue
-        if kind is int:
-            if item not in _INT_RANGE:
-                return False
-        elif kind is float:
-            if item != 0.0 and not (MIN_PLAIN_FLOAT <= abs(item) < math.inf):  # NaN fails both
+        if kind is int or kind is float:
+            if not _plain_number(item):
                 return False
         elif not _walked(item):
             return False
@@ -65,15 +62,19 @@ def _walked(value: JsonValue) -> bool:
             extend(item.values())
         elif kind is list or kind is tuple:
             extend(item)
-        elif kind is int:
-            if item not in _INT_RANGE:
-                return False
-        elif kind is float:
-            if item != 0.0 and not (MIN_PLAIN_FLOAT <= abs(item) < math.inf):  # NaN fails both
+        elif kind is int or kind is float:
+            if not _plain_number(item):
                 return False
         else:
             return False
     return True
+
+
+def _plain_number(number: int | float) -> bool:
+    """An int or a float (not a subclass) that orjson spells as stdlib does."""
+    if type(number) is int:
+        return number in _INT_RANGE
+    return number == 0.0 or MIN_PLAIN_FLOAT <= abs(number) < math.inf  # NaN fails both
 
 
 def canonical_bytes(value: object) -> bytes:
