@@ -29,6 +29,25 @@ _INT_RANGE = range(-(2**63), 2**64)  # what orjson writes as an integer (i64 and
 
 def is_plain(value: JsonValue) -> bool:
     """True when orjson's canonical spelling of `value` is stdlib's (see the module docstring)."""
+    if type(value) is not dict:
+        return _walked(value)
+    # A dict, most often flat (an audit record's detail, a redacted preview): one pass, no stack.
+    for key, item in value.items():
+        if type(key) is not str:
+            return False
+        kind = type(item)
+        if kind is str or item is None or kind is bool:
+            continue
+        if kind is int or kind is float:
+            if not _plain_number(item):
+                return False
+        elif not _walked(item):
+            return False
+    return True
+
+
+def _walked(value: JsonValue) -> bool:
+    """is_plain for any value: every item looked at."""
     stack = [value]
     pop, extend = stack.pop, stack.extend
     while stack:
@@ -43,15 +62,19 @@ def is_plain(value: JsonValue) -> bool:
             extend(item.values())
         elif kind is list or kind is tuple:
             extend(item)
-        elif kind is int:
-            if item not in _INT_RANGE:
-                return False
-        elif kind is float:
-            if item != 0.0 and not (MIN_PLAIN_FLOAT <= abs(item) < math.inf):  # NaN fails both
+        elif kind is int or kind is float:
+            if not _plain_number(item):
                 return False
         else:
             return False
     return True
+
+
+def _plain_number(number: int | float) -> bool:
+    """An int or a float (not a subclass) that orjson spells as stdlib does."""
+    if type(number) is int:
+        return number in _INT_RANGE
+    return number == 0.0 or MIN_PLAIN_FLOAT <= abs(number) < math.inf  # NaN fails both
 
 
 def canonical_bytes(value: object) -> bytes:

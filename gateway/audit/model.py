@@ -9,7 +9,10 @@ from typing import Any
 KINDS = frozenset({"decision", "approval", "agent", "task", "catalog", "policy", "monitoring", "credential"})
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each of its 14 fields through object.__setattr__, nearly three times what
+# plain slot stores cost, and an event is made for every call. Nothing needs it frozen: the audit log serializes
+# an event when it is enqueued (gateway.audit.prepared), so a later change to it never reaches the record.
+@dataclass(slots=True)
 class AuditEvent:
     kind: str  # "decision" | "approval" | "agent" | "task" | "catalog" | "policy" | "monitoring" | "credential"
     action: str  # e.g. "tools/call", "suspend", "start", "complete", "reload", "tool_added"

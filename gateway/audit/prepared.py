@@ -33,6 +33,8 @@ _AFTER = ("task_id", "tool", "trace_id")
 COLUMNS = RECORD_FIELDS[1:-2]  # the stored columns between seq and prev_hash
 _columns = operator.itemgetter(*COLUMNS)
 _texts = operator.attrgetter(*TEXT_FIELDS)  # in the order _plain unpacks them
+_TEXT = frozenset({str})
+_TEXT_OR_NONE = frozenset({str, type(None)})
 assert sorted((*_BEFORE, "prev_hash", "preview", "seq", *_AFTER)) == [*_BEFORE, "prev_hash", "preview", "seq", *_AFTER]
 assert RECORD_FIELDS[0] == "seq" and RECORD_FIELDS[-2:] == ("prev_hash", "hash")
 
@@ -81,13 +83,16 @@ def _plain(event: AuditEvent, at: float, digests: Callable[[str], str] | None) -
     detail = event.detail if type(event.detail) is dict else dict(event.detail)
     if not (at == 0.0 or MIN_PLAIN_FLOAT <= abs(at) < math.inf) or not is_plain(detail) or not is_plain(preview):
         return None
-    kind, action, actor, agent_id, owner, task_id, tool, decision, decision_id, trace_id, args_digest = [
-        value if value is None or type(value) is str else str(value) for value in _texts(event)]
+    texts = _texts(event)
+    if not _TEXT_OR_NONE.issuperset(map(type, texts)):  # the types looked at in C; converted only when needed
+        texts = tuple(value if value is None or type(value) is str else str(value) for value in texts)
+    kind, action, actor, agent_id, owner, task_id, tool, decision, decision_id, trace_id, args_digest = texts
     if actor is None:
         actor = ""
     if digests is not None and args_digest:
         args_digest = digests(args_digest)
-    policy_ids = orjson.dumps([str(policy_id) for policy_id in event.policy_ids])
+    ids = event.policy_ids
+    policy_ids = orjson.dumps(ids if _TEXT.issuperset(map(type, ids)) else [str(policy_id) for policy_id in ids])
     detail_json = orjson.dumps(detail, option=orjson.OPT_SORT_KEYS)
     preview_json = None if preview is None else orjson.dumps(preview, option=orjson.OPT_SORT_KEYS)
     before = orjson.dumps({  # in sorted key order already; the JSON fields spliced in as serialized above

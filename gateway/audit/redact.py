@@ -41,28 +41,43 @@ _CREDENTIAL_VALUE = re.compile(
     r"|\b(?:gh[pousr]_|github_pat_|sk-|sk_live_|rk_live_|xox[abpr]-|AKIA|ASIA|AIza)[\w-]{8,}",
     re.IGNORECASE,
 )
+# A literal part each branch of _CREDENTIAL_VALUE needs, lowercased: ASCII text whose lowercase holds none of them
+# cannot match, so the pattern is not run on it. ASCII only: IGNORECASE also folds a few non-ASCII letters to
+# ASCII ones (the long s to "s", the Kelvin sign to "k"), so other text always runs the pattern.
+_CREDENTIAL_MARK = re.compile(r"bearer|basic|eyj|-----begin |gh[pousr]_|github_pat_|sk-|sk_live_|rk_live_|xox[abpr]-"
+                              r"|akia|asia|aiza")
 
 
 def redacted_preview(
     arguments: Mapping[str, Any] | None, data_classes: Sequence[str], *, max_chars: int = 200
 ) -> dict[str, Any] | None:
     """A short preview of `arguments` that is safe to keep in the audit log; None when there are none."""
-    if not isinstance(arguments, Mapping):
+    if type(arguments) is not dict and not isinstance(arguments, Mapping):
         return None
     redact_all = is_sensitive_tool(data_classes)
     keys = list(arguments)
     budget = max(MIN_VALUE_CHARS, max_chars // max(1, min(len(keys), MAX_KEYS)))
     preview: dict[str, Any] = {}
     for key in keys[:MAX_KEYS]:
-        name = _short(str(key), MAX_KEY_CHARS)
-        value = arguments[key]
-        preview[name] = REDACTED if redact_all or is_sensitive_key(str(key)) else _preview_value(value, budget)
+        text = key if type(key) is str else str(key)
+        name = text if len(text) <= MAX_KEY_CHARS else _short(text, MAX_KEY_CHARS)
+        preview[name] = REDACTED if redact_all or is_sensitive_key(text) else _preview_value(arguments[key], budget)
     if len(keys) > MAX_KEYS:
         preview["..."] = f"{len(keys) - MAX_KEYS} more keys"
     return preview
 
 
 def is_sensitive_tool(data_classes: Sequence[str]) -> bool:
+    if type(data_classes) is tuple:  # a catalog entry's: the same few tuples call after call
+        try:
+            return _is_sensitive_classes(data_classes)
+        except TypeError:  # an unhashable member: worked out below
+            pass
+    return any(str(data_class).strip().lower() in SENSITIVE_CLASSES for data_class in data_classes)
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_sensitive_classes(data_classes: tuple[str, ...]) -> bool:
     return any(str(data_class).strip().lower() in SENSITIVE_CLASSES for data_class in data_classes)
 
 
@@ -77,20 +92,41 @@ def is_sensitive_key(key: str) -> bool:
 
 
 def looks_like_credential(text: str) -> bool:
+    if text.isascii() and _CREDENTIAL_MARK.search(text.lower()) is None:
+        return False  # none of the literal parts every credential pattern needs (see _CREDENTIAL_MARK)
     return _CREDENTIAL_VALUE.search(text) is not None
 
 
 def _preview_value(value: object, budget: int) -> JsonValue:
+    # The JSON types by identity first: isinstance of a union or an ABC costs more, per argument per call.
+    if type(value) is str:
+        return REDACTED if looks_like_credential(value) else value if len(value) <= budget else _short(value, budget)
+    if value is None or type(value) is int or type(value) is float or type(value) is bool:
+        return value
+    if type(value) is dict:
+        return _counted(len(value), "{", "key", "}")
+    if type(value) is list:
+        return _counted(len(value), "[", "item", "]")
+    return _summary(value, budget)
+
+
+def _summary(value: object, budget: int) -> JsonValue:
+    """_preview_value for any type (subclasses of the JSON types included), by isinstance."""
     if value is None or isinstance(value, bool | int | float):
         return value
     if isinstance(value, str):
         return REDACTED if looks_like_credential(value) else _short(value, budget)
     if isinstance(value, Mapping):
-        return f"{{{len(value)} key{'' if len(value) == 1 else 's'}}}"
+        return _counted(len(value), "{", "key", "}")
     if isinstance(value, list | tuple):
-        return f"[{len(value)} item{'' if len(value) == 1 else 's'}]"
+        return _counted(len(value), "[", "item", "]")
     # Anything else (bytes, objects) is summarized by type only: its text could be anything.
     return f"<{type(value).__name__}>"
+
+
+def _counted(count: int, start: str, noun: str, end: str) -> str:
+    """A nested value's size, never its content: "{2 keys}", "[1 item]"."""
+    return f"{start}{count} {noun}{'' if count == 1 else 's'}{end}"
 
 
 def _short(text: str, limit: int) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 from gateway.approvals.model import Approval
 from gateway.discovery.model import ResourceReview, ToolReview
@@ -237,10 +237,12 @@ class AuditStore(Protocol):
 DELETE_CHUNK = 10_000  # recorded decision inputs deleted per statement (and transaction)
 
 
-@dataclass(frozen=True, slots=True)
-class DecisionInputRow:
+class DecisionInputRow(NamedTuple):
     """One recorded decision input (what Cedar saw, for what-if replay). `payload` is AES-GCM ciphertext
-    (gateway.policy.recorded); the other columns are what the audit record of the decision shows anyway."""
+    (gateway.policy.recorded); the other columns are what the audit record of the decision shows anyway.
+
+    A tuple, not a frozen dataclass: the recorder makes one per decision, and a frozen dataclass's eight
+    object.__setattr__ calls cost several times what the tuple does; the stored columns are its first seven."""
 
     decision_id: str
     at: float
@@ -248,8 +250,12 @@ class DecisionInputRow:
     kind: str  # tool | prompt | resource
     target: str  # exposed tool name, prompt name or resource URI
     outcome: str  # allow | deny | step_up, as decided live
-    payload: bytes = field(repr=False)
+    payload: bytes
     seq: int = 0  # assigned by the store
+
+    def __repr__(self) -> str:  # never the payload (ciphertext, and long)
+        return (f"DecisionInputRow(decision_id={self.decision_id!r}, at={self.at!r}, agent_id={self.agent_id!r}, "
+                f"kind={self.kind!r}, target={self.target!r}, outcome={self.outcome!r}, seq={self.seq!r})")
 
 
 @dataclass(frozen=True, slots=True)

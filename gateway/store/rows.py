@@ -265,10 +265,11 @@ def _json_or_text(text: str | None) -> Any:
 # recorded decision inputs
 
 DECISION_INPUT_COLUMNS = "decision_id, at, agent_id, kind, target, outcome, payload"
+assert DECISION_INPUT_COLUMNS.split(", ") == list(DecisionInputRow._fields[:7])  # decision_input_row slices
 
 
 def decision_input_row(row: DecisionInputRow) -> tuple[object, ...]:
-    return (row.decision_id, row.at, row.agent_id, row.kind, row.target, row.outcome, row.payload)
+    return row[:7]  # DECISION_INPUT_COLUMNS are its first seven fields, in order (all but the store's seq)
 
 
 def decision_input_from_row(row: Sequence[Any]) -> DecisionInputRow:
