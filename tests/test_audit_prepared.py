@@ -152,3 +152,21 @@ def test_the_keyed_digest_is_hmac_sha256_for_any_key_length() -> None:
     for size in (1, 16, 32, 64, 65, 200):
         key = os.urandom(size)
         assert DigestKey(key).keyed("ab" * 32) == PREFIX + hmac.digest(key, ("ab" * 32).encode(), "sha256").hex()
+
+
+@pytest.mark.parametrize("ids", ["p1", ["p1", "p2"], ("p1", 7)], ids=repr)
+def test_policy_ids_of_any_iterable_give_the_generic_bytes(ids: Any) -> None:
+    """A tuple or list of str is serialized as it is; anything else (a bare string, other member types) as the
+    generic path reads it, member by member."""
+    _check([replace(PLAIN, policy_ids=ids)], 1.5, (0, GENESIS_HASH))
+
+
+def test_policy_ids_from_a_generator_are_read_once_and_kept() -> None:
+    """A generator is consumed by the first look at it: the record must still hold every id (review finding)."""
+    def event() -> AuditEvent:
+        return replace(PLAIN, policy_ids=(policy_id for policy_id in ("p1", "p2")))  # type: ignore[arg-type]
+
+    expected = sealed_rows([generic(event(), 1.5)], (0, GENESIS_HASH))
+    assert sealed_rows([prepared_record(event(), 1.5, DIGESTS)], (0, GENESIS_HASH)) == expected
+    (row,), _, _ = expected
+    assert audit_record(row)["policy_ids"] == ["p1", "p2"]

@@ -12,7 +12,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway.audit.canonical import _walked, is_plain
-from gateway.audit.redact import _CREDENTIAL_VALUE, _preview_value, _summary, looks_like_credential
+from gateway.audit.redact import _CREDENTIAL_VALUE, _preview_value, _summary, is_sensitive_tool, looks_like_credential
 
 # Pieces of every credential shape the pattern knows, in odd cases, with the non-ASCII letters IGNORECASE folds to
 # ASCII ones (long s, Kelvin sign, dotted and dotless i), so generated text sits on both sides of each branch.
@@ -65,3 +65,28 @@ _JSONISH = st.recursive(_LEAVES, lambda inner: st.lists(inner, max_size=3) | st.
 @given(st.dictionaries(_KEYS, _JSONISH, max_size=5) | _JSONISH)
 def test_is_plain_of_a_dict_is_the_walk(value: Any) -> None:
     assert is_plain(value) is _walked(value)
+
+
+class _Disguised(str):
+    """A str subclass whose own methods hide what it holds (review finding)."""
+
+    def lower(self) -> str:
+        return ""
+
+    def isascii(self) -> bool:
+        return True
+
+
+def test_the_prefilter_reads_the_characters_not_a_subclass_s_methods() -> None:
+    assert looks_like_credential(_Disguised("ghp_abcdefghijklmnopqrstuvwxyz0123456789"))
+
+
+class _Class(str, enum.Enum):  # noqa: UP042 (a StrEnum's str() is its value: this one's is not)
+    PII = "pii"
+
+
+def test_a_data_class_equal_to_a_sensitive_one_but_spelled_otherwise_does_not_decide_for_it() -> None:
+    """(_Class.PII,) == ("pii",) and hashes alike, but str() differs: a cached answer for one must not answer
+    for the other (review finding)."""
+    assert is_sensitive_tool((_Class.PII,)) is any(str(c).strip().lower() == "pii" for c in (_Class.PII,))
+    assert is_sensitive_tool(("pii",)) is True

@@ -34,6 +34,7 @@ COLUMNS = RECORD_FIELDS[1:-2]  # the stored columns between seq and prev_hash
 _columns = operator.itemgetter(*COLUMNS)
 _texts = operator.attrgetter(*TEXT_FIELDS)  # in the order _plain unpacks them
 _TEXT = frozenset({str})
+_SEQUENCES = (tuple, list)
 _TEXT_OR_NONE = frozenset({str, type(None)})
 assert sorted((*_BEFORE, "prev_hash", "preview", "seq", *_AFTER)) == [*_BEFORE, "prev_hash", "preview", "seq", *_AFTER]
 assert RECORD_FIELDS[0] == "seq" and RECORD_FIELDS[-2:] == ("prev_hash", "hash")
@@ -92,7 +93,9 @@ def _plain(event: AuditEvent, at: float, digests: Callable[[str], str] | None) -
     if digests is not None and args_digest:
         args_digest = digests(args_digest)
     ids = event.policy_ids
-    policy_ids = orjson.dumps(ids if _TEXT.issuperset(map(type, ids)) else [str(policy_id) for policy_id in ids])
+    # A tuple or list of str as it is; anything else (a generator, a bare string) read once, as raw_record does.
+    plain_ids = type(ids) in _SEQUENCES and _TEXT.issuperset(map(type, ids))
+    policy_ids = orjson.dumps(ids if plain_ids else [str(policy_id) for policy_id in ids])
     detail_json = orjson.dumps(detail, option=orjson.OPT_SORT_KEYS)
     preview_json = None if preview is None else orjson.dumps(preview, option=orjson.OPT_SORT_KEYS)
     before = orjson.dumps({  # in sorted key order already; the JSON fields spliced in as serialized above

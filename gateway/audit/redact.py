@@ -67,12 +67,14 @@ def redacted_preview(
     return preview
 
 
+_STR_ONLY = frozenset({str})
+
+
 def is_sensitive_tool(data_classes: Sequence[str]) -> bool:
-    if type(data_classes) is tuple:  # a catalog entry's: the same few tuples call after call
-        try:
-            return _is_sensitive_classes(data_classes)
-        except TypeError:  # an unhashable member: worked out below
-            pass
+    # A catalog entry's tuple of str: the same few call after call. Only exact str members are cached: an equal
+    # member of another type (a str enum) could have another str() and so another answer.
+    if type(data_classes) is tuple and _STR_ONLY.issuperset(map(type, data_classes)):
+        return _is_sensitive_classes(data_classes)
     return any(str(data_class).strip().lower() in SENSITIVE_CLASSES for data_class in data_classes)
 
 
@@ -92,7 +94,8 @@ def is_sensitive_key(key: str) -> bool:
 
 
 def looks_like_credential(text: str) -> bool:
-    if text.isascii() and _CREDENTIAL_MARK.search(text.lower()) is None:
+    # str's own methods: a str subclass cannot answer for the characters the pattern reads
+    if str.isascii(text) and _CREDENTIAL_MARK.search(str.lower(text)) is None:
         return False  # none of the literal parts every credential pattern needs (see _CREDENTIAL_MARK)
     return _CREDENTIAL_VALUE.search(text) is not None
 
