@@ -1,7 +1,7 @@
 """Per-call deadlines on shared timers: what `asyncio.timeout` does for an upstream call, at a fraction of its cost.
 
 `asyncio.timeout` (pure Python on 3.11) pushes a TimerHandle onto the loop per call and cancels it at the end:
-27.5k instructions a call, against 8.6k here (bench/edges.py; docs/perf-notes/lean-edges2.md). Here a call that
+27.5k instructions a call, against 8.6k here (bench/edges.py; docs/performance-cuts.md, "lean-edges2"). Here a call that
 starts registers in a queue of the calls with the same delay (FIFO: same delay, so also deadline order) and leaves
 it when it ends: two dict operations. One timer per queue fires at the oldest call's deadline; it cancels every
 call whose deadline has come and re-arms for the oldest one left. Calls that end in time never touch a timer.
