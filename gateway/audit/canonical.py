@@ -39,7 +39,7 @@ def is_plain(value: JsonValue) -> bool:
         if kind is str or item is None or kind is bool:
             continue
         if kind is int or kind is float:
-            if not _plain_number(item):
+            if not plain_number(item):
                 return False
         elif not _walked(item):
             return False
@@ -63,14 +63,14 @@ def _walked(value: JsonValue) -> bool:
         elif kind is list or kind is tuple:
             extend(item)
         elif kind is int or kind is float:
-            if not _plain_number(item):
+            if not plain_number(item):
                 return False
         else:
             return False
     return True
 
 
-def _plain_number(number: int | float) -> bool:
+def plain_number(number: int | float) -> bool:
     """An int or a float (not a subclass) that orjson spells as stdlib does."""
     if type(number) is int:
         return number in _INT_RANGE

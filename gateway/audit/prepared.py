@@ -15,14 +15,13 @@ only when a value is not plain JSON), the same NUL replacement, the same canonic
 from __future__ import annotations
 
 import hashlib
-import math
 import operator
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from gateway.audit.canonical import MIN_PLAIN_FLOAT, canonical_bytes, is_plain, json_normalized
+from gateway.audit.canonical import canonical_bytes, is_plain, json_normalized, plain_number
 from gateway.audit.chain import RECORD_FIELDS, TEXT_FIELDS, raw_record
 from gateway.audit.model import AuditEvent
 
@@ -82,7 +81,7 @@ def _plain(event: AuditEvent, at: float, digests: Callable[[str], str] | None) -
     # Serialized below, before this returns: a dict needs no copy (unsealed_record copies to keep it).
     preview = event.preview if event.preview is None or type(event.preview) is dict else dict(event.preview)
     detail = event.detail if type(event.detail) is dict else dict(event.detail)
-    if not (at == 0.0 or MIN_PLAIN_FLOAT <= abs(at) < math.inf) or not is_plain(detail) or not is_plain(preview):
+    if not plain_number(at) or not is_plain(detail) or not is_plain(preview):
         return None
     texts = _texts(event)
     if not _TEXT_OR_NONE.issuperset(map(type, texts)):  # the types looked at in C; converted only when needed

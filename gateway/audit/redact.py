@@ -75,12 +75,14 @@ def is_sensitive_tool(data_classes: Sequence[str]) -> bool:
     # member of another type (a str enum) could have another str() and so another answer.
     if type(data_classes) is tuple and _STR_ONLY.issuperset(map(type, data_classes)):
         return _is_sensitive_classes(data_classes)
+    return _any_sensitive(data_classes)
+
+
+def _any_sensitive(data_classes: Sequence[str]) -> bool:
     return any(str(data_class).strip().lower() in SENSITIVE_CLASSES for data_class in data_classes)
 
 
-@functools.lru_cache(maxsize=1024)
-def _is_sensitive_classes(data_classes: tuple[str, ...]) -> bool:
-    return any(str(data_class).strip().lower() in SENSITIVE_CLASSES for data_class in data_classes)
+_is_sensitive_classes = functools.lru_cache(maxsize=1024)(_any_sensitive)
 
 
 # Argument names repeat call after call; bounded, so made-up names cannot grow it without limit.

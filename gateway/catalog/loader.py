@@ -34,7 +34,7 @@ from gateway.catalog.model import (
 )
 from gateway.catalog.yaml_lines import LinedDocument, load_lined
 from gateway.file_problems import FileProblem, joined
-from gateway.protocol.http_token import HTTP_TOKEN, breaks_header
+from gateway.protocol.http_token import FRAMING_HEADERS, breaks_header, is_token
 
 RESERVED_NAMESPACE = "narrowgate"  # narrowgate__complete_task and friends
 ID_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,47}\Z")
@@ -53,8 +53,7 @@ PIN_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")
 ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 GATEWAY_ENV_PREFIX = "NARROWGATE_"  # the gateway's own settings and secrets: never a child's
 # How a message is framed and the connection kept: the upstream client's alone, never the catalog's.
-CONNECTION_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
-                                "te", "trailer", "proxy-connection"})
+CONNECTION_HEADERS = FRAMING_HEADERS | {"connection", "keep-alive", "upgrade", "te", "trailer", "proxy-connection"}
 
 
 CatalogProblem = FileProblem
@@ -69,7 +68,7 @@ def has_userinfo(url: str) -> bool:
 
 def header_name_problem(name: str) -> str | None:
     """Why `name` cannot be an upstream request header the catalog sets, if it cannot."""
-    if HTTP_TOKEN.fullmatch(name) is None:
+    if not is_token(name):
         return f"header name {name!r} is not an HTTP token (letters, digits and !#$%&'*+-.^_`|~)"
     if name.lower() in CONNECTION_HEADERS:
         return f"header {name!r} frames the message or the connection: the gateway sets it, not the catalog"

@@ -694,7 +694,7 @@ class PolicyEngine:
         return scope.reads, scoped.policy_set(scope)
 
     def _principal_json(self, bundle: Bundle, principal: Principal, now: float) -> str:
-        return self._principals.json(principal, now, bundle.catalog.servers)  # not server_ids: a tuple per call
+        return self._principals.json(principal, now, bundle.catalog.server_ids)
 
     @staticmethod
     def _join(*blobs: str) -> str:

@@ -48,10 +48,7 @@ class CatalogModel:
     servers: Mapping[str, ServerModel]
     schema_text: str  # Cedar schema text for the generated actions
     problems: tuple[str, ...]  # catalog names Cedar cannot model (reported as load problems)
-
-    @property
-    def server_ids(self) -> tuple[str, ...]:
-        return tuple(self.servers)
+    server_ids: tuple[str, ...]  # the servers' ids, made once (a principal's entity JSON reads them per call)
 
 
 def tool_uid(tool: ToolEntry) -> dict[str, str]:
@@ -86,7 +83,8 @@ def build_catalog_model(catalog: Catalog, tool_schemas: Mapping[str, Mapping[str
         for name in tools
         if name in RESERVED_ACTIONS
     )
-    return CatalogModel(MappingProxyType(tools), MappingProxyType(servers), _schema_text(servers, tools), problems)
+    return CatalogModel(MappingProxyType(tools), MappingProxyType(servers), _schema_text(servers, tools), problems,
+                        tuple(servers))
 
 
 def _tool_model(tool: ToolEntry, schema: Mapping[str, Any] | None) -> ToolModel:

@@ -9,7 +9,7 @@ state, the auth method and the trust domain.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -28,9 +28,9 @@ class PrincipalEntities:
         # principal (gateway.identity.authenticator) brings the same claims object call after call.
         self._joined: dict[str, tuple[str, object, bool, str]] = {}
 
-    def json(self, principal: Principal, now: float, server_ids: Collection[str]) -> str:
+    def json(self, principal: Principal, now: float, server_ids: tuple[str, ...]) -> str:
         """Comma-joined entity JSON objects (Agent, groups, Claims), ready to go inside a JSON array. `server_ids`:
-        the catalog's (its server mapping will do: only an open-loopback principal has them listed, per call)."""
+        the catalog's (only an open-loopback principal has them listed)."""
         agent = self._agent_json(principal, now, server_ids)
         person = principal.user is not None
         joined = self._joined.get(principal.agent_id)
@@ -42,7 +42,7 @@ class PrincipalEntities:
         self._joined[principal.agent_id] = (agent, principal.claims, person, blob)
         return blob
 
-    def _agent_json(self, principal: Principal, now: float, server_ids: Collection[str]) -> str:
+    def _agent_json(self, principal: Principal, now: float, server_ids: tuple[str, ...]) -> str:
         key = _cache_key(principal, now, server_ids)
         cached = self._cache.get(principal.agent_id)
         if cached is not None and cached[0] == key:
@@ -54,23 +54,23 @@ class PrincipalEntities:
         return blob
 
 
-def _cache_key(principal: Principal, now: float, server_ids: Collection[str]) -> tuple[object, ...]:
+def _cache_key(principal: Principal, now: float, server_ids: tuple[str, ...]) -> tuple[object, ...]:
     agent = principal.agent
     trust_domain = _trust_domain(principal)
     if agent is None:
         # Open loopback is entitled to every catalogued server, so its JSON follows the catalog.
-        open_servers = tuple(server_ids) if principal.auth_method == OPEN_LOOPBACK else ()
+        open_servers = server_ids if principal.auth_method == OPEN_LOOPBACK else ()
         return (None, principal.auth_method, trust_domain, open_servers)
     return (agent, agent.effective_state(now), principal.auth_method, trust_domain)
 
 
-def _render_agent(principal: Principal, now: float, server_ids: Collection[str]) -> str:
+def _render_agent(principal: Principal, now: float, server_ids: tuple[str, ...]) -> str:
     agent = principal.agent
     if agent is None:
         development = principal.auth_method == OPEN_LOOPBACK
         attrs = _attrs(principal, "", "development (open loopback)" if development else "",
                        Lifecycle.ACTIVE.value if development else "unknown", (),
-                       tuple(server_ids) if development else ())
+                       server_ids if development else ())
         groups: tuple[str, ...] = ()
         labels: Mapping[str, str] = {}
     else:

@@ -196,8 +196,7 @@ class McpEndpoint:
         if tracing:  # only a recorded span reads them
             attributes = {"mcp.method.name": message.method or "response",
                           "mcp.session.id": headers.get("mcp-session-id"),
-                          "jsonrpc.request.id": None if message.id is None else str(message.id)}
-            attributes = {k: v for k, v in attributes.items() if v is not None}
+                          "jsonrpc.request.id": None if message.id is None else str(message.id)}  # None: skipped
         with self.telemetry.request_span(
             message.method or "response", traceparent=headers.get("traceparent"),
             tracestate=headers.get("tracestate"), meta=params.get("_meta") if isinstance(params, dict) else None,
@@ -596,10 +595,13 @@ class DisconnectWatches:
         loop = asyncio.get_running_loop()
         self.timer = None
         due = loop.time() - WATCH_AFTER_S
-        for task, (receive, since) in list(self.waiting.items()):
+        watch: list[tuple[asyncio.Task[object], Receive]] = []
+        for task, (receive, since) in self.waiting.items():  # oldest first: stop at the first not due, copy nothing
             if since > due:
                 self.timer = loop.call_at(since + WATCH_AFTER_S, self.sweep)
-                return
+                break
+            watch.append((task, receive))
+        for task, receive in watch:
             del self.waiting[task]
             self.watchers[task] = loop.create_task(cancel_on_disconnect(receive, task))
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import functools
 import re
 import select
 import ssl
@@ -27,7 +26,7 @@ from urllib.parse import quote, urlsplit
 import httptools
 import idna
 
-from gateway.protocol.http_token import HTTP_TOKEN, breaks_header
+from gateway.protocol.http_token import breaks_header, is_token
 
 MAX_CONNECTIONS = 256  # open at once per upstream; more requests wait for one
 MAX_IDLE = 64  # kept-alive connections held per upstream; more are closed when their reply ends
@@ -118,17 +117,12 @@ def header_lines(headers: dict[str, str]) -> str:
     header, never its value: it may be a secret."""
     lines = []
     for name, value in headers.items():
-        if not _is_token(name):
+        if not is_token(name):
             raise ValueError(f"header name {name!r} is not an HTTP token; not sent")
         if breaks_header(value):
             raise ValueError(f"header {name!r} holds a line break or NUL; not sent")
         lines.append(f"{name}: {value}\r\n")
     return "".join(lines)
-
-
-@functools.lru_cache(maxsize=1024)  # the same few names on every call: checked once each
-def _is_token(name: str) -> bool:
-    return HTTP_TOKEN.fullmatch(name) is not None
 
 
 def _poller(transport: asyncio.BaseTransport) -> select.poll | None:

@@ -26,6 +26,7 @@ from gateway.catalog.model import HttpTransport, ServerEntry
 from gateway.protocol.capabilities import GATEWAY_CLIENT_CAPABILITIES, GATEWAY_CLIENT_INFO
 from gateway.protocol.eras import LEGACY_ERA, MODERN_ERA
 from gateway.protocol.errors import REQUEST_TIMEOUT, UPSTREAM_ERROR, UPSTREAM_UNAVAILABLE, RpcError
+from gateway.protocol.http_token import FRAMING_HEADERS
 from gateway.protocol.sse import Event, decode_events
 from gateway.settings.limits import DEFAULT_MAX_UPSTREAM_REPLY_BYTES
 from gateway.upstream.base import (
@@ -53,7 +54,6 @@ from gateway.upstream.http1 import (
 from gateway.upstream.reply_limit import ReplyTooLarge, capped_sse_lines
 
 ACCEPT_BOTH = "application/json, text/event-stream"
-FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding"})
 SHORT_TIMEOUT_S = 10.0  # requests that serve no agent's call: handshake, notifications, session end
 MAX_RESUMES = 20
 RECONNECT_MIN_S = 0.5
@@ -78,14 +78,14 @@ class HttpUpstream:
         self.discovery_auth = discovery_auth
         self.url = server.transport.url
         self.protocol = server.transport.protocol
-        self.static_headers = dict(server.transport.headers)
+        static_headers = dict(server.transport.headers)
         # Built once, not per call: what every request carries, and what a modern-era one adds.
-        self._base_headers = {**self.static_headers, "Accept": ACCEPT_BOTH, "Content-Type": "application/json"}
+        self._base_headers = {**static_headers, "Accept": ACCEPT_BOTH, "Content-Type": "application/json"}
         self._modern_headers = {**self._base_headers, "MCP-Protocol-Version": MODERN_ERA}
         self._legacy_headers: tuple[str | None, dict[str, str]] | None = None  # (session id, headers)
         self._legacy_block: tuple[str | None, str] | None = None  # (session id, POST head)
         # Names the catalog sets (lower case): a per-call header of the same name replaces the catalog's.
-        self._static_names = frozenset(name.lower() for name in self.static_headers)
+        self._static_names = frozenset(name.lower() for name in static_headers)
         self.on_event = on_event
         self.max_reply_bytes = max_reply_bytes
         self.eras: set[str] = set()
@@ -203,7 +203,7 @@ class HttpUpstream:
             "params": {"protocolVersion": LEGACY_ERA, "capabilities": GATEWAY_CLIENT_CAPABILITIES,
                        "clientInfo": GATEWAY_CLIENT_INFO},
         }
-        headers = {**self.base_headers(), **await self.discovery_auth()}
+        headers = {**self._base_headers, **await self.discovery_auth()}
         async with asyncio.timeout(SHORT_TIMEOUT_S), self.client().request(
                 self.head_block("POST", headers), orjson.dumps(body)) as resp:
             reply = await self.read_reply(resp, 0, None)
@@ -399,10 +399,6 @@ class HttpUpstream:
 
     # Handshake-era plumbing ------------------------------------------------------------------
 
-    def base_headers(self) -> dict[str, str]:
-        """What every request carries (shared: copy it before changing it)."""
-        return self._base_headers
-
     def legacy_headers(self) -> dict[str, str]:
         """A handshake-era request's headers for the current session (shared: copy before changing)."""
         cached = self._legacy_headers
@@ -436,8 +432,7 @@ class HttpUpstream:
 
     def per_call_head(self, block: str, fixed: dict[str, str], extra: dict[str, str]) -> str:
         """`block` (built from `fixed`) with this call's headers; one the catalog also names replaces it."""
-        if self._static_names and not self._static_names.isdisjoint(name.lower() for name in extra):
-            replaced = {name.lower() for name in extra}
+        if self._static_names and not self._static_names.isdisjoint(replaced := {name.lower() for name in extra}):
             block = self.head_block("POST", {k: v for k, v in fixed.items() if k.lower() not in replaced})
         return block + header_lines(extra)
 
