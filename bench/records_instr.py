@@ -1,8 +1,10 @@
 """What recording one call costs, in process: the audit record and the decision input, request path and writers.
 
-``valgrind --tool=callgrind .venv/bin/python -m bench.records_instr N [all|path]`` at N=0 and N=2000: the
+``valgrind --tool=callgrind .venv/bin/python -m bench.records_instr N [all|path|rows]`` at N=0 and N=2000: the
 difference over N is the instructions one call's recording executes (deterministic, unlike CPU time on a shared
-machine); ``path`` counts the request path alone (what is queued is dropped, nothing is written).
+machine); ``path`` counts the request path alone (what is queued is dropped, nothing is written); ``rows`` the
+decision recorder's worker-thread job alone (``DecisionRecorder._rows``: each noted decision's document built,
+serialized and encrypted), over N noted decisions of the mix, nothing written.
 
 Per call, as the Authorizer does it for a tool decision (the decision itself is made once per case beforehand,
 so Cedar is not counted): a fresh decision id, the recorder's ``note``, the audit event with its argument
@@ -25,7 +27,7 @@ from gateway.audit import AuditLog
 from gateway.audit.digests import DigestKey
 from gateway.policy.authorizer import Authorizer
 from gateway.policy.engine import CedarRequest, RequestFacts, new_decision_id
-from gateway.policy.recorder import DecisionRecorder
+from gateway.policy.recorder import DecisionRecorder, Noted
 from gateway.store import open_store
 
 CATALOG_TOOLS = 20
@@ -33,7 +35,8 @@ AUDIT_BATCH = 16
 RECORD_BATCH = 400
 
 
-async def run(calls: int, tmp: Path, write: bool, catalog_set: CatalogSet, facts: RequestFacts) -> None:
+async def run(calls: int, tmp: Path, mode: str, catalog_set: CatalogSet, facts: RequestFacts) -> None:
+    write = mode == "all"
     principal = fixed_principal()
     engine, _ = build_engine(tmp / "cedar", catalog_set)
     store = open_store(f"sqlite:///{tmp / 'state.db'}")
@@ -50,6 +53,14 @@ async def run(calls: int, tmp: Path, write: bool, catalog_set: CatalogSet, facts
         tool = catalog_set.catalog.tools[name]
         seen: list[CedarRequest] = []
         cases.append((tool, arguments, engine.decide_tool(principal, tool, arguments, facts, seen=seen), seen))
+    if mode == "rows":
+        # (the cases' decisions as they are: a decision id used twice seals all the same, and a fresh decision
+        # per record would count its making too)
+        batch = [Noted(principal, decided, "tool", tool.exposed_name, facts.now, seen[0], tool.data_classes)
+                 for tool, _, decided, seen in (cases[i % len(cases)] for i in range(calls))]
+        assert len(recorder._rows(batch)) == calls
+        await store.close()
+        return
     for i in range(calls):
         tool, arguments, decided, seen = cases[i % len(cases)]
         decision = replace(decided, decision_id=new_decision_id())
@@ -72,12 +83,14 @@ async def run(calls: int, tmp: Path, write: bool, catalog_set: CatalogSet, facts
 
 def main() -> None:
     calls = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
-    write = (sys.argv[2] if len(sys.argv) > 2 else "all") != "path"
+    mode = sys.argv[2] if len(sys.argv) > 2 else "all"
+    if mode not in ("all", "path", "rows"):
+        sys.exit(f"unknown mode {mode!r}: all, path or rows")
     with tempfile.TemporaryDirectory(prefix="narrowgate-records-instr-") as tmp:
         write_policies(Path(tmp) / "cedar")
         catalog_set = write_catalog(Path(tmp) / "catalog", CATALOG_TOOLS)
         facts = gateway_facts(catalog_set.catalog, fixed_principal())
-        asyncio.run(run(calls, Path(tmp), write, catalog_set, facts))
+        asyncio.run(run(calls, Path(tmp), mode, catalog_set, facts))
 
 
 if __name__ == "__main__":

@@ -79,6 +79,8 @@ class ContextBuilder:
         # here. At most PLANS_KEPT, and SHAPE_BYTES_KEPT of remembered contexts across all of them.
         self._plans: OrderedDict[int, tuple[ContextReads, _Plan | None]] = OrderedDict()
         self.shape_bytes = 0  # the JSON bytes of the contexts all plans remember (approximate under threads)
+        # whole_json's: the JSON of the last request facts (the dict request_facts shares), replaced whole.
+        self._last_request_json: tuple[dict[str, Any], bytes] | None = None
 
     def full(self, facts: RequestFacts, approved: bool) -> dict[str, Any]:
         """Every section but `input` (listing prunes this itself)."""
@@ -175,6 +177,25 @@ class ContextBuilder:
         if name == "user":
             return user_context(facts)
         return None  # not a context attribute (validation rejects such a policy at load)
+
+    def whole_json(self, facts: RequestFacts, approved: bool, cedar_input: object = None) -> bytes:
+        """orjson.dumps(self.build(True, facts, approved, cedar_input)), the same bytes, without building that
+        context: the whole one is what a decision's replay record keeps (the recorder asks for it off the
+        request path, per decision). The sections that are one of a few (approval, no task, no user, no chain,
+        the request facts of the second) come serialized already; the others are serialized as build() makes
+        them."""
+        request = self.request_facts(facts)
+        last = self._last_request_json
+        if last is None or last[0] is not request:
+            last = self._last_request_json = (request, orjson.dumps(request))
+        parts = [b'{"request":', last[1], b',"approval":', _APPROVAL_JSON[bool(approved)],
+                 b',"task":', _NO_TASK_JSON if facts.task is None else orjson.dumps(task_context(facts)),
+                 b',"chain":', _NO_CHAIN_JSON if not facts.chain else orjson.dumps(_chain_whole(facts.chain)),
+                 b',"user":', _NO_USER_JSON if facts.user is None else orjson.dumps(user_context(facts))]
+        if cedar_input is not None:
+            parts += (b',"input":', orjson.dumps(cedar_input))
+        parts.append(b"}")
+        return b"".join(parts)
 
     def request_facts(self, facts: RequestFacts) -> dict[str, Any]:
         """context.request; shared between calls, never to be modified."""
@@ -292,6 +313,20 @@ def _paths(reads: ContextReads) -> tuple[tuple[str, ...], ...] | None:
             return None
         paths.extend((attr, *path) for path in below)
     return tuple(paths)
+
+
+def _chain_whole(chain: Mapping[str, Any]) -> Mapping[str, Any]:
+    """context.chain as build() sends it whole: chain.tools as distinct values, sorted."""
+    if isinstance(chain, dict) and "tools" in chain:
+        return {**chain, "tools": sorted(set(chain["tools"]))}
+    return chain
+
+
+# whole_json's sections that are one of a few, serialized once.
+_APPROVAL_JSON = {approved: orjson.dumps({"granted": approved}) for approved in (False, True)}
+_NO_TASK_JSON = orjson.dumps(NO_TASK)
+_NO_CHAIN_JSON = orjson.dumps(_chain_whole(NO_CHAIN))
+_NO_USER_JSON = orjson.dumps(NO_USER)
 
 
 def task_context(facts: RequestFacts) -> dict[str, Any]:

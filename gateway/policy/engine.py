@@ -481,6 +481,19 @@ class PolicyEngine:
                 "action": cedar["action"], "resource": cedar["resource"], "entities": request.entities,
                 "context": context}
 
+    def recorded_json(self, request: CedarRequest) -> dict[str, Any]:
+        """recorded_input with its context serialized already (an orjson.Fragment holding the bytes orjson.dumps
+        gives of recorded_input's context), for the recorder's sealed document: the whole context is serialized
+        from its parts, without building it as a dict first (ContextBuilder.whole_json)."""
+        if request.facts is None:
+            context = orjson.dumps(request.context)
+        else:
+            context = self._contexts.whole_json(request.facts, request.granted, request.cedar_input)
+        cedar = request.cedar
+        return {"kind": request.kind, "target": request.target, "principal": cedar["principal"],
+                "action": cedar["action"], "resource": cedar["resource"], "entities": request.entities,
+                "context": orjson.Fragment(context)}
+
     def redecide(self, recorded: Mapping[str, Any]) -> Decision:
         """Decide a recorded input (recorded_input) again with the policies in force, at its recorded time
         (the context holds it). Nothing else of the engine is read or changed."""

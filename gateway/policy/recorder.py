@@ -3,7 +3,7 @@
 On the request path the recorder only keeps references to what the engine already built (the Cedar
 request, its entities, the request facts and the decision) in a bounded queue: no serializing, no
 encryption, no I/O, nothing that can fail a call. A writer task takes the queue every
-BATCH_WINDOW_S, builds the documents (gateway.policy.engine.PolicyEngine.recorded_input) and
+BATCH_WINDOW_S, builds the documents (gateway.policy.engine.PolicyEngine.recorded_json) and
 encrypts them on a worker thread and appends them in one store transaction. A full queue or a
 failed write loses recordings, never a call: each loss is counted and logged (the first and every
 LOG_EVERY-th). A sweep deletes what is older than the retention window; with retention 0 nothing is
@@ -173,7 +173,7 @@ class DecisionRecorder:
     def _document(self, noted: Noted) -> dict[str, Any]:
         decision, principal = noted.decision, noted.principal
         cedar: dict[str, Any] = ({"kind": noted.kind, "target": noted.target, "before_policy": True}
-                                 if noted.request is None else self.engine.recorded_input(noted.request))
+                                 if noted.request is None else self.engine.recorded_json(noted.request))
         return {
             **cedar,
             "decision_id": decision.decision_id,
