@@ -181,10 +181,11 @@ class DecisionRecorder:
             "agent_id": principal.agent_id,
             "agent_version": principal.agent.changed_at if principal.agent is not None else None,
             "task_id": principal.task_id,
-            "live": {"outcome": decision.outcome, "policy_ids": list(decision.policy_ids),
+            # (tuples as they are: orjson writes them as the arrays the lists were)
+            "live": {"outcome": decision.outcome, "policy_ids": decision.policy_ids,
                      "policy_version": decision.policy_version},
             "arguments": decision.canonical_arguments,
-            "data_classes": list(noted.data_classes),
+            "data_classes": noted.data_classes,
         }
 
     def _lose(self, count: int, why: str) -> None:
