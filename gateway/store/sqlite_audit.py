@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from gateway.audit.chain import GENESIS_HASH, RECORD_FIELDS
+from gateway.audit.chain import GENESIS_HASH
 from gateway.store.base import AuditedDecision, AuditedDecisionQuery, AuditQuery
 from gateway.store.rows import (
     AUDIT_COLUMNS,
@@ -19,6 +19,7 @@ from gateway.store.rows import (
     sealed_rows,
     where,
 )
+from gateway.store.sqlite_insert import insert_rows
 
 if TYPE_CHECKING:
     from gateway.audit.prepared import PreparedRecord
@@ -36,8 +37,7 @@ def append(conn: sqlite3.Connection, records: Sequence[Mapping[str, Any] | Prepa
     keeps the chain whole after a failed batch or when another process appended meanwhile.
     """
     rows, seq, prev_hash = sealed_rows(records, head(conn))
-    placeholders = ", ".join("?" * len(RECORD_FIELDS))
-    conn.executemany(f"INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES ({placeholders})", rows)
+    insert_rows(conn, "audit_log", AUDIT_COLUMNS, rows)
     return seq, prev_hash
 
 

@@ -14,11 +14,11 @@ from gateway.store.rows import (
     decision_input_row,
     where,
 )
+from gateway.store.sqlite_insert import insert_rows
 
 
 def append(conn: sqlite3.Connection, rows: Sequence[DecisionInputRow]) -> None:
-    conn.executemany(f"INSERT INTO decision_inputs ({DECISION_INPUT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                     [decision_input_row(r) for r in rows])
+    insert_rows(conn, "decision_inputs", DECISION_INPUT_COLUMNS, [decision_input_row(r) for r in rows])
 
 
 def select(conn: sqlite3.Connection, query: DecisionInputQuery) -> list[DecisionInputRow]:
