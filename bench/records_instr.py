@@ -1,8 +1,9 @@
 """What recording one call costs, in process: the audit record and the decision input, request path and writers.
 
-``valgrind --tool=callgrind .venv/bin/python -m bench.records_instr N [all|path]`` at N=0 and N=2000: the
+``valgrind --tool=callgrind .venv/bin/python -m bench.records_instr N [all|path|facts]`` at N=0 and N=2000: the
 difference over N is the instructions one call's recording executes (deterministic, unlike CPU time on a shared
-machine); ``path`` counts the request path alone (what is queued is dropped, nothing is written).
+machine); ``path`` counts the request path alone (what is queued is dropped, nothing is written); ``facts``
+counts only ``Authorizer.facts``, the request facts the decide stage builds per call before Cedar.
 
 Per call, as the Authorizer does it for a tool decision (the decision itself is made once per case beforehand,
 so Cedar is not counted): a fresh decision id, the recorder's ``note``, the audit event with its argument
@@ -33,7 +34,7 @@ AUDIT_BATCH = 16
 RECORD_BATCH = 400
 
 
-async def run(calls: int, tmp: Path, write: bool, catalog_set: CatalogSet, facts: RequestFacts) -> None:
+async def run(calls: int, tmp: Path, mode: str, catalog_set: CatalogSet, facts: RequestFacts) -> None:
     principal = fixed_principal()
     engine, _ = build_engine(tmp / "cedar", catalog_set)
     store = open_store(f"sqlite:///{tmp / 'state.db'}")
@@ -50,6 +51,13 @@ async def run(calls: int, tmp: Path, write: bool, catalog_set: CatalogSet, facts
         tool = catalog_set.catalog.tools[name]
         seen: list[CedarRequest] = []
         cases.append((tool, arguments, engine.decide_tool(principal, tool, arguments, facts, seen=seen), seen))
+    if mode == "facts":
+        client_info = {"name": "bench-client", "version": "1"}
+        for _ in range(calls):
+            authorizer.facts(facts.era, client_info, facts.task, facts.chain, facts.user)
+        await store.close()
+        return
+    write = mode == "all"
     for i in range(calls):
         tool, arguments, decided, seen = cases[i % len(cases)]
         decision = replace(decided, decision_id=new_decision_id())
@@ -72,12 +80,14 @@ async def run(calls: int, tmp: Path, write: bool, catalog_set: CatalogSet, facts
 
 def main() -> None:
     calls = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
-    write = (sys.argv[2] if len(sys.argv) > 2 else "all") != "path"
+    mode = sys.argv[2] if len(sys.argv) > 2 else "all"
+    if mode not in ("all", "path", "facts"):
+        sys.exit("usage: python -m bench.records_instr N [all|path|facts]")
     with tempfile.TemporaryDirectory(prefix="narrowgate-records-instr-") as tmp:
         write_policies(Path(tmp) / "cedar")
         catalog_set = write_catalog(Path(tmp) / "catalog", CATALOG_TOOLS)
         facts = gateway_facts(catalog_set.catalog, fixed_principal())
-        asyncio.run(run(calls, Path(tmp), write, catalog_set, facts))
+        asyncio.run(run(calls, Path(tmp), mode, catalog_set, facts))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 REFILL_BYTES = 4096  # one getrandom per this many bytes (256 draws of 16 bytes, 512 of 8)
 Piece = TypeVar("Piece", bytes, str)
@@ -65,7 +65,7 @@ def hex_pieces(buffer: bytes, size: int) -> list[str]:
     return [text[start:start + width] for start in range(0, len(text), width)]
 
 
-_ALL: weakref.WeakSet[Draws[Any]] = weakref.WeakSet()
+_ALL: weakref.WeakSet[Draws[bytes] | Draws[str]] = weakref.WeakSet()
 
 
 def _forget_all() -> None:
