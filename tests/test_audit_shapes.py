@@ -24,6 +24,7 @@ from gateway.verifier import argument_digest
 from tests.test_audit_bytes import DIGEST_KEY, ticking_clock
 from tests.test_policy_engine import REPO_CEDAR, agent_principal, engine_for, facts, write_catalog
 
+SHARED = ("kind", "action", "actor", "agent_id", "owner", "task_id", "tool", "decision", "policy_ids", "detail")
 PERSON = UserIdentity("person-1", "https://idp.example", "", False, (), "client", None, "", ())
 CALLS = [  # agent, servers it may use, tool, arguments, person
     ("a1", ("files",), "files__read_file", {"path": "/a"}, None),
@@ -85,6 +86,8 @@ async def test_shaped_tool_records_are_the_full_records(policy: tuple[PolicyEngi
     full = [full_event(authorizer, *case) for case in cases]
     assert {event.decision for event in shaped} >= {"allow", "deny"}
     assert all(event.shape is not None for event in shaped)
+    for event in shaped:  # the shape's own objects, so the audit log takes it (gateway.audit.prepared._shaped)
+        assert all(getattr(event, name) is getattr(event.shape, name) for name in SHARED), event
     assert shaped == full  # what each record says (the shape is not part of it)
     half = len(CALLS)
     assert all(later.shape is earlier.shape for earlier, later in zip(shaped[:half], shaped[half:], strict=True))
