@@ -1,10 +1,11 @@
 """What recording one call costs, in process: the audit record and the decision input, request path and writers.
 
-``valgrind --tool=callgrind .venv/bin/python -m bench.records_instr N [all|path|rows]`` at N=0 and N=2000: the
-difference over N is the instructions one call's recording executes (deterministic, unlike CPU time on a shared
-machine); ``path`` counts the request path alone (what is queued is dropped, nothing is written); ``rows`` the
-decision recorder's worker-thread job alone (``DecisionRecorder._rows``: each noted decision's document built,
-serialized and encrypted), over N noted decisions of the mix, nothing written.
+``valgrind --tool=callgrind .venv/bin/python -m bench.records_instr N [all|path|facts|rows]`` at N=0 and N=2000:
+the difference over N is the instructions one call's recording executes (deterministic, unlike CPU time on a
+shared machine); ``path`` counts the request path alone (what is queued is dropped, nothing is written);
+``facts`` counts only ``Authorizer.facts``, the request facts the decide stage builds per call before Cedar;
+``rows`` the decision recorder's worker-thread job alone (``DecisionRecorder._rows``: each noted decision's
+document built, serialized and encrypted), over N noted decisions of the mix, nothing written.
 
 Per call, as the Authorizer does it for a tool decision (the decision itself is made once per case beforehand,
 so Cedar is not counted): a fresh decision id, the recorder's ``note``, the audit event with its argument
@@ -36,7 +37,6 @@ RECORD_BATCH = 400
 
 
 async def run(calls: int, tmp: Path, mode: str, catalog_set: CatalogSet, facts: RequestFacts) -> None:
-    write = mode == "all"
     principal = fixed_principal()
     engine, _ = build_engine(tmp / "cedar", catalog_set)
     store = open_store(f"sqlite:///{tmp / 'state.db'}")
@@ -53,6 +53,12 @@ async def run(calls: int, tmp: Path, mode: str, catalog_set: CatalogSet, facts: 
         tool = catalog_set.catalog.tools[name]
         seen: list[CedarRequest] = []
         cases.append((tool, arguments, engine.decide_tool(principal, tool, arguments, facts, seen=seen), seen))
+    if mode == "facts":
+        client_info = {"name": "bench-client", "version": "1"}
+        for _ in range(calls):
+            authorizer.facts(facts.era, client_info, facts.task, facts.chain, facts.user)
+        await store.close()
+        return
     if mode == "rows":
         # (the cases' decisions as they are: a decision id used twice seals all the same, and a fresh decision
         # per record would count its making too)
@@ -61,6 +67,7 @@ async def run(calls: int, tmp: Path, mode: str, catalog_set: CatalogSet, facts: 
         assert len(recorder._rows(batch)) == calls
         await store.close()
         return
+    write = mode == "all"
     for i in range(calls):
         tool, arguments, decided, seen = cases[i % len(cases)]
         decision = replace(decided, decision_id=new_decision_id())
@@ -84,8 +91,8 @@ async def run(calls: int, tmp: Path, mode: str, catalog_set: CatalogSet, facts: 
 def main() -> None:
     calls = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     mode = sys.argv[2] if len(sys.argv) > 2 else "all"
-    if mode not in ("all", "path", "rows"):
-        sys.exit(f"unknown mode {mode!r}: all, path or rows")
+    if mode not in ("all", "path", "facts", "rows"):
+        sys.exit("usage: python -m bench.records_instr N [all|path|facts|rows]")
     with tempfile.TemporaryDirectory(prefix="narrowgate-records-instr-") as tmp:
         write_policies(Path(tmp) / "cedar")
         catalog_set = write_catalog(Path(tmp) / "catalog", CATALOG_TOOLS)

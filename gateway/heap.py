@@ -13,6 +13,13 @@ freeze); the gateway runs it at start and then at most every COMPACT_INTERVAL_S,
 something was frozen since the last one, so leaked cycles live at most that long. Objects freed
 by reference counting (a replaced bundle, directory or catalog: none of them is cyclic) are freed
 at once, frozen or not.
+
+Young collections: at CPython's default (one per 700 more container objects made than freed) a gateway
+under load ran one every ~20 calls, and each walked everything the calls in flight and the writers' pending
+batches held: 13 µs of CPU per call at 16 agents, ~2 % of it. `serve()` raises the threshold to
+YOUNG_THRESHOLD, which cuts that to under 1 µs; a young collection then walks at most that many more
+objects (~1-2 ms, once in thousands of calls). Cycles wait for it no longer than they would in a
+full-size heap, and the memory they hold meanwhile is bounded by the same count.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import time
 log = logging.getLogger("narrowgate.heap")
 
 COMPACT_INTERVAL_S = 600.0
+YOUNG_THRESHOLD = 10_000  # containers made and not yet freed before a young collection (CPython: 700)
 
 
 class Heap:
@@ -32,6 +40,12 @@ class Heap:
         self.settled_since_compact = 0
         self.last_compact_s = 0.0
         self.last_compact_took_s = 0.0
+
+    def serve(self) -> None:
+        """Young collections at YOUNG_THRESHOLD rather than CPython's 700; the older generations' own
+        thresholds (how many younger collections between theirs) are kept."""
+        _, middle, old = gc.get_threshold()
+        gc.set_threshold(YOUNG_THRESHOLD, middle, old)
 
     def settle(self) -> None:
         """Collect the young generations and freeze the survivors (cheap: the freeze links lists)."""

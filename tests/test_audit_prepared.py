@@ -16,6 +16,7 @@ from gateway.audit import AuditEvent
 from gateway.audit.chain import GENESIS_HASH, RECORD_FIELDS, record_hash, unsealed_record
 from gateway.audit.digests import DigestKey
 from gateway.audit.prepared import COLUMNS, PreparedRecord, _plain, prepared_record
+from gateway.audit.shape import record_shape
 from gateway.store.rows import audit_record, sealed_rows
 
 DIGESTS = DigestKey(bytes(range(32))).keyed
@@ -170,3 +171,48 @@ def test_policy_ids_from_a_generator_are_read_once_and_kept() -> None:
     assert sealed_rows([prepared_record(event(), 1.5, DIGESTS)], (0, GENESIS_HASH)) == expected
     (row,), _, _ = expected
     assert audit_record(row)["policy_ids"] == ["p1", "p2"]
+
+
+def shaped(event: AuditEvent) -> tuple[AuditEvent, bool]:
+    """`event` as the Authorizer makes a tool decision's event: the ten shared values its shape's own objects
+    (gateway.audit.shape); and whether it has a shape (not when those values are not plain)."""
+    shape = record_shape(event.kind, event.action, event.actor, event.agent_id, event.owner, event.task_id,
+                         event.tool, event.decision, event.policy_ids, event.detail)  # type: ignore[arg-type]
+    if shape is None:
+        return event, False
+    return AuditEvent(shape.kind, shape.action, shape.actor, shape.agent_id, shape.owner, shape.task_id, shape.tool,
+                      shape.decision, shape.policy_ids, event.decision_id, event.trace_id, event.args_digest,
+                      event.preview, shape.detail, shape), True
+
+
+_SHAPED: Counter[bool] = Counter()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(events(), min_size=1, max_size=3), _AT, _HEAD)
+def _shaped_batches(batch: list[AuditEvent], at: float, head: tuple[int, str]) -> None:
+    pairs = [shaped(event) for event in batch]
+    _SHAPED.update(has for _, has in pairs)
+    _check([event for event, _ in pairs], at, head)
+    # A shape whose values are not the event's own objects any more (a copy with another answer or detail, a
+    # field set afterwards, another event's shape) is not used: the same bytes still.
+    first = pairs[0][0]
+    _check([replace(first, decision="deny"), replace(first, detail={**first.detail, "approval_id": "apr_1"}),
+            *(replace(event, shape=first.shape) for event in batch)], at, head)
+
+
+def test_shaped_records_give_the_generic_rows() -> None:
+    _SHAPED.clear()
+    _shaped_batches()
+    assert _SHAPED[True] >= 200 and _SHAPED[False] >= 50, _SHAPED  # shaped and not, each many times
+
+
+def test_a_shaped_record_takes_the_shape_and_serializes_its_own_values() -> None:
+    event, has = shaped(PLAIN)
+    assert has and event.shape is not None and event == PLAIN  # the shape is not part of what the record says
+    calls = [replace(event, decision_id=f"d-{n}", trace_id="ab" * 16 if n else None, args_digest=None if n else "x",
+                     preview={"n": n, "v": "é\x00" if n == 2 else "x"}) for n in range(3)]
+    _check(calls, 1.5, (41, "ab" * 32))
+    assert prepared_record(calls[1], 1.5, DIGESTS).columns[-1] == event.shape.detail_text
+    with pytest.raises(TypeError):  # an event's shared detail is read-only: it cannot change under its shape
+        event.detail["era"] = "other"  # type: ignore[index]

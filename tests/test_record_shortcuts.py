@@ -12,7 +12,20 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway.audit.canonical import _walked, is_plain
-from gateway.audit.redact import _CREDENTIAL_VALUE, _preview_value, _summary, is_sensitive_tool, looks_like_credential
+from gateway.audit.redact import (
+    _CREDENTIAL_VALUE,
+    MAX_KEY_CHARS,
+    MAX_KEYS,
+    MIN_VALUE_CHARS,
+    REDACTED,
+    SENSITIVE_CLASSES,
+    _preview_value,
+    _summary,
+    is_sensitive_key,
+    is_sensitive_tool,
+    looks_like_credential,
+    redacted_preview,
+)
 
 # Pieces of every credential shape the pattern knows, in odd cases, with the non-ASCII letters IGNORECASE folds to
 # ASCII ones (long s, Kelvin sign, dotted and dotless i), so generated text sits on both sides of each branch.
@@ -90,3 +103,35 @@ def test_a_data_class_equal_to_a_sensitive_one_but_spelled_otherwise_does_not_de
     for the other (review finding)."""
     assert is_sensitive_tool((_Class.PII,)) is any(str(c).strip().lower() == "pii" for c in (_Class.PII,))
     assert is_sensitive_tool(("pii",)) is True
+
+
+def _general_preview(arguments: dict[Any, Any], data_classes: list[str], max_chars: int) -> dict[str, Any]:
+    """redacted_preview as the general code spells it: every key looked up, every value through _summary."""
+    keys = list(arguments)
+    budget = max(MIN_VALUE_CHARS, max_chars // max(1, min(len(keys), MAX_KEYS)))
+    preview: dict[str, Any] = {}
+    for key in keys[:MAX_KEYS]:
+        text = str(key)
+        name = text if len(text) <= MAX_KEY_CHARS else text[:MAX_KEY_CHARS - 1] + "…"
+        sensitive = any(str(c).strip().lower() in SENSITIVE_CLASSES for c in data_classes) or is_sensitive_key(text)
+        preview[name] = REDACTED if sensitive else _summary(arguments[key], budget)
+    if len(keys) > MAX_KEYS:
+        preview["..."] = f"{len(keys) - MAX_KEYS} more keys"
+    return preview
+
+
+_ARGUMENT_KEYS = st.sampled_from(["path", "token", "apiKey", "card", "discard", "x" * 70]) | st.text(max_size=5)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.dictionaries(_ARGUMENT_KEYS | st.integers(0, 3), _VALUES, max_size=24),
+       st.lists(st.sampled_from(["public", "internal", "PII", " secrets "]), max_size=2),
+       st.integers(min_value=20, max_value=400))
+def test_the_preview_is_the_general_preview(arguments: dict[Any, Any], data_classes: list[str], max_chars: int) -> None:
+    fast = redacted_preview(arguments, tuple(data_classes), max_chars=max_chars)
+    general = _general_preview(arguments, data_classes, max_chars)
+    assert list(fast or {}) == list(general)  # the same keys, in the same order
+    for key, value in general.items():
+        got = (fast or {})[key]
+        assert type(got) is type(value)
+        assert got == value or (isinstance(got, float) and math.isnan(got) and math.isnan(value))

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.audit.shape import RecordShape
+
 KINDS = frozenset({"decision", "approval", "agent", "task", "catalog", "policy", "monitoring", "credential"})
 
 
@@ -28,6 +30,8 @@ class AuditEvent:
     args_digest: str | None = None
     preview: Mapping[str, Any] | None = None  # already redacted (see gateway.audit.redact)
     detail: Mapping[str, Any] = field(default_factory=dict)  # small extra facts (reason, state change, version)
+    # What it shares with other records, serialized once (gateway.audit.shape); not part of what it says.
+    shape: RecordShape | None = field(default=None, repr=False, compare=False)
 
 
 class AuditUnavailable(Exception):

@@ -24,6 +24,7 @@ import orjson
 from gateway.audit.canonical import canonical_bytes, is_plain, json_normalized, plain_number
 from gateway.audit.chain import RECORD_FIELDS, TEXT_FIELDS, raw_record
 from gateway.audit.model import AuditEvent
+from gateway.audit.shape import NUL, RecordShape
 
 # The hashed fields in canonical (sorted) order, cut where the writer's seq and prev_hash go.
 _BEFORE = ("action", "actor", "agent_id", "args_digest", "at", "decision", "decision_id", "detail", "kind", "owner",
@@ -66,7 +67,8 @@ def prepared_record(event: AuditEvent, at: float, digests: Callable[[str], str] 
     `digests`), serialized for the writer."""
     at = float(at)
     try:
-        prepared = _plain(event, at, digests)
+        shape = event.shape
+        prepared = _plain(event, at, digests) if shape is None else _shaped(event, shape, at, digests)
         if prepared is not None:
             return prepared
     except (orjson.JSONEncodeError, UnicodeEncodeError):
@@ -108,6 +110,40 @@ def _plain(event: AuditEvent, at: float, digests: Callable[[str], str] | None) -
     columns = (at, kind, action, actor, agent_id, owner, task_id, tool, decision, policy_ids.decode(), decision_id,
                trace_id, args_digest, None if preview_json is None else preview_json.decode(), detail_json.decode())
     return _spliced(columns, before, after, preview_json)
+
+
+def _shaped(event: AuditEvent, shape: RecordShape, at: float, digests: Callable[[str], str] | None
+            ) -> PreparedRecord | None:
+    """_plain for an event of a known shape: only its own five values serialized; the rest as the shape has it.
+    Any of the shape's values not the very object it was made from (a copy with another outcome or detail, a
+    field set afterwards): _plain, which serializes everything."""
+    if (event.detail is not shape.detail or event.decision is not shape.decision or event.tool is not shape.tool
+            or event.agent_id is not shape.agent_id or event.policy_ids is not shape.policy_ids
+            or event.kind is not shape.kind or event.action is not shape.action or event.actor is not shape.actor
+            or event.owner is not shape.owner or event.task_id is not shape.task_id):
+        return _plain(event, at, digests)
+    args_digest, decision_id, trace_id, preview = event.args_digest, event.decision_id, event.trace_id, event.preview
+    if not _TEXT_OR_NONE.issuperset((type(args_digest), type(decision_id), type(trace_id))):
+        return _plain(event, at, digests)  # converted by str() there
+    if preview is not None and type(preview) is not dict:
+        preview = dict(preview)
+    if not plain_number(at) or not is_plain(preview):
+        return None
+    if digests is not None and args_digest:
+        args_digest = digests(args_digest)
+    digest_json, decision_json, trace_json = orjson.dumps(args_digest), orjson.dumps(decision_id), orjson.dumps(
+        trace_id)
+    if NUL in decision_json or NUL in trace_json or NUL in digest_json:
+        return None  # replaced before hashing (rows._storable), on the slow path
+    preview_json = None if preview is None else orjson.dumps(preview, option=orjson.OPT_SORT_KEYS)
+    columns = (at, shape.kind, shape.action, shape.actor, shape.agent_id, shape.owner,
+               shape.task_id, shape.tool, shape.decision, shape.policy_ids_text, decision_id, trace_id, args_digest,
+               None if preview_json is None else preview_json.decode(), shape.detail_text)
+    return PreparedRecord(
+        columns, b"".join((shape.head, digest_json, b',"at":', orjson.dumps(at), shape.decided, decision_json,
+                           shape.tail)),
+        b',"preview":' + (b"null" if preview_json is None else preview_json) + b',"seq":',
+        b"".join((shape.after, trace_json, b"}")))
 
 
 def _normalized(record: dict[str, Any], digests: Callable[[str], str] | None) -> PreparedRecord:

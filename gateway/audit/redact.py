@@ -11,6 +11,7 @@ arguments stay provable through the args digest (gateway.verifier.argument_diges
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -55,15 +56,22 @@ def redacted_preview(
     if type(arguments) is not dict and not isinstance(arguments, Mapping):
         return None
     redact_all = is_sensitive_tool(data_classes)
-    keys = list(arguments)
-    budget = max(MIN_VALUE_CHARS, max_chars // max(1, min(len(keys), MAX_KEYS)))
+    count = len(arguments)
+    budget = max(MIN_VALUE_CHARS, max_chars // max(1, min(count, MAX_KEYS)))
     preview: dict[str, Any] = {}
-    for key in keys[:MAX_KEYS]:
+    items = arguments.items()
+    for key, value in items if count <= MAX_KEYS else itertools.islice(items, MAX_KEYS):
         text = key if type(key) is str else str(key)
         name = text if len(text) <= MAX_KEY_CHARS else _short(text, MAX_KEY_CHARS)
-        preview[name] = REDACTED if redact_all or is_sensitive_key(text) else _preview_value(arguments[key], budget)
-    if len(keys) > MAX_KEYS:
-        preview["..."] = f"{len(keys) - MAX_KEYS} more keys"
+        if redact_all or is_sensitive_key(text):
+            preview[name] = REDACTED
+        elif type(value) is str:  # _preview_value's first case, without a call per argument
+            preview[name] = (REDACTED if looks_like_credential(value) else value if len(value) <= budget
+                             else _short(value, budget))
+        else:
+            preview[name] = _preview_value(value, budget)
+    if count > MAX_KEYS:
+        preview["..."] = f"{count - MAX_KEYS} more keys"
     return preview
 
 

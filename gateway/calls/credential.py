@@ -3,12 +3,11 @@ argument set (never the agent's own token); a stdio child gets none (its environ
 
 from __future__ import annotations
 
-import os
-
 from gateway.calls.call import Arguments, ToolCall
 from gateway.catalog.model import HttpTransport
 from gateway.credentials.upstream_auth import UpstreamAuth
 from gateway.policy.engine import Decision
+from gateway.random_draws import TRANSACTION_ID
 from gateway.telemetry import Telemetry
 from gateway.upstream.pool import UpstreamPool
 from gateway.verifier import argument_digest
@@ -25,7 +24,7 @@ class Credential:
         if not isinstance(server.transport, HttpTransport):
             return None
         principal = call.principal
-        txn = call.request.trace_id or os.urandom(16).hex()  # no trace: 128 random bits (secrets.token_hex(16))
+        txn = call.request.trace_id or TRANSACTION_ID.take()  # no trace: 128 random bits (secrets.token_hex(16))
         digest = decision.args_digest or argument_digest(arguments)
         if server.credentials.mode == "gateway-token" and not self.telemetry.tracing_enabled:
             # Nothing to wait for and no span to open: the token alone.

@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from gateway.audit import AuditEvent, AuditLog, AuditUnavailable, redacted_preview
+from gateway.audit.shape import RecordShape, record_shape
 from gateway.catalog.model import ToolEntry
 from gateway.identity.principal import Principal
 from gateway.identity.user import UserIdentity
@@ -27,6 +28,9 @@ GENERIC_REASON = {"deny": "denied by policy", "step_up": "approval required"}
 GENERIC_REAUTH = "re-authentication required"
 
 DURABLE_RISKS = frozenset({"privileged", "destructive"})
+MAX_SHAPES = 4096  # audit record shapes kept (gateway.audit.shape: ~1 KB each)
+# agent, owner, task, tool, outcome, policy ids, policy version, era, user subject, user issuer
+ShapeKey = tuple[str, str | None, str | None, str, str, tuple[str, ...], str, str, str | None, str | None]
 
 
 class Authorizer:
@@ -40,12 +44,14 @@ class Authorizer:
         self.on_evaluated = on_evaluated  # metrics: how long each tool decision took
         self.replica = replica  # which replica decided, in each decision's audit detail (replicas differing show)
         self.recorder = recorder if recorder is not None and recorder.enabled else None  # what-if replay's inputs
+        self._shapes: dict[ShapeKey, RecordShape | None] = {}  # see shape()
 
     @staticmethod
     def facts(era: str, client_info: dict[str, Any] | None, task: dict[str, Any] | None = None,
               chain: dict[str, Any] | None = None, user: UserIdentity | None = None) -> RequestFacts:
-        client = client_info.get("name", "") if isinstance(client_info, dict) else ""
-        return RequestFacts(now=time.time(), era=era, client=str(client), task=task, chain=chain, user=user)
+        client = client_info.get("name", "") if type(client_info) is dict or isinstance(client_info, dict) else ""
+        # By position (now, era, client, working_hours, task, chain, user): a keyword call costs more, per call.
+        return RequestFacts(time.time(), era, client if type(client) is str else str(client), None, task, chain, user)
 
     async def tool(self, principal: Principal, tool: ToolEntry, arguments: dict[str, Any] | None,
                    facts: RequestFacts, trace_id: str | None = None, approval_id: str | None = None) -> Decision:
@@ -60,12 +66,15 @@ class Authorizer:
         """Decide one call, record and log it; with `approval_id`, as a call carrying that (already spent)
         approval. Refusals are returned, not raised (see tool())."""
         started = time.perf_counter()
-        seen = self.seen()
+        seen: list[CedarRequest] | None = [] if self.recorder is not None else None  # self.seen(), inline
         decision = self.engine.decide_tool(principal, tool, arguments, facts, approval_id is not None, seen)
         if self.on_evaluated is not None:
             self.on_evaluated(decision, time.perf_counter() - started)
         event, durable = self.tool_event(decision, principal, tool, arguments, facts, seen, trace_id, approval_id)
-        await self.record(event, durable)
+        if durable:
+            await self.record(event, durable)
+        else:  # what record() does for it, without a coroutine per call: enqueueing never waits
+            self.audit.record(event)
         self.log_decision(decision, principal, "tool", tool.exposed_name)
         return decision
 
@@ -73,12 +82,19 @@ class Authorizer:
                    facts: RequestFacts, seen: list[CedarRequest] | None, trace_id: str | None = None,
                    approval_id: str | None = None) -> tuple[AuditEvent, bool]:
         """Note a tool decision's input (for replay); its audit event, and whether it must be durable."""
-        self.note(principal, decision, "tool", tool.exposed_name, facts, seen, tool.data_classes)
+        recorder = self.recorder  # note(), without its call per decision
+        if recorder is not None:
+            recorder.note(principal, decision, "tool", tool.exposed_name, facts.now, seen, tool.data_classes)
         canonical = decision.canonical_arguments
-        event = self.event(decision, principal, facts, tool.exposed_name, trace_id,
-                           args_digest=decision.args_digest or argument_digest(arguments),
-                           preview=redacted_preview(canonical if canonical is not None else arguments,
-                                                    tool.data_classes))
+        args_digest = decision.args_digest or argument_digest(arguments)
+        preview = redacted_preview(canonical if canonical is not None else arguments, tool.data_classes)
+        shape = None if approval_id is not None else self.shape(decision, principal, facts, tool.exposed_name)
+        if shape is None:
+            event = self.event(decision, principal, facts, tool.exposed_name, trace_id, args_digest, preview)
+        else:  # the shape's own values, so the audit log serializes only this call's five
+            event = AuditEvent(shape.kind, shape.action, shape.actor, shape.agent_id, shape.owner, shape.task_id,
+                               shape.tool, shape.decision, shape.policy_ids, decision.decision_id, trace_id,
+                               args_digest, preview, shape.detail, shape)
         if approval_id is not None:
             event = replace(event, detail={**event.detail, "approval_id": approval_id})
         # A denial, a step-up or an allow of a privileged tool is on disk before the agent hears of it.
@@ -154,6 +170,28 @@ class Authorizer:
             trace_id=trace_id, args_digest=args_digest, preview=preview,
             detail=detail,
         )
+
+    def shape(self, decision: Decision, principal: Principal, facts: RequestFacts, tool: str) -> RecordShape | None:
+        """The shape of this agent's records of `tool` with this answer (gateway.audit.shape), made on first use;
+        None for a record whose detail is made per call (a re-authentication, a delegated task's chain)."""
+        if decision.reauth is not None or (facts.task is not None and facts.task.get("depth")):
+            return None
+        agent, user = principal.agent, principal.user
+        key = (principal.agent_id, None if agent is None else agent.owner, principal.task_id, tool, decision.outcome,
+               decision.policy_ids, decision.policy_version, facts.era,
+               None if user is None else user.subject, None if user is None else user.issuer)
+        shapes = self._shapes
+        try:
+            return shapes[key]
+        except KeyError:
+            pass
+        if len(shapes) >= MAX_SHAPES:  # agents x tools x answers x versions: bounded, started afresh when full
+            shapes.clear()
+        event = self.event(decision, principal, facts, tool, None)
+        shape = shapes[key] = record_shape(event.kind, event.action, event.actor, event.agent_id, event.owner,
+                                           event.task_id, event.tool, event.decision, decision.policy_ids,
+                                           dict(event.detail))
+        return shape
 
     async def record(self, event: AuditEvent, durable: bool) -> None:
         if not durable:
