@@ -9,6 +9,9 @@ kernel's CSPRNG), so each draw has the same entropy and the values the same form
 
 A forked child must never hand out its parent's draws: os.register_at_fork empties every Draws in the child,
 which then reads its own bytes (subprocess's fork+exec runs no Python in the child, so needs nothing).
+What no hook sees is a process copied whole from a memory snapshot (CRIU, a cloned VM or microVM): both
+copies would hand out the same next draws, up to a buffer's worth per kind, where separate reads would have
+differed once the kernel reseeded. docs/operations.md says not to run two gateways restored from one snapshot.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import sqlite3
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from gateway.catalog.model import Catalog
 from gateway.identity.user import UserIdentity
 from gateway.policy.authorizer import Authorizer
 from gateway.policy.engine import Decision, PolicyEngine
+from gateway.policy.reauth import ReauthTerms
 from gateway.store import open_store
 from gateway.verifier import argument_digest
 from tests.test_audit_bytes import DIGEST_KEY, ticking_clock
@@ -107,3 +109,64 @@ async def test_an_approved_call_and_a_delegated_task_are_recorded_in_full(policy
     delegated = dataclasses.replace(facts(), task=task)
     event, _ = authorizer.tool_event(decision, principal, entry, arguments, delegated, None)
     assert event.shape is None and event.detail["chain"] == ["root-agent", "a1"]
+
+
+def _other(value: Any) -> Any:
+    """A value of the same kind that differs from `value` (None where there is no such kind)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    if isinstance(value, str):
+        return value + "-other"
+    if isinstance(value, tuple):
+        return (*value, "other")
+    if isinstance(value, Mapping):
+        return {**value, "other": 1}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        first = dataclasses.fields(value)[0].name
+        return dataclasses.replace(value, **{first: _other(getattr(value, first))})
+    return None
+
+
+NONE_REPLACED = {"reauth": ReauthTerms(("phr",), 60), "task": {"id": "t", "depth": 0, "chain": []},
+                 "chain": {"calls": 1}, "working_hours": True, "approvers": "admins", "step_up_mode": "pending",
+                 "approval_ttl_s": 60.0, "canonical_arguments": {"path": "/other"}, "args_digest": "0" * 64,
+                 "expires_at": 1e10}
+
+
+def _variants(obj: Any) -> list[tuple[str, Any]]:
+    """`obj` with one field changed, for each field that can be."""
+    changed = []
+    for f in dataclasses.fields(obj):
+        current = getattr(obj, f.name)
+        value = NONE_REPLACED.get(f.name) if current is None else _other(current)
+        if value is not None:
+            changed.append((f.name, dataclasses.replace(obj, **{f.name: value})))
+    return changed
+
+
+async def test_every_input_of_a_record_is_in_its_shape_key(policy: tuple[PolicyEngine, Catalog],
+                                                           tmp_path: Path) -> None:
+    """A kept shape is never used for a call whose record would say something else: change any one field of
+    the decision, the principal (its agent and person too) or the facts, and the record from the warmed cache
+    is still the record made in full. Fails if Authorizer.event reads an input the shape key leaves out."""
+    engine, catalog = policy
+    authorizer = Authorizer(engine, AuditLog(open_store(f"sqlite:///{tmp_path / 'unused.db'}")), replica="r-1")
+    decision, principal, entry, arguments = decided(engine, catalog)[0]
+    principal = dataclasses.replace(principal, user=PERSON, task_id="task-1")
+    base = facts()
+    variants = ([(f"decision.{n}", v, principal, base) for n, v in _variants(decision)]
+                + [(f"principal.{n}", decision, v, base) for n, v in _variants(principal)]
+                + [(f"principal.agent.{n}", decision, dataclasses.replace(principal, agent=v), base)
+                   for n, v in _variants(principal.agent)]
+                + [(f"principal.user.{n}", decision, dataclasses.replace(principal, user=v), base)
+                   for n, v in _variants(PERSON)]
+                + [(f"facts.{n}", decision, principal, v) for n, v in _variants(base)])
+    assert len(variants) > 30
+    for name, variant_decision, variant_principal, variant_facts in variants:
+        authorizer.tool_event(decision, principal, entry, arguments, base, None)  # the base call's shape kept
+        shaped, _ = authorizer.tool_event(variant_decision, variant_principal, entry, arguments, variant_facts, None)
+        full = authorizer.event(variant_decision, variant_principal, variant_facts, entry.exposed_name, None,
+                                args_digest=shaped.args_digest, preview=shaped.preview)
+        assert {n: getattr(shaped, n) for n in SHARED} == {n: getattr(full, n) for n in SHARED}, name
