@@ -5,6 +5,7 @@ statement run per row: every row still goes in, in the order given, across the s
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from gateway.audit import AuditEvent, AuditLog
 from gateway.audit.chain import verify_chain
 from gateway.store import open_store
 from gateway.store.base import AuditQuery, DecisionInputQuery, DecisionInputRow
-from gateway.store.sqlite_insert import CHUNK_ROWS
+from gateway.store.sqlite_insert import CHUNK_ROWS, insert_rows
 
 BATCHES = [1, 2, 3, CHUNK_ROWS - 1, CHUNK_ROWS, CHUNK_ROWS + 1, 2 * CHUNK_ROWS + 45]
 
@@ -53,3 +54,23 @@ async def test_an_audit_batch_goes_in_whole_with_its_chain_intact(tmp_path: Path
     assert [record["decision_id"] for record in stored] == [f"d-{n}" for n in range(size)]
     assert [record["seq"] for record in stored] == list(range(1, size + 1))
     assert verify_chain(stored) == []
+
+
+def test_a_batch_fits_a_build_with_sqlites_old_variable_limit() -> None:
+    """SQLite before 3.32 binds at most 999 variables a statement: an 18-column batch of 600 rows still goes in
+    whole and in order, in statements of at most 32 rows there."""
+    conn = sqlite3.connect(":memory:")
+    columns = ", ".join(f"c{i}" for i in range(18))
+    conn.execute(f"CREATE TABLE wide (n INTEGER PRIMARY KEY AUTOINCREMENT, {columns})")
+    conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+    rows = [tuple(f"{r}.{c}" for c in range(18)) for r in range(600)]
+    insert_rows(conn, "wide", columns, rows)
+    assert conn.execute(f"SELECT {columns} FROM wide ORDER BY n").fetchall() == rows
+
+
+def test_a_row_of_the_wrong_width_is_refused_not_shifted() -> None:
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE pair (a, b)")
+    with pytest.raises(sqlite3.ProgrammingError, match="does not have 2 values"):
+        insert_rows(conn, "pair", "a, b", [("a1", "b1", "extra"), ("a2",)])
+    assert conn.execute("SELECT count(*) FROM pair").fetchone() == (0,)
