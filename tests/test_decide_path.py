@@ -112,3 +112,17 @@ def test_answers_kept_are_bounded_and_unreadable_ones_never_kept() -> None:
     for _ in range(2):
         with pytest.raises(ValueError):
             read_answer(unknown)
+
+
+def test_a_principal_made_quickly_is_a_principal() -> None:
+    """The authenticator makes a JWT workload's or task token's Principal with gateway.frozen's maker."""
+    from types import MappingProxyType
+
+    from gateway.identity.authenticator import _new_principal
+    from gateway.identity.principal import Principal
+
+    claims = MappingProxyType({"sub": "a1"})
+    made = _new_principal("a1", "oidc", claims, None, "task-1", None)
+    assert type(made) is Principal and made == Principal("a1", "oidc", claims, None, "task-1")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.agent_id = "a2"  # type: ignore[misc]
