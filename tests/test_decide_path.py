@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import cedarpy
 import orjson
@@ -17,8 +18,9 @@ import pytest
 
 from gateway.catalog import Catalog
 from gateway.frozen import maker
-from gateway.policy import RequestFacts
-from gateway.policy import authorize
+from gateway.identity.authenticator import _new_principal
+from gateway.identity.principal import Principal
+from gateway.policy import RequestFacts, authorize
 from gateway.policy.authorize import ANSWER_CHARS_KEPT, ANSWERS_KEPT, read_answer
 from gateway.policy.engine import CedarRequest, Decision
 from tests.test_policy_engine import WEDNESDAY, agent_principal, catalog, cedar_dir, engine_for
@@ -116,11 +118,6 @@ def test_answers_kept_are_bounded_and_unreadable_ones_never_kept() -> None:
 
 def test_a_principal_made_quickly_is_a_principal() -> None:
     """The authenticator makes a JWT workload's or task token's Principal with gateway.frozen's maker."""
-    from types import MappingProxyType
-
-    from gateway.identity.authenticator import _new_principal
-    from gateway.identity.principal import Principal
-
     claims = MappingProxyType({"sub": "a1"})
     made = _new_principal("a1", "oidc", claims, None, "task-1", None)
     assert type(made) is Principal and made == Principal("a1", "oidc", claims, None, "task-1")
