@@ -40,7 +40,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -788,8 +788,8 @@ class PolicyEngine:
                 reason = self._reason(bundle, determining, REASON_STEP_UP)
                 # "pending" wins if any determining policy asks for it.
                 mode = "pending" if "pending" in modes else next((m for m in modes if m), "")
-                step_up = self._decision(bundle, "step_up", policy_ids, reason, (), canonical, mode)
-                return replace(step_up, **self._approval_terms(bundle, determining))
+                approvers, ttl = self._approval_terms(bundle, determining)
+                return self._decision(bundle, "step_up", policy_ids, reason, (), canonical, mode, approvers, ttl)
         if decision == cedarpy.Decision.Deny and determining:
             return self._decision(bundle, "deny", policy_ids, self._reason(bundle, determining, REASON_DENIED),
                                   errors, canonical)
@@ -849,7 +849,7 @@ class PolicyEngine:
                 warn_no_auth_time(issuer)
             return self._decision(bundle, "deny", policy_ids, NO_AUTH_TIME, (), canonical)
         reason = next((s.annotations["reason"] for s in sources if s.annotations.get("reason")), REASON_REAUTH)
-        return replace(self._decision(bundle, "step_up", policy_ids, reason, (), canonical, REAUTH), reauth=terms)
+        return self._decision(bundle, "step_up", policy_ids, reason, (), canonical, REAUTH, reauth=terms)
 
     def _approval_would_allow(self, bundle: Bundle, request: _Request, fresh: tuple[int, str] | None = None) -> bool:
         """A step-up forbid only means "approval required" if an approval would then allow the call.
@@ -915,15 +915,14 @@ class PolicyEngine:
         return source.annotations["step_up"]
 
     @staticmethod
-    def _approval_terms(bundle: Bundle, determining: tuple[str, ...]) -> dict[str, Any]:
+    def _approval_terms(bundle: Bundle, determining: tuple[str, ...]) -> tuple[str | None, float | None]:
         """Who decides (@approvers) and how long the request lives (@approval_ttl, the shortest wins)."""
         sources = [s for s in (bundle.source(p) for p in determining) if s is not None]
         groups = sorted({s.annotations["approvers"].strip() for s in sources if s.annotations.get("approvers")})
         # Readable: the bundle refuses a policy set with an unreadable @approval_ttl.
         ttls = [parse_duration(s.annotations["approval_ttl"]) for s in sources if s.annotations.get("approval_ttl")]
         # Several policies naming groups: the approver must be in every one of them.
-        return {"approvers": ",".join(groups) if groups else None,
-                "approval_ttl_s": min(ttls) if ttls else None}
+        return (",".join(groups) if groups else None), (min(ttls) if ttls else None)
 
     @staticmethod
     def _reason(bundle: Bundle, determining: tuple[str, ...], default: str) -> str:
@@ -935,11 +934,12 @@ class PolicyEngine:
     @staticmethod
     def _decision(
         bundle: Bundle, outcome: Outcome, policy_ids: tuple[str, ...], reason: str, errors: tuple[str, ...],
-        canonical: Any, step_up_mode: str | None = None,
+        canonical: Any, step_up_mode: str | None = None, approvers: str | None = None,
+        approval_ttl_s: float | None = None, reauth: ReauthTerms | None = None,
     ) -> Decision:
         return _new_decision(outcome, new_decision_id(), policy_ids, reason, errors, bundle.version, step_up_mode,
-                             canonical, None, None, bundle.base_digest[:16],
-                             argument_digest(canonical) if canonical is not None else None, None)
+                             canonical, approvers, approval_ttl_s, bundle.base_digest[:16],
+                             argument_digest(canonical) if canonical is not None else None, reauth)
 
     def _refused(self, bundle: Bundle, error: str, reason: str) -> Decision:
         return self._decision(bundle, "deny", (), reason, (error,), None)
