@@ -9,27 +9,35 @@ The setup is bench/run.py's gateway: the repo's shipped policies (cedar/), the `
 (risk read, public data) plus a write, a privileged and an egress tool for TOOL, an agent entitled to the
 server, and the request facts a task-less workload's call carries (the chain tracker's context after a few
 calls, no task, no person), at a fixed time inside working hours.
+
+One part of a decision alone: ``python -m bench.decide_instr N TOOL OP`` with OP one of OPS (``decide``, the
+whole decide_tool, is the default); ``python -m bench.decide_instr --compare [CALLS]`` counts every OP for
+``bench__echo`` under callgrind at N=0 and N=CALLS and prints instructions per operation.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import cedarpy
 import yaml
 
 from gateway.catalog import Catalog, load_catalog
 from gateway.chain.tracker import ChainTracker
 from gateway.identity.principal import Principal
 from gateway.policy import PolicyEngine, RequestFacts
+from gateway.policy import engine as engine_module
 from gateway.registry.model import Agent, Entitlement, Lifecycle, WorkloadIdentity
 from gateway.settings.monitoring import MonitoringSettings
 
@@ -80,18 +88,78 @@ def loop(engine: PolicyEngine, who: Principal, tool: Any, arguments: dict[str, A
     return outcome
 
 
+def parts(engine: PolicyEngine, who: Principal, tool: Any, arguments: dict[str, Any],
+          f: RequestFacts) -> dict[str, Callable[[], object]]:
+    """One operation of a decision each, on the objects a decision of `tool` uses (after one decision)."""
+    from gateway.policy.authorize import read_answer
+    from gateway.policy.canonical import canonicalize
+    from gateway.policy.engine import CedarRequest, Decision
+    from gateway.policy.typing_ import to_cedar
+
+    seen: list[CedarRequest] = []
+    decision = engine.decide_tool(who, tool, arguments, f, False, seen)
+    bundle = engine.bundle
+    model = bundle.catalog.tools[tool.exposed_name]
+    request = seen[0]
+    canonical = decision.canonical_arguments
+    answer = cedarpy._internal.is_authorized_batch([request.cedar], request.policies or bundle.policies,
+                                                   request.entities, None, False)[0]
+    fields = [getattr(decision, name) for name in Decision.__dataclass_fields__]
+    return {
+        "decide": lambda: engine.decide_tool(who, tool, arguments, f),
+        "arguments": lambda: to_cedar(canonicalize(arguments, engine_module._schema_dict(model.input_schema)),
+                                      model.input_type),
+        "request": lambda: engine._tool_request(bundle, who, model, to_cedar(canonical, model.input_type), f, False),
+        "principal": lambda: engine._principals.json(who, f.now, bundle.catalog.server_ids),
+        "answer": lambda: read_answer(answer),
+        "decision": lambda: Decision(*fields),
+        "decision-made": lambda: engine_module._new_decision(*fields),
+    }
+
+
+OPS = ("decide", "arguments", "request", "principal", "answer", "decision", "decision-made")
+
+
+def counted(calls: int, op: str) -> int:
+    """Instructions callgrind counts for `calls` repetitions of `op` (counting on around the loop only)."""
+    out = subprocess.run(["valgrind", "--tool=callgrind", "--instr-atstart=no", "--callgrind-out-file=/dev/null",
+                          sys.executable, "-m", "bench.decide_instr", str(calls), "bench__echo", op],
+                         capture_output=True, text=True, check=True, cwd=REPO)
+    match = re.search(r"Collected : (\d+)", out.stderr)
+    assert match is not None, out.stderr[-2000:]
+    return int(match.group(1))
+
+
+def compare(calls: int) -> None:
+    print("| operation (bench__echo) | instructions per operation |\n| --- | ---: |")
+    for op in OPS:
+        print(f"| {op} | {(counted(calls, op) - counted(0, op)) / calls / 1000:,.1f}k |", flush=True)
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--compare":
+        compare(int(sys.argv[2]) if len(sys.argv) > 2 else 2000)
+        return
     calls = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     name = sys.argv[2] if len(sys.argv) > 2 else "bench__echo"
+    op = sys.argv[3] if len(sys.argv) > 3 else "decide"
     with tempfile.TemporaryDirectory(prefix="narrowgate-decide-instr-") as tmp:
         catalog = write_catalog(Path(tmp) / "catalog")
         engine = PolicyEngine(REPO / "cedar", catalog, tool_schemas={n: ECHO_SCHEMA for n in catalog.tools})
         who, f, tool = principal(), facts(catalog), catalog.tools[name]
         arguments = {"text": "hello"}
         first = loop(engine, who, tool, arguments, f, 20)  # warm: caches filled, as in a running gateway
+        step = parts(engine, who, tool, arguments, f)[op]
+        for _ in range(20):
+            step()
         if shutil.which("callgrind_control"):  # (outside valgrind it finds no process and changes nothing)
             subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], capture_output=True, check=False)
-        last = loop(engine, who, tool, arguments, f, calls)
+        if op == "decide":
+            last = loop(engine, who, tool, arguments, f, calls)
+        else:
+            for _ in range(calls):
+                step()
+            last = op
         print(name, first, last or "(none)")
 
 

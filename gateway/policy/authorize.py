@@ -34,16 +34,41 @@ class Answer(cedarpy.AuthzResult):
         self.decision = decision
 
 
+# Answer texts read before, by their text up to the metrics: Cedar writes the same few texts call after call (one
+# per outcome and set of determining policies or errors), and reading one again gives an equal Answer. This keeps
+# the parse, never the answer: Cedar answers every request, and its text of this call is what is looked up. Errors
+# can quote the agent's own values, so the texts kept are bounded in number and length.
+ANSWERS_KEPT = 512
+ANSWER_CHARS_KEPT = 2048
+_read: dict[str, Answer] = {}
+
+
 def read_answer(text: str) -> Answer:
     """One answer of cedarpy's extension, without its metrics (the text up to them, closed: cedarpy writes
     them last, after the diagnostics). `,"metrics":` cannot occur inside a JSON string (a quote there is
     escaped) nor as a key of the diagnostics (policy ids), so the cut is structural; should it ever not be,
-    the parse fails and the caller denies. Without its decision or diagnostics the cut is not used."""
+    the parse fails and the caller denies. Without its decision or diagnostics the cut is not used.
+    An Answer is shared by every call whose text was the same (_read): read it, never change it."""
     cut = text.find(_METRICS)
-    answer = orjson.loads(text[:cut] + "}") if cut > 0 else None
+    if cut <= 0:
+        return _answer(orjson.loads(text))
+    head = text[:cut]
+    known = _read.get(head)
+    if known is not None:
+        return known
+    answer = orjson.loads(head + "}")
     # (fail closed: never an answer without its errors; the whole text when the decision came later)
-    if answer is None or "decision" not in answer or "diagnostics" not in answer:
-        answer = orjson.loads(text)
+    if not isinstance(answer, dict) or "decision" not in answer or "diagnostics" not in answer:
+        return _answer(orjson.loads(text))
+    read = _answer(answer)
+    if len(head) <= ANSWER_CHARS_KEPT:  # (a text that came with the whole, or raised, is never kept)
+        if len(_read) >= ANSWERS_KEPT:
+            _read.clear()  # bounded; the few texts in use come straight back
+        _read[head] = read
+    return read
+
+
+def _answer(answer: object) -> Answer:
     if not isinstance(answer, dict):
         raise ValueError("Cedar's answer is not a JSON object")
     return Answer(answer)
@@ -61,3 +86,13 @@ def is_authorized_batch(requests: Sequence[dict[str, Any]], policies: cedarpy.Po
         return cedarpy.is_authorized_batch(list(requests), policies, entities)
     handle = entities._inner if isinstance(entities, cedarpy.Entities) else entities
     return [read_answer(answer) for answer in _EXTENSION(list(requests), policies, handle, None, False)]
+
+
+def is_authorized(request: dict[str, Any], policies: cedarpy.PolicySet,
+                  entities: cedarpy.Entities) -> cedarpy.AuthzResult:
+    """Cedar's answer to one request: is_authorized_batch of one, without the lists around it (a decision's path)."""
+    if _EXTENSION is None:
+        (result,) = cedarpy.is_authorized_batch([request], policies, entities)
+        return result
+    (answer,) = _EXTENSION([request], policies, entities._inner, None, False)
+    return read_answer(answer)

@@ -90,7 +90,9 @@ def _object(value: dict[str, Any], schema: dict[str, Any], depth: int) -> dict[s
         sub = sub if isinstance(sub, dict) else {}
         hint = isinstance(key, str) and is_path_name(key)
         try:
-            result[key] = _value(item, sub, hint, depth)
+            # (a string, the most common argument, straight to _string: what _value does with one at this depth)
+            result[key] = _string(item, sub, hint) if type(item) is str and depth <= MAX_DEPTH else _value(
+                item, sub, hint, depth)
         except CanonicalizationError as exc:
             raise CanonicalizationError(f"{key}: {exc}" if isinstance(key, str) else str(exc)) from None
     return result
@@ -98,7 +100,9 @@ def _object(value: dict[str, Any], schema: dict[str, Any], depth: int) -> dict[s
 
 def _string(value: str, schema: dict[str, Any], path_hint: bool) -> str:
     text = unicodedata.normalize("NFC", value)
-    if path_hint or schema.get("format") in PATH_FORMATS or text.startswith(PATH_PREFIXES) or URL_SHAPED.match(text):
+    # (URL_SHAPED needs a ":": a text without one is not matched against it at all)
+    if (path_hint or schema.get("format") in PATH_FORMATS or text.startswith(PATH_PREFIXES)
+            or (":" in text and URL_SHAPED.match(text))):
         return canonical_path(text)
     return text
 

@@ -39,7 +39,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -48,9 +48,10 @@ import cedarpy
 import orjson
 
 from gateway.catalog.model import Catalog, ToolEntry
+from gateway.frozen import maker
 from gateway.heap import HEAP
 from gateway.identity.principal import Principal
-from gateway.policy.authorize import is_authorized_batch
+from gateway.policy.authorize import is_authorized, is_authorized_batch
 from gateway.policy.bundle import Bundle, CompileError, compile_bundle, with_catalog
 from gateway.policy.canonical import CanonicalizationError, canonicalize, normalize_path
 from gateway.policy.context import NO_CHAIN as NO_CHAIN  # re-exported: policy tests and the demo build chains
@@ -70,6 +71,7 @@ from gateway.policy.model import (
 from gateway.policy.principal_entities import PrincipalEntities
 from gateway.policy.reauth import NO_AUTH_TIME, NO_PERSON, REAUTH, ReauthTerms, warn_no_auth_time
 from gateway.policy.reauth import terms as reauth_terms
+from gateway.policy.scoped import TOOLS_KEPT, ToolScope
 from gateway.policy.sources import SourceFiles, read_files
 from gateway.policy.typing_ import ArgumentMismatch, to_cedar
 from gateway.random_draws import DECISION_ID
@@ -123,6 +125,10 @@ class Decision:
     @property
     def allowed(self) -> bool:
         return self.outcome == "allow"
+
+
+# Decision's own constructor, made cheaper (gateway.frozen): one per decision. All 13 fields, in their order.
+_new_decision = maker(Decision)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +187,19 @@ class _Determined:
 
 
 @dataclass(frozen=True, slots=True)
+class _ToolCalls:
+    """What every call of one tool under one bundle shares (PolicyEngine._tool_calls)."""
+
+    model: ToolModel
+    server: ServerModel
+    scope: ToolScope | None  # what it is decided with (gateway.policy.scoped); None: the bundle has no scoping
+    name: str  # its exposed name
+    # Cedar's action and resource for it, in every request made for it: only read (by cedarpy and the recorder).
+    action: dict[str, str]
+    resource: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
 class _Prepared:
     """A compile's result, made on a worker thread and installed on the loop."""
 
@@ -235,6 +254,7 @@ class PolicyEngine:
         self._principals = PrincipalEntities()
         self._entity_handles: OrderedDict[str, cedarpy.Entities] = OrderedDict()
         self._joined_entities: dict[tuple[str, ...], str] = {}
+        self._tool_memo: tuple[Bundle | None, dict[str, _ToolCalls]] = (None, {})  # see _tool_calls
         self._determinations: dict[tuple[str, ...], _Determined] = {}
         self._listings = ListingMemo()
         # set_catalog_async coalescing: the newest catalog asked for, and the newest one compiled.
@@ -649,15 +669,35 @@ class PolicyEngine:
         self, bundle: Bundle, principal: Principal, model: ToolModel, cedar_input: Any, facts: RequestFacts,
         approved: bool,
     ) -> _Request:
-        server = bundle.catalog.servers[model.entry.server_id]
-        reads, policies = self._tool_scope(bundle, model, server)
+        calls = self._tool_calls(bundle, model)
+        reads, policies = self._tool_scope(bundle, calls)
         context, text = self._contexts.build_json(reads, facts, approved, cedar_input, model.input_whole)
-        entities = self._tool_entities(bundle, principal, model, facts.now, server)
-        # No context at all when it is the empty record: cedarpy takes an absent one as that, without parsing any.
-        cedar = self._cedar_request(principal.agent_id, model.entry.exposed_name, model.uid,
-                                    text if text != EMPTY_CONTEXT else None)
-        return _Request("tool", model.entry.exposed_name, cedar, entities, REASON_BAD_ARGUMENTS, context, facts,
+        entities = self._tool_entities(bundle, principal, model, facts.now, calls.server)
+        cedar: dict[str, Any] = {"principal": {"type": "Agent", "id": principal.agent_id}, "action": calls.action,
+                                 "resource": calls.resource}
+        if text != EMPTY_CONTEXT:  # none at all for the empty record: cedarpy takes an absent one so, parsing none
+            cedar["context"] = text.decode()
+        return _Request("tool", calls.name, cedar, entities, REASON_BAD_ARGUMENTS, context, facts,
                         approved, cedar_input, model.input_whole, policies)
+
+    def _tool_calls(self, bundle: Bundle, model: ToolModel) -> _ToolCalls:
+        """What every call of `model` under `bundle` shares, worked out on its first call (remembered for the
+        bundle in force only: a new one starts afresh, so an old bundle is not held by tools no longer called)."""
+        memo = self._tool_memo
+        if memo[0] is not bundle:
+            memo = self._tool_memo = (bundle, {})
+        name = model.entry.exposed_name
+        known = memo[1].get(name)
+        if known is not None and known.model is model:
+            return known
+        server = bundle.catalog.servers[model.entry.server_id]
+        scoped = bundle.scoped
+        scope = None if scoped is None else scoped.for_tool(model, server, bundle.catalog)
+        known = _ToolCalls(model, server, scope, name, {"type": "Action", "id": name}, dict(model.uid))
+        if len(memo[1]) >= TOOLS_KEPT:
+            memo[1].clear()
+        memo[1][name] = known
+        return known
 
     def _item_request(
         self, bundle: Bundle, principal: Principal, server_id: str, name: str, facts: RequestFacts, kind: str
@@ -695,15 +735,13 @@ class PolicyEngine:
         (which may read more) evaluates the same request."""
         return bundle.decision_reads if self._shadow is None else True
 
-    def _tool_scope(self, bundle: Bundle, model: ToolModel,
-                    server: ServerModel) -> tuple[ContextReads, cedarpy.PolicySet | None]:
+    def _tool_scope(self, bundle: Bundle, calls: _ToolCalls) -> tuple[ContextReads, cedarpy.PolicySet | None]:
         """What a call of this tool is decided with (scoped.py): the context the policies that can apply to it
         read, and those policies (None: the whole set); the whole set and its reads while a shadow set evaluates
         the same request with its own policies (see _reads)."""
-        scoped = bundle.scoped
-        if self._shadow is not None or scoped is None:
+        scope, scoped = calls.scope, bundle.scoped
+        if self._shadow is not None or scope is None or scoped is None:
             return self._reads(bundle), None
-        scope = scoped.for_tool(model, server, bundle.catalog)
         return scope.reads, scoped.policy_set(scope)
 
     def _principal_json(self, bundle: Bundle, principal: Principal, now: float) -> str:
@@ -733,8 +771,8 @@ class PolicyEngine:
                   policies: cedarpy.PolicySet | None = None) -> Decision:
         """`policies`: of `bundle`'s, those that can apply to the request (its own set when None)."""
         try:
-            (result,) = is_authorized_batch([request.cedar], bundle.policies if policies is None else policies,
-                                            self._entities(request.entities))
+            result = is_authorized(request.cedar, bundle.policies if policies is None else policies,
+                                   self._entities(request.entities))
         except (ValueError, RuntimeError) as exc:  # a malformed request or entity: deny, never raise into the caller
             return self._refused(bundle, f"evaluation failed: {exc}", REASON_DENIED)
         return self._interpret(bundle, request, result, canonical)
@@ -763,8 +801,8 @@ class PolicyEngine:
                 reason = self._reason(bundle, determining, REASON_STEP_UP)
                 # "pending" wins if any determining policy asks for it.
                 mode = "pending" if "pending" in modes else next((m for m in modes if m), "")
-                step_up = self._decision(bundle, "step_up", policy_ids, reason, (), canonical, mode)
-                return replace(step_up, **self._approval_terms(bundle, determining))
+                approvers, ttl = self._approval_terms(bundle, determining)
+                return self._decision(bundle, "step_up", policy_ids, reason, (), canonical, mode, approvers, ttl)
         if decision == cedarpy.Decision.Deny and determining:
             return self._decision(bundle, "deny", policy_ids, self._reason(bundle, determining, REASON_DENIED),
                                   errors, canonical)
@@ -824,7 +862,7 @@ class PolicyEngine:
                 warn_no_auth_time(issuer)
             return self._decision(bundle, "deny", policy_ids, NO_AUTH_TIME, (), canonical)
         reason = next((s.annotations["reason"] for s in sources if s.annotations.get("reason")), REASON_REAUTH)
-        return replace(self._decision(bundle, "step_up", policy_ids, reason, (), canonical, REAUTH), reauth=terms)
+        return self._decision(bundle, "step_up", policy_ids, reason, (), canonical, REAUTH, reauth=terms)
 
     def _approval_would_allow(self, bundle: Bundle, request: _Request, fresh: tuple[int, str] | None = None) -> bool:
         """A step-up forbid only means "approval required" if an approval would then allow the call.
@@ -833,8 +871,7 @@ class PolicyEngine:
         is not entitled to would read as step-up (and show in lists) instead of a plain deny.
         """
         try:
-            (result,) = is_authorized_batch([request.approved(fresh)], bundle.policies,
-                                            self._entities(request.entities))
+            result = is_authorized(request.approved(fresh), bundle.policies, self._entities(request.entities))
         except (ValueError, RuntimeError):
             return False
         return result.decision == cedarpy.Decision.Allow and not result.diagnostics.errors
@@ -891,15 +928,14 @@ class PolicyEngine:
         return source.annotations["step_up"]
 
     @staticmethod
-    def _approval_terms(bundle: Bundle, determining: tuple[str, ...]) -> dict[str, Any]:
+    def _approval_terms(bundle: Bundle, determining: tuple[str, ...]) -> tuple[str | None, float | None]:
         """Who decides (@approvers) and how long the request lives (@approval_ttl, the shortest wins)."""
         sources = [s for s in (bundle.source(p) for p in determining) if s is not None]
         groups = sorted({s.annotations["approvers"].strip() for s in sources if s.annotations.get("approvers")})
         # Readable: the bundle refuses a policy set with an unreadable @approval_ttl.
         ttls = [parse_duration(s.annotations["approval_ttl"]) for s in sources if s.annotations.get("approval_ttl")]
         # Several policies naming groups: the approver must be in every one of them.
-        return {"approvers": ",".join(groups) if groups else None,
-                "approval_ttl_s": min(ttls) if ttls else None}
+        return (",".join(groups) if groups else None), (min(ttls) if ttls else None)
 
     @staticmethod
     def _reason(bundle: Bundle, determining: tuple[str, ...], default: str) -> str:
@@ -911,11 +947,12 @@ class PolicyEngine:
     @staticmethod
     def _decision(
         bundle: Bundle, outcome: Outcome, policy_ids: tuple[str, ...], reason: str, errors: tuple[str, ...],
-        canonical: Any, step_up_mode: str | None = None,
+        canonical: Any, step_up_mode: str | None = None, approvers: str | None = None,
+        approval_ttl_s: float | None = None, reauth: ReauthTerms | None = None,
     ) -> Decision:
-        return Decision(outcome, new_decision_id(), policy_ids, reason, errors, bundle.version, step_up_mode,
-                        canonical, rules_version=bundle.base_digest[:16],
-                        args_digest=argument_digest(canonical) if canonical is not None else None)
+        return _new_decision(outcome, new_decision_id(), policy_ids, reason, errors, bundle.version, step_up_mode,
+                             canonical, approvers, approval_ttl_s, bundle.base_digest[:16],
+                             argument_digest(canonical) if canonical is not None else None, reauth)
 
     def _refused(self, bundle: Bundle, error: str, reason: str) -> Decision:
         return self._decision(bundle, "deny", (), reason, (error,), None)

@@ -27,10 +27,28 @@ class PrincipalEntities:
         # The whole JSON last made for each agent, with what its claims part was made from: a remembered
         # principal (gateway.identity.authenticator) brings the same claims object call after call.
         self._joined: dict[str, tuple[str, object, bool, str]] = {}
+        # The last answer per agent with all it was made from (the JSON depends on nothing else): the agent record
+        # and the token's claims (the same objects while unchanged: the registry replaces a record on a change,
+        # and a remembered principal brings the same claims), the auth method, whether a person calls, the
+        # catalog's server ids and the agent's state now (which the clock changes at expiry).
+        self._last: dict[str, tuple[object, object, str, bool, tuple[str, ...], Lifecycle | None, str]] = {}
 
     def json(self, principal: Principal, now: float, server_ids: tuple[str, ...]) -> str:
         """Comma-joined entity JSON objects (Agent, groups, Claims), ready to go inside a JSON array. `server_ids`:
         the catalog's (only an open-loopback principal has them listed)."""
+        agent, claims, person = principal.agent, principal.claims, principal.user is not None
+        state = agent.effective_state(now) if agent is not None else None
+        last = self._last.get(principal.agent_id)
+        if (last is not None and last[0] is agent and last[1] is claims and last[2] == principal.auth_method
+                and last[3] == person and last[4] is server_ids and last[5] is state):
+            return last[6]
+        blob = self._json(principal, now, server_ids)
+        if len(self._last) >= CACHE_LIMIT:
+            self._last.clear()
+        self._last[principal.agent_id] = (agent, claims, principal.auth_method, person, server_ids, state, blob)
+        return blob
+
+    def _json(self, principal: Principal, now: float, server_ids: tuple[str, ...]) -> str:
         agent = self._agent_json(principal, now, server_ids)
         person = principal.user is not None
         joined = self._joined.get(principal.agent_id)

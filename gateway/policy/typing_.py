@@ -122,8 +122,17 @@ def cedar_string(text: str) -> str:
     return f'"{escaped}"'
 
 
+# Where a value sits in the arguments, for a refusal's message: "input", then (parent, attribute name) or (parent,
+# item index) per step down. Put into words only when a refusal needs it, not for every value of every call.
+Where = str | tuple["Where", str | int]
+
+
 def to_cedar(value: object, typed: CedarType, where: str = "input") -> JsonValue:
     """Cedar JSON for `value` of type `typed`; raises ArgumentMismatch when it does not fit."""
+    return _cedar(value, typed, where)
+
+
+def _cedar(value: object, typed: CedarType, where: Where) -> JsonValue:
     kind = typed.kind
     if kind == "String" and isinstance(value, str):
         return value
@@ -135,38 +144,48 @@ def to_cedar(value: object, typed: CedarType, where: str = "input") -> JsonValue
         return {"__extn": {"fn": "decimal", "arg": _decimal_text(value, where)}}
     if kind == "Set" and isinstance(value, list):
         assert typed.element is not None
-        return [to_cedar(item, typed.element, f"{where}[{i}]") for i, item in enumerate(value)]
+        return [_cedar(item, typed.element, (where, i)) for i, item in enumerate(value)]
     if kind == "Record" and isinstance(value, dict):
         return _record_value(value, typed, where)
-    raise ArgumentMismatch(f"{where}: expected {typed.render()}, got {type(value).__name__}")
+    raise ArgumentMismatch(f"{_words(where)}: expected {typed.render()}, got {type(value).__name__}")
 
 
-def _record_value(value: dict[str, Any], typed: CedarType, where: str) -> dict[str, Any]:
-    known = {name for name, _, _ in typed.attrs}
-    if typed.closed and set(value) - known:
-        raise ArgumentMismatch(f"{where}: unexpected argument(s) {sorted(set(value) - known)}")
+def _words(where: Where) -> str:
+    """`where` as a refusal names it: input.payee.name, input.items[2]."""
+    steps: list[str | int] = []
+    while isinstance(where, tuple):
+        where, step = where
+        steps.append(step)
+    return where + "".join(f"[{step}]" if isinstance(step, int) else f".{step}" for step in reversed(steps))
+
+
+def _record_value(value: dict[str, Any], typed: CedarType, where: Where) -> dict[str, Any]:
+    if typed.closed:
+        known = {name for name, _, _ in typed.attrs}
+        if set(value) - known:
+            raise ArgumentMismatch(f"{_words(where)}: unexpected argument(s) {sorted(set(value) - known)}")
     result: dict[str, Any] = {}
     for name, sub, required in typed.attrs:
         item = value.get(name)
         if item is None and (name not in value or sub.nullable):
             if required:
-                raise ArgumentMismatch(f"{where}.{name}: required")
+                raise ArgumentMismatch(f"{_words((where, name))}: required")
             continue
-        result[name] = to_cedar(item, sub, f"{where}.{name}")
+        result[name] = _cedar(item, sub, (where, name))
     return result
 
 
-def _decimal_text(value: int | float, where: str) -> str:
+def _decimal_text(value: int | float, where: Where) -> str:
     try:
         number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
     except InvalidOperation:
-        raise ArgumentMismatch(f"{where}: not a number") from None
+        raise ArgumentMismatch(f"{_words(where)}: not a number") from None
     if not number.is_finite() or abs(number) > DECIMAL_LIMIT:
-        raise ArgumentMismatch(f"{where}: out of the decimal range")
+        raise ArgumentMismatch(f"{_words(where)}: out of the decimal range")
     exponent = number.as_tuple().exponent
     if isinstance(exponent, int) and exponent < -4:
         # Rounding would change what a comparison means; refuse instead (fail closed).
-        raise ArgumentMismatch(f"{where}: more than four decimal places")
+        raise ArgumentMismatch(f"{_words(where)}: more than four decimal places")
     text = format(number, "f")
     return text if "." in text else text + ".0"
 
