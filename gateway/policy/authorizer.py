@@ -16,6 +16,7 @@ from typing import Any
 from gateway.audit import AuditEvent, AuditLog, AuditUnavailable, redacted_preview
 from gateway.audit.shape import RecordShape, record_shape
 from gateway.catalog.model import ToolEntry
+from gateway.frozen import maker
 from gateway.identity.principal import Principal
 from gateway.identity.user import UserIdentity
 from gateway.policy.engine import CedarRequest, Decision, PolicyEngine, RequestFacts, new_decision_id
@@ -28,6 +29,7 @@ GENERIC_REASON = {"deny": "denied by policy", "step_up": "approval required"}
 GENERIC_REAUTH = "re-authentication required"
 
 DURABLE_RISKS = frozenset({"privileged", "destructive"})
+_new_facts = maker(RequestFacts)
 MAX_SHAPES = 4096  # audit record shapes kept (gateway.audit.shape: ~1 KB each)
 # agent, owner, task, tool, outcome, policy ids, policy version, era, user subject, user issuer
 ShapeKey = tuple[str, str | None, str | None, str, str, tuple[str, ...], str, str, str | None, str | None]
@@ -49,9 +51,10 @@ class Authorizer:
     @staticmethod
     def facts(era: str, client_info: dict[str, Any] | None, task: dict[str, Any] | None = None,
               chain: dict[str, Any] | None = None, user: UserIdentity | None = None) -> RequestFacts:
-        client = client_info.get("name", "") if type(client_info) is dict or isinstance(client_info, dict) else ""
-        # By position (now, era, client, working_hours, task, chain, user): a keyword call costs more, per call.
-        return RequestFacts(time.time(), era, client if type(client) is str else str(client), None, task, chain, user)
+        client = client_info.get("name", "") if isinstance(client_info, dict) else ""
+        # By position (now, era, client, working_hours, task, chain, user), without a frozen __init__'s
+        # object.__setattr__ per field (gateway.frozen): this runs on every call.
+        return _new_facts(time.time(), era, client if type(client) is str else str(client), None, task, chain, user)
 
     async def tool(self, principal: Principal, tool: ToolEntry, arguments: dict[str, Any] | None,
                    facts: RequestFacts, trace_id: str | None = None, approval_id: str | None = None) -> Decision:
