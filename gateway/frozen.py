@@ -24,8 +24,9 @@ def maker(cls: type[T]) -> Callable[..., T]:
     anything else is refused, since the twin's plain `__init__` would skip it."""
     params = getattr(cls, "__dataclass_params__", None)
     fields = dataclasses.fields(cls) if dataclasses.is_dataclass(cls) else ()
-    if (params is None or not params.frozen or "__slots__" not in cls.__dict__ or hasattr(cls, "__post_init__")
-            or not fields or not all(f.init for f in fields)):
+    if (params is None or not params.frozen or not params.init or "__slots__" not in cls.__dict__
+            or hasattr(cls, "__post_init__") or not fields or not all(f.init for f in fields)
+            or cls.__bases__ != (object,) or cls.__new__ is not object.__new__ or not _generated_init(cls)):
         raise TypeError(f"{cls.__name__} is not a frozen slots dataclass set by its __init__ alone")
     names = [f.name for f in fields]
     twin: type = dataclasses.make_dataclass(f"_{cls.__name__}Fields", names, slots=True, eq=False, repr=False,
@@ -40,3 +41,11 @@ def maker(cls: type[T]) -> Callable[..., T]:
 
     make.__doc__ = f"A {cls.__name__} of all its fields, positionally ({', '.join(names)})."
     return make
+
+
+def _generated_init(cls: type) -> bool:
+    """Whether `cls.__init__` is the one dataclasses wrote (a hand-written one may check what the twin would skip)."""
+    init = cls.__dict__.get("__init__")
+    code = getattr(init, "__code__", None)
+    return (code is not None and code.co_filename == "<string>"
+            and getattr(init, "__qualname__", "") == f"{cls.__qualname__}.__init__")

@@ -64,7 +64,31 @@ def test_only_frozen_slots_dataclasses_set_by_init_are_made_so() -> None:
         a: int
         b: int = dataclasses.field(init=False, default=0)
 
-    for cls in (Settable, NoSlots, Checked, Derived, int):
+    @dataclass(frozen=True, slots=True)
+    class OwnInit:  # a hand-written __init__ may check what the twin's would skip
+        a: int
+
+        def __init__(self, a: int) -> None:
+            if a < 0:
+                raise ValueError("negative")
+            object.__setattr__(self, "a", a)
+
+    @dataclass(frozen=True, slots=True)
+    class OwnNew:
+        a: int
+
+        def __new__(cls, *args: object) -> OwnNew:
+            return object.__new__(cls)
+
+    @dataclass(frozen=True, slots=True)
+    class Base:
+        a: int
+
+    @dataclass(frozen=True, slots=True)
+    class Sub(Base):  # a base's layout: not the twin's
+        b: int
+
+    for cls in (Settable, NoSlots, Checked, Derived, OwnInit, OwnNew, Sub, int):
         with pytest.raises(TypeError):
             maker(cls)
 
@@ -94,7 +118,7 @@ def test_an_answer_read_again_is_what_a_fresh_read_gives(cedar_dir: Path, catalo
         retimed = text.replace('"authz_duration_micros":', '"authz_duration_micros":1')
         again = read_answer(retimed)
         whole = cedarpy.AuthzResult(orjson.loads(text))
-        assert (again.decision, again.diagnostics.reasons, again.diagnostics.errors) == (
+        assert (again.decision, list(again.diagnostics.reasons), list(again.diagnostics.errors)) == (
             whole.decision, whole.diagnostics.reasons, whole.diagnostics.errors)
         assert (again is first) == (",\"metrics\":" in text)
     assert {read_answer(t).decision for t in texts} == {cedarpy.Decision.Allow, cedarpy.Decision.Deny,
@@ -106,7 +130,7 @@ def test_answers_kept_are_bounded_and_unreadable_ones_never_kept() -> None:
     ANSWER_CHARS_KEPT; an answer that cannot be read raises every time it comes."""
     for index in range(ANSWERS_KEPT + 50):
         text = f'{{"decision":"Deny","diagnostics":{{"reason":[],"errors":["e{index}"]}},"metrics":{{}}}}'
-        assert read_answer(text).diagnostics.errors == [f"e{index}"]
+        assert read_answer(text).diagnostics.errors == (f"e{index}",)
         assert len(authorize._read) <= ANSWERS_KEPT
     long = '{"decision":"Deny","diagnostics":{"reason":[],"errors":["' + "x" * ANSWER_CHARS_KEPT + '"]},"metrics":{}}'
     assert read_answer(long) is not read_answer(long)
@@ -114,6 +138,28 @@ def test_answers_kept_are_bounded_and_unreadable_ones_never_kept() -> None:
     for _ in range(2):
         with pytest.raises(ValueError):
             read_answer(unknown)
+
+
+def test_a_kept_answer_cannot_be_changed_and_an_odd_one_is_refused() -> None:
+    """One Answer serves every call with its text: nothing can turn the next call's Deny into an Allow or add to
+    its errors. Diagnostics Cedar never writes (not an object, not lists of texts) are refused, so the engine
+    denies, rather than read letter by letter or failing with another error."""
+    text = '{"decision":"Deny","diagnostics":{"reason":["policy3"],"errors":["e"]},"metrics":{}}'
+    kept = read_answer(text)
+    with pytest.raises(AttributeError):
+        kept.decision = cedarpy.Decision.Allow  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        kept.diagnostics.errors.append("more")  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError):
+        kept.extra = 1  # type: ignore[attr-defined]
+    again = read_answer(text.replace("{}}", '{"authz_duration_micros":7}}'))
+    assert again is kept and again.decision is cedarpy.Decision.Deny and again.diagnostics.errors == ("e",)
+    for diagnostics in ('"no"', '{"reason":"policy3","errors":[]}', '{"reason":[],"errors":[1]}',
+                        '{"reason":[],"errors":{"a":1}}'):
+        odd = '{"decision":"Allow","diagnostics":' + diagnostics + ',"metrics":{}}'
+        for _ in range(2):
+            with pytest.raises(ValueError):
+                read_answer(odd)
 
 
 def test_a_principal_made_quickly_is_a_principal() -> None:

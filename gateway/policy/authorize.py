@@ -20,18 +20,39 @@ _METRICS = ',"metrics":'  # cedarpy's timings, after the diagnostics: never read
 
 class Answer(cedarpy.AuthzResult):
     """Cedar's answer as cedarpy's AuthzResult gives it, its decision looked up once (AuthzResult makes
-    an Enum from the text on every read)."""
+    an Enum from the text on every read). Read-only, since one Answer serves every call whose answer text
+    was the same (_read): its reasons and errors are tuples and no attribute can be set once it is made."""
 
     __slots__ = ("decision",)  # a slot in place of AuthzResult's property
     decision: cedarpy.Decision
 
     def __init__(self, answer: dict[str, Any]) -> None:
-        super().__init__(answer)
+        diagnostics = answer.get("diagnostics", {})
+        reasons, errors = _texts(diagnostics, "reason"), _texts(diagnostics, "errors")
         raw = answer.get("decision")  # a list or a dict is unhashable: no lookup, ValueError below
         decision = _DECISIONS.get(raw) if isinstance(raw, str) else None
         if decision is None:  # ValueError, as for any answer Cedar's caller cannot read: the engine denies
             raise ValueError(f"Cedar answered no known decision: {str(answer.get('decision'))[:64]!r}")
-        self.decision = decision
+        for key, texts in (("reason", reasons), ("errors", errors)):
+            if key in diagnostics:  # (an absent one reads as empty, as cedarpy reads it)
+                diagnostics[key] = texts
+        super().__init__(answer)
+        object.__setattr__(self, "decision", decision)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "decision" or hasattr(self, "_diagnostics"):  # (AuthzResult's __init__ sets its two first)
+            raise AttributeError(f"a Cedar answer is read-only (it is shared), so {name} cannot be set")
+        object.__setattr__(self, name, value)
+
+
+def _texts(diagnostics: object, key: str) -> tuple[str, ...]:
+    """The diagnostics' list of texts under `key` as a tuple; ValueError for anything else (the engine denies)."""
+    if not isinstance(diagnostics, dict):
+        raise ValueError("Cedar's answer has diagnostics that are not a JSON object")
+    texts = diagnostics.get(key, ())
+    if not isinstance(texts, (list, tuple)) or not all(isinstance(text, str) for text in texts):
+        raise ValueError(f"Cedar's answer has {key} that are not a list of texts")
+    return tuple(texts)
 
 
 # Answer texts read before, by their text up to the metrics: Cedar writes the same few texts call after call (one

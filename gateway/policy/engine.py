@@ -682,7 +682,9 @@ class PolicyEngine:
 
     def _tool_calls(self, bundle: Bundle, model: ToolModel) -> _ToolCalls:
         """What every call of `model` under `bundle` shares, worked out on its first call (remembered for the
-        bundle in force only: a new one starts afresh, so an old bundle is not held by tools no longer called)."""
+        bundle in force only: the next call under a new one starts afresh, so an old bundle is not held long).
+        Its action and resource dicts go into every such call's Cedar request and recorded input: read them,
+        never change them (a recorded input's reader copies what it would change, as redecide does)."""
         memo = self._tool_memo
         if memo[0] is not bundle:
             memo = self._tool_memo = (bundle, {})
