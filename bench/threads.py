@@ -44,13 +44,12 @@ def thread_ticks(pid: int) -> ThreadTicks:
 
 
 def per_call_rows(before: ThreadTicks, after: ThreadTicks, calls: int) -> list[tuple[str, float, float]]:
-    """(thread, user us, system us) per call for each thread that used CPU during the phase, main first."""
-    us_per_tick = 1e6 / CLK_TCK
+    """(thread, user us, system us) per call for each thread that used CPU during the phase, busiest first."""
+    per_call = 1e6 / CLK_TCK / calls  # microseconds a tick, per call
     rows = []
     for tid, (name, user, system) in after.items():
         _, user0, system0 = before.get(tid, (name, 0, 0))
         if user - user0 or system - system0:
-            per_call = us_per_tick / calls
             rows.append((f"{tid} {name}", (user - user0) * per_call, (system - system0) * per_call))
     return sorted(rows, key=lambda row: -row[1] - row[2])
 

@@ -16,7 +16,7 @@ at once, frozen or not.
 
 Young collections: at CPython's default (one per 700 more container objects made than freed) a gateway
 under load ran one every ~20 calls, and each walked everything the calls in flight and the writers' pending
-batches held: 13 µs of CPU per call at 16 agents, ~2 % of it. `serve()` raises the threshold to
+batches held: 13 µs of CPU per call at 16 agents, ~2 % of it. `collect_young_less_often()` raises the threshold to
 YOUNG_THRESHOLD, which cuts that to under 1 µs; a young collection then walks at most that many more
 objects (~1-2 ms, once in thousands of calls). Cycles wait for it no longer than they would in a
 full-size heap, and the memory they hold meanwhile is bounded by the same count.
@@ -41,7 +41,7 @@ class Heap:
         self.last_compact_s = 0.0
         self.last_compact_took_s = 0.0
 
-    def serve(self) -> None:
+    def collect_young_less_often(self) -> None:
         """Young collections at YOUNG_THRESHOLD rather than CPython's 700; the older generations' own
         thresholds (how many younger collections between theirs) are kept."""
         _, middle, old = gc.get_threshold()

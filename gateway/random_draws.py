@@ -41,7 +41,8 @@ class Draws(Generic[Piece]):
         _ALL.add(self)
 
     def take(self) -> Piece:
-        """`size` random bytes no other draw of this process (or of a parent or child) has had."""
+        """A draw (`size` random bytes, as bytes or hex text) no other take of this process, its parent or a child
+        has had."""
         try:
             return self._pieces.pop()
         except IndexError:

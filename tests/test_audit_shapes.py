@@ -1,6 +1,7 @@
 """A tool decision's audit record made from its shape (gateway.audit.shape, kept by the Authorizer per agent, tool
 and answer) says what the record made in full says, and is stored with the same bytes: the same rows and hashes
-in the audit log, call after call, for allows, denials, step-ups, a person's calls and another replica."""
+in the audit log, call after call, for allows, denials, step-ups and a person's calls, with the replica in each
+record's detail."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from gateway.audit import AuditEvent, AuditLog
 from gateway.audit.chain import verify_chain
 from gateway.store import open_store
 from gateway.store.base import AuditQuery, DecisionInputQuery, DecisionInputRow
-from gateway.store.sqlite_insert import CHUNK_ROWS, insert_rows
+from gateway.store.sqlite_insert import CHUNK_ROWS, _rows_per_statement, insert_rows
 
 BATCHES = [1, 2, 3, CHUNK_ROWS - 1, CHUNK_ROWS, CHUNK_ROWS + 1, 2 * CHUNK_ROWS + 45]
 
@@ -63,6 +63,7 @@ def test_a_batch_fits_a_build_with_sqlites_old_variable_limit() -> None:
     columns = ", ".join(f"c{i}" for i in range(18))
     conn.execute(f"CREATE TABLE wide (n INTEGER PRIMARY KEY AUTOINCREMENT, {columns})")
     conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+    assert _rows_per_statement(conn, 18) == 32  # 32 x 18 = 576 variables; 64 rows would be 1,152
     rows = [tuple(f"{r}.{c}" for c in range(18)) for r in range(600)]
     insert_rows(conn, "wide", columns, rows)
     assert conn.execute(f"SELECT {columns} FROM wide ORDER BY n").fetchall() == rows

@@ -24,7 +24,7 @@ import orjson
 from gateway.audit.canonical import canonical_bytes, is_plain, json_normalized, plain_number
 from gateway.audit.chain import RECORD_FIELDS, TEXT_FIELDS, raw_record
 from gateway.audit.model import AuditEvent
-from gateway.audit.shape import NUL, RecordShape
+from gateway.audit.shape import NUL, TEXT_OR_NONE, RecordShape
 
 # The hashed fields in canonical (sorted) order, cut where the writer's seq and prev_hash go.
 _BEFORE = ("action", "actor", "agent_id", "args_digest", "at", "decision", "decision_id", "detail", "kind", "owner",
@@ -35,7 +35,6 @@ _columns = operator.itemgetter(*COLUMNS)
 _texts = operator.attrgetter(*TEXT_FIELDS)  # in the order _plain unpacks them
 _TEXT = frozenset({str})
 _SEQUENCES = (tuple, list)
-_TEXT_OR_NONE = frozenset({str, type(None)})
 assert sorted((*_BEFORE, "prev_hash", "preview", "seq", *_AFTER)) == [*_BEFORE, "prev_hash", "preview", "seq", *_AFTER]
 assert RECORD_FIELDS[0] == "seq" and RECORD_FIELDS[-2:] == ("prev_hash", "hash")
 
@@ -86,7 +85,7 @@ def _plain(event: AuditEvent, at: float, digests: Callable[[str], str] | None) -
     if not plain_number(at) or not is_plain(detail) or not is_plain(preview):
         return None
     texts = _texts(event)
-    if not _TEXT_OR_NONE.issuperset(map(type, texts)):  # the types looked at in C; converted only when needed
+    if not TEXT_OR_NONE.issuperset(map(type, texts)):  # the types looked at in C; converted only when needed
         texts = tuple(value if value is None or type(value) is str else str(value) for value in texts)
     kind, action, actor, agent_id, owner, task_id, tool, decision, decision_id, trace_id, args_digest = texts
     if actor is None:
@@ -104,7 +103,7 @@ def _plain(event: AuditEvent, at: float, digests: Callable[[str], str] | None) -
         "decision": decision, "decision_id": decision_id, "detail": orjson.Fragment(detail_json), "kind": kind,
         "owner": owner, "policy_ids": orjson.Fragment(policy_ids)})
     after = orjson.dumps({"task_id": task_id, "tool": tool, "trace_id": trace_id})
-    if b"\\u0000" in before or b"\\u0000" in after:
+    if NUL in before or NUL in after:
         return None  # maybe NUL in a text field: replaced before hashing (rows._storable), on the slow path
     # COLUMNS by position (no dict of them: this runs per call; _normalized goes by name)
     columns = (at, kind, action, actor, agent_id, owner, task_id, tool, decision, policy_ids.decode(), decision_id,
@@ -123,7 +122,7 @@ def _shaped(event: AuditEvent, shape: RecordShape, at: float, digests: Callable[
             or event.owner is not shape.owner or event.task_id is not shape.task_id):
         return _plain(event, at, digests)
     args_digest, decision_id, trace_id, preview = event.args_digest, event.decision_id, event.trace_id, event.preview
-    if not _TEXT_OR_NONE.issuperset((type(args_digest), type(decision_id), type(trace_id))):
+    if not TEXT_OR_NONE.issuperset((type(args_digest), type(decision_id), type(trace_id))):
         return _plain(event, at, digests)  # converted by str() there
     if preview is not None and type(preview) is not dict:
         preview = dict(preview)

@@ -20,7 +20,7 @@ import orjson
 from gateway.audit.canonical import is_plain
 
 NUL = b"\\u0000"  # a NUL in a text field is replaced before hashing: such records take the full path
-_TEXT_OR_NONE = frozenset({str, type(None)})
+TEXT_OR_NONE = frozenset({str, type(None)})
 # kind, action, actor, agent_id, owner, task_id, tool, decision, policy_ids (the detail apart)
 SharedValues = tuple[str, str, str, str | None, str | None, str | None, str | None, str | None, tuple[str, ...]]
 
@@ -48,7 +48,7 @@ def record_shape(kind: str, action: str, actor: str, agent_id: str | None, owner
     """The shape of records with these values (`detail` copied, read-only); None when they are not plain
     (not exactly str, not plain JSON, or with NUL): such records are serialized in full each time."""
     texts = (kind, action, actor, agent_id, owner, task_id, tool, decision)
-    if (type(actor) is not str or not _TEXT_OR_NONE.issuperset(map(type, texts)) or type(policy_ids) is not tuple
+    if (type(actor) is not str or not TEXT_OR_NONE.issuperset(map(type, texts)) or type(policy_ids) is not tuple
             or not all(type(policy_id) is str for policy_id in policy_ids)
             or type(detail) is not dict or not is_plain(detail)):
         return None

@@ -37,10 +37,10 @@ class Answer(cedarpy.AuthzResult):
             if key in diagnostics:  # (an absent one reads as empty, as cedarpy reads it)
                 diagnostics[key] = texts
         super().__init__(answer)
-        object.__setattr__(self, "decision", decision)
+        object.__setattr__(self, "decision", decision)  # made: from here on read-only
 
     def __setattr__(self, name: str, value: object) -> None:
-        if name == "decision" or hasattr(self, "_diagnostics"):  # (AuthzResult's __init__ sets its two first)
+        if hasattr(self, "decision"):  # (set last in __init__, whatever AuthzResult's own __init__ sets before)
             raise AttributeError(f"a Cedar answer is read-only (it is shared), so {name} cannot be set")
         object.__setattr__(self, name, value)
 

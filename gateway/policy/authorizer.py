@@ -46,7 +46,7 @@ class Authorizer:
         self.on_evaluated = on_evaluated  # metrics: how long each tool decision took
         self.replica = replica  # which replica decided, in each decision's audit detail (replicas differing show)
         self.recorder = recorder if recorder is not None and recorder.enabled else None  # what-if replay's inputs
-        self._shapes: dict[ShapeKey, RecordShape | None] = {}  # see shape()
+        self._shapes: dict[ShapeKey, RecordShape | None] = {}  # see _shape()
 
     @staticmethod
     def facts(era: str, client_info: dict[str, Any] | None, task: dict[str, Any] | None = None,
@@ -91,7 +91,7 @@ class Authorizer:
         canonical = decision.canonical_arguments
         args_digest = decision.args_digest or argument_digest(arguments)
         preview = redacted_preview(canonical if canonical is not None else arguments, tool.data_classes)
-        shape = None if approval_id is not None else self.shape(decision, principal, facts, tool.exposed_name)
+        shape = None if approval_id is not None else self._shape(decision, principal, facts, tool.exposed_name)
         if shape is None:
             event = self.event(decision, principal, facts, tool.exposed_name, trace_id, args_digest, preview)
         else:  # the shape's own values, so the audit log serializes only this call's five
@@ -154,6 +154,8 @@ class Authorizer:
 
     def event(self, decision: Decision, principal: Principal, facts: RequestFacts, target: str, trace_id: str | None,
               args_digest: str | None = None, preview: Any = None) -> AuditEvent:
+        # Every input read here that can differ between two calls of one agent and tool must be in _shape's
+        # key (or make _shape return None): a kept shape would otherwise record the first call's value.
         agent = principal.agent
         detail: dict[str, Any] = {"policy_version": decision.policy_version, "era": facts.era}
         if self.replica is not None:
@@ -174,7 +176,7 @@ class Authorizer:
             detail=detail,
         )
 
-    def shape(self, decision: Decision, principal: Principal, facts: RequestFacts, tool: str) -> RecordShape | None:
+    def _shape(self, decision: Decision, principal: Principal, facts: RequestFacts, tool: str) -> RecordShape | None:
         """The shape of this agent's records of `tool` with this answer (gateway.audit.shape), made on first use;
         None for a record whose detail is made per call (a re-authentication, a delegated task's chain)."""
         if decision.reauth is not None or (facts.task is not None and facts.task.get("depth")):

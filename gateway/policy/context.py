@@ -139,9 +139,8 @@ class ContextBuilder:
         """The context with only what `reads` covers; `cedar_input` is context.input (tools only), sent
         whole when `input_whole` (its type has escape-named attributes, see ToolModel.input_whole)."""
         context = self._read(reads, facts, approved, cedar_input, input_whole)
-        chain = context.get("chain")
-        if isinstance(chain, dict) and "tools" in chain:
-            context["chain"] = {**chain, "tools": sorted(set(chain["tools"]))}
+        if "chain" in context:
+            context["chain"] = _chain_whole(context["chain"])
         return context
 
     def _read(self, reads: ContextReads, facts: RequestFacts, approved: bool, cedar_input: object,

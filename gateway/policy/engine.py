@@ -158,8 +158,8 @@ class _Request:
     entities: str
     invalid_reason: str  # what to tell the agent if Cedar cannot build the request (schema-invalid)
     context: dict[str, Any]  # the unserialized context, to ask "would an approval make this an Allow?"
-    # What the context was built from: the recorder rebuilds the whole context from these, off the
-    # request path (recorded_input), so a candidate policy reading more than the live set sees it all.
+    # What the context was built from: the recorder serializes the whole context from these, off the
+    # request path (recorded_json), so a candidate policy reading more than the live set sees it all.
     facts: RequestFacts | None = None
     granted: bool = False  # decided as a call carrying an approval
     cedar_input: object = None

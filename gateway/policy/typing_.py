@@ -127,9 +127,9 @@ def cedar_string(text: str) -> str:
 Where = str | tuple["Where", str | int]
 
 
-def to_cedar(value: object, typed: CedarType, where: str = "input") -> JsonValue:
+def to_cedar(value: object, typed: CedarType) -> JsonValue:
     """Cedar JSON for `value` of type `typed`; raises ArgumentMismatch when it does not fit."""
-    return _cedar(value, typed, where)
+    return _cedar(value, typed, "input")
 
 
 def _cedar(value: object, typed: CedarType, where: Where) -> JsonValue:

@@ -3,8 +3,9 @@
 `executemany` runs its INSERT once per row, and every run opens a cursor on the table and on each of its indexes
 (and, for an AUTOINCREMENT table, reads and writes sqlite_sequence) besides the sqlite3 module's reset and bind: one
 INSERT with many rows in its VALUES list does that once per statement. For the writers' batches (the audit log's,
-the recorded decision inputs') that is about half of the CPU per row (docs/perf-notes/writers3.md). The rows go in
-the order given, as executemany puts them: SQLite inserts a VALUES list in its order (an AUTOINCREMENT key follows it).
+the recorded decision inputs') that is about half of the CPU per row (docs/performance-cuts.md, "writers3").
+The rows go in the order given, as executemany puts them: SQLite inserts a VALUES list in its order (an
+AUTOINCREMENT key follows it).
 Statements have a power-of-two number of rows, at most CHUNK_ROWS and never more than SQLite's bound-variable
 limit allows (999 on builds before 3.32 unless raised: 64 audit rows would not fit), so a handful of statement texts
 cover every batch size and stay in the connection's statement cache. A row of the wrong width is refused, as

@@ -104,7 +104,7 @@ class Lifetime:
             log.warning("started with upstream(s) down: %s (retrying in the background)", ", ".join(down))
         # Long-lived start-up objects (catalog, keys, registry) leave the collector's view, so the
         # periodic full collections that cause tail-latency spikes have far less to walk.
-        HEAP.serve()  # young collections less often: see gateway.heap
+        HEAP.collect_young_less_often()  # see gateway.heap
         HEAP.compact()
         compactor = asyncio.create_task(HEAP.compact_now_and_then())  # cycles frozen since (see gateway.heap)
         log.info("Narrowgate %s serving MCP at %s/mcp (policy version %s)", __version__, self.settings.base_url,
