@@ -69,7 +69,7 @@ class Authorizer:
         """Decide one call, record and log it; with `approval_id`, as a call carrying that (already spent)
         approval. Refusals are returned, not raised (see tool())."""
         started = time.perf_counter()
-        seen: list[CedarRequest] | None = [] if self.recorder is not None else None  # self.seen(), inline
+        seen = self.seen()
         decision = self.engine.decide_tool(principal, tool, arguments, facts, approval_id is not None, seen)
         if self.on_evaluated is not None:
             self.on_evaluated(decision, time.perf_counter() - started)
@@ -85,9 +85,7 @@ class Authorizer:
                    facts: RequestFacts, seen: list[CedarRequest] | None, trace_id: str | None = None,
                    approval_id: str | None = None) -> tuple[AuditEvent, bool]:
         """Note a tool decision's input (for replay); its audit event, and whether it must be durable."""
-        recorder = self.recorder  # note(), without its call per decision
-        if recorder is not None:
-            recorder.note(principal, decision, "tool", tool.exposed_name, facts.now, seen, tool.data_classes)
+        self.note(principal, decision, "tool", tool.exposed_name, facts, seen, tool.data_classes)
         canonical = decision.canonical_arguments
         args_digest = decision.args_digest or argument_digest(arguments)
         preview = redacted_preview(canonical if canonical is not None else arguments, tool.data_classes)

@@ -4,13 +4,15 @@ An agent's JSON depends only on its registry record (and the effective lifecycle
 change with the clock at expiry), so it is serialized once per agent version and reused. The cache
 is keyed by agent id and checked against the whole Agent record (identity first, then equality, so
 an update that forgot to bump changed_at still cannot serve stale entitlements), the effective
-state, the auth method and the trust domain.
+state, the auth method and the trust domain. In front of it, the last whole answer per agent is kept with
+everything it was made from (`_Made`): while a call brings the very same record and claims objects, that is
+the answer, without rebuilding a key.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -21,17 +23,25 @@ OPEN_LOOPBACK = "open-loopback"
 CACHE_LIMIT = 10_000
 
 
+class _Made(NamedTuple):
+    """An agent's last entity JSON and all it was made from (the JSON depends on nothing else): the agent record
+    and the token's claims (the same objects while unchanged: the registry replaces a record on a change, and a
+    remembered principal brings the same claims), the auth method, whether a person calls, the catalog's server
+    ids and the agent's state now (which the clock changes at expiry)."""
+
+    agent: object
+    claims: object
+    auth_method: str
+    person: bool
+    server_ids: tuple[str, ...]
+    state: Lifecycle | None
+    json: str
+
+
 class PrincipalEntities:
     def __init__(self) -> None:
         self._cache: dict[str, tuple[tuple[object, ...], str]] = {}
-        # The whole JSON last made for each agent, with what its claims part was made from: a remembered
-        # principal (gateway.identity.authenticator) brings the same claims object call after call.
-        self._joined: dict[str, tuple[str, object, bool, str]] = {}
-        # The last answer per agent with all it was made from (the JSON depends on nothing else): the agent record
-        # and the token's claims (the same objects while unchanged: the registry replaces a record on a change,
-        # and a remembered principal brings the same claims), the auth method, whether a person calls, the
-        # catalog's server ids and the agent's state now (which the clock changes at expiry).
-        self._last: dict[str, tuple[object, object, str, bool, tuple[str, ...], Lifecycle | None, str]] = {}
+        self._last: dict[str, _Made] = {}
 
     def json(self, principal: Principal, now: float, server_ids: tuple[str, ...]) -> str:
         """Comma-joined entity JSON objects (Agent, groups, Claims), ready to go inside a JSON array. `server_ids`:
@@ -39,25 +49,14 @@ class PrincipalEntities:
         agent, claims, person = principal.agent, principal.claims, principal.user is not None
         state = agent.effective_state(now) if agent is not None else None
         last = self._last.get(principal.agent_id)
-        if (last is not None and last[0] is agent and last[1] is claims and last[2] == principal.auth_method
-                and last[3] == person and last[4] is server_ids and last[5] is state):
-            return last[6]
-        blob = self._json(principal, now, server_ids)
+        if (last is not None and last.agent is agent and last.claims is claims
+                and last.auth_method == principal.auth_method and last.person == person
+                and last.server_ids is server_ids and last.state is state):
+            return last.json
+        blob = self._agent_json(principal, now, server_ids) + "," + _claims_json(principal)
         if len(self._last) >= CACHE_LIMIT:
             self._last.clear()
-        self._last[principal.agent_id] = (agent, claims, principal.auth_method, person, server_ids, state, blob)
-        return blob
-
-    def _json(self, principal: Principal, now: float, server_ids: tuple[str, ...]) -> str:
-        agent = self._agent_json(principal, now, server_ids)
-        person = principal.user is not None
-        joined = self._joined.get(principal.agent_id)
-        if joined is not None and joined[0] is agent and joined[1] is principal.claims and joined[2] == person:
-            return joined[3]
-        blob = agent + "," + _claims_json(principal)
-        if len(self._joined) >= CACHE_LIMIT:
-            self._joined.clear()
-        self._joined[principal.agent_id] = (agent, principal.claims, person, blob)
+        self._last[principal.agent_id] = _Made(agent, claims, principal.auth_method, person, server_ids, state, blob)
         return blob
 
     def _agent_json(self, principal: Principal, now: float, server_ids: tuple[str, ...]) -> str:
