@@ -7,8 +7,8 @@ gateway decides it (in a task, with 64 calls of chain history), with the decidin
 
 1. the request path: what the Authorizer adds per decision while recording is on (a list the engine puts
    its Cedar request in, and the recorder's ``note``), timed alone; ``decide_tool`` beside it for scale;
-2. the writer, per record: building the document and encrypting it (the recorder's worker
-   thread), and appending it to a SQLite store in batches of 500 (the store's thread; process CPU).
+2. the writer, per record: building the document and encrypting it (the recorder's writer task,
+   on the loop), and appending it to a SQLite store in batches of 500 (the store's thread; process CPU).
 
 The sum of the three is the CPU recording adds to one decision; compare it with the gateway's CPU
 per call from ``bench.run`` (whose ``--compare-unrecorded`` measures the same end to end, noisier).

@@ -4,7 +4,7 @@
 the difference over N is the instructions one call's recording executes (deterministic, unlike CPU time on a
 shared machine); ``path`` counts the request path alone (what is queued is dropped, nothing is written);
 ``facts`` counts only ``Authorizer.facts``, the request facts the decide stage builds per call before Cedar;
-``rows`` the decision recorder's worker-thread job alone (``DecisionRecorder._rows``: each noted decision's
+``rows`` the decision recorder's sealing alone (``DecisionRecorder._rows``: each noted decision's
 document built, serialized and encrypted), over N noted decisions of the mix, nothing written.
 
 Per call, as the Authorizer does it for a tool decision (the decision itself is made once per case beforehand,

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
 
 from gateway.policy.engine import CedarRequest
 from gateway.policy.recorded import InputCipher, UnreadableRecord
-from gateway.policy.recorder import DecisionRecorder
+from gateway.policy.recorder import SEAL_CHUNK, DecisionRecorder, Noted
 from gateway.store import Store
 from gateway.store.base import DecisionInputQuery, DecisionInputRow
 from tests.support.store_backends import StoreBackend
@@ -31,6 +32,9 @@ from tests.test_policy_engine import (
 )
 
 SECRET = "sk_live_Recorded0Secret1Memo"
+# Retention for recorders given the fixed dates above (March 2026): with an hour, the sweep's first pass deletes
+# what was recorded at those dates whenever the write happens to come first (a race, not a loss).
+KEPT_S = 100 * 365 * 86400.0
 
 
 def row(decision_id: str, at: float, agent_id: str = "a1") -> DecisionInputRow:
@@ -68,7 +72,7 @@ async def test_the_sweep_deletes_in_chunks_until_nothing_is_past_retention(store
 
 async def test_closing_while_a_batch_is_being_written_lets_it_finish(store: Store, tmp_path: Path) -> None:
     engine = engine_for(_cedar(tmp_path), write_catalog(tmp_path / "catalog"))
-    recorder = DecisionRecorder(store, engine, 3600.0, batch_window_s=0.001)
+    recorder = DecisionRecorder(store, engine, KEPT_S, batch_window_s=0.001)
     await recorder.open()
     principal = agent_principal(servers=("files",))
     tool = engine.bundle.catalog.tools["files__read_file"].entry
@@ -86,10 +90,54 @@ async def test_closing_while_a_batch_is_being_written_lets_it_finish(store: Stor
     assert len(await store.decision_inputs(DecisionInputQuery(since=0, limit=2000))) == 1500
 
 
+async def test_a_big_batch_is_sealed_on_the_loop_a_chunk_at_a_time(store: Store, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer seals on the loop's own thread (a worker thread took the interpreter lock back and forth with
+    the loop for every record it encrypted), SEAL_CHUNK records at a time, and other work on the loop runs between
+    two chunks: a batch of thousands never holds the loop for all of them at once."""
+    engine = engine_for(_cedar(tmp_path), write_catalog(tmp_path / "catalog"))
+    recorder = DecisionRecorder(store, engine, KEPT_S, batch_window_s=3600.0)  # the writer waits: flush() writes
+    await recorder.open()
+    principal = agent_principal(servers=("files",))
+    tool = engine.bundle.catalog.tools["files__read_file"].entry
+    for i in range(3 * SEAL_CHUNK + 1):
+        seen: list[CedarRequest] = []
+        decision = engine.decide_tool(principal, tool, {"path": f"/f{i}"}, facts(WEDNESDAY), seen=seen)
+        recorder.note(principal, decision, "tool", tool.exposed_name, WEDNESDAY, seen)
+    sealed: list[int] = []
+    threads: set[int] = set()
+    seal = recorder._rows
+
+    def counted(batch: list[Noted]) -> list[DecisionInputRow]:
+        threads.add(threading.get_ident())
+        rows = seal(batch)
+        sealed.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(recorder, "_rows", counted)
+    seen_between: list[int] = []
+
+    async def another_call() -> None:
+        while True:
+            seen_between.append(sum(sealed))
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(another_call())
+    await asyncio.sleep(0)
+    await recorder.flush()
+    other.cancel()
+    assert sealed == [SEAL_CHUNK, SEAL_CHUNK, SEAL_CHUNK, 1]
+    assert threads == {threading.get_ident()}
+    assert {SEAL_CHUNK, 2 * SEAL_CHUNK, 3 * SEAL_CHUNK} <= set(seen_between)  # it ran after each chunk
+    assert recorder.status()["recorded"] == 3 * SEAL_CHUNK + 1
+    assert len(await store.decision_inputs(DecisionInputQuery(since=0, limit=1000))) == 3 * SEAL_CHUNK + 1
+    await recorder.close()
+
+
 async def test_recorded_inputs_are_sealed_and_decide_again_as_they_were(store: Store, backend: StoreBackend,
                                                                         tmp_path: Path) -> None:
     engine = engine_for(_cedar(tmp_path), write_catalog(tmp_path / "catalog"))
-    recorder = DecisionRecorder(store, engine, 3600.0, batch_window_s=0.01)
+    recorder = DecisionRecorder(store, engine, KEPT_S, batch_window_s=0.01)
     await recorder.open()
     principal = agent_principal(servers=("payments",))
     tool = engine.bundle.catalog.tools["payments__pay"].entry
@@ -121,7 +169,7 @@ async def test_recorded_inputs_are_sealed_and_decide_again_as_they_were(store: S
 async def test_a_failing_store_loses_recordings_not_decisions(store: Store, backend: StoreBackend, tmp_path: Path,
                                                               caplog: pytest.LogCaptureFixture) -> None:
     engine = engine_for(_cedar(tmp_path), write_catalog(tmp_path / "catalog"))
-    recorder = DecisionRecorder(store, engine, 3600.0, batch_window_s=0.01)
+    recorder = DecisionRecorder(store, engine, KEPT_S, batch_window_s=0.01)
     await recorder.open()
     await backend.fail_inserts_into("decision_inputs", "disk full")
     principal = agent_principal(servers=("files",))
@@ -139,7 +187,7 @@ async def test_a_failing_store_loses_recordings_not_decisions(store: Store, back
 
 async def test_a_full_queue_loses_recordings_not_decisions(store: Store, tmp_path: Path) -> None:
     engine = engine_for(_cedar(tmp_path), write_catalog(tmp_path / "catalog"))
-    recorder = DecisionRecorder(store, engine, 3600.0, max_pending=2)
+    recorder = DecisionRecorder(store, engine, KEPT_S, max_pending=2)
     principal = agent_principal(servers=("files",))
     tool = engine.bundle.catalog.tools["files__read_file"].entry
     for path in ("/a", "/b", "/c"):  # the writer has not run yet: the third finds the queue full

@@ -44,7 +44,10 @@ async def test_a_decision_requested_before_the_line_and_audited_after_it_is_repl
     audited_at = WEDNESDAY + 0.005
     now = audited_at - 0.001 + RETENTION_S
     engine = engine_for(_cedar(tmp_path), write_catalog(tmp_path / "catalog"))
-    recorder = DecisionRecorder(store, engine, RETENTION_S, clock=lambda: now, batch_window_s=0.01)
+    # The recorder's clock reads the decision's time until its input is written: the sweep's first pass, which
+    # takes its cutoff when the flush first waits, finds nothing past retention; only then is it `now`.
+    clock = [WEDNESDAY]
+    recorder = DecisionRecorder(store, engine, RETENTION_S, clock=lambda: clock[0], batch_window_s=0.01)
     await recorder.open()
     principal = agent_principal(servers=("files",))
     tool = engine.bundle.catalog.tools["files__read_file"].entry
@@ -52,6 +55,7 @@ async def test_a_decision_requested_before_the_line_and_audited_after_it_is_repl
     decision = engine.decide_tool(principal, tool, {"path": "/a"}, facts(WEDNESDAY), seen=seen)
     recorder.note(principal, decision, "tool", tool.exposed_name, WEDNESDAY, seen)
     await recorder.flush()
+    clock[0] = now
     event = AuditEvent(kind="decision", action="call", actor=principal.agent_id, agent_id=principal.agent_id,
                        tool=tool.exposed_name, decision=decision.outcome, decision_id=decision.decision_id)
     await store.append_audit([unsealed_record(event, audited_at)])

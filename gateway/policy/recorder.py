@@ -4,7 +4,11 @@ On the request path the recorder only keeps references to what the engine alread
 request, its entities, the request facts and the decision) in a bounded queue: no serializing, no
 encryption, no I/O, nothing that can fail a call. A writer task takes the queue every
 BATCH_WINDOW_S, builds the documents (gateway.policy.engine.PolicyEngine.recorded_json) and
-encrypts them on a worker thread and appends them in one store transaction. A full queue or a
+encrypts them SEAL_CHUNK at a time on the loop, letting calls run between chunks, and appends
+them in one store transaction. Not on a worker thread: cryptography's AES-GCM lets go of the GIL
+for every record it encrypts, and a thread taking it back while the loop runs made the loop wait
+for it about once every other call (docs/performance-cuts.md, "The recorder seals on the loop").
+A full queue or a
 failed write loses recordings, never a call: each loss is counted and logged (the first and every
 LOG_EVERY-th). A sweep deletes what is older than the retention window; with retention 0 nothing is
 recorded and whatever was recorded before is deleted at start.
@@ -37,6 +41,7 @@ log = logging.getLogger("narrowgate.policy.recorder")
 MAX_PENDING = 10_000
 BATCH_WINDOW_S = 0.5  # recordings gather this long, so one transaction carries many
 MAX_BATCH = 2_000
+SEAL_CHUNK = 64  # records built and encrypted between two turns of the loop: well under a millisecond
 LOG_EVERY = 1_000
 SWEEP_MAX_INTERVAL_S = 3600.0
 SWEEP_MIN_INTERVAL_S = 1.0
@@ -153,7 +158,11 @@ class DecisionRecorder:
     async def _write_batch(self) -> None:
         batch = [self._pending.popleft() for _ in range(min(len(self._pending), MAX_BATCH))]
         try:
-            rows = await asyncio.to_thread(self._rows, batch)
+            rows: list[DecisionInputRow] = []
+            for start in range(0, len(batch), SEAL_CHUNK):
+                if start:
+                    await asyncio.sleep(0)  # calls waiting on the loop go first
+                rows += self._rows(batch[start:start + SEAL_CHUNK])
             await self.store.append_decision_inputs(rows)
         except asyncio.CancelledError:  # not an Exception: counted all the same
             self._lose(len(batch), "stopped while writing")
@@ -164,7 +173,7 @@ class DecisionRecorder:
         self.recorded += len(rows)
 
     def _rows(self, batch: list[Noted]) -> list[DecisionInputRow]:
-        """On a worker thread: build and encrypt each document."""
+        """Build and encrypt each document (on the loop, a chunk at a time: _write_batch)."""
         payloads = self.cipher.seal_all([(noted.decision.decision_id, self._document(noted)) for noted in batch])
         return [DecisionInputRow(noted.decision.decision_id, noted.at, noted.principal.agent_id, noted.kind,
                                  noted.target, noted.decision.outcome, payload)
