@@ -4,11 +4,16 @@
 upstream and gateway (the whole pipeline: a registered agent with a bearer token, the shipped policies, a signed
 token per call, audit, decision recording, metrics), runs one phase of N calls from A agents, and prints user
 and system CPU per call of every thread of the gateway that ran during the phase, read from
-``/proc/<pid>/task/<tid>/stat`` before and after it (clock ticks, usually 10 ms: keep phases of seconds).
+``/proc/<pid>/task/<tid>/stat`` before and after it (clock ticks, usually 10 ms: keep phases of seconds), and how
+often per call each thread gave up the CPU: ``waits`` (voluntary context switches: it blocked, on I/O, a lock or
+the GIL) and ``preempted`` (involuntary ones), from ``/proc/<pid>/task/<tid>/status``.
 
 bench.run gives the process's CPU against the floor; this tells how much of it the loop's thread spends and how
 much the threads that write the audit log and the recorded decision inputs (work a thread hop moved off the
-loop still counts). Figures move by 10-30 % between runs on a shared machine: compare builds in alternation.
+loop still counts). A loop thread that waits more often than the floor's (about 0.1 per call) is handing the
+interpreter lock to another thread and waiting to get it back (docs/performance-cuts.md, "The recorder seals on
+the loop"). Figures move by 10-30 % between runs on a shared machine: compare builds in alternation, with phases of
+tens of thousands of calls.
 """
 
 from __future__ import annotations
@@ -21,40 +26,68 @@ import shlex
 import sys
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 from bench.cpu import CLK_TCK
 from bench.load import LEGACY, MODERN, Target, run_phase
 from bench.run import MANIFEST_ID, REPO, free_port, start_gateway, start_upstream, write_gateway_files
 
-ThreadTicks = dict[str, tuple[str, int, int]]  # thread id -> (name, user ticks, system ticks)
+
+class Ticks(NamedTuple):
+    """One thread so far: its name, user and system clock ticks, voluntary and involuntary context switches."""
+
+    name: str
+    user: int
+    system: int
+    waits: int = 0
+    preempted: int = 0
+
+
+class Row(NamedTuple):
+    """One thread's share of a call: CPU in microseconds, context switches in how many per call."""
+
+    thread: str
+    user_us: float
+    system_us: float
+    waits: float
+    preempted: float
+
+
+ThreadTicks = dict[str, Ticks]  # thread id -> what it spent so far
 
 
 def thread_ticks(pid: int) -> ThreadTicks:
-    """Each live thread of `pid`: its name and user and system clock ticks so far."""
+    """Each live thread of `pid`: its name, clock ticks and context switches so far."""
     ticks: ThreadTicks = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             raw = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+            status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
         except (FileNotFoundError, ProcessLookupError):
             continue  # ended between the listing and the read
         name = raw[raw.index("(") + 1:raw.rindex(")")]
         fields = raw[raw.rindex(")") + 2:].split()
-        ticks[tid] = (name, int(fields[11]), int(fields[12]))  # utime, stime: fields 14 and 15
+        switches = {key: int(value) for key, _, value in (line.partition(":\t") for line in status.splitlines())
+                    if key.endswith("ctxt_switches")}
+        ticks[tid] = Ticks(name, int(fields[11]), int(fields[12]),  # utime, stime: fields 14 and 15
+                           switches.get("voluntary_ctxt_switches", 0), switches.get("nonvoluntary_ctxt_switches", 0))
     return ticks
 
 
-def per_call_rows(before: ThreadTicks, after: ThreadTicks, calls: int) -> list[tuple[str, float, float]]:
-    """(thread, user us, system us) per call for each thread that used CPU during the phase, busiest first."""
+def per_call_rows(before: ThreadTicks, after: ThreadTicks, calls: int) -> list[Row]:
+    """Per call, each thread that used CPU during the phase, busiest first."""
     per_call = 1e6 / CLK_TCK / calls  # microseconds a tick, per call
     rows = []
-    for tid, (name, user, system) in after.items():
-        _, user0, system0 = before.get(tid, (name, 0, 0))
-        if user - user0 or system - system0:
-            rows.append((f"{tid} {name}", (user - user0) * per_call, (system - system0) * per_call))
-    return sorted(rows, key=lambda row: -row[1] - row[2])
+    for tid, now in after.items():
+        then = before.get(tid, Ticks(now.name, 0, 0))
+        if now.user - then.user or now.system - then.system:
+            rows.append(Row(f"{tid} {now.name}", (now.user - then.user) * per_call,
+                            (now.system - then.system) * per_call, (now.waits - then.waits) / calls,
+                            (now.preempted - then.preempted) / calls))
+    return sorted(rows, key=lambda row: -row.user_us - row.system_us)
 
 
-def measure(era: str, calls: int, agents: int, gateway_cmd: list[str]) -> tuple[int, list[tuple[str, float, float]]]:
+def measure(era: str, calls: int, agents: int, gateway_cmd: list[str]) -> tuple[int, list[Row]]:
     with tempfile.TemporaryDirectory(prefix="narrowgate-bench-threads-") as name:
         tmp = Path(name)
         upstream = start_upstream(tmp, "asgi")
@@ -90,9 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     calls, rows = measure(args.era, args.calls, args.agents, shlex.split(args.gateway_cmd))
     print(f"{calls} calls, {args.agents} agents, {args.era}: CPU per call of each gateway thread")
-    for thread, user, system in rows:
-        print(f"  {thread:28} user {user:7.1f} us   system {system:6.1f} us")
-    print(f"  {'all threads':28} user {sum(r[1] for r in rows):7.1f} us   system {sum(r[2] for r in rows):6.1f} us")
+    for row in rows:
+        print(f"  {row.thread:28} user {row.user_us:7.1f} us   system {row.system_us:6.1f} us   "
+              f"waits {row.waits:5.2f}   preempted {row.preempted:5.2f}")
+    print(f"  {'all threads':28} user {sum(r.user_us for r in rows):7.1f} us   "
+          f"system {sum(r.system_us for r in rows):6.1f} us   waits {sum(r.waits for r in rows):5.2f}   "
+          f"preempted {sum(r.preempted for r in rows):5.2f}")
     return 0
 
 
