@@ -134,6 +134,50 @@ async def test_a_big_batch_is_sealed_on_the_loop_a_chunk_at_a_time(store: Store,
     await recorder.close()
 
 
+async def test_what_is_noted_while_a_batch_is_written_waits_for_the_next_window(store: Store,
+                                                                                tmp_path: Path) -> None:
+    """The writer takes what gathered in one window; what is noted while that is written waits for the next
+    window, so a steady stream of calls makes one batch (one commit) per window, not one per write."""
+    released = asyncio.Event()
+    appended: list[int] = []
+
+    class HeldStore:
+        def __getattr__(self, name: str) -> object:
+            return getattr(store, name)
+
+        async def append_decision_inputs(self, rows: list[DecisionInputRow]) -> None:
+            appended.append(len(rows))
+            await released.wait()
+            await store.append_decision_inputs(rows)
+
+    engine = engine_for(_cedar(tmp_path), write_catalog(tmp_path / "catalog"))
+    recorder = DecisionRecorder(HeldStore(), engine, KEPT_S, batch_window_s=0.01)  # type: ignore[arg-type]
+    await recorder.open()
+    principal = agent_principal(servers=("files",))
+    tool = engine.bundle.catalog.tools["files__read_file"].entry
+
+    def note(count: int) -> None:
+        for i in range(count):
+            seen: list[CedarRequest] = []
+            decision = engine.decide_tool(principal, tool, {"path": f"/f{i}"}, facts(WEDNESDAY), seen=seen)
+            recorder.note(principal, decision, "tool", tool.exposed_name, WEDNESDAY, seen)
+
+    note(3)
+    for _ in range(500):  # until the first window's batch is being written
+        if appended:
+            break
+        await asyncio.sleep(0.01)
+    assert appended == [3]
+    recorder._batch_window_s = 3600.0  # the next window: longer than this test
+    note(4)  # while the first batch is being written
+    released.set()
+    await asyncio.sleep(0.05)
+    assert appended == [3] and recorder.status()["recorded"] == 3 and recorder.status()["pending"] == 4
+    await recorder.flush()
+    assert appended == [3, 4] and recorder.status()["recorded"] == 7
+    await recorder.close()
+
+
 async def test_recorded_inputs_are_sealed_and_decide_again_as_they_were(store: Store, backend: StoreBackend,
                                                                         tmp_path: Path) -> None:
     engine = engine_for(_cedar(tmp_path), write_catalog(tmp_path / "catalog"))

@@ -151,7 +151,9 @@ class DecisionRecorder:
             await self._wakeup.wait()
             self._wakeup.clear()
             await asyncio.sleep(self._batch_window_s)
-            while self._pending:
+            # What gathered in the window, and no more: what is noted while it is written waits for the next
+            # window (writing that at once made batches of the few calls one write took, one commit each).
+            for _ in range(math.ceil(len(self._pending) / MAX_BATCH)):
                 self._writing = asyncio.create_task(self._write_batch())
                 await asyncio.shield(self._writing)
 
