@@ -11,9 +11,9 @@ the GIL) and ``preempted`` (involuntary ones), from ``/proc/<pid>/task/<tid>/sta
 bench.run gives the process's CPU against the floor; this tells how much of it the loop's thread spends and how
 much the threads that write the audit log and the recorded decision inputs (work a thread hop moved off the
 loop still counts). A loop thread that waits more often than the floor's (about 0.1 per call) is handing the
-interpreter lock to another thread and waiting to get it back (docs/performance-cuts.md, "The recorder seals on
-the loop"). Figures move by 10-30 % between runs on a shared machine: compare builds in alternation, with phases of
-tens of thousands of calls.
+interpreter lock to another thread and waiting to get it back (docs/performance-cuts.md, "Fourth pass").
+Figures move by 10-30 % between runs on a shared machine: compare builds in alternation, with phases of tens of
+thousands of calls.
 """
 
 from __future__ import annotations

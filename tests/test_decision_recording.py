@@ -8,6 +8,7 @@ tests/test_policy_replay.py; here the recorder runs against each real backend wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import threading
@@ -118,14 +119,14 @@ async def test_a_big_batch_is_sealed_on_the_loop_a_chunk_at_a_time(store: Store,
     seen_between: list[int] = []
 
     async def another_call() -> None:
-        while True:
+        while sum(sealed) < 3 * SEAL_CHUNK + 1:
             seen_between.append(sum(sealed))
             await asyncio.sleep(0)
 
     other = asyncio.create_task(another_call())
     await asyncio.sleep(0)
     await recorder.flush()
-    other.cancel()
+    await other
     assert sealed == [SEAL_CHUNK, SEAL_CHUNK, SEAL_CHUNK, 1]
     assert threads == {threading.get_ident()}
     assert {SEAL_CHUNK, 2 * SEAL_CHUNK, 3 * SEAL_CHUNK} <= set(seen_between)  # it ran after each chunk
@@ -171,10 +172,58 @@ async def test_what_is_noted_while_a_batch_is_written_waits_for_the_next_window(
     recorder._batch_window_s = 3600.0  # the next window: longer than this test
     note(4)  # while the first batch is being written
     released.set()
-    await asyncio.sleep(0.05)
+    for _ in range(500):  # until the first batch is in
+        if recorder.status()["recorded"] == 3:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)  # the old writer would have taken the four by now
     assert appended == [3] and recorder.status()["recorded"] == 3 and recorder.status()["pending"] == 4
     await recorder.flush()
     assert appended == [3, 4] and recorder.status()["recorded"] == 7
+    await recorder.close()
+
+
+async def test_a_flush_waits_for_every_batch_in_hand_and_survives_being_cancelled(store: Store,
+                                                                                   tmp_path: Path) -> None:
+    """flush() returns once everything noted before it is in, including a batch another writer took first; and
+    a flush cancelled half-way loses nothing (each batch is written by a task of its own)."""
+    released = asyncio.Event()
+    appended: list[int] = []
+
+    class HeldStore:
+        def __getattr__(self, name: str) -> object:
+            return getattr(store, name)
+
+        async def append_decision_inputs(self, rows: list[DecisionInputRow]) -> None:
+            appended.append(len(rows))
+            await released.wait()
+            await store.append_decision_inputs(rows)
+
+    engine = engine_for(_cedar(tmp_path), write_catalog(tmp_path / "catalog"))
+    recorder = DecisionRecorder(HeldStore(), engine, KEPT_S, batch_window_s=3600.0)  # type: ignore[arg-type]
+    await recorder.open()
+    principal = agent_principal(servers=("files",))
+    tool = engine.bundle.catalog.tools["files__read_file"].entry
+    for i in range(5):
+        seen: list[CedarRequest] = []
+        decision = engine.decide_tool(principal, tool, {"path": f"/f{i}"}, facts(WEDNESDAY), seen=seen)
+        recorder.note(principal, decision, "tool", tool.exposed_name, WEDNESDAY, seen)
+    first = asyncio.create_task(recorder.flush())
+    for _ in range(500):  # until the first flush has taken all five and is held writing them
+        if appended:
+            break
+        await asyncio.sleep(0.01)
+    assert appended == [5] and recorder.status()["pending"] == 0
+    second = asyncio.create_task(recorder.flush())  # nothing left in the queue: it waits for the batch in hand
+    await asyncio.sleep(0.05)
+    assert not second.done()
+    first.cancel()  # the batch goes in all the same
+    released.set()
+    await second
+    assert recorder.status()["recorded"] == 5 and recorder.status()["lost"] == 0
+    assert len(await store.decision_inputs(DecisionInputQuery(since=0))) == 5
+    with contextlib.suppress(asyncio.CancelledError):
+        await first
     await recorder.close()
 
 

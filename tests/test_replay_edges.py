@@ -44,11 +44,12 @@ async def test_a_decision_requested_before_the_line_and_audited_after_it_is_repl
     audited_at = WEDNESDAY + 0.005
     now = audited_at - 0.001 + RETENTION_S
     engine = engine_for(_cedar(tmp_path), write_catalog(tmp_path / "catalog"))
-    # The recorder's clock reads the decision's time until its input is written: the sweep's first pass, which
-    # takes its cutoff when the flush first waits, finds nothing past retention; only then is it `now`.
+    # The recorder's clock reads the decision's time until its input is written: the sweep's first pass finds
+    # nothing past retention; only then is it `now`.
     clock = [WEDNESDAY]
     recorder = DecisionRecorder(store, engine, RETENTION_S, clock=lambda: clock[0], batch_window_s=0.01)
     await recorder.open()
+    await asyncio.sleep(0)  # the sweep's first pass takes its cutoff now, under the decision's time
     principal = agent_principal(servers=("files",))
     tool = engine.bundle.catalog.tools["files__read_file"].entry
     seen: list[CedarRequest] = []

@@ -5,13 +5,13 @@ request, its entities, the request facts and the decision) in a bounded queue: n
 encryption, no I/O, nothing that can fail a call. A writer task takes the queue every
 BATCH_WINDOW_S, builds the documents (gateway.policy.engine.PolicyEngine.recorded_json) and
 encrypts them SEAL_CHUNK at a time on the loop, letting calls run between chunks, and appends
-them in one store transaction. Not on a worker thread: cryptography's AES-GCM lets go of the GIL
-for every record it encrypts, and a thread taking it back while the loop runs made the loop wait
-for it about once every other call (docs/performance-cuts.md, "The recorder seals on the loop").
-A full queue or a
-failed write loses recordings, never a call: each loss is counted and logged (the first and every
-LOG_EVERY-th). A sweep deletes what is older than the retention window; with retention 0 nothing is
-recorded and whatever was recorded before is deleted at start.
+them in one store transaction; what is noted meanwhile waits for the next window. Not on a worker
+thread: cryptography's AES-GCM lets go of the GIL for every record it encrypts, and a thread taking
+it back while the loop runs made the loop wait for it about once every other call
+(docs/performance-cuts.md, "Fourth pass"). A full queue or a failed write loses recordings, never a
+call: each loss is counted and logged (the first and every LOG_EVERY-th). A sweep deletes what is
+older than the retention window; with retention 0 nothing is recorded and whatever was recorded
+before is deleted at start.
 
 Decisions refused before Cedar was asked (a tool the policy catalog does not know, arguments that do
 not fit the tool's schema, a URI with no single meaning) are recorded as such: no policy set can
@@ -41,7 +41,7 @@ log = logging.getLogger("narrowgate.policy.recorder")
 MAX_PENDING = 10_000
 BATCH_WINDOW_S = 0.5  # recordings gather this long, so one transaction carries many
 MAX_BATCH = 2_000
-SEAL_CHUNK = 64  # records built and encrypted between two turns of the loop: well under a millisecond
+SEAL_CHUNK = 32  # records built and encrypted between two turns of the loop: about 0.4 ms (12 µs each, hot)
 LOG_EVERY = 1_000
 SWEEP_MAX_INTERVAL_S = 3600.0
 SWEEP_MIN_INTERVAL_S = 1.0
@@ -82,7 +82,10 @@ class DecisionRecorder:
         self._pending: deque[Noted] = deque()
         self._wakeup: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._writing: asyncio.Task[None] | None = None  # the batch being written: close() lets it finish
+        self._writing: asyncio.Task[None] | None = None  # the batch written last: close() lets it finish
+        self._write_lock = asyncio.Lock()  # one batch at a time, in the order they were taken
+        self._queued = 0  # noted into the queue, ever
+        self._settled = 0  # of those, taken out and written or lost
         self.recorded = 0
         self.lost = 0  # queue full or a failed write: counted, logged, never a failed call
         self.swept = 0
@@ -98,6 +101,7 @@ class DecisionRecorder:
             self._lose(1, "the recording queue is full")
             return
         self._pending.append(Noted(principal, decision, kind, target, at, seen[0] if seen else None, data_classes))
+        self._queued += 1
         wakeup = self._wakeup
         if wakeup is not None and not wakeup.is_set():
             wakeup.set()
@@ -136,12 +140,16 @@ class DecisionRecorder:
             await self._write_batch()
 
     async def flush(self) -> None:
-        """Write everything noted so far, the batch the writer has in hand included (the replay API settles
-        the window with this; tests and benchmarks too)."""
-        if self._writing is not None:
-            await asyncio.shield(self._writing)
-        while self._pending:
-            await self._write_batch()
+        """Return once everything noted before the call is written (or lost, and counted): the batches in hand
+        included, whoever took them (the replay API settles the window with this; tests and benchmarks too).
+        Each batch is written by a task of its own, so a flush cancelled half-way loses nothing."""
+        noted = self._queued
+        while self._settled < noted and (self._pending or self._write_lock.locked()):
+            await asyncio.shield(self._write())
+
+    def _write(self) -> asyncio.Task[None]:
+        self._writing = asyncio.create_task(self._write_batch())
+        return self._writing
 
     # the writer
 
@@ -154,11 +162,18 @@ class DecisionRecorder:
             # What gathered in the window, and no more: what is noted while it is written waits for the next
             # window (writing that at once made batches of the few calls one write took, one commit each).
             for _ in range(math.ceil(len(self._pending) / MAX_BATCH)):
-                self._writing = asyncio.create_task(self._write_batch())
-                await asyncio.shield(self._writing)
+                await asyncio.shield(self._write())
 
     async def _write_batch(self) -> None:
-        batch = [self._pending.popleft() for _ in range(min(len(self._pending), MAX_BATCH))]
+        async with self._write_lock:  # (a batch taken after another is written after it)
+            batch = [self._pending.popleft() for _ in range(min(len(self._pending), MAX_BATCH))]
+            if batch:
+                try:
+                    await self._seal_and_append(batch)
+                finally:  # written, or lost and counted: settled either way
+                    self._settled += len(batch)
+
+    async def _seal_and_append(self, batch: list[Noted]) -> None:
         try:
             rows: list[DecisionInputRow] = []
             for start in range(0, len(batch), SEAL_CHUNK):
