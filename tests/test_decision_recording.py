@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.policy import recorder as recorder_module
 from gateway.policy.engine import CedarRequest
 from gateway.policy.recorded import InputCipher, UnreadableRecord
 from gateway.policy.recorder import SEAL_CHUNK, DecisionRecorder, Noted
@@ -225,6 +226,28 @@ async def test_a_flush_waits_for_every_batch_in_hand_and_survives_being_cancelle
     with contextlib.suppress(asyncio.CancelledError):
         await first
     await recorder.close()
+
+
+async def test_closing_while_flushes_are_writing_waits_for_every_batch(store: Store, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """close() returns only once every batch is in, those that flushes still in flight took included (the store
+    closes after the recorder: a batch written after close() is lost)."""
+    monkeypatch.setattr(recorder_module, "MAX_BATCH", 2)
+    engine = engine_for(_cedar(tmp_path), write_catalog(tmp_path / "catalog"))
+    recorder = DecisionRecorder(store, engine, KEPT_S, batch_window_s=3600.0)
+    await recorder.open()
+    principal = agent_principal(servers=("files",))
+    tool = engine.bundle.catalog.tools["files__read_file"].entry
+    for i in range(5):
+        seen: list[CedarRequest] = []
+        decision = engine.decide_tool(principal, tool, {"path": f"/f{i}"}, facts(WEDNESDAY), seen=seen)
+        recorder.note(principal, decision, "tool", tool.exposed_name, WEDNESDAY, seen)
+    flushes = [asyncio.create_task(recorder.flush()) for _ in range(2)]
+    await asyncio.sleep(0)
+    await recorder.close()
+    assert (recorder.status()["recorded"], recorder.status()["lost"], recorder.status()["pending"]) == (5, 0, 0)
+    assert len(await store.decision_inputs(DecisionInputQuery(since=0))) == 5
+    await asyncio.gather(*flushes)
 
 
 async def test_recorded_inputs_are_sealed_and_decide_again_as_they_were(store: Store, backend: StoreBackend,

@@ -82,10 +82,10 @@ class DecisionRecorder:
         self._pending: deque[Noted] = deque()
         self._wakeup: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._writing: asyncio.Task[None] | None = None  # the batch written last: close() lets it finish
-        self._write_lock = asyncio.Lock()  # one batch at a time, in the order they were taken
-        self._queued = 0  # noted into the queue, ever
-        self._settled = 0  # of those, taken out and written or lost
+        self._write_lock = asyncio.Lock()  # one batch at a time: taken off the queue and written under it
+        self._writes: set[asyncio.Task[None]] = set()  # batches being written (the loop holds tasks weakly)
+        self._taken = 0  # records taken off the queue, ever
+        self._settled = 0  # of those, written or lost (and counted)
         self.recorded = 0
         self.lost = 0  # queue full or a failed write: counted, logged, never a failed call
         self.swept = 0
@@ -101,7 +101,6 @@ class DecisionRecorder:
             self._lose(1, "the recording queue is full")
             return
         self._pending.append(Noted(principal, decision, kind, target, at, seen[0] if seen else None, data_classes))
-        self._queued += 1
         wakeup = self._wakeup
         if wakeup is not None and not wakeup.is_set():
             wakeup.set()
@@ -132,26 +131,34 @@ class DecisionRecorder:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        if self._writing is not None:  # shielded from the cancel above: the batch in flight still goes in
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writing
-            self._writing = None
-        while self._pending:  # what is queued still goes in (the store closes after the recorder)
+        # A batch in flight (a task of its own: the cancel above does not stop it) and everything queued still go
+        # in, in the order taken (the store closes after the recorder): the lock is handed on first come, first
+        # served, so once it is free and the queue empty, every write started before has ended.
+        while self._pending or self._write_lock.locked():
             await self._write_batch()
 
     async def flush(self) -> None:
         """Return once everything noted before the call is written (or lost, and counted): the batches in hand
         included, whoever took them (the replay API settles the window with this; tests and benchmarks too).
         Each batch is written by a task of its own, so a flush cancelled half-way loses nothing."""
-        noted = self._queued
-        while self._settled < noted and (self._pending or self._write_lock.locked()):
-            await asyncio.shield(self._write())
-
-    def _write(self) -> asyncio.Task[None]:
-        self._writing = asyncio.create_task(self._write_batch())
-        return self._writing
+        target = self._taken + len(self._pending)
+        while self._settled < target:
+            if self._pending:
+                await asyncio.wait([self._write()])
+            elif self._write_lock.locked():  # the rest is a batch another writer took: until it is in
+                async with self._write_lock:
+                    pass
+            else:
+                return  # (the rest was taken off the queue by something else, as bench/records_instr.py does)
 
     # the writer
+
+    def _write(self) -> asyncio.Task[None]:
+        """A batch written by a task of its own: whoever waits for it may be cancelled, the write goes on."""
+        task = asyncio.create_task(self._write_batch())
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+        return task
 
     async def _write_loop(self) -> None:
         assert self._wakeup is not None
@@ -162,11 +169,12 @@ class DecisionRecorder:
             # What gathered in the window, and no more: what is noted while it is written waits for the next
             # window (writing that at once made batches of the few calls one write took, one commit each).
             for _ in range(math.ceil(len(self._pending) / MAX_BATCH)):
-                await asyncio.shield(self._write())
+                await asyncio.wait([self._write()])  # (cancelling the loop, as close does, lets the batch finish)
 
     async def _write_batch(self) -> None:
         async with self._write_lock:  # (a batch taken after another is written after it)
             batch = [self._pending.popleft() for _ in range(min(len(self._pending), MAX_BATCH))]
+            self._taken += len(batch)
             if batch:
                 try:
                     await self._seal_and_append(batch)
