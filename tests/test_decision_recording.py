@@ -12,12 +12,13 @@ import contextlib
 import logging
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from gateway.policy import recorder as recorder_module
-from gateway.policy.engine import CedarRequest
+from gateway.policy.engine import CedarRequest, PolicyEngine
 from gateway.policy.recorded import InputCipher, UnreadableRecord
 from gateway.policy.recorder import SEAL_CHUNK, DecisionRecorder, Noted
 from gateway.store import Store
@@ -100,12 +101,7 @@ async def test_a_big_batch_is_sealed_on_the_loop_a_chunk_at_a_time(store: Store,
     engine = engine_for(_cedar(tmp_path), write_catalog(tmp_path / "catalog"))
     recorder = DecisionRecorder(store, engine, KEPT_S, batch_window_s=3600.0)  # the writer waits: flush() writes
     await recorder.open()
-    principal = agent_principal(servers=("files",))
-    tool = engine.bundle.catalog.tools["files__read_file"].entry
-    for i in range(3 * SEAL_CHUNK + 1):
-        seen: list[CedarRequest] = []
-        decision = engine.decide_tool(principal, tool, {"path": f"/f{i}"}, facts(WEDNESDAY), seen=seen)
-        recorder.note(principal, decision, "tool", tool.exposed_name, WEDNESDAY, seen)
+    note_reads(engine, recorder, 3 * SEAL_CHUNK + 1)
     sealed: list[int] = []
     threads: set[int] = set()
     seal = recorder._rows
@@ -140,47 +136,21 @@ async def test_what_is_noted_while_a_batch_is_written_waits_for_the_next_window(
                                                                                 tmp_path: Path) -> None:
     """The writer takes what gathered in one window; what is noted while that is written waits for the next
     window, so a steady stream of calls makes one batch (one commit) per window, not one per write."""
-    released = asyncio.Event()
-    appended: list[int] = []
-
-    class HeldStore:
-        def __getattr__(self, name: str) -> object:
-            return getattr(store, name)
-
-        async def append_decision_inputs(self, rows: list[DecisionInputRow]) -> None:
-            appended.append(len(rows))
-            await released.wait()
-            await store.append_decision_inputs(rows)
-
+    held = HeldStore(store)
     engine = engine_for(_cedar(tmp_path), write_catalog(tmp_path / "catalog"))
-    recorder = DecisionRecorder(HeldStore(), engine, KEPT_S, batch_window_s=0.01)  # type: ignore[arg-type]
+    recorder = DecisionRecorder(held, engine, KEPT_S, batch_window_s=0.01)  # type: ignore[arg-type]
     await recorder.open()
-    principal = agent_principal(servers=("files",))
-    tool = engine.bundle.catalog.tools["files__read_file"].entry
-
-    def note(count: int) -> None:
-        for i in range(count):
-            seen: list[CedarRequest] = []
-            decision = engine.decide_tool(principal, tool, {"path": f"/f{i}"}, facts(WEDNESDAY), seen=seen)
-            recorder.note(principal, decision, "tool", tool.exposed_name, WEDNESDAY, seen)
-
-    note(3)
-    for _ in range(500):  # until the first window's batch is being written
-        if appended:
-            break
-        await asyncio.sleep(0.01)
-    assert appended == [3]
+    note_reads(engine, recorder, 3)
+    await until(lambda: bool(held.appended))  # the first window's batch is being written
+    assert held.appended == [3]
     recorder._batch_window_s = 3600.0  # the next window: longer than this test
-    note(4)  # while the first batch is being written
-    released.set()
-    for _ in range(500):  # until the first batch is in
-        if recorder.status()["recorded"] == 3:
-            break
-        await asyncio.sleep(0.01)
+    note_reads(engine, recorder, 4)  # while the first batch is being written
+    held.released.set()
+    await until(lambda: recorder.status()["recorded"] == 3)
     await asyncio.sleep(0.05)  # the old writer would have taken the four by now
-    assert appended == [3] and recorder.status()["recorded"] == 3 and recorder.status()["pending"] == 4
+    assert held.appended == [3] and recorder.status()["recorded"] == 3 and recorder.status()["pending"] == 4
     await recorder.flush()
-    assert appended == [3, 4] and recorder.status()["recorded"] == 7
+    assert held.appended == [3, 4] and recorder.status()["recorded"] == 7
     await recorder.close()
 
 
@@ -188,38 +158,19 @@ async def test_a_flush_waits_for_every_batch_in_hand_and_survives_being_cancelle
                                                                                    tmp_path: Path) -> None:
     """flush() returns once everything noted before it is in, including a batch another writer took first; and
     a flush cancelled half-way loses nothing (each batch is written by a task of its own)."""
-    released = asyncio.Event()
-    appended: list[int] = []
-
-    class HeldStore:
-        def __getattr__(self, name: str) -> object:
-            return getattr(store, name)
-
-        async def append_decision_inputs(self, rows: list[DecisionInputRow]) -> None:
-            appended.append(len(rows))
-            await released.wait()
-            await store.append_decision_inputs(rows)
-
+    held = HeldStore(store)
     engine = engine_for(_cedar(tmp_path), write_catalog(tmp_path / "catalog"))
-    recorder = DecisionRecorder(HeldStore(), engine, KEPT_S, batch_window_s=3600.0)  # type: ignore[arg-type]
+    recorder = DecisionRecorder(held, engine, KEPT_S, batch_window_s=3600.0)  # type: ignore[arg-type]
     await recorder.open()
-    principal = agent_principal(servers=("files",))
-    tool = engine.bundle.catalog.tools["files__read_file"].entry
-    for i in range(5):
-        seen: list[CedarRequest] = []
-        decision = engine.decide_tool(principal, tool, {"path": f"/f{i}"}, facts(WEDNESDAY), seen=seen)
-        recorder.note(principal, decision, "tool", tool.exposed_name, WEDNESDAY, seen)
+    note_reads(engine, recorder, 5)
     first = asyncio.create_task(recorder.flush())
-    for _ in range(500):  # until the first flush has taken all five and is held writing them
-        if appended:
-            break
-        await asyncio.sleep(0.01)
-    assert appended == [5] and recorder.status()["pending"] == 0
+    await until(lambda: bool(held.appended))  # the first flush has taken all five and is held writing them
+    assert held.appended == [5] and recorder.status()["pending"] == 0
     second = asyncio.create_task(recorder.flush())  # nothing left in the queue: it waits for the batch in hand
     await asyncio.sleep(0.05)
     assert not second.done()
     first.cancel()  # the batch goes in all the same
-    released.set()
+    held.released.set()
     await second
     assert recorder.status()["recorded"] == 5 and recorder.status()["lost"] == 0
     assert len(await store.decision_inputs(DecisionInputQuery(since=0))) == 5
@@ -236,12 +187,7 @@ async def test_closing_while_flushes_are_writing_waits_for_every_batch(store: St
     engine = engine_for(_cedar(tmp_path), write_catalog(tmp_path / "catalog"))
     recorder = DecisionRecorder(store, engine, KEPT_S, batch_window_s=3600.0)
     await recorder.open()
-    principal = agent_principal(servers=("files",))
-    tool = engine.bundle.catalog.tools["files__read_file"].entry
-    for i in range(5):
-        seen: list[CedarRequest] = []
-        decision = engine.decide_tool(principal, tool, {"path": f"/f{i}"}, facts(WEDNESDAY), seen=seen)
-        recorder.note(principal, decision, "tool", tool.exposed_name, WEDNESDAY, seen)
+    note_reads(engine, recorder, 5)
     flushes = [asyncio.create_task(recorder.flush()) for _ in range(2)]
     await asyncio.sleep(0)
     await recorder.close()
@@ -331,6 +277,41 @@ async def test_recording_off_records_nothing_and_deletes_what_was_recorded(store
     assert await store.decision_inputs(DecisionInputQuery(since=0)) == []
     assert recorder.status()["enabled"] is False
     await recorder.close()
+
+
+class HeldStore:
+    """`store`, each append of decision inputs held until `released` is set; `appended`: each batch's size."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.released = asyncio.Event()
+        self.appended: list[int] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+    async def append_decision_inputs(self, rows: list[DecisionInputRow]) -> None:
+        self.appended.append(len(rows))
+        await self.released.wait()
+        await self.store.append_decision_inputs(rows)
+
+
+def note_reads(engine: PolicyEngine, recorder: DecisionRecorder, count: int) -> None:
+    """`count` decisions of one agent reading files (each its own path), noted for recording."""
+    principal = agent_principal(servers=("files",))
+    tool = engine.bundle.catalog.tools["files__read_file"].entry
+    for i in range(count):
+        seen: list[CedarRequest] = []
+        decision = engine.decide_tool(principal, tool, {"path": f"/f{i}"}, facts(WEDNESDAY), seen=seen)
+        recorder.note(principal, decision, "tool", tool.exposed_name, WEDNESDAY, seen)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    for _ in range(500):  # 5 s at most
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("waited 5 s in vain")
 
 
 def _cedar(tmp_path: Path) -> Path:
