@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from typing import Any
 import cedarpy
 import yaml
 
+from bench.callgrind import module_instructions
 from gateway.catalog import Catalog, load_catalog
 from gateway.chain.tracker import ChainTracker
 from gateway.identity.principal import Principal
@@ -122,12 +122,7 @@ OPS = ("decide", "arguments", "request", "principal", "answer", "decision", "dec
 
 def counted(calls: int, op: str) -> int:
     """Instructions callgrind counts for `calls` repetitions of `op` (counting on around the loop only)."""
-    out = subprocess.run(["valgrind", "--tool=callgrind", "--instr-atstart=no", "--callgrind-out-file=/dev/null",
-                          sys.executable, "-m", "bench.decide_instr", str(calls), "bench__echo", op],
-                         capture_output=True, text=True, check=True, cwd=REPO)
-    match = re.search(r"Collected : (\d+)", out.stderr)
-    assert match is not None, out.stderr[-2000:]
-    return int(match.group(1))
+    return module_instructions(["bench.decide_instr", str(calls), "bench__echo", op], from_start=False)
 
 
 def compare(calls: int) -> None:

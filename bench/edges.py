@@ -24,15 +24,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+from bench.callgrind import module_instructions
 
 Step = Callable[[], Awaitable[object] | object]
 
@@ -203,13 +203,7 @@ async def run(op: str, calls: int) -> None:
 
 
 def counted(op: str, calls: int) -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "cg.out"
-        subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-m",
-                        "bench.edges", "--op", op, "--calls", str(calls)], check=True, capture_output=True)
-        match = re.search(r"^(?:totals|summary): (\d+)", out.read_text(), re.M)
-        assert match is not None
-        return int(match.group(1))
+    return module_instructions(["bench.edges", "--op", op, "--calls", str(calls)])
 
 
 def compare(ops: list[str], calls: int) -> None:

@@ -33,6 +33,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python bench/instructions.py`: make the `bench` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.callgrind import dump_total
 from bench.load import LEGACY, MODERN, Target, run_phase
 from bench.run import BEFORE, FLOOR, GATEWAY, MANIFEST_ID, REPO, Proc, free_port, start_gateway, start_upstream
 from bench.run import write_gateway_files as write_files
@@ -61,14 +62,6 @@ class Counter:
         self._control("-i", "off")
         dump = max(set(self.out_dir.glob(f"cg.{self.pid}.*")) - before, key=lambda p: p.stat().st_mtime)
         self.instructions = dump_total(dump)
-
-
-def dump_total(dump: Path) -> int:
-    """The event total of one callgrind dump: its `totals:` line (a later dump's `summary:` line can be off)."""
-    for line in reversed(dump.read_text(errors="replace").splitlines()):
-        if line.startswith("totals:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no total in {dump}")
 
 
 def under_callgrind(cmd: list[str], out_dir: Path) -> list[str]:

@@ -13,15 +13,13 @@ the gateway's side, independent of the machine's load:
 from __future__ import annotations
 
 import argparse
-import re
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import orjson
 
+from bench.callgrind import module_instructions
 from gateway.protocol.eras import MODERN_ERA
 from gateway.upstream.base import CallContext, modern_params
 from gateway.upstream.http1 import Http1Client, header_lines, origin_of
@@ -79,14 +77,7 @@ async def run_lean(url: str, calls: int) -> None:
 
 
 def counted(client: str, calls: int, port: int) -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "cg.out"
-        subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-m",
-                        "bench.upstream_hop", "--client", client, "--calls", str(calls), "--port", str(port)],
-                       check=True, capture_output=True)
-        match = re.search(r"^(?:totals|summary): (\d+)", out.read_text(), re.M)
-        assert match is not None
-        return int(match.group(1))
+    return module_instructions(["bench.upstream_hop", "--client", client, "--calls", str(calls), "--port", str(port)])
 
 
 def compare(calls: int) -> None:
