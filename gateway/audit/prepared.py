@@ -141,8 +141,7 @@ def _shaped(event: AuditEvent, shape: RecordShape, at: float, digests: Callable[
     return PreparedRecord(
         columns, b"".join((shape.head, digest_json, b',"at":', orjson.dumps(at), shape.decided, decision_json,
                            shape.tail)),
-        b',"preview":' + (b"null" if preview_json is None else preview_json) + b',"seq":',
-        b"".join((shape.after, trace_json, b"}")))
+        _middle(preview_json), b"".join((shape.after, trace_json, b"}")))
 
 
 def _normalized(record: dict[str, Any], digests: Callable[[str], str] | None) -> PreparedRecord:
@@ -164,5 +163,9 @@ def _normalized(record: dict[str, Any], digests: Callable[[str], str] | None) ->
 def _spliced(columns: tuple[StoredValue, ...], before: bytes, after: bytes, preview: bytes | None) -> PreparedRecord:
     """The record with these columns whose hashed text is the serialized `before` object, prev_hash, the
     serialized preview, seq, and the serialized `after` object."""
-    return PreparedRecord(columns, before[:-1] + b',"prev_hash":',
-                          b',"preview":' + (b"null" if preview is None else preview) + b',"seq":', b"," + after[1:])
+    return PreparedRecord(columns, before[:-1] + b',"prev_hash":', _middle(preview), b"," + after[1:])
+
+
+def _middle(preview: bytes | None) -> bytes:
+    """The hashed text between prev_hash and seq: the serialized preview."""
+    return b',"preview":' + (b"null" if preview is None else preview) + b',"seq":'

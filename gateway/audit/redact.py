@@ -59,17 +59,10 @@ def redacted_preview(
     count = len(arguments)
     budget = max(MIN_VALUE_CHARS, max_chars // max(1, min(count, MAX_KEYS)))
     preview: dict[str, Any] = {}
-    items = arguments.items()
-    for key, value in items if count <= MAX_KEYS else itertools.islice(items, MAX_KEYS):
+    for key, value in itertools.islice(arguments.items(), MAX_KEYS):
         text = key if type(key) is str else str(key)
         name = text if len(text) <= MAX_KEY_CHARS else _short(text, MAX_KEY_CHARS)
-        if redact_all or is_sensitive_key(text):
-            preview[name] = REDACTED
-        elif type(value) is str:  # _preview_value's first case, without a call per argument
-            preview[name] = (REDACTED if looks_like_credential(value) else value if len(value) <= budget
-                             else _short(value, budget))
-        else:
-            preview[name] = _preview_value(value, budget)
+        preview[name] = REDACTED if redact_all or is_sensitive_key(text) else _preview_value(value, budget)
     if count > MAX_KEYS:
         preview["..."] = f"{count - MAX_KEYS} more keys"
     return preview

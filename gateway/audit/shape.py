@@ -44,7 +44,7 @@ class RecordShape:
 
 def record_shape(kind: str, action: str, actor: str, agent_id: str | None, owner: str | None,
                  task_id: str | None, tool: str | None, decision: str | None, policy_ids: tuple[str, ...],
-                 detail: dict[str, Any]) -> RecordShape | None:
+                 detail: Mapping[str, Any]) -> RecordShape | None:
     """The shape of records with these values (`detail` copied, read-only); None when they are not plain
     (not exactly str, not plain JSON, or with NUL): such records are serialized in full each time."""
     texts = (kind, action, actor, agent_id, owner, task_id, tool, decision)

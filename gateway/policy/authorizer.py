@@ -75,7 +75,7 @@ class Authorizer:
             self.on_evaluated(decision, time.perf_counter() - started)
         event, durable = self.tool_event(decision, principal, tool, arguments, facts, seen, trace_id, approval_id)
         if durable:
-            await self.record(event, durable)
+            await self._record_durable(event)
         else:  # what record() does for it, without a coroutine per call: enqueueing never waits
             self.audit.record(event)
         self.log_decision(decision, principal, "tool", tool.exposed_name)
@@ -193,13 +193,16 @@ class Authorizer:
         event = self.event(decision, principal, facts, tool, None)
         shape = shapes[key] = record_shape(event.kind, event.action, event.actor, event.agent_id, event.owner,
                                            event.task_id, event.tool, event.decision, decision.policy_ids,
-                                           dict(event.detail))
+                                           event.detail)  # (copied there)
         return shape
 
     async def record(self, event: AuditEvent, durable: bool) -> None:
-        if not durable:
+        if durable:
+            await self._record_durable(event)
+        else:
             self.audit.record(event)
-            return
+
+    async def _record_durable(self, event: AuditEvent) -> None:
         try:
             await self.audit.record_durable(event)
         except AuditUnavailable:

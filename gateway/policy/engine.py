@@ -496,10 +496,7 @@ class PolicyEngine:
         if request.facts is not None:
             context = self._contexts.build(True, request.facts, request.granted, request.cedar_input,
                                            request.input_whole)
-        cedar = request.cedar
-        return {"kind": request.kind, "target": request.target, "principal": cedar["principal"],
-                "action": cedar["action"], "resource": cedar["resource"], "entities": request.entities,
-                "context": context}
+        return _recorded(request, context)
 
     def recorded_json(self, request: CedarRequest) -> dict[str, Any]:
         """recorded_input with its context serialized already (an orjson.Fragment holding the bytes orjson.dumps
@@ -509,10 +506,7 @@ class PolicyEngine:
             context = orjson.dumps(request.context)
         else:
             context = self._contexts.whole_json(request.facts, request.granted, request.cedar_input)
-        cedar = request.cedar
-        return {"kind": request.kind, "target": request.target, "principal": cedar["principal"],
-                "action": cedar["action"], "resource": cedar["resource"], "entities": request.entities,
-                "context": orjson.Fragment(context)}
+        return _recorded(request, orjson.Fragment(context))
 
     def redecide(self, recorded: Mapping[str, Any]) -> Decision:
         """Decide a recorded input (recorded_input) again with the policies in force, at its recorded time
@@ -1070,6 +1064,14 @@ def _freshly_signed_in(context: dict[str, Any], auth_time: int, acr: str) -> dic
     if "acr" in fresh and acr:
         fresh["acr"] = acr
     return {**context, "user": fresh}
+
+
+def _recorded(request: CedarRequest, context: object) -> dict[str, Any]:
+    """A recorded input with `context` (a dict, or its JSON as an orjson.Fragment): PolicyEngine.recorded_input."""
+    cedar = request.cedar
+    return {"kind": request.kind, "target": request.target, "principal": cedar["principal"],
+            "action": cedar["action"], "resource": cedar["resource"], "entities": request.entities,
+            "context": context}
 
 
 def new_decision_id() -> str:
