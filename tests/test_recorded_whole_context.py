@@ -12,8 +12,9 @@ import pytest
 
 from gateway.catalog.model import Catalog
 from gateway.identity.user import UserIdentity
-from gateway.policy.context import RequestFacts
+from gateway.policy.context import ContextBuilder, RequestFacts
 from gateway.policy.engine import CedarRequest, PolicyEngine
+from gateway.policy.hours import WorkingHours
 from gateway.policy.recorded import InputCipher
 from gateway.policy.recorder import DecisionRecorder, Noted
 from gateway.tasks.gate import chain_facts
@@ -92,3 +93,14 @@ def test_the_recorder_seals_what_recorded_input_holds_and_replay_decides_it_alik
         again = policies.redecide(opened)
         assert (again.outcome, again.policy_ids, again.reason) == (decision.outcome, decision.policy_ids,
                                                                    decision.reason)
+
+
+def test_serializing_an_earlier_calls_context_leaves_the_live_request_facts_kept() -> None:
+    """The recorder serializes contexts of calls made earlier (another second) on the loop, between live calls:
+    that must not push the live calls' shared request facts out, nor give it other bytes than they have."""
+    builder = ContextBuilder(WorkingHours())
+    live, earlier = RequestFacts(now=WEDNESDAY + 3, era="2025-11-25", client="bench"), FACTS[0]
+    shared = builder.request_facts(live)
+    whole = builder.whole_json(earlier, False)
+    assert builder.request_facts(live) is shared
+    assert orjson.loads(whole)["request"] == builder.request_facts(earlier) == {**shared, "time": int(WEDNESDAY)}

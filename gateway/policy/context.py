@@ -73,14 +73,15 @@ class ContextBuilder:
         self.working_hours = working_hours
         # The request facts of the last (second, era, client, override) asked for: calls in the same
         # second share them. One tuple, replaced whole, so a concurrent reader sees a consistent pair.
-        self._last_request: tuple[tuple[int, str, str, bool | None], dict[str, Any]] | None = None
+        self._last_request: tuple[_RequestKey, dict[str, Any]] | None = None
         # A plan per read set object (one per bundle, or a few: scoped.py gives each kind of tool its own),
         # by id, least recently used first; each entry holds its read set, so the id is not reused while it is
         # here. At most PLANS_KEPT, and SHAPE_BYTES_KEPT of remembered contexts across all of them.
         self._plans: OrderedDict[int, tuple[ContextReads, _Plan | None]] = OrderedDict()
         self.shape_bytes = 0  # the JSON bytes of the contexts all plans remember (approximate under threads)
-        # whole_json's: the JSON of the last request facts (the dict request_facts shares), replaced whole.
-        self._last_request_json: tuple[dict[str, Any], bytes] | None = None
+        # whole_json's own last request facts, as JSON: the recorder's (an earlier second, written on the loop
+        # between calls) must not push the live calls' out of _last_request.
+        self._last_request_json: tuple[_RequestKey, bytes] | None = None
 
     def full(self, facts: RequestFacts, approved: bool) -> dict[str, Any]:
         """Every section but `input` (listing prunes this itself)."""
@@ -183,10 +184,10 @@ class ContextBuilder:
         request path, per decision). The sections that are one of a few (approval, no task, no user, no chain,
         the request facts of the second) come serialized already; the others are serialized as build() makes
         them."""
-        request = self.request_facts(facts)
+        key = _request_key(facts)
         last = self._last_request_json
-        if last is None or last[0] is not request:
-            last = self._last_request_json = (request, orjson.dumps(request))
+        if last is None or last[0] != key:
+            last = self._last_request_json = (key, orjson.dumps(self._request_section(key)))
         parts = [b'{"request":', last[1], b',"approval":', _APPROVAL_JSON[bool(approved)],
                  b',"task":', _NO_TASK_JSON if facts.task is None else orjson.dumps(task_context(facts)),
                  b',"chain":', _NO_CHAIN_JSON if not facts.chain else orjson.dumps(_chain_whole(facts.chain)),
@@ -198,23 +199,29 @@ class ContextBuilder:
 
     def request_facts(self, facts: RequestFacts) -> dict[str, Any]:
         """context.request; shared between calls, never to be modified."""
-        key = (int(facts.now), facts.era, facts.client, facts.working_hours)
+        key = _request_key(facts)
         last = self._last_request
         if last is not None and last[0] == key:
             return last[1]
-        # Working hours start and end on whole minutes, so the local clock truncated to the second
-        # gives the same hour, weekday and in-hours answer as the exact one.
-        local = self.working_hours.local(float(key[0]))
-        value = {
-            "time": key[0],
-            "hour": local.hour,
-            "weekday": local.weekday,
-            "working_hours": local.working_hours if facts.working_hours is None else facts.working_hours,
-            "era": facts.era,
-            "client": nfc(facts.client),
-        }
+        value = self._request_section(key)
         self._last_request = (key, value)
         return value
+
+    def _request_section(self, key: _RequestKey) -> dict[str, Any]:
+        now, era, client, working_hours = key
+        # Working hours start and end on whole minutes, so the local clock truncated to the second
+        # gives the same hour, weekday and in-hours answer as the exact one.
+        local = self.working_hours.local(float(now))
+        return {"time": now, "hour": local.hour, "weekday": local.weekday,
+                "working_hours": local.working_hours if working_hours is None else working_hours,
+                "era": era, "client": nfc(client)}
+
+
+_RequestKey = tuple[int, str, str, bool | None]  # what context.request is made of: second, era, client, in hours
+
+
+def _request_key(facts: RequestFacts) -> _RequestKey:
+    return (int(facts.now), facts.era, facts.client, facts.working_hours)
 
 
 class _Plan:
