@@ -58,7 +58,7 @@ def _twin_can_make(cls: object) -> bool:
         return False
     fields = dataclasses.fields(cls)
     return bool(params.frozen and params.init and "__slots__" in cls.__dict__ and not hasattr(cls, "__post_init__")
-                and fields and all(f.init for f in fields) and cls.__bases__ == (object,)
+                and fields and all(f.init and not f.kw_only for f in fields) and cls.__bases__ == (object,)
                 and cls.__new__ is object.__new__ and _generated_init(cls))
 
 

@@ -88,7 +88,12 @@ def test_only_frozen_slots_dataclasses_set_by_init_are_made_so() -> None:
     class Sub(Base):  # a base's layout: not the twin's
         b: int
 
-    for cls in (Settable, NoSlots, Checked, Derived, OwnInit, OwnNew, Sub, int):  # their own constructor, as it is
+    @dataclass(frozen=True, slots=True)
+    class KeywordOnly:  # the twin would take b by position, where the class refuses it
+        a: int
+        b: int = dataclasses.field(default=0, kw_only=True)
+
+    for cls in (Settable, NoSlots, Checked, Derived, OwnInit, OwnNew, Sub, KeywordOnly, int):  # their own constructor
         assert maker(cls) is cls
     for frozen in (Decision, Principal, RequestFacts):  # the twin on this Python, for the three made per call
         assert maker(frozen) is not frozen
