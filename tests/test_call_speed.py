@@ -21,7 +21,8 @@ from gateway.store import open_store
 from gateway.telemetry import Telemetry
 from gateway.telemetry.setup import MAX_SERIES
 from gateway.transport import endpoint
-from gateway.transport.endpoint import HeaderNames, names_repeat
+from gateway.transport.endpoint import HeaderNames, decoded_headers
+from gateway.transport.envelope import names_repeat
 from gateway.transport.param_headers import check_param_headers, declares_param_headers
 
 T0 = 1_767_225_600.0
@@ -153,10 +154,15 @@ def test_the_depth_limit_holds_with_the_bracket_count_shortcut(levels: int, fill
     ([b"host", b"mcp-method", b"mcp-name"], False),
     ([b"host", b"mcp-method", b"mcp-method"], True),  # the duplicate checks run and find it
     ([b"host", b"mcp-param-q", b"MCP-Param-Q"], True),  # equal once lowercased
-    ([b"host", b"mcp-param-\xc0", b"mcp-param-\xe0"], True),  # not ASCII: left to the checks' own lowercasing
+    ([b"host", b"mcp-param-\xc0", b"mcp-param-\xe0"], True),  # one name once lowercased as latin-1, as the checks do
+    ([b"host", b"mcp-param-\xc0", b"mcp-param-\xc1"], False),
+    ([b"Mcp-Name", b"mcp-name"], True),  # a server that did not lowercase: still one name
 ])
 def test_header_names_that_could_repeat_are_left_to_the_duplicate_checks(names: list[bytes], repeat: bool) -> None:
-    assert names_repeat([(name, b"v") for name in names]) is repeat
+    raw = [(name, b"v") for name in names]
+    assert names_repeat(decoded_headers(raw), raw) is repeat
+    lowered = [name.decode("latin-1").lower() for name in names]  # how the duplicate checks compare names
+    assert repeat is (len(set(lowered)) != len(lowered))
 
 
 async def test_a_2026_request_is_watched_for_a_disconnect_only_once_it_has_run_a_while(
@@ -192,6 +198,7 @@ def test_header_names_are_decoded_as_latin_1_and_only_the_known_ones_kept() -> N
     assert known[b"host"] == "host" and known[b"mcp-session-id"] == "mcp-session-id"
     made_up = [b"x-%d-\xe9" % index for index in range(1000)]
     assert [names[raw] for raw in made_up[:2]] == ["x-0-\xe9", "x-1-\xe9"]
+    assert names[b"X-Custom-\xc9"] == "x-custom-\xe9"  # lowercased as latin-1 text, as the duplicate checks do
     for raw in made_up:
         names[raw]
     assert dict(names) == known  # made-up names are decoded, never kept

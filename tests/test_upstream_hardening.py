@@ -26,6 +26,7 @@ from mcp_types import SERVER_INFO_META_KEY, CreateMessageRequestParams, CreateMe
 from gateway.catalog.loader import CatalogError, load_catalog
 from gateway.config import ConfigError, settings_from_mapping
 from gateway.protocol.errors import UPSTREAM_ERROR
+from gateway.upstream.base import without_server_info
 from gateway.upstream.child_process import BASE_ENV_NAMES, LOCALE_PREFIX
 from gateway.upstream.reply_limit import HEAD_BYTES, TAIL_BYTES, OversizedLine, capped_lines, sniff_message
 from tests.support.clients import ERAS, mcp_client
@@ -320,6 +321,18 @@ async def test_relayed_results_do_not_carry_the_upstreams_server_info(gw: Gatewa
         meta = result.meta or {}
         assert SERVER_INFO_META_KEY not in meta, meta
         assert "behaviour" not in json.dumps(meta)
+
+
+def test_the_server_info_stamp_is_dropped_from_a_copy_and_the_rest_of_the_meta_kept() -> None:
+    stamp = {SERVER_INFO_META_KEY: {"name": "behaviour", "version": "1"}}
+    only = {"jsonrpc": "2.0", "id": 1, "result": {"content": [], "_meta": dict(stamp)}}
+    mixed = {"jsonrpc": "2.0", "id": 2, "result": {"content": [], "_meta": {**stamp, "trace": "t"}}}
+    before = json.dumps([only, mixed])
+    assert without_server_info(only) == {"jsonrpc": "2.0", "id": 1, "result": {"content": []}}
+    assert without_server_info(mixed) == {"jsonrpc": "2.0", "id": 2, "result": {"content": [], "_meta": {"trace": "t"}}}
+    assert json.dumps([only, mixed]) == before  # the replies as the upstream client has them are left as they were
+    plain = {"jsonrpc": "2.0", "id": 3, "result": {"content": [], "_meta": {"trace": "t"}}}
+    assert without_server_info(plain) is plain
 
 
 # Children die with the gateway ------------------------------------------------------------------------

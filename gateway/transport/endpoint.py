@@ -47,6 +47,7 @@ from gateway.protocol.jsonrpc import Message, parse_message
 from gateway.protocol.sse import PING_FRAME, SSE_HEADERS
 from gateway.state.sessions import AgentSessions
 from gateway.telemetry import RequestSpan, Telemetry
+from gateway.transport.envelope import duplicated_param_header, names_repeat, plainly_agrees
 from gateway.transport.listen import ListenHub, requested_uris
 from gateway.transport.origin import OriginPolicy
 from gateway.transport.param_headers import check_param_headers
@@ -90,10 +91,20 @@ class HeaderNames(dict[bytes, str]):
         super().__init__((name.encode("latin-1"), name) for name in known)
 
     def __missing__(self, raw: bytes) -> str:
-        return raw.decode("latin-1")
+        # Lowercased as the duplicate checks lowercase (an ASGI server sends names lowercased, but only ASCII):
+        # two names that are one to them are one key here (gateway.transport.envelope.names_repeat).
+        return raw.decode("latin-1").lower()
 
 
 HEADER_NAMES = HeaderNames()
+
+
+def decoded_headers(raw_headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """A request's headers by name, one value each (the last). Optional whitespace around a field value is not
+    part of it (RFC 9110 5.5). Names come from HEADER_NAMES (the same few on every request); values are decoded
+    afresh (they hold tokens)."""
+    names = HEADER_NAMES
+    return {names[k]: v.decode("latin-1").strip() for k, v in raw_headers}
 
 
 class McpEndpoint:
@@ -122,10 +133,7 @@ class McpEndpoint:
             await send_json_error(send, 503, None, RpcError(SHUTTING_DOWN, "The gateway is shutting down; "
                                                             "retry once it is back"))
             return
-        # Optional whitespace around a field value is not part of it (RFC 9110 5.5). Names come decoded from
-        # HEADER_NAMES (the same few on every request); values are decoded afresh (they hold tokens).
-        names = HEADER_NAMES
-        headers = {names[k]: v.decode("latin-1").strip() for k, v in scope["headers"]}
+        headers = decoded_headers(scope["headers"])
         if not self.origins.host_ok(headers.get("host")):
             await send_bytes(send, 421, b"Invalid Host header", "text/plain")
             return
@@ -320,14 +328,15 @@ class McpEndpoint:
     def modern_rejection(
         self, scope: Scope, headers: dict[str, str], message: Message
     ) -> InboundLadderRejection | None:
-        if names_repeat(scope["headers"]):
+        if names_repeat(headers, scope["headers"]):
             raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
             duplicated = find_duplicated_routing_header(raw_headers) or duplicated_param_header(raw_headers)
             if duplicated is not None:
                 return InboundLadderRejection(HEADER_MISMATCH, f"{duplicated} header appears more than once")
-        verdict = classify_inbound_request(message.body, headers=headers)
-        if isinstance(verdict, InboundLadderRejection):
-            return verdict
+        if not plainly_agrees(message.body, headers):
+            verdict = classify_inbound_request(message.body, headers=headers)
+            if isinstance(verdict, InboundLadderRejection):
+                return verdict
         if message.method == "tools/call":
             params = message.params or {}
             view = self.methods.pool.directory.tools.get(params.get("name", ""))
@@ -489,26 +498,6 @@ async def read_body(receive: Receive, headers: dict[str, str], limit: int) -> by
         if not message.get("more_body", False):
             break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def names_repeat(headers: list[tuple[bytes, bytes]]) -> bool:
-    """Whether two header names could be the same name: equal once lowercased, or not ASCII (where only
-    the duplicate checks' own lowercasing can tell). False means no header of any kind was sent twice."""
-    names = [name for name, _ in headers]
-    return len({name.lower() for name in names}) != len(names) or not b"".join(names).isascii()
-
-
-def duplicated_param_header(raw_headers: list[tuple[str, str]]) -> str | None:
-    """An Mcp-Param-* header sent more than once: the checked copy and the one an intermediary reads
-    could differ, and `headers` (one value per name) has already kept only the last."""
-    seen: set[str] = set()
-    for name, _ in raw_headers:
-        key = name.lower()
-        if key.startswith("mcp-param-"):
-            if key in seen:
-                return key
-            seen.add(key)
-    return None
 
 
 def is_modern(headers: dict[str, str], message: Message) -> bool:

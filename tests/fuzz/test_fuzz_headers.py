@@ -20,6 +20,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 from mcp.shared.inbound import (
+    InboundLadderRejection,
+    classify_inbound_request,
     decode_header_value,
     encode_header_value,
     find_invalid_x_mcp_header,
@@ -29,6 +31,8 @@ from mcp.shared.inbound import (
 )
 
 from gateway.policy.canonical import canonicalize
+from gateway.transport.endpoint import decoded_headers
+from gateway.transport.envelope import names_repeat, plainly_agrees
 from tests.conformance.runner import conformance_gateway
 from tests.fixtures.conformance_server import HEADER_TOOL_SCHEMA
 from tests.fuzz.budget import fuzz_settings
@@ -93,6 +97,80 @@ def test_what_the_gateway_mirrors_upstream_passes_the_upstreams_check(
     canonical = canonicalize(arguments, schema)  # the gateway forwards canonical arguments
     sent = mcp_param_headers(x_mcp_header_map(schema), canonical)
     assert validate_mcp_param_headers(schema, canonical, {k.lower(): v for k, v in sent.items()}) is None
+
+
+# The shortcuts before the SDK's ladder ---------------------------------------------------------------
+
+VERSIONS = st.sampled_from(["2026-07-28", "2025-11-25", "2026-07-28 ", ""])
+SOME_VALUES = st.one_of(st.none(), st.integers(-1, 1), st.lists(st.text(max_size=2), max_size=1), JSON_VALUES)
+METHODS = st.sampled_from(["tools/call", "prompts/get", "resources/read", "tools/list", "ping"])
+NAMES = st.one_of(st.sampled_from(["echo", "file:///a", "=?base64?ZWNobw==?=", " echo", "=?x"]), st.text(max_size=6))
+
+
+@st.composite
+def enveloped_requests(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, str]]:
+    """A 2026-07-28 request body and its headers, mostly agreeing, with each part now and then wrong or missing."""
+    def sometimes(right: Any, wrong: st.SearchStrategy[Any]) -> Any:
+        return right if draw(st.integers(0, 4)) else draw(wrong)
+    version, method, name = draw(VERSIONS), draw(METHODS), draw(NAMES)
+    meta: dict[str, Any] = {"io.modelcontextprotocol/protocolVersion": sometimes(version, SOME_VALUES),
+                            "io.modelcontextprotocol/clientCapabilities": {}}
+    if not draw(st.integers(0, 6)):
+        del meta[draw(st.sampled_from(sorted(meta)))]
+    params: dict[str, Any] = {"_meta": sometimes(meta, SOME_VALUES)}
+    key = "uri" if method == "resources/read" else "name"
+    params[key] = sometimes(name, SOME_VALUES)
+    body = {"jsonrpc": "2.0", "id": 1, "method": sometimes(method, st.one_of(METHODS, SOME_VALUES)),
+            "params": sometimes(params, SOME_VALUES)}
+    headers = {"mcp-protocol-version": sometimes(version, st.one_of(VERSIONS, st.text(max_size=3))),
+               "mcp-method": sometimes(method, st.one_of(METHODS, st.text(max_size=3))),
+               "mcp-name": sometimes(draw(st.sampled_from([name, encode_header_value(name)])), NAMES)}
+    for header in draw(st.sets(st.sampled_from(sorted(headers)), max_size=1)):
+        del headers[header]
+    return body, headers
+
+
+@fuzz_settings(600)
+@given(enveloped_requests())
+@example(({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+    "name": "echo", "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                              "io.modelcontextprotocol/clientCapabilities": {}}}},
+          {"mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call", "mcp-name": "echo"}))
+@example(({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {  # a name only the ladder's decoding reads
+    "name": "=?base64?ZWNobw==?=", "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                                             "io.modelcontextprotocol/clientCapabilities": {}}}},
+          {"mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call", "mcp-name": "=?base64?ZWNobw==?="}))
+def test_the_envelope_shortcut_lets_past_only_what_the_sdks_ladder_accepts(
+    case: tuple[dict[str, Any], dict[str, str]],
+) -> None:
+    body, headers = case
+    if plainly_agrees(body, headers):
+        assert not isinstance(classify_inbound_request(body, headers=headers), InboundLadderRejection)
+
+
+def test_the_envelope_shortcut_takes_the_plain_request_and_leaves_a_wrapped_name_to_the_ladder() -> None:
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
+    headers = {"mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call", "mcp-name": "echo"}
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "_meta": meta}}
+    assert plainly_agrees(body, headers)
+    assert plainly_agrees({**body, "method": "tools/list", "params": {"_meta": meta}},
+                          {**headers, "mcp-method": "tools/list"})
+    wrapped = {**body, "params": {"name": "=?base64?ZWNobw==?=", "_meta": meta}}
+    assert not plainly_agrees(wrapped, {**headers, "mcp-name": "=?base64?ZWNobw==?="})  # the ladder decodes it
+    assert not plainly_agrees(body, {**headers, "mcp-protocol-version": "2025-11-25"})
+    assert not plainly_agrees(body, {k: v for k, v in headers.items() if k != "mcp-name"})
+
+
+RAW_NAMES = st.lists(st.sampled_from([b"host", b"Host", b"mcp-name", b"Mcp-Name", b"mcp-param-\xc0", b"mcp-param-\xe0",
+                                      b"mcp-param-\xd7", b"x-\xdf", b"accept"]), max_size=6)
+
+
+@fuzz_settings(300)
+@given(RAW_NAMES)
+def test_header_names_repeat_exactly_when_the_duplicate_checks_could_find_one(names: list[bytes]) -> None:
+    raw = [(name, b"v") for name in names]
+    lowered = [name.decode("latin-1").lower() for name in names]  # how the duplicate checks compare names
+    assert names_repeat(decoded_headers(raw), raw) is (len(set(lowered)) != len(lowered))
 
 
 # Through a real gateway --------------------------------------------------------------------------
