@@ -47,6 +47,7 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -642,10 +643,25 @@ def target_line(plan: Plan, sides: dict[str, Side]) -> str | None:
         f_cpu = floor.cpu_ms_per_call.get(PROXY) if floor else None
         g_cpu = gateway.cpu_ms_per_call.get(PROXY) if gateway else None
         if f_cpu and g_cpu:
-            parts.append(f"{era} {g_cpu:.3f}/{f_cpu:.3f} ms = {g_cpu / f_cpu:.2f}x")
+            part = f"{era} {g_cpu:.3f}/{f_cpu:.3f} ms = {g_cpu / f_cpu:.2f}x"
+            paired = paired_ratios(sides[FLOOR], sides[GATEWAY], era)
+            if len(paired) > 1:
+                part += (f" (rounds paired: {', '.join(f'{r:.2f}x' for r in paired)}; median "
+                         f"{statistics.median(paired):.2f}x, {sum(r <= TARGET_RATIO for r in paired)} of {len(paired)} "
+                         f"<= {TARGET_RATIO}x)")
+            parts.append(part)
     if not parts:
         return None
     return f"gateway CPU per tools/call vs the floor, {TARGET_PHASE} (aim <= {TARGET_RATIO}x): " + "; ".join(parts)
+
+
+def paired_ratios(floor: Side, gateway: Side, era: str) -> list[float]:
+    """The gateway's CPU per call over the floor's, round by round at TARGET_PHASE: rounds run interleaved, so
+    round k of each side met the same machine. The least-CPU rounds (Side.phase) may come from different
+    moments; these show how far a single round's ratio moves on a shared machine."""
+    def cpu(side: Side) -> list[float]:
+        return [p.cpu_ms_per_call.get(PROXY, 0.0) for p in side.phases if p.name == TARGET_PHASE and p.era == era]
+    return [g / f for f, g in zip(cpu(floor), cpu(gateway), strict=False) if f > 0 and g > 0]
 
 
 def fleet_lines(plan: Plan, sides: dict[str, Side]) -> list[str]:
