@@ -84,8 +84,8 @@ KNOWN_HEADER_NAMES = (
 
 class HeaderNames(dict[bytes, str]):
     """Raw header name -> the name as a str, for the known names (a lookup costs a fifth of decoding); any other
-    name is decoded each time and never kept, so names made up before the Host check and authentication cannot
-    fill it."""
+    name is decoded and lowercased each time and never kept, so names made up before the Host check and
+    authentication cannot fill it."""
 
     def __init__(self, known: tuple[str, ...] = KNOWN_HEADER_NAMES) -> None:
         super().__init__((name.encode("latin-1"), name) for name in known)

@@ -4,8 +4,9 @@ The SDK's ladder (`mcp.shared.inbound.classify_inbound_request`) decides whether
 envelope and its mirrored headers agree; it is the one source of every rejection and its wording. Most
 requests agree plainly (a string version the gateway serves, in the header too; the method and the name
 in their headers as they are in the body), and proving that takes a few dict reads: `plainly_agrees` is
-True only then, and anything else goes to the ladder. Likewise `names_repeat` tells from the header dict's
-size alone that no header name was sent twice, so the duplicate checks run only when one may have been.
+True only then, and anything else goes to the ladder. Likewise `names_repeat` tells, by comparing the header
+dict's size with the raw header list's, that no header name was sent twice, so the duplicate checks run only
+when one may have been.
 """
 
 from __future__ import annotations
