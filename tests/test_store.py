@@ -12,6 +12,7 @@ import pytest
 from gateway.registry.model import Agent, Entitlement, Lifecycle, LifecycleEvent, WorkloadIdentity
 from gateway.store import SchemaTooNew, Store, StoreError, UnsupportedStoreUrl, open_store, postgres_schema
 from gateway.store.base import VaultLeaseRecord
+from gateway.store.sqlite import PAGE_SIZE
 from gateway.store.sqlite_schema import LATEST_VERSION, MIGRATIONS, split_statements
 from tests.support.state import T0
 from tests.support.store_backends import BACKENDS, StoreBackend, store_backend
@@ -78,6 +79,30 @@ async def test_database_is_in_wal_mode(tmp_path: Path) -> None:
     await store.close()
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_a_new_database_gets_large_pages_and_an_existing_one_keeps_its_own(tmp_path: Path) -> None:
+    """16 KiB pages for a file the store creates (fewer WAL frames a commit); a file made before keeps its 4 KiB
+    pages, opens, migrates and takes writes as it did."""
+    new, old = tmp_path / "new.db", tmp_path / "old.db"
+    with sqlite3.connect(old) as conn:
+        conn.execute("PRAGMA page_size = 4096")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("CREATE TABLE made_before (x INTEGER)")
+    for db in (new, old):
+        store = open_store(f"sqlite:///{db}")
+        await store.migrate()
+        await store.save_agent(make_agent())
+        await store.close()
+    with sqlite3.connect(new) as conn:
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE == 16384
+    with sqlite3.connect(old) as conn:
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    for db in (new, old):
+        store = open_store(f"sqlite:///{db}")
+        assert [agent.id for agent in await store.list_agents()] == ["bot-a"]
+        await store.close()
 
 
 async def test_reopening_keeps_agents_and_events(backend: StoreBackend) -> None:

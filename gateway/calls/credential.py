@@ -6,6 +6,7 @@ from __future__ import annotations
 from gateway.calls.call import Arguments, ToolCall
 from gateway.catalog.model import HttpTransport
 from gateway.credentials.upstream_auth import UpstreamAuth
+from gateway.per_turn import PerTurn
 from gateway.policy.engine import Decision
 from gateway.random_draws import TRANSACTION_ID
 from gateway.telemetry import Telemetry
@@ -18,6 +19,7 @@ class Credential:
         self.auth = auth
         self.pool = pool
         self.telemetry = telemetry
+        self.signing = PerTurn()  # the tokens asked for in one turn of the loop, signed back to back
 
     async def __call__(self, call: ToolCall, decision: Decision, arguments: Arguments) -> dict[str, str] | None:
         server = self.pool.catalog.servers[call.entry.server_id]
@@ -27,8 +29,8 @@ class Credential:
         txn = call.request.trace_id or TRANSACTION_ID.take()  # no trace: 128 random bits (secrets.token_hex(16))
         digest = decision.args_digest or argument_digest(arguments)
         if server.credentials.mode == "gateway-token" and not self.telemetry.tracing_enabled:
-            # Nothing to wait for and no span to open: the token alone.
-            return self.auth.token_headers(server.credentials, principal, call.entry.name, digest,
-                                           principal.task_id, txn)
+            # Nothing to wait for and no span to open: the token alone, signed with the turn's others (per_turn.py).
+            return await self.signing.run(self.auth.token_headers, server.credentials, principal, call.entry.name,
+                                          digest, principal.task_id, txn)
         with self.telemetry.stage("mint"):
             return await self.auth.for_call(server, principal, call.entry.name, digest, principal.task_id, txn)
