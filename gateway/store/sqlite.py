@@ -229,9 +229,9 @@ def _connect(path: str) -> sqlite3.Connection:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves; check_same_thread=False because
         # the connection is made here but used only by the worker thread afterwards.
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
-        # A new file only (an existing one keeps its pages): 16 KiB pages carry a commit of the writers' batches
-        # (~3 KB a call) in a quarter of the 4 KiB frames, each of which SQLite writes to the WAL, and copies back
-        # at a checkpoint, with system calls of its own (docs/performance-cuts.md, "Sixth pass").
+        # A new file only (an existing one keeps its pages). The writers' batches (~3 KB a call) go to the WAL a
+        # frame per page, and back at a checkpoint, each with system calls of its own: 16 KiB pages made a third
+        # of the 4 KiB pages' writes (docs/performance-cuts.md, "Sixth pass").
         conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
         conn.execute("PRAGMA journal_mode = WAL")
         # FULL, not NORMAL: a suspension lost to a power cut would silently re-activate an agent.
