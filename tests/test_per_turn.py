@@ -61,6 +61,74 @@ async def test_an_error_reaches_only_its_own_caller() -> None:
     assert isinstance(outcomes[1], ValueError) and str(outcomes[1]) == "no key for 1"
 
 
+async def test_whatever_the_work_raises_reaches_its_caller_and_the_rest_of_the_turn_goes_on() -> None:
+    """A StopIteration (which a future refuses) as a RuntimeError, a BaseException such as CancelledError as it is:
+    either way the callers after it in the turn get their own results, none is left waiting."""
+    per_turn = PerTurn()
+
+    def work(n: int) -> int:
+        if n == 1:
+            raise StopIteration("out of items")
+        if n == 3:
+            raise asyncio.CancelledError("the work gave up")
+        return n
+
+    outcomes = await asyncio.gather(*(per_turn.run(work, n) for n in range(5)), return_exceptions=True)
+    assert outcomes[0] == 0 and outcomes[2] == 2 and outcomes[4] == 4
+    assert isinstance(outcomes[1], RuntimeError) and isinstance(outcomes[1].__cause__, StopIteration)
+    assert isinstance(outcomes[3], asyncio.CancelledError)
+
+
+def test_a_stop_of_the_process_cancels_the_callers_left_in_the_turn() -> None:
+    per_turn = PerTurn()
+    seen: dict[int, object] = {}
+
+    def work(n: int) -> int:
+        if n == 1:
+            raise KeyboardInterrupt
+        return n
+
+    async def caller(n: int) -> None:
+        try:
+            seen[n] = await per_turn.run(work, n)
+        except BaseException as exc:  # what each caller got is the point
+            seen[n] = type(exc)
+
+    async def main() -> None:
+        await asyncio.gather(*(caller(n) for n in range(3)))
+
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_until_complete(main())
+        loop.run_until_complete(asyncio.sleep(0))  # the callers wake up with what they were given
+    finally:
+        loop.close()
+    assert seen[0] == 0
+    assert seen[1] is KeyboardInterrupt and seen[2] is asyncio.CancelledError
+
+
+def test_a_loop_that_stopped_mid_turn_does_not_hold_up_the_next_loop() -> None:
+    per_turn = PerTurn()
+
+    async def ask_and_stop() -> None:
+        per_turn.run(int, "7")  # queued, and the loop stops before its callback runs
+        asyncio.get_running_loop().stop()
+
+    stopped = asyncio.new_event_loop()
+    try:
+        asking = stopped.create_task(ask_and_stop())
+        stopped.run_forever()
+        assert asking.done()
+    finally:
+        stopped.close()
+
+    async def ask() -> int:
+        return await asyncio.wait_for(per_turn.run(int, "8"), 5)
+
+    assert asyncio.run(ask()) == 8
+
+
 async def test_nothing_is_done_for_a_caller_cancelled_before_its_turn_ends() -> None:
     per_turn = PerTurn()
     done: list[int] = []

@@ -82,13 +82,14 @@ async def test_database_is_in_wal_mode(tmp_path: Path) -> None:
 
 
 async def test_a_new_database_gets_large_pages_and_an_existing_one_keeps_its_own(tmp_path: Path) -> None:
-    """16 KiB pages for a file the store creates (fewer WAL frames a commit); a file made before keeps its 4 KiB
-    pages, opens, migrates and takes writes as it did."""
+    """16 KiB pages for a file the store creates (fewer WAL frames a commit); a file made before with 4 KiB pages,
+    here in rollback-journal mode (a WAL file's page size cannot change at all), keeps them, opens, migrates and
+    takes writes as it did."""
     new, old = tmp_path / "new.db", tmp_path / "old.db"
     with sqlite3.connect(old) as conn:
         conn.execute("PRAGMA page_size = 4096")
-        conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("CREATE TABLE made_before (x INTEGER)")
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
     for db in (new, old):
         store = open_store(f"sqlite:///{db}")
         await store.migrate()
@@ -98,6 +99,7 @@ async def test_a_new_database_gets_large_pages_and_an_existing_one_keeps_its_own
         assert conn.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE == 16384
     with sqlite3.connect(old) as conn:
         assert conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     for db in (new, old):
         store = open_store(f"sqlite:///{db}")
