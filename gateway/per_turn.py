@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, TypeVar, TypeVarTuple
+from typing import TypeVar, TypeVarTuple, cast
 
 T = TypeVar("T")
 Args = TypeVarTuple("Args")
-Queued = list[tuple[asyncio.Future[Any], Callable[..., Any], tuple[Any, ...]]]
+Queued = list[tuple["asyncio.Future[object]", Callable[..., object], tuple[object, ...]]]
 
 
 class PerTurn:
@@ -47,7 +47,7 @@ class PerTurn:
             # stays with that callback, never delaying this loop's work).
             self._loop, self._queued = loop, []
             loop.call_soon(self._do, self._queued)
-        self._queued.append((future, work, args))
+        self._queued.append((cast("asyncio.Future[object]", future), work, args))  # (each T is its caller's)
         return future
 
     def _do(self, queued: Queued) -> None:
