@@ -46,11 +46,11 @@ class PerTurn:
             # The turn's first: a queue of its own (one left by a loop that stopped before its callback ran
             # stays with that callback, never delaying this loop's work).
             self._loop, self._queued = loop, []
-            loop.call_soon(self._do, self._queued)
+            loop.call_soon(self._finish_turn, self._queued)
         self._queued.append((cast("asyncio.Future[object]", future), work, args))  # (each T is its caller's)
         return future
 
-    def _do(self, queued: Queued) -> None:
+    def _finish_turn(self, queued: Queued) -> None:
         if self._queued is queued:
             self._queued = []  # work asked for from here on is the next turn's
         try:
@@ -60,7 +60,7 @@ class PerTurn:
                 try:
                     future.set_result(work(*args))
                 except BaseException as exc:  # to its own caller, as a direct call would have raised it
-                    future.set_exception(settable(exc))
+                    future.set_exception(future_error(exc))
                     if isinstance(exc, SystemExit | KeyboardInterrupt):
                         raise
         finally:
@@ -69,7 +69,7 @@ class PerTurn:
                     future.cancel()
 
 
-def settable(exc: BaseException) -> BaseException:
+def future_error(exc: BaseException) -> BaseException:
     """`exc` as a future may hold it: a StopIteration would end the awaiting coroutine's frame as a return, so a
     future refuses one (asyncio turns a coroutine's into RuntimeError the same way)."""
     if isinstance(exc, StopIteration):
