@@ -204,7 +204,8 @@ def _shaped_batches(batch: list[AuditEvent], at: float, head: tuple[int, str]) -
 def test_shaped_records_give_the_generic_rows() -> None:
     _SHAPED.clear()
     _shaped_batches()
-    assert _SHAPED[True] >= 200 and _SHAPED[False] >= 50, _SHAPED  # shaped and not, each many times
+    # Shaped and not, each many times: 190-283 shaped of 300 batches over 15 runs (200 failed one run in eight).
+    assert _SHAPED[True] >= 100 and _SHAPED[False] >= 50, _SHAPED
 
 
 def test_a_shaped_record_takes_the_shape_and_serializes_its_own_values() -> None:
