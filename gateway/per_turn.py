@@ -14,8 +14,8 @@ in the upstream (docs/performance-cuts.md, "Sixth pass").
 A caller resumes after the rest of its turn and one more pass of the loop (about 3 µs a call in a uvloop loop
 with nothing else to do). A caller cancelled before the callback runs has its work skipped: nothing is done for
 a request nobody waits for. Whatever the work raises reaches its own caller only (a StopIteration as a
-RuntimeError, which a future can hold); should something still get out of the callback (SystemExit,
-KeyboardInterrupt), the callers left are cancelled rather than left waiting.
+RuntimeError, which a future can hold); when a SystemExit or KeyboardInterrupt goes on out of the callback, the
+callers left in the turn are cancelled rather than left waiting.
 """
 
 from __future__ import annotations
@@ -53,21 +53,17 @@ class PerTurn:
     def _finish_turn(self, queued: Queued) -> None:
         if self._queued is queued:
             self._queued = []  # work asked for from here on is the next turn's
-        try:
-            for future, work, args in queued:
-                if future.done():  # its caller was cancelled meanwhile
-                    continue
-                try:
-                    future.set_result(work(*args))
-                except BaseException as exc:  # to its own caller, as a direct call would have raised it
-                    future.set_exception(future_error(exc))
-                    if isinstance(exc, SystemExit | KeyboardInterrupt):
-                        raise
-        finally:
-            for future, _, _ in queued:  # only when something got out above: no caller is left waiting
-                if not future.done():
-                    future.cancel()
-
+        for index, (future, work, args) in enumerate(queued):
+            if future.done():  # its caller was cancelled meanwhile
+                continue
+            try:
+                future.set_result(work(*args))
+            except BaseException as exc:  # to its own caller, as a direct call would have raised it
+                future.set_exception(future_error(exc))
+                if isinstance(exc, SystemExit | KeyboardInterrupt):  # the process stops: nobody left waiting
+                    for rest, _, _ in queued[index + 1:]:
+                        rest.cancel()
+                    raise
 
 def future_error(exc: BaseException) -> BaseException:
     """`exc` as a future may hold it: a StopIteration would end the awaiting coroutine's frame as a return, so a
